@@ -1,0 +1,47 @@
+# Kura: the two commands are `make dev` and `make test` (see README.md).
+# The cargo target dir lives outside the clone so fresh clones (CI) build incrementally.
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/kura/target
+CARGO ?= cargo
+DATA_DIR ?= ./kura-data
+PORT ?= 9000
+
+.PHONY: dev build test test-all deps deps-test fmt clippy bench release clean-data
+
+## Install what is missing, build, and run a local cluster (S3 on 127.0.0.1:$(PORT)).
+dev: deps build
+	$(CARGO_TARGET_DIR)/debug/kura dev --data-dir $(DATA_DIR) --port $(PORT)
+
+build:
+	$(CARGO) build --bin kura --bin pdctl
+
+deps:
+	@scripts/install-deps.sh build
+
+deps-test:
+	@scripts/install-deps.sh test
+
+## Install what is missing and run the default test suite (unit + end-to-end).
+test: deps-test
+	$(CARGO) build --bin kura --bin pdctl
+	$(CARGO) nextest run --workspace --no-fail-fast
+
+## Everything, including the slow suites (marked #[ignore]).
+test-all: deps-test
+	$(CARGO) build --bin kura --bin pdctl
+	$(CARGO) nextest run --workspace --no-fail-fast --run-ignored all
+
+fmt:
+	$(CARGO) fmt --all
+
+clippy:
+	$(CARGO) clippy --workspace --all-targets
+
+release: deps
+	$(CARGO) build --release --bin kura --bin pdctl
+
+## Benchmark against a running `make dev` cluster (release build recommended).
+bench: release
+	$(CARGO_TARGET_DIR)/release/kura bench --data-dir $(DATA_DIR)
+
+clean-data:
+	rm -rf $(DATA_DIR)

@@ -1,0 +1,26 @@
+//! Kura data node: stores fragments (one shard of an object body) as checksummed blocks in
+//! append-only segment files, serves them over gRPC (`kura.datanode.DataNode`), registers
+//! with PD and heartbeats its capacity, and provides the client gateways use.
+//!
+//! Owns: the on-disk segment format (`store::format`, see docs/decisions/0004-segment-format.md),
+//! the per-disk identity file (`store::identity`), the in-memory fragment index and its rebuild
+//! at startup (`store::index`, `store::recovery`), the write/read/delete paths (`store`), the
+//! gRPC service (`service`), the process lifecycle (`node`) and the client (`client`).
+//! Must not use: metashard or gateway code, RocksDB, or anything above it on the dependency
+//! arrow; PD is reached only through `kura-pd-client`.
+//! Start reading at `store/mod.rs` (the `Store` API), then `store/format.rs` for the bytes on
+//! disk, then `service.rs` for how the wire maps onto the store.
+//! Not yet here: group commit, a persisted index checkpoint, compaction, EC, heal/scrub/GC.
+
+pub mod client;
+pub mod crc;
+pub mod error;
+mod metrics;
+pub mod node;
+pub mod service;
+pub mod store;
+
+pub use client::{DataNodeClient, DataNodeError};
+pub use error::{Error, StoreError};
+pub use node::{run, serve, Config, DEFAULT_MIN_FREE_BYTES, DEFAULT_SEGMENT_SIZE};
+pub use store::{Store, StoreOptions};

@@ -1,0 +1,73 @@
+//! Prometheus metrics of the data node, registered in the default registry (the `kura`
+//! binary serves it on /metrics). Process-wide: one data node per process in production.
+
+use std::sync::LazyLock;
+
+use prometheus::{
+    exponential_buckets, register_histogram, register_int_counter, register_int_counter_vec,
+    register_int_gauge, Histogram, IntCounter, IntCounterVec, IntGauge,
+};
+
+pub static BYTES_WRITTEN: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "kura_datanode_bytes_written_total",
+        "Fragment payload bytes made durable"
+    )
+    .expect("metric registered once")
+});
+pub static BYTES_READ: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "kura_datanode_bytes_read_total",
+        "Block payload bytes read and verified"
+    )
+    .expect("metric registered once")
+});
+pub static FRAGMENTS_PUT: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!("kura_datanode_fragments_put_total", "Fragments committed")
+        .expect("metric registered once")
+});
+pub static FRAGMENTS_GET: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "kura_datanode_fragments_get_total",
+        "GetFragment requests served"
+    )
+    .expect("metric registered once")
+});
+pub static FRAGMENTS_DELETED: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "kura_datanode_fragments_deleted_total",
+        "Tombstones written"
+    )
+    .expect("metric registered once")
+});
+/// `stage`: "receive" (sender's CRC does not match the bytes) or "read" (stored block is bad).
+pub static CRC_FAILURES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "kura_datanode_crc_failures_total",
+        "Blocks failing their CRC32C",
+        &["stage"]
+    )
+    .expect("metric registered once")
+});
+pub static FSYNC_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
+    register_histogram!(
+        "kura_datanode_fsync_seconds",
+        "Latency of segment fdatasync",
+        exponential_buckets(0.0001, 2.0, 16).expect("valid buckets")
+    )
+    .expect("metric registered once")
+});
+pub static SEGMENTS: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!("kura_datanode_segments", "Segment files").expect("metric registered once")
+});
+pub static USED_BYTES: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!("kura_datanode_used_bytes", "Bytes in segment files")
+        .expect("metric registered once")
+});
+pub static DEAD_BYTES: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "kura_datanode_dead_bytes",
+        "Bytes of superseded or deleted records (reclaimable)"
+    )
+    .expect("metric registered once")
+});

@@ -1,0 +1,199 @@
+//! The gRPC service `kura.datanode.DataNode` over a `Store`. Store errors become gRPC
+//! `Status` here and nowhere else. Blocking file I/O runs on `spawn_blocking`.
+//!
+//! PutFragment protocol (see datanode.proto): the first message carries the header; each
+//! message carries at most ONE whole block (`data` may be empty, e.g. a header-only first
+//! message or a bare final message); `crc32c` is the sender's CRC of `data`; `last=true`
+//! ends the stream and the reply is sent only once the fragment is durable. A stream that
+//! ends or fails without `last=true` stores nothing.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::Stream;
+use kura_proto::datanode::data_node_server::{DataNode, DataNodeServer};
+use kura_proto::datanode::*;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::error::StoreError;
+use crate::metrics;
+use crate::store::{PutWriter, Store};
+
+/// Largest gRPC message either side accepts: one block of up to 16 MiB plus framing.
+pub const MAX_MESSAGE_SIZE: usize = 20 << 20;
+
+/// Blocks read ahead of the network per GetFragment stream.
+const READ_AHEAD: usize = 4;
+
+impl From<StoreError> for Status {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound => Status::not_found("fragment not found"),
+            StoreError::Corrupt(m) => Status::data_loss(m),
+            StoreError::Full(m) => Status::resource_exhausted(m),
+            StoreError::InvalidArgument(m) => Status::invalid_argument(m),
+            e @ StoreError::Io { .. } => Status::internal(e.to_string()),
+            e @ StoreError::Identity(_) => Status::internal(e.to_string()),
+        }
+    }
+}
+
+pub struct DataNodeService {
+    store: Arc<Store>,
+}
+
+impl DataNodeService {
+    pub fn new(store: Arc<Store>) -> Self {
+        DataNodeService { store }
+    }
+
+    /// The tonic server for this service, with message limits raised for big blocks.
+    pub fn into_server(self) -> DataNodeServer<DataNodeService> {
+        DataNodeServer::new(self)
+            .max_decoding_message_size(MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(MAX_MESSAGE_SIZE)
+    }
+}
+
+/// Runs blocking store work off the async executor.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, Status> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Status::internal(format!("blocking task failed: {e}")))
+}
+
+fn require_id(id: Option<FragmentId>) -> Result<FragmentId, Status> {
+    id.ok_or_else(|| Status::invalid_argument("missing fragment id"))
+}
+
+#[tonic::async_trait]
+impl DataNode for DataNodeService {
+    async fn put_fragment(
+        &self,
+        request: Request<Streaming<PutFragmentChunk>>,
+    ) -> Result<Response<PutFragmentResponse>, Status> {
+        let mut stream = request.into_inner();
+        let mut msg = stream
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("empty PutFragment stream"))?;
+        let header = msg.header.take().ok_or_else(|| {
+            Status::invalid_argument("the first PutFragment message must carry the header")
+        })?;
+        let store = self.store.clone();
+        // Dropping `writer` on any early return (error, client gone) aborts the record.
+        let mut writer: PutWriter = blocking(move || store.begin_put(header)).await??;
+        loop {
+            if msg.header.is_some() {
+                return Err(Status::invalid_argument(
+                    "only the first message may carry a header",
+                ));
+            }
+            if !msg.data.is_empty() {
+                let (data, crc) = (std::mem::take(&mut msg.data), msg.crc32c);
+                let (w, r) = blocking(move || {
+                    let r = writer.append_block(&data, crc);
+                    (writer, r)
+                })
+                .await?;
+                writer = w;
+                r?;
+            }
+            if msg.last {
+                let out = blocking(move || writer.commit()).await??;
+                return Ok(Response::new(PutFragmentResponse {
+                    length: out.length,
+                    blocks: out.blocks,
+                }));
+            }
+            msg = stream.message().await?.ok_or_else(|| {
+                Status::invalid_argument("PutFragment stream ended without last=true")
+            })?;
+        }
+    }
+
+    type GetFragmentStream =
+        Pin<Box<dyn Stream<Item = Result<GetFragmentChunk, Status>> + Send + 'static>>;
+
+    async fn get_fragment(
+        &self,
+        request: Request<GetFragmentRequest>,
+    ) -> Result<Response<Self::GetFragmentStream>, Status> {
+        let req = request.into_inner();
+        let id = require_id(req.id)?;
+        let loc = self
+            .store
+            .location(&id)
+            .ok_or_else(|| Status::from(StoreError::NotFound))?;
+        let first = req.first_block;
+        let end = if req.block_count == 0 {
+            loc.blocks.max(first)
+        } else {
+            first
+                .checked_add(req.block_count)
+                .ok_or_else(|| Status::out_of_range("block range overflows"))?
+        };
+        if end > loc.blocks || (first >= loc.blocks && !(first == 0 && loc.blocks == 0)) {
+            return Err(Status::out_of_range(format!(
+                "blocks [{first}, {end}) requested, fragment has {}",
+                loc.blocks
+            )));
+        }
+        metrics::FRAGMENTS_GET.inc();
+        let (tx, rx) = mpsc::channel(READ_AHEAD);
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            for i in first..end {
+                let (store, loc) = (store.clone(), loc.clone());
+                let item = match blocking(move || store.read_block(&loc, i)).await {
+                    Ok(Ok((data, crc32c))) => Ok(GetFragmentChunk {
+                        block_index: i,
+                        data,
+                        crc32c,
+                    }),
+                    Ok(Err(e)) => Err(Status::from(e)),
+                    Err(status) => Err(status),
+                };
+                let failed = item.is_err();
+                if tx.send(item).await.is_err() || failed {
+                    return; // reader gone, or the error was the last word
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn delete_fragment(
+        &self,
+        request: Request<DeleteFragmentRequest>,
+    ) -> Result<Response<DeleteFragmentResponse>, Status> {
+        let id = require_id(request.into_inner().id)?;
+        let store = self.store.clone();
+        let existed = blocking(move || store.delete(&id)).await??;
+        Ok(Response::new(DeleteFragmentResponse { existed }))
+    }
+
+    async fn stat_fragment(
+        &self,
+        request: Request<StatFragmentRequest>,
+    ) -> Result<Response<StatFragmentResponse>, Status> {
+        let id = require_id(request.into_inner().id)?;
+        let resp = match self.store.location(&id) {
+            Some(loc) => StatFragmentResponse {
+                found: true,
+                header: Some(loc.header.clone()),
+                length: loc.length,
+                blocks: loc.blocks,
+            },
+            None => StatFragmentResponse {
+                found: false,
+                header: None,
+                length: 0,
+                blocks: 0,
+            },
+        };
+        Ok(Response::new(resp))
+    }
+}

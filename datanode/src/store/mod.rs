@@ -1,0 +1,725 @@
+//! The fragment store of one data directory: append-only segment files plus an in-memory
+//! index. Every method here is blocking; async callers run them on `spawn_blocking`.
+//!
+//! Write path (`begin_put` → `PutWriter::append_block`* → `PutWriter::commit`): a writer
+//! owns one "active" segment exclusively for its whole record, so records never
+//! interleave; commit writes the footer, fdatasyncs, then publishes to the index. A
+//! writer dropped before commit truncates its partial record away. Segments roll at a
+//! record boundary once past `segment_size`. Reads use positional reads and verify every
+//! block's CRC32C. Group commit (one fsync for many writers) is a later optimisation.
+//!
+//! Layout of a data directory:
+//! ```text
+//! <data_dir>/kura-datanode-identity.json   (identity; see identity.rs)
+//! <data_dir>/segments/seg-<n>.kseg         (see format.rs)
+//! ```
+
+pub mod format;
+pub mod identity;
+pub mod index;
+mod recovery;
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::Instant;
+
+use bytes::Bytes;
+use kura_proto::datanode::{FragmentHeader, FragmentId};
+use prost::Message;
+
+use crate::crc::crc32c;
+use crate::error::StoreError;
+use crate::metrics;
+use format::*;
+use identity::Identity;
+use index::Index;
+pub use index::Location;
+
+/// Longest `data_id` accepted (DESIGN: 16 bytes; a little slack for other id schemes).
+pub const MAX_DATA_ID_LEN: usize = 64;
+
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// A segment stops taking records once it is at least this long.
+    pub segment_size: u64,
+    /// New PUTs are refused when less than this much disk space is free.
+    pub min_free_bytes: u64,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            segment_size: 256 << 20,
+            min_free_bytes: 1 << 30,
+        }
+    }
+}
+
+/// Space as reported to PD.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capacity {
+    /// `used_bytes` plus the space still available on the filesystem (the disk may be
+    /// shared, so the filesystem's own total would overstate what Kura can use).
+    pub capacity_bytes: u64,
+    /// Bytes in this store's segment files.
+    pub used_bytes: u64,
+    /// Full (below `min_free_bytes`) or on a read-only filesystem: no new fragments.
+    pub read_only: bool,
+}
+
+/// What a committed PUT stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PutOutcome {
+    pub length: u64,
+    pub blocks: u32,
+}
+
+struct Segment {
+    id: u64,
+    file: File,
+}
+
+/// A segment taken from the pool by one writer; `len` is its committed length.
+struct ActiveSegment {
+    seg: Arc<Segment>,
+    len: u64,
+}
+
+pub struct Store {
+    dir: PathBuf,
+    seg_dir: PathBuf,
+    dir_uuid: [u8; 16],
+    opts: StoreOptions,
+    identity: Mutex<Identity>,
+    /// Every segment, for reads.
+    segments: RwLock<HashMap<u64, Arc<Segment>>>,
+    /// Active segments no writer holds right now.
+    pool: Mutex<Vec<ActiveSegment>>,
+    next_segment_id: AtomicU64,
+    index: Mutex<Index>,
+    used_bytes: AtomicU64,
+    /// Filesystem free space at the last refresh, and our usage at that moment.
+    avail_at_refresh: AtomicU64,
+    used_at_refresh: AtomicU64,
+    fs_read_only: AtomicBool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding these locks leaves plain data in a consistent state.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Store {
+    /// Opens (or initialises) the store in `dir`: checks the identity file, scans every
+    /// segment to rebuild the index, truncating torn tails. Existing segments are sealed;
+    /// new records go to new segments.
+    pub fn open(dir: &Path, opts: StoreOptions) -> Result<Arc<Store>, StoreError> {
+        let started = Instant::now();
+        let seg_dir = dir.join("segments");
+        fs::create_dir_all(&seg_dir)
+            .map_err(|e| StoreError::io(format!("creating {}", seg_dir.display()), e))?;
+        // A read-only filesystem still serves reads: open everything read-only, repair nothing.
+        let (_, fs_ro) =
+            statvfs(dir).map_err(|e| StoreError::io(format!("statvfs {}", dir.display()), e))?;
+        if fs_ro {
+            tracing::warn!(dir = %dir.display(), "filesystem is read-only: serving reads only");
+        } else {
+            identity::sync_dir(dir)?;
+        }
+        let mut ids = Vec::new();
+        for entry in fs::read_dir(&seg_dir)
+            .map_err(|e| StoreError::io(format!("listing {}", seg_dir.display()), e))?
+        {
+            let entry =
+                entry.map_err(|e| StoreError::io(format!("listing {}", seg_dir.display()), e))?;
+            if let Some(id) = entry.file_name().to_str().and_then(parse_segment_file_name) {
+                ids.push(id);
+            }
+        }
+        ids.sort_unstable();
+        let identity = identity::load_or_create(dir, !ids.is_empty())?;
+        let dir_uuid = identity.uuid_bytes()?;
+
+        let mut index = Index::for_recovery();
+        let mut segments = HashMap::new();
+        let mut used = 0;
+        let mut removed_any = false;
+        for &id in &ids {
+            let path = seg_dir.join(segment_file_name(id));
+            let file = OpenOptions::new()
+                .read(true)
+                .write(!fs_ro)
+                .open(&path)
+                .map_err(|e| StoreError::io(format!("opening {}", path.display()), e))?;
+            match recovery::scan_segment(&file, id, dir_uuid, !fs_ro, &mut index)? {
+                Some(scan) if scan.len > SEGMENT_HEADER_LEN || fs_ro => {
+                    used += scan.len;
+                    segments.insert(id, Arc::new(Segment { id, file }));
+                }
+                None if fs_ro => {}
+                // Header only, or torn while being created: holds no record.
+                Some(_) | None => {
+                    fs::remove_file(&path).map_err(|e| {
+                        StoreError::io(format!("removing empty {}", path.display()), e)
+                    })?;
+                    removed_any = true;
+                }
+            }
+        }
+        index.finish_recovery();
+        if removed_any {
+            identity::sync_dir(&seg_dir)?;
+        }
+        tracing::info!(
+            dir = %dir.display(),
+            segments = segments.len(),
+            fragments = index.live_fragments(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "store opened"
+        );
+        let store = Arc::new(Store {
+            dir: dir.to_path_buf(),
+            seg_dir,
+            dir_uuid,
+            opts,
+            identity: Mutex::new(identity),
+            segments: RwLock::new(segments),
+            pool: Mutex::new(Vec::new()),
+            next_segment_id: AtomicU64::new(ids.last().map_or(1, |m| m + 1)),
+            index: Mutex::new(index),
+            used_bytes: AtomicU64::new(used),
+            avail_at_refresh: AtomicU64::new(u64::MAX),
+            used_at_refresh: AtomicU64::new(used),
+            fs_read_only: AtomicBool::new(fs_ro),
+        });
+        store.refresh_capacity()?;
+        Ok(store)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The PD-assigned node id persisted in the identity file (0: not registered yet).
+    pub fn node_id(&self) -> u64 {
+        lock(&self.identity).node_id
+    }
+
+    /// Persists the PD-assigned node id.
+    pub fn set_node_id(&self, node_id: u64) -> Result<(), StoreError> {
+        let mut id = lock(&self.identity);
+        if id.node_id == node_id {
+            return Ok(());
+        }
+        let mut next = id.clone();
+        next.node_id = node_id;
+        identity::save(&self.dir, &next)?;
+        *id = next;
+        Ok(())
+    }
+
+    // ---- capacity -------------------------------------------------------------------
+
+    /// Re-reads filesystem space (statvfs) and returns the capacity to report.
+    pub fn refresh_capacity(&self) -> Result<Capacity, StoreError> {
+        let (avail, ro) = statvfs(&self.dir)
+            .map_err(|e| StoreError::io(format!("statvfs {}", self.dir.display()), e))?;
+        self.used_at_refresh
+            .store(self.used_bytes.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.avail_at_refresh.store(avail, Ordering::Relaxed);
+        self.fs_read_only.store(ro, Ordering::Relaxed);
+        let cap = self.capacity();
+        metrics::USED_BYTES.set(cap.used_bytes as i64);
+        metrics::SEGMENTS.set(self.segments.read().map(|s| s.len()).unwrap_or(0) as i64);
+        metrics::DEAD_BYTES.set(lock(&self.index).total_dead_bytes() as i64);
+        Ok(cap)
+    }
+
+    /// Capacity from the last refresh, adjusted by what was written since.
+    pub fn capacity(&self) -> Capacity {
+        let used = self.used_bytes.load(Ordering::Relaxed);
+        let written_since = used.saturating_sub(self.used_at_refresh.load(Ordering::Relaxed));
+        let avail = self
+            .avail_at_refresh
+            .load(Ordering::Relaxed)
+            .saturating_sub(written_since);
+        Capacity {
+            capacity_bytes: used.saturating_add(avail),
+            used_bytes: used,
+            read_only: self.fs_read_only.load(Ordering::Relaxed)
+                || avail < self.opts.min_free_bytes,
+        }
+    }
+
+    fn check_writable(&self) -> Result<(), StoreError> {
+        if self.fs_read_only.load(Ordering::Relaxed) {
+            return Err(StoreError::Full("filesystem is read-only".into()));
+        }
+        let cap = self.capacity();
+        if cap.read_only {
+            return Err(StoreError::Full(format!(
+                "{} bytes free, below the floor of {}",
+                cap.capacity_bytes - cap.used_bytes,
+                self.opts.min_free_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    /// Remembers a read-only filesystem seen through a write error.
+    fn note_write_error(&self, e: &std::io::Error) {
+        if e.kind() == std::io::ErrorKind::ReadOnlyFilesystem {
+            self.fs_read_only.store(true, Ordering::Relaxed);
+        }
+    }
+
+    // ---- segments -------------------------------------------------------------------
+
+    fn salt(&self, segment_id: u64) -> SegmentSalt {
+        SegmentSalt {
+            dir_uuid: self.dir_uuid,
+            segment_id,
+        }
+    }
+
+    fn take_active(&self) -> Result<ActiveSegment, StoreError> {
+        if let Some(a) = lock(&self.pool).pop() {
+            return Ok(a);
+        }
+        self.create_segment()
+    }
+
+    fn create_segment(&self) -> Result<ActiveSegment, StoreError> {
+        let id = self.next_segment_id.fetch_add(1, Ordering::Relaxed);
+        let path = self.seg_dir.join(segment_file_name(id));
+        let ctx = |what: &str| format!("{what} {}", path.display());
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| StoreError::io(ctx("creating"), e))?;
+        let header = SegmentHeader {
+            segment_id: id,
+            dir_uuid: self.dir_uuid,
+        }
+        .encode();
+        let init = file
+            .write_all_at(&header, 0)
+            .and_then(|()| file.sync_all())
+            .map_err(|e| {
+                self.note_write_error(&e);
+                StoreError::io(ctx("initialising"), e)
+            })
+            .and_then(|()| identity::sync_dir(&self.seg_dir));
+        if let Err(e) = init {
+            let _ = fs::remove_file(&path);
+            return Err(e);
+        }
+        let seg = Arc::new(Segment { id, file });
+        let mut segs = self.segments.write().unwrap_or_else(|p| p.into_inner());
+        segs.insert(id, seg.clone());
+        metrics::SEGMENTS.set(segs.len() as i64);
+        drop(segs);
+        self.used_bytes
+            .fetch_add(SEGMENT_HEADER_LEN, Ordering::Relaxed);
+        tracing::debug!(segment = id, "created segment");
+        Ok(ActiveSegment {
+            seg,
+            len: SEGMENT_HEADER_LEN,
+        })
+    }
+
+    /// Returns a segment to the pool, or seals it once it reached `segment_size`.
+    fn release_active(&self, a: ActiveSegment) {
+        if a.len >= self.opts.segment_size {
+            tracing::debug!(segment = a.seg.id, len = a.len, "segment sealed");
+        } else {
+            lock(&self.pool).push(a);
+        }
+    }
+
+    /// Removes an uncommitted record at `start`. If the truncate fails the segment is
+    /// sealed: appending after garbage would hide later records from recovery.
+    fn discard_record(&self, a: ActiveSegment, start: u64) {
+        match a.seg.file.set_len(start) {
+            Ok(()) => self.release_active(ActiveSegment { len: start, ..a }),
+            Err(e) => {
+                tracing::error!(segment = a.seg.id, error = %e, "cannot truncate an aborted record; sealing the segment");
+            }
+        }
+    }
+
+    fn segment(&self, id: u64) -> Option<Arc<Segment>> {
+        self.segments
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .cloned()
+    }
+
+    // ---- write ----------------------------------------------------------------------
+
+    /// Starts storing a fragment. The returned writer owns one segment until it is
+    /// committed or dropped (drop = abort).
+    pub fn begin_put(self: &Arc<Self>, header: FragmentHeader) -> Result<PutWriter, StoreError> {
+        validate_header(&header)?;
+        self.check_writable()?;
+        let active = self.take_active()?;
+        let (bytes, header_crc) = encode_record_header(
+            self.salt(active.seg.id),
+            RecordKind::Put,
+            &header.encode_to_vec(),
+        );
+        let start = active.len;
+        let mut w = PutWriter {
+            state: Some(WriteState {
+                store: self.clone(),
+                record_start: start,
+                pos: start,
+                first_block_offset: start + bytes.len() as u64,
+                active,
+                header_crc,
+                header,
+                block_headers: Vec::new(),
+                blocks: 0,
+                length: 0,
+                short_seen: false,
+            }),
+        };
+        w.state_mut()?.write(&bytes)?;
+        Ok(w)
+    }
+
+    // ---- read -----------------------------------------------------------------------
+
+    /// Where fragment `id` is, if it is stored.
+    pub fn location(&self, id: &FragmentId) -> Option<Arc<Location>> {
+        lock(&self.index).get(id)
+    }
+
+    /// Reads block `i` of a fragment and verifies its CRC32C. Returns the payload and CRC.
+    pub fn read_block(&self, loc: &Location, i: u32) -> Result<(Bytes, u32), StoreError> {
+        if i >= loc.blocks {
+            return Err(StoreError::InvalidArgument(format!(
+                "block {i} of {}",
+                loc.blocks
+            )));
+        }
+        let seg = self
+            .segment(loc.segment)
+            .ok_or_else(|| StoreError::Corrupt(format!("segment {} is gone", loc.segment)))?;
+        let len = loc.block_len(i);
+        let off = loc.block_offset(i);
+        let mut buf = vec![0u8; BLOCK_HEADER_LEN as usize + len as usize];
+        seg.file.read_exact_at(&mut buf, off).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                StoreError::Corrupt(format!("segment {} ends before block {i} at {off}", seg.id))
+            } else {
+                StoreError::io(format!("reading segment {} at {off}", seg.id), e)
+            }
+        })?;
+        let mut hb = [0u8; BLOCK_HEADER_LEN as usize];
+        hb.copy_from_slice(&buf[..BLOCK_HEADER_LEN as usize]);
+        let (stored_len, stored_crc) = decode_block_header(&hb);
+        let data = Bytes::from(buf).slice(BLOCK_HEADER_LEN as usize..);
+        if stored_len != len || crc32c(&data) != stored_crc {
+            metrics::CRC_FAILURES.with_label_values(&["read"]).inc();
+            tracing::error!(
+                segment = seg.id,
+                offset = off,
+                block = i,
+                "block fails its checksum"
+            );
+            return Err(StoreError::Corrupt(format!(
+                "block {i} at segment {} offset {off} fails its checksum",
+                seg.id
+            )));
+        }
+        metrics::BYTES_READ.inc_by(len as u64);
+        Ok((data, stored_crc))
+    }
+
+    // ---- delete ---------------------------------------------------------------------
+
+    /// Deletes fragment `id` with a durable tombstone. Returns whether it existed.
+    pub fn delete(&self, id: &FragmentId) -> Result<bool, StoreError> {
+        if self.fs_read_only.load(Ordering::Relaxed) {
+            return Err(StoreError::Full("filesystem is read-only".into()));
+        }
+        let seq = {
+            let mut ix = lock(&self.index);
+            if ix.get(id).is_none() {
+                return Ok(false);
+            }
+            ix.take_seq()
+        };
+        let mut a = self.take_active()?;
+        let (mut buf, header_crc) = encode_record_header(
+            self.salt(a.seg.id),
+            RecordKind::Tombstone,
+            &id.encode_to_vec(),
+        );
+        buf.extend_from_slice(
+            &Footer {
+                block_count: 0,
+                total_len: 0,
+                seq,
+                blocks_crc: crc32c(&[]),
+            }
+            .encode(header_crc),
+        );
+        let start = a.len;
+        if let Err(e) = a.seg.file.write_all_at(&buf, start) {
+            self.note_write_error(&e);
+            self.discard_record(a, start);
+            return Err(StoreError::io("writing tombstone", e));
+        }
+        self.timed_sync(&a.seg).map_err(|e| {
+            tracing::error!(segment = a.seg.id, error = %e, "fsync failed; sealing the segment");
+            e
+        })?;
+        a.len = start + buf.len() as u64;
+        self.used_bytes
+            .fetch_add(buf.len() as u64, Ordering::Relaxed);
+        self.release_active(a);
+        let existed = lock(&self.index).apply_tombstone(id, seq);
+        metrics::FRAGMENTS_DELETED.inc();
+        Ok(existed)
+    }
+
+    fn timed_sync(&self, seg: &Segment) -> Result<(), StoreError> {
+        let t = Instant::now();
+        let r = seg.file.sync_data();
+        metrics::FSYNC_SECONDS.observe(t.elapsed().as_secs_f64());
+        r.map_err(|e| {
+            self.note_write_error(&e);
+            StoreError::io(format!("fsync segment {}", seg.id), e)
+        })
+    }
+
+    // ---- introspection --------------------------------------------------------------
+
+    pub fn segment_count(&self) -> usize {
+        self.segments.read().map(|s| s.len()).unwrap_or(0)
+    }
+
+    pub fn live_fragments(&self) -> usize {
+        lock(&self.index).live_fragments()
+    }
+
+    /// Bytes of superseded or deleted records in segment `id` (what compaction may reclaim).
+    pub fn dead_bytes(&self, segment: u64) -> u64 {
+        lock(&self.index).dead_bytes(segment)
+    }
+}
+
+fn validate_header(h: &FragmentHeader) -> Result<(), StoreError> {
+    let id =
+        h.id.as_ref()
+            .ok_or_else(|| StoreError::InvalidArgument("fragment header without id".into()))?;
+    if id.data_id.is_empty() || id.data_id.len() > MAX_DATA_ID_LEN {
+        return Err(StoreError::InvalidArgument(format!(
+            "data_id of {} bytes",
+            id.data_id.len()
+        )));
+    }
+    if h.block_size == 0 || h.block_size > MAX_BLOCK_SIZE {
+        return Err(StoreError::InvalidArgument(format!(
+            "block_size {} not in 1..={MAX_BLOCK_SIZE}",
+            h.block_size
+        )));
+    }
+    if h.encoded_len() > MAX_META_LEN as usize {
+        return Err(StoreError::InvalidArgument(
+            "fragment header too large".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Free bytes for unprivileged writers, and whether the filesystem is mounted read-only.
+fn statvfs(path: &Path) -> std::io::Result<(u64, bool)> {
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    // SAFETY: `c` is a valid NUL-terminated path and `s` a properly sized out-parameter.
+    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::statvfs(c.as_ptr(), &mut s) };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let avail = (s.f_bavail as u64).saturating_mul(s.f_frsize as u64);
+    Ok((avail, s.f_flag & libc::ST_RDONLY != 0))
+}
+
+/// One fragment being written. Dropping it without `commit` aborts: the partial record
+/// is truncated away and the segment goes back to the pool.
+pub struct PutWriter {
+    state: Option<WriteState>,
+}
+
+struct WriteState {
+    store: Arc<Store>,
+    active: ActiveSegment,
+    record_start: u64,
+    /// Where the next byte goes.
+    pos: u64,
+    first_block_offset: u64,
+    header_crc: u32,
+    header: FragmentHeader,
+    block_headers: Vec<u8>,
+    blocks: u32,
+    length: u64,
+    short_seen: bool,
+}
+
+impl WriteState {
+    fn write(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
+        self.active
+            .seg
+            .file
+            .write_all_at(bytes, self.pos)
+            .map_err(|e| {
+                self.store.note_write_error(&e);
+                StoreError::io(format!("writing segment {}", self.active.seg.id), e)
+            })?;
+        self.pos += bytes.len() as u64;
+        Ok(())
+    }
+
+    fn abort(self) {
+        self.store.discard_record(self.active, self.record_start);
+    }
+}
+
+impl PutWriter {
+    fn state_mut(&mut self) -> Result<&mut WriteState, StoreError> {
+        self.state
+            .as_mut()
+            .ok_or_else(|| StoreError::InvalidArgument("writer already finished".into()))
+    }
+
+    pub fn header(&self) -> Option<&FragmentHeader> {
+        self.state.as_ref().map(|s| &s.header)
+    }
+
+    /// Appends one block after checking it against the sender's CRC32C. Every block but
+    /// the last must be exactly `block_size` bytes; blocks are never empty.
+    pub fn append_block(&mut self, data: &[u8], sender_crc: u32) -> Result<(), StoreError> {
+        let st = self.state_mut()?;
+        let block_size = st.header.block_size as usize;
+        if data.is_empty() || data.len() > block_size {
+            return Err(StoreError::InvalidArgument(format!(
+                "block {} has {} bytes; blocks hold 1..={block_size}",
+                st.blocks,
+                data.len()
+            )));
+        }
+        if st.short_seen {
+            return Err(StoreError::InvalidArgument(format!(
+                "block {} follows a short block; only the last block may be shorter than block_size",
+                st.blocks
+            )));
+        }
+        let crc = crc32c(data);
+        if crc != sender_crc {
+            metrics::CRC_FAILURES.with_label_values(&["receive"]).inc();
+            return Err(StoreError::Corrupt(format!(
+                "block {} arrived with crc32c {crc:08x}, sender computed {sender_crc:08x}",
+                st.blocks
+            )));
+        }
+        let blocks = st
+            .blocks
+            .checked_add(1)
+            .ok_or_else(|| StoreError::InvalidArgument("too many blocks".into()))?;
+        let hb = encode_block_header(data.len() as u32, crc);
+        st.write(&hb)?;
+        st.write(data)?;
+        st.short_seen = data.len() < block_size;
+        st.blocks = blocks;
+        st.length += data.len() as u64;
+        st.block_headers.extend_from_slice(&hb);
+        Ok(())
+    }
+
+    /// Writes the footer, makes the record durable, publishes it in the index.
+    pub fn commit(mut self) -> Result<PutOutcome, StoreError> {
+        let mut st = self
+            .state
+            .take()
+            .ok_or_else(|| StoreError::InvalidArgument("writer already finished".into()))?;
+        let store = st.store.clone();
+        let seq = lock(&store.index).begin_commit();
+        let footer = Footer {
+            block_count: st.blocks,
+            total_len: st.length,
+            seq,
+            blocks_crc: crc32c(&st.block_headers),
+        };
+        if let Err(e) = st.write(&footer.encode(st.header_crc)) {
+            lock(&store.index).abort_commit();
+            st.abort();
+            return Err(e);
+        }
+        if let Err(e) = store.timed_sync(&st.active.seg) {
+            // After a failed fsync the page cache cannot be trusted: seal the segment
+            // (dropping `st` does not return it to the pool). The unacknowledged record
+            // may still appear after a restart; the orphan scrubber owns that case.
+            lock(&store.index).abort_commit();
+            tracing::error!(segment = st.active.seg.id, error = %e, "fsync failed; sealing the segment");
+            return Err(e);
+        }
+        let loc = Location {
+            seq,
+            segment: st.active.seg.id,
+            record_offset: st.record_start,
+            record_len: st.pos - st.record_start,
+            first_block_offset: st.first_block_offset,
+            blocks: st.blocks,
+            length: st.length,
+            header: st.header,
+        };
+        lock(&store.index).finish_commit(Arc::new(loc));
+        store
+            .used_bytes
+            .fetch_add(st.pos - st.record_start, Ordering::Relaxed);
+        st.active.len = st.pos;
+        store.release_active(st.active);
+        metrics::BYTES_WRITTEN.inc_by(st.length);
+        metrics::FRAGMENTS_PUT.inc();
+        Ok(PutOutcome {
+            length: st.length,
+            blocks: st.blocks,
+        })
+    }
+
+    /// Abandons the record (same as dropping the writer, but synchronous).
+    pub fn abort(mut self) {
+        if let Some(st) = self.state.take() {
+            st.abort();
+        }
+    }
+}
+
+impl Drop for PutWriter {
+    fn drop(&mut self) {
+        if let Some(st) = self.state.take() {
+            // Truncating is a syscall: keep it off the async executor when there is one.
+            match tokio::runtime::Handle::try_current() {
+                Ok(h) => {
+                    h.spawn_blocking(move || st.abort());
+                }
+                Err(_) => st.abort(),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,465 @@
+//! The real gRPC server on an ephemeral port, driven by the real client.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use kura_datanode::crc::crc32c;
+use kura_datanode::{serve, Config, DataNodeClient, DataNodeError, Store, StoreOptions};
+use kura_proto::datanode::data_node_client::DataNodeClient as RawClient;
+use kura_proto::datanode::{FragmentHeader, FragmentId, PutFragmentChunk};
+use kura_proto::pd::pd_server::{Pd, PdServer};
+use kura_proto::pd::*;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tonic::{Request, Response, Status};
+
+const MIB: usize = 1 << 20;
+
+struct Node {
+    addr: String,
+    store: Arc<Store>,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<Result<(), kura_datanode::Error>>,
+    _dir: tempfile::TempDir,
+}
+
+async fn start_node() -> Node {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(
+        dir.path(),
+        StoreOptions {
+            segment_size: 256 << 20,
+            min_free_bytes: 0,
+        },
+    )
+    .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (stop, rx) = watch::channel(false);
+    let task = tokio::spawn(serve(store.clone(), listener, rx));
+    Node {
+        addr,
+        store,
+        stop,
+        task,
+        _dir: dir,
+    }
+}
+
+impl Node {
+    async fn stop(self) {
+        self.stop.send(true).unwrap();
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+fn fid(n: u8) -> FragmentId {
+    FragmentId {
+        data_id: Bytes::from(vec![n; 16]),
+        shard: 1,
+    }
+}
+
+fn header(n: u8, block_size: u32) -> FragmentHeader {
+    FragmentHeader {
+        id: Some(fid(n)),
+        bucket_id: 1,
+        object_key: "k".into(),
+        block_size,
+        ..Default::default()
+    }
+}
+
+fn blocks(seed: u8, count: usize, size: usize) -> Vec<Bytes> {
+    (0..count)
+        .map(|b| {
+            Bytes::from(
+                (0..size)
+                    .map(|i| (i as u8).wrapping_add(seed).wrapping_add(b as u8 * 3))
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .collect()
+}
+
+async fn collect(
+    s: futures::stream::BoxStream<'static, Result<Bytes, DataNodeError>>,
+) -> Result<Vec<Bytes>, DataNodeError> {
+    s.collect::<Vec<_>>().await.into_iter().collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn put_range_read_stat_delete_over_grpc() {
+    let node = start_node().await;
+    let client = DataNodeClient::new();
+    let data = blocks(5, 3, MIB);
+
+    let resp = client
+        .put_fragment(
+            &node.addr,
+            header(1, MIB as u32),
+            futures::stream::iter(data.clone()),
+        )
+        .await
+        .unwrap();
+    assert_eq!((resp.length, resp.blocks), (3 * MIB as u64, 3));
+
+    let mid = collect(client.get_fragment(&node.addr, fid(1), 1, 1).await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(mid, vec![data[1].clone()]);
+    let tail = collect(client.get_fragment(&node.addr, fid(1), 1, 0).await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(tail, data[1..].to_vec());
+    let all = collect(client.get_fragment(&node.addr, fid(1), 0, 0).await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(all, data);
+    assert!(matches!(
+        client.get_fragment(&node.addr, fid(1), 2, 5).await.err(),
+        Some(DataNodeError::InvalidArgument(_))
+    ));
+
+    let st = client.stat_fragment(&node.addr, fid(1)).await.unwrap();
+    assert!(st.found);
+    assert_eq!((st.length, st.blocks), (3 * MIB as u64, 3));
+    assert_eq!(st.header.unwrap().object_key, "k");
+
+    assert!(client.delete_fragment(&node.addr, fid(1)).await.unwrap());
+    assert!(!client.delete_fragment(&node.addr, fid(1)).await.unwrap());
+    assert!(
+        !client
+            .stat_fragment(&node.addr, fid(1))
+            .await
+            .unwrap()
+            .found
+    );
+    assert!(matches!(
+        client.get_fragment(&node.addr, fid(1), 0, 0).await.err(),
+        Some(DataNodeError::NotFound)
+    ));
+
+    // An empty fragment and a short last block.
+    let r = client
+        .put_fragment(&node.addr, header(2, 1024), futures::stream::empty())
+        .await
+        .unwrap();
+    assert_eq!((r.length, r.blocks), (0, 0));
+    assert!(
+        collect(client.get_fragment(&node.addr, fid(2), 0, 0).await.unwrap())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let odd = vec![blocks(1, 1, 1024)[0].clone(), Bytes::from_static(b"tail")];
+    let r = client
+        .put_fragment(
+            &node.addr,
+            header(3, 1024),
+            futures::stream::iter(odd.clone()),
+        )
+        .await
+        .unwrap();
+    assert_eq!((r.length, r.blocks), (1028, 2));
+    assert_eq!(
+        collect(client.get_fragment(&node.addr, fid(3), 0, 0).await.unwrap())
+            .await
+            .unwrap(),
+        odd
+    );
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_puts_store_nothing() {
+    let node = start_node().await;
+    let client = DataNodeClient::new();
+
+    // Blocks of the wrong size: the node refuses the stream.
+    let wrong = vec![Bytes::from(vec![1u8; 10]), Bytes::from(vec![2u8; 1024])];
+    let err = client
+        .put_fragment(&node.addr, header(1, 1024), futures::stream::iter(wrong))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DataNodeError::InvalidArgument(_)), "{err:?}");
+
+    // A block whose CRC does not match what the sender claims.
+    let mut raw = RawClient::connect(format!("http://{}", node.addr))
+        .await
+        .unwrap();
+    let msgs = vec![PutFragmentChunk {
+        header: Some(header(2, 1024)),
+        data: Bytes::from_static(b"abc"),
+        crc32c: crc32c(b"abd"),
+        last: true,
+    }];
+    let status = raw
+        .put_fragment(futures::stream::iter(msgs))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::DataLoss);
+
+    // A stream without last=true.
+    let msgs = vec![PutFragmentChunk {
+        header: Some(header(3, 1024)),
+        data: Bytes::new(),
+        crc32c: 0,
+        last: false,
+    }];
+    let status = raw
+        .put_fragment(futures::stream::iter(msgs))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+
+    // A writer that goes away mid-fragment (the caller drops the future).
+    let stalled =
+        futures::stream::iter(vec![Bytes::from(vec![7u8; 1024])]).chain(futures::stream::pending());
+    let r = tokio::time::timeout(
+        Duration::from_millis(300),
+        client.put_fragment(&node.addr, header(4, 1024), stalled),
+    )
+    .await;
+    assert!(r.is_err(), "put must still be waiting for its last block");
+
+    for n in 1..=4 {
+        assert!(
+            !client
+                .stat_fragment(&node.addr, fid(n))
+                .await
+                .unwrap()
+                .found,
+            "fragment {n}"
+        );
+    }
+    // The store still works after all that, and the aborted record left no garbage behind.
+    let ok = blocks(9, 2, 1024);
+    client
+        .put_fragment(
+            &node.addr,
+            header(5, 1024),
+            futures::stream::iter(ok.clone()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        collect(client.get_fragment(&node.addr, fid(5), 0, 0).await.unwrap())
+            .await
+            .unwrap(),
+        ok
+    );
+    // Segment files hold exactly the committed bytes once the aborts (async) have run.
+    let on_disk = || {
+        std::fs::read_dir(node.store.dir().join("segments"))
+            .unwrap()
+            .map(|e| e.unwrap().metadata().unwrap().len())
+            .sum::<u64>()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    while on_disk() != node.store.capacity().used_bytes {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} on disk vs {} committed",
+            on_disk(),
+            node.store.capacity().used_bytes
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_block_reaches_client_as_corrupt() {
+    use std::os::unix::fs::FileExt;
+    let node = start_node().await;
+    let client = DataNodeClient::new();
+    client
+        .put_fragment(
+            &node.addr,
+            header(1, 4096),
+            futures::stream::iter(blocks(3, 3, 4096)),
+        )
+        .await
+        .unwrap();
+    let loc = node.store.location(&fid(1)).unwrap();
+    let path = node
+        .store
+        .dir()
+        .join("segments")
+        .join(kura_datanode::store::format::segment_file_name(loc.segment));
+    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.write_all_at(b"\xff\xfe", loc.block_offset(2) + 100)
+        .unwrap();
+
+    let got: Vec<_> = client
+        .get_fragment(&node.addr, fid(1), 0, 0)
+        .await
+        .unwrap()
+        .collect()
+        .await;
+    assert_eq!(got.len(), 3);
+    assert!(got[0].is_ok() && got[1].is_ok());
+    assert!(
+        matches!(got[2], Err(DataNodeError::Corrupt(_))),
+        "{:?}",
+        got[2]
+    );
+    node.stop().await;
+}
+
+/// Just enough PD to register and heartbeat data nodes.
+#[derive(Default)]
+struct FakePd {
+    next_id: AtomicU64,
+    registered: Mutex<Vec<kura_proto::pd::DataNode>>,
+    heartbeats: AtomicU64,
+}
+
+type R<T> = Result<Response<T>, Status>;
+
+struct FakePdSvc(Arc<FakePd>);
+
+#[tonic::async_trait]
+impl Pd for FakePdSvc {
+    async fn get_cluster(&self, _: Request<GetClusterRequest>) -> R<GetClusterResponse> {
+        Err(Status::unimplemented(""))
+    }
+    async fn alloc_id(&self, _: Request<AllocIdRequest>) -> R<AllocIdResponse> {
+        Err(Status::unimplemented(""))
+    }
+    async fn register_store(&self, _: Request<RegisterStoreRequest>) -> R<RegisterStoreResponse> {
+        Err(Status::unimplemented(""))
+    }
+    async fn store_heartbeat(
+        &self,
+        _: Request<StoreHeartbeatRequest>,
+    ) -> R<StoreHeartbeatResponse> {
+        Err(Status::unimplemented(""))
+    }
+    async fn region_heartbeat(
+        &self,
+        _: Request<RegionHeartbeatRequest>,
+    ) -> R<RegionHeartbeatResponse> {
+        Err(Status::unimplemented(""))
+    }
+    async fn get_stores(&self, _: Request<GetStoresRequest>) -> R<GetStoresResponse> {
+        Err(Status::unimplemented(""))
+    }
+    async fn get_region(&self, _: Request<GetRegionRequest>) -> R<GetRegionResponse> {
+        Err(Status::unimplemented(""))
+    }
+    async fn get_region_by_id(&self, _: Request<GetRegionByIdRequest>) -> R<GetRegionResponse> {
+        Err(Status::unimplemented(""))
+    }
+    async fn scan_regions(&self, _: Request<ScanRegionsRequest>) -> R<ScanRegionsResponse> {
+        Err(Status::unimplemented(""))
+    }
+    async fn register_data_node(
+        &self,
+        r: Request<RegisterDataNodeRequest>,
+    ) -> R<RegisterDataNodeResponse> {
+        let node = r.into_inner().node.unwrap_or_default();
+        let id = if node.id == 0 {
+            self.0.next_id.fetch_add(1, Ordering::SeqCst) + 100
+        } else {
+            node.id
+        };
+        self.0.registered.lock().unwrap().push(node);
+        Ok(Response::new(RegisterDataNodeResponse {
+            error: None,
+            node_id: id,
+        }))
+    }
+    async fn data_node_heartbeat(
+        &self,
+        r: Request<DataNodeHeartbeatRequest>,
+    ) -> R<DataNodeHeartbeatResponse> {
+        let hb = r.into_inner();
+        assert!(hb.node_id >= 100 && hb.capacity_bytes >= hb.used_bytes);
+        self.0.heartbeats.fetch_add(1, Ordering::SeqCst);
+        Ok(Response::new(DataNodeHeartbeatResponse { error: None }))
+    }
+    async fn get_placement(&self, _: Request<GetPlacementRequest>) -> R<GetPlacementResponse> {
+        Err(Status::unimplemented(""))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_registers_persists_id_and_heartbeats() {
+    let pd = Arc::new(FakePd::default());
+    let pd_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let pd_addr = pd_listener.local_addr().unwrap().to_string();
+    let pd_server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(PdServer::new(FakePdSvc(pd.clone())))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(pd_listener)),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = Config {
+        data_dir: dir.path().to_path_buf(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        advertise: "127.0.0.1:1".into(),
+        status_advertise: "127.0.0.1:2".into(),
+        pd_endpoints: vec![pd_addr],
+        zone: "z1".into(),
+        rack: "r1".into(),
+        host: "h1".into(),
+        segment_size: 1 << 20,
+        min_free_bytes: 0,
+    };
+    for round in 0..2 {
+        let ready = Arc::new(AtomicBool::new(false));
+        let (stop, rx) = watch::channel(false);
+        let task = tokio::spawn(kura_datanode::run(cfg.clone(), ready.clone(), rx));
+        let before = pd.heartbeats.load(Ordering::SeqCst);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while !(ready.load(Ordering::SeqCst) && pd.heartbeats.load(Ordering::SeqCst) > before) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "round {round}: not ready/heartbeating"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        stop.send(true).unwrap();
+        task.await.unwrap().unwrap();
+        assert!(!ready.load(Ordering::SeqCst));
+    }
+    let reg = pd.registered.lock().unwrap().clone();
+    assert_eq!(reg.len(), 2);
+    assert_eq!(reg[0].id, 0, "first start asks for an id");
+    assert_eq!(reg[1].id, 100, "restart re-registers with the persisted id");
+    assert_eq!(reg[1].labels.as_ref().unwrap().zone, "z1");
+    pd_server.abort();
+}
+
+#[tokio::test]
+async fn run_without_pd_stops_on_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = Config {
+        data_dir: dir.path().to_path_buf(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        advertise: "127.0.0.1:1".into(),
+        status_advertise: String::new(),
+        pd_endpoints: vec!["127.0.0.1:9".into()],
+        zone: "z1".into(),
+        rack: String::new(),
+        host: String::new(),
+        segment_size: 1 << 20,
+        min_free_bytes: 0,
+    };
+    let ready = Arc::new(AtomicBool::new(false));
+    let (stop, rx) = watch::channel(false);
+    let task = tokio::spawn(kura_datanode::run(cfg, ready.clone(), rx));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!ready.load(Ordering::SeqCst));
+    stop.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}

@@ -1,0 +1,319 @@
+//! Additional checksums (`x-amz-checksum-*`): computed in the same pass as
+//! the MD5, verified against the header value or the streaming trailer, and
+//! stored base64-encoded under the algorithm name ("CRC32", "SHA256", ...).
+//!
+//! s3s verifies signatures (including the trailer's) but not checksum values;
+//! that is done here.
+
+use std::collections::BTreeMap;
+
+use base64::Engine;
+use http::HeaderMap;
+use s3s::crypto::{Checksum, Crc32, Crc32c, Crc64Nvme, Sha1, Sha256};
+use s3s::TrailingHeaders;
+
+use crate::error::{GwError, GwResult};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Algo {
+    Crc32,
+    Crc32c,
+    Crc64Nvme,
+    Sha1,
+    Sha256,
+}
+
+impl Algo {
+    pub const ALL: [Algo; 5] = [
+        Algo::Crc32,
+        Algo::Crc32c,
+        Algo::Crc64Nvme,
+        Algo::Sha1,
+        Algo::Sha256,
+    ];
+
+    /// The S3 algorithm name, also the key in `ObjectRecord.checksums`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Algo::Crc32 => "CRC32",
+            Algo::Crc32c => "CRC32C",
+            Algo::Crc64Nvme => "CRC64NVME",
+            Algo::Sha1 => "SHA1",
+            Algo::Sha256 => "SHA256",
+        }
+    }
+
+    pub fn header(self) -> &'static str {
+        match self {
+            Algo::Crc32 => "x-amz-checksum-crc32",
+            Algo::Crc32c => "x-amz-checksum-crc32c",
+            Algo::Crc64Nvme => "x-amz-checksum-crc64nvme",
+            Algo::Sha1 => "x-amz-checksum-sha1",
+            Algo::Sha256 => "x-amz-checksum-sha256",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<Algo> {
+        let s = s.trim();
+        Algo::ALL
+            .into_iter()
+            .find(|a| a.name().eq_ignore_ascii_case(s))
+    }
+
+    fn from_header(s: &str) -> Option<Algo> {
+        let s = s.trim();
+        Algo::ALL
+            .into_iter()
+            .find(|a| a.header().eq_ignore_ascii_case(s))
+    }
+}
+
+enum Hasher {
+    Crc32(Crc32),
+    Crc32c(Crc32c),
+    Crc64Nvme(Crc64Nvme),
+    Sha1(Sha1),
+    Sha256(Sha256),
+}
+
+impl Hasher {
+    fn new(a: Algo) -> Self {
+        match a {
+            Algo::Crc32 => Hasher::Crc32(Crc32::new()),
+            Algo::Crc32c => Hasher::Crc32c(Crc32c::new()),
+            Algo::Crc64Nvme => Hasher::Crc64Nvme(Crc64Nvme::new()),
+            Algo::Sha1 => Hasher::Sha1(Sha1::new()),
+            Algo::Sha256 => Hasher::Sha256(Sha256::new()),
+        }
+    }
+
+    fn update(&mut self, data: &[u8]) {
+        match self {
+            Hasher::Crc32(h) => h.update(data),
+            Hasher::Crc32c(h) => h.update(data),
+            Hasher::Crc64Nvme(h) => h.update(data),
+            Hasher::Sha1(h) => h.update(data),
+            Hasher::Sha256(h) => h.update(data),
+        }
+    }
+
+    fn finish_base64(self) -> String {
+        let b64 = |d: &[u8]| base64::engine::general_purpose::STANDARD.encode(d);
+        match self {
+            Hasher::Crc32(h) => b64(h.finalize().as_ref()),
+            Hasher::Crc32c(h) => b64(h.finalize().as_ref()),
+            Hasher::Crc64Nvme(h) => b64(h.finalize().as_ref()),
+            Hasher::Sha1(h) => b64(h.finalize().as_ref()),
+            Hasher::Sha256(h) => b64(h.finalize().as_ref()),
+        }
+    }
+}
+
+/// What to compute and what to compare against, decided from the request headers.
+pub struct ChecksumPlan {
+    hashers: Vec<(Algo, Hasher)>,
+    /// Values sent as headers.
+    expected: Vec<(Algo, String)>,
+    /// Algorithms whose value arrives in the streaming trailer.
+    trailer: Vec<Algo>,
+    trailing: Option<TrailingHeaders>,
+}
+
+impl ChecksumPlan {
+    /// A plan that computes nothing.
+    pub fn none() -> Self {
+        ChecksumPlan {
+            hashers: Vec::new(),
+            expected: Vec::new(),
+            trailer: Vec::new(),
+            trailing: None,
+        }
+    }
+
+    /// Computes the named algorithms (unknown names are ignored) without verifying anything.
+    pub fn computing<'a>(names: impl IntoIterator<Item = &'a String>) -> Self {
+        let mut algos: Vec<Algo> = names
+            .into_iter()
+            .filter_map(|n| Algo::from_name(n))
+            .collect();
+        algos.sort();
+        algos.dedup();
+        ChecksumPlan {
+            hashers: algos.into_iter().map(|a| (a, Hasher::new(a))).collect(),
+            expected: Vec::new(),
+            trailer: Vec::new(),
+            trailing: None,
+        }
+    }
+
+    /// Reads `x-amz-checksum-<algo>` values, `x-amz-trailer` and
+    /// `x-amz-sdk-checksum-algorithm` / `x-amz-checksum-algorithm`.
+    pub fn from_headers(headers: &HeaderMap, trailing: Option<TrailingHeaders>) -> GwResult<Self> {
+        let mut algos: Vec<Algo> = Vec::new();
+        let mut expected = Vec::new();
+        for a in Algo::ALL {
+            if let Some(v) = headers.get(a.header()) {
+                let v = v.to_str().map_err(|_| {
+                    GwError::InvalidDigest(format!("invalid {} header", a.header()))
+                })?;
+                algos.push(a);
+                expected.push((a, v.trim().to_string()));
+            }
+        }
+        let mut trailer = Vec::new();
+        if let Some(t) = headers.get("x-amz-trailer").and_then(|v| v.to_str().ok()) {
+            for name in t.split(',') {
+                if let Some(a) = Algo::from_header(name) {
+                    algos.push(a);
+                    trailer.push(a);
+                }
+            }
+        }
+        for h in ["x-amz-sdk-checksum-algorithm", "x-amz-checksum-algorithm"] {
+            if let Some(v) = headers.get(h).and_then(|v| v.to_str().ok()) {
+                match Algo::from_name(v) {
+                    Some(a) => algos.push(a),
+                    None => {
+                        return Err(GwError::InvalidArgument(format!(
+                            "unsupported checksum algorithm {v:?}"
+                        )))
+                    }
+                }
+            }
+        }
+        algos.sort();
+        algos.dedup();
+        Ok(ChecksumPlan {
+            hashers: algos.into_iter().map(|a| (a, Hasher::new(a))).collect(),
+            expected,
+            trailer,
+            trailing,
+        })
+    }
+
+    pub fn update(&mut self, data: &[u8]) {
+        for (_, h) in &mut self.hashers {
+            h.update(data);
+        }
+    }
+
+    /// Verifies every value we were given; returns algorithm name -> base64 value.
+    /// Call only after the body stream ended (trailers arrive last).
+    pub fn finish(self) -> GwResult<BTreeMap<String, String>> {
+        let ChecksumPlan {
+            hashers,
+            expected,
+            trailer,
+            trailing,
+        } = self;
+        let computed: BTreeMap<Algo, String> = hashers
+            .into_iter()
+            .map(|(a, h)| (a, h.finish_base64()))
+            .collect();
+        let mut given = expected;
+        if let Some(t) = trailing {
+            for a in trailer {
+                if let Some(v) = t
+                    .read(|h| {
+                        h.get(a.header())
+                            .and_then(|v| v.to_str().ok())
+                            .map(|s| s.trim().to_string())
+                    })
+                    .flatten()
+                {
+                    given.push((a, v));
+                }
+            }
+        }
+        for (a, v) in given {
+            match computed.get(&a) {
+                Some(c) if *c == v => {}
+                _ => {
+                    return Err(GwError::BadDigest(format!(
+                        "The {} you specified did not match the calculated checksum.",
+                        a.name()
+                    )))
+                }
+            }
+        }
+        Ok(computed
+            .into_iter()
+            .map(|(a, v)| (a.name().to_string(), v))
+            .collect())
+    }
+}
+
+/// Fills the five checksum fields of an S3 output from a stored map.
+pub struct ChecksumFields {
+    pub crc32: Option<String>,
+    pub crc32c: Option<String>,
+    pub crc64nvme: Option<String>,
+    pub sha1: Option<String>,
+    pub sha256: Option<String>,
+}
+
+impl ChecksumFields {
+    pub fn from_map<'a>(m: impl IntoIterator<Item = (&'a String, &'a String)>) -> Self {
+        let mut f = ChecksumFields {
+            crc32: None,
+            crc32c: None,
+            crc64nvme: None,
+            sha1: None,
+            sha256: None,
+        };
+        for (k, v) in m {
+            match Algo::from_name(k) {
+                Some(Algo::Crc32) => f.crc32 = Some(v.clone()),
+                Some(Algo::Crc32c) => f.crc32c = Some(v.clone()),
+                Some(Algo::Crc64Nvme) => f.crc64nvme = Some(v.clone()),
+                Some(Algo::Sha1) => f.sha1 = Some(v.clone()),
+                Some(Algo::Sha256) => f.sha256 = Some(v.clone()),
+                None => {}
+            }
+        }
+        f
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verifies_header_values() {
+        let mut h = HeaderMap::new();
+        // CRC32 of "hello" is 0x3610a686.
+        h.insert("x-amz-checksum-crc32", "NhCmhg==".parse().unwrap());
+        let mut p = ChecksumPlan::from_headers(&h, None).unwrap();
+        p.update(b"hel");
+        p.update(b"lo");
+        let out = p.finish().unwrap();
+        assert_eq!(out.get("CRC32").map(String::as_str), Some("NhCmhg=="));
+
+        let mut p = ChecksumPlan::from_headers(&h, None).unwrap();
+        p.update(b"hellO");
+        assert!(matches!(p.finish(), Err(GwError::BadDigest(_))));
+    }
+
+    #[test]
+    fn computes_requested_algorithm_without_value() {
+        let mut h = HeaderMap::new();
+        h.insert("x-amz-sdk-checksum-algorithm", "SHA256".parse().unwrap());
+        let mut p = ChecksumPlan::from_headers(&h, None).unwrap();
+        p.update(b"");
+        let out = p.finish().unwrap();
+        assert_eq!(
+            out.get("SHA256").map(String::as_str),
+            Some("47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=")
+        );
+
+        h.insert("x-amz-sdk-checksum-algorithm", "MD4".parse().unwrap());
+        assert!(ChecksumPlan::from_headers(&h, None).is_err());
+    }
+
+    #[test]
+    fn nothing_requested_nothing_computed() {
+        let p = ChecksumPlan::from_headers(&HeaderMap::new(), None).unwrap();
+        assert!(p.finish().unwrap().is_empty());
+    }
+}

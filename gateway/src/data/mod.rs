@@ -1,0 +1,7 @@
+//! Object bodies on data nodes: the write path, the read path, checksums and
+//! reclaiming replaced bodies.
+
+pub mod checksum;
+pub mod gc;
+pub mod reader;
+pub mod writer;

@@ -1,0 +1,430 @@
+//! The GET data path: turns an object record and a byte range into a stream.
+//!
+//! `plan` (pure) maps the range onto the object's bodies (one for a plain
+//! PUT, one per part for multipart) and, within a stored body, onto fragment
+//! blocks. A producer task reads the needed blocks of one replica through
+//! `get_fragment` (the client verifies each block's CRC32C, so only verified
+//! bytes are ever sent), checks each block's length, trims the first and last
+//! block to the range, and on any error resumes at the next undelivered block
+//! on the next replica of the group. It runs a few blocks ahead of the client
+//! through a bounded channel and stops when the client goes away.
+
+use std::ops::Range;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use kura_proto::datanode::FragmentId;
+use kura_proto::meta::{DataLocation, ObjectRecord};
+use s3s::dto::StreamingBlob;
+use s3s::stream::{ByteStream, RemainingLength};
+use tokio::sync::mpsc;
+
+use crate::context::Ctx;
+use crate::error::{GwError, GwResult};
+use crate::metrics;
+
+/// Blocks buffered ahead of the client.
+const READ_AHEAD: usize = 4;
+/// A replica that yields no block for this long is abandoned for the next one.
+const BLOCK_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Where one body of an object lives.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Source {
+    Inline(Bytes),
+    Stored(DataLocation),
+}
+
+/// One body of an object: its size and where it lives.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BodyRef {
+    pub size: u64,
+    pub source: Source,
+}
+
+/// A slice [start, end) of one body.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Piece {
+    pub source: Source,
+    pub start: u64,
+    pub end: u64,
+}
+
+/// The bodies of an object, in order.
+pub fn bodies(rec: &ObjectRecord) -> Vec<BodyRef> {
+    if rec.parts.is_empty() {
+        return vec![BodyRef {
+            size: rec.size,
+            source: Source::Inline(rec.inline_data.clone()),
+        }];
+    }
+    rec.parts
+        .iter()
+        .map(|p| BodyRef {
+            size: p.size,
+            source: match &p.location {
+                Some(loc) => Source::Stored(loc.clone()),
+                None => Source::Inline(p.inline_data.clone()),
+            },
+        })
+        .collect()
+}
+
+/// The slices of `bodies` covering `range` (offsets in the concatenation).
+pub fn plan(bodies: &[BodyRef], range: Range<u64>) -> Vec<Piece> {
+    let mut out = Vec::new();
+    let mut offset = 0u64;
+    for b in bodies {
+        let (lo, hi) = (offset, offset + b.size);
+        offset = hi;
+        let start = range.start.max(lo);
+        let end = range.end.min(hi);
+        if start < end {
+            out.push(Piece {
+                source: b.source.clone(),
+                start: start - lo,
+                end: end - lo,
+            });
+        }
+    }
+    out
+}
+
+/// Blocks [first, last] of a body with `block_size` that cover [start, end) (end > start).
+pub fn block_span(start: u64, end: u64, block_size: u64) -> (u64, u64) {
+    (start / block_size, (end - 1) / block_size)
+}
+
+/// The exact length block `idx` must have in a body of `size` bytes.
+pub fn expected_block_len(idx: u64, size: u64, block_size: u64) -> u64 {
+    size.saturating_sub(idx * block_size).min(block_size)
+}
+
+/// The part of block `idx` that lies in [start, end).
+pub fn trim_block(block: Bytes, idx: u64, block_size: u64, start: u64, end: u64) -> Bytes {
+    let base = idx * block_size;
+    let len = block.len() as u64;
+    let lo = start.max(base).saturating_sub(base).min(len);
+    let hi = end.min(base + len).saturating_sub(base).clamp(lo, len);
+    block.slice(lo as usize..hi as usize)
+}
+
+/// Opens the stream of `pieces` (`total` bytes). Waits for the first bytes, so
+/// an object whose data is unreachable fails with a 503 instead of a cut-off 200.
+pub async fn open(ctx: Arc<Ctx>, pieces: Vec<Piece>, total: u64) -> GwResult<StreamingBlob> {
+    let (tx, mut rx) = mpsc::channel::<GwResult<Bytes>>(READ_AHEAD);
+    let mut first = None;
+    if total > 0 {
+        tokio::spawn(produce(ctx, pieces, tx));
+        loop {
+            match rx.recv().await {
+                Some(Ok(b)) if b.is_empty() => continue,
+                Some(Ok(b)) => {
+                    first = Some(b);
+                    break;
+                }
+                Some(Err(e)) => return Err(e),
+                None => {
+                    return Err(GwError::Internal(
+                        "object reader ended before any data".into(),
+                    ))
+                }
+            }
+        }
+    }
+    Ok(StreamingBlob::new(BodyStream {
+        first,
+        rx,
+        remaining: total,
+    }))
+}
+
+struct BodyStream {
+    first: Option<Bytes>,
+    rx: mpsc::Receiver<GwResult<Bytes>>,
+    remaining: u64,
+}
+
+impl BodyStream {
+    fn yield_bytes(&mut self, b: Bytes) -> Poll<Option<Result<Bytes, s3s::StdError>>> {
+        let n = b.len() as u64;
+        if n > self.remaining {
+            self.remaining = 0;
+            return Poll::Ready(Some(Err(Box::new(GwError::Internal(
+                "object reader produced too many bytes".into(),
+            )))));
+        }
+        self.remaining -= n;
+        metrics::add_bytes_out(n);
+        Poll::Ready(Some(Ok(b)))
+    }
+}
+
+impl Stream for BodyStream {
+    type Item = Result<Bytes, s3s::StdError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if let Some(b) = self.first.take() {
+            return self.yield_bytes(b);
+        }
+        match self.rx.poll_recv(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(Ok(b))) => self.yield_bytes(b),
+            Poll::Ready(Some(Err(e))) => {
+                tracing::warn!(error = %e, "object read failed mid-stream; aborting the response");
+                Poll::Ready(Some(Err(Box::new(e))))
+            }
+            Poll::Ready(None) if self.remaining > 0 => {
+                let missing = self.remaining;
+                self.remaining = 0;
+                Poll::Ready(Some(Err(Box::new(GwError::Internal(format!(
+                    "object reader stopped {missing} bytes short"
+                ))))))
+            }
+            Poll::Ready(None) => Poll::Ready(None),
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (0, None)
+    }
+}
+
+impl ByteStream for BodyStream {
+    fn remaining_length(&self) -> RemainingLength {
+        RemainingLength::new_exact(self.remaining as usize)
+    }
+}
+
+/// The client went away: stop reading.
+struct Gone;
+
+async fn produce(ctx: Arc<Ctx>, pieces: Vec<Piece>, tx: mpsc::Sender<GwResult<Bytes>>) {
+    for p in pieces {
+        let res = match &p.source {
+            Source::Inline(data) => {
+                let (s, e) = (p.start as usize, p.end as usize);
+                if e > data.len() {
+                    let _ = tx
+                        .send(Err(GwError::Internal(
+                            "inline body shorter than its recorded size".into(),
+                        )))
+                        .await;
+                    return;
+                }
+                tx.send(Ok(data.slice(s..e))).await.map_err(|_| Gone)
+            }
+            Source::Stored(loc) => read_stored(&ctx, loc, p.start, p.end, &tx).await,
+        };
+        if res.is_err() {
+            return;
+        }
+    }
+}
+
+/// Sends the bytes [start, end) of the body at `loc`, failing over between replicas.
+async fn read_stored(
+    ctx: &Ctx,
+    loc: &DataLocation,
+    start: u64,
+    end: u64,
+    tx: &mpsc::Sender<GwResult<Bytes>>,
+) -> Result<(), Gone> {
+    let bs = loc.block_size as u64;
+    if bs == 0 || loc.data_shards != 1 || end > loc.size {
+        let _ = tx
+            .send(Err(GwError::Internal("unreadable data location".into())))
+            .await;
+        return Err(Gone);
+    }
+    let (first, last) = block_span(start, end, bs);
+    let mut next = first;
+    let mut last_error = String::from("no replica reachable");
+    for round in 0..2 {
+        if round > 0 {
+            ctx.placement.refresh_soon().await;
+        }
+        let view = match ctx.placement.get().await {
+            Ok(v) => v,
+            Err(e) => {
+                last_error = e.to_string();
+                continue;
+            }
+        };
+        let Some(group) = view.group(loc.pg) else {
+            last_error = format!("placement group {} unknown", loc.pg);
+            continue;
+        };
+        let width = group.nodes.len();
+        let offset = rand::random::<u32>() as usize;
+        for j in 0..width {
+            let shard = (offset + j) % width;
+            let Some(addr) = group.nodes[shard].as_deref() else {
+                continue;
+            };
+            let id = FragmentId {
+                data_id: loc.data_id.clone(),
+                shard: shard as u32,
+            };
+            let count = (last - next + 1) as u32;
+            let mut stream = match ctx.data.get_fragment(addr, id, next as u32, count).await {
+                Ok(s) => s,
+                Err(e) => {
+                    last_error = format!("shard {shard} at {addr}: {e}");
+                    tracing::debug!(error = %last_error, "replica read failed; trying the next one");
+                    continue;
+                }
+            };
+            loop {
+                match tokio::time::timeout(BLOCK_TIMEOUT, stream.next()).await {
+                    Ok(Some(Ok(block))) => {
+                        let want = expected_block_len(next, loc.size, bs);
+                        if block.len() as u64 != want {
+                            last_error = format!(
+                                "shard {shard} at {addr}: block {next} has {} bytes, want {want}",
+                                block.len()
+                            );
+                            tracing::warn!(error = %last_error, "bad block length; trying the next replica");
+                            break;
+                        }
+                        let piece = trim_block(block, next, bs, start, end);
+                        tx.send(Ok(piece)).await.map_err(|_| Gone)?;
+                        next += 1;
+                        if next > last {
+                            return Ok(());
+                        }
+                    }
+                    Ok(Some(Err(e))) => {
+                        last_error = format!("shard {shard} at {addr}: {e}");
+                        tracing::warn!(error = %last_error, "replica read failed mid-stream; trying the next one");
+                        break;
+                    }
+                    Ok(None) => {
+                        last_error =
+                            format!("shard {shard} at {addr}: stream ended at block {next}");
+                        break;
+                    }
+                    Err(_) => {
+                        last_error =
+                            format!("shard {shard} at {addr}: no block for {BLOCK_TIMEOUT:?}");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    let _ = tx
+        .send(Err(GwError::Unavailable(format!(
+            "no replica could serve the object: {last_error}"
+        ))))
+        .await;
+    Err(Gone)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored(size: u64) -> BodyRef {
+        BodyRef {
+            size,
+            source: Source::Stored(DataLocation {
+                size,
+                block_size: 4,
+                data_shards: 1,
+                ..Default::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn plan_maps_range_onto_parts() {
+        let bodies = vec![
+            stored(10),
+            BodyRef {
+                size: 3,
+                source: Source::Inline(Bytes::from_static(b"xyz")),
+            },
+            stored(5),
+        ];
+        let p = plan(&bodies, 0..18);
+        assert_eq!(
+            p.iter().map(|p| (p.start, p.end)).collect::<Vec<_>>(),
+            vec![(0, 10), (0, 3), (0, 5)]
+        );
+        let p = plan(&bodies, 9..12);
+        assert_eq!(
+            p.iter().map(|p| (p.start, p.end)).collect::<Vec<_>>(),
+            vec![(9, 10), (0, 2)]
+        );
+        let p = plan(&bodies, 13..14);
+        assert_eq!(p.len(), 1);
+        assert_eq!((p[0].start, p[0].end), (0, 1));
+        assert!(plan(&bodies, 5..5).is_empty());
+        assert!(plan(&[], 0..0).is_empty());
+    }
+
+    #[test]
+    fn block_math() {
+        assert_eq!(block_span(0, 1, 4), (0, 0));
+        assert_eq!(block_span(3, 5, 4), (0, 1));
+        assert_eq!(block_span(4, 8, 4), (1, 1));
+        assert_eq!(block_span(4, 9, 4), (1, 2));
+        assert_eq!(expected_block_len(0, 10, 4), 4);
+        assert_eq!(expected_block_len(2, 10, 4), 2);
+        assert_eq!(expected_block_len(2, 12, 4), 4);
+        assert_eq!(expected_block_len(3, 12, 4), 0);
+    }
+
+    #[test]
+    fn trimming_reassembles_any_range() {
+        let data: Vec<u8> = (0..23u8).collect();
+        let bs = 5u64;
+        let blocks: Vec<Bytes> = data
+            .chunks(bs as usize)
+            .map(Bytes::copy_from_slice)
+            .collect();
+        for start in 0..23u64 {
+            for end in start + 1..=23 {
+                let (f, l) = block_span(start, end, bs);
+                let mut out = Vec::new();
+                for idx in f..=l {
+                    out.extend_from_slice(&trim_block(
+                        blocks[idx as usize].clone(),
+                        idx,
+                        bs,
+                        start,
+                        end,
+                    ));
+                }
+                assert_eq!(
+                    out,
+                    &data[start as usize..end as usize],
+                    "range {start}..{end}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn bodies_of_records() {
+        let inline = ObjectRecord {
+            size: 3,
+            inline_data: Bytes::from_static(b"abc"),
+            ..Default::default()
+        };
+        assert_eq!(
+            bodies(&inline),
+            vec![BodyRef {
+                size: 3,
+                source: Source::Inline(Bytes::from_static(b"abc"))
+            }]
+        );
+        let empty = ObjectRecord::default();
+        assert_eq!(bodies(&empty)[0].size, 0);
+    }
+}

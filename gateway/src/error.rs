@@ -1,0 +1,335 @@
+//! The gateway's error type and its one mapping to S3 error codes.
+//!
+//! This is the only module that names S3 error codes. Every handler returns
+//! [`GwError`]; `From<GwError> for S3Error` turns it into the XML error s3s
+//! renders, by an exhaustive match. Bad client input is always a 4xx; lost
+//! quorum, unreachable peers and timeouts are 503 `ServiceUnavailable`; only
+//! our own bugs and unreadable stored state become 500 `InternalError`.
+
+use http::StatusCode;
+use s3s::{S3Error, S3ErrorCode};
+
+#[derive(Debug, thiserror::Error)]
+pub enum GwError {
+    // --- buckets
+    #[error("the specified bucket does not exist")]
+    NoSuchBucket,
+    #[error("the bucket name is not valid: {0}")]
+    InvalidBucketName(String),
+    #[error("the bucket already exists and is owned by you")]
+    BucketAlreadyOwnedByYou,
+    #[error("the bucket name is taken by another owner")]
+    BucketAlreadyExists,
+    #[error("the bucket is not empty")]
+    BucketNotEmpty,
+    #[error("the location constraint {0:?} does not match this endpoint's region")]
+    InvalidLocationConstraint(String),
+
+    // --- objects
+    #[error("the specified key does not exist")]
+    NoSuchKey,
+    #[error("the object key is longer than 1024 bytes")]
+    KeyTooLong,
+    #[error("the body is larger than the maximum allowed size")]
+    EntityTooLarge,
+    #[error("a part other than the last is smaller than 5 MiB")]
+    EntityTooSmall,
+    #[error("the body does not match the digest sent: {0}")]
+    BadDigest(String),
+    #[error("the Content-MD5 or checksum header is not valid: {0}")]
+    InvalidDigest(String),
+    #[error("the body ended before Content-Length bytes")]
+    IncompleteBody,
+    #[error("the requested range is not satisfiable")]
+    InvalidRange,
+    #[error("the requested part number is not valid")]
+    InvalidPartNumber,
+    #[error("not modified")]
+    NotModified {
+        etag: String,
+        last_modified: Option<String>,
+    },
+    #[error("a precondition failed")]
+    PreconditionFailed,
+
+    // --- multipart
+    #[error("the specified multipart upload does not exist")]
+    NoSuchUpload,
+    #[error("a listed part is missing or its ETag does not match: {0}")]
+    InvalidPart(String),
+    #[error("the parts are not listed in ascending order")]
+    InvalidPartOrder,
+
+    // --- generic client errors
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    #[error("malformed XML: {0}")]
+    MalformedXml(String),
+    #[error("not implemented: {0}")]
+    NotImplemented(&'static str),
+    /// s3s rejected the request body while we streamed it (bad chunk
+    /// signature, payload hash mismatch, ...): its own S3 error goes back.
+    #[error("request body rejected: {0}")]
+    BodyRejected(S3Error),
+
+    // --- server side
+    /// A peer (metadata region, data node, PD) cannot serve right now, or the
+    /// write quorum was lost. Retrying later may succeed.
+    #[error("service unavailable: {0}")]
+    Unavailable(String),
+    /// Too many concurrent writers raced on one key; the client should retry.
+    #[error("too much contention on one key: {0}")]
+    Contention(String),
+    /// Our bug or corrupt stored state. Never used for client input.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl GwError {
+    /// Whether the same request may succeed if retried later.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            GwError::NoSuchBucket
+            | GwError::InvalidBucketName(_)
+            | GwError::BucketAlreadyOwnedByYou
+            | GwError::BucketAlreadyExists
+            | GwError::BucketNotEmpty
+            | GwError::InvalidLocationConstraint(_)
+            | GwError::NoSuchKey
+            | GwError::KeyTooLong
+            | GwError::EntityTooLarge
+            | GwError::EntityTooSmall
+            | GwError::BadDigest(_)
+            | GwError::InvalidDigest(_)
+            | GwError::IncompleteBody
+            | GwError::InvalidRange
+            | GwError::InvalidPartNumber
+            | GwError::NotModified { .. }
+            | GwError::PreconditionFailed
+            | GwError::NoSuchUpload
+            | GwError::InvalidPart(_)
+            | GwError::InvalidPartOrder
+            | GwError::InvalidArgument(_)
+            | GwError::InvalidRequest(_)
+            | GwError::MalformedXml(_)
+            | GwError::NotImplemented(_)
+            | GwError::BodyRejected(_) => false,
+            GwError::Unavailable(_) | GwError::Contention(_) => true,
+            GwError::Internal(_) => false,
+        }
+    }
+
+    /// The HTTP status class this error produces, for metrics.
+    pub fn status(&self) -> StatusCode {
+        let e: S3Error = self.to_s3();
+        e.status_code().unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    fn to_s3(&self) -> S3Error {
+        use S3ErrorCode as C;
+        match self {
+            GwError::NoSuchBucket => S3Error::with_message(C::NoSuchBucket, "The specified bucket does not exist"),
+            GwError::InvalidBucketName(why) => S3Error::with_message(C::InvalidBucketName, why.clone()),
+            GwError::BucketAlreadyOwnedByYou => S3Error::with_message(
+                C::BucketAlreadyOwnedByYou,
+                "Your previous request to create the named bucket succeeded and you already own it.",
+            ),
+            GwError::BucketAlreadyExists => S3Error::with_message(
+                C::BucketAlreadyExists,
+                "The requested bucket name is not available. Please select a different name and try again.",
+            ),
+            GwError::BucketNotEmpty => {
+                S3Error::with_message(C::BucketNotEmpty, "The bucket you tried to delete is not empty")
+            }
+            GwError::InvalidLocationConstraint(_) => {
+                S3Error::with_message(C::InvalidLocationConstraint, "The specified location constraint is not valid")
+            }
+            GwError::NoSuchKey => S3Error::with_message(C::NoSuchKey, "The specified key does not exist."),
+            GwError::KeyTooLong => S3Error::with_message(C::KeyTooLongError, "Your key is too long"),
+            GwError::EntityTooLarge => {
+                S3Error::with_message(C::EntityTooLarge, "Your proposed upload exceeds the maximum allowed size")
+            }
+            GwError::EntityTooSmall => {
+                S3Error::with_message(C::EntityTooSmall, "Your proposed upload is smaller than the minimum allowed size")
+            }
+            GwError::BadDigest(why) => S3Error::with_message(C::BadDigest, why.clone()),
+            GwError::InvalidDigest(why) => S3Error::with_message(C::InvalidDigest, why.clone()),
+            GwError::IncompleteBody => S3Error::with_message(
+                C::IncompleteBody,
+                "You did not provide the number of bytes specified by the Content-Length HTTP header",
+            ),
+            GwError::InvalidRange => S3Error::with_message(C::InvalidRange, "The requested range is not satisfiable"),
+            GwError::InvalidPartNumber => {
+                let code = S3ErrorCode::from_bytes(b"InvalidPartNumber").unwrap_or(C::InvalidArgument);
+                let mut e = S3Error::with_message(code, "The requested partnumber is not satisfiable");
+                e.set_status_code(StatusCode::RANGE_NOT_SATISFIABLE);
+                e
+            }
+            GwError::NotModified { etag, last_modified } => {
+                let mut e = S3Error::new(C::NotModified);
+                let mut h = http::HeaderMap::new();
+                if let Ok(v) = http::HeaderValue::from_str(&format!("\"{etag}\"")) {
+                    h.insert(http::header::ETAG, v);
+                }
+                if let Some(v) = last_modified.as_deref().and_then(|s| http::HeaderValue::from_str(s).ok()) {
+                    h.insert(http::header::LAST_MODIFIED, v);
+                }
+                e.set_headers(h);
+                e
+            }
+            GwError::PreconditionFailed => {
+                S3Error::with_message(C::PreconditionFailed, "At least one of the pre-conditions you specified did not hold")
+            }
+            GwError::NoSuchUpload => S3Error::with_message(
+                C::NoSuchUpload,
+                "The specified upload does not exist. The upload ID may be invalid, or the upload may have been aborted or completed.",
+            ),
+            GwError::InvalidPart(why) => S3Error::with_message(C::InvalidPart, why.clone()),
+            GwError::InvalidPartOrder => {
+                S3Error::with_message(C::InvalidPartOrder, "The list of parts was not in ascending order.")
+            }
+            GwError::InvalidArgument(why) => S3Error::with_message(C::InvalidArgument, why.clone()),
+            GwError::InvalidRequest(why) => S3Error::with_message(C::InvalidRequest, why.clone()),
+            GwError::MalformedXml(why) => S3Error::with_message(C::MalformedXML, why.clone()),
+            GwError::NotImplemented(what) => S3Error::with_message(C::NotImplemented, *what),
+            GwError::BodyRejected(e) => {
+                let mut out = S3Error::new(e.code().clone());
+                if let Some(m) = e.message() {
+                    out.set_message(m.to_string());
+                }
+                if let Some(s) = e.status_code() {
+                    out.set_status_code(s);
+                }
+                out
+            }
+            GwError::Unavailable(_) => {
+                S3Error::with_message(C::ServiceUnavailable, "Please reduce your request rate or retry later.")
+            }
+            GwError::Contention(_) => S3Error::with_message(C::SlowDown, "Please reduce your request rate."),
+            GwError::Internal(_) => {
+                S3Error::with_message(C::InternalError, "We encountered an internal error. Please try again.")
+            }
+        }
+    }
+}
+
+impl From<GwError> for S3Error {
+    fn from(e: GwError) -> S3Error {
+        match &e {
+            GwError::Internal(why) => tracing::error!(error = %why, "internal error"),
+            GwError::Unavailable(why) | GwError::Contention(why) => {
+                tracing::warn!(error = %why, "request failed")
+            }
+            _ => {}
+        }
+        e.to_s3()
+    }
+}
+
+impl From<kura_metashard::client::ClientError> for GwError {
+    fn from(e: kura_metashard::client::ClientError) -> GwError {
+        use kura_metashard::client::ClientError as E;
+        match e {
+            E::Unavailable(m) => GwError::Unavailable(format!("metadata: {m}")),
+            // We build every metadata request ourselves, so a rejected one is our bug.
+            E::InvalidRequest(m) => GwError::Internal(format!("metadata rejected request: {m}")),
+            E::Internal(m) => GwError::Internal(format!("metadata: {m}")),
+        }
+    }
+}
+
+impl From<kura_metashard::keys::ValueError> for GwError {
+    fn from(e: kura_metashard::keys::ValueError) -> GwError {
+        GwError::Internal(format!("stored record unreadable: {e}"))
+    }
+}
+
+impl From<kura_pd_client::PdError> for GwError {
+    fn from(e: kura_pd_client::PdError) -> GwError {
+        if e.is_retryable() {
+            GwError::Unavailable(format!("pd: {e}"))
+        } else {
+            GwError::Internal(format!("pd: {e}"))
+        }
+    }
+}
+
+/// Maps a request-body stream error: s3s's own errors (signature, payload
+/// hash) pass through; anything else means the body was cut short.
+pub fn body_error(e: s3s::StdError) -> GwError {
+    match e.downcast::<S3Error>() {
+        Ok(s3) => GwError::BodyRejected(*s3),
+        Err(other) => {
+            tracing::debug!(error = %other, "request body ended with an error");
+            GwError::IncompleteBody
+        }
+    }
+}
+
+/// The S3 error code and message of `e`, for per-key results (DeleteObjects).
+pub fn code_and_message(e: &GwError) -> (String, String) {
+    let s3 = e.to_s3();
+    (
+        s3.code().as_str().to_string(),
+        s3.message().unwrap_or_default().to_string(),
+    )
+}
+
+pub type GwResult<T> = Result<T, GwError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses() {
+        assert_eq!(GwError::NoSuchKey.status(), StatusCode::NOT_FOUND);
+        assert_eq!(
+            GwError::BucketAlreadyOwnedByYou.status(),
+            StatusCode::CONFLICT
+        );
+        assert_eq!(
+            GwError::Unavailable("x".into()).status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            GwError::Contention("x".into()).status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            GwError::InvalidRange.status(),
+            StatusCode::RANGE_NOT_SATISFIABLE
+        );
+        assert_eq!(
+            GwError::InvalidPartNumber.status(),
+            StatusCode::RANGE_NOT_SATISFIABLE
+        );
+        let nm = GwError::NotModified {
+            etag: "e".into(),
+            last_modified: None,
+        };
+        assert_eq!(nm.status(), StatusCode::NOT_MODIFIED);
+        assert_eq!(
+            GwError::PreconditionFailed.status(),
+            StatusCode::PRECONDITION_FAILED
+        );
+        assert_eq!(GwError::EntityTooSmall.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            GwError::Internal("x".into()).status(),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+    }
+
+    #[test]
+    fn body_errors_pass_s3_errors_through() {
+        let e: s3s::StdError = Box::new(S3Error::new(S3ErrorCode::SignatureDoesNotMatch));
+        match body_error(e) {
+            GwError::BodyRejected(e) => assert_eq!(e.code(), &S3ErrorCode::SignatureDoesNotMatch),
+            other => panic!("unexpected {other:?}"),
+        }
+        let e: s3s::StdError = Box::new(std::io::Error::other("reset"));
+        assert!(matches!(body_error(e), GwError::IncompleteBody));
+    }
+}

@@ -1,0 +1,110 @@
+//! Kura gateway: the S3 front end of a Kura cluster.
+//!
+//! Owns the S3 operations, composed from three clients: the metadata client
+//! (`kura_metashard::client::MetaClient`, linearizable get/scan and atomic
+//! conditional batches on one region), the data node client
+//! (`kura_datanode::client::DataNodeClient`, fragments as checksummed blocks) and
+//! PD (`kura_pd_client`, ids and the placement-group map). The S3 protocol itself
+//! (HTTP parsing, SigV4/SigV2, XML, error rendering) is `s3s`'s job.
+//! Must not: build metadata keys by hand (only through `kura_metashard::keys`),
+//! name S3 error codes outside `error.rs`, or buffer a whole object body.
+//!
+//! Start reading at `server.rs` (listener, health route, s3s service), then
+//! `s3/mod.rs` (the `S3` trait impl, one file per operation family under `s3/`),
+//! then the data paths `data/writer.rs` (PUT) and `data/reader.rs` (GET).
+
+pub mod auth;
+pub mod context;
+pub mod data;
+pub mod error;
+pub mod meta;
+pub mod metrics;
+pub mod placement;
+pub mod s3;
+pub mod server;
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+pub use error::{GwError, GwResult};
+
+/// Gateway settings (the `kura gateway` flags).
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// S3 listen address (HTTP).
+    pub listen: SocketAddr,
+    /// PD gRPC endpoints (`host:port`).
+    pub pd_endpoints: Vec<String>,
+    /// Root access key (SigV4/SigV2).
+    pub access_key: String,
+    /// Root secret key.
+    pub secret_key: String,
+    /// Region reported to clients and accepted in LocationConstraint ("us-east-1").
+    pub region: String,
+    /// Bodies of at most this many bytes are stored inside the metadata record (4096).
+    pub inline_threshold: usize,
+    /// Bytes of one fragment block (1 MiB).
+    pub block_size: usize,
+    /// Fragments that must be durable before a PUT commits; `None` = k + 1.
+    pub write_quorum: Option<usize>,
+    /// Base domain for virtual-hosted-style requests (`bucket.DOMAIN`);
+    /// `localhost` is always accepted too.
+    pub domain: Option<String>,
+}
+
+impl Config {
+    /// A config with the documented defaults for everything but the endpoints and keys.
+    pub fn new(
+        listen: SocketAddr,
+        pd_endpoints: Vec<String>,
+        access_key: String,
+        secret_key: String,
+    ) -> Self {
+        Config {
+            listen,
+            pd_endpoints,
+            access_key,
+            secret_key,
+            region: "us-east-1".to_string(),
+            inline_threshold: 4096,
+            block_size: 1 << 20,
+            write_quorum: None,
+            domain: None,
+        }
+    }
+}
+
+/// Fatal startup problems.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("cannot bind {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("pd client: {0}")]
+    Pd(#[from] kura_pd_client::PdError),
+}
+
+impl Error {
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Config(_) => false,
+            Error::Bind { .. } => true,
+            Error::Pd(e) => e.is_retryable(),
+        }
+    }
+}
+
+/// Runs the gateway until `shutdown` flips to true. `ready` becomes true once
+/// PD reports the cluster bootstrapped and a usable placement map exists.
+pub async fn run(
+    cfg: Config,
+    ready: Arc<AtomicBool>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), Error> {
+    server::run(cfg, ready, shutdown).await
+}

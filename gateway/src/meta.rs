@@ -1,0 +1,154 @@
+//! Thin helpers over the metadata client: typed record reads, condition and
+//! mutation builders, and a deadline on every call so a stuck region turns
+//! into a 503 instead of a hung request. Keys always come from
+//! `kura_metashard::keys`.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use kura_metashard::client::{
+    condition, mutation, BatchOutcome, Cf, Condition, KvPair, MetaClient, Mutation,
+};
+use kura_metashard::keys;
+
+use crate::error::{GwError, GwResult};
+
+/// Upper bound for one metadata call (the client retries inside it).
+const META_DEADLINE: Duration = Duration::from_secs(15);
+
+/// A record as read: the raw stored value (for VALUE_EQUALS conditions) and its decoding.
+#[derive(Clone, Debug)]
+pub struct Versioned<M> {
+    pub raw: Bytes,
+    pub record: M,
+}
+
+#[derive(Clone)]
+pub struct Meta {
+    client: std::sync::Arc<MetaClient>,
+}
+
+async fn deadline<T>(what: &str, f: impl std::future::Future<Output = T>) -> GwResult<T> {
+    tokio::time::timeout(META_DEADLINE, f)
+        .await
+        .map_err(|_| GwError::Unavailable(format!("metadata {what} timed out")))
+}
+
+impl Meta {
+    pub fn new(client: MetaClient) -> Self {
+        Meta {
+            client: std::sync::Arc::new(client),
+        }
+    }
+
+    /// Linearizable read of one key.
+    pub async fn get_raw(&self, cf: Cf, key: &[u8]) -> GwResult<Option<Bytes>> {
+        Ok(deadline("get", self.client.get(cf, key)).await??)
+    }
+
+    /// Linearizable read of one record.
+    pub async fn get<M: prost::Message + Default>(
+        &self,
+        cf: Cf,
+        key: &[u8],
+    ) -> GwResult<Option<Versioned<M>>> {
+        match self.get_raw(cf, key).await? {
+            None => Ok(None),
+            Some(raw) => {
+                let record = keys::decode_value::<M>(&raw)?;
+                Ok(Some(Versioned { raw, record }))
+            }
+        }
+    }
+
+    /// One atomic, conditional batch (all keys in one region).
+    pub async fn batch(
+        &self,
+        conditions: Vec<Condition>,
+        mutations: Vec<Mutation>,
+    ) -> GwResult<BatchOutcome> {
+        Ok(deadline("batch", self.client.batch(conditions, mutations)).await??)
+    }
+
+    /// Whether `key` now holds exactly `value`. The client may report
+    /// ConditionFailed for a batch that did apply (a retry after a lost
+    /// response fails the condition the first attempt made false), so every
+    /// ConditionFailed is checked against what we meant to write.
+    pub async fn holds(&self, cf: Cf, key: &[u8], value: &[u8]) -> GwResult<bool> {
+        Ok(self
+            .get_raw(cf, key)
+            .await?
+            .is_some_and(|v| v.as_ref() == value))
+    }
+
+    /// Keys (and values) in [start, end), at most `limit`, in key order.
+    pub async fn scan(
+        &self,
+        cf: Cf,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+        keys_only: bool,
+    ) -> GwResult<Vec<KvPair>> {
+        Ok(deadline("scan", self.client.scan(cf, start, end, limit, keys_only)).await??)
+    }
+}
+
+pub fn put(cf: Cf, key: Vec<u8>, value: Vec<u8>) -> Mutation {
+    Mutation {
+        op: mutation::Op::Put as i32,
+        cf: cf as i32,
+        key: Bytes::from(key),
+        value: Bytes::from(value),
+    }
+}
+
+pub fn put_record<M: prost::Message>(cf: Cf, key: Vec<u8>, record: &M) -> Mutation {
+    put(cf, key, keys::encode_value(record))
+}
+
+pub fn delete(cf: Cf, key: Vec<u8>) -> Mutation {
+    Mutation {
+        op: mutation::Op::Delete as i32,
+        cf: cf as i32,
+        key: Bytes::from(key),
+        value: Bytes::new(),
+    }
+}
+
+pub fn not_exists(cf: Cf, key: Vec<u8>) -> Condition {
+    Condition {
+        kind: condition::Kind::NotExists as i32,
+        cf: cf as i32,
+        key: Bytes::from(key),
+        value: Bytes::new(),
+    }
+}
+
+pub fn value_equals(cf: Cf, key: Vec<u8>, value: Bytes) -> Condition {
+    Condition {
+        kind: condition::Kind::ValueEquals as i32,
+        cf: cf as i32,
+        key: Bytes::from(key),
+        value,
+    }
+}
+
+/// The key still holds what we read: `old` (VALUE_EQUALS) or nothing (NOT_EXISTS).
+pub fn unchanged(cf: Cf, key: Vec<u8>, old: Option<&Bytes>) -> Condition {
+    match old {
+        Some(v) => value_equals(cf, key, v.clone()),
+        None => not_exists(cf, key),
+    }
+}
+
+/// How many times a read-modify-write is retried when a concurrent writer won.
+pub const RMW_ATTEMPTS: usize = 5;
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

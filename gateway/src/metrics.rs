@@ -1,0 +1,141 @@
+//! Gateway metrics, registered in prometheus' default registry (the `kura`
+//! binary serves it on the status address).
+//!
+//! Operation latency is measured until the response head is ready; body
+//! streaming time is visible through the byte counters.
+
+use std::sync::LazyLock;
+use std::time::Instant;
+
+use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts};
+
+fn register<C: prometheus::core::Collector + Clone + 'static>(c: C) -> C {
+    // A second registration (tests creating several gateways) is harmless.
+    let _ = prometheus::default_registry().register(Box::new(c.clone()));
+    c
+}
+
+static REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register(
+        IntCounterVec::new(
+            Opts::new(
+                "kura_s3_requests_total",
+                "S3 requests by operation and status class",
+            ),
+            &["op", "status"],
+        )
+        .expect("valid metric"),
+    )
+});
+
+static LATENCY: LazyLock<HistogramVec> = LazyLock::new(|| {
+    register(
+        HistogramVec::new(
+            HistogramOpts::new(
+                "kura_s3_request_duration_seconds",
+                "S3 request latency until the response head",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0, 30.0,
+            ]),
+            &["op"],
+        )
+        .expect("valid metric"),
+    )
+});
+
+static HTTP_RESPONSES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register(
+        IntCounterVec::new(
+            Opts::new(
+                "kura_s3_http_responses_total",
+                "HTTP responses of the S3 port by status class",
+            ),
+            &["status"],
+        )
+        .expect("valid metric"),
+    )
+});
+
+static BYTES_IN: LazyLock<IntCounter> = LazyLock::new(|| {
+    register(
+        IntCounter::new("kura_s3_bytes_in_total", "Object body bytes received")
+            .expect("valid metric"),
+    )
+});
+
+static BYTES_OUT: LazyLock<IntCounter> = LazyLock::new(|| {
+    register(
+        IntCounter::new("kura_s3_bytes_out_total", "Object body bytes sent").expect("valid metric"),
+    )
+});
+
+/// Forces registration so the series exist before the first request.
+pub fn init() {
+    LazyLock::force(&REQUESTS);
+    LazyLock::force(&LATENCY);
+    LazyLock::force(&HTTP_RESPONSES);
+    LazyLock::force(&BYTES_IN);
+    LazyLock::force(&BYTES_OUT);
+}
+
+/// "2xx", "4xx", ...
+pub fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+/// Records one finished S3 operation.
+pub fn observe_op(op: &'static str, started: Instant, status: u16) {
+    REQUESTS
+        .with_label_values(&[op, status_class(status)])
+        .inc();
+    LATENCY
+        .with_label_values(&[op])
+        .observe(started.elapsed().as_secs_f64());
+}
+
+/// Records one HTTP response of the S3 port (including auth failures s3s
+/// answers before any operation runs).
+pub fn observe_http(status: u16) {
+    HTTP_RESPONSES
+        .with_label_values(&[status_class(status)])
+        .inc();
+}
+
+pub fn add_bytes_in(n: u64) {
+    BYTES_IN.inc_by(n);
+}
+
+pub fn add_bytes_out(n: u64) {
+    BYTES_OUT.inc_by(n);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classes() {
+        assert_eq!(status_class(200), "2xx");
+        assert_eq!(status_class(206), "2xx");
+        assert_eq!(status_class(304), "3xx");
+        assert_eq!(status_class(404), "4xx");
+        assert_eq!(status_class(503), "5xx");
+    }
+
+    #[test]
+    fn observe_does_not_panic() {
+        init();
+        observe_op("GetObject", Instant::now(), 200);
+        observe_http(503);
+        add_bytes_in(1);
+        add_bytes_out(1);
+    }
+}

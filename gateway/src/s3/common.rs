@@ -1,0 +1,208 @@
+//! Helpers shared by the operation files: bucket lookup, key checks, record
+//! keys, and conversions between stored records and s3s DTO values.
+
+use kura_metashard::client::Cf;
+use kura_metashard::keys;
+use kura_proto::meta::{BucketRecord, ObjectRecord};
+use s3s::dto::{ETag, Owner, Timestamp, TimestampFormat};
+
+use crate::context::{Ctx, MAX_KEY_LEN};
+use crate::error::{GwError, GwResult};
+use crate::meta::Versioned;
+
+/// The only object version that exists today.
+pub const NULL_VERSION: u64 = 0;
+
+/// Reads a bucket record (linearizable); NoSuchBucket when absent.
+pub async fn load_bucket(ctx: &Ctx, name: &str) -> GwResult<Versioned<BucketRecord>> {
+    ctx.meta
+        .get::<BucketRecord>(Cf::Meta, &keys::bucket_key(name))
+        .await?
+        .ok_or(GwError::NoSuchBucket)
+}
+
+/// The current (null) version of an object, if any.
+pub async fn load_object(
+    ctx: &Ctx,
+    bucket_id: u64,
+    key: &str,
+) -> GwResult<Option<Versioned<ObjectRecord>>> {
+    ctx.meta
+        .get::<ObjectRecord>(Cf::Meta, &object_key(bucket_id, key))
+        .await
+}
+
+/// The metadata key of an object's null version.
+pub fn object_key(bucket_id: u64, key: &str) -> Vec<u8> {
+    keys::object_version_key(bucket_id, key.as_bytes(), NULL_VERSION)
+}
+
+/// S3 keys are at most 1024 bytes of UTF-8.
+pub fn check_key(key: &str) -> GwResult<()> {
+    if key.is_empty() {
+        return Err(GwError::InvalidArgument(
+            "the object key must not be empty".into(),
+        ));
+    }
+    if key.len() > MAX_KEY_LEN {
+        return Err(GwError::KeyTooLong);
+    }
+    Ok(())
+}
+
+/// Only the null version exists; any other version id names nothing.
+pub fn check_version_id(version_id: Option<&str>) -> GwResult<()> {
+    match version_id {
+        None | Some("null") => Ok(()),
+        Some(_) => Err(GwError::InvalidArgument(
+            "Invalid version id specified".into(),
+        )),
+    }
+}
+
+pub fn timestamp(ms: i64) -> Timestamp {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    Timestamp::from(t)
+}
+
+/// Whole seconds since the epoch of an HTTP date.
+pub fn unix_seconds(t: &Timestamp) -> i64 {
+    let t: time::OffsetDateTime = t.clone().into();
+    t.unix_timestamp()
+}
+
+/// Formats an `Expires` timestamp the way we store it (HTTP date).
+pub fn format_http_date(t: &Timestamp) -> Option<String> {
+    let mut buf = Vec::new();
+    t.format(TimestampFormat::HttpDate, &mut buf).ok()?;
+    String::from_utf8(buf).ok()
+}
+
+pub fn parse_http_date(s: &str) -> Option<Timestamp> {
+    if s.is_empty() {
+        return None;
+    }
+    Timestamp::parse(TimestampFormat::HttpDate, s).ok()
+}
+
+pub fn etag(value: &str) -> ETag {
+    ETag::Strong(value.to_string())
+}
+
+/// An ETag as clients send it back: with or without quotes, maybe weak.
+pub fn unquote(s: &str) -> &str {
+    let s = s.trim();
+    let s = s.strip_prefix("W/").unwrap_or(s);
+    s.strip_prefix('"')
+        .and_then(|x| x.strip_suffix('"'))
+        .unwrap_or(s)
+}
+
+pub fn owner(id: &str) -> Owner {
+    Owner {
+        display_name: Some(id.to_string()),
+        id: Some(id.to_string()),
+    }
+}
+
+pub fn non_empty(s: &str) -> Option<String> {
+    (!s.is_empty()).then(|| s.to_string())
+}
+
+/// The Content-Encoding to store: `aws-chunked` describes the upload, not the object.
+pub fn stored_content_encoding(v: Option<&str>) -> String {
+    v.unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty() && !t.eq_ignore_ascii_case("aws-chunked"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// A multipart object's ETag ends in `-N`.
+pub fn is_multipart(rec: &ObjectRecord) -> bool {
+    rec.etag.contains('-')
+}
+
+/// `encoding-type=url`: percent-encodes everything but unreserved characters and '/'.
+pub fn url_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for &b in s.as_bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'/') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Applies `encoding-type=url` when requested.
+pub fn maybe_encode(s: &str, url: bool) -> String {
+    if url {
+        url_encode(s)
+    } else {
+        s.to_string()
+    }
+}
+
+pub fn wants_url_encoding(enc: Option<&s3s::dto::EncodingType>) -> GwResult<bool> {
+    match enc {
+        None => Ok(false),
+        Some(e) if e.as_str().eq_ignore_ascii_case("url") => Ok(true),
+        Some(_) => Err(GwError::InvalidArgument(
+            "Invalid Encoding Method specified in Request".into(),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_and_versions() {
+        assert!(check_key("a").is_ok());
+        assert!(check_key(&"k".repeat(1024)).is_ok());
+        assert!(matches!(
+            check_key(&"k".repeat(1025)),
+            Err(GwError::KeyTooLong)
+        ));
+        assert!(check_version_id(None).is_ok());
+        assert!(check_version_id(Some("null")).is_ok());
+        assert!(check_version_id(Some("3")).is_err());
+    }
+
+    #[test]
+    fn etag_unquoting() {
+        assert_eq!(unquote("\"abc\""), "abc");
+        assert_eq!(unquote("abc"), "abc");
+        assert_eq!(unquote("W/\"abc-2\""), "abc-2");
+        assert_eq!(unquote(" \"x\" "), "x");
+    }
+
+    #[test]
+    fn content_encoding_drops_aws_chunked() {
+        assert_eq!(stored_content_encoding(Some("aws-chunked")), "");
+        assert_eq!(stored_content_encoding(Some("aws-chunked,gzip")), "gzip");
+        assert_eq!(stored_content_encoding(Some("gzip")), "gzip");
+        assert_eq!(stored_content_encoding(None), "");
+    }
+
+    #[test]
+    fn url_encoding() {
+        assert_eq!(url_encode("a b/c+d%é"), "a%20b/c%2Bd%25%C3%A9");
+        assert_eq!(url_encode("plain-key_1.txt~"), "plain-key_1.txt~");
+    }
+
+    #[test]
+    fn dates_roundtrip() {
+        let t = timestamp(1_700_000_000_123);
+        assert_eq!(unix_seconds(&t), 1_700_000_000);
+        let s = format_http_date(&t).unwrap();
+        assert_eq!(s, "Tue, 14 Nov 2023 22:13:20 GMT");
+        assert_eq!(unix_seconds(&parse_http_date(&s).unwrap()), 1_700_000_000);
+        assert!(parse_http_date("").is_none());
+    }
+}

@@ -1,0 +1,332 @@
+//! CopyObject and UploadPartCopy: the source is streamed through the GET
+//! data path (`data::reader`) into the PUT data path (`data::writer`), so a
+//! copy is a fresh body with its own data id; nothing is shared between
+//! objects and deleting either side never affects the other.
+
+use std::sync::Arc;
+
+use kura_proto::meta::{ObjectRecord, PartRecord, PartRef, StorageClass};
+use s3s::dto::*;
+use s3s::{S3Request, S3Response};
+
+use crate::context::{Ctx, MAX_PART_SIZE, MAX_SINGLE_PUT};
+use crate::data::checksum::{ChecksumFields, ChecksumPlan};
+use crate::data::reader;
+use crate::data::writer::{write_body, BodyOwner, WriteSpec, Written};
+use crate::error::{GwError, GwResult};
+use crate::meta::now_ms;
+use crate::s3::common::{
+    check_key, check_version_id, etag, format_http_date, load_bucket, load_object,
+    stored_content_encoding, timestamp,
+};
+use crate::s3::get::check_conditions;
+use crate::s3::multipart::{check_part_number, commit_part, load_upload};
+use crate::s3::put::{commit_object, discard_unless_ambiguous, WritePrecondition};
+
+/// The source object of a copy, after its x-amz-copy-source-if-* checks.
+async fn load_source(
+    ctx: &Ctx,
+    src: &CopySource,
+    if_match: Option<&ETagCondition>,
+    if_none_match: Option<&ETagCondition>,
+    if_modified_since: Option<&Timestamp>,
+    if_unmodified_since: Option<&Timestamp>,
+) -> GwResult<(String, String, ObjectRecord)> {
+    let (bucket, key, version) = match src {
+        CopySource::Bucket {
+            bucket,
+            key,
+            version_id,
+        } => (bucket.to_string(), key.to_string(), version_id.as_deref()),
+        CopySource::AccessPoint { .. } | CopySource::Outpost { .. } => {
+            return Err(GwError::NotImplemented(
+                "access point and outpost copy sources",
+            ))
+        }
+    };
+    check_key(&key)?;
+    check_version_id(version)?;
+    let b = load_bucket(ctx, &bucket).await?;
+    let rec = load_object(ctx, b.record.id, &key)
+        .await?
+        .ok_or(GwError::NoSuchKey)?
+        .record;
+    // For copies every failed source condition is 412 (never 304).
+    match check_conditions(
+        &rec,
+        if_match,
+        if_none_match,
+        if_modified_since,
+        if_unmodified_since,
+    ) {
+        Ok(()) => {}
+        Err(GwError::NotModified { .. }) => return Err(GwError::PreconditionFailed),
+        Err(e) => return Err(e),
+    }
+    Ok((bucket, key, rec))
+}
+
+/// Streams `range` of `src` into a new body owned by `owner`.
+async fn copy_body(
+    ctx: &Arc<Ctx>,
+    src: &ObjectRecord,
+    range: std::ops::Range<u64>,
+    owner: BodyOwner,
+    max_size: u64,
+) -> GwResult<Written> {
+    let len = range.end - range.start;
+    if len > max_size {
+        return Err(GwError::InvalidRequest(
+            "The specified copy source is larger than the maximum allowable size".into(),
+        ));
+    }
+    let pieces = reader::plan(&reader::bodies(src), range.clone());
+    let body = reader::open(ctx.clone(), pieces, len).await?;
+    let whole = range.start == 0 && range.end == src.size;
+    let checksums = if whole {
+        ChecksumPlan::computing(src.checksums.keys())
+    } else {
+        ChecksumPlan::none()
+    };
+    let spec = WriteSpec {
+        owner,
+        content_length: Some(len),
+        max_size,
+        content_md5: None,
+        checksums,
+    };
+    write_body(ctx, spec, body).await
+}
+
+pub async fn copy_object(
+    ctx: &Arc<Ctx>,
+    req: S3Request<CopyObjectInput>,
+) -> GwResult<S3Response<CopyObjectOutput>> {
+    let input = req.input;
+    check_key(&input.key)?;
+    let replace = match input
+        .metadata_directive
+        .as_ref()
+        .map(|d| d.as_str().to_ascii_uppercase())
+    {
+        None => false,
+        Some(d) if d == MetadataDirective::COPY => false,
+        Some(d) if d == MetadataDirective::REPLACE => true,
+        Some(_) => {
+            return Err(GwError::InvalidArgument(
+                "Unknown metadata directive.".into(),
+            ))
+        }
+    };
+    let dst = load_bucket(ctx, &input.bucket).await?;
+    let bucket_id = dst.record.id;
+    let (src_bucket, src_key, src) = load_source(
+        ctx,
+        &input.copy_source,
+        input.copy_source_if_match.as_ref(),
+        input.copy_source_if_none_match.as_ref(),
+        input.copy_source_if_modified_since.as_ref(),
+        input.copy_source_if_unmodified_since.as_ref(),
+    )
+    .await?;
+    if src_bucket == input.bucket && src_key == input.key && !replace {
+        return Err(GwError::InvalidRequest(
+            "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata, storage class, website redirect location or encryption attributes.".into(),
+        ));
+    }
+    let owner = BodyOwner {
+        bucket_id,
+        key: input.key.clone(),
+        upload_id: String::new(),
+        part_number: 0,
+    };
+    let written = copy_body(ctx, &src, 0..src.size, owner, MAX_SINGLE_PUT).await?;
+    let etag_value = written.etag();
+    let mut rec = ObjectRecord {
+        bucket_id,
+        key: input.key.clone(),
+        version: 0,
+        size: written.size,
+        etag: etag_value.clone(),
+        last_modified_unix_ms: now_ms(),
+        inline_data: written.inline.clone().unwrap_or_default(),
+        parts: written
+            .location
+            .iter()
+            .map(|loc| PartRef {
+                part_number: 1,
+                size: written.size,
+                etag: etag_value.clone(),
+                location: Some(loc.clone()),
+                inline_data: Default::default(),
+            })
+            .collect(),
+        storage_class: StorageClass::Replica3 as i32,
+        checksums: written
+            .checksums
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        ..Default::default()
+    };
+    if replace {
+        rec.content_type = input.content_type.unwrap_or_default();
+        rec.content_encoding = stored_content_encoding(input.content_encoding.as_deref());
+        rec.content_disposition = input.content_disposition.unwrap_or_default();
+        rec.content_language = input.content_language.unwrap_or_default();
+        rec.cache_control = input.cache_control.unwrap_or_default();
+        rec.expires = input
+            .expires
+            .as_ref()
+            .and_then(format_http_date)
+            .unwrap_or_default();
+        rec.user_metadata = input.metadata.unwrap_or_default();
+    } else {
+        rec.content_type = src.content_type.clone();
+        rec.content_encoding = src.content_encoding.clone();
+        rec.content_disposition = src.content_disposition.clone();
+        rec.content_language = src.content_language.clone();
+        rec.cache_control = src.cache_control.clone();
+        rec.expires = src.expires.clone();
+        rec.user_metadata = src.user_metadata.clone();
+    }
+    let last_modified = rec.last_modified_unix_ms;
+
+    let task_ctx = ctx.clone();
+    let key = input.key.clone();
+    let location = written.location.clone();
+    tokio::spawn(async move {
+        let res = commit_object(
+            &task_ctx,
+            bucket_id,
+            &key,
+            &rec,
+            &WritePrecondition::default(),
+            Vec::new(),
+            Vec::new(),
+        )
+        .await;
+        if let Err(e) = &res {
+            discard_unless_ambiguous(&task_ctx, e, location.into_iter().collect());
+        }
+        res
+    })
+    .await
+    .map_err(|e| GwError::Internal(format!("commit task failed: {e}")))??;
+
+    let f = ChecksumFields::from_map(&written.checksums);
+    Ok(S3Response::new(CopyObjectOutput {
+        copy_object_result: Some(CopyObjectResult {
+            e_tag: Some(etag(&etag_value)),
+            last_modified: Some(timestamp(last_modified)),
+            checksum_crc32: f.crc32,
+            checksum_crc32c: f.crc32c,
+            checksum_crc64nvme: f.crc64nvme,
+            checksum_sha1: f.sha1,
+            checksum_sha256: f.sha256,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }))
+}
+
+/// `bytes=first-last` (inclusive, both required) within an object of `size` bytes.
+pub fn parse_copy_range(v: &str, size: u64) -> GwResult<std::ops::Range<u64>> {
+    let bad = || {
+        GwError::InvalidArgument(
+            "The x-amz-copy-source-range value must be of the form bytes=first-last".into(),
+        )
+    };
+    match Range::parse(v).map_err(|_| bad())? {
+        Range::Int {
+            first,
+            last: Some(last),
+        } => {
+            if last >= size {
+                return Err(GwError::InvalidRange);
+            }
+            Ok(first..last + 1)
+        }
+        _ => Err(bad()),
+    }
+}
+
+pub async fn upload_part_copy(
+    ctx: &Arc<Ctx>,
+    req: S3Request<UploadPartCopyInput>,
+) -> GwResult<S3Response<UploadPartCopyOutput>> {
+    let input = req.input;
+    let part_number = check_part_number(input.part_number)?;
+    check_key(&input.key)?;
+    let dst = load_bucket(ctx, &input.bucket).await?;
+    let bucket_id = dst.record.id;
+    let upload = load_upload(ctx, bucket_id, &input.key, &input.upload_id).await?;
+    let (_, _, src) = load_source(
+        ctx,
+        &input.copy_source,
+        input.copy_source_if_match.as_ref(),
+        input.copy_source_if_none_match.as_ref(),
+        input.copy_source_if_modified_since.as_ref(),
+        input.copy_source_if_unmodified_since.as_ref(),
+    )
+    .await?;
+    let range = match input.copy_source_range.as_deref() {
+        Some(r) => parse_copy_range(r, src.size)?,
+        None => 0..src.size,
+    };
+    let owner = BodyOwner {
+        bucket_id,
+        key: input.key.clone(),
+        upload_id: input.upload_id.clone(),
+        part_number,
+    };
+    let written = copy_body(ctx, &src, range, owner, MAX_PART_SIZE).await?;
+    let etag_value = written.etag();
+    let part = PartRecord {
+        part_number,
+        size: written.size,
+        etag: etag_value.clone(),
+        last_modified_unix_ms: now_ms(),
+        location: written.location.clone(),
+        inline_data: written.inline.clone().unwrap_or_default(),
+    };
+    let last_modified = part.last_modified_unix_ms;
+    let task_ctx = ctx.clone();
+    let (key, upload_id) = (input.key.clone(), input.upload_id.clone());
+    let location = written.location.clone();
+    tokio::spawn(async move {
+        let res = commit_part(&task_ctx, bucket_id, &key, &upload_id, &upload, &part).await;
+        if let Err(e) = &res {
+            discard_unless_ambiguous(&task_ctx, e, location.into_iter().collect());
+        }
+        res
+    })
+    .await
+    .map_err(|e| GwError::Internal(format!("commit task failed: {e}")))??;
+    Ok(S3Response::new(UploadPartCopyOutput {
+        copy_part_result: Some(CopyPartResult {
+            e_tag: Some(etag(&etag_value)),
+            last_modified: Some(timestamp(last_modified)),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_ranges() {
+        assert_eq!(parse_copy_range("bytes=0-9", 100).unwrap(), 0..10);
+        assert_eq!(parse_copy_range("bytes=99-99", 100).unwrap(), 99..100);
+        assert!(matches!(
+            parse_copy_range("bytes=0-100", 100),
+            Err(GwError::InvalidRange)
+        ));
+        assert!(parse_copy_range("bytes=5-", 100).is_err());
+        assert!(parse_copy_range("bytes=-5", 100).is_err());
+        assert!(parse_copy_range("0-5", 100).is_err());
+    }
+}

@@ -1,0 +1,574 @@
+//! ListObjects (v1) and ListObjectsV2, and the ordered-listing engine that
+//! ListMultipartUploads shares.
+//!
+//! A listing scans the bucket's key range `object_range(bucket_id, prefix)`
+//! in pages. With a delimiter, the first key under a common prefix emits the
+//! prefix and the scan *seeks* past every key under it
+//! (`keys::object_seek_after_prefix`) instead of reading them. Markers and
+//! continuation tokens resume strictly after the last returned entry; when
+//! that entry was a common prefix, after everything under it.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use base64::Engine;
+use kura_metashard::client::{Cf, KvPair};
+use kura_metashard::keys::{self, ObjectKeyParts};
+use kura_proto::meta::ObjectRecord;
+use s3s::dto::*;
+use s3s::{S3Request, S3Response};
+
+use crate::context::Ctx;
+use crate::error::{GwError, GwResult};
+use crate::s3::common::{
+    etag, load_bucket, maybe_encode, owner, timestamp, wants_url_encoding, NULL_VERSION,
+};
+
+/// Most entries one page returns (S3's cap for max-keys / max-uploads).
+pub const MAX_PAGE: usize = 1000;
+
+/// Where a listing reads its keys from.
+pub trait ListSource: Sync {
+    fn scan(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+    ) -> impl Future<Output = GwResult<Vec<KvPair>>> + Send;
+}
+
+/// A column family of the metadata store.
+pub struct MetaSource<'a> {
+    pub ctx: &'a Ctx,
+    pub cf: Cf,
+}
+
+impl ListSource for MetaSource<'_> {
+    fn scan(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+    ) -> impl Future<Output = GwResult<Vec<KvPair>>> + Send {
+        self.ctx.meta.scan(self.cf, start, end, limit, false)
+    }
+}
+
+#[derive(Debug, PartialEq)]
+pub enum Entry<T> {
+    Item { key: String, item: T },
+    Prefix(String),
+}
+
+#[derive(Debug)]
+pub struct Listing<T> {
+    pub entries: Vec<Entry<T>>,
+    pub truncated: bool,
+}
+
+impl<T> Listing<T> {
+    /// The string a marker/continuation token resumes after.
+    pub fn last_name(&self) -> Option<&str> {
+        self.entries.last().map(|e| match e {
+            Entry::Item { key, .. } => key.as_str(),
+            Entry::Prefix(p) => p.as_str(),
+        })
+    }
+}
+
+pub struct ListParams<'a> {
+    pub bucket_id: u64,
+    pub prefix: &'a str,
+    /// Empty = no delimiter.
+    pub delimiter: &'a str,
+    pub max: usize,
+    /// Encoded key to start at (inclusive); clamped into the prefix range.
+    pub start: Vec<u8>,
+}
+
+/// What a decoder says about one stored entry.
+pub enum Decoded<T> {
+    Skip,
+    /// An item; `resume_at`, when set, is where the scan continues (to skip
+    /// records that belong to this item, e.g. the parts of an upload).
+    Item {
+        item: T,
+        resume_at: Option<Vec<u8>>,
+    },
+}
+
+/// The common prefix `key` rolls up into, if any.
+pub fn common_prefix<'k>(key: &'k str, prefix: &str, delimiter: &str) -> Option<&'k str> {
+    if delimiter.is_empty() {
+        return None;
+    }
+    let rest = key.strip_prefix(prefix)?;
+    let pos = rest.find(delimiter)?;
+    Some(&key[..prefix.len() + pos + delimiter.len()])
+}
+
+/// The smallest key strictly after `raw`.
+fn successor(raw: &[u8]) -> Vec<u8> {
+    let mut v = raw.to_vec();
+    v.push(0);
+    v
+}
+
+/// The scan position strictly after the entry named `marker` (a key, or a
+/// common prefix we returned).
+pub fn cursor_after(bucket_id: u64, prefix: &str, delimiter: &str, marker: &str) -> Vec<u8> {
+    if common_prefix(marker, prefix, delimiter) == Some(marker) {
+        return keys::object_seek_after_prefix(bucket_id, marker.as_bytes());
+    }
+    keys::prefix_successor(&keys::object_prefix(bucket_id, marker.as_bytes()))
+        .unwrap_or_else(|| keys::bucket_end(bucket_id))
+}
+
+/// Lists up to `p.max` entries (items and common prefixes) in key order.
+pub async fn list_entries<T, S, D>(
+    src: &S,
+    p: ListParams<'_>,
+    mut decode: D,
+) -> GwResult<Listing<T>>
+where
+    S: ListSource,
+    D: FnMut(&ObjectKeyParts, &KvPair) -> GwResult<Decoded<T>>,
+{
+    let mut entries = Vec::new();
+    if p.max == 0 {
+        return Ok(Listing {
+            entries,
+            truncated: false,
+        });
+    }
+    let (range_start, end) = keys::object_range(p.bucket_id, p.prefix.as_bytes());
+    let mut cursor = p.start.max(range_start);
+    let mut truncated = false;
+    'scan: while cursor < end {
+        let want = (p.max - entries.len() + 1).clamp(1, MAX_PAGE);
+        let page = src.scan(&cursor, &end, want).await?;
+        let full = page.len() >= want;
+        let mut skip_prefix: Option<String> = None;
+        for kv in &page {
+            let Some(parts) = keys::decode_object_key(&kv.key) else {
+                cursor = successor(&kv.key);
+                continue;
+            };
+            if parts.bucket_id != p.bucket_id {
+                break 'scan;
+            }
+            let key = String::from_utf8_lossy(&parts.key).into_owned();
+            if let Some(sp) = &skip_prefix {
+                if key.starts_with(sp.as_str()) {
+                    continue;
+                }
+                skip_prefix = None;
+            }
+            if let Some(cp) = common_prefix(&key, p.prefix, p.delimiter) {
+                if entries.len() == p.max {
+                    truncated = true;
+                    break 'scan;
+                }
+                let cp = cp.to_string();
+                cursor = keys::object_seek_after_prefix(p.bucket_id, cp.as_bytes());
+                entries.push(Entry::Prefix(cp.clone()));
+                skip_prefix = Some(cp);
+                continue;
+            }
+            match decode(&parts, kv)? {
+                Decoded::Skip => cursor = successor(&kv.key),
+                Decoded::Item { item, resume_at } => {
+                    if entries.len() == p.max {
+                        truncated = true;
+                        break 'scan;
+                    }
+                    entries.push(Entry::Item { key, item });
+                    cursor = resume_at.unwrap_or_else(|| successor(&kv.key));
+                }
+            }
+        }
+        if !full {
+            break;
+        }
+    }
+    Ok(Listing { entries, truncated })
+}
+
+/// Object listings see only the null version of each key.
+fn decode_object(parts: &ObjectKeyParts, kv: &KvPair) -> GwResult<Decoded<ObjectRecord>> {
+    if keys::decode_version(&parts.suffix) != Some(NULL_VERSION) {
+        return Ok(Decoded::Skip);
+    }
+    Ok(Decoded::Item {
+        item: keys::decode_value(&kv.value)?,
+        resume_at: None,
+    })
+}
+
+fn max_keys(v: Option<i32>) -> GwResult<usize> {
+    match v {
+        None => Ok(MAX_PAGE),
+        Some(n) if n < 0 => Err(GwError::InvalidArgument(
+            "max-keys must not be negative".into(),
+        )),
+        Some(n) => Ok((n as usize).min(MAX_PAGE)),
+    }
+}
+
+fn to_object(key: &str, rec: &ObjectRecord, url: bool, owner_id: Option<&str>) -> Object {
+    Object {
+        key: Some(maybe_encode(key, url)),
+        e_tag: Some(etag(&rec.etag)),
+        last_modified: Some(timestamp(rec.last_modified_unix_ms)),
+        size: Some(rec.size as i64),
+        storage_class: Some(ObjectStorageClass::from_static(
+            ObjectStorageClass::STANDARD,
+        )),
+        owner: owner_id.map(owner),
+        ..Default::default()
+    }
+}
+
+struct Page {
+    contents: Vec<Object>,
+    prefixes: Vec<CommonPrefix>,
+    truncated: bool,
+    last: Option<String>,
+}
+
+struct PageRequest<'a> {
+    bucket_id: u64,
+    prefix: &'a str,
+    delimiter: &'a str,
+    max: usize,
+    /// Resume strictly after this key or common prefix.
+    after: Option<&'a str>,
+    url: bool,
+    /// Include this owner in every entry.
+    owner_id: Option<&'a str>,
+}
+
+async fn list_page(ctx: &Ctx, r: PageRequest<'_>) -> GwResult<Page> {
+    let PageRequest {
+        bucket_id,
+        prefix,
+        delimiter,
+        max,
+        after,
+        url,
+        owner_id,
+    } = r;
+    let start = match after {
+        Some(m) if !m.is_empty() => cursor_after(bucket_id, prefix, delimiter, m),
+        _ => Vec::new(),
+    };
+    let src = MetaSource { ctx, cf: Cf::Meta };
+    let listing = list_entries(
+        &src,
+        ListParams {
+            bucket_id,
+            prefix,
+            delimiter,
+            max,
+            start,
+        },
+        decode_object,
+    )
+    .await?;
+    let last = listing.last_name().map(str::to_string);
+    let mut contents = Vec::new();
+    let mut prefixes = Vec::new();
+    for e in listing.entries {
+        match e {
+            Entry::Item { key, item } => contents.push(to_object(&key, &item, url, owner_id)),
+            Entry::Prefix(p) => prefixes.push(CommonPrefix {
+                prefix: Some(maybe_encode(&p, url)),
+            }),
+        }
+    }
+    Ok(Page {
+        contents,
+        prefixes,
+        truncated: listing.truncated,
+        last,
+    })
+}
+
+pub async fn list_objects(
+    ctx: &Arc<Ctx>,
+    req: S3Request<ListObjectsInput>,
+) -> GwResult<S3Response<ListObjectsOutput>> {
+    let input = req.input;
+    let url = wants_url_encoding(input.encoding_type.as_ref())?;
+    let max = max_keys(input.max_keys)?;
+    let bucket = load_bucket(ctx, &input.bucket).await?;
+    let prefix = input.prefix.unwrap_or_default();
+    let delimiter = input.delimiter.unwrap_or_default();
+    let marker = input.marker.unwrap_or_default();
+    let page = list_page(
+        ctx,
+        PageRequest {
+            bucket_id: bucket.record.id,
+            prefix: &prefix,
+            delimiter: &delimiter,
+            max,
+            after: Some(&marker),
+            url,
+            owner_id: Some(&bucket.record.owner),
+        },
+    )
+    .await?;
+    // S3 sends NextMarker only with a delimiter; without one clients resume after the last key.
+    let next_marker = (page.truncated && !delimiter.is_empty())
+        .then(|| maybe_encode(page.last.as_deref().unwrap_or(""), url));
+    Ok(S3Response::new(ListObjectsOutput {
+        name: Some(input.bucket),
+        prefix: Some(maybe_encode(&prefix, url)),
+        marker: Some(maybe_encode(&marker, url)),
+        max_keys: Some(max as i32),
+        is_truncated: Some(page.truncated),
+        contents: Some(page.contents),
+        common_prefixes: Some(page.prefixes),
+        delimiter: (!delimiter.is_empty()).then(|| maybe_encode(&delimiter, url)),
+        next_marker,
+        encoding_type: input.encoding_type,
+        ..Default::default()
+    }))
+}
+
+pub fn encode_token(last: &str) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(last.as_bytes())
+}
+
+pub fn decode_token(token: &str) -> GwResult<String> {
+    let bad = || GwError::InvalidArgument("The continuation token provided is incorrect".into());
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token.trim())
+        .map_err(|_| bad())?;
+    String::from_utf8(raw).map_err(|_| bad())
+}
+
+pub async fn list_objects_v2(
+    ctx: &Arc<Ctx>,
+    req: S3Request<ListObjectsV2Input>,
+) -> GwResult<S3Response<ListObjectsV2Output>> {
+    let input = req.input;
+    let url = wants_url_encoding(input.encoding_type.as_ref())?;
+    let max = max_keys(input.max_keys)?;
+    let token = match input.continuation_token.as_deref() {
+        Some(t) => Some(decode_token(t)?),
+        None => None,
+    };
+    let bucket = load_bucket(ctx, &input.bucket).await?;
+    let prefix = input.prefix.unwrap_or_default();
+    let delimiter = input.delimiter.unwrap_or_default();
+    let after = token.as_deref().or(input.start_after.as_deref());
+    let fetch_owner = input.fetch_owner.unwrap_or(false);
+    let owner_id = fetch_owner.then_some(bucket.record.owner.as_str());
+    let page = list_page(
+        ctx,
+        PageRequest {
+            bucket_id: bucket.record.id,
+            prefix: &prefix,
+            delimiter: &delimiter,
+            max,
+            after,
+            url,
+            owner_id,
+        },
+    )
+    .await?;
+    let key_count = (page.contents.len() + page.prefixes.len()) as i32;
+    let next = if page.truncated {
+        page.last.as_deref().map(encode_token)
+    } else {
+        None
+    };
+    Ok(S3Response::new(ListObjectsV2Output {
+        name: Some(input.bucket),
+        prefix: Some(maybe_encode(&prefix, url)),
+        max_keys: Some(max as i32),
+        key_count: Some(key_count),
+        continuation_token: input.continuation_token,
+        is_truncated: Some(page.truncated),
+        next_continuation_token: next,
+        contents: Some(page.contents),
+        common_prefixes: Some(page.prefixes),
+        delimiter: (!delimiter.is_empty()).then(|| maybe_encode(&delimiter, url)),
+        encoding_type: input.encoding_type,
+        start_after: input.start_after.map(|s| maybe_encode(&s, url)),
+        ..Default::default()
+    }))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    /// An in-memory ordered store standing in for a column family.
+    pub struct MemSource(pub BTreeMap<Vec<u8>, Vec<u8>>);
+
+    impl ListSource for MemSource {
+        fn scan(
+            &self,
+            start: &[u8],
+            end: &[u8],
+            limit: usize,
+        ) -> impl Future<Output = GwResult<Vec<KvPair>>> + Send {
+            let out: Vec<KvPair> = self
+                .0
+                .range(start.to_vec()..end.to_vec())
+                .take(limit)
+                .map(|(k, v)| KvPair {
+                    key: k.clone().into(),
+                    value: v.clone().into(),
+                })
+                .collect();
+            async move { Ok(out) }
+        }
+    }
+
+    fn store(bucket_id: u64, names: &[&str]) -> MemSource {
+        let mut m = BTreeMap::new();
+        for n in names {
+            let rec = ObjectRecord {
+                key: n.to_string(),
+                ..Default::default()
+            };
+            m.insert(
+                keys::object_version_key(bucket_id, n.as_bytes(), 0),
+                keys::encode_value(&rec),
+            );
+            // A newer (non-null) version must be invisible.
+            m.insert(
+                keys::object_version_key(bucket_id, n.as_bytes(), 7),
+                keys::encode_value(&rec),
+            );
+        }
+        // Another bucket's keys sit right after.
+        let rec = ObjectRecord::default();
+        m.insert(
+            keys::object_version_key(bucket_id + 1, b"a", 0),
+            keys::encode_value(&rec),
+        );
+        MemSource(m)
+    }
+
+    fn names(l: &Listing<ObjectRecord>) -> Vec<String> {
+        l.entries
+            .iter()
+            .map(|e| match e {
+                Entry::Item { key, .. } => key.clone(),
+                Entry::Prefix(p) => format!("{p}*"),
+            })
+            .collect()
+    }
+
+    async fn list(
+        src: &MemSource,
+        prefix: &str,
+        delim: &str,
+        max: usize,
+        after: Option<&str>,
+    ) -> Listing<ObjectRecord> {
+        let start = after
+            .map(|m| cursor_after(5, prefix, delim, m))
+            .unwrap_or_default();
+        list_entries(
+            src,
+            ListParams {
+                bucket_id: 5,
+                prefix,
+                delimiter: delim,
+                max,
+                start,
+            },
+            decode_object,
+        )
+        .await
+        .unwrap()
+    }
+
+    /// Pages through everything with `max` per page, like a client does.
+    async fn list_all(src: &MemSource, prefix: &str, delim: &str, max: usize) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut after: Option<String> = None;
+        for _ in 0..1000 {
+            let l = list(src, prefix, delim, max, after.as_deref()).await;
+            out.extend(names(&l));
+            if !l.truncated {
+                return out;
+            }
+            after = l.last_name().map(str::to_string);
+        }
+        panic!("listing did not terminate");
+    }
+
+    const KEYS: &[&str] = &[
+        "a", "a/1", "a/2", "a/b/3", "b", "b/", "c/x", "c/y", "d\0z", "d", "e/f/g", "é/1",
+    ];
+
+    #[tokio::test]
+    async fn flat_listing_in_order() {
+        let s = store(5, KEYS);
+        let l = list(&s, "", "", 1000, None).await;
+        let mut want: Vec<String> = KEYS.iter().map(|k| k.to_string()).collect();
+        want.sort();
+        assert_eq!(names(&l), want);
+        assert!(!l.truncated);
+    }
+
+    #[tokio::test]
+    async fn delimiter_rolls_up_and_pages_identically() {
+        let s = store(5, KEYS);
+        let want = vec!["a", "a/*", "b", "b/*", "c/*", "d", "d\0z", "e/*", "é/*"];
+        for max in [1, 2, 3, 1000] {
+            assert_eq!(list_all(&s, "", "/", max).await, want, "max {max}");
+        }
+        assert_eq!(
+            list_all(&s, "a/", "/", 1).await,
+            vec!["a/1", "a/2", "a/b/*"]
+        );
+        assert_eq!(list_all(&s, "a", "/", 2).await, vec!["a", "a/*"]);
+        assert_eq!(list_all(&s, "", "", 1).await.len(), KEYS.len());
+        assert_eq!(list_all(&s, "c/", "", 1).await, vec!["c/x", "c/y"]);
+        assert_eq!(list_all(&s, "zz", "/", 10).await, Vec::<String>::new());
+    }
+
+    #[tokio::test]
+    async fn truncation_and_markers() {
+        let s = store(5, KEYS);
+        let l = list(&s, "", "/", 2, None).await;
+        assert_eq!(names(&l), vec!["a", "a/*"]);
+        assert!(l.truncated);
+        let l = list(&s, "", "/", 9, None).await;
+        assert!(!l.truncated, "exactly max entries is not truncated");
+        let l = list(&s, "", "", 0, None).await;
+        assert!(l.entries.is_empty() && !l.truncated);
+        // A marker inside a common prefix still yields that prefix (as S3).
+        let l = list(&s, "", "/", 1, Some("a/1")).await;
+        assert_eq!(names(&l), vec!["a/*"]);
+        // start-after a key that is not stored.
+        let l = list(&s, "", "", 2, Some("a/15")).await;
+        assert_eq!(names(&l), vec!["a/2", "a/b/3"]);
+    }
+
+    #[test]
+    fn common_prefixes() {
+        assert_eq!(common_prefix("a/b/c", "", "/"), Some("a/"));
+        assert_eq!(common_prefix("a/b/c", "a/", "/"), Some("a/b/"));
+        assert_eq!(common_prefix("a/b", "a/", "/"), None);
+        assert_eq!(common_prefix("a--b--c", "a", "--"), Some("a--"));
+        assert_eq!(common_prefix("abc", "", ""), None);
+        assert_eq!(common_prefix("xyz", "a", "/"), None);
+    }
+
+    #[test]
+    fn tokens_roundtrip() {
+        for s in ["", "a/b c", "é\0x"] {
+            assert_eq!(decode_token(&encode_token(s)).unwrap(), s);
+        }
+        assert!(decode_token("!!").is_err());
+    }
+}

@@ -1,0 +1,233 @@
+//! The `s3s::S3` implementation: one method per supported operation, each
+//! delegating to its family's file and recording metrics. Operations not
+//! listed here keep s3s' default answer (501 NotImplemented).
+//!
+//! | file          | operations |
+//! |---------------|------------|
+//! | `bucket.rs`   | CreateBucket, DeleteBucket, HeadBucket, ListBuckets, GetBucketLocation, GetBucketVersioning |
+//! | `put.rs`      | PutObject (+ the object commit used by multipart and copy) |
+//! | `copy.rs`     | CopyObject, UploadPartCopy |
+//! | `get.rs`      | GetObject, HeadObject (Range, partNumber, conditionals) |
+//! | `delete.rs`   | DeleteObject, DeleteObjects |
+//! | `list.rs`     | ListObjects, ListObjectsV2 (+ the listing engine) |
+//! | `multipart.rs`| Create/UploadPart/Complete/Abort, ListParts, ListMultipartUploads |
+
+pub mod bucket;
+pub mod common;
+pub mod copy;
+pub mod delete;
+pub mod get;
+pub mod list;
+pub mod multipart;
+pub mod put;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use s3s::dto::*;
+use s3s::{S3Error, S3Request, S3Response, S3Result, S3};
+
+use crate::context::Ctx;
+use crate::error::GwResult;
+use crate::metrics;
+
+/// The gateway's S3 service.
+pub struct KuraS3 {
+    ctx: Arc<Ctx>,
+}
+
+impl KuraS3 {
+    pub fn new(ctx: Arc<Ctx>) -> Self {
+        KuraS3 { ctx }
+    }
+}
+
+/// Runs one operation, records its metrics and maps its error.
+async fn observe<T>(
+    op: &'static str,
+    f: impl Future<Output = GwResult<S3Response<T>>>,
+) -> S3Result<S3Response<T>> {
+    let started = Instant::now();
+    let res = f.await;
+    let status = match &res {
+        Ok(r) => r.status.map(|s| s.as_u16()).unwrap_or(200),
+        Err(e) => e.status().as_u16(),
+    };
+    metrics::observe_op(op, started, status);
+    res.map_err(S3Error::from)
+}
+
+#[async_trait::async_trait]
+impl S3 for KuraS3 {
+    async fn create_bucket(
+        &self,
+        req: S3Request<CreateBucketInput>,
+    ) -> S3Result<S3Response<CreateBucketOutput>> {
+        observe("CreateBucket", bucket::create_bucket(&self.ctx, req)).await
+    }
+
+    async fn delete_bucket(
+        &self,
+        req: S3Request<DeleteBucketInput>,
+    ) -> S3Result<S3Response<DeleteBucketOutput>> {
+        observe("DeleteBucket", bucket::delete_bucket(&self.ctx, req)).await
+    }
+
+    async fn head_bucket(
+        &self,
+        req: S3Request<HeadBucketInput>,
+    ) -> S3Result<S3Response<HeadBucketOutput>> {
+        observe("HeadBucket", bucket::head_bucket(&self.ctx, req)).await
+    }
+
+    async fn list_buckets(
+        &self,
+        req: S3Request<ListBucketsInput>,
+    ) -> S3Result<S3Response<ListBucketsOutput>> {
+        observe("ListBuckets", bucket::list_buckets(&self.ctx, req)).await
+    }
+
+    async fn get_bucket_location(
+        &self,
+        req: S3Request<GetBucketLocationInput>,
+    ) -> S3Result<S3Response<GetBucketLocationOutput>> {
+        observe(
+            "GetBucketLocation",
+            bucket::get_bucket_location(&self.ctx, req),
+        )
+        .await
+    }
+
+    async fn get_bucket_versioning(
+        &self,
+        req: S3Request<GetBucketVersioningInput>,
+    ) -> S3Result<S3Response<GetBucketVersioningOutput>> {
+        observe(
+            "GetBucketVersioning",
+            bucket::get_bucket_versioning(&self.ctx, req),
+        )
+        .await
+    }
+
+    async fn put_object(
+        &self,
+        req: S3Request<PutObjectInput>,
+    ) -> S3Result<S3Response<PutObjectOutput>> {
+        observe("PutObject", put::put_object(&self.ctx, req)).await
+    }
+
+    async fn copy_object(
+        &self,
+        req: S3Request<CopyObjectInput>,
+    ) -> S3Result<S3Response<CopyObjectOutput>> {
+        observe("CopyObject", copy::copy_object(&self.ctx, req)).await
+    }
+
+    async fn upload_part_copy(
+        &self,
+        req: S3Request<UploadPartCopyInput>,
+    ) -> S3Result<S3Response<UploadPartCopyOutput>> {
+        observe("UploadPartCopy", copy::upload_part_copy(&self.ctx, req)).await
+    }
+
+    async fn get_object(
+        &self,
+        req: S3Request<GetObjectInput>,
+    ) -> S3Result<S3Response<GetObjectOutput>> {
+        observe("GetObject", get::get_object(&self.ctx, req)).await
+    }
+
+    async fn head_object(
+        &self,
+        req: S3Request<HeadObjectInput>,
+    ) -> S3Result<S3Response<HeadObjectOutput>> {
+        observe("HeadObject", get::head_object(&self.ctx, req)).await
+    }
+
+    async fn delete_object(
+        &self,
+        req: S3Request<DeleteObjectInput>,
+    ) -> S3Result<S3Response<DeleteObjectOutput>> {
+        observe("DeleteObject", delete::delete_object(&self.ctx, req)).await
+    }
+
+    async fn delete_objects(
+        &self,
+        req: S3Request<DeleteObjectsInput>,
+    ) -> S3Result<S3Response<DeleteObjectsOutput>> {
+        observe("DeleteObjects", delete::delete_objects(&self.ctx, req)).await
+    }
+
+    async fn list_objects(
+        &self,
+        req: S3Request<ListObjectsInput>,
+    ) -> S3Result<S3Response<ListObjectsOutput>> {
+        observe("ListObjects", list::list_objects(&self.ctx, req)).await
+    }
+
+    async fn list_objects_v2(
+        &self,
+        req: S3Request<ListObjectsV2Input>,
+    ) -> S3Result<S3Response<ListObjectsV2Output>> {
+        observe("ListObjectsV2", list::list_objects_v2(&self.ctx, req)).await
+    }
+
+    async fn create_multipart_upload(
+        &self,
+        req: S3Request<CreateMultipartUploadInput>,
+    ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+        observe(
+            "CreateMultipartUpload",
+            multipart::create_multipart_upload(&self.ctx, req),
+        )
+        .await
+    }
+
+    async fn upload_part(
+        &self,
+        req: S3Request<UploadPartInput>,
+    ) -> S3Result<S3Response<UploadPartOutput>> {
+        observe("UploadPart", multipart::upload_part(&self.ctx, req)).await
+    }
+
+    async fn complete_multipart_upload(
+        &self,
+        req: S3Request<CompleteMultipartUploadInput>,
+    ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+        observe(
+            "CompleteMultipartUpload",
+            multipart::complete_multipart_upload(&self.ctx, req),
+        )
+        .await
+    }
+
+    async fn abort_multipart_upload(
+        &self,
+        req: S3Request<AbortMultipartUploadInput>,
+    ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
+        observe(
+            "AbortMultipartUpload",
+            multipart::abort_multipart_upload(&self.ctx, req),
+        )
+        .await
+    }
+
+    async fn list_parts(
+        &self,
+        req: S3Request<ListPartsInput>,
+    ) -> S3Result<S3Response<ListPartsOutput>> {
+        observe("ListParts", multipart::list_parts(&self.ctx, req)).await
+    }
+
+    async fn list_multipart_uploads(
+        &self,
+        req: S3Request<ListMultipartUploadsInput>,
+    ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
+        observe(
+            "ListMultipartUploads",
+            multipart::list_multipart_uploads(&self.ctx, req),
+        )
+        .await
+    }
+}

@@ -1,0 +1,823 @@
+//! Multipart uploads: Create, UploadPart, Complete, Abort, ListParts,
+//! ListMultipartUploads.
+//!
+//! An upload is a `MultipartUploadRecord` at `upload_key` (cf MPU) and one
+//! `PartRecord` per part at `part_key`; all of them share the object's key
+//! prefix, so Complete is one batch on one region: put the `ObjectRecord`
+//! (with a `PartRef` per listed part), delete the upload and every part
+//! record, and enqueue GC records for unlisted parts and the replaced body.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use kura_metashard::client::{BatchOutcome, Cf};
+use kura_metashard::keys::{self, ObjectKeyParts};
+use kura_proto::meta::{
+    DataLocation, MultipartUploadRecord, ObjectRecord, PartRecord, PartRef, StorageClass,
+};
+use md5::{Digest, Md5};
+use s3s::dto::*;
+use s3s::{S3Request, S3Response};
+
+use crate::context::{Ctx, MAX_PART_NUMBER, MAX_PART_SIZE, MIN_PART_SIZE};
+use crate::data::checksum::{ChecksumFields, ChecksumPlan};
+use crate::data::gc;
+use crate::data::writer::{write_body, BodyOwner, WriteSpec};
+use crate::error::{GwError, GwResult};
+use crate::meta::{self, now_ms, Versioned, RMW_ATTEMPTS};
+use crate::s3::common::{
+    check_key, etag, format_http_date, load_bucket, maybe_encode, owner, stored_content_encoding,
+    timestamp, unquote, wants_url_encoding,
+};
+use crate::s3::list::{self, Decoded, Entry, ListParams, MetaSource, MAX_PAGE};
+use crate::s3::put::{commit_object, discard_unless_ambiguous, CommitOutcome, WritePrecondition};
+
+/// Upload ids are 32 lowercase hex characters (16 random bytes).
+pub const UPLOAD_ID_LEN: usize = 32;
+
+pub fn new_upload_id() -> String {
+    hex::encode(rand::random::<[u8; 16]>())
+}
+
+fn valid_upload_id(id: &str) -> bool {
+    id.len() == UPLOAD_ID_LEN
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// ETag of a multipart object: MD5 of the concatenated binary part MD5s, then `-N`.
+pub fn multipart_etag(part_etags: &[&str]) -> GwResult<String> {
+    let mut h = Md5::new();
+    for e in part_etags {
+        let raw = hex::decode(e)
+            .map_err(|_| GwError::Internal(format!("stored part ETag {e:?} is not hex")))?;
+        h.update(&raw);
+    }
+    Ok(format!(
+        "{}-{}",
+        hex::encode(h.finalize()),
+        part_etags.len()
+    ))
+}
+
+pub(crate) fn check_part_number(n: i32) -> GwResult<u32> {
+    if !(1..=MAX_PART_NUMBER).contains(&n) {
+        return Err(GwError::InvalidArgument(format!(
+            "Part number must be an integer between 1 and {MAX_PART_NUMBER}, inclusive"
+        )));
+    }
+    Ok(n as u32)
+}
+
+/// Reads the upload record; NoSuchUpload when absent or the id is malformed.
+pub(crate) async fn load_upload(
+    ctx: &Ctx,
+    bucket_id: u64,
+    key: &str,
+    upload_id: &str,
+) -> GwResult<Versioned<MultipartUploadRecord>> {
+    if !valid_upload_id(upload_id) {
+        return Err(GwError::NoSuchUpload);
+    }
+    ctx.meta
+        .get::<MultipartUploadRecord>(
+            Cf::Mpu,
+            &keys::upload_key(bucket_id, key.as_bytes(), upload_id),
+        )
+        .await?
+        .ok_or(GwError::NoSuchUpload)
+}
+
+/// A stored part with its record key.
+struct StoredPart {
+    key: Vec<u8>,
+    raw: bytes::Bytes,
+    record: PartRecord,
+}
+
+/// Part records of one upload with part numbers > `after`, at most `limit`.
+async fn scan_parts(
+    ctx: &Ctx,
+    bucket_id: u64,
+    key: &str,
+    upload_id: &str,
+    after: u32,
+    limit: usize,
+) -> GwResult<Vec<StoredPart>> {
+    let ukey = keys::upload_key(bucket_id, key.as_bytes(), upload_id);
+    let end = keys::prefix_successor(&ukey).unwrap_or_else(|| keys::bucket_end(bucket_id));
+    let mut start = match after.checked_add(1) {
+        Some(n) => keys::part_key(bucket_id, key.as_bytes(), upload_id, n),
+        None => return Ok(Vec::new()),
+    };
+    let mut out = Vec::new();
+    while out.len() < limit {
+        let want = (limit - out.len()).min(MAX_PAGE);
+        let page = ctx.meta.scan(Cf::Mpu, &start, &end, want, false).await?;
+        let n = page.len();
+        for kv in page {
+            start = kv.key.to_vec();
+            start.push(0);
+            if kv.key.len() != ukey.len() + 4 {
+                continue;
+            }
+            out.push(StoredPart {
+                key: kv.key.to_vec(),
+                record: keys::decode_value(&kv.value)?,
+                raw: kv.value,
+            });
+        }
+        if n < want {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// Every part of an upload (at most 10,000 exist).
+async fn all_parts(
+    ctx: &Ctx,
+    bucket_id: u64,
+    key: &str,
+    upload_id: &str,
+) -> GwResult<Vec<StoredPart>> {
+    scan_parts(
+        ctx,
+        bucket_id,
+        key,
+        upload_id,
+        0,
+        MAX_PART_NUMBER as usize + 1,
+    )
+    .await
+}
+
+pub async fn create_multipart_upload(
+    ctx: &Arc<Ctx>,
+    req: S3Request<CreateMultipartUploadInput>,
+) -> GwResult<S3Response<CreateMultipartUploadOutput>> {
+    let initiator = crate::auth::owner_of(req.credentials.as_ref());
+    let input = req.input;
+    check_key(&input.key)?;
+    let bucket = load_bucket(ctx, &input.bucket).await?;
+    let bucket_id = bucket.record.id;
+    let upload_id = new_upload_id();
+    let rec = MultipartUploadRecord {
+        bucket_id,
+        key: input.key.clone(),
+        upload_id: upload_id.clone(),
+        initiated_unix_ms: now_ms(),
+        owner: initiator,
+        content_type: input.content_type.unwrap_or_default(),
+        content_encoding: stored_content_encoding(input.content_encoding.as_deref()),
+        content_disposition: input.content_disposition.unwrap_or_default(),
+        content_language: input.content_language.unwrap_or_default(),
+        cache_control: input.cache_control.unwrap_or_default(),
+        expires: input
+            .expires
+            .as_ref()
+            .and_then(format_http_date)
+            .unwrap_or_default(),
+        user_metadata: input.metadata.unwrap_or_default(),
+        storage_class: StorageClass::Replica3 as i32,
+    };
+    let ukey = keys::upload_key(bucket_id, input.key.as_bytes(), &upload_id);
+    let value = keys::encode_value(&rec);
+    match ctx
+        .meta
+        .batch(
+            vec![meta::not_exists(Cf::Mpu, ukey.clone())],
+            vec![meta::put(Cf::Mpu, ukey.clone(), value.clone())],
+        )
+        .await?
+    {
+        BatchOutcome::Applied => {}
+        BatchOutcome::ConditionFailed { .. } if ctx.meta.holds(Cf::Mpu, &ukey, &value).await? => {}
+        BatchOutcome::ConditionFailed { .. } => {
+            return Err(GwError::Internal("random upload id collided".into()));
+        }
+    }
+    Ok(S3Response::new(CreateMultipartUploadOutput {
+        bucket: Some(input.bucket),
+        key: Some(input.key),
+        upload_id: Some(upload_id),
+        checksum_algorithm: input.checksum_algorithm,
+        ..Default::default()
+    }))
+}
+
+pub async fn upload_part(
+    ctx: &Arc<Ctx>,
+    req: S3Request<UploadPartInput>,
+) -> GwResult<S3Response<UploadPartOutput>> {
+    let S3Request {
+        input,
+        headers,
+        trailing_headers,
+        ..
+    } = req;
+    let part_number = check_part_number(input.part_number)?;
+    check_key(&input.key)?;
+    if input.content_length.is_some_and(|l| l < 0) {
+        return Err(GwError::InvalidArgument("negative Content-Length".into()));
+    }
+    let bucket = load_bucket(ctx, &input.bucket).await?;
+    let bucket_id = bucket.record.id;
+    let upload = load_upload(ctx, bucket_id, &input.key, &input.upload_id).await?;
+    let checksums = ChecksumPlan::from_headers(&headers, trailing_headers)?;
+    let spec = WriteSpec {
+        owner: BodyOwner {
+            bucket_id,
+            key: input.key.clone(),
+            upload_id: input.upload_id.clone(),
+            part_number,
+        },
+        content_length: input.content_length.map(|l| l as u64),
+        max_size: MAX_PART_SIZE,
+        content_md5: input.content_md5.as_deref(),
+        checksums,
+    };
+    let body = input
+        .body
+        .unwrap_or_else(|| StreamingBlob::from(s3s::Body::empty()));
+    let written = write_body(ctx, spec, body).await?;
+    let etag_value = written.etag();
+    let part = PartRecord {
+        part_number,
+        size: written.size,
+        etag: etag_value.clone(),
+        last_modified_unix_ms: now_ms(),
+        location: written.location.clone(),
+        inline_data: written.inline.clone().unwrap_or_default(),
+    };
+
+    let task_ctx = ctx.clone();
+    let (key, upload_id) = (input.key.clone(), input.upload_id.clone());
+    let location = written.location.clone();
+    let commit = tokio::spawn(async move {
+        let res = commit_part(&task_ctx, bucket_id, &key, &upload_id, &upload, &part).await;
+        if let Err(e) = &res {
+            discard_unless_ambiguous(&task_ctx, e, location.into_iter().collect());
+        }
+        res
+    });
+    commit
+        .await
+        .map_err(|e| GwError::Internal(format!("commit task failed: {e}")))??;
+
+    let f = ChecksumFields::from_map(&written.checksums);
+    Ok(S3Response::new(UploadPartOutput {
+        e_tag: Some(etag(&etag_value)),
+        checksum_crc32: f.crc32,
+        checksum_crc32c: f.crc32c,
+        checksum_crc64nvme: f.crc64nvme,
+        checksum_sha1: f.sha1,
+        checksum_sha256: f.sha256,
+        ..Default::default()
+    }))
+}
+
+/// Stores a part record while the upload exists, reclaiming a replaced part's body.
+pub(crate) async fn commit_part(
+    ctx: &Arc<Ctx>,
+    bucket_id: u64,
+    key: &str,
+    upload_id: &str,
+    upload: &Versioned<MultipartUploadRecord>,
+    part: &PartRecord,
+) -> GwResult<()> {
+    let ukey = keys::upload_key(bucket_id, key.as_bytes(), upload_id);
+    let pkey = keys::part_key(bucket_id, key.as_bytes(), upload_id, part.part_number);
+    let value = keys::encode_value(part);
+    for _ in 0..RMW_ATTEMPTS {
+        let old = ctx.meta.get::<PartRecord>(Cf::Mpu, &pkey).await?;
+        let old_locs = old
+            .as_ref()
+            .map(|o| gc::part_locations(&o.record))
+            .unwrap_or_default();
+        let conditions = vec![
+            meta::value_equals(Cf::Mpu, ukey.clone(), upload.raw.clone()),
+            meta::unchanged(Cf::Mpu, pkey.clone(), old.as_ref().map(|o| &o.raw)),
+        ];
+        let mut mutations = vec![meta::put(Cf::Mpu, pkey.clone(), value.clone())];
+        mutations.extend(gc::gc_mutations(bucket_id, key, &old_locs));
+        let applied = match ctx.meta.batch(conditions, mutations).await? {
+            BatchOutcome::Applied => true,
+            // Our own earlier attempt may have applied (see `Meta::holds`).
+            BatchOutcome::ConditionFailed { .. }
+                if ctx.meta.holds(Cf::Mpu, &pkey, &value).await? =>
+            {
+                true
+            }
+            BatchOutcome::ConditionFailed { index: 0 } => return Err(GwError::NoSuchUpload),
+            BatchOutcome::ConditionFailed { .. } => false,
+        };
+        if applied {
+            gc::spawn_reclaim(ctx.clone(), bucket_id, key.to_string(), old_locs);
+            return Ok(());
+        }
+    }
+    Err(GwError::Contention(
+        "too many concurrent uploads of one part".into(),
+    ))
+}
+
+/// Validates the client's part list against the stored parts; returns the
+/// chosen parts in order.
+fn choose_parts<'a>(
+    listed: &[(u32, String)],
+    stored: &'a BTreeMap<u32, &'a StoredPart>,
+) -> GwResult<Vec<&'a StoredPart>> {
+    if listed.is_empty() {
+        return Err(GwError::MalformedXml(
+            "The XML you provided did not list any parts".into(),
+        ));
+    }
+    if listed.windows(2).any(|w| w[0].0 >= w[1].0) {
+        return Err(GwError::InvalidPartOrder);
+    }
+    let mut chosen = Vec::with_capacity(listed.len());
+    for (i, (n, tag)) in listed.iter().enumerate() {
+        let part = stored
+            .get(n)
+            .ok_or_else(|| GwError::InvalidPart(format!("part {n} was not uploaded")))?;
+        if unquote(tag) != part.record.etag {
+            return Err(GwError::InvalidPart(format!(
+                "part {n} has a different ETag"
+            )));
+        }
+        let last = i + 1 == listed.len();
+        if !last && part.record.size < MIN_PART_SIZE {
+            return Err(GwError::EntityTooSmall);
+        }
+        chosen.push(*part);
+    }
+    Ok(chosen)
+}
+
+pub async fn complete_multipart_upload(
+    ctx: &Arc<Ctx>,
+    req: S3Request<CompleteMultipartUploadInput>,
+) -> GwResult<S3Response<CompleteMultipartUploadOutput>> {
+    let input = req.input;
+    check_key(&input.key)?;
+    let pre =
+        WritePrecondition::from_headers(input.if_match.as_ref(), input.if_none_match.as_ref())?;
+    let listed: Vec<(u32, String)> = input
+        .multipart_upload
+        .and_then(|m| m.parts)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|p| {
+            let n = p
+                .part_number
+                .ok_or_else(|| GwError::MalformedXml("a Part has no PartNumber".into()))?;
+            let n = u32::try_from(n)
+                .map_err(|_| GwError::InvalidPart(format!("part number {n} is not valid")))?;
+            let tag = p.e_tag.map(|e| e.value().to_string()).unwrap_or_default();
+            Ok((n, tag))
+        })
+        .collect::<GwResult<_>>()?;
+    let bucket = load_bucket(ctx, &input.bucket).await?;
+    let bucket_id = bucket.record.id;
+    let upload = load_upload(ctx, bucket_id, &input.key, &input.upload_id).await?;
+    let parts = all_parts(ctx, bucket_id, &input.key, &input.upload_id).await?;
+    let by_number: BTreeMap<u32, &StoredPart> =
+        parts.iter().map(|p| (p.record.part_number, p)).collect();
+    let chosen = choose_parts(&listed, &by_number)?;
+
+    let etags: Vec<&str> = chosen.iter().map(|p| p.record.etag.as_str()).collect();
+    let etag_value = multipart_etag(&etags)?;
+    let u = &upload.record;
+    let rec = ObjectRecord {
+        bucket_id,
+        key: input.key.clone(),
+        version: 0,
+        size: chosen.iter().map(|p| p.record.size).sum(),
+        etag: etag_value.clone(),
+        last_modified_unix_ms: now_ms(),
+        content_type: u.content_type.clone(),
+        content_encoding: u.content_encoding.clone(),
+        content_disposition: u.content_disposition.clone(),
+        content_language: u.content_language.clone(),
+        cache_control: u.cache_control.clone(),
+        expires: u.expires.clone(),
+        user_metadata: u.user_metadata.clone(),
+        inline_data: Default::default(),
+        parts: chosen
+            .iter()
+            .map(|p| PartRef {
+                part_number: p.record.part_number,
+                size: p.record.size,
+                etag: p.record.etag.clone(),
+                location: p.record.location.clone(),
+                inline_data: p.record.inline_data.clone(),
+            })
+            .collect(),
+        storage_class: StorageClass::Replica3 as i32,
+        checksums: Default::default(),
+    };
+    let chosen_numbers: std::collections::HashSet<u32> =
+        chosen.iter().map(|p| p.record.part_number).collect();
+    let unlisted: Vec<DataLocation> = parts
+        .iter()
+        .filter(|p| !chosen_numbers.contains(&p.record.part_number))
+        .flat_map(|p| gc::part_locations(&p.record))
+        .collect();
+    let ukey = keys::upload_key(bucket_id, input.key.as_bytes(), &input.upload_id);
+    // The upload and every part must be as we read them: a part replaced
+    // concurrently would otherwise lose its body.
+    let mut extra_conditions = vec![meta::value_equals(
+        Cf::Mpu,
+        ukey.clone(),
+        upload.raw.clone(),
+    )];
+    extra_conditions.extend(
+        parts
+            .iter()
+            .map(|p| meta::value_equals(Cf::Mpu, p.key.clone(), p.raw.clone())),
+    );
+    let mut extra_mutations = vec![meta::delete(Cf::Mpu, ukey)];
+    extra_mutations.extend(parts.iter().map(|p| meta::delete(Cf::Mpu, p.key.clone())));
+    extra_mutations.extend(gc::gc_mutations(bucket_id, &input.key, &unlisted));
+
+    let task_ctx = ctx.clone();
+    let key = input.key.clone();
+    let commit = tokio::spawn(async move {
+        let out = commit_object(
+            &task_ctx,
+            bucket_id,
+            &key,
+            &rec,
+            &pre,
+            extra_conditions,
+            extra_mutations,
+        )
+        .await;
+        if matches!(out, Ok(CommitOutcome::Committed)) {
+            gc::spawn_reclaim(task_ctx.clone(), bucket_id, key.clone(), unlisted);
+        }
+        out
+    });
+    match commit
+        .await
+        .map_err(|e| GwError::Internal(format!("commit task failed: {e}")))??
+    {
+        CommitOutcome::Committed => {}
+        // The upload was completed or aborted concurrently; its parts are that request's business.
+        CommitOutcome::ExtraConditionFailed(0) => return Err(GwError::NoSuchUpload),
+        CommitOutcome::ExtraConditionFailed(_) => {
+            return Err(GwError::Contention(
+                "a part was re-uploaded during completion".into(),
+            ))
+        }
+    }
+    Ok(S3Response::new(CompleteMultipartUploadOutput {
+        bucket: Some(input.bucket.clone()),
+        key: Some(input.key.clone()),
+        e_tag: Some(etag(&etag_value)),
+        location: Some(format!("/{}/{}", input.bucket, input.key)),
+        ..Default::default()
+    }))
+}
+
+pub async fn abort_multipart_upload(
+    ctx: &Arc<Ctx>,
+    req: S3Request<AbortMultipartUploadInput>,
+) -> GwResult<S3Response<AbortMultipartUploadOutput>> {
+    let input = req.input;
+    check_key(&input.key)?;
+    let bucket = load_bucket(ctx, &input.bucket).await?;
+    let bucket_id = bucket.record.id;
+    let upload = load_upload(ctx, bucket_id, &input.key, &input.upload_id).await?;
+    let task_ctx = ctx.clone();
+    let (key, upload_id) = (input.key, input.upload_id);
+    tokio::spawn(async move {
+        for _ in 0..RMW_ATTEMPTS {
+            let parts = all_parts(&task_ctx, bucket_id, &key, &upload_id).await?;
+            let locs: Vec<DataLocation> = parts
+                .iter()
+                .flat_map(|p| gc::part_locations(&p.record))
+                .collect();
+            let ukey = keys::upload_key(bucket_id, key.as_bytes(), &upload_id);
+            let mut conditions = vec![meta::value_equals(
+                Cf::Mpu,
+                ukey.clone(),
+                upload.raw.clone(),
+            )];
+            // Each part must be as we saw it, so a concurrent UploadPart's body is not leaked.
+            conditions.extend(
+                parts
+                    .iter()
+                    .map(|p| meta::value_equals(Cf::Mpu, p.key.clone(), p.raw.clone())),
+            );
+            let mut mutations = vec![meta::delete(Cf::Mpu, ukey)];
+            mutations.extend(parts.iter().map(|p| meta::delete(Cf::Mpu, p.key.clone())));
+            mutations.extend(gc::gc_mutations(bucket_id, &key, &locs));
+            match task_ctx.meta.batch(conditions, mutations).await? {
+                BatchOutcome::Applied => {
+                    gc::spawn_reclaim(task_ctx.clone(), bucket_id, key.clone(), locs);
+                    return Ok(());
+                }
+                BatchOutcome::ConditionFailed { index: 0 } => return Err(GwError::NoSuchUpload),
+                BatchOutcome::ConditionFailed { .. } => continue,
+            }
+        }
+        Err(GwError::Contention(
+            "parts kept changing during abort".into(),
+        ))
+    })
+    .await
+    .map_err(|e| GwError::Internal(format!("abort task failed: {e}")))??;
+    Ok(S3Response::new(AbortMultipartUploadOutput::default()))
+}
+
+fn max_param(v: Option<i32>, what: &str) -> GwResult<usize> {
+    match v {
+        None => Ok(MAX_PAGE),
+        Some(n) if n < 0 => Err(GwError::InvalidArgument(format!(
+            "{what} must not be negative"
+        ))),
+        Some(n) => Ok((n as usize).min(MAX_PAGE)),
+    }
+}
+
+pub async fn list_parts(
+    ctx: &Arc<Ctx>,
+    req: S3Request<ListPartsInput>,
+) -> GwResult<S3Response<ListPartsOutput>> {
+    let input = req.input;
+    check_key(&input.key)?;
+    let max = max_param(input.max_parts, "max-parts")?;
+    let marker = match input.part_number_marker {
+        None => 0,
+        Some(n) if n < 0 => {
+            return Err(GwError::InvalidArgument(
+                "part-number-marker must not be negative".into(),
+            ))
+        }
+        Some(n) => n as u32,
+    };
+    let bucket = load_bucket(ctx, &input.bucket).await?;
+    let bucket_id = bucket.record.id;
+    let upload = load_upload(ctx, bucket_id, &input.key, &input.upload_id).await?;
+    let mut parts = scan_parts(
+        ctx,
+        bucket_id,
+        &input.key,
+        &input.upload_id,
+        marker,
+        max + 1,
+    )
+    .await?;
+    let truncated = parts.len() > max;
+    parts.truncate(max);
+    let next = parts.last().map(|p| p.record.part_number as i32);
+    let who = owner(&upload.record.owner);
+    Ok(S3Response::new(ListPartsOutput {
+        bucket: Some(input.bucket),
+        key: Some(input.key),
+        upload_id: Some(input.upload_id),
+        max_parts: Some(max as i32),
+        part_number_marker: input.part_number_marker,
+        next_part_number_marker: if truncated { next } else { None },
+        is_truncated: Some(truncated),
+        initiator: Some(Initiator {
+            display_name: who.display_name.clone(),
+            id: who.id.clone(),
+        }),
+        owner: Some(who),
+        storage_class: Some(s3s::dto::StorageClass::from_static(
+            s3s::dto::StorageClass::STANDARD,
+        )),
+        parts: Some(
+            parts
+                .into_iter()
+                .map(|p| Part {
+                    part_number: Some(p.record.part_number as i32),
+                    e_tag: Some(etag(&p.record.etag)),
+                    size: Some(p.record.size as i64),
+                    last_modified: Some(timestamp(p.record.last_modified_unix_ms)),
+                    ..Default::default()
+                })
+                .collect(),
+        ),
+        ..Default::default()
+    }))
+}
+
+fn decode_upload(
+    parts: &ObjectKeyParts,
+    kv: &kura_metashard::client::KvPair,
+) -> GwResult<Decoded<MultipartUploadRecord>> {
+    if parts.suffix.len() != UPLOAD_ID_LEN {
+        return Ok(Decoded::Skip);
+    }
+    let rec: MultipartUploadRecord = keys::decode_value(&kv.value)?;
+    // Skip this upload's part records in one seek.
+    let resume_at = keys::prefix_successor(&kv.key);
+    Ok(Decoded::Item {
+        item: rec,
+        resume_at,
+    })
+}
+
+pub async fn list_multipart_uploads(
+    ctx: &Arc<Ctx>,
+    req: S3Request<ListMultipartUploadsInput>,
+) -> GwResult<S3Response<ListMultipartUploadsOutput>> {
+    let input = req.input;
+    let url = wants_url_encoding(input.encoding_type.as_ref())?;
+    let max = max_param(input.max_uploads, "max-uploads")?;
+    let bucket = load_bucket(ctx, &input.bucket).await?;
+    let bucket_id = bucket.record.id;
+    let prefix = input.prefix.clone().unwrap_or_default();
+    let delimiter = input.delimiter.clone().unwrap_or_default();
+    let key_marker = input.key_marker.clone().unwrap_or_default();
+    let upload_id_marker = input.upload_id_marker.clone().unwrap_or_default();
+    let start = if key_marker.is_empty() {
+        Vec::new()
+    } else if !upload_id_marker.is_empty() {
+        keys::prefix_successor(&keys::upload_key(
+            bucket_id,
+            key_marker.as_bytes(),
+            &upload_id_marker,
+        ))
+        .unwrap_or_else(|| keys::bucket_end(bucket_id))
+    } else {
+        list::cursor_after(bucket_id, &prefix, &delimiter, &key_marker)
+    };
+    let src = MetaSource { ctx, cf: Cf::Mpu };
+    let listing = list::list_entries(
+        &src,
+        ListParams {
+            bucket_id,
+            prefix: &prefix,
+            delimiter: &delimiter,
+            max,
+            start,
+        },
+        decode_upload,
+    )
+    .await?;
+    let (mut next_key, mut next_upload) = (None, None);
+    if listing.truncated {
+        match listing.entries.last() {
+            Some(Entry::Item { key, item }) => {
+                next_key = Some(maybe_encode(key, url));
+                next_upload = Some(item.upload_id.clone());
+            }
+            Some(Entry::Prefix(p)) => next_key = Some(maybe_encode(p, url)),
+            None => {}
+        }
+    }
+    let mut uploads = Vec::new();
+    let mut prefixes = Vec::new();
+    for e in listing.entries {
+        match e {
+            Entry::Item { key, item } => {
+                let who = owner(&item.owner);
+                uploads.push(MultipartUpload {
+                    key: Some(maybe_encode(&key, url)),
+                    upload_id: Some(item.upload_id),
+                    initiated: Some(timestamp(item.initiated_unix_ms)),
+                    initiator: Some(Initiator {
+                        display_name: who.display_name.clone(),
+                        id: who.id.clone(),
+                    }),
+                    owner: Some(who),
+                    storage_class: Some(s3s::dto::StorageClass::from_static(
+                        s3s::dto::StorageClass::STANDARD,
+                    )),
+                    ..Default::default()
+                });
+            }
+            Entry::Prefix(p) => prefixes.push(CommonPrefix {
+                prefix: Some(maybe_encode(&p, url)),
+            }),
+        }
+    }
+    Ok(S3Response::new(ListMultipartUploadsOutput {
+        bucket: Some(input.bucket),
+        prefix: Some(maybe_encode(&prefix, url)),
+        delimiter: (!delimiter.is_empty()).then(|| maybe_encode(&delimiter, url)),
+        key_marker: Some(maybe_encode(&key_marker, url)),
+        upload_id_marker: Some(upload_id_marker),
+        next_key_marker: next_key,
+        next_upload_id_marker: next_upload,
+        max_uploads: Some(max as i32),
+        is_truncated: Some(listing.truncated),
+        uploads: Some(uploads),
+        common_prefixes: Some(prefixes),
+        encoding_type: input.encoding_type,
+        ..Default::default()
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upload_ids() {
+        let id = new_upload_id();
+        assert!(valid_upload_id(&id), "{id}");
+        assert_ne!(id, new_upload_id());
+        assert!(!valid_upload_id("abc"));
+        assert!(!valid_upload_id(&"G".repeat(32)));
+        assert!(!valid_upload_id(&"a".repeat(36)));
+    }
+
+    #[test]
+    fn multipart_etag_matches_s3() {
+        // Two parts whose MD5s are md5("a") and md5("b"); value computed with
+        // `cat <(md5 a) <(md5 b) | xxd -r -p | md5sum`.
+        let a = "0cc175b9c0f1b6a831c399e269772661";
+        let b = "92eb5ffee6ae2fec3ad71c777531578f";
+        let mut h = Md5::new();
+        h.update(hex::decode(a).unwrap());
+        h.update(hex::decode(b).unwrap());
+        let want = format!("{}-2", hex::encode(h.finalize()));
+        assert_eq!(multipart_etag(&[a, b]).unwrap(), want);
+        assert!(multipart_etag(&["zz"]).is_err());
+    }
+
+    fn stored(n: u32, size: u64, etag: &str) -> StoredPart {
+        StoredPart {
+            key: vec![n as u8],
+            raw: Default::default(),
+            record: PartRecord {
+                part_number: n,
+                size,
+                etag: etag.into(),
+                ..Default::default()
+            },
+        }
+    }
+
+    #[test]
+    fn part_list_validation() {
+        let big = MIN_PART_SIZE;
+        let parts = [
+            stored(1, big, "e1"),
+            stored(2, big, "e2"),
+            stored(3, 10, "e3"),
+            stored(5, 1, "e5"),
+        ];
+        let map: BTreeMap<u32, &StoredPart> =
+            parts.iter().map(|p| (p.record.part_number, p)).collect();
+        let l = |v: &[(u32, &str)]| {
+            v.iter()
+                .map(|(n, e)| (*n, e.to_string()))
+                .collect::<Vec<_>>()
+        };
+
+        let ok = choose_parts(&l(&[(1, "\"e1\""), (2, "e2"), (3, "e3")]), &map).unwrap();
+        assert_eq!(
+            ok.iter().map(|p| p.record.part_number).collect::<Vec<_>>(),
+            vec![1, 2, 3]
+        );
+        assert!(
+            choose_parts(&l(&[(1, "e1"), (5, "e5")]), &map).is_ok(),
+            "gaps are allowed"
+        );
+        assert!(matches!(
+            choose_parts(&l(&[(2, "e2"), (1, "e1")]), &map),
+            Err(GwError::InvalidPartOrder)
+        ));
+        assert!(matches!(
+            choose_parts(&l(&[(1, "e1"), (1, "e1")]), &map),
+            Err(GwError::InvalidPartOrder)
+        ));
+        assert!(matches!(
+            choose_parts(&l(&[(3, "e3"), (1, "e1")]), &map),
+            Err(GwError::InvalidPartOrder)
+        ));
+        assert!(matches!(
+            choose_parts(&l(&[(1, "e1"), (4, "e4")]), &map),
+            Err(GwError::InvalidPart(_))
+        ));
+        assert!(matches!(
+            choose_parts(&l(&[(1, "bad")]), &map),
+            Err(GwError::InvalidPart(_))
+        ));
+        assert!(matches!(
+            choose_parts(&l(&[(3, "e3"), (5, "e5")]), &map),
+            Err(GwError::EntityTooSmall)
+        ));
+        assert!(matches!(
+            choose_parts(&l(&[]), &map),
+            Err(GwError::MalformedXml(_))
+        ));
+    }
+
+    #[test]
+    fn part_numbers() {
+        assert!(check_part_number(1).is_ok());
+        assert!(check_part_number(10_000).is_ok());
+        assert!(check_part_number(0).is_err());
+        assert!(check_part_number(10_001).is_err());
+        assert!(check_part_number(-1).is_err());
+    }
+}

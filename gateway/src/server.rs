@@ -1,0 +1,379 @@
+//! The S3 listener: hyper (HTTP/1.1 and h2c via hyper-util's auto builder),
+//! TCP_NODELAY, one task per connection, graceful stop. `GET /_kura/health` is
+//! answered here before s3s; everything else goes to the s3s service (auth,
+//! path-style and virtual-hosted-style addressing, XML, errors).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use kura_datanode::client::DataNodeClient;
+use kura_metashard::client::{Cf, MetaClient};
+use kura_metashard::keys;
+use kura_pd_client::{PdClient, RegionCache};
+use s3s::host::{S3Host, VirtualHost};
+use s3s::service::{S3Service, S3ServiceBuilder};
+use s3s::{Body, S3Result};
+use tokio::net::TcpListener;
+
+use crate::context::Ctx;
+use crate::meta::Meta;
+use crate::placement::PlacementCache;
+use crate::s3::KuraS3;
+use crate::{auth, metrics, Config, Error};
+
+/// How long in-flight requests get to finish after shutdown.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+const HEALTH_PATH: &str = "/_kura/health";
+
+pub async fn run(
+    cfg: Config,
+    ready: Arc<AtomicBool>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), Error> {
+    validate(&cfg)?;
+    metrics::init();
+    let pd = PdClient::new(&cfg.pd_endpoints)?;
+    let placement = Arc::new(PlacementCache::new(pd.clone()));
+    let ctx = Arc::new(Ctx {
+        meta: Meta::new(MetaClient::new(Arc::new(RegionCache::new(pd.clone())))),
+        data: Arc::new(DataNodeClient::new()),
+        pd: pd.clone(),
+        placement: placement.clone(),
+        inline_threshold: cfg.inline_threshold,
+        block_size: cfg.block_size,
+        write_quorum: cfg.write_quorum,
+        region: cfg.region.clone(),
+    });
+
+    let listener = TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|source| Error::Bind {
+            addr: cfg.listen,
+            source,
+        })?;
+    tracing::info!(addr = %cfg.listen, "S3 gateway listening");
+
+    tokio::spawn(placement.clone().run_refresher(shutdown.clone()));
+    tokio::spawn(become_ready(ctx.clone(), ready.clone(), shutdown.clone()));
+
+    let host = KuraHost::new(cfg.domain.as_deref());
+    let mut builder = S3ServiceBuilder::new(KuraS3::new(ctx.clone()));
+    builder.set_auth(auth::root_auth(&cfg));
+    builder.set_host(KuraHost::new(cfg.domain.as_deref()));
+    let front = Arc::new(Front {
+        s3: builder.build(),
+        ctx,
+        host,
+    });
+
+    let graceful = GracefulShutdown::new();
+    let conn_builder = auto::Builder::new(TokioExecutor::new());
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(x) => x,
+                    Err(e) => {
+                        // EMFILE and friends: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                if let Err(e) = stream.set_nodelay(true) {
+                    tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+                }
+                let front = front.clone();
+                let svc = hyper::service::service_fn(move |req| {
+                    let front = front.clone();
+                    async move { front.handle(req).await }
+                });
+                let conn = conn_builder.serve_connection(TokioIo::new(stream), svc).into_owned();
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                });
+            }
+            changed = shutdown.changed() => {
+                if changed.is_err() || *shutdown.borrow() {
+                    break;
+                }
+            }
+        }
+    }
+    drop(listener);
+    ready.store(false, Ordering::SeqCst);
+    tracing::info!("S3 gateway stopping; draining connections");
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(DRAIN_TIMEOUT) => tracing::warn!("connections still open after drain timeout"),
+    }
+    Ok(())
+}
+
+fn validate(cfg: &Config) -> Result<(), Error> {
+    if cfg.access_key.is_empty() || cfg.secret_key.is_empty() {
+        return Err(Error::Config(
+            "access key and secret key must not be empty".into(),
+        ));
+    }
+    if cfg.block_size == 0 || cfg.block_size > (64 << 20) {
+        return Err(Error::Config(format!(
+            "block_size {} must be in 1..=64 MiB",
+            cfg.block_size
+        )));
+    }
+    if cfg.inline_threshold >= cfg.block_size {
+        return Err(Error::Config(
+            "inline_threshold must be smaller than block_size".into(),
+        ));
+    }
+    if cfg.region.is_empty() {
+        return Err(Error::Config("region must not be empty".into()));
+    }
+    if cfg.write_quorum == Some(0) {
+        return Err(Error::Config("write_quorum must be at least 1".into()));
+    }
+    if let Some(d) = &cfg.domain {
+        if d.is_empty() || d.contains(':') || d.contains('/') {
+            return Err(Error::Config(format!(
+                "domain {d:?} must be a bare host name"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Sets `ready` once PD reports the cluster bootstrapped and a placement map exists.
+async fn become_ready(
+    ctx: Arc<Ctx>,
+    ready: Arc<AtomicBool>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let bootstrapped = matches!(ctx.pd.get_cluster().await, Ok(c) if c.bootstrapped);
+        if bootstrapped {
+            if ctx.placement.current().is_none() {
+                ctx.placement.refresh_soon().await;
+            }
+            if ctx.placement.current().is_some_and(|v| v.num_groups() > 0) {
+                ready.store(true, Ordering::SeqCst);
+                tracing::info!("S3 gateway ready");
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+struct Front {
+    s3: S3Service,
+    ctx: Arc<Ctx>,
+    host: KuraHost,
+}
+
+impl Front {
+    async fn handle(&self, req: Request<Incoming>) -> Result<Response<Body>, s3s::HttpError> {
+        if req.method() == Method::GET
+            && req.uri().path() == HEALTH_PATH
+            && !self.is_bucket_host(&req)
+        {
+            let resp = health(&self.ctx).await;
+            metrics::observe_http(resp.status().as_u16());
+            return Ok(resp);
+        }
+        let expects_continue = req
+            .headers()
+            .get(http::header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        let is_head = req.method() == Method::HEAD;
+        let mut resp = self.s3.call(req.map(Body::from)).await;
+        if let Ok(r) = &mut resp {
+            // s3s sends HeadObject as 200 even with a Content-Range; S3 answers 206.
+            if is_head
+                && r.status() == StatusCode::OK
+                && r.headers().contains_key(http::header::CONTENT_RANGE)
+            {
+                *r.status_mut() = StatusCode::PARTIAL_CONTENT;
+            }
+            // An error answered before the body was read: the client (told no
+            // "100 Continue") may never send that body, so the connection
+            // cannot be reused safely. hyper would otherwise read the next
+            // request's bytes as the abandoned body.
+            if expects_continue && !r.status().is_success() {
+                r.headers_mut().insert(
+                    http::header::CONNECTION,
+                    http::HeaderValue::from_static("close"),
+                );
+            }
+        }
+        match &resp {
+            Ok(r) => metrics::observe_http(r.status().as_u16()),
+            Err(_) => metrics::observe_http(500),
+        }
+        resp
+    }
+
+    /// A virtual-hosted-style request addresses a bucket: its paths are object keys.
+    fn is_bucket_host(&self, req: &Request<Incoming>) -> bool {
+        let Some(host) = req
+            .headers()
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+        else {
+            return false;
+        };
+        self.host
+            .parse_host_header(host)
+            .is_ok_and(|vh| vh.bucket().is_some())
+    }
+}
+
+/// 200 only when a linearizable metadata read succeeds and every placement
+/// group has all its nodes.
+async fn health(ctx: &Ctx) -> Response<Body> {
+    // Bucket names are at least 3 bytes, so this key never exists; reading it
+    // still needs a live region leader.
+    let probe = keys::bucket_key("");
+    let meta_ok = matches!(
+        tokio::time::timeout(Duration::from_secs(3), ctx.meta.get_raw(Cf::Meta, &probe)).await,
+        Ok(Ok(_))
+    );
+    let placement_ok = ctx
+        .placement
+        .current()
+        .is_some_and(|v| v.all_groups_available());
+    let (status, body) = if meta_ok && placement_ok {
+        (StatusCode::OK, r#"{"status":"ok"}"#.to_string())
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                r#"{{"status":"unavailable","metadata":{meta_ok},"placement":{placement_ok}}}"#
+            ),
+        )
+    };
+    let mut resp = Response::new(Body::from(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+/// Virtual-hosted-style parsing for `bucket.<domain>` with any port; the
+/// configured domain, `s3.localhost` and `localhost` are recognised. A host
+/// that matches none of them is served path-style (no CNAME buckets).
+pub struct KuraHost {
+    /// Longest first, so `s3.localhost` wins over `localhost`.
+    domains: Vec<String>,
+}
+
+impl KuraHost {
+    pub fn new(domain: Option<&str>) -> Self {
+        let mut domains: Vec<String> = ["s3.localhost", "localhost"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        if let Some(d) = domain {
+            domains.push(d.trim_end_matches('.').to_ascii_lowercase());
+        }
+        domains.sort_by_key(|d| std::cmp::Reverse(d.len()));
+        domains.dedup();
+        KuraHost { domains }
+    }
+}
+
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host; // IPv6 literal; s3s already treats IPs as path-style
+    }
+    match host.rsplit_once(':') {
+        Some((h, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    }
+}
+
+impl S3Host for KuraHost {
+    fn parse_host_header<'a>(&'a self, host: &'a str) -> S3Result<VirtualHost<'a>> {
+        let name = strip_port(host).trim_end_matches('.');
+        for d in &self.domains {
+            if name.eq_ignore_ascii_case(d) {
+                return Ok(VirtualHost::new(d.as_str()));
+            }
+            if name.len() > d.len() + 1 && name.as_bytes()[name.len() - d.len() - 1] == b'.' {
+                let (bucket, suffix) = name.split_at(name.len() - d.len() - 1);
+                if suffix[1..].eq_ignore_ascii_case(d) {
+                    return Ok(VirtualHost::new(d.as_str()).with_bucket(bucket));
+                }
+            }
+        }
+        Ok(VirtualHost::new(name))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bucket_of(h: &KuraHost, host: &str) -> Option<String> {
+        h.parse_host_header(host)
+            .unwrap()
+            .bucket()
+            .map(str::to_string)
+    }
+
+    #[test]
+    fn host_parsing() {
+        let h = KuraHost::new(Some("s3.example.com"));
+        assert_eq!(bucket_of(&h, "localhost:9000"), None);
+        assert_eq!(bucket_of(&h, "localhost"), None);
+        assert_eq!(
+            bucket_of(&h, "photos.localhost:9000"),
+            Some("photos".into())
+        );
+        assert_eq!(bucket_of(&h, "s3.localhost:9000"), None);
+        assert_eq!(
+            bucket_of(&h, "my.bucket.s3.localhost:9000"),
+            Some("my.bucket".into())
+        );
+        assert_eq!(bucket_of(&h, "s3.example.com"), None);
+        assert_eq!(
+            bucket_of(&h, "data.s3.example.com:443"),
+            Some("data".into())
+        );
+        assert_eq!(bucket_of(&h, "gateway.internal:9000"), None);
+        assert_eq!(bucket_of(&h, "xlocalhost:9000"), None);
+    }
+
+    #[test]
+    fn config_validation() {
+        let mut c = Config::new(
+            "127.0.0.1:0".parse().unwrap(),
+            vec!["127.0.0.1:1".into()],
+            "a".into(),
+            "b".into(),
+        );
+        assert!(validate(&c).is_ok());
+        c.inline_threshold = c.block_size;
+        assert!(validate(&c).is_err());
+        c.inline_threshold = 4096;
+        c.write_quorum = Some(0);
+        assert!(validate(&c).is_err());
+        c.write_quorum = None;
+        c.domain = Some("s3.example.com:9000".into());
+        assert!(validate(&c).is_err());
+    }
+}

@@ -1,0 +1,424 @@
+//! The routing client of the metadata keyspace: finds a key's region leader
+//! through the PD-fed [`RegionCache`], sends the request, and on routing
+//! errors corrects the cache and retries with bounded backoff.
+//!
+//! Retry policy: `locate` → send → on `NotLeader` update the leader (retry at
+//! once if the store named one), on `EpochNotMatch` take the store's regions,
+//! on `RegionNotFound`/`KeyNotInRegion`/transport errors drop the cache entry;
+//! backoff starts at 20 ms, doubles to 500 ms, and the whole call gives up
+//! with [`ClientError::Unavailable`] after ~10 s.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kura_pd_client::client::region_contains;
+use kura_pd_client::{RegionCache, RegionRoute};
+use kura_proto::common::RegionError;
+use kura_proto::metashard::metashard_client::MetashardClient;
+pub use kura_proto::metashard::{condition, mutation, Cf, Condition, KvPair, Mutation};
+use kura_proto::metashard::{BatchRequest, GetRequest, RequestHeader, ScanRequest};
+use tonic::transport::Channel;
+
+const TOTAL_DEADLINE: Duration = Duration::from_secs(10);
+/// A bit above the store's own request timeout (5 s), so the store's answer wins.
+const RPC_TIMEOUT: Duration = Duration::from_secs(6);
+const BACKOFF_START: Duration = Duration::from_millis(20);
+const BACKOFF_CAP: Duration = Duration::from_millis(500);
+/// Pairs asked for per Scan rpc (the store's default page).
+const SCAN_PAGE: usize = 1000;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BatchOutcome {
+    Applied,
+    /// Condition `index` did not hold; nothing was written.
+    ConditionFailed {
+        index: u32,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Retries exhausted, no leader, or PD unreachable.
+    #[error("metadata unavailable: {0}")]
+    Unavailable(String),
+    /// The request cannot succeed as sent (e.g. keys span regions).
+    #[error("invalid metadata request: {0}")]
+    InvalidRequest(String),
+    #[error("metadata internal error: {0}")]
+    Internal(String),
+}
+
+impl ClientError {
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ClientError::Unavailable(_) => true,
+            ClientError::InvalidRequest(_) => false,
+            ClientError::Internal(_) => false,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct MetaClient {
+    cache: Arc<RegionCache>,
+    channels: Arc<Mutex<HashMap<String, MetashardClient<Channel>>>>,
+}
+
+/// The deadline and backoff of one client call.
+struct Retry {
+    deadline: Instant,
+    backoff: Duration,
+    last_immediate: bool,
+}
+
+impl Retry {
+    fn new() -> Self {
+        Retry {
+            deadline: Instant::now() + TOTAL_DEADLINE,
+            backoff: BACKOFF_START,
+            last_immediate: false,
+        }
+    }
+
+    /// Waits before the next attempt; `Unavailable(why)` once the deadline passed.
+    /// `immediate` (a fresh leader hint) skips the wait, but never twice in a row.
+    async fn wait(&mut self, why: String, immediate: bool) -> Result<(), ClientError> {
+        let now = Instant::now();
+        if now >= self.deadline {
+            return Err(ClientError::Unavailable(why));
+        }
+        if immediate && !self.last_immediate {
+            self.last_immediate = true;
+            return Ok(());
+        }
+        self.last_immediate = false;
+        tokio::time::sleep(self.backoff.min(self.deadline - now)).await;
+        self.backoff = (self.backoff * 2).min(BACKOFF_CAP);
+        Ok(())
+    }
+}
+
+/// What went wrong with one attempt.
+enum Failure {
+    /// Retry (after `Retry::wait`), `bool` = may retry at once.
+    Retry(String, bool),
+    Fatal(ClientError),
+}
+
+impl MetaClient {
+    pub fn new(cache: Arc<RegionCache>) -> Self {
+        MetaClient {
+            cache,
+            channels: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    fn client_for(&self, addr: &str) -> Result<MetashardClient<Channel>, Failure> {
+        let mut chans = self.channels.lock().expect("channel cache lock poisoned");
+        if let Some(c) = chans.get(addr) {
+            return Ok(c.clone());
+        }
+        let ch = kura_pd_client::channel::lazy_channel(addr)
+            .map_err(|e| Failure::Retry(format!("bad store address {addr}: {e}"), false))?;
+        let c = MetashardClient::new(ch)
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(64 << 20);
+        chans.insert(addr.to_string(), c.clone());
+        Ok(c)
+    }
+
+    /// The leader route of `key` and a client to its store.
+    async fn route(&self, key: &[u8]) -> Result<(RegionRoute, MetashardClient<Channel>), Failure> {
+        match self.cache.locate(key).await {
+            Ok(Some(r)) if r.has_leader() => {
+                let c = self.client_for(&r.leader_addr)?;
+                Ok((r, c))
+            }
+            Ok(Some(r)) => Err(Failure::Retry(
+                format!("region {} has no known leader", r.region.id),
+                false,
+            )),
+            Ok(None) => Err(Failure::Retry(
+                "no region covers the key yet (cluster bootstrapping)".into(),
+                false,
+            )),
+            Err(e) if e.is_retryable() => Err(Failure::Retry(format!("PD: {e}"), false)),
+            Err(e) => Err(Failure::Fatal(ClientError::Internal(format!("PD: {e}")))),
+        }
+    }
+
+    fn header(route: &RegionRoute) -> Option<RequestHeader> {
+        Some(RequestHeader {
+            region_id: route.region.id,
+            epoch: route.region.epoch,
+        })
+    }
+
+    /// Corrects the cache after a region error.
+    fn on_region_error(&self, route: &RegionRoute, e: RegionError) -> Failure {
+        let why = format!("region {}: {}", route.region.id, e.message);
+        if let Some(nl) = e.not_leader {
+            let hinted = nl.leader.is_some() && !nl.leader_addr.is_empty();
+            self.cache
+                .on_not_leader(route.region.id, nl.leader, &nl.leader_addr);
+            return Failure::Retry(why, hinted);
+        }
+        if let Some(en) = e.epoch_not_match {
+            self.cache
+                .on_epoch_not_match(route.region.id, en.current_regions);
+            return Failure::Retry(why, true);
+        }
+        // RegionNotFound, KeyNotInRegion, ServerBusy or an unknown error.
+        self.cache.invalidate(route.region.id);
+        Failure::Retry(why, false)
+    }
+
+    /// A gRPC failure: the store may be down or the outcome unknown.
+    fn on_status(&self, route: &RegionRoute, s: tonic::Status) -> Failure {
+        match s.code() {
+            tonic::Code::InvalidArgument | tonic::Code::OutOfRange => {
+                Failure::Fatal(ClientError::InvalidRequest(s.message().to_string()))
+            }
+            tonic::Code::Internal | tonic::Code::DataLoss | tonic::Code::Unimplemented => {
+                Failure::Fatal(ClientError::Internal(s.message().to_string()))
+            }
+            _ => {
+                self.cache.invalidate(route.region.id);
+                Failure::Retry(
+                    format!("store {}: {}", route.leader_addr, s.message()),
+                    false,
+                )
+            }
+        }
+    }
+
+    async fn retry_or_fail(retry: &mut Retry, f: Failure) -> Result<(), ClientError> {
+        match f {
+            Failure::Retry(why, immediate) => retry.wait(why, immediate).await,
+            Failure::Fatal(e) => Err(e),
+        }
+    }
+
+    /// Linearizable point read.
+    pub async fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Bytes>, ClientError> {
+        let mut retry = Retry::new();
+        loop {
+            let f = match self.get_once(cf, key).await {
+                Ok(v) => return Ok(v),
+                Err(f) => f,
+            };
+            Self::retry_or_fail(&mut retry, f).await?;
+        }
+    }
+
+    async fn get_once(&self, cf: Cf, key: &[u8]) -> Result<Option<Bytes>, Failure> {
+        let (route, mut c) = self.route(key).await?;
+        let req = GetRequest {
+            header: Self::header(&route),
+            cf: cf as i32,
+            key: Bytes::copy_from_slice(key),
+        };
+        let resp = match tokio::time::timeout(RPC_TIMEOUT, c.get(req)).await {
+            Err(_) => {
+                return Err(
+                    self.on_status(&route, tonic::Status::deadline_exceeded("get timed out"))
+                )
+            }
+            Ok(Err(s)) => return Err(self.on_status(&route, s)),
+            Ok(Ok(r)) => r.into_inner(),
+        };
+        if let Some(e) = resp.header.and_then(|h| h.region_error) {
+            return Err(self.on_region_error(&route, e));
+        }
+        Ok(resp.found.then_some(resp.value))
+    }
+
+    /// Atomic conditional batch; all keys must fall in one region (routes by the first key of
+    /// mutations, else of conditions).
+    ///
+    /// Retries after an unknown outcome (timeout or transport error after the
+    /// request may have been sent) re-send the same batch. That is safe for
+    /// how the gateway uses batches: every mutation of an S3 write is guarded
+    /// by a condition on the state it read (NOT_EXISTS / VALUE_EQUALS), so if
+    /// the first attempt did apply, the retry fails its condition instead of
+    /// writing twice. The cost is that such a retry reports `ConditionFailed`
+    /// for a batch that in fact applied; callers that must tell the two apart
+    /// re-read the key. An unknown outcome is never reported as `Applied`.
+    /// Region errors (NotLeader, EpochNotMatch, ...) mean the batch was not
+    /// executed, so retrying them is exact.
+    pub async fn batch(
+        &self,
+        conditions: Vec<Condition>,
+        mutations: Vec<Mutation>,
+    ) -> Result<BatchOutcome, ClientError> {
+        let key = match (mutations.first(), conditions.first()) {
+            (Some(m), _) => m.key.clone(),
+            (None, Some(c)) => c.key.clone(),
+            (None, None) => return Err(ClientError::InvalidRequest("empty batch".into())),
+        };
+        let mut retry = Retry::new();
+        loop {
+            let f = match self.batch_once(&key, &conditions, &mutations).await {
+                Ok(v) => return Ok(v),
+                Err(f) => f,
+            };
+            Self::retry_or_fail(&mut retry, f).await?;
+        }
+    }
+
+    async fn batch_once(
+        &self,
+        key: &[u8],
+        conditions: &[Condition],
+        mutations: &[Mutation],
+    ) -> Result<BatchOutcome, Failure> {
+        let (route, mut c) = self.route(key).await?;
+        let req = BatchRequest {
+            header: Self::header(&route),
+            conditions: conditions.to_vec(),
+            mutations: mutations.to_vec(),
+        };
+        let resp = match tokio::time::timeout(RPC_TIMEOUT, c.batch(req)).await {
+            Err(_) => {
+                return Err(
+                    self.on_status(&route, tonic::Status::deadline_exceeded("batch timed out"))
+                )
+            }
+            Ok(Err(s)) => return Err(self.on_status(&route, s)),
+            Ok(Ok(r)) => r.into_inner(),
+        };
+        if let Some(e) = resp.header.and_then(|h| h.region_error) {
+            // The routing key is in the store's region but another key is
+            // not: the batch spans regions and can never succeed.
+            if let Some(kn) = &e.key_not_in_region {
+                let reported = kura_proto::common::Region {
+                    start_key: kn.start_key.clone(),
+                    end_key: kn.end_key.clone(),
+                    ..Default::default()
+                };
+                if kn.key.as_ref() != key && region_contains(&reported, key) {
+                    return Err(Failure::Fatal(ClientError::InvalidRequest(format!(
+                        "batch keys span regions (region {} ends before a key)",
+                        kn.region_id
+                    ))));
+                }
+            }
+            return Err(self.on_region_error(&route, e));
+        }
+        Ok(if resp.succeeded {
+            BatchOutcome::Applied
+        } else {
+            BatchOutcome::ConditionFailed {
+                index: resp.failed_condition,
+            }
+        })
+    }
+
+    /// Linearizable scan of [start, end) (empty end = to the end of the keyspace) across regions
+    /// in key order, returning at most `limit` pairs.
+    pub async fn scan(
+        &self,
+        cf: Cf,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+        keys_only: bool,
+    ) -> Result<Vec<KvPair>, ClientError> {
+        let mut out: Vec<KvPair> = Vec::new();
+        if limit == 0 || (!end.is_empty() && start >= end) {
+            return Ok(out);
+        }
+        let mut cur = start.to_vec();
+        let mut retry = Retry::new();
+        loop {
+            let page = (limit - out.len()).min(SCAN_PAGE);
+            let (kvs, next_region) = loop {
+                match self.scan_once(cf, &cur, end, page, keys_only).await {
+                    Ok(v) => break v,
+                    Err(f) => Self::retry_or_fail(&mut retry, f).await?,
+                }
+            };
+            let full = kvs.len() >= page;
+            let last = kvs.last().map(|kv| kv.key.to_vec());
+            out.extend(kvs);
+            if out.len() >= limit {
+                out.truncate(limit);
+                return Ok(out);
+            }
+            match (full, last, next_region) {
+                // The page filled up: more may follow in the same region.
+                (true, Some(mut last), _) => {
+                    last.push(0);
+                    cur = last;
+                }
+                (_, _, Some(next)) if end.is_empty() || next.as_slice() < end => cur = next,
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    /// One Scan rpc; returns the pairs and, when the region ended first, the next region's start.
+    async fn scan_once(
+        &self,
+        cf: Cf,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+        keys_only: bool,
+    ) -> Result<(Vec<KvPair>, Option<Vec<u8>>), Failure> {
+        let (route, mut c) = self.route(start).await?;
+        let req = ScanRequest {
+            header: Self::header(&route),
+            cf: cf as i32,
+            start_key: Bytes::copy_from_slice(start),
+            end_key: Bytes::copy_from_slice(end),
+            limit: limit as u32,
+            keys_only,
+        };
+        let resp = match tokio::time::timeout(RPC_TIMEOUT, c.scan(req)).await {
+            Err(_) => {
+                return Err(
+                    self.on_status(&route, tonic::Status::deadline_exceeded("scan timed out"))
+                )
+            }
+            Ok(Err(s)) => return Err(self.on_status(&route, s)),
+            Ok(Ok(r)) => r.into_inner(),
+        };
+        if let Some(e) = resp.header.and_then(|h| h.region_error) {
+            return Err(self.on_region_error(&route, e));
+        }
+        let next = (resp.region_exhausted && !resp.region_end_key.is_empty())
+            .then(|| resp.region_end_key.to_vec());
+        Ok((resp.kvs, next))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retryability_is_exhaustive() {
+        assert!(ClientError::Unavailable("x".into()).is_retryable());
+        assert!(!ClientError::InvalidRequest("x".into()).is_retryable());
+        assert!(!ClientError::Internal("x".into()).is_retryable());
+    }
+
+    #[tokio::test]
+    async fn retry_gives_up_at_deadline() {
+        let mut r = Retry::new();
+        r.deadline = Instant::now() + Duration::from_millis(60);
+        let mut n = 0;
+        let err = loop {
+            match r.wait("down".into(), false).await {
+                Ok(()) => n += 1,
+                Err(e) => break e,
+            }
+        };
+        assert!(matches!(err, ClientError::Unavailable(ref w) if w == "down"));
+        assert!((1..10).contains(&n));
+        assert!(r.backoff <= BACKOFF_CAP);
+    }
+}

@@ -1,0 +1,333 @@
+//! The only module that calls RocksDB.
+//!
+//! One RocksDB per store at `<data_dir>/db` with column family `raft` (logs and
+//! local state, see `keys::local`) and one data CF per [`Cf`]. Everything above
+//! uses [`Engine`] and [`WriteBatch`]; nothing else names a RocksDB type.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use kura_proto::metashard::Cf;
+use rocksdb::{
+    ColumnFamily, ColumnFamilyDescriptor, Direction, IteratorMode, Options, ReadOptions,
+    WriteOptions, DB,
+};
+
+use crate::keys::{decode_value, encode_value, ValueError};
+
+/// Column family of raft logs and local state.
+pub const CF_RAFT: &str = "raft";
+
+/// Every data column family, in a fixed order.
+pub const DATA_CFS: [Cf; 4] = [Cf::Meta, Cf::Mpu, Cf::Gc, Cf::Orphan];
+
+/// No data key starts with 0xFF (families are 0x01 and 0x02, see `keys`), so
+/// this bounds the range deletion of a region without an end key; keys past it
+/// are deleted one by one.
+const RANGE_DELETE_MAX: &[u8] = &[0xFF; 16];
+
+/// The RocksDB column family name of a data CF.
+pub fn data_cf_name(cf: Cf) -> &'static str {
+    match cf {
+        Cf::Meta => "meta",
+        Cf::Mpu => "mpu",
+        Cf::Gc => "gc",
+        Cf::Orphan => "orphan",
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("rocksdb: {0}")]
+    Rocks(#[from] rocksdb::Error),
+    #[error("corrupt local state {what}: {source}")]
+    Corrupt { what: String, source: ValueError },
+    #[error("corrupt raft state {what}: {reason}")]
+    CorruptRaft { what: String, reason: String },
+}
+
+pub type Result<T> = std::result::Result<T, EngineError>;
+
+/// A shared handle to the store's RocksDB.
+#[derive(Clone)]
+pub struct Engine {
+    db: Arc<DB>,
+}
+
+/// A key/value pair as stored.
+pub type Kv = (Vec<u8>, Vec<u8>);
+
+/// A pair of one data CF.
+pub type CfKv = (Cf, Vec<u8>, Vec<u8>);
+
+impl Engine {
+    /// Opens (creating if missing) the DB at `path` with every column family.
+    pub fn open(path: &Path) -> Result<Self> {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        opts.set_max_background_jobs(2);
+        let mut cfs = vec![ColumnFamilyDescriptor::new(CF_RAFT, Options::default())];
+        for cf in DATA_CFS {
+            let mut o = Options::default();
+            o.set_compression_type(rocksdb::DBCompressionType::Lz4);
+            cfs.push(ColumnFamilyDescriptor::new(data_cf_name(cf), o));
+        }
+        let db = DB::open_cf_descriptors(&opts, path, cfs)?;
+        Ok(Engine { db: Arc::new(db) })
+    }
+
+    fn handle(&self, name: &str) -> &ColumnFamily {
+        self.db
+            .cf_handle(name)
+            .expect("every column family is created at open")
+    }
+
+    /// Point read in a data CF.
+    pub fn get_data(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.db.get_cf(self.handle(data_cf_name(cf)), key)?)
+    }
+
+    /// Point read of a local key.
+    pub fn get_raft(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.db.get_cf(self.handle(CF_RAFT), key)?)
+    }
+
+    /// Reads a local state value written by [`WriteBatch::put_raft_msg`].
+    pub fn get_raft_msg<M: prost::Message + Default>(&self, key: &[u8]) -> Result<Option<M>> {
+        match self.get_raft(key)? {
+            None => Ok(None),
+            Some(v) => decode_value(&v)
+                .map(Some)
+                .map_err(|source| EngineError::Corrupt {
+                    what: format!("{key:?}"),
+                    source,
+                }),
+        }
+    }
+
+    /// Up to `limit` pairs of `cf` in [start, end) (empty end: unbounded), in key order.
+    pub fn scan_data(
+        &self,
+        cf: Cf,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+        keys_only: bool,
+    ) -> Result<Vec<Kv>> {
+        let mut out = Vec::new();
+        self.for_each(data_cf_name(cf), start, end, None, |k, v| {
+            out.push((k.to_vec(), if keys_only { Vec::new() } else { v.to_vec() }));
+            out.len() < limit
+        })?;
+        Ok(out)
+    }
+
+    /// Calls `f` for each local pair in [start, end) until it returns false.
+    pub fn scan_raft(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        f: impl FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<()> {
+        self.for_each(CF_RAFT, start, end, None, f)
+    }
+
+    fn for_each(
+        &self,
+        cf: &str,
+        start: &[u8],
+        end: &[u8],
+        snap: Option<&rocksdb::Snapshot<'_>>,
+        mut f: impl FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<()> {
+        let mut ro = ReadOptions::default();
+        if !end.is_empty() {
+            ro.set_iterate_upper_bound(end.to_vec());
+        }
+        if let Some(s) = snap {
+            ro.set_snapshot(s);
+        }
+        let it = self.db.iterator_cf_opt(
+            self.handle(cf),
+            ro,
+            IteratorMode::From(start, Direction::Forward),
+        );
+        for item in it {
+            let (k, v) = item?;
+            if !f(&k, &v) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every pair of every data CF in [start, end), read from one consistent
+    /// RocksDB snapshot (the payload of a raft snapshot).
+    pub fn export_range(&self, start: &[u8], end: &[u8]) -> Result<Vec<CfKv>> {
+        let snap = self.db.snapshot();
+        let mut out = Vec::new();
+        for cf in DATA_CFS {
+            self.for_each(data_cf_name(cf), start, end, Some(&snap), |k, v| {
+                out.push((cf, k.to_vec(), v.to_vec()));
+                true
+            })?;
+        }
+        Ok(out)
+    }
+
+    /// Approximate on-disk bytes of [start, end) across the data CFs (SST files only).
+    pub fn approximate_size(&self, start: &[u8], end: &[u8]) -> u64 {
+        let end = if end.is_empty() {
+            RANGE_DELETE_MAX
+        } else {
+            end
+        };
+        DATA_CFS
+            .iter()
+            .map(|cf| {
+                let r = rocksdb::Range::new(start, end);
+                self.db
+                    .get_approximate_sizes_cf(self.handle(data_cf_name(*cf)), &[r])
+                    .first()
+                    .copied()
+                    .unwrap_or(0)
+            })
+            .sum()
+    }
+
+    /// A new empty write batch.
+    pub fn batch(&self) -> WriteBatch {
+        WriteBatch {
+            inner: rocksdb::WriteBatch::default(),
+            engine: self.clone(),
+        }
+    }
+
+    /// Writes `wb` atomically; `sync` makes it durable (fsync of the WAL) before returning.
+    pub fn write(&self, wb: WriteBatch, sync: bool) -> Result<()> {
+        let mut wo = WriteOptions::default();
+        wo.set_sync(sync);
+        self.db.write_opt(wb.inner, &wo)?;
+        Ok(())
+    }
+}
+
+/// An atomic batch of writes across column families.
+pub struct WriteBatch {
+    inner: rocksdb::WriteBatch,
+    engine: Engine,
+}
+
+impl WriteBatch {
+    pub fn put_data(&mut self, cf: Cf, key: &[u8], value: &[u8]) {
+        self.inner
+            .put_cf(self.engine.handle(data_cf_name(cf)), key, value);
+    }
+
+    pub fn delete_data(&mut self, cf: Cf, key: &[u8]) {
+        self.inner
+            .delete_cf(self.engine.handle(data_cf_name(cf)), key);
+    }
+
+    /// Deletes [start, end) (empty end: unbounded) in every data CF.
+    pub fn delete_data_range(&mut self, start: &[u8], end: &[u8]) -> Result<()> {
+        for cf in DATA_CFS {
+            let h = self.engine.handle(data_cf_name(cf));
+            if end.is_empty() {
+                if start < RANGE_DELETE_MAX {
+                    self.inner.delete_range_cf(h, start, RANGE_DELETE_MAX);
+                }
+                let mut tail = Vec::new();
+                let from = if start < RANGE_DELETE_MAX {
+                    RANGE_DELETE_MAX
+                } else {
+                    start
+                };
+                self.engine
+                    .for_each(data_cf_name(cf), from, &[], None, |k, _| {
+                        tail.push(k.to_vec());
+                        true
+                    })?;
+                for k in tail {
+                    self.inner.delete_cf(h, k);
+                }
+            } else if start < end {
+                self.inner.delete_range_cf(h, start, end);
+            }
+        }
+        Ok(())
+    }
+
+    pub fn put_raft(&mut self, key: &[u8], value: &[u8]) {
+        self.inner.put_cf(self.engine.handle(CF_RAFT), key, value);
+    }
+
+    /// Writes a local state message with the value format byte (see `keys::encode_value`).
+    pub fn put_raft_msg<M: prost::Message>(&mut self, key: &[u8], m: &M) {
+        let v = encode_value(m);
+        self.put_raft(key, &v);
+    }
+
+    pub fn delete_raft(&mut self, key: &[u8]) {
+        self.inner.delete_cf(self.engine.handle(CF_RAFT), key);
+    }
+
+    pub fn delete_raft_range(&mut self, start: &[u8], end: &[u8]) {
+        self.inner
+            .delete_range_cf(self.engine.handle(CF_RAFT), start, end);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.inner.is_empty()
+    }
+
+    /// Number of operations in the batch.
+    pub fn len(&self) -> usize {
+        self.inner.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scan_and_range_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = Engine::open(dir.path()).unwrap();
+        let mut wb = e.batch();
+        for k in [
+            &b"\x01a"[..],
+            b"\x02b",
+            b"\x02c",
+            b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01",
+        ] {
+            wb.put_data(Cf::Meta, k, b"v");
+        }
+        wb.put_data(Cf::Gc, b"\x02b", b"g");
+        e.write(wb, true).unwrap();
+        assert_eq!(
+            e.scan_data(Cf::Meta, b"\x02", b"", 10, false)
+                .unwrap()
+                .len(),
+            3
+        );
+        assert_eq!(
+            e.scan_data(Cf::Meta, b"", b"\x02c", 10, true)
+                .unwrap()
+                .len(),
+            2
+        );
+        assert_eq!(e.scan_data(Cf::Meta, b"", b"", 1, false).unwrap().len(), 1);
+        assert_eq!(e.export_range(b"\x02", b"").unwrap().len(), 4);
+        let mut wb = e.batch();
+        wb.delete_data_range(b"\x02", b"").unwrap();
+        e.write(wb, false).unwrap();
+        assert_eq!(
+            e.export_range(b"", b"").unwrap(),
+            vec![(Cf::Meta, b"\x01a".to_vec(), b"v".to_vec())]
+        );
+    }
+}

@@ -1,0 +1,94 @@
+//! The batch system: one raftstore thread drives every region peer of the
+//! store (`poller`), fed by [`StoreMsg`]s through a [`Router`].
+//!
+//! Message kinds (TiKV's split): raft traffic and transport reports may be lost
+//! (raft retries); requests carry a callback and always get an answer, or the
+//! callback is dropped when the outcome is unknown (store stopping, snapshot
+//! overtook a proposal), which callers report as "outcome unknown".
+
+pub mod poller;
+
+use kura_proto::common::{Region, RegionEpoch, RegionError};
+use kura_proto::metashard::{BatchRequest, RaftMessage, RegionStatus};
+use kura_proto::pd::RegionHeartbeatRequest;
+use tokio::sync::oneshot;
+
+pub type Callback<T> = oneshot::Sender<T>;
+
+/// Outcome of a proposed batch: `Ok((succeeded, failed_condition))`.
+pub type BatchResult = Result<(bool, u32), RegionError>;
+
+/// Counters reported in store heartbeats.
+#[derive(Debug, Clone, Default)]
+pub struct StoreStats {
+    pub region_count: u64,
+    pub leader_count: u64,
+    pub used_bytes: u64,
+}
+
+pub enum StoreMsg {
+    /// May be lost: raft retries.
+    Raft(Box<RaftMessage>),
+    /// A conditional batch to propose on `req.header.region_id`.
+    Batch {
+        req: Box<BatchRequest>,
+        cb: Callback<BatchResult>,
+    },
+    /// A linearizable read: answered with the region once this leader's
+    /// applied index reaches a ReadIndex taken after the message arrived;
+    /// the caller then reads the engine.
+    Read {
+        region_id: u64,
+        epoch: Option<RegionEpoch>,
+        keys: Vec<Vec<u8>>,
+        cb: Callback<Result<Region, RegionError>>,
+    },
+    CreatePeer {
+        region: Region,
+        peer_id: u64,
+        initial: bool,
+        cb: Option<Callback<Result<(), String>>>,
+    },
+    TransferLeader {
+        region_id: u64,
+        epoch: Option<RegionEpoch>,
+        to_peer: u64,
+        cb: Callback<Result<(), RegionError>>,
+    },
+    Status {
+        region_id: u64,
+        cb: Callback<Option<RegionStatus>>,
+    },
+    /// The transport lost its stream to `store_id`; may be lost.
+    StoreUnreachable {
+        store_id: u64,
+    },
+    Stats {
+        cb: Callback<StoreStats>,
+    },
+    Shutdown,
+}
+
+/// Work for the PD worker, produced by the raftstore thread.
+#[derive(Debug)]
+pub enum PdTask {
+    RegionHeartbeat(RegionHeartbeatRequest),
+}
+
+/// Cheap-to-clone handle that sends messages to the raftstore thread.
+#[derive(Clone)]
+pub struct Router {
+    tx: crossbeam::channel::Sender<StoreMsg>,
+}
+
+impl Router {
+    pub fn channel() -> (Router, crossbeam::channel::Receiver<StoreMsg>) {
+        let (tx, rx) = crossbeam::channel::unbounded();
+        (Router { tx }, rx)
+    }
+
+    /// Sends `msg`; `Err` when the raftstore thread has stopped.
+    pub fn send(&self, msg: StoreMsg) -> Result<(), crate::Error> {
+        self.tx.send(msg).map_err(|_| crate::Error::StoreStopped)
+    }
+}

@@ -1,0 +1,328 @@
+//! The raftstore thread: owns every peer of the store and drives them in rounds.
+//!
+//! A round: take every queued message (bounded), tick if due, then collect
+//! the Ready of every peer with work into ONE write batch, write it with one
+//! fsync, and only then send persisted messages, apply committed entries and
+//! advance each peer; finally hand the round's messages to the transport.
+//! Regions without work cost nothing but their tick.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use crossbeam::channel::{Receiver, RecvTimeoutError};
+use kura_proto::common::Region;
+use kura_proto::metashard::RaftMessage;
+use protobuf::Message as PbMessage;
+use raft::prelude::Message;
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::{PdTask, StoreMsg, StoreStats};
+use crate::engine::Engine;
+use crate::errors;
+use crate::keys::local;
+use crate::metrics;
+use crate::peer::storage::PeerStorage;
+use crate::peer::{Peer, PeerCtx, RaftConfig};
+use crate::transport::Transport;
+
+/// Messages handled per round before the Ready phase runs, so a flood of
+/// requests cannot starve raft.
+const MAX_MSGS_PER_ROUND: usize = 4096;
+
+pub struct Poller {
+    engine: Engine,
+    store_id: u64,
+    cfg: RaftConfig,
+    transport: Transport,
+    peers: HashMap<u64, Peer>,
+    rx: Receiver<StoreMsg>,
+    pd_tx: Option<UnboundedSender<PdTask>>,
+    logger: slog::Logger,
+    ticks: u64,
+}
+
+impl Poller {
+    /// Loads every persisted peer of the store.
+    pub fn new(
+        engine: Engine,
+        store_id: u64,
+        cfg: RaftConfig,
+        transport: Transport,
+        rx: Receiver<StoreMsg>,
+        pd_tx: Option<UnboundedSender<PdTask>>,
+    ) -> Result<Poller, crate::Error> {
+        let logger = crate::logger::raft_logger();
+        let mut ids = Vec::new();
+        let (s, e) = local::region_state_range();
+        engine.scan_raft(&s, &e, |k, _| {
+            ids.extend(local::region_id_of_state_key(k));
+            true
+        })?;
+        let mut peers = HashMap::new();
+        for id in ids {
+            if let Some(storage) = PeerStorage::load(engine.clone(), id)? {
+                let peer = Peer::new(storage, &cfg, &logger)?;
+                tracing::info!(
+                    region_id = id,
+                    peer_id = peer.peer_id(),
+                    "loaded region peer"
+                );
+                peers.insert(id, peer);
+            }
+        }
+        metrics::REGION_COUNT.add(peers.len() as i64);
+        Ok(Poller {
+            engine,
+            store_id,
+            cfg,
+            transport,
+            peers,
+            rx,
+            pd_tx,
+            logger,
+            ticks: 0,
+        })
+    }
+
+    /// Runs until `Shutdown` (or every router is dropped). `Err`: a fatal
+    /// storage failure; the store must stop.
+    pub fn run(mut self) -> Result<(), crate::Error> {
+        let res = self.run_loop();
+        if let Err(e) = &res {
+            tracing::error!(error = %e, "raftstore stopped on a fatal error");
+        }
+        metrics::REGION_COUNT.sub(self.peers.len() as i64);
+        for p in self.peers.values_mut() {
+            p.on_stop();
+        }
+        res
+    }
+
+    fn run_loop(&mut self) -> Result<(), crate::Error> {
+        let mut next_tick = Instant::now() + self.cfg.tick;
+        let ticks_per_heartbeat = (1000 / self.cfg.tick.as_millis().max(1) as u64).max(1);
+        loop {
+            let wait = next_tick.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(wait) {
+                Ok(msg) => {
+                    if !self.handle(msg)? {
+                        return Ok(());
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return Ok(()),
+            }
+            for _ in 0..MAX_MSGS_PER_ROUND {
+                match self.rx.try_recv() {
+                    Ok(msg) => {
+                        if !self.handle(msg)? {
+                            return Ok(());
+                        }
+                    }
+                    Err(_) => break,
+                }
+            }
+            if Instant::now() >= next_tick {
+                next_tick = Instant::now() + self.cfg.tick;
+                self.ticks += 1;
+                let heartbeat = self.ticks.is_multiple_of(ticks_per_heartbeat);
+                for p in self.peers.values_mut() {
+                    p.tick();
+                    if heartbeat && p.is_leader() {
+                        p.heartbeat_due = true;
+                    }
+                }
+            }
+            self.round()?;
+        }
+    }
+
+    /// Handles one message; false on shutdown.
+    fn handle(&mut self, msg: StoreMsg) -> Result<bool, crate::Error> {
+        match msg {
+            StoreMsg::Raft(m) => self.on_raft_message(*m)?,
+            StoreMsg::Batch { req, cb } => {
+                let region_id = req.header.as_ref().map(|h| h.region_id).unwrap_or(0);
+                match self.peers.get_mut(&region_id) {
+                    Some(p) => p.propose(*req, cb),
+                    None => {
+                        let _ = cb.send(Err(errors::region_not_found(region_id)));
+                    }
+                }
+            }
+            StoreMsg::Read {
+                region_id,
+                epoch,
+                keys,
+                cb,
+            } => match self.peers.get_mut(&region_id) {
+                Some(p) => p.read(epoch, &keys, cb),
+                None => {
+                    let _ = cb.send(Err(errors::region_not_found(region_id)));
+                }
+            },
+            StoreMsg::CreatePeer {
+                region,
+                peer_id,
+                initial,
+                cb,
+            } => {
+                let res = self.create_peer(region, peer_id, initial);
+                if let Some(cb) = cb {
+                    let _ = cb.send(res);
+                } else if let Err(e) = res {
+                    tracing::warn!(error = %e, "cannot create peer");
+                }
+            }
+            StoreMsg::TransferLeader {
+                region_id,
+                epoch,
+                to_peer,
+                cb,
+            } => {
+                let res = match self.peers.get_mut(&region_id) {
+                    Some(p) => p.transfer_leader(epoch, to_peer),
+                    None => Err(errors::region_not_found(region_id)),
+                };
+                let _ = cb.send(res);
+            }
+            StoreMsg::Status { region_id, cb } => {
+                let _ = cb.send(self.peers.get(&region_id).map(|p| p.status()));
+            }
+            StoreMsg::StoreUnreachable { store_id } => {
+                for p in self.peers.values_mut() {
+                    p.on_store_unreachable(store_id);
+                }
+            }
+            StoreMsg::Stats { cb } => {
+                let _ = cb.send(StoreStats {
+                    region_count: self.peers.len() as u64,
+                    leader_count: self.peers.values().filter(|p| p.is_leader()).count() as u64,
+                    used_bytes: self.engine.approximate_size(&[], &[]),
+                });
+            }
+            StoreMsg::Shutdown => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    fn on_raft_message(&mut self, m: RaftMessage) -> Result<(), crate::Error> {
+        if m.to_store != self.store_id {
+            tracing::debug!(
+                to_store = m.to_store,
+                "raft message for another store dropped"
+            );
+            return Ok(());
+        }
+        let msg = match Message::parse_from_bytes(&m.message) {
+            Ok(msg) => msg,
+            Err(e) => {
+                tracing::warn!(region_id = m.region_id, error = %e, "undecodable raft message dropped");
+                return Ok(());
+            }
+        };
+        if !self.peers.contains_key(&m.region_id) {
+            // A peer PD added (or a founding member whose CreatePeer is late):
+            // create it empty; the leader sends it a snapshot.
+            let Some(region) = m.region.filter(|r| {
+                r.id == m.region_id
+                    && r.peers
+                        .iter()
+                        .any(|p| p.id == msg.to && p.store_id == self.store_id)
+            }) else {
+                return Ok(());
+            };
+            if let Err(e) = self.create_peer(region, msg.to, false) {
+                tracing::warn!(region_id = m.region_id, error = %e, "cannot create peer from raft message");
+                return Ok(());
+            }
+        }
+        if let Some(p) = self.peers.get_mut(&m.region_id) {
+            if p.peer_id() == msg.to {
+                p.step(msg);
+            }
+        }
+        Ok(())
+    }
+
+    fn create_peer(&mut self, region: Region, peer_id: u64, initial: bool) -> Result<(), String> {
+        if let Some(p) = self.peers.get(&region.id) {
+            return if p.peer_id() == peer_id {
+                Ok(())
+            } else {
+                Err(format!(
+                    "region {} already has peer {} on this store",
+                    region.id,
+                    p.peer_id()
+                ))
+            };
+        }
+        if !region
+            .peers
+            .iter()
+            .any(|p| p.id == peer_id && p.store_id == self.store_id)
+        {
+            return Err(format!(
+                "peer {peer_id} of region {} is not on store {}",
+                region.id, self.store_id
+            ));
+        }
+        let region_id = region.id;
+        let mut wb = self.engine.batch();
+        let storage = PeerStorage::create(self.engine.clone(), region, peer_id, initial, &mut wb);
+        self.engine.write(wb, true).map_err(|e| e.to_string())?;
+        let peer = Peer::new(storage, &self.cfg, &self.logger).map_err(|e| e.to_string())?;
+        self.peers.insert(region_id, peer);
+        metrics::REGION_COUNT.inc();
+        tracing::info!(region_id, peer_id, initial, "created region peer");
+        Ok(())
+    }
+
+    fn round(&mut self) -> Result<(), crate::Error> {
+        let mut wb = self.engine.batch();
+        let mut readies = Vec::new();
+        let mut ctx = PeerCtx {
+            engine: &self.engine,
+            store_id: self.store_id,
+            transport: &mut self.transport,
+            cfg: &self.cfg,
+        };
+        for (id, peer) in self.peers.iter_mut() {
+            if let Some(rd) = peer.collect_ready(&mut ctx, &mut wb)? {
+                readies.push((*id, rd));
+            }
+        }
+        if !readies.is_empty() {
+            metrics::READY_ROUNDS.inc();
+            if !wb.is_empty() {
+                ctx.engine.write(wb, true)?;
+            }
+            for (id, rd) in readies {
+                if let Some(peer) = self.peers.get_mut(&id) {
+                    peer.finish_ready(&mut ctx, rd)?;
+                }
+            }
+        }
+        for p in self.peers.values_mut() {
+            if p.heartbeat_due {
+                p.heartbeat_due = false;
+                if let Some(tx) = &self.pd_tx {
+                    let _ = tx.send(PdTask::RegionHeartbeat(p.region_heartbeat()));
+                }
+            }
+        }
+        for d in self.transport.flush() {
+            if let Some(p) = self.peers.get_mut(&d.region_id) {
+                p.on_delivery(&d);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Spawns the raftstore thread.
+pub fn spawn(poller: Poller) -> std::io::Result<std::thread::JoinHandle<Result<(), crate::Error>>> {
+    std::thread::Builder::new()
+        .name("raftstore".into())
+        .spawn(move || poller.run())
+}

@@ -1,0 +1,330 @@
+//! The one place that builds keys of the metadata keyspace (DESIGN.md §2).
+//!
+//! Data keys (replicated, split into regions), first byte = family:
+//! - `0x01 'b' name`                        → `BucketRecord` (system family, cf META)
+//! - `0x02 bucket_id(8, BE) enc(key) !ver(8)` → `ObjectRecord` (cf META)
+//! - `0x02 bucket_id enc(key) upload_id`      → `MultipartUploadRecord` (cf MPU)
+//! - `0x02 bucket_id enc(key) upload_id part(4, BE)` → `PartRecord` (cf MPU)
+//! - `0x02 bucket_id enc(key) data_id`        → `GcRecord` (cf GC)
+//!
+//! Every record of one `(bucket_id, object_key)` shares the prefix
+//! `0x02 bucket_id enc(key)`, so a region split never separates them and each S3
+//! mutation is one single-region batch. `enc` is an order-preserving,
+//! prefix-free byte encoding: `0x00` is escaped as `0x00 0xFF` and the key ends
+//! with `0x00 0x00`; so `enc(a) < enc(b)` iff `a < b`, and for a prefix `p` of
+//! `k`, the escaped bytes of `p` (without terminator) are a prefix of `enc(k)`.
+//! Versions are stored inverted (`!version`) so the newest sorts first; the
+//! null version (0) sorts last.
+//!
+//! Values start with a one-byte format version (`VALUE_FORMAT_V1`), then the
+//! prost encoding of the record.
+
+pub const FAMILY_SYSTEM: u8 = 0x01;
+pub const FAMILY_OBJECT: u8 = 0x02;
+const SYSTEM_BUCKET: u8 = b'b';
+
+/// First byte of every stored record value.
+pub const VALUE_FORMAT_V1: u8 = 1;
+
+/// The key of a bucket's record, by name.
+pub fn bucket_key(name: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(2 + name.len());
+    k.push(FAMILY_SYSTEM);
+    k.push(SYSTEM_BUCKET);
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+/// Range [start, end) of every bucket record (for ListBuckets).
+pub fn bucket_range() -> (Vec<u8>, Vec<u8>) {
+    (
+        vec![FAMILY_SYSTEM, SYSTEM_BUCKET],
+        vec![FAMILY_SYSTEM, SYSTEM_BUCKET + 1],
+    )
+}
+
+/// Appends the escaped bytes of `key` (no terminator).
+fn escape_into(out: &mut Vec<u8>, key: &[u8]) {
+    for &b in key {
+        out.push(b);
+        if b == 0 {
+            out.push(0xFF);
+        }
+    }
+}
+
+/// `0x02 bucket_id enc(key)`: the prefix shared by every record of one object key.
+pub fn object_prefix(bucket_id: u64, key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + 8 + key.len() + 2 + 8);
+    k.push(FAMILY_OBJECT);
+    k.extend_from_slice(&bucket_id.to_be_bytes());
+    escape_into(&mut k, key);
+    k.extend_from_slice(&[0, 0]);
+    k
+}
+
+/// The key of one version of an object (version 0 = null version).
+pub fn object_version_key(bucket_id: u64, key: &[u8], version: u64) -> Vec<u8> {
+    let mut k = object_prefix(bucket_id, key);
+    k.extend_from_slice(&(!version).to_be_bytes());
+    k
+}
+
+/// The key of an in-progress multipart upload (cf MPU).
+pub fn upload_key(bucket_id: u64, key: &[u8], upload_id: &str) -> Vec<u8> {
+    let mut k = object_prefix(bucket_id, key);
+    k.extend_from_slice(upload_id.as_bytes());
+    k
+}
+
+/// The key of one uploaded part (cf MPU). Upload ids have a fixed length, so a
+/// part key is the upload key followed by 4 bytes.
+pub fn part_key(bucket_id: u64, key: &[u8], upload_id: &str, part_number: u32) -> Vec<u8> {
+    let mut k = upload_key(bucket_id, key, upload_id);
+    k.extend_from_slice(&part_number.to_be_bytes());
+    k
+}
+
+/// The key of a GC record for a body (cf GC).
+pub fn gc_key(bucket_id: u64, key: &[u8], data_id: &[u8]) -> Vec<u8> {
+    let mut k = object_prefix(bucket_id, key);
+    k.extend_from_slice(data_id);
+    k
+}
+
+/// Start of the bucket's object range with keys starting with `prefix`.
+/// All keys of the bucket that begin with `prefix` lie in [start, end).
+pub fn object_range(bucket_id: u64, prefix: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let mut start = Vec::with_capacity(9 + prefix.len());
+    start.push(FAMILY_OBJECT);
+    start.extend_from_slice(&bucket_id.to_be_bytes());
+    escape_into(&mut start, prefix);
+    let end = match prefix_successor(prefix) {
+        Some(next) => {
+            let mut e = Vec::with_capacity(9 + next.len());
+            e.push(FAMILY_OBJECT);
+            e.extend_from_slice(&bucket_id.to_be_bytes());
+            escape_into(&mut e, &next);
+            e
+        }
+        None => bucket_end(bucket_id),
+    };
+    (start, end)
+}
+
+/// The first key after every key of `bucket_id`.
+pub fn bucket_end(bucket_id: u64) -> Vec<u8> {
+    match bucket_id.checked_add(1) {
+        Some(next) => {
+            let mut e = vec![FAMILY_OBJECT];
+            e.extend_from_slice(&next.to_be_bytes());
+            e
+        }
+        None => vec![FAMILY_OBJECT + 1],
+    }
+}
+
+/// The smallest key strictly after every object key starting with `key`
+/// (`key` as a raw S3 key): the first key to seek to when skipping a whole
+/// common prefix. Returns the encoded seek position within the bucket.
+pub fn object_seek_after_prefix(bucket_id: u64, prefix: &[u8]) -> Vec<u8> {
+    object_range(bucket_id, prefix).1
+}
+
+/// The shortest byte string greater than every string starting with `p`, or
+/// `None` if there is none (all bytes 0xFF).
+pub fn prefix_successor(p: &[u8]) -> Option<Vec<u8>> {
+    let mut v = p.to_vec();
+    while let Some(last) = v.pop() {
+        if last < 0xFF {
+            v.push(last + 1);
+            return Some(v);
+        }
+    }
+    None
+}
+
+/// A decoded object-family key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectKeyParts {
+    pub bucket_id: u64,
+    pub key: Vec<u8>,
+    /// Bytes after the terminator (inverted version, upload id, ...).
+    pub suffix: Vec<u8>,
+}
+
+/// Decodes `0x02 bucket_id enc(key) suffix`. `None` when `raw` is not such a key.
+pub fn decode_object_key(raw: &[u8]) -> Option<ObjectKeyParts> {
+    if raw.len() < 11 || raw[0] != FAMILY_OBJECT {
+        return None;
+    }
+    let bucket_id = u64::from_be_bytes(raw[1..9].try_into().ok()?);
+    let mut key = Vec::new();
+    let mut i = 9;
+    loop {
+        let b = *raw.get(i)?;
+        if b == 0 {
+            match *raw.get(i + 1)? {
+                0xFF => key.push(0),
+                0x00 => {
+                    return Some(ObjectKeyParts {
+                        bucket_id,
+                        key,
+                        suffix: raw[i + 2..].to_vec(),
+                    });
+                }
+                _ => return None,
+            }
+            i += 2;
+        } else {
+            key.push(b);
+            i += 1;
+        }
+    }
+}
+
+/// The version stored in an object version key's suffix.
+pub fn decode_version(suffix: &[u8]) -> Option<u64> {
+    Some(!u64::from_be_bytes(suffix.try_into().ok()?))
+}
+
+/// Prefixes a record's prost encoding with the value format byte.
+pub fn encode_value<M: prost::Message>(m: &M) -> Vec<u8> {
+    let mut v = Vec::with_capacity(1 + m.encoded_len());
+    v.push(VALUE_FORMAT_V1);
+    m.encode(&mut v).expect("encoding into a Vec cannot fail");
+    v
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ValueError {
+    #[error("empty record value")]
+    Empty,
+    #[error("unknown record format version {0}")]
+    UnknownFormat(u8),
+    #[error("corrupt record: {0}")]
+    Corrupt(#[from] prost::DecodeError),
+}
+
+/// Decodes a value written by [`encode_value`].
+pub fn decode_value<M: prost::Message + Default>(v: &[u8]) -> Result<M, ValueError> {
+    match v.first() {
+        None => Err(ValueError::Empty),
+        Some(&VALUE_FORMAT_V1) => Ok(M::decode(&v[1..])?),
+        Some(&other) => Err(ValueError::UnknownFormat(other)),
+    }
+}
+
+/// Local keys: per-store state that is never replicated, all in cf `raft`.
+///
+/// Region state, raft state and apply state use distinct one-byte prefixes so a
+/// store's startup scans only the small region-state range, never the logs
+/// (TiKV's `keys` crate makes the same split).
+pub mod local {
+    /// The store's identity (`StoreIdent`), written once after PD registration.
+    pub const STORE_IDENT_KEY: &[u8] = &[0x01, b'i'];
+    const REGION_STATE: u8 = 0x02;
+    const RAFT_STATE: u8 = 0x03;
+    const APPLY_STATE: u8 = 0x04;
+    const RAFT_LOG: u8 = 0x05;
+
+    fn region_key(prefix: u8, region_id: u64) -> Vec<u8> {
+        let mut k = Vec::with_capacity(17);
+        k.push(prefix);
+        k.extend_from_slice(&region_id.to_be_bytes());
+        k
+    }
+
+    /// `RegionLocalState` of one peer (region metadata + peer id).
+    pub fn region_state_key(region_id: u64) -> Vec<u8> {
+        region_key(REGION_STATE, region_id)
+    }
+
+    /// Range of every region state key, scanned at startup.
+    pub fn region_state_range() -> (Vec<u8>, Vec<u8>) {
+        (vec![REGION_STATE], vec![REGION_STATE + 1])
+    }
+
+    /// The region id of a key built by [`region_state_key`].
+    pub fn region_id_of_state_key(key: &[u8]) -> Option<u64> {
+        if key.len() != 9 || key[0] != REGION_STATE {
+            return None;
+        }
+        Some(u64::from_be_bytes(key[1..9].try_into().ok()?))
+    }
+
+    /// `RaftLocalState`: hard state, conf state and last log index/term.
+    pub fn raft_state_key(region_id: u64) -> Vec<u8> {
+        region_key(RAFT_STATE, region_id)
+    }
+
+    /// `ApplyState`: applied index and the log truncation point.
+    pub fn apply_state_key(region_id: u64) -> Vec<u8> {
+        region_key(APPLY_STATE, region_id)
+    }
+
+    /// One raft log entry.
+    pub fn raft_log_key(region_id: u64, index: u64) -> Vec<u8> {
+        let mut k = region_key(RAFT_LOG, region_id);
+        k.extend_from_slice(&index.to_be_bytes());
+        k
+    }
+
+    /// [start, end) of log entries `from..to` of a region.
+    pub fn raft_log_range(region_id: u64, from: u64, to: u64) -> (Vec<u8>, Vec<u8>) {
+        (raft_log_key(region_id, from), raft_log_key(region_id, to))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encoding_preserves_order() {
+        let mut keys: Vec<&[u8]> = vec![
+            b"", b"\0", b"\0\0", b"a", b"a\0", b"a\0b", b"a\xff", b"ab", b"b", b"\xff",
+        ];
+        keys.sort();
+        let enc: Vec<Vec<u8>> = keys.iter().map(|k| object_version_key(7, k, 0)).collect();
+        let mut sorted = enc.clone();
+        sorted.sort();
+        assert_eq!(enc, sorted);
+    }
+
+    #[test]
+    fn roundtrip_and_prefix_range() {
+        for k in [&b"x/y\0z"[..], b"", b"\0\xff\0"] {
+            let raw = object_version_key(42, k, 9);
+            let parts = decode_object_key(&raw).unwrap();
+            assert_eq!(parts.bucket_id, 42);
+            assert_eq!(parts.key, k);
+            assert_eq!(decode_version(&parts.suffix), Some(9));
+        }
+        let (s, e) = object_range(1, b"photos/");
+        let inside = object_version_key(1, b"photos/a.jpg", 0);
+        let outside = object_version_key(1, b"photos0", 0);
+        assert!(s <= inside && inside < e);
+        assert!(outside >= e);
+        let other_bucket = object_version_key(2, b"photos/a", 0);
+        assert!(other_bucket >= e);
+    }
+
+    #[test]
+    fn local_keys_are_disjoint_and_ordered() {
+        let (s, e) = local::region_state_range();
+        let rs = local::region_state_key(7);
+        assert!(s <= rs && rs < e);
+        assert_eq!(local::region_id_of_state_key(&rs), Some(7));
+        assert!(local::raft_state_key(7) >= e);
+        assert!(local::raft_log_key(7, 1) < local::raft_log_key(7, 2));
+        assert!(local::raft_log_key(7, u64::MAX - 1) < local::raft_log_key(8, 0));
+        assert!(local::STORE_IDENT_KEY < s.as_slice());
+    }
+
+    #[test]
+    fn newest_version_first() {
+        assert!(object_version_key(1, b"k", 5) < object_version_key(1, b"k", 4));
+        assert!(object_version_key(1, b"k", 1) < object_version_key(1, b"k", 0));
+    }
+}

@@ -1,0 +1,62 @@
+//! Prometheus metrics of the metashard store, in the default registry.
+
+use std::sync::LazyLock;
+
+use prometheus::{
+    register_histogram, register_int_counter, register_int_counter_vec, register_int_gauge,
+    Histogram, IntCounter, IntCounterVec, IntGauge,
+};
+
+const ONCE: &str = "metashard metrics are registered once per process";
+
+pub static PROPOSALS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!("kura_metashard_proposals_total", "Batches proposed to raft").expect(ONCE)
+});
+pub static APPLY_DURATION: LazyLock<Histogram> = LazyLock::new(|| {
+    register_histogram!(
+        "kura_metashard_apply_duration_seconds",
+        "Time to apply one committed batch",
+        prometheus::exponential_buckets(0.00005, 2.0, 16).expect("valid buckets")
+    )
+    .expect(ONCE)
+});
+pub static READY_ROUNDS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "kura_metashard_raft_ready_rounds_total",
+        "Poll rounds that handled at least one Ready"
+    )
+    .expect(ONCE)
+});
+pub static LEADER_COUNT: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!("kura_metashard_leader_count", "Regions this store leads").expect(ONCE)
+});
+pub static REGION_COUNT: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "kura_metashard_region_count",
+        "Region peers hosted by this store"
+    )
+    .expect(ONCE)
+});
+pub static SNAPSHOTS_GENERATED: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "kura_metashard_snapshots_sent_total",
+        "Raft snapshots generated for followers"
+    )
+    .expect(ONCE)
+});
+pub static SNAPSHOTS_APPLIED: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "kura_metashard_snapshots_applied_total",
+        "Raft snapshots applied"
+    )
+    .expect(ONCE)
+});
+/// Raft messages by outcome: `sent` or `dropped`.
+pub static RAFT_MESSAGES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "kura_metashard_raft_messages_total",
+        "Raft messages handed to the transport",
+        &["outcome"]
+    )
+    .expect(ONCE)
+});

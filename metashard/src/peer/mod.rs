@@ -1,0 +1,601 @@
+//! One region peer: its `RawNode`, pending proposals and reads, and the Ready
+//! handling split into two phases around the poll round's single synced write.
+//!
+//! Phases of a Ready (raft-rs order), driven by `fsm::poller`:
+//! 1. [`Peer::collect_ready`]: queue leader messages, apply an incoming
+//!    snapshot, append entries and hard state into the round's write batch.
+//! 2. (poller writes the batch with sync)
+//! 3. [`Peer::finish_ready`]: send persisted messages, apply committed
+//!    entries, `advance`, apply what the LightReady committed, serve reads
+//!    whose read index is now applied, compact the log.
+
+pub mod state;
+pub mod storage;
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use kura_proto::common::{Peer as PeerMeta, Region, RegionEpoch, RegionError};
+use kura_proto::metashard::{BatchRequest, RaftMessage, RegionStatus};
+use kura_proto::pd::RegionHeartbeatRequest;
+use prost::Message as _;
+use protobuf::Message as PbMessage;
+use raft::prelude::{
+    ConfChange, ConfChangeType, ConfChangeV2, Entry, EntryType, Message, MessageType,
+};
+use raft::{RawNode, ReadState, Ready, SnapshotStatus, StateRole};
+
+use crate::apply::{self, ApplyOutcome};
+use crate::engine::{Engine, WriteBatch};
+use crate::errors;
+use crate::fsm::{BatchResult, Callback};
+use crate::metrics;
+use crate::transport::{Delivery, Transport};
+use storage::PeerStorage;
+
+/// Raft settings shared by every peer of a store.
+#[derive(Debug, Clone)]
+pub struct RaftConfig {
+    pub tick: Duration,
+    pub election_ticks: usize,
+    pub heartbeat_ticks: usize,
+    /// Compact the log once applied is this many entries past the first index.
+    pub log_gc_threshold: u64,
+}
+
+impl Default for RaftConfig {
+    fn default() -> Self {
+        RaftConfig {
+            tick: Duration::from_millis(100),
+            election_ticks: 10,
+            heartbeat_ticks: 2,
+            log_gc_threshold: 1000,
+        }
+    }
+}
+
+/// Entries kept behind the applied index when compacting, so a follower that
+/// is only slightly behind still catches up from the log.
+const LOG_KEEP_TAIL: u64 = 8;
+
+/// What a peer needs from its store during one round.
+pub struct PeerCtx<'a> {
+    pub engine: &'a Engine,
+    pub store_id: u64,
+    pub transport: &'a mut Transport,
+    pub cfg: &'a RaftConfig,
+}
+
+type ReadCb = Callback<Result<Region, RegionError>>;
+
+struct Proposal {
+    index: u64,
+    term: u64,
+    cb: Callback<BatchResult>,
+}
+
+pub struct Peer {
+    raft: RawNode<PeerStorage>,
+    /// Ordered by index.
+    proposals: VecDeque<Proposal>,
+    reads_to_issue: Vec<ReadCb>,
+    reads_by_ctx: HashMap<u64, (Instant, Vec<ReadCb>)>,
+    reads_waiting_apply: VecDeque<(u64, Vec<ReadCb>)>,
+    next_read_id: u64,
+    is_leader: bool,
+    /// Send a region heartbeat to PD at the end of this round.
+    pub heartbeat_due: bool,
+}
+
+/// Engine failures while handling a Ready are fatal to the store: continuing
+/// after a failed synced write would break raft's durability assumptions.
+pub type FatalError = crate::Error;
+
+impl Peer {
+    pub fn new(
+        storage: PeerStorage,
+        cfg: &RaftConfig,
+        logger: &slog::Logger,
+    ) -> Result<Peer, crate::Error> {
+        let rc = raft::Config {
+            id: storage.peer_id(),
+            election_tick: cfg.election_ticks,
+            heartbeat_tick: cfg.heartbeat_ticks,
+            applied: storage.applied_index(),
+            max_size_per_msg: 1 << 20,
+            max_inflight_msgs: 256,
+            check_quorum: true,
+            pre_vote: true,
+            ..Default::default()
+        };
+        let logger = logger
+            .new(slog::o!("region_id" => storage.region().id, "peer_id" => storage.peer_id()));
+        let raft = RawNode::new(&rc, storage, &logger)?;
+        Ok(Peer {
+            raft,
+            proposals: VecDeque::new(),
+            reads_to_issue: Vec::new(),
+            reads_by_ctx: HashMap::new(),
+            reads_waiting_apply: VecDeque::new(),
+            next_read_id: rand::random::<u64>() >> 1,
+            is_leader: false,
+            heartbeat_due: false,
+        })
+    }
+
+    pub fn region(&self) -> &Region {
+        self.raft.store().region()
+    }
+
+    pub fn region_id(&self) -> u64 {
+        self.region().id
+    }
+
+    pub fn peer_id(&self) -> u64 {
+        self.raft.store().peer_id()
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.raft.raft.state == StateRole::Leader
+    }
+
+    fn peer_meta(&self, peer_id: u64) -> Option<PeerMeta> {
+        self.region()
+            .peers
+            .iter()
+            .find(|p| p.id == peer_id)
+            .cloned()
+    }
+
+    /// The `NotLeader` error naming the leader this peer believes in.
+    pub fn not_leader(&self) -> RegionError {
+        let leader = match self.raft.raft.leader_id {
+            0 => None,
+            id => self.peer_meta(id),
+        };
+        errors::not_leader(self.region_id(), leader)
+    }
+
+    pub fn tick(&mut self) {
+        self.raft.tick();
+        // Reads whose ReadIndex never came back (heartbeats lost): the caller
+        // has timed out by now; free the callbacks.
+        let now = Instant::now();
+        self.reads_by_ctx
+            .retain(|_, (t, _)| now.duration_since(*t) < Duration::from_secs(30));
+    }
+
+    pub fn step(&mut self, msg: Message) {
+        if let Err(e) = self.raft.step(msg) {
+            tracing::debug!(region_id = self.region_id(), error = %e, "raft step failed");
+        }
+    }
+
+    /// Proposes `req` or answers `cb` with why it cannot be proposed.
+    pub fn propose(&mut self, req: BatchRequest, cb: Callback<BatchResult>) {
+        if !self.is_leader() {
+            let _ = cb.send(Err(self.not_leader()));
+            return;
+        }
+        if let Err(e) = apply::check_batch(self.region(), &req) {
+            let _ = cb.send(Err(e));
+            return;
+        }
+        let last_before = self.raft.raft.raft_log.last_index();
+        if let Err(e) = self.raft.propose(Vec::new(), req.encode_to_vec()) {
+            tracing::debug!(region_id = self.region_id(), error = %e, "proposal dropped");
+            let _ = cb.send(Err(self.not_leader()));
+            return;
+        }
+        let index = self.raft.raft.raft_log.last_index();
+        if index == last_before {
+            let _ = cb.send(Err(self.not_leader()));
+            return;
+        }
+        metrics::PROPOSALS.inc();
+        self.proposals.push_back(Proposal {
+            index,
+            term: self.raft.raft.term,
+            cb,
+        });
+    }
+
+    /// Queues a linearizable read; issued as one ReadIndex per round.
+    pub fn read(&mut self, epoch: Option<RegionEpoch>, keys: &[Vec<u8>], cb: ReadCb) {
+        if !self.is_leader() {
+            let _ = cb.send(Err(self.not_leader()));
+            return;
+        }
+        let checked = apply::check_epoch(self.region(), epoch.as_ref())
+            .and_then(|_| apply::check_keys(self.region(), keys.iter().map(|k| k.as_slice())));
+        if let Err(e) = checked {
+            let _ = cb.send(Err(e));
+            return;
+        }
+        self.reads_to_issue.push(cb);
+    }
+
+    /// Starts one ReadIndex for every read queued this round.
+    pub fn issue_reads(&mut self) {
+        if self.reads_to_issue.is_empty() {
+            return;
+        }
+        let id = self.next_read_id;
+        self.next_read_id = self.next_read_id.wrapping_add(1);
+        self.raft.read_index(id.to_be_bytes().to_vec());
+        let cbs = std::mem::take(&mut self.reads_to_issue);
+        self.reads_by_ctx.insert(id, (Instant::now(), cbs));
+    }
+
+    fn on_read_state(&mut self, rs: ReadState) {
+        let Ok(ctx) = <[u8; 8]>::try_from(rs.request_ctx.as_slice()) else {
+            return;
+        };
+        let Some((_, cbs)) = self.reads_by_ctx.remove(&u64::from_be_bytes(ctx)) else {
+            return;
+        };
+        if self.raft.store().applied_index() >= rs.index {
+            self.answer_reads(cbs);
+        } else {
+            self.reads_waiting_apply.push_back((rs.index, cbs));
+        }
+    }
+
+    fn answer_reads(&self, cbs: Vec<ReadCb>) {
+        for cb in cbs {
+            let _ = cb.send(Ok(self.region().clone()));
+        }
+    }
+
+    fn serve_applied_reads(&mut self) {
+        let applied = self.raft.store().applied_index();
+        while self
+            .reads_waiting_apply
+            .front()
+            .is_some_and(|(idx, _)| *idx <= applied)
+        {
+            let (_, cbs) = self.reads_waiting_apply.pop_front().expect("front checked");
+            self.answer_reads(cbs);
+        }
+    }
+
+    pub fn transfer_leader(
+        &mut self,
+        epoch: Option<RegionEpoch>,
+        to_peer: u64,
+    ) -> Result<(), RegionError> {
+        if !self.is_leader() {
+            return Err(self.not_leader());
+        }
+        apply::check_epoch(self.region(), epoch.as_ref())?;
+        if self.peer_meta(to_peer).is_none() {
+            return Err(errors::server_busy(&format!(
+                "peer {to_peer} is not a member of the region"
+            )));
+        }
+        self.raft.transfer_leader(to_peer);
+        Ok(())
+    }
+
+    pub fn status(&self) -> RegionStatus {
+        let s = self.raft.store();
+        RegionStatus {
+            region: Some(s.region().clone()),
+            leader_peer_id: self.raft.raft.leader_id,
+            term: self.raft.raft.term,
+            commit_index: self.raft.raft.raft_log.committed,
+            applied_index: s.applied_index(),
+            first_log_index: s.first_log_index(),
+            last_log_index: self.raft.raft.raft_log.last_index(),
+            snapshot_index: s.truncated_index(),
+        }
+    }
+
+    pub fn region_heartbeat(&self) -> RegionHeartbeatRequest {
+        let r = self.region();
+        let size = self
+            .raft
+            .store()
+            .engine()
+            .approximate_size(&r.start_key, &r.end_key);
+        RegionHeartbeatRequest {
+            region: Some(r.clone()),
+            leader: self.peer_meta(self.peer_id()),
+            approximate_size: size,
+            // Rough: metadata records average a few hundred bytes.
+            approximate_keys: size / 256,
+            term: self.raft.raft.term,
+        }
+    }
+
+    /// The transport lost its stream to `store_id`.
+    pub fn on_store_unreachable(&mut self, store_id: u64) {
+        if !self.is_leader() {
+            return;
+        }
+        let ids: Vec<u64> = self
+            .region()
+            .peers
+            .iter()
+            .filter(|p| p.store_id == store_id)
+            .map(|p| p.id)
+            .collect();
+        for id in ids {
+            self.raft.report_unreachable(id);
+        }
+    }
+
+    pub fn on_delivery(&mut self, d: &Delivery) {
+        if d.is_snapshot {
+            let status = if d.delivered {
+                SnapshotStatus::Finish
+            } else {
+                SnapshotStatus::Failure
+            };
+            self.raft.report_snapshot(d.to_peer, status);
+        }
+        if !d.delivered {
+            self.raft.report_unreachable(d.to_peer);
+        }
+    }
+
+    fn on_role(&mut self, role: StateRole) {
+        let now_leader = role == StateRole::Leader;
+        if now_leader && !self.is_leader {
+            metrics::LEADER_COUNT.inc();
+            self.heartbeat_due = true;
+            tracing::info!(
+                region_id = self.region_id(),
+                peer_id = self.peer_id(),
+                term = self.raft.raft.term,
+                "became leader"
+            );
+        }
+        if !now_leader && self.is_leader {
+            metrics::LEADER_COUNT.dec();
+            // Reads not yet confirmed can never be by this peer now; those
+            // already confirmed stay valid and are served once applied.
+            // Proposals stay: they resolve when their index applies (success
+            // if the entry survived, "dropped" if another term replaced it).
+            let nl = self.not_leader();
+            for cb in self.reads_to_issue.drain(..) {
+                let _ = cb.send(Err(nl.clone()));
+            }
+            for (_, (_, cbs)) in self.reads_by_ctx.drain() {
+                for cb in cbs {
+                    let _ = cb.send(Err(nl.clone()));
+                }
+            }
+        }
+        self.is_leader = now_leader;
+    }
+
+    fn send_msgs(&self, ctx: &mut PeerCtx<'_>, msgs: Vec<Message>) {
+        for m in msgs {
+            let Some(to) = self.peer_meta(m.to) else {
+                tracing::debug!(
+                    region_id = self.region_id(),
+                    to = m.to,
+                    "message to unknown peer dropped"
+                );
+                continue;
+            };
+            let is_snapshot = m.get_msg_type() == MessageType::MsgSnapshot;
+            let bytes = match m.write_to_bytes() {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot encode raft message");
+                    continue;
+                }
+            };
+            let rm = RaftMessage {
+                region_id: self.region_id(),
+                from_store: ctx.store_id,
+                to_store: to.store_id,
+                region: Some(self.region().clone()),
+                message: bytes.into(),
+            };
+            ctx.transport.send(rm, m.to, is_snapshot);
+        }
+    }
+
+    /// Phase 1 of a Ready; `None` when there is nothing to do.
+    pub fn collect_ready(
+        &mut self,
+        ctx: &mut PeerCtx<'_>,
+        wb: &mut WriteBatch,
+    ) -> Result<Option<Ready>, FatalError> {
+        self.issue_reads();
+        if !self.raft.has_ready() {
+            return Ok(None);
+        }
+        let mut rd = self.raft.ready();
+        if let Some(ss) = rd.ss() {
+            self.on_role(ss.raft_state);
+        }
+        if !rd.messages().is_empty() {
+            let msgs = rd.take_messages();
+            self.send_msgs(ctx, msgs);
+        }
+        if !rd.snapshot().is_empty() {
+            let index = rd.snapshot().get_metadata().index;
+            self.raft.mut_store().apply_snapshot(rd.snapshot(), wb)?;
+            // Proposals the snapshot covers: their outcome is unknown here.
+            while self.proposals.front().is_some_and(|p| p.index <= index) {
+                self.proposals.pop_front();
+            }
+            tracing::info!(region_id = self.region_id(), index, "applying snapshot");
+        }
+        self.raft.mut_store().append(rd.entries(), wb);
+        if let Some(hs) = rd.hs() {
+            let hs = hs.clone();
+            self.raft.mut_store().set_hard_state(&hs, wb);
+        }
+        for rs in rd.take_read_states() {
+            self.on_read_state(rs);
+        }
+        Ok(Some(rd))
+    }
+
+    /// Phase 3 of a Ready, after the round's write is durable.
+    pub fn finish_ready(&mut self, ctx: &mut PeerCtx<'_>, mut rd: Ready) -> Result<(), FatalError> {
+        let msgs = rd.take_persisted_messages();
+        self.send_msgs(ctx, msgs);
+        let committed = rd.take_committed_entries();
+        self.apply_committed(ctx, committed)?;
+        let mut light = self.raft.advance(rd);
+        if let Some(c) = light.commit_index() {
+            self.raft.mut_store().set_commit(c);
+        }
+        let msgs = light.take_messages();
+        self.send_msgs(ctx, msgs);
+        let committed = light.take_committed_entries();
+        self.apply_committed(ctx, committed)?;
+        self.raft.advance_apply();
+        self.serve_applied_reads();
+        self.maybe_compact(ctx)?;
+        Ok(())
+    }
+
+    fn apply_committed(
+        &mut self,
+        ctx: &mut PeerCtx<'_>,
+        entries: Vec<Entry>,
+    ) -> Result<(), FatalError> {
+        for e in entries {
+            match e.get_entry_type() {
+                EntryType::EntryNormal => self.apply_normal(ctx, &e)?,
+                EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
+                    self.apply_conf_change(ctx, &e)?
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_normal(&mut self, ctx: &mut PeerCtx<'_>, e: &Entry) -> Result<(), FatalError> {
+        let mut wb = ctx.engine.batch();
+        let outcome = if e.data.is_empty() {
+            // A new leader's empty entry.
+            None
+        } else {
+            fail::fail_point!("metashard::before_apply");
+            let timer = metrics::APPLY_DURATION.start_timer();
+            let outcome = match BatchRequest::decode(e.data.as_ref()) {
+                Ok(req) => apply::exec_batch(ctx.engine, self.region(), &req, &mut wb)?,
+                Err(err) => ApplyOutcome::Rejected(Box::new(errors::server_busy(&format!(
+                    "undecodable entry: {err}"
+                )))),
+            };
+            timer.observe_duration();
+            Some(outcome)
+        };
+        self.raft.mut_store().set_applied(e.index, &mut wb);
+        ctx.engine.write(wb, false)?;
+        if outcome.is_some() {
+            fail::fail_point!("metashard::after_apply_before_respond");
+        }
+        self.respond(e.index, e.term, outcome);
+        Ok(())
+    }
+
+    fn apply_conf_change(&mut self, ctx: &mut PeerCtx<'_>, e: &Entry) -> Result<(), FatalError> {
+        let mut region = self.region().clone();
+        let cs = if e.get_entry_type() == EntryType::EntryConfChange {
+            let mut cc = ConfChange::default();
+            cc.merge_from_bytes(&e.data)
+                .map_err(|err| crate::Error::Raft(raft::Error::CodecError(err)))?;
+            let cs = self.raft.apply_conf_change(&cc)?;
+            // The context names the peer (store) for additions.
+            let peer = PeerMeta::decode(cc.context.as_ref()).unwrap_or_default();
+            region.peers.retain(|p| p.id != cc.node_id);
+            match cc.get_change_type() {
+                ConfChangeType::AddNode | ConfChangeType::AddLearnerNode => {
+                    region.peers.push(PeerMeta {
+                        id: cc.node_id,
+                        store_id: peer.store_id,
+                        is_learner: cc.get_change_type() == ConfChangeType::AddLearnerNode,
+                    });
+                }
+                ConfChangeType::RemoveNode => {}
+            }
+            cs
+        } else {
+            let mut cc = ConfChangeV2::default();
+            cc.merge_from_bytes(&e.data)
+                .map_err(|err| crate::Error::Raft(raft::Error::CodecError(err)))?;
+            self.raft.apply_conf_change(&cc)?
+        };
+        let epoch = region.epoch.get_or_insert_with(Default::default);
+        epoch.conf_ver += 1;
+        let mut wb = ctx.engine.batch();
+        let store = self.raft.mut_store();
+        store.set_conf_state(cs, &mut wb);
+        store.set_region(region, &mut wb);
+        store.set_applied(e.index, &mut wb);
+        ctx.engine.write(wb, true)?;
+        self.respond(e.index, e.term, Some(ApplyOutcome::Applied));
+        Ok(())
+    }
+
+    /// Answers the proposal made at `index`, if this peer made it.
+    fn respond(&mut self, index: u64, term: u64, outcome: Option<ApplyOutcome>) {
+        while let Some(p) = self.proposals.front() {
+            if p.index > index {
+                break;
+            }
+            let p = self.proposals.pop_front().expect("front checked");
+            if p.index < index {
+                // Skipped index (cannot happen without a snapshot): outcome
+                // unknown, drop the callback.
+                continue;
+            }
+            let res = match (&outcome, p.term == term) {
+                (Some(ApplyOutcome::Applied), true) => Ok((true, 0)),
+                (Some(ApplyOutcome::ConditionFailed(i)), true) => Ok((false, *i)),
+                (Some(ApplyOutcome::Rejected(e)), true) => Err((**e).clone()),
+                // Another leader's entry took this index: ours was never
+                // applied, so the caller may safely retry.
+                _ => Err(self.not_leader()),
+            };
+            let _ = p.cb.send(res);
+        }
+    }
+
+    fn maybe_compact(&mut self, ctx: &mut PeerCtx<'_>) -> Result<(), FatalError> {
+        let s = self.raft.store();
+        let applied = s.applied_index();
+        let first = s.first_log_index();
+        let threshold = ctx.cfg.log_gc_threshold.max(1);
+        if applied < first + threshold {
+            return Ok(());
+        }
+        let mut index = applied.saturating_sub(LOG_KEEP_TAIL);
+        // Spare entries a live follower still needs, unless the log grew far
+        // past the threshold (then it gets a snapshot).
+        if self.is_leader() && applied - first < 4 * threshold {
+            let me = self.peer_id();
+            for (id, pr) in self.raft.raft.prs().iter() {
+                if *id != me && pr.recent_active && pr.matched >= first {
+                    index = index.min(pr.matched);
+                }
+            }
+        }
+        if index < first {
+            return Ok(());
+        }
+        let mut wb = ctx.engine.batch();
+        self.raft.mut_store().compact_to(index, &mut wb)?;
+        ctx.engine.write(wb, false)?;
+        tracing::debug!(region_id = self.region_id(), index, "compacted raft log");
+        Ok(())
+    }
+
+    /// Stops the peer; every pending callback is dropped (outcome unknown).
+    pub fn on_stop(&mut self) {
+        if self.is_leader {
+            metrics::LEADER_COUNT.dec();
+            self.is_leader = false;
+        }
+    }
+}

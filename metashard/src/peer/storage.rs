@@ -1,0 +1,567 @@
+//! `raft::Storage` of one region peer, persisted in the store's RocksDB.
+//!
+//! The in-memory copies (hard state, conf state, last index, apply state) are
+//! the truth for raft; every mutator also puts the change into the caller's
+//! [`WriteBatch`], and the poller writes that batch (synced) before anything
+//! that depends on it leaves the store. Nothing reads the log between a
+//! mutator call and that write, because both happen inside one poll round.
+
+use kura_proto::common::Region;
+use kura_proto::metashard::Cf;
+use protobuf::Message as PbMessage;
+use raft::prelude::{ConfState, Entry, HardState, Snapshot};
+use raft::{GetEntriesContext, RaftState, StorageError};
+
+use super::state::{ApplyState, RaftLocalState, RegionLocalState, SnapshotData, SnapshotKv};
+use crate::engine::{Engine, EngineError, WriteBatch};
+use crate::keys::local;
+use crate::metrics;
+
+/// TiKV's RAFT_INIT_LOG_INDEX: founding members start with an implicit
+/// snapshot at this index, so a peer created later (empty log) always needs a
+/// real snapshot first and every replica starts from the same state.
+pub const INIT_LOG_INDEX: u64 = 5;
+pub const INIT_LOG_TERM: u64 = 5;
+
+pub struct PeerStorage {
+    engine: Engine,
+    region: Region,
+    peer_id: u64,
+    hard_state: HardState,
+    conf_state: ConfState,
+    last_index: u64,
+    last_term: u64,
+    apply: ApplyState,
+}
+
+fn storage_err(e: impl std::fmt::Display) -> raft::Error {
+    raft::Error::Store(StorageError::Other(e.to_string().into()))
+}
+
+fn decode_pb<M: PbMessage>(b: &[u8], what: &str) -> Result<M, EngineError> {
+    M::parse_from_bytes(b).map_err(|e| EngineError::CorruptRaft {
+        what: what.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+fn encode_pb<M: PbMessage>(m: &M) -> bytes::Bytes {
+    m.write_to_bytes()
+        .expect("encoding a raft message into memory cannot fail")
+        .into()
+}
+
+impl PeerStorage {
+    /// A new peer of `region`. `initial`: a founding member whose ConfState is
+    /// the region's voters (raft-rs's static-cluster bootstrap); otherwise an
+    /// empty peer that waits for a snapshot from the leader.
+    pub fn create(
+        engine: Engine,
+        region: Region,
+        peer_id: u64,
+        initial: bool,
+        wb: &mut WriteBatch,
+    ) -> Self {
+        let mut s = PeerStorage {
+            engine,
+            region,
+            peer_id,
+            hard_state: HardState::default(),
+            conf_state: ConfState::default(),
+            last_index: 0,
+            last_term: 0,
+            apply: ApplyState::default(),
+        };
+        if initial {
+            for p in &s.region.peers {
+                if p.is_learner {
+                    s.conf_state.learners.push(p.id);
+                } else {
+                    s.conf_state.voters.push(p.id);
+                }
+            }
+            s.hard_state.term = INIT_LOG_TERM;
+            s.hard_state.commit = INIT_LOG_INDEX;
+            s.last_index = INIT_LOG_INDEX;
+            s.last_term = INIT_LOG_TERM;
+            s.apply = ApplyState {
+                applied_index: INIT_LOG_INDEX,
+                truncated_index: INIT_LOG_INDEX,
+                truncated_term: INIT_LOG_TERM,
+            };
+        }
+        s.persist_region(wb);
+        s.persist_raft_state(wb);
+        s.persist_apply_state(wb);
+        s
+    }
+
+    /// Loads the peer of `region_id` from disk; `None` if it has no region state.
+    pub fn load(engine: Engine, region_id: u64) -> Result<Option<Self>, EngineError> {
+        let Some(rs) =
+            engine.get_raft_msg::<RegionLocalState>(&local::region_state_key(region_id))?
+        else {
+            return Ok(None);
+        };
+        let raft: RaftLocalState = engine
+            .get_raft_msg(&local::raft_state_key(region_id))?
+            .unwrap_or_default();
+        let apply: ApplyState = engine
+            .get_raft_msg(&local::apply_state_key(region_id))?
+            .unwrap_or_default();
+        let mut hard_state: HardState = decode_pb(&raft.hard_state, "hard state")?;
+        // Applied entries were committed, so this is truthful, and raft-rs
+        // refuses to start with applied > commit (the commit index is persisted lazily).
+        hard_state.commit = hard_state.commit.max(apply.applied_index);
+        let conf_state: ConfState = decode_pb(&raft.conf_state, "conf state")?;
+        Ok(Some(PeerStorage {
+            engine,
+            region: rs.region.unwrap_or_default(),
+            peer_id: rs.peer_id,
+            hard_state,
+            conf_state,
+            last_index: raft.last_index,
+            last_term: raft.last_term,
+            apply,
+        }))
+    }
+
+    pub fn region(&self) -> &Region {
+        &self.region
+    }
+
+    pub fn peer_id(&self) -> u64 {
+        self.peer_id
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// True once the peer has a ConfState (founding member or snapshot applied).
+    pub fn is_initialized(&self) -> bool {
+        !self.conf_state.voters.is_empty() || !self.conf_state.learners.is_empty()
+    }
+
+    pub fn applied_index(&self) -> u64 {
+        self.apply.applied_index
+    }
+
+    pub fn truncated_index(&self) -> u64 {
+        self.apply.truncated_index
+    }
+
+    pub fn first_log_index(&self) -> u64 {
+        self.apply.truncated_index + 1
+    }
+
+    pub fn last_log_index(&self) -> u64 {
+        self.last_index
+    }
+
+    pub fn commit_index(&self) -> u64 {
+        self.hard_state.commit
+    }
+
+    pub fn conf_state(&self) -> &ConfState {
+        &self.conf_state
+    }
+
+    fn region_id(&self) -> u64 {
+        self.region.id
+    }
+
+    fn persist_region(&self, wb: &mut WriteBatch) {
+        let rs = RegionLocalState {
+            region: Some(self.region.clone()),
+            peer_id: self.peer_id,
+        };
+        wb.put_raft_msg(&local::region_state_key(self.region_id()), &rs);
+    }
+
+    fn persist_raft_state(&self, wb: &mut WriteBatch) {
+        let rs = RaftLocalState {
+            hard_state: encode_pb(&self.hard_state),
+            conf_state: encode_pb(&self.conf_state),
+            last_index: self.last_index,
+            last_term: self.last_term,
+        };
+        wb.put_raft_msg(&local::raft_state_key(self.region_id()), &rs);
+    }
+
+    fn persist_apply_state(&self, wb: &mut WriteBatch) {
+        wb.put_raft_msg(&local::apply_state_key(self.region_id()), &self.apply);
+    }
+
+    /// Appends `entries`, replacing any conflicting suffix of the log.
+    pub fn append(&mut self, entries: &[Entry], wb: &mut WriteBatch) {
+        let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
+            return;
+        };
+        for e in entries {
+            wb.put_raft(
+                &local::raft_log_key(self.region_id(), e.index),
+                &encode_pb(e),
+            );
+        }
+        if last.index < self.last_index {
+            let (s, e) =
+                local::raft_log_range(self.region_id(), last.index + 1, self.last_index + 1);
+            wb.delete_raft_range(&s, &e);
+        }
+        debug_assert!(
+            first.index <= self.last_index + 1,
+            "raft appends without gaps"
+        );
+        self.last_index = last.index;
+        self.last_term = last.term;
+        self.persist_raft_state(wb);
+    }
+
+    pub fn set_hard_state(&mut self, hs: &HardState, wb: &mut WriteBatch) {
+        self.hard_state = hs.clone();
+        self.persist_raft_state(wb);
+    }
+
+    /// Raft advanced the commit index without a new HardState in a Ready
+    /// (LightReady); kept in memory and persisted with the next state write.
+    pub fn set_commit(&mut self, commit: u64) {
+        self.hard_state.commit = self.hard_state.commit.max(commit);
+    }
+
+    pub fn set_conf_state(&mut self, cs: ConfState, wb: &mut WriteBatch) {
+        self.conf_state = cs;
+        self.persist_raft_state(wb);
+    }
+
+    pub fn set_region(&mut self, region: Region, wb: &mut WriteBatch) {
+        self.region = region;
+        self.persist_region(wb);
+    }
+
+    /// Records `index` as applied (in `wb`, which carries that entry's writes).
+    pub fn set_applied(&mut self, index: u64, wb: &mut WriteBatch) {
+        self.apply.applied_index = index;
+        self.persist_apply_state(wb);
+    }
+
+    /// Deletes log entries up to and including `index` (must be ≤ applied).
+    pub fn compact_to(&mut self, index: u64, wb: &mut WriteBatch) -> raft::Result<()> {
+        if index <= self.apply.truncated_index || index > self.apply.applied_index {
+            return Ok(());
+        }
+        let term = raft::Storage::term(self, index)?;
+        let (s, e) = local::raft_log_range(self.region_id(), self.first_log_index(), index + 1);
+        wb.delete_raft_range(&s, &e);
+        self.apply.truncated_index = index;
+        self.apply.truncated_term = term;
+        self.persist_apply_state(wb);
+        Ok(())
+    }
+
+    /// Replaces this peer's data and log with `snap` (all in `wb`, so atomic).
+    /// Returns the snapshot's region.
+    pub fn apply_snapshot(
+        &mut self,
+        snap: &Snapshot,
+        wb: &mut WriteBatch,
+    ) -> Result<Region, EngineError> {
+        fail::fail_point!("metashard::snapshot_apply");
+        let data: SnapshotData =
+            prost::Message::decode(snap.data.as_ref()).map_err(|e| EngineError::Corrupt {
+                what: "snapshot data".into(),
+                source: crate::keys::ValueError::Corrupt(e),
+            })?;
+        let region = data.region.unwrap_or_default();
+        let meta = snap.get_metadata();
+        if self.is_initialized() {
+            wb.delete_data_range(&self.region.start_key, &self.region.end_key)?;
+        }
+        wb.delete_data_range(&region.start_key, &region.end_key)?;
+        for kv in &data.kvs {
+            let cf = Cf::try_from(kv.cf).unwrap_or(Cf::Meta);
+            wb.put_data(cf, &kv.key, &kv.value);
+        }
+        if self.last_index >= self.first_log_index() {
+            let (s, e) = local::raft_log_range(
+                self.region_id(),
+                self.first_log_index(),
+                self.last_index + 1,
+            );
+            wb.delete_raft_range(&s, &e);
+        }
+        self.hard_state.term = self.hard_state.term.max(meta.term);
+        self.hard_state.commit = meta.index;
+        self.conf_state = meta.get_conf_state().clone();
+        self.last_index = meta.index;
+        self.last_term = meta.term;
+        self.apply = ApplyState {
+            applied_index: meta.index,
+            truncated_index: meta.index,
+            truncated_term: meta.term,
+        };
+        self.region = region.clone();
+        self.persist_region(wb);
+        self.persist_raft_state(wb);
+        self.persist_apply_state(wb);
+        metrics::SNAPSHOTS_APPLIED.inc();
+        Ok(region)
+    }
+
+    fn read_entries(&self, low: u64, high: u64, max_size: Option<u64>) -> raft::Result<Vec<Entry>> {
+        let (s, e) = local::raft_log_range(self.region_id(), low, high);
+        let mut out = Vec::with_capacity((high - low) as usize);
+        let mut size = 0u64;
+        let mut err = None;
+        self.engine
+            .scan_raft(&s, &e, |_, v| match Entry::parse_from_bytes(v) {
+                Ok(ent) => {
+                    size += v.len() as u64;
+                    let over = max_size.is_some_and(|m| size > m) && !out.is_empty();
+                    if over {
+                        return false;
+                    }
+                    out.push(ent);
+                    true
+                }
+                Err(e) => {
+                    err = Some(storage_err(e));
+                    false
+                }
+            })
+            .map_err(storage_err)?;
+        if let Some(e) = err {
+            return Err(e);
+        }
+        let complete = out.len() as u64 == high - low;
+        let contiguous = out
+            .iter()
+            .enumerate()
+            .all(|(i, e)| e.index == low + i as u64);
+        if !contiguous || (!complete && max_size.is_none()) {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        Ok(out)
+    }
+
+    /// The snapshot of the applied state: every data pair of the region.
+    fn generate_snapshot(&self) -> raft::Result<Snapshot> {
+        let applied = self.apply.applied_index;
+        let term = raft::Storage::term(self, applied)?;
+        let pairs = self
+            .engine
+            .export_range(&self.region.start_key, &self.region.end_key)
+            .map_err(storage_err)?;
+        let data = SnapshotData {
+            region: Some(self.region.clone()),
+            kvs: pairs
+                .into_iter()
+                .map(|(cf, k, v)| SnapshotKv {
+                    cf: cf as i32,
+                    key: k.into(),
+                    value: v.into(),
+                })
+                .collect(),
+        };
+        let mut snap = Snapshot {
+            data: prost::Message::encode_to_vec(&data).into(),
+            ..Default::default()
+        };
+        let meta = snap.mut_metadata();
+        meta.index = applied;
+        meta.term = term;
+        meta.set_conf_state(self.conf_state.clone());
+        metrics::SNAPSHOTS_GENERATED.inc();
+        tracing::info!(
+            region_id = self.region_id(),
+            index = applied,
+            pairs = data.kvs.len(),
+            "generated snapshot"
+        );
+        Ok(snap)
+    }
+}
+
+impl raft::Storage for PeerStorage {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        Ok(RaftState::new(
+            self.hard_state.clone(),
+            self.conf_state.clone(),
+        ))
+    }
+
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        _context: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        if low <= self.apply.truncated_index {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        if high > self.last_index + 1 {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        if low >= high {
+            return Ok(Vec::new());
+        }
+        let max = max_size.into().filter(|m| *m != raft::NO_LIMIT);
+        self.read_entries(low, high, max)
+    }
+
+    fn term(&self, idx: u64) -> raft::Result<u64> {
+        if idx == self.apply.truncated_index {
+            return Ok(self.apply.truncated_term);
+        }
+        if idx < self.apply.truncated_index {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        if idx > self.last_index {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        if idx == self.last_index {
+            return Ok(self.last_term);
+        }
+        let v = self
+            .engine
+            .get_raft(&local::raft_log_key(self.region_id(), idx))
+            .map_err(storage_err)?
+            .ok_or(raft::Error::Store(StorageError::Unavailable))?;
+        Ok(Entry::parse_from_bytes(&v).map_err(storage_err)?.term)
+    }
+
+    fn first_index(&self) -> raft::Result<u64> {
+        Ok(self.first_log_index())
+    }
+
+    fn last_index(&self) -> raft::Result<u64> {
+        Ok(self.last_index)
+    }
+
+    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        if self.apply.applied_index < request_index {
+            return Err(raft::Error::Store(
+                StorageError::SnapshotTemporarilyUnavailable,
+            ));
+        }
+        self.generate_snapshot()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kura_proto::common::Peer as PeerMeta;
+    use raft::Storage;
+
+    fn region() -> Region {
+        Region {
+            id: 3,
+            peers: vec![PeerMeta {
+                id: 7,
+                store_id: 1,
+                is_learner: false,
+            }],
+            ..Default::default()
+        }
+    }
+
+    fn ent(index: u64, term: u64) -> Entry {
+        Entry {
+            index,
+            term,
+            data: vec![index as u8].into(),
+            ..Default::default()
+        }
+    }
+
+    fn ctx() -> GetEntriesContext {
+        GetEntriesContext::empty(false)
+    }
+
+    #[test]
+    fn log_append_overwrite_compact_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = Engine::open(dir.path()).unwrap();
+        let mut wb = e.batch();
+        let mut s = PeerStorage::create(e.clone(), region(), 7, false, &mut wb);
+        assert!(!s.is_initialized());
+        s.append(&(1..=5).map(|i| ent(i, 1)).collect::<Vec<_>>(), &mut wb);
+        e.write(wb, true).unwrap();
+        assert_eq!(s.entries(1, 6, None, ctx()).unwrap().len(), 5);
+        assert_eq!(s.entries(1, 6, Some(1), ctx()).unwrap().len(), 1);
+        // A new leader overwrites the tail.
+        let mut wb = e.batch();
+        s.append(&[ent(4, 2)], &mut wb);
+        e.write(wb, true).unwrap();
+        assert_eq!(s.last_index().unwrap(), 4);
+        assert_eq!(s.term(4).unwrap(), 2);
+        assert_eq!(s.term(3).unwrap(), 1);
+        assert!(s.entries(1, 6, None, ctx()).is_err());
+        let mut wb = e.batch();
+        s.set_applied(4, &mut wb);
+        s.compact_to(3, &mut wb).unwrap();
+        e.write(wb, true).unwrap();
+        assert_eq!(s.first_index().unwrap(), 4);
+        assert_eq!(s.term(3).unwrap(), 1);
+        assert!(matches!(
+            s.entries(2, 4, None, ctx()),
+            Err(raft::Error::Store(StorageError::Compacted))
+        ));
+        let back = PeerStorage::load(e.clone(), 3).unwrap().unwrap();
+        assert_eq!(
+            (
+                back.first_log_index(),
+                back.last_log_index(),
+                back.applied_index()
+            ),
+            (4, 4, 4)
+        );
+        assert_eq!(back.entries(4, 5, None, ctx()).unwrap()[0].term, 2);
+        assert_eq!(
+            back.initial_state().unwrap().hard_state.commit,
+            4,
+            "commit is at least applied"
+        );
+    }
+
+    #[test]
+    fn snapshot_moves_data_and_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = Engine::open(&dir.path().join("a")).unwrap();
+        let mut wb = e.batch();
+        let s = PeerStorage::create(e.clone(), region(), 7, true, &mut wb);
+        wb.put_data(Cf::Meta, b"k1", b"v1");
+        wb.put_data(Cf::Gc, b"k2", b"v2");
+        e.write(wb, true).unwrap();
+        let snap = s.snapshot(0, 8).unwrap();
+        assert_eq!(snap.get_metadata().index, INIT_LOG_INDEX);
+        assert_eq!(snap.get_metadata().get_conf_state().voters, vec![7]);
+
+        let e2 = Engine::open(&dir.path().join("b")).unwrap();
+        let mut wb = e2.batch();
+        wb.put_data(Cf::Meta, b"stale", b"x");
+        let mut t = PeerStorage::create(e2.clone(), region(), 8, false, &mut wb);
+        e2.write(wb, true).unwrap();
+        let mut wb = e2.batch();
+        t.apply_snapshot(&snap, &mut wb).unwrap();
+        e2.write(wb, true).unwrap();
+        assert!(t.is_initialized());
+        assert_eq!(t.applied_index(), INIT_LOG_INDEX);
+        assert_eq!(t.first_index().unwrap(), INIT_LOG_INDEX + 1);
+        assert_eq!(
+            e2.get_data(Cf::Meta, b"k1").unwrap().as_deref(),
+            Some(&b"v1"[..])
+        );
+        assert_eq!(
+            e2.get_data(Cf::Gc, b"k2").unwrap().as_deref(),
+            Some(&b"v2"[..])
+        );
+        assert_eq!(
+            e2.get_data(Cf::Meta, b"stale").unwrap(),
+            None,
+            "the region's old data is replaced"
+        );
+    }
+}

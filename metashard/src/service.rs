@@ -1,0 +1,302 @@
+//! The `Metashard` gRPC service: the edge where requests become [`StoreMsg`]s
+//! and answers/errors become wire messages.
+//!
+//! Region errors travel in `ResponseHeader.region_error` (the client fixes its
+//! cache and retries); a gRPC `Status` means the request may or may not have
+//! been executed (timeout, store stopping) or was malformed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kura_proto::common::RegionError;
+use kura_proto::metashard::metashard_server::Metashard;
+use kura_proto::metashard::*;
+use tokio::sync::{oneshot, watch};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::apply;
+use crate::engine::Engine;
+use crate::fsm::{Callback, Router, StoreMsg};
+use crate::transport::StoreResolver;
+
+/// How long a request waits for raft before the store gives up on it.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Server default and cap of a scan's `limit`.
+pub const DEFAULT_SCAN_LIMIT: usize = 1000;
+const MAX_SCAN_LIMIT: usize = 10_000;
+
+pub struct MetashardService {
+    router: Router,
+    engine: Engine,
+    resolver: Arc<dyn StoreResolver>,
+    /// Flips to true when the store stops: ends the long-lived raft streams,
+    /// which would otherwise hold the graceful shutdown open.
+    stopping: watch::Receiver<bool>,
+}
+
+impl MetashardService {
+    pub fn new(
+        router: Router,
+        engine: Engine,
+        resolver: Arc<dyn StoreResolver>,
+        stopping: watch::Receiver<bool>,
+    ) -> Self {
+        MetashardService {
+            router,
+            engine,
+            resolver,
+            stopping,
+        }
+    }
+
+    /// Sends a request to the raftstore thread and waits for its answer.
+    async fn ask<T>(&self, make: impl FnOnce(Callback<T>) -> StoreMsg) -> Result<T, Status> {
+        let (tx, rx) = oneshot::channel();
+        self.router
+            .send(make(tx))
+            .map_err(|_| Status::unavailable("store is stopping"))?;
+        match tokio::time::timeout(REQUEST_TIMEOUT, rx).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(_)) => Err(Status::unavailable(
+                "request dropped by the store; outcome unknown",
+            )),
+            Err(_) => Err(Status::deadline_exceeded(
+                "raft did not answer in time; outcome unknown",
+            )),
+        }
+    }
+
+    /// Adds the leader store's address to a `NotLeader` error.
+    async fn with_leader_addr(&self, mut e: RegionError) -> RegionError {
+        if let Some(nl) = e.not_leader.as_mut() {
+            if let Some(leader) = &nl.leader {
+                if let Ok(Ok(addr)) = tokio::time::timeout(
+                    Duration::from_secs(1),
+                    self.resolver.resolve(leader.store_id),
+                )
+                .await
+                {
+                    nl.leader_addr = addr;
+                }
+            }
+        }
+        e
+    }
+
+    async fn header_err(&self, e: RegionError) -> Option<ResponseHeader> {
+        Some(ResponseHeader {
+            region_error: Some(self.with_leader_addr(e).await),
+        })
+    }
+}
+
+fn header(h: Option<RequestHeader>) -> Result<RequestHeader, Status> {
+    h.ok_or_else(|| Status::invalid_argument("missing request header"))
+}
+
+#[tonic::async_trait]
+impl Metashard for MetashardService {
+    async fn batch(
+        &self,
+        request: Request<BatchRequest>,
+    ) -> Result<Response<BatchResponse>, Status> {
+        let req = request.into_inner();
+        header(req.header)?;
+        apply::validate_batch(&req).map_err(Status::invalid_argument)?;
+        let res = self
+            .ask(|cb| StoreMsg::Batch {
+                req: Box::new(req),
+                cb,
+            })
+            .await?;
+        Ok(Response::new(match res {
+            Ok((succeeded, failed_condition)) => BatchResponse {
+                header: None,
+                succeeded,
+                failed_condition,
+            },
+            Err(e) => BatchResponse {
+                header: self.header_err(e).await,
+                ..Default::default()
+            },
+        }))
+    }
+
+    async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
+        let req = request.into_inner();
+        let h = header(req.header)?;
+        let cf = Cf::try_from(req.cf).map_err(|_| Status::invalid_argument("unknown cf"))?;
+        let key = req.key.to_vec();
+        let res = self
+            .ask(|cb| StoreMsg::Read {
+                region_id: h.region_id,
+                epoch: h.epoch,
+                keys: vec![key.clone()],
+                cb,
+            })
+            .await?;
+        if let Err(e) = res {
+            return Ok(Response::new(GetResponse {
+                header: self.header_err(e).await,
+                ..Default::default()
+            }));
+        }
+        let v = self
+            .engine
+            .get_data(cf, &key)
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(GetResponse {
+            header: None,
+            found: v.is_some(),
+            value: v.unwrap_or_default().into(),
+        }))
+    }
+
+    async fn scan(&self, request: Request<ScanRequest>) -> Result<Response<ScanResponse>, Status> {
+        let req = request.into_inner();
+        let h = header(req.header)?;
+        let cf = Cf::try_from(req.cf).map_err(|_| Status::invalid_argument("unknown cf"))?;
+        let start = req.start_key.to_vec();
+        let res = self
+            .ask(|cb| StoreMsg::Read {
+                region_id: h.region_id,
+                epoch: h.epoch,
+                keys: vec![start.clone()],
+                cb,
+            })
+            .await?;
+        let region = match res {
+            Ok(r) => r,
+            Err(e) => {
+                return Ok(Response::new(ScanResponse {
+                    header: self.header_err(e).await,
+                    ..Default::default()
+                }))
+            }
+        };
+        let limit = match req.limit as usize {
+            0 => DEFAULT_SCAN_LIMIT,
+            n => n.min(MAX_SCAN_LIMIT),
+        };
+        let req_end = req.end_key.to_vec();
+        let region_end = region.end_key.to_vec();
+        // Clip to the region: the smaller of the two ends, empty meaning +inf.
+        let end = match (req_end.is_empty(), region_end.is_empty()) {
+            (true, _) => region_end.clone(),
+            (false, true) => req_end.clone(),
+            (false, false) => req_end.clone().min(region_end.clone()),
+        };
+        let engine = self.engine.clone();
+        let keys_only = req.keys_only;
+        let kvs = tokio::task::spawn_blocking(move || {
+            engine.scan_data(cf, &start, &end, limit, keys_only)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(|e| Status::internal(e.to_string()))?;
+        let region_exhausted = kvs.len() < limit
+            && !region_end.is_empty()
+            && (req_end.is_empty() || req_end.as_slice() > region_end.as_slice());
+        Ok(Response::new(ScanResponse {
+            header: None,
+            kvs: kvs
+                .into_iter()
+                .map(|(k, v)| KvPair {
+                    key: k.into(),
+                    value: v.into(),
+                })
+                .collect(),
+            region_exhausted,
+            region_end_key: if region_exhausted {
+                region.end_key
+            } else {
+                Default::default()
+            },
+        }))
+    }
+
+    async fn raft(
+        &self,
+        request: Request<Streaming<RaftMessageBatch>>,
+    ) -> Result<Response<RaftDone>, Status> {
+        let mut stream = request.into_inner();
+        let mut stopping = self.stopping.clone();
+        loop {
+            let batch = tokio::select! {
+                b = stream.message() => match b? {
+                    Some(b) => b,
+                    None => break,
+                },
+                _ = stopping.wait_for(|s| *s) => return Err(Status::unavailable("store is stopping")),
+            };
+            for m in batch.msgs {
+                self.router
+                    .send(StoreMsg::Raft(Box::new(m)))
+                    .map_err(|_| Status::unavailable("store is stopping"))?;
+            }
+        }
+        Ok(Response::new(RaftDone {}))
+    }
+
+    async fn create_peer(
+        &self,
+        request: Request<CreatePeerRequest>,
+    ) -> Result<Response<CreatePeerResponse>, Status> {
+        let req = request.into_inner();
+        let region = req
+            .region
+            .ok_or_else(|| Status::invalid_argument("missing region"))?;
+        let res = self
+            .ask(|cb| StoreMsg::CreatePeer {
+                region,
+                peer_id: req.peer_id,
+                initial: req.initial,
+                cb: Some(cb),
+            })
+            .await?;
+        res.map_err(Status::failed_precondition)?;
+        Ok(Response::new(CreatePeerResponse { header: None }))
+    }
+
+    async fn transfer_leader(
+        &self,
+        request: Request<TransferLeaderRequest>,
+    ) -> Result<Response<TransferLeaderResponse>, Status> {
+        let req = request.into_inner();
+        let h = header(req.header)?;
+        let res = self
+            .ask(|cb| StoreMsg::TransferLeader {
+                region_id: h.region_id,
+                epoch: h.epoch,
+                to_peer: req.to_peer_id,
+                cb,
+            })
+            .await?;
+        Ok(Response::new(TransferLeaderResponse {
+            header: match res {
+                Ok(()) => None,
+                Err(e) => self.header_err(e).await,
+            },
+        }))
+    }
+
+    async fn region_status(
+        &self,
+        request: Request<RegionStatusRequest>,
+    ) -> Result<Response<RegionStatusResponse>, Status> {
+        let region_id = request.into_inner().region_id;
+        let status = self.ask(|cb| StoreMsg::Status { region_id, cb }).await?;
+        Ok(Response::new(match status {
+            Some(s) => RegionStatusResponse {
+                header: None,
+                status: Some(s),
+            },
+            None => RegionStatusResponse {
+                header: Some(ResponseHeader {
+                    region_error: Some(crate::errors::region_not_found(region_id)),
+                }),
+                status: None,
+            },
+        }))
+    }
+}

@@ -1,0 +1,554 @@
+//! Three real stores (real gRPC on 127.0.0.1, real RocksDB in temp dirs)
+//! replicating one region, driven through `MetaClient` and a minimal
+//! in-process PD that only routes (regions, stores, heartbeats).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kura_metashard::client::{condition, mutation, Cf, Condition, Mutation};
+use kura_metashard::engine::Engine;
+use kura_metashard::peer::RaftConfig;
+use kura_metashard::{BatchOutcome, MetaClient, PdStoreResolver, Store, StoreOptions};
+use kura_pd_client::{PdClient, RegionCache};
+use kura_proto::common::{Peer, Region, RegionEpoch};
+use kura_proto::metashard::metashard_client::MetashardClient;
+use kura_proto::metashard::RegionStatusRequest;
+use kura_proto::pd::pd_server::{Pd, PdServer};
+use kura_proto::pd::*;
+use tonic::{Request, Response, Status};
+
+// ---------- a PD that only routes ----------
+
+#[derive(Default)]
+struct FakePdState {
+    stores: HashMap<u64, Store_>,
+    region: Option<RegionInfo>,
+    to_create: HashMap<u64, Vec<PeerToCreate>>,
+    next_store_id: u64,
+}
+type Store_ = kura_proto::pd::Store;
+
+#[derive(Default, Clone)]
+struct FakePd(Arc<Mutex<FakePdState>>);
+
+type R<T> = Result<Response<T>, Status>;
+
+#[tonic::async_trait]
+impl Pd for FakePd {
+    async fn get_cluster(&self, _: Request<GetClusterRequest>) -> R<GetClusterResponse> {
+        Ok(Response::new(GetClusterResponse::default()))
+    }
+    async fn alloc_id(&self, _: Request<AllocIdRequest>) -> R<AllocIdResponse> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn register_store(&self, r: Request<RegisterStoreRequest>) -> R<RegisterStoreResponse> {
+        let mut s = r.into_inner().store.unwrap_or_default();
+        let mut st = self.0.lock().unwrap();
+        if s.id == 0 {
+            st.next_store_id += 1;
+            s.id = 1000 + st.next_store_id;
+        }
+        let id = s.id;
+        st.stores.insert(id, s);
+        Ok(Response::new(RegisterStoreResponse {
+            error: None,
+            store_id: id,
+        }))
+    }
+    async fn store_heartbeat(
+        &self,
+        r: Request<StoreHeartbeatRequest>,
+    ) -> R<StoreHeartbeatResponse> {
+        let id = r.into_inner().store_id;
+        let create_peers = self
+            .0
+            .lock()
+            .unwrap()
+            .to_create
+            .remove(&id)
+            .unwrap_or_default();
+        Ok(Response::new(StoreHeartbeatResponse {
+            error: None,
+            create_peers,
+        }))
+    }
+    async fn region_heartbeat(
+        &self,
+        r: Request<RegionHeartbeatRequest>,
+    ) -> R<RegionHeartbeatResponse> {
+        let r = r.into_inner();
+        let mut st = self.0.lock().unwrap();
+        let leader_addr = r
+            .leader
+            .as_ref()
+            .and_then(|l| st.stores.get(&l.store_id))
+            .map(|s| s.address.clone())
+            .unwrap_or_default();
+        st.region = Some(RegionInfo {
+            region: r.region,
+            leader: r.leader,
+            leader_addr,
+            approximate_size: r.approximate_size,
+            approximate_keys: r.approximate_keys,
+        });
+        Ok(Response::new(RegionHeartbeatResponse::default()))
+    }
+    async fn get_stores(&self, _: Request<GetStoresRequest>) -> R<GetStoresResponse> {
+        let stores = self.0.lock().unwrap().stores.values().cloned().collect();
+        Ok(Response::new(GetStoresResponse {
+            error: None,
+            stores,
+        }))
+    }
+    async fn get_region(&self, _: Request<GetRegionRequest>) -> R<GetRegionResponse> {
+        Ok(Response::new(GetRegionResponse {
+            error: None,
+            region: self.0.lock().unwrap().region.clone(),
+        }))
+    }
+    async fn get_region_by_id(&self, _: Request<GetRegionByIdRequest>) -> R<GetRegionResponse> {
+        Ok(Response::new(GetRegionResponse {
+            error: None,
+            region: self.0.lock().unwrap().region.clone(),
+        }))
+    }
+    async fn scan_regions(&self, _: Request<ScanRegionsRequest>) -> R<ScanRegionsResponse> {
+        let regions = self.0.lock().unwrap().region.clone().into_iter().collect();
+        Ok(Response::new(ScanRegionsResponse {
+            error: None,
+            regions,
+        }))
+    }
+    async fn register_data_node(
+        &self,
+        _: Request<RegisterDataNodeRequest>,
+    ) -> R<RegisterDataNodeResponse> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn data_node_heartbeat(
+        &self,
+        _: Request<DataNodeHeartbeatRequest>,
+    ) -> R<DataNodeHeartbeatResponse> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn get_placement(&self, _: Request<GetPlacementRequest>) -> R<GetPlacementResponse> {
+        Err(Status::unimplemented("fake"))
+    }
+}
+
+async fn start_fake_pd() -> (FakePd, SocketAddr) {
+    let pd = FakePd::default();
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let pd_addr = l.local_addr().unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(PdServer::new(pd.clone()))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(l)),
+    );
+    (pd, pd_addr)
+}
+
+// ---------- cluster harness ----------
+
+const REGION_ID: u64 = 1;
+const GC_THRESHOLD: u64 = 40;
+
+struct Node {
+    dir: tempfile::TempDir,
+    addr: SocketAddr,
+    store: Option<Store>,
+}
+
+struct Cluster {
+    pd: FakePd,
+    pd_client: PdClient,
+    nodes: HashMap<u64, Node>,
+}
+
+fn raft_cfg() -> RaftConfig {
+    RaftConfig {
+        tick: Duration::from_millis(50),
+        election_ticks: 10,
+        heartbeat_ticks: 2,
+        log_gc_threshold: GC_THRESHOLD,
+    }
+}
+
+fn region() -> Region {
+    Region {
+        id: REGION_ID,
+        start_key: Default::default(),
+        end_key: Default::default(),
+        epoch: Some(RegionEpoch {
+            conf_ver: 1,
+            version: 1,
+        }),
+        peers: (1..=3)
+            .map(|s| Peer {
+                id: 100 + s,
+                store_id: s,
+                is_learner: false,
+            })
+            .collect(),
+    }
+}
+
+impl Cluster {
+    async fn start() -> Cluster {
+        let (pd, pd_addr) = start_fake_pd().await;
+        let pd_client = PdClient::new(&[pd_addr.to_string()]).unwrap();
+        let mut c = Cluster {
+            pd,
+            pd_client,
+            nodes: HashMap::new(),
+        };
+        for id in 1..=3u64 {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = l.local_addr().unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            {
+                let mut st = c.pd.0.lock().unwrap();
+                st.stores.insert(
+                    id,
+                    Store_ {
+                        id,
+                        address: addr.to_string(),
+                        ..Default::default()
+                    },
+                );
+                // Bootstrap as PD does: each store learns its founding peer from a heartbeat.
+                st.to_create.insert(
+                    id,
+                    vec![PeerToCreate {
+                        region: Some(region()),
+                        peer_id: 100 + id,
+                        initial: true,
+                    }],
+                );
+            }
+            let store = c.start_store(id, &dir, l).await;
+            c.nodes.insert(
+                id,
+                Node {
+                    dir,
+                    addr,
+                    store: Some(store),
+                },
+            );
+        }
+        c
+    }
+
+    async fn start_store(
+        &self,
+        id: u64,
+        dir: &tempfile::TempDir,
+        l: tokio::net::TcpListener,
+    ) -> Store {
+        let engine = Engine::open(&dir.path().join("db")).unwrap();
+        Store::start(StoreOptions {
+            engine,
+            store_id: id,
+            listener: l,
+            resolver: Arc::new(PdStoreResolver::new(self.pd_client.clone())),
+            raft: raft_cfg(),
+            pd: Some(self.pd_client.clone()),
+        })
+        .await
+        .unwrap()
+    }
+
+    async fn stop(&mut self, id: u64) {
+        let n = self.nodes.get_mut(&id).unwrap();
+        n.store.take().unwrap().stop().await.unwrap();
+    }
+
+    async fn restart(&mut self, id: u64) {
+        let addr = self.nodes[&id].addr;
+        let l = tokio::net::TcpListener::bind(addr).await.unwrap();
+        let store = {
+            let n = &self.nodes[&id];
+            self.start_store(id, &n.dir, l).await
+        };
+        self.nodes.get_mut(&id).unwrap().store = Some(store);
+    }
+
+    fn client(&self) -> MetaClient {
+        MetaClient::new(Arc::new(RegionCache::new(self.pd_client.clone())))
+    }
+
+    /// The store id of the current leader, per the stores themselves.
+    async fn leader(&self) -> Option<u64> {
+        for (id, n) in &self.nodes {
+            if n.store.is_none() {
+                continue;
+            }
+            let mut c = MetashardClient::connect(format!("http://{}", n.addr))
+                .await
+                .ok()?;
+            let s = c
+                .region_status(RegionStatusRequest {
+                    region_id: REGION_ID,
+                })
+                .await
+                .ok()?
+                .into_inner();
+            if let Some(st) = s.status {
+                if st.leader_peer_id == 100 + id {
+                    return Some(*id);
+                }
+            }
+        }
+        None
+    }
+
+    async fn status(&self, id: u64) -> kura_proto::metashard::RegionStatus {
+        let mut c = MetashardClient::connect(format!("http://{}", self.nodes[&id].addr))
+            .await
+            .unwrap();
+        c.region_status(RegionStatusRequest {
+            region_id: REGION_ID,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap()
+    }
+
+    fn engine(&self, id: u64) -> &Engine {
+        self.nodes[&id].store.as_ref().unwrap().engine()
+    }
+}
+
+fn put(k: &[u8], v: &[u8]) -> Mutation {
+    Mutation {
+        op: mutation::Op::Put as i32,
+        cf: Cf::Meta as i32,
+        key: k.to_vec().into(),
+        value: v.to_vec().into(),
+    }
+}
+
+fn not_exists(k: &[u8]) -> Condition {
+    Condition {
+        kind: condition::Kind::NotExists as i32,
+        cf: Cf::Meta as i32,
+        key: k.to_vec().into(),
+        value: Default::default(),
+    }
+}
+
+fn key(i: usize) -> Vec<u8> {
+    format!("\x02key-{i:05}").into_bytes()
+}
+
+async fn eventually<F: FnMut() -> bool>(what: &str, timeout: Duration, mut f: F) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn write_range(client: &MetaClient, range: std::ops::Range<usize>) {
+    for i in range {
+        let k = key(i);
+        let out = client
+            .batch(
+                vec![not_exists(&k)],
+                vec![put(&k, format!("v{i}").as_bytes())],
+            )
+            .await
+            .unwrap();
+        assert_eq!(out, BatchOutcome::Applied, "key {i}");
+    }
+}
+
+async fn check_all(client: &MetaClient, n: usize) {
+    for i in 0..n {
+        let v = client.get(Cf::Meta, &key(i)).await.unwrap();
+        assert_eq!(v.as_deref(), Some(format!("v{i}").as_bytes()), "key {i}");
+    }
+    let all = client
+        .scan(Cf::Meta, b"\x02", b"", usize::MAX, false)
+        .await
+        .unwrap();
+    assert_eq!(all.len(), n);
+    assert!(all.windows(2).all(|w| w[0].key < w[1].key));
+}
+
+fn has_all(e: &Engine, n: usize) -> bool {
+    (0..n).all(|i| e.get_data(Cf::Meta, &key(i)).unwrap().is_some())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicate_failover_snapshot_restart() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .try_init();
+    let mut c = Cluster::start().await;
+    let client = c.client();
+
+    // Writes replicate to every store.
+    write_range(&client, 0..20).await;
+    let again = client
+        .batch(vec![not_exists(&key(3))], vec![put(&key(3), b"x")])
+        .await
+        .unwrap();
+    assert_eq!(again, BatchOutcome::ConditionFailed { index: 0 });
+    check_all(&client, 20).await;
+    let page = client
+        .scan(Cf::Meta, &key(5), &key(12), 4, true)
+        .await
+        .unwrap();
+    assert_eq!(
+        page.iter().map(|kv| kv.key.to_vec()).collect::<Vec<_>>(),
+        (5..9).map(key).collect::<Vec<_>>()
+    );
+    assert!(page.iter().all(|kv| kv.value.is_empty()));
+    for id in 1..=3 {
+        let e = c.engine(id).clone();
+        eventually("replication", Duration::from_secs(5), || has_all(&e, 20)).await;
+    }
+
+    // Kill the leader: acknowledged writes stay readable, writes continue.
+    let leader = c.leader().await.expect("a leader");
+    c.stop(leader).await;
+    check_all(&client, 20).await;
+    // While it is down, commit far more than the GC threshold so the others
+    // compact their logs past what it has.
+    write_range(&client, 20..20 + 3 * GC_THRESHOLD as usize).await;
+    let n = 20 + 3 * GC_THRESHOLD as usize;
+    let live: Vec<u64> = (1..=3).filter(|id| *id != leader).collect();
+    for id in &live {
+        let st = c.status(*id).await;
+        assert!(
+            st.first_log_index > 21,
+            "store {id} compacted its log: {st:?}"
+        );
+    }
+
+    // The old leader comes back and catches up by snapshot.
+    let snaps_before = kura_metashard::metrics::SNAPSHOTS_APPLIED.get();
+    c.restart(leader).await;
+    let e = c.engine(leader).clone();
+    eventually("snapshot catch-up", Duration::from_secs(10), || {
+        has_all(&e, n)
+    })
+    .await;
+    drop(e);
+    assert!(
+        kura_metashard::metrics::SNAPSHOTS_APPLIED.get() > snaps_before,
+        "caught up via snapshot"
+    );
+    check_all(&client, n).await;
+
+    // Restart everything from disk.
+    for id in 1..=3 {
+        c.stop(id).await;
+    }
+    for id in 1..=3 {
+        c.restart(id).await;
+    }
+    check_all(&client, n).await;
+    write_range(&client, n..n + 5).await;
+    check_all(&client, n + 5).await;
+    for id in 1..=3 {
+        c.stop(id).await;
+    }
+}
+
+/// `run`: registers with PD (id allocated once, persisted), creates the peer PD
+/// asks for, serves, stops on shutdown, and comes back with the same id and data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_registers_serves_and_restarts() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let (pd, pd_addr) = start_fake_pd().await;
+    let dir = tempfile::tempdir().unwrap();
+    let addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let mut cfg = kura_metashard::Config::new(
+        dir.path().to_path_buf(),
+        addr,
+        addr.to_string(),
+        vec![pd_addr.to_string()],
+    );
+    cfg.raft_tick_ms = 20;
+    cfg.zone = "z1".into();
+    let start = |cfg: kura_metashard::Config| {
+        let ready = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let h = tokio::spawn(kura_metashard::run(cfg, ready.clone(), rx));
+        (ready, tx, h)
+    };
+
+    let (ready, stop, h) = start(cfg.clone());
+    eventually("ready", Duration::from_secs(10), || {
+        ready.load(Ordering::SeqCst)
+    })
+    .await;
+    let store_id = {
+        let st = pd.0.lock().unwrap();
+        assert_eq!(st.stores.len(), 1);
+        let (id, s) = st.stores.iter().next().unwrap();
+        assert_eq!(s.address, addr.to_string());
+        assert_eq!(s.labels.as_ref().unwrap().zone, "z1");
+        *id
+    };
+    let single = Region {
+        id: 9,
+        epoch: Some(RegionEpoch {
+            conf_ver: 1,
+            version: 1,
+        }),
+        peers: vec![Peer {
+            id: 900,
+            store_id,
+            is_learner: false,
+        }],
+        ..Default::default()
+    };
+    pd.0.lock().unwrap().to_create.insert(
+        store_id,
+        vec![PeerToCreate {
+            region: Some(single),
+            peer_id: 900,
+            initial: true,
+        }],
+    );
+    let pd_client = PdClient::new(&[pd_addr.to_string()]).unwrap();
+    let client = MetaClient::new(Arc::new(RegionCache::new(pd_client.clone())));
+    write_range(&client, 0..3).await;
+    stop.send(true).unwrap();
+    h.await.unwrap().unwrap();
+    assert!(!ready.load(Ordering::SeqCst));
+
+    let (ready, stop, h) = start(cfg);
+    eventually("ready again", Duration::from_secs(10), || {
+        ready.load(Ordering::SeqCst)
+    })
+    .await;
+    assert_eq!(
+        pd.0.lock()
+            .unwrap()
+            .stores
+            .keys()
+            .copied()
+            .collect::<Vec<_>>(),
+        vec![store_id]
+    );
+    let client = MetaClient::new(Arc::new(RegionCache::new(pd_client)));
+    for i in 0..3 {
+        assert_eq!(
+            client.get(Cf::Meta, &key(i)).await.unwrap().as_deref(),
+            Some(format!("v{i}").as_bytes())
+        );
+    }
+    stop.send(true).unwrap();
+    h.await.unwrap().unwrap();
+}

@@ -1,0 +1,234 @@
+//! A PD client that retries across the configured PD endpoints.
+//!
+//! Every call goes to the endpoint that answered last; on a transport error or
+//! `Unavailable` it moves to the next endpoint and retries with bounded backoff.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use kura_proto::common::Region;
+use kura_proto::pd::pd_client::PdClient as RawPdClient;
+use kura_proto::pd::*;
+use tonic::transport::Channel;
+
+use crate::channel::lazy_channel;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PdError {
+    #[error("no PD endpoint given")]
+    NoEndpoints,
+    #[error("invalid PD endpoint {0:?}: {1}")]
+    BadEndpoint(String, String),
+    #[error("PD unreachable after {attempts} attempts: {last}")]
+    Unreachable { attempts: u32, last: String },
+    #[error("PD rejected the request: {0}")]
+    Rejected(String),
+}
+
+impl PdError {
+    /// Whether trying again later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            PdError::NoEndpoints => false,
+            PdError::BadEndpoint(..) => false,
+            PdError::Unreachable { .. } => true,
+            PdError::Rejected(_) => false,
+        }
+    }
+}
+
+/// Cheap to clone; clones share nothing but the channels (which are shared handles).
+#[derive(Clone)]
+pub struct PdClient {
+    endpoints: std::sync::Arc<Vec<(String, RawPdClient<Channel>)>>,
+    current: std::sync::Arc<AtomicUsize>,
+    attempts: u32,
+}
+
+const RPC_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl PdClient {
+    /// Builds a client over `endpoints` (`host:port` or URLs). Does not connect yet.
+    pub fn new(endpoints: &[String]) -> Result<Self, PdError> {
+        if endpoints.is_empty() {
+            return Err(PdError::NoEndpoints);
+        }
+        let mut v = Vec::new();
+        for e in endpoints {
+            let ch = lazy_channel(e).map_err(|err| PdError::BadEndpoint(e.clone(), err.to_string()))?;
+            v.push((e.clone(), RawPdClient::new(ch)));
+        }
+        Ok(PdClient { endpoints: std::sync::Arc::new(v), current: Default::default(), attempts: 8 })
+    }
+
+    /// Same client, but giving up after `attempts` tries (at least 1).
+    pub fn with_attempts(mut self, attempts: u32) -> Self {
+        self.attempts = attempts.max(1);
+        self
+    }
+
+    /// Runs `f` against the current endpoint, failing over and backing off on
+    /// transport errors. `f` receives a fresh clone of the raw tonic client.
+    async fn call<T, F, Fut>(&self, f: F) -> Result<T, PdError>
+    where
+        F: Fn(RawPdClient<Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let mut backoff = Duration::from_millis(50);
+        let mut last = String::new();
+        for attempt in 0..self.attempts {
+            let idx = self.current.load(Ordering::Relaxed) % self.endpoints.len();
+            let (addr, client) = &self.endpoints[idx];
+            match tokio::time::timeout(RPC_TIMEOUT, f(client.clone())).await {
+                Ok(Ok(resp)) => return Ok(resp.into_inner()),
+                Ok(Err(status)) => match status.code() {
+                    tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled => {
+                        last = format!("{addr}: {}", status.message());
+                    }
+                    tonic::Code::FailedPrecondition => {
+                        // Not the PD leader: try the next endpoint.
+                        last = format!("{addr}: {}", status.message());
+                    }
+                    _ => return Err(PdError::Rejected(status.message().to_string())),
+                },
+                Err(_) => last = format!("{addr}: timed out"),
+            }
+            self.current.store(idx + 1, Ordering::Relaxed);
+            if attempt + 1 < self.attempts {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+        Err(PdError::Unreachable { attempts: self.attempts, last })
+    }
+
+    fn check(err: Option<kura_proto::pd::PdError>) -> Result<(), PdError> {
+        match err {
+            Some(e) if !e.message.is_empty() => Err(PdError::Rejected(e.message)),
+            _ => Ok(()),
+        }
+    }
+
+    pub async fn get_cluster(&self) -> Result<GetClusterResponse, PdError> {
+        let r = self.call(|mut c| async move { c.get_cluster(GetClusterRequest {}).await }).await?;
+        Self::check(r.error.clone())?;
+        Ok(r)
+    }
+
+    /// Allocates `count` consecutive ids and returns the first.
+    pub async fn alloc_ids(&self, count: u32) -> Result<u64, PdError> {
+        let r = self.call(|mut c| async move { c.alloc_id(AllocIdRequest { count }).await }).await?;
+        Self::check(r.error)?;
+        Ok(r.first_id)
+    }
+
+    pub async fn alloc_id(&self) -> Result<u64, PdError> {
+        self.alloc_ids(1).await
+    }
+
+    pub async fn register_store(&self, store: Store) -> Result<u64, PdError> {
+        let r = self
+            .call(|mut c| {
+                let store = store.clone();
+                async move { c.register_store(RegisterStoreRequest { store: Some(store) }).await }
+            })
+            .await?;
+        Self::check(r.error)?;
+        Ok(r.store_id)
+    }
+
+    pub async fn store_heartbeat(&self, req: StoreHeartbeatRequest) -> Result<StoreHeartbeatResponse, PdError> {
+        let r = self.call(|mut c| {
+            let req = req.clone();
+            async move { c.store_heartbeat(req).await }
+        });
+        let r = r.await?;
+        Self::check(r.error.clone())?;
+        Ok(r)
+    }
+
+    pub async fn region_heartbeat(&self, req: RegionHeartbeatRequest) -> Result<(), PdError> {
+        let r = self
+            .call(|mut c| {
+                let req = req.clone();
+                async move { c.region_heartbeat(req).await }
+            })
+            .await?;
+        Self::check(r.error)
+    }
+
+    pub async fn get_stores(&self) -> Result<Vec<Store>, PdError> {
+        let r = self.call(|mut c| async move { c.get_stores(GetStoresRequest {}).await }).await?;
+        Self::check(r.error)?;
+        Ok(r.stores)
+    }
+
+    /// The region holding `key`, if PD knows one yet.
+    pub async fn get_region(&self, key: &[u8]) -> Result<Option<RegionInfo>, PdError> {
+        let key = key.to_vec();
+        let r = self
+            .call(|mut c| {
+                let key = key.clone();
+                async move { c.get_region(GetRegionRequest { key: key.into() }).await }
+            })
+            .await?;
+        Self::check(r.error)?;
+        Ok(r.region)
+    }
+
+    pub async fn get_region_by_id(&self, region_id: u64) -> Result<Option<RegionInfo>, PdError> {
+        let r = self
+            .call(|mut c| async move { c.get_region_by_id(GetRegionByIdRequest { region_id }).await })
+            .await?;
+        Self::check(r.error)?;
+        Ok(r.region)
+    }
+
+    /// Regions overlapping [start, end) in key order, at most `limit` (0: PD's default).
+    pub async fn scan_regions(&self, start: &[u8], end: &[u8], limit: u32) -> Result<Vec<RegionInfo>, PdError> {
+        let (start, end) = (start.to_vec(), end.to_vec());
+        let r = self
+            .call(|mut c| {
+                let req = ScanRegionsRequest { start_key: start.clone().into(), end_key: end.clone().into(), limit };
+                async move { c.scan_regions(req).await }
+            })
+            .await?;
+        Self::check(r.error)?;
+        Ok(r.regions)
+    }
+
+    pub async fn register_data_node(&self, node: DataNode) -> Result<u64, PdError> {
+        let r = self
+            .call(|mut c| {
+                let node = node.clone();
+                async move { c.register_data_node(RegisterDataNodeRequest { node: Some(node) }).await }
+            })
+            .await?;
+        Self::check(r.error)?;
+        Ok(r.node_id)
+    }
+
+    pub async fn data_node_heartbeat(&self, req: DataNodeHeartbeatRequest) -> Result<(), PdError> {
+        let r = self
+            .call(|mut c| {
+                let req = req.clone();
+                async move { c.data_node_heartbeat(req).await }
+            })
+            .await?;
+        Self::check(r.error)
+    }
+
+    /// The placement map; `None` when PD's version equals `known_version`.
+    pub async fn get_placement(&self, known_version: u64) -> Result<Option<PlacementMap>, PdError> {
+        let r = self
+            .call(|mut c| async move { c.get_placement(GetPlacementRequest { known_version }).await })
+            .await?;
+        Self::check(r.error)?;
+        Ok(r.map)
+    }
+}
+
+/// True when `key` lies in `region`'s range.
+pub fn region_contains(region: &Region, key: &[u8]) -> bool {
+    key >= region.start_key.as_ref() && (region.end_key.is_empty() || key < region.end_key.as_ref())
+}

@@ -1,0 +1,14 @@
+//! The client side of PD: a connection that follows the PD endpoints, and the
+//! region cache gateways and routing clients use to find a key's region leader.
+//!
+//! Owns: retries and endpoint failover for PD calls (`client`), the key → region
+//! → leader cache with invalidation on routing errors (`region_cache`).
+//! Must not depend on any Kura crate but `kura-proto`: metashard, datanode, pd and
+//! gateway all sit above it (see docs/decisions/0002-pd-client-crate.md).
+
+pub mod channel;
+pub mod client;
+pub mod region_cache;
+
+pub use client::{PdClient, PdError};
+pub use region_cache::{RegionCache, RegionRoute};

@@ -1,0 +1,895 @@
+//! The in-memory cluster model: stores, data nodes, regions, the id allocator,
+//! the bootstrap progress and the placement map.
+//!
+//! Pure logic, no I/O and no clock: callers pass `now_ms` (unix milliseconds).
+//! Every mutating method says whether it changed something that must be
+//! persisted, so the caller can save before it acknowledges.
+
+use std::collections::BTreeMap;
+
+use kura_proto::common::{Labels, Peer, Region, RegionEpoch};
+use kura_proto::pd::store::State as StoreState;
+use kura_proto::pd::{DataNode, Store};
+
+use crate::placement::{NodeDesc, PlacementState};
+use crate::Error;
+
+/// Ids are handed out below a high-water mark that is on disk before any id
+/// under it leaves PD, so a crash can never hand out an id twice. The mark is
+/// raised in steps of this many ids to keep saves rare.
+pub const ID_BATCH: u64 = 1000;
+
+/// Cluster-wide unique ids: stores, data nodes, regions and peers share one space.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdAllocator {
+    next: u64,
+    /// Every id handed out is below this (saved with the state).
+    high: u64,
+    /// The mark known to be on disk.
+    durable_high: u64,
+}
+
+impl IdAllocator {
+    /// A fresh cluster: ids start at 1.
+    pub fn new() -> Self {
+        IdAllocator {
+            next: 1,
+            high: 1,
+            durable_high: 1,
+        }
+    }
+
+    /// After a restart: continue above the saved mark, skipping what the
+    /// previous run may have handed out.
+    pub fn restored(high_water: u64) -> Self {
+        let h = high_water.max(1);
+        IdAllocator {
+            next: h,
+            high: h,
+            durable_high: h,
+        }
+    }
+
+    /// Takes `count` consecutive ids; raises the mark when they do not fit.
+    /// The caller must persist (see [`Self::needs_persist`]) before using them.
+    pub fn alloc(&mut self, count: u64) -> u64 {
+        let first = self.next;
+        self.next += count;
+        if self.next > self.high {
+            self.high = self.next + ID_BATCH;
+        }
+        first
+    }
+
+    /// Makes sure `id` (chosen outside, e.g. a store that kept its id while PD
+    /// lost its state) is never handed out again.
+    pub fn skip_past(&mut self, id: u64) {
+        if id >= self.next {
+            self.next = id + 1;
+            if self.next > self.high {
+                self.high = self.next + ID_BATCH;
+            }
+        }
+    }
+
+    /// The mark to save.
+    pub fn high_water(&self) -> u64 {
+        self.high
+    }
+
+    /// Whether ids were handed out above the mark on disk.
+    pub fn needs_persist(&self) -> bool {
+        self.high > self.durable_high
+    }
+
+    /// Records that a state with `high_water` is on disk.
+    pub fn mark_durable(&mut self, high_water: u64) {
+        self.durable_high = self.durable_high.max(high_water);
+    }
+}
+
+impl Default for IdAllocator {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// What a store last reported about itself (not persisted: the next heartbeat refills it).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    pub region_count: u64,
+    pub leader_count: u64,
+    pub capacity_bytes: u64,
+    pub used_bytes: u64,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoreInfo {
+    pub meta: Store,
+    pub stats: StoreStats,
+}
+
+/// A region plus what its leader last reported.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RegionEntry {
+    pub region: Region,
+    pub leader: Option<Peer>,
+    /// Raft term of the heartbeat that set `leader`.
+    pub term: u64,
+    pub approximate_size: u64,
+    pub approximate_keys: u64,
+}
+
+/// The first region and the stores that have not yet said they host it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Bootstrap {
+    /// The region exactly as it was created (all peers start from this).
+    pub region: Region,
+    /// store id → peer id, for stores still to create their peer.
+    pub pending: BTreeMap<u64, u64>,
+}
+
+/// The liveness a store or data node shows to operators.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Liveness {
+    Up,
+    Down,
+    Offline,
+    Tombstone,
+}
+
+impl Liveness {
+    /// The name pd-ctl prints in `state_name`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Liveness::Up => "Up",
+            Liveness::Down => "Down",
+            Liveness::Offline => "Offline",
+            Liveness::Tombstone => "Tombstone",
+        }
+    }
+}
+
+/// What a region heartbeat did to the model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HeartbeatOutcome {
+    /// Range, epoch or peers changed (or the region is new): persist.
+    MetaChanged,
+    /// Only leader or statistics changed: nothing to persist.
+    StatsOnly,
+    /// The report was older than what PD knows; ignored.
+    Stale,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Cluster {
+    pub cluster_id: u64,
+    pub ids: IdAllocator,
+    stores: BTreeMap<u64, StoreInfo>,
+    data_nodes: BTreeMap<u64, DataNode>,
+    regions: BTreeMap<u64, RegionEntry>,
+    /// start_key → region id, for key lookups and ordered scans.
+    by_start: BTreeMap<Vec<u8>, u64>,
+    pub bootstrap: Option<Bootstrap>,
+    pub placement: Option<PlacementState>,
+    /// Heartbeats are not persisted: after a PD restart, liveness counts from
+    /// this instant, so every store does not show as down at once.
+    pub liveness_floor_ms: i64,
+}
+
+/// True when `key` lies in `region`'s range.
+pub fn region_contains(region: &Region, key: &[u8]) -> bool {
+    key >= region.start_key.as_ref() && (region.end_key.is_empty() || key < region.end_key.as_ref())
+}
+
+/// Whether `[a_start, a_end)` and `[b_start, b_end)` overlap (empty end = +inf).
+fn ranges_overlap(a_start: &[u8], a_end: &[u8], b_start: &[u8], b_end: &[u8]) -> bool {
+    (a_end.is_empty() || b_start < a_end) && (b_end.is_empty() || a_start < b_end)
+}
+
+fn epoch_of(r: &Region) -> RegionEpoch {
+    r.epoch.unwrap_or_default()
+}
+
+impl Cluster {
+    pub fn new(cluster_id: u64) -> Self {
+        Cluster {
+            cluster_id,
+            ..Default::default()
+        }
+    }
+
+    // ---- stores ----
+
+    pub fn stores(&self) -> impl Iterator<Item = &StoreInfo> {
+        self.stores.values()
+    }
+
+    pub fn store(&self, id: u64) -> Option<&StoreInfo> {
+        self.stores.get(&id)
+    }
+
+    /// Adds a store as loaded from disk.
+    pub fn restore_store(&mut self, meta: Store) {
+        self.stores.insert(
+            meta.id,
+            StoreInfo {
+                meta,
+                stats: StoreStats::default(),
+            },
+        );
+    }
+
+    /// Registers or re-registers a store. Id 0 allocates one, unless a live
+    /// store already has that address (a restart that lost its id before
+    /// saving it gets the same id back). Returns the id and whether to persist.
+    pub fn register_store(&mut self, mut store: Store, now_ms: i64) -> Result<(u64, bool), Error> {
+        if store.address.is_empty() {
+            return Err(Error::InvalidArgument("store address is empty".into()));
+        }
+        if store.id == 0 {
+            store.id = self
+                .stores
+                .values()
+                .find(|s| {
+                    s.meta.address == store.address && s.meta.state() != StoreState::Tombstone
+                })
+                .map(|s| s.meta.id)
+                .unwrap_or_else(|| self.ids.alloc(1));
+        } else {
+            self.ids.skip_past(store.id);
+        }
+        let id = store.id;
+        let labels = store.labels.clone().unwrap_or_default();
+        match self.stores.get_mut(&id) {
+            Some(known) => {
+                if known.meta.state() == StoreState::Tombstone {
+                    return Err(Error::Tombstone(format!("store {id}")));
+                }
+                let changed = known.meta.address != store.address
+                    || known.meta.status_address != store.status_address
+                    || known.meta.labels.clone().unwrap_or_default() != labels
+                    || known.meta.state() != StoreState::Up;
+                known.meta.address = store.address;
+                known.meta.status_address = store.status_address;
+                known.meta.labels = Some(labels);
+                known.meta.set_state(StoreState::Up);
+                known.meta.last_heartbeat_unix_ms = now_ms;
+                Ok((id, changed))
+            }
+            None => {
+                let meta = Store {
+                    id,
+                    address: store.address,
+                    status_address: store.status_address,
+                    labels: Some(labels),
+                    state: StoreState::Up as i32,
+                    last_heartbeat_unix_ms: now_ms,
+                };
+                self.stores.insert(
+                    id,
+                    StoreInfo {
+                        meta,
+                        stats: StoreStats::default(),
+                    },
+                );
+                Ok((id, true))
+            }
+        }
+    }
+
+    /// Records a store heartbeat. Returns whether bootstrap progress changed
+    /// (the store now hosts a region, so it no longer needs its initial peer).
+    pub fn store_heartbeat(
+        &mut self,
+        store_id: u64,
+        stats: StoreStats,
+        now_ms: i64,
+    ) -> Result<bool, Error> {
+        let hosts_regions = stats.region_count >= 1;
+        let info = self
+            .stores
+            .get_mut(&store_id)
+            .ok_or_else(|| Error::NotFound(format!("store {store_id}")))?;
+        if info.meta.state() == StoreState::Tombstone {
+            return Err(Error::Tombstone(format!("store {store_id}")));
+        }
+        info.meta.last_heartbeat_unix_ms = now_ms;
+        info.stats = stats;
+        Ok(hosts_regions && self.confirm_peer_created(store_id))
+    }
+
+    /// The store hosts the first region: stop asking it to create its peer.
+    /// Returns whether anything changed.
+    pub fn confirm_peer_created(&mut self, store_id: u64) -> bool {
+        let Some(b) = self.bootstrap.as_mut() else {
+            return false;
+        };
+        let removed = b.pending.remove(&store_id).is_some();
+        if b.pending.is_empty() {
+            self.bootstrap = None;
+        }
+        removed
+    }
+
+    fn liveness(
+        &self,
+        state: StoreState,
+        last_heartbeat_ms: i64,
+        now_ms: i64,
+        max_down_ms: i64,
+    ) -> Liveness {
+        match state {
+            StoreState::Tombstone => Liveness::Tombstone,
+            StoreState::Offline => Liveness::Offline,
+            StoreState::Up => {
+                let last = last_heartbeat_ms.max(self.liveness_floor_ms);
+                if now_ms.saturating_sub(last) > max_down_ms {
+                    Liveness::Down
+                } else {
+                    Liveness::Up
+                }
+            }
+        }
+    }
+
+    pub fn store_liveness(&self, store: &Store, now_ms: i64, max_down_ms: i64) -> Liveness {
+        self.liveness(
+            store.state(),
+            store.last_heartbeat_unix_ms,
+            now_ms,
+            max_down_ms,
+        )
+    }
+
+    /// Address of store `id`, empty when unknown.
+    pub fn store_address(&self, id: u64) -> String {
+        self.stores
+            .get(&id)
+            .map(|s| s.meta.address.clone())
+            .unwrap_or_default()
+    }
+
+    /// Regions and leaders per store, as PD's region map sees them.
+    pub fn store_region_counts(&self, store_id: u64) -> (u64, u64) {
+        let mut regions = 0;
+        let mut leaders = 0;
+        for e in self.regions.values() {
+            if e.region.peers.iter().any(|p| p.store_id == store_id) {
+                regions += 1;
+            }
+            if e.leader.as_ref().is_some_and(|l| l.store_id == store_id) {
+                leaders += 1;
+            }
+        }
+        (regions, leaders)
+    }
+
+    // ---- data nodes ----
+
+    pub fn data_nodes(&self) -> impl Iterator<Item = &DataNode> {
+        self.data_nodes.values()
+    }
+
+    pub fn data_node(&self, id: u64) -> Option<&DataNode> {
+        self.data_nodes.get(&id)
+    }
+
+    pub fn restore_data_node(&mut self, node: DataNode) {
+        self.data_nodes.insert(node.id, node);
+    }
+
+    /// Registers or re-registers a data node (same id rules as stores). A
+    /// known node keeps its id and only updates address, labels and usage; if
+    /// the placement map references it, the map's version grows so clients
+    /// pick up the new address. Returns the id and whether to persist.
+    pub fn register_data_node(
+        &mut self,
+        mut node: DataNode,
+        now_ms: i64,
+    ) -> Result<(u64, bool), Error> {
+        if node.address.is_empty() {
+            return Err(Error::InvalidArgument("data node address is empty".into()));
+        }
+        if node.id == 0 {
+            node.id = self
+                .data_nodes
+                .values()
+                .find(|n| n.address == node.address)
+                .map(|n| n.id)
+                .unwrap_or_else(|| self.ids.alloc(1));
+        } else {
+            self.ids.skip_past(node.id);
+        }
+        let id = node.id;
+        node.labels = Some(node.labels.unwrap_or_default());
+        node.last_heartbeat_unix_ms = now_ms;
+        let changed = match self.data_nodes.get(&id) {
+            Some(known) => {
+                known.address != node.address
+                    || known.status_address != node.status_address
+                    || known.labels != node.labels
+                    || known.read_only != node.read_only
+            }
+            None => true,
+        };
+        self.data_nodes.insert(id, node);
+        if changed {
+            self.bump_placement_if_references(id);
+        }
+        Ok((id, changed))
+    }
+
+    /// Records a data node heartbeat. Returns whether to persist (its
+    /// read-only flag flipped, which writers must learn through the map).
+    pub fn data_node_heartbeat(
+        &mut self,
+        id: u64,
+        capacity_bytes: u64,
+        used_bytes: u64,
+        read_only: bool,
+        now_ms: i64,
+    ) -> Result<bool, Error> {
+        let node = self
+            .data_nodes
+            .get_mut(&id)
+            .ok_or_else(|| Error::NotFound(format!("data node {id}")))?;
+        node.capacity_bytes = capacity_bytes;
+        node.used_bytes = used_bytes;
+        node.last_heartbeat_unix_ms = now_ms;
+        let flipped = node.read_only != read_only;
+        node.read_only = read_only;
+        if flipped {
+            self.bump_placement_if_references(id);
+        }
+        Ok(flipped)
+    }
+
+    fn bump_placement_if_references(&mut self, node_id: u64) {
+        if let Some(p) = self.placement.as_mut() {
+            if p.groups.iter().any(|g| g.contains(&node_id)) {
+                p.version += 1;
+            }
+        }
+    }
+
+    pub fn data_node_liveness(&self, node: &DataNode, now_ms: i64, max_down_ms: i64) -> Liveness {
+        self.liveness(
+            StoreState::Up,
+            node.last_heartbeat_unix_ms,
+            now_ms,
+            max_down_ms,
+        )
+    }
+
+    /// Data nodes that are up now, as placement sees them.
+    pub fn live_data_nodes(&self, now_ms: i64, max_down_ms: i64) -> Vec<NodeDesc> {
+        self.data_nodes
+            .values()
+            .filter(|n| self.data_node_liveness(n, now_ms, max_down_ms) == Liveness::Up)
+            .map(|n| {
+                let l = n.labels.clone().unwrap_or_default();
+                NodeDesc {
+                    id: n.id,
+                    zone: l.zone,
+                    rack: l.rack,
+                    host: l.host,
+                }
+            })
+            .collect()
+    }
+
+    // ---- regions ----
+
+    pub fn region_count(&self) -> usize {
+        self.regions.len()
+    }
+
+    pub fn region(&self, id: u64) -> Option<&RegionEntry> {
+        self.regions.get(&id)
+    }
+
+    /// The region whose range holds `key`.
+    pub fn region_by_key(&self, key: &[u8]) -> Option<&RegionEntry> {
+        use std::ops::Bound;
+        let (_, id) = self
+            .by_start
+            .range::<[u8], _>((Bound::Unbounded, Bound::Included(key)))
+            .next_back()?;
+        let e = self.regions.get(id)?;
+        region_contains(&e.region, key).then_some(e)
+    }
+
+    /// Regions overlapping `[start, end)` (empty end: to the end), in key order.
+    pub fn scan_regions(&self, start: &[u8], end: &[u8], limit: usize) -> Vec<&RegionEntry> {
+        let first = self
+            .region_by_key(start)
+            .map(|e| e.region.start_key.to_vec())
+            .unwrap_or_else(|| start.to_vec());
+        self.by_start
+            .range(first..)
+            .map_while(|(k, id)| (end.is_empty() || k.as_slice() < end).then_some(id))
+            .filter_map(|id| self.regions.get(id))
+            .take(limit)
+            .collect()
+    }
+
+    /// All regions in key order.
+    pub fn regions_in_order(&self) -> impl Iterator<Item = &RegionEntry> {
+        self.by_start.values().filter_map(|id| self.regions.get(id))
+    }
+
+    /// Inserts a region PD itself created or loaded (no epoch checks).
+    pub fn insert_region(&mut self, region: Region) {
+        if let Some(old) = self.regions.get(&region.id) {
+            self.by_start.remove(old.region.start_key.as_ref());
+        }
+        self.by_start.insert(region.start_key.to_vec(), region.id);
+        self.regions.insert(
+            region.id,
+            RegionEntry {
+                region,
+                leader: None,
+                term: 0,
+                approximate_size: 0,
+                approximate_keys: 0,
+            },
+        );
+    }
+
+    /// Applies a leader's region heartbeat: newer (or equal) epochs replace
+    /// what PD knows, and regions the new range covers with older versions
+    /// are dropped (a split or merge PD learns about late).
+    pub fn region_heartbeat(
+        &mut self,
+        region: Region,
+        leader: Option<Peer>,
+        term: u64,
+        approximate_size: u64,
+        approximate_keys: u64,
+    ) -> Result<HeartbeatOutcome, Error> {
+        if region.id == 0 {
+            return Err(Error::InvalidArgument("region id is 0".into()));
+        }
+        if !region.end_key.is_empty() && region.end_key <= region.start_key {
+            return Err(Error::InvalidArgument(format!(
+                "region {} has end_key <= start_key",
+                region.id
+            )));
+        }
+        if let Some(l) = &leader {
+            if !region.peers.iter().any(|p| p.id == l.id) {
+                return Err(Error::InvalidArgument(format!(
+                    "region {}: leader {} is not a peer",
+                    region.id, l.id
+                )));
+            }
+        }
+        let new_epoch = epoch_of(&region);
+        let meta_changed = match self.regions.get(&region.id) {
+            Some(cur) => {
+                let cur_epoch = epoch_of(&cur.region);
+                if new_epoch.conf_ver < cur_epoch.conf_ver || new_epoch.version < cur_epoch.version
+                {
+                    return Ok(HeartbeatOutcome::Stale);
+                }
+                if new_epoch == cur_epoch && term < cur.term {
+                    // An old leader still reporting after an election.
+                    return Ok(HeartbeatOutcome::Stale);
+                }
+                cur.region != region
+            }
+            None => true,
+        };
+        if meta_changed {
+            // Other regions the new range overlaps: newer ones win, older ones go.
+            let overlapping: Vec<u64> = self
+                .regions
+                .values()
+                .filter(|e| e.region.id != region.id)
+                .filter(|e| {
+                    ranges_overlap(
+                        &e.region.start_key,
+                        &e.region.end_key,
+                        &region.start_key,
+                        &region.end_key,
+                    )
+                })
+                .map(|e| e.region.id)
+                .collect();
+            for id in &overlapping {
+                if epoch_of(&self.regions[id].region).version > new_epoch.version {
+                    return Ok(HeartbeatOutcome::Stale);
+                }
+            }
+            for id in overlapping {
+                if let Some(old) = self.regions.remove(&id) {
+                    self.by_start.remove(old.region.start_key.as_ref());
+                }
+            }
+            let (old_leader, old_term) = self
+                .regions
+                .get(&region.id)
+                .map(|e| (e.leader, e.term))
+                .unwrap_or((None, 0));
+            self.insert_region(region.clone());
+            if let Some(e) = self.regions.get_mut(&region.id) {
+                e.leader = old_leader;
+                e.term = old_term;
+            }
+        }
+        let e = self
+            .regions
+            .get_mut(&region.id)
+            .expect("the region was inserted above or already known");
+        if leader.is_some() {
+            e.leader = leader;
+            e.term = term;
+        }
+        e.approximate_size = approximate_size;
+        e.approximate_keys = approximate_keys;
+        let mut persist = meta_changed;
+        // The leader's store evidently hosts the region.
+        if let Some(l) = leader {
+            if self
+                .bootstrap
+                .as_ref()
+                .is_some_and(|b| b.region.id == region.id)
+            {
+                persist |= self.confirm_peer_created(l.store_id);
+            }
+        }
+        Ok(if persist {
+            HeartbeatOutcome::MetaChanged
+        } else {
+            HeartbeatOutcome::StatsOnly
+        })
+    }
+
+    /// Labels of store `id` (default when unknown).
+    pub fn store_labels(&self, id: u64) -> Labels {
+        self.stores
+            .get(&id)
+            .and_then(|s| s.meta.labels.clone())
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(id: u64, addr: &str, zone: &str) -> Store {
+        Store {
+            id,
+            address: addr.into(),
+            labels: Some(Labels {
+                zone: zone.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn region(id: u64, start: &[u8], end: &[u8], conf_ver: u64, version: u64) -> Region {
+        Region {
+            id,
+            start_key: start.to_vec().into(),
+            end_key: end.to_vec().into(),
+            epoch: Some(RegionEpoch { conf_ver, version }),
+            peers: vec![Peer {
+                id: id * 10 + 1,
+                store_id: 1,
+                is_learner: false,
+            }],
+        }
+    }
+
+    #[test]
+    fn id_allocator_persists_ahead_and_never_repeats_after_restart() {
+        let mut ids = IdAllocator::new();
+        assert!(!ids.needs_persist());
+        assert_eq!(ids.alloc(1), 1);
+        assert!(ids.needs_persist());
+        let high = ids.high_water();
+        ids.mark_durable(high);
+        assert_eq!(ids.alloc(10), 2);
+        assert!(!ids.needs_persist(), "within the batch: no save needed");
+        // Crash: restart from the saved mark; nothing below it comes back.
+        let mut after = IdAllocator::restored(high);
+        assert!(after.alloc(1) >= high);
+        assert!(after.needs_persist());
+    }
+
+    #[test]
+    fn an_unsaved_mark_still_needs_persisting_after_a_failed_save() {
+        let mut ids = IdAllocator::new();
+        ids.alloc(ID_BATCH * 2);
+        // The save failed: mark_durable was not called.
+        ids.alloc(1);
+        assert!(ids.needs_persist());
+    }
+
+    #[test]
+    fn store_registration_allocates_then_keeps_the_id() {
+        let mut c = Cluster::new(7);
+        let (id, changed) = c.register_store(store(0, "a:1", "z1"), 100).unwrap();
+        assert!(changed && id >= 1);
+        // Restart with the known id and a new address: same id, address updated.
+        let (again, changed) = c.register_store(store(id, "a:2", "z1"), 200).unwrap();
+        assert_eq!((again, changed), (id, true));
+        assert_eq!(c.store(id).unwrap().meta.address, "a:2");
+        // Id 0 from a known address: the same store.
+        assert_eq!(
+            c.register_store(store(0, "a:2", "z1"), 300).unwrap(),
+            (id, false)
+        );
+        assert!(matches!(
+            c.register_store(store(0, "", "z1"), 0),
+            Err(Error::InvalidArgument(_))
+        ));
+    }
+
+    #[test]
+    fn a_store_with_an_id_pd_never_gave_pushes_the_allocator_past_it() {
+        let mut c = Cluster::new(7);
+        c.register_store(store(5000, "a:1", "z1"), 0).unwrap();
+        assert!(c.ids.alloc(1) > 5000);
+    }
+
+    #[test]
+    fn liveness_uses_heartbeats_and_the_restart_floor() {
+        let mut c = Cluster::new(1);
+        let (id, _) = c.register_store(store(0, "a:1", "z1"), 1_000).unwrap();
+        let meta = c.store(id).unwrap().meta.clone();
+        assert_eq!(c.store_liveness(&meta, 20_000, 30_000), Liveness::Up);
+        assert_eq!(c.store_liveness(&meta, 40_000, 30_000), Liveness::Down);
+        c.liveness_floor_ms = 35_000;
+        assert_eq!(c.store_liveness(&meta, 40_000, 30_000), Liveness::Up);
+        c.store_heartbeat(id, StoreStats::default(), 60_000)
+            .unwrap();
+        assert!(matches!(
+            c.store_heartbeat(99, StoreStats::default(), 0),
+            Err(Error::NotFound(_))
+        ));
+    }
+
+    #[test]
+    fn key_lookup_and_scan_follow_the_ranges() {
+        let mut c = Cluster::new(1);
+        c.insert_region(region(1, b"", b"m", 1, 1));
+        c.insert_region(region(2, b"m", b"t", 1, 1));
+        c.insert_region(region(3, b"t", b"", 1, 1));
+        assert_eq!(c.region_by_key(b"").unwrap().region.id, 1);
+        assert_eq!(c.region_by_key(b"abc").unwrap().region.id, 1);
+        assert_eq!(c.region_by_key(b"m").unwrap().region.id, 2);
+        assert_eq!(c.region_by_key(b"zzz").unwrap().region.id, 3);
+        let ids = |v: Vec<&RegionEntry>| v.iter().map(|e| e.region.id).collect::<Vec<_>>();
+        assert_eq!(ids(c.scan_regions(b"c", b"n", 100)), vec![1, 2]);
+        assert_eq!(ids(c.scan_regions(b"n", b"", 100)), vec![2, 3]);
+        assert_eq!(ids(c.scan_regions(b"", b"", 2)), vec![1, 2]);
+        assert_eq!(ids(c.scan_regions(b"m", b"t", 100)), vec![2]);
+    }
+
+    #[test]
+    fn a_gap_in_the_ranges_finds_no_region() {
+        let mut c = Cluster::new(1);
+        c.insert_region(region(1, b"a", b"c", 1, 1));
+        assert!(c.region_by_key(b"0").is_none());
+        assert!(c.region_by_key(b"d").is_none());
+    }
+
+    #[test]
+    fn region_heartbeat_takes_newer_epochs_and_ignores_older_ones() {
+        let mut c = Cluster::new(1);
+        c.insert_region(region(1, b"", b"", 1, 1));
+        let leader = Some(Peer {
+            id: 11,
+            store_id: 1,
+            is_learner: false,
+        });
+        assert_eq!(
+            c.region_heartbeat(region(1, b"", b"", 1, 1), leader, 5, 10, 2)
+                .unwrap(),
+            HeartbeatOutcome::StatsOnly
+        );
+        assert_eq!(c.region(1).unwrap().leader, leader);
+        assert_eq!(c.region(1).unwrap().approximate_keys, 2);
+        assert_eq!(
+            c.region_heartbeat(region(1, b"", b"", 2, 1), None, 5, 0, 0)
+                .unwrap(),
+            HeartbeatOutcome::MetaChanged
+        );
+        assert_eq!(
+            c.region_heartbeat(region(1, b"", b"", 1, 1), None, 9, 0, 0)
+                .unwrap(),
+            HeartbeatOutcome::Stale
+        );
+        assert_eq!(
+            c.region_heartbeat(region(1, b"", b"", 2, 1), leader, 4, 0, 0)
+                .unwrap(),
+            HeartbeatOutcome::Stale
+        );
+        assert_eq!(epoch_of(&c.region(1).unwrap().region).conf_ver, 2);
+        assert_eq!(
+            c.region(1).unwrap().leader,
+            leader,
+            "leader kept across a meta change"
+        );
+    }
+
+    #[test]
+    fn a_split_reported_late_replaces_the_old_range() {
+        let mut c = Cluster::new(1);
+        c.insert_region(region(1, b"", b"", 1, 1));
+        // The split's right half reports first; it overlaps region 1 (version 1 < 2).
+        assert_eq!(
+            c.region_heartbeat(region(2, b"m", b"", 1, 2), None, 1, 0, 0)
+                .unwrap(),
+            HeartbeatOutcome::MetaChanged
+        );
+        assert!(c.region(1).is_none());
+        assert_eq!(
+            c.region_heartbeat(region(1, b"", b"m", 1, 2), None, 1, 0, 0)
+                .unwrap(),
+            HeartbeatOutcome::MetaChanged
+        );
+        assert_eq!(c.region_by_key(b"a").unwrap().region.id, 1);
+        assert_eq!(c.region_by_key(b"x").unwrap().region.id, 2);
+        // A stale pre-split report of region 1 cannot swallow region 2.
+        assert_eq!(
+            c.region_heartbeat(region(1, b"", b"", 1, 1), None, 1, 0, 0)
+                .unwrap(),
+            HeartbeatOutcome::Stale
+        );
+        assert_eq!(c.region_count(), 2);
+    }
+
+    #[test]
+    fn bad_region_heartbeats_are_rejected() {
+        let mut c = Cluster::new(1);
+        assert!(c
+            .region_heartbeat(region(0, b"", b"", 1, 1), None, 1, 0, 0)
+            .is_err());
+        assert!(c
+            .region_heartbeat(region(1, b"b", b"a", 1, 1), None, 1, 0, 0)
+            .is_err());
+        let stranger = Some(Peer {
+            id: 999,
+            store_id: 1,
+            is_learner: false,
+        });
+        assert!(c
+            .region_heartbeat(region(1, b"", b"", 1, 1), stranger, 1, 0, 0)
+            .is_err());
+    }
+
+    #[test]
+    fn data_node_address_change_bumps_the_placement_version() {
+        let mut c = Cluster::new(1);
+        let node = |id: u64, addr: &str| DataNode {
+            id,
+            address: addr.into(),
+            ..Default::default()
+        };
+        let (id, _) = c.register_data_node(node(0, "d:1"), 0).unwrap();
+        c.placement = Some(PlacementState {
+            version: 1,
+            rules: crate::placement::Rules::REPLICA3,
+            groups: vec![vec![id, 100, 101]],
+        });
+        assert_eq!(
+            c.register_data_node(node(id, "d:1"), 10).unwrap(),
+            (id, false)
+        );
+        assert_eq!(c.placement.as_ref().unwrap().version, 1);
+        assert_eq!(
+            c.register_data_node(node(id, "d:2"), 20).unwrap(),
+            (id, true)
+        );
+        assert_eq!(c.placement.as_ref().unwrap().version, 2);
+        assert!(c.data_node_heartbeat(id, 10, 1, true, 30).unwrap());
+        assert_eq!(c.placement.as_ref().unwrap().version, 3);
+        assert!(!c.data_node_heartbeat(id, 10, 1, true, 40).unwrap());
+    }
+}

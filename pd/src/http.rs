@@ -1,0 +1,491 @@
+//! The HTTP admin API (what `pdctl -u` talks to), pd-ctl-like paths under
+//! `/pd/api/v1/`, JSON shaped like pd-ctl's where it has the command.
+//! Read-only for now; docs/pd-http-api.md lists every endpoint.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use kura_proto::common::{Labels, Peer};
+use kura_proto::pd::DataNode;
+use serde::Serialize;
+
+use crate::cluster::{Cluster, RegionEntry, StoreInfo};
+use crate::server::{now_ms, PdCore, PLACEMENT_RULES};
+
+pub const API_PREFIX: &str = "/pd/api/v1";
+
+/// The router serving the admin API.
+pub fn router(core: Arc<PdCore>) -> Router {
+    Router::new()
+        .route("/pd/api/v1/health", get(health))
+        .route("/pd/api/v1/members", get(members))
+        .route("/pd/api/v1/cluster", get(cluster))
+        .route("/pd/api/v1/stores", get(stores))
+        .route("/pd/api/v1/store/{id}", get(store))
+        .route("/pd/api/v1/regions", get(regions))
+        .route("/pd/api/v1/region/id/{id}", get(region_by_id))
+        .route("/pd/api/v1/region/key/", get(region_by_empty_key))
+        .route("/pd/api/v1/region/key/{hex_key}", get(region_by_key))
+        .route("/pd/api/v1/placement", get(placement))
+        .route("/pd/api/v1/datanodes", get(datanodes))
+        .route("/pd/api/v1/datanode/{id}", get(datanode))
+        .fallback(|| async {
+            error(
+                StatusCode::NOT_FOUND,
+                "no such endpoint; see docs/pd-http-api.md".into(),
+            )
+        })
+        .with_state(core)
+}
+
+type Core = State<Arc<PdCore>>;
+
+fn error(status: StatusCode, message: String) -> Response {
+    json(status, &ErrorJson { error: message })
+}
+
+/// Pretty JSON with fields in declaration order (pdctl prints it verbatim).
+fn json<T: Serialize>(status: StatusCode, value: &T) -> Response {
+    match serde_json::to_vec_pretty(value) {
+        Ok(mut body) => {
+            body.push(b'\n');
+            (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+        }
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot encode JSON: {e}"),
+        )
+            .into_response(),
+    }
+}
+
+fn parse_id(raw: &str, what: &str) -> Result<u64, String> {
+    raw.parse()
+        .map_err(|_| format!("invalid {what} id {raw:?}"))
+}
+
+// ---- JSON shapes ----
+
+#[derive(Serialize)]
+pub struct ErrorJson {
+    pub error: String,
+}
+
+#[derive(Serialize)]
+pub struct MembersJson {
+    pub members: Vec<MemberJson>,
+    pub leader: MemberJson,
+}
+
+#[derive(Serialize)]
+pub struct ClusterJson {
+    pub id: u64,
+    pub max_peer_count: u32,
+    /// The first region exists.
+    pub bootstrapped: bool,
+    pub store_count: usize,
+    pub datanode_count: usize,
+    pub region_count: usize,
+}
+
+#[derive(Serialize)]
+pub struct StoresJson {
+    pub count: usize,
+    pub stores: Vec<StoreJson>,
+}
+
+#[derive(Serialize)]
+pub struct RegionsJson {
+    pub count: usize,
+    pub regions: Vec<RegionJson>,
+}
+
+#[derive(Serialize)]
+pub struct DataNodesJson {
+    pub count: usize,
+    pub datanodes: Vec<DataNodeJson>,
+}
+
+#[derive(Serialize)]
+pub struct LabelJson {
+    pub key: String,
+    pub value: String,
+}
+
+fn labels_json(l: Option<&Labels>) -> Vec<LabelJson> {
+    let l = l.cloned().unwrap_or_default();
+    [("zone", l.zone), ("rack", l.rack), ("host", l.host)]
+        .into_iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, v)| LabelJson {
+            key: k.into(),
+            value: v,
+        })
+        .collect()
+}
+
+/// RFC 3339 UTC, like pd-ctl's `last_heartbeat_ts`.
+fn timestamp(unix_ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(unix_ms) * 1_000_000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+#[derive(Serialize)]
+pub struct MemberJson {
+    pub name: String,
+    pub member_id: u64,
+    pub client_urls: Vec<String>,
+    pub grpc_address: String,
+    pub health: bool,
+}
+
+#[derive(Serialize)]
+pub struct StoreMetaJson {
+    pub id: u64,
+    pub address: String,
+    pub labels: Vec<LabelJson>,
+    pub state_name: &'static str,
+    pub status_address: String,
+}
+
+#[derive(Serialize)]
+pub struct StoreStatusJson {
+    pub region_count: u64,
+    pub leader_count: u64,
+    pub capacity: u64,
+    pub used: u64,
+    pub last_heartbeat_ts: String,
+}
+
+#[derive(Serialize)]
+pub struct StoreJson {
+    pub store: StoreMetaJson,
+    pub status: StoreStatusJson,
+}
+
+#[derive(Serialize)]
+pub struct PeerJson {
+    pub id: u64,
+    pub store_id: u64,
+    pub role_name: &'static str,
+}
+
+#[derive(Serialize)]
+pub struct EpochJson {
+    pub conf_ver: u64,
+    pub version: u64,
+}
+
+#[derive(Serialize)]
+pub struct RegionJson {
+    pub id: u64,
+    /// Raw key bytes as upper-case hex (pd-ctl's format); "" is the keyspace's start/end.
+    pub start_key: String,
+    pub end_key: String,
+    pub epoch: EpochJson,
+    pub peers: Vec<PeerJson>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub leader: Option<PeerJson>,
+    pub leader_address: String,
+    pub approximate_size: u64,
+    pub approximate_keys: u64,
+}
+
+#[derive(Serialize)]
+pub struct DataNodeJson {
+    pub id: u64,
+    pub address: String,
+    pub status_address: String,
+    pub labels: Vec<LabelJson>,
+    pub state_name: &'static str,
+    pub read_only: bool,
+    pub capacity: u64,
+    pub used: u64,
+    pub last_heartbeat_ts: String,
+}
+
+#[derive(Serialize)]
+pub struct PlacementGroupJson {
+    pub id: u32,
+    pub data_nodes: Vec<u64>,
+}
+
+#[derive(Serialize)]
+pub struct PlacementJson {
+    /// 0 while no map exists yet.
+    pub version: u64,
+    pub data_shards: u32,
+    pub parity_shards: u32,
+    pub groups: Vec<PlacementGroupJson>,
+    pub nodes: Vec<DataNodeJson>,
+}
+
+fn peer_json(p: &Peer) -> PeerJson {
+    PeerJson {
+        id: p.id,
+        store_id: p.store_id,
+        role_name: if p.is_learner { "Learner" } else { "Voter" },
+    }
+}
+
+fn region_json(c: &Cluster, e: &RegionEntry) -> RegionJson {
+    let epoch = e.region.epoch.unwrap_or_default();
+    RegionJson {
+        id: e.region.id,
+        start_key: hex::encode_upper(&e.region.start_key),
+        end_key: hex::encode_upper(&e.region.end_key),
+        epoch: EpochJson {
+            conf_ver: epoch.conf_ver,
+            version: epoch.version,
+        },
+        peers: e.region.peers.iter().map(peer_json).collect(),
+        leader: e.leader.as_ref().map(peer_json),
+        leader_address: e
+            .leader
+            .as_ref()
+            .map(|l| c.store_address(l.store_id))
+            .unwrap_or_default(),
+        approximate_size: e.approximate_size,
+        approximate_keys: e.approximate_keys,
+    }
+}
+
+fn store_json(c: &Cluster, s: &StoreInfo, now: i64, max_down_ms: i64) -> StoreJson {
+    let (region_count, leader_count) = c.store_region_counts(s.meta.id);
+    StoreJson {
+        store: StoreMetaJson {
+            id: s.meta.id,
+            address: s.meta.address.clone(),
+            labels: labels_json(s.meta.labels.as_ref()),
+            state_name: c.store_liveness(&s.meta, now, max_down_ms).name(),
+            status_address: s.meta.status_address.clone(),
+        },
+        status: StoreStatusJson {
+            region_count,
+            leader_count,
+            capacity: s.stats.capacity_bytes,
+            used: s.stats.used_bytes,
+            last_heartbeat_ts: timestamp(s.meta.last_heartbeat_unix_ms),
+        },
+    }
+}
+
+fn datanode_json(c: &Cluster, n: &DataNode, now: i64, max_down_ms: i64) -> DataNodeJson {
+    DataNodeJson {
+        id: n.id,
+        address: n.address.clone(),
+        status_address: n.status_address.clone(),
+        labels: labels_json(n.labels.as_ref()),
+        state_name: c.data_node_liveness(n, now, max_down_ms).name(),
+        read_only: n.read_only,
+        capacity: n.capacity_bytes,
+        used: n.used_bytes,
+        last_heartbeat_ts: timestamp(n.last_heartbeat_unix_ms),
+    }
+}
+
+fn max_down_ms(core: &PdCore) -> i64 {
+    core.config().max_store_down_time.as_millis() as i64
+}
+
+// ---- handlers ----
+
+fn member(core: &PdCore) -> MemberJson {
+    let cfg = core.config();
+    MemberJson {
+        name: format!("pd-{}", cfg.advertise),
+        member_id: 1,
+        client_urls: vec![format!("http://{}", cfg.http_listen)],
+        grpc_address: cfg.advertise.clone(),
+        health: true,
+    }
+}
+
+async fn health(State(core): Core) -> Response {
+    json(StatusCode::OK, &vec![member(&core)])
+}
+
+async fn members(State(core): Core) -> Response {
+    json(
+        StatusCode::OK,
+        &MembersJson {
+            members: vec![member(&core)],
+            leader: member(&core),
+        },
+    )
+}
+
+async fn cluster(State(core): Core) -> Response {
+    let info = core.cluster_info().await;
+    let (stores, data_nodes, regions) = core
+        .read(|c| (c.stores().count(), c.data_nodes().count(), c.region_count()))
+        .await;
+    json(
+        StatusCode::OK,
+        &ClusterJson {
+            id: info.cluster_id,
+            max_peer_count: info.max_replicas,
+            bootstrapped: info.bootstrapped,
+            store_count: stores,
+            datanode_count: data_nodes,
+            region_count: regions,
+        },
+    )
+}
+
+async fn stores(State(core): Core) -> Response {
+    let (now, down) = (now_ms(), max_down_ms(&core));
+    let stores: Vec<StoreJson> = core
+        .read(|c| c.stores().map(|s| store_json(c, s, now, down)).collect())
+        .await;
+    json(
+        StatusCode::OK,
+        &StoresJson {
+            count: stores.len(),
+            stores,
+        },
+    )
+}
+
+async fn store(State(core): Core, Path(id): Path<String>) -> Response {
+    let id = match parse_id(&id, "store") {
+        Ok(id) => id,
+        Err(msg) => return error(StatusCode::BAD_REQUEST, msg),
+    };
+    let (now, down) = (now_ms(), max_down_ms(&core));
+    match core
+        .read(|c| c.store(id).map(|s| store_json(c, s, now, down)))
+        .await
+    {
+        Some(s) => json(StatusCode::OK, &s),
+        None => error(StatusCode::NOT_FOUND, format!("store {id} not found")),
+    }
+}
+
+async fn regions(State(core): Core) -> Response {
+    let regions: Vec<RegionJson> = core
+        .read(|c| c.regions_in_order().map(|e| region_json(c, e)).collect())
+        .await;
+    json(
+        StatusCode::OK,
+        &RegionsJson {
+            count: regions.len(),
+            regions,
+        },
+    )
+}
+
+async fn region_by_id(State(core): Core, Path(id): Path<String>) -> Response {
+    let id = match parse_id(&id, "region") {
+        Ok(id) => id,
+        Err(msg) => return error(StatusCode::BAD_REQUEST, msg),
+    };
+    match core.read(|c| c.region(id).map(|e| region_json(c, e))).await {
+        Some(r) => json(StatusCode::OK, &r),
+        None => error(StatusCode::NOT_FOUND, format!("region {id} not found")),
+    }
+}
+
+async fn region_for_key(core: &PdCore, key: Vec<u8>) -> Response {
+    match core
+        .read(|c| c.region_by_key(&key).map(|e| region_json(c, e)))
+        .await
+    {
+        Some(r) => json(StatusCode::OK, &r),
+        None => error(
+            StatusCode::NOT_FOUND,
+            format!("no region holds key {} yet", hex::encode_upper(&key)),
+        ),
+    }
+}
+
+async fn region_by_empty_key(State(core): Core) -> Response {
+    region_for_key(&core, Vec::new()).await
+}
+
+async fn region_by_key(State(core): Core, Path(hex_key): Path<String>) -> Response {
+    match hex::decode(&hex_key) {
+        Ok(key) => region_for_key(&core, key).await,
+        Err(e) => error(StatusCode::BAD_REQUEST, format!("key must be hex: {e}")),
+    }
+}
+
+async fn placement(State(core): Core) -> Response {
+    let (now, down) = (now_ms(), max_down_ms(&core));
+    let map = core
+        .read(|c| {
+            let Some(p) = &c.placement else {
+                return PlacementJson {
+                    version: 0,
+                    data_shards: PLACEMENT_RULES.data_shards,
+                    parity_shards: PLACEMENT_RULES.parity_shards,
+                    groups: Vec::new(),
+                    nodes: Vec::new(),
+                };
+            };
+            PlacementJson {
+                version: p.version,
+                data_shards: p.rules.data_shards,
+                parity_shards: p.rules.parity_shards,
+                groups: p
+                    .groups
+                    .iter()
+                    .enumerate()
+                    .map(|(i, g)| PlacementGroupJson {
+                        id: i as u32,
+                        data_nodes: g.clone(),
+                    })
+                    .collect(),
+                nodes: p
+                    .referenced_nodes()
+                    .into_iter()
+                    .filter_map(|id| c.data_node(id))
+                    .map(|n| datanode_json(c, n, now, down))
+                    .collect(),
+            }
+        })
+        .await;
+    json(StatusCode::OK, &map)
+}
+
+async fn datanodes(State(core): Core) -> Response {
+    let (now, down) = (now_ms(), max_down_ms(&core));
+    let nodes: Vec<DataNodeJson> = core
+        .read(|c| {
+            c.data_nodes()
+                .map(|n| datanode_json(c, n, now, down))
+                .collect()
+        })
+        .await;
+    json(
+        StatusCode::OK,
+        &DataNodesJson {
+            count: nodes.len(),
+            datanodes: nodes,
+        },
+    )
+}
+
+async fn datanode(State(core): Core, Path(id): Path<String>) -> Response {
+    let id = match parse_id(&id, "data node") {
+        Ok(id) => id,
+        Err(msg) => return error(StatusCode::BAD_REQUEST, msg),
+    };
+    let (now, down) = (now_ms(), max_down_ms(&core));
+    match core
+        .read(|c| c.data_node(id).map(|n| datanode_json(c, n, now, down)))
+        .await
+    {
+        Some(n) => json(StatusCode::OK, &n),
+        None => error(StatusCode::NOT_FOUND, format!("data node {id} not found")),
+    }
+}

@@ -1,0 +1,92 @@
+//! PD's Prometheus metrics, registered once in the default registry (the
+//! `kura` binary serves it on the status address).
+
+use std::sync::OnceLock;
+
+use prometheus::{IntCounter, IntGauge, IntGaugeVec, Opts};
+
+pub struct Metrics {
+    /// Stores by liveness ("Up", "Down", "Offline", "Tombstone").
+    pub stores: IntGaugeVec,
+    /// Data nodes by liveness ("Up", "Down").
+    pub data_nodes: IntGaugeVec,
+    pub regions: IntGauge,
+    pub placement_version: IntGauge,
+    pub store_heartbeats: IntCounter,
+    pub region_heartbeats: IntCounter,
+    pub stale_region_heartbeats: IntCounter,
+    pub data_node_heartbeats: IntCounter,
+    pub state_saves: IntCounter,
+}
+
+fn gauge_vec(name: &str, help: &str, label: &str) -> IntGaugeVec {
+    IntGaugeVec::new(Opts::new(name, help), &[label]).expect("metric name and labels are valid")
+}
+
+/// Registers `c`; a second registration (several PDs in one test process) is ignored.
+fn register<C: prometheus::core::Collector + Clone + 'static>(c: C) -> C {
+    let _ = prometheus::default_registry().register(Box::new(c.clone()));
+    c
+}
+
+/// The process-wide metrics.
+pub fn metrics() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(|| Metrics {
+        stores: register(gauge_vec(
+            "kura_pd_stores",
+            "Metashard stores known to PD, by state.",
+            "state",
+        )),
+        data_nodes: register(gauge_vec(
+            "kura_pd_data_nodes",
+            "Data nodes known to PD, by state.",
+            "state",
+        )),
+        regions: register(
+            IntGauge::new("kura_pd_regions", "Regions in PD's region map.").expect("valid metric"),
+        ),
+        placement_version: register(
+            IntGauge::new(
+                "kura_pd_placement_version",
+                "Version of the placement-group map (0: none yet).",
+            )
+            .expect("valid metric"),
+        ),
+        store_heartbeats: register(
+            IntCounter::new(
+                "kura_pd_store_heartbeats_total",
+                "Store heartbeats received.",
+            )
+            .expect("valid metric"),
+        ),
+        region_heartbeats: register(
+            IntCounter::new(
+                "kura_pd_region_heartbeats_total",
+                "Region heartbeats received.",
+            )
+            .expect("valid metric"),
+        ),
+        stale_region_heartbeats: register(
+            IntCounter::new(
+                "kura_pd_stale_region_heartbeats_total",
+                "Region heartbeats ignored because PD knew a newer epoch or term.",
+            )
+            .expect("valid metric"),
+        ),
+        data_node_heartbeats: register(
+            IntCounter::new(
+                "kura_pd_data_node_heartbeats_total",
+                "Data node heartbeats received.",
+            )
+            .expect("valid metric"),
+        ),
+        state_saves: register(
+            IntCounter::new(
+                "kura_pd_state_saves_total",
+                "Times PD saved its state durably.",
+            )
+            .expect("valid metric"),
+        ),
+    })
+}

@@ -1,0 +1,522 @@
+//! `pdctl`: the PD admin CLI over the HTTP API (docs/pd-http-api.md).
+//! [`pdctl_main`] is the whole program, so `kura pdctl …` and the `pdctl`
+//! binary are the same thing.
+
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use serde_json::Value;
+
+use crate::http::API_PREFIX;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "pdctl",
+    about = "Kura PD admin CLI: inspect stores, regions, data nodes and the placement map",
+    long_about = "Kura PD admin CLI. Talks to PD's HTTP admin API (`kura pd --http-listen`, \
+                  `http` in kura dev's cluster.json) and prints JSON shaped like pd-ctl's, \
+                  or a table with --table.\n\nExit status: 0 on success, 1 when PD is unreachable \
+                  or answers with an error (e.g. an unknown id), 2 on bad usage.",
+    after_help = "Examples:\n  pdctl store\n  pdctl -u http://127.0.0.1:2379 --table region\n  \
+                  pdctl region 2\n  pdctl region key 6D79627563\n  pdctl placement"
+)]
+struct Cli {
+    /// PD HTTP admin API URL (scheme optional).
+    #[arg(
+        short = 'u',
+        long = "pd",
+        env = "PD_ADDR",
+        default_value = "http://127.0.0.1:2379",
+        global = true
+    )]
+    url: String,
+    /// Print a readable table instead of JSON.
+    #[arg(long, global = true)]
+    table: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Health of each PD member.
+    Health,
+    /// PD members and the leader.
+    Member,
+    /// Cluster id, max replicas, whether the first region exists, counts.
+    Cluster,
+    /// All metashard stores, or the store with ID.
+    Store {
+        /// Store id.
+        id: Option<u64>,
+    },
+    /// All regions, the region with ID, or (`region key HEX`) the region holding a key.
+    #[command(args_conflicts_with_subcommands = true)]
+    Region {
+        /// Region id.
+        id: Option<u64>,
+        #[command(subcommand)]
+        by: Option<RegionBy>,
+    },
+    /// The placement-group map: each PG's ordered data nodes and their addresses.
+    Placement,
+    /// All data nodes, or the data node with ID.
+    Datanode {
+        /// Data node id.
+        id: Option<u64>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum RegionBy {
+    /// The region holding a raw metadata key, given as hex (empty string: the first key).
+    Key {
+        /// The key's bytes as hex, e.g. 0A0B.
+        hex_key: String,
+    },
+}
+
+/// Which table layout a response gets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Shape {
+    Members,
+    Cluster,
+    Stores,
+    Store,
+    Regions,
+    Region,
+    Placement,
+    DataNodes,
+    DataNode,
+}
+
+impl Command {
+    /// API path (below the prefix) and the response's shape.
+    fn request(&self) -> (String, Shape) {
+        match self {
+            Command::Health => ("health".into(), Shape::Members),
+            Command::Member => ("members".into(), Shape::Members),
+            Command::Cluster => ("cluster".into(), Shape::Cluster),
+            Command::Store { id: None } => ("stores".into(), Shape::Stores),
+            Command::Store { id: Some(id) } => (format!("store/{id}"), Shape::Store),
+            Command::Region {
+                by: Some(RegionBy::Key { hex_key }),
+                ..
+            } => (
+                format!("region/key/{}", hex_key.trim_start_matches("0x")),
+                Shape::Region,
+            ),
+            Command::Region {
+                id: Some(id),
+                by: None,
+            } => (format!("region/id/{id}"), Shape::Region),
+            Command::Region { id: None, by: None } => ("regions".into(), Shape::Regions),
+            Command::Placement => ("placement".into(), Shape::Placement),
+            Command::Datanode { id: None } => ("datanodes".into(), Shape::DataNodes),
+            Command::Datanode { id: Some(id) } => (format!("datanode/{id}"), Shape::DataNode),
+        }
+    }
+}
+
+/// Runs pdctl with `args` (args[0] is the program name); returns the exit code.
+pub fn pdctl_main(args: Vec<String>) -> i32 {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return e.exit_code();
+        }
+    };
+    if let Command::Region {
+        by: Some(RegionBy::Key { hex_key }),
+        ..
+    } = &cli.command
+    {
+        if hex::decode(hex_key.trim_start_matches("0x")).is_err() {
+            eprintln!("pdctl: the key must be hex (e.g. 0A1B), got {hex_key:?}");
+            return 2;
+        }
+    }
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("pdctl: cannot start the runtime: {e}");
+            return 1;
+        }
+    };
+    let (path, shape) = cli.command.request();
+    let base = base_url(&cli.url);
+    match rt.block_on(fetch(&base, &path)) {
+        Ok((v, body)) => {
+            if cli.table {
+                println!("{}", render(shape, &v, true));
+            } else {
+                // Verbatim: PD already pretty-prints, in pd-ctl's field order.
+                println!("{}", body.trim_end());
+            }
+            0
+        }
+        Err(msg) => {
+            eprintln!("pdctl: {msg}");
+            1
+        }
+    }
+}
+
+fn base_url(url: &str) -> String {
+    let url = url.trim_end_matches('/');
+    if url.starts_with("http://") || url.starts_with("https://") {
+        url.to_string()
+    } else {
+        format!("http://{url}")
+    }
+}
+
+/// The parsed answer and its body as sent (pretty JSON in field order).
+async fn fetch(base: &str, path: &str) -> Result<(Value, String), String> {
+    let url = format!("{base}{API_PREFIX}/{path}");
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .connect_timeout(Duration::from_secs(3))
+        .build()
+        .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
+    let resp = client
+        .get(&url)
+        .send()
+        .await
+        .map_err(|e| format!("cannot reach PD at {base}: {}", with_causes(&e)))?;
+    let status = resp.status();
+    let body = resp
+        .text()
+        .await
+        .map_err(|e| format!("reading the answer from {url}: {e}"))?;
+    let json: Result<Value, _> = serde_json::from_str(&body);
+    if !status.is_success() {
+        let msg = json
+            .ok()
+            .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_string))
+            .unwrap_or_else(|| body.trim().to_string());
+        return Err(format!("PD answered {status}: {msg}"));
+    }
+    let v = json.map_err(|e| format!("PD sent invalid JSON from {url}: {e}"))?;
+    Ok((v, body))
+}
+
+/// `e` and its sources, so "error sending request" says why.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        cur = s.source();
+    }
+    msg
+}
+
+/// Pretty JSON, or a table for people.
+fn render(shape: Shape, v: &Value, table: bool) -> String {
+    if !table {
+        return serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string());
+    }
+    let list = |key: &str| {
+        v.get(key)
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
+    match shape {
+        Shape::Members => {
+            let members = match v {
+                Value::Array(a) => a.clone(),
+                _ => list("members"),
+            };
+            grid(
+                &["NAME", "MEMBER_ID", "CLIENT_URLS", "GRPC", "HEALTH"],
+                members.iter().map(|m| {
+                    cells(
+                        m,
+                        &[
+                            "/name",
+                            "/member_id",
+                            "/client_urls",
+                            "/grpc_address",
+                            "/health",
+                        ],
+                    )
+                }),
+            )
+        }
+        Shape::Cluster => match v.as_object() {
+            Some(o) => grid(
+                &["FIELD", "VALUE"],
+                o.iter().map(|(k, val)| vec![k.clone(), text(Some(val))]),
+            ),
+            None => v.to_string(),
+        },
+        Shape::Stores | Shape::Store => {
+            let stores = if shape == Shape::Store {
+                vec![v.clone()]
+            } else {
+                list("stores")
+            };
+            grid(
+                &[
+                    "ID",
+                    "ADDRESS",
+                    "STATE",
+                    "LABELS",
+                    "REGIONS",
+                    "LEADERS",
+                    "LAST_HEARTBEAT",
+                ],
+                stores.iter().map(|s| {
+                    let mut row = cells(s, &["/store/id", "/store/address", "/store/state_name"]);
+                    row.push(labels_text(s.pointer("/store/labels")));
+                    row.extend(cells(
+                        s,
+                        &[
+                            "/status/region_count",
+                            "/status/leader_count",
+                            "/status/last_heartbeat_ts",
+                        ],
+                    ));
+                    row
+                }),
+            )
+        }
+        Shape::Regions | Shape::Region => {
+            let regions = if shape == Shape::Region {
+                vec![v.clone()]
+            } else {
+                list("regions")
+            };
+            grid(
+                &[
+                    "ID",
+                    "START_KEY",
+                    "END_KEY",
+                    "CONF_VER",
+                    "VERSION",
+                    "PEER_STORES",
+                    "LEADER_STORE",
+                    "KEYS",
+                    "SIZE",
+                ],
+                regions.iter().map(|r| {
+                    let mut row = cells(
+                        r,
+                        &[
+                            "/id",
+                            "/start_key",
+                            "/end_key",
+                            "/epoch/conf_ver",
+                            "/epoch/version",
+                        ],
+                    );
+                    let peers = r
+                        .get("peers")
+                        .and_then(Value::as_array)
+                        .cloned()
+                        .unwrap_or_default();
+                    row.push(
+                        peers
+                            .iter()
+                            .map(|p| text(p.get("store_id")))
+                            .collect::<Vec<_>>()
+                            .join(","),
+                    );
+                    row.extend(cells(
+                        r,
+                        &["/leader/store_id", "/approximate_keys", "/approximate_size"],
+                    ));
+                    row
+                }),
+            )
+        }
+        Shape::Placement => {
+            let head = format!(
+                "placement map version {} (k={} m={})",
+                text(v.get("version")),
+                text(v.get("data_shards")),
+                text(v.get("parity_shards"))
+            );
+            let groups = grid(
+                &["PG", "DATA_NODES"],
+                list("groups").iter().map(|g| {
+                    let nodes = g
+                        .get("data_nodes")
+                        .and_then(Value::as_array)
+                        .cloned()
+                        .unwrap_or_default();
+                    vec![
+                        text(g.get("id")),
+                        nodes
+                            .iter()
+                            .map(|n| text(Some(n)))
+                            .collect::<Vec<_>>()
+                            .join(","),
+                    ]
+                }),
+            );
+            let nodes = datanode_grid(&list("nodes"));
+            format!("{head}\n\n{groups}\n\n{nodes}")
+        }
+        Shape::DataNodes => datanode_grid(&list("datanodes")),
+        Shape::DataNode => datanode_grid(std::slice::from_ref(v)),
+    }
+}
+
+fn datanode_grid(nodes: &[Value]) -> String {
+    grid(
+        &[
+            "ID",
+            "ADDRESS",
+            "STATE",
+            "LABELS",
+            "READ_ONLY",
+            "USED",
+            "CAPACITY",
+            "LAST_HEARTBEAT",
+        ],
+        nodes.iter().map(|n| {
+            let mut row = cells(n, &["/id", "/address", "/state_name"]);
+            row.push(labels_text(n.get("labels")));
+            row.extend(cells(
+                n,
+                &["/read_only", "/used", "/capacity", "/last_heartbeat_ts"],
+            ));
+            row
+        }),
+    )
+}
+
+fn text(v: Option<&Value>) -> String {
+    match v {
+        None | Some(Value::Null) => "-".into(),
+        Some(Value::String(s)) if s.is_empty() => "\"\"".into(),
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|x| text(Some(x)))
+            .collect::<Vec<_>>()
+            .join(","),
+        Some(other) => other.to_string(),
+    }
+}
+
+fn cells(v: &Value, pointers: &[&str]) -> Vec<String> {
+    pointers.iter().map(|p| text(v.pointer(p))).collect()
+}
+
+fn labels_text(labels: Option<&Value>) -> String {
+    let labels = labels
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let parts: Vec<String> = labels
+        .iter()
+        .map(|l| format!("{}={}", text(l.get("key")), text(l.get("value"))))
+        .collect();
+    if parts.is_empty() {
+        "-".into()
+    } else {
+        parts.join(",")
+    }
+}
+
+/// Left-aligned columns separated by two spaces.
+fn grid(headers: &[&str], rows: impl Iterator<Item = Vec<String>>) -> String {
+    let rows: Vec<Vec<String>> = rows.collect();
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (i, c) in r.iter().enumerate() {
+            if i < widths.len() {
+                widths[i] = widths[i].max(c.chars().count());
+            }
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        padded.join("  ").trim_end().to_string()
+    };
+    let mut out = vec![line(headers.iter().map(|h| h.to_string()).collect())];
+    out.extend(rows.into_iter().map(line));
+    out.join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("pdctl").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn commands_map_to_api_paths() {
+        assert_eq!(
+            parse(&["store"]).command.request(),
+            ("stores".into(), Shape::Stores)
+        );
+        assert_eq!(
+            parse(&["store", "4"]).command.request(),
+            ("store/4".into(), Shape::Store)
+        );
+        assert_eq!(
+            parse(&["region"]).command.request(),
+            ("regions".into(), Shape::Regions)
+        );
+        assert_eq!(
+            parse(&["region", "7"]).command.request(),
+            ("region/id/7".into(), Shape::Region)
+        );
+        assert_eq!(
+            parse(&["region", "key", "0A0B"]).command.request(),
+            ("region/key/0A0B".into(), Shape::Region)
+        );
+        assert_eq!(
+            parse(&["--table", "datanode"]).command.request(),
+            ("datanodes".into(), Shape::DataNodes)
+        );
+        let cli = parse(&["datanode", "3", "-u", "10.0.0.1:2379", "--table"]);
+        assert!(cli.table);
+        assert_eq!(base_url(&cli.url), "http://10.0.0.1:2379");
+        assert!(Cli::try_parse_from(["pdctl", "region", "x"]).is_err());
+    }
+
+    #[test]
+    fn store_table_shows_state_and_labels() {
+        let v = json!({"count": 1, "stores": [{
+            "store": {"id": 1, "address": "127.0.0.1:20160", "state_name": "Up",
+                      "labels": [{"key": "zone", "value": "z1"}], "status_address": ""},
+            "status": {"region_count": 1, "leader_count": 0, "capacity": 0, "used": 0,
+                       "last_heartbeat_ts": "2026-01-01T00:00:00Z"}}]});
+        let t = render(Shape::Stores, &v, true);
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(lines[0].starts_with("ID  ADDRESS"));
+        assert!(
+            lines[1].contains("127.0.0.1:20160")
+                && lines[1].contains("zone=z1")
+                && lines[1].contains("Up")
+        );
+    }
+
+    #[test]
+    fn region_table_lists_peer_stores_and_leader() {
+        let v = json!({"id": 2, "start_key": "", "end_key": "", "epoch": {"conf_ver": 1, "version": 1},
+            "peers": [{"id": 3, "store_id": 1}, {"id": 4, "store_id": 5}],
+            "leader": {"id": 4, "store_id": 5}, "approximate_keys": 0, "approximate_size": 0});
+        let t = render(Shape::Region, &v, true);
+        assert!(t.lines().nth(1).unwrap().contains("1,5"), "{t}");
+        assert!(render(Shape::Region, &v, false).contains("\"conf_ver\": 1"));
+    }
+}

@@ -1,0 +1,474 @@
+//! [`PdCore`]: the state behind both the gRPC service and the HTTP API — the
+//! cluster model under one lock, its storage, and the periodic tick.
+//!
+//! Rule: a change that matters is saved before the call that made it returns
+//! (ids, registrations, region metadata, bootstrap progress, the placement
+//! map). If a save fails, the call fails with `Unavailable` and the next call
+//! retries the save before it answers.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use kura_proto::pd::{
+    DataNode, DataNodeHeartbeatRequest, GetClusterResponse, PeerToCreate, PlacementGroup,
+    PlacementMap, RegionHeartbeatRequest, RegionInfo, Store, StoreHeartbeatRequest,
+};
+use tokio::sync::{Mutex, MutexGuard};
+
+use crate::bootstrap;
+use crate::cluster::{Cluster, HeartbeatOutcome, Liveness, RegionEntry, StoreStats};
+use crate::metrics::metrics;
+use crate::placement::{self, PlacementState, Rules};
+use crate::storage::{StateFile, Storage, StorageError};
+use crate::{Config, Error};
+
+/// Most ids one AllocId call may take.
+pub const MAX_ALLOC_COUNT: u32 = 100_000;
+/// ScanRegions limit when the caller gives 0.
+pub const DEFAULT_SCAN_LIMIT: usize = 1000;
+/// The storage class the placement map is built for (see docs/pd-http-api.md).
+pub const PLACEMENT_RULES: Rules = Rules::REPLICA3;
+
+/// Wall-clock unix milliseconds.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+struct Inner {
+    cluster: Cluster,
+    /// A save failed: the model holds changes the disk does not.
+    dirty: bool,
+    /// Last reason the placement map could not be built (logged once per reason).
+    placement_blocker: Option<String>,
+}
+
+pub struct PdCore {
+    cfg: Config,
+    inner: Mutex<Inner>,
+    storage: Arc<dyn Storage>,
+    started: Instant,
+}
+
+impl PdCore {
+    /// Loads the saved state (or starts a new cluster and saves it at once).
+    pub async fn open(cfg: Config, storage: Arc<dyn Storage>) -> Result<Self, Error> {
+        let s = storage.clone();
+        let loaded = tokio::task::spawn_blocking(move || s.load())
+            .await
+            .map_err(join_error)??;
+        let fresh = loaded.is_none();
+        let mut cluster = match loaded {
+            Some(file) => file
+                .into_cluster()
+                .map_err(|reason| StorageError::Corrupt {
+                    what: "the PD state".into(),
+                    reason,
+                })?,
+            None => Cluster::new(new_cluster_id()),
+        };
+        cluster.liveness_floor_ms = now_ms();
+        tracing::info!(
+            cluster_id = cluster.cluster_id,
+            fresh,
+            stores = cluster.stores().count(),
+            data_nodes = cluster.data_nodes().count(),
+            regions = cluster.region_count(),
+            "PD state loaded"
+        );
+        let core = PdCore {
+            cfg,
+            inner: Mutex::new(Inner {
+                cluster,
+                dirty: fresh,
+                placement_blocker: None,
+            }),
+            storage,
+            started: Instant::now(),
+        };
+        {
+            let mut inner = core.inner.lock().await;
+            core.save_if(&mut inner, fresh).await?;
+        }
+        core.update_gauges().await;
+        Ok(core)
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    fn max_down_ms(&self) -> i64 {
+        self.cfg.max_store_down_time.as_millis() as i64
+    }
+
+    /// Runs `f` on a consistent view of the model.
+    pub async fn read<R>(&self, f: impl FnOnce(&Cluster) -> R) -> R {
+        f(&self.inner.lock().await.cluster)
+    }
+
+    /// Saves the model if `changed`, if an earlier save failed, or if ids were
+    /// handed out above the saved mark.
+    async fn save_if(&self, inner: &mut MutexGuard<'_, Inner>, changed: bool) -> Result<(), Error> {
+        if !(changed || inner.dirty || inner.cluster.ids.needs_persist()) {
+            return Ok(());
+        }
+        let file = StateFile::from_cluster(&inner.cluster);
+        let high = file.id_high_water;
+        let storage = self.storage.clone();
+        let saved = tokio::task::spawn_blocking(move || storage.save(&file))
+            .await
+            .map_err(join_error);
+        match saved.and_then(|r| r.map_err(Error::from)) {
+            Ok(()) => {
+                inner.dirty = false;
+                inner.cluster.ids.mark_durable(high);
+                metrics().state_saves.inc();
+                Ok(())
+            }
+            Err(e) => {
+                inner.dirty = true;
+                tracing::warn!("cannot save PD state: {e}");
+                Err(e)
+            }
+        }
+    }
+
+    // ---- gRPC operations ----
+
+    pub async fn cluster_info(&self) -> GetClusterResponse {
+        let inner = self.inner.lock().await;
+        GetClusterResponse {
+            error: None,
+            cluster_id: inner.cluster.cluster_id,
+            bootstrapped: inner.cluster.region_count() > 0,
+            max_replicas: self.cfg.max_replicas,
+        }
+    }
+
+    /// Allocates `count` consecutive ids, durable before they are returned.
+    pub async fn alloc_ids(&self, count: u32) -> Result<u64, Error> {
+        if count == 0 || count > MAX_ALLOC_COUNT {
+            return Err(Error::InvalidArgument(format!(
+                "id count must be 1..={MAX_ALLOC_COUNT}, got {count}"
+            )));
+        }
+        let mut inner = self.inner.lock().await;
+        let first = inner.cluster.ids.alloc(u64::from(count));
+        self.save_if(&mut inner, false).await?;
+        Ok(first)
+    }
+
+    pub async fn register_store(&self, store: Store) -> Result<u64, Error> {
+        let now = now_ms();
+        let mut inner = self.inner.lock().await;
+        let (id, changed) = inner.cluster.register_store(store, now)?;
+        let booted = bootstrap::maybe_bootstrap(
+            &mut inner.cluster,
+            self.cfg.max_replicas,
+            now,
+            self.max_down_ms(),
+        );
+        self.save_if(&mut inner, changed || booted.is_some())
+            .await?;
+        let s = inner
+            .cluster
+            .store(id)
+            .map(|s| s.meta.clone())
+            .unwrap_or_default();
+        tracing::info!(store_id = id, address = %s.address, zone = %s.labels.unwrap_or_default().zone, "store registered");
+        drop(inner);
+        self.update_gauges().await;
+        Ok(id)
+    }
+
+    /// Records the heartbeat; returns the peers the store must create.
+    pub async fn store_heartbeat(
+        &self,
+        req: StoreHeartbeatRequest,
+    ) -> Result<Vec<PeerToCreate>, Error> {
+        metrics().store_heartbeats.inc();
+        let now = now_ms();
+        let stats = StoreStats {
+            region_count: req.region_count,
+            leader_count: req.leader_count,
+            capacity_bytes: req.capacity_bytes,
+            used_bytes: req.used_bytes,
+        };
+        let mut inner = self.inner.lock().await;
+        let mut changed = inner.cluster.store_heartbeat(req.store_id, stats, now)?;
+        changed |= bootstrap::maybe_bootstrap(
+            &mut inner.cluster,
+            self.cfg.max_replicas,
+            now,
+            self.max_down_ms(),
+        )
+        .is_some();
+        // Also makes sure a freshly created first region is on disk before
+        // any store is told to create a peer of it.
+        self.save_if(&mut inner, changed).await?;
+        Ok(bootstrap::peers_to_create(&inner.cluster, req.store_id))
+    }
+
+    pub async fn region_heartbeat(&self, req: RegionHeartbeatRequest) -> Result<(), Error> {
+        metrics().region_heartbeats.inc();
+        let region = req
+            .region
+            .ok_or_else(|| Error::InvalidArgument("region heartbeat without a region".into()))?;
+        let region_id = region.id;
+        let mut inner = self.inner.lock().await;
+        let outcome = inner.cluster.region_heartbeat(
+            region,
+            req.leader,
+            req.term,
+            req.approximate_size,
+            req.approximate_keys,
+        )?;
+        match outcome {
+            HeartbeatOutcome::Stale => {
+                metrics().stale_region_heartbeats.inc();
+                tracing::debug!(region_id, "ignored a stale region heartbeat");
+                Ok(())
+            }
+            HeartbeatOutcome::StatsOnly => self.save_if(&mut inner, false).await,
+            HeartbeatOutcome::MetaChanged => self.save_if(&mut inner, true).await,
+        }
+    }
+
+    pub async fn stores(&self) -> Vec<Store> {
+        self.read(|c| c.stores().map(|s| s.meta.clone()).collect())
+            .await
+    }
+
+    pub async fn region_by_key(&self, key: &[u8]) -> Option<RegionInfo> {
+        self.read(|c| c.region_by_key(key).map(|e| region_info(c, e)))
+            .await
+    }
+
+    pub async fn region_by_id(&self, id: u64) -> Option<RegionInfo> {
+        self.read(|c| c.region(id).map(|e| region_info(c, e))).await
+    }
+
+    pub async fn scan_regions(&self, start: &[u8], end: &[u8], limit: u32) -> Vec<RegionInfo> {
+        let limit = if limit == 0 {
+            DEFAULT_SCAN_LIMIT
+        } else {
+            limit as usize
+        };
+        self.read(|c| {
+            c.scan_regions(start, end, limit)
+                .into_iter()
+                .map(|e| region_info(c, e))
+                .collect()
+        })
+        .await
+    }
+
+    pub async fn register_data_node(&self, node: DataNode) -> Result<u64, Error> {
+        let now = now_ms();
+        let mut inner = self.inner.lock().await;
+        let (id, changed) = inner.cluster.register_data_node(node, now)?;
+        let placed = self.maybe_place(&mut inner, now);
+        self.save_if(&mut inner, changed || placed).await?;
+        let n = inner.cluster.data_node(id).cloned().unwrap_or_default();
+        tracing::info!(node_id = id, address = %n.address, zone = %n.labels.unwrap_or_default().zone, "data node registered");
+        drop(inner);
+        self.update_gauges().await;
+        Ok(id)
+    }
+
+    pub async fn data_node_heartbeat(&self, req: DataNodeHeartbeatRequest) -> Result<(), Error> {
+        metrics().data_node_heartbeats.inc();
+        let mut inner = self.inner.lock().await;
+        let changed = inner.cluster.data_node_heartbeat(
+            req.node_id,
+            req.capacity_bytes,
+            req.used_bytes,
+            req.read_only,
+            now_ms(),
+        )?;
+        self.save_if(&mut inner, changed).await
+    }
+
+    /// The placement map, or None when there is none yet or the caller has this version.
+    pub async fn placement(&self, known_version: u64) -> Option<PlacementMap> {
+        self.read(|c| {
+            let p = c.placement.as_ref()?;
+            (p.version != known_version).then(|| placement_map(c, p))
+        })
+        .await
+    }
+
+    // ---- background ----
+
+    /// Builds the placement map when its conditions hold. Returns whether it did.
+    fn maybe_place(&self, inner: &mut Inner, now: i64) -> bool {
+        if inner.cluster.placement.is_some() {
+            return false;
+        }
+        let nodes = inner.cluster.live_data_nodes(now, self.max_down_ms());
+        let waited = self.started.elapsed() >= self.cfg.placement_wait;
+        if !placement::should_create(&nodes, self.cfg.expected_data_nodes, waited) {
+            return false;
+        }
+        match placement::compute(&nodes, self.cfg.num_pgs, PLACEMENT_RULES, None) {
+            Ok(groups) => {
+                tracing::info!(
+                    nodes = nodes.len(),
+                    pgs = groups.len(),
+                    "placement map created"
+                );
+                inner.cluster.placement = Some(PlacementState {
+                    version: 1,
+                    rules: PLACEMENT_RULES,
+                    groups,
+                });
+                inner.placement_blocker = None;
+                true
+            }
+            Err(e) => {
+                let reason = e.to_string();
+                if inner.placement_blocker.as_deref() != Some(reason.as_str()) {
+                    tracing::warn!("cannot build the placement map yet: {reason}");
+                    inner.placement_blocker = Some(reason);
+                }
+                false
+            }
+        }
+    }
+
+    /// Periodic work: bootstrap, placement, metrics.
+    pub async fn tick(&self) {
+        let now = now_ms();
+        {
+            let mut inner = self.inner.lock().await;
+            let booted = bootstrap::maybe_bootstrap(
+                &mut inner.cluster,
+                self.cfg.max_replicas,
+                now,
+                self.max_down_ms(),
+            )
+            .is_some();
+            let placed = self.maybe_place(&mut inner, now);
+            // A failed save is logged in save_if and retried on the next call.
+            let _ = self.save_if(&mut inner, booted || placed).await;
+        }
+        self.update_gauges().await;
+    }
+
+    async fn update_gauges(&self) {
+        let now = now_ms();
+        let max_down = self.max_down_ms();
+        let m = metrics();
+        self.read(|c| {
+            for state in [
+                Liveness::Up,
+                Liveness::Down,
+                Liveness::Offline,
+                Liveness::Tombstone,
+            ] {
+                let n = c
+                    .stores()
+                    .filter(|s| c.store_liveness(&s.meta, now, max_down) == state)
+                    .count();
+                m.stores.with_label_values(&[state.name()]).set(n as i64);
+            }
+            for state in [Liveness::Up, Liveness::Down] {
+                let n = c
+                    .data_nodes()
+                    .filter(|d| c.data_node_liveness(d, now, max_down) == state)
+                    .count();
+                m.data_nodes
+                    .with_label_values(&[state.name()])
+                    .set(n as i64);
+            }
+            m.regions.set(c.region_count() as i64);
+            m.placement_version
+                .set(c.placement.as_ref().map_or(0, |p| p.version as i64));
+        })
+        .await;
+    }
+
+    /// Runs [`Self::tick`] every `every` until `shutdown` flips.
+    pub async fn tick_loop(
+        self: Arc<Self>,
+        every: Duration,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let mut interval = tokio::time::interval(every);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            tokio::select! {
+                _ = interval.tick() => {}
+                changed = shutdown.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+            }
+            self.tick().await;
+        }
+    }
+}
+
+/// A region as the wire shows it, with its leader's address.
+pub fn region_info(c: &Cluster, e: &RegionEntry) -> RegionInfo {
+    RegionInfo {
+        region: Some(e.region.clone()),
+        leader: e.leader,
+        leader_addr: e
+            .leader
+            .as_ref()
+            .map(|l| c.store_address(l.store_id))
+            .unwrap_or_default(),
+        approximate_size: e.approximate_size,
+        approximate_keys: e.approximate_keys,
+    }
+}
+
+/// The map as the wire shows it, with every referenced node's current record.
+pub fn placement_map(c: &Cluster, p: &PlacementState) -> PlacementMap {
+    PlacementMap {
+        version: p.version,
+        data_shards: p.rules.data_shards,
+        parity_shards: p.rules.parity_shards,
+        groups: p
+            .groups
+            .iter()
+            .enumerate()
+            .map(|(i, g)| PlacementGroup {
+                id: i as u32,
+                data_nodes: g.clone(),
+            })
+            .collect(),
+        nodes: p
+            .referenced_nodes()
+            .into_iter()
+            .filter_map(|id| c.data_node(id).cloned())
+            .collect(),
+    }
+}
+
+fn join_error(e: tokio::task::JoinError) -> Error {
+    Error::Storage(StorageError::Io {
+        op: "run the storage task",
+        path: Default::default(),
+        source: std::io::Error::other(e.to_string()),
+    })
+}
+
+/// A random non-zero id naming this cluster for its whole life.
+fn new_cluster_id() -> u64 {
+    loop {
+        let id: u64 = rand::random();
+        if id != 0 {
+            return id;
+        }
+    }
+}

@@ -1,0 +1,153 @@
+//! The gRPC face of PD: `kura_proto::pd::pd_server::Pd` over [`PdCore`].
+//! Thin: unpack, call the core, pack; errors become `Status` once, via
+//! `From<Error> for Status` (see `error.rs`).
+
+use std::sync::Arc;
+
+use kura_proto::pd::pd_server::Pd;
+use kura_proto::pd::*;
+use tonic::{Request, Response, Status};
+
+use crate::server::PdCore;
+use crate::Error;
+
+pub struct PdService {
+    core: Arc<PdCore>,
+}
+
+impl PdService {
+    pub fn new(core: Arc<PdCore>) -> Self {
+        PdService { core }
+    }
+}
+
+type Reply<T> = Result<Response<T>, Status>;
+
+fn ok<T>(t: T) -> Reply<T> {
+    Ok(Response::new(t))
+}
+
+#[tonic::async_trait]
+impl Pd for PdService {
+    async fn get_cluster(&self, _req: Request<GetClusterRequest>) -> Reply<GetClusterResponse> {
+        ok(self.core.cluster_info().await)
+    }
+
+    async fn alloc_id(&self, req: Request<AllocIdRequest>) -> Reply<AllocIdResponse> {
+        let count = req.into_inner().count;
+        let first_id = self.core.alloc_ids(count).await?;
+        ok(AllocIdResponse {
+            error: None,
+            first_id,
+            count,
+        })
+    }
+
+    async fn register_store(
+        &self,
+        req: Request<RegisterStoreRequest>,
+    ) -> Reply<RegisterStoreResponse> {
+        let store = req
+            .into_inner()
+            .store
+            .ok_or_else(|| Error::InvalidArgument("no store given".into()))?;
+        let store_id = self.core.register_store(store).await?;
+        ok(RegisterStoreResponse {
+            error: None,
+            store_id,
+        })
+    }
+
+    async fn store_heartbeat(
+        &self,
+        req: Request<StoreHeartbeatRequest>,
+    ) -> Reply<StoreHeartbeatResponse> {
+        let create_peers = self.core.store_heartbeat(req.into_inner()).await?;
+        ok(StoreHeartbeatResponse {
+            error: None,
+            create_peers,
+        })
+    }
+
+    async fn region_heartbeat(
+        &self,
+        req: Request<RegionHeartbeatRequest>,
+    ) -> Reply<RegionHeartbeatResponse> {
+        self.core.region_heartbeat(req.into_inner()).await?;
+        ok(RegionHeartbeatResponse { error: None })
+    }
+
+    async fn get_stores(&self, _req: Request<GetStoresRequest>) -> Reply<GetStoresResponse> {
+        ok(GetStoresResponse {
+            error: None,
+            stores: self.core.stores().await,
+        })
+    }
+
+    async fn get_region(&self, req: Request<GetRegionRequest>) -> Reply<GetRegionResponse> {
+        let region = self.core.region_by_key(&req.into_inner().key).await;
+        ok(GetRegionResponse {
+            error: None,
+            region,
+        })
+    }
+
+    async fn get_region_by_id(
+        &self,
+        req: Request<GetRegionByIdRequest>,
+    ) -> Reply<GetRegionResponse> {
+        let region = self.core.region_by_id(req.into_inner().region_id).await;
+        ok(GetRegionResponse {
+            error: None,
+            region,
+        })
+    }
+
+    async fn scan_regions(&self, req: Request<ScanRegionsRequest>) -> Reply<ScanRegionsResponse> {
+        let r = req.into_inner();
+        if !r.end_key.is_empty() && r.end_key <= r.start_key {
+            return Err(
+                Error::InvalidArgument("end_key must be empty or above start_key".into()).into(),
+            );
+        }
+        let regions = self
+            .core
+            .scan_regions(&r.start_key, &r.end_key, r.limit)
+            .await;
+        ok(ScanRegionsResponse {
+            error: None,
+            regions,
+        })
+    }
+
+    async fn register_data_node(
+        &self,
+        req: Request<RegisterDataNodeRequest>,
+    ) -> Reply<RegisterDataNodeResponse> {
+        let node = req
+            .into_inner()
+            .node
+            .ok_or_else(|| Error::InvalidArgument("no data node given".into()))?;
+        let node_id = self.core.register_data_node(node).await?;
+        ok(RegisterDataNodeResponse {
+            error: None,
+            node_id,
+        })
+    }
+
+    async fn data_node_heartbeat(
+        &self,
+        req: Request<DataNodeHeartbeatRequest>,
+    ) -> Reply<DataNodeHeartbeatResponse> {
+        self.core.data_node_heartbeat(req.into_inner()).await?;
+        ok(DataNodeHeartbeatResponse { error: None })
+    }
+
+    async fn get_placement(
+        &self,
+        req: Request<GetPlacementRequest>,
+    ) -> Reply<GetPlacementResponse> {
+        let map = self.core.placement(req.into_inner().known_version).await;
+        ok(GetPlacementResponse { error: None, map })
+    }
+}

@@ -1,0 +1,436 @@
+//! PD over real sockets: the gRPC service driven by `kura_pd_client::PdClient`,
+//! the HTTP API by reqwest, `pdctl_main` against it, and a restart from the
+//! state file.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kura_pd_client::{PdClient, PdError};
+use kura_proto::common::Labels;
+use kura_proto::pd::{DataNode, RegionHeartbeatRequest, Store, StoreHeartbeatRequest};
+use serde_json::Value;
+
+struct RunningPd {
+    grpc: SocketAddr,
+    http: SocketAddr,
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<Result<(), kura_pd::Error>>,
+}
+
+impl RunningPd {
+    fn client(&self) -> PdClient {
+        PdClient::new(&[self.grpc.to_string()])
+            .unwrap()
+            .with_attempts(2)
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}/pd/api/v1/{path}", self.http)
+    }
+
+    async fn stop(self) {
+        self.stop.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), self.task)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+    }
+}
+
+async fn must_start_pd(dir: &Path, tune: impl FnOnce(&mut kura_pd::Config)) -> RunningPd {
+    let grpc_l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let http_l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (grpc, http) = (grpc_l.local_addr().unwrap(), http_l.local_addr().unwrap());
+    let mut cfg = kura_pd::Config::new(dir.to_path_buf(), grpc, http);
+    cfg.placement_wait = Duration::from_secs(60);
+    tune(&mut cfg);
+    let ready = Arc::new(AtomicBool::new(false));
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(kura_pd::serve(cfg, grpc_l, http_l, ready.clone(), rx));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ready.load(Ordering::Acquire) {
+        assert!(Instant::now() < deadline, "PD did not become ready");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    RunningPd {
+        grpc,
+        http,
+        stop,
+        task,
+    }
+}
+
+fn labels(zone: &str) -> Option<Labels> {
+    Some(Labels {
+        zone: zone.into(),
+        rack: String::new(),
+        host: String::new(),
+    })
+}
+
+fn store(id: u64, addr: &str, zone: &str) -> Store {
+    Store {
+        id,
+        address: addr.into(),
+        labels: labels(zone),
+        ..Default::default()
+    }
+}
+
+fn data_node(id: u64, addr: &str, zone: &str) -> DataNode {
+    DataNode {
+        id,
+        address: addr.into(),
+        labels: labels(zone),
+        ..Default::default()
+    }
+}
+
+async fn get_json(url: &str) -> (u16, Value) {
+    let resp = reqwest::get(url).await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap())
+}
+
+/// Runs pdctl on its own thread (it starts its own runtime) and returns its exit code.
+async fn pdctl(args: &[&str]) -> i32 {
+    let mut argv = vec!["pdctl".to_string()];
+    argv.extend(args.iter().map(|s| s.to_string()));
+    tokio::task::spawn_blocking(move || {
+        std::thread::spawn(move || kura_pd::pdctl_main(argv))
+            .join()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bootstrap_routing_placement_and_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let pd = must_start_pd(dir.path(), |_| {}).await;
+    let pd_client = pd.client();
+
+    let cluster = pd_client.get_cluster().await.unwrap();
+    assert!(cluster.cluster_id != 0);
+    assert!(!cluster.bootstrapped);
+    assert_eq!(cluster.max_replicas, 3);
+
+    // Three stores in three zones: the first region is created.
+    let mut store_ids = Vec::new();
+    for (i, zone) in ["z1", "z2", "z3"].iter().enumerate() {
+        store_ids.push(
+            pd_client
+                .register_store(store(0, &format!("127.0.0.1:{}", 20160 + i), zone))
+                .await
+                .unwrap(),
+        );
+    }
+    assert_eq!(store_ids.iter().collect::<BTreeSet<_>>().len(), 3);
+    let hb = |store_id, region_count| StoreHeartbeatRequest {
+        store_id,
+        region_count,
+        ..Default::default()
+    };
+    let resp = pd_client
+        .store_heartbeat(hb(store_ids[0], 0))
+        .await
+        .unwrap();
+    assert_eq!(resp.create_peers.len(), 1);
+    let to_create = &resp.create_peers[0];
+    assert!(to_create.initial);
+    let region = to_create.region.clone().unwrap();
+    assert!(region.start_key.is_empty() && region.end_key.is_empty());
+    assert_eq!(region.peers.len(), 3);
+    let peer_stores: BTreeSet<u64> = region.peers.iter().map(|p| p.store_id).collect();
+    assert_eq!(peer_stores, store_ids.iter().copied().collect());
+    assert!(region
+        .peers
+        .iter()
+        .any(|p| p.id == to_create.peer_id && p.store_id == store_ids[0]));
+    assert!(pd_client.get_cluster().await.unwrap().bootstrapped);
+
+    // The store reports it hosts the region: no more create_peers for it.
+    assert!(pd_client
+        .store_heartbeat(hb(store_ids[0], 1))
+        .await
+        .unwrap()
+        .create_peers
+        .is_empty());
+    assert_eq!(
+        pd_client
+            .store_heartbeat(hb(store_ids[1], 0))
+            .await
+            .unwrap()
+            .create_peers
+            .len(),
+        1
+    );
+
+    // Before any leader is known, the region is there without one.
+    let info = pd_client.get_region(b"some/key").await.unwrap().unwrap();
+    assert_eq!(info.region.as_ref().unwrap().id, region.id);
+    assert!(info.leader.is_none());
+
+    // A leader on the second store reports in.
+    let leader = region
+        .peers
+        .iter()
+        .find(|p| p.store_id == store_ids[1])
+        .cloned()
+        .unwrap();
+    pd_client
+        .region_heartbeat(RegionHeartbeatRequest {
+            region: Some(region.clone()),
+            leader: Some(leader),
+            approximate_size: 4096,
+            approximate_keys: 7,
+            term: 2,
+        })
+        .await
+        .unwrap();
+    let info = pd_client.get_region(b"").await.unwrap().unwrap();
+    assert_eq!(info.leader, Some(leader));
+    assert_eq!(info.leader_addr, "127.0.0.1:20161");
+    assert_eq!(info.approximate_keys, 7);
+    assert!(pd_client
+        .store_heartbeat(hb(store_ids[1], 0))
+        .await
+        .unwrap()
+        .create_peers
+        .is_empty());
+    assert_eq!(
+        pd_client
+            .get_region_by_id(region.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .leader_addr,
+        "127.0.0.1:20161"
+    );
+    assert!(pd_client
+        .get_region_by_id(region.id + 1000)
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(pd_client.scan_regions(b"", b"", 0).await.unwrap().len(), 1);
+
+    // The region cache resolves through the same answers.
+    let cache = kura_pd_client::RegionCache::new(pd_client.clone());
+    let route = cache.locate(b"bucket/object").await.unwrap().unwrap();
+    assert!(route.has_leader());
+
+    // Bad input is rejected, not retried.
+    assert!(matches!(
+        pd_client.register_store(store(0, "", "z1")).await,
+        Err(PdError::Rejected(_))
+    ));
+    assert!(matches!(
+        pd_client.store_heartbeat(hb(999_999, 0)).await,
+        Err(PdError::Rejected(_))
+    ));
+    assert!(matches!(
+        pd_client.alloc_ids(0).await,
+        Err(PdError::Rejected(_))
+    ));
+
+    // Six data nodes, two per zone: the placement map appears at once.
+    assert!(pd_client.get_placement(0).await.unwrap().is_none());
+    let mut node_ids = Vec::new();
+    for (i, zone) in ["z1", "z1", "z2", "z2", "z3", "z3"].iter().enumerate() {
+        let addr = format!("127.0.0.1:{}", 30000 + i);
+        node_ids.push(
+            pd_client
+                .register_data_node(data_node(0, &addr, zone))
+                .await
+                .unwrap(),
+        );
+    }
+    let map = pd_client
+        .get_placement(0)
+        .await
+        .unwrap()
+        .expect("map built with 6 nodes in 3 zones");
+    assert_eq!((map.data_shards, map.parity_shards), (1, 2));
+    assert_eq!(map.groups.len(), 64);
+    assert_eq!(map.nodes.len(), 6);
+    for g in &map.groups {
+        let zones: BTreeSet<String> = g
+            .data_nodes
+            .iter()
+            .map(|id| {
+                map.nodes
+                    .iter()
+                    .find(|n| n.id == *id)
+                    .unwrap()
+                    .labels
+                    .clone()
+                    .unwrap()
+                    .zone
+            })
+            .collect();
+        assert_eq!(zones.len(), 3, "one copy per zone in PG {}", g.id);
+    }
+    assert!(
+        pd_client
+            .get_placement(map.version)
+            .await
+            .unwrap()
+            .is_none(),
+        "unchanged since that version"
+    );
+
+    let first_id = pd_client.alloc_ids(10).await.unwrap();
+    let mut used: BTreeSet<u64> = store_ids.iter().chain(&node_ids).copied().collect();
+    used.insert(region.id);
+    used.extend(region.peers.iter().map(|p| p.id));
+    assert!((first_id..first_id + 10).all(|id| !used.contains(&id)));
+
+    // HTTP API, pd-ctl shaped.
+    let (status, stores) = get_json(&pd.url("stores")).await;
+    assert_eq!(status, 200);
+    assert_eq!(stores["count"], 3);
+    let s0 = &stores["stores"][0];
+    assert_eq!(s0["store"]["state_name"], "Up");
+    assert_eq!(s0["store"]["labels"][0]["key"], "zone");
+    assert!(s0["status"]["last_heartbeat_ts"]
+        .as_str()
+        .unwrap()
+        .contains('T'));
+    let (status, r) = get_json(&pd.url(&format!("region/id/{}", region.id))).await;
+    assert_eq!(status, 200);
+    assert_eq!(r["leader"]["store_id"], store_ids[1]);
+    assert_eq!(r["epoch"]["conf_ver"], 1);
+    assert_eq!(r["peers"][0]["role_name"], "Voter");
+    assert_eq!(r["start_key"], "");
+    let (status, r) = get_json(&pd.url("region/key/6B6579")).await;
+    assert_eq!((status, r["id"].as_u64()), (200, Some(region.id)));
+    let (status, err) = get_json(&pd.url("region/id/424242")).await;
+    assert_eq!(status, 404);
+    assert!(err["error"].as_str().unwrap().contains("424242"));
+    let (status, _) = get_json(&pd.url("region/key/zz")).await;
+    assert_eq!(status, 400);
+    let (_, regions) = get_json(&pd.url("regions")).await;
+    assert_eq!(regions["count"], 1);
+    let (_, p) = get_json(&pd.url("placement")).await;
+    assert_eq!(p["groups"].as_array().unwrap().len(), 64);
+    let (_, dn) = get_json(&pd.url("datanodes")).await;
+    assert_eq!(dn["count"], 6);
+    let (_, c) = get_json(&pd.url("cluster")).await;
+    assert_eq!(c["bootstrapped"], true);
+    let (status, h) = get_json(&pd.url("health")).await;
+    assert_eq!((status, &h[0]["health"]), (200, &Value::Bool(true)));
+
+    // pdctl against it.
+    let url = format!("http://{}", pd.http);
+    assert_eq!(pdctl(&["-u", &url, "store"]).await, 0);
+    assert_eq!(pdctl(&["-u", &url, "--table", "region"]).await, 0);
+    assert_eq!(pdctl(&["-u", &url, "region", "key", "00"]).await, 0);
+    assert_eq!(pdctl(&["-u", &url, "--table", "placement"]).await, 0);
+    assert_eq!(pdctl(&["-u", &url, "store", "987654"]).await, 1);
+    assert_eq!(pdctl(&["-u", "http://127.0.0.1:1", "health"]).await, 1);
+
+    // Restart from the state file: same cluster, ids and map.
+    let cluster_id = cluster.cluster_id;
+    pd.stop().await;
+    let pd = must_start_pd(dir.path(), |_| {}).await;
+    let pd_client = pd.client();
+    let after = pd_client.get_cluster().await.unwrap();
+    assert_eq!(after.cluster_id, cluster_id);
+    assert!(after.bootstrapped);
+    // A store restarting with its id and a new address keeps the id.
+    assert_eq!(
+        pd_client
+            .register_store(store(store_ids[2], "127.0.0.1:21000", "z3"))
+            .await
+            .unwrap(),
+        store_ids[2]
+    );
+    let map_after = pd_client.get_placement(0).await.unwrap().unwrap();
+    assert_eq!(map_after.version, map.version);
+    assert_eq!(map_after.groups, map.groups);
+    // A data node re-registering at the same address keeps id and map version…
+    let again = pd_client
+        .register_data_node(data_node(node_ids[0], "127.0.0.1:30000", "z1"))
+        .await
+        .unwrap();
+    assert_eq!(again, node_ids[0]);
+    assert!(pd_client
+        .get_placement(map.version)
+        .await
+        .unwrap()
+        .is_none());
+    // …a new address bumps the version so clients refetch addresses.
+    pd_client
+        .register_data_node(data_node(node_ids[0], "127.0.0.1:31000", "z1"))
+        .await
+        .unwrap();
+    let moved = pd_client.get_placement(map.version).await.unwrap().unwrap();
+    assert!(moved.version > map.version);
+    assert_eq!(moved.groups, map.groups);
+    // A new node joining does not change the map's groups.
+    let newcomer = pd_client
+        .register_data_node(data_node(0, "127.0.0.1:32000", "z1"))
+        .await
+        .unwrap();
+    assert!(newcomer > first_id + 9, "ids never reused across restarts");
+    assert_eq!(
+        pd_client.get_placement(0).await.unwrap().unwrap().groups,
+        map.groups
+    );
+    assert!(pd_client.alloc_id().await.unwrap() > newcomer);
+    // The region and its peers survived; the leader is relearned from heartbeats.
+    let info = pd_client.get_region(b"x").await.unwrap().unwrap();
+    assert_eq!(info.region, Some(region));
+    pd.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn placement_after_the_wait_and_down_detection() {
+    let dir = tempfile::tempdir().unwrap();
+    let pd = must_start_pd(dir.path(), |c| {
+        c.placement_wait = Duration::from_millis(200);
+        c.max_store_down_time = Duration::from_millis(800);
+    })
+    .await;
+    let pd_client = pd.client();
+    // Three nodes (fewer than the six expected) in three zones.
+    for (i, zone) in ["z1", "z2", "z3"].iter().enumerate() {
+        pd_client
+            .register_data_node(data_node(0, &format!("127.0.0.1:{}", 40000 + i), zone))
+            .await
+            .unwrap();
+    }
+    let store_id = pd_client
+        .register_store(store(0, "127.0.0.1:20999", "z1"))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let map = loop {
+        if let Some(m) = pd_client.get_placement(0).await.unwrap() {
+            break m;
+        }
+        assert!(Instant::now() < deadline, "no placement map after the wait");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(map.groups.iter().all(|g| g.data_nodes.len() == 3));
+
+    // Nobody heartbeats: after max_store_down_time the store shows Down.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, s) = get_json(&pd.url(&format!("store/{store_id}"))).await;
+        if s["store"]["state_name"] == "Down" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "store never shown down: {s}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (_, n) = get_json(&pd.url("datanodes")).await;
+    assert_eq!(n["datanodes"][0]["state_name"], "Down");
+    pd.stop().await;
+}

@@ -1,0 +1,118 @@
+//! This machine's own ceilings, measured in the same run as the benchmark so
+//! Kura's figures can be printed as ratios of them: sequential disk write and
+//! read, 4 KiB write+fdatasync rate, loopback TCP throughput, MD5 throughput.
+
+use std::fs::OpenOptions;
+use std::io::{Read, Write};
+use std::os::unix::io::AsRawFd;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Limits {
+    pub disk_write_mib_s: f64,
+    pub disk_read_mib_s: f64,
+    pub fsync_per_s: f64,
+    pub loopback_mib_s: f64,
+    pub md5_mib_s: f64,
+}
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// Measures everything; `dir` must be on the disk the cluster uses.
+pub fn measure(dir: &Path, disk_mib: usize) -> std::io::Result<Limits> {
+    let (w, r) = disk_seq(dir, disk_mib)?;
+    Ok(Limits {
+        disk_write_mib_s: w,
+        disk_read_mib_s: r,
+        fsync_per_s: fsync_rate(dir, Duration::from_secs(2))?,
+        loopback_mib_s: loopback(1024)?,
+        md5_mib_s: md5_rate(256),
+    })
+}
+
+fn disk_seq(dir: &Path, mib: usize) -> std::io::Result<(f64, f64)> {
+    let path = dir.join(".kura-bench-disk");
+    let block = vec![0x5au8; 1 << 20];
+    let start = Instant::now();
+    {
+        let mut f = OpenOptions::new().create(true).write(true).truncate(true).open(&path)?;
+        for _ in 0..mib {
+            f.write_all(&block)?;
+        }
+        f.sync_all()?;
+    }
+    let write = mib as f64 / start.elapsed().as_secs_f64();
+    let mut f = OpenOptions::new().read(true).open(&path)?;
+    // Drop the file from the page cache so the read hits the disk.
+    // SAFETY: advisory call on an fd we own.
+    unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    let mut buf = vec![0u8; 1 << 20];
+    let start = Instant::now();
+    let mut total = 0usize;
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        total += n;
+    }
+    let read = total as f64 / MIB / start.elapsed().as_secs_f64();
+    std::fs::remove_file(&path)?;
+    Ok((write, read))
+}
+
+fn fsync_rate(dir: &Path, dur: Duration) -> std::io::Result<f64> {
+    let path = dir.join(".kura-bench-fsync");
+    let mut f = OpenOptions::new().create(true).write(true).truncate(true).open(&path)?;
+    let block = [7u8; 4096];
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed() < dur {
+        f.write_all(&block)?;
+        f.sync_data()?;
+        n += 1;
+    }
+    let rate = n as f64 / start.elapsed().as_secs_f64();
+    std::fs::remove_file(&path)?;
+    Ok(rate)
+}
+
+fn loopback(mib: usize) -> std::io::Result<f64> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let sink = std::thread::spawn(move || -> std::io::Result<usize> {
+        let (mut s, _) = listener.accept()?;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut total = 0;
+        loop {
+            let n = s.read(&mut buf)?;
+            if n == 0 {
+                return Ok(total);
+            }
+            total += n;
+        }
+    });
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_nodelay(true)?;
+    let block = vec![1u8; 1 << 20];
+    let start = Instant::now();
+    for _ in 0..mib {
+        s.write_all(&block)?;
+    }
+    drop(s);
+    let got = sink.join().map_err(|_| std::io::Error::other("sink thread panicked"))??;
+    Ok(got as f64 / MIB / start.elapsed().as_secs_f64())
+}
+
+fn md5_rate(mib: usize) -> f64 {
+    use md5::{Digest, Md5};
+    let block = vec![3u8; 1 << 20];
+    let start = Instant::now();
+    let mut h = Md5::new();
+    for _ in 0..mib {
+        h.update(&block);
+    }
+    std::hint::black_box(h.finalize());
+    mib as f64 / start.elapsed().as_secs_f64()
+}

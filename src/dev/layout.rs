@@ -1,0 +1,182 @@
+//! Where each process of a `kura dev` cluster listens and keeps its data.
+//!
+//! Every address derives from the S3 port, so several dev clusters (tests run
+//! them side by side) never collide: PD at port+1..+3, metashard stores at
+//! port+10.., data nodes at port+30.., the gateway's status at port+50.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub const METASHARD_STORES: usize = 3;
+pub const DATA_NODES: usize = 6;
+pub const ZONES: [&str; 3] = ["z1", "z2", "z3"];
+
+/// One process of the cluster, as written to `cluster.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Component {
+    pub role: String,
+    pub id: String,
+    pub zone: String,
+    pub grpc: String,
+    pub status: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub http: Option<String>,
+    pub pid: u32,
+    pub data_dir: PathBuf,
+    pub argv: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClusterFile {
+    pub s3: String,
+    pub pd_http: String,
+    pub credentials_file: PathBuf,
+    pub components: Vec<Component>,
+}
+
+/// The planned processes, before they start (pid 0).
+pub fn plan(exe: &str, data_dir: &Path, port: u16, host: &str) -> Vec<Component> {
+    let addr = |off: u16| format!("{host}:{}", port + off);
+    let pd_grpc = addr(1);
+    let mut out = Vec::new();
+
+    let pd_dir = data_dir.join("pd");
+    out.push(Component {
+        role: "pd".into(),
+        id: "pd-1".into(),
+        zone: String::new(),
+        grpc: pd_grpc.clone(),
+        status: addr(3),
+        http: Some(addr(2)),
+        pid: 0,
+        data_dir: pd_dir.clone(),
+        argv: vec![
+            exe.into(),
+            "pd".into(),
+            "--data-dir".into(),
+            pd_dir.display().to_string(),
+            "--listen".into(),
+            pd_grpc.clone(),
+            "--http-listen".into(),
+            addr(2),
+            "--status-addr".into(),
+            addr(3),
+            "--expected-data-nodes".into(),
+            DATA_NODES.to_string(),
+        ],
+    });
+
+    for i in 0..METASHARD_STORES {
+        let zone = ZONES[i % ZONES.len()];
+        let dir = data_dir.join(format!("metashard-{}", i + 1));
+        let grpc = addr(10 + i as u16);
+        let status = addr(20 + i as u16);
+        out.push(Component {
+            role: "metashard".into(),
+            id: format!("metashard-{}", i + 1),
+            zone: zone.into(),
+            grpc: grpc.clone(),
+            status: status.clone(),
+            http: None,
+            pid: 0,
+            data_dir: dir.clone(),
+            argv: vec![
+                exe.into(),
+                "metashard".into(),
+                "--data-dir".into(),
+                dir.display().to_string(),
+                "--listen".into(),
+                grpc,
+                "--status-addr".into(),
+                status,
+                "--pd".into(),
+                pd_grpc.clone(),
+                "--zone".into(),
+                zone.into(),
+                "--host".into(),
+                format!("metashard-{}", i + 1),
+            ],
+        });
+    }
+
+    for j in 0..DATA_NODES {
+        // Two per zone: z1, z1, z2, z2, z3, z3.
+        let zone = ZONES[j / (DATA_NODES / ZONES.len())];
+        let dir = data_dir.join(format!("datanode-{}", j + 1));
+        let grpc = addr(30 + j as u16);
+        let status = addr(40 + j as u16);
+        out.push(Component {
+            role: "datanode".into(),
+            id: format!("datanode-{}", j + 1),
+            zone: zone.into(),
+            grpc: grpc.clone(),
+            status: status.clone(),
+            http: None,
+            pid: 0,
+            data_dir: dir.clone(),
+            argv: vec![
+                exe.into(),
+                "datanode".into(),
+                "--data-dir".into(),
+                dir.display().to_string(),
+                "--listen".into(),
+                grpc,
+                "--status-addr".into(),
+                status,
+                "--pd".into(),
+                pd_grpc.clone(),
+                "--zone".into(),
+                zone.into(),
+                "--host".into(),
+                format!("datanode-{}", j + 1),
+            ],
+        });
+    }
+
+    let gw_dir = data_dir.join("gateway-1");
+    out.push(Component {
+        role: "gateway".into(),
+        id: "gateway-1".into(),
+        zone: String::new(),
+        grpc: String::new(),
+        status: addr(50),
+        http: None,
+        pid: 0,
+        data_dir: gw_dir,
+        argv: vec![
+            exe.into(),
+            "gateway".into(),
+            "--listen".into(),
+            format!("{host}:{port}"),
+            "--status-addr".into(),
+            addr(50),
+            "--pd".into(),
+            pd_grpc,
+            "--credentials-file".into(),
+            data_dir.join("credentials.json").display().to_string(),
+        ],
+    });
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_has_the_documented_shape() {
+        let p = plan("/bin/kura", Path::new("/tmp/x"), 9000, "127.0.0.1");
+        let count = |r: &str| p.iter().filter(|c| c.role == r).count();
+        assert_eq!((count("pd"), count("metashard"), count("datanode"), count("gateway")), (1, 3, 6, 1));
+        for z in ZONES {
+            assert_eq!(p.iter().filter(|c| c.role == "datanode" && c.zone == z).count(), 2);
+            assert_eq!(p.iter().filter(|c| c.role == "metashard" && c.zone == z).count(), 1);
+        }
+        let mut addrs: Vec<&String> = p.iter().flat_map(|c| [&c.grpc, &c.status]).filter(|a| !a.is_empty()).collect();
+        let n = addrs.len();
+        addrs.sort();
+        addrs.dedup();
+        assert_eq!(addrs.len(), n, "every address is unique");
+    }
+}

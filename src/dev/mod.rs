@@ -1,0 +1,256 @@
+//! `kura dev`: a whole local cluster as child processes of this binary.
+//!
+//! 1 PD, 3 metashard stores (zones z1–z3), 6 data nodes (2 per zone) and one
+//! gateway, talking real gRPC over loopback, with data under `--data-dir`.
+//! Writes `DIR/cluster.json` (every process's role, id, zone, addresses, pid,
+//! data dir and exact argv), waits until the gateway says the cluster can serve
+//! writes, then supervises: a child that dies is reported, never restarted
+//! (tests kill and restart processes on purpose). SIGINT/SIGTERM stops every
+//! child, gateway first and PD last.
+
+mod credentials;
+pub mod layout;
+mod probe;
+
+use std::fs::File;
+use std::os::unix::io::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use layout::{ClusterFile, Component};
+
+pub use credentials::{load as load_credentials, Credentials};
+
+#[derive(Debug, clap::Args)]
+pub struct DevArgs {
+    /// Directory holding every process's data, logs, credentials and cluster.json.
+    #[arg(long, default_value = "./kura-data")]
+    pub data_dir: PathBuf,
+    /// S3 port on 127.0.0.1. Internal ports are derived from it (port+1 .. port+50).
+    #[arg(long, default_value_t = 9000)]
+    pub port: u16,
+    /// Seconds to wait for the cluster to become ready before giving up.
+    #[arg(long, default_value_t = 120)]
+    pub ready_timeout: u64,
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DevError {
+    #[error("{0}: {1}")]
+    Io(String, std::io::Error),
+    #[error("another `kura dev` is already running on {0}")]
+    AlreadyRunning(PathBuf),
+    #[error("the cluster did not become ready within {0} s; see the logs under {1}")]
+    NotReady(u64, PathBuf),
+    #[error("component {0} exited during startup ({1}); see {2}")]
+    ChildExited(String, String, PathBuf),
+}
+
+fn io<T>(what: impl Into<String>, r: std::io::Result<T>) -> Result<T, DevError> {
+    r.map_err(|e| DevError::Io(what.into(), e))
+}
+
+/// Holds an exclusive lock on `DIR/dev.lock` for the life of `kura dev`.
+fn lock_dir(dir: &Path) -> Result<File, DevError> {
+    let path = dir.join("dev.lock");
+    let f = io(path.display().to_string(), File::create(&path))?;
+    // SAFETY: flock on an fd we own; non-blocking.
+    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        return Err(DevError::AlreadyRunning(dir.to_path_buf()));
+    }
+    Ok(f)
+}
+
+fn spawn(c: &Component, logs: &Path) -> Result<Child, DevError> {
+    let log_path = logs.join(format!("{}.log", c.id));
+    let log = io(
+        log_path.display().to_string(),
+        std::fs::OpenOptions::new().create(true).append(true).open(&log_path),
+    )?;
+    let log2 = io("log file", log.try_clone())?;
+    let mut cmd = Command::new(&c.argv[0]);
+    cmd.args(&c.argv[1..]).stdin(Stdio::null()).stdout(log).stderr(log2);
+    // SAFETY: prctl is async-signal-safe. Children die with `kura dev` even if it
+    // is killed with SIGKILL, so no orphaned cluster keeps ports busy.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            Ok(())
+        });
+    }
+    io(format!("starting {}", c.id), cmd.spawn())
+}
+
+fn write_cluster_file(path: &Path, cf: &ClusterFile) -> Result<(), DevError> {
+    let tmp = path.with_extension("json.tmp");
+    let body = serde_json::to_vec_pretty(cf).map_err(|e| DevError::Io("cluster.json".into(), e.into()))?;
+    io("cluster.json", std::fs::write(&tmp, body))?;
+    io("cluster.json", std::fs::rename(&tmp, path))
+}
+
+/// Runs the dev cluster until SIGINT/SIGTERM. Returns the process exit code.
+pub fn run(args: DevArgs) -> Result<(), DevError> {
+    io(args.data_dir.display().to_string(), std::fs::create_dir_all(&args.data_dir))?;
+    let dir = io("data dir", args.data_dir.canonicalize())?;
+    let _lock = lock_dir(&dir)?;
+    let logs = dir.join("logs");
+    io("logs dir", std::fs::create_dir_all(&logs))?;
+
+    let creds_path = dir.join("credentials.json");
+    let (creds, source) = io("credentials", credentials::resolve(&creds_path))?;
+
+    let exe = io("current exe", std::env::current_exe())?.display().to_string();
+    let mut components = layout::plan(&exe, &dir, args.port, "127.0.0.1");
+    for c in &components {
+        io(c.data_dir.display().to_string(), std::fs::create_dir_all(&c.data_dir))?;
+    }
+
+    // SAFETY: installing a handler that only stores to an atomic.
+    unsafe {
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    }
+
+    let mut children: Vec<(usize, Child)> = Vec::new();
+    let result = start_all(&args, &dir, &logs, &mut components, &mut children);
+    let cluster_file = ClusterFile {
+        s3: format!("http://127.0.0.1:{}", args.port),
+        pd_http: format!("http://{}", components[0].http.clone().unwrap_or_default()),
+        credentials_file: creds_path.clone(),
+        components: components.clone(),
+    };
+    write_cluster_file(&dir.join("cluster.json"), &cluster_file)?;
+
+    match result {
+        Ok(()) => {
+            print_banner(&cluster_file, &creds, source, &dir);
+            supervise(&components, &mut children);
+        }
+        Err(e) => {
+            stop_all(&components, &mut children);
+            return Err(e);
+        }
+    }
+    stop_all(&components, &mut children);
+    println!("kura dev: stopped");
+    Ok(())
+}
+
+fn start_all(
+    args: &DevArgs,
+    dir: &Path,
+    logs: &Path,
+    components: &mut [Component],
+    children: &mut Vec<(usize, Child)>,
+) -> Result<(), DevError> {
+    let deadline = Instant::now() + Duration::from_secs(args.ready_timeout);
+    for (i, c) in components.iter_mut().enumerate() {
+        let child = spawn(c, logs)?;
+        c.pid = child.id();
+        children.push((i, child));
+        if c.role == "pd" {
+            // Everyone else registers with PD: let it come up first.
+            wait_until(deadline, children, components_ids(&[]), || probe::http_ok(&c.status, "/ready"))
+                .map_err(|e| e.unwrap_or(DevError::NotReady(args.ready_timeout, logs.to_path_buf())))?;
+        }
+    }
+    let ids: Vec<String> = components.iter().map(|c| c.id.clone()).collect();
+    let s3 = format!("127.0.0.1:{}", args.port);
+    wait_until(deadline, children, ids, || probe::http_ok(&s3, "/_kura/health"))
+        .map_err(|e| e.unwrap_or(DevError::NotReady(args.ready_timeout, dir.join("logs"))))
+}
+
+fn components_ids(c: &[Component]) -> Vec<String> {
+    c.iter().map(|c| c.id.clone()).collect()
+}
+
+/// Polls `ok` until it holds, a child exits (Err(Some)), the deadline passes
+/// or a stop signal arrives (Err(None)).
+fn wait_until(
+    deadline: Instant,
+    children: &mut [(usize, Child)],
+    ids: Vec<String>,
+    mut ok: impl FnMut() -> bool,
+) -> Result<(), Option<DevError>> {
+    loop {
+        if ok() {
+            return Ok(());
+        }
+        for (i, child) in children.iter_mut() {
+            if let Ok(Some(status)) = child.try_wait() {
+                let id = ids.get(*i).cloned().unwrap_or_else(|| format!("component #{i}"));
+                return Err(Some(DevError::ChildExited(id.clone(), status.to_string(), PathBuf::from(format!("logs/{id}.log")))));
+            }
+        }
+        if STOP.load(Ordering::SeqCst) || Instant::now() > deadline {
+            return Err(None);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn print_banner(cf: &ClusterFile, creds: &Credentials, source: &str, dir: &Path) {
+    println!("kura dev: cluster ready");
+    println!("  S3 endpoint:   {}", cf.s3);
+    println!("  access key:    {}", creds.access_key);
+    println!("  secret key:    {}   ({source}; saved in {})", creds.secret_key, cf.credentials_file.display());
+    println!("  PD admin API:  {}   (kura pdctl -u {} store)", cf.pd_http, cf.pd_http);
+    println!("  cluster file:  {}", dir.join("cluster.json").display());
+    println!("  logs:          {}", dir.join("logs").display());
+    println!();
+    println!("  export AWS_ACCESS_KEY_ID={} AWS_SECRET_ACCESS_KEY={} AWS_DEFAULT_REGION=us-east-1", creds.access_key, creds.secret_key);
+    println!("  aws --endpoint-url {} s3 mb s3://my-bucket", cf.s3);
+    println!();
+    println!("Ctrl-C stops the cluster; `kura dev` on the same --data-dir brings it back.");
+}
+
+fn supervise(components: &[Component], children: &mut [(usize, Child)]) {
+    let mut reported = vec![false; components.len()];
+    while !STOP.load(Ordering::SeqCst) {
+        for (i, child) in children.iter_mut() {
+            if reported[*i] {
+                continue;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                reported[*i] = true;
+                eprintln!("kura dev: {} exited ({status}); not restarting it", components[*i].id);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Stops children in reverse start order (gateway first, PD last): SIGTERM,
+/// then SIGKILL after a grace period.
+fn stop_all(components: &[Component], children: &mut Vec<(usize, Child)>) {
+    for (i, child) in children.iter_mut().rev() {
+        if let Ok(None) = child.try_wait() {
+            // SAFETY: signalling a child we spawned and have not reaped.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                match child.try_wait() {
+                    Ok(Some(_)) => break,
+                    Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+                    _ => {
+                        eprintln!("kura dev: {} did not stop in time; killing it", components[*i].id);
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    children.clear();
+}

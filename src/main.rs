@@ -1,0 +1,67 @@
+//! The `kura` binary: thin dispatch to each role of a Kura cluster.
+//!
+//! `kura dev` runs a whole local cluster; `kura pd|metashard|datanode|gateway`
+//! run one process of a role (what `kura dev` starts as its children);
+//! `kura pdctl` is the PD admin CLI; `kura bench` measures a running cluster.
+//! Role behaviour lives in the role crates; this crate owns only flags, logging,
+//! the status endpoints and process lifecycle (see `roles.rs`, `status.rs`).
+
+mod bench;
+mod dev;
+mod roles;
+mod status;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "kura", version, about = "Kura: a distributed S3-compatible object store")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start a whole local cluster (1 PD, 3 metashard stores, 6 data nodes, 1 gateway).
+    Dev(dev::DevArgs),
+    /// Run a placement driver.
+    Pd(roles::PdArgs),
+    /// Run a metashard store (metadata Raft regions).
+    Metashard(roles::MetashardArgs),
+    /// Run a data node (fragment storage).
+    Datanode(roles::DatanodeArgs),
+    /// Run an S3 gateway.
+    Gateway(roles::GatewayArgs),
+    /// PD admin CLI (same as the `pdctl` binary): `kura pdctl -u URL store`.
+    #[command(disable_help_flag = true)]
+    Pdctl {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Benchmark a running cluster: PUT/GET throughput and latency beside this machine's limits.
+    Bench(bench::BenchArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let code = match cli.command {
+        Command::Dev(args) => match dev::run(args) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("kura dev: {e}");
+                1
+            }
+        },
+        Command::Pd(args) => roles::run_pd(args),
+        Command::Metashard(args) => roles::run_metashard(args),
+        Command::Datanode(args) => roles::run_datanode(args),
+        Command::Gateway(args) => roles::run_gateway(args),
+        Command::Pdctl { args } => {
+            let mut argv = vec!["pdctl".to_string()];
+            argv.extend(args);
+            kura_pd::pdctl_main(argv)
+        }
+        Command::Bench(args) => bench::run(args),
+    };
+    std::process::exit(code);
+}

@@ -1,0 +1,272 @@
+//! One process per role: flags → the role crate's `Config`, logging, the status
+//! server, signal handling, and the role's `run`.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+
+/// Flags every server role shares.
+#[derive(Debug, Args)]
+pub struct CommonArgs {
+    /// Address serving /metrics, /health and /ready.
+    #[arg(long)]
+    pub status_addr: SocketAddr,
+}
+
+/// Flags of roles that register with PD under failure-domain labels.
+#[derive(Debug, Args)]
+pub struct NodeArgs {
+    /// Directory for this process's data.
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// gRPC listen address.
+    #[arg(long)]
+    pub listen: SocketAddr,
+    /// Address other processes dial (default: --listen).
+    #[arg(long)]
+    pub advertise: Option<String>,
+    /// PD gRPC endpoints, comma-separated.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub pd: Vec<String>,
+    /// Failure-domain labels.
+    #[arg(long, default_value = "")]
+    pub zone: String,
+    #[arg(long, default_value = "")]
+    pub rack: String,
+    #[arg(long, default_value = "")]
+    pub host: String,
+}
+
+#[derive(Debug, Args)]
+pub struct PdArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Directory for PD's state.
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// gRPC listen address.
+    #[arg(long, default_value = "127.0.0.1:2380")]
+    listen: SocketAddr,
+    /// Address other processes dial (default: --listen).
+    #[arg(long)]
+    advertise: Option<String>,
+    /// HTTP admin API address (what `pdctl -u` talks to).
+    #[arg(long, default_value = "127.0.0.1:2379")]
+    http_listen: SocketAddr,
+    /// Replicas per metadata region (one per zone).
+    #[arg(long, default_value_t = 3)]
+    max_replicas: u32,
+    /// Data nodes to wait for before the placement-group map is built.
+    #[arg(long, default_value_t = 6)]
+    expected_data_nodes: u32,
+    /// Placement groups per storage class.
+    #[arg(long, default_value_t = 64)]
+    num_pgs: u32,
+    /// Seconds to wait for --expected-data-nodes before placing on fewer.
+    #[arg(long, default_value_t = 10)]
+    placement_wait_secs: u64,
+    /// Seconds without heartbeat after which a store or data node is down.
+    #[arg(long, default_value_t = 30)]
+    max_store_down_secs: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct MetashardArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    #[command(flatten)]
+    node: NodeArgs,
+    /// Raft tick interval in milliseconds.
+    #[arg(long, default_value_t = 100)]
+    raft_tick_ms: u64,
+    /// Ticks without a leader heartbeat before a follower campaigns.
+    #[arg(long, default_value_t = 10)]
+    election_ticks: usize,
+    /// Applied entries kept in the Raft log before it is compacted.
+    #[arg(long, default_value_t = 1000)]
+    log_gc_threshold: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct DatanodeArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    #[command(flatten)]
+    node: NodeArgs,
+    /// Size at which a segment file is closed and a new one started.
+    #[arg(long, default_value_t = 256 << 20)]
+    segment_size: u64,
+    /// Below this much free disk space the node takes no new fragments.
+    #[arg(long, default_value_t = 1 << 30)]
+    min_free_bytes: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct GatewayArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// S3 listen address.
+    #[arg(long, default_value = "127.0.0.1:9000")]
+    listen: SocketAddr,
+    /// PD gRPC endpoints, comma-separated.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pd: Vec<String>,
+    /// JSON file with {"access_key", "secret_key"} of the root user.
+    /// KURA_ROOT_ACCESS_KEY / KURA_ROOT_SECRET_KEY override it.
+    #[arg(long)]
+    credentials_file: Option<PathBuf>,
+    /// S3 region name reported to clients.
+    #[arg(long, default_value = "us-east-1")]
+    region: String,
+    /// Bodies up to this size are stored inside the metadata record.
+    #[arg(long, default_value_t = 4096)]
+    inline_threshold: usize,
+    /// Bytes per fragment block (one stripe's shard).
+    #[arg(long, default_value_t = 1 << 20)]
+    block_size: usize,
+    /// Fragments that must be durable before a PUT commits (default: k+1).
+    #[arg(long)]
+    write_quorum: Option<usize>,
+    /// Domain for virtual-hosted-style requests (bucket.DOMAIN).
+    #[arg(long)]
+    domain: Option<String>,
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KURA_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,h2=warn,tower=warn,hyper=warn,raft=warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(true).init();
+}
+
+/// Runs one role to completion: status server, signals, then `body`.
+fn run_role<F, Fut, E>(name: &str, status_addr: SocketAddr, body: F) -> i32
+where
+    F: FnOnce(Arc<AtomicBool>, tokio::sync::watch::Receiver<bool>) -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    init_logging();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("kura {name}: cannot start the runtime: {e}");
+            return 1;
+        }
+    };
+    rt.block_on(async move {
+        let ready = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let status = tokio::spawn(status::serve(status_addr, ready.clone(), rx.clone()));
+        tokio::spawn(async move {
+            use tokio::signal::unix::{signal, SignalKind};
+            let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+                return;
+            };
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            tracing::info!("stop signal received; shutting down");
+            let _ = tx.send(true);
+        });
+        let result = body(ready, rx).await;
+        let code = match result {
+            Ok(()) => 0,
+            Err(e) => {
+                tracing::error!("kura {name} failed: {e}");
+                eprintln!("kura {name}: {e}");
+                1
+            }
+        };
+        status.abort();
+        code
+    })
+}
+
+pub fn run_pd(a: PdArgs) -> i32 {
+    let cfg = kura_pd::Config {
+        data_dir: a.data_dir,
+        listen: a.listen,
+        advertise: a.advertise.unwrap_or_else(|| a.listen.to_string()),
+        http_listen: a.http_listen,
+        max_replicas: a.max_replicas,
+        expected_data_nodes: a.expected_data_nodes,
+        num_pgs: a.num_pgs,
+        placement_wait: Duration::from_secs(a.placement_wait_secs),
+        max_store_down_time: Duration::from_secs(a.max_store_down_secs),
+    };
+    run_role("pd", a.common.status_addr, |ready, shutdown| kura_pd::run(cfg, ready, shutdown))
+}
+
+pub fn run_metashard(a: MetashardArgs) -> i32 {
+    let n = a.node;
+    let advertise = n.advertise.unwrap_or_else(|| n.listen.to_string());
+    let mut cfg = kura_metashard::Config::new(n.data_dir, n.listen, advertise, n.pd);
+    cfg.status_advertise = a.common.status_addr.to_string();
+    cfg.zone = n.zone;
+    cfg.rack = n.rack;
+    cfg.host = n.host;
+    cfg.raft_tick_ms = a.raft_tick_ms;
+    cfg.election_ticks = a.election_ticks;
+    cfg.log_gc_threshold = a.log_gc_threshold;
+    run_role("metashard", a.common.status_addr, |ready, shutdown| kura_metashard::run(cfg, ready, shutdown))
+}
+
+pub fn run_datanode(a: DatanodeArgs) -> i32 {
+    let n = a.node;
+    let cfg = kura_datanode::Config {
+        advertise: n.advertise.unwrap_or_else(|| n.listen.to_string()),
+        data_dir: n.data_dir,
+        listen: n.listen,
+        status_advertise: a.common.status_addr.to_string(),
+        pd_endpoints: n.pd,
+        zone: n.zone,
+        rack: n.rack,
+        host: n.host,
+        segment_size: a.segment_size,
+        min_free_bytes: a.min_free_bytes,
+    };
+    run_role("datanode", a.common.status_addr, |ready, shutdown| kura_datanode::run(cfg, ready, shutdown))
+}
+
+pub fn run_gateway(a: GatewayArgs) -> i32 {
+    let (access_key, secret_key) = match gateway_credentials(a.credentials_file.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("kura gateway: {e}");
+            return 2;
+        }
+    };
+    let cfg = kura_gateway::Config {
+        listen: a.listen,
+        pd_endpoints: a.pd,
+        access_key,
+        secret_key,
+        region: a.region,
+        inline_threshold: a.inline_threshold,
+        block_size: a.block_size,
+        write_quorum: a.write_quorum,
+        domain: a.domain,
+    };
+    run_role("gateway", a.common.status_addr, |ready, shutdown| kura_gateway::run(cfg, ready, shutdown))
+}
+
+/// Root credentials: environment first, then the credentials file.
+fn gateway_credentials(file: Option<&std::path::Path>) -> Result<(String, String), String> {
+    if let (Ok(a), Ok(s)) = (std::env::var("KURA_ROOT_ACCESS_KEY"), std::env::var("KURA_ROOT_SECRET_KEY")) {
+        if !a.is_empty() && !s.is_empty() {
+            return Ok((a, s));
+        }
+    }
+    let path = file.ok_or("no credentials: set KURA_ROOT_ACCESS_KEY/KURA_ROOT_SECRET_KEY or --credentials-file")?;
+    match crate::dev::load_credentials(path) {
+        Ok(Some(c)) => Ok((c.access_key, c.secret_key)),
+        Ok(None) => Err(format!("credentials file {} does not exist", path.display())),
+        Err(e) => Err(format!("credentials file {}: {e}", path.display())),
+    }
+}

@@ -1,0 +1,382 @@
+//! Test kit for end-to-end tests: starts a real `kura dev` cluster in a temp
+//! dir on its own ports and drives it with real S3 clients.
+//!
+//! Helpers follow the `must_*` convention: they panic with context on failure.
+//! Polling helpers (`must_become_ready`) wait to a deadline, never sleep-then-assert.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const KURA: &str = env!("CARGO_BIN_EXE_kura");
+
+/// A component from `cluster.json`.
+#[derive(Debug, Clone)]
+pub struct Component {
+    pub role: String,
+    pub id: String,
+    pub zone: String,
+    pub grpc: String,
+    pub status: String,
+    pub pid: u32,
+    pub argv: Vec<String>,
+}
+
+pub struct Cluster {
+    pub dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    pub port: u16,
+    pub s3: String,
+    pub access_key: String,
+    pub secret_key: String,
+    dev: Option<Child>,
+    /// Processes a test restarted by hand (not children of `kura dev`).
+    restarted: Vec<Child>,
+}
+
+/// Finds a base port with base..base+60 all free.
+pub fn free_port_range() -> u16 {
+    let seed = std::process::id() as u64 ^ Instant::now().elapsed().as_nanos() as u64;
+    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    for _ in 0..200 {
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let base = 10_000 + ((x >> 33) % 200) as u16 * 100;
+        if (base..base + 60).all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok()) {
+            return base;
+        }
+    }
+    panic!("no free port range found");
+}
+
+pub fn http_status(addr: &str, path: &str) -> Option<u16> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_millis(500)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes()).ok()?;
+    let mut buf = [0u8; 64];
+    let n = s.read(&mut buf).ok()?;
+    std::str::from_utf8(&buf[..n]).ok()?.split_whitespace().nth(1)?.parse().ok()
+}
+
+impl Cluster {
+    /// Starts a fresh cluster in a new temp dir.
+    pub fn must_start() -> Cluster {
+        let tmp = tempfile::Builder::new().prefix("kura-e2e-").tempdir().expect("temp dir");
+        let dir = tmp.path().to_path_buf();
+        let mut c = Cluster::must_start_in(&dir, free_port_range());
+        c._tmp = Some(tmp);
+        c
+    }
+
+    /// Starts `kura dev` on `dir` (new or existing) and waits until it serves writes.
+    pub fn must_start_in(dir: &Path, port: u16) -> Cluster {
+        let log = std::fs::File::create(dir.join("dev.out")).expect("dev.out");
+        let child = Command::new(KURA)
+            .args(["dev", "--data-dir"])
+            .arg(dir)
+            .args(["--port", &port.to_string()])
+            .env_remove("KURA_ROOT_ACCESS_KEY")
+            .env_remove("KURA_ROOT_SECRET_KEY")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn kura dev");
+        let mut c = Cluster {
+            dir: dir.to_path_buf(),
+            _tmp: None,
+            port,
+            s3: format!("http://127.0.0.1:{port}"),
+            access_key: String::new(),
+            secret_key: String::new(),
+            dev: Some(child),
+            restarted: Vec::new(),
+        };
+        c.must_become_ready(Duration::from_secs(180));
+        let creds: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("credentials.json")).expect("credentials.json"))
+                .expect("credentials json");
+        c.access_key = creds["access_key"].as_str().expect("access_key").to_string();
+        c.secret_key = creds["secret_key"].as_str().expect("secret_key").to_string();
+        c
+    }
+
+    /// Polls `GET /_kura/health` until 200.
+    pub fn must_become_ready(&mut self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let addr = format!("127.0.0.1:{}", self.port);
+        while Instant::now() < deadline {
+            if http_status(&addr, "/_kura/health") == Some(200) {
+                return;
+            }
+            if let Some(dev) = self.dev.as_mut() {
+                if let Ok(Some(st)) = dev.try_wait() {
+                    panic!("kura dev exited ({st}) before ready:\n{}", self.logs_tail());
+                }
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!("cluster not ready after {timeout:?}:\n{}", self.logs_tail());
+    }
+
+    pub fn logs_tail(&self) -> String {
+        let mut out = String::new();
+        for name in ["dev.out"] {
+            if let Ok(s) = std::fs::read_to_string(self.dir.join(name)) {
+                out += &format!("--- {name}\n{}\n", tail(&s, 40));
+            }
+        }
+        if let Ok(rd) = std::fs::read_dir(self.dir.join("logs")) {
+            let mut files: Vec<_> = rd.flatten().map(|e| e.path()).collect();
+            files.sort();
+            for p in files {
+                if let Ok(s) = std::fs::read_to_string(&p) {
+                    out += &format!("--- {}\n{}\n", p.display(), tail(&s, 15));
+                }
+            }
+        }
+        out
+    }
+
+    pub fn components(&self) -> Vec<Component> {
+        let v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(self.dir.join("cluster.json")).expect("cluster.json")).expect("json");
+        v["components"]
+            .as_array()
+            .expect("components")
+            .iter()
+            .map(|c| Component {
+                role: c["role"].as_str().unwrap_or_default().into(),
+                id: c["id"].as_str().unwrap_or_default().into(),
+                zone: c["zone"].as_str().unwrap_or_default().into(),
+                grpc: c["grpc"].as_str().unwrap_or_default().into(),
+                status: c["status"].as_str().unwrap_or_default().into(),
+                pid: c["pid"].as_u64().unwrap_or_default() as u32,
+                argv: c["argv"].as_array().expect("argv").iter().map(|a| a.as_str().unwrap_or_default().into()).collect(),
+            })
+            .collect()
+    }
+
+    pub fn component(&self, id: &str) -> Component {
+        self.components().into_iter().find(|c| c.id == id).unwrap_or_else(|| panic!("no component {id}"))
+    }
+
+    /// kill -9 the process of component `id` (as started by kura dev or restarted by us).
+    pub fn must_kill9(&mut self, id: &str) {
+        let c = self.component(id);
+        if let Some(pos) = self.restarted.iter().position(|ch| ch_matches(ch, &c)) {
+            let mut ch = self.restarted.remove(pos);
+            let _ = ch.kill();
+            let _ = ch.wait();
+            return;
+        }
+        // SAFETY: sending SIGKILL to a pid we started (through kura dev).
+        let rc = unsafe { libc_kill(c.pid as i32, 9) };
+        assert_eq!(rc, 0, "kill -9 {id} (pid {})", c.pid);
+        // Wait until its status port stops answering.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline && http_status(&c.status, "/health").is_some() {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Starts component `id` again from its argv in cluster.json.
+    pub fn must_restart(&mut self, id: &str) {
+        let c = self.component(id);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("logs").join(format!("{id}.log")))
+            .expect("log");
+        let child = Command::new(&c.argv[0])
+            .args(&c.argv[1..])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("restart");
+        let pid = child.id();
+        self.restarted.push(child);
+        self.set_pid(id, pid);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if http_status(&c.status, "/ready") == Some(200) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("{id} not ready after restart:\n{}", self.logs_tail());
+    }
+
+    fn set_pid(&self, id: &str, pid: u32) {
+        let path = self.dir.join("cluster.json");
+        let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("json");
+        for c in v["components"].as_array_mut().expect("components") {
+            if c["id"] == id {
+                c["pid"] = pid.into();
+            }
+        }
+        std::fs::write(&path, serde_json::to_vec_pretty(&v).expect("json")).expect("write");
+    }
+
+    /// Stops `kura dev` (SIGTERM) and every process restarted by hand.
+    pub fn stop(&mut self) {
+        for mut ch in self.restarted.drain(..) {
+            // SAFETY: signalling our own child.
+            unsafe { libc_kill(ch.id() as i32, 15) };
+            let _ = ch.wait();
+        }
+        if let Some(mut dev) = self.dev.take() {
+            // SAFETY: signalling our own child.
+            unsafe { libc_kill(dev.id() as i32, 15) };
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = dev.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = dev.kill();
+            let _ = dev.wait();
+        }
+    }
+
+    fn aws_env(&self, cmd: &mut Command) {
+        let cfg = self.dir.join("aws-config");
+        if !cfg.exists() {
+            std::fs::write(&cfg, "[default]\nregion = us-east-1\ns3 =\n    addressing_style = path\n").expect("aws config");
+        }
+        cmd.env("AWS_ACCESS_KEY_ID", &self.access_key)
+            .env("AWS_SECRET_ACCESS_KEY", &self.secret_key)
+            .env("AWS_DEFAULT_REGION", "us-east-1")
+            .env("AWS_CONFIG_FILE", &cfg)
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_RETRY_MODE", "standard")
+            .env("AWS_MAX_ATTEMPTS", "1");
+    }
+
+    /// Runs `aws --endpoint-url S3 <args>`.
+    pub fn aws(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new("aws");
+        cmd.arg("--endpoint-url").arg(&self.s3).args(args);
+        self.aws_env(&mut cmd);
+        cmd.output().expect("run aws CLI")
+    }
+
+    /// Like `aws`, but panics unless it succeeds; returns stdout.
+    pub fn must_aws(&self, args: &[&str]) -> String {
+        let out = self.aws(args);
+        assert!(
+            out.status.success(),
+            "aws {args:?} failed: {}\nstdout: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout),
+            self.logs_tail()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs a Python script from tests/py with the endpoint and credentials as env.
+    pub fn python(&self, script: &str, args: &[&str]) -> Output {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py").join(script);
+        let mut cmd = Command::new("python3");
+        cmd.arg(path).args(args);
+        self.aws_env(&mut cmd);
+        cmd.env("KURA_S3", &self.s3).env("KURA_DIR", &self.dir);
+        cmd.output().expect("run python3")
+    }
+
+    pub fn must_python(&self, script: &str, args: &[&str]) -> String {
+        let out = self.python(script, args);
+        assert!(
+            out.status.success(),
+            "{script} failed:\nstdout:\n{}\nstderr:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            self.logs_tail()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+fn ch_matches(ch: &Child, c: &Component) -> bool {
+    ch.id() == c.pid
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Deterministic pseudo-random bytes.
+pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_add(0x9E3779B97F4A7C15);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// `GET http://addr{path}` → (status, body).
+pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_millis(500)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes()).ok()?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).ok()?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Some((status, body))
+}
+
+/// The id of the metashard component that leads the first region, per PD.
+pub fn meta_leader_component(c: &Cluster) -> String {
+    let pd = c.components().into_iter().find(|x| x.role == "pd").expect("pd");
+    let cluster: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(c.dir.join("cluster.json")).expect("cluster.json")).expect("json");
+    let http = cluster["components"]
+        .as_array()
+        .and_then(|a| a.iter().find(|x| x["id"] == pd.id.as_str()))
+        .and_then(|x| x["http"].as_str())
+        .expect("pd http")
+        .to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let regions = http_get(&http, "/pd/api/v1/regions").and_then(|(_, b)| serde_json::from_str::<serde_json::Value>(&b).ok());
+        let stores = http_get(&http, "/pd/api/v1/stores").and_then(|(_, b)| serde_json::from_str::<serde_json::Value>(&b).ok());
+        if let (Some(r), Some(s)) = (regions, stores) {
+            let leader_store = r["regions"][0]["leader"]["store_id"].as_u64();
+            let addr = s["stores"]
+                .as_array()
+                .and_then(|a| a.iter().find(|x| x["store"]["id"].as_u64() == leader_store))
+                .and_then(|x| x["store"]["address"].as_str().map(String::from));
+            if let Some(addr) = addr {
+                if let Some(comp) = c.components().into_iter().find(|x| x.role == "metashard" && x.grpc == addr) {
+                    return comp.id;
+                }
+            }
+        }
+        assert!(Instant::now() < deadline, "PD never reported a region leader");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
