@@ -12,7 +12,7 @@ dev: deps build
 	$(CARGO_TARGET_DIR)/debug/kura dev --data-dir $(DATA_DIR) --port $(PORT)
 
 build:
-	$(CARGO) build --bin kura --bin pdctl
+	$(CARGO) build --workspace --bins
 
 deps:
 	@scripts/install-deps.sh build
@@ -22,12 +22,12 @@ deps-test:
 
 ## Install what is missing and run the default test suite (unit + end-to-end).
 test: deps-test
-	$(CARGO) build --bin kura --bin pdctl
+	$(CARGO) build --workspace --bins
 	$(CARGO) nextest run --workspace --no-fail-fast
 
 ## Everything, including the slow suites (marked #[ignore]).
 test-all: deps-test
-	$(CARGO) build --bin kura --bin pdctl
+	$(CARGO) build --workspace --bins
 	$(CARGO) nextest run --workspace --no-fail-fast --run-ignored all
 
 fmt:
@@ -37,7 +37,7 @@ clippy:
 	$(CARGO) clippy --workspace --all-targets
 
 release: deps
-	$(CARGO) build --release --bin kura --bin pdctl
+	$(CARGO) build --release --workspace --bins
 
 ## Benchmark against a running `make dev` cluster (release build recommended).
 bench: release

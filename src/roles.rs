@@ -137,9 +137,14 @@ pub struct GatewayArgs {
     domain: Option<String>,
 }
 
+/// Default log filter (override with `KURA_LOG`). s3s logs every client error
+/// (bad signature, missing key) at ERROR; the gateway logs what needs a human
+/// itself (see gateway/src/error.rs), so s3s's own reports are hidden.
+const DEFAULT_LOG_FILTER: &str = "info,h2=warn,tower=warn,hyper=warn,raft=warn,s3s=off";
+
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("KURA_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,h2=warn,tower=warn,hyper=warn,raft=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
     tracing_subscriber::fmt().with_env_filter(filter).with_target(true).init();
 }
 
@@ -161,7 +166,7 @@ where
     rt.block_on(async move {
         let ready = Arc::new(AtomicBool::new(false));
         let (tx, rx) = tokio::sync::watch::channel(false);
-        let status = tokio::spawn(status::serve(status_addr, ready.clone(), rx.clone()));
+        let status = tokio::spawn(crate::status::serve(status_addr, ready.clone(), rx.clone()));
         tokio::spawn(async move {
             use tokio::signal::unix::{signal, SignalKind};
             let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {

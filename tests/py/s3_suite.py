@@ -266,11 +266,24 @@ def presigned_and_auth():
     s3.put_object(Bucket=b, Key="p", Body=b"presigned!")
     url = s3.generate_presigned_url("get_object", Params={"Bucket": b, "Key": "p"}, ExpiresIn=300)
     assert urllib.request.urlopen(url).read() == b"presigned!"
-    put_url = s3.generate_presigned_url("put_object", Params={"Bucket": b, "Key": "p2"}, ExpiresIn=300)
-    req = urllib.request.Request(put_url, data=b"via presigned put", method="PUT")
-    urllib.request.urlopen(req).read()
-    assert s3.get_object(Bucket=b, Key="p2")["Body"].read() == b"via presigned put"
-    bad = url.replace("Signature=", "Signature=0")
+    # Presigned PUT, both SigV2-style (botocore's default for us-east-1) and SigV4.
+    # http.client sends no Content-Type (urllib would add one, which SigV2 signs).
+    import http.client
+    from urllib.parse import urlparse
+    for signer, key in [(s3, "p2"), (client(signature_version="s3v4"), "p4")]:
+        put_url = signer.generate_presigned_url("put_object", Params={"Bucket": b, "Key": key}, ExpiresIn=300)
+        u = urlparse(put_url)
+        conn = http.client.HTTPConnection(u.hostname, u.port, timeout=10)
+        conn.request("PUT", u.path + "?" + u.query, body=b"via presigned put")
+        resp = conn.getresponse()
+        assert resp.status == 200, (resp.status, resp.read())
+        resp.read()
+        assert s3.get_object(Bucket=b, Key=key)["Body"].read() == b"via presigned put"
+    v4_get = client(signature_version="s3v4").generate_presigned_url("get_object", Params={"Bucket": b, "Key": "p"}, ExpiresIn=300)
+    assert "X-Amz-Signature=" in v4_get
+    assert urllib.request.urlopen(v4_get).read() == b"presigned!"
+    sig = v4_get.split("X-Amz-Signature=")[1][:64]
+    bad = v4_get.replace(sig, sig[:-1] + ("0" if sig[-1] != "0" else "1"))
     try:
         urllib.request.urlopen(bad)
         raise AssertionError("tampered presigned URL accepted")
