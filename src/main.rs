@@ -14,7 +14,11 @@ mod status;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "kura", version, about = "Kura: a distributed S3-compatible object store")]
+#[command(
+    name = "kura",
+    version,
+    about = "Kura: a distributed S3-compatible object store"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

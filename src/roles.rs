@@ -145,7 +145,10 @@ const DEFAULT_LOG_FILTER: &str = "info,h2=warn,tower=warn,hyper=warn,raft=warn,s
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("KURA_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(true).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(true)
+        .init();
 }
 
 /// Runs one role to completion: status server, signals, then `body`.
@@ -156,7 +159,10 @@ where
     E: std::fmt::Display,
 {
     init_logging();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("kura {name}: cannot start the runtime: {e}");
@@ -169,7 +175,10 @@ where
         let status = tokio::spawn(crate::status::serve(status_addr, ready.clone(), rx.clone()));
         tokio::spawn(async move {
             use tokio::signal::unix::{signal, SignalKind};
-            let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+            let (Ok(mut term), Ok(mut int)) = (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) else {
                 return;
             };
             tokio::select! {
@@ -205,7 +214,9 @@ pub fn run_pd(a: PdArgs) -> i32 {
         placement_wait: Duration::from_secs(a.placement_wait_secs),
         max_store_down_time: Duration::from_secs(a.max_store_down_secs),
     };
-    run_role("pd", a.common.status_addr, |ready, shutdown| kura_pd::run(cfg, ready, shutdown))
+    run_role("pd", a.common.status_addr, |ready, shutdown| {
+        kura_pd::run(cfg, ready, shutdown)
+    })
 }
 
 pub fn run_metashard(a: MetashardArgs) -> i32 {
@@ -219,7 +230,9 @@ pub fn run_metashard(a: MetashardArgs) -> i32 {
     cfg.raft_tick_ms = a.raft_tick_ms;
     cfg.election_ticks = a.election_ticks;
     cfg.log_gc_threshold = a.log_gc_threshold;
-    run_role("metashard", a.common.status_addr, |ready, shutdown| kura_metashard::run(cfg, ready, shutdown))
+    run_role("metashard", a.common.status_addr, |ready, shutdown| {
+        kura_metashard::run(cfg, ready, shutdown)
+    })
 }
 
 pub fn run_datanode(a: DatanodeArgs) -> i32 {
@@ -236,7 +249,9 @@ pub fn run_datanode(a: DatanodeArgs) -> i32 {
         segment_size: a.segment_size,
         min_free_bytes: a.min_free_bytes,
     };
-    run_role("datanode", a.common.status_addr, |ready, shutdown| kura_datanode::run(cfg, ready, shutdown))
+    run_role("datanode", a.common.status_addr, |ready, shutdown| {
+        kura_datanode::run(cfg, ready, shutdown)
+    })
 }
 
 pub fn run_gateway(a: GatewayArgs) -> i32 {
@@ -258,20 +273,30 @@ pub fn run_gateway(a: GatewayArgs) -> i32 {
         write_quorum: a.write_quorum,
         domain: a.domain,
     };
-    run_role("gateway", a.common.status_addr, |ready, shutdown| kura_gateway::run(cfg, ready, shutdown))
+    run_role("gateway", a.common.status_addr, |ready, shutdown| {
+        kura_gateway::run(cfg, ready, shutdown)
+    })
 }
 
 /// Root credentials: environment first, then the credentials file.
 fn gateway_credentials(file: Option<&std::path::Path>) -> Result<(String, String), String> {
-    if let (Ok(a), Ok(s)) = (std::env::var("KURA_ROOT_ACCESS_KEY"), std::env::var("KURA_ROOT_SECRET_KEY")) {
+    if let (Ok(a), Ok(s)) = (
+        std::env::var("KURA_ROOT_ACCESS_KEY"),
+        std::env::var("KURA_ROOT_SECRET_KEY"),
+    ) {
         if !a.is_empty() && !s.is_empty() {
             return Ok((a, s));
         }
     }
-    let path = file.ok_or("no credentials: set KURA_ROOT_ACCESS_KEY/KURA_ROOT_SECRET_KEY or --credentials-file")?;
+    let path = file.ok_or(
+        "no credentials: set KURA_ROOT_ACCESS_KEY/KURA_ROOT_SECRET_KEY or --credentials-file",
+    )?;
     match crate::dev::load_credentials(path) {
         Ok(Some(c)) => Ok((c.access_key, c.secret_key)),
-        Ok(None) => Err(format!("credentials file {} does not exist", path.display())),
+        Ok(None) => Err(format!(
+            "credentials file {} does not exist",
+            path.display()
+        )),
         Err(e) => Err(format!("credentials file {}: {e}", path.display())),
     }
 }

@@ -8,23 +8,47 @@ use std::time::Duration;
 fn restart_keeps_every_bucket_and_object() {
     let tmp = tempfile::tempdir().expect("tmp");
     let port = common::free_port_range();
-    let objects: Vec<(String, Vec<u8>)> =
-        [0usize, 1, 4096, 70_000, (3 << 20) + 1].iter().enumerate().map(|(i, s)| (format!("k/{i}"), pattern(*s, i as u64))).collect();
+    let objects: Vec<(String, Vec<u8>)> = [0usize, 1, 4096, 70_000, (3 << 20) + 1]
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (format!("k/{i}"), pattern(*s, i as u64)))
+        .collect();
     {
         let c = Cluster::must_start_in(tmp.path(), port);
         c.must_aws(&["s3", "mb", "s3://keep"]);
         for (k, data) in &objects {
             let f = tmp.path().join("obj");
             std::fs::write(&f, data).unwrap();
-            c.must_aws(&["s3api", "put-object", "--bucket", "keep", "--key", k, "--body", f.to_str().unwrap()]);
+            c.must_aws(&[
+                "s3api",
+                "put-object",
+                "--bucket",
+                "keep",
+                "--key",
+                k,
+                "--body",
+                f.to_str().unwrap(),
+            ]);
         }
     } // dropped: kura dev stopped with SIGTERM
     let c = Cluster::must_start_in(tmp.path(), port);
     assert!(c.must_aws(&["s3", "ls"]).contains("keep"));
     for (k, data) in &objects {
         let f = tmp.path().join("back");
-        c.must_aws(&["s3api", "get-object", "--bucket", "keep", "--key", k, f.to_str().unwrap()]);
-        assert_eq!(&std::fs::read(&f).unwrap(), data, "{k} differs after restart");
+        c.must_aws(&[
+            "s3api",
+            "get-object",
+            "--bucket",
+            "keep",
+            "--key",
+            k,
+            f.to_str().unwrap(),
+        ]);
+        assert_eq!(
+            &std::fs::read(&f).unwrap(),
+            data,
+            "{k} differs after restart"
+        );
     }
 }
 
@@ -46,11 +70,19 @@ fn kill9_datanode_and_meta_leader_loses_no_acked_write() {
             .env("AWS_SECRET_ACCESS_KEY", &c.secret_key);
         cmd.spawn().expect("writer")
     };
-    let acked = || std::fs::read_to_string(&ack).map(|s| s.lines().count()).unwrap_or(0);
+    let acked = || {
+        std::fs::read_to_string(&ack)
+            .map(|s| s.lines().count())
+            .unwrap_or(0)
+    };
     let wait_acks = |n: usize| {
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         while acked() < n {
-            assert!(std::time::Instant::now() < deadline, "writer made no progress ({} acked)", acked());
+            assert!(
+                std::time::Instant::now() < deadline,
+                "writer made no progress ({} acked)",
+                acked()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     };

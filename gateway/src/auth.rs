@@ -32,7 +32,10 @@ impl S3Auth for KeyStore {
 /// The authentication provider for the S3 service.
 pub fn root_auth(cfg: &Config) -> KeyStore {
     let mut keys = HashMap::new();
-    keys.insert(cfg.access_key.clone(), SecretKey::from(cfg.secret_key.clone()));
+    keys.insert(
+        cfg.access_key.clone(),
+        SecretKey::from(cfg.secret_key.clone()),
+    );
     KeyStore { keys }
 }
 
@@ -41,4 +44,69 @@ pub fn owner_of(credentials: Option<&s3s::auth::Credentials>) -> String {
     credentials
         .map(|c| c.access_key.clone())
         .unwrap_or_default()
+}
+
+/// The region in a SigV4 credential scope (`AK/DATE/REGION/s3/aws4_request`),
+/// from the Authorization header or a presigned URL's `X-Amz-Credential`.
+pub fn credential_region<B>(req: &http::Request<B>) -> Option<String> {
+    let scope = if let Some(auth) = req.headers().get(http::header::AUTHORIZATION) {
+        let auth = auth.to_str().ok()?;
+        let rest = auth.strip_prefix("AWS4-HMAC-SHA256")?;
+        let cred = rest
+            .split(',')
+            .find_map(|p| p.trim().strip_prefix("Credential="))?;
+        cred.to_string()
+    } else {
+        let query = req.uri().query()?;
+        let raw = query
+            .split('&')
+            .find_map(|p| p.strip_prefix("X-Amz-Credential="))?;
+        percent_decode(raw)?
+    };
+    let mut parts = scope.split('/');
+    let (_key, _date, region) = (parts.next()?, parts.next()?, parts.next()?);
+    Some(region.to_string())
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_region_in_header_and_query() {
+        let req = http::Request::builder()
+            .uri("/b/k")
+            .header("authorization", "AWS4-HMAC-SHA256 Credential=AK/20260101/US/s3/aws4_request, SignedHeaders=host, Signature=00")
+            .body(())
+            .unwrap();
+        assert_eq!(credential_region(&req).as_deref(), Some("US"));
+        let req = http::Request::builder()
+            .uri("/b/k?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AK%2F20260101%2Feu-west-1%2Fs3%2Faws4_request&X-Amz-Signature=0")
+            .body(())
+            .unwrap();
+        assert_eq!(credential_region(&req).as_deref(), Some("eu-west-1"));
+        let v2 = http::Request::builder()
+            .uri("/b/k")
+            .header("authorization", "AWS AK:sig")
+            .body(())
+            .unwrap();
+        assert_eq!(credential_region(&v2), None);
+    }
 }

@@ -193,6 +193,13 @@ impl Front {
             metrics::observe_http(resp.status().as_u16());
             return Ok(resp);
         }
+        if let Some(sent) = auth::credential_region(&req) {
+            if sent != self.ctx.region {
+                let resp = crate::error::wrong_region_response(&sent, &self.ctx.region);
+                metrics::observe_http(resp.status().as_u16());
+                return Ok(resp);
+            }
+        }
         let expects_continue = req
             .headers()
             .get(http::header::EXPECT)

@@ -55,10 +55,15 @@ impl PdClient {
         }
         let mut v = Vec::new();
         for e in endpoints {
-            let ch = lazy_channel(e).map_err(|err| PdError::BadEndpoint(e.clone(), err.to_string()))?;
+            let ch =
+                lazy_channel(e).map_err(|err| PdError::BadEndpoint(e.clone(), err.to_string()))?;
             v.push((e.clone(), RawPdClient::new(ch)));
         }
-        Ok(PdClient { endpoints: std::sync::Arc::new(v), current: Default::default(), attempts: 8 })
+        Ok(PdClient {
+            endpoints: std::sync::Arc::new(v),
+            current: Default::default(),
+            attempts: 8,
+        })
     }
 
     /// Same client, but giving up after `attempts` tries (at least 1).
@@ -99,7 +104,10 @@ impl PdClient {
                 backoff = (backoff * 2).min(Duration::from_secs(1));
             }
         }
-        Err(PdError::Unreachable { attempts: self.attempts, last })
+        Err(PdError::Unreachable {
+            attempts: self.attempts,
+            last,
+        })
     }
 
     fn check(err: Option<kura_proto::pd::PdError>) -> Result<(), PdError> {
@@ -110,14 +118,18 @@ impl PdClient {
     }
 
     pub async fn get_cluster(&self) -> Result<GetClusterResponse, PdError> {
-        let r = self.call(|mut c| async move { c.get_cluster(GetClusterRequest {}).await }).await?;
+        let r = self
+            .call(|mut c| async move { c.get_cluster(GetClusterRequest {}).await })
+            .await?;
         Self::check(r.error.clone())?;
         Ok(r)
     }
 
     /// Allocates `count` consecutive ids and returns the first.
     pub async fn alloc_ids(&self, count: u32) -> Result<u64, PdError> {
-        let r = self.call(|mut c| async move { c.alloc_id(AllocIdRequest { count }).await }).await?;
+        let r = self
+            .call(|mut c| async move { c.alloc_id(AllocIdRequest { count }).await })
+            .await?;
         Self::check(r.error)?;
         Ok(r.first_id)
     }
@@ -130,14 +142,20 @@ impl PdClient {
         let r = self
             .call(|mut c| {
                 let store = store.clone();
-                async move { c.register_store(RegisterStoreRequest { store: Some(store) }).await }
+                async move {
+                    c.register_store(RegisterStoreRequest { store: Some(store) })
+                        .await
+                }
             })
             .await?;
         Self::check(r.error)?;
         Ok(r.store_id)
     }
 
-    pub async fn store_heartbeat(&self, req: StoreHeartbeatRequest) -> Result<StoreHeartbeatResponse, PdError> {
+    pub async fn store_heartbeat(
+        &self,
+        req: StoreHeartbeatRequest,
+    ) -> Result<StoreHeartbeatResponse, PdError> {
         let r = self.call(|mut c| {
             let req = req.clone();
             async move { c.store_heartbeat(req).await }
@@ -158,7 +176,9 @@ impl PdClient {
     }
 
     pub async fn get_stores(&self) -> Result<Vec<Store>, PdError> {
-        let r = self.call(|mut c| async move { c.get_stores(GetStoresRequest {}).await }).await?;
+        let r = self
+            .call(|mut c| async move { c.get_stores(GetStoresRequest {}).await })
+            .await?;
         Self::check(r.error)?;
         Ok(r.stores)
     }
@@ -178,18 +198,29 @@ impl PdClient {
 
     pub async fn get_region_by_id(&self, region_id: u64) -> Result<Option<RegionInfo>, PdError> {
         let r = self
-            .call(|mut c| async move { c.get_region_by_id(GetRegionByIdRequest { region_id }).await })
+            .call(
+                |mut c| async move { c.get_region_by_id(GetRegionByIdRequest { region_id }).await },
+            )
             .await?;
         Self::check(r.error)?;
         Ok(r.region)
     }
 
     /// Regions overlapping [start, end) in key order, at most `limit` (0: PD's default).
-    pub async fn scan_regions(&self, start: &[u8], end: &[u8], limit: u32) -> Result<Vec<RegionInfo>, PdError> {
+    pub async fn scan_regions(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: u32,
+    ) -> Result<Vec<RegionInfo>, PdError> {
         let (start, end) = (start.to_vec(), end.to_vec());
         let r = self
             .call(|mut c| {
-                let req = ScanRegionsRequest { start_key: start.clone().into(), end_key: end.clone().into(), limit };
+                let req = ScanRegionsRequest {
+                    start_key: start.clone().into(),
+                    end_key: end.clone().into(),
+                    limit,
+                };
                 async move { c.scan_regions(req).await }
             })
             .await?;
@@ -201,7 +232,10 @@ impl PdClient {
         let r = self
             .call(|mut c| {
                 let node = node.clone();
-                async move { c.register_data_node(RegisterDataNodeRequest { node: Some(node) }).await }
+                async move {
+                    c.register_data_node(RegisterDataNodeRequest { node: Some(node) })
+                        .await
+                }
             })
             .await?;
         Self::check(r.error)?;
@@ -221,7 +255,9 @@ impl PdClient {
     /// The placement map; `None` when PD's version equals `known_version`.
     pub async fn get_placement(&self, known_version: u64) -> Result<Option<PlacementMap>, PdError> {
         let r = self
-            .call(|mut c| async move { c.get_placement(GetPlacementRequest { known_version }).await })
+            .call(
+                |mut c| async move { c.get_placement(GetPlacementRequest { known_version }).await },
+            )
             .await?;
         Self::check(r.error)?;
         Ok(r.map)

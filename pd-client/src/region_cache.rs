@@ -38,7 +38,10 @@ pub struct RegionCache {
 
 impl RegionCache {
     pub fn new(pd: PdClient) -> Self {
-        RegionCache { pd, routes: Mutex::new(BTreeMap::new()) }
+        RegionCache {
+            pd,
+            routes: Mutex::new(BTreeMap::new()),
+        }
     }
 
     pub fn pd(&self) -> &PdClient {
@@ -73,14 +76,23 @@ impl RegionCache {
     }
 
     /// Loads every region overlapping [start, end) in one PD call and caches them.
-    pub async fn load_range(&self, start: &[u8], end: &[u8], limit: u32) -> Result<Vec<RegionRoute>, PdError> {
+    pub async fn load_range(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: u32,
+    ) -> Result<Vec<RegionRoute>, PdError> {
         let infos = self.pd.scan_regions(start, end, limit).await?;
         Ok(infos.into_iter().map(|i| self.insert(i)).collect())
     }
 
     fn insert(&self, info: RegionInfo) -> RegionRoute {
         let region = info.region.unwrap_or_default();
-        let route = RegionRoute { region, leader: info.leader, leader_addr: info.leader_addr };
+        let route = RegionRoute {
+            region,
+            leader: info.leader,
+            leader_addr: info.leader_addr,
+        };
         self.put(route.clone());
         route
     }
@@ -93,8 +105,10 @@ impl RegionCache {
         let overlapping: Vec<Vec<u8>> = routes
             .iter()
             .filter(|(_, r)| {
-                let r_end_after_start = r.region.end_key.is_empty() || r.region.end_key.as_ref() > start.as_slice();
-                let r_start_before_end = end.is_empty() || r.region.start_key.as_ref() < end.as_slice();
+                let r_end_after_start =
+                    r.region.end_key.is_empty() || r.region.end_key.as_ref() > start.as_slice();
+                let r_start_before_end =
+                    end.is_empty() || r.region.start_key.as_ref() < end.as_slice();
                 r_end_after_start && r_start_before_end
             })
             .map(|(k, _)| k.clone())
@@ -133,13 +147,20 @@ impl RegionCache {
         self.invalidate(region_id);
         for region in current {
             // Leader unknown: the next locate of these keys asks PD.
-            self.put(RegionRoute { region, leader: None, leader_addr: String::new() });
+            self.put(RegionRoute {
+                region,
+                leader: None,
+                leader_addr: String::new(),
+            });
         }
     }
 
     /// Number of cached regions (for metrics and tests).
     pub fn len(&self) -> usize {
-        self.routes.lock().expect("region cache lock poisoned").len()
+        self.routes
+            .lock()
+            .expect("region cache lock poisoned")
+            .len()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -36,7 +36,11 @@ fn disk_seq(dir: &Path, mib: usize) -> std::io::Result<(f64, f64)> {
     let block = vec![0x5au8; 1 << 20];
     let start = Instant::now();
     {
-        let mut f = OpenOptions::new().create(true).write(true).truncate(true).open(&path)?;
+        let mut f = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .open(&path)?;
         for _ in 0..mib {
             f.write_all(&block)?;
         }
@@ -64,7 +68,11 @@ fn disk_seq(dir: &Path, mib: usize) -> std::io::Result<(f64, f64)> {
 
 fn fsync_rate(dir: &Path, dur: Duration) -> std::io::Result<f64> {
     let path = dir.join(".kura-bench-fsync");
-    let mut f = OpenOptions::new().create(true).write(true).truncate(true).open(&path)?;
+    let mut f = OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .open(&path)?;
     let block = [7u8; 4096];
     let start = Instant::now();
     let mut n = 0u64;
@@ -101,7 +109,9 @@ fn loopback(mib: usize) -> std::io::Result<f64> {
         s.write_all(&block)?;
     }
     drop(s);
-    let got = sink.join().map_err(|_| std::io::Error::other("sink thread panicked"))??;
+    let got = sink
+        .join()
+        .map_err(|_| std::io::Error::other("sink thread panicked"))??;
     Ok(got as f64 / MIB / start.elapsed().as_secs_f64())
 }
 

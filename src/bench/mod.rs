@@ -72,8 +72,15 @@ struct Client {
 }
 
 impl Client {
-    async fn send(&self, method: reqwest::Method, path: &str, body: Option<Bytes>) -> Result<reqwest::Response, String> {
-        let mut req = self.http.request(method.clone(), format!("{}{}", self.endpoint, path));
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Bytes>,
+    ) -> Result<reqwest::Response, String> {
+        let mut req = self
+            .http
+            .request(method.clone(), format!("{}{}", self.endpoint, path));
         for (k, v) in self.signer.headers(method.as_str(), &self.host, path) {
             req = req.header(k, v);
         }
@@ -103,7 +110,14 @@ impl PhaseResult {
     }
 }
 
-async fn phase(client: Arc<Client>, put: bool, size: usize, conc: usize, secs: u64, written: Arc<AtomicU64>) -> PhaseResult {
+async fn phase(
+    client: Arc<Client>,
+    put: bool,
+    size: usize,
+    conc: usize,
+    secs: u64,
+    written: Arc<AtomicU64>,
+) -> PhaseResult {
     let body = Bytes::from(vec![0xabu8; size]);
     let deadline = Instant::now() + Duration::from_secs(secs);
     let start = Instant::now();
@@ -120,7 +134,10 @@ async fn phase(client: Arc<Client>, put: bool, size: usize, conc: usize, secs: u
                 let outcome = if put {
                     let n = written.fetch_add(1, Ordering::Relaxed);
                     let path = format!("/kura-bench/{}/{n}", human(size));
-                    match client.send(reqwest::Method::PUT, &path, Some(body.clone())).await {
+                    match client
+                        .send(reqwest::Method::PUT, &path, Some(body.clone()))
+                        .await
+                    {
                         Ok(resp) if resp.status().is_success() => Ok(size as u64),
                         Ok(resp) => Err(format!("PUT {}", resp.status())),
                         Err(e) => Err(e),
@@ -188,7 +205,10 @@ async fn phase(client: Arc<Client>, put: bool, size: usize, conc: usize, secs: u
 }
 
 pub fn run(args: BenchArgs) -> i32 {
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("kura bench: {e}");
@@ -205,9 +225,16 @@ async fn run_async(args: BenchArgs) -> i32 {
     let endpoint = args
         .endpoint
         .clone()
-        .or_else(|| cluster.as_ref().and_then(|c| c["s3"].as_str().map(String::from)))
+        .or_else(|| {
+            cluster
+                .as_ref()
+                .and_then(|c| c["s3"].as_str().map(String::from))
+        })
         .unwrap_or_else(|| "http://127.0.0.1:9000".into());
-    let creds = match (std::env::var("AWS_ACCESS_KEY_ID"), std::env::var("AWS_SECRET_ACCESS_KEY")) {
+    let creds = match (
+        std::env::var("AWS_ACCESS_KEY_ID"),
+        std::env::var("AWS_SECRET_ACCESS_KEY"),
+    ) {
         (Ok(a), Ok(s)) => Some((a, s)),
         _ => crate::dev::load_credentials(&args.data_dir.join("credentials.json"))
             .ok()
@@ -218,15 +245,27 @@ async fn run_async(args: BenchArgs) -> i32 {
         eprintln!("kura bench: no credentials (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or --data-dir)");
         return 2;
     };
-    let sizes: Vec<usize> = match args.sizes.iter().map(|s| parse_size(s).ok_or(s.clone())).collect() {
+    let sizes: Vec<usize> = match args
+        .sizes
+        .iter()
+        .map(|s| parse_size(s).ok_or(s.clone()))
+        .collect()
+    {
         Ok(v) => v,
         Err(bad) => {
             eprintln!("kura bench: bad size {bad:?} (use e.g. 4KiB, 64MiB)");
             return 2;
         }
     };
-    let host = endpoint.trim_start_matches("http://").trim_end_matches('/').to_string();
-    let http = match reqwest::Client::builder().tcp_nodelay(true).pool_max_idle_per_host(256).build() {
+    let host = endpoint
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let http = match reqwest::Client::builder()
+        .tcp_nodelay(true)
+        .pool_max_idle_per_host(256)
+        .build()
+    {
         Ok(c) => c,
         Err(e) => {
             eprintln!("kura bench: {e}");
@@ -237,13 +276,20 @@ async fn run_async(args: BenchArgs) -> i32 {
         http,
         endpoint: endpoint.trim_end_matches('/').to_string(),
         host,
-        signer: sigv4::Signer { access_key, secret_key, region: "us-east-1".into() },
+        signer: sigv4::Signer {
+            access_key,
+            secret_key,
+            region: "us-east-1".into(),
+        },
     });
 
     let limits = if args.no_limits {
         None
     } else {
-        eprintln!("bench: measuring this machine's limits in {} ...", args.data_dir.display());
+        eprintln!(
+            "bench: measuring this machine's limits in {} ...",
+            args.data_dir.display()
+        );
         match limits::measure(&args.data_dir, args.disk_mib) {
             Ok(l) => Some(l),
             Err(e) => {
@@ -257,10 +303,16 @@ async fn run_async(args: BenchArgs) -> i32 {
         println!();
         println!("| limit | value |");
         println!("|---|---|");
-        println!("| disk sequential write (1 MiB blocks, fsync at end) | {:.0} MiB/s |", l.disk_write_mib_s);
+        println!(
+            "| disk sequential write (1 MiB blocks, fsync at end) | {:.0} MiB/s |",
+            l.disk_write_mib_s
+        );
         println!("| disk sequential read | {:.0} MiB/s |", l.disk_read_mib_s);
         println!("| 4 KiB write + fdatasync | {:.0} /s |", l.fsync_per_s);
-        println!("| loopback TCP, one stream | {:.0} MiB/s |", l.loopback_mib_s);
+        println!(
+            "| loopback TCP, one stream | {:.0} MiB/s |",
+            l.loopback_mib_s
+        );
         println!("| MD5, one core | {:.0} MiB/s |", l.md5_mib_s);
         println!();
     }
@@ -268,7 +320,10 @@ async fn run_async(args: BenchArgs) -> i32 {
     match client.send(reqwest::Method::PUT, "/kura-bench", None).await {
         Ok(r) if r.status().is_success() || r.status().as_u16() == 409 => {}
         Ok(r) => {
-            eprintln!("kura bench: creating bucket kura-bench: HTTP {}", r.status());
+            eprintln!(
+                "kura bench: creating bucket kura-bench: HTTP {}",
+                r.status()
+            );
             return 1;
         }
         Err(e) => {
@@ -286,13 +341,25 @@ async fn run_async(args: BenchArgs) -> i32 {
         for &conc in &args.concurrency {
             let written = Arc::new(AtomicU64::new(0));
             for put in [true, false] {
-                let r = phase(client.clone(), put, size, conc, args.seconds, written.clone()).await;
+                let r = phase(
+                    client.clone(),
+                    put,
+                    size,
+                    conc,
+                    args.seconds,
+                    written.clone(),
+                )
+                .await;
                 let secs = r.elapsed.as_secs_f64();
                 let mibs = r.bytes as f64 / (1024.0 * 1024.0) / secs;
                 let ratio = limits
                     .map(|l| {
                         if put && size >= 1 << 20 {
-                            format!("{:.2} of disk write ({:.2} with 3 replicas on one disk)", mibs / l.disk_write_mib_s, 3.0 * mibs / l.disk_write_mib_s)
+                            format!(
+                                "{:.2} of disk write ({:.2} with 3 replicas on one disk)",
+                                mibs / l.disk_write_mib_s,
+                                3.0 * mibs / l.disk_write_mib_s
+                            )
                         } else if put {
                             format!("{:.2} of fsync rate", r.ops as f64 / secs / l.fsync_per_s)
                         } else if size >= 1 << 20 {

@@ -17,21 +17,29 @@ pub struct Credentials {
 
 fn random_string(len: usize, alphabet: &[u8]) -> String {
     let mut rng = rand::thread_rng();
-    (0..len).map(|_| alphabet[rng.gen_range(0..alphabet.len())] as char).collect()
+    (0..len)
+        .map(|_| alphabet[rng.gen_range(0..alphabet.len())] as char)
+        .collect()
 }
 
 fn generate() -> Credentials {
     const UPPER: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
     const MIXED: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-    Credentials { access_key: format!("KURA{}", random_string(16, UPPER)), secret_key: random_string(40, MIXED) }
+    Credentials {
+        access_key: format!("KURA{}", random_string(16, UPPER)),
+        secret_key: random_string(40, MIXED),
+    }
 }
 
 /// Reads `path` if it holds credentials.
 pub fn load(path: &Path) -> std::io::Result<Option<Credentials>> {
     match std::fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{}: {e}", path.display()))),
+        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{}: {e}", path.display()),
+            )
+        }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
     }
@@ -40,9 +48,18 @@ pub fn load(path: &Path) -> std::io::Result<Option<Credentials>> {
 /// The credentials to use: environment first, then the saved file, else new ones.
 /// Whatever is chosen is saved to `path`, so the gateway and later runs see it.
 pub fn resolve(path: &Path) -> std::io::Result<(Credentials, &'static str)> {
-    let env = (std::env::var("KURA_ROOT_ACCESS_KEY"), std::env::var("KURA_ROOT_SECRET_KEY"));
+    let env = (
+        std::env::var("KURA_ROOT_ACCESS_KEY"),
+        std::env::var("KURA_ROOT_SECRET_KEY"),
+    );
     let (creds, source) = match env {
-        (Ok(a), Ok(s)) if !a.is_empty() && !s.is_empty() => (Credentials { access_key: a, secret_key: s }, "environment"),
+        (Ok(a), Ok(s)) if !a.is_empty() && !s.is_empty() => (
+            Credentials {
+                access_key: a,
+                secret_key: s,
+            },
+            "environment",
+        ),
         _ => match load(path)? {
             Some(c) => (c, "saved"),
             None => (generate(), "generated"),
@@ -56,8 +73,17 @@ pub fn resolve(path: &Path) -> std::io::Result<(Credentials, &'static str)> {
 
 fn save(path: &Path, creds: &Credentials) -> std::io::Result<()> {
     let tmp = path.with_extension("json.tmp");
-    let mut f = std::fs::OpenOptions::new().create(true).write(true).truncate(true).mode(0o600).open(&tmp)?;
-    f.write_all(serde_json::to_string_pretty(creds).map_err(std::io::Error::other)?.as_bytes())?;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(
+        serde_json::to_string_pretty(creds)
+            .map_err(std::io::Error::other)?
+            .as_bytes(),
+    )?;
     f.sync_all()?;
     std::fs::rename(&tmp, path)
 }

@@ -168,12 +168,34 @@ mod tests {
     fn plan_has_the_documented_shape() {
         let p = plan("/bin/kura", Path::new("/tmp/x"), 9000, "127.0.0.1");
         let count = |r: &str| p.iter().filter(|c| c.role == r).count();
-        assert_eq!((count("pd"), count("metashard"), count("datanode"), count("gateway")), (1, 3, 6, 1));
+        assert_eq!(
+            (
+                count("pd"),
+                count("metashard"),
+                count("datanode"),
+                count("gateway")
+            ),
+            (1, 3, 6, 1)
+        );
         for z in ZONES {
-            assert_eq!(p.iter().filter(|c| c.role == "datanode" && c.zone == z).count(), 2);
-            assert_eq!(p.iter().filter(|c| c.role == "metashard" && c.zone == z).count(), 1);
+            assert_eq!(
+                p.iter()
+                    .filter(|c| c.role == "datanode" && c.zone == z)
+                    .count(),
+                2
+            );
+            assert_eq!(
+                p.iter()
+                    .filter(|c| c.role == "metashard" && c.zone == z)
+                    .count(),
+                1
+            );
         }
-        let mut addrs: Vec<&String> = p.iter().flat_map(|c| [&c.grpc, &c.status]).filter(|a| !a.is_empty()).collect();
+        let mut addrs: Vec<&String> = p
+            .iter()
+            .flat_map(|c| [&c.grpc, &c.status])
+            .filter(|a| !a.is_empty())
+            .collect();
         let n = addrs.len();
         addrs.sort();
         addrs.dedup();

@@ -75,11 +75,17 @@ fn spawn(c: &Component, logs: &Path) -> Result<Child, DevError> {
     let log_path = logs.join(format!("{}.log", c.id));
     let log = io(
         log_path.display().to_string(),
-        std::fs::OpenOptions::new().create(true).append(true).open(&log_path),
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path),
     )?;
     let log2 = io("log file", log.try_clone())?;
     let mut cmd = Command::new(&c.argv[0]);
-    cmd.args(&c.argv[1..]).stdin(Stdio::null()).stdout(log).stderr(log2);
+    cmd.args(&c.argv[1..])
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log2);
     // SAFETY: prctl is async-signal-safe. Children die with `kura dev` even if it
     // is killed with SIGKILL, so no orphaned cluster keeps ports busy.
     unsafe {
@@ -93,14 +99,18 @@ fn spawn(c: &Component, logs: &Path) -> Result<Child, DevError> {
 
 fn write_cluster_file(path: &Path, cf: &ClusterFile) -> Result<(), DevError> {
     let tmp = path.with_extension("json.tmp");
-    let body = serde_json::to_vec_pretty(cf).map_err(|e| DevError::Io("cluster.json".into(), e.into()))?;
+    let body =
+        serde_json::to_vec_pretty(cf).map_err(|e| DevError::Io("cluster.json".into(), e.into()))?;
     io("cluster.json", std::fs::write(&tmp, body))?;
     io("cluster.json", std::fs::rename(&tmp, path))
 }
 
 /// Runs the dev cluster until SIGINT/SIGTERM. Returns the process exit code.
 pub fn run(args: DevArgs) -> Result<(), DevError> {
-    io(args.data_dir.display().to_string(), std::fs::create_dir_all(&args.data_dir))?;
+    io(
+        args.data_dir.display().to_string(),
+        std::fs::create_dir_all(&args.data_dir),
+    )?;
     let dir = io("data dir", args.data_dir.canonicalize())?;
     let _lock = lock_dir(&dir)?;
     let logs = dir.join("logs");
@@ -109,10 +119,15 @@ pub fn run(args: DevArgs) -> Result<(), DevError> {
     let creds_path = dir.join("credentials.json");
     let (creds, source) = io("credentials", credentials::resolve(&creds_path))?;
 
-    let exe = io("current exe", std::env::current_exe())?.display().to_string();
+    let exe = io("current exe", std::env::current_exe())?
+        .display()
+        .to_string();
     let mut components = layout::plan(&exe, &dir, args.port, "127.0.0.1");
     for c in &components {
-        io(c.data_dir.display().to_string(), std::fs::create_dir_all(&c.data_dir))?;
+        io(
+            c.data_dir.display().to_string(),
+            std::fs::create_dir_all(&c.data_dir),
+        )?;
     }
 
     // SAFETY: installing a handler that only stores to an atomic.
@@ -160,14 +175,18 @@ fn start_all(
         children.push((i, child));
         if c.role == "pd" {
             // Everyone else registers with PD: let it come up first.
-            wait_until(deadline, children, components_ids(&[]), || probe::http_ok(&c.status, "/ready"))
-                .map_err(|e| e.unwrap_or(DevError::NotReady(args.ready_timeout, logs.to_path_buf())))?;
+            wait_until(deadline, children, components_ids(&[]), || {
+                probe::http_ok(&c.status, "/ready")
+            })
+            .map_err(|e| e.unwrap_or(DevError::NotReady(args.ready_timeout, logs.to_path_buf())))?;
         }
     }
     let ids: Vec<String> = components.iter().map(|c| c.id.clone()).collect();
     let s3 = format!("127.0.0.1:{}", args.port);
-    wait_until(deadline, children, ids, || probe::http_ok(&s3, "/_kura/health"))
-        .map_err(|e| e.unwrap_or(DevError::NotReady(args.ready_timeout, dir.join("logs"))))
+    wait_until(deadline, children, ids, || {
+        probe::http_ok(&s3, "/_kura/health")
+    })
+    .map_err(|e| e.unwrap_or(DevError::NotReady(args.ready_timeout, dir.join("logs"))))
 }
 
 fn components_ids(c: &[Component]) -> Vec<String> {
@@ -188,8 +207,15 @@ fn wait_until(
         }
         for (i, child) in children.iter_mut() {
             if let Ok(Some(status)) = child.try_wait() {
-                let id = ids.get(*i).cloned().unwrap_or_else(|| format!("component #{i}"));
-                return Err(Some(DevError::ChildExited(id.clone(), status.to_string(), PathBuf::from(format!("logs/{id}.log")))));
+                let id = ids
+                    .get(*i)
+                    .cloned()
+                    .unwrap_or_else(|| format!("component #{i}"));
+                return Err(Some(DevError::ChildExited(
+                    id.clone(),
+                    status.to_string(),
+                    PathBuf::from(format!("logs/{id}.log")),
+                )));
             }
         }
         if STOP.load(Ordering::SeqCst) || Instant::now() > deadline {
@@ -203,12 +229,22 @@ fn print_banner(cf: &ClusterFile, creds: &Credentials, source: &str, dir: &Path)
     println!("kura dev: cluster ready");
     println!("  S3 endpoint:   {}", cf.s3);
     println!("  access key:    {}", creds.access_key);
-    println!("  secret key:    {}   ({source}; saved in {})", creds.secret_key, cf.credentials_file.display());
-    println!("  PD admin API:  {}   (kura pdctl -u {} store)", cf.pd_http, cf.pd_http);
+    println!(
+        "  secret key:    {}   ({source}; saved in {})",
+        creds.secret_key,
+        cf.credentials_file.display()
+    );
+    println!(
+        "  PD admin API:  {}   (kura pdctl -u {} store)",
+        cf.pd_http, cf.pd_http
+    );
     println!("  cluster file:  {}", dir.join("cluster.json").display());
     println!("  logs:          {}", dir.join("logs").display());
     println!();
-    println!("  export AWS_ACCESS_KEY_ID={} AWS_SECRET_ACCESS_KEY={} AWS_DEFAULT_REGION=us-east-1", creds.access_key, creds.secret_key);
+    println!(
+        "  export AWS_ACCESS_KEY_ID={} AWS_SECRET_ACCESS_KEY={} AWS_DEFAULT_REGION=us-east-1",
+        creds.access_key, creds.secret_key
+    );
     println!("  aws --endpoint-url {} s3 mb s3://my-bucket", cf.s3);
     println!();
     println!("Ctrl-C stops the cluster; `kura dev` on the same --data-dir brings it back.");
@@ -223,7 +259,10 @@ fn supervise(components: &[Component], children: &mut [(usize, Child)]) {
             }
             if let Ok(Some(status)) = child.try_wait() {
                 reported[*i] = true;
-                eprintln!("kura dev: {} exited ({status}); not restarting it", components[*i].id);
+                eprintln!(
+                    "kura dev: {} exited ({status}); not restarting it",
+                    components[*i].id
+                );
             }
         }
         std::thread::sleep(Duration::from_millis(200));
@@ -241,9 +280,14 @@ fn stop_all(components: &[Component], children: &mut Vec<(usize, Child)>) {
             loop {
                 match child.try_wait() {
                     Ok(Some(_)) => break,
-                    Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+                    Ok(None) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(50))
+                    }
                     _ => {
-                        eprintln!("kura dev: {} did not stop in time; killing it", components[*i].id);
+                        eprintln!(
+                            "kura dev: {} did not stop in time; killing it",
+                            components[*i].id
+                        );
                         let _ = child.kill();
                         let _ = child.wait();
                         break;

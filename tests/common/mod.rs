@@ -39,9 +39,13 @@ pub struct Cluster {
 /// Finds a base port with base..base+60 all free.
 pub fn free_port_range() -> u16 {
     let seed = std::process::id() as u64 ^ Instant::now().elapsed().as_nanos() as u64;
-    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     for _ in 0..200 {
-        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         let base = 10_000 + ((x >> 33) % 200) as u16 * 100;
         if (base..base + 60).all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok()) {
             return base;
@@ -52,18 +56,29 @@ pub fn free_port_range() -> u16 {
 
 pub fn http_status(addr: &str, path: &str) -> Option<u16> {
     use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_millis(500)).ok()?;
+    let mut s =
+        std::net::TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_millis(500))
+            .ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes()).ok()?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .ok()?;
     let mut buf = [0u8; 64];
     let n = s.read(&mut buf).ok()?;
-    std::str::from_utf8(&buf[..n]).ok()?.split_whitespace().nth(1)?.parse().ok()
+    std::str::from_utf8(&buf[..n])
+        .ok()?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 impl Cluster {
     /// Starts a fresh cluster in a new temp dir.
     pub fn must_start() -> Cluster {
-        let tmp = tempfile::Builder::new().prefix("kura-e2e-").tempdir().expect("temp dir");
+        let tmp = tempfile::Builder::new()
+            .prefix("kura-e2e-")
+            .tempdir()
+            .expect("temp dir");
         let dir = tmp.path().to_path_buf();
         let mut c = Cluster::must_start_in(&dir, free_port_range());
         c._tmp = Some(tmp);
@@ -95,11 +110,18 @@ impl Cluster {
             restarted: Vec::new(),
         };
         c.must_become_ready(Duration::from_secs(180));
-        let creds: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(dir.join("credentials.json")).expect("credentials.json"))
-                .expect("credentials json");
-        c.access_key = creds["access_key"].as_str().expect("access_key").to_string();
-        c.secret_key = creds["secret_key"].as_str().expect("secret_key").to_string();
+        let creds: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(dir.join("credentials.json")).expect("credentials.json"),
+        )
+        .expect("credentials json");
+        c.access_key = creds["access_key"]
+            .as_str()
+            .expect("access_key")
+            .to_string();
+        c.secret_key = creds["secret_key"]
+            .as_str()
+            .expect("secret_key")
+            .to_string();
         c
     }
 
@@ -141,8 +163,10 @@ impl Cluster {
     }
 
     pub fn components(&self) -> Vec<Component> {
-        let v: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(self.dir.join("cluster.json")).expect("cluster.json")).expect("json");
+        let v: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(self.dir.join("cluster.json")).expect("cluster.json"),
+        )
+        .expect("json");
         v["components"]
             .as_array()
             .expect("components")
@@ -154,13 +178,21 @@ impl Cluster {
                 grpc: c["grpc"].as_str().unwrap_or_default().into(),
                 status: c["status"].as_str().unwrap_or_default().into(),
                 pid: c["pid"].as_u64().unwrap_or_default() as u32,
-                argv: c["argv"].as_array().expect("argv").iter().map(|a| a.as_str().unwrap_or_default().into()).collect(),
+                argv: c["argv"]
+                    .as_array()
+                    .expect("argv")
+                    .iter()
+                    .map(|a| a.as_str().unwrap_or_default().into())
+                    .collect(),
             })
             .collect()
     }
 
     pub fn component(&self, id: &str) -> Component {
-        self.components().into_iter().find(|c| c.id == id).unwrap_or_else(|| panic!("no component {id}"))
+        self.components()
+            .into_iter()
+            .find(|c| c.id == id)
+            .unwrap_or_else(|| panic!("no component {id}"))
     }
 
     /// kill -9 the process of component `id` (as started by kura dev or restarted by us).
@@ -212,7 +244,8 @@ impl Cluster {
 
     fn set_pid(&self, id: &str, pid: u32) {
         let path = self.dir.join("cluster.json");
-        let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("json");
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("json");
         for c in v["components"].as_array_mut().expect("components") {
             if c["id"] == id {
                 c["pid"] = pid.into();
@@ -246,7 +279,11 @@ impl Cluster {
     fn aws_env(&self, cmd: &mut Command) {
         let cfg = self.dir.join("aws-config");
         if !cfg.exists() {
-            std::fs::write(&cfg, "[default]\nregion = us-east-1\ns3 =\n    addressing_style = path\n").expect("aws config");
+            std::fs::write(
+                &cfg,
+                "[default]\nregion = us-east-1\ns3 =\n    addressing_style = path\n",
+            )
+            .expect("aws config");
         }
         cmd.env("AWS_ACCESS_KEY_ID", &self.access_key)
             .env("AWS_SECRET_ACCESS_KEY", &self.secret_key)
@@ -281,7 +318,9 @@ impl Cluster {
 
     /// Runs a Python script from tests/py with the endpoint and credentials as env.
     pub fn python(&self, script: &str, args: &[&str]) -> Output {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py").join(script);
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/py")
+            .join(script);
         let mut cmd = Command::new("python3");
         cmd.arg(path).args(args);
         self.aws_env(&mut cmd);
@@ -338,22 +377,33 @@ pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
 /// `GET http://addr{path}` → (status, body).
 pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
     use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_millis(500)).ok()?;
+    let mut s =
+        std::net::TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_millis(500))
+            .ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes()).ok()?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .ok()?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).ok()?;
     let text = String::from_utf8_lossy(&buf).into_owned();
     let status = text.split_whitespace().nth(1)?.parse().ok()?;
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     Some((status, body))
 }
 
 /// The id of the metashard component that leads the first region, per PD.
 pub fn meta_leader_component(c: &Cluster) -> String {
-    let pd = c.components().into_iter().find(|x| x.role == "pd").expect("pd");
+    let pd = c
+        .components()
+        .into_iter()
+        .find(|x| x.role == "pd")
+        .expect("pd");
     let cluster: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(c.dir.join("cluster.json")).expect("cluster.json")).expect("json");
+        serde_json::from_slice(&std::fs::read(c.dir.join("cluster.json")).expect("cluster.json"))
+            .expect("json");
     let http = cluster["components"]
         .as_array()
         .and_then(|a| a.iter().find(|x| x["id"] == pd.id.as_str()))
@@ -362,8 +412,10 @@ pub fn meta_leader_component(c: &Cluster) -> String {
         .to_string();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let regions = http_get(&http, "/pd/api/v1/regions").and_then(|(_, b)| serde_json::from_str::<serde_json::Value>(&b).ok());
-        let stores = http_get(&http, "/pd/api/v1/stores").and_then(|(_, b)| serde_json::from_str::<serde_json::Value>(&b).ok());
+        let regions = http_get(&http, "/pd/api/v1/regions")
+            .and_then(|(_, b)| serde_json::from_str::<serde_json::Value>(&b).ok());
+        let stores = http_get(&http, "/pd/api/v1/stores")
+            .and_then(|(_, b)| serde_json::from_str::<serde_json::Value>(&b).ok());
         if let (Some(r), Some(s)) = (regions, stores) {
             let leader_store = r["regions"][0]["leader"]["store_id"].as_u64();
             let addr = s["stores"]
@@ -371,12 +423,19 @@ pub fn meta_leader_component(c: &Cluster) -> String {
                 .and_then(|a| a.iter().find(|x| x["store"]["id"].as_u64() == leader_store))
                 .and_then(|x| x["store"]["address"].as_str().map(String::from));
             if let Some(addr) = addr {
-                if let Some(comp) = c.components().into_iter().find(|x| x.role == "metashard" && x.grpc == addr) {
+                if let Some(comp) = c
+                    .components()
+                    .into_iter()
+                    .find(|x| x.role == "metashard" && x.grpc == addr)
+                {
                     return comp.id;
                 }
             }
         }
-        assert!(Instant::now() < deadline, "PD never reported a region leader");
+        assert!(
+            Instant::now() < deadline,
+            "PD never reported a region leader"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }
