@@ -279,6 +279,33 @@ pub fn code_and_message(e: &GwError) -> (String, String) {
 
 pub type GwResult<T> = Result<T, GwError>;
 
+/// What S3 answers when a SigV4 request is signed for another region: clients
+/// such as s3cmd (whose default region is "US") read `<Region>` and re-sign.
+/// Answered before s3s sees the request, since s3s rejects such scopes as
+/// malformed without the hint.
+pub fn wrong_region_response(sent: &str, expected: &str) -> http::Response<s3s::Body> {
+    let esc = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+    };
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>AuthorizationHeaderMalformed</Code>\
+         <Message>The authorization header is malformed; the region '{}' is wrong; expecting '{}'</Message>\
+         <Region>{}</Region></Error>",
+        esc(sent),
+        esc(expected),
+        esc(expected)
+    );
+    let mut resp = http::Response::new(s3s::Body::from(body));
+    *resp.status_mut() = StatusCode::BAD_REQUEST;
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/xml"),
+    );
+    resp
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -332,31 +359,4 @@ mod tests {
         let e: s3s::StdError = Box::new(std::io::Error::other("reset"));
         assert!(matches!(body_error(e), GwError::IncompleteBody));
     }
-}
-
-/// What S3 answers when a SigV4 request is signed for another region: clients
-/// such as s3cmd (whose default region is "US") read `<Region>` and re-sign.
-/// Answered before s3s sees the request, since s3s rejects such scopes as
-/// malformed without the hint.
-pub fn wrong_region_response(sent: &str, expected: &str) -> http::Response<s3s::Body> {
-    let esc = |s: &str| {
-        s.replace('&', "&amp;")
-            .replace('<', "&lt;")
-            .replace('>', "&gt;")
-    };
-    let body = format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>AuthorizationHeaderMalformed</Code>\
-         <Message>The authorization header is malformed; the region '{}' is wrong; expecting '{}'</Message>\
-         <Region>{}</Region></Error>",
-        esc(sent),
-        esc(expected),
-        esc(expected)
-    );
-    let mut resp = http::Response::new(s3s::Body::from(body));
-    *resp.status_mut() = StatusCode::BAD_REQUEST;
-    resp.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/xml"),
-    );
-    resp
 }

@@ -9,6 +9,7 @@
 //! with [`ClientError::Unavailable`] after ~10 s.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -194,6 +195,24 @@ impl MetaClient {
         }
     }
 
+    /// Awaits one rpc to `route`'s store under [`RPC_TIMEOUT`]; a timeout or
+    /// gRPC error becomes the `Failure` `on_status` decides.
+    async fn send<R>(
+        &self,
+        route: &RegionRoute,
+        rpc: &str,
+        call: impl Future<Output = Result<tonic::Response<R>, tonic::Status>>,
+    ) -> Result<R, Failure> {
+        match tokio::time::timeout(RPC_TIMEOUT, call).await {
+            Err(_) => Err(self.on_status(
+                route,
+                tonic::Status::deadline_exceeded(format!("{rpc} timed out")),
+            )),
+            Ok(Err(s)) => Err(self.on_status(route, s)),
+            Ok(Ok(r)) => Ok(r.into_inner()),
+        }
+    }
+
     async fn retry_or_fail(retry: &mut Retry, f: Failure) -> Result<(), ClientError> {
         match f {
             Failure::Retry(why, immediate) => retry.wait(why, immediate).await,
@@ -220,15 +239,7 @@ impl MetaClient {
             cf: cf as i32,
             key: Bytes::copy_from_slice(key),
         };
-        let resp = match tokio::time::timeout(RPC_TIMEOUT, c.get(req)).await {
-            Err(_) => {
-                return Err(
-                    self.on_status(&route, tonic::Status::deadline_exceeded("get timed out"))
-                )
-            }
-            Ok(Err(s)) => return Err(self.on_status(&route, s)),
-            Ok(Ok(r)) => r.into_inner(),
-        };
+        let resp = self.send(&route, "get", c.get(req)).await?;
         if let Some(e) = resp.header.and_then(|h| h.region_error) {
             return Err(self.on_region_error(&route, e));
         }
@@ -280,15 +291,7 @@ impl MetaClient {
             conditions: conditions.to_vec(),
             mutations: mutations.to_vec(),
         };
-        let resp = match tokio::time::timeout(RPC_TIMEOUT, c.batch(req)).await {
-            Err(_) => {
-                return Err(
-                    self.on_status(&route, tonic::Status::deadline_exceeded("batch timed out"))
-                )
-            }
-            Ok(Err(s)) => return Err(self.on_status(&route, s)),
-            Ok(Ok(r)) => r.into_inner(),
-        };
+        let resp = self.send(&route, "batch", c.batch(req)).await?;
         if let Some(e) = resp.header.and_then(|h| h.region_error) {
             // The routing key is in the store's region but another key is
             // not: the batch spans regions and can never succeed.
@@ -377,15 +380,7 @@ impl MetaClient {
             limit: limit as u32,
             keys_only,
         };
-        let resp = match tokio::time::timeout(RPC_TIMEOUT, c.scan(req)).await {
-            Err(_) => {
-                return Err(
-                    self.on_status(&route, tonic::Status::deadline_exceeded("scan timed out"))
-                )
-            }
-            Ok(Err(s)) => return Err(self.on_status(&route, s)),
-            Ok(Ok(r)) => r.into_inner(),
-        };
+        let resp = self.send(&route, "scan", c.scan(req)).await?;
         if let Some(e) = resp.header.and_then(|h| h.region_error) {
             return Err(self.on_region_error(&route, e));
         }

@@ -275,6 +275,27 @@ impl ChecksumFields {
     }
 }
 
+/// Builds the s3s output `Out { fields.. }` with the five checksum fields of a
+/// [`ChecksumFields`] and the rest defaulted. The outputs (PutObject,
+/// UploadPart, GetObject, HeadObject, CopyObjectResult) share the field names
+/// but no trait, hence a macro:
+/// `with_checksums!(sums, PutObjectOutput { e_tag: Some(tag) })`.
+macro_rules! with_checksums {
+    ($sums:expr, $out:ident { $($field:ident: $value:expr),* $(,)? }) => {{
+        let sums: $crate::data::checksum::ChecksumFields = $sums;
+        $out {
+            $($field: $value,)*
+            checksum_crc32: sums.crc32,
+            checksum_crc32c: sums.crc32c,
+            checksum_crc64nvme: sums.crc64nvme,
+            checksum_sha1: sums.sha1,
+            checksum_sha256: sums.sha256,
+            ..Default::default()
+        }
+    }};
+}
+pub(crate) use with_checksums;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -50,6 +50,14 @@ pub fn check_key(key: &str) -> GwResult<()> {
     Ok(())
 }
 
+/// The Content-Length a request declared, if any; a negative one is refused.
+pub fn declared_length(v: Option<i64>) -> GwResult<Option<u64>> {
+    match v {
+        Some(l) if l < 0 => Err(GwError::InvalidArgument("negative Content-Length".into())),
+        v => Ok(v.map(|l| l as u64)),
+    }
+}
+
 /// Only the null version exists; any other version id names nothing.
 pub fn check_version_id(version_id: Option<&str>) -> GwResult<()> {
     match version_id {
@@ -120,6 +128,28 @@ pub fn stored_content_encoding(v: Option<&str>) -> String {
         .join(",")
 }
 
+/// Sets the HTTP headers and user metadata that a write request (PutObject,
+/// CopyObject with REPLACE, CreateMultipartUpload) stores with its object on
+/// `rec` (an `ObjectRecord` or `MultipartUploadRecord`), moving them out of
+/// `input`. The s3s inputs share these field names but no trait, hence a macro.
+macro_rules! store_request_headers {
+    ($rec:ident, $input:ident) => {{
+        use $crate::s3::common::{format_http_date, stored_content_encoding};
+        $rec.content_type = $input.content_type.unwrap_or_default();
+        $rec.content_encoding = stored_content_encoding($input.content_encoding.as_deref());
+        $rec.content_disposition = $input.content_disposition.unwrap_or_default();
+        $rec.content_language = $input.content_language.unwrap_or_default();
+        $rec.cache_control = $input.cache_control.unwrap_or_default();
+        $rec.expires = $input
+            .expires
+            .as_ref()
+            .and_then(format_http_date)
+            .unwrap_or_default();
+        $rec.user_metadata = $input.metadata.unwrap_or_default();
+    }};
+}
+pub(crate) use store_request_headers;
+
 /// A multipart object's ETag ends in `-N`.
 pub fn is_multipart(rec: &ObjectRecord) -> bool {
     rec.etag.contains('-')
@@ -172,6 +202,17 @@ mod tests {
         assert!(check_version_id(None).is_ok());
         assert!(check_version_id(Some("null")).is_ok());
         assert!(check_version_id(Some("3")).is_err());
+    }
+
+    #[test]
+    fn declared_lengths() {
+        assert_eq!(declared_length(None).unwrap(), None);
+        assert_eq!(declared_length(Some(0)).unwrap(), Some(0));
+        assert_eq!(declared_length(Some(5)).unwrap(), Some(5));
+        assert!(matches!(
+            declared_length(Some(-1)),
+            Err(GwError::InvalidArgument(_))
+        ));
     }
 
     #[test]

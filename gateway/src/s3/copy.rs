@@ -5,23 +5,21 @@
 
 use std::sync::Arc;
 
-use kura_proto::meta::{ObjectRecord, PartRecord, PartRef, StorageClass};
+use kura_proto::meta::ObjectRecord;
 use s3s::dto::*;
 use s3s::{S3Request, S3Response};
 
 use crate::context::{Ctx, MAX_PART_SIZE, MAX_SINGLE_PUT};
-use crate::data::checksum::{ChecksumFields, ChecksumPlan};
+use crate::data::checksum::{with_checksums, ChecksumFields, ChecksumPlan};
 use crate::data::reader;
 use crate::data::writer::{write_body, BodyOwner, WriteSpec, Written};
 use crate::error::{GwError, GwResult};
-use crate::meta::now_ms;
 use crate::s3::common::{
-    check_key, check_version_id, etag, format_http_date, load_bucket, load_object,
-    stored_content_encoding, timestamp,
+    check_key, check_version_id, etag, load_bucket, load_object, store_request_headers, timestamp,
 };
 use crate::s3::get::check_conditions;
-use crate::s3::multipart::{check_part_number, commit_part, load_upload};
-use crate::s3::put::{commit_object, discard_unless_ambiguous, WritePrecondition};
+use crate::s3::multipart::{check_part_number, commit_part, load_upload, part_for_body};
+use crate::s3::put::{commit_in_task, commit_object, object_for_body, WritePrecondition};
 
 /// The source object of a copy, after its x-amz-copy-source-if-* checks.
 async fn load_source(
@@ -142,45 +140,9 @@ pub async fn copy_object(
     };
     let written = copy_body(ctx, &src, 0..src.size, owner, MAX_SINGLE_PUT).await?;
     let etag_value = written.etag();
-    let mut rec = ObjectRecord {
-        bucket_id,
-        key: input.key.clone(),
-        version: 0,
-        size: written.size,
-        etag: etag_value.clone(),
-        last_modified_unix_ms: now_ms(),
-        inline_data: written.inline.clone().unwrap_or_default(),
-        parts: written
-            .location
-            .iter()
-            .map(|loc| PartRef {
-                part_number: 1,
-                size: written.size,
-                etag: etag_value.clone(),
-                location: Some(loc.clone()),
-                inline_data: Default::default(),
-            })
-            .collect(),
-        storage_class: StorageClass::Replica3 as i32,
-        checksums: written
-            .checksums
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
-        ..Default::default()
-    };
+    let mut rec = object_for_body(bucket_id, &input.key, &written);
     if replace {
-        rec.content_type = input.content_type.unwrap_or_default();
-        rec.content_encoding = stored_content_encoding(input.content_encoding.as_deref());
-        rec.content_disposition = input.content_disposition.unwrap_or_default();
-        rec.content_language = input.content_language.unwrap_or_default();
-        rec.cache_control = input.cache_control.unwrap_or_default();
-        rec.expires = input
-            .expires
-            .as_ref()
-            .and_then(format_http_date)
-            .unwrap_or_default();
-        rec.user_metadata = input.metadata.unwrap_or_default();
+        store_request_headers!(rec, input);
     } else {
         rec.content_type = src.content_type.clone();
         rec.content_encoding = src.content_encoding.clone();
@@ -192,40 +154,21 @@ pub async fn copy_object(
     }
     let last_modified = rec.last_modified_unix_ms;
 
-    let task_ctx = ctx.clone();
     let key = input.key.clone();
-    let location = written.location.clone();
-    tokio::spawn(async move {
-        let res = commit_object(
-            &task_ctx,
-            bucket_id,
-            &key,
-            &rec,
-            &WritePrecondition::default(),
-            Vec::new(),
-            Vec::new(),
-        )
-        .await;
-        if let Err(e) = &res {
-            discard_unless_ambiguous(&task_ctx, e, location.into_iter().collect());
-        }
-        res
+    commit_in_task(ctx, written.location.clone(), move |ctx| async move {
+        let pre = WritePrecondition::default();
+        commit_object(&ctx, bucket_id, &key, &rec, &pre, Vec::new(), Vec::new()).await
     })
-    .await
-    .map_err(|e| GwError::Internal(format!("commit task failed: {e}")))??;
+    .await?;
 
-    let f = ChecksumFields::from_map(&written.checksums);
     Ok(S3Response::new(CopyObjectOutput {
-        copy_object_result: Some(CopyObjectResult {
-            e_tag: Some(etag(&etag_value)),
-            last_modified: Some(timestamp(last_modified)),
-            checksum_crc32: f.crc32,
-            checksum_crc32c: f.crc32c,
-            checksum_crc64nvme: f.crc64nvme,
-            checksum_sha1: f.sha1,
-            checksum_sha256: f.sha256,
-            ..Default::default()
-        }),
+        copy_object_result: Some(with_checksums!(
+            ChecksumFields::from_map(&written.checksums),
+            CopyObjectResult {
+                e_tag: Some(etag(&etag_value)),
+                last_modified: Some(timestamp(last_modified)),
+            }
+        )),
         ..Default::default()
     }))
 }
@@ -282,27 +225,13 @@ pub async fn upload_part_copy(
     };
     let written = copy_body(ctx, &src, range, owner, MAX_PART_SIZE).await?;
     let etag_value = written.etag();
-    let part = PartRecord {
-        part_number,
-        size: written.size,
-        etag: etag_value.clone(),
-        last_modified_unix_ms: now_ms(),
-        location: written.location.clone(),
-        inline_data: written.inline.clone().unwrap_or_default(),
-    };
+    let part = part_for_body(part_number, &written);
     let last_modified = part.last_modified_unix_ms;
-    let task_ctx = ctx.clone();
     let (key, upload_id) = (input.key.clone(), input.upload_id.clone());
-    let location = written.location.clone();
-    tokio::spawn(async move {
-        let res = commit_part(&task_ctx, bucket_id, &key, &upload_id, &upload, &part).await;
-        if let Err(e) = &res {
-            discard_unless_ambiguous(&task_ctx, e, location.into_iter().collect());
-        }
-        res
+    commit_in_task(ctx, written.location.clone(), move |ctx| async move {
+        commit_part(&ctx, bucket_id, &key, &upload_id, &upload, &part).await
     })
-    .await
-    .map_err(|e| GwError::Internal(format!("commit task failed: {e}")))??;
+    .await?;
     Ok(S3Response::new(UploadPartCopyOutput {
         copy_part_result: Some(CopyPartResult {
             e_tag: Some(etag(&etag_value)),

@@ -9,7 +9,7 @@ use s3s::dto::*;
 use s3s::{S3Request, S3Response};
 
 use crate::context::Ctx;
-use crate::data::checksum::ChecksumFields;
+use crate::data::checksum::{with_checksums, ChecksumFields};
 use crate::data::reader;
 use crate::error::{GwError, GwResult};
 use crate::s3::common::{
@@ -146,6 +146,35 @@ fn content_type(rec: &ObjectRecord) -> String {
     }
 }
 
+/// The answer of GetObject or HeadObject: the object's headers and checksums
+/// for selection `$sel`, plus the `fields` only one of them has. s3s makes
+/// the two outputs separate structs with the same field names, hence a macro.
+macro_rules! object_output {
+    ($out:ident { $($field:ident: $value:expr),* $(,)? }, $rec:expr, $sel:expr, $sums:expr) => {{
+        let rec: &ObjectRecord = $rec;
+        let sel: Selection = $sel;
+        with_checksums!(
+            $sums,
+            $out {
+                $($field: $value,)*
+                accept_ranges: Some("bytes".to_string()),
+                content_length: Some((sel.range.end - sel.range.start) as i64),
+                content_range: sel.content_range,
+                parts_count: sel.parts_count,
+                e_tag: Some(etag(&rec.etag)),
+                last_modified: Some(timestamp(rec.last_modified_unix_ms)),
+                content_type: Some(content_type(rec)),
+                content_encoding: non_empty(&rec.content_encoding),
+                content_disposition: non_empty(&rec.content_disposition),
+                content_language: non_empty(&rec.content_language),
+                cache_control: non_empty(&rec.cache_control),
+                expires: parse_http_date(&rec.expires),
+                metadata: (!rec.user_metadata.is_empty()).then(|| rec.user_metadata.clone()),
+            }
+        )
+    }};
+}
+
 async fn load(
     ctx: &Ctx,
     bucket: &str,
@@ -179,28 +208,7 @@ pub async fn get_object(
     let pieces = reader::plan(&reader::bodies(&rec), sel.range.clone());
     let body = reader::open(ctx.clone(), pieces, len).await?;
     let f = checksums_for(&rec, input.checksum_mode.as_ref(), &sel);
-    let output = GetObjectOutput {
-        body: Some(body),
-        accept_ranges: Some("bytes".to_string()),
-        content_length: Some(len as i64),
-        content_range: sel.content_range,
-        parts_count: sel.parts_count,
-        e_tag: Some(etag(&rec.etag)),
-        last_modified: Some(timestamp(rec.last_modified_unix_ms)),
-        content_type: Some(content_type(&rec)),
-        content_encoding: non_empty(&rec.content_encoding),
-        content_disposition: non_empty(&rec.content_disposition),
-        content_language: non_empty(&rec.content_language),
-        cache_control: non_empty(&rec.cache_control),
-        expires: parse_http_date(&rec.expires),
-        metadata: (!rec.user_metadata.is_empty()).then(|| rec.user_metadata.clone()),
-        checksum_crc32: f.crc32,
-        checksum_crc32c: f.crc32c,
-        checksum_crc64nvme: f.crc64nvme,
-        checksum_sha1: f.sha1,
-        checksum_sha256: f.sha256,
-        ..Default::default()
-    };
+    let output = object_output!(GetObjectOutput { body: Some(body) }, &rec, sel, f);
     Ok(S3Response::new(output))
 }
 
@@ -218,30 +226,9 @@ pub async fn head_object(
         input.if_unmodified_since.as_ref(),
     )?;
     let sel = select(&rec, input.range.as_ref(), input.part_number)?;
-    let len = sel.range.end - sel.range.start;
     let partial = sel.content_range.is_some();
     let f = checksums_for(&rec, input.checksum_mode.as_ref(), &sel);
-    let output = HeadObjectOutput {
-        accept_ranges: Some("bytes".to_string()),
-        content_length: Some(len as i64),
-        content_range: sel.content_range,
-        parts_count: sel.parts_count,
-        e_tag: Some(etag(&rec.etag)),
-        last_modified: Some(timestamp(rec.last_modified_unix_ms)),
-        content_type: Some(content_type(&rec)),
-        content_encoding: non_empty(&rec.content_encoding),
-        content_disposition: non_empty(&rec.content_disposition),
-        content_language: non_empty(&rec.content_language),
-        cache_control: non_empty(&rec.cache_control),
-        expires: parse_http_date(&rec.expires),
-        metadata: (!rec.user_metadata.is_empty()).then(|| rec.user_metadata.clone()),
-        checksum_crc32: f.crc32,
-        checksum_crc32c: f.crc32c,
-        checksum_crc64nvme: f.crc64nvme,
-        checksum_sha1: f.sha1,
-        checksum_sha256: f.sha256,
-        ..Default::default()
-    };
+    let output = object_output!(HeadObjectOutput {}, &rec, sel, f);
     // s3s ignores `S3Response::status` here; `server.rs` turns a HEAD with
     // Content-Range into 206. Keep the status for our own metrics.
     let mut resp = S3Response::new(output);

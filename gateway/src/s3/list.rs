@@ -205,12 +205,14 @@ fn decode_object(parts: &ObjectKeyParts, kv: &KvPair) -> GwResult<Decoded<Object
     })
 }
 
-fn max_keys(v: Option<i32>) -> GwResult<usize> {
+/// A page-size parameter (`what`: max-keys, max-uploads, max-parts): at most
+/// [`MAX_PAGE`], which is also the default.
+pub fn max_entries(v: Option<i32>, what: &str) -> GwResult<usize> {
     match v {
         None => Ok(MAX_PAGE),
-        Some(n) if n < 0 => Err(GwError::InvalidArgument(
-            "max-keys must not be negative".into(),
-        )),
+        Some(n) if n < 0 => Err(GwError::InvalidArgument(format!(
+            "{what} must not be negative"
+        ))),
         Some(n) => Ok((n as usize).min(MAX_PAGE)),
     }
 }
@@ -300,7 +302,7 @@ pub async fn list_objects(
 ) -> GwResult<S3Response<ListObjectsOutput>> {
     let input = req.input;
     let url = wants_url_encoding(input.encoding_type.as_ref())?;
-    let max = max_keys(input.max_keys)?;
+    let max = max_entries(input.max_keys, "max-keys")?;
     let bucket = load_bucket(ctx, &input.bucket).await?;
     let prefix = input.prefix.unwrap_or_default();
     let delimiter = input.delimiter.unwrap_or_default();
@@ -354,7 +356,7 @@ pub async fn list_objects_v2(
 ) -> GwResult<S3Response<ListObjectsV2Output>> {
     let input = req.input;
     let url = wants_url_encoding(input.encoding_type.as_ref())?;
-    let max = max_keys(input.max_keys)?;
+    let max = max_entries(input.max_keys, "max-keys")?;
     let token = match input.continuation_token.as_deref() {
         Some(t) => Some(decode_token(t)?),
         None => None,

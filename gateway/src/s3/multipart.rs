@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use kura_metashard::client::{BatchOutcome, Cf};
+use kura_metashard::client::{BatchOutcome, Cf, Condition, Mutation};
 use kura_metashard::keys::{self, ObjectKeyParts};
 use kura_proto::meta::{
     DataLocation, MultipartUploadRecord, ObjectRecord, PartRecord, PartRef, StorageClass,
@@ -20,17 +20,17 @@ use s3s::dto::*;
 use s3s::{S3Request, S3Response};
 
 use crate::context::{Ctx, MAX_PART_NUMBER, MAX_PART_SIZE, MIN_PART_SIZE};
-use crate::data::checksum::{ChecksumFields, ChecksumPlan};
+use crate::data::checksum::{with_checksums, ChecksumFields, ChecksumPlan};
 use crate::data::gc;
-use crate::data::writer::{write_body, BodyOwner, WriteSpec};
+use crate::data::writer::{write_body, BodyOwner, WriteSpec, Written};
 use crate::error::{GwError, GwResult};
 use crate::meta::{self, now_ms, Versioned, RMW_ATTEMPTS};
 use crate::s3::common::{
-    check_key, etag, format_http_date, load_bucket, maybe_encode, owner, stored_content_encoding,
+    check_key, declared_length, etag, load_bucket, maybe_encode, owner, store_request_headers,
     timestamp, unquote, wants_url_encoding,
 };
 use crate::s3::list::{self, Decoded, Entry, ListParams, MetaSource, MAX_PAGE};
-use crate::s3::put::{commit_object, discard_unless_ambiguous, CommitOutcome, WritePrecondition};
+use crate::s3::put::{commit_in_task, commit_object, CommitOutcome, WritePrecondition};
 
 /// Upload ids are 32 lowercase hex characters (16 random bytes).
 pub const UPLOAD_ID_LEN: usize = 32;
@@ -163,25 +163,16 @@ pub async fn create_multipart_upload(
     let bucket = load_bucket(ctx, &input.bucket).await?;
     let bucket_id = bucket.record.id;
     let upload_id = new_upload_id();
-    let rec = MultipartUploadRecord {
+    let mut rec = MultipartUploadRecord {
         bucket_id,
         key: input.key.clone(),
         upload_id: upload_id.clone(),
         initiated_unix_ms: now_ms(),
         owner: initiator,
-        content_type: input.content_type.unwrap_or_default(),
-        content_encoding: stored_content_encoding(input.content_encoding.as_deref()),
-        content_disposition: input.content_disposition.unwrap_or_default(),
-        content_language: input.content_language.unwrap_or_default(),
-        cache_control: input.cache_control.unwrap_or_default(),
-        expires: input
-            .expires
-            .as_ref()
-            .and_then(format_http_date)
-            .unwrap_or_default(),
-        user_metadata: input.metadata.unwrap_or_default(),
         storage_class: StorageClass::Replica3 as i32,
+        ..Default::default()
     };
+    store_request_headers!(rec, input);
     let ukey = keys::upload_key(bucket_id, input.key.as_bytes(), &upload_id);
     let value = keys::encode_value(&rec);
     match ctx
@@ -219,9 +210,7 @@ pub async fn upload_part(
     } = req;
     let part_number = check_part_number(input.part_number)?;
     check_key(&input.key)?;
-    if input.content_length.is_some_and(|l| l < 0) {
-        return Err(GwError::InvalidArgument("negative Content-Length".into()));
-    }
+    let content_length = declared_length(input.content_length)?;
     let bucket = load_bucket(ctx, &input.bucket).await?;
     let bucket_id = bucket.record.id;
     let upload = load_upload(ctx, bucket_id, &input.key, &input.upload_id).await?;
@@ -233,7 +222,7 @@ pub async fn upload_part(
             upload_id: input.upload_id.clone(),
             part_number,
         },
-        content_length: input.content_length.map(|l| l as u64),
+        content_length,
         max_size: MAX_PART_SIZE,
         content_md5: input.content_md5.as_deref(),
         checksums,
@@ -242,40 +231,32 @@ pub async fn upload_part(
         .body
         .unwrap_or_else(|| StreamingBlob::from(s3s::Body::empty()));
     let written = write_body(ctx, spec, body).await?;
-    let etag_value = written.etag();
-    let part = PartRecord {
+    let part = part_for_body(part_number, &written);
+
+    let (key, upload_id) = (input.key.clone(), input.upload_id.clone());
+    commit_in_task(ctx, written.location.clone(), move |ctx| async move {
+        commit_part(&ctx, bucket_id, &key, &upload_id, &upload, &part).await
+    })
+    .await?;
+
+    Ok(S3Response::new(with_checksums!(
+        ChecksumFields::from_map(&written.checksums),
+        UploadPartOutput {
+            e_tag: Some(etag(&written.etag())),
+        }
+    )))
+}
+
+/// The record of part `part_number` whose body is `written`.
+pub(crate) fn part_for_body(part_number: u32, written: &Written) -> PartRecord {
+    PartRecord {
         part_number,
         size: written.size,
-        etag: etag_value.clone(),
+        etag: written.etag(),
         last_modified_unix_ms: now_ms(),
         location: written.location.clone(),
         inline_data: written.inline.clone().unwrap_or_default(),
-    };
-
-    let task_ctx = ctx.clone();
-    let (key, upload_id) = (input.key.clone(), input.upload_id.clone());
-    let location = written.location.clone();
-    let commit = tokio::spawn(async move {
-        let res = commit_part(&task_ctx, bucket_id, &key, &upload_id, &upload, &part).await;
-        if let Err(e) = &res {
-            discard_unless_ambiguous(&task_ctx, e, location.into_iter().collect());
-        }
-        res
-    });
-    commit
-        .await
-        .map_err(|e| GwError::Internal(format!("commit task failed: {e}")))??;
-
-    let f = ChecksumFields::from_map(&written.checksums);
-    Ok(S3Response::new(UploadPartOutput {
-        e_tag: Some(etag(&etag_value)),
-        checksum_crc32: f.crc32,
-        checksum_crc32c: f.crc32c,
-        checksum_crc64nvme: f.crc64nvme,
-        checksum_sha1: f.sha1,
-        checksum_sha256: f.sha256,
-        ..Default::default()
-    }))
+    }
 }
 
 /// Stores a part record while the upload exists, reclaiming a replaced part's body.
@@ -356,6 +337,30 @@ fn choose_parts<'a>(
     Ok(chosen)
 }
 
+/// The batch half that ends an upload (Complete and Abort): conditions that
+/// the upload record (condition 0) and every part record are still as read,
+/// and mutations deleting them all. Conditioning on each part means a part
+/// replaced concurrently fails the batch instead of losing its body.
+fn remove_upload(
+    ukey: Vec<u8>,
+    upload: &Versioned<MultipartUploadRecord>,
+    parts: &[StoredPart],
+) -> (Vec<Condition>, Vec<Mutation>) {
+    let mut conditions = vec![meta::value_equals(
+        Cf::Mpu,
+        ukey.clone(),
+        upload.raw.clone(),
+    )];
+    conditions.extend(
+        parts
+            .iter()
+            .map(|p| meta::value_equals(Cf::Mpu, p.key.clone(), p.raw.clone())),
+    );
+    let mut mutations = vec![meta::delete(Cf::Mpu, ukey)];
+    mutations.extend(parts.iter().map(|p| meta::delete(Cf::Mpu, p.key.clone())));
+    (conditions, mutations)
+}
+
 pub async fn complete_multipart_upload(
     ctx: &Arc<Ctx>,
     req: S3Request<CompleteMultipartUploadInput>,
@@ -426,27 +431,14 @@ pub async fn complete_multipart_upload(
         .flat_map(|p| gc::part_locations(&p.record))
         .collect();
     let ukey = keys::upload_key(bucket_id, input.key.as_bytes(), &input.upload_id);
-    // The upload and every part must be as we read them: a part replaced
-    // concurrently would otherwise lose its body.
-    let mut extra_conditions = vec![meta::value_equals(
-        Cf::Mpu,
-        ukey.clone(),
-        upload.raw.clone(),
-    )];
-    extra_conditions.extend(
-        parts
-            .iter()
-            .map(|p| meta::value_equals(Cf::Mpu, p.key.clone(), p.raw.clone())),
-    );
-    let mut extra_mutations = vec![meta::delete(Cf::Mpu, ukey)];
-    extra_mutations.extend(parts.iter().map(|p| meta::delete(Cf::Mpu, p.key.clone())));
+    let (extra_conditions, mut extra_mutations) = remove_upload(ukey, &upload, &parts);
     extra_mutations.extend(gc::gc_mutations(bucket_id, &input.key, &unlisted));
 
-    let task_ctx = ctx.clone();
+    // The new object references only bodies already committed, so there is no body to discard.
     let key = input.key.clone();
-    let commit = tokio::spawn(async move {
+    let committed = commit_in_task(ctx, None, move |ctx| async move {
         let out = commit_object(
-            &task_ctx,
+            &ctx,
             bucket_id,
             &key,
             &rec,
@@ -456,14 +448,12 @@ pub async fn complete_multipart_upload(
         )
         .await;
         if matches!(out, Ok(CommitOutcome::Committed)) {
-            gc::spawn_reclaim(task_ctx.clone(), bucket_id, key.clone(), unlisted);
+            gc::spawn_reclaim(ctx.clone(), bucket_id, key.clone(), unlisted);
         }
         out
-    });
-    match commit
-        .await
-        .map_err(|e| GwError::Internal(format!("commit task failed: {e}")))??
-    {
+    })
+    .await?;
+    match committed {
         CommitOutcome::Committed => {}
         // The upload was completed or aborted concurrently; its parts are that request's business.
         CommitOutcome::ExtraConditionFailed(0) => return Err(GwError::NoSuchUpload),
@@ -501,19 +491,7 @@ pub async fn abort_multipart_upload(
                 .flat_map(|p| gc::part_locations(&p.record))
                 .collect();
             let ukey = keys::upload_key(bucket_id, key.as_bytes(), &upload_id);
-            let mut conditions = vec![meta::value_equals(
-                Cf::Mpu,
-                ukey.clone(),
-                upload.raw.clone(),
-            )];
-            // Each part must be as we saw it, so a concurrent UploadPart's body is not leaked.
-            conditions.extend(
-                parts
-                    .iter()
-                    .map(|p| meta::value_equals(Cf::Mpu, p.key.clone(), p.raw.clone())),
-            );
-            let mut mutations = vec![meta::delete(Cf::Mpu, ukey)];
-            mutations.extend(parts.iter().map(|p| meta::delete(Cf::Mpu, p.key.clone())));
+            let (conditions, mut mutations) = remove_upload(ukey, &upload, &parts);
             mutations.extend(gc::gc_mutations(bucket_id, &key, &locs));
             match task_ctx.meta.batch(conditions, mutations).await? {
                 BatchOutcome::Applied => {
@@ -533,23 +511,13 @@ pub async fn abort_multipart_upload(
     Ok(S3Response::new(AbortMultipartUploadOutput::default()))
 }
 
-fn max_param(v: Option<i32>, what: &str) -> GwResult<usize> {
-    match v {
-        None => Ok(MAX_PAGE),
-        Some(n) if n < 0 => Err(GwError::InvalidArgument(format!(
-            "{what} must not be negative"
-        ))),
-        Some(n) => Ok((n as usize).min(MAX_PAGE)),
-    }
-}
-
 pub async fn list_parts(
     ctx: &Arc<Ctx>,
     req: S3Request<ListPartsInput>,
 ) -> GwResult<S3Response<ListPartsOutput>> {
     let input = req.input;
     check_key(&input.key)?;
-    let max = max_param(input.max_parts, "max-parts")?;
+    let max = list::max_entries(input.max_parts, "max-parts")?;
     let marker = match input.part_number_marker {
         None => 0,
         Some(n) if n < 0 => {
@@ -583,10 +551,7 @@ pub async fn list_parts(
         part_number_marker: input.part_number_marker,
         next_part_number_marker: if truncated { next } else { None },
         is_truncated: Some(truncated),
-        initiator: Some(Initiator {
-            display_name: who.display_name.clone(),
-            id: who.id.clone(),
-        }),
+        initiator: Some(initiator(&who)),
         owner: Some(who),
         storage_class: Some(s3s::dto::StorageClass::from_static(
             s3s::dto::StorageClass::STANDARD,
@@ -605,6 +570,14 @@ pub async fn list_parts(
         ),
         ..Default::default()
     }))
+}
+
+/// Uploads are initiated and owned by the same principal.
+fn initiator(owner: &Owner) -> Initiator {
+    Initiator {
+        display_name: owner.display_name.clone(),
+        id: owner.id.clone(),
+    }
 }
 
 fn decode_upload(
@@ -629,7 +602,7 @@ pub async fn list_multipart_uploads(
 ) -> GwResult<S3Response<ListMultipartUploadsOutput>> {
     let input = req.input;
     let url = wants_url_encoding(input.encoding_type.as_ref())?;
-    let max = max_param(input.max_uploads, "max-uploads")?;
+    let max = list::max_entries(input.max_uploads, "max-uploads")?;
     let bucket = load_bucket(ctx, &input.bucket).await?;
     let bucket_id = bucket.record.id;
     let prefix = input.prefix.clone().unwrap_or_default();
@@ -682,10 +655,7 @@ pub async fn list_multipart_uploads(
                     key: Some(maybe_encode(&key, url)),
                     upload_id: Some(item.upload_id),
                     initiated: Some(timestamp(item.initiated_unix_ms)),
-                    initiator: Some(Initiator {
-                        display_name: who.display_name.clone(),
-                        id: who.id.clone(),
-                    }),
+                    initiator: Some(initiator(&who)),
                     owner: Some(who),
                     storage_class: Some(s3s::dto::StorageClass::from_static(
                         s3s::dto::StorageClass::STANDARD,

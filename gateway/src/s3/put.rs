@@ -1,4 +1,6 @@
-//! PutObject, and the object commit shared with CompleteMultipartUpload.
+//! PutObject, and what the other writes share with it: the object commit
+//! (CopyObject, CompleteMultipartUpload) and `commit_in_task`, which runs
+//! the metadata commit of every write (PUT, both copies, UploadPart, Complete).
 //!
 //! A PUT streams its body first (`data::writer`), then commits metadata in
 //! one conditional batch on the object's region: the new `ObjectRecord` at
@@ -9,22 +11,23 @@
 //! loses is never leaked. The commit runs in its own task, so a client that
 //! disconnects once the body is durable cannot leave a half-done commit.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use kura_metashard::client::{BatchOutcome, Cf, Condition, Mutation};
-use kura_proto::meta::{ObjectRecord, PartRef, StorageClass};
+use kura_proto::meta::{DataLocation, ObjectRecord, PartRef, StorageClass};
 use s3s::dto::*;
 use s3s::{S3Request, S3Response};
 
 use crate::context::{Ctx, MAX_SINGLE_PUT};
-use crate::data::checksum::{ChecksumFields, ChecksumPlan};
+use crate::data::checksum::{with_checksums, ChecksumFields, ChecksumPlan};
 use crate::data::gc;
-use crate::data::writer::{write_body, BodyOwner, WriteSpec};
+use crate::data::writer::{write_body, BodyOwner, WriteSpec, Written};
 use crate::error::{GwError, GwResult};
 use crate::meta::{self, now_ms, RMW_ATTEMPTS};
 use crate::s3::common::{
-    check_key, etag, format_http_date, load_bucket, load_object, object_key,
-    stored_content_encoding, unquote,
+    check_key, declared_length, etag, load_bucket, load_object, object_key, store_request_headers,
+    unquote, NULL_VERSION,
 };
 
 /// A conditional write (`If-None-Match: *` / `If-Match: "etag"` on PUT or Complete).
@@ -160,9 +163,7 @@ pub async fn put_object(
             "appends (x-amz-write-offset-bytes)",
         ));
     }
-    if input.content_length.is_some_and(|l| l < 0) {
-        return Err(GwError::InvalidArgument("negative Content-Length".into()));
-    }
+    let content_length = declared_length(input.content_length)?;
     let bucket = load_bucket(ctx, &input.bucket).await?;
     let bucket_id = bucket.record.id;
     if !pre.is_empty() {
@@ -182,7 +183,7 @@ pub async fn put_object(
             upload_id: String::new(),
             part_number: 0,
         },
-        content_length: input.content_length.map(|l| l as u64),
+        content_length,
         max_size: MAX_SINGLE_PUT,
         content_md5: input.content_md5.as_deref(),
         checksums,
@@ -193,24 +194,35 @@ pub async fn put_object(
     let written = write_body(ctx, spec, body).await?;
 
     let etag_value = written.etag();
-    let rec = ObjectRecord {
+    let mut rec = object_for_body(bucket_id, &input.key, &written);
+    store_request_headers!(rec, input);
+
+    // From here on the commit must finish even if the client goes away.
+    let key = input.key.clone();
+    commit_in_task(ctx, written.location.clone(), move |ctx| async move {
+        commit_object(&ctx, bucket_id, &key, &rec, &pre, Vec::new(), Vec::new()).await
+    })
+    .await?;
+
+    Ok(S3Response::new(with_checksums!(
+        ChecksumFields::from_map(&written.checksums),
+        PutObjectOutput {
+            e_tag: Some(etag(&etag_value)),
+        }
+    )))
+}
+
+/// The record of a new object whose whole body is `written`, as the null
+/// version of (bucket_id, key). HTTP headers and user metadata are left
+/// empty for the caller to fill in.
+pub fn object_for_body(bucket_id: u64, key: &str, written: &Written) -> ObjectRecord {
+    let etag = written.etag();
+    ObjectRecord {
         bucket_id,
-        key: input.key.clone(),
-        version: 0,
+        key: key.to_string(),
+        version: NULL_VERSION,
         size: written.size,
-        etag: etag_value.clone(),
         last_modified_unix_ms: now_ms(),
-        content_type: input.content_type.unwrap_or_default(),
-        content_encoding: stored_content_encoding(input.content_encoding.as_deref()),
-        content_disposition: input.content_disposition.unwrap_or_default(),
-        content_language: input.content_language.unwrap_or_default(),
-        cache_control: input.cache_control.unwrap_or_default(),
-        expires: input
-            .expires
-            .as_ref()
-            .and_then(format_http_date)
-            .unwrap_or_default(),
-        user_metadata: input.metadata.unwrap_or_default(),
         inline_data: written.inline.clone().unwrap_or_default(),
         parts: written
             .location
@@ -218,66 +230,53 @@ pub async fn put_object(
             .map(|loc| PartRef {
                 part_number: 1,
                 size: written.size,
-                etag: etag_value.clone(),
+                etag: etag.clone(),
                 location: Some(loc.clone()),
                 inline_data: Default::default(),
             })
             .collect(),
+        etag,
         storage_class: StorageClass::Replica3 as i32,
         checksums: written
             .checksums
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
-    };
+        ..Default::default()
+    }
+}
 
-    // From here on the commit must finish even if the client goes away.
+/// Runs the metadata commit of a freshly written body in its own task, so a
+/// client that goes away cannot cancel it halfway. If the commit fails, the
+/// body at `location` is discarded unless the outcome is unknown
+/// (`discard_unless_ambiguous`).
+pub async fn commit_in_task<T, F>(
+    ctx: &Arc<Ctx>,
+    location: Option<DataLocation>,
+    commit: impl FnOnce(Arc<Ctx>) -> F,
+) -> GwResult<T>
+where
+    F: Future<Output = GwResult<T>> + Send + 'static,
+    T: Send + 'static,
+{
     let task_ctx = ctx.clone();
-    let key = input.key.clone();
-    let location = written.location.clone();
-    let commit = tokio::spawn(async move {
-        let res = commit_object(
-            &task_ctx,
-            bucket_id,
-            &key,
-            &rec,
-            &pre,
-            Vec::new(),
-            Vec::new(),
-        )
-        .await;
+    let commit = commit(ctx.clone());
+    tokio::spawn(async move {
+        let res = commit.await;
         if let Err(e) = &res {
             discard_unless_ambiguous(&task_ctx, e, location.into_iter().collect());
         }
         res
-    });
-    match commit.await {
-        Ok(Ok(_)) => {}
-        Ok(Err(e)) => return Err(e),
-        Err(e) => return Err(GwError::Internal(format!("commit task failed: {e}"))),
-    }
-
-    let f = ChecksumFields::from_map(&written.checksums);
-    Ok(S3Response::new(PutObjectOutput {
-        e_tag: Some(etag(&etag_value)),
-        checksum_crc32: f.crc32,
-        checksum_crc32c: f.crc32c,
-        checksum_crc64nvme: f.crc64nvme,
-        checksum_sha1: f.sha1,
-        checksum_sha256: f.sha256,
-        ..Default::default()
-    }))
+    })
+    .await
+    .map_err(|e| GwError::Internal(format!("commit task failed: {e}")))?
 }
 
 /// Deletes a written body after its commit definitely failed. When the
 /// outcome is unknown (the metadata call timed out or the region was
 /// unreachable, so the batch may have applied) the body is left to the
 /// orphan scrubber, which checks metadata before deleting.
-pub fn discard_unless_ambiguous(
-    ctx: &Arc<Ctx>,
-    err: &GwError,
-    locs: Vec<kura_proto::meta::DataLocation>,
-) {
+pub fn discard_unless_ambiguous(ctx: &Arc<Ctx>, err: &GwError, locs: Vec<DataLocation>) {
     let ambiguous = matches!(err, GwError::Unavailable(_) | GwError::Internal(_));
     if ambiguous {
         if !locs.is_empty() {
