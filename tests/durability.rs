@@ -104,3 +104,76 @@ fn kill9_datanode_and_meta_leader_loses_no_acked_write() {
     let out = c.must_python("verify.py", &["dur", ack.to_str().unwrap()]);
     assert!(out.contains(" 0 bad"), "{out}");
 }
+
+/// The value of an unlabelled Prometheus sample `name` at `status` /metrics.
+fn metric(status: &str, name: &str) -> Option<f64> {
+    let (code, body) = common::http_get(status, "/metrics")?;
+    if code != 200 {
+        return None;
+    }
+    body.lines()
+        .filter_map(|l| l.strip_prefix(name))
+        .find_map(|rest| rest.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// A metadata follower that was down while the Raft log grew past the GC
+/// threshold (kura dev: 1000 entries) catches up from a snapshot, and is then
+/// good enough to form the quorum that serves every key once the leader dies.
+#[test]
+fn restarted_follower_catches_up_by_snapshot_and_serves_after_leader_dies() {
+    const KEYS: &str = "1100"; // > log_gc_threshold, one Raft entry per PUT
+    let mut c = Cluster::must_start();
+    c.must_aws(&["s3", "mb", "s3://snap"]);
+    let leader = common::meta_leader_component(&c);
+    let follower = c
+        .components()
+        .into_iter()
+        .find(|x| x.role == "metashard" && x.id != leader)
+        .expect("a follower")
+        .id;
+    c.must_kill9(&follower);
+    let out = c.must_python("many_puts.py", &["put", "snap", "k/", KEYS]);
+    eprintln!("{}", out.trim());
+    c.must_restart(&follower);
+
+    let status = c.component(&follower).status;
+    let snapshots = "kura_metashard_snapshots_applied_total";
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if metric(&status, snapshots).unwrap_or(0.0) >= 1.0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{follower} applied no snapshot within 60s (metric {:?})\n{}",
+            metric(&status, snapshots),
+            c.logs_tail()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let sent = metric(
+        &c.component(&leader).status,
+        "kura_metashard_snapshots_sent_total",
+    );
+    assert!(
+        sent.unwrap_or(0.0) >= 1.0,
+        "leader {leader} sent {sent:?} snapshots"
+    );
+
+    // Only the restarted follower and the third store remain: every read now
+    // needs the follower in the quorum.
+    c.must_kill9(&leader);
+    let out = c.must_python("many_puts.py", &["verify", "snap", "k/", KEYS]);
+    eprintln!("{}", out.trim());
+    // For the log: whether the caught-up follower itself took over (PD learns
+    // of the new leader through heartbeats, so this may lag).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        let now = common::meta_leader_component(&c);
+        if now != leader {
+            eprintln!("new metadata leader: {now} (restarted follower: {follower})");
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

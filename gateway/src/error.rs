@@ -261,11 +261,32 @@ impl From<kura_pd_client::PdError> for GwError {
 pub fn body_error(e: s3s::StdError) -> GwError {
     match e.downcast::<S3Error>() {
         Ok(s3) => GwError::BodyRejected(*s3),
+        Err(other) if is_chunk_signature_mismatch(other.as_ref()) => {
+            GwError::BodyRejected(S3Error::with_message(
+                S3ErrorCode::SignatureDoesNotMatch,
+                "The request signature we calculated does not match the signature you provided.",
+            ))
+        }
         Err(other) => {
             tracing::debug!(error = %other, "request body ended with an error");
             GwError::IncompleteBody
         }
     }
+}
+
+/// s3s 0.14.1 reports a bad aws-chunked chunk or trailer signature with its
+/// private `AwsChunkedStreamError::SignatureMismatch`, not an `S3Error`, so it
+/// is recognised by its message (s3s is pinned; the unit test below breaks if
+/// an upgrade changes the text).
+fn is_chunk_signature_mismatch(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if err.to_string() == "AwsChunkedStreamError: SignatureMismatch" {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
 }
 
 /// The S3 error code and message of `e`, for per-key results (DeleteObjects).
@@ -358,5 +379,13 @@ mod tests {
         }
         let e: s3s::StdError = Box::new(std::io::Error::other("reset"));
         assert!(matches!(body_error(e), GwError::IncompleteBody));
+        // What s3s' aws-chunked decoder yields for a tampered chunk signature.
+        let e: s3s::StdError = Box::new(std::io::Error::other(
+            "AwsChunkedStreamError: SignatureMismatch",
+        ));
+        match body_error(e) {
+            GwError::BodyRejected(e) => assert_eq!(e.code(), &S3ErrorCode::SignatureDoesNotMatch),
+            other => panic!("unexpected {other:?}"),
+        }
     }
 }

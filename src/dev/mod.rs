@@ -53,6 +53,8 @@ pub enum DevError {
     NotReady(u64, PathBuf),
     #[error("component {0} exited during startup ({1}); see {2}")]
     ChildExited(String, String, PathBuf),
+    #[error("{0} is already in use (another cluster on these ports?); pick another --port")]
+    PortInUse(String),
 }
 
 fn io<T>(what: impl Into<String>, r: std::io::Result<T>) -> Result<T, DevError> {
@@ -123,6 +125,19 @@ pub fn run(args: DevArgs) -> Result<(), DevError> {
         .display()
         .to_string();
     let mut components = layout::plan(&exe, &dir, args.port, "127.0.0.1");
+    // Readiness is probed over these ports: if another process holds them, the
+    // probes would answer for it. Refuse to start instead.
+    let s3_addr = format!("127.0.0.1:{}", args.port);
+    let addrs = components
+        .iter()
+        .flat_map(|c| [Some(&c.grpc), Some(&c.status), c.http.as_ref()])
+        .flatten()
+        .chain([&s3_addr]);
+    for addr in addrs.filter(|a| !a.is_empty()) {
+        if std::net::TcpListener::bind(addr.as_str()).is_err() {
+            return Err(DevError::PortInUse(addr.clone()));
+        }
+    }
     for c in &components {
         io(
             c.data_dir.display().to_string(),
@@ -137,18 +152,21 @@ pub fn run(args: DevArgs) -> Result<(), DevError> {
     }
 
     let mut children: Vec<(usize, Child)> = Vec::new();
-    let result = start_all(&args, &dir, &logs, &mut components, &mut children);
-    let cluster_file = ClusterFile {
+    let cluster_file = |components: &[Component]| ClusterFile {
         s3: format!("http://127.0.0.1:{}", args.port),
         pd_http: format!("http://{}", components[0].http.clone().unwrap_or_default()),
         credentials_file: creds_path.clone(),
-        components: components.clone(),
+        components: components.to_vec(),
     };
-    write_cluster_file(&dir.join("cluster.json"), &cluster_file)?;
-
+    let deadline = Instant::now() + Duration::from_secs(args.ready_timeout);
+    // cluster.json is written as soon as every pid is known, so a slow start
+    // can be inspected (and its processes found) before it is ready.
+    let result = spawn_all(&args, deadline, &logs, &mut components, &mut children)
+        .and_then(|()| write_cluster_file(&dir.join("cluster.json"), &cluster_file(&components)))
+        .and_then(|()| wait_ready(&args, deadline, &dir, &components, &mut children));
     match result {
         Ok(()) => {
-            print_banner(&cluster_file, &creds, source, &dir);
+            print_banner(&cluster_file(&components), &creds, source, &dir);
             supervise(&components, &mut children);
         }
         Err(e) => {
@@ -161,27 +179,39 @@ pub fn run(args: DevArgs) -> Result<(), DevError> {
     Ok(())
 }
 
-fn start_all(
+/// Starts every component in plan order; PD first, waited for, since every
+/// other process registers with it.
+fn spawn_all(
     args: &DevArgs,
-    dir: &Path,
+    deadline: Instant,
     logs: &Path,
     components: &mut [Component],
     children: &mut Vec<(usize, Child)>,
 ) -> Result<(), DevError> {
-    let deadline = Instant::now() + Duration::from_secs(args.ready_timeout);
     for (i, c) in components.iter_mut().enumerate() {
         let child = spawn(c, logs)?;
         c.pid = child.id();
         children.push((i, child));
         if c.role == "pd" {
-            // Everyone else registers with PD: let it come up first.
-            wait_until(deadline, children, components_ids(&[]), || {
+            wait_until(deadline, children, vec![c.id.clone()], || {
                 probe::http_ok(&c.status, "/ready")
             })
             .map_err(|e| e.unwrap_or(DevError::NotReady(args.ready_timeout, logs.to_path_buf())))?;
         }
     }
-    let ids: Vec<String> = components.iter().map(|c| c.id.clone()).collect();
+    Ok(())
+}
+
+/// Waits until the gateway says the cluster can take writes, with every child
+/// still running.
+fn wait_ready(
+    args: &DevArgs,
+    deadline: Instant,
+    dir: &Path,
+    components: &[Component],
+    children: &mut [(usize, Child)],
+) -> Result<(), DevError> {
+    let ids = components_ids(components);
     let s3 = format!("127.0.0.1:{}", args.port);
     wait_until(deadline, children, ids, || {
         probe::http_ok(&s3, "/_kura/health")

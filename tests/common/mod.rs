@@ -36,23 +36,57 @@ pub struct Cluster {
     restarted: Vec<Child>,
 }
 
-/// Finds a base port with base..base+60 all free.
+/// Port ranges this test process claimed; the locks live as long as the process.
+static PORT_LOCKS: std::sync::Mutex<Vec<std::fs::File>> = std::sync::Mutex::new(Vec::new());
+
+/// Finds a base port with base..base+60 all free, and claims it against other
+/// test processes (nextest runs each test in its own process, all at once):
+/// a range is taken only under an exclusive `flock` on
+/// `$TMPDIR/kura-e2e-ports/<base>.lock`, held until this process exits (the
+/// kernel drops it even on a crash). Checking that the ports bind is not
+/// enough on its own: two tests could both see a range free before either
+/// cluster binds it, and each `kura dev` would then see the other's health.
 pub fn free_port_range() -> u16 {
-    let seed = std::process::id() as u64 ^ Instant::now().elapsed().as_nanos() as u64;
-    let mut x = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    for _ in 0..200 {
+    use std::hash::{BuildHasher, Hasher};
+    use std::os::fd::AsRawFd;
+    let dir = std::env::temp_dir().join("kura-e2e-ports");
+    std::fs::create_dir_all(&dir).expect("port lock dir");
+    // RandomState is randomly keyed per process: unrelated draws in
+    // concurrently started processes, unlike a pid-seeded LCG.
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default(),
+    );
+    let mut x = h.finish();
+    for _ in 0..400 {
         x = x
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
         let base = 10_000 + ((x >> 33) % 200) as u16 * 100;
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(format!("{base}.lock")))
+            .expect("port lock file");
+        // SAFETY: flock on a file descriptor we own.
+        if unsafe { libc_flock(lock.as_raw_fd(), LOCK_EX | LOCK_NB) } != 0 {
+            continue; // another test process holds this range
+        }
         if (base..base + 60).all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok()) {
+            PORT_LOCKS.lock().expect("port locks").push(lock);
             return base;
         }
     }
     panic!("no free port range found");
 }
+
+const LOCK_EX: i32 = 2;
+const LOCK_NB: i32 = 4;
 
 pub fn http_status(addr: &str, path: &str) -> Option<u16> {
     use std::io::{Read, Write};
@@ -87,6 +121,10 @@ impl Cluster {
 
     /// Starts `kura dev` on `dir` (new or existing) and waits until it serves writes.
     pub fn must_start_in(dir: &Path, port: u16) -> Cluster {
+        // kura dev writes cluster.json only after it has seen the cluster
+        // healthy, so a test can see /_kura/health 200 first; waiting for a
+        // fresh file (not the previous run's pids) closes that window.
+        let _ = std::fs::remove_file(dir.join("cluster.json"));
         let log = std::fs::File::create(dir.join("dev.out")).expect("dev.out");
         let child = Command::new(KURA)
             .args(["dev", "--data-dir"])
@@ -125,12 +163,14 @@ impl Cluster {
         c
     }
 
-    /// Polls `GET /_kura/health` until 200.
+    /// Polls until `GET /_kura/health` answers 200 and cluster.json exists.
     pub fn must_become_ready(&mut self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         let addr = format!("127.0.0.1:{}", self.port);
         while Instant::now() < deadline {
-            if http_status(&addr, "/_kura/health") == Some(200) {
+            if http_status(&addr, "/_kura/health") == Some(200)
+                && self.dir.join("cluster.json").exists()
+            {
                 return;
             }
             if let Some(dev) = self.dev.as_mut() {
@@ -354,6 +394,8 @@ impl Drop for Cluster {
 extern "C" {
     #[link_name = "kill"]
     fn libc_kill(pid: i32, sig: i32) -> i32;
+    #[link_name = "flock"]
+    fn libc_flock(fd: i32, op: i32) -> i32;
 }
 
 fn tail(s: &str, n: usize) -> String {
