@@ -21,7 +21,8 @@ apt_install() {
 
 # --- build: libclang for librocksdb-sys' bindgen (protoc is vendored by a crate) ---
 missing=()
-if ! ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 && ! ls /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1; then
+# (libclang-cpp, which a fresh machine may have, is not what bindgen loads.)
+if [ -z "${LIBCLANG_PATH:-}" ] && ! dpkg -s libclang-dev >/dev/null 2>&1; then
   missing+=(libclang-dev)
 fi
 command -v cc >/dev/null 2>&1 || missing+=(build-essential)
