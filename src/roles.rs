@@ -33,11 +33,14 @@ pub struct NodeArgs {
     /// PD gRPC endpoints, comma-separated.
     #[arg(long, value_delimiter = ',', required = true)]
     pub pd: Vec<String>,
-    /// Failure-domain labels.
+    /// Failure domain: zone (PD keeps one replica of a region, and at most a
+    /// fair share of a placement group, per zone).
     #[arg(long, default_value = "")]
     pub zone: String,
+    /// Failure domain: rack within the zone.
     #[arg(long, default_value = "")]
     pub rack: String,
+    /// Failure domain: host within the rack.
     #[arg(long, default_value = "")]
     pub host: String,
 }
