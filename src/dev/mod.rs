@@ -264,8 +264,13 @@ fn print_banner(cf: &ClusterFile, creds: &Credentials, source: &str, dir: &Path)
         creds.secret_key,
         cf.credentials_file.display()
     );
+    let kura = cf
+        .components
+        .first()
+        .map(|c| c.argv[0].as_str())
+        .unwrap_or("kura");
     println!(
-        "  PD admin API:  {}   (kura pdctl -u {} store)",
+        "  PD admin API:  {}   ({kura} pdctl -u {} --table store)",
         cf.pd_http, cf.pd_http
     );
     println!("  cluster file:  {}", dir.join("cluster.json").display());
