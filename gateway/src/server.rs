@@ -204,6 +204,12 @@ impl Front {
             .headers()
             .get(http::header::EXPECT)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        // hyper never sends "100 Continue" for an empty body, so the final
+        // answer is the first thing such a client reads.
+        let empty_body = req
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() == b"0");
         let is_head = req.method() == Method::HEAD;
         let mut resp = self.s3.call(req.map(Body::from)).await;
         if let Ok(r) = &mut resp {
@@ -214,11 +220,15 @@ impl Front {
             {
                 *r.status_mut() = StatusCode::PARTIAL_CONTENT;
             }
-            // An error answered before the body was read: the client (told no
-            // "100 Continue") may never send that body, so the connection
-            // cannot be reused safely. hyper would otherwise read the next
-            // request's bytes as the abandoned body.
-            if expects_continue && !r.status().is_success() {
+            // A final answer where the client waited for "100 Continue" leaves
+            // the connection unsafe to reuse:
+            // - an error answered before the body was read: the client may never
+            //   send that body, and hyper would read the next request's bytes
+            //   as the abandoned body;
+            // - an empty body (hyper skips the 100): botocore keeps the early
+            //   status line for its next request on that connection and hangs
+            //   until its read timeout (60 s) — seen with boto3 PUTs of 0 bytes.
+            if expects_continue && (!r.status().is_success() || empty_body) {
                 r.headers_mut().insert(
                     http::header::CONNECTION,
                     http::HeaderValue::from_static("close"),

@@ -21,11 +21,12 @@ MiB = 1024 * 1024
 
 
 def client(**cfg):
+    cfg.setdefault("retries", {"max_attempts": 1})
     return boto3.client(
         "s3",
         endpoint_url=ENDPOINT,
         region_name="us-east-1",
-        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}, **cfg),
+        config=Config(s3={"addressing_style": "path"}, **cfg),
     )
 
 
@@ -315,6 +316,22 @@ def sigv2_and_unsigned_payload():
     assert s3.get_object(Bucket=b, Key="stream")["Body"].read() == data
     s3.put_object(Bucket=b, Key="sha", Body=data[:100000], ChecksumAlgorithm="SHA256")
     assert s3.get_object(Bucket=b, Key="sha")["Body"].read() == data[:100000]
+
+
+@check
+def empty_put_keeps_connection_usable():
+    # boto3 sends "Expect: 100-continue" even for 0-byte PUTs; a server that
+    # answers without a 100 must not leave the kept-alive connection hanging
+    # the next request (it did: 60 s stalls until botocore's read timeout).
+    b = new_bucket()
+    quick = client(read_timeout=5, retries={"total_max_attempts": 1})
+    import time
+    for i in range(3):
+        t = time.time()
+        quick.put_object(Bucket=b, Key=f"empty{i}", Body=b"")
+        quick.put_object(Bucket=b, Key=f"small{i}", Body=b"s" * 100)
+        assert time.time() - t < 3, f"round {i} took {time.time() - t:.1f}s"
+    assert quick.get_object(Bucket=b, Key="empty2")["Body"].read() == b""
 
 
 @check
