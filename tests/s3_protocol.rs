@@ -40,8 +40,8 @@ fn must_health_become(c: &Cluster, want: u16, timeout: Duration) -> Duration {
 
 /// cluster.json lists every process with what operators need; every process
 /// serves /health, /ready and Prometheus /metrics; `/_kura/health` goes 503
-/// when no metadata store is alive and 200 again once they are back, with
-/// data intact.
+/// when no metadata store is alive, or when data nodes of two zones are down,
+/// and 200 again once they are back, with data intact.
 #[test]
 fn operating_contract_status_endpoints_and_health() {
     let mut c = Cluster::must_start();
@@ -177,4 +177,31 @@ fn operating_contract_status_endpoints_and_health() {
         back.to_str().unwrap(),
     ]);
     assert_eq!(std::fs::read(&back).unwrap(), data, "object after restart");
+
+    // --- /_kura/health follows data-node availability: with both data nodes
+    // of one zone gone every group keeps 2 of 3 replicas (still writable);
+    // with a second zone gone no group has a write quorum.
+    for id in ["datanode-1", "datanode-2"] {
+        c.must_kill9(id);
+    }
+    must_health_become(&c, 200, Duration::from_secs(10));
+    c.must_aws(&[
+        "s3api",
+        "put-object",
+        "--bucket",
+        "contract",
+        "--key",
+        "one-zone-down",
+        "--body",
+        obj.to_str().unwrap(),
+    ]);
+    for id in ["datanode-3", "datanode-4"] {
+        c.must_kill9(id);
+    }
+    let took = must_health_become(&c, 503, Duration::from_secs(15));
+    eprintln!("/_kura/health went 503 {took:?} after two zones of data nodes died");
+    for id in ["datanode-1", "datanode-2", "datanode-3", "datanode-4"] {
+        c.must_restart(id);
+    }
+    must_health_become(&c, 200, Duration::from_secs(30));
 }

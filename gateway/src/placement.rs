@@ -93,6 +93,32 @@ impl PlacementView {
             .map(|i| &self.groups[i])
     }
 
+    /// Every distinct node address the map names.
+    pub fn node_addresses(&self) -> std::collections::BTreeSet<String> {
+        self.groups
+            .iter()
+            .flat_map(|g| g.nodes.iter().flatten().cloned())
+            .collect()
+    }
+
+    /// Whether every group has at least `quorum` nodes in `reachable`, i.e.
+    /// whether a PUT to any group can reach its write quorum.
+    pub fn every_group_has_quorum(
+        &self,
+        reachable: &std::collections::BTreeSet<String>,
+        quorum: usize,
+    ) -> bool {
+        !self.groups.is_empty()
+            && self.groups.iter().all(|g| {
+                g.nodes
+                    .iter()
+                    .flatten()
+                    .filter(|a| reachable.contains(*a))
+                    .count()
+                    >= quorum
+            })
+    }
+
     /// Every group has k + m nodes with known addresses.
     pub fn all_groups_available(&self) -> bool {
         let w = self.width();
@@ -225,6 +251,27 @@ mod tests {
                 })
                 .collect(),
         }
+    }
+
+    #[test]
+    fn quorum_needs_enough_reachable_nodes_in_every_group() {
+        let v = PlacementView::from_map(&map(
+            vec![(0, vec![1, 2, 3]), (1, vec![4, 5, 6])],
+            &[1, 2, 3, 4, 5, 6],
+        ));
+        assert_eq!(v.node_addresses().len(), 6);
+        let up = |ids: &[u64]| {
+            ids.iter()
+                .map(|i| format!("127.0.0.1:{}", 7000 + i))
+                .collect()
+        };
+        assert!(v.every_group_has_quorum(&up(&[1, 2, 3, 4, 5, 6]), 2));
+        assert!(v.every_group_has_quorum(&up(&[1, 3, 5, 6]), 2));
+        assert!(
+            !v.every_group_has_quorum(&up(&[1, 2, 3, 4]), 2),
+            "group 1 has one node"
+        );
+        assert!(!v.every_group_has_quorum(&up(&[]), 1));
     }
 
     #[test]

@@ -257,20 +257,17 @@ impl Front {
     }
 }
 
-/// 200 only when a linearizable metadata read succeeds and every placement
-/// group has all its nodes.
+/// 200 only when the cluster can take writes: a linearizable metadata read
+/// succeeds, and every placement group has all its nodes known and at least a
+/// write quorum of them answering.
 async fn health(ctx: &Ctx) -> Response<Body> {
     // Bucket names are at least 3 bytes, so this key never exists; reading it
     // still needs a live region leader.
     let probe = keys::bucket_key("");
-    let meta_ok = matches!(
-        tokio::time::timeout(Duration::from_secs(3), ctx.meta.get_raw(Cf::Meta, &probe)).await,
-        Ok(Ok(_))
-    );
-    let placement_ok = ctx
-        .placement
-        .current()
-        .is_some_and(|v| v.all_groups_available());
+    let meta = tokio::time::timeout(Duration::from_secs(3), ctx.meta.get_raw(Cf::Meta, &probe));
+    let data = data_nodes_writable(ctx);
+    let (meta, placement_ok) = tokio::join!(meta, data);
+    let meta_ok = matches!(meta, Ok(Ok(_)));
     let (status, body) = if meta_ok && placement_ok {
         (StatusCode::OK, r#"{"status":"ok"}"#.to_string())
     } else {
@@ -288,6 +285,43 @@ async fn health(ctx: &Ctx) -> Response<Body> {
         http::HeaderValue::from_static("application/json"),
     );
     resp
+}
+
+/// Probes every data node of the placement map (a stat of a fragment that
+/// never exists) and checks each group still has a write quorum of them.
+async fn data_nodes_writable(ctx: &Ctx) -> bool {
+    let Some(view) = ctx.placement.current() else {
+        return false;
+    };
+    if !view.all_groups_available() {
+        return false;
+    }
+    let probe_id = kura_proto::datanode::FragmentId {
+        data_id: bytes::Bytes::from_static(&[0u8; 16]),
+        shard: 0,
+    };
+    let probes = view.node_addresses().into_iter().map(|addr| {
+        let id = probe_id.clone();
+        async move {
+            let answer =
+                tokio::time::timeout(Duration::from_secs(1), ctx.data.stat_fragment(&addr, id))
+                    .await;
+            // Any answer from the node (found or not) means it is up.
+            let up = matches!(
+                answer,
+                Ok(Ok(_)) | Ok(Err(kura_datanode::client::DataNodeError::NotFound))
+            );
+            (addr, up)
+        }
+    });
+    let reachable = futures::future::join_all(probes)
+        .await
+        .into_iter()
+        .filter(|(_, up)| *up)
+        .map(|(addr, _)| addr)
+        .collect();
+    let quorum = ctx.quorum(view.data_shards as usize, view.parity_shards as usize);
+    view.every_group_has_quorum(&reachable, quorum)
 }
 
 /// Virtual-hosted-style parsing for `bucket.<domain>` with any port; the
