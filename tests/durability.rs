@@ -19,31 +19,14 @@ fn restart_keeps_every_bucket_and_object() {
         for (k, data) in &objects {
             let f = tmp.path().join("obj");
             std::fs::write(&f, data).unwrap();
-            c.must_aws(&[
-                "s3api",
-                "put-object",
-                "--bucket",
-                "keep",
-                "--key",
-                k,
-                "--body",
-                f.to_str().unwrap(),
-            ]);
+            c.must_put_file("keep", k, &f);
         }
     } // dropped: kura dev stopped with SIGTERM
     let c = Cluster::must_start_in(tmp.path(), port);
     assert!(c.must_aws(&["s3", "ls"]).contains("keep"));
     for (k, data) in &objects {
         let f = tmp.path().join("back");
-        c.must_aws(&[
-            "s3api",
-            "get-object",
-            "--bucket",
-            "keep",
-            "--key",
-            k,
-            f.to_str().unwrap(),
-        ]);
+        c.must_get_file("keep", k, &f);
         assert_eq!(
             &std::fs::read(&f).unwrap(),
             data,

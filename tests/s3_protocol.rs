@@ -140,16 +140,7 @@ fn operating_contract_status_endpoints_and_health() {
     let data = common::pattern(100_000, 7);
     std::fs::write(&obj, &data).unwrap();
     c.must_aws(&["s3", "mb", "s3://contract"]);
-    c.must_aws(&[
-        "s3api",
-        "put-object",
-        "--bucket",
-        "contract",
-        "--key",
-        "before",
-        "--body",
-        obj.to_str().unwrap(),
-    ]);
+    c.must_put_file("contract", "before", &obj);
     let stores: Vec<String> = c
         .components()
         .into_iter()
@@ -167,15 +158,7 @@ fn operating_contract_status_endpoints_and_health() {
     let took = must_health_become(&c, 200, Duration::from_secs(60));
     eprintln!("/_kura/health back to 200 {took:?} after the stores restarted");
     let back = c.dir.join("back");
-    c.must_aws(&[
-        "s3api",
-        "get-object",
-        "--bucket",
-        "contract",
-        "--key",
-        "before",
-        back.to_str().unwrap(),
-    ]);
+    c.must_get_file("contract", "before", &back);
     assert_eq!(std::fs::read(&back).unwrap(), data, "object after restart");
 
     // --- /_kura/health follows data-node availability: with both data nodes
@@ -185,16 +168,7 @@ fn operating_contract_status_endpoints_and_health() {
         c.must_kill9(id);
     }
     must_health_become(&c, 200, Duration::from_secs(10));
-    c.must_aws(&[
-        "s3api",
-        "put-object",
-        "--bucket",
-        "contract",
-        "--key",
-        "one-zone-down",
-        "--body",
-        obj.to_str().unwrap(),
-    ]);
+    c.must_put_file("contract", "one-zone-down", &obj);
     for id in ["datanode-3", "datanode-4"] {
         c.must_kill9(id);
     }

@@ -61,28 +61,14 @@ pub fn credential_region<B>(req: &http::Request<B>) -> Option<String> {
         let raw = query
             .split('&')
             .find_map(|p| p.strip_prefix("X-Amz-Credential="))?;
-        percent_decode(raw)?
+        percent_encoding::percent_decode_str(raw)
+            .decode_utf8()
+            .ok()?
+            .into_owned()
     };
     let mut parts = scope.split('/');
     let (_key, _date, region) = (parts.next()?, parts.next()?, parts.next()?);
     Some(region.to_string())
-}
-
-fn percent_decode(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 #[cfg(test)]

@@ -356,6 +356,34 @@ impl Cluster {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// `aws s3api put-object` of the file at `body`; panics unless it succeeds.
+    pub fn must_put_file(&self, bucket: &str, key: &str, body: &Path) {
+        let body = body.to_str().expect("utf-8 path");
+        self.must_aws(&[
+            "s3api",
+            "put-object",
+            "--bucket",
+            bucket,
+            "--key",
+            key,
+            "--body",
+            body,
+        ]);
+    }
+
+    /// `aws s3api get-object` into `out`; panics unless it succeeds. Returns the JSON it printed.
+    pub fn must_get_file(&self, bucket: &str, key: &str, out: &Path) -> String {
+        self.must_aws(&[
+            "s3api",
+            "get-object",
+            "--bucket",
+            bucket,
+            "--key",
+            key,
+            out.to_str().expect("utf-8 path"),
+        ])
+    }
+
     /// Runs a Python script from tests/py with the endpoint and credentials as env.
     pub fn python(&self, script: &str, args: &[&str]) -> Output {
         let path = Path::new(env!("CARGO_MANIFEST_DIR"))
