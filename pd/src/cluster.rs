@@ -1,5 +1,5 @@
 //! The in-memory cluster model: stores, data nodes, regions, the id allocator,
-//! the bootstrap progress and the placement map.
+//! the bootstrap progress and the placement maps (one per storage class).
 //!
 //! Pure logic, no I/O and no clock: callers pass `now_ms` (unix milliseconds).
 //! Every mutating method says whether it changed something that must be
@@ -171,7 +171,8 @@ pub struct Cluster {
     /// start_key → region id, for key lookups and ordered scans.
     by_start: BTreeMap<Vec<u8>, u64>,
     pub bootstrap: Option<Bootstrap>,
-    pub placement: Option<PlacementState>,
+    /// Every built storage class's PG map, under one version.
+    pub placement: PlacementState,
     /// Heartbeats are not persisted: after a PD restart, liveness counts from
     /// this instant, so every store does not show as down at once.
     pub liveness_floor_ms: i64,
@@ -382,7 +383,8 @@ impl Cluster {
     /// Registers or re-registers a data node (same id rules as stores). A
     /// known node keeps its id and only updates address, labels and usage; if
     /// the placement map references it, the map's version grows so clients
-    /// pick up the new address. Returns the id and whether to persist.
+    /// pick up the new address (any class referencing it counts). Returns the
+    /// id and whether to persist.
     pub fn register_data_node(
         &mut self,
         mut node: DataNode,
@@ -446,10 +448,8 @@ impl Cluster {
     }
 
     fn bump_placement_if_references(&mut self, node_id: u64) {
-        if let Some(p) = self.placement.as_mut() {
-            if p.groups.iter().any(|g| g.contains(&node_id)) {
-                p.version += 1;
-            }
+        if self.placement.references(node_id) {
+            self.placement.version += 1;
         }
     }
 
@@ -658,6 +658,8 @@ impl Cluster {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::placement::{ClassGroups, Rules};
+    use kura_proto::meta::StorageClass;
 
     fn store(id: u64, addr: &str, zone: &str) -> Store {
         Store {
@@ -873,23 +875,43 @@ mod tests {
             ..Default::default()
         };
         let (id, _) = c.register_data_node(node(0, "d:1"), 0).unwrap();
-        c.placement = Some(PlacementState {
+        let (other, _) = c.register_data_node(node(0, "d:9"), 0).unwrap();
+        // The node is only in the EC_4_2 map: that alone must bump the version.
+        c.placement = PlacementState {
             version: 1,
-            rules: crate::placement::Rules::REPLICA3,
-            groups: vec![vec![id, 100, 101]],
-        });
+            classes: [
+                (
+                    StorageClass::Replica3,
+                    ClassGroups {
+                        rules: Rules::REPLICA3,
+                        groups: vec![vec![100, 101, 102]],
+                    },
+                ),
+                (
+                    StorageClass::Ec42,
+                    ClassGroups {
+                        rules: Rules::EC_4_2,
+                        groups: vec![vec![100, 101, 102, 103, 104, id]],
+                    },
+                ),
+            ]
+            .into(),
+        };
         assert_eq!(
             c.register_data_node(node(id, "d:1"), 10).unwrap(),
             (id, false)
         );
-        assert_eq!(c.placement.as_ref().unwrap().version, 1);
+        assert_eq!(c.placement.version, 1);
         assert_eq!(
             c.register_data_node(node(id, "d:2"), 20).unwrap(),
             (id, true)
         );
-        assert_eq!(c.placement.as_ref().unwrap().version, 2);
+        assert_eq!(c.placement.version, 2);
         assert!(c.data_node_heartbeat(id, 10, 1, true, 30).unwrap());
-        assert_eq!(c.placement.as_ref().unwrap().version, 3);
+        assert_eq!(c.placement.version, 3);
         assert!(!c.data_node_heartbeat(id, 10, 1, true, 40).unwrap());
+        // A node no class references changes nothing.
+        assert!(c.register_data_node(node(other, "d:10"), 50).unwrap().1);
+        assert_eq!(c.placement.version, 3);
     }
 }

@@ -14,7 +14,8 @@ use kura_proto::pd::DataNode;
 use serde::Serialize;
 
 use crate::cluster::{Cluster, RegionEntry, StoreInfo};
-use crate::server::{now_ms, PdCore, PLACEMENT_RULES};
+use crate::placement::{Rules, STORAGE_CLASSES};
+use crate::server::{now_ms, PdCore};
 
 pub const API_PREFIX: &str = "/pd/api/v1";
 
@@ -219,13 +220,28 @@ pub struct PlacementGroupJson {
     pub data_nodes: Vec<u64>,
 }
 
+/// One storage class: its groups once built, else why not.
 #[derive(Serialize)]
-pub struct PlacementJson {
-    /// 0 while no map exists yet.
-    pub version: u64,
+pub struct ClassPlacementJson {
+    /// The proto name: "REPLICA3", "EC_4_2", "EC_8_3".
+    pub storage_class: &'static str,
     pub data_shards: u32,
     pub parity_shards: u32,
+    pub built: bool,
+    /// Why the class has no map yet (absent once built).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blocker: Option<String>,
+    /// Empty while not built.
     pub groups: Vec<PlacementGroupJson>,
+}
+
+#[derive(Serialize)]
+pub struct PlacementJson {
+    /// One version for all classes; 0 while no class is built.
+    pub version: u64,
+    /// Every storage class PD knows, built or not, in class order.
+    pub classes: Vec<ClassPlacementJson>,
+    /// Every data node some built class references.
     pub nodes: Vec<DataNodeJson>,
 }
 
@@ -422,29 +438,48 @@ async fn region_by_key(State(core): Core, Path(hex_key): Path<String>) -> Respon
 async fn placement(State(core): Core) -> Response {
     let (now, down) = (now_ms(), max_down_ms(&core));
     let map = core
-        .read(|c| {
-            let Some(p) = &c.placement else {
-                return PlacementJson {
-                    version: 0,
-                    data_shards: PLACEMENT_RULES.data_shards,
-                    parity_shards: PLACEMENT_RULES.parity_shards,
-                    groups: Vec::new(),
-                    nodes: Vec::new(),
-                };
-            };
+        .read_placement(|c, blockers| {
+            let p = &c.placement;
+            let classes = STORAGE_CLASSES
+                .into_iter()
+                .map(|class| {
+                    let built = p.classes.get(&class);
+                    let rules = built
+                        .map(|g| g.rules)
+                        .or_else(|| Rules::for_class(class))
+                        .expect("STORAGE_CLASSES all have rules");
+                    ClassPlacementJson {
+                        storage_class: class.as_str_name(),
+                        data_shards: rules.data_shards,
+                        parity_shards: rules.parity_shards,
+                        built: built.is_some(),
+                        blocker: match built {
+                            Some(_) => None,
+                            None => Some(
+                                blockers
+                                    .get(&class)
+                                    .cloned()
+                                    .unwrap_or_else(|| "not tried yet".into()),
+                            ),
+                        },
+                        groups: built
+                            .map(|g| {
+                                g.groups
+                                    .iter()
+                                    .enumerate()
+                                    .map(|(i, members)| PlacementGroupJson {
+                                        id: i as u32,
+                                        data_nodes: members.clone(),
+                                    })
+                                    .collect()
+                            })
+                            .unwrap_or_default(),
+                    }
+                })
+                .collect();
             PlacementJson {
                 version: p.version,
-                data_shards: p.rules.data_shards,
-                parity_shards: p.rules.parity_shards,
-                groups: p
-                    .groups
-                    .iter()
-                    .enumerate()
-                    .map(|(i, g)| PlacementGroupJson {
-                        id: i as u32,
-                        data_nodes: g.clone(),
-                    })
-                    .collect(),
+                classes,
                 nodes: p
                     .referenced_nodes()
                     .into_iter()

@@ -1,6 +1,7 @@
 //! Kura's placement driver (PD): cluster membership, id allocation, the region
-//! map, the first region's bootstrap and the placement-group map; its gRPC
-//! service, HTTP admin API and the `pdctl` CLI.
+//! map, the first region's bootstrap and the placement-group maps (one per
+//! storage class: REPLICA3, EC_4_2, EC_8_3); its gRPC service, HTTP admin API
+//! and the `pdctl` CLI.
 //!
 //! Owns: the cluster model as pure logic (`cluster`, `bootstrap`, `placement`),
 //! its persistence behind the `Storage` trait (`storage`, one fsynced JSON file
@@ -52,11 +53,11 @@ pub struct Config {
     pub http_listen: SocketAddr,
     /// Peers per metadata region, one per zone (3).
     pub max_replicas: u32,
-    /// Data nodes to wait for (in ≥ 3 zones) before building the placement map.
+    /// Data nodes to wait for (in ≥ 3 zones) before building the placement maps.
     pub expected_data_nodes: u32,
-    /// Placement groups in the map.
+    /// Placement groups in each storage class's map.
     pub num_pgs: u32,
-    /// After this long, build the placement map from whatever nodes satisfy the rules.
+    /// After this long, build each class's map once the nodes up satisfy its rules.
     pub placement_wait: Duration,
     /// A store or data node silent this long shows as "Down".
     pub max_store_down_time: Duration,

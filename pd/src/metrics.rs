@@ -12,6 +12,8 @@ pub struct Metrics {
     pub data_nodes: IntGaugeVec,
     pub regions: IntGauge,
     pub placement_version: IntGauge,
+    /// Placement groups per storage class ("REPLICA3", "EC_4_2", "EC_8_3"); 0: not built.
+    pub placement_groups: IntGaugeVec,
     pub store_heartbeats: IntCounter,
     pub region_heartbeats: IntCounter,
     pub stale_region_heartbeats: IntCounter,
@@ -49,10 +51,15 @@ pub fn metrics() -> &'static Metrics {
         placement_version: register(
             IntGauge::new(
                 "kura_pd_placement_version",
-                "Version of the placement-group map (0: none yet).",
+                "Version of the placement-group maps, one for all classes (0: none yet).",
             )
             .expect("valid metric"),
         ),
+        placement_groups: register(gauge_vec(
+            "kura_pd_placement_groups",
+            "Placement groups per storage class (0: the class is not built yet).",
+            "storage_class",
+        )),
         store_heartbeats: register(
             IntCounter::new(
                 "kura_pd_store_heartbeats_total",

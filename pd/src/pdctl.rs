@@ -58,7 +58,9 @@ enum Command {
         #[command(subcommand)]
         by: Option<RegionBy>,
     },
-    /// The placement-group map: each PG's ordered data nodes and their addresses.
+    /// The placement-group maps, one per storage class (REPLICA3, EC_4_2, EC_8_3):
+    /// each class's shape and whether it is built (else why not), each PG's
+    /// ordered data nodes, and their addresses.
     Placement,
     /// All data nodes, or the data node with ID.
     Datanode {
@@ -338,32 +340,41 @@ fn render(shape: Shape, v: &Value, table: bool) -> String {
             )
         }
         Shape::Placement => {
-            let head = format!(
-                "placement map version {} (k={} m={})",
-                text(v.get("version")),
-                text(v.get("data_shards")),
-                text(v.get("parity_shards"))
+            let classes = list("classes");
+            let head = format!("placement maps version {}", text(v.get("version")));
+            let summary = grid(
+                &["CLASS", "K", "M", "BUILT", "PGS", "BLOCKER"],
+                classes.iter().map(|c| {
+                    let mut row = cells(
+                        c,
+                        &["/storage_class", "/data_shards", "/parity_shards", "/built"],
+                    );
+                    row.push(
+                        c.get("groups")
+                            .and_then(Value::as_array)
+                            .map_or(0, Vec::len)
+                            .to_string(),
+                    );
+                    row.push(text(c.get("blocker")));
+                    row
+                }),
             );
             let groups = grid(
-                &["PG", "DATA_NODES"],
-                list("groups").iter().map(|g| {
-                    let nodes = g
-                        .get("data_nodes")
+                &["CLASS", "PG", "DATA_NODES"],
+                classes.iter().flat_map(|c| {
+                    let class = text(c.get("storage_class"));
+                    c.get("groups")
                         .and_then(Value::as_array)
                         .cloned()
-                        .unwrap_or_default();
-                    vec![
-                        text(g.get("id")),
-                        nodes
-                            .iter()
-                            .map(|n| text(Some(n)))
-                            .collect::<Vec<_>>()
-                            .join(","),
-                    ]
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(move |g| {
+                            vec![class.clone(), text(g.get("id")), text(g.get("data_nodes"))]
+                        })
                 }),
             );
             let nodes = datanode_grid(&list("nodes"));
-            format!("{head}\n\n{groups}\n\n{nodes}")
+            format!("{head}\n\n{summary}\n\n{groups}\n\n{nodes}")
         }
         Shape::DataNodes => datanode_grid(&list("datanodes")),
         Shape::DataNode => datanode_grid(std::slice::from_ref(v)),
@@ -508,6 +519,34 @@ mod tests {
                 && lines[1].contains("zone=z1")
                 && lines[1].contains("Up")
         );
+    }
+
+    #[test]
+    fn placement_table_summarises_classes_then_lists_groups() {
+        let v = json!({"version": 2, "classes": [
+            {"storage_class": "REPLICA3", "data_shards": 1, "parity_shards": 2, "built": true,
+             "groups": [{"id": 0, "data_nodes": [1, 3, 5]}, {"id": 1, "data_nodes": [2, 4, 6]}]},
+            {"storage_class": "EC_8_3", "data_shards": 8, "parity_shards": 3, "built": false,
+             "blocker": "need at least 11 data nodes, have 6", "groups": []}],
+            "nodes": [{"id": 1, "address": "127.0.0.1:30000", "state_name": "Up", "labels": []}]});
+        let t = render(Shape::Placement, &v, true);
+        let lines: Vec<&str> = t.lines().collect();
+        let words = |i: usize| lines[i].split_whitespace().collect::<Vec<_>>();
+        assert_eq!(lines[0], "placement maps version 2");
+        assert_eq!(
+            words(2),
+            ["CLASS", "K", "M", "BUILT", "PGS", "BLOCKER"],
+            "{t}"
+        );
+        assert_eq!(words(3), ["REPLICA3", "1", "2", "true", "2", "-"], "{t}");
+        assert!(
+            lines[4].starts_with("EC_8_3")
+                && lines[4].ends_with("false  0    need at least 11 data nodes, have 6"),
+            "{t}"
+        );
+        assert_eq!(words(6), ["CLASS", "PG", "DATA_NODES"], "{t}");
+        assert_eq!(words(8), ["REPLICA3", "1", "2,4,6"], "{t}");
+        assert!(t.contains("127.0.0.1:30000"));
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! The placement-group (PG) map: which data nodes hold the fragments of each PG.
+//! The placement-group (PG) maps: which data nodes hold the fragments of each
+//! PG, one map per storage class.
 //!
 //! Pure logic. Each PG gets an ordered list of k+m data nodes (slot i holds
 //! fragment i), chosen by rendezvous hashing of (pg, node): every node gets a
@@ -6,15 +7,40 @@
 //! failure-domain rules:
 //! - no zone holds more than ceil((k+m)/zones) members of one PG, so the
 //!   fragments spread evenly and losing a whole zone loses at most m of them;
+//! - a class is refused while the nodes span fewer zones than that needs
+//!   ([`Rules::min_zones`]) — it is never built with a weaker guarantee;
 //! - within that, distinct racks and then distinct hosts are preferred.
+//!
+//! What each class therefore needs (nodes = k+m, zones = [`Rules::min_zones`]):
+//!
+//! | class    | k+m  | zones | at most per zone |
+//! |----------|------|-------|------------------|
+//! | REPLICA3 | 1+2  | ≥ 2   | 2 with 2 zones, 1 with 3 |
+//! | EC_4_2   | 4+2  | ≥ 3   | 2 with 3 zones   |
+//! | EC_8_3   | 8+3  | ≥ 4   | 3 with 4 zones   |
+//!
+//! So EC_8_3 needs at least 11 nodes in at least 4 zones (and enough nodes per
+//! zone to meet the cap): the `kura dev` layout (6 nodes, 3 zones) has
+//! REPLICA3 and EC_4_2 but no EC_8_3. That is intended: with 3 zones, 8+3
+//! would put 4 fragments in one zone and a zone loss would lose data.
 //!
 //! Rendezvous hashing moves little when the node set changes: a new node only
 //! takes the slots where it outscores a current member of its zone, and
 //! [`compute`] given the previous map keeps every surviving member in its slot.
-//! PD builds the map once and keeps it stable (objects record only their PG
-//! id); recomputing with `previous` is for the later rebalance work.
+//! PD builds each class's map once and keeps it stable (objects record only
+//! their storage class and PG id); recomputing with `previous` is for the later
+//! rebalance work. PG ids are per class.
 
 use std::collections::{BTreeMap, BTreeSet};
+
+use kura_proto::meta::StorageClass;
+
+/// Every storage class PD builds a map for, in the order it tries them.
+pub const STORAGE_CLASSES: [StorageClass; 3] = [
+    StorageClass::Replica3,
+    StorageClass::Ec42,
+    StorageClass::Ec83,
+];
 
 /// The erasure-coding shape a map is built for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,6 +62,29 @@ impl Rules {
         data_shards: 4,
         parity_shards: 2,
     };
+
+    /// Reed-Solomon 8+3: needs ≥ 11 nodes in ≥ 4 zones (see the module doc).
+    pub const EC_8_3: Rules = Rules {
+        data_shards: 8,
+        parity_shards: 3,
+    };
+
+    /// The shape of a storage class (None for UNSPECIFIED, which names no shape).
+    pub fn for_class(class: StorageClass) -> Option<Rules> {
+        match class {
+            StorageClass::Unspecified => None,
+            StorageClass::Replica3 => Some(Rules::REPLICA3),
+            StorageClass::Ec42 => Some(Rules::EC_4_2),
+            StorageClass::Ec83 => Some(Rules::EC_8_3),
+        }
+    }
+
+    /// The storage class with this shape, if any.
+    pub fn storage_class(&self) -> Option<StorageClass> {
+        STORAGE_CLASSES
+            .into_iter()
+            .find(|c| Rules::for_class(*c) == Some(*self))
+    }
 
     /// k+m: members of each PG.
     pub fn width(&self) -> usize {
@@ -82,28 +131,91 @@ pub enum PlacementError {
     Unsatisfiable { pg: u32 },
 }
 
-/// The PG map as PD keeps it (addresses are joined in when it is served).
+/// The PGs of one storage class.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PlacementState {
-    /// Grows on every change, so clients can ask "anything newer than v?".
-    pub version: u64,
+pub struct ClassGroups {
     pub rules: Rules,
     /// groups[pg] = data node ids, slot i holding fragment i.
     pub groups: Vec<Vec<u64>>,
 }
 
+/// The PG maps of every built class, as PD keeps them (addresses are joined
+/// in when they are served). Empty with version 0 until a class is built.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PlacementState {
+    /// One version for all classes: grows whenever any class is built or a
+    /// referenced node changes, so clients can ask "anything newer than v?".
+    pub version: u64,
+    pub classes: BTreeMap<StorageClass, ClassGroups>,
+}
+
+/// What one [`PlacementState::build_missing`] attempt did for a class.
+pub type BuildOutcome = Result<usize, PlacementError>;
+
 impl PlacementState {
-    /// Every node id some PG references, ascending.
+    /// No class is built yet.
+    pub fn is_empty(&self) -> bool {
+        self.classes.is_empty()
+    }
+
+    /// Classes of [`STORAGE_CLASSES`] that have no map yet, in order.
+    pub fn missing_classes(&self) -> Vec<StorageClass> {
+        STORAGE_CLASSES
+            .into_iter()
+            .filter(|c| !self.classes.contains_key(c))
+            .collect()
+    }
+
+    /// Every node id some PG of some class references, ascending.
     pub fn referenced_nodes(&self) -> BTreeSet<u64> {
-        self.groups.iter().flatten().copied().collect()
+        self.classes
+            .values()
+            .flat_map(|c| c.groups.iter().flatten().copied())
+            .collect()
+    }
+
+    /// Whether some PG of some class holds `node_id`.
+    pub fn references(&self, node_id: u64) -> bool {
+        self.classes
+            .values()
+            .any(|c| c.groups.iter().any(|g| g.contains(&node_id)))
+    }
+
+    /// Tries to build every missing class from `nodes`, each independently;
+    /// a built class is never recomputed. Bumps the version once if any class
+    /// was built. Returns, per class tried, its group count or why not.
+    pub fn build_missing(
+        &mut self,
+        nodes: &[NodeDesc],
+        num_pgs: u32,
+    ) -> Vec<(StorageClass, BuildOutcome)> {
+        let mut report = Vec::new();
+        for class in self.missing_classes() {
+            let rules = Rules::for_class(class).expect("STORAGE_CLASSES all have rules");
+            let outcome = compute(nodes, num_pgs, rules, None).map(|groups| {
+                let n = groups.len();
+                self.classes.insert(class, ClassGroups { rules, groups });
+                n
+            });
+            report.push((class, outcome));
+        }
+        if report.iter().any(|(_, o)| o.is_ok()) {
+            self.version += 1;
+        }
+        report
     }
 }
 
-/// Whether PD should try to build the first map now: all the expected nodes
-/// are there in at least 3 zones, or the wait is over and we place on what we have.
+/// Zones [`should_create`] waits for along with the expected nodes.
+pub const EXPECTED_ZONES: usize = 3;
+
+/// Whether PD should try to build the missing class maps now: all the
+/// expected nodes are there in at least [`EXPECTED_ZONES`] zones, or the wait
+/// is over and we place on what we have. Each class then still needs the
+/// nodes and zones its rules ask for ([`compute`] refuses otherwise).
 pub fn should_create(nodes: &[NodeDesc], expected_nodes: u32, wait_elapsed: bool) -> bool {
     let zones: BTreeSet<&str> = nodes.iter().map(|n| n.zone.as_str()).collect();
-    (nodes.len() >= expected_nodes as usize && zones.len() >= 3) || wait_elapsed
+    (nodes.len() >= expected_nodes as usize && zones.len() >= EXPECTED_ZONES) || wait_elapsed
 }
 
 /// Assigns `num_pgs` PGs to `nodes` under `rules`. Deterministic: the same
@@ -420,8 +532,137 @@ mod tests {
     fn min_zones_follows_the_zone_loss_rule() {
         assert_eq!(Rules::REPLICA3.min_zones(), 2);
         assert_eq!(Rules::EC_4_2.min_zones(), 3);
+        assert_eq!(Rules::EC_8_3.min_zones(), 4);
         assert_eq!(Rules::REPLICA3.max_per_zone(3), 1);
         assert_eq!(Rules::EC_4_2.max_per_zone(3), 2);
+        assert_eq!(Rules::EC_8_3.max_per_zone(3), 4, "more than m: refused");
+        assert_eq!(Rules::EC_8_3.max_per_zone(4), 3);
+    }
+
+    #[test]
+    fn classes_and_rules_map_both_ways() {
+        for (class, rules) in [
+            (StorageClass::Replica3, Rules::REPLICA3),
+            (StorageClass::Ec42, Rules::EC_4_2),
+            (StorageClass::Ec83, Rules::EC_8_3),
+        ] {
+            assert_eq!(Rules::for_class(class), Some(rules));
+            assert_eq!(rules.storage_class(), Some(class));
+        }
+        assert_eq!(Rules::for_class(StorageClass::Unspecified), None);
+        let odd = Rules {
+            data_shards: 2,
+            parity_shards: 2,
+        };
+        assert_eq!(odd.storage_class(), None);
+    }
+
+    /// `per_zone` nodes in each of `zones` zones, ids from 1.
+    fn grid_nodes(zones: usize, per_zone: usize) -> Vec<NodeDesc> {
+        (0..zones * per_zone)
+            .map(|i| node(i as u64 + 1, &format!("z{}", i / per_zone + 1)))
+            .collect()
+    }
+
+    fn built(p: &PlacementState) -> Vec<StorageClass> {
+        p.classes.keys().copied().collect()
+    }
+
+    #[test]
+    fn the_dev_layout_builds_replica3_and_ec_4_2_but_not_ec_8_3() {
+        let nodes = dev_nodes();
+        let mut p = PlacementState::default();
+        let report = p.build_missing(&nodes, 64);
+        assert_eq!(
+            report,
+            vec![
+                (StorageClass::Replica3, Ok(64)),
+                (StorageClass::Ec42, Ok(64)),
+                (
+                    StorageClass::Ec83,
+                    Err(PlacementError::TooFewNodes { need: 11, have: 6 })
+                ),
+            ]
+        );
+        assert_eq!(
+            report[2].1.as_ref().unwrap_err().to_string(),
+            "need at least 11 data nodes, have 6"
+        );
+        assert_eq!(p.version, 1);
+        assert_eq!(built(&p), [StorageClass::Replica3, StorageClass::Ec42]);
+        assert_eq!(p.missing_classes(), [StorageClass::Ec83]);
+        for (class, cap) in [(StorageClass::Replica3, 1), (StorageClass::Ec42, 2)] {
+            let c = &p.classes[&class];
+            assert_eq!(c.rules, Rules::for_class(class).unwrap());
+            for g in &c.groups {
+                assert_eq!(g.len(), c.rules.width());
+                assert_eq!(max_in_one_zone(&nodes, g), cap, "{class:?} {g:?}");
+            }
+        }
+        assert_eq!(p.referenced_nodes().len(), 6);
+        assert!(p.references(1) && !p.references(7));
+    }
+
+    #[test]
+    fn ec_8_3_over_three_zones_is_refused_even_with_enough_nodes() {
+        let mut p = PlacementState::default();
+        let report = p.build_missing(&grid_nodes(3, 4), 16);
+        assert_eq!(
+            report[2],
+            (
+                StorageClass::Ec83,
+                Err(PlacementError::TooFewZones { need: 4, have: 3 })
+            )
+        );
+        assert_eq!(built(&p), [StorageClass::Replica3, StorageClass::Ec42]);
+    }
+
+    #[test]
+    fn twelve_nodes_in_four_zones_build_ec_8_3_with_at_most_three_per_zone() {
+        let nodes = grid_nodes(4, 3);
+        let mut p = PlacementState::default();
+        assert!(p.build_missing(&nodes, 64).iter().all(|(_, o)| o.is_ok()));
+        assert_eq!(built(&p), STORAGE_CLASSES);
+        assert_eq!(p.version, 1, "one bump for everything built at once");
+        let ec83 = &p.classes[&StorageClass::Ec83];
+        assert_eq!(ec83.groups.len(), 64);
+        for g in &ec83.groups {
+            assert_eq!(g.iter().collect::<BTreeSet<_>>().len(), 11, "{g:?}");
+            assert!(max_in_one_zone(&nodes, g) <= 3, "{g:?}");
+        }
+        // Every node carries some EC_8_3 fragments.
+        assert_eq!(
+            ec83.groups.iter().flatten().collect::<BTreeSet<_>>().len(),
+            12
+        );
+    }
+
+    #[test]
+    fn built_classes_stay_as_they_are_when_more_nodes_join() {
+        let mut nodes = dev_nodes();
+        let mut p = PlacementState::default();
+        p.build_missing(&nodes, 32);
+        let before = p.clone();
+        // Nothing new: nothing is tried but the missing class, and nothing changes.
+        assert_eq!(p.build_missing(&nodes, 32).len(), 1);
+        assert_eq!(p, before);
+        // Six more nodes, a fourth zone: EC_8_3 appears, the others keep their groups.
+        nodes.extend((7..=9).map(|i| node(i, "z4")));
+        nodes.extend([node(10, "z1"), node(11, "z2"), node(12, "z3")]);
+        let report = p.build_missing(&nodes, 32);
+        assert_eq!(report, vec![(StorageClass::Ec83, Ok(32))]);
+        assert_eq!(p.version, 2);
+        for class in [StorageClass::Replica3, StorageClass::Ec42] {
+            assert_eq!(p.classes[&class], before.classes[&class]);
+        }
+        // Recomputing a built class from its own map changes nothing either.
+        let ec83 = &p.classes[&StorageClass::Ec83].groups;
+        assert_eq!(
+            &compute(&nodes, 32, Rules::EC_8_3, Some(ec83)).unwrap(),
+            ec83
+        );
+        assert!(p.build_missing(&nodes, 32).is_empty());
+        assert_eq!(p.version, 2);
     }
 
     #[test]

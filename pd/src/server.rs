@@ -3,22 +3,24 @@
 //!
 //! Rule: a change that matters is saved before the call that made it returns
 //! (ids, registrations, region metadata, bootstrap progress, the placement
-//! map). If a save fails, the call fails with `Unavailable` and the next call
+//! maps). If a save fails, the call fails with `Unavailable` and the next call
 //! retries the save before it answers.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use kura_proto::meta::StorageClass;
 use kura_proto::pd::{
-    DataNode, DataNodeHeartbeatRequest, GetClusterResponse, PeerToCreate, PlacementGroup,
-    PlacementMap, RegionHeartbeatRequest, RegionInfo, Store, StoreHeartbeatRequest,
+    ClassPlacement, DataNode, DataNodeHeartbeatRequest, GetClusterResponse, PeerToCreate,
+    PlacementGroup, PlacementMap, RegionHeartbeatRequest, RegionInfo, Store, StoreHeartbeatRequest,
 };
 use tokio::sync::{Mutex, MutexGuard};
 
 use crate::bootstrap;
 use crate::cluster::{Cluster, HeartbeatOutcome, Liveness, RegionEntry, StoreStats};
 use crate::metrics::metrics;
-use crate::placement::{self, PlacementState, Rules};
+use crate::placement::{self, PlacementState};
 use crate::storage::{StateFile, Storage, StorageError};
 use crate::{Config, Error};
 
@@ -26,8 +28,6 @@ use crate::{Config, Error};
 pub const MAX_ALLOC_COUNT: u32 = 100_000;
 /// ScanRegions limit when the caller gives 0.
 pub const DEFAULT_SCAN_LIMIT: usize = 1000;
-/// The storage class the placement map is built for (see docs/pd-http-api.md).
-pub const PLACEMENT_RULES: Rules = Rules::REPLICA3;
 
 /// Wall-clock unix milliseconds.
 pub fn now_ms() -> i64 {
@@ -41,8 +41,8 @@ struct Inner {
     cluster: Cluster,
     /// A save failed: the model holds changes the disk does not.
     dirty: bool,
-    /// Last reason the placement map could not be built (logged once per reason).
-    placement_blocker: Option<String>,
+    /// Why each unbuilt storage class has no map yet (logged once per change).
+    placement_blockers: BTreeMap<StorageClass, String>,
 }
 
 pub struct PdCore {
@@ -83,7 +83,7 @@ impl PdCore {
             inner: Mutex::new(Inner {
                 cluster,
                 dirty: fresh,
-                placement_blocker: None,
+                placement_blockers: BTreeMap::new(),
             }),
             storage,
             started: Instant::now(),
@@ -107,6 +107,15 @@ impl PdCore {
     /// Runs `f` on a consistent view of the model.
     pub async fn read<R>(&self, f: impl FnOnce(&Cluster) -> R) -> R {
         f(&self.inner.lock().await.cluster)
+    }
+
+    /// Like [`Self::read`], also passing why each unbuilt class has no map yet.
+    pub async fn read_placement<R>(
+        &self,
+        f: impl FnOnce(&Cluster, &BTreeMap<StorageClass, String>) -> R,
+    ) -> R {
+        let inner = self.inner.lock().await;
+        f(&inner.cluster, &inner.placement_blockers)
     }
 
     /// Saves the model if `changed`, if an earlier save failed, or if ids were
@@ -292,51 +301,86 @@ impl PdCore {
         self.save_if(&mut inner, changed).await
     }
 
-    /// The placement map, or None when there is none yet or the caller has this version.
+    /// Every built class's map, or None when no class is built yet or the
+    /// caller has this version.
     pub async fn placement(&self, known_version: u64) -> Option<PlacementMap> {
         self.read(|c| {
-            let p = c.placement.as_ref()?;
-            (p.version != known_version).then(|| placement_map(c, p))
+            let p = &c.placement;
+            (!p.is_empty() && p.version != known_version).then(|| placement_map(c, p))
         })
         .await
     }
 
     // ---- background ----
 
-    /// Builds the placement map when its conditions hold. Returns whether it did.
+    /// Builds each storage class's map that is missing, when the conditions
+    /// hold; each class on its own, so one needing more nodes or zones does
+    /// not hold back the others. Returns whether any class was built.
     fn maybe_place(&self, inner: &mut Inner, now: i64) -> bool {
-        if inner.cluster.placement.is_some() {
+        let missing = inner.cluster.placement.missing_classes();
+        if missing.is_empty() {
             return false;
         }
         let nodes = inner.cluster.live_data_nodes(now, self.max_down_ms());
         let waited = self.started.elapsed() >= self.cfg.placement_wait;
         if !placement::should_create(&nodes, self.cfg.expected_data_nodes, waited) {
+            let zones = nodes
+                .iter()
+                .map(|n| n.zone.as_str())
+                .collect::<std::collections::BTreeSet<_>>()
+                .len();
+            let reason = format!(
+                "waiting for {} data nodes in at least {} zones (have {} in {zones}) \
+                 or the end of the placement wait ({:?})",
+                self.cfg.expected_data_nodes,
+                placement::EXPECTED_ZONES,
+                nodes.len(),
+                self.cfg.placement_wait,
+            );
+            // One condition for every class: log it once, not per class.
+            let changed = missing
+                .iter()
+                .any(|c| inner.placement_blockers.get(c) != Some(&reason));
+            if changed {
+                tracing::info!("placement: {reason}");
+                for c in missing {
+                    inner.placement_blockers.insert(c, reason.clone());
+                }
+            }
             return false;
         }
-        match placement::compute(&nodes, self.cfg.num_pgs, PLACEMENT_RULES, None) {
-            Ok(groups) => {
-                tracing::info!(
-                    nodes = nodes.len(),
-                    pgs = groups.len(),
-                    "placement map created"
-                );
-                inner.cluster.placement = Some(PlacementState {
-                    version: 1,
-                    rules: PLACEMENT_RULES,
-                    groups,
-                });
-                inner.placement_blocker = None;
-                true
-            }
-            Err(e) => {
-                let reason = e.to_string();
-                if inner.placement_blocker.as_deref() != Some(reason.as_str()) {
-                    tracing::warn!("cannot build the placement map yet: {reason}");
-                    inner.placement_blocker = Some(reason);
+        let mut built = false;
+        for (class, outcome) in inner
+            .cluster
+            .placement
+            .build_missing(&nodes, self.cfg.num_pgs)
+        {
+            let name = class.as_str_name();
+            match outcome {
+                Ok(pgs) => {
+                    tracing::info!(
+                        storage_class = name,
+                        nodes = nodes.len(),
+                        pgs,
+                        version = inner.cluster.placement.version,
+                        "placement map created"
+                    );
+                    inner.placement_blockers.remove(&class);
+                    built = true;
                 }
-                false
+                Err(e) => {
+                    let reason = e.to_string();
+                    if inner.placement_blockers.get(&class) != Some(&reason) {
+                        tracing::warn!(
+                            storage_class = name,
+                            "cannot build the placement map yet: {reason}"
+                        );
+                        inner.placement_blockers.insert(class, reason);
+                    }
+                }
             }
         }
+        built
     }
 
     /// Periodic work: bootstrap, placement, metrics.
@@ -385,8 +429,17 @@ impl PdCore {
                     .set(n as i64);
             }
             m.regions.set(c.region_count() as i64);
-            m.placement_version
-                .set(c.placement.as_ref().map_or(0, |p| p.version as i64));
+            m.placement_version.set(c.placement.version as i64);
+            for class in placement::STORAGE_CLASSES {
+                let pgs = c
+                    .placement
+                    .classes
+                    .get(&class)
+                    .map_or(0, |g| g.groups.len());
+                m.placement_groups
+                    .with_label_values(&[class.as_str_name()])
+                    .set(pgs as i64);
+            }
         })
         .await;
     }
@@ -432,19 +485,27 @@ pub fn region_info(c: &Cluster, e: &RegionEntry) -> RegionInfo {
     }
 }
 
-/// The map as the wire shows it, with every referenced node's current record.
+/// The maps as the wire shows them: every built class, in class order, with
+/// the current record of every node any class references.
 pub fn placement_map(c: &Cluster, p: &PlacementState) -> PlacementMap {
     PlacementMap {
         version: p.version,
-        data_shards: p.rules.data_shards,
-        parity_shards: p.rules.parity_shards,
-        groups: p
-            .groups
+        classes: p
+            .classes
             .iter()
-            .enumerate()
-            .map(|(i, g)| PlacementGroup {
-                id: i as u32,
-                data_nodes: g.clone(),
+            .map(|(class, g)| ClassPlacement {
+                storage_class: *class as i32,
+                data_shards: g.rules.data_shards,
+                parity_shards: g.rules.parity_shards,
+                groups: g
+                    .groups
+                    .iter()
+                    .enumerate()
+                    .map(|(i, members)| PlacementGroup {
+                        id: i as u32,
+                        data_nodes: members.clone(),
+                    })
+                    .collect(),
             })
             .collect(),
         nodes: p
@@ -470,5 +531,112 @@ fn new_cluster_id() -> u64 {
         if id != 0 {
             return id;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::placement::{ClassGroups, Rules};
+    use crate::storage::MemStorage;
+    use kura_proto::common::Labels;
+
+    fn data_node(addr: &str, zone: &str) -> DataNode {
+        DataNode {
+            address: addr.into(),
+            labels: Some(Labels {
+                zone: zone.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn config() -> Config {
+        let addr = "127.0.0.1:1".parse().expect("a valid address");
+        let mut cfg = Config::new("/nonexistent".into(), addr, addr);
+        cfg.num_pgs = 8;
+        cfg
+    }
+
+    /// A cluster saved by the single-map PD (REPLICA3 at version 5) keeps that
+    /// map and gets the other classes it has the nodes for.
+    #[tokio::test]
+    async fn an_old_replica3_map_is_kept_and_the_other_classes_are_added() {
+        let mut c = Cluster::new(9);
+        for (i, zone) in ["z1", "z1", "z2", "z2", "z3", "z3"].iter().enumerate() {
+            c.register_data_node(data_node(&format!("d:{i}"), zone), now_ms())
+                .unwrap();
+        }
+        let nodes = c.live_data_nodes(now_ms(), 30_000);
+        let old = placement::compute(&nodes, 8, Rules::REPLICA3, None).unwrap();
+        c.placement = PlacementState {
+            version: 5,
+            classes: [(
+                StorageClass::Replica3,
+                ClassGroups {
+                    rules: Rules::REPLICA3,
+                    groups: old.clone(),
+                },
+            )]
+            .into(),
+        };
+        let storage = Arc::new(MemStorage::default());
+        storage.save(&StateFile::from_cluster(&c)).unwrap();
+
+        let core = PdCore::open(config(), storage.clone()).await.unwrap();
+        assert_eq!(core.placement(0).await.unwrap().classes.len(), 1);
+        core.tick().await;
+        let map = core.placement(5).await.expect("a newer map than 5");
+        assert_eq!(map.version, 6);
+        let classes: Vec<(i32, usize)> = map
+            .classes
+            .iter()
+            .map(|c| (c.storage_class, c.groups.len()))
+            .collect();
+        assert_eq!(
+            classes,
+            [
+                (StorageClass::Replica3 as i32, 8),
+                (StorageClass::Ec42 as i32, 8)
+            ]
+        );
+        let kept: Vec<Vec<u64>> = map.classes[0]
+            .groups
+            .iter()
+            .map(|g| g.data_nodes.clone())
+            .collect();
+        assert_eq!(kept, old);
+        assert_eq!(map.nodes.len(), 6);
+        let blockers = core.read_placement(|_, b| b.clone()).await;
+        assert_eq!(
+            blockers.into_iter().collect::<Vec<_>>(),
+            [(
+                StorageClass::Ec83,
+                "need at least 11 data nodes, have 6".to_string()
+            )]
+        );
+        // Saved at once; a second tick changes nothing.
+        let saved = storage.load().unwrap().unwrap();
+        assert_eq!(saved.placement.version, 6);
+        core.tick().await;
+        assert!(core.placement(6).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn classes_wait_for_the_expected_nodes_and_say_so() {
+        let core = PdCore::open(config(), Arc::new(MemStorage::default()))
+            .await
+            .unwrap();
+        core.register_data_node(data_node("d:1", "z1"))
+            .await
+            .unwrap();
+        assert!(core.placement(0).await.is_none());
+        let blockers = core.read_placement(|_, b| b.clone()).await;
+        assert_eq!(blockers.len(), 3);
+        assert!(
+            blockers[&StorageClass::Ec42].starts_with("waiting for 6 data nodes"),
+            "{blockers:?}"
+        );
     }
 }

@@ -8,7 +8,17 @@
 //! saved. Behind the [`Storage`] trait so a Raft-replicated PD can replace
 //! the file later (docs/decisions/0003-pd-state-file.md).
 //!
-//! Format history (`format_version`): 1 — the first format.
+//! Format history (`format_version`; docs/decisions/0003-pd-state-file.md):
+//! - 1 — the first format: `placement` is one map (`version`, `data_shards`,
+//!   `parity_shards`, `groups`), always REPLICA3 in practice.
+//! - 2 — one map per storage class: `placement` is `{version, classes: [{
+//!   storage_class, data_shards, parity_shards, groups}]}`, `storage_class`
+//!   being the proto name ("REPLICA3", "EC_4_2", "EC_8_3").
+//!
+//! PD reads both and writes only the newest: a version-1 file is migrated on
+//! load (its map becomes the class its k+m names — REPLICA3 — keeping its
+//! version and groups) and rewritten as version 2 by the next save. A PD that
+//! only knows version 1 refuses a version-2 file rather than guess.
 
 use std::fs::{self, File};
 use std::io::Write;
@@ -16,14 +26,19 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use kura_proto::common::{Labels, Peer, Region, RegionEpoch};
+use kura_proto::meta::StorageClass;
 use kura_proto::pd::store::State as StoreState;
 use kura_proto::pd::{DataNode, Store};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::cluster::{Bootstrap, Cluster, IdAllocator};
-use crate::placement::{PlacementState, Rules};
+use crate::placement::{ClassGroups, PlacementState, Rules};
 
-pub const FORMAT_VERSION: u32 = 1;
+/// The format this PD writes.
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest format this PD still reads (and migrates).
+pub const OLDEST_FORMAT_VERSION: u32 = 1;
 const STATE_FILE: &str = "pd-state.json";
 
 #[derive(Debug, thiserror::Error)]
@@ -36,7 +51,9 @@ pub enum StorageError {
     },
     #[error("{what} is not a valid PD state: {reason}")]
     Corrupt { what: String, reason: String },
-    #[error("{path} has format_version {found}; this PD reads only {FORMAT_VERSION}")]
+    #[error(
+        "{path} has format_version {found}; this PD reads {OLDEST_FORMAT_VERSION} to {FORMAT_VERSION}"
+    )]
     UnsupportedVersion { path: PathBuf, found: u32 },
 }
 
@@ -57,7 +74,7 @@ pub struct StateFile {
     pub data_nodes: Vec<DataNodeRecord>,
     pub regions: Vec<RegionRecord>,
     pub bootstrap: Option<BootstrapRecord>,
-    pub placement: Option<PlacementRecord>,
+    pub placement: PlacementRecord,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -120,12 +137,126 @@ pub struct BootstrapRecord {
     pub pending: Vec<PendingPeerRecord>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// Every built class's map (format 2).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlacementRecord {
+    /// 0 while no class is built.
     pub version: u64,
+    pub classes: Vec<ClassPlacementRecord>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClassPlacementRecord {
+    /// The proto name: "REPLICA3", "EC_4_2" or "EC_8_3".
+    pub storage_class: String,
     pub data_shards: u32,
     pub parity_shards: u32,
     pub groups: Vec<Vec<u64>>,
+}
+
+/// Format 1's single map, read only to migrate it.
+#[derive(Deserialize)]
+struct PlacementRecordV1 {
+    version: u64,
+    data_shards: u32,
+    parity_shards: u32,
+    groups: Vec<Vec<u64>>,
+}
+
+/// Rewrites a format-1 document as format 2: its one map becomes the class
+/// its k+m names (REPLICA3 for every file PD ever wrote).
+fn migrate_v1(mut doc: Value) -> Result<Value, String> {
+    let obj = doc
+        .as_object_mut()
+        .ok_or("the document is not a JSON object")?;
+    let old: Option<PlacementRecordV1> =
+        serde_json::from_value(obj.remove("placement").unwrap_or(Value::Null))
+            .map_err(|e| format!("format 1 placement: {e}"))?;
+    let placement = match old {
+        None => PlacementRecord::default(),
+        Some(p) => {
+            let rules = Rules {
+                data_shards: p.data_shards,
+                parity_shards: p.parity_shards,
+            };
+            let class = rules.storage_class().ok_or_else(|| {
+                format!(
+                    "format 1 placement map has k={} m={}, which is no storage class",
+                    p.data_shards, p.parity_shards
+                )
+            })?;
+            PlacementRecord {
+                version: p.version,
+                classes: vec![ClassPlacementRecord {
+                    storage_class: class.as_str_name().into(),
+                    data_shards: p.data_shards,
+                    parity_shards: p.parity_shards,
+                    groups: p.groups,
+                }],
+            }
+        }
+    };
+    let placement = serde_json::to_value(placement).map_err(|e| e.to_string())?;
+    obj.insert("placement".into(), placement);
+    obj.insert("format_version".into(), Value::from(2));
+    Ok(doc)
+}
+
+fn placement_record(p: &PlacementState) -> PlacementRecord {
+    PlacementRecord {
+        version: p.version,
+        classes: p
+            .classes
+            .iter()
+            .map(|(class, c)| ClassPlacementRecord {
+                storage_class: class.as_str_name().into(),
+                data_shards: c.rules.data_shards,
+                parity_shards: c.rules.parity_shards,
+                groups: c.groups.clone(),
+            })
+            .collect(),
+    }
+}
+
+fn placement_from(r: PlacementRecord) -> Result<PlacementState, String> {
+    let mut state = PlacementState {
+        version: r.version,
+        classes: Default::default(),
+    };
+    for c in r.classes {
+        let name = c.storage_class;
+        let class = StorageClass::from_str_name(&name)
+            .filter(|c| *c != StorageClass::Unspecified)
+            .ok_or_else(|| format!("unknown storage class {name:?} in the placement"))?;
+        let rules = Rules {
+            data_shards: c.data_shards,
+            parity_shards: c.parity_shards,
+        };
+        if Rules::for_class(class) != Some(rules) {
+            return Err(format!(
+                "placement class {name} has k={} m={}, which is not its shape",
+                c.data_shards, c.parity_shards
+            ));
+        }
+        if let Some(g) = c.groups.iter().find(|g| g.len() != rules.width()) {
+            return Err(format!(
+                "placement class {name} has a group of {} nodes, not {}",
+                g.len(),
+                rules.width()
+            ));
+        }
+        let groups = ClassGroups {
+            rules,
+            groups: c.groups,
+        };
+        if state.classes.insert(class, groups).is_some() {
+            return Err(format!("placement class {name} appears twice"));
+        }
+    }
+    if state.version == 0 && !state.is_empty() {
+        return Err("the placement has classes but version 0".into());
+    }
+    Ok(state)
 }
 
 fn labels_record(l: Option<&Labels>) -> LabelsRecord {
@@ -247,12 +378,7 @@ impl StateFile {
                     .map(|(&store_id, &peer_id)| PendingPeerRecord { store_id, peer_id })
                     .collect(),
             }),
-            placement: c.placement.as_ref().map(|p| PlacementRecord {
-                version: p.version,
-                data_shards: p.rules.data_shards,
-                parity_shards: p.rules.parity_shards,
-                groups: p.groups.clone(),
-            }),
+            placement: placement_record(&c.placement),
         }
     }
 
@@ -296,15 +422,34 @@ impl StateFile {
                     .collect(),
             });
         }
-        c.placement = self.placement.map(|p| PlacementState {
-            version: p.version,
-            rules: Rules {
-                data_shards: p.data_shards,
-                parity_shards: p.parity_shards,
-            },
-            groups: p.groups,
-        });
+        c.placement = placement_from(self.placement)?;
         Ok(c)
+    }
+
+    /// Parses a state document of any format this PD reads, migrating older
+    /// ones (`path` only names it in errors).
+    pub fn from_json(bytes: &[u8], path: &Path) -> Result<StateFile, StorageError> {
+        let corrupt = |reason: String| StorageError::Corrupt {
+            what: path.display().to_string(),
+            reason,
+        };
+        let doc: Value = serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string()))?;
+        // Read the version first so a newer format is reported as such, not as garbage.
+        let found = doc
+            .get("format_version")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| corrupt("no numeric format_version".into()))?;
+        let doc = match found {
+            1 => migrate_v1(doc).map_err(corrupt)?,
+            2 => doc,
+            other => {
+                return Err(StorageError::UnsupportedVersion {
+                    path: path.to_path_buf(),
+                    found: u32::try_from(other).unwrap_or(u32::MAX),
+                })
+            }
+        };
+        serde_json::from_value(doc).map_err(|e| corrupt(e.to_string()))
     }
 }
 
@@ -345,26 +490,7 @@ impl Storage for FileStorage {
                 })
             }
         };
-        // Read the version first so a newer format is reported as such, not as garbage.
-        #[derive(Deserialize)]
-        struct Version {
-            format_version: u32,
-        }
-        let v: Version = serde_json::from_slice(&bytes).map_err(|e| StorageError::Corrupt {
-            what: path.display().to_string(),
-            reason: e.to_string(),
-        })?;
-        if v.format_version != FORMAT_VERSION {
-            return Err(StorageError::UnsupportedVersion {
-                path,
-                found: v.format_version,
-            });
-        }
-        let state = serde_json::from_slice(&bytes).map_err(|e| StorageError::Corrupt {
-            what: path.display().to_string(),
-            reason: e.to_string(),
-        })?;
-        Ok(Some(state))
+        StateFile::from_json(&bytes, &path).map(Some)
     }
 
     fn save(&self, state: &StateFile) -> Result<(), StorageError> {
@@ -450,13 +576,57 @@ mod tests {
             }),
             peers: vec![],
         });
-        c.placement = Some(PlacementState {
+        c.placement = PlacementState {
             version: 3,
-            rules: Rules::REPLICA3,
-            groups: vec![vec![2, 4, 6]],
-        });
+            classes: [
+                (
+                    StorageClass::Replica3,
+                    ClassGroups {
+                        rules: Rules::REPLICA3,
+                        groups: vec![vec![2, 4, 6]],
+                    },
+                ),
+                (
+                    StorageClass::Ec42,
+                    ClassGroups {
+                        rules: Rules::EC_4_2,
+                        groups: vec![vec![2, 4, 6, 8, 10, 12]],
+                    },
+                ),
+            ]
+            .into(),
+        };
         c
     }
+
+    /// A state file exactly as the format-1 PD wrote it (REPLICA3 map).
+    const V1_FILE: &str = r#"{
+  "format_version": 1,
+  "cluster_id": 42,
+  "id_high_water": 1013,
+  "stores": [
+    {"id": 1, "address": "a:1", "status_address": "",
+     "labels": {"zone": "z1", "rack": "r1", "host": "a:1"},
+     "state": "Up", "last_heartbeat_unix_ms": 1000}
+  ],
+  "data_nodes": [
+    {"id": 2, "address": "d:1", "status_address": "",
+     "labels": {"zone": "z1", "rack": "", "host": ""},
+     "capacity_bytes": 0, "used_bytes": 0, "read_only": false,
+     "last_heartbeat_unix_ms": 1000}
+  ],
+  "regions": [
+    {"id": 7, "start_key": "", "end_key": "", "conf_ver": 1, "version": 1,
+     "peers": [{"id": 8, "store_id": 1, "is_learner": false}]}
+  ],
+  "bootstrap": null,
+  "placement": {
+    "version": 5,
+    "data_shards": 1,
+    "parity_shards": 2,
+    "groups": [[2, 4, 6], [6, 2, 4]]
+  }
+}"#;
 
     #[test]
     fn state_round_trips_through_the_file() {
@@ -474,7 +644,80 @@ mod tests {
         assert!(back.bootstrap.is_some());
         assert!(!dir.path().join("pd-state.json.tmp").exists());
         let text = fs::read_to_string(storage.path()).unwrap();
-        assert!(text.contains("\"format_version\": 1"));
+        assert!(text.contains("\"format_version\": 2"));
+        assert!(text.contains("\"storage_class\": \"EC_4_2\""));
+        assert_eq!(back.placement, c.placement);
+    }
+
+    #[test]
+    fn a_format_1_file_loads_its_map_as_the_replica3_class() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = FileStorage::open(dir.path()).unwrap();
+        fs::write(storage.path(), V1_FILE).unwrap();
+        let file = storage.load().unwrap().unwrap();
+        assert_eq!(file.format_version, FORMAT_VERSION);
+        let c = file.into_cluster().unwrap();
+        assert_eq!(c.cluster_id, 42);
+        assert_eq!(c.region(7).unwrap().region.peers[0].store_id, 1);
+        assert_eq!(c.data_node(2).unwrap().address, "d:1");
+        assert_eq!(c.placement.version, 5, "clients' known version stays valid");
+        assert_eq!(
+            c.placement.classes.keys().copied().collect::<Vec<_>>(),
+            vec![StorageClass::Replica3]
+        );
+        let r3 = &c.placement.classes[&StorageClass::Replica3];
+        assert_eq!(r3.rules, Rules::REPLICA3);
+        assert_eq!(r3.groups, vec![vec![2, 4, 6], vec![6, 2, 4]]);
+        // The next save writes format 2, which reads back the same.
+        storage.save(&StateFile::from_cluster(&c)).unwrap();
+        let again = storage.load().unwrap().unwrap().into_cluster().unwrap();
+        assert_eq!(again.placement, c.placement);
+        assert!(fs::read_to_string(storage.path())
+            .unwrap()
+            .contains("\"format_version\": 2"));
+    }
+
+    #[test]
+    fn a_format_1_file_without_a_map_has_no_class() {
+        let text = V1_FILE.replace(
+            &V1_FILE[V1_FILE.find("\"placement\"").unwrap()..V1_FILE.rfind('}').unwrap()],
+            "\"placement\": null\n",
+        );
+        let file = StateFile::from_json(text.as_bytes(), Path::new("x")).unwrap();
+        let c = file.into_cluster().unwrap();
+        assert!(c.placement.is_empty());
+        assert_eq!(c.placement.version, 0);
+    }
+
+    #[test]
+    fn a_format_1_map_of_no_known_shape_is_refused() {
+        let text = V1_FILE.replace("\"data_shards\": 1", "\"data_shards\": 2");
+        assert!(matches!(
+            StateFile::from_json(text.as_bytes(), Path::new("x")),
+            Err(StorageError::Corrupt { .. })
+        ));
+    }
+
+    #[test]
+    fn inconsistent_class_records_are_refused() {
+        let good = StateFile::from_cluster(&sample_cluster());
+        let mut bad = good.clone();
+        bad.placement.classes[0].storage_class = "EC_8_3".into();
+        assert!(
+            bad.into_cluster().is_err(),
+            "shape does not match the class"
+        );
+        let mut bad = good.clone();
+        bad.placement.classes[1].storage_class = "REPLICA3".into();
+        bad.placement.classes[1].data_shards = 1;
+        bad.placement.classes[1].parity_shards = 2;
+        assert!(bad.into_cluster().is_err(), "groups of the wrong width");
+        let mut bad = good.clone();
+        bad.placement.classes[0].storage_class = "GOLD".into();
+        assert!(bad.into_cluster().is_err(), "unknown class");
+        let mut bad = good;
+        bad.placement.version = 0;
+        assert!(bad.into_cluster().is_err(), "classes at version 0");
     }
 
     #[test]
@@ -490,11 +733,13 @@ mod tests {
     fn unknown_versions_and_garbage_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let storage = FileStorage::open(dir.path()).unwrap();
-        fs::write(storage.path(), b"{\"format_version\": 2}").unwrap();
+        fs::write(storage.path(), b"{\"format_version\": 3}").unwrap();
         assert!(matches!(
             storage.load(),
-            Err(StorageError::UnsupportedVersion { found: 2, .. })
+            Err(StorageError::UnsupportedVersion { found: 3, .. })
         ));
+        fs::write(storage.path(), b"{\"cluster_id\": 3}").unwrap();
+        assert!(matches!(storage.load(), Err(StorageError::Corrupt { .. })));
         fs::write(storage.path(), b"{not json").unwrap();
         assert!(matches!(storage.load(), Err(StorageError::Corrupt { .. })));
     }

@@ -2,7 +2,7 @@
 //! the HTTP API by reqwest, `pdctl_main` against it, and a restart from the
 //! state file.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use kura_pd_client::{PdClient, PdError};
 use kura_proto::common::Labels;
+use kura_proto::meta::StorageClass;
 use kura_proto::pd::{DataNode, RegionHeartbeatRequest, Store, StoreHeartbeatRequest};
 use serde_json::Value;
 
@@ -255,26 +256,47 @@ async fn bootstrap_routing_placement_and_restart() {
         .get_placement(0)
         .await
         .unwrap()
-        .expect("map built with 6 nodes in 3 zones");
-    assert_eq!((map.data_shards, map.parity_shards), (1, 2));
-    assert_eq!(map.groups.len(), 64);
+        .expect("maps built with 6 nodes in 3 zones");
+    // REPLICA3 and EC_4_2 fit 6 nodes in 3 zones; EC_8_3 needs 11 in 4.
+    let shapes: Vec<(i32, u32, u32, usize)> = map
+        .classes
+        .iter()
+        .map(|c| {
+            (
+                c.storage_class,
+                c.data_shards,
+                c.parity_shards,
+                c.groups.len(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        shapes,
+        vec![
+            (StorageClass::Replica3 as i32, 1, 2, 64),
+            (StorageClass::Ec42 as i32, 4, 2, 64)
+        ]
+    );
     assert_eq!(map.nodes.len(), 6);
-    for g in &map.groups {
-        let zones: BTreeSet<String> = g
-            .data_nodes
+    let zone_of = |id: u64| {
+        map.nodes
             .iter()
-            .map(|id| {
-                map.nodes
-                    .iter()
-                    .find(|n| n.id == *id)
-                    .unwrap()
-                    .labels
-                    .clone()
-                    .unwrap()
-                    .zone
-            })
-            .collect();
-        assert_eq!(zones.len(), 3, "one copy per zone in PG {}", g.id);
+            .find(|n| n.id == id)
+            .unwrap()
+            .labels
+            .clone()
+            .unwrap()
+            .zone
+    };
+    for (class, per_zone) in map.classes.iter().zip([1, 2]) {
+        for g in &class.groups {
+            let mut count: BTreeMap<String, usize> = BTreeMap::new();
+            for id in &g.data_nodes {
+                *count.entry(zone_of(*id)).or_default() += 1;
+            }
+            assert_eq!(count.len(), 3, "every zone in PG {}", g.id);
+            assert!(count.values().all(|&n| n == per_zone), "{count:?}");
+        }
     }
     assert!(
         pd_client
@@ -318,7 +340,18 @@ async fn bootstrap_routing_placement_and_restart() {
     let (_, regions) = get_json(&pd.url("regions")).await;
     assert_eq!(regions["count"], 1);
     let (_, p) = get_json(&pd.url("placement")).await;
-    assert_eq!(p["groups"].as_array().unwrap().len(), 64);
+    assert_eq!(p["version"], map.version);
+    assert_eq!(p["classes"][0]["storage_class"], "REPLICA3");
+    assert_eq!(p["classes"][0]["groups"].as_array().unwrap().len(), 64);
+    assert_eq!(p["classes"][1]["storage_class"], "EC_4_2");
+    assert_eq!(p["classes"][1]["built"], true);
+    assert_eq!(p["classes"][2]["storage_class"], "EC_8_3");
+    assert_eq!(p["classes"][2]["built"], false);
+    assert_eq!(
+        p["classes"][2]["blocker"],
+        "need at least 11 data nodes, have 6"
+    );
+    assert_eq!(p["nodes"].as_array().unwrap().len(), 6);
     let (_, dn) = get_json(&pd.url("datanodes")).await;
     assert_eq!(dn["count"], 6);
     let (_, c) = get_json(&pd.url("cluster")).await;
@@ -353,7 +386,7 @@ async fn bootstrap_routing_placement_and_restart() {
     );
     let map_after = pd_client.get_placement(0).await.unwrap().unwrap();
     assert_eq!(map_after.version, map.version);
-    assert_eq!(map_after.groups, map.groups);
+    assert_eq!(map_after.classes, map.classes);
     // A data node re-registering at the same address keeps id and map version…
     let again = pd_client
         .register_data_node(data_node(node_ids[0], "127.0.0.1:30000", "z1"))
@@ -372,7 +405,7 @@ async fn bootstrap_routing_placement_and_restart() {
         .unwrap();
     let moved = pd_client.get_placement(map.version).await.unwrap().unwrap();
     assert!(moved.version > map.version);
-    assert_eq!(moved.groups, map.groups);
+    assert_eq!(moved.classes, map.classes);
     // A new node joining does not change the map's groups.
     let newcomer = pd_client
         .register_data_node(data_node(0, "127.0.0.1:32000", "z1"))
@@ -380,8 +413,8 @@ async fn bootstrap_routing_placement_and_restart() {
         .unwrap();
     assert!(newcomer > first_id + 9, "ids never reused across restarts");
     assert_eq!(
-        pd_client.get_placement(0).await.unwrap().unwrap().groups,
-        map.groups
+        pd_client.get_placement(0).await.unwrap().unwrap().classes,
+        map.classes
     );
     assert!(pd_client.alloc_id().await.unwrap() > newcomer);
     // The region and its peers survived; the leader is relearned from heartbeats.
@@ -418,7 +451,18 @@ async fn placement_after_the_wait_and_down_detection() {
         assert!(Instant::now() < deadline, "no placement map after the wait");
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    assert!(map.groups.iter().all(|g| g.data_nodes.len() == 3));
+    // Only REPLICA3 fits three nodes; EC_4_2 says why it waits.
+    assert_eq!(map.classes.len(), 1);
+    assert_eq!(map.classes[0].storage_class, StorageClass::Replica3 as i32);
+    assert!(map.classes[0]
+        .groups
+        .iter()
+        .all(|g| g.data_nodes.len() == 3));
+    let (_, p) = get_json(&pd.url("placement")).await;
+    assert_eq!(
+        p["classes"][1]["blocker"],
+        "need at least 6 data nodes, have 3"
+    );
 
     // Nobody heartbeats: after max_store_down_time the store shows Down.
     let deadline = Instant::now() + Duration::from_secs(10);
