@@ -129,12 +129,18 @@ pub struct GatewayArgs {
     /// Bodies up to this size are stored inside the metadata record.
     #[arg(long, default_value_t = 4096)]
     inline_threshold: usize,
-    /// Bytes per fragment block (one stripe's shard).
+    /// Target data bytes per stripe; each of the k data fragments gets
+    /// stripe/k bytes of it (REPLICA3: the whole stripe per copy).
     #[arg(long, default_value_t = 1 << 20)]
-    block_size: usize,
-    /// Fragments that must be durable before a PUT commits (default: k+1).
+    stripe_size: usize,
+    /// Fragments that must be durable before a PUT commits (default: k+1,
+    /// lowered to no less than k so writes go on through a whole-zone outage).
     #[arg(long)]
     write_quorum: Option<usize>,
+    /// Storage class of new buckets: EC_4_2 (S3 STANDARD), EC_8_3
+    /// (STANDARD_IA) or REPLICA3 (REDUCED_REDUNDANCY).
+    #[arg(long, default_value = "EC_4_2", value_parser = parse_storage_class)]
+    default_storage_class: kura_proto::meta::StorageClass,
     /// Domain for virtual-hosted-style requests (bucket.DOMAIN).
     #[arg(long)]
     domain: Option<String>,
@@ -272,13 +278,19 @@ pub fn run_gateway(a: GatewayArgs) -> i32 {
         secret_key,
         region: a.region,
         inline_threshold: a.inline_threshold,
-        block_size: a.block_size,
+        stripe_size: a.stripe_size,
         write_quorum: a.write_quorum,
+        default_class: a.default_storage_class,
         domain: a.domain,
     };
     run_role("gateway", a.common.status_addr, |ready, shutdown| {
         kura_gateway::run(cfg, ready, shutdown)
     })
+}
+
+fn parse_storage_class(s: &str) -> Result<kura_proto::meta::StorageClass, String> {
+    kura_gateway::storage_class::parse(s)
+        .ok_or_else(|| format!("unknown storage class {s:?} (EC_4_2, EC_8_3 or REPLICA3)"))
 }
 
 /// Root credentials: environment first, then the credentials file.

@@ -14,6 +14,7 @@
 
 pub mod client;
 pub mod crc;
+pub mod ec;
 pub mod error;
 mod metrics;
 pub mod node;

@@ -6,7 +6,8 @@ use kura_datanode::client::DataNodeClient;
 use kura_pd_client::PdClient;
 
 use crate::meta::Meta;
-use crate::placement::PlacementCache;
+use crate::placement::{GroupView, PlacementCache};
+use kura_proto::meta::StorageClass;
 
 /// S3 limits (as AWS).
 pub const MAX_KEY_LEN: usize = 1024;
@@ -22,19 +23,24 @@ pub struct Ctx {
     pub placement: Arc<PlacementCache>,
     /// Bodies of at most this many bytes live in the metadata record.
     pub inline_threshold: usize,
-    /// Bytes of one fragment block.
-    pub block_size: usize,
-    /// Durable fragments needed before a commit; `None` = k + 1.
+    /// Target data bytes of one stripe (a fragment block is stripe / k).
+    pub stripe_size: usize,
+    /// Durable fragments needed before a commit; `None` = the default rule of [`Ctx::quorum`].
     pub write_quorum: Option<usize>,
+    /// Storage class of new buckets (and of PUTs without x-amz-storage-class).
+    pub default_class: StorageClass,
     /// Region reported to clients.
     pub region: String,
 }
 
 impl Ctx {
-    /// The write quorum for a map with `k` data and `m` parity shards:
-    /// configured value clamped to [k, k+m], default k+1 (at most k+m).
-    pub fn quorum(&self, k: usize, m: usize) -> usize {
-        let q = self.write_quorum.unwrap_or(k + 1);
+    /// The write quorum of `group` (k data, m parity shards): the configured
+    /// value, or by default k + 1 but no more than the fragments outside the
+    /// group's most loaded zone, so writes go on through a whole-zone outage
+    /// (4+2 over 3 zones: 4). Always within [k, k+m].
+    pub fn quorum(&self, k: usize, m: usize, group: &GroupView) -> usize {
+        let zone_safe = (k + m).saturating_sub(group.max_zone_share);
+        let q = self.write_quorum.unwrap_or((k + 1).min(zone_safe));
         q.clamp(k.max(1), k + m)
     }
 }

@@ -60,6 +60,9 @@ pub enum GwError {
     #[error("the parts are not listed in ascending order")]
     InvalidPartOrder,
 
+    #[error("invalid storage class: {0}")]
+    InvalidStorageClass(String),
+
     // --- generic client errors
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
@@ -111,6 +114,7 @@ impl GwError {
             | GwError::NoSuchUpload
             | GwError::InvalidPart(_)
             | GwError::InvalidPartOrder
+            | GwError::InvalidStorageClass(_)
             | GwError::InvalidArgument(_)
             | GwError::InvalidRequest(_)
             | GwError::MalformedXml(_)
@@ -189,6 +193,9 @@ impl GwError {
             GwError::InvalidPart(why) => S3Error::with_message(C::InvalidPart, why.clone()),
             GwError::InvalidPartOrder => {
                 S3Error::with_message(C::InvalidPartOrder, "The list of parts was not in ascending order.")
+            }
+            GwError::InvalidStorageClass(why) => {
+                S3Error::with_message(C::InvalidStorageClass, why.clone())
             }
             GwError::InvalidArgument(why) => S3Error::with_message(C::InvalidArgument, why.clone()),
             GwError::InvalidRequest(why) => S3Error::with_message(C::InvalidRequest, why.clone()),

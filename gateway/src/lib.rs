@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod placement;
 pub mod s3;
 pub mod server;
+pub mod storage_class;
 
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicBool;
@@ -44,10 +45,13 @@ pub struct Config {
     pub region: String,
     /// Bodies of at most this many bytes are stored inside the metadata record (4096).
     pub inline_threshold: usize,
-    /// Bytes of one fragment block (1 MiB).
-    pub block_size: usize,
-    /// Fragments that must be durable before a PUT commits; `None` = k + 1.
+    /// Target data bytes of one stripe (1 MiB); a fragment block is stripe / k.
+    pub stripe_size: usize,
+    /// Fragments that must be durable before a PUT commits; `None` = k + 1,
+    /// lowered (never below k) so writes continue through a whole-zone outage.
     pub write_quorum: Option<usize>,
+    /// Storage class of new buckets (EC_4_2).
+    pub default_class: kura_proto::meta::StorageClass,
     /// Base domain for virtual-hosted-style requests (`bucket.DOMAIN`);
     /// `localhost` is always accepted too.
     pub domain: Option<String>,
@@ -68,8 +72,9 @@ impl Config {
             secret_key,
             region: "us-east-1".to_string(),
             inline_threshold: 4096,
-            block_size: 1 << 20,
+            stripe_size: 1 << 20,
             write_quorum: None,
+            default_class: kura_proto::meta::StorageClass::Ec42,
             domain: None,
         }
     }

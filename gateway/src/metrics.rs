@@ -71,6 +71,26 @@ static BYTES_OUT: LazyLock<IntCounter> = LazyLock::new(|| {
     )
 });
 
+static DEGRADED_WRITES: LazyLock<IntCounter> = LazyLock::new(|| {
+    register(
+        IntCounter::new(
+            "kura_gateway_degraded_writes_total",
+            "Bodies committed with fewer than k+m fragments stored (healing rebuilds the rest)",
+        )
+        .expect("valid metric"),
+    )
+});
+
+static DEGRADED_READS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register(
+        IntCounter::new(
+            "kura_gateway_reconstructed_stripes_total",
+            "Stripes read back by reconstruction because a data fragment was missing, slow or corrupt",
+        )
+        .expect("valid metric"),
+    )
+});
+
 /// Forces registration so the series exist before the first request.
 pub fn init() {
     LazyLock::force(&REQUESTS);
@@ -78,6 +98,8 @@ pub fn init() {
     LazyLock::force(&HTTP_RESPONSES);
     LazyLock::force(&BYTES_IN);
     LazyLock::force(&BYTES_OUT);
+    LazyLock::force(&DEGRADED_WRITES);
+    LazyLock::force(&DEGRADED_READS);
 }
 
 /// "2xx", "4xx", ...
@@ -115,6 +137,14 @@ pub fn add_bytes_in(n: u64) {
 
 pub fn add_bytes_out(n: u64) {
     BYTES_OUT.inc_by(n);
+}
+
+pub fn degraded_write() {
+    DEGRADED_WRITES.inc();
+}
+
+pub fn reconstructed_stripe() {
+    DEGRADED_READS.inc();
 }
 
 #[cfg(test)]

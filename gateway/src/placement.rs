@@ -3,11 +3,12 @@
 //! asks for a refresh). Object metadata stores only the PG id; the node
 //! addresses of a PG are resolved here at read and write time.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use kura_pd_client::PdClient;
+use kura_proto::meta::{DataLocation, StorageClass};
 use kura_proto::pd::PlacementMap;
 
 use crate::error::{GwError, GwResult};
@@ -23,12 +24,14 @@ const MIN_ON_DEMAND_INTERVAL: Duration = Duration::from_millis(500);
 pub struct GroupView {
     pub id: u32,
     pub nodes: Vec<Option<String>>,
+    /// Most members of this group in one zone (what a zone outage takes).
+    pub max_zone_share: usize,
 }
 
-/// An immutable snapshot of the placement map.
+/// The placement groups of one storage class.
 #[derive(Clone, Debug)]
-pub struct PlacementView {
-    pub version: u64,
+pub struct ClassView {
+    pub class: StorageClass,
     /// k (1 for REPLICA3).
     pub data_shards: u32,
     /// m (2 for REPLICA3).
@@ -37,36 +40,7 @@ pub struct PlacementView {
     groups: Vec<GroupView>,
 }
 
-impl PlacementView {
-    pub fn from_map(map: &PlacementMap) -> Self {
-        let addrs: HashMap<u64, &str> = map
-            .nodes
-            .iter()
-            .filter(|n| !n.address.is_empty())
-            .map(|n| (n.id, n.address.as_str()))
-            .collect();
-        let mut groups: Vec<GroupView> = map
-            .groups
-            .iter()
-            .map(|g| GroupView {
-                id: g.id,
-                nodes: g
-                    .data_nodes
-                    .iter()
-                    .map(|id| addrs.get(id).map(|a| a.to_string()))
-                    .collect(),
-            })
-            .collect();
-        groups.sort_by_key(|g| g.id);
-        groups.dedup_by_key(|g| g.id);
-        PlacementView {
-            version: map.version,
-            data_shards: map.data_shards,
-            parity_shards: map.parity_shards,
-            groups,
-        }
-    }
-
+impl ClassView {
     /// k + m: fragments per body.
     pub fn width(&self) -> usize {
         (self.data_shards + self.parity_shards) as usize
@@ -93,32 +67,6 @@ impl PlacementView {
             .map(|i| &self.groups[i])
     }
 
-    /// Every distinct node address the map names.
-    pub fn node_addresses(&self) -> std::collections::BTreeSet<String> {
-        self.groups
-            .iter()
-            .flat_map(|g| g.nodes.iter().flatten().cloned())
-            .collect()
-    }
-
-    /// Whether every group has at least `quorum` nodes in `reachable`, i.e.
-    /// whether a PUT to any group can reach its write quorum.
-    pub fn every_group_has_quorum(
-        &self,
-        reachable: &std::collections::BTreeSet<String>,
-        quorum: usize,
-    ) -> bool {
-        !self.groups.is_empty()
-            && self.groups.iter().all(|g| {
-                g.nodes
-                    .iter()
-                    .flatten()
-                    .filter(|a| reachable.contains(*a))
-                    .count()
-                    >= quorum
-            })
-    }
-
     /// Every group has k + m nodes with known addresses.
     pub fn all_groups_available(&self) -> bool {
         let w = self.width();
@@ -129,6 +77,121 @@ impl PlacementView {
                 .iter()
                 .all(|g| g.nodes.len() == w && g.nodes.iter().all(|n| n.is_some()))
     }
+
+    /// Whether every group has at least `quorum` nodes in `reachable`, i.e.
+    /// whether a PUT to any group can reach its write quorum.
+    pub fn every_group_has_quorum(
+        &self,
+        reachable: &BTreeSet<String>,
+        quorum: impl Fn(&GroupView) -> usize,
+    ) -> bool {
+        !self.groups.is_empty()
+            && self.groups.iter().all(|g| {
+                g.nodes
+                    .iter()
+                    .flatten()
+                    .filter(|a| reachable.contains(*a))
+                    .count()
+                    >= quorum(g)
+            })
+    }
+}
+
+/// An immutable snapshot of the placement map: one [`ClassView`] per storage
+/// class PD could place.
+#[derive(Clone, Debug)]
+pub struct PlacementView {
+    pub version: u64,
+    classes: Vec<ClassView>,
+}
+
+impl PlacementView {
+    pub fn from_map(map: &PlacementMap) -> Self {
+        let addrs: HashMap<u64, &str> = map
+            .nodes
+            .iter()
+            .filter(|n| !n.address.is_empty())
+            .map(|n| (n.id, n.address.as_str()))
+            .collect();
+        let zones: HashMap<u64, &str> = map
+            .nodes
+            .iter()
+            .map(|n| (n.id, n.labels.as_ref().map_or("", |l| l.zone.as_str())))
+            .collect();
+        let max_zone_share = |members: &[u64]| {
+            let mut per: HashMap<&str, usize> = HashMap::new();
+            for id in members {
+                *per.entry(zones.get(id).copied().unwrap_or("")).or_default() += 1;
+            }
+            per.into_values().max().unwrap_or(0)
+        };
+        let classes = map
+            .classes
+            .iter()
+            .filter_map(|c| {
+                let class = StorageClass::try_from(c.storage_class).ok()?;
+                let mut groups: Vec<GroupView> = c
+                    .groups
+                    .iter()
+                    .map(|g| GroupView {
+                        id: g.id,
+                        nodes: g
+                            .data_nodes
+                            .iter()
+                            .map(|id| addrs.get(id).map(|a| a.to_string()))
+                            .collect(),
+                        max_zone_share: max_zone_share(&g.data_nodes),
+                    })
+                    .collect();
+                groups.sort_by_key(|g| g.id);
+                groups.dedup_by_key(|g| g.id);
+                Some(ClassView {
+                    class,
+                    data_shards: c.data_shards,
+                    parity_shards: c.parity_shards,
+                    groups,
+                })
+            })
+            .collect();
+        PlacementView {
+            version: map.version,
+            classes,
+        }
+    }
+
+    /// The group holding the body at `loc`.
+    pub fn group_of(&self, loc: &DataLocation) -> Option<&GroupView> {
+        self.class(stored_class(loc)).and_then(|c| c.group(loc.pg))
+    }
+
+    /// The groups of `class`, if PD could place it.
+    pub fn class(&self, class: StorageClass) -> Option<&ClassView> {
+        self.classes.iter().find(|c| c.class == class)
+    }
+
+    pub fn classes(&self) -> &[ClassView] {
+        &self.classes
+    }
+
+    /// Groups over all classes.
+    pub fn num_groups(&self) -> usize {
+        self.classes.iter().map(|c| c.num_groups()).sum()
+    }
+
+    /// Every distinct node address the map names.
+    pub fn node_addresses(&self) -> BTreeSet<String> {
+        self.classes
+            .iter()
+            .flat_map(|c| c.groups.iter())
+            .flat_map(|g| g.nodes.iter().flatten().cloned())
+            .collect()
+    }
+}
+
+/// The storage class a stored body was written with (records from before
+/// storage classes say nothing: those are REPLICA3).
+pub fn stored_class(loc: &DataLocation) -> StorageClass {
+    crate::storage_class::recorded(loc.storage_class, StorageClass::Replica3)
 }
 
 /// 64-bit FNV-1a: a stable hash (the data id is random already; this only
@@ -169,7 +232,7 @@ impl PlacementCache {
     pub async fn refresh(&self) -> Result<(), kura_pd_client::PdError> {
         let known = self.current().map(|v| v.version).unwrap_or(0);
         if let Some(map) = self.pd.get_placement(known).await? {
-            if map.groups.is_empty() {
+            if map.classes.is_empty() {
                 return Ok(());
             }
             let view = Arc::new(PlacementView::from_map(&map));
@@ -231,17 +294,20 @@ impl PlacementCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kura_proto::pd::{DataNode, PlacementGroup};
+    use kura_proto::pd::{ClassPlacement, DataNode, PlacementGroup};
 
     fn map(groups: Vec<(u32, Vec<u64>)>, nodes: &[u64]) -> PlacementMap {
         PlacementMap {
             version: 3,
-            data_shards: 1,
-            parity_shards: 2,
-            groups: groups
-                .into_iter()
-                .map(|(id, data_nodes)| PlacementGroup { id, data_nodes })
-                .collect(),
+            classes: vec![ClassPlacement {
+                storage_class: StorageClass::Replica3 as i32,
+                data_shards: 1,
+                parity_shards: 2,
+                groups: groups
+                    .into_iter()
+                    .map(|(id, data_nodes)| PlacementGroup { id, data_nodes })
+                    .collect(),
+            }],
             nodes: nodes
                 .iter()
                 .map(|&id| DataNode {
@@ -251,6 +317,10 @@ mod tests {
                 })
                 .collect(),
         }
+    }
+
+    fn replica3(v: &PlacementView) -> &ClassView {
+        v.class(StorageClass::Replica3).expect("class present")
     }
 
     #[test]
@@ -265,13 +335,14 @@ mod tests {
                 .map(|i| format!("127.0.0.1:{}", 7000 + i))
                 .collect()
         };
-        assert!(v.every_group_has_quorum(&up(&[1, 2, 3, 4, 5, 6]), 2));
-        assert!(v.every_group_has_quorum(&up(&[1, 3, 5, 6]), 2));
+        let c = replica3(&v);
+        assert!(c.every_group_has_quorum(&up(&[1, 2, 3, 4, 5, 6]), |_| 2));
+        assert!(c.every_group_has_quorum(&up(&[1, 3, 5, 6]), |_| 2));
         assert!(
-            !v.every_group_has_quorum(&up(&[1, 2, 3, 4]), 2),
+            !c.every_group_has_quorum(&up(&[1, 2, 3, 4]), |_| 2),
             "group 1 has one node"
         );
-        assert!(!v.every_group_has_quorum(&up(&[]), 1));
+        assert!(!c.every_group_has_quorum(&up(&[]), |_| 1));
     }
 
     #[test]
@@ -280,25 +351,27 @@ mod tests {
             vec![(1, vec![1, 2, 3]), (0, vec![4, 5, 6])],
             &[1, 2, 3, 4, 5, 6],
         ));
-        assert_eq!(v.width(), 3);
+        let c = replica3(&v);
+        assert_eq!(c.width(), 3);
         assert_eq!(
-            v.group(1).unwrap().nodes[0].as_deref(),
+            c.group(1).unwrap().nodes[0].as_deref(),
             Some("127.0.0.1:7001")
         );
         assert_eq!(
-            v.group(0).unwrap().nodes[2].as_deref(),
+            c.group(0).unwrap().nodes[2].as_deref(),
             Some("127.0.0.1:7006")
         );
-        assert!(v.group(9).is_none());
-        assert!(v.all_groups_available());
+        assert!(c.group(9).is_none());
+        assert!(c.all_groups_available());
+        assert!(v.class(StorageClass::Ec42).is_none());
 
         let v = PlacementView::from_map(&map(vec![(0, vec![1, 2, 3])], &[1, 2]));
-        assert_eq!(v.group(0).unwrap().nodes[2], None);
-        assert!(!v.all_groups_available());
+        assert_eq!(replica3(&v).group(0).unwrap().nodes[2], None);
+        assert!(!replica3(&v).all_groups_available());
 
         let v = PlacementView::from_map(&map(vec![(0, vec![1, 2])], &[1, 2]));
         assert!(
-            !v.all_groups_available(),
+            !replica3(&v).all_groups_available(),
             "a group narrower than k+m is not usable"
         );
     }
@@ -309,14 +382,15 @@ mod tests {
             (0..8).map(|i| (i, vec![1, 2, 3])).collect(),
             &[1, 2, 3],
         ));
-        let a = v.pick_group(b"0123456789abcdef").unwrap().id;
-        assert_eq!(a, v.pick_group(b"0123456789abcdef").unwrap().id);
+        let c = replica3(&v);
+        let a = c.pick_group(b"0123456789abcdef").unwrap().id;
+        assert_eq!(a, c.pick_group(b"0123456789abcdef").unwrap().id);
         let mut seen = std::collections::HashSet::new();
         for i in 0..200u32 {
-            seen.insert(v.pick_group(&i.to_be_bytes()).unwrap().id);
+            seen.insert(c.pick_group(&i.to_be_bytes()).unwrap().id);
         }
         assert_eq!(seen.len(), 8);
         let empty = PlacementView::from_map(&map(vec![], &[]));
-        assert!(empty.pick_group(b"x").is_none());
+        assert!(replica3(&empty).pick_group(b"x").is_none());
     }
 }

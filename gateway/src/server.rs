@@ -46,7 +46,8 @@ pub async fn run(
         pd: pd.clone(),
         placement: placement.clone(),
         inline_threshold: cfg.inline_threshold,
-        block_size: cfg.block_size,
+        stripe_size: cfg.stripe_size,
+        default_class: cfg.default_class,
         write_quorum: cfg.write_quorum,
         region: cfg.region.clone(),
     });
@@ -125,15 +126,16 @@ fn validate(cfg: &Config) -> Result<(), Error> {
             "access key and secret key must not be empty".into(),
         ));
     }
-    if cfg.block_size == 0 || cfg.block_size > (64 << 20) {
+    // A REPLICA3 block is a whole stripe, and data nodes take blocks of at most 16 MiB.
+    if !(4096..=(16 << 20)).contains(&cfg.stripe_size) {
         return Err(Error::Config(format!(
-            "block_size {} must be in 1..=64 MiB",
-            cfg.block_size
+            "stripe_size {} must be in 4 KiB..=16 MiB",
+            cfg.stripe_size
         )));
     }
-    if cfg.inline_threshold >= cfg.block_size {
+    if cfg.inline_threshold >= cfg.stripe_size {
         return Err(Error::Config(
-            "inline_threshold must be smaller than block_size".into(),
+            "inline_threshold must be smaller than stripe_size".into(),
         ));
     }
     if cfg.region.is_empty() {
@@ -293,7 +295,7 @@ async fn data_nodes_writable(ctx: &Ctx) -> bool {
     let Some(view) = ctx.placement.current() else {
         return false;
     };
-    if !view.all_groups_available() {
+    if view.classes().is_empty() || !view.classes().iter().all(|c| c.all_groups_available()) {
         return false;
     }
     let probe_id = kura_proto::datanode::FragmentId {
@@ -320,8 +322,11 @@ async fn data_nodes_writable(ctx: &Ctx) -> bool {
         .filter(|(_, up)| *up)
         .map(|(addr, _)| addr)
         .collect();
-    let quorum = ctx.quorum(view.data_shards as usize, view.parity_shards as usize);
-    view.every_group_has_quorum(&reachable, quorum)
+    view.classes().iter().all(|c| {
+        c.every_group_has_quorum(&reachable, |g| {
+            ctx.quorum(c.data_shards as usize, c.parity_shards as usize, g)
+        })
+    })
 }
 
 /// Virtual-hosted-style parsing for `bucket.<domain>` with any port; the
@@ -418,7 +423,7 @@ mod tests {
             "b".into(),
         );
         assert!(validate(&c).is_ok());
-        c.inline_threshold = c.block_size;
+        c.inline_threshold = c.stripe_size;
         assert!(validate(&c).is_err());
         c.inline_threshold = 4096;
         c.write_quorum = Some(0);

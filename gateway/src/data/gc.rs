@@ -94,7 +94,7 @@ async fn delete_fragments(ctx: &Ctx, loc: &DataLocation) -> bool {
         Ok(v) => v,
         Err(_) => return false,
     };
-    let Some(group) = view.group(loc.pg) else {
+    let Some(group) = view.group_of(loc) else {
         return false;
     };
     let width = (loc.data_shards + loc.parity_shards) as usize;

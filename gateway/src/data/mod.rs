@@ -4,4 +4,5 @@
 pub mod checksum;
 pub mod gc;
 pub mod reader;
+pub mod stripes;
 pub mod writer;

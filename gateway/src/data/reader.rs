@@ -13,11 +13,9 @@ use std::ops::Range;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use bytes::Bytes;
-use futures::{Stream, StreamExt};
-use kura_proto::datanode::FragmentId;
+use futures::Stream;
 use kura_proto::meta::{DataLocation, ObjectRecord};
 use s3s::dto::StreamingBlob;
 use s3s::stream::{ByteStream, RemainingLength};
@@ -25,12 +23,11 @@ use tokio::sync::mpsc;
 
 use crate::context::Ctx;
 use crate::error::{GwError, GwResult};
+use crate::data::stripes::StripeReader;
 use crate::metrics;
 
 /// Blocks buffered ahead of the client.
 const READ_AHEAD: usize = 4;
-/// A replica that yields no block for this long is abandoned for the next one.
-const BLOCK_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Where one body of an object lives.
 #[derive(Clone, Debug, PartialEq)]
@@ -92,25 +89,6 @@ pub fn plan(bodies: &[BodyRef], range: Range<u64>) -> Vec<Piece> {
         }
     }
     out
-}
-
-/// Blocks [first, last] of a body with `block_size` that cover [start, end) (end > start).
-pub fn block_span(start: u64, end: u64, block_size: u64) -> (u64, u64) {
-    (start / block_size, (end - 1) / block_size)
-}
-
-/// The exact length block `idx` must have in a body of `size` bytes.
-pub fn expected_block_len(idx: u64, size: u64, block_size: u64) -> u64 {
-    size.saturating_sub(idx * block_size).min(block_size)
-}
-
-/// The part of block `idx` that lies in [start, end).
-pub fn trim_block(block: Bytes, idx: u64, block_size: u64, start: u64, end: u64) -> Bytes {
-    let base = idx * block_size;
-    let len = block.len() as u64;
-    let lo = start.max(base).saturating_sub(base).min(len);
-    let hi = end.min(base + len).saturating_sub(base).clamp(lo, len);
-    block.slice(lo as usize..hi as usize)
 }
 
 /// Opens the stream of `pieces` (`total` bytes). Waits for the first bytes, so
@@ -226,7 +204,8 @@ async fn produce(ctx: Arc<Ctx>, pieces: Vec<Piece>, tx: mpsc::Sender<GwResult<By
     }
 }
 
-/// Sends the bytes [start, end) of the body at `loc`, failing over between replicas.
+/// Sends the bytes [start, end) of the body at `loc`, stripe by stripe,
+/// reading around missing or corrupt fragments (`stripes`).
 async fn read_stored(
     ctx: &Ctx,
     loc: &DataLocation,
@@ -234,95 +213,37 @@ async fn read_stored(
     end: u64,
     tx: &mpsc::Sender<GwResult<Bytes>>,
 ) -> Result<(), Gone> {
-    let bs = loc.block_size as u64;
-    if bs == 0 || loc.data_shards != 1 || end > loc.size {
-        let _ = tx
-            .send(Err(GwError::Internal("unreadable data location".into())))
-            .await;
-        return Err(Gone);
-    }
-    let (first, last) = block_span(start, end, bs);
-    let mut next = first;
-    let mut last_error = String::from("no replica reachable");
-    for round in 0..2 {
-        if round > 0 {
-            ctx.placement.refresh_soon().await;
+    let mut reader = match StripeReader::new(ctx, loc) {
+        Ok(r) if end <= loc.size => r,
+        Ok(_) => {
+            let _ = tx
+                .send(Err(GwError::Internal("range beyond the stored body".into())))
+                .await;
+            return Err(Gone);
         }
-        let view = match ctx.placement.get().await {
-            Ok(v) => v,
+        Err(e) => {
+            let _ = tx.send(Err(e)).await;
+            return Err(Gone);
+        }
+    };
+    let layout = reader.layout;
+    let (first, last) = layout.stripe_span(start, end);
+    let spans = layout.shard_stripe_spans(start, end);
+    for s in first..=last {
+        match reader.read_stripe(s, start, end, &spans).await {
+            Ok(blocks) => {
+                for (i, block) in blocks {
+                    let piece = block.slice(layout.trim(s, i, start, end));
+                    tx.send(Ok(piece)).await.map_err(|_| Gone)?;
+                }
+            }
             Err(e) => {
-                last_error = e.to_string();
-                continue;
-            }
-        };
-        let Some(group) = view.group(loc.pg) else {
-            last_error = format!("placement group {} unknown", loc.pg);
-            continue;
-        };
-        let width = group.nodes.len();
-        let offset = rand::random::<u32>() as usize;
-        for j in 0..width {
-            let shard = (offset + j) % width;
-            let Some(addr) = group.nodes[shard].as_deref() else {
-                continue;
-            };
-            let id = FragmentId {
-                data_id: loc.data_id.clone(),
-                shard: shard as u32,
-            };
-            let count = (last - next + 1) as u32;
-            let mut stream = match ctx.data.get_fragment(addr, id, next as u32, count).await {
-                Ok(s) => s,
-                Err(e) => {
-                    last_error = format!("shard {shard} at {addr}: {e}");
-                    tracing::debug!(error = %last_error, "replica read failed; trying the next one");
-                    continue;
-                }
-            };
-            loop {
-                match tokio::time::timeout(BLOCK_TIMEOUT, stream.next()).await {
-                    Ok(Some(Ok(block))) => {
-                        let want = expected_block_len(next, loc.size, bs);
-                        if block.len() as u64 != want {
-                            last_error = format!(
-                                "shard {shard} at {addr}: block {next} has {} bytes, want {want}",
-                                block.len()
-                            );
-                            tracing::warn!(error = %last_error, "bad block length; trying the next replica");
-                            break;
-                        }
-                        let piece = trim_block(block, next, bs, start, end);
-                        tx.send(Ok(piece)).await.map_err(|_| Gone)?;
-                        next += 1;
-                        if next > last {
-                            return Ok(());
-                        }
-                    }
-                    Ok(Some(Err(e))) => {
-                        last_error = format!("shard {shard} at {addr}: {e}");
-                        tracing::warn!(error = %last_error, "replica read failed mid-stream; trying the next one");
-                        break;
-                    }
-                    Ok(None) => {
-                        last_error =
-                            format!("shard {shard} at {addr}: stream ended at block {next}");
-                        break;
-                    }
-                    Err(_) => {
-                        last_error =
-                            format!("shard {shard} at {addr}: no block for {BLOCK_TIMEOUT:?}");
-                        break;
-                    }
-                }
+                let _ = tx.send(Err(e)).await;
+                return Err(Gone);
             }
         }
     }
-    let _ = tx
-        .send(Err(GwError::Unavailable(format!(
-            "no replica could serve the object: {last_error}"
-        ))))
-        .await;
-    Err(Gone)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -366,48 +287,6 @@ mod tests {
         assert_eq!((p[0].start, p[0].end), (0, 1));
         assert!(plan(&bodies, 5..5).is_empty());
         assert!(plan(&[], 0..0).is_empty());
-    }
-
-    #[test]
-    fn block_math() {
-        assert_eq!(block_span(0, 1, 4), (0, 0));
-        assert_eq!(block_span(3, 5, 4), (0, 1));
-        assert_eq!(block_span(4, 8, 4), (1, 1));
-        assert_eq!(block_span(4, 9, 4), (1, 2));
-        assert_eq!(expected_block_len(0, 10, 4), 4);
-        assert_eq!(expected_block_len(2, 10, 4), 2);
-        assert_eq!(expected_block_len(2, 12, 4), 4);
-        assert_eq!(expected_block_len(3, 12, 4), 0);
-    }
-
-    #[test]
-    fn trimming_reassembles_any_range() {
-        let data: Vec<u8> = (0..23u8).collect();
-        let bs = 5u64;
-        let blocks: Vec<Bytes> = data
-            .chunks(bs as usize)
-            .map(Bytes::copy_from_slice)
-            .collect();
-        for start in 0..23u64 {
-            for end in start + 1..=23 {
-                let (f, l) = block_span(start, end, bs);
-                let mut out = Vec::new();
-                for idx in f..=l {
-                    out.extend_from_slice(&trim_block(
-                        blocks[idx as usize].clone(),
-                        idx,
-                        bs,
-                        start,
-                        end,
-                    ));
-                }
-                assert_eq!(
-                    out,
-                    &data[start as usize..end as usize],
-                    "range {start}..{end}"
-                );
-            }
-        }
     }
 
     #[test]

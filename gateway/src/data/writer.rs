@@ -1,16 +1,18 @@
 //! The PUT data path: one pass over the request body that computes the MD5
 //! (the ETag), the additional checksums and the size, cuts the body into
-//! `block_size` blocks and streams them to the nodes of one placement group.
+//! stripes and streams their fragment blocks to the k+m nodes of one
+//! placement group of the body's storage class.
 //!
 //! Small bodies (at most `inline_threshold` bytes) never reach a data node:
 //! they are returned inline and stored in the metadata record.
 //!
-//! REPLICA3 (k = 1, m = 2): every block goes to all three nodes of the group
-//! (node i stores shard i), each through a bounded channel, so a PUT holds at
-//! most a few blocks in memory. The body is durable once `quorum` nodes
-//! acknowledged their whole fragment; a failed node does not fail the PUT
-//! while the quorum holds (healing restores the missing copy later).
-//! Erasure-coded maps (k > 1) are refused until the EC codec lands here.
+//! Each stripe (k shard blocks of data) is encoded into k+m blocks
+//! (`kura_datanode::ec`; REPLICA3 is k = 1 with plain copies) and block i goes
+//! to fragment writer i through a bounded channel, so a PUT holds at most a
+//! few stripes in memory whatever the body size. The body is durable once a
+//! write quorum of fragments was acknowledged (fsynced); a failed node does
+//! not fail the PUT while the quorum holds. Missing fragments are counted
+//! (`kura_gateway_degraded_writes_total`) and rebuilt by healing.
 //!
 //! If the request is cancelled or fails before `write_body` returns, the
 //! fragment streams are aborted (never finalized) and their fragments deleted
@@ -19,13 +21,14 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::Engine;
 use bytes::{Buf, Bytes, BytesMut};
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use kura_datanode::client::DataNodeError;
+use kura_datanode::ec::{Codec, Layout};
 use kura_proto::datanode::{FragmentHeader, FragmentId, PutFragmentResponse};
 use kura_proto::meta::{DataLocation, StorageClass};
 use md5::{Digest, Md5};
@@ -40,12 +43,14 @@ use crate::error::{body_error, GwError, GwResult};
 use crate::meta::now_ms;
 use crate::metrics;
 
-/// Blocks queued per replica before the body reader waits.
+/// Blocks queued per fragment before the body reader waits.
 const WINDOW: usize = 4;
-/// A replica that accepts no block for this long is dropped from the write.
+/// A fragment whose node accepts no block for this long is dropped from the write.
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
-/// Time for a replica to make its fragment durable after the last block.
+/// Time for a node to make its fragment durable after the last block.
 const FINISH_TIMEOUT: Duration = Duration::from_secs(60);
+/// Least time fragments still in flight get once the write quorum is reached.
+const GRACE_MIN: Duration = Duration::from_millis(50);
 
 /// Whose body this is (written into every fragment header for the orphan scrubber).
 #[derive(Clone, Debug)]
@@ -67,6 +72,8 @@ pub struct WriteSpec<'a> {
     /// Base64 Content-MD5, verified when present.
     pub content_md5: Option<&'a str>,
     pub checksums: ChecksumPlan,
+    /// Where a stored body goes (inline bodies ignore it).
+    pub class: StorageClass,
 }
 
 /// A body that is either inline or durable on a write quorum, not yet referenced.
@@ -150,10 +157,11 @@ pub async fn write_body(
     let expected_md5 = spec.content_md5.map(parse_content_md5).transpose()?;
     let mut checks = spec.checksums;
     let mut md5 = Md5::new();
-    let mut splitter = BlockSplitter::new(ctx.block_size);
-    let mut blocks: Vec<Bytes> = Vec::new();
+    // Chunks seen before the body outgrew the inline threshold.
+    let mut head: Vec<Bytes> = Vec::new();
+    let mut stripes: Vec<Bytes> = Vec::new();
     let mut size: u64 = 0;
-    let mut fanout: Option<Fanout> = None;
+    let mut fanout: Option<(Fanout, BlockSplitter)> = None;
 
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(body_error)?;
@@ -164,13 +172,23 @@ pub async fn write_body(
         metrics::add_bytes_in(chunk.len() as u64);
         md5.update(&chunk);
         checks.update(&chunk);
-        splitter.push(chunk, &mut blocks);
-        if fanout.is_none() && size > ctx.inline_threshold as u64 {
-            fanout = Some(Fanout::start(ctx, &spec.owner).await?);
+        match fanout.as_mut() {
+            Some((_, splitter)) => splitter.push(chunk, &mut stripes),
+            None => {
+                head.push(chunk);
+                if size > ctx.inline_threshold as u64 {
+                    let f = Fanout::start(ctx, &spec.owner, spec.class).await?;
+                    let mut splitter = BlockSplitter::new(f.stripe_bytes());
+                    for c in head.drain(..) {
+                        splitter.push(c, &mut stripes);
+                    }
+                    fanout = Some((f, splitter));
+                }
+            }
         }
-        if let Some(f) = fanout.as_mut() {
-            for b in blocks.drain(..) {
-                f.send(b).await?;
+        if let Some((f, _)) = fanout.as_mut() {
+            for stripe in stripes.drain(..) {
+                f.send_stripe(stripe).await?;
             }
         }
     }
@@ -187,25 +205,16 @@ pub async fn write_body(
     let checksums = checks.finish()?;
 
     match fanout {
-        None => {
-            let mut inline = BytesMut::with_capacity(size as usize);
-            for b in blocks {
-                inline.extend_from_slice(&b);
-            }
-            if let Some(rest) = splitter.finish() {
-                inline.extend_from_slice(&rest);
-            }
-            Ok(Written {
-                inline: Some(inline.freeze()),
-                location: None,
-                size,
-                md5,
-                checksums,
-            })
-        }
-        Some(mut f) => {
+        None => Ok(Written {
+            inline: Some(Bytes::from(head.concat())),
+            location: None,
+            size,
+            md5,
+            checksums,
+        }),
+        Some((mut f, splitter)) => {
             if let Some(last) = splitter.finish() {
-                f.send(last).await?;
+                f.send_stripe(last).await?;
             }
             let mut location = f.finish(size).await?;
             location.size = size;
@@ -222,38 +231,59 @@ pub async fn write_body(
 
 type PutResult = Result<PutFragmentResponse, DataNodeError>;
 
-struct Replica {
+/// The stream of one fragment to its node.
+struct FragmentWriter {
     shard: u32,
     addr: Option<String>,
     tx: Option<mpsc::Sender<Bytes>>,
     task: Option<JoinHandle<PutResult>>,
 }
 
+impl FragmentWriter {
+    /// Stops sending to this fragment and says why.
+    fn drop_out(&mut self) {
+        self.tx = None;
+        let why = match self.task.take() {
+            Some(t) if t.is_finished() => "its node ended the stream".to_string(),
+            Some(t) => {
+                t.abort();
+                "stalled".to_string()
+            }
+            None => "no task".to_string(),
+        };
+        tracing::warn!(shard = self.shard, node = ?self.addr, why, "fragment dropped from write");
+    }
+}
+
 /// The fragment streams of one body. Dropping it before `finish` succeeded
 /// aborts the streams and deletes whatever the nodes stored.
 struct Fanout {
     ctx: Arc<Ctx>,
+    codec: Codec,
+    layout: Layout,
     location: DataLocation,
-    replicas: Vec<Replica>,
+    writers: Vec<FragmentWriter>,
     quorum: usize,
     armed: bool,
 }
 
 impl Fanout {
-    async fn start(ctx: &Arc<Ctx>, owner: &BodyOwner) -> GwResult<Fanout> {
+    async fn start(ctx: &Arc<Ctx>, owner: &BodyOwner, class: StorageClass) -> GwResult<Fanout> {
         let view = ctx.placement.get().await?;
-        let (k, m) = (view.data_shards as usize, view.parity_shards as usize);
-        if k != 1 {
-            return Err(GwError::Unavailable(format!(
-                "placement map uses {k}+{m} erasure coding, which this gateway cannot write yet"
-            )));
-        }
+        let cv = view.class(class).ok_or_else(|| {
+            GwError::Unavailable(format!(
+                "storage class {} is not placeable in this cluster",
+                class.as_str_name()
+            ))
+        })?;
+        let (k, m) = (cv.data_shards as usize, cv.parity_shards as usize);
+        let codec = Codec::new(k, m).map_err(|e| GwError::Internal(e.to_string()))?;
         let data_id: [u8; 16] = rand::random();
-        let group = view
+        let group = cv
             .pick_group(&data_id)
             .ok_or_else(|| GwError::Unavailable("placement map has no groups".into()))?
             .clone();
-        let quorum = ctx.quorum(k, m);
+        let quorum = ctx.quorum(k, m, &group);
         let live = group.nodes.iter().filter(|n| n.is_some()).count();
         if group.nodes.len() != k + m || live < quorum {
             ctx.placement.refresh_soon().await;
@@ -262,21 +292,28 @@ impl Fanout {
                 group.id
             )));
         }
+        let block_size = Layout::block_size_for(ctx.stripe_size as u64, k as u32);
         let location = DataLocation {
             data_id: Bytes::copy_from_slice(&data_id),
             pg: group.id,
-            storage_class: StorageClass::Replica3 as i32,
+            storage_class: class as i32,
             size: 0,
-            block_size: ctx.block_size as u32,
+            block_size,
             data_shards: k as u32,
             parity_shards: m as u32,
         };
+        let layout = Layout {
+            data_shards: k as u32,
+            parity_shards: m as u32,
+            block_size,
+            size: 0,
+        };
         let created = now_ms();
-        let mut replicas = Vec::with_capacity(group.nodes.len());
+        let mut writers = Vec::with_capacity(group.nodes.len());
         for (i, addr) in group.nodes.iter().enumerate() {
             let shard = i as u32;
             let Some(addr) = addr.clone() else {
-                replicas.push(Replica {
+                writers.push(FragmentWriter {
                     shard,
                     addr: None,
                     tx: None,
@@ -294,7 +331,7 @@ impl Fanout {
                 version: 0,
                 upload_id: owner.upload_id.clone(),
                 part_number: owner.part_number,
-                block_size: ctx.block_size as u32,
+                block_size,
                 pg: group.id,
                 created_unix_ms: created,
             };
@@ -307,7 +344,7 @@ impl Fanout {
             let data = ctx.data.clone();
             let node = addr.clone();
             let task = tokio::spawn(async move { data.put_fragment(&node, header, blocks).await });
-            replicas.push(Replica {
+            writers.push(FragmentWriter {
                 shard,
                 addr: Some(addr),
                 tx: Some(tx),
@@ -316,88 +353,109 @@ impl Fanout {
         }
         Ok(Fanout {
             ctx: ctx.clone(),
+            codec,
+            layout,
             location,
-            replicas,
+            writers,
             quorum,
             armed: true,
         })
     }
 
-    fn live(&self) -> usize {
-        self.replicas.iter().filter(|r| r.tx.is_some()).count()
+    /// Data bytes of one full stripe.
+    fn stripe_bytes(&self) -> usize {
+        self.layout.stripe_bytes() as usize
     }
 
-    /// Sends one block to every live replica; drops replicas that failed or stalled.
-    async fn send(&mut self, block: Bytes) -> GwResult<()> {
-        let sends = self.replicas.iter_mut().filter(|r| r.tx.is_some()).map(|r| {
-            let block = block.clone();
-            async move {
-                let ok = match r.tx.as_ref() {
-                    Some(tx) => matches!(tokio::time::timeout(SEND_TIMEOUT, tx.send(block)).await, Ok(Ok(()))),
+    fn live(&self) -> usize {
+        self.writers.iter().filter(|r| r.tx.is_some()).count()
+    }
+
+    /// Encodes one stripe (full, or the short last one) and sends block i to
+    /// fragment i; drops fragments whose node failed or stalled.
+    async fn send_stripe(&mut self, stripe: Bytes) -> GwResult<()> {
+        let k = self.codec.data_shards();
+        let shard_len = if stripe.len() == self.stripe_bytes() {
+            self.layout.block_size as usize
+        } else {
+            stripe.len().div_ceil(k)
+        };
+        let blocks = self
+            .codec
+            .encode(&stripe, shard_len)
+            .map_err(|e| GwError::Internal(e.to_string()))?;
+        let sends = self
+            .writers
+            .iter_mut()
+            .zip(blocks)
+            .filter(|(w, _)| w.tx.is_some())
+            .map(|(w, block)| async move {
+                let ok = match w.tx.as_ref() {
+                    Some(tx) => matches!(
+                        tokio::time::timeout(SEND_TIMEOUT, tx.send(block)).await,
+                        Ok(Ok(()))
+                    ),
                     None => false,
                 };
                 if !ok {
-                    r.tx = None;
-                    let why = match r.task.take() {
-                        Some(t) if t.is_finished() => match t.await {
-                            Ok(Err(e)) => e.to_string(),
-                            Ok(Ok(_)) => "finished early".to_string(),
-                            Err(e) => e.to_string(),
-                        },
-                        Some(t) => {
-                            t.abort();
-                            "stalled".to_string()
-                        }
-                        None => "no task".to_string(),
-                    };
-                    tracing::warn!(shard = r.shard, node = ?r.addr, error = %why, "replica dropped from write");
+                    w.drop_out();
                 }
-            }
-        });
+            });
         futures::future::join_all(sends).await;
         if self.live() < self.quorum {
             self.ctx.placement.refresh_soon().await;
             return Err(GwError::Unavailable(format!(
-                "write quorum lost: {} of {} replicas left, {} needed",
+                "write quorum lost: {} of {} fragments left, {} needed",
                 self.live(),
-                self.replicas.len(),
+                self.writers.len(),
                 self.quorum
             )));
         }
         Ok(())
     }
 
-    /// Ends the streams and waits until `quorum` replicas stored `size` bytes durably.
+    /// Ends the streams and waits until `quorum` fragments of a `size`-byte
+    /// body are durable. Fragments still in flight then get a short grace
+    /// (as long as the quorum took, at least `GRACE_MIN`) so a healthy
+    /// cluster stores all k+m before the PUT is answered.
     async fn finish(mut self, size: u64) -> GwResult<DataLocation> {
-        for r in &mut self.replicas {
-            r.tx = None;
+        for w in &mut self.writers {
+            w.tx = None;
         }
+        let want = Layout {
+            size,
+            ..self.layout
+        }
+        .fragment_len();
+        let started = Instant::now();
         let mut pending: FuturesUnordered<_> = self
-            .replicas
+            .writers
             .iter_mut()
-            .filter_map(|r| {
-                let shard = r.shard;
-                r.task
+            .filter_map(|w| {
+                let shard = w.shard;
+                w.task
                     .take()
                     .map(|t| async move { (shard, tokio::time::timeout(FINISH_TIMEOUT, t).await) })
             })
             .collect();
+        let width = self.writers.len();
         let mut acked = 0usize;
         let mut errors = Vec::new();
+        let judge = |shard: u32, res, acked: &mut usize, errors: &mut Vec<String>| match res {
+            Ok(Ok(Ok(PutFragmentResponse { length, .. }))) if length == want => *acked += 1,
+            Ok(Ok(Ok(resp))) => errors.push(format!(
+                "shard {shard}: stored {} of {want} bytes",
+                resp.length
+            )),
+            Ok(Ok(Err(e))) => errors.push(format!("shard {shard}: {e}")),
+            Ok(Err(e)) => errors.push(format!("shard {shard}: task {e}")),
+            Err(_) => errors.push(format!("shard {shard}: timed out")),
+        };
         while acked < self.quorum {
             let Some((shard, res)) = pending.next().await else {
                 break;
             };
-            match res {
-                Ok(Ok(Ok(resp))) if resp.length == size => acked += 1,
-                Ok(Ok(Ok(resp))) => errors.push(format!(
-                    "shard {shard}: stored {} of {size} bytes",
-                    resp.length
-                )),
-                Ok(Ok(Err(e))) => errors.push(format!("shard {shard}: {e}")),
-                Ok(Err(e)) => errors.push(format!("shard {shard}: task {e}")),
-                Err(_) => errors.push(format!("shard {shard}: timed out")),
-            }
+            judge(shard, res, &mut acked, &mut errors);
         }
         if acked < self.quorum {
             return Err(GwError::Unavailable(format!(
@@ -406,21 +464,26 @@ impl Fanout {
                 errors.join("; ")
             )));
         }
-        for e in &errors {
-            tracing::warn!(error = %e, "replica write failed; body is under-replicated until healed");
+        let grace = started.elapsed().max(GRACE_MIN);
+        let deadline = tokio::time::Instant::now() + grace;
+        while !pending.is_empty() {
+            match tokio::time::timeout_at(deadline, pending.next()).await {
+                Ok(Some((shard, res))) => judge(shard, res, &mut acked, &mut errors),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        if acked < width {
+            metrics::degraded_write();
+            tracing::warn!(
+                acked,
+                width,
+                errors = %errors.join("; "),
+                "body stored with missing fragments; healing rebuilds them"
+            );
         }
         // Stragglers finish on their own; their outcome only matters for healing.
         if !pending.is_empty() {
-            tokio::spawn(async move {
-                while let Some((shard, res)) = pending.next().await {
-                    if !matches!(res, Ok(Ok(Ok(_)))) {
-                        tracing::warn!(
-                            shard,
-                            "late replica write failed; body is under-replicated until healed"
-                        );
-                    }
-                }
-            });
+            tokio::spawn(async move { while pending.next().await.is_some() {} });
         }
         self.armed = false;
         Ok(self.location.clone())
@@ -429,9 +492,9 @@ impl Fanout {
 
 impl Drop for Fanout {
     fn drop(&mut self) {
-        for r in &mut self.replicas {
-            r.tx = None;
-            if let Some(t) = r.task.take() {
+        for w in &mut self.writers {
+            w.tx = None;
+            if let Some(t) = w.task.take() {
                 t.abort();
             }
         }

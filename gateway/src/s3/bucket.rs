@@ -19,7 +19,8 @@ use s3s::{S3Request, S3Response};
 use crate::context::Ctx;
 use crate::error::{GwError, GwResult};
 use crate::meta::{self, now_ms};
-use crate::s3::common::{load_bucket, owner, timestamp};
+use crate::s3::common::{check_placeable, load_bucket, owner, timestamp};
+use crate::storage_class;
 
 /// S3's bucket naming rules (general purpose buckets).
 pub fn validate_bucket_name(name: &str) -> Result<(), String> {
@@ -73,11 +74,31 @@ fn already_exists(ctx: &Ctx, existing: &BucketRecord, owner: &str) -> GwResult<(
     }
 }
 
+/// The class of a new bucket: `x-kura-storage-class` or the gateway default.
+fn bucket_class(ctx: &Ctx, headers: &http::HeaderMap) -> GwResult<StorageClass> {
+    let Some(v) = headers.get(storage_class::BUCKET_CLASS_HEADER) else {
+        return Ok(ctx.default_class);
+    };
+    let class = v
+        .to_str()
+        .ok()
+        .and_then(storage_class::parse)
+        .ok_or_else(|| {
+            GwError::InvalidStorageClass(format!(
+                "{} must be EC_4_2, EC_8_3 or REPLICA3 (or an S3 class name)",
+                storage_class::BUCKET_CLASS_HEADER
+            ))
+        })?;
+    check_placeable(ctx, class)?;
+    Ok(class)
+}
+
 pub async fn create_bucket(
     ctx: &Arc<Ctx>,
     req: S3Request<CreateBucketInput>,
 ) -> GwResult<S3Response<CreateBucketOutput>> {
     let owner = crate::auth::owner_of(req.credentials.as_ref());
+    let class = bucket_class(ctx, &req.headers)?;
     let input = req.input;
     let name = input.bucket;
     validate_bucket_name(&name).map_err(GwError::InvalidBucketName)?;
@@ -104,7 +125,7 @@ pub async fn create_bucket(
         name: name.clone(),
         owner: owner.clone(),
         created_unix_ms: now_ms(),
-        storage_class: StorageClass::Replica3 as i32,
+        storage_class: class as i32,
         region: ctx.region.clone(),
     };
     let value = keys::encode_value(&rec);

@@ -3,12 +3,13 @@
 
 use kura_metashard::client::Cf;
 use kura_metashard::keys;
-use kura_proto::meta::{BucketRecord, ObjectRecord};
+use kura_proto::meta::{BucketRecord, ObjectRecord, StorageClass};
 use s3s::dto::{ETag, Owner, Timestamp, TimestampFormat};
 
 use crate::context::{Ctx, MAX_KEY_LEN};
 use crate::error::{GwError, GwResult};
 use crate::meta::Versioned;
+use crate::storage_class;
 
 /// The only object version that exists today.
 pub const NULL_VERSION: u64 = 0;
@@ -19,6 +20,50 @@ pub async fn load_bucket(ctx: &Ctx, name: &str) -> GwResult<Versioned<BucketReco
         .get::<BucketRecord>(Cf::Meta, &keys::bucket_key(name))
         .await?
         .ok_or(GwError::NoSuchBucket)
+}
+
+/// The class a new body goes to: `x-amz-storage-class` when the client sent
+/// one, else the bucket's. InvalidStorageClass for names we do not know and
+/// for classes this cluster cannot place (too few data nodes or zones).
+pub fn write_class(
+    ctx: &Ctx,
+    requested: Option<&s3s::dto::StorageClass>,
+    bucket: &BucketRecord,
+) -> GwResult<StorageClass> {
+    let class = match requested {
+        Some(name) => storage_class::parse(name.as_str()).ok_or_else(|| {
+            GwError::InvalidStorageClass(format!(
+                "The storage class you specified is not valid: {}",
+                name.as_str()
+            ))
+        })?,
+        None => storage_class::recorded(bucket.storage_class, ctx.default_class),
+    };
+    check_placeable(ctx, class)?;
+    Ok(class)
+}
+
+/// InvalidStorageClass when PD's map has no groups for `class` (too few data
+/// nodes or zones for its rules). Without a map yet, nothing is refused here.
+pub fn check_placeable(ctx: &Ctx, class: StorageClass) -> GwResult<()> {
+    match ctx.placement.current() {
+        Some(view) if view.class(class).is_none() => Err(GwError::InvalidStorageClass(format!(
+            "storage class {} cannot be placed in this cluster (too few data nodes or zones)",
+            class.as_str_name()
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// The S3 name of a recorded storage class.
+pub fn s3_class_name(value: i32) -> &'static str {
+    storage_class::s3_name(storage_class::recorded(value, StorageClass::Ec42))
+}
+
+/// The `x-amz-storage-class` header for a stored class: none for STANDARD, as AWS.
+pub fn reported_class(value: i32) -> Option<s3s::dto::StorageClass> {
+    let name = s3_class_name(value);
+    (name != "STANDARD").then(|| s3s::dto::StorageClass::from(name.to_string()))
 }
 
 /// The current (null) version of an object, if any.

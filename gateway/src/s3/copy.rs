@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use kura_proto::meta::ObjectRecord;
+use kura_proto::meta::{ObjectRecord, StorageClass};
 use s3s::dto::*;
 use s3s::{S3Request, S3Response};
 
@@ -16,9 +16,12 @@ use crate::data::writer::{write_body, BodyOwner, WriteSpec, Written};
 use crate::error::{GwError, GwResult};
 use crate::s3::common::{
     check_key, check_version_id, etag, load_bucket, load_object, store_request_headers, timestamp,
+    write_class,
 };
 use crate::s3::get::check_conditions;
-use crate::s3::multipart::{check_part_number, commit_part, load_upload, part_for_body};
+use crate::s3::multipart::{
+    check_part_number, commit_part, load_upload, part_for_body, upload_class,
+};
 use crate::s3::put::{commit_in_task, commit_object, object_for_body, WritePrecondition};
 
 /// The source object of a copy, after its x-amz-copy-source-if-* checks.
@@ -71,6 +74,7 @@ async fn copy_body(
     range: std::ops::Range<u64>,
     owner: BodyOwner,
     max_size: u64,
+    class: StorageClass,
 ) -> GwResult<Written> {
     let len = range.end - range.start;
     if len > max_size {
@@ -92,6 +96,7 @@ async fn copy_body(
         max_size,
         content_md5: None,
         checksums,
+        class,
     };
     write_body(ctx, spec, body).await
 }
@@ -138,9 +143,10 @@ pub async fn copy_object(
         upload_id: String::new(),
         part_number: 0,
     };
-    let written = copy_body(ctx, &src, 0..src.size, owner, MAX_SINGLE_PUT).await?;
+    let class = write_class(ctx, input.storage_class.as_ref(), &dst.record)?;
+    let written = copy_body(ctx, &src, 0..src.size, owner, MAX_SINGLE_PUT, class).await?;
     let etag_value = written.etag();
-    let mut rec = object_for_body(bucket_id, &input.key, &written);
+    let mut rec = object_for_body(bucket_id, &input.key, &written, class);
     if replace {
         store_request_headers!(rec, input);
     } else {
@@ -223,7 +229,8 @@ pub async fn upload_part_copy(
         upload_id: input.upload_id.clone(),
         part_number,
     };
-    let written = copy_body(ctx, &src, range, owner, MAX_PART_SIZE).await?;
+    let class = upload_class(ctx, &upload.record);
+    let written = copy_body(ctx, &src, range, owner, MAX_PART_SIZE, class).await?;
     let etag_value = written.etag();
     let part = part_for_body(part_number, &written);
     let last_modified = part.last_modified_unix_ms;

@@ -14,7 +14,7 @@ use crate::data::reader;
 use crate::error::{GwError, GwResult};
 use crate::s3::common::{
     check_key, check_version_id, etag, is_multipart, load_bucket, load_object, non_empty,
-    parse_http_date, timestamp, unix_seconds, unquote,
+    parse_http_date, reported_class, timestamp, unix_seconds, unquote,
 };
 
 fn etag_matches(cond: &ETagCondition, etag: &str) -> bool {
@@ -170,6 +170,7 @@ macro_rules! object_output {
                 cache_control: non_empty(&rec.cache_control),
                 expires: parse_http_date(&rec.expires),
                 metadata: (!rec.user_metadata.is_empty()).then(|| rec.user_metadata.clone()),
+                storage_class: reported_class(rec.storage_class),
             }
         )
     }};

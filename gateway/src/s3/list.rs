@@ -21,7 +21,8 @@ use s3s::{S3Request, S3Response};
 use crate::context::Ctx;
 use crate::error::{GwError, GwResult};
 use crate::s3::common::{
-    etag, load_bucket, maybe_encode, owner, timestamp, wants_url_encoding, NULL_VERSION,
+    etag, load_bucket, maybe_encode, owner, s3_class_name, timestamp, wants_url_encoding,
+    NULL_VERSION,
 };
 
 /// Most entries one page returns (S3's cap for max-keys / max-uploads).
@@ -223,8 +224,8 @@ fn to_object(key: &str, rec: &ObjectRecord, url: bool, owner_id: Option<&str>) -
         e_tag: Some(etag(&rec.etag)),
         last_modified: Some(timestamp(rec.last_modified_unix_ms)),
         size: Some(rec.size as i64),
-        storage_class: Some(ObjectStorageClass::from_static(
-            ObjectStorageClass::STANDARD,
+        storage_class: Some(ObjectStorageClass::from(
+            s3_class_name(rec.storage_class).to_string(),
         )),
         owner: owner_id.map(owner),
         ..Default::default()

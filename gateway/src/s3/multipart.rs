@@ -27,7 +27,7 @@ use crate::error::{GwError, GwResult};
 use crate::meta::{self, now_ms, Versioned, RMW_ATTEMPTS};
 use crate::s3::common::{
     check_key, declared_length, etag, load_bucket, maybe_encode, owner, store_request_headers,
-    timestamp, unquote, wants_url_encoding,
+    s3_class_name, timestamp, unquote, wants_url_encoding, write_class,
 };
 use crate::s3::list::{self, Decoded, Entry, ListParams, MetaSource, MAX_PAGE};
 use crate::s3::put::{commit_in_task, commit_object, CommitOutcome, WritePrecondition};
@@ -68,6 +68,11 @@ pub(crate) fn check_part_number(n: i32) -> GwResult<u32> {
         )));
     }
     Ok(n as u32)
+}
+
+/// The storage class an upload's parts are written with (chosen at CreateMultipartUpload).
+pub(crate) fn upload_class(ctx: &Ctx, upload: &MultipartUploadRecord) -> StorageClass {
+    crate::storage_class::recorded(upload.storage_class, ctx.default_class)
 }
 
 /// Reads the upload record; NoSuchUpload when absent or the id is malformed.
@@ -162,6 +167,7 @@ pub async fn create_multipart_upload(
     check_key(&input.key)?;
     let bucket = load_bucket(ctx, &input.bucket).await?;
     let bucket_id = bucket.record.id;
+    let class = write_class(ctx, input.storage_class.as_ref(), &bucket.record)?;
     let upload_id = new_upload_id();
     let mut rec = MultipartUploadRecord {
         bucket_id,
@@ -169,7 +175,7 @@ pub async fn create_multipart_upload(
         upload_id: upload_id.clone(),
         initiated_unix_ms: now_ms(),
         owner: initiator,
-        storage_class: StorageClass::Replica3 as i32,
+        storage_class: class as i32,
         ..Default::default()
     };
     store_request_headers!(rec, input);
@@ -226,6 +232,7 @@ pub async fn upload_part(
         max_size: MAX_PART_SIZE,
         content_md5: input.content_md5.as_deref(),
         checksums,
+        class: upload_class(ctx, &upload.record),
     };
     let body = input
         .body
@@ -420,7 +427,7 @@ pub async fn complete_multipart_upload(
                 inline_data: p.record.inline_data.clone(),
             })
             .collect(),
-        storage_class: StorageClass::Replica3 as i32,
+        storage_class: u.storage_class,
         checksums: Default::default(),
     };
     let chosen_numbers: std::collections::HashSet<u32> =
@@ -553,8 +560,8 @@ pub async fn list_parts(
         is_truncated: Some(truncated),
         initiator: Some(initiator(&who)),
         owner: Some(who),
-        storage_class: Some(s3s::dto::StorageClass::from_static(
-            s3s::dto::StorageClass::STANDARD,
+        storage_class: Some(s3s::dto::StorageClass::from(
+            s3_class_name(upload.record.storage_class).to_string(),
         )),
         parts: Some(
             parts
@@ -657,8 +664,8 @@ pub async fn list_multipart_uploads(
                     initiated: Some(timestamp(item.initiated_unix_ms)),
                     initiator: Some(initiator(&who)),
                     owner: Some(who),
-                    storage_class: Some(s3s::dto::StorageClass::from_static(
-                        s3s::dto::StorageClass::STANDARD,
+                    storage_class: Some(s3s::dto::StorageClass::from(
+                        s3_class_name(item.storage_class).to_string(),
                     )),
                     ..Default::default()
                 });

@@ -27,7 +27,7 @@ use crate::error::{GwError, GwResult};
 use crate::meta::{self, now_ms, RMW_ATTEMPTS};
 use crate::s3::common::{
     check_key, declared_length, etag, load_bucket, load_object, object_key, store_request_headers,
-    unquote, NULL_VERSION,
+    unquote, write_class, NULL_VERSION,
 };
 
 /// A conditional write (`If-None-Match: *` / `If-Match: "etag"` on PUT or Complete).
@@ -166,6 +166,7 @@ pub async fn put_object(
     let content_length = declared_length(input.content_length)?;
     let bucket = load_bucket(ctx, &input.bucket).await?;
     let bucket_id = bucket.record.id;
+    let class = write_class(ctx, input.storage_class.as_ref(), &bucket.record)?;
     if !pre.is_empty() {
         // Fail fast before streaming a body that could never commit.
         pre.check(
@@ -187,6 +188,7 @@ pub async fn put_object(
         max_size: MAX_SINGLE_PUT,
         content_md5: input.content_md5.as_deref(),
         checksums,
+        class,
     };
     let body = input
         .body
@@ -194,7 +196,7 @@ pub async fn put_object(
     let written = write_body(ctx, spec, body).await?;
 
     let etag_value = written.etag();
-    let mut rec = object_for_body(bucket_id, &input.key, &written);
+    let mut rec = object_for_body(bucket_id, &input.key, &written, class);
     store_request_headers!(rec, input);
 
     // From here on the commit must finish even if the client goes away.
@@ -213,9 +215,14 @@ pub async fn put_object(
 }
 
 /// The record of a new object whose whole body is `written`, as the null
-/// version of (bucket_id, key). HTTP headers and user metadata are left
-/// empty for the caller to fill in.
-pub fn object_for_body(bucket_id: u64, key: &str, written: &Written) -> ObjectRecord {
+/// version of (bucket_id, key), written for storage class `class`. HTTP
+/// headers and user metadata are left empty for the caller to fill in.
+pub fn object_for_body(
+    bucket_id: u64,
+    key: &str,
+    written: &Written,
+    class: StorageClass,
+) -> ObjectRecord {
     let etag = written.etag();
     ObjectRecord {
         bucket_id,
@@ -236,7 +243,7 @@ pub fn object_for_body(bucket_id: u64, key: &str, written: &Written) -> ObjectRe
             })
             .collect(),
         etag,
-        storage_class: StorageClass::Replica3 as i32,
+        storage_class: class as i32,
         checksums: written
             .checksums
             .iter()

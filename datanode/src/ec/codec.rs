@@ -1,0 +1,217 @@
+//! The Reed-Solomon codec (reed-solomon-erasure over GF(2^8), SIMD kernels
+//! with the `simd-accel` feature; measured in ../shared/DEPENDENCIES.md and by
+//! `kura bench ec`). k = 1 is plain replication: "parity" shards are copies,
+//! so REPLICA3 bodies use the same read and heal paths as erasure-coded ones.
+
+use bytes::{Bytes, BytesMut};
+use reed_solomon_erasure::galois_8::ReedSolomon;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EcError {
+    #[error("unsupported erasure code {k}+{m}")]
+    Unsupported { k: usize, m: usize },
+    #[error("stripe needs {need} shards, only {have} available")]
+    TooFewShards { need: usize, have: usize },
+    #[error("shard lengths differ within one stripe")]
+    LengthMismatch,
+    #[error("reed-solomon: {0:?}")]
+    Codec(reed_solomon_erasure::Error),
+}
+
+#[derive(Debug)]
+pub struct Codec {
+    k: usize,
+    m: usize,
+    rs: Option<ReedSolomon>,
+}
+
+impl Codec {
+    pub fn new(k: usize, m: usize) -> Result<Codec, EcError> {
+        if k == 0 || k + m > 255 {
+            return Err(EcError::Unsupported { k, m });
+        }
+        let rs = if k == 1 || m == 0 {
+            None
+        } else {
+            Some(ReedSolomon::new(k, m).map_err(|_| EcError::Unsupported { k, m })?)
+        };
+        Ok(Codec { k, m, rs })
+    }
+
+    pub fn data_shards(&self) -> usize {
+        self.k
+    }
+
+    pub fn parity_shards(&self) -> usize {
+        self.m
+    }
+
+    /// Cuts `stripe` (at most k × `shard_len` bytes) into k data blocks of
+    /// `shard_len` bytes (the tail zero-padded) and appends the m parity
+    /// blocks. Full data blocks are zero-copy slices of `stripe`.
+    pub fn encode(&self, stripe: &Bytes, shard_len: usize) -> Result<Vec<Bytes>, EcError> {
+        if shard_len == 0 || stripe.len() > self.k * shard_len {
+            return Err(EcError::LengthMismatch);
+        }
+        let mut shards: Vec<Bytes> = Vec::with_capacity(self.k + self.m);
+        for i in 0..self.k {
+            let lo = (i * shard_len).min(stripe.len());
+            let hi = ((i + 1) * shard_len).min(stripe.len());
+            if hi - lo == shard_len {
+                shards.push(stripe.slice(lo..hi));
+            } else {
+                let mut b = BytesMut::zeroed(shard_len);
+                b[..hi - lo].copy_from_slice(&stripe[lo..hi]);
+                shards.push(b.freeze());
+            }
+        }
+        match &self.rs {
+            None => {
+                for _ in 0..self.m {
+                    shards.push(shards[0].clone());
+                }
+            }
+            Some(rs) => {
+                let mut parity: Vec<Vec<u8>> = vec![vec![0u8; shard_len]; self.m];
+                rs.encode_sep(&shards, &mut parity)
+                    .map_err(EcError::Codec)?;
+                shards.extend(parity.into_iter().map(Bytes::from));
+            }
+        }
+        Ok(shards)
+    }
+
+    /// Fills in the missing data shards (indexes < k) of one stripe from any k
+    /// present shards. `shards` has k + m slots; parity slots stay as given.
+    pub fn reconstruct_data(&self, shards: &mut [Option<Bytes>]) -> Result<(), EcError> {
+        let width = self.k + self.m;
+        if shards.len() != width {
+            return Err(EcError::LengthMismatch);
+        }
+        let have = shards.iter().filter(|s| s.is_some()).count();
+        if shards[..self.k].iter().all(|s| s.is_some()) {
+            return Ok(());
+        }
+        if have < self.k {
+            return Err(EcError::TooFewShards {
+                need: self.k,
+                have,
+            });
+        }
+        let mut lens = shards.iter().flatten().map(|s| s.len());
+        let len = lens.next().unwrap_or(0);
+        if lens.any(|l| l != len) {
+            return Err(EcError::LengthMismatch);
+        }
+        match &self.rs {
+            None => {
+                // Replication: any copy is the data.
+                let copy = shards.iter().flatten().next().cloned();
+                shards[0] = copy;
+                Ok(())
+            }
+            Some(rs) => {
+                let mut work: Vec<Option<Vec<u8>>> = shards
+                    .iter()
+                    .map(|s| s.as_ref().map(|b| b.to_vec()))
+                    .collect();
+                rs.reconstruct_data(&mut work).map_err(EcError::Codec)?;
+                for (slot, rebuilt) in shards.iter_mut().zip(work).take(self.k) {
+                    if slot.is_none() {
+                        *slot = rebuilt.map(Bytes::from);
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Every shard (data and parity) of one stripe from any k present ones:
+    /// what a healer needs to rewrite a lost fragment.
+    pub fn reconstruct_all(&self, shards: &mut [Option<Bytes>]) -> Result<(), EcError> {
+        self.reconstruct_data(shards)?;
+        if shards.iter().all(|s| s.is_some()) {
+            return Ok(());
+        }
+        let Some(len) = shards[0].as_ref().map(|b| b.len()) else {
+            return Err(EcError::LengthMismatch);
+        };
+        let data: Vec<Bytes> = shards[..self.k].iter().flatten().cloned().collect();
+        let mut stripe = BytesMut::with_capacity(self.k * len);
+        for d in &data {
+            stripe.extend_from_slice(d);
+        }
+        let full = self.encode(&stripe.freeze(), len)?;
+        for (slot, fresh) in shards.iter_mut().zip(full) {
+            if slot.is_none() {
+                *slot = Some(fresh);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stripe(n: usize, seed: u8) -> Bytes {
+        Bytes::from((0..n).map(|i| (i as u8).wrapping_mul(31) ^ seed).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn any_k_shards_rebuild_the_data() {
+        for (k, m) in [(4usize, 2usize), (8, 3), (1, 2), (3, 0)] {
+            let codec = Codec::new(k, m).unwrap();
+            for len in [1usize, 5, 64, 100] {
+                for data_len in [1, len * k / 2 + 1, len * k] {
+                    let s = stripe(data_len, len as u8);
+                    let shards = codec.encode(&s, len).unwrap();
+                    assert_eq!(shards.len(), k + m);
+                    assert!(shards.iter().all(|b| b.len() == len));
+                    let joined: Vec<u8> = shards[..k].concat();
+                    assert_eq!(&joined[..data_len], &s[..]);
+                    assert!(joined[data_len..].iter().all(|&b| b == 0));
+                    // Drop every combination of up to m shards.
+                    for mask in 0u32..(1 << (k + m)) {
+                        if mask.count_ones() as usize > m {
+                            continue;
+                        }
+                        let mut got: Vec<Option<Bytes>> = shards
+                            .iter()
+                            .enumerate()
+                            .map(|(i, b)| (mask & (1 << i) == 0).then(|| b.clone()))
+                            .collect();
+                        codec.reconstruct_all(&mut got).unwrap();
+                        for (i, b) in got.iter().enumerate() {
+                            assert_eq!(b.as_ref(), Some(&shards[i]), "{k}+{m} mask {mask:b}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn too_few_shards_is_an_error_not_garbage() {
+        let codec = Codec::new(4, 2).unwrap();
+        let shards = codec.encode(&stripe(400, 1), 100).unwrap();
+        let mut got: Vec<Option<Bytes>> = shards.iter().cloned().map(Some).collect();
+        got[0] = None;
+        got[1] = None;
+        got[4] = None;
+        assert!(matches!(
+            codec.reconstruct_data(&mut got),
+            Err(EcError::TooFewShards { need: 4, have: 3 })
+        ));
+        let mut uneven: Vec<Option<Bytes>> = shards.iter().cloned().map(Some).collect();
+        uneven[0] = None;
+        uneven[5] = Some(Bytes::from_static(b"short"));
+        assert!(matches!(
+            codec.reconstruct_data(&mut uneven),
+            Err(EcError::LengthMismatch)
+        ));
+        assert!(Codec::new(0, 2).is_err());
+        assert!(codec.encode(&stripe(401, 1), 100).is_err());
+    }
+}
