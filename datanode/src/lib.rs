@@ -20,7 +20,7 @@ pub mod node;
 pub mod service;
 pub mod store;
 
-pub use client::{DataNodeClient, DataNodeError};
+pub use client::{DataNodeClient, DataNodeError, PgFilter};
 pub use error::{Error, StoreError};
 pub use node::{run, serve, Config, DEFAULT_MIN_FREE_BYTES, DEFAULT_SEGMENT_SIZE};
 pub use store::{Store, StoreOptions};

@@ -27,6 +27,11 @@ pub const MAX_MESSAGE_SIZE: usize = 20 << 20;
 /// Blocks read ahead of the network per GetFragment stream.
 const READ_AHEAD: usize = 4;
 
+/// ListFragments page size when the request says 0, and the most one page may hold
+/// (5000 headers with 1 KiB keys stay far below `MAX_MESSAGE_SIZE`).
+pub const DEFAULT_LIST_LIMIT: u32 = 1000;
+pub const MAX_LIST_LIMIT: u32 = 5000;
+
 impl From<StoreError> for Status {
     fn from(e: StoreError) -> Self {
         match e {
@@ -195,5 +200,34 @@ impl DataNode for DataNodeService {
             },
         };
         Ok(Response::new(resp))
+    }
+
+    async fn list_fragments(
+        &self,
+        request: Request<ListFragmentsRequest>,
+    ) -> Result<Response<ListFragmentsResponse>, Status> {
+        let req = request.into_inner();
+        let limit = match req.limit {
+            0 => DEFAULT_LIST_LIMIT,
+            n => n.min(MAX_LIST_LIMIT),
+        } as usize;
+        let pg = (!req.all_pgs).then_some(req.pg);
+        let (locs, more) = self.store.list_fragments(pg, req.after.as_ref(), limit);
+        let fragments = locs
+            .iter()
+            .map(|l| FragmentEntry {
+                header: Some(l.header.clone()),
+                length: l.length,
+                blocks: l.blocks,
+            })
+            .collect();
+        Ok(Response::new(ListFragmentsResponse { fragments, more }))
+    }
+
+    async fn scrub_now(
+        &self,
+        _request: Request<ScrubNowRequest>,
+    ) -> Result<Response<ScrubNowResponse>, Status> {
+        Err(Status::unimplemented("scrub"))
     }
 }

@@ -403,6 +403,17 @@ impl Store {
         lock(&self.index).get(id)
     }
 
+    /// Up to `limit` live fragments after `after` in (data_id, shard) order, of placement
+    /// group `pg` (None: every group), and whether more follow. In-memory only.
+    pub fn list_fragments(
+        &self,
+        pg: Option<u32>,
+        after: Option<&FragmentId>,
+        limit: usize,
+    ) -> (Vec<Arc<Location>>, bool) {
+        lock(&self.index).list(pg, after, limit)
+    }
+
     /// Reads block `i` of a fragment and verifies its CRC32C. Returns the payload and CRC.
     pub fn read_block(&self, loc: &Location, i: u32) -> Result<(Bytes, u32), StoreError> {
         if i >= loc.blocks {
@@ -662,8 +673,10 @@ impl PutWriter {
             seq,
             blocks_crc: crc32c(&st.block_headers),
         };
+        let id = st.header.id.clone().unwrap_or_default();
         if let Err(e) = st.write(&footer.encode(st.header_crc)) {
-            lock(&store.index).abort_commit();
+            // A partial footer write may have landed whole before failing.
+            lock(&store.index).abort_commit(seq, Some((&id, st.active.seg.id)));
             st.abort();
             return Err(e);
         }
@@ -671,7 +684,7 @@ impl PutWriter {
             // After a failed fsync the page cache cannot be trusted: seal the segment
             // (dropping `st` does not return it to the pool). The unacknowledged record
             // may still appear after a restart; the orphan scrubber owns that case.
-            lock(&store.index).abort_commit();
+            lock(&store.index).abort_commit(seq, Some((&id, st.active.seg.id)));
             tracing::error!(segment = st.active.seg.id, error = %e, "fsync failed; sealing the segment");
             return Err(e);
         }
