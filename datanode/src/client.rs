@@ -263,6 +263,30 @@ impl DataNodeClient {
         Ok(resp.into_inner())
     }
 
+    /// Makes `addr` verify every block of the fragments of `pg` now, quarantining corrupt
+    /// ones; returns when done (minutes on a big node: give the call no short deadline).
+    /// `bytes_per_sec` 0 = unpaced.
+    pub async fn scrub_now(
+        &self,
+        addr: &str,
+        pg: PgFilter,
+        bytes_per_sec: u64,
+    ) -> Result<ScrubNowResponse, DataNodeError> {
+        let mut client = self.client(addr)?;
+        let (all_pgs, pg) = match pg {
+            PgFilter::All => (true, 0),
+            PgFilter::Pg(pg) => (false, pg),
+        };
+        let resp = client
+            .scrub_now(ScrubNowRequest {
+                all_pgs,
+                pg,
+                bytes_per_sec,
+            })
+            .await?;
+        Ok(resp.into_inner())
+    }
+
     /// Every fragment `addr` holds in `pg`, following pages to the end. The listing is not
     /// a snapshot: fragments written or deleted meanwhile may or may not appear.
     pub async fn list_all_fragments(
@@ -349,6 +373,7 @@ mod tests {
         assert_send(&c.stat_fragment("127.0.0.1:1", FragmentId::default()));
         assert_send(&c.list_fragments("127.0.0.1:1", PgFilter::All, None, 0));
         assert_send(&c.list_all_fragments("127.0.0.1:1", PgFilter::Pg(3)));
+        assert_send(&c.scrub_now("127.0.0.1:1", PgFilter::All, 0));
     }
 
     #[test]

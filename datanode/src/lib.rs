@@ -15,6 +15,7 @@
 pub mod client;
 pub mod crc;
 pub mod error;
+pub mod maintenance;
 mod metrics;
 pub mod node;
 pub mod service;
@@ -22,5 +23,6 @@ pub mod store;
 
 pub use client::{DataNodeClient, DataNodeError, PgFilter};
 pub use error::{Error, StoreError};
+pub use maintenance::Maintenance;
 pub use node::{run, serve, Config, DEFAULT_MIN_FREE_BYTES, DEFAULT_SEGMENT_SIZE};
 pub use store::{Store, StoreOptions};

@@ -19,6 +19,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::error::StoreError;
 use crate::metrics;
+use crate::store::scrub::Pacer;
 use crate::store::{PutWriter, Store};
 
 /// Largest gRPC message either side accepts: one block of up to 16 MiB plus framing.
@@ -226,8 +227,22 @@ impl DataNode for DataNodeService {
 
     async fn scrub_now(
         &self,
-        _request: Request<ScrubNowRequest>,
+        request: Request<ScrubNowRequest>,
     ) -> Result<Response<ScrubNowResponse>, Status> {
-        Err(Status::unimplemented("scrub"))
+        let req = request.into_inner();
+        let pg = (!req.all_pgs).then_some(req.pg);
+        let store = self.store.clone();
+        // Runs to the end even if the caller goes away: it is bounded by the store size.
+        let stats = blocking(move || {
+            let mut pacer = Pacer::new(req.bytes_per_sec, Box::new(|| false));
+            store.scrub(pg, &mut pacer, &mut |_, _| {})
+        })
+        .await?;
+        Ok(Response::new(ScrubNowResponse {
+            fragments: stats.fragments,
+            bytes: stats.bytes,
+            corrupt: stats.corrupt,
+            read_errors: stats.read_errors,
+        }))
     }
 }

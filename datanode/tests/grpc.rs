@@ -308,6 +308,53 @@ async fn corrupt_block_reaches_client_as_corrupt() {
         "{:?}",
         got[2]
     );
+    // Quarantined by that read: it now looks missing everywhere.
+    assert!(
+        !client
+            .stat_fragment(&node.addr, fid(1))
+            .await
+            .unwrap()
+            .found
+    );
+    let listed = client
+        .list_all_fragments(&node.addr, kura_datanode::PgFilter::All)
+        .await
+        .unwrap();
+    assert!(listed.is_empty());
+
+    // ScrubNow finds corruption nobody has read yet.
+    for n in 2..5 {
+        client
+            .put_fragment(
+                &node.addr,
+                header(n, 4096),
+                futures::stream::iter(blocks(n, 2, 4096)),
+            )
+            .await
+            .unwrap();
+    }
+    let l3 = node.store.location(&fid(3)).unwrap();
+    let p3 = node
+        .store
+        .dir()
+        .join("segments")
+        .join(kura_datanode::store::format::segment_file_name(l3.segment));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(p3)
+        .unwrap()
+        .write_all_at(b"\x00\x01\x02", l3.block_offset(1) + 50)
+        .unwrap();
+    let st = client
+        .scrub_now(&node.addr, kura_datanode::PgFilter::All, 0)
+        .await
+        .unwrap();
+    assert_eq!((st.fragments, st.corrupt, st.read_errors), (2, 1, 0));
+    assert_eq!(st.bytes, 2 * 2 * 4096);
+    assert!(matches!(
+        client.get_fragment(&node.addr, fid(3), 0, 0).await.err(),
+        Some(DataNodeError::NotFound)
+    ));
     node.stop().await;
 }
 
@@ -410,6 +457,7 @@ async fn run_registers_persists_id_and_heartbeats() {
         host: "h1".into(),
         segment_size: 1 << 20,
         min_free_bytes: 0,
+        maintenance: Default::default(),
     };
     for round in 0..2 {
         let ready = Arc::new(AtomicBool::new(false));
@@ -450,6 +498,7 @@ async fn run_without_pd_stops_on_shutdown() {
         host: String::new(),
         segment_size: 1 << 20,
         min_free_bytes: 0,
+        maintenance: Default::default(),
     };
     let ready = Arc::new(AtomicBool::new(false));
     let (stop, rx) = watch::channel(false);

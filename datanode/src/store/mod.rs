@@ -18,6 +18,7 @@ pub mod format;
 pub mod identity;
 pub mod index;
 mod recovery;
+pub mod scrub;
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -415,45 +416,124 @@ impl Store {
     }
 
     /// Reads block `i` of a fragment and verifies its CRC32C. Returns the payload and CRC.
+    ///
+    /// A block that fails its checksum twice (or lies past the end of its segment) is
+    /// corruption on disk: the fragment is quarantined (see `quarantine`) and `Corrupt`
+    /// returned. An I/O error is returned as `Io` and quarantines nothing: it may be
+    /// transient (a controller reset, a cable), and one bad disk must not look like
+    /// thousands of missing fragments.
     pub fn read_block(&self, loc: &Location, i: u32) -> Result<(Bytes, u32), StoreError> {
+        self.read_verified(loc, i, true)
+    }
+
+    /// `read_block`; `client_read` says whether it counts as served bytes.
+    fn read_verified(
+        &self,
+        loc: &Location,
+        i: u32,
+        client_read: bool,
+    ) -> Result<(Bytes, u32), StoreError> {
+        let count = |n: usize| {
+            if client_read {
+                metrics::BYTES_READ.inc_by(n as u64)
+            }
+        };
         if i >= loc.blocks {
             return Err(StoreError::InvalidArgument(format!(
                 "block {i} of {}",
                 loc.blocks
             )));
         }
-        let seg = self
-            .segment(loc.segment)
-            .ok_or_else(|| StoreError::Corrupt(format!("segment {} is gone", loc.segment)))?;
-        let len = loc.block_len(i);
-        let off = loc.block_offset(i);
-        let mut buf = vec![0u8; BLOCK_HEADER_LEN as usize + len as usize];
-        seg.file.read_exact_at(&mut buf, off).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                StoreError::Corrupt(format!("segment {} ends before block {i} at {off}", seg.id))
-            } else {
-                StoreError::io(format!("reading segment {} at {off}", seg.id), e)
+        let relocated;
+        let (seg, loc) = match self.segment(loc.segment) {
+            Some(seg) => (seg, loc),
+            None => {
+                // Compaction moved the record (same seq) and removed the old segment.
+                relocated = self.relocated(loc)?;
+                let seg = self
+                    .segment(relocated.segment)
+                    .ok_or(StoreError::NotFound)?;
+                (seg, &*relocated)
             }
-        })?;
-        let mut hb = [0u8; BLOCK_HEADER_LEN as usize];
-        hb.copy_from_slice(&buf[..BLOCK_HEADER_LEN as usize]);
-        let (stored_len, stored_crc) = decode_block_header(&hb);
-        let data = Bytes::from(buf).slice(BLOCK_HEADER_LEN as usize..);
-        if stored_len != len || crc32c(&data) != stored_crc {
-            metrics::CRC_FAILURES.with_label_values(&["read"]).inc();
-            tracing::error!(
-                segment = seg.id,
-                offset = off,
-                block = i,
-                "block fails its checksum"
-            );
-            return Err(StoreError::Corrupt(format!(
-                "block {i} at segment {} offset {off} fails its checksum",
-                seg.id
-            )));
+        };
+        let fault = match read_checked_block(&seg, loc, i)? {
+            Ok(ok) => {
+                count(ok.0.len());
+                return Ok(ok);
+            }
+            // Re-read once: a bad buffer in memory is not a bad disk.
+            Err(BlockFault::Checksum(_)) => match read_checked_block(&seg, loc, i)? {
+                Ok(ok) => {
+                    tracing::warn!(
+                        segment = seg.id,
+                        block = i,
+                        "checksum failed once, then passed"
+                    );
+                    count(ok.0.len());
+                    return Ok(ok);
+                }
+                Err(f) => f,
+            },
+            Err(f @ BlockFault::Short(_)) => f,
+        };
+        metrics::CRC_FAILURES.with_label_values(&["read"]).inc();
+        let why = match fault {
+            BlockFault::Checksum(m) | BlockFault::Short(m) => m,
+        };
+        tracing::error!(segment = seg.id, block = i, %why, "stored block is corrupt");
+        self.quarantine(loc, &why);
+        Err(StoreError::Corrupt(why))
+    }
+
+    /// The current location of `loc`'s record (same seq) after compaction moved it.
+    fn relocated(&self, loc: &Location) -> Result<Arc<Location>, StoreError> {
+        let id = loc.header.id.as_ref().ok_or(StoreError::NotFound)?;
+        match lock(&self.index).get(id) {
+            Some(cur) if cur.seq == loc.seq => Ok(cur),
+            // Deleted or replaced since the caller looked it up.
+            Some(_) | None => Err(StoreError::NotFound),
         }
-        metrics::BYTES_READ.inc_by(len as u64);
-        Ok((data, stored_crc))
+    }
+
+    /// Takes a corrupt fragment out of service: a tombstone carrying the corrupt record's
+    /// own seq removes exactly that record, durably (a rebuilt copy has a higher seq and
+    /// wins, whatever order the two are written or scanned in). The fragment then looks
+    /// missing, so the healer rebuilds it from the other fragments of its stripe.
+    /// If the tombstone cannot be written (read-only or failing disk) the fragment is
+    /// still dropped from the index; after a restart the scrubber finds it again.
+    /// Returns whether this call removed it.
+    pub fn quarantine(&self, loc: &Location, why: &str) -> bool {
+        let Some(id) = loc.header.id.clone() else {
+            return false;
+        };
+        let still_live = |ix: &Index| ix.get(&id).is_some_and(|cur| cur.seq == loc.seq);
+        if !still_live(&lock(&self.index)) {
+            return false;
+        }
+        let apply = |ix: &mut Index| still_live(ix) && ix.apply_tombstone(&id, loc.seq);
+        let removed = if self.fs_read_only.load(Ordering::Relaxed) {
+            apply(&mut lock(&self.index))
+        } else {
+            match self.append_tombstone(&id, loc.seq, apply) {
+                Ok(removed) => removed,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot write a quarantine tombstone; dropping the fragment from memory only");
+                    apply(&mut lock(&self.index))
+                }
+            }
+        };
+        if removed {
+            metrics::CORRUPT_FRAGMENTS.inc();
+            tracing::error!(
+                segment = loc.segment,
+                offset = loc.record_offset,
+                seq = loc.seq,
+                pg = loc.header.pg,
+                %why,
+                "fragment quarantined"
+            );
+        }
+        removed
     }
 
     // ---- delete ---------------------------------------------------------------------
@@ -470,6 +550,20 @@ impl Store {
             }
             ix.take_seq()
         };
+        let existed = self.append_tombstone(id, seq, |ix| ix.apply_tombstone(id, seq))?;
+        metrics::FRAGMENTS_DELETED.inc();
+        Ok(existed)
+    }
+
+    /// Appends a tombstone for `id` with `seq`, makes it durable, then runs `apply` on the
+    /// index *before* the segment goes back to the pool: once the segment can be sealed
+    /// and compacted, the index already reflects the tombstone.
+    fn append_tombstone<R>(
+        &self,
+        id: &FragmentId,
+        seq: u64,
+        apply: impl FnOnce(&mut Index) -> R,
+    ) -> Result<R, StoreError> {
         let mut a = self.take_active()?;
         let (mut buf, header_crc) = encode_record_header(
             self.salt(a.seg.id),
@@ -498,10 +592,9 @@ impl Store {
         a.len = start + buf.len() as u64;
         self.used_bytes
             .fetch_add(buf.len() as u64, Ordering::Relaxed);
+        let r = apply(&mut lock(&self.index));
         self.release_active(a);
-        let existed = lock(&self.index).apply_tombstone(id, seq);
-        metrics::FRAGMENTS_DELETED.inc();
-        Ok(existed)
+        Ok(r)
     }
 
     fn timed_sync(&self, seg: &Segment) -> Result<(), StoreError> {
@@ -528,6 +621,47 @@ impl Store {
     pub fn dead_bytes(&self, segment: u64) -> u64 {
         lock(&self.index).dead_bytes(segment)
     }
+}
+
+/// Why stored bytes cannot be served (a verdict on the bytes, unlike an I/O error).
+enum BlockFault {
+    Checksum(String),
+    /// The segment ends before the block: the file was cut.
+    Short(String),
+}
+
+fn read_checked_block(
+    seg: &Segment,
+    loc: &Location,
+    i: u32,
+) -> Result<Result<(Bytes, u32), BlockFault>, StoreError> {
+    let len = loc.block_len(i);
+    let off = loc.block_offset(i);
+    let mut buf = vec![0u8; BLOCK_HEADER_LEN as usize + len as usize];
+    if let Err(e) = seg.file.read_exact_at(&mut buf, off) {
+        return if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            Ok(Err(BlockFault::Short(format!(
+                "segment {} ends before block {i} at {off}",
+                seg.id
+            ))))
+        } else {
+            Err(StoreError::io(
+                format!("reading segment {} at {off}", seg.id),
+                e,
+            ))
+        };
+    }
+    let mut hb = [0u8; BLOCK_HEADER_LEN as usize];
+    hb.copy_from_slice(&buf[..BLOCK_HEADER_LEN as usize]);
+    let (stored_len, stored_crc) = decode_block_header(&hb);
+    let data = Bytes::from(buf).slice(BLOCK_HEADER_LEN as usize..);
+    if stored_len != len || crc32c(&data) != stored_crc {
+        return Ok(Err(BlockFault::Checksum(format!(
+            "block {i} at segment {} offset {off} fails its checksum",
+            seg.id
+        ))));
+    }
+    Ok(Ok((data, stored_crc)))
 }
 
 fn validate_header(h: &FragmentHeader) -> Result<(), StoreError> {

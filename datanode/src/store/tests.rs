@@ -182,8 +182,154 @@ fn flipped_byte_is_detected_on_read() {
 
     assert!(s.read_block(&loc, 0).is_ok());
     assert!(matches!(s.read_block(&loc, 1), Err(StoreError::Corrupt(_))));
-    assert!(s.read_block(&loc, 2).is_ok());
-    assert!(matches!(read_all(&s, 1), Err(StoreError::Corrupt(_))));
+    // The read quarantined the fragment: it now looks missing, so it gets healed.
+    assert!(s.location(&fid(1)).is_none());
+    assert!(matches!(read_all(&s, 1), Err(StoreError::NotFound)));
+    assert_eq!(s.live_fragments(), 0);
+}
+
+/// Flips one payload byte of block `block` of fragment `n` on disk.
+fn corrupt_block(s: &Store, n: u32, block: u32) {
+    let loc = s.location(&fid(n)).unwrap();
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(segment_path(s, loc.segment))
+        .unwrap();
+    let off = loc.block_offset(block) + BLOCK_HEADER_LEN + 3;
+    let mut byte = [0u8; 1];
+    f.read_exact_at(&mut byte, off).unwrap();
+    f.write_all_at(&[byte[0] ^ 0x40], off).unwrap();
+}
+
+#[test]
+fn quarantine_is_durable_and_a_rebuilt_copy_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = Store::open(dir.path(), opts()).unwrap();
+        put(&s, 1, &body(1, 3 * BS as usize));
+        put(&s, 2, &body(2, 3 * BS as usize));
+        corrupt_block(&s, 1, 2);
+        assert!(matches!(read_all(&s, 1), Err(StoreError::Corrupt(_))));
+        assert!(s.location(&fid(1)).is_none());
+        // A second reader holding the old location finds it quarantined already.
+        assert_eq!(read_all(&s, 2).unwrap(), body(2, 3 * BS as usize));
+    }
+    {
+        let s = Store::open(dir.path(), opts()).unwrap();
+        assert!(s.location(&fid(1)).is_none(), "quarantine survives restart");
+        assert_eq!(read_all(&s, 2).unwrap(), body(2, 3 * BS as usize));
+        // The healer writes the fragment back.
+        put(&s, 1, &body(1, 3 * BS as usize));
+        assert_eq!(read_all(&s, 1).unwrap(), body(1, 3 * BS as usize));
+    }
+    let s = Store::open(dir.path(), opts()).unwrap();
+    assert_eq!(read_all(&s, 1).unwrap(), body(1, 3 * BS as usize));
+    assert_eq!(s.live_fragments(), 2);
+}
+
+#[test]
+fn quarantine_spares_a_newer_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path(), opts()).unwrap();
+    put(&s, 1, &body(1, 2 * BS as usize));
+    let old = s.location(&fid(1)).unwrap();
+    corrupt_block(&s, 1, 0);
+    // Rebuilt before anyone read the bad copy.
+    put(&s, 1, &body(5, 2 * BS as usize));
+    assert!(matches!(s.read_block(&old, 0), Err(StoreError::Corrupt(_))));
+    assert!(!s.quarantine(&old, "test"));
+    assert_eq!(read_all(&s, 1).unwrap(), body(5, 2 * BS as usize));
+    drop(s);
+    let s = Store::open(dir.path(), opts()).unwrap();
+    assert_eq!(read_all(&s, 1).unwrap(), body(5, 2 * BS as usize));
+}
+
+#[test]
+fn scrub_finds_and_quarantines_corrupt_fragments() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path(), opts()).unwrap();
+    let mut total = 0;
+    for n in 0..40 {
+        let len = (n as usize % 5) * BS as usize + n as usize;
+        total += len as u64;
+        let mut h = header(n);
+        h.pg = n % 2;
+        let mut w = s.begin_put(h).unwrap();
+        for chunk in body(n, len).chunks(BS as usize) {
+            w.append_block(chunk, crc32c(chunk)).unwrap();
+        }
+        w.commit().unwrap();
+    }
+    let clean = s.scrub(None, &mut scrub::Pacer::unlimited(), &mut |_, _| {});
+    assert_eq!(
+        clean,
+        scrub::ScrubStats {
+            fragments: 40,
+            bytes: total,
+            corrupt: 0,
+            read_errors: 0,
+            completed: true
+        }
+    );
+    corrupt_block(&s, 7, 1); // pg 1
+    corrupt_block(&s, 13, 0); // pg 1
+    corrupt_block(&s, 22, 1); // pg 0
+    let pg1 = s.scrub(Some(1), &mut scrub::Pacer::unlimited(), &mut |_, _| {});
+    assert_eq!((pg1.fragments, pg1.corrupt), (18, 2));
+    assert!(s.location(&fid(7)).is_none() && s.location(&fid(13)).is_none());
+    assert!(
+        s.location(&fid(22)).is_some(),
+        "other placement groups untouched"
+    );
+    let mut seen = 0;
+    let all = s.scrub(None, &mut scrub::Pacer::unlimited(), &mut |v, t| {
+        assert!(v <= t);
+        seen = v;
+    });
+    assert_eq!((all.fragments, all.corrupt, seen), (37, 1, 38));
+    assert_eq!(s.live_fragments(), 37);
+    drop(s);
+    let s = Store::open(dir.path(), opts()).unwrap();
+    assert_eq!(s.live_fragments(), 37);
+    let again = s.scrub(None, &mut scrub::Pacer::unlimited(), &mut |_, _| {});
+    assert_eq!((again.fragments, again.corrupt), (37, 0));
+}
+
+#[test]
+fn truncated_segment_quarantines_what_it_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path(), opts()).unwrap();
+    put(&s, 1, &body(1, 2 * BS as usize));
+    put(&s, 2, &body(2, 2 * BS as usize));
+    let l2 = s.location(&fid(2)).unwrap();
+    OpenOptions::new()
+        .write(true)
+        .open(segment_path(&s, l2.segment))
+        .unwrap()
+        .set_len(l2.block_offset(1) + 5)
+        .unwrap();
+    let st = s.scrub(None, &mut scrub::Pacer::unlimited(), &mut |_, _| {});
+    assert_eq!((st.fragments, st.corrupt), (1, 1));
+    assert!(s.location(&fid(2)).is_none());
+    assert_eq!(read_all(&s, 1).unwrap(), body(1, 2 * BS as usize));
+}
+
+#[test]
+fn pacer_limits_rate_and_stops() {
+    let mut p = scrub::Pacer::new(10 << 20, Box::new(|| false));
+    let t = Instant::now();
+    for _ in 0..3 {
+        assert!(p.consume(1 << 20));
+    }
+    // 2 MiB must have been paid for before the third MiB: >= 200 ms at 10 MiB/s.
+    assert!(t.elapsed() >= std::time::Duration::from_millis(190));
+    let stop = Arc::new(AtomicBool::new(false));
+    let s2 = stop.clone();
+    let mut p = scrub::Pacer::new(1, Box::new(move || s2.load(Ordering::Relaxed)));
+    assert!(p.consume(1 << 20));
+    stop.store(true, Ordering::Relaxed);
+    assert!(!p.consume(1));
 }
 
 #[test]
