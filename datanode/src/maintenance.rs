@@ -97,3 +97,32 @@ pub async fn scrub_loop(store: Arc<Store>, cfg: Maintenance, mut shutdown: watch
         }
     }
 }
+
+/// Compacts mostly-dead sealed segments every `compact_interval` until `shutdown`.
+pub async fn compact_loop(
+    store: Arc<Store>,
+    cfg: Maintenance,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    if cfg.compact_dead_fraction <= 0.0 {
+        return;
+    }
+    loop {
+        if !sleep_or_stop(cfg.compact_interval, &mut shutdown).await {
+            return;
+        }
+        let (s, stop) = (store.clone(), shutdown.clone());
+        let fraction = cfg.compact_dead_fraction;
+        match tokio::task::spawn_blocking(move || s.compact(fraction, &|| *stop.borrow())).await {
+            Ok(Ok(st)) if st.segments > 0 => tracing::info!(
+                segments = st.segments,
+                reclaimed_bytes = st.reclaimed_bytes,
+                corrupt = st.corrupt,
+                "compaction pass done"
+            ),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "compaction failed; retrying next interval"),
+            Err(e) => tracing::error!(error = %e, "compaction task failed"),
+        }
+    }
+}

@@ -114,3 +114,17 @@ pub static SCRUB_LAST_PASS: LazyLock<IntGauge> = LazyLock::new(|| {
     )
     .expect("metric registered once")
 });
+pub static COMPACTED_BYTES: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "kura_datanode_compacted_bytes_total",
+        "Segment bytes reclaimed by compaction"
+    )
+    .expect("metric registered once")
+});
+pub static COMPACTIONS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "kura_datanode_compactions_total",
+        "Segments compacted (rewritten or removed)"
+    )
+    .expect("metric registered once")
+});

@@ -84,11 +84,18 @@ pub async fn run(
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut server = tokio::spawn(serve(store.clone(), listener, stop_rx.clone()));
-    let workers = [tokio::spawn(maintenance::scrub_loop(
-        store.clone(),
-        cfg.maintenance.clone(),
-        stop_rx.clone(),
-    ))];
+    let workers = [
+        tokio::spawn(maintenance::scrub_loop(
+            store.clone(),
+            cfg.maintenance.clone(),
+            stop_rx.clone(),
+        )),
+        tokio::spawn(maintenance::compact_loop(
+            store.clone(),
+            cfg.maintenance.clone(),
+            stop_rx.clone(),
+        )),
+    ];
 
     let outcome = async {
         let node_id = tokio::select! {

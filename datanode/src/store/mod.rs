@@ -14,6 +14,7 @@
 //! <data_dir>/segments/seg-<n>.kseg         (see format.rs)
 //! ```
 
+mod compact;
 pub mod format;
 pub mod identity;
 pub mod index;
@@ -36,6 +37,7 @@ use prost::Message;
 use crate::crc::crc32c;
 use crate::error::StoreError;
 use crate::metrics;
+pub use compact::CompactStats;
 use format::*;
 use identity::Identity;
 use index::Index;
@@ -83,6 +85,8 @@ pub struct PutOutcome {
 struct Segment {
     id: u64,
     file: File,
+    /// Takes no more records (full, recovered, or failed): only now may it be compacted.
+    sealed: AtomicBool,
 }
 
 /// A segment taken from the pool by one writer; `len` is its committed length.
@@ -108,6 +112,8 @@ pub struct Store {
     avail_at_refresh: AtomicU64,
     used_at_refresh: AtomicU64,
     fs_read_only: AtomicBool,
+    /// One compaction at a time.
+    compacting: Mutex<()>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -160,7 +166,14 @@ impl Store {
             match recovery::scan_segment(&file, id, dir_uuid, !fs_ro, &mut index)? {
                 Some(scan) if scan.len > SEGMENT_HEADER_LEN || fs_ro => {
                     used += scan.len;
-                    segments.insert(id, Arc::new(Segment { id, file }));
+                    segments.insert(
+                        id,
+                        Arc::new(Segment {
+                            id,
+                            file,
+                            sealed: AtomicBool::new(true),
+                        }),
+                    );
                 }
                 None if fs_ro => {}
                 // Header only, or torn while being created: holds no record.
@@ -197,6 +210,7 @@ impl Store {
             avail_at_refresh: AtomicU64::new(u64::MAX),
             used_at_refresh: AtomicU64::new(used),
             fs_read_only: AtomicBool::new(fs_ro),
+            compacting: Mutex::new(()),
         });
         store.refresh_capacity()?;
         Ok(store)
@@ -322,7 +336,11 @@ impl Store {
             let _ = fs::remove_file(&path);
             return Err(e);
         }
-        let seg = Arc::new(Segment { id, file });
+        let seg = Arc::new(Segment {
+            id,
+            file,
+            sealed: AtomicBool::new(false),
+        });
         let mut segs = self.segments.write().unwrap_or_else(|p| p.into_inner());
         segs.insert(id, seg.clone());
         metrics::SEGMENTS.set(segs.len() as i64);
@@ -339,6 +357,7 @@ impl Store {
     /// Returns a segment to the pool, or seals it once it reached `segment_size`.
     fn release_active(&self, a: ActiveSegment) {
         if a.len >= self.opts.segment_size {
+            a.seg.sealed.store(true, Ordering::Release);
             tracing::debug!(segment = a.seg.id, len = a.len, "segment sealed");
         } else {
             lock(&self.pool).push(a);
@@ -351,6 +370,7 @@ impl Store {
         match a.seg.file.set_len(start) {
             Ok(()) => self.release_active(ActiveSegment { len: start, ..a }),
             Err(e) => {
+                a.seg.sealed.store(true, Ordering::Release);
                 tracing::error!(segment = a.seg.id, error = %e, "cannot truncate an aborted record; sealing the segment");
             }
         }
@@ -586,6 +606,7 @@ impl Store {
             return Err(StoreError::io("writing tombstone", e));
         }
         self.timed_sync(&a.seg).map_err(|e| {
+            a.seg.sealed.store(true, Ordering::Release);
             tracing::error!(segment = a.seg.id, error = %e, "fsync failed; sealing the segment");
             e
         })?;
@@ -819,6 +840,7 @@ impl PutWriter {
             // (dropping `st` does not return it to the pool). The unacknowledged record
             // may still appear after a restart; the orphan scrubber owns that case.
             lock(&store.index).abort_commit(seq, Some((&id, st.active.seg.id)));
+            st.active.seg.sealed.store(true, Ordering::Release);
             tracing::error!(segment = st.active.seg.id, error = %e, "fsync failed; sealing the segment");
             return Err(e);
         }
