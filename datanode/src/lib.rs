@@ -10,7 +10,11 @@
 //! arrow; PD is reached only through `kura-pd-client`.
 //! Start reading at `store/mod.rs` (the `Store` API), then `store/format.rs` for the bytes on
 //! disk, then `service.rs` for how the wire maps onto the store.
-//! Not yet here: group commit, a persisted index checkpoint, compaction, EC, heal/scrub/GC.
+//! Maintenance primitives (issue 6): `ListFragments` (index listing for heal/orphan GC),
+//! scrub + quarantine (`store/scrub.rs`, `Store::quarantine`), compaction
+//! (`store/compact.rs`), run in the background by `maintenance`.
+//! Not yet here: group commit, a persisted index checkpoint; healing and GC themselves
+//! live in their callers.
 
 pub mod client;
 pub mod crc;

@@ -9,6 +9,11 @@
 //! and enters the index only after its fsync. A delete applied in between must not be
 //! undone by that PUT arriving later, so while any commit is in flight a delete leaves a
 //! `Deleted{seq}` slot behind; the slots are dropped once no commit is in flight.
+//!
+//! Equal seqs (decision 0004): an equal-seq PUT is a compaction copy and replaces the one
+//! seen before; a tombstone deletes records with seq <= its own (quarantine writes one
+//! with the corrupt record's seq). The index also remembers where dead PUT records still
+//! sit on disk, so compaction knows which tombstones it must keep.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;

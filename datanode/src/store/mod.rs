@@ -6,7 +6,9 @@
 //! interleave; commit writes the footer, fdatasyncs, then publishes to the index. A
 //! writer dropped before commit truncates its partial record away. Segments roll at a
 //! record boundary once past `segment_size`. Reads use positional reads and verify every
-//! block's CRC32C. Group commit (one fsync for many writers) is a later optimisation.
+//! block's CRC32C; a block that is corrupt on disk quarantines its fragment (`quarantine`).
+//! Scrub (`scrub.rs`) and compaction (`compact.rs`) are further `impl Store` blocks.
+//! Group commit (one fsync for many writers) is a later optimisation.
 //!
 //! Layout of a data directory:
 //! ```text
