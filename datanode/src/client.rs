@@ -235,6 +235,88 @@ impl DataNodeClient {
             .await?;
         Ok(resp.into_inner())
     }
+
+    /// One page of the fragments `addr` holds, in (data_id, shard) order, from the node's
+    /// in-memory index (cheap). `after`: the last id of the previous page (None = start);
+    /// `limit` 0 = the node's default (1000), capped at 5000. `more` says whether to ask
+    /// for the next page (with `after` = the last id returned).
+    pub async fn list_fragments(
+        &self,
+        addr: &str,
+        pg: PgFilter,
+        after: Option<FragmentId>,
+        limit: u32,
+    ) -> Result<ListFragmentsResponse, DataNodeError> {
+        let mut client = self.client(addr)?;
+        let (all_pgs, pg) = match pg {
+            PgFilter::All => (true, 0),
+            PgFilter::Pg(pg) => (false, pg),
+        };
+        let resp = client
+            .list_fragments(ListFragmentsRequest {
+                all_pgs,
+                pg,
+                after,
+                limit,
+            })
+            .await?;
+        Ok(resp.into_inner())
+    }
+
+    /// Makes `addr` verify every block of the fragments of `pg` now, quarantining corrupt
+    /// ones; returns when done (minutes on a big node: give the call no short deadline).
+    /// `bytes_per_sec` 0 = unpaced.
+    pub async fn scrub_now(
+        &self,
+        addr: &str,
+        pg: PgFilter,
+        bytes_per_sec: u64,
+    ) -> Result<ScrubNowResponse, DataNodeError> {
+        let mut client = self.client(addr)?;
+        let (all_pgs, pg) = match pg {
+            PgFilter::All => (true, 0),
+            PgFilter::Pg(pg) => (false, pg),
+        };
+        let resp = client
+            .scrub_now(ScrubNowRequest {
+                all_pgs,
+                pg,
+                bytes_per_sec,
+            })
+            .await?;
+        Ok(resp.into_inner())
+    }
+
+    /// Every fragment `addr` holds in `pg`, following pages to the end. The listing is not
+    /// a snapshot: fragments written or deleted meanwhile may or may not appear.
+    pub async fn list_all_fragments(
+        &self,
+        addr: &str,
+        pg: PgFilter,
+    ) -> Result<Vec<FragmentEntry>, DataNodeError> {
+        let mut out: Vec<FragmentEntry> = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self.list_fragments(addr, pg, after, 0).await?;
+            out.extend(page.fragments);
+            if !page.more {
+                return Ok(out);
+            }
+            after = out.last().and_then(|e| e.header.as_ref()?.id.clone());
+            if after.is_none() {
+                return Err(DataNodeError::Internal(
+                    "listing page says more but ends without an id".into(),
+                ));
+            }
+        }
+    }
+}
+
+/// Which fragments `DataNodeClient::list_fragments` returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PgFilter {
+    All,
+    Pg(u32),
 }
 
 fn verify_chunk(chunk: GetFragmentChunk, expected: u32) -> Result<Bytes, DataNodeError> {
@@ -289,6 +371,9 @@ mod tests {
         assert_send(&c.get_fragment("127.0.0.1:1", FragmentId::default(), 0, 0));
         assert_send(&c.delete_fragment("127.0.0.1:1", FragmentId::default()));
         assert_send(&c.stat_fragment("127.0.0.1:1", FragmentId::default()));
+        assert_send(&c.list_fragments("127.0.0.1:1", PgFilter::All, None, 0));
+        assert_send(&c.list_all_fragments("127.0.0.1:1", PgFilter::Pg(3)));
+        assert_send(&c.scrub_now("127.0.0.1:1", PgFilter::All, 0));
     }
 
     #[test]

@@ -10,18 +10,24 @@
 //! arrow; PD is reached only through `kura-pd-client`.
 //! Start reading at `store/mod.rs` (the `Store` API), then `store/format.rs` for the bytes on
 //! disk, then `service.rs` for how the wire maps onto the store.
-//! Not yet here: group commit, a persisted index checkpoint, compaction, EC, heal/scrub/GC.
+//! Maintenance primitives (issue 6): `ListFragments` (index listing for heal/orphan GC),
+//! scrub + quarantine (`store/scrub.rs`, `Store::quarantine`), compaction
+//! (`store/compact.rs`), run in the background by `maintenance`.
+//! Not yet here: group commit, a persisted index checkpoint; healing and GC themselves
+//! live in their callers.
 
 pub mod client;
 pub mod crc;
 pub mod ec;
 pub mod error;
+pub mod maintenance;
 mod metrics;
 pub mod node;
 pub mod service;
 pub mod store;
 
-pub use client::{DataNodeClient, DataNodeError};
+pub use client::{DataNodeClient, DataNodeError, PgFilter};
 pub use error::{Error, StoreError};
+pub use maintenance::Maintenance;
 pub use node::{run, serve, Config, DEFAULT_MIN_FREE_BYTES, DEFAULT_SEGMENT_SIZE};
 pub use store::{Store, StoreOptions};

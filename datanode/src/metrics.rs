@@ -4,8 +4,9 @@
 use std::sync::LazyLock;
 
 use prometheus::{
-    exponential_buckets, register_histogram, register_int_counter, register_int_counter_vec,
-    register_int_gauge, Histogram, IntCounter, IntCounterVec, IntGauge,
+    exponential_buckets, register_gauge, register_histogram, register_int_counter,
+    register_int_counter_vec, register_int_gauge, Gauge, Histogram, IntCounter, IntCounterVec,
+    IntGauge,
 };
 
 pub static BYTES_WRITTEN: LazyLock<IntCounter> = LazyLock::new(|| {
@@ -68,6 +69,62 @@ pub static DEAD_BYTES: LazyLock<IntGauge> = LazyLock::new(|| {
     register_int_gauge!(
         "kura_datanode_dead_bytes",
         "Bytes of superseded or deleted records (reclaimable)"
+    )
+    .expect("metric registered once")
+});
+pub static SCRUB_BYTES: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "kura_datanode_scrub_bytes_total",
+        "Block payload bytes verified by scrub"
+    )
+    .expect("metric registered once")
+});
+pub static SCRUB_FRAGMENTS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "kura_datanode_scrub_fragments_total",
+        "Fragments fully verified by scrub"
+    )
+    .expect("metric registered once")
+});
+pub static SCRUB_READ_ERRORS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "kura_datanode_scrub_read_errors_total",
+        "Fragments scrub could not read (I/O error; not quarantined)"
+    )
+    .expect("metric registered once")
+});
+pub static CORRUPT_FRAGMENTS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "kura_datanode_corrupt_fragments_total",
+        "Fragments found corrupt (by scrub, a read or compaction) and quarantined"
+    )
+    .expect("metric registered once")
+});
+pub static SCRUB_PASS_PROGRESS: LazyLock<Gauge> = LazyLock::new(|| {
+    register_gauge!(
+        "kura_datanode_scrub_pass_progress",
+        "Fraction (0..1) of the fragments the running background scrub pass has visited"
+    )
+    .expect("metric registered once")
+});
+pub static SCRUB_LAST_PASS: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "kura_datanode_scrub_last_pass_completed_seconds",
+        "Unix time at which the last full background scrub pass completed (0: none yet)"
+    )
+    .expect("metric registered once")
+});
+pub static COMPACTED_BYTES: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "kura_datanode_compacted_bytes_total",
+        "Segment bytes reclaimed by compaction"
+    )
+    .expect("metric registered once")
+});
+pub static COMPACTIONS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "kura_datanode_compactions_total",
+        "Segments compacted (rewritten or removed)"
     )
     .expect("metric registered once")
 });

@@ -4,7 +4,8 @@
 //! directory); (2) bind and start serving (reads of existing fragments work even before PD
 //! answers); (3) register with PD (id 0 the first time, then the persisted id) and persist
 //! the assigned id; (4) heartbeat every second with capacity/used/read_only; (5) on
-//! `shutdown`, stop the server gracefully.
+//! `shutdown`, stop the server gracefully. Background maintenance (scrub, compaction;
+//! see `maintenance`) runs from phase 2 until shutdown.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -21,6 +22,7 @@ use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 
 use crate::error::Error;
+use crate::maintenance::{self, Maintenance};
 use crate::service::DataNodeService;
 use crate::store::{Store, StoreOptions};
 
@@ -49,6 +51,8 @@ pub struct Config {
     pub segment_size: u64,
     /// New fragments are refused when less disk space than this is free (default 1 GiB).
     pub min_free_bytes: u64,
+    /// Scrub and compaction settings (`Maintenance::default()` for the defaults).
+    pub maintenance: Maintenance,
 }
 
 impl Config {
@@ -79,7 +83,19 @@ pub async fn run(
     let pd = PdClient::new(&cfg.pd_endpoints)?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let mut server = tokio::spawn(serve(store.clone(), listener, stop_rx));
+    let mut server = tokio::spawn(serve(store.clone(), listener, stop_rx.clone()));
+    let workers = [
+        tokio::spawn(maintenance::scrub_loop(
+            store.clone(),
+            cfg.maintenance.clone(),
+            stop_rx.clone(),
+        )),
+        tokio::spawn(maintenance::compact_loop(
+            store.clone(),
+            cfg.maintenance.clone(),
+            stop_rx.clone(),
+        )),
+    ];
 
     let outcome = async {
         let node_id = tokio::select! {
@@ -107,6 +123,16 @@ pub async fn run(
 
     ready.store(false, Ordering::SeqCst);
     let _ = stop_tx.send(true);
+    // Let the workers leave their blocking work, so no thread touches the store after
+    // `run` returns.
+    for w in workers {
+        if tokio::time::timeout(Duration::from_secs(5), w)
+            .await
+            .is_err()
+        {
+            tracing::warn!("a maintenance worker did not stop within 5 s");
+        }
+    }
     if !server.is_finished() {
         match tokio::time::timeout(Duration::from_secs(10), server).await {
             Ok(r) => server_ended(r)?,

@@ -19,6 +19,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::error::StoreError;
 use crate::metrics;
+use crate::store::scrub::Pacer;
 use crate::store::{PutWriter, Store};
 
 /// Largest gRPC message either side accepts: one block of up to 16 MiB plus framing.
@@ -26,6 +27,11 @@ pub const MAX_MESSAGE_SIZE: usize = 20 << 20;
 
 /// Blocks read ahead of the network per GetFragment stream.
 const READ_AHEAD: usize = 4;
+
+/// ListFragments page size when the request says 0, and the most one page may hold
+/// (5000 headers with 1 KiB keys stay far below `MAX_MESSAGE_SIZE`).
+pub const DEFAULT_LIST_LIMIT: u32 = 1000;
+pub const MAX_LIST_LIMIT: u32 = 5000;
 
 impl From<StoreError> for Status {
     fn from(e: StoreError) -> Self {
@@ -195,5 +201,48 @@ impl DataNode for DataNodeService {
             },
         };
         Ok(Response::new(resp))
+    }
+
+    async fn list_fragments(
+        &self,
+        request: Request<ListFragmentsRequest>,
+    ) -> Result<Response<ListFragmentsResponse>, Status> {
+        let req = request.into_inner();
+        let limit = match req.limit {
+            0 => DEFAULT_LIST_LIMIT,
+            n => n.min(MAX_LIST_LIMIT),
+        } as usize;
+        let pg = (!req.all_pgs).then_some(req.pg);
+        let (locs, more) = self.store.list_fragments(pg, req.after.as_ref(), limit);
+        let fragments = locs
+            .iter()
+            .map(|l| FragmentEntry {
+                header: Some(l.header.clone()),
+                length: l.length,
+                blocks: l.blocks,
+            })
+            .collect();
+        Ok(Response::new(ListFragmentsResponse { fragments, more }))
+    }
+
+    async fn scrub_now(
+        &self,
+        request: Request<ScrubNowRequest>,
+    ) -> Result<Response<ScrubNowResponse>, Status> {
+        let req = request.into_inner();
+        let pg = (!req.all_pgs).then_some(req.pg);
+        let store = self.store.clone();
+        // Runs to the end even if the caller goes away: it is bounded by the store size.
+        let stats = blocking(move || {
+            let mut pacer = Pacer::new(req.bytes_per_sec, Box::new(|| false));
+            store.scrub(pg, &mut pacer, &mut |_, _| {})
+        })
+        .await?;
+        Ok(Response::new(ScrubNowResponse {
+            fragments: stats.fragments,
+            bytes: stats.bytes,
+            corrupt: stats.corrupt,
+            read_errors: stats.read_errors,
+        }))
     }
 }

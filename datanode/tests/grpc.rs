@@ -308,6 +308,53 @@ async fn corrupt_block_reaches_client_as_corrupt() {
         "{:?}",
         got[2]
     );
+    // Quarantined by that read: it now looks missing everywhere.
+    assert!(
+        !client
+            .stat_fragment(&node.addr, fid(1))
+            .await
+            .unwrap()
+            .found
+    );
+    let listed = client
+        .list_all_fragments(&node.addr, kura_datanode::PgFilter::All)
+        .await
+        .unwrap();
+    assert!(listed.is_empty());
+
+    // ScrubNow finds corruption nobody has read yet.
+    for n in 2..5 {
+        client
+            .put_fragment(
+                &node.addr,
+                header(n, 4096),
+                futures::stream::iter(blocks(n, 2, 4096)),
+            )
+            .await
+            .unwrap();
+    }
+    let l3 = node.store.location(&fid(3)).unwrap();
+    let p3 = node
+        .store
+        .dir()
+        .join("segments")
+        .join(kura_datanode::store::format::segment_file_name(l3.segment));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(p3)
+        .unwrap()
+        .write_all_at(b"\x00\x01\x02", l3.block_offset(1) + 50)
+        .unwrap();
+    let st = client
+        .scrub_now(&node.addr, kura_datanode::PgFilter::All, 0)
+        .await
+        .unwrap();
+    assert_eq!((st.fragments, st.corrupt, st.read_errors), (2, 1, 0));
+    assert_eq!(st.bytes, 2 * 2 * 4096);
+    assert!(matches!(
+        client.get_fragment(&node.addr, fid(3), 0, 0).await.err(),
+        Some(DataNodeError::NotFound)
+    ));
     node.stop().await;
 }
 
@@ -410,6 +457,7 @@ async fn run_registers_persists_id_and_heartbeats() {
         host: "h1".into(),
         segment_size: 1 << 20,
         min_free_bytes: 0,
+        maintenance: Default::default(),
     };
     for round in 0..2 {
         let ready = Arc::new(AtomicBool::new(false));
@@ -450,6 +498,7 @@ async fn run_without_pd_stops_on_shutdown() {
         host: String::new(),
         segment_size: 1 << 20,
         min_free_bytes: 0,
+        maintenance: Default::default(),
     };
     let ready = Arc::new(AtomicBool::new(false));
     let (stop, rx) = watch::channel(false);
@@ -462,4 +511,99 @@ async fn run_without_pd_stops_on_shutdown() {
         .unwrap()
         .unwrap()
         .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_fragments_pages_through_everything_in_order() {
+    use kura_datanode::PgFilter;
+    let node = start_node().await;
+    let client = DataNodeClient::new();
+    // 2300 fragments (more than two default pages), pg = i % 4, written out of order.
+    let n = 2300u32;
+    let ids: Vec<FragmentId> = (0..n)
+        .map(|i| FragmentId {
+            data_id: Bytes::from((i.wrapping_mul(2654435761)).to_be_bytes().repeat(4)),
+            shard: i % 3,
+        })
+        .collect();
+    let s = node.store.clone();
+    let ids2 = ids.clone();
+    tokio::task::spawn_blocking(move || {
+        for (i, id) in ids2.iter().enumerate() {
+            let mut w = s
+                .begin_put(FragmentHeader {
+                    id: Some(id.clone()),
+                    pg: i as u32 % 4,
+                    block_size: 16,
+                    ..Default::default()
+                })
+                .unwrap();
+            w.append_block(b"0123456789", crc32c(b"0123456789"))
+                .unwrap();
+            w.commit().unwrap();
+        }
+    })
+    .await
+    .unwrap();
+    let key = |id: &FragmentId| (id.data_id.clone(), id.shard);
+
+    let all = client
+        .list_all_fragments(&node.addr, PgFilter::All)
+        .await
+        .unwrap();
+    let got: Vec<_> = all
+        .iter()
+        .map(|e| key(e.header.as_ref().unwrap().id.as_ref().unwrap()))
+        .collect();
+    let mut want: Vec<_> = ids.iter().map(key).collect();
+    want.sort();
+    assert_eq!(got, want, "complete, ordered, no duplicates");
+    assert!(all.iter().all(|e| e.length == 10 && e.blocks == 1));
+
+    // One placement group, with a small explicit page size.
+    let mut pg2 = Vec::new();
+    let mut after = None;
+    loop {
+        let page = client
+            .list_fragments(&node.addr, PgFilter::Pg(2), after, 7)
+            .await
+            .unwrap();
+        assert!(page.fragments.len() <= 7);
+        for e in &page.fragments {
+            assert_eq!(e.header.as_ref().unwrap().pg, 2);
+        }
+        after = page
+            .fragments
+            .last()
+            .and_then(|e| e.header.as_ref().unwrap().id.clone());
+        pg2.extend(page.fragments);
+        if !page.more {
+            break;
+        }
+    }
+    let mut want2: Vec<_> = ids
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % 4 == 2)
+        .map(|(_, id)| key(id))
+        .collect();
+    want2.sort();
+    let got2: Vec<_> = pg2
+        .iter()
+        .map(|e| key(e.header.as_ref().unwrap().id.as_ref().unwrap()))
+        .collect();
+    assert_eq!(got2, want2);
+
+    // Deleted fragments disappear from the listing.
+    assert!(client
+        .delete_fragment(&node.addr, ids[2].clone())
+        .await
+        .unwrap());
+    let page = client
+        .list_fragments(&node.addr, PgFilter::Pg(2), None, 5000)
+        .await
+        .unwrap();
+    assert_eq!(page.fragments.len(), want2.len() - 1);
+    assert!(!page.more);
+    node.stop().await;
 }

@@ -9,10 +9,17 @@
 //! and enters the index only after its fsync. A delete applied in between must not be
 //! undone by that PUT arriving later, so while any commit is in flight a delete leaves a
 //! `Deleted{seq}` slot behind; the slots are dropped once no commit is in flight.
+//!
+//! Equal seqs (decision 0004): an equal-seq PUT is a compaction copy and replaces the one
+//! seen before; a tombstone deletes records with seq <= its own (quarantine writes one
+//! with the corrupt record's seq). The index also remembers where dead PUT records still
+//! sit on disk, so compaction knows which tombstones it must keep.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Bound;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use kura_proto::datanode::{FragmentHeader, FragmentId};
 
 use super::format::BLOCK_HEADER_LEN;
@@ -53,6 +60,47 @@ impl Location {
     }
 }
 
+/// A fragment id in listing order: (data_id, shard).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FragKey {
+    pub data_id: Bytes,
+    pub shard: u32,
+}
+
+impl From<&FragmentId> for FragKey {
+    fn from(id: &FragmentId) -> Self {
+        FragKey {
+            data_id: id.data_id.clone(),
+            shard: id.shard,
+        }
+    }
+}
+
+impl FragKey {
+    /// Sorts before every real key (data ids are never empty).
+    fn min() -> Self {
+        FragKey {
+            data_id: Bytes::new(),
+            shard: 0,
+        }
+    }
+
+    pub fn to_id(&self) -> FragmentId {
+        FragmentId {
+            data_id: self.data_id.clone(),
+            shard: self.shard,
+        }
+    }
+}
+
+fn key_of(loc: &Location) -> FragKey {
+    loc.header
+        .id
+        .as_ref()
+        .map(FragKey::from)
+        .unwrap_or_else(FragKey::min)
+}
+
 #[derive(Debug, Clone)]
 enum Slot {
     Live(Arc<Location>),
@@ -61,17 +109,23 @@ enum Slot {
 
 #[derive(Debug, Default)]
 pub struct Index {
-    map: HashMap<FragmentId, Slot>,
+    map: BTreeMap<FragKey, Slot>,
+    /// Live fragments by placement group, for per-PG listings.
+    by_pg: BTreeSet<(u32, FragKey)>,
     next_seq: u64,
-    /// PUT commits holding a seq but not yet applied.
-    committing: usize,
+    /// Seqs of PUT commits holding a seq but not yet applied.
+    committing: BTreeSet<u64>,
     /// Recovery keeps every tombstone until the scan ends (records arrive in any order).
     recovering: bool,
-    deleted_slots: Vec<FragmentId>,
+    deleted_slots: Vec<FragKey>,
     live: usize,
     live_bytes: u64,
     /// Bytes of superseded/deleted PUT records per segment (what compaction could reclaim).
     dead_bytes: HashMap<u64, u64>,
+    /// PUT records still on disk that do not count (superseded, deleted, quarantined, or
+    /// written but never acknowledged), as (segment, seq) per id. Compaction keeps a
+    /// tombstone while another segment holds such a record with seq <= the tombstone's.
+    dead_puts: HashMap<FragKey, Vec<(u64, u64)>>,
 }
 
 impl Index {
@@ -102,7 +156,7 @@ impl Index {
     }
 
     pub fn get(&self, id: &FragmentId) -> Option<Arc<Location>> {
-        match self.map.get(id) {
+        match self.map.get(&FragKey::from(id)) {
             Some(Slot::Live(loc)) => Some(loc.clone()),
             Some(Slot::Deleted { .. }) | None => None,
         }
@@ -117,71 +171,85 @@ impl Index {
 
     /// A seq for a PUT about to write its footer; pair with `finish_commit`/`abort_commit`.
     pub fn begin_commit(&mut self) -> u64 {
-        self.committing += 1;
-        self.take_seq()
+        let seq = self.take_seq();
+        self.committing.insert(seq);
+        seq
     }
 
     /// Applies a durable PUT. Returns false when a newer record already decided this id.
     pub fn finish_commit(&mut self, loc: Arc<Location>) -> bool {
+        let seq = loc.seq;
         let applied = self.apply_put(loc);
-        self.end_commit();
+        self.end_commit(seq);
         applied
     }
 
-    pub fn abort_commit(&mut self) {
-        self.end_commit();
+    /// Ends a commit that was not applied. `written`: the footer may be on disk (id and
+    /// segment), so the record may come back at restart; remember it as a dead PUT so
+    /// compaction keeps any tombstone that must shadow it.
+    pub fn abort_commit(&mut self, seq: u64, written: Option<(&FragmentId, u64)>) {
+        if let Some((id, segment)) = written {
+            self.dead_puts
+                .entry(FragKey::from(id))
+                .or_default()
+                .push((segment, seq));
+        }
+        self.end_commit(seq);
     }
 
-    fn end_commit(&mut self) {
-        self.committing = self.committing.saturating_sub(1);
-        if self.committing == 0 && !self.recovering {
-            for id in std::mem::take(&mut self.deleted_slots) {
-                if let Some(Slot::Deleted { .. }) = self.map.get(&id) {
-                    self.map.remove(&id);
+    fn end_commit(&mut self, seq: u64) {
+        self.committing.remove(&seq);
+        if self.committing.is_empty() && !self.recovering {
+            for key in std::mem::take(&mut self.deleted_slots) {
+                if let Some(Slot::Deleted { .. }) = self.map.get(&key) {
+                    self.map.remove(&key);
                 }
             }
         }
     }
 
-    /// Inserts a PUT unless a record with a higher seq decided this id.
+    /// Inserts a PUT unless a record with a higher seq (or a tombstone with the same seq,
+    /// i.e. a quarantine of exactly this record) decided this id. An equal-seq PUT is a
+    /// copy of the same record (compaction) and replaces the one seen before.
     pub fn apply_put(&mut self, loc: Arc<Location>) -> bool {
-        let id = loc.header.id.clone().unwrap_or_default();
-        match self.map.get(&id) {
-            Some(Slot::Live(old)) if old.seq > loc.seq => {
-                self.add_dead(loc.segment, loc.record_len);
-                false
-            }
-            Some(Slot::Deleted { seq }) if *seq > loc.seq => {
-                self.add_dead(loc.segment, loc.record_len);
-                false
-            }
-            _ => {
-                self.live_bytes += loc.length;
-                if let Some(Slot::Live(old)) = self.map.insert(id, Slot::Live(loc)) {
-                    self.remove_live(&old);
-                }
-                self.live += 1;
-                true
-            }
+        let key = key_of(&loc);
+        let rejected = match self.map.get(&key) {
+            Some(Slot::Live(old)) => old.seq > loc.seq,
+            Some(Slot::Deleted { seq }) => *seq >= loc.seq,
+            None => false,
+        };
+        if rejected {
+            self.add_dead(&key, loc.segment, loc.seq, loc.record_len);
+            return false;
         }
+        if let Some(Slot::Live(old)) = self.map.remove(&key) {
+            self.remove_live(&key, &old);
+        }
+        self.live += 1;
+        self.live_bytes += loc.length;
+        self.by_pg.insert((loc.header.pg, key.clone()));
+        self.map.insert(key, Slot::Live(loc));
+        true
     }
 
-    /// Applies a tombstone with `seq`. Returns whether a live fragment was removed.
+    /// Applies a tombstone with `seq`: deletes records with seq <= `seq`. Returns whether
+    /// a live fragment was removed.
     pub fn apply_tombstone(&mut self, id: &FragmentId, seq: u64) -> bool {
-        let keep_slot = self.recovering || self.committing > 0;
-        match self.map.get(id) {
+        let key = FragKey::from(id);
+        let keep_slot = self.recovering || !self.committing.is_empty();
+        match self.map.get(&key) {
             Some(Slot::Live(old)) if old.seq > seq => false,
             Some(Slot::Deleted { seq: s }) if *s >= seq => false,
             Some(Slot::Live(_)) | Some(Slot::Deleted { .. }) | None => {
                 let prev = if keep_slot {
-                    self.deleted_slots.push(id.clone());
-                    self.map.insert(id.clone(), Slot::Deleted { seq })
+                    self.deleted_slots.push(key.clone());
+                    self.map.insert(key.clone(), Slot::Deleted { seq })
                 } else {
-                    self.map.remove(id)
+                    self.map.remove(&key)
                 };
                 match prev {
                     Some(Slot::Live(old)) => {
-                        self.remove_live(&old);
+                        self.remove_live(&key, &old);
                         true
                     }
                     Some(Slot::Deleted { .. }) | None => false,
@@ -190,14 +258,114 @@ impl Index {
         }
     }
 
-    fn remove_live(&mut self, old: &Location) {
+    fn remove_live(&mut self, key: &FragKey, old: &Location) {
         self.live -= 1;
         self.live_bytes -= old.length;
-        self.add_dead(old.segment, old.record_len);
+        self.by_pg.remove(&(old.header.pg, key.clone()));
+        self.add_dead(key, old.segment, old.seq, old.record_len);
     }
 
-    fn add_dead(&mut self, segment: u64, bytes: u64) {
+    fn add_dead(&mut self, key: &FragKey, segment: u64, seq: u64, bytes: u64) {
         *self.dead_bytes.entry(segment).or_default() += bytes;
+        self.dead_puts
+            .entry(key.clone())
+            .or_default()
+            .push((segment, seq));
+    }
+
+    /// Up to `limit` live fragments after `after` in (data_id, shard) order, of placement
+    /// group `pg` (None: all). The flag says whether more follow.
+    pub fn list(
+        &self,
+        pg: Option<u32>,
+        after: Option<&FragmentId>,
+        limit: usize,
+    ) -> (Vec<Arc<Location>>, bool) {
+        let after = after.map(FragKey::from);
+        let mut out = Vec::with_capacity(limit.min(1024));
+        let mut more = false;
+        let mut push = |loc: &Arc<Location>| {
+            if out.len() == limit {
+                more = true;
+                false
+            } else {
+                out.push(loc.clone());
+                true
+            }
+        };
+        match pg {
+            None => {
+                let lower = match &after {
+                    Some(k) => Bound::Excluded(k),
+                    None => Bound::Unbounded,
+                };
+                for (_, slot) in self.map.range((lower, Bound::Unbounded)) {
+                    if let Slot::Live(loc) = slot {
+                        if !push(loc) {
+                            break;
+                        }
+                    }
+                }
+            }
+            Some(pg) => {
+                let lower = match after {
+                    Some(k) => Bound::Excluded((pg, k)),
+                    None => Bound::Included((pg, FragKey::min())),
+                };
+                for (p, key) in self.by_pg.range((lower, Bound::Unbounded)) {
+                    if *p != pg {
+                        break;
+                    }
+                    if let Some(Slot::Live(loc)) = self.map.get(key) {
+                        if !push(loc) {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        (out, more)
+    }
+
+    /// Whether the live version of the fragment is the record with `seq` in `segment`.
+    pub fn is_live_at(&self, id: &FragmentId, seq: u64, segment: u64) -> bool {
+        matches!(self.map.get(&FragKey::from(id)), Some(Slot::Live(l)) if l.seq == seq && l.segment == segment)
+    }
+
+    /// Whether a tombstone (`id`, `seq`) in `segment` must survive compaction: another
+    /// segment may hold a PUT of `id` with seq <= `seq`, or an older commit is in flight.
+    pub fn tombstone_needed(&self, id: &FragmentId, seq: u64, segment: u64) -> bool {
+        if self.recovering || self.committing.first().is_some_and(|&c| c < seq) {
+            return true;
+        }
+        self.dead_puts
+            .get(&FragKey::from(id))
+            .is_some_and(|v| v.iter().any(|&(s, q)| s != segment && q <= seq))
+    }
+
+    /// Points the fragment at its copy `new` made by compaction of `old_segment`, if its
+    /// live version is still that record. Otherwise the copy is dead on arrival.
+    pub fn relocate(&mut self, new: Arc<Location>, old_segment: u64) -> bool {
+        let key = key_of(&new);
+        match self.map.get_mut(&key) {
+            Some(Slot::Live(cur)) if cur.seq == new.seq && cur.segment == old_segment => {
+                *cur = new;
+                true
+            }
+            Some(Slot::Live(_)) | Some(Slot::Deleted { .. }) | None => {
+                self.add_dead(&key, new.segment, new.seq, new.record_len);
+                false
+            }
+        }
+    }
+
+    /// Forgets everything about a segment that compaction removed.
+    pub fn forget_segment(&mut self, segment: u64) {
+        self.dead_bytes.remove(&segment);
+        self.dead_puts.retain(|_, v| {
+            v.retain(|&(s, _)| s != segment);
+            !v.is_empty()
+        });
     }
 
     pub fn live_fragments(&self) -> usize {
@@ -320,5 +488,156 @@ mod tests {
         assert!(ix.apply_tombstone(&fid(1), s3));
         assert_eq!(ix.total_dead_bytes(), 200);
         assert_eq!(ix.live_fragments(), 0);
+    }
+
+    fn loc_pg(n: u8, shard: u32, pg: u32, seq: u64) -> Arc<Location> {
+        let mut l = (*loc(n, seq, 1)).clone();
+        l.header.id = Some(FragmentId {
+            data_id: vec![n; 16].into(),
+            shard,
+        });
+        l.header.pg = pg;
+        Arc::new(l)
+    }
+
+    fn ids(v: &[Arc<Location>]) -> Vec<(u8, u32)> {
+        v.iter()
+            .map(|l| {
+                let id = l.header.id.as_ref().unwrap();
+                (id.data_id[0], id.shard)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn listing_is_ordered_paged_and_filtered_by_pg() {
+        let mut ix = Index::new();
+        let mut seq = 0;
+        // Insert out of order; pg = n % 3.
+        for n in [9u8, 3, 7, 1, 5, 2, 8, 4, 6] {
+            for shard in [2u32, 0] {
+                seq += 1;
+                ix.apply_put(loc_pg(n, shard, n as u32 % 3, seq));
+            }
+        }
+        // Everything, in pages of 4.
+        let mut all = Vec::new();
+        let mut after: Option<FragmentId> = None;
+        loop {
+            let (page, more) = ix.list(None, after.as_ref(), 4);
+            assert!(page.len() <= 4);
+            all.extend(ids(&page));
+            after = page.last().and_then(|l| l.header.id.clone());
+            if !more {
+                break;
+            }
+        }
+        let want: Vec<(u8, u32)> = (1..=9u8).flat_map(|n| [(n, 0), (n, 2)]).collect();
+        assert_eq!(all, want);
+        // One placement group, pages of 1; the cursor may name an id of another pg.
+        let (page, more) = ix.list(Some(1), None, 100);
+        assert_eq!(
+            ids(&page),
+            vec![(1, 0), (1, 2), (4, 0), (4, 2), (7, 0), (7, 2)]
+        );
+        assert!(!more);
+        let cursor = FragmentId {
+            data_id: vec![2; 16].into(),
+            shard: 0,
+        };
+        let (page, more) = ix.list(Some(1), Some(&cursor), 1);
+        assert_eq!(ids(&page), vec![(4, 0)]);
+        assert!(more);
+        // Exactly `limit` left: no `more`.
+        let last_but_one = page[0].header.id.clone().unwrap();
+        let (page, more) = ix.list(Some(1), Some(&last_but_one), 3);
+        assert_eq!(ids(&page), vec![(4, 2), (7, 0), (7, 2)]);
+        assert!(!more);
+        // Deleted and moved-between-pg fragments are listed where they now are.
+        ix.observe_seq(seq);
+        let s = ix.take_seq();
+        ix.apply_tombstone(&page[0].header.id.clone().unwrap(), s);
+        seq = ix.take_seq();
+        ix.apply_put(loc_pg(7, 0, 2, seq));
+        assert_eq!(
+            ids(&ix.list(Some(1), None, 100).0),
+            vec![(1, 0), (1, 2), (4, 0), (7, 2)]
+        );
+        assert!(ids(&ix.list(Some(2), None, 100).0).contains(&(7, 0)));
+        assert!(ix.list(Some(9), None, 100).0.is_empty());
+    }
+
+    #[test]
+    fn equal_seq_tombstone_quarantines_exactly_that_record() {
+        // Quarantine writes a tombstone with the corrupt record's own seq.
+        for tombstone_first in [false, true] {
+            let mut ix = Index::for_recovery();
+            if tombstone_first {
+                ix.apply_tombstone(&fid(1), 5);
+                assert!(!ix.apply_put(loc(1, 5, 1)));
+            } else {
+                ix.apply_put(loc(1, 5, 1));
+                assert!(ix.apply_tombstone(&fid(1), 5));
+            }
+            // A rebuilt copy (newer seq) wins in any order.
+            assert!(ix.apply_put(loc(1, 6, 2)));
+            ix.finish_recovery();
+            assert_eq!(ix.get(&fid(1)).unwrap().seq, 6);
+        }
+    }
+
+    #[test]
+    fn equal_seq_put_is_a_copy() {
+        let mut ix = Index::for_recovery();
+        assert!(ix.apply_put(loc(1, 5, 1)));
+        assert!(ix.apply_put(loc(1, 5, 9)));
+        ix.finish_recovery();
+        assert_eq!(ix.get(&fid(1)).unwrap().segment, 9);
+        assert_eq!(ix.live_fragments(), 1);
+        assert_eq!(ix.dead_bytes(1), 100);
+    }
+
+    #[test]
+    fn tombstone_kept_while_an_older_put_remains_elsewhere() {
+        let mut ix = Index::new();
+        let s = ix.begin_commit();
+        ix.finish_commit(loc(1, s, 1));
+        let t = ix.take_seq();
+        ix.apply_tombstone(&fid(1), t);
+        // The tombstone lives in segment 2; the PUT it deletes is still in segment 1.
+        assert!(ix.tombstone_needed(&fid(1), t, 2));
+        // Both in the same segment: compacting it removes both.
+        assert!(!ix.tombstone_needed(&fid(1), t, 1));
+        ix.forget_segment(1);
+        assert!(!ix.tombstone_needed(&fid(1), t, 2));
+        // An older commit in flight may still land a PUT the tombstone must shadow.
+        let inflight = ix.begin_commit();
+        let t2 = ix.take_seq();
+        assert!(ix.tombstone_needed(&fid(7), t2, 2));
+        ix.abort_commit(inflight, Some((&fid(7), 3)));
+        assert!(
+            ix.tombstone_needed(&fid(7), t2, 2),
+            "the unacknowledged record may be on disk"
+        );
+        ix.forget_segment(3);
+        assert!(!ix.tombstone_needed(&fid(7), t2, 2));
+    }
+
+    #[test]
+    fn relocate_only_the_current_version() {
+        let mut ix = Index::new();
+        let s = ix.begin_commit();
+        ix.finish_commit(loc(1, s, 1));
+        let moved = Arc::new(Location {
+            segment: 5,
+            ..(*loc(1, s, 1)).clone()
+        });
+        assert!(ix.relocate(moved.clone(), 1));
+        assert_eq!(ix.get(&fid(1)).unwrap().segment, 5);
+        // A copy of a record deleted meanwhile is dead on arrival.
+        let t = ix.take_seq();
+        ix.apply_tombstone(&fid(1), t);
+        assert!(!ix.relocate(moved, 5));
+        assert_eq!(ix.dead_bytes(5), 200);
     }
 }

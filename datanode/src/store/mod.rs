@@ -6,7 +6,9 @@
 //! interleave; commit writes the footer, fdatasyncs, then publishes to the index. A
 //! writer dropped before commit truncates its partial record away. Segments roll at a
 //! record boundary once past `segment_size`. Reads use positional reads and verify every
-//! block's CRC32C. Group commit (one fsync for many writers) is a later optimisation.
+//! block's CRC32C; a block that is corrupt on disk quarantines its fragment (`quarantine`).
+//! Scrub (`scrub.rs`) and compaction (`compact.rs`) are further `impl Store` blocks.
+//! Group commit (one fsync for many writers) is a later optimisation.
 //!
 //! Layout of a data directory:
 //! ```text
@@ -14,10 +16,12 @@
 //! <data_dir>/segments/seg-<n>.kseg         (see format.rs)
 //! ```
 
+mod compact;
 pub mod format;
 pub mod identity;
 pub mod index;
 mod recovery;
+pub mod scrub;
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -35,6 +39,7 @@ use prost::Message;
 use crate::crc::crc32c;
 use crate::error::StoreError;
 use crate::metrics;
+pub use compact::CompactStats;
 use format::*;
 use identity::Identity;
 use index::Index;
@@ -82,6 +87,8 @@ pub struct PutOutcome {
 struct Segment {
     id: u64,
     file: File,
+    /// Takes no more records (full, recovered, or failed): only now may it be compacted.
+    sealed: AtomicBool,
 }
 
 /// A segment taken from the pool by one writer; `len` is its committed length.
@@ -107,6 +114,8 @@ pub struct Store {
     avail_at_refresh: AtomicU64,
     used_at_refresh: AtomicU64,
     fs_read_only: AtomicBool,
+    /// One compaction at a time.
+    compacting: Mutex<()>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -159,7 +168,14 @@ impl Store {
             match recovery::scan_segment(&file, id, dir_uuid, !fs_ro, &mut index)? {
                 Some(scan) if scan.len > SEGMENT_HEADER_LEN || fs_ro => {
                     used += scan.len;
-                    segments.insert(id, Arc::new(Segment { id, file }));
+                    segments.insert(
+                        id,
+                        Arc::new(Segment {
+                            id,
+                            file,
+                            sealed: AtomicBool::new(true),
+                        }),
+                    );
                 }
                 None if fs_ro => {}
                 // Header only, or torn while being created: holds no record.
@@ -196,6 +212,7 @@ impl Store {
             avail_at_refresh: AtomicU64::new(u64::MAX),
             used_at_refresh: AtomicU64::new(used),
             fs_read_only: AtomicBool::new(fs_ro),
+            compacting: Mutex::new(()),
         });
         store.refresh_capacity()?;
         Ok(store)
@@ -321,7 +338,11 @@ impl Store {
             let _ = fs::remove_file(&path);
             return Err(e);
         }
-        let seg = Arc::new(Segment { id, file });
+        let seg = Arc::new(Segment {
+            id,
+            file,
+            sealed: AtomicBool::new(false),
+        });
         let mut segs = self.segments.write().unwrap_or_else(|p| p.into_inner());
         segs.insert(id, seg.clone());
         metrics::SEGMENTS.set(segs.len() as i64);
@@ -338,6 +359,7 @@ impl Store {
     /// Returns a segment to the pool, or seals it once it reached `segment_size`.
     fn release_active(&self, a: ActiveSegment) {
         if a.len >= self.opts.segment_size {
+            a.seg.sealed.store(true, Ordering::Release);
             tracing::debug!(segment = a.seg.id, len = a.len, "segment sealed");
         } else {
             lock(&self.pool).push(a);
@@ -350,6 +372,7 @@ impl Store {
         match a.seg.file.set_len(start) {
             Ok(()) => self.release_active(ActiveSegment { len: start, ..a }),
             Err(e) => {
+                a.seg.sealed.store(true, Ordering::Release);
                 tracing::error!(segment = a.seg.id, error = %e, "cannot truncate an aborted record; sealing the segment");
             }
         }
@@ -403,46 +426,136 @@ impl Store {
         lock(&self.index).get(id)
     }
 
+    /// Up to `limit` live fragments after `after` in (data_id, shard) order, of placement
+    /// group `pg` (None: every group), and whether more follow. In-memory only.
+    pub fn list_fragments(
+        &self,
+        pg: Option<u32>,
+        after: Option<&FragmentId>,
+        limit: usize,
+    ) -> (Vec<Arc<Location>>, bool) {
+        lock(&self.index).list(pg, after, limit)
+    }
+
     /// Reads block `i` of a fragment and verifies its CRC32C. Returns the payload and CRC.
+    ///
+    /// A block that fails its checksum twice (or lies past the end of its segment) is
+    /// corruption on disk: the fragment is quarantined (see `quarantine`) and `Corrupt`
+    /// returned. An I/O error is returned as `Io` and quarantines nothing: it may be
+    /// transient (a controller reset, a cable), and one bad disk must not look like
+    /// thousands of missing fragments.
     pub fn read_block(&self, loc: &Location, i: u32) -> Result<(Bytes, u32), StoreError> {
+        self.read_verified(loc, i, true)
+    }
+
+    /// `read_block`; `client_read` says whether it counts as served bytes.
+    fn read_verified(
+        &self,
+        loc: &Location,
+        i: u32,
+        client_read: bool,
+    ) -> Result<(Bytes, u32), StoreError> {
+        let count = |n: usize| {
+            if client_read {
+                metrics::BYTES_READ.inc_by(n as u64)
+            }
+        };
         if i >= loc.blocks {
             return Err(StoreError::InvalidArgument(format!(
                 "block {i} of {}",
                 loc.blocks
             )));
         }
-        let seg = self
-            .segment(loc.segment)
-            .ok_or_else(|| StoreError::Corrupt(format!("segment {} is gone", loc.segment)))?;
-        let len = loc.block_len(i);
-        let off = loc.block_offset(i);
-        let mut buf = vec![0u8; BLOCK_HEADER_LEN as usize + len as usize];
-        seg.file.read_exact_at(&mut buf, off).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                StoreError::Corrupt(format!("segment {} ends before block {i} at {off}", seg.id))
-            } else {
-                StoreError::io(format!("reading segment {} at {off}", seg.id), e)
+        let relocated;
+        let (seg, loc) = match self.segment(loc.segment) {
+            Some(seg) => (seg, loc),
+            None => {
+                // Compaction moved the record (same seq) and removed the old segment.
+                relocated = self.relocated(loc)?;
+                let seg = self
+                    .segment(relocated.segment)
+                    .ok_or(StoreError::NotFound)?;
+                (seg, &*relocated)
             }
-        })?;
-        let mut hb = [0u8; BLOCK_HEADER_LEN as usize];
-        hb.copy_from_slice(&buf[..BLOCK_HEADER_LEN as usize]);
-        let (stored_len, stored_crc) = decode_block_header(&hb);
-        let data = Bytes::from(buf).slice(BLOCK_HEADER_LEN as usize..);
-        if stored_len != len || crc32c(&data) != stored_crc {
-            metrics::CRC_FAILURES.with_label_values(&["read"]).inc();
-            tracing::error!(
-                segment = seg.id,
-                offset = off,
-                block = i,
-                "block fails its checksum"
-            );
-            return Err(StoreError::Corrupt(format!(
-                "block {i} at segment {} offset {off} fails its checksum",
-                seg.id
-            )));
+        };
+        let fault = match read_checked_block(&seg, loc, i)? {
+            Ok(ok) => {
+                count(ok.0.len());
+                return Ok(ok);
+            }
+            // Re-read once: a bad buffer in memory is not a bad disk.
+            Err(BlockFault::Checksum(_)) => match read_checked_block(&seg, loc, i)? {
+                Ok(ok) => {
+                    tracing::warn!(
+                        segment = seg.id,
+                        block = i,
+                        "checksum failed once, then passed"
+                    );
+                    count(ok.0.len());
+                    return Ok(ok);
+                }
+                Err(f) => f,
+            },
+            Err(f @ BlockFault::Short(_)) => f,
+        };
+        metrics::CRC_FAILURES.with_label_values(&["read"]).inc();
+        let why = match fault {
+            BlockFault::Checksum(m) | BlockFault::Short(m) => m,
+        };
+        tracing::error!(segment = seg.id, block = i, %why, "stored block is corrupt");
+        self.quarantine(loc, &why);
+        Err(StoreError::Corrupt(why))
+    }
+
+    /// The current location of `loc`'s record (same seq) after compaction moved it.
+    fn relocated(&self, loc: &Location) -> Result<Arc<Location>, StoreError> {
+        let id = loc.header.id.as_ref().ok_or(StoreError::NotFound)?;
+        match lock(&self.index).get(id) {
+            Some(cur) if cur.seq == loc.seq => Ok(cur),
+            // Deleted or replaced since the caller looked it up.
+            Some(_) | None => Err(StoreError::NotFound),
         }
-        metrics::BYTES_READ.inc_by(len as u64);
-        Ok((data, stored_crc))
+    }
+
+    /// Takes a corrupt fragment out of service: a tombstone carrying the corrupt record's
+    /// own seq removes exactly that record, durably (a rebuilt copy has a higher seq and
+    /// wins, whatever order the two are written or scanned in). The fragment then looks
+    /// missing, so the healer rebuilds it from the other fragments of its stripe.
+    /// If the tombstone cannot be written (read-only or failing disk) the fragment is
+    /// still dropped from the index; after a restart the scrubber finds it again.
+    /// Returns whether this call removed it.
+    pub fn quarantine(&self, loc: &Location, why: &str) -> bool {
+        let Some(id) = loc.header.id.clone() else {
+            return false;
+        };
+        let still_live = |ix: &Index| ix.get(&id).is_some_and(|cur| cur.seq == loc.seq);
+        if !still_live(&lock(&self.index)) {
+            return false;
+        }
+        let apply = |ix: &mut Index| still_live(ix) && ix.apply_tombstone(&id, loc.seq);
+        let removed = if self.fs_read_only.load(Ordering::Relaxed) {
+            apply(&mut lock(&self.index))
+        } else {
+            match self.append_tombstone(&id, loc.seq, apply) {
+                Ok(removed) => removed,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot write a quarantine tombstone; dropping the fragment from memory only");
+                    apply(&mut lock(&self.index))
+                }
+            }
+        };
+        if removed {
+            metrics::CORRUPT_FRAGMENTS.inc();
+            tracing::error!(
+                segment = loc.segment,
+                offset = loc.record_offset,
+                seq = loc.seq,
+                pg = loc.header.pg,
+                %why,
+                "fragment quarantined"
+            );
+        }
+        removed
     }
 
     // ---- delete ---------------------------------------------------------------------
@@ -459,6 +572,20 @@ impl Store {
             }
             ix.take_seq()
         };
+        let existed = self.append_tombstone(id, seq, |ix| ix.apply_tombstone(id, seq))?;
+        metrics::FRAGMENTS_DELETED.inc();
+        Ok(existed)
+    }
+
+    /// Appends a tombstone for `id` with `seq`, makes it durable, then runs `apply` on the
+    /// index *before* the segment goes back to the pool: once the segment can be sealed
+    /// and compacted, the index already reflects the tombstone.
+    fn append_tombstone<R>(
+        &self,
+        id: &FragmentId,
+        seq: u64,
+        apply: impl FnOnce(&mut Index) -> R,
+    ) -> Result<R, StoreError> {
         let mut a = self.take_active()?;
         let (mut buf, header_crc) = encode_record_header(
             self.salt(a.seg.id),
@@ -481,16 +608,16 @@ impl Store {
             return Err(StoreError::io("writing tombstone", e));
         }
         self.timed_sync(&a.seg).map_err(|e| {
+            a.seg.sealed.store(true, Ordering::Release);
             tracing::error!(segment = a.seg.id, error = %e, "fsync failed; sealing the segment");
             e
         })?;
         a.len = start + buf.len() as u64;
         self.used_bytes
             .fetch_add(buf.len() as u64, Ordering::Relaxed);
+        let r = apply(&mut lock(&self.index));
         self.release_active(a);
-        let existed = lock(&self.index).apply_tombstone(id, seq);
-        metrics::FRAGMENTS_DELETED.inc();
-        Ok(existed)
+        Ok(r)
     }
 
     fn timed_sync(&self, seg: &Segment) -> Result<(), StoreError> {
@@ -517,6 +644,47 @@ impl Store {
     pub fn dead_bytes(&self, segment: u64) -> u64 {
         lock(&self.index).dead_bytes(segment)
     }
+}
+
+/// Why stored bytes cannot be served (a verdict on the bytes, unlike an I/O error).
+enum BlockFault {
+    Checksum(String),
+    /// The segment ends before the block: the file was cut.
+    Short(String),
+}
+
+fn read_checked_block(
+    seg: &Segment,
+    loc: &Location,
+    i: u32,
+) -> Result<Result<(Bytes, u32), BlockFault>, StoreError> {
+    let len = loc.block_len(i);
+    let off = loc.block_offset(i);
+    let mut buf = vec![0u8; BLOCK_HEADER_LEN as usize + len as usize];
+    if let Err(e) = seg.file.read_exact_at(&mut buf, off) {
+        return if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            Ok(Err(BlockFault::Short(format!(
+                "segment {} ends before block {i} at {off}",
+                seg.id
+            ))))
+        } else {
+            Err(StoreError::io(
+                format!("reading segment {} at {off}", seg.id),
+                e,
+            ))
+        };
+    }
+    let mut hb = [0u8; BLOCK_HEADER_LEN as usize];
+    hb.copy_from_slice(&buf[..BLOCK_HEADER_LEN as usize]);
+    let (stored_len, stored_crc) = decode_block_header(&hb);
+    let data = Bytes::from(buf).slice(BLOCK_HEADER_LEN as usize..);
+    if stored_len != len || crc32c(&data) != stored_crc {
+        return Ok(Err(BlockFault::Checksum(format!(
+            "block {i} at segment {} offset {off} fails its checksum",
+            seg.id
+        ))));
+    }
+    Ok(Ok((data, stored_crc)))
 }
 
 fn validate_header(h: &FragmentHeader) -> Result<(), StoreError> {
@@ -662,8 +830,10 @@ impl PutWriter {
             seq,
             blocks_crc: crc32c(&st.block_headers),
         };
+        let id = st.header.id.clone().unwrap_or_default();
         if let Err(e) = st.write(&footer.encode(st.header_crc)) {
-            lock(&store.index).abort_commit();
+            // A partial footer write may have landed whole before failing.
+            lock(&store.index).abort_commit(seq, Some((&id, st.active.seg.id)));
             st.abort();
             return Err(e);
         }
@@ -671,7 +841,8 @@ impl PutWriter {
             // After a failed fsync the page cache cannot be trusted: seal the segment
             // (dropping `st` does not return it to the pool). The unacknowledged record
             // may still appear after a restart; the orphan scrubber owns that case.
-            lock(&store.index).abort_commit();
+            lock(&store.index).abort_commit(seq, Some((&id, st.active.seg.id)));
+            st.active.seg.sealed.store(true, Ordering::Release);
             tracing::error!(segment = st.active.seg.id, error = %e, "fsync failed; sealing the segment");
             return Err(e);
         }

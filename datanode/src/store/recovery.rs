@@ -148,7 +148,7 @@ pub(crate) fn parse_record(
 }
 
 /// The offset of the first complete valid record at or after `from`, if any.
-fn find_next_record(
+pub(crate) fn find_next_record(
     file: &File,
     salt: SegmentSalt,
     from: u64,
