@@ -107,6 +107,17 @@ pub struct DatanodeArgs {
     /// Below this much free disk space the node takes no new fragments.
     #[arg(long, default_value_t = 1 << 30)]
     min_free_bytes: u64,
+    /// Background scrub rate (bytes/s of fragment data re-read and checked
+    /// against their CRC32C); 0 turns the scrubber off.
+    #[arg(long, default_value_t = kura_datanode::maintenance::DEFAULT_SCRUB_BYTES_PER_SEC)]
+    scrub_bytes_per_sec: u64,
+    /// Seconds between the starts of two full scrub passes.
+    #[arg(long, default_value_t = 3600)]
+    scrub_interval_secs: u64,
+    /// A full segment is rewritten once this fraction of it is dead
+    /// (deleted or replaced fragments); 0 turns compaction off.
+    #[arg(long, default_value_t = 0.5)]
+    compact_dead_fraction: f64,
 }
 
 #[derive(Debug, Args)]
@@ -257,6 +268,12 @@ pub fn run_datanode(a: DatanodeArgs) -> i32 {
         host: n.host,
         segment_size: a.segment_size,
         min_free_bytes: a.min_free_bytes,
+        maintenance: kura_datanode::Maintenance {
+            scrub_bytes_per_sec: a.scrub_bytes_per_sec,
+            scrub_interval: Duration::from_secs(a.scrub_interval_secs),
+            compact_dead_fraction: a.compact_dead_fraction,
+            ..Default::default()
+        },
     };
     run_role("datanode", a.common.status_addr, |ready, shutdown| {
         kura_datanode::run(cfg, ready, shutdown)

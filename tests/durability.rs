@@ -88,17 +88,6 @@ fn kill9_datanode_and_meta_leader_loses_no_acked_write() {
     assert!(out.contains(" 0 bad"), "{out}");
 }
 
-/// The value of an unlabelled Prometheus sample `name` at `status` /metrics.
-fn metric(status: &str, name: &str) -> Option<f64> {
-    let (code, body) = common::http_get(status, "/metrics")?;
-    if code != 200 {
-        return None;
-    }
-    body.lines()
-        .filter_map(|l| l.strip_prefix(name))
-        .find_map(|rest| rest.strip_prefix(' ')?.trim().parse().ok())
-}
-
 /// A metadata follower that was down while the Raft log grew past the GC
 /// threshold (kura dev: 1000 entries) catches up from a snapshot, and is then
 /// good enough to form the quorum that serves every key once the leader dies.
@@ -123,18 +112,18 @@ fn restarted_follower_catches_up_by_snapshot_and_serves_after_leader_dies() {
     let snapshots = "kura_metashard_snapshots_applied_total";
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
-        if metric(&status, snapshots).unwrap_or(0.0) >= 1.0 {
+        if common::metric(&status, snapshots).unwrap_or(0.0) >= 1.0 {
             break;
         }
         assert!(
             std::time::Instant::now() < deadline,
             "{follower} applied no snapshot within 60s (metric {:?})\n{}",
-            metric(&status, snapshots),
+            common::metric(&status, snapshots),
             c.logs_tail()
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    let sent = metric(
+    let sent = common::metric(
         &c.component(&leader).status,
         "kura_metashard_snapshots_sent_total",
     );

@@ -52,7 +52,11 @@ mod tests {
 
     #[test]
     fn names_round_trip() {
-        for c in [StorageClass::Ec42, StorageClass::Ec83, StorageClass::Replica3] {
+        for c in [
+            StorageClass::Ec42,
+            StorageClass::Ec83,
+            StorageClass::Replica3,
+        ] {
             assert_eq!(parse(s3_name(c)), Some(c));
             assert_eq!(parse(c.as_str_name()), Some(c));
         }

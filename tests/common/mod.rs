@@ -464,6 +464,17 @@ pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
     Some((status, body))
 }
 
+/// The value of an unlabelled Prometheus sample `name` at `status` /metrics.
+pub fn metric(status: &str, name: &str) -> Option<f64> {
+    let (code, body) = http_get(status, "/metrics")?;
+    if code != 200 {
+        return None;
+    }
+    body.lines()
+        .filter_map(|l| l.strip_prefix(name))
+        .find_map(|rest| rest.strip_prefix(' ')?.trim().parse().ok())
+}
+
 /// The id of the metashard component that leads the first region, per PD.
 pub fn meta_leader_component(c: &Cluster) -> String {
     let pd = c

@@ -93,10 +93,7 @@ impl Codec {
             return Ok(());
         }
         if have < self.k {
-            return Err(EcError::TooFewShards {
-                need: self.k,
-                have,
-            });
+            return Err(EcError::TooFewShards { need: self.k, have });
         }
         let mut lens = shards.iter().flatten().map(|s| s.len());
         let len = lens.next().unwrap_or(0);
@@ -156,7 +153,11 @@ mod tests {
     use super::*;
 
     fn stripe(n: usize, seed: u8) -> Bytes {
-        Bytes::from((0..n).map(|i| (i as u8).wrapping_mul(31) ^ seed).collect::<Vec<_>>())
+        Bytes::from(
+            (0..n)
+                .map(|i| (i as u8).wrapping_mul(31) ^ seed)
+                .collect::<Vec<_>>(),
+        )
     }
 
     #[test]

@@ -22,8 +22,8 @@ use s3s::stream::{ByteStream, RemainingLength};
 use tokio::sync::mpsc;
 
 use crate::context::Ctx;
-use crate::error::{GwError, GwResult};
 use crate::data::stripes::StripeReader;
+use crate::error::{GwError, GwResult};
 use crate::metrics;
 
 /// Blocks buffered ahead of the client.
@@ -217,7 +217,9 @@ async fn read_stored(
         Ok(r) if end <= loc.size => r,
         Ok(_) => {
             let _ = tx
-                .send(Err(GwError::Internal("range beyond the stored body".into())))
+                .send(Err(GwError::Internal(
+                    "range beyond the stored body".into(),
+                )))
                 .await;
             return Err(Gone);
         }
