@@ -118,6 +118,17 @@ pub struct DatanodeArgs {
     /// (deleted or replaced fragments); 0 turns compaction off.
     #[arg(long, default_value_t = 0.5)]
     compact_dead_fraction: f64,
+    /// Seconds between repair passes (healing, orphan GC, strays) over the
+    /// placement groups this node is primary of; 0 turns repair off.
+    #[arg(long, default_value_t = 30)]
+    repair_interval_secs: u64,
+    /// Bodies younger than this are not healed (their PUT may still run).
+    #[arg(long, default_value_t = 60)]
+    heal_after_secs: u64,
+    /// Bodies older than this that no metadata references are deleted.
+    /// Keep it at least twice the gateways' --max-commit-age-secs.
+    #[arg(long, default_value_t = 3600)]
+    orphan_after_secs: u64,
 }
 
 #[derive(Debug, Args)]
@@ -152,6 +163,11 @@ pub struct GatewayArgs {
     /// (STANDARD_IA) or REPLICA3 (REDUCED_REDUNDANCY).
     #[arg(long, default_value = "EC_4_2", value_parser = parse_storage_class)]
     default_storage_class: kura_proto::meta::StorageClass,
+    /// A PUT fails with 503 rather than commit its metadata later than this
+    /// after its body was started (at most half the data nodes'
+    /// --orphan-after-secs, so orphan GC never races a commit).
+    #[arg(long, default_value_t = 1800)]
+    max_commit_age_secs: u64,
     /// Domain for virtual-hosted-style requests (bucket.DOMAIN).
     #[arg(long)]
     domain: Option<String>,
@@ -271,8 +287,14 @@ pub fn run_datanode(a: DatanodeArgs) -> i32 {
         maintenance: kura_datanode::Maintenance {
             scrub_bytes_per_sec: a.scrub_bytes_per_sec,
             scrub_interval: Duration::from_secs(a.scrub_interval_secs),
+            scrub_first_delay: Duration::from_secs(a.scrub_interval_secs.min(30)),
             compact_dead_fraction: a.compact_dead_fraction,
             ..Default::default()
+        },
+        repair: kura_datanode::Repair {
+            interval: Duration::from_secs(a.repair_interval_secs),
+            heal_after: Duration::from_secs(a.heal_after_secs),
+            orphan_after: Duration::from_secs(a.orphan_after_secs),
         },
     };
     run_role("datanode", a.common.status_addr, |ready, shutdown| {
@@ -298,6 +320,7 @@ pub fn run_gateway(a: GatewayArgs) -> i32 {
         stripe_size: a.stripe_size,
         write_quorum: a.write_quorum,
         default_class: a.default_storage_class,
+        max_commit_age: Duration::from_secs(a.max_commit_age_secs),
         domain: a.domain,
     };
     run_role("gateway", a.common.status_addr, |ready, shutdown| {

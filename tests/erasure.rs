@@ -51,7 +51,7 @@ fn zone_outage_keeps_reads_exact_and_writes_going() {
         &["preload", "ecb", manifest.to_str().unwrap(), "8"],
     );
     let (acks, status, stop) = (c.dir.join("acks"), c.dir.join("status"), c.dir.join("stop"));
-    let mut load = {
+    let load = {
         let mut cmd = std::process::Command::new("python3");
         cmd.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/ec_load.py"))
             .args([

@@ -23,6 +23,7 @@ pub mod error;
 pub mod maintenance;
 mod metrics;
 pub mod node;
+pub mod repair;
 pub mod service;
 pub mod store;
 
@@ -30,4 +31,13 @@ pub use client::{DataNodeClient, DataNodeError, PgFilter};
 pub use error::{Error, StoreError};
 pub use maintenance::Maintenance;
 pub use node::{run, serve, Config, DEFAULT_MIN_FREE_BYTES, DEFAULT_SEGMENT_SIZE};
+pub use repair::Repair;
 pub use store::{Store, StoreOptions};
+
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+pub(crate) fn now_unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -128,3 +128,45 @@ pub static COMPACTIONS: LazyLock<IntCounter> = LazyLock::new(|| {
     )
     .expect("metric registered once")
 });
+pub static REPAIR_BACKLOG: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "kura_datanode_repair_backlog",
+        "Bodies missing fragments in the placement groups this node repairs, as of the last pass"
+    )
+    .expect("metric registered once")
+});
+pub static REPAIRED_FRAGMENTS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "kura_datanode_repaired_fragments_total",
+        "Fragments rebuilt from the other fragments of their body and written to their member"
+    )
+    .expect("metric registered once")
+});
+pub static UNRECOVERABLE_BODIES: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "kura_datanode_unrecoverable_bodies",
+        "Referenced bodies with fewer than k fragments left, as of the last pass (data loss)"
+    )
+    .expect("metric registered once")
+});
+pub static ORPHANS_DELETED: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "kura_datanode_orphan_fragments_deleted_total",
+        "Fragments deleted because no metadata references their body"
+    )
+    .expect("metric registered once")
+});
+pub static STRAYS_DELETED: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "kura_datanode_stray_fragments_deleted_total",
+        "Local fragments deleted after their placement-group slot moved to another node that has them"
+    )
+    .expect("metric registered once")
+});
+pub static REPAIR_PASSES: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "kura_datanode_repair_passes_total",
+        "Completed repair passes"
+    )
+    .expect("metric registered once")
+});

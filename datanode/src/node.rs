@@ -23,6 +23,7 @@ use tonic::transport::Server;
 
 use crate::error::Error;
 use crate::maintenance::{self, Maintenance};
+use crate::repair::{Repair, RepairWorker};
 use crate::service::DataNodeService;
 use crate::store::{Store, StoreOptions};
 
@@ -53,6 +54,8 @@ pub struct Config {
     pub min_free_bytes: u64,
     /// Scrub and compaction settings (`Maintenance::default()` for the defaults).
     pub maintenance: Maintenance,
+    /// Healing, orphan GC and stray cleanup of the PGs this node is primary of.
+    pub repair: Repair,
 }
 
 impl Config {
@@ -105,6 +108,8 @@ pub async fn run(
         };
         tracing::info!(node_id, addr = %cfg.advertise, "data node registered with PD");
         ready.store(true, Ordering::SeqCst);
+        let repair = RepairWorker::new(cfg.advertise.clone(), pd.clone(), cfg.repair.clone());
+        let repair = AbortOnDrop(tokio::spawn(repair.run(stop_rx.clone())));
         let mut heartbeat = tokio::spawn(heartbeat_loop(
             pd.clone(),
             store.clone(),
@@ -117,6 +122,7 @@ pub async fn run(
             r = &mut heartbeat => Err(Error::Internal(format!("heartbeat loop ended: {r:?}"))),
         };
         heartbeat.abort();
+        drop(repair);
         r
     }
     .await;
@@ -263,5 +269,14 @@ async fn heartbeat_loop(pd: PdClient, store: Arc<Store>, cfg: Config, node_id: u
                 failing = true;
             }
         }
+    }
+}
+
+/// Aborts a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

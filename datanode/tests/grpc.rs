@@ -458,6 +458,10 @@ async fn run_registers_persists_id_and_heartbeats() {
         segment_size: 1 << 20,
         min_free_bytes: 0,
         maintenance: Default::default(),
+        repair: kura_datanode::Repair {
+            interval: std::time::Duration::ZERO,
+            ..Default::default()
+        },
     };
     for round in 0..2 {
         let ready = Arc::new(AtomicBool::new(false));
@@ -499,6 +503,10 @@ async fn run_without_pd_stops_on_shutdown() {
         segment_size: 1 << 20,
         min_free_bytes: 0,
         maintenance: Default::default(),
+        repair: kura_datanode::Repair {
+            interval: std::time::Duration::ZERO,
+            ..Default::default()
+        },
     };
     let ready = Arc::new(AtomicBool::new(false));
     let (stop, rx) = watch::channel(false);

@@ -29,6 +29,9 @@ pub struct Ctx {
     pub write_quorum: Option<usize>,
     /// Storage class of new buckets (and of PUTs without x-amz-storage-class).
     pub default_class: StorageClass,
+    /// A body's metadata commit must land within this of its fragments'
+    /// creation (data nodes' orphan GC waits at least twice as long).
+    pub max_commit_age: std::time::Duration,
     /// Region reported to clients.
     pub region: String,
 }

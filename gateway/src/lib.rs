@@ -52,6 +52,10 @@ pub struct Config {
     pub write_quorum: Option<usize>,
     /// Storage class of new buckets (EC_4_2).
     pub default_class: kura_proto::meta::StorageClass,
+    /// A PUT fails (503) rather than commit metadata later than this after
+    /// its body's fragments were created; keep it at most half the data
+    /// nodes' `--orphan-after` (30 min).
+    pub max_commit_age: std::time::Duration,
     /// Base domain for virtual-hosted-style requests (`bucket.DOMAIN`);
     /// `localhost` is always accepted too.
     pub domain: Option<String>,
@@ -75,6 +79,7 @@ impl Config {
             stripe_size: 1 << 20,
             write_quorum: None,
             default_class: kura_proto::meta::StorageClass::Ec42,
+            max_commit_age: std::time::Duration::from_secs(30 * 60),
             domain: None,
         }
     }

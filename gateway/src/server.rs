@@ -48,6 +48,7 @@ pub async fn run(
         inline_threshold: cfg.inline_threshold,
         stripe_size: cfg.stripe_size,
         default_class: cfg.default_class,
+        max_commit_age: cfg.max_commit_age,
         write_quorum: cfg.write_quorum,
         region: cfg.region.clone(),
     });

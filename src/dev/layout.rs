@@ -35,8 +35,17 @@ pub struct ClusterFile {
     pub components: Vec<Component>,
 }
 
+/// Background-work timings passed to the data nodes and the gateway.
+#[derive(Debug, Clone)]
+pub struct Tuning {
+    pub repair_interval_secs: u64,
+    pub heal_after_secs: u64,
+    pub orphan_after_secs: u64,
+    pub scrub_interval_secs: u64,
+}
+
 /// The planned processes, before they start (pid 0).
-pub fn plan(exe: &str, data_dir: &Path, port: u16, host: &str) -> Vec<Component> {
+pub fn plan(exe: &str, data_dir: &Path, port: u16, host: &str, t: &Tuning) -> Vec<Component> {
     let addr = |off: u16| format!("{host}:{}", port + off);
     let pd_grpc = addr(1);
     let mut out = Vec::new();
@@ -130,6 +139,14 @@ pub fn plan(exe: &str, data_dir: &Path, port: u16, host: &str) -> Vec<Component>
                 zone.into(),
                 "--host".into(),
                 format!("datanode-{}", j + 1),
+                "--repair-interval-secs".into(),
+                t.repair_interval_secs.to_string(),
+                "--heal-after-secs".into(),
+                t.heal_after_secs.to_string(),
+                "--orphan-after-secs".into(),
+                t.orphan_after_secs.to_string(),
+                "--scrub-interval-secs".into(),
+                t.scrub_interval_secs.to_string(),
             ],
         });
     }
@@ -155,6 +172,8 @@ pub fn plan(exe: &str, data_dir: &Path, port: u16, host: &str) -> Vec<Component>
             pd_grpc,
             "--credentials-file".into(),
             data_dir.join("credentials.json").display().to_string(),
+            "--max-commit-age-secs".into(),
+            (t.orphan_after_secs / 2).max(1).to_string(),
         ],
     });
     out
@@ -164,9 +183,16 @@ pub fn plan(exe: &str, data_dir: &Path, port: u16, host: &str) -> Vec<Component>
 mod tests {
     use super::*;
 
+    const TUNING: Tuning = Tuning {
+        repair_interval_secs: 5,
+        heal_after_secs: 10,
+        orphan_after_secs: 3600,
+        scrub_interval_secs: 3600,
+    };
+
     #[test]
     fn plan_has_the_documented_shape() {
-        let p = plan("/bin/kura", Path::new("/tmp/x"), 9000, "127.0.0.1");
+        let p = plan("/bin/kura", Path::new("/tmp/x"), 9000, "127.0.0.1", &TUNING);
         let count = |r: &str| p.iter().filter(|c| c.role == r).count();
         assert_eq!(
             (

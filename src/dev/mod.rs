@@ -35,6 +35,31 @@ pub struct DevArgs {
     /// Seconds to wait for the cluster to become ready before giving up.
     #[arg(long, default_value_t = 120)]
     pub ready_timeout: u64,
+    /// Data nodes' repair pass interval (healing, orphan GC), in seconds.
+    #[arg(long, default_value_t = 5)]
+    pub repair_interval_secs: u64,
+    /// Bodies younger than this are not healed, in seconds.
+    #[arg(long, default_value_t = 10)]
+    pub heal_after_secs: u64,
+    /// Unreferenced bodies older than this are deleted by orphan GC, in
+    /// seconds; the gateway's commit deadline is half of it.
+    #[arg(long, default_value_t = 3600)]
+    pub orphan_after_secs: u64,
+    /// Seconds between the starts of two full scrub passes on each data node
+    /// (the first pass starts after min(this, 30 s)).
+    #[arg(long, default_value_t = 3600)]
+    pub scrub_interval_secs: u64,
+}
+
+impl DevArgs {
+    pub fn tuning(&self) -> layout::Tuning {
+        layout::Tuning {
+            repair_interval_secs: self.repair_interval_secs,
+            heal_after_secs: self.heal_after_secs,
+            orphan_after_secs: self.orphan_after_secs,
+            scrub_interval_secs: self.scrub_interval_secs,
+        }
+    }
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -124,7 +149,7 @@ pub fn run(args: DevArgs) -> Result<(), DevError> {
     let exe = io("current exe", std::env::current_exe())?
         .display()
         .to_string();
-    let mut components = layout::plan(&exe, &dir, args.port, "127.0.0.1");
+    let mut components = layout::plan(&exe, &dir, args.port, "127.0.0.1", &args.tuning());
     // Readiness is probed over these ports: if another process holds them, the
     // probes would answer for it. Refuse to start instead.
     let s3_addr = format!("127.0.0.1:{}", args.port);

@@ -109,18 +109,27 @@ pub fn http_status(addr: &str, path: &str) -> Option<u16> {
 impl Cluster {
     /// Starts a fresh cluster in a new temp dir.
     pub fn must_start() -> Cluster {
+        Cluster::must_start_with(&[])
+    }
+
+    /// Starts a fresh cluster in a new temp dir with extra `kura dev` flags.
+    pub fn must_start_with(dev_args: &[&str]) -> Cluster {
         let tmp = tempfile::Builder::new()
             .prefix("kura-e2e-")
             .tempdir()
             .expect("temp dir");
         let dir = tmp.path().to_path_buf();
-        let mut c = Cluster::must_start_in(&dir, free_port_range());
+        let mut c = Cluster::start_in(&dir, free_port_range(), dev_args);
         c._tmp = Some(tmp);
         c
     }
 
     /// Starts `kura dev` on `dir` (new or existing) and waits until it serves writes.
     pub fn must_start_in(dir: &Path, port: u16) -> Cluster {
+        Cluster::start_in(dir, port, &[])
+    }
+
+    fn start_in(dir: &Path, port: u16, dev_args: &[&str]) -> Cluster {
         // kura dev writes cluster.json only after it has seen the cluster
         // healthy, so a test can see /_kura/health 200 first; waiting for a
         // fresh file (not the previous run's pids) closes that window.
@@ -130,6 +139,7 @@ impl Cluster {
             .args(["dev", "--data-dir"])
             .arg(dir)
             .args(["--port", &port.to_string()])
+            .args(dev_args)
             .env_remove("KURA_ROOT_ACCESS_KEY")
             .env_remove("KURA_ROOT_SECRET_KEY")
             .stdin(Stdio::null())
@@ -462,6 +472,15 @@ pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
     Some((status, body))
+}
+
+/// The sum of an unlabelled Prometheus sample over every data node.
+pub fn datanode_metric_sum(c: &Cluster, name: &str) -> f64 {
+    c.components()
+        .iter()
+        .filter(|x| x.role == "datanode")
+        .filter_map(|x| metric(&x.status, name))
+        .sum()
 }
 
 /// The value of an unlabelled Prometheus sample `name` at `status` /metrics.

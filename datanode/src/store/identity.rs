@@ -33,7 +33,7 @@ impl Identity {
             format_version: IDENTITY_FORMAT_VERSION,
             uuid: to_hex(&bytes),
             node_id: 0,
-            created_unix_ms: now_unix_ms(),
+            created_unix_ms: crate::now_unix_ms(),
         }
     }
 
@@ -100,13 +100,6 @@ pub fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| StoreError::io(format!("syncing directory {}", dir.display()), e))
-}
-
-fn now_unix_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 fn to_hex(b: &[u8]) -> String {

@@ -81,12 +81,21 @@ pub struct WriteSpec<'a> {
 pub struct Written {
     pub inline: Option<Bytes>,
     pub location: Option<DataLocation>,
+    /// When its fragments were created (the time in their headers, from
+    /// which orphan GC counts): the metadata commit must happen within
+    /// `Ctx::max_commit_age` of it.
+    pub started: Instant,
     pub size: u64,
     pub md5: [u8; 16],
     pub checksums: BTreeMap<String, String>,
 }
 
 impl Written {
+    /// The stored body and the time its fragments were created, if not inline.
+    pub fn stored(&self) -> Option<(DataLocation, Instant)> {
+        self.location.clone().map(|l| (l, self.started))
+    }
+
     /// The S3 ETag (hex MD5, no quotes).
     pub fn etag(&self) -> String {
         hex::encode(self.md5)
@@ -208,6 +217,7 @@ pub async fn write_body(
         None => Ok(Written {
             inline: Some(Bytes::from(head.concat())),
             location: None,
+            started: Instant::now(),
             size,
             md5,
             checksums,
@@ -216,11 +226,13 @@ pub async fn write_body(
             if let Some(last) = splitter.finish() {
                 f.send_stripe(last).await?;
             }
+            let started = f.started;
             let mut location = f.finish(size).await?;
             location.size = size;
             Ok(Written {
                 inline: None,
                 location: Some(location),
+                started,
                 size,
                 md5,
                 checksums,
@@ -265,6 +277,8 @@ struct Fanout {
     writers: Vec<FragmentWriter>,
     quorum: usize,
     armed: bool,
+    /// When the fragment headers were stamped.
+    started: Instant,
 }
 
 impl Fanout {
@@ -309,6 +323,7 @@ impl Fanout {
             size: 0,
         };
         let created = now_ms();
+        let started = Instant::now();
         let mut writers = Vec::with_capacity(group.nodes.len());
         for (i, addr) in group.nodes.iter().enumerate() {
             let shard = i as u32;
@@ -334,6 +349,7 @@ impl Fanout {
                 block_size,
                 pg: group.id,
                 created_unix_ms: created,
+                storage_class: class as i32,
             };
             let (tx, rx) = mpsc::channel::<Bytes>(WINDOW);
             let blocks =
@@ -359,6 +375,7 @@ impl Fanout {
             writers,
             quorum,
             armed: true,
+            started,
         })
     }
 

@@ -161,7 +161,7 @@ pub async fn copy_object(
     let last_modified = rec.last_modified_unix_ms;
 
     let key = input.key.clone();
-    commit_in_task(ctx, written.location.clone(), move |ctx| async move {
+    commit_in_task(ctx, written.stored(), move |ctx| async move {
         let pre = WritePrecondition::default();
         commit_object(&ctx, bucket_id, &key, &rec, &pre, Vec::new(), Vec::new()).await
     })
@@ -235,7 +235,7 @@ pub async fn upload_part_copy(
     let part = part_for_body(part_number, &written);
     let last_modified = part.last_modified_unix_ms;
     let (key, upload_id) = (input.key.clone(), input.upload_id.clone());
-    commit_in_task(ctx, written.location.clone(), move |ctx| async move {
+    commit_in_task(ctx, written.stored(), move |ctx| async move {
         commit_part(&ctx, bucket_id, &key, &upload_id, &upload, &part).await
     })
     .await?;

@@ -241,7 +241,7 @@ pub async fn upload_part(
     let part = part_for_body(part_number, &written);
 
     let (key, upload_id) = (input.key.clone(), input.upload_id.clone());
-    commit_in_task(ctx, written.location.clone(), move |ctx| async move {
+    commit_in_task(ctx, written.stored(), move |ctx| async move {
         commit_part(&ctx, bucket_id, &key, &upload_id, &upload, &part).await
     })
     .await?;

@@ -201,7 +201,7 @@ pub async fn put_object(
 
     // From here on the commit must finish even if the client goes away.
     let key = input.key.clone();
-    commit_in_task(ctx, written.location.clone(), move |ctx| async move {
+    commit_in_task(ctx, written.stored(), move |ctx| async move {
         commit_object(&ctx, bucket_id, &key, &rec, &pre, Vec::new(), Vec::new()).await
     })
     .await?;
@@ -255,11 +255,17 @@ pub fn object_for_body(
 
 /// Runs the metadata commit of a freshly written body in its own task, so a
 /// client that goes away cannot cancel it halfway. If the commit fails, the
-/// body at `location` is discarded unless the outcome is unknown
+/// body is discarded unless the outcome is unknown
 /// (`discard_unless_ambiguous`).
+///
+/// The commit must finish within `Ctx::max_commit_age` of the body's
+/// fragments being created: orphan GC on the data nodes deletes bodies it
+/// finds unreferenced once they are twice that old, so a commit that lands
+/// later could reference deleted fragments. Past the deadline the PUT fails
+/// with 503 and the body is left to orphan GC.
 pub async fn commit_in_task<T, F>(
     ctx: &Arc<Ctx>,
-    location: Option<DataLocation>,
+    body: Option<(DataLocation, std::time::Instant)>,
     commit: impl FnOnce(Arc<Ctx>) -> F,
 ) -> GwResult<T>
 where
@@ -268,8 +274,22 @@ where
 {
     let task_ctx = ctx.clone();
     let commit = commit(ctx.clone());
+    let deadline = body
+        .as_ref()
+        .map(|(_, started)| tokio::time::Instant::from_std(*started + ctx.max_commit_age));
+    let location = body.map(|(l, _)| l);
     tokio::spawn(async move {
-        let res = commit.await;
+        let res = match deadline {
+            Some(d) => tokio::time::timeout_at(d, commit)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(GwError::Unavailable(
+                        "the metadata commit did not finish in time; the body is left to orphan GC"
+                            .into(),
+                    ))
+                }),
+            None => commit.await,
+        };
         if let Err(e) = &res {
             discard_unless_ambiguous(&task_ctx, e, location.into_iter().collect());
         }

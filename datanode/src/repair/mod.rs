@@ -1,0 +1,379 @@
+//! The repair worker: keeps every placement group's members holding their
+//! fragments. One pass, every `Repair::interval`:
+//!
+//! 1. Fetch the placement map from PD. For each PG this node belongs to, the
+//!    *primary* is the first member in slot order that answers a probe; only
+//!    the primary repairs the PG, so work is spread over the nodes and a dead
+//!    node's PGs are taken over by the next member.
+//! 2. The primary lists every member's fragments of the PG (`ListFragments`,
+//!    in memory on each node) and plans (`plan`): bodies missing fragments
+//!    with k left are rebuilt onto the members that miss them (`rebuild`):
+//!    healing after a failed write, a lost disk, a quarantined corrupt
+//!    fragment, or a slot PD moved to a new node (rebalance, decommission).
+//! 3. Bodies with fewer than k fragments, and complete bodies older than
+//!    `orphan_after` not yet known to be referenced, are checked against the
+//!    metadata (`references`, linearizable reads); unreferenced ones are
+//!    orphans (a PUT that never committed, a delete that missed a node) and
+//!    are deleted everywhere. Referenced bodies below k are data loss: counted
+//!    and logged, never deleted.
+//! 4. Strays: local fragments whose slot now belongs to another node are
+//!    deleted once that node has its copy.
+//!
+//! Bodies younger than `heal_after` are left alone: their PUT may still be
+//! writing. Everything is idempotent, so two nodes that both think they are
+//! primary only duplicate work.
+
+pub mod plan;
+pub mod rebuild;
+pub mod references;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use kura_metashard::client::MetaClient;
+use kura_pd_client::{PdClient, RegionCache};
+use kura_proto::datanode::{FragmentEntry, FragmentId};
+use kura_proto::meta::StorageClass;
+use kura_proto::pd::PlacementMap;
+use tokio::sync::watch;
+
+use crate::client::{DataNodeClient, DataNodeError, PgFilter};
+use crate::ec::Codec;
+use crate::metrics;
+use plan::{plan_pg, Action, BodyState};
+
+/// Repair settings.
+#[derive(Clone, Debug)]
+pub struct Repair {
+    /// Time between passes; zero turns repair off. Default 30 s.
+    pub interval: Duration,
+    /// Bodies younger than this are not repaired (their PUT may be running). Default 60 s.
+    pub heal_after: Duration,
+    /// Bodies older than this are checked for references; unreferenced ones
+    /// are deleted. Must be far above the longest PUT. Default 1 h.
+    pub orphan_after: Duration,
+}
+
+impl Default for Repair {
+    fn default() -> Self {
+        Repair {
+            interval: Duration::from_secs(30),
+            heal_after: Duration::from_secs(60),
+            orphan_after: Duration::from_secs(3600),
+        }
+    }
+}
+
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+const LIST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bound on the in-memory set of bodies known to be referenced.
+const MAX_KNOWN_REFERENCED: usize = 4_000_000;
+
+/// What one pass found and did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PassStats {
+    pub pgs_repaired: usize,
+    pub backlog: usize,
+    pub rebuilt: usize,
+    pub orphans: usize,
+    pub strays: usize,
+    pub unrecoverable: usize,
+}
+
+pub struct RepairWorker {
+    me: String,
+    pd: PdClient,
+    client: DataNodeClient,
+    meta: MetaClient,
+    cfg: Repair,
+    /// Bodies a reference check found referenced (they stay so until deleted,
+    /// and deletion removes their fragments).
+    known_referenced: HashSet<Bytes>,
+}
+
+impl RepairWorker {
+    /// `me` is this node's advertised address, as PD lists it.
+    pub fn new(me: String, pd: PdClient, cfg: Repair) -> Self {
+        let meta = MetaClient::new(Arc::new(RegionCache::new(pd.clone())));
+        RepairWorker {
+            me,
+            pd,
+            client: DataNodeClient::new(),
+            meta,
+            cfg,
+            known_referenced: HashSet::new(),
+        }
+    }
+
+    /// Runs passes until `shutdown`.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        if self.cfg.interval.is_zero() {
+            return;
+        }
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(self.cfg.interval) => {}
+                _ = shutdown.wait_for(|s| *s) => return,
+            }
+            match self.pass().await {
+                Ok(stats) => {
+                    if stats != PassStats::default() {
+                        tracing::info!(?stats, "repair pass");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "repair pass failed"),
+            }
+        }
+    }
+
+    /// One pass over every PG this node is primary of, then its strays.
+    pub async fn pass(&mut self) -> Result<PassStats, DataNodeError> {
+        let map = match self.pd.get_placement(0).await {
+            Ok(Some(m)) => m,
+            Ok(None) => return Ok(PassStats::default()),
+            Err(e) => return Err(DataNodeError::Unavailable(format!("pd: {e}"))),
+        };
+        let mut stats = PassStats::default();
+        let mut up: HashMap<String, bool> = HashMap::new();
+        for class in &map.classes {
+            let storage_class =
+                StorageClass::try_from(class.storage_class).unwrap_or(StorageClass::Unspecified);
+            let (k, m) = (class.data_shards as usize, class.parity_shards as usize);
+            let Ok(codec) = Codec::new(k, m) else {
+                continue;
+            };
+            for group in &class.groups {
+                let Some(members) = addresses(&map, &group.data_nodes) else {
+                    continue;
+                };
+                if members.len() != k + m || !members.contains(&self.me) {
+                    continue;
+                }
+                if !self.is_primary(&members, &mut up).await {
+                    continue;
+                }
+                stats.pgs_repaired += 1;
+                if let Err(e) = self
+                    .repair_pg(storage_class, group.id, &codec, &members, &up, &mut stats)
+                    .await
+                {
+                    tracing::warn!(pg = group.id, class = ?storage_class, error = %e, "PG repair failed");
+                }
+            }
+        }
+        stats.strays = self.drop_strays(&map).await?;
+        metrics::REPAIR_BACKLOG.set(stats.backlog as i64);
+        metrics::UNRECOVERABLE_BODIES.set(stats.unrecoverable as i64);
+        metrics::REPAIR_PASSES.inc();
+        if self.known_referenced.len() > MAX_KNOWN_REFERENCED {
+            self.known_referenced.clear();
+        }
+        Ok(stats)
+    }
+
+    /// Whether this node is the first member (in slot order) that is up.
+    async fn is_primary(&self, members: &[String], up: &mut HashMap<String, bool>) -> bool {
+        for addr in members {
+            if *addr == self.me {
+                return true;
+            }
+            let alive = match up.get(addr) {
+                Some(a) => *a,
+                None => {
+                    let a = self.probe(addr).await;
+                    up.insert(addr.clone(), a);
+                    a
+                }
+            };
+            if alive {
+                return false;
+            }
+        }
+        false
+    }
+
+    async fn probe(&self, addr: &str) -> bool {
+        let id = FragmentId {
+            data_id: Bytes::from_static(&[0u8; 16]),
+            shard: 0,
+        };
+        matches!(
+            tokio::time::timeout(PROBE_TIMEOUT, self.client.stat_fragment(addr, id)).await,
+            Ok(Ok(_)) | Ok(Err(DataNodeError::NotFound))
+        )
+    }
+
+    async fn repair_pg(
+        &mut self,
+        class: StorageClass,
+        pg: u32,
+        codec: &Codec,
+        members: &[String],
+        up: &HashMap<String, bool>,
+        stats: &mut PassStats,
+    ) -> Result<(), DataNodeError> {
+        let mut listings: Vec<Option<Vec<FragmentEntry>>> = Vec::with_capacity(members.len());
+        for addr in members {
+            if up.get(addr) == Some(&false) {
+                listings.push(None);
+                continue;
+            }
+            let listed = tokio::time::timeout(
+                LIST_TIMEOUT,
+                self.client.list_all_fragments(addr, PgFilter::Pg(pg)),
+            )
+            .await;
+            listings.push(match listed {
+                Ok(Ok(all)) => Some(
+                    all.into_iter()
+                        .filter(|e| fragment_class(e) == class)
+                        .collect(),
+                ),
+                _ => None,
+            });
+        }
+        let now = crate::now_unix_ms();
+        let actions = plan_pg(
+            &listings,
+            codec.data_shards(),
+            now - self.cfg.heal_after.as_millis() as i64,
+            now - self.cfg.orphan_after.as_millis() as i64,
+        );
+        let orphan_before = now - self.cfg.orphan_after.as_millis() as i64;
+        for action in actions {
+            match action {
+                Action::Rebuild(body) => {
+                    stats.backlog += 1;
+                    match rebuild::rebuild(&self.client, codec, members, &body).await {
+                        Ok(n) => {
+                            stats.rebuilt += n;
+                            metrics::REPAIRED_FRAGMENTS.inc_by(n as u64);
+                        }
+                        Err(e) => tracing::warn!(pg, error = %e, "rebuilding a body failed"),
+                    }
+                }
+                Action::BelowK(body) => {
+                    let referenced = self.referenced(&body).await?;
+                    if referenced {
+                        stats.unrecoverable += 1;
+                        tracing::error!(
+                            pg,
+                            data_id = %hex(&body.data_id),
+                            present = ?body.present,
+                            "referenced body has fewer than k fragments: data lost"
+                        );
+                    } else if body.header.created_unix_ms < orphan_before {
+                        stats.orphans += self.delete_everywhere(members, &body).await;
+                    }
+                }
+                Action::CheckReferenced(body) => {
+                    if !self.known_referenced.contains(&body.data_id)
+                        && !self.referenced(&body).await?
+                    {
+                        stats.orphans += self.delete_everywhere(members, &body).await;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn referenced(&mut self, body: &BodyState) -> Result<bool, DataNodeError> {
+        if self.known_referenced.contains(&body.data_id) {
+            return Ok(true);
+        }
+        let yes = references::is_referenced(&self.meta, &body.header, &body.data_id)
+            .await
+            .map_err(|e| DataNodeError::Unavailable(format!("metadata: {e}")))?;
+        if yes {
+            self.known_referenced.insert(body.data_id.clone());
+        }
+        Ok(yes)
+    }
+
+    /// Deletes every present fragment of an unreferenced body.
+    async fn delete_everywhere(&self, members: &[String], body: &BodyState) -> usize {
+        let mut deleted = 0;
+        for &slot in &body.present {
+            let id = FragmentId {
+                data_id: body.data_id.clone(),
+                shard: slot as u32,
+            };
+            if let Ok(true) = self.client.delete_fragment(&members[slot], id).await {
+                deleted += 1;
+            }
+        }
+        metrics::ORPHANS_DELETED.inc_by(deleted as u64);
+        tracing::info!(data_id = %hex(&body.data_id), deleted, "deleted the fragments of an unreferenced body");
+        deleted
+    }
+
+    /// Deletes local fragments whose slot belongs to another node that has its copy.
+    async fn drop_strays(&self, map: &PlacementMap) -> Result<usize, DataNodeError> {
+        let mine = self
+            .client
+            .list_all_fragments(&self.me, PgFilter::All)
+            .await?;
+        let mut dropped = 0;
+        for e in mine {
+            let Some(h) = e.header.as_ref() else { continue };
+            let Some(id) = h.id.clone() else { continue };
+            let class = fragment_class(&e);
+            let Some(group) = map
+                .classes
+                .iter()
+                .find(|c| c.storage_class == class as i32)
+                .and_then(|c| c.groups.iter().find(|g| g.id == h.pg))
+            else {
+                continue;
+            };
+            let Some(owner) = group
+                .data_nodes
+                .get(id.shard as usize)
+                .and_then(|n| addresses(map, &[*n]))
+                .and_then(|mut a| a.pop())
+            else {
+                continue;
+            };
+            if owner == self.me {
+                continue;
+            }
+            let theirs = self.client.stat_fragment(&owner, id.clone()).await;
+            if matches!(theirs, Ok(ref s) if s.found && s.length == e.length) {
+                if let Ok(true) = self.client.delete_fragment(&self.me, id).await {
+                    dropped += 1;
+                    metrics::STRAYS_DELETED.inc();
+                }
+            }
+        }
+        Ok(dropped)
+    }
+}
+
+/// The storage class a fragment was written for (unset = REPLICA3, the only
+/// class before classes existed).
+fn fragment_class(e: &FragmentEntry) -> StorageClass {
+    e.header
+        .as_ref()
+        .and_then(|h| StorageClass::try_from(h.storage_class).ok())
+        .filter(|c| *c != StorageClass::Unspecified)
+        .unwrap_or(StorageClass::Replica3)
+}
+
+/// Addresses of `ids` in slot order; None if any is unknown.
+fn addresses(map: &PlacementMap, ids: &[u64]) -> Option<Vec<String>> {
+    ids.iter()
+        .map(|id| {
+            map.nodes
+                .iter()
+                .find(|n| n.id == *id && !n.address.is_empty())
+                .map(|n| n.address.clone())
+        })
+        .collect()
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}

@@ -1,0 +1,219 @@
+//! The data nodes' repair worker: healing fragments that missed a write or
+//! were found corrupt, and orphan GC of bodies no metadata references.
+mod common;
+use common::{datanode_metric_sum, pattern, Cluster};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const REPAIRED: &str = "kura_datanode_repaired_fragments_total";
+const BACKLOG: &str = "kura_datanode_repair_backlog";
+const PASSES: &str = "kura_datanode_repair_passes_total";
+
+fn wait_until(what: &str, secs: u64, c: &Cluster, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !done() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}\n{}",
+            c.logs_tail()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// Waits until every data node finished a pass that started after now and
+/// the summed repair backlog is zero.
+fn wait_backlog_drained(c: &Cluster) {
+    let passes = datanode_metric_sum(c, PASSES);
+    wait_until(
+        "two more repair passes with an empty backlog",
+        120,
+        c,
+        || {
+            datanode_metric_sum(c, PASSES) >= passes + 12.0
+                && datanode_metric_sum(c, BACKLOG) == 0.0
+        },
+    );
+}
+
+fn put(c: &Cluster, key: &str, data: &[u8]) {
+    let f = c.dir.join("put.tmp");
+    std::fs::write(&f, data).unwrap();
+    c.must_put_file("heal", key, &f);
+}
+
+fn check(c: &Cluster, key: &str, data: &[u8]) {
+    let f = c.dir.join("get.tmp");
+    c.must_get_file("heal", key, &f);
+    assert!(std::fs::read(&f).unwrap() == data, "{key} differs");
+}
+
+/// Bodies written while a zone was down have only 4 of 6 fragments; once the
+/// zone is back the repair worker rebuilds the missing ones, so the objects
+/// then survive losing a *different* zone.
+#[test]
+fn fragments_missed_during_a_zone_outage_are_healed() {
+    let mut c = Cluster::must_start();
+    c.must_aws(&["s3", "mb", "s3://heal"]);
+    let before: Vec<(String, Vec<u8>)> = (0..2)
+        .map(|i| {
+            (
+                format!("before/{i}"),
+                pattern((2 << 20) + i * 777, i as u64),
+            )
+        })
+        .collect();
+    for (k, d) in &before {
+        put(&c, k, d);
+    }
+    for id in ["datanode-3", "datanode-4"] {
+        c.must_kill9(id);
+    }
+    let during: Vec<(String, Vec<u8>)> = (0..4)
+        .map(|i| {
+            (
+                format!("during/{i}"),
+                pattern((3 << 20) + i * 1001, 100 + i as u64),
+            )
+        })
+        .collect();
+    for (k, d) in &during {
+        put(&c, k, d);
+    }
+    for id in ["datanode-3", "datanode-4"] {
+        c.must_restart(id);
+    }
+    let repaired = datanode_metric_sum(&c, REPAIRED);
+    wait_until("the missed fragments to be rebuilt", 120, &c, || {
+        datanode_metric_sum(&c, REPAIRED) >= repaired + (2 * during.len()) as f64
+    });
+    wait_backlog_drained(&c);
+    // Zone z1 goes now: the bodies written during the z2 outage need their
+    // healed z2 fragments to be read.
+    for id in ["datanode-1", "datanode-2"] {
+        c.must_kill9(id);
+    }
+    for (k, d) in before.iter().chain(&during) {
+        check(&c, k, d);
+    }
+}
+
+/// Corrupt fragment files are detected by the scrubber (or a read),
+/// quarantined and rebuilt, so the objects then survive losing two other nodes.
+#[test]
+fn corrupt_fragments_are_scrubbed_and_rebuilt() {
+    let mut c = Cluster::must_start_with(&["--scrub-interval-secs", "3"]);
+    c.must_aws(&["s3", "mb", "s3://heal"]);
+    let objects: Vec<(String, Vec<u8>)> = (0..3)
+        .map(|i| (format!("o{i}"), pattern((2 << 20) + 999 * i, 7 + i as u64)))
+        .collect();
+    for (k, d) in &objects {
+        put(&c, k, d);
+    }
+    for node in ["datanode-2", "datanode-6"] {
+        flip_bytes_in_segments(&c.dir.join(node).join("segments"));
+    }
+    let corrupt = "kura_datanode_corrupt_fragments_total";
+    wait_until(
+        "the scrubber to quarantine the corrupt fragments",
+        120,
+        &c,
+        || datanode_metric_sum(&c, corrupt) >= (2 * objects.len()) as f64,
+    );
+    let repaired = datanode_metric_sum(&c, REPAIRED);
+    wait_until("the quarantined fragments to be rebuilt", 120, &c, || {
+        datanode_metric_sum(&c, REPAIRED) >= repaired + (2 * objects.len()) as f64
+    });
+    wait_backlog_drained(&c);
+    for id in ["datanode-1", "datanode-3"] {
+        c.must_kill9(id);
+    }
+    for (k, d) in &objects {
+        check(&c, k, d);
+    }
+}
+
+/// Flips one byte every 4 KiB after the segment header, in place.
+fn flip_bytes_in_segments(dir: &Path) {
+    use std::io::{Seek, Write};
+    for entry in std::fs::read_dir(dir).expect("segments dir") {
+        let path = entry.unwrap().path();
+        let mut bytes = std::fs::read(&path).unwrap();
+        for off in (4096..bytes.len()).step_by(4096) {
+            bytes[off] ^= 0x5a;
+        }
+        let mut f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        f.seek(std::io::SeekFrom::Start(0)).unwrap();
+        f.write_all(&bytes).unwrap();
+        f.sync_all().unwrap();
+    }
+}
+
+/// A PUT whose body was stored but whose metadata commit failed (the
+/// metadata stores died meanwhile) leaves an orphan: orphan GC deletes its
+/// fragments once it is older than --orphan-after-secs, after checking the
+/// metadata; a committed object of the same age is never collected.
+#[test]
+fn orphan_gc_deletes_uncommitted_bodies_and_keeps_committed_ones() {
+    let mut c = Cluster::must_start_with(&["--orphan-after-secs", "20"]);
+    c.must_aws(&["s3", "mb", "s3://heal"]);
+    let keep = pattern(3 << 20, 5);
+    put(&c, "keep", &keep);
+
+    let (paused, resume) = (c.dir.join("paused"), c.dir.join("resume"));
+    let mut cmd = std::process::Command::new("python3");
+    cmd.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/paused_put.py"))
+        .args([
+            "heal",
+            "orphan",
+            &(6 << 20).to_string(),
+            &(2 << 20).to_string(),
+            paused.to_str().unwrap(),
+            resume.to_str().unwrap(),
+        ])
+        .env("KURA_S3", &c.s3)
+        .env("AWS_ACCESS_KEY_ID", &c.access_key)
+        .env("AWS_SECRET_ACCESS_KEY", &c.secret_key)
+        .stdout(std::process::Stdio::piped());
+    let put = cmd.spawn().expect("paused_put.py");
+    wait_until("the PUT to pause", 30, &c, || paused.exists());
+    let stores: Vec<String> = c
+        .components()
+        .into_iter()
+        .filter(|x| x.role == "metashard")
+        .map(|x| x.id)
+        .collect();
+    for id in &stores {
+        c.must_kill9(id);
+    }
+    std::fs::write(&resume, b"").unwrap();
+    let out = put.wait_with_output().expect("paused put");
+    let answer = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        answer.starts_with("503"),
+        "the PUT cannot commit without metadata: {answer}"
+    );
+    for id in &stores {
+        c.must_restart(id);
+    }
+    wait_until("orphan GC to delete the 6 fragments", 150, &c, || {
+        datanode_metric_sum(&c, "kura_datanode_orphan_fragments_deleted_total") >= 6.0
+    });
+    let head = c.aws(&[
+        "s3api",
+        "head-object",
+        "--bucket",
+        "heal",
+        "--key",
+        "orphan",
+    ]);
+    assert!(!head.status.success(), "the failed PUT must not exist");
+    // Older than --orphan-after by now, referenced, so kept.
+    wait_backlog_drained(&c);
+    check(&c, "keep", &keep);
+    assert_eq!(
+        datanode_metric_sum(&c, "kura_datanode_orphan_fragments_deleted_total"),
+        6.0,
+        "only the orphan's fragments may be deleted"
+    );
+}
