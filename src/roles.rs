@@ -168,6 +168,11 @@ pub struct GatewayArgs {
     /// --orphan-after-secs, so orphan GC never races a commit).
     #[arg(long, default_value_t = 1800)]
     max_commit_age_secs: u64,
+    /// Seconds between sweeps of the metadata GC queue (deleting the
+    /// fragments of replaced or deleted objects that were not reclaimed
+    /// right away).
+    #[arg(long, default_value_t = 30)]
+    gc_sweep_interval_secs: u64,
     /// Domain for virtual-hosted-style requests (bucket.DOMAIN).
     #[arg(long)]
     domain: Option<String>,
@@ -321,6 +326,7 @@ pub fn run_gateway(a: GatewayArgs) -> i32 {
         write_quorum: a.write_quorum,
         default_class: a.default_storage_class,
         max_commit_age: Duration::from_secs(a.max_commit_age_secs),
+        gc_sweep_interval: Duration::from_secs(a.gc_sweep_interval_secs.max(1)),
         domain: a.domain,
     };
     run_role("gateway", a.common.status_addr, |ready, shutdown| {

@@ -217,3 +217,27 @@ fn orphan_gc_deletes_uncommitted_bodies_and_keeps_committed_ones() {
         "only the orphan's fragments may be deleted"
     );
 }
+
+/// Deleting an object while one of its data nodes is down leaves that
+/// node's fragment and the GC record; once the node is back the gateway's GC
+/// sweeper deletes the fragment and drains the queue.
+#[test]
+fn gc_sweeper_finishes_deletes_that_missed_a_node() {
+    let mut c = Cluster::must_start();
+    c.must_aws(&["s3", "mb", "s3://heal"]);
+    let data = pattern(2 << 20, 3);
+    put(&c, "gone", &data);
+    c.must_kill9("datanode-5");
+    c.must_aws(&["s3", "rm", "s3://heal/gone"]);
+    let gw = c.component("gateway-1").status;
+    wait_until("the GC record to be counted as backlog", 60, &c, || {
+        common::metric(&gw, "kura_gateway_gc_backlog").unwrap_or(0.0) >= 1.0
+    });
+    c.must_restart("datanode-5");
+    let node = c.component("datanode-5").status;
+    wait_until("the sweeper to delete the missed fragment", 60, &c, || {
+        common::metric(&node, "kura_datanode_fragments_deleted_total").unwrap_or(0.0) >= 1.0
+            && common::metric(&gw, "kura_gateway_gc_backlog") == Some(0.0)
+            && common::metric(&gw, "kura_gateway_gc_reclaimed_total").unwrap_or(0.0) >= 1.0
+    });
+}

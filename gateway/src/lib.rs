@@ -56,6 +56,8 @@ pub struct Config {
     /// its body's fragments were created; keep it at most half the data
     /// nodes' `--orphan-after` (30 min).
     pub max_commit_age: std::time::Duration,
+    /// How often this gateway sweeps the metadata GC queue (30 s).
+    pub gc_sweep_interval: std::time::Duration,
     /// Base domain for virtual-hosted-style requests (`bucket.DOMAIN`);
     /// `localhost` is always accepted too.
     pub domain: Option<String>,
@@ -80,6 +82,7 @@ impl Config {
             write_quorum: None,
             default_class: kura_proto::meta::StorageClass::Ec42,
             max_commit_age: std::time::Duration::from_secs(30 * 60),
+            gc_sweep_interval: std::time::Duration::from_secs(30),
             domain: None,
         }
     }

@@ -91,6 +91,26 @@ static DEGRADED_READS: LazyLock<IntCounter> = LazyLock::new(|| {
     )
 });
 
+static GC_BACKLOG: LazyLock<prometheus::IntGauge> = LazyLock::new(|| {
+    register(
+        prometheus::IntGauge::new(
+            "kura_gateway_gc_backlog",
+            "GC records whose fragments could not all be deleted in the last sweep",
+        )
+        .expect("valid metric"),
+    )
+});
+
+static GC_RECLAIMED: LazyLock<IntCounter> = LazyLock::new(|| {
+    register(
+        IntCounter::new(
+            "kura_gateway_gc_reclaimed_total",
+            "Bodies whose fragments and GC record the sweeper removed",
+        )
+        .expect("valid metric"),
+    )
+});
+
 /// Forces registration so the series exist before the first request.
 pub fn init() {
     LazyLock::force(&REQUESTS);
@@ -100,6 +120,8 @@ pub fn init() {
     LazyLock::force(&BYTES_OUT);
     LazyLock::force(&DEGRADED_WRITES);
     LazyLock::force(&DEGRADED_READS);
+    LazyLock::force(&GC_BACKLOG);
+    LazyLock::force(&GC_RECLAIMED);
 }
 
 /// "2xx", "4xx", ...
@@ -137,6 +159,14 @@ pub fn add_bytes_in(n: u64) {
 
 pub fn add_bytes_out(n: u64) {
     BYTES_OUT.inc_by(n);
+}
+
+pub fn set_gc_backlog(n: usize) {
+    GC_BACKLOG.set(n as i64);
+}
+
+pub fn gc_reclaimed(n: usize) {
+    GC_RECLAIMED.inc_by(n as u64);
 }
 
 pub fn degraded_write() {

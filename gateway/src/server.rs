@@ -62,6 +62,11 @@ pub async fn run(
     tracing::info!(addr = %cfg.listen, "S3 gateway listening");
 
     tokio::spawn(placement.clone().run_refresher(shutdown.clone()));
+    tokio::spawn(crate::data::gc::run_sweeper(
+        ctx.clone(),
+        cfg.gc_sweep_interval,
+        shutdown.clone(),
+    ));
     tokio::spawn(become_ready(ctx.clone(), ready.clone(), shutdown.clone()));
 
     let host = KuraHost::new(cfg.domain.as_deref());

@@ -174,6 +174,8 @@ pub fn plan(exe: &str, data_dir: &Path, port: u16, host: &str, t: &Tuning) -> Ve
             data_dir.join("credentials.json").display().to_string(),
             "--max-commit-age-secs".into(),
             (t.orphan_after_secs / 2).max(1).to_string(),
+            "--gc-sweep-interval-secs".into(),
+            t.repair_interval_secs.max(1).to_string(),
         ],
     });
     out

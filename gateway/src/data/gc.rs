@@ -4,8 +4,8 @@
 //! metadata batch that drops the reference also writes a `GcRecord` (cf GC,
 //! same object prefix, so the same region); after the commit the gateway
 //! deletes the fragments best-effort and then removes the GC record. If the
-//! gateway dies in between, the GC record remains for the GC worker (a later
-//! issue) to finish the job.
+//! gateway dies in between, or a node did not answer, the GC record remains
+//! and the sweeper (`run_sweeper`, every gateway) finishes the job later.
 //!
 //! A body that was never referenced (a failed PUT) is "discarded": its
 //! fragments are deleted best-effort without any record; anything missed is
@@ -86,6 +86,84 @@ pub fn spawn_discard(ctx: Arc<Ctx>, locs: Vec<DataLocation>) {
             delete_fragments(&ctx, &loc).await;
         }
     });
+}
+
+const SWEEP_PAGE: usize = 256;
+
+/// Sweeps the GC queue every `interval` until `shutdown`.
+pub async fn run_sweeper(
+    ctx: Arc<Ctx>,
+    interval: std::time::Duration,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+        // Younger records are still being reclaimed by the request that wrote them.
+        match sweep(&ctx, interval * 2).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(reclaimed = n, "GC sweep reclaimed bodies"),
+            Err(e) => tracing::warn!(error = %e, "GC sweep failed"),
+        }
+    }
+}
+
+/// One pass over the GC queue: deletes the fragments of every record older
+/// than `grace`, then the record (only if unchanged). Returns the bodies
+/// reclaimed; the ones a node could not answer for stay queued
+/// (`kura_gateway_gc_backlog`).
+pub async fn sweep(ctx: &Arc<Ctx>, grace: std::time::Duration) -> crate::error::GwResult<usize> {
+    let (mut start, end) = (vec![keys::FAMILY_OBJECT], vec![keys::FAMILY_OBJECT + 1]);
+    let cutoff = now_ms() - grace.as_millis() as i64;
+    let (mut reclaimed, mut backlog) = (0usize, 0usize);
+    loop {
+        let page = ctx
+            .meta
+            .scan(Cf::Gc, &start, &end, SWEEP_PAGE, false)
+            .await?;
+        for kv in &page {
+            let Ok(rec) = keys::decode_value::<GcRecord>(&kv.value) else {
+                tracing::warn!("undecodable GC record left in place");
+                continue;
+            };
+            if rec.enqueued_unix_ms > cutoff {
+                continue;
+            }
+            let Some(loc) = rec.location.as_ref() else {
+                continue;
+            };
+            if !delete_fragments(ctx, loc).await {
+                backlog += 1;
+                continue;
+            }
+            let done = ctx
+                .meta
+                .batch(
+                    vec![meta::value_equals(
+                        Cf::Gc,
+                        kv.key.to_vec(),
+                        kv.value.clone(),
+                    )],
+                    vec![meta::delete(Cf::Gc, kv.key.to_vec())],
+                )
+                .await;
+            if done.is_ok() {
+                reclaimed += 1;
+            }
+        }
+        match page.last() {
+            Some(last) if page.len() == SWEEP_PAGE => {
+                start = last.key.to_vec();
+                start.push(0);
+            }
+            _ => break,
+        }
+    }
+    crate::metrics::set_gc_backlog(backlog);
+    crate::metrics::gc_reclaimed(reclaimed);
+    Ok(reclaimed)
 }
 
 /// Deletes every fragment of `loc`. True when every node answered.
