@@ -230,3 +230,75 @@ fn flipped_bytes_in_fragment_files_are_read_around() {
         "corrupt fragments must have been read around by reconstruction"
     );
 }
+
+/// A data node whose disk is "full" (free space below its floor) takes no
+/// new fragments; PD's map marks it read-only, writers skip it, and PUTs keep
+/// succeeding on the other five nodes. Reads still use it.
+#[test]
+fn full_data_node_is_skipped_by_writes() {
+    let mut c = Cluster::must_start();
+    c.must_aws(&["s3", "mb", "s3://ecb"]);
+    let old = pattern(2 << 20, 1);
+    let src = c.dir.join("obj");
+    std::fs::write(&src, &old).unwrap();
+    c.must_put_file("ecb", "old", &src);
+    c.must_kill9("datanode-1");
+    // 1 PB floor: no disk here has that much free.
+    c.must_restart_with("datanode-1", &["--min-free-bytes", "1000000000000000"]);
+    let pd = c
+        .components()
+        .into_iter()
+        .find(|x| x.role == "pd")
+        .expect("pd");
+    let http = pd
+        .argv
+        .windows(2)
+        .find(|w| w[0] == "--http-listen")
+        .map(|w| w[1].clone())
+        .expect("pd http");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let body = common::http_get(&http, "/pd/api/v1/datanodes")
+            .map(|(_, b)| b)
+            .unwrap_or_default();
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        let full = v
+            .as_array()
+            .into_iter()
+            .flatten()
+            .chain(v["datanodes"].as_array().into_iter().flatten())
+            .any(|n| n["read_only"] == true);
+        if full {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "PD never saw the node read-only: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(4)); // the gateway polls the map every 3 s
+    let put_before = common::metric(
+        &c.component("datanode-1").status,
+        "kura_datanode_fragments_put_total",
+    );
+    for i in 0..4 {
+        let data = pattern((1 << 20) + i * 3, 50 + i as u64);
+        std::fs::write(&src, &data).unwrap();
+        c.must_put_file("ecb", &format!("new{i}"), &src);
+        let back = c.dir.join("back");
+        c.must_get_file("ecb", &format!("new{i}"), &back);
+        assert_eq!(std::fs::read(&back).unwrap(), data);
+    }
+    assert_eq!(
+        common::metric(
+            &c.component("datanode-1").status,
+            "kura_datanode_fragments_put_total"
+        ),
+        put_before,
+        "the full node must not have stored fragments"
+    );
+    let back = c.dir.join("back");
+    c.must_get_file("ecb", "old", &back);
+    assert_eq!(std::fs::read(&back).unwrap(), old);
+}

@@ -24,6 +24,9 @@ const MIN_ON_DEMAND_INTERVAL: Duration = Duration::from_millis(500);
 pub struct GroupView {
     pub id: u32,
     pub nodes: Vec<Option<String>>,
+    /// Slots whose node takes no new fragments (disk full or read-only):
+    /// writes skip them, reads still use them.
+    pub read_only: Vec<bool>,
     /// Most members of this group in one zone (what a zone outage takes).
     pub max_zone_share: usize,
 }
@@ -113,6 +116,7 @@ impl PlacementView {
             .filter(|n| !n.address.is_empty())
             .map(|n| (n.id, n.address.as_str()))
             .collect();
+        let read_only: HashMap<u64, bool> = map.nodes.iter().map(|n| (n.id, n.read_only)).collect();
         let zones: HashMap<u64, &str> = map
             .nodes
             .iter()
@@ -139,6 +143,11 @@ impl PlacementView {
                             .data_nodes
                             .iter()
                             .map(|id| addrs.get(id).map(|a| a.to_string()))
+                            .collect(),
+                        read_only: g
+                            .data_nodes
+                            .iter()
+                            .map(|id| read_only.get(id).copied().unwrap_or(false))
                             .collect(),
                         max_zone_share: max_zone_share(&g.data_nodes),
                     })

@@ -266,6 +266,11 @@ impl Cluster {
 
     /// Starts component `id` again from its argv in cluster.json.
     pub fn must_restart(&mut self, id: &str) {
+        self.must_restart_with(id, &[]);
+    }
+
+    /// Starts component `id` again from its argv in cluster.json plus `extra` flags.
+    pub fn must_restart_with(&mut self, id: &str, extra: &[&str]) {
         let c = self.component(id);
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -274,6 +279,7 @@ impl Cluster {
             .expect("log");
         let child = Command::new(&c.argv[0])
             .args(&c.argv[1..])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)

@@ -137,6 +137,12 @@ impl RepairWorker {
         };
         let mut stats = PassStats::default();
         let mut up: HashMap<String, bool> = HashMap::new();
+        let read_only: HashSet<String> = map
+            .nodes
+            .iter()
+            .filter(|n| n.read_only)
+            .map(|n| n.address.clone())
+            .collect();
         for class in &map.classes {
             let storage_class =
                 StorageClass::try_from(class.storage_class).unwrap_or(StorageClass::Unspecified);
@@ -156,7 +162,15 @@ impl RepairWorker {
                 }
                 stats.pgs_repaired += 1;
                 if let Err(e) = self
-                    .repair_pg(storage_class, group.id, &codec, &members, &up, &mut stats)
+                    .repair_pg(
+                        storage_class,
+                        group.id,
+                        &codec,
+                        &members,
+                        &up,
+                        &read_only,
+                        &mut stats,
+                    )
                     .await
                 {
                     tracing::warn!(pg = group.id, class = ?storage_class, error = %e, "PG repair failed");
@@ -212,8 +226,10 @@ impl RepairWorker {
         codec: &Codec,
         members: &[String],
         up: &HashMap<String, bool>,
+        ro: &HashSet<String>,
         stats: &mut PassStats,
     ) -> Result<(), DataNodeError> {
+        let read_only: Vec<bool> = members.iter().map(|a| ro.contains(a)).collect();
         let mut listings: Vec<Option<Vec<FragmentEntry>>> = Vec::with_capacity(members.len());
         for addr in members {
             if up.get(addr) == Some(&false) {
@@ -244,8 +260,13 @@ impl RepairWorker {
         let orphan_before = now - self.cfg.orphan_after.as_millis() as i64;
         for action in actions {
             match action {
-                Action::Rebuild(body) => {
+                Action::Rebuild(mut body) => {
                     stats.backlog += 1;
+                    // A full or read-only node takes no fragments; it waits for PD to move its slot.
+                    body.missing.retain(|s| !read_only[*s]);
+                    if body.missing.is_empty() {
+                        continue;
+                    }
                     match rebuild::rebuild(&self.client, codec, members, &body).await {
                         Ok(n) => {
                             stats.rebuilt += n;

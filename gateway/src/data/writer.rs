@@ -298,11 +298,14 @@ impl Fanout {
             .ok_or_else(|| GwError::Unavailable("placement map has no groups".into()))?
             .clone();
         let quorum = ctx.quorum(k, m, &group);
-        let live = group.nodes.iter().filter(|n| n.is_some()).count();
+        let writable = |i: usize| {
+            group.nodes[i].is_some() && !group.read_only.get(i).copied().unwrap_or(false)
+        };
+        let live = (0..group.nodes.len()).filter(|i| writable(*i)).count();
         if group.nodes.len() != k + m || live < quorum {
             ctx.placement.refresh_soon().await;
             return Err(GwError::Unavailable(format!(
-                "placement group {} has {live} reachable nodes",
+                "placement group {} has {live} writable nodes",
                 group.id
             )));
         }
@@ -327,7 +330,7 @@ impl Fanout {
         let mut writers = Vec::with_capacity(group.nodes.len());
         for (i, addr) in group.nodes.iter().enumerate() {
             let shard = i as u32;
-            let Some(addr) = addr.clone() else {
+            let Some(addr) = addr.clone().filter(|_| writable(i)) else {
                 writers.push(FragmentWriter {
                     shard,
                     addr: None,
