@@ -81,10 +81,13 @@ impl From<Status> for DataNodeError {
     }
 }
 
-/// Cheap to clone; clones share the channel cache.
+/// Cheap to clone; clones share the channel cache and the suspect list.
 #[derive(Clone, Default)]
 pub struct DataNodeClient {
     channels: Arc<DashMap<String, Channel>>,
+    /// Nodes that recently failed to answer, until when. Readers and writers
+    /// go around them instead of paying a connect timeout on every request.
+    suspects: Arc<DashMap<String, std::time::Instant>>,
 }
 
 /// Aborts the feeding task when `put_fragment` returns or is dropped.
@@ -99,6 +102,33 @@ impl Drop for AbortOnDrop {
 impl DataNodeClient {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Marks `addr` as not answering for `period` (see [`Self::is_suspect`]).
+    pub fn mark_suspect(&self, addr: &str, period: std::time::Duration) {
+        self.suspects
+            .insert(addr.to_string(), std::time::Instant::now() + period);
+    }
+
+    /// Whether `addr` failed to answer recently. Callers that have enough
+    /// other nodes skip it; the mark expires on its own.
+    pub fn is_suspect(&self, addr: &str) -> bool {
+        let until = self.suspects.get(addr).map(|u| *u);
+        match until {
+            Some(u) if u > std::time::Instant::now() => true,
+            Some(_) => {
+                self.suspects.remove(addr);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Forgets the mark on `addr` (it answered).
+    pub fn clear_suspect(&self, addr: &str) {
+        if self.suspects.contains_key(addr) {
+            self.suspects.remove(addr);
+        }
     }
 
     fn client(&self, addr: &str) -> Result<RawClient<Channel>, DataNodeError> {
@@ -338,6 +368,20 @@ fn verify_chunk(chunk: GetFragmentChunk, expected: u32) -> Result<Bytes, DataNod
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn suspect_marks_expire() {
+        let c = DataNodeClient::new();
+        assert!(!c.is_suspect("a:1"));
+        c.mark_suspect("a:1", std::time::Duration::from_secs(60));
+        assert!(c.is_suspect("a:1"));
+        assert!(!c.is_suspect("b:1"));
+        c.clear_suspect("a:1");
+        assert!(!c.is_suspect("a:1"));
+        c.mark_suspect("a:1", std::time::Duration::ZERO);
+        assert!(!c.is_suspect("a:1"), "an expired mark is gone");
+    }
+
     use super::*;
 
     #[test]

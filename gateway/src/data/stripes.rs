@@ -32,6 +32,8 @@ use crate::placement::{stored_class, GroupView};
 
 /// A fragment that yields no block for this long is read around.
 const BLOCK_TIMEOUT: Duration = Duration::from_secs(10);
+/// A node that failed to answer is skipped by reads for this long.
+pub const SUSPECT_FOR: Duration = Duration::from_secs(3);
 
 type BlockStream = BoxStream<'static, Result<Bytes, DataNodeError>>;
 
@@ -94,6 +96,17 @@ impl<'a> StripeReader<'a> {
         let group = view.group_of(self.loc).cloned();
         match group {
             Some(g) if g.nodes.len() == self.layout.width() => {
+                // Start without nodes that just failed to answer, if k others remain.
+                let suspects: Vec<usize> = (0..g.nodes.len())
+                    .filter(|i| {
+                        g.nodes[*i]
+                            .as_deref()
+                            .is_some_and(|a| self.ctx.data.is_suspect(a))
+                    })
+                    .collect();
+                if g.nodes.len() - suspects.len() >= self.layout.k() {
+                    self.dead.extend(suspects);
+                }
                 self.group = Some(g);
                 Ok(())
             }
@@ -170,10 +183,14 @@ impl<'a> StripeReader<'a> {
                 true
             }
             Ok(Err(e)) => {
+                if matches!(e, DataNodeError::Unavailable(_)) {
+                    self.ctx.data.mark_suspect(&addr, SUSPECT_FOR);
+                }
                 self.fail(i, format!("{addr}: {e}"));
                 false
             }
             Err(_) => {
+                self.ctx.data.mark_suspect(&addr, SUSPECT_FOR);
                 self.fail(i, format!("{addr}: no answer for {BLOCK_TIMEOUT:?}"));
                 false
             }
@@ -188,16 +205,20 @@ impl<'a> StripeReader<'a> {
     }
 
     /// Block `s` of fragment `i` through its cursor; checks the length.
-    async fn next_block(cursor: &mut Cursor, want: u64) -> Result<Bytes, String> {
+    /// Errors say why and whether the node itself stopped answering.
+    async fn next_block(cursor: &mut Cursor, want: u64) -> Result<Bytes, (String, bool)> {
         match tokio::time::timeout(BLOCK_TIMEOUT, cursor.stream.next()).await {
             Ok(Some(Ok(b))) if b.len() as u64 == want => {
                 cursor.next += 1;
                 Ok(b)
             }
-            Ok(Some(Ok(b))) => Err(format!("block has {} bytes, want {want}", b.len())),
-            Ok(Some(Err(e))) => Err(e.to_string()),
-            Ok(None) => Err("stream ended early".into()),
-            Err(_) => Err(format!("no block for {BLOCK_TIMEOUT:?}")),
+            Ok(Some(Ok(b))) => Err((format!("block has {} bytes, want {want}", b.len()), false)),
+            Ok(Some(Err(e))) => {
+                let gone = matches!(e, DataNodeError::Unavailable(_));
+                Err((e.to_string(), gone))
+            }
+            Ok(None) => Err(("stream ended early".into(), false)),
+            Err(_) => Err((format!("no block for {BLOCK_TIMEOUT:?}"), true)),
         }
     }
 
@@ -254,7 +275,13 @@ impl<'a> StripeReader<'a> {
             for (i, res) in futures::future::join_all(fetches).await {
                 match res {
                     Ok(b) => got[i] = Some(b),
-                    Err(why) => {
+                    Err((why, gone)) => {
+                        if gone {
+                            if let Some(addr) = self.group.as_ref().and_then(|g| g.nodes[i].clone())
+                            {
+                                self.ctx.data.mark_suspect(&addr, SUSPECT_FOR);
+                            }
+                        }
                         self.fail(i, why);
                         degraded = true;
                     }

@@ -298,9 +298,20 @@ impl Fanout {
             .ok_or_else(|| GwError::Unavailable("placement map has no groups".into()))?
             .clone();
         let quorum = ctx.quorum(k, m, &group);
-        let writable = |i: usize| {
+        let usable = |i: usize| {
             group.nodes[i].is_some() && !group.read_only.get(i).copied().unwrap_or(false)
         };
+        let suspect = |i: usize| {
+            group.nodes[i]
+                .as_deref()
+                .is_some_and(|a| ctx.data.is_suspect(a))
+        };
+        // Skip nodes that just failed to answer, unless the quorum needs them.
+        let healthy = (0..group.nodes.len())
+            .filter(|i| usable(*i) && !suspect(*i))
+            .count();
+        let skip_suspects = healthy >= quorum;
+        let writable = |i: usize| usable(i) && !(skip_suspects && suspect(i));
         let live = (0..group.nodes.len()).filter(|i| writable(*i)).count();
         if group.nodes.len() != k + m || live < quorum {
             ctx.placement.refresh_soon().await;
