@@ -76,6 +76,16 @@ pub struct PdArgs {
     /// Seconds without heartbeat after which a store or data node is down.
     #[arg(long, default_value_t = 30)]
     max_store_down_secs: u64,
+    /// Most PG slots moved per storage class in one placement step
+    /// (rebalance on join, decommission, down nodes); 0 turns movement off.
+    #[arg(long, default_value_t = 8)]
+    max_moves_per_step: usize,
+    /// Least seconds between two placement steps.
+    #[arg(long, default_value_t = 10)]
+    rebalance_interval_secs: u64,
+    /// Seconds without heartbeat after which a data node's slots are rebuilt elsewhere.
+    #[arg(long, default_value_t = 300)]
+    datanode_down_after_secs: u64,
 }
 
 #[derive(Debug, Args)]
@@ -254,6 +264,9 @@ pub fn run_pd(a: PdArgs) -> i32 {
         num_pgs: a.num_pgs,
         placement_wait: Duration::from_secs(a.placement_wait_secs),
         max_store_down_time: Duration::from_secs(a.max_store_down_secs),
+        max_moves_per_step: a.max_moves_per_step,
+        rebalance_interval: Duration::from_secs(a.rebalance_interval_secs),
+        datanode_down_after: Duration::from_secs(a.datanode_down_after_secs),
     };
     run_role("pd", a.common.status_addr, |ready, shutdown| {
         kura_pd::run(cfg, ready, shutdown)

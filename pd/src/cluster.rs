@@ -12,6 +12,7 @@ use kura_proto::pd::store::State as StoreState;
 use kura_proto::pd::{DataNode, Store};
 
 use crate::placement::{NodeDesc, PlacementState};
+use crate::rebalance::{Drain, NodeView};
 use crate::Error;
 
 /// Ids are handed out below a high-water mark that is on disk before any id
@@ -150,6 +151,48 @@ impl Liveness {
     }
 }
 
+/// What an operator decided about a data node (persisted).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AdminState {
+    /// A normal member: placement may give it slots.
+    #[default]
+    Active,
+    /// Being decommissioned: its slots move away step by step.
+    Leaving,
+    /// Decommissioned: it holds no slot and gets none; it may be stopped.
+    Decommissioned,
+}
+
+impl AdminState {
+    /// The name the state file and the HTTP API use.
+    pub fn name(self) -> &'static str {
+        match self {
+            AdminState::Active => "Active",
+            AdminState::Leaving => "Leaving",
+            AdminState::Decommissioned => "Decommissioned",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<AdminState> {
+        [
+            AdminState::Active,
+            AdminState::Leaving,
+            AdminState::Decommissioned,
+        ]
+        .into_iter()
+        .find(|s| s.name() == name)
+    }
+}
+
+/// Slot-movement bookkeeping (persisted).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RebalanceProgress {
+    /// When the last step changed the maps (0: never).
+    pub last_step_unix_ms: i64,
+    /// Slots moved since the cluster was created.
+    pub slots_moved: u64,
+}
+
 /// What a region heartbeat did to the model.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HeartbeatOutcome {
@@ -167,15 +210,28 @@ pub struct Cluster {
     pub ids: IdAllocator,
     stores: BTreeMap<u64, StoreInfo>,
     data_nodes: BTreeMap<u64, DataNode>,
+    /// Data nodes not [`AdminState::Active`] (absent: active).
+    data_node_admin: BTreeMap<u64, AdminState>,
     regions: BTreeMap<u64, RegionEntry>,
     /// start_key → region id, for key lookups and ordered scans.
     by_start: BTreeMap<Vec<u8>, u64>,
     pub bootstrap: Option<Bootstrap>,
     /// Every built storage class's PG map, under one version.
     pub placement: PlacementState,
+    pub rebalance: RebalanceProgress,
     /// Heartbeats are not persisted: after a PD restart, liveness counts from
     /// this instant, so every store does not show as down at once.
     pub liveness_floor_ms: i64,
+}
+
+fn node_desc(n: &DataNode) -> NodeDesc {
+    let l = n.labels.clone().unwrap_or_default();
+    NodeDesc {
+        id: n.id,
+        zone: l.zone,
+        rack: l.rack,
+        host: l.host,
+    }
 }
 
 /// True when `key` lies in `region`'s range.
@@ -453,30 +509,113 @@ impl Cluster {
         }
     }
 
+    /// pd-ctl's names: `Offline` while being decommissioned, `Tombstone`
+    /// once decommissioned, else `Up` or `Down` by heartbeat.
     pub fn data_node_liveness(&self, node: &DataNode, now_ms: i64, max_down_ms: i64) -> Liveness {
-        self.liveness(
-            StoreState::Up,
-            node.last_heartbeat_unix_ms,
-            now_ms,
-            max_down_ms,
-        )
+        match self.data_node_admin_state(node.id) {
+            AdminState::Leaving => Liveness::Offline,
+            AdminState::Decommissioned => Liveness::Tombstone,
+            AdminState::Active => self.liveness(
+                StoreState::Up,
+                node.last_heartbeat_unix_ms,
+                now_ms,
+                max_down_ms,
+            ),
+        }
     }
 
-    /// Data nodes that are up now, as placement sees them.
+    /// Whether `node` heartbeated within `within_ms` (counting from PD's start).
+    fn heard_from(&self, node: &DataNode, now_ms: i64, within_ms: i64) -> bool {
+        let last = node.last_heartbeat_unix_ms.max(self.liveness_floor_ms);
+        now_ms.saturating_sub(last) <= within_ms
+    }
+
+    /// Active data nodes that are up now, as placement sees them (what new
+    /// classes are built from).
     pub fn live_data_nodes(&self, now_ms: i64, max_down_ms: i64) -> Vec<NodeDesc> {
         self.data_nodes
             .values()
             .filter(|n| self.data_node_liveness(n, now_ms, max_down_ms) == Liveness::Up)
+            .map(node_desc)
+            .collect()
+    }
+
+    /// Every data node as slot movement sees it: serving when it heartbeated
+    /// within `max_down_ms`; drained when leaving or decommissioned, or when
+    /// silent for more than `down_after_ms`.
+    pub fn node_views(&self, now_ms: i64, max_down_ms: i64, down_after_ms: i64) -> Vec<NodeView> {
+        self.data_nodes
+            .values()
             .map(|n| {
-                let l = n.labels.clone().unwrap_or_default();
-                NodeDesc {
-                    id: n.id,
-                    zone: l.zone,
-                    rack: l.rack,
-                    host: l.host,
+                let drain = match self.data_node_admin_state(n.id) {
+                    AdminState::Leaving | AdminState::Decommissioned => Some(Drain::Decommission),
+                    AdminState::Active if !self.heard_from(n, now_ms, down_after_ms) => {
+                        Some(Drain::Down)
+                    }
+                    AdminState::Active => None,
+                };
+                NodeView {
+                    desc: node_desc(n),
+                    serving: self.heard_from(n, now_ms, max_down_ms),
+                    drain,
                 }
             })
             .collect()
+    }
+
+    pub fn data_node_admin_state(&self, id: u64) -> AdminState {
+        self.data_node_admin.get(&id).copied().unwrap_or_default()
+    }
+
+    /// Sets a known node's state as loaded from disk.
+    pub fn restore_data_node_admin_state(&mut self, id: u64, state: AdminState) {
+        match state {
+            AdminState::Active => self.data_node_admin.remove(&id),
+            other => self.data_node_admin.insert(id, other),
+        };
+    }
+
+    /// Starts decommissioning data node `id`: `Leaving` until it holds no
+    /// slot, at once `Decommissioned` if it holds none. Returns whether the
+    /// state changed (to persist); a node already leaving or gone is left so.
+    pub fn decommission_data_node(&mut self, id: u64) -> Result<bool, Error> {
+        if !self.data_nodes.contains_key(&id) {
+            return Err(Error::NotFound(format!("data node {id}")));
+        }
+        if self.data_node_admin_state(id) != AdminState::Active {
+            return Ok(false);
+        }
+        let state = if self.placement.references(id) {
+            AdminState::Leaving
+        } else {
+            AdminState::Decommissioned
+        };
+        self.data_node_admin.insert(id, state);
+        Ok(true)
+    }
+
+    /// Makes a leaving or decommissioned node active again (rebalancing
+    /// then gives it its share back). Returns whether the state changed.
+    pub fn cancel_decommission(&mut self, id: u64) -> Result<bool, Error> {
+        if !self.data_nodes.contains_key(&id) {
+            return Err(Error::NotFound(format!("data node {id}")));
+        }
+        Ok(self.data_node_admin.remove(&id).is_some())
+    }
+
+    /// Leaving nodes that hold no slot any more become `Decommissioned`;
+    /// returns their ids.
+    pub fn finish_decommissions(&mut self) -> Vec<u64> {
+        let done: Vec<u64> = self
+            .data_node_admin
+            .iter()
+            .filter(|(id, s)| **s == AdminState::Leaving && !self.placement.references(**id))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &done {
+            self.data_node_admin.insert(*id, AdminState::Decommissioned);
+        }
+        done
     }
 
     // ---- regions ----
@@ -913,5 +1052,66 @@ mod tests {
         // A node no class references changes nothing.
         assert!(c.register_data_node(node(other, "d:10"), 50).unwrap().1);
         assert_eq!(c.placement.version, 3);
+    }
+
+    #[test]
+    fn decommission_states_and_node_views() {
+        let mut c = Cluster::new(1);
+        let node = |addr: &str| DataNode {
+            address: addr.into(),
+            ..Default::default()
+        };
+        let (a, _) = c.register_data_node(node("d:1"), 1_000).unwrap();
+        let (b, _) = c.register_data_node(node("d:2"), 1_000).unwrap();
+        c.placement = PlacementState {
+            version: 1,
+            classes: [(
+                StorageClass::Replica3,
+                ClassGroups {
+                    rules: Rules::REPLICA3,
+                    groups: vec![vec![a, 100, 101]],
+                },
+            )]
+            .into(),
+        };
+        // In a map: leaving; not in one: decommissioned at once. Repeats change nothing.
+        assert!(c.decommission_data_node(a).unwrap());
+        assert!(!c.decommission_data_node(a).unwrap());
+        assert!(c.decommission_data_node(b).unwrap());
+        assert_eq!(c.data_node_admin_state(a), AdminState::Leaving);
+        assert_eq!(c.data_node_admin_state(b), AdminState::Decommissioned);
+        assert!(matches!(
+            c.decommission_data_node(9_999),
+            Err(Error::NotFound(_))
+        ));
+        let na = c.data_node(a).unwrap().clone();
+        assert_eq!(c.data_node_liveness(&na, 1_000, 30_000), Liveness::Offline);
+        // Re-registering keeps the state.
+        c.register_data_node(node("d:1"), 2_000).unwrap();
+        assert_eq!(c.data_node_admin_state(a), AdminState::Leaving);
+        assert!(c.finish_decommissions().is_empty(), "still holds a slot");
+        c.placement
+            .classes
+            .get_mut(&StorageClass::Replica3)
+            .unwrap()
+            .groups[0][0] = 102;
+        assert_eq!(c.finish_decommissions(), vec![a]);
+        assert_eq!(c.data_node_admin_state(a), AdminState::Decommissioned);
+        // Views: decommissioned nodes drain; an active node silent too long is down.
+        assert!(c.cancel_decommission(b).unwrap());
+        assert!(!c.cancel_decommission(b).unwrap());
+        let views = c.node_views(200_000, 30_000, 100_000);
+        let view = |id: u64| views.iter().find(|v| v.desc.id == id).unwrap().clone();
+        assert_eq!(view(a).drain, Some(Drain::Decommission));
+        assert_eq!(view(b).drain, Some(Drain::Down));
+        assert!(!view(b).serving);
+        let views = c.node_views(20_000, 30_000, 100_000);
+        assert!(views.iter().all(|v| v.serving));
+        assert_eq!(views.iter().find(|v| v.desc.id == b).unwrap().drain, None);
+        assert_eq!(
+            c.live_data_nodes(20_000, 30_000).len(),
+            1,
+            "only the active one"
+        );
     }
 }

@@ -1,13 +1,15 @@
 //! The HTTP admin API (what `pdctl -u` talks to), pd-ctl-like paths under
 //! `/pd/api/v1/`, JSON shaped like pd-ctl's where it has the command.
-//! Read-only for now; docs/pd-http-api.md lists every endpoint.
+//! Read-only but for data node decommissioning; docs/pd-http-api.md lists
+//! every endpoint.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use kura_proto::common::{Labels, Peer};
 use kura_proto::pd::DataNode;
@@ -15,7 +17,9 @@ use serde::Serialize;
 
 use crate::cluster::{Cluster, RegionEntry, StoreInfo};
 use crate::placement::{Rules, STORAGE_CLASSES};
+use crate::rebalance::{self, Drain, Plan};
 use crate::server::{now_ms, PdCore};
+use crate::Error;
 
 pub const API_PREFIX: &str = "/pd/api/v1";
 
@@ -34,6 +38,10 @@ pub fn router(core: Arc<PdCore>) -> Router {
         .route("/pd/api/v1/placement", get(placement))
         .route("/pd/api/v1/datanodes", get(datanodes))
         .route("/pd/api/v1/datanode/{id}", get(datanode))
+        .route(
+            "/pd/api/v1/datanode/{id}/decommission",
+            post(decommission).delete(cancel_decommission),
+        )
         .fallback(|| async {
             error(
                 StatusCode::NOT_FOUND,
@@ -207,11 +215,30 @@ pub struct DataNodeJson {
     pub address: String,
     pub status_address: String,
     pub labels: Vec<LabelJson>,
+    /// `Up`/`Down` by heartbeat; `Offline` while decommissioning, `Tombstone` once done.
     pub state_name: &'static str,
+    /// `Active`, `Leaving` or `Decommissioned`.
+    pub admin_state: &'static str,
     pub read_only: bool,
     pub capacity: u64,
     pub used: u64,
     pub last_heartbeat_ts: String,
+    /// PG slots it holds, all built classes together.
+    pub slots: usize,
+    /// Per built class (proto names).
+    pub slots_by_class: BTreeMap<&'static str, usize>,
+    /// Why its slots move away: `decommission` or `down` (absent otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub draining: Option<&'static str>,
+    /// While draining: slots it still holds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slots_remaining: Option<usize>,
+    /// Slots the planned steps will still take from / give to it.
+    pub slots_to_move_out: usize,
+    pub slots_to_move_in: usize,
+    /// While draining: why some of its slots cannot move (a class blocked).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drain_blocker: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -231,6 +258,13 @@ pub struct ClassPlacementJson {
     /// Why the class has no map yet (absent once built).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub blocker: Option<String>,
+    /// Slots still to move to reach the balanced map (all steps to go).
+    pub pending_moves: usize,
+    /// PGs with slots to move that wait for a member or destination to serve.
+    pub waiting_pgs: usize,
+    /// Why no slot of the class can move (too few nodes or zones would remain).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub move_blocker: Option<String>,
     /// Empty while not built.
     pub groups: Vec<PlacementGroupJson>,
 }
@@ -243,6 +277,21 @@ pub struct PlacementJson {
     pub classes: Vec<ClassPlacementJson>,
     /// Every data node some built class references.
     pub nodes: Vec<DataNodeJson>,
+    pub rebalance: RebalanceJson,
+}
+
+/// Slot movement: its limits and progress.
+#[derive(Serialize)]
+pub struct RebalanceJson {
+    pub max_moves_per_step: usize,
+    pub interval_secs: u64,
+    pub datanode_down_after_secs: u64,
+    /// When the last step changed the maps ("" if never).
+    pub last_step_ts: String,
+    /// Slots moved since the cluster was created.
+    pub slots_moved: u64,
+    /// Slots still to move, all classes.
+    pub pending_moves: usize,
 }
 
 fn peer_json(p: &Peer) -> PeerJson {
@@ -295,22 +344,65 @@ fn store_json(c: &Cluster, s: &StoreInfo, now: i64, max_down_ms: i64) -> StoreJs
     }
 }
 
-fn datanode_json(c: &Cluster, n: &DataNode, now: i64, max_down_ms: i64) -> DataNodeJson {
-    DataNodeJson {
-        id: n.id,
-        address: n.address.clone(),
-        status_address: n.status_address.clone(),
-        labels: labels_json(n.labels.as_ref()),
-        state_name: c.data_node_liveness(n, now, max_down_ms).name(),
-        read_only: n.read_only,
-        capacity: n.capacity_bytes,
-        used: n.used_bytes,
-        last_heartbeat_ts: timestamp(n.last_heartbeat_unix_ms),
+/// What datanode JSON needs besides the node: the model, the plan, the clock.
+struct NodeCtx<'a> {
+    c: &'a Cluster,
+    plan: &'a Plan,
+    now: i64,
+    max_down_ms: i64,
+    /// Nodes whose slots move away, and why.
+    drains: BTreeMap<u64, Drain>,
+}
+
+impl NodeCtx<'_> {
+    fn json(&self, n: &DataNode) -> DataNodeJson {
+        let c = self.c;
+        let by_class = rebalance::slots_by_class(&c.placement, n.id);
+        let slots = by_class.values().sum();
+        let draining = self.drains.get(&n.id).copied();
+        DataNodeJson {
+            id: n.id,
+            address: n.address.clone(),
+            status_address: n.status_address.clone(),
+            labels: labels_json(n.labels.as_ref()),
+            state_name: c.data_node_liveness(n, self.now, self.max_down_ms).name(),
+            admin_state: c.data_node_admin_state(n.id).name(),
+            read_only: n.read_only,
+            capacity: n.capacity_bytes,
+            used: n.used_bytes,
+            last_heartbeat_ts: timestamp(n.last_heartbeat_unix_ms),
+            slots,
+            slots_by_class: by_class
+                .into_iter()
+                .map(|(class, k)| (class.as_str_name(), k))
+                .collect(),
+            draining: draining.map(|d| d.name()),
+            slots_remaining: draining.map(|_| slots),
+            slots_to_move_out: self.plan.pending_out.get(&n.id).copied().unwrap_or(0),
+            slots_to_move_in: self.plan.pending_in.get(&n.id).copied().unwrap_or(0),
+            drain_blocker: draining.and_then(|_| self.plan.drain_blocker(&c.placement, n.id)),
+        }
     }
 }
 
 fn max_down_ms(core: &PdCore) -> i64 {
     core.config().max_store_down_time.as_millis() as i64
+}
+
+fn node_ctx<'a>(core: &PdCore, c: &'a Cluster, plan: &'a Plan) -> NodeCtx<'a> {
+    let (now, max_down_ms) = (now_ms(), max_down_ms(core));
+    let down_after_ms = core.config().datanode_down_after.as_millis() as i64;
+    NodeCtx {
+        c,
+        plan,
+        now,
+        max_down_ms,
+        drains: c
+            .node_views(now, max_down_ms, down_after_ms)
+            .into_iter()
+            .filter_map(|v| Some((v.desc.id, v.drain?)))
+            .collect(),
+    }
 }
 
 // ---- handlers ----
@@ -436,9 +528,10 @@ async fn region_by_key(State(core): Core, Path(hex_key): Path<String>) -> Respon
 }
 
 async fn placement(State(core): Core) -> Response {
-    let (now, down) = (now_ms(), max_down_ms(&core));
+    let cfg = core.config().clone();
     let map = core
-        .read_placement(|c, blockers| {
+        .read_placement(|c, blockers, plan| {
+            let ctx = node_ctx(&core, c, plan);
             let p = &c.placement;
             let classes = STORAGE_CLASSES
                 .into_iter()
@@ -462,6 +555,9 @@ async fn placement(State(core): Core) -> Response {
                                     .unwrap_or_else(|| "not tried yet".into()),
                             ),
                         },
+                        pending_moves: plan.classes.get(&class).map_or(0, |p| p.pending),
+                        waiting_pgs: plan.classes.get(&class).map_or(0, |p| p.waiting_pgs),
+                        move_blocker: plan.classes.get(&class).and_then(|p| p.blocker.clone()),
                         groups: built
                             .map(|g| {
                                 g.groups
@@ -484,8 +580,19 @@ async fn placement(State(core): Core) -> Response {
                     .referenced_nodes()
                     .into_iter()
                     .filter_map(|id| c.data_node(id))
-                    .map(|n| datanode_json(c, n, now, down))
+                    .map(|n| ctx.json(n))
                     .collect(),
+                rebalance: RebalanceJson {
+                    max_moves_per_step: cfg.max_moves_per_step,
+                    interval_secs: cfg.rebalance_interval.as_secs(),
+                    datanode_down_after_secs: cfg.datanode_down_after.as_secs(),
+                    last_step_ts: match c.rebalance.last_step_unix_ms {
+                        0 => String::new(),
+                        ms => timestamp(ms),
+                    },
+                    slots_moved: c.rebalance.slots_moved,
+                    pending_moves: plan.pending(),
+                },
             }
         })
         .await;
@@ -493,12 +600,10 @@ async fn placement(State(core): Core) -> Response {
 }
 
 async fn datanodes(State(core): Core) -> Response {
-    let (now, down) = (now_ms(), max_down_ms(&core));
     let nodes: Vec<DataNodeJson> = core
-        .read(|c| {
-            c.data_nodes()
-                .map(|n| datanode_json(c, n, now, down))
-                .collect()
+        .read_placement(|c, _, plan| {
+            let ctx = node_ctx(&core, c, plan);
+            c.data_nodes().map(|n| ctx.json(n)).collect()
         })
         .await;
     json(
@@ -515,12 +620,50 @@ async fn datanode(State(core): Core, Path(id): Path<String>) -> Response {
         Ok(id) => id,
         Err(msg) => return error(StatusCode::BAD_REQUEST, msg),
     };
-    let (now, down) = (now_ms(), max_down_ms(&core));
+    datanode_answer(&core, id).await
+}
+
+async fn datanode_answer(core: &PdCore, id: u64) -> Response {
     match core
-        .read(|c| c.data_node(id).map(|n| datanode_json(c, n, now, down)))
+        .read_placement(|c, _, plan| c.data_node(id).map(|n| node_ctx(core, c, plan).json(n)))
         .await
     {
         Some(n) => json(StatusCode::OK, &n),
         None => error(StatusCode::NOT_FOUND, format!("data node {id} not found")),
+    }
+}
+
+/// The status an admin call's error gets.
+fn error_status(e: &Error) -> StatusCode {
+    match e {
+        Error::InvalidArgument(_) => StatusCode::BAD_REQUEST,
+        Error::NotFound(_) => StatusCode::NOT_FOUND,
+        Error::Tombstone(_) => StatusCode::CONFLICT,
+        Error::Storage(_) => StatusCode::SERVICE_UNAVAILABLE,
+        Error::Bind { .. } | Error::Grpc(_) | Error::Http(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// Starts decommissioning; answers the node as it now stands.
+async fn decommission(State(core): Core, Path(id): Path<String>) -> Response {
+    let id = match parse_id(&id, "data node") {
+        Ok(id) => id,
+        Err(msg) => return error(StatusCode::BAD_REQUEST, msg),
+    };
+    match core.decommission_data_node(id).await {
+        Ok(()) => datanode_answer(&core, id).await,
+        Err(e) => error(error_status(&e), e.to_string()),
+    }
+}
+
+/// Cancels a decommission (also of a decommissioned node); answers the node.
+async fn cancel_decommission(State(core): Core, Path(id): Path<String>) -> Response {
+    let id = match parse_id(&id, "data node") {
+        Ok(id) => id,
+        Err(msg) => return error(StatusCode::BAD_REQUEST, msg),
+    };
+    match core.cancel_decommission(id).await {
+        Ok(()) => datanode_answer(&core, id).await,
+        Err(e) => error(error_status(&e), e.to_string()),
     }
 }

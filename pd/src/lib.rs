@@ -1,9 +1,11 @@
 //! Kura's placement driver (PD): cluster membership, id allocation, the region
 //! map, the first region's bootstrap and the placement-group maps (one per
-//! storage class: REPLICA3, EC_4_2, EC_8_3); its gRPC service, HTTP admin API
-//! and the `pdctl` CLI.
+//! storage class: REPLICA3, EC_4_2, EC_8_3) and their step-by-step changes
+//! (rebalance on join, decommission, down nodes); its gRPC service, HTTP
+//! admin API and the `pdctl` CLI.
 //!
-//! Owns: the cluster model as pure logic (`cluster`, `bootstrap`, `placement`),
+//! Owns: the cluster model as pure logic (`cluster`, `bootstrap`, `placement`,
+//! `rebalance`),
 //! its persistence behind the `Storage` trait (`storage`, one fsynced JSON file
 //! for now; a 3-replica Raft PD later), the shared state every front end uses
 //! (`server::PdCore`), the gRPC service (`service`), the HTTP API (`http`) and
@@ -19,6 +21,7 @@ pub mod http;
 pub mod metrics;
 pub mod pdctl;
 pub mod placement;
+pub mod rebalance;
 pub mod server;
 pub mod service;
 pub mod storage;
@@ -37,7 +40,7 @@ pub use pdctl::pdctl_main;
 pub use server::PdCore;
 pub use storage::{FileStorage, MemStorage, Storage};
 
-/// How often PD re-checks bootstrap, placement and its gauges.
+/// How often PD re-checks bootstrap, placement, slot movement and its gauges.
 const TICK: Duration = Duration::from_millis(500);
 
 /// PD settings (the `kura pd` flags).
@@ -59,8 +62,17 @@ pub struct Config {
     pub num_pgs: u32,
     /// After this long, build each class's map once the nodes up satisfy its rules.
     pub placement_wait: Duration,
-    /// A store or data node silent this long shows as "Down".
+    /// A store or data node silent this long shows as "Down" (and a PG with
+    /// such a member moves no slot of its serving members).
     pub max_store_down_time: Duration,
+    /// Most slots moved per storage class in one map step (rebalance on
+    /// join, decommission, down nodes); 0 turns slot movement off.
+    pub max_moves_per_step: usize,
+    /// Least time between two map steps.
+    pub rebalance_interval: Duration,
+    /// A data node silent this long has its slots rebuilt elsewhere. Long
+    /// enough that a restart or short outage moves nothing.
+    pub datanode_down_after: Duration,
 }
 
 impl Config {
@@ -76,6 +88,9 @@ impl Config {
             num_pgs: 64,
             placement_wait: Duration::from_secs(10),
             max_store_down_time: Duration::from_secs(30),
+            max_moves_per_step: 8,
+            rebalance_interval: Duration::from_secs(10),
+            datanode_down_after: Duration::from_secs(300),
         }
     }
 }
@@ -156,6 +171,9 @@ mod tests {
             num_pgs: 64,
             placement_wait: Duration::from_secs(10),
             max_store_down_time: Duration::from_secs(30),
+            max_moves_per_step: 8,
+            rebalance_interval: Duration::from_secs(10),
+            datanode_down_after: Duration::from_secs(300),
         };
         let (_tx, rx) = tokio::sync::watch::channel(false);
         let _run: std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Error>> + Send>> =

@@ -8,12 +8,22 @@ use prometheus::{IntCounter, IntGauge, IntGaugeVec, Opts};
 pub struct Metrics {
     /// Stores by liveness ("Up", "Down", "Offline", "Tombstone").
     pub stores: IntGaugeVec,
-    /// Data nodes by liveness ("Up", "Down").
+    /// Data nodes by state ("Up", "Down", "Offline": decommissioning, "Tombstone": decommissioned).
     pub data_nodes: IntGaugeVec,
     pub regions: IntGauge,
     pub placement_version: IntGauge,
     /// Placement groups per storage class ("REPLICA3", "EC_4_2", "EC_8_3"); 0: not built.
     pub placement_groups: IntGaugeVec,
+    /// Slots still to move per storage class (all steps to go).
+    pub pending_moves: IntGaugeVec,
+    /// 1 when a class cannot move slots (too few nodes or zones would remain).
+    pub moves_blocked: IntGaugeVec,
+    /// Slots moved since the cluster was created (persisted).
+    pub slots_moved: IntGauge,
+    /// Slots moved by this PD process.
+    pub slot_moves: IntCounter,
+    /// Map steps taken by this PD process.
+    pub rebalance_steps: IntCounter,
     pub store_heartbeats: IntCounter,
     pub region_heartbeats: IntCounter,
     pub stale_region_heartbeats: IntCounter,
@@ -60,6 +70,37 @@ pub fn metrics() -> &'static Metrics {
             "Placement groups per storage class (0: the class is not built yet).",
             "storage_class",
         )),
+        pending_moves: register(gauge_vec(
+            "kura_pd_placement_pending_moves",
+            "PG slots still to move to reach the balanced map, per storage class.",
+            "storage_class",
+        )),
+        moves_blocked: register(gauge_vec(
+            "kura_pd_placement_moves_blocked",
+            "1 when a storage class cannot move slots (too few nodes or zones would remain).",
+            "storage_class",
+        )),
+        slots_moved: register(
+            IntGauge::new(
+                "kura_pd_placement_slots_moved",
+                "PG slots moved since the cluster was created.",
+            )
+            .expect("valid metric"),
+        ),
+        slot_moves: register(
+            IntCounter::new(
+                "kura_pd_placement_slot_moves_total",
+                "PG slots moved by this PD process.",
+            )
+            .expect("valid metric"),
+        ),
+        rebalance_steps: register(
+            IntCounter::new(
+                "kura_pd_placement_steps_total",
+                "Placement map steps (slot moves) taken by this PD process.",
+            )
+            .expect("valid metric"),
+        ),
         store_heartbeats: register(
             IntCounter::new(
                 "kura_pd_store_heartbeats_total",

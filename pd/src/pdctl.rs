@@ -18,7 +18,8 @@ use crate::http::API_PREFIX;
                   or a table with --table.\n\nExit status: 0 on success, 1 when PD is unreachable \
                   or answers with an error (e.g. an unknown id), 2 on bad usage.",
     after_help = "Examples:\n  pdctl store\n  pdctl -u http://127.0.0.1:2379 --table region\n  \
-                  pdctl region 2\n  pdctl region key 6D79627563\n  pdctl placement"
+                  pdctl region 2\n  pdctl region key 6D79627563\n  pdctl placement\n  \
+                  pdctl datanode decommission 8\n  pdctl --table datanode"
 )]
 struct Cli {
     /// PD HTTP admin API URL (scheme optional).
@@ -62,10 +63,30 @@ enum Command {
     /// each class's shape and whether it is built (else why not), each PG's
     /// ordered data nodes, and their addresses.
     Placement,
-    /// All data nodes, or the data node with ID.
+    /// All data nodes, or the data node with ID (slots held, slots still to
+    /// move, why a draining node cannot drain); or decommission one.
+    #[command(args_conflicts_with_subcommands = true)]
     Datanode {
         /// Data node id.
         id: Option<u64>,
+        #[command(subcommand)]
+        action: Option<DatanodeAction>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DatanodeAction {
+    /// Move every slot of data node ID to other nodes, a few per step, then
+    /// mark it decommissioned (state Tombstone); it can then be stopped.
+    Decommission {
+        /// Data node id.
+        id: u64,
+    },
+    /// Stop decommissioning data node ID (or take a decommissioned one back):
+    /// it becomes an active member again and gets its share of slots back.
+    CancelDecommission {
+        /// Data node id.
+        id: u64,
     },
 }
 
@@ -114,8 +135,37 @@ impl Command {
             } => (format!("region/id/{id}"), Shape::Region),
             Command::Region { id: None, by: None } => ("regions".into(), Shape::Regions),
             Command::Placement => ("placement".into(), Shape::Placement),
-            Command::Datanode { id: None } => ("datanodes".into(), Shape::DataNodes),
-            Command::Datanode { id: Some(id) } => (format!("datanode/{id}"), Shape::DataNode),
+            Command::Datanode {
+                id: None,
+                action: None,
+            } => ("datanodes".into(), Shape::DataNodes),
+            Command::Datanode {
+                id: Some(id),
+                action: None,
+            } => (format!("datanode/{id}"), Shape::DataNode),
+            Command::Datanode {
+                action:
+                    Some(
+                        DatanodeAction::Decommission { id }
+                        | DatanodeAction::CancelDecommission { id },
+                    ),
+                ..
+            } => (format!("datanode/{id}/decommission"), Shape::DataNode),
+        }
+    }
+
+    /// The HTTP method: GET but for the admin actions.
+    fn method(&self) -> reqwest::Method {
+        match self {
+            Command::Datanode {
+                action: Some(DatanodeAction::Decommission { .. }),
+                ..
+            } => reqwest::Method::POST,
+            Command::Datanode {
+                action: Some(DatanodeAction::CancelDecommission { .. }),
+                ..
+            } => reqwest::Method::DELETE,
+            _ => reqwest::Method::GET,
         }
     }
 }
@@ -151,7 +201,7 @@ pub fn pdctl_main(args: Vec<String>) -> i32 {
     };
     let (path, shape) = cli.command.request();
     let base = base_url(&cli.url);
-    match rt.block_on(fetch(&base, &path)) {
+    match rt.block_on(fetch(&base, cli.command.method(), &path)) {
         Ok((v, body)) => {
             if cli.table {
                 println!("{}", render(shape, &v, true));
@@ -178,7 +228,7 @@ fn base_url(url: &str) -> String {
 }
 
 /// The parsed answer and its body as sent (pretty JSON in field order).
-async fn fetch(base: &str, path: &str) -> Result<(Value, String), String> {
+async fn fetch(base: &str, method: reqwest::Method, path: &str) -> Result<(Value, String), String> {
     let url = format!("{base}{API_PREFIX}/{path}");
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
@@ -186,7 +236,7 @@ async fn fetch(base: &str, path: &str) -> Result<(Value, String), String> {
         .build()
         .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
     let resp = client
-        .get(&url)
+        .request(method, &url)
         .send()
         .await
         .map_err(|e| format!("cannot reach PD at {base}: {}", with_causes(&e)))?;
@@ -342,8 +392,23 @@ fn render(shape: Shape, v: &Value, table: bool) -> String {
         Shape::Placement => {
             let classes = list("classes");
             let head = format!("placement maps version {}", text(v.get("version")));
+            let moving = match v.get("rebalance") {
+                Some(r) => format!(
+                    "\nslot moves: {} pending, {} done (last step {}); at most {} per class every {} s",
+                    text(r.get("pending_moves")),
+                    text(r.get("slots_moved")),
+                    match r.get("last_step_ts").and_then(Value::as_str) {
+                        None | Some("") => "never".to_string(),
+                        Some(ts) => ts.to_string(),
+                    },
+                    text(r.get("max_moves_per_step")),
+                    text(r.get("interval_secs")),
+                ),
+                None => String::new(),
+            };
+            let head = format!("{head}{moving}");
             let summary = grid(
-                &["CLASS", "K", "M", "BUILT", "PGS", "BLOCKER"],
+                &["CLASS", "K", "M", "BUILT", "PGS", "PENDING", "BLOCKER"],
                 classes.iter().map(|c| {
                     let mut row = cells(
                         c,
@@ -355,7 +420,11 @@ fn render(shape: Shape, v: &Value, table: bool) -> String {
                             .map_or(0, Vec::len)
                             .to_string(),
                     );
-                    row.push(text(c.get("blocker")));
+                    row.push(text(c.get("pending_moves")));
+                    row.push(match c.get("move_blocker") {
+                        Some(Value::String(why)) => why.clone(),
+                        _ => text(c.get("blocker")),
+                    });
                     row
                 }),
             );
@@ -381,14 +450,19 @@ fn render(shape: Shape, v: &Value, table: bool) -> String {
     }
 }
 
+/// One row per node, then one line per draining node that cannot drain.
 fn datanode_grid(nodes: &[Value]) -> String {
-    grid(
+    let table = grid(
         &[
             "ID",
             "ADDRESS",
             "STATE",
             "LABELS",
             "READ_ONLY",
+            "SLOTS",
+            "DRAINING",
+            "MOVE_OUT",
+            "MOVE_IN",
             "USED",
             "CAPACITY",
             "LAST_HEARTBEAT",
@@ -398,11 +472,36 @@ fn datanode_grid(nodes: &[Value]) -> String {
             row.push(labels_text(n.get("labels")));
             row.extend(cells(
                 n,
-                &["/read_only", "/used", "/capacity", "/last_heartbeat_ts"],
+                &[
+                    "/read_only",
+                    "/slots",
+                    "/draining",
+                    "/slots_to_move_out",
+                    "/slots_to_move_in",
+                    "/used",
+                    "/capacity",
+                    "/last_heartbeat_ts",
+                ],
             ));
             row
         }),
-    )
+    );
+    let blocked: Vec<String> = nodes
+        .iter()
+        .filter_map(|n| {
+            let why = n.get("drain_blocker")?.as_str()?;
+            Some(format!(
+                "data node {} cannot drain {} slot(s): {why}",
+                text(n.get("id")),
+                text(n.get("slots_remaining")),
+            ))
+        })
+        .collect();
+    if blocked.is_empty() {
+        table
+    } else {
+        format!("{table}\n\n{}", blocked.join("\n"))
+    }
 }
 
 fn text(v: Option<&Value>) -> String {
@@ -502,6 +601,56 @@ mod tests {
         assert!(cli.table);
         assert_eq!(base_url(&cli.url), "http://10.0.0.1:2379");
         assert!(Cli::try_parse_from(["pdctl", "region", "x"]).is_err());
+        let get = reqwest::Method::GET;
+        assert_eq!(parse(&["datanode", "3"]).command.method(), get);
+        let dec = parse(&["datanode", "decommission", "3"]).command;
+        assert_eq!(
+            (dec.request(), dec.method()),
+            (
+                ("datanode/3/decommission".into(), Shape::DataNode),
+                reqwest::Method::POST
+            )
+        );
+        let cancel = parse(&["datanode", "cancel-decommission", "3"]).command;
+        assert_eq!(
+            (cancel.request(), cancel.method()),
+            (
+                ("datanode/3/decommission".into(), Shape::DataNode),
+                reqwest::Method::DELETE
+            )
+        );
+        assert!(Cli::try_parse_from(["pdctl", "datanode", "decommission"]).is_err());
+    }
+
+    #[test]
+    fn datanode_table_shows_slots_and_why_a_node_cannot_drain() {
+        let v = json!({"count": 2, "datanodes": [
+            {"id": 1, "address": "a:1", "state_name": "Up", "labels": [], "read_only": false,
+             "slots": 40, "slots_to_move_out": 0, "slots_to_move_in": 3, "used": 0,
+             "capacity": 0, "last_heartbeat_ts": "t"},
+            {"id": 2, "address": "a:2", "state_name": "Offline", "labels": [],
+             "read_only": false, "slots": 32, "draining": "decommission",
+             "slots_remaining": 32, "slots_to_move_out": 0, "slots_to_move_in": 0,
+             "drain_blocker": "EC_4_2: cannot move slots: …", "used": 0, "capacity": 0,
+             "last_heartbeat_ts": "t"}]});
+        let t = render(Shape::DataNodes, &v, true);
+        let lines: Vec<&str> = t.lines().collect();
+        let words = |i: usize| lines[i].split_whitespace().collect::<Vec<_>>();
+        assert_eq!(
+            words(0)[5..9],
+            ["SLOTS", "DRAINING", "MOVE_OUT", "MOVE_IN"],
+            "{t}"
+        );
+        assert_eq!(words(1)[5..9], ["40", "-", "0", "3"], "{t}");
+        assert_eq!(
+            words(2)[2..9],
+            ["Offline", "-", "false", "32", "decommission", "0", "0"],
+            "{t}"
+        );
+        assert_eq!(
+            lines[4],
+            "data node 2 cannot drain 32 slot(s): EC_4_2: cannot move slots: …"
+        );
     }
 
     #[test]
@@ -535,13 +684,17 @@ mod tests {
         assert_eq!(lines[0], "placement maps version 2");
         assert_eq!(
             words(2),
-            ["CLASS", "K", "M", "BUILT", "PGS", "BLOCKER"],
+            ["CLASS", "K", "M", "BUILT", "PGS", "PENDING", "BLOCKER"],
             "{t}"
         );
-        assert_eq!(words(3), ["REPLICA3", "1", "2", "true", "2", "-"], "{t}");
+        assert_eq!(
+            words(3),
+            ["REPLICA3", "1", "2", "true", "2", "-", "-"],
+            "{t}"
+        );
         assert!(
             lines[4].starts_with("EC_8_3")
-                && lines[4].ends_with("false  0    need at least 11 data nodes, have 6"),
+                && lines[4].ends_with("-        need at least 11 data nodes, have 6"),
             "{t}"
         );
         assert_eq!(words(6), ["CLASS", "PG", "DATA_NODES"], "{t}");

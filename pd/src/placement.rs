@@ -27,9 +27,10 @@
 //! Rendezvous hashing moves little when the node set changes: a new node only
 //! takes the slots where it outscores a current member of its zone, and
 //! [`compute`] given the previous map keeps every surviving member in its slot.
-//! PD builds each class's map once and keeps it stable (objects record only
-//! their storage class and PG id); recomputing with `previous` is for the later
-//! rebalance work. PG ids are per class.
+//! PD builds each class's map once (objects record only their storage class
+//! and PG id, so the number of PGs never changes); later changes — nodes
+//! joining, leaving, down for good — recompute with `previous` and are applied
+//! a few slots at a time (`rebalance`). PG ids are per class.
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -4,7 +4,9 @@
 //! Rule: a change that matters is saved before the call that made it returns
 //! (ids, registrations, region metadata, bootstrap progress, the placement
 //! maps). If a save fails, the call fails with `Unavailable` and the next call
-//! retries the save before it answers.
+//! retries the save before it answers; a map step whose save fails is undone,
+//! so no client ever sees a map version that a restart could give to another
+//! map.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -21,6 +23,7 @@ use crate::bootstrap;
 use crate::cluster::{Cluster, HeartbeatOutcome, Liveness, RegionEntry, StoreStats};
 use crate::metrics::metrics;
 use crate::placement::{self, PlacementState};
+use crate::rebalance::{self, Plan};
 use crate::storage::{StateFile, Storage, StorageError};
 use crate::{Config, Error};
 
@@ -43,6 +46,8 @@ struct Inner {
     dirty: bool,
     /// Why each unbuilt storage class has no map yet (logged once per change).
     placement_blockers: BTreeMap<StorageClass, String>,
+    /// The slot movement still to do, as of the last tick or admin call.
+    plan: Plan,
 }
 
 pub struct PdCore {
@@ -84,6 +89,7 @@ impl PdCore {
                 cluster,
                 dirty: fresh,
                 placement_blockers: BTreeMap::new(),
+                plan: Plan::default(),
             }),
             storage,
             started: Instant::now(),
@@ -109,13 +115,14 @@ impl PdCore {
         f(&self.inner.lock().await.cluster)
     }
 
-    /// Like [`Self::read`], also passing why each unbuilt class has no map yet.
+    /// Like [`Self::read`], also passing why each unbuilt class has no map
+    /// yet and the slot movement still to do.
     pub async fn read_placement<R>(
         &self,
-        f: impl FnOnce(&Cluster, &BTreeMap<StorageClass, String>) -> R,
+        f: impl FnOnce(&Cluster, &BTreeMap<StorageClass, String>, &Plan) -> R,
     ) -> R {
         let inner = self.inner.lock().await;
-        f(&inner.cluster, &inner.placement_blockers)
+        f(&inner.cluster, &inner.placement_blockers, &inner.plan)
     }
 
     /// Saves the model if `changed`, if an earlier save failed, or if ids were
@@ -311,7 +318,144 @@ impl PdCore {
         .await
     }
 
+    /// Starts decommissioning data node `id` (durable before it returns).
+    pub async fn decommission_data_node(&self, id: u64) -> Result<(), Error> {
+        let mut inner = self.inner.lock().await;
+        let changed = inner.cluster.decommission_data_node(id)?;
+        self.save_if(&mut inner, changed).await?;
+        if changed {
+            let state = inner.cluster.data_node_admin_state(id);
+            tracing::info!(
+                node_id = id,
+                state = state.name(),
+                "data node decommission requested"
+            );
+        }
+        self.refresh_plan(&mut inner, now_ms());
+        Ok(())
+    }
+
+    /// Makes a leaving or decommissioned data node active again.
+    pub async fn cancel_decommission(&self, id: u64) -> Result<(), Error> {
+        let mut inner = self.inner.lock().await;
+        let changed = inner.cluster.cancel_decommission(id)?;
+        self.save_if(&mut inner, changed).await?;
+        if changed {
+            tracing::info!(node_id = id, "data node decommission cancelled");
+        }
+        self.refresh_plan(&mut inner, now_ms());
+        Ok(())
+    }
+
     // ---- background ----
+
+    /// The slot movement to do from the current maps and node states.
+    fn compute_plan(&self, cluster: &Cluster, now: i64) -> Plan {
+        if cluster.placement.is_empty() {
+            return Plan::default();
+        }
+        let views = cluster.node_views(
+            now,
+            self.max_down_ms(),
+            self.cfg.datanode_down_after.as_millis() as i64,
+        );
+        rebalance::plan(&cluster.placement, &views, self.cfg.max_moves_per_step)
+    }
+
+    /// Recomputes the plan for status.
+    fn refresh_plan(&self, inner: &mut Inner, now: i64) {
+        let plan = self.compute_plan(&inner.cluster, now);
+        self.set_plan(inner, plan);
+    }
+
+    /// Keeps `plan` for status; logs each class blocker once.
+    fn set_plan(&self, inner: &mut Inner, plan: Plan) {
+        for (class, p) in &plan.classes {
+            let before = inner
+                .plan
+                .classes
+                .get(class)
+                .and_then(|c| c.blocker.as_ref());
+            match (&p.blocker, before) {
+                (Some(why), b) if b != Some(why) => {
+                    tracing::warn!(
+                        storage_class = class.as_str_name(),
+                        "slot movement blocked: {why}"
+                    )
+                }
+                (None, Some(_)) => tracing::info!(
+                    storage_class = class.as_str_name(),
+                    "slot movement unblocked"
+                ),
+                _ => {}
+            }
+        }
+        inner.plan = plan;
+    }
+
+    /// One map step when one is due and there is work: moves at most
+    /// `max_moves_per_step` slots per class, bumps the version, saves (the
+    /// step is undone if the save fails), then marks drained leaving nodes
+    /// decommissioned.
+    async fn maybe_step(&self, inner: &mut MutexGuard<'_, Inner>, now: i64) {
+        let mut changed = self.finish_decommissions(inner);
+        let last = inner.cluster.rebalance.last_step_unix_ms;
+        let interval = self.cfg.rebalance_interval.as_millis() as i64;
+        // A clock that went back must not stop movement until it catches up.
+        let due = now < last || now - last >= interval;
+        let mut plan = self.compute_plan(&inner.cluster, now);
+        if due && !plan.moves.is_empty() {
+            let before = (inner.cluster.placement.clone(), inner.cluster.rebalance);
+            let moved = rebalance::apply(&mut inner.cluster.placement, &plan.moves);
+            inner.cluster.rebalance.last_step_unix_ms = now;
+            inner.cluster.rebalance.slots_moved += moved as u64;
+            match self.save_if(inner, true).await {
+                Ok(()) => {
+                    for m in &plan.moves {
+                        tracing::debug!(
+                            storage_class = m.class.as_str_name(),
+                            pg = m.pg,
+                            slot = m.slot,
+                            from = m.from,
+                            to = m.to,
+                            "slot moved"
+                        );
+                    }
+                    tracing::info!(
+                        moved,
+                        pending = plan.pending() - moved,
+                        version = inner.cluster.placement.version,
+                        "placement step"
+                    );
+                    metrics().slot_moves.inc_by(moved as u64);
+                    metrics().rebalance_steps.inc();
+                    changed = self.finish_decommissions(inner);
+                    plan = self.compute_plan(&inner.cluster, now);
+                }
+                Err(_) => {
+                    // Logged in save_if. Undo: the version must stay unused.
+                    (inner.cluster.placement, inner.cluster.rebalance) = before;
+                    changed = false;
+                }
+            }
+        }
+        if changed {
+            let _ = self.save_if(inner, true).await;
+        }
+        self.set_plan(inner, plan);
+    }
+
+    /// Leaving nodes that hold no slot become decommissioned; returns whether any did.
+    fn finish_decommissions(&self, inner: &mut Inner) -> bool {
+        let done = inner.cluster.finish_decommissions();
+        for id in &done {
+            tracing::info!(
+                node_id = id,
+                "data node decommissioned: it holds no slot any more"
+            );
+        }
+        !done.is_empty()
+    }
 
     /// Builds each storage class's map that is missing, when the conditions
     /// hold; each class on its own, so one needing more nodes or zones does
@@ -383,7 +527,7 @@ impl PdCore {
         built
     }
 
-    /// Periodic work: bootstrap, placement, metrics.
+    /// Periodic work: bootstrap, placement, slot movement, metrics.
     pub async fn tick(&self) {
         let now = now_ms();
         {
@@ -398,6 +542,7 @@ impl PdCore {
             let placed = self.maybe_place(&mut inner, now);
             // A failed save is logged in save_if and retried on the next call.
             let _ = self.save_if(&mut inner, booted || placed).await;
+            self.maybe_step(&mut inner, now).await;
         }
         self.update_gauges().await;
     }
@@ -406,7 +551,7 @@ impl PdCore {
         let now = now_ms();
         let max_down = self.max_down_ms();
         let m = metrics();
-        self.read(|c| {
+        self.read_placement(|c, _, plan| {
             for state in [
                 Liveness::Up,
                 Liveness::Down,
@@ -419,7 +564,12 @@ impl PdCore {
                     .count();
                 m.stores.with_label_values(&[state.name()]).set(n as i64);
             }
-            for state in [Liveness::Up, Liveness::Down] {
+            for state in [
+                Liveness::Up,
+                Liveness::Down,
+                Liveness::Offline,
+                Liveness::Tombstone,
+            ] {
                 let n = c
                     .data_nodes()
                     .filter(|d| c.data_node_liveness(d, now, max_down) == state)
@@ -439,7 +589,15 @@ impl PdCore {
                 m.placement_groups
                     .with_label_values(&[class.as_str_name()])
                     .set(pgs as i64);
+                let p = plan.classes.get(&class);
+                m.pending_moves
+                    .with_label_values(&[class.as_str_name()])
+                    .set(p.map_or(0, |p| p.pending) as i64);
+                m.moves_blocked
+                    .with_label_values(&[class.as_str_name()])
+                    .set(p.is_some_and(|p| p.blocker.is_some()) as i64);
             }
+            m.slots_moved.set(c.rebalance.slots_moved as i64);
         })
         .await;
     }
@@ -537,6 +695,7 @@ fn new_cluster_id() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster::AdminState;
     use crate::placement::{ClassGroups, Rules};
     use crate::storage::MemStorage;
     use kura_proto::common::Labels;
@@ -608,7 +767,7 @@ mod tests {
             .collect();
         assert_eq!(kept, old);
         assert_eq!(map.nodes.len(), 6);
-        let blockers = core.read_placement(|_, b| b.clone()).await;
+        let blockers = core.read_placement(|_, b, _| b.clone()).await;
         assert_eq!(
             blockers.into_iter().collect::<Vec<_>>(),
             [(
@@ -632,11 +791,185 @@ mod tests {
             .await
             .unwrap();
         assert!(core.placement(0).await.is_none());
-        let blockers = core.read_placement(|_, b| b.clone()).await;
+        let blockers = core.read_placement(|_, b, _| b.clone()).await;
         assert_eq!(blockers.len(), 3);
         assert!(
             blockers[&StorageClass::Ec42].starts_with("waiting for 6 data nodes"),
             "{blockers:?}"
         );
+    }
+
+    fn fast_config() -> Config {
+        let mut cfg = config();
+        cfg.rebalance_interval = Duration::ZERO;
+        cfg.max_moves_per_step = 2;
+        cfg
+    }
+
+    async fn register_dev_nodes(core: &PdCore) -> Vec<u64> {
+        let mut ids = Vec::new();
+        for (i, zone) in ["z1", "z1", "z2", "z2", "z3", "z3"].iter().enumerate() {
+            ids.push(
+                core.register_data_node(data_node(&format!("d:{i}"), zone))
+                    .await
+                    .unwrap(),
+            );
+        }
+        ids
+    }
+
+    /// Ticks until a tick changes nothing; returns the map steps taken.
+    async fn settle(core: &PdCore) -> u64 {
+        let start = core.read(|c| c.placement.version).await;
+        for _ in 0..200 {
+            let before = core.read(|c| c.placement.version).await;
+            core.tick().await;
+            if core.read(|c| c.placement.version).await == before {
+                return before - start;
+            }
+        }
+        panic!("slot movement did not settle");
+    }
+
+    fn held(c: &Cluster, id: u64) -> usize {
+        rebalance::slots_by_class(&c.placement, id).values().sum()
+    }
+
+    #[tokio::test]
+    async fn a_joining_node_gets_slots_in_bounded_steps_and_decommission_drains_it() {
+        let storage = Arc::new(MemStorage::default());
+        let core = PdCore::open(fast_config(), storage.clone()).await.unwrap();
+        register_dev_nodes(&core).await;
+        let v0 = core.read(|c| c.placement.version).await;
+        assert_eq!(v0, 1, "built at the sixth registration");
+        assert_eq!(settle(&core).await, 0, "nothing to move");
+
+        let new = core
+            .register_data_node(data_node("d:new", "z1"))
+            .await
+            .unwrap();
+        let before = core.read(|c| c.placement.clone()).await;
+        core.tick().await;
+        let after = core.read(|c| c.placement.clone()).await;
+        assert_eq!(after.version, v0 + 1);
+        for (class, g) in &after.classes {
+            let moved: usize = g
+                .groups
+                .iter()
+                .zip(&before.classes[class].groups)
+                .map(|(a, b)| a.iter().zip(b).filter(|(x, y)| x != y).count())
+                .sum();
+            assert!(moved <= 2, "{class:?}: {moved}");
+        }
+        let steps = settle(&core).await;
+        assert!(steps >= 1, "more than one step for 2 moves per class");
+        assert!(core.read(|c| held(c, new)).await > 0);
+        let pending = core.read_placement(|_, _, p| p.pending()).await;
+        assert_eq!(pending, 0);
+        let saved = storage.load().unwrap().unwrap();
+        assert_eq!(
+            saved.placement.version,
+            core.read(|c| c.placement.version).await
+        );
+        assert!(saved.rebalance.slots_moved > 0);
+
+        // Decommission the new node: it drains completely, then is decommissioned.
+        core.decommission_data_node(new).await.unwrap();
+        assert_eq!(
+            core.read(|c| c.data_node_admin_state(new)).await,
+            AdminState::Leaving
+        );
+        let out = core
+            .read_placement(|c, _, p| (held(c, new), p.pending_out.get(&new).copied()))
+            .await;
+        assert_eq!(Some(out.0), out.1, "all its slots are to move");
+        settle(&core).await;
+        assert_eq!(core.read(|c| held(c, new)).await, 0);
+        assert_eq!(
+            core.read(|c| c.data_node_admin_state(new)).await,
+            AdminState::Decommissioned
+        );
+        let saved = storage.load().unwrap().unwrap();
+        let rec = saved.data_nodes.iter().find(|n| n.id == new).unwrap();
+        assert_eq!(rec.admin_state, "Decommissioned");
+
+        // With only the six left, EC_4_2 cannot drain any of them: it says so.
+        let first = core.read(|c| c.data_nodes().next().unwrap().id).await;
+        core.decommission_data_node(first).await.unwrap();
+        settle(&core).await;
+        let (why, left) = core
+            .read_placement(|c, _, p| (p.drain_blocker(&c.placement, first), held(c, first)))
+            .await;
+        let why = why.expect("EC_4_2 is blocked");
+        assert!(
+            why.contains("EC_4_2") && why.contains("only 5 would remain"),
+            "{why}"
+        );
+        assert!(left > 0, "its EC_4_2 slots stay");
+        assert_eq!(
+            core.read(|c| c.data_node_admin_state(first)).await,
+            AdminState::Leaving
+        );
+        // Cancelled: an active member again, and it gets its REPLICA3 share back.
+        core.cancel_decommission(first).await.unwrap();
+        settle(&core).await;
+        assert_eq!(
+            core.read(|c| c.data_node_admin_state(first)).await,
+            AdminState::Active
+        );
+        assert!(core.read(|c| held(c, first)).await > left);
+        assert!(matches!(
+            core.decommission_data_node(999_999).await,
+            Err(Error::NotFound(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_node_down_for_long_is_drained_and_comes_back_as_a_normal_member() {
+        let mut cfg = fast_config();
+        cfg.max_moves_per_step = 100;
+        cfg.max_store_down_time = Duration::from_millis(150);
+        cfg.datanode_down_after = Duration::from_millis(300);
+        let core = PdCore::open(cfg, Arc::new(MemStorage::default()))
+            .await
+            .unwrap();
+        let mut ids = register_dev_nodes(&core).await;
+        ids.push(
+            core.register_data_node(data_node("d:7", "z1"))
+                .await
+                .unwrap(),
+        );
+        settle(&core).await;
+        let victim = ids[0];
+        assert!(core.read(|c| held(c, victim)).await > 0);
+        let beat = |id: u64| DataNodeHeartbeatRequest {
+            node_id: id,
+            ..Default::default()
+        };
+        // Everyone but the victim heartbeats for longer than datanode_down_after.
+        for _ in 0..8 {
+            for &id in &ids[1..] {
+                core.data_node_heartbeat(beat(id)).await.unwrap();
+            }
+            core.tick().await;
+            tokio::time::sleep(Duration::from_millis(60)).await;
+        }
+        for &id in &ids[1..] {
+            core.data_node_heartbeat(beat(id)).await.unwrap();
+        }
+        settle(&core).await;
+        assert_eq!(core.read(|c| held(c, victim)).await, 0, "rebuilt elsewhere");
+        assert_eq!(
+            core.read(|c| c.data_node_admin_state(victim)).await,
+            AdminState::Active,
+            "down is not decommissioned"
+        );
+        // It comes back: an ordinary member that rebalancing fills again.
+        core.data_node_heartbeat(beat(victim)).await.unwrap();
+        for &id in &ids[1..] {
+            core.data_node_heartbeat(beat(id)).await.unwrap();
+        }
+        settle(&core).await;
+        assert!(core.read(|c| held(c, victim)).await > 0);
     }
 }

@@ -14,11 +14,18 @@
 //! - 2 — one map per storage class: `placement` is `{version, classes: [{
 //!   storage_class, data_shards, parity_shards, groups}]}`, `storage_class`
 //!   being the proto name ("REPLICA3", "EC_4_2", "EC_8_3").
+//! - 3 — slot movement: each data node record has `admin_state` ("Active",
+//!   "Leaving", "Decommissioned") and the document a `rebalance` record
+//!   (`last_step_unix_ms`, `slots_moved`). The steps themselves are not
+//!   saved: each is derived from the saved maps and node states
+//!   (docs/decisions/0010-pd-slot-movement.md).
 //!
-//! PD reads both and writes only the newest: a version-1 file is migrated on
-//! load (its map becomes the class its k+m names — REPLICA3 — keeping its
-//! version and groups) and rewritten as version 2 by the next save. A PD that
-//! only knows version 1 refuses a version-2 file rather than guess.
+//! PD reads every older format and writes only the newest: a version-1 file
+//! is migrated on load (its map becomes the class its k+m names — REPLICA3 —
+//! keeping its version and groups), then like a version-2 file (every data
+//! node `Active`, no step taken yet), and rewritten as version 3 by the next
+//! save. A PD that only knows older versions refuses a newer file rather
+//! than guess.
 
 use std::fs::{self, File};
 use std::io::Write;
@@ -32,11 +39,11 @@ use kura_proto::pd::{DataNode, Store};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::cluster::{Bootstrap, Cluster, IdAllocator};
+use crate::cluster::{AdminState, Bootstrap, Cluster, IdAllocator, RebalanceProgress};
 use crate::placement::{ClassGroups, PlacementState, Rules};
 
 /// The format this PD writes.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 /// The oldest format this PD still reads (and migrates).
 pub const OLDEST_FORMAT_VERSION: u32 = 1;
 const STATE_FILE: &str = "pd-state.json";
@@ -75,6 +82,16 @@ pub struct StateFile {
     pub regions: Vec<RegionRecord>,
     pub bootstrap: Option<BootstrapRecord>,
     pub placement: PlacementRecord,
+    pub rebalance: RebalanceRecord,
+}
+
+/// Slot-movement bookkeeping (format 3).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RebalanceRecord {
+    /// When the last step changed the maps (0: never).
+    pub last_step_unix_ms: i64,
+    /// Slots moved since the cluster was created.
+    pub slots_moved: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -105,6 +122,8 @@ pub struct DataNodeRecord {
     pub used_bytes: u64,
     pub read_only: bool,
     pub last_heartbeat_unix_ms: i64,
+    /// "Active", "Leaving" or "Decommissioned" (format 3).
+    pub admin_state: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -199,6 +218,26 @@ fn migrate_v1(mut doc: Value) -> Result<Value, String> {
     let placement = serde_json::to_value(placement).map_err(|e| e.to_string())?;
     obj.insert("placement".into(), placement);
     obj.insert("format_version".into(), Value::from(2));
+    Ok(doc)
+}
+
+/// Rewrites a format-2 document as format 3: every data node active, no
+/// step taken yet.
+fn migrate_v2(mut doc: Value) -> Result<Value, String> {
+    let obj = doc
+        .as_object_mut()
+        .ok_or("the document is not a JSON object")?;
+    if let Some(nodes) = obj.get_mut("data_nodes").and_then(Value::as_array_mut) {
+        for n in nodes {
+            let n = n
+                .as_object_mut()
+                .ok_or("format 2 data node is not a JSON object")?;
+            n.insert("admin_state".into(), Value::from(AdminState::Active.name()));
+        }
+    }
+    let rebalance = serde_json::to_value(RebalanceRecord::default()).map_err(|e| e.to_string())?;
+    obj.insert("rebalance".into(), rebalance);
+    obj.insert("format_version".into(), Value::from(3));
     Ok(doc)
 }
 
@@ -364,6 +403,7 @@ impl StateFile {
                     used_bytes: n.used_bytes,
                     read_only: n.read_only,
                     last_heartbeat_unix_ms: n.last_heartbeat_unix_ms,
+                    admin_state: c.data_node_admin_state(n.id).name().into(),
                 })
                 .collect(),
             regions: c
@@ -379,6 +419,10 @@ impl StateFile {
                     .collect(),
             }),
             placement: placement_record(&c.placement),
+            rebalance: RebalanceRecord {
+                last_step_unix_ms: c.rebalance.last_step_unix_ms,
+                slots_moved: c.rebalance.slots_moved,
+            },
         }
     }
 
@@ -398,6 +442,13 @@ impl StateFile {
             });
         }
         for n in self.data_nodes {
+            let admin = AdminState::from_name(&n.admin_state).ok_or_else(|| {
+                format!(
+                    "data node {}: unknown admin_state {:?}",
+                    n.id, n.admin_state
+                )
+            })?;
+            c.restore_data_node_admin_state(n.id, admin);
             c.restore_data_node(DataNode {
                 id: n.id,
                 address: n.address,
@@ -423,6 +474,10 @@ impl StateFile {
             });
         }
         c.placement = placement_from(self.placement)?;
+        c.rebalance = RebalanceProgress {
+            last_step_unix_ms: self.rebalance.last_step_unix_ms,
+            slots_moved: self.rebalance.slots_moved,
+        };
         Ok(c)
     }
 
@@ -440,8 +495,9 @@ impl StateFile {
             .and_then(Value::as_u64)
             .ok_or_else(|| corrupt("no numeric format_version".into()))?;
         let doc = match found {
-            1 => migrate_v1(doc).map_err(corrupt)?,
-            2 => doc,
+            1 => migrate_v1(doc).and_then(migrate_v2).map_err(corrupt)?,
+            2 => migrate_v2(doc).map_err(corrupt)?,
+            3 => doc,
             other => {
                 return Err(StorageError::UnsupportedVersion {
                     path: path.to_path_buf(),
@@ -596,7 +652,86 @@ mod tests {
             ]
             .into(),
         };
+        // Data node 2 is in the maps: decommissioning makes it Leaving.
+        assert!(c.decommission_data_node(2).unwrap());
+        c.rebalance = RebalanceProgress {
+            last_step_unix_ms: 5_000,
+            slots_moved: 17,
+        };
         c
+    }
+
+    /// A state file as the format-2 PD wrote it (one map per class).
+    const V2_FILE: &str = r#"{
+  "format_version": 2,
+  "cluster_id": 42,
+  "id_high_water": 1013,
+  "stores": [],
+  "data_nodes": [
+    {"id": 2, "address": "d:1", "status_address": "",
+     "labels": {"zone": "z1", "rack": "", "host": ""},
+     "capacity_bytes": 0, "used_bytes": 0, "read_only": false,
+     "last_heartbeat_unix_ms": 1000}
+  ],
+  "regions": [],
+  "bootstrap": null,
+  "placement": {
+    "version": 4,
+    "classes": [
+      {"storage_class": "REPLICA3", "data_shards": 1, "parity_shards": 2,
+       "groups": [[2, 4, 6]]}
+    ]
+  }
+}"#;
+
+    #[test]
+    fn a_format_2_file_loads_with_every_node_active_and_no_step_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = FileStorage::open(dir.path()).unwrap();
+        fs::write(storage.path(), V2_FILE).unwrap();
+        let file = storage.load().unwrap().unwrap();
+        assert_eq!(file.format_version, FORMAT_VERSION);
+        assert_eq!(file.data_nodes[0].admin_state, "Active");
+        assert_eq!(file.rebalance, RebalanceRecord::default());
+        let c = file.into_cluster().unwrap();
+        assert_eq!(c.data_node_admin_state(2), AdminState::Active);
+        assert_eq!(c.rebalance, RebalanceProgress::default());
+        assert_eq!(c.placement.version, 4);
+        assert_eq!(
+            c.placement.classes[&StorageClass::Replica3].groups,
+            vec![vec![2, 4, 6]]
+        );
+        // Rewritten as format 3, it reads back the same.
+        storage.save(&StateFile::from_cluster(&c)).unwrap();
+        let text = fs::read_to_string(storage.path()).unwrap();
+        assert!(text.contains("\"format_version\": 3"));
+        assert!(text.contains("\"admin_state\": \"Active\""));
+        let again = storage.load().unwrap().unwrap();
+        assert_eq!(again, StateFile::from_cluster(&c));
+    }
+
+    #[test]
+    fn node_states_and_rebalance_progress_survive_a_restart() {
+        let mut c = sample_cluster();
+        let spare = DataNode {
+            address: "spare:1".into(),
+            ..Default::default()
+        };
+        let (other, _) = c.register_data_node(spare, 2_000).unwrap();
+        // Not in any map: decommissioned at once.
+        assert!(c.decommission_data_node(other).unwrap());
+        assert_eq!(c.data_node_admin_state(other), AdminState::Decommissioned);
+        let back = StateFile::from_cluster(&c).into_cluster().unwrap();
+        assert_eq!(back.data_node_admin_state(2), AdminState::Leaving);
+        assert_eq!(
+            back.data_node_admin_state(other),
+            AdminState::Decommissioned
+        );
+        assert_eq!(back.rebalance.slots_moved, 17);
+        assert_eq!(back.rebalance.last_step_unix_ms, 5_000);
+        let mut bad = StateFile::from_cluster(&c);
+        bad.data_nodes[0].admin_state = "Gone".into();
+        assert!(bad.into_cluster().is_err());
     }
 
     /// A state file exactly as the format-1 PD wrote it (REPLICA3 map).
@@ -644,7 +779,7 @@ mod tests {
         assert!(back.bootstrap.is_some());
         assert!(!dir.path().join("pd-state.json.tmp").exists());
         let text = fs::read_to_string(storage.path()).unwrap();
-        assert!(text.contains("\"format_version\": 2"));
+        assert!(text.contains("\"format_version\": 3"));
         assert!(text.contains("\"storage_class\": \"EC_4_2\""));
         assert_eq!(back.placement, c.placement);
     }
@@ -674,7 +809,7 @@ mod tests {
         assert_eq!(again.placement, c.placement);
         assert!(fs::read_to_string(storage.path())
             .unwrap()
-            .contains("\"format_version\": 2"));
+            .contains("\"format_version\": 3"));
     }
 
     #[test]
@@ -733,10 +868,10 @@ mod tests {
     fn unknown_versions_and_garbage_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let storage = FileStorage::open(dir.path()).unwrap();
-        fs::write(storage.path(), b"{\"format_version\": 3}").unwrap();
+        fs::write(storage.path(), b"{\"format_version\": 4}").unwrap();
         assert!(matches!(
             storage.load(),
-            Err(StorageError::UnsupportedVersion { found: 3, .. })
+            Err(StorageError::UnsupportedVersion { found: 4, .. })
         ));
         fs::write(storage.path(), b"{\"cluster_id\": 3}").unwrap();
         assert!(matches!(storage.load(), Err(StorageError::Corrupt { .. })));

@@ -478,3 +478,107 @@ async fn placement_after_the_wait_and_down_detection() {
     assert_eq!(n["datanodes"][0]["state_name"], "Down");
     pd.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decommission_over_http_and_pdctl_drains_a_node_and_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let tune = |c: &mut kura_pd::Config| {
+        c.num_pgs = 16;
+        c.rebalance_interval = Duration::from_millis(50);
+        c.max_moves_per_step = 4;
+    };
+    let pd = must_start_pd(dir.path(), tune).await;
+    let pd_client = pd.client();
+    let mut ids = Vec::new();
+    for (i, zone) in ["z1", "z1", "z1", "z2", "z2", "z3", "z3"]
+        .iter()
+        .enumerate()
+    {
+        let addr = format!("127.0.0.1:{}", 31000 + i);
+        ids.push(
+            pd_client
+                .register_data_node(data_node(0, &addr, zone))
+                .await
+                .unwrap(),
+        );
+    }
+    let url = format!("http://{}", pd.http);
+    // Wait for the map (built at the sixth node) and the seventh node's share.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, p) = get_json(&pd.url("placement")).await;
+        if p["version"].as_u64().unwrap_or(0) > 0 && p["rebalance"]["pending_moves"] == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never balanced: {p}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let victim = ids[0];
+    let (_, n) = get_json(&pd.url(&format!("datanode/{victim}"))).await;
+    assert_eq!(n["admin_state"], "Active");
+    assert!(n["slots"].as_u64().unwrap() > 0, "{n}");
+    assert!(n.get("draining").is_none());
+
+    assert_eq!(
+        pdctl(&["-u", &url, "datanode", "decommission", &victim.to_string()]).await,
+        0
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let n = loop {
+        let (_, n) = get_json(&pd.url(&format!("datanode/{victim}"))).await;
+        if n["state_name"] == "Tombstone" {
+            break n;
+        }
+        assert_eq!(n["state_name"], "Offline", "{n}");
+        assert_eq!(n["draining"], "decommission");
+        assert_eq!(n["slots_remaining"], n["slots"]);
+        assert!(Instant::now() < deadline, "never drained: {n}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(n["admin_state"], "Decommissioned");
+    assert_eq!(n["slots"], 0);
+    let (_, p) = get_json(&pd.url("placement")).await;
+    assert!(p["rebalance"]["slots_moved"].as_u64().unwrap() > 0);
+    assert!(p["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|n| n["id"] != victim));
+    assert_eq!(pdctl(&["-u", &url, "--table", "datanode"]).await, 0);
+    assert_eq!(
+        pdctl(&["-u", &url, "datanode", "decommission", "999999"]).await,
+        1
+    );
+    let resp = reqwest::Client::new()
+        .post(pd.url("datanode/x/decommission"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+
+    // Restart: the decommissioned state and the moved map are kept.
+    let version = p["version"].clone();
+    pd.stop().await;
+    let pd = must_start_pd(dir.path(), tune).await;
+    let (_, n) = get_json(&pd.url(&format!("datanode/{victim}"))).await;
+    assert_eq!(n["admin_state"], "Decommissioned");
+    let (_, p) = get_json(&pd.url("placement")).await;
+    assert_eq!(p["version"], version);
+
+    // Cancelled: active again.
+    let url = format!("http://{}", pd.http);
+    assert_eq!(
+        pdctl(&[
+            "-u",
+            &url,
+            "datanode",
+            "cancel-decommission",
+            &victim.to_string()
+        ])
+        .await,
+        0
+    );
+    let (_, n) = get_json(&pd.url(&format!("datanode/{victim}"))).await;
+    assert_eq!(n["admin_state"], "Active");
+    pd.stop().await;
+}
