@@ -27,7 +27,7 @@ pub fn measure(dir: &Path, disk_mib: usize) -> std::io::Result<Limits> {
         disk_read_mib_s: r,
         fsync_per_s: fsync_rate(dir, Duration::from_secs(2))?,
         loopback_mib_s: loopback(1024)?,
-        md5_mib_s: md5_rate(256),
+        md5_mib_s: md5_rate(Duration::from_secs(1)),
     })
 }
 
@@ -115,14 +115,31 @@ fn loopback(mib: usize) -> std::io::Result<f64> {
     Ok(got as f64 / MIB / start.elapsed().as_secs_f64())
 }
 
-fn md5_rate(mib: usize) -> f64 {
+/// MD5 MiB/s on one core, hashing 1 MiB blocks for at least `min`.
+pub fn md5_rate(min: Duration) -> f64 {
     use md5::{Digest, Md5};
     let block = vec![3u8; 1 << 20];
     let start = Instant::now();
     let mut h = Md5::new();
-    for _ in 0..mib {
+    let mut n = 0u64;
+    while n < 64 || start.elapsed() < min {
         h.update(&block);
+        n += 1;
     }
     std::hint::black_box(h.finalize());
-    mib as f64 / start.elapsed().as_secs_f64()
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+/// CRC32C MiB/s on one core (the data node's block checksum), for at least `min`.
+pub fn crc32c_rate(min: Duration) -> f64 {
+    let block = vec![5u8; 1 << 20];
+    let start = Instant::now();
+    let mut n = 0u64;
+    let mut acc = 0u32;
+    while n < 64 || start.elapsed() < min {
+        acc ^= kura_datanode::crc::crc32c(std::hint::black_box(&block));
+        n += 1;
+    }
+    std::hint::black_box(acc);
+    n as f64 / start.elapsed().as_secs_f64()
 }

@@ -1,7 +1,11 @@
 //! `kura bench`: PUT and GET throughput and latency of a running cluster at
 //! several object sizes and concurrencies, printed beside this machine's own
-//! limits (disk, fsync, loopback, MD5) measured in the same run, as ratios.
+//! limits (disk, fsync, loopback, MD5) measured in the same run, as ratios,
+//! with the storage amplification each PUT phase caused on the data nodes'
+//! disks. `kura bench ec` measures the erasure codec alone (`codec.rs`).
 
+mod codec;
+mod disk_usage;
 mod limits;
 mod sigv4;
 
@@ -13,7 +17,25 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 #[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct BenchArgs {
+    #[command(subcommand)]
+    what: Option<BenchWhat>,
+    #[command(flatten)]
+    s3: S3Args,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum BenchWhat {
+    /// Erasure codec alone: encode / reconstruct MiB/s per core for EC_4_2, EC_8_3 and
+    /// REPLICA3 on the gateway's stripes, beside MD5 and CRC32C (no cluster needed).
+    Ec(codec::EcArgs),
+}
+
+/// Without a subcommand, `kura bench` runs PUT then GET phases against a running
+/// cluster for every size × concurrency, deleting each scenario's objects after it.
+#[derive(Debug, clap::Args)]
+struct S3Args {
     /// The dev cluster's data dir: credentials and endpoint come from its cluster.json,
     /// and the disk limits are measured there.
     #[arg(long, default_value = "./kura-data")]
@@ -36,6 +58,14 @@ pub struct BenchArgs {
     /// Skip measuring this machine's limits.
     #[arg(long)]
     no_limits: bool,
+    /// Storage class sent with every PUT (x-amz-storage-class): EC_4_2 (= STANDARD),
+    /// EC_8_3 (= STANDARD_IA), REPLICA3 (= REDUCED_REDUNDANCY). Default: the bucket's.
+    #[arg(long)]
+    storage_class: Option<String>,
+    /// A PUT phase stops starting requests once it has written this many GiB, so one
+    /// run cannot fill the disk (data nodes reclaim deleted bytes only by compaction).
+    #[arg(long, default_value_t = 4.0)]
+    max_phase_gib: f64,
 }
 
 fn parse_size(s: &str) -> Option<usize> {
@@ -77,11 +107,15 @@ impl Client {
         method: reqwest::Method,
         path: &str,
         body: Option<Bytes>,
+        extra: &[(&str, &str)],
     ) -> Result<reqwest::Response, String> {
         let mut req = self
             .http
             .request(method.clone(), format!("{}{}", self.endpoint, path));
-        for (k, v) in self.signer.headers(method.as_str(), &self.host, path) {
+        for (k, v) in self
+            .signer
+            .headers(method.as_str(), &self.host, path, extra)
+        {
             req = req.header(k, v);
         }
         if let Some(b) = body {
@@ -110,32 +144,54 @@ impl PhaseResult {
     }
 }
 
-async fn phase(
-    client: Arc<Client>,
+/// What one PUT or GET phase does.
+#[derive(Clone)]
+struct PhaseSpec {
     put: bool,
     size: usize,
     conc: usize,
     secs: u64,
-    written: Arc<AtomicU64>,
-) -> PhaseResult {
+    /// Object keys are `{prefix}/{n}`.
+    prefix: Arc<str>,
+    /// x-amz-storage-class sent with each PUT.
+    class: Option<Arc<str>>,
+    /// A PUT phase starts no request numbered past this.
+    max_objects: u64,
+}
+
+async fn phase(client: Arc<Client>, spec: PhaseSpec, written: Arc<AtomicU64>) -> PhaseResult {
+    let size = spec.size;
     let body = Bytes::from(vec![0xabu8; size]);
-    let deadline = Instant::now() + Duration::from_secs(secs);
+    let deadline = Instant::now() + Duration::from_secs(spec.secs);
     let start = Instant::now();
     let mut tasks = Vec::new();
-    for w in 0..conc {
+    for w in 0..spec.conc {
         let client = client.clone();
         let body = body.clone();
         let written = written.clone();
+        let spec = spec.clone();
         tasks.push(tokio::spawn(async move {
             let mut r = PhaseResult::default();
             let mut i = 0u64;
             while Instant::now() < deadline {
                 let t = Instant::now();
-                let outcome = if put {
+                let outcome = if spec.put {
                     let n = written.fetch_add(1, Ordering::Relaxed);
-                    let path = format!("/kura-bench/{}/{n}", human(size));
+                    if n >= spec.max_objects {
+                        // The cap is reached: hand the number back (so GET and
+                        // cleanup see only objects that exist) and stop.
+                        written.fetch_sub(1, Ordering::Relaxed);
+                        break;
+                    }
+                    let path = format!("{}/{n}", spec.prefix);
+                    let extra: Vec<(&str, &str)> = spec
+                        .class
+                        .as_deref()
+                        .map(|c| ("x-amz-storage-class", c))
+                        .into_iter()
+                        .collect();
                     match client
-                        .send(reqwest::Method::PUT, &path, Some(body.clone()))
+                        .send(reqwest::Method::PUT, &path, Some(body.clone()), &extra)
                         .await
                     {
                         Ok(resp) if resp.status().is_success() => Ok(size as u64),
@@ -145,8 +201,8 @@ async fn phase(
                 } else {
                     let total = written.load(Ordering::Relaxed).max(1);
                     let n = (w as u64 * 7919 + i) % total;
-                    let path = format!("/kura-bench/{}/{n}", human(size));
-                    match client.send(reqwest::Method::GET, &path, None).await {
+                    let path = format!("{}/{n}", spec.prefix);
+                    match client.send(reqwest::Method::GET, &path, None, &[]).await {
                         Ok(mut resp) if resp.status().is_success() => {
                             let mut got = 0u64;
                             let mut failure = None;
@@ -205,6 +261,13 @@ async fn phase(
 }
 
 pub fn run(args: BenchArgs) -> i32 {
+    match args.what {
+        Some(BenchWhat::Ec(ec)) => codec::run(ec),
+        None => run_s3(args.s3),
+    }
+}
+
+fn run_s3(args: S3Args) -> i32 {
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -218,7 +281,7 @@ pub fn run(args: BenchArgs) -> i32 {
     rt.block_on(run_async(args))
 }
 
-async fn run_async(args: BenchArgs) -> i32 {
+async fn run_async(args: S3Args) -> i32 {
     let cluster: Option<serde_json::Value> = std::fs::read(args.data_dir.join("cluster.json"))
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok());
@@ -317,7 +380,10 @@ async fn run_async(args: BenchArgs) -> i32 {
         println!();
     }
 
-    match client.send(reqwest::Method::PUT, "/kura-bench", None).await {
+    match client
+        .send(reqwest::Method::PUT, "/kura-bench", None, &[])
+        .await
+    {
         Ok(r) if r.status().is_success() || r.status().as_u16() == 409 => {}
         Ok(r) => {
             eprintln!(
@@ -332,45 +398,78 @@ async fn run_async(args: BenchArgs) -> i32 {
         }
     }
 
-    println!("## Kura ({endpoint}), {} s per phase", args.seconds);
+    if args.max_phase_gib.is_nan() || args.max_phase_gib <= 0.0 {
+        eprintln!("kura bench: --max-phase-gib must be > 0");
+        return 2;
+    }
+    // Storage amplification needs the data nodes' directories; without
+    // cluster.json (a remote endpoint) the column stays empty.
+    let seg_dirs = match disk_usage::segment_dirs(&args.data_dir) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            eprintln!("bench: no storage amplification: {e}");
+            None
+        }
+    };
+    let class_label = args.storage_class.as_deref().unwrap_or("bucket default");
+    let class: Option<Arc<str>> = args.storage_class.as_deref().map(Arc::from);
+
+    println!(
+        "## Kura ({endpoint}), storage class {class_label}, {} s per phase",
+        args.seconds
+    );
     println!();
-    println!("| op | size | conc | ops/s | MiB/s | p50 ms | p99 ms | errors | vs limit |");
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!(
+        "| op | size | conc | ops/s | MiB/s | p50 ms | p99 ms | errors | disk/logical | vs limit |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     let mut failed = false;
     for &size in &sizes {
         for &conc in &args.concurrency {
             let written = Arc::new(AtomicU64::new(0));
+            let prefix: Arc<str> = Arc::from(format!(
+                "/kura-bench/{}/{}",
+                args.storage_class.as_deref().unwrap_or("default"),
+                human(size)
+            ));
             for put in [true, false] {
-                let r = phase(
-                    client.clone(),
+                let before = sample_usage(seg_dirs.as_deref(), put);
+                let spec = PhaseSpec {
                     put,
                     size,
                     conc,
-                    args.seconds,
-                    written.clone(),
-                )
-                .await;
+                    secs: args.seconds,
+                    prefix: prefix.clone(),
+                    class: class.clone(),
+                    max_objects: ((args.max_phase_gib * (1u64 << 30) as f64) / size as f64)
+                        .ceil()
+                        .max(1.0) as u64,
+                };
+                let r = phase(client.clone(), spec, written.clone()).await;
+                let after = sample_usage(seg_dirs.as_deref(), put);
+                let amp = match (before, after) {
+                    (Some(b), Some(a)) if r.bytes > 0 => Some((
+                        (a.total() as f64 - b.total() as f64) / r.bytes as f64,
+                        a.reclaimed_since(&b),
+                    )),
+                    _ => None,
+                };
                 let secs = r.elapsed.as_secs_f64();
                 let mibs = r.bytes as f64 / (1024.0 * 1024.0) / secs;
+                let amp_cell = match amp {
+                    Some((x, false)) => format!("{x:.3}"),
+                    Some((x, true)) => format!("{x:.3} (compaction ran: too low)"),
+                    None => String::new(),
+                };
+                let disk_factor = amp
+                    .filter(|(x, reclaimed)| !reclaimed && *x > 0.0)
+                    .map(|(x, _)| x)
+                    .or_else(|| nominal_amplification(args.storage_class.as_deref()));
                 let ratio = limits
-                    .map(|l| {
-                        if put && size >= 1 << 20 {
-                            format!(
-                                "{:.2} of disk write ({:.2} with 3 replicas on one disk)",
-                                mibs / l.disk_write_mib_s,
-                                3.0 * mibs / l.disk_write_mib_s
-                            )
-                        } else if put {
-                            format!("{:.2} of fsync rate", r.ops as f64 / secs / l.fsync_per_s)
-                        } else if size >= 1 << 20 {
-                            format!("{:.2} of loopback", mibs / l.loopback_mib_s)
-                        } else {
-                            String::new()
-                        }
-                    })
+                    .map(|l| limit_ratio(&l, put, size, mibs, r.ops as f64 / secs, disk_factor))
                     .unwrap_or_default();
                 println!(
-                    "| {} | {} | {conc} | {:.0} | {:.1} | {:.1} | {:.1} | {} | {ratio} |",
+                    "| {} | {} | {conc} | {:.0} | {:.1} | {:.1} | {:.1} | {} | {amp_cell} | {ratio} |",
                     if put { "PUT" } else { "GET" },
                     human(size),
                     r.ops as f64 / secs,
@@ -387,8 +486,8 @@ async fn run_async(args: BenchArgs) -> i32 {
             futures::stream::iter(0..n)
                 .map(|i| {
                     let client = client.clone();
-                    let path = format!("/kura-bench/{}/{i}", human(size));
-                    async move { client.send(reqwest::Method::DELETE, &path, None).await }
+                    let path = format!("{prefix}/{i}");
+                    async move { client.send(reqwest::Method::DELETE, &path, None, &[]).await }
                 })
                 .buffer_unordered(16)
                 .for_each(|_| async {})
@@ -399,5 +498,63 @@ async fn run_async(args: BenchArgs) -> i32 {
         1
     } else {
         0
+    }
+}
+
+/// Segment usage before/after a PUT phase (GET phases are not sampled).
+fn sample_usage(dirs: Option<&[PathBuf]>, put: bool) -> Option<disk_usage::SegmentUsage> {
+    if !put {
+        return None;
+    }
+    match disk_usage::sample(dirs?) {
+        Ok(u) => Some(u),
+        Err(e) => {
+            eprintln!("bench: reading segment sizes: {e}");
+            None
+        }
+    }
+}
+
+/// Bytes written to disk per logical byte by design (before per-block headers).
+fn nominal_amplification(class: Option<&str>) -> Option<f64> {
+    match class?.to_ascii_uppercase().as_str() {
+        "EC_4_2" | "STANDARD" => Some(1.5),
+        "EC_8_3" | "STANDARD_IA" => Some(11.0 / 8.0),
+        "REPLICA3" | "REDUCED_REDUNDANCY" => Some(3.0),
+        _ => None,
+    }
+}
+
+/// How a phase compares with this machine's limits. Large PUTs: the logical rate
+/// over the disk's sequential write rate, and the same counting every byte the
+/// cluster actually writes (`disk_factor` per logical byte: every data node shares
+/// this one disk). Small PUTs: requests over the raw fsync rate. Large GETs: over
+/// one loopback stream and over the disk's sequential read.
+fn limit_ratio(
+    l: &limits::Limits,
+    put: bool,
+    size: usize,
+    mibs: f64,
+    ops_s: f64,
+    disk_factor: Option<f64>,
+) -> String {
+    match (put, size >= 1 << 20) {
+        (true, true) => {
+            let mut s = format!("{:.2} of disk write", mibs / l.disk_write_mib_s);
+            if let Some(f) = disk_factor {
+                s += &format!(
+                    " ({:.2} counting {f:.2}× written)",
+                    f * mibs / l.disk_write_mib_s
+                );
+            }
+            s
+        }
+        (true, false) => format!("{:.2} of fsync rate", ops_s / l.fsync_per_s),
+        (false, true) => format!(
+            "{:.2} of loopback, {:.2} of disk read",
+            mibs / l.loopback_mib_s,
+            mibs / l.disk_read_mib_s
+        ),
+        (false, false) => String::new(),
     }
 }

@@ -36,13 +36,32 @@ pub struct Signer {
 
 impl Signer {
     /// Headers to add to a request of `method` on `path` (already URI-safe) at `host`.
-    pub fn headers(&self, method: &str, host: &str, path: &str) -> Vec<(String, String)> {
+    /// `extra` are further headers to send and sign (lowercase `x-amz-*` names, sorted).
+    pub fn headers(
+        &self,
+        method: &str,
+        host: &str,
+        path: &str,
+        extra: &[(&str, &str)],
+    ) -> Vec<(String, String)> {
         let date = amz_date();
         let day = &date[..8];
         let payload = "UNSIGNED-PAYLOAD";
-        let canonical = format!(
-            "{method}\n{path}\n\nhost:{host}\nx-amz-content-sha256:{payload}\nx-amz-date:{date}\n\nhost;x-amz-content-sha256;x-amz-date\n{payload}"
-        );
+        // SigV4 wants the canonical headers sorted by name.
+        let mut signed: Vec<(&str, &str)> = vec![
+            ("host", host),
+            ("x-amz-content-sha256", payload),
+            ("x-amz-date", date.as_str()),
+        ];
+        signed.extend_from_slice(extra);
+        signed.sort_by(|a, b| a.0.cmp(b.0));
+        let canonical_headers: String = signed
+            .iter()
+            .map(|(k, v)| format!("{k}:{}\n", v.trim()))
+            .collect();
+        let signed_names = signed.iter().map(|(k, _)| *k).collect::<Vec<_>>().join(";");
+        let canonical =
+            format!("{method}\n{path}\n\n{canonical_headers}\n{signed_names}\n{payload}");
         let scope = format!("{day}/{}/s3/aws4_request", self.region);
         let to_sign = format!(
             "AWS4-HMAC-SHA256\n{date}\n{scope}\n{}",
@@ -56,16 +75,18 @@ impl Signer {
         let k_service = hmac(&k_region, b"s3");
         let k_signing = hmac(&k_service, b"aws4_request");
         let signature = hex::encode(hmac(&k_signing, to_sign.as_bytes()));
-        vec![
+        let mut out: Vec<(String, String)> = vec![
             ("x-amz-date".into(), date.clone()),
             ("x-amz-content-sha256".into(), payload.into()),
             (
                 "authorization".into(),
                 format!(
-                    "AWS4-HMAC-SHA256 Credential={}/{scope}, SignedHeaders=host;x-amz-content-sha256;x-amz-date, Signature={signature}",
+                    "AWS4-HMAC-SHA256 Credential={}/{scope}, SignedHeaders={signed_names}, Signature={signature}",
                     self.access_key
                 ),
             ),
-        ]
+        ];
+        out.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        out
     }
 }
