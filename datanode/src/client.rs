@@ -137,7 +137,11 @@ impl DataNodeClient {
         let channel = match cached {
             Some(c) => c,
             None => {
-                let c = kura_pd_client::channel::lazy_channel(addr).map_err(|e| {
+                let c = kura_pd_client::channel::lazy_channel_with(
+                    addr,
+                    kura_pd_client::channel::Windows::BULK,
+                )
+                .map_err(|e| {
                     DataNodeError::InvalidArgument(format!("bad data node address {addr:?}: {e}"))
                 })?;
                 self.channels.entry(addr.to_string()).or_insert(c).clone()

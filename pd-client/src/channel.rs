@@ -4,8 +4,40 @@
 use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
 
+/// HTTP/2 flow-control windows of a channel.
+#[derive(Clone, Copy, Debug)]
+pub struct Windows {
+    /// Bytes one stream may have in flight unread.
+    pub stream: u32,
+    /// Bytes all streams of the connection together may have in flight.
+    pub connection: u32,
+}
+
+impl Windows {
+    /// Control traffic: Raft, metadata, PD.
+    pub const DEFAULT: Windows = Windows {
+        stream: 4 << 20,
+        connection: 16 << 20,
+    };
+    /// Fragment streams to data nodes. A GET reads k fragment streams in
+    /// lockstep; if their unread data could fill a shared connection window,
+    /// GETs waiting on different nodes would starve each other (a flow-control
+    /// deadlock seen at 32 concurrent 64 MiB EC GETs). So the connection
+    /// window is effectively unlimited and each stream's window is what bounds
+    /// memory: 1 MiB, four 256 KiB blocks of read-ahead.
+    pub const BULK: Windows = Windows {
+        stream: 1 << 20,
+        connection: (1 << 31) - 1,
+    };
+}
+
 /// Opens a lazily connecting channel to `addr` (`host:port` or a URL).
 pub fn lazy_channel(addr: &str) -> Result<Channel, tonic::transport::Error> {
+    lazy_channel_with(addr, Windows::DEFAULT)
+}
+
+/// [`lazy_channel`] with explicit flow-control windows.
+pub fn lazy_channel_with(addr: &str, w: Windows) -> Result<Channel, tonic::transport::Error> {
     let url = if addr.starts_with("http://") || addr.starts_with("https://") {
         addr.to_string()
     } else {
@@ -17,7 +49,7 @@ pub fn lazy_channel(addr: &str) -> Result<Channel, tonic::transport::Error> {
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_timeout(Duration::from_secs(5))
         .keep_alive_while_idle(true)
-        .initial_stream_window_size(Some(4 << 20))
-        .initial_connection_window_size(Some(16 << 20))
+        .initial_stream_window_size(Some(w.stream))
+        .initial_connection_window_size(Some(w.connection))
         .connect_lazy())
 }
