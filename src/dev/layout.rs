@@ -42,6 +42,8 @@ pub struct Tuning {
     pub heal_after_secs: u64,
     pub orphan_after_secs: u64,
     pub scrub_interval_secs: u64,
+    pub rebalance_interval_secs: u64,
+    pub max_moves_per_step: usize,
 }
 
 /// The planned processes, before they start (pid 0).
@@ -73,6 +75,10 @@ pub fn plan(exe: &str, data_dir: &Path, port: u16, host: &str, t: &Tuning) -> Ve
             addr(3),
             "--expected-data-nodes".into(),
             DATA_NODES.to_string(),
+            "--rebalance-interval-secs".into(),
+            t.rebalance_interval_secs.to_string(),
+            "--max-moves-per-step".into(),
+            t.max_moves_per_step.to_string(),
         ],
     });
 
@@ -190,6 +196,8 @@ mod tests {
         heal_after_secs: 10,
         orphan_after_secs: 3600,
         scrub_interval_secs: 3600,
+        rebalance_interval_secs: 10,
+        max_moves_per_step: 8,
     };
 
     #[test]

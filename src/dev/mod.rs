@@ -49,6 +49,12 @@ pub struct DevArgs {
     /// (the first pass starts after min(this, 30 s)).
     #[arg(long, default_value_t = 3600)]
     pub scrub_interval_secs: u64,
+    /// PD: least seconds between two placement-map steps that move slots.
+    #[arg(long, default_value_t = 10)]
+    pub rebalance_interval_secs: u64,
+    /// PD: most slots moved per storage class in one step.
+    #[arg(long, default_value_t = 8)]
+    pub max_moves_per_step: usize,
 }
 
 impl DevArgs {
@@ -58,6 +64,8 @@ impl DevArgs {
             heal_after_secs: self.heal_after_secs,
             orphan_after_secs: self.orphan_after_secs,
             scrub_interval_secs: self.scrub_interval_secs,
+            rebalance_interval_secs: self.rebalance_interval_secs,
+            max_moves_per_step: self.max_moves_per_step,
         }
     }
 }

@@ -400,6 +400,18 @@ impl Cluster {
         ])
     }
 
+    /// Runs the `kura` binary with `args`; panics unless it exits 0. Returns stdout.
+    pub fn must_run_kura(&self, args: &[&str]) -> String {
+        let out = Command::new(KURA).args(args).output().expect("run kura");
+        assert!(
+            out.status.success(),
+            "kura {args:?} failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// Runs a Python script from tests/py with the endpoint and credentials as env.
     pub fn python(&self, script: &str, args: &[&str]) -> Output {
         let path = Path::new(env!("CARGO_MANIFEST_DIR"))

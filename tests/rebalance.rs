@@ -1,0 +1,236 @@
+//! Data nodes joining and leaving a running cluster: PD moves placement-group
+//! slots step by step, the data nodes' repair rebuilds the moved fragments on
+//! their new members, and no read or write fails meanwhile.
+mod common;
+use common::{datanode_metric_sum, Cluster};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// An extra data node started by the test (killed when dropped).
+struct ExtraNode {
+    child: Child,
+    status: String,
+}
+
+impl Drop for ExtraNode {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts data node `n` (7, 8, ...) in `zone`, next to kura dev's six, with
+/// datanode-1's flags and its own dir and ports (port+36.., status port+46..).
+fn start_extra_node(c: &Cluster, n: u16, zone: &str) -> ExtraNode {
+    let template = c.component("datanode-1").argv;
+    let (grpc, status) = (
+        format!("127.0.0.1:{}", c.port + 29 + n),
+        format!("127.0.0.1:{}", c.port + 39 + n),
+    );
+    let dir = c.dir.join(format!("datanode-{n}"));
+    let mut argv: Vec<String> = template[1..].to_vec();
+    let mut set = |flag: &str, value: String| {
+        if let Some(i) = argv.iter().position(|a| a == flag) {
+            argv[i + 1] = value;
+        }
+    };
+    set("--data-dir", dir.display().to_string());
+    set("--listen", grpc);
+    set("--status-addr", status.clone());
+    set("--zone", zone.to_string());
+    set("--host", format!("datanode-{n}"));
+    let log = std::fs::File::create(c.dir.join("logs").join(format!("datanode-{n}.log")))
+        .expect("log file");
+    let child = Command::new(&template[0])
+        .args(&argv)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("start extra data node");
+    let node = ExtraNode { child, status };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while common::http_status(&node.status, "/ready") != Some(200) {
+        assert!(Instant::now() < deadline, "datanode-{n} not ready");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    node
+}
+
+fn pd_http(c: &Cluster) -> String {
+    let pd = c.component("pd-1");
+    pd.argv
+        .windows(2)
+        .find(|w| w[0] == "--http-listen")
+        .map(|w| w[1].clone())
+        .expect("pd --http-listen")
+}
+
+fn pd_json(c: &Cluster, path: &str) -> serde_json::Value {
+    let (_, body) = common::http_get(&pd_http(c), path).unwrap_or_default();
+    serde_json::from_str(&body).unwrap_or_default()
+}
+
+fn wait_until(what: &str, secs: u64, c: &Cluster, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !done() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}\n{}",
+            c.logs_tail()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+fn pending_moves(c: &Cluster) -> Option<u64> {
+    pd_json(c, "/pd/api/v1/placement")["rebalance"]["pending_moves"].as_u64()
+}
+
+/// Slots a data node (by status address) holds, per PD.
+fn slots_of(c: &Cluster, address: &str) -> Option<u64> {
+    let v = pd_json(c, "/pd/api/v1/datanodes");
+    v["datanodes"]
+        .as_array()?
+        .iter()
+        .find(|n| n["address"].as_str() == Some(address))
+        .and_then(|n| n["slots"].as_u64())
+}
+
+fn load_status(path: &Path) -> Vec<u64> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect()
+}
+
+/// Two data nodes join a running `kura dev` under read/write load: slots move
+/// to them, the repair rebuilds their fragments, no request fails. Then one
+/// is decommissioned: its slots move away and its fragments are rebuilt
+/// elsewhere before it is released, so every object still reads after it is
+/// killed.
+#[test]
+fn data_nodes_join_and_leave_without_failing_a_request() {
+    let c = Cluster::must_start_with(&[
+        "--rebalance-interval-secs",
+        "2",
+        "--max-moves-per-step",
+        "64",
+    ]);
+    c.must_aws(&["s3", "mb", "s3://move"]);
+    let manifest = c.dir.join("manifest");
+    c.must_python(
+        "ec_load.py",
+        &["preload", "move", manifest.to_str().unwrap(), "8"],
+    );
+    let (acks, status, stop) = (
+        c.dir.join("acks"),
+        c.dir.join("status"),
+        c.dir.join("stop"),
+    );
+    let load = Command::new("python3")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/ec_load.py"))
+        .args([
+            "run",
+            "move",
+            manifest.to_str().unwrap(),
+            acks.to_str().unwrap(),
+            status.to_str().unwrap(),
+            stop.to_str().unwrap(),
+            "400",
+        ])
+        .env("KURA_S3", &c.s3)
+        .env("AWS_ACCESS_KEY_ID", &c.access_key)
+        .env("AWS_SECRET_ACCESS_KEY", &c.secret_key)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("load");
+    wait_until("load warm-up", 60, &c, || {
+        load_status(&status).first().copied().unwrap_or(0) >= 5
+    });
+
+    let n7 = start_extra_node(&c, 7, "z1");
+    let n8 = start_extra_node(&c, 8, "z2");
+    let (a7, a8) = (
+        format!("127.0.0.1:{}", c.port + 36),
+        format!("127.0.0.1:{}", c.port + 37),
+    );
+    wait_until("slots to move to the new nodes", 120, &c, || {
+        slots_of(&c, &a7).unwrap_or(0) > 0
+            && slots_of(&c, &a8).unwrap_or(0) > 0
+            && pending_moves(&c) == Some(0)
+    });
+    let fragments_on = |node: &ExtraNode| {
+        common::metric(&node.status, "kura_datanode_fragments_put_total").unwrap_or(0.0)
+    };
+    wait_until("the new nodes to receive rebuilt fragments", 120, &c, || {
+        fragments_on(&n7) > 0.0 && fragments_on(&n8) > 0.0
+    });
+    let backlog = |c: &Cluster| {
+        datanode_metric_sum(c, "kura_datanode_repair_backlog")
+            + common::metric(&n7.status, "kura_datanode_repair_backlog").unwrap_or(0.0)
+            + common::metric(&n8.status, "kura_datanode_repair_backlog").unwrap_or(0.0)
+    };
+    let passes = |c: &Cluster| {
+        datanode_metric_sum(c, "kura_datanode_repair_passes_total")
+            + common::metric(&n7.status, "kura_datanode_repair_passes_total").unwrap_or(0.0)
+            + common::metric(&n8.status, "kura_datanode_repair_passes_total").unwrap_or(0.0)
+    };
+    let wait_drained = |c: &Cluster| {
+        let start = passes(c);
+        wait_until("the repair backlog to drain", 180, c, || {
+            passes(c) >= start + 16.0 && backlog(c) == 0.0
+        });
+    };
+    wait_drained(&c);
+    assert!(
+        datanode_metric_sum(&c, "kura_datanode_stray_fragments_deleted_total") > 0.0,
+        "old members must drop the fragments whose slots moved"
+    );
+
+    // Decommission datanode-7: its slots move away, its fragments are rebuilt elsewhere.
+    let pdctl = c.must_run_kura(&[
+        "pdctl",
+        "-u",
+        &format!("http://{}", pd_http(&c)),
+        "datanode",
+        "decommission",
+        &node_id(&c, &a7).to_string(),
+    ]);
+    assert!(pdctl.contains("Leaving") || pdctl.contains("Decommissioned"), "{pdctl}");
+    wait_until("datanode-7 to be decommissioned", 180, &c, || {
+        let v = pd_json(&c, "/pd/api/v1/datanodes");
+        v["datanodes"].as_array().into_iter().flatten().any(|n| {
+            n["address"].as_str() == Some(a7.as_str())
+                && n["admin_state"].as_str() == Some("Decommissioned")
+        })
+    });
+    wait_drained(&c);
+    drop(n7); // released: its process goes away
+
+    std::fs::write(&stop, b"").unwrap();
+    let out = load.wait_with_output().expect("load output");
+    let report = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{report}");
+    let s = load_status(&status);
+    assert_eq!(s.get(1), Some(&0), "wrong bytes:\n{report}");
+    assert_eq!(s.get(2), Some(&0), "reads failed during the moves:\n{report}");
+    assert_eq!(s.get(4), Some(&0), "PUTs failed during the moves:\n{report}");
+    // Everything written, before and during the moves, reads back without datanode-7.
+    let verify = c.must_python("verify.py", &["move", acks.to_str().unwrap()]);
+    assert!(verify.contains(" 0 bad"), "{verify}");
+    drop(n8);
+}
+
+fn node_id(c: &Cluster, address: &str) -> u64 {
+    let v = pd_json(c, "/pd/api/v1/datanodes");
+    v["datanodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|n| n["address"].as_str() == Some(address))
+        .and_then(|n| n["id"].as_u64())
+        .expect("node registered with PD")
+}
