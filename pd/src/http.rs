@@ -1,13 +1,14 @@
 //! The HTTP admin API (what `pdctl -u` talks to), pd-ctl-like paths under
 //! `/pd/api/v1/`, JSON shaped like pd-ctl's where it has the command.
-//! Read-only for now; docs/pd-http-api.md lists every endpoint.
+//! Read-only but for `POST operators` (`operator.rs`); docs/pd-http-api.md
+//! lists every endpoint.
 
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use kura_proto::common::{Labels, Peer};
 use kura_proto::pd::DataNode;
@@ -34,6 +35,10 @@ pub fn router(core: Arc<PdCore>) -> Router {
         .route("/pd/api/v1/placement", get(placement))
         .route("/pd/api/v1/datanodes", get(datanodes))
         .route("/pd/api/v1/datanode/{id}", get(datanode))
+        .route(
+            "/pd/api/v1/operators",
+            post(crate::operator::http_add_operator),
+        )
         .fallback(|| async {
             error(
                 StatusCode::NOT_FOUND,

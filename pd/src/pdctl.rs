@@ -67,6 +67,46 @@ enum Command {
         /// Data node id.
         id: Option<u64>,
     },
+    /// Run an operator: `operator add split-region ID [--key HEX]`.
+    Operator {
+        #[command(subcommand)]
+        op: OperatorCmd,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum OperatorCmd {
+    /// Add an operator and wait until it is done.
+    Add {
+        #[command(subcommand)]
+        kind: AddOperator,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AddOperator {
+    /// Split a region in two: at KEY (hex, must fall strictly inside the
+    /// region), else at the middle of its keys rounded to an object boundary.
+    SplitRegion {
+        /// Region id.
+        region_id: u64,
+        /// Split key as hex.
+        #[arg(long)]
+        key: Option<String>,
+    },
+}
+
+impl AddOperator {
+    /// The `POST operators` body.
+    fn body(&self) -> crate::operator::OperatorRequest {
+        match self {
+            AddOperator::SplitRegion { region_id, key } => crate::operator::OperatorRequest {
+                name: "split-region".into(),
+                region_id: *region_id,
+                keys: key.iter().cloned().collect(),
+            },
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -90,6 +130,7 @@ enum Shape {
     Placement,
     DataNodes,
     DataNode,
+    Operator,
 }
 
 impl Command {
@@ -116,6 +157,7 @@ impl Command {
             Command::Placement => ("placement".into(), Shape::Placement),
             Command::Datanode { id: None } => ("datanodes".into(), Shape::DataNodes),
             Command::Datanode { id: Some(id) } => (format!("datanode/{id}"), Shape::DataNode),
+            Command::Operator { .. } => ("operators".into(), Shape::Operator),
         }
     }
 }
@@ -151,7 +193,13 @@ pub fn pdctl_main(args: Vec<String>) -> i32 {
     };
     let (path, shape) = cli.command.request();
     let base = base_url(&cli.url);
-    match rt.block_on(fetch(&base, &path)) {
+    let answer = match &cli.command {
+        Command::Operator {
+            op: OperatorCmd::Add { kind },
+        } => rt.block_on(post(&base, &path, &kind.body())),
+        _ => rt.block_on(fetch(&base, &path)),
+    };
+    match answer {
         Ok((v, body)) => {
             if cli.table {
                 println!("{}", render(shape, &v, true));
@@ -205,6 +253,41 @@ async fn fetch(base: &str, path: &str) -> Result<(Value, String), String> {
     }
     let v = json.map_err(|e| format!("PD sent invalid JSON from {url}: {e}"))?;
     Ok((v, body))
+}
+
+/// POSTs `body` as JSON; the answer as [`fetch`] returns it.
+async fn post<T: serde::Serialize>(
+    base: &str,
+    path: &str,
+    body: &T,
+) -> Result<(Value, String), String> {
+    let url = format!("{base}{API_PREFIX}/{path}");
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .connect_timeout(Duration::from_secs(3))
+        .build()
+        .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
+    let resp = client
+        .post(&url)
+        .json(body)
+        .send()
+        .await
+        .map_err(|e| format!("cannot reach PD at {base}: {}", with_causes(&e)))?;
+    let status = resp.status();
+    let text = resp
+        .text()
+        .await
+        .map_err(|e| format!("reading the answer from {url}: {e}"))?;
+    let json: Result<Value, _> = serde_json::from_str(&text);
+    if !status.is_success() {
+        let msg = json
+            .ok()
+            .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_string))
+            .unwrap_or_else(|| text.trim().to_string());
+        return Err(format!("PD answered {status}: {msg}"));
+    }
+    let v = json.map_err(|e| format!("PD sent invalid JSON from {url}: {e}"))?;
+    Ok((v, text))
 }
 
 /// `e` and its sources, so "error sending request" says why.
@@ -376,6 +459,7 @@ fn render(shape: Shape, v: &Value, table: bool) -> String {
             let nodes = datanode_grid(&list("nodes"));
             format!("{head}\n\n{summary}\n\n{groups}\n\n{nodes}")
         }
+        Shape::Operator => serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string()),
         Shape::DataNodes => datanode_grid(&list("datanodes")),
         Shape::DataNode => datanode_grid(std::slice::from_ref(v)),
     }
@@ -502,6 +586,22 @@ mod tests {
         assert!(cli.table);
         assert_eq!(base_url(&cli.url), "http://10.0.0.1:2379");
         assert!(Cli::try_parse_from(["pdctl", "region", "x"]).is_err());
+        let op = parse(&["operator", "add", "split-region", "3", "--key", "0A"]);
+        assert_eq!(op.command.request(), ("operators".into(), Shape::Operator));
+        let Command::Operator {
+            op: OperatorCmd::Add { kind },
+        } = op.command
+        else {
+            panic!("operator command");
+        };
+        assert_eq!(
+            kind.body(),
+            crate::operator::OperatorRequest {
+                name: "split-region".into(),
+                region_id: 3,
+                keys: vec!["0A".into()],
+            }
+        );
     }
 
     #[test]
