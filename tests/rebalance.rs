@@ -125,11 +125,7 @@ fn data_nodes_join_and_leave_without_failing_a_request() {
         "ec_load.py",
         &["preload", "move", manifest.to_str().unwrap(), "8"],
     );
-    let (acks, status, stop) = (
-        c.dir.join("acks"),
-        c.dir.join("status"),
-        c.dir.join("stop"),
-    );
+    let (acks, status, stop) = (c.dir.join("acks"), c.dir.join("status"), c.dir.join("stop"));
     let load = Command::new("python3")
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/ec_load.py"))
         .args([
@@ -165,9 +161,12 @@ fn data_nodes_join_and_leave_without_failing_a_request() {
     let fragments_on = |node: &ExtraNode| {
         common::metric(&node.status, "kura_datanode_fragments_put_total").unwrap_or(0.0)
     };
-    wait_until("the new nodes to receive rebuilt fragments", 120, &c, || {
-        fragments_on(&n7) > 0.0 && fragments_on(&n8) > 0.0
-    });
+    wait_until(
+        "the new nodes to receive rebuilt fragments",
+        120,
+        &c,
+        || fragments_on(&n7) > 0.0 && fragments_on(&n8) > 0.0,
+    );
     let backlog = |c: &Cluster| {
         datanode_metric_sum(c, "kura_datanode_repair_backlog")
             + common::metric(&n7.status, "kura_datanode_repair_backlog").unwrap_or(0.0)
@@ -199,7 +198,10 @@ fn data_nodes_join_and_leave_without_failing_a_request() {
         "decommission",
         &node_id(&c, &a7).to_string(),
     ]);
-    assert!(pdctl.contains("Leaving") || pdctl.contains("Decommissioned"), "{pdctl}");
+    assert!(
+        pdctl.contains("Leaving") || pdctl.contains("Decommissioned"),
+        "{pdctl}"
+    );
     wait_until("datanode-7 to be decommissioned", 180, &c, || {
         let v = pd_json(&c, "/pd/api/v1/datanodes");
         v["datanodes"].as_array().into_iter().flatten().any(|n| {
@@ -216,8 +218,16 @@ fn data_nodes_join_and_leave_without_failing_a_request() {
     eprintln!("{report}");
     let s = load_status(&status);
     assert_eq!(s.get(1), Some(&0), "wrong bytes:\n{report}");
-    assert_eq!(s.get(2), Some(&0), "reads failed during the moves:\n{report}");
-    assert_eq!(s.get(4), Some(&0), "PUTs failed during the moves:\n{report}");
+    assert_eq!(
+        s.get(2),
+        Some(&0),
+        "reads failed during the moves:\n{report}"
+    );
+    assert_eq!(
+        s.get(4),
+        Some(&0),
+        "PUTs failed during the moves:\n{report}"
+    );
     // Everything written, before and during the moves, reads back without datanode-7.
     let verify = c.must_python("verify.py", &["move", acks.to_str().unwrap()]);
     assert!(verify.contains(" 0 bad"), "{verify}");

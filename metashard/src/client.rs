@@ -167,8 +167,11 @@ impl MetaClient {
             return Failure::Retry(why, hinted);
         }
         if let Some(en) = e.epoch_not_match {
+            let answered_by = route
+                .leader
+                .map(|l| (l.store_id, route.leader_addr.as_str()));
             self.cache
-                .on_epoch_not_match(route.region.id, en.current_regions);
+                .on_epoch_not_match(route.region.id, en.current_regions, answered_by);
             return Failure::Retry(why, true);
         }
         // RegionNotFound, KeyNotInRegion, ServerBusy or an unknown error.

@@ -5,9 +5,10 @@
 //! the only module that calls RocksDB), region peers and their raft storage
 //! (`peer/`), the raftstore thread that drives all peers in batched rounds with
 //! one synced write per round (`fsm/`), the state machine applying conditional
-//! batches (`apply/`), raft message streams between stores (`transport`), the
-//! `Metashard` service (`service`), process lifecycle and PD heartbeats
-//! (`server`), and `MetaClient` (`client`).
+//! batches and region splits (`apply/`, entry format in `apply/cmd.rs`), raft
+//! message streams between stores (`transport`), the `Metashard` service
+//! (`service`), process lifecycle and PD heartbeats (`server`), and
+//! `MetaClient` (`client`).
 //! Must not use: anything above it in the workspace (pd, gateway), or RocksDB
 //! outside `engine/`. S3 semantics live in the gateway; records are opaque bytes here.
 //! Start reading at `server::run`, then `fsm::poller` (the round), then

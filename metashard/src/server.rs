@@ -262,6 +262,7 @@ impl Store {
             router.clone(),
             opts.engine.clone(),
             opts.resolver.clone(),
+            opts.pd.clone(),
             stop_rx.clone(),
         );
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(opts.listener).map(|s| {

@@ -15,6 +15,7 @@ use tokio::sync::{oneshot, watch};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::apply;
+use crate::apply::split::split_point;
 use crate::engine::Engine;
 use crate::fsm::{Callback, Router, StoreMsg};
 use crate::transport::StoreResolver;
@@ -29,6 +30,9 @@ pub struct MetashardService {
     router: Router,
     engine: Engine,
     resolver: Arc<dyn StoreResolver>,
+    /// Allocates the new region's ids on a split; `None` (tests without PD):
+    /// splits are refused.
+    pd: Option<kura_pd_client::PdClient>,
     /// Flips to true when the store stops: ends the long-lived raft streams,
     /// which would otherwise hold the graceful shutdown open.
     stopping: watch::Receiver<bool>,
@@ -39,14 +43,41 @@ impl MetashardService {
         router: Router,
         engine: Engine,
         resolver: Arc<dyn StoreResolver>,
+        pd: Option<kura_pd_client::PdClient>,
         stopping: watch::Receiver<bool>,
     ) -> Self {
         MetashardService {
             router,
             engine,
             resolver,
+            pd,
             stopping,
         }
+    }
+
+    /// The split key for `region`: the one asked for, else the middle data
+    /// key (by count, cf META) rounded down to its object's prefix.
+    async fn choose_split_key(
+        &self,
+        region: &kura_proto::common::Region,
+        asked: &[u8],
+    ) -> Result<Vec<u8>, Status> {
+        if !asked.is_empty() {
+            return Ok(asked.to_vec());
+        }
+        let engine = self.engine.clone();
+        let (start, end) = (region.start_key.to_vec(), region.end_key.to_vec());
+        let middle =
+            tokio::task::spawn_blocking(move || engine.middle_data_key(Cf::Meta, &start, &end))
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?
+                .map_err(|e| Status::internal(e.to_string()))?;
+        middle.and_then(|m| split_point(region, &m)).ok_or_else(|| {
+            Status::failed_precondition(format!(
+                "region {} has no split point (empty, or a single object)",
+                region.id
+            ))
+        })
     }
 
     /// Sends a request to the raftstore thread and waits for its answer.
@@ -276,6 +307,65 @@ impl Metashard for MetashardService {
             header: match res {
                 Ok(()) => None,
                 Err(e) => self.header_err(e).await,
+            },
+        }))
+    }
+
+    async fn split_region(
+        &self,
+        request: Request<SplitRegionRequest>,
+    ) -> Result<Response<SplitRegionResponse>, Status> {
+        let req = request.into_inner();
+        let h = header(req.header)?;
+        let Some(pd) = &self.pd else {
+            return Err(Status::failed_precondition(
+                "this store has no PD client to allocate ids",
+            ));
+        };
+        let region_id = h.region_id;
+        let status = self.ask(|cb| StoreMsg::Status { region_id, cb }).await?;
+        let Some(region) = status.and_then(|s| s.region) else {
+            return Ok(Response::new(SplitRegionResponse {
+                header: self
+                    .header_err(crate::errors::region_not_found(region_id))
+                    .await,
+                regions: vec![],
+            }));
+        };
+        if let Err(e) = apply::check_epoch(&region, h.epoch.as_ref()) {
+            return Ok(Response::new(SplitRegionResponse {
+                header: self.header_err(e).await,
+                regions: vec![],
+            }));
+        }
+        let split_key = self.choose_split_key(&region, &req.split_key).await?;
+        let n = region.peers.len() as u32 + 1;
+        let first = pd
+            .alloc_ids(n)
+            .await
+            .map_err(|e| Status::unavailable(format!("PD cannot allocate ids: {e}")))?;
+        let new_peer_ids = (first + 1..first + u64::from(n)).collect();
+        tracing::info!(region_id, new_region_id = first, "proposing region split");
+        let res = self
+            .ask(|cb| StoreMsg::Split {
+                region_id,
+                // The epoch the key was chosen under: a concurrent change
+                // makes the split fail instead of cutting the wrong range.
+                epoch: region.epoch,
+                split_key,
+                new_region_id: first,
+                new_peer_ids,
+                cb,
+            })
+            .await?;
+        Ok(Response::new(match res {
+            Ok(regions) => SplitRegionResponse {
+                header: None,
+                regions,
+            },
+            Err(e) => SplitRegionResponse {
+                header: self.header_err(e).await,
+                regions: vec![],
             },
         }))
     }

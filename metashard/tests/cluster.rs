@@ -552,3 +552,218 @@ async fn run_registers_serves_and_restarts() {
     stop.send(true).unwrap();
     h.await.unwrap().unwrap();
 }
+
+/// The region's status on store `id` as that store sees it (`None`: no peer).
+async fn region_status_on(
+    c: &Cluster,
+    id: u64,
+    region_id: u64,
+) -> Option<kura_proto::metashard::RegionStatus> {
+    let mut mc = MetashardClient::connect(format!("http://{}", c.nodes[&id].addr))
+        .await
+        .ok()?;
+    mc.region_status(RegionStatusRequest { region_id })
+        .await
+        .ok()?
+        .into_inner()
+        .status
+}
+
+fn raw_batch(region_id: u64, version: u64, k: &[u8]) -> kura_proto::metashard::BatchRequest {
+    kura_proto::metashard::BatchRequest {
+        header: Some(kura_proto::metashard::RequestHeader {
+            region_id,
+            epoch: Some(RegionEpoch {
+                conf_ver: 1,
+                version,
+            }),
+        }),
+        conditions: vec![],
+        mutations: vec![put(k, b"v")],
+    }
+}
+
+/// A split is one raft command: proposals queued behind it with the old
+/// epoch are answered `EpochNotMatch` naming both halves (never lost or
+/// applied to the wrong range); the new region elects a leader at once,
+/// serves writes, and survives a restart of every store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn split_applies_everywhere_and_rejects_stale_proposals() {
+    use kura_metashard::fsm::StoreMsg;
+    use tokio::sync::oneshot;
+    let mut c = Cluster::start().await;
+    let client = c.client();
+    write_range(&client, 0..10).await;
+    let leader = c.leader().await.expect("a leader");
+    let router = c.nodes[&leader].store.as_ref().unwrap().router().clone();
+    let split_key = key(5);
+
+    // One burst, handled in one raftstore round: batches before the split
+    // message, the split, batches after it (all against version 1).
+    let mut before = Vec::new();
+    let mut after = Vec::new();
+    for i in 0..4 {
+        let (tx, rx) = oneshot::channel();
+        let k = format!("pre-{i}");
+        let k = if i % 2 == 0 { key(1) } else { key(8) }
+            .into_iter()
+            .chain(k.bytes())
+            .collect::<Vec<u8>>();
+        router
+            .send(StoreMsg::Batch {
+                req: Box::new(raw_batch(REGION_ID, 1, &k)),
+                cb: tx,
+            })
+            .unwrap();
+        before.push((k, rx));
+    }
+    let (stx, srx) = oneshot::channel();
+    router
+        .send(StoreMsg::Split {
+            region_id: REGION_ID,
+            epoch: Some(RegionEpoch {
+                conf_ver: 1,
+                version: 1,
+            }),
+            split_key: split_key.clone(),
+            new_region_id: 50,
+            new_peer_ids: vec![51, 52, 53],
+            cb: stx,
+        })
+        .unwrap();
+    for i in 0..4 {
+        let (tx, rx) = oneshot::channel();
+        let k = if i % 2 == 0 { key(2) } else { key(7) };
+        let k: Vec<u8> = k.into_iter().chain(*b"-post").collect();
+        router
+            .send(StoreMsg::Batch {
+                req: Box::new(raw_batch(REGION_ID, 1, &k)),
+                cb: tx,
+            })
+            .unwrap();
+        after.push((k, rx));
+    }
+    let regions = srx.await.unwrap().expect("split applied");
+    assert_eq!(regions.len(), 2);
+    assert_eq!((regions[0].id, regions[1].id), (REGION_ID, 50));
+    assert_eq!(regions[0].end_key.as_ref(), split_key.as_slice());
+    assert_eq!(regions[1].start_key.as_ref(), split_key.as_slice());
+    for (k, rx) in before {
+        assert_eq!(
+            rx.await.unwrap().expect("applied before the split"),
+            (true, 0)
+        );
+        for id in 1..=3 {
+            let e = c.engine(id).clone();
+            eventually("pre-split write replicated", Duration::from_secs(5), || {
+                e.get_data(Cf::Meta, &k).unwrap().is_some()
+            })
+            .await;
+        }
+    }
+    for (k, rx) in after {
+        let err = rx.await.unwrap().expect_err("stale epoch after the split");
+        let en = err.epoch_not_match.expect("EpochNotMatch");
+        let ids: Vec<u64> = en.current_regions.iter().map(|r| r.id).collect();
+        assert!(ids.contains(&REGION_ID) && ids.contains(&50), "{ids:?}");
+        assert_eq!(
+            c.engine(leader).get_data(Cf::Meta, &k).unwrap(),
+            None,
+            "a rejected batch wrote nothing"
+        );
+    }
+    // Stale epoch at propose time too, and keys outside the parent's new range.
+    let (tx, rx) = oneshot::channel();
+    router
+        .send(StoreMsg::Batch {
+            req: Box::new(raw_batch(REGION_ID, 1, &key(1))),
+            cb: tx,
+        })
+        .unwrap();
+    assert!(rx.await.unwrap().unwrap_err().epoch_not_match.is_some());
+    let (tx, rx) = oneshot::channel();
+    router
+        .send(StoreMsg::Batch {
+            req: Box::new(raw_batch(REGION_ID, 2, &key(8))),
+            cb: tx,
+        })
+        .unwrap();
+    assert!(rx.await.unwrap().unwrap_err().key_not_in_region.is_some());
+
+    // Every store applied the split; the new region elects a leader fast.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let new_leader = loop {
+        let mut found = None;
+        for id in 1..=3 {
+            let st = region_status_on(&c, id, 50).await;
+            let parent = region_status_on(&c, id, REGION_ID).await;
+            if let (Some(st), Some(parent)) = (st, parent) {
+                assert_eq!(
+                    parent.region.unwrap().end_key.as_ref(),
+                    split_key.as_slice()
+                );
+                if st.leader_peer_id == 50 + id {
+                    found = Some(id);
+                }
+            }
+        }
+        if let Some(id) = found {
+            break id;
+        }
+        assert!(Instant::now() < deadline, "region 50 elected no leader");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        new_leader, leader,
+        "the parent's leader store campaigned first"
+    );
+
+    // The new region takes writes for its keys under version 2.
+    let router = c.nodes[&new_leader]
+        .store
+        .as_ref()
+        .unwrap()
+        .router()
+        .clone();
+    let (tx, rx) = oneshot::channel();
+    router
+        .send(StoreMsg::Batch {
+            req: Box::new(raw_batch(50, 2, b"\x7fnew")),
+            cb: tx,
+        })
+        .unwrap();
+    assert_eq!(rx.await.unwrap().unwrap(), (true, 0));
+
+    // Restart every store: both regions come back from disk.
+    for id in 1..=3 {
+        c.stop(id).await;
+    }
+    for id in 1..=3 {
+        c.restart(id).await;
+    }
+    for id in 1..=3 {
+        let st = region_status_on(&c, id, 50)
+            .await
+            .expect("split region persisted");
+        let r = st.region.unwrap();
+        assert_eq!(r.start_key.as_ref(), split_key.as_slice());
+        assert_eq!(r.epoch.unwrap().version, 2);
+        let p = region_status_on(&c, id, REGION_ID)
+            .await
+            .unwrap()
+            .region
+            .unwrap();
+        assert_eq!(p.end_key.as_ref(), split_key.as_slice());
+        // Committed before the restart; applied everywhere once re-elected.
+        let e = c.engine(id).clone();
+        eventually(
+            "new region's write applied",
+            Duration::from_secs(10),
+            || e.get_data(Cf::Meta, b"\x7fnew").unwrap().is_some(),
+        )
+        .await;
+    }
+    for id in 1..=3 {
+        c.stop(id).await;
+    }
+}

@@ -3,7 +3,9 @@
 //! Entries never expire on their own: a gateway keeps routing from its cache
 //! while PD is briefly unavailable. An entry is dropped or corrected when a
 //! store answers `NotLeader`, `EpochNotMatch`, `RegionNotFound` or
-//! `KeyNotInRegion` for it.
+//! `KeyNotInRegion` for it. After a split, `EpochNotMatch` carries both halves;
+//! they replace every overlapping entry, and an answer from PD older (lower
+//! `version`) than a cached overlapping region is not allowed to undo that.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -63,7 +65,12 @@ impl RegionCache {
             }
         }
         match self.pd.get_region(key).await {
-            Ok(Some(info)) => Ok(Some(self.insert(info))),
+            Ok(Some(info)) => match self.insert(info) {
+                Some(route) => Ok(Some(route)),
+                // PD has not heard of a split we already know about: route
+                // with what we know (the leader, if unknown, comes later).
+                None => Ok(self.cached(key)),
+            },
             Ok(None) => Ok(None),
             // PD is unreachable: route with whatever we know, so the store can
             // tell us the leader.
@@ -83,25 +90,28 @@ impl RegionCache {
         limit: u32,
     ) -> Result<Vec<RegionRoute>, PdError> {
         let infos = self.pd.scan_regions(start, end, limit).await?;
-        Ok(infos.into_iter().map(|i| self.insert(i)).collect())
+        Ok(infos.into_iter().filter_map(|i| self.insert(i)).collect())
     }
 
-    fn insert(&self, info: RegionInfo) -> RegionRoute {
+    /// Caches a region PD sent; `None` when the cache knows a newer region
+    /// overlapping it (PD is behind a split), which is then kept.
+    fn insert(&self, info: RegionInfo) -> Option<RegionRoute> {
         let region = info.region.unwrap_or_default();
         let route = RegionRoute {
             region,
             leader: info.leader,
             leader_addr: info.leader_addr,
         };
-        self.put(route.clone());
-        route
+        self.put(route.clone()).then_some(route)
     }
 
-    /// Inserts `route`, dropping every cached region it overlaps.
-    fn put(&self, route: RegionRoute) {
+    /// Inserts `route`, dropping every cached region it overlaps, unless one
+    /// of those has a newer `version` (then nothing changes and this is false).
+    fn put(&self, route: RegionRoute) -> bool {
         let mut routes = self.routes.lock().expect("region cache lock poisoned");
         let start = route.region.start_key.to_vec();
         let end = route.region.end_key.to_vec();
+        let version = route.region.epoch.unwrap_or_default().version;
         let overlapping: Vec<Vec<u8>> = routes
             .iter()
             .filter(|(_, r)| {
@@ -113,10 +123,19 @@ impl RegionCache {
             })
             .map(|(k, _)| k.clone())
             .collect();
+        let newer_cached = overlapping.iter().any(|k| {
+            routes
+                .get(k)
+                .is_some_and(|r| r.region.epoch.unwrap_or_default().version > version)
+        });
+        if newer_cached {
+            return false;
+        }
         for k in overlapping {
             routes.remove(&k);
         }
         routes.insert(start, route);
+        true
     }
 
     /// Drops the cached entry of `region_id`.
@@ -142,17 +161,47 @@ impl RegionCache {
         }
     }
 
-    /// A store said our epoch is stale and sent the regions it has now.
-    pub fn on_epoch_not_match(&self, region_id: u64, current: Vec<Region>) {
+    /// A store said our epoch is stale and sent the regions it has now
+    /// (after a split: the parent's new range and the regions split off it).
+    /// They replace every cached region they overlap. Their leader is
+    /// guessed to be on the store that answered (`answered_by`: store id and
+    /// address), where a split leaves the new regions' leaders: a wrong guess
+    /// costs one `NotLeader`/`RegionNotFound` round trip.
+    pub fn on_epoch_not_match(
+        &self,
+        region_id: u64,
+        current: Vec<Region>,
+        answered_by: Option<(u64, &str)>,
+    ) {
         self.invalidate(region_id);
         for region in current {
-            // Leader unknown: the next locate of these keys asks PD.
+            let leader = answered_by.and_then(|(store_id, addr)| {
+                region
+                    .peers
+                    .iter()
+                    .find(|p| p.store_id == store_id && !p.is_learner)
+                    .map(|p| (*p, addr.to_string()))
+            });
+            let (leader, leader_addr) = match leader {
+                Some((p, a)) => (Some(p), a),
+                None => (None, String::new()),
+            };
             self.put(RegionRoute {
                 region,
-                leader: None,
-                leader_addr: String::new(),
+                leader,
+                leader_addr,
             });
         }
+    }
+
+    /// Every cached route in key order (for tests and debugging).
+    pub fn routes(&self) -> Vec<RegionRoute> {
+        self.routes
+            .lock()
+            .expect("region cache lock poisoned")
+            .values()
+            .cloned()
+            .collect()
     }
 
     /// Number of cached regions (for metrics and tests).
@@ -165,5 +214,85 @@ impl RegionCache {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kura_proto::common::RegionEpoch;
+
+    fn region(id: u64, start: &[u8], end: &[u8], version: u64) -> Region {
+        Region {
+            id,
+            start_key: start.to_vec().into(),
+            end_key: end.to_vec().into(),
+            epoch: Some(RegionEpoch {
+                conf_ver: 1,
+                version,
+            }),
+            peers: (1..=3)
+                .map(|s| Peer {
+                    id: id * 10 + s,
+                    store_id: s,
+                    is_learner: false,
+                })
+                .collect(),
+        }
+    }
+
+    fn route(r: Region) -> RegionRoute {
+        RegionRoute {
+            leader: Some(r.peers[1]),
+            region: r,
+            leader_addr: "s2:1".into(),
+        }
+    }
+
+    fn cache() -> RegionCache {
+        RegionCache::new(PdClient::new(&["127.0.0.1:1".to_string()]).unwrap())
+    }
+
+    fn ids(c: &RegionCache) -> Vec<u64> {
+        c.routes().iter().map(|r| r.region.id).collect()
+    }
+
+    #[tokio::test]
+    async fn epoch_not_match_after_a_split_replaces_the_parent_with_both_halves() {
+        let c = cache();
+        assert!(c.put(route(region(1, b"", b"", 1))));
+        c.on_epoch_not_match(
+            1,
+            vec![region(1, b"", b"m", 2), region(2, b"m", b"", 2)],
+            Some((2, "s2:1")),
+        );
+        assert_eq!(ids(&c), vec![1, 2]);
+        let right = c.cached(b"x").unwrap();
+        assert_eq!(right.region.id, 2);
+        assert_eq!(
+            right.leader.unwrap().id,
+            22,
+            "leader guessed on the answering store"
+        );
+        assert_eq!(right.leader_addr, "s2:1");
+        assert_eq!(c.cached(b"a").unwrap().region.id, 1);
+        // PD has not heard of the split yet: its old region does not undo it.
+        assert!(!c.put(route(region(1, b"", b"", 1))));
+        assert_eq!(ids(&c), vec![1, 2]);
+        // A newer view replaces older overlapping entries.
+        assert!(c.put(route(region(3, b"k", b"z", 3))));
+        assert_eq!(ids(&c), vec![3]);
+        c.invalidate(3);
+        assert!(c.is_empty());
+    }
+
+    #[tokio::test]
+    async fn key_lookup_respects_range_ends() {
+        let c = cache();
+        c.put(route(region(1, b"", b"m", 2)));
+        assert!(c.cached(b"m").is_none(), "end is exclusive");
+        c.put(route(region(2, b"m", b"", 2)));
+        assert_eq!(c.cached(b"m").unwrap().region.id, 2);
+        assert_eq!(c.cached(b"").unwrap().region.id, 1);
     }
 }

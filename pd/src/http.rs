@@ -1,7 +1,7 @@
 //! The HTTP admin API (what `pdctl -u` talks to), pd-ctl-like paths under
 //! `/pd/api/v1/`, JSON shaped like pd-ctl's where it has the command.
-//! Read-only but for data node decommissioning; docs/pd-http-api.md lists
-//! every endpoint.
+//! Read-only but for data node decommissioning and `POST operators`
+//! (`operator.rs`); docs/pd-http-api.md lists every endpoint.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -41,6 +41,10 @@ pub fn router(core: Arc<PdCore>) -> Router {
         .route(
             "/pd/api/v1/datanode/{id}/decommission",
             post(decommission).delete(cancel_decommission),
+        )
+        .route(
+            "/pd/api/v1/operators",
+            post(crate::operator::http_add_operator),
         )
         .fallback(|| async {
             error(

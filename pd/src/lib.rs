@@ -19,6 +19,7 @@ pub mod cluster;
 mod error;
 pub mod http;
 pub mod metrics;
+pub mod operator;
 pub mod pdctl;
 pub mod placement;
 pub mod rebalance;

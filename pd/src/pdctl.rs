@@ -72,6 +72,11 @@ enum Command {
         #[command(subcommand)]
         action: Option<DatanodeAction>,
     },
+    /// Run an operator: `operator add split-region ID [--key HEX]`.
+    Operator {
+        #[command(subcommand)]
+        op: OperatorCmd,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -88,6 +93,41 @@ enum DatanodeAction {
         /// Data node id.
         id: u64,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum OperatorCmd {
+    /// Add an operator and wait until it is done.
+    Add {
+        #[command(subcommand)]
+        kind: AddOperator,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AddOperator {
+    /// Split a region in two: at KEY (hex, must fall strictly inside the
+    /// region), else at the middle of its keys rounded to an object boundary.
+    SplitRegion {
+        /// Region id.
+        region_id: u64,
+        /// Split key as hex.
+        #[arg(long)]
+        key: Option<String>,
+    },
+}
+
+impl AddOperator {
+    /// The `POST operators` body.
+    fn body(&self) -> crate::operator::OperatorRequest {
+        match self {
+            AddOperator::SplitRegion { region_id, key } => crate::operator::OperatorRequest {
+                name: "split-region".into(),
+                region_id: *region_id,
+                keys: key.iter().cloned().collect(),
+            },
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -111,6 +151,7 @@ enum Shape {
     Placement,
     DataNodes,
     DataNode,
+    Operator,
 }
 
 impl Command {
@@ -151,6 +192,7 @@ impl Command {
                     ),
                 ..
             } => (format!("datanode/{id}/decommission"), Shape::DataNode),
+            Command::Operator { .. } => ("operators".into(), Shape::Operator),
         }
     }
 
@@ -201,7 +243,13 @@ pub fn pdctl_main(args: Vec<String>) -> i32 {
     };
     let (path, shape) = cli.command.request();
     let base = base_url(&cli.url);
-    match rt.block_on(fetch(&base, cli.command.method(), &path)) {
+    let answer = match &cli.command {
+        Command::Operator {
+            op: OperatorCmd::Add { kind },
+        } => rt.block_on(post(&base, &path, &kind.body())),
+        _ => rt.block_on(fetch(&base, cli.command.method(), &path)),
+    };
+    match answer {
         Ok((v, body)) => {
             if cli.table {
                 println!("{}", render(shape, &v, true));
@@ -255,6 +303,41 @@ async fn fetch(base: &str, method: reqwest::Method, path: &str) -> Result<(Value
     }
     let v = json.map_err(|e| format!("PD sent invalid JSON from {url}: {e}"))?;
     Ok((v, body))
+}
+
+/// POSTs `body` as JSON; the answer as [`fetch`] returns it.
+async fn post<T: serde::Serialize>(
+    base: &str,
+    path: &str,
+    body: &T,
+) -> Result<(Value, String), String> {
+    let url = format!("{base}{API_PREFIX}/{path}");
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .connect_timeout(Duration::from_secs(3))
+        .build()
+        .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
+    let resp = client
+        .post(&url)
+        .json(body)
+        .send()
+        .await
+        .map_err(|e| format!("cannot reach PD at {base}: {}", with_causes(&e)))?;
+    let status = resp.status();
+    let text = resp
+        .text()
+        .await
+        .map_err(|e| format!("reading the answer from {url}: {e}"))?;
+    let json: Result<Value, _> = serde_json::from_str(&text);
+    if !status.is_success() {
+        let msg = json
+            .ok()
+            .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_string))
+            .unwrap_or_else(|| text.trim().to_string());
+        return Err(format!("PD answered {status}: {msg}"));
+    }
+    let v = json.map_err(|e| format!("PD sent invalid JSON from {url}: {e}"))?;
+    Ok((v, text))
 }
 
 /// `e` and its sources, so "error sending request" says why.
@@ -445,6 +528,7 @@ fn render(shape: Shape, v: &Value, table: bool) -> String {
             let nodes = datanode_grid(&list("nodes"));
             format!("{head}\n\n{summary}\n\n{groups}\n\n{nodes}")
         }
+        Shape::Operator => serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string()),
         Shape::DataNodes => datanode_grid(&list("datanodes")),
         Shape::DataNode => datanode_grid(std::slice::from_ref(v)),
     }
@@ -620,6 +704,22 @@ mod tests {
             )
         );
         assert!(Cli::try_parse_from(["pdctl", "datanode", "decommission"]).is_err());
+        let op = parse(&["operator", "add", "split-region", "3", "--key", "0A"]);
+        assert_eq!(op.command.request(), ("operators".into(), Shape::Operator));
+        let Command::Operator {
+            op: OperatorCmd::Add { kind },
+        } = op.command
+        else {
+            panic!("operator command");
+        };
+        assert_eq!(
+            kind.body(),
+            crate::operator::OperatorRequest {
+                name: "split-region".into(),
+                region_id: 3,
+                keys: vec!["0A".into()],
+            }
+        );
     }
 
     #[test]

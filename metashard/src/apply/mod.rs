@@ -6,6 +6,10 @@
 //! (every key inside the region). Then the conditions are evaluated against the
 //! current data, and if all hold every mutation goes into the caller's write
 //! batch, which also carries the new applied index (one atomic write).
+//! Admin commands (split) are in `split`; the entry format in `cmd`.
+
+pub mod cmd;
+pub mod split;
 
 use kura_pd_client::client::region_contains;
 use kura_proto::common::{Region, RegionEpoch, RegionError};
@@ -24,6 +28,8 @@ pub enum ApplyOutcome {
     /// The request was rejected (stale epoch, key outside region, malformed);
     /// nothing was written.
     Rejected(Box<RegionError>),
+    /// A split was applied: the parent's new range and the new region.
+    Split(Box<split::SplitRegions>),
 }
 
 /// `Ok` when `epoch` (if given) equals the region's epoch.

@@ -124,6 +124,30 @@ impl Engine {
         Ok(out)
     }
 
+    /// The key in the middle of `cf`'s keys in [start, end) (empty end:
+    /// unbounded), by count; `None` when the range is empty. Two passes over
+    /// the keys, nothing held in memory: fine for a manual split.
+    pub fn middle_data_key(&self, cf: Cf, start: &[u8], end: &[u8]) -> Result<Option<Vec<u8>>> {
+        let mut n = 0u64;
+        self.for_each(data_cf_name(cf), start, end, None, |_, _| {
+            n += 1;
+            true
+        })?;
+        if n == 0 {
+            return Ok(None);
+        }
+        let (mut i, mut mid) = (0u64, None);
+        self.for_each(data_cf_name(cf), start, end, None, |k, _| {
+            if i == n / 2 {
+                mid = Some(k.to_vec());
+                return false;
+            }
+            i += 1;
+            true
+        })?;
+        Ok(mid)
+    }
+
     /// Calls `f` for each local pair in [start, end) until it returns false.
     pub fn scan_raft(
         &self,
@@ -322,6 +346,17 @@ mod tests {
         );
         assert_eq!(e.scan_data(Cf::Meta, b"", b"", 1, false).unwrap().len(), 1);
         assert_eq!(e.export_range(b"\x02", b"").unwrap().len(), 4);
+        assert_eq!(
+            e.middle_data_key(Cf::Meta, b"", b"").unwrap().as_deref(),
+            Some(&b"\x02c"[..])
+        );
+        assert_eq!(
+            e.middle_data_key(Cf::Meta, b"\x01", b"\x02c")
+                .unwrap()
+                .as_deref(),
+            Some(&b"\x02b"[..])
+        );
+        assert_eq!(e.middle_data_key(Cf::Meta, b"\x03", b"\x04").unwrap(), None);
         let mut wb = e.batch();
         wb.delete_data_range(b"\x02", b"").unwrap();
         e.write(wb, false).unwrap();

@@ -18,6 +18,9 @@ pub type Callback<T> = oneshot::Sender<T>;
 /// Outcome of a proposed batch: `Ok((succeeded, failed_condition))`.
 pub type BatchResult = Result<(bool, u32), RegionError>;
 
+/// Outcome of a proposed split: the parent's new range and the new region.
+pub type SplitResult = Result<Vec<Region>, RegionError>;
+
 /// Counters reported in store heartbeats.
 #[derive(Debug, Clone, Default)]
 pub struct StoreStats {
@@ -42,6 +45,16 @@ pub enum StoreMsg {
         epoch: Option<RegionEpoch>,
         keys: Vec<Vec<u8>>,
         cb: Callback<Result<Region, RegionError>>,
+    },
+    /// Proposes a split of `region_id` at `split_key` (leader only); answered
+    /// once the split entry is applied here.
+    Split {
+        region_id: u64,
+        epoch: Option<RegionEpoch>,
+        split_key: Vec<u8>,
+        new_region_id: u64,
+        new_peer_ids: Vec<u64>,
+        cb: Callback<SplitResult>,
     },
     CreatePeer {
         region: Region,

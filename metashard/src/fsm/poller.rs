@@ -22,7 +22,7 @@ use crate::errors;
 use crate::keys::local;
 use crate::metrics;
 use crate::peer::storage::PeerStorage;
-use crate::peer::{Peer, PeerCtx, RaftConfig};
+use crate::peer::{Peer, PeerCtx, RaftConfig, SplitPeer};
 use crate::transport::Transport;
 
 /// Messages handled per round before the Ready phase runs, so a flood of
@@ -161,6 +161,19 @@ impl Poller {
                     let _ = cb.send(Err(errors::region_not_found(region_id)));
                 }
             },
+            StoreMsg::Split {
+                region_id,
+                epoch,
+                split_key,
+                new_region_id,
+                new_peer_ids,
+                cb,
+            } => match self.peers.get_mut(&region_id) {
+                Some(p) => p.propose_split(epoch, split_key, new_region_id, new_peer_ids, cb),
+                None => {
+                    let _ = cb.send(Err(errors::region_not_found(region_id)));
+                }
+            },
             StoreMsg::CreatePeer {
                 region,
                 peer_id,
@@ -232,6 +245,22 @@ impl Poller {
             }) else {
                 return Ok(());
             };
+            // A region split off a local one that has not applied the split
+            // yet: its peer is created by that split (with the data already
+            // here), not empty from a message; an empty peer could take a
+            // snapshot that older parent entries would then overwrite.
+            if let Some(p) = self
+                .peers
+                .values()
+                .find(|p| ranges_overlap(p.region(), &region))
+            {
+                tracing::debug!(
+                    region_id = m.region_id,
+                    local_region_id = p.region_id(),
+                    "message for a region overlapping a local one dropped"
+                );
+                return Ok(());
+            }
             if let Err(e) = self.create_peer(region, msg.to, false) {
                 tracing::warn!(region_id = m.region_id, error = %e, "cannot create peer from raft message");
                 return Ok(());
@@ -286,6 +315,7 @@ impl Poller {
             store_id: self.store_id,
             transport: &mut self.transport,
             cfg: &self.cfg,
+            created: Vec::new(),
         };
         for (id, peer) in self.peers.iter_mut() {
             if let Some(rd) = peer.collect_ready(&mut ctx, &mut wb)? {
@@ -303,6 +333,7 @@ impl Poller {
                 }
             }
         }
+        let created = std::mem::take(&mut ctx.created);
         for p in self.peers.values_mut() {
             if p.heartbeat_due {
                 p.heartbeat_due = false;
@@ -316,6 +347,34 @@ impl Poller {
                 p.on_delivery(&d);
             }
         }
+        if !created.is_empty() {
+            self.register_split_peers(created)?;
+            // Send the new leaders' campaign messages now, not next tick.
+            self.round()?;
+        }
+        Ok(())
+    }
+
+    /// Starts the peers of regions that splits created this round.
+    fn register_split_peers(&mut self, created: Vec<SplitPeer>) -> Result<(), crate::Error> {
+        for sp in created {
+            let region_id = sp.storage.region().id;
+            if self.peers.contains_key(&region_id) {
+                continue;
+            }
+            let mut peer = Peer::new(sp.storage, &self.cfg, &self.logger)?;
+            if sp.campaign {
+                peer.campaign_now(self.cfg.election_ticks);
+            }
+            tracing::info!(
+                region_id,
+                peer_id = peer.peer_id(),
+                campaign = sp.campaign,
+                "started peer of a split region"
+            );
+            self.peers.insert(region_id, peer);
+            metrics::REGION_COUNT.inc();
+        }
         Ok(())
     }
 }
@@ -325,4 +384,10 @@ pub fn spawn(poller: Poller) -> std::io::Result<std::thread::JoinHandle<Result<(
     std::thread::Builder::new()
         .name("raftstore".into())
         .spawn(move || poller.run())
+}
+
+/// Whether two regions' ranges overlap (empty end = +inf).
+fn ranges_overlap(a: &Region, b: &Region) -> bool {
+    (a.end_key.is_empty() || b.start_key < a.end_key)
+        && (b.end_key.is_empty() || a.start_key < b.end_key)
 }

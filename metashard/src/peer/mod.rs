@@ -8,6 +8,10 @@
 //! 3. [`Peer::finish_ready`]: send persisted messages, apply committed
 //!    entries, `advance`, apply what the LightReady committed, serve reads
 //!    whose read index is now applied, compact the log.
+//!
+//! A split entry (`apply::split`) is applied like a batch, but also writes the
+//! new region's initial state into the same synced batch and hands the new
+//! region's `PeerStorage` to the poller through [`PeerCtx::created`].
 
 pub mod state;
 pub mod storage;
@@ -16,7 +20,9 @@ use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use kura_proto::common::{Peer as PeerMeta, Region, RegionEpoch, RegionError};
-use kura_proto::metashard::{BatchRequest, RaftMessage, RegionStatus};
+use kura_proto::metashard::{
+    AdminRequest, BatchRequest, RaftMessage, RegionStatus, RequestHeader, SplitRequest,
+};
 use kura_proto::pd::RegionHeartbeatRequest;
 use prost::Message as _;
 use protobuf::Message as PbMessage;
@@ -25,10 +31,13 @@ use raft::prelude::{
 };
 use raft::{RawNode, ReadState, Ready, SnapshotStatus, StateRole};
 
+use crate::apply::cmd::{self, Command};
+use crate::apply::split::{self, SplitRegions};
 use crate::apply::{self, ApplyOutcome};
 use crate::engine::{Engine, WriteBatch};
 use crate::errors;
-use crate::fsm::{BatchResult, Callback};
+use crate::fsm::{BatchResult, Callback, SplitResult};
+use crate::keys::local;
 use crate::metrics;
 use crate::transport::{Delivery, Transport};
 use storage::PeerStorage;
@@ -58,31 +67,64 @@ impl Default for RaftConfig {
 /// is only slightly behind still catches up from the log.
 const LOG_KEEP_TAIL: u64 = 8;
 
+/// Regions produced by this peer's splits that an `EpochNotMatch` also
+/// names, so a client learns both halves at once (bounded: newest kept).
+const MAX_SPLIT_DERIVED: usize = 8;
+
 /// What a peer needs from its store during one round.
 pub struct PeerCtx<'a> {
     pub engine: &'a Engine,
     pub store_id: u64,
     pub transport: &'a mut Transport,
     pub cfg: &'a RaftConfig,
+    /// Peers of new regions that applied splits created this round (their
+    /// state is already durable); the poller registers them after the round.
+    pub created: Vec<SplitPeer>,
+}
+
+/// The local peer of a region a split just created.
+pub struct SplitPeer {
+    pub storage: PeerStorage,
+    /// The parent's leader is here: campaign at once so the new region gets
+    /// a leader without waiting for an election timeout.
+    pub campaign: bool,
 }
 
 type ReadCb = Callback<Result<Region, RegionError>>;
 
+/// A read waiting for its ReadIndex: the epoch and keys are checked again
+/// when it is served, since a split may have applied in between.
+struct PendingRead {
+    epoch: Option<RegionEpoch>,
+    keys: Vec<Vec<u8>>,
+    cb: ReadCb,
+}
+
+enum ProposalCb {
+    Batch(Callback<BatchResult>),
+    Split(Callback<SplitResult>),
+}
+
 struct Proposal {
     index: u64,
     term: u64,
-    cb: Callback<BatchResult>,
+    cb: ProposalCb,
 }
 
 pub struct Peer {
     raft: RawNode<PeerStorage>,
     /// Ordered by index.
     proposals: VecDeque<Proposal>,
-    reads_to_issue: Vec<ReadCb>,
-    reads_by_ctx: HashMap<u64, (Instant, Vec<ReadCb>)>,
-    reads_waiting_apply: VecDeque<(u64, Vec<ReadCb>)>,
+    reads_to_issue: Vec<PendingRead>,
+    reads_by_ctx: HashMap<u64, (Instant, Vec<PendingRead>)>,
+    reads_waiting_apply: VecDeque<(u64, Vec<PendingRead>)>,
     next_read_id: u64,
     is_leader: bool,
+    /// Regions split off this one since the store started (newest last).
+    split_derived: Vec<Region>,
+    /// Ticks left during which this peer re-campaigns while the region has
+    /// no leader (a new region's peers on other stores may not exist yet).
+    campaign_ticks: usize,
     /// Send a region heartbeat to PD at the end of this round.
     pub heartbeat_due: bool,
 }
@@ -119,8 +161,38 @@ impl Peer {
             reads_waiting_apply: VecDeque::new(),
             next_read_id: rand::random::<u64>() >> 1,
             is_leader: false,
+            split_derived: Vec::new(),
+            campaign_ticks: 0,
             heartbeat_due: false,
         })
+    }
+
+    /// Campaigns now and again on each of the next `ticks` ticks while no
+    /// leader is known (used for a region a split just created).
+    pub fn campaign_now(&mut self, ticks: usize) {
+        self.campaign_ticks = ticks;
+        if let Err(e) = self.raft.campaign() {
+            tracing::debug!(region_id = self.region_id(), error = %e, "campaign failed");
+        }
+    }
+
+    /// Adds the regions split off this one to an `EpochNotMatch`.
+    fn enrich(&self, mut e: RegionError) -> RegionError {
+        if let Some(en) = e.epoch_not_match.as_mut() {
+            for r in self.split_derived.iter().rev() {
+                if !en.current_regions.iter().any(|c| c.id == r.id) {
+                    en.current_regions.push(r.clone());
+                }
+            }
+        }
+        e
+    }
+
+    /// Epoch and key checks of a read against the current region.
+    fn check_read(&self, epoch: Option<&RegionEpoch>, keys: &[Vec<u8>]) -> Result<(), RegionError> {
+        apply::check_epoch(self.region(), epoch)
+            .and_then(|_| apply::check_keys(self.region(), keys.iter().map(|k| k.as_slice())))
+            .map_err(|e| self.enrich(e))
     }
 
     pub fn region(&self) -> &Region {
@@ -158,6 +230,14 @@ impl Peer {
 
     pub fn tick(&mut self) {
         self.raft.tick();
+        if self.campaign_ticks > 0 {
+            self.campaign_ticks -= 1;
+            if self.raft.raft.leader_id == 0 && !self.is_leader() {
+                let _ = self.raft.campaign();
+            } else {
+                self.campaign_ticks = 0;
+            }
+        }
         // Reads whose ReadIndex never came back (heartbeats lost): the caller
         // has timed out by now; free the callbacks.
         let now = Instant::now();
@@ -178,23 +258,70 @@ impl Peer {
             return;
         }
         if let Err(e) = apply::check_batch(self.region(), &req) {
-            let _ = cb.send(Err(e));
+            let _ = cb.send(Err(self.enrich(e)));
             return;
         }
+        self.propose_data(cmd::encode_batch(&req), ProposalCb::Batch(cb));
+    }
+
+    /// Proposes a split at `split_key` (checked again when applied).
+    pub fn propose_split(
+        &mut self,
+        epoch: Option<RegionEpoch>,
+        split_key: Vec<u8>,
+        new_region_id: u64,
+        new_peer_ids: Vec<u64>,
+        cb: Callback<SplitResult>,
+    ) {
+        if !self.is_leader() {
+            let _ = cb.send(Err(self.not_leader()));
+            return;
+        }
+        let epoch = epoch.or(self.region().epoch);
+        let checked = apply::check_epoch(self.region(), epoch.as_ref())
+            .and_then(|_| split::check_split_key(self.region(), &split_key));
+        if let Err(e) = checked {
+            let _ = cb.send(Err(self.enrich(e)));
+            return;
+        }
+        let req = AdminRequest {
+            header: Some(RequestHeader {
+                region_id: self.region_id(),
+                epoch,
+            }),
+            split: Some(SplitRequest {
+                split_key: split_key.into(),
+                new_region_id,
+                new_peer_ids,
+            }),
+        };
+        self.propose_data(cmd::encode_admin(&req), ProposalCb::Split(cb));
+    }
+
+    fn propose_data(&mut self, data: Vec<u8>, cb: ProposalCb) {
         let last_before = self.raft.raft.raft_log.last_index();
-        if let Err(e) = self.raft.propose(Vec::new(), req.encode_to_vec()) {
-            tracing::debug!(region_id = self.region_id(), error = %e, "proposal dropped");
-            let _ = cb.send(Err(self.not_leader()));
-            return;
-        }
-        let index = self.raft.raft.raft_log.last_index();
-        if index == last_before {
-            let _ = cb.send(Err(self.not_leader()));
+        let dropped = match self.raft.propose(Vec::new(), data) {
+            Err(e) => {
+                tracing::debug!(region_id = self.region_id(), error = %e, "proposal dropped");
+                true
+            }
+            Ok(()) => self.raft.raft.raft_log.last_index() == last_before,
+        };
+        if dropped {
+            let nl = self.not_leader();
+            match cb {
+                ProposalCb::Batch(cb) => {
+                    let _ = cb.send(Err(nl));
+                }
+                ProposalCb::Split(cb) => {
+                    let _ = cb.send(Err(nl));
+                }
+            }
             return;
         }
         metrics::PROPOSALS.inc();
         self.proposals.push_back(Proposal {
-            index,
+            index: self.raft.raft.raft_log.last_index(),
             term: self.raft.raft.term,
             cb,
         });
@@ -206,13 +333,15 @@ impl Peer {
             let _ = cb.send(Err(self.not_leader()));
             return;
         }
-        let checked = apply::check_epoch(self.region(), epoch.as_ref())
-            .and_then(|_| apply::check_keys(self.region(), keys.iter().map(|k| k.as_slice())));
-        if let Err(e) = checked {
+        if let Err(e) = self.check_read(epoch.as_ref(), keys) {
             let _ = cb.send(Err(e));
             return;
         }
-        self.reads_to_issue.push(cb);
+        self.reads_to_issue.push(PendingRead {
+            epoch,
+            keys: keys.to_vec(),
+            cb,
+        });
     }
 
     /// Starts one ReadIndex for every read queued this round.
@@ -241,9 +370,16 @@ impl Peer {
         }
     }
 
-    fn answer_reads(&self, cbs: Vec<ReadCb>) {
-        for cb in cbs {
-            let _ = cb.send(Ok(self.region().clone()));
+    /// Serves reads whose ReadIndex is applied. A split applied since the
+    /// read was queued may have moved its keys to another region, whose
+    /// writes this store may not have applied yet: re-check, so such a read
+    /// gets `EpochNotMatch` instead of stale data.
+    fn answer_reads(&self, reads: Vec<PendingRead>) {
+        for r in reads {
+            let res = self
+                .check_read(r.epoch.as_ref(), &r.keys)
+                .map(|_| self.region().clone());
+            let _ = r.cb.send(res);
         }
     }
 
@@ -267,7 +403,7 @@ impl Peer {
         if !self.is_leader() {
             return Err(self.not_leader());
         }
-        apply::check_epoch(self.region(), epoch.as_ref())?;
+        apply::check_epoch(self.region(), epoch.as_ref()).map_err(|e| self.enrich(e))?;
         if self.peer_meta(to_peer).is_none() {
             return Err(errors::server_busy(&format!(
                 "peer {to_peer} is not a member of the region"
@@ -358,12 +494,12 @@ impl Peer {
             // Proposals stay: they resolve when their index applies (success
             // if the entry survived, "dropped" if another term replaced it).
             let nl = self.not_leader();
-            for cb in self.reads_to_issue.drain(..) {
-                let _ = cb.send(Err(nl.clone()));
+            for r in self.reads_to_issue.drain(..) {
+                let _ = r.cb.send(Err(nl.clone()));
             }
-            for (_, (_, cbs)) in self.reads_by_ctx.drain() {
-                for cb in cbs {
-                    let _ = cb.send(Err(nl.clone()));
+            for (_, (_, reads)) in self.reads_by_ctx.drain() {
+                for r in reads {
+                    let _ = r.cb.send(Err(nl.clone()));
                 }
             }
         }
@@ -475,28 +611,110 @@ impl Peer {
 
     fn apply_normal(&mut self, ctx: &mut PeerCtx<'_>, e: &Entry) -> Result<(), FatalError> {
         let mut wb = ctx.engine.batch();
-        let outcome = if e.data.is_empty() {
+        let mut sync = false;
+        let outcome = match cmd::decode(e.data.as_ref()) {
             // A new leader's empty entry.
-            None
-        } else {
-            fail::fail_point!("metashard::before_apply");
-            let timer = metrics::APPLY_DURATION.start_timer();
-            let outcome = match BatchRequest::decode(e.data.as_ref()) {
-                Ok(req) => apply::exec_batch(ctx.engine, self.region(), &req, &mut wb)?,
-                Err(err) => ApplyOutcome::Rejected(Box::new(errors::server_busy(&format!(
-                    "undecodable entry: {err}"
-                )))),
-            };
-            timer.observe_duration();
-            Some(outcome)
+            Ok(Command::Noop) => None,
+            Ok(Command::Batch(req)) => {
+                fail::fail_point!("metashard::before_apply");
+                let timer = metrics::APPLY_DURATION.start_timer();
+                let outcome = match apply::exec_batch(ctx.engine, self.region(), &req, &mut wb)? {
+                    // In flight across a split: name both halves.
+                    ApplyOutcome::Rejected(e) => ApplyOutcome::Rejected(Box::new(self.enrich(*e))),
+                    o => o,
+                };
+                timer.observe_duration();
+                Some(outcome)
+            }
+            Ok(Command::Admin(req)) => {
+                sync = true;
+                Some(self.apply_admin(ctx, &req, &mut wb)?)
+            }
+            Err(err) => Some(ApplyOutcome::Rejected(Box::new(errors::server_busy(
+                &format!("undecodable entry: {err}"),
+            )))),
         };
         self.raft.mut_store().set_applied(e.index, &mut wb);
-        ctx.engine.write(wb, false)?;
+        // A split's region states must be durable before the new peer
+        // exists in memory (it may vote and ack at once).
+        ctx.engine.write(wb, sync)?;
+        if let Some(ApplyOutcome::Split(regions)) = &outcome {
+            self.on_split_applied(ctx, regions);
+        }
         if outcome.is_some() {
             fail::fail_point!("metashard::after_apply_before_respond");
         }
         self.respond(e.index, e.term, outcome);
         Ok(())
+    }
+
+    /// Applies an admin entry: checks it against the current region and,
+    /// for a split, puts both region states and the new region's initial raft
+    /// state into `wb` (written atomically with this entry's applied index).
+    fn apply_admin(
+        &mut self,
+        ctx: &mut PeerCtx<'_>,
+        req: &AdminRequest,
+        wb: &mut WriteBatch,
+    ) -> Result<ApplyOutcome, FatalError> {
+        let Some(split_req) = &req.split else {
+            return Ok(ApplyOutcome::Rejected(Box::new(errors::server_busy(
+                "admin entry without a command",
+            ))));
+        };
+        let regions = match split::exec_split(self.region(), req.header.as_ref(), split_req) {
+            Ok(r) => r,
+            Err(e) => return Ok(ApplyOutcome::Rejected(Box::new(self.enrich(e)))),
+        };
+        fail::fail_point!("metashard::apply_split");
+        let right = &regions.right;
+        let Some(my_peer) = right.peers.iter().find(|p| p.store_id == ctx.store_id) else {
+            return Ok(ApplyOutcome::Rejected(Box::new(errors::server_busy(
+                "split: the new region has no peer on this store",
+            ))));
+        };
+        // The new region's state may exist already only if this entry was
+        // applied before (it cannot be: applied index and state are written
+        // together) or a peer of it was created from raft messages, which the
+        // poller refuses while this parent still covers the range. Never
+        // overwrite a peer's state.
+        if ctx
+            .engine
+            .get_raft(&local::region_state_key(right.id))?
+            .is_some()
+        {
+            tracing::warn!(
+                region_id = right.id,
+                "split: the new region already exists on this store; keeping it"
+            );
+        } else {
+            let storage =
+                PeerStorage::create(ctx.engine.clone(), right.clone(), my_peer.id, true, wb);
+            ctx.created.push(SplitPeer {
+                storage,
+                campaign: self.is_leader(),
+            });
+        }
+        self.raft.mut_store().set_region(regions.left.clone(), wb);
+        Ok(ApplyOutcome::Split(Box::new(regions)))
+    }
+
+    fn on_split_applied(&mut self, ctx: &mut PeerCtx<'_>, regions: &SplitRegions) {
+        metrics::SPLITS.inc();
+        self.split_derived.push(regions.right.clone());
+        if self.split_derived.len() > MAX_SPLIT_DERIVED {
+            self.split_derived.remove(0);
+        }
+        if self.is_leader() {
+            self.heartbeat_due = true;
+        }
+        tracing::info!(
+            region_id = self.region_id(),
+            new_region_id = regions.right.id,
+            version = regions.left.epoch.unwrap_or_default().version,
+            store_id = ctx.store_id,
+            "region split applied"
+        );
     }
 
     fn apply_conf_change(&mut self, ctx: &mut PeerCtx<'_>, e: &Entry) -> Result<(), FatalError> {
@@ -550,15 +768,34 @@ impl Peer {
                 // unknown, drop the callback.
                 continue;
             }
-            let res = match (&outcome, p.term == term) {
-                (Some(ApplyOutcome::Applied), true) => Ok((true, 0)),
-                (Some(ApplyOutcome::ConditionFailed(i)), true) => Ok((false, *i)),
-                (Some(ApplyOutcome::Rejected(e)), true) => Err((**e).clone()),
-                // Another leader's entry took this index: ours was never
-                // applied, so the caller may safely retry.
-                _ => Err(self.not_leader()),
+            // Another leader's entry took this index (term differs, or no
+            // outcome): ours was never applied, so the caller may safely retry.
+            let ours = if p.term == term {
+                outcome.as_ref()
+            } else {
+                None
             };
-            let _ = p.cb.send(res);
+            match p.cb {
+                ProposalCb::Batch(cb) => {
+                    let res = match ours {
+                        Some(ApplyOutcome::Applied) => Ok((true, 0)),
+                        Some(ApplyOutcome::ConditionFailed(i)) => Ok((false, *i)),
+                        Some(ApplyOutcome::Rejected(e)) => Err((**e).clone()),
+                        Some(ApplyOutcome::Split(_)) | None => Err(self.not_leader()),
+                    };
+                    let _ = cb.send(res);
+                }
+                ProposalCb::Split(cb) => {
+                    let res = match ours {
+                        Some(ApplyOutcome::Split(r)) => Ok(vec![r.left.clone(), r.right.clone()]),
+                        Some(ApplyOutcome::Rejected(e)) => Err((**e).clone()),
+                        Some(ApplyOutcome::Applied)
+                        | Some(ApplyOutcome::ConditionFailed(_))
+                        | None => Err(self.not_leader()),
+                    };
+                    let _ = cb.send(res);
+                }
+            }
         }
     }
 

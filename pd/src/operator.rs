@@ -1,0 +1,306 @@
+//! Operators an operator (person) asks PD to run, like pd-ctl's `operator add`.
+//! For now one kind: `split-region`, which PD forwards to the region's leader
+//! store (`Metashard.SplitRegion`); the leader allocates the new ids from PD,
+//! picks the middle object prefix if no key is given, and proposes the split
+//! as one Raft command. PD then records both halves at once (the leaders'
+//! heartbeats confirm them; the map's epoch rules drop anything older).
+//!
+//! Front ends: `POST /pd/api/v1/operators` (`http_add_operator`) and
+//! `pdctl operator add split-region ID [--key HEX]` (`pdctl_add`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use kura_proto::common::{Region, RegionError};
+use kura_proto::metashard::metashard_client::MetashardClient;
+use kura_proto::metashard::{RequestHeader, SplitRegionRequest};
+use kura_proto::pd::RegionHeartbeatRequest;
+use serde::{Deserialize, Serialize};
+
+use crate::server::PdCore;
+
+/// One split may take a PD id allocation and a Raft round; generous.
+const SPLIT_TIMEOUT: Duration = Duration::from_secs(15);
+/// Leader hops followed before giving up (leadership moving under us).
+const MAX_ATTEMPTS: usize = 4;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OperatorError {
+    #[error("invalid operator: {0}")]
+    Invalid(String),
+    #[error("region {0} not found")]
+    RegionNotFound(u64),
+    #[error("region {0} has no known leader yet")]
+    NoLeader(u64),
+    #[error("leader store {addr}: {message}")]
+    Store { addr: String, message: String },
+    #[error("region {region_id}: {message}")]
+    Rejected { region_id: u64, message: String },
+}
+
+impl OperatorError {
+    /// Whether trying again later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            OperatorError::Invalid(_) => false,
+            OperatorError::RegionNotFound(_) => false,
+            OperatorError::NoLeader(_) => true,
+            OperatorError::Store { .. } => true,
+            OperatorError::Rejected { .. } => false,
+        }
+    }
+
+    fn http_status(&self) -> StatusCode {
+        match self {
+            OperatorError::Invalid(_) => StatusCode::BAD_REQUEST,
+            OperatorError::RegionNotFound(_) => StatusCode::NOT_FOUND,
+            OperatorError::NoLeader(_) | OperatorError::Store { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            OperatorError::Rejected { .. } => StatusCode::CONFLICT,
+        }
+    }
+}
+
+/// The body of `POST /pd/api/v1/operators` (pd-ctl's shape).
+#[derive(Debug, Deserialize, Serialize, PartialEq)]
+pub struct OperatorRequest {
+    pub name: String,
+    pub region_id: u64,
+    /// Split keys as hex; at most one for now. Empty: the middle of the region.
+    #[serde(default)]
+    pub keys: Vec<String>,
+}
+
+#[derive(Serialize)]
+pub struct SplitJson {
+    pub name: &'static str,
+    pub region_id: u64,
+    /// The parent's new range first, then the new region.
+    pub regions: Vec<SplitRegionJson>,
+}
+
+#[derive(Serialize)]
+pub struct SplitRegionJson {
+    pub id: u64,
+    pub start_key: String,
+    pub end_key: String,
+    pub conf_ver: u64,
+    pub version: u64,
+}
+
+/// Checks an operator request; returns the region and the optional split key.
+pub fn parse_split(req: &OperatorRequest) -> Result<(u64, Option<Vec<u8>>), OperatorError> {
+    if req.name != "split-region" {
+        return Err(OperatorError::Invalid(format!(
+            "unknown operator {:?} (supported: split-region)",
+            req.name
+        )));
+    }
+    if req.region_id == 0 {
+        return Err(OperatorError::Invalid("region_id is required".into()));
+    }
+    let key = match req.keys.as_slice() {
+        [] => None,
+        [k] => Some(
+            hex::decode(k.trim_start_matches("0x"))
+                .map_err(|e| OperatorError::Invalid(format!("key must be hex: {e}")))?,
+        ),
+        _ => {
+            return Err(OperatorError::Invalid(
+                "one split key at a time for now".into(),
+            ))
+        }
+    };
+    Ok((req.region_id, key.filter(|k| !k.is_empty())))
+}
+
+fn region_error_message(e: &RegionError) -> String {
+    if e.message.is_empty() {
+        "region error".into()
+    } else {
+        e.message.clone()
+    }
+}
+
+/// Splits `region_id` at `key` (or its middle) through its leader and
+/// records the result in PD's region map. Returns [parent, new region].
+pub async fn split_region(
+    core: &PdCore,
+    region_id: u64,
+    key: Option<Vec<u8>>,
+) -> Result<Vec<Region>, OperatorError> {
+    let info = core
+        .region_by_id(region_id)
+        .await
+        .ok_or(OperatorError::RegionNotFound(region_id))?;
+    let mut addr = info.leader_addr.clone();
+    let mut last = OperatorError::NoLeader(region_id);
+    for _ in 0..MAX_ATTEMPTS {
+        if addr.is_empty() {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            addr = core
+                .region_by_id(region_id)
+                .await
+                .map(|i| i.leader_addr)
+                .unwrap_or_default();
+            if addr.is_empty() {
+                continue;
+            }
+        }
+        let store_err = |message: String| OperatorError::Store {
+            addr: addr.clone(),
+            message,
+        };
+        let ch =
+            kura_pd_client::channel::lazy_channel(&addr).map_err(|e| store_err(e.to_string()))?;
+        let req = SplitRegionRequest {
+            // No epoch: split the region as the leader has it now.
+            header: Some(RequestHeader {
+                region_id,
+                epoch: None,
+            }),
+            split_key: key.clone().unwrap_or_default().into(),
+        };
+        let resp =
+            match tokio::time::timeout(SPLIT_TIMEOUT, MetashardClient::new(ch).split_region(req))
+                .await
+            {
+                Err(_) => return Err(store_err("split timed out; outcome unknown".into())),
+                Ok(Err(s)) => return Err(store_err(s.message().to_string())),
+                Ok(Ok(r)) => r.into_inner(),
+            };
+        match resp.header.and_then(|h| h.region_error) {
+            None => {
+                record(core, &resp.regions).await;
+                tracing::info!(region_id, "split-region operator done");
+                return Ok(resp.regions);
+            }
+            Some(e) if e.not_leader.is_some() => {
+                last = OperatorError::Rejected {
+                    region_id,
+                    message: region_error_message(&e),
+                };
+                addr = e.not_leader.map(|nl| nl.leader_addr).unwrap_or_default();
+            }
+            Some(e) => {
+                return Err(OperatorError::Rejected {
+                    region_id,
+                    message: region_error_message(&e),
+                })
+            }
+        }
+    }
+    Err(last)
+}
+
+/// Records the split regions in the map now, without waiting for heartbeats
+/// (no leader or statistics: those come with each region's next heartbeat).
+async fn record(core: &PdCore, regions: &[Region]) {
+    for r in regions {
+        let req = RegionHeartbeatRequest {
+            region: Some(r.clone()),
+            leader: None,
+            approximate_size: 0,
+            approximate_keys: 0,
+            term: 0,
+        };
+        if let Err(e) = core.region_heartbeat(req).await {
+            tracing::warn!(region_id = r.id, error = %e, "cannot record a split region");
+        }
+    }
+}
+
+fn json<T: Serialize>(status: StatusCode, value: &T) -> Response {
+    match serde_json::to_vec_pretty(value) {
+        Ok(mut body) => {
+            body.push(b'\n');
+            (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+        }
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+fn error(status: StatusCode, message: String) -> Response {
+    json(status, &crate::http::ErrorJson { error: message })
+}
+
+fn split_json(region_id: u64, regions: &[Region]) -> SplitJson {
+    SplitJson {
+        name: "split-region",
+        region_id,
+        regions: regions
+            .iter()
+            .map(|r| {
+                let e = r.epoch.unwrap_or_default();
+                SplitRegionJson {
+                    id: r.id,
+                    start_key: hex::encode_upper(&r.start_key),
+                    end_key: hex::encode_upper(&r.end_key),
+                    conf_ver: e.conf_ver,
+                    version: e.version,
+                }
+            })
+            .collect(),
+    }
+}
+
+/// `POST /pd/api/v1/operators`: runs the operator and answers when it is done.
+pub async fn http_add_operator(State(core): State<Arc<PdCore>>, body: Bytes) -> Response {
+    let req: OperatorRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")),
+    };
+    let (region_id, key) = match parse_split(&req) {
+        Ok(v) => v,
+        Err(e) => return error(e.http_status(), e.to_string()),
+    };
+    match split_region(&core, region_id, key).await {
+        Ok(regions) => json(StatusCode::OK, &split_json(region_id, &regions)),
+        Err(e) => error(e.http_status(), e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(name: &str, id: u64, keys: &[&str]) -> OperatorRequest {
+        OperatorRequest {
+            name: name.into(),
+            region_id: id,
+            keys: keys.iter().map(|k| k.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn split_requests_are_validated() {
+        assert_eq!(
+            parse_split(&req("split-region", 4, &[])).unwrap(),
+            (4, None)
+        );
+        assert_eq!(
+            parse_split(&req("split-region", 4, &["0x0A0b"])).unwrap(),
+            (4, Some(vec![0x0A, 0x0B]))
+        );
+        assert_eq!(
+            parse_split(&req("split-region", 4, &[""])).unwrap(),
+            (4, None)
+        );
+        for bad in [
+            req("merge-region", 4, &[]),
+            req("split-region", 0, &[]),
+            req("split-region", 4, &["zz"]),
+            req("split-region", 4, &["0A", "0B"]),
+        ] {
+            assert!(matches!(parse_split(&bad), Err(OperatorError::Invalid(_))));
+        }
+        let body: OperatorRequest =
+            serde_json::from_str(r#"{"name":"split-region","region_id":2}"#).unwrap();
+        assert_eq!(body, req("split-region", 2, &[]));
+    }
+}

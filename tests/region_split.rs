@@ -1,0 +1,189 @@
+//! Online region split: `pdctl operator add split-region` cuts the only
+//! metadata region in two while a client keeps writing. Both halves serve
+//! GET/LIST/PUT, every key lists exactly once across the boundary, no
+//! acknowledged write is lost, and the split survives kill -9 of a store.
+mod common;
+use common::{http_get, Cluster};
+use serde_json::Value;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn pd_http(c: &Cluster) -> String {
+    let cluster: Value =
+        serde_json::from_slice(&std::fs::read(c.dir.join("cluster.json")).expect("cluster.json"))
+            .expect("json");
+    cluster["components"]
+        .as_array()
+        .and_then(|a| a.iter().find(|x| x["role"] == "pd"))
+        .and_then(|x| x["http"].as_str())
+        .expect("pd http")
+        .to_string()
+}
+
+/// Runs `kura pdctl -u <pd> args…`; stdout parsed as JSON.
+fn must_pdctl(c: &Cluster, args: &[&str]) -> Value {
+    let out = Command::new(common::KURA)
+        .arg("pdctl")
+        .arg("-u")
+        .arg(format!("http://{}", pd_http(c)))
+        .args(args)
+        .output()
+        .expect("run pdctl");
+    assert!(
+        out.status.success(),
+        "pdctl {args:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        c.logs_tail()
+    );
+    serde_json::from_slice(&out.stdout).expect("pdctl JSON")
+}
+
+/// Polls `pdctl region` until it lists `n` regions that cover the keyspace
+/// without gaps, each with a leader; returns them in key order.
+fn must_see_regions(c: &Cluster, n: usize) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let v = must_pdctl(c, &["region"]);
+        let regions = v["regions"].as_array().cloned().unwrap_or_default();
+        let contiguous = regions.first().is_some_and(|r| r["start_key"] == "")
+            && regions.last().is_some_and(|r| r["end_key"] == "")
+            && regions
+                .windows(2)
+                .all(|w| w[0]["end_key"] == w[1]["start_key"]);
+        let led = regions.iter().all(|r| r["leader"]["store_id"].is_u64());
+        if regions.len() == n && contiguous && led {
+            return regions;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "PD never showed {n} contiguous led regions: {v:#}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn metashard_by_store(c: &Cluster, store_id: u64) -> String {
+    let stores = must_pdctl(c, &["store"]);
+    let addr = stores["stores"]
+        .as_array()
+        .and_then(|a| {
+            a.iter()
+                .find(|s| s["store"]["id"].as_u64() == Some(store_id))
+        })
+        .and_then(|s| s["store"]["address"].as_str())
+        .expect("store address")
+        .to_string();
+    c.components()
+        .into_iter()
+        .find(|x| x.role == "metashard" && x.grpc == addr)
+        .expect("metashard component")
+        .id
+}
+
+#[test]
+fn split_region_online_under_writes_and_kill9() {
+    let mut c = Cluster::must_start();
+    c.must_aws(&["s3", "mb", "s3://split"]);
+    c.must_aws(&["s3", "mb", "s3://wrt"]);
+    c.must_python("split_check.py", &["put", "split", "obj", "300"]);
+    let before = must_see_regions(&c, 1);
+    let parent = before[0]["id"].as_u64().expect("region id");
+    let parent_version = before[0]["epoch"]["version"].as_u64().expect("version");
+
+    // A writer runs across the split; its keys (bucket `wrt`, created last)
+    // all sort after the split point, i.e. they move to the new region.
+    let ack = c.dir.join("acks.log");
+    let stop = c.dir.join("stop-writer");
+    let writer = Command::new("python3")
+        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/writer.py"))
+        .args(["wrt", ack.to_str().unwrap(), stop.to_str().unwrap(), "120"])
+        .env("KURA_S3", &c.s3)
+        .env("AWS_ACCESS_KEY_ID", &c.access_key)
+        .env("AWS_SECRET_ACCESS_KEY", &c.secret_key)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("writer");
+    let acked = || {
+        std::fs::read_to_string(&ack)
+            .map(|s| s.lines().count())
+            .unwrap_or(0)
+    };
+    let wait_acks = |n: usize| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while acked() < n {
+            assert!(Instant::now() < deadline, "writer stalled at {}", acked());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait_acks(10);
+
+    let split = must_pdctl(
+        &c,
+        &["operator", "add", "split-region", &parent.to_string()],
+    );
+    let halves = split["regions"].as_array().expect("regions");
+    assert_eq!(halves.len(), 2, "{split:#}");
+    assert_eq!(halves[0]["id"].as_u64(), Some(parent));
+    assert_eq!(halves[0]["end_key"], halves[1]["start_key"]);
+    for h in halves {
+        assert_eq!(h["version"].as_u64(), Some(parent_version + 1), "{split:#}");
+    }
+    let split_key = halves[1]["start_key"].as_str().expect("key").to_string();
+    // The split point is an object prefix: 0x02, bucket id, escaped key, 00 00.
+    assert!(
+        split_key.starts_with("02") && split_key.ends_with("0000"),
+        "{split_key}"
+    );
+
+    let regions = must_see_regions(&c, 2);
+    let logs = std::fs::read_dir(c.dir.join("logs")).expect("logs");
+    for f in logs.flatten() {
+        let text = std::fs::read_to_string(f.path()).unwrap_or_default();
+        for l in text.lines().filter(|l| l.contains("split")) {
+            eprintln!("{}: {l}", f.file_name().to_string_lossy());
+        }
+    }
+    assert_eq!(regions[0]["id"].as_u64(), Some(parent));
+    assert_eq!(regions[1]["start_key"].as_str(), Some(split_key.as_str()));
+
+    let n = acked();
+    wait_acks(n + 20); // writes keep succeeding on the moved keys
+    std::fs::write(&stop, b"").expect("stop file");
+    let out = writer.wait_with_output().expect("writer exit");
+    let summary = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "writer: {summary}");
+    assert!(
+        summary.contains(" 0 failed"),
+        "PUTs failed across the split: {summary}"
+    );
+    let verify = c.must_python("verify.py", &["wrt", ack.to_str().unwrap()]);
+    assert!(verify.contains(" 0 bad"), "{verify}");
+    eprintln!("{}{}", summary.trim_end(), verify);
+    c.must_python("split_check.py", &["verify", "split", "obj:300"]);
+    c.must_python("split_check.py", &["put", "split", "new", "60"]);
+    c.must_python("split_check.py", &["verify", "split", "obj:300,new:60"]);
+
+    // kill -9 the store leading the new region: both regions keep serving
+    // on the other two, and the killed store comes back with both.
+    let leader_store = regions[1]["leader"]["store_id"].as_u64().expect("leader");
+    let victim = metashard_by_store(&c, leader_store);
+    c.must_kill9(&victim);
+    c.must_python("split_check.py", &["put", "split", "down", "30"]);
+    c.must_restart(&victim);
+    let status = c.component(&victim).status;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while common::metric(&status, "kura_metashard_region_count") != Some(2.0) {
+        assert!(
+            Instant::now() < deadline,
+            "{victim} did not load both regions after restart: {:?}",
+            http_get(&status, "/metrics")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let after = must_see_regions(&c, 2);
+    assert_eq!(after[1]["start_key"].as_str(), Some(split_key.as_str()));
+    c.must_python(
+        "split_check.py",
+        &["verify", "split", "obj:300,new:60,down:30"],
+    );
+}
