@@ -241,3 +241,65 @@ fn gc_sweeper_finishes_deletes_that_missed_a_node() {
             && common::metric(&gw, "kura_gateway_gc_reclaimed_total").unwrap_or(0.0) >= 1.0
     });
 }
+
+/// A PUT cut off midway — the client disconnects, or the gateway is killed —
+/// never commits a fragment on any data node: the nodes abort the unfinished
+/// records, so nothing is left for orphan GC, and no object appears.
+#[test]
+fn aborted_puts_leave_no_fragment() {
+    let mut c = Cluster::must_start();
+    c.must_aws(&["s3", "mb", "s3://heal"]);
+    let keep = pattern(2 << 20, 9);
+    put(&c, "keep", &keep);
+    let committed = |c: &Cluster| datanode_metric_sum(c, "kura_datanode_fragments_put_total");
+    let before = committed(&c);
+    for (round, victim) in ["client", "gateway"].iter().enumerate() {
+        let (paused, resume) = (
+            c.dir.join(format!("paused{round}")),
+            c.dir.join(format!("resume{round}")),
+        );
+        let mut client = std::process::Command::new("python3")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/paused_put.py"))
+            .args([
+                "heal",
+                &format!("cut-{victim}"),
+                &(8 << 20).to_string(),
+                &(3 << 20).to_string(),
+                paused.to_str().unwrap(),
+                resume.to_str().unwrap(),
+            ])
+            .env("KURA_S3", &c.s3)
+            .env("AWS_ACCESS_KEY_ID", &c.access_key)
+            .env("AWS_SECRET_ACCESS_KEY", &c.secret_key)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("paused_put.py");
+        wait_until("the PUT to pause", 30, &c, || paused.exists());
+        if *victim == "gateway" {
+            c.must_kill9("gateway-1");
+        }
+        let _ = client.kill();
+        let _ = client.wait();
+        if *victim == "gateway" {
+            c.must_restart("gateway-1");
+            c.must_become_ready(Duration::from_secs(60));
+        }
+        std::thread::sleep(Duration::from_secs(3));
+        assert_eq!(
+            committed(&c),
+            before,
+            "a PUT cut off by its {victim} must not commit fragments"
+        );
+        let head = c.aws(&[
+            "s3api",
+            "head-object",
+            "--bucket",
+            "heal",
+            "--key",
+            &format!("cut-{victim}"),
+        ]);
+        assert!(!head.status.success(), "no object may appear");
+    }
+    check(&c, "keep", &keep);
+}
