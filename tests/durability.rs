@@ -44,15 +44,10 @@ fn kill9_datanode_and_meta_leader_loses_no_acked_write() {
     c.must_aws(&["s3", "mb", "s3://dur"]);
     let ack = c.dir.join("acks.log");
     let stop = c.dir.join("stop-writer");
-    let writer = {
-        let mut cmd = std::process::Command::new("python3");
-        cmd.arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/writer.py"))
-            .args(["dur", ack.to_str().unwrap(), stop.to_str().unwrap(), "120"])
-            .env("KURA_S3", &c.s3)
-            .env("AWS_ACCESS_KEY_ID", &c.access_key)
-            .env("AWS_SECRET_ACCESS_KEY", &c.secret_key);
-        cmd.spawn().expect("writer")
-    };
+    let writer = c.spawn_python(
+        "writer.py",
+        &["dur", ack.to_str().unwrap(), stop.to_str().unwrap(), "120"],
+    );
     let acked = || {
         std::fs::read_to_string(&ack)
             .map(|s| s.lines().count())

@@ -3,23 +3,8 @@
 //! compared byte for byte; a read may fail with 503 but never return wrong
 //! bytes.
 mod common;
-use common::{pattern, Cluster};
-use std::path::Path;
+use common::{load_status, pattern, Cluster};
 use std::time::{Duration, Instant};
-
-/// (reads_ok, reads_bad, read_errors, puts_ok, puts_failed) from ec_load.py's status file.
-fn load_status(path: &Path) -> [u64; 5] {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let v: Vec<u64> = text
-        .split_whitespace()
-        .filter_map(|x| x.parse().ok())
-        .collect();
-    if v.len() == 5 {
-        [v[0], v[1], v[2], v[3], v[4]]
-    } else {
-        [0; 5]
-    }
-}
 
 fn datanodes_of_zone(c: &Cluster, zone: &str) -> Vec<String> {
     c.components()
@@ -51,24 +36,18 @@ fn zone_outage_keeps_reads_exact_and_writes_going() {
         &["preload", "ecb", manifest.to_str().unwrap(), "8"],
     );
     let (acks, status, stop) = (c.dir.join("acks"), c.dir.join("status"), c.dir.join("stop"));
-    let load = {
-        let mut cmd = std::process::Command::new("python3");
-        cmd.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/ec_load.py"))
-            .args([
-                "run",
-                "ecb",
-                manifest.to_str().unwrap(),
-                acks.to_str().unwrap(),
-                status.to_str().unwrap(),
-                stop.to_str().unwrap(),
-                "240",
-            ])
-            .env("KURA_S3", &c.s3)
-            .env("AWS_ACCESS_KEY_ID", &c.access_key)
-            .env("AWS_SECRET_ACCESS_KEY", &c.secret_key)
-            .stdout(std::process::Stdio::piped());
-        cmd.spawn().expect("load")
-    };
+    let load = c.spawn_python(
+        "ec_load.py",
+        &[
+            "run",
+            "ecb",
+            manifest.to_str().unwrap(),
+            acks.to_str().unwrap(),
+            status.to_str().unwrap(),
+            stop.to_str().unwrap(),
+            "240",
+        ],
+    );
     let wait_for = |what: &str, done: &dyn Fn([u64; 5]) -> bool| {
         let deadline = Instant::now() + Duration::from_secs(90);
         while !done(load_status(&status)) {
@@ -245,38 +224,13 @@ fn full_data_node_is_skipped_by_writes() {
     c.must_kill9("datanode-1");
     // 1 PB floor: no disk here has that much free.
     c.must_restart_with("datanode-1", &["--min-free-bytes", "1000000000000000"]);
-    let pd = c
-        .components()
-        .into_iter()
-        .find(|x| x.role == "pd")
-        .expect("pd");
-    let http = pd
-        .argv
-        .windows(2)
-        .find(|w| w[0] == "--http-listen")
-        .map(|w| w[1].clone())
-        .expect("pd http");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let body = common::http_get(&http, "/pd/api/v1/datanodes")
-            .map(|(_, b)| b)
-            .unwrap_or_default();
-        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-        let full = v
+    common::wait_until("PD to see the node read-only", 30, &c, || {
+        c.pd_json("/pd/api/v1/datanodes")["datanodes"]
             .as_array()
             .into_iter()
             .flatten()
-            .chain(v["datanodes"].as_array().into_iter().flatten())
-            .any(|n| n["read_only"] == true);
-        if full {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "PD never saw the node read-only: {body}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+            .any(|n| n["read_only"] == true)
+    });
     std::thread::sleep(Duration::from_secs(4)); // the gateway polls the map every 3 s
     let put_before = common::metric(
         &c.component("datanode-1").status,

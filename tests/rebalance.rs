@@ -2,8 +2,7 @@
 //! slots step by step, the data nodes' repair rebuilds the moved fragments on
 //! their new members, and no read or write fails meanwhile.
 mod common;
-use common::{datanode_metric_sum, Cluster};
-use std::path::Path;
+use common::{datanode_metric_sum, load_status, wait_until, Cluster};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -58,52 +57,18 @@ fn start_extra_node(c: &Cluster, n: u16, zone: &str) -> ExtraNode {
     node
 }
 
-fn pd_http(c: &Cluster) -> String {
-    let pd = c.component("pd-1");
-    pd.argv
-        .windows(2)
-        .find(|w| w[0] == "--http-listen")
-        .map(|w| w[1].clone())
-        .expect("pd --http-listen")
-}
-
-fn pd_json(c: &Cluster, path: &str) -> serde_json::Value {
-    let (_, body) = common::http_get(&pd_http(c), path).unwrap_or_default();
-    serde_json::from_str(&body).unwrap_or_default()
-}
-
-fn wait_until(what: &str, secs: u64, c: &Cluster, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !done() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}\n{}",
-            c.logs_tail()
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
-}
-
 fn pending_moves(c: &Cluster) -> Option<u64> {
-    pd_json(c, "/pd/api/v1/placement")["rebalance"]["pending_moves"].as_u64()
+    c.pd_json("/pd/api/v1/placement")["rebalance"]["pending_moves"].as_u64()
 }
 
 /// Slots a data node (by status address) holds, per PD.
 fn slots_of(c: &Cluster, address: &str) -> Option<u64> {
-    let v = pd_json(c, "/pd/api/v1/datanodes");
+    let v = c.pd_json("/pd/api/v1/datanodes");
     v["datanodes"]
         .as_array()?
         .iter()
         .find(|n| n["address"].as_str() == Some(address))
         .and_then(|n| n["slots"].as_u64())
-}
-
-fn load_status(path: &Path) -> Vec<u64> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .split_whitespace()
-        .filter_map(|x| x.parse().ok())
-        .collect()
 }
 
 /// Two data nodes join a running `kura dev` under read/write load: slots move
@@ -126,9 +91,9 @@ fn data_nodes_join_and_leave_without_failing_a_request() {
         &["preload", "move", manifest.to_str().unwrap(), "8"],
     );
     let (acks, status, stop) = (c.dir.join("acks"), c.dir.join("status"), c.dir.join("stop"));
-    let load = Command::new("python3")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/ec_load.py"))
-        .args([
+    let load = c.spawn_python(
+        "ec_load.py",
+        &[
             "run",
             "move",
             manifest.to_str().unwrap(),
@@ -136,16 +101,9 @@ fn data_nodes_join_and_leave_without_failing_a_request() {
             status.to_str().unwrap(),
             stop.to_str().unwrap(),
             "400",
-        ])
-        .env("KURA_S3", &c.s3)
-        .env("AWS_ACCESS_KEY_ID", &c.access_key)
-        .env("AWS_SECRET_ACCESS_KEY", &c.secret_key)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("load");
-    wait_until("load warm-up", 60, &c, || {
-        load_status(&status).first().copied().unwrap_or(0) >= 5
-    });
+        ],
+    );
+    wait_until("load warm-up", 60, &c, || load_status(&status)[0] >= 5);
 
     let n7 = start_extra_node(&c, 7, "z1");
     let n8 = start_extra_node(&c, 8, "z2");
@@ -193,7 +151,7 @@ fn data_nodes_join_and_leave_without_failing_a_request() {
     let pdctl = c.must_run_kura(&[
         "pdctl",
         "-u",
-        &format!("http://{}", pd_http(&c)),
+        &format!("http://{}", c.pd_http()),
         "datanode",
         "decommission",
         &node_id(&c, &a7).to_string(),
@@ -203,7 +161,7 @@ fn data_nodes_join_and_leave_without_failing_a_request() {
         "{pdctl}"
     );
     wait_until("datanode-7 to be decommissioned", 180, &c, || {
-        let v = pd_json(&c, "/pd/api/v1/datanodes");
+        let v = c.pd_json("/pd/api/v1/datanodes");
         v["datanodes"].as_array().into_iter().flatten().any(|n| {
             n["address"].as_str() == Some(a7.as_str())
                 && n["admin_state"].as_str() == Some("Decommissioned")
@@ -217,7 +175,7 @@ fn data_nodes_join_and_leave_without_failing_a_request() {
     let report = String::from_utf8_lossy(&out.stdout);
     eprintln!("{report}");
     let s = load_status(&status);
-    assert_eq!(s.get(1), Some(&0), "wrong bytes:\n{report}");
+    assert_eq!(s[1], 0, "wrong bytes:\n{report}");
     assert_eq!(
         s.get(2),
         Some(&0),
@@ -235,7 +193,7 @@ fn data_nodes_join_and_leave_without_failing_a_request() {
 }
 
 fn node_id(c: &Cluster, address: &str) -> u64 {
-    let v = pd_json(c, "/pd/api/v1/datanodes");
+    let v = c.pd_json("/pd/api/v1/datanodes");
     v["datanodes"]
         .as_array()
         .into_iter()

@@ -8,24 +8,12 @@ use serde_json::Value;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-fn pd_http(c: &Cluster) -> String {
-    let cluster: Value =
-        serde_json::from_slice(&std::fs::read(c.dir.join("cluster.json")).expect("cluster.json"))
-            .expect("json");
-    cluster["components"]
-        .as_array()
-        .and_then(|a| a.iter().find(|x| x["role"] == "pd"))
-        .and_then(|x| x["http"].as_str())
-        .expect("pd http")
-        .to_string()
-}
-
 /// Runs `kura pdctl -u <pd> args…`; stdout parsed as JSON.
 fn must_pdctl(c: &Cluster, args: &[&str]) -> Value {
     let out = Command::new(common::KURA)
         .arg("pdctl")
         .arg("-u")
-        .arg(format!("http://{}", pd_http(c)))
+        .arg(format!("http://{}", c.pd_http()))
         .args(args)
         .output()
         .expect("run pdctl");
@@ -94,15 +82,10 @@ fn split_region_online_under_writes_and_kill9() {
     // all sort after the split point, i.e. they move to the new region.
     let ack = c.dir.join("acks.log");
     let stop = c.dir.join("stop-writer");
-    let writer = Command::new("python3")
-        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/writer.py"))
-        .args(["wrt", ack.to_str().unwrap(), stop.to_str().unwrap(), "120"])
-        .env("KURA_S3", &c.s3)
-        .env("AWS_ACCESS_KEY_ID", &c.access_key)
-        .env("AWS_SECRET_ACCESS_KEY", &c.secret_key)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("writer");
+    let writer = c.spawn_python(
+        "writer.py",
+        &["wrt", ack.to_str().unwrap(), stop.to_str().unwrap(), "120"],
+    );
     let acked = || {
         std::fs::read_to_string(&ack)
             .map(|s| s.lines().count())

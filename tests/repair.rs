@@ -1,25 +1,13 @@
 //! The data nodes' repair worker: healing fragments that missed a write or
 //! were found corrupt, and orphan GC of bodies no metadata references.
 mod common;
-use common::{datanode_metric_sum, pattern, Cluster};
+use common::{datanode_metric_sum, pattern, wait_until, Cluster};
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const REPAIRED: &str = "kura_datanode_repaired_fragments_total";
 const BACKLOG: &str = "kura_datanode_repair_backlog";
 const PASSES: &str = "kura_datanode_repair_passes_total";
-
-fn wait_until(what: &str, secs: u64, c: &Cluster, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !done() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}\n{}",
-            c.logs_tail()
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
 
 /// Waits until every data node finished a pass that started after now and
 /// the summed repair backlog is zero.
@@ -161,28 +149,19 @@ fn orphan_gc_deletes_uncommitted_bodies_and_keeps_committed_ones() {
     put(&c, "keep", &keep);
 
     let (paused, resume) = (c.dir.join("paused"), c.dir.join("resume"));
-    let mut cmd = std::process::Command::new("python3");
-    cmd.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/paused_put.py"))
-        .args([
+    let put = c.spawn_python(
+        "paused_put.py",
+        &[
             "heal",
             "orphan",
             &(6 << 20).to_string(),
             &(2 << 20).to_string(),
             paused.to_str().unwrap(),
             resume.to_str().unwrap(),
-        ])
-        .env("KURA_S3", &c.s3)
-        .env("AWS_ACCESS_KEY_ID", &c.access_key)
-        .env("AWS_SECRET_ACCESS_KEY", &c.secret_key)
-        .stdout(std::process::Stdio::piped());
-    let put = cmd.spawn().expect("paused_put.py");
+        ],
+    );
     wait_until("the PUT to pause", 30, &c, || paused.exists());
-    let stores: Vec<String> = c
-        .components()
-        .into_iter()
-        .filter(|x| x.role == "metashard")
-        .map(|x| x.id)
-        .collect();
+    let stores = c.ids_of("metashard");
     for id in &stores {
         c.must_kill9(id);
     }
@@ -258,23 +237,17 @@ fn aborted_puts_leave_no_fragment() {
             c.dir.join(format!("paused{round}")),
             c.dir.join(format!("resume{round}")),
         );
-        let mut client = std::process::Command::new("python3")
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/paused_put.py"))
-            .args([
+        let mut client = c.spawn_python(
+            "paused_put.py",
+            &[
                 "heal",
                 &format!("cut-{victim}"),
                 &(8 << 20).to_string(),
                 &(3 << 20).to_string(),
                 paused.to_str().unwrap(),
                 resume.to_str().unwrap(),
-            ])
-            .env("KURA_S3", &c.s3)
-            .env("AWS_ACCESS_KEY_ID", &c.access_key)
-            .env("AWS_SECRET_ACCESS_KEY", &c.secret_key)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("paused_put.py");
+            ],
+        );
         wait_until("the PUT to pause", 30, &c, || paused.exists());
         if *victim == "gateway" {
             c.must_kill9("gateway-1");

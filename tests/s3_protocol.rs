@@ -141,12 +141,7 @@ fn operating_contract_status_endpoints_and_health() {
     std::fs::write(&obj, &data).unwrap();
     c.must_aws(&["s3", "mb", "s3://contract"]);
     c.must_put_file("contract", "before", &obj);
-    let stores: Vec<String> = c
-        .components()
-        .into_iter()
-        .filter(|x| x.role == "metashard")
-        .map(|x| x.id)
-        .collect();
+    let stores = c.ids_of("metashard");
     for id in &stores {
         c.must_kill9(id);
     }

@@ -412,6 +412,44 @@ impl Cluster {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Starts a Python script from tests/py in the background, with the
+    /// endpoint and credentials as env and stdout piped.
+    pub fn spawn_python(&self, script: &str, args: &[&str]) -> Child {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/py")
+            .join(script);
+        let mut cmd = Command::new("python3");
+        cmd.arg(path).args(args).stdout(Stdio::piped());
+        self.aws_env(&mut cmd);
+        cmd.env("KURA_S3", &self.s3).env("KURA_DIR", &self.dir);
+        cmd.spawn().expect("spawn python3")
+    }
+
+    /// Ids of every component with `role`, e.g. all metashard stores.
+    pub fn ids_of(&self, role: &str) -> Vec<String> {
+        self.components()
+            .into_iter()
+            .filter(|x| x.role == role)
+            .map(|x| x.id)
+            .collect()
+    }
+
+    /// PD's admin HTTP address (`host:port`).
+    pub fn pd_http(&self) -> String {
+        self.component("pd-1")
+            .argv
+            .windows(2)
+            .find(|w| w[0] == "--http-listen")
+            .map(|w| w[1].clone())
+            .expect("pd --http-listen")
+    }
+
+    /// `GET` of a PD admin path as JSON (Null when PD does not answer).
+    pub fn pd_json(&self, path: &str) -> serde_json::Value {
+        let (_, body) = http_get(&self.pd_http(), path).unwrap_or_default();
+        serde_json::from_str(&body).unwrap_or_default()
+    }
+
     /// Runs a Python script from tests/py with the endpoint and credentials as env.
     pub fn python(&self, script: &str, args: &[&str]) -> Output {
         let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -490,6 +528,30 @@ pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
     Some((status, body))
+}
+
+/// Polls `done` until it holds; panics with the cluster's log tails after `secs`.
+pub fn wait_until(what: &str, secs: u64, c: &Cluster, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !done() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}\n{}",
+            c.logs_tail()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// tests/py/ec_load.py's status file: reads_ok, reads_bad, read_errors,
+/// puts_ok, puts_failed (all 0 before its first step).
+pub fn load_status(path: &Path) -> [u64; 5] {
+    let v: Vec<u64> = std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    v.try_into().unwrap_or([0; 5])
 }
 
 /// The sum of an unlabelled Prometheus sample over every data node.

@@ -71,6 +71,15 @@ const LIST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bound on the in-memory set of bodies known to be referenced.
 const MAX_KNOWN_REFERENCED: usize = 4_000_000;
 
+/// One placement group of one storage class, with its members' addresses in slot order.
+#[derive(Clone, Copy)]
+struct PgRef<'a> {
+    class: StorageClass,
+    pg: u32,
+    codec: &'a Codec,
+    members: &'a [String],
+}
+
 /// What one pass found and did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct PassStats {
@@ -163,10 +172,12 @@ impl RepairWorker {
                 stats.pgs_repaired += 1;
                 if let Err(e) = self
                     .repair_pg(
-                        storage_class,
-                        group.id,
-                        &codec,
-                        &members,
+                        PgRef {
+                            class: storage_class,
+                            pg: group.id,
+                            codec: &codec,
+                            members: &members,
+                        },
                         &up,
                         &read_only,
                         &mut stats,
@@ -221,14 +232,17 @@ impl RepairWorker {
 
     async fn repair_pg(
         &mut self,
-        class: StorageClass,
-        pg: u32,
-        codec: &Codec,
-        members: &[String],
+        target: PgRef<'_>,
         up: &HashMap<String, bool>,
         ro: &HashSet<String>,
         stats: &mut PassStats,
     ) -> Result<(), DataNodeError> {
+        let PgRef {
+            class,
+            pg,
+            codec,
+            members,
+        } = target;
         let read_only: Vec<bool> = members.iter().map(|a| ro.contains(a)).collect();
         let mut listings: Vec<Option<Vec<FragmentEntry>>> = Vec::with_capacity(members.len());
         for addr in members {
