@@ -24,6 +24,15 @@ fn wait_backlog_drained(c: &Cluster) {
     );
 }
 
+/// Waits until `count` more fragments than `before` were rebuilt, then until
+/// the backlog is drained.
+fn wait_rebuilt(c: &Cluster, before: f64, count: usize) {
+    wait_until("the missing fragments to be rebuilt", 120, c, || {
+        datanode_metric_sum(c, REPAIRED) >= before + count as f64
+    });
+    wait_backlog_drained(c);
+}
+
 fn put(c: &Cluster, key: &str, data: &[u8]) {
     let f = c.dir.join("put.tmp");
     std::fs::write(&f, data).unwrap();
@@ -68,14 +77,12 @@ fn fragments_missed_during_a_zone_outage_are_healed() {
     for (k, d) in &during {
         put(&c, k, d);
     }
+    // Before the restart: nothing can be rebuilt onto the dead nodes yet.
+    let repaired = datanode_metric_sum(&c, REPAIRED);
     for id in ["datanode-3", "datanode-4"] {
         c.must_restart(id);
     }
-    let repaired = datanode_metric_sum(&c, REPAIRED);
-    wait_until("the missed fragments to be rebuilt", 120, &c, || {
-        datanode_metric_sum(&c, REPAIRED) >= repaired + (2 * during.len()) as f64
-    });
-    wait_backlog_drained(&c);
+    wait_rebuilt(&c, repaired, 2 * during.len());
     // Zone z1 goes now: the bodies written during the z2 outage need their
     // healed z2 fragments to be read.
     for id in ["datanode-1", "datanode-2"] {
@@ -98,6 +105,8 @@ fn corrupt_fragments_are_scrubbed_and_rebuilt() {
     for (k, d) in &objects {
         put(&c, k, d);
     }
+    // Before the damage: nothing needs rebuilding yet.
+    let repaired = datanode_metric_sum(&c, REPAIRED);
     for node in ["datanode-2", "datanode-6"] {
         flip_bytes_in_segments(&c.dir.join(node).join("segments"));
     }
@@ -108,11 +117,7 @@ fn corrupt_fragments_are_scrubbed_and_rebuilt() {
         &c,
         || datanode_metric_sum(&c, corrupt) >= (2 * objects.len()) as f64,
     );
-    let repaired = datanode_metric_sum(&c, REPAIRED);
-    wait_until("the quarantined fragments to be rebuilt", 120, &c, || {
-        datanode_metric_sum(&c, REPAIRED) >= repaired + (2 * objects.len()) as f64
-    });
-    wait_backlog_drained(&c);
+    wait_rebuilt(&c, repaired, 2 * objects.len());
     for id in ["datanode-1", "datanode-3"] {
         c.must_kill9(id);
     }
