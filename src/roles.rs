@@ -83,6 +83,10 @@ pub struct PdArgs {
     /// Least seconds between two placement steps.
     #[arg(long, default_value_t = 10)]
     rebalance_interval_secs: u64,
+    /// Most seconds a placement step waits for the data nodes' repair to
+    /// catch up with the previous step before it goes anyway.
+    #[arg(long, default_value_t = 600)]
+    repair_catch_up_limit_secs: u64,
     /// Seconds without heartbeat after which a data node's slots are rebuilt elsewhere.
     #[arg(long, default_value_t = 300)]
     datanode_down_after_secs: u64,
@@ -266,6 +270,7 @@ pub fn run_pd(a: PdArgs) -> i32 {
         max_store_down_time: Duration::from_secs(a.max_store_down_secs),
         max_moves_per_step: a.max_moves_per_step,
         rebalance_interval: Duration::from_secs(a.rebalance_interval_secs),
+        repair_catch_up_limit: Duration::from_secs(a.repair_catch_up_limit_secs),
         datanode_down_after: Duration::from_secs(a.datanode_down_after_secs),
     };
     run_role("pd", a.common.status_addr, |ready, shutdown| {

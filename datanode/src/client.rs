@@ -157,9 +157,28 @@ impl DataNodeClient {
     /// fragment). Computes each block's crc32c, sends one block per message, the final
     /// message has last=true. Returns once the node has made the fragment durable.
     ///
-    /// The end of `blocks` commits the fragment: to abandon a write (e.g. the upstream body
-    /// failed), drop the returned future instead of ending the stream.
+    /// The end of `blocks` commits the fragment. Writers that may have to abandon a
+    /// fragment midway use [`Self::put_fragment_sealed`] instead.
     pub async fn put_fragment<S>(
+        &self,
+        addr: &str,
+        header: FragmentHeader,
+        blocks: S,
+    ) -> Result<PutFragmentResponse, DataNodeError>
+    where
+        S: Stream<Item = Bytes> + Send + 'static,
+    {
+        let sealed = blocks.chain(futures::stream::once(async { Bytes::new() }));
+        self.put_fragment_sealed(addr, header, sealed).await
+    }
+
+    /// Like [`Self::put_fragment`], but the fragment is committed only when `blocks`
+    /// yields an empty `Bytes` (the seal; blocks themselves are never empty). If the
+    /// stream ends without the seal — its sender was dropped because the upstream body
+    /// failed or the request was cancelled — the call ends without `last=true`, and the
+    /// node stores nothing. (Relying on aborting the call instead races with the end of
+    /// the stream: a truncated fragment could be committed.)
+    pub async fn put_fragment_sealed<S>(
         &self,
         addr: &str,
         header: FragmentHeader,
@@ -173,32 +192,43 @@ impl DataNodeClient {
         let feeder = tokio::spawn(async move {
             let mut blocks = Box::pin(blocks);
             let mut header = Some(header);
-            let mut current = blocks.next().await;
-            if current.is_none() {
-                let _ = tx
-                    .send(PutFragmentChunk {
-                        header: header.take(),
-                        data: Bytes::new(),
-                        crc32c: 0,
-                        last: true,
-                    })
-                    .await;
-                return;
-            }
-            while let Some(data) = current {
-                // Look one block ahead so the final block carries last=true.
-                let next = blocks.next().await;
-                let crc32c = crc32c(&data);
+            let mut current = match blocks.next().await {
+                // Not sealed: abandon (dropping `tx` ends the call without last=true).
+                None => return,
+                Some(b) if b.is_empty() => {
+                    let _ = tx
+                        .send(PutFragmentChunk {
+                            header: header.take(),
+                            data: Bytes::new(),
+                            crc32c: 0,
+                            last: true,
+                        })
+                        .await;
+                    return;
+                }
+                Some(b) => b,
+            };
+            loop {
+                // Look one item ahead so the final block carries last=true.
+                let sealed = match blocks.next().await {
+                    None => return, // ended without the seal: abandon
+                    Some(next) if next.is_empty() => None,
+                    Some(next) => Some(next),
+                };
+                let crc32c = crc32c(&current);
                 let msg = PutFragmentChunk {
                     header: header.take(),
-                    data,
+                    data: current,
                     crc32c,
-                    last: next.is_none(),
+                    last: sealed.is_none(),
                 };
                 if tx.send(msg).await.is_err() {
                     return; // the call ended
                 }
-                current = next;
+                match sealed {
+                    Some(next) => current = next,
+                    None => return,
+                }
             }
         });
         let _guard = AbortOnDrop(feeder.abort_handle());

@@ -3,7 +3,8 @@
 //! Phases of `run`: (1) open the store (scan segments; refuse a foreign or unmounted-looking
 //! directory); (2) bind and start serving (reads of existing fragments work even before PD
 //! answers); (3) register with PD (id 0 the first time, then the persisted id) and persist
-//! the assigned id; (4) heartbeat every second with capacity/used/read_only; (5) on
+//! the assigned id; (4) heartbeat every second with capacity/used/read_only and the repair
+//! worker's progress (PD paces slot movement and decommissioning on it); (5) on
 //! `shutdown`, stop the server gracefully. Background maintenance (scrub, compaction;
 //! see `maintenance`) runs from phase 2 until shutdown.
 
@@ -23,7 +24,7 @@ use tonic::transport::Server;
 
 use crate::error::Error;
 use crate::maintenance::{self, Maintenance};
-use crate::repair::{Repair, RepairWorker};
+use crate::repair::{Repair, RepairProgress, RepairWorker};
 use crate::service::DataNodeService;
 use crate::store::{Store, StoreOptions};
 
@@ -109,12 +110,14 @@ pub async fn run(
         tracing::info!(node_id, addr = %cfg.advertise, "data node registered with PD");
         ready.store(true, Ordering::SeqCst);
         let repair = RepairWorker::new(cfg.advertise.clone(), pd.clone(), cfg.repair.clone());
+        let progress = repair.progress();
         let repair = AbortOnDrop(tokio::spawn(repair.run(stop_rx.clone())));
         let mut heartbeat = tokio::spawn(heartbeat_loop(
             pd.clone(),
             store.clone(),
             cfg.clone(),
             node_id,
+            progress,
         ));
         let r = tokio::select! {
             _ = shutdown.wait_for(|s| *s) => Ok(()),
@@ -222,7 +225,13 @@ async fn register(pd: &PdClient, store: &Arc<Store>, cfg: &Config) -> Result<u64
     }
 }
 
-async fn heartbeat_loop(pd: PdClient, store: Arc<Store>, cfg: Config, node_id: u64) {
+async fn heartbeat_loop(
+    pd: PdClient,
+    store: Arc<Store>,
+    cfg: Config,
+    node_id: u64,
+    repair: Arc<RepairProgress>,
+) {
     // One attempt per tick: the next tick is the retry.
     let pd = pd.with_attempts(1);
     let mut tick = tokio::time::interval(HEARTBEAT_INTERVAL);
@@ -242,11 +251,15 @@ async fn heartbeat_loop(pd: PdClient, store: Arc<Store>, cfg: Config, node_id: u
                 store.capacity()
             }
         };
+        let progress = repair.report();
         let req = DataNodeHeartbeatRequest {
             node_id,
             capacity_bytes: cap.capacity_bytes,
             used_bytes: cap.used_bytes,
             read_only: cap.read_only,
+            repair_backlog: progress.backlog,
+            repair_passes: progress.passes,
+            repair_map_version: progress.map_version,
         };
         match pd.data_node_heartbeat(req).await {
             Ok(()) => {

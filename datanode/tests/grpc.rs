@@ -615,3 +615,39 @@ async fn list_fragments_pages_through_everything_in_order() {
     assert!(!page.more);
     node.stop().await;
 }
+
+/// A sealed put commits only on the seal: a stream that just ends (its writer
+/// gave up midway) stores nothing, whatever was sent before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsealed_put_stores_nothing() {
+    let node = start_node().await;
+    let client = DataNodeClient::new();
+    let data = blocks(9, 3, 1024);
+    let unsealed = client
+        .put_fragment_sealed(
+            &node.addr,
+            header(7, 1024),
+            futures::stream::iter(data.clone()),
+        )
+        .await;
+    assert!(unsealed.is_err(), "an unsealed put must fail");
+    assert!(
+        !client
+            .stat_fragment(&node.addr, fid(7))
+            .await
+            .unwrap()
+            .found
+    );
+
+    let mut sealed = data.clone();
+    sealed.push(Bytes::new());
+    let r = client
+        .put_fragment_sealed(&node.addr, header(7, 1024), futures::stream::iter(sealed))
+        .await
+        .unwrap();
+    assert_eq!((r.length, r.blocks), (3 * 1024, 3));
+    let back = collect(client.get_fragment(&node.addr, fid(7), 0, 0).await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(back, data);
+}

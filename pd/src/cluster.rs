@@ -12,7 +12,7 @@ use kura_proto::pd::store::State as StoreState;
 use kura_proto::pd::{DataNode, Store};
 
 use crate::placement::{NodeDesc, PlacementState};
-use crate::rebalance::{Drain, NodeView};
+use crate::rebalance::{self, Drain, NodeView, RepairReport, RepairStatus};
 use crate::Error;
 
 /// Ids are handed out below a high-water mark that is on disk before any id
@@ -159,7 +159,8 @@ pub enum AdminState {
     Active,
     /// Being decommissioned: its slots move away step by step.
     Leaving,
-    /// Decommissioned: it holds no slot and gets none; it may be stopped.
+    /// Decommissioned: it holds no slot and gets none, and the data nodes'
+    /// repair rebuilt its fragments elsewhere; it may be stopped.
     Decommissioned,
 }
 
@@ -189,6 +190,8 @@ impl AdminState {
 pub struct RebalanceProgress {
     /// When the last step changed the maps (0: never).
     pub last_step_unix_ms: i64,
+    /// The map version the last step made (0: never, or not recorded).
+    pub last_step_version: u64,
     /// Slots moved since the cluster was created.
     pub slots_moved: u64,
 }
@@ -212,6 +215,8 @@ pub struct Cluster {
     data_nodes: BTreeMap<u64, DataNode>,
     /// Data nodes not [`AdminState::Active`] (absent: active).
     data_node_admin: BTreeMap<u64, AdminState>,
+    /// Each data node's last repair report (not persisted: heartbeats refill it).
+    repair: BTreeMap<u64, RepairReport>,
     regions: BTreeMap<u64, RegionEntry>,
     /// start_key → region id, for key lookups and ordered scans.
     by_start: BTreeMap<Vec<u8>, u64>,
@@ -503,6 +508,33 @@ impl Cluster {
         Ok(flipped)
     }
 
+    /// Records the repair progress a data node's heartbeat carried.
+    pub fn report_repair(&mut self, id: u64, report: RepairReport) {
+        if self.data_nodes.contains_key(&id) {
+            self.repair.insert(id, report);
+        }
+    }
+
+    /// Data node `id`'s last repair report (None before its first heartbeat
+    /// since PD started).
+    pub fn repair_report(&self, id: u64) -> Option<RepairReport> {
+        self.repair.get(&id).copied()
+    }
+
+    /// Repair against map `version` across the data nodes that serve now
+    /// (heartbeated within `max_down_ms`, not decommissioned): a node that is
+    /// down cannot repair and does not hold anyone back.
+    pub fn repair_status(&self, version: u64, now_ms: i64, max_down_ms: i64) -> RepairStatus {
+        let serving: Vec<(u64, Option<RepairReport>)> = self
+            .data_nodes
+            .values()
+            .filter(|n| self.data_node_admin_state(n.id) != AdminState::Decommissioned)
+            .filter(|n| self.heard_from(n, now_ms, max_down_ms))
+            .map(|n| (n.id, self.repair_report(n.id)))
+            .collect();
+        rebalance::repair_status(&serving, version)
+    }
+
     fn bump_placement_if_references(&mut self, node_id: u64) {
         if self.placement.references(node_id) {
             self.placement.version += 1;
@@ -575,9 +607,11 @@ impl Cluster {
         };
     }
 
-    /// Starts decommissioning data node `id`: `Leaving` until it holds no
-    /// slot, at once `Decommissioned` if it holds none. Returns whether the
-    /// state changed (to persist); a node already leaving or gone is left so.
+    /// Starts decommissioning data node `id`: `Leaving` until
+    /// [`Self::finish_decommissions`] finds it done (the caller runs it at
+    /// once, so a node holding nothing with repair caught up is decommissioned
+    /// right away). Returns whether the state changed (to persist); a node
+    /// already leaving or gone is left so.
     pub fn decommission_data_node(&mut self, id: u64) -> Result<bool, Error> {
         if !self.data_nodes.contains_key(&id) {
             return Err(Error::NotFound(format!("data node {id}")));
@@ -585,12 +619,7 @@ impl Cluster {
         if self.data_node_admin_state(id) != AdminState::Active {
             return Ok(false);
         }
-        let state = if self.placement.references(id) {
-            AdminState::Leaving
-        } else {
-            AdminState::Decommissioned
-        };
-        self.data_node_admin.insert(id, state);
+        self.data_node_admin.insert(id, AdminState::Leaving);
         Ok(true)
     }
 
@@ -603,15 +632,25 @@ impl Cluster {
         Ok(self.data_node_admin.remove(&id).is_some())
     }
 
-    /// Leaving nodes that hold no slot any more become `Decommissioned`;
+    /// Leaving nodes that hold no slot any more become `Decommissioned`
+    /// once repair has caught up with the current map on every serving node
+    /// (so the fragments they held were rebuilt on their PGs' members);
     /// returns their ids.
-    pub fn finish_decommissions(&mut self) -> Vec<u64> {
-        let done: Vec<u64> = self
+    pub fn finish_decommissions(&mut self, now_ms: i64, max_down_ms: i64) -> Vec<u64> {
+        let drained: Vec<u64> = self
             .data_node_admin
             .iter()
             .filter(|(id, s)| **s == AdminState::Leaving && !self.placement.references(**id))
             .map(|(id, _)| *id)
             .collect();
+        if drained.is_empty()
+            || !self
+                .repair_status(self.placement.version, now_ms, max_down_ms)
+                .caught_up()
+        {
+            return Vec::new();
+        }
+        let done = drained;
         for id in &done {
             self.data_node_admin.insert(*id, AdminState::Decommissioned);
         }
@@ -1074,28 +1113,71 @@ mod tests {
             )]
             .into(),
         };
-        // In a map: leaving; not in one: decommissioned at once. Repeats change nothing.
+        let (silent, _) = c.register_data_node(node("d:3"), 1_000).unwrap();
+        // Both leave; repeats change nothing.
         assert!(c.decommission_data_node(a).unwrap());
         assert!(!c.decommission_data_node(a).unwrap());
         assert!(c.decommission_data_node(b).unwrap());
         assert_eq!(c.data_node_admin_state(a), AdminState::Leaving);
-        assert_eq!(c.data_node_admin_state(b), AdminState::Decommissioned);
+        assert_eq!(c.data_node_admin_state(b), AdminState::Leaving);
         assert!(matches!(
             c.decommission_data_node(9_999),
             Err(Error::NotFound(_))
         ));
         let na = c.data_node(a).unwrap().clone();
         assert_eq!(c.data_node_liveness(&na, 1_000, 30_000), Liveness::Offline);
+        // B holds nothing, but no serving node has reported a repair pass yet.
+        assert!(c.finish_decommissions(2_000, 30_000).is_empty());
+        let report = |backlog, map_version| RepairReport {
+            backlog,
+            passes: 1,
+            map_version,
+        };
+        for id in [a, b, silent] {
+            c.report_repair(id, report(0, 1));
+        }
+        assert_eq!(c.finish_decommissions(2_000, 30_000), vec![b]);
+        assert_eq!(c.data_node_admin_state(b), AdminState::Decommissioned);
         // Re-registering keeps the state.
         c.register_data_node(node("d:1"), 2_000).unwrap();
         assert_eq!(c.data_node_admin_state(a), AdminState::Leaving);
-        assert!(c.finish_decommissions().is_empty(), "still holds a slot");
+        assert!(
+            c.finish_decommissions(2_000, 30_000).is_empty(),
+            "still holds a slot"
+        );
+        // Its last slot moves (version 2): decommissioned once repair covered version 2.
         c.placement
             .classes
             .get_mut(&StorageClass::Replica3)
             .unwrap()
             .groups[0][0] = 102;
-        assert_eq!(c.finish_decommissions(), vec![a]);
+        c.placement.version = 2;
+        assert!(
+            c.finish_decommissions(2_000, 30_000).is_empty(),
+            "repair on 1"
+        );
+        c.report_repair(a, report(0, 2));
+        assert!(
+            c.finish_decommissions(2_000, 30_000).is_empty(),
+            "the third node is serving and still on 1"
+        );
+        c.report_repair(silent, report(3, 2));
+        assert_eq!(
+            c.repair_status(2, 2_000, 30_000),
+            RepairStatus {
+                backlog: 3,
+                lagging: vec![silent]
+            },
+            "decommissioned b does not count"
+        );
+        assert!(
+            c.finish_decommissions(2_000, 30_000).is_empty(),
+            "a backlog"
+        );
+        // The third node goes silent: it no longer holds the others back.
+        c.data_node_heartbeat(a, 0, 0, false, 40_000).unwrap();
+        assert!(c.repair_status(2, 40_000, 30_000).caught_up());
+        assert_eq!(c.finish_decommissions(40_000, 30_000), vec![a]);
         assert_eq!(c.data_node_admin_state(a), AdminState::Decommissioned);
         // Views: decommissioned nodes drain; an active node silent too long is down.
         assert!(c.cancel_decommission(b).unwrap());
@@ -1110,8 +1192,8 @@ mod tests {
         assert_eq!(views.iter().find(|v| v.desc.id == b).unwrap().drain, None);
         assert_eq!(
             c.live_data_nodes(20_000, 30_000).len(),
-            1,
-            "only the active one"
+            2,
+            "only the active ones"
         );
     }
 }

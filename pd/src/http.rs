@@ -243,6 +243,16 @@ pub struct DataNodeJson {
     /// While draining: why some of its slots cannot move (a class blocked).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub drain_blocker: Option<String>,
+    /// From its last repair pass (absent until its first heartbeat since PD
+    /// started): bodies missing fragments in the PGs it is primary of.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repair_backlog: Option<u64>,
+    /// Repair passes it completed since it started.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repair_passes: Option<u64>,
+    /// The newest map version its last pass fully covered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repair_map_version: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -296,6 +306,19 @@ pub struct RebalanceJson {
     pub slots_moved: u64,
     /// Slots still to move, all classes.
     pub pending_moves: usize,
+    /// Longest a step waits for repair of the previous one.
+    pub repair_catch_up_limit_secs: u64,
+    /// The map version the last step made (0: none recorded).
+    pub last_step_version: u64,
+    /// Bodies missing fragments, summed over the serving data nodes' last passes.
+    pub repair_backlog: u64,
+    /// Every serving data node reported a pass covering the current map
+    /// version with an empty backlog (what a decommission waits for).
+    pub repair_caught_up: bool,
+    /// Serving data nodes that have not (by id).
+    pub repair_lagging_nodes: Vec<u64>,
+    /// The next step is due but waits for repair of the last one.
+    pub waiting_for_repair: bool,
 }
 
 fn peer_json(p: &Peer) -> PeerJson {
@@ -364,6 +387,7 @@ impl NodeCtx<'_> {
         let by_class = rebalance::slots_by_class(&c.placement, n.id);
         let slots = by_class.values().sum();
         let draining = self.drains.get(&n.id).copied();
+        let repair = c.repair_report(n.id);
         DataNodeJson {
             id: n.id,
             address: n.address.clone(),
@@ -385,6 +409,9 @@ impl NodeCtx<'_> {
             slots_to_move_out: self.plan.pending_out.get(&n.id).copied().unwrap_or(0),
             slots_to_move_in: self.plan.pending_in.get(&n.id).copied().unwrap_or(0),
             drain_blocker: draining.and_then(|_| self.plan.drain_blocker(&c.placement, n.id)),
+            repair_backlog: repair.map(|r| r.backlog),
+            repair_passes: repair.map(|r| r.passes),
+            repair_map_version: repair.map(|r| r.map_version),
         }
     }
 }
@@ -537,6 +564,8 @@ async fn placement(State(core): Core) -> Response {
         .read_placement(|c, blockers, plan| {
             let ctx = node_ctx(&core, c, plan);
             let p = &c.placement;
+            let repair = core.repair_status(c, ctx.now);
+            let (gate, _) = core.step_gate(c, ctx.now);
             let classes = STORAGE_CLASSES
                 .into_iter()
                 .map(|class| {
@@ -596,6 +625,13 @@ async fn placement(State(core): Core) -> Response {
                     },
                     slots_moved: c.rebalance.slots_moved,
                     pending_moves: plan.pending(),
+                    repair_catch_up_limit_secs: cfg.repair_catch_up_limit.as_secs(),
+                    last_step_version: c.rebalance.last_step_version,
+                    repair_backlog: repair.backlog,
+                    repair_caught_up: repair.caught_up(),
+                    waiting_for_repair: !plan.moves.is_empty()
+                        && gate == rebalance::StepGate::WaitForRepair,
+                    repair_lagging_nodes: repair.lagging,
                 },
             }
         })

@@ -71,6 +71,10 @@ pub struct Config {
     pub max_moves_per_step: usize,
     /// Least time between two map steps.
     pub rebalance_interval: Duration,
+    /// Longest a map step waits for the data nodes' repair to catch up with
+    /// the previous step (every serving node reported a pass on its map
+    /// version with nothing left to rebuild); after it the step goes anyway.
+    pub repair_catch_up_limit: Duration,
     /// A data node silent this long has its slots rebuilt elsewhere. Long
     /// enough that a restart or short outage moves nothing.
     pub datanode_down_after: Duration,
@@ -91,6 +95,7 @@ impl Config {
             max_store_down_time: Duration::from_secs(30),
             max_moves_per_step: 8,
             rebalance_interval: Duration::from_secs(10),
+            repair_catch_up_limit: Duration::from_secs(600),
             datanode_down_after: Duration::from_secs(300),
         }
     }
@@ -174,6 +179,7 @@ mod tests {
             max_store_down_time: Duration::from_secs(30),
             max_moves_per_step: 8,
             rebalance_interval: Duration::from_secs(10),
+            repair_catch_up_limit: Duration::from_secs(600),
             datanode_down_after: Duration::from_secs(300),
         };
         let (_tx, rx) = tokio::sync::watch::channel(false);

@@ -486,7 +486,7 @@ fn render(shape: Shape, v: &Value, table: bool) -> String {
                     },
                     text(r.get("max_moves_per_step")),
                     text(r.get("interval_secs")),
-                ),
+                ) + &repair_line(r),
                 None => String::new(),
             };
             let head = format!("{head}{moving}");
@@ -534,6 +534,34 @@ fn render(shape: Shape, v: &Value, table: bool) -> String {
     }
 }
 
+/// The placement table's repair line: backlog, caught up or not, waiting or not.
+fn repair_line(r: &Value) -> String {
+    let Some(backlog) = r.get("repair_backlog") else {
+        return String::new();
+    };
+    let caught_up = if r.get("repair_caught_up") == Some(&Value::Bool(true)) {
+        "caught up with this version".to_string()
+    } else {
+        format!(
+            "not caught up with this version (data nodes {})",
+            text(r.get("repair_lagging_nodes"))
+        )
+    };
+    let waiting = if r.get("waiting_for_repair") == Some(&Value::Bool(true)) {
+        format!(
+            "; the next step waits for repair of version {} (at most {} s)",
+            text(r.get("last_step_version")),
+            text(r.get("repair_catch_up_limit_secs"))
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "\nrepair: backlog {}, {caught_up}{waiting}",
+        text(Some(backlog))
+    )
+}
+
 /// One row per node, then one line per draining node that cannot drain.
 fn datanode_grid(nodes: &[Value]) -> String {
     let table = grid(
@@ -547,6 +575,8 @@ fn datanode_grid(nodes: &[Value]) -> String {
             "DRAINING",
             "MOVE_OUT",
             "MOVE_IN",
+            "REPAIR_BACKLOG",
+            "REPAIR_VERSION",
             "USED",
             "CAPACITY",
             "LAST_HEARTBEAT",
@@ -562,6 +592,8 @@ fn datanode_grid(nodes: &[Value]) -> String {
                     "/draining",
                     "/slots_to_move_out",
                     "/slots_to_move_in",
+                    "/repair_backlog",
+                    "/repair_map_version",
                     "/used",
                     "/capacity",
                     "/last_heartbeat_ts",
@@ -727,7 +759,8 @@ mod tests {
         let v = json!({"count": 2, "datanodes": [
             {"id": 1, "address": "a:1", "state_name": "Up", "labels": [], "read_only": false,
              "slots": 40, "slots_to_move_out": 0, "slots_to_move_in": 3, "used": 0,
-             "capacity": 0, "last_heartbeat_ts": "t"},
+             "capacity": 0, "last_heartbeat_ts": "t", "repair_backlog": 12,
+             "repair_passes": 4, "repair_map_version": 9},
             {"id": 2, "address": "a:2", "state_name": "Offline", "labels": [],
              "read_only": false, "slots": 32, "draining": "decommission",
              "slots_remaining": 32, "slots_to_move_out": 0, "slots_to_move_in": 0,
@@ -742,6 +775,9 @@ mod tests {
             "{t}"
         );
         assert_eq!(words(1)[5..9], ["40", "-", "0", "3"], "{t}");
+        assert_eq!(words(0)[9..11], ["REPAIR_BACKLOG", "REPAIR_VERSION"], "{t}");
+        assert_eq!(words(1)[9..11], ["12", "9"], "{t}");
+        assert_eq!(words(2)[9..11], ["-", "-"], "no report yet: {t}");
         assert_eq!(
             words(2)[2..9],
             ["Offline", "-", "false", "32", "decommission", "0", "0"],
@@ -750,6 +786,30 @@ mod tests {
         assert_eq!(
             lines[4],
             "data node 2 cannot drain 32 slot(s): EC_4_2: cannot move slots: …"
+        );
+    }
+
+    #[test]
+    fn placement_table_says_whether_repair_caught_up_and_steps_wait() {
+        let v = json!({"version": 7, "classes": [], "nodes": [], "rebalance": {
+            "pending_moves": 5, "slots_moved": 30, "last_step_ts": "t", "max_moves_per_step": 8,
+            "interval_secs": 10, "repair_catch_up_limit_secs": 600, "last_step_version": 7,
+            "repair_backlog": 12, "repair_caught_up": false, "repair_lagging_nodes": [3, 9],
+            "waiting_for_repair": true}});
+        let t = render(Shape::Placement, &v, true);
+        let line = t.lines().nth(2).unwrap_or_default();
+        assert_eq!(
+            line,
+            "repair: backlog 12, not caught up with this version (data nodes 3,9); \
+             the next step waits for repair of version 7 (at most 600 s)",
+            "{t}"
+        );
+        let v = json!({"version": 7, "classes": [], "nodes": [], "rebalance": {
+            "repair_backlog": 0, "repair_caught_up": true, "waiting_for_repair": false}});
+        let t = render(Shape::Placement, &v, true);
+        assert!(
+            t.contains("repair: backlog 0, caught up with this version\n"),
+            "{t}"
         );
     }
 

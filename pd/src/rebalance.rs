@@ -26,6 +26,14 @@
 //! - When the eligible nodes cannot hold a class (too few nodes or zones, a
 //!   zone that cannot meet the cap), nothing of that class moves and the
 //!   class reports why ([`ClassPlan::blocker`]).
+//!
+//! Steps are paced by the data nodes' repair, not only by time: each serving
+//! node reports its last repair pass ([`RepairReport`]); repair has *caught
+//! up* with a map version when every serving node reported a pass covering
+//! it (or a newer one) with nothing left to rebuild ([`repair_status`]). The
+//! next step waits for repair to catch up with the previous step's version,
+//! at most a time limit ([`step_gate`]); a leaving node is only
+//! decommissioned once repair caught up with the current version.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -116,6 +124,87 @@ impl Plan {
             })
             .collect();
         (!lines.is_empty()).then(|| lines.join("; "))
+    }
+}
+
+/// What a data node's last repair pass reported (see the heartbeat fields).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RepairReport {
+    /// Bodies missing fragments in the PGs it is primary of.
+    pub backlog: u64,
+    /// Completed passes since it started (0: none yet, the rest means nothing).
+    pub passes: u64,
+    /// The newest map version that pass fully covered.
+    pub map_version: u64,
+}
+
+impl RepairReport {
+    /// Whether this report says the node's PGs are whole as of `version`.
+    pub fn caught_up(&self, version: u64) -> bool {
+        self.passes > 0 && self.map_version >= version && self.backlog == 0
+    }
+}
+
+/// Repair across the serving data nodes, against one map version.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RepairStatus {
+    /// Sum of the serving nodes' backlogs.
+    pub backlog: u64,
+    /// Serving nodes that have not caught up with the version (no pass yet,
+    /// an older version, or a backlog), by id.
+    pub lagging: Vec<u64>,
+}
+
+impl RepairStatus {
+    pub fn caught_up(&self) -> bool {
+        self.lagging.is_empty()
+    }
+}
+
+/// Repair of the serving nodes (`(id, last report)`) against `version`.
+/// Nodes that are not serving are left out by the caller: a down node
+/// cannot repair, and its PGs are repaired by their next member.
+pub fn repair_status(serving: &[(u64, Option<RepairReport>)], version: u64) -> RepairStatus {
+    RepairStatus {
+        backlog: serving
+            .iter()
+            .filter_map(|(_, r)| r.map(|r| r.backlog))
+            .sum(),
+        lagging: serving
+            .iter()
+            .filter(|(_, r)| !r.is_some_and(|r| r.caught_up(version)))
+            .map(|(id, _)| *id)
+            .collect(),
+    }
+}
+
+/// Whether the next step may go, given the repair of the last one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StepGate {
+    /// Repair caught up with the last step (or there was none).
+    Go,
+    /// Repair is still rebuilding what the last step moved.
+    WaitForRepair,
+    /// Repair has not caught up within the limit: step anyway.
+    Overdue,
+}
+
+/// The gate for the next step: `last_step_version` is the map version the
+/// last step made (0: no step yet), `caught_up` whether repair caught up with
+/// it, `since_step_ms` how long ago it was, `limit_ms` the longest wait.
+pub fn step_gate(
+    last_step_version: u64,
+    caught_up: bool,
+    since_step_ms: i64,
+    limit_ms: i64,
+) -> StepGate {
+    if last_step_version == 0 || caught_up {
+        StepGate::Go
+    } else if since_step_ms >= limit_ms || since_step_ms < 0 {
+        // A clock that went back must not hold movement until it catches up.
+        StepGate::Overdue
+    } else {
+        StepGate::WaitForRepair
     }
 }
 
@@ -673,6 +762,51 @@ mod tests {
         let plan = plan(&p, &more, 0);
         assert!(plan.moves.is_empty());
         assert!(plan.pending() > 0);
+    }
+
+    #[test]
+    fn repair_catches_up_when_every_serving_node_covered_the_version_with_no_backlog() {
+        let r = |backlog, passes, map_version| {
+            Some(RepairReport {
+                backlog,
+                passes,
+                map_version,
+            })
+        };
+        let all = [(1, r(0, 3, 5)), (2, r(0, 9, 6)), (3, r(0, 1, 5))];
+        let s = repair_status(&all, 5);
+        assert!(s.caught_up());
+        assert_eq!(s.backlog, 0);
+        assert!(
+            !repair_status(&all, 6).caught_up(),
+            "nodes 1 and 3 are on 5"
+        );
+        assert_eq!(repair_status(&all, 6).lagging, [1, 3]);
+        let busy = [(1, r(4, 3, 5)), (2, r(2, 9, 6)), (3, None)];
+        let s = repair_status(&busy, 5);
+        assert_eq!(s.backlog, 6);
+        assert_eq!(s.lagging, [1, 2, 3], "a backlog, a backlog, no report");
+        assert!(
+            !repair_status(&[(1, r(0, 0, 0))], 0).caught_up(),
+            "no pass yet"
+        );
+        assert!(
+            repair_status(&[], 7).caught_up(),
+            "nobody serving: nobody to wait for"
+        );
+    }
+
+    #[test]
+    fn a_step_waits_for_repair_up_to_the_limit() {
+        assert_eq!(step_gate(0, false, 0, 1_000), StepGate::Go, "no step yet");
+        assert_eq!(step_gate(4, true, 0, 1_000), StepGate::Go);
+        assert_eq!(step_gate(4, false, 999, 1_000), StepGate::WaitForRepair);
+        assert_eq!(step_gate(4, false, 1_000, 1_000), StepGate::Overdue);
+        assert_eq!(
+            step_gate(4, false, -5, 1_000),
+            StepGate::Overdue,
+            "clock went back"
+        );
     }
 
     #[test]

@@ -23,7 +23,7 @@ use crate::bootstrap;
 use crate::cluster::{Cluster, HeartbeatOutcome, Liveness, RegionEntry, StoreStats};
 use crate::metrics::metrics;
 use crate::placement::{self, PlacementState};
-use crate::rebalance::{self, Plan};
+use crate::rebalance::{self, Plan, RepairReport, RepairStatus, StepGate};
 use crate::storage::{StateFile, Storage, StorageError};
 use crate::{Config, Error};
 
@@ -48,6 +48,8 @@ struct Inner {
     placement_blockers: BTreeMap<StorageClass, String>,
     /// The slot movement still to do, as of the last tick or admin call.
     plan: Plan,
+    /// The step version whose repair wait was last logged (logged once).
+    logged_wait: u64,
 }
 
 pub struct PdCore {
@@ -90,6 +92,7 @@ impl PdCore {
                 dirty: fresh,
                 placement_blockers: BTreeMap::new(),
                 plan: Plan::default(),
+                logged_wait: 0,
             }),
             storage,
             started: Instant::now(),
@@ -305,6 +308,14 @@ impl PdCore {
             req.read_only,
             now_ms(),
         )?;
+        inner.cluster.report_repair(
+            req.node_id,
+            RepairReport {
+                backlog: req.repair_backlog,
+                passes: req.repair_passes,
+                map_version: req.repair_map_version,
+            },
+        );
         self.save_if(&mut inner, changed).await
     }
 
@@ -320,8 +331,11 @@ impl PdCore {
 
     /// Starts decommissioning data node `id` (durable before it returns).
     pub async fn decommission_data_node(&self, id: u64) -> Result<(), Error> {
+        let now = now_ms();
         let mut inner = self.inner.lock().await;
-        let changed = inner.cluster.decommission_data_node(id)?;
+        let mut changed = inner.cluster.decommission_data_node(id)?;
+        // Holding nothing with repair caught up: decommissioned at once.
+        changed |= self.finish_decommissions(&mut inner, now);
         self.save_if(&mut inner, changed).await?;
         if changed {
             let state = inner.cluster.data_node_admin_state(id);
@@ -331,7 +345,7 @@ impl PdCore {
                 "data node decommission requested"
             );
         }
-        self.refresh_plan(&mut inner, now_ms());
+        self.refresh_plan(&mut inner, now);
         Ok(())
     }
 
@@ -393,21 +407,43 @@ impl PdCore {
         inner.plan = plan;
     }
 
-    /// One map step when one is due and there is work: moves at most
-    /// `max_moves_per_step` slots per class, bumps the version, saves (the
-    /// step is undone if the save fails), then marks drained leaving nodes
-    /// decommissioned.
+    /// Whether the next step may go: repair of the last step's map version
+    /// across the serving data nodes, and the gate that makes of it.
+    pub fn step_gate(&self, c: &Cluster, now: i64) -> (StepGate, RepairStatus) {
+        let version = c.rebalance.last_step_version;
+        let status = c.repair_status(version, now, self.max_down_ms());
+        let gate = rebalance::step_gate(
+            version,
+            status.caught_up(),
+            now - c.rebalance.last_step_unix_ms,
+            self.cfg.repair_catch_up_limit.as_millis() as i64,
+        );
+        (gate, status)
+    }
+
+    /// Repair across the serving data nodes against the current map version.
+    pub fn repair_status(&self, c: &Cluster, now: i64) -> RepairStatus {
+        c.repair_status(c.placement.version, now, self.max_down_ms())
+    }
+
+    /// One map step when one is due, there is work and the data nodes'
+    /// repair caught up with the previous step (or the wait hit
+    /// `repair_catch_up_limit`): moves at most `max_moves_per_step` slots per
+    /// class, bumps the version, saves (the step is undone if the save
+    /// fails), then marks drained leaving nodes decommissioned.
     async fn maybe_step(&self, inner: &mut MutexGuard<'_, Inner>, now: i64) {
-        let mut changed = self.finish_decommissions(inner);
+        let mut changed = self.finish_decommissions(inner, now);
         let last = inner.cluster.rebalance.last_step_unix_ms;
         let interval = self.cfg.rebalance_interval.as_millis() as i64;
         // A clock that went back must not stop movement until it catches up.
         let due = now < last || now - last >= interval;
         let mut plan = self.compute_plan(&inner.cluster, now);
-        if due && !plan.moves.is_empty() {
+        let go = due && !plan.moves.is_empty() && self.repair_allows_step(inner, now);
+        if go {
             let before = (inner.cluster.placement.clone(), inner.cluster.rebalance);
             let moved = rebalance::apply(&mut inner.cluster.placement, &plan.moves);
             inner.cluster.rebalance.last_step_unix_ms = now;
+            inner.cluster.rebalance.last_step_version = inner.cluster.placement.version;
             inner.cluster.rebalance.slots_moved += moved as u64;
             match self.save_if(inner, true).await {
                 Ok(()) => {
@@ -429,7 +465,7 @@ impl PdCore {
                     );
                     metrics().slot_moves.inc_by(moved as u64);
                     metrics().rebalance_steps.inc();
-                    changed = self.finish_decommissions(inner);
+                    changed = self.finish_decommissions(inner, now);
                     plan = self.compute_plan(&inner.cluster, now);
                 }
                 Err(_) => {
@@ -445,13 +481,50 @@ impl PdCore {
         self.set_plan(inner, plan);
     }
 
-    /// Leaving nodes that hold no slot become decommissioned; returns whether any did.
-    fn finish_decommissions(&self, inner: &mut Inner) -> bool {
-        let done = inner.cluster.finish_decommissions();
+    /// Applies the repair gate to a step that is otherwise due; logs a wait
+    /// once per step version and every step that goes without repair.
+    fn repair_allows_step(&self, inner: &mut Inner, now: i64) -> bool {
+        let (gate, status) = self.step_gate(&inner.cluster, now);
+        let version = inner.cluster.rebalance.last_step_version;
+        match gate {
+            StepGate::Go => true,
+            StepGate::WaitForRepair => {
+                if inner.logged_wait != version {
+                    inner.logged_wait = version;
+                    tracing::info!(
+                        version,
+                        backlog = status.backlog,
+                        lagging = ?status.lagging,
+                        "next placement step waits for the data nodes' repair of the last one"
+                    );
+                }
+                false
+            }
+            StepGate::Overdue => {
+                tracing::warn!(
+                    version,
+                    backlog = status.backlog,
+                    lagging = ?status.lagging,
+                    limit_secs = self.cfg.repair_catch_up_limit.as_secs(),
+                    "placement step goes without repair having caught up with the last \
+                     one: the wait reached repair_catch_up_limit (lagging data nodes have \
+                     not reported a pass on that map version with an empty backlog)"
+                );
+                true
+            }
+        }
+    }
+
+    /// Leaving nodes that hold no slot become decommissioned once repair
+    /// caught up with the current map; returns whether any did.
+    fn finish_decommissions(&self, inner: &mut Inner, now: i64) -> bool {
+        let done = inner.cluster.finish_decommissions(now, self.max_down_ms());
         for id in &done {
             tracing::info!(
                 node_id = id,
-                "data node decommissioned: it holds no slot any more"
+                version = inner.cluster.placement.version,
+                "data node decommissioned: it holds no slot and every serving data node's \
+                 repair caught up with the current map; it may be stopped"
             );
         }
         !done.is_empty()
@@ -818,17 +891,46 @@ mod tests {
         ids
     }
 
-    /// Ticks until a tick changes nothing; returns the map steps taken.
-    async fn settle(core: &PdCore) -> u64 {
+    /// Heartbeats of `ids` reporting a repair pass on map `version`.
+    async fn report_repair(core: &PdCore, ids: &[u64], version: u64, backlog: u64) {
+        for &id in ids {
+            core.data_node_heartbeat(DataNodeHeartbeatRequest {
+                node_id: id,
+                repair_backlog: backlog,
+                repair_passes: 1,
+                repair_map_version: version,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        }
+    }
+
+    /// Every registered data node, by id.
+    async fn all_ids(core: &PdCore) -> Vec<u64> {
+        core.read(|c| c.data_nodes().map(|n| n.id).collect()).await
+    }
+
+    /// Ticks until a tick changes nothing, `ids` reporting before each tick
+    /// that their repair caught up with the current map; returns the map
+    /// steps taken.
+    async fn settle_with(core: &PdCore, ids: &[u64]) -> u64 {
         let start = core.read(|c| c.placement.version).await;
         for _ in 0..200 {
             let before = core.read(|c| c.placement.version).await;
+            report_repair(core, ids, before, 0).await;
             core.tick().await;
             if core.read(|c| c.placement.version).await == before {
                 return before - start;
             }
         }
         panic!("slot movement did not settle");
+    }
+
+    /// [`settle_with`] every registered node's repair keeping up.
+    async fn settle(core: &PdCore) -> u64 {
+        let ids = all_ids(core).await;
+        settle_with(core, &ids).await
     }
 
     fn held(c: &Cluster, id: u64) -> usize {
@@ -954,10 +1056,7 @@ mod tests {
             core.tick().await;
             tokio::time::sleep(Duration::from_millis(60)).await;
         }
-        for &id in &ids[1..] {
-            core.data_node_heartbeat(beat(id)).await.unwrap();
-        }
-        settle(&core).await;
+        settle_with(&core, &ids[1..]).await;
         assert_eq!(core.read(|c| held(c, victim)).await, 0, "rebuilt elsewhere");
         assert_eq!(
             core.read(|c| c.data_node_admin_state(victim)).await,
@@ -965,11 +1064,98 @@ mod tests {
             "down is not decommissioned"
         );
         // It comes back: an ordinary member that rebalancing fills again.
-        core.data_node_heartbeat(beat(victim)).await.unwrap();
-        for &id in &ids[1..] {
-            core.data_node_heartbeat(beat(id)).await.unwrap();
-        }
-        settle(&core).await;
+        settle_with(&core, &ids).await;
         assert!(core.read(|c| held(c, victim)).await > 0);
+    }
+
+    #[tokio::test]
+    async fn a_step_waits_for_repair_of_the_last_one_and_decommission_for_the_rebuild() {
+        let mut cfg = fast_config();
+        cfg.max_moves_per_step = 1;
+        cfg.repair_catch_up_limit = Duration::from_secs(3600);
+        let core = PdCore::open(cfg, Arc::new(MemStorage::default()))
+            .await
+            .unwrap();
+        let mut ids = register_dev_nodes(&core).await;
+        let new = core
+            .register_data_node(data_node("d:new", "z1"))
+            .await
+            .unwrap();
+        ids.push(new);
+        let version = || core.read(|c| c.placement.version);
+        core.tick().await;
+        let v1 = version().await;
+        assert_eq!(v1, 2, "the first step does not wait");
+        core.tick().await;
+        assert_eq!(
+            version().await,
+            v1,
+            "no repair reported: the next step waits"
+        );
+        let (gate, status) = core.read(|c| core.step_gate(c, now_ms())).await;
+        assert_eq!(gate, StepGate::WaitForRepair);
+        assert_eq!(status.lagging, ids);
+        // An older map, then a backlog on one node: still waiting.
+        report_repair(&core, &ids, v1 - 1, 0).await;
+        core.tick().await;
+        assert_eq!(version().await, v1);
+        report_repair(&core, &ids, v1, 0).await;
+        report_repair(&core, &[new], v1, 4).await;
+        core.tick().await;
+        assert_eq!(version().await, v1);
+        let status = core.read(|c| core.repair_status(c, now_ms())).await;
+        assert_eq!((status.backlog, status.lagging), (4, vec![new]));
+        // Caught up: the next step goes.
+        report_repair(&core, &[new], v1, 0).await;
+        core.tick().await;
+        assert_eq!(version().await, v1 + 1);
+        settle(&core).await;
+
+        // Decommission: its slots move; it stays Leaving until repair covered the last move.
+        core.decommission_data_node(new).await.unwrap();
+        for _ in 0..200 {
+            if core.read(|c| held(c, new)).await == 0 {
+                break;
+            }
+            let v = version().await;
+            report_repair(&core, &ids, v, 0).await;
+            core.tick().await;
+        }
+        assert_eq!(core.read(|c| held(c, new)).await, 0);
+        let last = version().await;
+        core.tick().await;
+        assert_eq!(
+            core.read(|c| c.data_node_admin_state(new)).await,
+            AdminState::Leaving,
+            "no repair pass on the map that took its last slot yet"
+        );
+        report_repair(&core, &ids, last, 0).await;
+        core.tick().await;
+        assert_eq!(
+            core.read(|c| c.data_node_admin_state(new)).await,
+            AdminState::Decommissioned
+        );
+    }
+
+    #[tokio::test]
+    async fn a_step_goes_without_repair_once_the_wait_reaches_the_limit() {
+        let mut cfg = fast_config();
+        cfg.repair_catch_up_limit = Duration::ZERO;
+        let core = PdCore::open(cfg, Arc::new(MemStorage::default()))
+            .await
+            .unwrap();
+        register_dev_nodes(&core).await;
+        core.register_data_node(data_node("d:new", "z1"))
+            .await
+            .unwrap();
+        let start = core.read(|c| c.placement.version).await;
+        for _ in 0..3 {
+            core.tick().await;
+        }
+        assert_eq!(
+            core.read(|c| c.placement.version).await,
+            start + 3,
+            "no repair reported, yet every tick steps"
+        );
     }
 }

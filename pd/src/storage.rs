@@ -16,7 +16,8 @@
 //!   being the proto name ("REPLICA3", "EC_4_2", "EC_8_3").
 //! - 3 — slot movement: each data node record has `admin_state` ("Active",
 //!   "Leaving", "Decommissioned") and the document a `rebalance` record
-//!   (`last_step_unix_ms`, `slots_moved`). The steps themselves are not
+//!   (`last_step_unix_ms`, `slots_moved`, and since the repair gate the
+//!   optional `last_step_version`, 0 when absent). The steps themselves are not
 //!   saved: each is derived from the saved maps and node states
 //!   (docs/decisions/0010-pd-slot-movement.md).
 //!
@@ -90,6 +91,10 @@ pub struct StateFile {
 pub struct RebalanceRecord {
     /// When the last step changed the maps (0: never).
     pub last_step_unix_ms: i64,
+    /// The map version the last step made (0: never, or a file from before
+    /// the repair gate: the next step then does not wait for repair).
+    #[serde(default)]
+    pub last_step_version: u64,
     /// Slots moved since the cluster was created.
     pub slots_moved: u64,
 }
@@ -421,6 +426,7 @@ impl StateFile {
             placement: placement_record(&c.placement),
             rebalance: RebalanceRecord {
                 last_step_unix_ms: c.rebalance.last_step_unix_ms,
+                last_step_version: c.rebalance.last_step_version,
                 slots_moved: c.rebalance.slots_moved,
             },
         }
@@ -476,6 +482,7 @@ impl StateFile {
         c.placement = placement_from(self.placement)?;
         c.rebalance = RebalanceProgress {
             last_step_unix_ms: self.rebalance.last_step_unix_ms,
+            last_step_version: self.rebalance.last_step_version,
             slots_moved: self.rebalance.slots_moved,
         };
         Ok(c)
@@ -656,6 +663,7 @@ mod tests {
         assert!(c.decommission_data_node(2).unwrap());
         c.rebalance = RebalanceProgress {
             last_step_unix_ms: 5_000,
+            last_step_version: 3,
             slots_moved: 17,
         };
         c
@@ -718,9 +726,7 @@ mod tests {
             ..Default::default()
         };
         let (other, _) = c.register_data_node(spare, 2_000).unwrap();
-        // Not in any map: decommissioned at once.
-        assert!(c.decommission_data_node(other).unwrap());
-        assert_eq!(c.data_node_admin_state(other), AdminState::Decommissioned);
+        c.restore_data_node_admin_state(other, AdminState::Decommissioned);
         let back = StateFile::from_cluster(&c).into_cluster().unwrap();
         assert_eq!(back.data_node_admin_state(2), AdminState::Leaving);
         assert_eq!(
@@ -729,6 +735,7 @@ mod tests {
         );
         assert_eq!(back.rebalance.slots_moved, 17);
         assert_eq!(back.rebalance.last_step_unix_ms, 5_000);
+        assert_eq!(back.rebalance.last_step_version, 3);
         let mut bad = StateFile::from_cluster(&c);
         bad.data_nodes[0].admin_state = "Gone".into();
         assert!(bad.into_cluster().is_err());

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use kura_pd_client::{PdClient, PdError};
 use kura_proto::common::Labels;
 use kura_proto::meta::StorageClass;
-use kura_proto::pd::{DataNode, RegionHeartbeatRequest, Store, StoreHeartbeatRequest};
+use kura_proto::pd::{
+    DataNode, DataNodeHeartbeatRequest, RegionHeartbeatRequest, Store, StoreHeartbeatRequest,
+};
 use serde_json::Value;
 
 struct RunningPd {
@@ -479,6 +481,22 @@ async fn placement_after_the_wait_and_down_detection() {
     pd.stop().await;
 }
 
+/// Heartbeats of `ids` saying their repair caught up with the map in `placement`
+/// (PD paces steps and decommissioning on it).
+async fn report_repair_caught_up(pd: &PdClient, ids: &[u64], placement: &Value) {
+    let version = placement["version"].as_u64().unwrap_or(0);
+    for &id in ids {
+        pd.data_node_heartbeat(DataNodeHeartbeatRequest {
+            node_id: id,
+            repair_passes: 1,
+            repair_map_version: version,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn decommission_over_http_and_pdctl_drains_a_node_and_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
@@ -510,6 +528,7 @@ async fn decommission_over_http_and_pdctl_drains_a_node_and_survives_a_restart()
         if p["version"].as_u64().unwrap_or(0) > 0 && p["rebalance"]["pending_moves"] == 0 {
             break;
         }
+        report_repair_caught_up(&pd_client, &ids, &p).await;
         assert!(Instant::now() < deadline, "never balanced: {p}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -533,6 +552,8 @@ async fn decommission_over_http_and_pdctl_drains_a_node_and_survives_a_restart()
         assert_eq!(n["draining"], "decommission");
         assert_eq!(n["slots_remaining"], n["slots"]);
         assert!(Instant::now() < deadline, "never drained: {n}");
+        let (_, p) = get_json(&pd.url("placement")).await;
+        report_repair_caught_up(&pd_client, &ids, &p).await;
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert_eq!(n["admin_state"], "Decommissioned");

@@ -22,14 +22,20 @@
 //! Bodies younger than `heal_after` are left alone: their PUT may still be
 //! writing. Everything is idempotent, so two nodes that both think they are
 //! primary only duplicate work.
+//!
+//! After each pass the worker publishes its progress ([`RepairProgress`]),
+//! which the heartbeat reports to PD: PD paces slot movement on it and only
+//! marks a leaving node decommissioned once every serving node's repair has
+//! caught up with the map that took its last slot.
 
 pub mod plan;
 pub mod rebuild;
 pub mod references;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use kura_metashard::client::MetaClient;
@@ -71,6 +77,81 @@ const LIST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bound on the in-memory set of bodies known to be referenced.
 const MAX_KNOWN_REFERENCED: usize = 4_000_000;
 
+/// How long after this node first sees a map version writers may still use
+/// the previous one: a gateway polls the map every 3 s (and a PUT that
+/// started just before keeps its PG's old members).
+pub const MAP_PROPAGATION_SLACK: Duration = Duration::from_secs(5);
+
+/// The last completed pass, shared with the heartbeat (which reports it to PD).
+#[derive(Debug, Default)]
+pub struct RepairProgress {
+    backlog: AtomicU64,
+    passes: AtomicU64,
+    map_version: AtomicU64,
+}
+
+/// A snapshot of [`RepairProgress`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProgressReport {
+    /// Bodies missing fragments (plus PGs whose repair failed) found by the last pass.
+    pub backlog: u64,
+    /// Completed passes since the process started.
+    pub passes: u64,
+    /// The newest map version whose slot moves the last pass fully covered.
+    pub map_version: u64,
+}
+
+impl RepairProgress {
+    pub fn report(&self) -> ProgressReport {
+        ProgressReport {
+            backlog: self.backlog.load(Ordering::Acquire),
+            passes: self.passes.load(Ordering::Acquire),
+            map_version: self.map_version.load(Ordering::Acquire),
+        }
+    }
+
+    fn publish(&self, backlog: u64, map_version: u64) {
+        self.backlog.store(backlog, Ordering::Release);
+        self.map_version.store(map_version, Ordering::Release);
+        self.passes.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+/// When this worker first saw each map version, to tell which version a pass
+/// covers. A pass checks only bodies older than `heal_after`, so it vouches
+/// for a version's moves only once every body written under an older map is
+/// that old: the version must have been current for `heal_after` plus
+/// [`MAP_PROPAGATION_SLACK`] when the pass began.
+#[derive(Debug, Default)]
+struct VersionClock {
+    /// (version, first seen), oldest first, versions increasing.
+    seen: VecDeque<(u64, Instant)>,
+}
+
+impl VersionClock {
+    /// Records that `version` is current at `now`.
+    fn saw(&mut self, version: u64, now: Instant) {
+        if self.seen.back().is_none_or(|(v, _)| *v < version) {
+            self.seen.push_back((version, now));
+        }
+    }
+
+    /// The newest version seen at or before `now - wait` (0: none). Older
+    /// entries are dropped: a newer covered version supersedes them.
+    fn covered(&mut self, now: Instant, wait: Duration) -> u64 {
+        let Some(cutoff) = now.checked_sub(wait) else {
+            return 0;
+        };
+        while self.seen.len() > 1 && self.seen[1].1 <= cutoff {
+            self.seen.pop_front();
+        }
+        match self.seen.front() {
+            Some((v, at)) if *at <= cutoff => *v,
+            _ => 0,
+        }
+    }
+}
+
 /// One placement group of one storage class, with its members' addresses in slot order.
 #[derive(Clone, Copy)]
 struct PgRef<'a> {
@@ -85,6 +166,8 @@ struct PgRef<'a> {
 pub struct PassStats {
     pub pgs_repaired: usize,
     pub backlog: usize,
+    /// PGs whose repair failed (their bodies were not all checked).
+    pub failed_pgs: usize,
     pub rebuilt: usize,
     pub orphans: usize,
     pub strays: usize,
@@ -100,6 +183,8 @@ pub struct RepairWorker {
     /// Bodies a reference check found referenced (they stay so until deleted,
     /// and deletion removes their fragments).
     known_referenced: HashSet<Bytes>,
+    progress: Arc<RepairProgress>,
+    versions: VersionClock,
 }
 
 impl RepairWorker {
@@ -113,7 +198,14 @@ impl RepairWorker {
             meta,
             cfg,
             known_referenced: HashSet::new(),
+            progress: Arc::new(RepairProgress::default()),
+            versions: VersionClock::default(),
         }
+    }
+
+    /// The progress this worker publishes after each completed pass.
+    pub fn progress(&self) -> Arc<RepairProgress> {
+        self.progress.clone()
     }
 
     /// Runs passes until `shutdown`.
@@ -139,11 +231,13 @@ impl RepairWorker {
 
     /// One pass over every PG this node is primary of, then its strays.
     pub async fn pass(&mut self) -> Result<PassStats, DataNodeError> {
+        let started = Instant::now();
         let map = match self.pd.get_placement(0).await {
             Ok(Some(m)) => m,
             Ok(None) => return Ok(PassStats::default()),
             Err(e) => return Err(DataNodeError::Unavailable(format!("pd: {e}"))),
         };
+        self.versions.saw(map.version, started);
         let mut stats = PassStats::default();
         let mut up: HashMap<String, bool> = HashMap::new();
         let read_only: HashSet<String> = map
@@ -184,6 +278,7 @@ impl RepairWorker {
                     )
                     .await
                 {
+                    stats.failed_pgs += 1;
                     tracing::warn!(pg = group.id, class = ?storage_class, error = %e, "PG repair failed");
                 }
             }
@@ -192,6 +287,11 @@ impl RepairWorker {
         metrics::REPAIR_BACKLOG.set(stats.backlog as i64);
         metrics::UNRECOVERABLE_BODIES.set(stats.unrecoverable as i64);
         metrics::REPAIR_PASSES.inc();
+        let covered = self
+            .versions
+            .covered(started, self.cfg.heal_after + MAP_PROPAGATION_SLACK);
+        self.progress
+            .publish((stats.backlog + stats.failed_pgs) as u64, covered);
         if self.known_referenced.len() > MAX_KNOWN_REFERENCED {
             self.known_referenced.clear();
         }
@@ -411,4 +511,43 @@ fn addresses(map: &PlacementMap, ids: &[u64]) -> Option<Vec<String>> {
 
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_version_is_covered_once_it_was_current_for_the_wait() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let mut c = VersionClock::default();
+        assert_eq!(c.covered(t0, s(0)), 0, "nothing seen");
+        c.saw(3, t0);
+        assert_eq!(c.covered(t0 + s(5), s(10)), 0, "3 is too recent");
+        c.saw(3, t0 + s(5)); // seen again: keeps its first sighting
+        c.saw(4, t0 + s(8));
+        assert_eq!(c.covered(t0 + s(12), s(10)), 3);
+        assert_eq!(c.covered(t0 + s(17), s(10)), 3);
+        assert_eq!(c.covered(t0 + s(18), s(10)), 4);
+        assert_eq!(c.seen.len(), 1, "older versions dropped");
+        c.saw(2, t0 + s(20)); // an older map (another PD answer): ignored
+        assert_eq!(c.covered(t0 + s(40), s(10)), 4);
+    }
+
+    #[test]
+    fn progress_counts_passes_and_keeps_the_last_numbers() {
+        let p = RepairProgress::default();
+        assert_eq!(p.report(), ProgressReport::default());
+        p.publish(7, 3);
+        p.publish(0, 4);
+        assert_eq!(
+            p.report(),
+            ProgressReport {
+                backlog: 0,
+                passes: 2,
+                map_version: 4
+            }
+        );
+    }
 }

@@ -55,7 +55,7 @@ pub async fn rebuild(
         let client = client.clone();
         let addr = members[slot].clone();
         tasks.0.push(tokio::spawn(async move {
-            client.put_fragment(&addr, header, blocks).await
+            client.put_fragment_sealed(&addr, header, blocks).await
         }));
         sinks.push((slot, tx));
     }
@@ -84,6 +84,11 @@ pub async fn rebuild(
             // A closed channel means the target's call ended: its task says why below.
             let _ = tx.send(block).await;
         }
+    }
+    // The seal commits each rebuilt fragment (an early return above drops the
+    // senders unsealed, and the nodes store nothing).
+    for (_, tx) in &sinks {
+        let _ = tx.send(Bytes::new()).await;
     }
     drop(sinks);
     let mut written = 0;

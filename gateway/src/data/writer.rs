@@ -373,7 +373,8 @@ impl Fanout {
                 );
             let data = ctx.data.clone();
             let node = addr.clone();
-            let task = tokio::spawn(async move { data.put_fragment(&node, header, blocks).await });
+            let task =
+                tokio::spawn(async move { data.put_fragment_sealed(&node, header, blocks).await });
             writers.push(FragmentWriter {
                 shard,
                 addr: Some(addr),
@@ -450,9 +451,17 @@ impl Fanout {
     /// (as long as the quorum took, at least `GRACE_MIN`) so a healthy
     /// cluster stores all k+m before the PUT is answered.
     async fn finish(mut self, size: u64) -> GwResult<DataLocation> {
-        for w in &mut self.writers {
-            w.tx = None;
-        }
+        // The seal (an empty block) commits each fragment; a stream that just
+        // ends (Drop, cancellation) is abandoned by its node.
+        let seals = self.writers.iter_mut().map(|w| async move {
+            if let Some(tx) = w.tx.take() {
+                let sent = tokio::time::timeout(SEND_TIMEOUT, tx.send(Bytes::new())).await;
+                if !matches!(sent, Ok(Ok(()))) {
+                    w.drop_out();
+                }
+            }
+        });
+        futures::future::join_all(seals).await;
         let want = Layout {
             size,
             ..self.layout
