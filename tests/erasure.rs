@@ -256,3 +256,90 @@ fn full_data_node_is_skipped_by_writes() {
     c.must_get_file("ecb", "old", &back);
     assert_eq!(std::fs::read(&back).unwrap(), old);
 }
+
+/// EC 8+3 (S3 `STANDARD_IA`) needs 11 data nodes in at least 4 zones: with
+/// five more nodes (one more in z1..z3, two in a new zone z4) PD builds its
+/// map, a PUT with that class is stored 8+3 (1.375× on disk), reads survive
+/// any three nodes down and fail cleanly with a fourth.
+#[test]
+fn ec_8_3_with_eleven_nodes_in_four_zones() {
+    let mut c = Cluster::must_start();
+    c.must_aws(&["s3", "mb", "s3://wide"]);
+    let put_ia = |c: &Cluster, key: &str, data: &[u8]| {
+        let f = c.dir.join("obj");
+        std::fs::write(&f, data).unwrap();
+        c.must_aws(&[
+            "s3api",
+            "put-object",
+            "--bucket",
+            "wide",
+            "--key",
+            key,
+            "--storage-class",
+            "STANDARD_IA",
+            "--body",
+            f.to_str().unwrap(),
+        ]);
+    };
+    // Not placeable yet: six nodes in three zones.
+    let f = c.dir.join("obj");
+    std::fs::write(&f, pattern(100_000, 1)).unwrap();
+    let refused = c.aws(&[
+        "s3api",
+        "put-object",
+        "--bucket",
+        "wide",
+        "--key",
+        "early",
+        "--storage-class",
+        "STANDARD_IA",
+        "--body",
+        f.to_str().unwrap(),
+    ]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("InvalidStorageClass"));
+
+    let extra: Vec<common::ExtraNode> = [(7, "z1"), (8, "z2"), (9, "z3"), (10, "z4"), (11, "z4")]
+        .iter()
+        .map(|(n, z)| c.start_extra_datanode(*n, z))
+        .collect();
+    common::wait_until("PD to build EC_8_3", 60, &c, || {
+        c.pd_json("/pd/api/v1/placement")["classes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|k| k["storage_class"] == "EC_8_3" && k["built"] == true)
+    });
+    std::thread::sleep(Duration::from_secs(4)); // the gateway polls the map every 3 s
+    let data = pattern((5 << 20) + 12_345, 83);
+    put_ia(&c, "big", &data);
+    let head = c.must_aws(&["s3api", "head-object", "--bucket", "wide", "--key", "big"]);
+    assert!(head.contains("STANDARD_IA"), "{head}");
+    let back = c.dir.join("back");
+    c.must_get_file("wide", "big", &back);
+    assert_eq!(std::fs::read(&back).unwrap(), data);
+
+    // Every EC_8_3 PG spans all 11 nodes: any three may go.
+    for id in ["datanode-1", "datanode-3", "datanode-5"] {
+        c.must_kill9(id);
+    }
+    c.must_get_file("wide", "big", &back);
+    assert_eq!(
+        std::fs::read(&back).unwrap(),
+        data,
+        "read with 3 of 11 down"
+    );
+    c.must_kill9("datanode-2");
+    let out = c.aws(&[
+        "s3api",
+        "get-object",
+        "--bucket",
+        "wide",
+        "--key",
+        "big",
+        back.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success(), "4 of 11 down: 8+3 cannot be read");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ServiceUnavailable"));
+    drop(extra);
+}

@@ -3,59 +3,7 @@
 //! their new members, and no read or write fails meanwhile.
 mod common;
 use common::{datanode_metric_sum, load_status, wait_until, Cluster};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-/// An extra data node started by the test (killed when dropped).
-struct ExtraNode {
-    child: Child,
-    status: String,
-}
-
-impl Drop for ExtraNode {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts data node `n` (7, 8, ...) in `zone`, next to kura dev's six, with
-/// datanode-1's flags and its own dir and ports (port+36.., status port+46..).
-fn start_extra_node(c: &Cluster, n: u16, zone: &str) -> ExtraNode {
-    let template = c.component("datanode-1").argv;
-    let (grpc, status) = (
-        format!("127.0.0.1:{}", c.port + 29 + n),
-        format!("127.0.0.1:{}", c.port + 39 + n),
-    );
-    let dir = c.dir.join(format!("datanode-{n}"));
-    let mut argv: Vec<String> = template[1..].to_vec();
-    let mut set = |flag: &str, value: String| {
-        if let Some(i) = argv.iter().position(|a| a == flag) {
-            argv[i + 1] = value;
-        }
-    };
-    set("--data-dir", dir.display().to_string());
-    set("--listen", grpc);
-    set("--status-addr", status.clone());
-    set("--zone", zone.to_string());
-    set("--host", format!("datanode-{n}"));
-    let log = std::fs::File::create(c.dir.join("logs").join(format!("datanode-{n}.log")))
-        .expect("log file");
-    let child = Command::new(&template[0])
-        .args(&argv)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().expect("log"))
-        .stderr(log)
-        .spawn()
-        .expect("start extra data node");
-    let node = ExtraNode { child, status };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while common::http_status(&node.status, "/ready") != Some(200) {
-        assert!(Instant::now() < deadline, "datanode-{n} not ready");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    node
-}
+use std::time::Instant;
 
 fn pending_moves(c: &Cluster) -> Option<u64> {
     c.pd_json("/pd/api/v1/placement")["rebalance"]["pending_moves"].as_u64()
@@ -105,12 +53,9 @@ fn data_nodes_join_and_leave_without_failing_a_request() {
     );
     wait_until("load warm-up", 60, &c, || load_status(&status)[0] >= 5);
 
-    let n7 = start_extra_node(&c, 7, "z1");
-    let n8 = start_extra_node(&c, 8, "z2");
-    let (a7, a8) = (
-        format!("127.0.0.1:{}", c.port + 36),
-        format!("127.0.0.1:{}", c.port + 37),
-    );
+    let n7 = c.start_extra_datanode(7, "z1");
+    let n8 = c.start_extra_datanode(8, "z2");
+    let (a7, a8) = (n7.grpc.clone(), n8.grpc.clone());
     // Each step waits for the data nodes' repair of the previous one (about
     // heal-after + 5 s + a pass in kura dev), so the moves take a few steps of ~20 s.
     let joined = Instant::now();
@@ -120,7 +65,7 @@ fn data_nodes_join_and_leave_without_failing_a_request() {
             && pending_moves(&c) == Some(0)
     });
     eprintln!("moves to the new nodes done in {:?}", joined.elapsed());
-    let fragments_on = |node: &ExtraNode| {
+    let fragments_on = |node: &common::ExtraNode| {
         common::metric(&node.status, "kura_datanode_fragments_put_total").unwrap_or(0.0)
     };
     wait_until(

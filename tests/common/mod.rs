@@ -425,6 +425,51 @@ impl Cluster {
         cmd.spawn().expect("spawn python3")
     }
 
+    /// Starts data node `n` (7, 8, ...) in `zone`, next to kura dev's six, with
+    /// datanode-1's flags, its own dir, and ports the OS has free right now
+    /// (kura dev's own range has no room for more nodes).
+    pub fn start_extra_datanode(&self, n: u16, zone: &str) -> ExtraNode {
+        let c = self;
+        let template = c.component("datanode-1").argv;
+        let free = || {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
+            format!("127.0.0.1:{}", l.local_addr().expect("addr").port())
+        };
+        let (grpc, status) = (free(), free());
+        let dir = c.dir.join(format!("datanode-{n}"));
+        let mut argv: Vec<String> = template[1..].to_vec();
+        let mut set = |flag: &str, value: String| {
+            if let Some(i) = argv.iter().position(|a| a == flag) {
+                argv[i + 1] = value;
+            }
+        };
+        set("--data-dir", dir.display().to_string());
+        set("--listen", grpc.clone());
+        set("--status-addr", status.clone());
+        set("--zone", zone.to_string());
+        set("--host", format!("datanode-{n}"));
+        let log = std::fs::File::create(c.dir.join("logs").join(format!("datanode-{n}.log")))
+            .expect("log file");
+        let child = Command::new(&template[0])
+            .args(&argv)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start extra data node");
+        let node = ExtraNode {
+            child,
+            grpc,
+            status,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while http_status(&node.status, "/ready") != Some(200) {
+            assert!(Instant::now() < deadline, "datanode-{n} not ready");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        node
+    }
+
     /// Ids of every component with `role`, e.g. all metashard stores.
     pub fn ids_of(&self, role: &str) -> Vec<String> {
         self.components()
@@ -528,6 +573,20 @@ pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
     Some((status, body))
+}
+
+/// An extra data node started by the test (killed when dropped).
+pub struct ExtraNode {
+    child: Child,
+    pub grpc: String,
+    pub status: String,
+}
+
+impl Drop for ExtraNode {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// Polls `done` until it holds; panics with the cluster's log tails after `secs`.
