@@ -33,6 +33,12 @@ fn wait_rebuilt(c: &Cluster, before: f64, count: usize) {
     wait_backlog_drained(c);
 }
 
+/// HEAD of `key` in bucket `heal` fails: no such object.
+fn assert_absent(c: &Cluster, key: &str) {
+    let head = c.aws(&["s3api", "head-object", "--bucket", "heal", "--key", key]);
+    assert!(!head.status.success(), "{key} must not exist");
+}
+
 fn put(c: &Cluster, key: &str, data: &[u8]) {
     let f = c.dir.join("put.tmp");
     std::fs::write(&f, data).unwrap();
@@ -183,15 +189,7 @@ fn orphan_gc_deletes_uncommitted_bodies_and_keeps_committed_ones() {
     wait_until("orphan GC to delete the 6 fragments", 150, &c, || {
         datanode_metric_sum(&c, "kura_datanode_orphan_fragments_deleted_total") >= 6.0
     });
-    let head = c.aws(&[
-        "s3api",
-        "head-object",
-        "--bucket",
-        "heal",
-        "--key",
-        "orphan",
-    ]);
-    assert!(!head.status.success(), "the failed PUT must not exist");
+    assert_absent(&c, "orphan");
     // Older than --orphan-after by now, referenced, so kept.
     wait_backlog_drained(&c);
     check(&c, "keep", &keep);
@@ -269,15 +267,7 @@ fn aborted_puts_leave_no_fragment() {
             before,
             "a PUT cut off by its {victim} must not commit fragments"
         );
-        let head = c.aws(&[
-            "s3api",
-            "head-object",
-            "--bucket",
-            "heal",
-            "--key",
-            &format!("cut-{victim}"),
-        ]);
-        assert!(!head.status.success(), "no object may appear");
+        assert_absent(&c, &format!("cut-{victim}"));
     }
     check(&c, "keep", &keep);
 }

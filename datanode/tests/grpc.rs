@@ -56,6 +56,14 @@ impl Node {
     }
 }
 
+/// The segment file holding the fragment at `loc`.
+fn segment_path(node: &Node, loc: &kura_datanode::store::Location) -> std::path::PathBuf {
+    node.store
+        .dir()
+        .join("segments")
+        .join(kura_datanode::store::format::segment_file_name(loc.segment))
+}
+
 fn fid(n: u8) -> FragmentId {
     FragmentId {
         data_id: Bytes::from(vec![n; 16]),
@@ -286,11 +294,7 @@ async fn corrupt_block_reaches_client_as_corrupt() {
         .await
         .unwrap();
     let loc = node.store.location(&fid(1)).unwrap();
-    let path = node
-        .store
-        .dir()
-        .join("segments")
-        .join(kura_datanode::store::format::segment_file_name(loc.segment));
+    let path = segment_path(&node, &loc);
     let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
     f.write_all_at(b"\xff\xfe", loc.block_offset(2) + 100)
         .unwrap();
@@ -334,11 +338,7 @@ async fn corrupt_block_reaches_client_as_corrupt() {
             .unwrap();
     }
     let l3 = node.store.location(&fid(3)).unwrap();
-    let p3 = node
-        .store
-        .dir()
-        .join("segments")
-        .join(kura_datanode::store::format::segment_file_name(l3.segment));
+    let p3 = segment_path(&node, &l3);
     std::fs::OpenOptions::new()
         .write(true)
         .open(p3)
