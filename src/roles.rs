@@ -107,6 +107,24 @@ pub struct MetashardArgs {
     /// Applied entries kept in the Raft log before it is compacted.
     #[arg(long, default_value_t = 1000)]
     log_gc_threshold: u64,
+    /// Split a region automatically once it holds more metadata keys than
+    /// this (0: never by key count).
+    #[arg(long, default_value_t = 200_000)]
+    region_split_keys: u64,
+    /// Split a region automatically once its metadata exceeds this many MiB
+    /// (0: never by size).
+    #[arg(long, default_value_t = 96)]
+    region_split_size_mb: u64,
+    /// Never split a region automatically below this many keys.
+    #[arg(long, default_value_t = 1000)]
+    region_split_min_keys: u64,
+    /// Least seconds between two automatic splits of one region.
+    #[arg(long, default_value_t = 10)]
+    region_split_interval_secs: u64,
+    /// Seconds between a region leader's periodic heartbeats to PD (it also
+    /// reports at once on leader change, split, or a size change).
+    #[arg(long, default_value_t = 10)]
+    region_heartbeat_secs: u64,
 }
 
 #[derive(Debug, Args)]
@@ -289,6 +307,11 @@ pub fn run_metashard(a: MetashardArgs) -> i32 {
     cfg.raft_tick_ms = a.raft_tick_ms;
     cfg.election_ticks = a.election_ticks;
     cfg.log_gc_threshold = a.log_gc_threshold;
+    cfg.region_split_keys = a.region_split_keys;
+    cfg.region_split_size = a.region_split_size_mb << 20;
+    cfg.region_split_min_keys = a.region_split_min_keys;
+    cfg.region_split_interval_secs = a.region_split_interval_secs;
+    cfg.region_heartbeat_secs = a.region_heartbeat_secs;
     run_role("metashard", a.common.status_addr, |ready, shutdown| {
         kura_metashard::run(cfg, ready, shutdown)
     })

@@ -29,6 +29,8 @@ const BACKOFF_START: Duration = Duration::from_millis(20);
 const BACKOFF_CAP: Duration = Duration::from_millis(500);
 /// Pairs asked for per Scan rpc (the store's default page).
 const SCAN_PAGE: usize = 1000;
+/// Regions learned from PD at once when a scan walks past the cache.
+const PREFETCH_REGIONS: u32 = 256;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BatchOutcome {
@@ -346,6 +348,9 @@ impl MetaClient {
                     Err(f) => Self::retry_or_fail(&mut retry, f).await?,
                 }
             };
+            // Progress: the next region gets a fresh retry budget (a scan
+            // may walk many regions; the deadline is per step, not per scan).
+            retry = Retry::new();
             let full = kvs.len() >= page;
             let last = kvs.last().map(|kv| kv.key.to_vec());
             out.extend(kvs);
@@ -359,7 +364,16 @@ impl MetaClient {
                     last.push(0);
                     cur = last;
                 }
-                (_, _, Some(next)) if end.is_empty() || next.as_slice() < end => cur = next,
+                (_, _, Some(next)) if end.is_empty() || next.as_slice() < end => {
+                    // Walking into regions the cache does not know: learn
+                    // the next ones with one PD call, not one per region.
+                    if !self.cache.is_cached(&next) {
+                        if let Err(e) = self.cache.load_range(&next, end, PREFETCH_REGIONS).await {
+                            tracing::debug!(error = %e, "region prefetch failed");
+                        }
+                    }
+                    cur = next
+                }
                 _ => return Ok(out),
             }
         }

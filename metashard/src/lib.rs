@@ -7,8 +7,8 @@
 //! one synced write per round (`fsm/`), the state machine applying conditional
 //! batches and region splits (`apply/`, entry format in `apply/cmd.rs`), raft
 //! message streams between stores (`transport`), the `Metashard` service
-//! (`service`), process lifecycle and PD heartbeats (`server`), and
-//! `MetaClient` (`client`).
+//! (`service`), automatic splits by size (`split_check`), process lifecycle
+//! and PD heartbeats (`server`), and `MetaClient` (`client`).
 //! Must not use: anything above it in the workspace (pd, gateway), or RocksDB
 //! outside `engine/`. S3 semantics live in the gateway; records are opaque bytes here.
 //! Start reading at `server::run`, then `fsm::poller` (the round), then
@@ -29,6 +29,7 @@ pub mod metrics;
 pub mod peer;
 pub mod server;
 pub mod service;
+pub mod split_check;
 pub mod transport;
 
 pub use client::{BatchOutcome, ClientError, MetaClient};

@@ -26,6 +26,7 @@ use crate::keys::local;
 use crate::peer::state::StoreIdent;
 use crate::peer::RaftConfig;
 use crate::service::MetashardService;
+use crate::split_check::{self, SplitCheckConfig};
 use crate::transport::{PdStoreResolver, StoreResolver, Transport};
 use crate::Error;
 
@@ -54,6 +55,16 @@ pub struct Config {
     pub heartbeat_ticks: usize,
     /// Compact a region's log once applied is this many entries past its first index.
     pub log_gc_threshold: u64,
+    /// Split a region automatically above this many `meta` keys (0: never by keys).
+    pub region_split_keys: u64,
+    /// ... or above this many bytes of `meta` keys and values (0: never by size).
+    pub region_split_size: u64,
+    /// Never split a region automatically below this many keys.
+    pub region_split_min_keys: u64,
+    /// Least seconds between two automatic splits of one region.
+    pub region_split_interval_secs: u64,
+    /// Seconds between a leader's periodic region heartbeats to PD.
+    pub region_heartbeat_secs: u64,
 }
 
 impl Default for Config {
@@ -71,6 +82,11 @@ impl Default for Config {
             election_ticks: 10,
             heartbeat_ticks: 2,
             log_gc_threshold: 1000,
+            region_split_keys: 200_000,
+            region_split_size: 96 << 20,
+            region_split_min_keys: 1_000,
+            region_split_interval_secs: 10,
+            region_heartbeat_secs: 10,
         }
     }
 }
@@ -98,6 +114,14 @@ impl Config {
             election_ticks: self.election_ticks,
             heartbeat_ticks: self.heartbeat_ticks,
             log_gc_threshold: self.log_gc_threshold,
+            split_check: SplitCheckConfig {
+                split_keys: self.region_split_keys,
+                split_size: self.region_split_size,
+                min_keys: self.region_split_min_keys,
+                min_interval: Duration::from_secs(self.region_split_interval_secs),
+                min_check_interval: Duration::from_secs(1),
+            },
+            region_heartbeat: Duration::from_secs(self.region_heartbeat_secs.max(1)),
         }
     }
 }
@@ -231,6 +255,7 @@ pub struct Store {
     server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
     stop_server: watch::Sender<bool>,
     pd_worker: Option<tokio::task::JoinHandle<()>>,
+    checker: tokio::task::JoinHandle<()>,
 }
 
 impl Store {
@@ -243,6 +268,8 @@ impl Store {
         );
         let (pd_tx, pd_rx) = mpsc::unbounded_channel();
         let pd_tx = opts.pd.as_ref().map(|_| pd_tx);
+        let (check_tx, check_rx) = mpsc::unbounded_channel();
+        let split_cfg = opts.raft.split_check.clone();
         let poller = Poller::new(
             opts.engine.clone(),
             opts.store_id,
@@ -250,7 +277,15 @@ impl Store {
             transport,
             rx,
             pd_tx,
-        )?;
+        )?
+        .with_split_checker(check_tx);
+        let checker = tokio::spawn(split_check::run_checker(
+            split_cfg,
+            opts.engine.clone(),
+            router.clone(),
+            opts.pd.clone(),
+            check_rx,
+        ));
         let raftstore = poller::spawn(poller)
             .map_err(|e| Error::Config(format!("cannot spawn raftstore thread: {e}")))?;
         let local_addr = opts.listener.local_addr().map_err(|source| Error::Bind {
@@ -296,6 +331,7 @@ impl Store {
             server,
             stop_server,
             pd_worker,
+            checker,
         })
     }
 
@@ -347,6 +383,7 @@ impl Store {
         if let Some(w) = &self.pd_worker {
             w.abort();
         }
+        self.checker.abort();
         let mut server = self.server;
         if tokio::time::timeout(Duration::from_secs(3), &mut server)
             .await

@@ -173,6 +173,7 @@ fn raft_cfg() -> RaftConfig {
         election_ticks: 10,
         heartbeat_ticks: 2,
         log_gc_threshold: GC_THRESHOLD,
+        ..Default::default()
     }
 }
 

@@ -56,6 +56,11 @@ impl RegionCache {
         region_contains(&route.region, key).then(|| route.clone())
     }
 
+    /// Whether the cache holds a route with a known leader for `key`.
+    pub fn is_cached(&self, key: &[u8]) -> bool {
+        self.cached(key).is_some_and(|r| r.has_leader())
+    }
+
     /// The route for `key`, from cache or PD. `Ok(None)`: PD has no region for it yet
     /// (the cluster is still bootstrapping).
     pub async fn locate(&self, key: &[u8]) -> Result<Option<RegionRoute>, PdError> {

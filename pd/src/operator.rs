@@ -5,6 +5,10 @@
 //! as one Raft command. PD then records both halves at once (the leaders'
 //! heartbeats confirm them; the map's epoch rules drop anything older).
 //!
+//! Several keys (HTTP only: `"keys": [hex, ...]`) split the region at each of
+//! them in key order, one split after the other (each key must lie inside
+//! the region): how tests and `kura bench meta` pre-split a key range.
+//!
 //! Front ends: `POST /pd/api/v1/operators` (`http_add_operator`) and
 //! `pdctl operator add split-region ID [--key HEX]` (`pdctl_add`).
 
@@ -26,7 +30,7 @@ use crate::server::PdCore;
 /// One split may take a PD id allocation and a Raft round; generous.
 const SPLIT_TIMEOUT: Duration = Duration::from_secs(15);
 /// Leader hops followed before giving up (leadership moving under us).
-const MAX_ATTEMPTS: usize = 4;
+const MAX_ATTEMPTS: usize = 8;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OperatorError {
@@ -71,7 +75,8 @@ impl OperatorError {
 pub struct OperatorRequest {
     pub name: String,
     pub region_id: u64,
-    /// Split keys as hex; at most one for now. Empty: the middle of the region.
+    /// Split keys as hex. Empty: the middle of the region; several: split at
+    /// each, in key order.
     #[serde(default)]
     pub keys: Vec<String>,
 }
@@ -93,8 +98,12 @@ pub struct SplitRegionJson {
     pub version: u64,
 }
 
-/// Checks an operator request; returns the region and the optional split key.
-pub fn parse_split(req: &OperatorRequest) -> Result<(u64, Option<Vec<u8>>), OperatorError> {
+/// Most keys one operator may split at (each is one Raft split).
+pub const MAX_SPLIT_KEYS: usize = 4096;
+
+/// Checks an operator request; returns the region and its split keys, sorted
+/// and distinct (none: the middle of the region).
+pub fn parse_split(req: &OperatorRequest) -> Result<(u64, Vec<Vec<u8>>), OperatorError> {
     if req.name != "split-region" {
         return Err(OperatorError::Invalid(format!(
             "unknown operator {:?} (supported: split-region)",
@@ -104,19 +113,60 @@ pub fn parse_split(req: &OperatorRequest) -> Result<(u64, Option<Vec<u8>>), Oper
     if req.region_id == 0 {
         return Err(OperatorError::Invalid("region_id is required".into()));
     }
-    let key = match req.keys.as_slice() {
-        [] => None,
-        [k] => Some(
+    if req.keys.len() > MAX_SPLIT_KEYS {
+        return Err(OperatorError::Invalid(format!(
+            "at most {MAX_SPLIT_KEYS} split keys per operator"
+        )));
+    }
+    let mut keys = req
+        .keys
+        .iter()
+        .map(|k| {
             hex::decode(k.trim_start_matches("0x"))
-                .map_err(|e| OperatorError::Invalid(format!("key must be hex: {e}")))?,
-        ),
-        _ => {
-            return Err(OperatorError::Invalid(
-                "one split key at a time for now".into(),
-            ))
+                .map_err(|e| OperatorError::Invalid(format!("key must be hex: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    keys.retain(|k| !k.is_empty());
+    keys.sort();
+    keys.dedup();
+    Ok((req.region_id, keys))
+}
+
+/// Splits `region_id` at every key of `keys` (sorted; empty: its middle),
+/// each next key in the region the previous split created. Returns every
+/// resulting region in key order: [parent, new 1, new 2, ...].
+pub async fn split_region_at(
+    core: &PdCore,
+    region_id: u64,
+    keys: Vec<Vec<u8>>,
+) -> Result<Vec<Region>, OperatorError> {
+    if keys.is_empty() {
+        return split_region(core, region_id, None).await;
+    }
+    let mut out: Vec<Region> = Vec::with_capacity(keys.len() + 1);
+    let mut target = region_id;
+    let mut hint = String::new();
+    for key in keys {
+        let (mut halves, addr) = split_region_hinted(core, target, Some(key), &hint).await?;
+        hint = addr;
+        let right = halves.pop();
+        let left = halves.pop();
+        match (left, right) {
+            (Some(l), Some(r)) => {
+                out.retain(|x| x.id != l.id);
+                out.push(l);
+                target = r.id;
+                out.push(r);
+            }
+            _ => {
+                return Err(OperatorError::Rejected {
+                    region_id: target,
+                    message: "split answered without both halves".into(),
+                })
+            }
         }
-    };
-    Ok((req.region_id, key.filter(|k| !k.is_empty())))
+    }
+    Ok(out)
 }
 
 fn region_error_message(e: &RegionError) -> String {
@@ -134,11 +184,29 @@ pub async fn split_region(
     region_id: u64,
     key: Option<Vec<u8>>,
 ) -> Result<Vec<Region>, OperatorError> {
+    split_region_hinted(core, region_id, key, "")
+        .await
+        .map(|(regions, _)| regions)
+}
+
+/// [`split_region`], trying `hint` when PD knows no leader (a region a split
+/// just created: its leader is on the parent leader's store). Also returns
+/// the address of the store that did the split.
+async fn split_region_hinted(
+    core: &PdCore,
+    region_id: u64,
+    key: Option<Vec<u8>>,
+    hint: &str,
+) -> Result<(Vec<Region>, String), OperatorError> {
     let info = core
         .region_by_id(region_id)
         .await
         .ok_or(OperatorError::RegionNotFound(region_id))?;
-    let mut addr = info.leader_addr.clone();
+    let mut addr = if info.leader_addr.is_empty() {
+        hint.to_string()
+    } else {
+        info.leader_addr.clone()
+    };
     let mut last = OperatorError::NoLeader(region_id);
     for _ in 0..MAX_ATTEMPTS {
         if addr.is_empty() {
@@ -178,14 +246,21 @@ pub async fn split_region(
             None => {
                 record(core, &resp.regions).await;
                 tracing::info!(region_id, "split-region operator done");
-                return Ok(resp.regions);
+                return Ok((resp.regions, addr));
             }
             Some(e) if e.not_leader.is_some() => {
                 last = OperatorError::Rejected {
                     region_id,
                     message: region_error_message(&e),
                 };
-                addr = e.not_leader.map(|nl| nl.leader_addr).unwrap_or_default();
+                let leader = e.not_leader.map(|nl| nl.leader_addr).unwrap_or_default();
+                addr = if leader.is_empty() && !hint.is_empty() {
+                    // A new region still electing its leader on `hint`.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    hint.to_string()
+                } else {
+                    leader
+                };
             }
             Some(e) => {
                 return Err(OperatorError::Rejected {
@@ -255,11 +330,11 @@ pub async fn http_add_operator(State(core): State<Arc<PdCore>>, body: Bytes) -> 
         Ok(r) => r,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")),
     };
-    let (region_id, key) = match parse_split(&req) {
+    let (region_id, keys) = match parse_split(&req) {
         Ok(v) => v,
         Err(e) => return error(e.http_status(), e.to_string()),
     };
-    match split_region(&core, region_id, key).await {
+    match split_region_at(&core, region_id, keys).await {
         Ok(regions) => json(StatusCode::OK, &split_json(region_id, &regions)),
         Err(e) => error(e.http_status(), e.to_string()),
     }
@@ -279,23 +354,31 @@ mod tests {
 
     #[test]
     fn split_requests_are_validated() {
+        let none: Vec<Vec<u8>> = vec![];
         assert_eq!(
             parse_split(&req("split-region", 4, &[])).unwrap(),
-            (4, None)
+            (4, none.clone())
         );
         assert_eq!(
             parse_split(&req("split-region", 4, &["0x0A0b"])).unwrap(),
-            (4, Some(vec![0x0A, 0x0B]))
+            (4, vec![vec![0x0A, 0x0B]])
         );
         assert_eq!(
             parse_split(&req("split-region", 4, &[""])).unwrap(),
-            (4, None)
+            (4, none)
         );
+        assert_eq!(
+            parse_split(&req("split-region", 4, &["0B", "0A", "0B"])).unwrap(),
+            (4, vec![vec![0x0A], vec![0x0B]]),
+            "sorted, distinct"
+        );
+        let too_many: Vec<String> = (0..=MAX_SPLIT_KEYS).map(|i| format!("{i:08X}")).collect();
+        let too_many: Vec<&str> = too_many.iter().map(|s| s.as_str()).collect();
         for bad in [
             req("merge-region", 4, &[]),
             req("split-region", 0, &[]),
             req("split-region", 4, &["zz"]),
-            req("split-region", 4, &["0A", "0B"]),
+            req("split-region", 4, &too_many),
         ] {
             assert!(matches!(parse_split(&bad), Err(OperatorError::Invalid(_))));
         }

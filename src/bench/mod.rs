@@ -7,6 +7,7 @@
 mod codec;
 mod disk_usage;
 mod limits;
+mod meta;
 mod sigv4;
 
 use std::path::PathBuf;
@@ -30,6 +31,9 @@ enum BenchWhat {
     /// Erasure codec alone: encode / reconstruct MiB/s per core for EC_4_2, EC_8_3 and
     /// REPLICA3 on the gateway's stripes, beside MD5 and CRC32C (no cluster needed).
     Ec(codec::EcArgs),
+    /// Metadata operations per second (PUT 0 B / 1 KiB, HEAD, LIST of 1,000 keys) with the
+    /// bench bucket in 1 and in 64 regions, and keys/s listing one big bucket.
+    Meta(meta::MetaArgs),
 }
 
 /// Without a subcommand, `kura bench` runs PUT then GET phases against a running
@@ -112,9 +116,11 @@ impl Client {
         let mut req = self
             .http
             .request(method.clone(), format!("{}{}", self.endpoint, path));
+        // A query string must come in canonical form (sorted, URI-safe).
+        let (p, q) = path.split_once('?').unwrap_or((path, ""));
         for (k, v) in self
             .signer
-            .headers(method.as_str(), &self.host, path, extra)
+            .headers_with_query(method.as_str(), &self.host, p, q, extra)
         {
             req = req.header(k, v);
         }
@@ -263,6 +269,7 @@ async fn phase(client: Arc<Client>, spec: PhaseSpec, written: Arc<AtomicU64>) ->
 pub fn run(args: BenchArgs) -> i32 {
     match args.what {
         Some(BenchWhat::Ec(ec)) => codec::run(ec),
+        Some(BenchWhat::Meta(m)) => meta::run(m),
         None => run_s3(args.s3),
     }
 }

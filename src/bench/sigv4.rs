@@ -35,13 +35,16 @@ pub struct Signer {
 }
 
 impl Signer {
-    /// Headers to add to a request of `method` on `path` (already URI-safe) at `host`.
-    /// `extra` are further headers to send and sign (lowercase `x-amz-*` names, sorted).
-    pub fn headers(
+    /// Headers to add to a request of `method` on `path` (already URI-safe)
+    /// with `query` in canonical form (parameters sorted by name, values
+    /// URI-safe; empty: none) at `host`. `extra` are further headers to send
+    /// and sign (lowercase `x-amz-*` names, sorted).
+    pub fn headers_with_query(
         &self,
         method: &str,
         host: &str,
         path: &str,
+        query: &str,
         extra: &[(&str, &str)],
     ) -> Vec<(String, String)> {
         let date = amz_date();
@@ -61,7 +64,7 @@ impl Signer {
             .collect();
         let signed_names = signed.iter().map(|(k, _)| *k).collect::<Vec<_>>().join(";");
         let canonical =
-            format!("{method}\n{path}\n\n{canonical_headers}\n{signed_names}\n{payload}");
+            format!("{method}\n{path}\n{query}\n{canonical_headers}\n{signed_names}\n{payload}");
         let scope = format!("{day}/{}/s3/aws4_request", self.region);
         let to_sign = format!(
             "AWS4-HMAC-SHA256\n{date}\n{scope}\n{}",

@@ -44,6 +44,10 @@ pub struct Tuning {
     pub scrub_interval_secs: u64,
     pub rebalance_interval_secs: u64,
     pub max_moves_per_step: usize,
+    pub region_split_keys: u64,
+    pub region_split_size_mb: u64,
+    pub region_split_min_keys: u64,
+    pub region_split_interval_secs: u64,
 }
 
 /// The planned processes, before they start (pid 0).
@@ -111,6 +115,14 @@ pub fn plan(exe: &str, data_dir: &Path, port: u16, host: &str, t: &Tuning) -> Ve
                 zone.into(),
                 "--host".into(),
                 format!("metashard-{}", i + 1),
+                "--region-split-keys".into(),
+                t.region_split_keys.to_string(),
+                "--region-split-size-mb".into(),
+                t.region_split_size_mb.to_string(),
+                "--region-split-min-keys".into(),
+                t.region_split_min_keys.to_string(),
+                "--region-split-interval-secs".into(),
+                t.region_split_interval_secs.to_string(),
             ],
         });
     }
@@ -198,6 +210,10 @@ mod tests {
         scrub_interval_secs: 3600,
         rebalance_interval_secs: 10,
         max_moves_per_step: 8,
+        region_split_keys: 200_000,
+        region_split_size_mb: 96,
+        region_split_min_keys: 1000,
+        region_split_interval_secs: 10,
     };
 
     #[test]

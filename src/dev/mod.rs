@@ -55,6 +55,18 @@ pub struct DevArgs {
     /// PD: most slots moved per storage class in one step.
     #[arg(long, default_value_t = 8)]
     pub max_moves_per_step: usize,
+    /// Metashard: split a region automatically above this many metadata keys.
+    #[arg(long, default_value_t = 200_000)]
+    pub region_split_keys: u64,
+    /// Metashard: ... or above this many MiB of metadata.
+    #[arg(long, default_value_t = 96)]
+    pub region_split_size_mb: u64,
+    /// Metashard: never split a region automatically below this many keys.
+    #[arg(long, default_value_t = 1000)]
+    pub region_split_min_keys: u64,
+    /// Metashard: least seconds between two automatic splits of one region.
+    #[arg(long, default_value_t = 10)]
+    pub region_split_interval_secs: u64,
 }
 
 impl DevArgs {
@@ -66,6 +78,10 @@ impl DevArgs {
             scrub_interval_secs: self.scrub_interval_secs,
             rebalance_interval_secs: self.rebalance_interval_secs,
             max_moves_per_step: self.max_moves_per_step,
+            region_split_keys: self.region_split_keys,
+            region_split_size_mb: self.region_split_size_mb,
+            region_split_min_keys: self.region_split_min_keys,
+            region_split_interval_secs: self.region_split_interval_secs,
         }
     }
 }

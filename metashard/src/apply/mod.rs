@@ -80,6 +80,17 @@ pub fn validate_batch(req: &BatchRequest) -> Result<(), String> {
     Ok(())
 }
 
+/// Puts into cf `meta` of a batch: (count, key + value bytes), for the
+/// split checker's running estimate.
+pub fn meta_puts(req: &BatchRequest) -> (u64, u64) {
+    req.mutations
+        .iter()
+        .filter(|m| m.op == mutation::Op::Put as i32 && m.cf == Cf::Meta as i32)
+        .fold((0, 0), |(n, b), m| {
+            (n + 1, b + (m.key.len() + m.value.len()) as u64)
+        })
+}
+
 /// Checks and executes `req` against `engine` as of now, putting its writes into `wb`.
 pub fn exec_batch(
     engine: &Engine,

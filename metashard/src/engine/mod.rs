@@ -148,6 +148,18 @@ impl Engine {
         Ok(mid)
     }
 
+    /// Calls `f` for each pair of `cf` in [start, end) (empty end: unbounded)
+    /// until it returns false.
+    pub fn for_each_data(
+        &self,
+        cf: Cf,
+        start: &[u8],
+        end: &[u8],
+        f: impl FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<()> {
+        self.for_each(data_cf_name(cf), start, end, None, f)
+    }
+
     /// Calls `f` for each local pair in [start, end) until it returns false.
     pub fn scan_raft(
         &self,

@@ -79,7 +79,34 @@ pub enum StoreMsg {
     Stats {
         cb: Callback<StoreStats>,
     },
+    /// The split checker counted a region (as of `epoch`); `counted` is
+    /// `None` when the scan failed. May be lost.
+    SizeChecked {
+        region_id: u64,
+        epoch: Option<RegionEpoch>,
+        counted: Option<(u64, u64)>,
+        /// The checker is proposing a split of it.
+        splitting: bool,
+    },
     Shutdown,
+}
+
+impl StoreMsg {
+    /// The region a message is about (the poller looks at that peer in the
+    /// next round); `None` for store-wide messages.
+    pub fn region_id(&self) -> Option<u64> {
+        match self {
+            StoreMsg::Raft(m) => Some(m.region_id),
+            StoreMsg::Batch { req, .. } => req.header.as_ref().map(|h| h.region_id),
+            StoreMsg::Read { region_id, .. }
+            | StoreMsg::Split { region_id, .. }
+            | StoreMsg::TransferLeader { region_id, .. }
+            | StoreMsg::Status { region_id, .. }
+            | StoreMsg::SizeChecked { region_id, .. } => Some(*region_id),
+            StoreMsg::CreatePeer { region, .. } => Some(region.id),
+            StoreMsg::StoreUnreachable { .. } | StoreMsg::Stats { .. } | StoreMsg::Shutdown => None,
+        }
+    }
 }
 
 /// Work for the PD worker, produced by the raftstore thread.

@@ -4,9 +4,14 @@
 //! the Ready of every peer with work into ONE write batch, write it with one
 //! fsync, and only then send persisted messages, apply committed entries and
 //! advance each peer; finally hand the round's messages to the transport.
-//! Regions without work cost nothing but their tick.
+//!
+//! Many regions: a round only looks at the peers something happened to (a
+//! message, request, delivery report, or a Ready last round: the `active`
+//! set); only a tick round visits every peer. Periodic region heartbeats to
+//! PD are spread over `RaftConfig::region_heartbeat` (random phase per peer),
+//! and split checks run on the checker task (`split_check`), never here.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use crossbeam::channel::{Receiver, RecvTimeoutError};
@@ -23,6 +28,7 @@ use crate::keys::local;
 use crate::metrics;
 use crate::peer::storage::PeerStorage;
 use crate::peer::{Peer, PeerCtx, RaftConfig, SplitPeer};
+use crate::split_check::{CheckTask, SizeTracker};
 use crate::transport::Transport;
 
 /// Messages handled per round before the Ready phase runs, so a flood of
@@ -37,8 +43,10 @@ pub struct Poller {
     peers: HashMap<u64, Peer>,
     rx: Receiver<StoreMsg>,
     pd_tx: Option<UnboundedSender<PdTask>>,
+    check_tx: Option<UnboundedSender<CheckTask>>,
     logger: slog::Logger,
-    ticks: u64,
+    /// Peers to look at in the next (non-tick) round.
+    active: HashSet<u64>,
 }
 
 impl Poller {
@@ -79,9 +87,16 @@ impl Poller {
             peers,
             rx,
             pd_tx,
+            check_tx: None,
             logger,
-            ticks: 0,
+            active: HashSet::new(),
         })
+    }
+
+    /// Hands split checks of led regions to the checker task.
+    pub fn with_split_checker(mut self, tx: UnboundedSender<CheckTask>) -> Self {
+        self.check_tx = Some(tx);
+        self
     }
 
     /// Runs until `Shutdown` (or every router is dropped). `Err`: a fatal
@@ -100,7 +115,6 @@ impl Poller {
 
     fn run_loop(&mut self) -> Result<(), crate::Error> {
         let mut next_tick = Instant::now() + self.cfg.tick;
-        let ticks_per_heartbeat = (1000 / self.cfg.tick.as_millis().max(1) as u64).max(1);
         loop {
             let wait = next_tick.saturating_duration_since(Instant::now());
             match self.rx.recv_timeout(wait) {
@@ -122,23 +136,51 @@ impl Poller {
                     Err(_) => break,
                 }
             }
-            if Instant::now() >= next_tick {
+            let tick = Instant::now() >= next_tick;
+            if tick {
                 next_tick = Instant::now() + self.cfg.tick;
-                self.ticks += 1;
-                let heartbeat = self.ticks.is_multiple_of(ticks_per_heartbeat);
-                for p in self.peers.values_mut() {
-                    p.tick();
-                    if heartbeat && p.is_leader() {
-                        p.heartbeat_due = true;
-                    }
+                self.tick_all();
+            }
+            self.round(tick)?;
+        }
+    }
+
+    /// Ticks every peer; leaders also get their periodic PD heartbeat and
+    /// split check when due (both cheap checks of a few fields).
+    fn tick_all(&mut self) {
+        let now = Instant::now();
+        let mut checker_gone = false;
+        for p in self.peers.values_mut() {
+            p.tick();
+            if !p.is_leader() {
+                continue;
+            }
+            if now >= p.next_heartbeat {
+                p.heartbeat_due = true;
+            }
+            if let Some(tx) = &self.check_tx {
+                let cfg = &self.cfg.split_check;
+                if p.size.needs_check(cfg, now) {
+                    p.size.on_check_queued(now);
+                    let task = CheckTask {
+                        region: p.region().clone(),
+                        may_split: p.size.may_split(cfg, now),
+                    };
+                    checker_gone |= tx.send(task).is_err();
                 }
             }
-            self.round()?;
+        }
+        if checker_gone {
+            // The checker task ended (store stopping): stop queueing.
+            self.check_tx = None;
         }
     }
 
     /// Handles one message; false on shutdown.
     fn handle(&mut self, msg: StoreMsg) -> Result<bool, crate::Error> {
+        if let Some(id) = msg.region_id() {
+            self.active.insert(id);
+        }
         match msg {
             StoreMsg::Raft(m) => self.on_raft_message(*m)?,
             StoreMsg::Batch { req, cb } => {
@@ -213,6 +255,19 @@ impl Poller {
                     leader_count: self.peers.values().filter(|p| p.is_leader()).count() as u64,
                     used_bytes: self.engine.approximate_size(&[], &[]),
                 });
+            }
+            StoreMsg::SizeChecked {
+                region_id,
+                epoch,
+                counted,
+                splitting,
+            } => {
+                if let Some(p) = self.peers.get_mut(&region_id) {
+                    p.on_size_checked(epoch, counted);
+                    if splitting {
+                        tracing::debug!(region_id, "automatic split being proposed");
+                    }
+                }
             }
             StoreMsg::Shutdown => return Ok(false),
         }
@@ -307,7 +362,14 @@ impl Poller {
         Ok(())
     }
 
-    fn round(&mut self) -> Result<(), crate::Error> {
+    /// One round over every peer (`all`, after a tick) or the active ones.
+    fn round(&mut self, all: bool) -> Result<(), crate::Error> {
+        let ids: Vec<u64> = if all {
+            self.active.clear();
+            self.peers.keys().copied().collect()
+        } else {
+            self.active.drain().collect()
+        };
         let mut wb = self.engine.batch();
         let mut readies = Vec::new();
         let mut ctx = PeerCtx {
@@ -317,7 +379,10 @@ impl Poller {
             cfg: &self.cfg,
             created: Vec::new(),
         };
-        for (id, peer) in self.peers.iter_mut() {
+        for id in &ids {
+            let Some(peer) = self.peers.get_mut(id) else {
+                continue;
+            };
             if let Some(rd) = peer.collect_ready(&mut ctx, &mut wb)? {
                 readies.push((*id, rd));
             }
@@ -331,12 +396,20 @@ impl Poller {
                 if let Some(peer) = self.peers.get_mut(&id) {
                     peer.finish_ready(&mut ctx, rd)?;
                 }
+                // Advancing may leave more work (e.g. entries committed by
+                // the LightReady): look again next round.
+                self.active.insert(id);
             }
         }
         let created = std::mem::take(&mut ctx.created);
-        for p in self.peers.values_mut() {
+        let now = Instant::now();
+        for id in &ids {
+            let Some(p) = self.peers.get_mut(id) else {
+                continue;
+            };
             if p.heartbeat_due {
                 p.heartbeat_due = false;
+                p.next_heartbeat = now + self.cfg.region_heartbeat;
                 if let Some(tx) = &self.pd_tx {
                     let _ = tx.send(PdTask::RegionHeartbeat(p.region_heartbeat()));
                 }
@@ -345,12 +418,13 @@ impl Poller {
         for d in self.transport.flush() {
             if let Some(p) = self.peers.get_mut(&d.region_id) {
                 p.on_delivery(&d);
+                self.active.insert(d.region_id);
             }
         }
         if !created.is_empty() {
             self.register_split_peers(created)?;
             // Send the new leaders' campaign messages now, not next tick.
-            self.round()?;
+            self.round(false)?;
         }
         Ok(())
     }
@@ -363,6 +437,7 @@ impl Poller {
                 continue;
             }
             let mut peer = Peer::new(sp.storage, &self.cfg, &self.logger)?;
+            peer.size = SizeTracker::after_split(Instant::now());
             if sp.campaign {
                 peer.campaign_now(self.cfg.election_ticks);
             }
@@ -373,6 +448,7 @@ impl Poller {
                 "started peer of a split region"
             );
             self.peers.insert(region_id, peer);
+            self.active.insert(region_id);
             metrics::REGION_COUNT.inc();
         }
         Ok(())

@@ -39,6 +39,7 @@ use crate::errors;
 use crate::fsm::{BatchResult, Callback, SplitResult};
 use crate::keys::local;
 use crate::metrics;
+use crate::split_check::{SizeTracker, SplitCheckConfig};
 use crate::transport::{Delivery, Transport};
 use storage::PeerStorage;
 
@@ -50,6 +51,11 @@ pub struct RaftConfig {
     pub heartbeat_ticks: usize,
     /// Compact the log once applied is this many entries past the first index.
     pub log_gc_threshold: u64,
+    /// Automatic split thresholds and pacing.
+    pub split_check: SplitCheckConfig,
+    /// A leader reports its region to PD this often (and at once on a
+    /// leader change, a split, or a size check that moved its numbers).
+    pub region_heartbeat: Duration,
 }
 
 impl Default for RaftConfig {
@@ -59,6 +65,8 @@ impl Default for RaftConfig {
             election_ticks: 10,
             heartbeat_ticks: 2,
             log_gc_threshold: 1000,
+            split_check: SplitCheckConfig::default(),
+            region_heartbeat: Duration::from_secs(10),
         }
     }
 }
@@ -127,6 +135,10 @@ pub struct Peer {
     campaign_ticks: usize,
     /// Send a region heartbeat to PD at the end of this round.
     pub heartbeat_due: bool,
+    /// When the next periodic region heartbeat is due (while leader).
+    pub next_heartbeat: Instant,
+    /// The region's approximate size, for heartbeats and automatic splits.
+    pub size: SizeTracker,
 }
 
 /// Engine failures while handling a Ready are fatal to the store: continuing
@@ -164,6 +176,9 @@ impl Peer {
             split_derived: Vec::new(),
             campaign_ticks: 0,
             heartbeat_due: false,
+            // Spread periodic heartbeats of many regions over the interval.
+            next_heartbeat: Instant::now() + cfg.region_heartbeat.mul_f64(rand::random::<f64>()),
+            size: SizeTracker::default(),
         })
     }
 
@@ -427,20 +442,30 @@ impl Peer {
         }
     }
 
+    /// The heartbeat PD gets from this leader: sizes are the split checker's
+    /// last count plus the puts applied since (no disk access here).
     pub fn region_heartbeat(&self) -> RegionHeartbeatRequest {
-        let r = self.region();
-        let size = self
-            .raft
-            .store()
-            .engine()
-            .approximate_size(&r.start_key, &r.end_key);
+        let (keys, bytes) = self.size.estimate();
         RegionHeartbeatRequest {
-            region: Some(r.clone()),
+            region: Some(self.region().clone()),
             leader: self.peer_meta(self.peer_id()),
-            approximate_size: size,
-            // Rough: metadata records average a few hundred bytes.
-            approximate_keys: size / 256,
+            approximate_size: bytes,
+            approximate_keys: keys,
             term: self.raft.raft.term,
+        }
+    }
+
+    /// The split checker's count of the region as of `epoch` (stale when a
+    /// split applied since). A leader whose numbers moved tells PD at once.
+    pub fn on_size_checked(&mut self, epoch: Option<RegionEpoch>, counted: Option<(u64, u64)>) {
+        let current = self.region().epoch.map(|e| e.version) == epoch.map(|e| e.version);
+        let (k0, b0) = self.size.estimate();
+        self.size
+            .on_checked(counted.filter(|_| current), Instant::now());
+        let (k1, b1) = self.size.estimate();
+        let moved = |a: u64, b: u64| a.abs_diff(b) > a.max(b) / 8;
+        if self.is_leader() && (moved(k0, k1) || moved(b0, b1)) {
+            self.heartbeat_due = true;
         }
     }
 
@@ -621,6 +646,11 @@ impl Peer {
                 let outcome = match apply::exec_batch(ctx.engine, self.region(), &req, &mut wb)? {
                     // In flight across a split: name both halves.
                     ApplyOutcome::Rejected(e) => ApplyOutcome::Rejected(Box::new(self.enrich(*e))),
+                    ApplyOutcome::Applied => {
+                        let (keys, bytes) = apply::meta_puts(&req);
+                        self.size.on_write(keys, bytes);
+                        ApplyOutcome::Applied
+                    }
                     o => o,
                 };
                 timer.observe_duration();
@@ -701,6 +731,7 @@ impl Peer {
 
     fn on_split_applied(&mut self, ctx: &mut PeerCtx<'_>, regions: &SplitRegions) {
         metrics::SPLITS.inc();
+        self.size.on_split(Instant::now());
         self.split_derived.push(regions.right.clone());
         if self.split_derived.len() > MAX_SPLIT_DERIVED {
             self.split_derived.remove(0);

@@ -1,0 +1,605 @@
+//! `kura bench meta`: metadata throughput of a running cluster.
+//!
+//! For each region count R (default 1 and 64) a fresh bucket is created and,
+//! for R > 1, its key range is cut into R equal parts by PD's split-region
+//! operator before anything is written. Keys are `{h:04x}/{tag}{n}` with `h`
+//! a hash of `n`, so writes spread evenly over the parts. Phases (each
+//! `--seconds`, `--concurrency` clients): PUT 0 B, PUT 1 KiB (inline in the
+//! record: no data node involved), HEAD, LIST v2 of 1,000 keys from a random
+//! start. Then one big bucket of `--list-objects` empty objects is loaded and
+//! listed start to end in pages of 1,000 (keys/s of one sequential client).
+//! Buckets are left in place (metadata only).
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kura_metashard::keys;
+use kura_proto::metashard::Cf;
+
+use super::{sigv4, Client};
+
+#[derive(Debug, clap::Args)]
+pub struct MetaArgs {
+    /// The dev cluster's data dir: credentials, S3 endpoint and PD come from its cluster.json.
+    #[arg(long, default_value = "./kura-data")]
+    data_dir: PathBuf,
+    /// Concurrent clients per phase.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Seconds per phase.
+    #[arg(long, default_value_t = 8)]
+    seconds: u64,
+    /// Region counts to measure with (the bench bucket is pre-split into this many).
+    #[arg(long, value_delimiter = ',', default_value = "1,64")]
+    regions: Vec<usize>,
+    /// Empty objects loaded into the big bucket whose full listing is timed (0: skip).
+    #[arg(long, default_value_t = 100_000)]
+    list_objects: u64,
+    /// Concurrent clients loading the big bucket.
+    #[arg(long, default_value_t = 64)]
+    load_concurrency: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum BenchError {
+    #[error("{0}")]
+    Setup(String),
+    #[error("PD: {0}")]
+    Pd(String),
+    #[error("S3: {0}")]
+    S3(String),
+}
+
+/// What the bench needs from `cluster.json` and `credentials.json`.
+struct Target {
+    client: Arc<Client>,
+    endpoint: String,
+    pd_grpc: String,
+    pd_http: String,
+}
+
+fn target(data_dir: &std::path::Path) -> Result<Target, BenchError> {
+    let cluster: serde_json::Value = std::fs::read(data_dir.join("cluster.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or_else(|| BenchError::Setup(format!("no cluster.json in {}", data_dir.display())))?;
+    let endpoint = cluster["s3"]
+        .as_str()
+        .unwrap_or("http://127.0.0.1:9000")
+        .trim_end_matches('/')
+        .to_string();
+    let pd = cluster["components"]
+        .as_array()
+        .and_then(|a| a.iter().find(|x| x["role"] == "pd"))
+        .ok_or_else(|| BenchError::Setup("cluster.json lists no PD".into()))?;
+    let field = |f: &str| {
+        pd[f]
+            .as_str()
+            .map(String::from)
+            .ok_or_else(|| BenchError::Setup(format!("PD has no {f} address")))
+    };
+    let (pd_grpc, pd_http) = (field("grpc")?, field("http")?);
+    let creds = crate::dev::load_credentials(&data_dir.join("credentials.json"))
+        .ok()
+        .flatten()
+        .ok_or_else(|| BenchError::Setup("no credentials.json".into()))?;
+    let http = reqwest::Client::builder()
+        .tcp_nodelay(true)
+        .pool_max_idle_per_host(256)
+        .build()
+        .map_err(|e| BenchError::Setup(e.to_string()))?;
+    let client = Arc::new(Client {
+        http,
+        host: endpoint.trim_start_matches("http://").to_string(),
+        endpoint: endpoint.clone(),
+        signer: sigv4::Signer {
+            access_key: creds.access_key,
+            secret_key: creds.secret_key,
+            region: "us-east-1".into(),
+        },
+    });
+    Ok(Target {
+        client,
+        endpoint,
+        pd_grpc,
+        pd_http,
+    })
+}
+
+/// The bench key of object `n`: a 4-hex-digit hash prefix spreads keys evenly.
+fn key_of(tag: &str, n: u64) -> String {
+    let h = (n.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 48) as u16;
+    format!("{h:04x}/{tag}{n}")
+}
+
+/// Split points cutting the hash prefix space into `parts` equal ranges.
+fn split_prefixes(parts: usize) -> Vec<String> {
+    (1..parts.max(1))
+        .map(|i| format!("{:04x}", i * 65536 / parts))
+        .collect()
+}
+
+/// Percent-encodes everything but RFC 3986 unreserved characters (SigV4's rule).
+fn uri_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The text of every `<tag>` element of an XML body.
+fn xml_values<'a>(body: &'a str, tag: &str) -> Vec<&'a str> {
+    let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
+    let mut out = Vec::new();
+    let mut rest = body;
+    while let Some(i) = rest.find(&open) {
+        rest = &rest[i + open.len()..];
+        match rest.find(&close) {
+            Some(j) => {
+                out.push(&rest[..j]);
+                rest = &rest[j + close.len()..];
+            }
+            None => break,
+        }
+    }
+    out
+}
+
+async fn pd_get(
+    http: &reqwest::Client,
+    pd_http: &str,
+    path: &str,
+) -> Result<serde_json::Value, BenchError> {
+    let resp = http
+        .get(format!("http://{pd_http}{path}"))
+        .send()
+        .await
+        .map_err(|e| BenchError::Pd(e.to_string()))?;
+    resp.json().await.map_err(|e| BenchError::Pd(e.to_string()))
+}
+
+/// The id PD's metadata gave bucket `name` (read through the metadata client).
+async fn bucket_id(pd_grpc: &str, name: &str) -> Result<u64, BenchError> {
+    let pd = kura_pd_client::PdClient::new(&[pd_grpc.to_string()])
+        .map_err(|e| BenchError::Pd(e.to_string()))?;
+    let meta = kura_metashard::MetaClient::new(Arc::new(kura_pd_client::RegionCache::new(pd)));
+    let v = meta
+        .get(Cf::Meta, &keys::bucket_key(name))
+        .await
+        .map_err(|e| BenchError::Setup(format!("reading bucket record: {e}")))?
+        .ok_or_else(|| BenchError::Setup(format!("bucket {name} has no record")))?;
+    let rec: kura_proto::meta::BucketRecord =
+        keys::decode_value(&v).map_err(|e| BenchError::Setup(format!("bucket record: {e}")))?;
+    Ok(rec.id)
+}
+
+/// Cuts bucket `bucket_id`'s range at the hash prefixes of `parts` parts.
+async fn pre_split(t: &Target, bucket_id: u64, parts: usize) -> Result<Duration, BenchError> {
+    let keys: Vec<Vec<u8>> = split_prefixes(parts)
+        .iter()
+        .map(|p| keys::object_prefix(bucket_id, p.as_bytes()))
+        .collect();
+    let Some(first) = keys.first() else {
+        return Ok(Duration::ZERO);
+    };
+    let region = pd_get(
+        &t.client.http,
+        &t.pd_http,
+        &format!("/pd/api/v1/region/key/{}", hex::encode_upper(first)),
+    )
+    .await?;
+    let region_id = region["id"]
+        .as_u64()
+        .ok_or_else(|| BenchError::Pd(format!("no region for the bucket: {region}")))?;
+    let t0 = Instant::now();
+    let body = serde_json::json!({
+        "name": "split-region",
+        "region_id": region_id,
+        "keys": keys.iter().map(hex::encode_upper).collect::<Vec<_>>(),
+    });
+    let resp = t
+        .client
+        .http
+        .post(format!("http://{}/pd/api/v1/operators", t.pd_http))
+        .json(&body)
+        .timeout(Duration::from_secs(600))
+        .send()
+        .await
+        .map_err(|e| BenchError::Pd(e.to_string()))?;
+    if !resp.status().is_success() {
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        return Err(BenchError::Pd(format!("split-region: {status} {text}")));
+    }
+    Ok(t0.elapsed())
+}
+
+/// Regions PD lists that overlap bucket `bucket_id`'s key range.
+async fn regions_of_bucket(t: &Target, bucket_id: u64) -> Result<usize, BenchError> {
+    let v = pd_get(&t.client.http, &t.pd_http, "/pd/api/v1/regions").await?;
+    let (lo, hi) = (
+        hex::encode_upper(keys::object_prefix(bucket_id, b"")[..9].to_vec()),
+        hex::encode_upper(keys::bucket_end(bucket_id)),
+    );
+    Ok(v["regions"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|r| {
+                    let s = r["start_key"].as_str().unwrap_or("");
+                    let e = r["end_key"].as_str().unwrap_or("");
+                    s < hi.as_str() && (e.is_empty() || e > lo.as_str())
+                })
+                .count()
+        })
+        .unwrap_or(0))
+}
+
+#[derive(Default)]
+struct Outcome {
+    ops: u64,
+    items: u64,
+    errors: u64,
+    latencies: Vec<Duration>,
+    elapsed: Duration,
+}
+
+impl Outcome {
+    fn pct_ms(&self, p: f64) -> f64 {
+        if self.latencies.is_empty() {
+            return 0.0;
+        }
+        let i = ((self.latencies.len() as f64 - 1.0) * p).round() as usize;
+        self.latencies[i].as_secs_f64() * 1000.0
+    }
+}
+
+/// Runs `op(worker, i)` on `conc` workers until `secs` pass or `op` says
+/// stop (`None`). `op` returns the items it handled (keys listed, 1 otherwise).
+async fn drive<F, Fut>(conc: usize, secs: u64, op: F) -> Outcome
+where
+    F: Fn(usize, u64) -> Option<Fut> + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<u64, String>> + Send + 'static,
+{
+    let op = Arc::new(op);
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..conc {
+        let op = op.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut r = Outcome::default();
+            let mut i = 0u64;
+            while Instant::now() < deadline {
+                let Some(fut) = op(w, i) else { break };
+                i += 1;
+                let t = Instant::now();
+                match fut.await {
+                    Ok(n) => {
+                        r.ops += 1;
+                        r.items += n;
+                        r.latencies.push(t.elapsed());
+                    }
+                    Err(e) => {
+                        if r.errors < 3 {
+                            eprintln!("bench meta: {e}");
+                        }
+                        r.errors += 1;
+                    }
+                }
+            }
+            r
+        }));
+    }
+    let mut total = Outcome::default();
+    for t in tasks {
+        if let Ok(r) = t.await {
+            total.ops += r.ops;
+            total.items += r.items;
+            total.errors += r.errors;
+            total.latencies.extend(r.latencies);
+        }
+    }
+    total.elapsed = start.elapsed();
+    total.latencies.sort();
+    total
+}
+
+async fn put(client: &Client, bucket: &str, key: &str, body: Bytes) -> Result<u64, String> {
+    let r = client
+        .send(
+            reqwest::Method::PUT,
+            &format!("/{bucket}/{key}"),
+            Some(body),
+            &[],
+        )
+        .await?;
+    if r.status().is_success() {
+        Ok(1)
+    } else {
+        Err(format!("PUT {}", r.status()))
+    }
+}
+
+/// One LIST v2 page: (keys, next continuation token).
+async fn list_page(
+    client: &Client,
+    bucket: &str,
+    start_after: Option<&str>,
+    token: Option<&str>,
+) -> Result<(u64, Option<String>), String> {
+    // Canonical order: parameter names sorted.
+    let mut q = Vec::new();
+    if let Some(t) = token {
+        q.push(format!("continuation-token={}", uri_encode(t)));
+    }
+    q.push("list-type=2".to_string());
+    q.push("max-keys=1000".to_string());
+    if let Some(s) = start_after {
+        q.push(format!("start-after={}", uri_encode(s)));
+    }
+    let path = format!("/{bucket}?{}", q.join("&"));
+    let r = client.send(reqwest::Method::GET, &path, None, &[]).await?;
+    let status = r.status();
+    let body = r.text().await.map_err(|e| e.to_string())?;
+    if !status.is_success() {
+        let head: String = body.chars().take(200).collect();
+        return Err(format!("LIST {status}: {head}"));
+    }
+    let n = xml_values(&body, "Key").len() as u64;
+    let next = xml_values(&body, "NextContinuationToken")
+        .first()
+        .map(|s| s.replace("&amp;", "&"));
+    Ok((n, next))
+}
+
+async fn create_bucket(client: &Client, bucket: &str) -> Result<(), BenchError> {
+    let r = client
+        .send(reqwest::Method::PUT, &format!("/{bucket}"), None, &[])
+        .await
+        .map_err(BenchError::S3)?;
+    if r.status().is_success() {
+        Ok(())
+    } else {
+        Err(BenchError::S3(format!(
+            "create bucket {bucket}: {}",
+            r.status()
+        )))
+    }
+}
+
+fn row(what: &str, o: &Outcome, per_op_items: bool) {
+    let secs = o.elapsed.as_secs_f64().max(1e-9);
+    let items = if per_op_items {
+        format!("{:.0} keys/s", o.items as f64 / secs)
+    } else {
+        String::new()
+    };
+    println!(
+        "| {what} | {:.0} | {items} | {:.1} | {:.1} | {} |",
+        o.ops as f64 / secs,
+        o.pct_ms(0.5),
+        o.pct_ms(0.99),
+        o.errors
+    );
+}
+
+async fn round(t: &Target, args: &MetaArgs, parts: usize, tag: u32) -> Result<(), BenchError> {
+    let bucket = format!("kbm-{parts}r-{tag:08x}");
+    create_bucket(&t.client, &bucket).await?;
+    let id = bucket_id(&t.pd_grpc, &bucket).await?;
+    if parts > 1 {
+        let took = pre_split(t, id, parts).await?;
+        eprintln!(
+            "bench meta: {} splits by operator in {:.1} s",
+            parts - 1,
+            took.as_secs_f64()
+        );
+        // New regions elect their leaders on the parent's store at once;
+        // give PD a moment to hear from all of them.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let in_regions = regions_of_bucket(t, id).await?;
+    println!();
+    println!(
+        "### Bucket in {in_regions} region(s) (asked {parts}), {} clients, {} s per phase",
+        args.concurrency, args.seconds
+    );
+    println!();
+    println!("| phase | ops/s | items/s | p50 ms | p99 ms | errors |");
+    println!("|---|---|---|---|---|---|");
+    let bucket: Arc<str> = Arc::from(bucket.as_str());
+    for (tag, size) in [("z", 0usize), ("k", 1024)] {
+        let next = Arc::new(AtomicU64::new(0));
+        let body = Bytes::from(vec![0x5au8; size]);
+        let (client, b, n2) = (t.client.clone(), bucket.clone(), next.clone());
+        let o = drive(args.concurrency, args.seconds, move |_, _| {
+            let (client, b, body) = (client.clone(), b.clone(), body.clone());
+            let n = n2.fetch_add(1, Ordering::Relaxed);
+            Some(async move { put(&client, &b, &key_of(tag, n), body).await })
+        })
+        .await;
+        row(&format!("PUT {size} B"), &o, false);
+        if size > 0 {
+            let written = next.load(Ordering::Relaxed).max(1);
+            let (client, b) = (t.client.clone(), bucket.clone());
+            let o = drive(args.concurrency, args.seconds, move |w, i| {
+                let (client, b) = (client.clone(), b.clone());
+                let n = (w as u64 * 7919 + i * 104_729) % written;
+                Some(async move {
+                    let r = client
+                        .send(
+                            reqwest::Method::HEAD,
+                            &format!("/{b}/{}", key_of(tag, n)),
+                            None,
+                            &[],
+                        )
+                        .await?;
+                    if r.status().is_success() {
+                        Ok(1)
+                    } else {
+                        Err(format!("HEAD {}", r.status()))
+                    }
+                })
+            })
+            .await;
+            row("HEAD", &o, false);
+        }
+    }
+    let (client, b) = (t.client.clone(), bucket.clone());
+    let o = drive(args.concurrency, args.seconds, move |w, i| {
+        let (client, b) = (client.clone(), b.clone());
+        let start = format!("{:04x}", (w as u64 * 7919 + i * 977) % 65536);
+        Some(async move {
+            list_page(&client, &b, Some(start.as_str()), None)
+                .await
+                .map(|(n, _)| n)
+        })
+    })
+    .await;
+    row("LIST 1,000 keys", &o, true);
+    Ok(())
+}
+
+async fn big_list(t: &Target, args: &MetaArgs, tag: u32) -> Result<(), BenchError> {
+    let bucket: Arc<str> = Arc::from(format!("kbm-big-{tag:08x}").as_str());
+    create_bucket(&t.client, &bucket).await?;
+    let id = bucket_id(&t.pd_grpc, &bucket).await?;
+    let total = args.list_objects;
+    let next = Arc::new(AtomicU64::new(0));
+    let (client, b, n2) = (t.client.clone(), bucket.clone(), next.clone());
+    eprintln!("bench meta: loading {total} empty objects ...");
+    // No time limit: the load stops after `total` objects (a day at most).
+    let load = drive(args.load_concurrency, 86_400, move |_, _| {
+        let n = n2.fetch_add(1, Ordering::Relaxed);
+        if n >= total {
+            return None;
+        }
+        let (client, b) = (client.clone(), b.clone());
+        Some(async move { put(&client, &b, &key_of("o", n), Bytes::new()).await })
+    })
+    .await;
+    if load.errors > 0 {
+        return Err(BenchError::S3(format!(
+            "{} PUTs failed while loading",
+            load.errors
+        )));
+    }
+    // Let automatic splits of the loaded bucket settle before listing.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let in_regions = regions_of_bucket(t, id).await?;
+    let t0 = Instant::now();
+    let (mut listed, mut pages, mut token) = (0u64, 0u64, None::<String>);
+    let mut page_ms = Vec::new();
+    loop {
+        let p0 = Instant::now();
+        let (n, next) = list_page(&t.client, &bucket, None, token.as_deref())
+            .await
+            .map_err(BenchError::S3)?;
+        page_ms.push(p0.elapsed().as_secs_f64() * 1000.0);
+        listed += n;
+        pages += 1;
+        match next {
+            Some(tok) if n > 0 => token = Some(tok),
+            _ => break,
+        }
+    }
+    let secs = t0.elapsed().as_secs_f64().max(1e-9);
+    page_ms.sort_by(|a, b| a.total_cmp(b));
+    let p50 = page_ms.get(page_ms.len() / 2).copied().unwrap_or(0.0);
+    println!();
+    println!("### Big bucket: {total} objects in {in_regions} region(s)");
+    println!();
+    println!("| what | value |");
+    println!("|---|---|");
+    println!(
+        "| load ({} clients, PUT 0 B) | {:.0} objects/s ({:.0} s) |",
+        args.load_concurrency,
+        load.ops as f64 / load.elapsed.as_secs_f64().max(1e-9),
+        load.elapsed.as_secs_f64()
+    );
+    println!(
+        "| full LIST v2, one client, pages of 1,000 | {:.0} keys/s ({listed} keys, {pages} pages, {secs:.1} s, page p50 {p50:.1} ms) |",
+        listed as f64 / secs
+    );
+    if listed != total {
+        return Err(BenchError::S3(format!(
+            "listed {listed} keys, loaded {total}"
+        )));
+    }
+    Ok(())
+}
+
+pub fn run(args: MetaArgs) -> i32 {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("kura bench meta: {e}");
+            return 1;
+        }
+    };
+    match rt.block_on(run_async(args)) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("kura bench meta: {e}");
+            1
+        }
+    }
+}
+
+async fn run_async(args: MetaArgs) -> Result<(), BenchError> {
+    let t = target(&args.data_dir)?;
+    let tag: u32 = rand::random();
+    println!(
+        "## kura bench meta ({}), {} CPU cores",
+        t.endpoint,
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0)
+    );
+    for &parts in &args.regions {
+        round(&t, &args, parts.max(1), tag).await?;
+    }
+    if args.list_objects > 0 {
+        big_list(&t, &args, tag).await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_spread_over_the_split_ranges() {
+        let points = split_prefixes(64);
+        assert_eq!(points.len(), 63);
+        assert_eq!(points[0], "0400");
+        let mut per = vec![0u32; 64];
+        for n in 0..64_000 {
+            let k = key_of("k", n);
+            per[points.partition_point(|p| p.as_str() <= &k[..4])] += 1;
+        }
+        assert!(per.iter().all(|&c| (700..1300).contains(&c)), "{per:?}");
+        assert!(split_prefixes(1).is_empty());
+    }
+
+    #[test]
+    fn xml_and_uri_helpers() {
+        let body =
+            "<a><Key>x</Key><Key>y/z</Key><NextContinuationToken>t+k=</NextContinuationToken></a>";
+        assert_eq!(xml_values(body, "Key"), vec!["x", "y/z"]);
+        assert_eq!(xml_values(body, "NextContinuationToken"), vec!["t+k="]);
+        assert_eq!(uri_encode("a/b+c=~"), "a%2Fb%2Bc%3D~");
+    }
+}
