@@ -225,7 +225,7 @@ async fn pre_split(t: &Target, bucket_id: u64, parts: usize) -> Result<Duration,
 async fn regions_of_bucket(t: &Target, bucket_id: u64) -> Result<usize, BenchError> {
     let v = pd_get(&t.client.http, &t.pd_http, "/pd/api/v1/regions").await?;
     let (lo, hi) = (
-        hex::encode_upper(keys::object_prefix(bucket_id, b"")[..9].to_vec()),
+        hex::encode_upper(&keys::object_prefix(bucket_id, b"")[..9]),
         hex::encode_upper(keys::bucket_end(bucket_id)),
     );
     Ok(v["regions"]
