@@ -29,25 +29,12 @@ fn reconstructed(c: &Cluster) -> f64 {
 #[test]
 fn zone_outage_keeps_reads_exact_and_writes_going() {
     let mut c = Cluster::must_start();
-    c.must_aws(&["s3", "mb", "s3://ecb"]);
-    let manifest = c.dir.join("manifest");
-    c.must_python(
-        "ec_load.py",
-        &["preload", "ecb", manifest.to_str().unwrap(), "8"],
-    );
-    let (acks, status, stop) = (c.dir.join("acks"), c.dir.join("status"), c.dir.join("stop"));
-    let load = c.spawn_python(
-        "ec_load.py",
-        &[
-            "run",
-            "ecb",
-            manifest.to_str().unwrap(),
-            acks.to_str().unwrap(),
-            status.to_str().unwrap(),
-            stop.to_str().unwrap(),
-            "240",
-        ],
-    );
+    let common::MixedLoad {
+        child: load,
+        acks,
+        status,
+        stop,
+    } = c.start_mixed_load("ecb", "240");
     let wait_for = |what: &str, done: &dyn Fn([u64; 5]) -> bool| {
         let deadline = Instant::now() + Duration::from_secs(90);
         while !done(load_status(&status)) {

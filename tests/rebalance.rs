@@ -32,25 +32,12 @@ fn data_nodes_join_and_leave_without_failing_a_request() {
         "--max-moves-per-step",
         "64",
     ]);
-    c.must_aws(&["s3", "mb", "s3://move"]);
-    let manifest = c.dir.join("manifest");
-    c.must_python(
-        "ec_load.py",
-        &["preload", "move", manifest.to_str().unwrap(), "8"],
-    );
-    let (acks, status, stop) = (c.dir.join("acks"), c.dir.join("status"), c.dir.join("stop"));
-    let load = c.spawn_python(
-        "ec_load.py",
-        &[
-            "run",
-            "move",
-            manifest.to_str().unwrap(),
-            acks.to_str().unwrap(),
-            status.to_str().unwrap(),
-            stop.to_str().unwrap(),
-            "400",
-        ],
-    );
+    let common::MixedLoad {
+        child: load,
+        acks,
+        status,
+        stop,
+    } = c.start_mixed_load("move", "400");
     wait_until("load warm-up", 60, &c, || load_status(&status)[0] >= 5);
 
     let n7 = c.start_extra_datanode(7, "z1");

@@ -470,6 +470,38 @@ impl Cluster {
         node
     }
 
+    /// Creates `bucket`, preloads 8 objects and starts tests/py/ec_load.py's
+    /// mixed read/write loop on it for at most `secs` seconds.
+    pub fn start_mixed_load(&self, bucket: &str, secs: &str) -> MixedLoad {
+        self.must_aws(&["s3", "mb", &format!("s3://{bucket}")]);
+        let manifest = self.dir.join("manifest");
+        let m = manifest.to_str().expect("utf-8 path");
+        self.must_python("ec_load.py", &["preload", bucket, m, "8"]);
+        let (acks, status, stop) = (
+            self.dir.join("acks"),
+            self.dir.join("status"),
+            self.dir.join("stop"),
+        );
+        let child = self.spawn_python(
+            "ec_load.py",
+            &[
+                "run",
+                bucket,
+                m,
+                acks.to_str().expect("utf-8 path"),
+                status.to_str().expect("utf-8 path"),
+                stop.to_str().expect("utf-8 path"),
+                secs,
+            ],
+        );
+        MixedLoad {
+            child,
+            acks,
+            status,
+            stop,
+        }
+    }
+
     /// Ids of every component with `role`, e.g. all metashard stores.
     pub fn ids_of(&self, role: &str) -> Vec<String> {
         self.components()
@@ -587,6 +619,14 @@ impl Drop for ExtraNode {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A running tests/py/ec_load.py: its acked-PUT log, status file and stop file.
+pub struct MixedLoad {
+    pub child: Child,
+    pub acks: PathBuf,
+    pub status: PathBuf,
+    pub stop: PathBuf,
 }
 
 /// Polls `done` until it holds; panics with the cluster's log tails after `secs`.
