@@ -42,7 +42,11 @@ while sent < size:
             time.sleep(0.05)
         paused = True
     n = min(len(block), size - sent)
-    conn.send(block[:n])
+    try:
+        conn.send(block[:n])
+    except OSError as e:  # the server answered and closed early: show its answer
+        print(f"send failed after {sent} bytes: {e}", flush=True)
+        break
     sent += n
 resp = conn.getresponse()
 print(resp.status, resp.read().decode(errors="replace"))
