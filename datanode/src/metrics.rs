@@ -27,6 +27,14 @@ pub static FRAGMENTS_PUT: LazyLock<IntCounter> = LazyLock::new(|| {
     register_int_counter!("kura_datanode_fragments_put_total", "Fragments committed")
         .expect("metric registered once")
 });
+/// Open fragment write streams: a writer (gateway or repair) is sending a body.
+pub static FRAGMENT_PUTS_IN_PROGRESS: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "kura_datanode_fragment_puts_in_progress",
+        "Fragment write streams open (header received, not yet committed or aborted)"
+    )
+    .expect("metric registered once")
+});
 pub static FRAGMENTS_GET: LazyLock<IntCounter> = LazyLock::new(|| {
     register_int_counter!(
         "kura_datanode_fragments_get_total",

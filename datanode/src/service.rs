@@ -91,6 +91,7 @@ impl DataNode for DataNodeService {
         let store = self.store.clone();
         // Dropping `writer` on any early return (error, client gone) aborts the record.
         let mut writer: PutWriter = blocking(move || store.begin_put(header)).await??;
+        let _in_progress = InProgress::new(&metrics::FRAGMENT_PUTS_IN_PROGRESS);
         loop {
             if msg.header.is_some() {
                 return Err(Status::invalid_argument(
@@ -244,5 +245,21 @@ impl DataNode for DataNodeService {
             corrupt: stats.corrupt,
             read_errors: stats.read_errors,
         }))
+    }
+}
+
+/// Holds a gauge up for as long as it lives (every return path lowers it).
+struct InProgress(&'static prometheus::IntGauge);
+
+impl InProgress {
+    fn new(gauge: &'static prometheus::IntGauge) -> Self {
+        gauge.inc();
+        InProgress(gauge)
+    }
+}
+
+impl Drop for InProgress {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
