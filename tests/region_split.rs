@@ -1,7 +1,9 @@
-//! Online region split: `pdctl operator add split-region` cuts the only
-//! metadata region in two while a client keeps writing. Both halves serve
-//! GET/LIST/PUT, every key lists exactly once across the boundary, no
+//! Online region split and merge: `pdctl operator add split-region` cuts the
+//! only metadata region in two while a client keeps writing. Both halves
+//! serve GET/LIST/PUT, every key lists exactly once across the boundary, no
 //! acknowledged write is lost, and the split survives kill -9 of a store.
+//! `pdctl operator add merge-region` folds the pieces back, under the same
+//! writes, with the same guarantees.
 mod common;
 use common::{http_get, Cluster};
 use serde_json::Value;
@@ -169,4 +171,130 @@ fn split_region_online_under_writes_and_kill9() {
         "split_check.py",
         &["verify", "split", "obj:300,new:60,down:30"],
     );
+}
+
+/// Split into three, then merge back to one (right into middle, then the
+/// middle into the left) while a writer keeps PUTting into the range that
+/// moves: zero failed PUTs, every acknowledged write reads back, every key
+/// lists once, the merged region survives kill -9 of a store, and the
+/// stores drop the merged-away peers.
+#[test]
+fn merge_region_online_under_writes_and_kill9() {
+    let mut c = Cluster::must_start();
+    c.must_aws(&["s3", "mb", "s3://split"]);
+    c.must_aws(&["s3", "mb", "s3://wrt"]);
+    c.must_python("split_check.py", &["put", "split", "obj", "300"]);
+    let first = must_see_regions(&c, 1)[0]["id"].as_u64().expect("id");
+    let a = must_pdctl(&c, &["operator", "add", "split-region", &first.to_string()]);
+    let mid = a["regions"][1]["id"].as_u64().expect("new region");
+    let b = must_pdctl(&c, &["operator", "add", "split-region", &mid.to_string()]);
+    let right = b["regions"][1]["id"].as_u64().expect("new region");
+    must_see_regions(&c, 3);
+
+    let ack = c.dir.join("acks.log");
+    let stop = c.dir.join("stop-writer");
+    let writer = c.spawn_python(
+        "writer.py",
+        &["wrt", ack.to_str().unwrap(), stop.to_str().unwrap(), "120"],
+    );
+    let acked = || {
+        std::fs::read_to_string(&ack)
+            .map(|s| s.lines().count())
+            .unwrap_or(0)
+    };
+    let wait_acks = |n: usize| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while acked() < n {
+            assert!(Instant::now() < deadline, "writer stalled at {}", acked());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait_acks(10);
+    let started = Instant::now();
+    let m1 = must_pdctl(
+        &c,
+        &[
+            "operator",
+            "add",
+            "merge-region",
+            &right.to_string(),
+            &mid.to_string(),
+        ],
+    );
+    assert_eq!(m1["region"]["id"].as_u64(), Some(mid), "{m1:#}");
+    assert_eq!(m1["region"]["end_key"], "", "{m1:#}");
+    must_see_regions(&c, 2);
+    wait_acks(acked() + 10);
+    let m2 = must_pdctl(
+        &c,
+        &[
+            "operator",
+            "add",
+            "merge-region",
+            &mid.to_string(),
+            &first.to_string(),
+        ],
+    );
+    let merged = &m2["region"];
+    assert_eq!(merged["id"].as_u64(), Some(first), "{m2:#}");
+    assert_eq!(
+        (&merged["start_key"], &merged["end_key"]),
+        (&"".into(), &"".into())
+    );
+    eprintln!("two merges under writes took {:?}", started.elapsed());
+    let regions = must_see_regions(&c, 1);
+    assert_eq!(regions[0]["id"].as_u64(), Some(first));
+    // Merging a region into itself or a gone region is refused, non-zero exit.
+    let out = Command::new(common::KURA)
+        .args(["pdctl", "-u", &format!("http://{}", c.pd_http())])
+        .args([
+            "operator",
+            "add",
+            "merge-region",
+            &mid.to_string(),
+            &first.to_string(),
+        ])
+        .output()
+        .expect("run pdctl");
+    assert!(
+        !out.status.success(),
+        "merging a merged-away region must fail"
+    );
+
+    wait_acks(acked() + 20);
+    std::fs::write(&stop, b"").expect("stop file");
+    let out = writer.wait_with_output().expect("writer exit");
+    let summary = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "writer: {summary}");
+    assert!(
+        summary.contains(" 0 failed"),
+        "PUTs failed across merges: {summary}"
+    );
+    let verify = c.must_python("verify.py", &["wrt", ack.to_str().unwrap()]);
+    assert!(verify.contains(" 0 bad"), "{verify}");
+    eprintln!("{}{}", summary.trim_end(), verify);
+    c.must_python("split_check.py", &["verify", "split", "obj:300"]);
+
+    // Every store holds exactly one region peer now, also after kill -9.
+    let victim = metashard_by_store(
+        &c,
+        regions[0]["leader"]["store_id"].as_u64().expect("leader"),
+    );
+    c.must_kill9(&victim);
+    c.must_python("split_check.py", &["put", "split", "down", "30"]);
+    c.must_restart(&victim);
+    for x in c.components().into_iter().filter(|x| x.role == "metashard") {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while common::metric(&x.status, "kura_metashard_region_count") != Some(1.0) {
+            assert!(
+                Instant::now() < deadline,
+                "{} still has merged-away peers: {:?}",
+                x.id,
+                http_get(&x.status, "/metrics")
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    must_see_regions(&c, 1);
+    c.must_python("split_check.py", &["verify", "split", "obj:300,down:30"]);
 }

@@ -37,6 +37,13 @@ pub static REGION_COUNT: LazyLock<IntGauge> = LazyLock::new(|| {
     )
     .expect(ONCE)
 });
+pub static MERGES: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "kura_metashard_region_merges_total",
+        "Region merges (CommitMerge) applied by this store"
+    )
+    .expect(ONCE)
+});
 pub static SPLITS: LazyLock<IntCounter> = LazyLock::new(|| {
     register_int_counter!(
         "kura_metashard_region_splits_total",

@@ -121,6 +121,31 @@ impl MetashardService {
     }
 }
 
+impl MetashardService {
+    /// Proposes one merge step on its region's leader (this store) and
+    /// answers once it is applied here.
+    async fn merge_step(&self, req: AdminRequest) -> Result<Response<MergeStepResponse>, Status> {
+        let res = self
+            .ask(|cb| StoreMsg::Merge {
+                req: Box::new(req),
+                cb,
+            })
+            .await?;
+        Ok(Response::new(match res {
+            Ok((region, index)) => MergeStepResponse {
+                header: None,
+                region: Some(region),
+                index,
+            },
+            Err(e) => MergeStepResponse {
+                header: self.header_err(e).await,
+                region: None,
+                index: 0,
+            },
+        }))
+    }
+}
+
 fn header(h: Option<RequestHeader>) -> Result<RequestHeader, Status> {
     h.ok_or_else(|| Status::invalid_argument("missing request header"))
 }
@@ -309,6 +334,61 @@ impl Metashard for MetashardService {
                 Err(e) => self.header_err(e).await,
             },
         }))
+    }
+
+    async fn prepare_merge(
+        &self,
+        request: Request<PrepareMergeRequest>,
+    ) -> Result<Response<MergeStepResponse>, Status> {
+        let req = request.into_inner();
+        let h = header(req.header)?;
+        let target = req
+            .target
+            .ok_or_else(|| Status::invalid_argument("prepare merge needs the target region"))?;
+        self.merge_step(AdminRequest {
+            header: Some(h),
+            prepare_merge: Some(PrepareMerge {
+                target: Some(target),
+            }),
+            ..Default::default()
+        })
+        .await
+    }
+
+    async fn commit_merge(
+        &self,
+        request: Request<CommitMergeRequest>,
+    ) -> Result<Response<MergeStepResponse>, Status> {
+        let req = request.into_inner();
+        let h = header(req.header)?;
+        let source = req
+            .source
+            .ok_or_else(|| Status::invalid_argument("commit merge needs the source region"))?;
+        self.merge_step(AdminRequest {
+            header: Some(h),
+            commit_merge: Some(CommitMerge {
+                source: Some(source),
+                prepare_index: req.prepare_index,
+            }),
+            ..Default::default()
+        })
+        .await
+    }
+
+    async fn rollback_merge(
+        &self,
+        request: Request<RollbackMergeRequest>,
+    ) -> Result<Response<MergeStepResponse>, Status> {
+        let req = request.into_inner();
+        let h = header(req.header)?;
+        self.merge_step(AdminRequest {
+            header: Some(h),
+            rollback_merge: Some(RollbackMerge {
+                prepare_index: req.prepare_index,
+            }),
+            ..Default::default()
+        })
+        .await
     }
 
     async fn split_region(

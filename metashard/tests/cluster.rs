@@ -768,3 +768,226 @@ async fn split_applies_everywhere_and_rejects_stale_proposals() {
         c.stop(id).await;
     }
 }
+
+/// The store whose peer of `region` leads it, per the stores themselves.
+async fn leader_store(c: &Cluster, region: &Region) -> Option<u64> {
+    for id in 1..=3 {
+        if c.nodes[&id].store.is_none() {
+            continue;
+        }
+        let st = region_status_on(c, id, region.id).await?;
+        let mine = region
+            .peers
+            .iter()
+            .any(|p| p.id == st.leader_peer_id && p.store_id == id);
+        if mine {
+            return Some(id);
+        }
+    }
+    None
+}
+
+/// Proposes one merge step through `store`'s router.
+async fn merge_step(
+    c: &Cluster,
+    store: u64,
+    req: kura_proto::metashard::AdminRequest,
+) -> kura_metashard::fsm::MergeResult {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    c.nodes[&store]
+        .store
+        .as_ref()
+        .unwrap()
+        .router()
+        .send(kura_metashard::fsm::StoreMsg::Merge {
+            req: Box::new(req),
+            cb: tx,
+        })
+        .unwrap();
+    rx.await.unwrap()
+}
+
+/// Proposes `batch` through `store`'s router.
+async fn propose(
+    c: &Cluster,
+    store: u64,
+    batch: kura_proto::metashard::BatchRequest,
+) -> kura_metashard::fsm::BatchResult {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    c.nodes[&store]
+        .store
+        .as_ref()
+        .unwrap()
+        .router()
+        .send(kura_metashard::fsm::StoreMsg::Batch {
+            req: Box::new(batch),
+            cb: tx,
+        })
+        .unwrap();
+    rx.await.unwrap()
+}
+
+/// Merge is two raft commands in two logs: the source (right half of a
+/// split) freezes itself, then the target absorbs it. A store that missed
+/// source writes catches up before the commit (the operator's precondition);
+/// a store down during the commit applies it after restarting; afterwards
+/// one region covers the whole range on every store, the source's peers are
+/// gone for good, and every write on either side is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn merge_absorbs_the_right_half_on_every_store() {
+    use kura_proto::metashard::{AdminRequest, CommitMerge, PrepareMerge, RequestHeader};
+    let mut c = Cluster::start().await;
+    let client = c.client();
+    write_range(&client, 0..10).await;
+    let leader = c.leader().await.expect("a leader");
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    c.nodes[&leader]
+        .store
+        .as_ref()
+        .unwrap()
+        .router()
+        .send(kura_metashard::fsm::StoreMsg::Split {
+            region_id: REGION_ID,
+            epoch: None,
+            split_key: key(5),
+            new_region_id: 50,
+            new_peer_ids: vec![51, 52, 53],
+            cb: tx,
+        })
+        .unwrap();
+    let regions = rx.await.unwrap().expect("split applied");
+    let (left, right) = (regions[0].clone(), regions[1].clone());
+    let source_id = right.id;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let sl = loop {
+        if let Some(id) = leader_store(&c, &right).await {
+            break id;
+        }
+        assert!(Instant::now() < deadline, "the source elected no leader");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // One store misses source writes.
+    let lagging = (1..=3).find(|id| *id != sl && *id != leader).unwrap_or(3);
+    c.stop(lagging).await;
+    let late: Vec<Vec<u8>> = (0..5)
+        .map(|i| [key(7), format!("-late{i}").into_bytes()].concat())
+        .collect();
+    for k in &late {
+        assert_eq!(
+            propose(&c, sl, raw_batch(source_id, 2, k)).await.unwrap(),
+            (true, 0)
+        );
+    }
+    let (frozen, prepare_index) = merge_step(
+        &c,
+        sl,
+        AdminRequest {
+            header: Some(RequestHeader {
+                region_id: source_id,
+                epoch: right.epoch,
+            }),
+            prepare_merge: Some(PrepareMerge {
+                target: Some(left.clone()),
+            }),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("prepare merge applied");
+    assert_eq!(frozen.epoch.unwrap().version, 3);
+    let err = propose(&c, sl, raw_batch(source_id, 3, &key(8)))
+        .await
+        .expect_err("a frozen source refuses writes");
+    assert!(err.server_busy.is_some(), "{err:?}");
+
+    // The lagging store catches its source up (what PD waits for) ...
+    c.restart(lagging).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let st = region_status_on(&c, lagging, source_id).await;
+        if st.is_some_and(|s| s.applied_index >= prepare_index && s.merge_target_id == REGION_ID) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "lagging source never caught up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // ... then is down while the target commits.
+    c.stop(lagging).await;
+    let tl = loop {
+        if let Some(l) = c.leader().await {
+            break l;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let (merged, _) = merge_step(
+        &c,
+        tl,
+        AdminRequest {
+            header: Some(RequestHeader {
+                region_id: REGION_ID,
+                epoch: left.epoch,
+            }),
+            commit_merge: Some(CommitMerge {
+                source: Some(frozen.clone()),
+                prepare_index,
+            }),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("commit merge applied");
+    assert!(merged.start_key.is_empty() && merged.end_key.is_empty());
+    assert_eq!(merged.epoch.unwrap().version, 4, "newer than both halves");
+    let after = [key(8), b"-after".to_vec()].concat();
+    assert_eq!(
+        propose(&c, tl, raw_batch(REGION_ID, 4, &after))
+            .await
+            .unwrap(),
+        (true, 0),
+        "the target serves the source's old range"
+    );
+    c.restart(lagging).await;
+    for round in 0..2 {
+        for id in 1..=3 {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let gone = region_status_on(&c, id, source_id).await.is_none();
+                let whole = region_status_on(&c, id, REGION_ID)
+                    .await
+                    .and_then(|s| s.region)
+                    .is_some_and(|r| r.end_key.is_empty() && r.epoch == merged.epoch);
+                let e = c.engine(id);
+                let data = has_all(e, 10)
+                    && late
+                        .iter()
+                        .chain([&after])
+                        .all(|k| e.get_data(Cf::Meta, k).unwrap().is_some());
+                if gone && whole && data {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "round {round}: store {id} gone={gone} whole={whole} data={data}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        // The merge is durable: nothing comes back after a restart.
+        for id in 1..=3 {
+            c.stop(id).await;
+        }
+        for id in 1..=3 {
+            c.restart(id).await;
+        }
+    }
+    // Through the routing client too: one region, every key, in order.
+    let all = client
+        .scan(Cf::Meta, b"\x02", b"", usize::MAX, false)
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 10 + late.len() + 1);
+    assert!(all.windows(2).all(|w| w[0].key < w[1].key));
+    for id in 1..=3 {
+        c.stop(id).await;
+    }
+}

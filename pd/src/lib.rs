@@ -18,6 +18,7 @@ pub mod bootstrap;
 pub mod cluster;
 mod error;
 pub mod http;
+pub mod merge;
 pub mod metrics;
 pub mod operator;
 pub mod pdctl;

@@ -1,5 +1,5 @@
 //! Operators an operator (person) asks PD to run, like pd-ctl's `operator add`.
-//! For now one kind: `split-region`, which PD forwards to the region's leader
+//! `merge-region` lives in `merge.rs`. `split-region` PD forwards to the region's leader
 //! store (`Metashard.SplitRegion`); the leader allocates the new ids from PD,
 //! picks the middle object prefix if no key is given, and proposes the split
 //! as one Raft command. PD then records both halves at once (the leaders'
@@ -71,10 +71,16 @@ impl OperatorError {
 }
 
 /// The body of `POST /pd/api/v1/operators` (pd-ctl's shape).
-#[derive(Debug, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Default, Deserialize, Serialize, PartialEq)]
 pub struct OperatorRequest {
     pub name: String,
+    #[serde(default)]
     pub region_id: u64,
+    /// merge-region: the region folded into `target_region_id`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub source_region_id: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub target_region_id: u64,
     /// Split keys as hex. Empty: the middle of the region; several: split at
     /// each, in key order.
     #[serde(default)]
@@ -98,6 +104,10 @@ pub struct SplitRegionJson {
     pub version: u64,
 }
 
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
 /// Most keys one operator may split at (each is one Raft split).
 pub const MAX_SPLIT_KEYS: usize = 4096;
 
@@ -106,7 +116,7 @@ pub const MAX_SPLIT_KEYS: usize = 4096;
 pub fn parse_split(req: &OperatorRequest) -> Result<(u64, Vec<Vec<u8>>), OperatorError> {
     if req.name != "split-region" {
         return Err(OperatorError::Invalid(format!(
-            "unknown operator {:?} (supported: split-region)",
+            "unknown operator {:?} (supported: split-region, merge-region)",
             req.name
         )));
     }
@@ -275,7 +285,7 @@ async fn split_region_hinted(
 
 /// Records the split regions in the map now, without waiting for heartbeats
 /// (no leader or statistics: those come with each region's next heartbeat).
-async fn record(core: &PdCore, regions: &[Region]) {
+pub(crate) async fn record(core: &PdCore, regions: &[Region]) {
     for r in regions {
         let req = RegionHeartbeatRequest {
             region: Some(r.clone()),
@@ -330,12 +340,50 @@ pub async fn http_add_operator(State(core): State<Arc<PdCore>>, body: Bytes) -> 
         Ok(r) => r,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")),
     };
+    if req.name == "merge-region" {
+        return http_merge(&core, &req).await;
+    }
     let (region_id, keys) = match parse_split(&req) {
         Ok(v) => v,
         Err(e) => return error(e.http_status(), e.to_string()),
     };
     match split_region_at(&core, region_id, keys).await {
         Ok(regions) => json(StatusCode::OK, &split_json(region_id, &regions)),
+        Err(e) => error(e.http_status(), e.to_string()),
+    }
+}
+
+/// The answer to a merge-region operator.
+#[derive(Serialize)]
+pub struct MergeJson {
+    pub name: &'static str,
+    pub source_region_id: u64,
+    pub target_region_id: u64,
+    /// The target as merged.
+    pub region: SplitRegionJson,
+}
+
+async fn http_merge(core: &PdCore, req: &OperatorRequest) -> Response {
+    let (source, target) = (req.source_region_id, req.target_region_id);
+    if source == 0 || target == 0 {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "merge-region needs source_region_id and target_region_id".into(),
+        );
+    }
+    match crate::merge::merge_region(core, source, target).await {
+        Ok(merged) => {
+            let mut j = split_json(target, std::slice::from_ref(&merged));
+            json(
+                StatusCode::OK,
+                &MergeJson {
+                    name: "merge-region",
+                    source_region_id: source,
+                    target_region_id: target,
+                    region: j.regions.remove(0),
+                },
+            )
+        }
         Err(e) => error(e.http_status(), e.to_string()),
     }
 }
@@ -349,6 +397,7 @@ mod tests {
             name: name.into(),
             region_id: id,
             keys: keys.iter().map(|k| k.to_string()).collect(),
+            ..Default::default()
         }
     }
 
@@ -375,7 +424,7 @@ mod tests {
         let too_many: Vec<String> = (0..=MAX_SPLIT_KEYS).map(|i| format!("{i:08X}")).collect();
         let too_many: Vec<&str> = too_many.iter().map(|s| s.as_str()).collect();
         for bad in [
-            req("merge-region", 4, &[]),
+            req("scatter-region", 4, &[]),
             req("split-region", 0, &[]),
             req("split-region", 4, &["zz"]),
             req("split-region", 4, &too_many),

@@ -72,7 +72,8 @@ enum Command {
         #[command(subcommand)]
         action: Option<DatanodeAction>,
     },
-    /// Run an operator: `operator add split-region ID [--key HEX]`.
+    /// Run an operator: `operator add split-region ID [--key HEX]`,
+    /// `operator add merge-region SOURCE TARGET`.
     Operator {
         #[command(subcommand)]
         op: OperatorCmd,
@@ -115,6 +116,16 @@ enum AddOperator {
         #[arg(long)]
         key: Option<String>,
     },
+    /// Fold region SOURCE into the adjacent region TARGET (same stores).
+    /// SOURCE refuses requests from its prepare until the merge commits
+    /// (clients retry; usually well under a second). Every store must have
+    /// SOURCE caught up, else the merge is rolled back and reported.
+    MergeRegion {
+        /// The region that disappears.
+        source_region_id: u64,
+        /// The adjacent region that takes over its range.
+        target_region_id: u64,
+    },
 }
 
 impl AddOperator {
@@ -125,6 +136,16 @@ impl AddOperator {
                 name: "split-region".into(),
                 region_id: *region_id,
                 keys: key.iter().cloned().collect(),
+                ..Default::default()
+            },
+            AddOperator::MergeRegion {
+                source_region_id,
+                target_region_id,
+            } => crate::operator::OperatorRequest {
+                name: "merge-region".into(),
+                source_region_id: *source_region_id,
+                target_region_id: *target_region_id,
+                ..Default::default()
             },
         }
     }
@@ -750,6 +771,23 @@ mod tests {
                 name: "split-region".into(),
                 region_id: 3,
                 keys: vec!["0A".into()],
+                ..Default::default()
+            }
+        );
+        let op = parse(&["operator", "add", "merge-region", "7", "3"]);
+        let Command::Operator {
+            op: OperatorCmd::Add { kind },
+        } = op.command
+        else {
+            panic!("operator command");
+        };
+        assert_eq!(
+            kind.body(),
+            crate::operator::OperatorRequest {
+                name: "merge-region".into(),
+                source_region_id: 7,
+                target_region_id: 3,
+                ..Default::default()
             }
         );
     }

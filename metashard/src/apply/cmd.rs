@@ -21,7 +21,7 @@ pub enum Command {
     /// The leader's empty entry after an election.
     Noop,
     Batch(BatchRequest),
-    Admin(AdminRequest),
+    Admin(Box<AdminRequest>),
 }
 
 /// Entry data of a conditional batch (unchanged plain encoding).
@@ -41,7 +41,9 @@ pub fn encode_admin(req: &AdminRequest) -> Vec<u8> {
 pub fn decode(data: &[u8]) -> Result<Command, prost::DecodeError> {
     match data.first() {
         None => Ok(Command::Noop),
-        Some(&ADMIN_ENTRY_PREFIX) => Ok(Command::Admin(AdminRequest::decode(&data[1..])?)),
+        Some(&ADMIN_ENTRY_PREFIX) => {
+            Ok(Command::Admin(Box::new(AdminRequest::decode(&data[1..])?)))
+        }
         Some(_) => Ok(Command::Batch(BatchRequest::decode(data)?)),
     }
 }
@@ -89,9 +91,10 @@ mod tests {
                 new_region_id: 9,
                 new_peer_ids: vec![10, 11, 12],
             }),
+            ..Default::default()
         };
         let data = encode_admin(&admin);
-        assert_eq!(decode(&data).unwrap(), Command::Admin(admin));
+        assert_eq!(decode(&data).unwrap(), Command::Admin(Box::new(admin)));
         assert!(
             BatchRequest::decode(data.as_slice()).is_err(),
             "an old binary rejects an admin entry instead of misreading it"

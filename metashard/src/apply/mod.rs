@@ -6,9 +6,10 @@
 //! (every key inside the region). Then the conditions are evaluated against the
 //! current data, and if all hold every mutation goes into the caller's write
 //! batch, which also carries the new applied index (one atomic write).
-//! Admin commands (split) are in `split`; the entry format in `cmd`.
+//! Admin commands are in `split` and `merge`; the entry format in `cmd`.
 
 pub mod cmd;
+pub mod merge;
 pub mod split;
 
 use kura_pd_client::client::region_contains;
@@ -30,6 +31,8 @@ pub enum ApplyOutcome {
     Rejected(Box<RegionError>),
     /// A split was applied: the parent's new range and the new region.
     Split(Box<split::SplitRegions>),
+    /// A merge step was applied: the region as it is now.
+    Merge(Box<Region>),
 }
 
 /// `Ok` when `epoch` (if given) equals the region's epoch.

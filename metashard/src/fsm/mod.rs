@@ -9,7 +9,7 @@
 pub mod poller;
 
 use kura_proto::common::{Region, RegionEpoch, RegionError};
-use kura_proto::metashard::{BatchRequest, RaftMessage, RegionStatus};
+use kura_proto::metashard::{AdminRequest, BatchRequest, RaftMessage, RegionStatus};
 use kura_proto::pd::RegionHeartbeatRequest;
 use tokio::sync::oneshot;
 
@@ -20,6 +20,9 @@ pub type BatchResult = Result<(bool, u32), RegionError>;
 
 /// Outcome of a proposed split: the parent's new range and the new region.
 pub type SplitResult = Result<Vec<Region>, RegionError>;
+
+/// Outcome of a proposed merge step: the region as applied and the entry's index.
+pub type MergeResult = Result<(Region, u64), RegionError>;
 
 /// Counters reported in store heartbeats.
 #[derive(Debug, Clone, Default)]
@@ -55,6 +58,12 @@ pub enum StoreMsg {
         new_region_id: u64,
         new_peer_ids: Vec<u64>,
         cb: Callback<SplitResult>,
+    },
+    /// Proposes one merge step (`req` holds a prepare, commit or rollback)
+    /// on `req.header.region_id` (leader only); answered once applied here.
+    Merge {
+        req: Box<AdminRequest>,
+        cb: Callback<MergeResult>,
     },
     CreatePeer {
         region: Region,
@@ -98,6 +107,7 @@ impl StoreMsg {
         match self {
             StoreMsg::Raft(m) => Some(m.region_id),
             StoreMsg::Batch { req, .. } => req.header.as_ref().map(|h| h.region_id),
+            StoreMsg::Merge { req, .. } => req.header.as_ref().map(|h| h.region_id),
             StoreMsg::Read { region_id, .. }
             | StoreMsg::Split { region_id, .. }
             | StoreMsg::TransferLeader { region_id, .. }

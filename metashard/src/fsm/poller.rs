@@ -203,6 +203,15 @@ impl Poller {
                     let _ = cb.send(Err(errors::region_not_found(region_id)));
                 }
             },
+            StoreMsg::Merge { req, cb } => {
+                let region_id = req.header.as_ref().map(|h| h.region_id).unwrap_or(0);
+                match self.peers.get_mut(&region_id) {
+                    Some(p) => p.propose_merge(*req, cb),
+                    None => {
+                        let _ = cb.send(Err(errors::region_not_found(region_id)));
+                    }
+                }
+            }
             StoreMsg::Split {
                 region_id,
                 epoch,
@@ -378,6 +387,7 @@ impl Poller {
             transport: &mut self.transport,
             cfg: &self.cfg,
             created: Vec::new(),
+            destroyed: Vec::new(),
         };
         for id in &ids {
             let Some(peer) = self.peers.get_mut(id) else {
@@ -387,11 +397,13 @@ impl Poller {
                 readies.push((*id, rd));
             }
         }
+        drop_absorbed_sources(&mut self.peers, &readies, &mut wb, &mut ctx.destroyed);
         if !readies.is_empty() {
             metrics::READY_ROUNDS.inc();
             if !wb.is_empty() {
                 ctx.engine.write(wb, true)?;
             }
+            drop_destroyed(&mut self.peers, &mut ctx.destroyed);
             for (id, rd) in readies {
                 if let Some(peer) = self.peers.get_mut(&id) {
                     peer.finish_ready(&mut ctx, rd)?;
@@ -399,6 +411,17 @@ impl Poller {
                 // Advancing may leave more work (e.g. entries committed by
                 // the LightReady): look again next round.
                 self.active.insert(id);
+                // A merged-away source must not write again, even later in
+                // this round: its local state is gone.
+                drop_destroyed(&mut self.peers, &mut ctx.destroyed);
+            }
+        }
+        for id in &ids {
+            if let Some(peer) = self.peers.get_mut(id) {
+                if peer.has_pending_apply() {
+                    peer.resume_apply(&mut ctx)?;
+                    drop_destroyed(&mut self.peers, &mut ctx.destroyed);
+                }
             }
         }
         let created = std::mem::take(&mut ctx.created);
@@ -460,6 +483,52 @@ pub fn spawn(poller: Poller) -> std::io::Result<std::thread::JoinHandle<Result<(
     std::thread::Builder::new()
         .name("raftstore".into())
         .spawn(move || poller.run())
+}
+
+/// A target that caught up by snapshot past its CommitMerge never
+/// applies that entry, so it cannot destroy the local source itself:
+/// local sources frozen to merge into a region whose snapshot is in
+/// this round's batch are deleted in the same batch.
+fn drop_absorbed_sources(
+    peers: &mut HashMap<u64, Peer>,
+    readies: &[(u64, raft::Ready)],
+    wb: &mut crate::engine::WriteBatch,
+    destroyed: &mut Vec<u64>,
+) {
+    for (id, _) in readies {
+        let Some(target) = peers.get_mut(id) else {
+            continue;
+        };
+        if !std::mem::take(&mut target.snapshot_applied) {
+            continue;
+        }
+        let region = target.region().clone();
+        for p in peers.values() {
+            if p.region_id() != region.id
+                && p.merge_target_id() == Some(region.id)
+                && ranges_overlap(p.region(), &region)
+            {
+                tracing::info!(
+                    region_id = p.region_id(),
+                    target_id = region.id,
+                    "merge source absorbed by the target's snapshot"
+                );
+                PeerStorage::destroy(p.region_id(), wb);
+                destroyed.push(p.region_id());
+            }
+        }
+    }
+}
+
+/// Drops the peers of regions a merge destroyed (state already deleted).
+fn drop_destroyed(peers: &mut HashMap<u64, Peer>, destroyed: &mut Vec<u64>) {
+    for id in destroyed.drain(..) {
+        if let Some(mut p) = peers.remove(&id) {
+            p.on_stop();
+            metrics::REGION_COUNT.dec();
+            tracing::info!(region_id = id, "merged-away region peer destroyed");
+        }
+    }
 }
 
 /// Whether two regions' ranges overlap (empty end = +inf).

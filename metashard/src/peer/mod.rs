@@ -12,6 +12,13 @@
 //! A split entry (`apply::split`) is applied like a batch, but also writes the
 //! new region's initial state into the same synced batch and hands the new
 //! region's `PeerStorage` to the poller through [`PeerCtx::created`].
+//!
+//! Merge (`apply::merge`): a PrepareMerge freezes the source (it refuses
+//! every request until merged away or rolled back); a CommitMerge extends the
+//! target and destroys the local source peer in the same write
+//! ([`PeerCtx::destroyed`]). If this store's source peer has not applied its
+//! PrepareMerge yet, the target stops applying at the CommitMerge and keeps
+//! the rest of its committed entries in `pending_apply` until it has.
 
 pub mod state;
 pub mod storage;
@@ -32,11 +39,12 @@ use raft::prelude::{
 use raft::{RawNode, ReadState, Ready, SnapshotStatus, StateRole};
 
 use crate::apply::cmd::{self, Command};
+use crate::apply::merge;
 use crate::apply::split::{self, SplitRegions};
 use crate::apply::{self, ApplyOutcome};
 use crate::engine::{Engine, WriteBatch};
 use crate::errors;
-use crate::fsm::{BatchResult, Callback, SplitResult};
+use crate::fsm::{BatchResult, Callback, MergeResult, SplitResult};
 use crate::keys::local;
 use crate::metrics;
 use crate::split_check::{SizeTracker, SplitCheckConfig};
@@ -88,6 +96,9 @@ pub struct PeerCtx<'a> {
     /// Peers of new regions that applied splits created this round (their
     /// state is already durable); the poller registers them after the round.
     pub created: Vec<SplitPeer>,
+    /// Source regions merges destroyed this round (their local state is
+    /// deleted); the poller drops their peers at once.
+    pub destroyed: Vec<u64>,
 }
 
 /// The local peer of a region a split just created.
@@ -111,6 +122,7 @@ struct PendingRead {
 enum ProposalCb {
     Batch(Callback<BatchResult>),
     Split(Callback<SplitResult>),
+    Merge(Callback<MergeResult>),
 }
 
 struct Proposal {
@@ -139,6 +151,12 @@ pub struct Peer {
     pub next_heartbeat: Instant,
     /// The region's approximate size, for heartbeats and automatic splits.
     pub size: SizeTracker,
+    /// Committed entries held back behind a CommitMerge whose local source
+    /// is not ready yet (oldest first).
+    pending_apply: VecDeque<Entry>,
+    /// A snapshot went into this round's write batch (the poller then drops
+    /// local merge sources the snapshot's range already absorbed).
+    pub snapshot_applied: bool,
 }
 
 /// Engine failures while handling a Ready are fatal to the store: continuing
@@ -179,6 +197,8 @@ impl Peer {
             // Spread periodic heartbeats of many regions over the interval.
             next_heartbeat: Instant::now() + cfg.region_heartbeat.mul_f64(rand::random::<f64>()),
             size: SizeTracker::default(),
+            pending_apply: VecDeque::new(),
+            snapshot_applied: false,
         })
     }
 
@@ -203,8 +223,28 @@ impl Peer {
         e
     }
 
+    /// The PrepareMerge this region is frozen by, if any.
+    fn merging(&self) -> Option<&state::MergeState> {
+        self.raft.store().merge_state()
+    }
+
+    /// The region this one is frozen to merge into, if any.
+    pub fn merge_target_id(&self) -> Option<u64> {
+        self.merging().and_then(|m| m.target.as_ref()).map(|t| t.id)
+    }
+
+    /// `Err` while the region is frozen for a merge: clients back off and
+    /// re-route (the target serves the range once the merge commits).
+    fn check_not_merging(&self) -> Result<(), RegionError> {
+        match self.merging() {
+            Some(_) => Err(errors::server_busy("region is merging")),
+            None => Ok(()),
+        }
+    }
+
     /// Epoch and key checks of a read against the current region.
     fn check_read(&self, epoch: Option<&RegionEpoch>, keys: &[Vec<u8>]) -> Result<(), RegionError> {
+        self.check_not_merging()?;
         apply::check_epoch(self.region(), epoch)
             .and_then(|_| apply::check_keys(self.region(), keys.iter().map(|k| k.as_slice())))
             .map_err(|e| self.enrich(e))
@@ -272,7 +312,10 @@ impl Peer {
             let _ = cb.send(Err(self.not_leader()));
             return;
         }
-        if let Err(e) = apply::check_batch(self.region(), &req) {
+        if let Err(e) = self
+            .check_not_merging()
+            .and_then(|_| apply::check_batch(self.region(), &req))
+        {
             let _ = cb.send(Err(self.enrich(e)));
             return;
         }
@@ -293,7 +336,9 @@ impl Peer {
             return;
         }
         let epoch = epoch.or(self.region().epoch);
-        let checked = apply::check_epoch(self.region(), epoch.as_ref())
+        let checked = self
+            .check_not_merging()
+            .and_then(|_| apply::check_epoch(self.region(), epoch.as_ref()))
             .and_then(|_| split::check_split_key(self.region(), &split_key));
         if let Err(e) = checked {
             let _ = cb.send(Err(self.enrich(e)));
@@ -309,8 +354,34 @@ impl Peer {
                 new_region_id,
                 new_peer_ids,
             }),
+            ..Default::default()
         };
         self.propose_data(cmd::encode_admin(&req), ProposalCb::Split(cb));
+    }
+
+    /// Proposes one merge step (checked again when applied). Only a
+    /// rollback is accepted while the region is frozen.
+    pub fn propose_merge(&mut self, req: AdminRequest, cb: Callback<MergeResult>) {
+        if !self.is_leader() {
+            let _ = cb.send(Err(self.not_leader()));
+            return;
+        }
+        let checked = if req.rollback_merge.is_some() {
+            Ok(())
+        } else {
+            self.check_not_merging()
+        }
+        .and_then(|_| {
+            apply::check_epoch(
+                self.region(),
+                req.header.as_ref().and_then(|h| h.epoch.as_ref()),
+            )
+        });
+        if let Err(e) = checked {
+            let _ = cb.send(Err(self.enrich(e)));
+            return;
+        }
+        self.propose_data(cmd::encode_admin(&req), ProposalCb::Merge(cb));
     }
 
     fn propose_data(&mut self, data: Vec<u8>, cb: ProposalCb) {
@@ -329,6 +400,9 @@ impl Peer {
                     let _ = cb.send(Err(nl));
                 }
                 ProposalCb::Split(cb) => {
+                    let _ = cb.send(Err(nl));
+                }
+                ProposalCb::Merge(cb) => {
                     let _ = cb.send(Err(nl));
                 }
             }
@@ -439,6 +513,11 @@ impl Peer {
             first_log_index: s.first_log_index(),
             last_log_index: self.raft.raft.raft_log.last_index(),
             snapshot_index: s.truncated_index(),
+            merge_target_id: self
+                .merging()
+                .and_then(|m| m.target.as_ref())
+                .map_or(0, |t| t.id),
+            prepare_merge_index: self.merging().map_or(0, |m| m.prepare_index),
         }
     }
 
@@ -581,6 +660,7 @@ impl Peer {
         if !rd.snapshot().is_empty() {
             let index = rd.snapshot().get_metadata().index;
             self.raft.mut_store().apply_snapshot(rd.snapshot(), wb)?;
+            self.snapshot_applied = true;
             // Proposals the snapshot covers: their outcome is unknown here.
             while self.proposals.front().is_some_and(|p| p.index <= index) {
                 self.proposals.pop_front();
@@ -612,10 +692,37 @@ impl Peer {
         self.send_msgs(ctx, msgs);
         let committed = light.take_committed_entries();
         self.apply_committed(ctx, committed)?;
-        self.raft.advance_apply();
+        self.after_apply(ctx)
+    }
+
+    fn after_apply(&mut self, ctx: &mut PeerCtx<'_>) -> Result<(), FatalError> {
+        // Not `advance_apply()`: entries held back behind a merge are not applied.
+        let applied = self.raft.store().applied_index();
+        self.raft.advance_apply_to(applied);
         self.serve_applied_reads();
         self.maybe_compact(ctx)?;
         Ok(())
+    }
+
+    /// Whether entries are held back behind a CommitMerge.
+    pub fn has_pending_apply(&self) -> bool {
+        !self.pending_apply.is_empty()
+    }
+
+    /// Applies held-back entries if the merge source caught up meanwhile.
+    pub fn resume_apply(&mut self, ctx: &mut PeerCtx<'_>) -> Result<(), FatalError> {
+        if self.pending_apply.is_empty() {
+            return Ok(());
+        }
+        let held: Vec<Entry> = self.pending_apply.drain(..).collect();
+        self.apply_committed(ctx, held)?;
+        if self.pending_apply.is_empty() {
+            tracing::info!(
+                region_id = self.region_id(),
+                "merge source caught up; applying again"
+            );
+        }
+        self.after_apply(ctx)
     }
 
     fn apply_committed(
@@ -623,18 +730,31 @@ impl Peer {
         ctx: &mut PeerCtx<'_>,
         entries: Vec<Entry>,
     ) -> Result<(), FatalError> {
-        for e in entries {
-            match e.get_entry_type() {
+        let mut entries = entries.into_iter();
+        if !self.pending_apply.is_empty() {
+            self.pending_apply.extend(entries);
+            return Ok(());
+        }
+        while let Some(e) = entries.next() {
+            let applied = match e.get_entry_type() {
                 EntryType::EntryNormal => self.apply_normal(ctx, &e)?,
                 EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
-                    self.apply_conf_change(ctx, &e)?
+                    self.apply_conf_change(ctx, &e)?;
+                    true
                 }
+            };
+            if !applied {
+                self.pending_apply.push_back(e);
+                self.pending_apply.extend(entries);
+                return Ok(());
             }
         }
         Ok(())
     }
 
-    fn apply_normal(&mut self, ctx: &mut PeerCtx<'_>, e: &Entry) -> Result<(), FatalError> {
+    /// Applies one normal entry; `false`: a CommitMerge whose local source is
+    /// not ready, nothing written (try again later, in order).
+    fn apply_normal(&mut self, ctx: &mut PeerCtx<'_>, e: &Entry) -> Result<bool, FatalError> {
         let mut wb = ctx.engine.batch();
         let mut sync = false;
         let outcome = match cmd::decode(e.data.as_ref()) {
@@ -658,7 +778,10 @@ impl Peer {
             }
             Ok(Command::Admin(req)) => {
                 sync = true;
-                Some(self.apply_admin(ctx, &req, &mut wb)?)
+                match self.apply_admin(ctx, &req, e.index, &mut wb)? {
+                    Some(outcome) => Some(outcome),
+                    None => return Ok(false),
+                }
             }
             Err(err) => Some(ApplyOutcome::Rejected(Box::new(errors::server_busy(
                 &format!("undecodable entry: {err}"),
@@ -668,40 +791,102 @@ impl Peer {
         // A split's region states must be durable before the new peer
         // exists in memory (it may vote and ack at once).
         ctx.engine.write(wb, sync)?;
-        if let Some(ApplyOutcome::Split(regions)) = &outcome {
-            self.on_split_applied(ctx, regions);
+        match &outcome {
+            Some(ApplyOutcome::Split(regions)) => self.on_split_applied(ctx, regions),
+            Some(ApplyOutcome::Merge(_)) => self.on_merge_step_applied(ctx, &req_kind(e)),
+            _ => {}
         }
         if outcome.is_some() {
             fail::fail_point!("metashard::after_apply_before_respond");
         }
         self.respond(e.index, e.term, outcome);
-        Ok(())
+        Ok(true)
     }
 
     /// Applies an admin entry: checks it against the current region and,
     /// for a split, puts both region states and the new region's initial raft
     /// state into `wb` (written atomically with this entry's applied index).
+    /// `None`: a CommitMerge that must wait for the local source.
     fn apply_admin(
         &mut self,
         ctx: &mut PeerCtx<'_>,
         req: &AdminRequest,
+        index: u64,
         wb: &mut WriteBatch,
-    ) -> Result<ApplyOutcome, FatalError> {
+    ) -> Result<Option<ApplyOutcome>, FatalError> {
+        let h = req.header.as_ref();
+        let rejected = |e: RegionError| Ok(Some(ApplyOutcome::Rejected(Box::new(e))));
+        if let Some(prep) = &req.prepare_merge {
+            return match merge::exec_prepare(self.region(), self.merging(), h, prep, index) {
+                Ok((frozen, ms)) => {
+                    self.raft
+                        .mut_store()
+                        .set_region_and_merge_state(frozen.clone(), Some(ms), wb);
+                    Ok(Some(ApplyOutcome::Merge(Box::new(frozen))))
+                }
+                Err(e) => rejected(self.enrich(e)),
+            };
+        }
+        if let Some(rb) = &req.rollback_merge {
+            return match merge::exec_rollback(self.region(), self.merging(), h, rb) {
+                Ok(region) => {
+                    self.raft
+                        .mut_store()
+                        .set_region_and_merge_state(region.clone(), None, wb);
+                    Ok(Some(ApplyOutcome::Merge(Box::new(region))))
+                }
+                Err(e) => rejected(e),
+            };
+        }
+        if let Some(commit) = &req.commit_merge {
+            if self.merging().is_some() {
+                return rejected(errors::server_busy("commit merge: the target is merging"));
+            }
+            let merged = match merge::exec_commit(self.region(), h, commit) {
+                Ok(m) => m,
+                Err(e) => return rejected(self.enrich(e)),
+            };
+            let source_id = commit.source.as_ref().map_or(0, |s| s.id);
+            let local = PeerStorage::load(ctx.engine.clone(), source_id)?;
+            let ready = merge::source_ready(
+                local
+                    .as_ref()
+                    .map(|s| (s.region(), s.merge_state(), s.applied_index())),
+                self.region_id(),
+                commit,
+            );
+            if !ready {
+                if self.pending_apply.is_empty() {
+                    tracing::warn!(
+                        region_id = self.region_id(),
+                        source_id,
+                        "commit merge waits for the local source to apply its prepare"
+                    );
+                }
+                return Ok(None);
+            }
+            fail::fail_point!("metashard::apply_commit_merge");
+            PeerStorage::destroy(source_id, wb);
+            ctx.destroyed.push(source_id);
+            self.raft.mut_store().set_region(merged.clone(), wb);
+            return Ok(Some(ApplyOutcome::Merge(Box::new(merged))));
+        }
         let Some(split_req) = &req.split else {
-            return Ok(ApplyOutcome::Rejected(Box::new(errors::server_busy(
-                "admin entry without a command",
-            ))));
+            return rejected(errors::server_busy("admin entry without a command"));
         };
-        let regions = match split::exec_split(self.region(), req.header.as_ref(), split_req) {
+        if self.merging().is_some() {
+            return rejected(errors::server_busy("split: region is merging"));
+        }
+        let regions = match split::exec_split(self.region(), h, split_req) {
             Ok(r) => r,
-            Err(e) => return Ok(ApplyOutcome::Rejected(Box::new(self.enrich(e)))),
+            Err(e) => return rejected(self.enrich(e)),
         };
         fail::fail_point!("metashard::apply_split");
         let right = &regions.right;
         let Some(my_peer) = right.peers.iter().find(|p| p.store_id == ctx.store_id) else {
-            return Ok(ApplyOutcome::Rejected(Box::new(errors::server_busy(
+            return rejected(errors::server_busy(
                 "split: the new region has no peer on this store",
-            ))));
+            ));
         };
         // The new region's state may exist already only if this entry was
         // applied before (it cannot be: applied index and state are written
@@ -726,7 +911,7 @@ impl Peer {
             });
         }
         self.raft.mut_store().set_region(regions.left.clone(), wb);
-        Ok(ApplyOutcome::Split(Box::new(regions)))
+        Ok(Some(ApplyOutcome::Split(Box::new(regions))))
     }
 
     fn on_split_applied(&mut self, ctx: &mut PeerCtx<'_>, regions: &SplitRegions) {
@@ -745,6 +930,22 @@ impl Peer {
             version = regions.left.epoch.unwrap_or_default().version,
             store_id = ctx.store_id,
             "region split applied"
+        );
+    }
+
+    fn on_merge_step_applied(&mut self, ctx: &mut PeerCtx<'_>, kind: &str) {
+        if kind == "commit merge" {
+            metrics::MERGES.inc();
+            self.size.on_split(Instant::now());
+        }
+        if self.is_leader() {
+            self.heartbeat_due = true;
+        }
+        tracing::info!(
+            region_id = self.region_id(),
+            version = self.region().epoch.unwrap_or_default().version,
+            store_id = ctx.store_id,
+            "{kind} applied"
         );
     }
 
@@ -812,7 +1013,9 @@ impl Peer {
                         Some(ApplyOutcome::Applied) => Ok((true, 0)),
                         Some(ApplyOutcome::ConditionFailed(i)) => Ok((false, *i)),
                         Some(ApplyOutcome::Rejected(e)) => Err((**e).clone()),
-                        Some(ApplyOutcome::Split(_)) | None => Err(self.not_leader()),
+                        Some(ApplyOutcome::Split(_)) | Some(ApplyOutcome::Merge(_)) | None => {
+                            Err(self.not_leader())
+                        }
                     };
                     let _ = cb.send(res);
                 }
@@ -822,6 +1025,18 @@ impl Peer {
                         Some(ApplyOutcome::Rejected(e)) => Err((**e).clone()),
                         Some(ApplyOutcome::Applied)
                         | Some(ApplyOutcome::ConditionFailed(_))
+                        | Some(ApplyOutcome::Merge(_))
+                        | None => Err(self.not_leader()),
+                    };
+                    let _ = cb.send(res);
+                }
+                ProposalCb::Merge(cb) => {
+                    let res = match ours {
+                        Some(ApplyOutcome::Merge(r)) => Ok(((**r).clone(), index)),
+                        Some(ApplyOutcome::Rejected(e)) => Err((**e).clone()),
+                        Some(ApplyOutcome::Applied)
+                        | Some(ApplyOutcome::ConditionFailed(_))
+                        | Some(ApplyOutcome::Split(_))
                         | None => Err(self.not_leader()),
                     };
                     let _ = cb.send(res);
@@ -865,5 +1080,15 @@ impl Peer {
             metrics::LEADER_COUNT.dec();
             self.is_leader = false;
         }
+    }
+}
+
+/// Which merge step an applied admin entry was (for logs and metrics).
+fn req_kind(e: &Entry) -> String {
+    match cmd::decode(e.data.as_ref()) {
+        Ok(Command::Admin(a)) if a.prepare_merge.is_some() => "prepare merge".into(),
+        Ok(Command::Admin(a)) if a.commit_merge.is_some() => "commit merge".into(),
+        Ok(Command::Admin(a)) if a.rollback_merge.is_some() => "rollback merge".into(),
+        _ => "admin command".into(),
     }
 }

@@ -22,6 +22,21 @@ pub struct RegionLocalState {
     pub region: Option<Region>,
     #[prost(uint64, tag = "2")]
     pub peer_id: u64,
+    /// Set from a PrepareMerge's apply until the region is merged away (or
+    /// the merge is rolled back): the region refuses every request meanwhile.
+    #[prost(message, optional, tag = "3")]
+    pub merge_state: Option<MergeState>,
+}
+
+/// A source region frozen for a merge.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct MergeState {
+    /// The region that will absorb this one (as of the PrepareMerge).
+    #[prost(message, optional, tag = "1")]
+    pub target: Option<Region>,
+    /// Log index of the PrepareMerge entry: once applied, the data is final.
+    #[prost(uint64, tag = "2")]
+    pub prepare_index: u64,
 }
 
 /// Raft's durable state: `hard_state` and `conf_state` are rust-protobuf encodings

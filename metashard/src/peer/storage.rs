@@ -12,7 +12,9 @@ use protobuf::Message as PbMessage;
 use raft::prelude::{ConfState, Entry, HardState, Snapshot};
 use raft::{GetEntriesContext, RaftState, StorageError};
 
-use super::state::{ApplyState, RaftLocalState, RegionLocalState, SnapshotData, SnapshotKv};
+use super::state::{
+    ApplyState, MergeState, RaftLocalState, RegionLocalState, SnapshotData, SnapshotKv,
+};
 use crate::engine::{Engine, EngineError, WriteBatch};
 use crate::keys::local;
 use crate::metrics;
@@ -32,6 +34,7 @@ pub struct PeerStorage {
     last_index: u64,
     last_term: u64,
     apply: ApplyState,
+    merge_state: Option<MergeState>,
 }
 
 fn storage_err(e: impl std::fmt::Display) -> raft::Error {
@@ -71,6 +74,7 @@ impl PeerStorage {
             last_index: 0,
             last_term: 0,
             apply: ApplyState::default(),
+            merge_state: None,
         };
         if initial {
             for p in &s.region.peers {
@@ -123,6 +127,7 @@ impl PeerStorage {
             last_index: raft.last_index,
             last_term: raft.last_term,
             apply,
+            merge_state: rs.merge_state,
         }))
     }
 
@@ -171,10 +176,39 @@ impl PeerStorage {
         self.region.id
     }
 
+    /// The PrepareMerge this region is frozen by, if any.
+    pub fn merge_state(&self) -> Option<&MergeState> {
+        self.merge_state.as_ref()
+    }
+
+    /// Region metadata and merge state change together (one record).
+    pub fn set_region_and_merge_state(
+        &mut self,
+        region: Region,
+        merge_state: Option<MergeState>,
+        wb: &mut WriteBatch,
+    ) {
+        self.region = region;
+        self.merge_state = merge_state;
+        self.persist_region(wb);
+    }
+
+    /// Deletes every local record of `region_id`'s peer (region, raft and
+    /// apply state, the whole log), not its data: a merged-away source's
+    /// keys now belong to the target.
+    pub fn destroy(region_id: u64, wb: &mut WriteBatch) {
+        wb.delete_raft(&local::region_state_key(region_id));
+        wb.delete_raft(&local::raft_state_key(region_id));
+        wb.delete_raft(&local::apply_state_key(region_id));
+        let (s, e) = local::raft_log_range(region_id, 0, u64::MAX);
+        wb.delete_raft_range(&s, &e);
+    }
+
     fn persist_region(&self, wb: &mut WriteBatch) {
         let rs = RegionLocalState {
             region: Some(self.region.clone()),
             peer_id: self.peer_id,
+            merge_state: self.merge_state.clone(),
         };
         wb.put_raft_msg(&local::region_state_key(self.region_id()), &rs);
     }

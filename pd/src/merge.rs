@@ -1,0 +1,415 @@
+//! The `merge-region` operator: folds a source region into an adjacent
+//! target (pd-ctl's `operator add merge-region <source> <target>`).
+//!
+//! Steps (the metashard side is `metashard/src/apply/merge.rs`):
+//! 1. PrepareMerge on the source's leader: the source freezes.
+//! 2. Wait until the source peer on EVERY store has applied the
+//!    PrepareMerge. A CommitMerge carries no source log entries, so a store
+//!    whose source is behind could otherwise never catch up (the other
+//!    stores destroy their source peers on commit). Not caught up within
+//!    [`CATCH_UP_TIMEOUT`]: roll back (no CommitMerge was proposed, so
+//!    that is safe) and fail.
+//! 3. CommitMerge on the target's leader. Rejected (same answer on every
+//!    replica): roll back. Outcome unknown (timeout): look at the target;
+//!    if it covers the source's range the merge happened, else try again.
+//!    Never roll back on an unknown outcome: a CommitMerge still in flight
+//!    would then apply on some stores while the source serves again.
+//!
+//! Re-running the operator on a source already frozen for this target
+//! resumes at step 2 (e.g. after a PD restart in the middle).
+
+use std::time::{Duration, Instant};
+
+use kura_proto::common::{Region, RegionError};
+use kura_proto::metashard::metashard_client::MetashardClient;
+use kura_proto::metashard::{
+    CommitMergeRequest, MergeStepResponse, PrepareMergeRequest, RegionStatus, RegionStatusRequest,
+    RequestHeader, RollbackMergeRequest,
+};
+use tonic::transport::Channel;
+
+use crate::operator::OperatorError;
+use crate::server::PdCore;
+
+/// How long every store gets to apply the source's PrepareMerge.
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(20);
+/// One merge step: a Raft round on a healthy region; generous.
+const STEP_TIMEOUT: Duration = Duration::from_secs(15);
+/// Leader hops and unknown-outcome retries per step.
+const MAX_ATTEMPTS: usize = 8;
+
+/// Whether `a` ends where `b` starts or the other way round (empty = unbounded).
+pub fn adjacent(a: &Region, b: &Region) -> bool {
+    (!a.end_key.is_empty() && a.end_key == b.start_key)
+        || (!b.end_key.is_empty() && b.end_key == a.start_key)
+}
+
+/// PD's own check before anything is proposed (the stores check again).
+pub fn check_mergeable(source: &Region, target: &Region) -> Result<(), OperatorError> {
+    if source.id == target.id {
+        return Err(OperatorError::Invalid(
+            "a region cannot merge with itself".into(),
+        ));
+    }
+    if !adjacent(source, target) {
+        return Err(OperatorError::Invalid(format!(
+            "regions {} and {} are not adjacent",
+            source.id, target.id
+        )));
+    }
+    let stores = |r: &Region| {
+        let mut s: Vec<u64> = r.peers.iter().map(|p| p.store_id).collect();
+        s.sort_unstable();
+        s
+    };
+    if stores(source) != stores(target) {
+        return Err(OperatorError::Invalid(format!(
+            "regions {} and {} have peers on different stores",
+            source.id, target.id
+        )));
+    }
+    Ok(())
+}
+
+/// Whether `outer` covers every key of `inner`.
+pub fn covers(outer: &Region, inner: &Region) -> bool {
+    outer.start_key <= inner.start_key
+        && (outer.end_key.is_empty()
+            || (!inner.end_key.is_empty() && inner.end_key <= outer.end_key))
+}
+
+fn client(addr: &str) -> Result<MetashardClient<Channel>, OperatorError> {
+    let ch = kura_pd_client::channel::lazy_channel(addr).map_err(|e| OperatorError::Store {
+        addr: addr.to_string(),
+        message: e.to_string(),
+    })?;
+    Ok(MetashardClient::new(ch))
+}
+
+/// The region's status as the store at `addr` sees it (`None`: no peer there).
+async fn status_on(addr: &str, region_id: u64) -> Result<Option<RegionStatus>, OperatorError> {
+    let mut c = client(addr)?;
+    let call = c.region_status(RegionStatusRequest { region_id });
+    match tokio::time::timeout(STEP_TIMEOUT, call).await {
+        Ok(Ok(r)) => Ok(r.into_inner().status),
+        Ok(Err(s)) => Err(OperatorError::Store {
+            addr: addr.into(),
+            message: s.message().to_string(),
+        }),
+        Err(_) => Err(OperatorError::Store {
+            addr: addr.into(),
+            message: "region status timed out".into(),
+        }),
+    }
+}
+
+/// Addresses of the stores holding a peer of `region`.
+async fn peer_addrs(core: &PdCore, region: &Region) -> Vec<(u64, String)> {
+    let ids: Vec<u64> = region.peers.iter().map(|p| p.store_id).collect();
+    core.read(|c| ids.iter().map(|id| (*id, c.store_address(*id))).collect())
+        .await
+}
+
+/// The status of `region_id` from its current leader, asking every store.
+async fn leader_status(core: &PdCore, region: &Region) -> Option<(String, RegionStatus)> {
+    for (store_id, addr) in peer_addrs(core, region).await {
+        if let Ok(Some(st)) = status_on(&addr, region.id).await {
+            let r = st.region.clone().unwrap_or_default();
+            if r.peers
+                .iter()
+                .any(|p| p.id == st.leader_peer_id && p.store_id == store_id)
+            {
+                return Some((addr, st));
+            }
+        }
+    }
+    None
+}
+
+/// What one step call came back with.
+enum StepAnswer {
+    Done(Region, u64),
+    NotLeader,
+    Rejected(RegionError),
+    Unknown(String),
+}
+
+fn answer(
+    res: Result<
+        Result<tonic::Response<MergeStepResponse>, tonic::Status>,
+        tokio::time::error::Elapsed,
+    >,
+) -> StepAnswer {
+    match res {
+        Err(_) => StepAnswer::Unknown("timed out".into()),
+        Ok(Err(s)) => StepAnswer::Unknown(s.message().to_string()),
+        Ok(Ok(r)) => {
+            let r = r.into_inner();
+            match r.header.and_then(|h| h.region_error) {
+                None => StepAnswer::Done(r.region.unwrap_or_default(), r.index),
+                Some(e) if e.not_leader.is_some() => StepAnswer::NotLeader,
+                Some(e) => StepAnswer::Rejected(e),
+            }
+        }
+    }
+}
+
+fn rejected(region_id: u64, e: &RegionError) -> OperatorError {
+    OperatorError::Rejected {
+        region_id,
+        message: if e.message.is_empty() {
+            "region error".into()
+        } else {
+            e.message.clone()
+        },
+    }
+}
+
+/// Runs `merge-region`: `source` is folded into `target`. Returns the target
+/// as merged.
+pub async fn merge_region(
+    core: &PdCore,
+    source_id: u64,
+    target_id: u64,
+) -> Result<Region, OperatorError> {
+    let source = core
+        .region_by_id(source_id)
+        .await
+        .and_then(|i| i.region)
+        .ok_or(OperatorError::RegionNotFound(source_id))?;
+    let target = core
+        .region_by_id(target_id)
+        .await
+        .and_then(|i| i.region)
+        .ok_or(OperatorError::RegionNotFound(target_id))?;
+    if covers(&target, &source) {
+        return Ok(target);
+    }
+    check_mergeable(&source, &target)?;
+    let (frozen, prepare_index) = prepare(core, &source, &target).await?;
+    if let Err(e) = wait_caught_up(core, &frozen, prepare_index).await {
+        rollback(core, &frozen, prepare_index).await?;
+        return Err(e);
+    }
+    let merged = commit(core, &frozen, &target, prepare_index).await?;
+    crate::operator::record(core, std::slice::from_ref(&merged)).await;
+    tracing::info!(source_id, target_id, "merge-region operator done");
+    Ok(merged)
+}
+
+/// Step 1 (or its result, when the source is already frozen for `target`).
+async fn prepare(
+    core: &PdCore,
+    source: &Region,
+    target: &Region,
+) -> Result<(Region, u64), OperatorError> {
+    for _ in 0..MAX_ATTEMPTS {
+        let Some((addr, st)) = leader_status(core, source).await else {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            continue;
+        };
+        if st.merge_target_id == target.id {
+            return Ok((st.region.unwrap_or_default(), st.prepare_merge_index));
+        }
+        if st.merge_target_id != 0 {
+            return Err(OperatorError::Invalid(format!(
+                "region {} is already merging into region {}",
+                source.id, st.merge_target_id
+            )));
+        }
+        let current = st.region.unwrap_or_default();
+        let req = PrepareMergeRequest {
+            header: Some(RequestHeader {
+                region_id: source.id,
+                epoch: current.epoch,
+            }),
+            target: Some(target.clone()),
+        };
+        let mut c = client(&addr)?;
+        match answer(tokio::time::timeout(STEP_TIMEOUT, c.prepare_merge(req)).await) {
+            StepAnswer::Done(r, index) => return Ok((r, index)),
+            StepAnswer::NotLeader | StepAnswer::Unknown(_) => {
+                // The next status read tells whether it applied.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            StepAnswer::Rejected(e) => return Err(rejected(source.id, &e)),
+        }
+    }
+    Err(OperatorError::NoLeader(source.id))
+}
+
+/// Step 2: every store's source peer has applied the PrepareMerge.
+async fn wait_caught_up(
+    core: &PdCore,
+    frozen: &Region,
+    prepare_index: u64,
+) -> Result<(), OperatorError> {
+    let deadline = Instant::now() + CATCH_UP_TIMEOUT;
+    let stores = peer_addrs(core, frozen).await;
+    loop {
+        let mut behind = None;
+        for (store_id, addr) in &stores {
+            match status_on(addr, frozen.id).await {
+                Ok(Some(st)) if st.applied_index >= prepare_index => {}
+                Ok(Some(_)) | Err(_) => {
+                    behind = Some(*store_id);
+                    break;
+                }
+                Ok(None) => {
+                    behind = Some(*store_id);
+                    break;
+                }
+            }
+        }
+        let Some(store_id) = behind else {
+            return Ok(());
+        };
+        if Instant::now() >= deadline {
+            return Err(OperatorError::Rejected {
+                region_id: frozen.id,
+                message: format!(
+                    "store {store_id} did not apply the prepare merge in {CATCH_UP_TIMEOUT:?} \
+                     (down or far behind); merge rolled back"
+                ),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Step 3.
+async fn commit(
+    core: &PdCore,
+    frozen: &Region,
+    target: &Region,
+    prepare_index: u64,
+) -> Result<Region, OperatorError> {
+    let mut last = String::from("no leader");
+    for _ in 0..MAX_ATTEMPTS {
+        let Some((addr, st)) = leader_status(core, target).await else {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            continue;
+        };
+        let current = st.region.unwrap_or_default();
+        if covers(&current, frozen) {
+            return Ok(current); // an earlier attempt applied
+        }
+        let req = CommitMergeRequest {
+            header: Some(RequestHeader {
+                region_id: target.id,
+                epoch: current.epoch,
+            }),
+            source: Some(frozen.clone()),
+            prepare_index,
+        };
+        let mut c = client(&addr)?;
+        match answer(tokio::time::timeout(STEP_TIMEOUT, c.commit_merge(req)).await) {
+            StepAnswer::Done(r, _) => return Ok(r),
+            StepAnswer::NotLeader => {}
+            StepAnswer::Unknown(why) => last = why,
+            StepAnswer::Rejected(e) if e.epoch_not_match.is_some() => {
+                // The target changed under us (e.g. our own commit applied):
+                // the next status read decides.
+                last = e.message;
+            }
+            StepAnswer::Rejected(e) => {
+                rollback(core, frozen, prepare_index).await?;
+                return Err(rejected(target.id, &e));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Err(OperatorError::Store {
+        addr: String::new(),
+        message: format!(
+            "commit merge of region {} into {}: outcome unknown ({last}); the source stays \
+             frozen, run the operator again to finish",
+            frozen.id, target.id
+        ),
+    })
+}
+
+/// Unfreezes a source whose merge will not happen.
+async fn rollback(core: &PdCore, frozen: &Region, prepare_index: u64) -> Result<(), OperatorError> {
+    for _ in 0..MAX_ATTEMPTS {
+        let Some((addr, st)) = leader_status(core, frozen).await else {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            continue;
+        };
+        if st.merge_target_id == 0 {
+            return Ok(());
+        }
+        let req = RollbackMergeRequest {
+            header: Some(RequestHeader {
+                region_id: frozen.id,
+                epoch: st.region.and_then(|r| r.epoch),
+            }),
+            prepare_index,
+        };
+        let mut c = client(&addr)?;
+        match answer(tokio::time::timeout(STEP_TIMEOUT, c.rollback_merge(req)).await) {
+            StepAnswer::Done(r, _) => {
+                crate::operator::record(core, std::slice::from_ref(&r)).await;
+                tracing::info!(region_id = frozen.id, "merge rolled back");
+                return Ok(());
+            }
+            StepAnswer::Rejected(e) => return Err(rejected(frozen.id, &e)),
+            StepAnswer::NotLeader | StepAnswer::Unknown(_) => {
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
+        }
+    }
+    Err(OperatorError::NoLeader(frozen.id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kura_proto::common::Peer;
+
+    fn r(id: u64, s: &[u8], e: &[u8], stores: &[u64]) -> Region {
+        Region {
+            id,
+            start_key: s.to_vec().into(),
+            end_key: e.to_vec().into(),
+            epoch: None,
+            peers: stores
+                .iter()
+                .map(|st| Peer {
+                    id: id * 10 + st,
+                    store_id: *st,
+                    is_learner: false,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn only_adjacent_regions_on_the_same_stores_merge() {
+        let a = r(1, b"", b"f", &[1, 2, 3]);
+        let b = r(2, b"f", b"m", &[3, 2, 1]);
+        let c = r(3, b"m", b"", &[1, 2, 3]);
+        assert!(check_mergeable(&a, &b).is_ok());
+        assert!(check_mergeable(&c, &b).is_ok());
+        assert!(check_mergeable(&a, &c).is_err(), "not adjacent");
+        assert!(check_mergeable(&a, &a).is_err(), "itself");
+        assert!(check_mergeable(&a, &r(2, b"f", b"m", &[1, 2, 4])).is_err());
+        // Unbounded ends are not adjacent to each other.
+        assert!(!adjacent(&r(1, b"", b"", &[1]), &r(2, b"", b"", &[1])));
+    }
+
+    #[test]
+    fn coverage() {
+        let whole = r(1, b"", b"", &[1]);
+        let mid = r(2, b"f", b"m", &[1]);
+        let tail = r(3, b"m", b"", &[1]);
+        assert!(covers(&whole, &mid) && covers(&whole, &tail));
+        assert!(covers(&r(1, b"a", b"m", &[1]), &mid));
+        assert!(!covers(&mid, &tail));
+        assert!(
+            !covers(&r(1, b"a", b"z", &[1]), &tail),
+            "bounded vs unbounded end"
+        );
+        assert!(!covers(&r(1, b"g", b"m", &[1]), &mid));
+    }
+}
