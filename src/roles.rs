@@ -107,6 +107,11 @@ pub struct MetashardArgs {
     /// Applied entries kept in the Raft log before it is compacted.
     #[arg(long, default_value_t = 1000)]
     log_gc_threshold: u64,
+    /// Region leaders answer GET/HEAD/LIST reads from a leader lease (80% of
+    /// the election timeout, renewed by ReadIndex rounds) instead of a
+    /// quorum round per read. `false`: a ReadIndex round for every read.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    lease_reads: bool,
     /// Split a region automatically once it holds more metadata keys than
     /// this (0: never by key count).
     #[arg(long, default_value_t = 200_000)]
@@ -307,6 +312,7 @@ pub fn run_metashard(a: MetashardArgs) -> i32 {
     cfg.raft_tick_ms = a.raft_tick_ms;
     cfg.election_ticks = a.election_ticks;
     cfg.log_gc_threshold = a.log_gc_threshold;
+    cfg.lease_reads = a.lease_reads;
     cfg.region_split_keys = a.region_split_keys;
     cfg.region_split_size = a.region_split_size_mb << 20;
     cfg.region_split_min_keys = a.region_split_min_keys;

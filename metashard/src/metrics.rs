@@ -9,6 +9,13 @@ use prometheus::{
 
 const ONCE: &str = "metashard metrics are registered once per process";
 
+pub static LEASE_READS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "kura_metashard_lease_reads_total",
+        "Reads a leader answered from its lease, without a ReadIndex round"
+    )
+    .expect(ONCE)
+});
 pub static PROPOSALS: LazyLock<IntCounter> = LazyLock::new(|| {
     register_int_counter!("kura_metashard_proposals_total", "Batches proposed to raft").expect(ONCE)
 });

@@ -65,6 +65,8 @@ pub struct Config {
     pub region_split_interval_secs: u64,
     /// Seconds between a leader's periodic region heartbeats to PD.
     pub region_heartbeat_secs: u64,
+    /// Leaders answer reads from their lease when it is valid (decision 0013).
+    pub lease_reads: bool,
 }
 
 impl Default for Config {
@@ -87,6 +89,7 @@ impl Default for Config {
             region_split_min_keys: 1_000,
             region_split_interval_secs: 10,
             region_heartbeat_secs: 10,
+            lease_reads: true,
         }
     }
 }
@@ -122,6 +125,7 @@ impl Config {
                 min_check_interval: Duration::from_secs(1),
             },
             region_heartbeat: Duration::from_secs(self.region_heartbeat_secs.max(1)),
+            lease_reads: self.lease_reads,
         }
     }
 }

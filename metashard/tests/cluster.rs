@@ -991,3 +991,99 @@ async fn merge_absorbs_the_right_half_on_every_store() {
         c.stop(id).await;
     }
 }
+
+/// Leader lease reads: a steady read load is answered from the lease (no
+/// ReadIndex round per read), and a leader that hands its leadership over
+/// stops serving alone at once: every read through it afterwards either
+/// sees the newest write or is told to go to the new leader, never stale.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lease_reads_are_fresh_across_a_leader_transfer() {
+    use kura_metashard::fsm::StoreMsg;
+    use kura_proto::metashard::{RequestHeader, TransferLeaderRequest};
+    let mut c = Cluster::start().await;
+    let client = c.client();
+    write_range(&client, 0..3).await;
+    let lease_reads = || {
+        prometheus::default_registry()
+            .gather()
+            .iter()
+            .find(|m| m.name() == "kura_metashard_lease_reads_total")
+            .map_or(0.0, |m| m.get_metric()[0].get_counter().get_value())
+    };
+    let before = lease_reads();
+    for _ in 0..50 {
+        check_all(&client, 3).await;
+    }
+    assert!(
+        lease_reads() > before + 50.0,
+        "reads were served from the lease"
+    );
+
+    let old = c.leader().await.expect("a leader");
+    let new = (1..=3).find(|id| *id != old).unwrap();
+    let read_on_old = |c: &Cluster| {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        c.nodes[&old]
+            .store
+            .as_ref()
+            .unwrap()
+            .router()
+            .send(StoreMsg::Read {
+                region_id: REGION_ID,
+                epoch: None,
+                keys: vec![key(1)],
+                cb: tx,
+            })
+            .unwrap();
+        rx
+    };
+    let mut mc = MetashardClient::connect(format!("http://{}", c.nodes[&old].addr))
+        .await
+        .unwrap();
+    mc.transfer_leader(TransferLeaderRequest {
+        header: Some(RequestHeader {
+            region_id: REGION_ID,
+            epoch: None,
+        }),
+        to_peer_id: 100 + new,
+    })
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while c.leader().await != Some(new) {
+        assert!(Instant::now() < deadline, "leadership did not move");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A write through the new leader, then reads through the old one.
+    let k = key(1);
+    let cur = client.get(Cf::Meta, &k).await.unwrap().unwrap();
+    let out = client
+        .batch(
+            vec![Condition {
+                kind: condition::Kind::ValueEquals as i32,
+                cf: Cf::Meta as i32,
+                key: k.clone().into(),
+                value: cur,
+            }],
+            vec![put(&k, b"newest")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(out, BatchOutcome::Applied);
+    for _ in 0..20 {
+        match read_on_old(&c).await.unwrap() {
+            Err(e) => assert!(e.not_leader.is_some(), "{e:?}"),
+            Ok(_) => {
+                let v = c.engine(old).get_data(Cf::Meta, &k).unwrap();
+                assert_eq!(
+                    v.as_deref(),
+                    Some(&b"newest"[..]),
+                    "stale read on the old leader"
+                );
+            }
+        }
+    }
+    for id in 1..=3 {
+        c.stop(id).await;
+    }
+}

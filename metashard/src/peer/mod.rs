@@ -64,6 +64,23 @@ pub struct RaftConfig {
     /// A leader reports its region to PD this often (and at once on a
     /// leader change, a split, or a size check that moved its numbers).
     pub region_heartbeat: Duration,
+    /// Serve reads from the leader's lease instead of a ReadIndex round
+    /// when the lease is valid (decision 0013).
+    pub lease_reads: bool,
+}
+
+impl RaftConfig {
+    /// How long a confirmed ReadIndex round lets the leader serve reads
+    /// alone: 80% of the shortest election timeout. Followers that acked the
+    /// round will not vote for anyone else before a full election timeout
+    /// (raft-rs with check_quorum ignores votes while it hears a leader), so
+    /// no other leader can exist before the lease ends; the 20% margin
+    /// covers clock-rate drift between stores. `None`: lease reads off.
+    pub fn lease(&self) -> Option<Duration> {
+        self.lease_reads
+            .then(|| (self.tick * self.election_ticks as u32).mul_f64(0.8))
+            .filter(|d| !d.is_zero())
+    }
 }
 
 impl Default for RaftConfig {
@@ -75,6 +92,7 @@ impl Default for RaftConfig {
             log_gc_threshold: 1000,
             split_check: SplitCheckConfig::default(),
             region_heartbeat: Duration::from_secs(10),
+            lease_reads: true,
         }
     }
 }
@@ -142,6 +160,14 @@ pub struct Peer {
     is_leader: bool,
     /// Regions split off this one since the store started (newest last).
     split_derived: Vec<Region>,
+    /// Length of the leader lease (`None`: every read takes a ReadIndex round).
+    lease: Option<Duration>,
+    /// The leader may serve reads alone until then (see [`RaftConfig::lease`]).
+    lease_until: Option<Instant>,
+    /// When the last lease-renewing ReadIndex was issued, while unanswered.
+    lease_renewal: Option<Instant>,
+    /// Issue a ReadIndex this round even with no read queued (lease renewal).
+    renew_lease: bool,
     /// Ticks left during which this peer re-campaigns while the region has
     /// no leader (a new region's peers on other stores may not exist yet).
     campaign_ticks: usize,
@@ -193,6 +219,10 @@ impl Peer {
             is_leader: false,
             split_derived: Vec::new(),
             campaign_ticks: 0,
+            lease: cfg.lease(),
+            lease_until: None,
+            lease_renewal: None,
+            renew_lease: false,
             heartbeat_due: false,
             // Spread periodic heartbeats of many regions over the interval.
             next_heartbeat: Instant::now() + cfg.region_heartbeat.mul_f64(rand::random::<f64>()),
@@ -426,32 +456,81 @@ impl Peer {
             let _ = cb.send(Err(e));
             return;
         }
-        self.reads_to_issue.push(PendingRead {
+        let read = PendingRead {
             epoch,
             keys: keys.to_vec(),
             cb,
-        });
+        };
+        match self.lease_read_index() {
+            Some(index) => {
+                metrics::LEASE_READS.inc();
+                if self.raft.store().applied_index() >= index {
+                    self.answer_reads(vec![read]);
+                } else {
+                    self.reads_waiting_apply.push_back((index, vec![read]));
+                }
+            }
+            None => self.reads_to_issue.push(read),
+        }
     }
 
-    /// Starts one ReadIndex for every read queued this round.
+    /// The index a read arriving now must wait for, if the lease lets this
+    /// leader answer alone: its commit index (no other leader can have
+    /// committed anything during the lease). Also asks for a renewal when
+    /// half the lease is gone, so a steady read load never falls back to
+    /// ReadIndex rounds.
+    fn lease_read_index(&mut self) -> Option<u64> {
+        let (lease, until) = (self.lease?, self.lease_until?);
+        let now = Instant::now();
+        let r = &self.raft.raft;
+        // A transfer lets the transferee win an election at once (forced
+        // votes ignore the followers' leader lease): no lease reads then.
+        if now >= until || r.lead_transferee.is_some() || !r.commit_to_current_term() {
+            return None;
+        }
+        let renewing = self
+            .lease_renewal
+            .is_some_and(|t| now.duration_since(t) < 2 * lease);
+        if until.duration_since(now) < lease / 2 && !renewing {
+            self.renew_lease = true;
+        }
+        Some(r.raft_log.committed)
+    }
+
+    /// Starts one ReadIndex for every read queued this round (or for a
+    /// lease renewal).
     pub fn issue_reads(&mut self) {
-        if self.reads_to_issue.is_empty() {
+        if self.reads_to_issue.is_empty() && !self.renew_lease {
             return;
         }
         let id = self.next_read_id;
         self.next_read_id = self.next_read_id.wrapping_add(1);
         self.raft.read_index(id.to_be_bytes().to_vec());
         let cbs = std::mem::take(&mut self.reads_to_issue);
-        self.reads_by_ctx.insert(id, (Instant::now(), cbs));
+        let now = Instant::now();
+        if std::mem::take(&mut self.renew_lease) {
+            self.lease_renewal = Some(now);
+        }
+        self.reads_by_ctx.insert(id, (now, cbs));
     }
 
     fn on_read_state(&mut self, rs: ReadState) {
         let Ok(ctx) = <[u8; 8]>::try_from(rs.request_ctx.as_slice()) else {
             return;
         };
-        let Some((_, cbs)) = self.reads_by_ctx.remove(&u64::from_be_bytes(ctx)) else {
+        let Some((issued, cbs)) = self.reads_by_ctx.remove(&u64::from_be_bytes(ctx)) else {
             return;
         };
+        // A quorum confirmed this leader at `issued` or later: a lease from then.
+        if let (Some(lease), true) = (self.lease, self.is_leader()) {
+            let until = issued + lease;
+            if self.lease_until.is_none_or(|u| u < until) {
+                self.lease_until = Some(until);
+            }
+            if self.lease_renewal.is_some_and(|t| t <= issued) {
+                self.lease_renewal = None;
+            }
+        }
         if self.raft.store().applied_index() >= rs.index {
             self.answer_reads(cbs);
         } else {
@@ -498,6 +577,8 @@ impl Peer {
                 "peer {to_peer} is not a member of the region"
             )));
         }
+        // The transferee may win at once: stop serving reads alone now.
+        self.lease_until = None;
         self.raft.transfer_leader(to_peer);
         Ok(())
     }
@@ -590,6 +671,10 @@ impl Peer {
                 term = self.raft.raft.term,
                 "became leader"
             );
+        }
+        if now_leader != self.is_leader {
+            self.lease_until = None;
+            self.lease_renewal = None;
         }
         if !now_leader && self.is_leader {
             metrics::LEADER_COUNT.dec();
