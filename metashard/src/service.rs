@@ -124,25 +124,32 @@ impl MetashardService {
 impl MetashardService {
     /// Proposes one merge step on its region's leader (this store) and
     /// answers once it is applied here.
-    async fn merge_step(&self, req: AdminRequest) -> Result<Response<MergeStepResponse>, Status> {
+    async fn merge_step(
+        &self,
+        req: AdminRequest,
+    ) -> Result<Response<RegionChangeResponse>, Status> {
         let res = self
             .ask(|cb| StoreMsg::Merge {
                 req: Box::new(req),
                 cb,
             })
             .await?;
-        Ok(Response::new(match res {
-            Ok((region, index)) => MergeStepResponse {
+        Ok(Response::new(self.region_change_response(res).await))
+    }
+
+    async fn region_change_response(&self, res: crate::fsm::AdminResult) -> RegionChangeResponse {
+        match res {
+            Ok((region, index)) => RegionChangeResponse {
                 header: None,
                 region: Some(region),
                 index,
             },
-            Err(e) => MergeStepResponse {
+            Err(e) => RegionChangeResponse {
                 header: self.header_err(e).await,
                 region: None,
                 index: 0,
             },
-        }))
+        }
     }
 }
 
@@ -339,7 +346,7 @@ impl Metashard for MetashardService {
     async fn prepare_merge(
         &self,
         request: Request<PrepareMergeRequest>,
-    ) -> Result<Response<MergeStepResponse>, Status> {
+    ) -> Result<Response<RegionChangeResponse>, Status> {
         let req = request.into_inner();
         let h = header(req.header)?;
         let target = req
@@ -358,7 +365,7 @@ impl Metashard for MetashardService {
     async fn commit_merge(
         &self,
         request: Request<CommitMergeRequest>,
-    ) -> Result<Response<MergeStepResponse>, Status> {
+    ) -> Result<Response<RegionChangeResponse>, Status> {
         let req = request.into_inner();
         let h = header(req.header)?;
         let source = req
@@ -378,7 +385,7 @@ impl Metashard for MetashardService {
     async fn rollback_merge(
         &self,
         request: Request<RollbackMergeRequest>,
-    ) -> Result<Response<MergeStepResponse>, Status> {
+    ) -> Result<Response<RegionChangeResponse>, Status> {
         let req = request.into_inner();
         let h = header(req.header)?;
         self.merge_step(AdminRequest {
@@ -389,6 +396,34 @@ impl Metashard for MetashardService {
             ..Default::default()
         })
         .await
+    }
+
+    async fn change_peer(
+        &self,
+        request: Request<ChangePeerRequest>,
+    ) -> Result<Response<RegionChangeResponse>, Status> {
+        use raft::prelude::ConfChangeType;
+        let req = request.into_inner();
+        let h = header(req.header)?;
+        let peer = req
+            .peer
+            .ok_or_else(|| Status::invalid_argument("change peer needs the peer"))?;
+        let change = match PeerChange::try_from(req.change) {
+            Ok(PeerChange::AddLearner) => ConfChangeType::AddLearnerNode,
+            Ok(PeerChange::Promote) => ConfChangeType::AddNode,
+            Ok(PeerChange::Remove) => ConfChangeType::RemoveNode,
+            Err(_) => return Err(Status::invalid_argument("unknown peer change")),
+        };
+        let res = self
+            .ask(|cb| StoreMsg::ChangePeer {
+                region_id: h.region_id,
+                epoch: h.epoch,
+                change,
+                peer,
+                cb,
+            })
+            .await?;
+        Ok(Response::new(self.region_change_response(res).await))
     }
 
     async fn split_region(

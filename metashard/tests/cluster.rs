@@ -792,7 +792,7 @@ async fn merge_step(
     c: &Cluster,
     store: u64,
     req: kura_proto::metashard::AdminRequest,
-) -> kura_metashard::fsm::MergeResult {
+) -> kura_metashard::fsm::AdminResult {
     let (tx, rx) = tokio::sync::oneshot::channel();
     c.nodes[&store]
         .store
@@ -1085,5 +1085,126 @@ async fn lease_reads_are_fresh_across_a_leader_transfer() {
     }
     for id in 1..=3 {
         c.stop(id).await;
+    }
+}
+
+/// Proposes one membership change through `store`'s router.
+async fn change_peer(
+    c: &Cluster,
+    store: u64,
+    change: raft::prelude::ConfChangeType,
+    peer: Peer,
+) -> kura_metashard::fsm::AdminResult {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    c.nodes[&store]
+        .store
+        .as_ref()
+        .unwrap()
+        .router()
+        .send(kura_metashard::fsm::StoreMsg::ChangePeer {
+            region_id: REGION_ID,
+            epoch: None,
+            change,
+            peer,
+            cb: tx,
+        })
+        .unwrap();
+    rx.await.unwrap()
+}
+
+/// Conf change: a peer removed while its store is down destroys itself
+/// (region state and data) when the store comes back and hears from the
+/// others; a learner added on that store gets everything by snapshot, is
+/// promoted, and then carries a quorum with the leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn remove_then_add_learner_and_promote() {
+    use raft::prelude::ConfChangeType::*;
+    let mut c = Cluster::start().await;
+    let client = c.client();
+    write_range(&client, 0..10).await;
+    let leader = c.leader().await.expect("a leader");
+    let victim = (1..=3).find(|id| *id != leader).unwrap();
+    let other = (1..=3).find(|id| *id != leader && *id != victim).unwrap();
+    let old = Peer {
+        id: 100 + victim,
+        store_id: victim,
+        is_learner: false,
+    };
+    let self_removal = Peer {
+        id: 100 + leader,
+        store_id: leader,
+        is_learner: false,
+    };
+    let e = change_peer(&c, leader, RemoveNode, self_removal)
+        .await
+        .expect_err("the leader cannot remove itself");
+    assert!(e.server_busy.is_some(), "{e:?}");
+
+    c.stop(victim).await;
+    let (r, _) = change_peer(&c, leader, RemoveNode, old.clone())
+        .await
+        .expect("remove applied");
+    assert_eq!(r.peers.len(), 2);
+    assert_eq!(r.epoch.unwrap().conf_ver, 2);
+    write_range(&client, 10..20).await;
+    // Back up, the removed peer campaigns, is told it is gone, and goes.
+    c.restart(victim).await;
+    eventually_async("the removed peer to destroy itself", || async {
+        region_status_on(&c, victim, REGION_ID).await.is_none()
+            && c.engine(victim)
+                .get_data(Cf::Meta, &key(0))
+                .unwrap()
+                .is_none()
+    })
+    .await;
+
+    let learner = Peer {
+        id: 200 + victim,
+        store_id: victim,
+        is_learner: true,
+    };
+    let (r, _) = change_peer(&c, leader, AddLearnerNode, learner.clone())
+        .await
+        .expect("learner added");
+    assert!(r.peers.iter().any(|p| p.id == learner.id && p.is_learner));
+    let dup = Peer {
+        id: 300 + victim,
+        ..learner.clone()
+    };
+    assert!(
+        change_peer(&c, leader, AddLearnerNode, dup).await.is_err(),
+        "one peer per store"
+    );
+    eventually_async("the learner to catch up by snapshot", || async {
+        has_all(c.engine(victim), 20)
+    })
+    .await;
+    let (r, _) = change_peer(&c, leader, AddNode, learner.clone())
+        .await
+        .expect("learner promoted");
+    assert!(r.peers.iter().all(|p| !p.is_learner) && r.peers.len() == 3);
+    // The promoted peer now makes the quorum with the leader.
+    c.stop(other).await;
+    write_range(&client, 20..25).await;
+    eventually_async("the promoted peer to apply new writes", || async {
+        has_all(c.engine(victim), 25)
+    })
+    .await;
+    c.restart(other).await;
+    check_all(&client, 25).await;
+    for id in 1..=3 {
+        c.stop(id).await;
+    }
+}
+
+async fn eventually_async<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !f().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 use kura_proto::common::{Region, RegionError};
 use kura_proto::metashard::metashard_client::MetashardClient;
 use kura_proto::metashard::{
-    CommitMergeRequest, MergeStepResponse, PrepareMergeRequest, RegionStatus, RegionStatusRequest,
-    RequestHeader, RollbackMergeRequest,
+    CommitMergeRequest, PrepareMergeRequest, RegionChangeResponse, RegionStatus,
+    RegionStatusRequest, RequestHeader, RollbackMergeRequest,
 };
 use tonic::transport::Channel;
 
@@ -136,7 +136,7 @@ enum StepAnswer {
 
 fn answer(
     res: Result<
-        Result<tonic::Response<MergeStepResponse>, tonic::Status>,
+        Result<tonic::Response<RegionChangeResponse>, tonic::Status>,
         tokio::time::error::Elapsed,
     >,
 ) -> StepAnswer {

@@ -31,8 +31,8 @@ pub enum ApplyOutcome {
     Rejected(Box<RegionError>),
     /// A split was applied: the parent's new range and the new region.
     Split(Box<split::SplitRegions>),
-    /// A merge step was applied: the region as it is now.
-    Merge(Box<Region>),
+    /// A merge step or conf change was applied: the region as it is now.
+    RegionChanged(Box<Region>),
 }
 
 /// `Ok` when `epoch` (if given) equals the region's epoch.

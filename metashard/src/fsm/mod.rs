@@ -21,8 +21,9 @@ pub type BatchResult = Result<(bool, u32), RegionError>;
 /// Outcome of a proposed split: the parent's new range and the new region.
 pub type SplitResult = Result<Vec<Region>, RegionError>;
 
-/// Outcome of a proposed merge step: the region as applied and the entry's index.
-pub type MergeResult = Result<(Region, u64), RegionError>;
+/// Outcome of a proposed merge step or conf change: the region as applied
+/// and the entry's index.
+pub type AdminResult = Result<(Region, u64), RegionError>;
 
 /// Counters reported in store heartbeats.
 #[derive(Debug, Clone, Default)]
@@ -63,7 +64,16 @@ pub enum StoreMsg {
     /// on `req.header.region_id` (leader only); answered once applied here.
     Merge {
         req: Box<AdminRequest>,
-        cb: Callback<MergeResult>,
+        cb: Callback<AdminResult>,
+    },
+    /// Proposes one membership change of `region_id` (leader only);
+    /// answered once applied here.
+    ChangePeer {
+        region_id: u64,
+        epoch: Option<RegionEpoch>,
+        change: raft::prelude::ConfChangeType,
+        peer: kura_proto::common::Peer,
+        cb: Callback<AdminResult>,
     },
     CreatePeer {
         region: Region,
@@ -110,6 +120,7 @@ impl StoreMsg {
             StoreMsg::Merge { req, .. } => req.header.as_ref().map(|h| h.region_id),
             StoreMsg::Read { region_id, .. }
             | StoreMsg::Split { region_id, .. }
+            | StoreMsg::ChangePeer { region_id, .. }
             | StoreMsg::TransferLeader { region_id, .. }
             | StoreMsg::Status { region_id, .. }
             | StoreMsg::SizeChecked { region_id, .. } => Some(*region_id),

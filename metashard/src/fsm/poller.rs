@@ -212,6 +212,18 @@ impl Poller {
                     }
                 }
             }
+            StoreMsg::ChangePeer {
+                region_id,
+                epoch,
+                change,
+                peer,
+                cb,
+            } => match self.peers.get_mut(&region_id) {
+                Some(p) => p.propose_conf_change(epoch, change, peer, cb),
+                None => {
+                    let _ = cb.send(Err(errors::region_not_found(region_id)));
+                }
+            },
             StoreMsg::Split {
                 region_id,
                 epoch,
@@ -291,6 +303,9 @@ impl Poller {
             );
             return Ok(());
         }
+        if m.tombstone {
+            return self.on_tombstone(&m);
+        }
         let msg = match Message::parse_from_bytes(&m.message) {
             Ok(msg) => msg,
             Err(e) => {
@@ -301,7 +316,7 @@ impl Poller {
         if !self.peers.contains_key(&m.region_id) {
             // A peer PD added (or a founding member whose CreatePeer is late):
             // create it empty; the leader sends it a snapshot.
-            let Some(region) = m.region.filter(|r| {
+            let Some(region) = m.region.clone().filter(|r| {
                 r.id == m.region_id
                     && r.peers
                         .iter()
@@ -331,10 +346,48 @@ impl Poller {
             }
         }
         if let Some(p) = self.peers.get_mut(&m.region_id) {
-            if p.peer_id() == msg.to {
+            let sender_removed = !p.region().peers.iter().any(|x| x.id == msg.from)
+                && conf_ver(p.region()) > m.region.as_ref().map_or(0, conf_ver);
+            if sender_removed {
+                // A peer removed while it was away (it never saw its removal)
+                // still campaigns: tell it to go.
+                let rm = RaftMessage {
+                    region_id: m.region_id,
+                    from_store: self.store_id,
+                    to_store: m.from_store,
+                    region: Some(p.region().clone()),
+                    message: Default::default(),
+                    tombstone: true,
+                };
+                self.transport.send(rm, msg.from, false);
+            } else if p.peer_id() == msg.to {
                 p.step(msg);
             }
         }
+        Ok(())
+    }
+
+    /// The sender says our peer of the region was removed: destroy it (and
+    /// its copy of the data) if its view is really newer and excludes us.
+    fn on_tombstone(&mut self, m: &RaftMessage) -> Result<(), crate::Error> {
+        let Some(p) = self.peers.get(&m.region_id) else {
+            return Ok(());
+        };
+        let Some(newer) = m.region.as_ref() else {
+            return Ok(());
+        };
+        let excluded = !newer.peers.iter().any(|x| x.id == p.peer_id());
+        if newer.id != m.region_id || !excluded || conf_ver(newer) <= conf_ver(p.region()) {
+            return Ok(());
+        }
+        let region = p.region().clone();
+        let mut wb = self.engine.batch();
+        PeerStorage::destroy(region.id, &mut wb);
+        wb.delete_data_range(&region.start_key, &region.end_key)?;
+        self.engine.write(wb, true)?;
+        tracing::info!(region_id = region.id, "removed peer destroyed on tombstone");
+        let mut gone = vec![region.id];
+        drop_destroyed(&mut self.peers, &mut gone);
         Ok(())
     }
 
@@ -529,6 +582,10 @@ fn drop_destroyed(peers: &mut HashMap<u64, Peer>, destroyed: &mut Vec<u64>) {
             tracing::info!(region_id = id, "merged-away region peer destroyed");
         }
     }
+}
+
+fn conf_ver(r: &Region) -> u64 {
+    r.epoch.map_or(0, |e| e.conf_ver)
 }
 
 /// Whether two regions' ranges overlap (empty end = +inf).

@@ -44,7 +44,7 @@ use crate::apply::split::{self, SplitRegions};
 use crate::apply::{self, ApplyOutcome};
 use crate::engine::{Engine, WriteBatch};
 use crate::errors;
-use crate::fsm::{BatchResult, Callback, MergeResult, SplitResult};
+use crate::fsm::{AdminResult, BatchResult, Callback, SplitResult};
 use crate::keys::local;
 use crate::metrics;
 use crate::split_check::{SizeTracker, SplitCheckConfig};
@@ -140,7 +140,7 @@ struct PendingRead {
 enum ProposalCb {
     Batch(Callback<BatchResult>),
     Split(Callback<SplitResult>),
-    Merge(Callback<MergeResult>),
+    Admin(Callback<AdminResult>),
 }
 
 struct Proposal {
@@ -391,7 +391,7 @@ impl Peer {
 
     /// Proposes one merge step (checked again when applied). Only a
     /// rollback is accepted while the region is frozen.
-    pub fn propose_merge(&mut self, req: AdminRequest, cb: Callback<MergeResult>) {
+    pub fn propose_merge(&mut self, req: AdminRequest, cb: Callback<AdminResult>) {
         if !self.is_leader() {
             let _ = cb.send(Err(self.not_leader()));
             return;
@@ -411,12 +411,90 @@ impl Peer {
             let _ = cb.send(Err(self.enrich(e)));
             return;
         }
-        self.propose_data(cmd::encode_admin(&req), ProposalCb::Merge(cb));
+        self.propose_data(cmd::encode_admin(&req), ProposalCb::Admin(cb));
+    }
+
+    /// Proposes one membership change (raft ConfChange v1; one at a time).
+    pub fn propose_conf_change(
+        &mut self,
+        epoch: Option<RegionEpoch>,
+        change: ConfChangeType,
+        peer: PeerMeta,
+        cb: Callback<AdminResult>,
+    ) {
+        if !self.is_leader() {
+            let _ = cb.send(Err(self.not_leader()));
+            return;
+        }
+        let checked = self
+            .check_not_merging()
+            .and_then(|_| apply::check_epoch(self.region(), epoch.as_ref()))
+            .map_err(|e| self.enrich(e))
+            .and_then(|_| self.check_conf_change(change, &peer));
+        if let Err(e) = checked {
+            let _ = cb.send(Err(e));
+            return;
+        }
+        let mut cc = ConfChange::default();
+        cc.set_change_type(change);
+        cc.node_id = peer.id;
+        cc.context = peer.encode_to_vec().into();
+        let last_before = self.raft.raft.raft_log.last_index();
+        let res = self.raft.propose_conf_change(Vec::new(), cc);
+        self.track_proposal(last_before, res, ProposalCb::Admin(cb));
+    }
+
+    /// Why `change` of `peer` cannot be proposed now, if it cannot.
+    fn check_conf_change(
+        &self,
+        change: ConfChangeType,
+        peer: &PeerMeta,
+    ) -> Result<(), RegionError> {
+        let busy = |m: &str| Err(errors::server_busy(m));
+        if self.raft.raft.has_pending_conf() {
+            return busy("a conf change of this region is still being applied");
+        }
+        if peer.id == 0 || peer.store_id == 0 {
+            return busy("conf change: peer id and store id are required");
+        }
+        let current = self.region().peers.iter().find(|p| p.id == peer.id);
+        match change {
+            ConfChangeType::AddLearnerNode => {
+                if self
+                    .region()
+                    .peers
+                    .iter()
+                    .any(|p| p.store_id == peer.store_id)
+                {
+                    return busy("the store already holds a peer of this region");
+                }
+            }
+            ConfChangeType::AddNode => match current {
+                Some(p) if p.is_learner && p.store_id == peer.store_id => {}
+                _ => return busy("only an existing learner can be promoted"),
+            },
+            ConfChangeType::RemoveNode => {
+                if current.is_none_or(|p| p.store_id != peer.store_id) {
+                    return busy("no such peer in the region");
+                }
+                if peer.id == self.peer_id() {
+                    return busy("the leader cannot remove itself: transfer leadership first");
+                }
+            }
+        }
+        Ok(())
     }
 
     fn propose_data(&mut self, data: Vec<u8>, cb: ProposalCb) {
         let last_before = self.raft.raft.raft_log.last_index();
-        let dropped = match self.raft.propose(Vec::new(), data) {
+        let res = self.raft.propose(Vec::new(), data);
+        self.track_proposal(last_before, res, cb);
+    }
+
+    /// Keeps `cb` until the proposed entry applies, or answers it now if
+    /// raft dropped the proposal.
+    fn track_proposal(&mut self, last_before: u64, res: raft::Result<()>, cb: ProposalCb) {
+        let dropped = match res {
             Err(e) => {
                 tracing::debug!(region_id = self.region_id(), error = %e, "proposal dropped");
                 true
@@ -432,7 +510,7 @@ impl Peer {
                 ProposalCb::Split(cb) => {
                     let _ = cb.send(Err(nl));
                 }
-                ProposalCb::Merge(cb) => {
+                ProposalCb::Admin(cb) => {
                     let _ = cb.send(Err(nl));
                 }
             }
@@ -719,6 +797,7 @@ impl Peer {
                 to_store: to.store_id,
                 region: Some(self.region().clone()),
                 message: bytes.into(),
+                tombstone: false,
             };
             ctx.transport.send(rm, m.to, is_snapshot);
         }
@@ -878,7 +957,7 @@ impl Peer {
         ctx.engine.write(wb, sync)?;
         match &outcome {
             Some(ApplyOutcome::Split(regions)) => self.on_split_applied(ctx, regions),
-            Some(ApplyOutcome::Merge(_)) => self.on_merge_step_applied(ctx, &req_kind(e)),
+            Some(ApplyOutcome::RegionChanged(_)) => self.on_merge_step_applied(ctx, &req_kind(e)),
             _ => {}
         }
         if outcome.is_some() {
@@ -907,7 +986,7 @@ impl Peer {
                     self.raft
                         .mut_store()
                         .set_region_and_merge_state(frozen.clone(), Some(ms), wb);
-                    Ok(Some(ApplyOutcome::Merge(Box::new(frozen))))
+                    Ok(Some(ApplyOutcome::RegionChanged(Box::new(frozen))))
                 }
                 Err(e) => rejected(self.enrich(e)),
             };
@@ -918,7 +997,7 @@ impl Peer {
                     self.raft
                         .mut_store()
                         .set_region_and_merge_state(region.clone(), None, wb);
-                    Ok(Some(ApplyOutcome::Merge(Box::new(region))))
+                    Ok(Some(ApplyOutcome::RegionChanged(Box::new(region))))
                 }
                 Err(e) => rejected(e),
             };
@@ -954,7 +1033,7 @@ impl Peer {
             PeerStorage::destroy(source_id, wb);
             ctx.destroyed.push(source_id);
             self.raft.mut_store().set_region(merged.clone(), wb);
-            return Ok(Some(ApplyOutcome::Merge(Box::new(merged))));
+            return Ok(Some(ApplyOutcome::RegionChanged(Box::new(merged))));
         }
         let Some(split_req) = &req.split else {
             return rejected(errors::server_busy("admin entry without a command"));
@@ -1036,6 +1115,7 @@ impl Peer {
 
     fn apply_conf_change(&mut self, ctx: &mut PeerCtx<'_>, e: &Entry) -> Result<(), FatalError> {
         let mut region = self.region().clone();
+        let mut removed: Option<PeerMeta> = None;
         let cs = if e.get_entry_type() == EntryType::EntryConfChange {
             let mut cc = ConfChange::default();
             cc.merge_from_bytes(&e.data)
@@ -1043,6 +1123,7 @@ impl Peer {
             let cs = self.raft.apply_conf_change(&cc)?;
             // The context names the peer (store) for additions.
             let peer = PeerMeta::decode(cc.context.as_ref()).unwrap_or_default();
+            removed = region.peers.iter().find(|p| p.id == cc.node_id).cloned();
             region.peers.retain(|p| p.id != cc.node_id);
             match cc.get_change_type() {
                 ConfChangeType::AddNode | ConfChangeType::AddLearnerNode => {
@@ -1054,6 +1135,9 @@ impl Peer {
                 }
                 ConfChangeType::RemoveNode => {}
             }
+            if cc.get_change_type() != ConfChangeType::RemoveNode {
+                removed = None;
+            }
             cs
         } else {
             let mut cc = ConfChangeV2::default();
@@ -1064,13 +1148,56 @@ impl Peer {
         let epoch = region.epoch.get_or_insert_with(Default::default);
         epoch.conf_ver += 1;
         let mut wb = ctx.engine.batch();
+        if removed.as_ref().is_some_and(|p| p.id == self.peer_id()) {
+            // This peer left the group: its state and its copy of the data go.
+            PeerStorage::destroy(self.region_id(), &mut wb);
+            wb.delete_data_range(&region.start_key, &region.end_key)?;
+            ctx.engine.write(wb, true)?;
+            ctx.destroyed.push(self.region_id());
+            tracing::info!(
+                region_id = self.region_id(),
+                "this peer was removed; destroyed"
+            );
+            return Ok(());
+        }
         let store = self.raft.mut_store();
         store.set_conf_state(cs, &mut wb);
-        store.set_region(region, &mut wb);
+        store.set_region(region.clone(), &mut wb);
         store.set_applied(e.index, &mut wb);
         ctx.engine.write(wb, true)?;
-        self.respond(e.index, e.term, Some(ApplyOutcome::Applied));
+        if let Some(gone) = removed {
+            // Tell the removed peer now: it may never see this entry commit.
+            self.send_tombstone(ctx, gone.store_id, gone.id);
+        }
+        if self.is_leader() {
+            self.heartbeat_due = true;
+        }
+        tracing::info!(
+            region_id = self.region_id(),
+            conf_ver = region.epoch.unwrap_or_default().conf_ver,
+            peers = ?region.peers.iter().map(|p| (p.id, p.store_id, p.is_learner)).collect::<Vec<_>>(),
+            "conf change applied"
+        );
+        self.respond(
+            e.index,
+            e.term,
+            Some(ApplyOutcome::RegionChanged(Box::new(region))),
+        );
         Ok(())
+    }
+
+    /// Tells `store_id` that its peer `peer_id` is no longer a member (as
+    /// of this peer's region): it destroys itself.
+    pub fn send_tombstone(&self, ctx: &mut PeerCtx<'_>, store_id: u64, peer_id: u64) {
+        let rm = RaftMessage {
+            region_id: self.region_id(),
+            from_store: ctx.store_id,
+            to_store: store_id,
+            region: Some(self.region().clone()),
+            message: Default::default(),
+            tombstone: true,
+        };
+        ctx.transport.send(rm, peer_id, false);
     }
 
     /// Answers the proposal made at `index`, if this peer made it.
@@ -1098,9 +1225,9 @@ impl Peer {
                         Some(ApplyOutcome::Applied) => Ok((true, 0)),
                         Some(ApplyOutcome::ConditionFailed(i)) => Ok((false, *i)),
                         Some(ApplyOutcome::Rejected(e)) => Err((**e).clone()),
-                        Some(ApplyOutcome::Split(_)) | Some(ApplyOutcome::Merge(_)) | None => {
-                            Err(self.not_leader())
-                        }
+                        Some(ApplyOutcome::Split(_))
+                        | Some(ApplyOutcome::RegionChanged(_))
+                        | None => Err(self.not_leader()),
                     };
                     let _ = cb.send(res);
                 }
@@ -1110,14 +1237,14 @@ impl Peer {
                         Some(ApplyOutcome::Rejected(e)) => Err((**e).clone()),
                         Some(ApplyOutcome::Applied)
                         | Some(ApplyOutcome::ConditionFailed(_))
-                        | Some(ApplyOutcome::Merge(_))
+                        | Some(ApplyOutcome::RegionChanged(_))
                         | None => Err(self.not_leader()),
                     };
                     let _ = cb.send(res);
                 }
-                ProposalCb::Merge(cb) => {
+                ProposalCb::Admin(cb) => {
                     let res = match ours {
-                        Some(ApplyOutcome::Merge(r)) => Ok(((**r).clone(), index)),
+                        Some(ApplyOutcome::RegionChanged(r)) => Ok(((**r).clone(), index)),
                         Some(ApplyOutcome::Rejected(e)) => Err((**e).clone()),
                         Some(ApplyOutcome::Applied)
                         | Some(ApplyOutcome::ConditionFailed(_))
