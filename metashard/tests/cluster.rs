@@ -1141,7 +1141,7 @@ async fn remove_then_add_learner_and_promote() {
     assert!(e.server_busy.is_some(), "{e:?}");
 
     c.stop(victim).await;
-    let (r, _) = change_peer(&c, leader, RemoveNode, old.clone())
+    let (r, _) = change_peer(&c, leader, RemoveNode, old)
         .await
         .expect("remove applied");
     assert_eq!(r.peers.len(), 2);
@@ -1163,13 +1163,13 @@ async fn remove_then_add_learner_and_promote() {
         store_id: victim,
         is_learner: true,
     };
-    let (r, _) = change_peer(&c, leader, AddLearnerNode, learner.clone())
+    let (r, _) = change_peer(&c, leader, AddLearnerNode, learner)
         .await
         .expect("learner added");
     assert!(r.peers.iter().any(|p| p.id == learner.id && p.is_learner));
     let dup = Peer {
         id: 300 + victim,
-        ..learner.clone()
+        ..learner
     };
     assert!(
         change_peer(&c, leader, AddLearnerNode, dup).await.is_err(),
@@ -1179,7 +1179,7 @@ async fn remove_then_add_learner_and_promote() {
         has_all(c.engine(victim), 20)
     })
     .await;
-    let (r, _) = change_peer(&c, leader, AddNode, learner.clone())
+    let (r, _) = change_peer(&c, leader, AddNode, learner)
         .await
         .expect("learner promoted");
     assert!(r.peers.iter().all(|p| !p.is_learner) && r.peers.len() == 3);
