@@ -63,6 +63,10 @@ pub enum StorageError {
         "{path} has format_version {found}; this PD reads {OLDEST_FORMAT_VERSION} to {FORMAT_VERSION}"
     )]
     UnsupportedVersion { path: PathBuf, found: u32 },
+    /// A replicated PD could not commit the state (not the leader, no
+    /// quorum, timed out): nothing was acknowledged.
+    #[error("not replicated: {0}")]
+    NotReplicated(String),
 }
 
 /// Where PD keeps its state. `save` returns only once the state is durable.
