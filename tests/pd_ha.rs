@@ -76,6 +76,19 @@ fn killing_the_pd_leader_fails_no_request_and_a_new_leader_takes_over() {
         old.id, new.id
     );
     assert!(took < Duration::from_secs(10), "election took {took:?}");
+    assert_eq!(common::metric(&new.status, "kura_pd_leader"), Some(1.0));
+    for f in c
+        .components()
+        .iter()
+        .filter(|x| x.role == "pd" && x.id != new.id && x.id != old.id)
+    {
+        assert_eq!(
+            common::metric(&f.status, "kura_pd_leader"),
+            Some(0.0),
+            "{}",
+            f.id
+        );
+    }
 
     // Writes go on after the failover (the clients found the new leader).
     let puts = load_status(&status)[3];

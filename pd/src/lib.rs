@@ -151,6 +151,9 @@ pub async fn serve(
             (core, Some(replica))
         }
     };
+    if replica.is_none() {
+        metrics::metrics().leader.set(1);
+    }
     let ticker = tokio::spawn(core.clone().tick_loop(TICK, shutdown.clone()));
 
     let stop = |mut rx: tokio::sync::watch::Receiver<bool>| async move {

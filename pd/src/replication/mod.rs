@@ -370,6 +370,12 @@ impl RaftLoop {
                 self.fail_pending();
             }
             if now != status {
+                let m = crate::metrics::metrics();
+                m.raft_term.set(now.term as i64);
+                m.leader.set(i64::from(now.serving));
+                if now.leader_id != status.leader_id && now.leader_id != 0 {
+                    m.leader_changes.inc();
+                }
                 if now.leader_id != status.leader_id || now.serving != status.serving {
                     tracing::info!(
                         member = self.me,
