@@ -35,6 +35,8 @@ pub struct Metrics {
     pub raft_term: IntGauge,
     /// Replicated PD: leader changes this member saw.
     pub leader_changes: IntCounter,
+    /// Replicated PD: snapshots (whole states) received from the leader.
+    pub snapshots_applied: IntCounter,
 }
 
 fn gauge_vec(name: &str, help: &str, label: &str) -> IntGaugeVec {
@@ -160,6 +162,13 @@ pub fn metrics() -> &'static Metrics {
             IntCounter::new(
                 "kura_pd_leader_changes_total",
                 "Replicated PD: leader changes this member saw.",
+            )
+            .expect("valid metric"),
+        ),
+        snapshots_applied: register(
+            IntCounter::new(
+                "kura_pd_raft_snapshots_applied_total",
+                "Replicated PD: snapshots (whole states) this member received from the leader.",
             )
             .expect("valid metric"),
         ),

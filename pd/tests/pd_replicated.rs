@@ -250,3 +250,66 @@ async fn a_leader_change_keeps_every_acknowledged_write_and_never_reuses_an_id()
         }
     }
 }
+
+/// A member that was down while the log was compacted past it catches up
+/// from the leader's snapshot: once it is one of the only two running, it
+/// carries every write and can lead with all of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_member_behind_a_compacted_log_catches_up_by_snapshot() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut group = Group::must_start(tmp.path()).await;
+    let pd = group.client();
+    let leader = group.must_find_leader(None).await;
+    let others: Vec<u64> = (1..=3).filter(|&i| i != leader).collect();
+    let (behind, third) = (others[0], others[1]);
+    pd.register_data_node(node("d:0", "z1")).await.unwrap();
+    group.must_stop(behind).await;
+
+    // Each allocation past the saved mark is one committed entry: well past
+    // a compaction.
+    let mut last = 0;
+    for _ in 0..100 {
+        last = pd.alloc_ids(2_000).await.unwrap() + 1_999;
+    }
+    let late = pd.register_data_node(node("d:late", "z2")).await.unwrap();
+
+    // Only `leader` and `behind` left: a write commits only once `behind`
+    // holds the log, which it can only get from the snapshot.
+    group.must_restart(behind).await;
+    group.must_stop(third).await;
+    let first = pd.alloc_ids(1).await.unwrap();
+    assert!(first > last);
+    // A registration is always saved (a small allocation may not be: the
+    // saved mark runs ahead).
+    let latest = pd.register_data_node(node("d:latest", "z3")).await.unwrap();
+    assert!(
+        kura_pd::metrics::metrics().snapshots_applied.get() > 0,
+        "caught up by snapshot, not by log"
+    );
+    // `behind` and `third` left: `behind` has the newest log, so it leads,
+    // with everything.
+    group.must_stop(leader).await;
+    group.must_restart(third).await;
+    let now = group.must_find_leader(Some(leader)).await;
+    assert_eq!(now, behind, "the member with the whole log wins");
+    let http = group.members[now as usize - 1].http;
+    let (code, dn) = http_json(&format!("http://{http}/pd/api/v1/datanodes")).await;
+    assert_eq!(code, 200);
+    let ids: Vec<u64> = dn["datanodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|n| n["id"].as_u64())
+        .collect();
+    assert!(ids.contains(&late) && ids.contains(&latest), "{dn}");
+    assert!(pd.alloc_ids(1).await.unwrap() > first);
+    assert!(
+        group.members[behind as usize - 1].dir.join("raft").exists(),
+        "the log lives under the PD data dir"
+    );
+    for id in 1..=3 {
+        if group.members[id as usize - 1].running.is_some() {
+            group.must_stop(id).await;
+        }
+    }
+}

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use kura_proto::pd::pd_peer_server::PdPeerServer;
 use raft::prelude::{EntryType, Message};
-use raft::{RawNode, StateRole};
+use raft::{RawNode, SnapshotStatus, StateRole};
 
 use self::log::{RaftLog, COMPACT_EVERY};
 use self::transport::{PeerService, Transport, MAX_MESSAGE};
@@ -147,7 +147,17 @@ type Reply = SyncSender<Result<(), ReplicationError>>;
 
 pub(crate) enum Event {
     Step(Message),
-    Propose { data: Vec<u8>, reply: Reply },
+    Propose {
+        data: Vec<u8>,
+        reply: Reply,
+    },
+    /// A snapshot message to `to` was delivered (or not).
+    SnapshotSent {
+        to: u64,
+        ok: bool,
+    },
+    /// Messages to `to` could not be delivered.
+    Unreachable(u64),
     Stop,
 }
 
@@ -197,8 +207,9 @@ impl Replica {
             .map_err(|e| ReplicationError::Config(e.to_string()))?;
         let rt = tokio::runtime::Handle::try_current()
             .map_err(|e| ReplicationError::Config(format!("no tokio runtime: {e}")))?;
-        let transport =
-            Transport::start(cfg.id, &cfg.peers, &rt).map_err(ReplicationError::Config)?;
+        let (tx, rx) = mpsc::channel();
+        let transport = Transport::start(cfg.id, &cfg.peers, &rt, tx.clone())
+            .map_err(ReplicationError::Config)?;
         tracing::info!(
             member = cfg.id,
             members = voters.len(),
@@ -210,7 +221,6 @@ impl Replica {
             status: RwLock::new(RoleStatus::default()),
             applied: RwLock::new(restored.state),
         });
-        let (tx, rx) = mpsc::channel();
         let looper = RaftLoop {
             me: cfg.id,
             raw,
@@ -351,6 +361,15 @@ impl RaftLoop {
                         let _ = self.raw.step(m);
                     }
                     Event::Propose { data, reply } => self.propose(data, reply),
+                    Event::SnapshotSent { to, ok } => {
+                        let status = if ok {
+                            SnapshotStatus::Finish
+                        } else {
+                            SnapshotStatus::Failure
+                        };
+                        self.raw.report_snapshot(to, status);
+                    }
+                    Event::Unreachable(to) => self.raw.report_unreachable(to),
                     Event::Stop => break 'outer,
                 }
                 next = rx.try_recv().ok();
@@ -463,6 +482,7 @@ impl RaftLoop {
                 "applied a PD state snapshot from the leader"
             );
             self.set_applied(snapshot.data.to_vec());
+            crate::metrics::metrics().snapshots_applied.inc();
         }
         self.apply(rd.take_committed_entries());
         self.transport.send(rd.take_persisted_messages());

@@ -10,7 +10,7 @@ use kura_proto::pd::pd_peer_client::PdPeerClient;
 use kura_proto::pd::pd_peer_server::PdPeer;
 use kura_proto::pd::{PdRaftAck, PdRaftBatch};
 use protobuf::Message as PbMessage;
-use raft::prelude::Message;
+use raft::prelude::{Message, MessageType};
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
 
@@ -23,13 +23,19 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(3);
 pub const MAX_MESSAGE: usize = 256 << 20;
 
 /// The sending side: routes each message to its peer's queue.
-pub struct Transport {
+pub(super) struct Transport {
     queues: HashMap<u64, mpsc::Sender<Message>>,
 }
 
 impl Transport {
-    /// Starts one sender task per peer on `rt`.
-    pub fn start(me: u64, peers: &[PeerSpec], rt: &tokio::runtime::Handle) -> Result<Self, String> {
+    /// Starts one sender task per peer on `rt`; delivery failures are
+    /// reported to the Raft loop through `events`.
+    pub(super) fn start(
+        me: u64,
+        peers: &[PeerSpec],
+        rt: &tokio::runtime::Handle,
+        events: std::sync::mpsc::Sender<Event>,
+    ) -> Result<Self, String> {
         let mut queues = HashMap::new();
         for p in peers.iter().filter(|p| p.id != me) {
             let ch = lazy_channel(&p.grpc).map_err(|e| format!("peer {}: {e}", p.grpc))?;
@@ -37,13 +43,13 @@ impl Transport {
                 .max_decoding_message_size(MAX_MESSAGE)
                 .max_encoding_message_size(MAX_MESSAGE);
             let (tx, rx) = mpsc::channel(QUEUE);
-            rt.spawn(send_loop(me, p.id, client, rx));
+            rt.spawn(send_loop(me, p.id, client, rx, events.clone()));
             queues.insert(p.id, tx);
         }
         Ok(Transport { queues })
     }
 
-    pub fn send(&self, msgs: Vec<Message>) {
+    pub(super) fn send(&self, msgs: Vec<Message>) {
         for m in msgs {
             if let Some(q) = self.queues.get(&m.to) {
                 // Full or closed: dropped; Raft re-sends.
@@ -58,37 +64,51 @@ async fn send_loop(
     to: u64,
     mut client: PdPeerClient<tonic::transport::Channel>,
     mut rx: mpsc::Receiver<Message>,
+    events: std::sync::mpsc::Sender<Event>,
 ) {
     let mut failing = false;
     while let Some(first) = rx.recv().await {
-        let mut messages = vec![first.write_to_bytes().unwrap_or_default().into()];
+        let mut batch = vec![first];
         while let Ok(m) = rx.try_recv() {
-            messages.push(m.write_to_bytes().unwrap_or_default().into());
+            batch.push(m);
         }
-        let batch = PdRaftBatch {
+        let snapshots = batch
+            .iter()
+            .filter(|m| m.get_msg_type() == MessageType::MsgSnapshot)
+            .count();
+        let req = PdRaftBatch {
             from_member: me,
-            messages,
+            messages: batch
+                .iter()
+                .map(|m| m.write_to_bytes().unwrap_or_default().into())
+                .collect(),
         };
-        match tokio::time::timeout(SEND_TIMEOUT, client.raft(batch)).await {
-            Ok(Ok(_)) => {
+        let result = match tokio::time::timeout(SEND_TIMEOUT, client.raft(req)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(e.message().to_string()),
+            Err(_) => Err("timed out".to_string()),
+        };
+        // Raft must hear how a snapshot went, or it waits for it forever.
+        for _ in 0..snapshots {
+            let _ = events.send(Event::SnapshotSent {
+                to,
+                ok: result.is_ok(),
+            });
+        }
+        match result {
+            Ok(()) => {
                 if failing {
                     tracing::info!(member = to, "PD peer reachable again");
                 }
                 failing = false;
             }
-            Ok(Err(e)) if !failing => {
-                failing = true;
-                tracing::warn!(
-                    member = to,
-                    "cannot send Raft messages to PD peer: {}",
-                    e.message()
-                );
+            Err(e) => {
+                let _ = events.send(Event::Unreachable(to));
+                if !failing {
+                    failing = true;
+                    tracing::warn!(member = to, "cannot send Raft messages to PD peer: {e}");
+                }
             }
-            Err(_) if !failing => {
-                failing = true;
-                tracing::warn!(member = to, "sending Raft messages to PD peer timed out");
-            }
-            _ => {}
         }
     }
 }
