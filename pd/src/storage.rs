@@ -5,8 +5,9 @@
 //! placement map, the id high-water mark): written to a temp file, fsynced,
 //! renamed over the old one, then the directory is fsynced, so a crash leaves
 //! the old or the new state, never a torn one. Heartbeat statistics are not
-//! saved. Behind the [`Storage`] trait so a Raft-replicated PD can replace
-//! the file later (docs/decisions/0003-pd-state-file.md).
+//! saved. Behind the [`Storage`] trait: a replicated PD (`replication`)
+//! commits the same document through Raft instead of writing the file
+//! (docs/decisions/0003-pd-state-file.md, 0012-pd-raft-replication.md).
 //!
 //! Format history (`format_version`; docs/decisions/0003-pd-state-file.md):
 //! - 1 — the first format: `placement` is one map (`version`, `data_shards`,

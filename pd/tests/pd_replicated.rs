@@ -198,6 +198,16 @@ async fn a_leader_change_keeps_every_acknowledged_write_and_never_reuses_an_id()
     let (code, dn) = http_json(&format!("http://{}/pd/api/v1/datanodes", follower.http)).await;
     assert_eq!(code, 200, "followed the redirect: {dn}");
     assert_eq!(dn["count"].as_u64(), Some(3), "{dn}");
+    // A write through a follower's HTTP API lands on the leader (307, POST kept).
+    let r = reqwest::Client::new()
+        .post(format!(
+            "http://{}/pd/api/v1/datanode/{}/decommission",
+            follower.http, nodes[0]
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
     // Raw gRPC to a follower: Unavailable naming the leader.
     let raw = PdClient::new(&[follower.grpc.to_string()])
         .unwrap()
@@ -241,6 +251,21 @@ async fn a_leader_change_keeps_every_acknowledged_write_and_never_reuses_an_id()
         .filter_map(|n| n["id"].as_u64())
         .collect();
     assert_eq!(got, nodes.iter().copied().collect(), "{dn}");
+    let state = |id: u64| {
+        dn["datanodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["id"].as_u64() == Some(id))
+            .and_then(|n| n["admin_state"].as_str())
+            .map(str::to_string)
+    };
+    assert_ne!(
+        state(nodes[0]).as_deref(),
+        Some("Active"),
+        "the decommission survived two leader changes"
+    );
+    assert_eq!(state(nodes[1]).as_deref(), Some("Active"));
     let first = pd.alloc_ids(1).await.unwrap();
     assert!(first > *ids.last().unwrap());
 
