@@ -301,3 +301,24 @@ impl PdClient {
 pub fn region_contains(region: &Region, key: &[u8]) -> bool {
     key >= region.start_key.as_ref() && (region.end_key.is_empty() || key < region.end_key.as_ref())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_leader_hint_names_one_of_the_endpoints_however_it_is_spelled() {
+        let eps = ["http://10.0.0.1:2380/", "10.0.0.2:2380", "10.0.0.3:2380"].map(String::from);
+        let c = PdClient::new(&eps).unwrap();
+        let hint = |leader: &str| {
+            let mut s = tonic::Status::unavailable("not the leader");
+            s.metadata_mut()
+                .insert(LEADER_METADATA, leader.parse().unwrap());
+            c.leader_hint(&s)
+        };
+        assert_eq!(hint("10.0.0.1:2380"), Some(0));
+        assert_eq!(hint("http://10.0.0.3:2380"), Some(2));
+        assert_eq!(hint("10.0.0.9:2380"), None, "not one of ours");
+        assert_eq!(c.leader_hint(&tonic::Status::unavailable("down")), None);
+    }
+}
