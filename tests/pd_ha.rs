@@ -1,6 +1,7 @@
 //! PD as a replicated service: `kura dev --pd-replicas 3` runs three PD
 //! members in one Raft group. kill -9 of the PD leader under S3 load: a new
-//! leader is elected within seconds, no S3 request fails, pdctl (given every
+//! leader is elected within seconds, no S3 request fails (a CreateBucket sent
+//! during the election allocates its id from the new leader), pdctl (given every
 //! member's URL) keeps working against the new leader, ids allocated after
 //! the failover collide with nothing (a region split allocates them), and
 //! the killed member rejoins when restarted.
@@ -66,6 +67,13 @@ fn killing_the_pd_leader_fails_no_request_and_a_new_leader_takes_over() {
 
     c.must_kill9(&old.id);
     let killed = Instant::now();
+    // CreateBucket allocates an id from PD: the gateway's PD client must
+    // find the new leader (it retries through the election).
+    c.must_aws(&["s3", "mb", "s3://after-failover"]);
+    eprintln!(
+        "CreateBucket during the failover took {:?}",
+        killed.elapsed()
+    );
     wait_until("a new PD leader", 30, &c, || {
         c.pd_leader().is_some_and(|l| l.id != old.id)
     });
@@ -169,6 +177,8 @@ fn killing_the_pd_leader_fails_no_request_and_a_new_leader_takes_over() {
     assert_eq!(s[1], 0, "wrong bytes:\n{report}");
     assert_eq!(s[2], 0, "reads failed across the PD failover:\n{report}");
     assert_eq!(s[4], 0, "PUTs failed across the PD failover:\n{report}");
+    let ls = c.must_aws(&["s3", "ls"]);
+    assert!(ls.contains("after-failover") && ls.contains("pdha"), "{ls}");
     let verify = c.must_python("verify.py", &["pdha", acks.to_str().unwrap()]);
     assert!(verify.contains(" 0 bad"), "{verify}");
 }
