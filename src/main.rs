@@ -26,7 +26,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Start a whole local cluster (1 PD, 3 metashard stores, 6 data nodes, 1 gateway).
+    /// Start a whole local cluster (1 PD or 3 with --pd-replicas 3, 3 metashard stores, 6 data nodes, 1 gateway).
     Dev(dev::DevArgs),
     /// Run a placement driver.
     Pd(roles::PdArgs),

@@ -61,6 +61,15 @@ pub struct PdArgs {
     /// HTTP admin API address (what `pdctl -u` talks to).
     #[arg(long, default_value = "127.0.0.1:2379")]
     http_listen: SocketAddr,
+    /// Replicated PD: every member (this one included) as
+    /// ID=GRPC_ADDR@HTTP_ADDR, comma-separated, the same list on each member
+    /// (e.g. 1=10.0.0.1:2380@10.0.0.1:2379,2=...,3=...). The members form
+    /// one Raft group; only the leader serves. Without it PD is one process.
+    #[arg(long, value_delimiter = ',', requires = "member_id")]
+    peers: Vec<String>,
+    /// This member's id in --peers.
+    #[arg(long, requires = "peers")]
+    member_id: Option<u64>,
     /// Replicas per metadata region (one per zone).
     #[arg(long, default_value_t = 3)]
     max_replicas: u32,
@@ -281,7 +290,18 @@ where
 }
 
 pub fn run_pd(a: PdArgs) -> i32 {
+    let replication = match (a.member_id, a.peers.is_empty()) {
+        (Some(id), false) => match kura_pd::replication::parse_peers(&a.peers) {
+            Ok(peers) => Some((id, peers)),
+            Err(e) => {
+                eprintln!("kura pd: --peers: {e}");
+                return 2;
+            }
+        },
+        _ => None,
+    };
     let cfg = kura_pd::Config {
+        replication,
         data_dir: a.data_dir,
         listen: a.listen,
         advertise: a.advertise.unwrap_or_else(|| a.listen.to_string()),

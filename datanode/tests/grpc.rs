@@ -433,6 +433,10 @@ impl Pd for FakePdSvc {
     async fn get_placement(&self, _: Request<GetPlacementRequest>) -> R<GetPlacementResponse> {
         Err(Status::unimplemented(""))
     }
+
+    async fn get_members(&self, _: Request<GetMembersRequest>) -> R<GetMembersResponse> {
+        Err(Status::unimplemented(""))
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

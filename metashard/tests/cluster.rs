@@ -136,6 +136,10 @@ impl Pd for FakePd {
     async fn get_placement(&self, _: Request<GetPlacementRequest>) -> R<GetPlacementResponse> {
         Err(Status::unimplemented("fake"))
     }
+
+    async fn get_members(&self, _: Request<GetMembersRequest>) -> R<GetMembersResponse> {
+        Err(Status::unimplemented("fake"))
+    }
 }
 
 async fn start_fake_pd() -> (FakePd, SocketAddr) {

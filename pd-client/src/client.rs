@@ -2,6 +2,9 @@
 //!
 //! Every call goes to the endpoint that answered last; on a transport error or
 //! `Unavailable` it moves to the next endpoint and retries with bounded backoff.
+//! A replicated PD's follower answers `Unavailable` naming the leader in the
+//! `kura-pd-leader` metadata: the client goes straight there when the leader
+//! is one of its endpoints, so a leader change costs one extra hop.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -46,6 +49,17 @@ pub struct PdClient {
 }
 
 const RPC_TIMEOUT: Duration = Duration::from_secs(5);
+/// gRPC metadata a PD follower names the leader's gRPC address in.
+pub const LEADER_METADATA: &str = "kura-pd-leader";
+
+/// `host:port` of an endpoint given as `host:port` or a URL.
+fn authority(endpoint: &str) -> &str {
+    let e = endpoint
+        .strip_prefix("http://")
+        .or_else(|| endpoint.strip_prefix("https://"))
+        .unwrap_or(endpoint);
+    e.trim_end_matches('/')
+}
 
 impl PdClient {
     /// Builds a client over `endpoints` (`host:port` or URLs). Does not connect yet.
@@ -62,7 +76,7 @@ impl PdClient {
         Ok(PdClient {
             endpoints: std::sync::Arc::new(v),
             current: Default::default(),
-            attempts: 8,
+            attempts: 10,
         })
     }
 
@@ -89,6 +103,13 @@ impl PdClient {
                 Ok(Err(status)) => match status.code() {
                     tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled => {
                         last = format!("{addr}: {}", status.message());
+                        if let Some(leader) = self.leader_hint(&status) {
+                            if leader != idx {
+                                // A follower named the leader: go there now.
+                                self.current.store(leader, Ordering::Relaxed);
+                                continue;
+                            }
+                        }
                     }
                     tonic::Code::FailedPrecondition => {
                         // Not the PD leader: try the next endpoint.
@@ -108,6 +129,24 @@ impl PdClient {
             attempts: self.attempts,
             last,
         })
+    }
+
+    /// The index of the endpoint a not-leader answer names, if it is one of ours.
+    fn leader_hint(&self, status: &tonic::Status) -> Option<usize> {
+        let leader = status.metadata().get(LEADER_METADATA)?.to_str().ok()?;
+        self.endpoints
+            .iter()
+            .position(|(e, _)| authority(e) == authority(leader))
+    }
+
+    /// The PD members and the leader, as the endpoint that answers knows them
+    /// (any member answers, leader or not).
+    pub async fn get_members(&self) -> Result<GetMembersResponse, PdError> {
+        let r = self
+            .call(|mut c| async move { c.get_members(GetMembersRequest {}).await })
+            .await?;
+        Self::check(r.error.clone())?;
+        Ok(r)
     }
 
     fn check(err: Option<kura_proto::pd::PdError>) -> Result<(), PdError> {
@@ -261,4 +300,25 @@ impl PdClient {
 /// True when `key` lies in `region`'s range.
 pub fn region_contains(region: &Region, key: &[u8]) -> bool {
     key >= region.start_key.as_ref() && (region.end_key.is_empty() || key < region.end_key.as_ref())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_leader_hint_names_one_of_the_endpoints_however_it_is_spelled() {
+        let eps = ["http://10.0.0.1:2380/", "10.0.0.2:2380", "10.0.0.3:2380"].map(String::from);
+        let c = PdClient::new(&eps).unwrap();
+        let hint = |leader: &str| {
+            let mut s = tonic::Status::unavailable("not the leader");
+            s.metadata_mut()
+                .insert(LEADER_METADATA, leader.parse().unwrap());
+            c.leader_hint(&s)
+        };
+        assert_eq!(hint("10.0.0.1:2380"), Some(0));
+        assert_eq!(hint("http://10.0.0.3:2380"), Some(2));
+        assert_eq!(hint("10.0.0.9:2380"), None, "not one of ours");
+        assert_eq!(c.leader_hint(&tonic::Status::unavailable("down")), None);
+    }
 }

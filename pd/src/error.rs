@@ -15,6 +15,16 @@ pub enum Error {
     /// The caller is a store or data node that was removed for good.
     #[error("{0} is a tombstone and cannot rejoin")]
     Tombstone(String),
+    /// This member of a replicated PD does not lead (or does not serve yet):
+    /// the caller should ask `leader` (its gRPC and HTTP address), if known.
+    #[error("this PD member is not the leader; {}", match .leader {
+        Some((grpc, _)) => format!("the leader is {grpc}"),
+        None => "no leader is known yet".to_string(),
+    })]
+    NotLeader { leader: Option<(String, String)> },
+    /// The replicated PD could not start.
+    #[error("PD replication: {0}")]
+    Replication(#[from] crate::replication::ReplicationError),
     /// PD's state could not be read or written; nothing was acknowledged.
     #[error("state storage: {0}")]
     Storage(#[from] StorageError),
@@ -37,6 +47,8 @@ impl Error {
             Error::InvalidArgument(_) => false,
             Error::NotFound(_) => false,
             Error::Tombstone(_) => false,
+            Error::NotLeader { .. } => true,
+            Error::Replication(e) => e.is_retryable(),
             Error::Storage(_) => true,
             Error::Bind { .. } => false,
             Error::Grpc(_) => true,
@@ -45,12 +57,24 @@ impl Error {
     }
 }
 
+/// gRPC metadata naming the PD leader's gRPC address on a not-leader answer.
+pub const LEADER_METADATA: &str = "kura-pd-leader";
+
 /// The one place PD errors become gRPC codes. `PdClient` fails over to the
-/// next PD on `Unavailable`, so only "PD itself cannot serve now" maps there.
+/// next PD on `Unavailable`, so only "PD itself cannot serve now" maps there;
+/// a follower's answer also names the leader in [`LEADER_METADATA`].
 impl From<Error> for tonic::Status {
     fn from(e: Error) -> Self {
         let msg = e.to_string();
         match e {
+            Error::NotLeader { leader } => {
+                let mut s = tonic::Status::unavailable(msg);
+                if let Some(v) = leader.and_then(|(grpc, _)| grpc.parse().ok()) {
+                    s.metadata_mut().insert(LEADER_METADATA, v);
+                }
+                s
+            }
+            Error::Replication(_) => tonic::Status::unavailable(msg),
             Error::InvalidArgument(_) => tonic::Status::invalid_argument(msg),
             Error::NotFound(_) => tonic::Status::not_found(msg),
             Error::Tombstone(_) => tonic::Status::permission_denied(msg),

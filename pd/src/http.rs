@@ -6,13 +6,14 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use kura_proto::common::{Labels, Peer};
-use kura_proto::pd::DataNode;
+use kura_proto::pd::{DataNode, PdMember};
 use serde::Serialize;
 
 use crate::cluster::{Cluster, RegionEntry, StoreInfo};
@@ -52,6 +53,7 @@ pub fn router(core: Arc<PdCore>) -> Router {
                 "no such endpoint; see docs/pd-http-api.md".into(),
             )
         })
+        .layer(middleware::from_fn_with_state(core.clone(), leader_gate))
         .with_state(core)
 }
 
@@ -91,7 +93,8 @@ pub struct ErrorJson {
 #[derive(Serialize)]
 pub struct MembersJson {
     pub members: Vec<MemberJson>,
-    pub leader: MemberJson,
+    /// null while no leader is known.
+    pub leader: Option<MemberJson>,
 }
 
 #[derive(Serialize)]
@@ -438,29 +441,81 @@ fn node_ctx<'a>(core: &PdCore, c: &'a Cluster, plan: &'a Plan) -> NodeCtx<'a> {
 
 // ---- handlers ----
 
-fn member(core: &PdCore) -> MemberJson {
-    let cfg = core.config();
+fn member_json(m: &PdMember, health: bool) -> MemberJson {
     MemberJson {
-        name: format!("pd-{}", cfg.advertise),
-        member_id: 1,
-        client_urls: vec![format!("http://{}", cfg.http_listen)],
-        grpc_address: cfg.advertise.clone(),
-        health: true,
+        name: format!("pd-{}", m.id),
+        member_id: m.id,
+        client_urls: if m.http_address.is_empty() {
+            Vec::new()
+        } else {
+            vec![format!("http://{}", m.http_address)]
+        },
+        grpc_address: m.grpc_address.clone(),
+        health,
+    }
+}
+
+/// Every member with its health as this member sees it: the leader knows
+/// whom it heard from recently; a follower vouches for itself and the leader.
+fn members_json(core: &PdCore) -> MembersJson {
+    let (members, leader) = core.members();
+    let healthy = |id: u64| match core.replica() {
+        None => true,
+        Some(r) => {
+            let st = r.status();
+            if st.serving {
+                st.active.contains(&id)
+            } else {
+                id == r.id() || id == st.leader_id
+            }
+        }
+    };
+    MembersJson {
+        members: members
+            .iter()
+            .map(|m| member_json(m, healthy(m.id)))
+            .collect(),
+        leader: leader.map(|m| member_json(&m, healthy(m.id))),
     }
 }
 
 async fn health(State(core): Core) -> Response {
-    json(StatusCode::OK, &vec![member(&core)])
+    json(StatusCode::OK, &members_json(&core).members)
 }
 
 async fn members(State(core): Core) -> Response {
-    json(
-        StatusCode::OK,
-        &MembersJson {
-            members: vec![member(&core)],
-            leader: member(&core),
-        },
-    )
+    json(StatusCode::OK, &members_json(&core))
+}
+
+/// Replicated PD: only the serving leader answers the admin API; a follower
+/// redirects (307, method and body kept) to the leader's HTTP API, or
+/// answers 503 while no leader is known. `health` is always answered
+/// locally, `members` too when no leader is known.
+async fn leader_gate(State(core): Core, req: Request, next: Next) -> Response {
+    let path = req.uri().path().to_string();
+    if path == "/pd/api/v1/health" {
+        return next.run(req).await;
+    }
+    match core.ensure_leader().await {
+        Ok(()) => next.run(req).await,
+        Err(Error::NotLeader {
+            leader: Some((_, http)),
+        }) if !http.is_empty() => {
+            let pq = req
+                .uri()
+                .path_and_query()
+                .map_or(path.as_str(), |p| p.as_str());
+            let location = format!("http://{http}{pq}");
+            (
+                StatusCode::TEMPORARY_REDIRECT,
+                [(header::LOCATION, location)],
+                "",
+            )
+                .into_response()
+        }
+        Err(Error::NotLeader { .. }) if path == "/pd/api/v1/members" => next.run(req).await,
+        Err(e) => error(error_status(&e), e.to_string()),
+    }
 }
 
 async fn cluster(State(core): Core) -> Response {
@@ -680,6 +735,7 @@ fn error_status(e: &Error) -> StatusCode {
         Error::NotFound(_) => StatusCode::NOT_FOUND,
         Error::Tombstone(_) => StatusCode::CONFLICT,
         Error::Storage(_) => StatusCode::SERVICE_UNAVAILABLE,
+        Error::NotLeader { .. } | Error::Replication(_) => StatusCode::SERVICE_UNAVAILABLE,
         Error::Bind { .. } | Error::Grpc(_) | Error::Http(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }

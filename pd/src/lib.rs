@@ -6,8 +6,9 @@
 //!
 //! Owns: the cluster model as pure logic (`cluster`, `bootstrap`, `placement`,
 //! `rebalance`),
-//! its persistence behind the `Storage` trait (`storage`, one fsynced JSON file
-//! for now; a 3-replica Raft PD later), the shared state every front end uses
+//! its persistence behind the `Storage` trait (`storage`: one fsynced JSON file
+//! for a single PD; `replication`: the same document through a 3-member
+//! raft-rs group for `--peers`), the shared state every front end uses
 //! (`server::PdCore`), the gRPC service (`service`), the HTTP API (`http`) and
 //! the CLI (`pdctl`). Must not depend on gateway or datanode; talks to nothing
 //! but its own clients.
@@ -24,6 +25,7 @@ pub mod operator;
 pub mod pdctl;
 pub mod placement;
 pub mod rebalance;
+pub mod replication;
 pub mod server;
 pub mod service;
 pub mod storage;
@@ -37,7 +39,7 @@ use std::time::Duration;
 use kura_proto::pd::pd_server::PdServer;
 use tokio::net::TcpListener;
 
-pub use error::Error;
+pub use error::{Error, LEADER_METADATA};
 pub use pdctl::pdctl_main;
 pub use server::PdCore;
 pub use storage::{FileStorage, MemStorage, Storage};
@@ -56,6 +58,9 @@ pub struct Config {
     pub advertise: String,
     /// HTTP admin API address (what `pdctl -u` talks to).
     pub http_listen: SocketAddr,
+    /// Replicated PD: this member's id and every member (`--member-id`,
+    /// `--peers`); None for a single PD.
+    pub replication: Option<(u64, Vec<replication::PeerSpec>)>,
     /// Peers per metadata region, one per zone (3).
     pub max_replicas: u32,
     /// Data nodes to wait for (in ≥ 3 zones) before building the placement maps.
@@ -89,6 +94,7 @@ impl Config {
             listen,
             advertise: listen.to_string(),
             http_listen,
+            replication: None,
             max_replicas: 3,
             expected_data_nodes: 6,
             num_pgs: 64,
@@ -133,8 +139,22 @@ pub async fn serve(
     ready: Arc<AtomicBool>,
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), Error> {
-    let storage = Arc::new(FileStorage::open(&cfg.data_dir)?);
-    let core = Arc::new(PdCore::open(cfg.clone(), storage).await?);
+    let (core, replica) = match &cfg.replication {
+        None => {
+            let storage = Arc::new(FileStorage::open(&cfg.data_dir)?);
+            (Arc::new(PdCore::open(cfg.clone(), storage).await?), None)
+        }
+        Some((id, peers)) => {
+            let rcfg =
+                replication::ReplicaConfig::new(*id, peers.clone(), cfg.data_dir.join("raft"));
+            let replica = replication::Replica::start(rcfg)?;
+            let core = Arc::new(PdCore::replicated(cfg.clone(), replica.clone()));
+            (core, Some(replica))
+        }
+    };
+    if replica.is_none() {
+        metrics::metrics().leader.set(1);
+    }
     let ticker = tokio::spawn(core.clone().tick_loop(TICK, shutdown.clone()));
 
     let stop = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -142,9 +162,11 @@ pub async fn serve(
         let _ = rx.wait_for(|v| *v).await;
     };
     let incoming = tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true));
+    let peer_service = replica.as_ref().map(|r| r.peer_service()).transpose()?;
     let grpc_server = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(PdServer::new(service::PdService::new(core.clone())))
+        .add_optional_service(peer_service)
         .serve_with_incoming_shutdown(incoming, stop(shutdown.clone()));
     let http_server = axum::serve(http, http::router(core.clone()))
         .with_graceful_shutdown(stop(shutdown.clone()));
@@ -156,6 +178,9 @@ pub async fn serve(
     });
     ready.store(false, Ordering::Release);
     ticker.abort();
+    if let Some(r) = replica {
+        tokio::task::spawn_blocking(move || r.stop()).await.ok();
+    }
     result.map(|_| ())
 }
 
@@ -173,6 +198,7 @@ mod tests {
             listen,
             advertise: listen.to_string(),
             http_listen: "127.0.0.1:2379".parse().unwrap(),
+            replication: None,
             max_replicas: 3,
             expected_data_nodes: 6,
             num_pgs: 64,

@@ -29,6 +29,14 @@ pub struct Metrics {
     pub stale_region_heartbeats: IntCounter,
     pub data_node_heartbeats: IntCounter,
     pub state_saves: IntCounter,
+    /// 1 while this PD serves as leader (a single PD always).
+    pub leader: IntGauge,
+    /// Replicated PD: the Raft term this member is in.
+    pub raft_term: IntGauge,
+    /// Replicated PD: leader changes this member saw.
+    pub leader_changes: IntCounter,
+    /// Replicated PD: snapshots (whole states) received from the leader.
+    pub snapshots_applied: IntCounter,
 }
 
 fn gauge_vec(name: &str, help: &str, label: &str) -> IntGaugeVec {
@@ -133,6 +141,34 @@ pub fn metrics() -> &'static Metrics {
             IntCounter::new(
                 "kura_pd_state_saves_total",
                 "Times PD saved its state durably.",
+            )
+            .expect("valid metric"),
+        ),
+        leader: register(
+            IntGauge::new(
+                "kura_pd_leader",
+                "1 while this PD serves as leader (a single PD always), else 0.",
+            )
+            .expect("valid metric"),
+        ),
+        raft_term: register(
+            IntGauge::new(
+                "kura_pd_raft_term",
+                "Replicated PD: the Raft term this member is in.",
+            )
+            .expect("valid metric"),
+        ),
+        leader_changes: register(
+            IntCounter::new(
+                "kura_pd_leader_changes_total",
+                "Replicated PD: leader changes this member saw.",
+            )
+            .expect("valid metric"),
+        ),
+        snapshots_applied: register(
+            IntCounter::new(
+                "kura_pd_raft_snapshots_applied_total",
+                "Replicated PD: snapshots (whole states) this member received from the leader.",
             )
             .expect("valid metric"),
         ),

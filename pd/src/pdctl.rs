@@ -22,7 +22,9 @@ use crate::http::API_PREFIX;
                   pdctl datanode decommission 8\n  pdctl --table datanode"
 )]
 struct Cli {
-    /// PD HTTP admin API URL (scheme optional).
+    /// PD HTTP admin API URL (scheme optional); several comma-separated for a
+    /// replicated PD: tried in turn until one answers (a follower redirects
+    /// to the leader by itself).
     #[arg(
         short = 'u',
         long = "pd",
@@ -263,13 +265,26 @@ pub fn pdctl_main(args: Vec<String>) -> i32 {
         }
     };
     let (path, shape) = cli.command.request();
-    let base = base_url(&cli.url);
-    let answer = match &cli.command {
-        Command::Operator {
-            op: OperatorCmd::Add { kind },
-        } => rt.block_on(post(&base, &path, &kind.body())),
-        _ => rt.block_on(fetch(&base, cli.command.method(), &path)),
-    };
+    let bases: Vec<String> = cli
+        .url
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(base_url)
+        .collect();
+    let mut answer = Err(format!("no PD URL given in {:?}", cli.url));
+    for (i, base) in bases.iter().enumerate() {
+        answer = match &cli.command {
+            Command::Operator {
+                op: OperatorCmd::Add { kind },
+            } => rt.block_on(post(base, &path, &kind.body())),
+            _ => rt.block_on(fetch(base, cli.command.method(), &path)),
+        };
+        match &answer {
+            Err(msg) if i + 1 < bases.len() && another_member_may_answer(msg) => continue,
+            _ => break,
+        }
+    }
     match answer {
         Ok((v, body)) => {
             if cli.table {
@@ -285,6 +300,12 @@ pub fn pdctl_main(args: Vec<String>) -> i32 {
             1
         }
     }
+}
+
+/// Whether a failure says this member cannot answer now (down, or a
+/// follower that knows no leader), so the next URL is worth a try.
+fn another_member_may_answer(msg: &str) -> bool {
+    msg.starts_with("cannot reach PD") || msg.starts_with("PD answered 503")
 }
 
 fn base_url(url: &str) -> String {
@@ -390,7 +411,7 @@ fn render(shape: Shape, v: &Value, table: bool) -> String {
                 Value::Array(a) => a.clone(),
                 _ => list("members"),
             };
-            grid(
+            let table = grid(
                 &["NAME", "MEMBER_ID", "CLIENT_URLS", "GRPC", "HEALTH"],
                 members.iter().map(|m| {
                     cells(
@@ -404,7 +425,12 @@ fn render(shape: Shape, v: &Value, table: bool) -> String {
                         ],
                     )
                 }),
-            )
+            );
+            match v.get("leader") {
+                None => table,
+                Some(Value::Null) => format!("{table}\nleader: none known yet"),
+                Some(l) => format!("{table}\nleader: {}", text(l.get("name"))),
+            }
         }
         Shape::Cluster => match v.as_object() {
             Some(o) => grid(
@@ -848,6 +874,30 @@ mod tests {
         assert!(
             t.contains("repair: backlog 0, caught up with this version\n"),
             "{t}"
+        );
+    }
+
+    #[test]
+    fn member_table_lists_every_member_and_names_the_leader() {
+        let m = |id: u64| {
+            json!({"name": format!("pd-{id}"), "member_id": id,
+                   "client_urls": [format!("http://h{id}:2379")],
+                   "grpc_address": format!("h{id}:2380"), "health": id != 3})
+        };
+        let v = json!({"members": [m(1), m(2), m(3)], "leader": m(2)});
+        let t = render(Shape::Members, &v, true);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines.len(), 5, "{t}");
+        assert!(
+            lines[3].contains("pd-3") && lines[3].contains("false"),
+            "{t}"
+        );
+        assert_eq!(lines[4], "leader: pd-2");
+        let v = json!({"members": [m(1)], "leader": null});
+        assert!(render(Shape::Members, &v, true).ends_with("leader: none known yet"));
+        assert!(
+            !render(Shape::Members, &json!([m(1)]), true).contains("leader"),
+            "health lists members only"
         );
     }
 

@@ -7,14 +7,20 @@
 //! retries the save before it answers; a map step whose save fails is undone,
 //! so no client ever sees a map version that a restart could give to another
 //! map.
+//!
+//! Replicated PD (`replica` set): saves go through the Raft log
+//! (`replication`), only the serving leader answers ([`PdCore::ensure_leader`]),
+//! and each time this member starts to serve a new term it reloads the model
+//! from the replicated state, heartbeat statistics starting empty again.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use kura_proto::meta::StorageClass;
 use kura_proto::pd::{
-    ClassPlacement, DataNode, DataNodeHeartbeatRequest, GetClusterResponse, PeerToCreate,
+    ClassPlacement, DataNode, DataNodeHeartbeatRequest, GetClusterResponse, PdMember, PeerToCreate,
     PlacementGroup, PlacementMap, RegionHeartbeatRequest, RegionInfo, Store, StoreHeartbeatRequest,
 };
 use tokio::sync::{Mutex, MutexGuard};
@@ -24,6 +30,7 @@ use crate::cluster::{Cluster, HeartbeatOutcome, Liveness, RegionEntry, StoreStat
 use crate::metrics::metrics;
 use crate::placement::{self, PlacementState};
 use crate::rebalance::{self, Plan, RepairReport, RepairStatus, StepGate};
+use crate::replication::Replica;
 use crate::storage::{StateFile, Storage, StorageError};
 use crate::{Config, Error};
 
@@ -57,6 +64,10 @@ pub struct PdCore {
     inner: Mutex<Inner>,
     storage: Arc<dyn Storage>,
     started: Instant,
+    /// Set on a replicated PD.
+    replica: Option<Arc<Replica>>,
+    /// The Raft term whose state the model was loaded in (0: never loaded).
+    loaded_term: AtomicU64,
 }
 
 impl PdCore {
@@ -96,6 +107,8 @@ impl PdCore {
             }),
             storage,
             started: Instant::now(),
+            replica: None,
+            loaded_term: AtomicU64::new(0),
         };
         {
             let mut inner = core.inner.lock().await;
@@ -105,8 +118,115 @@ impl PdCore {
         Ok(core)
     }
 
+    /// A member of a replicated PD. Its model is loaded when it first
+    /// serves as leader ([`Self::ensure_leader`]).
+    pub fn replicated(cfg: Config, replica: Arc<Replica>) -> Self {
+        PdCore {
+            cfg,
+            inner: Mutex::new(Inner {
+                cluster: Cluster::new(0),
+                dirty: false,
+                placement_blockers: BTreeMap::new(),
+                plan: Plan::default(),
+                logged_wait: 0,
+            }),
+            storage: replica.clone(),
+            started: Instant::now(),
+            replica: Some(replica),
+            loaded_term: AtomicU64::new(0),
+        }
+    }
+
     pub fn config(&self) -> &Config {
         &self.cfg
+    }
+
+    /// Every member and the leader as this member knows it (a single PD:
+    /// itself, id 1, always the leader).
+    pub fn members(&self) -> (Vec<PdMember>, Option<PdMember>) {
+        let Some(replica) = &self.replica else {
+            let me = PdMember {
+                id: 1,
+                grpc_address: self.cfg.advertise.clone(),
+                http_address: self.cfg.http_listen.to_string(),
+            };
+            return (vec![me.clone()], Some(me));
+        };
+        let pb = |p: &crate::replication::PeerSpec| PdMember {
+            id: p.id,
+            grpc_address: p.grpc.clone(),
+            http_address: p.http.clone(),
+        };
+        let members = replica.members().iter().map(pb).collect();
+        (members, replica.leader().map(pb))
+    }
+
+    /// The Raft member, on a replicated PD.
+    pub fn replica(&self) -> Option<&Arc<Replica>> {
+        self.replica.as_ref()
+    }
+
+    /// Ok when this PD may serve: always for a single PD; for a replicated
+    /// one only on the leader once it applied everything before its term
+    /// (loading the model for that term first). Otherwise `NotLeader`
+    /// naming the leader when it is known.
+    pub async fn ensure_leader(&self) -> Result<(), Error> {
+        let Some(replica) = &self.replica else {
+            return Ok(());
+        };
+        let status = replica.status();
+        if !status.serving {
+            let leader = replica
+                .member(status.leader_id)
+                .filter(|p| p.id != replica.id())
+                .map(|p| (p.grpc.clone(), p.http.clone()));
+            return Err(Error::NotLeader { leader });
+        }
+        if self.loaded_term.load(Ordering::Acquire) == status.term {
+            return Ok(());
+        }
+        let mut inner = self.inner.lock().await;
+        if self.loaded_term.load(Ordering::Acquire) == status.term {
+            return Ok(());
+        }
+        self.reload(&mut inner).await?;
+        self.loaded_term.store(status.term, Ordering::Release);
+        tracing::info!(
+            member = replica.id(),
+            term = status.term,
+            cluster_id = inner.cluster.cluster_id,
+            stores = inner.cluster.stores().count(),
+            data_nodes = inner.cluster.data_nodes().count(),
+            regions = inner.cluster.region_count(),
+            "PD leader serving; state loaded from the replicated log"
+        );
+        Ok(())
+    }
+
+    /// Replaces the model with the applied replicated state (a new cluster
+    /// when there is none yet, committed at once).
+    async fn reload(&self, inner: &mut MutexGuard<'_, Inner>) -> Result<(), Error> {
+        let s = self.storage.clone();
+        let loaded = tokio::task::spawn_blocking(move || s.load())
+            .await
+            .map_err(join_error)??;
+        let fresh = loaded.is_none();
+        let mut cluster = match loaded {
+            Some(file) => file
+                .into_cluster()
+                .map_err(|reason| StorageError::Corrupt {
+                    what: "the replicated PD state".into(),
+                    reason,
+                })?,
+            None => Cluster::new(new_cluster_id()),
+        };
+        cluster.liveness_floor_ms = now_ms();
+        inner.cluster = cluster;
+        inner.dirty = fresh;
+        inner.placement_blockers.clear();
+        inner.plan = Plan::default();
+        inner.logged_wait = 0;
+        self.save_if(inner, fresh).await
     }
 
     fn max_down_ms(&self) -> i64 {
@@ -600,8 +720,12 @@ impl PdCore {
         built
     }
 
-    /// Periodic work: bootstrap, placement, slot movement, metrics.
+    /// Periodic work: bootstrap, placement, slot movement, metrics (on a
+    /// replicated PD only by the leader).
     pub async fn tick(&self) {
+        if self.ensure_leader().await.is_err() {
+            return;
+        }
         let now = now_ms();
         {
             let mut inner = self.inner.lock().await;

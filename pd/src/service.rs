@@ -30,10 +30,12 @@ fn ok<T>(t: T) -> Reply<T> {
 #[tonic::async_trait]
 impl Pd for PdService {
     async fn get_cluster(&self, _req: Request<GetClusterRequest>) -> Reply<GetClusterResponse> {
+        self.core.ensure_leader().await?;
         ok(self.core.cluster_info().await)
     }
 
     async fn alloc_id(&self, req: Request<AllocIdRequest>) -> Reply<AllocIdResponse> {
+        self.core.ensure_leader().await?;
         let count = req.into_inner().count;
         let first_id = self.core.alloc_ids(count).await?;
         ok(AllocIdResponse {
@@ -47,6 +49,7 @@ impl Pd for PdService {
         &self,
         req: Request<RegisterStoreRequest>,
     ) -> Reply<RegisterStoreResponse> {
+        self.core.ensure_leader().await?;
         let store = req
             .into_inner()
             .store
@@ -62,6 +65,7 @@ impl Pd for PdService {
         &self,
         req: Request<StoreHeartbeatRequest>,
     ) -> Reply<StoreHeartbeatResponse> {
+        self.core.ensure_leader().await?;
         let create_peers = self.core.store_heartbeat(req.into_inner()).await?;
         ok(StoreHeartbeatResponse {
             error: None,
@@ -73,11 +77,13 @@ impl Pd for PdService {
         &self,
         req: Request<RegionHeartbeatRequest>,
     ) -> Reply<RegionHeartbeatResponse> {
+        self.core.ensure_leader().await?;
         self.core.region_heartbeat(req.into_inner()).await?;
         ok(RegionHeartbeatResponse { error: None })
     }
 
     async fn get_stores(&self, _req: Request<GetStoresRequest>) -> Reply<GetStoresResponse> {
+        self.core.ensure_leader().await?;
         ok(GetStoresResponse {
             error: None,
             stores: self.core.stores().await,
@@ -85,6 +91,7 @@ impl Pd for PdService {
     }
 
     async fn get_region(&self, req: Request<GetRegionRequest>) -> Reply<GetRegionResponse> {
+        self.core.ensure_leader().await?;
         let region = self.core.region_by_key(&req.into_inner().key).await;
         ok(GetRegionResponse {
             error: None,
@@ -96,6 +103,7 @@ impl Pd for PdService {
         &self,
         req: Request<GetRegionByIdRequest>,
     ) -> Reply<GetRegionResponse> {
+        self.core.ensure_leader().await?;
         let region = self.core.region_by_id(req.into_inner().region_id).await;
         ok(GetRegionResponse {
             error: None,
@@ -104,6 +112,7 @@ impl Pd for PdService {
     }
 
     async fn scan_regions(&self, req: Request<ScanRegionsRequest>) -> Reply<ScanRegionsResponse> {
+        self.core.ensure_leader().await?;
         let r = req.into_inner();
         if !r.end_key.is_empty() && r.end_key <= r.start_key {
             return Err(
@@ -124,6 +133,7 @@ impl Pd for PdService {
         &self,
         req: Request<RegisterDataNodeRequest>,
     ) -> Reply<RegisterDataNodeResponse> {
+        self.core.ensure_leader().await?;
         let node = req
             .into_inner()
             .node
@@ -139,6 +149,7 @@ impl Pd for PdService {
         &self,
         req: Request<DataNodeHeartbeatRequest>,
     ) -> Reply<DataNodeHeartbeatResponse> {
+        self.core.ensure_leader().await?;
         self.core.data_node_heartbeat(req.into_inner()).await?;
         ok(DataNodeHeartbeatResponse { error: None })
     }
@@ -147,7 +158,17 @@ impl Pd for PdService {
         &self,
         req: Request<GetPlacementRequest>,
     ) -> Reply<GetPlacementResponse> {
+        self.core.ensure_leader().await?;
         let map = self.core.placement(req.into_inner().known_version).await;
         ok(GetPlacementResponse { error: None, map })
+    }
+
+    async fn get_members(&self, _req: Request<GetMembersRequest>) -> Reply<GetMembersResponse> {
+        let (members, leader) = self.core.members();
+        ok(GetMembersResponse {
+            error: None,
+            members,
+            leader,
+        })
     }
 }

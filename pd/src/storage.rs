@@ -5,8 +5,9 @@
 //! placement map, the id high-water mark): written to a temp file, fsynced,
 //! renamed over the old one, then the directory is fsynced, so a crash leaves
 //! the old or the new state, never a torn one. Heartbeat statistics are not
-//! saved. Behind the [`Storage`] trait so a Raft-replicated PD can replace
-//! the file later (docs/decisions/0003-pd-state-file.md).
+//! saved. Behind the [`Storage`] trait: a replicated PD (`replication`)
+//! commits the same document through Raft instead of writing the file
+//! (docs/decisions/0003-pd-state-file.md, 0014-pd-raft-replication.md).
 //!
 //! Format history (`format_version`; docs/decisions/0003-pd-state-file.md):
 //! - 1 — the first format: `placement` is one map (`version`, `data_shards`,
@@ -63,6 +64,10 @@ pub enum StorageError {
         "{path} has format_version {found}; this PD reads {OLDEST_FORMAT_VERSION} to {FORMAT_VERSION}"
     )]
     UnsupportedVersion { path: PathBuf, found: u32 },
+    /// A replicated PD could not commit the state (not the leader, no
+    /// quorum, timed out): nothing was acknowledged.
+    #[error("not replicated: {0}")]
+    NotReplicated(String),
 }
 
 /// Where PD keeps its state. `save` returns only once the state is durable.

@@ -1,7 +1,8 @@
 //! Where each process of a `kura dev` cluster listens and keeps its data.
 //!
 //! Every address derives from the S3 port, so several dev clusters (tests run
-//! them side by side) never collide: PD at port+1..+3, metashard stores at
+//! them side by side) never collide: PD at port+1..+3 (members 2 and 3 of a
+//! replicated PD at port+4..+6 and port+7..+9), metashard stores at
 //! port+10.., data nodes at port+30.., the gateway's status at port+50.
 
 use std::path::{Path, PathBuf};
@@ -11,6 +12,8 @@ use serde::{Deserialize, Serialize};
 pub const METASHARD_STORES: usize = 3;
 pub const DATA_NODES: usize = 6;
 pub const ZONES: [&str; 3] = ["z1", "z2", "z3"];
+/// Most PD members `kura dev` can lay out (ports port+1..+9).
+pub const MAX_PD_REPLICAS: usize = 3;
 
 /// One process of the cluster, as written to `cluster.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -48,43 +51,76 @@ pub struct Tuning {
     pub region_split_size_mb: u64,
     pub region_split_min_keys: u64,
     pub region_split_interval_secs: u64,
+    /// PD members: 1 (a single PD) or 3 (one Raft group).
+    pub pd_replicas: usize,
 }
 
 /// The planned processes, before they start (pid 0).
 pub fn plan(exe: &str, data_dir: &Path, port: u16, host: &str, t: &Tuning) -> Vec<Component> {
     let addr = |off: u16| format!("{host}:{}", port + off);
-    let pd_grpc = addr(1);
+    let replicas = t.pd_replicas.clamp(1, MAX_PD_REPLICAS);
+    // Member i: gRPC at +1+3i, HTTP at +2+3i, status at +3+3i.
+    let pd_addrs: Vec<(String, String, String)> = (0..replicas as u16)
+        .map(|i| (addr(1 + 3 * i), addr(2 + 3 * i), addr(3 + 3 * i)))
+        .collect();
+    let pd_grpc = pd_addrs
+        .iter()
+        .map(|(g, _, _)| g.as_str())
+        .collect::<Vec<_>>()
+        .join(",");
+    let peers = pd_addrs
+        .iter()
+        .enumerate()
+        .map(|(i, (g, h, _))| format!("{}={g}@{h}", i + 1))
+        .collect::<Vec<_>>()
+        .join(",");
     let mut out = Vec::new();
 
-    let pd_dir = data_dir.join("pd");
-    out.push(Component {
-        role: "pd".into(),
-        id: "pd-1".into(),
-        zone: String::new(),
-        grpc: pd_grpc.clone(),
-        status: addr(3),
-        http: Some(addr(2)),
-        pid: 0,
-        data_dir: pd_dir.clone(),
-        argv: vec![
+    for (i, (grpc, http, status)) in pd_addrs.iter().enumerate() {
+        // A single PD keeps the `pd` directory earlier clusters have.
+        let pd_dir = if replicas == 1 {
+            data_dir.join("pd")
+        } else {
+            data_dir.join(format!("pd-{}", i + 1))
+        };
+        let mut argv = vec![
             exe.into(),
             "pd".into(),
             "--data-dir".into(),
             pd_dir.display().to_string(),
             "--listen".into(),
-            pd_grpc.clone(),
+            grpc.clone(),
             "--http-listen".into(),
-            addr(2),
+            http.clone(),
             "--status-addr".into(),
-            addr(3),
+            status.clone(),
             "--expected-data-nodes".into(),
             DATA_NODES.to_string(),
             "--rebalance-interval-secs".into(),
             t.rebalance_interval_secs.to_string(),
             "--max-moves-per-step".into(),
             t.max_moves_per_step.to_string(),
-        ],
-    });
+        ];
+        if replicas > 1 {
+            argv.extend([
+                "--peers".into(),
+                peers.clone(),
+                "--member-id".into(),
+                (i + 1).to_string(),
+            ]);
+        }
+        out.push(Component {
+            role: "pd".into(),
+            id: format!("pd-{}", i + 1),
+            zone: String::new(),
+            grpc: grpc.clone(),
+            status: status.clone(),
+            http: Some(http.clone()),
+            pid: 0,
+            data_dir: pd_dir,
+            argv,
+        });
+    }
 
     for i in 0..METASHARD_STORES {
         let zone = ZONES[i % ZONES.len()];
@@ -214,7 +250,47 @@ mod tests {
         region_split_size_mb: 96,
         region_split_min_keys: 1000,
         region_split_interval_secs: 10,
+        pd_replicas: 1,
     };
+
+    #[test]
+    fn three_pd_members_get_their_own_ports_and_every_role_all_of_them() {
+        let t = Tuning {
+            pd_replicas: 3,
+            ..TUNING
+        };
+        let p = plan("/bin/kura", Path::new("/tmp/x"), 9000, "127.0.0.1", &t);
+        let pds: Vec<&Component> = p.iter().filter(|c| c.role == "pd").collect();
+        assert_eq!(pds.len(), 3);
+        let peers = "1=127.0.0.1:9001@127.0.0.1:9002,2=127.0.0.1:9004@127.0.0.1:9005,\
+                     3=127.0.0.1:9007@127.0.0.1:9008";
+        for (i, c) in pds.iter().enumerate() {
+            assert_eq!(c.id, format!("pd-{}", i + 1));
+            let flag = |f: &str| c.argv.windows(2).find(|w| w[0] == f).map(|w| w[1].clone());
+            assert_eq!(flag("--peers").as_deref(), Some(peers));
+            assert_eq!(flag("--member-id"), Some((i + 1).to_string()));
+            assert_eq!(flag("--listen"), Some(c.grpc.clone()));
+        }
+        let all = "127.0.0.1:9001,127.0.0.1:9004,127.0.0.1:9007";
+        for c in p.iter().filter(|c| c.role != "pd") {
+            let pd = c
+                .argv
+                .windows(2)
+                .find(|w| w[0] == "--pd")
+                .map(|w| w[1].clone());
+            assert_eq!(pd.as_deref(), Some(all), "{}", c.id);
+        }
+        let mut addrs: Vec<&String> = p
+            .iter()
+            .flat_map(|c| [&c.grpc, &c.status])
+            .chain(p.iter().filter_map(|c| c.http.as_ref()))
+            .filter(|a| !a.is_empty())
+            .collect();
+        let n = addrs.len();
+        addrs.sort();
+        addrs.dedup();
+        assert_eq!(addrs.len(), n, "every address is unique");
+    }
 
     #[test]
     fn plan_has_the_documented_shape() {

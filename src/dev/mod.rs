@@ -1,6 +1,6 @@
 //! `kura dev`: a whole local cluster as child processes of this binary.
 //!
-//! 1 PD, 3 metashard stores (zones z1–z3), 6 data nodes (2 per zone) and one
+//! 1 PD (or 3 PD members with `--pd-replicas 3`), 3 metashard stores (zones z1–z3), 6 data nodes (2 per zone) and one
 //! gateway, talking real gRPC over loopback, with data under `--data-dir`.
 //! Writes `DIR/cluster.json` (every process's role, id, zone, addresses, pid,
 //! data dir and exact argv), waits until the gateway says the cluster can serve
@@ -67,6 +67,17 @@ pub struct DevArgs {
     /// Metashard: least seconds between two automatic splits of one region.
     #[arg(long, default_value_t = 10)]
     pub region_split_interval_secs: u64,
+    /// PD members: 1 (one PD process) or 3 (a replicated PD, one Raft group;
+    /// every other process is given all three endpoints).
+    #[arg(long, default_value_t = 1, value_parser = parse_pd_replicas)]
+    pub pd_replicas: usize,
+}
+
+fn parse_pd_replicas(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n @ (1 | 3)) => Ok(n),
+        _ => Err(format!("--pd-replicas must be 1 or 3, got {s:?}")),
+    }
 }
 
 impl DevArgs {
@@ -82,6 +93,7 @@ impl DevArgs {
             region_split_size_mb: self.region_split_size_mb,
             region_split_min_keys: self.region_split_min_keys,
             region_split_interval_secs: self.region_split_interval_secs,
+            pd_replicas: self.pd_replicas,
         }
     }
 }
@@ -318,10 +330,15 @@ fn print_banner(cf: &ClusterFile, creds: &Credentials, source: &str, dir: &Path)
         .first()
         .map(|c| c.argv[0].as_str())
         .unwrap_or("kura");
-    println!(
-        "  PD admin API:  {}   ({kura} pdctl -u {} --table store)",
-        cf.pd_http, cf.pd_http
-    );
+    // Every PD member's URL: pdctl tries them in turn (followers redirect).
+    let pd_urls = cf
+        .components
+        .iter()
+        .filter(|c| c.role == "pd")
+        .filter_map(|c| c.http.as_ref().map(|h| format!("http://{h}")))
+        .collect::<Vec<_>>()
+        .join(",");
+    println!("  PD admin API:  {pd_urls}   ({kura} pdctl -u {pd_urls} --table store)");
     println!("  cluster file:  {}", dir.join("cluster.json").display());
     println!("  logs:          {}", dir.join("logs").display());
     println!();

@@ -511,14 +511,44 @@ impl Cluster {
             .collect()
     }
 
-    /// PD's admin HTTP address (`host:port`).
+    /// PD's admin HTTP address (`host:port`): the leader's when several PD
+    /// members run (`kura dev --pd-replicas 3`) and one leads, else pd-1's.
     pub fn pd_http(&self) -> String {
-        self.component("pd-1")
-            .argv
-            .windows(2)
-            .find(|w| w[0] == "--http-listen")
-            .map(|w| w[1].clone())
-            .expect("pd --http-listen")
+        if self.ids_of("pd").len() > 1 {
+            if let Some(leader) = self.pd_leader() {
+                return pd_http_of(&leader).expect("pd --http-listen");
+            }
+        }
+        pd_http_of(&self.component("pd-1")).expect("pd --http-listen")
+    }
+
+    /// The PD member that serves as leader right now: the one whose
+    /// `/pd/api/v1/members` answers itself (a follower redirects there).
+    pub fn pd_leader(&self) -> Option<Component> {
+        self.components()
+            .into_iter()
+            .filter(|c| c.role == "pd")
+            .find(|c| {
+                let Some(http) = pd_http_of(c) else {
+                    return false;
+                };
+                let Some((200, body)) = http_get(&http, "/pd/api/v1/members") else {
+                    return false;
+                };
+                let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+                v["leader"]["grpc_address"].as_str() == Some(c.grpc.as_str())
+            })
+    }
+
+    /// Every PD member's HTTP URL, comma-separated (what `pdctl -u` takes).
+    pub fn pd_urls(&self) -> String {
+        self.components()
+            .iter()
+            .filter(|c| c.role == "pd")
+            .filter_map(pd_http_of)
+            .map(|h| format!("http://{h}"))
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     /// `GET` of a PD admin path as JSON (Null when PD does not answer).
@@ -550,6 +580,14 @@ impl Cluster {
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
+}
+
+/// A PD component's HTTP address, from its `--http-listen` flag.
+pub fn pd_http_of(c: &Component) -> Option<String> {
+    c.argv
+        .windows(2)
+        .find(|w| w[0] == "--http-listen")
+        .map(|w| w[1].clone())
 }
 
 fn ch_matches(ch: &Child, c: &Component) -> bool {
