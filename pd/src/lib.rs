@@ -17,6 +17,7 @@
 
 pub mod bootstrap;
 pub mod cluster;
+pub mod conf_change;
 mod error;
 pub mod http;
 pub mod merge;
@@ -25,6 +26,7 @@ pub mod operator;
 pub mod pdctl;
 pub mod placement;
 pub mod rebalance;
+pub mod region_rpc;
 pub mod replication;
 pub mod server;
 pub mod service;

@@ -81,6 +81,15 @@ pub struct OperatorRequest {
     pub source_region_id: u64,
     #[serde(default, skip_serializing_if = "is_zero")]
     pub target_region_id: u64,
+    /// add-peer: the store to add to; remove-peer: the store to remove from.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub store_id: u64,
+    /// transfer-peer: from this store ...
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub from_store_id: u64,
+    /// ... to this one.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub to_store_id: u64,
     /// Split keys as hex. Empty: the middle of the region; several: split at
     /// each, in key order.
     #[serde(default)]
@@ -116,7 +125,8 @@ pub const MAX_SPLIT_KEYS: usize = 4096;
 pub fn parse_split(req: &OperatorRequest) -> Result<(u64, Vec<Vec<u8>>), OperatorError> {
     if req.name != "split-region" {
         return Err(OperatorError::Invalid(format!(
-            "unknown operator {:?} (supported: split-region, merge-region)",
+            "unknown operator {:?} (supported: split-region, merge-region, add-peer, \
+             remove-peer, transfer-peer)",
             req.name
         )));
     }
@@ -340,8 +350,10 @@ pub async fn http_add_operator(State(core): State<Arc<PdCore>>, body: Bytes) -> 
         Ok(r) => r,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")),
     };
-    if req.name == "merge-region" {
-        return http_merge(&core, &req).await;
+    match req.name.as_str() {
+        "merge-region" => return http_merge(&core, &req).await,
+        "add-peer" | "remove-peer" | "transfer-peer" => return http_change_peer(&core, &req).await,
+        _ => {}
     }
     let (region_id, keys) = match parse_split(&req) {
         Ok(v) => v,
@@ -361,6 +373,51 @@ pub struct MergeJson {
     pub target_region_id: u64,
     /// The target as merged.
     pub region: SplitRegionJson,
+}
+
+/// The answer to add-peer / remove-peer / transfer-peer.
+#[derive(Serialize)]
+pub struct PeerChangeJson {
+    pub name: String,
+    pub region_id: u64,
+    pub region: SplitRegionJson,
+    /// `[peer id, store id, learner]` of every peer after the change.
+    pub peers: Vec<(u64, u64, bool)>,
+}
+
+async fn http_change_peer(core: &PdCore, req: &OperatorRequest) -> Response {
+    let id = req.region_id;
+    let res = match req.name.as_str() {
+        _ if id == 0 => Err(OperatorError::Invalid("region_id is required".into())),
+        "add-peer" | "remove-peer" if req.store_id == 0 => {
+            Err(OperatorError::Invalid("store_id is required".into()))
+        }
+        "transfer-peer" if req.from_store_id == 0 || req.to_store_id == 0 => Err(
+            OperatorError::Invalid("from_store_id and to_store_id are required".into()),
+        ),
+        "add-peer" => crate::conf_change::add_peer(core, id, req.store_id).await,
+        "remove-peer" => crate::conf_change::remove_peer(core, id, req.store_id).await,
+        _ => crate::conf_change::transfer_peer(core, id, req.from_store_id, req.to_store_id).await,
+    };
+    match res {
+        Ok(r) => {
+            let mut j = split_json(id, std::slice::from_ref(&r));
+            json(
+                StatusCode::OK,
+                &PeerChangeJson {
+                    name: req.name.clone(),
+                    region_id: id,
+                    region: j.regions.remove(0),
+                    peers: r
+                        .peers
+                        .iter()
+                        .map(|p| (p.id, p.store_id, p.is_learner))
+                        .collect(),
+                },
+            )
+        }
+        Err(e) => error(e.http_status(), e.to_string()),
+    }
 }
 
 async fn http_merge(core: &PdCore, req: &OperatorRequest) -> Response {

@@ -75,7 +75,8 @@ enum Command {
         action: Option<DatanodeAction>,
     },
     /// Run an operator: `operator add split-region ID [--key HEX]`,
-    /// `operator add merge-region SOURCE TARGET`.
+    /// `merge-region SOURCE TARGET`, `add-peer REGION STORE`,
+    /// `remove-peer REGION STORE`, `transfer-peer REGION FROM TO`.
     Operator {
         #[command(subcommand)]
         op: OperatorCmd,
@@ -118,6 +119,19 @@ enum AddOperator {
         #[arg(long)]
         key: Option<String>,
     },
+    /// Add a peer of REGION on STORE: a learner that catches up by snapshot,
+    /// then promoted to voter.
+    AddPeer { region_id: u64, store_id: u64 },
+    /// Remove REGION's peer on STORE (leadership moves off it first); the
+    /// store deletes the peer's data.
+    RemovePeer { region_id: u64, store_id: u64 },
+    /// Move REGION's peer from store FROM to store TO (add, then remove);
+    /// refused if two voters would share a zone.
+    TransferPeer {
+        region_id: u64,
+        from_store_id: u64,
+        to_store_id: u64,
+    },
     /// Fold region SOURCE into the adjacent region TARGET (same stores).
     /// SOURCE refuses requests from its prepare until the merge commits
     /// (clients retry; usually well under a second). Every store must have
@@ -138,6 +152,35 @@ impl AddOperator {
                 name: "split-region".into(),
                 region_id: *region_id,
                 keys: key.iter().cloned().collect(),
+                ..Default::default()
+            },
+            AddOperator::AddPeer {
+                region_id,
+                store_id,
+            } => crate::operator::OperatorRequest {
+                name: "add-peer".into(),
+                region_id: *region_id,
+                store_id: *store_id,
+                ..Default::default()
+            },
+            AddOperator::RemovePeer {
+                region_id,
+                store_id,
+            } => crate::operator::OperatorRequest {
+                name: "remove-peer".into(),
+                region_id: *region_id,
+                store_id: *store_id,
+                ..Default::default()
+            },
+            AddOperator::TransferPeer {
+                region_id,
+                from_store_id,
+                to_store_id,
+            } => crate::operator::OperatorRequest {
+                name: "transfer-peer".into(),
+                region_id: *region_id,
+                from_store_id: *from_store_id,
+                to_store_id: *to_store_id,
                 ..Default::default()
             },
             AddOperator::MergeRegion {

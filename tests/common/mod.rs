@@ -425,18 +425,28 @@ impl Cluster {
         cmd.spawn().expect("spawn python3")
     }
 
-    /// Starts data node `n` (7, 8, ...) in `zone`, next to kura dev's six, with
-    /// datanode-1's flags, its own dir, and ports the OS has free right now
-    /// (kura dev's own range has no room for more nodes).
+    /// Starts data node `datanode-N` in `zone` beside the cluster (its
+    /// flags copied from datanode-1, fresh ports and data dir).
     pub fn start_extra_datanode(&self, n: u16, zone: &str) -> ExtraNode {
-        let c = self;
-        let template = c.component("datanode-1").argv;
+        self.start_extra("datanode", n, zone)
+    }
+
+    /// Starts metashard store `metashard-N` in `zone` beside the cluster.
+    pub fn start_extra_metashard(&self, n: u16, zone: &str) -> ExtraNode {
+        self.start_extra("metashard", n, zone)
+    }
+
+    /// Starts `ROLE-N` with ROLE-1's flags, fresh ports and data dir, and
+    /// waits until it is ready.
+    fn start_extra(&self, role: &str, n: u16, zone: &str) -> ExtraNode {
+        let template = self.component(&format!("{role}-1")).argv;
         let free = || {
             let l = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
             format!("127.0.0.1:{}", l.local_addr().expect("addr").port())
         };
         let (grpc, status) = (free(), free());
-        let dir = c.dir.join(format!("datanode-{n}"));
+        let name = format!("{role}-{n}");
+        let dir = self.dir.join(&name);
         let mut argv: Vec<String> = template[1..].to_vec();
         let mut set = |flag: &str, value: String| {
             if let Some(i) = argv.iter().position(|a| a == flag) {
@@ -445,28 +455,20 @@ impl Cluster {
         };
         set("--data-dir", dir.display().to_string());
         set("--listen", grpc.clone());
+        set("--advertise", grpc.clone());
         set("--status-addr", status.clone());
         set("--zone", zone.to_string());
-        set("--host", format!("datanode-{n}"));
-        let log = std::fs::File::create(c.dir.join("logs").join(format!("datanode-{n}.log")))
-            .expect("log file");
-        let child = Command::new(&template[0])
-            .args(&argv)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("start extra data node");
-        let node = ExtraNode {
-            child,
+        set("--host", name.clone());
+        let mut node = ExtraNode {
+            child: None,
+            program: template[0].clone(),
+            argv,
+            log: self.dir.join("logs").join(format!("{name}.log")),
+            name,
             grpc,
             status,
         };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while http_status(&node.status, "/ready") != Some(200) {
-            assert!(Instant::now() < deadline, "datanode-{n} not ready");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        node.restart();
         node
     }
 
@@ -645,17 +647,53 @@ pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
     Some((status, body))
 }
 
-/// An extra data node started by the test (killed when dropped).
+/// An extra process started by the test (killed when dropped).
 pub struct ExtraNode {
-    child: Child,
+    child: Option<Child>,
+    program: String,
+    argv: Vec<String>,
+    log: PathBuf,
+    pub name: String,
     pub grpc: String,
     pub status: String,
 }
 
+impl ExtraNode {
+    /// SIGKILL, like kill -9.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it (again) with the same flags and data dir; waits until ready.
+    pub fn restart(&mut self) {
+        self.kill9();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
+        let child = Command::new(&self.program)
+            .args(&self.argv)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start extra process");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while http_status(&self.status, "/ready") != Some(200) {
+            assert!(Instant::now() < deadline, "{} not ready", self.name);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
 impl Drop for ExtraNode {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill9();
     }
 }
 

@@ -1,0 +1,201 @@
+//! Region membership changes on a running cluster: a fourth metashard store
+//! joins, `pdctl operator add transfer-peer` moves the region's replica from
+//! the old z1 store to it (a learner catches up by snapshot, is promoted,
+//! the old peer is removed and its store deletes the data) while a client
+//! keeps writing: zero failed PUTs, nothing acknowledged lost; the new
+//! store then carries the quorum through kill -9 of another store.
+mod common;
+use common::Cluster;
+use serde_json::Value;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn pdctl(c: &Cluster, args: &[&str]) -> (bool, Value, String) {
+    let out = Command::new(common::KURA)
+        .arg("pdctl")
+        .arg("-u")
+        .arg(format!("http://{}", c.pd_http()))
+        .args(args)
+        .output()
+        .expect("run pdctl");
+    let v = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    (
+        out.status.success(),
+        v,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn must_pdctl(c: &Cluster, args: &[&str]) -> Value {
+    let (ok, v, err) = pdctl(c, args);
+    assert!(ok, "pdctl {args:?} failed: {err}\n{}", c.logs_tail());
+    v
+}
+
+fn wait_metric(status: &str, name: &str, want: f64, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while common::metric(status, name) != Some(want) {
+        assert!(
+            Instant::now() < deadline,
+            "{what}: {name} = {:?}",
+            common::metric(status, name)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn fourth_store_takes_over_a_replica_under_writes() {
+    let mut c = Cluster::must_start();
+    c.must_aws(&["s3", "mb", "s3://peers"]);
+    c.must_aws(&["s3", "mb", "s3://wrt"]);
+    c.must_python("split_check.py", &["put", "peers", "obj", "200"]);
+    let mut extra = c.start_extra_metashard(4, "z1");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let new_store = loop {
+        let v = must_pdctl(&c, &["store"]);
+        let found = v["stores"].as_array().and_then(|a| {
+            a.iter()
+                .find(|s| s["store"]["address"].as_str() == Some(extra.grpc.as_str()))
+                .and_then(|s| s["store"]["id"].as_u64())
+        });
+        if let Some(id) = found {
+            break id;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the fourth store never registered: {v:#}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let region = &must_pdctl(&c, &["region"])["regions"][0];
+    let region_id = region["id"].as_u64().expect("region id");
+    let stores = must_pdctl(&c, &["store"]);
+    let zone_of = |id: u64| {
+        stores["stores"]
+            .as_array()
+            .and_then(|a| a.iter().find(|s| s["store"]["id"].as_u64() == Some(id)))
+            .and_then(|s| {
+                s["store"]["labels"]
+                    .as_array()
+                    .and_then(|l| l.iter().find(|x| x["key"] == "zone"))
+                    .and_then(|x| x["value"].as_str())
+                    .map(String::from)
+            })
+            .unwrap_or_default()
+    };
+    let peer_stores: Vec<u64> = region["peers"]
+        .as_array()
+        .expect("peers")
+        .iter()
+        .filter_map(|p| p["store_id"].as_u64())
+        .collect();
+    let old_z1 = *peer_stores
+        .iter()
+        .find(|s| zone_of(**s) == "z1")
+        .expect("a z1 peer");
+    let z2 = *peer_stores
+        .iter()
+        .find(|s| zone_of(**s) == "z2")
+        .expect("a z2 peer");
+    let old_status = c
+        .components()
+        .into_iter()
+        .find(|x| x.role == "metashard" && x.zone == "z1")
+        .expect("z1 metashard")
+        .status;
+
+    let ack = c.dir.join("acks.log");
+    let stop = c.dir.join("stop-writer");
+    let writer = c.spawn_python(
+        "writer.py",
+        &["wrt", ack.to_str().unwrap(), stop.to_str().unwrap(), "120"],
+    );
+    let acked = || {
+        std::fs::read_to_string(&ack)
+            .map(|s| s.lines().count())
+            .unwrap_or(0)
+    };
+    let wait_acks = |n: usize| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while acked() < n {
+            assert!(Instant::now() < deadline, "writer stalled at {}", acked());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait_acks(10);
+
+    // Two voters in z2 would break one-replica-per-zone: refused.
+    let (ok, _, err) = pdctl(
+        &c,
+        &[
+            "operator",
+            "add",
+            "transfer-peer",
+            &region_id.to_string(),
+            &old_z1.to_string(),
+            &z2.to_string(),
+        ],
+    );
+    assert!(
+        !ok,
+        "a transfer onto a store already holding a peer must fail"
+    );
+    eprintln!("refused as expected: {}", err.trim());
+
+    let started = Instant::now();
+    let moved = must_pdctl(
+        &c,
+        &[
+            "operator",
+            "add",
+            "transfer-peer",
+            &region_id.to_string(),
+            &old_z1.to_string(),
+            &new_store.to_string(),
+        ],
+    );
+    eprintln!("transfer-peer took {:?}: {moved}", started.elapsed());
+    let peers: Vec<(u64, bool)> = moved["peers"]
+        .as_array()
+        .expect("peers")
+        .iter()
+        .map(|p| (p[1].as_u64().unwrap_or(0), p[2].as_bool().unwrap_or(true)))
+        .collect();
+    assert_eq!(peers.len(), 3, "{moved:#}");
+    assert!(peers.contains(&(new_store, false)), "{moved:#}");
+    assert!(!peers.iter().any(|(s, _)| *s == old_z1), "{moved:#}");
+    // The old store dropped its peer; the new one holds it.
+    wait_metric(&old_status, "kura_metashard_region_count", 0.0, "old store");
+    wait_metric(
+        &extra.status,
+        "kura_metashard_region_count",
+        1.0,
+        "new store",
+    );
+
+    wait_acks(acked() + 20);
+    // The new store carries the quorum: kill -9 the z2 store.
+    let z2_id = c
+        .components()
+        .into_iter()
+        .find(|x| x.role == "metashard" && x.zone == "z2")
+        .expect("z2 metashard")
+        .id;
+    c.must_kill9(&z2_id);
+    wait_acks(acked() + 20);
+    // And catches up after its own kill -9.
+    extra.kill9();
+    c.must_restart(&z2_id);
+    extra.restart();
+    wait_acks(acked() + 20);
+    std::fs::write(&stop, b"").expect("stop file");
+    let out = writer.wait_with_output().expect("writer exit");
+    let summary = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "writer: {summary}");
+    assert!(summary.contains(" 0 failed"), "PUTs failed: {summary}");
+    let verify = c.must_python("verify.py", &["wrt", ack.to_str().unwrap()]);
+    assert!(verify.contains(" 0 bad"), "{verify}");
+    eprintln!("{}{}", summary.trim_end(), verify);
+    c.must_python("split_check.py", &["verify", "peers", "obj:200"]);
+}
