@@ -32,6 +32,19 @@ fn must_pdctl(c: &Cluster, args: &[&str]) -> Value {
     v
 }
 
+/// Polls `pdctl region check KIND` until it lists `want` regions.
+fn check(c: &Cluster, kind: &str, want: u64) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let v = must_pdctl(c, &["region", "check", kind]);
+        if v["count"].as_u64() == Some(want) {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "region check {kind}: {v:#}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
 fn wait_metric(status: &str, name: &str, want: f64, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while common::metric(status, name) != Some(want) {
@@ -184,11 +197,16 @@ fn fourth_store_takes_over_a_replica_under_writes() {
         .id;
     c.must_kill9(&z2_id);
     wait_acks(acked() + 20);
+    // The leader reports the dead peer; `region check down-peer` lists it.
+    let down = check(&c, "down-peer", 1);
+    eprintln!("down-peer: {}", down["regions"][0]["down_peers"]);
+    assert_eq!(check(&c, "miss-peer", 0)["count"], 0, "still three voters");
     // And catches up after its own kill -9.
     extra.kill9();
     c.must_restart(&z2_id);
     extra.restart();
     wait_acks(acked() + 20);
+    check(&c, "down-peer", 0);
     std::fs::write(&stop, b"").expect("stop file");
     let out = writer.wait_with_output().expect("writer exit");
     let summary = String::from_utf8_lossy(&out.stdout).to_string();

@@ -126,6 +126,7 @@ impl Config {
             },
             region_heartbeat: Duration::from_secs(self.region_heartbeat_secs.max(1)),
             lease_reads: self.lease_reads,
+            ..RaftConfig::default()
         }
     }
 }

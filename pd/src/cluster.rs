@@ -119,6 +119,10 @@ pub struct RegionEntry {
     pub term: u64,
     pub approximate_size: u64,
     pub approximate_keys: u64,
+    /// From the leader's last heartbeat: peers it has not heard from for a
+    /// while, and peers that need a snapshot to catch up.
+    pub down_peers: Vec<Peer>,
+    pub pending_peers: Vec<Peer>,
 }
 
 /// The first region and the stores that have not yet said they host it.
@@ -711,8 +715,36 @@ impl Cluster {
                 term: 0,
                 approximate_size: 0,
                 approximate_keys: 0,
+                down_peers: Vec::new(),
+                pending_peers: Vec::new(),
             },
         );
+    }
+
+    /// Records the peer health a leader reported (after its heartbeat was
+    /// accepted by [`Cluster::region_heartbeat`]).
+    pub fn set_peer_health(&mut self, region_id: u64, down: Vec<Peer>, pending: Vec<Peer>) {
+        if let Some(e) = self.regions.get_mut(&region_id) {
+            e.down_peers = down;
+            e.pending_peers = pending;
+        }
+    }
+
+    /// Regions with a problem of `kind` (pd-ctl's `region check`), in key
+    /// order: `down-peer`, `pending-peer`, or `miss-peer` (fewer voters than
+    /// `replicas`). `None` for an unknown kind.
+    pub fn check_regions(&self, kind: &str, replicas: usize) -> Option<Vec<&RegionEntry>> {
+        let pick: fn(&RegionEntry, usize) -> bool = match kind {
+            "down-peer" => |e, _| !e.down_peers.is_empty(),
+            "pending-peer" => |e, _| !e.pending_peers.is_empty(),
+            "miss-peer" => |e, n| e.region.peers.iter().filter(|p| !p.is_learner).count() < n,
+            _ => return None,
+        };
+        Some(
+            self.regions_in_order()
+                .filter(|e| pick(e, replicas))
+                .collect(),
+        )
     }
 
     /// Applies a leader's region heartbeat: newer (or equal) epochs replace
@@ -957,6 +989,36 @@ mod tests {
         c.insert_region(region(1, b"a", b"c", 1, 1));
         assert!(c.region_by_key(b"0").is_none());
         assert!(c.region_by_key(b"d").is_none());
+    }
+
+    #[test]
+    fn region_checks_list_down_pending_and_missing_peers() {
+        let mut c = Cluster::new(1);
+        let mut full = region(1, b"", b"m", 1, 1);
+        full.peers = (1..=3)
+            .map(|s| Peer {
+                id: 10 + s,
+                store_id: s,
+                is_learner: false,
+            })
+            .collect();
+        c.insert_region(full.clone());
+        c.insert_region(region(2, b"m", b"", 1, 1)); // one voter only
+        let ids = |kind: &str| -> Vec<u64> {
+            c.check_regions(kind, 3)
+                .unwrap()
+                .iter()
+                .map(|e| e.region.id)
+                .collect()
+        };
+        assert_eq!(ids("miss-peer"), vec![2]);
+        assert!(ids("down-peer").is_empty() && ids("pending-peer").is_empty());
+        c.set_peer_health(1, vec![full.peers[2]], vec![full.peers[1]]);
+        assert_eq!(ids("down-peer"), vec![1]);
+        assert_eq!(ids("pending-peer"), vec![1]);
+        c.set_peer_health(1, vec![], vec![]);
+        assert!(ids("down-peer").is_empty());
+        assert!(c.check_regions("offline-peer", 3).is_none());
     }
 
     #[test]

@@ -33,6 +33,7 @@ pub fn router(core: Arc<PdCore>) -> Router {
         .route("/pd/api/v1/stores", get(stores))
         .route("/pd/api/v1/store/{id}", get(store))
         .route("/pd/api/v1/regions", get(regions))
+        .route("/pd/api/v1/regions/check/{kind}", get(regions_check))
         .route("/pd/api/v1/region/id/{id}", get(region_by_id))
         .route("/pd/api/v1/region/key/", get(region_by_empty_key))
         .route("/pd/api/v1/region/key/{hex_key}", get(region_by_key))
@@ -214,6 +215,17 @@ pub struct RegionJson {
     pub leader_address: String,
     pub approximate_size: u64,
     pub approximate_keys: u64,
+    /// Peers the leader has not heard from for a while (pd-ctl's shape).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub down_peers: Vec<DownPeerJson>,
+    /// Peers that need a snapshot to catch up.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pending_peers: Vec<PeerJson>,
+}
+
+#[derive(Serialize)]
+pub struct DownPeerJson {
+    pub peer: PeerJson,
 }
 
 #[derive(Serialize)]
@@ -351,6 +363,12 @@ fn region_json(c: &Cluster, e: &RegionEntry) -> RegionJson {
             .unwrap_or_default(),
         approximate_size: e.approximate_size,
         approximate_keys: e.approximate_keys,
+        down_peers: e
+            .down_peers
+            .iter()
+            .map(|p| DownPeerJson { peer: peer_json(p) })
+            .collect(),
+        pending_peers: e.pending_peers.iter().map(peer_json).collect(),
     }
 }
 
@@ -576,6 +594,30 @@ async fn regions(State(core): Core) -> Response {
             regions,
         },
     )
+}
+
+/// `GET /pd/api/v1/regions/check/{down-peer|pending-peer|miss-peer}`.
+async fn regions_check(State(core): Core, Path(kind): Path<String>) -> Response {
+    let replicas = core.config().max_replicas as usize;
+    let found = core
+        .read(|c| {
+            c.check_regions(&kind, replicas)
+                .map(|v| v.into_iter().map(|e| region_json(c, e)).collect::<Vec<_>>())
+        })
+        .await;
+    match found {
+        Some(regions) => json(
+            StatusCode::OK,
+            &RegionsJson {
+                count: regions.len(),
+                regions,
+            },
+        ),
+        None => error(
+            StatusCode::BAD_REQUEST,
+            format!("unknown check {kind:?} (down-peer, pending-peer, miss-peer)"),
+        ),
+    }
 }
 
 async fn region_by_id(State(core): Core, Path(id): Path<String>) -> Response {

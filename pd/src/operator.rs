@@ -303,6 +303,7 @@ pub(crate) async fn record(core: &PdCore, regions: &[Region]) {
             approximate_size: 0,
             approximate_keys: 0,
             term: 0,
+            ..Default::default()
         };
         if let Err(e) = core.region_heartbeat(req).await {
             tracing::warn!(region_id = r.id, error = %e, "cannot record a split region");

@@ -203,6 +203,13 @@ enum RegionBy {
         /// The key's bytes as hex, e.g. 0A0B.
         hex_key: String,
     },
+    /// Regions with a problem: down-peer (a peer the leader has not heard
+    /// from), pending-peer (a peer that needs a snapshot), miss-peer (fewer
+    /// voters than max-replicas).
+    Check {
+        #[arg(value_parser = ["down-peer", "pending-peer", "miss-peer"])]
+        kind: String,
+    },
 }
 
 /// Which table layout a response gets.
@@ -236,6 +243,10 @@ impl Command {
                 format!("region/key/{}", hex_key.trim_start_matches("0x")),
                 Shape::Region,
             ),
+            Command::Region {
+                by: Some(RegionBy::Check { kind }),
+                ..
+            } => (format!("regions/check/{kind}"), Shape::Regions),
             Command::Region {
                 id: Some(id),
                 by: None,

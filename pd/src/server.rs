@@ -365,6 +365,11 @@ impl PdCore {
             req.approximate_size,
             req.approximate_keys,
         )?;
+        if outcome != HeartbeatOutcome::Stale {
+            inner
+                .cluster
+                .set_peer_health(region_id, req.down_peers, req.pending_peers);
+        }
         match outcome {
             HeartbeatOutcome::Stale => {
                 metrics().stale_region_heartbeats.inc();

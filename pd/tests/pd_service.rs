@@ -194,6 +194,7 @@ async fn bootstrap_routing_placement_and_restart() {
             approximate_size: 4096,
             approximate_keys: 7,
             term: 2,
+            ..Default::default()
         })
         .await
         .unwrap();

@@ -67,6 +67,8 @@ pub struct RaftConfig {
     /// Serve reads from the leader's lease instead of a ReadIndex round
     /// when the lease is valid (decision 0013).
     pub lease_reads: bool,
+    /// A leader reports a peer it has not heard from for this long as down.
+    pub peer_down_after: Duration,
 }
 
 impl RaftConfig {
@@ -93,6 +95,7 @@ impl Default for RaftConfig {
             split_check: SplitCheckConfig::default(),
             region_heartbeat: Duration::from_secs(10),
             lease_reads: true,
+            peer_down_after: Duration::from_secs(10),
         }
     }
 }
@@ -168,6 +171,11 @@ pub struct Peer {
     lease_renewal: Option<Instant>,
     /// Issue a ReadIndex this round even with no read queued (lease renewal).
     renew_lease: bool,
+    /// While leader: when each other peer last answered.
+    peer_seen: HashMap<u64, Instant>,
+    peer_down_after: Duration,
+    /// The (down, pending) peer ids last reported to PD.
+    reported_health: (Vec<u64>, Vec<u64>),
     /// Ticks left during which this peer re-campaigns while the region has
     /// no leader (a new region's peers on other stores may not exist yet).
     campaign_ticks: usize,
@@ -223,6 +231,9 @@ impl Peer {
             lease_until: None,
             lease_renewal: None,
             renew_lease: false,
+            peer_seen: HashMap::new(),
+            peer_down_after: cfg.peer_down_after,
+            reported_health: (Vec::new(), Vec::new()),
             heartbeat_due: false,
             // Spread periodic heartbeats of many regions over the interval.
             next_heartbeat: Instant::now() + cfg.region_heartbeat.mul_f64(rand::random::<f64>()),
@@ -315,6 +326,9 @@ impl Peer {
 
     pub fn tick(&mut self) {
         self.raft.tick();
+        if self.is_leader() {
+            self.track_peer_health();
+        }
         if self.campaign_ticks > 0 {
             self.campaign_ticks -= 1;
             if self.raft.raft.leader_id == 0 && !self.is_leader() {
@@ -680,16 +694,66 @@ impl Peer {
         }
     }
 
+    /// Notes which peers answered since the last tick; a change in the
+    /// down/pending sets makes the next heartbeat go at once.
+    fn track_peer_health(&mut self) {
+        let now = Instant::now();
+        let me = self.peer_id();
+        for (id, pr) in self.raft.raft.prs().iter() {
+            if *id != me && (pr.recent_active || !self.peer_seen.contains_key(id)) {
+                self.peer_seen.insert(*id, now);
+            }
+        }
+        let health = self.peer_health();
+        let ids = |v: &[PeerMeta]| v.iter().map(|p| p.id).collect::<Vec<_>>();
+        let health = (ids(&health.0), ids(&health.1));
+        if health != self.reported_health {
+            self.reported_health = health;
+            self.heartbeat_due = true;
+        }
+    }
+
+    /// (down, pending) peers as this leader sees them: down = no answer for
+    /// `peer_down_after`; pending = needs a snapshot (behind the log's start).
+    fn peer_health(&self) -> (Vec<PeerMeta>, Vec<PeerMeta>) {
+        let (mut down, mut pending) = (Vec::new(), Vec::new());
+        if !self.is_leader() {
+            return (down, pending);
+        }
+        let now = Instant::now();
+        let truncated = self.raft.store().truncated_index();
+        let me = self.peer_id();
+        for p in &self.region().peers {
+            if p.id == me {
+                continue;
+            }
+            let seen = self.peer_seen.get(&p.id).copied().unwrap_or(now);
+            if now.duration_since(seen) >= self.peer_down_after {
+                down.push(*p);
+            }
+            let behind = self.raft.raft.prs().get(p.id).is_none_or(|pr| {
+                pr.state == raft::ProgressState::Snapshot || pr.matched < truncated
+            });
+            if behind {
+                pending.push(*p);
+            }
+        }
+        (down, pending)
+    }
+
     /// The heartbeat PD gets from this leader: sizes are the split checker's
     /// last count plus the puts applied since (no disk access here).
     pub fn region_heartbeat(&self) -> RegionHeartbeatRequest {
         let (keys, bytes) = self.size.estimate();
+        let (down_peers, pending_peers) = self.peer_health();
         RegionHeartbeatRequest {
             region: Some(self.region().clone()),
             leader: self.peer_meta(self.peer_id()),
             approximate_size: bytes,
             approximate_keys: keys,
             term: self.raft.raft.term,
+            down_peers,
+            pending_peers,
         }
     }
 
@@ -753,6 +817,8 @@ impl Peer {
         if now_leader != self.is_leader {
             self.lease_until = None;
             self.lease_renewal = None;
+            self.peer_seen.clear();
+            self.reported_health = (Vec::new(), Vec::new());
         }
         if !now_leader && self.is_leader {
             metrics::LEADER_COUNT.dec();
