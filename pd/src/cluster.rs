@@ -1004,20 +1004,20 @@ mod tests {
             .collect();
         c.insert_region(full.clone());
         c.insert_region(region(2, b"m", b"", 1, 1)); // one voter only
-        let ids = |kind: &str| -> Vec<u64> {
+        let ids = |c: &Cluster, kind: &str| -> Vec<u64> {
             c.check_regions(kind, 3)
                 .unwrap()
                 .iter()
                 .map(|e| e.region.id)
                 .collect()
         };
-        assert_eq!(ids("miss-peer"), vec![2]);
-        assert!(ids("down-peer").is_empty() && ids("pending-peer").is_empty());
+        assert_eq!(ids(&c, "miss-peer"), vec![2]);
+        assert!(ids(&c, "down-peer").is_empty() && ids(&c, "pending-peer").is_empty());
         c.set_peer_health(1, vec![full.peers[2]], vec![full.peers[1]]);
-        assert_eq!(ids("down-peer"), vec![1]);
-        assert_eq!(ids("pending-peer"), vec![1]);
+        assert_eq!(ids(&c, "down-peer"), vec![1]);
+        assert_eq!(ids(&c, "pending-peer"), vec![1]);
         c.set_peer_health(1, vec![], vec![]);
-        assert!(ids("down-peer").is_empty());
+        assert!(ids(&c, "down-peer").is_empty());
         assert!(c.check_regions("offline-peer", 3).is_none());
     }
 
