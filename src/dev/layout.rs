@@ -48,6 +48,7 @@ pub struct Tuning {
     pub region_split_size_mb: u64,
     pub region_split_min_keys: u64,
     pub region_split_interval_secs: u64,
+    pub log_gc_threshold: u64,
 }
 
 /// The planned processes, before they start (pid 0).
@@ -123,6 +124,8 @@ pub fn plan(exe: &str, data_dir: &Path, port: u16, host: &str, t: &Tuning) -> Ve
                 t.region_split_min_keys.to_string(),
                 "--region-split-interval-secs".into(),
                 t.region_split_interval_secs.to_string(),
+                "--log-gc-threshold".into(),
+                t.log_gc_threshold.to_string(),
             ],
         });
     }
@@ -214,6 +217,7 @@ mod tests {
         region_split_size_mb: 96,
         region_split_min_keys: 1000,
         region_split_interval_secs: 10,
+        log_gc_threshold: 1000,
     };
 
     #[test]

@@ -67,6 +67,10 @@ pub struct DevArgs {
     /// Metashard: least seconds between two automatic splits of one region.
     #[arg(long, default_value_t = 10)]
     pub region_split_interval_secs: u64,
+    /// Metashard: applied entries kept in a region's Raft log before it is
+    /// compacted (a follower further behind gets a snapshot).
+    #[arg(long, default_value_t = 1000)]
+    pub log_gc_threshold: u64,
 }
 
 impl DevArgs {
@@ -82,6 +86,7 @@ impl DevArgs {
             region_split_size_mb: self.region_split_size_mb,
             region_split_min_keys: self.region_split_min_keys,
             region_split_interval_secs: self.region_split_interval_secs,
+            log_gc_threshold: self.log_gc_threshold,
         }
     }
 }
