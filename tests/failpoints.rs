@@ -373,9 +373,10 @@ fn metashard_crash_applying_split_and_merge() {
     must_read_back(&c, "split", "applied", &data);
 }
 
-/// A store far behind (its log compacted away on the others) dies applying
-/// the snapshot it is sent on restart; restarted again it applies it, and
-/// then alone with a store that missed later writes it serves every key.
+/// A follower dies before applying a committed write; while it is down the
+/// others compact their logs past it. Restarted, it dies applying the
+/// snapshot it is sent; restarted again it applies it, and then, alone with
+/// a store that missed later writes, it leads and serves every key.
 #[test]
 fn metashard_crash_applying_a_snapshot() {
     let Some(mut c) = start(&["--log-gc-threshold", "10"]) else {
@@ -383,19 +384,26 @@ fn metashard_crash_applying_a_snapshot() {
     };
     c.must_aws(&["s3", "mb", "s3://snap"]);
     c.must_python("split_check.py", &["put", "snap", "a", "30"]);
-    let [m1, m2, m3] = <[String; 3]>::try_from(c.ids_of("metashard")).expect("three stores");
-    c.must_kill9(&m3);
-    // Far past 4 × --log-gc-threshold: the others compact the entries m3 lacks.
+    let leader = meta_leader_component(&c);
+    let mut others = c.ids_of("metashard");
+    others.retain(|id| *id != leader);
+    let lagger = others.pop().expect("a follower");
+    let other = others.pop().expect("another follower");
+
+    c.must_arm(&lagger, "metashard::before_apply", "abort");
+    // Far past 4 × --log-gc-threshold: the others compact what the lagger lacks.
     c.must_python("split_check.py", &["put", "snap", "b", "120"]);
+    c.must_see_dead(&lagger, 10);
+    must_have_aborted_at(&c, &lagger, "metashard::before_apply");
 
     c.spawn_again(
-        &m3,
+        &lagger,
         &[],
         &[("KURA_FAILPOINTS", "metashard::snapshot_apply=abort")],
     );
-    let log = c.dir.join("logs").join(format!("{m3}.log"));
+    let log = c.dir.join("logs").join(format!("{lagger}.log"));
     wait_until(
-        &format!("{m3} to die applying the snapshot"),
+        &format!("{lagger} to die applying the snapshot"),
         60,
         &c,
         || {
@@ -404,21 +412,22 @@ fn metashard_crash_applying_a_snapshot() {
                 .contains("failpoint metashard::snapshot_apply: abort")
         },
     );
-    c.must_see_dead(&m3, 10);
-    c.must_restart(&m3);
-    let status = c.component(&m3).status;
-    wait_until(&format!("{m3} to apply a snapshot"), 60, &c, || {
+    c.must_see_dead(&lagger, 10);
+    c.must_restart(&lagger);
+    let status = c.component(&lagger).status;
+    wait_until(&format!("{lagger} to apply a snapshot"), 60, &c, || {
         metric(&status, "kura_metashard_snapshots_applied_total").unwrap_or(0.0) >= 1.0
     });
 
-    // m1 down: "c" reaches m2 and m3 only. m2 down, m1 back: m1's log is
-    // behind m3's, so only m3 can lead, and every read is served from it.
-    c.must_kill9(&m1);
+    // Leader down: "c" reaches the lagger and `other` only. `other` down,
+    // the old leader back: its log is behind the lagger's, so only the
+    // lagger can lead, and every read is served from its state.
+    c.must_kill9(&leader);
     c.must_python("split_check.py", &["put", "snap", "c", "20"]);
-    c.must_kill9(&m2);
-    c.must_restart(&m1);
-    wait_until(&format!("{m3} to lead"), 60, &c, || {
-        meta_leader_component(&c) == m3
+    c.must_kill9(&other);
+    c.must_restart(&leader);
+    wait_until(&format!("{lagger} to lead"), 60, &c, || {
+        meta_leader_component(&c) == lagger
     });
     c.must_python("split_check.py", &["verify", "snap", "a:30,b:120,c:20"]);
 }
