@@ -20,15 +20,20 @@ deps:
 deps-test:
 	@scripts/install-deps.sh test
 
+# Tests build everything with failpoints (tests/failpoints.rs crashes processes
+# at chosen lines through them); `make dev`, `make build` and releases do not.
+# One feature set for the build and the test run, so the workspace compiles once.
+TEST_FEATURES ?= --features failpoints
+
 ## Install what is missing and run the default test suite (unit + end-to-end).
 test: deps-test
-	$(CARGO) build --workspace --bins
-	$(CARGO) nextest run --workspace --no-fail-fast
+	$(CARGO) build --workspace --bins $(TEST_FEATURES)
+	$(CARGO) nextest run --workspace --no-fail-fast $(TEST_FEATURES)
 
 ## Everything, including the slow suites (marked #[ignore]).
 test-all: deps-test
-	$(CARGO) build --workspace --bins
-	$(CARGO) nextest run --workspace --no-fail-fast --run-ignored all
+	$(CARGO) build --workspace --bins $(TEST_FEATURES)
+	$(CARGO) nextest run --workspace --no-fail-fast --run-ignored all $(TEST_FEATURES)
 
 fmt:
 	$(CARGO) fmt --all

@@ -8,6 +8,8 @@
 
 mod bench;
 mod dev;
+#[cfg(feature = "failpoints")]
+mod failpoints;
 mod roles;
 mod status;
 

@@ -246,6 +246,11 @@ where
     E: std::fmt::Display,
 {
     init_logging();
+    #[cfg(feature = "failpoints")]
+    if let Err(e) = crate::failpoints::arm_from_env() {
+        eprintln!("kura {name}: {e}");
+        return 2;
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -1,6 +1,7 @@
 //! The status address every Kura process serves: `/metrics` (Prometheus text
 //! format from the default registry), `/health` (the process is alive) and
-//! `/ready` (the process can serve its role).
+//! `/ready` (the process can serve its role); with the `failpoints` feature
+//! also `/fail` (see `failpoints.rs`).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -51,8 +52,10 @@ pub async fn serve(
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/health", get(health))
-        .route("/ready", get(ready))
-        .with_state(ready_flag);
+        .route("/ready", get(ready));
+    #[cfg(feature = "failpoints")]
+    let app = app.merge(crate::failpoints::routes());
+    let app = app.with_state(ready_flag);
     let listener = tokio::net::TcpListener::bind(addr).await?;
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {

@@ -53,6 +53,7 @@ pub struct Tuning {
     pub region_split_interval_secs: u64,
     /// PD members: 1 (a single PD) or 3 (one Raft group).
     pub pd_replicas: usize,
+    pub log_gc_threshold: u64,
 }
 
 /// The planned processes, before they start (pid 0).
@@ -159,6 +160,8 @@ pub fn plan(exe: &str, data_dir: &Path, port: u16, host: &str, t: &Tuning) -> Ve
                 t.region_split_min_keys.to_string(),
                 "--region-split-interval-secs".into(),
                 t.region_split_interval_secs.to_string(),
+                "--log-gc-threshold".into(),
+                t.log_gc_threshold.to_string(),
             ],
         });
     }
@@ -251,6 +254,7 @@ mod tests {
         region_split_min_keys: 1000,
         region_split_interval_secs: 10,
         pd_replicas: 1,
+        log_gc_threshold: 1000,
     };
 
     #[test]

@@ -71,6 +71,10 @@ pub struct DevArgs {
     /// every other process is given all three endpoints).
     #[arg(long, default_value_t = 1, value_parser = parse_pd_replicas)]
     pub pd_replicas: usize,
+    /// Metashard: applied entries kept in a region's Raft log before it is
+    /// compacted (a follower further behind gets a snapshot).
+    #[arg(long, default_value_t = 1000)]
+    pub log_gc_threshold: u64,
 }
 
 fn parse_pd_replicas(s: &str) -> Result<usize, String> {
@@ -94,6 +98,7 @@ impl DevArgs {
             region_split_min_keys: self.region_split_min_keys,
             region_split_interval_secs: self.region_split_interval_secs,
             pd_replicas: self.pd_replicas,
+            log_gc_threshold: self.log_gc_threshold,
         }
     }
 }

@@ -271,6 +271,21 @@ impl Cluster {
 
     /// Starts component `id` again from its argv in cluster.json plus `extra` flags.
     pub fn must_restart_with(&mut self, id: &str, extra: &[&str]) {
+        self.spawn_again(id, extra, &[]);
+        let c = self.component(id);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if http_status(&c.status, "/ready") == Some(200) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("{id} not ready after restart:\n{}", self.logs_tail());
+    }
+
+    /// Starts component `id` again from its argv in cluster.json plus
+    /// `extra` flags and `env`, without waiting for it to become ready.
+    pub fn spawn_again(&mut self, id: &str, extra: &[&str], env: &[(&str, &str)]) {
         let c = self.component(id);
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -280,6 +295,7 @@ impl Cluster {
         let child = Command::new(&c.argv[0])
             .args(&c.argv[1..])
             .args(extra)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
@@ -288,14 +304,32 @@ impl Cluster {
         let pid = child.id();
         self.restarted.push(child);
         self.set_pid(id, pid);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < deadline {
-            if http_status(&c.status, "/ready") == Some(200) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("{id} not ready after restart:\n{}", self.logs_tail());
+    }
+
+    /// Whether this kura binary serves `/fail` (built with `--features failpoints`).
+    pub fn has_failpoints(&self) -> bool {
+        let pd = self.component("pd-1");
+        http_get(&pd.status, "/fail").map(|(code, _)| code) == Some(200)
+    }
+
+    /// Arms failpoint `name` with `action` (e.g. `abort`) in the running
+    /// process of component `id`, through its status address.
+    pub fn must_arm(&self, id: &str, name: &str, action: &str) {
+        let status = self.component(id).status;
+        let reply = http_send(&status, "PUT", &format!("/fail/{name}"), action);
+        assert!(
+            matches!(reply, Some((200, _))),
+            "PUT /fail/{name} {action} on {id}: {reply:?}"
+        );
+    }
+
+    /// Waits until the process of component `id` is gone (a failpoint
+    /// crashed it): its status port stops answering.
+    pub fn must_see_dead(&self, id: &str, secs: u64) {
+        let status = self.component(id).status;
+        wait_until(&format!("{id} to die"), secs, self, || {
+            http_status(&status, "/health").is_none()
+        });
     }
 
     fn set_pid(&self, id: &str, pid: u32) {
@@ -636,6 +670,32 @@ pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
         .ok()?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).ok()?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Some((status, body))
+}
+
+/// `METHOD http://addr{path}` with a text body → (status, body).
+pub fn http_send(addr: &str, method: &str, path: &str, body: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s =
+        std::net::TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_millis(500))
+            .ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(
+        format!(
+            "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .ok()?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).ok()?;
     let text = String::from_utf8_lossy(&buf).into_owned();

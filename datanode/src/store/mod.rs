@@ -822,6 +822,9 @@ impl PutWriter {
             .state
             .take()
             .ok_or_else(|| StoreError::InvalidArgument("writer already finished".into()))?;
+        // Every block is written, no footer: a crash leaves a torn record
+        // that recovery truncates.
+        fail::fail_point!("datanode::put_before_commit");
         let store = st.store.clone();
         let seq = lock(&store.index).begin_commit();
         let footer = Footer {
@@ -837,6 +840,10 @@ impl PutWriter {
             st.abort();
             return Err(e);
         }
+        // Footer written, not fsynced, not acknowledged: after a process
+        // crash the page cache keeps it, so the record comes back whole and
+        // unreferenced (orphan GC's case).
+        fail::fail_point!("datanode::put_before_sync");
         if let Err(e) = store.timed_sync(&st.active.seg) {
             // After a failed fsync the page cache cannot be trusted: seal the segment
             // (dropping `st` does not return it to the pool). The unacknowledged record

@@ -199,12 +199,17 @@ pub async fn put_object(
     let mut rec = object_for_body(bucket_id, &input.key, &written, class);
     store_request_headers!(rec, input);
 
+    // The body is durable on the data nodes, no metadata names it yet: a
+    // crash here must leave no visible object, only an orphan for GC.
+    fail::fail_point!("gateway::put_before_commit");
     // From here on the commit must finish even if the client goes away.
     let key = input.key.clone();
     commit_in_task(ctx, written.stored(), move |ctx| async move {
         commit_object(&ctx, bucket_id, &key, &rec, &pre, Vec::new(), Vec::new()).await
     })
     .await?;
+    // Committed, not acknowledged: the object is whole and visible.
+    fail::fail_point!("gateway::put_after_commit_before_respond");
 
     Ok(S3Response::new(with_checksums!(
         ChecksumFields::from_map(&written.checksums),
