@@ -8,6 +8,9 @@
 //! record: no data node involved), HEAD, LIST v2 of 1,000 keys from a random
 //! start. Then one big bucket of `--list-objects` empty objects is loaded and
 //! listed start to end in pages of 1,000 (keys/s of one sequential client).
+//! With one region, a last phase repeats PUT 0 B while the bucket's region
+//! is split every `--split-every-ms` at a random key (the p99 of PUTs
+//! during splits vs. without).
 //! Buckets are left in place (metadata only).
 
 use std::path::PathBuf;
@@ -41,6 +44,10 @@ pub struct MetaArgs {
     /// Concurrent clients loading the big bucket.
     #[arg(long, default_value_t = 64)]
     load_concurrency: usize,
+    /// In the 1-region round, also measure PUT 0 B while the bucket's
+    /// regions are split this often (0: skip that phase).
+    #[arg(long, default_value_t = 500)]
+    split_every_ms: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -465,7 +472,70 @@ async fn round(t: &Target, args: &MetaArgs, parts: usize, tag: u32) -> Result<()
     })
     .await;
     row("LIST 1,000 keys", &o, true);
+    if parts == 1 && args.split_every_ms > 0 {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let storm = tokio::spawn(split_storm(
+            t.client.clone(),
+            t.pd_http.clone(),
+            id,
+            Duration::from_millis(args.split_every_ms),
+            stop.clone(),
+        ));
+        let next = Arc::new(AtomicU64::new(0));
+        let (client, b) = (t.client.clone(), bucket.clone());
+        let o = drive(args.concurrency, args.seconds, move |_, _| {
+            let (client, b) = (client.clone(), b.clone());
+            let n = next.fetch_add(1, Ordering::Relaxed);
+            Some(async move { put(&client, &b, &key_of("s", n), Bytes::new()).await })
+        })
+        .await;
+        stop.store(true, Ordering::Relaxed);
+        let splits = storm.await.unwrap_or(0);
+        row(&format!("PUT 0 B during {splits} splits"), &o, false);
+    }
     Ok(())
+}
+
+/// Splits the region holding a random key of bucket `bucket_id` every
+/// `every` until `stop`; returns how many splits succeeded.
+async fn split_storm(
+    client: Arc<Client>,
+    pd_http: String,
+    bucket_id: u64,
+    every: Duration,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> u64 {
+    let mut done = 0;
+    let mut n = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        tokio::time::sleep(every).await;
+        n += 1;
+        // Same spread as the keys written: a 4-hex-digit prefix.
+        let prefix = format!("{:04x}/", (n.wrapping_mul(40_503)) % 65_536);
+        let key = keys::object_prefix(bucket_id, prefix.as_bytes());
+        let path = format!("/pd/api/v1/region/key/{}", hex::encode_upper(&key));
+        let Ok(region) = pd_get(&client.http, &pd_http, &path).await else {
+            continue;
+        };
+        let Some(region_id) = region["id"].as_u64() else {
+            continue;
+        };
+        let body = serde_json::json!({
+            "name": "split-region",
+            "region_id": region_id,
+            "keys": [hex::encode_upper(&key)],
+        });
+        let ok = client
+            .http
+            .post(format!("http://{pd_http}/pd/api/v1/operators"))
+            .json(&body)
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success());
+        done += u64::from(ok);
+    }
+    done
 }
 
 async fn big_list(t: &Target, args: &MetaArgs, tag: u32) -> Result<(), BenchError> {
