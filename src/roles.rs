@@ -99,6 +99,20 @@ pub struct PdArgs {
     /// Seconds without heartbeat after which a data node's slots are rebuilt elsewhere.
     #[arg(long, default_value_t = 300)]
     datanode_down_after_secs: u64,
+    /// Seconds between merge checks: two adjacent small, quiet regions are
+    /// merged (0: never merge automatically).
+    #[arg(long, default_value_t = 10)]
+    merge_check_interval_secs: u64,
+    /// A region that split or merged less than this many seconds ago is not
+    /// merged (so a region that just split is not merged back).
+    #[arg(long, default_value_t = 3600)]
+    split_merge_interval_secs: u64,
+    /// Regions merge automatically only if both hold at most this many keys ...
+    #[arg(long, default_value_t = 40_000)]
+    max_merge_region_keys: u64,
+    /// ... and at most this many MiB.
+    #[arg(long, default_value_t = 20)]
+    max_merge_region_size_mb: u64,
 }
 
 #[derive(Debug, Args)]
@@ -320,6 +334,12 @@ pub fn run_pd(a: PdArgs) -> i32 {
         rebalance_interval: Duration::from_secs(a.rebalance_interval_secs),
         repair_catch_up_limit: Duration::from_secs(a.repair_catch_up_limit_secs),
         datanode_down_after: Duration::from_secs(a.datanode_down_after_secs),
+        merge_check_interval: Duration::from_secs(a.merge_check_interval_secs),
+        merge: kura_pd::merge::MergeCheckConfig {
+            max_keys: a.max_merge_region_keys,
+            max_size: a.max_merge_region_size_mb << 20,
+            split_merge_interval: Duration::from_secs(a.split_merge_interval_secs),
+        },
     };
     run_role("pd", a.common.status_addr, |ready, shutdown| {
         kura_pd::run(cfg, ready, shutdown)

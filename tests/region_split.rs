@@ -298,3 +298,28 @@ fn merge_region_online_under_writes_and_kill9() {
     must_see_regions(&c, 1);
     c.must_python("split_check.py", &["verify", "split", "obj:300,down:30"]);
 }
+
+/// The merge checker folds small, quiet neighbours back together once the
+/// split-merge interval has passed (3 s here; an hour by default), and every
+/// object is still there exactly once.
+#[test]
+fn small_quiet_neighbours_merge_by_themselves() {
+    let c = Cluster::must_start_with(&["--split-merge-interval-secs", "3"]);
+    c.must_aws(&["s3", "mb", "s3://auto"]);
+    c.must_python("split_check.py", &["put", "auto", "obj", "40"]);
+    let first = must_see_regions(&c, 1)[0]["id"].as_u64().expect("id");
+    must_pdctl(&c, &["operator", "add", "split-region", &first.to_string()]);
+    let started = Instant::now();
+    must_see_regions(&c, 2);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while must_pdctl(&c, &["region"])["count"].as_u64() != Some(1) {
+        assert!(Instant::now() < deadline, "the two halves never merged");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    eprintln!(
+        "merged back automatically {:?} after the split",
+        started.elapsed()
+    );
+    must_see_regions(&c, 1);
+    c.must_python("split_check.py", &["verify", "auto", "obj:40"]);
+}

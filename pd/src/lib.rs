@@ -86,6 +86,11 @@ pub struct Config {
     /// A data node silent this long has its slots rebuilt elsewhere. Long
     /// enough that a restart or short outage moves nothing.
     pub datanode_down_after: Duration,
+    /// How often the merge checker looks for small quiet neighbours
+    /// (zero: never merge automatically).
+    pub merge_check_interval: Duration,
+    /// What the merge checker merges.
+    pub merge: merge::MergeCheckConfig,
 }
 
 impl Config {
@@ -106,6 +111,8 @@ impl Config {
             rebalance_interval: Duration::from_secs(10),
             repair_catch_up_limit: Duration::from_secs(600),
             datanode_down_after: Duration::from_secs(300),
+            merge_check_interval: Duration::from_secs(10),
+            merge: merge::MergeCheckConfig::default(),
         }
     }
 }
@@ -158,6 +165,14 @@ pub async fn serve(
         metrics::metrics().leader.set(1);
     }
     let ticker = tokio::spawn(core.clone().tick_loop(TICK, shutdown.clone()));
+    let merge_checker = (!cfg.merge_check_interval.is_zero()).then(|| {
+        tokio::spawn(merge::merge_check_loop(
+            core.clone(),
+            cfg.merge_check_interval,
+            cfg.merge.clone(),
+            shutdown.clone(),
+        ))
+    });
 
     let stop = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         // A dropped sender also means stop.
@@ -180,6 +195,9 @@ pub async fn serve(
     });
     ready.store(false, Ordering::Release);
     ticker.abort();
+    if let Some(m) = merge_checker {
+        m.abort();
+    }
     if let Some(r) = replica {
         tokio::task::spawn_blocking(move || r.stop()).await.ok();
     }
@@ -210,6 +228,8 @@ mod tests {
             rebalance_interval: Duration::from_secs(10),
             repair_catch_up_limit: Duration::from_secs(600),
             datanode_down_after: Duration::from_secs(300),
+            merge_check_interval: Duration::from_secs(10),
+            merge: merge::MergeCheckConfig::default(),
         };
         let (_tx, rx) = tokio::sync::watch::channel(false);
         let _run: std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Error>> + Send>> =

@@ -272,6 +272,99 @@ async fn rollback(core: &PdCore, frozen: &Region, prepare_index: u64) -> Result<
     Err(OperatorError::NoLeader(frozen.id))
 }
 
+// ---- merge checker: small, quiet neighbours merge by themselves ----
+
+/// When two neighbours are small and quiet enough to merge.
+#[derive(Clone, Debug)]
+pub struct MergeCheckConfig {
+    /// Both regions hold at most this many keys ...
+    pub max_keys: u64,
+    /// ... and this many bytes.
+    pub max_size: u64,
+    /// A region whose version changed (split or merge) less than this long
+    /// ago is left alone, so a region that just split is not merged back.
+    pub split_merge_interval: Duration,
+}
+
+impl Default for MergeCheckConfig {
+    fn default() -> Self {
+        MergeCheckConfig {
+            max_keys: 40_000,
+            max_size: 20 << 20,
+            split_merge_interval: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// The next (source, target) the merge checker would merge, if any: two
+/// adjacent regions, both small and quiet (a leader, no down or pending
+/// peer, version unchanged for `split_merge_interval`), peers on the same
+/// stores; the one with fewer keys is folded into the other. Pure logic.
+pub fn pick_merge(
+    c: &crate::cluster::Cluster,
+    now_ms: i64,
+    cfg: &MergeCheckConfig,
+) -> Option<(u64, u64)> {
+    let settle = cfg.split_merge_interval.as_millis() as i64;
+    let ok = |e: &crate::cluster::RegionEntry| {
+        e.approximate_keys <= cfg.max_keys
+            && e.approximate_size <= cfg.max_size
+            && e.leader.is_some()
+            && e.down_peers.is_empty()
+            && e.pending_peers.is_empty()
+            && e.version_since_ms > 0
+            && now_ms - e.version_since_ms >= settle
+    };
+    let regions: Vec<_> = c.regions_in_order().collect();
+    regions.windows(2).find_map(|w| {
+        let (a, b) = (w[0], w[1]);
+        if !(ok(a) && ok(b)) || check_mergeable(&a.region, &b.region).is_err() {
+            return None;
+        }
+        Some(if b.approximate_keys <= a.approximate_keys {
+            (b.region.id, a.region.id)
+        } else {
+            (a.region.id, b.region.id)
+        })
+    })
+}
+
+/// Runs the merge checker every `every` on the PD leader until `shutdown`:
+/// at most one merge per round.
+pub async fn merge_check_loop(
+    core: std::sync::Arc<PdCore>,
+    every: Duration,
+    cfg: MergeCheckConfig,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            changed = shutdown.changed() => {
+                if changed.is_err() || *shutdown.borrow() {
+                    return;
+                }
+                continue;
+            }
+        }
+        if core.ensure_leader().await.is_err() {
+            continue;
+        }
+        let now = crate::server::now_ms();
+        let Some((source, target)) = core.read(|c| pick_merge(c, now, &cfg)).await else {
+            continue;
+        };
+        tracing::info!(
+            source,
+            target,
+            "merge checker: merging small quiet neighbours"
+        );
+        if let Err(e) = merge_region(&core, source, target).await {
+            tracing::warn!(source, target, error = %e, "merge checker: merge failed");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -321,5 +414,49 @@ mod tests {
             "bounded vs unbounded end"
         );
         assert!(!covers(&r(1, b"g", b"m", &[1]), &mid));
+    }
+
+    #[test]
+    fn checker_picks_small_quiet_neighbours_only() {
+        use crate::cluster::Cluster;
+        let cfg = MergeCheckConfig {
+            max_keys: 100,
+            max_size: 1 << 20,
+            split_merge_interval: Duration::from_secs(60),
+        };
+        let mut c = Cluster::new(1);
+        let (a, b, d) = (
+            r(1, b"", b"f", &[1, 2, 3]),
+            r(2, b"f", b"m", &[1, 2, 3]),
+            r(3, b"m", b"", &[1, 2, 3]),
+        );
+        for (x, keys) in [(&a, 500u64), (&b, 10), (&d, 20)] {
+            let leader = Some(x.peers[0]);
+            c.region_heartbeat(x.clone(), leader, 1, 1000, keys)
+                .unwrap();
+            c.touch_version(x.id, 1_000);
+        }
+        let min = 60_000;
+        assert_eq!(
+            pick_merge(&c, 1_000 + min - 1, &cfg),
+            None,
+            "split too recently"
+        );
+        // a is too big: b and d merge, the smaller (b) into d.
+        assert_eq!(pick_merge(&c, 1_000 + min, &cfg), Some((2, 3)));
+        c.set_peer_health(3, vec![d.peers[1]], vec![]);
+        assert_eq!(pick_merge(&c, 1_000 + min, &cfg), None, "a down peer");
+        c.set_peer_health(3, vec![], vec![]);
+        // A version change restarts the wait.
+        let mut d2 = d.clone();
+        d2.epoch = Some(kura_proto::common::RegionEpoch {
+            conf_ver: 0,
+            version: 1,
+        });
+        c.region_heartbeat(d2, Some(d.peers[0]), 1, 1000, 20)
+            .unwrap();
+        c.touch_version(3, 1_000 + min);
+        assert_eq!(pick_merge(&c, 1_000 + min, &cfg), None);
+        assert_eq!(pick_merge(&c, 1_000 + 2 * min, &cfg), Some((2, 3)));
     }
 }

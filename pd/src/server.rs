@@ -369,6 +369,7 @@ impl PdCore {
             inner
                 .cluster
                 .set_peer_health(region_id, req.down_peers, req.pending_peers);
+            inner.cluster.touch_version(region_id, now_ms());
         }
         match outcome {
             HeartbeatOutcome::Stale => {

@@ -51,6 +51,7 @@ pub struct Tuning {
     pub region_split_size_mb: u64,
     pub region_split_min_keys: u64,
     pub region_split_interval_secs: u64,
+    pub split_merge_interval_secs: u64,
     /// PD members: 1 (a single PD) or 3 (one Raft group).
     pub pd_replicas: usize,
     pub log_gc_threshold: u64,
@@ -101,6 +102,8 @@ pub fn plan(exe: &str, data_dir: &Path, port: u16, host: &str, t: &Tuning) -> Ve
             t.rebalance_interval_secs.to_string(),
             "--max-moves-per-step".into(),
             t.max_moves_per_step.to_string(),
+            "--split-merge-interval-secs".into(),
+            t.split_merge_interval_secs.to_string(),
         ];
         if replicas > 1 {
             argv.extend([
@@ -253,6 +256,7 @@ mod tests {
         region_split_size_mb: 96,
         region_split_min_keys: 1000,
         region_split_interval_secs: 10,
+        split_merge_interval_secs: 3600,
         pd_replicas: 1,
         log_gc_threshold: 1000,
     };

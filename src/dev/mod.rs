@@ -67,6 +67,10 @@ pub struct DevArgs {
     /// Metashard: least seconds between two automatic splits of one region.
     #[arg(long, default_value_t = 10)]
     pub region_split_interval_secs: u64,
+    /// PD: regions that split or merged less than this many seconds ago are
+    /// not merged automatically (small quiet neighbours merge after that).
+    #[arg(long, default_value_t = 3600)]
+    pub split_merge_interval_secs: u64,
     /// PD members: 1 (one PD process) or 3 (a replicated PD, one Raft group;
     /// every other process is given all three endpoints).
     #[arg(long, default_value_t = 1, value_parser = parse_pd_replicas)]
@@ -97,6 +101,7 @@ impl DevArgs {
             region_split_size_mb: self.region_split_size_mb,
             region_split_min_keys: self.region_split_min_keys,
             region_split_interval_secs: self.region_split_interval_secs,
+            split_merge_interval_secs: self.split_merge_interval_secs,
             pd_replicas: self.pd_replicas,
             log_gc_threshold: self.log_gc_threshold,
         }
