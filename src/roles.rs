@@ -90,6 +90,14 @@ pub struct PdArgs {
     /// Seconds without heartbeat after which a data node's slots are rebuilt elsewhere.
     #[arg(long, default_value_t = 300)]
     datanode_down_after_secs: u64,
+    /// Seconds between scheduling rounds (balance-leader moves region
+    /// leaders from the store leading the most regions to the one leading
+    /// the fewest); 0 turns automatic scheduling off.
+    #[arg(long, default_value_t = 3)]
+    schedule_interval_secs: u64,
+    /// Most leader transfers each store takes part in per minute (store limit).
+    #[arg(long, default_value_t = 30)]
+    leader_transfer_limit: usize,
 }
 
 #[derive(Debug, Args)]
@@ -290,6 +298,8 @@ pub fn run_pd(a: PdArgs) -> i32 {
         rebalance_interval: Duration::from_secs(a.rebalance_interval_secs),
         repair_catch_up_limit: Duration::from_secs(a.repair_catch_up_limit_secs),
         datanode_down_after: Duration::from_secs(a.datanode_down_after_secs),
+        schedule_interval: Duration::from_secs(a.schedule_interval_secs),
+        leader_transfers_per_store_per_minute: a.leader_transfer_limit,
     };
     run_role("pd", a.common.status_addr, |ready, shutdown| {
         kura_pd::run(cfg, ready, shutdown)

@@ -5,7 +5,7 @@
 //! admin API and the `pdctl` CLI.
 //!
 //! Owns: the cluster model as pure logic (`cluster`, `bootstrap`, `placement`,
-//! `rebalance`),
+//! `rebalance`), the scheduling core that moves region leaders (`schedule`),
 //! its persistence behind the `Storage` trait (`storage`, one fsynced JSON file
 //! for now; a 3-replica Raft PD later), the shared state every front end uses
 //! (`server::PdCore`), the gRPC service (`service`), the HTTP API (`http`) and
@@ -23,6 +23,7 @@ pub mod operator;
 pub mod pdctl;
 pub mod placement;
 pub mod rebalance;
+pub mod schedule;
 pub mod server;
 pub mod service;
 pub mod storage;
@@ -78,6 +79,11 @@ pub struct Config {
     /// A data node silent this long has its slots rebuilt elsewhere. Long
     /// enough that a restart or short outage moves nothing.
     pub datanode_down_after: Duration,
+    /// Time between scheduling rounds (balance-leader); zero: no automatic
+    /// scheduling (admin operators still run).
+    pub schedule_interval: Duration,
+    /// Leader transfers each store may take part in per minute ("store limit").
+    pub leader_transfers_per_store_per_minute: usize,
 }
 
 impl Config {
@@ -97,6 +103,8 @@ impl Config {
             rebalance_interval: Duration::from_secs(10),
             repair_catch_up_limit: Duration::from_secs(600),
             datanode_down_after: Duration::from_secs(300),
+            schedule_interval: Duration::from_secs(3),
+            leader_transfers_per_store_per_minute: 30,
         }
     }
 }
@@ -135,6 +143,10 @@ pub async fn serve(
     let storage = Arc::new(FileStorage::open(&cfg.data_dir)?);
     let core = Arc::new(PdCore::open(cfg.clone(), storage).await?);
     let ticker = tokio::spawn(core.clone().tick_loop(TICK, shutdown.clone()));
+    let scheduler = tokio::spawn(schedule::coordinator::schedule_loop(
+        core.clone(),
+        shutdown.clone(),
+    ));
 
     let stop = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         // A dropped sender also means stop.
@@ -155,6 +167,7 @@ pub async fn serve(
     });
     ready.store(false, Ordering::Release);
     ticker.abort();
+    scheduler.abort();
     result.map(|_| ())
 }
 
@@ -181,6 +194,8 @@ mod tests {
             rebalance_interval: Duration::from_secs(10),
             repair_catch_up_limit: Duration::from_secs(600),
             datanode_down_after: Duration::from_secs(300),
+            schedule_interval: Duration::from_secs(3),
+            leader_transfers_per_store_per_minute: 30,
         };
         let (_tx, rx) = tokio::sync::watch::channel(false);
         let _run: std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Error>> + Send>> =

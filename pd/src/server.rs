@@ -57,6 +57,8 @@ pub struct PdCore {
     inner: Mutex<Inner>,
     storage: Arc<dyn Storage>,
     started: Instant,
+    /// Scheduling: running operators, paused schedulers, store limits.
+    pub schedule: crate::schedule::coordinator::Coordinator,
 }
 
 impl PdCore {
@@ -85,6 +87,10 @@ impl PdCore {
             regions = cluster.region_count(),
             "PD state loaded"
         );
+        let cfg_schedule = crate::schedule::coordinator::ScheduleConfig {
+            interval: cfg.schedule_interval,
+            leader_transfers_per_store_per_minute: cfg.leader_transfers_per_store_per_minute,
+        };
         let core = PdCore {
             cfg,
             inner: Mutex::new(Inner {
@@ -96,6 +102,7 @@ impl PdCore {
             }),
             storage,
             started: Instant::now(),
+            schedule: crate::schedule::coordinator::Coordinator::new(cfg_schedule),
         };
         {
             let mut inner = core.inner.lock().await;
