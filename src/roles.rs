@@ -96,7 +96,7 @@ pub struct PdArgs {
     #[arg(long, default_value_t = 3)]
     schedule_interval_secs: u64,
     /// Most leader transfers each store takes part in per minute (store limit).
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 120)]
     leader_transfer_limit: usize,
 }
 

@@ -101,6 +101,24 @@ fn must_balance(c: &Cluster, n: usize, stores: usize, timeout: Duration) -> Dura
     }
 }
 
+/// (region, start time, status) of every operator PD lists that moves a
+/// leader to `store`.
+fn ops_to_store(c: &Cluster, store: u64) -> Vec<(u64, String, String)> {
+    let ops = must_pdctl(c, &["operator", "show"]);
+    ["running", "finished"]
+        .iter()
+        .flat_map(|k| ops[*k].as_array().cloned().unwrap_or_default())
+        .filter(|o| o["to_store_id"].as_u64() == Some(store))
+        .map(|o| {
+            (
+                o["region_id"].as_u64().unwrap_or(0),
+                o["started_ts"].as_str().unwrap_or("").to_string(),
+                o["status"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
 fn metashard_by_store(c: &Cluster, store_id: u64) -> String {
     let stores = must_pdctl(c, &["store"]);
     let addr = stores["stores"]
@@ -233,6 +251,8 @@ fn leaders_balance_move_and_survive_kill9_of_the_busiest_store() {
     let victim = metashard_by_store(&c, busiest);
     eprintln!("killing {victim} (store {busiest}, leading {led} regions): {counts:?}");
     let before = acked();
+    let ops_before = ops_to_store(&c, busiest);
+    eprintln!("operators to store {busiest} so far: {ops_before:?}");
     let t0 = Instant::now();
     c.must_kill9(&victim);
     let moved = loop {
@@ -288,6 +308,20 @@ fn leaders_balance_move_and_survive_kill9_of_the_busiest_store() {
         );
         std::thread::sleep(Duration::from_millis(500));
     }
+
+    // The dead store leads nothing but is not Up: balance-leader may pick it
+    // only in the second or two before PD sees it silent (3 s); such a
+    // transfer is refused by the leader and fails fast, never succeeds.
+    std::thread::sleep(Duration::from_secs(4));
+    let new_ops: Vec<_> = ops_to_store(&c, busiest)
+        .into_iter()
+        .filter(|o| !ops_before.iter().any(|b| (b.0, &b.1) == (o.0, &o.1)))
+        .collect();
+    eprintln!("operators to the dead store after the kill: {new_ops:?}");
+    assert!(
+        new_ops.iter().all(|o| o.2 != "done" && o.2 != "running"),
+        "{new_ops:?}"
+    );
 
     // 4. Restart: it catches up and gets its share back.
     let t1 = Instant::now();

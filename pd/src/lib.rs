@@ -104,7 +104,7 @@ impl Config {
             repair_catch_up_limit: Duration::from_secs(600),
             datanode_down_after: Duration::from_secs(300),
             schedule_interval: Duration::from_secs(3),
-            leader_transfers_per_store_per_minute: 30,
+            leader_transfers_per_store_per_minute: 120,
         }
     }
 }
@@ -195,7 +195,7 @@ mod tests {
             repair_catch_up_limit: Duration::from_secs(600),
             datanode_down_after: Duration::from_secs(300),
             schedule_interval: Duration::from_secs(3),
-            leader_transfers_per_store_per_minute: 30,
+            leader_transfers_per_store_per_minute: 120,
         };
         let (_tx, rx) = tokio::sync::watch::channel(false);
         let _run: std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Error>> + Send>> =

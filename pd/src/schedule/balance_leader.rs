@@ -30,7 +30,7 @@ impl Default for BalanceLeader {
     fn default() -> Self {
         BalanceLeader {
             tolerance: 1,
-            max_per_round: 4,
+            max_per_round: 8,
         }
     }
 }
@@ -188,8 +188,8 @@ mod tests {
             assert!(rounds <= 10, "no convergence: {:?}", leaders(&m));
         }
         assert_eq!(leaders(&m), vec![8, 8, 8]);
-        // 16 transfers, 4 per round.
-        assert_eq!(rounds, 4);
+        // 16 transfers, 8 per round.
+        assert_eq!(rounds, 2);
     }
 
     #[test]

@@ -12,8 +12,9 @@ use kura_proto::metashard::{RequestHeader, TransferLeaderRequest};
 use kura_proto::pd::RegionInfo;
 use tokio::time::Instant;
 
+use super::coordinator::DISCONNECTED_AFTER_MS;
 use crate::operator::OperatorError;
-use crate::server::PdCore;
+use crate::server::{now_ms, PdCore};
 
 /// Longest a transfer may take, all attempts included.
 pub const TRANSFER_TIMEOUT: Duration = Duration::from_secs(15);
@@ -29,8 +30,8 @@ fn leader_store(info: &RegionInfo) -> Option<u64> {
     info.leader.map(|l| l.store_id)
 }
 
-/// Checks that `to_store` exists and holds a voter of `region_id`; returns
-/// the region as PD knows it.
+/// Checks that `to_store` exists, heartbeats, and holds a voter of
+/// `region_id`; returns the region as PD knows it.
 pub async fn check_target(
     core: &PdCore,
     region_id: u64,
@@ -40,8 +41,24 @@ pub async fn check_target(
         .region_by_id(region_id)
         .await
         .ok_or(OperatorError::RegionNotFound(region_id))?;
-    if !core.read(|c| c.store(to_store).is_some()).await {
-        return Err(OperatorError::StoreNotFound(to_store));
+    let now = now_ms();
+    let silent_ms = core
+        .read(|c| {
+            c.store(to_store)
+                .map(|s| now - s.meta.last_heartbeat_unix_ms)
+        })
+        .await
+        .ok_or(OperatorError::StoreNotFound(to_store))?;
+    if silent_ms > DISCONNECTED_AFTER_MS {
+        // Down, killed or cut off: its peer cannot take over (and the
+        // leader would refuse it); fail now rather than after the timeout.
+        return Err(OperatorError::Rejected {
+            region_id,
+            message: format!(
+                "target store {to_store} has not sent a heartbeat for {} s",
+                silent_ms / 1000
+            ),
+        });
     }
     let peers = info
         .region
