@@ -309,18 +309,17 @@ fn leaders_balance_move_and_survive_kill9_of_the_busiest_store() {
         std::thread::sleep(Duration::from_millis(500));
     }
 
-    // The dead store leads nothing but is not Up: balance-leader may pick it
-    // only in the second or two before PD sees it silent (3 s); such a
-    // transfer is refused by the leader and fails fast, never succeeds.
+    // The dead store leads nothing but is not a target: PD saw it lose
+    // leaders to elections (then its heartbeats stop for 3 s, then 30 s
+    // make it Down). Give the scheduler a few more rounds to be sure.
     std::thread::sleep(Duration::from_secs(4));
     let new_ops: Vec<_> = ops_to_store(&c, busiest)
         .into_iter()
         .filter(|o| !ops_before.iter().any(|b| (b.0, &b.1) == (o.0, &o.1)))
         .collect();
-    eprintln!("operators to the dead store after the kill: {new_ops:?}");
     assert!(
-        new_ops.iter().all(|o| o.2 != "done" && o.2 != "running"),
-        "{new_ops:?}"
+        new_ops.is_empty(),
+        "operators to the dead store: {new_ops:?}"
     );
 
     // 4. Restart: it catches up and gets its share back.

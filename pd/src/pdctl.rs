@@ -647,7 +647,14 @@ fn render(shape: Shape, v: &Value, table: bool) -> String {
                     .iter()
                     .map(|s| cells(s, &["/store_id", "/leader_transfers_last_minute"])),
             );
-            format!("{head}\n\n{scheds}\n\n{limits}")
+            let held = match v.get("held_back_stores").and_then(Value::as_array) {
+                Some(a) if !a.is_empty() => format!(
+                    "\n\nnot a target for now (lost leaders to elections): stores {}",
+                    text(v.get("held_back_stores"))
+                ),
+                _ => String::new(),
+            };
+            format!("{head}\n\n{scheds}\n\n{limits}{held}")
         }
         Shape::DataNodes => datanode_grid(&list("datanodes")),
         Shape::DataNode => datanode_grid(std::slice::from_ref(v)),

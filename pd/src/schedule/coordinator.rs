@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use kura_proto::pd::RegionInfo;
 
+use super::election_watch::ElectionWatch;
 use super::model::ClusterModel;
 use super::{default_schedulers, run_round, Operator, OperatorKind, ScheduleContext, Scheduler};
 use super::{transfer, StoreLimiter};
@@ -48,6 +49,9 @@ struct State {
     limits: StoreLimiter,
     running: BTreeMap<u64, OperatorRecord>,
     finished: VecDeque<OperatorRecord>,
+    /// Regions whose operator finished since the last round.
+    finished_since_plan: BTreeSet<u64>,
+    elections: ElectionWatch,
 }
 
 pub struct Coordinator {
@@ -66,6 +70,8 @@ impl Coordinator {
                 limits,
                 running: BTreeMap::new(),
                 finished: VecDeque::new(),
+                finished_since_plan: BTreeSet::new(),
+                elections: ElectionWatch::default(),
             }),
         }
     }
@@ -86,12 +92,18 @@ impl Coordinator {
         let mut st = self.lock();
         let st = &mut *st;
         let mut busy: BTreeSet<u64> = st.running.keys().copied().collect();
+        // Leaders that moved since the last round without PD: elections.
+        let mut moved_by_pd = std::mem::take(&mut st.finished_since_plan);
+        moved_by_pd.extend(busy.iter().copied());
+        st.elections.observe(model, &moved_by_pd, now_ms);
+        let mut model = model.clone();
+        st.elections.apply(&mut model, now_ms);
         let mut ctx = ScheduleContext {
             now_ms,
             busy_regions: &mut busy,
             limits: &mut st.limits,
         };
-        let ops = run_round(&mut st.schedulers, &st.paused, model, &mut ctx);
+        let ops = run_round(&mut st.schedulers, &st.paused, &model, &mut ctx);
         for op in &ops {
             st.running.insert(
                 op.region_id,
@@ -132,6 +144,7 @@ impl Coordinator {
 
     fn finish(&self, region_id: u64, outcome: String) {
         let mut st = self.lock();
+        st.finished_since_plan.insert(region_id);
         if let Some(mut rec) = st.running.remove(&region_id) {
             rec.finished_ms = Some(now_ms());
             rec.outcome = Some(outcome);
@@ -172,6 +185,11 @@ impl Coordinator {
             st.paused.remove(name);
         }
         true
+    }
+
+    /// Stores held back as targets after losing leaders to elections.
+    pub fn held_back(&self, now_ms: i64) -> Vec<u64> {
+        self.lock().elections.suspects(now_ms)
     }
 
     /// Transfers each store took part in during the last minute.

@@ -168,6 +168,9 @@ pub struct SchedulersJson {
     pub leader_transfers_per_store_per_minute: usize,
     pub schedulers: Vec<SchedulerJson>,
     pub store_limits: Vec<StoreLimitJson>,
+    /// Stores no scheduler targets for now: they lost region leaderships to
+    /// elections in the last 10 s (likely dead or cut off).
+    pub held_back_stores: Vec<u64>,
 }
 
 /// `GET /pd/api/v1/schedulers`.
@@ -194,6 +197,7 @@ pub async fn list_schedulers(State(core): State<Arc<PdCore>>) -> Response {
                     leader_transfers_last_minute: used,
                 })
                 .collect(),
+            held_back_stores: core.schedule.held_back(now_ms()),
         },
     )
 }

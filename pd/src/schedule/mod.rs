@@ -14,6 +14,7 @@
 
 pub mod balance_leader;
 pub mod coordinator;
+pub mod election_watch;
 pub mod http;
 pub mod model;
 pub mod transfer;

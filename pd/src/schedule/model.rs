@@ -12,7 +12,8 @@ pub enum StoreState {
     /// Heartbeating: a source and a target.
     Up,
     /// Missed a few heartbeats (killed, partitioned, restarting) but not yet
-    /// `Down`: neither source nor target. A transfer to it would stall the
+    /// `Down`, or lost region leaderships to elections in the last few
+    /// seconds (`election_watch`): neither source nor target. A transfer to it would stall the
     /// region's writes until raft gives up on the transfer.
     Disconnected,
     /// Silent for `--max-store-down-secs`.
