@@ -16,7 +16,8 @@ use crate::http::API_PREFIX;
              run operators; pause schedulers",
     long_about = "Kura PD admin CLI. Talks to PD's HTTP admin API (`kura pd --http-listen`, \
                   `http` in kura dev's cluster.json) and prints JSON shaped like pd-ctl's, \
-                  or a table with --table.\n\nExit status: 0 on success, 1 when PD is unreachable \
+                  or a table with --table. Also runs operators (split-region, transfer-leader) and \
+                  pauses/resumes PD's schedulers (balance-leader).\n\nExit status: 0 on success, 1 when PD is unreachable \
                   or answers with an error (e.g. an unknown id), 2 on bad usage.",
     after_help = "Examples:\n  pdctl store\n  pdctl -u http://127.0.0.1:2379 --table region\n  \
                   pdctl region 2\n  pdctl region key 6D79627563\n  pdctl placement\n  \
@@ -1016,6 +1017,46 @@ mod tests {
         assert_eq!(words(6), ["CLASS", "PG", "DATA_NODES"], "{t}");
         assert_eq!(words(8), ["REPLICA3", "1", "2,4,6"], "{t}");
         assert!(t.contains("127.0.0.1:30000"));
+    }
+
+    #[test]
+    fn operator_and_scheduler_tables() {
+        let v = json!({"running": [{"region_id": 12, "name": "transfer-leader",
+            "source": "balance-leader", "from_store_id": 1, "to_store_id": 2,
+            "started_ts": "t0", "elapsed_ms": 40, "status": "running"}],
+            "finished": [{"region_id": 9, "name": "transfer-leader", "source": "admin",
+            "from_store_id": 2, "to_store_id": 3, "started_ts": "t1", "elapsed_ms": 103,
+            "status": "done"}]});
+        let t = render(Shape::Operators, &v, true);
+        let lines: Vec<&str> = t.lines().collect();
+        let words = |i: usize| lines[i].split_whitespace().collect::<Vec<_>>();
+        assert_eq!(words(0)[..3], ["REGION", "NAME", "SOURCE"], "{t}");
+        assert_eq!(
+            words(1),
+            [
+                "12",
+                "transfer-leader",
+                "balance-leader",
+                "1",
+                "2",
+                "t0",
+                "40",
+                "running"
+            ]
+        );
+        assert_eq!(words(2)[2..], ["admin", "2", "3", "t1", "103", "done"]);
+        let v = json!({"interval_secs": 3, "leader_transfers_per_store_per_minute": 120,
+            "schedulers": [{"name": "balance-leader", "paused": true}],
+            "store_limits": [{"store_id": 4, "leader_transfers_last_minute": 7}],
+            "held_back_stores": [5]});
+        let t = render(Shape::Schedulers, &v, true);
+        assert!(
+            t.starts_with("interval 3 s, at most 120 leader transfers"),
+            "{t}"
+        );
+        assert!(t.contains("balance-leader  true"), "{t}");
+        assert!(t.contains("4      7"), "{t}");
+        assert!(t.ends_with("(lost leaders to elections): stores 5"), "{t}");
     }
 
     #[test]
