@@ -113,6 +113,14 @@ pub struct PdArgs {
     /// ... and at most this many MiB.
     #[arg(long, default_value_t = 20)]
     max_merge_region_size_mb: u64,
+    /// Seconds between scheduling rounds (balance-leader moves region
+    /// leaders from the store leading the most regions to the one leading
+    /// the fewest); 0 turns automatic scheduling off.
+    #[arg(long, default_value_t = 3)]
+    schedule_interval_secs: u64,
+    /// Most leader transfers each store takes part in per minute (store limit).
+    #[arg(long, default_value_t = 120)]
+    leader_transfer_limit: usize,
 }
 
 #[derive(Debug, Args)]
@@ -340,6 +348,8 @@ pub fn run_pd(a: PdArgs) -> i32 {
             max_size: a.max_merge_region_size_mb << 20,
             split_merge_interval: Duration::from_secs(a.split_merge_interval_secs),
         },
+        schedule_interval: Duration::from_secs(a.schedule_interval_secs),
+        leader_transfers_per_store_per_minute: a.leader_transfer_limit,
     };
     run_role("pd", a.common.status_addr, |ready, shutdown| {
         kura_pd::run(cfg, ready, shutdown)

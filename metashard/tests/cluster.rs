@@ -1212,3 +1212,78 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+async fn transfer_leader_on(
+    c: &Cluster,
+    store: u64,
+    to_peer: u64,
+) -> Option<kura_proto::common::RegionError> {
+    let mut cl = MetashardClient::connect(format!("http://{}", c.nodes[&store].addr))
+        .await
+        .unwrap();
+    cl.transfer_leader(kura_proto::metashard::TransferLeaderRequest {
+        header: Some(kura_proto::metashard::RequestHeader {
+            region_id: REGION_ID,
+            epoch: None,
+        }),
+        to_peer_id: to_peer,
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .header
+    .and_then(|h| h.region_error)
+}
+
+/// `TransferLeader`: moves leadership to a caught-up follower (writes go
+/// on), answers `NotLeader` on a follower, and refuses a target that is
+/// not heard from (a stopped store) instead of stalling the region.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn transfer_leader_moves_leadership_and_refuses_a_stopped_target() {
+    let mut c = Cluster::start().await;
+    let client = c.client();
+    write_range(&client, 0..10).await;
+    let leader = c.leader().await.expect("a leader");
+    let target = (1..=3).find(|id| *id != leader).expect("a follower");
+    let other = (1..=3)
+        .find(|id| *id != leader && *id != target)
+        .expect("a third store");
+
+    let e = transfer_leader_on(&c, target, 100 + other)
+        .await
+        .expect("a follower refuses");
+    assert!(e.not_leader.is_some(), "{e:?}");
+
+    assert_eq!(transfer_leader_on(&c, leader, 100 + target).await, None);
+    let t0 = Instant::now();
+    loop {
+        if c.leader().await == Some(target) {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "leadership never moved to store {target}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    write_range(&client, 10..20).await;
+    check_all(&client, 20).await;
+
+    // A stopped store's peer is not recently active once the leader's
+    // quorum check has run (every election timeout, 500 ms here).
+    c.stop(other).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let e = transfer_leader_on(&c, target, 100 + other)
+        .await
+        .expect("a stopped target is refused");
+    assert!(
+        e.server_busy.is_some() && e.message.contains("not caught up"),
+        "{e:?}"
+    );
+    assert_eq!(c.leader().await, Some(target), "leadership stayed");
+    write_range(&client, 20..25).await;
+    check_all(&client, 25).await;
+    for id in [leader, target] {
+        c.stop(id).await;
+    }
+}

@@ -1,7 +1,8 @@
 //! The HTTP admin API (what `pdctl -u` talks to), pd-ctl-like paths under
 //! `/pd/api/v1/`, JSON shaped like pd-ctl's where it has the command.
-//! Read-only but for data node decommissioning and `POST operators`
-//! (`operator.rs`); docs/pd-http-api.md lists every endpoint.
+//! Read-only but for data node decommissioning, `POST operators`
+//! (`operator.rs`, `schedule/http.rs`) and pausing schedulers;
+//! docs/pd-http-api.md lists every endpoint.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -46,7 +47,15 @@ pub fn router(core: Arc<PdCore>) -> Router {
         )
         .route(
             "/pd/api/v1/operators",
-            post(crate::operator::http_add_operator),
+            post(crate::operator::http_add_operator).get(crate::schedule::http::list_operators),
+        )
+        .route(
+            "/pd/api/v1/schedulers",
+            get(crate::schedule::http::list_schedulers),
+        )
+        .route(
+            "/pd/api/v1/schedulers/{name}/{action}",
+            post(crate::schedule::http::set_scheduler),
         )
         .fallback(|| async {
             error(
@@ -146,7 +155,7 @@ fn labels_json(l: Option<&Labels>) -> Vec<LabelJson> {
 }
 
 /// RFC 3339 UTC, like pd-ctl's `last_heartbeat_ts`.
-fn timestamp(unix_ms: i64) -> String {
+pub(crate) fn timestamp(unix_ms: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(unix_ms) * 1_000_000)
         .ok()
         .and_then(|t| {

@@ -5,7 +5,7 @@
 //! admin API and the `pdctl` CLI.
 //!
 //! Owns: the cluster model as pure logic (`cluster`, `bootstrap`, `placement`,
-//! `rebalance`),
+//! `rebalance`), the scheduling core that moves region leaders (`schedule`),
 //! its persistence behind the `Storage` trait (`storage`: one fsynced JSON file
 //! for a single PD; `replication`: the same document through a 3-member
 //! raft-rs group for `--peers`), the shared state every front end uses
@@ -28,6 +28,7 @@ pub mod placement;
 pub mod rebalance;
 pub mod region_rpc;
 pub mod replication;
+pub mod schedule;
 pub mod server;
 pub mod service;
 pub mod storage;
@@ -91,6 +92,11 @@ pub struct Config {
     pub merge_check_interval: Duration,
     /// What the merge checker merges.
     pub merge: merge::MergeCheckConfig,
+    /// Time between scheduling rounds (balance-leader); zero: no automatic
+    /// scheduling (admin operators still run).
+    pub schedule_interval: Duration,
+    /// Leader transfers each store may take part in per minute ("store limit").
+    pub leader_transfers_per_store_per_minute: usize,
 }
 
 impl Config {
@@ -113,6 +119,8 @@ impl Config {
             datanode_down_after: Duration::from_secs(300),
             merge_check_interval: Duration::from_secs(10),
             merge: merge::MergeCheckConfig::default(),
+            schedule_interval: Duration::from_secs(3),
+            leader_transfers_per_store_per_minute: 120,
         }
     }
 }
@@ -173,6 +181,10 @@ pub async fn serve(
             shutdown.clone(),
         ))
     });
+    let scheduler = tokio::spawn(schedule::coordinator::schedule_loop(
+        core.clone(),
+        shutdown.clone(),
+    ));
 
     let stop = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         // A dropped sender also means stop.
@@ -201,6 +213,7 @@ pub async fn serve(
     if let Some(r) = replica {
         tokio::task::spawn_blocking(move || r.stop()).await.ok();
     }
+    scheduler.abort();
     result.map(|_| ())
 }
 
@@ -230,6 +243,8 @@ mod tests {
             datanode_down_after: Duration::from_secs(300),
             merge_check_interval: Duration::from_secs(10),
             merge: merge::MergeCheckConfig::default(),
+            schedule_interval: Duration::from_secs(3),
+            leader_transfers_per_store_per_minute: 120,
         };
         let (_tx, rx) = tokio::sync::watch::channel(false);
         let _run: std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Error>> + Send>> =

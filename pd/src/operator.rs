@@ -11,6 +11,10 @@
 //!
 //! Front ends: `POST /pd/api/v1/operators` (`http_add_operator`) and
 //! `pdctl operator add split-region ID [--key HEX]` (`pdctl_add`).
+//!
+//! `transfer-leader` (`"to_store_id"`) goes to the scheduling core
+//! (`schedule::http::add_transfer_leader`), like the operators PD's own
+//! schedulers make.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,6 +48,12 @@ pub enum OperatorError {
     Store { addr: String, message: String },
     #[error("region {region_id}: {message}")]
     Rejected { region_id: u64, message: String },
+    #[error("store {0} not found")]
+    StoreNotFound(u64),
+    #[error("region {region_id} already has a running operator ({running})")]
+    Busy { region_id: u64, running: String },
+    #[error("region {region_id}: {message}")]
+    TimedOut { region_id: u64, message: String },
 }
 
 impl OperatorError {
@@ -55,10 +65,13 @@ impl OperatorError {
             OperatorError::NoLeader(_) => true,
             OperatorError::Store { .. } => true,
             OperatorError::Rejected { .. } => false,
+            OperatorError::StoreNotFound(_) => false,
+            OperatorError::Busy { .. } => true,
+            OperatorError::TimedOut { .. } => true,
         }
     }
 
-    fn http_status(&self) -> StatusCode {
+    pub(crate) fn http_status(&self) -> StatusCode {
         match self {
             OperatorError::Invalid(_) => StatusCode::BAD_REQUEST,
             OperatorError::RegionNotFound(_) => StatusCode::NOT_FOUND,
@@ -66,6 +79,9 @@ impl OperatorError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             OperatorError::Rejected { .. } => StatusCode::CONFLICT,
+            OperatorError::StoreNotFound(_) => StatusCode::NOT_FOUND,
+            OperatorError::Busy { .. } => StatusCode::CONFLICT,
+            OperatorError::TimedOut { .. } => StatusCode::GATEWAY_TIMEOUT,
         }
     }
 }
@@ -87,13 +103,17 @@ pub struct OperatorRequest {
     /// transfer-peer: from this store ...
     #[serde(default, skip_serializing_if = "is_zero")]
     pub from_store_id: u64,
-    /// ... to this one.
+    /// ... to this one; transfer-leader: the store to move the leader to.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub to_store_id: u64,
     /// Split keys as hex. Empty: the middle of the region; several: split at
     /// each, in key order.
     #[serde(default)]
     pub keys: Vec<String>,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 #[derive(Serialize)]
@@ -113,10 +133,6 @@ pub struct SplitRegionJson {
     pub version: u64,
 }
 
-fn is_zero(v: &u64) -> bool {
-    *v == 0
-}
-
 /// Most keys one operator may split at (each is one Raft split).
 pub const MAX_SPLIT_KEYS: usize = 4096;
 
@@ -126,7 +142,7 @@ pub fn parse_split(req: &OperatorRequest) -> Result<(u64, Vec<Vec<u8>>), Operato
     if req.name != "split-region" {
         return Err(OperatorError::Invalid(format!(
             "unknown operator {:?} (supported: split-region, merge-region, add-peer, \
-             remove-peer, transfer-peer)",
+             remove-peer, transfer-peer, transfer-leader)",
             req.name
         )));
     }
@@ -351,6 +367,9 @@ pub async fn http_add_operator(State(core): State<Arc<PdCore>>, body: Bytes) -> 
         Ok(r) => r,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")),
     };
+    if req.name == crate::schedule::TRANSFER_LEADER {
+        return crate::schedule::http::add_transfer_leader(&core, &req).await;
+    }
     match req.name.as_str() {
         "merge-region" => return http_merge(&core, &req).await,
         "add-peer" | "remove-peer" | "transfer-peer" => return http_change_peer(&core, &req).await,

@@ -12,14 +12,18 @@ use crate::http::API_PREFIX;
 #[derive(Debug, Parser)]
 #[command(
     name = "pdctl",
-    about = "Kura PD admin CLI: inspect stores, regions, data nodes and the placement map",
+    about = "Kura PD admin CLI: inspect stores, regions, data nodes and the placement map; \
+             run operators; pause schedulers",
     long_about = "Kura PD admin CLI. Talks to PD's HTTP admin API (`kura pd --http-listen`, \
                   `http` in kura dev's cluster.json) and prints JSON shaped like pd-ctl's, \
-                  or a table with --table.\n\nExit status: 0 on success, 1 when PD is unreachable \
+                  or a table with --table. Also runs operators (split-region, transfer-leader) and \
+                  pauses/resumes PD's schedulers (balance-leader).\n\nExit status: 0 on success, 1 when PD is unreachable \
                   or answers with an error (e.g. an unknown id), 2 on bad usage.",
     after_help = "Examples:\n  pdctl store\n  pdctl -u http://127.0.0.1:2379 --table region\n  \
                   pdctl region 2\n  pdctl region key 6D79627563\n  pdctl placement\n  \
-                  pdctl datanode decommission 8\n  pdctl --table datanode"
+                  pdctl datanode decommission 8\n  pdctl --table datanode\n  \
+                  pdctl operator add transfer-leader 12 3\n  pdctl --table operator show\n  \
+                  pdctl --table scheduler show\n  pdctl scheduler pause balance-leader"
 )]
 struct Cli {
     /// PD HTTP admin API URL (scheme optional); several comma-separated for a
@@ -74,12 +78,36 @@ enum Command {
         #[command(subcommand)]
         action: Option<DatanodeAction>,
     },
-    /// Run an operator: `operator add split-region ID [--key HEX]`,
+    /// Run an operator (`operator add split-region ID [--key HEX]`,
     /// `merge-region SOURCE TARGET`, `add-peer REGION STORE`,
-    /// `remove-peer REGION STORE`, `transfer-peer REGION FROM TO`.
+    /// `remove-peer REGION STORE`, `transfer-peer REGION FROM TO`,
+    /// `transfer-leader REGION STORE`) or list them (`operator show`).
     Operator {
         #[command(subcommand)]
         op: OperatorCmd,
+    },
+    /// PD's schedulers (balance-leader): `scheduler show`, `scheduler pause
+    /// NAME`, `scheduler resume NAME`.
+    Scheduler {
+        #[command(subcommand)]
+        action: SchedulerCmd,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SchedulerCmd {
+    /// Every scheduler and whether it is paused, the round interval, and
+    /// each store's leader transfers in the last minute against the limit.
+    Show,
+    /// Stop scheduler NAME from making new operators (running ones finish).
+    Pause {
+        /// Scheduler name, e.g. balance-leader.
+        name: String,
+    },
+    /// Let scheduler NAME run again.
+    Resume {
+        /// Scheduler name, e.g. balance-leader.
+        name: String,
     },
 }
 
@@ -106,6 +134,9 @@ enum OperatorCmd {
         #[command(subcommand)]
         kind: AddOperator,
     },
+    /// Running operators (admin and scheduler-made) and the last finished
+    /// ones with their outcome.
+    Show,
 }
 
 #[derive(Debug, Subcommand)]
@@ -141,6 +172,16 @@ enum AddOperator {
         source_region_id: u64,
         /// The adjacent region that takes over its range.
         target_region_id: u64,
+    },
+    /// Move a region's leader to its peer on STORE and wait (at most 15 s)
+    /// until PD sees it there. Fails (exit 1) for an unknown region or
+    /// store, a store without a voter of the region, or a region with
+    /// another operator running.
+    TransferLeader {
+        /// Region id.
+        region_id: u64,
+        /// Target store id.
+        store_id: u64,
     },
 }
 
@@ -192,6 +233,15 @@ impl AddOperator {
                 target_region_id: *target_region_id,
                 ..Default::default()
             },
+            AddOperator::TransferLeader {
+                region_id,
+                store_id,
+            } => crate::operator::OperatorRequest {
+                name: crate::schedule::TRANSFER_LEADER.into(),
+                region_id: *region_id,
+                to_store_id: *store_id,
+                ..Default::default()
+            },
         }
     }
 }
@@ -225,6 +275,8 @@ enum Shape {
     DataNodes,
     DataNode,
     Operator,
+    Operators,
+    Schedulers,
 }
 
 impl Command {
@@ -269,7 +321,19 @@ impl Command {
                     ),
                 ..
             } => (format!("datanode/{id}/decommission"), Shape::DataNode),
+            Command::Operator {
+                op: OperatorCmd::Show,
+            } => ("operators".into(), Shape::Operators),
             Command::Operator { .. } => ("operators".into(), Shape::Operator),
+            Command::Scheduler {
+                action: SchedulerCmd::Show,
+            } => ("schedulers".into(), Shape::Schedulers),
+            Command::Scheduler {
+                action: SchedulerCmd::Pause { name },
+            } => (format!("schedulers/{name}/pause"), Shape::Schedulers),
+            Command::Scheduler {
+                action: SchedulerCmd::Resume { name },
+            } => (format!("schedulers/{name}/resume"), Shape::Schedulers),
         }
     }
 
@@ -284,6 +348,9 @@ impl Command {
                 action: Some(DatanodeAction::CancelDecommission { .. }),
                 ..
             } => reqwest::Method::DELETE,
+            Command::Scheduler {
+                action: SchedulerCmd::Pause { .. } | SchedulerCmd::Resume { .. },
+            } => reqwest::Method::POST,
             _ => reqwest::Method::GET,
         }
     }
@@ -332,6 +399,9 @@ pub fn pdctl_main(args: Vec<String>) -> i32 {
             Command::Operator {
                 op: OperatorCmd::Add { kind },
             } => rt.block_on(post(base, &path, &kind.body())),
+            Command::Scheduler {
+                action: SchedulerCmd::Pause { .. } | SchedulerCmd::Resume { .. },
+            } => rt.block_on(post(base, &path, &serde_json::json!({}))),
             _ => rt.block_on(fetch(base, cli.command.method(), &path)),
         };
         match &answer {
@@ -630,6 +700,63 @@ fn render(shape: Shape, v: &Value, table: bool) -> String {
             format!("{head}\n\n{summary}\n\n{groups}\n\n{nodes}")
         }
         Shape::Operator => serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string()),
+        Shape::Operators => {
+            let rows = list("running").into_iter().chain(list("finished"));
+            grid(
+                &[
+                    "REGION",
+                    "NAME",
+                    "SOURCE",
+                    "FROM",
+                    "TO",
+                    "STARTED",
+                    "ELAPSED_MS",
+                    "STATUS",
+                ],
+                rows.map(|o| {
+                    cells(
+                        &o,
+                        &[
+                            "/region_id",
+                            "/name",
+                            "/source",
+                            "/from_store_id",
+                            "/to_store_id",
+                            "/started_ts",
+                            "/elapsed_ms",
+                            "/status",
+                        ],
+                    )
+                }),
+            )
+        }
+        Shape::Schedulers => {
+            let head = format!(
+                "interval {} s, at most {} leader transfers per store per minute",
+                text(v.get("interval_secs")),
+                text(v.get("leader_transfers_per_store_per_minute"))
+            );
+            let scheds = grid(
+                &["SCHEDULER", "PAUSED"],
+                list("schedulers")
+                    .iter()
+                    .map(|s| cells(s, &["/name", "/paused"])),
+            );
+            let limits = grid(
+                &["STORE", "LEADER_TRANSFERS_LAST_MINUTE"],
+                list("store_limits")
+                    .iter()
+                    .map(|s| cells(s, &["/store_id", "/leader_transfers_last_minute"])),
+            );
+            let held = match v.get("held_back_stores").and_then(Value::as_array) {
+                Some(a) if !a.is_empty() => format!(
+                    "\n\nnot a target for now (lost leaders to elections): stores {}",
+                    text(v.get("held_back_stores"))
+                ),
+                _ => String::new(),
+            };
+            format!("{head}\n\n{scheds}\n\n{limits}{held}")
+        }
         Shape::DataNodes => datanode_grid(&list("datanodes")),
         Shape::DataNode => datanode_grid(std::slice::from_ref(v)),
     }
@@ -870,6 +997,34 @@ mod tests {
                 ..Default::default()
             }
         );
+        let op = parse(&["operator", "add", "transfer-leader", "7", "2"]);
+        let Command::Operator {
+            op: OperatorCmd::Add { kind },
+        } = op.command
+        else {
+            panic!("operator command");
+        };
+        assert_eq!(
+            serde_json::to_value(kind.body()).unwrap(),
+            json!({"name": "transfer-leader", "region_id": 7, "keys": [], "to_store_id": 2})
+        );
+        assert!(Cli::try_parse_from(["pdctl", "operator", "add", "transfer-leader", "7"]).is_err());
+        assert_eq!(
+            parse(&["operator", "show"]).command.request(),
+            ("operators".into(), Shape::Operators)
+        );
+        let pause = parse(&["scheduler", "pause", "balance-leader"]).command;
+        assert_eq!(
+            (pause.request(), pause.method()),
+            (
+                ("schedulers/balance-leader/pause".into(), Shape::Schedulers),
+                reqwest::Method::POST
+            )
+        );
+        assert_eq!(
+            parse(&["scheduler", "show"]).command.request(),
+            ("schedulers".into(), Shape::Schedulers)
+        );
     }
 
     #[test]
@@ -1002,6 +1157,46 @@ mod tests {
         assert_eq!(words(6), ["CLASS", "PG", "DATA_NODES"], "{t}");
         assert_eq!(words(8), ["REPLICA3", "1", "2,4,6"], "{t}");
         assert!(t.contains("127.0.0.1:30000"));
+    }
+
+    #[test]
+    fn operator_and_scheduler_tables() {
+        let v = json!({"running": [{"region_id": 12, "name": "transfer-leader",
+            "source": "balance-leader", "from_store_id": 1, "to_store_id": 2,
+            "started_ts": "t0", "elapsed_ms": 40, "status": "running"}],
+            "finished": [{"region_id": 9, "name": "transfer-leader", "source": "admin",
+            "from_store_id": 2, "to_store_id": 3, "started_ts": "t1", "elapsed_ms": 103,
+            "status": "done"}]});
+        let t = render(Shape::Operators, &v, true);
+        let lines: Vec<&str> = t.lines().collect();
+        let words = |i: usize| lines[i].split_whitespace().collect::<Vec<_>>();
+        assert_eq!(words(0)[..3], ["REGION", "NAME", "SOURCE"], "{t}");
+        assert_eq!(
+            words(1),
+            [
+                "12",
+                "transfer-leader",
+                "balance-leader",
+                "1",
+                "2",
+                "t0",
+                "40",
+                "running"
+            ]
+        );
+        assert_eq!(words(2)[2..], ["admin", "2", "3", "t1", "103", "done"]);
+        let v = json!({"interval_secs": 3, "leader_transfers_per_store_per_minute": 120,
+            "schedulers": [{"name": "balance-leader", "paused": true}],
+            "store_limits": [{"store_id": 4, "leader_transfers_last_minute": 7}],
+            "held_back_stores": [5]});
+        let t = render(Shape::Schedulers, &v, true);
+        assert!(
+            t.starts_with("interval 3 s, at most 120 leader transfers"),
+            "{t}"
+        );
+        assert!(t.contains("balance-leader  true"), "{t}");
+        assert!(t.contains("4      7"), "{t}");
+        assert!(t.ends_with("(lost leaders to elections): stores 5"), "{t}");
     }
 
     #[test]

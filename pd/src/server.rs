@@ -68,6 +68,8 @@ pub struct PdCore {
     replica: Option<Arc<Replica>>,
     /// The Raft term whose state the model was loaded in (0: never loaded).
     loaded_term: AtomicU64,
+    /// Scheduling: running operators, paused schedulers, store limits.
+    pub schedule: crate::schedule::coordinator::Coordinator,
 }
 
 impl PdCore {
@@ -96,6 +98,7 @@ impl PdCore {
             regions = cluster.region_count(),
             "PD state loaded"
         );
+        let schedule = coordinator(&cfg);
         let core = PdCore {
             cfg,
             inner: Mutex::new(Inner {
@@ -109,6 +112,7 @@ impl PdCore {
             started: Instant::now(),
             replica: None,
             loaded_term: AtomicU64::new(0),
+            schedule,
         };
         {
             let mut inner = core.inner.lock().await;
@@ -121,6 +125,7 @@ impl PdCore {
     /// A member of a replicated PD. Its model is loaded when it first
     /// serves as leader ([`Self::ensure_leader`]).
     pub fn replicated(cfg: Config, replica: Arc<Replica>) -> Self {
+        let schedule = coordinator(&cfg);
         PdCore {
             cfg,
             inner: Mutex::new(Inner {
@@ -134,6 +139,7 @@ impl PdCore {
             started: Instant::now(),
             replica: Some(replica),
             loaded_term: AtomicU64::new(0),
+            schedule,
         }
     }
 
@@ -829,6 +835,14 @@ impl PdCore {
             self.tick().await;
         }
     }
+}
+
+/// The scheduling state PD starts with.
+fn coordinator(cfg: &Config) -> crate::schedule::coordinator::Coordinator {
+    crate::schedule::coordinator::Coordinator::new(crate::schedule::coordinator::ScheduleConfig {
+        interval: cfg.schedule_interval,
+        leader_transfers_per_store_per_minute: cfg.leader_transfers_per_store_per_minute,
+    })
 }
 
 /// A region as the wire shows it, with its leader's address.

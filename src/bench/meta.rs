@@ -2,7 +2,8 @@
 //!
 //! For each region count R (default 1 and 64) a fresh bucket is created and,
 //! for R > 1, its key range is cut into R equal parts by PD's split-region
-//! operator before anything is written. Keys are `{h:04x}/{tag}{n}` with `h`
+//! operator before anything is written, and the bench waits until PD's
+//! balance-leader has spread the new regions' leaders over the stores. Keys are `{h:04x}/{tag}{n}` with `h`
 //! a hash of `n`, so writes spread evenly over the parts. Phases (each
 //! `--seconds`, `--concurrency` clients): PUT 0 B, PUT 1 KiB (inline in the
 //! record: no data node involved), HEAD, LIST v2 of 1,000 keys from a random
@@ -228,6 +229,34 @@ async fn pre_split(t: &Target, bucket_id: u64, parts: usize) -> Result<Duration,
     Ok(t0.elapsed())
 }
 
+/// Polls PD until no operator runs and the stores' leader counts differ by
+/// at most 2 (at most 60 s); returns the counts and the time waited.
+async fn wait_leaders_spread(t: &Target) -> Result<(Vec<u64>, Duration), BenchError> {
+    let t0 = Instant::now();
+    loop {
+        let stores = pd_get(&t.client.http, &t.pd_http, "/pd/api/v1/stores").await?;
+        let ops = pd_get(&t.client.http, &t.pd_http, "/pd/api/v1/operators").await?;
+        let leaders: Vec<u64> = stores["stores"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter(|s| s["store"]["state_name"] == "Up")
+                    .map(|s| s["status"]["leader_count"].as_u64().unwrap_or(0))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let idle = ops["running"].as_array().is_some_and(|a| a.is_empty());
+        let spread = leaders.iter().max().unwrap_or(&0) - leaders.iter().min().unwrap_or(&0);
+        // Heard from every new region's leader and nothing left to move.
+        if (idle && spread <= 2 && t0.elapsed() > Duration::from_secs(2))
+            || t0.elapsed() > Duration::from_secs(60)
+        {
+            return Ok((leaders, t0.elapsed()));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 /// Regions PD lists that overlap bucket `bucket_id`'s key range.
 async fn regions_of_bucket(t: &Target, bucket_id: u64) -> Result<usize, BenchError> {
     let v = pd_get(&t.client.http, &t.pd_http, "/pd/api/v1/regions").await?;
@@ -409,10 +438,14 @@ async fn round(t: &Target, args: &MetaArgs, parts: usize, tag: u32) -> Result<()
             parts - 1,
             took.as_secs_f64()
         );
-        // New regions elect their leaders on the parent's store at once;
-        // give PD a moment to hear from all of them.
-        tokio::time::sleep(Duration::from_secs(2)).await;
     }
+    // New regions elect their leaders on the parent's store; PD's
+    // balance-leader spreads them. Measure once it is done (or gave up).
+    let (leaders, waited) = wait_leaders_spread(t).await?;
+    eprintln!(
+        "bench meta: leaders per store {leaders:?} after {:.1} s",
+        waited.as_secs_f64()
+    );
     let in_regions = regions_of_bucket(t, id).await?;
     println!();
     println!(

@@ -104,6 +104,10 @@ impl Default for RaftConfig {
 /// is only slightly behind still catches up from the log.
 const LOG_KEEP_TAIL: u64 = 8;
 
+/// Most log entries a leader-transfer target may lag behind (TiKV's
+/// `leader-transfer-max-log-lag`): raft-rs first sends it the rest.
+const MAX_TRANSFER_LAG: u64 = 128;
+
 /// Regions produced by this peer's splits that an `EpochNotMatch` also
 /// names, so a client learns both halves at once (bounded: newest kept).
 const MAX_SPLIT_DERIVED: usize = 8;
@@ -664,10 +668,41 @@ impl Peer {
             return Err(self.not_leader());
         }
         apply::check_epoch(self.region(), epoch.as_ref()).map_err(|e| self.enrich(e))?;
-        if self.peer_meta(to_peer).is_none() {
-            return Err(errors::server_busy(&format!(
-                "peer {to_peer} is not a member of the region"
-            )));
+        match self.peer_meta(to_peer) {
+            None => {
+                return Err(errors::server_busy(&format!(
+                    "peer {to_peer} is not a member of the region"
+                )))
+            }
+            Some(p) if p.is_learner => {
+                return Err(errors::server_busy(&format!(
+                    "peer {to_peer} is a learner and cannot lead"
+                )))
+            }
+            Some(_) => {}
+        }
+        if to_peer == self.peer_id() {
+            return Ok(());
+        }
+        // raft-rs stops taking proposals until the target has caught up and
+        // won its election (or an election timeout passes): refuse a target
+        // that is far behind or not heard from lately (down, partitioned),
+        // instead of stalling the region's writes for nothing.
+        let last = self.raft.raft.raft_log.last_index();
+        match self.raft.raft.prs().get(to_peer) {
+            Some(pr) if pr.recent_active && pr.matched + MAX_TRANSFER_LAG >= last => {}
+            Some(pr) => {
+                return Err(errors::server_busy(&format!(
+                    "transfer target peer {to_peer} is not caught up (matched {}, last {last}, \
+                     recently active {})",
+                    pr.matched, pr.recent_active
+                )))
+            }
+            None => {
+                return Err(errors::server_busy(&format!(
+                    "no raft progress for peer {to_peer}"
+                )))
+            }
         }
         // The transferee may win at once: stop serving reads alone now.
         self.lease_until = None;

@@ -1,0 +1,278 @@
+//! The I/O side of scheduling: every `--schedule-interval-secs` builds a
+//! [`ClusterModel`] from PD's live state, runs the enabled schedulers and
+//! starts their operators; keeps the running operators (one per region), the
+//! last finished ones, the paused schedulers and the store limits. Admin
+//! operators (`POST /pd/api/v1/operators`) go through the same path.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use kura_proto::pd::RegionInfo;
+
+use super::election_watch::ElectionWatch;
+use super::model::ClusterModel;
+use super::{default_schedulers, run_round, Operator, OperatorKind, ScheduleContext, Scheduler};
+use super::{transfer, StoreLimiter};
+use crate::operator::OperatorError;
+use crate::server::{now_ms, PdCore};
+
+/// A store silent this long is `Disconnected` for scheduling (stores
+/// heartbeat every second; `Down` takes `--max-store-down-secs`).
+pub const DISCONNECTED_AFTER_MS: i64 = 3_000;
+/// Finished operators kept for `GET /pd/api/v1/operators`.
+const KEEP_FINISHED: usize = 32;
+
+/// Scheduling settings (`kura pd` flags).
+#[derive(Clone, Debug)]
+pub struct ScheduleConfig {
+    /// Time between scheduling rounds; zero turns the loop off (admin
+    /// operators still run).
+    pub interval: Duration,
+    /// Leader transfers each store may take part in per minute.
+    pub leader_transfers_per_store_per_minute: usize,
+}
+
+/// An operator as `GET /pd/api/v1/operators` shows it.
+#[derive(Clone, Debug)]
+pub struct OperatorRecord {
+    pub op: Operator,
+    pub started_ms: i64,
+    pub finished_ms: Option<i64>,
+    /// `None` while running; then "done" or the error.
+    pub outcome: Option<String>,
+}
+
+struct State {
+    schedulers: Vec<Box<dyn Scheduler>>,
+    paused: BTreeSet<String>,
+    limits: StoreLimiter,
+    running: BTreeMap<u64, OperatorRecord>,
+    finished: VecDeque<OperatorRecord>,
+    /// Regions whose operator finished since the last round.
+    finished_since_plan: BTreeSet<u64>,
+    elections: ElectionWatch,
+}
+
+pub struct Coordinator {
+    cfg: ScheduleConfig,
+    state: Mutex<State>,
+}
+
+impl Coordinator {
+    pub fn new(cfg: ScheduleConfig) -> Self {
+        let limits = StoreLimiter::new(cfg.leader_transfers_per_store_per_minute);
+        Coordinator {
+            cfg,
+            state: Mutex::new(State {
+                schedulers: default_schedulers(),
+                paused: BTreeSet::new(),
+                limits,
+                running: BTreeMap::new(),
+                finished: VecDeque::new(),
+                finished_since_plan: BTreeSet::new(),
+                elections: ElectionWatch::default(),
+            }),
+        }
+    }
+
+    pub fn config(&self) -> &ScheduleConfig {
+        &self.cfg
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Nothing panics while holding it; a poisoned lock still holds
+        // consistent data (every update is a single assignment or push).
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs one round on `model` and registers the operators it makes as
+    /// running (the caller starts them with [`run_registered`]).
+    pub fn plan(&self, model: &ClusterModel, now_ms: i64) -> Vec<Operator> {
+        let mut st = self.lock();
+        let st = &mut *st;
+        let mut busy: BTreeSet<u64> = st.running.keys().copied().collect();
+        // Leaders that moved since the last round without PD: elections.
+        let mut moved_by_pd = std::mem::take(&mut st.finished_since_plan);
+        moved_by_pd.extend(busy.iter().copied());
+        st.elections.observe(model, &moved_by_pd, now_ms);
+        let mut model = model.clone();
+        st.elections.apply(&mut model, now_ms);
+        let mut ctx = ScheduleContext {
+            now_ms,
+            busy_regions: &mut busy,
+            limits: &mut st.limits,
+        };
+        let ops = run_round(&mut st.schedulers, &st.paused, &model, &mut ctx);
+        for op in &ops {
+            st.running.insert(
+                op.region_id,
+                OperatorRecord {
+                    op: op.clone(),
+                    started_ms: now_ms,
+                    finished_ms: None,
+                    outcome: None,
+                },
+            );
+        }
+        ops
+    }
+
+    /// Registers an admin operator; refused while the region has one running.
+    pub fn begin(&self, op: &Operator, now_ms: i64) -> Result<(), OperatorError> {
+        let mut st = self.lock();
+        if let Some(cur) = st.running.get(&op.region_id) {
+            return Err(OperatorError::Busy {
+                region_id: op.region_id,
+                running: format!("{} from {}", cur.op.kind.name(), cur.op.source),
+            });
+        }
+        for s in op.kind.stores() {
+            st.limits.take(s, now_ms);
+        }
+        st.running.insert(
+            op.region_id,
+            OperatorRecord {
+                op: op.clone(),
+                started_ms: now_ms,
+                finished_ms: None,
+                outcome: None,
+            },
+        );
+        Ok(())
+    }
+
+    fn finish(&self, region_id: u64, outcome: String) {
+        let mut st = self.lock();
+        st.finished_since_plan.insert(region_id);
+        if let Some(mut rec) = st.running.remove(&region_id) {
+            rec.finished_ms = Some(now_ms());
+            rec.outcome = Some(outcome);
+            st.finished.push_back(rec);
+            while st.finished.len() > KEEP_FINISHED {
+                st.finished.pop_front();
+            }
+        }
+    }
+
+    /// Running operators, then the last finished ones (oldest first).
+    pub fn operators(&self) -> (Vec<OperatorRecord>, Vec<OperatorRecord>) {
+        let st = self.lock();
+        (
+            st.running.values().cloned().collect(),
+            st.finished.iter().cloned().collect(),
+        )
+    }
+
+    /// Each scheduler's name and whether it is paused.
+    pub fn schedulers(&self) -> Vec<(&'static str, bool)> {
+        let st = self.lock();
+        st.schedulers
+            .iter()
+            .map(|s| (s.name(), st.paused.contains(s.name())))
+            .collect()
+    }
+
+    /// Pauses or resumes scheduler `name`; false when there is no such scheduler.
+    pub fn set_paused(&self, name: &str, paused: bool) -> bool {
+        let mut st = self.lock();
+        if !st.schedulers.iter().any(|s| s.name() == name) {
+            return false;
+        }
+        if paused {
+            st.paused.insert(name.to_string());
+        } else {
+            st.paused.remove(name);
+        }
+        true
+    }
+
+    /// Stores held back as targets after losing leaders to elections.
+    pub fn held_back(&self, now_ms: i64) -> Vec<u64> {
+        self.lock().elections.suspects(now_ms)
+    }
+
+    /// Transfers each store took part in during the last minute.
+    pub fn limit_usage(&self, stores: &[u64], now_ms: i64) -> Vec<(u64, usize)> {
+        let mut st = self.lock();
+        stores
+            .iter()
+            .map(|&s| (s, st.limits.used(s, now_ms)))
+            .collect()
+    }
+}
+
+/// Runs an operator [`Coordinator::plan`] or [`Coordinator::begin`]
+/// registered, then records how it ended.
+pub async fn run_registered(core: &PdCore, op: &Operator) -> Result<RegionInfo, OperatorError> {
+    let res = match op.kind {
+        OperatorKind::TransferLeader { to_store, .. } => {
+            transfer::transfer_leader(core, op.region_id, to_store).await
+        }
+    };
+    let outcome = match &res {
+        Ok(_) => "done".to_string(),
+        Err(e) => e.to_string(),
+    };
+    core.schedule.finish(op.region_id, outcome);
+    res
+}
+
+/// One scheduling round on PD's current state; starts its operators.
+pub async fn schedule_once(core: &Arc<PdCore>) -> usize {
+    let now = now_ms();
+    let max_down_ms = core.config().max_store_down_time.as_millis() as i64;
+    let model = core
+        .read(|c| ClusterModel::from_cluster(c, now, max_down_ms, DISCONNECTED_AFTER_MS))
+        .await;
+    let ops = core.schedule.plan(&model, now);
+    for op in &ops {
+        tracing::info!(
+            region_id = op.region_id,
+            scheduler = op.source,
+            op = ?op.kind,
+            "starting operator"
+        );
+        let core = core.clone();
+        let op = op.clone();
+        tokio::spawn(async move {
+            if let Err(e) = run_registered(&core, &op).await {
+                tracing::warn!(region_id = op.region_id, error = %e, "operator failed");
+            }
+        });
+    }
+    ops.len()
+}
+
+/// Runs [`schedule_once`] every `interval` until `shutdown` flips.
+pub async fn schedule_loop(core: Arc<PdCore>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let every = core.schedule.config().interval;
+    if every.is_zero() {
+        tracing::info!("scheduling loop off (--schedule-interval-secs 0)");
+        return;
+    }
+    let mut interval = tokio::time::interval(every);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick fires at once: give stores a round of heartbeats first.
+    interval.tick().await;
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        tokio::select! {
+            _ = interval.tick() => {}
+            changed = shutdown.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                continue;
+            }
+        }
+        // Only the leader of a replicated PD schedules (its model is the
+        // live one; a follower's is not loaded).
+        if core.ensure_leader().await.is_err() {
+            continue;
+        }
+        schedule_once(&core).await;
+    }
+}

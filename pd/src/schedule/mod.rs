@@ -1,0 +1,184 @@
+//! PD's scheduling core. Pure logic first: a [`model::ClusterModel`] snapshot
+//! goes through every enabled [`Scheduler`] and comes out as a list of
+//! [`Operator`]s; no I/O, so every decision is unit-tested on hand-made
+//! models. Then the I/O around it: [`coordinator`] builds the model from
+//! PD's live state every `--schedule-interval-secs`, tracks running
+//! operators and paused schedulers, and runs operators through
+//! [`transfer`] (also what `POST /pd/api/v1/operators` with
+//! `transfer-leader` uses); [`http`] is its admin API.
+//!
+//! Schedulers today: `balance-leader`. A new one (balance-region,
+//! hot-region, replica-checker, merge-checker) is a module with a type
+//! implementing [`Scheduler`], listed in [`default_schedulers`], and, if it
+//! makes a new kind of step, an [`OperatorKind`] variant and its executor.
+
+pub mod balance_leader;
+pub mod coordinator;
+pub mod election_watch;
+pub mod http;
+pub mod model;
+pub mod transfer;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use model::ClusterModel;
+
+/// The operator name of a leader transfer (HTTP `name`, pdctl subcommand).
+pub const TRANSFER_LEADER: &str = "transfer-leader";
+/// The `source` of operators a person asked for.
+pub const ADMIN: &str = "admin";
+
+/// One step PD asks the stores to take.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OperatorKind {
+    /// Move the region's leadership from `from_store` (0: unknown) to the
+    /// peer on `to_store`.
+    TransferLeader { from_store: u64, to_store: u64 },
+}
+
+impl OperatorKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            OperatorKind::TransferLeader { .. } => TRANSFER_LEADER,
+        }
+    }
+
+    /// Stores whose limit the step uses.
+    fn stores(&self) -> Vec<u64> {
+        match self {
+            OperatorKind::TransferLeader {
+                from_store,
+                to_store,
+            } => vec![*from_store, *to_store],
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Operator {
+    pub region_id: u64,
+    pub kind: OperatorKind,
+    /// Who made it: a scheduler's name or [`ADMIN`].
+    pub source: &'static str,
+}
+
+/// At most `per_minute` leader transfers in or out of each store in any
+/// sliding minute ("store limit"): bounds the churn a scheduler causes.
+#[derive(Debug)]
+pub struct StoreLimiter {
+    per_minute: usize,
+    /// Start times (unix ms) of each store's transfers in the last minute.
+    recent: BTreeMap<u64, VecDeque<i64>>,
+}
+
+const MINUTE_MS: i64 = 60_000;
+
+impl StoreLimiter {
+    pub fn new(per_minute: usize) -> Self {
+        StoreLimiter {
+            per_minute,
+            recent: BTreeMap::new(),
+        }
+    }
+
+    pub fn per_minute(&self) -> usize {
+        self.per_minute
+    }
+
+    /// Whether `store` may take part in one more transfer now.
+    pub fn available(&mut self, store: u64, now_ms: i64) -> bool {
+        let q = self.recent.entry(store).or_default();
+        while q.front().is_some_and(|t| now_ms - *t >= MINUTE_MS) {
+            q.pop_front();
+        }
+        q.len() < self.per_minute
+    }
+
+    /// Counts one transfer for `store` (admin operators count without asking).
+    pub fn take(&mut self, store: u64, now_ms: i64) {
+        if store != 0 {
+            self.recent.entry(store).or_default().push_back(now_ms);
+        }
+    }
+
+    /// Transfers `store` took part in during the last minute.
+    pub fn used(&mut self, store: u64, now_ms: i64) -> usize {
+        self.available(store, now_ms);
+        self.recent.get(&store).map_or(0, VecDeque::len)
+    }
+}
+
+/// What a scheduler may consult and use besides the model.
+pub struct ScheduleContext<'a> {
+    pub now_ms: i64,
+    /// Regions with a running (or just planned) operator: left alone.
+    pub busy_regions: &'a mut BTreeSet<u64>,
+    pub limits: &'a mut StoreLimiter,
+}
+
+/// One scheduling policy: looks at the model, proposes operators.
+pub trait Scheduler: Send {
+    /// Stable name (`pdctl scheduler pause NAME`).
+    fn name(&self) -> &'static str;
+    /// Operators for this round. Must skip `ctx.busy_regions`, add the
+    /// regions it picks to it, and take store limits for what it plans.
+    fn schedule(&mut self, model: &ClusterModel, ctx: &mut ScheduleContext<'_>) -> Vec<Operator>;
+}
+
+/// The schedulers PD runs, in order.
+pub fn default_schedulers() -> Vec<Box<dyn Scheduler>> {
+    vec![Box::new(balance_leader::BalanceLeader::default())]
+}
+
+/// One round: every scheduler not in `paused`, in order; each sees the
+/// regions earlier ones picked as busy.
+pub fn run_round(
+    schedulers: &mut [Box<dyn Scheduler>],
+    paused: &BTreeSet<String>,
+    model: &ClusterModel,
+    ctx: &mut ScheduleContext<'_>,
+) -> Vec<Operator> {
+    let mut ops = Vec::new();
+    for s in schedulers.iter_mut() {
+        if paused.contains(s.name()) {
+            continue;
+        }
+        ops.extend(s.schedule(model, ctx));
+    }
+    ops
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_limit_is_a_sliding_minute() {
+        let mut l = StoreLimiter::new(2);
+        assert!(l.available(1, 0));
+        l.take(1, 0);
+        l.take(1, 10_000);
+        assert!(!l.available(1, 30_000));
+        assert!(l.available(2, 30_000), "per store");
+        assert!(l.available(1, 60_000), "the first one left the window");
+        assert_eq!(l.used(1, 60_000), 1);
+        l.take(0, 0);
+        assert_eq!(l.used(0, 0), 0, "unknown store 0 is not counted");
+    }
+
+    #[test]
+    fn paused_schedulers_do_not_run() {
+        let model = model::test_util::cluster(&[6, 0, 0]);
+        let mut scheds = default_schedulers();
+        let mut busy = BTreeSet::new();
+        let mut limits = StoreLimiter::new(100);
+        let mut ctx = ScheduleContext {
+            now_ms: 0,
+            busy_regions: &mut busy,
+            limits: &mut limits,
+        };
+        let paused: BTreeSet<String> = ["balance-leader".to_string()].into();
+        assert!(run_round(&mut scheds, &paused, &model, &mut ctx).is_empty());
+        assert!(!run_round(&mut scheds, &BTreeSet::new(), &model, &mut ctx).is_empty());
+    }
+}

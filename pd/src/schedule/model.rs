@@ -1,0 +1,248 @@
+//! The scheduling core's input: an in-memory snapshot of stores and regions
+//! ([`ClusterModel`]), built from PD's live state ([`ClusterModel::from_cluster`])
+//! or by hand in tests. Schedulers only read it.
+
+use std::collections::BTreeMap;
+
+use crate::cluster::{Cluster, Liveness};
+
+/// Whether a store may take part in scheduling.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreState {
+    /// Heartbeating: a source and a target.
+    Up,
+    /// Missed a few heartbeats (killed, partitioned, restarting) but not yet
+    /// `Down`, or lost region leaderships to elections in the last few
+    /// seconds (`election_watch`): neither source nor target. A transfer to it would stall the
+    /// region's writes until raft gives up on the transfer.
+    Disconnected,
+    /// Silent for `--max-store-down-secs`.
+    Down,
+    /// Being removed or removed (admin state).
+    Offline,
+    Tombstone,
+}
+
+impl StoreState {
+    pub fn is_schedulable(self) -> bool {
+        match self {
+            StoreState::Up => true,
+            StoreState::Disconnected
+            | StoreState::Down
+            | StoreState::Offline
+            | StoreState::Tombstone => false,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoreModel {
+    pub id: u64,
+    /// Failure-domain labels (zone, rack, host) for placement-aware schedulers.
+    pub labels: BTreeMap<String, String>,
+    pub state: StoreState,
+    /// Regions whose leader is on this store, per PD's region map.
+    pub leader_count: u64,
+    /// Regions with a peer on this store.
+    pub region_count: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerModel {
+    pub id: u64,
+    pub store_id: u64,
+    pub is_learner: bool,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct RegionModel {
+    pub id: u64,
+    pub peers: Vec<PeerModel>,
+    /// The leader's store, if PD has heard from a leader.
+    pub leader_store: Option<u64>,
+    pub conf_ver: u64,
+    pub version: u64,
+    pub approximate_size: u64,
+    pub approximate_keys: u64,
+}
+
+impl RegionModel {
+    /// The voter peer on `store_id`, if any.
+    pub fn voter_on(&self, store_id: u64) -> Option<&PeerModel> {
+        self.peers
+            .iter()
+            .find(|p| p.store_id == store_id && !p.is_learner)
+    }
+}
+
+/// A consistent snapshot of what the schedulers decide on.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ClusterModel {
+    pub stores: BTreeMap<u64, StoreModel>,
+    pub regions: BTreeMap<u64, RegionModel>,
+}
+
+impl ClusterModel {
+    /// Adds regions and fills every store's counts from them (tests and
+    /// [`Self::from_cluster`] alike, so the counts always match the regions).
+    pub fn with_regions(mut self, regions: impl IntoIterator<Item = RegionModel>) -> Self {
+        for r in regions {
+            self.regions.insert(r.id, r);
+        }
+        self.recount();
+        self
+    }
+
+    /// Recomputes each store's leader and region counts from the regions.
+    pub fn recount(&mut self) {
+        for s in self.stores.values_mut() {
+            s.leader_count = 0;
+            s.region_count = 0;
+        }
+        for r in self.regions.values() {
+            for p in &r.peers {
+                if let Some(s) = self.stores.get_mut(&p.store_id) {
+                    s.region_count += 1;
+                }
+            }
+            if let Some(s) = r.leader_store.and_then(|id| self.stores.get_mut(&id)) {
+                s.leader_count += 1;
+            }
+        }
+    }
+
+    /// PD's live state as a model. A store silent for `disconnected_ms`
+    /// (heartbeats come every second) is `Disconnected` until it is `Down`.
+    pub fn from_cluster(c: &Cluster, now_ms: i64, max_down_ms: i64, disconnected_ms: i64) -> Self {
+        let mut stores = BTreeMap::new();
+        for s in c.stores() {
+            let state = match c.store_liveness(&s.meta, now_ms, max_down_ms) {
+                Liveness::Up if now_ms - s.meta.last_heartbeat_unix_ms > disconnected_ms => {
+                    StoreState::Disconnected
+                }
+                Liveness::Up => StoreState::Up,
+                Liveness::Down => StoreState::Down,
+                Liveness::Offline => StoreState::Offline,
+                Liveness::Tombstone => StoreState::Tombstone,
+            };
+            let mut labels = BTreeMap::new();
+            if let Some(l) = &s.meta.labels {
+                for (k, v) in [("zone", &l.zone), ("rack", &l.rack), ("host", &l.host)] {
+                    if !v.is_empty() {
+                        labels.insert(k.to_string(), v.clone());
+                    }
+                }
+            }
+            stores.insert(
+                s.meta.id,
+                StoreModel {
+                    id: s.meta.id,
+                    labels,
+                    state,
+                    leader_count: 0,
+                    region_count: 0,
+                },
+            );
+        }
+        let regions = c.regions_in_order().map(|e| {
+            let epoch = e.region.epoch.unwrap_or_default();
+            RegionModel {
+                id: e.region.id,
+                peers: e
+                    .region
+                    .peers
+                    .iter()
+                    .map(|p| PeerModel {
+                        id: p.id,
+                        store_id: p.store_id,
+                        is_learner: p.is_learner,
+                    })
+                    .collect(),
+                leader_store: e.leader.map(|l| l.store_id),
+                conf_ver: epoch.conf_ver,
+                version: epoch.version,
+                approximate_size: e.approximate_size,
+                approximate_keys: e.approximate_keys,
+            }
+        });
+        ClusterModel {
+            stores,
+            regions: BTreeMap::new(),
+        }
+        .with_regions(regions)
+    }
+}
+
+/// Builders for unit tests of the schedulers.
+#[cfg(test)]
+pub mod test_util {
+    use super::*;
+
+    pub fn store(id: u64, state: StoreState) -> StoreModel {
+        StoreModel {
+            id,
+            labels: BTreeMap::new(),
+            state,
+            leader_count: 0,
+            region_count: 0,
+        }
+    }
+
+    /// Region `id` with a voter on each of `stores` (peer id = id * 100 +
+    /// store id) and its leader on `leader`.
+    pub fn region(id: u64, stores: &[u64], leader: u64) -> RegionModel {
+        RegionModel {
+            id,
+            peers: stores
+                .iter()
+                .map(|&s| PeerModel {
+                    id: id * 100 + s,
+                    store_id: s,
+                    is_learner: false,
+                })
+                .collect(),
+            leader_store: Some(leader),
+            conf_ver: 1,
+            version: 1,
+            approximate_size: 0,
+            approximate_keys: 0,
+        }
+    }
+
+    /// Stores 1..=n all `Up`, and `leaders[i]` regions led by store i+1,
+    /// each with a peer on every store.
+    pub fn cluster(leaders: &[u64]) -> ClusterModel {
+        let ids: Vec<u64> = (1..=leaders.len() as u64).collect();
+        let mut m = ClusterModel::default();
+        for &id in &ids {
+            m.stores.insert(id, store(id, StoreState::Up));
+        }
+        let mut next = 1;
+        let mut regions = Vec::new();
+        for (i, &n) in leaders.iter().enumerate() {
+            for _ in 0..n {
+                regions.push(region(next, &ids, ids[i]));
+                next += 1;
+            }
+        }
+        m.with_regions(regions)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_util::*;
+
+    #[test]
+    fn counts_follow_the_regions() {
+        let m = cluster(&[3, 1, 0]);
+        let counts: Vec<(u64, u64)> = m
+            .stores
+            .values()
+            .map(|s| (s.leader_count, s.region_count))
+            .collect();
+        assert_eq!(counts, vec![(3, 4), (1, 4), (0, 4)]);
+        assert_eq!(m.regions[&1].voter_on(2).map(|p| p.id), Some(102));
+        assert!(m.regions[&1].voter_on(9).is_none());
+    }
+}
