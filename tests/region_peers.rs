@@ -217,3 +217,57 @@ fn fourth_store_takes_over_a_replica_under_writes() {
     eprintln!("{}{}", summary.trim_end(), verify);
     c.must_python("split_check.py", &["verify", "peers", "obj:200"]);
 }
+
+/// A store that stays down has its region peers re-created by PD's replica
+/// checker on a live store in the same zone (a fourth store in z1 here):
+/// the down peer disappears from `region check down-peer`, the region is
+/// whole again, and every object reads back.
+#[test]
+fn replicas_of_a_down_store_are_recreated_in_its_zone() {
+    let mut c = Cluster::must_start_with(&["--max-store-down-secs", "6"]);
+    c.must_aws(&["s3", "mb", "s3://rep"]);
+    c.must_python("split_check.py", &["put", "rep", "obj", "100"]);
+    let extra = c.start_extra_metashard(4, "z1");
+    let z1 = c
+        .components()
+        .into_iter()
+        .find(|x| x.role == "metashard" && x.zone == "z1")
+        .expect("z1 metashard")
+        .id;
+    c.must_kill9(&z1);
+    let started = Instant::now();
+    c.must_python("split_check.py", &["put", "rep", "down", "30"]);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let r = &must_pdctl(&c, &["region"])["regions"][0];
+        let stores: Vec<u64> = r["peers"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|p| p["store_id"].as_u64()).collect())
+            .unwrap_or_default();
+        let on_new = must_pdctl(&c, &["store"])["stores"]
+            .as_array()
+            .and_then(|a| {
+                a.iter()
+                    .find(|s| s["store"]["address"].as_str() == Some(extra.grpc.as_str()))
+                    .and_then(|s| s["store"]["id"].as_u64())
+            })
+            .is_some_and(|id| stores.contains(&id));
+        if on_new && stores.len() == 3 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the down peer was never replaced: {r:#}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    eprintln!("replaced {:?} after the kill", started.elapsed());
+    check(&c, "down-peer", 0);
+    wait_metric(
+        &extra.status,
+        "kura_metashard_region_count",
+        1.0,
+        "new store",
+    );
+    c.must_python("split_check.py", &["verify", "rep", "obj:100,down:30"]);
+}

@@ -24,7 +24,8 @@ pub struct HeartbeatReport {
     pub steady_elapsed: Duration,
 }
 
-fn region(i: usize, n: usize) -> Region {
+/// Region `i` of `n` adjacent regions tiling the keyspace, peers on stores 1..=3.
+pub fn region(i: usize, n: usize) -> Region {
     let key = |i: usize| -> Vec<u8> {
         if i == 0 || i == n {
             Vec::new()

@@ -4,5 +4,8 @@
 //!
 //! - `heartbeats`: how fast the cluster model takes region heartbeats at
 //!   100,000 regions (`kura bench pd`).
+//! - `scheduling`: how long one scheduling round (snapshot + every default
+//!   scheduler) takes at that size.
 
 pub mod heartbeats;
+pub mod scheduling;

@@ -60,5 +60,20 @@ pub fn run(args: PdArgs) -> i32 {
         r.steady_elapsed.as_secs_f64() * 1000.0,
         r.steady_elapsed.as_secs_f64() / 10.0 * 100.0
     );
+    let s = kura_sim::scheduling::run(n);
+    println!();
+    println!("### One scheduling round, {n} regions (every leader on one store, one store down)");
+    println!();
+    println!("| step | ms |");
+    println!("|---|---|");
+    println!(
+        "| PD state → scheduling snapshot | {:.1} |",
+        s.build_model.as_secs_f64() * 1000.0
+    );
+    println!(
+        "| replica-checker + balance-leader decide ({} operators) | {:.1} |",
+        s.operators,
+        s.round.as_secs_f64() * 1000.0
+    );
     0
 }

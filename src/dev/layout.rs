@@ -52,6 +52,7 @@ pub struct Tuning {
     pub region_split_min_keys: u64,
     pub region_split_interval_secs: u64,
     pub split_merge_interval_secs: u64,
+    pub max_store_down_secs: u64,
     /// PD members: 1 (a single PD) or 3 (one Raft group).
     pub pd_replicas: usize,
     pub log_gc_threshold: u64,
@@ -104,6 +105,8 @@ pub fn plan(exe: &str, data_dir: &Path, port: u16, host: &str, t: &Tuning) -> Ve
             t.max_moves_per_step.to_string(),
             "--split-merge-interval-secs".into(),
             t.split_merge_interval_secs.to_string(),
+            "--max-store-down-secs".into(),
+            t.max_store_down_secs.to_string(),
         ];
         if replicas > 1 {
             argv.extend([
@@ -257,6 +260,7 @@ mod tests {
         region_split_min_keys: 1000,
         region_split_interval_secs: 10,
         split_merge_interval_secs: 3600,
+        max_store_down_secs: 30,
         pd_replicas: 1,
         log_gc_threshold: 1000,
     };

@@ -71,6 +71,11 @@ pub struct DevArgs {
     /// not merged automatically (small quiet neighbours merge after that).
     #[arg(long, default_value_t = 3600)]
     pub split_merge_interval_secs: u64,
+    /// PD: a metashard store or data node silent this long is Down (its
+    /// region peers are re-created elsewhere when a store in a fitting zone
+    /// exists).
+    #[arg(long, default_value_t = 30)]
+    pub max_store_down_secs: u64,
     /// PD members: 1 (one PD process) or 3 (a replicated PD, one Raft group;
     /// every other process is given all three endpoints).
     #[arg(long, default_value_t = 1, value_parser = parse_pd_replicas)]
@@ -102,6 +107,7 @@ impl DevArgs {
             region_split_min_keys: self.region_split_min_keys,
             region_split_interval_secs: self.region_split_interval_secs,
             split_merge_interval_secs: self.split_merge_interval_secs,
+            max_store_down_secs: self.max_store_down_secs,
             pd_replicas: self.pd_replicas,
             log_gc_threshold: self.log_gc_threshold,
         }

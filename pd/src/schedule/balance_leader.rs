@@ -54,6 +54,7 @@ impl Scheduler for BalanceLeader {
                 break;
             };
             match op.kind {
+                OperatorKind::ReplacePeer { .. } => {}
                 OperatorKind::TransferLeader {
                     from_store,
                     to_store,
@@ -129,7 +130,9 @@ mod tests {
     /// Applies the transfers to the model, as the stores would.
     fn apply(model: &mut ClusterModel, ops: &[Operator]) {
         for op in ops {
-            let OperatorKind::TransferLeader { to_store, .. } = op.kind;
+            let OperatorKind::TransferLeader { to_store, .. } = op.kind else {
+                continue;
+            };
             if let Some(r) = model.regions.get_mut(&op.region_id) {
                 r.leader_store = Some(to_store);
             }
@@ -180,7 +183,9 @@ mod tests {
             }
             assert!(ops.len() <= s.max_per_round);
             for op in &ops {
-                let OperatorKind::TransferLeader { from_store, .. } = op.kind;
+                let OperatorKind::TransferLeader { from_store, .. } = op.kind else {
+                    panic!("balance-leader makes transfers only");
+                };
                 assert_eq!(m.regions[&op.region_id].leader_store, Some(from_store));
             }
             apply(&mut m, &ops);

@@ -209,6 +209,19 @@ pub async fn run_registered(core: &PdCore, op: &Operator) -> Result<RegionInfo, 
         OperatorKind::TransferLeader { to_store, .. } => {
             transfer::transfer_leader(core, op.region_id, to_store).await
         }
+        OperatorKind::ReplacePeer {
+            from_store,
+            to_store,
+        } => {
+            match crate::conf_change::transfer_peer(core, op.region_id, from_store, to_store).await
+            {
+                Ok(_) => core
+                    .region_by_id(op.region_id)
+                    .await
+                    .ok_or(OperatorError::RegionNotFound(op.region_id)),
+                Err(e) => Err(e),
+            }
+        }
     };
     let outcome = match &res {
         Ok(_) => "done".to_string(),

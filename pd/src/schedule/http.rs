@@ -119,10 +119,14 @@ pub struct OperatorsJson {
 }
 
 fn operator_json(r: &OperatorRecord, now: i64) -> OperatorJson {
-    let OperatorKind::TransferLeader {
+    let (OperatorKind::TransferLeader {
         from_store,
         to_store,
-    } = r.op.kind;
+    }
+    | OperatorKind::ReplacePeer {
+        from_store,
+        to_store,
+    }) = r.op.kind;
     OperatorJson {
         region_id: r.op.region_id,
         name: r.op.kind.name(),

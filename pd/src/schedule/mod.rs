@@ -7,7 +7,8 @@
 //! [`transfer`] (also what `POST /pd/api/v1/operators` with
 //! `transfer-leader` uses); [`http`] is its admin API.
 //!
-//! Schedulers today: `balance-leader`. A new one (balance-region,
+//! Schedulers today: `replica-checker` (re-creates peers of down stores),
+//! `balance-leader`. A new one (balance-region,
 //! hot-region, replica-checker, merge-checker) is a module with a type
 //! implementing [`Scheduler`], listed in [`default_schedulers`], and, if it
 //! makes a new kind of step, an [`OperatorKind`] variant and its executor.
@@ -17,6 +18,7 @@ pub mod coordinator;
 pub mod election_watch;
 pub mod http;
 pub mod model;
+pub mod replica_checker;
 pub mod transfer;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -25,6 +27,8 @@ use model::ClusterModel;
 
 /// The operator name of a leader transfer (HTTP `name`, pdctl subcommand).
 pub const TRANSFER_LEADER: &str = "transfer-leader";
+/// The operator name of replacing a peer on a down store.
+pub const REPLACE_DOWN_PEER: &str = "replace-down-peer";
 /// The `source` of operators a person asked for.
 pub const ADMIN: &str = "admin";
 
@@ -34,12 +38,16 @@ pub enum OperatorKind {
     /// Move the region's leadership from `from_store` (0: unknown) to the
     /// peer on `to_store`.
     TransferLeader { from_store: u64, to_store: u64 },
+    /// Re-create the region's peer on the down store `from_store` on
+    /// `to_store` (add a learner, promote, remove the down peer).
+    ReplacePeer { from_store: u64, to_store: u64 },
 }
 
 impl OperatorKind {
     pub fn name(&self) -> &'static str {
         match self {
             OperatorKind::TransferLeader { .. } => TRANSFER_LEADER,
+            OperatorKind::ReplacePeer { .. } => REPLACE_DOWN_PEER,
         }
     }
 
@@ -47,6 +55,10 @@ impl OperatorKind {
     fn stores(&self) -> Vec<u64> {
         match self {
             OperatorKind::TransferLeader {
+                from_store,
+                to_store,
+            }
+            | OperatorKind::ReplacePeer {
                 from_store,
                 to_store,
             } => vec![*from_store, *to_store],
@@ -127,7 +139,10 @@ pub trait Scheduler: Send {
 
 /// The schedulers PD runs, in order.
 pub fn default_schedulers() -> Vec<Box<dyn Scheduler>> {
-    vec![Box::new(balance_leader::BalanceLeader::default())]
+    vec![
+        Box::new(replica_checker::ReplicaChecker),
+        Box::new(balance_leader::BalanceLeader::default()),
+    ]
 }
 
 /// One round: every scheduler not in `paused`, in order; each sees the

@@ -1,0 +1,201 @@
+//! `replica-checker`: a region whose peer sits on a `Down` store (silent for
+//! `--max-store-down-secs`) gets that peer re-created on a live store, so it
+//! is back to full strength before another store fails.
+//!
+//! The new store keeps one voter per zone: a store in the down store's zone
+//! first, else one in a zone none of the remaining voters uses; with no such
+//! store (e.g. three stores in three zones) the region waits, reported by
+//! `pdctl region check down-peer`. Among candidates, the store with the
+//! fewest regions wins. One replacement per region at a time; every step
+//! takes a store-limit token on both stores.
+
+use std::collections::BTreeSet;
+
+use super::model::{ClusterModel, RegionModel, StoreModel, StoreState};
+use super::{Operator, OperatorKind, ScheduleContext, Scheduler, REPLACE_DOWN_PEER};
+
+/// Most replacements planned per round (each takes a snapshot).
+const MAX_PER_ROUND: usize = 4;
+
+pub struct ReplicaChecker;
+
+fn zone(s: &StoreModel) -> &str {
+    s.labels.get("zone").map(String::as_str).unwrap_or("")
+}
+
+impl ReplicaChecker {
+    /// Where region `r`'s peer on the down store `down` should go, if anywhere.
+    fn target(model: &ClusterModel, r: &RegionModel, down: &StoreModel) -> Option<u64> {
+        let used_zones: BTreeSet<&str> = r
+            .peers
+            .iter()
+            .filter(|p| p.store_id != down.id && !p.is_learner)
+            .filter_map(|p| model.stores.get(&p.store_id))
+            .map(zone)
+            .collect();
+        model
+            .stores
+            .values()
+            .filter(|s| s.state == StoreState::Up)
+            .filter(|s| !r.peers.iter().any(|p| p.store_id == s.id))
+            .filter(|s| zone(s) == zone(down) || !used_zones.contains(zone(s)))
+            // Same zone first, then the emptiest store, then the lowest id.
+            .min_by_key(|s| (zone(s) != zone(down), s.region_count, s.id))
+            .map(|s| s.id)
+    }
+}
+
+impl Scheduler for ReplicaChecker {
+    fn name(&self) -> &'static str {
+        "replica-checker"
+    }
+
+    fn schedule(&mut self, model: &ClusterModel, ctx: &mut ScheduleContext<'_>) -> Vec<Operator> {
+        let mut ops = Vec::new();
+        for r in model.regions.values() {
+            if ops.len() >= MAX_PER_ROUND {
+                break;
+            }
+            if ctx.busy_regions.contains(&r.id) || r.leader_store.is_none() {
+                continue;
+            }
+            let down = r
+                .peers
+                .iter()
+                .filter_map(|p| model.stores.get(&p.store_id))
+                .find(|s| s.state == StoreState::Down);
+            let Some(down) = down else { continue };
+            let Some(to) = Self::target(model, r, down) else {
+                continue;
+            };
+            if !ctx.limits.available(to, ctx.now_ms) {
+                continue;
+            }
+            ctx.limits.take(to, ctx.now_ms);
+            ctx.busy_regions.insert(r.id);
+            ops.push(Operator {
+                region_id: r.id,
+                kind: OperatorKind::ReplacePeer {
+                    from_store: down.id,
+                    to_store: to,
+                },
+                source: REPLACE_DOWN_PEER,
+            });
+        }
+        ops
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::model::PeerModel;
+    use super::super::StoreLimiter;
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn store(id: u64, zone: &str, state: StoreState, regions: u64) -> StoreModel {
+        StoreModel {
+            id,
+            labels: BTreeMap::from([("zone".to_string(), zone.to_string())]),
+            state,
+            leader_count: 0,
+            region_count: regions,
+        }
+    }
+
+    fn region(id: u64, stores: &[u64]) -> RegionModel {
+        RegionModel {
+            id,
+            peers: stores
+                .iter()
+                .map(|s| PeerModel {
+                    id: id * 10 + s,
+                    store_id: *s,
+                    is_learner: false,
+                })
+                .collect(),
+            leader_store: Some(stores[0]),
+            conf_ver: 1,
+            version: 1,
+            approximate_size: 0,
+            approximate_keys: 0,
+        }
+    }
+
+    fn plan(model: &ClusterModel) -> Vec<(u64, u64, u64)> {
+        let mut busy = BTreeSet::new();
+        let mut limits = StoreLimiter::new(100);
+        let mut ctx = ScheduleContext {
+            now_ms: 1,
+            busy_regions: &mut busy,
+            limits: &mut limits,
+        };
+        ReplicaChecker
+            .schedule(model, &mut ctx)
+            .into_iter()
+            .map(|op| match op.kind {
+                OperatorKind::ReplacePeer {
+                    from_store,
+                    to_store,
+                } => (op.region_id, from_store, to_store),
+                OperatorKind::TransferLeader { .. } => panic!("replacements only"),
+            })
+            .collect()
+    }
+
+    fn model(stores: Vec<StoreModel>, regions: Vec<RegionModel>) -> ClusterModel {
+        ClusterModel {
+            stores: stores.into_iter().map(|s| (s.id, s)).collect(),
+            regions: regions.into_iter().map(|r| (r.id, r)).collect(),
+        }
+    }
+
+    #[test]
+    fn down_peers_move_to_the_same_zone_or_an_unused_one() {
+        use StoreState::*;
+        let healthy = model(
+            vec![
+                store(1, "z1", Up, 1),
+                store(2, "z2", Up, 1),
+                store(3, "z3", Up, 1),
+                store(4, "z1", Up, 0),
+            ],
+            vec![region(10, &[1, 2, 3])],
+        );
+        assert!(plan(&healthy).is_empty(), "nothing down, nothing to do");
+        // Store 1 (z1) is down: store 4 in z1 takes its peer.
+        let mut m = healthy.clone();
+        m.stores.get_mut(&1).unwrap().state = Down;
+        assert_eq!(plan(&m), vec![(10, 1, 4)]);
+        // Only a merely disconnected store: wait (it may come back).
+        m.stores.get_mut(&1).unwrap().state = Disconnected;
+        assert!(plan(&m).is_empty());
+        // Three zones, three stores, one down: nowhere to go without
+        // doubling a zone, so wait.
+        let mut tight = model(
+            vec![
+                store(1, "z1", Down, 1),
+                store(2, "z2", Up, 1),
+                store(3, "z3", Up, 1),
+            ],
+            vec![region(10, &[1, 2, 3])],
+        );
+        assert!(plan(&tight).is_empty());
+        // A fourth zone is fine; a second z2 store is not.
+        tight.stores.insert(5, store(5, "z2", Up, 0));
+        assert!(plan(&tight).is_empty());
+        tight.stores.insert(6, store(6, "z4", Up, 3));
+        assert_eq!(plan(&tight), vec![(10, 1, 6)]);
+        // Same zone beats an emptier store elsewhere; busy regions are skipped.
+        tight.stores.insert(7, store(7, "z1", Up, 9));
+        assert_eq!(plan(&tight), vec![(10, 1, 7)]);
+        let mut busy = BTreeSet::from([10]);
+        let mut limits = StoreLimiter::new(100);
+        let mut ctx = ScheduleContext {
+            now_ms: 1,
+            busy_regions: &mut busy,
+            limits: &mut limits,
+        };
+        assert!(ReplicaChecker.schedule(&tight, &mut ctx).is_empty());
+    }
+}
