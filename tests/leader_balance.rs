@@ -29,18 +29,6 @@ fn pdctl(c: &Cluster, args: &[&str]) -> Output {
         .expect("run pdctl")
 }
 
-/// Runs pdctl, which must exit 0; its stdout as JSON.
-fn must_pdctl(c: &Cluster, args: &[&str]) -> Value {
-    let out = pdctl(c, args);
-    assert!(
-        out.status.success(),
-        "pdctl {args:?} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        c.logs_tail()
-    );
-    serde_json::from_slice(&out.stdout).expect("pdctl JSON")
-}
-
 /// Hex of `object_prefix(bucket_id, key)` for an ASCII key without NULs.
 fn object_prefix_hex(bucket_hex: &str, key: &str) -> String {
     let key: String = key.bytes().map(|b| format!("{b:02X}")).collect();
@@ -49,7 +37,7 @@ fn object_prefix_hex(bucket_hex: &str, key: &str) -> String {
 
 /// Regions PD lists (key order).
 fn regions(c: &Cluster) -> Vec<Value> {
-    must_pdctl(c, &["region"])["regions"]
+    c.must_pdctl(&["region"])["regions"]
         .as_array()
         .cloned()
         .unwrap_or_default()
@@ -57,7 +45,7 @@ fn regions(c: &Cluster) -> Vec<Value> {
 
 /// Leaders per store id, from the region map (every region must have one).
 fn leaders_per_store(c: &Cluster) -> Option<BTreeMap<u64, usize>> {
-    let mut counts: BTreeMap<u64, usize> = must_pdctl(c, &["store"])["stores"]
+    let mut counts: BTreeMap<u64, usize> = c.must_pdctl(&["store"])["stores"]
         .as_array()
         .cloned()
         .unwrap_or_default()
@@ -104,7 +92,7 @@ fn must_balance(c: &Cluster, n: usize, stores: usize, timeout: Duration) -> Dura
 /// (region, start time, status) of every operator PD lists that moves a
 /// leader to `store`.
 fn ops_to_store(c: &Cluster, store: u64) -> Vec<(u64, String, String)> {
-    let ops = must_pdctl(c, &["operator", "show"]);
+    let ops = c.must_pdctl(&["operator", "show"]);
     ["running", "finished"]
         .iter()
         .flat_map(|k| ops[*k].as_array().cloned().unwrap_or_default())
@@ -120,7 +108,7 @@ fn ops_to_store(c: &Cluster, store: u64) -> Vec<(u64, String, String)> {
 }
 
 fn metashard_by_store(c: &Cluster, store_id: u64) -> String {
-    let stores = must_pdctl(c, &["store"]);
+    let stores = c.must_pdctl(&["store"]);
     let addr = stores["stores"]
         .as_array()
         .and_then(|a| {
@@ -148,7 +136,7 @@ fn leaders_balance_move_and_survive_kill9_of_the_busiest_store() {
     // Split the only region in the middle (bucket record | object `a`):
     // the split key names the bucket id.
     let first = regions(&c)[0]["id"].as_u64().expect("region id");
-    let split = must_pdctl(&c, &["operator", "add", "split-region", &first.to_string()]);
+    let split = c.must_pdctl(&["operator", "add", "split-region", &first.to_string()]);
     let right = &split["regions"][1];
     let key = right["start_key"].as_str().expect("split key");
     assert!(key.starts_with("02") && key.len() > 18, "{key}");
@@ -157,23 +145,20 @@ fn leaders_balance_move_and_survive_kill9_of_the_busiest_store() {
     let mut region = right["id"].as_u64().expect("id");
     for k in 1..=(REGIONS - 2) {
         let at = object_prefix_hex(&bucket_hex, &format!("w/{:06}", k * 4));
-        let v = must_pdctl(
-            &c,
-            &[
-                "operator",
-                "add",
-                "split-region",
-                &region.to_string(),
-                "--key",
-                &at,
-            ],
-        );
+        let v = c.must_pdctl(&[
+            "operator",
+            "add",
+            "split-region",
+            &region.to_string(),
+            "--key",
+            &at,
+        ]);
         region = v["regions"][1]["id"].as_u64().expect("new region id");
     }
 
     // 1. balance-leader spreads the new regions' leaders.
     must_balance(&c, REGIONS, 3, Duration::from_secs(120));
-    let ops = must_pdctl(&c, &["operator", "show"]);
+    let ops = c.must_pdctl(&["operator", "show"]);
     let by_scheduler = ops["finished"]
         .as_array()
         .cloned()
@@ -182,12 +167,12 @@ fn leaders_balance_move_and_survive_kill9_of_the_busiest_store() {
         .filter(|o| o["source"] == "balance-leader" && o["status"] == "done")
         .count();
     assert!(by_scheduler > 0, "no balance-leader operator: {ops:#}");
-    let scheds = must_pdctl(&c, &["scheduler", "show"]);
+    let scheds = c.must_pdctl(&["scheduler", "show"]);
     assert!(scheduler(&scheds, "balance-leader").is_some(), "{scheds:#}");
 
     // 2. transfer-leader by hand (the scheduler paused, so that it does not
     // move the leader back before we look).
-    let paused = must_pdctl(&c, &["scheduler", "pause", "balance-leader"]);
+    let paused = c.must_pdctl(&["scheduler", "pause", "balance-leader"]);
     assert_eq!(
         scheduler(&paused, "balance-leader").map(|s| s["paused"].clone()),
         Some(Value::Bool(true)),
@@ -203,13 +188,10 @@ fn leaders_balance_move_and_survive_kill9_of_the_busiest_store() {
         .filter_map(|p| p["store_id"].as_u64())
         .find(|s| *s != from)
         .expect("another store");
-    let done = must_pdctl(
-        &c,
-        &["operator", "add", "transfer-leader", &rid, &to.to_string()],
-    );
+    let done = c.must_pdctl(&["operator", "add", "transfer-leader", &rid, &to.to_string()]);
     eprintln!("transfer-leader: {done}");
     assert_eq!(done["leader"]["store_id"].as_u64(), Some(to), "{done:#}");
-    let shown = must_pdctl(&c, &["region", &rid]);
+    let shown = c.must_pdctl(&["region", &rid]);
     assert_eq!(shown["leader"]["store_id"].as_u64(), Some(to), "{shown:#}");
     for bad in [
         vec!["operator", "add", "transfer-leader", "999999", "1"],
@@ -220,38 +202,17 @@ fn leaders_balance_move_and_survive_kill9_of_the_busiest_store() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("not found"), "{bad:?}: {err}");
     }
-    must_pdctl(&c, &["scheduler", "resume", "balance-leader"]);
+    c.must_pdctl(&["scheduler", "resume", "balance-leader"]);
     must_balance(&c, REGIONS, 3, Duration::from_secs(60));
 
     // 3. kill -9 the store leading the most regions under a PUT load.
-    let ack = c.dir.join("acks.log");
-    let stop = c.dir.join("stop-writer");
-    let writer = c.spawn_python(
-        "writer.py",
-        &["lbal", ack.to_str().unwrap(), stop.to_str().unwrap(), "300"],
-    );
-    let acked = || {
-        std::fs::read_to_string(&ack)
-            .map(|s| s.lines().count())
-            .unwrap_or(0)
-    };
-    let wait_acks = |n: usize, what: &str| {
-        let deadline = Instant::now() + Duration::from_secs(90);
-        while acked() < n {
-            assert!(
-                Instant::now() < deadline,
-                "writer stalled at {} ({what})",
-                acked()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    };
-    wait_acks(10, "before the kill");
+    let writer = c.start_writer("lbal", "300");
+    writer.wait_acks(10);
     let counts = leaders_per_store(&c).expect("every region led");
     let (&busiest, &led) = counts.iter().max_by_key(|(_, n)| **n).expect("a store");
     let victim = metashard_by_store(&c, busiest);
     eprintln!("killing {victim} (store {busiest}, leading {led} regions): {counts:?}");
-    let before = acked();
+    let before = writer.acked();
     let ops_before = ops_to_store(&c, busiest);
     eprintln!("operators to store {busiest} so far: {ops_before:?}");
     let t0 = Instant::now();
@@ -281,8 +242,8 @@ fn leaders_balance_move_and_survive_kill9_of_the_busiest_store() {
          (election timeout 1-2 s; PD's map follows the new leaders' first heartbeats)"
     );
     assert!(moved < Duration::from_secs(15), "{moved:?}");
-    let at_move = acked();
-    wait_acks(at_move + 15, "after the leaders moved");
+    let at_move = writer.acked();
+    writer.wait_acks(at_move + 15);
     eprintln!(
         "PUTs: {} acknowledged between the kill and the last leader move, \
          15 more {:?} after the kill",
@@ -336,16 +297,10 @@ fn leaders_balance_move_and_survive_kill9_of_the_busiest_store() {
         "{}",
         String::from_utf8_lossy(&pdctl(&c, &["--table", "operator", "show"]).stdout)
     );
-    let n = acked();
-    wait_acks(n + 10, "after the restart");
+    let n = writer.acked();
+    writer.wait_acks(n + 10);
 
-    std::fs::write(&stop, b"").expect("stop file");
-    let out = writer.wait_with_output().expect("writer exit");
-    let summary = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(out.status.success(), "writer: {summary}");
-    let verify = c.must_python("verify.py", &["lbal", ack.to_str().unwrap()]);
-    eprintln!("{}{}", summary.trim_end(), verify);
-    assert!(verify.contains(" 0 bad"), "{verify}");
+    writer.finish(&c);
 }
 
 /// The entry of scheduler `name` in a `scheduler show` answer.

@@ -7,36 +7,13 @@
 mod common;
 use common::Cluster;
 use serde_json::Value;
-use std::process::Command;
 use std::time::{Duration, Instant};
-
-fn pdctl(c: &Cluster, args: &[&str]) -> (bool, Value, String) {
-    let out = Command::new(common::KURA)
-        .arg("pdctl")
-        .arg("-u")
-        .arg(format!("http://{}", c.pd_http()))
-        .args(args)
-        .output()
-        .expect("run pdctl");
-    let v = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-    (
-        out.status.success(),
-        v,
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn must_pdctl(c: &Cluster, args: &[&str]) -> Value {
-    let (ok, v, err) = pdctl(c, args);
-    assert!(ok, "pdctl {args:?} failed: {err}\n{}", c.logs_tail());
-    v
-}
 
 /// Polls `pdctl region check KIND` until it lists `want` regions.
 fn check(c: &Cluster, kind: &str, want: u64) -> Value {
     let deadline = Instant::now() + Duration::from_secs(40);
     loop {
-        let v = must_pdctl(c, &["region", "check", kind]);
+        let v = c.must_pdctl(&["region", "check", kind]);
         if v["count"].as_u64() == Some(want) {
             return v;
         }
@@ -66,7 +43,7 @@ fn fourth_store_takes_over_a_replica_under_writes() {
     let mut extra = c.start_extra_metashard(4, "z1");
     let deadline = Instant::now() + Duration::from_secs(30);
     let new_store = loop {
-        let v = must_pdctl(&c, &["store"]);
+        let v = c.must_pdctl(&["store"]);
         let found = v["stores"].as_array().and_then(|a| {
             a.iter()
                 .find(|s| s["store"]["address"].as_str() == Some(extra.grpc.as_str()))
@@ -81,9 +58,9 @@ fn fourth_store_takes_over_a_replica_under_writes() {
         );
         std::thread::sleep(Duration::from_millis(200));
     };
-    let region = &must_pdctl(&c, &["region"])["regions"][0];
+    let region = &c.must_pdctl(&["region"])["regions"][0];
     let region_id = region["id"].as_u64().expect("region id");
-    let stores = must_pdctl(&c, &["store"]);
+    let stores = c.must_pdctl(&["store"]);
     let zone_of = |id: u64| {
         stores["stores"]
             .as_array()
@@ -118,38 +95,18 @@ fn fourth_store_takes_over_a_replica_under_writes() {
         .expect("z1 metashard")
         .status;
 
-    let ack = c.dir.join("acks.log");
-    let stop = c.dir.join("stop-writer");
-    let writer = c.spawn_python(
-        "writer.py",
-        &["wrt", ack.to_str().unwrap(), stop.to_str().unwrap(), "120"],
-    );
-    let acked = || {
-        std::fs::read_to_string(&ack)
-            .map(|s| s.lines().count())
-            .unwrap_or(0)
-    };
-    let wait_acks = |n: usize| {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while acked() < n {
-            assert!(Instant::now() < deadline, "writer stalled at {}", acked());
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    };
-    wait_acks(10);
+    let writer = c.start_writer("wrt", "120");
+    writer.wait_acks(10);
 
     // Two voters in z2 would break one-replica-per-zone: refused.
-    let (ok, _, err) = pdctl(
-        &c,
-        &[
-            "operator",
-            "add",
-            "transfer-peer",
-            &region_id.to_string(),
-            &old_z1.to_string(),
-            &z2.to_string(),
-        ],
-    );
+    let (ok, _, err) = c.pdctl(&[
+        "operator",
+        "add",
+        "transfer-peer",
+        &region_id.to_string(),
+        &old_z1.to_string(),
+        &z2.to_string(),
+    ]);
     assert!(
         !ok,
         "a transfer onto a store already holding a peer must fail"
@@ -157,17 +114,14 @@ fn fourth_store_takes_over_a_replica_under_writes() {
     eprintln!("refused as expected: {}", err.trim());
 
     let started = Instant::now();
-    let moved = must_pdctl(
-        &c,
-        &[
-            "operator",
-            "add",
-            "transfer-peer",
-            &region_id.to_string(),
-            &old_z1.to_string(),
-            &new_store.to_string(),
-        ],
-    );
+    let moved = c.must_pdctl(&[
+        "operator",
+        "add",
+        "transfer-peer",
+        &region_id.to_string(),
+        &old_z1.to_string(),
+        &new_store.to_string(),
+    ]);
     eprintln!("transfer-peer took {:?}: {moved}", started.elapsed());
     let peers: Vec<(u64, bool)> = moved["peers"]
         .as_array()
@@ -187,7 +141,7 @@ fn fourth_store_takes_over_a_replica_under_writes() {
         "new store",
     );
 
-    wait_acks(acked() + 20);
+    writer.wait_acks(writer.acked() + 20);
     // The new store carries the quorum: kill -9 the z2 store.
     let z2_id = c
         .components()
@@ -196,7 +150,7 @@ fn fourth_store_takes_over_a_replica_under_writes() {
         .expect("z2 metashard")
         .id;
     c.must_kill9(&z2_id);
-    wait_acks(acked() + 20);
+    writer.wait_acks(writer.acked() + 20);
     // The leader reports the dead peer; `region check down-peer` lists it.
     let down = check(&c, "down-peer", 1);
     eprintln!("down-peer: {}", down["regions"][0]["down_peers"]);
@@ -205,16 +159,10 @@ fn fourth_store_takes_over_a_replica_under_writes() {
     extra.kill9();
     c.must_restart(&z2_id);
     extra.restart();
-    wait_acks(acked() + 20);
+    writer.wait_acks(writer.acked() + 20);
     check(&c, "down-peer", 0);
-    std::fs::write(&stop, b"").expect("stop file");
-    let out = writer.wait_with_output().expect("writer exit");
-    let summary = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(out.status.success(), "writer: {summary}");
+    let (summary, _) = writer.finish(&c);
     assert!(summary.contains(" 0 failed"), "PUTs failed: {summary}");
-    let verify = c.must_python("verify.py", &["wrt", ack.to_str().unwrap()]);
-    assert!(verify.contains(" 0 bad"), "{verify}");
-    eprintln!("{}{}", summary.trim_end(), verify);
     c.must_python("split_check.py", &["verify", "peers", "obj:200"]);
 }
 
@@ -239,12 +187,12 @@ fn replicas_of_a_down_store_are_recreated_in_its_zone() {
     c.must_python("split_check.py", &["put", "rep", "down", "30"]);
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
-        let r = &must_pdctl(&c, &["region"])["regions"][0];
+        let r = &c.must_pdctl(&["region"])["regions"][0];
         let stores: Vec<u64> = r["peers"]
             .as_array()
             .map(|a| a.iter().filter_map(|p| p["store_id"].as_u64()).collect())
             .unwrap_or_default();
-        let on_new = must_pdctl(&c, &["store"])["stores"]
+        let on_new = c.must_pdctl(&["store"])["stores"]
             .as_array()
             .and_then(|a| {
                 a.iter()

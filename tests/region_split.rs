@@ -10,30 +10,12 @@ use serde_json::Value;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// Runs `kura pdctl -u <pd> args…`; stdout parsed as JSON.
-fn must_pdctl(c: &Cluster, args: &[&str]) -> Value {
-    let out = Command::new(common::KURA)
-        .arg("pdctl")
-        .arg("-u")
-        .arg(format!("http://{}", c.pd_http()))
-        .args(args)
-        .output()
-        .expect("run pdctl");
-    assert!(
-        out.status.success(),
-        "pdctl {args:?} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        c.logs_tail()
-    );
-    serde_json::from_slice(&out.stdout).expect("pdctl JSON")
-}
-
 /// Polls `pdctl region` until it lists `n` regions that cover the keyspace
 /// without gaps, each with a leader; returns them in key order.
 fn must_see_regions(c: &Cluster, n: usize) -> Vec<Value> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let v = must_pdctl(c, &["region"]);
+        let v = c.must_pdctl(&["region"]);
         let regions = v["regions"].as_array().cloned().unwrap_or_default();
         let contiguous = regions.first().is_some_and(|r| r["start_key"] == "")
             && regions.last().is_some_and(|r| r["end_key"] == "")
@@ -53,7 +35,7 @@ fn must_see_regions(c: &Cluster, n: usize) -> Vec<Value> {
 }
 
 fn metashard_by_store(c: &Cluster, store_id: u64) -> String {
-    let stores = must_pdctl(c, &["store"]);
+    let stores = c.must_pdctl(&["store"]);
     let addr = stores["stores"]
         .as_array()
         .and_then(|a| {
@@ -82,30 +64,10 @@ fn split_region_online_under_writes_and_kill9() {
 
     // A writer runs across the split; its keys (bucket `wrt`, created last)
     // all sort after the split point, i.e. they move to the new region.
-    let ack = c.dir.join("acks.log");
-    let stop = c.dir.join("stop-writer");
-    let writer = c.spawn_python(
-        "writer.py",
-        &["wrt", ack.to_str().unwrap(), stop.to_str().unwrap(), "120"],
-    );
-    let acked = || {
-        std::fs::read_to_string(&ack)
-            .map(|s| s.lines().count())
-            .unwrap_or(0)
-    };
-    let wait_acks = |n: usize| {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while acked() < n {
-            assert!(Instant::now() < deadline, "writer stalled at {}", acked());
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    };
-    wait_acks(10);
+    let writer = c.start_writer("wrt", "120");
+    writer.wait_acks(10);
 
-    let split = must_pdctl(
-        &c,
-        &["operator", "add", "split-region", &parent.to_string()],
-    );
+    let split = c.must_pdctl(&["operator", "add", "split-region", &parent.to_string()]);
     let halves = split["regions"].as_array().expect("regions");
     assert_eq!(halves.len(), 2, "{split:#}");
     assert_eq!(halves[0]["id"].as_u64(), Some(parent));
@@ -131,19 +93,13 @@ fn split_region_online_under_writes_and_kill9() {
     assert_eq!(regions[0]["id"].as_u64(), Some(parent));
     assert_eq!(regions[1]["start_key"].as_str(), Some(split_key.as_str()));
 
-    let n = acked();
-    wait_acks(n + 20); // writes keep succeeding on the moved keys
-    std::fs::write(&stop, b"").expect("stop file");
-    let out = writer.wait_with_output().expect("writer exit");
-    let summary = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(out.status.success(), "writer: {summary}");
+    let n = writer.acked();
+    writer.wait_acks(n + 20); // writes keep succeeding on the moved keys
+    let (summary, _) = writer.finish(&c);
     assert!(
         summary.contains(" 0 failed"),
         "PUTs failed across the split: {summary}"
     );
-    let verify = c.must_python("verify.py", &["wrt", ack.to_str().unwrap()]);
-    assert!(verify.contains(" 0 bad"), "{verify}");
-    eprintln!("{}{}", summary.trim_end(), verify);
     c.must_python("split_check.py", &["verify", "split", "obj:300"]);
     c.must_python("split_check.py", &["put", "split", "new", "60"]);
     c.must_python("split_check.py", &["verify", "split", "obj:300,new:60"]);
@@ -185,56 +141,33 @@ fn merge_region_online_under_writes_and_kill9() {
     c.must_aws(&["s3", "mb", "s3://wrt"]);
     c.must_python("split_check.py", &["put", "split", "obj", "300"]);
     let first = must_see_regions(&c, 1)[0]["id"].as_u64().expect("id");
-    let a = must_pdctl(&c, &["operator", "add", "split-region", &first.to_string()]);
+    let a = c.must_pdctl(&["operator", "add", "split-region", &first.to_string()]);
     let mid = a["regions"][1]["id"].as_u64().expect("new region");
-    let b = must_pdctl(&c, &["operator", "add", "split-region", &mid.to_string()]);
+    let b = c.must_pdctl(&["operator", "add", "split-region", &mid.to_string()]);
     let right = b["regions"][1]["id"].as_u64().expect("new region");
     must_see_regions(&c, 3);
 
-    let ack = c.dir.join("acks.log");
-    let stop = c.dir.join("stop-writer");
-    let writer = c.spawn_python(
-        "writer.py",
-        &["wrt", ack.to_str().unwrap(), stop.to_str().unwrap(), "120"],
-    );
-    let acked = || {
-        std::fs::read_to_string(&ack)
-            .map(|s| s.lines().count())
-            .unwrap_or(0)
-    };
-    let wait_acks = |n: usize| {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while acked() < n {
-            assert!(Instant::now() < deadline, "writer stalled at {}", acked());
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    };
-    wait_acks(10);
+    let writer = c.start_writer("wrt", "120");
+    writer.wait_acks(10);
     let started = Instant::now();
-    let m1 = must_pdctl(
-        &c,
-        &[
-            "operator",
-            "add",
-            "merge-region",
-            &right.to_string(),
-            &mid.to_string(),
-        ],
-    );
+    let m1 = c.must_pdctl(&[
+        "operator",
+        "add",
+        "merge-region",
+        &right.to_string(),
+        &mid.to_string(),
+    ]);
     assert_eq!(m1["region"]["id"].as_u64(), Some(mid), "{m1:#}");
     assert_eq!(m1["region"]["end_key"], "", "{m1:#}");
     must_see_regions(&c, 2);
-    wait_acks(acked() + 10);
-    let m2 = must_pdctl(
-        &c,
-        &[
-            "operator",
-            "add",
-            "merge-region",
-            &mid.to_string(),
-            &first.to_string(),
-        ],
-    );
+    writer.wait_acks(writer.acked() + 10);
+    let m2 = c.must_pdctl(&[
+        "operator",
+        "add",
+        "merge-region",
+        &mid.to_string(),
+        &first.to_string(),
+    ]);
     let merged = &m2["region"];
     assert_eq!(merged["id"].as_u64(), Some(first), "{m2:#}");
     assert_eq!(
@@ -261,18 +194,12 @@ fn merge_region_online_under_writes_and_kill9() {
         "merging a merged-away region must fail"
     );
 
-    wait_acks(acked() + 20);
-    std::fs::write(&stop, b"").expect("stop file");
-    let out = writer.wait_with_output().expect("writer exit");
-    let summary = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(out.status.success(), "writer: {summary}");
+    writer.wait_acks(writer.acked() + 20);
+    let (summary, _) = writer.finish(&c);
     assert!(
         summary.contains(" 0 failed"),
         "PUTs failed across merges: {summary}"
     );
-    let verify = c.must_python("verify.py", &["wrt", ack.to_str().unwrap()]);
-    assert!(verify.contains(" 0 bad"), "{verify}");
-    eprintln!("{}{}", summary.trim_end(), verify);
     c.must_python("split_check.py", &["verify", "split", "obj:300"]);
 
     // Every store holds exactly one region peer now, also after kill -9.
@@ -308,11 +235,11 @@ fn small_quiet_neighbours_merge_by_themselves() {
     c.must_aws(&["s3", "mb", "s3://auto"]);
     c.must_python("split_check.py", &["put", "auto", "obj", "40"]);
     let first = must_see_regions(&c, 1)[0]["id"].as_u64().expect("id");
-    must_pdctl(&c, &["operator", "add", "split-region", &first.to_string()]);
+    c.must_pdctl(&["operator", "add", "split-region", &first.to_string()]);
     let started = Instant::now();
     must_see_regions(&c, 2);
     let deadline = Instant::now() + Duration::from_secs(60);
-    while must_pdctl(&c, &["region"])["count"].as_u64() != Some(1) {
+    while c.must_pdctl(&["region"])["count"].as_u64() != Some(1) {
         assert!(Instant::now() < deadline, "the two halves never merged");
         std::thread::sleep(Duration::from_millis(500));
     }

@@ -506,6 +506,54 @@ impl Cluster {
         node
     }
 
+    /// Starts tests/py/writer.py PUTting into `bucket` (which must exist)
+    /// for at most `max_secs` seconds.
+    pub fn start_writer(&self, bucket: &str, max_secs: &str) -> Writer {
+        let (ack, stop) = (
+            self.dir.join(format!("acks-{bucket}.log")),
+            self.dir.join(format!("stop-{bucket}")),
+        );
+        let child = self.spawn_python(
+            "writer.py",
+            &[
+                bucket,
+                ack.to_str().expect("utf-8 path"),
+                stop.to_str().expect("utf-8 path"),
+                max_secs,
+            ],
+        );
+        Writer {
+            child: Some(child),
+            bucket: bucket.to_string(),
+            ack,
+            stop,
+        }
+    }
+
+    /// `kura pdctl -u <PD> args…`: whether it exited 0, its stdout as JSON
+    /// (Null if not JSON), and its stderr.
+    pub fn pdctl(&self, args: &[&str]) -> (bool, serde_json::Value, String) {
+        let out = Command::new(KURA)
+            .arg("pdctl")
+            .arg("-u")
+            .arg(format!("http://{}", self.pd_http()))
+            .args(args)
+            .output()
+            .expect("run pdctl");
+        (
+            out.status.success(),
+            serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// [`Cluster::pdctl`] that must exit 0; its JSON.
+    pub fn must_pdctl(&self, args: &[&str]) -> serde_json::Value {
+        let (ok, v, err) = self.pdctl(args);
+        assert!(ok, "pdctl {args:?} failed: {err}\n{}", self.logs_tail());
+        v
+    }
+
     /// Creates `bucket`, preloads 8 objects and starts tests/py/ec_load.py's
     /// mixed read/write loop on it for at most `secs` seconds.
     pub fn start_mixed_load(&self, bucket: &str, secs: &str) -> MixedLoad {
@@ -754,6 +802,62 @@ impl ExtraNode {
 impl Drop for ExtraNode {
     fn drop(&mut self) {
         self.kill9();
+    }
+}
+
+/// A running tests/py/writer.py: PUTs small objects into one bucket until
+/// told to stop, logging every acknowledged key (killed when dropped).
+pub struct Writer {
+    child: Option<Child>,
+    bucket: String,
+    pub ack: PathBuf,
+    stop: PathBuf,
+}
+
+impl Writer {
+    /// PUTs acknowledged so far.
+    pub fn acked(&self) -> usize {
+        std::fs::read_to_string(&self.ack)
+            .map(|s| s.lines().count())
+            .unwrap_or(0)
+    }
+
+    /// Waits (at most 90 s) until at least `n` PUTs were acknowledged.
+    pub fn wait_acks(&self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while self.acked() < n {
+            assert!(
+                Instant::now() < deadline,
+                "writer stalled at {} acknowledged PUTs (waiting for {n})",
+                self.acked()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Stops it and reads every acknowledged object back (verify.py must
+    /// find 0 bad). Returns the writer's summary ("N acknowledged, M
+    /// failed") and verify.py's.
+    pub fn finish(mut self, c: &Cluster) -> (String, String) {
+        std::fs::write(&self.stop, b"").expect("stop file");
+        let child = self.child.take().expect("writer running");
+        let out = child.wait_with_output().expect("writer exit");
+        let summary = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(out.status.success(), "writer: {summary}");
+        let ack = self.ack.to_str().expect("utf-8 path");
+        let verify = c.must_python("verify.py", &[&self.bucket, ack]);
+        eprintln!("{}{}", summary.trim_end(), verify);
+        assert!(verify.contains(" 0 bad"), "{verify}");
+        (summary, verify)
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 }
 
