@@ -219,3 +219,63 @@ fn replicas_of_a_down_store_are_recreated_in_its_zone() {
     );
     c.must_python("split_check.py", &["verify", "rep", "obj:100,down:30"]);
 }
+
+/// A fourth store joins a cluster of six regions: balance-region moves the
+/// z1 peers of half the regions onto it (one voter per zone all along) and
+/// balance-leader gives it leaders, while a client keeps writing: 0 failed
+/// PUTs, every acknowledged write and every object reads back.
+#[test]
+fn regions_and_leaders_rebalance_onto_a_fourth_store() {
+    let c = Cluster::must_start();
+    c.must_aws(&["s3", "mb", "s3://peers"]);
+    c.must_aws(&["s3", "mb", "s3://wrt"]);
+    c.must_python("split_check.py", &["put", "peers", "obj", "300"]);
+    // Six regions: split the region with the most keys five times.
+    for _ in 0..5 {
+        let regions = c.must_pdctl(&["region"]);
+        let biggest = regions["regions"]
+            .as_array()
+            .and_then(|a| a.iter().max_by_key(|r| r["approximate_keys"].as_u64()))
+            .and_then(|r| r["id"].as_u64())
+            .expect("a region");
+        c.must_pdctl(&["operator", "add", "split-region", &biggest.to_string()]);
+    }
+    let writer = c.start_writer("wrt", "180");
+    writer.wait_acks(10);
+    let extra = c.start_extra_metashard(4, "z1");
+    let old_z1 = c
+        .components()
+        .into_iter()
+        .find(|x| x.role == "metashard" && x.zone == "z1")
+        .expect("z1 metashard")
+        .status;
+    let started = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let m = |s: &str, name: &str| common::metric(s, name).unwrap_or(0.0);
+        let (new_regions, old_regions) = (
+            m(&extra.status, "kura_metashard_region_count"),
+            m(&old_z1, "kura_metashard_region_count"),
+        );
+        let new_leaders = m(&extra.status, "kura_metashard_leader_count");
+        if new_regions >= 3.0 && old_regions <= 3.0 && new_leaders >= 1.0 {
+            eprintln!(
+                "rebalanced in {:?}: new store {new_regions} regions ({new_leaders} leaders), \
+                 old z1 store {old_regions}",
+                started.elapsed()
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no rebalance onto the new store: {new_regions} regions, {new_leaders} leaders, \
+             old z1 store {old_regions}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    check(&c, "miss-peer", 0);
+    writer.wait_acks(writer.acked() + 20);
+    let (summary, _) = writer.finish(&c);
+    assert!(summary.contains(" 0 failed"), "PUTs failed: {summary}");
+    c.must_python("split_check.py", &["verify", "peers", "obj:300"]);
+}

@@ -8,12 +8,14 @@
 //! `transfer-leader` uses); [`http`] is its admin API.
 //!
 //! Schedulers today: `replica-checker` (re-creates peers of down stores),
+//! `balance-region` (evens out peers per store, e.g. onto a new store),
 //! `balance-leader`. A new one (balance-region,
 //! hot-region, replica-checker, merge-checker) is a module with a type
 //! implementing [`Scheduler`], listed in [`default_schedulers`], and, if it
 //! makes a new kind of step, an [`OperatorKind`] variant and its executor.
 
 pub mod balance_leader;
+pub mod balance_region;
 pub mod coordinator;
 pub mod election_watch;
 pub mod http;
@@ -27,8 +29,8 @@ use model::ClusterModel;
 
 /// The operator name of a leader transfer (HTTP `name`, pdctl subcommand).
 pub const TRANSFER_LEADER: &str = "transfer-leader";
-/// The operator name of replacing a peer on a down store.
-pub const REPLACE_DOWN_PEER: &str = "replace-down-peer";
+/// The operator name of moving a region's peer to another store.
+pub const MOVE_PEER: &str = "move-peer";
 /// The `source` of operators a person asked for.
 pub const ADMIN: &str = "admin";
 
@@ -38,8 +40,8 @@ pub enum OperatorKind {
     /// Move the region's leadership from `from_store` (0: unknown) to the
     /// peer on `to_store`.
     TransferLeader { from_store: u64, to_store: u64 },
-    /// Re-create the region's peer on the down store `from_store` on
-    /// `to_store` (add a learner, promote, remove the down peer).
+    /// Move the region's peer on `from_store` (down: replica-checker; full:
+    /// balance-region) to `to_store` (add a learner, promote, remove the old peer).
     ReplacePeer { from_store: u64, to_store: u64 },
 }
 
@@ -47,7 +49,7 @@ impl OperatorKind {
     pub fn name(&self) -> &'static str {
         match self {
             OperatorKind::TransferLeader { .. } => TRANSFER_LEADER,
-            OperatorKind::ReplacePeer { .. } => REPLACE_DOWN_PEER,
+            OperatorKind::ReplacePeer { .. } => MOVE_PEER,
         }
     }
 
@@ -141,6 +143,7 @@ pub trait Scheduler: Send {
 pub fn default_schedulers() -> Vec<Box<dyn Scheduler>> {
     vec![
         Box::new(replica_checker::ReplicaChecker),
+        Box::new(balance_region::BalanceRegion::default()),
         Box::new(balance_leader::BalanceLeader::default()),
     ]
 }

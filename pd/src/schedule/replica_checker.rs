@@ -12,7 +12,9 @@
 use std::collections::BTreeSet;
 
 use super::model::{ClusterModel, RegionModel, StoreModel, StoreState};
-use super::{Operator, OperatorKind, ScheduleContext, Scheduler, REPLACE_DOWN_PEER};
+use super::{Operator, OperatorKind, ScheduleContext, Scheduler};
+
+pub const REPLICA_CHECKER: &str = "replica-checker";
 
 /// Most replacements planned per round (each takes a snapshot).
 const MAX_PER_ROUND: usize = 4;
@@ -47,7 +49,7 @@ impl ReplicaChecker {
 
 impl Scheduler for ReplicaChecker {
     fn name(&self) -> &'static str {
-        "replica-checker"
+        REPLICA_CHECKER
     }
 
     fn schedule(&mut self, model: &ClusterModel, ctx: &mut ScheduleContext<'_>) -> Vec<Operator> {
@@ -79,7 +81,7 @@ impl Scheduler for ReplicaChecker {
                     from_store: down.id,
                     to_store: to,
                 },
-                source: REPLACE_DOWN_PEER,
+                source: REPLICA_CHECKER,
             });
         }
         ops

@@ -1,0 +1,265 @@
+//! `balance-region`: evens out how many region peers each store holds, so
+//! a store that joins takes its share (and its share of leaders, which
+//! balance-leader then moves onto it).
+//!
+//! While the fullest `Up` store holds more than `tolerance` peers more than
+//! the emptiest store it could give one to, move one peer of a healthy
+//! region (leader known, no down peer, not busy) from the fullest store to
+//! that store: add a learner there, promote it, remove the old peer
+//! (`OperatorKind::ReplacePeer`, the same steps as replica-checker). A
+//! target must keep one voter per zone: same zone as the source, or a zone
+//! none of the region's other voters uses. Moves are slow (a snapshot each),
+//! so at most `max_per_round` per round.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::model::{ClusterModel, RegionModel, StoreModel, StoreState};
+use super::{Operator, OperatorKind, ScheduleContext, Scheduler};
+
+pub const BALANCE_REGION: &str = "balance-region";
+
+pub struct BalanceRegion {
+    /// Peer-count difference tolerated between two stores.
+    pub tolerance: u64,
+    pub max_per_round: usize,
+}
+
+impl Default for BalanceRegion {
+    fn default() -> Self {
+        BalanceRegion {
+            tolerance: 1,
+            max_per_round: 2,
+        }
+    }
+}
+
+fn zone(s: &StoreModel) -> &str {
+    s.labels.get("zone").map(String::as_str).unwrap_or("")
+}
+
+/// Whether `r`'s peer on `from` may move to `to` keeping one voter per zone.
+fn zone_ok(model: &ClusterModel, r: &RegionModel, from: &StoreModel, to: &StoreModel) -> bool {
+    if zone(to) == zone(from) {
+        return true;
+    }
+    let others: BTreeSet<&str> = r
+        .peers
+        .iter()
+        .filter(|p| p.store_id != from.id && !p.is_learner)
+        .filter_map(|p| model.stores.get(&p.store_id))
+        .map(zone)
+        .collect();
+    !others.contains(zone(to))
+}
+
+impl Scheduler for BalanceRegion {
+    fn name(&self) -> &'static str {
+        BALANCE_REGION
+    }
+
+    fn schedule(&mut self, model: &ClusterModel, ctx: &mut ScheduleContext<'_>) -> Vec<Operator> {
+        // A store is down or half-gone: repairing comes first (replica-checker).
+        let any_down = model.stores.values().any(|s| s.state == StoreState::Down);
+        if any_down {
+            return Vec::new();
+        }
+        let mut counts: BTreeMap<u64, u64> = model
+            .stores
+            .values()
+            .filter(|s| s.state == StoreState::Up)
+            .map(|s| (s.id, s.region_count))
+            .collect();
+        let mut ops = Vec::new();
+        while ops.len() < self.max_per_round {
+            let Some(op) = self.pick(model, &counts, ctx) else {
+                break;
+            };
+            if let OperatorKind::ReplacePeer {
+                from_store,
+                to_store,
+            } = op.kind
+            {
+                *counts.entry(from_store).or_default() -= 1;
+                *counts.entry(to_store).or_default() += 1;
+                ctx.limits.take(to_store, ctx.now_ms);
+            }
+            ctx.busy_regions.insert(op.region_id);
+            ops.push(op);
+        }
+        ops
+    }
+}
+
+impl BalanceRegion {
+    fn pick(
+        &self,
+        model: &ClusterModel,
+        counts: &BTreeMap<u64, u64>,
+        ctx: &mut ScheduleContext<'_>,
+    ) -> Option<Operator> {
+        let mut by_count: Vec<(u64, u64)> = counts.iter().map(|(&s, &n)| (n, s)).collect();
+        by_count.sort();
+        for &(src_n, src) in by_count.iter().rev() {
+            for &(dst_n, dst) in &by_count {
+                if src_n <= dst_n + self.tolerance {
+                    break;
+                }
+                if !ctx.limits.available(dst, ctx.now_ms) {
+                    continue;
+                }
+                let (from, to) = (&model.stores[&src], &model.stores[&dst]);
+                let region = model.regions.values().find(|r| {
+                    !ctx.busy_regions.contains(&r.id)
+                        && r.leader_store.is_some()
+                        && r.voter_on(src).is_some()
+                        && !r.peers.iter().any(|p| p.store_id == dst || p.is_learner)
+                        && r.peers.iter().all(|p| {
+                            model
+                                .stores
+                                .get(&p.store_id)
+                                .is_some_and(|s| s.state == StoreState::Up)
+                        })
+                        && zone_ok(model, r, from, to)
+                });
+                if let Some(r) = region {
+                    return Some(Operator {
+                        region_id: r.id,
+                        kind: OperatorKind::ReplacePeer {
+                            from_store: src,
+                            to_store: dst,
+                        },
+                        source: BALANCE_REGION,
+                    });
+                }
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::model::PeerModel;
+    use super::super::StoreLimiter;
+    use super::*;
+
+    fn store(id: u64, zone: &str) -> StoreModel {
+        StoreModel {
+            id,
+            labels: BTreeMap::from([("zone".to_string(), zone.to_string())]),
+            state: StoreState::Up,
+            leader_count: 0,
+            region_count: 0,
+        }
+    }
+
+    fn region(id: u64, stores: &[u64]) -> RegionModel {
+        RegionModel {
+            id,
+            peers: stores
+                .iter()
+                .map(|s| PeerModel {
+                    id: id * 10 + s,
+                    store_id: *s,
+                    is_learner: false,
+                })
+                .collect(),
+            leader_store: Some(stores[0]),
+            conf_ver: 1,
+            version: 1,
+            approximate_size: 0,
+            approximate_keys: 0,
+        }
+    }
+
+    /// Plans rounds and applies them to the model until nothing moves.
+    fn converge(mut m: ClusterModel) -> (ClusterModel, usize) {
+        let mut s = BalanceRegion::default();
+        let mut moves = 0;
+        for _ in 0..100 {
+            let mut busy = BTreeSet::new();
+            let mut limits = StoreLimiter::new(1000);
+            let mut ctx = ScheduleContext {
+                now_ms: 1,
+                busy_regions: &mut busy,
+                limits: &mut limits,
+            };
+            let ops = s.schedule(&m, &mut ctx);
+            if ops.is_empty() {
+                return (m, moves);
+            }
+            for op in ops {
+                let OperatorKind::ReplacePeer {
+                    from_store,
+                    to_store,
+                } = op.kind
+                else {
+                    panic!("moves only");
+                };
+                let r = m.regions.get_mut(&op.region_id).unwrap();
+                for p in &mut r.peers {
+                    if p.store_id == from_store {
+                        p.store_id = to_store;
+                    }
+                }
+                if r.leader_store == Some(from_store) {
+                    r.leader_store = Some(to_store);
+                }
+                moves += 1;
+            }
+            m.recount();
+        }
+        panic!("did not converge");
+    }
+
+    #[test]
+    fn a_new_store_takes_its_share_within_its_zone() {
+        let m = ClusterModel {
+            stores: [
+                store(1, "z1"),
+                store(2, "z2"),
+                store(3, "z3"),
+                store(4, "z1"),
+            ]
+            .into_iter()
+            .map(|s| (s.id, s))
+            .collect(),
+            ..Default::default()
+        }
+        .with_regions((1..=10).map(|i| region(i, &[1, 2, 3])));
+        let (m, moves) = converge(m);
+        let count = |s: u64| m.stores[&s].region_count;
+        // Only z1's peers can move (z2, z3 keep one voter per zone).
+        assert_eq!((count(1), count(4)), (5, 5), "{moves} moves");
+        assert_eq!((count(2), count(3)), (10, 10));
+        for r in m.regions.values() {
+            let zones: BTreeSet<&str> = r
+                .peers
+                .iter()
+                .map(|p| zone(&m.stores[&p.store_id]))
+                .collect();
+            assert_eq!(zones.len(), 3, "one voter per zone in region {}", r.id);
+        }
+        // Balanced stays put.
+        assert_eq!(converge(m).1, 0);
+    }
+
+    #[test]
+    fn nothing_moves_while_a_store_is_down() {
+        let mut m = ClusterModel {
+            stores: [
+                store(1, "z1"),
+                store(2, "z2"),
+                store(3, "z3"),
+                store(4, "z1"),
+            ]
+            .into_iter()
+            .map(|s| (s.id, s))
+            .collect(),
+            ..Default::default()
+        }
+        .with_regions((1..=4).map(|i| region(i, &[1, 2, 3])));
+        m.stores.get_mut(&2).unwrap().state = StoreState::Down;
+        assert_eq!(converge(m).1, 0);
+    }
+}
