@@ -139,37 +139,25 @@ impl BalanceRegion {
 
 #[cfg(test)]
 mod tests {
-    use super::super::model::PeerModel;
+    use super::super::model::test_util::{model, region, zoned_store};
     use super::super::StoreLimiter;
     use super::*;
 
     fn store(id: u64, zone: &str) -> StoreModel {
-        StoreModel {
-            id,
-            labels: BTreeMap::from([("zone".to_string(), zone.to_string())]),
-            state: StoreState::Up,
-            leader_count: 0,
-            region_count: 0,
-        }
+        zoned_store(id, zone, StoreState::Up)
     }
 
-    fn region(id: u64, stores: &[u64]) -> RegionModel {
-        RegionModel {
-            id,
-            peers: stores
-                .iter()
-                .map(|s| PeerModel {
-                    id: id * 10 + s,
-                    store_id: *s,
-                    is_learner: false,
-                })
-                .collect(),
-            leader_store: Some(stores[0]),
-            conf_ver: 1,
-            version: 1,
-            approximate_size: 0,
-            approximate_keys: 0,
-        }
+    /// `regions` regions on stores 1..=3 (z1, z2, z3) and an empty store 4 in z1.
+    fn with_new_z1_store(regions: u64) -> ClusterModel {
+        model(
+            vec![
+                store(1, "z1"),
+                store(2, "z2"),
+                store(3, "z3"),
+                store(4, "z1"),
+            ],
+            (1..=regions).map(|i| region(i, &[1, 2, 3], 1)).collect(),
+        )
     }
 
     /// Plans rounds and applies them to the model until nothing moves.
@@ -214,19 +202,7 @@ mod tests {
 
     #[test]
     fn a_new_store_takes_its_share_within_its_zone() {
-        let m = ClusterModel {
-            stores: [
-                store(1, "z1"),
-                store(2, "z2"),
-                store(3, "z3"),
-                store(4, "z1"),
-            ]
-            .into_iter()
-            .map(|s| (s.id, s))
-            .collect(),
-            ..Default::default()
-        }
-        .with_regions((1..=10).map(|i| region(i, &[1, 2, 3])));
+        let m = with_new_z1_store(10);
         let (m, moves) = converge(m);
         let count = |s: u64| m.stores[&s].region_count;
         // Only z1's peers can move (z2, z3 keep one voter per zone).
@@ -246,19 +222,7 @@ mod tests {
 
     #[test]
     fn nothing_moves_while_a_store_is_down() {
-        let mut m = ClusterModel {
-            stores: [
-                store(1, "z1"),
-                store(2, "z2"),
-                store(3, "z3"),
-                store(4, "z1"),
-            ]
-            .into_iter()
-            .map(|s| (s.id, s))
-            .collect(),
-            ..Default::default()
-        }
-        .with_regions((1..=4).map(|i| region(i, &[1, 2, 3])));
+        let mut m = with_new_z1_store(4);
         m.stores.get_mut(&2).unwrap().state = StoreState::Down;
         assert_eq!(converge(m).1, 0);
     }

@@ -188,6 +188,22 @@ pub mod test_util {
         }
     }
 
+    /// Store `id` in `zone`.
+    pub fn zoned_store(id: u64, zone: &str, state: StoreState) -> StoreModel {
+        let mut s = store(id, state);
+        s.labels.insert("zone".to_string(), zone.to_string());
+        s
+    }
+
+    /// A model of `stores` and `regions` (store counts filled in).
+    pub fn model(stores: Vec<StoreModel>, regions: Vec<RegionModel>) -> ClusterModel {
+        ClusterModel {
+            stores: stores.into_iter().map(|s| (s.id, s)).collect(),
+            regions: BTreeMap::new(),
+        }
+        .with_regions(regions)
+    }
+
     /// Region `id` with a voter on each of `stores` (peer id = id * 100 +
     /// store id) and its leader on `leader`.
     pub fn region(id: u64, stores: &[u64], leader: u64) -> RegionModel {

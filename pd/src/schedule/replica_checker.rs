@@ -90,38 +90,19 @@ impl Scheduler for ReplicaChecker {
 
 #[cfg(test)]
 mod tests {
-    use super::super::model::PeerModel;
+    use super::super::model::test_util::{self, zoned_store};
     use super::super::StoreLimiter;
     use super::*;
-    use std::collections::BTreeMap;
 
     fn store(id: u64, zone: &str, state: StoreState, regions: u64) -> StoreModel {
         StoreModel {
-            id,
-            labels: BTreeMap::from([("zone".to_string(), zone.to_string())]),
-            state,
-            leader_count: 0,
             region_count: regions,
+            ..zoned_store(id, zone, state)
         }
     }
 
     fn region(id: u64, stores: &[u64]) -> RegionModel {
-        RegionModel {
-            id,
-            peers: stores
-                .iter()
-                .map(|s| PeerModel {
-                    id: id * 10 + s,
-                    store_id: *s,
-                    is_learner: false,
-                })
-                .collect(),
-            leader_store: Some(stores[0]),
-            conf_ver: 1,
-            version: 1,
-            approximate_size: 0,
-            approximate_keys: 0,
-        }
+        test_util::region(id, stores, stores[0])
     }
 
     fn plan(model: &ClusterModel) -> Vec<(u64, u64, u64)> {
@@ -145,6 +126,7 @@ mod tests {
             .collect()
     }
 
+    /// Keeps the given region counts (they model load, not these regions).
     fn model(stores: Vec<StoreModel>, regions: Vec<RegionModel>) -> ClusterModel {
         ClusterModel {
             stores: stores.into_iter().map(|s| (s.id, s)).collect(),
