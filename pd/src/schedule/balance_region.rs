@@ -33,13 +33,9 @@ impl Default for BalanceRegion {
     }
 }
 
-fn zone(s: &StoreModel) -> &str {
-    s.labels.get("zone").map(String::as_str).unwrap_or("")
-}
-
 /// Whether `r`'s peer on `from` may move to `to` keeping one voter per zone.
 fn zone_ok(model: &ClusterModel, r: &RegionModel, from: &StoreModel, to: &StoreModel) -> bool {
-    if zone(to) == zone(from) {
+    if to.zone() == from.zone() {
         return true;
     }
     let others: BTreeSet<&str> = r
@@ -47,9 +43,9 @@ fn zone_ok(model: &ClusterModel, r: &RegionModel, from: &StoreModel, to: &StoreM
         .iter()
         .filter(|p| p.store_id != from.id && !p.is_learner)
         .filter_map(|p| model.stores.get(&p.store_id))
-        .map(zone)
+        .map(StoreModel::zone)
         .collect();
-    !others.contains(zone(to))
+    !others.contains(to.zone())
 }
 
 impl Scheduler for BalanceRegion {
@@ -212,7 +208,7 @@ mod tests {
             let zones: BTreeSet<&str> = r
                 .peers
                 .iter()
-                .map(|p| zone(&m.stores[&p.store_id]))
+                .map(|p| m.stores[&p.store_id].zone())
                 .collect();
             assert_eq!(zones.len(), 3, "one voter per zone in region {}", r.id);
         }

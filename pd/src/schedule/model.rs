@@ -47,6 +47,13 @@ pub struct StoreModel {
     pub region_count: u64,
 }
 
+impl StoreModel {
+    /// The store's `zone` label ("" when it has none).
+    pub fn zone(&self) -> &str {
+        self.labels.get("zone").map(String::as_str).unwrap_or("")
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PeerModel {
     pub id: u64,

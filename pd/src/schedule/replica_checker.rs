@@ -21,10 +21,6 @@ const MAX_PER_ROUND: usize = 4;
 
 pub struct ReplicaChecker;
 
-fn zone(s: &StoreModel) -> &str {
-    s.labels.get("zone").map(String::as_str).unwrap_or("")
-}
-
 impl ReplicaChecker {
     /// Where region `r`'s peer on the down store `down` should go, if anywhere.
     fn target(model: &ClusterModel, r: &RegionModel, down: &StoreModel) -> Option<u64> {
@@ -33,16 +29,16 @@ impl ReplicaChecker {
             .iter()
             .filter(|p| p.store_id != down.id && !p.is_learner)
             .filter_map(|p| model.stores.get(&p.store_id))
-            .map(zone)
+            .map(StoreModel::zone)
             .collect();
         model
             .stores
             .values()
             .filter(|s| s.state == StoreState::Up)
             .filter(|s| !r.peers.iter().any(|p| p.store_id == s.id))
-            .filter(|s| zone(s) == zone(down) || !used_zones.contains(zone(s)))
+            .filter(|s| s.zone() == down.zone() || !used_zones.contains(s.zone()))
             // Same zone first, then the emptiest store, then the lowest id.
-            .min_by_key(|s| (zone(s) != zone(down), s.region_count, s.id))
+            .min_by_key(|s| (s.zone() != down.zone(), s.region_count, s.id))
             .map(|s| s.id)
     }
 }
