@@ -107,24 +107,6 @@ fn ops_to_store(c: &Cluster, store: u64) -> Vec<(u64, String, String)> {
         .collect()
 }
 
-fn metashard_by_store(c: &Cluster, store_id: u64) -> String {
-    let stores = c.must_pdctl(&["store"]);
-    let addr = stores["stores"]
-        .as_array()
-        .and_then(|a| {
-            a.iter()
-                .find(|s| s["store"]["id"].as_u64() == Some(store_id))
-        })
-        .and_then(|s| s["store"]["address"].as_str())
-        .expect("store address")
-        .to_string();
-    c.components()
-        .into_iter()
-        .find(|x| x.role == "metashard" && x.grpc == addr)
-        .expect("metashard component")
-        .id
-}
-
 #[test]
 fn leaders_balance_move_and_survive_kill9_of_the_busiest_store() {
     let mut c = Cluster::must_start();
@@ -210,7 +192,7 @@ fn leaders_balance_move_and_survive_kill9_of_the_busiest_store() {
     writer.wait_acks(10);
     let counts = leaders_per_store(&c).expect("every region led");
     let (&busiest, &led) = counts.iter().max_by_key(|(_, n)| **n).expect("a store");
-    let victim = metashard_by_store(&c, busiest);
+    let victim = c.metashard_by_store(busiest);
     eprintln!("killing {victim} (store {busiest}, leading {led} regions): {counts:?}");
     let before = writer.acked();
     let ops_before = ops_to_store(&c, busiest);

@@ -34,24 +34,6 @@ fn must_see_regions(c: &Cluster, n: usize) -> Vec<Value> {
     }
 }
 
-fn metashard_by_store(c: &Cluster, store_id: u64) -> String {
-    let stores = c.must_pdctl(&["store"]);
-    let addr = stores["stores"]
-        .as_array()
-        .and_then(|a| {
-            a.iter()
-                .find(|s| s["store"]["id"].as_u64() == Some(store_id))
-        })
-        .and_then(|s| s["store"]["address"].as_str())
-        .expect("store address")
-        .to_string();
-    c.components()
-        .into_iter()
-        .find(|x| x.role == "metashard" && x.grpc == addr)
-        .expect("metashard component")
-        .id
-}
-
 #[test]
 fn split_region_online_under_writes_and_kill9() {
     let mut c = Cluster::must_start();
@@ -107,7 +89,7 @@ fn split_region_online_under_writes_and_kill9() {
     // kill -9 the store leading the new region: both regions keep serving
     // on the other two, and the killed store comes back with both.
     let leader_store = regions[1]["leader"]["store_id"].as_u64().expect("leader");
-    let victim = metashard_by_store(&c, leader_store);
+    let victim = c.metashard_by_store(leader_store);
     c.must_kill9(&victim);
     c.must_python("split_check.py", &["put", "split", "down", "30"]);
     c.must_restart(&victim);
@@ -203,10 +185,7 @@ fn merge_region_online_under_writes_and_kill9() {
     c.must_python("split_check.py", &["verify", "split", "obj:300"]);
 
     // Every store holds exactly one region peer now, also after kill -9.
-    let victim = metashard_by_store(
-        &c,
-        regions[0]["leader"]["store_id"].as_u64().expect("leader"),
-    );
+    let victim = c.metashard_by_store(regions[0]["leader"]["store_id"].as_u64().expect("leader"));
     c.must_kill9(&victim);
     c.must_python("split_check.py", &["put", "split", "down", "30"]);
     c.must_restart(&victim);

@@ -297,6 +297,13 @@ impl PdClient {
     }
 }
 
+/// True when `a` ends where `b` starts or `b` ends where `a` starts (an
+/// empty key is an unbounded end, never a shared boundary).
+pub fn regions_adjacent(a: &Region, b: &Region) -> bool {
+    (!a.end_key.is_empty() && a.end_key == b.start_key)
+        || (!b.end_key.is_empty() && b.end_key == a.start_key)
+}
+
 /// True when `key` lies in `region`'s range.
 pub fn region_contains(region: &Region, key: &[u8]) -> bool {
     key >= region.start_key.as_ref() && (region.end_key.is_empty() || key < region.end_key.as_ref())

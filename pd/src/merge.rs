@@ -20,6 +20,7 @@
 
 use std::time::{Duration, Instant};
 
+use kura_pd_client::client::regions_adjacent;
 use kura_proto::common::Region;
 use kura_proto::metashard::{
     CommitMergeRequest, PrepareMergeRequest, RequestHeader, RollbackMergeRequest,
@@ -35,12 +36,6 @@ use crate::server::PdCore;
 /// How long every store gets to apply the source's PrepareMerge.
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// Whether `a` ends where `b` starts or the other way round (empty = unbounded).
-pub fn adjacent(a: &Region, b: &Region) -> bool {
-    (!a.end_key.is_empty() && a.end_key == b.start_key)
-        || (!b.end_key.is_empty() && b.end_key == a.start_key)
-}
-
 /// PD's own check before anything is proposed (the stores check again).
 pub fn check_mergeable(source: &Region, target: &Region) -> Result<(), OperatorError> {
     if source.id == target.id {
@@ -48,7 +43,7 @@ pub fn check_mergeable(source: &Region, target: &Region) -> Result<(), OperatorE
             "a region cannot merge with itself".into(),
         ));
     }
-    if !adjacent(source, target) {
+    if !regions_adjacent(source, target) {
         return Err(OperatorError::Invalid(format!(
             "regions {} and {} are not adjacent",
             source.id, target.id
@@ -398,7 +393,10 @@ mod tests {
         assert!(check_mergeable(&a, &a).is_err(), "itself");
         assert!(check_mergeable(&a, &r(2, b"f", b"m", &[1, 2, 4])).is_err());
         // Unbounded ends are not adjacent to each other.
-        assert!(!adjacent(&r(1, b"", b"", &[1]), &r(2, b"", b"", &[1])));
+        assert!(!regions_adjacent(
+            &r(1, b"", b"", &[1]),
+            &r(2, b"", b"", &[1])
+        ));
     }
 
     #[test]

@@ -75,21 +75,7 @@ pub struct PdCore {
 impl PdCore {
     /// Loads the saved state (or starts a new cluster and saves it at once).
     pub async fn open(cfg: Config, storage: Arc<dyn Storage>) -> Result<Self, Error> {
-        let s = storage.clone();
-        let loaded = tokio::task::spawn_blocking(move || s.load())
-            .await
-            .map_err(join_error)??;
-        let fresh = loaded.is_none();
-        let mut cluster = match loaded {
-            Some(file) => file
-                .into_cluster()
-                .map_err(|reason| StorageError::Corrupt {
-                    what: "the PD state".into(),
-                    reason,
-                })?,
-            None => Cluster::new(new_cluster_id()),
-        };
-        cluster.liveness_floor_ms = now_ms();
+        let (cluster, fresh) = load_cluster(&storage, "the PD state").await?;
         tracing::info!(
             cluster_id = cluster.cluster_id,
             fresh,
@@ -212,21 +198,7 @@ impl PdCore {
     /// Replaces the model with the applied replicated state (a new cluster
     /// when there is none yet, committed at once).
     async fn reload(&self, inner: &mut MutexGuard<'_, Inner>) -> Result<(), Error> {
-        let s = self.storage.clone();
-        let loaded = tokio::task::spawn_blocking(move || s.load())
-            .await
-            .map_err(join_error)??;
-        let fresh = loaded.is_none();
-        let mut cluster = match loaded {
-            Some(file) => file
-                .into_cluster()
-                .map_err(|reason| StorageError::Corrupt {
-                    what: "the replicated PD state".into(),
-                    reason,
-                })?,
-            None => Cluster::new(new_cluster_id()),
-        };
-        cluster.liveness_floor_ms = now_ms();
+        let (cluster, fresh) = load_cluster(&self.storage, "the replicated PD state").await?;
         inner.cluster = cluster;
         inner.dirty = fresh;
         inner.placement_blockers.clear();
@@ -835,6 +807,27 @@ impl PdCore {
             self.tick().await;
         }
     }
+}
+
+/// The saved cluster model (`what` names it in a corruption error), or a
+/// new cluster; `true` when new. Liveness is measured from now on.
+async fn load_cluster(storage: &Arc<dyn Storage>, what: &str) -> Result<(Cluster, bool), Error> {
+    let s = storage.clone();
+    let loaded = tokio::task::spawn_blocking(move || s.load())
+        .await
+        .map_err(join_error)??;
+    let fresh = loaded.is_none();
+    let mut cluster = match loaded {
+        Some(file) => file
+            .into_cluster()
+            .map_err(|reason| StorageError::Corrupt {
+                what: what.into(),
+                reason,
+            })?,
+        None => Cluster::new(new_cluster_id()),
+    };
+    cluster.liveness_floor_ms = now_ms();
+    Ok((cluster, fresh))
 }
 
 /// The scheduling state PD starts with.

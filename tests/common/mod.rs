@@ -547,6 +547,25 @@ impl Cluster {
         )
     }
 
+    /// The component id (e.g. `metashard-2`) of PD's store `store_id`.
+    pub fn metashard_by_store(&self, store_id: u64) -> String {
+        let stores = self.must_pdctl(&["store"]);
+        let addr = stores["stores"]
+            .as_array()
+            .and_then(|a| {
+                a.iter()
+                    .find(|s| s["store"]["id"].as_u64() == Some(store_id))
+            })
+            .and_then(|s| s["store"]["address"].as_str())
+            .expect("store address")
+            .to_string();
+        self.components()
+            .into_iter()
+            .find(|x| x.role == "metashard" && x.grpc == addr)
+            .expect("metashard component")
+            .id
+    }
+
     /// [`Cluster::pdctl`] that must exit 0; its JSON.
     pub fn must_pdctl(&self, args: &[&str]) -> serde_json::Value {
         let (ok, v, err) = self.pdctl(args);

@@ -18,6 +18,7 @@
 //! every replica alike); the operator never rolls back when the CommitMerge
 //! outcome is unknown.
 
+use kura_pd_client::client::regions_adjacent;
 use kura_proto::common::{Region, RegionEpoch, RegionError};
 use kura_proto::metashard::{CommitMerge, PrepareMerge, RequestHeader, RollbackMerge};
 
@@ -32,18 +33,12 @@ fn stores_of(r: &Region) -> Vec<u64> {
     s
 }
 
-/// Whether `a` ends where `b` starts or `b` ends where `a` starts.
-pub fn adjacent(a: &Region, b: &Region) -> bool {
-    (!a.end_key.is_empty() && a.end_key == b.start_key)
-        || (!b.end_key.is_empty() && b.end_key == a.start_key)
-}
-
 /// Checks that `source` may merge into `target` (both as currently known).
 pub fn check_pair(source: &Region, target: &Region) -> Result<(), String> {
     if source.id == target.id {
         return Err("a region cannot merge with itself".into());
     }
-    if !adjacent(source, target) {
+    if !regions_adjacent(source, target) {
         return Err(format!(
             "regions {} and {} are not adjacent",
             source.id, target.id
