@@ -100,6 +100,10 @@ impl Default for RaftConfig {
     }
 }
 
+/// Leaders sample which peers answered every this many ticks (raft-rs
+/// keeps a peer's `recent_active` for a whole election timeout).
+const HEALTH_EVERY_TICKS: u32 = 4;
+
 /// Entries kept behind the applied index when compacting, so a follower that
 /// is only slightly behind still catches up from the log.
 const LOG_KEEP_TAIL: u64 = 8;
@@ -175,6 +179,8 @@ pub struct Peer {
     lease_renewal: Option<Instant>,
     /// Issue a ReadIndex this round even with no read queued (lease renewal).
     renew_lease: bool,
+    /// Ticks since start, for sampling peer health every few ticks.
+    health_ticks: u32,
     /// While leader: when each other peer last answered.
     peer_seen: HashMap<u64, Instant>,
     peer_down_after: Duration,
@@ -235,6 +241,7 @@ impl Peer {
             lease_until: None,
             lease_renewal: None,
             renew_lease: false,
+            health_ticks: 0,
             peer_seen: HashMap::new(),
             peer_down_after: cfg.peer_down_after,
             reported_health: (Vec::new(), Vec::new()),
@@ -330,7 +337,10 @@ impl Peer {
 
     pub fn tick(&mut self) {
         self.raft.tick();
-        if self.is_leader() {
+        // Every few ticks is enough for a 10 s down threshold, and keeps
+        // the per-tick cost of many led regions low.
+        self.health_ticks = self.health_ticks.wrapping_add(1);
+        if self.is_leader() && self.health_ticks.is_multiple_of(HEALTH_EVERY_TICKS) {
             self.track_peer_health();
         }
         if self.campaign_ticks > 0 {
