@@ -157,6 +157,11 @@ pub struct MetashardArgs {
     /// Least seconds between two automatic splits of one region.
     #[arg(long, default_value_t = 10)]
     region_split_interval_secs: u64,
+    /// Split a region whose leader sees at least this many requests (reads
+    /// and writes) per second for 3 s in a row, at a key that divides them
+    /// evenly; a load on one object never splits (0: never by load).
+    #[arg(long, default_value_t = 3000)]
+    region_split_load_qps: u64,
     /// Seconds between a region leader's periodic heartbeats to PD (it also
     /// reports at once on leader change, split, or a size change).
     #[arg(long, default_value_t = 10)]
@@ -372,6 +377,7 @@ pub fn run_metashard(a: MetashardArgs) -> i32 {
     cfg.region_split_size = a.region_split_size_mb << 20;
     cfg.region_split_min_keys = a.region_split_min_keys;
     cfg.region_split_interval_secs = a.region_split_interval_secs;
+    cfg.region_split_load_qps = a.region_split_load_qps;
     cfg.region_heartbeat_secs = a.region_heartbeat_secs;
     run_role("metashard", a.common.status_addr, |ready, shutdown| {
         kura_metashard::run(cfg, ready, shutdown)

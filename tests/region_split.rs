@@ -3,9 +3,10 @@
 //! serve GET/LIST/PUT, every key lists exactly once across the boundary, no
 //! acknowledged write is lost, and the split survives kill -9 of a store.
 //! `pdctl operator add merge-region` folds the pieces back, under the same
-//! writes, with the same guarantees.
+//! writes, with the same guarantees. A small region under a steady read load
+//! splits by itself (split by load).
 mod common;
-use common::{http_get, Cluster};
+use common::{http_get, metric, Cluster};
 use serde_json::Value;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -228,4 +229,42 @@ fn small_quiet_neighbours_merge_by_themselves() {
     );
     must_see_regions(&c, 1);
     c.must_python("split_check.py", &["verify", "auto", "obj:40"]);
+}
+
+/// A small region that takes a steady read load spread over its objects
+/// splits by load (`--region-split-load-qps`, far below the HEAD rate here),
+/// though it is far under every size threshold; the reads see no error and
+/// every object is still there exactly once afterwards.
+#[test]
+fn a_busy_region_splits_by_load() {
+    let c = Cluster::must_start_with(&["--region-split-load-qps", "60"]);
+    c.must_aws(&["s3", "mb", "s3://busy"]);
+    c.must_python("split_check.py", &["put", "busy", "obj", "120"]);
+    must_see_regions(&c, 1);
+    let started = Instant::now();
+    let load = c.spawn_python("split_check.py", &["heads", "busy", "obj", "120", "12"]);
+    let deadline = Instant::now() + Duration::from_secs(12);
+    while c.must_pdctl(&["region"])["count"].as_u64().unwrap_or(0) < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the busy region never split by load\n{}",
+            c.logs_tail()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    eprintln!(
+        "split by load {:?} after the load started",
+        started.elapsed()
+    );
+    let out = load.wait_with_output().expect("wait for the HEAD load");
+    let out = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.contains("0 errors"), "HEAD load failed: {out}");
+    eprintln!("{}", out.trim());
+    let load_splits: f64 = c
+        .ids_of("metashard")
+        .iter()
+        .filter_map(|id| metric(&c.component(id).status, "kura_metashard_load_splits_total"))
+        .sum();
+    assert!(load_splits >= 1.0, "no store counted a load split");
+    c.must_python("split_check.py", &["verify", "busy", "obj:120"]);
 }

@@ -24,6 +24,7 @@ pub mod engine;
 mod errors;
 pub mod fsm;
 pub mod keys;
+pub mod load_split;
 mod logger;
 pub mod metrics;
 pub mod peer;

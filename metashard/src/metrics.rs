@@ -51,6 +51,13 @@ pub static MERGES: LazyLock<IntCounter> = LazyLock::new(|| {
     )
     .expect(ONCE)
 });
+pub static LOAD_SPLITS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "kura_metashard_load_splits_total",
+        "Splits this store proposed because a region it leads stayed busy (load_split)"
+    )
+    .expect(ONCE)
+});
 pub static SPLITS: LazyLock<IntCounter> = LazyLock::new(|| {
     register_int_counter!(
         "kura_metashard_region_splits_total",

@@ -23,6 +23,7 @@ use crate::engine::Engine;
 use crate::fsm::poller::{self, Poller};
 use crate::fsm::{PdTask, Router, StoreMsg};
 use crate::keys::local;
+use crate::load_split::LoadSplitConfig;
 use crate::peer::state::StoreIdent;
 use crate::peer::RaftConfig;
 use crate::service::MetashardService;
@@ -63,6 +64,9 @@ pub struct Config {
     pub region_split_min_keys: u64,
     /// Least seconds between two automatic splits of one region.
     pub region_split_interval_secs: u64,
+    /// Split a region whose leader sees at least this many requests per
+    /// second for a few seconds, where its load divides evenly (0: never by load).
+    pub region_split_load_qps: u64,
     /// Seconds between a leader's periodic region heartbeats to PD.
     pub region_heartbeat_secs: u64,
     /// Leaders answer reads from their lease when it is valid (decision 0013).
@@ -88,6 +92,7 @@ impl Default for Config {
             region_split_size: 96 << 20,
             region_split_min_keys: 1_000,
             region_split_interval_secs: 10,
+            region_split_load_qps: LoadSplitConfig::default().qps_threshold,
             region_heartbeat_secs: 10,
             lease_reads: true,
         }
@@ -123,6 +128,10 @@ impl Config {
                 min_keys: self.region_split_min_keys,
                 min_interval: Duration::from_secs(self.region_split_interval_secs),
                 min_check_interval: Duration::from_secs(1),
+            },
+            load_split: LoadSplitConfig {
+                qps_threshold: self.region_split_load_qps,
+                ..LoadSplitConfig::default()
             },
             region_heartbeat: Duration::from_secs(self.region_heartbeat_secs.max(1)),
             lease_reads: self.lease_reads,

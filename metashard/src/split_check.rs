@@ -321,6 +321,9 @@ pub struct CheckTask {
     pub region: Region,
     /// The rate limit allows an automatic split now.
     pub may_split: bool,
+    /// The region is busy and its load divides evenly here
+    /// (`load_split`): split at this key's object, without a scan.
+    pub load_split_key: Option<Vec<u8>>,
 }
 
 /// The checker task: scans queued regions one at a time (a blocking thread
@@ -336,6 +339,10 @@ pub async fn run_checker(
     while let Some(task) = tasks.recv().await {
         let region = task.region;
         let region_id = region.id;
+        if let Some(key) = task.load_split_key {
+            split_by_load(&router, pd.as_ref(), &region, &key).await;
+            continue;
+        }
         let scanned = {
             let engine = engine.clone();
             let region = region.clone();
@@ -370,6 +377,26 @@ pub async fn run_checker(
                 tracing::info!(region_id, error = %e, "automatic split failed");
             }
         }
+    }
+}
+
+/// Splits a busy `region` at the object holding `key` (see `load_split`).
+async fn split_by_load(router: &Router, pd: Option<&PdClient>, region: &Region, key: &[u8]) {
+    let region_id = region.id;
+    let at = split_point(region, key);
+    let _ = router.send(StoreMsg::SizeChecked {
+        region_id,
+        epoch: region.epoch,
+        counted: None,
+        splitting: at.is_some() && pd.is_some(),
+    });
+    let (Some(at), Some(pd)) = (at, pd) else {
+        return;
+    };
+    tracing::info!(region_id, "region busy: splitting by load");
+    match split_now(router, pd, region, at).await {
+        Ok(_) => crate::metrics::LOAD_SPLITS.inc(),
+        Err(e) => tracing::info!(region_id, error = %e, "split by load failed"),
     }
 }
 

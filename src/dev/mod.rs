@@ -67,6 +67,10 @@ pub struct DevArgs {
     /// Metashard: least seconds between two automatic splits of one region.
     #[arg(long, default_value_t = 10)]
     pub region_split_interval_secs: u64,
+    /// Metashard: split a region whose leader sees this many requests per
+    /// second for 3 s in a row, where its load divides evenly (0: never by load).
+    #[arg(long, default_value_t = 3000)]
+    pub region_split_load_qps: u64,
     /// PD: regions that split or merged less than this many seconds ago are
     /// not merged automatically (small quiet neighbours merge after that).
     #[arg(long, default_value_t = 3600)]
@@ -106,6 +110,7 @@ impl DevArgs {
             region_split_size_mb: self.region_split_size_mb,
             region_split_min_keys: self.region_split_min_keys,
             region_split_interval_secs: self.region_split_interval_secs,
+            region_split_load_qps: self.region_split_load_qps,
             split_merge_interval_secs: self.split_merge_interval_secs,
             max_store_down_secs: self.max_store_down_secs,
             pd_replicas: self.pd_replicas,

@@ -3,10 +3,13 @@ region split falls between them. Each body is its own key.
 
 usage: split_check.py put    BUCKET TAG COUNT
        split_check.py verify BUCKET TAG:COUNT[,TAG:COUNT...]
+       split_check.py heads  BUCKET TAG COUNT SECS
 Keys: d{i%6}/{TAG}{i:05d}. `verify` GETs every key, then checks that LIST v2
 with small pages returns every key exactly once in order, that a delimiter
 listing returns each of the six common prefixes exactly once, and that a
-prefix listing of each directory returns exactly its keys.
+prefix listing of each directory returns exactly its keys. `heads` HEADs
+random keys of TAG from 8 threads for SECS seconds (a read load spread over
+the objects) and fails on any error.
 """
 import os
 import sys
@@ -85,5 +88,21 @@ elif mode == "verify":
         if got != exp:
             fail(f"prefix d{j}/: {len(got)} keys, want {len(exp)}")
     print(f"split_check: {len(want)} keys read, listed exactly once")
+elif mode == "heads":
+    import random
+    import time
+    tag, n, secs = sys.argv[3], int(sys.argv[4]), float(sys.argv[5])
+    ks, end = keys(tag, n), time.monotonic() + secs
+
+    def loop(seed):
+        rnd, done = random.Random(seed), 0
+        while time.monotonic() < end:
+            s3.head_object(Bucket=bucket, Key=rnd.choice(ks))
+            done += 1
+        return done
+
+    with ThreadPoolExecutor(8) as pool:
+        total = sum(pool.map(loop, range(8)))
+    print(f"split_check: {total} HEADs in {secs:.0f} s ({total / secs:.0f}/s), 0 errors")
 else:
     fail(f"unknown mode {mode}")

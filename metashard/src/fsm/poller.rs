@@ -160,11 +160,14 @@ impl Poller {
             }
             if let Some(tx) = &self.check_tx {
                 let cfg = &self.cfg.split_check;
-                if p.size.needs_check(cfg, now) {
+                let load_split_key = p.load.on_tick(&self.cfg.load_split, now);
+                let by_load = load_split_key.is_some() && p.size.may_split(cfg, now);
+                if by_load || p.size.needs_check(cfg, now) {
                     p.size.on_check_queued(now);
                     let task = CheckTask {
                         region: p.region().clone(),
                         may_split: p.size.may_split(cfg, now),
+                        load_split_key: load_split_key.filter(|_| by_load),
                     };
                     checker_gone |= tx.send(task).is_err();
                 }
@@ -186,7 +189,12 @@ impl Poller {
             StoreMsg::Batch { req, cb } => {
                 let region_id = req.header.as_ref().map(|h| h.region_id).unwrap_or(0);
                 match self.peers.get_mut(&region_id) {
-                    Some(p) => p.propose(*req, cb),
+                    Some(p) => {
+                        if let (true, Some(m)) = (p.is_leader(), req.mutations.first()) {
+                            p.load.record(&self.cfg.load_split, &m.key);
+                        }
+                        p.propose(*req, cb)
+                    }
                     None => {
                         let _ = cb.send(Err(errors::region_not_found(region_id)));
                     }
@@ -198,7 +206,12 @@ impl Poller {
                 keys,
                 cb,
             } => match self.peers.get_mut(&region_id) {
-                Some(p) => p.read(epoch, &keys, cb),
+                Some(p) => {
+                    if let (true, Some(k)) = (p.is_leader(), keys.first()) {
+                        p.load.record(&self.cfg.load_split, k);
+                    }
+                    p.read(epoch, &keys, cb)
+                }
                 None => {
                     let _ = cb.send(Err(errors::region_not_found(region_id)));
                 }

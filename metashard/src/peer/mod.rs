@@ -46,6 +46,7 @@ use crate::engine::{Engine, WriteBatch};
 use crate::errors;
 use crate::fsm::{AdminResult, BatchResult, Callback, SplitResult};
 use crate::keys::local;
+use crate::load_split::{LoadSplitConfig, LoadTracker};
 use crate::metrics;
 use crate::split_check::{SizeTracker, SplitCheckConfig};
 use crate::transport::{Delivery, Transport};
@@ -61,6 +62,8 @@ pub struct RaftConfig {
     pub log_gc_threshold: u64,
     /// Automatic split thresholds and pacing.
     pub split_check: SplitCheckConfig,
+    /// When a busy region splits by load.
+    pub load_split: LoadSplitConfig,
     /// A leader reports its region to PD this often (and at once on a
     /// leader change, a split, or a size check that moved its numbers).
     pub region_heartbeat: Duration,
@@ -93,6 +96,7 @@ impl Default for RaftConfig {
             heartbeat_ticks: 2,
             log_gc_threshold: 1000,
             split_check: SplitCheckConfig::default(),
+            load_split: LoadSplitConfig::default(),
             region_heartbeat: Duration::from_secs(10),
             lease_reads: true,
             peer_down_after: Duration::from_secs(10),
@@ -195,6 +199,8 @@ pub struct Peer {
     pub next_heartbeat: Instant,
     /// The region's approximate size, for heartbeats and automatic splits.
     pub size: SizeTracker,
+    /// Requests this leader received, for splits by load.
+    pub load: LoadTracker,
     /// Committed entries held back behind a CommitMerge whose local source
     /// is not ready yet (oldest first).
     pending_apply: VecDeque<Entry>,
@@ -249,6 +255,7 @@ impl Peer {
             // Spread periodic heartbeats of many regions over the interval.
             next_heartbeat: Instant::now() + cfg.region_heartbeat.mul_f64(rand::random::<f64>()),
             size: SizeTracker::default(),
+            load: LoadTracker::default(),
             pending_apply: VecDeque::new(),
             snapshot_applied: false,
         })
@@ -881,6 +888,9 @@ impl Peer {
                 }
             }
         }
+        if now_leader != self.is_leader {
+            self.load.reset();
+        }
         self.is_leader = now_leader;
     }
 
@@ -1192,6 +1202,7 @@ impl Peer {
     fn on_split_applied(&mut self, ctx: &mut PeerCtx<'_>, regions: &SplitRegions) {
         metrics::SPLITS.inc();
         self.size.on_split(Instant::now());
+        self.load.reset();
         self.split_derived.push(regions.right.clone());
         if self.split_derived.len() > MAX_SPLIT_DERIVED {
             self.split_derived.remove(0);
@@ -1212,6 +1223,7 @@ impl Peer {
         if kind == "commit merge" {
             metrics::MERGES.inc();
             self.size.on_split(Instant::now());
+            self.load.reset();
         }
         if self.is_leader() {
             self.heartbeat_due = true;
