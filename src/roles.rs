@@ -138,6 +138,10 @@ pub struct MetashardArgs {
     /// Applied entries kept in the Raft log before it is compacted.
     #[arg(long, default_value_t = 1000)]
     log_gc_threshold: u64,
+    /// ... or MiB a region's Raft log may hold before it is compacted
+    /// (0: no size limit).
+    #[arg(long, default_value_t = 32)]
+    log_gc_size_limit_mb: u64,
     /// Region leaders answer GET/HEAD/LIST reads from a leader lease (80% of
     /// the election timeout, renewed by ReadIndex rounds) instead of a
     /// quorum round per read. `false`: a ReadIndex round for every read.
@@ -372,6 +376,7 @@ pub fn run_metashard(a: MetashardArgs) -> i32 {
     cfg.raft_tick_ms = a.raft_tick_ms;
     cfg.election_ticks = a.election_ticks;
     cfg.log_gc_threshold = a.log_gc_threshold;
+    cfg.log_gc_size_limit = a.log_gc_size_limit_mb << 20;
     cfg.lease_reads = a.lease_reads;
     cfg.region_split_keys = a.region_split_keys;
     cfg.region_split_size = a.region_split_size_mb << 20;

@@ -56,6 +56,8 @@ pub struct Config {
     pub heartbeat_ticks: usize,
     /// Compact a region's log once applied is this many entries past its first index.
     pub log_gc_threshold: u64,
+    /// ... or once it holds about this many bytes (0: no size limit).
+    pub log_gc_size_limit: u64,
     /// Split a region automatically above this many `meta` keys (0: never by keys).
     pub region_split_keys: u64,
     /// ... or above this many bytes of `meta` keys and values (0: never by size).
@@ -88,6 +90,7 @@ impl Default for Config {
             election_ticks: 10,
             heartbeat_ticks: 2,
             log_gc_threshold: 1000,
+            log_gc_size_limit: 32 << 20,
             region_split_keys: 200_000,
             region_split_size: 96 << 20,
             region_split_min_keys: 1_000,
@@ -122,6 +125,7 @@ impl Config {
             election_ticks: self.election_ticks,
             heartbeat_ticks: self.heartbeat_ticks,
             log_gc_threshold: self.log_gc_threshold,
+            log_gc_size_limit: self.log_gc_size_limit,
             split_check: SplitCheckConfig {
                 split_keys: self.region_split_keys,
                 split_size: self.region_split_size,

@@ -169,6 +169,7 @@ struct Cluster {
     pd: FakePd,
     pd_client: PdClient,
     nodes: HashMap<u64, Node>,
+    raft: RaftConfig,
 }
 
 fn raft_cfg() -> RaftConfig {
@@ -202,12 +203,17 @@ fn region() -> Region {
 
 impl Cluster {
     async fn start() -> Cluster {
+        Cluster::start_with(raft_cfg()).await
+    }
+
+    async fn start_with(raft: RaftConfig) -> Cluster {
         let (pd, pd_addr) = start_fake_pd().await;
         let pd_client = PdClient::new(&[pd_addr.to_string()]).unwrap();
         let mut c = Cluster {
             pd,
             pd_client,
             nodes: HashMap::new(),
+            raft,
         };
         for id in 1..=3u64 {
             let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -258,7 +264,7 @@ impl Cluster {
             store_id: id,
             listener: l,
             resolver: Arc::new(PdStoreResolver::new(self.pd_client.clone())),
-            raft: raft_cfg(),
+            raft: self.raft.clone(),
             pd: Some(self.pd_client.clone()),
         })
         .await
@@ -463,6 +469,54 @@ async fn replicate_failover_snapshot_restart() {
     check_all(&client, n + 5).await;
     for id in 1..=3 {
         c.stop(id).await;
+    }
+}
+
+/// A log of few but big entries is compacted by its size long before the
+/// entry-count threshold, on every store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn raft_log_is_compacted_by_size() {
+    let mut c = Cluster::start_with(RaftConfig {
+        log_gc_threshold: 100_000,
+        log_gc_size_limit: 256 << 10,
+        ..raft_cfg()
+    })
+    .await;
+    let client = c.client();
+    let big = vec![7u8; 32 << 10];
+    for i in 0..40 {
+        let out = client
+            .batch(vec![], vec![put(&key(i), &big)])
+            .await
+            .unwrap();
+        assert_eq!(out, BatchOutcome::Applied);
+    }
+    for id in 1..=3 {
+        eventually_status(&c, id, |st| st.first_log_index > 20).await;
+    }
+    for i in 0..40 {
+        let v = client.get(Cf::Meta, &key(i)).await.unwrap();
+        assert_eq!(v.as_deref(), Some(big.as_slice()), "key {i}");
+    }
+    for id in 1..=3 {
+        c.stop(id).await;
+    }
+}
+
+/// Polls store `id`'s region status until `ok` holds (5 s at most).
+async fn eventually_status(
+    c: &Cluster,
+    id: u64,
+    ok: impl Fn(&kura_proto::metashard::RegionStatus) -> bool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let st = c.status(id).await;
+        if ok(&st) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "store {id}: {st:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -60,6 +60,10 @@ pub struct RaftConfig {
     pub heartbeat_ticks: usize,
     /// Compact the log once applied is this many entries past the first index.
     pub log_gc_threshold: u64,
+    /// ... or once the log holds about this many bytes (0: no size limit),
+    /// so a few big batches do not pin megabytes of log until the count is
+    /// reached.
+    pub log_gc_size_limit: u64,
     /// Automatic split thresholds and pacing.
     pub split_check: SplitCheckConfig,
     /// When a busy region splits by load.
@@ -95,6 +99,7 @@ impl Default for RaftConfig {
             election_ticks: 10,
             heartbeat_ticks: 2,
             log_gc_threshold: 1000,
+            log_gc_size_limit: 32 << 20,
             split_check: SplitCheckConfig::default(),
             load_split: LoadSplitConfig::default(),
             region_heartbeat: Duration::from_secs(10),
@@ -199,6 +204,10 @@ pub struct Peer {
     pub next_heartbeat: Instant,
     /// The region's approximate size, for heartbeats and automatic splits.
     pub size: SizeTracker,
+    /// Entries and their bytes appended since start: their mean size
+    /// estimates the log's size (no per-entry bookkeeping to keep in sync
+    /// with compaction and snapshots).
+    appended: (u64, u64),
     /// Requests this leader received, for splits by load.
     pub load: LoadTracker,
     /// Committed entries held back behind a CommitMerge whose local source
@@ -255,6 +264,7 @@ impl Peer {
             // Spread periodic heartbeats of many regions over the interval.
             next_heartbeat: Instant::now() + cfg.region_heartbeat.mul_f64(rand::random::<f64>()),
             size: SizeTracker::default(),
+            appended: (0, 0),
             load: LoadTracker::default(),
             pending_apply: VecDeque::new(),
             snapshot_applied: false,
@@ -953,6 +963,10 @@ impl Peer {
             tracing::info!(region_id = self.region_id(), index, "applying snapshot");
         }
         self.raft.mut_store().append(rd.entries(), wb);
+        for e in rd.entries() {
+            self.appended.0 += 1;
+            self.appended.1 += (e.data.len() + e.context.len()) as u64;
+        }
         if let Some(hs) = rd.hs() {
             let hs = hs.clone();
             self.raft.mut_store().set_hard_state(&hs, wb);
@@ -1385,13 +1399,17 @@ impl Peer {
         let applied = s.applied_index();
         let first = s.first_log_index();
         let threshold = ctx.cfg.log_gc_threshold.max(1);
-        if applied < first + threshold {
+        let limit = ctx.cfg.log_gc_size_limit;
+        let log_bytes = self.approximate_log_bytes(first);
+        let over_size = limit > 0 && log_bytes >= limit && applied > first + LOG_KEEP_TAIL;
+        if applied < first + threshold && !over_size {
             return Ok(());
         }
         let mut index = applied.saturating_sub(LOG_KEEP_TAIL);
         // Spare entries a live follower still needs, unless the log grew far
-        // past the threshold (then it gets a snapshot).
-        if self.is_leader() && applied - first < 4 * threshold {
+        // past a limit (then it gets a snapshot).
+        let far_past = applied - first >= 4 * threshold || (limit > 0 && log_bytes >= 4 * limit);
+        if self.is_leader() && !far_past {
             let me = self.peer_id();
             for (id, pr) in self.raft.raft.prs().iter() {
                 if *id != me && pr.recent_active && pr.matched >= first {
@@ -1407,6 +1425,17 @@ impl Peer {
         ctx.engine.write(wb, false)?;
         tracing::debug!(region_id = self.region_id(), index, "compacted raft log");
         Ok(())
+    }
+
+    /// The log's approximate size in bytes: its entries from `first` to the
+    /// last index times the mean size of the entries appended so far.
+    fn approximate_log_bytes(&self, first: u64) -> u64 {
+        let (n, bytes) = self.appended;
+        if n == 0 {
+            return 0;
+        }
+        let entries = self.raft.raft.raft_log.last_index().saturating_sub(first) + 1;
+        entries.saturating_mul(bytes / n)
     }
 
     /// Stops the peer; every pending callback is dropped (outcome unknown).
