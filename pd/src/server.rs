@@ -51,6 +51,10 @@ struct Inner {
     cluster: Cluster,
     /// A save failed: the model holds changes the disk does not.
     dirty: bool,
+    /// Region records changed since the last save; written by the next
+    /// save or the next [`PdCore::flush_regions`], not before answering the
+    /// heartbeat (see there).
+    unsaved_regions: bool,
     /// Why each unbuilt storage class has no map yet (logged once per change).
     placement_blockers: BTreeMap<StorageClass, String>,
     /// The slot movement still to do, as of the last tick or admin call.
@@ -70,6 +74,10 @@ pub struct PdCore {
     loaded_term: AtomicU64,
     /// Scheduling: running operators, paused schedulers, store limits.
     pub schedule: crate::schedule::coordinator::Coordinator,
+    /// Held from a state capture (under the model lock) until its write is
+    /// done, so writes land in capture order even when the model lock is
+    /// released before writing (`flush_regions`).
+    save_order: Mutex<()>,
 }
 
 impl PdCore {
@@ -90,6 +98,7 @@ impl PdCore {
             inner: Mutex::new(Inner {
                 cluster,
                 dirty: fresh,
+                unsaved_regions: false,
                 placement_blockers: BTreeMap::new(),
                 plan: Plan::default(),
                 logged_wait: 0,
@@ -99,6 +108,7 @@ impl PdCore {
             replica: None,
             loaded_term: AtomicU64::new(0),
             schedule,
+            save_order: Mutex::new(()),
         };
         {
             let mut inner = core.inner.lock().await;
@@ -117,6 +127,7 @@ impl PdCore {
             inner: Mutex::new(Inner {
                 cluster: Cluster::new(0),
                 dirty: false,
+                unsaved_regions: false,
                 placement_blockers: BTreeMap::new(),
                 plan: Plan::default(),
                 logged_wait: 0,
@@ -126,6 +137,7 @@ impl PdCore {
             replica: Some(replica),
             loaded_term: AtomicU64::new(0),
             schedule,
+            save_order: Mutex::new(()),
         }
     }
 
@@ -201,6 +213,7 @@ impl PdCore {
         let (cluster, fresh) = load_cluster(&self.storage, "the replicated PD state").await?;
         inner.cluster = cluster;
         inner.dirty = fresh;
+        inner.unsaved_regions = false;
         inner.placement_blockers.clear();
         inner.plan = Plan::default();
         inner.logged_wait = 0;
@@ -234,19 +247,61 @@ impl PdCore {
         }
         let file = StateFile::from_cluster(&inner.cluster);
         let high = file.id_high_water;
+        let regions_were_unsaved = std::mem::take(&mut inner.unsaved_regions);
+        let _order = self.save_order.lock().await;
+        match self.write_state(file).await {
+            Ok(()) => {
+                inner.dirty = false;
+                inner.cluster.ids.mark_durable(high);
+                Ok(())
+            }
+            Err(e) => {
+                inner.dirty = true;
+                inner.unsaved_regions |= regions_were_unsaved;
+                Err(e)
+            }
+        }
+    }
+
+    /// Writes region records that changed since the last save, without
+    /// holding the model lock while writing: at 100,000 regions the state
+    /// document is ~46 MB and a durable write takes ~0.3 s, which must not
+    /// stall every heartbeat behind it once per split. Region records need
+    /// not be durable before PD answers: the stores own the regions, and a
+    /// restarted PD (or a new PD leader) that lost the last second of range
+    /// changes gets them again from region heartbeats, newer epochs winning;
+    /// every operator PD sends is epoch-checked by the stores. Ids, stores,
+    /// data nodes and placement maps are still saved before PD answers.
+    pub async fn flush_regions(&self) {
+        let mut inner = self.inner.lock().await;
+        if !inner.unsaved_regions {
+            return;
+        }
+        let file = StateFile::from_cluster(&inner.cluster);
+        inner.unsaved_regions = false;
+        // Taken before the model lock is released: a later capture cannot
+        // overtake this write.
+        let order = self.save_order.lock().await;
+        drop(inner);
+        let written = self.write_state(file).await;
+        drop(order);
+        if written.is_err() {
+            self.inner.lock().await.unsaved_regions = true;
+        }
+    }
+
+    /// One durable write of `file` (logged and counted).
+    async fn write_state(&self, file: StateFile) -> Result<(), Error> {
         let storage = self.storage.clone();
         let saved = tokio::task::spawn_blocking(move || storage.save(&file))
             .await
             .map_err(join_error);
         match saved.and_then(|r| r.map_err(Error::from)) {
             Ok(()) => {
-                inner.dirty = false;
-                inner.cluster.ids.mark_durable(high);
                 metrics().state_saves.inc();
                 Ok(())
             }
             Err(e) => {
-                inner.dirty = true;
                 tracing::warn!("cannot save PD state: {e}");
                 Err(e)
             }
@@ -336,6 +391,7 @@ impl PdCore {
             .ok_or_else(|| Error::InvalidArgument("region heartbeat without a region".into()))?;
         let region_id = region.id;
         let mut inner = self.inner.lock().await;
+        let bootstrapping = inner.cluster.bootstrap.clone();
         let outcome = inner.cluster.region_heartbeat(
             region,
             req.leader,
@@ -356,7 +412,13 @@ impl PdCore {
                 Ok(())
             }
             HeartbeatOutcome::StatsOnly => self.save_if(&mut inner, false).await,
-            HeartbeatOutcome::MetaChanged => self.save_if(&mut inner, true).await,
+            HeartbeatOutcome::MetaChanged => {
+                inner.unsaved_regions = true;
+                // Bootstrap progress is saved before answering, like every
+                // membership record; range changes are flushed lazily.
+                let booted = inner.cluster.bootstrap != bootstrapping;
+                self.save_if(&mut inner, booted).await
+            }
         }
     }
 
@@ -725,6 +787,7 @@ impl PdCore {
             let _ = self.save_if(&mut inner, booted || placed).await;
             self.maybe_step(&mut inner, now).await;
         }
+        self.flush_regions().await;
         self.update_gauges().await;
     }
 
@@ -990,6 +1053,59 @@ mod tests {
         assert_eq!(saved.placement.version, 6);
         core.tick().await;
         assert!(core.placement(6).await.is_none());
+    }
+
+    /// A split reported by a region heartbeat is in PD's model at once but
+    /// reaches the disk with the next flush (every tick), and a PD restarted
+    /// from that state has both halves.
+    #[tokio::test]
+    async fn range_changes_are_flushed_after_the_heartbeat() {
+        use kura_proto::common::{Peer, Region, RegionEpoch};
+        let peers: Vec<Peer> = (1..=3)
+            .map(|s| Peer {
+                id: 10 + s,
+                store_id: s,
+                is_learner: false,
+            })
+            .collect();
+        let region = |id: u64, start: &[u8], end: &[u8], version: u64| Region {
+            id,
+            start_key: start.to_vec().into(),
+            end_key: end.to_vec().into(),
+            epoch: Some(RegionEpoch {
+                conf_ver: 1,
+                version,
+            }),
+            peers: peers.clone(),
+        };
+        let mut c = Cluster::new(9);
+        c.insert_region(region(2, b"", b"", 1));
+        let storage = Arc::new(MemStorage::default());
+        storage.save(&StateFile::from_cluster(&c)).unwrap();
+        let core = PdCore::open(config(), storage.clone()).await.unwrap();
+        for r in [region(2, b"", b"m", 2), region(20, b"m", b"", 2)] {
+            core.region_heartbeat(RegionHeartbeatRequest {
+                region: Some(r),
+                leader: Some(peers[0]),
+                term: 1,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        }
+        assert_eq!(core.read(|c| c.region_count()).await, 2);
+        assert_eq!(storage.load().unwrap().unwrap().regions.len(), 1);
+        core.flush_regions().await;
+        assert_eq!(storage.load().unwrap().unwrap().regions.len(), 2);
+        let again = PdCore::open(config(), storage).await.unwrap();
+        let ends: Vec<Vec<u8>> = again
+            .read(|c| {
+                c.regions_in_order()
+                    .map(|e| e.region.end_key.to_vec())
+                    .collect()
+            })
+            .await;
+        assert_eq!(ends, [b"m".to_vec(), Vec::new()]);
     }
 
     #[tokio::test]

@@ -1,8 +1,10 @@
 //! Persistence of the whole cluster model.
 //!
 //! One JSON document, `<data_dir>/pd-state.json`, rewritten on every change
-//! that matters (registrations, region metadata, bootstrap progress, the
-//! placement map, the id high-water mark): written to a temp file, fsynced,
+//! that matters (registrations, bootstrap progress, the placement map, the
+//! id high-water mark) before PD answers, and at most once per PD tick for
+//! region range changes (`PdCore::flush_regions`: the stores own the
+//! regions and heartbeats bring back what a crash lost): written to a temp file, fsynced,
 //! renamed over the old one, then the directory is fsynced, so a crash leaves
 //! the old or the new state, never a torn one. Heartbeat statistics are not
 //! saved. Behind the [`Storage`] trait: a replicated PD (`replication`)

@@ -8,4 +8,5 @@
 //!   scheduler) takes at that size.
 
 pub mod heartbeats;
+pub mod persist;
 pub mod scheduling;

@@ -75,5 +75,30 @@ pub fn run(args: PdArgs) -> i32 {
         s.operators,
         s.round.as_secs_f64() * 1000.0
     );
-    0
+    let dir = std::env::temp_dir().join(format!("kura-bench-pd-{}", std::process::id()));
+    let p = kura_sim::persist::run(n, &dir);
+    let _ = std::fs::remove_dir_all(&dir);
+    match p {
+        Ok(p) => {
+            println!();
+            println!("### One durable save of the PD state, {n} regions (single PD, file storage)");
+            println!();
+            println!("| step | ms |");
+            println!("|---|---|");
+            println!(
+                "| model → state document | {:.1} |",
+                p.capture.as_secs_f64() * 1000.0
+            );
+            println!(
+                "| encode + write + fsync + rename ({:.1} MiB) | {:.1} |",
+                p.bytes as f64 / (1 << 20) as f64,
+                p.save.as_secs_f64() * 1000.0
+            );
+            0
+        }
+        Err(e) => {
+            eprintln!("kura bench pd: state save failed: {e}");
+            1
+        }
+    }
 }
