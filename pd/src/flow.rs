@@ -173,7 +173,7 @@ mod tests {
 
     #[test]
     fn top_n_keeps_the_largest_in_order() {
-        let v = vec![5u64, 1, 9, 3, 9, 7, 2];
+        let v = [5u64, 1, 9, 3, 9, 7, 2];
         let top = top_n(v.iter().enumerate(), 3, |(_, x)| **x);
         let idx: Vec<usize> = top.iter().map(|(i, _)| *i).collect();
         // The two 9s (first one first), then 7.
