@@ -172,6 +172,52 @@ mod tests {
     }
 
     #[test]
+    fn the_region_map_keeps_flow_and_ranks_by_it() {
+        use kura_proto::common::{Peer, Region, RegionEpoch};
+        let region = |id: u64, start: &[u8], end: &[u8], conf_ver: u64| Region {
+            id,
+            start_key: start.to_vec().into(),
+            end_key: end.to_vec().into(),
+            epoch: Some(RegionEpoch {
+                conf_ver,
+                version: 1,
+            }),
+            peers: vec![Peer {
+                id: id * 10,
+                store_id: 1,
+                is_learner: false,
+            }],
+        };
+        let mut c = crate::cluster::Cluster::new(1);
+        c.insert_region(region(1, b"", b"m", 1));
+        c.insert_region(region(2, b"m", b"t", 1));
+        c.insert_region(region(3, b"t", b"", 1));
+        let reads = |b| FlowRates {
+            read_bytes: b,
+            read_keys: 1,
+            ..Default::default()
+        };
+        c.record_region_flow(1, reads(10));
+        c.record_region_flow(2, reads(30));
+        c.record_region_flow(3, FlowRates::default());
+        let ids = |v: Vec<&crate::cluster::RegionEntry>| -> Vec<u64> {
+            v.iter().map(|e| e.region.id).collect()
+        };
+        assert_eq!(ids(c.top_flow_regions(FlowKind::Read, 16)), vec![2, 1]);
+        assert_eq!(ids(c.top_flow_regions(FlowKind::Read, 1)), vec![2]);
+        assert!(c.top_flow_regions(FlowKind::Write, 16).is_empty());
+        // A conf change (new epoch) keeps what the region's leader reported.
+        let leader = Some(Peer {
+            id: 20,
+            store_id: 1,
+            is_learner: false,
+        });
+        c.region_heartbeat(region(2, b"m", b"t", 2), leader, 1, 0, 0)
+            .expect("heartbeat");
+        assert_eq!(c.region(2).map(|e| e.flow.last), Some(reads(30)));
+    }
+
+    #[test]
     fn top_n_keeps_the_largest_in_order() {
         let v = [5u64, 1, 9, 3, 9, 7, 2];
         let top = top_n(v.iter().enumerate(), 3, |(_, x)| **x);

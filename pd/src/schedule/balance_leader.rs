@@ -16,7 +16,7 @@
 
 use std::collections::BTreeMap;
 
-use super::model::ClusterModel;
+use super::model::{ClusterModel, RegionModel};
 use super::{Operator, OperatorKind, ScheduleContext, Scheduler};
 
 pub const NAME: &str = "balance-leader";
@@ -102,15 +102,22 @@ impl BalanceLeader {
                 }
                 // The coldest fitting region: leader counts even out with
                 // regions whose flow hot-region does not have to follow.
-                let region = model
-                    .regions
-                    .values()
-                    .filter(|r| {
-                        r.leader_store == Some(src)
-                            && !ctx.busy_regions.contains(&r.id)
-                            && r.voter_on(dst).is_some()
-                    })
-                    .min_by_key(|r| r.flow.read_bytes.saturating_add(r.flow.written_bytes));
+                let mut region: Option<(&RegionModel, u64)> = None;
+                for r in model.regions.values().filter(|r| {
+                    r.leader_store == Some(src)
+                        && !ctx.busy_regions.contains(&r.id)
+                        && r.voter_on(dst).is_some()
+                }) {
+                    let flow = r.flow.read_bytes.saturating_add(r.flow.written_bytes);
+                    if region.is_none_or(|(_, f)| flow < f) {
+                        region = Some((r, flow));
+                    }
+                    if flow == 0 {
+                        // Nothing is colder: no need to look further.
+                        break;
+                    }
+                }
+                let region = region.map(|(r, _)| r);
                 if let Some(r) = region {
                     return Some(Operator {
                         region_id: r.id,

@@ -92,8 +92,8 @@ impl Default for HotRegion {
     }
 }
 
-/// The hot regions of one kind: id and load (bytes per second).
-type Hot = Vec<(u64, u64)>;
+/// The hot regions of one kind and their load (bytes per second).
+type Hot<'a> = Vec<(&'a RegionModel, u64)>;
 
 impl Scheduler for HotRegion {
     fn name(&self) -> &'static str {
@@ -106,9 +106,11 @@ impl Scheduler for HotRegion {
         let mut ops = Vec::new();
         let read = self.hot(model, FlowKind::Read);
         self.move_leaders(model, &read, ctx, &mut ops);
-        let write = self.hot(model, FlowKind::Write);
-        self.move_leaders(model, &write, ctx, &mut ops);
-        self.move_peers(model, &write, ctx, &mut ops);
+        if ops.len() < self.max_per_round {
+            let write = self.hot(model, FlowKind::Write);
+            self.move_leaders(model, &write, ctx, &mut ops);
+            self.move_peers(model, &write, ctx, &mut ops);
+        }
         ops
     }
 }
@@ -123,7 +125,7 @@ impl HotRegion {
         }
     }
 
-    fn hot(&self, model: &ClusterModel, kind: FlowKind) -> Hot {
+    fn hot<'a>(&self, model: &'a ClusterModel, kind: FlowKind) -> Hot<'a> {
         let t = match kind {
             FlowKind::Read => self.read,
             FlowKind::Write => self.write,
@@ -133,11 +135,11 @@ impl HotRegion {
             .values()
             .filter_map(|r| {
                 let k = kind.key(&self.flow(r));
-                t.is_hot(k).then_some((r.id, k.0))
+                t.is_hot(k).then_some((r, k.0))
             })
             .collect();
         // Hottest first: moving them evens out the most per operator.
-        hot.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        hot.sort_unstable_by_key(|&(r, load)| (std::cmp::Reverse(load), r.id));
         hot
     }
 
@@ -192,11 +194,8 @@ impl HotRegion {
             .filter(|s| s.state == StoreState::Up)
             .map(|s| (s.id, 0))
             .collect();
-        for &(id, flow) in hot {
-            if let Some(l) = model.regions[&id]
-                .leader_store
-                .and_then(|s| load.get_mut(&s))
-            {
+        for &(r, flow) in hot {
+            if let Some(l) = r.leader_store.and_then(|s| load.get_mut(&s)) {
                 *l += flow;
             }
         }
@@ -207,8 +206,7 @@ impl HotRegion {
                 if !ctx.limits.available(src, ctx.now_ms) {
                     continue;
                 }
-                for &(id, flow) in hot {
-                    let r = &model.regions[&id];
+                for &(r, flow) in hot {
                     if r.leader_store != Some(src) || !self.movable(r, ctx) {
                         continue;
                     }
@@ -226,7 +224,7 @@ impl HotRegion {
                         continue;
                     }
                     let op = Operator {
-                        region_id: id,
+                        region_id: r.id,
                         kind: OperatorKind::TransferLeader {
                             from_store: src,
                             to_store: dst,
@@ -259,8 +257,8 @@ impl HotRegion {
             return;
         }
         let mut load: BTreeMap<u64, u64> = model.stores.keys().map(|&s| (s, 0)).collect();
-        for &(id, flow) in hot {
-            for p in model.regions[&id].peers.iter().filter(|p| !p.is_learner) {
+        for &(r, flow) in hot {
+            for p in r.peers.iter().filter(|p| !p.is_learner) {
                 *load.entry(p.store_id).or_default() += flow;
             }
         }
@@ -278,8 +276,11 @@ impl HotRegion {
                 .collect();
             sources.sort_by(|a, b| b.cmp(a));
             for &(src_load, src) in &sources {
-                for &(id, flow) in hot {
-                    let r = &model.regions[&id];
+                for &(r, flow) in hot {
+                    // Every Up store holds it: no target.
+                    if r.peers.len() >= sources.len() {
+                        continue;
+                    }
                     let healthy = r.leader_store.is_some()
                         && r.peers.iter().all(|p| !p.is_learner && up(p.store_id));
                     if !healthy || r.voter_on(src).is_none() || !self.movable(r, ctx) {
@@ -308,7 +309,7 @@ impl HotRegion {
                         continue;
                     }
                     let op = Operator {
-                        region_id: id,
+                        region_id: r.id,
                         kind: OperatorKind::ReplacePeer {
                             from_store: src,
                             to_store: dst,
