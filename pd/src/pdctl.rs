@@ -103,7 +103,7 @@ enum SchedulerCmd {
     Show,
     /// Stop scheduler NAME from making new operators (running ones finish).
     Pause {
-        /// Scheduler name, e.g. balance-leader.
+        /// Scheduler name: replica-checker, balance-region, balance-leader, hot-region.
         name: String,
     },
     /// Let scheduler NAME run again.
