@@ -7,7 +7,8 @@
 //! one synced write per round (`fsm/`), the state machine applying conditional
 //! batches and region splits (`apply/`, entry format in `apply/cmd.rs`), raft
 //! message streams between stores (`transport`), the `Metashard` service
-//! (`service`), automatic splits by size (`split_check`), process lifecycle
+//! (`service`), automatic splits by size (`split_check`), read/write flow
+//! counters reported to PD (`flow`), process lifecycle
 //! and PD heartbeats (`server`), and `MetaClient` (`client`).
 //! Must not use: anything above it in the workspace (pd, gateway), or RocksDB
 //! outside `engine/`. S3 semantics live in the gateway; records are opaque bytes here.
@@ -22,6 +23,7 @@ pub mod apply;
 pub mod client;
 pub mod engine;
 mod errors;
+pub mod flow;
 pub mod fsm;
 pub mod keys;
 pub mod load_split;

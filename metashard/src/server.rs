@@ -296,7 +296,8 @@ impl Store {
             rx,
             pd_tx,
         )?
-        .with_split_checker(check_tx);
+        .with_split_checker(check_tx)
+        .with_store_flow(&router);
         let checker = tokio::spawn(split_check::run_checker(
             split_cfg,
             opts.engine.clone(),
@@ -453,12 +454,18 @@ async fn store_heartbeat(pd: &PdClient, store_id: u64, router: &Router) {
         return;
     }
     let Ok(stats) = rx.await else { return };
+    let flow = router.store_flow().take();
     let req = StoreHeartbeatRequest {
         store_id,
         region_count: stats.region_count,
         leader_count: stats.leader_count,
         capacity_bytes: 0,
         used_bytes: stats.used_bytes,
+        bytes_written: flow.bytes_written,
+        keys_written: flow.keys_written,
+        bytes_read: flow.bytes_read,
+        keys_read: flow.keys_read,
+        interval_ms: flow.interval_ms,
     };
     match pd.store_heartbeat(req).await {
         Ok(resp) => {

@@ -17,7 +17,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::apply;
 use crate::apply::split::split_point;
 use crate::engine::Engine;
-use crate::fsm::{Callback, Router, StoreMsg};
+use crate::fsm::{Callback, ReadGrant, Router, StoreMsg};
 use crate::transport::StoreResolver;
 
 /// How long a request waits for raft before the store gives up on it.
@@ -53,6 +53,12 @@ impl MetashardService {
             pd,
             stopping,
         }
+    }
+
+    /// Counts a read's answer in its region's and the store's flow.
+    fn add_read(&self, grant: &ReadGrant, keys: u64, bytes: u64) {
+        grant.flow.add_read(keys, bytes);
+        self.router.store_flow().add_read(keys, bytes);
     }
 
     /// The split key for `region`: the one asked for, else the middle data
@@ -198,16 +204,22 @@ impl Metashard for MetashardService {
                 cb,
             })
             .await?;
-        if let Err(e) = res {
-            return Ok(Response::new(GetResponse {
-                header: self.header_err(e).await,
-                ..Default::default()
-            }));
-        }
+        let grant = match res {
+            Ok(g) => g,
+            Err(e) => {
+                return Ok(Response::new(GetResponse {
+                    header: self.header_err(e).await,
+                    ..Default::default()
+                }))
+            }
+        };
         let v = self
             .engine
             .get_data(cf, &key)
             .map_err(|e| Status::internal(e.to_string()))?;
+        let found = u64::from(v.is_some());
+        let bytes = v.as_ref().map_or(0, |v| (key.len() + v.len()) as u64);
+        self.add_read(&grant, found, bytes);
         Ok(Response::new(GetResponse {
             header: None,
             found: v.is_some(),
@@ -228,8 +240,8 @@ impl Metashard for MetashardService {
                 cb,
             })
             .await?;
-        let region = match res {
-            Ok(r) => r,
+        let grant = match res {
+            Ok(g) => g,
             Err(e) => {
                 return Ok(Response::new(ScanResponse {
                     header: self.header_err(e).await,
@@ -242,7 +254,7 @@ impl Metashard for MetashardService {
             n => n.min(MAX_SCAN_LIMIT),
         };
         let req_end = req.end_key.to_vec();
-        let region_end = region.end_key.to_vec();
+        let region_end = grant.region.end_key.to_vec();
         // Clip to the region: the smaller of the two ends, empty meaning +inf.
         let end = match (req_end.is_empty(), region_end.is_empty()) {
             (true, _) => region_end.clone(),
@@ -257,6 +269,8 @@ impl Metashard for MetashardService {
         .await
         .map_err(|e| Status::internal(e.to_string()))?
         .map_err(|e| Status::internal(e.to_string()))?;
+        let bytes = kvs.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum();
+        self.add_read(&grant, kvs.len() as u64, bytes);
         let region_exhausted = kvs.len() < limit
             && !region_end.is_empty()
             && (req_end.is_empty() || req_end.as_slice() > region_end.as_slice());
@@ -271,7 +285,7 @@ impl Metashard for MetashardService {
                 .collect(),
             region_exhausted,
             region_end_key: if region_exhausted {
-                region.end_key
+                grant.region.end_key
             } else {
                 Default::default()
             },

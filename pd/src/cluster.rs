@@ -102,6 +102,8 @@ pub struct StoreStats {
     pub leader_count: u64,
     pub capacity_bytes: u64,
     pub used_bytes: u64,
+    /// Flow from the last heartbeat that carried a sample (per second).
+    pub flow: crate::flow::FlowRates,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -128,6 +130,8 @@ pub struct RegionEntry {
     /// or merged recently alone.
     pub seen_version: u64,
     pub version_since_ms: i64,
+    /// The leader's last two flow samples (not persisted).
+    pub flow: crate::flow::FlowHistory,
 }
 
 /// The first region and the stores that have not yet said they host it.
@@ -719,6 +723,7 @@ impl Cluster {
                 pending_peers: Vec::new(),
                 seen_version: 0,
                 version_since_ms: 0,
+                flow: Default::default(),
             },
         );
     }
@@ -741,6 +746,26 @@ impl Cluster {
             e.down_peers = down;
             e.pending_peers = pending;
         }
+    }
+
+    /// Records a flow sample a leader reported (after its heartbeat was
+    /// accepted by [`Cluster::region_heartbeat`]).
+    pub fn record_region_flow(&mut self, region_id: u64, rates: crate::flow::FlowRates) {
+        if let Some(e) = self.regions.get_mut(&region_id) {
+            e.flow.record(rates);
+        }
+    }
+
+    /// The `limit` regions with the most read or written flow (last sample),
+    /// most first; regions without any are left out.
+    pub fn top_flow_regions(&self, kind: crate::flow::FlowKind, limit: usize) -> Vec<&RegionEntry> {
+        let busy = self
+            .regions
+            .values()
+            .filter(|e| kind.key(&e.flow.last) != (0, 0));
+        crate::flow::top_n(busy, limit, |e| {
+            (kind.key(&e.flow.last), std::cmp::Reverse(e.region.id))
+        })
     }
 
     /// Regions with a problem of `kind` (pd-ctl's `region check`), in key
@@ -824,15 +849,16 @@ impl Cluster {
                     self.by_start.remove(old.region.start_key.as_ref());
                 }
             }
-            let (old_leader, old_term) = self
+            let (old_leader, old_term, old_flow) = self
                 .regions
                 .get(&region.id)
-                .map(|e| (e.leader, e.term))
-                .unwrap_or((None, 0));
+                .map(|e| (e.leader, e.term, e.flow))
+                .unwrap_or((None, 0, Default::default()));
             self.insert_region(region.clone());
             if let Some(e) = self.regions.get_mut(&region.id) {
                 e.leader = old_leader;
                 e.term = old_term;
+                e.flow = old_flow;
             }
         }
         let e = self

@@ -35,6 +35,8 @@ pub fn router(core: Arc<PdCore>) -> Router {
         .route("/pd/api/v1/store/{id}", get(store))
         .route("/pd/api/v1/regions", get(regions))
         .route("/pd/api/v1/regions/check/{kind}", get(regions_check))
+        .route("/pd/api/v1/regions/writeflow", get(regions_writeflow))
+        .route("/pd/api/v1/regions/readflow", get(regions_readflow))
         .route("/pd/api/v1/region/id/{id}", get(region_by_id))
         .route("/pd/api/v1/region/key/", get(region_by_empty_key))
         .route("/pd/api/v1/region/key/{hex_key}", get(region_by_key))
@@ -190,6 +192,9 @@ pub struct StoreStatusJson {
     pub capacity: u64,
     pub used: u64,
     pub last_heartbeat_ts: String,
+    /// The store's flow per second (its last heartbeat's sample).
+    #[serde(flatten)]
+    pub flow: crate::flow::FlowRates,
 }
 
 #[derive(Serialize)]
@@ -230,6 +235,9 @@ pub struct RegionJson {
     /// Peers that need a snapshot to catch up.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub pending_peers: Vec<PeerJson>,
+    /// The leader's last flow sample, per second.
+    #[serde(flatten)]
+    pub flow: crate::flow::FlowRates,
 }
 
 #[derive(Serialize)]
@@ -378,6 +386,7 @@ fn region_json(c: &Cluster, e: &RegionEntry) -> RegionJson {
             .map(|p| DownPeerJson { peer: peer_json(p) })
             .collect(),
         pending_peers: e.pending_peers.iter().map(peer_json).collect(),
+        flow: e.flow.last,
     }
 }
 
@@ -397,6 +406,7 @@ fn store_json(c: &Cluster, s: &StoreInfo, now: i64, max_down_ms: i64) -> StoreJs
             capacity: s.stats.capacity_bytes,
             used: s.stats.used_bytes,
             last_heartbeat_ts: timestamp(s.meta.last_heartbeat_unix_ms),
+            flow: s.stats.flow,
         },
     }
 }
@@ -627,6 +637,44 @@ async fn regions_check(State(core): Core, Path(kind): Path<String>) -> Response 
             format!("unknown check {kind:?} (down-peer, pending-peer, miss-peer)"),
         ),
     }
+}
+
+/// `?limit=N` of `regions/writeflow` and `regions/readflow`.
+#[derive(serde::Deserialize)]
+struct FlowQuery {
+    limit: Option<usize>,
+}
+
+/// pd-ctl's default for `region topread|topwrite`.
+const DEFAULT_TOP_LIMIT: usize = 16;
+
+/// `GET /pd/api/v1/regions/writeflow?limit=N` (pd-ctl's `region topwrite`).
+async fn regions_writeflow(State(core): Core, q: axum::extract::Query<FlowQuery>) -> Response {
+    top_flow(&core, crate::flow::FlowKind::Write, q.limit).await
+}
+
+/// `GET /pd/api/v1/regions/readflow?limit=N` (pd-ctl's `region topread`).
+async fn regions_readflow(State(core): Core, q: axum::extract::Query<FlowQuery>) -> Response {
+    top_flow(&core, crate::flow::FlowKind::Read, q.limit).await
+}
+
+async fn top_flow(core: &PdCore, kind: crate::flow::FlowKind, limit: Option<usize>) -> Response {
+    let limit = limit.unwrap_or(DEFAULT_TOP_LIMIT);
+    let regions: Vec<RegionJson> = core
+        .read(|c| {
+            c.top_flow_regions(kind, limit)
+                .into_iter()
+                .map(|e| region_json(c, e))
+                .collect()
+        })
+        .await;
+    json(
+        StatusCode::OK,
+        &RegionsJson {
+            count: regions.len(),
+            regions,
+        },
+    )
 }
 
 async fn region_by_id(State(core): Core, Path(id): Path<String>) -> Response {

@@ -6,6 +6,7 @@
 //!
 //! Owns: the cluster model as pure logic (`cluster`, `bootstrap`, `placement`,
 //! `rebalance`), the scheduling core that moves region leaders (`schedule`),
+//! read/write flow from heartbeats (`flow`),
 //! its persistence behind the `Storage` trait (`storage`: one fsynced JSON file
 //! for a single PD; `replication`: the same document through a 3-member
 //! raft-rs group for `--peers`), the shared state every front end uses
@@ -19,6 +20,7 @@ pub mod bootstrap;
 pub mod cluster;
 pub mod conf_change;
 mod error;
+pub mod flow;
 pub mod http;
 pub mod merge;
 pub mod metrics;

@@ -17,13 +17,15 @@ use crate::http::API_PREFIX;
     long_about = "Kura PD admin CLI. Talks to PD's HTTP admin API (`kura pd --http-listen`, \
                   `http` in kura dev's cluster.json) and prints JSON shaped like pd-ctl's, \
                   or a table with --table. Also runs operators (split-region, transfer-leader) and \
-                  pauses/resumes PD's schedulers (balance-leader).\n\nExit status: 0 on success, 1 when PD is unreachable \
+                  pauses/resumes PD's schedulers (balance-leader, hot-region...). `region topread|topwrite [N]` \
+                  lists the regions with the most read/written flow per second.\n\nExit status: 0 on success, 1 when PD is unreachable \
                   or answers with an error (e.g. an unknown id), 2 on bad usage.",
     after_help = "Examples:\n  pdctl store\n  pdctl -u http://127.0.0.1:2379 --table region\n  \
                   pdctl region 2\n  pdctl region key 6D79627563\n  pdctl placement\n  \
                   pdctl datanode decommission 8\n  pdctl --table datanode\n  \
                   pdctl operator add transfer-leader 12 3\n  pdctl --table operator show\n  \
-                  pdctl --table scheduler show\n  pdctl scheduler pause balance-leader"
+                  pdctl --table scheduler show\n  pdctl scheduler pause balance-leader\n  \
+                  pdctl region topread 5\n  pdctl --table region topwrite"
 )]
 struct Cli {
     /// PD HTTP admin API URL (scheme optional); several comma-separated for a
@@ -101,7 +103,7 @@ enum SchedulerCmd {
     Show,
     /// Stop scheduler NAME from making new operators (running ones finish).
     Pause {
-        /// Scheduler name, e.g. balance-leader.
+        /// Scheduler name: replica-checker, balance-region, balance-leader, hot-region.
         name: String,
     },
     /// Let scheduler NAME run again.
@@ -260,6 +262,20 @@ enum RegionBy {
         #[arg(value_parser = ["down-peer", "pending-peer", "miss-peer"])]
         kind: String,
     },
+    /// The regions with the most read flow (Get/Scan answers, per second,
+    /// from each leader's last heartbeat sample), most first.
+    Topread {
+        /// How many regions.
+        #[arg(default_value_t = 16)]
+        limit: usize,
+    },
+    /// The regions with the most written flow (applied writes, per
+    /// second, from each leader's last heartbeat sample), most first.
+    Topwrite {
+        /// How many regions.
+        #[arg(default_value_t = 16)]
+        limit: usize,
+    },
 }
 
 /// Which table layout a response gets.
@@ -271,6 +287,8 @@ enum Shape {
     Store,
     Regions,
     Region,
+    /// `region topread|topwrite`: regions with their flow.
+    FlowRegions,
     Placement,
     DataNodes,
     DataNode,
@@ -299,6 +317,20 @@ impl Command {
                 by: Some(RegionBy::Check { kind }),
                 ..
             } => (format!("regions/check/{kind}"), Shape::Regions),
+            Command::Region {
+                by: Some(RegionBy::Topread { limit }),
+                ..
+            } => (
+                format!("regions/readflow?limit={limit}"),
+                Shape::FlowRegions,
+            ),
+            Command::Region {
+                by: Some(RegionBy::Topwrite { limit }),
+                ..
+            } => (
+                format!("regions/writeflow?limit={limit}"),
+                Shape::FlowRegions,
+            ),
             Command::Region {
                 id: Some(id),
                 by: None,
@@ -643,6 +675,7 @@ fn render(shape: Shape, v: &Value, table: bool) -> String {
                 }),
             )
         }
+        Shape::FlowRegions => flow_grid(&list("regions")),
         Shape::Placement => {
             let classes = list("classes");
             let head = format!("placement maps version {}", text(v.get("version")));
@@ -760,6 +793,43 @@ fn render(shape: Shape, v: &Value, table: bool) -> String {
         Shape::DataNodes => datanode_grid(&list("datanodes")),
         Shape::DataNode => datanode_grid(std::slice::from_ref(v)),
     }
+}
+
+/// `region topread|topwrite` as a table: who leads, and the flow.
+fn flow_grid(regions: &[Value]) -> String {
+    grid(
+        &[
+            "ID",
+            "LEADER_STORE",
+            "PEER_STORES",
+            "READ_BYTES/S",
+            "READ_KEYS/S",
+            "WRITTEN_BYTES/S",
+            "WRITTEN_KEYS/S",
+        ],
+        regions.iter().map(|r| {
+            let mut row = cells(r, &["/id", "/leader/store_id"]);
+            let peers = r.get("peers").and_then(Value::as_array);
+            row.push(
+                peers
+                    .into_iter()
+                    .flatten()
+                    .map(|p| text(p.get("store_id")))
+                    .collect::<Vec<_>>()
+                    .join(","),
+            );
+            row.extend(cells(
+                r,
+                &[
+                    "/read_bytes",
+                    "/read_keys",
+                    "/written_bytes",
+                    "/written_keys",
+                ],
+            ));
+            row
+        }),
+    )
 }
 
 /// The placement table's repair line: backlog, caught up or not, waiting or not.
@@ -1197,6 +1267,26 @@ mod tests {
         assert!(t.contains("balance-leader  true"), "{t}");
         assert!(t.contains("4      7"), "{t}");
         assert!(t.ends_with("(lost leaders to elections): stores 5"), "{t}");
+    }
+
+    #[test]
+    fn top_flow_commands_and_table() {
+        assert_eq!(
+            parse(&["region", "topread"]).command.request(),
+            ("regions/readflow?limit=16".into(), Shape::FlowRegions)
+        );
+        assert_eq!(
+            parse(&["region", "topwrite", "3"]).command.request(),
+            ("regions/writeflow?limit=3".into(), Shape::FlowRegions)
+        );
+        let v = json!({"count": 1, "regions": [{"id": 7, "peers": [{"id": 8, "store_id": 1},
+            {"id": 9, "store_id": 2}], "leader": {"id": 9, "store_id": 2},
+            "read_bytes": 4096, "read_keys": 12, "written_bytes": 0, "written_keys": 0}]});
+        let t = render(Shape::FlowRegions, &v, true);
+        let row = t.lines().nth(1).unwrap();
+        for cell in ["7", "2", "1,2", "4096", "12"] {
+            assert!(row.split_whitespace().any(|c| c == cell), "{cell} in {t}");
+        }
     }
 
     #[test]

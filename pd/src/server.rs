@@ -363,13 +363,28 @@ impl PdCore {
     ) -> Result<Vec<PeerToCreate>, Error> {
         metrics().store_heartbeats.inc();
         let now = now_ms();
+        let sample = crate::flow::FlowRates::from_totals(
+            req.bytes_written,
+            req.keys_written,
+            req.bytes_read,
+            req.keys_read,
+            req.interval_ms,
+        );
+        let mut inner = self.inner.lock().await;
         let stats = StoreStats {
             region_count: req.region_count,
             leader_count: req.leader_count,
             capacity_bytes: req.capacity_bytes,
             used_bytes: req.used_bytes,
+            // No sample in this heartbeat: keep the last one.
+            flow: sample.unwrap_or_else(|| {
+                inner
+                    .cluster
+                    .store(req.store_id)
+                    .map(|s| s.stats.flow)
+                    .unwrap_or_default()
+            }),
         };
-        let mut inner = self.inner.lock().await;
         let mut changed = inner.cluster.store_heartbeat(req.store_id, stats, now)?;
         changed |= bootstrap::maybe_bootstrap(
             &mut inner.cluster,
@@ -403,6 +418,16 @@ impl PdCore {
             inner
                 .cluster
                 .set_peer_health(region_id, req.down_peers, req.pending_peers);
+            let sample = crate::flow::FlowRates::from_totals(
+                req.bytes_written,
+                req.keys_written,
+                req.bytes_read,
+                req.keys_read,
+                req.interval_ms,
+            );
+            if let Some(rates) = sample {
+                inner.cluster.record_region_flow(region_id, rates);
+            }
             inner.cluster.touch_version(region_id, now_ms());
         }
         match outcome {

@@ -57,6 +57,7 @@ pub struct Tuning {
     /// PD members: 1 (a single PD) or 3 (one Raft group).
     pub pd_replicas: usize,
     pub log_gc_threshold: u64,
+    pub region_heartbeat_secs: u64,
 }
 
 /// The planned processes, before they start (pid 0).
@@ -171,6 +172,8 @@ pub fn plan(exe: &str, data_dir: &Path, port: u16, host: &str, t: &Tuning) -> Ve
                 t.region_split_load_qps.to_string(),
                 "--log-gc-threshold".into(),
                 t.log_gc_threshold.to_string(),
+                "--region-heartbeat-secs".into(),
+                t.region_heartbeat_secs.to_string(),
             ],
         });
     }
@@ -267,6 +270,7 @@ mod tests {
         max_store_down_secs: 30,
         pd_replicas: 1,
         log_gc_threshold: 1000,
+        region_heartbeat_secs: 10,
     };
 
     #[test]

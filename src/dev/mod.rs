@@ -88,6 +88,10 @@ pub struct DevArgs {
     /// compacted (a follower further behind gets a snapshot).
     #[arg(long, default_value_t = 1000)]
     pub log_gc_threshold: u64,
+    /// Metashard: seconds between a region leader's periodic heartbeats to
+    /// PD (sizes and read/write flow; hot-region scheduling reacts after two).
+    #[arg(long, default_value_t = 10)]
+    pub region_heartbeat_secs: u64,
 }
 
 fn parse_pd_replicas(s: &str) -> Result<usize, String> {
@@ -115,6 +119,7 @@ impl DevArgs {
             max_store_down_secs: self.max_store_down_secs,
             pd_replicas: self.pd_replicas,
             log_gc_threshold: self.log_gc_threshold,
+            region_heartbeat_secs: self.region_heartbeat_secs,
         }
     }
 }

@@ -83,6 +83,17 @@ pub fn validate_batch(req: &BatchRequest) -> Result<(), String> {
     Ok(())
 }
 
+/// A batch's write flow: (mutations, key + value bytes of its puts), any cf.
+pub fn write_flow(req: &BatchRequest) -> (u64, u64) {
+    let bytes = req
+        .mutations
+        .iter()
+        .filter(|m| m.op == mutation::Op::Put as i32)
+        .map(|m| (m.key.len() + m.value.len()) as u64)
+        .sum();
+    (req.mutations.len() as u64, bytes)
+}
+
 /// Puts into cf `meta` of a batch: (count, key + value bytes), for the
 /// split checker's running estimate.
 pub fn meta_puts(req: &BatchRequest) -> (u64, u64) {

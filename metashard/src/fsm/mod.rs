@@ -8,10 +8,14 @@
 
 pub mod poller;
 
+use std::sync::Arc;
+
 use kura_proto::common::{Region, RegionEpoch, RegionError};
 use kura_proto::metashard::{AdminRequest, BatchRequest, RaftMessage, RegionStatus};
 use kura_proto::pd::RegionHeartbeatRequest;
 use tokio::sync::oneshot;
+
+use crate::flow::Flow;
 
 pub type Callback<T> = oneshot::Sender<T>;
 
@@ -24,6 +28,14 @@ pub type SplitResult = Result<Vec<Region>, RegionError>;
 /// Outcome of a proposed merge step or conf change: the region as applied
 /// and the entry's index.
 pub type AdminResult = Result<(Region, u64), RegionError>;
+
+/// A leader's go-ahead for a read: the region as of now, and the flow
+/// counter the reader adds what it returned to.
+#[derive(Debug)]
+pub struct ReadGrant {
+    pub region: Region,
+    pub flow: Arc<Flow>,
+}
 
 /// Counters reported in store heartbeats.
 #[derive(Debug, Clone, Default)]
@@ -48,7 +60,7 @@ pub enum StoreMsg {
         region_id: u64,
         epoch: Option<RegionEpoch>,
         keys: Vec<Vec<u8>>,
-        cb: Callback<Result<Region, RegionError>>,
+        cb: Callback<Result<ReadGrant, RegionError>>,
     },
     /// Proposes a split of `region_id` at `split_key` (leader only); answered
     /// once the split entry is applied here.
@@ -140,12 +152,20 @@ pub enum PdTask {
 #[derive(Clone)]
 pub struct Router {
     tx: crossbeam::channel::Sender<StoreMsg>,
+    /// The store's total flow (reads are added by the service, writes by
+    /// the raftstore thread); store heartbeats take it.
+    store_flow: Arc<Flow>,
 }
 
 impl Router {
     pub fn channel() -> (Router, crossbeam::channel::Receiver<StoreMsg>) {
         let (tx, rx) = crossbeam::channel::unbounded();
-        (Router { tx }, rx)
+        let store_flow = Arc::new(Flow::default());
+        (Router { tx, store_flow }, rx)
+    }
+
+    pub fn store_flow(&self) -> &Arc<Flow> {
+        &self.store_flow
     }
 
     /// Sends `msg`; `Err` when the raftstore thread has stopped.

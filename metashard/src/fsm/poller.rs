@@ -12,6 +12,7 @@
 //! and split checks run on the checker task (`split_check`), never here.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Instant;
 
 use crossbeam::channel::{Receiver, RecvTimeoutError};
@@ -21,9 +22,10 @@ use protobuf::Message as PbMessage;
 use raft::prelude::Message;
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::{PdTask, StoreMsg, StoreStats};
+use super::{PdTask, Router, StoreMsg, StoreStats};
 use crate::engine::Engine;
 use crate::errors;
+use crate::flow::Flow;
 use crate::keys::local;
 use crate::metrics;
 use crate::peer::storage::PeerStorage;
@@ -47,6 +49,8 @@ pub struct Poller {
     logger: slog::Logger,
     /// Peers to look at in the next (non-tick) round.
     active: HashSet<u64>,
+    /// The store's total flow ([`Router::store_flow`]).
+    store_flow: Arc<Flow>,
 }
 
 impl Poller {
@@ -90,7 +94,14 @@ impl Poller {
             check_tx: None,
             logger,
             active: HashSet::new(),
+            store_flow: Arc::new(Flow::default()),
         })
+    }
+
+    /// Adds applied writes to `router`'s store flow (store heartbeats).
+    pub fn with_store_flow(mut self, router: &Router) -> Self {
+        self.store_flow = router.store_flow().clone();
+        self
     }
 
     /// Hands split checks of led regions to the checker task.
@@ -454,6 +465,7 @@ impl Poller {
             cfg: &self.cfg,
             created: Vec::new(),
             destroyed: Vec::new(),
+            store_flow: &self.store_flow,
         };
         for id in &ids {
             let Some(peer) = self.peers.get_mut(id) else {

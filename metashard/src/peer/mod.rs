@@ -24,6 +24,7 @@ pub mod state;
 pub mod storage;
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kura_proto::common::{Peer as PeerMeta, Region, RegionEpoch, RegionError};
@@ -44,7 +45,8 @@ use crate::apply::split::{self, SplitRegions};
 use crate::apply::{self, ApplyOutcome};
 use crate::engine::{Engine, WriteBatch};
 use crate::errors;
-use crate::fsm::{AdminResult, BatchResult, Callback, SplitResult};
+use crate::flow::Flow;
+use crate::fsm::{AdminResult, BatchResult, Callback, ReadGrant, SplitResult};
 use crate::keys::local;
 use crate::load_split::{LoadSplitConfig, LoadTracker};
 use crate::metrics;
@@ -137,6 +139,8 @@ pub struct PeerCtx<'a> {
     /// Source regions merges destroyed this round (their local state is
     /// deleted); the poller drops their peers at once.
     pub destroyed: Vec<u64>,
+    /// The store's total flow (applied writes are added to it).
+    pub store_flow: &'a Flow,
 }
 
 /// The local peer of a region a split just created.
@@ -147,7 +151,7 @@ pub struct SplitPeer {
     pub campaign: bool,
 }
 
-type ReadCb = Callback<Result<Region, RegionError>>;
+type ReadCb = Callback<Result<ReadGrant, RegionError>>;
 
 /// A read waiting for its ReadIndex: the epoch and keys are checked again
 /// when it is served, since a split may have applied in between.
@@ -210,6 +214,9 @@ pub struct Peer {
     appended: (u64, u64),
     /// Requests this leader received, for splits by load.
     pub load: LoadTracker,
+    /// Writes applied here and reads answered as leader since the last
+    /// region heartbeat's sample (the service adds reads to it).
+    pub flow: Arc<Flow>,
     /// Committed entries held back behind a CommitMerge whose local source
     /// is not ready yet (oldest first).
     pending_apply: VecDeque<Entry>,
@@ -266,6 +273,7 @@ impl Peer {
             size: SizeTracker::default(),
             appended: (0, 0),
             load: LoadTracker::default(),
+            flow: Arc::new(Flow::default()),
             pending_apply: VecDeque::new(),
             snapshot_applied: false,
         })
@@ -669,7 +677,10 @@ impl Peer {
         for r in reads {
             let res = self
                 .check_read(r.epoch.as_ref(), &r.keys)
-                .map(|_| self.region().clone());
+                .map(|_| ReadGrant {
+                    region: self.region().clone(),
+                    flow: self.flow.clone(),
+                });
             let _ = r.cb.send(res);
         }
     }
@@ -804,10 +815,12 @@ impl Peer {
     }
 
     /// The heartbeat PD gets from this leader: sizes are the split checker's
-    /// last count plus the puts applied since (no disk access here).
+    /// last count plus the puts applied since (no disk access here); flow
+    /// since the previous sample (none when that was under a second ago).
     pub fn region_heartbeat(&self) -> RegionHeartbeatRequest {
         let (keys, bytes) = self.size.estimate();
         let (down_peers, pending_peers) = self.peer_health();
+        let flow = self.flow.take();
         RegionHeartbeatRequest {
             region: Some(self.region().clone()),
             leader: self.peer_meta(self.peer_id()),
@@ -816,6 +829,11 @@ impl Peer {
             term: self.raft.raft.term,
             down_peers,
             pending_peers,
+            bytes_written: flow.bytes_written,
+            keys_written: flow.keys_written,
+            bytes_read: flow.bytes_read,
+            keys_read: flow.keys_read,
+            interval_ms: flow.interval_ms,
         }
     }
 
@@ -1068,6 +1086,9 @@ impl Peer {
                     ApplyOutcome::Applied => {
                         let (keys, bytes) = apply::meta_puts(&req);
                         self.size.on_write(keys, bytes);
+                        let (keys, bytes) = apply::write_flow(&req);
+                        self.flow.add_written(keys, bytes);
+                        ctx.store_flow.add_written(keys, bytes);
                         ApplyOutcome::Applied
                     }
                     o => o,

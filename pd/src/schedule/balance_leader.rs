@@ -4,6 +4,9 @@
 //! served, so a store leading every region is the cluster's bottleneck
 //! (new regions of a split start with their leader on the parent's store).
 //!
+//! Among the regions it could move it picks the one with the least flow,
+//! so it does not undo what `hot-region` spreads by load.
+//!
 //! Only `Up` stores are sources or targets (a down or disconnected store's
 //! leaders are gone already or about to be; moving leaders to it would stall
 //! writes). Regions with a running operator are skipped, the target must
@@ -13,7 +16,7 @@
 
 use std::collections::BTreeMap;
 
-use super::model::ClusterModel;
+use super::model::{ClusterModel, RegionModel};
 use super::{Operator, OperatorKind, ScheduleContext, Scheduler};
 
 pub const NAME: &str = "balance-leader";
@@ -97,11 +100,24 @@ impl BalanceLeader {
                 if !ctx.limits.available(dst, ctx.now_ms) {
                     continue;
                 }
-                let region = model.regions.values().find(|r| {
+                // The coldest fitting region: leader counts even out with
+                // regions whose flow hot-region does not have to follow.
+                let mut region: Option<(&RegionModel, u64)> = None;
+                for r in model.regions.values().filter(|r| {
                     r.leader_store == Some(src)
                         && !ctx.busy_regions.contains(&r.id)
                         && r.voter_on(dst).is_some()
-                });
+                }) {
+                    let flow = r.flow.read_bytes.saturating_add(r.flow.written_bytes);
+                    if region.is_none_or(|(_, f)| flow < f) {
+                        region = Some((r, flow));
+                    }
+                    if flow == 0 {
+                        // Nothing is colder: no need to look further.
+                        break;
+                    }
+                }
+                let region = region.map(|(r, _)| r);
                 if let Some(r) = region {
                     return Some(Operator {
                         region_id: r.id,
@@ -224,6 +240,21 @@ mod tests {
         m.stores.get_mut(&3).expect("store 3").state = StoreState::Down;
         let mut s = BalanceLeader::default();
         assert!(round(&mut s, &m, &mut StoreLimiter::new(100), 0).is_empty());
+    }
+
+    #[test]
+    fn the_coldest_region_moves() {
+        let mut m = cluster(&[3, 0, 0]);
+        for (id, bytes) in [(1, 500), (2, 0), (3, 900)] {
+            m.regions.get_mut(&id).unwrap().flow.read_bytes = bytes;
+        }
+        let mut s = BalanceLeader {
+            max_per_round: 1,
+            ..Default::default()
+        };
+        let ops = round(&mut s, &m, &mut StoreLimiter::new(100), 0);
+        assert_eq!(ops.len(), 1);
+        assert_eq!(ops[0].region_id, 2);
     }
 
     #[test]

@@ -34,7 +34,12 @@ impl Default for BalanceRegion {
 }
 
 /// Whether `r`'s peer on `from` may move to `to` keeping one voter per zone.
-fn zone_ok(model: &ClusterModel, r: &RegionModel, from: &StoreModel, to: &StoreModel) -> bool {
+pub(super) fn zone_ok(
+    model: &ClusterModel,
+    r: &RegionModel,
+    from: &StoreModel,
+    to: &StoreModel,
+) -> bool {
     if to.zone() == from.zone() {
         return true;
     }

@@ -9,8 +9,8 @@
 //!
 //! Schedulers today: `replica-checker` (re-creates peers of down stores),
 //! `balance-region` (evens out peers per store, e.g. onto a new store),
-//! `balance-leader`. A new one (balance-region,
-//! hot-region, replica-checker, merge-checker) is a module with a type
+//! `balance-leader`, `hot-region` (spreads read/write flow). A new one
+//! (e.g. merge-checker) is a module with a type
 //! implementing [`Scheduler`], listed in [`default_schedulers`], and, if it
 //! makes a new kind of step, an [`OperatorKind`] variant and its executor.
 
@@ -18,6 +18,7 @@ pub mod balance_leader;
 pub mod balance_region;
 pub mod coordinator;
 pub mod election_watch;
+pub mod hot_region;
 pub mod http;
 pub mod model;
 pub mod replica_checker;
@@ -145,6 +146,7 @@ pub fn default_schedulers() -> Vec<Box<dyn Scheduler>> {
         Box::new(replica_checker::ReplicaChecker),
         Box::new(balance_region::BalanceRegion::default()),
         Box::new(balance_leader::BalanceLeader::default()),
+        Box::new(hot_region::HotRegion::default()),
     ]
 }
 

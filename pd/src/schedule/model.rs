@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use crate::cluster::{Cluster, Liveness};
+use crate::flow::FlowRates;
 
 /// Whether a store may take part in scheduling.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,6 +72,9 @@ pub struct RegionModel {
     pub version: u64,
     pub approximate_size: u64,
     pub approximate_keys: u64,
+    /// Flow per second its leader's last two heartbeats both showed
+    /// ([`crate::flow::FlowHistory::sustained`]).
+    pub flow: FlowRates,
 }
 
 impl RegionModel {
@@ -170,6 +174,7 @@ impl ClusterModel {
                 version: epoch.version,
                 approximate_size: e.approximate_size,
                 approximate_keys: e.approximate_keys,
+                flow: e.flow.sustained(),
             }
         });
         ClusterModel {
@@ -229,6 +234,7 @@ pub mod test_util {
             version: 1,
             approximate_size: 0,
             approximate_keys: 0,
+            flow: FlowRates::default(),
         }
     }
 
