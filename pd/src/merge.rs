@@ -276,6 +276,10 @@ pub struct MergeCheckConfig {
     pub max_keys: u64,
     /// ... and this many bytes.
     pub max_size: u64,
+    /// ... and neither sees more requests than this (keys read + written per
+    /// second, the higher of its last two flow samples): a busy region (one
+    /// that split by load) is not folded back.
+    pub max_keys_per_sec: u64,
     /// A region whose version changed (split or merge) less than this long
     /// ago is left alone, so a region that just split is not merged back.
     pub split_merge_interval: Duration,
@@ -286,6 +290,7 @@ impl Default for MergeCheckConfig {
         MergeCheckConfig {
             max_keys: 40_000,
             max_size: 20 << 20,
+            max_keys_per_sec: 32,
             split_merge_interval: Duration::from_secs(3600),
         }
     }
@@ -293,7 +298,7 @@ impl Default for MergeCheckConfig {
 
 /// The next (source, target) the merge checker would merge, if any: two
 /// adjacent regions, both small and quiet (a leader, no down or pending
-/// peer, version unchanged for `split_merge_interval`), peers on the same
+/// peer, little flow, version unchanged for `split_merge_interval`), peers on the same
 /// stores; the one with fewer keys is folded into the other. Pure logic.
 pub fn pick_merge(
     c: &crate::cluster::Cluster,
@@ -307,6 +312,10 @@ pub fn pick_merge(
             && e.leader.is_some()
             && e.down_peers.is_empty()
             && e.pending_peers.is_empty()
+            && {
+                let f = e.flow.last.max(e.flow.previous);
+                f.read_keys + f.written_keys <= cfg.max_keys_per_sec
+            }
             && e.version_since_ms > 0
             && now_ms - e.version_since_ms >= settle
     };
@@ -420,6 +429,7 @@ mod tests {
         let cfg = MergeCheckConfig {
             max_keys: 100,
             max_size: 1 << 20,
+            max_keys_per_sec: 32,
             split_merge_interval: Duration::from_secs(60),
         };
         let mut c = Cluster::new(1);
@@ -445,6 +455,14 @@ mod tests {
         c.set_peer_health(3, vec![d.peers[1]], vec![]);
         assert_eq!(pick_merge(&c, 1_000 + min, &cfg), None, "a down peer");
         c.set_peer_health(3, vec![], vec![]);
+        // A busy region is not quiet; one quiet sample is not enough either.
+        let busy = crate::flow::FlowRates::from_totals(0, 0, 4000, 400, 1000);
+        c.record_region_flow(2, busy.expect("a rate"));
+        assert_eq!(pick_merge(&c, 1_000 + min, &cfg), None, "b is busy");
+        c.record_region_flow(2, crate::flow::FlowRates::default());
+        assert_eq!(pick_merge(&c, 1_000 + min, &cfg), None, "b was busy");
+        c.record_region_flow(2, crate::flow::FlowRates::default());
+        assert_eq!(pick_merge(&c, 1_000 + min, &cfg), Some((2, 3)));
         // A version change restarts the wait.
         let mut d2 = d.clone();
         d2.epoch = Some(kura_proto::common::RegionEpoch {
