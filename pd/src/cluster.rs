@@ -314,12 +314,11 @@ impl Cluster {
                 }
                 let changed = known.meta.address != store.address
                     || known.meta.status_address != store.status_address
-                    || known.meta.labels.clone().unwrap_or_default() != labels
-                    || known.meta.state() != StoreState::Up;
+                    || known.meta.labels.clone().unwrap_or_default() != labels;
                 known.meta.address = store.address;
                 known.meta.status_address = store.status_address;
                 known.meta.labels = Some(labels);
-                known.meta.set_state(StoreState::Up);
+                // An Offline store (being deleted) stays Offline across restarts.
                 known.meta.last_heartbeat_unix_ms = now_ms;
                 Ok((id, changed))
             }
@@ -406,6 +405,65 @@ impl Cluster {
             now_ms,
             max_down_ms,
         )
+    }
+
+    /// Starts deleting store `id` (`pdctl store delete`): it becomes
+    /// `Offline`, the replica checker moves its peers away, and
+    /// [`Self::finish_store_deletions`] makes it `Tombstone` once it holds
+    /// none. Refused when fewer than `max_replicas` usable (up, not being
+    /// deleted) stores would remain. Returns whether the state changed (an
+    /// Offline store is left so).
+    pub fn delete_store(
+        &mut self,
+        id: u64,
+        max_replicas: u32,
+        now_ms: i64,
+        max_down_ms: i64,
+    ) -> Result<bool, Error> {
+        let state = self
+            .stores
+            .get(&id)
+            .map(|s| s.meta.state())
+            .ok_or_else(|| Error::NotFound(format!("store {id}")))?;
+        match state {
+            StoreState::Tombstone => return Err(Error::Tombstone(format!("store {id}"))),
+            StoreState::Offline => return Ok(false),
+            StoreState::Up => {}
+        }
+        let usable = self
+            .stores
+            .values()
+            .filter(|s| s.meta.id != id)
+            .filter(|s| self.store_liveness(&s.meta, now_ms, max_down_ms) == Liveness::Up)
+            .count();
+        if usable < max_replicas as usize {
+            return Err(Error::InvalidArgument(format!(
+                "deleting store {id} would leave {usable} usable store(s), fewer than \
+                 max-replicas ({max_replicas}); add a store first"
+            )));
+        }
+        if let Some(s) = self.stores.get_mut(&id) {
+            s.meta.set_state(StoreState::Offline);
+        }
+        Ok(true)
+    }
+
+    /// Offline stores that hold no region peer any more (per PD's region
+    /// map) become `Tombstone`; returns their ids.
+    pub fn finish_store_deletions(&mut self) -> Vec<u64> {
+        let done: Vec<u64> = self
+            .stores
+            .values()
+            .filter(|s| s.meta.state() == StoreState::Offline)
+            .map(|s| s.meta.id)
+            .filter(|id| self.store_region_counts(*id).0 == 0)
+            .collect();
+        for id in &done {
+            if let Some(s) = self.stores.get_mut(id) {
+                s.meta.set_state(StoreState::Tombstone);
+            }
+        }
+        done
     }
 
     /// Address of store `id`, empty when unknown.
@@ -946,6 +1004,57 @@ mod tests {
         assert!(matches!(
             c.register_store(store(0, "", "z1"), 0),
             Err(Error::InvalidArgument(_))
+        ));
+    }
+
+    #[test]
+    fn deleting_a_store_goes_offline_then_tombstone_once_it_holds_no_peer() {
+        let mut c = Cluster::new(1);
+        let ids: Vec<u64> = (1..=4)
+            .map(|i| {
+                c.register_store(store(0, &format!("a:{i}"), &format!("z{i}")), 1_000)
+                    .unwrap()
+                    .0
+            })
+            .collect();
+        let mut r = region(1, b"", b"", 1, 1);
+        r.peers[0].store_id = ids[0];
+        c.insert_region(r.clone());
+        assert!(matches!(
+            c.delete_store(999, 3, 1_000, 30_000),
+            Err(Error::NotFound(_))
+        ));
+        assert!(c.delete_store(ids[0], 3, 1_000, 30_000).unwrap());
+        assert!(!c.delete_store(ids[0], 3, 1_000, 30_000).unwrap(), "again");
+        let meta = c.store(ids[0]).unwrap().meta.clone();
+        assert_eq!(c.store_liveness(&meta, 1_000, 30_000), Liveness::Offline);
+        // Only 2 usable stores would remain: refused.
+        let err = c.delete_store(ids[1], 3, 1_000, 30_000).unwrap_err();
+        assert!(err.to_string().contains("max-replicas"), "{err}");
+        // A restart of the store keeps it Offline.
+        c.register_store(store(ids[0], "a:1", "z1"), 2_000).unwrap();
+        assert_eq!(c.store(ids[0]).unwrap().meta.state(), StoreState::Offline);
+        // Still holds a peer: stays Offline; once moved away: Tombstone.
+        assert!(c.finish_store_deletions().is_empty());
+        r.peers[0].store_id = ids[3];
+        r.epoch = Some(RegionEpoch {
+            conf_ver: 2,
+            version: 1,
+        });
+        c.region_heartbeat(r, None, 1, 0, 0).unwrap();
+        assert_eq!(c.finish_store_deletions(), vec![ids[0]]);
+        assert_eq!(c.store(ids[0]).unwrap().meta.state(), StoreState::Tombstone);
+        assert!(matches!(
+            c.store_heartbeat(ids[0], StoreStats::default(), 3_000),
+            Err(Error::Tombstone(_))
+        ));
+        assert!(matches!(
+            c.register_store(store(ids[0], "a:1", "z1"), 3_000),
+            Err(Error::Tombstone(_))
+        ));
+        assert!(matches!(
+            c.delete_store(ids[0], 3, 3_000, 30_000),
+            Err(Error::Tombstone(_))
         ));
     }
 

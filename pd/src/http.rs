@@ -32,7 +32,7 @@ pub fn router(core: Arc<PdCore>) -> Router {
         .route("/pd/api/v1/members", get(members))
         .route("/pd/api/v1/cluster", get(cluster))
         .route("/pd/api/v1/stores", get(stores))
-        .route("/pd/api/v1/store/{id}", get(store))
+        .route("/pd/api/v1/store/{id}", get(store).delete(delete_store))
         .route("/pd/api/v1/regions", get(regions))
         .route("/pd/api/v1/regions/check/{kind}", get(regions_check))
         .route("/pd/api/v1/region/id/{id}", get(region_by_id))
@@ -589,6 +589,20 @@ async fn store(State(core): Core, Path(id): Path<String>) -> Response {
     {
         Some(s) => json(StatusCode::OK, &s),
         None => error(StatusCode::NOT_FOUND, format!("store {id} not found")),
+    }
+}
+
+/// `DELETE /pd/api/v1/store/{id}` (pd-ctl's `store delete`): the store
+/// goes Offline, its peers move away, then it becomes Tombstone. Answers
+/// the store as it now stands.
+async fn delete_store(State(core): Core, Path(id): Path<String>) -> Response {
+    let id = match parse_id(&id, "store") {
+        Ok(id) => id,
+        Err(msg) => return error(StatusCode::BAD_REQUEST, msg),
+    };
+    match core.delete_store(id).await {
+        Ok(()) => store(State(core), Path(id.to_string())).await,
+        Err(e) => error(error_status(&e), e.to_string()),
     }
 }
 

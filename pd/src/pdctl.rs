@@ -22,6 +22,7 @@ use crate::http::API_PREFIX;
     after_help = "Examples:\n  pdctl store\n  pdctl -u http://127.0.0.1:2379 --table region\n  \
                   pdctl region 2\n  pdctl region key 6D79627563\n  pdctl placement\n  \
                   pdctl datanode decommission 8\n  pdctl --table datanode\n  \
+                  pdctl store delete 4\n  \
                   pdctl operator add transfer-leader 12 3\n  pdctl --table operator show\n  \
                   pdctl --table scheduler show\n  pdctl scheduler pause balance-leader"
 )]
@@ -52,10 +53,14 @@ enum Command {
     Member,
     /// Cluster id, max replicas, whether the first region exists, counts.
     Cluster,
-    /// All metashard stores, or the store with ID.
+    /// All metashard stores, or the store with ID; or change one
+    /// (`store delete ID`).
+    #[command(args_conflicts_with_subcommands = true)]
     Store {
         /// Store id.
         id: Option<u64>,
+        #[command(subcommand)]
+        action: Option<StoreAction>,
     },
     /// All regions, the region with ID, or (`region key HEX`) the region holding a key.
     #[command(args_conflicts_with_subcommands = true)]
@@ -108,6 +113,19 @@ enum SchedulerCmd {
     Resume {
         /// Scheduler name, e.g. balance-leader.
         name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum StoreAction {
+    /// Remove store ID: it becomes Offline, PD moves every region peer off
+    /// it (to a store in the same zone if there is one, else to a zone the
+    /// region does not use), then marks it Tombstone (it gets no peer again
+    /// and may be stopped). Refused when fewer than max-replicas usable
+    /// stores would remain.
+    Delete {
+        /// Store id.
+        id: u64,
     },
 }
 
@@ -286,8 +304,18 @@ impl Command {
             Command::Health => ("health".into(), Shape::Members),
             Command::Member => ("members".into(), Shape::Members),
             Command::Cluster => ("cluster".into(), Shape::Cluster),
-            Command::Store { id: None } => ("stores".into(), Shape::Stores),
-            Command::Store { id: Some(id) } => (format!("store/{id}"), Shape::Store),
+            Command::Store {
+                id: None,
+                action: None,
+            } => ("stores".into(), Shape::Stores),
+            Command::Store {
+                id: Some(id),
+                action: None,
+            } => (format!("store/{id}"), Shape::Store),
+            Command::Store {
+                action: Some(StoreAction::Delete { id }),
+                ..
+            } => (format!("store/{id}"), Shape::Store),
             Command::Region {
                 by: Some(RegionBy::Key { hex_key }),
                 ..
@@ -351,6 +379,10 @@ impl Command {
             Command::Scheduler {
                 action: SchedulerCmd::Pause { .. } | SchedulerCmd::Resume { .. },
             } => reqwest::Method::POST,
+            Command::Store {
+                action: Some(StoreAction::Delete { .. }),
+                ..
+            } => reqwest::Method::DELETE,
             _ => reqwest::Method::GET,
         }
     }
@@ -945,6 +977,12 @@ mod tests {
         assert!(cli.table);
         assert_eq!(base_url(&cli.url), "http://10.0.0.1:2379");
         assert!(Cli::try_parse_from(["pdctl", "region", "x"]).is_err());
+        let del = parse(&["store", "delete", "4"]).command;
+        assert_eq!(
+            (del.request(), del.method()),
+            (("store/4".into(), Shape::Store), reqwest::Method::DELETE)
+        );
+        assert!(Cli::try_parse_from(["pdctl", "store", "delete"]).is_err());
         let get = reqwest::Method::GET;
         assert_eq!(parse(&["datanode", "3"]).command.method(), get);
         let dec = parse(&["datanode", "decommission", "3"]).command;

@@ -465,6 +465,52 @@ impl PdCore {
         Ok(())
     }
 
+    // ---- store admin (pdctl store delete|label|weight|limit, config, schedulers) ----
+
+    /// Runs `f` on the model under the lock and saves when it says it
+    /// changed something (before returning: the change is durable, or
+    /// replicated, when this returns Ok).
+    pub async fn update_cluster<R>(
+        &self,
+        f: impl FnOnce(&mut Cluster) -> Result<(R, bool), Error>,
+    ) -> Result<R, Error> {
+        let mut inner = self.inner.lock().await;
+        let (out, changed) = f(&mut inner.cluster)?;
+        self.save_if(&mut inner, changed).await?;
+        Ok(out)
+    }
+
+    /// `pdctl store delete ID`: the store goes Offline (durable before it
+    /// returns); see [`Cluster::delete_store`].
+    pub async fn delete_store(&self, id: u64) -> Result<(), Error> {
+        let (now, max_down, replicas) = (now_ms(), self.max_down_ms(), self.cfg.max_replicas);
+        let changed = self
+            .update_cluster(|c| {
+                let changed = c.delete_store(id, replicas, now, max_down)?;
+                Ok((changed, changed))
+            })
+            .await?;
+        if changed {
+            tracing::info!(
+                store_id = id,
+                "store delete requested: Offline; its peers move to other stores"
+            );
+        }
+        Ok(())
+    }
+
+    /// Offline stores that hold no peer become Tombstone; returns whether any did.
+    fn finish_store_deletions(&self, inner: &mut Inner) -> bool {
+        let done = inner.cluster.finish_store_deletions();
+        for id in &done {
+            tracing::info!(
+                store_id = id,
+                "store deleted: it holds no region peer; Tombstone (it may be stopped)"
+            );
+        }
+        !done.is_empty()
+    }
+
     // ---- background ----
 
     /// The slot movement to do from the current maps and node states.
@@ -721,8 +767,9 @@ impl PdCore {
             )
             .is_some();
             let placed = self.maybe_place(&mut inner, now);
+            let deleted = self.finish_store_deletions(&mut inner);
             // A failed save is logged in save_if and retried on the next call.
-            let _ = self.save_if(&mut inner, booted || placed).await;
+            let _ = self.save_if(&mut inner, booted || placed || deleted).await;
             self.maybe_step(&mut inner, now).await;
         }
         self.update_gauges().await;
