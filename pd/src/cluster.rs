@@ -236,6 +236,9 @@ pub struct Cluster {
     /// Heartbeats are not persisted: after a PD restart, liveness counts from
     /// this instant, so every store does not show as down at once.
     pub liveness_floor_ms: i64,
+    /// Admin settings: store labels/weights/limits, `config set` values,
+    /// disabled and paused schedulers (persisted, format 4).
+    pub settings: crate::config::Settings,
 }
 
 fn node_desc(n: &DataNode) -> NodeDesc {
@@ -921,12 +924,95 @@ impl Cluster {
         })
     }
 
-    /// Labels of store `id` (default when unknown).
+    /// Labels of store `id` as placement sees them: what it registered
+    /// with, `pdctl store label` overrides on top (default when unknown).
     pub fn store_labels(&self, id: u64) -> Labels {
-        self.stores
+        let mut l = self
+            .stores
             .get(&id)
             .and_then(|s| s.meta.labels.clone())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        if let Some(set) = self.settings.stores.get(&id) {
+            for (k, v) in &set.labels {
+                match k.as_str() {
+                    "zone" => l.zone = v.clone(),
+                    "rack" => l.rack = v.clone(),
+                    "host" => l.host = v.clone(),
+                    _ => {}
+                }
+            }
+        }
+        l
+    }
+
+    /// Every label of store `id` (registered ones, overrides on top, empty
+    /// values left out), by key.
+    pub fn store_label_map(&self, id: u64) -> BTreeMap<String, String> {
+        let l = self
+            .stores
+            .get(&id)
+            .and_then(|s| s.meta.labels.clone())
+            .unwrap_or_default();
+        let mut map: BTreeMap<String, String> =
+            [("zone", l.zone), ("rack", l.rack), ("host", l.host)]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect();
+        if let Some(set) = self.settings.stores.get(&id) {
+            map.extend(set.labels.clone());
+        }
+        map.retain(|_, v| !v.is_empty());
+        map
+    }
+
+    /// `pdctl store label ID K=V...`: merges `labels` into store `id`'s
+    /// overrides (an empty value drops that override). Returns whether
+    /// anything changed.
+    pub fn set_store_labels(
+        &mut self,
+        id: u64,
+        labels: &[(String, String)],
+    ) -> Result<bool, Error> {
+        self.known_live_store(id)?;
+        Ok(self.settings.update_store(id, |s| {
+            for (k, v) in labels {
+                if v.is_empty() {
+                    s.labels.remove(k);
+                } else {
+                    s.labels.insert(k.clone(), v.clone());
+                }
+            }
+        }))
+    }
+
+    /// `pdctl store weight ID LEADER REGION`.
+    pub fn set_store_weight(&mut self, id: u64, leader: f64, region: f64) -> Result<bool, Error> {
+        self.known_live_store(id)?;
+        let leader =
+            crate::config::check_weight("leader weight", leader).map_err(Error::InvalidArgument)?;
+        let region =
+            crate::config::check_weight("region weight", region).map_err(Error::InvalidArgument)?;
+        Ok(self.settings.update_store(id, |s| {
+            s.leader_weight = leader;
+            s.region_weight = region;
+        }))
+    }
+
+    /// `pdctl store limit ID RATE`: store `id`'s operators per minute.
+    pub fn set_store_limit(&mut self, id: u64, per_minute: usize) -> Result<bool, Error> {
+        self.known_live_store(id)?;
+        Ok(self
+            .settings
+            .update_store(id, |s| s.limit_per_minute = Some(per_minute)))
+    }
+
+    /// Ok for a known store that is not a tombstone.
+    fn known_live_store(&self, id: u64) -> Result<(), Error> {
+        match self.stores.get(&id).map(|s| s.meta.state()) {
+            None => Err(Error::NotFound(format!("store {id}"))),
+            Some(StoreState::Tombstone) => Err(Error::Tombstone(format!("store {id}"))),
+            Some(_) => Ok(()),
+        }
     }
 }
 

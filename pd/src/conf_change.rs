@@ -37,7 +37,7 @@ async fn region(core: &PdCore, id: u64) -> Result<Region, OperatorError> {
 /// Store `id`'s address and zone, if PD knows it as a live store.
 async fn live_store(core: &PdCore, id: u64) -> Result<(String, String), OperatorError> {
     let now = crate::server::now_ms();
-    let max_down = core.config().max_store_down_time.as_millis() as i64;
+    let max_down = core.runtime().max_store_down_ms();
     core.read(|c| {
         let s = c
             .store(id)

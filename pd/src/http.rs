@@ -33,6 +33,23 @@ pub fn router(core: Arc<PdCore>) -> Router {
         .route("/pd/api/v1/cluster", get(cluster))
         .route("/pd/api/v1/stores", get(stores))
         .route("/pd/api/v1/store/{id}", get(store).delete(delete_store))
+        .route(
+            "/pd/api/v1/store/{id}/label",
+            post(crate::settings_http::set_labels),
+        )
+        .route(
+            "/pd/api/v1/store/{id}/weight",
+            post(crate::settings_http::set_weight),
+        )
+        .route(
+            "/pd/api/v1/store/{id}/limit",
+            post(crate::settings_http::set_limit),
+        )
+        .route("/pd/api/v1/stores/limit", get(crate::settings_http::limits))
+        .route(
+            "/pd/api/v1/config",
+            get(crate::settings_http::show_config).post(crate::settings_http::set_config),
+        )
         .route("/pd/api/v1/regions", get(regions))
         .route("/pd/api/v1/regions/check/{kind}", get(regions_check))
         .route("/pd/api/v1/region/id/{id}", get(region_by_id))
@@ -69,12 +86,12 @@ pub fn router(core: Arc<PdCore>) -> Router {
 
 type Core = State<Arc<PdCore>>;
 
-fn error(status: StatusCode, message: String) -> Response {
+pub(crate) fn error(status: StatusCode, message: String) -> Response {
     json(status, &ErrorJson { error: message })
 }
 
 /// Pretty JSON with fields in declaration order (pdctl prints it verbatim).
-fn json<T: Serialize>(status: StatusCode, value: &T) -> Response {
+pub(crate) fn json<T: Serialize>(status: StatusCode, value: &T) -> Response {
     match serde_json::to_vec_pretty(value) {
         Ok(mut body) => {
             body.push(b'\n');
@@ -190,6 +207,9 @@ pub struct StoreStatusJson {
     pub capacity: u64,
     pub used: u64,
     pub last_heartbeat_ts: String,
+    /// `store weight` (pd-ctl's fields; 1 by default).
+    pub leader_weight: f64,
+    pub region_weight: f64,
 }
 
 #[derive(Serialize)]
@@ -387,7 +407,11 @@ fn store_json(c: &Cluster, s: &StoreInfo, now: i64, max_down_ms: i64) -> StoreJs
         store: StoreMetaJson {
             id: s.meta.id,
             address: s.meta.address.clone(),
-            labels: labels_json(s.meta.labels.as_ref()),
+            labels: c
+                .store_label_map(s.meta.id)
+                .into_iter()
+                .map(|(key, value)| LabelJson { key, value })
+                .collect(),
             state_name: c.store_liveness(&s.meta, now, max_down_ms).name(),
             status_address: s.meta.status_address.clone(),
         },
@@ -397,6 +421,8 @@ fn store_json(c: &Cluster, s: &StoreInfo, now: i64, max_down_ms: i64) -> StoreJs
             capacity: s.stats.capacity_bytes,
             used: s.stats.used_bytes,
             last_heartbeat_ts: timestamp(s.meta.last_heartbeat_unix_ms),
+            leader_weight: c.settings.store(s.meta.id).leader_weight,
+            region_weight: c.settings.store(s.meta.id).region_weight,
         },
     }
 }
@@ -447,7 +473,7 @@ impl NodeCtx<'_> {
 }
 
 fn max_down_ms(core: &PdCore) -> i64 {
-    core.config().max_store_down_time.as_millis() as i64
+    core.runtime().max_store_down_ms()
 }
 
 fn node_ctx<'a>(core: &PdCore, c: &'a Cluster, plan: &'a Plan) -> NodeCtx<'a> {
@@ -577,7 +603,7 @@ async fn stores(State(core): Core) -> Response {
     )
 }
 
-async fn store(State(core): Core, Path(id): Path<String>) -> Response {
+pub(crate) async fn store(State(core): Core, Path(id): Path<String>) -> Response {
     let id = match parse_id(&id, "store") {
         Ok(id) => id,
         Err(msg) => return error(StatusCode::BAD_REQUEST, msg),
@@ -794,7 +820,7 @@ async fn datanode_answer(core: &PdCore, id: u64) -> Response {
 }
 
 /// The status an admin call's error gets.
-fn error_status(e: &Error) -> StatusCode {
+pub(crate) fn error_status(e: &Error) -> StatusCode {
     match e {
         Error::InvalidArgument(_) => StatusCode::BAD_REQUEST,
         Error::NotFound(_) => StatusCode::NOT_FOUND,

@@ -18,6 +18,7 @@
 pub mod bootstrap;
 pub mod cluster;
 pub mod conf_change;
+pub mod config;
 mod error;
 pub mod http;
 pub mod merge;
@@ -31,6 +32,7 @@ pub mod replication;
 pub mod schedule;
 pub mod server;
 pub mod service;
+pub mod settings_http;
 pub mod storage;
 
 use std::net::SocketAddr;
@@ -177,7 +179,6 @@ pub async fn serve(
         tokio::spawn(merge::merge_check_loop(
             core.clone(),
             cfg.merge_check_interval,
-            cfg.merge.clone(),
             shutdown.clone(),
         ))
     });

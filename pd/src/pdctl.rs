@@ -13,16 +13,21 @@ use crate::http::API_PREFIX;
 #[command(
     name = "pdctl",
     about = "Kura PD admin CLI: inspect stores, regions, data nodes and the placement map; \
-             run operators; pause schedulers",
+             run operators; delete, label, weigh and limit stores; change schedulers and the \
+             runtime config",
     long_about = "Kura PD admin CLI. Talks to PD's HTTP admin API (`kura pd --http-listen`, \
                   `http` in kura dev's cluster.json) and prints JSON shaped like pd-ctl's, \
-                  or a table with --table. Also runs operators (split-region, transfer-leader) and \
-                  pauses/resumes PD's schedulers (balance-leader).\n\nExit status: 0 on success, 1 when PD is unreachable \
+                  or a table with --table. Also runs operators (split-region, transfer-leader, ...), \
+                  deletes stores and sets their labels, weights and operator limits, \
+                  pauses/removes PD's schedulers and sets the runtime schedule config \
+                  (`config set`); those settings are persisted by PD.\n\nExit status: 0 on success, 1 when PD is unreachable \
                   or answers with an error (e.g. an unknown id), 2 on bad usage.",
     after_help = "Examples:\n  pdctl store\n  pdctl -u http://127.0.0.1:2379 --table region\n  \
                   pdctl region 2\n  pdctl region key 6D79627563\n  pdctl placement\n  \
                   pdctl datanode decommission 8\n  pdctl --table datanode\n  \
-                  pdctl store delete 4\n  \
+                  pdctl store delete 4\n  pdctl store label 4 zone=z2\n  \
+                  pdctl store weight 4 2 2\n  pdctl store limit 4 30\n  \
+                  pdctl config set max-store-down-time 10m\n  \
                   pdctl operator add transfer-leader 12 3\n  pdctl --table operator show\n  \
                   pdctl --table scheduler show\n  pdctl scheduler pause balance-leader"
 )]
@@ -91,11 +96,16 @@ enum Command {
         #[command(subcommand)]
         op: OperatorCmd,
     },
-    /// PD's schedulers (balance-leader): `scheduler show`, `scheduler pause
-    /// NAME`, `scheduler resume NAME`.
+    /// PD's schedulers (replica-checker, balance-region, balance-leader):
+    /// `scheduler show`, `scheduler pause|resume|add|remove NAME` (persisted).
     Scheduler {
         #[command(subcommand)]
         action: SchedulerCmd,
+    },
+    /// The runtime schedule config: `config show`, `config set KEY VALUE`.
+    Config {
+        #[command(subcommand)]
+        action: ConfigCmd,
     },
 }
 
@@ -114,6 +124,16 @@ enum SchedulerCmd {
         /// Scheduler name, e.g. balance-leader.
         name: String,
     },
+    /// Enable scheduler NAME again after `scheduler remove` (persisted).
+    Add {
+        /// Scheduler name, e.g. balance-region.
+        name: String,
+    },
+    /// Disable scheduler NAME (persisted; `scheduler add` enables it).
+    Remove {
+        /// Scheduler name, e.g. balance-region.
+        name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -126,6 +146,52 @@ enum StoreAction {
     Delete {
         /// Store id.
         id: u64,
+    },
+    /// Set labels of store ID (persisted, merged over the labels it
+    /// registers with; `KEY=` drops an override). `zone` changes are
+    /// respected by the one-voter-per-zone checks from the next round.
+    Label {
+        /// Store id.
+        id: u64,
+        /// KEY=VALUE pairs, e.g. zone=z2 rack=r1.
+        #[arg(required = true)]
+        labels: Vec<String>,
+    },
+    /// Set the weights of store ID (persisted): balance-leader evens out
+    /// leaders/LEADER_WEIGHT, balance-region region peers/REGION_WEIGHT.
+    Weight {
+        /// Store id.
+        id: u64,
+        /// Leader weight (> 0; default 1).
+        leader_weight: f64,
+        /// Region weight (> 0; default 1).
+        region_weight: f64,
+    },
+    /// Every store's operator limit per minute (leader transfers and peer
+    /// moves it may take part in) and its use in the last minute; with ID
+    /// and RATE, set that store's own limit (persisted).
+    Limit {
+        /// Store id (alone: show that store's limit).
+        id: Option<u64>,
+        /// Operators per minute.
+        rate: Option<u64>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCmd {
+    /// The schedule settings in effect (pd-ctl's shape: `schedule` and
+    /// `replication`), flags overridden by `config set`.
+    Show,
+    /// Set one schedule setting at runtime (persisted and replicated; wins
+    /// over the flag from now on): schedule-interval, leader-transfer-limit,
+    /// max-store-down-time, split-merge-interval, max-merge-region-keys,
+    /// max-merge-region-size (MiB). Durations as 30s, 5m, 1h30m or seconds.
+    Set {
+        /// Kebab-case key, e.g. max-store-down-time.
+        key: String,
+        /// New value, e.g. 1m.
+        value: String,
     },
 }
 
@@ -295,6 +361,8 @@ enum Shape {
     Operator,
     Operators,
     Schedulers,
+    Limits,
+    Config,
 }
 
 impl Command {
@@ -316,6 +384,32 @@ impl Command {
                 action: Some(StoreAction::Delete { id }),
                 ..
             } => (format!("store/{id}"), Shape::Store),
+            Command::Store {
+                action: Some(StoreAction::Label { id, .. }),
+                ..
+            } => (format!("store/{id}/label"), Shape::Store),
+            Command::Store {
+                action: Some(StoreAction::Weight { id, .. }),
+                ..
+            } => (format!("store/{id}/weight"), Shape::Store),
+            Command::Store {
+                action:
+                    Some(StoreAction::Limit {
+                        id: Some(id),
+                        rate: Some(_),
+                    }),
+                ..
+            } => (format!("store/{id}/limit"), Shape::Limits),
+            Command::Store {
+                action: Some(StoreAction::Limit { .. }),
+                ..
+            } => ("stores/limit".into(), Shape::Limits),
+            Command::Config {
+                action: ConfigCmd::Show,
+            }
+            | Command::Config {
+                action: ConfigCmd::Set { .. },
+            } => ("config".into(), Shape::Config),
             Command::Region {
                 by: Some(RegionBy::Key { hex_key }),
                 ..
@@ -362,6 +456,108 @@ impl Command {
             Command::Scheduler {
                 action: SchedulerCmd::Resume { name },
             } => (format!("schedulers/{name}/resume"), Shape::Schedulers),
+            Command::Scheduler {
+                action: SchedulerCmd::Add { name },
+            } => (format!("schedulers/{name}/add"), Shape::Schedulers),
+            Command::Scheduler {
+                action: SchedulerCmd::Remove { name },
+            } => (format!("schedulers/{name}/remove"), Shape::Schedulers),
+        }
+    }
+
+    /// `store limit ID [RATE]` shows only that store of PD's answer.
+    fn narrow(&self, v: Value, body: String) -> Result<(Value, String), String> {
+        let Command::Store {
+            action: Some(StoreAction::Limit { id: Some(id), .. }),
+            ..
+        } = self
+        else {
+            return Ok((v, body));
+        };
+        let one = v
+            .get(id.to_string())
+            .cloned()
+            .ok_or_else(|| format!("store {id} not found"))?;
+        let v = serde_json::json!({ id.to_string(): one });
+        let body = serde_json::to_string_pretty(&v).unwrap_or_default();
+        Ok((v, body))
+    }
+
+    /// Usage errors clap cannot see (exit 2).
+    fn check(&self) -> Result<(), String> {
+        match self {
+            Command::Store {
+                action: Some(StoreAction::Label { labels, .. }),
+                ..
+            } => crate::config::parse_labels(labels).map(|_| ()),
+            Command::Store {
+                action:
+                    Some(StoreAction::Weight {
+                        leader_weight,
+                        region_weight,
+                        ..
+                    }),
+                ..
+            } => crate::config::check_weight("LEADER_WEIGHT", *leader_weight)
+                .and(crate::config::check_weight("REGION_WEIGHT", *region_weight))
+                .map(|_| ()),
+            Command::Store {
+                action:
+                    Some(StoreAction::Limit {
+                        id: None,
+                        rate: Some(_),
+                    }),
+                ..
+            } => Err("store limit RATE needs the store id: store limit ID RATE".into()),
+            _ => Ok(()),
+        }
+    }
+
+    /// The JSON body of a POST (None: no body, see [`Self::method`]).
+    fn body(&self) -> Option<Value> {
+        use serde_json::json;
+        match self {
+            Command::Operator {
+                op: OperatorCmd::Add { kind },
+            } => serde_json::to_value(kind.body()).ok(),
+            Command::Scheduler {
+                action:
+                    SchedulerCmd::Pause { .. }
+                    | SchedulerCmd::Resume { .. }
+                    | SchedulerCmd::Add { .. }
+                    | SchedulerCmd::Remove { .. },
+            } => Some(json!({})),
+            Command::Store {
+                action: Some(StoreAction::Label { labels, .. }),
+                ..
+            } => Some(Value::Object(
+                labels
+                    .iter()
+                    .filter_map(|l| l.split_once('='))
+                    .map(|(k, v)| (k.to_string(), Value::from(v)))
+                    .collect(),
+            )),
+            Command::Store {
+                action:
+                    Some(StoreAction::Weight {
+                        leader_weight,
+                        region_weight,
+                        ..
+                    }),
+                ..
+            } => Some(json!({"leader": leader_weight, "region": region_weight})),
+            Command::Store {
+                action:
+                    Some(StoreAction::Limit {
+                        id: Some(_),
+                        rate: Some(rate),
+                    }),
+                ..
+            } => Some(json!({ "rate": rate })),
+            Command::Config {
+                action: ConfigCmd::Set { key, value },
+            } => Some(json!({ key.as_str(): value })),
+            _ => None,
         }
     }
 
@@ -407,6 +603,10 @@ pub fn pdctl_main(args: Vec<String>) -> i32 {
             return 2;
         }
     }
+    if let Err(msg) = cli.command.check() {
+        eprintln!("pdctl: {msg}");
+        return 2;
+    }
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -427,14 +627,9 @@ pub fn pdctl_main(args: Vec<String>) -> i32 {
         .collect();
     let mut answer = Err(format!("no PD URL given in {:?}", cli.url));
     for (i, base) in bases.iter().enumerate() {
-        answer = match &cli.command {
-            Command::Operator {
-                op: OperatorCmd::Add { kind },
-            } => rt.block_on(post(base, &path, &kind.body())),
-            Command::Scheduler {
-                action: SchedulerCmd::Pause { .. } | SchedulerCmd::Resume { .. },
-            } => rt.block_on(post(base, &path, &serde_json::json!({}))),
-            _ => rt.block_on(fetch(base, cli.command.method(), &path)),
+        answer = match cli.command.body() {
+            Some(body) => rt.block_on(post(base, &path, &body)),
+            None => rt.block_on(fetch(base, cli.command.method(), &path)),
         };
         match &answer {
             Err(msg) if i + 1 < bases.len() && another_member_may_answer(msg) => continue,
@@ -443,6 +638,13 @@ pub fn pdctl_main(args: Vec<String>) -> i32 {
     }
     match answer {
         Ok((v, body)) => {
+            let (v, body) = match cli.command.narrow(v, body) {
+                Ok(vb) => vb,
+                Err(msg) => {
+                    eprintln!("pdctl: {msg}");
+                    return 1;
+                }
+            };
             if cli.table {
                 println!("{}", render(shape, &v, true));
             } else {
@@ -769,16 +971,23 @@ fn render(shape: Shape, v: &Value, table: bool) -> String {
                 text(v.get("leader_transfers_per_store_per_minute"))
             );
             let scheds = grid(
-                &["SCHEDULER", "PAUSED"],
+                &["SCHEDULER", "PAUSED", "DISABLED"],
                 list("schedulers")
                     .iter()
-                    .map(|s| cells(s, &["/name", "/paused"])),
+                    .map(|s| cells(s, &["/name", "/paused", "/disabled"])),
             );
             let limits = grid(
-                &["STORE", "LEADER_TRANSFERS_LAST_MINUTE"],
-                list("store_limits")
-                    .iter()
-                    .map(|s| cells(s, &["/store_id", "/leader_transfers_last_minute"])),
+                &["STORE", "LEADER_TRANSFERS_LAST_MINUTE", "LIMIT"],
+                list("store_limits").iter().map(|s| {
+                    cells(
+                        s,
+                        &[
+                            "/store_id",
+                            "/leader_transfers_last_minute",
+                            "/limit_per_minute",
+                        ],
+                    )
+                }),
             );
             let held = match v.get("held_back_stores").and_then(Value::as_array) {
                 Some(a) if !a.is_empty() => format!(
@@ -789,6 +998,30 @@ fn render(shape: Shape, v: &Value, table: bool) -> String {
             };
             format!("{head}\n\n{scheds}\n\n{limits}{held}")
         }
+        Shape::Limits => grid(
+            &["STORE", "OPERATORS_PER_MINUTE", "OWN", "USED_LAST_MINUTE"],
+            v.as_object().into_iter().flatten().map(|(id, l)| {
+                let mut row = vec![id.clone()];
+                row.extend(cells(
+                    l,
+                    &["/operators-per-minute", "/own", "/used-last-minute"],
+                ));
+                row
+            }),
+        ),
+        Shape::Config => grid(
+            &["SECTION", "KEY", "VALUE"],
+            v.as_object()
+                .into_iter()
+                .flatten()
+                .flat_map(|(section, o)| {
+                    o.as_object()
+                        .into_iter()
+                        .flatten()
+                        .map(|(k, val)| vec![section.clone(), k.clone(), text(Some(val))])
+                        .collect::<Vec<_>>()
+                }),
+        ),
         Shape::DataNodes => datanode_grid(&list("datanodes")),
         Shape::DataNode => datanode_grid(std::slice::from_ref(v)),
     }
@@ -1063,6 +1296,81 @@ mod tests {
             parse(&["scheduler", "show"]).command.request(),
             ("schedulers".into(), Shape::Schedulers)
         );
+    }
+
+    #[test]
+    fn store_config_and_scheduler_admin_commands_map_to_posts() {
+        let req = |args: &[&str]| {
+            let c = parse(args).command;
+            (c.request().0, c.body(), c.check())
+        };
+        assert_eq!(
+            req(&["store", "label", "3", "zone=z2", "rack=r1"]),
+            (
+                "store/3/label".into(),
+                Some(json!({"zone": "z2", "rack": "r1"})),
+                Ok(())
+            )
+        );
+        assert!(req(&["store", "label", "3", "zone"]).2.is_err());
+        assert!(Cli::try_parse_from(["pdctl", "store", "label", "3"]).is_err());
+        assert_eq!(
+            req(&["store", "weight", "3", "2", "0.5"]),
+            (
+                "store/3/weight".into(),
+                Some(json!({"leader": 2.0, "region": 0.5})),
+                Ok(())
+            )
+        );
+        assert!(req(&["store", "weight", "3", "0", "1"]).2.is_err());
+        assert_eq!(req(&["store", "limit"]).0, "stores/limit");
+        assert_eq!(
+            req(&["store", "limit", "3"]),
+            ("stores/limit".into(), None, Ok(()))
+        );
+        assert_eq!(
+            req(&["store", "limit", "3", "20"]),
+            ("store/3/limit".into(), Some(json!({"rate": 20})), Ok(()))
+        );
+        assert_eq!(req(&["config", "show"]), ("config".into(), None, Ok(())));
+        assert_eq!(
+            req(&["config", "set", "max-store-down-time", "1m"]),
+            (
+                "config".into(),
+                Some(json!({"max-store-down-time": "1m"})),
+                Ok(())
+            )
+        );
+        assert_eq!(
+            req(&["scheduler", "remove", "balance-region"]),
+            (
+                "schedulers/balance-region/remove".into(),
+                Some(json!({})),
+                Ok(())
+            )
+        );
+        assert_eq!(
+            req(&["scheduler", "add", "balance-region"]).0,
+            "schedulers/balance-region/add"
+        );
+        // `store limit ID` narrows PD's answer to that store.
+        let all = json!({"1": {"operators-per-minute": 5}, "2": {"operators-per-minute": 9}});
+        let one = parse(&["store", "limit", "2"])
+            .command
+            .narrow(all.clone(), String::new())
+            .unwrap()
+            .0;
+        assert_eq!(one, json!({"2": {"operators-per-minute": 9}}));
+        assert!(parse(&["store", "limit", "7"])
+            .command
+            .narrow(all, String::new())
+            .is_err());
+        let t = render(
+            Shape::Config,
+            &json!({"schedule": {"max-store-down-time": "1m"}, "replication": {"max-replicas": 3}}),
+            true,
+        );
+        assert!(t.contains("schedule     max-store-down-time  1m"), "{t}");
     }
 
     #[test]

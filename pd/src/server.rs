@@ -27,6 +27,7 @@ use tokio::sync::{Mutex, MutexGuard};
 
 use crate::bootstrap;
 use crate::cluster::{Cluster, HeartbeatOutcome, Liveness, RegionEntry, StoreStats};
+use crate::config::RuntimeConfig;
 use crate::metrics::metrics;
 use crate::placement::{self, PlacementState};
 use crate::rebalance::{self, Plan, RepairReport, RepairStatus, StepGate};
@@ -70,6 +71,10 @@ pub struct PdCore {
     loaded_term: AtomicU64,
     /// Scheduling: running operators, paused schedulers, store limits.
     pub schedule: crate::schedule::coordinator::Coordinator,
+    /// The schedule settings in effect: the flags with `pdctl config set`
+    /// values on top, refreshed whenever the model is loaded or changed by
+    /// an admin call.
+    runtime: std::sync::RwLock<RuntimeConfig>,
 }
 
 impl PdCore {
@@ -85,7 +90,10 @@ impl PdCore {
             "PD state loaded"
         );
         let schedule = coordinator(&cfg);
+        let runtime =
+            std::sync::RwLock::new(RuntimeConfig::effective(&cfg, &cluster.settings.config));
         let core = PdCore {
+            runtime,
             cfg,
             inner: Mutex::new(Inner {
                 cluster,
@@ -113,6 +121,7 @@ impl PdCore {
     pub fn replicated(cfg: Config, replica: Arc<Replica>) -> Self {
         let schedule = coordinator(&cfg);
         PdCore {
+            runtime: std::sync::RwLock::new(RuntimeConfig::from_flags(&cfg)),
             cfg,
             inner: Mutex::new(Inner {
                 cluster: Cluster::new(0),
@@ -199,6 +208,7 @@ impl PdCore {
     /// when there is none yet, committed at once).
     async fn reload(&self, inner: &mut MutexGuard<'_, Inner>) -> Result<(), Error> {
         let (cluster, fresh) = load_cluster(&self.storage, "the replicated PD state").await?;
+        self.refresh_runtime(&cluster);
         inner.cluster = cluster;
         inner.dirty = fresh;
         inner.placement_blockers.clear();
@@ -208,7 +218,20 @@ impl PdCore {
     }
 
     fn max_down_ms(&self) -> i64 {
-        self.cfg.max_store_down_time.as_millis() as i64
+        self.runtime().max_store_down_ms()
+    }
+
+    /// The schedule settings in effect now (flags, then `config set` values).
+    pub fn runtime(&self) -> RuntimeConfig {
+        self.runtime
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn refresh_runtime(&self, c: &Cluster) {
+        let rc = RuntimeConfig::effective(&self.cfg, &c.settings.config);
+        *self.runtime.write().unwrap_or_else(|p| p.into_inner()) = rc;
     }
 
     /// Runs `f` on a consistent view of the model.
@@ -475,8 +498,20 @@ impl PdCore {
         f: impl FnOnce(&mut Cluster) -> Result<(R, bool), Error>,
     ) -> Result<R, Error> {
         let mut inner = self.inner.lock().await;
-        let (out, changed) = f(&mut inner.cluster)?;
-        self.save_if(&mut inner, changed).await?;
+        let before = inner.cluster.settings.clone();
+        let (out, changed) = match f(&mut inner.cluster) {
+            Ok(v) => v,
+            Err(e) => {
+                inner.cluster.settings = before;
+                return Err(e);
+            }
+        };
+        if let Err(e) = self.save_if(&mut inner, changed).await {
+            // Settings are admin-only: undo so nothing unsaved takes effect.
+            inner.cluster.settings = before;
+            return Err(e);
+        }
+        self.refresh_runtime(&inner.cluster);
         Ok(out)
     }
 

@@ -14,6 +14,7 @@ use super::election_watch::ElectionWatch;
 use super::model::ClusterModel;
 use super::{default_schedulers, run_round, Operator, OperatorKind, ScheduleContext, Scheduler};
 use super::{transfer, StoreLimiter};
+use crate::config::{RuntimeConfig, Settings};
 use crate::operator::OperatorError;
 use crate::server::{now_ms, PdCore};
 
@@ -45,7 +46,11 @@ pub struct OperatorRecord {
 
 struct State {
     schedulers: Vec<Box<dyn Scheduler>>,
+    /// `pdctl scheduler pause` (persisted in the cluster settings, copied
+    /// here by [`sync_settings`]).
     paused: BTreeSet<String>,
+    /// `pdctl scheduler remove` (likewise).
+    disabled: BTreeSet<String>,
     limits: StoreLimiter,
     running: BTreeMap<u64, OperatorRecord>,
     finished: VecDeque<OperatorRecord>,
@@ -67,6 +72,7 @@ impl Coordinator {
             state: Mutex::new(State {
                 schedulers: default_schedulers(),
                 paused: BTreeSet::new(),
+                disabled: BTreeSet::new(),
                 limits,
                 running: BTreeMap::new(),
                 finished: VecDeque::new(),
@@ -103,7 +109,8 @@ impl Coordinator {
             busy_regions: &mut busy,
             limits: &mut st.limits,
         };
-        let ops = run_round(&mut st.schedulers, &st.paused, &model, &mut ctx);
+        let stopped: BTreeSet<String> = st.paused.union(&st.disabled).cloned().collect();
+        let ops = run_round(&mut st.schedulers, &stopped, &model, &mut ctx);
         for op in &ops {
             st.running.insert(
                 op.region_id,
@@ -164,27 +171,47 @@ impl Coordinator {
         )
     }
 
-    /// Each scheduler's name and whether it is paused.
-    pub fn schedulers(&self) -> Vec<(&'static str, bool)> {
+    /// Each scheduler's name, whether it is paused and whether it is disabled.
+    pub fn schedulers(&self) -> Vec<(&'static str, bool, bool)> {
         let st = self.lock();
         st.schedulers
             .iter()
-            .map(|s| (s.name(), st.paused.contains(s.name())))
+            .map(|s| {
+                (
+                    s.name(),
+                    st.paused.contains(s.name()),
+                    st.disabled.contains(s.name()),
+                )
+            })
             .collect()
     }
 
-    /// Pauses or resumes scheduler `name`; false when there is no such scheduler.
-    pub fn set_paused(&self, name: &str, paused: bool) -> bool {
+    /// Whether PD has a scheduler called `name`.
+    pub fn knows(&self, name: &str) -> bool {
+        self.lock().schedulers.iter().any(|s| s.name() == name)
+    }
+
+    /// Takes the persisted settings: paused and disabled schedulers, the
+    /// default store limit and each store's own.
+    pub fn apply_settings(&self, rc: &RuntimeConfig, s: &Settings) {
         let mut st = self.lock();
-        if !st.schedulers.iter().any(|s| s.name() == name) {
-            return false;
-        }
-        if paused {
-            st.paused.insert(name.to_string());
-        } else {
-            st.paused.remove(name);
-        }
-        true
+        st.paused = s.paused_schedulers.clone();
+        st.disabled = s.disabled_schedulers.clone();
+        let overrides = s
+            .stores
+            .iter()
+            .filter_map(|(&id, set)| Some((id, set.limit_per_minute?)))
+            .collect();
+        st.limits.configure(rc.leader_transfer_limit, overrides);
+    }
+
+    /// Each store's limit per minute and operators in the last minute.
+    pub fn limits(&self, stores: &[u64], now_ms: i64) -> Vec<(u64, usize, usize)> {
+        let mut st = self.lock();
+        stores
+            .iter()
+            .map(|&s| (s, st.limits.limit_of(s), st.limits.used(s, now_ms)))
+            .collect()
     }
 
     /// Stores held back as targets after losing leaders to elections.
@@ -231,10 +258,18 @@ pub async fn run_registered(core: &PdCore, op: &Operator) -> Result<RegionInfo, 
     res
 }
 
+/// Copies the persisted scheduler and store-limit settings and the runtime
+/// config into the coordinator (each round, and after an admin change).
+pub async fn sync_settings(core: &PdCore) {
+    let settings = core.read(|c| c.settings.clone()).await;
+    core.schedule.apply_settings(&core.runtime(), &settings);
+}
+
 /// One scheduling round on PD's current state; starts its operators.
 pub async fn schedule_once(core: &Arc<PdCore>) -> usize {
+    sync_settings(core).await;
     let now = now_ms();
-    let max_down_ms = core.config().max_store_down_time.as_millis() as i64;
+    let max_down_ms = core.runtime().max_store_down_ms();
     let model = core
         .read(|c| ClusterModel::from_cluster(c, now, max_down_ms, DISCONNECTED_AFTER_MS))
         .await;
@@ -257,23 +292,26 @@ pub async fn schedule_once(core: &Arc<PdCore>) -> usize {
     ops.len()
 }
 
-/// Runs [`schedule_once`] every `interval` until `shutdown` flips.
+/// How often a loop turned off (interval 0) looks whether `config set
+/// schedule-interval` turned it on.
+const OFF_RECHECK: Duration = Duration::from_secs(1);
+
+/// Runs [`schedule_once`] every `schedule-interval` (the runtime config,
+/// read each round, so `pdctl config set` takes effect without a restart;
+/// zero: no rounds) until `shutdown` flips.
 pub async fn schedule_loop(core: Arc<PdCore>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-    let every = core.schedule.config().interval;
-    if every.is_zero() {
-        tracing::info!("scheduling loop off (--schedule-interval-secs 0)");
-        return;
+    if core.runtime().schedule_interval.is_zero() {
+        tracing::info!("scheduling loop off (schedule-interval 0) until config set turns it on");
     }
-    let mut interval = tokio::time::interval(every);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // The first tick fires at once: give stores a round of heartbeats first.
-    interval.tick().await;
     loop {
         if *shutdown.borrow() {
             return;
         }
+        let every = core.runtime().schedule_interval;
+        // The first round also waits: stores get a round of heartbeats first.
+        let wait = if every.is_zero() { OFF_RECHECK } else { every };
         tokio::select! {
-            _ = interval.tick() => {}
+            _ = tokio::time::sleep(wait) => {}
             changed = shutdown.changed() => {
                 if changed.is_err() {
                     return;
@@ -283,7 +321,7 @@ pub async fn schedule_loop(core: Arc<PdCore>, mut shutdown: tokio::sync::watch::
         }
         // Only the leader of a replicated PD schedules (its model is the
         // live one; a follower's is not loaded).
-        if core.ensure_leader().await.is_err() {
+        if core.runtime().schedule_interval.is_zero() || core.ensure_leader().await.is_err() {
             continue;
         }
         schedule_once(&core).await;
