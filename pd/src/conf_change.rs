@@ -204,6 +204,19 @@ pub async fn transfer_peer(
     from: u64,
     to: u64,
 ) -> Result<Region, OperatorError> {
+    let never = std::sync::atomic::AtomicBool::new(false);
+    transfer_peer_cancellable(core, region_id, from, to, &never).await
+}
+
+/// [`transfer_peer`] that stops before removing the old peer once `cancel`
+/// is set (`pdctl operator remove`): the add step, once started, finishes.
+pub async fn transfer_peer_cancellable(
+    core: &PdCore,
+    region_id: u64,
+    from: u64,
+    to: u64,
+    cancel: &std::sync::atomic::AtomicBool,
+) -> Result<Region, OperatorError> {
     let r = region(core, region_id).await?;
     if !r.peers.iter().any(|p| p.store_id == from) {
         return Err(OperatorError::Invalid(format!(
@@ -230,6 +243,12 @@ pub async fn transfer_peer(
         )));
     }
     add_peer(core, region_id, to).await?;
+    if cancel.load(std::sync::atomic::Ordering::Acquire) {
+        return Err(OperatorError::Cancelled(format!(
+            "cancelled after add-peer: region {region_id} keeps its new peer on store {to} and \
+             its peer on store {from} (remove-peer to undo either)"
+        )));
+    }
     remove_peer(core, region_id, from).await
 }
 

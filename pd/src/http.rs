@@ -67,6 +67,10 @@ pub fn router(core: Arc<PdCore>) -> Router {
             post(crate::operator::http_add_operator).get(crate::schedule::http::list_operators),
         )
         .route(
+            "/pd/api/v1/operators/{region_id}",
+            axum::routing::delete(crate::schedule::http::remove_operator),
+        )
+        .route(
             "/pd/api/v1/schedulers",
             get(crate::schedule::http::list_schedulers),
         )

@@ -54,6 +54,12 @@ pub enum OperatorError {
     Busy { region_id: u64, running: String },
     #[error("region {region_id}: {message}")]
     TimedOut { region_id: u64, message: String },
+    /// `pdctl operator remove` stopped it (what was done is in the message).
+    #[error("{0}")]
+    Cancelled(String),
+    /// `pdctl operator remove` of a region without a running operator.
+    #[error("region {0} has no running operator")]
+    NoOperator(u64),
 }
 
 impl OperatorError {
@@ -68,6 +74,8 @@ impl OperatorError {
             OperatorError::StoreNotFound(_) => false,
             OperatorError::Busy { .. } => true,
             OperatorError::TimedOut { .. } => true,
+            OperatorError::Cancelled(_) => false,
+            OperatorError::NoOperator(_) => false,
         }
     }
 
@@ -82,6 +90,8 @@ impl OperatorError {
             OperatorError::StoreNotFound(_) => StatusCode::NOT_FOUND,
             OperatorError::Busy { .. } => StatusCode::CONFLICT,
             OperatorError::TimedOut { .. } => StatusCode::GATEWAY_TIMEOUT,
+            OperatorError::Cancelled(_) => StatusCode::CONFLICT,
+            OperatorError::NoOperator(_) => StatusCode::NOT_FOUND,
         }
     }
 }

@@ -221,6 +221,13 @@ enum OperatorCmd {
     /// Running operators (admin and scheduler-made) and the last finished
     /// ones with their outcome.
     Show,
+    /// Cancel the running operator of REGION_ID: a step in flight finishes,
+    /// the steps after it do not run (e.g. a peer move stopped after its
+    /// add step keeps both peers). Exit 1 when the region has none.
+    Remove {
+        /// Region id.
+        region_id: u64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -363,6 +370,7 @@ enum Shape {
     Schedulers,
     Limits,
     Config,
+    Cancelled,
 }
 
 impl Command {
@@ -446,6 +454,9 @@ impl Command {
             Command::Operator {
                 op: OperatorCmd::Show,
             } => ("operators".into(), Shape::Operators),
+            Command::Operator {
+                op: OperatorCmd::Remove { region_id },
+            } => (format!("operators/{region_id}"), Shape::Cancelled),
             Command::Operator { .. } => ("operators".into(), Shape::Operator),
             Command::Scheduler {
                 action: SchedulerCmd::Show,
@@ -578,6 +589,9 @@ impl Command {
             Command::Store {
                 action: Some(StoreAction::Delete { .. }),
                 ..
+            }
+            | Command::Operator {
+                op: OperatorCmd::Remove { .. },
             } => reqwest::Method::DELETE,
             _ => reqwest::Method::GET,
         }
@@ -1022,6 +1036,16 @@ fn render(shape: Shape, v: &Value, table: bool) -> String {
                         .collect::<Vec<_>>()
                 }),
         ),
+        Shape::Cancelled => {
+            let c = v.get("cancelled").cloned().unwrap_or_default();
+            format!(
+                "cancelled {} of region {} (from {}): {}",
+                text(c.get("name")),
+                text(c.get("region_id")),
+                text(c.get("source")),
+                text(v.get("note"))
+            )
+        }
         Shape::DataNodes => datanode_grid(&list("datanodes")),
         Shape::DataNode => datanode_grid(std::slice::from_ref(v)),
     }
@@ -1333,6 +1357,15 @@ mod tests {
             ("store/3/limit".into(), Some(json!({"rate": 20})), Ok(()))
         );
         assert_eq!(req(&["config", "show"]), ("config".into(), None, Ok(())));
+        let rm = parse(&["operator", "remove", "12"]).command;
+        assert_eq!(
+            (rm.request(), rm.method(), rm.body()),
+            (
+                ("operators/12".into(), Shape::Cancelled),
+                reqwest::Method::DELETE,
+                None
+            )
+        );
         assert_eq!(
             req(&["config", "set", "max-store-down-time", "1m"]),
             (

@@ -5,6 +5,7 @@
 //! operators (`POST /pd/api/v1/operators`) go through the same path.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -42,6 +43,24 @@ pub struct OperatorRecord {
     pub finished_ms: Option<i64>,
     /// `None` while running; then "done" or the error.
     pub outcome: Option<String>,
+    /// Set by `pdctl operator remove`: no further step starts.
+    pub cancel: Arc<AtomicBool>,
+}
+
+impl OperatorRecord {
+    fn new(op: &Operator, now_ms: i64) -> Self {
+        OperatorRecord {
+            op: op.clone(),
+            started_ms: now_ms,
+            finished_ms: None,
+            outcome: None,
+            cancel: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    pub fn cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Acquire)
+    }
 }
 
 struct State {
@@ -112,15 +131,8 @@ impl Coordinator {
         let stopped: BTreeSet<String> = st.paused.union(&st.disabled).cloned().collect();
         let ops = run_round(&mut st.schedulers, &stopped, &model, &mut ctx);
         for op in &ops {
-            st.running.insert(
-                op.region_id,
-                OperatorRecord {
-                    op: op.clone(),
-                    started_ms: now_ms,
-                    finished_ms: None,
-                    outcome: None,
-                },
-            );
+            st.running
+                .insert(op.region_id, OperatorRecord::new(op, now_ms));
         }
         ops
     }
@@ -137,15 +149,8 @@ impl Coordinator {
         for s in op.kind.stores() {
             st.limits.take(s, now_ms);
         }
-        st.running.insert(
-            op.region_id,
-            OperatorRecord {
-                op: op.clone(),
-                started_ms: now_ms,
-                finished_ms: None,
-                outcome: None,
-            },
-        );
+        st.running
+            .insert(op.region_id, OperatorRecord::new(op, now_ms));
         Ok(())
     }
 
@@ -160,6 +165,25 @@ impl Coordinator {
                 st.finished.pop_front();
             }
         }
+    }
+
+    /// `pdctl operator remove`: asks region `region_id`'s running operator
+    /// to stop (a step in flight finishes; no further step starts). Returns
+    /// it, or None when the region has none running.
+    pub fn cancel(&self, region_id: u64) -> Option<OperatorRecord> {
+        let st = self.lock();
+        let rec = st.running.get(&region_id)?;
+        rec.cancel.store(true, Ordering::Release);
+        Some(rec.clone())
+    }
+
+    /// The cancel flag of region `region_id`'s running operator.
+    fn cancel_flag(&self, region_id: u64) -> Arc<AtomicBool> {
+        self.lock()
+            .running
+            .get(&region_id)
+            .map(|r| r.cancel.clone())
+            .unwrap_or_default()
     }
 
     /// Running operators, then the last finished ones (oldest first).
@@ -232,7 +256,11 @@ impl Coordinator {
 /// Runs an operator [`Coordinator::plan`] or [`Coordinator::begin`]
 /// registered, then records how it ended.
 pub async fn run_registered(core: &PdCore, op: &Operator) -> Result<RegionInfo, OperatorError> {
+    let cancel = core.schedule.cancel_flag(op.region_id);
     let res = match op.kind {
+        _ if cancel.load(Ordering::Acquire) => Err(OperatorError::Cancelled(
+            "cancelled before its first step".into(),
+        )),
         OperatorKind::TransferLeader { to_store, .. } => {
             transfer::transfer_leader(core, op.region_id, to_store).await
         }
@@ -240,7 +268,14 @@ pub async fn run_registered(core: &PdCore, op: &Operator) -> Result<RegionInfo, 
             from_store,
             to_store,
         } => {
-            match crate::conf_change::transfer_peer(core, op.region_id, from_store, to_store).await
+            match crate::conf_change::transfer_peer_cancellable(
+                core,
+                op.region_id,
+                from_store,
+                to_store,
+                &cancel,
+            )
+            .await
             {
                 Ok(_) => core
                     .region_by_id(op.region_id)
@@ -325,5 +360,40 @@ pub async fn schedule_loop(core: Arc<PdCore>, mut shutdown: tokio::sync::watch::
             continue;
         }
         schedule_once(&core).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cancel_flags_the_running_operator_of_a_region_only() {
+        let c = Coordinator::new(ScheduleConfig {
+            interval: Duration::from_secs(3),
+            leader_transfers_per_store_per_minute: 10,
+        });
+        let op = Operator {
+            region_id: 7,
+            kind: OperatorKind::ReplacePeer {
+                from_store: 1,
+                to_store: 4,
+            },
+            source: super::super::ADMIN,
+        };
+        c.begin(&op, 0).unwrap();
+        assert!(!c.cancel_flag(7).load(Ordering::Acquire));
+        assert!(c.cancel(8).is_none(), "no operator on region 8");
+        let rec = c.cancel(7).expect("running");
+        assert_eq!(rec.op, op);
+        assert!(rec.cancelled() && c.cancel_flag(7).load(Ordering::Acquire));
+        c.finish(7, "cancelled after add-peer".into());
+        assert!(c.cancel(7).is_none(), "finished: nothing to cancel");
+        let (running, finished) = c.operators();
+        assert!(running.is_empty());
+        assert_eq!(
+            finished[0].outcome.as_deref(),
+            Some("cancelled after add-peer")
+        );
     }
 }

@@ -153,6 +153,41 @@ pub async fn list_operators(State(core): State<Arc<PdCore>>) -> Response {
 }
 
 #[derive(Serialize)]
+pub struct CancelJson {
+    pub cancelled: OperatorJson,
+    /// What happens now.
+    pub note: &'static str,
+}
+
+/// `DELETE /pd/api/v1/operators/{region_id}` (pd-ctl's `operator remove`):
+/// cancels the region's running operator. A step in flight finishes; the
+/// steps after it do not run; `operator show` then lists it as finished
+/// with what was done. `404` when the region has no running operator.
+pub async fn remove_operator(
+    State(core): State<Arc<PdCore>>,
+    Path(region_id): Path<String>,
+) -> Response {
+    let Ok(region_id) = region_id.parse::<u64>() else {
+        return error(&OperatorError::Invalid(format!(
+            "invalid region id {region_id:?}"
+        )));
+    };
+    match core.schedule.cancel(region_id) {
+        Some(rec) => {
+            tracing::info!(region_id, op = ?rec.op.kind, source = rec.op.source, "operator cancelled");
+            json(
+                StatusCode::OK,
+                &CancelJson {
+                    cancelled: operator_json(&rec, now_ms()),
+                    note: "a step in flight finishes; no further step of this operator starts",
+                },
+            )
+        }
+        None => error(&OperatorError::NoOperator(region_id)),
+    }
+}
+
+#[derive(Serialize)]
 pub struct SchedulerJson {
     pub name: &'static str,
     pub paused: bool,
