@@ -321,6 +321,19 @@ fn a_deleted_store_drains_under_writes_and_becomes_tombstone() {
             .expect("a region");
         c.must_pdctl(&["operator", "add", "split-region", &biggest.to_string()]);
     }
+    // `region key BUCKET KEY`: the regions holding object metadata, in key order.
+    let first = c.must_pdctl(&["region", "key", "del", "d0/obj00000"]);
+    let last = c.must_pdctl(&["region", "key", "del", "d5/obj00197"]);
+    let start = c.must_pdctl(&["region", "key", "del"]);
+    let start_key = |r: &Value| r["start_key"].as_str().unwrap_or_default().to_string();
+    assert!(first["id"].as_u64().is_some(), "{first:#}");
+    assert!(
+        start_key(&start) <= start_key(&first),
+        "{start:#} {first:#}"
+    );
+    assert!(start_key(&first) <= start_key(&last), "{first:#} {last:#}");
+    let (ok, _, err) = c.pdctl(&["region", "key", "no-such-bucket", "x"]);
+    assert!(!ok && err.contains("not found"), "{err}");
     let extra = c.start_extra_metashard(4, "z1");
     let new_store = store_id_of(&c, &extra.grpc);
     let z1 = c

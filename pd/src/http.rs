@@ -55,6 +55,14 @@ pub fn router(core: Arc<PdCore>) -> Router {
         .route("/pd/api/v1/region/id/{id}", get(region_by_id))
         .route("/pd/api/v1/region/key/", get(region_by_empty_key))
         .route("/pd/api/v1/region/key/{hex_key}", get(region_by_key))
+        .route(
+            "/pd/api/v1/region/bucket/{bucket}",
+            get(crate::object_region::region_by_object),
+        )
+        .route(
+            "/pd/api/v1/region/bucket/{bucket}/{hex_key}",
+            get(crate::object_region::region_by_object),
+        )
         .route("/pd/api/v1/placement", get(placement))
         .route("/pd/api/v1/datanodes", get(datanodes))
         .route("/pd/api/v1/datanode/{id}", get(datanode))
@@ -684,7 +692,7 @@ async fn region_by_id(State(core): Core, Path(id): Path<String>) -> Response {
     }
 }
 
-async fn region_for_key(core: &PdCore, key: Vec<u8>) -> Response {
+pub(crate) async fn region_for_key(core: &PdCore, key: Vec<u8>) -> Response {
     match core
         .read(|c| c.region_by_key(&key).map(|e| region_json(c, e)))
         .await

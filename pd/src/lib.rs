@@ -23,6 +23,7 @@ mod error;
 pub mod http;
 pub mod merge;
 pub mod metrics;
+pub mod object_region;
 pub mod operator;
 pub mod pdctl;
 pub mod placement;

@@ -23,7 +23,8 @@ use crate::http::API_PREFIX;
                   (`config set`); those settings are persisted by PD.\n\nExit status: 0 on success, 1 when PD is unreachable \
                   or answers with an error (e.g. an unknown id), 2 on bad usage.",
     after_help = "Examples:\n  pdctl store\n  pdctl -u http://127.0.0.1:2379 --table region\n  \
-                  pdctl region 2\n  pdctl region key 6D79627563\n  pdctl placement\n  \
+                  pdctl region 2\n  pdctl region key mybucket photos/a.jpg\n  \
+                  pdctl region key --hex 6D79627563\n  pdctl placement\n  \
                   pdctl datanode decommission 8\n  pdctl --table datanode\n  \
                   pdctl store delete 4\n  pdctl store label 4 zone=z2\n  \
                   pdctl store weight 4 2 2\n  pdctl store limit 4 30\n  \
@@ -67,7 +68,7 @@ enum Command {
         #[command(subcommand)]
         action: Option<StoreAction>,
     },
-    /// All regions, the region with ID, or (`region key HEX`) the region holding a key.
+    /// All regions, the region with ID, or (`region key BUCKET [KEY]`, `region key --hex HEX`) the region holding a key.
     #[command(args_conflicts_with_subcommands = true)]
     Region {
         /// Region id.
@@ -88,10 +89,11 @@ enum Command {
         #[command(subcommand)]
         action: Option<DatanodeAction>,
     },
-    /// Run an operator (`operator add split-region ID [--key HEX]`,
+    /// Run an operator (`operator add split-region ID [--policy P] [--keys HEX...]`,
     /// `merge-region SOURCE TARGET`, `add-peer REGION STORE`,
     /// `remove-peer REGION STORE`, `transfer-peer REGION FROM TO`,
-    /// `transfer-leader REGION STORE`) or list them (`operator show`).
+    /// `transfer-leader REGION STORE`, `scatter-region REGION`) or list them
+    /// (`operator show`), or cancel one (`operator remove REGION`).
     Operator {
         #[command(subcommand)]
         op: OperatorCmd,
@@ -234,12 +236,21 @@ enum OperatorCmd {
 enum AddOperator {
     /// Split a region in two: at KEY (hex, must fall strictly inside the
     /// region), else at the middle of its keys rounded to an object boundary.
+    ///
+    /// Policies (pd-ctl's names): `usekey` splits at each of `--keys`
+    /// (required); `scan` (the default without keys) splits at the middle of
+    /// the region's keys, which its leader finds by scanning them, rounded to
+    /// an object boundary; `approximate` is the same as `scan` in Kura (no
+    /// size-estimate split exists).
     SplitRegion {
         /// Region id.
         region_id: u64,
-        /// Split key as hex.
-        #[arg(long)]
-        key: Option<String>,
+        /// approximate, scan or usekey (default: usekey with --keys, else scan).
+        #[arg(long, value_parser = ["approximate", "scan", "usekey"])]
+        policy: Option<String>,
+        /// Split keys as hex (each strictly inside the region); `--key` also works.
+        #[arg(long = "keys", alias = "key", num_args = 1..)]
+        keys: Vec<String>,
     },
     /// Add a peer of REGION on STORE: a learner that catches up by snapshot,
     /// then promoted to voter.
@@ -264,6 +275,14 @@ enum AddOperator {
         /// The adjacent region that takes over its range.
         target_region_id: u64,
     },
+    /// Re-place REGION's peers and leader on the stores holding the fewest
+    /// peers and leaders (keeping one voter per zone): one move-peer per
+    /// voter worth moving, then a transfer-leader; waits until done.
+    /// `operator remove REGION` stops it after the running step.
+    ScatterRegion {
+        /// Region id.
+        region_id: u64,
+    },
     /// Move a region's leader to its peer on STORE and wait (at most 15 s)
     /// until PD sees it there. Fails (exit 1) for an unknown region or
     /// store, a store without a voter of the region, or a region with
@@ -280,10 +299,15 @@ impl AddOperator {
     /// The `POST operators` body.
     fn body(&self) -> crate::operator::OperatorRequest {
         match self {
-            AddOperator::SplitRegion { region_id, key } => crate::operator::OperatorRequest {
+            AddOperator::SplitRegion {
+                region_id,
+                policy,
+                keys,
+            } => crate::operator::OperatorRequest {
                 name: "split-region".into(),
                 region_id: *region_id,
-                keys: key.iter().cloned().collect(),
+                keys: keys.clone(),
+                policy: policy.clone().unwrap_or_default(),
                 ..Default::default()
             },
             AddOperator::AddPeer {
@@ -324,6 +348,11 @@ impl AddOperator {
                 target_region_id: *target_region_id,
                 ..Default::default()
             },
+            AddOperator::ScatterRegion { region_id } => crate::operator::OperatorRequest {
+                name: crate::schedule::scatter::SCATTER_REGION.into(),
+                region_id: *region_id,
+                ..Default::default()
+            },
             AddOperator::TransferLeader {
                 region_id,
                 store_id,
@@ -339,10 +368,19 @@ impl AddOperator {
 
 #[derive(Debug, Subcommand)]
 enum RegionBy {
-    /// The region holding a raw metadata key, given as hex (empty string: the first key).
+    /// The region holding the metadata of object KEY in BUCKET (PD reads the
+    /// bucket's id from its record and looks up the object's record prefix;
+    /// without KEY: where the bucket's objects begin), or with `--hex HEX`
+    /// the region holding a raw metadata key.
     Key {
-        /// The key's bytes as hex, e.g. 0A0B.
-        hex_key: String,
+        /// A raw metadata key as hex, e.g. 0A0B ("" is the first key).
+        #[arg(long, conflicts_with_all = ["bucket", "key"])]
+        hex: Option<String>,
+        /// Bucket name.
+        #[arg(required_unless_present = "hex")]
+        bucket: Option<String>,
+        /// Object key (as is, e.g. photos/a.jpg).
+        key: Option<String>,
     },
     /// Regions with a problem: down-peer (a peer the leader has not heard
     /// from), pending-peer (a peer that needs a snapshot), miss-peer (fewer
@@ -419,12 +457,28 @@ impl Command {
                 action: ConfigCmd::Set { .. },
             } => ("config".into(), Shape::Config),
             Command::Region {
-                by: Some(RegionBy::Key { hex_key }),
+                by:
+                    Some(RegionBy::Key {
+                        hex: Some(hex_key), ..
+                    }),
                 ..
             } => (
                 format!("region/key/{}", hex_key.trim_start_matches("0x")),
                 Shape::Region,
             ),
+            Command::Region {
+                by: Some(RegionBy::Key { bucket, key, .. }),
+                ..
+            } => {
+                let bucket = bucket.as_deref().unwrap_or_default();
+                match key {
+                    None => (format!("region/bucket/{bucket}"), Shape::Region),
+                    Some(k) => (
+                        format!("region/bucket/{bucket}/{}", hex::encode_upper(k)),
+                        Shape::Region,
+                    ),
+                }
+            }
             Command::Region {
                 by: Some(RegionBy::Check { kind }),
                 ..
@@ -520,6 +574,23 @@ impl Command {
                     }),
                 ..
             } => Err("store limit RATE needs the store id: store limit ID RATE".into()),
+            Command::Operator {
+                op:
+                    OperatorCmd::Add {
+                        kind: AddOperator::SplitRegion { policy, keys, .. },
+                    },
+            } => {
+                let req = crate::operator::OperatorRequest {
+                    name: "split-region".into(),
+                    region_id: 1,
+                    keys: keys.clone(),
+                    policy: policy.clone().unwrap_or_default(),
+                    ..Default::default()
+                };
+                crate::operator::parse_split(&req)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            }
             _ => Ok(()),
         }
     }
@@ -608,12 +679,26 @@ pub fn pdctl_main(args: Vec<String>) -> i32 {
         }
     };
     if let Command::Region {
-        by: Some(RegionBy::Key { hex_key }),
+        by: Some(RegionBy::Key {
+            hex: Some(hex_key), ..
+        }),
         ..
     } = &cli.command
     {
         if hex::decode(hex_key.trim_start_matches("0x")).is_err() {
             eprintln!("pdctl: the key must be hex (e.g. 0A1B), got {hex_key:?}");
+            return 2;
+        }
+    }
+    if let Command::Region {
+        by: Some(RegionBy::Key {
+            bucket: Some(b), ..
+        }),
+        ..
+    } = &cli.command
+    {
+        if b.is_empty() || b.contains('/') {
+            eprintln!("pdctl: {b:?} is not a bucket name");
             return 2;
         }
     }
@@ -1223,9 +1308,25 @@ mod tests {
             ("region/id/7".into(), Shape::Region)
         );
         assert_eq!(
-            parse(&["region", "key", "0A0B"]).command.request(),
+            parse(&["region", "key", "--hex", "0A0B"]).command.request(),
             ("region/key/0A0B".into(), Shape::Region)
         );
+        assert_eq!(
+            parse(&["region", "key", "--hex", ""]).command.request(),
+            ("region/key/".into(), Shape::Region)
+        );
+        assert_eq!(
+            parse(&["region", "key", "photos"]).command.request(),
+            ("region/bucket/photos".into(), Shape::Region)
+        );
+        assert_eq!(
+            parse(&["region", "key", "photos", "a/b.jpg"])
+                .command
+                .request(),
+            ("region/bucket/photos/612F622E6A7067".into(), Shape::Region)
+        );
+        assert!(Cli::try_parse_from(["pdctl", "region", "key"]).is_err());
+        assert!(Cli::try_parse_from(["pdctl", "region", "key", "--hex", "0A", "b"]).is_err());
         assert_eq!(
             parse(&["--table", "datanode"]).command.request(),
             ("datanodes".into(), Shape::DataNodes)
@@ -1357,6 +1458,42 @@ mod tests {
             ("store/3/limit".into(), Some(json!({"rate": 20})), Ok(()))
         );
         assert_eq!(req(&["config", "show"]), ("config".into(), None, Ok(())));
+        let split = |args: &[&str]| {
+            let mut v = vec!["operator", "add", "split-region", "3"];
+            v.extend_from_slice(args);
+            let c = parse(&v).command;
+            (c.body(), c.check().is_ok())
+        };
+        assert_eq!(
+            split(&["--policy", "usekey", "--keys", "0A", "0B"]),
+            (
+                Some(
+                    json!({"name": "split-region", "region_id": 3, "keys": ["0A", "0B"],
+                            "policy": "usekey"})
+                ),
+                true
+            )
+        );
+        assert!(!split(&["--policy", "usekey"]).1, "usekey needs keys");
+        assert!(!split(&["--policy", "scan", "--keys", "0A"]).1);
+        assert!(split(&["--policy", "approximate"]).1);
+        assert!(split(&["--key", "0A"]).1, "--key still works");
+        assert!(Cli::try_parse_from([
+            "pdctl",
+            "operator",
+            "add",
+            "split-region",
+            "3",
+            "--policy",
+            "size"
+        ])
+        .is_err());
+        assert_eq!(
+            parse(&["operator", "add", "scatter-region", "9"])
+                .command
+                .body(),
+            Some(json!({"name": "scatter-region", "region_id": 9, "keys": []}))
+        );
         let rm = parse(&["operator", "remove", "12"]).command;
         assert_eq!(
             (rm.request(), rm.method(), rm.body()),

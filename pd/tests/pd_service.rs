@@ -366,7 +366,10 @@ async fn bootstrap_routing_placement_and_restart() {
     let url = format!("http://{}", pd.http);
     assert_eq!(pdctl(&["-u", &url, "store"]).await, 0);
     assert_eq!(pdctl(&["-u", &url, "--table", "region"]).await, 0);
-    assert_eq!(pdctl(&["-u", &url, "region", "key", "00"]).await, 0);
+    assert_eq!(
+        pdctl(&["-u", &url, "region", "key", "--hex", "00"]).await,
+        0
+    );
     assert_eq!(pdctl(&["-u", &url, "--table", "placement"]).await, 0);
     assert_eq!(pdctl(&["-u", &url, "store", "987654"]).await, 1);
     assert_eq!(pdctl(&["-u", "http://127.0.0.1:1", "health"]).await, 1);

@@ -21,6 +21,7 @@ pub mod election_watch;
 pub mod http;
 pub mod model;
 pub mod replica_checker;
+pub mod scatter;
 pub mod transfer;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
