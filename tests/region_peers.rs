@@ -391,3 +391,97 @@ fn a_deleted_store_drains_under_writes_and_becomes_tombstone() {
     assert!(summary.contains(" 0 failed"), "PUTs failed: {summary}");
     c.must_python("split_check.py", &["verify", "del", "obj:200"]);
 }
+
+/// With `balance-region` removed and `balance-leader` paused (`pdctl
+/// scheduler remove|pause`) a fourth store in z1 gets no peer by itself;
+/// `operator add scatter-region` then moves one region's z1 peer onto it
+/// (the emptiest zone-valid store) under a writer, and a second scatter of
+/// the same region finds nothing to move. `config set` changes the
+/// schedule interval at runtime. 0 failed PUTs, everything reads back.
+#[test]
+fn scatter_region_moves_a_region_onto_the_emptiest_store() {
+    let c = Cluster::must_start();
+    c.must_aws(&["s3", "mb", "s3://scat"]);
+    c.must_aws(&["s3", "mb", "s3://wrt"]);
+    c.must_python("split_check.py", &["put", "scat", "obj", "100"]);
+    c.must_pdctl(&["scheduler", "remove", "balance-region"]);
+    c.must_pdctl(&["scheduler", "pause", "balance-leader"]);
+    let cfg = c.must_pdctl(&["config", "set", "schedule-interval", "1s"]);
+    assert_eq!(cfg["schedule"]["schedule-interval"], "1s", "{cfg:#}");
+    let sched = c.must_pdctl(&["scheduler", "show"]);
+    let state = |name: &str| {
+        sched["schedulers"]
+            .as_array()
+            .and_then(|a| a.iter().find(|s| s["name"] == name).cloned())
+            .unwrap_or_default()
+    };
+    assert_eq!(state("balance-region")["disabled"], true, "{sched:#}");
+    assert_eq!(state("balance-leader")["paused"], true, "{sched:#}");
+    for _ in 0..2 {
+        let regions = c.must_pdctl(&["region"]);
+        let biggest = regions["regions"]
+            .as_array()
+            .and_then(|a| a.iter().max_by_key(|r| r["approximate_keys"].as_u64()))
+            .and_then(|r| r["id"].as_u64())
+            .expect("a region");
+        c.must_pdctl(&["operator", "add", "split-region", &biggest.to_string()]);
+    }
+    let extra = c.start_extra_metashard(4, "z1");
+    let new_store = store_id_of(&c, &extra.grpc);
+    let z1 = c
+        .components()
+        .into_iter()
+        .find(|x| x.role == "metashard" && x.zone == "z1")
+        .expect("z1 metashard");
+    let old_z1 = store_id_of(&c, &z1.grpc);
+    let writer = c.start_writer("wrt", "120");
+    writer.wait_acks(10);
+    // A few rounds: nothing moves onto the new store by itself.
+    std::thread::sleep(Duration::from_secs(4));
+    let s = c.must_pdctl(&["store", &new_store.to_string()]);
+    assert_eq!(s["status"]["region_count"], 0, "{s:#}");
+
+    let region_id = c.must_pdctl(&["region"])["regions"][0]["id"]
+        .as_u64()
+        .expect("region id");
+    let started = Instant::now();
+    let v = c.must_pdctl(&["operator", "add", "scatter-region", &region_id.to_string()]);
+    eprintln!("scatter took {:?}: {v}", started.elapsed());
+    assert_eq!(
+        v["moves"],
+        serde_json::json!([{"from_store_id": old_z1, "to_store_id": new_store}]),
+        "{v:#}"
+    );
+    let stores: Vec<u64> = v["store_ids"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_u64).collect())
+        .unwrap_or_default();
+    assert!(
+        stores.contains(&new_store) && !stores.contains(&old_z1),
+        "{v:#}"
+    );
+    wait_metric(
+        &extra.status,
+        "kura_metashard_region_count",
+        1.0,
+        "new store",
+    );
+    let again = c.must_pdctl(&["operator", "add", "scatter-region", &region_id.to_string()]);
+    assert_eq!(again["moves"], serde_json::json!([]), "{again:#}");
+    let ops = c.must_pdctl(&["operator", "show"]);
+    assert!(
+        ops["finished"].as_array().is_some_and(|a| a
+            .iter()
+            .any(|o| o["source"] == "scatter-region"
+                && o["region_id"] == region_id
+                && o["status"] == "done")),
+        "{ops:#}"
+    );
+    let (ok, _, err) = c.pdctl(&["operator", "remove", &region_id.to_string()]);
+    assert!(!ok && err.contains("no running operator"), "{err}");
+    check(&c, "miss-peer", 0);
+    writer.wait_acks(writer.acked() + 20);
+    let (summary, _) = writer.finish(&c);
+    assert!(summary.contains(" 0 failed"), "PUTs failed: {summary}");
+    c.must_python("split_check.py", &["verify", "scat", "obj:100"]);
+}
