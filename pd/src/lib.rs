@@ -10,8 +10,11 @@
 //! for a single PD; `replication`: the same document through a 3-member
 //! raft-rs group for `--peers`), the shared state every front end uses
 //! (`server::PdCore`), the gRPC service (`service`), the HTTP API (`http`) and
-//! the CLI (`pdctl`). Must not depend on gateway or datanode; talks to nothing
-//! but its own clients.
+//! the CLI (`pdctl`), and the admin settings kept in the persisted state
+//! (`config`: store labels/weights/limits, the runtime schedule config,
+//! disabled/paused schedulers). Must not depend on gateway or datanode (it
+//! uses `kura_metashard::keys` only to find an object key's region); talks
+//! to nothing but its own clients.
 //!
 //! Start reading at `run` below, then `server.rs`, then `cluster.rs`.
 

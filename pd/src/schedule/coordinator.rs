@@ -242,15 +242,6 @@ impl Coordinator {
     pub fn held_back(&self, now_ms: i64) -> Vec<u64> {
         self.lock().elections.suspects(now_ms)
     }
-
-    /// Transfers each store took part in during the last minute.
-    pub fn limit_usage(&self, stores: &[u64], now_ms: i64) -> Vec<(u64, usize)> {
-        let mut st = self.lock();
-        stores
-            .iter()
-            .map(|&s| (s, st.limits.used(s, now_ms)))
-            .collect()
-    }
 }
 
 /// Runs an operator [`Coordinator::plan`] or [`Coordinator::begin`]
