@@ -386,6 +386,7 @@ fn a_deleted_store_drains_under_writes_and_becomes_tombstone() {
     let regions = c.must_pdctl(&["region"])["count"].as_u64().unwrap_or(0);
     assert_eq!(n["status"]["region_count"].as_u64(), Some(regions), "{n:#}");
     check(&c, "miss-peer", 0);
+    check(&c, "offline-peer", 0);
     writer.wait_acks(writer.acked() + 20);
     let (summary, _) = writer.finish(&c);
     assert!(summary.contains(" 0 failed"), "PUTs failed: {summary}");

@@ -805,9 +805,23 @@ impl Cluster {
     }
 
     /// Regions with a problem of `kind` (pd-ctl's `region check`), in key
-    /// order: `down-peer`, `pending-peer`, or `miss-peer` (fewer voters than
-    /// `replicas`). `None` for an unknown kind.
+    /// order: `down-peer`, `pending-peer`, `miss-peer` (fewer voters than
+    /// `replicas`) or `offline-peer` (a peer on an Offline store). `None`
+    /// for an unknown kind.
     pub fn check_regions(&self, kind: &str, replicas: usize) -> Option<Vec<&RegionEntry>> {
+        if kind == "offline-peer" {
+            // A peer on a store being deleted (`pdctl store delete`).
+            let offline = |id: &u64| {
+                self.stores
+                    .get(id)
+                    .is_some_and(|s| s.meta.state() == StoreState::Offline)
+            };
+            return Some(
+                self.regions_in_order()
+                    .filter(|e| e.region.peers.iter().any(|p| offline(&p.store_id)))
+                    .collect(),
+            );
+        }
         let pick: fn(&RegionEntry, usize) -> bool = match kind {
             "down-peer" => |e, _| !e.down_peers.is_empty(),
             "pending-peer" => |e, _| !e.pending_peers.is_empty(),
@@ -1122,12 +1136,14 @@ mod tests {
         assert_eq!(c.store(ids[0]).unwrap().meta.state(), StoreState::Offline);
         // Still holds a peer: stays Offline; once moved away: Tombstone.
         assert!(c.finish_store_deletions().is_empty());
+        assert_eq!(c.check_regions("offline-peer", 3).unwrap().len(), 1);
         r.peers[0].store_id = ids[3];
         r.epoch = Some(RegionEpoch {
             conf_ver: 2,
             version: 1,
         });
         c.region_heartbeat(r, None, 1, 0, 0).unwrap();
+        assert!(c.check_regions("offline-peer", 3).unwrap().is_empty());
         assert_eq!(c.finish_store_deletions(), vec![ids[0]]);
         assert_eq!(c.store(ids[0]).unwrap().meta.state(), StoreState::Tombstone);
         assert!(matches!(
@@ -1220,7 +1236,7 @@ mod tests {
         assert_eq!(ids(&c, "pending-peer"), vec![1]);
         c.set_peer_health(1, vec![], vec![]);
         assert!(ids(&c, "down-peer").is_empty());
-        assert!(c.check_regions("offline-peer", 3).is_none());
+        assert!(c.check_regions("extra-peer", 3).is_none());
     }
 
     #[test]

@@ -676,7 +676,7 @@ async fn regions_check(State(core): Core, Path(kind): Path<String>) -> Response 
         ),
         None => error(
             StatusCode::BAD_REQUEST,
-            format!("unknown check {kind:?} (down-peer, pending-peer, miss-peer)"),
+            format!("unknown check {kind:?} (down-peer, pending-peer, miss-peer, offline-peer)"),
         ),
     }
 }

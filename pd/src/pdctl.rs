@@ -384,9 +384,10 @@ enum RegionBy {
     },
     /// Regions with a problem: down-peer (a peer the leader has not heard
     /// from), pending-peer (a peer that needs a snapshot), miss-peer (fewer
-    /// voters than max-replicas).
+    /// voters than max-replicas), offline-peer (a peer on a store being
+    /// deleted).
     Check {
-        #[arg(value_parser = ["down-peer", "pending-peer", "miss-peer"])]
+        #[arg(value_parser = ["down-peer", "pending-peer", "miss-peer", "offline-peer"])]
         kind: String,
     },
 }
