@@ -278,6 +278,53 @@ pub mod test_util {
 #[cfg(test)]
 mod tests {
     use super::test_util::*;
+    use super::*;
+
+    #[test]
+    fn the_model_takes_label_overrides_and_weights_from_the_settings() {
+        use kura_proto::common::Labels;
+        use kura_proto::pd::Store;
+        let mut c = Cluster::new(1);
+        let store = Store {
+            address: "a:1".into(),
+            labels: Some(Labels {
+                zone: "z1".into(),
+                host: "h1".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let (id, _) = c.register_store(store, 1_000).unwrap();
+        c.set_store_labels(id, &[("zone".into(), "z4".into())])
+            .unwrap();
+        c.set_store_weight(id, 2.0, 0.5).unwrap();
+        let m = ClusterModel::from_cluster(&c, 1_000, 30_000, 3_000);
+        let s = &m.stores[&id];
+        assert_eq!(s.zone(), "z4", "the override wins over the registered zone");
+        assert_eq!(s.labels["host"], "h1", "other registered labels stay");
+        assert_eq!((s.leader_weight, s.region_weight), (2.0, 0.5));
+        assert_eq!(
+            c.store_labels(id).zone,
+            "z4",
+            "what conf-change zone checks use"
+        );
+        // A re-registration does not undo the override.
+        let again = Store {
+            id,
+            address: "a:1".into(),
+            labels: Some(Labels {
+                zone: "z1".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        c.register_store(again, 2_000).unwrap();
+        assert_eq!(c.store_labels(id).zone, "z4");
+        // `zone=` drops the override.
+        c.set_store_labels(id, &[("zone".into(), String::new())])
+            .unwrap();
+        assert_eq!(c.store_labels(id).zone, "z1");
+    }
 
     #[test]
     fn counts_follow_the_regions() {
