@@ -60,7 +60,7 @@ enum Command {
     /// Cluster id, max replicas, whether the first region exists, counts.
     Cluster,
     /// All metashard stores, or the store with ID; or change one
-    /// (`store delete ID`).
+    /// (`store delete|label|weight|limit`).
     #[command(args_conflicts_with_subcommands = true)]
     Store {
         /// Store id.
