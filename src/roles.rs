@@ -82,7 +82,8 @@ pub struct PdArgs {
     /// Seconds to wait for --expected-data-nodes before placing on fewer.
     #[arg(long, default_value_t = 10)]
     placement_wait_secs: u64,
-    /// Seconds without heartbeat after which a store or data node is down.
+    /// Seconds without heartbeat after which a store or data node is down
+    /// (initial value: `pdctl config set max-store-down-time` wins once set).
     #[arg(long, default_value_t = 30)]
     max_store_down_secs: u64,
     /// Most PG slots moved per storage class in one placement step
@@ -104,21 +105,26 @@ pub struct PdArgs {
     #[arg(long, default_value_t = 10)]
     merge_check_interval_secs: u64,
     /// A region that split or merged less than this many seconds ago is not
-    /// merged (so a region that just split is not merged back).
+    /// merged (so a region that just split is not merged back). Initial
+    /// value of `split-merge-interval` (`pdctl config set` wins once set).
     #[arg(long, default_value_t = 3600)]
     split_merge_interval_secs: u64,
-    /// Regions merge automatically only if both hold at most this many keys ...
+    /// Regions merge automatically only if both hold at most this many keys
+    /// (`max-merge-region-keys`; `pdctl config set` wins once set) ...
     #[arg(long, default_value_t = 40_000)]
     max_merge_region_keys: u64,
-    /// ... and at most this many MiB.
+    /// ... and at most this many MiB (`max-merge-region-size`).
     #[arg(long, default_value_t = 20)]
     max_merge_region_size_mb: u64,
     /// Seconds between scheduling rounds (balance-leader moves region
     /// leaders from the store leading the most regions to the one leading
-    /// the fewest); 0 turns automatic scheduling off.
+    /// the fewest); 0 turns automatic scheduling off. Initial value of
+    /// `schedule-interval` (`pdctl config set` wins once set).
     #[arg(long, default_value_t = 3)]
     schedule_interval_secs: u64,
-    /// Most leader transfers each store takes part in per minute (store limit).
+    /// Most operators (leader transfers, peer moves) each store takes part
+    /// in per minute (store limit). Initial value of `leader-transfer-limit`
+    /// (`pdctl config set` wins once set; `pdctl store limit ID RATE` per store).
     #[arg(long, default_value_t = 120)]
     leader_transfer_limit: usize,
 }
@@ -356,6 +362,7 @@ pub fn run_pd(a: PdArgs) -> i32 {
             max_keys: a.max_merge_region_keys,
             max_size: a.max_merge_region_size_mb << 20,
             split_merge_interval: Duration::from_secs(a.split_merge_interval_secs),
+            ..Default::default()
         },
         schedule_interval: Duration::from_secs(a.schedule_interval_secs),
         leader_transfers_per_store_per_minute: a.leader_transfer_limit,

@@ -279,3 +279,210 @@ fn regions_and_leaders_rebalance_onto_a_fourth_store() {
     assert!(summary.contains(" 0 failed"), "PUTs failed: {summary}");
     c.must_python("split_check.py", &["verify", "peers", "obj:300"]);
 }
+
+/// The store id PD gave the metashard listening on `grpc` (waits for it to register).
+fn store_id_of(c: &Cluster, grpc: &str) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let v = c.must_pdctl(&["store"]);
+        let found = v["stores"].as_array().and_then(|a| {
+            a.iter()
+                .find(|s| s["store"]["address"].as_str() == Some(grpc))
+                .and_then(|s| s["store"]["id"].as_u64())
+        });
+        if let Some(id) = found {
+            return id;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "store {grpc} never registered: {v:#}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// `pdctl store delete` of the first z1 store while a client writes, with a
+/// fourth store in z1: the store goes Offline, the replica checker moves
+/// every peer of its four regions to the new z1 store, and once it holds
+/// none it is Tombstone. Deleting another store then (2 usable left) is
+/// refused, as is an unknown id; 0 failed PUTs, everything reads back.
+#[test]
+fn a_deleted_store_drains_under_writes_and_becomes_tombstone() {
+    let c = Cluster::must_start();
+    c.must_aws(&["s3", "mb", "s3://del"]);
+    c.must_aws(&["s3", "mb", "s3://wrt"]);
+    c.must_python("split_check.py", &["put", "del", "obj", "200"]);
+    for _ in 0..3 {
+        let regions = c.must_pdctl(&["region"]);
+        let biggest = regions["regions"]
+            .as_array()
+            .and_then(|a| a.iter().max_by_key(|r| r["approximate_keys"].as_u64()))
+            .and_then(|r| r["id"].as_u64())
+            .expect("a region");
+        c.must_pdctl(&["operator", "add", "split-region", &biggest.to_string()]);
+    }
+    // `region key BUCKET KEY`: the regions holding object metadata, in key order.
+    let first = c.must_pdctl(&["region", "key", "del", "d0/obj00000"]);
+    let last = c.must_pdctl(&["region", "key", "del", "d5/obj00197"]);
+    let start = c.must_pdctl(&["region", "key", "del"]);
+    let start_key = |r: &Value| r["start_key"].as_str().unwrap_or_default().to_string();
+    assert!(first["id"].as_u64().is_some(), "{first:#}");
+    assert!(
+        start_key(&start) <= start_key(&first),
+        "{start:#} {first:#}"
+    );
+    assert!(start_key(&first) <= start_key(&last), "{first:#} {last:#}");
+    let (ok, _, err) = c.pdctl(&["region", "key", "no-such-bucket", "x"]);
+    assert!(!ok && err.contains("not found"), "{err}");
+    let extra = c.start_extra_metashard(4, "z1");
+    let new_store = store_id_of(&c, &extra.grpc);
+    let z1 = c
+        .components()
+        .into_iter()
+        .find(|x| x.role == "metashard" && x.zone == "z1")
+        .expect("z1 metashard");
+    let old_z1 = store_id_of(&c, &z1.grpc);
+    let z2 = c
+        .components()
+        .into_iter()
+        .find(|x| x.role == "metashard" && x.zone == "z2")
+        .expect("z2 metashard");
+    let z2_store = store_id_of(&c, &z2.grpc);
+
+    let writer = c.start_writer("wrt", "180");
+    writer.wait_acks(10);
+    let started = Instant::now();
+    let v = c.must_pdctl(&["store", "delete", &old_z1.to_string()]);
+    assert_eq!(v["store"]["state_name"], "Offline", "{v:#}");
+    // Only z2's store, z3's and the new one would be usable: refused.
+    let (ok, _, err) = c.pdctl(&["store", "delete", &z2_store.to_string()]);
+    assert!(!ok, "deleting a second store must be refused");
+    assert!(err.contains("max-replicas"), "{err}");
+    let (ok, _, err) = c.pdctl(&["store", "delete", "999999"]);
+    assert!(!ok && err.contains("not found"), "{err}");
+
+    let deadline = Instant::now() + Duration::from_secs(150);
+    loop {
+        let s = c.must_pdctl(&["store", &old_z1.to_string()]);
+        if s["store"]["state_name"] == "Tombstone" {
+            assert_eq!(s["status"]["region_count"], 0, "{s:#}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "store {old_z1} never drained: {s:#}\n{}",
+            c.logs_tail()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    eprintln!("store {old_z1} drained in {:?}", started.elapsed());
+    wait_metric(
+        &z1.status,
+        "kura_metashard_region_count",
+        0.0,
+        "deleted store",
+    );
+    let n = c.must_pdctl(&["store", &new_store.to_string()]);
+    let regions = c.must_pdctl(&["region"])["count"].as_u64().unwrap_or(0);
+    assert_eq!(n["status"]["region_count"].as_u64(), Some(regions), "{n:#}");
+    check(&c, "miss-peer", 0);
+    check(&c, "offline-peer", 0);
+    writer.wait_acks(writer.acked() + 20);
+    let (summary, _) = writer.finish(&c);
+    assert!(summary.contains(" 0 failed"), "PUTs failed: {summary}");
+    c.must_python("split_check.py", &["verify", "del", "obj:200"]);
+}
+
+/// With `balance-region` removed and `balance-leader` paused (`pdctl
+/// scheduler remove|pause`) a fourth store in z1 gets no peer by itself;
+/// `operator add scatter-region` then moves one region's z1 peer onto it
+/// (the emptiest zone-valid store) under a writer, and a second scatter of
+/// the same region finds nothing to move. `config set` changes the
+/// schedule interval at runtime. 0 failed PUTs, everything reads back.
+#[test]
+fn scatter_region_moves_a_region_onto_the_emptiest_store() {
+    let c = Cluster::must_start();
+    c.must_aws(&["s3", "mb", "s3://scat"]);
+    c.must_aws(&["s3", "mb", "s3://wrt"]);
+    c.must_python("split_check.py", &["put", "scat", "obj", "100"]);
+    c.must_pdctl(&["scheduler", "remove", "balance-region"]);
+    c.must_pdctl(&["scheduler", "pause", "balance-leader"]);
+    let cfg = c.must_pdctl(&["config", "set", "schedule-interval", "1s"]);
+    assert_eq!(cfg["schedule"]["schedule-interval"], "1s", "{cfg:#}");
+    let sched = c.must_pdctl(&["scheduler", "show"]);
+    let state = |name: &str| {
+        sched["schedulers"]
+            .as_array()
+            .and_then(|a| a.iter().find(|s| s["name"] == name).cloned())
+            .unwrap_or_default()
+    };
+    assert_eq!(state("balance-region")["disabled"], true, "{sched:#}");
+    assert_eq!(state("balance-leader")["paused"], true, "{sched:#}");
+    for _ in 0..2 {
+        let regions = c.must_pdctl(&["region"]);
+        let biggest = regions["regions"]
+            .as_array()
+            .and_then(|a| a.iter().max_by_key(|r| r["approximate_keys"].as_u64()))
+            .and_then(|r| r["id"].as_u64())
+            .expect("a region");
+        c.must_pdctl(&["operator", "add", "split-region", &biggest.to_string()]);
+    }
+    let extra = c.start_extra_metashard(4, "z1");
+    let new_store = store_id_of(&c, &extra.grpc);
+    let z1 = c
+        .components()
+        .into_iter()
+        .find(|x| x.role == "metashard" && x.zone == "z1")
+        .expect("z1 metashard");
+    let old_z1 = store_id_of(&c, &z1.grpc);
+    let writer = c.start_writer("wrt", "120");
+    writer.wait_acks(10);
+    // A few rounds: nothing moves onto the new store by itself.
+    std::thread::sleep(Duration::from_secs(4));
+    let s = c.must_pdctl(&["store", &new_store.to_string()]);
+    assert_eq!(s["status"]["region_count"], 0, "{s:#}");
+
+    let region_id = c.must_pdctl(&["region"])["regions"][0]["id"]
+        .as_u64()
+        .expect("region id");
+    let started = Instant::now();
+    let v = c.must_pdctl(&["operator", "add", "scatter-region", &region_id.to_string()]);
+    eprintln!("scatter took {:?}: {v}", started.elapsed());
+    assert_eq!(
+        v["moves"],
+        serde_json::json!([{"from_store_id": old_z1, "to_store_id": new_store}]),
+        "{v:#}"
+    );
+    let stores: Vec<u64> = v["store_ids"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_u64).collect())
+        .unwrap_or_default();
+    assert!(
+        stores.contains(&new_store) && !stores.contains(&old_z1),
+        "{v:#}"
+    );
+    wait_metric(
+        &extra.status,
+        "kura_metashard_region_count",
+        1.0,
+        "new store",
+    );
+    let again = c.must_pdctl(&["operator", "add", "scatter-region", &region_id.to_string()]);
+    assert_eq!(again["moves"], serde_json::json!([]), "{again:#}");
+    let ops = c.must_pdctl(&["operator", "show"]);
+    assert!(
+        ops["finished"].as_array().is_some_and(|a| a
+            .iter()
+            .any(|o| o["source"] == "scatter-region"
+                && o["region_id"] == region_id
+                && o["status"] == "done")),
+        "{ops:#}"
+    );
+    let (ok, _, err) = c.pdctl(&["operator", "remove", &region_id.to_string()]);
+    assert!(!ok && err.contains("no running operator"), "{err}");
+    check(&c, "miss-peer", 0);
+    writer.wait_acks(writer.acked() + 20);
+    let (summary, _) = writer.finish(&c);
+    assert!(summary.contains(" 0 failed"), "PUTs failed: {summary}");
+    c.must_python("split_check.py", &["verify", "scat", "obj:100"]);
+}

@@ -48,7 +48,7 @@ pub fn maybe_bootstrap(
     let up: Vec<(u64, String)> = cluster
         .stores()
         .filter(|s| cluster.store_liveness(&s.meta, now_ms, max_down_ms) == Liveness::Up)
-        .map(|s| (s.meta.id, s.meta.labels.clone().unwrap_or_default().zone))
+        .map(|s| (s.meta.id, cluster.store_labels(s.meta.id).zone))
         .collect();
     let stores = pick_stores(&up, max_replicas)?;
     let region_id = cluster.ids.alloc(1);

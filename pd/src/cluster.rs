@@ -240,6 +240,9 @@ pub struct Cluster {
     /// Heartbeats are not persisted: after a PD restart, liveness counts from
     /// this instant, so every store does not show as down at once.
     pub liveness_floor_ms: i64,
+    /// Admin settings: store labels/weights/limits, `config set` values,
+    /// disabled and paused schedulers (persisted, format 4).
+    pub settings: crate::config::Settings,
 }
 
 fn node_desc(n: &DataNode) -> NodeDesc {
@@ -318,12 +321,11 @@ impl Cluster {
                 }
                 let changed = known.meta.address != store.address
                     || known.meta.status_address != store.status_address
-                    || known.meta.labels.clone().unwrap_or_default() != labels
-                    || known.meta.state() != StoreState::Up;
+                    || known.meta.labels.clone().unwrap_or_default() != labels;
                 known.meta.address = store.address;
                 known.meta.status_address = store.status_address;
                 known.meta.labels = Some(labels);
-                known.meta.set_state(StoreState::Up);
+                // An Offline store (being deleted) stays Offline across restarts.
                 known.meta.last_heartbeat_unix_ms = now_ms;
                 Ok((id, changed))
             }
@@ -410,6 +412,65 @@ impl Cluster {
             now_ms,
             max_down_ms,
         )
+    }
+
+    /// Starts deleting store `id` (`pdctl store delete`): it becomes
+    /// `Offline`, the replica checker moves its peers away, and
+    /// [`Self::finish_store_deletions`] makes it `Tombstone` once it holds
+    /// none. Refused when fewer than `max_replicas` usable (up, not being
+    /// deleted) stores would remain. Returns whether the state changed (an
+    /// Offline store is left so).
+    pub fn delete_store(
+        &mut self,
+        id: u64,
+        max_replicas: u32,
+        now_ms: i64,
+        max_down_ms: i64,
+    ) -> Result<bool, Error> {
+        let state = self
+            .stores
+            .get(&id)
+            .map(|s| s.meta.state())
+            .ok_or_else(|| Error::NotFound(format!("store {id}")))?;
+        match state {
+            StoreState::Tombstone => return Err(Error::Tombstone(format!("store {id}"))),
+            StoreState::Offline => return Ok(false),
+            StoreState::Up => {}
+        }
+        let usable = self
+            .stores
+            .values()
+            .filter(|s| s.meta.id != id)
+            .filter(|s| self.store_liveness(&s.meta, now_ms, max_down_ms) == Liveness::Up)
+            .count();
+        if usable < max_replicas as usize {
+            return Err(Error::InvalidArgument(format!(
+                "deleting store {id} would leave {usable} usable store(s), fewer than \
+                 max-replicas ({max_replicas}); add a store first"
+            )));
+        }
+        if let Some(s) = self.stores.get_mut(&id) {
+            s.meta.set_state(StoreState::Offline);
+        }
+        Ok(true)
+    }
+
+    /// Offline stores that hold no region peer any more (per PD's region
+    /// map) become `Tombstone`; returns their ids.
+    pub fn finish_store_deletions(&mut self) -> Vec<u64> {
+        let done: Vec<u64> = self
+            .stores
+            .values()
+            .filter(|s| s.meta.state() == StoreState::Offline)
+            .map(|s| s.meta.id)
+            .filter(|id| self.store_region_counts(*id).0 == 0)
+            .collect();
+        for id in &done {
+            if let Some(s) = self.stores.get_mut(id) {
+                s.meta.set_state(StoreState::Tombstone);
+            }
+        }
+        done
     }
 
     /// Address of store `id`, empty when unknown.
@@ -769,9 +830,23 @@ impl Cluster {
     }
 
     /// Regions with a problem of `kind` (pd-ctl's `region check`), in key
-    /// order: `down-peer`, `pending-peer`, or `miss-peer` (fewer voters than
-    /// `replicas`). `None` for an unknown kind.
+    /// order: `down-peer`, `pending-peer`, `miss-peer` (fewer voters than
+    /// `replicas`) or `offline-peer` (a peer on an Offline store). `None`
+    /// for an unknown kind.
     pub fn check_regions(&self, kind: &str, replicas: usize) -> Option<Vec<&RegionEntry>> {
+        if kind == "offline-peer" {
+            // A peer on a store being deleted (`pdctl store delete`).
+            let offline = |id: &u64| {
+                self.stores
+                    .get(id)
+                    .is_some_and(|s| s.meta.state() == StoreState::Offline)
+            };
+            return Some(
+                self.regions_in_order()
+                    .filter(|e| e.region.peers.iter().any(|p| offline(&p.store_id)))
+                    .collect(),
+            );
+        }
         let pick: fn(&RegionEntry, usize) -> bool = match kind {
             "down-peer" => |e, _| !e.down_peers.is_empty(),
             "pending-peer" => |e, _| !e.pending_peers.is_empty(),
@@ -889,12 +964,95 @@ impl Cluster {
         })
     }
 
-    /// Labels of store `id` (default when unknown).
+    /// Labels of store `id` as placement sees them: what it registered
+    /// with, `pdctl store label` overrides on top (default when unknown).
     pub fn store_labels(&self, id: u64) -> Labels {
-        self.stores
+        let mut l = self
+            .stores
             .get(&id)
             .and_then(|s| s.meta.labels.clone())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        if let Some(set) = self.settings.stores.get(&id) {
+            for (k, v) in &set.labels {
+                match k.as_str() {
+                    "zone" => l.zone = v.clone(),
+                    "rack" => l.rack = v.clone(),
+                    "host" => l.host = v.clone(),
+                    _ => {}
+                }
+            }
+        }
+        l
+    }
+
+    /// Every label of store `id` (registered ones, overrides on top, empty
+    /// values left out), by key.
+    pub fn store_label_map(&self, id: u64) -> BTreeMap<String, String> {
+        let l = self
+            .stores
+            .get(&id)
+            .and_then(|s| s.meta.labels.clone())
+            .unwrap_or_default();
+        let mut map: BTreeMap<String, String> =
+            [("zone", l.zone), ("rack", l.rack), ("host", l.host)]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect();
+        if let Some(set) = self.settings.stores.get(&id) {
+            map.extend(set.labels.clone());
+        }
+        map.retain(|_, v| !v.is_empty());
+        map
+    }
+
+    /// `pdctl store label ID K=V...`: merges `labels` into store `id`'s
+    /// overrides (an empty value drops that override). Returns whether
+    /// anything changed.
+    pub fn set_store_labels(
+        &mut self,
+        id: u64,
+        labels: &[(String, String)],
+    ) -> Result<bool, Error> {
+        self.known_live_store(id)?;
+        Ok(self.settings.update_store(id, |s| {
+            for (k, v) in labels {
+                if v.is_empty() {
+                    s.labels.remove(k);
+                } else {
+                    s.labels.insert(k.clone(), v.clone());
+                }
+            }
+        }))
+    }
+
+    /// `pdctl store weight ID LEADER REGION`.
+    pub fn set_store_weight(&mut self, id: u64, leader: f64, region: f64) -> Result<bool, Error> {
+        self.known_live_store(id)?;
+        let leader =
+            crate::config::check_weight("leader weight", leader).map_err(Error::InvalidArgument)?;
+        let region =
+            crate::config::check_weight("region weight", region).map_err(Error::InvalidArgument)?;
+        Ok(self.settings.update_store(id, |s| {
+            s.leader_weight = leader;
+            s.region_weight = region;
+        }))
+    }
+
+    /// `pdctl store limit ID RATE`: store `id`'s operators per minute.
+    pub fn set_store_limit(&mut self, id: u64, per_minute: usize) -> Result<bool, Error> {
+        self.known_live_store(id)?;
+        Ok(self
+            .settings
+            .update_store(id, |s| s.limit_per_minute = Some(per_minute)))
+    }
+
+    /// Ok for a known store that is not a tombstone.
+    fn known_live_store(&self, id: u64) -> Result<(), Error> {
+        match self.stores.get(&id).map(|s| s.meta.state()) {
+            None => Err(Error::NotFound(format!("store {id}"))),
+            Some(StoreState::Tombstone) => Err(Error::Tombstone(format!("store {id}"))),
+            Some(_) => Ok(()),
+        }
     }
 }
 
@@ -976,6 +1134,59 @@ mod tests {
     }
 
     #[test]
+    fn deleting_a_store_goes_offline_then_tombstone_once_it_holds_no_peer() {
+        let mut c = Cluster::new(1);
+        let ids: Vec<u64> = (1..=4)
+            .map(|i| {
+                c.register_store(store(0, &format!("a:{i}"), &format!("z{i}")), 1_000)
+                    .unwrap()
+                    .0
+            })
+            .collect();
+        let mut r = region(1, b"", b"", 1, 1);
+        r.peers[0].store_id = ids[0];
+        c.insert_region(r.clone());
+        assert!(matches!(
+            c.delete_store(999, 3, 1_000, 30_000),
+            Err(Error::NotFound(_))
+        ));
+        assert!(c.delete_store(ids[0], 3, 1_000, 30_000).unwrap());
+        assert!(!c.delete_store(ids[0], 3, 1_000, 30_000).unwrap(), "again");
+        let meta = c.store(ids[0]).unwrap().meta.clone();
+        assert_eq!(c.store_liveness(&meta, 1_000, 30_000), Liveness::Offline);
+        // Only 2 usable stores would remain: refused.
+        let err = c.delete_store(ids[1], 3, 1_000, 30_000).unwrap_err();
+        assert!(err.to_string().contains("max-replicas"), "{err}");
+        // A restart of the store keeps it Offline.
+        c.register_store(store(ids[0], "a:1", "z1"), 2_000).unwrap();
+        assert_eq!(c.store(ids[0]).unwrap().meta.state(), StoreState::Offline);
+        // Still holds a peer: stays Offline; once moved away: Tombstone.
+        assert!(c.finish_store_deletions().is_empty());
+        assert_eq!(c.check_regions("offline-peer", 3).unwrap().len(), 1);
+        r.peers[0].store_id = ids[3];
+        r.epoch = Some(RegionEpoch {
+            conf_ver: 2,
+            version: 1,
+        });
+        c.region_heartbeat(r, None, 1, 0, 0).unwrap();
+        assert!(c.check_regions("offline-peer", 3).unwrap().is_empty());
+        assert_eq!(c.finish_store_deletions(), vec![ids[0]]);
+        assert_eq!(c.store(ids[0]).unwrap().meta.state(), StoreState::Tombstone);
+        assert!(matches!(
+            c.store_heartbeat(ids[0], StoreStats::default(), 3_000),
+            Err(Error::Tombstone(_))
+        ));
+        assert!(matches!(
+            c.register_store(store(ids[0], "a:1", "z1"), 3_000),
+            Err(Error::Tombstone(_))
+        ));
+        assert!(matches!(
+            c.delete_store(ids[0], 3, 3_000, 30_000),
+            Err(Error::Tombstone(_))
+        ));
+    }
+
+    #[test]
     fn a_store_with_an_id_pd_never_gave_pushes_the_allocator_past_it() {
         let mut c = Cluster::new(7);
         c.register_store(store(5000, "a:1", "z1"), 0).unwrap();
@@ -1051,7 +1262,7 @@ mod tests {
         assert_eq!(ids(&c, "pending-peer"), vec![1]);
         c.set_peer_health(1, vec![], vec![]);
         assert!(ids(&c, "down-peer").is_empty());
-        assert!(c.check_regions("offline-peer", 3).is_none());
+        assert!(c.check_regions("extra-peer", 3).is_none());
     }
 
     #[test]

@@ -37,7 +37,7 @@ async fn region(core: &PdCore, id: u64) -> Result<Region, OperatorError> {
 /// Store `id`'s address and zone, if PD knows it as a live store.
 async fn live_store(core: &PdCore, id: u64) -> Result<(String, String), OperatorError> {
     let now = crate::server::now_ms();
-    let max_down = core.config().max_store_down_time.as_millis() as i64;
+    let max_down = core.runtime().max_store_down_ms();
     core.read(|c| {
         let s = c
             .store(id)
@@ -204,6 +204,19 @@ pub async fn transfer_peer(
     from: u64,
     to: u64,
 ) -> Result<Region, OperatorError> {
+    let never = std::sync::atomic::AtomicBool::new(false);
+    transfer_peer_cancellable(core, region_id, from, to, &never).await
+}
+
+/// [`transfer_peer`] that stops before removing the old peer once `cancel`
+/// is set (`pdctl operator remove`): the add step, once started, finishes.
+pub async fn transfer_peer_cancellable(
+    core: &PdCore,
+    region_id: u64,
+    from: u64,
+    to: u64,
+    cancel: &std::sync::atomic::AtomicBool,
+) -> Result<Region, OperatorError> {
     let r = region(core, region_id).await?;
     if !r.peers.iter().any(|p| p.store_id == from) {
         return Err(OperatorError::Invalid(format!(
@@ -230,6 +243,12 @@ pub async fn transfer_peer(
         )));
     }
     add_peer(core, region_id, to).await?;
+    if cancel.load(std::sync::atomic::Ordering::Acquire) {
+        return Err(OperatorError::Cancelled(format!(
+            "cancelled after add-peer: region {region_id} keeps its new peer on store {to} and \
+             its peer on store {from} (remove-peer to undo either)"
+        )));
+    }
     remove_peer(core, region_id, from).await
 }
 

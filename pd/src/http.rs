@@ -32,7 +32,24 @@ pub fn router(core: Arc<PdCore>) -> Router {
         .route("/pd/api/v1/members", get(members))
         .route("/pd/api/v1/cluster", get(cluster))
         .route("/pd/api/v1/stores", get(stores))
-        .route("/pd/api/v1/store/{id}", get(store))
+        .route("/pd/api/v1/store/{id}", get(store).delete(delete_store))
+        .route(
+            "/pd/api/v1/store/{id}/label",
+            post(crate::settings_http::set_labels),
+        )
+        .route(
+            "/pd/api/v1/store/{id}/weight",
+            post(crate::settings_http::set_weight),
+        )
+        .route(
+            "/pd/api/v1/store/{id}/limit",
+            post(crate::settings_http::set_limit),
+        )
+        .route("/pd/api/v1/stores/limit", get(crate::settings_http::limits))
+        .route(
+            "/pd/api/v1/config",
+            get(crate::settings_http::show_config).post(crate::settings_http::set_config),
+        )
         .route("/pd/api/v1/regions", get(regions))
         .route("/pd/api/v1/regions/check/{kind}", get(regions_check))
         .route("/pd/api/v1/regions/writeflow", get(regions_writeflow))
@@ -40,6 +57,14 @@ pub fn router(core: Arc<PdCore>) -> Router {
         .route("/pd/api/v1/region/id/{id}", get(region_by_id))
         .route("/pd/api/v1/region/key/", get(region_by_empty_key))
         .route("/pd/api/v1/region/key/{hex_key}", get(region_by_key))
+        .route(
+            "/pd/api/v1/region/bucket/{bucket}",
+            get(crate::object_region::region_by_object),
+        )
+        .route(
+            "/pd/api/v1/region/bucket/{bucket}/{hex_key}",
+            get(crate::object_region::region_by_object),
+        )
         .route("/pd/api/v1/placement", get(placement))
         .route("/pd/api/v1/datanodes", get(datanodes))
         .route("/pd/api/v1/datanode/{id}", get(datanode))
@@ -50,6 +75,10 @@ pub fn router(core: Arc<PdCore>) -> Router {
         .route(
             "/pd/api/v1/operators",
             post(crate::operator::http_add_operator).get(crate::schedule::http::list_operators),
+        )
+        .route(
+            "/pd/api/v1/operators/{region_id}",
+            axum::routing::delete(crate::schedule::http::remove_operator),
         )
         .route(
             "/pd/api/v1/schedulers",
@@ -71,12 +100,12 @@ pub fn router(core: Arc<PdCore>) -> Router {
 
 type Core = State<Arc<PdCore>>;
 
-fn error(status: StatusCode, message: String) -> Response {
+pub(crate) fn error(status: StatusCode, message: String) -> Response {
     json(status, &ErrorJson { error: message })
 }
 
 /// Pretty JSON with fields in declaration order (pdctl prints it verbatim).
-fn json<T: Serialize>(status: StatusCode, value: &T) -> Response {
+pub(crate) fn json<T: Serialize>(status: StatusCode, value: &T) -> Response {
     match serde_json::to_vec_pretty(value) {
         Ok(mut body) => {
             body.push(b'\n');
@@ -195,6 +224,9 @@ pub struct StoreStatusJson {
     /// The store's flow per second (its last heartbeat's sample).
     #[serde(flatten)]
     pub flow: crate::flow::FlowRates,
+    /// `store weight` (pd-ctl's fields; 1 by default).
+    pub leader_weight: f64,
+    pub region_weight: f64,
 }
 
 #[derive(Serialize)]
@@ -396,7 +428,11 @@ fn store_json(c: &Cluster, s: &StoreInfo, now: i64, max_down_ms: i64) -> StoreJs
         store: StoreMetaJson {
             id: s.meta.id,
             address: s.meta.address.clone(),
-            labels: labels_json(s.meta.labels.as_ref()),
+            labels: c
+                .store_label_map(s.meta.id)
+                .into_iter()
+                .map(|(key, value)| LabelJson { key, value })
+                .collect(),
             state_name: c.store_liveness(&s.meta, now, max_down_ms).name(),
             status_address: s.meta.status_address.clone(),
         },
@@ -407,6 +443,8 @@ fn store_json(c: &Cluster, s: &StoreInfo, now: i64, max_down_ms: i64) -> StoreJs
             used: s.stats.used_bytes,
             last_heartbeat_ts: timestamp(s.meta.last_heartbeat_unix_ms),
             flow: s.stats.flow,
+            leader_weight: c.settings.store(s.meta.id).leader_weight,
+            region_weight: c.settings.store(s.meta.id).region_weight,
         },
     }
 }
@@ -457,7 +495,7 @@ impl NodeCtx<'_> {
 }
 
 fn max_down_ms(core: &PdCore) -> i64 {
-    core.config().max_store_down_time.as_millis() as i64
+    core.runtime().max_store_down_ms()
 }
 
 fn node_ctx<'a>(core: &PdCore, c: &'a Cluster, plan: &'a Plan) -> NodeCtx<'a> {
@@ -587,7 +625,7 @@ async fn stores(State(core): Core) -> Response {
     )
 }
 
-async fn store(State(core): Core, Path(id): Path<String>) -> Response {
+pub(crate) async fn store(State(core): Core, Path(id): Path<String>) -> Response {
     let id = match parse_id(&id, "store") {
         Ok(id) => id,
         Err(msg) => return error(StatusCode::BAD_REQUEST, msg),
@@ -599,6 +637,20 @@ async fn store(State(core): Core, Path(id): Path<String>) -> Response {
     {
         Some(s) => json(StatusCode::OK, &s),
         None => error(StatusCode::NOT_FOUND, format!("store {id} not found")),
+    }
+}
+
+/// `DELETE /pd/api/v1/store/{id}` (pd-ctl's `store delete`): the store
+/// goes Offline, its peers move away, then it becomes Tombstone. Answers
+/// the store as it now stands.
+async fn delete_store(State(core): Core, Path(id): Path<String>) -> Response {
+    let id = match parse_id(&id, "store") {
+        Ok(id) => id,
+        Err(msg) => return error(StatusCode::BAD_REQUEST, msg),
+    };
+    match core.delete_store(id).await {
+        Ok(()) => store(State(core), Path(id.to_string())).await,
+        Err(e) => error(error_status(&e), e.to_string()),
     }
 }
 
@@ -634,7 +686,7 @@ async fn regions_check(State(core): Core, Path(kind): Path<String>) -> Response 
         ),
         None => error(
             StatusCode::BAD_REQUEST,
-            format!("unknown check {kind:?} (down-peer, pending-peer, miss-peer)"),
+            format!("unknown check {kind:?} (down-peer, pending-peer, miss-peer, offline-peer)"),
         ),
     }
 }
@@ -688,7 +740,7 @@ async fn region_by_id(State(core): Core, Path(id): Path<String>) -> Response {
     }
 }
 
-async fn region_for_key(core: &PdCore, key: Vec<u8>) -> Response {
+pub(crate) async fn region_for_key(core: &PdCore, key: Vec<u8>) -> Response {
     match core
         .read(|c| c.region_by_key(&key).map(|e| region_json(c, e)))
         .await
@@ -828,7 +880,7 @@ async fn datanode_answer(core: &PdCore, id: u64) -> Response {
 }
 
 /// The status an admin call's error gets.
-fn error_status(e: &Error) -> StatusCode {
+pub(crate) fn error_status(e: &Error) -> StatusCode {
     match e {
         Error::InvalidArgument(_) => StatusCode::BAD_REQUEST,
         Error::NotFound(_) => StatusCode::NOT_FOUND,

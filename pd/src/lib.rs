@@ -11,19 +11,24 @@
 //! for a single PD; `replication`: the same document through a 3-member
 //! raft-rs group for `--peers`), the shared state every front end uses
 //! (`server::PdCore`), the gRPC service (`service`), the HTTP API (`http`) and
-//! the CLI (`pdctl`). Must not depend on gateway or datanode; talks to nothing
-//! but its own clients.
+//! the CLI (`pdctl`), and the admin settings kept in the persisted state
+//! (`config`: store labels/weights/limits, the runtime schedule config,
+//! disabled/paused schedulers). Must not depend on gateway or datanode (it
+//! uses `kura_metashard::keys` only to find an object key's region); talks
+//! to nothing but its own clients.
 //!
 //! Start reading at `run` below, then `server.rs`, then `cluster.rs`.
 
 pub mod bootstrap;
 pub mod cluster;
 pub mod conf_change;
+pub mod config;
 mod error;
 pub mod flow;
 pub mod http;
 pub mod merge;
 pub mod metrics;
+pub mod object_region;
 pub mod operator;
 pub mod pdctl;
 pub mod placement;
@@ -33,6 +38,7 @@ pub mod replication;
 pub mod schedule;
 pub mod server;
 pub mod service;
+pub mod settings_http;
 pub mod storage;
 
 use std::net::SocketAddr;
@@ -179,7 +185,6 @@ pub async fn serve(
         tokio::spawn(merge::merge_check_loop(
             core.clone(),
             cfg.merge_check_interval,
-            cfg.merge.clone(),
             shutdown.clone(),
         ))
     });

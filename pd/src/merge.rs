@@ -334,11 +334,11 @@ pub fn pick_merge(
 }
 
 /// Runs the merge checker every `every` on the PD leader until `shutdown`:
-/// at most one merge per round.
+/// at most one merge per round, with the merge settings of the runtime
+/// config (`pdctl config set max-merge-region-keys` etc. apply next round).
 pub async fn merge_check_loop(
     core: std::sync::Arc<PdCore>,
     every: Duration,
-    cfg: MergeCheckConfig,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     loop {
@@ -355,6 +355,7 @@ pub async fn merge_check_loop(
             continue;
         }
         let now = crate::server::now_ms();
+        let cfg = core.runtime().merge;
         let Some((source, target)) = core.read(|c| pick_merge(c, now, &cfg)).await else {
             continue;
         };

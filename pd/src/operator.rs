@@ -54,6 +54,12 @@ pub enum OperatorError {
     Busy { region_id: u64, running: String },
     #[error("region {region_id}: {message}")]
     TimedOut { region_id: u64, message: String },
+    /// `pdctl operator remove` stopped it (what was done is in the message).
+    #[error("{0}")]
+    Cancelled(String),
+    /// `pdctl operator remove` of a region without a running operator.
+    #[error("region {0} has no running operator")]
+    NoOperator(u64),
 }
 
 impl OperatorError {
@@ -68,6 +74,8 @@ impl OperatorError {
             OperatorError::StoreNotFound(_) => false,
             OperatorError::Busy { .. } => true,
             OperatorError::TimedOut { .. } => true,
+            OperatorError::Cancelled(_) => false,
+            OperatorError::NoOperator(_) => false,
         }
     }
 
@@ -82,6 +90,8 @@ impl OperatorError {
             OperatorError::StoreNotFound(_) => StatusCode::NOT_FOUND,
             OperatorError::Busy { .. } => StatusCode::CONFLICT,
             OperatorError::TimedOut { .. } => StatusCode::GATEWAY_TIMEOUT,
+            OperatorError::Cancelled(_) => StatusCode::CONFLICT,
+            OperatorError::NoOperator(_) => StatusCode::NOT_FOUND,
         }
     }
 }
@@ -110,6 +120,12 @@ pub struct OperatorRequest {
     /// each, in key order.
     #[serde(default)]
     pub keys: Vec<String>,
+    /// split-region (pd-ctl's): `usekey` splits at `keys` (required);
+    /// `scan` and `approximate` (the same in Kura) split at the middle of
+    /// the region's keys, which its leader finds by scanning them, rounded
+    /// to an object boundary. Empty: `usekey` if keys are given, else `scan`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub policy: String,
 }
 
 fn is_zero(v: &u64) -> bool {
@@ -142,7 +158,7 @@ pub fn parse_split(req: &OperatorRequest) -> Result<(u64, Vec<Vec<u8>>), Operato
     if req.name != "split-region" {
         return Err(OperatorError::Invalid(format!(
             "unknown operator {:?} (supported: split-region, merge-region, add-peer, \
-             remove-peer, transfer-peer, transfer-leader)",
+             remove-peer, transfer-peer, transfer-leader, scatter-region)",
             req.name
         )));
     }
@@ -153,6 +169,25 @@ pub fn parse_split(req: &OperatorRequest) -> Result<(u64, Vec<Vec<u8>>), Operato
         return Err(OperatorError::Invalid(format!(
             "at most {MAX_SPLIT_KEYS} split keys per operator"
         )));
+    }
+    match (req.policy.as_str(), req.keys.is_empty()) {
+        ("" | "usekey", false) | ("" | "scan" | "approximate", true) => {}
+        ("usekey", true) => {
+            return Err(OperatorError::Invalid(
+                "policy usekey needs the split keys (\"keys\": [hex, ...])".into(),
+            ))
+        }
+        ("scan" | "approximate", false) => {
+            return Err(OperatorError::Invalid(format!(
+                "policy {} finds the split key itself; give keys with policy usekey",
+                req.policy
+            )))
+        }
+        (other, _) => {
+            return Err(OperatorError::Invalid(format!(
+                "unknown split policy {other:?} (approximate, scan, usekey)"
+            )))
+        }
     }
     let mut keys = req
         .keys
@@ -371,6 +406,12 @@ pub async fn http_add_operator(State(core): State<Arc<PdCore>>, body: Bytes) -> 
         return crate::schedule::http::add_transfer_leader(&core, &req).await;
     }
     match req.name.as_str() {
+        crate::schedule::scatter::SCATTER_REGION => {
+            return match crate::schedule::scatter::run_scatter(&core, req.region_id).await {
+                Ok(done) => json(StatusCode::OK, &done),
+                Err(e) => error(e.http_status(), e.to_string()),
+            }
+        }
         "merge-region" => return http_merge(&core, &req).await,
         "add-peer" | "remove-peer" | "transfer-peer" => return http_change_peer(&core, &req).await,
         _ => {}

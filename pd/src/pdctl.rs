@@ -13,16 +13,24 @@ use crate::http::API_PREFIX;
 #[command(
     name = "pdctl",
     about = "Kura PD admin CLI: inspect stores, regions, data nodes and the placement map; \
-             run operators; pause schedulers",
+             run operators; delete, label, weigh and limit stores; change schedulers and the \
+             runtime config",
     long_about = "Kura PD admin CLI. Talks to PD's HTTP admin API (`kura pd --http-listen`, \
                   `http` in kura dev's cluster.json) and prints JSON shaped like pd-ctl's, \
-                  or a table with --table. Also runs operators (split-region, transfer-leader) and \
-                  pauses/resumes PD's schedulers (balance-leader, hot-region...). `region topread|topwrite [N]` \
-                  lists the regions with the most read/written flow per second.\n\nExit status: 0 on success, 1 when PD is unreachable \
+                  or a table with --table. Also runs operators (split-region, transfer-leader, ...), \
+                  deletes stores and sets their labels, weights and operator limits, \
+                  pauses/removes PD's schedulers (balance-leader, hot-region...) and sets the runtime \
+                  schedule config (`config set`); those settings are persisted by PD. \
+                  `region topread|topwrite [N]` lists the regions with the most read/written flow per \
+                  second.\n\nExit status: 0 on success, 1 when PD is unreachable \
                   or answers with an error (e.g. an unknown id), 2 on bad usage.",
     after_help = "Examples:\n  pdctl store\n  pdctl -u http://127.0.0.1:2379 --table region\n  \
-                  pdctl region 2\n  pdctl region key 6D79627563\n  pdctl placement\n  \
+                  pdctl region 2\n  pdctl region key mybucket photos/a.jpg\n  \
+                  pdctl region key --hex 6D79627563\n  pdctl placement\n  \
                   pdctl datanode decommission 8\n  pdctl --table datanode\n  \
+                  pdctl store delete 4\n  pdctl store label 4 zone=z2\n  \
+                  pdctl store weight 4 2 2\n  pdctl store limit 4 30\n  \
+                  pdctl config set max-store-down-time 10m\n  \
                   pdctl operator add transfer-leader 12 3\n  pdctl --table operator show\n  \
                   pdctl --table scheduler show\n  pdctl scheduler pause balance-leader\n  \
                   pdctl region topread 5\n  pdctl --table region topwrite"
@@ -54,12 +62,16 @@ enum Command {
     Member,
     /// Cluster id, max replicas, whether the first region exists, counts.
     Cluster,
-    /// All metashard stores, or the store with ID.
+    /// All metashard stores, or the store with ID; or change one
+    /// (`store delete|label|weight|limit`).
+    #[command(args_conflicts_with_subcommands = true)]
     Store {
         /// Store id.
         id: Option<u64>,
+        #[command(subcommand)]
+        action: Option<StoreAction>,
     },
-    /// All regions, the region with ID, or (`region key HEX`) the region holding a key.
+    /// All regions, the region with ID, or (`region key BUCKET [KEY]`, `region key --hex HEX`) the region holding a key.
     #[command(args_conflicts_with_subcommands = true)]
     Region {
         /// Region id.
@@ -80,19 +92,25 @@ enum Command {
         #[command(subcommand)]
         action: Option<DatanodeAction>,
     },
-    /// Run an operator (`operator add split-region ID [--key HEX]`,
+    /// Run an operator (`operator add split-region ID [--policy P] [--keys HEX...]`,
     /// `merge-region SOURCE TARGET`, `add-peer REGION STORE`,
     /// `remove-peer REGION STORE`, `transfer-peer REGION FROM TO`,
-    /// `transfer-leader REGION STORE`) or list them (`operator show`).
+    /// `transfer-leader REGION STORE`, `scatter-region REGION`) or list them
+    /// (`operator show`), or cancel one (`operator remove REGION`).
     Operator {
         #[command(subcommand)]
         op: OperatorCmd,
     },
-    /// PD's schedulers (balance-leader): `scheduler show`, `scheduler pause
-    /// NAME`, `scheduler resume NAME`.
+    /// PD's schedulers (replica-checker, balance-region, balance-leader):
+    /// `scheduler show`, `scheduler pause|resume|add|remove NAME` (persisted).
     Scheduler {
         #[command(subcommand)]
         action: SchedulerCmd,
+    },
+    /// The runtime schedule config: `config show`, `config set KEY VALUE`.
+    Config {
+        #[command(subcommand)]
+        action: ConfigCmd,
     },
 }
 
@@ -110,6 +128,75 @@ enum SchedulerCmd {
     Resume {
         /// Scheduler name, e.g. balance-leader.
         name: String,
+    },
+    /// Enable scheduler NAME again after `scheduler remove` (persisted).
+    Add {
+        /// Scheduler name, e.g. balance-region.
+        name: String,
+    },
+    /// Disable scheduler NAME (persisted; `scheduler add` enables it).
+    Remove {
+        /// Scheduler name, e.g. balance-region.
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum StoreAction {
+    /// Remove store ID: it becomes Offline, PD moves every region peer off
+    /// it (to a store in the same zone if there is one, else to a zone the
+    /// region does not use), then marks it Tombstone (it gets no peer again
+    /// and may be stopped). Refused when fewer than max-replicas usable
+    /// stores would remain.
+    Delete {
+        /// Store id.
+        id: u64,
+    },
+    /// Set labels of store ID (persisted, merged over the labels it
+    /// registers with; `KEY=` drops an override). `zone` changes are
+    /// respected by the one-voter-per-zone checks from the next round.
+    Label {
+        /// Store id.
+        id: u64,
+        /// KEY=VALUE pairs, e.g. zone=z2 rack=r1.
+        #[arg(required = true)]
+        labels: Vec<String>,
+    },
+    /// Set the weights of store ID (persisted): balance-leader evens out
+    /// leaders/LEADER_WEIGHT, balance-region region peers/REGION_WEIGHT.
+    Weight {
+        /// Store id.
+        id: u64,
+        /// Leader weight (> 0; default 1).
+        leader_weight: f64,
+        /// Region weight (> 0; default 1).
+        region_weight: f64,
+    },
+    /// Every store's operator limit per minute (leader transfers and peer
+    /// moves it may take part in) and its use in the last minute; with ID
+    /// and RATE, set that store's own limit (persisted).
+    Limit {
+        /// Store id (alone: show that store's limit).
+        id: Option<u64>,
+        /// Operators per minute.
+        rate: Option<u64>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCmd {
+    /// The schedule settings in effect (pd-ctl's shape: `schedule` and
+    /// `replication`), flags overridden by `config set`.
+    Show,
+    /// Set one schedule setting at runtime (persisted and replicated; wins
+    /// over the flag from now on): schedule-interval, leader-transfer-limit,
+    /// max-store-down-time, split-merge-interval, max-merge-region-keys,
+    /// max-merge-region-size (MiB). Durations as 30s, 5m, 1h30m or seconds.
+    Set {
+        /// Kebab-case key, e.g. max-store-down-time.
+        key: String,
+        /// New value, e.g. 1m.
+        value: String,
     },
 }
 
@@ -139,18 +226,34 @@ enum OperatorCmd {
     /// Running operators (admin and scheduler-made) and the last finished
     /// ones with their outcome.
     Show,
+    /// Cancel the running operator of REGION_ID: a step in flight finishes,
+    /// the steps after it do not run (e.g. a peer move stopped after its
+    /// add step keeps both peers). Exit 1 when the region has none.
+    Remove {
+        /// Region id.
+        region_id: u64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 enum AddOperator {
     /// Split a region in two: at KEY (hex, must fall strictly inside the
     /// region), else at the middle of its keys rounded to an object boundary.
+    ///
+    /// Policies (pd-ctl's names): `usekey` splits at each of `--keys`
+    /// (required); `scan` (the default without keys) splits at the middle of
+    /// the region's keys, which its leader finds by scanning them, rounded to
+    /// an object boundary; `approximate` is the same as `scan` in Kura (no
+    /// size-estimate split exists).
     SplitRegion {
         /// Region id.
         region_id: u64,
-        /// Split key as hex.
-        #[arg(long)]
-        key: Option<String>,
+        /// approximate, scan or usekey (default: usekey with --keys, else scan).
+        #[arg(long, value_parser = ["approximate", "scan", "usekey"])]
+        policy: Option<String>,
+        /// Split keys as hex (each strictly inside the region); `--key` also works.
+        #[arg(long = "keys", alias = "key", num_args = 1..)]
+        keys: Vec<String>,
     },
     /// Add a peer of REGION on STORE: a learner that catches up by snapshot,
     /// then promoted to voter.
@@ -175,6 +278,14 @@ enum AddOperator {
         /// The adjacent region that takes over its range.
         target_region_id: u64,
     },
+    /// Re-place REGION's peers and leader on the stores holding the fewest
+    /// peers and leaders (keeping one voter per zone): one move-peer per
+    /// voter worth moving, then a transfer-leader; waits until done.
+    /// `operator remove REGION` stops it after the running step.
+    ScatterRegion {
+        /// Region id.
+        region_id: u64,
+    },
     /// Move a region's leader to its peer on STORE and wait (at most 15 s)
     /// until PD sees it there. Fails (exit 1) for an unknown region or
     /// store, a store without a voter of the region, or a region with
@@ -191,10 +302,15 @@ impl AddOperator {
     /// The `POST operators` body.
     fn body(&self) -> crate::operator::OperatorRequest {
         match self {
-            AddOperator::SplitRegion { region_id, key } => crate::operator::OperatorRequest {
+            AddOperator::SplitRegion {
+                region_id,
+                policy,
+                keys,
+            } => crate::operator::OperatorRequest {
                 name: "split-region".into(),
                 region_id: *region_id,
-                keys: key.iter().cloned().collect(),
+                keys: keys.clone(),
+                policy: policy.clone().unwrap_or_default(),
                 ..Default::default()
             },
             AddOperator::AddPeer {
@@ -235,6 +351,11 @@ impl AddOperator {
                 target_region_id: *target_region_id,
                 ..Default::default()
             },
+            AddOperator::ScatterRegion { region_id } => crate::operator::OperatorRequest {
+                name: crate::schedule::scatter::SCATTER_REGION.into(),
+                region_id: *region_id,
+                ..Default::default()
+            },
             AddOperator::TransferLeader {
                 region_id,
                 store_id,
@@ -250,16 +371,26 @@ impl AddOperator {
 
 #[derive(Debug, Subcommand)]
 enum RegionBy {
-    /// The region holding a raw metadata key, given as hex (empty string: the first key).
+    /// The region holding the metadata of object KEY in BUCKET (PD reads the
+    /// bucket's id from its record and looks up the object's record prefix;
+    /// without KEY: where the bucket's objects begin), or with `--hex HEX`
+    /// the region holding a raw metadata key.
     Key {
-        /// The key's bytes as hex, e.g. 0A0B.
-        hex_key: String,
+        /// A raw metadata key as hex, e.g. 0A0B ("" is the first key).
+        #[arg(long, conflicts_with_all = ["bucket", "key"])]
+        hex: Option<String>,
+        /// Bucket name.
+        #[arg(required_unless_present = "hex")]
+        bucket: Option<String>,
+        /// Object key (as is, e.g. photos/a.jpg).
+        key: Option<String>,
     },
     /// Regions with a problem: down-peer (a peer the leader has not heard
     /// from), pending-peer (a peer that needs a snapshot), miss-peer (fewer
-    /// voters than max-replicas).
+    /// voters than max-replicas), offline-peer (a peer on a store being
+    /// deleted).
     Check {
-        #[arg(value_parser = ["down-peer", "pending-peer", "miss-peer"])]
+        #[arg(value_parser = ["down-peer", "pending-peer", "miss-peer", "offline-peer"])]
         kind: String,
     },
     /// The regions with the most read flow (Get/Scan answers, per second,
@@ -295,6 +426,9 @@ enum Shape {
     Operator,
     Operators,
     Schedulers,
+    Limits,
+    Config,
+    Cancelled,
 }
 
 impl Command {
@@ -304,15 +438,67 @@ impl Command {
             Command::Health => ("health".into(), Shape::Members),
             Command::Member => ("members".into(), Shape::Members),
             Command::Cluster => ("cluster".into(), Shape::Cluster),
-            Command::Store { id: None } => ("stores".into(), Shape::Stores),
-            Command::Store { id: Some(id) } => (format!("store/{id}"), Shape::Store),
+            Command::Store {
+                id: None,
+                action: None,
+            } => ("stores".into(), Shape::Stores),
+            Command::Store {
+                id: Some(id),
+                action: None,
+            } => (format!("store/{id}"), Shape::Store),
+            Command::Store {
+                action: Some(StoreAction::Delete { id }),
+                ..
+            } => (format!("store/{id}"), Shape::Store),
+            Command::Store {
+                action: Some(StoreAction::Label { id, .. }),
+                ..
+            } => (format!("store/{id}/label"), Shape::Store),
+            Command::Store {
+                action: Some(StoreAction::Weight { id, .. }),
+                ..
+            } => (format!("store/{id}/weight"), Shape::Store),
+            Command::Store {
+                action:
+                    Some(StoreAction::Limit {
+                        id: Some(id),
+                        rate: Some(_),
+                    }),
+                ..
+            } => (format!("store/{id}/limit"), Shape::Limits),
+            Command::Store {
+                action: Some(StoreAction::Limit { .. }),
+                ..
+            } => ("stores/limit".into(), Shape::Limits),
+            Command::Config {
+                action: ConfigCmd::Show,
+            }
+            | Command::Config {
+                action: ConfigCmd::Set { .. },
+            } => ("config".into(), Shape::Config),
             Command::Region {
-                by: Some(RegionBy::Key { hex_key }),
+                by:
+                    Some(RegionBy::Key {
+                        hex: Some(hex_key), ..
+                    }),
                 ..
             } => (
                 format!("region/key/{}", hex_key.trim_start_matches("0x")),
                 Shape::Region,
             ),
+            Command::Region {
+                by: Some(RegionBy::Key { bucket, key, .. }),
+                ..
+            } => {
+                let bucket = bucket.as_deref().unwrap_or_default();
+                match key {
+                    None => (format!("region/bucket/{bucket}"), Shape::Region),
+                    Some(k) => (
+                        format!("region/bucket/{bucket}/{}", hex::encode_upper(k)),
+                        Shape::Region,
+                    ),
+                }
+            }
             Command::Region {
                 by: Some(RegionBy::Check { kind }),
                 ..
@@ -356,6 +542,9 @@ impl Command {
             Command::Operator {
                 op: OperatorCmd::Show,
             } => ("operators".into(), Shape::Operators),
+            Command::Operator {
+                op: OperatorCmd::Remove { region_id },
+            } => (format!("operators/{region_id}"), Shape::Cancelled),
             Command::Operator { .. } => ("operators".into(), Shape::Operator),
             Command::Scheduler {
                 action: SchedulerCmd::Show,
@@ -366,6 +555,125 @@ impl Command {
             Command::Scheduler {
                 action: SchedulerCmd::Resume { name },
             } => (format!("schedulers/{name}/resume"), Shape::Schedulers),
+            Command::Scheduler {
+                action: SchedulerCmd::Add { name },
+            } => (format!("schedulers/{name}/add"), Shape::Schedulers),
+            Command::Scheduler {
+                action: SchedulerCmd::Remove { name },
+            } => (format!("schedulers/{name}/remove"), Shape::Schedulers),
+        }
+    }
+
+    /// `store limit ID [RATE]` shows only that store of PD's answer.
+    fn narrow(&self, v: Value, body: String) -> Result<(Value, String), String> {
+        let Command::Store {
+            action: Some(StoreAction::Limit { id: Some(id), .. }),
+            ..
+        } = self
+        else {
+            return Ok((v, body));
+        };
+        let one = v
+            .get(id.to_string())
+            .cloned()
+            .ok_or_else(|| format!("store {id} not found"))?;
+        let v = serde_json::json!({ id.to_string(): one });
+        let body = serde_json::to_string_pretty(&v).unwrap_or_default();
+        Ok((v, body))
+    }
+
+    /// Usage errors clap cannot see (exit 2).
+    fn check(&self) -> Result<(), String> {
+        match self {
+            Command::Store {
+                action: Some(StoreAction::Label { labels, .. }),
+                ..
+            } => crate::config::parse_labels(labels).map(|_| ()),
+            Command::Store {
+                action:
+                    Some(StoreAction::Weight {
+                        leader_weight,
+                        region_weight,
+                        ..
+                    }),
+                ..
+            } => crate::config::check_weight("LEADER_WEIGHT", *leader_weight)
+                .and(crate::config::check_weight("REGION_WEIGHT", *region_weight))
+                .map(|_| ()),
+            Command::Store {
+                action:
+                    Some(StoreAction::Limit {
+                        id: None,
+                        rate: Some(_),
+                    }),
+                ..
+            } => Err("store limit RATE needs the store id: store limit ID RATE".into()),
+            Command::Operator {
+                op:
+                    OperatorCmd::Add {
+                        kind: AddOperator::SplitRegion { policy, keys, .. },
+                    },
+            } => {
+                let req = crate::operator::OperatorRequest {
+                    name: "split-region".into(),
+                    region_id: 1,
+                    keys: keys.clone(),
+                    policy: policy.clone().unwrap_or_default(),
+                    ..Default::default()
+                };
+                crate::operator::parse_split(&req)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The JSON body of a POST (None: no body, see [`Self::method`]).
+    fn body(&self) -> Option<Value> {
+        use serde_json::json;
+        match self {
+            Command::Operator {
+                op: OperatorCmd::Add { kind },
+            } => serde_json::to_value(kind.body()).ok(),
+            Command::Scheduler {
+                action:
+                    SchedulerCmd::Pause { .. }
+                    | SchedulerCmd::Resume { .. }
+                    | SchedulerCmd::Add { .. }
+                    | SchedulerCmd::Remove { .. },
+            } => Some(json!({})),
+            Command::Store {
+                action: Some(StoreAction::Label { labels, .. }),
+                ..
+            } => Some(Value::Object(
+                labels
+                    .iter()
+                    .filter_map(|l| l.split_once('='))
+                    .map(|(k, v)| (k.to_string(), Value::from(v)))
+                    .collect(),
+            )),
+            Command::Store {
+                action:
+                    Some(StoreAction::Weight {
+                        leader_weight,
+                        region_weight,
+                        ..
+                    }),
+                ..
+            } => Some(json!({"leader": leader_weight, "region": region_weight})),
+            Command::Store {
+                action:
+                    Some(StoreAction::Limit {
+                        id: Some(_),
+                        rate: Some(rate),
+                    }),
+                ..
+            } => Some(json!({ "rate": rate })),
+            Command::Config {
+                action: ConfigCmd::Set { key, value },
+            } => Some(json!({ key.as_str(): value })),
+            _ => None,
         }
     }
 
@@ -383,6 +691,13 @@ impl Command {
             Command::Scheduler {
                 action: SchedulerCmd::Pause { .. } | SchedulerCmd::Resume { .. },
             } => reqwest::Method::POST,
+            Command::Store {
+                action: Some(StoreAction::Delete { .. }),
+                ..
+            }
+            | Command::Operator {
+                op: OperatorCmd::Remove { .. },
+            } => reqwest::Method::DELETE,
             _ => reqwest::Method::GET,
         }
     }
@@ -398,7 +713,9 @@ pub fn pdctl_main(args: Vec<String>) -> i32 {
         }
     };
     if let Command::Region {
-        by: Some(RegionBy::Key { hex_key }),
+        by: Some(RegionBy::Key {
+            hex: Some(hex_key), ..
+        }),
         ..
     } = &cli.command
     {
@@ -406,6 +723,22 @@ pub fn pdctl_main(args: Vec<String>) -> i32 {
             eprintln!("pdctl: the key must be hex (e.g. 0A1B), got {hex_key:?}");
             return 2;
         }
+    }
+    if let Command::Region {
+        by: Some(RegionBy::Key {
+            bucket: Some(b), ..
+        }),
+        ..
+    } = &cli.command
+    {
+        if b.is_empty() || b.contains('/') {
+            eprintln!("pdctl: {b:?} is not a bucket name");
+            return 2;
+        }
+    }
+    if let Err(msg) = cli.command.check() {
+        eprintln!("pdctl: {msg}");
+        return 2;
     }
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -427,14 +760,9 @@ pub fn pdctl_main(args: Vec<String>) -> i32 {
         .collect();
     let mut answer = Err(format!("no PD URL given in {:?}", cli.url));
     for (i, base) in bases.iter().enumerate() {
-        answer = match &cli.command {
-            Command::Operator {
-                op: OperatorCmd::Add { kind },
-            } => rt.block_on(post(base, &path, &kind.body())),
-            Command::Scheduler {
-                action: SchedulerCmd::Pause { .. } | SchedulerCmd::Resume { .. },
-            } => rt.block_on(post(base, &path, &serde_json::json!({}))),
-            _ => rt.block_on(fetch(base, cli.command.method(), &path)),
+        answer = match cli.command.body() {
+            Some(body) => rt.block_on(post(base, &path, &body)),
+            None => rt.block_on(fetch(base, cli.command.method(), &path)),
         };
         match &answer {
             Err(msg) if i + 1 < bases.len() && another_member_may_answer(msg) => continue,
@@ -443,6 +771,13 @@ pub fn pdctl_main(args: Vec<String>) -> i32 {
     }
     match answer {
         Ok((v, body)) => {
+            let (v, body) = match cli.command.narrow(v, body) {
+                Ok(vb) => vb,
+                Err(msg) => {
+                    eprintln!("pdctl: {msg}");
+                    return 1;
+                }
+            };
             if cli.table {
                 println!("{}", render(shape, &v, true));
             } else {
@@ -770,16 +1105,23 @@ fn render(shape: Shape, v: &Value, table: bool) -> String {
                 text(v.get("leader_transfers_per_store_per_minute"))
             );
             let scheds = grid(
-                &["SCHEDULER", "PAUSED"],
+                &["SCHEDULER", "PAUSED", "DISABLED"],
                 list("schedulers")
                     .iter()
-                    .map(|s| cells(s, &["/name", "/paused"])),
+                    .map(|s| cells(s, &["/name", "/paused", "/disabled"])),
             );
             let limits = grid(
-                &["STORE", "LEADER_TRANSFERS_LAST_MINUTE"],
-                list("store_limits")
-                    .iter()
-                    .map(|s| cells(s, &["/store_id", "/leader_transfers_last_minute"])),
+                &["STORE", "LEADER_TRANSFERS_LAST_MINUTE", "LIMIT"],
+                list("store_limits").iter().map(|s| {
+                    cells(
+                        s,
+                        &[
+                            "/store_id",
+                            "/leader_transfers_last_minute",
+                            "/limit_per_minute",
+                        ],
+                    )
+                }),
             );
             let held = match v.get("held_back_stores").and_then(Value::as_array) {
                 Some(a) if !a.is_empty() => format!(
@@ -789,6 +1131,40 @@ fn render(shape: Shape, v: &Value, table: bool) -> String {
                 _ => String::new(),
             };
             format!("{head}\n\n{scheds}\n\n{limits}{held}")
+        }
+        Shape::Limits => grid(
+            &["STORE", "OPERATORS_PER_MINUTE", "OWN", "USED_LAST_MINUTE"],
+            v.as_object().into_iter().flatten().map(|(id, l)| {
+                let mut row = vec![id.clone()];
+                row.extend(cells(
+                    l,
+                    &["/operators-per-minute", "/own", "/used-last-minute"],
+                ));
+                row
+            }),
+        ),
+        Shape::Config => grid(
+            &["SECTION", "KEY", "VALUE"],
+            v.as_object()
+                .into_iter()
+                .flatten()
+                .flat_map(|(section, o)| {
+                    o.as_object()
+                        .into_iter()
+                        .flatten()
+                        .map(|(k, val)| vec![section.clone(), k.clone(), text(Some(val))])
+                        .collect::<Vec<_>>()
+                }),
+        ),
+        Shape::Cancelled => {
+            let c = v.get("cancelled").cloned().unwrap_or_default();
+            format!(
+                "cancelled {} of region {} (from {}): {}",
+                text(c.get("name")),
+                text(c.get("region_id")),
+                text(c.get("source")),
+                text(v.get("note"))
+            )
         }
         Shape::DataNodes => datanode_grid(&list("datanodes")),
         Shape::DataNode => datanode_grid(std::slice::from_ref(v)),
@@ -1004,9 +1380,25 @@ mod tests {
             ("region/id/7".into(), Shape::Region)
         );
         assert_eq!(
-            parse(&["region", "key", "0A0B"]).command.request(),
+            parse(&["region", "key", "--hex", "0A0B"]).command.request(),
             ("region/key/0A0B".into(), Shape::Region)
         );
+        assert_eq!(
+            parse(&["region", "key", "--hex", ""]).command.request(),
+            ("region/key/".into(), Shape::Region)
+        );
+        assert_eq!(
+            parse(&["region", "key", "photos"]).command.request(),
+            ("region/bucket/photos".into(), Shape::Region)
+        );
+        assert_eq!(
+            parse(&["region", "key", "photos", "a/b.jpg"])
+                .command
+                .request(),
+            ("region/bucket/photos/612F622E6A7067".into(), Shape::Region)
+        );
+        assert!(Cli::try_parse_from(["pdctl", "region", "key"]).is_err());
+        assert!(Cli::try_parse_from(["pdctl", "region", "key", "--hex", "0A", "b"]).is_err());
         assert_eq!(
             parse(&["--table", "datanode"]).command.request(),
             ("datanodes".into(), Shape::DataNodes)
@@ -1015,6 +1407,12 @@ mod tests {
         assert!(cli.table);
         assert_eq!(base_url(&cli.url), "http://10.0.0.1:2379");
         assert!(Cli::try_parse_from(["pdctl", "region", "x"]).is_err());
+        let del = parse(&["store", "delete", "4"]).command;
+        assert_eq!(
+            (del.request(), del.method()),
+            (("store/4".into(), Shape::Store), reqwest::Method::DELETE)
+        );
+        assert!(Cli::try_parse_from(["pdctl", "store", "delete"]).is_err());
         let get = reqwest::Method::GET;
         assert_eq!(parse(&["datanode", "3"]).command.method(), get);
         let dec = parse(&["datanode", "decommission", "3"]).command;
@@ -1095,6 +1493,126 @@ mod tests {
             parse(&["scheduler", "show"]).command.request(),
             ("schedulers".into(), Shape::Schedulers)
         );
+    }
+
+    #[test]
+    fn store_config_and_scheduler_admin_commands_map_to_posts() {
+        let req = |args: &[&str]| {
+            let c = parse(args).command;
+            (c.request().0, c.body(), c.check())
+        };
+        assert_eq!(
+            req(&["store", "label", "3", "zone=z2", "rack=r1"]),
+            (
+                "store/3/label".into(),
+                Some(json!({"zone": "z2", "rack": "r1"})),
+                Ok(())
+            )
+        );
+        assert!(req(&["store", "label", "3", "zone"]).2.is_err());
+        assert!(Cli::try_parse_from(["pdctl", "store", "label", "3"]).is_err());
+        assert_eq!(
+            req(&["store", "weight", "3", "2", "0.5"]),
+            (
+                "store/3/weight".into(),
+                Some(json!({"leader": 2.0, "region": 0.5})),
+                Ok(())
+            )
+        );
+        assert!(req(&["store", "weight", "3", "0", "1"]).2.is_err());
+        assert_eq!(req(&["store", "limit"]).0, "stores/limit");
+        assert_eq!(
+            req(&["store", "limit", "3"]),
+            ("stores/limit".into(), None, Ok(()))
+        );
+        assert_eq!(
+            req(&["store", "limit", "3", "20"]),
+            ("store/3/limit".into(), Some(json!({"rate": 20})), Ok(()))
+        );
+        assert_eq!(req(&["config", "show"]), ("config".into(), None, Ok(())));
+        let split = |args: &[&str]| {
+            let mut v = vec!["operator", "add", "split-region", "3"];
+            v.extend_from_slice(args);
+            let c = parse(&v).command;
+            (c.body(), c.check().is_ok())
+        };
+        assert_eq!(
+            split(&["--policy", "usekey", "--keys", "0A", "0B"]),
+            (
+                Some(
+                    json!({"name": "split-region", "region_id": 3, "keys": ["0A", "0B"],
+                            "policy": "usekey"})
+                ),
+                true
+            )
+        );
+        assert!(!split(&["--policy", "usekey"]).1, "usekey needs keys");
+        assert!(!split(&["--policy", "scan", "--keys", "0A"]).1);
+        assert!(split(&["--policy", "approximate"]).1);
+        assert!(split(&["--key", "0A"]).1, "--key still works");
+        assert!(Cli::try_parse_from([
+            "pdctl",
+            "operator",
+            "add",
+            "split-region",
+            "3",
+            "--policy",
+            "size"
+        ])
+        .is_err());
+        assert_eq!(
+            parse(&["operator", "add", "scatter-region", "9"])
+                .command
+                .body(),
+            Some(json!({"name": "scatter-region", "region_id": 9, "keys": []}))
+        );
+        let rm = parse(&["operator", "remove", "12"]).command;
+        assert_eq!(
+            (rm.request(), rm.method(), rm.body()),
+            (
+                ("operators/12".into(), Shape::Cancelled),
+                reqwest::Method::DELETE,
+                None
+            )
+        );
+        assert_eq!(
+            req(&["config", "set", "max-store-down-time", "1m"]),
+            (
+                "config".into(),
+                Some(json!({"max-store-down-time": "1m"})),
+                Ok(())
+            )
+        );
+        assert_eq!(
+            req(&["scheduler", "remove", "balance-region"]),
+            (
+                "schedulers/balance-region/remove".into(),
+                Some(json!({})),
+                Ok(())
+            )
+        );
+        assert_eq!(
+            req(&["scheduler", "add", "balance-region"]).0,
+            "schedulers/balance-region/add"
+        );
+        // `store limit ID` narrows PD's answer to that store.
+        let all = json!({"1": {"operators-per-minute": 5}, "2": {"operators-per-minute": 9}});
+        let one = parse(&["store", "limit", "2"])
+            .command
+            .narrow(all.clone(), String::new())
+            .unwrap()
+            .0;
+        assert_eq!(one, json!({"2": {"operators-per-minute": 9}}));
+        assert!(parse(&["store", "limit", "7"])
+            .command
+            .narrow(all, String::new())
+            .is_err());
+        let t = render(
+            Shape::Config,
+            &json!({"schedule": {"max-store-down-time": "1m"}, "replication": {"max-replicas": 3}}),
+            true,
+        );
+        assert!(t.contains("schedule     max-store-down-time  1m"), "{t}");
     }
 
     #[test]

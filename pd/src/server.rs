@@ -27,6 +27,7 @@ use tokio::sync::{Mutex, MutexGuard};
 
 use crate::bootstrap;
 use crate::cluster::{Cluster, HeartbeatOutcome, Liveness, RegionEntry, StoreStats};
+use crate::config::RuntimeConfig;
 use crate::metrics::metrics;
 use crate::placement::{self, PlacementState};
 use crate::rebalance::{self, Plan, RepairReport, RepairStatus, StepGate};
@@ -78,6 +79,10 @@ pub struct PdCore {
     /// done, so writes land in capture order even when the model lock is
     /// released before writing (`flush_regions`).
     save_order: Mutex<()>,
+    /// The schedule settings in effect: the flags with `pdctl config set`
+    /// values on top, refreshed whenever the model is loaded or changed by
+    /// an admin call.
+    runtime: std::sync::RwLock<RuntimeConfig>,
 }
 
 impl PdCore {
@@ -93,7 +98,10 @@ impl PdCore {
             "PD state loaded"
         );
         let schedule = coordinator(&cfg);
+        let runtime =
+            std::sync::RwLock::new(RuntimeConfig::effective(&cfg, &cluster.settings.config));
         let core = PdCore {
+            runtime,
             cfg,
             inner: Mutex::new(Inner {
                 cluster,
@@ -123,6 +131,7 @@ impl PdCore {
     pub fn replicated(cfg: Config, replica: Arc<Replica>) -> Self {
         let schedule = coordinator(&cfg);
         PdCore {
+            runtime: std::sync::RwLock::new(RuntimeConfig::from_flags(&cfg)),
             cfg,
             inner: Mutex::new(Inner {
                 cluster: Cluster::new(0),
@@ -211,6 +220,7 @@ impl PdCore {
     /// when there is none yet, committed at once).
     async fn reload(&self, inner: &mut MutexGuard<'_, Inner>) -> Result<(), Error> {
         let (cluster, fresh) = load_cluster(&self.storage, "the replicated PD state").await?;
+        self.refresh_runtime(&cluster);
         inner.cluster = cluster;
         inner.dirty = fresh;
         inner.unsaved_regions = false;
@@ -221,7 +231,20 @@ impl PdCore {
     }
 
     fn max_down_ms(&self) -> i64 {
-        self.cfg.max_store_down_time.as_millis() as i64
+        self.runtime().max_store_down_ms()
+    }
+
+    /// The schedule settings in effect now (flags, then `config set` values).
+    pub fn runtime(&self) -> RuntimeConfig {
+        self.runtime
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn refresh_runtime(&self, c: &Cluster) {
+        let rc = RuntimeConfig::effective(&self.cfg, &c.settings.config);
+        *self.runtime.write().unwrap_or_else(|p| p.into_inner()) = rc;
     }
 
     /// Runs `f` on a consistent view of the model.
@@ -552,6 +575,64 @@ impl PdCore {
         Ok(())
     }
 
+    // ---- store admin (pdctl store delete|label|weight|limit, config, schedulers) ----
+
+    /// Runs `f` on the model under the lock and saves when it says it
+    /// changed something (before returning: the change is durable, or
+    /// replicated, when this returns Ok).
+    pub async fn update_cluster<R>(
+        &self,
+        f: impl FnOnce(&mut Cluster) -> Result<(R, bool), Error>,
+    ) -> Result<R, Error> {
+        let mut inner = self.inner.lock().await;
+        let before = inner.cluster.settings.clone();
+        let (out, changed) = match f(&mut inner.cluster) {
+            Ok(v) => v,
+            Err(e) => {
+                inner.cluster.settings = before;
+                return Err(e);
+            }
+        };
+        if let Err(e) = self.save_if(&mut inner, changed).await {
+            // Settings are admin-only: undo so nothing unsaved takes effect.
+            inner.cluster.settings = before;
+            return Err(e);
+        }
+        self.refresh_runtime(&inner.cluster);
+        Ok(out)
+    }
+
+    /// `pdctl store delete ID`: the store goes Offline (durable before it
+    /// returns); see [`Cluster::delete_store`].
+    pub async fn delete_store(&self, id: u64) -> Result<(), Error> {
+        let (now, max_down, replicas) = (now_ms(), self.max_down_ms(), self.cfg.max_replicas);
+        let changed = self
+            .update_cluster(|c| {
+                let changed = c.delete_store(id, replicas, now, max_down)?;
+                Ok((changed, changed))
+            })
+            .await?;
+        if changed {
+            tracing::info!(
+                store_id = id,
+                "store delete requested: Offline; its peers move to other stores"
+            );
+        }
+        Ok(())
+    }
+
+    /// Offline stores that hold no peer become Tombstone; returns whether any did.
+    fn finish_store_deletions(&self, inner: &mut Inner) -> bool {
+        let done = inner.cluster.finish_store_deletions();
+        for id in &done {
+            tracing::info!(
+                store_id = id,
+                "store deleted: it holds no region peer; Tombstone (it may be stopped)"
+            );
+        }
+        !done.is_empty()
+    }
+
     // ---- background ----
 
     /// The slot movement to do from the current maps and node states.
@@ -808,8 +889,9 @@ impl PdCore {
             )
             .is_some();
             let placed = self.maybe_place(&mut inner, now);
+            let deleted = self.finish_store_deletions(&mut inner);
             // A failed save is logged in save_if and retried on the next call.
-            let _ = self.save_if(&mut inner, booted || placed).await;
+            let _ = self.save_if(&mut inner, booted || placed || deleted).await;
             self.maybe_step(&mut inner, now).await;
         }
         self.flush_regions().await;

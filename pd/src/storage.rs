@@ -23,14 +23,19 @@
 //!   optional `last_step_version`, 0 when absent). The steps themselves are not
 //!   saved: each is derived from the saved maps and node states
 //!   (docs/decisions/0010-pd-slot-movement.md).
+//! - 4 — admin settings: a `settings` record (`stores`: per-store label
+//!   overrides, leader/region weights and operator limit; `config`: the
+//!   `pdctl config set` values by key; `disabled_schedulers`,
+//!   `paused_schedulers`). A version-3 file reads as having none.
 //!
 //! PD reads every older format and writes only the newest: a version-1 file
 //! is migrated on load (its map becomes the class its k+m names — REPLICA3 —
 //! keeping its version and groups), then like a version-2 file (every data
-//! node `Active`, no step taken yet), and rewritten as version 3 by the next
-//! save. A PD that only knows older versions refuses a newer file rather
+//! node `Active`, no step taken yet), then like a version-3 file (no
+//! settings), and rewritten as version 4 by the next save. A PD that only knows older versions refuses a newer file rather
 //! than guess.
 
+use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -44,10 +49,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::cluster::{AdminState, Bootstrap, Cluster, IdAllocator, RebalanceProgress};
+use crate::config::{Settings, StoreSettings};
 use crate::placement::{ClassGroups, PlacementState, Rules};
 
 /// The format this PD writes.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 /// The oldest format this PD still reads (and migrates).
 pub const OLDEST_FORMAT_VERSION: u32 = 1;
 const STATE_FILE: &str = "pd-state.json";
@@ -79,7 +85,7 @@ pub trait Storage: Send + Sync + 'static {
 }
 
 /// The whole persisted model.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StateFile {
     pub format_version: u32,
     pub cluster_id: u64,
@@ -91,6 +97,74 @@ pub struct StateFile {
     pub bootstrap: Option<BootstrapRecord>,
     pub placement: PlacementRecord,
     pub rebalance: RebalanceRecord,
+    /// Format 4 (absent in older files: nothing set).
+    #[serde(default)]
+    pub settings: SettingsRecord,
+}
+
+/// Admin settings (format 4).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SettingsRecord {
+    pub stores: Vec<StoreSettingsRecord>,
+    /// `pdctl config set` values, kebab-case key → value.
+    pub config: BTreeMap<String, String>,
+    pub disabled_schedulers: Vec<String>,
+    pub paused_schedulers: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StoreSettingsRecord {
+    pub store_id: u64,
+    /// Label overrides merged over the registered labels.
+    pub labels: BTreeMap<String, String>,
+    pub leader_weight: f64,
+    pub region_weight: f64,
+    /// Operators per minute (absent: the default).
+    pub limit_per_minute: Option<u64>,
+}
+
+fn settings_record(s: &Settings) -> SettingsRecord {
+    SettingsRecord {
+        stores: s
+            .stores
+            .iter()
+            .map(|(&store_id, st)| StoreSettingsRecord {
+                store_id,
+                labels: st.labels.clone(),
+                leader_weight: st.leader_weight,
+                region_weight: st.region_weight,
+                limit_per_minute: st.limit_per_minute.map(|n| n as u64),
+            })
+            .collect(),
+        config: s.config.clone(),
+        disabled_schedulers: s.disabled_schedulers.iter().cloned().collect(),
+        paused_schedulers: s.paused_schedulers.iter().cloned().collect(),
+    }
+}
+
+fn settings_from(r: SettingsRecord) -> Result<Settings, String> {
+    let mut stores = BTreeMap::new();
+    for st in r.stores {
+        for (what, w) in [("leader", st.leader_weight), ("region", st.region_weight)] {
+            crate::config::check_weight(what, w)
+                .map_err(|e| format!("store {}: {e}", st.store_id))?;
+        }
+        stores.insert(
+            st.store_id,
+            StoreSettings {
+                labels: st.labels,
+                leader_weight: st.leader_weight,
+                region_weight: st.region_weight,
+                limit_per_minute: st.limit_per_minute.map(|n| n as usize),
+            },
+        );
+    }
+    Ok(Settings {
+        stores,
+        config: r.config,
+        disabled_schedulers: r.disabled_schedulers.into_iter().collect(),
+        paused_schedulers: r.paused_schedulers.into_iter().collect(),
+    })
 }
 
 /// Slot-movement bookkeeping (format 3).
@@ -250,6 +324,17 @@ fn migrate_v2(mut doc: Value) -> Result<Value, String> {
     let rebalance = serde_json::to_value(RebalanceRecord::default()).map_err(|e| e.to_string())?;
     obj.insert("rebalance".into(), rebalance);
     obj.insert("format_version".into(), Value::from(3));
+    Ok(doc)
+}
+
+/// Rewrites a format-3 document as format 4: no admin settings yet.
+fn migrate_v3(mut doc: Value) -> Result<Value, String> {
+    let obj = doc
+        .as_object_mut()
+        .ok_or("the document is not a JSON object")?;
+    let settings = serde_json::to_value(SettingsRecord::default()).map_err(|e| e.to_string())?;
+    obj.insert("settings".into(), settings);
+    obj.insert("format_version".into(), Value::from(4));
     Ok(doc)
 }
 
@@ -436,6 +521,7 @@ impl StateFile {
                 last_step_version: c.rebalance.last_step_version,
                 slots_moved: c.rebalance.slots_moved,
             },
+            settings: settings_record(&c.settings),
         }
     }
 
@@ -492,6 +578,7 @@ impl StateFile {
             last_step_version: self.rebalance.last_step_version,
             slots_moved: self.rebalance.slots_moved,
         };
+        c.settings = settings_from(self.settings)?;
         Ok(c)
     }
 
@@ -509,9 +596,13 @@ impl StateFile {
             .and_then(Value::as_u64)
             .ok_or_else(|| corrupt("no numeric format_version".into()))?;
         let doc = match found {
-            1 => migrate_v1(doc).and_then(migrate_v2).map_err(corrupt)?,
-            2 => migrate_v2(doc).map_err(corrupt)?,
-            3 => doc,
+            1 => migrate_v1(doc)
+                .and_then(migrate_v2)
+                .and_then(migrate_v3)
+                .map_err(corrupt)?,
+            2 => migrate_v2(doc).and_then(migrate_v3).map_err(corrupt)?,
+            3 => migrate_v3(doc).map_err(corrupt)?,
+            4 => doc,
             other => {
                 return Err(StorageError::UnsupportedVersion {
                     path: path.to_path_buf(),
@@ -646,6 +737,18 @@ mod tests {
             }),
             peers: vec![],
         });
+        c.settings.update_store(1, |st| {
+            st.labels.insert("zone".into(), "z9".into());
+            st.leader_weight = 2.5;
+            st.limit_per_minute = Some(7);
+        });
+        c.settings
+            .config
+            .insert("max-store-down-time".into(), "1m".into());
+        c.settings.paused_schedulers.insert("balance-leader".into());
+        c.settings
+            .disabled_schedulers
+            .insert("balance-region".into());
         c.placement = PlacementState {
             version: 3,
             classes: [
@@ -719,7 +822,7 @@ mod tests {
         // Rewritten as format 3, it reads back the same.
         storage.save(&StateFile::from_cluster(&c)).unwrap();
         let text = fs::read_to_string(storage.path()).unwrap();
-        assert!(text.contains("\"format_version\": 3"));
+        assert!(text.contains("\"format_version\": 4"));
         assert!(text.contains("\"admin_state\": \"Active\""));
         let again = storage.load().unwrap().unwrap();
         assert_eq!(again, StateFile::from_cluster(&c));
@@ -793,9 +896,11 @@ mod tests {
         assert!(back.bootstrap.is_some());
         assert!(!dir.path().join("pd-state.json.tmp").exists());
         let text = fs::read_to_string(storage.path()).unwrap();
-        assert!(text.contains("\"format_version\": 3"));
+        assert!(text.contains("\"format_version\": 4"));
         assert!(text.contains("\"storage_class\": \"EC_4_2\""));
         assert_eq!(back.placement, c.placement);
+        assert_eq!(back.settings, c.settings);
+        assert_eq!(back.store_labels(1).zone, "z9");
     }
 
     #[test]
@@ -817,13 +922,13 @@ mod tests {
         let r3 = &c.placement.classes[&StorageClass::Replica3];
         assert_eq!(r3.rules, Rules::REPLICA3);
         assert_eq!(r3.groups, vec![vec![2, 4, 6], vec![6, 2, 4]]);
-        // The next save writes format 2, which reads back the same.
+        // The next save writes the newest format, which reads back the same.
         storage.save(&StateFile::from_cluster(&c)).unwrap();
         let again = storage.load().unwrap().unwrap().into_cluster().unwrap();
         assert_eq!(again.placement, c.placement);
         assert!(fs::read_to_string(storage.path())
             .unwrap()
-            .contains("\"format_version\": 3"));
+            .contains("\"format_version\": 4"));
     }
 
     #[test]
@@ -882,10 +987,10 @@ mod tests {
     fn unknown_versions_and_garbage_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let storage = FileStorage::open(dir.path()).unwrap();
-        fs::write(storage.path(), b"{\"format_version\": 4}").unwrap();
+        fs::write(storage.path(), b"{\"format_version\": 5}").unwrap();
         assert!(matches!(
             storage.load(),
-            Err(StorageError::UnsupportedVersion { found: 4, .. })
+            Err(StorageError::UnsupportedVersion { found: 5, .. })
         ));
         fs::write(storage.path(), b"{\"cluster_id\": 3}").unwrap();
         assert!(matches!(storage.load(), Err(StorageError::Corrupt { .. })));

@@ -208,6 +208,23 @@ async fn a_leader_change_keeps_every_acknowledged_write_and_never_reuses_an_id()
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 200);
+    // Admin settings too: a runtime config value and a paused scheduler.
+    let r = reqwest::Client::new()
+        .post(format!("http://{}/pd/api/v1/config", follower.http))
+        .json(&serde_json::json!({"max-store-down-time": "2m"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let r = reqwest::Client::new()
+        .post(format!(
+            "http://{}/pd/api/v1/schedulers/balance-leader/pause",
+            follower.http
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
     // Raw gRPC to a follower: Unavailable naming the leader.
     let raw = PdClient::new(&[follower.grpc.to_string()])
         .unwrap()
@@ -266,6 +283,20 @@ async fn a_leader_change_keeps_every_acknowledged_write_and_never_reuses_an_id()
         "the decommission survived two leader changes"
     );
     assert_eq!(state(nodes[1]).as_deref(), Some("Active"));
+    let (_, cfg) = http_json(&format!("http://{http}/pd/api/v1/config")).await;
+    assert_eq!(
+        cfg["schedule"]["max-store-down-time"], "2m",
+        "config set survived two leader changes: {cfg}"
+    );
+    let (_, sc) = http_json(&format!("http://{http}/pd/api/v1/schedulers")).await;
+    assert!(
+        sc["schedulers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["name"] == "balance-leader" && s["paused"] == true),
+        "{sc}"
+    );
     let first = pd.alloc_ids(1).await.unwrap();
     assert!(first > *ids.last().unwrap());
 

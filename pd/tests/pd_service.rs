@@ -366,7 +366,10 @@ async fn bootstrap_routing_placement_and_restart() {
     let url = format!("http://{}", pd.http);
     assert_eq!(pdctl(&["-u", &url, "store"]).await, 0);
     assert_eq!(pdctl(&["-u", &url, "--table", "region"]).await, 0);
-    assert_eq!(pdctl(&["-u", &url, "region", "key", "00"]).await, 0);
+    assert_eq!(
+        pdctl(&["-u", &url, "region", "key", "--hex", "00"]).await,
+        0
+    );
     assert_eq!(pdctl(&["-u", &url, "--table", "placement"]).await, 0);
     assert_eq!(pdctl(&["-u", &url, "store", "987654"]).await, 1);
     assert_eq!(pdctl(&["-u", "http://127.0.0.1:1", "health"]).await, 1);
@@ -602,5 +605,113 @@ async fn decommission_over_http_and_pdctl_drains_a_node_and_survives_a_restart()
     );
     let (_, n) = get_json(&pd.url(&format!("datanode/{victim}"))).await;
     assert_eq!(n["admin_state"], "Active");
+    pd.stop().await;
+}
+
+/// `pdctl store label|weight|limit`, `config set` and `scheduler
+/// remove|pause` change PD's persisted settings: bad ids, keys and values
+/// exit 1 (bad usage 2), and everything set survives a PD restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_settings_config_and_schedulers_persist_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let pd = must_start_pd(dir.path(), |_| {}).await;
+    let client = pd.client();
+    let mut ids = Vec::new();
+    for (i, zone) in ["z1", "z2", "z3"].iter().enumerate() {
+        let addr = format!("127.0.0.1:{}", 32000 + i);
+        ids.push(client.register_store(store(0, &addr, zone)).await.unwrap());
+    }
+    let (a, b) = (ids[0].to_string(), ids[1].to_string());
+    let url = format!("http://{}", pd.http);
+    let ctl = |args: &[&str]| {
+        let mut v = vec!["-u".to_string(), url.clone()];
+        v.extend(args.iter().map(|s| s.to_string()));
+        v
+    };
+    let run = |args: Vec<String>| async move {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        pdctl(&refs).await
+    };
+    assert_eq!(
+        run(ctl(&["store", "label", &a, "zone=z9", "rack=r1"])).await,
+        0
+    );
+    assert_eq!(run(ctl(&["store", "label", "999999", "zone=z9"])).await, 1);
+    assert_eq!(run(ctl(&["store", "label", &a, "zone"])).await, 2);
+    assert_eq!(run(ctl(&["store", "weight", &a, "2", "3"])).await, 0);
+    assert_eq!(run(ctl(&["store", "weight", &a, "0", "3"])).await, 2);
+    assert_eq!(run(ctl(&["store", "limit", &b, "7"])).await, 0);
+    assert_eq!(run(ctl(&["store", "limit", "999999"])).await, 1);
+    assert_eq!(run(ctl(&["--table", "store", "limit"])).await, 0);
+    assert_eq!(
+        run(ctl(&["config", "set", "max-store-down-time", "1m"])).await,
+        0
+    );
+    assert_eq!(run(ctl(&["config", "set", "no-such-key", "1"])).await, 1);
+    assert_eq!(run(ctl(&["config", "set", "max-replicas", "5"])).await, 1);
+    assert_eq!(
+        run(ctl(&["config", "set", "split-merge-interval", "soon"])).await,
+        1
+    );
+    assert_eq!(run(ctl(&["--table", "config", "show"])).await, 0);
+    assert_eq!(
+        run(ctl(&["scheduler", "remove", "balance-region"])).await,
+        0
+    );
+    assert_eq!(run(ctl(&["scheduler", "pause", "balance-leader"])).await, 0);
+    assert_eq!(run(ctl(&["scheduler", "remove", "no-such"])).await, 1);
+
+    let check = |pd_url: String| {
+        let ids = ids.clone();
+        async move {
+            let (_, s) = get_json(&format!("{pd_url}/store/{}", ids[0])).await;
+            let labels = s["store"]["labels"].as_array().unwrap().clone();
+            assert!(
+                labels.contains(&serde_json::json!({"key": "zone", "value": "z9"})),
+                "{s}"
+            );
+            assert!(labels.contains(&serde_json::json!({"key": "rack", "value": "r1"})));
+            assert_eq!(s["status"]["leader_weight"], 2.0);
+            assert_eq!(s["status"]["region_weight"], 3.0);
+            let (_, l) = get_json(&format!("{pd_url}/stores/limit")).await;
+            assert_eq!(l[ids[1].to_string()]["operators-per-minute"], 7, "{l}");
+            assert_eq!(l[ids[1].to_string()]["own"], true);
+            assert_eq!(l[ids[0].to_string()]["operators-per-minute"], 120, "{l}");
+            let (_, c) = get_json(&format!("{pd_url}/config")).await;
+            assert_eq!(c["schedule"]["max-store-down-time"], "1m", "{c}");
+            assert_eq!(c["schedule"]["split-merge-interval"], "1h");
+            assert_eq!(c["replication"]["max-replicas"], 3);
+            let (_, sc) = get_json(&format!("{pd_url}/schedulers")).await;
+            let sched = |name: &str| {
+                sc["schedulers"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|s| s["name"] == name)
+                    .cloned()
+                    .unwrap()
+            };
+            assert_eq!(sched("balance-region")["disabled"], true, "{sc}");
+            assert_eq!(sched("balance-leader")["paused"], true, "{sc}");
+            assert_eq!(sched("replica-checker")["paused"], false);
+        }
+    };
+    check(format!("http://{}/pd/api/v1", pd.http)).await;
+    pd.stop().await;
+    let pd = must_start_pd(dir.path(), |_| {}).await;
+    check(format!("http://{}/pd/api/v1", pd.http)).await;
+    let url = format!("http://{}", pd.http);
+    let mut args = vec!["-u".to_string(), url.clone()];
+    args.extend(["scheduler", "add", "balance-region"].map(String::from));
+    assert_eq!(run(args).await, 0);
+    let (_, sc) = get_json(&pd.url("schedulers")).await;
+    assert!(
+        sc["schedulers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["disabled"] == false),
+        "{sc}"
+    );
     pd.stop().await;
 }

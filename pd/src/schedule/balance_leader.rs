@@ -1,6 +1,7 @@
 //! `balance-leader`: moves region leaders from the store leading the most
 //! regions to the one leading the fewest while their counts differ by more
-//! than `tolerance`. Leaders are where reads and writes of a region are
+//! than `tolerance` (counts divided by each store's leader weight,
+//! `pdctl store weight`, 1 by default). Leaders are where reads and writes of a region are
 //! served, so a store leading every region is the cluster's bottleneck
 //! (new regions of a split start with their leader on the parent's store).
 //!
@@ -16,7 +17,7 @@
 
 use std::collections::BTreeMap;
 
-use super::model::{ClusterModel, RegionModel};
+use super::model::{worth_moving, ClusterModel, RegionModel};
 use super::{Operator, OperatorKind, ScheduleContext, Scheduler};
 
 pub const NAME: &str = "balance-leader";
@@ -86,16 +87,20 @@ impl BalanceLeader {
         counts: &BTreeMap<u64, u64>,
         ctx: &mut ScheduleContext<'_>,
     ) -> Option<Operator> {
-        let mut by_count: Vec<(u64, u64)> = counts.iter().map(|(&s, &n)| (n, s)).collect();
-        by_count.sort();
-        for &(src_n, src) in by_count.iter().rev() {
+        let weight = |s: u64| model.stores.get(&s).map_or(1.0, |m| m.leader_weight);
+        // By leaders per unit of weight (`pdctl store weight`), then id.
+        let mut by_score: Vec<(f64, u64, u64)> = counts
+            .iter()
+            .map(|(&s, &n)| (n as f64 / weight(s), s, n))
+            .collect();
+        by_score.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        for &(_, src, src_n) in by_score.iter().rev() {
             if !ctx.limits.available(src, ctx.now_ms) {
                 continue;
             }
-            for &(dst_n, dst) in &by_count {
-                if src_n <= dst_n + self.tolerance {
-                    // Targets only get fuller from here on.
-                    break;
+            for &(_, dst, dst_n) in &by_score {
+                if !worth_moving(src_n, weight(src), dst_n, weight(dst), self.tolerance) {
+                    continue;
                 }
                 if !ctx.limits.available(dst, ctx.now_ms) {
                     continue;
@@ -255,6 +260,23 @@ mod tests {
         let ops = round(&mut s, &m, &mut StoreLimiter::new(100), 0);
         assert_eq!(ops.len(), 1);
         assert_eq!(ops[0].region_id, 2);
+    }
+
+    #[test]
+    fn leader_weights_scale_each_stores_share() {
+        // Store 1 weighs 2: it ends with twice the leaders of the others.
+        let mut m = cluster(&[0, 24, 0]);
+        m.stores.get_mut(&1).expect("store 1").leader_weight = 2.0;
+        let mut s = BalanceLeader::default();
+        let mut limits = StoreLimiter::new(1000);
+        for i in 0..20 {
+            let ops = round(&mut s, &m, &mut limits, i * 3000);
+            if ops.is_empty() {
+                break;
+            }
+            apply(&mut m, &ops);
+        }
+        assert_eq!(leaders(&m), vec![12, 6, 6]);
     }
 
     #[test]

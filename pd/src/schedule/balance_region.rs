@@ -3,7 +3,8 @@
 //! balance-leader then moves onto it).
 //!
 //! While the fullest `Up` store holds more than `tolerance` peers more than
-//! the emptiest store it could give one to, move one peer of a healthy
+//! the emptiest store it could give one to (counts divided by each store's
+//! region weight, `pdctl store weight`, 1 by default), move one peer of a healthy
 //! region (leader known, no down peer, not busy) from the fullest store to
 //! that store: add a learner there, promote it, remove the old peer
 //! (`OperatorKind::ReplacePeer`, the same steps as replica-checker). A
@@ -13,7 +14,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::model::{ClusterModel, RegionModel, StoreModel, StoreState};
+use super::model::{worth_moving, ClusterModel, RegionModel, StoreModel, StoreState};
 use super::{Operator, OperatorKind, ScheduleContext, Scheduler};
 
 pub const BALANCE_REGION: &str = "balance-region";
@@ -98,12 +99,17 @@ impl BalanceRegion {
         counts: &BTreeMap<u64, u64>,
         ctx: &mut ScheduleContext<'_>,
     ) -> Option<Operator> {
-        let mut by_count: Vec<(u64, u64)> = counts.iter().map(|(&s, &n)| (n, s)).collect();
-        by_count.sort();
-        for &(src_n, src) in by_count.iter().rev() {
-            for &(dst_n, dst) in &by_count {
-                if src_n <= dst_n + self.tolerance {
-                    break;
+        let weight = |s: u64| model.stores.get(&s).map_or(1.0, |m| m.region_weight);
+        // By peers per unit of weight (`pdctl store weight`), then id.
+        let mut by_score: Vec<(f64, u64, u64)> = counts
+            .iter()
+            .map(|(&s, &n)| (n as f64 / weight(s), s, n))
+            .collect();
+        by_score.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        for &(_, src, src_n) in by_score.iter().rev() {
+            for &(_, dst, dst_n) in &by_score {
+                if !worth_moving(src_n, weight(src), dst_n, weight(dst), self.tolerance) {
+                    continue;
                 }
                 if !ctx.limits.available(dst, ctx.now_ms) {
                     continue;
@@ -219,6 +225,18 @@ mod tests {
         }
         // Balanced stays put.
         assert_eq!(converge(m).1, 0);
+    }
+
+    #[test]
+    fn region_weights_scale_each_stores_share() {
+        // The new z1 store weighs 3: it takes three peers for each one the old keeps.
+        let mut m = with_new_z1_store(12);
+        m.stores.get_mut(&4).unwrap().region_weight = 3.0;
+        let (m, _) = converge(m);
+        assert_eq!(
+            (m.stores[&1].region_count, m.stores[&4].region_count),
+            (3, 9)
+        );
     }
 
     #[test]

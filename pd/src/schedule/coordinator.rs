@@ -5,6 +5,7 @@
 //! operators (`POST /pd/api/v1/operators`) go through the same path.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -14,6 +15,7 @@ use super::election_watch::ElectionWatch;
 use super::model::ClusterModel;
 use super::{default_schedulers, run_round, Operator, OperatorKind, ScheduleContext, Scheduler};
 use super::{transfer, StoreLimiter};
+use crate::config::{RuntimeConfig, Settings};
 use crate::operator::OperatorError;
 use crate::server::{now_ms, PdCore};
 
@@ -41,11 +43,33 @@ pub struct OperatorRecord {
     pub finished_ms: Option<i64>,
     /// `None` while running; then "done" or the error.
     pub outcome: Option<String>,
+    /// Set by `pdctl operator remove`: no further step starts.
+    pub cancel: Arc<AtomicBool>,
+}
+
+impl OperatorRecord {
+    fn new(op: &Operator, now_ms: i64) -> Self {
+        OperatorRecord {
+            op: op.clone(),
+            started_ms: now_ms,
+            finished_ms: None,
+            outcome: None,
+            cancel: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    pub fn cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Acquire)
+    }
 }
 
 struct State {
     schedulers: Vec<Box<dyn Scheduler>>,
+    /// `pdctl scheduler pause` (persisted in the cluster settings, copied
+    /// here by [`sync_settings`]).
     paused: BTreeSet<String>,
+    /// `pdctl scheduler remove` (likewise).
+    disabled: BTreeSet<String>,
     limits: StoreLimiter,
     running: BTreeMap<u64, OperatorRecord>,
     finished: VecDeque<OperatorRecord>,
@@ -67,6 +91,7 @@ impl Coordinator {
             state: Mutex::new(State {
                 schedulers: default_schedulers(),
                 paused: BTreeSet::new(),
+                disabled: BTreeSet::new(),
                 limits,
                 running: BTreeMap::new(),
                 finished: VecDeque::new(),
@@ -103,17 +128,11 @@ impl Coordinator {
             busy_regions: &mut busy,
             limits: &mut st.limits,
         };
-        let ops = run_round(&mut st.schedulers, &st.paused, &model, &mut ctx);
+        let stopped: BTreeSet<String> = st.paused.union(&st.disabled).cloned().collect();
+        let ops = run_round(&mut st.schedulers, &stopped, &model, &mut ctx);
         for op in &ops {
-            st.running.insert(
-                op.region_id,
-                OperatorRecord {
-                    op: op.clone(),
-                    started_ms: now_ms,
-                    finished_ms: None,
-                    outcome: None,
-                },
-            );
+            st.running
+                .insert(op.region_id, OperatorRecord::new(op, now_ms));
         }
         ops
     }
@@ -130,15 +149,8 @@ impl Coordinator {
         for s in op.kind.stores() {
             st.limits.take(s, now_ms);
         }
-        st.running.insert(
-            op.region_id,
-            OperatorRecord {
-                op: op.clone(),
-                started_ms: now_ms,
-                finished_ms: None,
-                outcome: None,
-            },
-        );
+        st.running
+            .insert(op.region_id, OperatorRecord::new(op, now_ms));
         Ok(())
     }
 
@@ -155,6 +167,25 @@ impl Coordinator {
         }
     }
 
+    /// `pdctl operator remove`: asks region `region_id`'s running operator
+    /// to stop (a step in flight finishes; no further step starts). Returns
+    /// it, or None when the region has none running.
+    pub fn cancel(&self, region_id: u64) -> Option<OperatorRecord> {
+        let st = self.lock();
+        let rec = st.running.get(&region_id)?;
+        rec.cancel.store(true, Ordering::Release);
+        Some(rec.clone())
+    }
+
+    /// The cancel flag of region `region_id`'s running operator.
+    fn cancel_flag(&self, region_id: u64) -> Arc<AtomicBool> {
+        self.lock()
+            .running
+            .get(&region_id)
+            .map(|r| r.cancel.clone())
+            .unwrap_or_default()
+    }
+
     /// Running operators, then the last finished ones (oldest first).
     pub fn operators(&self) -> (Vec<OperatorRecord>, Vec<OperatorRecord>) {
         let st = self.lock();
@@ -164,48 +195,63 @@ impl Coordinator {
         )
     }
 
-    /// Each scheduler's name and whether it is paused.
-    pub fn schedulers(&self) -> Vec<(&'static str, bool)> {
+    /// Each scheduler's name, whether it is paused and whether it is disabled.
+    pub fn schedulers(&self) -> Vec<(&'static str, bool, bool)> {
         let st = self.lock();
         st.schedulers
             .iter()
-            .map(|s| (s.name(), st.paused.contains(s.name())))
+            .map(|s| {
+                (
+                    s.name(),
+                    st.paused.contains(s.name()),
+                    st.disabled.contains(s.name()),
+                )
+            })
             .collect()
     }
 
-    /// Pauses or resumes scheduler `name`; false when there is no such scheduler.
-    pub fn set_paused(&self, name: &str, paused: bool) -> bool {
+    /// Whether PD has a scheduler called `name`.
+    pub fn knows(&self, name: &str) -> bool {
+        self.lock().schedulers.iter().any(|s| s.name() == name)
+    }
+
+    /// Takes the persisted settings: paused and disabled schedulers, the
+    /// default store limit and each store's own.
+    pub fn apply_settings(&self, rc: &RuntimeConfig, s: &Settings) {
         let mut st = self.lock();
-        if !st.schedulers.iter().any(|s| s.name() == name) {
-            return false;
-        }
-        if paused {
-            st.paused.insert(name.to_string());
-        } else {
-            st.paused.remove(name);
-        }
-        true
+        st.paused = s.paused_schedulers.clone();
+        st.disabled = s.disabled_schedulers.clone();
+        let overrides = s
+            .stores
+            .iter()
+            .filter_map(|(&id, set)| Some((id, set.limit_per_minute?)))
+            .collect();
+        st.limits.configure(rc.leader_transfer_limit, overrides);
+    }
+
+    /// Each store's limit per minute and operators in the last minute.
+    pub fn limits(&self, stores: &[u64], now_ms: i64) -> Vec<(u64, usize, usize)> {
+        let mut st = self.lock();
+        stores
+            .iter()
+            .map(|&s| (s, st.limits.limit_of(s), st.limits.used(s, now_ms)))
+            .collect()
     }
 
     /// Stores held back as targets after losing leaders to elections.
     pub fn held_back(&self, now_ms: i64) -> Vec<u64> {
         self.lock().elections.suspects(now_ms)
     }
-
-    /// Transfers each store took part in during the last minute.
-    pub fn limit_usage(&self, stores: &[u64], now_ms: i64) -> Vec<(u64, usize)> {
-        let mut st = self.lock();
-        stores
-            .iter()
-            .map(|&s| (s, st.limits.used(s, now_ms)))
-            .collect()
-    }
 }
 
 /// Runs an operator [`Coordinator::plan`] or [`Coordinator::begin`]
 /// registered, then records how it ended.
 pub async fn run_registered(core: &PdCore, op: &Operator) -> Result<RegionInfo, OperatorError> {
+    let cancel = core.schedule.cancel_flag(op.region_id);
     let res = match op.kind {
+        _ if cancel.load(Ordering::Acquire) => Err(OperatorError::Cancelled(
+            "cancelled before its first step".into(),
+        )),
         OperatorKind::TransferLeader { to_store, .. } => {
             transfer::transfer_leader(core, op.region_id, to_store).await
         }
@@ -213,7 +259,14 @@ pub async fn run_registered(core: &PdCore, op: &Operator) -> Result<RegionInfo, 
             from_store,
             to_store,
         } => {
-            match crate::conf_change::transfer_peer(core, op.region_id, from_store, to_store).await
+            match crate::conf_change::transfer_peer_cancellable(
+                core,
+                op.region_id,
+                from_store,
+                to_store,
+                &cancel,
+            )
+            .await
             {
                 Ok(_) => core
                     .region_by_id(op.region_id)
@@ -231,10 +284,18 @@ pub async fn run_registered(core: &PdCore, op: &Operator) -> Result<RegionInfo, 
     res
 }
 
+/// Copies the persisted scheduler and store-limit settings and the runtime
+/// config into the coordinator (each round, and after an admin change).
+pub async fn sync_settings(core: &PdCore) {
+    let settings = core.read(|c| c.settings.clone()).await;
+    core.schedule.apply_settings(&core.runtime(), &settings);
+}
+
 /// One scheduling round on PD's current state; starts its operators.
 pub async fn schedule_once(core: &Arc<PdCore>) -> usize {
+    sync_settings(core).await;
     let now = now_ms();
-    let max_down_ms = core.config().max_store_down_time.as_millis() as i64;
+    let max_down_ms = core.runtime().max_store_down_ms();
     let model = core
         .read(|c| ClusterModel::from_cluster(c, now, max_down_ms, DISCONNECTED_AFTER_MS))
         .await;
@@ -257,23 +318,26 @@ pub async fn schedule_once(core: &Arc<PdCore>) -> usize {
     ops.len()
 }
 
-/// Runs [`schedule_once`] every `interval` until `shutdown` flips.
+/// How often a loop turned off (interval 0) looks whether `config set
+/// schedule-interval` turned it on.
+const OFF_RECHECK: Duration = Duration::from_secs(1);
+
+/// Runs [`schedule_once`] every `schedule-interval` (the runtime config,
+/// read each round, so `pdctl config set` takes effect without a restart;
+/// zero: no rounds) until `shutdown` flips.
 pub async fn schedule_loop(core: Arc<PdCore>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-    let every = core.schedule.config().interval;
-    if every.is_zero() {
-        tracing::info!("scheduling loop off (--schedule-interval-secs 0)");
-        return;
+    if core.runtime().schedule_interval.is_zero() {
+        tracing::info!("scheduling loop off (schedule-interval 0) until config set turns it on");
     }
-    let mut interval = tokio::time::interval(every);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // The first tick fires at once: give stores a round of heartbeats first.
-    interval.tick().await;
     loop {
         if *shutdown.borrow() {
             return;
         }
+        let every = core.runtime().schedule_interval;
+        // The first round also waits: stores get a round of heartbeats first.
+        let wait = if every.is_zero() { OFF_RECHECK } else { every };
         tokio::select! {
-            _ = interval.tick() => {}
+            _ = tokio::time::sleep(wait) => {}
             changed = shutdown.changed() => {
                 if changed.is_err() {
                     return;
@@ -283,9 +347,44 @@ pub async fn schedule_loop(core: Arc<PdCore>, mut shutdown: tokio::sync::watch::
         }
         // Only the leader of a replicated PD schedules (its model is the
         // live one; a follower's is not loaded).
-        if core.ensure_leader().await.is_err() {
+        if core.runtime().schedule_interval.is_zero() || core.ensure_leader().await.is_err() {
             continue;
         }
         schedule_once(&core).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cancel_flags_the_running_operator_of_a_region_only() {
+        let c = Coordinator::new(ScheduleConfig {
+            interval: Duration::from_secs(3),
+            leader_transfers_per_store_per_minute: 10,
+        });
+        let op = Operator {
+            region_id: 7,
+            kind: OperatorKind::ReplacePeer {
+                from_store: 1,
+                to_store: 4,
+            },
+            source: super::super::ADMIN,
+        };
+        c.begin(&op, 0).unwrap();
+        assert!(!c.cancel_flag(7).load(Ordering::Acquire));
+        assert!(c.cancel(8).is_none(), "no operator on region 8");
+        let rec = c.cancel(7).expect("running");
+        assert_eq!(rec.op, op);
+        assert!(rec.cancelled() && c.cancel_flag(7).load(Ordering::Acquire));
+        c.finish(7, "cancelled after add-peer".into());
+        assert!(c.cancel(7).is_none(), "finished: nothing to cancel");
+        let (running, finished) = c.operators();
+        assert!(running.is_empty());
+        assert_eq!(
+            finished[0].outcome.as_deref(),
+            Some("cancelled after add-peer")
+        );
     }
 }

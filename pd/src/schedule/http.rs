@@ -153,9 +153,46 @@ pub async fn list_operators(State(core): State<Arc<PdCore>>) -> Response {
 }
 
 #[derive(Serialize)]
+pub struct CancelJson {
+    pub cancelled: OperatorJson,
+    /// What happens now.
+    pub note: &'static str,
+}
+
+/// `DELETE /pd/api/v1/operators/{region_id}` (pd-ctl's `operator remove`):
+/// cancels the region's running operator. A step in flight finishes; the
+/// steps after it do not run; `operator show` then lists it as finished
+/// with what was done. `404` when the region has no running operator.
+pub async fn remove_operator(
+    State(core): State<Arc<PdCore>>,
+    Path(region_id): Path<String>,
+) -> Response {
+    let Ok(region_id) = region_id.parse::<u64>() else {
+        return error(&OperatorError::Invalid(format!(
+            "invalid region id {region_id:?}"
+        )));
+    };
+    match core.schedule.cancel(region_id) {
+        Some(rec) => {
+            tracing::info!(region_id, op = ?rec.op.kind, source = rec.op.source, "operator cancelled");
+            json(
+                StatusCode::OK,
+                &CancelJson {
+                    cancelled: operator_json(&rec, now_ms()),
+                    note: "a step in flight finishes; no further step of this operator starts",
+                },
+            )
+        }
+        None => error(&OperatorError::NoOperator(region_id)),
+    }
+}
+
+#[derive(Serialize)]
 pub struct SchedulerJson {
     pub name: &'static str,
     pub paused: bool,
+    /// `scheduler remove`d (persisted; `scheduler add` enables it again).
+    pub disabled: bool,
 }
 
 #[derive(Serialize)]
@@ -163,6 +200,8 @@ pub struct StoreLimitJson {
     pub store_id: u64,
     /// Leader transfers this store took part in during the last minute.
     pub leader_transfers_last_minute: usize,
+    /// Its limit per minute (its own from `store limit`, else the default).
+    pub limit_per_minute: usize,
 }
 
 #[derive(Serialize)]
@@ -179,26 +218,32 @@ pub struct SchedulersJson {
 
 /// `GET /pd/api/v1/schedulers`.
 pub async fn list_schedulers(State(core): State<Arc<PdCore>>) -> Response {
+    super::coordinator::sync_settings(&core).await;
     let stores: Vec<u64> = core.read(|c| c.stores().map(|s| s.meta.id).collect()).await;
-    let cfg = core.schedule.config();
+    let rc = core.runtime();
     json(
         StatusCode::OK,
         &SchedulersJson {
-            interval_secs: cfg.interval.as_secs(),
-            leader_transfers_per_store_per_minute: cfg.leader_transfers_per_store_per_minute,
+            interval_secs: rc.schedule_interval.as_secs(),
+            leader_transfers_per_store_per_minute: rc.leader_transfer_limit,
             schedulers: core
                 .schedule
                 .schedulers()
                 .into_iter()
-                .map(|(name, paused)| SchedulerJson { name, paused })
+                .map(|(name, paused, disabled)| SchedulerJson {
+                    name,
+                    paused,
+                    disabled,
+                })
                 .collect(),
             store_limits: core
                 .schedule
-                .limit_usage(&stores, now_ms())
+                .limits(&stores, now_ms())
                 .into_iter()
-                .map(|(store_id, used)| StoreLimitJson {
+                .map(|(store_id, limit, used)| StoreLimitJson {
                     store_id,
                     leader_transfers_last_minute: used,
+                    limit_per_minute: limit,
                 })
                 .collect(),
             held_back_stores: core.schedule.held_back(now_ms()),
@@ -206,21 +251,19 @@ pub async fn list_schedulers(State(core): State<Arc<PdCore>>) -> Response {
     )
 }
 
-/// `POST /pd/api/v1/schedulers/{name}/{pause|resume}`.
+/// `POST /pd/api/v1/schedulers/{name}/{pause|resume|add|remove}`: pause
+/// (running operators finish) or resume a scheduler, remove (disable) or
+/// add (enable) it; persisted, so a restart or a PD leader change keeps it.
 pub async fn set_scheduler(
     State(core): State<Arc<PdCore>>,
     Path((name, action)): Path<(String, String)>,
 ) -> Response {
-    let paused = match action.as_str() {
-        "pause" => true,
-        "resume" => false,
-        other => {
-            return error(&OperatorError::Invalid(format!(
-                "unknown action {other:?} (pause or resume)"
-            )))
-        }
-    };
-    if !core.schedule.set_paused(&name, paused) {
+    if !["pause", "resume", "add", "remove"].contains(&action.as_str()) {
+        return error(&OperatorError::Invalid(format!(
+            "unknown action {action:?} (pause, resume, add or remove)"
+        )));
+    }
+    if !core.schedule.knows(&name) {
         let known: Vec<&str> = core.schedule.schedulers().iter().map(|s| s.0).collect();
         return json(
             StatusCode::NOT_FOUND,
@@ -229,6 +272,30 @@ pub async fn set_scheduler(
             },
         );
     }
-    tracing::info!(scheduler = %name, paused, "scheduler state changed");
-    list_schedulers(State(core)).await
+    let changed = core
+        .update_cluster(|c| {
+            let s = &mut c.settings;
+            let changed = match action.as_str() {
+                "pause" => s.paused_schedulers.insert(name.clone()),
+                "resume" => s.paused_schedulers.remove(&name),
+                "remove" => s.disabled_schedulers.insert(name.clone()),
+                _ => s.disabled_schedulers.remove(&name),
+            };
+            Ok((changed, changed))
+        })
+        .await;
+    match changed {
+        Ok(changed) => {
+            if changed {
+                tracing::info!(scheduler = %name, action = %action, "scheduler state changed");
+            }
+            list_schedulers(State(core)).await
+        }
+        Err(e) => json(
+            crate::http::error_status(&e),
+            &ErrorJson {
+                error: e.to_string(),
+            },
+        ),
+    }
 }

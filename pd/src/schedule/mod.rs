@@ -22,6 +22,7 @@ pub mod hot_region;
 pub mod http;
 pub mod model;
 pub mod replica_checker;
+pub mod scatter;
 pub mod transfer;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -82,6 +83,8 @@ pub struct Operator {
 #[derive(Debug)]
 pub struct StoreLimiter {
     per_minute: usize,
+    /// `pdctl store limit ID RATE`: stores with their own limit.
+    overrides: BTreeMap<u64, usize>,
     /// Start times (unix ms) of each store's transfers in the last minute.
     recent: BTreeMap<u64, VecDeque<i64>>,
 }
@@ -92,6 +95,7 @@ impl StoreLimiter {
     pub fn new(per_minute: usize) -> Self {
         StoreLimiter {
             per_minute,
+            overrides: BTreeMap::new(),
             recent: BTreeMap::new(),
         }
     }
@@ -100,13 +104,33 @@ impl StoreLimiter {
         self.per_minute
     }
 
+    /// Sets the default limit and the stores with their own (runtime
+    /// config and persisted store settings, applied each round).
+    pub fn configure(&mut self, per_minute: usize, overrides: BTreeMap<u64, usize>) {
+        self.per_minute = per_minute;
+        self.overrides = overrides;
+    }
+
+    /// Store `store`'s limit per minute.
+    pub fn limit_of(&self, store: u64) -> usize {
+        self.overrides
+            .get(&store)
+            .copied()
+            .unwrap_or(self.per_minute)
+    }
+
     /// Whether `store` may take part in one more transfer now.
     pub fn available(&mut self, store: u64, now_ms: i64) -> bool {
         let q = self.recent.entry(store).or_default();
         while q.front().is_some_and(|t| now_ms - *t >= MINUTE_MS) {
             q.pop_front();
         }
-        q.len() < self.per_minute
+        let limit = self
+            .overrides
+            .get(&store)
+            .copied()
+            .unwrap_or(self.per_minute);
+        q.len() < limit
     }
 
     /// Counts one transfer for `store` (admin operators count without asking).
@@ -184,6 +208,12 @@ mod tests {
         assert_eq!(l.used(1, 60_000), 1);
         l.take(0, 0);
         assert_eq!(l.used(0, 0), 0, "unknown store 0 is not counted");
+        // Store 1 gets its own limit of 3; the default drops to 1.
+        l.configure(1, [(1, 3)].into());
+        assert_eq!((l.limit_of(1), l.limit_of(2)), (3, 1));
+        assert!(l.available(1, 60_000), "1 used of 3");
+        l.take(2, 60_000);
+        assert!(!l.available(2, 60_000));
     }
 
     #[test]

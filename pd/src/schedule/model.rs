@@ -46,6 +46,10 @@ pub struct StoreModel {
     pub leader_count: u64,
     /// Regions with a peer on this store.
     pub region_count: u64,
+    /// `pdctl store weight`: balance-leader evens out leader_count /
+    /// leader_weight, balance-region region_count / region_weight (1.0 by default).
+    pub leader_weight: f64,
+    pub region_weight: f64,
 }
 
 impl StoreModel {
@@ -53,6 +57,26 @@ impl StoreModel {
     pub fn zone(&self) -> &str {
         self.labels.get("zone").map(String::as_str).unwrap_or("")
     }
+
+    /// Leaders per unit of leader weight.
+    pub fn leader_score(&self, leaders: u64) -> f64 {
+        leaders as f64 / self.leader_weight
+    }
+
+    /// Region peers per unit of region weight.
+    pub fn region_score(&self, regions: u64) -> f64 {
+        regions as f64 / self.region_weight
+    }
+}
+
+/// Whether moving one unit (a leader, a peer) from a store with `src`
+/// units and weight `src_w` to one with `dst` and `dst_w` evens out their
+/// count/weight scores: the gap must exceed `tolerance` units, weighted as
+/// the move changes it. With both weights 1 this is `src > dst + tolerance`,
+/// and a move never makes the reverse move worth doing (no ping-pong).
+pub fn worth_moving(src: u64, src_w: f64, dst: u64, dst_w: f64, tolerance: u64) -> bool {
+    let gap = src as f64 / src_w - dst as f64 / dst_w;
+    gap > tolerance as f64 * (1.0 / src_w + 1.0 / dst_w) / 2.0 + 1e-9
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -136,14 +160,9 @@ impl ClusterModel {
                 Liveness::Offline => StoreState::Offline,
                 Liveness::Tombstone => StoreState::Tombstone,
             };
-            let mut labels = BTreeMap::new();
-            if let Some(l) = &s.meta.labels {
-                for (k, v) in [("zone", &l.zone), ("rack", &l.rack), ("host", &l.host)] {
-                    if !v.is_empty() {
-                        labels.insert(k.to_string(), v.clone());
-                    }
-                }
-            }
+            // Registered labels with `pdctl store label` overrides on top.
+            let labels = c.store_label_map(s.meta.id);
+            let set = c.settings.store(s.meta.id);
             stores.insert(
                 s.meta.id,
                 StoreModel {
@@ -152,6 +171,8 @@ impl ClusterModel {
                     state,
                     leader_count: 0,
                     region_count: 0,
+                    leader_weight: set.leader_weight,
+                    region_weight: set.region_weight,
                 },
             );
         }
@@ -197,6 +218,8 @@ pub mod test_util {
             state,
             leader_count: 0,
             region_count: 0,
+            leader_weight: 1.0,
+            region_weight: 1.0,
         }
     }
 
@@ -261,6 +284,53 @@ pub mod test_util {
 #[cfg(test)]
 mod tests {
     use super::test_util::*;
+    use super::*;
+
+    #[test]
+    fn the_model_takes_label_overrides_and_weights_from_the_settings() {
+        use kura_proto::common::Labels;
+        use kura_proto::pd::Store;
+        let mut c = Cluster::new(1);
+        let store = Store {
+            address: "a:1".into(),
+            labels: Some(Labels {
+                zone: "z1".into(),
+                host: "h1".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let (id, _) = c.register_store(store, 1_000).unwrap();
+        c.set_store_labels(id, &[("zone".into(), "z4".into())])
+            .unwrap();
+        c.set_store_weight(id, 2.0, 0.5).unwrap();
+        let m = ClusterModel::from_cluster(&c, 1_000, 30_000, 3_000);
+        let s = &m.stores[&id];
+        assert_eq!(s.zone(), "z4", "the override wins over the registered zone");
+        assert_eq!(s.labels["host"], "h1", "other registered labels stay");
+        assert_eq!((s.leader_weight, s.region_weight), (2.0, 0.5));
+        assert_eq!(
+            c.store_labels(id).zone,
+            "z4",
+            "what conf-change zone checks use"
+        );
+        // A re-registration does not undo the override.
+        let again = Store {
+            id,
+            address: "a:1".into(),
+            labels: Some(Labels {
+                zone: "z1".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        c.register_store(again, 2_000).unwrap();
+        assert_eq!(c.store_labels(id).zone, "z4");
+        // `zone=` drops the override.
+        c.set_store_labels(id, &[("zone".into(), String::new())])
+            .unwrap();
+        assert_eq!(c.store_labels(id).zone, "z1");
+    }
 
     #[test]
     fn counts_follow_the_regions() {

@@ -1,6 +1,8 @@
 //! `replica-checker`: a region whose peer sits on a `Down` store (silent for
 //! `--max-store-down-secs`) gets that peer re-created on a live store, so it
-//! is back to full strength before another store fails.
+//! is back to full strength before another store fails. A peer on an
+//! `Offline` store (`pdctl store delete`) moves the same way (down peers
+//! first); once the store holds none PD makes it `Tombstone`.
 //!
 //! The new store keeps one voter per zone: a store in the down store's zone
 //! first, else one in a zone none of the remaining voters uses; with no such
@@ -57,12 +59,17 @@ impl Scheduler for ReplicaChecker {
             if ctx.busy_regions.contains(&r.id) || r.leader_store.is_none() {
                 continue;
             }
-            let down = r
-                .peers
-                .iter()
-                .filter_map(|p| model.stores.get(&p.store_id))
-                .find(|s| s.state == StoreState::Down);
-            let Some(down) = down else { continue };
+            // A down store's peer first (the region is short of a replica),
+            // then one on a store being deleted.
+            let on = |state: StoreState| {
+                r.peers
+                    .iter()
+                    .filter_map(|p| model.stores.get(&p.store_id))
+                    .find(|s| s.state == state)
+            };
+            let Some(down) = on(StoreState::Down).or_else(|| on(StoreState::Offline)) else {
+                continue;
+            };
             let Some(to) = Self::target(model, r, down) else {
                 continue;
             };
@@ -128,6 +135,29 @@ mod tests {
             stores: stores.into_iter().map(|s| (s.id, s)).collect(),
             regions: regions.into_iter().map(|r| (r.id, r)).collect(),
         }
+    }
+
+    #[test]
+    fn peers_of_an_offline_store_move_like_down_ones() {
+        use StoreState::*;
+        let mut m = model(
+            vec![
+                store(1, "z1", Offline, 2),
+                store(2, "z2", Up, 2),
+                store(3, "z3", Up, 2),
+                store(4, "z1", Up, 0),
+                store(5, "z4", Up, 0),
+            ],
+            vec![region(10, &[1, 2, 3]), region(11, &[2, 1, 3])],
+        );
+        // Same zone first.
+        assert_eq!(plan(&m), vec![(10, 1, 4), (11, 1, 4)]);
+        // No store left in z1: an unused zone.
+        m.stores.remove(&4);
+        assert_eq!(plan(&m), vec![(10, 1, 5), (11, 1, 5)]);
+        // A down peer of the same region goes first.
+        m.stores.get_mut(&3).unwrap().state = Down;
+        assert_eq!(plan(&m), vec![(10, 3, 5), (11, 3, 5)]);
     }
 
     #[test]
