@@ -36,7 +36,7 @@ fn regions(c: &Cluster) -> Vec<Value> {
 
 /// Splits the region holding `hex` at `hex` unless a region starts there.
 fn split_at(c: &Cluster, hex: &str) {
-    let r = c.must_pdctl(&["region", "key", hex]);
+    let r = c.must_pdctl(&["region", "key", "--hex", hex]);
     if r["start_key"].as_str() == Some(hex) {
         return;
     }
@@ -218,8 +218,7 @@ fn hot_read_leaders_spread_and_flow_is_listed() {
     assert_eq!(counts[1], 0, "client errors:\n{out}");
 
     // 3. PUTs show up in region topwrite, on the region they go to.
-    let w_hex = object_prefix_hex(bucket_hex, "w/00000");
-    let w_region = c.must_pdctl(&["region", "key", &w_hex])["id"]
+    let w_region = c.must_pdctl(&["region", "key", "hot", "w/00000"])["id"]
         .as_u64()
         .expect("region id");
     let mut writer = c.spawn_python("hot_load.py", &["put", "hot", "w/", "3000"]);
