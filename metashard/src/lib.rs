@@ -6,7 +6,8 @@
 //! (`peer/`), the raftstore thread that drives all peers in batched rounds with
 //! one synced write per round (`fsm/`), the state machine applying conditional
 //! batches and region splits (`apply/`, entry format in `apply/cmd.rs`), raft
-//! message streams between stores (`transport`), the `Metashard` service
+//! message streams between stores (`transport`), snapshot files generated,
+//! streamed and applied off the raftstore thread (`snap`), the `Metashard` service
 //! (`service`), automatic splits by size (`split_check`), process lifecycle
 //! and PD heartbeats (`server`), and `MetaClient` (`client`).
 //! Must not use: anything above it in the workspace (pd, gateway), or RocksDB
@@ -29,6 +30,7 @@ pub mod metrics;
 pub mod peer;
 pub mod server;
 pub mod service;
+pub mod snap;
 pub mod split_check;
 pub mod transport;
 
