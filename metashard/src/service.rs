@@ -64,10 +64,7 @@ impl MetashardService {
     /// checked against the size and CRC32C its descriptor announces, and
     /// only then is the raft message handed to the poller (which finds the
     /// file by the same descriptor). Returns the file's size.
-    async fn receive_snapshot(
-        &self,
-        mut stream: Streaming<SnapshotChunk>,
-    ) -> Result<u64, Status> {
+    async fn receive_snapshot(&self, mut stream: Streaming<SnapshotChunk>) -> Result<u64, Status> {
         let first = stream
             .message()
             .await?
@@ -75,8 +72,8 @@ impl MetashardService {
         let msg = first
             .message
             .ok_or_else(|| Status::invalid_argument("first snapshot chunk without a message"))?;
-        let desc =
-            snap::descriptor_of_message(&msg.message).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let desc = snap::descriptor_of_message(&msg.message)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let to_status = |e: SnapError| match e {
             SnapError::Corrupt(m) => Status::data_loss(m),
             e => Status::unavailable(e.to_string()),

@@ -201,10 +201,7 @@ impl Transport {
                 ));
                 tx
             });
-            let meta: Vec<(u64, u64)> = outs
-                .iter()
-                .map(|o| (o.msg.region_id, o.to_peer))
-                .collect();
+            let meta: Vec<(u64, u64)> = outs.iter().map(|o| (o.msg.region_id, o.to_peer)).collect();
             let n = outs.len() as u64;
             let batch = RaftMessageBatch {
                 msgs: outs.into_iter().map(|o| o.msg).collect(),

@@ -1435,9 +1435,11 @@ async fn big_snapshot_is_exact_and_does_not_stall_other_regions() {
             .unwrap(),
         (true, 0)
     );
-    eventually("write after the snapshot applied", Duration::from_secs(10), || {
-        lag_engine.get_data(Cf::Meta, &k).unwrap().is_some()
-    })
+    eventually(
+        "write after the snapshot applied",
+        Duration::from_secs(10),
+        || lag_engine.get_data(Cf::Meta, &k).unwrap().is_some(),
+    )
     .await;
     drop(lag_engine);
     for id in 1..=3 {
@@ -1446,10 +1448,10 @@ async fn big_snapshot_is_exact_and_does_not_stall_other_regions() {
 }
 
 /// Bound on one write to another region while a 20 MB snapshot is made,
-/// streamed and applied (debug build, loaded 2-core machine; with the
-/// snapshot built and applied on the raftstore thread writes stalled for
-/// longer than this).
-const MAX_OTHER_REGION_WRITE_MS: u64 = 1000;
+/// streamed and applied (debug build, 2 cores). Measured: max 19 ms with the
+/// snapshot made by a worker; 240–400 ms when it was built in memory on the
+/// leader's raftstore thread (the old code), which this bound rejects.
+const MAX_OTHER_REGION_WRITE_MS: u64 = 150;
 
 /// A snapshot whose bytes do not match the checksum its message announces
 /// is refused by the `Snapshot` call, and nothing reaches raft.
@@ -1526,7 +1528,9 @@ async fn a_corrupted_snapshot_is_rejected() {
     assert!(st.applied_index < 100, "{st:?}");
 
     // The same bytes intact are accepted and kept for raft to apply.
-    send(vec![data.clone()]).await.expect("intact snapshot accepted");
+    send(vec![data.clone()])
+        .await
+        .expect("intact snapshot accepted");
     assert!(snap_dir.join("rcv_1_9_100.snap").is_file());
     for id in 1..=3 {
         c.stop(id).await;

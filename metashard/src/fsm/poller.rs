@@ -426,7 +426,10 @@ impl Poller {
         match snap::descriptor_of(msg.get_snapshot()) {
             Ok(d) if self.snap.has_received(&d) => true,
             Ok(_) => {
-                tracing::warn!(region_id, "snapshot message without its received file dropped");
+                tracing::warn!(
+                    region_id,
+                    "snapshot message without its received file dropped"
+                );
                 false
             }
             Err(e) => {

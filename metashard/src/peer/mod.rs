@@ -1012,7 +1012,10 @@ impl Peer {
         self.send_msgs(ctx, msgs);
         let committed = rd.take_committed_entries();
         self.apply_committed(ctx, committed)?;
-        let mut light = self.raft.advance(rd);
+        // Not `advance`: it would mark every committed entry applied, but
+        // entries held back (behind a merge, or while a snapshot's data is
+        // written) are not; `after_apply` reports the real applied index.
+        let mut light = self.raft.advance_append(rd);
         if let Some(c) = light.commit_index() {
             self.raft.mut_store().set_commit(c);
         }
@@ -1182,7 +1185,9 @@ impl Peer {
                     .map(|s| (s.region(), s.merge_state(), s.applied_index())),
                 self.region_id(),
                 commit,
-            ) && !local.as_ref().is_some_and(|s| s.applying_snapshot().is_some());
+            ) && !local
+                .as_ref()
+                .is_some_and(|s| s.applying_snapshot().is_some());
             // (A source still writing a snapshot's data must finish first:
             // its worker would otherwise overwrite the target's later writes.)
             if !ready {

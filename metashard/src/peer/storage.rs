@@ -410,7 +410,6 @@ impl PeerStorage {
         }
         Ok(out)
     }
-
 }
 
 impl raft::Storage for PeerStorage {

@@ -188,7 +188,10 @@ mod tests {
 
         let mut r = SnapReader::open(&p).unwrap();
         let a = r.next_record().unwrap().unwrap();
-        assert_eq!((a.cf, a.key.as_slice(), a.value.as_slice()), (Cf::Meta, &b"k1"[..], &b"v1"[..]));
+        assert_eq!(
+            (a.cf, a.key.as_slice(), a.value.as_slice()),
+            (Cf::Meta, &b"k1"[..], &b"v1"[..])
+        );
         let b = r.next_record().unwrap().unwrap();
         assert_eq!((b.cf, b.key.len(), b.value.len()), (Cf::Orphan, 0, 3000));
         assert!(r.next_record().unwrap().is_none());

@@ -18,11 +18,11 @@
 
 pub mod file;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam::channel::{unbounded, Receiver, Sender};
 use kura_proto::common::Region;
@@ -49,6 +49,11 @@ pub const MAX_RECEIVING: usize = 2;
 /// Bytes of data per write batch when applying a snapshot: bounds memory
 /// and the time one RocksDB write holds the write path for other regions.
 pub const APPLY_BATCH_BYTES: usize = 4 << 20;
+/// Generated files unused this long are deleted (and regenerated if raft
+/// asks again), as are received files no apply needs.
+pub const SNAP_TTL: Duration = Duration::from_secs(600);
+/// How often the generation thread looks for such files.
+const GC_INTERVAL: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapError {
@@ -80,6 +85,7 @@ enum GenState {
     Ready {
         desc: SnapshotDescriptor,
         conf_state: ConfState,
+        at: Instant,
     },
 }
 
@@ -92,10 +98,18 @@ struct ApplyTask {
     state: SnapshotApplyState,
 }
 
+/// What the manager and its threads share.
+#[derive(Default)]
+struct Shared {
+    generated: Mutex<HashMap<u64, GenState>>,
+    /// Received files a queued or running apply needs.
+    applying: Mutex<HashSet<PathBuf>>,
+}
+
 /// The store's snapshot directory and workers.
 pub struct SnapManager {
     dir: PathBuf,
-    generated: Arc<Mutex<HashMap<u64, GenState>>>,
+    shared: Arc<Shared>,
     gen_tx: Mutex<Option<Sender<GenTask>>>,
     apply_tx: Mutex<Option<Sender<ApplyTask>>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
@@ -136,11 +150,12 @@ fn name(prefix: &str, d: &SnapshotDescriptor) -> String {
 }
 
 impl SnapManager {
-    /// Creates `dir`, removes what no one can use any more (generated files,
-    /// partial receives) and starts the generation and apply threads.
+    /// Creates `dir` and starts the generation and apply threads (the
+    /// poller then runs [`SnapManager::gc_on_start`] once it knows which
+    /// received files unfinished applies need).
     pub fn start(engine: Engine, dir: PathBuf, router: Router) -> Result<Arc<Self>, SnapError> {
         std::fs::create_dir_all(&dir).map_err(|e| SnapError::io(&dir, e))?;
-        let generated = Arc::new(Mutex::new(HashMap::new()));
+        let shared = Arc::new(Shared::default());
         let (gen_tx, gen_rx) = unbounded();
         let (apply_tx, apply_rx) = unbounded();
         let mut threads = Vec::new();
@@ -151,22 +166,22 @@ impl SnapManager {
                 .map_err(|e| SnapError::Io(format!("cannot spawn {name}: {e}")))
         };
         {
-            let (engine, dir, generated) = (engine.clone(), dir.clone(), generated.clone());
+            let (engine, dir, shared) = (engine.clone(), dir.clone(), shared.clone());
             threads.push(spawn(
                 "snap-gen",
-                Box::new(move || gen_loop(engine, dir, generated, gen_rx)),
+                Box::new(move || gen_loop(engine, dir, shared, gen_rx)),
             )?);
         }
         {
-            let dir = dir.clone();
+            let (dir, shared) = (dir.clone(), shared.clone());
             threads.push(spawn(
                 "snap-apply",
-                Box::new(move || apply_loop(engine, dir, router, apply_rx)),
+                Box::new(move || apply_loop(engine, dir, shared, router, apply_rx)),
             )?);
         }
         let m = SnapManager {
             dir,
-            generated,
+            shared,
             gen_tx: Mutex::new(Some(gen_tx)),
             apply_tx: Mutex::new(Some(apply_tx)),
             threads: Mutex::new(threads),
@@ -230,14 +245,14 @@ impl SnapManager {
         let unavailable = Err(raft::Error::Store(
             StorageError::SnapshotTemporarilyUnavailable,
         ));
-        let mut g = lock(&self.generated);
+        let mut g = lock(&self.shared.generated);
         match g.get(&region_id) {
             Some(GenState::Generating) => return unavailable,
             // Older than the log's start: the receiver could not catch up
             // from the log after it.
-            Some(GenState::Ready { desc, conf_state })
-                if desc.index >= truncated_index && desc.index >= request_index =>
-            {
+            Some(GenState::Ready {
+                desc, conf_state, ..
+            }) if desc.index >= truncated_index && desc.index >= request_index => {
                 let mut snap = Snapshot {
                     data: prost::Message::encode_to_vec(desc).into(),
                     ..Default::default()
@@ -266,6 +281,9 @@ impl SnapManager {
     /// Queues the data apply of a snapshot whose raft state is persisted
     /// (with `state` as its marker); the poller hears `SnapshotApplied`.
     pub fn schedule_apply(&self, region_id: u64, state: SnapshotApplyState) {
+        if let Some(d) = &state.descriptor {
+            lock(&self.shared.applying).insert(self.rcv_path(d));
+        }
         let sent = lock(&self.apply_tx)
             .as_ref()
             .is_some_and(|tx| tx.send(ApplyTask { region_id, state }).is_ok());
@@ -285,7 +303,8 @@ impl SnapManager {
     /// Starts receiving the file of `d`.
     pub async fn receiver(&self, d: &SnapshotDescriptor) -> Result<Receiving, SnapError> {
         let path = self.rcv_path(d);
-        let tmp = path.with_extension("tmp");
+        // Unique: a retried send may overlap one still being received.
+        let tmp = path.with_extension(format!("{:016x}.tmp", rand::random::<u64>()));
         let f = tokio::fs::File::create(&tmp)
             .await
             .map_err(|e| SnapError::io(&tmp, e))?;
@@ -343,7 +362,9 @@ impl Receiving {
             )));
         }
         let f = self.file.take().ok_or(SnapError::Stopped)?;
-        f.sync_all().await.map_err(|e| SnapError::io(&self.tmp, e))?;
+        f.sync_all()
+            .await
+            .map_err(|e| SnapError::io(&self.tmp, e))?;
         drop(f);
         tokio::fs::rename(&self.tmp, &self.path)
             .await
@@ -364,13 +385,21 @@ impl Drop for Receiving {
     }
 }
 
-fn gen_loop(
-    engine: Engine,
-    dir: PathBuf,
-    generated: Arc<Mutex<HashMap<u64, GenState>>>,
-    rx: Receiver<GenTask>,
-) {
-    for task in rx {
+fn gen_loop(engine: Engine, dir: PathBuf, shared: Arc<Shared>, rx: Receiver<GenTask>) {
+    let mut last_gc = Instant::now();
+    loop {
+        let task = match rx.recv_timeout(GC_INTERVAL) {
+            Ok(t) => Some(t),
+            Err(crossbeam::channel::RecvTimeoutError::Timeout) => None,
+            Err(crossbeam::channel::RecvTimeoutError::Disconnected) => return,
+        };
+        if last_gc.elapsed() >= GC_INTERVAL {
+            last_gc = Instant::now();
+            gc(&dir, &shared);
+        }
+        let Some(task) = task else {
+            continue;
+        };
         let started = Instant::now();
         match generate(&engine, &dir, task.region_id) {
             Ok((desc, conf_state)) => {
@@ -390,12 +419,55 @@ fn gen_loop(
                     secs,
                     "generated snapshot"
                 );
-                lock(&generated).insert(task.region_id, GenState::Ready { desc, conf_state });
+                let ready = GenState::Ready {
+                    desc,
+                    conf_state,
+                    at: Instant::now(),
+                };
+                lock(&shared.generated).insert(task.region_id, ready);
             }
             Err(e) => {
                 tracing::warn!(region_id = task.region_id, error = %e, "snapshot generation failed");
-                lock(&generated).remove(&task.region_id);
+                lock(&shared.generated).remove(&task.region_id);
             }
+        }
+    }
+}
+
+/// Deletes generated files older than [`SNAP_TTL`] (a region this store no
+/// longer leads, a follower long caught up) and received or partial files
+/// that old that no apply needs (raft did not take the snapshot).
+fn gc(dir: &Path, shared: &Shared) {
+    let mut gone = Vec::new();
+    lock(&shared.generated).retain(|_, g| match g {
+        GenState::Ready { desc, at, .. } if at.elapsed() >= SNAP_TTL => {
+            gone.push(dir.join(name("gen", desc)));
+            false
+        }
+        _ => true,
+    });
+    for p in gone {
+        let _ = std::fs::remove_file(p);
+    }
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let applying = lock(&shared.applying).clone();
+    for e in rd.flatten() {
+        let p = e.path();
+        let is_received = p
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("rcv_"));
+        let old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age >= SNAP_TTL);
+        if is_received && old && !applying.contains(&p) {
+            tracing::info!(path = %p.display(), "removing an unused received snapshot");
+            let _ = std::fs::remove_file(&p);
         }
     }
 }
@@ -473,11 +545,18 @@ fn generate(
     Ok((desc, conf_state))
 }
 
-fn apply_loop(engine: Engine, dir: PathBuf, router: Router, rx: Receiver<ApplyTask>) {
+fn apply_loop(
+    engine: Engine,
+    dir: PathBuf,
+    shared: Arc<Shared>,
+    router: Router,
+    rx: Receiver<ApplyTask>,
+) {
     for task in rx {
         let started = Instant::now();
         let desc = task.state.descriptor.clone().unwrap_or_default();
         let res = apply_file(&engine, &dir, task.region_id, &task.state, None);
+        lock(&shared.applying).remove(&dir.join(name("rcv", &desc)));
         let ok = match res {
             Ok(()) => {
                 let secs = started.elapsed().as_secs_f64();
@@ -536,6 +615,10 @@ fn apply_file(
         wb.delete_data_range(&old.start_key, &old.end_key)?;
     }
     wb.delete_data_range(&region.start_key, &region.end_key)?;
+    // The clearing goes first on its own: from here until the last batch
+    // the range is incomplete, and only the marker makes that safe.
+    engine.write(std::mem::replace(&mut wb, engine.batch()), false)?;
+    fail::fail_point!("metashard::snapshot_apply_data");
     let (mut bytes, mut batches) = (0usize, 0usize);
     while let Some(rec) = r.next_record()? {
         bytes += rec.key.len() + rec.value.len();
@@ -544,7 +627,7 @@ fn apply_file(
             engine.write(std::mem::replace(&mut wb, engine.batch()), false)?;
             bytes = 0;
             batches += 1;
-            fail::fail_point!("metashard::snapshot_apply_batch");
+            fail::fail_point!("metashard::snapshot_apply_data");
             if stop_after.is_some_and(|n| batches >= n) {
                 return Err(SnapError::Stopped);
             }

@@ -115,16 +115,30 @@ fn generated_off_thread_received_and_applied_by_the_worker() {
 
     b.snap.schedule_apply(3, state);
     match b.rx.recv_timeout(Duration::from_secs(30)).unwrap() {
-        StoreMsg::SnapshotApplied { region_id, index, ok } => {
+        StoreMsg::SnapshotApplied {
+            region_id,
+            index,
+            ok,
+        } => {
             assert_eq!((region_id, index, ok), (3, INIT_LOG_INDEX, true))
         }
         _ => panic!("unexpected message"),
     }
     assert!(t.finish_snapshot_apply(INIT_LOG_INDEX));
     let e2 = &b.engine;
-    assert_eq!(e2.get_data(Cf::Meta, b"k1").unwrap().as_deref(), Some(&b"v1"[..]));
-    assert_eq!(e2.get_data(Cf::Gc, b"k2").unwrap().as_deref(), Some(&b"v2"[..]));
-    assert_eq!(e2.get_data(Cf::Meta, b"stale").unwrap(), None, "old data replaced");
+    assert_eq!(
+        e2.get_data(Cf::Meta, b"k1").unwrap().as_deref(),
+        Some(&b"v1"[..])
+    );
+    assert_eq!(
+        e2.get_data(Cf::Gc, b"k2").unwrap().as_deref(),
+        Some(&b"v2"[..])
+    );
+    assert_eq!(
+        e2.get_data(Cf::Meta, b"stale").unwrap(),
+        None,
+        "old data replaced"
+    );
     assert!(PeerStorage::load(e2.clone(), 3)
         .unwrap()
         .unwrap()
@@ -172,14 +186,24 @@ fn an_interrupted_apply_is_redone_to_the_same_result() {
     let err = apply_file(&b.engine, b.snap.dir(), 3, &state, Some(1)).unwrap_err();
     assert!(matches!(err, SnapError::Stopped));
     assert!(
-        b.engine.get_raft(&local::snapshot_apply_key(3)).unwrap().is_some(),
+        b.engine
+            .get_raft(&local::snapshot_apply_key(3))
+            .unwrap()
+            .is_some(),
         "the marker stays until the last batch"
     );
     assert_eq!(b.engine.get_data(Cf::Mpu, b"zz").unwrap(), None);
 
     apply_file(&b.engine, b.snap.dir(), 3, &state, None).unwrap();
-    assert!(b.engine.get_raft(&local::snapshot_apply_key(3)).unwrap().is_none());
-    let got = b.engine.scan_data(Cf::Meta, b"", b"", n + 10, false).unwrap();
+    assert!(b
+        .engine
+        .get_raft(&local::snapshot_apply_key(3))
+        .unwrap()
+        .is_none());
+    let got = b
+        .engine
+        .scan_data(Cf::Meta, b"", b"", n + 10, false)
+        .unwrap();
     assert_eq!(got.len(), n);
     for (i, (k, v)) in got.iter().enumerate() {
         assert_eq!(k, format!("k{i:06}").as_bytes());
