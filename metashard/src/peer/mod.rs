@@ -1185,9 +1185,9 @@ impl Peer {
                     .map(|s| (s.region(), s.merge_state(), s.applied_index())),
                 self.region_id(),
                 commit,
-            ) && !local
+            ) && local
                 .as_ref()
-                .is_some_and(|s| s.applying_snapshot().is_some());
+                .is_none_or(|s| s.applying_snapshot().is_none());
             // (A source still writing a snapshot's data must finish first:
             // its worker would otherwise overwrite the target's later writes.)
             if !ready {

@@ -80,6 +80,7 @@ impl SnapError {
     }
 }
 
+#[allow(clippy::large_enum_variant)] // one per region being snapshotted
 enum GenState {
     Generating,
     Ready {
