@@ -34,7 +34,8 @@ use crate::Error;
 /// Settings of one metashard store process.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// Everything of the store lives here (RocksDB at `<data_dir>/db`).
+    /// Everything of the store lives here (RocksDB at `<data_dir>/db`, raft
+    /// snapshot files at `<data_dir>/snap`).
     pub data_dir: PathBuf,
     /// gRPC listen address.
     pub listen: SocketAddr,
