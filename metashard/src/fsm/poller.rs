@@ -50,6 +50,9 @@ pub struct Poller {
     /// Peers to look at in the next (non-tick) round.
     active: HashSet<u64>,
     snap: Arc<SnapManager>,
+    /// Tombstones for peers that were applying a snapshot (their data was
+    /// being written): handled once the apply is done.
+    deferred_tombstones: HashMap<u64, RaftMessage>,
 }
 
 impl Poller {
@@ -107,6 +110,7 @@ impl Poller {
             logger,
             active: HashSet::new(),
             snap,
+            deferred_tombstones: HashMap::new(),
         })
     }
 
@@ -315,6 +319,9 @@ impl Poller {
                 if let Some(p) = self.peers.get_mut(&region_id) {
                     p.on_snapshot_applied(index, ok);
                 }
+                if let Some(m) = self.deferred_tombstones.remove(&region_id) {
+                    self.on_tombstone(&m)?;
+                }
             }
             StoreMsg::SnapshotSent {
                 region_id,
@@ -446,8 +453,9 @@ impl Poller {
             return Ok(());
         };
         if p.is_applying_snapshot() {
-            // Its data is being written by the snapshot worker; the
-            // tombstone comes again.
+            // Its data is being written by the snapshot worker: destroying
+            // it now would race that; done when the worker is.
+            self.deferred_tombstones.insert(m.region_id, m.clone());
             return Ok(());
         }
         let Some(newer) = m.region.as_ref() else {

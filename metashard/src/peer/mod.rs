@@ -752,7 +752,12 @@ impl Peer {
             leader_peer_id: self.raft.raft.leader_id,
             term: self.raft.raft.term,
             commit_index: self.raft.raft.raft_log.committed,
-            applied_index: s.applied_index(),
+            applied_index: if self.is_applying_snapshot() {
+                0
+            } else {
+                s.applied_index()
+            },
+            applying_snapshot: self.is_applying_snapshot(),
             first_log_index: s.first_log_index(),
             last_log_index: self.raft.raft.raft_log.last_index(),
             snapshot_index: s.truncated_index(),
