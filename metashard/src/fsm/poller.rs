@@ -74,28 +74,27 @@ impl Poller {
             ids.extend(local::region_id_of_state_key(k));
             true
         })?;
-        let mut peers = HashMap::new();
-        let mut in_use = Vec::new();
-        for id in &ids {
-            if let Some(storage) = PeerStorage::load(engine.clone(), *id)? {
-                in_use.extend(
-                    storage
-                        .applying_snapshot()
-                        .and_then(|a| a.descriptor.clone()),
-                );
+        let mut storages = Vec::new();
+        for id in ids {
+            if let Some(s) = PeerStorage::load(engine.clone(), id)? {
+                storages.push((id, s));
             }
         }
+        // Before any peer queues a redo: the files those need stay.
+        let in_use: Vec<_> = storages
+            .iter()
+            .filter_map(|(_, s)| s.applying_snapshot().and_then(|a| a.descriptor.clone()))
+            .collect();
         snap.gc_on_start(&in_use);
-        for id in ids {
-            if let Some(storage) = PeerStorage::load(engine.clone(), id)? {
-                let peer = Peer::new(storage, &cfg, &logger, &snap)?;
-                tracing::info!(
-                    region_id = id,
-                    peer_id = peer.peer_id(),
-                    "loaded region peer"
-                );
-                peers.insert(id, peer);
-            }
+        let mut peers = HashMap::new();
+        for (id, storage) in storages {
+            let peer = Peer::new(storage, &cfg, &logger, &snap)?;
+            tracing::info!(
+                region_id = id,
+                peer_id = peer.peer_id(),
+                "loaded region peer"
+            );
+            peers.insert(id, peer);
         }
         metrics::REGION_COUNT.add(peers.len() as i64);
         Ok(Poller {
