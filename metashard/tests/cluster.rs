@@ -1371,6 +1371,30 @@ async fn big_snapshot_is_exact_and_does_not_stall_other_regions() {
     let generated_before = kura_metashard::metrics::SNAPSHOTS_GENERATED.get();
     c.restart(lagging).await;
     let lag_engine = c.engine(lagging).clone();
+    // The receiving store's raftstore thread keeps answering too: a status
+    // request for the other region every few ms, timed.
+    let lag_router = c.nodes[&lagging].store.as_ref().unwrap().router().clone();
+    let stop_probe = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let probe = tokio::spawn({
+        let stop = stop_probe.clone();
+        async move {
+            let mut worst = Duration::ZERO;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                let t = Instant::now();
+                lag_router
+                    .send(kura_metashard::fsm::StoreMsg::Status {
+                        region_id: 50,
+                        cb: tx,
+                    })
+                    .unwrap();
+                rx.await.unwrap();
+                worst = worst.max(t.elapsed());
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            worst
+        }
+    });
     // Meanwhile: one write at a time to the right region, led by a store
     // that generates the snapshot or serves as the quorum's other half.
     let right_version = right.epoch.unwrap().version;
@@ -1402,11 +1426,14 @@ async fn big_snapshot_is_exact_and_does_not_stall_other_regions() {
         );
     }
     let catch_up = t0.elapsed();
+    stop_probe.store(true, std::sync::atomic::Ordering::Relaxed);
+    let receiver_worst = probe.await.unwrap();
     latencies.sort();
     let max = *latencies.last().unwrap();
     let p99 = latencies[latencies.len() * 99 / 100];
     eprintln!(
-        "snapshot catch-up {catch_up:?}: {} writes to the other region, p99 {p99:?}, max {max:?}",
+        "snapshot catch-up {catch_up:?}: {} writes to the other region, p99 {p99:?}, max {max:?}; \
+         receiving store's raftstore answered within {receiver_worst:?}",
         latencies.len()
     );
     assert!(
@@ -1416,6 +1443,10 @@ async fn big_snapshot_is_exact_and_does_not_stall_other_regions() {
     assert!(
         max < Duration::from_millis(MAX_OTHER_REGION_WRITE_MS),
         "a write to the other region took {max:?} during the snapshot"
+    );
+    assert!(
+        receiver_worst < Duration::from_millis(MAX_OTHER_REGION_WRITE_MS),
+        "the receiving store's raftstore thread was busy for {receiver_worst:?}"
     );
 
     // Byte-exact: every pair of the left region on the lagging store.
