@@ -1445,7 +1445,7 @@ async fn big_snapshot_is_exact_and_does_not_stall_other_regions() {
         "a write to the other region took {max:?} during the snapshot"
     );
     assert!(
-        receiver_worst < Duration::from_millis(MAX_OTHER_REGION_WRITE_MS),
+        receiver_worst < Duration::from_millis(MAX_RECEIVER_STALL_MS),
         "the receiving store's raftstore thread was busy for {receiver_worst:?}"
     );
 
@@ -1483,6 +1483,13 @@ async fn big_snapshot_is_exact_and_does_not_stall_other_regions() {
 /// snapshot made by a worker; 240–400 ms when it was built in memory on the
 /// leader's raftstore thread (the old code), which this bound rejects.
 const MAX_OTHER_REGION_WRITE_MS: u64 = 150;
+
+/// Bound on one status request to the receiving store's raftstore thread
+/// meanwhile. Measured: at most ~20 ms with the data written by the apply
+/// worker in 1 MiB batches (~50–110 ms with 4 MiB batches: the raftstore's
+/// synced write queues behind a big batch in RocksDB); 130–170 ms when the
+/// whole snapshot was applied as one batch on the raftstore thread.
+const MAX_RECEIVER_STALL_MS: u64 = 100;
 
 /// A snapshot whose bytes do not match the checksum its message announces
 /// is refused by the `Snapshot` call, and nothing reaches raft.
