@@ -1367,6 +1367,22 @@ async fn big_snapshot_is_exact_and_does_not_stall_other_regions() {
         "the leader compacted its log: {st:?}"
     );
 
+    // Baseline: the same writes to the other region before any snapshot,
+    // so the bounds below scale with how loaded this machine is right now.
+    let right_version = right.epoch.unwrap().version;
+    let mut baseline = Duration::ZERO;
+    for i in 0..100 {
+        let k = [key(9), format!("-b{i:05}").into_bytes()].concat();
+        let t = Instant::now();
+        assert_eq!(
+            propose(&c, right_leader, raw_batch(50, right_version, &k))
+                .await
+                .unwrap(),
+            (true, 0)
+        );
+        baseline = baseline.max(t.elapsed());
+    }
+
     let applied_before = kura_metashard::metrics::SNAPSHOTS_APPLIED.get();
     let generated_before = kura_metashard::metrics::SNAPSHOTS_GENERATED.get();
     c.restart(lagging).await;
@@ -1397,7 +1413,6 @@ async fn big_snapshot_is_exact_and_does_not_stall_other_regions() {
     });
     // Meanwhile: one write at a time to the right region, led by a store
     // that generates the snapshot or serves as the quorum's other half.
-    let right_version = right.epoch.unwrap().version;
     let t0 = Instant::now();
     let mut latencies = Vec::new();
     let mut i = 0usize;
@@ -1433,20 +1448,24 @@ async fn big_snapshot_is_exact_and_does_not_stall_other_regions() {
     let p99 = latencies[latencies.len() * 99 / 100];
     eprintln!(
         "snapshot catch-up {catch_up:?}: {} writes to the other region, p99 {p99:?}, max {max:?}; \
-         receiving store's raftstore answered within {receiver_worst:?}",
+         receiving store's raftstore answered within {receiver_worst:?}; \
+         before the snapshot writes took at most {baseline:?}",
         latencies.len()
     );
+    let bound = |floor_ms: u64| Duration::from_millis(floor_ms).max(baseline * 3);
     assert!(
         kura_metashard::metrics::SNAPSHOTS_GENERATED.get() > generated_before,
         "caught up by snapshot"
     );
     assert!(
-        max < Duration::from_millis(MAX_OTHER_REGION_WRITE_MS),
-        "a write to the other region took {max:?} during the snapshot"
+        max < bound(MAX_OTHER_REGION_WRITE_MS),
+        "a write to the other region took {max:?} during the snapshot \
+         (at most {baseline:?} before)"
     );
     assert!(
-        receiver_worst < Duration::from_millis(MAX_RECEIVER_STALL_MS),
-        "the receiving store's raftstore thread was busy for {receiver_worst:?}"
+        receiver_worst < bound(MAX_RECEIVER_STALL_MS),
+        "the receiving store's raftstore thread was busy for {receiver_worst:?} \
+         (writes took at most {baseline:?} before the snapshot)"
     );
 
     // Byte-exact: every pair of the left region on the lagging store.
@@ -1479,13 +1498,14 @@ async fn big_snapshot_is_exact_and_does_not_stall_other_regions() {
 }
 
 /// Bound on one write to another region while a 20 MB snapshot is made,
-/// streamed and applied (debug build, 2 cores). Measured: max 19 ms with the
+/// streamed and applied (debug build, 2 cores), unless 3 × the slowest of
+/// the same writes just before is more (a loaded machine). Measured: max 19 ms with the
 /// snapshot made by a worker; 240–400 ms when it was built in memory on the
 /// leader's raftstore thread (the old code), which this bound rejects.
 const MAX_OTHER_REGION_WRITE_MS: u64 = 150;
 
 /// Bound on one status request to the receiving store's raftstore thread
-/// meanwhile. Measured: at most ~20 ms with the data written by the apply
+/// meanwhile (or 3 × the baseline write, likewise). Measured: at most ~20 ms with the data written by the apply
 /// worker in 1 MiB batches (~50–110 ms with 4 MiB batches: the raftstore's
 /// synced write queues behind a big batch in RocksDB); 130–170 ms when the
 /// whole snapshot was applied as one batch on the raftstore thread.
