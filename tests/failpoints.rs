@@ -375,10 +375,23 @@ fn metashard_crash_applying_split_and_merge() {
 
 /// A follower dies before applying a committed write; while it is down the
 /// others compact their logs past it. Restarted, it dies applying the
-/// snapshot it is sent; restarted again it applies it, and then, alone with
-/// a store that missed later writes, it leads and serves every key.
+/// snapshot it is sent (before anything of it is written); restarted again
+/// it applies it, and then, alone with a store that missed later writes, it
+/// leads and serves every key.
 #[test]
 fn metashard_crash_applying_a_snapshot() {
+    crash_applying_a_snapshot("metashard::snapshot_apply");
+}
+
+/// The same, but the follower dies in the middle of writing the snapshot's
+/// data (its new raft state persisted, its range already cleared): restarted,
+/// it redoes the apply from the kept snapshot file, and serves every key.
+#[test]
+fn metashard_crash_in_the_middle_of_a_snapshot_apply() {
+    crash_applying_a_snapshot("metashard::snapshot_apply_data");
+}
+
+fn crash_applying_a_snapshot(failpoint: &str) {
     let Some(mut c) = start(&["--log-gc-threshold", "10"]) else {
         return;
     };
@@ -399,7 +412,7 @@ fn metashard_crash_applying_a_snapshot() {
     c.spawn_again(
         &lagger,
         &[],
-        &[("KURA_FAILPOINTS", "metashard::snapshot_apply=abort")],
+        &[("KURA_FAILPOINTS", format!("{failpoint}=abort").as_str())],
     );
     let log = c.dir.join("logs").join(format!("{lagger}.log"));
     wait_until(
@@ -409,7 +422,7 @@ fn metashard_crash_applying_a_snapshot() {
         || {
             std::fs::read_to_string(&log)
                 .unwrap_or_default()
-                .contains("failpoint metashard::snapshot_apply: abort")
+                .contains(&format!("failpoint {failpoint}: abort"))
         },
     );
     c.must_see_dead(&lagger, 10);

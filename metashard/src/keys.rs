@@ -227,6 +227,7 @@ pub mod local {
     const RAFT_STATE: u8 = 0x03;
     const APPLY_STATE: u8 = 0x04;
     const RAFT_LOG: u8 = 0x05;
+    const SNAPSHOT_APPLY: u8 = 0x06;
 
     fn region_key(prefix: u8, region_id: u64) -> Vec<u8> {
         let mut k = Vec::with_capacity(17);
@@ -261,6 +262,12 @@ pub mod local {
     /// `ApplyState`: applied index and the log truncation point.
     pub fn apply_state_key(region_id: u64) -> Vec<u8> {
         region_key(APPLY_STATE, region_id)
+    }
+
+    /// `SnapshotApplyState`: present while a snapshot's data is being
+    /// written (redone from its file after a crash), deleted with its last batch.
+    pub fn snapshot_apply_key(region_id: u64) -> Vec<u8> {
+        region_key(SNAPSHOT_APPLY, region_id)
     }
 
     /// One raft log entry.

@@ -6,9 +6,10 @@
 //! (`peer/`), the raftstore thread that drives all peers in batched rounds with
 //! one synced write per round (`fsm/`), the state machine applying conditional
 //! batches and region splits (`apply/`, entry format in `apply/cmd.rs`), raft
-//! message streams between stores (`transport`), the `Metashard` service
-//! (`service`), automatic splits by size (`split_check`), read/write flow
-//! counters reported to PD (`flow`), process lifecycle
+//! message streams between stores (`transport`), snapshot files generated,
+//! streamed and applied off the raftstore thread (`snap`), the `Metashard` service
+//! (`service`), automatic splits by size (`split_check`) and by load
+//! (`load_split`), read/write flow counters reported to PD (`flow`), process lifecycle
 //! and PD heartbeats (`server`), and `MetaClient` (`client`).
 //! Must not use: anything above it in the workspace (pd, gateway), or RocksDB
 //! outside `engine/`. S3 semantics live in the gateway; records are opaque bytes here.
@@ -32,6 +33,7 @@ pub mod metrics;
 pub mod peer;
 pub mod server;
 pub mod service;
+pub mod snap;
 pub mod split_check;
 pub mod transport;
 

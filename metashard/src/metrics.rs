@@ -3,8 +3,8 @@
 use std::sync::LazyLock;
 
 use prometheus::{
-    register_histogram, register_int_counter, register_int_counter_vec, register_int_gauge,
-    Histogram, IntCounter, IntCounterVec, IntGauge,
+    register_histogram, register_histogram_vec, register_int_counter, register_int_counter_vec,
+    register_int_gauge, Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge,
 };
 
 const ONCE: &str = "metashard metrics are registered once per process";
@@ -67,15 +67,51 @@ pub static SPLITS: LazyLock<IntCounter> = LazyLock::new(|| {
 });
 pub static SNAPSHOTS_GENERATED: LazyLock<IntCounter> = LazyLock::new(|| {
     register_int_counter!(
+        "kura_metashard_snapshots_generated_total",
+        "Raft snapshot files generated for followers"
+    )
+    .expect(ONCE)
+});
+pub static SNAPSHOTS_SENT: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
         "kura_metashard_snapshots_sent_total",
-        "Raft snapshots generated for followers"
+        "Raft snapshots sent to another store and accepted by it"
+    )
+    .expect(ONCE)
+});
+/// Snapshot transfers by direction (`send`, `receive`) and outcome
+/// (`ok`, `failed`, `rejected`: bad size or checksum, or too many at once).
+pub static SNAPSHOT_TRANSFERS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "kura_metashard_snapshot_transfers_total",
+        "Raft snapshot transfers by direction and outcome",
+        &["direction", "outcome"]
     )
     .expect(ONCE)
 });
 pub static SNAPSHOTS_APPLIED: LazyLock<IntCounter> = LazyLock::new(|| {
     register_int_counter!(
         "kura_metashard_snapshots_applied_total",
-        "Raft snapshots applied"
+        "Raft snapshots whose data is applied"
+    )
+    .expect(ONCE)
+});
+/// Snapshot file bytes by stage: `generated`, `sent`, `received`, `applied`.
+pub static SNAPSHOT_BYTES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "kura_metashard_snapshot_bytes_total",
+        "Raft snapshot file bytes by stage",
+        &["stage"]
+    )
+    .expect(ONCE)
+});
+/// Time of each snapshot stage: `generate`, `send`, `receive`, `apply`.
+pub static SNAPSHOT_DURATION: LazyLock<HistogramVec> = LazyLock::new(|| {
+    register_histogram_vec!(
+        "kura_metashard_snapshot_duration_seconds",
+        "Time of one raft snapshot stage",
+        &["stage"],
+        prometheus::exponential_buckets(0.001, 2.0, 18).expect("valid buckets")
     )
     .expect(ONCE)
 });

@@ -27,6 +27,7 @@ use crate::load_split::LoadSplitConfig;
 use crate::peer::state::StoreIdent;
 use crate::peer::RaftConfig;
 use crate::service::MetashardService;
+use crate::snap::{self, SnapManager};
 use crate::split_check::{self, SplitCheckConfig};
 use crate::transport::{PdStoreResolver, StoreResolver, Transport};
 use crate::Error;
@@ -34,7 +35,8 @@ use crate::Error;
 /// Settings of one metashard store process.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// Everything of the store lives here (RocksDB at `<data_dir>/db`).
+    /// Everything of the store lives here (RocksDB at `<data_dir>/db`, raft
+    /// snapshot files at `<data_dir>/snap`).
     pub data_dir: PathBuf,
     /// gRPC listen address.
     pub listen: SocketAddr,
@@ -274,30 +276,44 @@ pub struct Store {
     stop_server: watch::Sender<bool>,
     pd_worker: Option<tokio::task::JoinHandle<()>>,
     checker: tokio::task::JoinHandle<()>,
+    /// Snapshot workers (they hold the engine: stopped with the store).
+    snap: Arc<SnapManager>,
 }
 
 impl Store {
     pub async fn start(opts: StoreOptions) -> Result<Store, Error> {
         let (router, rx) = Router::channel();
+        let snap = SnapManager::start(
+            opts.engine.clone(),
+            snap::snap_dir_of(&opts.engine),
+            router.clone(),
+        )
+        .map_err(|e| Error::Config(format!("cannot start the snapshot workers: {e}")))?;
         let transport = Transport::new(
             opts.resolver.clone(),
             tokio::runtime::Handle::current(),
             router.clone(),
+            snap.clone(),
         );
         let (pd_tx, pd_rx) = mpsc::unbounded_channel();
         let pd_tx = opts.pd.as_ref().map(|_| pd_tx);
         let (check_tx, check_rx) = mpsc::unbounded_channel();
         let split_cfg = opts.raft.split_check.clone();
-        let poller = Poller::new(
+        let poller = match Poller::new(
             opts.engine.clone(),
             opts.store_id,
             opts.raft,
             transport,
             rx,
             pd_tx,
-        )?
-        .with_split_checker(check_tx)
-        .with_store_flow(&router);
+            snap.clone(),
+        ) {
+            Ok(p) => p.with_split_checker(check_tx).with_store_flow(&router),
+            Err(e) => {
+                snap.stop();
+                return Err(e);
+            }
+        };
         let checker = tokio::spawn(split_check::run_checker(
             split_cfg,
             opts.engine.clone(),
@@ -318,6 +334,7 @@ impl Store {
             opts.resolver.clone(),
             opts.pd.clone(),
             stop_rx.clone(),
+            snap.clone(),
         );
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(opts.listener).map(|s| {
             if let Ok(s) = &s {
@@ -351,6 +368,7 @@ impl Store {
             stop_server,
             pd_worker,
             checker,
+            snap,
         })
     }
 
@@ -412,10 +430,15 @@ impl Store {
         }
         let _ = self.router.send(StoreMsg::Shutdown);
         let raftstore = self.raftstore;
-        tokio::task::spawn_blocking(move || raftstore.join())
-            .await
-            .map_err(|_| Error::StoreStopped)?
-            .map_err(|_| Error::StoreStopped)?
+        let snap = self.snap;
+        tokio::task::spawn_blocking(move || {
+            let res = raftstore.join();
+            snap.stop();
+            res
+        })
+        .await
+        .map_err(|_| Error::StoreStopped)?
+        .map_err(|_| Error::StoreStopped)?
     }
 }
 

@@ -18,6 +18,8 @@ use crate::apply;
 use crate::apply::split::split_point;
 use crate::engine::Engine;
 use crate::fsm::{Callback, ReadGrant, Router, StoreMsg};
+use crate::metrics;
+use crate::snap::{self, SnapError, SnapManager};
 use crate::transport::StoreResolver;
 
 /// How long a request waits for raft before the store gives up on it.
@@ -36,6 +38,7 @@ pub struct MetashardService {
     /// Flips to true when the store stops: ends the long-lived raft streams,
     /// which would otherwise hold the graceful shutdown open.
     stopping: watch::Receiver<bool>,
+    snap: Arc<SnapManager>,
 }
 
 impl MetashardService {
@@ -45,6 +48,7 @@ impl MetashardService {
         resolver: Arc<dyn StoreResolver>,
         pd: Option<kura_pd_client::PdClient>,
         stopping: watch::Receiver<bool>,
+        snap: Arc<SnapManager>,
     ) -> Self {
         MetashardService {
             router,
@@ -52,6 +56,7 @@ impl MetashardService {
             resolver,
             pd,
             stopping,
+            snap,
         }
     }
 
@@ -59,6 +64,44 @@ impl MetashardService {
     fn add_read(&self, grant: &ReadGrant, keys: u64, bytes: u64) {
         grant.flow.add_read(keys, bytes);
         self.router.store_flow().add_read(keys, bytes);
+    }
+
+    /// Receives one snapshot file: written to the snapshot directory,
+    /// checked against the size and CRC32C its descriptor announces, and
+    /// only then is the raft message handed to the poller (which finds the
+    /// file by the same descriptor). Returns the file's size.
+    async fn receive_snapshot(&self, mut stream: Streaming<SnapshotChunk>) -> Result<u64, Status> {
+        let first = stream
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))?;
+        let msg = first
+            .message
+            .ok_or_else(|| Status::invalid_argument("first snapshot chunk without a message"))?;
+        let desc = snap::descriptor_of_message(&msg.message)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let to_status = |e: SnapError| match e {
+            SnapError::Corrupt(m) => Status::data_loss(m),
+            e => Status::unavailable(e.to_string()),
+        };
+        let mut rcv = self.snap.receiver(&desc).await.map_err(to_status)?;
+        rcv.write(&first.data).await.map_err(to_status)?;
+        let mut stopping = self.stopping.clone();
+        loop {
+            let chunk = tokio::select! {
+                c = stream.message() => match c? {
+                    Some(c) => c,
+                    None => break,
+                },
+                _ = stopping.wait_for(|s| *s) => return Err(Status::unavailable("store is stopping")),
+            };
+            rcv.write(&chunk.data).await.map_err(to_status)?;
+        }
+        let size = rcv.finish().await.map_err(to_status)?;
+        self.router
+            .send(StoreMsg::Raft(Box::new(msg)))
+            .map_err(|_| Status::unavailable("store is stopping"))?;
+        Ok(size)
     }
 
     /// The split key for `region`: the one asked for, else the middle data
@@ -313,6 +356,43 @@ impl Metashard for MetashardService {
             }
         }
         Ok(Response::new(RaftDone {}))
+    }
+
+    async fn snapshot(
+        &self,
+        request: Request<Streaming<SnapshotChunk>>,
+    ) -> Result<Response<SnapshotDone>, Status> {
+        let Ok(_permit) = self.snap.recv_limit.clone().try_acquire_owned() else {
+            metrics::SNAPSHOT_TRANSFERS
+                .with_label_values(&["receive", "rejected"])
+                .inc();
+            return Err(Status::resource_exhausted(
+                "receiving too many snapshots; raft retries",
+            ));
+        };
+        match self.receive_snapshot(request.into_inner()).await {
+            Ok(size) => {
+                metrics::SNAPSHOT_TRANSFERS
+                    .with_label_values(&["receive", "ok"])
+                    .inc();
+                metrics::SNAPSHOT_BYTES
+                    .with_label_values(&["received"])
+                    .inc_by(size);
+                Ok(Response::new(SnapshotDone {}))
+            }
+            Err(s) => {
+                let outcome = if s.code() == tonic::Code::DataLoss {
+                    "rejected"
+                } else {
+                    "failed"
+                };
+                tracing::warn!(error = %s, "snapshot not received");
+                metrics::SNAPSHOT_TRANSFERS
+                    .with_label_values(&["receive", outcome])
+                    .inc();
+                Err(s)
+            }
+        }
     }
 
     async fn create_peer(

@@ -5,6 +5,11 @@
 //! each store's batch to its task with `try_send` at the end of the round, so
 //! a slow or dead peer never blocks the poll loop: its messages are dropped
 //! (raft retries) and the peers on it are reported unreachable.
+//!
+//! Snapshots do not go on that stream: each is sent by its own task over the
+//! `Snapshot` call (the message, then the file in 1 MiB chunks; at most
+//! `snap::MAX_SENDING` at once), and its outcome comes back to raft as a
+//! `StoreMsg::SnapshotSent` (decision 0018).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -15,11 +20,12 @@ use std::time::Duration;
 use kura_pd_client::channel::lazy_channel;
 use kura_pd_client::PdClient;
 use kura_proto::metashard::metashard_client::MetashardClient;
-use kura_proto::metashard::{RaftMessage, RaftMessageBatch};
+use kura_proto::metashard::{RaftMessage, RaftMessageBatch, SnapshotChunk};
 use tokio::sync::mpsc;
 
 use crate::fsm::{Router, StoreMsg};
 use crate::metrics;
+use crate::snap::{self, SnapError, SnapManager};
 
 pub type ResolveFuture<'a> = Pin<Box<dyn Future<Output = Result<String, String>> + Send + 'a>>;
 
@@ -117,7 +123,6 @@ impl StoreResolver for PdStoreResolver {
 struct Outgoing {
     msg: RaftMessage,
     to_peer: u64,
-    is_snapshot: bool,
 }
 
 /// What happened to a message the poller must tell raft about.
@@ -136,6 +141,7 @@ pub struct Transport {
     router: Router,
     conns: HashMap<u64, mpsc::Sender<RaftMessageBatch>>,
     pending: HashMap<u64, Vec<Outgoing>>,
+    snap: Arc<SnapManager>,
 }
 
 /// Batches queued per peer store before messages are dropped.
@@ -146,6 +152,7 @@ impl Transport {
         resolver: Arc<dyn StoreResolver>,
         runtime: tokio::runtime::Handle,
         router: Router,
+        snap: Arc<SnapManager>,
     ) -> Self {
         Transport {
             resolver,
@@ -153,23 +160,31 @@ impl Transport {
             router,
             conns: HashMap::new(),
             pending: HashMap::new(),
+            snap,
         }
     }
 
-    /// Buffers `msg` for `to_store` until [`Transport::flush`].
+    /// Buffers `msg` for `to_store` until [`Transport::flush`]; a snapshot
+    /// starts its own send task at once.
     pub fn send(&mut self, msg: RaftMessage, to_peer: u64, is_snapshot: bool) {
+        if is_snapshot {
+            self.runtime.spawn(send_snapshot(
+                msg,
+                to_peer,
+                self.resolver.clone(),
+                self.snap.clone(),
+                self.router.clone(),
+            ));
+            return;
+        }
         self.pending
             .entry(msg.to_store)
             .or_default()
-            .push(Outgoing {
-                msg,
-                to_peer,
-                is_snapshot,
-            });
+            .push(Outgoing { msg, to_peer });
     }
 
     /// Hands every buffered message to its store's stream task. Returns the
-    /// dropped messages and the snapshots, which raft must hear about.
+    /// dropped messages, which raft must hear about.
     pub fn flush(&mut self) -> Vec<Delivery> {
         let mut reports = Vec::new();
         for (store_id, outs) in self.pending.drain() {
@@ -186,10 +201,7 @@ impl Transport {
                 ));
                 tx
             });
-            let meta: Vec<(u64, u64, bool)> = outs
-                .iter()
-                .map(|o| (o.msg.region_id, o.to_peer, o.is_snapshot))
-                .collect();
+            let meta: Vec<(u64, u64)> = outs.iter().map(|o| (o.msg.region_id, o.to_peer)).collect();
             let n = outs.len() as u64;
             let batch = RaftMessageBatch {
                 msgs: outs.into_iter().map(|o| o.msg).collect(),
@@ -198,15 +210,13 @@ impl Transport {
             metrics::RAFT_MESSAGES
                 .with_label_values(&[if delivered { "sent" } else { "dropped" }])
                 .inc_by(n);
-            for (region_id, to_peer, is_snapshot) in meta {
-                if is_snapshot || !delivered {
-                    reports.push(Delivery {
-                        region_id,
-                        to_peer,
-                        is_snapshot,
-                        delivered,
-                    });
-                }
+            if !delivered {
+                reports.extend(meta.into_iter().map(|(region_id, to_peer)| Delivery {
+                    region_id,
+                    to_peer,
+                    is_snapshot: false,
+                    delivered,
+                }));
             }
         }
         reports
@@ -302,4 +312,120 @@ async fn drop_for(
             }
         }
     }
+}
+
+/// A whole snapshot transfer may take this long before raft hears "failed".
+const SNAPSHOT_SEND_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Sends one snapshot over the `Snapshot` call (waiting for a send slot),
+/// then tells raft how it went.
+async fn send_snapshot(
+    msg: RaftMessage,
+    to_peer: u64,
+    resolver: Arc<dyn StoreResolver>,
+    snap: Arc<SnapManager>,
+    router: Router,
+) {
+    let (region_id, store_id) = (msg.region_id, msg.to_store);
+    let Ok(_permit) = snap.send_limit.clone().acquire_owned().await else {
+        return;
+    };
+    let started = std::time::Instant::now();
+    let res = tokio::time::timeout(
+        SNAPSHOT_SEND_TIMEOUT,
+        stream_snapshot(msg, resolver.as_ref(), &snap),
+    )
+    .await
+    .unwrap_or_else(|_| Err(SnapError::Io("timed out".into())));
+    let ok = match res {
+        Ok(bytes) => {
+            metrics::SNAPSHOTS_SENT.inc();
+            metrics::SNAPSHOT_BYTES
+                .with_label_values(&["sent"])
+                .inc_by(bytes);
+            metrics::SNAPSHOT_DURATION
+                .with_label_values(&["send"])
+                .observe(started.elapsed().as_secs_f64());
+            tracing::info!(region_id, store_id, bytes, "snapshot sent");
+            true
+        }
+        Err(e) => {
+            tracing::warn!(region_id, store_id, error = %e, "snapshot send failed");
+            if matches!(e, SnapError::Io(_)) {
+                resolver.invalidate(store_id);
+            }
+            false
+        }
+    };
+    metrics::SNAPSHOT_TRANSFERS
+        .with_label_values(&["send", if ok { "ok" } else { "failed" }])
+        .inc();
+    let _ = router.send(StoreMsg::SnapshotSent {
+        region_id,
+        to_peer,
+        ok,
+    });
+}
+
+/// The message, then the file in [`snap::CHUNK_SIZE`] pieces read as they
+/// go (never the whole file in memory). Returns the file bytes sent.
+async fn stream_snapshot(
+    msg: RaftMessage,
+    resolver: &dyn StoreResolver,
+    snap: &SnapManager,
+) -> Result<u64, SnapError> {
+    use futures::StreamExt;
+    use tokio::io::AsyncReadExt;
+
+    let desc = snap::descriptor_of_message(&msg.message)?;
+    let path = snap.gen_path(&desc);
+    let file = tokio::fs::File::open(&path)
+        .await
+        .map_err(|e| SnapError::Io(format!("{}: {e}", path.display())))?;
+    let addr = resolver
+        .resolve(msg.to_store)
+        .await
+        .map_err(SnapError::Io)?;
+    let channel = lazy_channel(&addr).map_err(|e| SnapError::Io(e.to_string()))?;
+    let mut client = MetashardClient::new(channel);
+    let first = SnapshotChunk {
+        message: Some(msg),
+        data: Default::default(),
+    };
+    // A read error ends the stream early: the receiver sees too few bytes
+    // and rejects the snapshot.
+    let rest = futures::stream::unfold(Some(file), |file| async move {
+        let mut f = file?;
+        let mut buf = vec![0u8; snap::CHUNK_SIZE];
+        let mut n = 0;
+        while n < buf.len() {
+            match f.read(&mut buf[n..]).await {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading a snapshot file failed");
+                    return None;
+                }
+            }
+        }
+        if n == 0 {
+            return None;
+        }
+        buf.truncate(n);
+        Some((
+            SnapshotChunk {
+                message: None,
+                data: buf.into(),
+            },
+            Some(f),
+        ))
+    });
+    let stream = futures::stream::iter([first]).chain(rest);
+    client.snapshot(stream).await.map_err(|s| match s.code() {
+        tonic::Code::InvalidArgument | tonic::Code::DataLoss => {
+            SnapError::Corrupt(s.message().to_string())
+        }
+        _ => SnapError::Io(s.to_string()),
+    })?;
+    Ok(desc.size)
 }

@@ -200,17 +200,31 @@ impl Engine {
     }
 
     /// Every pair of every data CF in [start, end), read from one consistent
-    /// RocksDB snapshot (the payload of a raft snapshot).
+    /// RocksDB snapshot.
     pub fn export_range(&self, start: &[u8], end: &[u8]) -> Result<Vec<CfKv>> {
-        let snap = self.db.snapshot();
+        let view = self.view();
         let mut out = Vec::new();
         for cf in DATA_CFS {
-            self.for_each(data_cf_name(cf), start, end, Some(&snap), |k, v| {
+            view.for_each_data(cf, start, end, |k, v| {
                 out.push((cf, k.to_vec(), v.to_vec()));
                 true
             })?;
         }
         Ok(out)
+    }
+
+    /// A consistent read-only view of the whole DB as of now (a RocksDB
+    /// snapshot: local state and data agree, e.g. for a raft snapshot).
+    pub fn view(&self) -> View<'_> {
+        View {
+            engine: self,
+            snap: self.db.snapshot(),
+        }
+    }
+
+    /// The directory of the DB (the store's other files live next to it).
+    pub fn path(&self) -> &Path {
+        self.db.path()
     }
 
     /// Approximate on-disk bytes of [start, end) across the data CFs (SST files only).
@@ -247,6 +261,45 @@ impl Engine {
         wo.set_sync(sync);
         self.db.write_opt(wb.inner, &wo)?;
         Ok(())
+    }
+}
+
+/// A point-in-time view of the DB; see [`Engine::view`].
+pub struct View<'a> {
+    engine: &'a Engine,
+    snap: rocksdb::Snapshot<'a>,
+}
+
+impl View<'_> {
+    /// Point read of a local key as of the view.
+    pub fn get_raft(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.snap.get_cf(self.engine.handle(CF_RAFT), key)?)
+    }
+
+    /// A local state message as of the view.
+    pub fn get_raft_msg<M: prost::Message + Default>(&self, key: &[u8]) -> Result<Option<M>> {
+        match self.get_raft(key)? {
+            None => Ok(None),
+            Some(v) => decode_value(&v)
+                .map(Some)
+                .map_err(|source| EngineError::Corrupt {
+                    what: format!("{key:?}"),
+                    source,
+                }),
+        }
+    }
+
+    /// Calls `f` for each pair of `cf` in [start, end) (empty end:
+    /// unbounded) as of the view, until it returns false.
+    pub fn for_each_data(
+        &self,
+        cf: Cf,
+        start: &[u8],
+        end: &[u8],
+        f: impl FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<()> {
+        self.engine
+            .for_each(data_cf_name(cf), start, end, Some(&self.snap), f)
     }
 }
 

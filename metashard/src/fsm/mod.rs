@@ -119,6 +119,20 @@ pub enum StoreMsg {
         /// The checker is proposing a split of it.
         splitting: bool,
     },
+    /// The snapshot worker finished (or failed, `ok` false) writing the data
+    /// of the snapshot at `index` of `region_id`.
+    SnapshotApplied {
+        region_id: u64,
+        index: u64,
+        ok: bool,
+    },
+    /// The transport finished sending a snapshot to `to_peer` (`ok`: the
+    /// receiver verified and accepted the file). May be lost.
+    SnapshotSent {
+        region_id: u64,
+        to_peer: u64,
+        ok: bool,
+    },
     Shutdown,
 }
 
@@ -135,7 +149,9 @@ impl StoreMsg {
             | StoreMsg::ChangePeer { region_id, .. }
             | StoreMsg::TransferLeader { region_id, .. }
             | StoreMsg::Status { region_id, .. }
-            | StoreMsg::SizeChecked { region_id, .. } => Some(*region_id),
+            | StoreMsg::SizeChecked { region_id, .. }
+            | StoreMsg::SnapshotApplied { region_id, .. }
+            | StoreMsg::SnapshotSent { region_id, .. } => Some(*region_id),
             StoreMsg::CreatePeer { region, .. } => Some(region.id),
             StoreMsg::StoreUnreachable { .. } | StoreMsg::Stats { .. } | StoreMsg::Shutdown => None,
         }

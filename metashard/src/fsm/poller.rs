@@ -30,8 +30,9 @@ use crate::keys::local;
 use crate::metrics;
 use crate::peer::storage::PeerStorage;
 use crate::peer::{Peer, PeerCtx, RaftConfig, SplitPeer};
+use crate::snap::{self, SnapManager};
 use crate::split_check::{CheckTask, SizeTracker};
-use crate::transport::Transport;
+use crate::transport::{Delivery, Transport};
 
 /// Messages handled per round before the Ready phase runs, so a flood of
 /// requests cannot starve raft.
@@ -51,10 +52,15 @@ pub struct Poller {
     active: HashSet<u64>,
     /// The store's total flow ([`Router::store_flow`]).
     store_flow: Arc<Flow>,
+    snap: Arc<SnapManager>,
+    /// Tombstones for peers that were applying a snapshot (their data was
+    /// being written): handled once the apply is done.
+    deferred_tombstones: HashMap<u64, RaftMessage>,
 }
 
 impl Poller {
-    /// Loads every persisted peer of the store.
+    /// Loads every persisted peer of the store (redoing unfinished
+    /// snapshot applies) and clears the snapshot directory of the rest.
     pub fn new(
         engine: Engine,
         store_id: u64,
@@ -62,6 +68,7 @@ impl Poller {
         transport: Transport,
         rx: Receiver<StoreMsg>,
         pd_tx: Option<UnboundedSender<PdTask>>,
+        snap: Arc<SnapManager>,
     ) -> Result<Poller, crate::Error> {
         let logger = crate::logger::raft_logger();
         let mut ids = Vec::new();
@@ -70,17 +77,27 @@ impl Poller {
             ids.extend(local::region_id_of_state_key(k));
             true
         })?;
-        let mut peers = HashMap::new();
+        let mut storages = Vec::new();
         for id in ids {
-            if let Some(storage) = PeerStorage::load(engine.clone(), id)? {
-                let peer = Peer::new(storage, &cfg, &logger)?;
-                tracing::info!(
-                    region_id = id,
-                    peer_id = peer.peer_id(),
-                    "loaded region peer"
-                );
-                peers.insert(id, peer);
+            if let Some(s) = PeerStorage::load(engine.clone(), id)? {
+                storages.push((id, s));
             }
+        }
+        // Before any peer queues a redo: the files those need stay.
+        let in_use: Vec<_> = storages
+            .iter()
+            .filter_map(|(_, s)| s.applying_snapshot().and_then(|a| a.descriptor.clone()))
+            .collect();
+        snap.gc_on_start(&in_use);
+        let mut peers = HashMap::new();
+        for (id, storage) in storages {
+            let peer = Peer::new(storage, &cfg, &logger, &snap)?;
+            tracing::info!(
+                region_id = id,
+                peer_id = peer.peer_id(),
+                "loaded region peer"
+            );
+            peers.insert(id, peer);
         }
         metrics::REGION_COUNT.add(peers.len() as i64);
         Ok(Poller {
@@ -95,6 +112,8 @@ impl Poller {
             logger,
             active: HashSet::new(),
             store_flow: Arc::new(Flow::default()),
+            snap,
+            deferred_tombstones: HashMap::new(),
         })
     }
 
@@ -314,6 +333,32 @@ impl Poller {
                     }
                 }
             }
+            StoreMsg::SnapshotApplied {
+                region_id,
+                index,
+                ok,
+            } => {
+                if let Some(p) = self.peers.get_mut(&region_id) {
+                    p.on_snapshot_applied(index, ok);
+                }
+                if let Some(m) = self.deferred_tombstones.remove(&region_id) {
+                    self.on_tombstone(&m)?;
+                }
+            }
+            StoreMsg::SnapshotSent {
+                region_id,
+                to_peer,
+                ok,
+            } => {
+                if let Some(p) = self.peers.get_mut(&region_id) {
+                    p.on_delivery(&Delivery {
+                        region_id,
+                        to_peer,
+                        is_snapshot: true,
+                        delivered: ok,
+                    });
+                }
+            }
             StoreMsg::Shutdown => return Ok(false),
         }
         Ok(true)
@@ -337,6 +382,11 @@ impl Poller {
                 return Ok(());
             }
         };
+        if msg.get_msg_type() == raft::prelude::MessageType::MsgSnapshot
+            && !self.snapshot_acceptable(m.region_id, &msg)
+        {
+            return Ok(());
+        }
         if !self.peers.contains_key(&m.region_id) {
             // A peer PD added (or a founding member whose CreatePeer is late):
             // create it empty; the leader sends it a snapshot.
@@ -391,12 +441,45 @@ impl Poller {
         Ok(())
     }
 
+    /// A MsgSnapshot is stepped only if its file arrived whole (through the
+    /// `Snapshot` call) and the peer is not still writing an earlier one.
+    fn snapshot_acceptable(&self, region_id: u64, msg: &Message) -> bool {
+        if self
+            .peers
+            .get(&region_id)
+            .is_some_and(|p| p.is_applying_snapshot())
+        {
+            tracing::debug!(region_id, "snapshot dropped: still applying the last one");
+            return false;
+        }
+        match snap::descriptor_of(msg.get_snapshot()) {
+            Ok(d) if self.snap.has_received(&d) => true,
+            Ok(_) => {
+                tracing::warn!(
+                    region_id,
+                    "snapshot message without its received file dropped"
+                );
+                false
+            }
+            Err(e) => {
+                tracing::warn!(region_id, error = %e, "snapshot message dropped");
+                false
+            }
+        }
+    }
+
     /// The sender says our peer of the region was removed: destroy it (and
     /// its copy of the data) if its view is really newer and excludes us.
     fn on_tombstone(&mut self, m: &RaftMessage) -> Result<(), crate::Error> {
         let Some(p) = self.peers.get(&m.region_id) else {
             return Ok(());
         };
+        if p.is_applying_snapshot() {
+            // Its data is being written by the snapshot worker: destroying
+            // it now would race that; done when the worker is.
+            self.deferred_tombstones.insert(m.region_id, m.clone());
+            return Ok(());
+        }
         let Some(newer) = m.region.as_ref() else {
             return Ok(());
         };
@@ -441,7 +524,8 @@ impl Poller {
         let mut wb = self.engine.batch();
         let storage = PeerStorage::create(self.engine.clone(), region, peer_id, initial, &mut wb);
         self.engine.write(wb, true).map_err(|e| e.to_string())?;
-        let peer = Peer::new(storage, &self.cfg, &self.logger).map_err(|e| e.to_string())?;
+        let peer =
+            Peer::new(storage, &self.cfg, &self.logger, &self.snap).map_err(|e| e.to_string())?;
         self.peers.insert(region_id, peer);
         metrics::REGION_COUNT.inc();
         tracing::info!(region_id, peer_id, initial, "created region peer");
@@ -537,7 +621,7 @@ impl Poller {
             if self.peers.contains_key(&region_id) {
                 continue;
             }
-            let mut peer = Peer::new(sp.storage, &self.cfg, &self.logger)?;
+            let mut peer = Peer::new(sp.storage, &self.cfg, &self.logger, &self.snap)?;
             peer.size = SizeTracker::after_split(Instant::now());
             if sp.campaign {
                 peer.campaign_now(self.cfg.election_ticks);

@@ -50,6 +50,7 @@ use crate::fsm::{AdminResult, BatchResult, Callback, ReadGrant, SplitResult};
 use crate::keys::local;
 use crate::load_split::{LoadSplitConfig, LoadTracker};
 use crate::metrics;
+use crate::snap::SnapManager;
 use crate::split_check::{SizeTracker, SplitCheckConfig};
 use crate::transport::{Delivery, Transport};
 use storage::PeerStorage;
@@ -223,6 +224,10 @@ pub struct Peer {
     /// A snapshot went into this round's write batch (the poller then drops
     /// local merge sources the snapshot's range already absorbed).
     pub snapshot_applied: bool,
+    snap: Arc<SnapManager>,
+    /// The data apply of the snapshot in this round's write batch, handed
+    /// to the snapshot worker once that batch is durable.
+    apply_to_schedule: Option<state::SnapshotApplyState>,
 }
 
 /// Engine failures while handling a Ready are fatal to the store: continuing
@@ -231,10 +236,20 @@ pub type FatalError = crate::Error;
 
 impl Peer {
     pub fn new(
-        storage: PeerStorage,
+        mut storage: PeerStorage,
         cfg: &RaftConfig,
         logger: &slog::Logger,
+        snap: &Arc<SnapManager>,
     ) -> Result<Peer, crate::Error> {
+        storage.set_snap_manager(snap.clone());
+        // Died while the snapshot worker wrote a snapshot's data: redo it.
+        if let Some(state) = storage.applying_snapshot() {
+            tracing::info!(
+                region_id = storage.region().id,
+                "redoing an unfinished snapshot apply"
+            );
+            snap.schedule_apply(storage.region().id, state.clone());
+        }
         let rc = raft::Config {
             id: storage.peer_id(),
             election_tick: cfg.election_ticks,
@@ -276,6 +291,8 @@ impl Peer {
             flow: Arc::new(Flow::default()),
             pending_apply: VecDeque::new(),
             snapshot_applied: false,
+            snap: snap.clone(),
+            apply_to_schedule: None,
         })
     }
 
@@ -587,6 +604,10 @@ impl Peer {
             let _ = cb.send(Err(e));
             return;
         }
+        if self.is_applying_snapshot() {
+            let _ = cb.send(Err(errors::server_busy("applying a snapshot")));
+            return;
+        }
         let read = PendingRead {
             epoch,
             keys: keys.to_vec(),
@@ -662,7 +683,7 @@ impl Peer {
                 self.lease_renewal = None;
             }
         }
-        if self.raft.store().applied_index() >= rs.index {
+        if self.raft.store().applied_index() >= rs.index && !self.is_applying_snapshot() {
             self.answer_reads(cbs);
         } else {
             self.reads_waiting_apply.push_back((rs.index, cbs));
@@ -686,6 +707,9 @@ impl Peer {
     }
 
     fn serve_applied_reads(&mut self) {
+        if self.is_applying_snapshot() {
+            return;
+        }
         let applied = self.raft.store().applied_index();
         while self
             .reads_waiting_apply
@@ -755,7 +779,12 @@ impl Peer {
             leader_peer_id: self.raft.raft.leader_id,
             term: self.raft.raft.term,
             commit_index: self.raft.raft.raft_log.committed,
-            applied_index: s.applied_index(),
+            applied_index: if self.is_applying_snapshot() {
+                0
+            } else {
+                s.applied_index()
+            },
+            applying_snapshot: self.is_applying_snapshot(),
             first_log_index: s.first_log_index(),
             last_log_index: self.raft.raft.raft_log.last_index(),
             snapshot_index: s.truncated_index(),
@@ -868,6 +897,28 @@ impl Peer {
         }
     }
 
+    /// The snapshot worker is still writing this peer's data.
+    pub fn is_applying_snapshot(&self) -> bool {
+        self.raft.store().applying_snapshot().is_some()
+    }
+
+    /// The snapshot worker finished the snapshot at `index`: the peer
+    /// serves again and applies what it held back (next round).
+    pub fn on_snapshot_applied(&mut self, index: u64, ok: bool) {
+        if !ok {
+            tracing::error!(
+                region_id = self.region_id(),
+                index,
+                "snapshot data not applied; the peer stays unavailable until restarted"
+            );
+            return;
+        }
+        if self.raft.mut_store().finish_snapshot_apply(index) {
+            tracing::info!(region_id = self.region_id(), index, "snapshot applied");
+            self.serve_applied_reads();
+        }
+    }
+
     pub fn on_delivery(&mut self, d: &Delivery) {
         if d.is_snapshot {
             let status = if d.delivered {
@@ -972,8 +1023,11 @@ impl Peer {
         }
         if !rd.snapshot().is_empty() {
             let index = rd.snapshot().get_metadata().index;
-            self.raft.mut_store().apply_snapshot(rd.snapshot(), wb)?;
+            let (_, state) = self.raft.mut_store().apply_snapshot(rd.snapshot(), wb)?;
+            self.apply_to_schedule = Some(state);
             self.snapshot_applied = true;
+            // Entries held back behind a merge that the snapshot covers.
+            self.pending_apply.retain(|e| e.index > index);
             // Proposals the snapshot covers: their outcome is unknown here.
             while self.proposals.front().is_some_and(|p| p.index <= index) {
                 self.proposals.pop_front();
@@ -997,11 +1051,17 @@ impl Peer {
 
     /// Phase 3 of a Ready, after the round's write is durable.
     pub fn finish_ready(&mut self, ctx: &mut PeerCtx<'_>, mut rd: Ready) -> Result<(), FatalError> {
+        if let Some(state) = self.apply_to_schedule.take() {
+            self.snap.schedule_apply(self.region_id(), state);
+        }
         let msgs = rd.take_persisted_messages();
         self.send_msgs(ctx, msgs);
         let committed = rd.take_committed_entries();
         self.apply_committed(ctx, committed)?;
-        let mut light = self.raft.advance(rd);
+        // Not `advance`: it would mark every committed entry applied, but
+        // entries held back (behind a merge, or while a snapshot's data is
+        // written) are not; `after_apply` reports the real applied index.
+        let mut light = self.raft.advance_append(rd);
         if let Some(c) = light.commit_index() {
             self.raft.mut_store().set_commit(c);
         }
@@ -1028,7 +1088,7 @@ impl Peer {
 
     /// Applies held-back entries if the merge source caught up meanwhile.
     pub fn resume_apply(&mut self, ctx: &mut PeerCtx<'_>) -> Result<(), FatalError> {
-        if self.pending_apply.is_empty() {
+        if self.pending_apply.is_empty() || self.is_applying_snapshot() {
             return Ok(());
         }
         let held: Vec<Entry> = self.pending_apply.drain(..).collect();
@@ -1036,7 +1096,7 @@ impl Peer {
         if self.pending_apply.is_empty() {
             tracing::info!(
                 region_id = self.region_id(),
-                "merge source caught up; applying again"
+                "held-back entries applied; applying again"
             );
         }
         self.after_apply(ctx)
@@ -1048,7 +1108,7 @@ impl Peer {
         entries: Vec<Entry>,
     ) -> Result<(), FatalError> {
         let mut entries = entries.into_iter();
-        if !self.pending_apply.is_empty() {
+        if !self.pending_apply.is_empty() || self.is_applying_snapshot() {
             self.pending_apply.extend(entries);
             return Ok(());
         }
@@ -1174,7 +1234,11 @@ impl Peer {
                     .map(|s| (s.region(), s.merge_state(), s.applied_index())),
                 self.region_id(),
                 commit,
-            );
+            ) && local
+                .as_ref()
+                .is_none_or(|s| s.applying_snapshot().is_none());
+            // (A source still writing a snapshot's data must finish first:
+            // its worker would otherwise overwrite the target's later writes.)
             if !ready {
                 if self.pending_apply.is_empty() {
                     tracing::warn!(

@@ -2,12 +2,11 @@
 //!
 //! Stored with `keys::encode_value` (format byte + prost), under the keys of
 //! `keys::local`. Messages are declared here rather than in a `.proto` because
-//! they never cross the wire except [`SnapshotData`], which travels opaquely
-//! inside `eraftpb::Snapshot.data`. Add fields; never renumber.
+//! they never cross the wire except [`SnapshotDescriptor`], which travels
+//! opaquely inside `eraftpb::Snapshot.data`. Add fields; never renumber.
 
 use bytes::Bytes;
 use kura_proto::common::Region;
-use kura_proto::metashard::Cf;
 
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct StoreIdent {
@@ -65,21 +64,39 @@ pub struct ApplyState {
     pub truncated_term: u64,
 }
 
-/// The payload of a raft snapshot: the region and all its data, every CF.
+/// The payload of a raft snapshot (`eraftpb::Snapshot.data`): not the data,
+/// which stays in a file of the snapshot directory (`snap::file`), but what
+/// names and checks that file (decision 0018).
 #[derive(Clone, PartialEq, prost::Message)]
-pub struct SnapshotData {
+pub struct SnapshotDescriptor {
+    /// The region as of the snapshot's index.
     #[prost(message, optional, tag = "1")]
     pub region: Option<Region>,
-    #[prost(message, repeated, tag = "2")]
-    pub kvs: Vec<SnapshotKv>,
+    /// Bytes of the file.
+    #[prost(uint64, tag = "2")]
+    pub size: u64,
+    /// CRC32C of the whole file.
+    #[prost(uint32, tag = "3")]
+    pub crc32c: u32,
+    /// Pairs in the file (every CF).
+    #[prost(uint64, tag = "4")]
+    pub keys: u64,
+    /// Raft index and term of the snapshot (also in the raft metadata; here
+    /// so the file name can be derived from the descriptor alone).
+    #[prost(uint64, tag = "5")]
+    pub index: u64,
+    #[prost(uint64, tag = "6")]
+    pub term: u64,
 }
 
+/// A snapshot whose raft state is persisted but whose data is still being
+/// written by the apply worker: redone from the received file after a crash.
 #[derive(Clone, PartialEq, prost::Message)]
-pub struct SnapshotKv {
-    #[prost(enumeration = "Cf", tag = "1")]
-    pub cf: i32,
-    #[prost(bytes = "bytes", tag = "2")]
-    pub key: Bytes,
-    #[prost(bytes = "bytes", tag = "3")]
-    pub value: Bytes,
+pub struct SnapshotApplyState {
+    #[prost(message, optional, tag = "1")]
+    pub descriptor: Option<SnapshotDescriptor>,
+    /// The range this peer held before the snapshot (cleared too); unset
+    /// for a peer that had no data yet.
+    #[prost(message, optional, tag = "2")]
+    pub old_region: Option<Region>,
 }

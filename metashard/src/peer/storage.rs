@@ -7,17 +7,16 @@
 //! mutator call and that write, because both happen inside one poll round.
 
 use kura_proto::common::Region;
-use kura_proto::metashard::Cf;
 use protobuf::Message as PbMessage;
 use raft::prelude::{ConfState, Entry, HardState, Snapshot};
 use raft::{GetEntriesContext, RaftState, StorageError};
 
-use super::state::{
-    ApplyState, MergeState, RaftLocalState, RegionLocalState, SnapshotData, SnapshotKv,
-};
+use std::sync::Arc;
+
+use super::state::{ApplyState, MergeState, RaftLocalState, RegionLocalState, SnapshotApplyState};
 use crate::engine::{Engine, EngineError, WriteBatch};
 use crate::keys::local;
-use crate::metrics;
+use crate::snap::{self, SnapManager};
 
 /// TiKV's RAFT_INIT_LOG_INDEX: founding members start with an implicit
 /// snapshot at this index, so a peer created later (empty log) always needs a
@@ -35,6 +34,12 @@ pub struct PeerStorage {
     last_term: u64,
     apply: ApplyState,
     merge_state: Option<MergeState>,
+    /// Generates snapshots for raft (`None`: this peer cannot serve any).
+    snap: Option<Arc<SnapManager>>,
+    /// A snapshot whose raft state is persisted while the snapshot worker
+    /// still writes its data: the peer serves nothing from its data and
+    /// applies no entry until it is done (decision 0018).
+    applying: Option<SnapshotApplyState>,
 }
 
 fn storage_err(e: impl std::fmt::Display) -> raft::Error {
@@ -75,6 +80,8 @@ impl PeerStorage {
             last_term: 0,
             apply: ApplyState::default(),
             merge_state: None,
+            snap: None,
+            applying: None,
         };
         if initial {
             for p in &s.region.peers {
@@ -118,6 +125,7 @@ impl PeerStorage {
         // refuses to start with applied > commit (the commit index is persisted lazily).
         hard_state.commit = hard_state.commit.max(apply.applied_index);
         let conf_state: ConfState = decode_pb(&raft.conf_state, "conf state")?;
+        let applying = engine.get_raft_msg(&local::snapshot_apply_key(region_id))?;
         Ok(Some(PeerStorage {
             engine,
             region: rs.region.unwrap_or_default(),
@@ -128,7 +136,33 @@ impl PeerStorage {
             last_term: raft.last_term,
             apply,
             merge_state: rs.merge_state,
+            snap: None,
+            applying,
         }))
+    }
+
+    /// Lets raft get snapshots of this peer from `snap`.
+    pub fn set_snap_manager(&mut self, snap: Arc<SnapManager>) {
+        self.snap = Some(snap);
+    }
+
+    /// The snapshot whose data is still being written, if any.
+    pub fn applying_snapshot(&self) -> Option<&SnapshotApplyState> {
+        self.applying.as_ref()
+    }
+
+    /// The worker wrote the data of the snapshot at `index` (and deleted
+    /// the marker); false if that is not the one this peer waits for.
+    pub fn finish_snapshot_apply(&mut self, index: u64) -> bool {
+        let current = self
+            .applying
+            .as_ref()
+            .and_then(|a| a.descriptor.as_ref())
+            .is_some_and(|d| d.index == index);
+        if current {
+            self.applying = None;
+        }
+        current
     }
 
     pub fn region(&self) -> &Region {
@@ -200,6 +234,7 @@ impl PeerStorage {
         wb.delete_raft(&local::region_state_key(region_id));
         wb.delete_raft(&local::raft_state_key(region_id));
         wb.delete_raft(&local::apply_state_key(region_id));
+        wb.delete_raft(&local::snapshot_apply_key(region_id));
         let (s, e) = local::raft_log_range(region_id, 0, u64::MAX);
         wb.delete_raft_range(&s, &e);
     }
@@ -293,29 +328,27 @@ impl PeerStorage {
         Ok(())
     }
 
-    /// Replaces this peer's data and log with `snap` (all in `wb`, so atomic).
-    /// Returns the snapshot's region.
+    /// Replaces this peer's log and state with `snap`'s (in `wb`), with a
+    /// marker naming the received file; the data is written afterwards by
+    /// the snapshot worker ([`SnapManager::schedule_apply`] with the
+    /// returned state, once `wb` is durable). Returns the snapshot's region.
     pub fn apply_snapshot(
         &mut self,
         snap: &Snapshot,
         wb: &mut WriteBatch,
-    ) -> Result<Region, EngineError> {
+    ) -> Result<(Region, SnapshotApplyState), EngineError> {
         fail::fail_point!("metashard::snapshot_apply");
-        let data: SnapshotData =
-            prost::Message::decode(snap.data.as_ref()).map_err(|e| EngineError::Corrupt {
-                what: "snapshot data".into(),
-                source: crate::keys::ValueError::Corrupt(e),
-            })?;
-        let region = data.region.unwrap_or_default();
+        let desc = snap::descriptor_of(snap).map_err(|e| EngineError::CorruptRaft {
+            what: "snapshot descriptor".into(),
+            reason: e.to_string(),
+        })?;
+        let region = desc.region.clone().unwrap_or_default();
         let meta = snap.get_metadata();
-        if self.is_initialized() {
-            wb.delete_data_range(&self.region.start_key, &self.region.end_key)?;
-        }
-        wb.delete_data_range(&region.start_key, &region.end_key)?;
-        for kv in &data.kvs {
-            let cf = Cf::try_from(kv.cf).unwrap_or(Cf::Meta);
-            wb.put_data(cf, &kv.key, &kv.value);
-        }
+        let state = SnapshotApplyState {
+            descriptor: Some(desc),
+            old_region: self.is_initialized().then(|| self.region.clone()),
+        };
+        wb.put_raft_msg(&local::snapshot_apply_key(self.region_id()), &state);
         if self.last_index >= self.first_log_index() {
             let (s, e) = local::raft_log_range(
                 self.region_id(),
@@ -335,11 +368,11 @@ impl PeerStorage {
             truncated_term: meta.term,
         };
         self.region = region.clone();
+        self.applying = Some(state.clone());
         self.persist_region(wb);
         self.persist_raft_state(wb);
         self.persist_apply_state(wb);
-        metrics::SNAPSHOTS_APPLIED.inc();
-        Ok(region)
+        Ok((region, state))
     }
 
     fn read_entries(&self, low: u64, high: u64, max_size: Option<u64>) -> raft::Result<Vec<Entry>> {
@@ -376,43 +409,6 @@ impl PeerStorage {
             return Err(raft::Error::Store(StorageError::Unavailable));
         }
         Ok(out)
-    }
-
-    /// The snapshot of the applied state: every data pair of the region.
-    fn generate_snapshot(&self) -> raft::Result<Snapshot> {
-        let applied = self.apply.applied_index;
-        let term = raft::Storage::term(self, applied)?;
-        let pairs = self
-            .engine
-            .export_range(&self.region.start_key, &self.region.end_key)
-            .map_err(storage_err)?;
-        let data = SnapshotData {
-            region: Some(self.region.clone()),
-            kvs: pairs
-                .into_iter()
-                .map(|(cf, k, v)| SnapshotKv {
-                    cf: cf as i32,
-                    key: k.into(),
-                    value: v.into(),
-                })
-                .collect(),
-        };
-        let mut snap = Snapshot {
-            data: prost::Message::encode_to_vec(&data).into(),
-            ..Default::default()
-        };
-        let meta = snap.mut_metadata();
-        meta.index = applied;
-        meta.term = term;
-        meta.set_conf_state(self.conf_state.clone());
-        metrics::SNAPSHOTS_GENERATED.inc();
-        tracing::info!(
-            region_id = self.region_id(),
-            index = applied,
-            pairs = data.kvs.len(),
-            "generated snapshot"
-        );
-        Ok(snap)
     }
 }
 
@@ -473,13 +469,20 @@ impl raft::Storage for PeerStorage {
         Ok(self.last_index)
     }
 
+    /// Never builds the snapshot here (the raftstore thread): the snapshot
+    /// worker does, and raft asks again (decision 0018).
     fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        let (Some(snap), None) = (&self.snap, &self.applying) else {
+            return Err(raft::Error::Store(
+                StorageError::SnapshotTemporarilyUnavailable,
+            ));
+        };
         if self.apply.applied_index < request_index {
             return Err(raft::Error::Store(
                 StorageError::SnapshotTemporarilyUnavailable,
             ));
         }
-        self.generate_snapshot()
+        snap.snapshot(self.region_id(), request_index, self.apply.truncated_index)
     }
 }
 
@@ -557,45 +560,6 @@ mod tests {
             back.initial_state().unwrap().hard_state.commit,
             4,
             "commit is at least applied"
-        );
-    }
-
-    #[test]
-    fn snapshot_moves_data_and_state() {
-        let dir = tempfile::tempdir().unwrap();
-        let e = Engine::open(&dir.path().join("a")).unwrap();
-        let mut wb = e.batch();
-        let s = PeerStorage::create(e.clone(), region(), 7, true, &mut wb);
-        wb.put_data(Cf::Meta, b"k1", b"v1");
-        wb.put_data(Cf::Gc, b"k2", b"v2");
-        e.write(wb, true).unwrap();
-        let snap = s.snapshot(0, 8).unwrap();
-        assert_eq!(snap.get_metadata().index, INIT_LOG_INDEX);
-        assert_eq!(snap.get_metadata().get_conf_state().voters, vec![7]);
-
-        let e2 = Engine::open(&dir.path().join("b")).unwrap();
-        let mut wb = e2.batch();
-        wb.put_data(Cf::Meta, b"stale", b"x");
-        let mut t = PeerStorage::create(e2.clone(), region(), 8, false, &mut wb);
-        e2.write(wb, true).unwrap();
-        let mut wb = e2.batch();
-        t.apply_snapshot(&snap, &mut wb).unwrap();
-        e2.write(wb, true).unwrap();
-        assert!(t.is_initialized());
-        assert_eq!(t.applied_index(), INIT_LOG_INDEX);
-        assert_eq!(t.first_index().unwrap(), INIT_LOG_INDEX + 1);
-        assert_eq!(
-            e2.get_data(Cf::Meta, b"k1").unwrap().as_deref(),
-            Some(&b"v1"[..])
-        );
-        assert_eq!(
-            e2.get_data(Cf::Gc, b"k2").unwrap().as_deref(),
-            Some(&b"v2"[..])
-        );
-        assert_eq!(
-            e2.get_data(Cf::Meta, b"stale").unwrap(),
-            None,
-            "the region's old data is replaced"
         );
     }
 }
