@@ -23,6 +23,7 @@ use bytes::Bytes;
 use kura_metashard::keys;
 use kura_proto::metashard::Cf;
 
+use super::cpu::PhaseCpu;
 use super::{sigv4, Client};
 
 #[derive(Debug, clap::Args)]
@@ -64,6 +65,8 @@ enum BenchError {
 /// What the bench needs from `cluster.json` and `credentials.json`.
 struct Target {
     client: Arc<Client>,
+    /// The cluster's processes, for CPU use per phase.
+    procs: Vec<super::cpu::Proc>,
     endpoint: String,
     pd_grpc: String,
     pd_http: String,
@@ -111,6 +114,7 @@ fn target(data_dir: &std::path::Path) -> Result<Target, BenchError> {
     });
     Ok(Target {
         client,
+        procs: super::cpu::procs(&cluster),
         endpoint,
         pd_grpc,
         pd_http,
@@ -411,7 +415,16 @@ async fn create_bucket(client: &Client, bucket: &str) -> Result<(), BenchError> 
     }
 }
 
-fn row(what: &str, o: &Outcome, per_op_items: bool) {
+/// Runs one phase and measures the cluster's CPU use over it.
+async fn phase(t: &Target, run: impl std::future::Future<Output = Outcome>) -> (Outcome, PhaseCpu) {
+    let before = super::cpu::sample(&t.procs);
+    let o = run.await;
+    let after = super::cpu::sample(&t.procs);
+    let cpu = super::cpu::phase(&t.procs, &before, &after, o.elapsed);
+    (o, cpu)
+}
+
+fn row(what: &str, (o, cpu): &(Outcome, PhaseCpu), per_op_items: bool) {
     let secs = o.elapsed.as_secs_f64().max(1e-9);
     let items = if per_op_items {
         format!("{:.0} keys/s", o.items as f64 / secs)
@@ -419,11 +432,15 @@ fn row(what: &str, o: &Outcome, per_op_items: bool) {
         String::new()
     };
     println!(
-        "| {what} | {:.0} | {items} | {:.1} | {:.1} | {} |",
+        "| {what} | {:.0} | {items} | {:.1} | {:.1} | {} | {:.0} / {:.0} | {:.0} | {:.0} |",
         o.ops as f64 / secs,
         o.pct_ms(0.5),
         o.pct_ms(0.99),
-        o.errors
+        o.errors,
+        cpu.meta_max,
+        cpu.meta_sum,
+        cpu.gateway,
+        cpu.cluster
     );
 }
 
@@ -453,56 +470,67 @@ async fn round(t: &Target, args: &MetaArgs, parts: usize, tag: u32) -> Result<()
         args.concurrency, args.seconds
     );
     println!();
-    println!("| phase | ops/s | items/s | p50 ms | p99 ms | errors |");
-    println!("|---|---|---|---|---|---|");
+    println!(
+        "| phase | ops/s | items/s | p50 ms | p99 ms | errors | CPU %: busiest / all metashards | gateway | cluster |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
     let bucket: Arc<str> = Arc::from(bucket.as_str());
     for (tag, size) in [("z", 0usize), ("k", 1024)] {
         let next = Arc::new(AtomicU64::new(0));
         let body = Bytes::from(vec![0x5au8; size]);
         let (client, b, n2) = (t.client.clone(), bucket.clone(), next.clone());
-        let o = drive(args.concurrency, args.seconds, move |_, _| {
-            let (client, b, body) = (client.clone(), b.clone(), body.clone());
-            let n = n2.fetch_add(1, Ordering::Relaxed);
-            Some(async move { put(&client, &b, &key_of(tag, n), body).await })
-        })
+        let o = phase(
+            t,
+            drive(args.concurrency, args.seconds, move |_, _| {
+                let (client, b, body) = (client.clone(), b.clone(), body.clone());
+                let n = n2.fetch_add(1, Ordering::Relaxed);
+                Some(async move { put(&client, &b, &key_of(tag, n), body).await })
+            }),
+        )
         .await;
         row(&format!("PUT {size} B"), &o, false);
         if size > 0 {
             let written = next.load(Ordering::Relaxed).max(1);
             let (client, b) = (t.client.clone(), bucket.clone());
-            let o = drive(args.concurrency, args.seconds, move |w, i| {
-                let (client, b) = (client.clone(), b.clone());
-                let n = (w as u64 * 7919 + i * 104_729) % written;
-                Some(async move {
-                    let r = client
-                        .send(
-                            reqwest::Method::HEAD,
-                            &format!("/{b}/{}", key_of(tag, n)),
-                            None,
-                            &[],
-                        )
-                        .await?;
-                    if r.status().is_success() {
-                        Ok(1)
-                    } else {
-                        Err(format!("HEAD {}", r.status()))
-                    }
-                })
-            })
+            let o = phase(
+                t,
+                drive(args.concurrency, args.seconds, move |w, i| {
+                    let (client, b) = (client.clone(), b.clone());
+                    let n = (w as u64 * 7919 + i * 104_729) % written;
+                    Some(async move {
+                        let r = client
+                            .send(
+                                reqwest::Method::HEAD,
+                                &format!("/{b}/{}", key_of(tag, n)),
+                                None,
+                                &[],
+                            )
+                            .await?;
+                        if r.status().is_success() {
+                            Ok(1)
+                        } else {
+                            Err(format!("HEAD {}", r.status()))
+                        }
+                    })
+                }),
+            )
             .await;
             row("HEAD", &o, false);
         }
     }
     let (client, b) = (t.client.clone(), bucket.clone());
-    let o = drive(args.concurrency, args.seconds, move |w, i| {
-        let (client, b) = (client.clone(), b.clone());
-        let start = format!("{:04x}", (w as u64 * 7919 + i * 977) % 65536);
-        Some(async move {
-            list_page(&client, &b, Some(start.as_str()), None)
-                .await
-                .map(|(n, _)| n)
-        })
-    })
+    let o = phase(
+        t,
+        drive(args.concurrency, args.seconds, move |w, i| {
+            let (client, b) = (client.clone(), b.clone());
+            let start = format!("{:04x}", (w as u64 * 7919 + i * 977) % 65536);
+            Some(async move {
+                list_page(&client, &b, Some(start.as_str()), None)
+                    .await
+                    .map(|(n, _)| n)
+            })
+        }),
+    )
     .await;
     row("LIST 1,000 keys", &o, true);
     if parts == 1 && args.split_every_ms > 0 {
@@ -516,11 +544,14 @@ async fn round(t: &Target, args: &MetaArgs, parts: usize, tag: u32) -> Result<()
         ));
         let next = Arc::new(AtomicU64::new(0));
         let (client, b) = (t.client.clone(), bucket.clone());
-        let o = drive(args.concurrency, args.seconds, move |_, _| {
-            let (client, b) = (client.clone(), b.clone());
-            let n = next.fetch_add(1, Ordering::Relaxed);
-            Some(async move { put(&client, &b, &key_of("s", n), Bytes::new()).await })
-        })
+        let o = phase(
+            t,
+            drive(args.concurrency, args.seconds, move |_, _| {
+                let (client, b) = (client.clone(), b.clone());
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                Some(async move { put(&client, &b, &key_of("s", n), Bytes::new()).await })
+            }),
+        )
         .await;
         stop.store(true, Ordering::Relaxed);
         let splits = storm.await.unwrap_or(0);

@@ -5,6 +5,7 @@
 //! disks. `kura bench ec` measures the erasure codec alone (`codec.rs`).
 
 mod codec;
+mod cpu;
 mod disk_usage;
 mod limits;
 mod meta;
