@@ -11,7 +11,7 @@
 //! 3. Under a PUT load, `pdctl region topwrite` shows written bytes for the
 //!    region the PUTs go to.
 mod common;
-use common::{wait_until, Cluster};
+use common::{object_prefix_hex, wait_until, Cluster};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Stdio;
@@ -20,19 +20,6 @@ use std::time::Instant;
 const OBJECTS: usize = 80;
 /// Object regions start at these objects (`h/00000` .. ).
 const REGION_STARTS: [usize; 4] = [0, 20, 40, 60];
-
-/// Hex of `object_prefix(bucket_id, key)` for an ASCII key without NULs.
-fn object_prefix_hex(bucket_hex: &str, key: &str) -> String {
-    let key: String = key.bytes().map(|b| format!("{b:02X}")).collect();
-    format!("02{bucket_hex}{key}0000")
-}
-
-fn regions(c: &Cluster) -> Vec<Value> {
-    c.must_pdctl(&["region"])["regions"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-}
 
 /// Splits the region holding `hex` at `hex` unless a region starts there.
 fn split_at(c: &Cluster, hex: &str) {
@@ -46,7 +33,7 @@ fn split_at(c: &Cluster, hex: &str) {
 
 /// Ids of the regions starting at the object regions' start keys.
 fn object_regions(c: &Cluster, starts: &BTreeSet<String>) -> Vec<u64> {
-    regions(c)
+    c.regions()
         .iter()
         .filter(|r| starts.contains(r["start_key"].as_str().unwrap_or("")))
         .filter_map(|r| r["id"].as_u64())
@@ -84,7 +71,7 @@ fn hot_read_leaders_spread_and_flow_is_listed() {
 
     // 1. The first split (at the middle of the keys) names the bucket id;
     // then one region per 20 objects, the bucket record apart.
-    let first = regions(&c)[0]["id"].as_u64().expect("region id");
+    let first = c.regions()[0]["id"].as_u64().expect("region id");
     let split = c.must_pdctl(&["operator", "add", "split-region", &first.to_string()]);
     let key = split["regions"][1]["start_key"]
         .as_str()
@@ -100,10 +87,10 @@ fn hot_read_leaders_spread_and_flow_is_listed() {
         split_at(&c, hex);
     }
     let loaded = object_regions(&c, &starts);
-    assert_eq!(loaded.len(), REGION_STARTS.len(), "{:?}", regions(&c));
+    assert_eq!(loaded.len(), REGION_STARTS.len(), "{:?}", c.regions());
 
     // Every region led by one store.
-    let all: Vec<u64> = regions(&c)
+    let all: Vec<u64> = c.regions()
         .iter()
         .filter_map(|r| r["id"].as_u64())
         .collect();

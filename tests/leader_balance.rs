@@ -11,7 +11,7 @@
 //! 4. The store restarts, catches up, and balance-leader gives it its share
 //!    of leaders back.
 mod common;
-use common::Cluster;
+use common::{object_prefix_hex, Cluster};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::process::{Command, Output};
@@ -29,20 +29,6 @@ fn pdctl(c: &Cluster, args: &[&str]) -> Output {
         .expect("run pdctl")
 }
 
-/// Hex of `object_prefix(bucket_id, key)` for an ASCII key without NULs.
-fn object_prefix_hex(bucket_hex: &str, key: &str) -> String {
-    let key: String = key.bytes().map(|b| format!("{b:02X}")).collect();
-    format!("02{bucket_hex}{key}0000")
-}
-
-/// Regions PD lists (key order).
-fn regions(c: &Cluster) -> Vec<Value> {
-    c.must_pdctl(&["region"])["regions"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-}
-
 /// Leaders per store id, from the region map (every region must have one).
 fn leaders_per_store(c: &Cluster) -> Option<BTreeMap<u64, usize>> {
     let mut counts: BTreeMap<u64, usize> = c.must_pdctl(&["store"])["stores"]
@@ -53,7 +39,7 @@ fn leaders_per_store(c: &Cluster) -> Option<BTreeMap<u64, usize>> {
         .filter_map(|s| s["store"]["id"].as_u64())
         .map(|id| (id, 0))
         .collect();
-    for r in regions(c) {
+    for r in c.regions() {
         *counts.entry(r["leader"]["store_id"].as_u64()?).or_default() += 1;
     }
     Some(counts)
@@ -70,7 +56,7 @@ fn must_balance(c: &Cluster, n: usize, stores: usize, timeout: Duration) -> Dura
             let total: usize = counts.values().sum();
             let led: Vec<usize> = counts.values().copied().filter(|&v| v > 0).collect();
             if total == n
-                && regions(c).len() == n
+                && c.regions().len() == n
                 && led.len() == stores
                 && led.iter().all(|&v| v.abs_diff(share) <= 2)
             {
@@ -117,7 +103,7 @@ fn leaders_balance_move_and_survive_kill9_of_the_busiest_store() {
 
     // Split the only region in the middle (bucket record | object `a`):
     // the split key names the bucket id.
-    let first = regions(&c)[0]["id"].as_u64().expect("region id");
+    let first = c.regions()[0]["id"].as_u64().expect("region id");
     let split = c.must_pdctl(&["operator", "add", "split-region", &first.to_string()]);
     let right = &split["regions"][1];
     let key = right["start_key"].as_str().expect("split key");
@@ -160,7 +146,7 @@ fn leaders_balance_move_and_survive_kill9_of_the_busiest_store() {
         Some(Value::Bool(true)),
         "{paused:#}"
     );
-    let r = &regions(&c)[REGIONS / 2];
+    let r = &c.regions()[REGIONS / 2];
     let rid = r["id"].as_u64().expect("id").to_string();
     let from = r["leader"]["store_id"].as_u64().expect("leader");
     let to = r["peers"]
@@ -200,7 +186,7 @@ fn leaders_balance_move_and_survive_kill9_of_the_busiest_store() {
     let t0 = Instant::now();
     c.must_kill9(&victim);
     let moved = loop {
-        let rs = regions(&c);
+        let rs = c.regions();
         let stuck = rs
             .iter()
             .filter(|r| {

@@ -88,12 +88,7 @@ fn fourth_store_takes_over_a_replica_under_writes() {
         .iter()
         .find(|s| zone_of(**s) == "z2")
         .expect("a z2 peer");
-    let old_status = c
-        .components()
-        .into_iter()
-        .find(|x| x.role == "metashard" && x.zone == "z1")
-        .expect("z1 metashard")
-        .status;
+    let old_status = metashard_in_zone(&c, "z1").status;
 
     let writer = c.start_writer("wrt", "120");
     writer.wait_acks(10);
@@ -143,12 +138,7 @@ fn fourth_store_takes_over_a_replica_under_writes() {
 
     writer.wait_acks(writer.acked() + 20);
     // The new store carries the quorum: kill -9 the z2 store.
-    let z2_id = c
-        .components()
-        .into_iter()
-        .find(|x| x.role == "metashard" && x.zone == "z2")
-        .expect("z2 metashard")
-        .id;
+    let z2_id = metashard_in_zone(&c, "z2").id;
     c.must_kill9(&z2_id);
     writer.wait_acks(writer.acked() + 20);
     // The leader reports the dead peer; `region check down-peer` lists it.
@@ -176,12 +166,7 @@ fn replicas_of_a_down_store_are_recreated_in_its_zone() {
     c.must_aws(&["s3", "mb", "s3://rep"]);
     c.must_python("split_check.py", &["put", "rep", "obj", "100"]);
     let extra = c.start_extra_metashard(4, "z1");
-    let z1 = c
-        .components()
-        .into_iter()
-        .find(|x| x.role == "metashard" && x.zone == "z1")
-        .expect("z1 metashard")
-        .id;
+    let z1 = metashard_in_zone(&c, "z1").id;
     c.must_kill9(&z1);
     let started = Instant::now();
     c.must_python("split_check.py", &["put", "rep", "down", "30"]);
@@ -243,12 +228,7 @@ fn regions_and_leaders_rebalance_onto_a_fourth_store() {
     let writer = c.start_writer("wrt", "180");
     writer.wait_acks(10);
     let extra = c.start_extra_metashard(4, "z1");
-    let old_z1 = c
-        .components()
-        .into_iter()
-        .find(|x| x.role == "metashard" && x.zone == "z1")
-        .expect("z1 metashard")
-        .status;
+    let old_z1 = metashard_in_zone(&c, "z1").status;
     let started = Instant::now();
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
@@ -281,6 +261,14 @@ fn regions_and_leaders_rebalance_onto_a_fourth_store() {
 }
 
 /// The store id PD gave the metashard listening on `grpc` (waits for it to register).
+/// The first metashard store of the cluster in `zone`.
+fn metashard_in_zone(c: &Cluster, zone: &str) -> common::Component {
+    c.components()
+        .into_iter()
+        .find(|x| x.role == "metashard" && x.zone == zone)
+        .unwrap_or_else(|| panic!("no metashard in {zone}"))
+}
+
 fn store_id_of(c: &Cluster, grpc: &str) -> u64 {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -336,17 +324,9 @@ fn a_deleted_store_drains_under_writes_and_becomes_tombstone() {
     assert!(!ok && err.contains("not found"), "{err}");
     let extra = c.start_extra_metashard(4, "z1");
     let new_store = store_id_of(&c, &extra.grpc);
-    let z1 = c
-        .components()
-        .into_iter()
-        .find(|x| x.role == "metashard" && x.zone == "z1")
-        .expect("z1 metashard");
+    let z1 = metashard_in_zone(&c, "z1");
     let old_z1 = store_id_of(&c, &z1.grpc);
-    let z2 = c
-        .components()
-        .into_iter()
-        .find(|x| x.role == "metashard" && x.zone == "z2")
-        .expect("z2 metashard");
+    let z2 = metashard_in_zone(&c, "z2");
     let z2_store = store_id_of(&c, &z2.grpc);
 
     let writer = c.start_writer("wrt", "180");
@@ -429,11 +409,7 @@ fn scatter_region_moves_a_region_onto_the_emptiest_store() {
     }
     let extra = c.start_extra_metashard(4, "z1");
     let new_store = store_id_of(&c, &extra.grpc);
-    let z1 = c
-        .components()
-        .into_iter()
-        .find(|x| x.role == "metashard" && x.zone == "z1")
-        .expect("z1 metashard");
+    let z1 = metashard_in_zone(&c, "z1");
     let old_z1 = store_id_of(&c, &z1.grpc);
     let writer = c.start_writer("wrt", "120");
     writer.wait_acks(10);

@@ -71,7 +71,7 @@ pub fn run(args: PdArgs) -> i32 {
         s.build_model.as_secs_f64() * 1000.0
     );
     println!(
-        "| replica-checker + balance-leader decide ({} operators) | {:.1} |",
+        "| every default scheduler decides ({} operators) | {:.1} |",
         s.operators,
         s.round.as_secs_f64() * 1000.0
     );

@@ -567,6 +567,14 @@ impl Cluster {
     }
 
     /// [`Cluster::pdctl`] that must exit 0; its JSON.
+    /// Every region PD lists (`pdctl region`), in key order.
+    pub fn regions(&self) -> Vec<serde_json::Value> {
+        self.must_pdctl(&["region"])["regions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
     pub fn must_pdctl(&self, args: &[&str]) -> serde_json::Value {
         let (ok, v, err) = self.pdctl(args);
         assert!(ok, "pdctl {args:?} failed: {err}\n{}", self.logs_tail());
@@ -716,6 +724,13 @@ fn tail(s: &str, n: usize) -> String {
 }
 
 /// Deterministic pseudo-random bytes.
+/// Hex of the metadata key prefix of object `key` in the bucket whose id
+/// is `bucket_hex` (`keys::object_prefix`), for an ASCII key without NULs.
+pub fn object_prefix_hex(bucket_hex: &str, key: &str) -> String {
+    let key: String = key.bytes().map(|b| format!("{b:02X}")).collect();
+    format!("02{bucket_hex}{key}0000")
+}
+
 pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed.wrapping_add(0x9E3779B97F4A7C15);
     (0..len)

@@ -96,15 +96,7 @@ impl Engine {
 
     /// Reads a local state value written by [`WriteBatch::put_raft_msg`].
     pub fn get_raft_msg<M: prost::Message + Default>(&self, key: &[u8]) -> Result<Option<M>> {
-        match self.get_raft(key)? {
-            None => Ok(None),
-            Some(v) => decode_value(&v)
-                .map(Some)
-                .map_err(|source| EngineError::Corrupt {
-                    what: format!("{key:?}"),
-                    source,
-                }),
-        }
+        decode_raft_msg(key, self.get_raft(key)?)
     }
 
     /// Up to `limit` pairs of `cf` in [start, end) (empty end: unbounded), in key order.
@@ -278,15 +270,7 @@ impl View<'_> {
 
     /// A local state message as of the view.
     pub fn get_raft_msg<M: prost::Message + Default>(&self, key: &[u8]) -> Result<Option<M>> {
-        match self.get_raft(key)? {
-            None => Ok(None),
-            Some(v) => decode_value(&v)
-                .map(Some)
-                .map_err(|source| EngineError::Corrupt {
-                    what: format!("{key:?}"),
-                    source,
-                }),
-        }
+        decode_raft_msg(key, self.get_raft(key)?)
     }
 
     /// Calls `f` for each pair of `cf` in [start, end) (empty end:
@@ -375,6 +359,22 @@ impl WriteBatch {
     /// Number of operations in the batch.
     pub fn len(&self) -> usize {
         self.inner.len()
+    }
+}
+
+/// Decodes the local state message stored under `key` (if any).
+fn decode_raft_msg<M: prost::Message + Default>(
+    key: &[u8],
+    v: Option<Vec<u8>>,
+) -> Result<Option<M>> {
+    match v {
+        None => Ok(None),
+        Some(v) => decode_value(&v)
+            .map(Some)
+            .map_err(|source| EngineError::Corrupt {
+                what: format!("{key:?}"),
+                source,
+            }),
     }
 }
 

@@ -143,7 +143,7 @@ impl BalanceLeader {
 mod tests {
     use std::collections::BTreeSet;
 
-    use super::super::model::test_util::{cluster, region, store};
+    use super::super::model::test_util::{cluster, region, round, store};
     use super::super::model::StoreState;
     use super::super::StoreLimiter;
     use super::*;
@@ -163,21 +163,6 @@ mod tests {
 
     fn leaders(model: &ClusterModel) -> Vec<u64> {
         model.stores.values().map(|s| s.leader_count).collect()
-    }
-
-    fn round(
-        s: &mut BalanceLeader,
-        model: &ClusterModel,
-        limits: &mut StoreLimiter,
-        now_ms: i64,
-    ) -> Vec<Operator> {
-        let mut busy = BTreeSet::new();
-        let mut ctx = ScheduleContext {
-            now_ms,
-            busy_regions: &mut busy,
-            limits,
-        };
-        s.schedule(model, &mut ctx)
     }
 
     #[test]

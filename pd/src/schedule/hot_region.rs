@@ -333,7 +333,7 @@ impl HotRegion {
 mod tests {
     use std::collections::BTreeSet;
 
-    use super::super::model::test_util::{model, region, store, zoned_store};
+    use super::super::model::test_util::{model, region, round, store, zoned_store};
     use super::super::StoreLimiter;
     use super::*;
 
@@ -362,21 +362,6 @@ mod tests {
 
     fn three_stores(regions: Vec<RegionModel>) -> ClusterModel {
         model((1..=3).map(|i| store(i, StoreState::Up)).collect(), regions)
-    }
-
-    fn round(
-        s: &mut HotRegion,
-        m: &ClusterModel,
-        limits: &mut StoreLimiter,
-        now_ms: i64,
-    ) -> Vec<Operator> {
-        let mut busy = BTreeSet::new();
-        let mut ctx = ScheduleContext {
-            now_ms,
-            busy_regions: &mut busy,
-            limits,
-        };
-        s.schedule(m, &mut ctx)
     }
 
     fn leader_moves(ops: &[Operator]) -> Vec<(u64, u64, u64)> {

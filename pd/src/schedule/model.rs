@@ -211,6 +211,22 @@ impl ClusterModel {
 pub mod test_util {
     use super::*;
 
+    /// One round of scheduler `s` over `m` with no region busy.
+    pub fn round(
+        s: &mut dyn crate::schedule::Scheduler,
+        m: &ClusterModel,
+        limits: &mut crate::schedule::StoreLimiter,
+        now_ms: i64,
+    ) -> Vec<crate::schedule::Operator> {
+        let mut busy = std::collections::BTreeSet::new();
+        let mut ctx = crate::schedule::ScheduleContext {
+            now_ms,
+            busy_regions: &mut busy,
+            limits,
+        };
+        s.schedule(m, &mut ctx)
+    }
+
     pub fn store(id: u64, state: StoreState) -> StoreModel {
         StoreModel {
             id,
