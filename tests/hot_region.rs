@@ -90,7 +90,8 @@ fn hot_read_leaders_spread_and_flow_is_listed() {
     assert_eq!(loaded.len(), REGION_STARTS.len(), "{:?}", c.regions());
 
     // Every region led by one store.
-    let all: Vec<u64> = c.regions()
+    let all: Vec<u64> = c
+        .regions()
         .iter()
         .filter_map(|r| r["id"].as_u64())
         .collect();
