@@ -58,7 +58,7 @@ impl Scheduler for BalanceLeader {
                 break;
             };
             match op.kind {
-                OperatorKind::ReplacePeer { .. } => {}
+                OperatorKind::ReplacePeer { .. } | OperatorKind::RemovePeer { .. } => {}
                 OperatorKind::TransferLeader {
                     from_store,
                     to_store,

@@ -275,6 +275,15 @@ pub async fn run_registered(core: &PdCore, op: &Operator) -> Result<RegionInfo, 
                 Err(e) => Err(e),
             }
         }
+        OperatorKind::RemovePeer { store } => {
+            match crate::conf_change::remove_peer(core, op.region_id, store).await {
+                Ok(_) => core
+                    .region_by_id(op.region_id)
+                    .await
+                    .ok_or(OperatorError::RegionNotFound(op.region_id)),
+                Err(e) => Err(e),
+            }
+        }
     };
     let outcome = match &res {
         Ok(_) => "done".to_string(),

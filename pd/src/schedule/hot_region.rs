@@ -371,7 +371,9 @@ mod tests {
                     from_store,
                     to_store,
                 } => (op.region_id, from_store, to_store),
-                OperatorKind::ReplacePeer { .. } => panic!("a leader move expected: {op:?}"),
+                OperatorKind::ReplacePeer { .. } | OperatorKind::RemovePeer { .. } => {
+                    panic!("a leader move expected: {op:?}")
+                }
             })
             .collect()
     }
@@ -395,6 +397,7 @@ mod tests {
                         r.leader_store = Some(to_store);
                     }
                 }
+                OperatorKind::RemovePeer { store } => r.peers.retain(|p| p.store_id != store),
             }
         }
         m.recount();

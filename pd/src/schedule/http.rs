@@ -119,14 +119,17 @@ pub struct OperatorsJson {
 }
 
 fn operator_json(r: &OperatorRecord, now: i64) -> OperatorJson {
-    let (OperatorKind::TransferLeader {
-        from_store,
-        to_store,
-    }
-    | OperatorKind::ReplacePeer {
-        from_store,
-        to_store,
-    }) = r.op.kind;
+    let (from_store, to_store) = match r.op.kind {
+        OperatorKind::TransferLeader {
+            from_store,
+            to_store,
+        }
+        | OperatorKind::ReplacePeer {
+            from_store,
+            to_store,
+        } => (from_store, to_store),
+        OperatorKind::RemovePeer { store } => (store, 0),
+    };
     OperatorJson {
         region_id: r.op.region_id,
         name: r.op.kind.name(),

@@ -33,6 +33,8 @@ use model::ClusterModel;
 pub const TRANSFER_LEADER: &str = "transfer-leader";
 /// The operator name of moving a region's peer to another store.
 pub const MOVE_PEER: &str = "move-peer";
+/// The operator name of removing a region's peer.
+pub const REMOVE_PEER: &str = "remove-peer";
 /// The `source` of operators a person asked for.
 pub const ADMIN: &str = "admin";
 
@@ -45,6 +47,9 @@ pub enum OperatorKind {
     /// Move the region's peer on `from_store` (down: replica-checker; full:
     /// balance-region) to `to_store` (add a learner, promote, remove the old peer).
     ReplacePeer { from_store: u64, to_store: u64 },
+    /// Remove the region's peer on `store` (replica-checker: a learner no
+    /// operator is growing any more).
+    RemovePeer { store: u64 },
 }
 
 impl OperatorKind {
@@ -52,6 +57,7 @@ impl OperatorKind {
         match self {
             OperatorKind::TransferLeader { .. } => TRANSFER_LEADER,
             OperatorKind::ReplacePeer { .. } => MOVE_PEER,
+            OperatorKind::RemovePeer { .. } => REMOVE_PEER,
         }
     }
 
@@ -66,6 +72,7 @@ impl OperatorKind {
                 from_store,
                 to_store,
             } => vec![*from_store, *to_store],
+            OperatorKind::RemovePeer { store } => vec![*store],
         }
     }
 }
@@ -167,7 +174,7 @@ pub trait Scheduler: Send {
 /// The schedulers PD runs, in order.
 pub fn default_schedulers() -> Vec<Box<dyn Scheduler>> {
     vec![
-        Box::new(replica_checker::ReplicaChecker),
+        Box::new(replica_checker::ReplicaChecker::default()),
         Box::new(balance_region::BalanceRegion::default()),
         Box::new(balance_leader::BalanceLeader::default()),
         Box::new(hot_region::HotRegion::default()),

@@ -10,8 +10,15 @@
 //! `pdctl region check down-peer`. Among candidates, the store with the
 //! fewest regions wins. One replacement per region at a time; every step
 //! takes a store-limit token on both stores.
+//!
+//! It also removes a *learner* that no operator has been growing for
+//! [`ORPHAN_LEARNER_MS`]: what an add-peer or move-peer leaves when it stops
+//! between adding the learner and promoting it (a PD restart or leader
+//! change loses running operators; a catch-up that timed out; `operator
+//! remove`). The learner holds a copy that no quorum counts; if the region
+//! still needs a replica there, the checks above add one afresh.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::model::{ClusterModel, RegionModel, StoreModel, StoreState};
 use super::{Operator, OperatorKind, ScheduleContext, Scheduler};
@@ -21,9 +28,55 @@ pub const REPLICA_CHECKER: &str = "replica-checker";
 /// Most replacements planned per round (each takes a snapshot).
 const MAX_PER_ROUND: usize = 4;
 
-pub struct ReplicaChecker;
+/// A learner seen this long with no operator on its region is removed:
+/// twice an add-peer's catch-up timeout, so a live operator is never raced.
+pub const ORPHAN_LEARNER_MS: i64 = 120_000;
+
+#[derive(Debug, Default)]
+pub struct ReplicaChecker {
+    /// (region id, learner peer id) → when first seen with no operator on
+    /// the region (PD-leader memory: a new leader starts counting afresh).
+    learners_seen: BTreeMap<(u64, u64), i64>,
+}
 
 impl ReplicaChecker {
+    /// Learners without an operator for [`ORPHAN_LEARNER_MS`]: a
+    /// remove-peer each (one per region, within the round's budget).
+    fn remove_orphan_learners(
+        &mut self,
+        model: &ClusterModel,
+        ctx: &mut ScheduleContext<'_>,
+    ) -> Vec<Operator> {
+        let mut seen = BTreeMap::new();
+        let mut ops = Vec::new();
+        for r in model.regions.values() {
+            if ctx.busy_regions.contains(&r.id) || r.leader_store.is_none() {
+                continue;
+            }
+            for p in r.peers.iter().filter(|p| p.is_learner) {
+                let first = *self.learners_seen.get(&(r.id, p.id)).unwrap_or(&ctx.now_ms);
+                seen.insert((r.id, p.id), first);
+                let due = ctx.now_ms - first >= ORPHAN_LEARNER_MS;
+                if due
+                    && ops.len() < MAX_PER_ROUND
+                    && !ctx.busy_regions.contains(&r.id)
+                    && ctx.limits.available(p.store_id, ctx.now_ms)
+                {
+                    ctx.limits.take(p.store_id, ctx.now_ms);
+                    ctx.busy_regions.insert(r.id);
+                    ops.push(Operator {
+                        region_id: r.id,
+                        kind: OperatorKind::RemovePeer { store: p.store_id },
+                        source: REPLICA_CHECKER,
+                    });
+                }
+            }
+        }
+        // Learners gone, or on a region an operator now works on, start over.
+        self.learners_seen = seen;
+        ops
+    }
+
     /// Where region `r`'s peer on the down store `down` should go, if anywhere.
     fn target(model: &ClusterModel, r: &RegionModel, down: &StoreModel) -> Option<u64> {
         let used_zones: BTreeSet<&str> = r
@@ -51,7 +104,7 @@ impl Scheduler for ReplicaChecker {
     }
 
     fn schedule(&mut self, model: &ClusterModel, ctx: &mut ScheduleContext<'_>) -> Vec<Operator> {
-        let mut ops = Vec::new();
+        let mut ops = self.remove_orphan_learners(model, ctx);
         for r in model.regions.values() {
             if ops.len() >= MAX_PER_ROUND {
                 break;
@@ -116,7 +169,7 @@ mod tests {
             busy_regions: &mut busy,
             limits: &mut limits,
         };
-        ReplicaChecker
+        ReplicaChecker::default()
             .schedule(model, &mut ctx)
             .into_iter()
             .map(|op| match op.kind {
@@ -124,7 +177,9 @@ mod tests {
                     from_store,
                     to_store,
                 } => (op.region_id, from_store, to_store),
-                OperatorKind::TransferLeader { .. } => panic!("replacements only"),
+                OperatorKind::TransferLeader { .. } | OperatorKind::RemovePeer { .. } => {
+                    panic!("replacements only")
+                }
             })
             .collect()
     }
@@ -206,6 +261,48 @@ mod tests {
             busy_regions: &mut busy,
             limits: &mut limits,
         };
-        assert!(ReplicaChecker.schedule(&tight, &mut ctx).is_empty());
+        assert!(ReplicaChecker::default()
+            .schedule(&tight, &mut ctx)
+            .is_empty());
+    }
+
+    /// A learner left behind by an operator that stopped is removed after
+    /// `ORPHAN_LEARNER_MS` without an operator on its region; an operator on
+    /// the region restarts the wait.
+    #[test]
+    fn an_orphan_learner_is_removed_after_a_while() {
+        let mut r = region(10, &[1, 2, 3, 4]);
+        r.peers[3].is_learner = true;
+        let m = model(
+            (1..=4)
+                .map(|i| store(i, &format!("z{i}"), StoreState::Up, 1))
+                .collect(),
+            vec![r],
+        );
+        let mut checker = ReplicaChecker::default();
+        let mut limits = StoreLimiter::new(100);
+        let mut round = |now_ms: i64, busy: &[u64]| {
+            let mut busy: BTreeSet<u64> = busy.iter().copied().collect();
+            let mut ctx = ScheduleContext {
+                now_ms,
+                busy_regions: &mut busy,
+                limits: &mut limits,
+            };
+            checker
+                .schedule(&m, &mut ctx)
+                .into_iter()
+                .map(|op| (op.region_id, op.kind))
+                .collect::<Vec<_>>()
+        };
+        assert!(round(0, &[]).is_empty());
+        assert!(round(ORPHAN_LEARNER_MS - 1, &[]).is_empty());
+        // An operator works on the region: the wait starts over after it.
+        assert!(round(ORPHAN_LEARNER_MS, &[10]).is_empty());
+        assert!(round(ORPHAN_LEARNER_MS + 1, &[]).is_empty());
+        assert!(round(2 * ORPHAN_LEARNER_MS, &[]).is_empty());
+        assert_eq!(
+            round(2 * ORPHAN_LEARNER_MS + 1, &[]),
+            vec![(10, OperatorKind::RemovePeer { store: 4 })]
+        );
     }
 }
