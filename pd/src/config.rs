@@ -16,6 +16,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::merge::MergeCheckConfig;
+use crate::schedule::hot_region::{HotRegion, HotThresholds};
 
 /// What an operator set on one store (persisted).
 #[derive(Clone, Debug, PartialEq)]
@@ -132,16 +133,23 @@ pub struct RuntimeConfig {
     pub merge: MergeCheckConfig,
     /// Read-only: peers per region.
     pub max_replicas: u32,
+    /// When hot-region counts a region as read-hot / write-hot.
+    pub hot_read: HotThresholds,
+    pub hot_write: HotThresholds,
 }
 
 /// The keys `config set` takes (kebab-case, like pd-ctl's).
-pub const SETTABLE_KEYS: [&str; 6] = [
+pub const SETTABLE_KEYS: [&str; 10] = [
     "schedule-interval",
     "leader-transfer-limit",
     "max-store-down-time",
     "split-merge-interval",
     "max-merge-region-keys",
     "max-merge-region-size",
+    "hot-region-min-read-bytes",
+    "hot-region-min-read-keys",
+    "hot-region-min-write-bytes",
+    "hot-region-min-write-keys",
 ];
 
 impl RuntimeConfig {
@@ -152,6 +160,8 @@ impl RuntimeConfig {
             max_store_down_time: cfg.max_store_down_time,
             merge: cfg.merge.clone(),
             max_replicas: cfg.max_replicas,
+            hot_read: HotRegion::default().read,
+            hot_write: HotRegion::default().write,
         }
     }
 
@@ -208,6 +218,10 @@ impl RuntimeConfig {
                     .ok_or_else(|| format!("max-merge-region-size {mib} MiB is too large"))?;
                 Ok(mib.to_string())
             }
+            "hot-region-min-read-bytes" => set_count(key, value, &mut self.hot_read.min_bytes),
+            "hot-region-min-read-keys" => set_count(key, value, &mut self.hot_read.min_keys),
+            "hot-region-min-write-bytes" => set_count(key, value, &mut self.hot_write.min_bytes),
+            "hot-region-min-write-keys" => set_count(key, value, &mut self.hot_write.min_keys),
             "max-replicas" | "location-labels" => Err(format!(
                 "{key} cannot be changed at runtime (it is the `kura pd` flag's value)"
             )),
@@ -228,6 +242,10 @@ impl RuntimeConfig {
                 "split-merge-interval": fmt_duration(self.merge.split_merge_interval),
                 "max-merge-region-keys": self.merge.max_keys,
                 "max-merge-region-size": self.merge.max_size >> 20,
+                "hot-region-min-read-bytes": self.hot_read.min_bytes,
+                "hot-region-min-read-keys": self.hot_read.min_keys,
+                "hot-region-min-write-bytes": self.hot_write.min_bytes,
+                "hot-region-min-write-keys": self.hot_write.min_keys,
             },
             "replication": {
                 "max-replicas": self.max_replicas,
@@ -235,6 +253,12 @@ impl RuntimeConfig {
             }
         })
     }
+}
+
+/// Sets `*field` from a count; returns it as saved.
+fn set_count(key: &str, value: &str, field: &mut u64) -> Result<String, String> {
+    *field = parse_count(key, value)?;
+    Ok(field.to_string())
 }
 
 fn parse_count(key: &str, value: &str) -> Result<u64, String> {
@@ -355,6 +379,19 @@ mod tests {
         let eff = RuntimeConfig::effective(&cfg, &saved);
         assert_eq!(eff.schedule_interval, Duration::from_secs(10));
         assert_eq!(eff.max_store_down_time, cfg.max_store_down_time);
+    }
+
+    #[test]
+    fn hot_region_thresholds_are_set_shown_and_reach_the_scheduler() {
+        use crate::schedule::Scheduler;
+        let mut rc = RuntimeConfig::from_flags(&flags());
+        assert_eq!(rc.set("hot-region-min-read-keys", "500"), Ok("500".into()));
+        assert!(rc.set("hot-region-min-write-bytes", "-1").is_err());
+        assert_eq!(rc.to_json()["schedule"]["hot-region-min-read-keys"], 500);
+        let mut hot = HotRegion::default();
+        hot.configure(&rc);
+        assert_eq!(hot.read.min_keys, 500);
+        assert_eq!(hot.write, HotRegion::default().write);
     }
 
     #[test]

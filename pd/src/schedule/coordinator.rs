@@ -227,6 +227,9 @@ impl Coordinator {
             .filter_map(|(&id, set)| Some((id, set.limit_per_minute?)))
             .collect();
         st.limits.configure(rc.leader_transfer_limit, overrides);
+        for s in &mut st.schedulers {
+            s.configure(rc);
+        }
     }
 
     /// Each store's limit per minute and operators in the last minute.

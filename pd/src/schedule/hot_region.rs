@@ -100,6 +100,11 @@ impl Scheduler for HotRegion {
         HOT_REGION
     }
 
+    fn configure(&mut self, rc: &crate::config::RuntimeConfig) {
+        self.read = rc.hot_read;
+        self.write = rc.hot_write;
+    }
+
     fn schedule(&mut self, model: &ClusterModel, ctx: &mut ScheduleContext<'_>) -> Vec<Operator> {
         let (now, cooldown) = (ctx.now_ms, self.cooldown_ms);
         self.recent.retain(|_, m| now - m.at_ms < cooldown);

@@ -169,6 +169,8 @@ pub trait Scheduler: Send {
     /// Operators for this round. Must skip `ctx.busy_regions`, add the
     /// regions it picks to it, and take store limits for what it plans.
     fn schedule(&mut self, model: &ClusterModel, ctx: &mut ScheduleContext<'_>) -> Vec<Operator>;
+    /// Takes the runtime config (`pdctl config set`) before a round.
+    fn configure(&mut self, _rc: &crate::config::RuntimeConfig) {}
 }
 
 /// The schedulers PD runs, in order.
