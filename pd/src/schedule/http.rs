@@ -119,17 +119,7 @@ pub struct OperatorsJson {
 }
 
 fn operator_json(r: &OperatorRecord, now: i64) -> OperatorJson {
-    let (from_store, to_store) = match r.op.kind {
-        OperatorKind::TransferLeader {
-            from_store,
-            to_store,
-        }
-        | OperatorKind::ReplacePeer {
-            from_store,
-            to_store,
-        } => (from_store, to_store),
-        OperatorKind::RemovePeer { store } => (store, 0),
-    };
+    let (from_store, to_store) = r.op.kind.from_to();
     OperatorJson {
         region_id: r.op.region_id,
         name: r.op.kind.name(),

@@ -61,9 +61,10 @@ impl OperatorKind {
         }
     }
 
-    /// Stores whose limit the step uses.
-    fn stores(&self) -> Vec<u64> {
-        match self {
+    /// The store the step takes something from and the one it gives it
+    /// to (0: none, e.g. a removal).
+    pub fn from_to(&self) -> (u64, u64) {
+        match *self {
             OperatorKind::TransferLeader {
                 from_store,
                 to_store,
@@ -71,9 +72,15 @@ impl OperatorKind {
             | OperatorKind::ReplacePeer {
                 from_store,
                 to_store,
-            } => vec![*from_store, *to_store],
-            OperatorKind::RemovePeer { store } => vec![*store],
+            } => (from_store, to_store),
+            OperatorKind::RemovePeer { store } => (store, 0),
         }
+    }
+
+    /// Stores whose limit the step uses.
+    fn stores(&self) -> Vec<u64> {
+        let (from, to) = self.from_to();
+        [from, to].into_iter().filter(|&s| s != 0).collect()
     }
 }
 
