@@ -127,6 +127,20 @@ fn fourth_store_takes_over_a_replica_under_writes() {
     assert_eq!(peers.len(), 3, "{moved:#}");
     assert!(peers.contains(&(new_store, false)), "{moved:#}");
     assert!(!peers.iter().any(|(s, _)| *s == old_z1), "{moved:#}");
+    // The admin move went through PD's operator registry like a scheduler's.
+    let ops = c.must_pdctl(&["operator", "show"]);
+    let listed = ops["finished"].as_array().is_some_and(|f| {
+        f.iter().any(|o| {
+            o["region_id"].as_u64() == Some(region_id)
+                && o["name"] == "move-peer"
+                && o["source"] == "admin"
+                && o["status"] == "done"
+        })
+    });
+    assert!(
+        listed,
+        "the admin transfer-peer is not in operator show: {ops:#}"
+    );
     // The old store dropped its peer; the new one holds it.
     wait_metric(&old_status, "kura_metashard_region_count", 0.0, "old store");
     wait_metric(

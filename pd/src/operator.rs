@@ -29,6 +29,7 @@ use kura_proto::metashard::{RequestHeader, SplitRegionRequest};
 use kura_proto::pd::RegionHeartbeatRequest;
 use serde::{Deserialize, Serialize};
 
+use crate::schedule::{Operator, OperatorKind};
 use crate::server::PdCore;
 
 /// One split may take a PD id allocation and a Raft round; generous.
@@ -456,9 +457,26 @@ async fn http_change_peer(core: &PdCore, req: &OperatorRequest) -> Response {
         "transfer-peer" if req.from_store_id == 0 || req.to_store_id == 0 => Err(
             OperatorError::Invalid("from_store_id and to_store_id are required".into()),
         ),
-        "add-peer" => crate::conf_change::add_peer(core, id, req.store_id).await,
-        "remove-peer" => crate::conf_change::remove_peer(core, id, req.store_id).await,
-        _ => crate::conf_change::transfer_peer(core, id, req.from_store_id, req.to_store_id).await,
+        name => {
+            let kind = match name {
+                "add-peer" => OperatorKind::AddPeer {
+                    store: req.store_id,
+                },
+                "remove-peer" => OperatorKind::RemovePeer {
+                    store: req.store_id,
+                },
+                _ => OperatorKind::ReplacePeer {
+                    from_store: req.from_store_id,
+                    to_store: req.to_store_id,
+                },
+            };
+            let op = Operator {
+                region_id: id,
+                kind,
+                source: crate::schedule::ADMIN,
+            };
+            crate::schedule::coordinator::run_admin_peer_change(core, &op).await
+        }
     };
     match res {
         Ok(r) => {

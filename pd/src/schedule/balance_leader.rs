@@ -58,7 +58,9 @@ impl Scheduler for BalanceLeader {
                 break;
             };
             match op.kind {
-                OperatorKind::ReplacePeer { .. } | OperatorKind::RemovePeer { .. } => {}
+                OperatorKind::ReplacePeer { .. }
+                | OperatorKind::RemovePeer { .. }
+                | OperatorKind::AddPeer { .. } => {}
                 OperatorKind::TransferLeader {
                     from_store,
                     to_store,

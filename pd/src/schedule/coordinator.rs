@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use kura_proto::common::Region;
 use kura_proto::pd::RegionInfo;
 
 use super::election_watch::ElectionWatch;
@@ -258,42 +259,62 @@ pub async fn run_registered(core: &PdCore, op: &Operator) -> Result<RegionInfo, 
         OperatorKind::TransferLeader { to_store, .. } => {
             transfer::transfer_leader(core, op.region_id, to_store).await
         }
+        _ => match change_peers(core, op, &cancel).await {
+            Ok(_) => core
+                .region_by_id(op.region_id)
+                .await
+                .ok_or(OperatorError::RegionNotFound(op.region_id)),
+            Err(e) => Err(e),
+        },
+    };
+    core.schedule.finish(op.region_id, outcome(&res));
+    res
+}
+
+/// Registers an admin peer change (`add-peer`, `remove-peer`,
+/// `transfer-peer`) and runs it, so `operator show` lists it, `operator
+/// remove` can stop it between steps and it counts against store limits.
+/// Refused while the region has another operator. Returns the region as
+/// the store answered after the last step.
+pub async fn run_admin_peer_change(core: &PdCore, op: &Operator) -> Result<Region, OperatorError> {
+    core.schedule.begin(op, now_ms())?;
+    let cancel = core.schedule.cancel_flag(op.region_id);
+    let res = change_peers(core, op, &cancel).await;
+    core.schedule.finish(op.region_id, outcome(&res));
+    res
+}
+
+/// The membership steps of `op`.
+async fn change_peers(
+    core: &PdCore,
+    op: &Operator,
+    cancel: &std::sync::atomic::AtomicBool,
+) -> Result<Region, OperatorError> {
+    let id = op.region_id;
+    match op.kind {
         OperatorKind::ReplacePeer {
             from_store,
             to_store,
         } => {
-            match crate::conf_change::transfer_peer_cancellable(
-                core,
-                op.region_id,
-                from_store,
-                to_store,
-                &cancel,
-            )
-            .await
-            {
-                Ok(_) => core
-                    .region_by_id(op.region_id)
-                    .await
-                    .ok_or(OperatorError::RegionNotFound(op.region_id)),
-                Err(e) => Err(e),
-            }
+            crate::conf_change::transfer_peer_cancellable(core, id, from_store, to_store, cancel)
+                .await
         }
         OperatorKind::RemovePeer { store } => {
-            match crate::conf_change::remove_peer(core, op.region_id, store).await {
-                Ok(_) => core
-                    .region_by_id(op.region_id)
-                    .await
-                    .ok_or(OperatorError::RegionNotFound(op.region_id)),
-                Err(e) => Err(e),
-            }
+            crate::conf_change::remove_peer(core, id, store).await
         }
-    };
-    let outcome = match &res {
+        OperatorKind::AddPeer { store } => crate::conf_change::add_peer(core, id, store).await,
+        OperatorKind::TransferLeader { .. } => Err(OperatorError::Invalid(
+            "a leader transfer is not a membership change".into(),
+        )),
+    }
+}
+
+/// How an operator ended, for `operator show`.
+fn outcome<T>(res: &Result<T, OperatorError>) -> String {
+    match res {
         Ok(_) => "done".to_string(),
         Err(e) => e.to_string(),
-    };
-    core.schedule.finish(op.region_id, outcome);
-    res
+    }
 }
 
 /// Copies the persisted scheduler and store-limit settings and the runtime

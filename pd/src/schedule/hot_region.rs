@@ -376,9 +376,7 @@ mod tests {
                     from_store,
                     to_store,
                 } => (op.region_id, from_store, to_store),
-                OperatorKind::ReplacePeer { .. } | OperatorKind::RemovePeer { .. } => {
-                    panic!("a leader move expected: {op:?}")
-                }
+                _ => panic!("a leader move expected: {op:?}"),
             })
             .collect()
     }
@@ -403,6 +401,7 @@ mod tests {
                     }
                 }
                 OperatorKind::RemovePeer { store } => r.peers.retain(|p| p.store_id != store),
+                OperatorKind::AddPeer { .. } => panic!("hot-region adds no peer: {op:?}"),
             }
         }
         m.recount();

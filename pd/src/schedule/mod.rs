@@ -35,6 +35,8 @@ pub const TRANSFER_LEADER: &str = "transfer-leader";
 pub const MOVE_PEER: &str = "move-peer";
 /// The operator name of removing a region's peer.
 pub const REMOVE_PEER: &str = "remove-peer";
+/// The operator name of adding a peer (learner, then promoted).
+pub const ADD_PEER: &str = "add-peer";
 /// The `source` of operators a person asked for.
 pub const ADMIN: &str = "admin";
 
@@ -50,6 +52,9 @@ pub enum OperatorKind {
     /// Remove the region's peer on `store` (replica-checker: a learner no
     /// operator is growing any more).
     RemovePeer { store: u64 },
+    /// Add a peer on `store`: a learner that catches up, then promoted
+    /// (admin `add-peer`).
+    AddPeer { store: u64 },
 }
 
 impl OperatorKind {
@@ -58,6 +63,7 @@ impl OperatorKind {
             OperatorKind::TransferLeader { .. } => TRANSFER_LEADER,
             OperatorKind::ReplacePeer { .. } => MOVE_PEER,
             OperatorKind::RemovePeer { .. } => REMOVE_PEER,
+            OperatorKind::AddPeer { .. } => ADD_PEER,
         }
     }
 
@@ -74,6 +80,7 @@ impl OperatorKind {
                 to_store,
             } => (from_store, to_store),
             OperatorKind::RemovePeer { store } => (store, 0),
+            OperatorKind::AddPeer { store } => (0, store),
         }
     }
 

@@ -177,9 +177,7 @@ mod tests {
                     from_store,
                     to_store,
                 } => (op.region_id, from_store, to_store),
-                OperatorKind::TransferLeader { .. } | OperatorKind::RemovePeer { .. } => {
-                    panic!("replacements only")
-                }
+                _ => panic!("replacements only"),
             })
             .collect()
     }
