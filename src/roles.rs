@@ -144,8 +144,8 @@ pub struct MetashardArgs {
     /// Applied entries kept in the Raft log before it is compacted.
     #[arg(long, default_value_t = 1000)]
     log_gc_threshold: u64,
-    /// ... or MiB a region's Raft log may hold before it is compacted
-    /// (0: no size limit).
+    /// MiB a region's Raft log may hold before it is compacted, whichever
+    /// of this and --log-gc-threshold is reached first (0: no size limit).
     #[arg(long, default_value_t = 32)]
     log_gc_size_limit_mb: u64,
     /// Region leaders answer GET/HEAD/LIST reads from a leader lease (80% of

@@ -71,7 +71,8 @@ enum Command {
         #[command(subcommand)]
         action: Option<StoreAction>,
     },
-    /// All regions, the region with ID, or (`region key BUCKET [KEY]`, `region key --hex HEX`) the region holding a key.
+    /// All regions, the region with ID, or (`region key BUCKET [KEY]`, `region key --hex HEX`) the region holding a key;
+    /// `region topread|topwrite [N]` (most read/written flow), `region check down-peer|pending-peer|miss-peer|offline-peer`.
     #[command(args_conflicts_with_subcommands = true)]
     Region {
         /// Region id.
@@ -101,7 +102,7 @@ enum Command {
         #[command(subcommand)]
         op: OperatorCmd,
     },
-    /// PD's schedulers (replica-checker, balance-region, balance-leader):
+    /// PD's schedulers (replica-checker, balance-region, balance-leader, hot-region):
     /// `scheduler show`, `scheduler pause|resume|add|remove NAME` (persisted).
     Scheduler {
         #[command(subcommand)]
@@ -191,7 +192,9 @@ enum ConfigCmd {
     /// Set one schedule setting at runtime (persisted and replicated; wins
     /// over the flag from now on): schedule-interval, leader-transfer-limit,
     /// max-store-down-time, split-merge-interval, max-merge-region-keys,
-    /// max-merge-region-size (MiB). Durations as 30s, 5m, 1h30m or seconds.
+    /// max-merge-region-size (MiB), hot-region-min-read-bytes, hot-region-min-read-keys,
+    /// hot-region-min-write-bytes, hot-region-min-write-keys (per second). Durations as 30s,
+    /// 5m, 1h30m or seconds.
     Set {
         /// Kebab-case key, e.g. max-store-down-time.
         key: String,
