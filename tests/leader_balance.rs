@@ -5,6 +5,8 @@
 //!    every store leads 8 ± 2.
 //! 2. `pdctl operator add transfer-leader` moves one leader (checked with
 //!    `pdctl region ID`); unknown regions/stores fail with a non-zero exit.
+//!    `pdctl store weight ID 2 1` makes that store lead about half (12 of
+//!    24); back at weight 1 the leaders even out again.
 //! 3. Under a steady PUT load, kill -9 the store leading the most regions:
 //!    its leaders move to the other two within a few election timeouts
 //!    (printed), PUTs go on, and every acknowledged PUT reads back.
@@ -172,6 +174,27 @@ fn leaders_balance_move_and_survive_kill9_of_the_busiest_store() {
     }
     c.must_pdctl(&["scheduler", "resume", "balance-leader"]);
     must_balance(&c, REGIONS, 3, Duration::from_secs(60));
+
+    // 2b. `store weight`: a store weighing 2 for leaders ends up leading about
+    // half of the regions (2 : 1 : 1), and even again at weight 1.
+    let heavy = *leaders_per_store(&c)
+        .expect("every region led")
+        .keys()
+        .next()
+        .expect("a store");
+    let t0 = Instant::now();
+    c.must_pdctl(&["store", "weight", &heavy.to_string(), "2", "1"]);
+    common::wait_until("the heavier store leads about half", 90, &c, || {
+        leaders_per_store(&c)
+            .is_some_and(|m| m.get(&heavy).copied().unwrap_or(0) >= REGIONS / 2 - 2)
+    });
+    eprintln!(
+        "store {heavy} at leader weight 2: {:?} after {:?}",
+        leaders_per_store(&c),
+        t0.elapsed()
+    );
+    c.must_pdctl(&["store", "weight", &heavy.to_string(), "1", "1"]);
+    must_balance(&c, REGIONS, 3, Duration::from_secs(90));
 
     // 3. kill -9 the store leading the most regions under a PUT load.
     let writer = c.start_writer("lbal", "300");
