@@ -28,7 +28,7 @@ pub mod flow;
 pub mod fsm;
 pub mod keys;
 pub mod load_split;
-mod logger;
+pub mod logger;
 pub mod metrics;
 pub mod peer;
 pub mod server;

@@ -36,7 +36,7 @@ impl Drain for TracingDrain {
     }
 }
 
-/// The root logger handed to every `RawNode`.
+/// The root logger handed to every `RawNode` (metashard's regions and PD's replication).
 pub fn raft_logger() -> slog::Logger {
     slog::Logger::root(TracingDrain.fuse(), slog::o!())
 }

@@ -17,7 +17,6 @@
 //! `--peers` list); no conf change.
 
 mod log;
-mod logger;
 pub mod transport;
 
 use std::collections::HashMap;
@@ -203,7 +202,7 @@ impl Replica {
         raft_cfg
             .validate()
             .map_err(|e| ReplicationError::Config(e.to_string()))?;
-        let raw = RawNode::new(&raft_cfg, log, &logger::raft_logger())
+        let raw = RawNode::new(&raft_cfg, log, &kura_metashard::logger::raft_logger())
             .map_err(|e| ReplicationError::Config(e.to_string()))?;
         let rt = tokio::runtime::Handle::try_current()
             .map_err(|e| ReplicationError::Config(format!("no tokio runtime: {e}")))?;
