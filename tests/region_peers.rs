@@ -230,15 +230,7 @@ fn regions_and_leaders_rebalance_onto_a_fourth_store() {
     c.must_aws(&["s3", "mb", "s3://wrt"]);
     c.must_python("split_check.py", &["put", "peers", "obj", "300"]);
     // Six regions: split the region with the most keys five times.
-    for _ in 0..5 {
-        let regions = c.must_pdctl(&["region"]);
-        let biggest = regions["regions"]
-            .as_array()
-            .and_then(|a| a.iter().max_by_key(|r| r["approximate_keys"].as_u64()))
-            .and_then(|r| r["id"].as_u64())
-            .expect("a region");
-        c.must_pdctl(&["operator", "add", "split-region", &biggest.to_string()]);
-    }
+    split_biggest_region(&c, 5);
     let writer = c.start_writer("wrt", "180");
     writer.wait_acks(10);
     let extra = c.start_extra_metashard(4, "z1");
@@ -275,6 +267,19 @@ fn regions_and_leaders_rebalance_onto_a_fourth_store() {
 }
 
 /// The store id PD gave the metashard listening on `grpc` (waits for it to register).
+/// Splits the region holding the most keys, `times` times over.
+fn split_biggest_region(c: &Cluster, times: usize) {
+    for _ in 0..times {
+        let biggest = c
+            .regions()
+            .iter()
+            .max_by_key(|r| r["approximate_keys"].as_u64())
+            .and_then(|r| r["id"].as_u64())
+            .expect("a region");
+        c.must_pdctl(&["operator", "add", "split-region", &biggest.to_string()]);
+    }
+}
+
 /// The first metashard store of the cluster in `zone`.
 fn metashard_in_zone(c: &Cluster, zone: &str) -> common::Component {
     c.components()
@@ -314,15 +319,7 @@ fn a_deleted_store_drains_under_writes_and_becomes_tombstone() {
     c.must_aws(&["s3", "mb", "s3://del"]);
     c.must_aws(&["s3", "mb", "s3://wrt"]);
     c.must_python("split_check.py", &["put", "del", "obj", "200"]);
-    for _ in 0..3 {
-        let regions = c.must_pdctl(&["region"]);
-        let biggest = regions["regions"]
-            .as_array()
-            .and_then(|a| a.iter().max_by_key(|r| r["approximate_keys"].as_u64()))
-            .and_then(|r| r["id"].as_u64())
-            .expect("a region");
-        c.must_pdctl(&["operator", "add", "split-region", &biggest.to_string()]);
-    }
+    split_biggest_region(&c, 3);
     // `region key BUCKET KEY`: the regions holding object metadata, in key order.
     let first = c.must_pdctl(&["region", "key", "del", "d0/obj00000"]);
     let last = c.must_pdctl(&["region", "key", "del", "d5/obj00197"]);
@@ -412,15 +409,7 @@ fn scatter_region_moves_a_region_onto_the_emptiest_store() {
     };
     assert_eq!(state("balance-region")["disabled"], true, "{sched:#}");
     assert_eq!(state("balance-leader")["paused"], true, "{sched:#}");
-    for _ in 0..2 {
-        let regions = c.must_pdctl(&["region"]);
-        let biggest = regions["regions"]
-            .as_array()
-            .and_then(|a| a.iter().max_by_key(|r| r["approximate_keys"].as_u64()))
-            .and_then(|r| r["id"].as_u64())
-            .expect("a region");
-        c.must_pdctl(&["operator", "add", "split-region", &biggest.to_string()]);
-    }
+    split_biggest_region(&c, 2);
     let extra = c.start_extra_metashard(4, "z1");
     let new_store = store_id_of(&c, &extra.grpc);
     let z1 = metashard_in_zone(&c, "z1");
