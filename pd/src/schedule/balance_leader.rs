@@ -17,7 +17,7 @@
 
 use std::collections::BTreeMap;
 
-use super::model::{worth_moving, ClusterModel, RegionModel};
+use super::model::{by_weighted_count, worth_moving, ClusterModel, RegionModel};
 use super::{Operator, OperatorKind, ScheduleContext, Scheduler};
 
 pub const NAME: &str = "balance-leader";
@@ -91,11 +91,7 @@ impl BalanceLeader {
     ) -> Option<Operator> {
         let weight = |s: u64| model.stores.get(&s).map_or(1.0, |m| m.leader_weight);
         // By leaders per unit of weight (`pdctl store weight`), then id.
-        let mut by_score: Vec<(f64, u64, u64)> = counts
-            .iter()
-            .map(|(&s, &n)| (n as f64 / weight(s), s, n))
-            .collect();
-        by_score.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        let by_score = by_weighted_count(counts, weight);
         for &(_, src, src_n) in by_score.iter().rev() {
             if !ctx.limits.available(src, ctx.now_ms) {
                 continue;

@@ -14,7 +14,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::model::{worth_moving, ClusterModel, RegionModel, StoreModel, StoreState};
+use super::model::{
+    by_weighted_count, worth_moving, ClusterModel, RegionModel, StoreModel, StoreState,
+};
 use super::{Operator, OperatorKind, ScheduleContext, Scheduler};
 
 pub const BALANCE_REGION: &str = "balance-region";
@@ -101,11 +103,7 @@ impl BalanceRegion {
     ) -> Option<Operator> {
         let weight = |s: u64| model.stores.get(&s).map_or(1.0, |m| m.region_weight);
         // By peers per unit of weight (`pdctl store weight`), then id.
-        let mut by_score: Vec<(f64, u64, u64)> = counts
-            .iter()
-            .map(|(&s, &n)| (n as f64 / weight(s), s, n))
-            .collect();
-        by_score.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        let by_score = by_weighted_count(counts, weight);
         for &(_, src, src_n) in by_score.iter().rev() {
             for &(_, dst, dst_n) in &by_score {
                 if !worth_moving(src_n, weight(src), dst_n, weight(dst), self.tolerance) {

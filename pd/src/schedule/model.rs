@@ -79,6 +79,20 @@ pub fn worth_moving(src: u64, src_w: f64, dst: u64, dst_w: f64, tolerance: u64) 
     gap > tolerance as f64 * (1.0 / src_w + 1.0 / dst_w) / 2.0 + 1e-9
 }
 
+/// Stores as `(count / weight, store id, count)`, emptiest first (ties by
+/// id): the order the balancers pick sources (from the end) and targets in.
+pub fn by_weighted_count(
+    counts: &BTreeMap<u64, u64>,
+    weight: impl Fn(u64) -> f64,
+) -> Vec<(f64, u64, u64)> {
+    let mut by_score: Vec<(f64, u64, u64)> = counts
+        .iter()
+        .map(|(&s, &n)| (n as f64 / weight(s), s, n))
+        .collect();
+    by_score.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    by_score
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PeerModel {
     pub id: u64,
