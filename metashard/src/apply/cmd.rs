@@ -37,6 +37,11 @@ pub fn encode_admin(req: &AdminRequest) -> Vec<u8> {
     v
 }
 
+/// Whether a normal entry's data is an admin command (without decoding it).
+pub fn is_admin(data: &[u8]) -> bool {
+    data.first() == Some(&ADMIN_ENTRY_PREFIX)
+}
+
 /// Decodes a normal entry's data.
 pub fn decode(data: &[u8]) -> Result<Command, prost::DecodeError> {
     match data.first() {

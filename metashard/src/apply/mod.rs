@@ -105,7 +105,8 @@ pub fn meta_puts(req: &BatchRequest) -> (u64, u64) {
         })
 }
 
-/// Checks and executes `req` against `engine` as of now, putting its writes into `wb`.
+/// Checks and executes `req` against `engine` as of now plus what `wb`
+/// holds, putting its writes into `wb`.
 pub fn exec_batch(
     engine: &Engine,
     region: &Region,
@@ -122,7 +123,11 @@ pub fn exec_batch(
     }
     for (i, c) in req.conditions.iter().enumerate() {
         let cf = Cf::try_from(c.cf).expect("validated above");
-        let current = engine.get_data(cf, &c.key)?;
+        // An earlier entry in the same batch may have written the key.
+        let current = match wb.pending_data(cf, &c.key) {
+            Some(v) => v.map(<[u8]>::to_vec),
+            None => engine.get_data(cf, &c.key)?,
+        };
         let holds = match condition::Kind::try_from(c.kind).expect("validated above") {
             condition::Kind::NotExists => current.is_none(),
             condition::Kind::Exists => current.is_some(),
@@ -270,6 +275,52 @@ mod tests {
         );
         assert_eq!(e.get_data(Cf::Meta, b"c").unwrap(), None);
         assert!(e.get_data(Cf::Gc, b"c").unwrap().is_some());
+    }
+
+    /// Entries applied into one batch (one write for many) see each
+    /// other's writes, exactly as if each were written on its own.
+    #[test]
+    fn entries_in_one_batch_see_the_earlier_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = Engine::open(dir.path()).unwrap();
+        use condition::Kind::*;
+        let del = Mutation {
+            op: mutation::Op::Delete as i32,
+            ..put("c", "")
+        };
+        let mut wb = e.batch();
+        let mut exec = |r: BatchRequest| exec_batch(&e, &region(), &r, &mut wb).unwrap();
+        let create = || req(vec![cond(NotExists, "c", "")], vec![put("c", "1")]);
+        assert_eq!(exec(create()), ApplyOutcome::Applied);
+        // The engine has nothing yet; the batch has "c".
+        assert_eq!(exec(create()), ApplyOutcome::ConditionFailed(0));
+        assert_eq!(
+            exec(req(vec![cond(ValueEquals, "c", "1")], vec![put("c", "2")])),
+            ApplyOutcome::Applied
+        );
+        assert_eq!(
+            exec(req(vec![cond(ValueEquals, "c", "1")], vec![put("c", "3")])),
+            ApplyOutcome::ConditionFailed(0)
+        );
+        assert_eq!(
+            exec(req(vec![cond(Exists, "c", "")], vec![del])),
+            ApplyOutcome::Applied
+        );
+        assert_eq!(
+            exec(req(vec![cond(Exists, "c", "")], vec![])),
+            ApplyOutcome::ConditionFailed(0)
+        );
+        assert_eq!(exec(create()), ApplyOutcome::Applied);
+        assert_eq!(
+            e.get_data(Cf::Meta, b"c").unwrap(),
+            None,
+            "nothing written yet"
+        );
+        e.write(wb, false).unwrap();
+        assert_eq!(
+            e.get_data(Cf::Meta, b"c").unwrap().as_deref(),
+            Some(&b"1"[..])
+        );
     }
 
     #[test]

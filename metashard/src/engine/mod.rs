@@ -4,6 +4,7 @@
 //! local state, see `keys::local`) and one data CF per [`Cf`]. Everything above
 //! uses [`Engine`] and [`WriteBatch`]; nothing else names a RocksDB type.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -244,6 +245,7 @@ impl Engine {
         WriteBatch {
             inner: rocksdb::WriteBatch::default(),
             engine: self.clone(),
+            data: HashMap::new(),
         }
     }
 
@@ -291,17 +293,32 @@ impl View<'_> {
 pub struct WriteBatch {
     inner: rocksdb::WriteBatch,
     engine: Engine,
+    /// The last value each data key was given by `put_data`/`delete_data`
+    /// (`None`: deleted), so entries applied into one batch read what the
+    /// earlier ones wrote ([`WriteBatch::pending_data`]). Range deletions
+    /// are not in it: they never share a batch with applied entries.
+    data: HashMap<(Cf, Vec<u8>), Option<Vec<u8>>>,
 }
 
 impl WriteBatch {
     pub fn put_data(&mut self, cf: Cf, key: &[u8], value: &[u8]) {
         self.inner
             .put_cf(self.engine.handle(data_cf_name(cf)), key, value);
+        self.data.insert((cf, key.to_vec()), Some(value.to_vec()));
     }
 
     pub fn delete_data(&mut self, cf: Cf, key: &[u8]) {
         self.inner
             .delete_cf(self.engine.handle(data_cf_name(cf)), key);
+        self.data.insert((cf, key.to_vec()), None);
+    }
+
+    /// What this batch wrote to a data key: `None` if it did not touch it,
+    /// `Some(None)` if it deleted it.
+    pub fn pending_data(&self, cf: Cf, key: &[u8]) -> Option<Option<&[u8]>> {
+        // (A lookup by borrowed key would need a custom key type; the keys
+        // are short and conditions few.)
+        self.data.get(&(cf, key.to_vec())).map(|v| v.as_deref())
     }
 
     /// Deletes [start, end) (empty end: unbounded) in every data CF.

@@ -3,11 +3,13 @@
 //!
 //! Phases of a Ready (raft-rs order), driven by `fsm::poller`:
 //! 1. [`Peer::collect_ready`]: queue leader messages, apply an incoming
-//!    snapshot, append entries and hard state into the round's write batch.
+//!    snapshot, append entries and hard state into the round's write batch,
+//!    and apply the committed data entries into that same batch (`applier`).
 //! 2. (poller writes the batch with sync)
-//! 3. [`Peer::finish_ready`]: send persisted messages, apply committed
-//!    entries, `advance`, apply what the LightReady committed, serve reads
-//!    whose read index is now applied, compact the log.
+//! 3. [`Peer::finish_ready`]: answer the proposals applied in phase 1, send
+//!    persisted messages, apply the remaining committed entries (admin
+//!    commands, conf changes), `advance`, apply what the LightReady
+//!    committed, serve reads whose read index is now applied, compact the log.
 //!
 //! A split entry (`apply::split`) is applied like a batch, but also writes the
 //! new region's initial state into the same synced batch and hands the new
@@ -20,6 +22,8 @@
 //! PrepareMerge yet, the target stops applying at the CommitMerge and keeps
 //! the rest of its committed entries in `pending_apply` until it has.
 
+mod applier;
+mod entry_cache;
 pub mod state;
 pub mod storage;
 
@@ -34,20 +38,16 @@ use kura_proto::metashard::{
 use kura_proto::pd::RegionHeartbeatRequest;
 use prost::Message as _;
 use protobuf::Message as PbMessage;
-use raft::prelude::{
-    ConfChange, ConfChangeType, ConfChangeV2, Entry, EntryType, Message, MessageType,
-};
+use raft::prelude::{ConfChange, ConfChangeType, Entry, Message, MessageType};
 use raft::{RawNode, ReadState, Ready, SnapshotStatus, StateRole};
 
-use crate::apply::cmd::{self, Command};
-use crate::apply::merge;
-use crate::apply::split::{self, SplitRegions};
-use crate::apply::{self, ApplyOutcome};
+use crate::apply;
+use crate::apply::cmd;
+use crate::apply::split;
 use crate::engine::{Engine, WriteBatch};
 use crate::errors;
 use crate::flow::Flow;
 use crate::fsm::{AdminResult, BatchResult, Callback, ReadGrant, SplitResult};
-use crate::keys::local;
 use crate::load_split::{LoadSplitConfig, LoadTracker};
 use crate::metrics;
 use crate::snap::SnapManager;
@@ -228,6 +228,15 @@ pub struct Peer {
     /// The data apply of the snapshot in this round's write batch, handed
     /// to the snapshot worker once that batch is durable.
     apply_to_schedule: Option<state::SnapshotApplyState>,
+    /// Answers to proposals whose entries are applied into a write batch
+    /// not written yet (`applier`).
+    answers: Vec<applier::Answer>,
+    /// Committed entries of this round's Ready left for after the round's
+    /// write (from the first admin entry or conf change on).
+    committed_rest: Vec<Entry>,
+    /// While an admin entry this leader proposed is unapplied, its commit
+    /// is broadcast at once (see `propose_admin`).
+    bcast_commit_until: Option<u64>,
 }
 
 /// Engine failures while handling a Ready are fatal to the store: continuing
@@ -259,6 +268,11 @@ impl Peer {
             max_inflight_msgs: 256,
             check_quorum: true,
             pre_vote: true,
+            // Followers learn a data entry's commit from the next append or
+            // heartbeat instead of an extra round of messages: with many
+            // regions each carrying few proposals per round that round
+            // would cost as much as the write itself (decision 0020).
+            skip_bcast_commit: true,
             ..Default::default()
         };
         let logger = logger
@@ -293,6 +307,9 @@ impl Peer {
             snapshot_applied: false,
             snap: snap.clone(),
             apply_to_schedule: None,
+            answers: Vec::new(),
+            committed_rest: Vec::new(),
+            bcast_commit_until: None,
         })
     }
 
@@ -456,7 +473,7 @@ impl Peer {
             }),
             ..Default::default()
         };
-        self.propose_data(cmd::encode_admin(&req), ProposalCb::Split(cb));
+        self.propose_admin(&req, ProposalCb::Split(cb));
     }
 
     /// Proposes one merge step (checked again when applied). Only a
@@ -481,7 +498,7 @@ impl Peer {
             let _ = cb.send(Err(self.enrich(e)));
             return;
         }
-        self.propose_data(cmd::encode_admin(&req), ProposalCb::Admin(cb));
+        self.propose_admin(&req, ProposalCb::Admin(cb));
     }
 
     /// Proposes one membership change (raft ConfChange v1; one at a time).
@@ -553,6 +570,16 @@ impl Peer {
             }
         }
         Ok(())
+    }
+
+    /// Proposes an admin command, announcing its commit to followers at
+    /// once: a split's new peers then exist on every store right away, and
+    /// a merge target finds its local source ready (conf changes get the
+    /// same from raft-rs itself).
+    fn propose_admin(&mut self, req: &AdminRequest, cb: ProposalCb) {
+        self.raft.skip_bcast_commit(false);
+        self.propose_data(cmd::encode_admin(req), cb);
+        self.bcast_commit_until = Some(self.raft.raft.raft_log.last_index());
     }
 
     fn propose_data(&mut self, data: Vec<u8>, cb: ProposalCb) {
@@ -1034,17 +1061,25 @@ impl Peer {
             }
             tracing::info!(region_id = self.region_id(), index, "applying snapshot");
         }
-        self.raft.mut_store().append(rd.entries(), wb);
+        let hs = rd.hs().cloned();
+        self.raft
+            .mut_store()
+            .append_ready(rd.entries(), hs.as_ref(), wb);
         for e in rd.entries() {
             self.appended.0 += 1;
             self.appended.1 += (e.data.len() + e.context.len()) as u64;
         }
-        if let Some(hs) = rd.hs() {
-            let hs = hs.clone();
-            self.raft.mut_store().set_hard_state(&hs, wb);
-        }
+        // Before the apply below: a read is answered only from what is
+        // written (reads waiting for this round's entries are answered
+        // after the round's write).
         for rs in rd.take_read_states() {
             self.on_read_state(rs);
+        }
+        // Committed entries are durable in the log already (raft-rs hands
+        // out only persisted ones), so their writes may share this batch.
+        if rd.snapshot().is_empty() {
+            let committed = rd.take_committed_entries();
+            self.committed_rest = self.apply_into_round(ctx, committed, wb)?;
         }
         Ok(Some(rd))
     }
@@ -1054,9 +1089,12 @@ impl Peer {
         if let Some(state) = self.apply_to_schedule.take() {
             self.snap.schedule_apply(self.region_id(), state);
         }
+        // The round's write holds the entries applied in `collect_ready`.
+        self.send_answers();
         let msgs = rd.take_persisted_messages();
         self.send_msgs(ctx, msgs);
-        let committed = rd.take_committed_entries();
+        let mut committed = std::mem::take(&mut self.committed_rest);
+        committed.extend(rd.take_committed_entries());
         self.apply_committed(ctx, committed)?;
         // Not `advance`: it would mark every committed entry applied, but
         // entries held back (behind a merge, or while a snapshot's data is
@@ -1076,6 +1114,13 @@ impl Peer {
         // Not `advance_apply()`: entries held back behind a merge are not applied.
         let applied = self.raft.store().applied_index();
         self.raft.advance_apply_to(applied);
+        if self
+            .bcast_commit_until
+            .is_some_and(|i| applied >= i || !self.is_leader())
+        {
+            self.bcast_commit_until = None;
+            self.raft.skip_bcast_commit(true);
+        }
         self.serve_applied_reads();
         self.maybe_compact(ctx)?;
         Ok(())
@@ -1100,383 +1145,6 @@ impl Peer {
             );
         }
         self.after_apply(ctx)
-    }
-
-    fn apply_committed(
-        &mut self,
-        ctx: &mut PeerCtx<'_>,
-        entries: Vec<Entry>,
-    ) -> Result<(), FatalError> {
-        let mut entries = entries.into_iter();
-        if !self.pending_apply.is_empty() || self.is_applying_snapshot() {
-            self.pending_apply.extend(entries);
-            return Ok(());
-        }
-        while let Some(e) = entries.next() {
-            let applied = match e.get_entry_type() {
-                EntryType::EntryNormal => self.apply_normal(ctx, &e)?,
-                EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
-                    self.apply_conf_change(ctx, &e)?;
-                    true
-                }
-            };
-            if !applied {
-                self.pending_apply.push_back(e);
-                self.pending_apply.extend(entries);
-                return Ok(());
-            }
-        }
-        Ok(())
-    }
-
-    /// Applies one normal entry; `false`: a CommitMerge whose local source is
-    /// not ready, nothing written (try again later, in order).
-    fn apply_normal(&mut self, ctx: &mut PeerCtx<'_>, e: &Entry) -> Result<bool, FatalError> {
-        let mut wb = ctx.engine.batch();
-        let mut sync = false;
-        let outcome = match cmd::decode(e.data.as_ref()) {
-            // A new leader's empty entry.
-            Ok(Command::Noop) => None,
-            Ok(Command::Batch(req)) => {
-                fail::fail_point!("metashard::before_apply");
-                let timer = metrics::APPLY_DURATION.start_timer();
-                let outcome = match apply::exec_batch(ctx.engine, self.region(), &req, &mut wb)? {
-                    // In flight across a split: name both halves.
-                    ApplyOutcome::Rejected(e) => ApplyOutcome::Rejected(Box::new(self.enrich(*e))),
-                    ApplyOutcome::Applied => {
-                        let (keys, bytes) = apply::meta_puts(&req);
-                        self.size.on_write(keys, bytes);
-                        let (keys, bytes) = apply::write_flow(&req);
-                        self.flow.add_written(keys, bytes);
-                        ctx.store_flow.add_written(keys, bytes);
-                        ApplyOutcome::Applied
-                    }
-                    o => o,
-                };
-                timer.observe_duration();
-                Some(outcome)
-            }
-            Ok(Command::Admin(req)) => {
-                sync = true;
-                match self.apply_admin(ctx, &req, e.index, &mut wb)? {
-                    Some(outcome) => Some(outcome),
-                    None => return Ok(false),
-                }
-            }
-            Err(err) => Some(ApplyOutcome::Rejected(Box::new(errors::server_busy(
-                &format!("undecodable entry: {err}"),
-            )))),
-        };
-        self.raft.mut_store().set_applied(e.index, &mut wb);
-        // A split's region states must be durable before the new peer
-        // exists in memory (it may vote and ack at once).
-        ctx.engine.write(wb, sync)?;
-        match &outcome {
-            Some(ApplyOutcome::Split(regions)) => self.on_split_applied(ctx, regions),
-            Some(ApplyOutcome::RegionChanged(_)) => self.on_merge_step_applied(ctx, &req_kind(e)),
-            _ => {}
-        }
-        if outcome.is_some() {
-            fail::fail_point!("metashard::after_apply_before_respond");
-        }
-        self.respond(e.index, e.term, outcome);
-        Ok(true)
-    }
-
-    /// Applies an admin entry: checks it against the current region and,
-    /// for a split, puts both region states and the new region's initial raft
-    /// state into `wb` (written atomically with this entry's applied index).
-    /// `None`: a CommitMerge that must wait for the local source.
-    fn apply_admin(
-        &mut self,
-        ctx: &mut PeerCtx<'_>,
-        req: &AdminRequest,
-        index: u64,
-        wb: &mut WriteBatch,
-    ) -> Result<Option<ApplyOutcome>, FatalError> {
-        let h = req.header.as_ref();
-        let rejected = |e: RegionError| Ok(Some(ApplyOutcome::Rejected(Box::new(e))));
-        if let Some(prep) = &req.prepare_merge {
-            return match merge::exec_prepare(self.region(), self.merging(), h, prep, index) {
-                Ok((frozen, ms)) => {
-                    self.raft
-                        .mut_store()
-                        .set_region_and_merge_state(frozen.clone(), Some(ms), wb);
-                    Ok(Some(ApplyOutcome::RegionChanged(Box::new(frozen))))
-                }
-                Err(e) => rejected(self.enrich(e)),
-            };
-        }
-        if let Some(rb) = &req.rollback_merge {
-            return match merge::exec_rollback(self.region(), self.merging(), h, rb) {
-                Ok(region) => {
-                    self.raft
-                        .mut_store()
-                        .set_region_and_merge_state(region.clone(), None, wb);
-                    Ok(Some(ApplyOutcome::RegionChanged(Box::new(region))))
-                }
-                Err(e) => rejected(e),
-            };
-        }
-        if let Some(commit) = &req.commit_merge {
-            if self.merging().is_some() {
-                return rejected(errors::server_busy("commit merge: the target is merging"));
-            }
-            let merged = match merge::exec_commit(self.region(), h, commit) {
-                Ok(m) => m,
-                Err(e) => return rejected(self.enrich(e)),
-            };
-            let source_id = commit.source.as_ref().map_or(0, |s| s.id);
-            let local = PeerStorage::load(ctx.engine.clone(), source_id)?;
-            let ready = merge::source_ready(
-                local
-                    .as_ref()
-                    .map(|s| (s.region(), s.merge_state(), s.applied_index())),
-                self.region_id(),
-                commit,
-            ) && local
-                .as_ref()
-                .is_none_or(|s| s.applying_snapshot().is_none());
-            // (A source still writing a snapshot's data must finish first:
-            // its worker would otherwise overwrite the target's later writes.)
-            if !ready {
-                if self.pending_apply.is_empty() {
-                    tracing::warn!(
-                        region_id = self.region_id(),
-                        source_id,
-                        "commit merge waits for the local source to apply its prepare"
-                    );
-                }
-                return Ok(None);
-            }
-            fail::fail_point!("metashard::apply_commit_merge");
-            PeerStorage::destroy(source_id, wb);
-            ctx.destroyed.push(source_id);
-            self.raft.mut_store().set_region(merged.clone(), wb);
-            return Ok(Some(ApplyOutcome::RegionChanged(Box::new(merged))));
-        }
-        let Some(split_req) = &req.split else {
-            return rejected(errors::server_busy("admin entry without a command"));
-        };
-        if self.merging().is_some() {
-            return rejected(errors::server_busy("split: region is merging"));
-        }
-        let regions = match split::exec_split(self.region(), h, split_req) {
-            Ok(r) => r,
-            Err(e) => return rejected(self.enrich(e)),
-        };
-        fail::fail_point!("metashard::apply_split");
-        let right = &regions.right;
-        let Some(my_peer) = right.peers.iter().find(|p| p.store_id == ctx.store_id) else {
-            return rejected(errors::server_busy(
-                "split: the new region has no peer on this store",
-            ));
-        };
-        // The new region's state may exist already only if this entry was
-        // applied before (it cannot be: applied index and state are written
-        // together) or a peer of it was created from raft messages, which the
-        // poller refuses while this parent still covers the range. Never
-        // overwrite a peer's state.
-        if ctx
-            .engine
-            .get_raft(&local::region_state_key(right.id))?
-            .is_some()
-        {
-            tracing::warn!(
-                region_id = right.id,
-                "split: the new region already exists on this store; keeping it"
-            );
-        } else {
-            let storage =
-                PeerStorage::create(ctx.engine.clone(), right.clone(), my_peer.id, true, wb);
-            ctx.created.push(SplitPeer {
-                storage,
-                campaign: self.is_leader(),
-            });
-        }
-        self.raft.mut_store().set_region(regions.left.clone(), wb);
-        Ok(Some(ApplyOutcome::Split(Box::new(regions))))
-    }
-
-    fn on_split_applied(&mut self, ctx: &mut PeerCtx<'_>, regions: &SplitRegions) {
-        metrics::SPLITS.inc();
-        self.size.on_split(Instant::now());
-        self.load.reset();
-        self.split_derived.push(regions.right.clone());
-        if self.split_derived.len() > MAX_SPLIT_DERIVED {
-            self.split_derived.remove(0);
-        }
-        if self.is_leader() {
-            self.heartbeat_due = true;
-        }
-        tracing::info!(
-            region_id = self.region_id(),
-            new_region_id = regions.right.id,
-            version = regions.left.epoch.unwrap_or_default().version,
-            store_id = ctx.store_id,
-            "region split applied"
-        );
-    }
-
-    fn on_merge_step_applied(&mut self, ctx: &mut PeerCtx<'_>, kind: &str) {
-        if kind == "commit merge" {
-            metrics::MERGES.inc();
-            self.size.on_split(Instant::now());
-            self.load.reset();
-        }
-        if self.is_leader() {
-            self.heartbeat_due = true;
-        }
-        tracing::info!(
-            region_id = self.region_id(),
-            version = self.region().epoch.unwrap_or_default().version,
-            store_id = ctx.store_id,
-            "{kind} applied"
-        );
-    }
-
-    fn apply_conf_change(&mut self, ctx: &mut PeerCtx<'_>, e: &Entry) -> Result<(), FatalError> {
-        let mut region = self.region().clone();
-        let mut removed: Option<PeerMeta> = None;
-        let cs = if e.get_entry_type() == EntryType::EntryConfChange {
-            let mut cc = ConfChange::default();
-            cc.merge_from_bytes(&e.data)
-                .map_err(|err| crate::Error::Raft(raft::Error::CodecError(err)))?;
-            let cs = self.raft.apply_conf_change(&cc)?;
-            // The context names the peer (store) for additions.
-            let peer = PeerMeta::decode(cc.context.as_ref()).unwrap_or_default();
-            removed = region.peers.iter().find(|p| p.id == cc.node_id).cloned();
-            region.peers.retain(|p| p.id != cc.node_id);
-            match cc.get_change_type() {
-                ConfChangeType::AddNode | ConfChangeType::AddLearnerNode => {
-                    region.peers.push(PeerMeta {
-                        id: cc.node_id,
-                        store_id: peer.store_id,
-                        is_learner: cc.get_change_type() == ConfChangeType::AddLearnerNode,
-                    });
-                }
-                ConfChangeType::RemoveNode => {}
-            }
-            if cc.get_change_type() != ConfChangeType::RemoveNode {
-                removed = None;
-            }
-            cs
-        } else {
-            let mut cc = ConfChangeV2::default();
-            cc.merge_from_bytes(&e.data)
-                .map_err(|err| crate::Error::Raft(raft::Error::CodecError(err)))?;
-            self.raft.apply_conf_change(&cc)?
-        };
-        let epoch = region.epoch.get_or_insert_with(Default::default);
-        epoch.conf_ver += 1;
-        let mut wb = ctx.engine.batch();
-        if removed.as_ref().is_some_and(|p| p.id == self.peer_id()) {
-            // This peer left the group: its state and its copy of the data go.
-            PeerStorage::destroy(self.region_id(), &mut wb);
-            wb.delete_data_range(&region.start_key, &region.end_key)?;
-            ctx.engine.write(wb, true)?;
-            ctx.destroyed.push(self.region_id());
-            tracing::info!(
-                region_id = self.region_id(),
-                "this peer was removed; destroyed"
-            );
-            return Ok(());
-        }
-        let store = self.raft.mut_store();
-        store.set_conf_state(cs, &mut wb);
-        store.set_region(region.clone(), &mut wb);
-        store.set_applied(e.index, &mut wb);
-        ctx.engine.write(wb, true)?;
-        if let Some(gone) = removed {
-            // Tell the removed peer now: it may never see this entry commit.
-            self.send_tombstone(ctx, gone.store_id, gone.id);
-        }
-        if self.is_leader() {
-            self.heartbeat_due = true;
-        }
-        tracing::info!(
-            region_id = self.region_id(),
-            conf_ver = region.epoch.unwrap_or_default().conf_ver,
-            peers = ?region.peers.iter().map(|p| (p.id, p.store_id, p.is_learner)).collect::<Vec<_>>(),
-            "conf change applied"
-        );
-        self.respond(
-            e.index,
-            e.term,
-            Some(ApplyOutcome::RegionChanged(Box::new(region))),
-        );
-        Ok(())
-    }
-
-    /// Tells `store_id` that its peer `peer_id` is no longer a member (as
-    /// of this peer's region): it destroys itself.
-    pub fn send_tombstone(&self, ctx: &mut PeerCtx<'_>, store_id: u64, peer_id: u64) {
-        let rm = RaftMessage {
-            region_id: self.region_id(),
-            from_store: ctx.store_id,
-            to_store: store_id,
-            region: Some(self.region().clone()),
-            message: Default::default(),
-            tombstone: true,
-        };
-        ctx.transport.send(rm, peer_id, false);
-    }
-
-    /// Answers the proposal made at `index`, if this peer made it.
-    fn respond(&mut self, index: u64, term: u64, outcome: Option<ApplyOutcome>) {
-        while let Some(p) = self.proposals.front() {
-            if p.index > index {
-                break;
-            }
-            let p = self.proposals.pop_front().expect("front checked");
-            if p.index < index {
-                // Skipped index (cannot happen without a snapshot): outcome
-                // unknown, drop the callback.
-                continue;
-            }
-            // Another leader's entry took this index (term differs, or no
-            // outcome): ours was never applied, so the caller may safely retry.
-            let ours = if p.term == term {
-                outcome.as_ref()
-            } else {
-                None
-            };
-            match p.cb {
-                ProposalCb::Batch(cb) => {
-                    let res = match ours {
-                        Some(ApplyOutcome::Applied) => Ok((true, 0)),
-                        Some(ApplyOutcome::ConditionFailed(i)) => Ok((false, *i)),
-                        Some(ApplyOutcome::Rejected(e)) => Err((**e).clone()),
-                        Some(ApplyOutcome::Split(_))
-                        | Some(ApplyOutcome::RegionChanged(_))
-                        | None => Err(self.not_leader()),
-                    };
-                    let _ = cb.send(res);
-                }
-                ProposalCb::Split(cb) => {
-                    let res = match ours {
-                        Some(ApplyOutcome::Split(r)) => Ok(vec![r.left.clone(), r.right.clone()]),
-                        Some(ApplyOutcome::Rejected(e)) => Err((**e).clone()),
-                        Some(ApplyOutcome::Applied)
-                        | Some(ApplyOutcome::ConditionFailed(_))
-                        | Some(ApplyOutcome::RegionChanged(_))
-                        | None => Err(self.not_leader()),
-                    };
-                    let _ = cb.send(res);
-                }
-                ProposalCb::Admin(cb) => {
-                    let res = match ours {
-                        Some(ApplyOutcome::RegionChanged(r)) => Ok(((**r).clone(), index)),
-                        Some(ApplyOutcome::Rejected(e)) => Err((**e).clone()),
-                        Some(ApplyOutcome::Applied)
-                        | Some(ApplyOutcome::ConditionFailed(_))
-                        | Some(ApplyOutcome::Split(_))
-                        | None => Err(self.not_leader()),
-                    };
-                    let _ = cb.send(res);
-                }
-            }
-        }
     }
 
     fn maybe_compact(&mut self, ctx: &mut PeerCtx<'_>) -> Result<(), FatalError> {
@@ -1529,15 +1197,5 @@ impl Peer {
             metrics::LEADER_COUNT.dec();
             self.is_leader = false;
         }
-    }
-}
-
-/// Which merge step an applied admin entry was (for logs and metrics).
-fn req_kind(e: &Entry) -> String {
-    match cmd::decode(e.data.as_ref()) {
-        Ok(Command::Admin(a)) if a.prepare_merge.is_some() => "prepare merge".into(),
-        Ok(Command::Admin(a)) if a.commit_merge.is_some() => "commit merge".into(),
-        Ok(Command::Admin(a)) if a.rollback_merge.is_some() => "rollback merge".into(),
-        _ => "admin command".into(),
     }
 }

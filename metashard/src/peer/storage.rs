@@ -13,6 +13,7 @@ use raft::{GetEntriesContext, RaftState, StorageError};
 
 use std::sync::Arc;
 
+use super::entry_cache::EntryCache;
 use super::state::{ApplyState, MergeState, RaftLocalState, RegionLocalState, SnapshotApplyState};
 use crate::engine::{Engine, EngineError, WriteBatch};
 use crate::keys::local;
@@ -40,6 +41,8 @@ pub struct PeerStorage {
     /// still writes its data: the peer serves nothing from its data and
     /// applies no entry until it is done (decision 0018).
     applying: Option<SnapshotApplyState>,
+    /// The unapplied tail of the log, so raft rarely reads it from disk.
+    cache: EntryCache,
 }
 
 fn storage_err(e: impl std::fmt::Display) -> raft::Error {
@@ -82,6 +85,7 @@ impl PeerStorage {
             merge_state: None,
             snap: None,
             applying: None,
+            cache: EntryCache::default(),
         };
         if initial {
             for p in &s.region.peers {
@@ -138,6 +142,7 @@ impl PeerStorage {
             merge_state: rs.merge_state,
             snap: None,
             applying,
+            cache: EntryCache::default(),
         }))
     }
 
@@ -262,10 +267,28 @@ impl PeerStorage {
         wb.put_raft_msg(&local::apply_state_key(self.region_id()), &self.apply);
     }
 
-    /// Appends `entries`, replacing any conflicting suffix of the log.
-    pub fn append(&mut self, entries: &[Entry], wb: &mut WriteBatch) {
+    /// One Ready's log changes: appends `entries` (replacing any
+    /// conflicting suffix) and takes its new hard state, with at most one
+    /// raft state write. A hard state that only moved the commit index is
+    /// not written by itself: the commit index need not be durable (a
+    /// restart takes at least the applied index, and the leader re-sends
+    /// the rest), and with many regions that write per round adds up.
+    pub fn append_ready(&mut self, entries: &[Entry], hs: Option<&HardState>, wb: &mut WriteBatch) {
+        let mut persist = self.append_entries(entries, wb);
+        if let Some(hs) = hs {
+            persist |= hs.term != self.hard_state.term || hs.vote != self.hard_state.vote;
+            self.hard_state = hs.clone();
+        }
+        if persist {
+            self.persist_raft_state(wb);
+        }
+    }
+
+    /// Appends `entries`, replacing any conflicting suffix of the log;
+    /// true if anything changed (the raft state must then be written).
+    fn append_entries(&mut self, entries: &[Entry], wb: &mut WriteBatch) -> bool {
         let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
-            return;
+            return false;
         };
         for e in entries {
             wb.put_raft(
@@ -284,12 +307,8 @@ impl PeerStorage {
         );
         self.last_index = last.index;
         self.last_term = last.term;
-        self.persist_raft_state(wb);
-    }
-
-    pub fn set_hard_state(&mut self, hs: &HardState, wb: &mut WriteBatch) {
-        self.hard_state = hs.clone();
-        self.persist_raft_state(wb);
+        self.cache.append(entries);
+        true
     }
 
     /// Raft advanced the commit index without a new HardState in a Ready
@@ -312,6 +331,8 @@ impl PeerStorage {
     pub fn set_applied(&mut self, index: u64, wb: &mut WriteBatch) {
         self.apply.applied_index = index;
         self.persist_apply_state(wb);
+        // Raft still asks for the applied entry's term.
+        self.cache.trim_before(index);
     }
 
     /// Deletes log entries up to and including `index` (must be ≤ applied).
@@ -324,6 +345,7 @@ impl PeerStorage {
         wb.delete_raft_range(&s, &e);
         self.apply.truncated_index = index;
         self.apply.truncated_term = term;
+        self.cache.trim_before(index + 1);
         self.persist_apply_state(wb);
         Ok(())
     }
@@ -369,6 +391,7 @@ impl PeerStorage {
         };
         self.region = region.clone();
         self.applying = Some(state.clone());
+        self.cache.clear();
         self.persist_region(wb);
         self.persist_raft_state(wb);
         self.persist_apply_state(wb);
@@ -437,6 +460,9 @@ impl raft::Storage for PeerStorage {
             return Ok(Vec::new());
         }
         let max = max_size.into().filter(|m| *m != raft::NO_LIMIT);
+        if let Some(cached) = self.cache.get(low, high, max) {
+            return Ok(cached);
+        }
         self.read_entries(low, high, max)
     }
 
@@ -452,6 +478,9 @@ impl raft::Storage for PeerStorage {
         }
         if idx == self.last_index {
             return Ok(self.last_term);
+        }
+        if let Some(term) = self.cache.term(idx) {
+            return Ok(term);
         }
         let v = self
             .engine
@@ -518,24 +547,73 @@ mod tests {
     }
 
     #[test]
+    fn a_commit_only_hard_state_is_not_written_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = Engine::open(dir.path()).unwrap();
+        let mut wb = e.batch();
+        let mut s = PeerStorage::create(e.clone(), region(), 7, true, &mut wb);
+        let hs = |term, vote, commit| HardState {
+            term,
+            vote,
+            commit,
+            ..Default::default()
+        };
+        let reloaded = || {
+            let back = PeerStorage::load(e.clone(), 3).unwrap().unwrap();
+            let h = back.initial_state().unwrap().hard_state;
+            (h.term, h.vote, h.commit)
+        };
+        s.append_ready(&[ent(6, 5), ent(7, 5)], Some(&hs(5, 0, 6)), &mut wb);
+        e.write(wb, true).unwrap();
+        assert_eq!(reloaded(), (5, 0, 6), "written with the entries");
+        let mut wb = e.batch();
+        s.append_ready(&[], Some(&hs(5, 0, 7)), &mut wb);
+        assert!(wb.is_empty(), "a commit index alone is not written");
+        assert_eq!(s.commit_index(), 7);
+        let mut wb = e.batch();
+        s.set_applied(7, &mut wb);
+        e.write(wb, true).unwrap();
+        assert_eq!(
+            reloaded(),
+            (5, 0, 7),
+            "a restart takes at least the applied index"
+        );
+        let mut wb = e.batch();
+        s.append_ready(&[], Some(&hs(6, 2, 7)), &mut wb);
+        e.write(wb, true).unwrap();
+        assert_eq!(reloaded(), (6, 2, 7), "a vote is written at once");
+    }
+
+    #[test]
     fn log_append_overwrite_compact_reload() {
         let dir = tempfile::tempdir().unwrap();
         let e = Engine::open(dir.path()).unwrap();
         let mut wb = e.batch();
         let mut s = PeerStorage::create(e.clone(), region(), 7, false, &mut wb);
         assert!(!s.is_initialized());
-        s.append(&(1..=5).map(|i| ent(i, 1)).collect::<Vec<_>>(), &mut wb);
+        s.append_ready(
+            &(1..=5).map(|i| ent(i, 1)).collect::<Vec<_>>(),
+            None,
+            &mut wb,
+        );
         e.write(wb, true).unwrap();
         assert_eq!(s.entries(1, 6, None, ctx()).unwrap().len(), 5);
         assert_eq!(s.entries(1, 6, Some(1), ctx()).unwrap().len(), 1);
         // A new leader overwrites the tail.
         let mut wb = e.batch();
-        s.append(&[ent(4, 2)], &mut wb);
+        s.append_ready(&[ent(4, 2)], None, &mut wb);
         e.write(wb, true).unwrap();
         assert_eq!(s.last_index().unwrap(), 4);
         assert_eq!(s.term(4).unwrap(), 2);
         assert_eq!(s.term(3).unwrap(), 1);
         assert!(s.entries(1, 6, None, ctx()).is_err());
+        // The entry cache answers exactly as the disk does.
+        let disk = PeerStorage::load(e.clone(), 3).unwrap().unwrap();
+        assert_eq!(
+            s.entries(1, 5, None, ctx()).unwrap(),
+            disk.entries(1, 5, None, ctx()).unwrap()
+        );
+        assert_eq!(s.term(3).unwrap(), disk.term(3).unwrap());
         let mut wb = e.batch();
         s.set_applied(4, &mut wb);
         s.compact_to(3, &mut wb).unwrap();
