@@ -50,6 +50,11 @@ pub struct MetaArgs {
     /// regions are split this often (0: skip that phase).
     #[arg(long, default_value_t = 500)]
     split_every_ms: u64,
+    /// Cap every metashard store at this much CPU (cores, e.g. 0.3) with a
+    /// cgroup quota for the whole bench, as if each store ran on a machine
+    /// of its own (needs root and a cgroup cpu controller).
+    #[arg(long)]
+    store_cpu: Option<f64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -701,6 +706,21 @@ async fn run_async(args: MetaArgs) -> Result<(), BenchError> {
             .map(|n| n.get())
             .unwrap_or(0)
     );
+    let _caps = match args.store_cpu {
+        Some(cores) => {
+            let stores: Vec<u32> = t
+                .procs
+                .iter()
+                .filter(|p| p.role == "metashard")
+                .map(|p| p.pid)
+                .collect();
+            let caps =
+                super::store_cpu::StoreCaps::apply(&stores, cores).map_err(BenchError::Setup)?;
+            println!("bench meta: {}", caps.describe);
+            Some(caps)
+        }
+        None => None,
+    };
     for &parts in &args.regions {
         round(&t, &args, parts.max(1), tag).await?;
     }

@@ -11,6 +11,7 @@ mod limits;
 mod meta;
 mod pd;
 mod sigv4;
+mod store_cpu;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
