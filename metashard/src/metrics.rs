@@ -27,6 +27,15 @@ pub static APPLY_DURATION: LazyLock<Histogram> = LazyLock::new(|| {
     )
     .expect(ONCE)
 });
+pub static ROUND_WRITES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "kura_metashard_round_writes_total",
+        "Poll rounds' RocksDB writes, by whether they were synced (new log entries, a vote or \
+         a snapshot) or held only applied entries",
+        &["sync"]
+    )
+    .expect(ONCE)
+});
 pub static READY_ROUNDS: LazyLock<IntCounter> = LazyLock::new(|| {
     register_int_counter!(
         "kura_metashard_raft_ready_rounds_total",

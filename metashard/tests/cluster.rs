@@ -424,6 +424,14 @@ async fn replicate_failover_snapshot_restart() {
         let e = c.engine(id).clone();
         eventually("replication", Duration::from_secs(5), || has_all(&e, 20)).await;
     }
+    // Rounds whose batch held only applied entries (the log entries were
+    // synced in an earlier round) were written without an fsync.
+    let round_writes = |sync| {
+        kura_metashard::metrics::ROUND_WRITES
+            .with_label_values(&[sync])
+            .get()
+    };
+    assert!(round_writes("true") > 0 && round_writes("false") > 0);
 
     // Kill the leader: acknowledged writes stay readable, writes continue.
     let leader = c.leader().await.expect("a leader");

@@ -1,9 +1,12 @@
 //! The raftstore thread: owns every peer of the store and drives them in rounds.
 //!
 //! A round: take every queued message (bounded), tick if due, then collect
-//! the Ready of every peer with work into ONE write batch, write it with one
-//! fsync, and only then send persisted messages, apply committed entries and
-//! advance each peer; finally hand the round's messages to the transport.
+//! the Ready of every peer with work — new entries, hard state, and the
+//! committed data entries applied — into ONE write batch, write it (with one
+//! fsync if raft needs any of it durable), and only then answer clients, send
+//! persisted messages, apply the remaining committed entries (admin, conf
+//! change) and advance each peer; finally hand the round's messages to the
+//! transport.
 //!
 //! Many regions: a round only looks at the peers something happened to (a
 //! message, request, delivery report, or a Ready last round: the `active`
@@ -550,6 +553,7 @@ impl Poller {
             created: Vec::new(),
             destroyed: Vec::new(),
             store_flow: &self.store_flow,
+            sync: false,
         };
         for id in &ids {
             let Some(peer) = self.peers.get_mut(id) else {
@@ -560,10 +564,15 @@ impl Poller {
             }
         }
         drop_absorbed_sources(&mut self.peers, &readies, &mut wb, &mut ctx.destroyed);
+        // (Only with a snapshot in the batch, which syncs anyway.)
+        ctx.sync |= !ctx.destroyed.is_empty();
         if !readies.is_empty() {
             metrics::READY_ROUNDS.inc();
             if !wb.is_empty() {
-                ctx.engine.write(wb, true)?;
+                metrics::ROUND_WRITES
+                    .with_label_values(&[if ctx.sync { "true" } else { "false" }])
+                    .inc();
+                ctx.engine.write(wb, ctx.sync)?;
             }
             drop_destroyed(&mut self.peers, &mut ctx.destroyed);
             for (id, rd) in readies {

@@ -5,7 +5,8 @@
 //! 1. [`Peer::collect_ready`]: queue leader messages, apply an incoming
 //!    snapshot, append entries and hard state into the round's write batch,
 //!    and apply the committed data entries into that same batch (`applier`).
-//! 2. (poller writes the batch with sync)
+//! 2. (poller writes the batch: synced when it holds new entries, a term or
+//!    vote, or a snapshot; see [`PeerCtx::sync`])
 //! 3. [`Peer::finish_ready`]: answer the proposals applied in phase 1, send
 //!    persisted messages, apply the remaining committed entries (admin
 //!    commands, conf changes), `advance`, apply what the LightReady
@@ -142,6 +143,13 @@ pub struct PeerCtx<'a> {
     pub destroyed: Vec<u64>,
     /// The store's total flow (applied writes are added to it).
     pub store_flow: &'a Flow,
+    /// The round's write batch holds raft state that must be durable
+    /// before the round's persisted messages leave (new entries, a term or
+    /// vote, a snapshot): it is then written with fsync. A batch holding
+    /// only applied entries and a commit index is not synced: those are
+    /// redone from the (already durable) log after a crash, and the next
+    /// synced write makes them durable anyway (one WAL).
+    pub sync: bool,
 }
 
 /// The local peer of a region a split just created.
@@ -1051,6 +1059,7 @@ impl Peer {
         if !rd.snapshot().is_empty() {
             let index = rd.snapshot().get_metadata().index;
             let (_, state) = self.raft.mut_store().apply_snapshot(rd.snapshot(), wb)?;
+            ctx.sync = true;
             self.apply_to_schedule = Some(state);
             self.snapshot_applied = true;
             // Entries held back behind a merge that the snapshot covers.
@@ -1061,8 +1070,11 @@ impl Peer {
             }
             tracing::info!(region_id = self.region_id(), index, "applying snapshot");
         }
+        // raft-rs's own rule (new entries, term or vote), and ours.
+        ctx.sync |= rd.must_sync();
         let hs = rd.hs().cloned();
-        self.raft
+        ctx.sync |= self
+            .raft
             .mut_store()
             .append_ready(rd.entries(), hs.as_ref(), wb);
         for e in rd.entries() {

@@ -273,7 +273,13 @@ impl PeerStorage {
     /// not written by itself: the commit index need not be durable (a
     /// restart takes at least the applied index, and the leader re-sends
     /// the rest), and with many regions that write per round adds up.
-    pub fn append_ready(&mut self, entries: &[Entry], hs: Option<&HardState>, wb: &mut WriteBatch) {
+    /// Returns whether anything raft needs durable was put into `wb`.
+    pub fn append_ready(
+        &mut self,
+        entries: &[Entry],
+        hs: Option<&HardState>,
+        wb: &mut WriteBatch,
+    ) -> bool {
         let mut persist = self.append_entries(entries, wb);
         if let Some(hs) = hs {
             persist |= hs.term != self.hard_state.term || hs.vote != self.hard_state.vote;
@@ -282,6 +288,7 @@ impl PeerStorage {
         if persist {
             self.persist_raft_state(wb);
         }
+        persist
     }
 
     /// Appends `entries`, replacing any conflicting suffix of the log;
