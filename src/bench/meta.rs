@@ -429,7 +429,8 @@ async fn phase(t: &Target, run: impl std::future::Future<Output = Outcome>) -> (
     (o, cpu)
 }
 
-fn row(what: &str, (o, cpu): &(Outcome, PhaseCpu), per_op_items: bool) {
+/// Prints one phase's table row; returns its ops/s.
+fn row(what: &str, (o, cpu): &(Outcome, PhaseCpu), per_op_items: bool) -> f64 {
     let secs = o.elapsed.as_secs_f64().max(1e-9);
     let items = if per_op_items {
         format!("{:.0} keys/s", o.items as f64 / secs)
@@ -447,9 +448,56 @@ fn row(what: &str, (o, cpu): &(Outcome, PhaseCpu), per_op_items: bool) {
         cpu.gateway,
         cpu.cluster
     );
+    o.ops as f64 / secs
 }
 
-async fn round(t: &Target, args: &MetaArgs, parts: usize, tag: u32) -> Result<(), BenchError> {
+/// The ops/s of each standard phase of one round, for the scaling table.
+type RoundRates = Vec<(String, f64)>;
+
+/// The closing table: each phase's ops/s with the bucket in every region
+/// count measured, and each count's ratio to the first.
+fn scaling_table(rounds: &[(usize, RoundRates)]) -> Vec<String> {
+    let Some((base_parts, base)) = rounds.first() else {
+        return Vec::new();
+    };
+    if rounds.len() < 2 {
+        return Vec::new();
+    }
+    let mut head = "| phase |".to_string();
+    let mut rule = "|---|".to_string();
+    for (parts, _) in rounds {
+        head += &format!(" {parts} region(s) ops/s |");
+        rule += "---|";
+    }
+    for (parts, _) in &rounds[1..] {
+        head += &format!(" {parts} / {base_parts} |");
+        rule += "---|";
+    }
+    let mut out = vec![head, rule];
+    for (i, (phase, base_rate)) in base.iter().enumerate() {
+        let mut line = format!("| {phase} |");
+        let rates: Vec<f64> = rounds
+            .iter()
+            .map(|(_, r)| r.get(i).map_or(0.0, |(_, v)| *v))
+            .collect();
+        for r in &rates {
+            line += &format!(" {r:.0} |");
+        }
+        for r in &rates[1..] {
+            line += &format!(" {:.2} |", r / base_rate.max(1e-9));
+        }
+        out.push(line);
+    }
+    out
+}
+
+async fn round(
+    t: &Target,
+    args: &MetaArgs,
+    parts: usize,
+    tag: u32,
+) -> Result<RoundRates, BenchError> {
+    let mut rates = RoundRates::new();
     let bucket = format!("kbm-{parts}r-{tag:08x}");
     create_bucket(&t.client, &bucket).await?;
     let id = bucket_id(&t.pd_grpc, &bucket).await?;
@@ -493,7 +541,8 @@ async fn round(t: &Target, args: &MetaArgs, parts: usize, tag: u32) -> Result<()
             }),
         )
         .await;
-        row(&format!("PUT {size} B"), &o, false);
+        let name = format!("PUT {size} B");
+        rates.push((name.clone(), row(&name, &o, false)));
         if size > 0 {
             let written = next.load(Ordering::Relaxed).max(1);
             let (client, b) = (t.client.clone(), bucket.clone());
@@ -520,7 +569,7 @@ async fn round(t: &Target, args: &MetaArgs, parts: usize, tag: u32) -> Result<()
                 }),
             )
             .await;
-            row("HEAD", &o, false);
+            rates.push(("HEAD".into(), row("HEAD", &o, false)));
         }
     }
     let (client, b) = (t.client.clone(), bucket.clone());
@@ -537,7 +586,7 @@ async fn round(t: &Target, args: &MetaArgs, parts: usize, tag: u32) -> Result<()
         }),
     )
     .await;
-    row("LIST 1,000 keys", &o, true);
+    rates.push(("LIST 1,000 keys".into(), row("LIST 1,000 keys", &o, true)));
     if parts == 1 && args.split_every_ms > 0 {
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let storm = tokio::spawn(split_storm(
@@ -562,7 +611,7 @@ async fn round(t: &Target, args: &MetaArgs, parts: usize, tag: u32) -> Result<()
         let splits = storm.await.unwrap_or(0);
         row(&format!("PUT 0 B during {splits} splits"), &o, false);
     }
-    Ok(())
+    Ok(rates)
 }
 
 /// Splits the region holding a random key of bucket `bucket_id` every
@@ -721,8 +770,18 @@ async fn run_async(args: MetaArgs) -> Result<(), BenchError> {
         }
         None => None,
     };
+    let mut rounds = Vec::new();
     for &parts in &args.regions {
-        round(&t, &args, parts.max(1), tag).await?;
+        rounds.push((parts.max(1), round(&t, &args, parts.max(1), tag).await?));
+    }
+    let table = scaling_table(&rounds);
+    if !table.is_empty() {
+        println!();
+        println!("### ops/s by region count");
+        println!();
+        for line in table {
+            println!("{line}");
+        }
     }
     if args.list_objects > 0 {
         big_list(&t, &args, tag).await?;
@@ -746,6 +805,27 @@ mod tests {
         }
         assert!(per.iter().all(|&c| (700..1300).contains(&c)), "{per:?}");
         assert!(split_prefixes(1).is_empty());
+    }
+
+    #[test]
+    fn scaling_table_gives_each_count_its_ratio_to_the_first() {
+        let r = |v: &[(&str, f64)]| -> RoundRates {
+            v.iter().map(|(p, x)| (p.to_string(), *x)).collect()
+        };
+        assert!(scaling_table(&[(1, r(&[("HEAD", 10.0)]))]).is_empty());
+        let t = scaling_table(&[
+            (1, r(&[("PUT 0 B", 100.0), ("HEAD", 50.0)])),
+            (64, r(&[("PUT 0 B", 150.0), ("HEAD", 25.0)])),
+        ]);
+        assert_eq!(
+            t,
+            vec![
+                "| phase | 1 region(s) ops/s | 64 region(s) ops/s | 64 / 1 |",
+                "|---|---|---|---|",
+                "| PUT 0 B | 100 | 150 | 1.50 |",
+                "| HEAD | 50 | 25 | 0.50 |",
+            ]
+        );
     }
 
     #[test]
