@@ -27,8 +27,13 @@ fn body_object(body: &Bytes) -> Result<Map<String, Value>, String> {
     }
 }
 
-fn store_id(raw: &str) -> Result<u64, String> {
-    raw.parse().map_err(|_| format!("invalid store id {raw:?}"))
+/// The store id in the path and the JSON object in the body of a
+/// per-store settings request.
+fn store_and_body(raw_id: &str, body: &Bytes) -> Result<(u64, Map<String, Value>), String> {
+    let id = raw_id
+        .parse()
+        .map_err(|_| format!("invalid store id {raw_id:?}"))?;
+    Ok((id, body_object(body)?))
 }
 
 /// A JSON value as the text `config set` / `store label` take.
@@ -48,12 +53,8 @@ async fn answer_store(core: Arc<PdCore>, id: u64) -> Response {
 /// `POST /pd/api/v1/store/{id}/label` with `{"KEY": "VALUE", ...}`
 /// (pd-ctl's body): merged into the store's label overrides; `""` drops one.
 pub async fn set_labels(State(core): Core, Path(id): Path<String>, body: Bytes) -> Response {
-    let id = match store_id(&id) {
-        Ok(id) => id,
-        Err(msg) => return error(StatusCode::BAD_REQUEST, msg),
-    };
-    let obj = match body_object(&body) {
-        Ok(o) => o,
+    let (id, obj) = match store_and_body(&id, &body) {
+        Ok(x) => x,
         Err(msg) => return error(StatusCode::BAD_REQUEST, msg),
     };
     let args: Vec<String> = obj
@@ -83,12 +84,8 @@ pub async fn set_labels(State(core): Core, Path(id): Path<String>, body: Bytes) 
 
 /// `POST /pd/api/v1/store/{id}/weight` with `{"leader": W, "region": W}`.
 pub async fn set_weight(State(core): Core, Path(id): Path<String>, body: Bytes) -> Response {
-    let id = match store_id(&id) {
-        Ok(id) => id,
-        Err(msg) => return error(StatusCode::BAD_REQUEST, msg),
-    };
-    let obj = match body_object(&body) {
-        Ok(o) => o,
+    let (id, obj) = match store_and_body(&id, &body) {
+        Ok(x) => x,
         Err(msg) => return error(StatusCode::BAD_REQUEST, msg),
     };
     let weight = |k: &str| obj.get(k).and_then(Value::as_f64);
@@ -157,12 +154,8 @@ pub async fn limits(State(core): Core) -> Response {
 /// `POST /pd/api/v1/store/{id}/limit` with `{"rate": N}`: store `id` may
 /// take part in N operators per minute (its own limit, persisted).
 pub async fn set_limit(State(core): Core, Path(id): Path<String>, body: Bytes) -> Response {
-    let id = match store_id(&id) {
-        Ok(id) => id,
-        Err(msg) => return error(StatusCode::BAD_REQUEST, msg),
-    };
-    let obj = match body_object(&body) {
-        Ok(o) => o,
+    let (id, obj) = match store_and_body(&id, &body) {
+        Ok(x) => x,
         Err(msg) => return error(StatusCode::BAD_REQUEST, msg),
     };
     let Some(rate) = obj.get("rate").and_then(Value::as_u64) else {
