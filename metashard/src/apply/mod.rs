@@ -288,7 +288,7 @@ mod tests {
             op: mutation::Op::Delete as i32,
             ..put("c", "")
         };
-        let mut wb = e.batch();
+        let mut wb = e.apply_batch();
         let mut exec = |r: BatchRequest| exec_batch(&e, &region(), &r, &mut wb).unwrap();
         let create = || req(vec![cond(NotExists, "c", "")], vec![put("c", "1")]);
         assert_eq!(exec(create()), ApplyOutcome::Applied);
@@ -321,6 +321,10 @@ mod tests {
             e.get_data(Cf::Meta, b"c").unwrap().as_deref(),
             Some(&b"1"[..])
         );
+        // A plain batch (a snapshot's data, say) does not keep a copy.
+        let mut plain = e.batch();
+        plain.put_data(Cf::Meta, b"d", b"1");
+        assert_eq!(plain.pending_data(Cf::Meta, b"d"), None);
     }
 
     #[test]

@@ -245,7 +245,16 @@ impl Engine {
         WriteBatch {
             inner: rocksdb::WriteBatch::default(),
             engine: self.clone(),
-            data: HashMap::new(),
+            data: None,
+        }
+    }
+
+    /// A new empty write batch that also remembers its data writes, for
+    /// applying several entries into one write ([`WriteBatch::pending_data`]).
+    pub fn apply_batch(&self) -> WriteBatch {
+        WriteBatch {
+            data: Some(HashMap::new()),
+            ..self.batch()
         }
     }
 
@@ -293,32 +302,42 @@ impl View<'_> {
 pub struct WriteBatch {
     inner: rocksdb::WriteBatch,
     engine: Engine,
-    /// The last value each data key was given by `put_data`/`delete_data`
-    /// (`None`: deleted), so entries applied into one batch read what the
-    /// earlier ones wrote ([`WriteBatch::pending_data`]). Range deletions
-    /// are not in it: they never share a batch with applied entries.
-    data: HashMap<(Cf, Vec<u8>), Option<Vec<u8>>>,
+    /// In a batch from [`Engine::apply_batch`]: the last value each data
+    /// key was given by `put_data`/`delete_data`, so entries applied into
+    /// one batch read what the earlier ones wrote
+    /// ([`WriteBatch::pending_data`]). Range deletions are not in it: they
+    /// never share a batch with applied entries.
+    data: Option<PendingData>,
 }
+
+/// Per data CF, each key's last value in the batch (`None`: deleted).
+type PendingData = HashMap<Cf, HashMap<Vec<u8>, Option<Vec<u8>>>>;
 
 impl WriteBatch {
     pub fn put_data(&mut self, cf: Cf, key: &[u8], value: &[u8]) {
         self.inner
             .put_cf(self.engine.handle(data_cf_name(cf)), key, value);
-        self.data.insert((cf, key.to_vec()), Some(value.to_vec()));
+        if let Some(d) = &mut self.data {
+            d.entry(cf)
+                .or_default()
+                .insert(key.to_vec(), Some(value.to_vec()));
+        }
     }
 
     pub fn delete_data(&mut self, cf: Cf, key: &[u8]) {
         self.inner
             .delete_cf(self.engine.handle(data_cf_name(cf)), key);
-        self.data.insert((cf, key.to_vec()), None);
+        if let Some(d) = &mut self.data {
+            d.entry(cf).or_default().insert(key.to_vec(), None);
+        }
     }
 
     /// What this batch wrote to a data key: `None` if it did not touch it,
     /// `Some(None)` if it deleted it.
+    /// Always `None` for a batch from [`Engine::batch`], which does not
+    /// remember (a snapshot's data, say, need not be kept twice).
     pub fn pending_data(&self, cf: Cf, key: &[u8]) -> Option<Option<&[u8]>> {
-        // (A lookup by borrowed key would need a custom key type; the keys
-        // are short and conditions few.)
-        self.data.get(&(cf, key.to_vec())).map(|v| v.as_deref())
+        self.data.as_ref()?.get(&cf)?.get(key).map(|v| v.as_deref())
     }
 
     /// Deletes [start, end) (empty end: unbounded) in every data CF.

@@ -543,7 +543,8 @@ impl Poller {
         } else {
             self.active.drain().collect()
         };
-        let mut wb = self.engine.batch();
+        // Committed entries are applied into it too (`Peer::collect_ready`).
+        let mut wb = self.engine.apply_batch();
         let mut readies = Vec::new();
         let mut ctx = PeerCtx {
             engine: &self.engine,

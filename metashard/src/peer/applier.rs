@@ -6,8 +6,9 @@
 //! [`Peer::collect_ready`](super::Peer::collect_ready) applies a Ready's
 //! leading data entries into the poll round's own synced batch, and
 //! [`Peer::apply_committed`] puts every run of data entries into one write.
-//! Conditions read through the batch ([`WriteBatch::pending_data`]), so an
-//! entry sees the writes of the entries before it in the same batch.
+//! Such batches come from [`Engine::apply_batch`](crate::engine::Engine::apply_batch):
+//! conditions read through them ([`WriteBatch::pending_data`]), so an entry
+//! sees the writes of the entries before it in the same batch.
 //!
 //! Answers wait in [`Peer::answers`] until the batch holding their entry is
 //! written: no client hears of a write the engine does not have yet.
@@ -105,7 +106,7 @@ impl Peer {
             self.pending_apply.extend(entries);
             return Ok(());
         }
-        let mut wb = ctx.engine.batch();
+        let mut wb = ctx.engine.apply_batch();
         let mut last_data = None;
         while let Some(e) = entries.next() {
             if is_data_entry(&e) {
@@ -143,7 +144,7 @@ impl Peer {
             self.raft.mut_store().set_applied(index, wb);
         }
         if !wb.is_empty() {
-            let full = std::mem::replace(wb, ctx.engine.batch());
+            let full = std::mem::replace(wb, ctx.engine.apply_batch());
             ctx.engine.write(full, false)?;
         }
         self.send_answers();
