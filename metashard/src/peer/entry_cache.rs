@@ -66,9 +66,11 @@ impl EntryCache {
         let mut out = Vec::with_capacity((high - low) as usize);
         let mut size = 0u64;
         for e in self.entries.range(start..start + (high - low) as usize) {
-            size += u64::from(e.compute_size());
-            if max_size.is_some_and(|m| size > m) && !out.is_empty() {
-                break;
+            if let Some(max) = max_size {
+                size += u64::from(e.compute_size());
+                if size > max && !out.is_empty() {
+                    break;
+                }
             }
             out.push(e.clone());
         }
