@@ -2,10 +2,12 @@
 //!
 //! `kura dev` runs a whole local cluster; `kura pd|metashard|datanode|gateway`
 //! run one process of a role (what `kura dev` starts as its children);
-//! `kura pdctl` is the PD admin CLI; `kura bench` measures a running cluster.
+//! `kura pdctl` is the PD admin CLI; `kura admin` manages tenants, users and
+//! keys through a gateway's admin API; `kura bench` measures a running cluster.
 //! Role behaviour lives in the role crates; this crate owns only flags, logging,
 //! the status endpoints and process lifecycle (see `roles.rs`, `status.rs`).
 
+mod admin;
 mod bench;
 mod dev;
 #[cfg(feature = "failpoints")]
@@ -44,6 +46,8 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Manage tenants, users, access keys and user policies through a gateway's admin API.
+    Admin(admin::AdminArgs),
     /// Benchmark a running cluster: PUT/GET throughput and latency beside this machine's limits.
     Bench(bench::BenchArgs),
 }
@@ -67,6 +71,7 @@ fn main() {
             argv.extend(args);
             kura_pd::pdctl_main(argv)
         }
+        Command::Admin(args) => admin::run(args),
         Command::Bench(args) => bench::run(args),
     };
     std::process::exit(code);

@@ -259,6 +259,11 @@ pub struct GatewayArgs {
     /// Domain for virtual-hosted-style requests (bucket.DOMAIN).
     #[arg(long)]
     domain: Option<String>,
+    /// File holding the cluster key (64 hex characters, the same on every
+    /// gateway) that seals access-key secrets in the metadata. Without it
+    /// the key is derived from the root secret key.
+    #[arg(long)]
+    cluster_key_file: Option<PathBuf>,
 }
 
 /// Default log filter (override with `KURA_LOG`). s3s logs every client error
@@ -435,11 +440,25 @@ pub fn run_gateway(a: GatewayArgs) -> i32 {
             return 2;
         }
     };
+    let cluster_key = match &a.cluster_key_file {
+        None => None,
+        Some(path) => match std::fs::read_to_string(path)
+            .map_err(|e| e.to_string())
+            .and_then(|t| kura_gateway::identity::seal::parse_key_file(&t))
+        {
+            Ok(k) => Some(k),
+            Err(e) => {
+                eprintln!("kura gateway: cluster key file {}: {e}", path.display());
+                return 2;
+            }
+        },
+    };
     let cfg = kura_gateway::Config {
         listen: a.listen,
         pd_endpoints: a.pd,
         access_key,
         secret_key,
+        cluster_key,
         region: a.region,
         inline_threshold: a.inline_threshold,
         stripe_size: a.stripe_size,

@@ -5,6 +5,8 @@ use std::sync::Arc;
 use kura_datanode::client::DataNodeClient;
 use kura_pd_client::PdClient;
 
+use crate::authz::PolicyCache;
+use crate::identity::IdentityStore;
 use crate::meta::Meta;
 use crate::placement::{GroupView, PlacementCache};
 use kura_proto::meta::StorageClass;
@@ -21,6 +23,10 @@ pub struct Ctx {
     pub data: Arc<DataNodeClient>,
     pub pd: PdClient,
     pub placement: Arc<PlacementCache>,
+    /// Tenants, users and access keys (cached).
+    pub identity: Arc<IdentityStore>,
+    /// Parsed bucket policies.
+    pub policies: PolicyCache,
     /// Bodies of at most this many bytes live in the metadata record.
     pub inline_threshold: usize,
     /// Target data bytes of one stripe (a fragment block is stripe / k).

@@ -63,6 +63,16 @@ pub enum GwError {
     #[error("invalid storage class: {0}")]
     InvalidStorageClass(String),
 
+    // --- access
+    #[error("access denied")]
+    AccessDenied,
+    #[error("the access key does not exist or is not active")]
+    InvalidAccessKeyId,
+    #[error("the policy is not valid: {0}")]
+    MalformedPolicy(String),
+    #[error("the bucket has no policy")]
+    NoSuchBucketPolicy,
+
     // --- generic client errors
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
@@ -115,6 +125,10 @@ impl GwError {
             | GwError::InvalidPart(_)
             | GwError::InvalidPartOrder
             | GwError::InvalidStorageClass(_)
+            | GwError::AccessDenied
+            | GwError::InvalidAccessKeyId
+            | GwError::MalformedPolicy(_)
+            | GwError::NoSuchBucketPolicy
             | GwError::InvalidArgument(_)
             | GwError::InvalidRequest(_)
             | GwError::MalformedXml(_)
@@ -196,6 +210,15 @@ impl GwError {
             }
             GwError::InvalidStorageClass(why) => {
                 S3Error::with_message(C::InvalidStorageClass, why.clone())
+            }
+            GwError::AccessDenied => S3Error::with_message(C::AccessDenied, "Access Denied"),
+            GwError::InvalidAccessKeyId => S3Error::with_message(
+                C::InvalidAccessKeyId,
+                "The AWS Access Key Id you provided does not exist in our records.",
+            ),
+            GwError::MalformedPolicy(why) => S3Error::with_message(C::MalformedPolicy, why.clone()),
+            GwError::NoSuchBucketPolicy => {
+                S3Error::with_message(C::NoSuchBucketPolicy, "The bucket policy does not exist")
             }
             GwError::InvalidArgument(why) => S3Error::with_message(C::InvalidArgument, why.clone()),
             GwError::InvalidRequest(why) => S3Error::with_message(C::InvalidRequest, why.clone()),
@@ -312,21 +335,45 @@ pub type GwResult<T> = Result<T, GwError>;
 /// Answered before s3s sees the request, since s3s rejects such scopes as
 /// malformed without the hint.
 pub fn wrong_region_response(sent: &str, expected: &str) -> http::Response<s3s::Body> {
+    xml_response(
+        StatusCode::BAD_REQUEST,
+        "AuthorizationHeaderMalformed",
+        &format!("The authorization header is malformed; the region '{sent}' is wrong; expecting '{expected}'"),
+        &[("Region", expected)],
+    )
+}
+
+/// An S3 XML error answered before s3s sees the request.
+pub fn xml_error_response(
+    status: StatusCode,
+    code: &str,
+    message: &str,
+) -> http::Response<s3s::Body> {
+    xml_response(status, code, message, &[])
+}
+
+fn xml_response(
+    status: StatusCode,
+    code: &str,
+    message: &str,
+    extra: &[(&str, &str)],
+) -> http::Response<s3s::Body> {
     let esc = |s: &str| {
         s.replace('&', "&amp;")
             .replace('<', "&lt;")
             .replace('>', "&gt;")
     };
-    let body = format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>AuthorizationHeaderMalformed</Code>\
-         <Message>The authorization header is malformed; the region '{}' is wrong; expecting '{}'</Message>\
-         <Region>{}</Region></Error>",
-        esc(sent),
-        esc(expected),
-        esc(expected)
+    let mut body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{}</Code><Message>{}</Message>",
+        esc(code),
+        esc(message)
     );
+    for (name, value) in extra {
+        body.push_str(&format!("<{name}>{}</{name}>", esc(value)));
+    }
+    body.push_str("</Error>");
     let mut resp = http::Response::new(s3s::Body::from(body));
-    *resp.status_mut() = StatusCode::BAD_REQUEST;
+    *resp.status_mut() = status;
     resp.headers_mut().insert(
         http::header::CONTENT_TYPE,
         http::HeaderValue::from_static("application/xml"),
@@ -371,6 +418,13 @@ mod tests {
             StatusCode::PRECONDITION_FAILED
         );
         assert_eq!(GwError::EntityTooSmall.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(GwError::AccessDenied.status(), StatusCode::FORBIDDEN);
+        assert_eq!(GwError::InvalidAccessKeyId.status(), StatusCode::FORBIDDEN);
+        assert_eq!(
+            GwError::MalformedPolicy("x".into()).status(),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(GwError::NoSuchBucketPolicy.status(), StatusCode::NOT_FOUND);
         assert_eq!(
             GwError::Internal("x".into()).status(),
             StatusCode::INTERNAL_SERVER_ERROR

@@ -13,10 +13,13 @@
 //! `s3/mod.rs` (the `S3` trait impl, one file per operation family under `s3/`),
 //! then the data paths `data/writer.rs` (PUT) and `data/reader.rs` (GET).
 
+pub mod admin;
 pub mod auth;
+pub mod authz;
 pub mod context;
 pub mod data;
 pub mod error;
+pub mod identity;
 pub mod meta;
 pub mod metrics;
 pub mod placement;
@@ -41,6 +44,9 @@ pub struct Config {
     pub access_key: String,
     /// Root secret key.
     pub secret_key: String,
+    /// The cluster key sealing access-key secrets at rest (same on every
+    /// gateway); `None`: derived from the root secret (see identity/seal.rs).
+    pub cluster_key: Option<[u8; 32]>,
     /// Region reported to clients and accepted in LocationConstraint ("us-east-1").
     pub region: String,
     /// Bodies of at most this many bytes are stored inside the metadata record (4096).
@@ -76,6 +82,7 @@ impl Config {
             pd_endpoints,
             access_key,
             secret_key,
+            cluster_key: None,
             region: "us-east-1".to_string(),
             inline_threshold: 4096,
             stripe_size: 1 << 20,

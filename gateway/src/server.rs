@@ -21,7 +21,12 @@ use s3s::service::{S3Service, S3ServiceBuilder};
 use s3s::{Body, S3Result};
 use tokio::net::TcpListener;
 
+use crate::admin::AdminRoute;
+use crate::authz::{Access, PolicyCache, RemoteAddr};
 use crate::context::Ctx;
+use crate::identity::records::valid_tenant;
+use crate::identity::seal::Sealer;
+use crate::identity::{Auth, IdentityStore};
 use crate::meta::Meta;
 use crate::placement::PlacementCache;
 use crate::s3::KuraS3;
@@ -40,11 +45,30 @@ pub async fn run(
     metrics::init();
     let pd = PdClient::new(&cfg.pd_endpoints)?;
     let placement = Arc::new(PlacementCache::new(pd.clone()));
+    let meta = Meta::new(MetaClient::new(Arc::new(RegionCache::new(pd.clone()))));
+    let sealer = match &cfg.cluster_key {
+        Some(k) => Sealer::new(k),
+        None => {
+            tracing::warn!(
+                "no cluster key given (--cluster-key-file): access-key secrets are sealed \
+                 with a key derived from the root secret, which must then never change"
+            );
+            Sealer::derived_from_root(&cfg.secret_key)
+        }
+    };
+    let identity = Arc::new(IdentityStore::new(
+        meta.clone(),
+        sealer,
+        &cfg.access_key,
+        &cfg.secret_key,
+    ));
     let ctx = Arc::new(Ctx {
-        meta: Meta::new(MetaClient::new(Arc::new(RegionCache::new(pd.clone())))),
+        meta,
         data: Arc::new(DataNodeClient::new()),
         pd: pd.clone(),
         placement: placement.clone(),
+        identity: identity.clone(),
+        policies: PolicyCache::default(),
         inline_threshold: cfg.inline_threshold,
         stripe_size: cfg.stripe_size,
         default_class: cfg.default_class,
@@ -71,7 +95,10 @@ pub async fn run(
 
     let host = KuraHost::new(cfg.domain.as_deref());
     let mut builder = S3ServiceBuilder::new(KuraS3::new(ctx.clone()));
-    builder.set_auth(auth::root_auth(&cfg));
+    builder.set_auth(Auth(identity));
+    builder.set_access(Access::new(ctx.clone()));
+    builder.set_route(AdminRoute::new(ctx.clone()));
+    builder.set_validation(KuraNames);
     builder.set_host(KuraHost::new(cfg.domain.as_deref()));
     let front = Arc::new(Front {
         s3: builder.build(),
@@ -97,8 +124,9 @@ pub async fn run(
                     tracing::debug!(error = %e, "cannot set TCP_NODELAY");
                 }
                 let front = front.clone();
-                let svc = hyper::service::service_fn(move |req| {
+                let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
                     let front = front.clone();
+                    req.extensions_mut().insert(RemoteAddr(peer));
                     async move { front.handle(req).await }
                 });
                 let conn = conn_builder.serve_connection(TokioIo::new(stream), svc).into_owned();
@@ -201,6 +229,10 @@ impl Front {
             metrics::observe_http(resp.status().as_u16());
             return Ok(resp);
         }
+        if let Some(resp) = presign_too_long(&req).or_else(|| sigv2_too_skewed(&req)) {
+            metrics::observe_http(resp.status().as_u16());
+            return Ok(resp);
+        }
         if let Some(sent) = auth::credential_region(&req) {
             if sent != self.ctx.region {
                 let resp = crate::error::wrong_region_response(&sent, &self.ctx.region);
@@ -262,6 +294,98 @@ impl Front {
         self.host
             .parse_host_header(host)
             .is_ok_and(|vh| vh.bucket().is_some())
+    }
+}
+
+/// Longest validity of a presigned URL (AWS: 7 days).
+const MAX_PRESIGN_SECS: u64 = 7 * 24 * 3600;
+
+/// AWS refuses a presigned URL valid for more than 7 days; s3s accepts any
+/// `X-Amz-Expires`, so the cap is applied here. SigV2 URLs carry an absolute
+/// `Expires` instead: one more than 7 days ahead is refused too.
+fn presign_too_long<B>(req: &Request<B>) -> Option<Response<Body>> {
+    let query = req.uri().query()?;
+    let param = |name: &str| {
+        query
+            .split('&')
+            .find_map(|p| p.strip_prefix(name)?.strip_prefix('='))
+    };
+    if let Some(value) = param("X-Amz-Expires") {
+        return match value.parse::<u64>() {
+            Ok(secs) if secs <= MAX_PRESIGN_SECS => None,
+            _ => Some(crate::error::xml_error_response(
+                StatusCode::BAD_REQUEST,
+                "AuthorizationQueryParametersError",
+                "X-Amz-Expires must be less than a week (in seconds) that is 604800",
+            )),
+        };
+    }
+    let expires = param("Expires").filter(|_| param("AWSAccessKeyId").is_some())?;
+    let now = (crate::meta::now_ms() / 1000) as u64;
+    match expires.parse::<u64>() {
+        Ok(at) if at <= now + MAX_PRESIGN_SECS => None,
+        // Unparsable: s3s refuses it.
+        Err(_) => None,
+        Ok(_) => Some(crate::error::xml_error_response(
+            StatusCode::BAD_REQUEST,
+            "AuthorizationQueryParametersError",
+            "Expires must be less than a week (604800 seconds) in the future",
+        )),
+    }
+}
+
+/// How far a SigV2 request's date may be from the gateway's clock (AWS: 15
+/// minutes); older requests are refused so a captured one can't be replayed.
+const MAX_SIGV2_SKEW_SECS: i64 = 15 * 60;
+
+/// s3s checks the clock skew of SigV4 requests but not of SigV2 header
+/// auth, so that check is made here.
+fn sigv2_too_skewed<B>(req: &Request<B>) -> Option<Response<Body>> {
+    let auth = req
+        .headers()
+        .get(http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    if !auth.starts_with("AWS ") {
+        return None;
+    }
+    let date = req
+        .headers()
+        .get("x-amz-date")
+        .or_else(|| req.headers().get(http::header::DATE))
+        .and_then(|v| v.to_str().ok())
+        .and_then(crate::s3::common::parse_http_date);
+    let skew =
+        date.map(|d| (crate::s3::common::unix_seconds(&d) - crate::meta::now_ms() / 1000).abs());
+    match skew {
+        Some(s) if s <= MAX_SIGV2_SKEW_SECS => None,
+        // A missing or unreadable date is s3s's to refuse; a far one is ours.
+        None => None,
+        Some(_) => Some(crate::error::xml_error_response(
+            StatusCode::FORBIDDEN,
+            "RequestTimeTooSkewed",
+            "The difference between the request time and the current time is too large.",
+        )),
+    }
+}
+
+/// Bucket names as Kura accepts them in a request: AWS's rules, optionally
+/// qualified by a tenant (`tenant:bucket`, `:bucket` for the root tenant),
+/// and `_kura`, the admin API's path prefix (never a bucket: CreateBucket
+/// applies the AWS rules to the name itself).
+struct KuraNames;
+
+impl s3s::validation::NameValidation for KuraNames {
+    fn validate_bucket_name(&self, name: &str) -> bool {
+        if name == "_kura" {
+            return true;
+        }
+        match name.split_once(kura_metashard::keys::TENANT_SEPARATOR) {
+            Some((tenant, bucket)) => {
+                (tenant.is_empty() || valid_tenant(tenant)) && s3s::path::check_bucket_name(bucket)
+            }
+            None => s3s::path::check_bucket_name(name),
+        }
     }
 }
 
@@ -418,6 +542,78 @@ mod tests {
         );
         assert_eq!(bucket_of(&h, "gateway.internal:9000"), None);
         assert_eq!(bucket_of(&h, "xlocalhost:9000"), None);
+    }
+
+    #[test]
+    fn names_may_carry_a_tenant() {
+        use s3s::validation::NameValidation;
+        for ok in [
+            "photos",
+            "acme:photos",
+            ":photos",
+            "_kura",
+            "a_b-1:my.bucket",
+        ] {
+            assert!(KuraNames.validate_bucket_name(ok), "{ok}");
+        }
+        for bad in [
+            "Photos",
+            "acme:",
+            "Acme:photos",
+            "a:b:c",
+            "_kura2",
+            "ac me:photos",
+        ] {
+            assert!(!KuraNames.validate_bucket_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn presigned_urls_live_at_most_a_week() {
+        let req = |q: &str| {
+            Request::builder()
+                .uri(format!("/b/k?{q}"))
+                .body(())
+                .unwrap()
+        };
+        assert!(presign_too_long(&req("X-Amz-Expires=604800")).is_none());
+        assert!(presign_too_long(&req("a=1")).is_none());
+        let r = presign_too_long(&req("X-Amz-Expires=604801")).unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        assert!(presign_too_long(&req("X-Amz-Expires=-1")).is_some());
+        let now = crate::meta::now_ms() / 1000;
+        let v2 = |at: i64| req(&format!("AWSAccessKeyId=AK&Expires={at}&Signature=x"));
+        assert!(presign_too_long(&v2(now + 3600)).is_none());
+        assert!(presign_too_long(&v2(now + 8 * 24 * 3600)).is_some());
+    }
+
+    #[test]
+    fn sigv2_requests_expire_after_15_minutes() {
+        let req = |date: &str| {
+            Request::builder()
+                .uri("/b/k")
+                .header("authorization", "AWS AK:sig")
+                .header("date", date)
+                .body(())
+                .unwrap()
+        };
+        let fmt = |secs_ago: i64| {
+            let t = crate::s3::common::timestamp(crate::meta::now_ms() - secs_ago * 1000);
+            crate::s3::common::format_http_date(&t).unwrap()
+        };
+        assert!(sigv2_too_skewed(&req(&fmt(60))).is_none());
+        assert!(sigv2_too_skewed(&req(&fmt(-60))).is_none());
+        let r = sigv2_too_skewed(&req(&fmt(16 * 60))).unwrap();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+        assert!(sigv2_too_skewed(&req(&fmt(-16 * 60))).is_some());
+        // SigV4 is s3s's to check.
+        let v4 = Request::builder()
+            .uri("/b/k")
+            .header("authorization", "AWS4-HMAC-SHA256 Credential=x")
+            .header("date", fmt(3600))
+            .body(())
+            .unwrap();
+        assert!(sigv2_too_skewed(&v4).is_none());
     }
 
     #[test]

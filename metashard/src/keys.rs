@@ -1,7 +1,12 @@
 //! The one place that builds keys of the metadata keyspace (DESIGN.md §2).
 //!
 //! Data keys (replicated, split into regions), first byte = family:
-//! - `0x01 'b' name`                        → `BucketRecord` (system family, cf META)
+//! - `0x01 'b' name`                        → `BucketRecord` of the root tenant (system family, cf META)
+//! - `0x01 'B' tenant ':' name`             → `BucketRecord` of another tenant
+//! - `0x01 't' tenant`                      → `TenantRecord`
+//! - `0x01 'u' user_id`                     → `UserRecord`
+//! - `0x01 'n' tenant 0x00 user_name`       → `UserNameRecord` (a user's name in its tenant)
+//! - `0x01 'k' access_key`                  → `AccessKeyRecord`
 //! - `0x02 bucket_id(8, BE) enc(key) !ver(8)` → `ObjectRecord` (cf META)
 //! - `0x02 bucket_id enc(key) upload_id`      → `MultipartUploadRecord` (cf MPU)
 //! - `0x02 bucket_id enc(key) upload_id part(4, BE)` → `PartRecord` (cf MPU)
@@ -22,24 +27,116 @@
 pub const FAMILY_SYSTEM: u8 = 0x01;
 pub const FAMILY_OBJECT: u8 = 0x02;
 const SYSTEM_BUCKET: u8 = b'b';
+const SYSTEM_TENANT_BUCKET: u8 = b'B';
+const SYSTEM_TENANT: u8 = b't';
+const SYSTEM_USER: u8 = b'u';
+const SYSTEM_USER_NAME: u8 = b'n';
+const SYSTEM_ACCESS_KEY: u8 = b'k';
+/// Separates a tenant from a bucket name (`tenant:bucket`, as Ceph RGW);
+/// bucket names never contain it.
+pub const TENANT_SEPARATOR: char = ':';
 
 /// First byte of every stored record value.
 pub const VALUE_FORMAT_V1: u8 = 1;
 
-/// The key of a bucket's record, by name.
-pub fn bucket_key(name: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(2 + name.len());
+fn system_key(kind: u8, parts: &[&[u8]]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(2 + parts.iter().map(|p| p.len()).sum::<usize>());
     k.push(FAMILY_SYSTEM);
-    k.push(SYSTEM_BUCKET);
-    k.extend_from_slice(name.as_bytes());
+    k.push(kind);
+    for p in parts {
+        k.extend_from_slice(p);
+    }
     k
 }
 
-/// Range [start, end) of every bucket record (for ListBuckets).
-pub fn bucket_range() -> (Vec<u8>, Vec<u8>) {
+/// The key of a bucket's record in `tenant` ("" = the root tenant).
+pub fn tenant_bucket_key(tenant: &str, name: &str) -> Vec<u8> {
+    if tenant.is_empty() {
+        system_key(SYSTEM_BUCKET, &[name.as_bytes()])
+    } else {
+        system_key(
+            SYSTEM_TENANT_BUCKET,
+            &[tenant.as_bytes(), b":", name.as_bytes()],
+        )
+    }
+}
+
+/// The key of a bucket's record by qualified name: `bucket` (root tenant),
+/// `:bucket` (root tenant too) or `tenant:bucket`.
+pub fn bucket_key(qualified: &str) -> Vec<u8> {
+    match qualified.split_once(TENANT_SEPARATOR) {
+        Some((tenant, name)) => tenant_bucket_key(tenant, name),
+        None => tenant_bucket_key("", qualified),
+    }
+}
+
+/// Range [start, end) of the bucket records of one tenant (for ListBuckets).
+pub fn bucket_range(tenant: &str) -> (Vec<u8>, Vec<u8>) {
+    if tenant.is_empty() {
+        (
+            vec![FAMILY_SYSTEM, SYSTEM_BUCKET],
+            vec![FAMILY_SYSTEM, SYSTEM_BUCKET + 1],
+        )
+    } else {
+        (
+            system_key(SYSTEM_TENANT_BUCKET, &[tenant.as_bytes(), b":"]),
+            system_key(SYSTEM_TENANT_BUCKET, &[tenant.as_bytes(), b";"]),
+        )
+    }
+}
+
+/// The key of a tenant's record.
+pub fn tenant_key(name: &str) -> Vec<u8> {
+    system_key(SYSTEM_TENANT, &[name.as_bytes()])
+}
+
+/// Range of every tenant record.
+pub fn tenant_range() -> (Vec<u8>, Vec<u8>) {
     (
-        vec![FAMILY_SYSTEM, SYSTEM_BUCKET],
-        vec![FAMILY_SYSTEM, SYSTEM_BUCKET + 1],
+        vec![FAMILY_SYSTEM, SYSTEM_TENANT],
+        vec![FAMILY_SYSTEM, SYSTEM_TENANT + 1],
+    )
+}
+
+/// The key of a user's record, by canonical id.
+pub fn user_key(id: &str) -> Vec<u8> {
+    system_key(SYSTEM_USER, &[id.as_bytes()])
+}
+
+/// Range of every user record.
+pub fn user_range() -> (Vec<u8>, Vec<u8>) {
+    (
+        vec![FAMILY_SYSTEM, SYSTEM_USER],
+        vec![FAMILY_SYSTEM, SYSTEM_USER + 1],
+    )
+}
+
+/// The key naming the user called `name` in `tenant` (tenant names never hold 0x00).
+pub fn user_name_key(tenant: &str, name: &str) -> Vec<u8> {
+    system_key(
+        SYSTEM_USER_NAME,
+        &[tenant.as_bytes(), &[0], name.as_bytes()],
+    )
+}
+
+/// Range of the user names of one tenant.
+pub fn user_name_range(tenant: &str) -> (Vec<u8>, Vec<u8>) {
+    (
+        system_key(SYSTEM_USER_NAME, &[tenant.as_bytes(), &[0]]),
+        system_key(SYSTEM_USER_NAME, &[tenant.as_bytes(), &[1]]),
+    )
+}
+
+/// The key of an access key's record.
+pub fn access_key_key(access_key: &str) -> Vec<u8> {
+    system_key(SYSTEM_ACCESS_KEY, &[access_key.as_bytes()])
+}
+
+/// Range of every access key record.
+pub fn access_key_range() -> (Vec<u8>, Vec<u8>) {
+    (
+        vec![FAMILY_SYSTEM, SYSTEM_ACCESS_KEY],
+        vec![FAMILY_SYSTEM, SYSTEM_ACCESS_KEY + 1],
     )
 }
 
@@ -327,6 +424,32 @@ mod tests {
         assert!(local::raft_log_key(7, 1) < local::raft_log_key(7, 2));
         assert!(local::raft_log_key(7, u64::MAX - 1) < local::raft_log_key(8, 0));
         assert!(local::STORE_IDENT_KEY < s.as_slice());
+    }
+
+    #[test]
+    fn tenant_buckets_are_apart() {
+        assert_eq!(bucket_key("photos"), tenant_bucket_key("", "photos"));
+        assert_eq!(bucket_key(":photos"), tenant_bucket_key("", "photos"));
+        assert_eq!(
+            bucket_key("acme:photos"),
+            tenant_bucket_key("acme", "photos")
+        );
+        assert_ne!(bucket_key("acme:photos"), bucket_key("photos"));
+        let (s, e) = bucket_range("acme");
+        let k = tenant_bucket_key("acme", "photos");
+        assert!(s <= k && k < e);
+        // Longer tenant names sort on either side, never inside.
+        assert!(tenant_bucket_key("acme2", "photos") < s);
+        assert!(tenant_bucket_key("acme_x", "photos") >= e);
+        assert!(tenant_bucket_key("acm", "photos") < s);
+        let (rs, re) = bucket_range("");
+        assert!(!(rs <= k && k < re));
+        let r = tenant_bucket_key("", "photos");
+        assert!(rs <= r && r < re);
+        let (s, e) = user_name_range("acme");
+        let n = user_name_key("acme", "alice");
+        assert!(s <= n && n < e);
+        assert!(user_name_key("acme-2", "alice") >= e);
     }
 
     #[test]

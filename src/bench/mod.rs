@@ -10,7 +10,7 @@ mod disk_usage;
 mod limits;
 mod meta;
 mod pd;
-mod sigv4;
+pub(crate) mod sigv4;
 mod store_cpu;
 
 use std::path::PathBuf;

@@ -71,6 +71,28 @@ pub fn resolve(path: &Path) -> std::io::Result<(Credentials, &'static str)> {
     Ok((creds, source))
 }
 
+/// The cluster key sealing access-key secrets (`DIR/cluster.key`, 64 hex
+/// characters, mode 0600): made once, kept across restarts.
+pub fn resolve_cluster_key(path: &Path) -> std::io::Result<()> {
+    match std::fs::read_to_string(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key: [u8; 32] = rand::thread_rng().gen();
+            let tmp = path.with_extension("key.tmp");
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .write(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            f.write_all(hex::encode(key).as_bytes())?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, path)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 fn save(path: &Path, creds: &Credentials) -> std::io::Result<()> {
     let tmp = path.with_extension("json.tmp");
     let mut f = std::fs::OpenOptions::new()

@@ -3,7 +3,8 @@
 //! Every address derives from the S3 port, so several dev clusters (tests run
 //! them side by side) never collide: PD at port+1..+3 (members 2 and 3 of a
 //! replicated PD at port+4..+6 and port+7..+9), metashard stores at
-//! port+10.., data nodes at port+30.., the gateway's status at port+50.
+//! port+10.., data nodes at port+30.., the gateway's status at port+50
+//! (gateway i > 1 of `--gateways`: S3 at port+47+2i, status at port+48+2i).
 
 use std::path::{Path, PathBuf};
 
@@ -14,6 +15,10 @@ pub const DATA_NODES: usize = 6;
 pub const ZONES: [&str; 3] = ["z1", "z2", "z3"];
 /// Most PD members `kura dev` can lay out (ports port+1..+9).
 pub const MAX_PD_REPLICAS: usize = 3;
+/// Most gateways `kura dev` can lay out (ports up to port+56).
+pub const MAX_GATEWAYS: usize = 4;
+/// The cluster key every gateway seals access-key secrets with.
+pub const CLUSTER_KEY_FILE: &str = "cluster.key";
 
 /// One process of the cluster, as written to `cluster.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -25,6 +30,9 @@ pub struct Component {
     pub status: String,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub http: Option<String>,
+    /// Gateways only: the S3 endpoint URL.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub s3: Option<String>,
     pub pid: u32,
     pub data_dir: PathBuf,
     pub argv: Vec<String>,
@@ -58,6 +66,8 @@ pub struct Tuning {
     pub pd_replicas: usize,
     pub log_gc_threshold: u64,
     pub region_heartbeat_secs: u64,
+    /// S3 gateways (1..=MAX_GATEWAYS).
+    pub gateways: usize,
 }
 
 /// The planned processes, before they start (pid 0).
@@ -125,6 +135,7 @@ pub fn plan(exe: &str, data_dir: &Path, port: u16, host: &str, t: &Tuning) -> Ve
             grpc: grpc.clone(),
             status: status.clone(),
             http: Some(http.clone()),
+            s3: None,
             pid: 0,
             data_dir: pd_dir,
             argv,
@@ -143,6 +154,7 @@ pub fn plan(exe: &str, data_dir: &Path, port: u16, host: &str, t: &Tuning) -> Ve
             grpc: grpc.clone(),
             status: status.clone(),
             http: None,
+            s3: None,
             pid: 0,
             data_dir: dir.clone(),
             argv: vec![
@@ -191,6 +203,7 @@ pub fn plan(exe: &str, data_dir: &Path, port: u16, host: &str, t: &Tuning) -> Ve
             grpc: grpc.clone(),
             status: status.clone(),
             http: None,
+            s3: None,
             pid: 0,
             data_dir: dir.clone(),
             argv: vec![
@@ -220,33 +233,42 @@ pub fn plan(exe: &str, data_dir: &Path, port: u16, host: &str, t: &Tuning) -> Ve
         });
     }
 
-    let gw_dir = data_dir.join("gateway-1");
-    out.push(Component {
-        role: "gateway".into(),
-        id: "gateway-1".into(),
-        zone: String::new(),
-        grpc: String::new(),
-        status: addr(50),
-        http: None,
-        pid: 0,
-        data_dir: gw_dir,
-        argv: vec![
-            exe.into(),
-            "gateway".into(),
-            "--listen".into(),
-            format!("{host}:{port}"),
-            "--status-addr".into(),
-            addr(50),
-            "--pd".into(),
-            pd_grpc,
-            "--credentials-file".into(),
-            data_dir.join("credentials.json").display().to_string(),
-            "--max-commit-age-secs".into(),
-            (t.orphan_after_secs / 2).max(1).to_string(),
-            "--gc-sweep-interval-secs".into(),
-            t.repair_interval_secs.max(1).to_string(),
-        ],
-    });
+    for i in 1..=t.gateways.clamp(1, MAX_GATEWAYS) as u16 {
+        let (s3, status) = if i == 1 {
+            (format!("{host}:{port}"), addr(50))
+        } else {
+            (addr(47 + 2 * i), addr(48 + 2 * i))
+        };
+        out.push(Component {
+            role: "gateway".into(),
+            id: format!("gateway-{i}"),
+            zone: String::new(),
+            grpc: String::new(),
+            status: status.clone(),
+            http: None,
+            s3: Some(format!("http://{s3}")),
+            pid: 0,
+            data_dir: data_dir.join(format!("gateway-{i}")),
+            argv: vec![
+                exe.into(),
+                "gateway".into(),
+                "--listen".into(),
+                s3,
+                "--status-addr".into(),
+                status,
+                "--pd".into(),
+                pd_grpc.clone(),
+                "--credentials-file".into(),
+                data_dir.join("credentials.json").display().to_string(),
+                "--cluster-key-file".into(),
+                data_dir.join(CLUSTER_KEY_FILE).display().to_string(),
+                "--max-commit-age-secs".into(),
+                (t.orphan_after_secs / 2).max(1).to_string(),
+                "--gc-sweep-interval-secs".into(),
+                t.repair_interval_secs.max(1).to_string(),
+            ],
+        });
+    }
     out
 }
 
@@ -271,6 +293,7 @@ mod tests {
         pd_replicas: 1,
         log_gc_threshold: 1000,
         region_heartbeat_secs: 10,
+        gateways: 1,
     };
 
     #[test]
@@ -325,6 +348,34 @@ mod tests {
             ),
             (1, 3, 6, 1)
         );
+        let four = plan(
+            "/bin/kura",
+            Path::new("/tmp/x"),
+            9000,
+            "127.0.0.1",
+            &Tuning {
+                gateways: 4,
+                ..TUNING
+            },
+        );
+        let gws: Vec<&Component> = four.iter().filter(|c| c.role == "gateway").collect();
+        assert_eq!(gws.len(), 4);
+        assert_eq!(gws[0].s3.as_deref(), Some("http://127.0.0.1:9000"));
+        assert_eq!(gws[3].s3.as_deref(), Some("http://127.0.0.1:9055"));
+        let mut all: Vec<String> = four
+            .iter()
+            .flat_map(|c| [c.grpc.clone(), c.status.clone()])
+            .chain(
+                gws.iter()
+                    .filter_map(|c| c.s3.clone())
+                    .map(|u| u.replace("http://", "")),
+            )
+            .filter(|a| !a.is_empty())
+            .collect();
+        let n = all.len();
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), n, "every address is unique with 4 gateways");
         for z in ZONES {
             assert_eq!(
                 p.iter()

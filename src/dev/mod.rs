@@ -92,6 +92,10 @@ pub struct DevArgs {
     /// PD (sizes and read/write flow; hot-region scheduling reacts after two).
     #[arg(long, default_value_t = 10)]
     pub region_heartbeat_secs: u64,
+    /// S3 gateways to run (1-4): the first on PORT, the others on PORT+51,
+    /// PORT+53, PORT+55 (each one's address is in cluster.json as "s3").
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=layout::MAX_GATEWAYS as i64))]
+    pub gateways: u8,
 }
 
 fn parse_pd_replicas(s: &str) -> Result<usize, String> {
@@ -118,6 +122,7 @@ impl DevArgs {
             split_merge_interval_secs: self.split_merge_interval_secs,
             max_store_down_secs: self.max_store_down_secs,
             pd_replicas: self.pd_replicas,
+            gateways: self.gateways as usize,
             log_gc_threshold: self.log_gc_threshold,
             region_heartbeat_secs: self.region_heartbeat_secs,
         }
@@ -207,6 +212,10 @@ pub fn run(args: DevArgs) -> Result<(), DevError> {
 
     let creds_path = dir.join("credentials.json");
     let (creds, source) = io("credentials", credentials::resolve(&creds_path))?;
+    io(
+        "cluster key",
+        credentials::resolve_cluster_key(&dir.join(layout::CLUSTER_KEY_FILE)),
+    )?;
 
     let exe = io("current exe", std::env::current_exe())?
         .display()
@@ -300,8 +309,16 @@ fn wait_ready(
 ) -> Result<(), DevError> {
     let ids = components_ids(components);
     let s3 = format!("127.0.0.1:{}", args.port);
+    let others: Vec<String> = components
+        .iter()
+        .filter(|c| c.role == "gateway")
+        .filter_map(|c| c.s3.as_deref())
+        .filter_map(|u| u.strip_prefix("http://"))
+        .map(str::to_string)
+        .collect();
     wait_until(deadline, children, ids, || {
         probe::http_ok(&s3, "/_kura/health")
+            && others.iter().all(|a| probe::http_ok(a, "/_kura/health"))
     })
     .map_err(|e| e.unwrap_or(DevError::NotReady(args.ready_timeout, dir.join("logs"))))
 }
@@ -366,6 +383,20 @@ fn print_banner(cf: &ClusterFile, creds: &Credentials, source: &str, dir: &Path)
         .join(",");
     println!("  PD admin API:  {pd_urls}   ({kura} pdctl -u {pd_urls} --table store)");
     println!("  cluster file:  {}", dir.join("cluster.json").display());
+    let more: Vec<&str> = cf
+        .components
+        .iter()
+        .filter(|c| c.role == "gateway")
+        .filter_map(|c| c.s3.as_deref())
+        .filter(|s| *s != cf.s3)
+        .collect();
+    if !more.is_empty() {
+        println!("  more gateways: {}", more.join(" "));
+    }
+    println!(
+        "  admin:         {kura} admin --cluster {} --table user list",
+        dir.join("cluster.json").display()
+    );
     println!("  logs:          {}", dir.join("logs").display());
     println!();
     println!(

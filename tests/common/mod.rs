@@ -670,6 +670,11 @@ impl Cluster {
 
     /// Runs a Python script from tests/py with the endpoint and credentials as env.
     pub fn python(&self, script: &str, args: &[&str]) -> Output {
+        self.python_env(script, args, &[])
+    }
+
+    /// `python` with extra environment variables.
+    pub fn python_env(&self, script: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
         let path = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/py")
             .join(script);
@@ -677,7 +682,21 @@ impl Cluster {
         cmd.arg(path).args(args);
         self.aws_env(&mut cmd);
         cmd.env("KURA_S3", &self.s3).env("KURA_DIR", &self.dir);
+        cmd.envs(env.iter().copied());
         cmd.output().expect("run python3")
+    }
+
+    /// `python_env`, panicking with its output unless it succeeds.
+    pub fn must_python_env(&self, script: &str, env: &[(&str, &str)]) -> String {
+        let out = self.python_env(script, &[], env);
+        assert!(
+            out.status.success(),
+            "{script} failed:\nstdout:\n{}\nstderr:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            self.logs_tail()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     pub fn must_python(&self, script: &str, args: &[&str]) -> String {

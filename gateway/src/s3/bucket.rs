@@ -16,10 +16,11 @@ use kura_proto::meta::{BucketRecord, StorageClass};
 use s3s::dto::*;
 use s3s::{S3Request, S3Response};
 
+use crate::authz::{owns, Authorized, Caller};
 use crate::context::Ctx;
 use crate::error::{GwError, GwResult};
 use crate::meta::{self, now_ms};
-use crate::s3::common::{check_placeable, load_bucket, owner, timestamp};
+use crate::s3::common::{check_placeable, load_bucket, owner, reload_bucket, timestamp};
 use crate::storage_class;
 
 /// S3's bucket naming rules (general purpose buckets).
@@ -63,8 +64,12 @@ pub fn validate_bucket_name(name: &str) -> Result<(), String> {
 }
 
 /// What CreateBucket answers when the name is already taken.
-fn already_exists(ctx: &Ctx, existing: &BucketRecord, owner: &str) -> GwResult<()> {
-    if existing.owner != owner {
+fn already_exists(ctx: &Ctx, existing: &BucketRecord, caller: &Caller) -> GwResult<()> {
+    if !caller
+        .principal
+        .as_ref()
+        .is_some_and(|p| owns(ctx, p, existing))
+    {
         return Err(GwError::BucketAlreadyExists);
     }
     if ctx.region == "us-east-1" {
@@ -97,10 +102,12 @@ pub async fn create_bucket(
     ctx: &Arc<Ctx>,
     req: S3Request<CreateBucketInput>,
 ) -> GwResult<S3Response<CreateBucketOutput>> {
-    let owner = crate::auth::owner_of(req.credentials.as_ref());
+    let auth = Authorized::of(&req.extensions)?;
+    let caller = auth.caller.clone();
+    let bucket_name = auth.bucket_name()?.clone();
     let class = bucket_class(ctx, &req.headers)?;
     let input = req.input;
-    let name = input.bucket;
+    let name = bucket_name.name.clone();
     validate_bucket_name(&name).map_err(GwError::InvalidBucketName)?;
     let constraint = input
         .create_bucket_configuration
@@ -114,19 +121,21 @@ pub async fn create_bucket(
     let output = CreateBucketOutput {
         location: Some(format!("/{name}")),
     };
-    let key = keys::bucket_key(&name);
+    let key = bucket_name.key();
     if let Some(existing) = ctx.meta.get::<BucketRecord>(Cf::Meta, &key).await? {
-        already_exists(ctx, &existing.record, &owner)?;
+        already_exists(ctx, &existing.record, &caller)?;
         return Ok(S3Response::new(output));
     }
     let id = ctx.pd.alloc_id().await?;
     let rec = BucketRecord {
         id,
         name: name.clone(),
-        owner: owner.clone(),
+        owner: caller.user_id().to_string(),
         created_unix_ms: now_ms(),
         storage_class: class as i32,
         region: ctx.region.clone(),
+        tenant: bucket_name.tenant.clone(),
+        policy: String::new(),
     };
     let value = keys::encode_value(&rec);
     let outcome = ctx
@@ -150,7 +159,7 @@ pub async fn create_bucket(
                     Ok(S3Response::new(output))
                 }
                 Some(existing) => {
-                    already_exists(ctx, &existing.record, &owner)?;
+                    already_exists(ctx, &existing.record, &caller)?;
                     Ok(S3Response::new(output))
                 }
                 None => Err(GwError::Contention(
@@ -165,8 +174,7 @@ pub async fn delete_bucket(
     ctx: &Arc<Ctx>,
     req: S3Request<DeleteBucketInput>,
 ) -> GwResult<S3Response<DeleteBucketOutput>> {
-    let name = req.input.bucket;
-    let bucket = load_bucket(ctx, &name).await?;
+    let bucket = load_bucket(&req.extensions)?;
     let id = bucket.record.id;
     let (start, end) = keys::object_range(id, b"");
     for cf in [Cf::Meta, Cf::Mpu] {
@@ -176,7 +184,7 @@ pub async fn delete_bucket(
     }
     // Objects written after the emptiness check are not seen here; bucket-id
     // tombstones and a sweeper (DESIGN.md §2) will close that window.
-    let key = keys::bucket_key(&name);
+    let key = Authorized::of(&req.extensions)?.bucket_name()?.key();
     let outcome = ctx
         .meta
         .batch(
@@ -193,7 +201,7 @@ pub async fn delete_bucket(
             tracing::info!(bucket_id = id, "bucket deleted");
             Ok(S3Response::new(DeleteBucketOutput::default()))
         }
-        BatchOutcome::ConditionFailed { .. } => match load_bucket(ctx, &name).await {
+        BatchOutcome::ConditionFailed { .. } => match reload_bucket(ctx, &req.extensions).await {
             // Gone: our own earlier attempt applied, or a concurrent delete won; either way it is deleted.
             Err(GwError::NoSuchBucket) => Ok(S3Response::new(DeleteBucketOutput::default())),
             Err(e) => Err(e),
@@ -206,7 +214,7 @@ pub async fn head_bucket(
     ctx: &Arc<Ctx>,
     req: S3Request<HeadBucketInput>,
 ) -> GwResult<S3Response<HeadBucketOutput>> {
-    let bucket = load_bucket(ctx, &req.input.bucket).await?;
+    let bucket = load_bucket(&req.extensions)?;
     let region = if bucket.record.region.is_empty() {
         ctx.region.clone()
     } else {
@@ -222,7 +230,7 @@ pub async fn get_bucket_location(
     ctx: &Arc<Ctx>,
     req: S3Request<GetBucketLocationInput>,
 ) -> GwResult<S3Response<GetBucketLocationOutput>> {
-    let bucket = load_bucket(ctx, &req.input.bucket).await?;
+    let bucket = load_bucket(&req.extensions)?;
     let region = if bucket.record.region.is_empty() {
         ctx.region.clone()
     } else {
@@ -237,10 +245,10 @@ pub async fn get_bucket_location(
 }
 
 pub async fn get_bucket_versioning(
-    ctx: &Arc<Ctx>,
+    _ctx: &Arc<Ctx>,
     req: S3Request<GetBucketVersioningInput>,
 ) -> GwResult<S3Response<GetBucketVersioningOutput>> {
-    load_bucket(ctx, &req.input.bucket).await?;
+    load_bucket(&req.extensions)?;
     // Versioning was never enabled: S3 answers with an empty configuration.
     Ok(S3Response::new(GetBucketVersioningOutput::default()))
 }
@@ -249,27 +257,61 @@ pub async fn list_buckets(
     ctx: &Arc<Ctx>,
     req: S3Request<ListBucketsInput>,
 ) -> GwResult<S3Response<ListBucketsOutput>> {
-    let requester = crate::auth::owner_of(req.credentials.as_ref());
-    let prefix = req.input.prefix.unwrap_or_default();
-    let (mut start, end) = keys::bucket_range();
+    let caller = Authorized::of(&req.extensions)?.caller.clone();
+    let principal = caller.principal.clone().ok_or(GwError::AccessDenied)?;
+    let input = req.input;
+    let prefix = input.prefix.unwrap_or_default();
+    let max = match input.max_buckets {
+        None => MAX_BUCKETS_PAGE,
+        Some(n) if (1..=MAX_BUCKETS_PAGE as i32).contains(&n) => n as usize,
+        Some(_) => {
+            return Err(GwError::InvalidArgument(format!(
+                "max-buckets must be between 1 and {MAX_BUCKETS_PAGE}"
+            )))
+        }
+    };
+    let after = match input.continuation_token.as_deref() {
+        Some(t) => Some(decode_token(t)?),
+        None => None,
+    };
+    // The caller's tenant's buckets, in name order, those it owns; the scan
+    // starts after the token (or at the prefix) and stops past the prefix.
+    let (range_start, mut end) = keys::bucket_range(&principal.tenant);
+    let mut start = range_start.clone();
+    start.extend_from_slice(prefix.as_bytes());
+    if let Some(after) = &after {
+        let mut k = keys::tenant_bucket_key(&principal.tenant, after);
+        k.push(0);
+        start = start.max(k);
+    }
+    if let Some(next) = keys::prefix_successor(prefix.as_bytes()) {
+        let mut e = range_start.clone();
+        e.extend_from_slice(&next);
+        end = end.min(e);
+    }
     let mut buckets = Vec::new();
+    let mut more = false;
     const PAGE: usize = 1000;
-    loop {
+    'scan: loop {
         let page = ctx.meta.scan(Cf::Meta, &start, &end, PAGE, false).await?;
         for kv in &page {
             let rec: BucketRecord = keys::decode_value(&kv.value)?;
-            // Single tenant for now: the root key sees every bucket.
-            if rec.name.starts_with(&prefix) {
-                buckets.push(Bucket {
-                    name: Some(rec.name),
-                    creation_date: Some(timestamp(rec.created_unix_ms)),
-                    bucket_region: Some(if rec.region.is_empty() {
-                        ctx.region.clone()
-                    } else {
-                        rec.region
-                    }),
-                });
+            if !owns(ctx, &principal, &rec) {
+                continue;
             }
+            if buckets.len() == max {
+                more = true;
+                break 'scan;
+            }
+            buckets.push(Bucket {
+                name: Some(rec.name),
+                creation_date: Some(timestamp(rec.created_unix_ms)),
+                bucket_region: Some(if rec.region.is_empty() {
+                    ctx.region.clone()
+                } else {
+                    rec.region
+                }),
+            });
         }
         match page.last() {
             Some(last) if page.len() == PAGE => {
@@ -279,12 +321,40 @@ pub async fn list_buckets(
             _ => break,
         }
     }
+    let continuation_token = if more {
+        buckets
+            .last()
+            .and_then(|b| b.name.as_deref())
+            .map(encode_token)
+    } else {
+        None
+    };
     Ok(S3Response::new(ListBucketsOutput {
         buckets: Some(buckets),
-        owner: Some(owner(&requester)),
+        owner: Some(owner(&principal.user_id)),
         prefix: non_empty_prefix(prefix),
-        continuation_token: None,
+        continuation_token,
     }))
+}
+
+/// Most buckets one ListBuckets page returns (AWS: 10,000).
+const MAX_BUCKETS_PAGE: usize = 10_000;
+
+/// ListBuckets' continuation token: the last name returned, base64.
+fn encode_token(name: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(name)
+}
+
+fn decode_token(token: &str) -> GwResult<String> {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(|| {
+            GwError::InvalidArgument("The continuation token provided is incorrect".into())
+        })
 }
 
 fn non_empty_prefix(p: String) -> Option<String> {
@@ -294,6 +364,13 @@ fn non_empty_prefix(p: String) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn continuation_tokens_roundtrip() {
+        let t = encode_token("my.bucket-1");
+        assert_eq!(decode_token(&t).unwrap(), "my.bucket-1");
+        assert!(decode_token("!!!").is_err());
+    }
 
     #[test]
     fn bucket_names() {

@@ -6,6 +6,7 @@ use kura_metashard::keys;
 use kura_proto::meta::{BucketRecord, ObjectRecord, StorageClass};
 use s3s::dto::{ETag, Owner, Timestamp, TimestampFormat};
 
+use crate::authz::Authorized;
 use crate::context::{Ctx, MAX_KEY_LEN};
 use crate::error::{GwError, GwResult};
 use crate::meta::Versioned;
@@ -14,10 +15,17 @@ use crate::storage_class;
 /// The only object version that exists today.
 pub const NULL_VERSION: u64 = 0;
 
-/// Reads a bucket record (linearizable); NoSuchBucket when absent.
-pub async fn load_bucket(ctx: &Ctx, name: &str) -> GwResult<Versioned<BucketRecord>> {
+/// The bucket a request addresses, as the access check read it
+/// (linearizable, moments ago); NoSuchBucket when absent.
+pub fn load_bucket(ext: &http::Extensions) -> GwResult<Versioned<BucketRecord>> {
+    Authorized::of(ext)?.bucket()
+}
+
+/// Reads the addressed bucket's record again (after a lost race).
+pub async fn reload_bucket(ctx: &Ctx, ext: &http::Extensions) -> GwResult<Versioned<BucketRecord>> {
+    let name = Authorized::of(ext)?.bucket_name()?;
     ctx.meta
-        .get::<BucketRecord>(Cf::Meta, &keys::bucket_key(name))
+        .get::<BucketRecord>(Cf::Meta, &name.key())
         .await?
         .ok_or(GwError::NoSuchBucket)
 }

@@ -9,6 +9,7 @@ use kura_proto::meta::{ObjectRecord, StorageClass};
 use s3s::dto::*;
 use s3s::{S3Request, S3Response};
 
+use crate::authz::{authorize_bucket, Authorized};
 use crate::context::{Ctx, MAX_PART_SIZE, MAX_SINGLE_PUT};
 use crate::data::checksum::{with_checksums, ChecksumFields, ChecksumPlan};
 use crate::data::reader;
@@ -27,6 +28,7 @@ use crate::s3::put::{commit_in_task, commit_object, object_for_body, WritePrecon
 /// The source object of a copy, after its x-amz-copy-source-if-* checks.
 async fn load_source(
     ctx: &Ctx,
+    ext: &http::Extensions,
     src: &CopySource,
     if_match: Option<&ETagCondition>,
     if_none_match: Option<&ETagCondition>,
@@ -39,15 +41,36 @@ async fn load_source(
             key,
             version_id,
         } => (bucket.to_string(), key.to_string(), version_id.as_deref()),
-        CopySource::AccessPoint { .. } | CopySource::Outpost { .. } => {
-            return Err(GwError::NotImplemented(
-                "access point and outpost copy sources",
-            ))
+        // Another tenant's bucket: s3s refuses `tenant:bucket/key` in this
+        // header (AWS's bucket-name rules), so a copy from another tenant
+        // names the source as an access point of that "account":
+        // `arn:aws:s3:REGION:TENANT:accesspoint/BUCKET/object/KEY`.
+        CopySource::AccessPoint {
+            region,
+            account_id,
+            access_point_name,
+            key,
+            version_id,
+            ..
+        } => {
+            if !region.is_empty() && region.as_ref() != ctx.region {
+                return Err(GwError::InvalidArgument(format!(
+                    "copy source region {region} is not this endpoint's region"
+                )));
+            }
+            (
+                format!("{account_id}:{access_point_name}"),
+                key.to_string(),
+                version_id.as_deref(),
+            )
         }
+        CopySource::Outpost { .. } => return Err(GwError::NotImplemented("outpost copy sources")),
     };
     check_key(&key)?;
     check_version_id(version)?;
-    let b = load_bucket(ctx, &bucket).await?;
+    // The source is a second resource: the caller needs s3:GetObject on it.
+    let caller = &Authorized::of(ext)?.caller;
+    let b = authorize_bucket(ctx, caller, &bucket, "s3:GetObject", Some(&key)).await?;
     let rec = load_object(ctx, b.record.id, &key)
         .await?
         .ok_or(GwError::NoSuchKey)?
@@ -121,10 +144,11 @@ pub async fn copy_object(
             ))
         }
     };
-    let dst = load_bucket(ctx, &input.bucket).await?;
+    let dst = load_bucket(&req.extensions)?;
     let bucket_id = dst.record.id;
     let (src_bucket, src_key, src) = load_source(
         ctx,
+        &req.extensions,
         &input.copy_source,
         input.copy_source_if_match.as_ref(),
         input.copy_source_if_none_match.as_ref(),
@@ -207,11 +231,12 @@ pub async fn upload_part_copy(
     let input = req.input;
     let part_number = check_part_number(input.part_number)?;
     check_key(&input.key)?;
-    let dst = load_bucket(ctx, &input.bucket).await?;
+    let dst = load_bucket(&req.extensions)?;
     let bucket_id = dst.record.id;
     let upload = load_upload(ctx, bucket_id, &input.key, &input.upload_id).await?;
     let (_, _, src) = load_source(
         ctx,
+        &req.extensions,
         &input.copy_source,
         input.copy_source_if_match.as_ref(),
         input.copy_source_if_none_match.as_ref(),

@@ -72,7 +72,7 @@ pub async fn delete_object(
     {
         return Err(GwError::NotImplemented("conditional deletes"));
     }
-    let bucket = load_bucket(ctx, &input.bucket).await?;
+    let bucket = load_bucket(&req.extensions)?;
     let task_ctx = ctx.clone();
     let key = input.key;
     // Runs to completion even if the client disconnects.
@@ -94,7 +94,8 @@ pub async fn delete_objects(
             "a Delete request lists 1 to {MAX_DELETE_KEYS} keys"
         )));
     }
-    let bucket = load_bucket(ctx, &input.bucket).await?;
+    let auth = crate::authz::Authorized::of(&req.extensions)?;
+    let bucket = auth.bucket()?;
     let bucket_id = bucket.record.id;
     let results: Vec<(ObjectIdentifier, GwResult<()>)> = futures::stream::iter(objects)
         .map(|obj| {
@@ -103,6 +104,10 @@ pub async fn delete_objects(
                 let res = async {
                     check_key(&obj.key)?;
                     check_version_id(obj.version_id.as_deref())?;
+                    // Decided key by key, as S3 does: a grant may cover a prefix.
+                    if !auth.allows(&ctx, "s3:DeleteObject", Some(&obj.key))? {
+                        return Err(GwError::AccessDenied);
+                    }
                     let key = obj.key.clone();
                     tokio::spawn(async move { delete_one(&ctx, bucket_id, &key).await })
                         .await

@@ -178,13 +178,13 @@ macro_rules! object_output {
 
 async fn load(
     ctx: &Ctx,
-    bucket: &str,
+    ext: &http::Extensions,
     key: &str,
     version_id: Option<&str>,
 ) -> GwResult<ObjectRecord> {
     check_key(key)?;
     check_version_id(version_id)?;
-    let bucket = load_bucket(ctx, bucket).await?;
+    let bucket = load_bucket(ext)?;
     Ok(load_object(ctx, bucket.record.id, key)
         .await?
         .ok_or(GwError::NoSuchKey)?
@@ -196,7 +196,13 @@ pub async fn get_object(
     req: S3Request<GetObjectInput>,
 ) -> GwResult<S3Response<GetObjectOutput>> {
     let input = req.input;
-    let rec = load(ctx, &input.bucket, &input.key, input.version_id.as_deref()).await?;
+    let rec = load(
+        ctx,
+        &req.extensions,
+        &input.key,
+        input.version_id.as_deref(),
+    )
+    .await?;
     check_conditions(
         &rec,
         input.if_match.as_ref(),
@@ -218,7 +224,13 @@ pub async fn head_object(
     req: S3Request<HeadObjectInput>,
 ) -> GwResult<S3Response<HeadObjectOutput>> {
     let input = req.input;
-    let rec = load(ctx, &input.bucket, &input.key, input.version_id.as_deref()).await?;
+    let rec = load(
+        ctx,
+        &req.extensions,
+        &input.key,
+        input.version_id.as_deref(),
+    )
+    .await?;
     check_conditions(
         &rec,
         input.if_match.as_ref(),

@@ -304,7 +304,7 @@ pub async fn list_objects(
     let input = req.input;
     let url = wants_url_encoding(input.encoding_type.as_ref())?;
     let max = max_entries(input.max_keys, "max-keys")?;
-    let bucket = load_bucket(ctx, &input.bucket).await?;
+    let bucket = load_bucket(&req.extensions)?;
     let prefix = input.prefix.unwrap_or_default();
     let delimiter = input.delimiter.unwrap_or_default();
     let marker = input.marker.unwrap_or_default();
@@ -362,7 +362,7 @@ pub async fn list_objects_v2(
         Some(t) => Some(decode_token(t)?),
         None => None,
     };
-    let bucket = load_bucket(ctx, &input.bucket).await?;
+    let bucket = load_bucket(&req.extensions)?;
     let prefix = input.prefix.unwrap_or_default();
     let delimiter = input.delimiter.unwrap_or_default();
     let after = token.as_deref().or(input.start_after.as_deref());

@@ -11,6 +11,11 @@
 //! | `delete.rs`   | DeleteObject, DeleteObjects |
 //! | `list.rs`     | ListObjects, ListObjectsV2 (+ the listing engine) |
 //! | `multipart.rs`| Create/UploadPart/Complete/Abort, ListParts, ListMultipartUploads |
+//! | `policy.rs`   | Get/Put/DeleteBucketPolicy, GetBucketPolicyStatus |
+//!
+//! Who may call each operation is decided before it runs (`crate::authz`);
+//! a handler finds the outcome, with the bucket's record, in its request's
+//! extensions (`common::load_bucket`).
 
 pub mod bucket;
 pub mod common;
@@ -19,6 +24,7 @@ pub mod delete;
 pub mod get;
 pub mod list;
 pub mod multipart;
+pub mod policy;
 pub mod put;
 
 use std::future::Future;
@@ -227,6 +233,42 @@ impl S3 for KuraS3 {
         observe(
             "ListMultipartUploads",
             multipart::list_multipart_uploads(&self.ctx, req),
+        )
+        .await
+    }
+
+    async fn put_bucket_policy(
+        &self,
+        req: S3Request<PutBucketPolicyInput>,
+    ) -> S3Result<S3Response<PutBucketPolicyOutput>> {
+        observe("PutBucketPolicy", policy::put_bucket_policy(&self.ctx, req)).await
+    }
+
+    async fn get_bucket_policy(
+        &self,
+        req: S3Request<GetBucketPolicyInput>,
+    ) -> S3Result<S3Response<GetBucketPolicyOutput>> {
+        observe("GetBucketPolicy", policy::get_bucket_policy(&self.ctx, req)).await
+    }
+
+    async fn delete_bucket_policy(
+        &self,
+        req: S3Request<DeleteBucketPolicyInput>,
+    ) -> S3Result<S3Response<DeleteBucketPolicyOutput>> {
+        observe(
+            "DeleteBucketPolicy",
+            policy::delete_bucket_policy(&self.ctx, req),
+        )
+        .await
+    }
+
+    async fn get_bucket_policy_status(
+        &self,
+        req: S3Request<GetBucketPolicyStatusInput>,
+    ) -> S3Result<S3Response<GetBucketPolicyStatusOutput>> {
+        observe(
+            "GetBucketPolicyStatus",
+            policy::get_bucket_policy_status(&self.ctx, req),
         )
         .await
     }

@@ -162,10 +162,13 @@ pub async fn create_multipart_upload(
     ctx: &Arc<Ctx>,
     req: S3Request<CreateMultipartUploadInput>,
 ) -> GwResult<S3Response<CreateMultipartUploadOutput>> {
-    let initiator = crate::auth::owner_of(req.credentials.as_ref());
+    let initiator = crate::authz::Authorized::of(&req.extensions)?
+        .caller
+        .user_id()
+        .to_string();
     let input = req.input;
     check_key(&input.key)?;
-    let bucket = load_bucket(ctx, &input.bucket).await?;
+    let bucket = load_bucket(&req.extensions)?;
     let bucket_id = bucket.record.id;
     let class = write_class(ctx, input.storage_class.as_ref(), &bucket.record)?;
     let upload_id = new_upload_id();
@@ -212,12 +215,13 @@ pub async fn upload_part(
         input,
         headers,
         trailing_headers,
+        extensions,
         ..
     } = req;
     let part_number = check_part_number(input.part_number)?;
     check_key(&input.key)?;
     let content_length = declared_length(input.content_length)?;
-    let bucket = load_bucket(ctx, &input.bucket).await?;
+    let bucket = load_bucket(&extensions)?;
     let bucket_id = bucket.record.id;
     let upload = load_upload(ctx, bucket_id, &input.key, &input.upload_id).await?;
     let checksums = ChecksumPlan::from_headers(&headers, trailing_headers)?;
@@ -391,7 +395,7 @@ pub async fn complete_multipart_upload(
             Ok((n, tag))
         })
         .collect::<GwResult<_>>()?;
-    let bucket = load_bucket(ctx, &input.bucket).await?;
+    let bucket = load_bucket(&req.extensions)?;
     let bucket_id = bucket.record.id;
     let upload = load_upload(ctx, bucket_id, &input.key, &input.upload_id).await?;
     let parts = all_parts(ctx, bucket_id, &input.key, &input.upload_id).await?;
@@ -485,7 +489,7 @@ pub async fn abort_multipart_upload(
 ) -> GwResult<S3Response<AbortMultipartUploadOutput>> {
     let input = req.input;
     check_key(&input.key)?;
-    let bucket = load_bucket(ctx, &input.bucket).await?;
+    let bucket = load_bucket(&req.extensions)?;
     let bucket_id = bucket.record.id;
     let upload = load_upload(ctx, bucket_id, &input.key, &input.upload_id).await?;
     let task_ctx = ctx.clone();
@@ -534,7 +538,7 @@ pub async fn list_parts(
         }
         Some(n) => n as u32,
     };
-    let bucket = load_bucket(ctx, &input.bucket).await?;
+    let bucket = load_bucket(&req.extensions)?;
     let bucket_id = bucket.record.id;
     let upload = load_upload(ctx, bucket_id, &input.key, &input.upload_id).await?;
     let mut parts = scan_parts(
@@ -610,7 +614,7 @@ pub async fn list_multipart_uploads(
     let input = req.input;
     let url = wants_url_encoding(input.encoding_type.as_ref())?;
     let max = list::max_entries(input.max_uploads, "max-uploads")?;
-    let bucket = load_bucket(ctx, &input.bucket).await?;
+    let bucket = load_bucket(&req.extensions)?;
     let bucket_id = bucket.record.id;
     let prefix = input.prefix.clone().unwrap_or_default();
     let delimiter = input.delimiter.clone().unwrap_or_default();

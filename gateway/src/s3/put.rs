@@ -153,6 +153,7 @@ pub async fn put_object(
         input,
         headers,
         trailing_headers,
+        extensions,
         ..
     } = req;
     check_key(&input.key)?;
@@ -164,7 +165,7 @@ pub async fn put_object(
         ));
     }
     let content_length = declared_length(input.content_length)?;
-    let bucket = load_bucket(ctx, &input.bucket).await?;
+    let bucket = load_bucket(&extensions)?;
     let bucket_id = bucket.record.id;
     let class = write_class(ctx, input.storage_class.as_ref(), &bucket.record)?;
     if !pre.is_empty() {
