@@ -46,7 +46,7 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Manage tenants, users, access keys and user policies through a gateway's admin API.
+    /// Manage tenants, users, access keys, user policies, quotas, rate limits and usage through a gateway's admin API.
     Admin(admin::AdminArgs),
     /// Benchmark a running cluster: PUT/GET throughput and latency beside this machine's limits.
     Bench(bench::BenchArgs),

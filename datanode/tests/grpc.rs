@@ -437,6 +437,10 @@ impl Pd for FakePdSvc {
     async fn get_members(&self, _: Request<GetMembersRequest>) -> R<GetMembersResponse> {
         Err(Status::unimplemented(""))
     }
+
+    async fn rate_share(&self, _: Request<RateShareRequest>) -> R<RateShareResponse> {
+        Err(Status::unimplemented(""))
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,9 +6,11 @@ use kura_datanode::client::DataNodeClient;
 use kura_pd_client::PdClient;
 
 use crate::authz::PolicyCache;
-use crate::identity::IdentityStore;
+use crate::identity::{IdentityStore, RecordCache};
 use crate::meta::Meta;
 use crate::placement::{GroupView, PlacementCache};
+use crate::usage::fold::Folder;
+use crate::usage::quota::Quotas;
 use kura_proto::meta::StorageClass;
 
 /// S3 limits (as AWS).
@@ -27,6 +29,16 @@ pub struct Ctx {
     pub identity: Arc<IdentityStore>,
     /// Parsed bucket policies.
     pub policies: PolicyCache,
+    /// Tenant and user records (quotas, rate limits), cached.
+    pub records: RecordCache,
+    /// Usage deltas waiting to be folded into their buckets' counters.
+    pub folder: Arc<Folder>,
+    /// Storage quota reservations and usage snapshots.
+    pub quotas: Quotas,
+    /// Requests and bytes per tenant, user and bucket through this gateway.
+    pub traffic: Arc<crate::usage::traffic::Traffic>,
+    /// Cluster-wide request-rate limits: this gateway's token buckets.
+    pub ratelimit: Arc<crate::ratelimit::RateLimiter>,
     /// Bodies of at most this many bytes live in the metadata record.
     pub inline_threshold: usize,
     /// Target data bytes of one stripe (a fragment block is stripe / k).

@@ -72,6 +72,24 @@ pub enum GwError {
     MalformedPolicy(String),
     #[error("the bucket has no policy")]
     NoSuchBucketPolicy,
+    /// The bucket's object ownership is BucketOwnerEnforced: ACLs are disabled.
+    #[error("the bucket does not allow ACLs")]
+    AccessControlListNotSupported,
+    #[error("a grant names an email address")]
+    UnresolvableGrantByEmailAddress,
+    #[error("the ACL is not valid: {0}")]
+    MalformedAcl(String),
+    /// BucketOwnerEnforced asked for while the bucket ACL grants to others.
+    #[error("the bucket ACL grants access to others than its owner")]
+    InvalidBucketAclWithObjectOwnership,
+    #[error("the bucket has no public access block configuration")]
+    NoSuchPublicAccessBlockConfiguration,
+    /// A storage quota would be exceeded (403 QuotaExceeded, as Ceph RGW).
+    #[error("quota exceeded: {0}")]
+    QuotaExceeded(String),
+    /// A request-rate limit is reached: 503 SlowDown with Retry-After.
+    #[error("rate limit reached: {why}")]
+    RateLimited { why: String, retry_after_secs: u32 },
 
     // --- generic client errors
     #[error("invalid argument: {0}")]
@@ -129,12 +147,18 @@ impl GwError {
             | GwError::InvalidAccessKeyId
             | GwError::MalformedPolicy(_)
             | GwError::NoSuchBucketPolicy
+            | GwError::AccessControlListNotSupported
+            | GwError::UnresolvableGrantByEmailAddress
+            | GwError::MalformedAcl(_)
+            | GwError::InvalidBucketAclWithObjectOwnership
+            | GwError::NoSuchPublicAccessBlockConfiguration
+            | GwError::QuotaExceeded(_)
             | GwError::InvalidArgument(_)
             | GwError::InvalidRequest(_)
             | GwError::MalformedXml(_)
             | GwError::NotImplemented(_)
             | GwError::BodyRejected(_) => false,
-            GwError::Unavailable(_) | GwError::Contention(_) => true,
+            GwError::Unavailable(_) | GwError::Contention(_) | GwError::RateLimited { .. } => true,
             GwError::Internal(_) => false,
         }
     }
@@ -219,6 +243,38 @@ impl GwError {
             GwError::MalformedPolicy(why) => S3Error::with_message(C::MalformedPolicy, why.clone()),
             GwError::NoSuchBucketPolicy => {
                 S3Error::with_message(C::NoSuchBucketPolicy, "The bucket policy does not exist")
+            }
+            GwError::AccessControlListNotSupported => {
+                S3Error::with_message(C::AccessControlListNotSupported, "The bucket does not allow ACLs")
+            }
+            GwError::UnresolvableGrantByEmailAddress => S3Error::with_message(
+                C::UnresolvableGrantByEmailAddress,
+                "The email address you provided does not match any account on record.",
+            ),
+            GwError::MalformedAcl(why) => S3Error::with_message(C::MalformedACLError, why.clone()),
+            GwError::InvalidBucketAclWithObjectOwnership => S3Error::with_message(
+                C::InvalidBucketAclWithObjectOwnership,
+                "Bucket cannot have ACLs set with ObjectOwnership's BucketOwnerEnforced setting",
+            ),
+            GwError::NoSuchPublicAccessBlockConfiguration => {
+                let code = S3ErrorCode::from_bytes(b"NoSuchPublicAccessBlockConfiguration")
+                    .unwrap_or(C::NoSuchBucketPolicy);
+                let mut e = S3Error::with_message(code, "The public access block configuration was not found");
+                e.set_status_code(StatusCode::NOT_FOUND);
+                e
+            }
+            GwError::QuotaExceeded(why) => {
+                let code = S3ErrorCode::from_bytes(b"QuotaExceeded").unwrap_or(C::AccessDenied);
+                let mut e = S3Error::with_message(code, why.clone());
+                e.set_status_code(StatusCode::FORBIDDEN);
+                e
+            }
+            GwError::RateLimited { retry_after_secs, .. } => {
+                let mut e = S3Error::with_message(C::SlowDown, "Please reduce your request rate.");
+                let mut h = http::HeaderMap::new();
+                h.insert(http::header::RETRY_AFTER, http::HeaderValue::from(*retry_after_secs));
+                e.set_headers(h);
+                e
             }
             GwError::InvalidArgument(why) => S3Error::with_message(C::InvalidArgument, why.clone()),
             GwError::InvalidRequest(why) => S3Error::with_message(C::InvalidRequest, why.clone()),
@@ -425,6 +481,31 @@ mod tests {
             StatusCode::BAD_REQUEST
         );
         assert_eq!(GwError::NoSuchBucketPolicy.status(), StatusCode::NOT_FOUND);
+        assert_eq!(
+            GwError::AccessControlListNotSupported.status(),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            GwError::UnresolvableGrantByEmailAddress.status(),
+            StatusCode::BAD_REQUEST
+        );
+        let pab = GwError::NoSuchPublicAccessBlockConfiguration;
+        assert_eq!(pab.status(), StatusCode::NOT_FOUND);
+        assert_eq!(
+            pab.to_s3().code().as_str(),
+            "NoSuchPublicAccessBlockConfiguration"
+        );
+        assert_eq!(
+            GwError::QuotaExceeded("x".into()).status(),
+            StatusCode::FORBIDDEN
+        );
+        let slow = GwError::RateLimited {
+            why: "x".into(),
+            retry_after_secs: 1,
+        };
+        assert_eq!(slow.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let s3 = slow.to_s3();
+        assert_eq!(s3.code().as_str(), "SlowDown");
         assert_eq!(
             GwError::Internal("x".into()).status(),
             StatusCode::INTERNAL_SERVER_ERROR

@@ -23,9 +23,11 @@ pub mod identity;
 pub mod meta;
 pub mod metrics;
 pub mod placement;
+pub mod ratelimit;
 pub mod s3;
 pub mod server;
 pub mod storage_class;
+pub mod usage;
 
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicBool;

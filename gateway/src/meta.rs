@@ -81,6 +81,35 @@ impl Meta {
             .is_some_and(|v| v.as_ref() == value))
     }
 
+    /// Compare-and-set of one key: writes `value` if the key still holds
+    /// `old` (`None`: is absent). True when `value` is in place afterwards —
+    /// also when a retried batch reported ConditionFailed for its own
+    /// earlier, applied attempt (see [`Meta::holds`]).
+    pub async fn swap(
+        &self,
+        cf: Cf,
+        key: &[u8],
+        old: Option<&Bytes>,
+        value: &[u8],
+    ) -> GwResult<bool> {
+        let outcome = self
+            .batch(
+                vec![unchanged(cf, key.to_vec(), old)],
+                vec![put(cf, key.to_vec(), value.to_vec())],
+            )
+            .await?;
+        Ok(match outcome {
+            BatchOutcome::Applied => true,
+            BatchOutcome::ConditionFailed { .. } => self.holds(cf, key, value).await?,
+        })
+    }
+
+    /// Deletes `keys` wherever they live, one batch per region (not atomic
+    /// across regions; deletes are idempotent).
+    pub async fn delete_many(&self, cf: Cf, keys: Vec<Bytes>) -> GwResult<()> {
+        Ok(deadline("delete", self.client.delete_many(cf, keys)).await??)
+    }
+
     /// Keys (and values) in [start, end), at most `limit`, in key order.
     pub async fn scan(
         &self,

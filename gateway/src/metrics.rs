@@ -111,6 +111,55 @@ static GC_RECLAIMED: LazyLock<IntCounter> = LazyLock::new(|| {
     )
 });
 
+static RATELIMIT_ADMITTED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register(
+        IntCounterVec::new(
+            Opts::new(
+                "kura_gateway_ratelimit_admitted_total",
+                "Requests admitted under at least one rate limit, by operation class",
+            ),
+            &["class"],
+        )
+        .expect("valid metric"),
+    )
+});
+
+static RATELIMIT_THROTTLED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register(
+        IntCounterVec::new(
+            Opts::new(
+                "kura_gateway_ratelimit_throttled_total",
+                "Requests refused with 503 SlowDown, by the kind of limit that refused them",
+            ),
+            &["limit"],
+        )
+        .expect("valid metric"),
+    )
+});
+
+static RATELIMIT_SCOPES: LazyLock<prometheus::IntGauge> = LazyLock::new(|| {
+    register(
+        prometheus::IntGauge::new(
+            "kura_gateway_ratelimit_scopes",
+            "(scope, limit kind) pairs this gateway tracks (traffic in the last seconds)",
+        )
+        .expect("valid metric"),
+    )
+});
+
+static RATELIMIT_REPORTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register(
+        IntCounterVec::new(
+            Opts::new(
+                "kura_gateway_ratelimit_reports_total",
+                "Rate-limit demand reports to PD, by outcome (ok, error)",
+            ),
+            &["outcome"],
+        )
+        .expect("valid metric"),
+    )
+});
+
 /// Forces registration so the series exist before the first request.
 pub fn init() {
     LazyLock::force(&REQUESTS);
@@ -122,6 +171,10 @@ pub fn init() {
     LazyLock::force(&DEGRADED_READS);
     LazyLock::force(&GC_BACKLOG);
     LazyLock::force(&GC_RECLAIMED);
+    LazyLock::force(&RATELIMIT_ADMITTED);
+    LazyLock::force(&RATELIMIT_THROTTLED);
+    LazyLock::force(&RATELIMIT_SCOPES);
+    LazyLock::force(&RATELIMIT_REPORTS);
 }
 
 /// "2xx", "4xx", ...
@@ -169,6 +222,26 @@ pub fn gc_reclaimed(n: usize) {
     GC_RECLAIMED.inc_by(n as u64);
 }
 
+/// A request admitted under a rate limit (`class`: read, write, list, delete).
+pub fn ratelimit_admitted(class: &'static str) {
+    RATELIMIT_ADMITTED.with_label_values(&[class]).inc();
+}
+
+/// A request refused by a rate limit of kind `limit` (read_ops, ...).
+pub fn ratelimit_throttled(limit: &'static str) {
+    RATELIMIT_THROTTLED.with_label_values(&[limit]).inc();
+}
+
+pub fn set_ratelimit_scopes(n: usize) {
+    RATELIMIT_SCOPES.set(n as i64);
+}
+
+pub fn ratelimit_report(ok: bool) {
+    RATELIMIT_REPORTS
+        .with_label_values(&[if ok { "ok" } else { "error" }])
+        .inc();
+}
+
 pub fn degraded_write() {
     DEGRADED_WRITES.inc();
 }
@@ -198,4 +271,58 @@ mod tests {
         add_bytes_in(1);
         add_bytes_out(1);
     }
+}
+
+/// Per-tenant request and byte counters of this gateway, built at scrape
+/// time from `usage::traffic` (bounded: the top tenants plus "other").
+struct TenantTraffic(
+    std::sync::Arc<crate::usage::traffic::Traffic>,
+    Vec<prometheus::core::Desc>,
+);
+
+fn tenant_vecs() -> [prometheus::IntCounterVec; 3] {
+    let vec = |name: &str, help: &str| {
+        prometheus::IntCounterVec::new(Opts::new(name, help), &["tenant"]).expect("valid metric")
+    };
+    [
+        vec(
+            "kura_tenant_requests_total",
+            "S3 requests by tenant (top tenants, the rest as \"other\")",
+        ),
+        vec(
+            "kura_tenant_bytes_in_total",
+            "Request body bytes by tenant (declared length)",
+        ),
+        vec(
+            "kura_tenant_bytes_out_total",
+            "Response body bytes by tenant (Content-Length)",
+        ),
+    ]
+}
+
+impl prometheus::core::Collector for TenantTraffic {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        self.1.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        let [req, bin, bout] = tenant_vecs();
+        for (tenant, c) in self.0.tenant_series() {
+            req.with_label_values(&[&tenant]).inc_by(c.requests);
+            bin.with_label_values(&[&tenant]).inc_by(c.bytes_in);
+            bout.with_label_values(&[&tenant]).inc_by(c.bytes_out);
+        }
+        [req, bin, bout].iter().flat_map(|v| v.collect()).collect()
+    }
+}
+
+/// Serves this gateway's per-tenant traffic on `/metrics`.
+pub fn register_tenant_traffic(traffic: std::sync::Arc<crate::usage::traffic::Traffic>) {
+    use prometheus::core::Collector;
+    let descs = tenant_vecs()
+        .iter()
+        .flat_map(|v| v.desc().into_iter().cloned())
+        .collect();
+    // A second registration (tests creating several gateways) is refused, harmlessly.
+    let _ = prometheus::default_registry().register(Box::new(TenantTraffic(traffic, descs)));
 }

@@ -26,10 +26,13 @@ use crate::authz::{Access, PolicyCache, RemoteAddr};
 use crate::context::Ctx;
 use crate::identity::records::valid_tenant;
 use crate::identity::seal::Sealer;
-use crate::identity::{Auth, IdentityStore};
+use crate::identity::{Auth, IdentityStore, RecordCache};
 use crate::meta::Meta;
 use crate::placement::PlacementCache;
 use crate::s3::KuraS3;
+use crate::usage::fold::Folder;
+use crate::usage::quota::Quotas;
+use crate::usage::traffic::TrafficSlot;
 use crate::{auth, metrics, Config, Error};
 
 /// How long in-flight requests get to finish after shutdown.
@@ -63,12 +66,22 @@ pub async fn run(
         &cfg.secret_key,
     ));
     let ctx = Arc::new(Ctx {
-        meta,
+        meta: meta.clone(),
         data: Arc::new(DataNodeClient::new()),
         pd: pd.clone(),
         placement: placement.clone(),
         identity: identity.clone(),
         policies: PolicyCache::default(),
+        records: RecordCache::new(meta.clone()),
+        folder: Arc::new(Folder::default()),
+        quotas: Quotas::default(),
+        traffic: Arc::new(crate::usage::traffic::Traffic::new(cfg.listen.to_string())),
+        // Unique per process: PD keys its rate-limit reports by it.
+        ratelimit: Arc::new(crate::ratelimit::RateLimiter::new(format!(
+            "{}-{:016x}",
+            cfg.listen,
+            rand::random::<u64>()
+        ))),
         inline_threshold: cfg.inline_threshold,
         stripe_size: cfg.stripe_size,
         default_class: cfg.default_class,
@@ -92,6 +105,14 @@ pub async fn run(
         shutdown.clone(),
     ));
     tokio::spawn(become_ready(ctx.clone(), ready.clone(), shutdown.clone()));
+    tokio::spawn(ctx.folder.clone().run(ctx.clone(), shutdown.clone()));
+    metrics::register_tenant_traffic(ctx.traffic.clone());
+    tokio::spawn(ctx.traffic.clone().run(ctx.clone(), shutdown.clone()));
+    tokio::spawn(crate::ratelimit::lease::run(
+        ctx.ratelimit.clone(),
+        pd.clone().with_attempts(2),
+        shutdown.clone(),
+    ));
 
     let host = KuraHost::new(cfg.domain.as_deref());
     let mut builder = S3ServiceBuilder::new(KuraS3::new(ctx.clone()));
@@ -127,7 +148,18 @@ pub async fn run(
                 let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
                     let front = front.clone();
                     req.extensions_mut().insert(RemoteAddr(peer));
-                    async move { front.handle(req).await }
+                    // A GET under a read_bytes limit pays its size once known.
+                    let bytes_out = crate::ratelimit::BytesOut::attach(req.extensions_mut());
+                    let traffic = TrafficSlot::attach(req.extensions_mut());
+                    let bytes_in = crate::usage::traffic::declared_in(req.headers());
+                    async move {
+                        let resp = front.handle(req).await;
+                        if let Ok(r) = &resp {
+                            bytes_out.settle(r.status(), r.headers());
+                            traffic.settle(&front.ctx.traffic, bytes_in, r.headers());
+                        }
+                        resp
+                    }
                 });
                 let conn = conn_builder.serve_connection(TokioIo::new(stream), svc).into_owned();
                 let conn = graceful.watch(conn);

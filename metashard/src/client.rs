@@ -324,6 +324,48 @@ impl MetaClient {
         })
     }
 
+    /// Deletes `keys` of `cf` wherever they live: one unconditional batch
+    /// per region (grouped through the region cache). Deletes are
+    /// idempotent, so a group that a split cut in two is simply sent again
+    /// key by key. Not atomic across regions.
+    pub async fn delete_many(&self, cf: Cf, mut keys: Vec<Bytes>) -> Result<(), ClientError> {
+        keys.sort();
+        keys.dedup();
+        let delete = |k: &Bytes| Mutation {
+            op: mutation::Op::Delete as i32,
+            cf: cf as i32,
+            key: k.clone(),
+            value: Bytes::new(),
+        };
+        let mut i = 0;
+        while i < keys.len() {
+            let end_key = match self.cache.locate(&keys[i]).await {
+                Ok(Some(route)) => route.region.end_key.to_vec(),
+                _ => Vec::new(),
+            };
+            // Keys i..j lie in the region that holds key i (as cached).
+            let j = if end_key.is_empty() {
+                keys.len()
+            } else {
+                i + keys[i..].partition_point(|k| k.as_ref() < end_key.as_slice())
+            };
+            let j = j.max(i + 1);
+            let group: Vec<Mutation> = keys[i..j].iter().map(delete).collect();
+            match self.batch(Vec::new(), group).await {
+                Ok(_) => {}
+                // The cache was stale and the group spans regions: one by one.
+                Err(ClientError::InvalidRequest(_)) => {
+                    for k in &keys[i..j] {
+                        self.batch(Vec::new(), vec![delete(k)]).await?;
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+            i = j;
+        }
+        Ok(())
+    }
+
     /// Linearizable scan of [start, end) (empty end = to the end of the keyspace) across regions
     /// in key order, returning at most `limit` pairs.
     pub async fn scan(

@@ -11,6 +11,9 @@
 //! - `0x02 bucket_id enc(key) upload_id`      → `MultipartUploadRecord` (cf MPU)
 //! - `0x02 bucket_id enc(key) upload_id part(4, BE)` → `PartRecord` (cf MPU)
 //! - `0x02 bucket_id enc(key) data_id`        → `GcRecord` (cf GC)
+//! - `0x02 bucket_id enc(key) delta_id(16)`   → `UsageDelta` (cf USAGE)
+//! - `0x01 'q' tenant 0x00 bucket_id(8, BE)`  → `BucketUsage` (a bucket's folded usage)
+//! - `0x01 'r' gateway 0x00 scope`            → `TrafficRecord` (one gateway's request counts)
 //!
 //! Every record of one `(bucket_id, object_key)` shares the prefix
 //! `0x02 bucket_id enc(key)`, so a region split never separates them and each S3
@@ -32,6 +35,8 @@ const SYSTEM_TENANT: u8 = b't';
 const SYSTEM_USER: u8 = b'u';
 const SYSTEM_USER_NAME: u8 = b'n';
 const SYSTEM_ACCESS_KEY: u8 = b'k';
+const SYSTEM_USAGE: u8 = b'q';
+const SYSTEM_TRAFFIC: u8 = b'r';
 /// Separates a tenant from a bucket name (`tenant:bucket`, as Ceph RGW);
 /// bucket names never contain it.
 pub const TENANT_SEPARATOR: char = ':';
@@ -187,6 +192,66 @@ pub fn gc_key(bucket_id: u64, key: &[u8], data_id: &[u8]) -> Vec<u8> {
     let mut k = object_prefix(bucket_id, key);
     k.extend_from_slice(data_id);
     k
+}
+
+/// The key of a usage delta written with an object change (cf USAGE); in
+/// the object's region, so it commits in the same batch.
+pub fn usage_delta_key(bucket_id: u64, key: &[u8], delta_id: &[u8; 16]) -> Vec<u8> {
+    let mut k = object_prefix(bucket_id, key);
+    k.extend_from_slice(delta_id);
+    k
+}
+
+/// The key of a bucket's folded usage counter, grouped by tenant.
+pub fn bucket_usage_key(tenant: &str, bucket_id: u64) -> Vec<u8> {
+    system_key(
+        SYSTEM_USAGE,
+        &[tenant.as_bytes(), &[0], &bucket_id.to_be_bytes()],
+    )
+}
+
+/// Range of the usage counters of one tenant's buckets.
+pub fn tenant_usage_range(tenant: &str) -> (Vec<u8>, Vec<u8>) {
+    (
+        system_key(SYSTEM_USAGE, &[tenant.as_bytes(), &[0]]),
+        system_key(SYSTEM_USAGE, &[tenant.as_bytes(), &[1]]),
+    )
+}
+
+/// Range of every usage counter.
+pub fn usage_range() -> (Vec<u8>, Vec<u8>) {
+    (
+        vec![FAMILY_SYSTEM, SYSTEM_USAGE],
+        vec![FAMILY_SYSTEM, SYSTEM_USAGE + 1],
+    )
+}
+
+/// The key of one gateway's traffic counts for one scope (`t/…`, `u/…`, `b/…`).
+pub fn traffic_key(gateway: &str, scope: &str) -> Vec<u8> {
+    system_key(
+        SYSTEM_TRAFFIC,
+        &[gateway.as_bytes(), &[0], scope.as_bytes()],
+    )
+}
+
+/// Range of every traffic record.
+pub fn traffic_range() -> (Vec<u8>, Vec<u8>) {
+    (
+        vec![FAMILY_SYSTEM, SYSTEM_TRAFFIC],
+        vec![FAMILY_SYSTEM, SYSTEM_TRAFFIC + 1],
+    )
+}
+
+/// The scope part of a key built by [`traffic_key`].
+pub fn traffic_scope_of(key: &[u8]) -> Option<String> {
+    let rest = key.strip_prefix(&[FAMILY_SYSTEM, SYSTEM_TRAFFIC])?;
+    let at = rest.iter().position(|&b| b == 0)?;
+    String::from_utf8(rest[at + 1..].to_vec()).ok()
+}
+
+/// The whole object family (every bucket), e.g. to sweep cf USAGE.
+pub fn object_family_range() -> (Vec<u8>, Vec<u8>) {
+    (vec![FAMILY_OBJECT], vec![FAMILY_OBJECT + 1])
 }
 
 /// Start of the bucket's object range with keys starting with `prefix`.
@@ -450,6 +515,17 @@ mod tests {
         let n = user_name_key("acme", "alice");
         assert!(s <= n && n < e);
         assert!(user_name_key("acme-2", "alice") >= e);
+        let (s, e) = tenant_usage_range("acme");
+        let q = bucket_usage_key("acme", u64::MAX);
+        assert!(s <= q && q < e);
+        assert!(bucket_usage_key("acme-2", 1) >= e);
+        let t = traffic_key("127.0.0.1:9000", "b/acme:photos");
+        assert_eq!(traffic_scope_of(&t).as_deref(), Some("b/acme:photos"));
+        let (s, e) = traffic_range();
+        assert!(s <= t && t < e);
+        let d = usage_delta_key(7, b"k", &[0xff; 16]);
+        let (s, e) = object_range(7, b"k");
+        assert!(s <= d && d < e, "a delta sits with its object");
     }
 
     #[test]

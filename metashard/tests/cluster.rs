@@ -140,6 +140,10 @@ impl Pd for FakePd {
     async fn get_members(&self, _: Request<GetMembersRequest>) -> R<GetMembersResponse> {
         Err(Status::unimplemented("fake"))
     }
+
+    async fn rate_share(&self, _: Request<RateShareRequest>) -> R<RateShareResponse> {
+        Err(Status::unimplemented("fake"))
+    }
 }
 
 async fn start_fake_pd() -> (FakePd, SocketAddr) {

@@ -295,6 +295,20 @@ impl PdClient {
         Self::check(r.error)?;
         Ok(r.map)
     }
+
+    /// Reports this gateway's rate-limit demand and returns its shares
+    /// (docs/decisions/0022). Callers use a client with few attempts: a
+    /// report that fails is replaced by the next one a few hundred ms later.
+    pub async fn rate_share(&self, req: RateShareRequest) -> Result<RateShareResponse, PdError> {
+        let r = self
+            .call(|mut c| {
+                let req = req.clone();
+                async move { c.rate_share(req).await }
+            })
+            .await?;
+        Self::check(r.error.clone())?;
+        Ok(r)
+    }
 }
 
 /// True when `a` ends where `b` starts or `b` ends where `a` starts (an

@@ -6,7 +6,8 @@
 //!
 //! Owns: the cluster model as pure logic (`cluster`, `bootstrap`, `placement`,
 //! `rebalance`), the scheduling core that moves region leaders (`schedule`),
-//! read/write flow from heartbeats (`flow`),
+//! read/write flow from heartbeats (`flow`), the shares of cluster-wide
+//! rate limits granted to gateways (`ratelimit`, soft state),
 //! its persistence behind the `Storage` trait (`storage`: one fsynced JSON file
 //! for a single PD; `replication`: the same document through a 3-member
 //! raft-rs group for `--peers`), the shared state every front end uses
@@ -32,6 +33,7 @@ pub mod object_region;
 pub mod operator;
 pub mod pdctl;
 pub mod placement;
+pub mod ratelimit;
 pub mod rebalance;
 pub mod region_rpc;
 pub mod replication;

@@ -2,24 +2,37 @@
 //! Thin: unpack, call the core, pack; errors become `Status` once, via
 //! `From<Error> for Status` (see `error.rs`).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use kura_proto::pd::pd_server::Pd;
 use kura_proto::pd::*;
 use tonic::{Request, Response, Status};
 
+use crate::ratelimit::{Demand, ShareTable};
 use crate::server::PdCore;
 use crate::Error;
 
 pub struct PdService {
     core: Arc<PdCore>,
+    /// Rate-limit shares (soft state, not in the model: see `ratelimit.rs`).
+    /// A std mutex: held for one report's arithmetic, never across an await.
+    rates: Mutex<ShareTable>,
 }
 
 impl PdService {
     pub fn new(core: Arc<PdCore>) -> Self {
-        PdService { core }
+        PdService {
+            core,
+            rates: Mutex::new(ShareTable::new()),
+        }
     }
 }
+
+/// Most (scope, kind) pairs one gateway may report at once: far above what
+/// a gateway tracks (scopes with traffic in the last seconds), low enough
+/// that a broken client can't make one report hold the lock for long.
+const MAX_RATE_DEMANDS: usize = 100_000;
 
 type Reply<T> = Result<Response<T>, Status>;
 
@@ -169,6 +182,52 @@ impl Pd for PdService {
             error: None,
             members,
             leader,
+        })
+    }
+
+    async fn rate_share(&self, req: Request<RateShareRequest>) -> Reply<RateShareResponse> {
+        self.core.ensure_leader().await?;
+        let r = req.into_inner();
+        if r.gateway_id.is_empty() {
+            return Err(Error::InvalidArgument("no gateway_id given".into()).into());
+        }
+        if r.demands.len() > MAX_RATE_DEMANDS {
+            return Err(Error::InvalidArgument(format!(
+                "{} rate demands in one report (at most {MAX_RATE_DEMANDS})",
+                r.demands.len()
+            ))
+            .into());
+        }
+        let demands: Vec<Demand> = r
+            .demands
+            .iter()
+            .map(|d| Demand {
+                scope: d.scope.clone(),
+                kind: d.kind,
+                limit: d.limit,
+                demand: d.demand,
+            })
+            .collect();
+        let shares = {
+            // A panic elsewhere while holding it leaves only soft state behind.
+            let mut table = self.rates.lock().unwrap_or_else(|p| p.into_inner());
+            table.report(&r.gateway_id, &demands, Instant::now())
+        };
+        let grants = r
+            .demands
+            .into_iter()
+            .zip(shares.rates)
+            .map(|(d, rate)| RateGrant {
+                scope: d.scope,
+                kind: d.kind,
+                rate,
+            })
+            .collect();
+        ok(RateShareResponse {
+            error: None,
+            grants,
+            gateways: shares.gateways,
+            provisional: shares.provisional,
         })
     }
 }

@@ -17,6 +17,10 @@ pub(super) enum AdminError {
     /// Flags, cluster.json, credentials or input files that cannot be used.
     #[error("{0}")]
     Setup(String),
+    /// Flags that do not go together in ways clap cannot check (exit 2,
+    /// like clap's own usage errors).
+    #[error("{0}")]
+    Usage(String),
     /// The API's own error answer (`{"error": {"code", "message"}}`).
     #[error("{code}: {message}")]
     Api { code: String, message: String },

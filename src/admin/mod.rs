@@ -1,5 +1,6 @@
 //! `kura admin`: the command-line client of a gateway's admin API (tenants,
-//! users, access keys, user policies, bucket info). The HTTP contract is
+//! users, access keys, user policies, bucket info, quotas, rate limits and
+//! usage). The HTTP contract is
 //! docs/admin-api.md; the command line is DESIGN.md §6. Each command is one
 //! route ([`call_for`]); requests are SigV4-signed over the exact body
 //! (`client.rs`); answers print as the API's JSON, or as tables with
@@ -44,6 +45,11 @@ const GLOBAL: &str = "Global options";
                   kura admin user policy set --id ID --file policy.json\n  \
                   kura admin key disable --access-key KURA0123456789ABCDEF\n  \
                   kura admin bucket info acme:photos\n  \
+                  kura admin quota set --scope tenant --tenant acme --max-bytes 100G --max-buckets 10\n  \
+                  kura admin quota set --scope user --tenant acme --user alice --max-objects none\n  \
+                  kura admin ratelimit set --scope bucket --tenant acme --bucket photos \
+                  --max-read-ops 100 --max-write-bytes 10M\n  \
+                  kura admin --table usage --tenant acme\n  \
                   kura admin --endpoint http://gw:9000 tenant list"
 )]
 pub struct AdminArgs {
@@ -97,6 +103,22 @@ enum AdminCommand {
     Bucket {
         #[command(subcommand)]
         cmd: BucketCmd,
+    },
+    /// Storage quotas of a tenant, user or bucket: set, get.
+    Quota {
+        #[command(subcommand)]
+        cmd: QuotaCmd,
+    },
+    /// Rate limits (per second, cluster-wide) of a tenant, user or bucket: set, get.
+    Ratelimit {
+        #[command(subcommand)]
+        cmd: RatelimitCmd,
+    },
+    /// Bytes, objects and buckets stored, by tenant, user and bucket.
+    Usage {
+        /// Only this tenant's usage (`""`: the root tenant's).
+        #[arg(long)]
+        tenant: Option<String>,
     },
 }
 
@@ -245,6 +267,171 @@ enum BucketCmd {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum QuotaCmd {
+    /// Set limits: N sets one (0 allows nothing), `none` removes it; limits
+    /// not given are kept.
+    Set {
+        #[command(flatten)]
+        scope: ScopeArgs,
+        #[command(flatten)]
+        limits: QuotaLimits,
+    },
+    /// Print the quota (null: no limit).
+    Get {
+        #[command(flatten)]
+        scope: ScopeArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum RatelimitCmd {
+    /// Set limits: N sets one (0 allows nothing), `none` removes it; limits
+    /// not given are kept.
+    Set {
+        #[command(flatten)]
+        scope: ScopeArgs,
+        #[command(flatten)]
+        limits: RateLimits,
+    },
+    /// Print the rate limits (null: no limit).
+    Get {
+        #[command(flatten)]
+        scope: ScopeArgs,
+    },
+}
+
+/// What a quota or rate limit is on (the `SCOPE` query of docs/admin-api.md).
+#[derive(Debug, clap::Args)]
+struct ScopeArgs {
+    /// What the limits apply to.
+    #[arg(long, value_enum)]
+    scope: Scope,
+    /// Tenant [default: the root tenant].
+    #[arg(long)]
+    tenant: Option<String>,
+    /// User name in the tenant (--scope user).
+    #[arg(
+        long,
+        value_name = "NAME",
+        required_if_eq("scope", "user"),
+        conflicts_with = "bucket"
+    )]
+    user: Option<String>,
+    /// Bucket name in the tenant (--scope bucket).
+    #[arg(long, value_name = "B", required_if_eq("scope", "bucket"))]
+    bucket: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Scope {
+    Tenant,
+    User,
+    Bucket,
+}
+
+impl Scope {
+    fn as_str(self) -> &'static str {
+        match self {
+            Scope::Tenant => "tenant",
+            Scope::User => "user",
+            Scope::Bucket => "bucket",
+        }
+    }
+}
+
+/// `quota set`'s limits: at least one.
+#[derive(Debug, clap::Args)]
+#[group(required = true, multiple = true)]
+struct QuotaLimits {
+    /// Bytes stored (suffix K, M, G, T: powers of 1024).
+    #[arg(long, value_name = "N", value_parser = size_limit, allow_negative_numbers = true)]
+    max_bytes: Option<Limit>,
+    /// Objects stored.
+    #[arg(long, value_name = "N", value_parser = count_limit, allow_negative_numbers = true)]
+    max_objects: Option<Limit>,
+    /// Buckets (tenant and user scopes only).
+    #[arg(long, value_name = "N", value_parser = count_limit, allow_negative_numbers = true)]
+    max_buckets: Option<Limit>,
+}
+
+/// `ratelimit set`'s limits, per second across the cluster: at least one.
+#[derive(Debug, clap::Args)]
+#[group(required = true, multiple = true)]
+struct RateLimits {
+    /// Read requests per second.
+    #[arg(long, value_name = "N", value_parser = count_limit, allow_negative_numbers = true)]
+    max_read_ops: Option<Limit>,
+    /// Write requests per second.
+    #[arg(long, value_name = "N", value_parser = count_limit, allow_negative_numbers = true)]
+    max_write_ops: Option<Limit>,
+    /// List requests per second.
+    #[arg(long, value_name = "N", value_parser = count_limit, allow_negative_numbers = true)]
+    max_list_ops: Option<Limit>,
+    /// Delete requests per second.
+    #[arg(long, value_name = "N", value_parser = count_limit, allow_negative_numbers = true)]
+    max_delete_ops: Option<Limit>,
+    /// Bytes read per second (suffix K, M, G, T: powers of 1024).
+    #[arg(long, value_name = "N", value_parser = size_limit, allow_negative_numbers = true)]
+    max_read_bytes: Option<Limit>,
+    /// Bytes written per second (suffix K, M, G, T: powers of 1024).
+    #[arg(long, value_name = "N", value_parser = size_limit, allow_negative_numbers = true)]
+    max_write_bytes: Option<Limit>,
+}
+
+/// One limit given to `set`: sent as a number, or as `null` to remove it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Limit {
+    Set(u64),
+    Remove,
+}
+
+/// A plain count limit: N, or `none` (also `-1`).
+fn count_limit(s: &str) -> Result<Limit, String> {
+    parse_limit(s, false)
+}
+
+/// A byte limit: N, N with a K, M, G or T suffix (powers of 1024, also
+/// written KiB, MiB...; B for bytes), or `none` (also `-1`).
+fn size_limit(s: &str) -> Result<Limit, String> {
+    parse_limit(s, true)
+}
+
+fn parse_limit(s: &str, sized: bool) -> Result<Limit, String> {
+    let t = s.trim();
+    if t.eq_ignore_ascii_case("none") || t == "-1" {
+        return Ok(Limit::Remove);
+    }
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = (&t[..split], t[split..].trim_start());
+    let shift = match unit.to_ascii_uppercase().as_str() {
+        "" => Some(0),
+        _ if !sized => None,
+        "B" => Some(0),
+        "K" | "KIB" => Some(10),
+        "M" | "MIB" => Some(20),
+        "G" | "GIB" => Some(30),
+        "T" | "TIB" => Some(40),
+        _ => None,
+    };
+    let bad = || {
+        if sized {
+            "not a size: give a whole number of bytes, optionally with K, M, G or T \
+             (powers of 1024, e.g. 10G), or `none` to remove the limit"
+                .to_string()
+        } else {
+            "not a count: give a whole number, or `none` to remove the limit".to_string()
+        }
+    };
+    let (Some(shift), false) = (shift, digits.is_empty()) else {
+        return Err(bad());
+    };
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    n.checked_mul(1u64 << shift)
+        .map(Limit::Set)
+        .ok_or_else(|| format!("too large: at most {} bytes", u64::MAX))
+}
+
 /// Runs one `kura admin` command; the process exit code.
 pub fn run(args: AdminArgs) -> i32 {
     let env = |k: &str| std::env::var(k).ok();
@@ -265,7 +452,11 @@ pub fn run(args: AdminArgs) -> i32 {
         }
         Err(e) => {
             eprintln!("kura admin: {e}");
-            1
+            if matches!(e, AdminError::Usage(_)) {
+                2
+            } else {
+                1
+            }
         }
     }
 }
@@ -435,8 +626,104 @@ fn call_for(cmd: &AdminCommand, stdin: &mut dyn Read) -> Result<(Call, Shape), A
                 Shape::Bucket,
             ),
         },
+        AdminCommand::Quota { cmd } => match cmd {
+            QuotaCmd::Set { scope, limits } => {
+                if scope.scope == Scope::Bucket && limits.max_buckets.is_some() {
+                    return Err(AdminError::Usage(
+                        "--max-buckets applies to tenants and users, not to --scope bucket".into(),
+                    ));
+                }
+                let call = scoped(M::PUT, "quota", scope)?;
+                let fields = [
+                    ("max_bytes", limits.max_bytes),
+                    ("max_objects", limits.max_objects),
+                    ("max_buckets", limits.max_buckets),
+                ];
+                (with_limits(call, &fields)?, Shape::Quota)
+            }
+            QuotaCmd::Get { scope } => (scoped(M::GET, "quota", scope)?, Shape::Quota),
+        },
+        AdminCommand::Ratelimit { cmd } => match cmd {
+            RatelimitCmd::Set { scope, limits } => {
+                let call = scoped(M::PUT, "ratelimit", scope)?;
+                let fields = [
+                    ("max_read_ops", limits.max_read_ops),
+                    ("max_write_ops", limits.max_write_ops),
+                    ("max_list_ops", limits.max_list_ops),
+                    ("max_delete_ops", limits.max_delete_ops),
+                    ("max_read_bytes", limits.max_read_bytes),
+                    ("max_write_bytes", limits.max_write_bytes),
+                ];
+                (with_limits(call, &fields)?, Shape::RateLimits)
+            }
+            RatelimitCmd::Get { scope } => (scoped(M::GET, "ratelimit", scope)?, Shape::RateLimits),
+        },
+        AdminCommand::Usage { tenant } => {
+            let mut call = Call::new(M::GET, &["usage"]);
+            if let Some(t) = tenant {
+                call.query.push(("tenant", t.clone()));
+            }
+            (call, Shape::Usage)
+        }
     };
     Ok(out)
+}
+
+/// A quota or rate-limit route with its `SCOPE` query: `scope`, `tenant`
+/// (empty for the root tenant) and the user's or bucket's name.
+fn scoped(method: Method, route: &str, s: &ScopeArgs) -> Result<Call, AdminError> {
+    let mut call = Call::new(method, &[route]);
+    call.query.push(("scope", s.scope.as_str().to_string()));
+    call.query
+        .push(("tenant", s.tenant.clone().unwrap_or_default()));
+    // clap requires --user for `user` and --bucket for `bucket`, and
+    // refuses both at once; what it cannot express is checked here.
+    match (s.scope, &s.user, &s.bucket) {
+        (Scope::Tenant, None, None) => {}
+        (Scope::Tenant, _, _) => {
+            return Err(AdminError::Usage(
+                "--scope tenant takes neither --user nor --bucket (use --scope user or \
+                 --scope bucket for theirs)"
+                    .into(),
+            ))
+        }
+        (Scope::User, Some(user), None) => call.query.push(("user", user.clone())),
+        (Scope::Bucket, None, Some(bucket)) => call.query.push(("bucket", bucket.clone())),
+        (Scope::User, _, _) => {
+            return Err(AdminError::Usage(
+                "--scope user takes --user NAME only".into(),
+            ))
+        }
+        (Scope::Bucket, _, _) => {
+            return Err(AdminError::Usage(
+                "--scope bucket takes --bucket B only".into(),
+            ))
+        }
+    }
+    Ok(call)
+}
+
+/// `call` with a JSON object body of the limits given: a number sets one,
+/// `null` removes it, and limits not given are left out (kept).
+fn with_limits(mut call: Call, fields: &[(&str, Option<Limit>)]) -> Result<Call, AdminError> {
+    let obj: Map<String, Value> = fields
+        .iter()
+        .filter_map(|(k, v)| {
+            let v = match (*v)? {
+                Limit::Set(n) => Value::from(n),
+                Limit::Remove => Value::Null,
+            };
+            Some((k.to_string(), v))
+        })
+        .collect();
+    if obj.is_empty() {
+        // clap's required group makes this unreachable from the command line.
+        return Err(AdminError::Usage("give at least one limit to set".into()));
+    }
+    let body = serde_json::to_vec(&Value::Object(obj))
+        .map_err(|e| AdminError::Setup(format!("cannot encode the request: {e}")))?;
+    call.body = Some(body);
+    Ok(call)
 }
 
 /// `s` as one path segment. Empty, `.` and `..` cannot be one: HTTP stacks

@@ -1,7 +1,8 @@
 //! `kura admin` output: the API's JSON re-indented in its own field order,
 //! or with `--table` one layout per answer [`Shape`], in pdctl's style
 //! (left-aligned columns two spaces apart, `-` for none, `""` for the root
-//! tenant's empty name).
+//! tenant's empty name). Byte counts read as `1.5 GiB` (usage) or exactly,
+//! in the largest unit that divides them (limits: `10 GiB`, as set with `10G`).
 
 use serde_json::Value;
 
@@ -15,6 +16,9 @@ pub(super) enum Shape {
     Key,
     Keys,
     Bucket,
+    Quota,
+    RateLimits,
+    Usage,
     /// A policy document: JSON even with `--table`.
     Policy,
     /// `{}` (a delete): nothing to show in a table.
@@ -71,8 +75,120 @@ pub(super) fn render(shape: Shape, text: &str, v: &Value, table: bool) -> String
             ],
             &[],
         ),
+        Shape::Quota => grid(
+            &[
+                "SCOPE",
+                "TENANT",
+                "USER",
+                "BUCKET",
+                "MAX BYTES",
+                "MAX OBJECTS",
+                "MAX BUCKETS",
+            ],
+            std::iter::once({
+                let mut row = cells(v, &["/scope", "/tenant", "/user", "/bucket"]);
+                row.push(exact_bytes(v.get("max_bytes")));
+                row.extend(cells(v, &["/max_objects", "/max_buckets"]));
+                row
+            }),
+        ),
+        Shape::RateLimits => grid(
+            &[
+                "SCOPE",
+                "TENANT",
+                "USER/BUCKET",
+                "MAX READ OPS",
+                "MAX WRITE OPS",
+                "MAX LIST OPS",
+                "MAX DELETE OPS",
+                "MAX READ BYTES",
+                "MAX WRITE BYTES",
+            ],
+            std::iter::once({
+                let mut row = cells(v, &["/scope", "/tenant"]);
+                let named = |k: &str| v.get(k).filter(|x| !x.is_null());
+                row.push(text_of(named("user").or_else(|| named("bucket"))));
+                row.extend(cells(
+                    v,
+                    &[
+                        "/max_read_ops",
+                        "/max_write_ops",
+                        "/max_list_ops",
+                        "/max_delete_ops",
+                    ],
+                ));
+                row.push(exact_bytes(v.get("max_read_bytes")));
+                row.push(exact_bytes(v.get("max_write_bytes")));
+                row
+            }),
+        ),
+        Shape::Usage => usage_tables(&list("tenants"), &list("users"), &list("buckets")),
         Shape::Policy => pretty(text),
         Shape::Empty => String::new(),
+    }
+}
+
+/// Usage as three tables: tenants, users, buckets.
+fn usage_tables(tenants: &[Value], users: &[Value], buckets: &[Value]) -> String {
+    let row = |v: &Value, before: &[&str], after: &[&str]| {
+        let mut row = cells(v, before);
+        row.push(human_bytes(v.get("bytes")));
+        row.extend(cells(v, after));
+        row
+    };
+    let tenants = grid(
+        &["TENANT", "BYTES", "OBJECTS", "BUCKETS"],
+        tenants
+            .iter()
+            .map(|t| row(t, &["/tenant"], &["/objects", "/buckets"])),
+    );
+    let users = grid(
+        &["TENANT", "NAME", "ID", "BYTES", "OBJECTS", "BUCKETS"],
+        users
+            .iter()
+            .map(|u| row(u, &["/tenant", "/name", "/id"], &["/objects", "/buckets"])),
+    );
+    let buckets = grid(
+        &["TENANT", "BUCKET", "ID", "OWNER", "BYTES", "OBJECTS"],
+        buckets
+            .iter()
+            .map(|b| row(b, &["/tenant", "/name", "/id", "/owner"], &["/objects"])),
+    );
+    format!("{tenants}\n\n{users}\n\n{buckets}")
+}
+
+const BINARY_UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+
+/// A byte count for reading, rounded to one decimal: `512 B`, `1.5 GiB`.
+fn human_bytes(v: Option<&Value>) -> String {
+    let Some(n) = v.and_then(Value::as_u64) else {
+        return text_of(v);
+    };
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut x = n as f64 / 1024.0;
+    let mut unit = 0;
+    // 1023.96 KiB would print as "1024.0 KiB": that is 1.0 MiB.
+    while x >= 1023.95 && unit + 1 < BINARY_UNITS.len() {
+        x /= 1024.0;
+        unit += 1;
+    }
+    format!("{x:.1} {}", BINARY_UNITS[unit])
+}
+
+/// A byte limit exactly, in the largest unit up to TiB that divides it:
+/// `10 GiB`, `1536 MiB`, `1000 B` (all of which `--max-bytes` accepts).
+fn exact_bytes(v: Option<&Value>) -> String {
+    let Some(n) = v.and_then(Value::as_u64) else {
+        return text_of(v);
+    };
+    let unit = (1..=4)
+        .rev()
+        .find(|&i| n != 0 && n % (1u64 << (10 * i)) == 0);
+    match unit {
+        Some(i) => format!("{} {}", n >> (10 * i), BINARY_UNITS[i - 1]),
+        None => format!("{n} B"),
     }
 }
 
@@ -404,6 +520,117 @@ mod tests {
              storage_class  EC_4_2\n\
              policy         -"
         );
+    }
+
+    #[test]
+    fn quota_is_one_row_with_dashes_for_no_limit() {
+        let v = json!({"scope": "user", "tenant": "acme", "user": "alice", "bucket": null,
+                       "max_bytes": 1073741824, "max_objects": null, "max_buckets": 10});
+        assert_eq!(
+            table(Shape::Quota, &v),
+            "SCOPE  TENANT  USER   BUCKET  MAX BYTES  MAX OBJECTS  MAX BUCKETS\n\
+             user   acme    alice  -       1 GiB      -            10"
+        );
+        // The root tenant; a bucket has no max_buckets (null or absent).
+        let v = json!({"scope": "bucket", "tenant": "", "user": null, "bucket": "photos",
+                       "max_bytes": 1000, "max_objects": 0});
+        assert_eq!(
+            table(Shape::Quota, &v),
+            "SCOPE   TENANT  USER  BUCKET  MAX BYTES  MAX OBJECTS  MAX BUCKETS\n\
+             bucket  \"\"      -     photos  1000 B     0            -"
+        );
+    }
+
+    #[test]
+    fn rate_limits_are_one_row_naming_the_user_or_bucket() {
+        let v = json!({"scope": "bucket", "tenant": "acme", "user": null, "bucket": "photos",
+                       "max_read_ops": 100, "max_write_ops": null, "max_list_ops": null,
+                       "max_delete_ops": 0, "max_read_bytes": null,
+                       "max_write_bytes": 10485760});
+        assert_eq!(
+            table(Shape::RateLimits, &v),
+            "SCOPE   TENANT  USER/BUCKET  MAX READ OPS  MAX WRITE OPS  MAX LIST OPS  \
+             MAX DELETE OPS  MAX READ BYTES  MAX WRITE BYTES\n\
+             bucket  acme    photos       100           -              -             \
+             0               -               10 MiB"
+        );
+        // The second row's cells (none holds a space except the byte limits).
+        let row = |v: Value| -> Vec<String> {
+            let t = table(Shape::RateLimits, &v);
+            let line = t.lines().nth(1).expect("a row").replace(" MiB", "MiB");
+            line.split_whitespace().map(str::to_string).collect()
+        };
+        assert_eq!(
+            row(
+                json!({"scope": "user", "tenant": "acme", "user": "alice", "bucket": null,
+                       "max_read_bytes": 1610612736})
+            ),
+            ["user", "acme", "alice", "-", "-", "-", "-", "1536MiB", "-"]
+        );
+        assert_eq!(
+            row(json!({"scope": "tenant", "tenant": "", "user": null, "bucket": null})),
+            ["tenant", "\"\"", "-", "-", "-", "-", "-", "-", "-"]
+        );
+    }
+
+    #[test]
+    fn usage_is_three_tables_with_readable_bytes() {
+        let v = json!({
+            "tenants": [{"tenant": "acme", "bytes": 1610612736u64, "objects": 3, "buckets": 2},
+                        {"tenant": "", "bytes": 0, "objects": 0, "buckets": 0}],
+            "users": [{"id": "3f2a", "tenant": "acme", "name": "alice", "bytes": 1610612736u64,
+                       "objects": 3, "buckets": 2}],
+            "buckets": [{"tenant": "acme", "name": "photos", "id": 7, "owner": "3f2a",
+                         "bytes": 1536, "objects": 2},
+                        {"tenant": "acme", "name": "docs", "id": 9, "owner": "3f2a",
+                         "bytes": 1610611200u64, "objects": 1}]});
+        assert_eq!(
+            table(Shape::Usage, &v),
+            "TENANT  BYTES    OBJECTS  BUCKETS\n\
+             acme    1.5 GiB  3        2\n\
+             \"\"      0 B      0        0\n\
+             \n\
+             TENANT  NAME   ID    BYTES    OBJECTS  BUCKETS\n\
+             acme    alice  3f2a  1.5 GiB  3        2\n\
+             \n\
+             TENANT  BUCKET  ID  OWNER  BYTES    OBJECTS\n\
+             acme    photos  7   3f2a   1.5 KiB  2\n\
+             acme    docs    9   3f2a   1.5 GiB  1"
+        );
+        // Nothing stored yet: the headers alone.
+        assert_eq!(
+            table(
+                Shape::Usage,
+                &json!({"tenants": [], "users": [], "buckets": []})
+            ),
+            "TENANT  BYTES  OBJECTS  BUCKETS\n\n\
+             TENANT  NAME  ID  BYTES  OBJECTS  BUCKETS\n\n\
+             TENANT  BUCKET  ID  OWNER  BYTES  OBJECTS"
+        );
+    }
+
+    #[test]
+    fn bytes_read_rounded_for_usage_and_exact_for_limits() {
+        let human = |n: u64| human_bytes(Some(&json!(n)));
+        assert_eq!(human(0), "0 B");
+        assert_eq!(human(1023), "1023 B");
+        assert_eq!(human(1024), "1.0 KiB");
+        assert_eq!(human(1536), "1.5 KiB");
+        assert_eq!(human((1 << 20) - 1), "1.0 MiB");
+        assert_eq!(human(3 << 30), "3.0 GiB");
+        assert_eq!(human(5 << 40), "5.0 TiB");
+        assert_eq!(human(u64::MAX), "16.0 EiB");
+        let exact = |n: u64| exact_bytes(Some(&json!(n)));
+        assert_eq!(exact(0), "0 B");
+        assert_eq!(exact(1000), "1000 B");
+        assert_eq!(exact(1 << 10), "1 KiB");
+        assert_eq!(exact((1 << 20) + 1), "1048577 B");
+        assert_eq!(exact(3 << 29), "1536 MiB");
+        assert_eq!(exact(1 << 50), "1024 TiB");
+        for missing in [None, Some(&Value::Null)] {
+            assert_eq!(human_bytes(missing), "-");
+            assert_eq!(exact_bytes(missing), "-");
+        }
     }
 
     #[test]

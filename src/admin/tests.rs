@@ -77,6 +77,38 @@ fn usage_errors_are_caught_by_the_parser() {
         &["key", "enable"][..],
         &["bucket", "info"][..],
         &["tenant", "rename", "a"][..],
+        // Quotas and rate limits: a scope, its name, and at least one limit.
+        &["quota", "get"][..],
+        &["quota", "get", "--scope", "tenants"][..],
+        &["quota", "get", "--scope", "user", "--tenant", "acme"][..],
+        &["quota", "get", "--scope", "bucket", "--tenant", "acme"][..],
+        &[
+            "quota", "get", "--scope", "user", "--user", "a", "--bucket", "b",
+        ][..],
+        &[
+            "quota", "get", "--scope", "bucket", "--user", "a", "--bucket", "b",
+        ][..],
+        &["quota", "set", "--scope", "tenant", "--tenant", "acme"][..],
+        &["quota", "set", "--scope", "tenant", "--max-read-ops", "5"][..],
+        &["quota", "set", "--scope", "tenant", "--max-objects", "10G"][..],
+        &["quota", "set", "--scope", "tenant", "--max-bytes", "1.5G"][..],
+        &["quota", "set", "--scope", "tenant", "--max-bytes", "-2"][..],
+        &["quota", "set", "--scope", "tenant", "--max-bytes", "10GB"][..],
+        &["quota", "set", "--scope", "tenant", "--max-bytes", ""][..],
+        &["quota", "get", "--scope", "tenant", "--max-bytes", "1"][..],
+        &["ratelimit", "set", "--scope", "user", "--user", "alice"][..],
+        &["ratelimit", "set", "--scope", "tenant", "--max-bytes", "1"][..],
+        &[
+            "ratelimit",
+            "set",
+            "--scope",
+            "tenant",
+            "--max-read-ops",
+            "1K",
+        ][..],
+        &["ratelimit", "get", "--scope", "bucket"][..],
+        &["usage", "--user", "alice"][..],
+        &["usage", "acme"][..],
     ] {
         assert!(parse(argv).is_err(), "{argv:?} should not parse");
     }
@@ -91,6 +123,9 @@ fn help_lists_the_command_groups() {
         "user",
         "key",
         "bucket",
+        "quota",
+        "ratelimit",
+        "usage",
         "--cluster",
         "--endpoint",
         "--table",
@@ -312,6 +347,163 @@ fn every_command_maps_to_its_route() {
             None,
             Shape::Bucket,
         ),
+        (
+            vec!["quota", "get", "--scope", "tenant", "--tenant", "acme"],
+            "GET",
+            "/quota",
+            "scope=tenant&tenant=acme",
+            None,
+            Shape::Quota,
+        ),
+        // No --tenant: the root tenant, sent as an empty name.
+        (
+            vec!["quota", "get", "--scope", "user", "--user", "root-admin"],
+            "GET",
+            "/quota",
+            "scope=user&tenant=&user=root-admin",
+            None,
+            Shape::Quota,
+        ),
+        (
+            vec![
+                "quota",
+                "set",
+                "--scope",
+                "user",
+                "--tenant",
+                "acme",
+                "--user",
+                "alice",
+                "--max-bytes",
+                "10G",
+                "--max-objects",
+                "none",
+            ],
+            "PUT",
+            "/quota",
+            "scope=user&tenant=acme&user=alice",
+            Some(json!({"max_bytes": 10u64 << 30, "max_objects": null})),
+            Shape::Quota,
+        ),
+        (
+            vec![
+                "quota",
+                "set",
+                "--scope",
+                "tenant",
+                "--tenant",
+                "acme",
+                "--max-buckets",
+                "0",
+            ],
+            "PUT",
+            "/quota",
+            "scope=tenant&tenant=acme",
+            Some(json!({"max_buckets": 0})),
+            Shape::Quota,
+        ),
+        (
+            vec![
+                "quota",
+                "set",
+                "--scope",
+                "bucket",
+                "--tenant",
+                "acme",
+                "--bucket",
+                "photos",
+                "--max-objects",
+                "1000000",
+                "--max-bytes",
+                "-1",
+            ],
+            "PUT",
+            "/quota",
+            "bucket=photos&scope=bucket&tenant=acme",
+            Some(json!({"max_bytes": null, "max_objects": 1_000_000})),
+            Shape::Quota,
+        ),
+        (
+            vec![
+                "ratelimit",
+                "get",
+                "--scope",
+                "bucket",
+                "--bucket",
+                "photos",
+            ],
+            "GET",
+            "/ratelimit",
+            "bucket=photos&scope=bucket&tenant=",
+            None,
+            Shape::RateLimits,
+        ),
+        (
+            vec![
+                "ratelimit",
+                "set",
+                "--scope",
+                "tenant",
+                "--tenant",
+                "acme",
+                "--max-read-ops",
+                "100",
+                "--max-write-ops",
+                "none",
+                "--max-list-ops",
+                "5",
+                "--max-delete-ops",
+                "0",
+                "--max-read-bytes",
+                "512",
+                "--max-write-bytes",
+                "10M",
+            ],
+            "PUT",
+            "/ratelimit",
+            "scope=tenant&tenant=acme",
+            Some(
+                json!({"max_read_ops": 100, "max_write_ops": null, "max_list_ops": 5,
+                        "max_delete_ops": 0, "max_read_bytes": 512,
+                        "max_write_bytes": 10 << 20}),
+            ),
+            Shape::RateLimits,
+        ),
+        (
+            vec![
+                "ratelimit",
+                "set",
+                "--scope",
+                "user",
+                "--tenant",
+                "acme",
+                "--user",
+                "alice",
+                "--max-write-bytes=none",
+            ],
+            "PUT",
+            "/ratelimit",
+            "scope=user&tenant=acme&user=alice",
+            Some(json!({"max_write_bytes": null})),
+            Shape::RateLimits,
+        ),
+        (vec!["usage"], "GET", "/usage", "", None, Shape::Usage),
+        (
+            vec!["usage", "--tenant", "acme"],
+            "GET",
+            "/usage",
+            "tenant=acme",
+            None,
+            Shape::Usage,
+        ),
+        (
+            vec!["usage", "--tenant", ""],
+            "GET",
+            "/usage",
+            "tenant=",
+            None,
+            Shape::Usage,
+        ),
     ];
     for (argv, method, path, query, want_body, want_shape) in cases {
         let (c, shape) = call(&argv);
@@ -378,6 +570,135 @@ fn unusable_input_fails_before_any_request() {
             call_for(&a.command, &mut Cursor::new(Vec::new())).is_err(),
             "{argv:?}"
         );
+    }
+}
+
+#[test]
+fn limits_are_counts_sizes_or_none() {
+    for (text, want) in [
+        ("0", Limit::Set(0)),
+        ("42", Limit::Set(42)),
+        ("18446744073709551615", Limit::Set(u64::MAX)),
+        ("none", Limit::Remove),
+        ("NONE", Limit::Remove),
+        ("-1", Limit::Remove),
+    ] {
+        assert_eq!(count_limit(text), Ok(want), "{text}");
+        assert_eq!(size_limit(text), Ok(want), "{text}");
+    }
+    for (text, want) in [
+        ("512B", 512),
+        ("1K", 1 << 10),
+        ("1k", 1 << 10),
+        ("5M", 5 << 20),
+        ("10G", 10 << 30),
+        ("10GiB", 10 << 30),
+        ("10 GiB", 10 << 30),
+        ("2T", 2 << 40),
+        ("16777215T", 16777215 << 40),
+    ] {
+        assert_eq!(size_limit(text), Ok(Limit::Set(want)), "{text}");
+        assert!(count_limit(text).is_err(), "{text} is not a count");
+    }
+    for bad in [
+        "",
+        "-",
+        "-2",
+        "+1",
+        "1.5",
+        "1.5G",
+        "10GB",
+        "10Gi",
+        "1P",
+        "G",
+        "1 2",
+        "nil",
+        "16777216T",
+        "18446744073709551616",
+    ] {
+        assert!(size_limit(bad).is_err(), "{bad:?}");
+        assert!(count_limit(bad).is_err(), "{bad:?}");
+    }
+    assert_eq!(
+        size_limit("16777216T"),
+        Err("too large: at most 18446744073709551615 bytes".to_string())
+    );
+    // `-1` is a value, not a flag, with or without `=`.
+    for argv in [
+        &["quota", "set", "--scope", "tenant", "--max-objects", "-1"][..],
+        &["quota", "set", "--scope", "tenant", "--max-objects=-1"][..],
+    ] {
+        let (c, _) = call(argv);
+        assert_eq!(c.body.as_deref(), Some(&b"{\"max_objects\":null}"[..]));
+    }
+}
+
+#[test]
+fn scope_flags_clap_cannot_check_are_usage_errors() {
+    for argv in [
+        &["quota", "get", "--scope", "tenant", "--user", "alice"][..],
+        &[
+            "quota", "get", "--scope", "tenant", "--tenant", "a", "--bucket", "b",
+        ][..],
+        &[
+            "ratelimit",
+            "get",
+            "--scope",
+            "tenant",
+            "--bucket",
+            "photos",
+        ][..],
+        &[
+            "ratelimit",
+            "set",
+            "--scope",
+            "tenant",
+            "--user",
+            "alice",
+            "--max-list-ops",
+            "1",
+        ][..],
+        &[
+            "quota",
+            "set",
+            "--scope",
+            "bucket",
+            "--bucket",
+            "b",
+            "--max-buckets",
+            "3",
+        ][..],
+    ] {
+        let a = args(argv);
+        match call_for(&a.command, &mut Cursor::new(Vec::new())) {
+            Err(AdminError::Usage(msg)) => assert!(msg.starts_with("--"), "{argv:?}: {msg}"),
+            other => panic!("{argv:?}: {other:?}"),
+        }
+    }
+    let a = args(&[
+        "quota",
+        "set",
+        "--scope",
+        "bucket",
+        "--bucket",
+        "b",
+        "--max-buckets",
+        "3",
+    ]);
+    let e = call_for(&a.command, &mut Cursor::new(Vec::new())).expect_err("usage");
+    assert_eq!(
+        e.to_string(),
+        "--max-buckets applies to tenants and users, not to --scope bucket"
+    );
+    // --max-buckets is fine where it applies.
+    for scope in [
+        &["--scope", "tenant"][..],
+        &["--scope", "user", "--user", "u"][..],
+    ] {
+        let mut argv = vec!["quota", "set", "--max-buckets", "3"];
+        argv.extend_from_slice(scope);
+        let (c, _) = call(&argv);
+        assert_eq!(c.body.as_deref(), Some(&b"{\"max_buckets\":3}"[..]));
     }
 }
 
@@ -700,6 +1021,41 @@ async fn signed_requests_reach_the_server_as_built() {
     );
     assert_eq!(v["method"], "PUT");
     assert_eq!(v["body"], policy);
+    // A root-tenant scope (empty `tenant=`) and a null in the signed body.
+    let v = echo(
+        run_against(
+            &cluster,
+            &[
+                "quota",
+                "set",
+                "--scope",
+                "user",
+                "--user",
+                "a b",
+                "--max-bytes",
+                "1K",
+                "--max-objects",
+                "none",
+            ],
+            b"",
+        )
+        .await,
+    );
+    assert_eq!(
+        v,
+        json!({"method": "PUT", "path": "/_kura/admin/v1/quota",
+               "query": "scope=user&tenant=&user=a%20b",
+               "body": "{\"max_bytes\":1024,\"max_objects\":null}"})
+    );
+    let v = echo(run_against(&cluster, &["usage", "--tenant", "acme"], b"").await);
+    assert_eq!(
+        (&v["method"], &v["path"], &v["query"]),
+        (
+            &json!("GET"),
+            &json!("/_kura/admin/v1/usage"),
+            &json!("tenant=acme")
+        )
+    );
 
     let out = run_against(&cluster, &["tenant", "list"], b"").await;
     assert_eq!(

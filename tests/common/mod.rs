@@ -688,19 +688,15 @@ impl Cluster {
 
     /// `python_env`, panicking with its output unless it succeeds.
     pub fn must_python_env(&self, script: &str, env: &[(&str, &str)]) -> String {
-        let out = self.python_env(script, &[], env);
-        assert!(
-            out.status.success(),
-            "{script} failed:\nstdout:\n{}\nstderr:\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
-            self.logs_tail()
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        self.must_succeed(script, self.python_env(script, &[], env))
     }
 
     pub fn must_python(&self, script: &str, args: &[&str]) -> String {
-        let out = self.python(script, args);
+        self.must_succeed(script, self.python(script, args))
+    }
+
+    /// The stdout of a script run that must have succeeded.
+    fn must_succeed(&self, script: &str, out: Output) -> String {
         assert!(
             out.status.success(),
             "{script} failed:\nstdout:\n{}\nstderr:\n{}\n{}",

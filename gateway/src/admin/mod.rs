@@ -7,6 +7,8 @@
 //! only, and the body's SHA-256 is checked against the signed
 //! `x-amz-content-sha256`. The work itself is `identity::records`.
 
+mod limits;
+
 use std::sync::Arc;
 
 use http::{HeaderMap, Method, StatusCode, Uri};
@@ -19,6 +21,7 @@ use sha2::{Digest, Sha256};
 use crate::authz::{self, BucketName};
 use crate::context::Ctx;
 use crate::error::GwError;
+use crate::identity::limits::{self as ilimits, LimitScope, ScopeLimits};
 use crate::identity::records::{self as rec, IdentityError, NewUser};
 use crate::storage_class;
 
@@ -321,11 +324,52 @@ async fn dispatch(
                 .ok_or_else(|| IdentityError::NoSuchBucket(name.qualified()))?;
             ok(bucket_json(ctx, &name, &b.record))
         }
+        ("GET", ["quota"]) => {
+            let scope = limits::scope_of(q)?;
+            ok(limits::quota_json(
+                &scope,
+                &ilimits::get(store, &scope).await?,
+            ))
+        }
+        ("PUT", ["quota"]) => {
+            let scope = limits::scope_of(q)?;
+            let l = ilimits::update(store, &scope, limits::quota_change(body)?).await?;
+            forget_scope(ctx, &scope, &l);
+            ok(limits::quota_json(&scope, &l))
+        }
+        ("GET", ["ratelimit"]) => {
+            let scope = limits::scope_of(q)?;
+            ok(limits::limits_json(
+                &scope,
+                &ilimits::get(store, &scope).await?,
+            ))
+        }
+        ("PUT", ["ratelimit"]) => {
+            let scope = limits::scope_of(q)?;
+            let l = ilimits::update(store, &scope, limits::limits_change(body)?).await?;
+            forget_scope(ctx, &scope, &l);
+            ok(limits::limits_json(&scope, &l))
+        }
+        ("GET", ["usage"]) => ok(limits::usage_report(ctx, param(q, "tenant")).await?),
         _ => Ok(Reply(
             StatusCode::NOT_FOUND,
             json!({"error": {"code": "NotFound",
                              "message": format!("no admin route {method} /{}", seg.join("/"))}}),
         )),
+    }
+}
+
+/// This gateway sees a changed tenant or user limit at once (others within
+/// the record cache's TTL; bucket limits are read with the bucket).
+fn forget_scope(ctx: &Ctx, scope: &LimitScope, l: &ScopeLimits) {
+    match scope {
+        LimitScope::Tenant(t) => ctx.records.forget_tenant(t),
+        LimitScope::User { .. } => {
+            if let Some(id) = &l.user_id {
+                ctx.records.forget_user(id);
+            }
+        }
+        LimitScope::Bucket { .. } => {}
     }
 }
 

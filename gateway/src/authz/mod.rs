@@ -9,7 +9,8 @@
 //! [`Authorized`] in the request's extensions, so the handler does not read
 //! the bucket again. A second resource in one request (CopyObject's source)
 //! and per-key checks (DeleteObjects) go through [`Authorized::allows`] /
-//! [`authorize_bucket`], the same rules.
+//! [`authorize_bucket`], the same rules. A request allowed is then counted
+//! against its rate limits (`crate::ratelimit::admit`) before it runs.
 //!
 //! The rules (docs/tenancy.md), in order:
 //! 1. an explicit Deny in the user's policy or the bucket's policy refuses;
@@ -18,16 +19,40 @@
 //! 4. an Allow in the bucket policy allows (this is how another tenant, or
 //!    anonymous callers, are let in);
 //! 5. an Allow in the user's policy allows on buckets of the user's own tenant;
-//! 6. anything else is refused (`AccessDenied`), the reason in the debug log.
+//! 6. a grant in the bucket's ACL allows (`acl::bucket_permission`);
+//! 7. reading an object, or its ACL, may still be allowed by the object's
+//!    ACL: the check lets such a request through with an [`ObjectGate`]
+//!    that the handler applies once it has read the object
+//!    ([`Authorized::check_object`]; AccessDenied, never NoSuchKey, to a
+//!    caller who may not list the bucket);
+//! 8. anything else is refused (`AccessDenied`), the reason in the debug log.
+//!
+//! With BucketOwnerEnforced object ownership, ACLs (6, 7) count for nothing;
+//! the bucket's public access block can make public ACL grants count for
+//! nothing (IgnorePublicAcls) and a public bucket policy serve only the
+//! bucket's own tenant (RestrictPublicBuckets).
+//!
+//! Files: `access.rs` (the hook, operation → action, condition keys),
+//! `decide.rs` (the rules above, object gates), `acl.rs` (ACLs), `policy/`
+//! (the policy engine); this file holds the types they share.
 
+mod access;
+pub mod acl;
+mod decide;
 pub mod policy;
+
+pub use access::{action_of, Access, Level};
+pub use decide::{
+    acls_enabled, authorize_bucket, decide, decide_with, owner_id, owns, BucketFacts, Deferred,
+    ObjectGate,
+};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use kura_metashard::client::Cf;
 use kura_metashard::keys;
-use kura_proto::meta::BucketRecord;
+use kura_proto::meta::{BucketRecord, ObjectOwnership, ObjectRecord};
 use s3s::access::{S3Access, S3AccessContext};
 use s3s::path::S3Path;
 use s3s::{S3Error, S3Result};
@@ -36,6 +61,7 @@ use crate::context::Ctx;
 use crate::error::{GwError, GwResult};
 use crate::identity::{self, Principal};
 use crate::meta::Versioned;
+use acl::Acl;
 use policy::{ConditionContext, Decision, Policy};
 
 /// The client's address, put into each request's extensions by the listener.
@@ -112,6 +138,8 @@ pub struct Authorized {
     pub bucket_name: Option<BucketName>,
     /// Its record as read by the check; `None` when it does not exist.
     pub bucket: Option<Versioned<BucketRecord>>,
+    /// What reading the addressed object still requires of its ACL.
+    pub object_gate: ObjectGate,
 }
 
 impl Authorized {
@@ -133,6 +161,13 @@ impl Authorized {
             .ok_or_else(|| GwError::Internal("operation without a bucket".into()))
     }
 
+    /// Applies the object half of the access check to the addressed
+    /// object (`None`: it does not exist); every handler that reads an
+    /// object calls this once it has the record.
+    pub fn check_object(&self, object: Option<&ObjectRecord>) -> GwResult<()> {
+        self.object_gate.check(&self.caller, object)
+    }
+
     /// Whether `action` on `key` of the addressed bucket is allowed (for
     /// per-key decisions inside one request, e.g. DeleteObjects).
     pub fn allows(&self, ctx: &Ctx, action: &str, key: Option<&str>) -> GwResult<bool> {
@@ -149,13 +184,16 @@ impl Authorized {
 pub enum Verdict {
     Allow(String),
     Deny(String),
+    /// Not allowed at the bucket level, but the object's ACL may allow it
+    /// (object reads only); why the bucket level did not allow it.
+    Defer(String),
 }
 
 impl Verdict {
     fn allowed(&self, action: &str, bucket: &BucketName, key: Option<&str>) -> bool {
         match self {
             Verdict::Allow(_) => true,
-            Verdict::Deny(why) => {
+            Verdict::Deny(why) | Verdict::Defer(why) => {
                 tracing::debug!(
                     action,
                     tenant = %bucket.tenant,
@@ -167,370 +205,6 @@ impl Verdict {
                 false
             }
         }
-    }
-}
-
-/// Whether `principal` owns `bucket`. Buckets made before tenancy record
-/// the root access key as owner.
-pub fn owns(ctx: &Ctx, principal: &Principal, bucket: &BucketRecord) -> bool {
-    bucket.owner == principal.user_id
-        || (principal.user_id == identity::ROOT_USER_ID
-            && bucket.owner == ctx.identity.root_access_key())
-}
-
-/// The owner's canonical id as shown to clients.
-pub fn owner_id<'a>(ctx: &'a Ctx, bucket: &'a BucketRecord) -> &'a str {
-    if bucket.owner == ctx.identity.root_access_key() {
-        identity::ROOT_USER_ID
-    } else {
-        &bucket.owner
-    }
-}
-
-/// The rules of the module doc, for `action` on `bucket` (and `key`).
-pub fn decide(
-    ctx: &Ctx,
-    caller: &Caller,
-    action: &str,
-    name: &BucketName,
-    bucket: &BucketRecord,
-    key: Option<&str>,
-) -> GwResult<Verdict> {
-    let bucket_policy = ctx.policies.get(&bucket.policy)?;
-    Ok(decide_with(
-        caller,
-        action,
-        name,
-        key,
-        caller
-            .principal
-            .as_ref()
-            .is_some_and(|p| owns(ctx, p, bucket)),
-        bucket_policy.as_deref(),
-    ))
-}
-
-/// [`decide`] once the bucket's owner and policy are known (pure).
-pub fn decide_with(
-    caller: &Caller,
-    action: &str,
-    name: &BucketName,
-    key: Option<&str>,
-    is_owner: bool,
-    bucket_policy: Option<&Policy>,
-) -> Verdict {
-    let principal = match &caller.principal {
-        Some(p) => policy::Principal::User {
-            tenant: &p.tenant,
-            name: &p.name,
-            id: &p.user_id,
-        },
-        None => policy::Principal::Anonymous,
-    };
-    let request = |principal_required| policy::Request {
-        principal: match &principal {
-            policy::Principal::User { tenant, name, id } => {
-                policy::Principal::User { tenant, name, id }
-            }
-            policy::Principal::Anonymous => policy::Principal::Anonymous,
-        },
-        action,
-        tenant: &name.tenant,
-        bucket: &name.name,
-        key,
-        context: &caller.context,
-        principal_required,
-    };
-    let user_decision = caller
-        .principal
-        .as_ref()
-        .and_then(|p| p.policy.as_ref())
-        .map_or(Decision::NotApplicable, |p| p.evaluate(&request(false)));
-    if let Decision::ExplicitDeny { reason } = &user_decision {
-        return Verdict::Deny(format!("user policy denies: {reason}"));
-    }
-    let bucket_decision =
-        bucket_policy.map_or(Decision::NotApplicable, |p| p.evaluate(&request(true)));
-    if let Decision::ExplicitDeny { reason } = &bucket_decision {
-        return Verdict::Deny(format!("bucket policy denies: {reason}"));
-    }
-    if caller.is_admin() {
-        return Verdict::Allow("admin".into());
-    }
-    if is_owner {
-        return Verdict::Allow("bucket owner".into());
-    }
-    if let Decision::Allow { reason } = bucket_decision {
-        return Verdict::Allow(format!("bucket policy allows: {reason}"));
-    }
-    if let Decision::Allow { reason } = user_decision {
-        if caller.tenant() == name.tenant {
-            return Verdict::Allow(format!("user policy allows: {reason}"));
-        }
-    }
-    Verdict::Deny(match &caller.principal {
-        Some(_) => "neither ownership nor a policy grants it".into(),
-        None => "anonymous, and no policy grants it".into(),
-    })
-}
-
-/// Where an operation acts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Level {
-    /// The service (ListBuckets).
-    Service,
-    Bucket,
-    Object,
-}
-
-/// The IAM action an S3 operation needs, and where it acts. `None` for
-/// operations Kura does not implement (they answer 501 to whoever may ask).
-pub fn action_of(op: &str) -> Option<(&'static str, Level)> {
-    use Level::*;
-    Some(match op {
-        "ListBuckets" => ("s3:ListAllMyBuckets", Service),
-        "CreateBucket" => ("s3:CreateBucket", Bucket),
-        "DeleteBucket" => ("s3:DeleteBucket", Bucket),
-        "HeadBucket" | "ListObjects" | "ListObjectsV2" => ("s3:ListBucket", Bucket),
-        "GetBucketLocation" => ("s3:GetBucketLocation", Bucket),
-        "GetBucketVersioning" => ("s3:GetBucketVersioning", Bucket),
-        "ListMultipartUploads" => ("s3:ListBucketMultipartUploads", Bucket),
-        "GetBucketPolicy" => ("s3:GetBucketPolicy", Bucket),
-        "PutBucketPolicy" => ("s3:PutBucketPolicy", Bucket),
-        "DeleteBucketPolicy" => ("s3:DeleteBucketPolicy", Bucket),
-        "GetBucketPolicyStatus" => ("s3:GetBucketPolicyStatus", Bucket),
-        // DeleteObjects is decided key by key in the handler.
-        "DeleteObjects" => ("s3:DeleteObject", Bucket),
-        "PutObject"
-        | "CopyObject"
-        | "CreateMultipartUpload"
-        | "UploadPart"
-        | "UploadPartCopy"
-        | "CompleteMultipartUpload" => ("s3:PutObject", Object),
-        "GetObject" | "HeadObject" => ("s3:GetObject", Object),
-        "DeleteObject" => ("s3:DeleteObject", Object),
-        "AbortMultipartUpload" => ("s3:AbortMultipartUpload", Object),
-        "ListParts" => ("s3:ListMultipartUploadParts", Object),
-        _ => return None,
-    })
-}
-
-/// The condition keys of a request (aws:* and the s3:* ones Kura knows).
-fn condition_context(
-    principal: Option<&Principal>,
-    remote: Option<RemoteAddr>,
-    uri: &http::Uri,
-    headers: &http::HeaderMap,
-) -> ConditionContext {
-    let mut c = ConditionContext::new();
-    let now = time::OffsetDateTime::now_utc();
-    if let Ok(t) = now.format(&time::format_description::well_known::Rfc3339) {
-        c.set("aws:CurrentTime", t);
-    }
-    c.set("aws:EpochTime", now.unix_timestamp().to_string());
-    // Plain HTTP until the S3 port speaks TLS.
-    c.set("aws:SecureTransport", "false");
-    if let Some(RemoteAddr(addr)) = remote {
-        c.set("aws:SourceIp", addr.ip().to_string());
-    }
-    match principal {
-        Some(p) => {
-            c.set("aws:username", p.name.clone());
-            c.set("aws:userid", p.user_id.clone());
-            c.set("aws:PrincipalType", "User");
-        }
-        None => c.set("aws:PrincipalType", "Anonymous"),
-    }
-    if let Some(q) = uri.query() {
-        for pair in q.split('&') {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            let key = match k {
-                "prefix" => "s3:prefix",
-                "delimiter" => "s3:delimiter",
-                "max-keys" => "s3:max-keys",
-                _ => continue,
-            };
-            let v = percent_encoding::percent_decode_str(&v.replace('+', " "))
-                .decode_utf8_lossy()
-                .into_owned();
-            c.set(key, v);
-        }
-    }
-    if let Some(acl) = headers.get("x-amz-acl").and_then(|v| v.to_str().ok()) {
-        c.set("s3:x-amz-acl", acl.to_string());
-    }
-    let signed_v4 = headers
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .map(|a| a.starts_with("AWS4-"));
-    let (version, auth_type) = match signed_v4 {
-        Some(true) => ("AWS4-HMAC-SHA256", "REST-HEADER"),
-        Some(false) => ("AWS", "REST-HEADER"),
-        None if uri.query().is_some_and(|q| q.contains("X-Amz-Signature=")) => {
-            ("AWS4-HMAC-SHA256", "REST-QUERY-STRING")
-        }
-        None => ("AWS", "REST-QUERY-STRING"),
-    };
-    if principal.is_some() {
-        c.set("s3:signatureversion", version);
-        c.set("s3:authType", auth_type);
-    }
-    c
-}
-
-/// Reads a bucket and decides `action` on it for `caller` (a resource other
-/// than the one the request addresses, e.g. CopyObject's source).
-pub async fn authorize_bucket(
-    ctx: &Ctx,
-    caller: &Caller,
-    requested: &str,
-    action: &str,
-    key: Option<&str>,
-) -> GwResult<Versioned<BucketRecord>> {
-    let name = BucketName::resolve(requested, caller.tenant());
-    let bucket = ctx
-        .meta
-        .get::<BucketRecord>(Cf::Meta, &name.key())
-        .await?
-        .ok_or(GwError::NoSuchBucket)?;
-    if decide(ctx, caller, action, &name, &bucket.record, key)?.allowed(action, &name, key) {
-        Ok(bucket)
-    } else {
-        Err(GwError::AccessDenied)
-    }
-}
-
-/// The s3s access hook.
-pub struct Access {
-    ctx: Arc<Ctx>,
-}
-
-impl Access {
-    pub fn new(ctx: Arc<Ctx>) -> Self {
-        Access { ctx }
-    }
-
-    async fn check_request(&self, cx: &mut S3AccessContext<'_>) -> GwResult<()> {
-        let ctx = &self.ctx;
-        let principal = match cx.credentials() {
-            Some(c) => Some(
-                ctx.identity
-                    .lookup(&c.access_key)
-                    .await?
-                    // Deleted between the signature check and now.
-                    .ok_or(GwError::InvalidAccessKeyId)?
-                    .principal
-                    .clone(),
-            ),
-            None => None,
-        };
-        let remote = cx.extensions_mut().get::<RemoteAddr>().copied();
-        let caller = Arc::new(Caller {
-            context: condition_context(principal.as_deref(), remote, cx.uri(), cx.headers()),
-            principal,
-        });
-        let op = cx.s3_op().name();
-        let (bucket, key) = match cx.s3_path() {
-            S3Path::Root => (None, None),
-            S3Path::Bucket { bucket } => (Some(bucket.to_string()), None),
-            S3Path::Object { bucket, key } => (Some(bucket.to_string()), Some(key.to_string())),
-        };
-        let Some(requested) = bucket else {
-            // The service: ListBuckets shows a caller its own buckets.
-            if caller.principal.is_none() {
-                return Err(GwError::AccessDenied);
-            }
-            cx.extensions_mut().insert(Authorized {
-                caller,
-                bucket_name: None,
-                bucket: None,
-            });
-            return Ok(());
-        };
-        let name = BucketName::resolve(&requested, caller.tenant());
-        let Some((action, level)) = action_of(op) else {
-            // Not implemented: 501 for callers who could ask, 403 for anonymous ones.
-            if caller.principal.is_none() {
-                return Err(GwError::AccessDenied);
-            }
-            cx.extensions_mut().insert(Authorized {
-                caller,
-                bucket_name: Some(name),
-                bucket: None,
-            });
-            return Ok(());
-        };
-        let key = if level == Level::Object {
-            key.as_deref()
-        } else {
-            None
-        };
-        if op == "CreateBucket" {
-            check_create_bucket(&caller, &name)?;
-            cx.extensions_mut().insert(Authorized {
-                caller,
-                bucket_name: Some(name),
-                bucket: None,
-            });
-            return Ok(());
-        }
-        let bucket = ctx.meta.get::<BucketRecord>(Cf::Meta, &name.key()).await?;
-        if let Some(b) = &bucket {
-            // DeleteObjects is decided per key by its handler.
-            if op != "DeleteObjects"
-                && !decide(ctx, &caller, action, &name, &b.record, key)?.allowed(action, &name, key)
-            {
-                return Err(GwError::AccessDenied);
-            }
-        } else if caller.principal.is_none() {
-            // An anonymous caller learns nothing about which names exist.
-            return Err(GwError::AccessDenied);
-        }
-        cx.extensions_mut().insert(Authorized {
-            caller,
-            bucket_name: Some(name),
-            bucket,
-        });
-        Ok(())
-    }
-}
-
-/// Anyone signed in may create buckets in their own tenant; admins in any.
-fn check_create_bucket(caller: &Caller, name: &BucketName) -> GwResult<()> {
-    let Some(p) = &caller.principal else {
-        return Err(GwError::AccessDenied);
-    };
-    if p.admin || p.tenant == name.tenant {
-        let denied = p.policy.as_ref().is_some_and(|pol| {
-            matches!(
-                pol.evaluate(&policy::Request {
-                    principal: policy::Principal::User {
-                        tenant: &p.tenant,
-                        name: &p.name,
-                        id: &p.user_id,
-                    },
-                    action: "s3:CreateBucket",
-                    tenant: &name.tenant,
-                    bucket: &name.name,
-                    key: None,
-                    context: &caller.context,
-                    principal_required: false,
-                }),
-                Decision::ExplicitDeny { .. }
-            )
-        });
-        if !denied {
-            return Ok(());
-        }
-    }
-    tracing::debug!(tenant = %name.tenant, "CreateBucket denied");
-    Err(GwError::AccessDenied)
-}
-
-#[async_trait::async_trait]
-impl S3Access for Access {
-    async fn check(&self, cx: &mut S3AccessContext<'_>) -> S3Result<()> {
-        self.check_request(cx).await.map_err(S3Error::from)
     }
 }
 

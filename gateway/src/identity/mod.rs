@@ -14,6 +14,7 @@
 //! The root key (`KURA_ROOT_*`) is the bootstrap admin: a user of the root
 //! tenant with the fixed id [`ROOT_USER_ID`], never stored.
 
+pub mod limits;
 pub mod records;
 pub mod seal;
 
@@ -23,7 +24,7 @@ use std::time::{Duration, Instant};
 use dashmap::DashMap;
 use kura_metashard::client::Cf;
 use kura_metashard::keys;
-use kura_proto::meta::{AccessKeyRecord, UserRecord};
+use kura_proto::meta::{AccessKeyRecord, TenantRecord, UserRecord};
 use s3s::auth::{S3Auth, SecretKey};
 use s3s::{s3_error, S3Error, S3Result};
 
@@ -193,6 +194,82 @@ impl IdentityStore {
             }),
         })))
     }
+}
+
+/// Tenant and user records as quotas and rate limits need them, cached for
+/// [`KEY_CACHE_TTL`] like keys (so a changed limit is in force everywhere
+/// within that time). A missing record caches as the default (no limits).
+pub struct RecordCache {
+    meta: Meta,
+    tenants: DashMap<String, (Instant, Arc<TenantRecord>)>,
+    users: DashMap<String, (Instant, Arc<UserRecord>)>,
+}
+
+impl RecordCache {
+    pub fn new(meta: Meta) -> Self {
+        RecordCache {
+            meta,
+            tenants: DashMap::new(),
+            users: DashMap::new(),
+        }
+    }
+
+    /// The record of `tenant` ("" = the root tenant, stored only once it has limits).
+    pub async fn tenant(&self, tenant: &str) -> GwResult<Arc<TenantRecord>> {
+        cached(&self.tenants, tenant, || async {
+            Ok(self
+                .meta
+                .get::<TenantRecord>(Cf::Meta, &keys::tenant_key(tenant))
+                .await?
+                .map(|v| v.record)
+                .unwrap_or_default())
+        })
+        .await
+    }
+
+    /// The record of user `id` (the root user has none: no limits).
+    pub async fn user(&self, id: &str) -> GwResult<Arc<UserRecord>> {
+        cached(&self.users, id, || async {
+            Ok(self
+                .meta
+                .get::<UserRecord>(Cf::Meta, &keys::user_key(id))
+                .await?
+                .map(|v| v.record)
+                .unwrap_or_default())
+        })
+        .await
+    }
+
+    /// Drops what this gateway cached (after changing it here).
+    pub fn forget_tenant(&self, tenant: &str) {
+        self.tenants.remove(tenant);
+    }
+
+    pub fn forget_user(&self, id: &str) {
+        self.users.remove(id);
+    }
+}
+
+async fn cached<T, F, Fut>(
+    map: &DashMap<String, (Instant, Arc<T>)>,
+    key: &str,
+    load: F,
+) -> GwResult<Arc<T>>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = GwResult<T>>,
+{
+    if let Some(e) = map.get(key) {
+        if e.0.elapsed() < KEY_CACHE_TTL {
+            return Ok(e.1.clone());
+        }
+    }
+    let value = Arc::new(load().await?);
+    if map.len() >= KEY_CACHE_MAX {
+        map.clear();
+    }
+    map.insert(key.to_string(), (Instant::now(), value.clone()));
+    Ok(value)
 }
 
 /// A key signs requests while it is active and not past its expiry.

@@ -8,7 +8,7 @@
 //! that leaves at worst a dangling name, which the next create of that name
 //! reclaims.
 
-use kura_metashard::client::{BatchOutcome, Cf, KvPair};
+use kura_metashard::client::{Cf, KvPair};
 use kura_metashard::keys;
 use kura_proto::meta::{AccessKeyRecord, BucketRecord, TenantRecord, UserNameRecord, UserRecord};
 use rand::Rng;
@@ -136,18 +136,7 @@ fn decode<M: prost::Message + Default>(kv: &KvPair) -> Result<M> {
 
 /// Writes `value` at `key` if absent; false when something is there.
 async fn put_new(store: &IdentityStore, key: Vec<u8>, value: Vec<u8>) -> Result<bool> {
-    let outcome = store
-        .meta()
-        .batch(
-            vec![meta::not_exists(Cf::Meta, key.clone())],
-            vec![meta::put(Cf::Meta, key.clone(), value.clone())],
-        )
-        .await?;
-    Ok(match outcome {
-        BatchOutcome::Applied => true,
-        // A retry of a batch that did apply fails its condition: check.
-        BatchOutcome::ConditionFailed { .. } => store.meta().holds(Cf::Meta, &key, &value).await?,
-    })
+    Ok(store.meta().swap(Cf::Meta, &key, None, &value).await?)
 }
 
 /// Replaces the record read as `old` (false: it changed meanwhile).
@@ -157,17 +146,7 @@ async fn replace(
     old: &bytes::Bytes,
     value: Vec<u8>,
 ) -> Result<bool> {
-    let outcome = store
-        .meta()
-        .batch(
-            vec![meta::value_equals(Cf::Meta, key.clone(), old.clone())],
-            vec![meta::put(Cf::Meta, key.clone(), value.clone())],
-        )
-        .await?;
-    Ok(match outcome {
-        BatchOutcome::Applied => true,
-        BatchOutcome::ConditionFailed { .. } => store.meta().holds(Cf::Meta, &key, &value).await?,
-    })
+    Ok(store.meta().swap(Cf::Meta, &key, Some(old), &value).await?)
 }
 
 async fn delete_key(store: &IdentityStore, key: Vec<u8>) -> Result<()> {
@@ -189,6 +168,7 @@ pub async fn create_tenant(store: &IdentityStore, name: &str) -> Result<TenantRe
     let rec = TenantRecord {
         name: name.to_string(),
         created_unix_ms: now_ms(),
+        ..Default::default()
     };
     if !put_new(store, keys::tenant_key(name), keys::encode_value(&rec)).await? {
         return Err(IdentityError::TenantExists(name.to_string()));
@@ -285,8 +265,7 @@ pub async fn create_user(
         display_name: new.display_name.unwrap_or(new.name).to_string(),
         email: new.email.unwrap_or_default().to_string(),
         created_unix_ms: now_ms(),
-        admin: false,
-        policy: String::new(),
+        ..Default::default()
     };
     // 1. Claim the name (reclaiming one left by a create that died before step 2).
     let name_key = keys::user_name_key(new.tenant, new.name);

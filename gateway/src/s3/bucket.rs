@@ -118,6 +118,11 @@ pub async fn create_bucket(
     if !constraint.is_empty() && constraint != ctx.region {
         return Err(GwError::InvalidLocationConstraint(constraint));
     }
+    let (acl, object_ownership) = crate::s3::acl::new_bucket_acl(
+        caller.user_id(),
+        &crate::s3::acl::acl_headers!(input, input.grant_write.as_deref()),
+        input.object_ownership.as_ref(),
+    )?;
     let output = CreateBucketOutput {
         location: Some(format!("/{name}")),
     };
@@ -126,6 +131,7 @@ pub async fn create_bucket(
         already_exists(ctx, &existing.record, &caller)?;
         return Ok(S3Response::new(output));
     }
+    crate::usage::quota::check_new_bucket(ctx, &bucket_name.tenant, caller.user_id()).await?;
     let id = ctx.pd.alloc_id().await?;
     let rec = BucketRecord {
         id,
@@ -135,7 +141,9 @@ pub async fn create_bucket(
         storage_class: class as i32,
         region: ctx.region.clone(),
         tenant: bucket_name.tenant.clone(),
-        policy: String::new(),
+        acl,
+        object_ownership: object_ownership as i32,
+        ..Default::default()
     };
     let value = keys::encode_value(&rec);
     let outcome = ctx

@@ -24,6 +24,7 @@ use crate::s3::multipart::{
     check_part_number, commit_part, load_upload, part_for_body, upload_class,
 };
 use crate::s3::put::{commit_in_task, commit_object, object_for_body, WritePrecondition};
+use crate::usage::{quota, Scope};
 
 /// The source object of a copy, after its x-amz-copy-source-if-* checks.
 async fn load_source(
@@ -70,11 +71,11 @@ async fn load_source(
     check_version_id(version)?;
     // The source is a second resource: the caller needs s3:GetObject on it.
     let caller = &Authorized::of(ext)?.caller;
-    let b = authorize_bucket(ctx, caller, &bucket, "s3:GetObject", Some(&key)).await?;
-    let rec = load_object(ctx, b.record.id, &key)
-        .await?
-        .ok_or(GwError::NoSuchKey)?
-        .record;
+    let (b, gate) = authorize_bucket(ctx, caller, &bucket, "s3:GetObject", Some(&key)).await?;
+    let rec = load_object(ctx, b.record.id, &key).await?;
+    // Readable through the source object's own ACL, if not through the bucket.
+    gate.check(caller, rec.as_ref().map(|o| &o.record))?;
+    let rec = rec.ok_or(GwError::NoSuchKey)?.record;
     // For copies every failed source condition is 412 (never 304).
     match check_conditions(
         &rec,
@@ -146,6 +147,13 @@ pub async fn copy_object(
     };
     let dst = load_bucket(&req.extensions)?;
     let bucket_id = dst.record.id;
+    // The copy gets the request's ACL (or private), never the source's.
+    let acl = crate::s3::acl::object_write_acl(
+        ctx,
+        Authorized::of(&req.extensions)?,
+        &dst.record,
+        &crate::s3::acl::acl_headers!(input),
+    )?;
     let (src_bucket, src_key, src) = load_source(
         ctx,
         &req.extensions,
@@ -168,6 +176,7 @@ pub async fn copy_object(
         part_number: 0,
     };
     let class = write_class(ctx, input.storage_class.as_ref(), &dst.record)?;
+    let admission = quota::check_write(ctx, &dst.record, &input.key, src.size).await?;
     let written = copy_body(ctx, &src, 0..src.size, owner, MAX_SINGLE_PUT, class).await?;
     let etag_value = written.etag();
     let mut rec = object_for_body(bucket_id, &input.key, &written, class);
@@ -182,14 +191,28 @@ pub async fn copy_object(
         rec.expires = src.expires.clone();
         rec.user_metadata = src.user_metadata.clone();
     }
+    rec.acl = acl;
     let last_modified = rec.last_modified_unix_ms;
 
     let key = input.key.clone();
+    let scope = Scope::of(&dst.record);
+    let delta_id = admission.delta_id;
     commit_in_task(ctx, written.stored(), move |ctx| async move {
         let pre = WritePrecondition::default();
-        commit_object(&ctx, bucket_id, &key, &rec, &pre, Vec::new(), Vec::new()).await
+        commit_object(
+            &ctx,
+            &scope,
+            &key,
+            &rec,
+            &pre,
+            &delta_id,
+            Vec::new(),
+            Vec::new(),
+        )
+        .await
     })
     .await?;
+    admission.committed();
 
     Ok(S3Response::new(CopyObjectOutput {
         copy_object_result: Some(with_checksums!(

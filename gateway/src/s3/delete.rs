@@ -16,6 +16,7 @@ use crate::data::gc;
 use crate::error::{code_and_message, GwError, GwResult};
 use crate::meta::{self, RMW_ATTEMPTS};
 use crate::s3::common::{check_key, check_version_id, load_bucket, load_object, object_key};
+use crate::usage::{self, Scope, Usage};
 
 /// At most this many keys per DeleteObjects request (as S3).
 const MAX_DELETE_KEYS: usize = 1000;
@@ -23,8 +24,10 @@ const MAX_DELETE_KEYS: usize = 1000;
 const DELETE_CONCURRENCY: usize = 16;
 
 /// Deletes the current version of `key`, if any.
-pub async fn delete_one(ctx: &Arc<Ctx>, bucket_id: u64, key: &str) -> GwResult<()> {
+pub async fn delete_one(ctx: &Arc<Ctx>, scope: &Scope, key: &str) -> GwResult<()> {
+    let bucket_id = scope.bucket_id;
     let vkey = object_key(bucket_id, key);
+    let delta_id = usage::new_delta_id();
     for _ in 0..RMW_ATTEMPTS {
         let Some(old) = load_object(ctx, bucket_id, key).await? else {
             return Ok(());
@@ -32,6 +35,11 @@ pub async fn delete_one(ctx: &Arc<Ctx>, bucket_id: u64, key: &str) -> GwResult<(
         let locs = gc::object_locations(&old.record);
         let mut mutations = vec![meta::delete(Cf::Meta, vkey.clone())];
         mutations.extend(gc::gc_mutations(bucket_id, key, &locs));
+        let change = Usage {
+            bytes: -(old.record.size as i64),
+            objects: -1,
+        };
+        mutations.extend(usage::delta_mutation(scope, key, change, &delta_id));
         match ctx
             .meta
             .batch(
@@ -41,6 +49,8 @@ pub async fn delete_one(ctx: &Arc<Ctx>, bucket_id: u64, key: &str) -> GwResult<(
             .await?
         {
             BatchOutcome::Applied => {
+                ctx.folder.note(bucket_id);
+                ctx.quotas.note_commit(scope, change);
                 gc::spawn_reclaim(ctx.clone(), bucket_id, key.to_string(), locs);
                 return Ok(());
             }
@@ -76,7 +86,8 @@ pub async fn delete_object(
     let task_ctx = ctx.clone();
     let key = input.key;
     // Runs to completion even if the client disconnects.
-    tokio::spawn(async move { delete_one(&task_ctx, bucket.record.id, &key).await })
+    let scope = Scope::of(&bucket.record);
+    tokio::spawn(async move { delete_one(&task_ctx, &scope, &key).await })
         .await
         .map_err(|e| GwError::Internal(format!("delete task failed: {e}")))??;
     Ok(S3Response::new(DeleteObjectOutput::default()))
@@ -96,10 +107,11 @@ pub async fn delete_objects(
     }
     let auth = crate::authz::Authorized::of(&req.extensions)?;
     let bucket = auth.bucket()?;
-    let bucket_id = bucket.record.id;
+    let scope = Scope::of(&bucket.record);
     let results: Vec<(ObjectIdentifier, GwResult<()>)> = futures::stream::iter(objects)
         .map(|obj| {
             let ctx = ctx.clone();
+            let scope = scope.clone();
             async move {
                 let res = async {
                     check_key(&obj.key)?;
@@ -109,7 +121,7 @@ pub async fn delete_objects(
                         return Err(GwError::AccessDenied);
                     }
                     let key = obj.key.clone();
-                    tokio::spawn(async move { delete_one(&ctx, bucket_id, &key).await })
+                    tokio::spawn(async move { delete_one(&ctx, &scope, &key).await })
                         .await
                         .map_err(|e| GwError::Internal(format!("delete task failed: {e}")))?
                 }

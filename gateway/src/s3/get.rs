@@ -185,10 +185,10 @@ async fn load(
     check_key(key)?;
     check_version_id(version_id)?;
     let bucket = load_bucket(ext)?;
-    Ok(load_object(ctx, bucket.record.id, key)
-        .await?
-        .ok_or(GwError::NoSuchKey)?
-        .record)
+    let rec = load_object(ctx, bucket.record.id, key).await?;
+    // Readable through the object's own ACL, if not through the bucket.
+    crate::authz::Authorized::of(ext)?.check_object(rec.as_ref().map(|o| &o.record))?;
+    Ok(rec.ok_or(GwError::NoSuchKey)?.record)
 }
 
 pub async fn get_object(

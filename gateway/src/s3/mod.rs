@@ -12,11 +12,13 @@
 //! | `list.rs`     | ListObjects, ListObjectsV2 (+ the listing engine) |
 //! | `multipart.rs`| Create/UploadPart/Complete/Abort, ListParts, ListMultipartUploads |
 //! | `policy.rs`   | Get/Put/DeleteBucketPolicy, GetBucketPolicyStatus |
+//! | `acl.rs`      | Get/PutBucketAcl, Get/PutObjectAcl, Get/Put/DeleteBucketOwnershipControls, Get/Put/DeletePublicAccessBlock (+ the ACL each write stores) |
 //!
 //! Who may call each operation is decided before it runs (`crate::authz`);
 //! a handler finds the outcome, with the bucket's record, in its request's
 //! extensions (`common::load_bucket`).
 
+pub mod acl;
 pub mod bucket;
 pub mod common;
 pub mod copy;
@@ -269,6 +271,100 @@ impl S3 for KuraS3 {
         observe(
             "GetBucketPolicyStatus",
             policy::get_bucket_policy_status(&self.ctx, req),
+        )
+        .await
+    }
+
+    async fn get_bucket_acl(
+        &self,
+        req: S3Request<GetBucketAclInput>,
+    ) -> S3Result<S3Response<GetBucketAclOutput>> {
+        observe("GetBucketAcl", acl::get_bucket_acl(&self.ctx, req)).await
+    }
+
+    async fn put_bucket_acl(
+        &self,
+        req: S3Request<PutBucketAclInput>,
+    ) -> S3Result<S3Response<PutBucketAclOutput>> {
+        observe("PutBucketAcl", acl::put_bucket_acl(&self.ctx, req)).await
+    }
+
+    async fn get_object_acl(
+        &self,
+        req: S3Request<GetObjectAclInput>,
+    ) -> S3Result<S3Response<GetObjectAclOutput>> {
+        observe("GetObjectAcl", acl::get_object_acl(&self.ctx, req)).await
+    }
+
+    async fn put_object_acl(
+        &self,
+        req: S3Request<PutObjectAclInput>,
+    ) -> S3Result<S3Response<PutObjectAclOutput>> {
+        observe("PutObjectAcl", acl::put_object_acl(&self.ctx, req)).await
+    }
+
+    async fn get_bucket_ownership_controls(
+        &self,
+        req: S3Request<GetBucketOwnershipControlsInput>,
+    ) -> S3Result<S3Response<GetBucketOwnershipControlsOutput>> {
+        observe(
+            "GetBucketOwnershipControls",
+            acl::get_bucket_ownership_controls(&self.ctx, req),
+        )
+        .await
+    }
+
+    async fn put_bucket_ownership_controls(
+        &self,
+        req: S3Request<PutBucketOwnershipControlsInput>,
+    ) -> S3Result<S3Response<PutBucketOwnershipControlsOutput>> {
+        observe(
+            "PutBucketOwnershipControls",
+            acl::put_bucket_ownership_controls(&self.ctx, req),
+        )
+        .await
+    }
+
+    async fn delete_bucket_ownership_controls(
+        &self,
+        req: S3Request<DeleteBucketOwnershipControlsInput>,
+    ) -> S3Result<S3Response<DeleteBucketOwnershipControlsOutput>> {
+        observe(
+            "DeleteBucketOwnershipControls",
+            acl::delete_bucket_ownership_controls(&self.ctx, req),
+        )
+        .await
+    }
+
+    async fn get_public_access_block(
+        &self,
+        req: S3Request<GetPublicAccessBlockInput>,
+    ) -> S3Result<S3Response<GetPublicAccessBlockOutput>> {
+        observe(
+            "GetPublicAccessBlock",
+            acl::get_public_access_block(&self.ctx, req),
+        )
+        .await
+    }
+
+    async fn put_public_access_block(
+        &self,
+        req: S3Request<PutPublicAccessBlockInput>,
+    ) -> S3Result<S3Response<PutPublicAccessBlockOutput>> {
+        observe(
+            "PutPublicAccessBlock",
+            acl::put_public_access_block(&self.ctx, req),
+        )
+        .await
+    }
+
+    async fn delete_public_access_block(
+        &self,
+        req: S3Request<DeletePublicAccessBlockInput>,
+    ) -> S3Result<S3Response<DeletePublicAccessBlockOutput>> {
+        observe(
+            "DeletePublicAccessBlock",
+            acl::delete_public_access_block(&self.ctx, req),
         )
         .await
     }

@@ -31,6 +31,7 @@ use crate::s3::common::{
 };
 use crate::s3::list::{self, Decoded, Entry, ListParams, MetaSource, MAX_PAGE};
 use crate::s3::put::{commit_in_task, commit_object, CommitOutcome, WritePrecondition};
+use crate::usage::{quota, Scope};
 
 /// Upload ids are 32 lowercase hex characters (16 random bytes).
 pub const UPLOAD_ID_LEN: usize = 32;
@@ -171,6 +172,13 @@ pub async fn create_multipart_upload(
     let bucket = load_bucket(&req.extensions)?;
     let bucket_id = bucket.record.id;
     let class = write_class(ctx, input.storage_class.as_ref(), &bucket.record)?;
+    // Kept with the upload, given to the object at completion.
+    let acl = crate::s3::acl::object_write_acl(
+        ctx,
+        crate::authz::Authorized::of(&req.extensions)?,
+        &bucket.record,
+        &crate::s3::acl::acl_headers!(input),
+    )?;
     let upload_id = new_upload_id();
     let mut rec = MultipartUploadRecord {
         bucket_id,
@@ -179,6 +187,7 @@ pub async fn create_multipart_upload(
         initiated_unix_ms: now_ms(),
         owner: initiator,
         storage_class: class as i32,
+        acl,
         ..Default::default()
     };
     store_request_headers!(rec, input);
@@ -433,6 +442,7 @@ pub async fn complete_multipart_upload(
             .collect(),
         storage_class: u.storage_class,
         checksums: Default::default(),
+        acl: u.acl.clone(),
     };
     let chosen_numbers: std::collections::HashSet<u32> =
         chosen.iter().map(|p| p.record.part_number).collect();
@@ -441,19 +451,23 @@ pub async fn complete_multipart_upload(
         .filter(|p| !chosen_numbers.contains(&p.record.part_number))
         .flat_map(|p| gc::part_locations(&p.record))
         .collect();
+    let admission = quota::check_write(ctx, &bucket.record, &input.key, rec.size).await?;
+    let delta_id = admission.delta_id;
     let ukey = keys::upload_key(bucket_id, input.key.as_bytes(), &input.upload_id);
     let (extra_conditions, mut extra_mutations) = remove_upload(ukey, &upload, &parts);
     extra_mutations.extend(gc::gc_mutations(bucket_id, &input.key, &unlisted));
 
     // The new object references only bodies already committed, so there is no body to discard.
     let key = input.key.clone();
+    let scope = Scope::of(&bucket.record);
     let committed = commit_in_task(ctx, None, move |ctx| async move {
         let out = commit_object(
             &ctx,
-            bucket_id,
+            &scope,
             &key,
             &rec,
             &pre,
+            &delta_id,
             extra_conditions,
             extra_mutations,
         )
@@ -465,7 +479,7 @@ pub async fn complete_multipart_upload(
     })
     .await?;
     match committed {
-        CommitOutcome::Committed => {}
+        CommitOutcome::Committed => admission.committed(),
         // The upload was completed or aborted concurrently; its parts are that request's business.
         CommitOutcome::ExtraConditionFailed(0) => return Err(GwError::NoSuchUpload),
         CommitOutcome::ExtraConditionFailed(_) => {

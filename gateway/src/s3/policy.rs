@@ -17,7 +17,7 @@ use crate::authz::policy::Policy;
 use crate::authz::Authorized;
 use crate::context::Ctx;
 use crate::error::{GwError, GwResult};
-use crate::meta::{self, RMW_ATTEMPTS};
+use crate::meta::RMW_ATTEMPTS;
 use crate::s3::common::reload_bucket;
 
 /// Replaces the addressed bucket's policy ("" removes it).
@@ -28,19 +28,10 @@ async fn set_policy(ctx: &Ctx, ext: &http::Extensions, text: &str) -> GwResult<(
         let mut rec: BucketRecord = bucket.record.clone();
         rec.policy = text.to_string();
         let value = keys::encode_value(&rec);
-        let outcome = ctx
+        if ctx
             .meta
-            .batch(
-                vec![meta::value_equals(
-                    Cf::Meta,
-                    key.clone(),
-                    bucket.raw.clone(),
-                )],
-                vec![meta::put(Cf::Meta, key.clone(), value.clone())],
-            )
-            .await?;
-        if matches!(outcome, kura_metashard::client::BatchOutcome::Applied)
-            || ctx.meta.holds(Cf::Meta, &key, &value).await?
+            .swap(Cf::Meta, &key, Some(&bucket.raw), &value)
+            .await?
         {
             return Ok(());
         }
@@ -67,6 +58,11 @@ pub async fn put_bucket_policy(
     policy
         .check_resources_in_bucket(&name.tenant, &name.name)
         .map_err(|e| GwError::MalformedPolicy(e.to_string()))?;
+    // PublicAccessBlock's BlockPublicPolicy.
+    crate::s3::acl::check_public_policy(
+        &Authorized::of(&req.extensions)?.bucket()?.record,
+        &policy,
+    )?;
     set_policy(ctx, &req.extensions, &text).await?;
     tracing::info!(tenant = %name.tenant, bucket = %name.name, "bucket policy set");
     let mut resp = S3Response::new(PutBucketPolicyOutput::default());

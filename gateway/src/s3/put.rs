@@ -29,6 +29,7 @@ use crate::s3::common::{
     check_key, declared_length, etag, load_bucket, load_object, object_key, store_request_headers,
     unquote, write_class, NULL_VERSION,
 };
+use crate::usage::{self, quota, DeltaId, Scope, Usage};
 
 /// A conditional write (`If-None-Match: *` / `If-Match: "etag"` on PUT or Complete).
 #[derive(Clone, Debug, Default)]
@@ -94,13 +95,15 @@ pub enum CommitOutcome {
 /// body the current version had.
 pub async fn commit_object(
     ctx: &Arc<Ctx>,
-    bucket_id: u64,
+    scope: &Scope,
     key: &str,
     new: &ObjectRecord,
     pre: &WritePrecondition,
+    delta_id: &DeltaId,
     extra_conditions: Vec<Condition>,
     extra_mutations: Vec<Mutation>,
 ) -> GwResult<CommitOutcome> {
+    let bucket_id = scope.bucket_id;
     let vkey = object_key(bucket_id, key);
     let value = kura_metashard::keys::encode_value(new);
     for attempt in 0..RMW_ATTEMPTS {
@@ -119,6 +122,13 @@ pub async fn commit_object(
         let mut mutations = vec![meta::put(Cf::Meta, vkey.clone(), value.clone())];
         mutations.extend(gc::gc_mutations(bucket_id, key, &old_locs));
         mutations.extend(extra_mutations.iter().cloned());
+        // Exact usage: the delta commits with the change, or not at all.
+        let old_size = old.as_ref().map_or(0, |o| o.record.size as i64);
+        let change = Usage {
+            bytes: new.size as i64 - old_size,
+            objects: i64::from(old.is_none()),
+        };
+        mutations.extend(usage::delta_mutation(scope, key, change, delta_id));
         let applied = match ctx.meta.batch(conditions, mutations).await? {
             BatchOutcome::Applied => true,
             // Our own earlier attempt may have applied (see `Meta::holds`).
@@ -136,6 +146,8 @@ pub async fn commit_object(
             }
         };
         if applied {
+            ctx.folder.note(bucket_id);
+            ctx.quotas.note_commit(scope, change);
             gc::spawn_reclaim(ctx.clone(), bucket_id, key.to_string(), old_locs);
             return Ok(CommitOutcome::Committed);
         }
@@ -168,6 +180,15 @@ pub async fn put_object(
     let bucket = load_bucket(&extensions)?;
     let bucket_id = bucket.record.id;
     let class = write_class(ctx, input.storage_class.as_ref(), &bucket.record)?;
+    let acl = crate::s3::acl::object_write_acl(
+        ctx,
+        crate::authz::Authorized::of(&extensions)?,
+        &bucket.record,
+        &crate::s3::acl::acl_headers!(input),
+    )?;
+    // Checked before the body is read; held until the commit is over.
+    let mut admission =
+        quota::check_write(ctx, &bucket.record, &input.key, content_length.unwrap_or(0)).await?;
     if !pre.is_empty() {
         // Fail fast before streaming a body that could never commit.
         pre.check(
@@ -199,16 +220,36 @@ pub async fn put_object(
     let etag_value = written.etag();
     let mut rec = object_for_body(bucket_id, &input.key, &written, class);
     store_request_headers!(rec, input);
+    rec.acl = acl;
 
     // The body is durable on the data nodes, no metadata names it yet: a
     // crash here must leave no visible object, only an orphan for GC.
     fail::fail_point!("gateway::put_before_commit");
     // From here on the commit must finish even if the client goes away.
+    if content_length.is_none() {
+        // The size is known only now: check again with it.
+        // (its own first admission must not count against it)
+        drop(admission);
+        admission = quota::check_write(ctx, &bucket.record, &input.key, written.size).await?;
+    }
     let key = input.key.clone();
+    let scope = Scope::of(&bucket.record);
+    let delta_id = admission.delta_id;
     commit_in_task(ctx, written.stored(), move |ctx| async move {
-        commit_object(&ctx, bucket_id, &key, &rec, &pre, Vec::new(), Vec::new()).await
+        commit_object(
+            &ctx,
+            &scope,
+            &key,
+            &rec,
+            &pre,
+            &delta_id,
+            Vec::new(),
+            Vec::new(),
+        )
+        .await
     })
     .await?;
+    admission.committed();
     // Committed, not acknowledged: the object is whole and visible.
     fail::fail_point!("gateway::put_after_commit_before_respond");
 

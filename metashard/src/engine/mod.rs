@@ -20,7 +20,7 @@ use crate::keys::{decode_value, encode_value, ValueError};
 pub const CF_RAFT: &str = "raft";
 
 /// Every data column family, in a fixed order.
-pub const DATA_CFS: [Cf; 4] = [Cf::Meta, Cf::Mpu, Cf::Gc, Cf::Orphan];
+pub const DATA_CFS: [Cf; 5] = [Cf::Meta, Cf::Mpu, Cf::Gc, Cf::Orphan, Cf::Usage];
 
 /// No data key starts with 0xFF (families are 0x01 and 0x02, see `keys`), so
 /// this bounds the range deletion of a region without an end key; keys past it
@@ -34,6 +34,7 @@ pub fn data_cf_name(cf: Cf) -> &'static str {
         Cf::Mpu => "mpu",
         Cf::Gc => "gc",
         Cf::Orphan => "orphan",
+        Cf::Usage => "usage",
     }
 }
 
