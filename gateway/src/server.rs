@@ -151,7 +151,7 @@ pub async fn run(
                     // A GET under a read_bytes limit pays its size once known.
                     let bytes_out = crate::ratelimit::BytesOut::attach(req.extensions_mut());
                     let traffic = TrafficSlot::attach(req.extensions_mut());
-                    let bytes_in = crate::usage::traffic::declared_in(req.headers());
+                    let bytes_in = crate::ratelimit::declared_body_len(req.headers());
                     async move {
                         let resp = front.handle(req).await;
                         if let Ok(r) = &resp {

@@ -128,28 +128,36 @@ pub(super) fn render(shape: Shape, text: &str, v: &Value, table: bool) -> String
     }
 }
 
-/// Usage as three tables: tenants, users, buckets.
+/// Usage as three tables: tenants, users, buckets; stored bytes, then the
+/// traffic (requests, bytes in and out) when the answer carries it.
 fn usage_tables(tenants: &[Value], users: &[Value], buckets: &[Value]) -> String {
     let row = |v: &Value, before: &[&str], after: &[&str]| {
         let mut row = cells(v, before);
         row.push(human_bytes(v.get("bytes")));
         row.extend(cells(v, after));
+        row.extend(cells(v, &["/requests"]));
+        row.push(human_bytes(v.get("bytes_in")));
+        row.push(human_bytes(v.get("bytes_out")));
         row
     };
+    const TRAFFIC: [&str; 3] = ["REQUESTS", "IN", "OUT"];
+    let head = |cols: &[&'static str]| -> Vec<&'static str> {
+        cols.iter().copied().chain(TRAFFIC).collect()
+    };
     let tenants = grid(
-        &["TENANT", "BYTES", "OBJECTS", "BUCKETS"],
+        &head(&["TENANT", "BYTES", "OBJECTS", "BUCKETS"]),
         tenants
             .iter()
             .map(|t| row(t, &["/tenant"], &["/objects", "/buckets"])),
     );
     let users = grid(
-        &["TENANT", "NAME", "ID", "BYTES", "OBJECTS", "BUCKETS"],
+        &head(&["TENANT", "NAME", "ID", "BYTES", "OBJECTS", "BUCKETS"]),
         users
             .iter()
             .map(|u| row(u, &["/tenant", "/name", "/id"], &["/objects", "/buckets"])),
     );
     let buckets = grid(
-        &["TENANT", "BUCKET", "ID", "OWNER", "BYTES", "OBJECTS"],
+        &head(&["TENANT", "BUCKET", "ID", "OWNER", "BYTES", "OBJECTS"]),
         buckets
             .iter()
             .map(|b| row(b, &["/tenant", "/name", "/id", "/owner"], &["/objects"])),
@@ -576,26 +584,25 @@ mod tests {
     #[test]
     fn usage_is_three_tables_with_readable_bytes() {
         let v = json!({
-            "tenants": [{"tenant": "acme", "bytes": 1610612736u64, "objects": 3, "buckets": 2},
+            "tenants": [{"tenant": "acme", "bytes": 1610612736u64, "objects": 3, "buckets": 2,
+                         "requests": 12, "bytes_in": 2048, "bytes_out": 0},
                         {"tenant": "", "bytes": 0, "objects": 0, "buckets": 0}],
             "users": [{"id": "3f2a", "tenant": "acme", "name": "alice", "bytes": 1610612736u64,
-                       "objects": 3, "buckets": 2}],
+                       "objects": 3, "buckets": 2, "requests": 12, "bytes_in": 2048, "bytes_out": 0}],
             "buckets": [{"tenant": "acme", "name": "photos", "id": 7, "owner": "3f2a",
-                         "bytes": 1536, "objects": 2},
-                        {"tenant": "acme", "name": "docs", "id": 9, "owner": "3f2a",
-                         "bytes": 1610611200u64, "objects": 1}]});
+                         "bytes": 1536, "objects": 2, "requests": 5, "bytes_in": 1536,
+                         "bytes_out": 1536}]});
         assert_eq!(
             table(Shape::Usage, &v),
-            "TENANT  BYTES    OBJECTS  BUCKETS\n\
-             acme    1.5 GiB  3        2\n\
-             \"\"      0 B      0        0\n\
+            "TENANT  BYTES    OBJECTS  BUCKETS  REQUESTS  IN       OUT\n\
+             acme    1.5 GiB  3        2        12        2.0 KiB  0 B\n\
+             \"\"      0 B      0        0        -         -        -\n\
              \n\
-             TENANT  NAME   ID    BYTES    OBJECTS  BUCKETS\n\
-             acme    alice  3f2a  1.5 GiB  3        2\n\
+             TENANT  NAME   ID    BYTES    OBJECTS  BUCKETS  REQUESTS  IN       OUT\n\
+             acme    alice  3f2a  1.5 GiB  3        2        12        2.0 KiB  0 B\n\
              \n\
-             TENANT  BUCKET  ID  OWNER  BYTES    OBJECTS\n\
-             acme    photos  7   3f2a   1.5 KiB  2\n\
-             acme    docs    9   3f2a   1.5 GiB  1"
+             TENANT  BUCKET  ID  OWNER  BYTES    OBJECTS  REQUESTS  IN       OUT\n\
+             acme    photos  7   3f2a   1.5 KiB  2        5         1.5 KiB  1.5 KiB"
         );
         // Nothing stored yet: the headers alone.
         assert_eq!(
@@ -603,9 +610,9 @@ mod tests {
                 Shape::Usage,
                 &json!({"tenants": [], "users": [], "buckets": []})
             ),
-            "TENANT  BYTES  OBJECTS  BUCKETS\n\n\
-             TENANT  NAME  ID  BYTES  OBJECTS  BUCKETS\n\n\
-             TENANT  BUCKET  ID  OWNER  BYTES  OBJECTS"
+            "TENANT  BYTES  OBJECTS  BUCKETS  REQUESTS  IN  OUT\n\n\
+             TENANT  NAME  ID  BYTES  OBJECTS  BUCKETS  REQUESTS  IN  OUT\n\n\
+             TENANT  BUCKET  ID  OWNER  BYTES  OBJECTS  REQUESTS  IN  OUT"
         );
     }
 

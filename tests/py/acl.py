@@ -12,70 +12,10 @@ signature), as `curl` would send them.
 import json
 import os
 import subprocess
-import urllib.error
-import urllib.request
 
-import boto3
-import botocore.handlers
-from botocore.config import Config
-from botocore.exceptions import ClientError
+from kura_kit import ENDPOINT, admin, anon, check, client, expect_error, key_of
 
-ENDPOINT = os.environ["KURA_S3"]
-DIR = os.environ["KURA_DIR"]
-KURA = os.environ["KURA_BIN"]
-CLUSTER = os.path.join(DIR, "cluster.json")
 ALL_USERS = "http://acs.amazonaws.com/groups/global/AllUsers"
-
-
-def admin(*args):
-    p = subprocess.run([KURA, "admin", "--cluster", CLUSTER, *args], capture_output=True, text=True)
-    if p.returncode != 0:
-        raise AssertionError(f"kura admin {args} failed: {p.stderr}{p.stdout}")
-    return json.loads(p.stdout) if p.stdout.strip() else {}
-
-
-def client(ak, sk):
-    c = boto3.client(
-        "s3",
-        endpoint_url=ENDPOINT,
-        region_name="us-east-1",
-        aws_access_key_id=ak,
-        aws_secret_access_key=sk,
-        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}),
-    )
-    c.meta.events.unregister("before-parameter-build.s3", botocore.handlers.validate_bucket_name)
-    return c
-
-
-def expect_error(code, fn, *a, **kw):
-    try:
-        fn(*a, **kw)
-    except ClientError as e:
-        got = e.response["Error"]["Code"]
-        status = e.response["ResponseMetadata"]["HTTPStatusCode"]
-        if got != code and not (code == "AccessDenied" and got == "403" and status == 403):
-            raise AssertionError(f"expected {code}, got {got} ({status}): {e}")
-        return
-    raise AssertionError(f"expected {code}, the call succeeded: {fn.__name__} {kw}")
-
-
-def anon(method, path, data=None):
-    """An unsigned request, as curl sends it: (status, body)."""
-    req = urllib.request.Request(f"{ENDPOINT}{path}", data=data, method=method)
-    try:
-        with urllib.request.urlopen(req) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
-
-
-def check(name, fn):
-    try:
-        fn()
-    except Exception as e:
-        print(f"FAIL {name}: {e}")
-        raise
-    print(f"ok   {name}")
 
 
 def grants(acl):
@@ -88,11 +28,6 @@ admin("tenant", "create", "globex")
 alice_u = admin("user", "create", "--tenant", "acme", "--name", "alice")
 bob_u = admin("user", "create", "--tenant", "acme", "--name", "bob")
 carol_u = admin("user", "create", "--tenant", "globex", "--name", "carol", "--id", "carol-canonical-id")
-
-
-def key_of(u):
-    k = u["keys"][0]
-    return k["access_key"], k["secret_key"]
 
 
 alice, bob, carol = (client(*key_of(u)) for u in (alice_u, bob_u, carol_u))

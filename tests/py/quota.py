@@ -14,56 +14,19 @@ quota set`; the checks:
 import concurrent.futures
 import json
 import os
-import subprocess
-import sys
 
-import boto3
-from botocore.config import Config
 from botocore.exceptions import ClientError
 
-ENDPOINT = os.environ["KURA_S3"]
-DIR = os.environ["KURA_DIR"]
-KURA = os.environ["KURA_BIN"]
-CLUSTER = os.path.join(DIR, "cluster.json")
-
-
-def admin(*args):
-    p = subprocess.run([KURA, "admin", "--cluster", CLUSTER, *args], capture_output=True, text=True)
-    if p.returncode != 0:
-        raise AssertionError(f"kura admin {args} failed: {p.stderr}{p.stdout}")
-    return json.loads(p.stdout) if p.stdout.strip() else {}
-
-
-def client(ak, sk):
-    return boto3.client(
-        "s3", endpoint_url=ENDPOINT, region_name="us-east-1", aws_access_key_id=ak, aws_secret_access_key=sk,
-        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}, max_pool_connections=64),
-    )
+from kura_kit import DIR, admin, check, client, expect_error
 
 
 def expect_quota_exceeded(fn, *a, **kw):
-    try:
-        fn(*a, **kw)
-    except ClientError as e:
-        code = e.response["Error"]["Code"]
-        status = e.response["ResponseMetadata"]["HTTPStatusCode"]
-        assert code == "QuotaExceeded" and status == 403, f"expected QuotaExceeded/403, got {code}/{status}"
-        return
-    raise AssertionError(f"expected QuotaExceeded, {fn.__name__} {kw.get('Key', '')} succeeded")
-
-
-def check(name, fn):
-    try:
-        fn()
-    except Exception as e:
-        print(f"FAIL {name}: {e}")
-        raise
-    print(f"ok   {name}")
+    expect_error("QuotaExceeded", fn, *a, status=403, **kw)
 
 
 admin("tenant", "create", "acme")
 alice_u = admin("user", "create", "--tenant", "acme", "--name", "alice")
-alice = client(alice_u["keys"][0]["access_key"], alice_u["keys"][0]["secret_key"])
+alice = client(alice_u["keys"][0]["access_key"], alice_u["keys"][0]["secret_key"], max_pool_connections=64)
 ALICE = alice_u["id"]
 
 

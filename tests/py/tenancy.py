@@ -16,66 +16,15 @@ the root key in AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY.
 import json
 import os
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
 
 import boto3
-import botocore.handlers
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-ENDPOINT = os.environ["KURA_S3"]
-DIR = os.environ["KURA_DIR"]
-KURA = os.environ["KURA_BIN"]
-CLUSTER = os.path.join(DIR, "cluster.json")
-
-
-def admin(*args, ok=True):
-    p = subprocess.run([KURA, "admin", "--cluster", CLUSTER, *args], capture_output=True, text=True)
-    if ok and p.returncode != 0:
-        raise AssertionError(f"kura admin {args} failed: {p.stderr}{p.stdout}")
-    if not ok:
-        return p
-    return json.loads(p.stdout) if p.stdout.strip() else {}
-
-
-def client(ak, sk, endpoint=ENDPOINT):
-    c = boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id=ak,
-        aws_secret_access_key=sk,
-        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}),
-    )
-    # `tenant:bucket` names another tenant's bucket (as in Ceph RGW);
-    # botocore's client-side name check does not know that form.
-    c.meta.events.unregister("before-parameter-build.s3", botocore.handlers.validate_bucket_name)
-    return c
-
-
-def expect_error(code, fn, *a, **kw):
-    try:
-        fn(*a, **kw)
-    except ClientError as e:
-        got = e.response["Error"]["Code"]
-        status = e.response["ResponseMetadata"]["HTTPStatusCode"]
-        # HEAD answers carry no body: only the status says it.
-        if got != code and not (code == "AccessDenied" and got == "403" and status == 403):
-            raise AssertionError(f"expected {code}, got {got} ({status}): {e}")
-        return
-    raise AssertionError(f"expected {code}, the call succeeded: {fn.__name__} {kw}")
-
-
-def check(name, fn):
-    try:
-        fn()
-    except Exception as e:
-        print(f"FAIL {name}: {e}")
-        raise
-    print(f"ok   {name}")
+from kura_kit import CLUSTER, DIR, ENDPOINT, KURA, admin, anon, check, client, expect_error, key_of
 
 
 root = client(os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"])
@@ -87,11 +36,6 @@ alice_u = admin("user", "create", "--tenant", "acme", "--name", "alice", "--emai
 bob_u = admin("user", "create", "--tenant", "acme", "--name", "bob")
 carol_u = admin("user", "create", "--tenant", "globex", "--name", "carol", "--id", "carol-canonical-id")
 assert carol_u["id"] == "carol-canonical-id", carol_u
-
-
-def key_of(u):
-    k = u["keys"][0]
-    return k["access_key"], k["secret_key"]
 
 
 alice = client(*key_of(alice_u))
@@ -334,14 +278,6 @@ def anonymous():
     assert alice.get_bucket_policy_status(Bucket="photos")["PolicyStatus"]["IsPublic"] is True
     with urllib.request.urlopen(f"{ENDPOINT}/acme:photos/public/p.txt") as r:
         assert r.status == 200 and r.read() == b"public"
-
-    def anon(method, path, data=None):
-        req = urllib.request.Request(f"{ENDPOINT}{path}", data=data, method=method)
-        try:
-            with urllib.request.urlopen(req) as r:
-                return r.status, r.read()
-        except urllib.error.HTTPError as e:
-            return e.code, e.read()
 
     assert anon("GET", "/acme:photos/a.txt")[0] == 403
     status, body = anon("PUT", "/acme:photos/public/evil", data=b"evil")

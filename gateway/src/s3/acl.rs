@@ -24,7 +24,7 @@ use crate::context::Ctx;
 use crate::error::{GwError, GwResult};
 use crate::meta::RMW_ATTEMPTS;
 use crate::s3::common::{
-    check_key, check_version_id, load_object, object_key, owner, reload_bucket,
+    check_key, check_version_id, load_object, object_key, owner, update_bucket,
 };
 
 /// The ACL headers of a request whose input has the usual `acl` and
@@ -247,33 +247,6 @@ fn grants_dto(acl: &Acl) -> Vec<Grant> {
             }
         })
         .collect()
-}
-
-/// Changes the addressed bucket's record by compare-and-set; `change` sees
-/// the current record (again after a lost race) and may refuse.
-async fn update_bucket(
-    ctx: &Ctx,
-    ext: &http::Extensions,
-    change: impl Fn(&mut BucketRecord) -> GwResult<()>,
-) -> GwResult<()> {
-    let key = Authorized::of(ext)?.bucket_name()?.key();
-    let mut bucket = Authorized::of(ext)?.bucket()?;
-    for _ in 0..RMW_ATTEMPTS {
-        let mut rec: BucketRecord = bucket.record.clone();
-        change(&mut rec)?;
-        let value = keys::encode_value(&rec);
-        if ctx
-            .meta
-            .swap(Cf::Meta, &key, Some(&bucket.raw), &value)
-            .await?
-        {
-            return Ok(());
-        }
-        bucket = reload_bucket(ctx, ext).await?;
-    }
-    Err(GwError::Contention(
-        "bucket changed during its ACL update".into(),
-    ))
 }
 
 fn no_content<T>(out: T) -> S3Response<T> {

@@ -9,7 +9,7 @@ use s3s::dto::{ETag, Owner, Timestamp, TimestampFormat};
 use crate::authz::Authorized;
 use crate::context::{Ctx, MAX_KEY_LEN};
 use crate::error::{GwError, GwResult};
-use crate::meta::Versioned;
+use crate::meta::{Versioned, RMW_ATTEMPTS};
 use crate::storage_class;
 
 /// The only object version that exists today.
@@ -28,6 +28,33 @@ pub async fn reload_bucket(ctx: &Ctx, ext: &http::Extensions) -> GwResult<Versio
         .get::<BucketRecord>(Cf::Meta, &name.key())
         .await?
         .ok_or(GwError::NoSuchBucket)
+}
+
+/// Changes the addressed bucket's record by compare-and-set; `change` sees
+/// the current record (again after a lost race) and may refuse.
+pub async fn update_bucket(
+    ctx: &Ctx,
+    ext: &http::Extensions,
+    change: impl Fn(&mut BucketRecord) -> GwResult<()>,
+) -> GwResult<()> {
+    let key = Authorized::of(ext)?.bucket_name()?.key();
+    let mut bucket = Authorized::of(ext)?.bucket()?;
+    for _ in 0..RMW_ATTEMPTS {
+        let mut rec: BucketRecord = bucket.record.clone();
+        change(&mut rec)?;
+        let value = keys::encode_value(&rec);
+        if ctx
+            .meta
+            .swap(Cf::Meta, &key, Some(&bucket.raw), &value)
+            .await?
+        {
+            return Ok(());
+        }
+        bucket = reload_bucket(ctx, ext).await?;
+    }
+    Err(GwError::Contention(
+        "bucket changed during its update".into(),
+    ))
 }
 
 /// The class a new body goes to: `x-amz-storage-class` when the client sent

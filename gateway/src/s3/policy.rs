@@ -7,9 +7,6 @@
 
 use std::sync::Arc;
 
-use kura_metashard::client::Cf;
-use kura_metashard::keys;
-use kura_proto::meta::BucketRecord;
 use s3s::dto::*;
 use s3s::{S3Request, S3Response};
 
@@ -17,30 +14,15 @@ use crate::authz::policy::Policy;
 use crate::authz::Authorized;
 use crate::context::Ctx;
 use crate::error::{GwError, GwResult};
-use crate::meta::RMW_ATTEMPTS;
-use crate::s3::common::reload_bucket;
+use crate::s3::common::update_bucket;
 
 /// Replaces the addressed bucket's policy ("" removes it).
 async fn set_policy(ctx: &Ctx, ext: &http::Extensions, text: &str) -> GwResult<()> {
-    let key = Authorized::of(ext)?.bucket_name()?.key();
-    let mut bucket = Authorized::of(ext)?.bucket()?;
-    for _ in 0..RMW_ATTEMPTS {
-        let mut rec: BucketRecord = bucket.record.clone();
+    update_bucket(ctx, ext, |rec| {
         rec.policy = text.to_string();
-        let value = keys::encode_value(&rec);
-        if ctx
-            .meta
-            .swap(Cf::Meta, &key, Some(&bucket.raw), &value)
-            .await?
-        {
-            return Ok(());
-        }
-        // The bucket changed (or went) meanwhile: read it again.
-        bucket = reload_bucket(ctx, ext).await?;
-    }
-    Err(GwError::Contention(
-        "bucket changed during policy update".into(),
-    ))
+        Ok(())
+    })
+    .await
 }
 
 pub async fn put_bucket_policy(

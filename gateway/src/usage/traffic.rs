@@ -279,19 +279,6 @@ impl TrafficSlot {
     }
 }
 
-/// The request's declared body length (decoded length for aws-chunked).
-pub fn declared_in(headers: &http::HeaderMap) -> u64 {
-    let get = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-    };
-    get("x-amz-decoded-content-length")
-        .or_else(|| get("content-length"))
-        .unwrap_or(0)
-}
-
 /// The access check's traffic step: names the scopes an allowed request
 /// counts against — the caller's tenant and user (anonymous: the bucket's
 /// tenant) and the addressed bucket.

@@ -1,0 +1,90 @@
+"""Helpers shared by the tenancy test scripts (tenancy.py, quota.py, acl.py):
+`kura admin` as a subprocess, boto3 clients for given keys, expected-error
+checks, named checks, unsigned requests.
+
+The scripts are run by tests/*.rs with KURA_S3, KURA_DIR (cluster.json,
+credentials) and KURA_BIN (the kura binary) set.
+"""
+import json
+import os
+import subprocess
+import urllib.error
+import urllib.request
+
+import boto3
+import botocore.handlers
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+ENDPOINT = os.environ["KURA_S3"]
+DIR = os.environ["KURA_DIR"]
+KURA = os.environ["KURA_BIN"]
+CLUSTER = os.path.join(DIR, "cluster.json")
+
+
+def admin(*args, ok=True):
+    """`kura admin --cluster CLUSTER ARGS`: its JSON, or (ok=False) the process."""
+    p = subprocess.run([KURA, "admin", "--cluster", CLUSTER, *args], capture_output=True, text=True)
+    if not ok:
+        return p
+    if p.returncode != 0:
+        raise AssertionError(f"kura admin {args} failed: {p.stderr}{p.stdout}")
+    return json.loads(p.stdout) if p.stdout.strip() else {}
+
+
+def client(ak, sk, endpoint=ENDPOINT, **cfg):
+    """A boto3 client for one key, path-style, no retries."""
+    cfg.setdefault("retries", {"max_attempts": 1})
+    c = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id=ak,
+        aws_secret_access_key=sk,
+        config=Config(s3={"addressing_style": "path"}, **cfg),
+    )
+    # `tenant:bucket` names another tenant's bucket (as in Ceph RGW);
+    # botocore's client-side name check does not know that form.
+    c.meta.events.unregister("before-parameter-build.s3", botocore.handlers.validate_bucket_name)
+    return c
+
+
+def key_of(user):
+    """The first key (access key, secret) of a user as `user create` printed it."""
+    k = user["keys"][0]
+    return k["access_key"], k["secret_key"]
+
+
+def expect_error(code, fn, *a, status=None, **kw):
+    """Calls fn and insists on the S3 error `code` (and HTTP `status` if given)."""
+    try:
+        fn(*a, **kw)
+    except ClientError as e:
+        got = e.response["Error"]["Code"]
+        got_status = e.response["ResponseMetadata"]["HTTPStatusCode"]
+        # HEAD answers carry no body: only the status says it.
+        head_denied = code == "AccessDenied" and got == "403" and got_status == 403
+        if (got != code and not head_denied) or (status is not None and got_status != status):
+            raise AssertionError(f"expected {code}, got {got} ({got_status}): {e}")
+        return
+    raise AssertionError(f"expected {code}, the call succeeded: {fn.__name__} {kw}")
+
+
+def anon(method, path, data=None):
+    """An unsigned request, as curl sends it: (status, body)."""
+    req = urllib.request.Request(f"{ENDPOINT}{path}", data=data, method=method)
+    try:
+        with urllib.request.urlopen(req) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def check(name, fn):
+    """Runs one named check, printing ok or FAIL."""
+    try:
+        fn()
+    except Exception as e:
+        print(f"FAIL {name}: {e}")
+        raise
+    print(f"ok   {name}")
