@@ -12,8 +12,11 @@
 //! - `0x02 bucket_id enc(key) upload_id part(4, BE)` → `PartRecord` (cf MPU)
 //! - `0x02 bucket_id enc(key) data_id`        → `GcRecord` (cf GC)
 //! - `0x02 bucket_id enc(key) delta_id(16)`   → `UsageDelta` (cf USAGE)
-//! - `0x01 'q' tenant 0x00 bucket_id(8, BE)`  → `BucketUsage` (a bucket's folded usage)
-//! - `0x01 'r' gateway 0x00 scope`            → `TrafficRecord` (one gateway's request counts)
+//! - `0x01 'q' tenant 0x00 bucket_id(8, BE)`  → `BucketUsage` (a bucket's folded usage, cf USAGE)
+//! - `0x01 'r' gateway 0x00 scope`            → `TrafficRecord` (one gateway's request counts, cf USAGE)
+//!
+//! Usage bookkeeping stays in cf USAGE, so cf META — what LIST reads and
+//! what region sizes and split points count — holds only the S3 model.
 //!
 //! Every record of one `(bucket_id, object_key)` shares the prefix
 //! `0x02 bucket_id enc(key)`, so a region split never separates them and each S3

@@ -181,5 +181,5 @@ async fn finish(ctx: &Ctx, ckey: &[u8], raw: Option<Bytes>, mut rec: BucketUsage
 
 /// Replaces the counter read as `old` (absent: `None`) with `value`.
 async fn cas(ctx: &Ctx, key: &[u8], old: Option<&Bytes>, value: &[u8]) -> GwResult<bool> {
-    ctx.meta.swap(Cf::Meta, key, old, value).await
+    ctx.meta.swap(Cf::Usage, key, old, value).await
 }

@@ -132,7 +132,7 @@ pub async fn pending(
 pub async fn counter(ctx: &Ctx, scope: &Scope) -> GwResult<Option<meta::Versioned<BucketUsage>>> {
     ctx.meta
         .get::<BucketUsage>(
-            Cf::Meta,
+            Cf::Usage,
             &keys::bucket_usage_key(&scope.tenant, scope.bucket_id),
         )
         .await

@@ -195,7 +195,7 @@ fn label(tenant: &str) -> String {
 async fn flush_one(ctx: &Ctx, gateway: &str, scope: &TrafficScope, c: Counts) -> GwResult<()> {
     let key = keys::traffic_key(gateway, &scope.key_part());
     for _ in 0..crate::meta::RMW_ATTEMPTS {
-        let cur = ctx.meta.get::<TrafficRecord>(Cf::Meta, &key).await?;
+        let cur = ctx.meta.get::<TrafficRecord>(Cf::Usage, &key).await?;
         let mut rec = cur.as_ref().map(|v| v.record.clone()).unwrap_or_default();
         rec.requests += c.requests;
         rec.bytes_in += c.bytes_in;
@@ -203,7 +203,7 @@ async fn flush_one(ctx: &Ctx, gateway: &str, scope: &TrafficScope, c: Counts) ->
         let value = keys::encode_value(&rec);
         if ctx
             .meta
-            .swap(Cf::Meta, &key, cur.as_ref().map(|v| &v.raw), &value)
+            .swap(Cf::Usage, &key, cur.as_ref().map(|v| &v.raw), &value)
             .await?
         {
             return Ok(());
@@ -220,7 +220,7 @@ pub async fn totals(ctx: &Ctx) -> GwResult<HashMap<TrafficScope, Counts>> {
     let mut out: HashMap<TrafficScope, Counts> = HashMap::new();
     const PAGE: usize = 1000;
     loop {
-        let page = ctx.meta.scan(Cf::Meta, &start, &end, PAGE, false).await?;
+        let page = ctx.meta.scan(Cf::Usage, &start, &end, PAGE, false).await?;
         for kv in &page {
             let Some(part) = keys::traffic_scope_of(&kv.key) else {
                 continue;
