@@ -139,12 +139,12 @@ fn limited(q: Option<&Quota>) -> Option<&Quota> {
 
 fn exceeds(q: &Quota, u: Usage, add: Usage) -> Option<String> {
     if let Some(max) = q.max_bytes {
-        if add.bytes > 0 && u.bytes + add.bytes > max as i64 {
+        if add.bytes > 0 && u.bytes + add.bytes > i64::try_from(max).unwrap_or(i64::MAX) {
             return Some(format!("{} + {} bytes > {max}", u.bytes.max(0), add.bytes));
         }
     }
     if let Some(max) = q.max_objects {
-        if add.objects > 0 && u.objects + add.objects > max as i64 {
+        if add.objects > 0 && u.objects + add.objects > i64::try_from(max).unwrap_or(i64::MAX) {
             return Some(format!(
                 "{} + {} objects > {max}",
                 u.objects.max(0),
@@ -497,6 +497,24 @@ mod tests {
         )
         .is_none());
         assert!(limited(Some(&Quota::default())).is_none());
+        // A limit beyond i64 is no limit, never a negative one.
+        let huge = Quota {
+            max_bytes: Some(u64::MAX),
+            max_objects: Some(u64::MAX),
+            max_buckets: None,
+        };
+        assert!(exceeds(
+            &huge,
+            Usage {
+                bytes: 1,
+                objects: 1
+            },
+            Usage {
+                bytes: 1 << 40,
+                objects: 1
+            }
+        )
+        .is_none());
         assert!(limited(None).is_none());
     }
 }
