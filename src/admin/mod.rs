@@ -114,7 +114,7 @@ enum AdminCommand {
         #[command(subcommand)]
         cmd: RatelimitCmd,
     },
-    /// Bytes, objects and buckets stored, by tenant, user and bucket.
+    /// Usage by tenant, user and bucket: bytes, objects and buckets stored; requests, bytes in and out.
     Usage {
         /// Only this tenant's usage (`""`: the root tenant's).
         #[arg(long)]
