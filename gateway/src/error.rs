@@ -30,6 +30,8 @@ pub enum GwError {
     NoSuchKey,
     #[error("the object key is longer than 1024 bytes")]
     KeyTooLong,
+    #[error("user metadata of {0} bytes is over the 2 KiB limit")]
+    MetadataTooLarge(usize),
     #[error("the body is larger than the maximum allowed size")]
     EntityTooLarge,
     #[error("a part other than the last is smaller than 5 MiB")]
@@ -130,6 +132,7 @@ impl GwError {
             | GwError::InvalidLocationConstraint(_)
             | GwError::NoSuchKey
             | GwError::KeyTooLong
+            | GwError::MetadataTooLarge(_)
             | GwError::EntityTooLarge
             | GwError::EntityTooSmall
             | GwError::BadDigest(_)
@@ -190,6 +193,10 @@ impl GwError {
             }
             GwError::NoSuchKey => S3Error::with_message(C::NoSuchKey, "The specified key does not exist."),
             GwError::KeyTooLong => S3Error::with_message(C::KeyTooLongError, "Your key is too long"),
+            GwError::MetadataTooLarge(_) => S3Error::with_message(
+                C::MetadataTooLarge,
+                "Your metadata headers exceed the maximum allowed metadata size.",
+            ),
             GwError::EntityTooLarge => {
                 S3Error::with_message(C::EntityTooLarge, "Your proposed upload exceeds the maximum allowed size")
             }
@@ -475,6 +482,10 @@ mod tests {
         );
         assert_eq!(GwError::EntityTooSmall.status(), StatusCode::BAD_REQUEST);
         assert_eq!(GwError::AccessDenied.status(), StatusCode::FORBIDDEN);
+        assert_eq!(
+            GwError::MetadataTooLarge(3000).status(),
+            StatusCode::BAD_REQUEST
+        );
         assert_eq!(GwError::InvalidAccessKeyId.status(), StatusCode::FORBIDDEN);
         assert_eq!(
             GwError::MalformedPolicy("x".into()).status(),

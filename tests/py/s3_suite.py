@@ -349,6 +349,18 @@ def bad_input():
         assert r.status < 500, f"{method} {path} {hdrs}: {r.status}"
 
 
+@check
+def user_metadata_at_most_2_kib():
+    b = new_bucket()
+    s3.put_object(Bucket=b, Key="fits", Body=b"x", Metadata={"k": "v" * 2047})
+    assert s3.head_object(Bucket=b, Key="fits")["Metadata"]["k"] == "v" * 2047
+    expect_error("MetadataTooLarge", 400, s3.put_object, Bucket=b, Key="big", Body=b"x", Metadata={"k": "v" * 2048})
+    expect_error("MetadataTooLarge", 400, s3.create_multipart_upload, Bucket=b, Key="big", Metadata={"a" * 1000: "b" * 1049})
+    expect_error("MetadataTooLarge", 400, s3.copy_object, Bucket=b, Key="big", CopySource=f"{b}/fits",
+                 MetadataDirective="REPLACE", Metadata={"k": "v" * 2048})
+    expect_error("404", 404, s3.head_object, Bucket=b, Key="big")
+
+
 def main():
     only = sys.argv[1:]
     for fn in CHECKS:

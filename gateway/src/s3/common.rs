@@ -130,6 +130,23 @@ pub fn check_key(key: &str) -> GwResult<()> {
     Ok(())
 }
 
+/// Most bytes of user metadata (`x-amz-meta-*` names without the prefix,
+/// plus values, UTF-8) one object may carry, as AWS.
+pub const MAX_USER_METADATA: usize = 2048;
+
+/// User metadata over [`MAX_USER_METADATA`] is refused before anything is stored.
+pub fn check_user_metadata(m: Option<&std::collections::HashMap<String, String>>) -> GwResult<()> {
+    let size: usize = m
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| k.len() + v.len())
+        .sum();
+    if size > MAX_USER_METADATA {
+        return Err(GwError::MetadataTooLarge(size));
+    }
+    Ok(())
+}
+
 /// The Content-Length a request declared, if any; a negative one is refused.
 pub fn declared_length(v: Option<i64>) -> GwResult<Option<u64>> {
     match v {
@@ -282,6 +299,19 @@ mod tests {
         assert!(check_version_id(None).is_ok());
         assert!(check_version_id(Some("null")).is_ok());
         assert!(check_version_id(Some("3")).is_err());
+    }
+
+    #[test]
+    fn user_metadata_is_at_most_2_kib() {
+        let mut m = std::collections::HashMap::new();
+        assert!(check_user_metadata(None).is_ok());
+        m.insert("k".to_string(), "v".repeat(2047));
+        assert!(check_user_metadata(Some(&m)).is_ok());
+        m.insert("k".to_string(), "v".repeat(2048));
+        assert!(matches!(
+            check_user_metadata(Some(&m)),
+            Err(GwError::MetadataTooLarge(2049))
+        ));
     }
 
     #[test]

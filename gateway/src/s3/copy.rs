@@ -16,8 +16,8 @@ use crate::data::reader;
 use crate::data::writer::{write_body, BodyOwner, WriteSpec, Written};
 use crate::error::{GwError, GwResult};
 use crate::s3::common::{
-    check_key, check_version_id, etag, load_bucket, load_object, store_request_headers, timestamp,
-    write_class,
+    check_key, check_user_metadata, check_version_id, etag, load_bucket, load_object,
+    store_request_headers, timestamp, write_class,
 };
 use crate::s3::get::check_conditions;
 use crate::s3::multipart::{
@@ -131,6 +131,7 @@ pub async fn copy_object(
 ) -> GwResult<S3Response<CopyObjectOutput>> {
     let input = req.input;
     check_key(&input.key)?;
+    check_user_metadata(input.metadata.as_ref())?;
     let replace = match input
         .metadata_directive
         .as_ref()

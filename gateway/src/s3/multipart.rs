@@ -26,8 +26,8 @@ use crate::data::writer::{write_body, BodyOwner, WriteSpec, Written};
 use crate::error::{GwError, GwResult};
 use crate::meta::{self, now_ms, Versioned, RMW_ATTEMPTS};
 use crate::s3::common::{
-    check_key, declared_length, etag, load_bucket, maybe_encode, owner, s3_class_name,
-    store_request_headers, timestamp, unquote, wants_url_encoding, write_class,
+    check_key, check_user_metadata, declared_length, etag, load_bucket, maybe_encode, owner,
+    s3_class_name, store_request_headers, timestamp, unquote, wants_url_encoding, write_class,
 };
 use crate::s3::list::{self, Decoded, Entry, ListParams, MetaSource, MAX_PAGE};
 use crate::s3::put::{commit_in_task, commit_object, CommitOutcome, WritePrecondition};
@@ -169,6 +169,7 @@ pub async fn create_multipart_upload(
         .to_string();
     let input = req.input;
     check_key(&input.key)?;
+    check_user_metadata(input.metadata.as_ref())?;
     let bucket = load_bucket(&req.extensions)?;
     let bucket_id = bucket.record.id;
     let class = write_class(ctx, input.storage_class.as_ref(), &bucket.record)?;

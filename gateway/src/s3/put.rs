@@ -26,8 +26,8 @@ use crate::data::writer::{write_body, BodyOwner, WriteSpec, Written};
 use crate::error::{GwError, GwResult};
 use crate::meta::{self, now_ms, RMW_ATTEMPTS};
 use crate::s3::common::{
-    check_key, declared_length, etag, load_bucket, load_object, object_key, store_request_headers,
-    unquote, write_class, NULL_VERSION,
+    check_key, check_user_metadata, declared_length, etag, load_bucket, load_object, object_key,
+    store_request_headers, unquote, write_class, NULL_VERSION,
 };
 use crate::usage::{self, quota, DeltaId, Scope, Usage};
 
@@ -169,6 +169,7 @@ pub async fn put_object(
         ..
     } = req;
     check_key(&input.key)?;
+    check_user_metadata(input.metadata.as_ref())?;
     let pre =
         WritePrecondition::from_headers(input.if_match.as_ref(), input.if_none_match.as_ref())?;
     if input.write_offset_bytes.is_some() {
