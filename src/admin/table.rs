@@ -4,6 +4,7 @@
 //! tenant's empty name). Byte counts read as `1.5 GiB` (usage) or exactly,
 //! in the largest unit that divides them (limits: `10 GiB`, as set with `10G`).
 
+use kura_pd::pdctl::table::grid;
 use serde_json::Value;
 
 /// What an answer holds, so `--table` knows its layout.
@@ -308,30 +309,6 @@ fn text_of(v: Option<&Value>) -> String {
 
 fn cells(v: &Value, pointers: &[&str]) -> Vec<String> {
     pointers.iter().map(|p| text_of(v.pointer(p))).collect()
-}
-
-/// Left-aligned columns separated by two spaces.
-fn grid(headers: &[&str], rows: impl Iterator<Item = Vec<String>>) -> String {
-    let rows: Vec<Vec<String>> = rows.collect();
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
-    for r in &rows {
-        for (i, c) in r.iter().enumerate() {
-            if i < widths.len() {
-                widths[i] = widths[i].max(c.chars().count());
-            }
-        }
-    }
-    let line = |cells: Vec<String>| {
-        let padded: Vec<String> = cells
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        padded.join("  ").trim_end().to_string()
-    };
-    let mut out = vec![line(headers.iter().map(|h| h.to_string()).collect())];
-    out.extend(rows.into_iter().map(line));
-    out.join("\n")
 }
 
 /// Valid JSON `text` indented as `serde_json::to_string_pretty` would,

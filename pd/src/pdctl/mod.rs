@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand};
 use serde_json::Value;
 
 mod client;
-mod table;
+pub mod table;
 
 use self::client::{another_member_may_answer, base_url, fetch, post};
 use self::table::render;

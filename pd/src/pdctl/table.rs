@@ -447,8 +447,8 @@ fn labels_text(labels: Option<&Value>) -> String {
     }
 }
 
-/// Left-aligned columns separated by two spaces.
-fn grid(headers: &[&str], rows: impl Iterator<Item = Vec<String>>) -> String {
+/// Left-aligned columns separated by two spaces (also `kura admin --table`'s).
+pub fn grid(headers: &[&str], rows: impl Iterator<Item = Vec<String>>) -> String {
     let rows: Vec<Vec<String>> = rows.collect();
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
     for r in &rows {
