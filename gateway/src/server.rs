@@ -110,7 +110,9 @@ pub async fn run(
     tokio::spawn(ctx.traffic.clone().run(ctx.clone(), shutdown.clone()));
     tokio::spawn(crate::ratelimit::lease::run(
         ctx.ratelimit.clone(),
-        pd.clone().with_attempts(2),
+        // Its own client: followers' stale leader hints that the reports
+        // follow must not steer the endpoint the request path uses.
+        PdClient::new(&cfg.pd_endpoints)?.with_attempts(2),
         shutdown.clone(),
     ));
 
