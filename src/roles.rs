@@ -16,6 +16,31 @@ pub struct CommonArgs {
     /// Address serving /metrics, /health and /ready.
     #[arg(long)]
     pub status_addr: SocketAddr,
+    /// Cluster CA certificate (PEM). With --node-cert and --node-key, every
+    /// internal connection (gRPC between all processes, PD's HTTP API) is
+    /// mutual TLS: peers must present a certificate this CA signed, and
+    /// plaintext is refused (docs/security.md).
+    #[arg(long, requires_all = ["node_cert", "node_key"])]
+    pub ca_cert: Option<PathBuf>,
+    /// This process's certificate (PEM) for internal connections, signed by --ca-cert.
+    #[arg(long, requires = "ca_cert")]
+    pub node_cert: Option<PathBuf>,
+    /// The private key (PEM) of --node-cert.
+    #[arg(long, requires = "ca_cert")]
+    pub node_key: Option<PathBuf>,
+}
+
+impl CommonArgs {
+    fn tls(&self) -> Option<kura_pd_client::tls::TlsPaths> {
+        match (&self.ca_cert, &self.node_cert, &self.node_key) {
+            (Some(ca), Some(cert), Some(key)) => Some(kura_pd_client::tls::TlsPaths {
+                ca: ca.clone(),
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            _ => None,
+        }
+    }
 }
 
 /// Flags of roles that register with PD under failure-domain labels.
@@ -127,6 +152,15 @@ pub struct PdArgs {
     /// (`pdctl config set` wins once set; `pdctl store limit ID RATE` per store).
     #[arg(long, default_value_t = 120)]
     leader_transfer_limit: usize,
+    /// File holding the token that may change things through the HTTP API
+    /// (`Authorization: Bearer TOKEN`; pdctl --token). Give every member
+    /// the same file. Without it PD uses DATA_DIR/admin.token, made at
+    /// first start. With cluster TLS the admin certificate works too.
+    #[arg(long)]
+    admin_token_file: Option<PathBuf>,
+    /// File holding a token that may only read the HTTP API (monitoring).
+    #[arg(long)]
+    read_token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -264,6 +298,45 @@ pub struct GatewayArgs {
     /// the key is derived from the root secret key.
     #[arg(long)]
     cluster_key_file: Option<PathBuf>,
+    /// The S3 port's certificate chain (PEM): with --tls-key, S3 is served
+    /// over HTTPS only (HTTP/1.1 and h2). Reloaded on SIGHUP and when the
+    /// files change, without dropping open connections.
+    #[arg(long, env = "KURA_GATEWAY_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, env = "KURA_GATEWAY_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Seconds a client has to send a request's headers (and to finish a
+    /// TLS handshake); also how long an idle keep-alive connection stays.
+    #[arg(long, env = "KURA_GATEWAY_HEADER_TIMEOUT_SECS", default_value_t = 30)]
+    header_timeout_secs: u64,
+    /// Seconds a request body may send nothing before it fails with 400
+    /// RequestTimeout (a slow but steady upload never does).
+    #[arg(
+        long,
+        env = "KURA_GATEWAY_BODY_IDLE_TIMEOUT_SECS",
+        default_value_t = 60
+    )]
+    body_idle_timeout_secs: u64,
+    /// Seconds a client may read nothing of a response before its
+    /// connection is dropped.
+    #[arg(long, env = "KURA_GATEWAY_WRITE_TIMEOUT_SECS", default_value_t = 60)]
+    write_timeout_secs: u64,
+    /// Open S3 connections served at once; beyond, a connection's request
+    /// is answered 503 SlowDown and the connection closed.
+    #[arg(long, env = "KURA_GATEWAY_MAX_CONNECTIONS", default_value_t = 10_000)]
+    max_connections: usize,
+    /// S3 requests handled at once; beyond, 503 SlowDown.
+    #[arg(long, env = "KURA_GATEWAY_MAX_IN_FLIGHT", default_value_t = 1024)]
+    max_in_flight: usize,
+    /// Bytes of request header fields accepted (AWS: 8192); beyond, 400
+    /// RequestHeaderSectionTooLarge.
+    #[arg(long, env = "KURA_GATEWAY_MAX_HEADER_BYTES", default_value_t = 8192)]
+    max_header_bytes: usize,
+    /// Largest file of a POST form upload, in bytes (such forms are held
+    /// in memory before their access check; at most 8 at once).
+    #[arg(long, env = "KURA_GATEWAY_MAX_POST_OBJECT_BYTES", default_value_t = 64 << 20)]
+    max_post_object_bytes: u64,
 }
 
 /// Default log filter (override with `KURA_LOG`). s3s logs every client error
@@ -280,14 +353,21 @@ fn init_logging() {
         .init();
 }
 
-/// Runs one role to completion: status server, signals, then `body`.
-fn run_role<F, Fut, E>(name: &str, status_addr: SocketAddr, body: F) -> i32
+/// Runs one role to completion: cluster TLS, status server, signals, then `body`.
+fn run_role<F, Fut, E>(name: &str, common: &CommonArgs, body: F) -> i32
 where
     F: FnOnce(Arc<AtomicBool>, tokio::sync::watch::Receiver<bool>) -> Fut,
     Fut: Future<Output = Result<(), E>>,
     E: std::fmt::Display,
 {
     init_logging();
+    let status_addr = common.status_addr;
+    if let Some(paths) = common.tls() {
+        if let Err(e) = kura_pd_client::tls::install(&paths) {
+            eprintln!("kura {name}: {e}");
+            return 2;
+        }
+    }
     #[cfg(feature = "failpoints")]
     if let Err(e) = crate::failpoints::arm_from_env() {
         eprintln!("kura {name}: {e}");
@@ -347,6 +427,13 @@ pub fn run_pd(a: PdArgs) -> i32 {
         },
         _ => None,
     };
+    let http_auth = match pd_http_auth(&a.data_dir, a.admin_token_file, a.read_token_file) {
+        Ok(auth) => auth,
+        Err(e) => {
+            eprintln!("kura pd: {e}");
+            return 2;
+        }
+    };
     let cfg = kura_pd::Config {
         replication,
         data_dir: a.data_dir,
@@ -371,8 +458,9 @@ pub fn run_pd(a: PdArgs) -> i32 {
         },
         schedule_interval: Duration::from_secs(a.schedule_interval_secs),
         leader_transfers_per_store_per_minute: a.leader_transfer_limit,
+        http_auth,
     };
-    run_role("pd", a.common.status_addr, |ready, shutdown| {
+    run_role("pd", &a.common, |ready, shutdown| {
         kura_pd::run(cfg, ready, shutdown)
     })
 }
@@ -396,7 +484,7 @@ pub fn run_metashard(a: MetashardArgs) -> i32 {
     cfg.region_split_interval_secs = a.region_split_interval_secs;
     cfg.region_split_load_qps = a.region_split_load_qps;
     cfg.region_heartbeat_secs = a.region_heartbeat_secs;
-    run_role("metashard", a.common.status_addr, |ready, shutdown| {
+    run_role("metashard", &a.common, |ready, shutdown| {
         kura_metashard::run(cfg, ready, shutdown)
     })
 }
@@ -427,7 +515,7 @@ pub fn run_datanode(a: DatanodeArgs) -> i32 {
             orphan_after: Duration::from_secs(a.orphan_after_secs),
         },
     };
-    run_role("datanode", a.common.status_addr, |ready, shutdown| {
+    run_role("datanode", &a.common, |ready, shutdown| {
         kura_datanode::run(cfg, ready, shutdown)
     })
 }
@@ -467,10 +555,65 @@ pub fn run_gateway(a: GatewayArgs) -> i32 {
         max_commit_age: Duration::from_secs(a.max_commit_age_secs),
         gc_sweep_interval: Duration::from_secs(a.gc_sweep_interval_secs.max(1)),
         domain: a.domain,
+        tls: match (a.tls_cert, a.tls_key) {
+            (Some(cert), Some(key)) => Some(kura_gateway::front::tls::TlsFiles { cert, key }),
+            _ => None,
+        },
+        admission: kura_gateway::front::Admission {
+            header_timeout: Duration::from_secs(a.header_timeout_secs),
+            body_idle_timeout: Duration::from_secs(a.body_idle_timeout_secs),
+            write_timeout: Duration::from_secs(a.write_timeout_secs),
+            max_connections: a.max_connections,
+            max_in_flight: a.max_in_flight,
+            max_header_bytes: a.max_header_bytes,
+            max_post_object_bytes: a.max_post_object_bytes,
+        },
     };
-    run_role("gateway", a.common.status_addr, |ready, shutdown| {
+    run_role("gateway", &a.common, |ready, shutdown| {
         kura_gateway::run(cfg, ready, shutdown)
     })
+}
+
+/// PD's HTTP credentials: the token files given, or a token made in the
+/// data dir at first start, so the API is never open.
+fn pd_http_auth(
+    data_dir: &std::path::Path,
+    admin: Option<PathBuf>,
+    read: Option<PathBuf>,
+) -> Result<kura_pd::http_auth::HttpAuth, String> {
+    let read_token = |p: &std::path::Path| {
+        std::fs::read_to_string(p)
+            .map_err(|e| format!("token file {}: {e}", p.display()))
+            .and_then(|t| {
+                let t = t.trim().to_string();
+                if t.len() < 16 {
+                    Err(format!(
+                        "token file {}: a token has at least 16 characters",
+                        p.display()
+                    ))
+                } else {
+                    Ok(t)
+                }
+            })
+    };
+    let admin = match admin {
+        Some(p) => read_token(&p)?,
+        None => {
+            let p = data_dir.join("admin.token");
+            if !p.exists() {
+                std::fs::create_dir_all(data_dir)
+                    .map_err(|e| format!("creating {}: {e}", data_dir.display()))?;
+                crate::dev::write_secret_file(&p, &crate::dev::random_token())
+                    .map_err(|e| format!("writing {}: {e}", p.display()))?;
+            }
+            read_token(&p)?
+        }
+    };
+    let read = read.as_deref().map(read_token).transpose()?;
+    Ok(kura_pd::http_auth::HttpAuth::tokens(
+        Some(&admin),
+        read.as_deref(),
+    ))
 }
 
 fn parse_storage_class(s: &str) -> Result<kura_proto::meta::StorageClass, String> {

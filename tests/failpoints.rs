@@ -9,7 +9,7 @@
 mod common;
 use common::{datanode_metric_sum, meta_leader_component, metric, pattern, wait_until, Cluster};
 use serde_json::Value;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 /// Starts a cluster; `None` (after saying why) when the binary has no failpoints.
@@ -213,10 +213,11 @@ fn datanode_crash_before_a_fragment_is_durable() {
 /// `kura pdctl -u PD args…` with a deadline: the operator may fail or hang
 /// when the store driving it dies. Returns (succeeded, stdout).
 fn pdctl_within(c: &Cluster, secs: u64, args: &[&str]) -> (bool, String) {
-    let mut child = Command::new(common::KURA)
+    let mut child = c
+        .kura_cmd()
         .arg("pdctl")
         .arg("-u")
-        .arg(format!("http://{}", c.pd_http()))
+        .arg(c.pd_url())
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

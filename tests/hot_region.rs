@@ -139,8 +139,8 @@ fn hot_read_leaders_spread_and_flow_is_listed() {
         "topread lists the loaded regions after {:?}: {}",
         t_load.elapsed(),
         String::from_utf8_lossy(
-            &std::process::Command::new(common::KURA)
-                .args(["pdctl", "-u", &c.pd_http(), "--table", "region", "topread"])
+            &c.kura_cmd()
+                .args(["pdctl", "-u", &c.pd_url(), "--table", "region", "topread"])
                 .stderr(Stdio::inherit())
                 .output()
                 .expect("pdctl")

@@ -16,16 +16,16 @@ mod common;
 use common::{object_prefix_hex, Cluster};
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 const REGIONS: usize = 24;
 
 fn pdctl(c: &Cluster, args: &[&str]) -> Output {
-    Command::new(common::KURA)
+    c.kura_cmd()
         .arg("pdctl")
         .arg("-u")
-        .arg(format!("http://{}", c.pd_http()))
+        .arg(c.pd_url())
         .args(args)
         .output()
         .expect("run pdctl")

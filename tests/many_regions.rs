@@ -9,7 +9,7 @@
 //!   every region with a leader, `/_kura/health` is 200, PUT/GET/LIST work
 //!   across all of them, and the idle cluster's CPU is measured and bounded.
 mod common;
-use common::{http_get, Cluster};
+use common::Cluster;
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
@@ -26,14 +26,19 @@ fn pd_http(c: &Cluster) -> String {
 }
 
 /// `POST http://addr{path}` with a JSON body → (status, body).
-fn http_post(addr: &str, path: &str, body: &str) -> (u16, String) {
+/// POSTs to PD's HTTP API with the admin token (plain HTTP: this slow suite
+/// does not run in TLS mode).
+fn http_post(c: &Cluster, path: &str, body: &str) -> (u16, String) {
     use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).expect("connect PD http");
+    let addr = pd_http(c);
+    let token = c.pd_token();
+    let mut s = std::net::TcpStream::connect(&addr).expect("connect PD http");
     s.set_read_timeout(Some(Duration::from_secs(300)))
         .expect("timeout");
     write!(
         s,
         "POST {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Authorization: Bearer {token}\r\n\
          Content-Length: {}\r\n\r\n{body}",
         body.len()
     )
@@ -54,7 +59,9 @@ fn http_post(addr: &str, path: &str, body: &str) -> (u16, String) {
 }
 
 fn regions(c: &Cluster) -> Vec<Value> {
-    let (code, body) = http_get(&pd_http(c), "/pd/api/v1/regions").expect("PD regions");
+    let (code, body) = c
+        .pd_send(&pd_http(c), "GET", "/pd/api/v1/regions", "")
+        .expect("PD regions");
     assert_eq!(code, 200, "{body}");
     let v: Value = serde_json::from_str(&body).expect("regions JSON");
     v["regions"].as_array().cloned().unwrap_or_default()
@@ -84,7 +91,7 @@ fn must_see_regions(c: &Cluster, n: usize, timeout: Duration) -> Vec<Value> {
 
 /// `pdctl region` (the CLI, not only the HTTP API) lists `n` regions.
 fn must_pdctl_count(c: &Cluster, n: usize) {
-    let out = c.must_run_kura(&["pdctl", "-u", &format!("http://{}", pd_http(c)), "region"]);
+    let out = c.must_run_kura(&["pdctl", "-u", &c.pd_url(), "region"]);
     let v: Value = serde_json::from_str(&out).expect("pdctl JSON");
     let listed = v["regions"].as_array().map(|a| a.len()).unwrap_or(0);
     assert!(listed >= n, "pdctl region lists {listed}, want {n}");
@@ -106,7 +113,7 @@ fn hex_upper(b: &[u8]) -> String {
 fn bucket_id_by_split(c: &Cluster) -> (String, u64) {
     let rs = must_see_regions(c, 1, Duration::from_secs(30));
     let (code, body) = http_post(
-        &pd_http(c),
+        c,
         "/pd/api/v1/operators",
         &format!(
             r#"{{"name":"split-region","region_id":{}}}"#,
@@ -131,7 +138,7 @@ fn split_per_object(c: &Cluster, bucket_hex: &str, mut region: u64, n: usize) ->
     for chunk in keys.chunks(200) {
         let list: Vec<String> = chunk.iter().map(|k| format!("\"{k}\"")).collect();
         let (code, body) = http_post(
-            &pd_http(c),
+            c,
             "/pd/api/v1/operators",
             &format!(
                 r#"{{"name":"split-region","region_id":{region},"keys":[{}]}}"#,
@@ -184,7 +191,9 @@ fn many_regions(n: usize, max_idle_metashard_cores: f64) {
     let rs = must_see_regions(&c, n + 1, Duration::from_secs(120));
     must_pdctl_count(&c, n + 1);
     eprintln!("PD lists {} regions", rs.len());
-    let (code, _) = http_get(&format!("127.0.0.1:{}", c.port), "/_kura/health").expect("health");
+    let code = c
+        .s3_health(&format!("127.0.0.1:{}", c.port))
+        .expect("health");
     assert_eq!(code, 200);
     // Every store hosts every region.
     for m in c.components().iter().filter(|x| x.role == "metashard") {
@@ -225,7 +234,9 @@ fn many_regions(n: usize, max_idle_metashard_cores: f64) {
         rs.len(),
         total * 100.0
     );
-    let (code, _) = http_get(&format!("127.0.0.1:{}", c.port), "/_kura/health").expect("health");
+    let code = c
+        .s3_health(&format!("127.0.0.1:{}", c.port))
+        .expect("health");
     assert_eq!(code, 200);
 }
 

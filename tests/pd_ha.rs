@@ -124,7 +124,8 @@ fn killing_the_pd_leader_fails_no_request_and_a_new_leader_takes_over() {
     let urls = c.pd_urls();
     let first_s = first.to_string();
     wait_until("split-region after the failover", 60, &c, || {
-        let out = std::process::Command::new(common::KURA)
+        let out = c
+            .kura_cmd()
             .args([
                 "pdctl",
                 "-u",
@@ -156,7 +157,8 @@ fn killing_the_pd_leader_fails_no_request_and_a_new_leader_takes_over() {
     let http = common::pd_http_of(&old).unwrap();
     wait_until("the restarted member to follow the leader", 30, &c, || {
         // A follower that knows the leader redirects `members` to it.
-        common::http_get(&http, "/pd/api/v1/members").is_some_and(|(code, _)| code == 307)
+        c.pd_send(&http, "GET", "/pd/api/v1/members", "")
+            .is_some_and(|(code, _)| code == 307)
     });
     wait_until(
         "the leader to hear from the restarted member",

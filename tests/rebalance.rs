@@ -87,7 +87,7 @@ fn data_nodes_join_and_leave_without_failing_a_request() {
     let pdctl = c.must_run_kura(&[
         "pdctl",
         "-u",
-        &format!("http://{}", c.pd_http()),
+        &c.pd_url(),
         "datanode",
         "decommission",
         &node_id(&c, &a7).to_string(),

@@ -8,7 +8,6 @@
 mod common;
 use common::{http_get, metric, Cluster};
 use serde_json::Value;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// Polls `pdctl region` until it lists `n` regions that cover the keyspace
@@ -161,8 +160,9 @@ fn merge_region_online_under_writes_and_kill9() {
     let regions = must_see_regions(&c, 1);
     assert_eq!(regions[0]["id"].as_u64(), Some(first));
     // Merging a region into itself or a gone region is refused, non-zero exit.
-    let out = Command::new(common::KURA)
-        .args(["pdctl", "-u", &format!("http://{}", c.pd_http())])
+    let out = c
+        .kura_cmd()
+        .args(["pdctl", "-u", &c.pd_url()])
         .args([
             "operator",
             "add",

@@ -130,8 +130,14 @@ fn rclone_and_s3cmd() {
     }
     std::fs::write(src.join("sub/nested.txt"), b"nested").unwrap();
 
+    // In TLS mode (KURA_TEST_TLS=1) both trust the cluster CA explicitly.
+    let ca = c.ca().display().to_string();
     let rclone = |args: &[&str]| {
-        let out = Command::new("rclone")
+        let mut cmd = Command::new("rclone");
+        if c.tls {
+            cmd.args(["--ca-cert", &ca]);
+        }
+        let out = cmd
             .args(args)
             .env("RCLONE_CONFIG_KURA_TYPE", "s3")
             .env("RCLONE_CONFIG_KURA_PROVIDER", "Other")
@@ -140,7 +146,7 @@ fn rclone_and_s3cmd() {
             .env("RCLONE_CONFIG_KURA_SECRET_ACCESS_KEY", &c.secret_key)
             .env("RCLONE_CONFIG_KURA_FORCE_PATH_STYLE", "true")
             .env("RCLONE_CONFIG", "/dev/null")
-            // rclone 1.60 fails on a CA bundle with its custom HTTP transport; we speak plain HTTP.
+            // rclone 1.60 fails on AWS_CA_BUNDLE with its custom HTTP transport (--ca-cert works).
             .env_remove("AWS_CA_BUNDLE")
             .output()
             .expect("run rclone");
@@ -175,11 +181,18 @@ fn rclone_and_s3cmd() {
     assert!(rclone(&["lsf", "kura:rc-bucket/data"]).contains("sub/"));
 
     let cfg = tmp.path().join("s3cfg");
-    let host = c.s3.trim_start_matches("http://");
+    let host =
+        c.s3.trim_start_matches("http://")
+            .trim_start_matches("https://");
+    let https = if c.tls {
+        format!("use_https = True\nca_certs_file = {ca}\n")
+    } else {
+        "use_https = False\n".to_string()
+    };
     std::fs::write(
         &cfg,
         format!(
-            "[default]\naccess_key = {}\nsecret_key = {}\nhost_base = {host}\nhost_bucket = {host}\nuse_https = False\nsignature_v2 = False\n",
+            "[default]\naccess_key = {}\nsecret_key = {}\nhost_base = {host}\nhost_bucket = {host}\n{https}signature_v2 = False\n",
             c.access_key, c.secret_key
         ),
     )

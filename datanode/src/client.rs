@@ -5,16 +5,17 @@
 //! memory never reaches the caller as data.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use dashmap::DashMap;
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
+use kura_pd_client::channel::Channel;
 use kura_proto::datanode::data_node_client::DataNodeClient as RawClient;
 use kura_proto::datanode::*;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 use crate::crc::crc32c;
@@ -22,6 +23,33 @@ use crate::service::MAX_MESSAGE_SIZE;
 
 /// Messages buffered between the caller's block stream and the network.
 const PUT_CHANNEL_CAPACITY: usize = 4;
+
+/// How long each step of a call may take. A node that accepts the connection
+/// and then stalls (SIGSTOP, a hung disk) must not hold its caller forever, so
+/// every await on the network is bounded; streams get an *idle* bound (no
+/// progress for this long), not a total one, so big transfers are not cut.
+/// Callers with alternatives (the gateway reads and writes around a slow
+/// fragment) use shorter bounds of their own; these are the backstop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Deadlines {
+    /// A unary call (delete, stat, one listing page) is answered within this.
+    pub unary: Duration,
+    /// A block stream that makes no progress for this long is cut off: a PUT
+    /// whose node takes no message, a GET that receives none (or no response head).
+    pub stream_idle: Duration,
+    /// After the last block of a PUT: the node makes the fragment durable and answers.
+    pub commit: Duration,
+}
+
+impl Default for Deadlines {
+    fn default() -> Self {
+        Deadlines {
+            unary: Duration::from_secs(10),
+            stream_idle: Duration::from_secs(20),
+            commit: Duration::from_secs(30),
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataNodeError {
@@ -40,6 +68,10 @@ pub enum DataNodeError {
     InvalidArgument(String),
     #[error("data node internal error: {0}")]
     Internal(String),
+    /// The node accepted the call, then did not answer or take data within a
+    /// deadline ([`Deadlines`]): hung, not (yet) known dead.
+    #[error("data node timed out: {0}")]
+    TimedOut(String),
 }
 
 impl DataNodeError {
@@ -52,6 +84,20 @@ impl DataNodeError {
             DataNodeError::Full(_) => false,
             DataNodeError::InvalidArgument(_) => false,
             DataNodeError::Internal(_) => false,
+            DataNodeError::TimedOut(_) => true,
+        }
+    }
+
+    /// Whether the node itself failed to answer (down, unreachable, or hung),
+    /// as opposed to answering with an error: callers mark such a node suspect.
+    pub fn is_unresponsive(&self) -> bool {
+        match self {
+            DataNodeError::Unavailable(_) | DataNodeError::TimedOut(_) => true,
+            DataNodeError::NotFound
+            | DataNodeError::Corrupt(_)
+            | DataNodeError::Full(_)
+            | DataNodeError::InvalidArgument(_)
+            | DataNodeError::Internal(_) => false,
         }
     }
 }
@@ -87,7 +133,21 @@ pub struct DataNodeClient {
     channels: Arc<DashMap<String, Channel>>,
     /// Nodes that recently failed to answer, until when. Readers and writers
     /// go around them instead of paying a connect timeout on every request.
-    suspects: Arc<DashMap<String, std::time::Instant>>,
+    suspects: Arc<DashMap<String, Suspect>>,
+    deadlines: Deadlines,
+}
+
+/// Longest a node stays suspect after failing again and again.
+pub const SUSPECT_MAX: Duration = Duration::from_secs(15);
+
+/// A suspect mark: skipped until `until`; a node marked again before
+/// `until + period` (it failed again as soon as it was tried) is marked for
+/// twice as long, up to [`SUSPECT_MAX`], so a hung node costs callers one
+/// timeout per period instead of one every few seconds.
+#[derive(Clone, Copy, Debug)]
+struct Suspect {
+    until: std::time::Instant,
+    period: Duration,
 }
 
 /// Aborts the feeding task when `put_fragment` returns or is dropped.
@@ -104,20 +164,48 @@ impl DataNodeClient {
         Self::default()
     }
 
-    /// Marks `addr` as not answering for `period` (see [`Self::is_suspect`]).
-    pub fn mark_suspect(&self, addr: &str, period: std::time::Duration) {
-        self.suspects
-            .insert(addr.to_string(), std::time::Instant::now() + period);
+    /// A client with other step deadlines than [`Deadlines::default`].
+    pub fn with_deadlines(mut self, deadlines: Deadlines) -> Self {
+        self.deadlines = deadlines;
+        self
+    }
+
+    pub fn deadlines(&self) -> Deadlines {
+        self.deadlines
+    }
+
+    /// Marks `addr` as not answering for `period`, or longer if it was marked
+    /// recently (see [`Suspect`] and [`Self::is_suspect`]).
+    pub fn mark_suspect(&self, addr: &str, period: Duration) {
+        let now = std::time::Instant::now();
+        let prev = self.suspects.get(addr).map(|s| *s);
+        let period = match prev {
+            Some(p) if now < p.until + p.period && !period.is_zero() => {
+                period.max(p.period * 2).min(SUSPECT_MAX.max(period))
+            }
+            _ => period,
+        };
+        self.suspects.insert(
+            addr.to_string(),
+            Suspect {
+                until: now + period,
+                period,
+            },
+        );
     }
 
     /// Whether `addr` failed to answer recently. Callers that have enough
     /// other nodes skip it; the mark expires on its own.
     pub fn is_suspect(&self, addr: &str) -> bool {
-        let until = self.suspects.get(addr).map(|u| *u);
-        match until {
-            Some(u) if u > std::time::Instant::now() => true,
-            Some(_) => {
-                self.suspects.remove(addr);
+        let mark = self.suspects.get(addr).map(|u| *u);
+        let now = std::time::Instant::now();
+        match mark {
+            Some(m) if m.until > now => true,
+            Some(m) => {
+                // Kept a while after expiry to remember repeat offenders.
+                if m.until + m.period <= now {
+                    self.suspects.remove(addr);
+                }
                 false
             }
             None => false,
@@ -189,50 +277,37 @@ impl DataNodeClient {
     {
         let mut client = self.client(addr)?;
         let (tx, rx) = mpsc::channel(PUT_CHANNEL_CAPACITY);
+        let Deadlines {
+            stream_idle,
+            commit,
+            ..
+        } = self.deadlines;
+        // The feeder reports a hung node here; the call itself would wait forever.
+        let (hung_tx, hung_rx) = tokio::sync::oneshot::channel::<String>();
         let feeder = tokio::spawn(async move {
-            let mut blocks = Box::pin(blocks);
-            let mut header = Some(header);
-            let mut current = match blocks.next().await {
-                // Not sealed: abandon (dropping `tx` ends the call without last=true).
-                None => return,
-                Some(b) if b.is_empty() => {
-                    let _ = tx
-                        .send(PutFragmentChunk {
-                            header: header.take(),
-                            data: Bytes::new(),
-                            crc32c: 0,
-                            last: true,
-                        })
-                        .await;
-                    return;
+            let why = match feed_put(blocks, header, tx, stream_idle).await {
+                Fed::CallEnded => return,
+                Fed::Stalled => format!("the node took no block for {stream_idle:?}"),
+                // Sealed or abandoned: either way the node answers (commit or
+                // error) soon, unless it is hung.
+                Fed::Done => {
+                    tokio::time::sleep(commit).await;
+                    format!("no answer {commit:?} after the last message")
                 }
-                Some(b) => b,
             };
-            loop {
-                // Look one item ahead so the final block carries last=true.
-                let sealed = match blocks.next().await {
-                    None => return, // ended without the seal: abandon
-                    Some(next) if next.is_empty() => None,
-                    Some(next) => Some(next),
-                };
-                let crc32c = crc32c(&current);
-                let msg = PutFragmentChunk {
-                    header: header.take(),
-                    data: current,
-                    crc32c,
-                    last: sealed.is_none(),
-                };
-                if tx.send(msg).await.is_err() {
-                    return; // the call ended
-                }
-                match sealed {
-                    Some(next) => current = next,
-                    None => return,
-                }
-            }
+            let _ = hung_tx.send(why);
         });
         let _guard = AbortOnDrop(feeder.abort_handle());
-        let resp = client.put_fragment(ReceiverStream::new(rx)).await?;
+        let call = client.put_fragment(ReceiverStream::new(rx));
+        tokio::pin!(call);
+        let resp = tokio::select! {
+            r = &mut call => r?,
+            why = hung_rx => match why {
+                Ok(why) => return Err(DataNodeError::TimedOut(why)),
+                // The feeder saw the call end: its answer is there.
+                Err(_) => call.await?,
+            },
+        };
         Ok(resp.into_inner())
     }
 
@@ -251,14 +326,24 @@ impl DataNodeClient {
             first_block,
             block_count,
         };
-        let inner = client.get_fragment(req).await?.into_inner();
+        let idle = self.deadlines.stream_idle;
+        let inner = bounded(idle, "response head", client.get_fragment(req))
+            .await??
+            .into_inner();
         let state = (inner, first_block, false);
         let stream =
             futures::stream::unfold(state, move |(mut inner, expected, done)| async move {
                 if done {
                     return None;
                 }
-                let item = match inner.message().await {
+                let next = match tokio::time::timeout(idle, inner.message()).await {
+                    Ok(next) => next,
+                    Err(_) => {
+                        let e = DataNodeError::TimedOut(format!("no block for {idle:?}"));
+                        return Some((Err(e), (inner, expected, true)));
+                    }
+                };
+                let item = match next {
                     Ok(Some(chunk)) => verify_chunk(chunk, expected),
                     Ok(None) => {
                         let received = expected - first_block;
@@ -281,9 +366,8 @@ impl DataNodeClient {
     /// Deletes a fragment; returns whether the node had it.
     pub async fn delete_fragment(&self, addr: &str, id: FragmentId) -> Result<bool, DataNodeError> {
         let mut client = self.client(addr)?;
-        let resp = client
-            .delete_fragment(DeleteFragmentRequest { id: Some(id) })
-            .await?;
+        let call = client.delete_fragment(DeleteFragmentRequest { id: Some(id) });
+        let resp = bounded(self.deadlines.unary, "DeleteFragment", call).await??;
         Ok(resp.into_inner().existed)
     }
 
@@ -294,9 +378,8 @@ impl DataNodeClient {
         id: FragmentId,
     ) -> Result<StatFragmentResponse, DataNodeError> {
         let mut client = self.client(addr)?;
-        let resp = client
-            .stat_fragment(StatFragmentRequest { id: Some(id) })
-            .await?;
+        let call = client.stat_fragment(StatFragmentRequest { id: Some(id) });
+        let resp = bounded(self.deadlines.unary, "StatFragment", call).await??;
         Ok(resp.into_inner())
     }
 
@@ -316,14 +399,13 @@ impl DataNodeClient {
             PgFilter::All => (true, 0),
             PgFilter::Pg(pg) => (false, pg),
         };
-        let resp = client
-            .list_fragments(ListFragmentsRequest {
-                all_pgs,
-                pg,
-                after,
-                limit,
-            })
-            .await?;
+        let call = client.list_fragments(ListFragmentsRequest {
+            all_pgs,
+            pg,
+            after,
+            limit,
+        });
+        let resp = bounded(self.deadlines.unary, "ListFragments", call).await??;
         Ok(resp.into_inner())
     }
 
@@ -376,6 +458,88 @@ impl DataNodeClient {
     }
 }
 
+/// The outcome of feeding one PUT's messages to the call.
+enum Fed {
+    /// Sealed (last=true sent) or abandoned (the blocks ended without the seal).
+    Done,
+    /// The call ended (answered or failed) before everything was sent.
+    CallEnded,
+    /// The node took no message for the idle deadline.
+    Stalled,
+}
+
+/// Turns `blocks` into PutFragment messages (header on the first, `last` on
+/// the one before the seal) and sends them, each within `idle`.
+async fn feed_put<S>(
+    blocks: S,
+    header: FragmentHeader,
+    tx: mpsc::Sender<PutFragmentChunk>,
+    idle: Duration,
+) -> Fed
+where
+    S: Stream<Item = Bytes> + Send + 'static,
+{
+    let send = |msg: PutFragmentChunk| {
+        let tx = &tx;
+        async move {
+            match tokio::time::timeout(idle, tx.send(msg)).await {
+                Ok(Ok(())) => None,
+                Ok(Err(_)) => Some(Fed::CallEnded),
+                Err(_) => Some(Fed::Stalled),
+            }
+        }
+    };
+    let mut blocks = Box::pin(blocks);
+    let mut header = Some(header);
+    let mut current = match blocks.next().await {
+        // Not sealed: abandon (dropping `tx` ends the call without last=true).
+        None => return Fed::Done,
+        Some(b) if b.is_empty() => {
+            let msg = PutFragmentChunk {
+                header: header.take(),
+                data: Bytes::new(),
+                crc32c: 0,
+                last: true,
+            };
+            return send(msg).await.unwrap_or(Fed::Done);
+        }
+        Some(b) => b,
+    };
+    loop {
+        // Look one item ahead so the final block carries last=true.
+        let sealed = match blocks.next().await {
+            None => return Fed::Done, // ended without the seal: abandon
+            Some(next) if next.is_empty() => None,
+            Some(next) => Some(next),
+        };
+        let crc32c = crc32c(&current);
+        let msg = PutFragmentChunk {
+            header: header.take(),
+            data: current,
+            crc32c,
+            last: sealed.is_none(),
+        };
+        if let Some(stop) = send(msg).await {
+            return stop;
+        }
+        match sealed {
+            Some(next) => current = next,
+            None => return Fed::Done,
+        }
+    }
+}
+
+/// Awaits `call` for at most `limit`; `what` names the step in the error.
+async fn bounded<F: std::future::Future>(
+    limit: Duration,
+    what: &str,
+    call: F,
+) -> Result<F::Output, DataNodeError> {
+    tokio::time::timeout(limit, call)
+        .await
+        .map_err(|_| DataNodeError::TimedOut(format!("{what}: no answer for {limit:?}")))
+}
+
 /// Which fragments `DataNodeClient::list_fragments` returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PgFilter {
@@ -414,6 +578,76 @@ mod tests {
         assert!(!c.is_suspect("a:1"));
         c.mark_suspect("a:1", std::time::Duration::ZERO);
         assert!(!c.is_suspect("a:1"), "an expired mark is gone");
+    }
+
+    #[test]
+    fn repeat_suspects_are_marked_longer() {
+        let c = DataNodeClient::new();
+        let period = Duration::from_secs(3);
+        let mark = |c: &DataNodeClient| c.suspects.get("a:1").map(|s| s.period);
+        c.mark_suspect("a:1", period);
+        assert_eq!(mark(&c), Some(period));
+        c.mark_suspect("a:1", period);
+        assert_eq!(mark(&c), Some(period * 2));
+        for _ in 0..5 {
+            c.mark_suspect("a:1", period);
+        }
+        assert_eq!(mark(&c), Some(SUSPECT_MAX), "capped");
+        c.clear_suspect("a:1");
+        c.mark_suspect("a:1", period);
+        assert_eq!(mark(&c), Some(period), "a cleared node starts over");
+    }
+
+    /// A "node" that accepts TCP connections and never answers: a SIGSTOPped
+    /// process looks like this to its peers (the kernel still completes the
+    /// handshake and buffers what is sent).
+    async fn hung_node() -> (String, tokio::task::JoinHandle<()>) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = l.local_addr().expect("addr").to_string();
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((sock, _)) = l.accept().await {
+                held.push(sock);
+            }
+        });
+        (addr, task)
+    }
+
+    #[tokio::test]
+    async fn every_call_to_a_hung_node_ends_within_its_deadline() {
+        let (addr, task) = hung_node().await;
+        let d = Deadlines {
+            unary: Duration::from_millis(300),
+            stream_idle: Duration::from_millis(300),
+            commit: Duration::from_millis(300),
+        };
+        let c = DataNodeClient::new().with_deadlines(d);
+        let t0 = std::time::Instant::now();
+        let id = FragmentId::default();
+        let r = c.stat_fragment(&addr, id.clone()).await;
+        assert!(matches!(r, Err(DataNodeError::TimedOut(_))), "{r:?}");
+        let r = c.delete_fragment(&addr, id.clone()).await;
+        assert!(matches!(r, Err(DataNodeError::TimedOut(_))), "{r:?}");
+        let r = c.list_fragments(&addr, PgFilter::All, None, 0).await;
+        assert!(matches!(r, Err(DataNodeError::TimedOut(_))), "{r:?}");
+        let r = c.get_fragment(&addr, id.clone(), 0, 0).await.map(|_| ());
+        assert!(matches!(r, Err(DataNodeError::TimedOut(_))), "{r:?}");
+        // A small fragment fits in the buffers: it is sent, then no answer comes.
+        let blocks = futures::stream::iter(vec![Bytes::from_static(b"abc")]);
+        let r = c
+            .put_fragment(&addr, FragmentHeader::default(), blocks)
+            .await;
+        assert!(matches!(r, Err(DataNodeError::TimedOut(_))), "{r:?}");
+        assert!(r.as_ref().err().is_some_and(|e| e.is_unresponsive()));
+        // A big one stalls while sending (the windows and buffers fill up).
+        let big = futures::stream::iter((0..64).map(|_| Bytes::from(vec![7u8; 1 << 20])));
+        let r = c.put_fragment(&addr, FragmentHeader::default(), big).await;
+        assert!(matches!(r, Err(DataNodeError::TimedOut(_))), "{r:?}");
+        // Six steps of 300 ms each, plus connection setup: far below a hang.
+        assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+        task.abort();
     }
 
     use super::*;

@@ -14,13 +14,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use kura_pd_client::supervise;
 use kura_pd_client::{PdClient, PdError};
 use kura_proto::common::Labels;
 use kura_proto::pd::{DataNode as PdDataNode, DataNodeHeartbeatRequest};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::transport::server::TcpIncoming;
-use tonic::transport::Server;
 
 use crate::error::Error;
 use crate::maintenance::{self, Maintenance};
@@ -89,16 +89,15 @@ pub async fn run(
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut server = tokio::spawn(serve(store.clone(), listener, stop_rx.clone()));
     let workers = [
-        tokio::spawn(maintenance::scrub_loop(
-            store.clone(),
-            cfg.maintenance.clone(),
-            stop_rx.clone(),
-        )),
-        tokio::spawn(maintenance::compact_loop(
-            store.clone(),
-            cfg.maintenance.clone(),
-            stop_rx.clone(),
-        )),
+        // Supervised: a panic is counted and the loop restarts (kura_pd_client::supervise).
+        supervise::spawn("datanode_scrub", {
+            let (store, m, stop) = (store.clone(), cfg.maintenance.clone(), stop_rx.clone());
+            move || maintenance::scrub_loop(store.clone(), m.clone(), stop.clone())
+        }),
+        supervise::spawn("datanode_compaction", {
+            let (store, m, stop) = (store.clone(), cfg.maintenance.clone(), stop_rx.clone());
+            move || maintenance::compact_loop(store.clone(), m.clone(), stop.clone())
+        }),
     ];
 
     let outcome = async {
@@ -111,14 +110,28 @@ pub async fn run(
         ready.store(true, Ordering::SeqCst);
         let repair = RepairWorker::new(cfg.advertise.clone(), pd.clone(), cfg.repair.clone());
         let progress = repair.progress();
-        let repair = AbortOnDrop(tokio::spawn(repair.run(stop_rx.clone())));
-        let mut heartbeat = tokio::spawn(heartbeat_loop(
-            pd.clone(),
-            store.clone(),
-            cfg.clone(),
-            node_id,
-            progress,
-        ));
+        // The worker's caches survive a panicked pass: the restarted loop
+        // locks the same worker (a tokio Mutex is not poisoned by a panic).
+        let repair = Arc::new(tokio::sync::Mutex::new(repair));
+        let repair = AbortOnDrop(supervise::spawn("datanode_repair", {
+            let stop = stop_rx.clone();
+            move || {
+                let (repair, stop) = (repair.clone(), stop.clone());
+                async move { repair.lock().await.run(stop).await }
+            }
+        }));
+        let mut heartbeat = supervise::spawn("datanode_heartbeat", {
+            let (pd, store, cfg) = (pd.clone(), store.clone(), cfg.clone());
+            move || {
+                heartbeat_loop(
+                    pd.clone(),
+                    store.clone(),
+                    cfg.clone(),
+                    node_id,
+                    progress.clone(),
+                )
+            }
+        });
         let r = tokio::select! {
             _ = shutdown.wait_for(|s| *s) => Ok(()),
             r = &mut server => server_ended(r),
@@ -163,8 +176,8 @@ pub async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), Error> {
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    Server::builder()
-        .tcp_nodelay(true)
+    kura_pd_client::tls::server_builder()
+        .map_err(|e| Error::Internal(e.to_string()))?
         .add_service(DataNodeService::new(store).into_server())
         .serve_with_incoming_shutdown(incoming, async move {
             let _ = shutdown.wait_for(|s| *s).await;
@@ -196,7 +209,10 @@ async fn register(pd: &PdClient, store: &Arc<Store>, cfg: &Config) -> Result<u64
     let persisted = store.node_id();
     let mut backoff = Duration::from_millis(200);
     loop {
-        match pd.register_data_node(describe(cfg, store, persisted)).await {
+        match pd
+            .register_data_node(describe(cfg, store, persisted), &store.uuid())
+            .await
+        {
             Ok(assigned) => {
                 if persisted != 0 && assigned != persisted {
                     return Err(Error::NodeIdMismatch {
@@ -271,7 +287,10 @@ async fn heartbeat_loop(
             Err(PdError::Rejected(msg)) => {
                 // PD may have lost us (e.g. restarted without state): register again.
                 tracing::warn!(%msg, "PD rejected heartbeat; re-registering");
-                if let Err(e) = pd.register_data_node(describe(&cfg, &store, node_id)).await {
+                if let Err(e) = pd
+                    .register_data_node(describe(&cfg, &store, node_id), &store.uuid())
+                    .await
+                {
                     tracing::warn!(error = %e, "re-registration failed");
                 }
             }

@@ -9,6 +9,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::Stream;
 use kura_proto::datanode::data_node_server::{DataNode, DataNodeServer};
@@ -32,6 +33,15 @@ const READ_AHEAD: usize = 4;
 /// (5000 headers with 1 KiB keys stay far below `MAX_MESSAGE_SIZE`).
 pub const DEFAULT_LIST_LIMIT: u32 = 1000;
 pub const MAX_LIST_LIMIT: u32 = 5000;
+/// A PutFragment stream that brings no message for this long is aborted
+/// (nothing stored): its writer is hung.
+const PUT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A fragment's age by this node's clock: `now − stored` (0 if the clock went
+/// back), or None for fragments stored before nodes recorded the time.
+pub fn fragment_age_ms(stored_unix_ms: i64, now_unix_ms: i64) -> Option<u64> {
+    (stored_unix_ms > 0).then(|| now_unix_ms.saturating_sub(stored_unix_ms).max(0) as u64)
+}
 
 impl From<StoreError> for Status {
     fn from(e: StoreError) -> Self {
@@ -85,9 +95,11 @@ impl DataNode for DataNodeService {
             .message()
             .await?
             .ok_or_else(|| Status::invalid_argument("empty PutFragment stream"))?;
-        let header = msg.header.take().ok_or_else(|| {
+        let mut header = msg.header.take().ok_or_else(|| {
             Status::invalid_argument("the first PutFragment message must carry the header")
         })?;
+        // Our clock, not the writer's: orphan GC judges age by it.
+        header.stored_unix_ms = crate::now_unix_ms();
         let store = self.store.clone();
         // Dropping `writer` on any early return (error, client gone) aborts the record.
         let mut writer: PutWriter = blocking(move || store.begin_put(header)).await??;
@@ -115,9 +127,17 @@ impl DataNode for DataNodeService {
                     blocks: out.blocks,
                 }));
             }
-            msg = stream.message().await?.ok_or_else(|| {
-                Status::invalid_argument("PutFragment stream ended without last=true")
-            })?;
+            // A writer that stalls (hung gateway) must not hold the record open forever.
+            msg = tokio::time::timeout(PUT_IDLE_TIMEOUT, stream.message())
+                .await
+                .map_err(|_| {
+                    Status::deadline_exceeded(format!(
+                        "no PutFragment message for {PUT_IDLE_TIMEOUT:?}"
+                    ))
+                })??
+                .ok_or_else(|| {
+                    Status::invalid_argument("PutFragment stream ended without last=true")
+                })?;
         }
     }
 
@@ -215,12 +235,14 @@ impl DataNode for DataNodeService {
         } as usize;
         let pg = (!req.all_pgs).then_some(req.pg);
         let (locs, more) = self.store.list_fragments(pg, req.after.as_ref(), limit);
+        let now = crate::now_unix_ms();
         let fragments = locs
             .iter()
             .map(|l| FragmentEntry {
                 header: Some(l.header.clone()),
                 length: l.length,
                 blocks: l.blocks,
+                age_ms: fragment_age_ms(l.header.stored_unix_ms, now),
             })
             .collect();
         Ok(Response::new(ListFragmentsResponse { fragments, more }))

@@ -55,13 +55,84 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    /// The write quorum of `group` (k data, m parity shards): the configured
-    /// value, or by default k + 1 but no more than the fragments outside the
-    /// group's most loaded zone, so writes go on through a whole-zone outage
-    /// (4+2 over 3 zones: 4). Always within [k, k+m].
-    pub fn quorum(&self, k: usize, m: usize, group: &GroupView) -> usize {
-        let zone_safe = (k + m).saturating_sub(group.max_zone_share);
-        let q = self.write_quorum.unwrap_or((k + 1).min(zone_safe));
-        q.clamp(k.max(1), k + m)
+    /// The write quorum of `group` (k data, m parity shards) while the slots
+    /// for which `down(i)` holds are known unable to take a fragment: the
+    /// configured value, or by default k + 1, lowered to k only while every
+    /// member of the group in one zone is down, so writes go on through a
+    /// whole-zone outage (the durability policy, docs/architecture.md).
+    /// Always within [k, k+m].
+    pub fn quorum(
+        &self,
+        k: usize,
+        m: usize,
+        group: &GroupView,
+        down: impl Fn(usize) -> bool,
+    ) -> usize {
+        quorum_rule(self.write_quorum, k, m, group, down)
+    }
+}
+
+/// [`Ctx::quorum`] without the context.
+pub fn quorum_rule(
+    configured: Option<usize>,
+    k: usize,
+    m: usize,
+    group: &GroupView,
+    down: impl Fn(usize) -> bool,
+) -> usize {
+    let q = match configured {
+        Some(q) => q,
+        None if group.whole_zone_down(down) => k,
+        None => k + 1,
+    };
+    q.clamp(k.max(1), k + m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 4+2 over three zones, two members each (the dev cluster's EC_4_2).
+    fn ec42() -> GroupView {
+        GroupView {
+            id: 0,
+            nodes: (0..6).map(|i| Some(format!("n{i}"))).collect(),
+            read_only: vec![false; 6],
+            max_zone_share: 2,
+            zones: ["z1", "z1", "z2", "z2", "z3", "z3"]
+                .map(String::from)
+                .to_vec(),
+        }
+    }
+
+    #[test]
+    fn k_plus_one_unless_a_whole_zone_is_down() {
+        let g = ec42();
+        assert_eq!(quorum_rule(None, 4, 2, &g, |_| false), 5, "healthy: k+1");
+        assert_eq!(quorum_rule(None, 4, 2, &g, |i| i == 2), 5, "one node down");
+        assert_eq!(
+            quorum_rule(None, 4, 2, &g, |i| i == 0 || i == 2),
+            5,
+            "two nodes in two zones: still k+1 (the PUT fails rather than ack at k)"
+        );
+        assert_eq!(
+            quorum_rule(None, 4, 2, &g, |i| i == 2 || i == 3),
+            4,
+            "zone z2 down"
+        );
+        // REPLICA3 over three zones: 2 copies, 1 with a zone down.
+        let r3 = GroupView {
+            id: 0,
+            nodes: (0..3).map(|i| Some(format!("n{i}"))).collect(),
+            read_only: vec![false; 3],
+            max_zone_share: 1,
+            zones: ["z1", "z2", "z3"].map(String::from).to_vec(),
+        };
+        assert_eq!(quorum_rule(None, 1, 2, &r3, |_| false), 2);
+        assert_eq!(quorum_rule(None, 1, 2, &r3, |i| i == 1), 1);
+        // A configured quorum is kept as given, within [k, k+m].
+        assert_eq!(quorum_rule(Some(6), 4, 2, &g, |i| i == 2 || i == 3), 6);
+        assert_eq!(quorum_rule(Some(9), 4, 2, &g, |_| false), 6);
+        assert_eq!(quorum_rule(Some(1), 4, 2, &g, |_| false), 4);
     }
 }

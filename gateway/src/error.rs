@@ -415,6 +415,92 @@ pub fn xml_error_response(
     xml_response(status, code, message, &[])
 }
 
+/// What the S3 port's front door (`front/`) answers itself, before s3s
+/// sees a request: overload, and input AWS refuses before any operation.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    /// Too many requests in flight, or too many connections (503, retried
+    /// with backoff by every AWS SDK).
+    #[error("the gateway is at its in-flight request or connection cap")]
+    SlowDown,
+    /// An HTTP method S3 has no operation for.
+    #[error("method {method} is not allowed")]
+    MethodNotAllowed {
+        method: String,
+        resource: &'static str,
+    },
+    /// The request's header fields add up to more than AWS's 8 KiB.
+    #[error("the request header section is over {max} bytes")]
+    HeaderSectionTooLarge { max: usize },
+    /// An `Authorization: AWS4-HMAC-SHA256 ...` header that does not parse.
+    #[error("malformed AWS4 authorization header: {0}")]
+    AuthorizationHeaderMalformed(&'static str),
+    /// A POST form upload declared larger than the gateway takes.
+    #[error("POST form upload larger than {max} bytes")]
+    FormTooLarge { max: u64 },
+}
+
+impl Refusal {
+    pub fn response(&self) -> http::Response<s3s::Body> {
+        match self {
+            Refusal::SlowDown => {
+                let mut r = xml_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "SlowDown",
+                    "Please reduce your request rate.",
+                    &[],
+                );
+                r.headers_mut().insert(
+                    http::header::RETRY_AFTER,
+                    http::HeaderValue::from_static("1"),
+                );
+                r
+            }
+            Refusal::MethodNotAllowed { method, resource } => {
+                let mut r = xml_response(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "MethodNotAllowed",
+                    "The specified method is not allowed against this resource.",
+                    &[("Method", method), ("ResourceType", resource)],
+                );
+                r.headers_mut().insert(
+                    http::header::ALLOW,
+                    http::HeaderValue::from_static("GET, HEAD, PUT, POST, DELETE"),
+                );
+                r
+            }
+            Refusal::HeaderSectionTooLarge { max } => xml_response(
+                StatusCode::BAD_REQUEST,
+                "RequestHeaderSectionTooLarge",
+                "Your request header section exceeds the maximum allowed size.",
+                &[("MaxSizeAllowed", &max.to_string())],
+            ),
+            Refusal::AuthorizationHeaderMalformed(why) => xml_response(
+                StatusCode::BAD_REQUEST,
+                "AuthorizationHeaderMalformed",
+                &format!("The authorization header is malformed; {why}"),
+                &[],
+            ),
+            Refusal::FormTooLarge { max } => xml_response(
+                StatusCode::BAD_REQUEST,
+                "EntityTooLarge",
+                "Your proposed upload exceeds the maximum allowed size",
+                &[("MaxSizeAllowed", &max.to_string())],
+            ),
+        }
+    }
+}
+
+/// The error a request body yields after sending nothing for the idle
+/// timeout; handlers pass it through (`body_error`), so the client reads
+/// AWS's 400 RequestTimeout.
+pub fn request_timeout() -> S3Error {
+    S3Error::with_message(
+        S3ErrorCode::RequestTimeout,
+        "Your socket connection to the server was not read from or written to within the timeout period. Idle connections will be closed.",
+    )
+}
+
 fn xml_response(
     status: StatusCode,
     code: &str,

@@ -9,7 +9,8 @@
 //! Must not: build metadata keys by hand (only through `kura_metashard::keys`),
 //! name S3 error codes outside `error.rs`, or buffer a whole object body.
 //!
-//! Start reading at `server.rs` (listener, health route, s3s service), then
+//! Start reading at `server.rs` (health route, s3s service; `front/` is the
+//! listener with admission control, timeouts and TLS), then
 //! `s3/mod.rs` (the `S3` trait impl, one file per operation family under `s3/`),
 //! then the data paths `data/writer.rs` (PUT) and `data/reader.rs` (GET).
 
@@ -19,6 +20,7 @@ pub mod authz;
 pub mod context;
 pub mod data;
 pub mod error;
+pub mod front;
 pub mod identity;
 pub mod meta;
 pub mod metrics;
@@ -38,8 +40,12 @@ pub use error::{GwError, GwResult};
 /// Gateway settings (the `kura gateway` flags).
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// S3 listen address (HTTP).
+    /// S3 listen address (HTTPS when `tls` is set, else HTTP).
     pub listen: SocketAddr,
+    /// Certificate and key of the S3 port; `None` serves plain HTTP.
+    pub tls: Option<front::tls::TlsFiles>,
+    /// Timeouts and caps of the S3 port.
+    pub admission: front::Admission,
     /// PD gRPC endpoints (`host:port`).
     pub pd_endpoints: Vec<String>,
     /// Root access key (SigV4/SigV2).
@@ -81,6 +87,8 @@ impl Config {
     ) -> Self {
         Config {
             listen,
+            tls: None,
+            admission: front::Admission::default(),
             pd_endpoints,
             access_key,
             secret_key,
@@ -109,6 +117,8 @@ pub enum Error {
     },
     #[error("pd client: {0}")]
     Pd(#[from] kura_pd_client::PdError),
+    #[error("S3 TLS: {0}")]
+    Tls(#[from] front::tls::TlsError),
 }
 
 impl Error {
@@ -117,6 +127,7 @@ impl Error {
             Error::Config(_) => false,
             Error::Bind { .. } => true,
             Error::Pd(e) => e.is_retryable(),
+            Error::Tls(_) => false,
         }
     }
 }

@@ -250,6 +250,21 @@ pub fn reconstructed_stripe() {
     DEGRADED_READS.inc();
 }
 
+static WRITE_STALLS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register(
+        IntCounter::new(
+            "kura_gateway_write_stalls_total",
+            "Fragment writes given up because their data node stopped taking blocks or \
+             answering (the node is then marked suspect and skipped for a while)",
+        )
+        .expect("valid metric"),
+    )
+});
+
+pub fn write_stall() {
+    WRITE_STALLS.inc();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

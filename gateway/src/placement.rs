@@ -29,6 +29,30 @@ pub struct GroupView {
     pub read_only: Vec<bool>,
     /// Most members of this group in one zone (what a zone outage takes).
     pub max_zone_share: usize,
+    /// The zone of each slot's node ("" when unlabelled or unknown).
+    pub zones: Vec<String>,
+}
+
+impl GroupView {
+    /// Whether every member of this group in some zone is `down`: a whole
+    /// failure domain known down, the one case a PUT may be acknowledged
+    /// with k fragments instead of k + 1 (docs/architecture.md, "Durability").
+    pub fn whole_zone_down(&self, down: impl Fn(usize) -> bool) -> bool {
+        let mut zones: HashMap<&str, bool> = HashMap::new();
+        for (i, z) in self.zones.iter().enumerate() {
+            let all_down = zones.entry(z.as_str()).or_insert(true);
+            *all_down &= down(i);
+        }
+        zones.values().any(|d| *d)
+    }
+
+    /// Whether slot `i`'s node is in `reachable`.
+    pub fn is_reachable(&self, i: usize, reachable: &BTreeSet<String>) -> bool {
+        self.nodes
+            .get(i)
+            .and_then(|a| a.as_ref())
+            .is_some_and(|a| reachable.contains(a))
+    }
 }
 
 /// The placement groups of one storage class.
@@ -150,6 +174,11 @@ impl PlacementView {
                             .map(|id| read_only.get(id).copied().unwrap_or(false))
                             .collect(),
                         max_zone_share: max_zone_share(&g.data_nodes),
+                        zones: g
+                            .data_nodes
+                            .iter()
+                            .map(|id| zones.get(id).copied().unwrap_or("").to_string())
+                            .collect(),
                     })
                     .collect();
                 groups.sort_by_key(|g| g.id);

@@ -1,20 +1,18 @@
-//! The S3 listener: hyper (HTTP/1.1 and h2c via hyper-util's auto builder),
-//! TCP_NODELAY, one task per connection, graceful stop. `GET /_kura/health` is
-//! answered here before s3s; everything else goes to the s3s service (auth,
-//! path-style and virtual-hosted-style addressing, XML, errors).
+//! The S3 gateway put together: its clients, background loops and the s3s
+//! service, served by the front door (`front/`: listener, admission control,
+//! timeouts, TLS). `GET /_kura/health` is answered here before s3s;
+//! everything else goes to the s3s service (auth, path-style and
+//! virtual-hosted-style addressing, XML, errors).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use kura_datanode::client::DataNodeClient;
 use kura_metashard::client::{Cf, MetaClient};
 use kura_metashard::keys;
+use kura_pd_client::supervise;
 use kura_pd_client::{PdClient, RegionCache};
 use s3s::host::{S3Host, VirtualHost};
 use s3s::service::{S3Service, S3ServiceBuilder};
@@ -22,7 +20,7 @@ use s3s::{Body, S3Result};
 use tokio::net::TcpListener;
 
 use crate::admin::AdminRoute;
-use crate::authz::{Access, PolicyCache, RemoteAddr};
+use crate::authz::{Access, PolicyCache};
 use crate::context::Ctx;
 use crate::identity::records::valid_tenant;
 use crate::identity::seal::Sealer;
@@ -33,18 +31,20 @@ use crate::s3::KuraS3;
 use crate::usage::fold::Folder;
 use crate::usage::quota::Quotas;
 use crate::usage::traffic::TrafficSlot;
-use crate::{auth, metrics, Config, Error};
+use crate::{auth, front, metrics, Config, Error};
 
-/// How long in-flight requests get to finish after shutdown.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 const HEALTH_PATH: &str = "/_kura/health";
 
 pub async fn run(
     cfg: Config,
     ready: Arc<AtomicBool>,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), Error> {
     validate(&cfg)?;
+    let tls = match &cfg.tls {
+        Some(files) => Some(Arc::new(front::tls::Tls::load(files)?)),
+        None => None,
+    };
     metrics::init();
     let pd = PdClient::new(&cfg.pd_endpoints)?;
     let placement = Arc::new(PlacementCache::new(pd.clone()));
@@ -96,25 +96,38 @@ pub async fn run(
             addr: cfg.listen,
             source,
         })?;
-    tracing::info!(addr = %cfg.listen, "S3 gateway listening");
+    tracing::info!(addr = %cfg.listen, https = tls.is_some(), "S3 gateway listening");
 
-    tokio::spawn(placement.clone().run_refresher(shutdown.clone()));
-    tokio::spawn(crate::data::gc::run_sweeper(
-        ctx.clone(),
-        cfg.gc_sweep_interval,
-        shutdown.clone(),
-    ));
-    tokio::spawn(become_ready(ctx.clone(), ready.clone(), shutdown.clone()));
-    tokio::spawn(ctx.folder.clone().run(ctx.clone(), shutdown.clone()));
+    // Background loops are supervised: a panic is logged, counted
+    // (kura_background_task_panics_total{task}) and the loop restarts.
+    let (c, sd) = (ctx.clone(), shutdown.clone());
+    supervise::spawn("gateway_placement_refresher", move || {
+        c.placement.clone().run_refresher(sd.clone())
+    });
+    let (c, sd, every) = (ctx.clone(), shutdown.clone(), cfg.gc_sweep_interval);
+    supervise::spawn("gateway_gc_sweeper", move || {
+        crate::data::gc::run_sweeper(c.clone(), every, sd.clone())
+    });
+    let (c, r, sd) = (ctx.clone(), ready.clone(), shutdown.clone());
+    supervise::spawn("gateway_become_ready", move || {
+        become_ready(c.clone(), r.clone(), sd.clone())
+    });
+    let (c, sd) = (ctx.clone(), shutdown.clone());
+    supervise::spawn("gateway_usage_folder", move || {
+        c.folder.clone().run(c.clone(), sd.clone())
+    });
     metrics::register_tenant_traffic(ctx.traffic.clone());
-    tokio::spawn(ctx.traffic.clone().run(ctx.clone(), shutdown.clone()));
-    tokio::spawn(crate::ratelimit::lease::run(
-        ctx.ratelimit.clone(),
-        // Its own client: followers' stale leader hints that the reports
-        // follow must not steer the endpoint the request path uses.
-        PdClient::new(&cfg.pd_endpoints)?.with_attempts(2),
-        shutdown.clone(),
-    ));
+    let (c, sd) = (ctx.clone(), shutdown.clone());
+    supervise::spawn("gateway_traffic", move || {
+        c.traffic.clone().run(c.clone(), sd.clone())
+    });
+    // Its own client: followers' stale leader hints that the reports
+    // follow must not steer the endpoint the request path uses.
+    let (limiter, sd) = (ctx.ratelimit.clone(), shutdown.clone());
+    let lease_pd = PdClient::new(&cfg.pd_endpoints)?.with_attempts(2);
+    supervise::spawn("gateway_ratelimit_lease", move || {
+        crate::ratelimit::lease::run(limiter.clone(), lease_pd.clone(), sd.clone())
+    });
 
     let host = KuraHost::new(cfg.domain.as_deref());
     let mut builder = S3ServiceBuilder::new(KuraS3::new(ctx.clone()));
@@ -123,69 +136,35 @@ pub async fn run(
     builder.set_route(AdminRoute::new(ctx.clone()));
     builder.set_validation(KuraNames);
     builder.set_host(KuraHost::new(cfg.domain.as_deref()));
+    builder.set_config(Arc::new(s3s::config::StaticConfigProvider::new(Arc::new(
+        front::form::s3s_config(cfg.admission.max_post_object_bytes),
+    ))));
     let front = Arc::new(Front {
         s3: builder.build(),
         ctx,
         host,
     });
 
-    let graceful = GracefulShutdown::new();
-    let conn_builder = auto::Builder::new(TokioExecutor::new());
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(x) => x,
-                    Err(e) => {
-                        // EMFILE and friends: back off instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                if let Err(e) = stream.set_nodelay(true) {
-                    tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-                }
-                let front = front.clone();
-                let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
-                    let front = front.clone();
-                    req.extensions_mut().insert(RemoteAddr(peer));
-                    // A GET under a read_bytes limit pays its size once known.
-                    let bytes_out = crate::ratelimit::BytesOut::attach(req.extensions_mut());
-                    let traffic = TrafficSlot::attach(req.extensions_mut());
-                    let bytes_in = crate::ratelimit::declared_body_len(req.headers());
-                    async move {
-                        let resp = front.handle(req).await;
-                        if let Ok(r) = &resp {
-                            bytes_out.settle(r.status(), r.headers());
-                            traffic.settle(&front.ctx.traffic, bytes_in, r.headers());
-                        }
-                        resp
-                    }
-                });
-                let conn = conn_builder.serve_connection(TokioIo::new(stream), svc).into_owned();
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
-                    }
-                });
-            }
-            changed = shutdown.changed() => {
-                if changed.is_err() || *shutdown.borrow() {
-                    break;
-                }
-            }
+    if let Some(tls) = &tls {
+        tokio::spawn(tls.clone().run_reloader(shutdown.clone()));
+    }
+    tokio::spawn(not_ready_on_shutdown(ready.clone(), shutdown.clone()));
+    front::serve(listener, cfg.admission.clone(), tls, front, shutdown).await;
+    ready.store(false, Ordering::SeqCst);
+    Ok(())
+}
+
+/// Clears `ready` as soon as shutdown starts, while connections drain.
+async fn not_ready_on_shutdown(
+    ready: Arc<AtomicBool>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    while !*shutdown.borrow() {
+        if shutdown.changed().await.is_err() {
+            break;
         }
     }
-    drop(listener);
     ready.store(false, Ordering::SeqCst);
-    tracing::info!("S3 gateway stopping; draining connections");
-    tokio::select! {
-        _ = graceful.shutdown() => {}
-        _ = tokio::time::sleep(DRAIN_TIMEOUT) => tracing::warn!("connections still open after drain timeout"),
-    }
-    Ok(())
 }
 
 fn validate(cfg: &Config) -> Result<(), Error> {
@@ -209,6 +188,7 @@ fn validate(cfg: &Config) -> Result<(), Error> {
     if cfg.region.is_empty() {
         return Err(Error::Config("region must not be empty".into()));
     }
+    cfg.admission.validate().map_err(Error::Config)?;
     if cfg.write_quorum == Some(0) {
         return Err(Error::Config("write_quorum must be at least 1".into()));
     }
@@ -253,8 +233,29 @@ struct Front {
     host: KuraHost,
 }
 
+impl front::Handler for Front {
+    fn handle(
+        self: Arc<Self>,
+        mut req: Request<Body>,
+    ) -> impl std::future::Future<Output = Result<Response<Body>, s3s::HttpError>> + Send + 'static
+    {
+        // A GET under a read_bytes limit pays its size once known.
+        let bytes_out = crate::ratelimit::BytesOut::attach(req.extensions_mut());
+        let traffic = TrafficSlot::attach(req.extensions_mut());
+        let bytes_in = crate::ratelimit::declared_body_len(req.headers());
+        async move {
+            let resp = self.serve(req).await;
+            if let Ok(r) = &resp {
+                bytes_out.settle(r.status(), r.headers());
+                traffic.settle(&self.ctx.traffic, bytes_in, r.headers());
+            }
+            resp
+        }
+    }
+}
+
 impl Front {
-    async fn handle(&self, req: Request<Incoming>) -> Result<Response<Body>, s3s::HttpError> {
+    async fn serve(&self, req: Request<Body>) -> Result<Response<Body>, s3s::HttpError> {
         if req.method() == Method::GET
             && req.uri().path() == HEALTH_PATH
             && !self.is_bucket_host(&req)
@@ -285,7 +286,7 @@ impl Front {
             .get(http::header::CONTENT_LENGTH)
             .is_some_and(|v| v.as_bytes() == b"0");
         let is_head = req.method() == Method::HEAD;
-        let mut resp = self.s3.call(req.map(Body::from)).await;
+        let mut resp = self.s3.call(req).await;
         if let Ok(r) = &mut resp {
             // s3s sends HeadObject as 200 even with a Content-Range; S3 answers 206.
             if is_head
@@ -317,7 +318,7 @@ impl Front {
     }
 
     /// A virtual-hosted-style request addresses a bucket: its paths are object keys.
-    fn is_bucket_host(&self, req: &Request<Incoming>) -> bool {
+    fn is_bucket_host(&self, req: &Request<Body>) -> bool {
         let Some(host) = req
             .headers()
             .get(http::header::HOST)
@@ -488,7 +489,8 @@ async fn data_nodes_writable(ctx: &Ctx) -> bool {
         .collect();
     view.classes().iter().all(|c| {
         c.every_group_has_quorum(&reachable, |g| {
-            ctx.quorum(c.data_shards as usize, c.parity_shards as usize, g)
+            let down = |i| !g.is_reachable(i, &reachable);
+            ctx.quorum(c.data_shards as usize, c.parity_shards as usize, g, down)
         })
     })
 }

@@ -14,13 +14,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use kura_pd_client::channel::Channel;
 use kura_pd_client::client::region_contains;
 use kura_pd_client::{RegionCache, RegionRoute};
 use kura_proto::common::RegionError;
 use kura_proto::metashard::metashard_client::MetashardClient;
 pub use kura_proto::metashard::{condition, mutation, Cf, Condition, KvPair, Mutation};
 use kura_proto::metashard::{BatchRequest, GetRequest, RequestHeader, ScanRequest};
-use tonic::transport::Channel;
 
 const TOTAL_DEADLINE: Duration = Duration::from_secs(10);
 /// A bit above the store's own request timeout (5 s), so the store's answer wins.

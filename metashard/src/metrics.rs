@@ -9,6 +9,15 @@ use prometheus::{
 
 const ONCE: &str = "metashard metrics are registered once per process";
 
+pub static RAFT_MESSAGES_DROPPED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "kura_metashard_raft_messages_dropped_total",
+        "Raft messages from the network dropped before raft-rs saw them, by reason \
+         (fsm/validate.rs): forged, stale or malformed",
+        &["reason"]
+    )
+    .expect(ONCE)
+});
 pub static LEASE_READS: LazyLock<IntCounter> = LazyLock::new(|| {
     register_int_counter!(
         "kura_metashard_lease_reads_total",

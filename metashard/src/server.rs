@@ -206,18 +206,29 @@ pub async fn run(
 }
 
 /// The persisted store id, or one PD allocates (persisted before serving).
-/// `None` when shutdown came first.
+/// `None` when shutdown came first. The store's identity (a uuid) is made
+/// and synced with the first write to a new data dir, before PD hears of it,
+/// so PD can bind the id it gives to this dir: a wiped dir has a new uuid
+/// and gets a new id, never the old one with an empty log (decision 0024).
 async fn register(
     cfg: &Config,
     engine: &Engine,
     pd: &PdClient,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<Option<u64>, Error> {
-    let known = engine
+    let mut ident = engine
         .get_raft_msg::<StoreIdent>(local::STORE_IDENT_KEY)?
-        .map(|s| s.store_id);
+        .unwrap_or_default();
+    if ident.uuid.is_empty() {
+        // A new dir, or one from before identities (PD adopts its uuid).
+        ident.uuid = new_uuid();
+        let mut wb = engine.batch();
+        wb.put_raft_msg(local::STORE_IDENT_KEY, &ident);
+        engine.write(wb, true)?;
+    }
+    let known = ident.store_id;
     let meta = pd::Store {
-        id: known.unwrap_or(0),
+        id: known,
         address: cfg.advertise.clone(),
         status_address: cfg.status_advertise.clone(),
         labels: Some(Labels {
@@ -229,7 +240,7 @@ async fn register(
         last_heartbeat_unix_ms: 0,
     };
     let id = loop {
-        match pd.register_store(meta.clone()).await {
+        match pd.register_store(meta.clone(), &ident.uuid).await {
             Ok(id) => break id,
             Err(e) if e.is_retryable() => {
                 tracing::warn!(error = %e, "PD unreachable; retrying store registration");
@@ -241,17 +252,27 @@ async fn register(
             Err(e) => return Err(e.into()),
         }
     };
-    let id = match known {
-        Some(k) => k,
-        None if id == 0 => return Err(Error::Config("PD allocated store id 0".into())),
-        None => {
-            let mut wb = engine.batch();
-            wb.put_raft_msg(local::STORE_IDENT_KEY, &StoreIdent { store_id: id });
-            engine.write(wb, true)?;
-            id
-        }
-    };
+    if id == 0 {
+        return Err(Error::Config("PD allocated store id 0".into()));
+    }
+    if known != 0 && id != known {
+        return Err(Error::Config(format!(
+            "PD answered store id {id} for this store's id {known}"
+        )));
+    }
+    if known == 0 {
+        ident.store_id = id;
+        let mut wb = engine.batch();
+        wb.put_raft_msg(local::STORE_IDENT_KEY, &ident);
+        engine.write(wb, true)?;
+    }
     Ok(Some(id))
+}
+
+/// A fresh data-dir identity: 128 random bits as 32 lower-case hex digits.
+fn new_uuid() -> String {
+    let bytes: [u8; 16] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// What [`Store::start`] needs; tests build it without PD.
@@ -314,13 +335,24 @@ impl Store {
                 return Err(e);
             }
         };
-        let checker = tokio::spawn(split_check::run_checker(
-            split_cfg,
-            opts.engine.clone(),
-            router.clone(),
-            opts.pd.clone(),
-            check_rx,
-        ));
+        // Supervised: a panic is counted and the checker restarts on the same queue.
+        let checker = kura_pd_client::supervise::spawn("metashard_split_checker", {
+            let (engine, router, pd) = (opts.engine.clone(), router.clone(), opts.pd.clone());
+            let check_rx = Arc::new(tokio::sync::Mutex::new(check_rx));
+            move || {
+                let (cfg, engine, router, pd) = (
+                    split_cfg.clone(),
+                    engine.clone(),
+                    router.clone(),
+                    pd.clone(),
+                );
+                let check_rx = check_rx.clone();
+                async move {
+                    let mut rx = check_rx.lock().await;
+                    split_check::run_checker(cfg, engine, router, pd, &mut rx).await
+                }
+            }
+        });
         let raftstore = poller::spawn(poller)
             .map_err(|e| Error::Config(format!("cannot spawn raftstore thread: {e}")))?;
         let local_addr = opts.listener.local_addr().map_err(|source| Error::Bind {
@@ -344,8 +376,8 @@ impl Store {
         });
         let mut stop = stop_rx;
         let server = tokio::spawn(
-            tonic::transport::Server::builder()
-                .tcp_nodelay(true)
+            kura_pd_client::tls::server_builder()
+                .map_err(|e| Error::Config(e.to_string()))?
                 .add_service(
                     MetashardServer::new(service)
                         .max_decoding_message_size(512 << 20)
@@ -355,9 +387,14 @@ impl Store {
                     let _ = stop.wait_for(|s| *s).await;
                 }),
         );
-        let pd_worker = opts
-            .pd
-            .map(|pd| tokio::spawn(pd_worker(pd, opts.store_id, router.clone(), pd_rx)));
+        let pd_worker = opts.pd.map(|pd| {
+            let (store_id, router) = (opts.store_id, router.clone());
+            let pd_rx = Arc::new(tokio::sync::Mutex::new(pd_rx));
+            kura_pd_client::supervise::spawn("metashard_pd_worker", move || {
+                let (pd, router, pd_rx) = (pd.clone(), router.clone(), pd_rx.clone());
+                async move { pd_worker(pd, store_id, router, &mut *pd_rx.lock().await).await }
+            })
+        });
         Ok(Store {
             store_id: opts.store_id,
             router,
@@ -448,7 +485,7 @@ async fn pd_worker(
     pd: PdClient,
     store_id: u64,
     router: Router,
-    mut tasks: mpsc::UnboundedReceiver<PdTask>,
+    tasks: &mut mpsc::UnboundedReceiver<PdTask>,
 ) {
     let pd = pd.with_attempts(2);
     let mut interval = tokio::time::interval(Duration::from_secs(1));

@@ -27,6 +27,9 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Server default and cap of a scan's `limit`.
 pub const DEFAULT_SCAN_LIMIT: usize = 1000;
 const MAX_SCAN_LIMIT: usize = 10_000;
+/// A snapshot sender that sends no chunk (1 MiB) for this long is cut off:
+/// it is hung, and it holds one of the store's receive slots.
+const SNAPSHOT_CHUNK_IDLE: Duration = Duration::from_secs(30);
 
 pub struct MetashardService {
     router: Router,
@@ -71,9 +74,9 @@ impl MetashardService {
     /// only then is the raft message handed to the poller (which finds the
     /// file by the same descriptor). Returns the file's size.
     async fn receive_snapshot(&self, mut stream: Streaming<SnapshotChunk>) -> Result<u64, Status> {
-        let first = stream
-            .message()
-            .await?
+        let first = tokio::time::timeout(SNAPSHOT_CHUNK_IDLE, stream.message())
+            .await
+            .map_err(|_| Status::deadline_exceeded("no first snapshot chunk"))??
             .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))?;
         let msg = first
             .message
@@ -88,11 +91,18 @@ impl MetashardService {
         rcv.write(&first.data).await.map_err(to_status)?;
         let mut stopping = self.stopping.clone();
         loop {
+            // A sender that stalls (hung, SIGSTOPped) must not hold the
+            // receive slot forever: each chunk gets SNAPSHOT_CHUNK_IDLE.
             let chunk = tokio::select! {
                 c = stream.message() => match c? {
                     Some(c) => c,
                     None => break,
                 },
+                _ = tokio::time::sleep(SNAPSHOT_CHUNK_IDLE) => {
+                    return Err(Status::deadline_exceeded(format!(
+                        "no snapshot chunk for {SNAPSHOT_CHUNK_IDLE:?}"
+                    )))
+                }
                 _ = stopping.wait_for(|s| *s) => return Err(Status::unavailable("store is stopping")),
             };
             rcv.write(&chunk.data).await.map_err(to_status)?;

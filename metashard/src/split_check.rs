@@ -334,7 +334,8 @@ pub async fn run_checker(
     engine: Engine,
     router: Router,
     pd: Option<PdClient>,
-    mut tasks: mpsc::UnboundedReceiver<CheckTask>,
+    // Borrowed: a supervised restart after a panic keeps the same queue.
+    tasks: &mut mpsc::UnboundedReceiver<CheckTask>,
 ) {
     while let Some(task) = tasks.recv().await {
         let region = task.region;

@@ -19,8 +19,9 @@ use std::time::Duration;
 
 use kura_pd_client::channel::lazy_channel;
 use kura_pd_client::PdClient;
+use kura_proto::common::Region;
 use kura_proto::metashard::metashard_client::MetashardClient;
-use kura_proto::metashard::{RaftMessage, RaftMessageBatch, SnapshotChunk};
+use kura_proto::metashard::{RaftMessage, RaftMessageBatch, RegionStatusRequest, SnapshotChunk};
 use tokio::sync::mpsc;
 
 use crate::fsm::{Router, StoreMsg};
@@ -183,6 +184,28 @@ impl Transport {
             .push(Outgoing { msg, to_peer });
     }
 
+    /// Asks `from_store` for its own view of `region_id` (a tombstone from it
+    /// is acted on only as that view says); the answer comes back as
+    /// `StoreMsg::TombstoneChecked`.
+    pub fn check_tombstone(&self, region_id: u64, from_store: u64) {
+        let resolver = self.resolver.clone();
+        let router = self.router.clone();
+        self.runtime.spawn(async move {
+            let region = tokio::time::timeout(
+                TOMBSTONE_CHECK_TIMEOUT,
+                ask_region(resolver.as_ref(), from_store, region_id),
+            )
+            .await
+            .ok()
+            .flatten();
+            let _ = router.send(StoreMsg::TombstoneChecked {
+                region_id,
+                from_store,
+                region,
+            });
+        });
+    }
+
     /// Hands every buffered message to its store's stream task. Returns the
     /// dropped messages, which raft must hear about.
     pub fn flush(&mut self) -> Vec<Delivery> {
@@ -312,6 +335,22 @@ async fn drop_for(
             }
         }
     }
+}
+
+/// How long the sender of a tombstone has to confirm it.
+const TOMBSTONE_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The region as `store_id` itself hosts it, asked at the address PD has for
+/// that store: a forger would have to be that store, not just name it.
+async fn ask_region(resolver: &dyn StoreResolver, store_id: u64, region_id: u64) -> Option<Region> {
+    let addr = resolver.resolve(store_id).await.ok()?;
+    let mut client = MetashardClient::new(lazy_channel(&addr).ok()?);
+    let resp = client
+        .region_status(RegionStatusRequest { region_id })
+        .await
+        .ok()?
+        .into_inner();
+    resp.status?.region.filter(|r| r.id == region_id)
 }
 
 /// A whole snapshot transfer may take this long before raft hears "failed".

@@ -1,8 +1,13 @@
 //! gRPC channels as every Kura client opens them: TCP_NODELAY on, bounded
-//! connect time, lazy connection so a down peer does not block startup.
+//! connect time, lazy connection so a down peer does not block startup, and
+//! mutual TLS when the process has a cluster certificate (`crate::tls`).
 
 use std::time::Duration;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
+
+/// What every internal client speaks over: a tonic channel that stamps the
+/// cluster id on each request (`crate::cluster_id`).
+pub use crate::cluster_id::Channel;
 
 /// HTTP/2 flow-control windows of a channel.
 #[derive(Clone, Copy, Debug)]
@@ -38,18 +43,30 @@ pub fn lazy_channel(addr: &str) -> Result<Channel, tonic::transport::Error> {
 
 /// [`lazy_channel`] with explicit flow-control windows.
 pub fn lazy_channel_with(addr: &str, w: Windows) -> Result<Channel, tonic::transport::Error> {
-    let url = if addr.starts_with("http://") || addr.starts_with("https://") {
-        addr.to_string()
-    } else {
-        format!("http://{addr}")
+    let tls = crate::tls::installed();
+    // With cluster TLS every internal address is dialled over TLS, whatever
+    // scheme it was written with: plaintext is never tried.
+    let host = addr
+        .strip_prefix("http://")
+        .or_else(|| addr.strip_prefix("https://"))
+        .unwrap_or(addr);
+    let url = match tls {
+        Some(_) => format!("https://{host}"),
+        None => format!("http://{host}"),
     };
-    Ok(Endpoint::from_shared(url)?
-        .tcp_nodelay(true)
-        .connect_timeout(Duration::from_secs(2))
-        .http2_keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_timeout(Duration::from_secs(5))
-        .keep_alive_while_idle(true)
-        .initial_stream_window_size(Some(w.stream))
-        .initial_connection_window_size(Some(w.connection))
-        .connect_lazy())
+    let mut endpoint = Endpoint::from_shared(url)?;
+    if let Some(tls) = tls {
+        endpoint = endpoint.tls_config(tls.tonic_client())?;
+    }
+    Ok(crate::cluster_id::stamped(
+        endpoint
+            .tcp_nodelay(true)
+            .connect_timeout(Duration::from_secs(2))
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(5))
+            .keep_alive_while_idle(true)
+            .initial_stream_window_size(Some(w.stream))
+            .initial_connection_window_size(Some(w.connection))
+            .connect_lazy(),
+    ))
 }

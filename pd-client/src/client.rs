@@ -9,10 +9,10 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use crate::channel::Channel;
 use kura_proto::common::Region;
 use kura_proto::pd::pd_client::PdClient as RawPdClient;
 use kura_proto::pd::*;
-use tonic::transport::Channel;
 
 use crate::channel::lazy_channel;
 
@@ -98,6 +98,15 @@ impl PdClient {
         for attempt in 0..self.attempts {
             let idx = self.current.load(Ordering::Relaxed) % self.endpoints.len();
             let (addr, client) = &self.endpoints[idx];
+            if crate::cluster_id::get().is_none() {
+                // The first answer from PD names the cluster this process
+                // belongs to; every internal request carries it from then on.
+                let mut raw = client.clone();
+                let learn = raw.get_cluster(GetClusterRequest {});
+                if let Ok(Ok(r)) = tokio::time::timeout(RPC_TIMEOUT, learn).await {
+                    crate::cluster_id::set(r.into_inner().cluster_id);
+                }
+            }
             match tokio::time::timeout(RPC_TIMEOUT, f(client.clone())).await {
                 Ok(Ok(resp)) => return Ok(resp.into_inner()),
                 Ok(Err(status)) => match status.code() {
@@ -177,14 +186,16 @@ impl PdClient {
         self.alloc_ids(1).await
     }
 
-    pub async fn register_store(&self, store: Store) -> Result<u64, PdError> {
+    /// Registers a metashard store; `uuid` is its data dir's identity, which
+    /// proves a nonzero `store.id` (docs/decisions/0024-node-identities.md).
+    pub async fn register_store(&self, store: Store, uuid: &str) -> Result<u64, PdError> {
         let r = self
             .call(|mut c| {
-                let store = store.clone();
-                async move {
-                    c.register_store(RegisterStoreRequest { store: Some(store) })
-                        .await
-                }
+                let req = RegisterStoreRequest {
+                    store: Some(store.clone()),
+                    uuid: uuid.to_string(),
+                };
+                async move { c.register_store(req).await }
             })
             .await?;
         Self::check(r.error)?;
@@ -264,14 +275,15 @@ impl PdClient {
         Ok(r.regions)
     }
 
-    pub async fn register_data_node(&self, node: DataNode) -> Result<u64, PdError> {
+    /// Registers a data node; `uuid` proves a nonzero `node.id` as for stores.
+    pub async fn register_data_node(&self, node: DataNode, uuid: &str) -> Result<u64, PdError> {
         let r = self
             .call(|mut c| {
-                let node = node.clone();
-                async move {
-                    c.register_data_node(RegisterDataNodeRequest { node: Some(node) })
-                        .await
-                }
+                let req = RegisterDataNodeRequest {
+                    node: Some(node.clone()),
+                    uuid: uuid.to_string(),
+                };
+                async move { c.register_data_node(req).await }
             })
             .await?;
         Self::check(r.error)?;

@@ -51,8 +51,9 @@ pub fn maybe_bootstrap(
         .map(|s| (s.meta.id, cluster.store_labels(s.meta.id).zone))
         .collect();
     let stores = pick_stores(&up, max_replicas)?;
-    let region_id = cluster.ids.alloc(1);
-    let first_peer = cluster.ids.alloc(stores.len() as u64);
+    // Ids exhausted (never in practice): no bootstrap rather than a wrapped id.
+    let region_id = cluster.ids.alloc(1).ok()?;
+    let first_peer = cluster.ids.alloc(stores.len() as u64).ok()?;
     let peers: Vec<Peer> = stores
         .iter()
         .zip(first_peer..)
@@ -114,7 +115,7 @@ mod tests {
             }),
             ..Default::default()
         };
-        c.register_store(s, now).unwrap().0
+        c.register_store_at(s, now).unwrap().0
     }
 
     #[test]

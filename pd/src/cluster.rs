@@ -20,6 +20,55 @@ use crate::Error;
 /// raised in steps of this many ids to keep saves rare.
 pub const ID_BATCH: u64 = 1000;
 
+/// Every id PD hands out is below this (2^63 - 1): far beyond any real
+/// cluster, and small enough that `id + 1` anywhere downstream cannot
+/// overflow and ids survive JSON readers that parse numbers as i64.
+pub const MAX_ID: u64 = (1 << 63) - 1;
+
+/// Which kind of registered process an identity belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeKind {
+    Store,
+    DataNode,
+}
+
+/// A data-dir identity as processes present it: 32 lower-case hex digits.
+fn check_uuid(uuid: &str) -> Result<(), Error> {
+    if uuid.len() == 32 && uuid.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument(
+            "uuid must be 32 lower-case hex digits (the data dir's identity)".into(),
+        ))
+    }
+}
+
+/// Whether a claim of the known id `id` with `presented` stands. Returns
+/// whether to record `presented` (true only for an id PD has no identity
+/// for: a cluster from before identities; trust on first use, the first
+/// registration after the upgrade binds the id to that data dir).
+fn check_claim(
+    kind: &str,
+    id: u64,
+    recorded: Option<&String>,
+    presented: &str,
+) -> Result<bool, Error> {
+    match recorded {
+        None => {
+            tracing::warn!(
+                kind,
+                id,
+                "no identity recorded for this id (registered before identities): adopting the one presented"
+            );
+            Ok(true)
+        }
+        Some(r) if r == presented => Ok(false),
+        Some(_) => Err(Error::IdentityMismatch(format!(
+            "{kind} {id} is registered with another data dir; a wiped or different dir registers with id 0"
+        ))),
+    }
+}
+
 /// Cluster-wide unique ids: stores, data nodes, regions and peers share one space.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IdAllocator {
@@ -53,24 +102,25 @@ impl IdAllocator {
 
     /// Takes `count` consecutive ids; raises the mark when they do not fit.
     /// The caller must persist (see [`Self::needs_persist`]) before using them.
-    pub fn alloc(&mut self, count: u64) -> u64 {
+    /// Checked: ids stay below [`MAX_ID`], so no id can wrap and come back.
+    pub fn alloc(&mut self, count: u64) -> Result<u64, Error> {
         let first = self.next;
-        self.next += count;
+        let next = first
+            .checked_add(count)
+            .filter(|n| *n <= MAX_ID)
+            .ok_or(Error::IdsExhausted { next: first, count })?;
+        self.next = next;
         if self.next > self.high {
+            // Below MAX_ID + ID_BATCH, so it cannot overflow either.
             self.high = self.next + ID_BATCH;
         }
-        first
+        Ok(first)
     }
 
-    /// Makes sure `id` (chosen outside, e.g. a store that kept its id while PD
-    /// lost its state) is never handed out again.
-    pub fn skip_past(&mut self, id: u64) {
-        if id >= self.next {
-            self.next = id + 1;
-            if self.next > self.high {
-                self.high = self.next + ID_BATCH;
-            }
-        }
+    /// The id the next allocation starts at: every id PD ever handed out is
+    /// below it.
+    pub fn next(&self) -> u64 {
+        self.next
     }
 
     /// The mark to save.
@@ -226,6 +276,11 @@ pub struct Cluster {
     pub ids: IdAllocator,
     stores: BTreeMap<u64, StoreInfo>,
     data_nodes: BTreeMap<u64, DataNode>,
+    /// The data-dir identity each store and data node proved at registration
+    /// (persisted; never served: it is what a claim of the id must present).
+    /// An id without one is from before identities (adopted on first use).
+    store_uuids: BTreeMap<u64, String>,
+    data_node_uuids: BTreeMap<u64, String>,
     /// Data nodes not [`AdminState::Active`] (absent: active).
     data_node_admin: BTreeMap<u64, AdminState>,
     /// Each data node's last repair report (not persisted: heartbeats refill it).
@@ -293,24 +348,85 @@ impl Cluster {
         );
     }
 
-    /// Registers or re-registers a store. Id 0 allocates one, unless a live
-    /// store already has that address (a restart that lost its id before
-    /// saving it gets the same id back). Returns the id and whether to persist.
-    pub fn register_store(&mut self, mut store: Store, now_ms: i64) -> Result<(u64, bool), Error> {
+    /// Restores the identity recorded for a store or data node `id`.
+    pub fn restore_uuid(&mut self, kind: NodeKind, id: u64, uuid: String) {
+        if uuid.is_empty() {
+            return;
+        }
+        match kind {
+            NodeKind::Store => self.store_uuids.insert(id, uuid),
+            NodeKind::DataNode => self.data_node_uuids.insert(id, uuid),
+        };
+    }
+
+    /// The identity recorded for `id` (persistence only: never serve it).
+    pub fn uuid_of(&self, kind: NodeKind, id: u64) -> Option<&str> {
+        match kind {
+            NodeKind::Store => self.store_uuids.get(&id),
+            NodeKind::DataNode => self.data_node_uuids.get(&id),
+        }
+        .map(String::as_str)
+    }
+
+    /// The refusal of a nonzero id PD has no such record of: ids are PD's to
+    /// give, a caller cannot choose one (an id at or past the allocator's
+    /// next one would make PD hand it out again later).
+    fn unknown_id(&self, kind: &str, id: u64) -> Error {
+        if id >= self.ids.next() {
+            Error::InvalidArgument(format!(
+                "{kind} id {id} was never allocated (next id is {}); register with id 0",
+                self.ids.next()
+            ))
+        } else {
+            Error::NotFound(format!("{kind} {id}"))
+        }
+    }
+
+    /// Registers or re-registers a store, proven by `uuid` (its data dir's
+    /// identity; docs/decisions/0024-node-identities.md). Id 0: the id
+    /// recorded with that uuid (a restart that lost its id before saving it),
+    /// else a new one — never the id of another store at the same address,
+    /// which may be the same disk wiped (Raft amnesia). A nonzero id must be a
+    /// store PD knows, with the same uuid; else nothing changes. Returns the
+    /// id and whether to persist.
+    pub fn register_store(
+        &mut self,
+        mut store: Store,
+        uuid: &str,
+        now_ms: i64,
+    ) -> Result<(u64, bool), Error> {
         if store.address.is_empty() {
             return Err(Error::InvalidArgument("store address is empty".into()));
         }
+        check_uuid(uuid)?;
+        let mut adopt = false;
         if store.id == 0 {
-            store.id = self
-                .stores
-                .values()
-                .find(|s| {
-                    s.meta.address == store.address && s.meta.state() != StoreState::Tombstone
-                })
-                .map(|s| s.meta.id)
-                .unwrap_or_else(|| self.ids.alloc(1));
+            let proven = self.store_uuids.iter().find(|(id, u)| {
+                u.as_str() == uuid
+                    && self
+                        .stores
+                        .get(id)
+                        .is_some_and(|s| s.meta.state() != StoreState::Tombstone)
+            });
+            store.id = match proven {
+                Some((&id, _)) => id,
+                None => {
+                    adopt = true;
+                    self.ids.alloc(1)?
+                }
+            };
         } else {
-            self.ids.skip_past(store.id);
+            let known = self
+                .stores
+                .get(&store.id)
+                .ok_or_else(|| self.unknown_id("store", store.id))?;
+            if known.meta.state() == StoreState::Tombstone {
+                return Err(Error::Tombstone(format!("store {}", store.id)));
+            }
+            adopt = check_claim("store", store.id, self.store_uuids.get(&store.id), uuid)?;
+        }
+        if adopt {
+            self.store_uuids.insert(store.id, uuid.to_string());
         }
         let id = store.id;
         let labels = store.labels.clone().unwrap_or_default();
@@ -319,7 +435,8 @@ impl Cluster {
                 if known.meta.state() == StoreState::Tombstone {
                     return Err(Error::Tombstone(format!("store {id}")));
                 }
-                let changed = known.meta.address != store.address
+                let changed = adopt
+                    || known.meta.address != store.address
                     || known.meta.status_address != store.status_address
                     || known.meta.labels.clone().unwrap_or_default() != labels;
                 known.meta.address = store.address;
@@ -510,28 +627,46 @@ impl Cluster {
         self.data_nodes.insert(node.id, node);
     }
 
-    /// Registers or re-registers a data node (same id rules as stores). A
-    /// known node keeps its id and only updates address, labels and usage; if
+    /// Registers or re-registers a data node, with the same id and uuid
+    /// rules as [`Self::register_store`]: a claim of a known id with another
+    /// uuid is refused, so no process can re-point a node's slots at itself.
+    /// A known node keeps its id and only updates address, labels and usage; if
     /// the placement map references it, the map's version grows so clients
     /// pick up the new address (any class referencing it counts). Returns the
     /// id and whether to persist.
     pub fn register_data_node(
         &mut self,
         mut node: DataNode,
+        uuid: &str,
         now_ms: i64,
     ) -> Result<(u64, bool), Error> {
         if node.address.is_empty() {
             return Err(Error::InvalidArgument("data node address is empty".into()));
         }
+        check_uuid(uuid)?;
+        let adopt;
         if node.id == 0 {
-            node.id = self
-                .data_nodes
-                .values()
-                .find(|n| n.address == node.address)
-                .map(|n| n.id)
-                .unwrap_or_else(|| self.ids.alloc(1));
+            let proven = self
+                .data_node_uuids
+                .iter()
+                .find(|(id, u)| u.as_str() == uuid && self.data_nodes.contains_key(id));
+            (node.id, adopt) = match proven {
+                Some((&id, _)) => (id, false),
+                None => (self.ids.alloc(1)?, true),
+            };
         } else {
-            self.ids.skip_past(node.id);
+            if !self.data_nodes.contains_key(&node.id) {
+                return Err(self.unknown_id("data node", node.id));
+            }
+            adopt = check_claim(
+                "data node",
+                node.id,
+                self.data_node_uuids.get(&node.id),
+                uuid,
+            )?;
+        }
+        if adopt {
+            self.data_node_uuids.insert(node.id, uuid.to_string());
         }
         let id = node.id;
         node.labels = Some(node.labels.unwrap_or_default());
@@ -544,7 +679,7 @@ impl Cluster {
                     || known.read_only != node.read_only
             }
             None => true,
-        };
+        } || adopt;
         self.data_nodes.insert(id, node);
         if changed {
             self.bump_placement_if_references(id);
@@ -1056,6 +1191,42 @@ impl Cluster {
     }
 }
 
+/// Tests: a uuid standing for the data dir `tag` names (the same tag, the
+/// same dir).
+#[cfg(test)]
+pub(crate) fn uuid_for(tag: &str) -> String {
+    use std::hash::{Hash, Hasher};
+    let half = |salt: u8| {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (salt, tag).hash(&mut h);
+        h.finish()
+    };
+    format!("{:016x}{:016x}", half(1), half(2))
+}
+
+#[cfg(test)]
+impl Cluster {
+    /// Tests: registers as the data dir named by the store's address.
+    pub(crate) fn register_store_at(
+        &mut self,
+        store: Store,
+        now_ms: i64,
+    ) -> Result<(u64, bool), Error> {
+        let uuid = uuid_for(&store.address);
+        self.register_store(store, &uuid, now_ms)
+    }
+
+    /// Tests: registers as the data dir named by the node's address.
+    pub(crate) fn register_data_node_at(
+        &mut self,
+        node: DataNode,
+        now_ms: i64,
+    ) -> Result<(u64, bool), Error> {
+        let uuid = uuid_for(&node.address);
+        self.register_data_node(node, &uuid, now_ms)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1092,44 +1263,149 @@ mod tests {
     fn id_allocator_persists_ahead_and_never_repeats_after_restart() {
         let mut ids = IdAllocator::new();
         assert!(!ids.needs_persist());
-        assert_eq!(ids.alloc(1), 1);
+        assert_eq!(ids.alloc(1).unwrap(), 1);
         assert!(ids.needs_persist());
         let high = ids.high_water();
         ids.mark_durable(high);
-        assert_eq!(ids.alloc(10), 2);
+        assert_eq!(ids.alloc(10).unwrap(), 2);
         assert!(!ids.needs_persist(), "within the batch: no save needed");
         // Crash: restart from the saved mark; nothing below it comes back.
         let mut after = IdAllocator::restored(high);
-        assert!(after.alloc(1) >= high);
+        assert!(after.alloc(1).unwrap() >= high);
         assert!(after.needs_persist());
     }
 
     #[test]
     fn an_unsaved_mark_still_needs_persisting_after_a_failed_save() {
         let mut ids = IdAllocator::new();
-        ids.alloc(ID_BATCH * 2);
+        ids.alloc(ID_BATCH * 2).unwrap();
         // The save failed: mark_durable was not called.
-        ids.alloc(1);
+        ids.alloc(1).unwrap();
         assert!(ids.needs_persist());
+    }
+
+    #[test]
+    fn id_allocation_is_checked_and_never_wraps() {
+        let mut ids = IdAllocator::restored(MAX_ID - 2);
+        assert_eq!(ids.alloc(1).unwrap(), MAX_ID - 2);
+        assert!(matches!(ids.alloc(2), Err(Error::IdsExhausted { .. })));
+        assert!(matches!(
+            ids.alloc(u64::MAX),
+            Err(Error::IdsExhausted { .. })
+        ));
+        assert_eq!(ids.next(), MAX_ID - 1, "a refused allocation takes nothing");
+        assert_eq!(ids.alloc(1).unwrap(), MAX_ID - 1);
+        assert!(ids.alloc(1).is_err());
+        // A state file written with a wrapped mark stays refused too.
+        assert!(IdAllocator::restored(u64::MAX).alloc(1).is_err());
     }
 
     #[test]
     fn store_registration_allocates_then_keeps_the_id() {
         let mut c = Cluster::new(7);
-        let (id, changed) = c.register_store(store(0, "a:1", "z1"), 100).unwrap();
+        let dir = uuid_for("dir-1");
+        let (id, changed) = c.register_store(store(0, "a:1", "z1"), &dir, 100).unwrap();
         assert!(changed && id >= 1);
         // Restart with the known id and a new address: same id, address updated.
-        let (again, changed) = c.register_store(store(id, "a:2", "z1"), 200).unwrap();
+        let (again, changed) = c.register_store(store(id, "a:2", "z1"), &dir, 200).unwrap();
         assert_eq!((again, changed), (id, true));
         assert_eq!(c.store(id).unwrap().meta.address, "a:2");
-        // Id 0 from a known address: the same store.
+        // Id 0 with the same uuid (the id was lost before it was saved): the same store.
         assert_eq!(
-            c.register_store(store(0, "a:2", "z1"), 300).unwrap(),
+            c.register_store(store(0, "a:2", "z1"), &dir, 300).unwrap(),
             (id, false)
         );
         assert!(matches!(
-            c.register_store(store(0, "", "z1"), 0),
+            c.register_store(store(0, "", "z1"), &dir, 0),
             Err(Error::InvalidArgument(_))
+        ));
+        for bad in ["", "xyz", &"A".repeat(32), &"0".repeat(33)] {
+            assert!(
+                matches!(
+                    c.register_store(store(0, "a:9", "z1"), bad, 0),
+                    Err(Error::InvalidArgument(_))
+                ),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_wiped_dir_at_the_same_address_gets_a_new_id() {
+        let mut c = Cluster::new(7);
+        let (old, _) = c
+            .register_store(store(0, "a:1", "z1"), &uuid_for("before"), 100)
+            .unwrap();
+        let wiped = uuid_for("after");
+        let (new, changed) = c
+            .register_store(store(0, "a:1", "z1"), &wiped, 200)
+            .unwrap();
+        assert!(changed && new != old);
+        assert!(
+            c.store(old).is_some(),
+            "the old id stays, to be seen as down"
+        );
+        assert_eq!(c.store(old).unwrap().meta.last_heartbeat_unix_ms, 100);
+        // The same for data nodes.
+        let dn = |id: u64| DataNode {
+            id,
+            address: "d:1".into(),
+            ..Default::default()
+        };
+        let (old, _) = c
+            .register_data_node(dn(0), &uuid_for("d-before"), 0)
+            .unwrap();
+        let (new, _) = c
+            .register_data_node(dn(0), &uuid_for("d-after"), 0)
+            .unwrap();
+        assert_ne!(old, new);
+    }
+
+    #[test]
+    fn a_claim_of_a_known_id_with_another_uuid_changes_nothing() {
+        let mut c = Cluster::new(7);
+        let (id, _) = c.register_store_at(store(0, "a:1", "z1"), 100).unwrap();
+        let before = c.store(id).unwrap().clone();
+        let err = c
+            .register_store(store(id, "evil:1", "z9"), &uuid_for("evil"), 200)
+            .unwrap_err();
+        assert!(matches!(err, Error::IdentityMismatch(_)), "{err}");
+        assert_eq!(c.store(id).unwrap(), &before);
+        let node = |id: u64, addr: &str| DataNode {
+            id,
+            address: addr.into(),
+            ..Default::default()
+        };
+        let (nid, _) = c.register_data_node_at(node(0, "d:1"), 100).unwrap();
+        let before = c.data_node(nid).unwrap().clone();
+        let version = c.placement.version;
+        let err = c
+            .register_data_node(node(nid, "evil:2"), &uuid_for("evil"), 200)
+            .unwrap_err();
+        assert!(matches!(err, Error::IdentityMismatch(_)), "{err}");
+        assert_eq!(c.data_node(nid).unwrap(), &before, "still points at d:1");
+        assert_eq!(c.placement.version, version);
+    }
+
+    #[test]
+    fn an_id_without_a_recorded_uuid_adopts_the_first_one_presented() {
+        let mut c = Cluster::new(7);
+        // As loaded from a state file written before identities.
+        c.restore_store(Store {
+            id: 4,
+            address: "a:1".into(),
+            ..Default::default()
+        });
+        c.ids = IdAllocator::restored(10);
+        let dir = uuid_for("dir");
+        assert_eq!(
+            c.register_store(store(4, "a:1", "z1"), &dir, 1).unwrap(),
+            (4, true)
+        );
+        assert_eq!(c.uuid_of(NodeKind::Store, 4), Some(dir.as_str()));
+        assert!(matches!(
+            c.register_store(store(4, "a:1", "z1"), &uuid_for("other"), 2),
+            Err(Error::IdentityMismatch(_))
         ));
     }
 
@@ -1138,7 +1414,7 @@ mod tests {
         let mut c = Cluster::new(1);
         let ids: Vec<u64> = (1..=4)
             .map(|i| {
-                c.register_store(store(0, &format!("a:{i}"), &format!("z{i}")), 1_000)
+                c.register_store_at(store(0, &format!("a:{i}"), &format!("z{i}")), 1_000)
                     .unwrap()
                     .0
             })
@@ -1158,7 +1434,8 @@ mod tests {
         let err = c.delete_store(ids[1], 3, 1_000, 30_000).unwrap_err();
         assert!(err.to_string().contains("max-replicas"), "{err}");
         // A restart of the store keeps it Offline.
-        c.register_store(store(ids[0], "a:1", "z1"), 2_000).unwrap();
+        c.register_store_at(store(ids[0], "a:1", "z1"), 2_000)
+            .unwrap();
         assert_eq!(c.store(ids[0]).unwrap().meta.state(), StoreState::Offline);
         // Still holds a peer: stays Offline; once moved away: Tombstone.
         assert!(c.finish_store_deletions().is_empty());
@@ -1177,7 +1454,7 @@ mod tests {
             Err(Error::Tombstone(_))
         ));
         assert!(matches!(
-            c.register_store(store(ids[0], "a:1", "z1"), 3_000),
+            c.register_store_at(store(ids[0], "a:1", "z1"), 3_000),
             Err(Error::Tombstone(_))
         ));
         assert!(matches!(
@@ -1187,16 +1464,38 @@ mod tests {
     }
 
     #[test]
-    fn a_store_with_an_id_pd_never_gave_pushes_the_allocator_past_it() {
+    fn ids_pd_never_gave_are_refused_and_the_allocator_stays_put() {
         let mut c = Cluster::new(7);
-        c.register_store(store(5000, "a:1", "z1"), 0).unwrap();
-        assert!(c.ids.alloc(1) > 5000);
+        for id in [5000, u64::MAX, MAX_ID] {
+            assert!(matches!(
+                c.register_store_at(store(id, "a:1", "z1"), 0),
+                Err(Error::InvalidArgument(_))
+            ));
+            let node = DataNode {
+                id,
+                address: "d:1".into(),
+                ..Default::default()
+            };
+            assert!(matches!(
+                c.register_data_node_at(node, 0),
+                Err(Error::InvalidArgument(_))
+            ));
+        }
+        assert_eq!(c.ids.next(), 1);
+        assert_eq!(c.stores().count(), 0);
+        // Below the allocator but no such store (a region's id, say): not found.
+        c.ids.alloc(10).unwrap();
+        assert!(matches!(
+            c.register_store_at(store(3, "a:1", "z1"), 0),
+            Err(Error::NotFound(_))
+        ));
+        assert_eq!(c.register_store_at(store(0, "a:1", "z1"), 0).unwrap().0, 11);
     }
 
     #[test]
     fn liveness_uses_heartbeats_and_the_restart_floor() {
         let mut c = Cluster::new(1);
-        let (id, _) = c.register_store(store(0, "a:1", "z1"), 1_000).unwrap();
+        let (id, _) = c.register_store_at(store(0, "a:1", "z1"), 1_000).unwrap();
         let meta = c.store(id).unwrap().meta.clone();
         assert_eq!(c.store_liveness(&meta, 20_000, 30_000), Liveness::Up);
         assert_eq!(c.store_liveness(&meta, 40_000, 30_000), Liveness::Down);
@@ -1358,8 +1657,10 @@ mod tests {
             address: addr.into(),
             ..Default::default()
         };
-        let (id, _) = c.register_data_node(node(0, "d:1"), 0).unwrap();
-        let (other, _) = c.register_data_node(node(0, "d:9"), 0).unwrap();
+        let (id, _) = c
+            .register_data_node(node(0, "d:1"), &uuid_for("d:1"), 0)
+            .unwrap();
+        let (other, _) = c.register_data_node_at(node(0, "d:9"), 0).unwrap();
         // The node is only in the EC_4_2 map: that alone must bump the version.
         c.placement = PlacementState {
             version: 1,
@@ -1382,12 +1683,13 @@ mod tests {
             .into(),
         };
         assert_eq!(
-            c.register_data_node(node(id, "d:1"), 10).unwrap(),
+            c.register_data_node_at(node(id, "d:1"), 10).unwrap(),
             (id, false)
         );
         assert_eq!(c.placement.version, 1);
         assert_eq!(
-            c.register_data_node(node(id, "d:2"), 20).unwrap(),
+            c.register_data_node(node(id, "d:2"), &uuid_for("d:1"), 20)
+                .unwrap(),
             (id, true)
         );
         assert_eq!(c.placement.version, 2);
@@ -1395,7 +1697,11 @@ mod tests {
         assert_eq!(c.placement.version, 3);
         assert!(!c.data_node_heartbeat(id, 10, 1, true, 40).unwrap());
         // A node no class references changes nothing.
-        assert!(c.register_data_node(node(other, "d:10"), 50).unwrap().1);
+        assert!(
+            c.register_data_node(node(other, "d:10"), &uuid_for("d:9"), 50)
+                .unwrap()
+                .1
+        );
         assert_eq!(c.placement.version, 3);
     }
 
@@ -1406,8 +1712,8 @@ mod tests {
             address: addr.into(),
             ..Default::default()
         };
-        let (a, _) = c.register_data_node(node("d:1"), 1_000).unwrap();
-        let (b, _) = c.register_data_node(node("d:2"), 1_000).unwrap();
+        let (a, _) = c.register_data_node_at(node("d:1"), 1_000).unwrap();
+        let (b, _) = c.register_data_node_at(node("d:2"), 1_000).unwrap();
         c.placement = PlacementState {
             version: 1,
             classes: [(
@@ -1419,7 +1725,7 @@ mod tests {
             )]
             .into(),
         };
-        let (silent, _) = c.register_data_node(node("d:3"), 1_000).unwrap();
+        let (silent, _) = c.register_data_node_at(node("d:3"), 1_000).unwrap();
         // Both leave; repeats change nothing.
         assert!(c.decommission_data_node(a).unwrap());
         assert!(!c.decommission_data_node(a).unwrap());
@@ -1445,7 +1751,7 @@ mod tests {
         assert_eq!(c.finish_decommissions(2_000, 30_000), vec![b]);
         assert_eq!(c.data_node_admin_state(b), AdminState::Decommissioned);
         // Re-registering keeps the state.
-        c.register_data_node(node("d:1"), 2_000).unwrap();
+        c.register_data_node_at(node("d:1"), 2_000).unwrap();
         assert_eq!(c.data_node_admin_state(a), AdminState::Leaving);
         assert!(
             c.finish_decommissions(2_000, 30_000).is_empty(),

@@ -15,6 +15,13 @@ pub enum Error {
     /// The caller is a store or data node that was removed for good.
     #[error("{0} is a tombstone and cannot rejoin")]
     Tombstone(String),
+    /// A registration claimed an id its UUID does not prove (a wiped data
+    /// dir, another process, or a forgery): nothing was changed.
+    #[error("identity mismatch: {0}")]
+    IdentityMismatch(String),
+    /// The id allocator would pass its limit: refused rather than wrap.
+    #[error("ids exhausted: {count} ids from {next} would pass the limit")]
+    IdsExhausted { next: u64, count: u64 },
     /// This member of a replicated PD does not lead (or does not serve yet):
     /// the caller should ask `leader` (its gRPC and HTTP address), if known.
     #[error("this PD member is not the leader; {}", match .leader {
@@ -38,6 +45,9 @@ pub enum Error {
     Grpc(#[from] tonic::transport::Error),
     #[error("HTTP server failed: {0}")]
     Http(std::io::Error),
+    /// The cluster TLS files could not be used.
+    #[error("{0}")]
+    Tls(#[from] kura_pd_client::tls::TlsError),
 }
 
 impl Error {
@@ -47,12 +57,15 @@ impl Error {
             Error::InvalidArgument(_) => false,
             Error::NotFound(_) => false,
             Error::Tombstone(_) => false,
+            Error::IdentityMismatch(_) => false,
+            Error::IdsExhausted { .. } => false,
             Error::NotLeader { .. } => true,
             Error::Replication(e) => e.is_retryable(),
             Error::Storage(_) => true,
             Error::Bind { .. } => false,
             Error::Grpc(_) => true,
             Error::Http(_) => true,
+            Error::Tls(_) => false,
         }
     }
 }
@@ -78,10 +91,13 @@ impl From<Error> for tonic::Status {
             Error::InvalidArgument(_) => tonic::Status::invalid_argument(msg),
             Error::NotFound(_) => tonic::Status::not_found(msg),
             Error::Tombstone(_) => tonic::Status::permission_denied(msg),
+            Error::IdentityMismatch(_) => tonic::Status::permission_denied(msg),
+            Error::IdsExhausted { .. } => tonic::Status::resource_exhausted(msg),
             Error::Storage(_) => tonic::Status::unavailable(msg),
             Error::Bind { .. } => tonic::Status::internal(msg),
             Error::Grpc(_) => tonic::Status::internal(msg),
             Error::Http(_) => tonic::Status::internal(msg),
+            Error::Tls(_) => tonic::Status::internal(msg),
         }
     }
 }

@@ -884,10 +884,13 @@ pub(crate) fn error_status(e: &Error) -> StatusCode {
     match e {
         Error::InvalidArgument(_) => StatusCode::BAD_REQUEST,
         Error::NotFound(_) => StatusCode::NOT_FOUND,
-        Error::Tombstone(_) => StatusCode::CONFLICT,
+        Error::Tombstone(_) | Error::IdentityMismatch(_) => StatusCode::CONFLICT,
+        Error::IdsExhausted { .. } => StatusCode::INSUFFICIENT_STORAGE,
         Error::Storage(_) => StatusCode::SERVICE_UNAVAILABLE,
         Error::NotLeader { .. } | Error::Replication(_) => StatusCode::SERVICE_UNAVAILABLE,
-        Error::Bind { .. } | Error::Grpc(_) | Error::Http(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        Error::Bind { .. } | Error::Grpc(_) | Error::Http(_) | Error::Tls(_) => {
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
     }
 }
 

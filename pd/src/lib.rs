@@ -27,6 +27,8 @@ pub mod config;
 mod error;
 pub mod flow;
 pub mod http;
+pub mod http_auth;
+mod http_serve;
 pub mod merge;
 pub mod metrics;
 pub mod object_region;
@@ -107,6 +109,8 @@ pub struct Config {
     pub schedule_interval: Duration,
     /// Leader transfers each store may take part in per minute ("store limit").
     pub leader_transfers_per_store_per_minute: usize,
+    /// Who may read and change through the HTTP API.
+    pub http_auth: http_auth::HttpAuth,
 }
 
 impl Config {
@@ -131,6 +135,7 @@ impl Config {
             merge: merge::MergeCheckConfig::default(),
             schedule_interval: Duration::from_secs(3),
             leader_transfers_per_store_per_minute: 120,
+            http_auth: http_auth::HttpAuth::open(),
         }
     }
 }
@@ -182,18 +187,21 @@ pub async fn serve(
     if replica.is_none() {
         metrics::metrics().leader.set(1);
     }
-    let ticker = tokio::spawn(core.clone().tick_loop(TICK, shutdown.clone()));
-    let merge_checker = (!cfg.merge_check_interval.is_zero()).then(|| {
-        tokio::spawn(merge::merge_check_loop(
-            core.clone(),
-            cfg.merge_check_interval,
-            shutdown.clone(),
-        ))
+    // Supervised: a panicking loop is counted and restarted (kura_pd_client::supervise).
+    let ticker = kura_pd_client::supervise::spawn("pd_tick", {
+        let (core, shutdown) = (core.clone(), shutdown.clone());
+        move || core.clone().tick_loop(TICK, shutdown.clone())
     });
-    let scheduler = tokio::spawn(schedule::coordinator::schedule_loop(
-        core.clone(),
-        shutdown.clone(),
-    ));
+    let merge_checker = (!cfg.merge_check_interval.is_zero()).then(|| {
+        let (core, every, shutdown) = (core.clone(), cfg.merge_check_interval, shutdown.clone());
+        kura_pd_client::supervise::spawn("pd_merge_checker", move || {
+            merge::merge_check_loop(core.clone(), every, shutdown.clone())
+        })
+    });
+    let scheduler = kura_pd_client::supervise::spawn("pd_scheduler", {
+        let (core, shutdown) = (core.clone(), shutdown.clone());
+        move || schedule::coordinator::schedule_loop(core.clone(), shutdown.clone())
+    });
 
     let stop = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         // A dropped sender also means stop.
@@ -201,19 +209,22 @@ pub async fn serve(
     };
     let incoming = tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true));
     let peer_service = replica.as_ref().map(|r| r.peer_service()).transpose()?;
-    let grpc_server = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
+    let grpc_server = kura_pd_client::tls::server_builder()?
         .add_service(PdServer::new(service::PdService::new(core.clone())))
         .add_optional_service(peer_service)
         .serve_with_incoming_shutdown(incoming, stop(shutdown.clone()));
-    let http_server = axum::serve(http, http::router(core.clone()))
-        .with_graceful_shutdown(stop(shutdown.clone()));
+    let router = http::router(core.clone()).layer(axum::middleware::from_fn_with_state(
+        Arc::new(cfg.http_auth.clone()),
+        http_auth::gate,
+    ));
+    let http_server = http_serve::serve(http, router, stop(shutdown.clone()));
 
     tracing::info!(grpc = %cfg.listen, http = %cfg.http_listen, "PD serving");
     ready.store(true, Ordering::Release);
-    let result = tokio::try_join!(async { grpc_server.await.map_err(Error::Grpc) }, async {
-        http_server.await.map_err(Error::Http)
-    });
+    let result = tokio::try_join!(
+        async { grpc_server.await.map_err(Error::Grpc) },
+        http_server
+    );
     ready.store(false, Ordering::Release);
     ticker.abort();
     if let Some(m) = merge_checker {
@@ -254,6 +265,7 @@ mod tests {
             merge: merge::MergeCheckConfig::default(),
             schedule_interval: Duration::from_secs(3),
             leader_transfers_per_store_per_minute: 120,
+            http_auth: http_auth::HttpAuth::open(),
         };
         let (_tx, rx) = tokio::sync::watch::channel(false);
         let _run: std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Error>> + Send>> =

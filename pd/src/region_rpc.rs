@@ -5,10 +5,10 @@
 
 use std::time::Duration;
 
+use kura_pd_client::channel::Channel;
 use kura_proto::common::{Region, RegionError};
 use kura_proto::metashard::metashard_client::MetashardClient;
 use kura_proto::metashard::{RegionChangeResponse, RegionStatus, RegionStatusRequest};
-use tonic::transport::Channel;
 
 use crate::operator::OperatorError;
 use crate::server::PdCore;

@@ -89,6 +89,7 @@ impl PdCore {
     /// Loads the saved state (or starts a new cluster and saves it at once).
     pub async fn open(cfg: Config, storage: Arc<dyn Storage>) -> Result<Self, Error> {
         let (cluster, fresh) = load_cluster(&storage, "the PD state").await?;
+        kura_pd_client::cluster_id::set(cluster.cluster_id);
         tracing::info!(
             cluster_id = cluster.cluster_id,
             fresh,
@@ -203,6 +204,7 @@ impl PdCore {
             return Ok(());
         }
         self.reload(&mut inner).await?;
+        kura_pd_client::cluster_id::set(inner.cluster.cluster_id);
         self.loaded_term.store(status.term, Ordering::Release);
         tracing::info!(
             member = replica.id(),
@@ -351,15 +353,15 @@ impl PdCore {
             )));
         }
         let mut inner = self.inner.lock().await;
-        let first = inner.cluster.ids.alloc(u64::from(count));
+        let first = inner.cluster.ids.alloc(u64::from(count))?;
         self.save_if(&mut inner, false).await?;
         Ok(first)
     }
 
-    pub async fn register_store(&self, store: Store) -> Result<u64, Error> {
+    pub async fn register_store(&self, store: Store, uuid: &str) -> Result<u64, Error> {
         let now = now_ms();
         let mut inner = self.inner.lock().await;
-        let (id, changed) = inner.cluster.register_store(store, now)?;
+        let (id, changed) = inner.cluster.register_store(store, uuid, now)?;
         let booted = bootstrap::maybe_bootstrap(
             &mut inner.cluster,
             self.cfg.max_replicas,
@@ -499,10 +501,10 @@ impl PdCore {
         .await
     }
 
-    pub async fn register_data_node(&self, node: DataNode) -> Result<u64, Error> {
+    pub async fn register_data_node(&self, node: DataNode, uuid: &str) -> Result<u64, Error> {
         let now = now_ms();
         let mut inner = self.inner.lock().await;
-        let (id, changed) = inner.cluster.register_data_node(node, now)?;
+        let (id, changed) = inner.cluster.register_data_node(node, uuid, now)?;
         let placed = self.maybe_place(&mut inner, now);
         self.save_if(&mut inner, changed || placed).await?;
         let n = inner.cluster.data_node(id).cloned().unwrap_or_default();
@@ -1104,7 +1106,7 @@ mod tests {
     async fn an_old_replica3_map_is_kept_and_the_other_classes_are_added() {
         let mut c = Cluster::new(9);
         for (i, zone) in ["z1", "z1", "z2", "z2", "z3", "z3"].iter().enumerate() {
-            c.register_data_node(data_node(&format!("d:{i}"), zone), now_ms())
+            c.register_data_node_at(data_node(&format!("d:{i}"), zone), now_ms())
                 .unwrap();
         }
         let nodes = c.live_data_nodes(now_ms(), 30_000);
@@ -1220,7 +1222,7 @@ mod tests {
         let core = PdCore::open(config(), Arc::new(MemStorage::default()))
             .await
             .unwrap();
-        core.register_data_node(data_node("d:1", "z1"))
+        core.register_data_node(data_node("d:1", "z1"), &crate::cluster::uuid_for("d:1"))
             .await
             .unwrap();
         assert!(core.placement(0).await.is_none());
@@ -1243,9 +1245,12 @@ mod tests {
         let mut ids = Vec::new();
         for (i, zone) in ["z1", "z1", "z2", "z2", "z3", "z3"].iter().enumerate() {
             ids.push(
-                core.register_data_node(data_node(&format!("d:{i}"), zone))
-                    .await
-                    .unwrap(),
+                core.register_data_node(
+                    data_node(&format!("d:{i}"), zone),
+                    &crate::cluster::uuid_for(&format!("d:{i}")),
+                )
+                .await
+                .unwrap(),
             );
         }
         ids
@@ -1307,7 +1312,7 @@ mod tests {
         assert_eq!(settle(&core).await, 0, "nothing to move");
 
         let new = core
-            .register_data_node(data_node("d:new", "z1"))
+            .register_data_node(data_node("d:new", "z1"), &crate::cluster::uuid_for("d:new"))
             .await
             .unwrap();
         let before = core.read(|c| c.placement.clone()).await;
@@ -1397,7 +1402,7 @@ mod tests {
             .unwrap();
         let mut ids = register_dev_nodes(&core).await;
         ids.push(
-            core.register_data_node(data_node("d:7", "z1"))
+            core.register_data_node(data_node("d:7", "z1"), &crate::cluster::uuid_for("d:7"))
                 .await
                 .unwrap(),
         );
@@ -1438,7 +1443,7 @@ mod tests {
             .unwrap();
         let mut ids = register_dev_nodes(&core).await;
         let new = core
-            .register_data_node(data_node("d:new", "z1"))
+            .register_data_node(data_node("d:new", "z1"), &crate::cluster::uuid_for("d:new"))
             .await
             .unwrap();
         ids.push(new);
@@ -1505,7 +1510,7 @@ mod tests {
             .await
             .unwrap();
         register_dev_nodes(&core).await;
-        core.register_data_node(data_node("d:new", "z1"))
+        core.register_data_node(data_node("d:new", "z1"), &crate::cluster::uuid_for("d:new"))
             .await
             .unwrap();
         let start = core.read(|c| c.placement.version).await;

@@ -63,11 +63,11 @@ impl Pd for PdService {
         req: Request<RegisterStoreRequest>,
     ) -> Reply<RegisterStoreResponse> {
         self.core.ensure_leader().await?;
+        let req = req.into_inner();
         let store = req
-            .into_inner()
             .store
             .ok_or_else(|| Error::InvalidArgument("no store given".into()))?;
-        let store_id = self.core.register_store(store).await?;
+        let store_id = self.core.register_store(store, &req.uuid).await?;
         ok(RegisterStoreResponse {
             error: None,
             store_id,
@@ -147,11 +147,11 @@ impl Pd for PdService {
         req: Request<RegisterDataNodeRequest>,
     ) -> Reply<RegisterDataNodeResponse> {
         self.core.ensure_leader().await?;
+        let req = req.into_inner();
         let node = req
-            .into_inner()
             .node
             .ok_or_else(|| Error::InvalidArgument("no data node given".into()))?;
-        let node_id = self.core.register_data_node(node).await?;
+        let node_id = self.core.register_data_node(node, &req.uuid).await?;
         ok(RegisterDataNodeResponse {
             error: None,
             node_id,

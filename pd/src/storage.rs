@@ -27,6 +27,10 @@
 //!   overrides, leader/region weights and operator limit; `config`: the
 //!   `pdctl config set` values by key; `disabled_schedulers`,
 //!   `paused_schedulers`). A version-3 file reads as having none.
+//! - 5 — node identities: each store and data node record may carry `uuid`,
+//!   the data-dir identity its registration proved (absent: registered
+//!   before identities; the next registration's is adopted, decision 0024).
+//!   A version-4 file reads as having none.
 //!
 //! PD reads every older format and writes only the newest: a version-1 file
 //! is migrated on load (its map becomes the class its k+m names — REPLICA3 —
@@ -48,12 +52,12 @@ use kura_proto::pd::{DataNode, Store};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::cluster::{AdminState, Bootstrap, Cluster, IdAllocator, RebalanceProgress};
+use crate::cluster::{AdminState, Bootstrap, Cluster, IdAllocator, NodeKind, RebalanceProgress};
 use crate::config::{Settings, StoreSettings};
 use crate::placement::{ClassGroups, PlacementState, Rules};
 
 /// The format this PD writes.
-pub const FORMAT_VERSION: u32 = 4;
+pub const FORMAT_VERSION: u32 = 5;
 /// The oldest format this PD still reads (and migrates).
 pub const OLDEST_FORMAT_VERSION: u32 = 1;
 const STATE_FILE: &str = "pd-state.json";
@@ -196,6 +200,9 @@ pub struct StoreRecord {
     /// "Up", "Offline" or "Tombstone".
     pub state: String,
     pub last_heartbeat_unix_ms: i64,
+    /// Format 5: the data-dir identity (absent: none recorded yet).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub uuid: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -210,6 +217,9 @@ pub struct DataNodeRecord {
     pub last_heartbeat_unix_ms: i64,
     /// "Active", "Leaving" or "Decommissioned" (format 3).
     pub admin_state: String,
+    /// Format 5: the data-dir identity (absent: none recorded yet).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub uuid: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -335,6 +345,16 @@ fn migrate_v3(mut doc: Value) -> Result<Value, String> {
     let settings = serde_json::to_value(SettingsRecord::default()).map_err(|e| e.to_string())?;
     obj.insert("settings".into(), settings);
     obj.insert("format_version".into(), Value::from(4));
+    Ok(doc)
+}
+
+/// Rewrites a format-4 document as format 5: no identities recorded yet
+/// (each record's `uuid` defaults to none).
+fn migrate_v4(mut doc: Value) -> Result<Value, String> {
+    let obj = doc
+        .as_object_mut()
+        .ok_or("the document is not a JSON object")?;
+    obj.insert("format_version".into(), Value::from(5));
     Ok(doc)
 }
 
@@ -487,6 +507,10 @@ impl StateFile {
                     labels: labels_record(s.meta.labels.as_ref()),
                     state: state_name(s.meta.state()).into(),
                     last_heartbeat_unix_ms: s.meta.last_heartbeat_unix_ms,
+                    uuid: c
+                        .uuid_of(NodeKind::Store, s.meta.id)
+                        .unwrap_or_default()
+                        .into(),
                 })
                 .collect(),
             data_nodes: c
@@ -501,6 +525,10 @@ impl StateFile {
                     read_only: n.read_only,
                     last_heartbeat_unix_ms: n.last_heartbeat_unix_ms,
                     admin_state: c.data_node_admin_state(n.id).name().into(),
+                    uuid: c
+                        .uuid_of(NodeKind::DataNode, n.id)
+                        .unwrap_or_default()
+                        .into(),
                 })
                 .collect(),
             regions: c
@@ -531,6 +559,7 @@ impl StateFile {
         c.ids = IdAllocator::restored(self.id_high_water);
         for s in self.stores {
             let state = state_from(&s.state)?;
+            c.restore_uuid(NodeKind::Store, s.id, s.uuid);
             c.restore_store(Store {
                 id: s.id,
                 address: s.address,
@@ -548,6 +577,7 @@ impl StateFile {
                 )
             })?;
             c.restore_data_node_admin_state(n.id, admin);
+            c.restore_uuid(NodeKind::DataNode, n.id, n.uuid);
             c.restore_data_node(DataNode {
                 id: n.id,
                 address: n.address,
@@ -599,10 +629,15 @@ impl StateFile {
             1 => migrate_v1(doc)
                 .and_then(migrate_v2)
                 .and_then(migrate_v3)
+                .and_then(migrate_v4)
                 .map_err(corrupt)?,
-            2 => migrate_v2(doc).and_then(migrate_v3).map_err(corrupt)?,
-            3 => migrate_v3(doc).map_err(corrupt)?,
-            4 => doc,
+            2 => migrate_v2(doc)
+                .and_then(migrate_v3)
+                .and_then(migrate_v4)
+                .map_err(corrupt)?,
+            3 => migrate_v3(doc).and_then(migrate_v4).map_err(corrupt)?,
+            4 => migrate_v4(doc).map_err(corrupt)?,
+            5 => doc,
             other => {
                 return Err(StorageError::UnsupportedVersion {
                     path: path.to_path_buf(),
@@ -719,12 +754,12 @@ mod tests {
                 }),
                 ..Default::default()
             };
-            c.register_store(s, 1_000).unwrap();
+            c.register_store_at(s, 1_000).unwrap();
             let n = DataNode {
                 address: format!("d{addr}"),
                 ..Default::default()
             };
-            c.register_data_node(n, 1_000).unwrap();
+            c.register_data_node_at(n, 1_000).unwrap();
         }
         maybe_bootstrap(&mut c, 3, 1_000, 30_000).unwrap();
         c.insert_region(Region {
@@ -822,7 +857,7 @@ mod tests {
         // Rewritten as format 3, it reads back the same.
         storage.save(&StateFile::from_cluster(&c)).unwrap();
         let text = fs::read_to_string(storage.path()).unwrap();
-        assert!(text.contains("\"format_version\": 4"));
+        assert!(text.contains("\"format_version\": 5"));
         assert!(text.contains("\"admin_state\": \"Active\""));
         let again = storage.load().unwrap().unwrap();
         assert_eq!(again, StateFile::from_cluster(&c));
@@ -835,7 +870,7 @@ mod tests {
             address: "spare:1".into(),
             ..Default::default()
         };
-        let (other, _) = c.register_data_node(spare, 2_000).unwrap();
+        let (other, _) = c.register_data_node_at(spare, 2_000).unwrap();
         c.restore_data_node_admin_state(other, AdminState::Decommissioned);
         let back = StateFile::from_cluster(&c).into_cluster().unwrap();
         assert_eq!(back.data_node_admin_state(2), AdminState::Leaving);
@@ -896,7 +931,7 @@ mod tests {
         assert!(back.bootstrap.is_some());
         assert!(!dir.path().join("pd-state.json.tmp").exists());
         let text = fs::read_to_string(storage.path()).unwrap();
-        assert!(text.contains("\"format_version\": 4"));
+        assert!(text.contains("\"format_version\": 5"));
         assert!(text.contains("\"storage_class\": \"EC_4_2\""));
         assert_eq!(back.placement, c.placement);
         assert_eq!(back.settings, c.settings);
@@ -928,7 +963,7 @@ mod tests {
         assert_eq!(again.placement, c.placement);
         assert!(fs::read_to_string(storage.path())
             .unwrap()
-            .contains("\"format_version\": 4"));
+            .contains("\"format_version\": 5"));
     }
 
     #[test]
@@ -977,20 +1012,20 @@ mod tests {
     #[test]
     fn a_restart_never_reuses_an_id() {
         let mut c = sample_cluster();
-        let used = c.ids.alloc(1);
+        let used = c.ids.alloc(1).unwrap();
         let back = StateFile::from_cluster(&c).into_cluster().unwrap();
         let mut ids = back.ids.clone();
-        assert!(ids.alloc(1) > used);
+        assert!(ids.alloc(1).unwrap() > used);
     }
 
     #[test]
     fn unknown_versions_and_garbage_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let storage = FileStorage::open(dir.path()).unwrap();
-        fs::write(storage.path(), b"{\"format_version\": 5}").unwrap();
+        fs::write(storage.path(), b"{\"format_version\": 6}").unwrap();
         assert!(matches!(
             storage.load(),
-            Err(StorageError::UnsupportedVersion { found: 5, .. })
+            Err(StorageError::UnsupportedVersion { found: 6, .. })
         ));
         fs::write(storage.path(), b"{\"cluster_id\": 3}").unwrap();
         assert!(matches!(storage.load(), Err(StorageError::Corrupt { .. })));

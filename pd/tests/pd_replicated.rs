@@ -146,6 +146,17 @@ impl Group {
     }
 }
 
+/// A uuid standing for the data dir `tag` names (same tag, same dir).
+fn uuid(tag: &str) -> String {
+    use std::hash::{Hash, Hasher};
+    let half = |salt: u8| {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (salt, tag).hash(&mut h);
+        h.finish()
+    };
+    format!("{:016x}{:016x}", half(1), half(2))
+}
+
 fn node(addr: &str, zone: &str) -> DataNode {
     DataNode {
         address: addr.into(),
@@ -182,7 +193,7 @@ async fn a_leader_change_keeps_every_acknowledged_write_and_never_reuses_an_id()
     let mut nodes = Vec::new();
     for (i, zone) in ["z1", "z2", "z3"].iter().enumerate() {
         let id = pd
-            .register_data_node(node(&format!("d:{i}"), zone))
+            .register_data_node(node(&format!("d:{i}"), zone), &uuid(&format!("d:{i}")))
             .await
             .unwrap();
         assert!(ids.insert(id), "node id {id} reused an allocated id");
@@ -248,7 +259,10 @@ async fn a_leader_change_keeps_every_acknowledged_write_and_never_reuses_an_id()
     for id in first..first + 5 {
         assert!(ids.insert(id));
     }
-    let extra = pd.register_data_node(node("d:late", "z1")).await.unwrap();
+    let extra = pd
+        .register_data_node(node("d:late", "z1"), &uuid("d:late"))
+        .await
+        .unwrap();
     assert!(ids.insert(extra));
     nodes.push(extra);
 
@@ -318,7 +332,9 @@ async fn a_member_behind_a_compacted_log_catches_up_by_snapshot() {
     let leader = group.must_find_leader(None).await;
     let others: Vec<u64> = (1..=3).filter(|&i| i != leader).collect();
     let (behind, third) = (others[0], others[1]);
-    pd.register_data_node(node("d:0", "z1")).await.unwrap();
+    pd.register_data_node(node("d:0", "z1"), &uuid("d:0"))
+        .await
+        .unwrap();
     group.must_stop(behind).await;
 
     // Each allocation past the saved mark is one committed entry: well past
@@ -327,7 +343,10 @@ async fn a_member_behind_a_compacted_log_catches_up_by_snapshot() {
     for _ in 0..100 {
         last = pd.alloc_ids(2_000).await.unwrap() + 1_999;
     }
-    let late = pd.register_data_node(node("d:late", "z2")).await.unwrap();
+    let late = pd
+        .register_data_node(node("d:late", "z2"), &uuid("d:late"))
+        .await
+        .unwrap();
 
     // Only `leader` and `behind` left: a write commits only once `behind`
     // holds the log, which it can only get from the snapshot.
@@ -337,7 +356,10 @@ async fn a_member_behind_a_compacted_log_catches_up_by_snapshot() {
     assert!(first > last);
     // A registration is always saved (a small allocation may not be: the
     // saved mark runs ahead).
-    let latest = pd.register_data_node(node("d:latest", "z3")).await.unwrap();
+    let latest = pd
+        .register_data_node(node("d:latest", "z3"), &uuid("d:latest"))
+        .await
+        .unwrap();
     assert!(
         kura_pd::metrics::metrics().snapshots_applied.get() > 0,
         "caught up by snapshot, not by log"

@@ -85,6 +85,17 @@ fn store(id: u64, addr: &str, zone: &str) -> Store {
     }
 }
 
+/// A uuid standing for the data dir `tag` names (same tag, same dir).
+fn uuid(tag: &str) -> String {
+    use std::hash::{Hash, Hasher};
+    let half = |salt: u8| {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (salt, tag).hash(&mut h);
+        h.finish()
+    };
+    format!("{:016x}{:016x}", half(1), half(2))
+}
+
 fn data_node(id: u64, addr: &str, zone: &str) -> DataNode {
     DataNode {
         id,
@@ -129,7 +140,10 @@ async fn bootstrap_routing_placement_and_restart() {
     for (i, zone) in ["z1", "z2", "z3"].iter().enumerate() {
         store_ids.push(
             pd_client
-                .register_store(store(0, &format!("127.0.0.1:{}", 20160 + i), zone))
+                .register_store(
+                    store(0, &format!("127.0.0.1:{}", 20160 + i), zone),
+                    &uuid(&format!("127.0.0.1:{}", 20160 + i)),
+                )
                 .await
                 .unwrap(),
         );
@@ -231,7 +245,9 @@ async fn bootstrap_routing_placement_and_restart() {
 
     // Bad input is rejected, not retried.
     assert!(matches!(
-        pd_client.register_store(store(0, "", "z1")).await,
+        pd_client
+            .register_store(store(0, "", "z1"), &uuid(""))
+            .await,
         Err(PdError::Rejected(_))
     ));
     assert!(matches!(
@@ -250,7 +266,7 @@ async fn bootstrap_routing_placement_and_restart() {
         let addr = format!("127.0.0.1:{}", 30000 + i);
         node_ids.push(
             pd_client
-                .register_data_node(data_node(0, &addr, zone))
+                .register_data_node(data_node(0, &addr, zone), &uuid(&addr))
                 .await
                 .unwrap(),
         );
@@ -385,7 +401,10 @@ async fn bootstrap_routing_placement_and_restart() {
     // A store restarting with its id and a new address keeps the id.
     assert_eq!(
         pd_client
-            .register_store(store(store_ids[2], "127.0.0.1:21000", "z3"))
+            .register_store(
+                store(store_ids[2], "127.0.0.1:21000", "z3"),
+                &uuid("127.0.0.1:20162"),
+            )
             .await
             .unwrap(),
         store_ids[2]
@@ -395,7 +414,10 @@ async fn bootstrap_routing_placement_and_restart() {
     assert_eq!(map_after.classes, map.classes);
     // A data node re-registering at the same address keeps id and map version…
     let again = pd_client
-        .register_data_node(data_node(node_ids[0], "127.0.0.1:30000", "z1"))
+        .register_data_node(
+            data_node(node_ids[0], "127.0.0.1:30000", "z1"),
+            &uuid("127.0.0.1:30000"),
+        )
         .await
         .unwrap();
     assert_eq!(again, node_ids[0]);
@@ -406,7 +428,10 @@ async fn bootstrap_routing_placement_and_restart() {
         .is_none());
     // …a new address bumps the version so clients refetch addresses.
     pd_client
-        .register_data_node(data_node(node_ids[0], "127.0.0.1:31000", "z1"))
+        .register_data_node(
+            data_node(node_ids[0], "127.0.0.1:31000", "z1"),
+            &uuid("127.0.0.1:30000"),
+        )
         .await
         .unwrap();
     let moved = pd_client.get_placement(map.version).await.unwrap().unwrap();
@@ -414,7 +439,10 @@ async fn bootstrap_routing_placement_and_restart() {
     assert_eq!(moved.classes, map.classes);
     // A new node joining does not change the map's groups.
     let newcomer = pd_client
-        .register_data_node(data_node(0, "127.0.0.1:32000", "z1"))
+        .register_data_node(
+            data_node(0, "127.0.0.1:32000", "z1"),
+            &uuid("127.0.0.1:32000"),
+        )
         .await
         .unwrap();
     assert!(newcomer > first_id + 9, "ids never reused across restarts");
@@ -441,12 +469,15 @@ async fn placement_after_the_wait_and_down_detection() {
     // Three nodes (fewer than the six expected) in three zones.
     for (i, zone) in ["z1", "z2", "z3"].iter().enumerate() {
         pd_client
-            .register_data_node(data_node(0, &format!("127.0.0.1:{}", 40000 + i), zone))
+            .register_data_node(
+                data_node(0, &format!("127.0.0.1:{}", 40000 + i), zone),
+                &uuid(&format!("127.0.0.1:{}", 40000 + i)),
+            )
             .await
             .unwrap();
     }
     let store_id = pd_client
-        .register_store(store(0, "127.0.0.1:20999", "z1"))
+        .register_store(store(0, "127.0.0.1:20999", "z1"), &uuid("127.0.0.1:20999"))
         .await
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -519,7 +550,7 @@ async fn decommission_over_http_and_pdctl_drains_a_node_and_survives_a_restart()
         let addr = format!("127.0.0.1:{}", 31000 + i);
         ids.push(
             pd_client
-                .register_data_node(data_node(0, &addr, zone))
+                .register_data_node(data_node(0, &addr, zone), &uuid(&addr))
                 .await
                 .unwrap(),
         );
@@ -619,7 +650,12 @@ async fn store_settings_config_and_schedulers_persist_across_a_restart() {
     let mut ids = Vec::new();
     for (i, zone) in ["z1", "z2", "z3"].iter().enumerate() {
         let addr = format!("127.0.0.1:{}", 32000 + i);
-        ids.push(client.register_store(store(0, &addr, zone)).await.unwrap());
+        ids.push(
+            client
+                .register_store(store(0, &addr, zone), &uuid(&addr))
+                .await
+                .unwrap(),
+        );
     }
     let (a, b) = (ids[0].to_string(), ids[1].to_string());
     let url = format!("http://{}", pd.http);

@@ -9,7 +9,7 @@
 
 use std::time::{Duration, Instant};
 
-use kura_pd::cluster::{Cluster, HeartbeatOutcome};
+use kura_pd::cluster::{Cluster, HeartbeatOutcome, IdAllocator};
 use kura_proto::common::{Peer, Region, RegionEpoch};
 use kura_proto::pd::Store;
 
@@ -64,9 +64,10 @@ pub fn three_store_cluster() -> Cluster {
             }),
             ..Default::default()
         };
-        c.register_store(store, 0)
-            .expect("a well-formed store registers");
+        // As loaded from PD's state: a registration may not choose its id.
+        c.restore_store(store);
     }
+    c.ids = IdAllocator::restored(4);
     c
 }
 

@@ -126,15 +126,10 @@ impl Endpoint {
                     .into(),
             ));
         }
-        match url.scheme() {
-            "http" => {}
-            "https" => {
-                return Err(bad(
-                    "https is not supported by this build of kura admin (no TLS client yet)",
-                ))
-            }
+        let scheme = match url.scheme() {
+            s @ ("http" | "https") => s.to_string(),
             other => return Err(bad(&format!("unsupported scheme {other:?}"))),
-        }
+        };
         let Some(host) = url.host_str() else {
             return Err(bad("no host"));
         };
@@ -148,7 +143,7 @@ impl Endpoint {
             None => host.to_string(),
         };
         Ok(Endpoint {
-            base: format!("http://{host}"),
+            base: format!("{scheme}://{host}"),
             host,
         })
     }
@@ -169,10 +164,21 @@ pub(super) struct Answer {
 }
 
 impl Client {
-    pub fn new(endpoint: Endpoint, signer: Signer) -> Result<Client, AdminError> {
-        let http = reqwest::Client::builder()
+    /// `ca`: the CA certificate (PEM) to trust for an https:// endpoint.
+    pub fn new(
+        endpoint: Endpoint,
+        signer: Signer,
+        ca: Option<&std::path::Path>,
+    ) -> Result<Client, AdminError> {
+        let mut b = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(30))
+            .timeout(Duration::from_secs(30));
+        if let Some(ca) = ca {
+            let tls = kura_pd_client::tls::rustls_client_from_pem(ca, None)
+                .map_err(|e| AdminError::Setup(e.to_string()))?;
+            b = b.use_preconfigured_tls(tls);
+        }
+        let http = b
             .build()
             .map_err(|e| AdminError::Setup(format!("cannot build an HTTP client: {e}")))?;
         Ok(Client {
@@ -347,7 +353,11 @@ mod tests {
             Endpoint::parse("http://[::1]:9000").expect("valid").host,
             "[::1]:9000"
         );
-        for bad in ["https://gw:9000", "http://gw:9000/prefix", "ftp://gw"] {
+        assert_eq!(
+            Endpoint::parse("https://gw:9443").expect("valid").base,
+            "https://gw:9443"
+        );
+        for bad in ["http://gw:9000/prefix", "ftp://gw"] {
             assert!(Endpoint::parse(bad).is_err(), "{bad}");
         }
         let e = Endpoint::parse("http://ak:secret@gw:9000").expect_err("credentials");

@@ -67,6 +67,10 @@ pub struct AdminArgs {
     /// KURA_ADMIN_ACCESS_KEY/KURA_ADMIN_SECRET_KEY, else KURA_ROOT_ACCESS_KEY/KURA_ROOT_SECRET_KEY
     #[arg(long, global = true, value_name = "URL", help_heading = GLOBAL)]
     endpoint: Option<String>,
+    /// CA certificate (PEM) to trust for an https:// endpoint [default: the
+    /// `tls.ca` of --cluster's cluster.json]
+    #[arg(long, global = true, value_name = "PEM", help_heading = GLOBAL)]
+    cacert: Option<PathBuf>,
     /// SigV4 region: the gateway's.
     #[arg(
         long,
@@ -475,7 +479,27 @@ fn prepare(
         secret_key: creds.secret_key,
         region: args.region.clone(),
     };
-    Ok((Client::new(endpoint, signer)?, call, shape))
+    let ca = args.cacert.clone().or_else(|| cluster_ca(args));
+    Ok((Client::new(endpoint, signer, ca.as_deref())?, call, shape))
+}
+
+/// The CA of `kura dev --tls`'s cluster.json, if --cluster (or the default)
+/// names one with a `"tls"` section.
+fn cluster_ca(args: &AdminArgs) -> Option<PathBuf> {
+    if args.endpoint.is_some() {
+        return None;
+    }
+    let path = args
+        .cluster
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CLUSTER));
+    let path = if path.is_dir() {
+        path.join("cluster.json")
+    } else {
+        path
+    };
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+    v["tls"]["ca"].as_str().map(PathBuf::from)
 }
 
 async fn execute(

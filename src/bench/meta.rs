@@ -98,6 +98,9 @@ fn target(data_dir: &std::path::Path) -> Result<Target, BenchError> {
             .ok_or_else(|| BenchError::Setup(format!("PD has no {f} address")))
     };
     let (pd_grpc, pd_http) = (field("grpc")?, field("http")?);
+    let token = std::fs::read_to_string(data_dir.join(crate::dev::layout::PD_ADMIN_TOKEN_FILE))
+        .map_err(|e| BenchError::Setup(format!("PD admin token: {e}")))?;
+    let _ = PD_TOKEN.set(token.trim().to_string());
     let creds = crate::dev::load_credentials(&data_dir.join("credentials.json"))
         .ok()
         .flatten()
@@ -169,6 +172,14 @@ fn xml_values<'a>(body: &'a str, tag: &str) -> Vec<&'a str> {
     out
 }
 
+/// PD's admin token (`DIR/pd-admin.token`): the split operators and the
+/// reads of PD's HTTP API need it.
+static PD_TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+fn pd_token() -> &'static str {
+    PD_TOKEN.get().map(String::as_str).unwrap_or_default()
+}
+
 async fn pd_get(
     http: &reqwest::Client,
     pd_http: &str,
@@ -176,6 +187,7 @@ async fn pd_get(
 ) -> Result<serde_json::Value, BenchError> {
     let resp = http
         .get(format!("http://{pd_http}{path}"))
+        .bearer_auth(pd_token())
         .send()
         .await
         .map_err(|e| BenchError::Pd(e.to_string()))?;
@@ -225,6 +237,7 @@ async fn pre_split(t: &Target, bucket_id: u64, parts: usize) -> Result<Duration,
         .client
         .http
         .post(format!("http://{}/pd/api/v1/operators", t.pd_http))
+        .bearer_auth(pd_token())
         .json(&body)
         .timeout(Duration::from_secs(600))
         .send()
@@ -646,6 +659,7 @@ async fn split_storm(
         let ok = client
             .http
             .post(format!("http://{pd_http}/pd/api/v1/operators"))
+            .bearer_auth(pd_token())
             .json(&body)
             .timeout(Duration::from_secs(30))
             .send()

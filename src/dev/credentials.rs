@@ -74,38 +74,50 @@ pub fn resolve(path: &Path) -> std::io::Result<(Credentials, &'static str)> {
 /// The cluster key sealing access-key secrets (`DIR/cluster.key`, 64 hex
 /// characters, mode 0600): made once, kept across restarts.
 pub fn resolve_cluster_key(path: &Path) -> std::io::Result<()> {
+    resolve_secret(path, || {
+        let key: [u8; 32] = rand::thread_rng().gen();
+        hex::encode(key)
+    })
+}
+
+/// A file holding a secret (`DIR/pd-admin.token`): made once with `make`,
+/// kept across restarts.
+pub fn resolve_secret(path: &Path, make: impl FnOnce() -> String) -> std::io::Result<()> {
     match std::fs::read_to_string(path) {
         Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let key: [u8; 32] = rand::thread_rng().gen();
-            let tmp = path.with_extension("key.tmp");
-            let mut f = std::fs::OpenOptions::new()
-                .create(true)
-                .write(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            f.write_all(hex::encode(key).as_bytes())?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, path)
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => write_secret_file(path, &make()),
         Err(e) => Err(e),
     }
 }
 
-fn save(path: &Path, creds: &Credentials) -> std::io::Result<()> {
-    let tmp = path.with_extension("json.tmp");
+/// A random bearer token: 40 letters and digits (238 bits).
+pub fn random_token() -> String {
+    random_string(
+        40,
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789",
+    )
+}
+
+/// Writes `contents` to `path` readable by the owner only, atomically (a
+/// crash leaves the old file or the new one) and durably.
+pub fn write_secret_file(path: &Path, contents: &str) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
     let mut f = std::fs::OpenOptions::new()
         .create(true)
         .write(true)
         .truncate(true)
         .mode(0o600)
         .open(&tmp)?;
-    f.write_all(
-        serde_json::to_string_pretty(creds)
-            .map_err(std::io::Error::other)?
-            .as_bytes(),
-    )?;
+    f.write_all(contents.as_bytes())?;
     f.sync_all()?;
     std::fs::rename(&tmp, path)
+}
+
+fn save(path: &Path, creds: &Credentials) -> std::io::Result<()> {
+    write_secret_file(
+        path,
+        &serde_json::to_string_pretty(creds).map_err(std::io::Error::other)?,
+    )
 }

@@ -38,11 +38,25 @@ pub struct Component {
     pub argv: Vec<String>,
 }
 
+/// The TLS files of cluster.json's `"tls"` (paths).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TlsFiles {
+    pub ca: PathBuf,
+    pub admin_cert: PathBuf,
+    pub admin_key: PathBuf,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ClusterFile {
     pub s3: String,
     pub pd_http: String,
     pub credentials_file: PathBuf,
+    /// PD's admin token (pdctl --cluster sends it).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub pd_token_file: Option<PathBuf>,
+    /// With `kura dev --tls`: the CA to trust and the admin's client certificate.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub tls: Option<TlsFiles>,
     pub components: Vec<Component>,
 }
 
@@ -68,7 +82,13 @@ pub struct Tuning {
     pub region_heartbeat_secs: u64,
     /// S3 gateways (1..=MAX_GATEWAYS).
     pub gateways: usize,
+    /// Mutual TLS on every internal connection and HTTPS on the S3 port,
+    /// with the certificates of `DIR/tls/` (`certs.rs`).
+    pub tls: bool,
 }
+
+/// The token that may change things through PD's HTTP API (pdctl).
+pub const PD_ADMIN_TOKEN_FILE: &str = "pd-admin.token";
 
 /// The planned processes, before they start (pid 0).
 pub fn plan(exe: &str, data_dir: &Path, port: u16, host: &str, t: &Tuning) -> Vec<Component> {
@@ -246,7 +266,7 @@ pub fn plan(exe: &str, data_dir: &Path, port: u16, host: &str, t: &Tuning) -> Ve
             grpc: String::new(),
             status: status.clone(),
             http: None,
-            s3: Some(format!("http://{s3}")),
+            s3: Some(format!("{}://{s3}", if t.tls { "https" } else { "http" })),
             pid: 0,
             data_dir: data_dir.join(format!("gateway-{i}")),
             argv: vec![
@@ -269,7 +289,43 @@ pub fn plan(exe: &str, data_dir: &Path, port: u16, host: &str, t: &Tuning) -> Ve
             ],
         });
     }
+    secure(&mut out, data_dir, t.tls);
     out
+}
+
+/// The credentials each process gets: PD's admin token always; with `tls`
+/// every process's certificate (as client and server of internal
+/// connections) and, for gateways, the same certificate for HTTPS on S3.
+fn secure(components: &mut [Component], data_dir: &Path, tls: bool) {
+    let tls_dir = data_dir.join("tls");
+    for c in components {
+        if c.role == "pd" {
+            c.argv.extend([
+                "--admin-token-file".into(),
+                data_dir.join(PD_ADMIN_TOKEN_FILE).display().to_string(),
+            ]);
+        }
+        if !tls {
+            continue;
+        }
+        let cert = tls_dir.join(format!("{}.pem", c.id)).display().to_string();
+        let key = tls_dir
+            .join(format!("{}-key.pem", c.id))
+            .display()
+            .to_string();
+        c.argv.extend([
+            "--ca-cert".into(),
+            tls_dir.join("ca.pem").display().to_string(),
+            "--node-cert".into(),
+            cert.clone(),
+            "--node-key".into(),
+            key.clone(),
+        ]);
+        if c.role == "gateway" {
+            c.argv
+                .extend(["--tls-cert".into(), cert, "--tls-key".into(), key]);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -294,6 +350,7 @@ mod tests {
         log_gc_threshold: 1000,
         region_heartbeat_secs: 10,
         gateways: 1,
+        tls: false,
     };
 
     #[test]

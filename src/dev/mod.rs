@@ -8,6 +8,7 @@
 //! (tests kill and restart processes on purpose). SIGINT/SIGTERM stops every
 //! child, gateway first and PD last.
 
+mod certs;
 mod credentials;
 pub mod layout;
 mod probe;
@@ -22,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use layout::{ClusterFile, Component};
 
-pub use credentials::{load as load_credentials, Credentials};
+pub use credentials::{load as load_credentials, random_token, write_secret_file, Credentials};
 
 #[derive(Debug, clap::Args)]
 pub struct DevArgs {
@@ -96,6 +97,12 @@ pub struct DevArgs {
     /// PORT+53, PORT+55 (each one's address is in cluster.json as "s3").
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=layout::MAX_GATEWAYS as i64))]
     pub gateways: u8,
+    /// Secure the cluster with TLS: a local CA and a certificate per process
+    /// under DIR/tls/ (made here), mutual TLS on every internal connection,
+    /// HTTPS on the S3 port. Clients trust DIR/tls/ca.pem (aws --ca-bundle);
+    /// cluster.json's "tls" names the CA and the admin certificate.
+    #[arg(long)]
+    pub tls: bool,
 }
 
 fn parse_pd_replicas(s: &str) -> Result<usize, String> {
@@ -125,6 +132,7 @@ impl DevArgs {
             gateways: self.gateways as usize,
             log_gc_threshold: self.log_gc_threshold,
             region_heartbeat_secs: self.region_heartbeat_secs,
+            tls: self.tls,
         }
     }
 }
@@ -221,6 +229,26 @@ pub fn run(args: DevArgs) -> Result<(), DevError> {
         .display()
         .to_string();
     let mut components = layout::plan(&exe, &dir, args.port, "127.0.0.1", &args.tuning());
+    let pd_token_file = dir.join(layout::PD_ADMIN_TOKEN_FILE);
+    io(
+        "PD admin token",
+        credentials::resolve_secret(&pd_token_file, credentials::random_token),
+    )?;
+    let tls = match args.tls {
+        false => None,
+        true => {
+            let t = io(
+                "TLS certificates",
+                certs::resolve(&dir, &components_ids(&components)),
+            )?;
+            Some(layout::TlsFiles {
+                ca: t.ca,
+                admin_cert: t.admin_cert,
+                admin_key: t.admin_key,
+            })
+        }
+    };
+    let scheme = if args.tls { "https" } else { "http" };
     // Readiness is probed over these ports: if another process holds them, the
     // probes would answer for it. Refuse to start instead.
     let s3_addr = format!("127.0.0.1:{}", args.port);
@@ -249,9 +277,14 @@ pub fn run(args: DevArgs) -> Result<(), DevError> {
 
     let mut children: Vec<(usize, Child)> = Vec::new();
     let cluster_file = |components: &[Component]| ClusterFile {
-        s3: format!("http://127.0.0.1:{}", args.port),
-        pd_http: format!("http://{}", components[0].http.clone().unwrap_or_default()),
+        s3: format!("{scheme}://127.0.0.1:{}", args.port),
+        pd_http: format!(
+            "{scheme}://{}",
+            components[0].http.clone().unwrap_or_default()
+        ),
         credentials_file: creds_path.clone(),
+        pd_token_file: Some(pd_token_file.clone()),
+        tls: tls.clone(),
         components: components.to_vec(),
     };
     let deadline = Instant::now() + Duration::from_secs(args.ready_timeout);
@@ -259,7 +292,16 @@ pub fn run(args: DevArgs) -> Result<(), DevError> {
     // can be inspected (and its processes found) before it is ready.
     let result = spawn_all(&args, deadline, &logs, &mut components, &mut children)
         .and_then(|()| write_cluster_file(&dir.join("cluster.json"), &cluster_file(&components)))
-        .and_then(|()| wait_ready(&args, deadline, &dir, &components, &mut children));
+        .and_then(|()| {
+            wait_ready(
+                &args,
+                deadline,
+                &dir,
+                tls.as_ref(),
+                &components,
+                &mut children,
+            )
+        });
     match result {
         Ok(()) => {
             print_banner(&cluster_file(&components), &creds, source, &dir);
@@ -304,21 +346,27 @@ fn wait_ready(
     args: &DevArgs,
     deadline: Instant,
     dir: &Path,
+    tls: Option<&layout::TlsFiles>,
     components: &[Component],
     children: &mut [(usize, Child)],
 ) -> Result<(), DevError> {
     let ids = components_ids(components);
-    let s3 = format!("127.0.0.1:{}", args.port);
-    let others: Vec<String> = components
+    let gateways: Vec<&str> = components
         .iter()
         .filter(|c| c.role == "gateway")
         .filter_map(|c| c.s3.as_deref())
-        .filter_map(|u| u.strip_prefix("http://"))
-        .map(str::to_string)
         .collect();
+    let tls = match tls {
+        None => None,
+        Some(t) => Some(std::sync::Arc::new(io(
+            "TLS CA",
+            kura_pd_client::tls::rustls_client_from_pem(&t.ca, None).map_err(std::io::Error::other),
+        )?)),
+    };
     wait_until(deadline, children, ids, || {
-        probe::http_ok(&s3, "/_kura/health")
-            && others.iter().all(|a| probe::http_ok(a, "/_kura/health"))
+        gateways
+            .iter()
+            .all(|url| probe::url_status(url, "/_kura/health", tls.as_ref()) == Some(200))
     })
     .map_err(|e| e.unwrap_or(DevError::NotReady(args.ready_timeout, dir.join("logs"))))
 }
@@ -378,11 +426,24 @@ fn print_banner(cf: &ClusterFile, creds: &Credentials, source: &str, dir: &Path)
         .components
         .iter()
         .filter(|c| c.role == "pd")
-        .filter_map(|c| c.http.as_ref().map(|h| format!("http://{h}")))
+        .filter_map(|c| {
+            let scheme = if cf.tls.is_some() { "https" } else { "http" };
+            c.http.as_ref().map(|h| format!("{scheme}://{h}"))
+        })
         .collect::<Vec<_>>()
         .join(",");
-    println!("  PD admin API:  {pd_urls}   ({kura} pdctl -u {pd_urls} --table store)");
-    println!("  cluster file:  {}", dir.join("cluster.json").display());
+    let cluster = dir.join("cluster.json");
+    println!(
+        "  PD admin API:  {pd_urls}   ({kura} pdctl --cluster {} --table store)",
+        cluster.display()
+    );
+    if let Some(t) = &cf.tls {
+        println!(
+            "  TLS CA:        {}   (aws --ca-bundle, boto3 verify=)",
+            t.ca.display()
+        );
+    }
+    println!("  cluster file:  {}", cluster.display());
     let more: Vec<&str> = cf
         .components
         .iter()

@@ -26,6 +26,9 @@ pub struct Component {
 
 pub struct Cluster {
     pub dir: PathBuf,
+    /// Started with `kura dev --tls` (or the whole suite runs with
+    /// KURA_TEST_TLS=1): HTTPS on S3, mutual TLS inside.
+    pub tls: bool,
     _tmp: Option<tempfile::TempDir>,
     pub port: u16,
     pub s3: String,
@@ -135,11 +138,17 @@ impl Cluster {
         // fresh file (not the previous run's pids) closes that window.
         let _ = std::fs::remove_file(dir.join("cluster.json"));
         let log = std::fs::File::create(dir.join("dev.out")).expect("dev.out");
+        let tls = tls_mode() || dev_args.contains(&"--tls");
         let child = Command::new(KURA)
             .args(["dev", "--data-dir"])
             .arg(dir)
             .args(["--port", &port.to_string()])
             .args(dev_args)
+            .args(if tls && !dev_args.contains(&"--tls") {
+                &["--tls"][..]
+            } else {
+                &[]
+            })
             .env_remove("KURA_ROOT_ACCESS_KEY")
             .env_remove("KURA_ROOT_SECRET_KEY")
             .stdin(Stdio::null())
@@ -151,7 +160,8 @@ impl Cluster {
             dir: dir.to_path_buf(),
             _tmp: None,
             port,
-            s3: format!("http://127.0.0.1:{port}"),
+            s3: format!("{}://127.0.0.1:{port}", if tls { "https" } else { "http" }),
+            tls,
             access_key: String::new(),
             secret_key: String::new(),
             dev: Some(child),
@@ -178,9 +188,7 @@ impl Cluster {
         let deadline = Instant::now() + timeout;
         let addr = format!("127.0.0.1:{}", self.port);
         while Instant::now() < deadline {
-            if http_status(&addr, "/_kura/health") == Some(200)
-                && self.dir.join("cluster.json").exists()
-            {
+            if self.s3_health(&addr) == Some(200) && self.dir.join("cluster.json").exists() {
                 return;
             }
             if let Some(dev) = self.dev.as_mut() {
@@ -191,6 +199,48 @@ impl Cluster {
             std::thread::sleep(Duration::from_millis(200));
         }
         panic!("cluster not ready after {timeout:?}:\n{}", self.logs_tail());
+    }
+
+    /// `GET /_kura/health` on a gateway's S3 address, over HTTPS in TLS mode.
+    pub fn s3_health(&self, addr: &str) -> Option<u16> {
+        if self.tls {
+            tls_request(addr, &self.dir, "GET", "/_kura/health", None, "").map(|(s, _)| s)
+        } else {
+            http_status(addr, "/_kura/health")
+        }
+    }
+
+    /// The CA of a TLS cluster (`DIR/tls/ca.pem`).
+    pub fn ca(&self) -> PathBuf {
+        self.dir.join("tls/ca.pem")
+    }
+
+    /// PD's admin token (`DIR/pd-admin.token`).
+    pub fn pd_token(&self) -> String {
+        std::fs::read_to_string(self.dir.join("pd-admin.token"))
+            .map(|t| t.trim().to_string())
+            .unwrap_or_default()
+    }
+
+    /// `METHOD path` on a PD member's HTTP API with the admin credentials
+    /// (token; over TLS with the admin certificate) → (status, body).
+    pub fn pd_send(
+        &self,
+        addr: &str,
+        method: &str,
+        path: &str,
+        body: &str,
+    ) -> Option<(u16, String)> {
+        let auth = format!("Authorization: Bearer {}\r\n", self.pd_token());
+        if self.tls {
+            let admin = Some((
+                self.dir.join("tls/admin.pem"),
+                self.dir.join("tls/admin-key.pem"),
+            ));
+            tls_request(addr, &self.dir, method, path, admin, &auth)
+        } else {
+            http_send_headers(addr, method, path, &auth, body)
+        }
     }
 
     pub fn logs_tail(&self) -> String {
@@ -375,6 +425,15 @@ impl Cluster {
             )
             .expect("aws config");
         }
+        if self.tls {
+            // The aws CLI and boto3 read AWS_CA_BUNDLE; Python's own ssl
+            // (urllib in the drivers) SSL_CERT_FILE; requests REQUESTS_CA_BUNDLE.
+            cmd.env("AWS_CA_BUNDLE", self.ca())
+                .env("SSL_CERT_FILE", self.ca())
+                .env("REQUESTS_CA_BUNDLE", self.ca());
+        } else {
+            cmd.env_remove("AWS_CA_BUNDLE");
+        }
         cmd.env("AWS_ACCESS_KEY_ID", &self.access_key)
             .env("AWS_SECRET_ACCESS_KEY", &self.secret_key)
             .env("AWS_DEFAULT_REGION", "us-east-1")
@@ -435,8 +494,27 @@ impl Cluster {
     }
 
     /// Runs the `kura` binary with `args`; panics unless it exits 0. Returns stdout.
+    /// `kura` with PD's admin credentials in the environment (pdctl reads
+    /// them from there: KURA_PD_TOKEN, and in TLS mode the CA and the
+    /// admin certificate).
+    pub fn kura_cmd(&self) -> Command {
+        let mut cmd = Command::new(KURA);
+        cmd.env("KURA_PD_TOKEN", self.pd_token());
+        if self.tls {
+            cmd.env("KURA_PD_CACERT", self.ca())
+                .env("KURA_PD_CERT", self.dir.join("tls/admin.pem"))
+                .env("KURA_PD_KEY", self.dir.join("tls/admin-key.pem"));
+        }
+        cmd
+    }
+
+    /// The leader's (or pd-1's) PD HTTP URL with its scheme.
+    pub fn pd_url(&self) -> String {
+        format!("{}://{}", self.pd_scheme(), self.pd_http())
+    }
+
     pub fn must_run_kura(&self, args: &[&str]) -> String {
-        let out = Command::new(KURA).args(args).output().expect("run kura");
+        let out = self.kura_cmd().args(args).output().expect("run kura");
         assert!(
             out.status.success(),
             "kura {args:?} failed:\n{}{}",
@@ -533,10 +611,11 @@ impl Cluster {
     /// `kura pdctl -u <PD> args…`: whether it exited 0, its stdout as JSON
     /// (Null if not JSON), and its stderr.
     pub fn pdctl(&self, args: &[&str]) -> (bool, serde_json::Value, String) {
-        let out = Command::new(KURA)
+        let out = self
+            .kura_cmd()
             .arg("pdctl")
             .arg("-u")
-            .arg(format!("http://{}", self.pd_http()))
+            .arg(self.pd_url())
             .args(args)
             .output()
             .expect("run pdctl");
@@ -643,12 +722,20 @@ impl Cluster {
                 let Some(http) = pd_http_of(c) else {
                     return false;
                 };
-                let Some((200, body)) = http_get(&http, "/pd/api/v1/members") else {
+                let Some((200, body)) = self.pd_send(&http, "GET", "/pd/api/v1/members", "") else {
                     return false;
                 };
                 let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
                 v["leader"]["grpc_address"].as_str() == Some(c.grpc.as_str())
             })
+    }
+
+    fn pd_scheme(&self) -> &'static str {
+        if self.tls {
+            "https"
+        } else {
+            "http"
+        }
     }
 
     /// Every PD member's HTTP URL, comma-separated (what `pdctl -u` takes).
@@ -657,14 +744,16 @@ impl Cluster {
             .iter()
             .filter(|c| c.role == "pd")
             .filter_map(pd_http_of)
-            .map(|h| format!("http://{h}"))
+            .map(|h| format!("{}://{h}", self.pd_scheme()))
             .collect::<Vec<_>>()
             .join(",")
     }
 
     /// `GET` of a PD admin path as JSON (Null when PD does not answer).
     pub fn pd_json(&self, path: &str) -> serde_json::Value {
-        let (_, body) = http_get(&self.pd_http(), path).unwrap_or_default();
+        let (_, body) = self
+            .pd_send(&self.pd_http(), "GET", path, "")
+            .unwrap_or_default();
         serde_json::from_str(&body).unwrap_or_default()
     }
 
@@ -765,21 +854,73 @@ pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
 
 /// `METHOD http://addr{path}` with a text body → (status, body).
 pub fn http_send(addr: &str, method: &str, path: &str, body: &str) -> Option<(u16, String)> {
-    use std::io::{Read, Write};
+    http_send_headers(addr, method, path, "", body)
+}
+
+/// Whether the whole suite runs against `kura dev --tls` clusters
+/// (`KURA_TEST_TLS=1 make test`).
+pub fn tls_mode() -> bool {
+    std::env::var("KURA_TEST_TLS").is_ok_and(|v| v == "1")
+}
+
+/// [`http_send`] with extra header lines (each ending in CRLF).
+pub fn http_send_headers(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &str,
+    body: &str,
+) -> Option<(u16, String)> {
+    use std::io::Write;
     let mut s =
         std::net::TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_millis(500))
             .ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     s.write_all(
         format!(
-            "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: {}\r\n\r\n{body}",
+            "{method} {path} HTTP/1.0\r\nHost: {addr}\r\n{headers}Content-Length: {}\r\n\r\n{body}",
             body.len()
         )
         .as_bytes(),
     )
     .ok()?;
+    read_answer(&mut s)
+}
+
+/// `METHOD https://addr{path}` trusting `dir/tls/ca.pem`, presenting
+/// `identity` (certificate, key) if given, with extra header lines.
+pub fn tls_request(
+    addr: &str,
+    dir: &Path,
+    method: &str,
+    path: &str,
+    identity: Option<(PathBuf, PathBuf)>,
+    headers: &str,
+) -> Option<(u16, String)> {
+    use std::io::Write;
+    let cfg = kura_pd_client::tls::rustls_client_from_pem(
+        &dir.join("tls/ca.pem"),
+        identity.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
+    )
+    .ok()?;
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").ok()?;
+    let conn = rustls::ClientConnection::new(std::sync::Arc::new(cfg), name).ok()?;
+    let tcp = std::net::TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_millis(500))
+        .ok()?;
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let mut s = rustls::StreamOwned::new(conn, tcp);
+    s.write_all(
+        format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\n{headers}Content-Length: 0\r\n\r\n")
+            .as_bytes(),
+    )
+    .ok()?;
+    read_answer(&mut s)
+}
+
+fn read_answer(s: &mut impl std::io::Read) -> Option<(u16, String)> {
     let mut buf = Vec::new();
-    s.read_to_end(&mut buf).ok()?;
+    // A TLS peer may close without close_notify: keep what arrived.
+    let _ = s.read_to_end(&mut buf);
     let text = String::from_utf8_lossy(&buf).into_owned();
     let status = text.split_whitespace().nth(1)?.parse().ok()?;
     let body = text
@@ -965,9 +1106,11 @@ pub fn meta_leader_component(c: &Cluster) -> String {
         .to_string();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let regions = http_get(&http, "/pd/api/v1/regions")
+        let regions = c
+            .pd_send(&http, "GET", "/pd/api/v1/regions", "")
             .and_then(|(_, b)| serde_json::from_str::<serde_json::Value>(&b).ok());
-        let stores = http_get(&http, "/pd/api/v1/stores")
+        let stores = c
+            .pd_send(&http, "GET", "/pd/api/v1/stores", "")
             .and_then(|(_, b)| serde_json::from_str::<serde_json::Value>(&b).ok());
         if let (Some(r), Some(s)) = (regions, stores) {
             let leader_store = r["regions"][0]["leader"]["store_id"].as_u64();

@@ -9,7 +9,9 @@ usage:
       random range, and compares every byte with what was written; then PUTs
       a new object and appends "key md5 size" to ACK_LOG once acknowledged.
       STATUS is rewritten after every step: "reads_ok reads_bad read_errors
-      puts_ok puts_failed". Exits 1 if any read returned wrong bytes.
+      puts_ok puts_failed". Every request is also logged to STATUS.lat as
+      "op start_unix_s seconds ok" (op: get or put, ok: 1 or 0). Exits 1 if
+      any read returned wrong bytes.
 """
 import hashlib
 import os
@@ -54,7 +56,10 @@ def run(bucket, manifest, ack_log, status, stop_file, max_s):
     bad = []
     deadline = time.time() + max_s
     i = 0
-    with open(ack_log, "a") as acks:
+    with open(ack_log, "a") as acks, open(status + ".lat", "a") as lat:
+        def timed(op, t0, ok):
+            lat.write(f"{op} {t0:.3f} {time.time() - t0:.3f} {1 if ok else 0}\n")
+            lat.flush()
         while time.time() < deadline and not os.path.exists(stop_file):
             key, seed, size = objects[rng.randrange(len(objects))]
             seed, size = int(seed), int(size)
@@ -68,25 +73,31 @@ def run(bucket, manifest, ack_log, status, stop_file, max_s):
                 want = want[start:end]
             else:
                 args = {}
+            t0 = time.time()
             try:
                 got = s3.get_object(Bucket=bucket, Key=key, **args)["Body"].read()
+                timed("get", t0, True)
                 if got == want:
                     reads_ok += 1
                 else:
                     reads_bad += 1
                     bad.append(f"{key} {args}: {len(got)} bytes, want {len(want)}")
             except Exception as e:  # noqa: BLE001 - counted, the test decides
+                timed("get", t0, False)
                 read_errors += 1
                 print(f"read error {key} {args}: {e}", flush=True)
             data = os.urandom(SIZES[i % len(SIZES)])
             wkey = f"w/{i:06d}"
             i += 1
+            t0 = time.time()
             try:
                 s3.put_object(Bucket=bucket, Key=wkey, Body=data)
+                timed("put", t0, True)
                 acks.write(f"{wkey} {hashlib.md5(data).hexdigest()} {len(data)}\n")
                 acks.flush()
                 puts_ok += 1
             except Exception as e:  # noqa: BLE001
+                timed("put", t0, False)
                 puts_failed += 1
                 print(f"put error {wkey}: {e}", flush=True)
             tmp = status + ".tmp"

@@ -26,7 +26,8 @@ req = AWSRequest(method="PUT", url=url, headers={
 SigV4Auth(Credentials(os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"]),
           "s3", "us-east-1").add_auth(req)
 u = urlparse(url)
-conn = http.client.HTTPConnection(u.hostname, u.port, timeout=300)
+conn = (http.client.HTTPSConnection if u.scheme == "https" else http.client.HTTPConnection)(
+    u.hostname, u.port, timeout=300)
 conn.putrequest("PUT", u.path, skip_accept_encoding=True, skip_host=True)
 for name, value in req.headers.items():
     conn.putheader(name, value)

@@ -274,7 +274,8 @@ def presigned_and_auth():
     for signer, key in [(s3, "p2"), (client(signature_version="s3v4"), "p4")]:
         put_url = signer.generate_presigned_url("put_object", Params={"Bucket": b, "Key": key}, ExpiresIn=300)
         u = urlparse(put_url)
-        conn = http.client.HTTPConnection(u.hostname, u.port, timeout=10)
+        conn = (http.client.HTTPSConnection if u.scheme == "https" else http.client.HTTPConnection)(
+            u.hostname, u.port, timeout=10)
         conn.request("PUT", u.path + "?" + u.query, body=b"via presigned put")
         resp = conn.getresponse()
         assert resp.status == 200, (resp.status, resp.read())
@@ -342,7 +343,8 @@ def bad_input():
     u = urlparse(ENDPOINT)
     for method, path, hdrs in [("GET", f"/{b}/x", {"Range": "bytes=zzz"}), ("PUT", f"/{b}/x", {"Content-Length": "abc"}),
                                ("POST", f"/{b}?delete", {}), ("GET", "/%ff%fe", {})]:
-        c = http.client.HTTPConnection(u.hostname, u.port, timeout=10)
+        c = (http.client.HTTPSConnection if u.scheme == "https" else http.client.HTTPConnection)(
+            u.hostname, u.port, timeout=10)
         c.request(method, path, headers=hdrs)
         r = c.getresponse()
         r.read()

@@ -96,7 +96,8 @@ def send(method, path, headers, body=b""):
 
     The server may answer (and close) before it has read the whole body, so a
     failed send still reads whatever response arrived."""
-    conn = http.client.HTTPConnection(HOST, timeout=30)
+    conn = (http.client.HTTPSConnection if ENDPOINT.scheme == "https" else http.client.HTTPConnection)(
+        HOST, timeout=30)
     try:
         conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
         for k, v in headers.items():

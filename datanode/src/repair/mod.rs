@@ -209,7 +209,7 @@ impl RepairWorker {
     }
 
     /// Runs passes until `shutdown`.
-    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+    pub async fn run(&mut self, mut shutdown: watch::Receiver<bool>) {
         if self.cfg.interval.is_zero() {
             return;
         }
@@ -272,7 +272,7 @@ impl RepairWorker {
                             codec: &codec,
                             members: &members,
                         },
-                        &up,
+                        &mut up,
                         &read_only,
                         &mut stats,
                     )
@@ -333,7 +333,7 @@ impl RepairWorker {
     async fn repair_pg(
         &mut self,
         target: PgRef<'_>,
-        up: &HashMap<String, bool>,
+        up: &mut HashMap<String, bool>,
         ro: &HashSet<String>,
         stats: &mut PassStats,
     ) -> Result<(), DataNodeError> {
@@ -361,13 +361,21 @@ impl RepairWorker {
                         .filter(|e| fragment_class(e) == class)
                         .collect(),
                 ),
-                _ => None,
+                Ok(Err(e)) if !e.is_unresponsive() => None,
+                _ => {
+                    // Down or hung: the rest of this pass skips it instead of
+                    // paying the listing deadline again for every PG.
+                    up.insert(addr.clone(), false);
+                    None
+                }
             });
         }
         let now = crate::now_unix_ms();
+        // Ages come from each holder's own clock (FragmentEntry::age_ms).
         let actions = plan_pg(
             &listings,
             codec.data_shards(),
+            now,
             now - self.cfg.heal_after.as_millis() as i64,
             now - self.cfg.orphan_after.as_millis() as i64,
         );
@@ -399,7 +407,7 @@ impl RepairWorker {
                             present = ?body.present,
                             "referenced body has fewer than k fragments: data lost"
                         );
-                    } else if body.header.created_unix_ms < orphan_before {
+                    } else if body.written_unix_ms < orphan_before {
                         stats.orphans += self.delete_everywhere(members, &body).await;
                     }
                 }

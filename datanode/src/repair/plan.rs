@@ -12,6 +12,12 @@ pub struct BodyState {
     pub data_id: Bytes,
     /// A header from one of the fragments (owner, block size, created time).
     pub header: FragmentHeader,
+    /// When the body's oldest fragment was stored, on the planning node's
+    /// clock: derived from the holders' own ages of their fragments
+    /// (`FragmentEntry::age_ms`), so no writer's or other node's clock is
+    /// compared with ours; the header's `created_unix_ms` (the gateway's
+    /// clock) only for fragments stored before nodes reported ages.
+    pub written_unix_ms: i64,
     /// Blocks per fragment (every fragment of a body has the same count).
     pub blocks: u32,
     /// Slots whose member holds its fragment.
@@ -32,13 +38,24 @@ pub enum Action {
     CheckReferenced(BodyState),
 }
 
+/// When `e` was stored, on the clock whose present is `now_ms`.
+pub fn written_at(e: &FragmentEntry, h: &FragmentHeader, now_ms: i64) -> i64 {
+    match e.age_ms {
+        Some(age) => now_ms.saturating_sub(i64::try_from(age).unwrap_or(i64::MAX)),
+        None => h.created_unix_ms,
+    }
+}
+
 /// The PG's listings: `listings[slot]` is what the member at that slot holds
-/// of this PG and class (None when it did not answer). Fragments younger than
-/// `young_before_ms` are skipped (their PUT may still be running); complete
-/// bodies older than `orphan_before_ms` are offered for a reference check.
+/// of this PG and class (None when it did not answer), listed at about
+/// `now_ms`. Bodies written after `young_before_ms` are skipped (their PUT may
+/// still be running); complete bodies written before `orphan_before_ms` are
+/// offered for a reference check. Rebuilds come first, those with the fewest
+/// fragments left (a body acknowledged with k during a zone outage) first.
 pub fn plan_pg(
     listings: &[Option<Vec<FragmentEntry>>],
     k: usize,
+    now_ms: i64,
     young_before_ms: i64,
     orphan_before_ms: i64,
 ) -> Vec<Action> {
@@ -52,25 +69,29 @@ pub fn plan_pg(
                 // Held at the wrong slot: a stray, the holder's own business.
                 continue;
             }
+            let written = written_at(e, h, now_ms);
             let b = bodies
                 .entry(id.data_id.clone())
                 .or_insert_with(|| BodyState {
                     data_id: id.data_id.clone(),
                     header: h.clone(),
+                    written_unix_ms: written,
                     blocks: e.blocks,
                     present: Vec::new(),
                     missing: Vec::new(),
                 });
             b.present.push(slot);
-            // The oldest creation time wins: a rebuilt fragment keeps the original's.
-            if h.created_unix_ms < b.header.created_unix_ms {
+            // The oldest fragment wins: a rebuilt fragment is younger than the
+            // body, whose PUT ended when the first ones were stored.
+            if written < b.written_unix_ms {
+                b.written_unix_ms = written;
                 b.header = h.clone();
             }
         }
     }
     let mut actions = Vec::new();
     for (_, mut b) in bodies {
-        if b.header.created_unix_ms >= young_before_ms {
+        if b.written_unix_ms >= young_before_ms {
             continue;
         }
         b.missing = (0..width)
@@ -83,10 +104,15 @@ pub fn plan_pg(
             }
         } else if !b.missing.is_empty() {
             actions.push(Action::Rebuild(b));
-        } else if unknown == 0 && b.header.created_unix_ms < orphan_before_ms {
+        } else if unknown == 0 && b.written_unix_ms < orphan_before_ms {
             actions.push(Action::CheckReferenced(b));
         }
     }
+    // Stable: rebuilds by fragments left, then the rest in data id order.
+    actions.sort_by_key(|a| match a {
+        Action::Rebuild(b) => (0, b.present.len()),
+        Action::BelowK(_) | Action::CheckReferenced(_) => (1, 0),
+    });
     actions
 }
 
@@ -107,6 +133,7 @@ mod tests {
             }),
             length: 10,
             blocks: 1,
+            age_ms: None,
         }
     }
 
@@ -129,7 +156,7 @@ mod tests {
             Some(vec![(1, 4), (2, 4)]),
             Some(vec![(2, 5)]),
         ]);
-        let a = plan_pg(&l, 4, 1_000, 50);
+        let a = plan_pg(&l, 4, 0, 1_000, 50);
         assert_eq!(a.len(), 2, "{a:?}");
         match &a[0] {
             Action::Rebuild(b) => {
@@ -145,7 +172,7 @@ mod tests {
     fn unreachable_members_are_neither_rebuilt_nor_judged() {
         let l = listings(vec![Some(vec![(1, 0), (2, 0)]), None, Some(vec![(1, 2)])]);
         // REPLICA3 (k = 1): body 1 lacks nothing it can fix but slot 1 is unknown.
-        let a = plan_pg(&l, 1, 1_000, 50);
+        let a = plan_pg(&l, 1, 0, 1_000, 50);
         assert_eq!(a.len(), 1);
         // Body 2 misses slot 2 (answered) and slot 1 is unknown: rebuild slot 2 only.
         assert!(matches!(&a[0], Action::Rebuild(b) if b.data_id[0] == 2 && b.missing == vec![2]));
@@ -158,19 +185,19 @@ mod tests {
             Some(vec![]),
             Some(vec![]),
         ]);
-        assert!(plan_pg(&l, 4, 1_000, 50).is_empty());
+        assert!(plan_pg(&l, 4, 0, 1_000, 50).is_empty());
     }
 
     #[test]
     fn young_bodies_and_strays_are_left_alone() {
         let mut l = listings(vec![Some(vec![(1, 0)]), Some(vec![]), Some(vec![(9, 0)])]);
         // Body 1 is younger than the cut-off: its PUT may still be writing.
-        assert!(plan_pg(&l, 1, 50, 10)
+        assert!(plan_pg(&l, 1, 0, 50, 10)
             .iter()
             .all(|a| !matches!(a, Action::Rebuild(b) if b.data_id[0] == 1)));
         // Body 9's fragment sits at slot 2 with shard 0: a stray, ignored.
         l[0] = Some(vec![]);
-        assert!(plan_pg(&l, 1, 50, 10).is_empty());
+        assert!(plan_pg(&l, 1, 0, 50, 10).is_empty());
     }
 
     #[test]
@@ -181,10 +208,74 @@ mod tests {
             Some(vec![(1, 2)]),
         ]);
         assert!(
-            plan_pg(&l, 1, 1_000, 50).is_empty(),
+            plan_pg(&l, 1, 0, 1_000, 50).is_empty(),
             "not old enough for the orphan check"
         );
-        let a = plan_pg(&l, 1, 1_000, 500);
+        let a = plan_pg(&l, 1, 0, 1_000, 500);
         assert!(matches!(&a[0], Action::CheckReferenced(_)));
+    }
+
+    /// A gateway whose clock is an hour behind stamps `created_unix_ms` an
+    /// hour in the past; the holders report how long ago *they* stored the
+    /// fragments, so a body still being written is young, never an orphan.
+    #[test]
+    fn age_comes_from_the_holders_clocks_not_the_writers() {
+        let hour = 3_600_000i64;
+        let now = 10 * hour;
+        let fresh = |shard: u32| {
+            let mut e = entry(1, shard, now - hour); // the skewed gateway's stamp
+            e.age_ms = Some(2_000); // stored 2 s ago by the holder
+            e
+        };
+        let l = vec![
+            Some(vec![fresh(0)]),
+            Some(vec![fresh(1)]),
+            Some(vec![fresh(2)]),
+        ];
+        let (young_before, orphan_before) = (now - 60_000, now - hour / 2);
+        assert!(
+            plan_pg(&l, 1, now, young_before, orphan_before).is_empty(),
+            "a 2 s old body is left alone whatever its header says"
+        );
+        // The same body below k (two fragments not written yet) is not judged either.
+        let l = vec![
+            Some(vec![fresh(0)]),
+            Some(vec![]),
+            Some(vec![]),
+            Some(vec![]),
+        ];
+        assert!(plan_pg(&l, 2, now, young_before, orphan_before).is_empty());
+        // Old by the holders' clocks: judged, even if the header says "just now"
+        // (a gateway clock ahead of time cannot keep orphans forever either).
+        let old = |shard: u32| {
+            let mut e = entry(1, shard, now + hour);
+            e.age_ms = Some(hour as u64);
+            e
+        };
+        let l = vec![Some(vec![old(0)]), Some(vec![old(1)]), Some(vec![old(2)])];
+        let a = plan_pg(&l, 1, now, young_before, orphan_before);
+        assert!(matches!(&a[..], [Action::CheckReferenced(b)] if b.written_unix_ms == now - hour));
+    }
+
+    #[test]
+    fn bodies_with_fewest_fragments_are_rebuilt_first() {
+        // 4+2: body 1 lacks one fragment, body 2 two (acknowledged with k).
+        let l = listings(vec![
+            Some(vec![(1, 0), (2, 0)]),
+            Some(vec![(1, 1), (2, 1)]),
+            Some(vec![(1, 2), (2, 2)]),
+            Some(vec![(1, 3), (2, 3)]),
+            Some(vec![(1, 4)]),
+            Some(vec![]),
+        ]);
+        let a = plan_pg(&l, 4, 0, 1_000, 50);
+        let order: Vec<u8> = a
+            .iter()
+            .map(|a| match a {
+                Action::Rebuild(b) => b.data_id[0],
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(order, vec![2, 1]);
     }
 }

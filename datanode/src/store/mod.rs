@@ -227,6 +227,12 @@ impl Store {
         lock(&self.identity).node_id
     }
 
+    /// The identity made with this data dir (32 hex digits): it proves the
+    /// node id to PD, so a wiped dir can never take over the old id.
+    pub fn uuid(&self) -> String {
+        lock(&self.identity).uuid.clone()
+    }
+
     /// Persists the PD-assigned node id.
     pub fn set_node_id(&self, node_id: u64) -> Result<(), StoreError> {
         let mut id = lock(&self.identity);

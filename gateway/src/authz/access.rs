@@ -62,6 +62,7 @@ pub fn action_of(op: &str) -> Option<(&'static str, Level)> {
 fn condition_context(
     principal: Option<&Principal>,
     remote: Option<RemoteAddr>,
+    secure: bool,
     uri: &http::Uri,
     headers: &http::HeaderMap,
 ) -> ConditionContext {
@@ -71,8 +72,7 @@ fn condition_context(
         c.set("aws:CurrentTime", t);
     }
     c.set("aws:EpochTime", now.unix_timestamp().to_string());
-    // Plain HTTP until the S3 port speaks TLS.
-    c.set("aws:SecureTransport", "false");
+    c.set("aws:SecureTransport", if secure { "true" } else { "false" });
     if let Some(RemoteAddr(addr)) = remote {
         c.set("aws:SourceIp", addr.ip().to_string());
     }
@@ -146,8 +146,15 @@ impl Access {
             None => None,
         };
         let remote = cx.extensions_mut().get::<RemoteAddr>().copied();
+        let secure = cx.extensions_mut().get::<SecureTransport>().is_some();
         let caller = Arc::new(Caller {
-            context: condition_context(principal.as_deref(), remote, cx.uri(), cx.headers()),
+            context: condition_context(
+                principal.as_deref(),
+                remote,
+                secure,
+                cx.uri(),
+                cx.headers(),
+            ),
             principal,
         });
         let op = cx.s3_op().name();

@@ -68,6 +68,10 @@ use policy::{ConditionContext, Decision, Policy};
 #[derive(Clone, Copy, Debug)]
 pub struct RemoteAddr(pub SocketAddr);
 
+/// Present in a request's extensions when it came over TLS (`aws:SecureTransport`).
+#[derive(Clone, Copy, Debug)]
+pub struct SecureTransport;
+
 /// Who is calling, and the condition keys of this request.
 #[derive(Debug)]
 pub struct Caller {

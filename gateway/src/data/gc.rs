@@ -101,6 +101,8 @@ pub async fn run_sweeper(
             _ = tokio::time::sleep(interval) => {}
             _ = shutdown.wait_for(|s| *s) => return,
         }
+        // Tests panic here to check the loop is supervised (restarted, counted).
+        fail::fail_point!("gateway::gc_sweep");
         // Younger records are still being reclaimed by the request that wrote them.
         match sweep(&ctx, interval * 2).await {
             Ok(0) => {}

@@ -32,6 +32,10 @@ use crate::placement::{stored_class, GroupView};
 
 /// A fragment that yields no block for this long is read around.
 const BLOCK_TIMEOUT: Duration = Duration::from_secs(10);
+/// ... or for this long while other fragments could stand in for it: reading
+/// around costs a parity read and a decode, waiting on a hung (SIGSTOPped)
+/// node costs the client the whole wait.
+const STALL_TIMEOUT: Duration = Duration::from_secs(2);
 /// A node that failed to answer is skipped by reads for this long.
 pub const SUSPECT_FOR: Duration = Duration::from_secs(3);
 
@@ -145,9 +149,20 @@ impl<'a> StripeReader<'a> {
         (pick.len() >= k).then_some(pick)
     }
 
+    /// How long to wait on one of `pick` before reading around it: short
+    /// while fragments outside `pick` are still alive to replace it.
+    fn patience(&self, pick: &[usize]) -> Duration {
+        let alive = self.layout.width() - self.dead.len();
+        if alive > pick.len() {
+            STALL_TIMEOUT
+        } else {
+            BLOCK_TIMEOUT
+        }
+    }
+
     /// Opens (or reuses) the stream of fragment `i` positioned at stripe `s`,
-    /// reading up to stripe `end`.
-    async fn cursor(&mut self, i: usize, s: u64, end: u64) -> bool {
+    /// reading up to stripe `end`, waiting at most `patience` for the node.
+    async fn cursor(&mut self, i: usize, s: u64, end: u64, patience: Duration) -> bool {
         if self
             .cursors
             .get(&i)
@@ -166,7 +181,7 @@ impl<'a> StripeReader<'a> {
         };
         let count = (end - s + 1) as u32;
         let open = tokio::time::timeout(
-            BLOCK_TIMEOUT,
+            patience,
             self.ctx.data.get_fragment(&addr, id, s as u32, count),
         )
         .await;
@@ -183,7 +198,7 @@ impl<'a> StripeReader<'a> {
                 true
             }
             Ok(Err(e)) => {
-                if matches!(e, DataNodeError::Unavailable(_)) {
+                if e.is_unresponsive() {
                     self.ctx.data.mark_suspect(&addr, SUSPECT_FOR);
                 }
                 self.fail(i, format!("{addr}: {e}"));
@@ -191,7 +206,7 @@ impl<'a> StripeReader<'a> {
             }
             Err(_) => {
                 self.ctx.data.mark_suspect(&addr, SUSPECT_FOR);
-                self.fail(i, format!("{addr}: no answer for {BLOCK_TIMEOUT:?}"));
+                self.fail(i, format!("{addr}: no answer for {patience:?}"));
                 false
             }
         }
@@ -206,19 +221,23 @@ impl<'a> StripeReader<'a> {
 
     /// Block `s` of fragment `i` through its cursor; checks the length.
     /// Errors say why and whether the node itself stopped answering.
-    async fn next_block(cursor: &mut Cursor, want: u64) -> Result<Bytes, (String, bool)> {
-        match tokio::time::timeout(BLOCK_TIMEOUT, cursor.stream.next()).await {
+    async fn next_block(
+        cursor: &mut Cursor,
+        want: u64,
+        patience: Duration,
+    ) -> Result<Bytes, (String, bool)> {
+        match tokio::time::timeout(patience, cursor.stream.next()).await {
             Ok(Some(Ok(b))) if b.len() as u64 == want => {
                 cursor.next += 1;
                 Ok(b)
             }
             Ok(Some(Ok(b))) => Err((format!("block has {} bytes, want {want}", b.len()), false)),
             Ok(Some(Err(e))) => {
-                let gone = matches!(e, DataNodeError::Unavailable(_));
+                let gone = e.is_unresponsive();
                 Err((e.to_string(), gone))
             }
             Ok(None) => Err(("stream ended early".into(), false)),
-            Err(_) => Err((format!("no block for {BLOCK_TIMEOUT:?}"), true)),
+            Err(_) => Err((format!("no block for {patience:?}"), true)),
         }
     }
 
@@ -257,19 +276,20 @@ impl<'a> StripeReader<'a> {
                     self.last_error
                 )));
             };
+            let patience = self.patience(&pick);
             let todo: Vec<usize> = pick.into_iter().filter(|i| got[*i].is_none()).collect();
             for &i in &todo {
                 let end_stripe = match spans.get(i).copied().flatten() {
                     Some((_, hi)) if hi >= s && self.layout.k() > 1 => hi,
                     _ => last,
                 };
-                self.cursor(i, s, end_stripe).await;
+                self.cursor(i, s, end_stripe, patience).await;
             }
             let mut fetches = Vec::new();
             for (i, c) in self.cursors.iter_mut() {
                 if todo.contains(i) && got[*i].is_none() {
                     let i = *i;
-                    fetches.push(async move { (i, Self::next_block(c, want_len).await) });
+                    fetches.push(async move { (i, Self::next_block(c, want_len, patience).await) });
                 }
             }
             for (i, res) in futures::future::join_all(fetches).await {

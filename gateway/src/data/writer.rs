@@ -26,8 +26,8 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use bytes::{Buf, Bytes, BytesMut};
 use futures::stream::FuturesUnordered;
-use futures::StreamExt;
-use kura_datanode::client::DataNodeError;
+use futures::{FutureExt, StreamExt};
+use kura_datanode::client::{DataNodeClient, DataNodeError};
 use kura_datanode::ec::{Codec, Layout};
 use kura_proto::datanode::{FragmentHeader, FragmentId, PutFragmentResponse};
 use kura_proto::meta::{DataLocation, StorageClass};
@@ -39,13 +39,20 @@ use tokio::task::JoinHandle;
 use crate::context::Ctx;
 use crate::data::checksum::ChecksumPlan;
 use crate::data::gc;
+use crate::data::stripes::SUSPECT_FOR;
 use crate::error::{body_error, GwError, GwResult};
 use crate::meta::now_ms;
 use crate::metrics;
+use crate::placement::GroupView;
 
 /// Blocks queued per fragment before the body reader waits.
 const WINDOW: usize = 4;
-/// A fragment whose node accepts no block for this long is dropped from the write.
+/// A fragment whose node accepts no block for this long is dropped from the
+/// write while the quorum holds without it, and its node is marked suspect:
+/// a hung (SIGSTOPped, stuck disk) node costs a PUT this much, not a hang.
+const STALL_TIMEOUT: Duration = Duration::from_secs(3);
+/// A fragment whose node accepts no block for this long is dropped from the
+/// write even when the quorum is then lost (the PUT fails with 503).
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 /// Time for a node to make its fragment durable after the last block.
 const FINISH_TIMEOUT: Duration = Duration::from_secs(60);
@@ -249,21 +256,68 @@ struct FragmentWriter {
     addr: Option<String>,
     tx: Option<mpsc::Sender<Bytes>>,
     task: Option<JoinHandle<PutResult>>,
+    /// Why this fragment can take no more blocks (None while it can).
+    down: Option<&'static str>,
+    /// Its answer is awaited by `finish` (or by the stragglers' task).
+    in_flight: bool,
 }
 
 impl FragmentWriter {
-    /// Stops sending to this fragment and says why.
-    fn drop_out(&mut self) {
+    /// Stops sending to this fragment and says why. A node that stalled or
+    /// failed to answer is marked suspect, as readers do, so the next PUTs
+    /// place around it instead of waiting on it.
+    fn drop_out(&mut self, data: &DataNodeClient, stalled: bool) {
         self.tx = None;
+        let mut unresponsive = stalled;
         let why = match self.task.take() {
-            Some(t) if t.is_finished() => "its node ended the stream".to_string(),
+            Some(t) if t.is_finished() => match t.now_or_never() {
+                Some(Ok(Err(e))) => {
+                    unresponsive |= e.is_unresponsive();
+                    format!("its node ended the stream: {e}")
+                }
+                _ => "its node ended the stream".to_string(),
+            },
             Some(t) => {
                 t.abort();
-                "stalled".to_string()
+                format!("stalled: no block taken for {STALL_TIMEOUT:?}")
             }
             None => "no task".to_string(),
         };
+        self.down = Some(if unresponsive {
+            "unresponsive"
+        } else {
+            "failed"
+        });
+        if unresponsive {
+            metrics::write_stall();
+            if let Some(a) = &self.addr {
+                data.mark_suspect(a, SUSPECT_FOR);
+            }
+        }
         tracing::warn!(shard = self.shard, node = ?self.addr, why, "fragment dropped from write");
+    }
+}
+
+/// How one block send ended.
+enum Sent {
+    Ok,
+    /// The fragment's stream is gone (its node failed or answered early).
+    Closed,
+    /// Not taken within the time given; the block comes back for a retry.
+    Stalled(Bytes),
+}
+
+/// Sends `block` on `tx` if the stream takes it within `within`.
+async fn send_within(tx: &mpsc::Sender<Bytes>, block: Bytes, within: Duration) -> Sent {
+    // `reserve` is cancel-safe: on timeout the block is not lost, so a
+    // fragment waited on longer gets the same block again.
+    match tokio::time::timeout(within, tx.reserve()).await {
+        Ok(Ok(permit)) => {
+            permit.send(block);
+            Sent::Ok
+        }
+        Ok(Err(_)) => Sent::Closed,
+        Err(_) => Sent::Stalled(block),
     }
 }
 
@@ -275,6 +329,8 @@ struct Fanout {
     layout: Layout,
     location: DataLocation,
     writers: Vec<FragmentWriter>,
+    group: GroupView,
+    /// The quorum at the start (k + 1 unless a zone was already down).
     quorum: usize,
     armed: bool,
     /// When the fragment headers were stamped.
@@ -297,7 +353,6 @@ impl Fanout {
             .pick_group(&data_id)
             .ok_or_else(|| GwError::Unavailable("placement map has no groups".into()))?
             .clone();
-        let quorum = ctx.quorum(k, m, &group);
         let usable = |i: usize| {
             group.nodes[i].is_some() && !group.read_only.get(i).copied().unwrap_or(false)
         };
@@ -307,11 +362,14 @@ impl Fanout {
                 .is_some_and(|a| ctx.data.is_suspect(a))
         };
         // Skip nodes that just failed to answer, unless the quorum needs them.
+        // The quorum is k + 1 unless a whole zone of the group is known down.
         let healthy = (0..group.nodes.len())
             .filter(|i| usable(*i) && !suspect(*i))
             .count();
-        let skip_suspects = healthy >= quorum;
+        let quorum_skipping = ctx.quorum(k, m, &group, |i| !usable(i) || suspect(i));
+        let skip_suspects = healthy >= quorum_skipping;
         let writable = |i: usize| usable(i) && !(skip_suspects && suspect(i));
+        let quorum = ctx.quorum(k, m, &group, |i| !writable(i));
         let live = (0..group.nodes.len()).filter(|i| writable(*i)).count();
         if group.nodes.len() != k + m || live < quorum {
             ctx.placement.refresh_soon().await;
@@ -347,6 +405,8 @@ impl Fanout {
                     addr: None,
                     tx: None,
                     task: None,
+                    down: Some("not writable"),
+                    in_flight: false,
                 });
                 continue;
             };
@@ -364,6 +424,8 @@ impl Fanout {
                 pg: group.id,
                 created_unix_ms: created,
                 storage_class: class as i32,
+                // Stamped by the data node with its own clock.
+                stored_unix_ms: 0,
             };
             let (tx, rx) = mpsc::channel::<Bytes>(WINDOW);
             let blocks =
@@ -380,6 +442,8 @@ impl Fanout {
                 addr: Some(addr),
                 tx: Some(tx),
                 task: Some(task),
+                down: None,
+                in_flight: false,
             });
         }
         Ok(Fanout {
@@ -388,10 +452,71 @@ impl Fanout {
             layout,
             location,
             writers,
+            group,
             quorum,
             armed: true,
             started,
         })
+    }
+
+    /// The write quorum now: k + 1, or k once every member of one zone of
+    /// the group is out of this write (not writable, failed or stalled).
+    fn current_quorum(&self) -> usize {
+        let (k, m) = (self.codec.data_shards(), self.codec.parity_shards());
+        let down = |i: usize| self.writers.get(i).is_none_or(|w| w.down.is_some());
+        self.ctx.quorum(k, m, &self.group, down)
+    }
+
+    /// Sends `blocks[i]` to every live fragment i. Fragments whose node takes
+    /// nothing for [`STALL_TIMEOUT`] are dropped (and their nodes marked
+    /// suspect) as long as the quorum holds without them; the others get up
+    /// to [`SEND_TIMEOUT`].
+    async fn send_all(&mut self, blocks: Vec<Bytes>) {
+        let sends: Vec<_> = self
+            .writers
+            .iter()
+            .enumerate()
+            .zip(blocks)
+            .filter_map(|((i, w), b)| w.tx.clone().map(|tx| (i, tx, b)))
+            .collect();
+        let outcomes = futures::future::join_all(
+            sends
+                .into_iter()
+                .map(|(i, tx, b)| async move { (i, send_within(&tx, b, STALL_TIMEOUT).await) }),
+        )
+        .await;
+        let data = self.ctx.data.clone();
+        let mut stalled = Vec::new();
+        for (i, sent) in outcomes {
+            match sent {
+                Sent::Ok => {}
+                Sent::Closed => self.writers[i].drop_out(&data, false),
+                Sent::Stalled(b) => stalled.push((i, b)),
+            }
+        }
+        if stalled.is_empty() {
+            return;
+        }
+        // Drop the stalled ones if the quorum survives it, else wait longer.
+        let spare = self.live().saturating_sub(self.current_quorum());
+        if stalled.len() <= spare {
+            for (i, _) in stalled {
+                self.writers[i].drop_out(&data, true);
+            }
+            return;
+        }
+        let more = SEND_TIMEOUT.saturating_sub(STALL_TIMEOUT);
+        let retries = stalled.into_iter().filter_map(|(i, b)| {
+            let tx = self.writers[i].tx.clone()?;
+            Some(async move { (i, send_within(&tx, b, more).await) })
+        });
+        for (i, sent) in futures::future::join_all(retries).await {
+            match sent {
+                Sent::Ok => {}
+                Sent::Closed => self.writers[i].drop_out(&data, false),
+                Sent::Stalled(_) => self.writers[i].drop_out(&data, true),
+            }
+        }
     }
 
     /// Data bytes of one full stripe.
@@ -416,31 +541,14 @@ impl Fanout {
             .codec
             .encode(&stripe, shard_len)
             .map_err(|e| GwError::Internal(e.to_string()))?;
-        let sends = self
-            .writers
-            .iter_mut()
-            .zip(blocks)
-            .filter(|(w, _)| w.tx.is_some())
-            .map(|(w, block)| async move {
-                let ok = match w.tx.as_ref() {
-                    Some(tx) => matches!(
-                        tokio::time::timeout(SEND_TIMEOUT, tx.send(block)).await,
-                        Ok(Ok(()))
-                    ),
-                    None => false,
-                };
-                if !ok {
-                    w.drop_out();
-                }
-            });
-        futures::future::join_all(sends).await;
-        if self.live() < self.quorum {
+        self.send_all(blocks).await;
+        let quorum = self.current_quorum();
+        if self.live() < quorum {
             self.ctx.placement.refresh_soon().await;
             return Err(GwError::Unavailable(format!(
-                "write quorum lost: {} of {} fragments left, {} needed",
+                "write quorum lost: {} of {} fragments left, {quorum} needed",
                 self.live(),
                 self.writers.len(),
-                self.quorum
             )));
         }
         Ok(())
@@ -453,15 +561,11 @@ impl Fanout {
     async fn finish(mut self, size: u64) -> GwResult<DataLocation> {
         // The seal (an empty block) commits each fragment; a stream that just
         // ends (Drop, cancellation) is abandoned by its node.
-        let seals = self.writers.iter_mut().map(|w| async move {
-            if let Some(tx) = w.tx.take() {
-                let sent = tokio::time::timeout(SEND_TIMEOUT, tx.send(Bytes::new())).await;
-                if !matches!(sent, Ok(Ok(()))) {
-                    w.drop_out();
-                }
-            }
-        });
-        futures::future::join_all(seals).await;
+        self.send_all(vec![Bytes::new(); self.writers.len()]).await;
+        for w in &mut self.writers {
+            w.tx = None;
+        }
+        let data = self.ctx.data.clone();
         let want = Layout {
             size,
             ..self.layout
@@ -473,6 +577,7 @@ impl Fanout {
             .iter_mut()
             .filter_map(|w| {
                 let shard = w.shard;
+                w.in_flight = w.task.is_some();
                 w.task
                     .take()
                     .map(|t| async move { (shard, tokio::time::timeout(FINISH_TIMEOUT, t).await) })
@@ -481,34 +586,73 @@ impl Fanout {
         let width = self.writers.len();
         let mut acked = 0usize;
         let mut errors = Vec::new();
-        let judge = |shard: u32, res, acked: &mut usize, errors: &mut Vec<String>| match res {
-            Ok(Ok(Ok(PutFragmentResponse { length, .. }))) if length == want => *acked += 1,
-            Ok(Ok(Ok(resp))) => errors.push(format!(
-                "shard {shard}: stored {} of {want} bytes",
-                resp.length
-            )),
-            Ok(Ok(Err(e))) => errors.push(format!("shard {shard}: {e}")),
-            Ok(Err(e)) => errors.push(format!("shard {shard}: task {e}")),
-            Err(_) => errors.push(format!("shard {shard}: timed out")),
+        // Marks the fragment down (and its node suspect if it did not answer).
+        let judge = |writers: &mut Vec<FragmentWriter>,
+                     shard: u32,
+                     res: Result<Result<PutResult, tokio::task::JoinError>, _>,
+                     acked: &mut usize,
+                     errors: &mut Vec<String>| {
+            let mut unresponsive = false;
+            if let Some(w) = writers.get_mut(shard as usize) {
+                w.in_flight = false;
+            }
+            match res {
+                Ok(Ok(Ok(PutFragmentResponse { length, .. }))) if length == want => {
+                    *acked += 1;
+                    return;
+                }
+                Ok(Ok(Ok(resp))) => errors.push(format!(
+                    "shard {shard}: stored {} of {want} bytes",
+                    resp.length
+                )),
+                Ok(Ok(Err(e))) => {
+                    unresponsive = e.is_unresponsive();
+                    errors.push(format!("shard {shard}: {e}"));
+                }
+                Ok(Err(e)) => errors.push(format!("shard {shard}: task {e}")),
+                Err(_) => {
+                    unresponsive = true;
+                    errors.push(format!("shard {shard}: timed out"));
+                }
+            }
+            if let Some(w) = writers.get_mut(shard as usize) {
+                w.down = Some("failed");
+                if unresponsive {
+                    metrics::write_stall();
+                    if let Some(a) = &w.addr {
+                        data.mark_suspect(a, SUSPECT_FOR);
+                    }
+                }
+            }
         };
-        while acked < self.quorum {
+        // Re-evaluated as fragments fail: a whole zone found down lowers it to k.
+        while acked < self.current_quorum() {
             let Some((shard, res)) = pending.next().await else {
                 break;
             };
-            judge(shard, res, &mut acked, &mut errors);
+            judge(&mut self.writers, shard, res, &mut acked, &mut errors);
         }
-        if acked < self.quorum {
+        let quorum = self.current_quorum();
+        if acked < quorum {
             return Err(GwError::Unavailable(format!(
-                "write quorum not reached ({acked} of {} needed): {}",
-                self.quorum,
+                "write quorum not reached ({acked} of {quorum} needed): {}",
                 errors.join("; ")
             )));
+        }
+        if quorum < self.quorum {
+            tracing::warn!(
+                pg = self.group.id,
+                acked,
+                "a whole zone of the group is down: body acknowledged with k fragments"
+            );
         }
         let grace = started.elapsed().max(GRACE_MIN);
         let deadline = tokio::time::Instant::now() + grace;
         while !pending.is_empty() {
             match tokio::time::timeout_at(deadline, pending.next()).await {
-                Ok(Some((shard, res))) => judge(shard, res, &mut acked, &mut errors),
+                Ok(Some((shard, res))) => {
+                    judge(&mut self.writers, shard, res, &mut acked, &mut errors)
+                }
                 Ok(None) | Err(_) => break,
             }
         }
@@ -521,9 +665,46 @@ impl Fanout {
                 "body stored with missing fragments; healing rebuilds them"
             );
         }
-        // Stragglers finish on their own; their outcome only matters for healing.
+        // Stragglers finish on their own; their outcome only matters for
+        // healing, and for judging their nodes: one that has not answered
+        // STALL_TIMEOUT after the grace is hung (or far too slow to wait
+        // for) and is marked suspect, so the next PUTs place around it.
         if !pending.is_empty() {
-            tokio::spawn(async move { while pending.next().await.is_some() {} });
+            let addrs: Vec<Option<String>> = self.writers.iter().map(|w| w.addr.clone()).collect();
+            let mut left: Vec<u32> = self
+                .writers
+                .iter()
+                .filter(|w| w.in_flight)
+                .map(|w| w.shard)
+                .collect();
+            tokio::spawn(async move {
+                let deadline = tokio::time::Instant::now() + STALL_TIMEOUT;
+                loop {
+                    match tokio::time::timeout_at(deadline, pending.next()).await {
+                        Ok(Some((shard, res))) => {
+                            left.retain(|s| *s != shard);
+                            let failed = match res {
+                                Ok(Ok(Err(e))) => e.is_unresponsive(),
+                                Err(_) => true,
+                                _ => false,
+                            };
+                            if failed {
+                                left.push(shard);
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(_) => break,
+                    }
+                }
+                for shard in left {
+                    if let Some(Some(a)) = addrs.get(shard as usize) {
+                        tracing::warn!(shard, node = %a, "fragment write still unanswered; node marked suspect");
+                        metrics::write_stall();
+                        data.mark_suspect(a, SUSPECT_FOR);
+                    }
+                }
+                while pending.next().await.is_some() {}
+            });
         }
         self.armed = false;
         Ok(self.location.clone())

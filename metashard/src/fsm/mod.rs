@@ -7,6 +7,7 @@
 //! overtook a proposal), which callers report as "outcome unknown".
 
 pub mod poller;
+pub mod validate;
 
 use std::sync::Arc;
 
@@ -133,6 +134,15 @@ pub enum StoreMsg {
         to_peer: u64,
         ok: bool,
     },
+    /// What the sender of a tombstone for `region_id` answered when asked
+    /// itself (`None`: it could not be asked, or does not host the region).
+    /// May be lost: the tombstone is then ignored and the removed peer,
+    /// which keeps campaigning, draws another one.
+    TombstoneChecked {
+        region_id: u64,
+        from_store: u64,
+        region: Option<Region>,
+    },
     Shutdown,
 }
 
@@ -151,7 +161,8 @@ impl StoreMsg {
             | StoreMsg::Status { region_id, .. }
             | StoreMsg::SizeChecked { region_id, .. }
             | StoreMsg::SnapshotApplied { region_id, .. }
-            | StoreMsg::SnapshotSent { region_id, .. } => Some(*region_id),
+            | StoreMsg::SnapshotSent { region_id, .. }
+            | StoreMsg::TombstoneChecked { region_id, .. } => Some(*region_id),
             StoreMsg::CreatePeer { region, .. } => Some(region.id),
             StoreMsg::StoreUnreachable { .. } | StoreMsg::Stats { .. } | StoreMsg::Shutdown => None,
         }

@@ -21,10 +21,10 @@ use std::time::Instant;
 use crossbeam::channel::{Receiver, RecvTimeoutError};
 use kura_proto::common::Region;
 use kura_proto::metashard::RaftMessage;
-use protobuf::Message as PbMessage;
 use raft::prelude::Message;
 use tokio::sync::mpsc::UnboundedSender;
 
+use super::validate::{self, DropReason};
 use super::{PdTask, Router, StoreMsg, StoreStats};
 use crate::engine::Engine;
 use crate::errors;
@@ -59,6 +59,8 @@ pub struct Poller {
     /// Tombstones for peers that were applying a snapshot (their data was
     /// being written): handled once the apply is done.
     deferred_tombstones: HashMap<u64, RaftMessage>,
+    /// Regions whose tombstone's sender is being asked to confirm it.
+    tombstone_checks: HashSet<u64>,
 }
 
 impl Poller {
@@ -117,6 +119,7 @@ impl Poller {
             store_flow: Arc::new(Flow::default()),
             snap,
             deferred_tombstones: HashMap::new(),
+            tombstone_checks: HashSet::new(),
         })
     }
 
@@ -362,43 +365,68 @@ impl Poller {
                     });
                 }
             }
+            StoreMsg::TombstoneChecked {
+                region_id,
+                from_store,
+                region,
+            } => {
+                self.tombstone_checks.remove(&region_id);
+                match region {
+                    Some(region) => self.on_tombstone(&RaftMessage {
+                        region_id,
+                        from_store,
+                        to_store: self.store_id,
+                        region: Some(region),
+                        message: Default::default(),
+                        tombstone: true,
+                    })?,
+                    None => DropReason::TombstoneRefused.count(region_id),
+                }
+            }
             StoreMsg::Shutdown => return Ok(false),
         }
         Ok(true)
     }
 
+    /// A raft message off the wire. Everything a peer controls is checked
+    /// before raft-rs sees it (`validate`); what fails is dropped and
+    /// counted, never stepped (raft retries what real peers send).
     fn on_raft_message(&mut self, m: RaftMessage) -> Result<(), crate::Error> {
+        let region_id = m.region_id;
         if m.to_store != self.store_id {
-            tracing::debug!(
-                to_store = m.to_store,
-                "raft message for another store dropped"
-            );
+            // Also what a wiped store that came back under a new id at its
+            // old address gets for its old id: never a peer created empty.
+            DropReason::WrongStore.count(region_id);
             return Ok(());
         }
         if m.tombstone {
-            return self.on_tombstone(&m);
+            self.on_tombstone_claim(&m);
+            return Ok(());
         }
-        let msg = match Message::parse_from_bytes(&m.message) {
+        let msg = match validate::decode(&m.message)
+            .and_then(|msg| validate::check_shape(&msg).map(|()| msg))
+        {
             Ok(msg) => msg,
-            Err(e) => {
-                tracing::warn!(region_id = m.region_id, error = %e, "undecodable raft message dropped");
+            Err(d) => {
+                d.count(region_id);
                 return Ok(());
             }
         };
         if msg.get_msg_type() == raft::prelude::MessageType::MsgSnapshot
-            && !self.snapshot_acceptable(m.region_id, &msg)
+            && !self.snapshot_acceptable(region_id, &msg)
         {
             return Ok(());
         }
-        if !self.peers.contains_key(&m.region_id) {
+        if !self.peers.contains_key(&region_id) {
             // A peer PD added (or a founding member whose CreatePeer is late):
             // create it empty; the leader sends it a snapshot.
             let Some(region) = m.region.clone().filter(|r| {
-                r.id == m.region_id
+                r.id == region_id
                     && r.peers
                         .iter()
                         .any(|p| p.id == msg.to && p.store_id == self.store_id)
             }) else {
+                DropReason::UnknownRegion.count(region_id);
                 return Ok(());
             };
             // A region split off a local one that has not applied the split
@@ -411,25 +439,32 @@ impl Poller {
                 .find(|p| ranges_overlap(p.region(), &region))
             {
                 tracing::debug!(
-                    region_id = m.region_id,
+                    region_id,
                     local_region_id = p.region_id(),
                     "message for a region overlapping a local one dropped"
                 );
                 return Ok(());
             }
             if let Err(e) = self.create_peer(region, msg.to, false) {
-                tracing::warn!(region_id = m.region_id, error = %e, "cannot create peer from raft message");
+                tracing::warn!(region_id, error = %e, "cannot create peer from raft message");
                 return Ok(());
             }
         }
-        if let Some(p) = self.peers.get_mut(&m.region_id) {
-            let sender_removed = !p.region().peers.iter().any(|x| x.id == msg.from)
-                && conf_ver(p.region()) > m.region.as_ref().map_or(0, conf_ver);
-            if sender_removed {
+        let Some(p) = self.peers.get_mut(&region_id) else {
+            return Ok(());
+        };
+        let theirs = m.region.as_ref().map_or(0, conf_ver);
+        match p.region().peers.iter().find(|x| x.id == msg.from) {
+            Some(sender) if sender.store_id != m.from_store => {
+                DropReason::SenderStoreMismatch.count(region_id);
+                return Ok(());
+            }
+            Some(_) => {}
+            None if conf_ver(p.region()) > theirs => {
                 // A peer removed while it was away (it never saw its removal)
                 // still campaigns: tell it to go.
                 let rm = RaftMessage {
-                    region_id: m.region_id,
+                    region_id,
                     from_store: self.store_id,
                     to_store: m.from_store,
                     region: Some(p.region().clone()),
@@ -437,11 +472,48 @@ impl Poller {
                     tombstone: true,
                 };
                 self.transport.send(rm, msg.from, false);
-            } else if p.peer_id() == msg.to {
-                p.step(msg);
+                return Ok(());
             }
+            // Not a member in a view as new as ours: forged or confused. (A
+            // newer view may name members we have not applied yet: stepped.)
+            None if conf_ver(p.region()) == theirs => {
+                DropReason::UnknownSender.count(region_id);
+                return Ok(());
+            }
+            None => {}
+        }
+        match validate::check_against(&msg, p.local_log()) {
+            Ok(()) => p.step(msg),
+            Err(d) => d.count(region_id),
         }
         Ok(())
+    }
+
+    /// A tombstone says our peer of the region was removed. It is only a
+    /// hint: a forged one must not wipe a live replica. It names a newer view
+    /// without our peer; then the sender itself is asked (at the address PD
+    /// has for it, `Transport::check_tombstone`) and its own view decides
+    /// (`StoreMsg::TombstoneChecked` → [`Self::on_tombstone`]). TiKV's gc
+    /// check compares epochs only; it trusts an authenticated network.
+    fn on_tombstone_claim(&mut self, m: &RaftMessage) {
+        let Some(p) = self.peers.get(&m.region_id) else {
+            DropReason::UnknownRegion.count(m.region_id);
+            return;
+        };
+        let plausible = m.region.as_ref().is_some_and(|r| {
+            r.id == m.region_id
+                && !r.peers.iter().any(|x| x.id == p.peer_id())
+                && conf_ver(r) > conf_ver(p.region())
+                && r.peers.iter().any(|x| x.store_id == m.from_store)
+        });
+        if !plausible || m.from_store == self.store_id {
+            DropReason::TombstoneRefused.count(m.region_id);
+            return;
+        }
+        // One question per region at a time: a flood asks once.
+        if self.tombstone_checks.insert(m.region_id) {
+            self.transport.check_tombstone(m.region_id, m.from_store);
+        }
     }
 
     /// A MsgSnapshot is stepped only if its file arrived whole (through the
@@ -471,8 +543,9 @@ impl Poller {
         }
     }
 
-    /// The sender says our peer of the region was removed: destroy it (and
-    /// its copy of the data) if its view is really newer and excludes us.
+    /// The sender confirmed our peer of the region was removed (`m.region` is
+    /// its own view, fetched by us): destroy it (and its copy of the data) if
+    /// that view is really newer than ours and excludes us.
     fn on_tombstone(&mut self, m: &RaftMessage) -> Result<(), crate::Error> {
         let Some(p) = self.peers.get(&m.region_id) else {
             return Ok(());
@@ -488,6 +561,7 @@ impl Poller {
         };
         let excluded = !newer.peers.iter().any(|x| x.id == p.peer_id());
         if newer.id != m.region_id || !excluded || conf_ver(newer) <= conf_ver(p.region()) {
+            DropReason::TombstoneRefused.count(m.region_id);
             return Ok(());
         }
         let region = p.region().clone();

@@ -377,6 +377,18 @@ impl Peer {
         self.region().id
     }
 
+    /// What a message from the network is checked against before `step`.
+    pub fn local_log(&self) -> crate::fsm::validate::LocalLog {
+        let log = &self.raft.raft.raft_log;
+        crate::fsm::validate::LocalLog {
+            peer_id: self.peer_id(),
+            last_index: log.last_index(),
+            committed: log.committed,
+            // Always readable: compaction stops at the applied index.
+            committed_term: log.term(log.committed).unwrap_or(0),
+        }
+    }
+
     pub fn peer_id(&self) -> u64 {
         self.raft.store().peer_id()
     }
@@ -435,6 +447,19 @@ impl Peer {
     pub fn propose(&mut self, req: BatchRequest, cb: Callback<BatchResult>) {
         if !self.is_leader() {
             let _ = cb.send(Err(self.not_leader()));
+            return;
+        }
+        // One batch is one raft entry: capped, so every peer can take it
+        // (followers drop larger entries, fsm/validate.rs).
+        let size = req.encoded_len();
+        if size > crate::fsm::validate::MAX_PROPOSAL_BYTES {
+            let _ = cb.send(Err(RegionError {
+                message: format!(
+                    "batch of {size} bytes is over the {} byte raft entry cap",
+                    crate::fsm::validate::MAX_PROPOSAL_BYTES
+                ),
+                ..Default::default()
+            }));
             return;
         }
         if let Err(e) = self

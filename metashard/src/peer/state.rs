@@ -8,10 +8,16 @@
 use bytes::Bytes;
 use kura_proto::common::Region;
 
+/// Who this store is: the id PD gave it (0 until then) and the identity made
+/// with its data dir, which proves the id to PD (docs/decisions/0024). A
+/// record from before identities has no uuid; one is made at the next start.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct StoreIdent {
     #[prost(uint64, tag = "1")]
     pub store_id: u64,
+    /// 32 lower-case hex digits.
+    #[prost(string, tag = "2")]
+    pub uuid: String,
 }
 
 /// Region metadata as this peer knows it.

@@ -22,73 +22,95 @@ pub(super) fn base_url(url: &str) -> String {
     }
 }
 
-/// The parsed answer and its body as sent (pretty JSON in field order).
-pub(super) async fn fetch(
-    base: &str,
-    method: reqwest::Method,
-    path: &str,
-) -> Result<(Value, String), String> {
-    let url = format!("{base}{API_PREFIX}/{path}");
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .connect_timeout(Duration::from_secs(3))
-        .build()
-        .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
-    let resp = client
-        .request(method, &url)
-        .send()
-        .await
-        .map_err(|e| format!("cannot reach PD at {base}: {}", with_causes(&e)))?;
-    let status = resp.status();
-    let body = resp
-        .text()
-        .await
-        .map_err(|e| format!("reading the answer from {url}: {e}"))?;
-    let json: Result<Value, _> = serde_json::from_str(&body);
-    if !status.is_success() {
-        let msg = json
-            .ok()
-            .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_string))
-            .unwrap_or_else(|| body.trim().to_string());
-        return Err(format!("PD answered {status}: {msg}"));
-    }
-    let v = json.map_err(|e| format!("PD sent invalid JSON from {url}: {e}"))?;
-    Ok((v, body))
+/// How pdctl proves itself to PD (docs/security.md): a bearer token, a
+/// client certificate, or both; and the CA it trusts for `https://` URLs.
+#[derive(Default)]
+pub struct Credentials {
+    pub token: Option<String>,
+    /// rustls config with the CA (and client certificate) for HTTPS.
+    pub tls: Option<rustls::ClientConfig>,
 }
 
-/// POSTs `body` as JSON; the answer as [`fetch`] returns it.
-pub(super) async fn post<T: serde::Serialize>(
-    base: &str,
-    path: &str,
-    body: &T,
-) -> Result<(Value, String), String> {
-    let url = format!("{base}{API_PREFIX}/{path}");
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .connect_timeout(Duration::from_secs(3))
-        .build()
-        .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
-    let resp = client
-        .post(&url)
-        .json(body)
-        .send()
-        .await
-        .map_err(|e| format!("cannot reach PD at {base}: {}", with_causes(&e)))?;
-    let status = resp.status();
-    let text = resp
-        .text()
-        .await
-        .map_err(|e| format!("reading the answer from {url}: {e}"))?;
-    let json: Result<Value, _> = serde_json::from_str(&text);
-    if !status.is_success() {
-        let msg = json
-            .ok()
-            .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_string))
-            .unwrap_or_else(|| text.trim().to_string());
-        return Err(format!("PD answered {status}: {msg}"));
+/// An HTTP client of PD's admin API carrying [`Credentials`].
+pub struct PdHttp {
+    client: reqwest::Client,
+    token: Option<String>,
+}
+
+/// Redirects a follower answers with, followed by hand: reqwest drops the
+/// Authorization header on a redirect to another port, and every PD member
+/// of one host differs only by port.
+const MAX_REDIRECTS: usize = 3;
+
+impl PdHttp {
+    pub fn new(creds: Credentials) -> Result<PdHttp, String> {
+        let mut b = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .connect_timeout(Duration::from_secs(3))
+            .redirect(reqwest::redirect::Policy::none());
+        if let Some(tls) = creds.tls {
+            b = b.use_preconfigured_tls(tls);
+        }
+        let client = b
+            .build()
+            .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
+        Ok(PdHttp {
+            client,
+            token: creds.token,
+        })
     }
-    let v = json.map_err(|e| format!("PD sent invalid JSON from {url}: {e}"))?;
-    Ok((v, text))
+
+    /// Sends `method` to `path` (with `body` as JSON), following redirects.
+    pub async fn call(
+        &self,
+        base: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(Value, String), String> {
+        let mut url = format!("{base}{API_PREFIX}/{path}");
+        for _ in 0..=MAX_REDIRECTS {
+            let mut req = self.client.request(method.clone(), &url);
+            if let Some(t) = &self.token {
+                req = req.bearer_auth(t);
+            }
+            if let Some(b) = body {
+                req = req.json(b);
+            }
+            let resp = req
+                .send()
+                .await
+                .map_err(|e| format!("cannot reach PD at {base}: {}", with_causes(&e)))?;
+            let status = resp.status();
+            if status.is_redirection() {
+                let next = resp
+                    .headers()
+                    .get(reqwest::header::LOCATION)
+                    .and_then(|v| v.to_str().ok())
+                    .ok_or_else(|| format!("PD answered {status} without a Location"))?;
+                url = reqwest::Url::parse(&url)
+                    .and_then(|u| u.join(next))
+                    .map_err(|e| format!("PD redirected to an invalid URL {next:?}: {e}"))?
+                    .to_string();
+                continue;
+            }
+            let text = resp
+                .text()
+                .await
+                .map_err(|e| format!("reading the answer from {url}: {e}"))?;
+            let json: Result<Value, _> = serde_json::from_str(&text);
+            if !status.is_success() {
+                let msg = json
+                    .ok()
+                    .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_string))
+                    .unwrap_or_else(|| text.trim().to_string());
+                return Err(format!("PD answered {status}: {msg}"));
+            }
+            let v = json.map_err(|e| format!("PD sent invalid JSON from {url}: {e}"))?;
+            return Ok((v, text));
+        }
+        Err(format!("PD redirected more than {MAX_REDIRECTS} times"))
+    }
 }
 
 /// `e` and its sources, so "error sending request" says why.

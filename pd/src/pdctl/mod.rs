@@ -8,7 +8,7 @@ use serde_json::Value;
 mod client;
 pub mod table;
 
-use self::client::{another_member_may_answer, base_url, fetch, post};
+use self::client::{another_member_may_answer, base_url, Credentials, PdHttp};
 use self::table::render;
 
 #[derive(Debug, Parser)]
@@ -41,14 +41,31 @@ struct Cli {
     /// PD HTTP admin API URL (scheme optional); several comma-separated for a
     /// replicated PD: tried in turn until one answers (a follower redirects
     /// to the leader by itself).
+    /// [default: http://127.0.0.1:2379, or the PD members of --cluster]
+    #[arg(short = 'u', long = "pd", env = "PD_ADDR", global = true)]
+    url: Option<String>,
+    /// kura dev's cluster.json: PD's URLs and credentials (the admin token,
+    /// and with `kura dev --tls` the CA and the admin certificate) from it.
+    #[arg(long, global = true)]
+    cluster: Option<std::path::PathBuf>,
+    /// PD's admin token (`kura pd --admin-token-file`); a read token only reads.
+    #[arg(long, env = "KURA_PD_TOKEN", global = true, hide_env_values = true)]
+    token: Option<String>,
+    /// CA certificate (PEM) to trust for https:// PD URLs. (Before the
+    /// command, like --cert and --key: `split-region --key` is a split key.)
+    #[arg(long, env = "KURA_PD_CACERT")]
+    cacert: Option<std::path::PathBuf>,
+    /// Client certificate (PEM) to present (the admin certificate may change things).
+    #[arg(long, env = "KURA_PD_CERT", requires = "client_key")]
+    cert: Option<std::path::PathBuf>,
+    /// Private key (PEM) of --cert.
     #[arg(
-        short = 'u',
-        long = "pd",
-        env = "PD_ADDR",
-        default_value = "http://127.0.0.1:2379",
-        global = true
+        id = "client_key",
+        long = "key",
+        env = "KURA_PD_KEY",
+        requires = "cert"
     )]
-    url: String,
+    client_key: Option<std::path::PathBuf>,
     /// Print a readable table instead of JSON.
     #[arg(long, global = true)]
     table: bool,
@@ -709,6 +726,67 @@ impl Command {
 }
 
 /// Runs pdctl with `args` (args[0] is the program name); returns the exit code.
+/// PD's URLs and pdctl's credentials: from --cluster's cluster.json, then
+/// overridden by -u, --token, --cacert, --cert/--key.
+fn connection(cli: &Cli) -> Result<(String, Credentials), String> {
+    use std::path::PathBuf;
+    let mut urls = None;
+    let mut token = None;
+    let (mut ca, mut cert): (Option<PathBuf>, Option<(PathBuf, PathBuf)>) = (None, None);
+    if let Some(path) = &cli.cluster {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("--cluster {}: {e}", path.display()))?;
+        let v: Value = serde_json::from_str(&text)
+            .map_err(|e| format!("--cluster {}: {e}", path.display()))?;
+        let path_of = |v: &Value| v.as_str().map(PathBuf::from);
+        let tls = v.get("tls").filter(|t| !t.is_null());
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let members: Vec<String> = v["components"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|c| c["role"] == "pd")
+            .filter_map(|c| c["http"].as_str().map(|h| format!("{scheme}://{h}")))
+            .collect();
+        urls = Some(if members.is_empty() {
+            v["pd_http"].as_str().unwrap_or_default().to_string()
+        } else {
+            members.join(",")
+        });
+        if let Some(f) = path_of(&v["pd_token_file"]) {
+            token = Some(
+                std::fs::read_to_string(&f)
+                    .map_err(|e| format!("PD token file {}: {e}", f.display()))?
+                    .trim()
+                    .to_string(),
+            );
+        }
+        if let Some(t) = tls {
+            ca = path_of(&t["ca"]);
+            cert = path_of(&t["admin_cert"]).zip(path_of(&t["admin_key"]));
+        }
+    }
+    let urls = cli
+        .url
+        .clone()
+        .or(urls)
+        .unwrap_or_else(|| "http://127.0.0.1:2379".into());
+    let token = cli.token.clone().or(token);
+    let ca = cli.cacert.clone().or(ca);
+    let cert = cli.cert.clone().zip(cli.client_key.clone()).or(cert);
+    let tls = match &ca {
+        None => None,
+        Some(ca) => Some(
+            kura_pd_client::tls::rustls_client_from_pem(
+                ca,
+                cert.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
+            )
+            .map_err(|e| e.to_string())?,
+        ),
+    };
+    Ok((urls, Credentials { token, tls }))
+}
+
 pub fn pdctl_main(args: Vec<String>) -> i32 {
     let cli = match Cli::try_parse_from(args) {
         Ok(c) => c,
@@ -756,19 +834,35 @@ pub fn pdctl_main(args: Vec<String>) -> i32 {
         }
     };
     let (path, shape) = cli.command.request();
-    let bases: Vec<String> = cli
-        .url
+    let (urls, creds) = match connection(&cli) {
+        Ok(x) => x,
+        Err(msg) => {
+            eprintln!("pdctl: {msg}");
+            return 2;
+        }
+    };
+    let http = match PdHttp::new(creds) {
+        Ok(h) => h,
+        Err(msg) => {
+            eprintln!("pdctl: {msg}");
+            return 1;
+        }
+    };
+    let bases: Vec<String> = urls
         .split(',')
         .map(str::trim)
         .filter(|u| !u.is_empty())
         .map(base_url)
         .collect();
-    let mut answer = Err(format!("no PD URL given in {:?}", cli.url));
+    let mut answer = Err(format!("no PD URL given in {urls:?}"));
+    let body = cli.command.body();
     for (i, base) in bases.iter().enumerate() {
-        answer = match cli.command.body() {
-            Some(body) => rt.block_on(post(base, &path, &body)),
-            None => rt.block_on(fetch(base, cli.command.method(), &path)),
+        // A command with a body is a POST (store label, config set, operators).
+        let method = match body {
+            Some(_) => reqwest::Method::POST,
+            None => cli.command.method(),
         };
+        answer = rt.block_on(http.call(base, method, &path, body.as_ref()));
         match &answer {
             Err(msg) if i + 1 < bases.len() && another_member_may_answer(msg) => continue,
             _ => break,
@@ -851,7 +945,9 @@ mod tests {
         );
         let cli = parse(&["datanode", "3", "-u", "10.0.0.1:2379", "--table"]);
         assert!(cli.table);
-        assert_eq!(base_url(&cli.url), "http://10.0.0.1:2379");
+        let (urls, creds) = connection(&cli).expect("connection");
+        assert_eq!(base_url(&urls), "http://10.0.0.1:2379");
+        assert!(creds.tls.is_none());
         assert!(Cli::try_parse_from(["pdctl", "region", "x"]).is_err());
         let del = parse(&["store", "delete", "4"]).command;
         assert_eq!(
@@ -1079,5 +1175,40 @@ mod tests {
         for cell in ["7", "2", "1,2", "4096", "12"] {
             assert!(row.split_whitespace().any(|c| c == cell), "{cell} in {t}");
         }
+    }
+
+    #[test]
+    fn cluster_json_gives_every_pd_member_and_the_token() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let token = d.path().join("pd-admin.token");
+        std::fs::write(&token, "s3cr3t-token-0123456789\n").expect("token");
+        let file = d.path().join("cluster.json");
+        let v = serde_json::json!({
+            "s3": "http://127.0.0.1:9000",
+            "pd_http": "http://127.0.0.1:9002",
+            "pd_token_file": token,
+            "components": [
+                {"role": "pd", "http": "127.0.0.1:9002"},
+                {"role": "pd", "http": "127.0.0.1:9005"},
+                {"role": "metashard", "grpc": "127.0.0.1:9010"}
+            ]
+        });
+        std::fs::write(&file, v.to_string()).expect("cluster.json");
+        let f = file.display().to_string();
+        let (urls, creds) = connection(&parse(&["--cluster", &f, "store"])).expect("connection");
+        assert_eq!(urls, "http://127.0.0.1:9002,http://127.0.0.1:9005");
+        assert_eq!(creds.token.as_deref(), Some("s3cr3t-token-0123456789"));
+        // Flags win over the file.
+        let (urls, creds) = connection(&parse(&[
+            "--cluster",
+            &f,
+            "-u",
+            "h:1",
+            "--token",
+            "t",
+            "store",
+        ]))
+        .expect("connection");
+        assert_eq!((urls.as_str(), creds.token.as_deref()), ("h:1", Some("t")));
     }
 }

@@ -62,7 +62,7 @@ impl Transport {
 async fn send_loop(
     me: u64,
     to: u64,
-    mut client: PdPeerClient<tonic::transport::Channel>,
+    mut client: PdPeerClient<kura_pd_client::channel::Channel>,
     mut rx: mpsc::Receiver<Message>,
     events: std::sync::mpsc::Sender<Event>,
 ) {

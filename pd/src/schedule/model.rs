@@ -330,7 +330,7 @@ mod tests {
             }),
             ..Default::default()
         };
-        let (id, _) = c.register_store(store, 1_000).unwrap();
+        let (id, _) = c.register_store_at(store, 1_000).unwrap();
         c.set_store_labels(id, &[("zone".into(), "z4".into())])
             .unwrap();
         c.set_store_weight(id, 2.0, 0.5).unwrap();
@@ -354,7 +354,7 @@ mod tests {
             }),
             ..Default::default()
         };
-        c.register_store(again, 2_000).unwrap();
+        c.register_store_at(again, 2_000).unwrap();
         assert_eq!(c.store_labels(id).zone, "z4");
         // `zone=` drops the override.
         c.set_store_labels(id, &[("zone".into(), String::new())])

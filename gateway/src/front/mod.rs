@@ -1,0 +1,414 @@
+//! The S3 port's front door: the listener and everything a connection or a
+//! request goes through before the S3 handler (`server.rs`) sees it.
+//!
+//! Per connection: the connection cap (`admission.rs`), TCP keepalive and
+//! TCP_NODELAY, the first bytes awaited under the header timeout (to tell
+//! h2c from HTTP/1.1 before hyper, whose version sniffing has no timer), a write-stall timeout (tokio-io-timeout: a client that reads
+//! nothing for `write_timeout` is dropped), the TLS handshake when HTTPS is
+//! on (`tls.rs`, bounded by the header timeout), hyper's header read
+//! timeout (its Tokio timer; it also ends idle keep-alive connections),
+//! HTTP/2 keepalive pings.
+//! Per request: the in-flight cap (tower's load shedding over a global
+//! concurrency limit → 503 SlowDown), what AWS refuses before any operation
+//! (`malformed.rs`), the POST form caps (`form.rs`), an idle timeout on the
+//! request body (tower-http's `TimeoutBody`: a body that sends nothing for
+//! `body_idle_timeout` fails with 400 RequestTimeout; a slow but steady
+//! upload never does), and the `RemoteAddr` / `SecureTransport` extensions
+//! the access check reads. Nothing here buffers a body.
+
+pub mod admission;
+pub mod form;
+pub mod malformed;
+pub mod tls;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Request, Response};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::{TcpListener, TcpStream};
+use tower::{BoxError, ServiceBuilder};
+
+use crate::authz::{RemoteAddr, SecureTransport};
+use admission::{Admitted, Connections};
+
+/// How long in-flight requests get to finish after shutdown.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// TCP keepalive: first probe after this idle time, then every 10 s.
+const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
+/// HTTP/2 PING interval on idle connections; no answer within 20 s closes.
+const H2_KEEPALIVE: Duration = Duration::from_secs(30);
+
+/// Admission control and timeouts of the S3 port (`kura gateway` flags;
+/// docs/security.md "The S3 port" says why each default).
+#[derive(Clone, Debug)]
+pub struct Admission {
+    /// A request's headers (and a TLS handshake) must arrive within this;
+    /// also how long an idle keep-alive connection stays open (30 s).
+    pub header_timeout: Duration,
+    /// A request body that sends nothing for this long fails (60 s).
+    pub body_idle_timeout: Duration,
+    /// A connection whose client reads nothing for this long is dropped (60 s).
+    pub write_timeout: Duration,
+    /// Open connections served at once (10,000).
+    pub max_connections: usize,
+    /// Requests handled at once; more are answered 503 SlowDown (1,024).
+    pub max_in_flight: usize,
+    /// Bytes of request header fields (AWS: 8,192).
+    pub max_header_bytes: usize,
+    /// Largest file part of a POST form upload (64 MiB); see `form.rs`.
+    pub max_post_object_bytes: u64,
+}
+
+impl Default for Admission {
+    fn default() -> Self {
+        Admission {
+            header_timeout: Duration::from_secs(30),
+            body_idle_timeout: Duration::from_secs(60),
+            write_timeout: Duration::from_secs(60),
+            max_connections: 10_000,
+            max_in_flight: 1024,
+            max_header_bytes: malformed::AWS_MAX_HEADER_BYTES,
+            max_post_object_bytes: 64 << 20,
+        }
+    }
+}
+
+impl Admission {
+    pub fn validate(&self) -> Result<(), String> {
+        let secs = [
+            ("header timeout", self.header_timeout),
+            ("body idle timeout", self.body_idle_timeout),
+            ("write timeout", self.write_timeout),
+        ];
+        if let Some((name, _)) = secs.iter().find(|(_, d)| d.is_zero()) {
+            return Err(format!("{name} must be at least 1 s"));
+        }
+        if self.max_connections == 0 || self.max_in_flight == 0 {
+            return Err("max connections and max in-flight requests must be at least 1".into());
+        }
+        if self.max_header_bytes < 1024 {
+            return Err("max header bytes must be at least 1024".into());
+        }
+        Ok(())
+    }
+}
+
+/// What the front hands each admitted request to: the S3 service.
+pub trait Handler: Send + Sync + 'static {
+    fn handle(
+        self: Arc<Self>,
+        req: Request<s3s::Body>,
+    ) -> impl Future<Output = Result<Response<s3s::Body>, s3s::HttpError>> + Send + 'static;
+}
+
+struct Shared<H> {
+    handler: Arc<H>,
+    cfg: Admission,
+    tls: Option<Arc<tls::Tls>>,
+    in_flight: Arc<tokio::sync::Semaphore>,
+    forms: form::Forms,
+    /// HTTP/1.1 and HTTP/2 (chosen before hyper sees the connection, so
+    /// every byte is under a timeout).
+    h1: auto::Builder<TokioExecutor>,
+    h2: auto::Builder<TokioExecutor>,
+    /// HTTP/1.1 for over-cap connections: answered once and closed.
+    h1_refusing: auto::Builder<TokioExecutor>,
+}
+
+impl<H> Shared<H> {
+    fn builder(&self, h2: bool, admitted: bool) -> &auto::Builder<TokioExecutor> {
+        match (h2, admitted) {
+            (true, _) => &self.h2,
+            (false, true) => &self.h1,
+            (false, false) => &self.h1_refusing,
+        }
+    }
+}
+
+/// Serves `listener` until `shutdown`, then drains open connections.
+pub async fn serve<H: Handler>(
+    listener: TcpListener,
+    cfg: Admission,
+    tls: Option<Arc<tls::Tls>>,
+    handler: Arc<H>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let connections = Connections::new(cfg.max_connections);
+    let shared = Arc::new(Shared {
+        handler,
+        in_flight: Arc::new(tokio::sync::Semaphore::new(cfg.max_in_flight)),
+        forms: form::Forms::default(),
+        h1: http_builder(&cfg, true).http1_only(),
+        h2: http_builder(&cfg, true).http2_only(),
+        h1_refusing: http_builder(&cfg, false).http1_only(),
+        tls,
+        cfg,
+    });
+    let graceful = GracefulShutdown::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(x) => x,
+                    Err(e) => {
+                        // EMFILE and friends: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let Some(admitted) = connections.admit() else {
+                    tracing::debug!(%peer, "connection and overflow caps full: closed");
+                    continue;
+                };
+                tune_socket(&stream);
+                tokio::spawn(serve_connection(shared.clone(), stream, peer, admitted, graceful.watcher()));
+            }
+            changed = shutdown.changed() => {
+                if changed.is_err() || *shutdown.borrow() {
+                    break;
+                }
+            }
+        }
+    }
+    drop(listener);
+    tracing::info!("S3 gateway stopping; draining connections");
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(DRAIN_TIMEOUT) => tracing::warn!("connections still open after drain timeout"),
+    }
+}
+
+fn http_builder(cfg: &Admission, keep_alive: bool) -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(cfg.header_timeout)
+        .keep_alive(keep_alive);
+    b.http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(H2_KEEPALIVE)
+        .keep_alive_timeout(Duration::from_secs(20))
+        .max_header_list_size(64 * 1024);
+    b
+}
+
+fn tune_socket(stream: &TcpStream) {
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+    }
+    let ka = socket2::TcpKeepalive::new()
+        .with_time(TCP_KEEPALIVE)
+        .with_interval(Duration::from_secs(10));
+    if let Err(e) = socket2::SockRef::from(stream).set_tcp_keepalive(&ka) {
+        tracing::debug!(error = %e, "cannot set TCP keepalive");
+    }
+}
+
+async fn serve_connection<H: Handler>(
+    shared: Arc<Shared<H>>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    admitted: Admitted,
+    watcher: Watcher,
+) {
+    let header_timeout = shared.cfg.header_timeout;
+    let plain_h2 = if shared.tls.is_none() {
+        match tokio::time::timeout(header_timeout, sniff_h2(&stream)).await {
+            Ok(Some(h2)) => h2,
+            Ok(None) => return, // closed before a byte
+            Err(_) => {
+                tracing::debug!(%peer, "no request within the header timeout: closed");
+                return;
+            }
+        }
+    } else {
+        false
+    };
+    // A client that reads nothing for write_timeout: its writes stay pending.
+    let mut stream = tokio_io_timeout::TimeoutStream::new(stream);
+    stream.set_write_timeout(Some(shared.cfg.write_timeout));
+    let stream = Box::pin(stream);
+    match shared.tls.clone() {
+        None => {
+            let io = TokioIo::new(stream);
+            serve_http(shared, io, peer, false, plain_h2, &admitted, watcher).await
+        }
+        Some(tls) => {
+            let handshake =
+                tokio::time::timeout(header_timeout, tls.acceptor().accept(stream)).await;
+            match handshake {
+                Ok(Ok(s)) => {
+                    let h2 = s.get_ref().1.alpn_protocol() == Some(b"h2");
+                    serve_http(shared, TokioIo::new(s), peer, true, h2, &admitted, watcher).await
+                }
+                // Plaintext on the TLS port ends here too.
+                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+            }
+        }
+    }
+    drop(admitted);
+}
+
+/// Whether a plaintext connection opens with the HTTP/2 preface (h2c prior
+/// knowledge), judged by peeking, so hyper still reads every byte. Waiting
+/// here, under the header timeout, is what bounds a connection that sends
+/// nothing: hyper-util's own version sniffing has no timer, and hyper's
+/// header timeout only starts after it.
+async fn sniff_h2(stream: &TcpStream) -> Option<bool> {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let mut buf = [0u8; 24];
+    loop {
+        let n = stream.peek(&mut buf).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        if buf[..n] != PREFACE[..n] {
+            return Some(false);
+        }
+        if n == PREFACE.len() {
+            return Some(true);
+        }
+        // Part of the preface: peek would answer at once, so wait a little.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn serve_http<H, I>(
+    shared: Arc<Shared<H>>,
+    io: I,
+    peer: SocketAddr,
+    secure: bool,
+    h2: bool,
+    admitted: &Admitted,
+    watcher: Watcher,
+) where
+    H: Handler,
+    I: hyper::rt::Read + hyper::rt::Write + Send + Unpin + 'static,
+{
+    let result = match admitted {
+        Admitted::Refused(_) => {
+            let svc = hyper::service::service_fn(|_req: Request<Incoming>| async {
+                Ok::<_, std::convert::Infallible>(admission::over_capacity())
+            });
+            let conn = shared.builder(h2, false).serve_connection(io, svc);
+            watcher.watch(conn.into_owned()).await
+        }
+        Admitted::Served(_) => {
+            let per_request = {
+                let shared = shared.clone();
+                move |req: Request<Incoming>| -> RequestFuture {
+                    Box::pin(admit(shared.clone(), req, peer, secure))
+                }
+            };
+            let svc = ServiceBuilder::new()
+                .map_result(admission::shed_to_slow_down)
+                .load_shed()
+                .layer(tower::limit::GlobalConcurrencyLimitLayer::with_semaphore(
+                    shared.in_flight.clone(),
+                ))
+                .service_fn(per_request);
+            let conn = shared
+                .builder(h2, true)
+                .serve_connection(io, TowerToHyperService::new(svc));
+            watcher.watch(conn.into_owned()).await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
+}
+
+/// Boxed so tower's error conversions see one concrete future type (the
+/// compiler can't prove the nested generic futures `Send` otherwise).
+type RequestFuture = std::pin::Pin<
+    Box<dyn Future<Output = Result<Response<s3s::Body>, s3s::HttpError>> + Send + 'static>,
+>;
+
+/// One request that got past the in-flight cap.
+async fn admit<H: Handler>(
+    shared: Arc<Shared<H>>,
+    mut req: Request<Incoming>,
+    peer: SocketAddr,
+    secure: bool,
+) -> Result<Response<s3s::Body>, s3s::HttpError> {
+    if let Some(refusal) = malformed::refusal(&req, shared.cfg.max_header_bytes) {
+        return Ok(refused(refusal.response(), &req));
+    }
+    malformed::ignore_invalid_range(&mut req);
+    let max_file = shared.cfg.max_post_object_bytes;
+    let form_permit = if form::is_form(&req) {
+        match shared.forms.admit(&req, max_file) {
+            Ok(p) => Some(p),
+            Err(refusal) => return Ok(refused(refusal.response(), &req)),
+        }
+    } else {
+        None
+    };
+    req.extensions_mut().insert(RemoteAddr(peer));
+    if secure {
+        req.extensions_mut().insert(SecureTransport);
+    }
+    // Chunked forms have no declared length: they are cut at the cap.
+    let limit = form_permit
+        .as_ref()
+        .map(|_| form::max_form_bytes(max_file) as usize);
+    let idle = shared.cfg.body_idle_timeout;
+    let req = req.map(|b| request_body(b, idle, limit));
+    let resp = shared.handler.clone().handle(req).await;
+    drop(form_permit);
+    resp
+}
+
+/// A front refusal, counted, closing the connection when the request may
+/// still have body bytes on the wire nobody will read.
+fn refused<B>(mut resp: Response<s3s::Body>, req: &Request<B>) -> Response<s3s::Body> {
+    crate::metrics::observe_http(resp.status().as_u16());
+    let bodiless = req
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .is_some_and(|v| v.as_bytes() == b"0")
+        || (!req.headers().contains_key(http::header::CONTENT_LENGTH)
+            && !req.headers().contains_key(http::header::TRANSFER_ENCODING));
+    if !bodiless {
+        resp.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+    }
+    resp
+}
+
+/// The request body as the handler reads it: an idle timeout, and a size
+/// cap for POST forms.
+fn request_body(b: Incoming, idle: Duration, limit: Option<usize>) -> s3s::Body {
+    // Nothing to wait for; and TimeoutBody hides the exact size (0) that
+    // s3s reads when there is no Content-Length.
+    if hyper::body::Body::is_end_stream(&b) {
+        return s3s::Body::from(b);
+    }
+    let body = tower_http::timeout::TimeoutBody::new(idle, b).map_err(idle_to_request_timeout);
+    match limit {
+        Some(max) => s3s::Body::http_body(http_body_util::Limited::new(body, max)),
+        None => s3s::Body::http_body(body),
+    }
+}
+
+/// tower-http's idle timeout becomes AWS's RequestTimeout, which the
+/// handlers pass through to the client (`error::body_error`).
+fn idle_to_request_timeout(e: BoxError) -> BoxError {
+    if e.is::<tower_http::timeout::TimeoutError>() {
+        Box::new(crate::error::request_timeout())
+    } else {
+        e
+    }
+}
