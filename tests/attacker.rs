@@ -114,6 +114,7 @@ fn get(c: &Cluster, dir: &std::path::Path, bucket: &str, key: &str, seed: u64) {
 #[test]
 fn forged_internal_messages_are_refused_and_every_process_keeps_serving() {
     let c = Cluster::must_start();
+    c.use_cluster_tls();
     let tmp = tempfile::tempdir().expect("tempdir");
     c.must_aws(&["s3", "mb", "s3://attacked"]);
     for i in 0..5 {

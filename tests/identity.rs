@@ -116,6 +116,7 @@ fn wait_new_id(
 #[test]
 fn a_wiped_metashard_rejoins_under_a_new_id_and_no_committed_write_is_lost() {
     let mut c = Cluster::must_start_with(&["--max-store-down-secs", "6"]);
+    c.use_cluster_tls();
     let tmp = tempfile::tempdir().expect("tempdir");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     c.must_aws(&["s3", "mb", "s3://wiped"]);
@@ -174,6 +175,7 @@ fn a_wiped_metashard_rejoins_under_a_new_id_and_no_committed_write_is_lost() {
 #[test]
 fn a_wiped_data_node_rejoins_under_a_new_id_and_objects_still_read() {
     let mut c = Cluster::must_start();
+    c.use_cluster_tls();
     let tmp = tempfile::tempdir().expect("tempdir");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     c.must_aws(&["s3", "mb", "s3://dnwiped"]);

@@ -18,6 +18,16 @@ pub static RAFT_MESSAGES_DROPPED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
     .expect(ONCE)
 });
+pub static CLIENT_REQUESTS_REFUSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "kura_metashard_client_requests_refused_total",
+        "Client requests not proposed or read: `busy` (the store already had its most \
+         requests in flight; answered ServerBusy at once) or `abandoned` (the client had \
+         given up before the raftstore reached the request)",
+        &["reason"]
+    )
+    .expect(ONCE)
+});
 pub static LEASE_READS: LazyLock<IntCounter> = LazyLock::new(|| {
     register_int_counter!(
         "kura_metashard_lease_reads_total",

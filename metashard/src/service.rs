@@ -5,6 +5,7 @@
 //! cache and retries); a gRPC `Status` means the request may or may not have
 //! been executed (timeout, store stopping) or was malformed.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::apply;
 use crate::apply::split::split_point;
 use crate::engine::Engine;
+use crate::errors;
 use crate::fsm::{Callback, ReadGrant, Router, StoreMsg};
 use crate::metrics;
 use crate::snap::{self, SnapError, SnapManager};
@@ -42,6 +44,66 @@ pub struct MetashardService {
     /// which would otherwise hold the graceful shutdown open.
     stopping: watch::Receiver<bool>,
     snap: Arc<SnapManager>,
+    /// Client requests (Batch, Get, Scan) between arrival and answer.
+    client_in_flight: Cap,
+}
+
+/// Most client requests one store holds at once (queued for the raftstore
+/// thread, proposed or reading). Beyond it a request is answered ServerBusy
+/// at once, so a flood neither grows the raftstore inbox without bound nor
+/// waits out its client's timeout (the routing client backs off and retries).
+pub const MAX_CLIENT_IN_FLIGHT: usize = 4096;
+
+/// A cap on requests in flight: each admitted one holds a place until its
+/// guard is dropped.
+#[derive(Clone)]
+struct Cap {
+    n: Arc<AtomicUsize>,
+    max: usize,
+}
+
+/// One admitted request; frees its place when dropped.
+struct InFlight(Arc<AtomicUsize>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Cap {
+    fn new(max: usize) -> Cap {
+        Cap {
+            n: Arc::new(AtomicUsize::new(0)),
+            max,
+        }
+    }
+
+    /// A place for one more request, or None when all are taken.
+    fn admit(&self) -> Option<InFlight> {
+        let taken = self.n.fetch_add(1, Ordering::Relaxed);
+        let slot = InFlight(self.n.clone());
+        (taken < self.max).then_some(slot)
+    }
+}
+
+impl MetashardService {
+    /// A place for one more client request, or None when the store is full.
+    fn admit(&self) -> Option<InFlight> {
+        let slot = self.client_in_flight.admit();
+        if slot.is_none() {
+            crate::metrics::CLIENT_REQUESTS_REFUSED
+                .with_label_values(&["busy"])
+                .inc();
+        }
+        slot
+    }
+
+    fn busy() -> RegionError {
+        errors::server_busy(&format!(
+            "store has {MAX_CLIENT_IN_FLIGHT} client requests in flight"
+        ))
+    }
 }
 
 impl MetashardService {
@@ -60,6 +122,7 @@ impl MetashardService {
             pd,
             stopping,
             snap,
+            client_in_flight: Cap::new(MAX_CLIENT_IN_FLIGHT),
         }
     }
 
@@ -225,6 +288,12 @@ impl Metashard for MetashardService {
         let req = request.into_inner();
         header(req.header)?;
         apply::validate_batch(&req).map_err(Status::invalid_argument)?;
+        let Some(_slot) = self.admit() else {
+            return Ok(Response::new(BatchResponse {
+                header: self.header_err(Self::busy()).await,
+                ..Default::default()
+            }));
+        };
         let res = self
             .ask(|cb| StoreMsg::Batch {
                 req: Box::new(req),
@@ -249,6 +318,12 @@ impl Metashard for MetashardService {
         let h = header(req.header)?;
         let cf = Cf::try_from(req.cf).map_err(|_| Status::invalid_argument("unknown cf"))?;
         let key = req.key.to_vec();
+        let Some(_slot) = self.admit() else {
+            return Ok(Response::new(GetResponse {
+                header: self.header_err(Self::busy()).await,
+                ..Default::default()
+            }));
+        };
         let res = self
             .ask(|cb| StoreMsg::Read {
                 region_id: h.region_id,
@@ -285,6 +360,12 @@ impl Metashard for MetashardService {
         let h = header(req.header)?;
         let cf = Cf::try_from(req.cf).map_err(|_| Status::invalid_argument("unknown cf"))?;
         let start = req.start_key.to_vec();
+        let Some(_slot) = self.admit() else {
+            return Ok(Response::new(ScanResponse {
+                header: self.header_err(Self::busy()).await,
+                ..Default::default()
+            }));
+        };
         let res = self
             .ask(|cb| StoreMsg::Read {
                 region_id: h.region_id,
@@ -607,5 +688,33 @@ impl Metashard for MetashardService {
                 status: None,
             },
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_in_flight_cap_refuses_beyond_its_size_and_frees_on_drop() {
+        let cap = Cap::new(2);
+        let a = cap.admit().expect("first");
+        let _b = cap.admit().expect("second");
+        assert!(cap.admit().is_none(), "a third is refused");
+        assert!(cap.admit().is_none(), "a refusal holds no place");
+        drop(a);
+        assert!(cap.admit().is_some(), "a freed place is taken again");
+    }
+
+    #[test]
+    fn a_request_whose_client_left_is_abandoned() {
+        let (cb, rx) = oneshot::channel();
+        let msg = StoreMsg::Batch {
+            req: Box::default(),
+            cb,
+        };
+        assert!(!msg.abandoned());
+        drop(rx);
+        assert!(msg.abandoned());
     }
 }

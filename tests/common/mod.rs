@@ -210,6 +210,23 @@ impl Cluster {
         }
     }
 
+    /// In TLS mode, makes this test process a holder of the admin
+    /// certificate: the gRPC channels it opens through
+    /// `kura_pd_client::channel` then pass mutual TLS (an insider: what
+    /// such a peer sends is still validated). No-op otherwise.
+    pub fn use_cluster_tls(&self) {
+        if !self.tls {
+            return;
+        }
+        // Installed once per process: nextest runs each test in its own
+        // process, and a test starts one cluster.
+        let _ = kura_pd_client::tls::install(&kura_pd_client::tls::TlsPaths {
+            ca: self.ca(),
+            cert: self.dir.join("tls/admin.pem"),
+            key: self.dir.join("tls/admin-key.pem"),
+        });
+    }
+
     /// The CA of a TLS cluster (`DIR/tls/ca.pem`).
     pub fn ca(&self) -> PathBuf {
         self.dir.join("tls/ca.pem")

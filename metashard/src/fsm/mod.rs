@@ -147,6 +147,15 @@ pub enum StoreMsg {
 }
 
 impl StoreMsg {
+    /// A client request (batch or read) whose caller stopped waiting.
+    pub fn abandoned(&self) -> bool {
+        match self {
+            StoreMsg::Batch { cb, .. } => cb.is_closed(),
+            StoreMsg::Read { cb, .. } => cb.is_closed(),
+            _ => false,
+        }
+    }
+
     /// The region a message is about (the poller looks at that peer in the
     /// next round); `None` for store-wide messages.
     pub fn region_id(&self) -> Option<u64> {

@@ -217,6 +217,14 @@ impl Poller {
 
     /// Handles one message; false on shutdown.
     fn handle(&mut self, msg: StoreMsg) -> Result<bool, crate::Error> {
+        // A client that gave up while its request was queued (timed out or
+        // cancelled) is not worth a proposal or a read round.
+        if msg.abandoned() {
+            crate::metrics::CLIENT_REQUESTS_REFUSED
+                .with_label_values(&["abandoned"])
+                .inc();
+            return Ok(true);
+        }
         if let Some(id) = msg.region_id() {
             self.active.insert(id);
         }
