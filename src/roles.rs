@@ -272,8 +272,9 @@ pub struct GatewayArgs {
     /// stripe/k bytes of it (REPLICA3: the whole stripe per copy).
     #[arg(long, default_value_t = 1 << 20)]
     stripe_size: usize,
-    /// Fragments that must be durable before a PUT commits (default: k+1,
-    /// lowered to no less than k so writes go on through a whole-zone outage).
+    /// Fragments that must be durable before a PUT commits (default: k+1;
+    /// k only while a whole zone of the placement group is known down;
+    /// docs/architecture.md says what each class survives).
     #[arg(long)]
     write_quorum: Option<usize>,
     /// Storage class of new buckets: EC_4_2 (S3 STANDARD), EC_8_3

@@ -464,7 +464,15 @@ fn print_banner(cf: &ClusterFile, creds: &Credentials, source: &str, dir: &Path)
         "  export AWS_ACCESS_KEY_ID={} AWS_SECRET_ACCESS_KEY={} AWS_DEFAULT_REGION=us-east-1",
         creds.access_key, creds.secret_key
     );
-    println!("  aws --endpoint-url {} s3 mb s3://my-bucket", cf.s3);
+    let ca_bundle = cf
+        .tls
+        .as_ref()
+        .map(|t| format!(" --ca-bundle {}", t.ca.display()))
+        .unwrap_or_default();
+    println!(
+        "  aws --endpoint-url {}{ca_bundle} s3 mb s3://my-bucket",
+        cf.s3
+    );
     println!();
     println!("Ctrl-C stops the cluster; `kura dev` on the same --data-dir brings it back.");
 }
