@@ -39,6 +39,9 @@ fn must_phase(c: &Cluster, args: &[&str], env: &[(&str, &str)]) {
 /// a few MiB with the gateway's RSS bounded.
 #[test]
 fn malformed_input_and_post_forms_are_answered_as_aws_does() {
+    if common::tls_mode() {
+        return; // drives the S3 port over raw sockets and sets up its own TLS
+    }
     let mut c = Cluster::must_start();
     must_phase(&c, &["malformed"], &[]);
     let pid = restart_gateway(&mut c, &["--max-post-object-bytes", &(8 << 20).to_string()]);
@@ -52,6 +55,9 @@ fn malformed_input_and_post_forms_are_answered_as_aws_does() {
 /// doesn't); a client that stops reading is dropped.
 #[test]
 fn slowloris_is_cut_off_and_caps_answer_slow_down() {
+    if common::tls_mode() {
+        return; // drives the S3 port over raw sockets and sets up its own TLS
+    }
     let mut c = Cluster::must_start();
     let pid = restart_gateway(
         &mut c,
@@ -102,6 +108,9 @@ fn write_test_pki(dir: &Path) {
 /// while a connection opened before it keeps working.
 #[test]
 fn https_with_certificate_reload() {
+    if common::tls_mode() {
+        return; // drives the S3 port over raw sockets and sets up its own TLS
+    }
     let mut c = Cluster::must_start();
     let pki = c.dir.join("s3-tls");
     std::fs::create_dir_all(&pki).expect("pki dir");
