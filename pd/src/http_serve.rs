@@ -33,7 +33,7 @@ pub async fn serve(
             .map_err(Error::Http);
     };
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls.rustls_server(true)?));
-    let graceful = Arc::new(GracefulShutdown::new());
+    let graceful = GracefulShutdown::new();
     tokio::pin!(stop);
     loop {
         let (tcp, peer) = tokio::select! {
@@ -47,7 +47,7 @@ pub async fn serve(
                 }
             },
         };
-        let (acceptor, router, graceful) = (acceptor.clone(), router.clone(), graceful.clone());
+        let (acceptor, router, watcher) = (acceptor.clone(), router.clone(), graceful.watcher());
         tokio::spawn(async move {
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(s)) => s,
@@ -69,14 +69,12 @@ pub async fn serve(
             let conn = auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(tls), svc)
                 .into_owned();
-            if let Err(e) = graceful.watch(conn).await {
+            if let Err(e) = watcher.watch(conn).await {
                 tracing::debug!(%peer, error = %e, "PD HTTP connection ended with an error");
             }
         });
     }
     drop(listener);
-    if let Ok(g) = Arc::try_unwrap(graceful) {
-        let _ = tokio::time::timeout(DRAIN_TIMEOUT, g.shutdown()).await;
-    }
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await;
     Ok(())
 }

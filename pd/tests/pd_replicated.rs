@@ -3,6 +3,8 @@
 //! the HTTP API. Checks that a leader change loses no acknowledged write,
 //! never hands out an id twice, and that a restarted member rejoins.
 
+mod common;
+use common::uuid;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -144,17 +146,6 @@ impl Group {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
-}
-
-/// A uuid standing for the data dir `tag` names (same tag, same dir).
-fn uuid(tag: &str) -> String {
-    use std::hash::{Hash, Hasher};
-    let half = |salt: u8| {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        (salt, tag).hash(&mut h);
-        h.finish()
-    };
-    format!("{:016x}{:016x}", half(1), half(2))
 }
 
 fn node(addr: &str, zone: &str) -> DataNode {

@@ -2,6 +2,8 @@
 //! the HTTP API by reqwest, `pdctl_main` against it, and a restart from the
 //! state file.
 
+mod common;
+use common::uuid;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -83,17 +85,6 @@ fn store(id: u64, addr: &str, zone: &str) -> Store {
         labels: labels(zone),
         ..Default::default()
     }
-}
-
-/// A uuid standing for the data dir `tag` names (same tag, same dir).
-fn uuid(tag: &str) -> String {
-    use std::hash::{Hash, Hasher};
-    let half = |salt: u8| {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        (salt, tag).hash(&mut h);
-        h.finish()
-    };
-    format!("{:016x}{:016x}", half(1), half(2))
 }
 
 fn data_node(id: u64, addr: &str, zone: &str) -> DataNode {
