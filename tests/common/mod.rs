@@ -133,9 +133,8 @@ impl Cluster {
     }
 
     fn start_in(dir: &Path, port: u16, dev_args: &[&str]) -> Cluster {
-        // kura dev writes cluster.json only after it has seen the cluster
-        // healthy, so a test can see /_kura/health 200 first; waiting for a
-        // fresh file (not the previous run's pids) closes that window.
+        // A fresh cluster.json (not the previous run's pids) and a fresh
+        // dev.out: must_become_ready waits for this run's "cluster ready".
         let _ = std::fs::remove_file(dir.join("cluster.json"));
         let log = std::fs::File::create(dir.join("dev.out")).expect("dev.out");
         let tls = tls_mode() || dev_args.contains(&"--tls");
@@ -188,7 +187,16 @@ impl Cluster {
         let deadline = Instant::now() + timeout;
         let addr = format!("127.0.0.1:{}", self.port);
         while Instant::now() < deadline {
-            if self.s3_health(&addr) == Some(200) && self.dir.join("cluster.json").exists() {
+            // `kura dev` writes cluster.json as soon as every pid is known and
+            // prints "cluster ready" only once it has seen the cluster serve:
+            // a test that killed a process in between would make it give up
+            // ("exited during startup") and stop the whole cluster.
+            let announced = std::fs::read_to_string(self.dir.join("dev.out"))
+                .is_ok_and(|o| o.contains("kura dev: cluster ready"));
+            if self.s3_health(&addr) == Some(200)
+                && self.dir.join("cluster.json").exists()
+                && announced
+            {
                 return;
             }
             if let Some(dev) = self.dev.as_mut() {
