@@ -5,9 +5,14 @@
 //! A replicated PD's follower answers `Unavailable` naming the leader in the
 //! `kura-pd-leader` metadata: the client goes straight there when the leader
 //! is one of its endpoints, so a leader change costs one extra hop.
+//!
+//! Right after the leader dies its followers still name it until they elect
+//! a new one. So an endpoint that just failed at the transport level is
+//! remembered as down for [`DOWN_FOR`], and a hint naming it is not followed:
+//! the client keeps rotating (with backoff) until some member answers.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use crate::channel::Channel;
 use kura_proto::common::Region;
@@ -40,13 +45,32 @@ impl PdError {
     }
 }
 
+/// Why one try failed.
+enum Failure {
+    /// No answer (connect error, timeout).
+    Transport(String),
+    /// A member answered that it can't serve (not the leader, or no leader
+    /// yet), maybe naming the leader among our endpoints.
+    NotLeader(String, Option<usize>),
+    /// A definite answer: retrying won't change it.
+    Rejected(String),
+}
+
 /// Cheap to clone; clones share nothing but the channels (which are shared handles).
 #[derive(Clone)]
 pub struct PdClient {
     endpoints: std::sync::Arc<Vec<(String, RawPdClient<Channel>)>>,
     current: std::sync::Arc<AtomicUsize>,
+    /// Per endpoint: when it last failed at the transport level, as ms since
+    /// `epoch` (0 = never).
+    failed_at: std::sync::Arc<Vec<AtomicU64>>,
+    epoch: Instant,
     attempts: u32,
 }
+
+/// How long an endpoint that failed at the transport level counts as down
+/// for leader hints (longer than a PD election, so a stale hint is ignored).
+const DOWN_FOR: Duration = Duration::from_secs(3);
 
 const RPC_TIMEOUT: Duration = Duration::from_secs(5);
 /// gRPC metadata a PD follower names the leader's gRPC address in.
@@ -74,8 +98,10 @@ impl PdClient {
             v.push((e.clone(), RawPdClient::new(ch)));
         }
         Ok(PdClient {
+            failed_at: std::sync::Arc::new(v.iter().map(|_| AtomicU64::new(0)).collect()),
             endpoints: std::sync::Arc::new(v),
             current: Default::default(),
+            epoch: Instant::now(),
             attempts: 10,
         })
     }
@@ -98,35 +124,25 @@ impl PdClient {
         for attempt in 0..self.attempts {
             let idx = self.current.load(Ordering::Relaxed) % self.endpoints.len();
             let (addr, client) = &self.endpoints[idx];
-            if crate::cluster_id::get().is_none() {
-                // The first answer from PD names the cluster this process
-                // belongs to; every internal request carries it from then on.
-                let mut raw = client.clone();
-                let learn = raw.get_cluster(GetClusterRequest {});
-                if let Ok(Ok(r)) = tokio::time::timeout(RPC_TIMEOUT, learn).await {
-                    crate::cluster_id::set(r.into_inner().cluster_id);
+            match self.try_once(client, &f).await {
+                Ok(resp) => return Ok(resp),
+                Err(Failure::Rejected(msg)) => return Err(PdError::Rejected(msg)),
+                Err(Failure::Transport(msg)) => {
+                    last = format!("{addr}: {msg}");
+                    self.mark_down(idx);
                 }
-            }
-            match tokio::time::timeout(RPC_TIMEOUT, f(client.clone())).await {
-                Ok(Ok(resp)) => return Ok(resp.into_inner()),
-                Ok(Err(status)) => match status.code() {
-                    tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled => {
-                        last = format!("{addr}: {}", status.message());
-                        if let Some(leader) = self.leader_hint(&status) {
-                            if leader != idx {
-                                // A follower named the leader: go there now.
-                                self.current.store(leader, Ordering::Relaxed);
-                                continue;
-                            }
+                Err(Failure::NotLeader(msg, hint)) => {
+                    last = format!("{addr}: {msg}");
+                    match hint {
+                        // A follower named the leader: go there now, unless
+                        // that leader just failed (the hint is stale).
+                        Some(leader) if leader != idx && !self.is_down(leader) => {
+                            self.current.store(leader, Ordering::Relaxed);
+                            continue;
                         }
+                        _ => {}
                     }
-                    tonic::Code::FailedPrecondition => {
-                        // Not the PD leader: try the next endpoint.
-                        last = format!("{addr}: {}", status.message());
-                    }
-                    _ => return Err(PdError::Rejected(status.message().to_string())),
-                },
-                Err(_) => last = format!("{addr}: timed out"),
+                }
             }
             self.current.store(idx + 1, Ordering::Relaxed);
             if attempt + 1 < self.attempts {
@@ -138,6 +154,67 @@ impl PdClient {
             attempts: self.attempts,
             last,
         })
+    }
+
+    /// One try of `f` against `client` (learning the cluster id first if this
+    /// process doesn't know it yet).
+    async fn try_once<T, F, Fut>(&self, client: &RawPdClient<Channel>, f: &F) -> Result<T, Failure>
+    where
+        F: Fn(RawPdClient<Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        if crate::cluster_id::get().is_none() {
+            // The first answer from PD names the cluster this process
+            // belongs to; every internal request carries it from then on.
+            let mut raw = client.clone();
+            match tokio::time::timeout(RPC_TIMEOUT, raw.get_cluster(GetClusterRequest {})).await {
+                Ok(Ok(r)) => crate::cluster_id::set(r.into_inner().cluster_id),
+                Ok(Err(status)) => {
+                    if let failure @ Failure::Transport(_) = self.classify(status) {
+                        // Down: don't wait for `f` to fail on it too.
+                        return Err(failure);
+                    }
+                }
+                Err(_) => return Err(Failure::Transport("timed out".into())),
+            }
+        }
+        match tokio::time::timeout(RPC_TIMEOUT, f(client.clone())).await {
+            Ok(Ok(resp)) => Ok(resp.into_inner()),
+            Ok(Err(status)) => Err(self.classify(status)),
+            Err(_) => Err(Failure::Transport("timed out".into())),
+        }
+    }
+
+    fn classify(&self, status: tonic::Status) -> Failure {
+        let msg = status.message().to_string();
+        // A status with a source was made here from a connect or transport
+        // error; one without came over the wire from a live member.
+        if std::error::Error::source(&status).is_some() {
+            return Failure::Transport(msg);
+        }
+        match status.code() {
+            tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled => {
+                Failure::NotLeader(msg, self.leader_hint(&status))
+            }
+            // Not the PD leader: try the next endpoint.
+            tonic::Code::FailedPrecondition => Failure::NotLeader(msg, None),
+            _ => Failure::Rejected(msg),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        // +1 so that a failure in the first millisecond is not "never".
+        self.epoch.elapsed().as_millis() as u64 + 1
+    }
+
+    fn mark_down(&self, idx: usize) {
+        self.failed_at[idx].store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    /// Whether endpoint `idx` failed at the transport level within [`DOWN_FOR`].
+    fn is_down(&self, idx: usize) -> bool {
+        let at = self.failed_at[idx].load(Ordering::Relaxed);
+        at != 0 && self.now_ms().saturating_sub(at) < DOWN_FOR.as_millis() as u64
     }
 
     /// The index of the endpoint a not-leader answer names, if it is one of ours.
@@ -353,5 +430,27 @@ mod tests {
         assert_eq!(hint("http://10.0.0.3:2380"), Some(2));
         assert_eq!(hint("10.0.0.9:2380"), None, "not one of ours");
         assert_eq!(c.leader_hint(&tonic::Status::unavailable("down")), None);
+    }
+
+    #[tokio::test]
+    async fn a_hint_naming_an_endpoint_that_just_failed_is_not_followed() {
+        let eps = ["10.0.0.1:2380", "10.0.0.2:2380"].map(String::from);
+        let c = PdClient::new(&eps).unwrap();
+        let mut stale = tonic::Status::unavailable("not the leader");
+        stale
+            .metadata_mut()
+            .insert(LEADER_METADATA, "10.0.0.1:2380".parse().unwrap());
+        assert!(matches!(c.classify(stale), Failure::NotLeader(_, Some(0))));
+        assert!(!c.is_down(0));
+        c.mark_down(0);
+        assert!(c.is_down(0), "a transport failure marks the endpoint down");
+        assert!(!c.is_down(1));
+        // A status made locally from a connect error carries its source.
+        let local = tonic::Status::from_error(Box::new(std::io::Error::other("connect refused")));
+        assert!(matches!(c.classify(local), Failure::Transport(_)));
+        assert!(matches!(
+            c.classify(tonic::Status::invalid_argument("no")),
+            Failure::Rejected(_)
+        ));
     }
 }
