@@ -18,7 +18,7 @@
 //! uses `kura_metashard::keys` only to find an object key's region); talks
 //! to nothing but its own clients.
 //!
-//! Start reading at `run` below, then `server.rs`, then `cluster.rs`.
+//! Start reading at `run` below, then `server.rs`, then `cluster/mod.rs`.
 
 pub mod bootstrap;
 pub mod cluster;
