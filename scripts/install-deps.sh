@@ -44,6 +44,9 @@ fi
 missing=()
 command -v rclone >/dev/null 2>&1 || missing+=(rclone)
 command -v s3cmd >/dev/null 2>&1 || missing+=(s3cmd)
+# headless Chromium: tests/py/tagging_cors.py fetches from another origin as a browser does
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v restic >/dev/null 2>&1 || missing+=(restic)
 if [ ${#missing[@]} -gt 0 ]; then apt_install "${missing[@]}"; fi
 # boto3 and the aws CLI from PyPI: current botocore sends aws-chunked bodies with
 # a CRC32 trailer by default, the path most SDK users hit.

@@ -299,6 +299,14 @@ pub struct GatewayArgs {
     /// the key is derived from the root secret key.
     #[arg(long)]
     cluster_key_file: Option<PathBuf>,
+    /// File holding the cluster master key for SSE-S3 (the same on every
+    /// gateway): exactly 32 random bytes, either raw (a 32-byte file) or
+    /// base64-encoded (44 characters; whitespace around it is ignored), e.g.
+    /// `head -c 32 /dev/urandom | base64 > master.key`. It wraps each
+    /// object's random data key; losing it makes SSE-S3 objects unreadable.
+    /// Without it, SSE-S3 requests and bucket default encryption answer 501.
+    #[arg(long)]
+    master_key_file: Option<PathBuf>,
     /// The S3 port's certificate chain (PEM): with --tls-key, S3 is served
     /// over HTTPS only (HTTP/1.1 and h2). Reloaded on SIGHUP and when the
     /// files change, without dropping open connections.
@@ -334,9 +342,9 @@ pub struct GatewayArgs {
     /// RequestHeaderSectionTooLarge.
     #[arg(long, env = "KURA_GATEWAY_MAX_HEADER_BYTES", default_value_t = 8192)]
     max_header_bytes: usize,
-    /// Largest file of a POST form upload, in bytes (such forms are held
-    /// in memory before their access check; at most 8 at once).
-    #[arg(long, env = "KURA_GATEWAY_MAX_POST_OBJECT_BYTES", default_value_t = 64 << 20)]
+    /// Largest file of a POST form upload, in bytes (5 GiB, as AWS; the
+    /// file streams to the data nodes, so this bounds storage, not memory).
+    #[arg(long, env = "KURA_GATEWAY_MAX_POST_OBJECT_BYTES", default_value_t = 5 << 30)]
     max_post_object_bytes: u64,
 }
 
@@ -542,8 +550,22 @@ pub fn run_gateway(a: GatewayArgs) -> i32 {
             }
         },
     };
+    let master_key = match &a.master_key_file {
+        None => None,
+        Some(path) => match std::fs::read(path)
+            .map_err(|e| e.to_string())
+            .and_then(|b| kura_gateway::data::crypto::MasterKey::parse_file(&b))
+        {
+            Ok(k) => Some(k),
+            Err(e) => {
+                eprintln!("kura gateway: master key file {}: {e}", path.display());
+                return 2;
+            }
+        },
+    };
     let cfg = kura_gateway::Config {
         listen: a.listen,
+        master_key,
         pd_endpoints: a.pd,
         access_key,
         secret_key,

@@ -52,6 +52,8 @@ pub struct Ctx {
     pub max_commit_age: std::time::Duration,
     /// Region reported to clients.
     pub region: String,
+    /// The cluster master key wrapping SSE-S3 data keys; `None`: SSE-S3 is refused.
+    pub master_key: Option<Arc<crate::data::crypto::MasterKey>>,
 }
 
 impl Ctx {

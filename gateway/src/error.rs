@@ -53,6 +53,14 @@ pub enum GwError {
     },
     #[error("a precondition failed")]
     PreconditionFailed,
+    #[error("the specified version does not exist")]
+    NoSuchVersion,
+    /// The latest version is a delete marker: 404 NoSuchKey with `x-amz-delete-marker`.
+    #[error("the latest version is a delete marker")]
+    DeleteMarkerIsLatest { version_id: Option<String> },
+    /// GET/HEAD of a delete marker by version id: 405 MethodNotAllowed.
+    #[error("a delete marker cannot be read")]
+    DeleteMarkerNotReadable { version_id: String },
 
     // --- multipart
     #[error("the specified multipart upload does not exist")]
@@ -86,6 +94,25 @@ pub enum GwError {
     InvalidBucketAclWithObjectOwnership,
     #[error("the bucket has no public access block configuration")]
     NoSuchPublicAccessBlockConfiguration,
+
+    // --- server-side encryption (docs/decisions/0029)
+    /// An SSE algorithm other than AES256 (KMS is refused as NotImplemented).
+    #[error("invalid encryption algorithm: {0}")]
+    InvalidEncryptionAlgorithm(String),
+    #[error("the bucket has no default encryption configuration")]
+    NoSuchEncryptionConfiguration,
+
+    // --- tagging and CORS (docs/decisions/0030)
+    /// A tag AWS refuses (length, characters, duplicate key, `aws:` prefix).
+    #[error("invalid tag: {0}")]
+    InvalidTag(String),
+    /// What AWS answers as a bare `400 BadRequest` (more than 10 object tags).
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    #[error("the bucket has no tag set")]
+    NoSuchTagSet,
+    #[error("the bucket has no CORS configuration")]
+    NoSuchCorsConfiguration,
     /// A storage quota would be exceeded (403 QuotaExceeded, as Ceph RGW).
     #[error("quota exceeded: {0}")]
     QuotaExceeded(String),
@@ -142,6 +169,9 @@ impl GwError {
             | GwError::InvalidPartNumber
             | GwError::NotModified { .. }
             | GwError::PreconditionFailed
+            | GwError::NoSuchVersion
+            | GwError::DeleteMarkerIsLatest { .. }
+            | GwError::DeleteMarkerNotReadable { .. }
             | GwError::NoSuchUpload
             | GwError::InvalidPart(_)
             | GwError::InvalidPartOrder
@@ -155,6 +185,12 @@ impl GwError {
             | GwError::MalformedAcl(_)
             | GwError::InvalidBucketAclWithObjectOwnership
             | GwError::NoSuchPublicAccessBlockConfiguration
+            | GwError::InvalidEncryptionAlgorithm(_)
+            | GwError::NoSuchEncryptionConfiguration
+            | GwError::InvalidTag(_)
+            | GwError::BadRequest(_)
+            | GwError::NoSuchTagSet
+            | GwError::NoSuchCorsConfiguration
             | GwError::QuotaExceeded(_)
             | GwError::InvalidArgument(_)
             | GwError::InvalidRequest(_)
@@ -231,6 +267,22 @@ impl GwError {
             GwError::PreconditionFailed => {
                 S3Error::with_message(C::PreconditionFailed, "At least one of the pre-conditions you specified did not hold")
             }
+            GwError::NoSuchVersion => {
+                S3Error::with_message(C::NoSuchVersion, "The specified version does not exist.")
+            }
+            GwError::DeleteMarkerIsLatest { version_id } => {
+                let mut e = S3Error::with_message(C::NoSuchKey, "The specified key does not exist.");
+                e.set_headers(delete_marker_headers(version_id.as_deref(), false));
+                e
+            }
+            GwError::DeleteMarkerNotReadable { version_id } => {
+                let mut e = S3Error::with_message(
+                    C::MethodNotAllowed,
+                    "The specified method is not allowed against this resource.",
+                );
+                e.set_headers(delete_marker_headers(Some(version_id), true));
+                e
+            }
             GwError::NoSuchUpload => S3Error::with_message(
                 C::NoSuchUpload,
                 "The specified upload does not exist. The upload ID may be invalid, or the upload may have been aborted or completed.",
@@ -270,6 +322,30 @@ impl GwError {
                 e.set_status_code(StatusCode::NOT_FOUND);
                 e
             }
+            GwError::InvalidEncryptionAlgorithm(why) => {
+                let mut e = S3Error::with_message(C::InvalidEncryptionAlgorithmError, why.clone());
+                e.set_status_code(StatusCode::BAD_REQUEST);
+                e
+            }
+            GwError::NoSuchEncryptionConfiguration => {
+                let mut e = S3Error::with_message(
+                    C::ServerSideEncryptionConfigurationNotFoundError,
+                    "The server side encryption configuration was not found",
+                );
+                e.set_status_code(StatusCode::NOT_FOUND);
+                e
+            }
+            GwError::InvalidTag(why) => S3Error::with_message(C::InvalidTag, why.clone()),
+            GwError::BadRequest(why) => {
+                let code = S3ErrorCode::from_bytes(b"BadRequest").unwrap_or(C::InvalidRequest);
+                let mut e = S3Error::with_message(code, why.clone());
+                e.set_status_code(StatusCode::BAD_REQUEST);
+                e
+            }
+            GwError::NoSuchTagSet => S3Error::with_message(C::NoSuchTagSet, "The TagSet does not exist"),
+            GwError::NoSuchCorsConfiguration => {
+                S3Error::with_message(C::NoSuchCORSConfiguration, "The CORS configuration does not exist")
+            }
             GwError::QuotaExceeded(why) => {
                 let code = S3ErrorCode::from_bytes(b"QuotaExceeded").unwrap_or(C::AccessDenied);
                 let mut e = S3Error::with_message(code, why.clone());
@@ -306,6 +382,25 @@ impl GwError {
             }
         }
     }
+}
+
+/// What S3 sends with an answer about a delete marker.
+fn delete_marker_headers(version_id: Option<&str>, allow_delete: bool) -> http::HeaderMap {
+    let mut h = http::HeaderMap::new();
+    h.insert(
+        "x-amz-delete-marker",
+        http::HeaderValue::from_static("true"),
+    );
+    if let Some(v) = version_id.and_then(|v| http::HeaderValue::from_str(v).ok()) {
+        h.insert("x-amz-version-id", v);
+    }
+    if allow_delete {
+        h.insert(
+            http::header::ALLOW,
+            http::HeaderValue::from_static("DELETE"),
+        );
+    }
+    h
 }
 
 impl From<GwError> for S3Error {
@@ -438,6 +533,16 @@ pub enum Refusal {
     /// A POST form upload declared larger than the gateway takes.
     #[error("POST form upload larger than {max} bytes")]
     FormTooLarge { max: u64 },
+    /// A CORS preflight (OPTIONS) missing what it must carry (400 BadRequest).
+    #[error("CORS preflight: {0}")]
+    CorsBadRequest(String),
+    /// A CORS preflight no rule allows (403 AccessForbidden, `CORSResponse: ...`).
+    #[error("CORS preflight refused: {message}")]
+    CorsForbidden {
+        message: &'static str,
+        method: String,
+        resource: &'static str,
+    },
 }
 
 impl Refusal {
@@ -486,6 +591,19 @@ impl Refusal {
                 "EntityTooLarge",
                 "Your proposed upload exceeds the maximum allowed size",
                 &[("MaxSizeAllowed", &max.to_string())],
+            ),
+            Refusal::CorsBadRequest(why) => {
+                xml_response(StatusCode::BAD_REQUEST, "BadRequest", why, &[])
+            }
+            Refusal::CorsForbidden {
+                message,
+                method,
+                resource,
+            } => xml_response(
+                StatusCode::FORBIDDEN,
+                "AccessForbidden",
+                message,
+                &[("Method", method), ("ResourceType", resource)],
             ),
         }
     }

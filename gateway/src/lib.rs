@@ -57,6 +57,9 @@ pub struct Config {
     pub cluster_key: Option<[u8; 32]>,
     /// Region reported to clients and accepted in LocationConstraint ("us-east-1").
     pub region: String,
+    /// The cluster master key (the same on every gateway) wrapping the data
+    /// keys of SSE-S3 objects; `None` refuses SSE-S3 (docs/security.md).
+    pub master_key: Option<[u8; 32]>,
     /// Bodies of at most this many bytes are stored inside the metadata record (4096).
     pub inline_threshold: usize,
     /// Target data bytes of one stripe (1 MiB); a fragment block is stripe / k.
@@ -101,6 +104,7 @@ impl Config {
             max_commit_age: std::time::Duration::from_secs(30 * 60),
             gc_sweep_interval: std::time::Duration::from_secs(30),
             domain: None,
+            master_key: None,
         }
     }
 }

@@ -88,6 +88,10 @@ pub async fn run(
         max_commit_age: cfg.max_commit_age,
         write_quorum: cfg.write_quorum,
         region: cfg.region.clone(),
+        master_key: cfg
+            .master_key
+            .as_ref()
+            .map(|k| Arc::new(crate::data::crypto::MasterKey::new(k))),
     });
 
     let listener = TcpListener::bind(cfg.listen)
@@ -137,10 +141,11 @@ pub async fn run(
     builder.set_validation(KuraNames);
     builder.set_host(KuraHost::new(cfg.domain.as_deref()));
     builder.set_config(Arc::new(s3s::config::StaticConfigProvider::new(Arc::new(
-        front::form::s3s_config(cfg.admission.max_post_object_bytes),
+        front::form::s3s_config(),
     ))));
     let front = Arc::new(Front {
         s3: builder.build(),
+        cors: front::cors::Cors::new(ctx.clone(), Box::new(KuraHost::new(cfg.domain.as_deref()))),
         ctx,
         host,
     });
@@ -229,6 +234,7 @@ async fn become_ready(
 
 struct Front {
     s3: S3Service,
+    cors: front::cors::Cors,
     ctx: Arc<Ctx>,
     host: KuraHost,
 }
@@ -252,6 +258,10 @@ impl front::Handler for Front {
             resp
         }
     }
+
+    fn cors(&self) -> Option<&front::cors::Cors> {
+        Some(&self.cors)
+    }
 }
 
 impl Front {
@@ -274,6 +284,13 @@ impl Front {
                 metrics::observe_http(resp.status().as_u16());
                 return Ok(resp);
             }
+        }
+        // PostObject (browser forms) is Kura's own, streamed: s3s would
+        // buffer the file part before any access check.
+        if let Some(target) = crate::s3::post_object::target(&req, &self.host) {
+            let resp = crate::s3::post_object::serve(&self.ctx, req, target).await;
+            metrics::observe_http(resp.status().as_u16());
+            return Ok(resp);
         }
         let expects_continue = req
             .headers()

@@ -25,7 +25,27 @@
 //! with `0x00 0x00`; so `enc(a) < enc(b)` iff `a < b`, and for a prefix `p` of
 //! `k`, the escaped bytes of `p` (without terminator) are a prefix of `enc(k)`.
 //! Versions are stored inverted (`!version`) so the newest sorts first; the
-//! null version (0) sorts last.
+//! key of version 0 sorts last.
+//!
+//! Object versions (docs/decisions/0027). In cf META the only keys under an
+//! object prefix are version keys, so the object's *first* key there is its
+//! latest version (one seek: [`object_versions_range`], limit 1):
+//! - a real version `v` (≥ 1) is a number above the object's latest version
+//!   at the time of the write (milliseconds << 16 | random, raised past the
+//!   latest when a clock lags), so the last committed write sorts first
+//!   whatever the gateways' clocks say;
+//! - version key 0 (sorting last) is the *null slot*. It holds either the
+//!   null version itself (every object written before versioning, and a
+//!   null written when the object has no other version), or — once a null
+//!   version is written above other versions while versioning is Suspended
+//!   — an anchor record (`ObjectRecord.null_moved_to = v`) naming the real
+//!   version key `v` where the null version (`null_version = true`) sits, so
+//!   it is still the latest and still found (and replaced) with two reads.
+//!   The anchor never sorts first: it exists only together with its target.
+//! - delete markers are version records with `delete_marker = true`.
+//!
+//! LIST of a versioned bucket reads an object's first key and then seeks to
+//! [`object_seek_after_key`], past the object's older versions.
 //!
 //! Values start with a one-byte format version (`VALUE_FORMAT_V1`), then the
 //! prost encoding of the record.
@@ -172,6 +192,28 @@ pub fn object_prefix(bucket_id: u64, key: &[u8]) -> Vec<u8> {
 pub fn object_version_key(bucket_id: u64, key: &[u8], version: u64) -> Vec<u8> {
     let mut k = object_prefix(bucket_id, key);
     k.extend_from_slice(&(!version).to_be_bytes());
+    k
+}
+
+/// The version key 0: an object's null slot (see the module docs).
+pub const NULL_VERSION: u64 = 0;
+
+/// [start, end) of every version key of one object: its latest version is
+/// the first key in it (cf META).
+pub fn object_versions_range(bucket_id: u64, key: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let start = object_prefix(bucket_id, key);
+    (start, object_seek_after_key(bucket_id, key))
+}
+
+/// The smallest key after every record of the object `key` and before the
+/// records of any other key: `enc(key)`'s terminator `0x00 0x00` raised to
+/// `0x00 0x01` (an escaped byte inside a key is `0x00 0xFF`, so nothing of a
+/// longer key sorts in between).
+pub fn object_seek_after_key(bucket_id: u64, key: &[u8]) -> Vec<u8> {
+    let mut k = object_prefix(bucket_id, key);
+    if let Some(last) = k.last_mut() {
+        *last = 1;
+    }
     k
 }
 
@@ -529,6 +571,30 @@ mod tests {
         let d = usage_delta_key(7, b"k", &[0xff; 16]);
         let (s, e) = object_range(7, b"k");
         assert!(s <= d && d < e, "a delta sits with its object");
+    }
+
+    #[test]
+    fn versions_stay_inside_their_object_range() {
+        let (s, e) = object_versions_range(3, b"a");
+        for v in [0, 1, 7, u64::MAX] {
+            let k = object_version_key(3, b"a", v);
+            assert!(s <= k && k < e, "version {v}");
+        }
+        // Neighbouring keys (longer, with a 0x00 byte, the next bucket) sort outside.
+        for other in [
+            object_version_key(3, b"a\0", u64::MAX),
+            object_version_key(3, b"a\0\0", 0),
+            object_version_key(3, b"ab", u64::MAX),
+            object_version_key(3, b"b", 0),
+            object_version_key(4, b"a", 5),
+        ] {
+            assert!(other >= e);
+        }
+        assert!(object_version_key(3, b"", 0) < s);
+        assert_eq!(object_seek_after_key(3, b"a"), e);
+        // The seek lands on the next key's first version.
+        assert!(e <= object_version_key(3, b"a\0", u64::MAX));
+        assert!(e <= object_version_key(3, b"a0", u64::MAX));
     }
 
     #[test]

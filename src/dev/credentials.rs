@@ -80,6 +80,13 @@ pub fn resolve_cluster_key(path: &Path) -> std::io::Result<()> {
     })
 }
 
+/// The SSE-S3 master key (`DIR/master.key`, 32 random bytes in base64,
+/// mode 0600): made once, kept across restarts — a new one would make every
+/// SSE-S3 object written before unreadable.
+pub fn resolve_master_key(path: &Path) -> std::io::Result<()> {
+    resolve_secret(path, kura_gateway::data::crypto::MasterKey::new_key_file)
+}
+
 /// A file holding a secret (`DIR/pd-admin.token`): made once with `make`,
 /// kept across restarts.
 pub fn resolve_secret(path: &Path, make: impl FnOnce() -> String) -> std::io::Result<()> {

@@ -19,6 +19,8 @@ pub const MAX_PD_REPLICAS: usize = 3;
 pub const MAX_GATEWAYS: usize = 4;
 /// The cluster key every gateway seals access-key secrets with.
 pub const CLUSTER_KEY_FILE: &str = "cluster.key";
+/// The master key every gateway wraps SSE-S3 data keys with (base64).
+pub const MASTER_KEY_FILE: &str = "master.key";
 
 /// One process of the cluster, as written to `cluster.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -282,6 +284,8 @@ pub fn plan(exe: &str, data_dir: &Path, port: u16, host: &str, t: &Tuning) -> Ve
                 data_dir.join("credentials.json").display().to_string(),
                 "--cluster-key-file".into(),
                 data_dir.join(CLUSTER_KEY_FILE).display().to_string(),
+                "--master-key-file".into(),
+                data_dir.join(MASTER_KEY_FILE).display().to_string(),
                 "--max-commit-age-secs".into(),
                 (t.orphan_after_secs / 2).max(1).to_string(),
                 "--gc-sweep-interval-secs".into(),

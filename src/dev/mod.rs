@@ -224,6 +224,10 @@ pub fn run(args: DevArgs) -> Result<(), DevError> {
         "cluster key",
         credentials::resolve_cluster_key(&dir.join(layout::CLUSTER_KEY_FILE)),
     )?;
+    io(
+        "master key",
+        credentials::resolve_master_key(&dir.join(layout::MASTER_KEY_FILE)),
+    )?;
 
     let exe = io("current exe", std::env::current_exe())?
         .display()

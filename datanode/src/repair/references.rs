@@ -35,17 +35,42 @@ pub async fn is_referenced(
     }
     let okey = keys::object_version_key(header.bucket_id, key, header.version);
     if let Some(raw) = meta.get(Cf::Meta, &okey).await? {
-        let obj: ObjectRecord = decode(&raw)?;
-        if obj
-            .parts
-            .iter()
-            .filter_map(|p| p.location.as_ref())
-            .any(|l| l.data_id.as_ref() == data_id)
-        {
+        if references(&decode(&raw)?, data_id) {
             return Ok(true);
         }
     }
-    Ok(false)
+    // A versioned bucket commits the body under a version chosen at commit
+    // time (docs/decisions/0027), which the fragment header cannot name:
+    // look through every version of the key. Version records never move,
+    // so a committed reference is seen on whichever page it sits.
+    let (mut start, end) = keys::object_versions_range(header.bucket_id, key);
+    loop {
+        let page = meta
+            .scan(Cf::Meta, &start, &end, VERSION_PAGE, false)
+            .await?;
+        for kv in &page {
+            if references(&decode(&kv.value)?, data_id) {
+                return Ok(true);
+            }
+        }
+        match page.last() {
+            Some(last) if page.len() == VERSION_PAGE => {
+                start = last.key.to_vec();
+                start.push(0);
+            }
+            _ => return Ok(false),
+        }
+    }
+}
+
+/// Versions read per scan while looking for a reference.
+const VERSION_PAGE: usize = 256;
+
+fn references(obj: &ObjectRecord, data_id: &[u8]) -> bool {
+    obj.parts
+        .iter()
+        .filter_map(|p| p.location.as_ref())
+        .any(|l| l.data_id.as_ref() == data_id)
 }
 
 fn decode<M: prost::Message + Default>(raw: &[u8]) -> Result<M, ClientError> {

@@ -25,6 +25,8 @@ pub fn action_of(op: &str) -> Option<(&'static str, Level)> {
         "HeadBucket" | "ListObjects" | "ListObjectsV2" => ("s3:ListBucket", Bucket),
         "GetBucketLocation" => ("s3:GetBucketLocation", Bucket),
         "GetBucketVersioning" => ("s3:GetBucketVersioning", Bucket),
+        "PutBucketVersioning" => ("s3:PutBucketVersioning", Bucket),
+        "ListObjectVersions" => ("s3:ListBucketVersions", Bucket),
         "ListMultipartUploads" => ("s3:ListBucketMultipartUploads", Bucket),
         "GetBucketPolicy" => ("s3:GetBucketPolicy", Bucket),
         "PutBucketPolicy" => ("s3:PutBucketPolicy", Bucket),
@@ -40,8 +42,21 @@ pub fn action_of(op: &str) -> Option<(&'static str, Level)> {
         "PutPublicAccessBlock" | "DeletePublicAccessBlock" => {
             ("s3:PutBucketPublicAccessBlock", Bucket)
         }
+        "GetBucketEncryption" => ("s3:GetEncryptionConfiguration", Bucket),
+        // AWS has no s3:DeleteEncryptionConfiguration action.
+        "PutBucketEncryption" | "DeleteBucketEncryption" => {
+            ("s3:PutEncryptionConfiguration", Bucket)
+        }
         "GetObjectAcl" => ("s3:GetObjectAcl", Object),
         "PutObjectAcl" => ("s3:PutObjectAcl", Object),
+        "GetObjectTagging" => ("s3:GetObjectTagging", Object),
+        "PutObjectTagging" => ("s3:PutObjectTagging", Object),
+        "DeleteObjectTagging" => ("s3:DeleteObjectTagging", Object),
+        "GetBucketTagging" => ("s3:GetBucketTagging", Bucket),
+        // AWS has no s3:DeleteBucketTagging / s3:DeleteBucketCORS actions.
+        "PutBucketTagging" | "DeleteBucketTagging" => ("s3:PutBucketTagging", Bucket),
+        "GetBucketCors" => ("s3:GetBucketCORS", Bucket),
+        "PutBucketCors" | "DeleteBucketCors" => ("s3:PutBucketCORS", Bucket),
         // DeleteObjects is decided key by key in the handler.
         "DeleteObjects" => ("s3:DeleteObject", Bucket),
         "PutObject"
@@ -58,8 +73,25 @@ pub fn action_of(op: &str) -> Option<(&'static str, Level)> {
     })
 }
 
+/// Reading or deleting a named version (`?versionId=`) needs the action's
+/// `*Version` form, as S3 (s3:GetObjectVersion, s3:DeleteObjectVersion).
+fn version_action(action: &'static str, uri: &http::Uri) -> &'static str {
+    let named = uri
+        .query()
+        .is_some_and(|q| q.split('&').any(|p| p.starts_with("versionId=")));
+    match action {
+        "s3:GetObject" if named => "s3:GetObjectVersion",
+        "s3:DeleteObject" if named => "s3:DeleteObjectVersion",
+        "s3:GetObjectTagging" if named => "s3:GetObjectVersionTagging",
+        "s3:PutObjectTagging" if named => "s3:PutObjectVersionTagging",
+        "s3:DeleteObjectTagging" if named => "s3:DeleteObjectVersionTagging",
+        other => other,
+    }
+}
+
 /// The condition keys of a request (aws:* and the s3:* ones Kura knows).
-fn condition_context(
+/// Also used by PostObject (`s3::post_object`), which s3s never sees.
+pub fn condition_context(
     principal: Option<&Principal>,
     remote: Option<RemoteAddr>,
     secure: bool,
@@ -179,7 +211,8 @@ impl Access {
             return Ok(());
         };
         let name = BucketName::resolve(&requested, caller.tenant());
-        let Some((action, level)) = action_of(op) else {
+        let Some((action, level)) = action_of(op).map(|(a, l)| (version_action(a, cx.uri()), l))
+        else {
             // Not implemented: 501 for callers who could ask, 403 for anonymous ones.
             if caller.principal.is_none() {
                 return Err(GwError::AccessDenied);

@@ -376,6 +376,7 @@ pub fn bucket_permission(action: &str) -> Option<Permission> {
         }
         "s3:PutObject"
         | "s3:DeleteObject"
+        | "s3:DeleteObjectVersion"
         | "s3:AbortMultipartUpload"
         | "s3:ListMultipartUploadParts" => Permission::Write,
         "s3:GetBucketAcl" => Permission::ReadAcp,
@@ -388,7 +389,7 @@ pub fn bucket_permission(action: &str) -> Option<Permission> {
 /// if an object ACL can grant it at all.
 pub fn object_permission(action: &str) -> Option<Permission> {
     Some(match action {
-        "s3:GetObject" => Permission::Read,
+        "s3:GetObject" | "s3:GetObjectVersion" => Permission::Read,
         "s3:GetObjectAcl" => Permission::ReadAcp,
         "s3:PutObjectAcl" => Permission::WriteAcp,
         _ => return None,

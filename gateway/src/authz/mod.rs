@@ -41,7 +41,7 @@ pub mod acl;
 mod decide;
 pub mod policy;
 
-pub use access::{action_of, Access, Level};
+pub use access::{action_of, condition_context, Access, Level};
 pub use decide::{
     acls_enabled, authorize_bucket, decide, decide_with, owner_id, owns, BucketFacts, Deferred,
     ObjectGate,

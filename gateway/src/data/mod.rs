@@ -2,6 +2,7 @@
 //! reclaiming replaced bodies.
 
 pub mod checksum;
+pub mod crypto;
 pub mod gc;
 pub mod reader;
 pub mod stripes;

@@ -8,6 +8,10 @@
 //! block to the range, and on any error resumes at the next undelivered block
 //! on the next replica of the group. It runs a few blocks ahead of the client
 //! through a bounded channel and stops when the client goes away.
+//!
+//! An encrypted body (`data::crypto`) is planned in plaintext offsets; the
+//! producer reads the sealed chunks covering the piece, checks and opens
+//! them and trims to the piece, so only verified plaintext is ever sent.
 
 use std::ops::Range;
 use std::pin::Pin;
@@ -17,6 +21,8 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use futures::Stream;
 use kura_proto::meta::{DataLocation, ObjectRecord};
+
+use crate::data::crypto::{BodyCipher, Opener};
 use s3s::dto::StreamingBlob;
 use s3s::stream::{ByteStream, RemainingLength};
 use tokio::sync::mpsc;
@@ -36,39 +42,67 @@ pub enum Source {
     Stored(DataLocation),
 }
 
-/// One body of an object: its size and where it lives.
+/// One body of an object: its (plaintext) size and where it lives.
 #[derive(Clone, Debug, PartialEq)]
 pub struct BodyRef {
     pub size: u64,
     pub source: Source,
+    /// Set when the body is stored sealed.
+    pub cipher: Option<Arc<BodyCipher>>,
 }
 
-/// A slice [start, end) of one body.
+/// A slice [start, end) of one body (plaintext offsets).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Piece {
     pub source: Source,
     pub start: u64,
     pub end: u64,
+    /// The body's size and cipher when it is sealed.
+    pub sealed: Option<(u64, Arc<BodyCipher>)>,
 }
 
-/// The bodies of an object, in order.
-pub fn bodies(rec: &ObjectRecord) -> Vec<BodyRef> {
-    if rec.parts.is_empty() {
-        return vec![BodyRef {
+/// The bodies of an object, in order. An encrypted object needs its body
+/// ciphers (`s3::encryption::read_keys`), one per body: without them it is
+/// an error, never ciphertext served as the object.
+pub fn bodies(rec: &ObjectRecord, ciphers: Option<&[Arc<BodyCipher>]>) -> GwResult<Vec<BodyRef>> {
+    let mut out: Vec<BodyRef> = if rec.parts.is_empty() {
+        vec![BodyRef {
             size: rec.size,
             source: Source::Inline(rec.inline_data.clone()),
-        }];
+            cipher: None,
+        }]
+    } else {
+        rec.parts
+            .iter()
+            .map(|p| BodyRef {
+                size: p.size,
+                source: match &p.location {
+                    Some(loc) => Source::Stored(loc.clone()),
+                    None => Source::Inline(p.inline_data.clone()),
+                },
+                cipher: None,
+            })
+            .collect()
+    };
+    match (rec.sse.is_some(), ciphers) {
+        (false, None) => {}
+        (true, Some(c)) if c.len() == out.len() => {
+            for (b, c) in out.iter_mut().zip(c) {
+                b.cipher = Some(c.clone());
+            }
+        }
+        (true, None) => {
+            return Err(GwError::Internal(
+                "encrypted object read without its keys".into(),
+            ))
+        }
+        _ => {
+            return Err(GwError::Internal(
+                "object record's encryption does not match its bodies".into(),
+            ))
+        }
     }
-    rec.parts
-        .iter()
-        .map(|p| BodyRef {
-            size: p.size,
-            source: match &p.location {
-                Some(loc) => Source::Stored(loc.clone()),
-                None => Source::Inline(p.inline_data.clone()),
-            },
-        })
-        .collect()
+    Ok(out)
 }
 
 /// The slices of `bodies` covering `range` (offsets in the concatenation).
@@ -85,6 +119,7 @@ pub fn plan(bodies: &[BodyRef], range: Range<u64>) -> Vec<Piece> {
                 source: b.source.clone(),
                 start: start - lo,
                 end: end - lo,
+                sealed: b.cipher.clone().map(|c| (b.size, c)),
             });
         }
     }
@@ -183,9 +218,17 @@ struct Gone;
 
 async fn produce(ctx: Arc<Ctx>, pieces: Vec<Piece>, tx: mpsc::Sender<GwResult<Bytes>>) {
     for p in pieces {
+        // A sealed body is read in whole chunks, opened and trimmed.
+        let (start, end, mut opener) = match &p.sealed {
+            Some((size, cipher)) => {
+                let (r, o) = cipher.open_range(*size, p.start..p.end);
+                (r.start, r.end, Some(o))
+            }
+            None => (p.start, p.end, None),
+        };
         let res = match &p.source {
             Source::Inline(data) => {
-                let (s, e) = (p.start as usize, p.end as usize);
+                let (s, e) = (start as usize, end as usize);
                 if e > data.len() {
                     let _ = tx
                         .send(Err(GwError::Internal(
@@ -194,14 +237,39 @@ async fn produce(ctx: Arc<Ctx>, pieces: Vec<Piece>, tx: mpsc::Sender<GwResult<By
                         .await;
                     return;
                 }
-                tx.send(Ok(data.slice(s..e))).await.map_err(|_| Gone)
+                send(&tx, data.slice(s..e), opener.as_mut()).await
             }
-            Source::Stored(loc) => read_stored(&ctx, loc, p.start, p.end, &tx).await,
+            Source::Stored(loc) => read_stored(&ctx, loc, start, end, &tx, opener.as_mut()).await,
         };
         if res.is_err() {
             return;
         }
+        if let Some(Err(e)) = opener.map(|o| o.finish()) {
+            let _ = tx.send(Err(e)).await;
+            return;
+        }
     }
+}
+
+/// Sends `bytes`, through `opener` when the body is sealed (a chunk that
+/// fails its check ends the stream with the error).
+async fn send(
+    tx: &mpsc::Sender<GwResult<Bytes>>,
+    bytes: Bytes,
+    opener: Option<&mut Opener>,
+) -> Result<(), Gone> {
+    let Some(o) = opener else {
+        return tx.send(Ok(bytes)).await.map_err(|_| Gone);
+    };
+    let mut plain = Vec::new();
+    if let Err(e) = o.push(&bytes, &mut plain) {
+        let _ = tx.send(Err(e)).await;
+        return Err(Gone);
+    }
+    for b in plain {
+        tx.send(Ok(b)).await.map_err(|_| Gone)?;
+    }
+    Ok(())
 }
 
 /// Sends the bytes [start, end) of the body at `loc`, stripe by stripe,
@@ -212,6 +280,7 @@ async fn read_stored(
     start: u64,
     end: u64,
     tx: &mpsc::Sender<GwResult<Bytes>>,
+    mut opener: Option<&mut Opener>,
 ) -> Result<(), Gone> {
     let mut reader = match StripeReader::new(ctx, loc) {
         Ok(r) if end <= loc.size => r,
@@ -236,7 +305,7 @@ async fn read_stored(
             Ok(blocks) => {
                 for (i, block) in blocks {
                     let piece = block.slice(layout.trim(s, i, start, end));
-                    tx.send(Ok(piece)).await.map_err(|_| Gone)?;
+                    send(tx, piece, opener.as_deref_mut()).await?;
                 }
             }
             Err(e) => {
@@ -261,6 +330,7 @@ mod tests {
                 data_shards: 1,
                 ..Default::default()
             }),
+            cipher: None,
         }
     }
 
@@ -271,6 +341,7 @@ mod tests {
             BodyRef {
                 size: 3,
                 source: Source::Inline(Bytes::from_static(b"xyz")),
+                cipher: None,
             },
             stored(5),
         ];
@@ -299,13 +370,21 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            bodies(&inline),
+            bodies(&inline, None).unwrap(),
             vec![BodyRef {
                 size: 3,
-                source: Source::Inline(Bytes::from_static(b"abc"))
+                source: Source::Inline(Bytes::from_static(b"abc")),
+                cipher: None,
             }]
         );
         let empty = ObjectRecord::default();
-        assert_eq!(bodies(&empty)[0].size, 0);
+        assert_eq!(bodies(&empty, None).unwrap()[0].size, 0);
+        // An encrypted record never yields bodies without their ciphers.
+        let sealed = ObjectRecord {
+            sse: Some(Default::default()),
+            ..inline
+        };
+        assert!(bodies(&sealed, None).is_err());
+        assert!(bodies(&sealed, Some(&[])).is_err());
     }
 }

@@ -6,6 +6,10 @@
 //! Small bodies (at most `inline_threshold` bytes) never reach a data node:
 //! they are returned inline and stored in the metadata record.
 //!
+//! With server-side encryption (`write_body_sealed`, `data::crypto`) the
+//! plaintext is hashed, then sealed chunk by chunk, and only the sealed
+//! bytes are kept inline or striped: nothing below this sees plaintext.
+//!
 //! Each stripe (k shard blocks of data) is encoded into k+m blocks
 //! (`kura_datanode::ec`; REPLICA3 is k = 1 with plain copies) and block i goes
 //! to fragment writer i through a bounded channel, so a PUT holds at most a
@@ -30,7 +34,7 @@ use futures::{FutureExt, StreamExt};
 use kura_datanode::client::{DataNodeClient, DataNodeError};
 use kura_datanode::ec::{Codec, Layout};
 use kura_proto::datanode::{FragmentHeader, FragmentId, PutFragmentResponse};
-use kura_proto::meta::{DataLocation, StorageClass};
+use kura_proto::meta::{DataLocation, SseBody, StorageClass};
 use md5::{Digest, Md5};
 use s3s::dto::StreamingBlob;
 use tokio::sync::mpsc;
@@ -38,6 +42,7 @@ use tokio::task::JoinHandle;
 
 use crate::context::Ctx;
 use crate::data::checksum::ChecksumPlan;
+use crate::data::crypto::{NewBody, Sealer};
 use crate::data::gc;
 use crate::data::stripes::SUSPECT_FOR;
 use crate::error::{body_error, GwError, GwResult};
@@ -95,6 +100,8 @@ pub struct Written {
     pub size: u64,
     pub md5: [u8; 16],
     pub checksums: BTreeMap<String, String>,
+    /// How the body is encrypted (for its record); `None` = in the clear.
+    pub sse: Option<SseBody>,
 }
 
 impl Written {
@@ -161,11 +168,25 @@ pub fn parse_content_md5(v: &str) -> GwResult<[u8; 16]> {
         .map_err(|_| GwError::InvalidDigest("Content-MD5 is not 16 bytes".into()))
 }
 
-/// Streams `body` to the data nodes (or keeps it inline) and returns it.
+/// Streams `body` to the data nodes (or keeps it inline) and returns it,
+/// in the clear. Writes into a bucket call `write_body_sealed` with what
+/// `s3::encryption::for_write` says, so SSE and bucket default encryption
+/// are honoured.
 pub async fn write_body(
     ctx: &Arc<Ctx>,
     spec: WriteSpec<'_>,
+    body: StreamingBlob,
+) -> GwResult<Written> {
+    write_body_sealed(ctx, spec, body, None).await
+}
+
+/// `write_body`, sealing the body with `sse` when given (`data::crypto`):
+/// MD5, checksums and size are the plaintext's; only ciphertext is stored.
+pub async fn write_body_sealed(
+    ctx: &Arc<Ctx>,
+    spec: WriteSpec<'_>,
     mut body: StreamingBlob,
+    sse: Option<NewBody>,
 ) -> GwResult<Written> {
     if spec.content_length.is_some_and(|l| l > spec.max_size) {
         return Err(GwError::EntityTooLarge);
@@ -176,8 +197,13 @@ pub async fn write_body(
     // Chunks seen before the body outgrew the inline threshold.
     let mut head: Vec<Bytes> = Vec::new();
     let mut stripes: Vec<Bytes> = Vec::new();
+    // Plaintext bytes received; `stored` counts what goes to storage
+    // (the same unless the body is sealed).
     let mut size: u64 = 0;
+    let mut stored: u64 = 0;
     let mut fanout: Option<(Fanout, BlockSplitter)> = None;
+    let mut sealer = sse.as_ref().map(|s| Sealer::new(s.cipher.clone()));
+    let mut sealed: Vec<Bytes> = Vec::new();
 
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(body_error)?;
@@ -188,18 +214,40 @@ pub async fn write_body(
         metrics::add_bytes_in(chunk.len() as u64);
         md5.update(&chunk);
         checks.update(&chunk);
-        match fanout.as_mut() {
-            Some((_, splitter)) => splitter.push(chunk, &mut stripes),
-            None => {
-                head.push(chunk);
-                if size > ctx.inline_threshold as u64 {
-                    let f = Fanout::start(ctx, &spec.owner, spec.class).await?;
-                    let mut splitter = BlockSplitter::new(f.stripe_bytes());
-                    for c in head.drain(..) {
-                        splitter.push(c, &mut stripes);
-                    }
-                    fanout = Some((f, splitter));
-                }
+        match sealer.as_mut() {
+            Some(s) => s.push(chunk, &mut sealed)?,
+            None => sealed.push(chunk),
+        }
+        for chunk in sealed.drain(..) {
+            stored += chunk.len() as u64;
+            match fanout.as_mut() {
+                Some((_, splitter)) => splitter.push(chunk, &mut stripes),
+                None => head.push(chunk),
+            }
+        }
+        // The decision is on plaintext bytes, so sealing never changes
+        // which bodies are inline.
+        if fanout.is_none() && size > ctx.inline_threshold as u64 {
+            let f = Fanout::start(ctx, &spec.owner, spec.class).await?;
+            let mut splitter = BlockSplitter::new(f.stripe_bytes());
+            for c in head.drain(..) {
+                splitter.push(c, &mut stripes);
+            }
+            fanout = Some((f, splitter));
+        }
+        if let Some((f, _)) = fanout.as_mut() {
+            for stripe in stripes.drain(..) {
+                f.send_stripe(stripe).await?;
+            }
+        }
+    }
+    if let Some(s) = sealer.take() {
+        s.finish(&mut sealed)?;
+        for chunk in sealed.drain(..) {
+            stored += chunk.len() as u64;
+            match fanout.as_mut() {
+                Some((_, splitter)) => splitter.push(chunk, &mut stripes),
+                None => head.push(chunk),
             }
         }
         if let Some((f, _)) = fanout.as_mut() {
@@ -219,6 +267,11 @@ pub async fn write_body(
         ));
     }
     let checksums = checks.finish()?;
+    let md5 = match &sse {
+        Some(s) if s.opaque_etag => crate::data::crypto::random_bytes()?,
+        _ => md5,
+    };
+    let sse = sse.map(|s| s.record);
 
     match fanout {
         None => Ok(Written {
@@ -228,14 +281,15 @@ pub async fn write_body(
             size,
             md5,
             checksums,
+            sse,
         }),
         Some((mut f, splitter)) => {
             if let Some(last) = splitter.finish() {
                 f.send_stripe(last).await?;
             }
             let started = f.started;
-            let mut location = f.finish(size).await?;
-            location.size = size;
+            let mut location = f.finish(stored).await?;
+            location.size = stored;
             Ok(Written {
                 inline: None,
                 location: Some(location),
@@ -243,6 +297,7 @@ pub async fn write_body(
                 size,
                 md5,
                 checksums,
+                sse,
             })
         }
     }

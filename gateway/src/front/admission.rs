@@ -22,9 +22,8 @@ use crate::error::Refusal;
 /// Connections accepted beyond the cap only to be answered 503 SlowDown.
 pub const OVERFLOW_CONNECTIONS: usize = 256;
 
-/// POST form uploads handled at once (s3s holds each whole file part in
-/// memory before the access check; `form.rs`).
-pub const POST_FORMS_AT_ONCE: usize = 8;
+/// POST form uploads handled at once (each streams like a PUT; `form.rs`).
+pub const POST_FORMS_AT_ONCE: usize = 64;
 
 /// What became of an accepted connection. The permit inside is held for
 /// the connection's life.

@@ -1,20 +1,19 @@
-//! POST form uploads (`POST /bucket`, `multipart/form-data`: browser uploads).
-//!
-//! s3s 0.14.1 reads the form fields before the file part (capped by its
-//! `form_max_fields_size`, set to AWS's 20 KiB in `s3s_config`), checks a
-//! POST signature if there is one, and then gathers the whole file part in
-//! memory before the access check runs (`ops/mod.rs`, `PostObject`); it
-//! cannot stream it. So the gateway bounds what that can cost instead:
+//! POST form uploads (`POST /bucket`, `multipart/form-data`: browser uploads):
+//! what the front bounds before the form is parsed. The form itself is read
+//! as a stream by `s3::post_object` (decision 0028), which s3s never sees.
 //! - a form declaring a Content-Length over `fields + max_file` bytes is
 //!   refused before a byte of it is read (`400 EntityTooLarge`, connection
 //!   closed);
 //! - a form without a length (chunked) is cut when it passes that size;
-//! - s3s's own file cap is set to `max_file`;
+//! - `max_file` travels with the request ([`FormLimit`]): PostObject's
+//!   writer cuts the file part there (`400 EntityTooLarge`, body deleted);
 //! - at most [`POST_FORMS_AT_ONCE`] forms are read at a time, beyond that
 //!   503 SlowDown.
 //!
-//! Worst case held in memory: `POST_FORMS_AT_ONCE × max_file`.
-//! Kura does not implement PostObject yet (501 after the form is read).
+//! Memory per form: its fields (≤ 20 KiB), the parser's buffer (≤ one read
+//! chunk) and what a PUT holds in flight (a few stripes: ≈ 7 MiB with the
+//! default 1 MiB stripe and EC 4+2), so the worst case is
+//! `POST_FORMS_AT_ONCE` × that, whatever `max_file` is.
 
 use std::sync::Arc;
 
@@ -27,12 +26,19 @@ use crate::error::Refusal;
 /// AWS's cap on the form fields before the file part (20 KB).
 pub const MAX_FIELDS_BYTES: usize = 20 * 1024;
 
-/// s3s settings for forms: fields as AWS, the file part at `max_file`.
-pub fn s3s_config(max_file: u64) -> s3s::config::S3Config {
+/// The largest file part the front lets this form carry (a request
+/// extension, read by `s3::post_object`).
+#[derive(Clone, Copy, Debug)]
+pub struct FormLimit(pub u64);
+
+/// s3s settings for the forms it still parses (form POSTs to an object or
+/// the service, which it refuses after the fields): fields as AWS, and no
+/// file part gathered at all, should one ever reach its PostObject path.
+pub fn s3s_config() -> s3s::config::S3Config {
     let mut c = s3s::config::S3Config::default();
     c.form_max_fields_size = MAX_FIELDS_BYTES;
     c.form_max_field_size = MAX_FIELDS_BYTES;
-    c.post_object_max_file_size = max_file;
+    c.post_object_max_file_size = 0;
     c
 }
 

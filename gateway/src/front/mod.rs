@@ -13,10 +13,12 @@
 //! (`malformed.rs`), the POST form caps (`form.rs`), an idle timeout on the
 //! request body (tower-http's `TimeoutBody`: a body that sends nothing for
 //! `body_idle_timeout` fails with 400 RequestTimeout; a slow but steady
-//! upload never does), and the `RemoteAddr` / `SecureTransport` extensions
-//! the access check reads. Nothing here buffers a body.
+//! upload never does), the `RemoteAddr` / `SecureTransport` extensions
+//! the access check reads, and CORS (`cors.rs`: preflights answered here,
+//! CORS headers added to answers). Nothing here buffers a body.
 
 pub mod admission;
+pub mod cors;
 pub mod form;
 pub mod malformed;
 pub mod tls;
@@ -63,7 +65,8 @@ pub struct Admission {
     pub max_in_flight: usize,
     /// Bytes of request header fields (AWS: 8,192).
     pub max_header_bytes: usize,
-    /// Largest file part of a POST form upload (64 MiB); see `form.rs`.
+    /// Largest file part of a POST form upload (5 GiB, as AWS; streamed,
+    /// so this bounds storage, not memory); see `form.rs`.
     pub max_post_object_bytes: u64,
 }
 
@@ -76,7 +79,7 @@ impl Default for Admission {
             max_connections: 10_000,
             max_in_flight: 1024,
             max_header_bytes: malformed::AWS_MAX_HEADER_BYTES,
-            max_post_object_bytes: 64 << 20,
+            max_post_object_bytes: 5 << 30,
         }
     }
 }
@@ -107,6 +110,11 @@ pub trait Handler: Send + Sync + 'static {
         self: Arc<Self>,
         req: Request<s3s::Body>,
     ) -> impl Future<Output = Result<Response<s3s::Body>, s3s::HttpError>> + Send + 'static;
+
+    /// CORS preflights and response headers (`cors.rs`); None: no CORS.
+    fn cors(&self) -> Option<&cors::Cors> {
+        None
+    }
 }
 
 struct Shared<H> {
@@ -345,6 +353,13 @@ async fn admit<H: Handler>(
         return Ok(refused(refusal.response(), &req));
     }
     malformed::ignore_invalid_range(&mut req);
+    // CORS: preflights are answered here (s3s has no OPTIONS operation);
+    // other answers get the bucket's CORS headers once the handler is done.
+    let cors = shared.handler.cors();
+    if let Some(cors) = cors.filter(|_| req.method() == http::Method::OPTIONS) {
+        return Ok(cors.preflight(&req).await);
+    }
+    let cors_pending = cors.and_then(|c| c.observe(&req));
     let max_file = shared.cfg.max_post_object_bytes;
     let form_permit = if form::is_form(&req) {
         match shared.forms.admit(&req, max_file) {
@@ -354,6 +369,9 @@ async fn admit<H: Handler>(
     } else {
         None
     };
+    if form_permit.is_some() {
+        req.extensions_mut().insert(form::FormLimit(max_file));
+    }
     req.extensions_mut().insert(RemoteAddr(peer));
     if secure {
         req.extensions_mut().insert(SecureTransport);
@@ -364,8 +382,11 @@ async fn admit<H: Handler>(
         .map(|_| form::max_form_bytes(max_file) as usize);
     let idle = shared.cfg.body_idle_timeout;
     let req = req.map(|b| request_body(b, idle, limit));
-    let resp = shared.handler.clone().handle(req).await;
+    let mut resp = shared.handler.clone().handle(req).await;
     drop(form_permit);
+    if let (Some(cors), Some(pending), Ok(r)) = (cors, cors_pending, resp.as_mut()) {
+        cors.finish(pending, r).await;
+    }
     resp
 }
 

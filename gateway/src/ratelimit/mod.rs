@@ -162,6 +162,7 @@ pub fn class_of(op: &str) -> OpClass {
         | "ListObjectVersions" => OpClass::List,
         "DeleteObject" | "DeleteObjects" | "DeleteBucket" => OpClass::Delete,
         "PutObject"
+        | "PostObject"
         | "CopyObject"
         | "CreateMultipartUpload"
         | "UploadPart"
@@ -444,10 +445,36 @@ pub async fn admit(
     bucket: Option<&BucketName>,
     record: Option<&BucketRecord>,
 ) -> GwResult<()> {
+    let (op, body_len) = (
+        cx.s3_op().name().to_owned(),
+        declared_body_len(cx.headers()),
+    );
+    admit_op(
+        ctx,
+        &op,
+        body_len,
+        cx.extensions_mut(),
+        caller,
+        bucket,
+        record,
+    )
+    .await
+}
+
+/// [`admit`] for a request s3s never sees (PostObject): `op` is the S3
+/// operation's name, `body_len` its declared body size.
+pub async fn admit_op(
+    ctx: &Ctx,
+    op: &str,
+    body_len: u64,
+    extensions: &mut http::Extensions,
+    caller: &Caller,
+    bucket: Option<&BucketName>,
+    record: Option<&BucketRecord>,
+) -> GwResult<()> {
     if caller.is_admin() {
         return Ok(());
     }
-    let op = cx.s3_op().name();
     let class = class_of(op);
     let mut scopes: Vec<(String, RateLimits)> = Vec::new();
     if let Some(p) = &caller.principal {
@@ -464,12 +491,7 @@ pub async fn admit(
     if scopes.is_empty() {
         return Ok(());
     }
-    let charges = charges(
-        class,
-        declared_body_len(cx.headers()),
-        op == "GetObject",
-        &scopes,
-    );
+    let charges = charges(class, body_len, op == "GetObject", &scopes);
     if charges.is_empty() {
         return Ok(());
     }
@@ -477,7 +499,7 @@ pub async fn admit(
         Ok(admitted) => {
             metrics::ratelimit_admitted(class.name());
             if !admitted.after_response.is_empty() {
-                if let Some(slot) = cx.extensions_mut().get::<BytesOut>() {
+                if let Some(slot) = extensions.get::<BytesOut>() {
                     slot.fill(admitted.after_response);
                 }
             }
@@ -532,6 +554,16 @@ mod tests {
             ("DeleteObjects", Delete),
             ("DeleteBucket", Delete),
             ("DeleteBucketPolicy", Delete),
+            // Tagging and CORS go by their HTTP method, like the policy operations.
+            ("GetObjectTagging", Read),
+            ("GetBucketTagging", Read),
+            ("GetBucketCors", Read),
+            ("PutObjectTagging", Write),
+            ("PutBucketTagging", Write),
+            ("PutBucketCors", Write),
+            ("DeleteObjectTagging", Delete),
+            ("DeleteBucketTagging", Delete),
+            ("DeleteBucketCors", Delete),
         ] {
             assert_eq!(class_of(op), class, "{op}");
         }

@@ -23,9 +23,7 @@ use crate::authz::{acls_enabled, owner_id, Authorized};
 use crate::context::Ctx;
 use crate::error::{GwError, GwResult};
 use crate::meta::RMW_ATTEMPTS;
-use crate::s3::common::{
-    check_key, check_version_id, load_object, object_key, owner, update_bucket,
-};
+use crate::s3::common::{check_key, owner, update_bucket};
 
 /// The ACL headers of a request whose input has the usual `acl` and
 /// `grant_*` fields (`grant_write` only where the operation has it).
@@ -308,13 +306,15 @@ pub async fn get_object_acl(
     req: S3Request<GetObjectAclInput>,
 ) -> GwResult<S3Response<GetObjectAclOutput>> {
     let input = &req.input;
-    check_key(&input.key)?;
-    check_version_id(input.version_id.as_deref())?;
-    let auth = Authorized::of(&req.extensions)?;
-    let bucket = auth.bucket()?.record;
-    let rec = load_object(ctx, bucket.id, &input.key).await?;
-    auth.check_object(rec.as_ref().map(|o| &o.record))?;
-    let rec = rec.ok_or(GwError::NoSuchKey)?.record;
+    let bucket = Authorized::of(&req.extensions)?.bucket()?.record;
+    let (stored, _) = crate::s3::versioning::load_addressed(
+        ctx,
+        &req.extensions,
+        &input.key,
+        input.version_id.as_deref(),
+    )
+    .await?;
+    let rec = stored.record;
     let bucket_owner = owner_id(ctx, &bucket);
     let acl = if acls_enabled(&bucket) {
         Acl::of_record(rec.acl.as_ref(), bucket_owner)
@@ -334,7 +334,6 @@ pub async fn put_object_acl(
 ) -> GwResult<S3Response<PutObjectAclOutput>> {
     let input = &req.input;
     check_key(&input.key)?;
-    check_version_id(input.version_id.as_deref())?;
     let auth = Authorized::of(&req.extensions)?;
     let bucket = auth.bucket()?.record;
     if !acls_enabled(&bucket) {
@@ -342,11 +341,16 @@ pub async fn put_object_acl(
     }
     let bucket_owner = owner_id(ctx, &bucket);
     let headers = acl_headers!(input, input.grant_write.as_deref());
-    let okey = object_key(bucket.id, &input.key);
     for _ in 0..RMW_ATTEMPTS {
-        let current = load_object(ctx, bucket.id, &input.key).await?;
-        auth.check_object(current.as_ref().map(|o| &o.record))?;
-        let current = current.ok_or(GwError::NoSuchKey)?;
+        // The addressed version (`versionId`'s, else the latest), each try.
+        let (current, _) = crate::s3::versioning::load_addressed(
+            ctx,
+            &req.extensions,
+            &input.key,
+            input.version_id.as_deref(),
+        )
+        .await?;
+        let okey = current.meta_key();
         // The object keeps its owner; only its grants change.
         let object_owner = Acl::of_record(current.record.acl.as_ref(), bucket_owner).owner;
         let acl = requested_acl(

@@ -1,5 +1,5 @@
-//! CreateBucket, DeleteBucket, HeadBucket, ListBuckets, GetBucketLocation,
-//! GetBucketVersioning.
+//! CreateBucket, DeleteBucket, HeadBucket, ListBuckets, GetBucketLocation.
+//! (GetBucketVersioning lives with the rest of versioning in `versioning.rs`.)
 //!
 //! A bucket is one record `bucket_key(name) -> BucketRecord` with an id from
 //! PD that is never reused; objects and uploads are keyed by that id.
@@ -250,15 +250,6 @@ pub async fn get_bucket_location(
     Ok(S3Response::new(GetBucketLocationOutput {
         location_constraint,
     }))
-}
-
-pub async fn get_bucket_versioning(
-    _ctx: &Arc<Ctx>,
-    req: S3Request<GetBucketVersioningInput>,
-) -> GwResult<S3Response<GetBucketVersioningOutput>> {
-    load_bucket(&req.extensions)?;
-    // Versioning was never enabled: S3 answers with an empty configuration.
-    Ok(S3Response::new(GetBucketVersioningOutput::default()))
 }
 
 pub async fn list_buckets(

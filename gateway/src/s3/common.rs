@@ -101,17 +101,6 @@ pub fn reported_class(value: i32) -> Option<s3s::dto::StorageClass> {
     (name != "STANDARD").then(|| s3s::dto::StorageClass::from(name.to_string()))
 }
 
-/// The current (null) version of an object, if any.
-pub async fn load_object(
-    ctx: &Ctx,
-    bucket_id: u64,
-    key: &str,
-) -> GwResult<Option<Versioned<ObjectRecord>>> {
-    ctx.meta
-        .get::<ObjectRecord>(Cf::Meta, &object_key(bucket_id, key))
-        .await
-}
-
 /// The metadata key of an object's null version.
 pub fn object_key(bucket_id: u64, key: &str) -> Vec<u8> {
     keys::object_version_key(bucket_id, key.as_bytes(), NULL_VERSION)
@@ -152,16 +141,6 @@ pub fn declared_length(v: Option<i64>) -> GwResult<Option<u64>> {
     match v {
         Some(l) if l < 0 => Err(GwError::InvalidArgument("negative Content-Length".into())),
         v => Ok(v.map(|l| l as u64)),
-    }
-}
-
-/// Only the null version exists; any other version id names nothing.
-pub fn check_version_id(version_id: Option<&str>) -> GwResult<()> {
-    match version_id {
-        None | Some("null") => Ok(()),
-        Some(_) => Err(GwError::InvalidArgument(
-            "Invalid version id specified".into(),
-        )),
     }
 }
 
@@ -289,16 +268,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn keys_and_versions() {
+    fn keys_are_at_most_1024_bytes() {
         assert!(check_key("a").is_ok());
         assert!(check_key(&"k".repeat(1024)).is_ok());
         assert!(matches!(
             check_key(&"k".repeat(1025)),
             Err(GwError::KeyTooLong)
         ));
-        assert!(check_version_id(None).is_ok());
-        assert!(check_version_id(Some("null")).is_ok());
-        assert!(check_version_id(Some("3")).is_err());
     }
 
     #[test]

@@ -13,18 +13,31 @@ use crate::authz::{authorize_bucket, Authorized};
 use crate::context::{Ctx, MAX_PART_SIZE, MAX_SINGLE_PUT};
 use crate::data::checksum::{with_checksums, ChecksumFields, ChecksumPlan};
 use crate::data::reader;
-use crate::data::writer::{write_body, BodyOwner, WriteSpec, Written};
+use crate::data::writer::{write_body_sealed, BodyOwner, WriteSpec, Written};
 use crate::error::{GwError, GwResult};
 use crate::s3::common::{
-    check_key, check_user_metadata, check_version_id, etag, load_bucket, load_object,
-    store_request_headers, timestamp, write_class,
+    check_key, check_user_metadata, etag, load_bucket, store_request_headers, timestamp,
+    write_class,
 };
+use crate::s3::encryption;
 use crate::s3::get::check_conditions;
 use crate::s3::multipart::{
     check_part_number, commit_part, load_upload, part_for_body, upload_class,
 };
 use crate::s3::put::{commit_in_task, commit_object, object_for_body, WritePrecondition};
+use crate::s3::versioning;
 use crate::usage::{quota, Scope};
+
+/// The source of a copy, after its x-amz-copy-source-if-* checks.
+struct Source {
+    bucket: String,
+    key: String,
+    rec: ObjectRecord,
+    /// `x-amz-copy-source-version-id` (the source bucket is versioned).
+    version_id: Option<String>,
+    /// The request named a version (`?versionId=` in the copy source).
+    named_version: bool,
+}
 
 /// The source object of a copy, after its x-amz-copy-source-if-* checks.
 async fn load_source(
@@ -35,7 +48,7 @@ async fn load_source(
     if_none_match: Option<&ETagCondition>,
     if_modified_since: Option<&Timestamp>,
     if_unmodified_since: Option<&Timestamp>,
-) -> GwResult<(String, String, ObjectRecord)> {
+) -> GwResult<Source> {
     let (bucket, key, version) = match src {
         CopySource::Bucket {
             bucket,
@@ -68,14 +81,38 @@ async fn load_source(
         CopySource::Outpost { .. } => return Err(GwError::NotImplemented("outpost copy sources")),
     };
     check_key(&key)?;
-    check_version_id(version)?;
-    // The source is a second resource: the caller needs s3:GetObject on it.
+    let asked = versioning::parse_version_param(version)?;
+    // The source is a second resource: the caller needs s3:GetObject (or
+    // s3:GetObjectVersion for a named version) on it.
+    let action = if asked.is_some() {
+        "s3:GetObjectVersion"
+    } else {
+        "s3:GetObject"
+    };
     let caller = &Authorized::of(ext)?.caller;
-    let (b, gate) = authorize_bucket(ctx, caller, &bucket, "s3:GetObject", Some(&key)).await?;
-    let rec = load_object(ctx, b.record.id, &key).await?;
+    let (b, gate) = authorize_bucket(ctx, caller, &bucket, action, Some(&key)).await?;
+    let mode = versioning::Versioning::of(&b.record);
+    let found = versioning::resolve(ctx, mode, b.record.id, &key, asked).await?;
     // Readable through the source object's own ACL, if not through the bucket.
-    gate.check(caller, rec.as_ref().map(|o| &o.record))?;
-    let rec = rec.ok_or(GwError::NoSuchKey)?.record;
+    gate.check(
+        caller,
+        found
+            .as_ref()
+            .filter(|s| !s.is_delete_marker())
+            .map(|s| &s.record),
+    )?;
+    let stored = match versioning::readable(found, asked, mode) {
+        // A delete marker is not a copy source: 404 latest, 400 by version (as S3).
+        Err(GwError::DeleteMarkerIsLatest { .. }) => return Err(GwError::NoSuchKey),
+        Err(GwError::DeleteMarkerNotReadable { .. }) => {
+            return Err(GwError::InvalidRequest(
+                "The source of a copy request may not specifically refer to a delete marker by version id.".into(),
+            ))
+        }
+        other => other?,
+    };
+    let version_id = versioning::reported_id(mode, &stored);
+    let rec = stored.record;
     // For copies every failed source condition is 412 (never 304).
     match check_conditions(
         &rec,
@@ -88,7 +125,13 @@ async fn load_source(
         Err(GwError::NotModified { .. }) => return Err(GwError::PreconditionFailed),
         Err(e) => return Err(e),
     }
-    Ok((bucket, key, rec))
+    Ok(Source {
+        bucket,
+        key,
+        rec,
+        version_id,
+        named_version: asked.is_some(),
+    })
 }
 
 /// Streams `range` of `src` into a new body owned by `owner`.
@@ -99,6 +142,8 @@ async fn copy_body(
     owner: BodyOwner,
     max_size: u64,
     class: StorageClass,
+    src_keys: &Option<encryption::ReadKeys>,
+    sse: Option<&encryption::WriteSse>,
 ) -> GwResult<Written> {
     let len = range.end - range.start;
     if len > max_size {
@@ -106,7 +151,10 @@ async fn copy_body(
             "The specified copy source is larger than the maximum allowable size".into(),
         ));
     }
-    let pieces = reader::plan(&reader::bodies(src), range.clone());
+    let pieces = reader::plan(
+        &reader::bodies(src, encryption::ciphers(src_keys))?,
+        range.clone(),
+    );
     let body = reader::open(ctx.clone(), pieces, len).await?;
     let whole = range.start == 0 && range.end == src.size;
     let checksums = if whole {
@@ -122,7 +170,8 @@ async fn copy_body(
         checksums,
         class,
     };
-    write_body(ctx, spec, body).await
+    let seal = sse.map(|s| s.new_body()).transpose()?;
+    write_body_sealed(ctx, spec, body, seal).await
 }
 
 pub async fn copy_object(
@@ -155,7 +204,7 @@ pub async fn copy_object(
         &dst.record,
         &crate::s3::acl::acl_headers!(input),
     )?;
-    let (src_bucket, src_key, src) = load_source(
+    let source = load_source(
         ctx,
         &req.extensions,
         &input.copy_source,
@@ -165,11 +214,25 @@ pub async fn copy_object(
         input.copy_source_if_unmodified_since.as_ref(),
     )
     .await?;
-    if src_bucket == input.bucket && src_key == input.key && !replace {
+    let src = &source.rec;
+    let src_keys = encryption::read_keys(ctx, src, &encryption::sse_copy_source_headers!(input))?;
+    let sse = encryption::for_write(ctx, &dst.record, &encryption::sse_write_headers!(input))?;
+    // Copying a named version onto its own key restores it (allowed, as S3).
+    if source.bucket == input.bucket
+        && source.key == input.key
+        && !replace
+        && !source.named_version
+        && !sse.as_ref().is_some_and(|s| s.explicit)
+    {
         return Err(GwError::InvalidRequest(
             "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata, storage class, website redirect location or encryption attributes.".into(),
         ));
     }
+    let tags = crate::s3::tagging::for_copy(
+        input.tagging_directive.as_ref(),
+        input.tagging.as_deref(),
+        &src,
+    )?;
     let owner = BodyOwner {
         bucket_id,
         key: input.key.clone(),
@@ -178,7 +241,17 @@ pub async fn copy_object(
     };
     let class = write_class(ctx, input.storage_class.as_ref(), &dst.record)?;
     let admission = quota::check_write(ctx, &dst.record, &input.key, src.size).await?;
-    let written = copy_body(ctx, &src, 0..src.size, owner, MAX_SINGLE_PUT, class).await?;
+    let written = copy_body(
+        ctx,
+        src,
+        0..src.size,
+        owner,
+        MAX_SINGLE_PUT,
+        class,
+        &src_keys,
+        sse.as_ref(),
+    )
+    .await?;
     let etag_value = written.etag();
     let mut rec = object_for_body(bucket_id, &input.key, &written, class);
     if replace {
@@ -193,12 +266,14 @@ pub async fn copy_object(
         rec.user_metadata = src.user_metadata.clone();
     }
     rec.acl = acl;
+    rec.tags = tags;
+    rec.sse = sse.as_ref().and_then(|s| s.object(written.sse.as_ref()));
     let last_modified = rec.last_modified_unix_ms;
 
     let key = input.key.clone();
     let scope = Scope::of(&dst.record);
     let delta_id = admission.delta_id;
-    commit_in_task(ctx, written.stored(), move |ctx| async move {
+    let outcome = commit_in_task(ctx, written.stored(), move |ctx| async move {
         let pre = WritePrecondition::default();
         commit_object(
             &ctx,
@@ -215,7 +290,13 @@ pub async fn copy_object(
     .await?;
     admission.committed();
 
+    let version_id = outcome.version_id();
     Ok(S3Response::new(CopyObjectOutput {
+        version_id,
+        copy_source_version_id: source.version_id.clone(),
+        server_side_encryption: encryption::sse_field(sse.as_ref()),
+        sse_customer_algorithm: encryption::customer_algorithm_field(sse.as_ref()),
+        sse_customer_key_md5: encryption::customer_key_md5_field(sse.as_ref()),
         copy_object_result: Some(with_checksums!(
             ChecksumFields::from_map(&written.checksums),
             CopyObjectResult {
@@ -258,7 +339,7 @@ pub async fn upload_part_copy(
     let dst = load_bucket(&req.extensions)?;
     let bucket_id = dst.record.id;
     let upload = load_upload(ctx, bucket_id, &input.key, &input.upload_id).await?;
-    let (_, _, src) = load_source(
+    let source = load_source(
         ctx,
         &req.extensions,
         &input.copy_source,
@@ -268,6 +349,13 @@ pub async fn upload_part_copy(
         input.copy_source_if_unmodified_since.as_ref(),
     )
     .await?;
+    let src = &source.rec;
+    let src_keys = encryption::read_keys(ctx, src, &encryption::sse_copy_source_headers!(input))?;
+    let sse = encryption::for_part(
+        ctx,
+        &upload.record,
+        &encryption::sse_customer_headers!(input),
+    )?;
     let range = match input.copy_source_range.as_deref() {
         Some(r) => parse_copy_range(r, src.size)?,
         None => 0..src.size,
@@ -279,7 +367,17 @@ pub async fn upload_part_copy(
         part_number,
     };
     let class = upload_class(ctx, &upload.record);
-    let written = copy_body(ctx, &src, range, owner, MAX_PART_SIZE, class).await?;
+    let written = copy_body(
+        ctx,
+        src,
+        range,
+        owner,
+        MAX_PART_SIZE,
+        class,
+        &src_keys,
+        sse.as_ref(),
+    )
+    .await?;
     let etag_value = written.etag();
     let part = part_for_body(part_number, &written);
     let last_modified = part.last_modified_unix_ms;
@@ -289,6 +387,10 @@ pub async fn upload_part_copy(
     })
     .await?;
     Ok(S3Response::new(UploadPartCopyOutput {
+        copy_source_version_id: source.version_id.clone(),
+        server_side_encryption: encryption::sse_field(sse.as_ref()),
+        sse_customer_algorithm: encryption::customer_algorithm_field(sse.as_ref()),
+        sse_customer_key_md5: encryption::customer_key_md5_field(sse.as_ref()),
         copy_part_result: Some(CopyPartResult {
             e_tag: Some(etag(&etag_value)),
             last_modified: Some(timestamp(last_modified)),

@@ -1,72 +1,52 @@
 //! DeleteObject and DeleteObjects.
 //!
-//! Deleting removes the null-version record and enqueues a GC record for its
-//! body in the same batch (conditioned on the record being unchanged), then
-//! reclaims the fragments best-effort. Deleting a missing key succeeds (204).
+//! Without a version id: a never-versioned bucket loses the object's null
+//! version (its body reclaimed through a GC record written in the same
+//! batch); a versioned one gets a delete marker (`s3::versioning`). With a
+//! version id, that version is deleted for good. Deleting a missing key or
+//! version succeeds (204), as S3.
 
 use std::sync::Arc;
 
 use futures::StreamExt;
-use kura_metashard::client::{BatchOutcome, Cf};
 use s3s::dto::*;
 use s3s::{S3Request, S3Response};
 
 use crate::context::Ctx;
-use crate::data::gc;
 use crate::error::{code_and_message, GwError, GwResult};
-use crate::meta::{self, RMW_ATTEMPTS};
-use crate::s3::common::{check_key, check_version_id, load_bucket, load_object, object_key};
-use crate::usage::{self, Scope, Usage};
+use crate::s3::common::{check_key, load_bucket};
+use crate::s3::versioning::{self, Deleted, VersionRef};
+use crate::usage::Scope;
 
 /// At most this many keys per DeleteObjects request (as S3).
 const MAX_DELETE_KEYS: usize = 1000;
 /// Keys of one DeleteObjects request deleted concurrently.
 const DELETE_CONCURRENCY: usize = 16;
 
-/// Deletes the current version of `key`, if any.
-pub async fn delete_one(ctx: &Arc<Ctx>, scope: &Scope, key: &str) -> GwResult<()> {
-    let bucket_id = scope.bucket_id;
-    let vkey = object_key(bucket_id, key);
-    let delta_id = usage::new_delta_id();
-    for _ in 0..RMW_ATTEMPTS {
-        let Some(old) = load_object(ctx, bucket_id, key).await? else {
-            return Ok(());
-        };
-        let locs = gc::object_locations(&old.record);
-        let mut mutations = vec![meta::delete(Cf::Meta, vkey.clone())];
-        mutations.extend(gc::gc_mutations(bucket_id, key, &locs));
-        let change = Usage {
-            bytes: -(old.record.size as i64),
-            objects: -1,
-        };
-        mutations.extend(usage::delta_mutation(scope, key, change, &delta_id));
-        match ctx
-            .meta
-            .batch(
-                vec![meta::value_equals(Cf::Meta, vkey.clone(), old.raw)],
-                mutations,
-            )
-            .await?
-        {
-            BatchOutcome::Applied => {
-                ctx.folder.note(bucket_id);
-                ctx.quotas.note_commit(scope, change);
-                gc::spawn_reclaim(ctx.clone(), bucket_id, key.to_string(), locs);
-                return Ok(());
-            }
-            BatchOutcome::ConditionFailed { .. } => {
-                // The record we read is no longer current: either our own
-                // earlier attempt applied (and wrote the GC records), or
-                // another writer replaced it and reclaims it. Its body is
-                // unreferenced in both cases; reclaiming twice is harmless.
-                gc::spawn_reclaim(ctx.clone(), bucket_id, key.to_string(), locs);
-                continue;
-            }
-        }
+/// Deletes `key` (a delete marker in a versioned bucket) or one version of it.
+pub async fn delete_one(
+    ctx: &Arc<Ctx>,
+    scope: &Scope,
+    key: &str,
+    version: Option<VersionRef>,
+) -> GwResult<Deleted> {
+    match version {
+        None => versioning::delete_latest(ctx, scope, key).await,
+        Some(r) => versioning::delete_version(ctx, scope, key, r).await,
     }
-    Err(GwError::Contention(
-        "too many concurrent writes to one key".into(),
-    ))
+}
+
+/// Runs [`delete_one`] to completion even if the client disconnects.
+async fn delete_in_task(
+    ctx: &Arc<Ctx>,
+    scope: Scope,
+    key: String,
+    version: Option<VersionRef>,
+) -> GwResult<Deleted> {
+    let ctx = ctx.clone();
+    tokio::spawn(async move { delete_one(&ctx, &scope, &key, version).await })
+        .await
+        .map_err(|e| GwError::Internal(format!("delete task failed: {e}")))?
 }
 
 pub async fn delete_object(
@@ -75,7 +55,7 @@ pub async fn delete_object(
 ) -> GwResult<S3Response<DeleteObjectOutput>> {
     let input = req.input;
     check_key(&input.key)?;
-    check_version_id(input.version_id.as_deref())?;
+    let version = versioning::parse_version_param(input.version_id.as_deref())?;
     if input.if_match.is_some()
         || input.if_match_size.is_some()
         || input.if_match_last_modified_time.is_some()
@@ -83,14 +63,13 @@ pub async fn delete_object(
         return Err(GwError::NotImplemented("conditional deletes"));
     }
     let bucket = load_bucket(&req.extensions)?;
-    let task_ctx = ctx.clone();
-    let key = input.key;
-    // Runs to completion even if the client disconnects.
     let scope = Scope::of(&bucket.record);
-    tokio::spawn(async move { delete_one(&task_ctx, &scope, &key).await })
-        .await
-        .map_err(|e| GwError::Internal(format!("delete task failed: {e}")))??;
-    Ok(S3Response::new(DeleteObjectOutput::default()))
+    let done = delete_in_task(ctx, scope, input.key, version).await?;
+    Ok(S3Response::new(DeleteObjectOutput {
+        delete_marker: done.delete_marker.then_some(true),
+        version_id: done.version_id,
+        ..Default::default()
+    }))
 }
 
 pub async fn delete_objects(
@@ -108,22 +87,24 @@ pub async fn delete_objects(
     let auth = crate::authz::Authorized::of(&req.extensions)?;
     let bucket = auth.bucket()?;
     let scope = Scope::of(&bucket.record);
-    let results: Vec<(ObjectIdentifier, GwResult<()>)> = futures::stream::iter(objects)
+    let results: Vec<(ObjectIdentifier, GwResult<Deleted>)> = futures::stream::iter(objects)
         .map(|obj| {
             let ctx = ctx.clone();
             let scope = scope.clone();
             async move {
                 let res = async {
                     check_key(&obj.key)?;
-                    check_version_id(obj.version_id.as_deref())?;
+                    let version = versioning::parse_version_param(obj.version_id.as_deref())?;
                     // Decided key by key, as S3 does: a grant may cover a prefix.
-                    if !auth.allows(&ctx, "s3:DeleteObject", Some(&obj.key))? {
+                    let action = if version.is_some() {
+                        "s3:DeleteObjectVersion"
+                    } else {
+                        "s3:DeleteObject"
+                    };
+                    if !auth.allows(&ctx, action, Some(&obj.key))? {
                         return Err(GwError::AccessDenied);
                     }
-                    let key = obj.key.clone();
-                    tokio::spawn(async move { delete_one(&ctx, &scope, &key).await })
-                        .await
-                        .map_err(|e| GwError::Internal(format!("delete task failed: {e}")))?
+                    delete_in_task(&ctx, scope, obj.key.clone(), version).await
                 }
                 .await;
                 (obj, res)
@@ -137,12 +118,19 @@ pub async fn delete_objects(
     let mut errors = Vec::new();
     for (obj, res) in results {
         match res {
-            Ok(()) => {
+            Ok(done) => {
                 if !quiet {
+                    // A marker created, or a marker deleted by its id: the
+                    // marker's id is DeleteMarkerVersionId (as S3).
                     deleted.push(DeletedObject {
                         key: Some(obj.key),
                         version_id: obj.version_id,
-                        ..Default::default()
+                        delete_marker: done.delete_marker.then_some(true),
+                        delete_marker_version_id: if done.delete_marker {
+                            done.version_id
+                        } else {
+                            None
+                        },
                     });
                 }
             }

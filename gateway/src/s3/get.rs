@@ -13,9 +13,11 @@ use crate::data::checksum::{with_checksums, ChecksumFields};
 use crate::data::reader;
 use crate::error::{GwError, GwResult};
 use crate::s3::common::{
-    check_key, check_version_id, etag, is_multipart, load_bucket, load_object, non_empty,
-    parse_http_date, reported_class, timestamp, unix_seconds, unquote,
+    etag, is_multipart, non_empty, parse_http_date, reported_class, timestamp, unix_seconds,
+    unquote,
 };
+use crate::s3::encryption;
+use crate::s3::versioning;
 
 fn etag_matches(cond: &ETagCondition, etag: &str) -> bool {
     match cond {
@@ -176,19 +178,16 @@ macro_rules! object_output {
     }};
 }
 
+/// The version a GET/HEAD serves (the latest, or `versionId`'s) and the
+/// `x-amz-version-id` to report with it.
 async fn load(
     ctx: &Ctx,
     ext: &http::Extensions,
     key: &str,
     version_id: Option<&str>,
-) -> GwResult<ObjectRecord> {
-    check_key(key)?;
-    check_version_id(version_id)?;
-    let bucket = load_bucket(ext)?;
-    let rec = load_object(ctx, bucket.record.id, key).await?;
-    // Readable through the object's own ACL, if not through the bucket.
-    crate::authz::Authorized::of(ext)?.check_object(rec.as_ref().map(|o| &o.record))?;
-    Ok(rec.ok_or(GwError::NoSuchKey)?.record)
+) -> GwResult<(ObjectRecord, Option<String>)> {
+    let (stored, reported) = versioning::load_addressed(ctx, ext, key, version_id).await?;
+    Ok((stored.record, reported))
 }
 
 pub async fn get_object(
@@ -196,13 +195,14 @@ pub async fn get_object(
     req: S3Request<GetObjectInput>,
 ) -> GwResult<S3Response<GetObjectOutput>> {
     let input = req.input;
-    let rec = load(
+    let (rec, version_id) = load(
         ctx,
         &req.extensions,
         &input.key,
         input.version_id.as_deref(),
     )
     .await?;
+    let keys = encryption::read_keys(ctx, &rec, &encryption::sse_customer_headers!(input))?;
     check_conditions(
         &rec,
         input.if_match.as_ref(),
@@ -212,11 +212,27 @@ pub async fn get_object(
     )?;
     let sel = select(&rec, input.range.as_ref(), input.part_number)?;
     let len = sel.range.end - sel.range.start;
-    let pieces = reader::plan(&reader::bodies(&rec), sel.range.clone());
+    let pieces = reader::plan(
+        &reader::bodies(&rec, encryption::ciphers(&keys))?,
+        sel.range.clone(),
+    );
     let body = reader::open(ctx.clone(), pieces, len).await?;
     let f = checksums_for(&rec, input.checksum_mode.as_ref(), &sel);
-    let output = object_output!(GetObjectOutput { body: Some(body) }, &rec, sel, f);
-    Ok(S3Response::new(output))
+    let tag_count = crate::s3::tagging::count(&rec); // x-amz-tagging-count
+    let output = object_output!(
+        GetObjectOutput {
+            body: Some(body),
+            tag_count: tag_count,
+            version_id: version_id
+        },
+        &rec,
+        sel,
+        f
+    );
+    Ok(encryption::with_echo(
+        S3Response::new(output),
+        keys.map(|k| k.echo),
+    ))
 }
 
 pub async fn head_object(
@@ -224,13 +240,14 @@ pub async fn head_object(
     req: S3Request<HeadObjectInput>,
 ) -> GwResult<S3Response<HeadObjectOutput>> {
     let input = req.input;
-    let rec = load(
+    let (rec, version_id) = load(
         ctx,
         &req.extensions,
         &input.key,
         input.version_id.as_deref(),
     )
     .await?;
+    let keys = encryption::read_keys(ctx, &rec, &encryption::sse_customer_headers!(input))?;
     check_conditions(
         &rec,
         input.if_match.as_ref(),
@@ -241,10 +258,19 @@ pub async fn head_object(
     let sel = select(&rec, input.range.as_ref(), input.part_number)?;
     let partial = sel.content_range.is_some();
     let f = checksums_for(&rec, input.checksum_mode.as_ref(), &sel);
-    let output = object_output!(HeadObjectOutput {}, &rec, sel, f);
+    let output = object_output!(
+        HeadObjectOutput {
+            version_id: version_id
+        },
+        &rec,
+        sel,
+        f
+    );
     // s3s ignores `S3Response::status` here; `server.rs` turns a HEAD with
     // Content-Range into 206. Keep the status for our own metrics.
     let mut resp = S3Response::new(output);
+    crate::s3::tagging::set_count_header(&mut resp.headers, &rec);
+    encryption::echo(&mut resp.headers, encryption::echo_of(&keys));
     if partial {
         resp.status = Some(http::StatusCode::PARTIAL_CONTENT);
     }

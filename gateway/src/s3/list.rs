@@ -7,6 +7,13 @@
 //! (`keys::object_seek_after_prefix`) instead of reading them. Markers and
 //! continuation tokens resume strictly after the last returned entry; when
 //! that entry was a common prefix, after everything under it.
+//!
+//! Object listings show each key's latest version: the object's first key
+//! (docs/decisions/0027). After it the scan seeks past the key's older
+//! versions (`keys::object_seek_after_key`); a page that turns out to be
+//! mostly older versions makes the next page small, so a LIST of a bucket
+//! with many versions per key costs about one short scan per key instead
+//! of reading every version.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -22,7 +29,6 @@ use crate::context::Ctx;
 use crate::error::{GwError, GwResult};
 use crate::s3::common::{
     etag, load_bucket, maybe_encode, owner, s3_class_name, timestamp, wants_url_encoding,
-    NULL_VERSION,
 };
 
 /// Most entries one page returns (S3's cap for max-keys / max-uploads).
@@ -90,6 +96,8 @@ pub struct ListParams<'a> {
 /// What a decoder says about one stored entry.
 pub enum Decoded<T> {
     Skip,
+    /// Nothing to list here; continue the scan at this key.
+    SkipTo(Vec<u8>),
     /// An item; `resume_at`, when set, is where the scan continues (to skip
     /// records that belong to this item, e.g. the parts of an upload).
     Item {
@@ -145,12 +153,21 @@ where
     let (range_start, end) = keys::object_range(p.bucket_id, p.prefix.as_bytes());
     let mut cursor = p.start.max(range_start);
     let mut truncated = false;
+    // Keys one scan reads at most; shrinks while pages are mostly records
+    // the listing seeks past (older versions), grows back otherwise.
+    let mut page_cap = MAX_PAGE;
     'scan: while cursor < end {
-        let want = (p.max - entries.len() + 1).clamp(1, MAX_PAGE);
+        let want = (p.max - entries.len() + 1).clamp(1, page_cap);
         let page = src.scan(&cursor, &end, want).await?;
         let full = page.len() >= want;
         let mut skip_prefix: Option<String> = None;
+        let (mut passed, mut listed) = (0usize, 0usize);
         for kv in &page {
+            if kv.key.as_ref() < cursor.as_slice() {
+                // Sought past (an older version, or under a common prefix).
+                passed += 1;
+                continue;
+            }
             let Some(parts) = keys::decode_object_key(&kv.key) else {
                 cursor = successor(&kv.key);
                 continue;
@@ -178,12 +195,14 @@ where
             }
             match decode(&parts, kv)? {
                 Decoded::Skip => cursor = successor(&kv.key),
+                Decoded::SkipTo(at) => cursor = at.max(successor(&kv.key)),
                 Decoded::Item { item, resume_at } => {
                     if entries.len() == p.max {
                         truncated = true;
                         break 'scan;
                     }
                     entries.push(Entry::Item { key, item });
+                    listed += 1;
                     cursor = resume_at.unwrap_or_else(|| successor(&kv.key));
                 }
             }
@@ -191,18 +210,31 @@ where
         if !full {
             break;
         }
+        page_cap = if passed > 8 * (listed + 1) {
+            (page_cap / 8).max(MIN_SEEK_PAGE)
+        } else {
+            (page_cap * 2).min(MAX_PAGE)
+        };
     }
     Ok(Listing { entries, truncated })
 }
 
-/// Object listings see only the null version of each key.
+/// The smallest page a listing shrinks to when it mostly seeks past older
+/// versions: the latest version plus a few.
+const MIN_SEEK_PAGE: usize = 4;
+
+/// Object listings see the latest version of each key (its first key),
+/// unless it is a delete marker; older versions are sought past.
 fn decode_object(parts: &ObjectKeyParts, kv: &KvPair) -> GwResult<Decoded<ObjectRecord>> {
-    if keys::decode_version(&parts.suffix) != Some(NULL_VERSION) {
-        return Ok(Decoded::Skip);
+    let past = keys::object_seek_after_key(parts.bucket_id, &parts.key);
+    let rec: ObjectRecord = keys::decode_value(&kv.value)?;
+    // An anchor (`null_moved_to`) never sorts first; skip it defensively.
+    if rec.delete_marker || rec.null_moved_to != 0 {
+        return Ok(Decoded::SkipTo(past));
     }
     Ok(Decoded::Item {
-        item: keys::decode_value(&kv.value)?,
-        resume_at: None,
+        item: rec,
+        resume_at: Some(past),
     })
 }
 
@@ -434,19 +466,38 @@ pub(crate) mod tests {
 
     fn store(bucket_id: u64, names: &[&str]) -> MemSource {
         let mut m = BTreeMap::new();
-        for n in names {
-            let rec = ObjectRecord {
+        let version = |n: &str, etag: &str, delete_marker: bool| {
+            keys::encode_value(&ObjectRecord {
                 key: n.to_string(),
+                etag: etag.to_string(),
+                delete_marker,
                 ..Default::default()
-            };
+            })
+        };
+        for n in names {
+            // The newest version is listed; older ones (many for some keys)
+            // are sought past.
+            m.insert(
+                keys::object_version_key(bucket_id, n.as_bytes(), 100),
+                version(n, "latest", false),
+            );
+            let older = if n.len() == 1 { 40 } else { 2 };
+            for v in 0..older {
+                m.insert(
+                    keys::object_version_key(bucket_id, n.as_bytes(), v),
+                    version(n, "old", false),
+                );
+            }
+        }
+        // A key whose latest version is a delete marker is not listed.
+        for n in ["a/0", "c/", "zzz"] {
+            m.insert(
+                keys::object_version_key(bucket_id, n.as_bytes(), 9),
+                version(n, "", true),
+            );
             m.insert(
                 keys::object_version_key(bucket_id, n.as_bytes(), 0),
-                keys::encode_value(&rec),
-            );
-            // A newer (non-null) version must be invisible.
-            m.insert(
-                keys::object_version_key(bucket_id, n.as_bytes(), 7),
-                keys::encode_value(&rec),
+                version(n, "old", false),
             );
         }
         // Another bucket's keys sit right after.
@@ -520,6 +571,11 @@ pub(crate) mod tests {
         want.sort();
         assert_eq!(names(&l), want);
         assert!(!l.truncated);
+        for e in &l.entries {
+            if let Entry::Item { item, .. } = e {
+                assert_eq!(item.etag, "latest");
+            }
+        }
     }
 
     #[tokio::test]

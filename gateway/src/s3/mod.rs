@@ -4,7 +4,8 @@
 //!
 //! | file          | operations |
 //! |---------------|------------|
-//! | `bucket.rs`   | CreateBucket, DeleteBucket, HeadBucket, ListBuckets, GetBucketLocation, GetBucketVersioning |
+//! | `bucket.rs`   | CreateBucket, DeleteBucket, HeadBucket, ListBuckets, GetBucketLocation |
+//! | `versioning.rs` | Put/GetBucketVersioning, ListObjectVersions (+ the version-aware commit, reads and deletes) |
 //! | `put.rs`      | PutObject (+ the object commit used by multipart and copy) |
 //! | `copy.rs`     | CopyObject, UploadPartCopy |
 //! | `get.rs`      | GetObject, HeadObject (Range, partNumber, conditionals) |
@@ -12,6 +13,9 @@
 //! | `list.rs`     | ListObjects, ListObjectsV2 (+ the listing engine) |
 //! | `multipart.rs`| Create/UploadPart/Complete/Abort, ListParts, ListMultipartUploads |
 //! | `policy.rs`   | Get/Put/DeleteBucketPolicy, GetBucketPolicyStatus |
+//! | `encryption.rs` | Get/Put/DeleteBucketEncryption (+ the SSE headers of every read and write) |
+//! | `tagging.rs`  | Get/Put/DeleteObjectTagging, Get/Put/DeleteBucketTagging (+ `x-amz-tagging` on writes) |
+//! | `cors.rs`     | Get/Put/DeleteBucketCors (+ the rule matching `front/cors.rs` applies) |
 //! | `acl.rs`      | Get/PutBucketAcl, Get/PutObjectAcl, Get/Put/DeleteBucketOwnershipControls, Get/Put/DeletePublicAccessBlock (+ the ACL each write stores) |
 //!
 //! Who may call each operation is decided before it runs (`crate::authz`);
@@ -22,12 +26,17 @@ pub mod acl;
 pub mod bucket;
 pub mod common;
 pub mod copy;
+pub mod cors;
 pub mod delete;
+pub mod encryption;
 pub mod get;
 pub mod list;
 pub mod multipart;
 pub mod policy;
+pub mod post_object;
 pub mod put;
+pub mod tagging;
+pub mod versioning;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -113,7 +122,29 @@ impl S3 for KuraS3 {
     ) -> S3Result<S3Response<GetBucketVersioningOutput>> {
         observe(
             "GetBucketVersioning",
-            bucket::get_bucket_versioning(&self.ctx, req),
+            versioning::get_bucket_versioning(&self.ctx, req),
+        )
+        .await
+    }
+
+    async fn put_bucket_versioning(
+        &self,
+        req: S3Request<PutBucketVersioningInput>,
+    ) -> S3Result<S3Response<PutBucketVersioningOutput>> {
+        observe(
+            "PutBucketVersioning",
+            versioning::put_bucket_versioning(&self.ctx, req),
+        )
+        .await
+    }
+
+    async fn list_object_versions(
+        &self,
+        req: S3Request<ListObjectVersionsInput>,
+    ) -> S3Result<S3Response<ListObjectVersionsOutput>> {
+        observe(
+            "ListObjectVersions",
+            versioning::list_object_versions(&self.ctx, req),
         )
         .await
     }
@@ -365,6 +396,126 @@ impl S3 for KuraS3 {
         observe(
             "DeletePublicAccessBlock",
             acl::delete_public_access_block(&self.ctx, req),
+        )
+        .await
+    }
+
+    async fn get_object_tagging(
+        &self,
+        req: S3Request<GetObjectTaggingInput>,
+    ) -> S3Result<S3Response<GetObjectTaggingOutput>> {
+        observe(
+            "GetObjectTagging",
+            tagging::get_object_tagging(&self.ctx, req),
+        )
+        .await
+    }
+
+    async fn put_object_tagging(
+        &self,
+        req: S3Request<PutObjectTaggingInput>,
+    ) -> S3Result<S3Response<PutObjectTaggingOutput>> {
+        observe(
+            "PutObjectTagging",
+            tagging::put_object_tagging(&self.ctx, req),
+        )
+        .await
+    }
+
+    async fn delete_object_tagging(
+        &self,
+        req: S3Request<DeleteObjectTaggingInput>,
+    ) -> S3Result<S3Response<DeleteObjectTaggingOutput>> {
+        observe(
+            "DeleteObjectTagging",
+            tagging::delete_object_tagging(&self.ctx, req),
+        )
+        .await
+    }
+
+    async fn get_bucket_tagging(
+        &self,
+        req: S3Request<GetBucketTaggingInput>,
+    ) -> S3Result<S3Response<GetBucketTaggingOutput>> {
+        observe(
+            "GetBucketTagging",
+            tagging::get_bucket_tagging(&self.ctx, req),
+        )
+        .await
+    }
+
+    async fn put_bucket_tagging(
+        &self,
+        req: S3Request<PutBucketTaggingInput>,
+    ) -> S3Result<S3Response<PutBucketTaggingOutput>> {
+        observe(
+            "PutBucketTagging",
+            tagging::put_bucket_tagging(&self.ctx, req),
+        )
+        .await
+    }
+
+    async fn delete_bucket_tagging(
+        &self,
+        req: S3Request<DeleteBucketTaggingInput>,
+    ) -> S3Result<S3Response<DeleteBucketTaggingOutput>> {
+        observe(
+            "DeleteBucketTagging",
+            tagging::delete_bucket_tagging(&self.ctx, req),
+        )
+        .await
+    }
+
+    async fn get_bucket_cors(
+        &self,
+        req: S3Request<GetBucketCorsInput>,
+    ) -> S3Result<S3Response<GetBucketCorsOutput>> {
+        observe("GetBucketCors", cors::get_bucket_cors(&self.ctx, req)).await
+    }
+
+    async fn put_bucket_cors(
+        &self,
+        req: S3Request<PutBucketCorsInput>,
+    ) -> S3Result<S3Response<PutBucketCorsOutput>> {
+        observe("PutBucketCors", cors::put_bucket_cors(&self.ctx, req)).await
+    }
+
+    async fn delete_bucket_cors(
+        &self,
+        req: S3Request<DeleteBucketCorsInput>,
+    ) -> S3Result<S3Response<DeleteBucketCorsOutput>> {
+        observe("DeleteBucketCors", cors::delete_bucket_cors(&self.ctx, req)).await
+    }
+
+    async fn put_bucket_encryption(
+        &self,
+        req: S3Request<PutBucketEncryptionInput>,
+    ) -> S3Result<S3Response<PutBucketEncryptionOutput>> {
+        observe(
+            "PutBucketEncryption",
+            encryption::put_bucket_encryption(&self.ctx, req),
+        )
+        .await
+    }
+
+    async fn get_bucket_encryption(
+        &self,
+        req: S3Request<GetBucketEncryptionInput>,
+    ) -> S3Result<S3Response<GetBucketEncryptionOutput>> {
+        observe(
+            "GetBucketEncryption",
+            encryption::get_bucket_encryption(&self.ctx, req),
+        )
+        .await
+    }
+
+    async fn delete_bucket_encryption(
+        &self,
+        req: S3Request<DeleteBucketEncryptionInput>,
+    ) -> S3Result<S3Response<DeleteBucketEncryptionOutput>> {
+        observe(
+            "DeleteBucketEncryption",
+            encryption::delete_bucket_encryption(&self.ctx, req),
         )
         .await
     }

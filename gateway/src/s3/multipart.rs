@@ -22,13 +22,14 @@ use s3s::{S3Request, S3Response};
 use crate::context::{Ctx, MAX_PART_NUMBER, MAX_PART_SIZE, MIN_PART_SIZE};
 use crate::data::checksum::{with_checksums, ChecksumFields, ChecksumPlan};
 use crate::data::gc;
-use crate::data::writer::{write_body, BodyOwner, WriteSpec, Written};
+use crate::data::writer::{write_body_sealed, BodyOwner, WriteSpec, Written};
 use crate::error::{GwError, GwResult};
 use crate::meta::{self, now_ms, Versioned, RMW_ATTEMPTS};
 use crate::s3::common::{
     check_key, check_user_metadata, declared_length, etag, load_bucket, maybe_encode, owner,
     s3_class_name, store_request_headers, timestamp, unquote, wants_url_encoding, write_class,
 };
+use crate::s3::encryption;
 use crate::s3::list::{self, Decoded, Entry, ListParams, MetaSource, MAX_PAGE};
 use crate::s3::put::{commit_in_task, commit_object, CommitOutcome, WritePrecondition};
 use crate::usage::{quota, Scope};
@@ -180,6 +181,7 @@ pub async fn create_multipart_upload(
         &bucket.record,
         &crate::s3::acl::acl_headers!(input),
     )?;
+    let sse = encryption::for_write(ctx, &bucket.record, &encryption::sse_write_headers!(input))?;
     let upload_id = new_upload_id();
     let mut rec = MultipartUploadRecord {
         bucket_id,
@@ -189,6 +191,8 @@ pub async fn create_multipart_upload(
         owner: initiator,
         storage_class: class as i32,
         acl,
+        tags: crate::s3::tagging::parse_header(input.tagging.as_deref())?,
+        sse: sse.as_ref().map(|s| s.record(Vec::new())),
         ..Default::default()
     };
     store_request_headers!(rec, input);
@@ -213,6 +217,9 @@ pub async fn create_multipart_upload(
         key: Some(input.key),
         upload_id: Some(upload_id),
         checksum_algorithm: input.checksum_algorithm,
+        server_side_encryption: encryption::sse_field(sse.as_ref()),
+        sse_customer_algorithm: encryption::customer_algorithm_field(sse.as_ref()),
+        sse_customer_key_md5: encryption::customer_key_md5_field(sse.as_ref()),
         ..Default::default()
     }))
 }
@@ -234,6 +241,11 @@ pub async fn upload_part(
     let bucket = load_bucket(&extensions)?;
     let bucket_id = bucket.record.id;
     let upload = load_upload(ctx, bucket_id, &input.key, &input.upload_id).await?;
+    let sse = encryption::for_part(
+        ctx,
+        &upload.record,
+        &encryption::sse_customer_headers!(input),
+    )?;
     let checksums = ChecksumPlan::from_headers(&headers, trailing_headers)?;
     let spec = WriteSpec {
         owner: BodyOwner {
@@ -251,7 +263,8 @@ pub async fn upload_part(
     let body = input
         .body
         .unwrap_or_else(|| StreamingBlob::from(s3s::Body::empty()));
-    let written = write_body(ctx, spec, body).await?;
+    let seal = sse.as_ref().map(|s| s.new_body()).transpose()?;
+    let written = write_body_sealed(ctx, spec, body, seal).await?;
     let part = part_for_body(part_number, &written);
 
     let (key, upload_id) = (input.key.clone(), input.upload_id.clone());
@@ -260,12 +273,13 @@ pub async fn upload_part(
     })
     .await?;
 
-    Ok(S3Response::new(with_checksums!(
+    let resp = S3Response::new(with_checksums!(
         ChecksumFields::from_map(&written.checksums),
         UploadPartOutput {
             e_tag: Some(etag(&written.etag())),
         }
-    )))
+    ));
+    Ok(encryption::with_echo(resp, sse.map(|s| s.echo())))
 }
 
 /// The record of part `part_number` whose body is `written`.
@@ -277,6 +291,7 @@ pub(crate) fn part_for_body(part_number: u32, written: &Written) -> PartRecord {
         last_modified_unix_ms: now_ms(),
         location: written.location.clone(),
         inline_data: written.inline.clone().unwrap_or_default(),
+        sse: written.sse.clone(),
     }
 }
 
@@ -416,6 +431,7 @@ pub async fn complete_multipart_upload(
     let etags: Vec<&str> = chosen.iter().map(|p| p.record.etag.as_str()).collect();
     let etag_value = multipart_etag(&etags)?;
     let u = &upload.record;
+    let sse_echo = encryption::upload_echo(u);
     let rec = ObjectRecord {
         bucket_id,
         key: input.key.clone(),
@@ -444,6 +460,10 @@ pub async fn complete_multipart_upload(
         storage_class: u.storage_class,
         checksums: Default::default(),
         acl: u.acl.clone(),
+        tags: u.tags.clone(),
+        sse: encryption::completed(u, chosen.iter().map(|p| &p.record)),
+        // The version fields are set by the commit.
+        ..Default::default()
     };
     let chosen_numbers: std::collections::HashSet<u32> =
         chosen.iter().map(|p| p.record.part_number).collect();
@@ -473,14 +493,17 @@ pub async fn complete_multipart_upload(
             extra_mutations,
         )
         .await;
-        if matches!(out, Ok(CommitOutcome::Committed)) {
+        if matches!(out, Ok(CommitOutcome::Committed { .. })) {
             gc::spawn_reclaim(ctx.clone(), bucket_id, key.clone(), unlisted);
         }
         out
     })
     .await?;
-    match committed {
-        CommitOutcome::Committed => admission.committed(),
+    let version_id = match committed {
+        CommitOutcome::Committed { version_id } => {
+            admission.committed();
+            version_id
+        }
         // The upload was completed or aborted concurrently; its parts are that request's business.
         CommitOutcome::ExtraConditionFailed(0) => return Err(GwError::NoSuchUpload),
         CommitOutcome::ExtraConditionFailed(_) => {
@@ -488,12 +511,14 @@ pub async fn complete_multipart_upload(
                 "a part was re-uploaded during completion".into(),
             ))
         }
-    }
+    };
     Ok(S3Response::new(CompleteMultipartUploadOutput {
+        version_id,
         bucket: Some(input.bucket.clone()),
         key: Some(input.key.clone()),
         e_tag: Some(etag(&etag_value)),
         location: Some(format!("/{}/{}", input.bucket, input.key)),
+        server_side_encryption: sse_echo,
         ..Default::default()
     }))
 }

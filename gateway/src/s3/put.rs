@@ -3,18 +3,18 @@
 //! the metadata commit of every write (PUT, both copies, UploadPart, Complete).
 //!
 //! A PUT streams its body first (`data::writer`), then commits metadata in
-//! one conditional batch on the object's region: the new `ObjectRecord` at
-//! the null version, plus a `GcRecord` for the body it replaces. The old
-//! record is read first and the batch is conditioned on it being unchanged
-//! (VALUE_EQUALS, or NOT_EXISTS when there was none), so a concurrent
-//! overwrite is detected and the read-modify-write retried; the body that
-//! loses is never leaked. The commit runs in its own task, so a client that
+//! one conditional batch on the object's region (`s3::versioning::commit`):
+//! the new `ObjectRecord` as a new version (versioning Enabled) or as the
+//! null version, plus a `GcRecord` for the body of the null version it
+//! replaces. What it replaces is read first and the batch is conditioned on
+//! it being unchanged, so a concurrent overwrite is detected and the
+//! read-modify-write retried; the body that loses is never leaked. The commit runs in its own task, so a client that
 //! disconnects once the body is durable cannot leave a half-done commit.
 
 use std::future::Future;
 use std::sync::Arc;
 
-use kura_metashard::client::{BatchOutcome, Cf, Condition, Mutation};
+use kura_metashard::client::{Condition, Mutation};
 use kura_proto::meta::{DataLocation, ObjectRecord, PartRef, StorageClass};
 use s3s::dto::*;
 use s3s::{S3Request, S3Response};
@@ -22,14 +22,15 @@ use s3s::{S3Request, S3Response};
 use crate::context::{Ctx, MAX_SINGLE_PUT};
 use crate::data::checksum::{with_checksums, ChecksumFields, ChecksumPlan};
 use crate::data::gc;
-use crate::data::writer::{write_body, BodyOwner, WriteSpec, Written};
+use crate::data::writer::{write_body_sealed, BodyOwner, WriteSpec, Written};
 use crate::error::{GwError, GwResult};
-use crate::meta::{self, now_ms, RMW_ATTEMPTS};
+use crate::meta::now_ms;
 use crate::s3::common::{
-    check_key, check_user_metadata, declared_length, etag, load_bucket, load_object, object_key,
-    store_request_headers, unquote, write_class, NULL_VERSION,
+    check_key, check_user_metadata, declared_length, etag, load_bucket, store_request_headers,
+    unquote, write_class, NULL_VERSION,
 };
-use crate::usage::{self, quota, DeltaId, Scope, Usage};
+use crate::s3::encryption;
+use crate::usage::{quota, DeltaId, Scope};
 
 /// A conditional write (`If-None-Match: *` / `If-Match: "etag"` on PUT or Complete).
 #[derive(Clone, Debug, Default)]
@@ -83,16 +84,13 @@ impl WritePrecondition {
     }
 }
 
-/// How a commit ended when it did not fail outright.
-pub enum CommitOutcome {
-    Committed,
-    /// The caller's extra condition number `i` failed (e.g. the upload vanished).
-    ExtraConditionFailed(usize),
-}
+pub use crate::s3::versioning::CommitOutcome;
 
-/// Commits `new` as the null version of (bucket_id, key) with the extra
-/// conditions and mutations of the caller, replacing and reclaiming whatever
-/// body the current version had.
+/// Commits `new` as the latest version of (bucket_id, key) as the bucket's
+/// versioning says (`s3::versioning::commit`): a new version in a versioned
+/// bucket, else the null version, replacing and reclaiming whatever body the
+/// old null version had; with the extra conditions and mutations of the caller.
+#[allow(clippy::too_many_arguments)]
 pub async fn commit_object(
     ctx: &Arc<Ctx>,
     scope: &Scope,
@@ -103,58 +101,17 @@ pub async fn commit_object(
     extra_conditions: Vec<Condition>,
     extra_mutations: Vec<Mutation>,
 ) -> GwResult<CommitOutcome> {
-    let bucket_id = scope.bucket_id;
-    let vkey = object_key(bucket_id, key);
-    let value = kura_metashard::keys::encode_value(new);
-    for attempt in 0..RMW_ATTEMPTS {
-        let old = load_object(ctx, bucket_id, key).await?;
-        pre.check(old.as_ref().map(|o| &o.record))?;
-        let old_locs = old
-            .as_ref()
-            .map(|o| gc::object_locations(&o.record))
-            .unwrap_or_default();
-        let mut conditions = vec![meta::unchanged(
-            Cf::Meta,
-            vkey.clone(),
-            old.as_ref().map(|o| &o.raw),
-        )];
-        conditions.extend(extra_conditions.iter().cloned());
-        let mut mutations = vec![meta::put(Cf::Meta, vkey.clone(), value.clone())];
-        mutations.extend(gc::gc_mutations(bucket_id, key, &old_locs));
-        mutations.extend(extra_mutations.iter().cloned());
-        // Exact usage: the delta commits with the change, or not at all.
-        let old_size = old.as_ref().map_or(0, |o| o.record.size as i64);
-        let change = Usage {
-            bytes: new.size as i64 - old_size,
-            objects: i64::from(old.is_none()),
-        };
-        mutations.extend(usage::delta_mutation(scope, key, change, delta_id));
-        let applied = match ctx.meta.batch(conditions, mutations).await? {
-            BatchOutcome::Applied => true,
-            // Our own earlier attempt may have applied (see `Meta::holds`).
-            BatchOutcome::ConditionFailed { .. }
-                if ctx.meta.holds(Cf::Meta, &vkey, &value).await? =>
-            {
-                true
-            }
-            BatchOutcome::ConditionFailed { index: 0 } => {
-                tracing::debug!(attempt, "object changed during commit; retrying");
-                false
-            }
-            BatchOutcome::ConditionFailed { index } => {
-                return Ok(CommitOutcome::ExtraConditionFailed(index as usize - 1))
-            }
-        };
-        if applied {
-            ctx.folder.note(bucket_id);
-            ctx.quotas.note_commit(scope, change);
-            gc::spawn_reclaim(ctx.clone(), bucket_id, key.to_string(), old_locs);
-            return Ok(CommitOutcome::Committed);
-        }
-    }
-    Err(GwError::Contention(
-        "too many concurrent writes to one key".into(),
-    ))
+    crate::s3::versioning::commit(
+        ctx,
+        scope,
+        key,
+        new,
+        pre,
+        delta_id,
+        extra_conditions,
+        extra_mutations,
+    )
+    .await
 }
 
 pub async fn put_object(
@@ -170,6 +127,7 @@ pub async fn put_object(
     } = req;
     check_key(&input.key)?;
     check_user_metadata(input.metadata.as_ref())?;
+    let tags = crate::s3::tagging::parse_header(input.tagging.as_deref())?;
     let pre =
         WritePrecondition::from_headers(input.if_match.as_ref(), input.if_none_match.as_ref())?;
     if input.write_offset_bytes.is_some() {
@@ -187,16 +145,19 @@ pub async fn put_object(
         &bucket.record,
         &crate::s3::acl::acl_headers!(input),
     )?;
+    let sse = encryption::for_write(ctx, &bucket.record, &encryption::sse_write_headers!(input))?;
     // Checked before the body is read; held until the commit is over.
     let mut admission =
         quota::check_write(ctx, &bucket.record, &input.key, content_length.unwrap_or(0)).await?;
     if !pre.is_empty() {
         // Fail fast before streaming a body that could never commit.
+        let versioning = crate::s3::versioning::Versioning::of(&bucket.record);
+        let current = crate::s3::versioning::latest(ctx, versioning, bucket_id, &input.key).await?;
         pre.check(
-            load_object(ctx, bucket_id, &input.key)
-                .await?
+            current
                 .as_ref()
-                .map(|o| &o.record),
+                .filter(|c| !c.is_delete_marker())
+                .map(|c| &c.record),
         )?;
     }
     let checksums = ChecksumPlan::from_headers(&headers, trailing_headers)?;
@@ -216,12 +177,15 @@ pub async fn put_object(
     let body = input
         .body
         .unwrap_or_else(|| StreamingBlob::from(s3s::Body::empty()));
-    let written = write_body(ctx, spec, body).await?;
+    let seal = sse.as_ref().map(|s| s.new_body()).transpose()?;
+    let written = write_body_sealed(ctx, spec, body, seal).await?;
 
     let etag_value = written.etag();
     let mut rec = object_for_body(bucket_id, &input.key, &written, class);
     store_request_headers!(rec, input);
     rec.acl = acl;
+    rec.tags = tags;
+    rec.sse = sse.as_ref().and_then(|s| s.object(written.sse.as_ref()));
 
     // The body is durable on the data nodes, no metadata names it yet: a
     // crash here must leave no visible object, only an orphan for GC.
@@ -236,7 +200,7 @@ pub async fn put_object(
     let key = input.key.clone();
     let scope = Scope::of(&bucket.record);
     let delta_id = admission.delta_id;
-    commit_in_task(ctx, written.stored(), move |ctx| async move {
+    let outcome = commit_in_task(ctx, written.stored(), move |ctx| async move {
         commit_object(
             &ctx,
             &scope,
@@ -250,16 +214,19 @@ pub async fn put_object(
         .await
     })
     .await?;
+    let version_id = outcome.version_id();
     admission.committed();
     // Committed, not acknowledged: the object is whole and visible.
     fail::fail_point!("gateway::put_after_commit_before_respond");
 
-    Ok(S3Response::new(with_checksums!(
+    let resp = S3Response::new(with_checksums!(
         ChecksumFields::from_map(&written.checksums),
         PutObjectOutput {
             e_tag: Some(etag(&etag_value)),
+            version_id: version_id,
         }
-    )))
+    ));
+    Ok(encryption::with_echo(resp, sse.map(|s| s.echo())))
 }
 
 /// The record of a new object whose whole body is `written`, as the null

@@ -127,6 +127,7 @@ pub async fn fold_bucket(ctx: &Ctx, bucket_id: u64) -> GwResult<usize> {
         bucket_id,
         tenant: d.tenant,
         owner: d.owner,
+        versioning: Default::default(),
     };
     let ckey = keys::bucket_usage_key(&scope.tenant, bucket_id);
     for _ in 0..16 {

@@ -33,6 +33,9 @@ pub struct Scope {
     pub tenant: String,
     /// The bucket owner's canonical id (the user whose quota applies).
     pub owner: String,
+    /// Whether a write keeps the versions it supersedes (their bytes stay
+    /// counted) or replaces the null version (its bytes are released).
+    pub versioning: crate::s3::versioning::Versioning,
 }
 
 impl Scope {
@@ -41,6 +44,7 @@ impl Scope {
             bucket_id: bucket.id,
             tenant: bucket.tenant.clone(),
             owner: bucket.owner.clone(),
+            versioning: crate::s3::versioning::Versioning::of(bucket),
         }
     }
 }
@@ -185,6 +189,7 @@ mod tests {
             bucket_id: 7,
             tenant: "acme".into(),
             owner: "u".into(),
+            versioning: Default::default(),
         };
         let id = new_delta_id();
         assert!(delta_mutation(&s, "k", Usage::default(), &id).is_none());

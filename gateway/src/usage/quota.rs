@@ -339,14 +339,19 @@ pub async fn check_write(
                 return Err(GwError::QuotaExceeded(quota_message(&k)));
             }
             Some(_) => {
-                // Over only if this adds a new object: an overwrite counts
-                // its difference.
+                // Over only if this adds a new object: an overwrite of the
+                // null version counts its difference (a versioned write
+                // keeps every older version, so it adds all of it).
                 replaced = true;
-                if let Some(old) = crate::s3::common::load_object(ctx, bucket.id, key).await? {
-                    add = Usage {
-                        bytes: size as i64 - old.record.size as i64,
-                        objects: 0,
-                    };
+                use crate::s3::versioning::{null_slot, Versioning};
+                if Versioning::of(bucket) != Versioning::Enabled {
+                    let slot = null_slot(ctx, bucket.id, key).await?;
+                    if let Some(old) = slot.version().filter(|o| !o.is_delete_marker()) {
+                        add = Usage {
+                            bytes: size as i64 - old.record.size as i64,
+                            objects: 0,
+                        };
+                    }
                 }
             }
         }

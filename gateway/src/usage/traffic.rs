@@ -283,6 +283,11 @@ impl TrafficSlot {
 /// counts against — the caller's tenant and user (anonymous: the bucket's
 /// tenant) and the addressed bucket.
 pub fn note(cx: &mut S3AccessContext<'_>, caller: &Caller, bucket: Option<&BucketName>) {
+    note_in(cx.extensions_mut(), caller, bucket)
+}
+
+/// [`note`] for a request s3s never sees (PostObject).
+pub fn note_in(extensions: &mut http::Extensions, caller: &Caller, bucket: Option<&BucketName>) {
     let mut scopes = Vec::with_capacity(3);
     match &caller.principal {
         Some(p) => {
@@ -298,7 +303,7 @@ pub fn note(cx: &mut S3AccessContext<'_>, caller: &Caller, bucket: Option<&Bucke
     if let Some(b) = bucket {
         scopes.push(TrafficScope::Bucket(b.qualified()));
     }
-    if let Some(slot) = cx.extensions_mut().get::<TrafficSlot>() {
+    if let Some(slot) = extensions.get::<TrafficSlot>() {
         *slot.0.lock().expect("traffic lock poisoned") = scopes;
     }
 }
