@@ -291,6 +291,18 @@ pub struct GatewayArgs {
     /// right away).
     #[arg(long, default_value_t = 30)]
     gc_sweep_interval_secs: u64,
+    /// Seconds in a lifecycle "day": rules' Days count in these (tests
+    /// shorten it; kura dev --lifecycle-day-secs).
+    #[arg(long, default_value_t = 86_400)]
+    lifecycle_day_secs: u64,
+    /// Seconds between the end of a region's lifecycle pass and the start
+    /// of its next one.
+    #[arg(long, default_value_t = 3600)]
+    lifecycle_interval_secs: u64,
+    /// Most lifecycle actions (expirations, delete-marker removals, upload
+    /// aborts) this gateway makes per second; 0 = unpaced.
+    #[arg(long, default_value_t = 100)]
+    lifecycle_ops_per_sec: u32,
     /// Domain for virtual-hosted-style requests (bucket.DOMAIN).
     #[arg(long)]
     domain: Option<String>,
@@ -577,6 +589,12 @@ pub fn run_gateway(a: GatewayArgs) -> i32 {
         default_class: a.default_storage_class,
         max_commit_age: Duration::from_secs(a.max_commit_age_secs),
         gc_sweep_interval: Duration::from_secs(a.gc_sweep_interval_secs.max(1)),
+        lifecycle: kura_gateway::lifecycle::Settings {
+            day: Duration::from_secs(a.lifecycle_day_secs.max(1)),
+            ops_per_sec: a.lifecycle_ops_per_sec,
+            ..Default::default()
+        }
+        .with_interval(Duration::from_secs(a.lifecycle_interval_secs.max(1))),
         domain: a.domain,
         tls: match (a.tls_cert, a.tls_key) {
             (Some(cert), Some(key)) => Some(kura_gateway::front::tls::TlsFiles { cert, key }),

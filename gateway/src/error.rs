@@ -22,6 +22,9 @@ pub enum GwError {
     BucketAlreadyExists,
     #[error("the bucket is not empty")]
     BucketNotEmpty,
+    /// 409 OperationAborted: a write met a DeleteBucket of its bucket and was undone.
+    #[error("operation aborted: {0}")]
+    OperationAborted(String),
     #[error("the location constraint {0:?} does not match this endpoint's region")]
     InvalidLocationConstraint(String),
 
@@ -113,6 +116,23 @@ pub enum GwError {
     NoSuchTagSet,
     #[error("the bucket has no CORS configuration")]
     NoSuchCorsConfiguration,
+    /// GetBucketLifecycleConfiguration of a bucket without rules (docs/decisions/0032).
+    #[error("the bucket has no lifecycle configuration")]
+    NoSuchLifecycleConfiguration,
+
+    // --- object lock (docs/decisions/0031)
+    /// A retained or legally held version: 403 AccessDenied, as S3.
+    #[error("the object version is protected by object lock")]
+    ObjectLocked,
+    /// 409 InvalidBucketState (lock without versioning, Suspend with lock).
+    #[error("invalid bucket state: {0}")]
+    InvalidBucketState(String),
+    #[error("the bucket has no object lock configuration")]
+    ObjectLockConfigurationNotFound,
+    #[error("the object version has no retention or legal hold")]
+    NoSuchObjectLockConfiguration,
+    #[error("invalid retention period: {0}")]
+    InvalidRetentionPeriod(String),
     /// A storage quota would be exceeded (403 QuotaExceeded, as Ceph RGW).
     #[error("quota exceeded: {0}")]
     QuotaExceeded(String),
@@ -156,6 +176,7 @@ impl GwError {
             | GwError::BucketAlreadyOwnedByYou
             | GwError::BucketAlreadyExists
             | GwError::BucketNotEmpty
+            | GwError::OperationAborted(_)
             | GwError::InvalidLocationConstraint(_)
             | GwError::NoSuchKey
             | GwError::KeyTooLong
@@ -191,6 +212,12 @@ impl GwError {
             | GwError::BadRequest(_)
             | GwError::NoSuchTagSet
             | GwError::NoSuchCorsConfiguration
+            | GwError::NoSuchLifecycleConfiguration
+            | GwError::ObjectLocked
+            | GwError::InvalidBucketState(_)
+            | GwError::ObjectLockConfigurationNotFound
+            | GwError::NoSuchObjectLockConfiguration
+            | GwError::InvalidRetentionPeriod(_)
             | GwError::QuotaExceeded(_)
             | GwError::InvalidArgument(_)
             | GwError::InvalidRequest(_)
@@ -224,6 +251,7 @@ impl GwError {
             GwError::BucketNotEmpty => {
                 S3Error::with_message(C::BucketNotEmpty, "The bucket you tried to delete is not empty")
             }
+            GwError::OperationAborted(why) => S3Error::with_message(C::OperationAborted, why.clone()),
             GwError::InvalidLocationConstraint(_) => {
                 S3Error::with_message(C::InvalidLocationConstraint, "The specified location constraint is not valid")
             }
@@ -345,6 +373,28 @@ impl GwError {
             GwError::NoSuchTagSet => S3Error::with_message(C::NoSuchTagSet, "The TagSet does not exist"),
             GwError::NoSuchCorsConfiguration => {
                 S3Error::with_message(C::NoSuchCORSConfiguration, "The CORS configuration does not exist")
+            }
+            GwError::NoSuchLifecycleConfiguration => S3Error::with_message(
+                C::NoSuchLifecycleConfiguration,
+                "The lifecycle configuration does not exist",
+            ),
+            GwError::ObjectLocked => {
+                S3Error::with_message(C::AccessDenied, "Access Denied because object protected by object lock.")
+            }
+            GwError::InvalidBucketState(why) => S3Error::with_message(C::InvalidBucketState, why.clone()),
+            GwError::ObjectLockConfigurationNotFound => S3Error::with_message(
+                C::ObjectLockConfigurationNotFoundError,
+                "Object Lock configuration does not exist for this bucket",
+            ),
+            GwError::NoSuchObjectLockConfiguration => S3Error::with_message(
+                C::NoSuchObjectLockConfiguration,
+                "The specified object does not have a ObjectLock configuration",
+            ),
+            GwError::InvalidRetentionPeriod(why) => {
+                let code = S3ErrorCode::from_bytes(b"InvalidRetentionPeriod").unwrap_or(C::InvalidArgument);
+                let mut e = S3Error::with_message(code, why.clone());
+                e.set_status_code(StatusCode::BAD_REQUEST);
+                e
             }
             GwError::QuotaExceeded(why) => {
                 let code = S3ErrorCode::from_bytes(b"QuotaExceeded").unwrap_or(C::AccessDenied);

@@ -22,6 +22,7 @@ pub mod data;
 pub mod error;
 pub mod front;
 pub mod identity;
+pub mod lifecycle;
 pub mod meta;
 pub mod metrics;
 pub mod placement;
@@ -75,6 +76,8 @@ pub struct Config {
     pub max_commit_age: std::time::Duration,
     /// How often this gateway sweeps the metadata GC queue (30 s).
     pub gc_sweep_interval: std::time::Duration,
+    /// The lifecycle worker's day, pass interval and pace (docs/decisions/0032).
+    pub lifecycle: lifecycle::Settings,
     /// Base domain for virtual-hosted-style requests (`bucket.DOMAIN`);
     /// `localhost` is always accepted too.
     pub domain: Option<String>,
@@ -103,6 +106,7 @@ impl Config {
             default_class: kura_proto::meta::StorageClass::Ec42,
             max_commit_age: std::time::Duration::from_secs(30 * 60),
             gc_sweep_interval: std::time::Duration::from_secs(30),
+            lifecycle: lifecycle::Settings::default(),
             domain: None,
             master_key: None,
         }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kura_metashard::client::{
-    condition, mutation, BatchOutcome, Cf, Condition, KvPair, MetaClient, Mutation,
+    condition, mutation, BatchOutcome, Cf, Condition, KvPair, MetaClient, Mutation, ScanOptions,
 };
 use kura_metashard::keys;
 
@@ -120,6 +120,23 @@ impl Meta {
         keys_only: bool,
     ) -> GwResult<Vec<KvPair>> {
         Ok(deadline("scan", self.client.scan(cf, start, end, limit, keys_only)).await??)
+    }
+
+    /// Like [`Meta::scan`], but only the first key of each object in the
+    /// range (in cf META: each key's latest version); the stores seek past
+    /// the rest (decision 0034). `limit` counts returned keys.
+    pub async fn scan_first_per_object(
+        &self,
+        cf: Cf,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+    ) -> GwResult<Vec<KvPair>> {
+        let opts = ScanOptions {
+            keys_only: false,
+            first_per_object: true,
+        };
+        Ok(deadline("scan", self.client.scan_with(cf, start, end, limit, opts)).await??)
     }
 }
 

@@ -112,6 +112,16 @@ pub async fn run(
     supervise::spawn("gateway_gc_sweeper", move || {
         crate::data::gc::run_sweeper(c.clone(), every, sd.clone())
     });
+    // Lifecycle: every gateway runs the worker; per-region leases decide
+    // which one acts where (docs/decisions/0032).
+    let (c, sd, lc) = (ctx.clone(), shutdown.clone(), cfg.lifecycle.clone());
+    let owner = crate::lifecycle::lease::Owner {
+        id: format!("{}-{:016x}", cfg.listen, rand::random::<u64>()),
+        addr: cfg.listen.to_string(),
+    };
+    supervise::spawn("gateway_lifecycle", move || {
+        crate::lifecycle::worker::run(c.clone(), lc.clone(), owner.clone(), sd.clone())
+    });
     let (c, r, sd) = (ctx.clone(), ready.clone(), shutdown.clone());
     supervise::spawn("gateway_become_ready", move || {
         become_ready(c.clone(), r.clone(), sd.clone())

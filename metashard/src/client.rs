@@ -22,6 +22,8 @@ use kura_proto::metashard::metashard_client::MetashardClient;
 pub use kura_proto::metashard::{condition, mutation, Cf, Condition, KvPair, Mutation};
 use kura_proto::metashard::{BatchRequest, GetRequest, RequestHeader, ScanRequest};
 
+use crate::keys;
+
 const TOTAL_DEADLINE: Duration = Duration::from_secs(10);
 /// A bit above the store's own request timeout (5 s), so the store's answer wins.
 const RPC_TIMEOUT: Duration = Duration::from_secs(6);
@@ -29,6 +31,15 @@ const BACKOFF_START: Duration = Duration::from_millis(20);
 const BACKOFF_CAP: Duration = Duration::from_millis(500);
 /// Pairs asked for per Scan rpc (the store's default page).
 const SCAN_PAGE: usize = 1000;
+
+/// Options of [`MetaClient::scan_with`] (the `ScanRequest` flags).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ScanOptions {
+    /// Return keys with empty values.
+    pub keys_only: bool,
+    /// Only the first key of each object prefix (decision 0034).
+    pub first_per_object: bool,
+}
 /// Regions learned from PD at once when a scan walks past the cache.
 const PREFETCH_REGIONS: u32 = 256;
 
@@ -376,6 +387,26 @@ impl MetaClient {
         limit: usize,
         keys_only: bool,
     ) -> Result<Vec<KvPair>, ClientError> {
+        let opts = ScanOptions {
+            keys_only,
+            first_per_object: false,
+        };
+        self.scan_with(cf, start, end, limit, opts).await
+    }
+
+    /// [`MetaClient::scan`] with every option of the `Scan` rpc. With
+    /// `first_per_object` the stores return only the first key of each object
+    /// prefix (decision 0034), and the next page starts past the last
+    /// returned key's object (an object never spans regions).
+    pub async fn scan_with(
+        &self,
+        cf: Cf,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+        opts: ScanOptions,
+    ) -> Result<Vec<KvPair>, ClientError> {
+        let first_per_object = opts.first_per_object;
         let mut out: Vec<KvPair> = Vec::new();
         if limit == 0 || (!end.is_empty() && start >= end) {
             return Ok(out);
@@ -385,7 +416,7 @@ impl MetaClient {
         loop {
             let page = (limit - out.len()).min(SCAN_PAGE);
             let (kvs, next_region) = loop {
-                match self.scan_once(cf, &cur, end, page, keys_only).await {
+                match self.scan_once(cf, &cur, end, page, opts).await {
                     Ok(v) => break v,
                     Err(f) => Self::retry_or_fail(&mut retry, f).await?,
                 }
@@ -403,8 +434,13 @@ impl MetaClient {
             match (full, last, next_region) {
                 // The page filled up: more may follow in the same region.
                 (true, Some(mut last), _) => {
-                    last.push(0);
-                    cur = last;
+                    cur = match first_per_object.then(|| keys::seek_after_object_of(&last)) {
+                        Some(Some(past)) => past,
+                        _ => {
+                            last.push(0);
+                            last
+                        }
+                    };
                 }
                 (_, _, Some(next)) if end.is_empty() || next.as_slice() < end => {
                     // Walking into regions the cache does not know: learn
@@ -428,7 +464,7 @@ impl MetaClient {
         start: &[u8],
         end: &[u8],
         limit: usize,
-        keys_only: bool,
+        opts: ScanOptions,
     ) -> Result<(Vec<KvPair>, Option<Vec<u8>>), Failure> {
         let (route, mut c) = self.route(start).await?;
         let req = ScanRequest {
@@ -437,7 +473,8 @@ impl MetaClient {
             start_key: Bytes::copy_from_slice(start),
             end_key: Bytes::copy_from_slice(end),
             limit: limit as u32,
-            keys_only,
+            keys_only: opts.keys_only,
+            first_per_object: opts.first_per_object,
         };
         let resp = self.send(&route, "scan", c.scan(req)).await?;
         if let Some(e) = resp.header.and_then(|h| h.region_error) {

@@ -14,6 +14,7 @@
 //! - `0x02 bucket_id enc(key) delta_id(16)`   → `UsageDelta` (cf USAGE)
 //! - `0x01 'q' tenant 0x00 bucket_id(8, BE)`  → `BucketUsage` (a bucket's folded usage, cf USAGE)
 //! - `0x01 'r' gateway 0x00 scope`            → `TrafficRecord` (one gateway's request counts, cf USAGE)
+//! - `0x01 'L' region_id(8, BE)`              → `LifecycleLease` (which gateway runs lifecycle on a region, and its progress; cf USAGE, docs/decisions/0032)
 //!
 //! Usage bookkeeping stays in cf USAGE, so cf META — what LIST reads and
 //! what region sizes and split points count — holds only the S3 model.
@@ -45,7 +46,8 @@
 //! - delete markers are version records with `delete_marker = true`.
 //!
 //! LIST of a versioned bucket reads an object's first key and then seeks to
-//! [`object_seek_after_key`], past the object's older versions.
+//! [`object_seek_after_key`], past the object's older versions: the store's
+//! scan does it with `first_per_object` ([`seek_after_object_of`], decision 0034).
 //!
 //! Values start with a one-byte format version (`VALUE_FORMAT_V1`), then the
 //! prost encoding of the record.
@@ -60,6 +62,7 @@ const SYSTEM_USER_NAME: u8 = b'n';
 const SYSTEM_ACCESS_KEY: u8 = b'k';
 const SYSTEM_USAGE: u8 = b'q';
 const SYSTEM_TRAFFIC: u8 = b'r';
+const SYSTEM_LIFECYCLE: u8 = b'L';
 /// Separates a tenant from a bucket name (`tenant:bucket`, as Ceph RGW);
 /// bucket names never contain it.
 pub const TENANT_SEPARATOR: char = ':';
@@ -287,6 +290,34 @@ pub fn traffic_range() -> (Vec<u8>, Vec<u8>) {
     )
 }
 
+/// The key of one metadata region's lifecycle lease and progress.
+pub fn lifecycle_lease_key(region_id: u64) -> Vec<u8> {
+    system_key(SYSTEM_LIFECYCLE, &[&region_id.to_be_bytes()])
+}
+
+/// Range of every lifecycle lease record.
+pub fn lifecycle_lease_range() -> (Vec<u8>, Vec<u8>) {
+    (
+        vec![FAMILY_SYSTEM, SYSTEM_LIFECYCLE],
+        vec![FAMILY_SYSTEM, SYSTEM_LIFECYCLE + 1],
+    )
+}
+
+/// The ranges holding every bucket record: the root tenant's, then every
+/// other tenant's (to find buckets with some configuration, e.g. lifecycle).
+pub fn every_bucket_ranges() -> [(Vec<u8>, Vec<u8>); 2] {
+    [
+        (
+            vec![FAMILY_SYSTEM, SYSTEM_BUCKET],
+            vec![FAMILY_SYSTEM, SYSTEM_BUCKET + 1],
+        ),
+        (
+            vec![FAMILY_SYSTEM, SYSTEM_TENANT_BUCKET],
+            vec![FAMILY_SYSTEM, SYSTEM_TENANT_BUCKET + 1],
+        ),
+    ]
+}
+
 /// The scope part of a key built by [`traffic_key`].
 pub fn traffic_scope_of(key: &[u8]) -> Option<String> {
     let rest = key.strip_prefix(&[FAMILY_SYSTEM, SYSTEM_TRAFFIC])?;
@@ -385,6 +416,32 @@ pub fn decode_object_key(raw: &[u8]) -> Option<ObjectKeyParts> {
             i += 2;
         } else {
             key.push(b);
+            i += 1;
+        }
+    }
+}
+
+/// For a raw object-family key, the smallest key after every record of its
+/// object (what [`object_seek_after_key`] builds from the decoded parts),
+/// found without copying the key out: the end of `enc(key)` is the first
+/// unescaped `0x00 0x00`. `None` when `raw` is not such a key.
+pub fn seek_after_object_of(raw: &[u8]) -> Option<Vec<u8>> {
+    if raw.len() < 11 || raw[0] != FAMILY_OBJECT {
+        return None;
+    }
+    let mut i = 9;
+    loop {
+        if *raw.get(i)? == 0 {
+            match *raw.get(i + 1)? {
+                0xFF => i += 2,
+                0x00 => {
+                    let mut k = raw[..i + 2].to_vec();
+                    k[i + 1] = 1;
+                    return Some(k);
+                }
+                _ => return None,
+            }
+        } else {
             i += 1;
         }
     }
@@ -595,6 +652,42 @@ mod tests {
         // The seek lands on the next key's first version.
         assert!(e <= object_version_key(3, b"a\0", u64::MAX));
         assert!(e <= object_version_key(3, b"a0", u64::MAX));
+    }
+
+    #[test]
+    fn seek_after_object_of_matches_the_decoded_form() {
+        for k in [&b"a"[..], b"", b"a\0b", b"\0", b"x/\xff\0"] {
+            let want = object_seek_after_key(9, k);
+            for raw in [
+                object_version_key(9, k, 3),
+                upload_key(9, k, "u-1"),
+                object_prefix(9, k),
+            ] {
+                assert_eq!(seek_after_object_of(&raw), Some(want.clone()), "{k:?}");
+            }
+        }
+        assert_eq!(seek_after_object_of(&bucket_key("b")), None);
+        assert_eq!(seek_after_object_of(&[FAMILY_OBJECT; 10]), None);
+        // No terminator: not a complete object key.
+        let mut open = vec![FAMILY_OBJECT];
+        open.extend_from_slice(&1u64.to_be_bytes());
+        open.extend_from_slice(b"abc");
+        assert_eq!(seek_after_object_of(&open), None);
+    }
+
+    #[test]
+    fn lifecycle_leases_and_bucket_ranges_are_apart() {
+        let (s, e) = lifecycle_lease_range();
+        let l = lifecycle_lease_key(u64::MAX);
+        assert!(s <= l && l < e && lifecycle_lease_key(0) >= s);
+        let [(rs, re), (ts, te)] = every_bucket_ranges();
+        for k in [bucket_key("photos"), bucket_key("acme:photos")] {
+            assert!((rs <= k && k < re) || (ts <= k && k < te));
+            assert!(!(s <= k && k < e));
+        }
+        assert!(!(rs <= l && l < re) && !(ts <= l && l < te));
+        let (us, ue) = usage_range();
+        assert!(!(us <= l && l < ue));
     }
 
     #[test]

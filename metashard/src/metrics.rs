@@ -152,3 +152,23 @@ pub static RAFT_MESSAGES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
     .expect(ONCE)
 });
+/// Keys the `Scan` rpc's iterator read, by cf: with `first_per_object`
+/// (decision 0034) one per listed object however many versions it has.
+pub static SCAN_KEYS_READ: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "kura_metashard_scan_keys_read_total",
+        "Keys (iterator positions) read by client Scan requests, by column family",
+        &["cf"]
+    )
+    .expect(ONCE)
+});
+/// Iterator seeks of the `Scan` rpc, by cf (one per request, plus one per
+/// object skipped with `first_per_object`).
+pub static SCAN_SEEKS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "kura_metashard_scan_seeks_total",
+        "Iterator seeks made by client Scan requests, by column family",
+        &["cf"]
+    )
+    .expect(ONCE)
+});

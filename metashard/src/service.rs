@@ -17,7 +17,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::apply;
 use crate::apply::split::split_point;
-use crate::engine::Engine;
+use crate::engine::{Engine, ScanOpts};
 use crate::errors;
 use crate::fsm::{Callback, ReadGrant, Router, StoreMsg};
 use crate::metrics;
@@ -396,15 +396,26 @@ impl Metashard for MetashardService {
             (false, false) => req_end.clone().min(region_end.clone()),
         };
         let engine = self.engine.clone();
-        let keys_only = req.keys_only;
-        let kvs = tokio::task::spawn_blocking(move || {
-            engine.scan_data(cf, &start, &end, limit, keys_only)
+        let opts = ScanOpts {
+            keys_only: req.keys_only,
+            first_per_object: req.first_per_object,
+        };
+        let out = tokio::task::spawn_blocking(move || {
+            engine.scan_data_opts(cf, &start, &end, limit, opts)
         })
         .await
         .map_err(|e| Status::internal(e.to_string()))?
         .map_err(|e| Status::internal(e.to_string()))?;
+        let cf_name = crate::engine::data_cf_name(cf);
+        metrics::SCAN_KEYS_READ
+            .with_label_values(&[cf_name])
+            .inc_by(out.keys_read);
+        metrics::SCAN_SEEKS
+            .with_label_values(&[cf_name])
+            .inc_by(out.seeks);
+        let kvs = out.kvs;
         let bytes = kvs.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum();
-        self.add_read(&grant, kvs.len() as u64, bytes);
+        self.add_read(&grant, out.keys_read, bytes);
         let region_exhausted = kvs.len() < limit
             && !region_end.is_empty()
             && (req_end.is_empty() || req_end.as_slice() > region_end.as_slice());

@@ -58,7 +58,7 @@ pub struct MetaArgs {
 }
 
 #[derive(Debug, thiserror::Error)]
-enum BenchError {
+pub(super) enum BenchError {
     #[error("{0}")]
     Setup(String),
     #[error("PD: {0}")]
@@ -68,16 +68,16 @@ enum BenchError {
 }
 
 /// What the bench needs from `cluster.json` and `credentials.json`.
-struct Target {
-    client: Arc<Client>,
+pub(super) struct Target {
+    pub(super) client: Arc<Client>,
     /// The cluster's processes, for CPU use per phase.
     procs: Vec<super::cpu::Proc>,
-    endpoint: String,
+    pub(super) endpoint: String,
     pd_grpc: String,
     pd_http: String,
 }
 
-fn target(data_dir: &std::path::Path) -> Result<Target, BenchError> {
+pub(super) fn target(data_dir: &std::path::Path) -> Result<Target, BenchError> {
     let cluster: serde_json::Value = std::fs::read(data_dir.join("cluster.json"))
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
@@ -130,7 +130,7 @@ fn target(data_dir: &std::path::Path) -> Result<Target, BenchError> {
 }
 
 /// The bench key of object `n`: a 4-hex-digit hash prefix spreads keys evenly.
-fn key_of(tag: &str, n: u64) -> String {
+pub(super) fn key_of(tag: &str, n: u64) -> String {
     let h = (n.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 48) as u16;
     format!("{h:04x}/{tag}{n}")
 }
@@ -301,12 +301,12 @@ async fn regions_of_bucket(t: &Target, bucket_id: u64) -> Result<usize, BenchErr
 }
 
 #[derive(Default)]
-struct Outcome {
-    ops: u64,
+pub(super) struct Outcome {
+    pub(super) ops: u64,
     items: u64,
-    errors: u64,
+    pub(super) errors: u64,
     latencies: Vec<Duration>,
-    elapsed: Duration,
+    pub(super) elapsed: Duration,
 }
 
 impl Outcome {
@@ -321,7 +321,7 @@ impl Outcome {
 
 /// Runs `op(worker, i)` on `conc` workers until `secs` pass or `op` says
 /// stop (`None`). `op` returns the items it handled (keys listed, 1 otherwise).
-async fn drive<F, Fut>(conc: usize, secs: u64, op: F) -> Outcome
+pub(super) async fn drive<F, Fut>(conc: usize, secs: u64, op: F) -> Outcome
 where
     F: Fn(usize, u64) -> Option<Fut> + Send + Sync + 'static,
     Fut: std::future::Future<Output = Result<u64, String>> + Send + 'static,
@@ -370,7 +370,12 @@ where
     total
 }
 
-async fn put(client: &Client, bucket: &str, key: &str, body: Bytes) -> Result<u64, String> {
+pub(super) async fn put(
+    client: &Client,
+    bucket: &str,
+    key: &str,
+    body: Bytes,
+) -> Result<u64, String> {
     let r = client
         .send(
             reqwest::Method::PUT,
@@ -387,7 +392,7 @@ async fn put(client: &Client, bucket: &str, key: &str, body: Bytes) -> Result<u6
 }
 
 /// One LIST v2 page: (keys, next continuation token).
-async fn list_page(
+pub(super) async fn list_page(
     client: &Client,
     bucket: &str,
     start_after: Option<&str>,
@@ -418,7 +423,7 @@ async fn list_page(
     Ok((n, next))
 }
 
-async fn create_bucket(client: &Client, bucket: &str) -> Result<(), BenchError> {
+pub(super) async fn create_bucket(client: &Client, bucket: &str) -> Result<(), BenchError> {
     let r = client
         .send(reqwest::Method::PUT, &format!("/{bucket}"), None, &[])
         .await

@@ -8,6 +8,7 @@ mod codec;
 mod cpu;
 mod disk_usage;
 mod limits;
+mod list_versions;
 mod meta;
 mod pd;
 pub(crate) mod sigv4;
@@ -37,6 +38,9 @@ enum BenchWhat {
     /// Metadata operations per second (PUT 0 B / 1 KiB, HEAD, LIST of 1,000 keys) with the
     /// bench bucket in 1 and in 64 regions, and keys/s listing one big bucket.
     Meta(meta::MetaArgs),
+    /// Full ListObjectsV2 of N keys in an unversioned bucket vs the same keys with M versions
+    /// each in a versioned one: time and keys the stores read, beside a RocksDB floor.
+    ListVersions(list_versions::ListVersionsArgs),
     /// PD's scheduling logic at scale, no cluster needed: region heartbeats
     /// per second on one core at 100,000 regions, beside the machine's floor.
     Pd(pd::PdArgs),
@@ -276,6 +280,7 @@ pub fn run(args: BenchArgs) -> i32 {
     match args.what {
         Some(BenchWhat::Ec(ec)) => codec::run(ec),
         Some(BenchWhat::Meta(m)) => meta::run(m),
+        Some(BenchWhat::ListVersions(l)) => list_versions::run(l),
         Some(BenchWhat::Pd(p)) => pd::run(p),
         None => run_s3(args.s3),
     }

@@ -84,6 +84,10 @@ pub struct Tuning {
     pub region_heartbeat_secs: u64,
     /// S3 gateways (1..=MAX_GATEWAYS).
     pub gateways: usize,
+    /// The gateways' lifecycle day, pass interval and pace (docs/decisions/0032).
+    pub lifecycle_day_secs: u64,
+    pub lifecycle_interval_secs: u64,
+    pub lifecycle_ops_per_sec: u32,
     /// Mutual TLS on every internal connection and HTTPS on the S3 port,
     /// with the certificates of `DIR/tls/` (`certs.rs`).
     pub tls: bool,
@@ -290,6 +294,12 @@ pub fn plan(exe: &str, data_dir: &Path, port: u16, host: &str, t: &Tuning) -> Ve
                 (t.orphan_after_secs / 2).max(1).to_string(),
                 "--gc-sweep-interval-secs".into(),
                 t.repair_interval_secs.max(1).to_string(),
+                "--lifecycle-day-secs".into(),
+                t.lifecycle_day_secs.to_string(),
+                "--lifecycle-interval-secs".into(),
+                t.lifecycle_interval_secs.to_string(),
+                "--lifecycle-ops-per-sec".into(),
+                t.lifecycle_ops_per_sec.to_string(),
             ],
         });
     }
@@ -354,6 +364,9 @@ mod tests {
         log_gc_threshold: 1000,
         region_heartbeat_secs: 10,
         gateways: 1,
+        lifecycle_day_secs: 86_400,
+        lifecycle_interval_secs: 3600,
+        lifecycle_ops_per_sec: 100,
         tls: false,
     };
 

@@ -97,6 +97,17 @@ pub struct DevArgs {
     /// PORT+53, PORT+55 (each one's address is in cluster.json as "s3").
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=layout::MAX_GATEWAYS as i64))]
     pub gateways: u8,
+    /// Gateways: seconds in a lifecycle "day" (rules' Days and
+    /// NoncurrentDays count in these; shorten it to test lifecycle rules).
+    #[arg(long, default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(1..))]
+    pub lifecycle_day_secs: u64,
+    /// Gateways: seconds between the end of a region's lifecycle pass and
+    /// the start of its next one.
+    #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
+    pub lifecycle_interval_secs: u64,
+    /// Gateways: most lifecycle actions per second, per gateway (0 = unpaced).
+    #[arg(long, default_value_t = 100)]
+    pub lifecycle_ops_per_sec: u32,
     /// Secure the cluster with TLS: a local CA and a certificate per process
     /// under DIR/tls/ (made here), mutual TLS on every internal connection,
     /// HTTPS on the S3 port. Clients trust DIR/tls/ca.pem (aws --ca-bundle);
@@ -130,6 +141,9 @@ impl DevArgs {
             max_store_down_secs: self.max_store_down_secs,
             pd_replicas: self.pd_replicas,
             gateways: self.gateways as usize,
+            lifecycle_day_secs: self.lifecycle_day_secs,
+            lifecycle_interval_secs: self.lifecycle_interval_secs,
+            lifecycle_ops_per_sec: self.lifecycle_ops_per_sec,
             log_gc_threshold: self.log_gc_threshold,
             region_heartbeat_secs: self.region_heartbeat_secs,
             tls: self.tls,

@@ -57,6 +57,17 @@ pub fn action_of(op: &str) -> Option<(&'static str, Level)> {
         "PutBucketTagging" | "DeleteBucketTagging" => ("s3:PutBucketTagging", Bucket),
         "GetBucketCors" => ("s3:GetBucketCORS", Bucket),
         "PutBucketCors" | "DeleteBucketCors" => ("s3:PutBucketCORS", Bucket),
+        "GetBucketLifecycleConfiguration" => ("s3:GetLifecycleConfiguration", Bucket),
+        // AWS has no s3:DeleteLifecycleConfiguration action.
+        "PutBucketLifecycleConfiguration" | "DeleteBucketLifecycle" => {
+            ("s3:PutLifecycleConfiguration", Bucket)
+        }
+        "GetObjectLockConfiguration" => ("s3:GetBucketObjectLockConfiguration", Bucket),
+        "PutObjectLockConfiguration" => ("s3:PutBucketObjectLockConfiguration", Bucket),
+        "GetObjectRetention" => ("s3:GetObjectRetention", Object),
+        "PutObjectRetention" => ("s3:PutObjectRetention", Object),
+        "GetObjectLegalHold" => ("s3:GetObjectLegalHold", Object),
+        "PutObjectLegalHold" => ("s3:PutObjectLegalHold", Object),
         // DeleteObjects is decided key by key in the handler.
         "DeleteObjects" => ("s3:DeleteObject", Bucket),
         "PutObject"
@@ -66,6 +77,7 @@ pub fn action_of(op: &str) -> Option<(&'static str, Level)> {
         | "UploadPartCopy"
         | "CompleteMultipartUpload" => ("s3:PutObject", Object),
         "GetObject" | "HeadObject" => ("s3:GetObject", Object),
+        "GetObjectAttributes" => ("s3:GetObjectAttributes", Object),
         "DeleteObject" => ("s3:DeleteObject", Object),
         "AbortMultipartUpload" => ("s3:AbortMultipartUpload", Object),
         "ListParts" => ("s3:ListMultipartUploadParts", Object),
@@ -81,6 +93,7 @@ fn version_action(action: &'static str, uri: &http::Uri) -> &'static str {
         .is_some_and(|q| q.split('&').any(|p| p.starts_with("versionId=")));
     match action {
         "s3:GetObject" if named => "s3:GetObjectVersion",
+        "s3:GetObjectAttributes" if named => "s3:GetObjectVersionAttributes",
         "s3:DeleteObject" if named => "s3:DeleteObjectVersion",
         "s3:GetObjectTagging" if named => "s3:GetObjectVersionTagging",
         "s3:PutObjectTagging" if named => "s3:PutObjectVersionTagging",

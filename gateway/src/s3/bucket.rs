@@ -12,15 +12,16 @@ use std::sync::Arc;
 
 use kura_metashard::client::{BatchOutcome, Cf};
 use kura_metashard::keys;
-use kura_proto::meta::{BucketRecord, StorageClass};
+use kura_proto::meta::{BucketRecord, ObjectRecord, PartRecord, StorageClass};
 use s3s::dto::*;
 use s3s::{S3Request, S3Response};
 
 use crate::authz::{owns, Authorized, Caller};
 use crate::context::Ctx;
+use crate::data::gc;
 use crate::error::{GwError, GwResult};
-use crate::meta::{self, now_ms};
-use crate::s3::common::{check_placeable, load_bucket, owner, reload_bucket, timestamp};
+use crate::meta::{self, now_ms, Versioned, RMW_ATTEMPTS};
+use crate::s3::common::{check_placeable, load_bucket, owner, timestamp};
 use crate::storage_class;
 
 /// S3's bucket naming rules (general purpose buckets).
@@ -123,6 +124,7 @@ pub async fn create_bucket(
         &crate::s3::acl::acl_headers!(input, input.grant_write.as_deref()),
         input.object_ownership.as_ref(),
     )?;
+    let lock = input.object_lock_enabled_for_bucket == Some(true);
     let output = CreateBucketOutput {
         location: Some(format!("/{name}")),
     };
@@ -143,6 +145,13 @@ pub async fn create_bucket(
         tenant: bucket_name.tenant.clone(),
         acl,
         object_ownership: object_ownership as i32,
+        // Object lock needs versioning, which then can't be suspended (decision 0031).
+        object_lock_enabled: lock,
+        versioning: if lock {
+            kura_proto::meta::BucketVersioning::Enabled as i32
+        } else {
+            Default::default()
+        },
         ..Default::default()
     };
     let value = keys::encode_value(&rec);
@@ -178,44 +187,290 @@ pub async fn create_bucket(
     }
 }
 
+/// DeleteBucket (docs/decisions/0033). Objects live in other regions than
+/// the bucket record, so no write can be conditioned on the record. Instead:
+/// 1. the record is marked deleting (`deleting_since_unix_ms`), by
+///    compare-and-set from the live record;
+/// 2. any version, delete marker or anchor under the bucket id → the mark is
+///    taken back, 409 BucketNotEmpty (as S3);
+/// 3. incomplete multipart uploads are aborted (as S3);
+/// 4. the record is deleted if it still holds our mark.
+///
+/// Every object write, after its commit, reads the record (`await_bucket`):
+/// it stands only if it saw the bucket live, and then step 2 (which runs
+/// after a mark made later) sees it; if it saw the mark it waits for the
+/// outcome and undoes itself when the bucket went away. So no record of a
+/// write outlives its bucket, whoever wins.
 pub async fn delete_bucket(
     ctx: &Arc<Ctx>,
     req: S3Request<DeleteBucketInput>,
 ) -> GwResult<S3Response<DeleteBucketOutput>> {
-    let bucket = load_bucket(&req.extensions)?;
-    let id = bucket.record.id;
-    let (start, end) = keys::object_range(id, b"");
-    for cf in [Cf::Meta, Cf::Mpu] {
-        if !ctx.meta.scan(cf, &start, &end, 1, true).await?.is_empty() {
+    let key = Authorized::of(&req.extensions)?.bucket_name()?.key();
+    let mut cur = load_bucket(&req.extensions)?;
+    let deleted = || Ok(S3Response::new(DeleteBucketOutput::default()));
+    // 1. Mark it, unless another DeleteBucket did: then carry that one on.
+    let mut marked = false;
+    for _ in 0..RMW_ATTEMPTS {
+        if is_deleting(&cur.record) {
+            marked = true;
+            break;
+        }
+        if has_versions(ctx, cur.record.id).await? {
             return Err(GwError::BucketNotEmpty);
         }
+        match remark(ctx, &key, &cur, now_ms().max(1)).await? {
+            Some(m) => {
+                cur = m;
+                marked = true;
+                break;
+            }
+            // Gone: a concurrent delete won; either way it is deleted.
+            None => match ctx.meta.get::<BucketRecord>(Cf::Meta, &key).await? {
+                None => return deleted(),
+                Some(b) => cur = b,
+            },
+        }
     }
-    // Objects written after the emptiness check are not seen here; bucket-id
-    // tombstones and a sweeper (DESIGN.md §2) will close that window.
-    let key = Authorized::of(&req.extensions)?.bucket_name()?.key();
+    if !marked {
+        return Err(GwError::Contention("bucket changed during delete".into()));
+    }
+    let id = cur.record.id;
+    // 2. Decide.
+    if has_versions(ctx, id).await? {
+        if remark(ctx, &key, &cur, 0).await?.is_none()
+            && ctx
+                .meta
+                .get::<BucketRecord>(Cf::Meta, &key)
+                .await?
+                .is_none()
+        {
+            return deleted();
+        }
+        return Err(GwError::BucketNotEmpty);
+    }
+    // 3. Abort what uploads remain.
+    let cur = sweep_uploads(ctx, &key, cur).await?;
+    // 4. Remove the record if it still holds our mark.
     let outcome = ctx
         .meta
         .batch(
-            vec![meta::value_equals(
-                Cf::Meta,
-                key.clone(),
-                bucket.raw.clone(),
-            )],
-            vec![meta::delete(Cf::Meta, key)],
+            vec![meta::value_equals(Cf::Meta, key.clone(), cur.raw.clone())],
+            vec![meta::delete(Cf::Meta, key.clone())],
         )
         .await?;
     match outcome {
-        BatchOutcome::Applied => {
-            tracing::info!(bucket_id = id, "bucket deleted");
-            Ok(S3Response::new(DeleteBucketOutput::default()))
+        BatchOutcome::Applied => {}
+        BatchOutcome::ConditionFailed { .. } => {
+            match ctx.meta.get::<BucketRecord>(Cf::Meta, &key).await? {
+                // Our own earlier attempt applied, or another delete finished.
+                None => {}
+                Some(b) if b.record.id != id => {}
+                // A writer took a stale-looking mark back.
+                Some(_) => return Err(aborted()),
+            }
         }
-        BatchOutcome::ConditionFailed { .. } => match reload_bucket(ctx, &req.extensions).await {
-            // Gone: our own earlier attempt applied, or a concurrent delete won; either way it is deleted.
-            Err(GwError::NoSuchBucket) => Ok(S3Response::new(DeleteBucketOutput::default())),
-            Err(e) => Err(e),
-            Ok(_) => Err(GwError::Contention("bucket changed during delete".into())),
-        },
     }
+    tracing::info!(bucket_id = id, "bucket deleted");
+    deleted()
+}
+
+/// A DeleteBucket that has held its mark this long without renewing it is
+/// presumed dead: a writer that meets the mark takes it back.
+const DELETE_STALE_MS: i64 = 30_000;
+/// A long sweep of uploads renews its mark this often.
+const DELETE_RENEW_MS: i64 = 5_000;
+/// How often a writer that met a mark looks at the record again.
+const DELETE_POLL: std::time::Duration = std::time::Duration::from_millis(20);
+
+fn is_deleting(rec: &BucketRecord) -> bool {
+    rec.deleting_since_unix_ms != 0
+}
+
+fn aborted() -> GwError {
+    GwError::OperationAborted(
+        "A conflicting conditional operation is currently in progress against this resource. Please try again."
+            .into(),
+    )
+}
+
+/// Whether anything is stored under the bucket in cf META: a version, a
+/// delete marker or a null-slot anchor.
+async fn has_versions(ctx: &Ctx, bucket_id: u64) -> GwResult<bool> {
+    let (start, end) = keys::object_range(bucket_id, b"");
+    Ok(!ctx
+        .meta
+        .scan(Cf::Meta, &start, &end, 1, true)
+        .await?
+        .is_empty())
+}
+
+/// Sets the record's deleting mark to `since` (0 = live again) if it is
+/// still `cur`; the new record, or None when it changed.
+async fn remark(
+    ctx: &Ctx,
+    key: &[u8],
+    cur: &Versioned<BucketRecord>,
+    since: i64,
+) -> GwResult<Option<Versioned<BucketRecord>>> {
+    let mut rec = cur.record.clone();
+    rec.deleting_since_unix_ms = since;
+    let value = keys::encode_value(&rec);
+    if ctx.meta.swap(Cf::Meta, key, Some(&cur.raw), &value).await? {
+        Ok(Some(Versioned {
+            raw: value.into(),
+            record: rec,
+        }))
+    } else {
+        Ok(None)
+    }
+}
+
+/// Aborts every multipart upload of a marked bucket and removes part records
+/// left without an upload, renewing the mark as it goes; the record as it
+/// is afterwards (still our mark), or OperationAborted if it was taken back.
+async fn sweep_uploads(
+    ctx: &Arc<Ctx>,
+    key: &[u8],
+    mut cur: Versioned<BucketRecord>,
+) -> GwResult<Versioned<BucketRecord>> {
+    use crate::s3::multipart::{abort_upload, UPLOAD_ID_LEN};
+    let id = cur.record.id;
+    let (mut start, end) = keys::object_range(id, b"");
+    const PAGE: usize = 256;
+    loop {
+        let page = ctx.meta.scan(Cf::Mpu, &start, &end, PAGE, false).await?;
+        for kv in &page {
+            if now_ms() - cur.record.deleting_since_unix_ms > DELETE_RENEW_MS {
+                cur = remark(ctx, key, &cur, now_ms())
+                    .await?
+                    .ok_or_else(aborted)?;
+            }
+            let Some(parts) = keys::decode_object_key(&kv.key) else {
+                continue;
+            };
+            let Ok(object_key) = String::from_utf8(parts.key) else {
+                tracing::warn!(bucket_id = id, "upload under a non-UTF-8 key left in place");
+                continue;
+            };
+            if parts.suffix.len() == UPLOAD_ID_LEN {
+                let upload = Versioned {
+                    raw: kv.value.clone(),
+                    record: keys::decode_value(&kv.value)?,
+                };
+                let upload_id = String::from_utf8_lossy(&parts.suffix).into_owned();
+                match abort_upload(ctx, id, &object_key, &upload_id, &upload).await {
+                    Ok(()) | Err(GwError::NoSuchUpload) => {}
+                    Err(e) => return Err(e),
+                }
+            } else if parts.suffix.len() == UPLOAD_ID_LEN + 4 {
+                // A part whose upload is gone (aborted just now, or left by
+                // an older gateway): drop it if it is still there.
+                let rec: PartRecord = keys::decode_value(&kv.value)?;
+                let locs = gc::part_locations(&rec);
+                let mut mutations = vec![meta::delete(Cf::Mpu, kv.key.to_vec())];
+                mutations.extend(gc::gc_mutations(id, &object_key, &locs));
+                let cond = vec![meta::value_equals(
+                    Cf::Mpu,
+                    kv.key.to_vec(),
+                    kv.value.clone(),
+                )];
+                if let BatchOutcome::Applied = ctx.meta.batch(cond, mutations).await? {
+                    gc::spawn_reclaim(ctx.clone(), id, object_key, locs);
+                }
+            }
+        }
+        match page.last() {
+            Some(last) if page.len() == PAGE => {
+                start = last.key.to_vec();
+                start.push(0);
+            }
+            _ => return Ok(cur),
+        }
+    }
+}
+
+/// How a write that just committed under `bucket_id` (named `name` in
+/// `tenant`) stands: true when the bucket was live when read afterwards —
+/// any later DeleteBucket then sees the write. A DeleteBucket in progress
+/// is waited out (a stale one is taken back). False when the bucket is gone
+/// (or is another bucket now): the caller must undo its write, which no
+/// DeleteBucket saw.
+pub async fn await_bucket(ctx: &Ctx, tenant: &str, name: &str, bucket_id: u64) -> GwResult<bool> {
+    let key = keys::tenant_bucket_key(tenant, name);
+    loop {
+        let Some(cur) = ctx.meta.get::<BucketRecord>(Cf::Meta, &key).await? else {
+            return Ok(false);
+        };
+        if cur.record.id != bucket_id {
+            return Ok(false);
+        }
+        if !is_deleting(&cur.record) {
+            return Ok(true);
+        }
+        if now_ms() - cur.record.deleting_since_unix_ms > DELETE_STALE_MS {
+            tracing::warn!(
+                bucket_id,
+                "taking back the mark of a DeleteBucket that stalled"
+            );
+            if remark(ctx, &key, &cur, 0).await?.is_some() {
+                return Ok(true);
+            }
+            continue;
+        }
+        tokio::time::sleep(DELETE_POLL).await;
+    }
+}
+
+/// After a commit of `value` at version key `vkey` in `scope`'s bucket:
+/// Ok when the bucket still stands ([`await_bucket`]); otherwise removes the
+/// version (and the null-slot anchor naming it), reclaims its bodies and
+/// answers NoSuchBucket.
+pub async fn confirm_commit(
+    ctx: &Arc<Ctx>,
+    scope: &crate::usage::Scope,
+    key: &str,
+    vkey: &[u8],
+    value: &[u8],
+) -> GwResult<()> {
+    if scope.bucket_name.is_empty()
+        || await_bucket(ctx, &scope.tenant, &scope.bucket_name, scope.bucket_id).await?
+    {
+        return Ok(());
+    }
+    let rec: ObjectRecord = keys::decode_value(value)?;
+    let locs = gc::object_locations(&rec);
+    let mut conditions = vec![meta::value_equals(
+        Cf::Meta,
+        vkey.to_vec(),
+        bytes::Bytes::copy_from_slice(value),
+    )];
+    let mut mutations = vec![meta::delete(Cf::Meta, vkey.to_vec())];
+    if rec.null_version {
+        let slot = keys::object_version_key(scope.bucket_id, key.as_bytes(), keys::NULL_VERSION);
+        if let Some(a) = ctx.meta.get::<ObjectRecord>(Cf::Meta, &slot).await? {
+            if a.record.null_moved_to == rec.version {
+                conditions.push(meta::value_equals(Cf::Meta, slot.clone(), a.raw));
+                mutations.push(meta::delete(Cf::Meta, slot));
+            }
+        }
+    }
+    mutations.extend(gc::gc_mutations(scope.bucket_id, key, &locs));
+    if !rec.delete_marker {
+        let gone = crate::usage::Usage {
+            bytes: -(rec.size as i64),
+            objects: -1,
+        };
+        let id = crate::usage::new_delta_id();
+        mutations.extend(crate::usage::delta_mutation(scope, key, gone, &id));
+    }
+    if let BatchOutcome::Applied = ctx.meta.batch(conditions, mutations).await? {
+        gc::spawn_reclaim(ctx.clone(), scope.bucket_id, key.to_string(), locs);
+    }
+    tracing::info!(
+        bucket_id = scope.bucket_id,
+        "write undone: its bucket was deleted"
+    );
+    Err(GwError::NoSuchBucket)
 }
 
 pub async fn head_bucket(

@@ -204,6 +204,13 @@ pub async fn copy_object(
         &dst.record,
         &crate::s3::acl::acl_headers!(input),
     )?;
+    let lock = crate::s3::object_lock::explicit(
+        ctx,
+        Authorized::of(&req.extensions)?,
+        &dst.record,
+        &input.key,
+        &crate::s3::object_lock::write_headers!(input),
+    )?;
     let source = load_source(
         ctx,
         &req.extensions,
@@ -268,6 +275,9 @@ pub async fn copy_object(
     rec.acl = acl;
     rec.tags = tags;
     rec.sse = sse.as_ref().and_then(|s| s.object(written.sse.as_ref()));
+    // The copy's own lock headers or the bucket default; never the source's (as AWS).
+    rec.object_lock =
+        crate::s3::object_lock::with_default(lock, &dst.record, rec.last_modified_unix_ms);
     let last_modified = rec.last_modified_unix_ms;
 
     let key = input.key.clone();

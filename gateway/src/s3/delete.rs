@@ -3,8 +3,10 @@
 //! Without a version id: a never-versioned bucket loses the object's null
 //! version (its body reclaimed through a GC record written in the same
 //! batch); a versioned one gets a delete marker (`s3::versioning`). With a
-//! version id, that version is deleted for good. Deleting a missing key or
-//! version succeeds (204), as S3.
+//! version id, that version is deleted for good — unless object lock
+//! protects it (403; GOVERNANCE gives way to `x-amz-bypass-governance-retention`
+//! with `s3:BypassGovernanceRetention`, docs/decisions/0031). Deleting a
+//! missing key or version succeeds (204), as S3.
 
 use std::sync::Arc;
 
@@ -14,8 +16,9 @@ use s3s::{S3Request, S3Response};
 
 use crate::context::Ctx;
 use crate::error::{code_and_message, GwError, GwResult};
-use crate::s3::common::{check_key, load_bucket};
-use crate::s3::versioning::{self, Deleted, VersionRef};
+use crate::s3::common::{check_key, load_bucket, unquote};
+use crate::s3::put::WritePrecondition;
+use crate::s3::versioning::{self, DeleteOptions, Deleted, VersionRef};
 use crate::usage::Scope;
 
 /// At most this many keys per DeleteObjects request (as S3).
@@ -29,24 +32,38 @@ pub async fn delete_one(
     scope: &Scope,
     key: &str,
     version: Option<VersionRef>,
+    opts: DeleteOptions,
 ) -> GwResult<Deleted> {
     match version {
+        // A delete marker: allowed whatever locks the versions below have.
         None => versioning::delete_latest(ctx, scope, key).await,
-        Some(r) => versioning::delete_version(ctx, scope, key, r).await,
+        Some(r) => versioning::delete_version_with(ctx, scope, key, r, opts).await,
     }
 }
 
-/// Runs [`delete_one`] to completion even if the client disconnects.
+/// Runs [`delete_one`] to completion even if the client disconnects; with
+/// `If-Match` (`pre`, decision 0033) checked against the version it deletes
+/// (the latest without a version id) in the same read-modify-write.
 async fn delete_in_task(
     ctx: &Arc<Ctx>,
     scope: Scope,
     key: String,
     version: Option<VersionRef>,
+    opts: DeleteOptions,
+    pre: WritePrecondition,
 ) -> GwResult<Deleted> {
     let ctx = ctx.clone();
-    tokio::spawn(async move { delete_one(&ctx, &scope, &key, version).await })
-        .await
-        .map_err(|e| GwError::Internal(format!("delete task failed: {e}")))?
+    tokio::spawn(async move {
+        if pre.is_empty() {
+            return delete_one(&ctx, &scope, &key, version, opts).await;
+        }
+        match version {
+            None => versioning::delete_latest_if(&ctx, &scope, &key, &pre).await,
+            Some(r) => versioning::delete_version_if(&ctx, &scope, &key, r, opts, &pre).await,
+        }
+    })
+    .await
+    .map_err(|e| GwError::Internal(format!("delete task failed: {e}")))?
 }
 
 pub async fn delete_object(
@@ -56,15 +73,24 @@ pub async fn delete_object(
     let input = req.input;
     check_key(&input.key)?;
     let version = versioning::parse_version_param(input.version_id.as_deref())?;
-    if input.if_match.is_some()
-        || input.if_match_size.is_some()
-        || input.if_match_last_modified_time.is_some()
-    {
-        return Err(GwError::NotImplemented("conditional deletes"));
+    // AWS honours these two on directory buckets only.
+    if input.if_match_size.is_some() || input.if_match_last_modified_time.is_some() {
+        return Err(GwError::NotImplemented(
+            "x-amz-if-match-size and x-amz-if-match-last-modified-time",
+        ));
     }
+    let pre = WritePrecondition::from_headers(input.if_match.as_ref(), None)?;
     let bucket = load_bucket(&req.extensions)?;
     let scope = Scope::of(&bucket.record);
-    let done = delete_in_task(ctx, scope, input.key, version).await?;
+    let opts = DeleteOptions {
+        bypass_governance: crate::s3::object_lock::bypass_allowed(
+            ctx,
+            crate::authz::Authorized::of(&req.extensions)?,
+            input.bypass_governance_retention,
+            &input.key,
+        )?,
+    };
+    let done = delete_in_task(ctx, scope, input.key, version, opts, pre).await?;
     Ok(S3Response::new(DeleteObjectOutput {
         delete_marker: done.delete_marker.then_some(true),
         version_id: done.version_id,
@@ -79,6 +105,7 @@ pub async fn delete_objects(
     let input = req.input;
     let objects = input.delete.objects;
     let quiet = input.delete.quiet.unwrap_or(false);
+    let bypass_asked = input.bypass_governance_retention;
     if objects.is_empty() || objects.len() > MAX_DELETE_KEYS {
         return Err(GwError::MalformedXml(format!(
             "a Delete request lists 1 to {MAX_DELETE_KEYS} keys"
@@ -104,7 +131,24 @@ pub async fn delete_objects(
                     if !auth.allows(&ctx, action, Some(&obj.key))? {
                         return Err(GwError::AccessDenied);
                     }
-                    delete_in_task(&ctx, scope, obj.key.clone(), version).await
+                    let opts = DeleteOptions {
+                        bypass_governance: version.is_some()
+                            && crate::s3::object_lock::bypass_allowed(
+                                &ctx,
+                                auth,
+                                bypass_asked,
+                                &obj.key,
+                            )?,
+                    };
+                    // `<ETag>` of a listed object: its If-Match ("*": it must exist).
+                    let pre = WritePrecondition {
+                        if_none_match_any: false,
+                        if_match: obj.e_tag.as_ref().map(|e| {
+                            let v = unquote(e.value());
+                            (v != "*").then(|| v.to_string())
+                        }),
+                    };
+                    delete_in_task(&ctx, scope, obj.key.clone(), version, opts, pre).await
                 }
                 .await;
                 (obj, res)

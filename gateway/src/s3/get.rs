@@ -9,7 +9,7 @@ use s3s::dto::*;
 use s3s::{S3Request, S3Response};
 
 use crate::context::Ctx;
-use crate::data::checksum::{with_checksums, ChecksumFields};
+use crate::data::checksum::{with_checksums, ChecksumFields, Kind};
 use crate::data::reader;
 use crate::error::{GwError, GwResult};
 use crate::s3::common::{
@@ -124,20 +124,28 @@ pub fn select(
     }
 }
 
-/// Checksums are returned only for whole single-part objects when asked for.
+/// Checksums are returned for whole objects when asked for, with their
+/// `x-amz-checksum-type`: a multipart object's is the value Complete derived
+/// (COMPOSITE `…-N` or FULL_OBJECT, decision 0033); a single PUT's is
+/// FULL_OBJECT. A multipart object completed without one has none.
 fn checksums_for(
     rec: &ObjectRecord,
     mode: Option<&ChecksumMode>,
     sel: &Selection,
 ) -> ChecksumFields {
     let wanted = mode.is_some_and(|m| m.as_str().eq_ignore_ascii_case(ChecksumMode::ENABLED))
-        && sel.content_range.is_none()
-        && !is_multipart(rec);
-    if wanted {
-        ChecksumFields::from_map(&rec.checksums)
-    } else {
-        ChecksumFields::from_map(std::iter::empty())
+        && sel.content_range.is_none();
+    if !wanted || rec.checksums.is_empty() {
+        return ChecksumFields::from_map(std::iter::empty());
     }
+    let mut f = ChecksumFields::from_map(&rec.checksums);
+    f.kind = Some(match Kind::from_stored(rec.checksum_type) {
+        Some(k) => k,
+        // Written before checksum types were stored: only single PUTs had any.
+        None if !is_multipart(rec) => Kind::FullObject,
+        None => Kind::Composite,
+    });
+    f
 }
 
 fn content_type(rec: &ObjectRecord) -> String {
@@ -155,10 +163,13 @@ macro_rules! object_output {
     ($out:ident { $($field:ident: $value:expr),* $(,)? }, $rec:expr, $sel:expr, $sums:expr) => {{
         let rec: &ObjectRecord = $rec;
         let sel: Selection = $sel;
+        let sums: ChecksumFields = $sums;
+        let checksum_type = sums.kind.map(|k| k.dto());
         with_checksums!(
-            $sums,
+            sums,
             $out {
                 $($field: $value,)*
+                checksum_type: checksum_type,
                 accept_ranges: Some("bytes".to_string()),
                 content_length: Some((sel.range.end - sel.range.start) as i64),
                 content_range: sel.content_range,
@@ -219,11 +230,15 @@ pub async fn get_object(
     let body = reader::open(ctx.clone(), pieces, len).await?;
     let f = checksums_for(&rec, input.checksum_mode.as_ref(), &sel);
     let tag_count = crate::s3::tagging::count(&rec); // x-amz-tagging-count
+    let lock = crate::s3::object_lock::view(ctx, &req.extensions, &input.key, &rec);
     let output = object_output!(
         GetObjectOutput {
             body: Some(body),
             tag_count: tag_count,
-            version_id: version_id
+            version_id: version_id,
+            object_lock_mode: lock.mode,
+            object_lock_retain_until_date: lock.retain_until,
+            object_lock_legal_hold_status: lock.legal_hold
         },
         &rec,
         sel,
@@ -258,9 +273,13 @@ pub async fn head_object(
     let sel = select(&rec, input.range.as_ref(), input.part_number)?;
     let partial = sel.content_range.is_some();
     let f = checksums_for(&rec, input.checksum_mode.as_ref(), &sel);
+    let lock = crate::s3::object_lock::view(ctx, &req.extensions, &input.key, &rec);
     let output = object_output!(
         HeadObjectOutput {
-            version_id: version_id
+            version_id: version_id,
+            object_lock_mode: lock.mode,
+            object_lock_retain_until_date: lock.retain_until,
+            object_lock_legal_hold_status: lock.legal_hold
         },
         &rec,
         sel,

@@ -9,11 +9,13 @@
 //! that entry was a common prefix, after everything under it.
 //!
 //! Object listings show each key's latest version: the object's first key
-//! (docs/decisions/0027). After it the scan seeks past the key's older
-//! versions (`keys::object_seek_after_key`); a page that turns out to be
-//! mostly older versions makes the next page small, so a LIST of a bucket
-//! with many versions per key costs about one short scan per key instead
-//! of reading every version.
+//! (docs/decisions/0027). In a bucket that has versions the scan asks the
+//! stores for only the first key of each object (`first_per_object`,
+//! docs/decisions/0034): they seek past older versions, so a LIST reads one
+//! record per key however many versions it has — what an unversioned LIST
+//! reads. The listing itself also continues at `keys::object_seek_after_key`
+//! and skips anything sorting before it, so it stays correct against a
+//! store that ignores the option.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -30,6 +32,7 @@ use crate::error::{GwError, GwResult};
 use crate::s3::common::{
     etag, load_bucket, maybe_encode, owner, s3_class_name, timestamp, wants_url_encoding,
 };
+use crate::s3::versioning::Versioning;
 
 /// Most entries one page returns (S3's cap for max-keys / max-uploads).
 pub const MAX_PAGE: usize = 1000;
@@ -48,6 +51,26 @@ pub trait ListSource: Sync {
 pub struct MetaSource<'a> {
     pub ctx: &'a Ctx,
     pub cf: Cf,
+}
+
+/// cf META as object listings read it: in a bucket that has versions
+/// (`first_per_object`), only each object's first key.
+pub struct ObjectSource<'a> {
+    pub ctx: &'a Ctx,
+    pub first_per_object: bool,
+}
+
+impl ListSource for ObjectSource<'_> {
+    async fn scan(&self, start: &[u8], end: &[u8], limit: usize) -> GwResult<Vec<KvPair>> {
+        if self.first_per_object {
+            self.ctx
+                .meta
+                .scan_first_per_object(Cf::Meta, start, end, limit)
+                .await
+        } else {
+            self.ctx.meta.scan(Cf::Meta, start, end, limit, false).await
+        }
+    }
 }
 
 impl ListSource for MetaSource<'_> {
@@ -153,19 +176,15 @@ where
     let (range_start, end) = keys::object_range(p.bucket_id, p.prefix.as_bytes());
     let mut cursor = p.start.max(range_start);
     let mut truncated = false;
-    // Keys one scan reads at most; shrinks while pages are mostly records
-    // the listing seeks past (older versions), grows back otherwise.
-    let mut page_cap = MAX_PAGE;
     'scan: while cursor < end {
-        let want = (p.max - entries.len() + 1).clamp(1, page_cap);
+        let want = (p.max - entries.len() + 1).clamp(1, MAX_PAGE);
         let page = src.scan(&cursor, &end, want).await?;
         let full = page.len() >= want;
         let mut skip_prefix: Option<String> = None;
-        let (mut passed, mut listed) = (0usize, 0usize);
         for kv in &page {
             if kv.key.as_ref() < cursor.as_slice() {
-                // Sought past (an older version, or under a common prefix).
-                passed += 1;
+                // Sought past (under a common prefix, or an older version
+                // from a store that returns every key).
                 continue;
             }
             let Some(parts) = keys::decode_object_key(&kv.key) else {
@@ -202,7 +221,6 @@ where
                         break 'scan;
                     }
                     entries.push(Entry::Item { key, item });
-                    listed += 1;
                     cursor = resume_at.unwrap_or_else(|| successor(&kv.key));
                 }
             }
@@ -210,18 +228,9 @@ where
         if !full {
             break;
         }
-        page_cap = if passed > 8 * (listed + 1) {
-            (page_cap / 8).max(MIN_SEEK_PAGE)
-        } else {
-            (page_cap * 2).min(MAX_PAGE)
-        };
     }
     Ok(Listing { entries, truncated })
 }
-
-/// The smallest page a listing shrinks to when it mostly seeks past older
-/// versions: the latest version plus a few.
-const MIN_SEEK_PAGE: usize = 4;
 
 /// Object listings see the latest version of each key (its first key),
 /// unless it is a delete marker; older versions are sought past.
@@ -281,6 +290,8 @@ struct PageRequest<'a> {
     url: bool,
     /// Include this owner in every entry.
     owner_id: Option<&'a str>,
+    /// The bucket has (or had) versioning: read only each key's first version.
+    versioned: bool,
 }
 
 async fn list_page(ctx: &Ctx, r: PageRequest<'_>) -> GwResult<Page> {
@@ -292,12 +303,16 @@ async fn list_page(ctx: &Ctx, r: PageRequest<'_>) -> GwResult<Page> {
         after,
         url,
         owner_id,
+        versioned,
     } = r;
     let start = match after {
         Some(m) if !m.is_empty() => cursor_after(bucket_id, prefix, delimiter, m),
         _ => Vec::new(),
     };
-    let src = MetaSource { ctx, cf: Cf::Meta };
+    let src = ObjectSource {
+        ctx,
+        first_per_object: versioned,
+    };
     let listing = list_entries(
         &src,
         ListParams {
@@ -350,6 +365,7 @@ pub async fn list_objects(
             after: Some(&marker),
             url,
             owner_id: Some(&bucket.record.owner),
+            versioned: Versioning::of(&bucket.record).reports_versions(),
         },
     )
     .await?;
@@ -410,6 +426,7 @@ pub async fn list_objects_v2(
             after,
             url,
             owner_id,
+            versioned: Versioning::of(&bucket.record).reports_versions(),
         },
     )
     .await?;
@@ -441,8 +458,25 @@ pub(crate) mod tests {
     use super::*;
     use std::collections::BTreeMap;
 
-    /// An in-memory ordered store standing in for a column family.
-    pub struct MemSource(pub BTreeMap<Vec<u8>, Vec<u8>>);
+    /// An in-memory ordered store standing in for a column family; with
+    /// `first_per_object` it answers as a store does for that option
+    /// (each object's first key only), else with every key (an older store).
+    pub struct MemSource {
+        pub map: BTreeMap<Vec<u8>, Vec<u8>>,
+        pub first_per_object: bool,
+        /// Keys handed out, over all scans.
+        pub read: std::sync::atomic::AtomicUsize,
+    }
+
+    impl MemSource {
+        fn new(map: BTreeMap<Vec<u8>, Vec<u8>>) -> Self {
+            MemSource {
+                map,
+                first_per_object: false,
+                read: Default::default(),
+            }
+        }
+    }
 
     impl ListSource for MemSource {
         fn scan(
@@ -451,15 +485,23 @@ pub(crate) mod tests {
             end: &[u8],
             limit: usize,
         ) -> impl Future<Output = GwResult<Vec<KvPair>>> + Send {
-            let out: Vec<KvPair> = self
-                .0
-                .range(start.to_vec()..end.to_vec())
-                .take(limit)
-                .map(|(k, v)| KvPair {
+            let mut out: Vec<KvPair> = Vec::new();
+            let mut at = start.to_vec();
+            while out.len() < limit {
+                let Some((k, v)) = self.map.range(at.clone()..end.to_vec()).next() else {
+                    break;
+                };
+                out.push(KvPair {
                     key: k.clone().into(),
                     value: v.clone().into(),
-                })
-                .collect();
+                });
+                at = match (self.first_per_object, keys::seek_after_object_of(k)) {
+                    (true, Some(past)) => past,
+                    _ => successor(k),
+                };
+            }
+            self.read
+                .fetch_add(out.len(), std::sync::atomic::Ordering::Relaxed);
             async move { Ok(out) }
         }
     }
@@ -506,7 +548,7 @@ pub(crate) mod tests {
             keys::object_version_key(bucket_id + 1, b"a", 0),
             keys::encode_value(&rec),
         );
-        MemSource(m)
+        MemSource::new(m)
     }
 
     fn names(l: &Listing<ObjectRecord>) -> Vec<String> {
@@ -611,6 +653,38 @@ pub(crate) mod tests {
         // start-after a key that is not stored.
         let l = list(&s, "", "", 2, Some("a/15")).await;
         assert_eq!(names(&l), vec!["a/2", "a/b/3"]);
+    }
+
+    /// Against a store that seeks past older versions the listings are the
+    /// same as against one returning every key, and a full listing reads
+    /// one record per object (plus the one a page reads to know it's full).
+    #[tokio::test]
+    async fn first_per_object_lists_the_same_reading_one_key_per_object() {
+        let all_keys = store(5, KEYS);
+        let mut seeking = store(5, KEYS);
+        seeking.first_per_object = true;
+        for (prefix, delim) in [("", ""), ("", "/"), ("a/", "/"), ("a", "/"), ("c/", "")] {
+            for max in [1, 2, 3, 1000] {
+                assert_eq!(
+                    list_all(&seeking, prefix, delim, max).await,
+                    list_all(&all_keys, prefix, delim, max).await,
+                    "prefix {prefix:?} delimiter {delim:?} max {max}"
+                );
+            }
+        }
+        let (s1, s2) = (store(5, KEYS), {
+            let mut s = store(5, KEYS);
+            s.first_per_object = true;
+            s
+        });
+        let got = list_all(&s1, "", "", 1000).await;
+        assert_eq!(got, list_all(&s2, "", "", 1000).await);
+        let read = |s: &MemSource| s.read.load(std::sync::atomic::Ordering::Relaxed);
+        // KEYS, the three keys under delete markers, and the next bucket's key
+        // (the range end stops before it).
+        let objects = KEYS.len() + 3;
+        assert_eq!(read(&s2), objects, "one record per object");
+        assert!(read(&s1) > 3 * objects, "every version: {}", read(&s1));
     }
 
     #[test]

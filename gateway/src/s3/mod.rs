@@ -9,6 +9,7 @@
 //! | `put.rs`      | PutObject (+ the object commit used by multipart and copy) |
 //! | `copy.rs`     | CopyObject, UploadPartCopy |
 //! | `get.rs`      | GetObject, HeadObject (Range, partNumber, conditionals) |
+//! | `attributes.rs` | GetObjectAttributes |
 //! | `delete.rs`   | DeleteObject, DeleteObjects |
 //! | `list.rs`     | ListObjects, ListObjectsV2 (+ the listing engine) |
 //! | `multipart.rs`| Create/UploadPart/Complete/Abort, ListParts, ListMultipartUploads |
@@ -16,6 +17,8 @@
 //! | `encryption.rs` | Get/Put/DeleteBucketEncryption (+ the SSE headers of every read and write) |
 //! | `tagging.rs`  | Get/Put/DeleteObjectTagging, Get/Put/DeleteBucketTagging (+ `x-amz-tagging` on writes) |
 //! | `cors.rs`     | Get/Put/DeleteBucketCors (+ the rule matching `front/cors.rs` applies) |
+//! | `lifecycle.rs` | Get/Put/DeleteBucketLifecycleConfiguration (the worker is `crate::lifecycle`) |
+//! | `object_lock.rs` | Get/PutObjectLockConfiguration, Get/PutObjectRetention, Get/PutObjectLegalHold (+ the lock rules of writes and deletes) |
 //! | `acl.rs`      | Get/PutBucketAcl, Get/PutObjectAcl, Get/Put/DeleteBucketOwnershipControls, Get/Put/DeletePublicAccessBlock (+ the ACL each write stores) |
 //!
 //! Who may call each operation is decided before it runs (`crate::authz`);
@@ -23,6 +26,7 @@
 //! extensions (`common::load_bucket`).
 
 pub mod acl;
+pub mod attributes;
 pub mod bucket;
 pub mod common;
 pub mod copy;
@@ -30,8 +34,10 @@ pub mod cors;
 pub mod delete;
 pub mod encryption;
 pub mod get;
+pub mod lifecycle;
 pub mod list;
 pub mod multipart;
+pub mod object_lock;
 pub mod policy;
 pub mod post_object;
 pub mod put;
@@ -182,6 +188,17 @@ impl S3 for KuraS3 {
         req: S3Request<HeadObjectInput>,
     ) -> S3Result<S3Response<HeadObjectOutput>> {
         observe("HeadObject", get::head_object(&self.ctx, req)).await
+    }
+
+    async fn get_object_attributes(
+        &self,
+        req: S3Request<GetObjectAttributesInput>,
+    ) -> S3Result<S3Response<GetObjectAttributesOutput>> {
+        observe(
+            "GetObjectAttributes",
+            attributes::get_object_attributes(&self.ctx, req),
+        )
+        .await
     }
 
     async fn delete_object(
@@ -485,6 +502,105 @@ impl S3 for KuraS3 {
         req: S3Request<DeleteBucketCorsInput>,
     ) -> S3Result<S3Response<DeleteBucketCorsOutput>> {
         observe("DeleteBucketCors", cors::delete_bucket_cors(&self.ctx, req)).await
+    }
+
+    async fn put_bucket_lifecycle_configuration(
+        &self,
+        req: S3Request<PutBucketLifecycleConfigurationInput>,
+    ) -> S3Result<S3Response<PutBucketLifecycleConfigurationOutput>> {
+        observe(
+            "PutBucketLifecycleConfiguration",
+            lifecycle::put_bucket_lifecycle_configuration(&self.ctx, req),
+        )
+        .await
+    }
+
+    async fn get_bucket_lifecycle_configuration(
+        &self,
+        req: S3Request<GetBucketLifecycleConfigurationInput>,
+    ) -> S3Result<S3Response<GetBucketLifecycleConfigurationOutput>> {
+        observe(
+            "GetBucketLifecycleConfiguration",
+            lifecycle::get_bucket_lifecycle_configuration(&self.ctx, req),
+        )
+        .await
+    }
+
+    async fn delete_bucket_lifecycle(
+        &self,
+        req: S3Request<DeleteBucketLifecycleInput>,
+    ) -> S3Result<S3Response<DeleteBucketLifecycleOutput>> {
+        observe(
+            "DeleteBucketLifecycle",
+            lifecycle::delete_bucket_lifecycle(&self.ctx, req),
+        )
+        .await
+    }
+
+    async fn put_object_lock_configuration(
+        &self,
+        req: S3Request<PutObjectLockConfigurationInput>,
+    ) -> S3Result<S3Response<PutObjectLockConfigurationOutput>> {
+        observe(
+            "PutObjectLockConfiguration",
+            object_lock::put_object_lock_configuration(&self.ctx, req),
+        )
+        .await
+    }
+
+    async fn get_object_lock_configuration(
+        &self,
+        req: S3Request<GetObjectLockConfigurationInput>,
+    ) -> S3Result<S3Response<GetObjectLockConfigurationOutput>> {
+        observe(
+            "GetObjectLockConfiguration",
+            object_lock::get_object_lock_configuration(&self.ctx, req),
+        )
+        .await
+    }
+
+    async fn put_object_retention(
+        &self,
+        req: S3Request<PutObjectRetentionInput>,
+    ) -> S3Result<S3Response<PutObjectRetentionOutput>> {
+        observe(
+            "PutObjectRetention",
+            object_lock::put_object_retention(&self.ctx, req),
+        )
+        .await
+    }
+
+    async fn get_object_retention(
+        &self,
+        req: S3Request<GetObjectRetentionInput>,
+    ) -> S3Result<S3Response<GetObjectRetentionOutput>> {
+        observe(
+            "GetObjectRetention",
+            object_lock::get_object_retention(&self.ctx, req),
+        )
+        .await
+    }
+
+    async fn put_object_legal_hold(
+        &self,
+        req: S3Request<PutObjectLegalHoldInput>,
+    ) -> S3Result<S3Response<PutObjectLegalHoldOutput>> {
+        observe(
+            "PutObjectLegalHold",
+            object_lock::put_object_legal_hold(&self.ctx, req),
+        )
+        .await
+    }
+
+    async fn get_object_legal_hold(
+        &self,
+        req: S3Request<GetObjectLegalHoldInput>,
+    ) -> S3Result<S3Response<GetObjectLegalHoldOutput>> {
+        observe(
+            "GetObjectLegalHold",
+            object_lock::get_object_legal_hold(&self.ctx, req),
+        )
+        .await
     }
 
     async fn put_bucket_encryption(

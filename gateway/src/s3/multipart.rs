@@ -20,7 +20,9 @@ use s3s::dto::*;
 use s3s::{S3Request, S3Response};
 
 use crate::context::{Ctx, MAX_PART_NUMBER, MAX_PART_SIZE, MIN_PART_SIZE};
-use crate::data::checksum::{with_checksums, ChecksumFields, ChecksumPlan};
+use crate::data::checksum::{
+    with_checksums, Algo, ChecksumFields, ChecksumPlan, Kind, UploadChecksum,
+};
 use crate::data::gc;
 use crate::data::writer::{write_body_sealed, BodyOwner, WriteSpec, Written};
 use crate::error::{GwError, GwResult};
@@ -182,6 +184,18 @@ pub async fn create_multipart_upload(
         &crate::s3::acl::acl_headers!(input),
     )?;
     let sse = encryption::for_write(ctx, &bucket.record, &encryption::sse_write_headers!(input))?;
+    // Lock headers are kept with the upload; the default is added at completion.
+    let object_lock = crate::s3::object_lock::explicit(
+        ctx,
+        crate::authz::Authorized::of(&req.extensions)?,
+        &bucket.record,
+        &input.key,
+        &crate::s3::object_lock::write_headers!(input),
+    )?;
+    let sum = UploadChecksum::from_request(
+        input.checksum_algorithm.as_ref().map(|a| a.as_str()),
+        input.checksum_type.as_ref().map(|t| t.as_str()),
+    )?;
     let upload_id = new_upload_id();
     let mut rec = MultipartUploadRecord {
         bucket_id,
@@ -193,9 +207,14 @@ pub async fn create_multipart_upload(
         acl,
         tags: crate::s3::tagging::parse_header(input.tagging.as_deref())?,
         sse: sse.as_ref().map(|s| s.record(Vec::new())),
+        object_lock,
         ..Default::default()
     };
     store_request_headers!(rec, input);
+    if let Some(sum) = &sum {
+        rec.checksum_algorithm = sum.algo.name().to_string();
+        rec.checksum_type = sum.kind.to_stored();
+    }
     let ukey = keys::upload_key(bucket_id, input.key.as_bytes(), &upload_id);
     let value = keys::encode_value(&rec);
     match ctx
@@ -212,11 +231,23 @@ pub async fn create_multipart_upload(
             return Err(GwError::Internal("random upload id collided".into()));
         }
     }
+    // An upload made while its bucket was deleted must not outlive it (decision 0033).
+    let b = &bucket.record;
+    if !crate::s3::bucket::await_bucket(ctx, &b.tenant, &b.name, bucket_id).await? {
+        ctx.meta
+            .batch(
+                vec![meta::value_equals(Cf::Mpu, ukey.clone(), value.into())],
+                vec![meta::delete(Cf::Mpu, ukey)],
+            )
+            .await?;
+        return Err(GwError::NoSuchBucket);
+    }
     Ok(S3Response::new(CreateMultipartUploadOutput {
         bucket: Some(input.bucket),
         key: Some(input.key),
         upload_id: Some(upload_id),
         checksum_algorithm: input.checksum_algorithm,
+        checksum_type: sum.map(|s| s.kind.dto()),
         server_side_encryption: encryption::sse_field(sse.as_ref()),
         sse_customer_algorithm: encryption::customer_algorithm_field(sse.as_ref()),
         sse_customer_key_md5: encryption::customer_key_md5_field(sse.as_ref()),
@@ -241,12 +272,20 @@ pub async fn upload_part(
     let bucket = load_bucket(&extensions)?;
     let bucket_id = bucket.record.id;
     let upload = load_upload(ctx, bucket_id, &input.key, &input.upload_id).await?;
+    crate::s3::object_lock::check_part_integrity(
+        &bucket.record,
+        upload.record.object_lock.as_ref(),
+        &headers,
+    )?;
     let sse = encryption::for_part(
         ctx,
         &upload.record,
         &encryption::sse_customer_headers!(input),
     )?;
-    let checksums = ChecksumPlan::from_headers(&headers, trailing_headers)?;
+    let mut checksums = ChecksumPlan::from_headers(&headers, trailing_headers)?;
+    if let Some(sum) = upload_checksum(&upload.record) {
+        checksums.require(sum.algo)?;
+    }
     let spec = WriteSpec {
         owner: BodyOwner {
             bucket_id,
@@ -292,7 +331,17 @@ pub(crate) fn part_for_body(part_number: u32, written: &Written) -> PartRecord {
         location: written.location.clone(),
         inline_data: written.inline.clone().unwrap_or_default(),
         sse: written.sse.clone(),
+        checksums: written
+            .checksums
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
     }
+}
+
+/// The checksum an upload was created with, if any (decision 0033).
+pub(crate) fn upload_checksum(upload: &MultipartUploadRecord) -> Option<UploadChecksum> {
+    UploadChecksum::from_stored(&upload.checksum_algorithm, upload.checksum_type)
 }
 
 /// Stores a part record while the upload exists, reclaiming a replaced part's body.
@@ -373,6 +422,126 @@ fn choose_parts<'a>(
     Ok(chosen)
 }
 
+/// The `(algorithm, value)` pairs of the five `checksum_*` fields of an s3s
+/// value (a CompletedPart, or the Complete request's whole-object ones).
+macro_rules! listed_checksums {
+    ($v:expr) => {
+        [
+            (Algo::Crc32, &$v.checksum_crc32),
+            (Algo::Crc32c, &$v.checksum_crc32c),
+            (Algo::Crc64Nvme, &$v.checksum_crc64nvme),
+            (Algo::Sha1, &$v.checksum_sha1),
+            (Algo::Sha256, &$v.checksum_sha256),
+        ]
+        .into_iter()
+        .filter_map(|(a, v)| v.as_ref().map(|v| (a, v.trim().to_string())))
+        .collect::<Vec<(Algo, String)>>()
+    };
+}
+
+/// A completed object's checksum (decision 0033).
+struct ObjectChecksum {
+    sum: UploadChecksum,
+    value: String,
+    /// The value of each chosen part, in order.
+    parts: Vec<String>,
+}
+
+/// Checks the checksums the client listed for parts against theirs, derives
+/// the object's checksum from the parts' values, and checks the whole-object
+/// value a client sent with Complete against it. None when the upload has no
+/// checksum, or a part has no value for its algorithm (a part copied with
+/// UploadPartCopy), and the client asserted none for the whole object.
+fn object_checksum(
+    sum: Option<UploadChecksum>,
+    chosen: &[&StoredPart],
+    claimed: &BTreeMap<u32, Vec<(Algo, String)>>,
+    whole: &[(Algo, String)],
+    whole_kind: Option<&str>,
+) -> GwResult<Option<ObjectChecksum>> {
+    for p in chosen {
+        let n = p.record.part_number;
+        for (algo, v) in claimed.get(&n).into_iter().flatten() {
+            if p.record.checksums.get(algo.name()) != Some(v) {
+                return Err(GwError::InvalidPart(format!(
+                    "The {} checksum of part {n} does not match the part's",
+                    algo.name()
+                )));
+            }
+        }
+    }
+    let whole_kind = whole_kind
+        .map(|k| {
+            Kind::from_name(k).ok_or_else(|| {
+                GwError::InvalidRequest(format!(
+                    "Value for x-amz-checksum-type header is invalid: {k:?}"
+                ))
+            })
+        })
+        .transpose()?;
+    // A client may assert a whole-object CRC for an upload created without
+    // an algorithm: then it is checked against the parts' CRCs if they have them.
+    let sum = match (sum, whole.first()) {
+        (Some(s), _) => s,
+        (None, None) => return Ok(None),
+        (None, Some((algo, _))) => UploadChecksum {
+            algo: *algo,
+            kind: whole_kind.unwrap_or(if matches!(algo, Algo::Sha1 | Algo::Sha256) {
+                Kind::Composite
+            } else {
+                Kind::FullObject
+            }),
+        },
+    };
+    if whole_kind.is_some_and(|k| k != sum.kind) {
+        return Err(GwError::InvalidRequest(format!(
+            "The upload was created using the {} checksum mode. The complete request must use the same checksum mode.",
+            sum.kind.name()
+        )));
+    }
+    let values: Option<Vec<(&str, u64)>> = chosen
+        .iter()
+        .map(|p| {
+            p.record
+                .checksums
+                .get(sum.algo.name())
+                .map(|v| (v.as_str(), p.record.size))
+        })
+        .collect();
+    let Some(values) = values else {
+        if whole.is_empty() {
+            return Ok(None);
+        }
+        return Err(GwError::InvalidRequest(format!(
+            "Not every part has a {} checksum to check the object's against",
+            sum.algo.name()
+        )));
+    };
+    let value = sum.combine(&values)?;
+    for (algo, v) in whole {
+        if *algo != sum.algo {
+            return Err(GwError::InvalidRequest(format!(
+                "Checksum Type mismatch occurred, expected checksum Type: {}, actual checksum Type: {}",
+                sum.algo.name().to_lowercase(),
+                algo.name().to_lowercase()
+            )));
+        }
+        // A composite value may be sent with or without its "-N".
+        let bare = value.split('-').next().unwrap_or(&value);
+        if *v != value && v != bare {
+            return Err(GwError::BadDigest(format!(
+                "The {} you specified did not match the calculated checksum.",
+                algo.name()
+            )));
+        }
+    }
+    Ok(Some(ObjectChecksum {
+        sum,
+        value,
+        parts: values.iter().map(|(v, _)| v.to_string()).collect(),
+    }))
+}
+
 /// The batch half that ends an upload (Complete and Abort): conditions that
 /// the upload record (condition 0) and every part record are still as read,
 /// and mutations deleting them all. Conditioning on each part means a part
@@ -405,6 +574,8 @@ pub async fn complete_multipart_upload(
     check_key(&input.key)?;
     let pre =
         WritePrecondition::from_headers(input.if_match.as_ref(), input.if_none_match.as_ref())?;
+    // The checksums the client lists per part (decision 0033).
+    let mut claimed: BTreeMap<u32, Vec<(Algo, String)>> = BTreeMap::new();
     let listed: Vec<(u32, String)> = input
         .multipart_upload
         .and_then(|m| m.parts)
@@ -416,10 +587,12 @@ pub async fn complete_multipart_upload(
                 .ok_or_else(|| GwError::MalformedXml("a Part has no PartNumber".into()))?;
             let n = u32::try_from(n)
                 .map_err(|_| GwError::InvalidPart(format!("part number {n} is not valid")))?;
+            claimed.insert(n, listed_checksums!(p));
             let tag = p.e_tag.map(|e| e.value().to_string()).unwrap_or_default();
             Ok((n, tag))
         })
         .collect::<GwResult<_>>()?;
+    let whole = listed_checksums!(input);
     let bucket = load_bucket(&req.extensions)?;
     let bucket_id = bucket.record.id;
     let upload = load_upload(ctx, bucket_id, &input.key, &input.upload_id).await?;
@@ -427,6 +600,13 @@ pub async fn complete_multipart_upload(
     let by_number: BTreeMap<u32, &StoredPart> =
         parts.iter().map(|p| (p.record.part_number, p)).collect();
     let chosen = choose_parts(&listed, &by_number)?;
+    let object_sum = object_checksum(
+        upload_checksum(&upload.record),
+        &chosen,
+        &claimed,
+        &whole,
+        input.checksum_type.as_ref().map(|t| t.as_str()),
+    )?;
 
     let etags: Vec<&str> = chosen.iter().map(|p| p.record.etag.as_str()).collect();
     let etag_value = multipart_etag(&etags)?;
@@ -465,6 +645,18 @@ pub async fn complete_multipart_upload(
         // The version fields are set by the commit.
         ..Default::default()
     };
+    let mut rec = rec;
+    if let Some(o) = &object_sum {
+        rec.checksums = [(o.sum.algo.name().to_string(), o.value.clone())].into();
+        rec.checksum_type = o.sum.kind.to_stored();
+        rec.part_checksums = o.parts.clone();
+    }
+    let mut rec = rec;
+    rec.object_lock = crate::s3::object_lock::with_default(
+        u.object_lock.clone(),
+        &bucket.record,
+        rec.last_modified_unix_ms,
+    );
     let chosen_numbers: std::collections::HashSet<u32> =
         chosen.iter().map(|p| p.record.part_number).collect();
     let unlisted: Vec<DataLocation> = parts
@@ -519,7 +711,18 @@ pub async fn complete_multipart_upload(
         e_tag: Some(etag(&etag_value)),
         location: Some(format!("/{}/{}", input.bucket, input.key)),
         server_side_encryption: sse_echo,
-        ..Default::default()
+        ..with_checksums!(
+            ChecksumFields::from_map(
+                object_sum
+                    .iter()
+                    .flat_map(|o| [(o.sum.algo.name().to_string(), o.value.clone())])
+                    .collect::<BTreeMap<_, _>>()
+                    .iter()
+            ),
+            CompleteMultipartUploadOutput {
+                checksum_type: object_sum.as_ref().map(|o| o.sum.kind.dto()),
+            }
+        )
     }))
 }
 
@@ -534,32 +737,68 @@ pub async fn abort_multipart_upload(
     let upload = load_upload(ctx, bucket_id, &input.key, &input.upload_id).await?;
     let task_ctx = ctx.clone();
     let (key, upload_id) = (input.key, input.upload_id);
-    tokio::spawn(async move {
-        for _ in 0..RMW_ATTEMPTS {
-            let parts = all_parts(&task_ctx, bucket_id, &key, &upload_id).await?;
-            let locs: Vec<DataLocation> = parts
-                .iter()
-                .flat_map(|p| gc::part_locations(&p.record))
-                .collect();
-            let ukey = keys::upload_key(bucket_id, key.as_bytes(), &upload_id);
-            let (conditions, mut mutations) = remove_upload(ukey, &upload, &parts);
-            mutations.extend(gc::gc_mutations(bucket_id, &key, &locs));
-            match task_ctx.meta.batch(conditions, mutations).await? {
-                BatchOutcome::Applied => {
-                    gc::spawn_reclaim(task_ctx.clone(), bucket_id, key.clone(), locs);
-                    return Ok(());
-                }
-                BatchOutcome::ConditionFailed { index: 0 } => return Err(GwError::NoSuchUpload),
-                BatchOutcome::ConditionFailed { .. } => continue,
-            }
-        }
-        Err(GwError::Contention(
-            "parts kept changing during abort".into(),
-        ))
-    })
+    tokio::spawn(
+        async move { abort_upload(&task_ctx, bucket_id, &key, &upload_id, &upload).await },
+    )
     .await
     .map_err(|e| GwError::Internal(format!("abort task failed: {e}")))??;
     Ok(S3Response::new(AbortMultipartUploadOutput::default()))
+}
+
+/// Removes an upload (as read: `upload`) and every part of it, reclaiming
+/// their bodies; NoSuchUpload when it is gone or changed. Also used by
+/// DeleteBucket, which aborts what uploads remain.
+pub(crate) async fn abort_upload(
+    ctx: &Arc<Ctx>,
+    bucket_id: u64,
+    key: &str,
+    upload_id: &str,
+    upload: &Versioned<MultipartUploadRecord>,
+) -> GwResult<()> {
+    for _ in 0..RMW_ATTEMPTS {
+        let parts = all_parts(ctx, bucket_id, key, upload_id).await?;
+        let locs: Vec<DataLocation> = parts
+            .iter()
+            .flat_map(|p| gc::part_locations(&p.record))
+            .collect();
+        let ukey = keys::upload_key(bucket_id, key.as_bytes(), upload_id);
+        let (conditions, mut mutations) = remove_upload(ukey, upload, &parts);
+        mutations.extend(gc::gc_mutations(bucket_id, key, &locs));
+        match ctx.meta.batch(conditions, mutations).await? {
+            BatchOutcome::Applied => {
+                gc::spawn_reclaim(ctx.clone(), bucket_id, key.to_string(), locs);
+                // A part that committed between our scan and the batch was
+                // not in it; with the upload gone no other can commit now.
+                remove_stray_parts(ctx, bucket_id, key, upload_id).await?;
+                return Ok(());
+            }
+            BatchOutcome::ConditionFailed { index: 0 } => return Err(GwError::NoSuchUpload),
+            BatchOutcome::ConditionFailed { .. } => continue,
+        }
+    }
+    Err(GwError::Contention(
+        "parts kept changing during abort".into(),
+    ))
+}
+
+/// Deletes the part records (and reclaims the bodies) an upload that no
+/// longer exists left behind.
+async fn remove_stray_parts(
+    ctx: &Arc<Ctx>,
+    bucket_id: u64,
+    key: &str,
+    upload_id: &str,
+) -> GwResult<()> {
+    for p in all_parts(ctx, bucket_id, key, upload_id).await? {
+        let locs = gc::part_locations(&p.record);
+        let mut mutations = vec![meta::delete(Cf::Mpu, p.key.clone())];
+        mutations.extend(gc::gc_mutations(bucket_id, key, &locs));
+        let cond = vec![meta::value_equals(Cf::Mpu, p.key, p.raw)];
+        if let BatchOutcome::Applied = ctx.meta.batch(cond, mutations).await? {
+            gc::spawn_reclaim(ctx.clone(), bucket_id, key.to_string(), locs);
+        }
+    }
+    Ok(())
 }
 
 pub async fn list_parts(
@@ -610,15 +849,22 @@ pub async fn list_parts(
         parts: Some(
             parts
                 .into_iter()
-                .map(|p| Part {
-                    part_number: Some(p.record.part_number as i32),
-                    e_tag: Some(etag(&p.record.etag)),
-                    size: Some(p.record.size as i64),
-                    last_modified: Some(timestamp(p.record.last_modified_unix_ms)),
-                    ..Default::default()
+                .map(|p| {
+                    with_checksums!(
+                        ChecksumFields::from_map(&p.record.checksums),
+                        Part {
+                            part_number: Some(p.record.part_number as i32),
+                            e_tag: Some(etag(&p.record.etag)),
+                            size: Some(p.record.size as i64),
+                            last_modified: Some(timestamp(p.record.last_modified_unix_ms)),
+                        }
+                    )
                 })
                 .collect(),
         ),
+        checksum_algorithm: upload_checksum(&upload.record)
+            .map(|s| ChecksumAlgorithm::from(s.algo.name().to_string())),
+        checksum_type: upload_checksum(&upload.record).map(|s| s.kind.dto()),
         ..Default::default()
     }))
 }

@@ -30,6 +30,7 @@ use crate::s3::common::{
     unquote, write_class, NULL_VERSION,
 };
 use crate::s3::encryption;
+use crate::s3::object_lock;
 use crate::usage::{quota, DeltaId, Scope};
 
 /// A conditional write (`If-None-Match: *` / `If-Match: "etag"` on PUT or Complete).
@@ -146,6 +147,19 @@ pub async fn put_object(
         &crate::s3::acl::acl_headers!(input),
     )?;
     let sse = encryption::for_write(ctx, &bucket.record, &encryption::sse_write_headers!(input))?;
+    // Object lock headers are checked before the body is read; the default
+    // retention counts from the version's creation (set below).
+    let lock = object_lock::explicit(
+        ctx,
+        crate::authz::Authorized::of(&extensions)?,
+        &bucket.record,
+        &input.key,
+        &object_lock::write_headers!(input),
+    )?;
+    object_lock::check_put_integrity(
+        object_lock::with_default(lock.clone(), &bucket.record, now_ms()).as_ref(),
+        &headers,
+    )?;
     // Checked before the body is read; held until the commit is over.
     let mut admission =
         quota::check_write(ctx, &bucket.record, &input.key, content_length.unwrap_or(0)).await?;
@@ -186,6 +200,7 @@ pub async fn put_object(
     rec.acl = acl;
     rec.tags = tags;
     rec.sse = sse.as_ref().and_then(|s| s.object(written.sse.as_ref()));
+    rec.object_lock = object_lock::with_default(lock, &bucket.record, rec.last_modified_unix_ms);
 
     // The body is durable on the data nodes, no metadata names it yet: a
     // crash here must leave no visible object, only an orphan for GC.

@@ -17,8 +17,11 @@
 //!   (its body is reclaimed); conditioned on the null slot (and its target)
 //!   being unchanged, so two null writes serialize.
 //!
-//! Lifecycle and object lock hook in at [`delete_version`] (refuse while
-//! locked) and [`commit`] (retention of the new version) when they land.
+//! Object lock (`s3::object_lock`, docs/decisions/0031) is enforced inside
+//! [`delete_version`]: every caller, lifecycle's expiry included, is refused
+//! a retained or legally held version, and the lock state checked is the one
+//! the delete batch is conditioned on. Only [`delete_version_with`] and
+//! [`DeleteOptions::bypass_governance`] can lift GOVERNANCE retention.
 
 use std::sync::Arc;
 
@@ -336,6 +339,17 @@ pub async fn load_addressed(
     Ok((stored, reported))
 }
 
+/// A new delete marker for `key`, stamped now (its version is chosen at commit).
+pub fn delete_marker(bucket_id: u64, key: &str) -> ObjectRecord {
+    ObjectRecord {
+        bucket_id,
+        key: key.to_string(),
+        delete_marker: true,
+        last_modified_unix_ms: now_ms(),
+        ..Default::default()
+    }
+}
+
 /// How a commit ended when it did not fail outright.
 #[derive(Debug)]
 pub enum CommitOutcome {
@@ -508,6 +522,11 @@ pub async fn commit(
                 .filter(|c| !c.is_delete_marker())
                 .map(|c| &c.record),
         )?;
+        if let Some(old) = &plan.replaced {
+            // A null version is replaced only outside lock buckets (their
+            // versioning stays Enabled); a lock on it still wins.
+            crate::s3::object_lock::check_deletable(&old.record, now_ms(), false)?;
+        }
         let old_locs = plan
             .replaced
             .as_ref()
@@ -546,6 +565,8 @@ pub async fn commit(
             ctx.folder.note(bucket_id);
             ctx.quotas.note_commit(scope, change);
             gc::spawn_reclaim(ctx.clone(), bucket_id, key.to_string(), old_locs);
+            // Stands only if the bucket was not deleted meanwhile (decision 0033).
+            crate::s3::bucket::confirm_commit(ctx, scope, key, &plan.key, &plan.value).await?;
             return Ok(CommitOutcome::Committed {
                 version_id: scope
                     .versioning
@@ -572,24 +593,38 @@ pub struct Deleted {
 /// never-versioned bucket, otherwise puts a delete marker on top (Suspended:
 /// as the null version, replacing the old one).
 pub async fn delete_latest(ctx: &Arc<Ctx>, scope: &Scope, key: &str) -> GwResult<Deleted> {
+    delete_latest_if(ctx, scope, key, &WritePrecondition::default()).await
+}
+
+/// [`delete_latest`] if the latest version passes `pre` (DeleteObject's
+/// `If-Match`, decision 0033), checked in the same read-modify-write: a
+/// missing key or a delete marker → NoSuchKey, another ETag → 412.
+pub async fn delete_latest_if(
+    ctx: &Arc<Ctx>,
+    scope: &Scope,
+    key: &str,
+    pre: &WritePrecondition,
+) -> GwResult<Deleted> {
     if scope.versioning == Versioning::Unversioned {
-        delete_version(ctx, scope, key, VersionRef::Null).await?;
+        delete_version_if(
+            ctx,
+            scope,
+            key,
+            VersionRef::Null,
+            DeleteOptions::default(),
+            pre,
+        )
+        .await?;
         return Ok(Deleted::default());
     }
-    let marker = ObjectRecord {
-        bucket_id: scope.bucket_id,
-        key: key.to_string(),
-        delete_marker: true,
-        last_modified_unix_ms: now_ms(),
-        ..Default::default()
-    };
+    let marker = delete_marker(scope.bucket_id, key);
     let delta_id = usage::new_delta_id();
     match commit(
         ctx,
         scope,
         key,
         &marker,
-        &WritePrecondition::default(),
+        pre,
         &delta_id,
         Vec::new(),
         Vec::new(),
@@ -606,13 +641,48 @@ pub async fn delete_latest(ctx: &Arc<Ctx>, scope: &Scope, key: &str) -> GwResult
     }
 }
 
-/// Deletes one version for good (its body is reclaimed). Deleting a version
-/// that does not exist succeeds, as S3.
+/// What a delete by version id may override (docs/decisions/0031).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DeleteOptions {
+    /// The request sent `x-amz-bypass-governance-retention: true` and its
+    /// caller holds `s3:BypassGovernanceRetention`: GOVERNANCE retention
+    /// gives way (COMPLIANCE and legal holds never do).
+    pub bypass_governance: bool,
+}
+
+/// Deletes one version for good (its body is reclaimed), unless object lock
+/// protects it: `GwError::ObjectLocked` (403), nothing changed. Deleting a
+/// version that does not exist succeeds, as S3. Lifecycle calls this: locks
+/// always win over it.
 pub async fn delete_version(
     ctx: &Arc<Ctx>,
     scope: &Scope,
     key: &str,
     r: VersionRef,
+) -> GwResult<Deleted> {
+    delete_version_with(ctx, scope, key, r, DeleteOptions::default()).await
+}
+
+/// [`delete_version`] with what the request may override.
+pub async fn delete_version_with(
+    ctx: &Arc<Ctx>,
+    scope: &Scope,
+    key: &str,
+    r: VersionRef,
+    opts: DeleteOptions,
+) -> GwResult<Deleted> {
+    delete_version_if(ctx, scope, key, r, opts, &WritePrecondition::default()).await
+}
+
+/// [`delete_version_with`] if the version passes `pre` (`If-Match`,
+/// decision 0033): a missing version or a delete marker → NoSuchKey.
+pub async fn delete_version_if(
+    ctx: &Arc<Ctx>,
+    scope: &Scope,
+    key: &str,
+    r: VersionRef,
+    opts: DeleteOptions,
+    pre: &WritePrecondition,
 ) -> GwResult<Deleted> {
     let bucket_id = scope.bucket_id;
     let asked = match r {
@@ -632,15 +702,17 @@ pub async fn delete_version(
                     (Some(a), None) if a.is_anchor() => (a, None),
                     (Some(s), _) => (s, None),
                     (None, _) => {
+                        pre.check(None)?;
                         return Ok(Deleted {
                             version_id: reported,
                             delete_marker: false,
-                        })
+                        });
                     }
                 }
             }
             VersionRef::Id(v) => {
                 let Some(t) = get_version(ctx, bucket_id, key, v).await? else {
+                    pre.check(None)?;
                     return Ok(Deleted {
                         version_id: reported,
                         delete_marker: false,
@@ -656,7 +728,12 @@ pub async fn delete_version(
                 (t, anchor)
             }
         };
-        // Object lock (later) refuses here while the version is retained.
+        // In the batch's read: a concurrent overwrite fails it, and we read again.
+        let object = !target.is_delete_marker() && !target.is_anchor();
+        pre.check(Some(&target.record).filter(|_| object))?;
+        // The lock read here is part of the record the batch below is
+        // conditioned on: a racing retention / legal hold change fails it.
+        crate::s3::object_lock::check_deletable(&target.record, now_ms(), opts.bypass_governance)?;
         let locs = gc::object_locations(&target.record);
         let mut conditions = vec![meta::value_equals(
             Cf::Meta,
@@ -683,10 +760,12 @@ pub async fn delete_version(
                 });
             }
             BatchOutcome::ConditionFailed { .. } => {
-                // Either our own earlier attempt applied (and wrote the GC
-                // records) or another writer changed the version; read
-                // again. Reclaiming twice is harmless.
-                gc::spawn_reclaim(ctx.clone(), bucket_id, key.to_string(), locs);
+                // Either our own earlier attempt applied (then its GC
+                // records are in and the sweeper reclaims the body; the next
+                // read finds the version gone) or another writer changed the
+                // version — a tag, ACL or lock update, an overwrite of the
+                // null version — and the body may still be referenced, maybe
+                // now held by a lock: never reclaim here, read again.
             }
         }
     }
@@ -726,8 +805,9 @@ pub async fn put_bucket_versioning(
         }
     };
     load_bucket(&req.extensions)?;
-    // Object lock (later): a bucket with object lock cannot be Suspended.
     update_bucket(ctx, &req.extensions, |rec| {
+        // Checked on the record replaced, so it cannot race PutObjectLockConfiguration.
+        crate::s3::object_lock::check_versioning_change(rec, state == BucketVersioning::Suspended)?;
         rec.versioning = state as i32;
         Ok(())
     })

@@ -128,6 +128,7 @@ pub async fn fold_bucket(ctx: &Ctx, bucket_id: u64) -> GwResult<usize> {
         tenant: d.tenant,
         owner: d.owner,
         versioning: Default::default(),
+        bucket_name: String::new(),
     };
     let ckey = keys::bucket_usage_key(&scope.tenant, bucket_id);
     for _ in 0..16 {

@@ -36,6 +36,9 @@ pub struct Scope {
     /// Whether a write keeps the versions it supersedes (their bytes stay
     /// counted) or replaces the null version (its bytes are released).
     pub versioning: crate::s3::versioning::Versioning,
+    /// The bucket's name in `tenant`, for the check after a commit that the
+    /// bucket was not deleted meanwhile (docs/decisions/0033); "" skips it.
+    pub bucket_name: String,
 }
 
 impl Scope {
@@ -45,6 +48,7 @@ impl Scope {
             tenant: bucket.tenant.clone(),
             owner: bucket.owner.clone(),
             versioning: crate::s3::versioning::Versioning::of(bucket),
+            bucket_name: bucket.name.clone(),
         }
     }
 }
@@ -190,6 +194,7 @@ mod tests {
             tenant: "acme".into(),
             owner: "u".into(),
             versioning: Default::default(),
+            bucket_name: String::new(),
         };
         let id = new_delta_id();
         assert!(delta_mutation(&s, "k", Usage::default(), &id).is_none());

@@ -59,6 +59,25 @@ pub struct Engine {
 /// A key/value pair as stored.
 pub type Kv = (Vec<u8>, Vec<u8>);
 
+/// How [`Engine::scan_data_opts`] reads (the `ScanRequest` options).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ScanOpts {
+    /// Return empty values.
+    pub keys_only: bool,
+    /// Only the first key of each object prefix; seek past the rest.
+    pub first_per_object: bool,
+}
+
+/// What a scan returned, and what it cost the iterator.
+#[derive(Debug, Default)]
+pub struct ScanOut {
+    pub kvs: Vec<Kv>,
+    /// Iterator positions read (each a key, and its value unless keys_only).
+    pub keys_read: u64,
+    /// Iterator seeks, the first one included.
+    pub seeks: u64,
+}
+
 /// A pair of one data CF.
 pub type CfKv = (Cf, Vec<u8>, Vec<u8>);
 
@@ -115,6 +134,60 @@ impl Engine {
             out.push((k.to_vec(), if keys_only { Vec::new() } else { v.to_vec() }));
             out.len() < limit
         })?;
+        Ok(out)
+    }
+
+    /// A scan as the `Scan` rpc asks for it (`opts`), with what it cost. With
+    /// `first_per_object`, after each object-family key the iterator *seeks*
+    /// past the rest of that object's keys (`keys::seek_after_object_of`):
+    /// in cf META an object's older versions are never read. `limit` counts
+    /// returned pairs; the iterator stops right after the last one.
+    pub fn scan_data_opts(
+        &self,
+        cf: Cf,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+        opts: ScanOpts,
+    ) -> Result<ScanOut> {
+        let mut ro = ReadOptions::default();
+        if !end.is_empty() {
+            ro.set_iterate_upper_bound(end.to_vec());
+        }
+        let mut it = self
+            .db
+            .raw_iterator_cf_opt(self.handle(data_cf_name(cf)), ro);
+        let mut out = ScanOut {
+            seeks: 1,
+            ..Default::default()
+        };
+        it.seek(start);
+        while out.kvs.len() < limit {
+            let Some(k) = it.key() else { break };
+            let k = k.to_vec();
+            out.keys_read += 1;
+            let v = match (opts.keys_only, it.value()) {
+                (false, Some(v)) => v.to_vec(),
+                _ => Vec::new(),
+            };
+            let past = if opts.first_per_object {
+                crate::keys::seek_after_object_of(&k)
+            } else {
+                None
+            };
+            out.kvs.push((k, v));
+            if out.kvs.len() >= limit {
+                break;
+            }
+            match past {
+                Some(at) => {
+                    it.seek(&at);
+                    out.seeks += 1;
+                }
+                None => it.next(),
+            }
+        }
+        it.status()?;
         Ok(out)
     }
 
@@ -418,6 +491,99 @@ fn decode_raft_msg<M: prost::Message + Default>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `first_per_object` returns each object's first key (its latest
+    /// version in cf META), reads nothing else of it, keeps non-object keys,
+    /// respects the end bound and the limit, and starts mid-object at the
+    /// first key at or after `start`.
+    #[test]
+    fn scan_first_per_object_seeks_past_older_versions() {
+        use crate::keys::{bucket_key, object_seek_after_key, object_version_key, upload_key};
+        let dir = tempfile::tempdir().unwrap();
+        let e = Engine::open(dir.path()).unwrap();
+        let mut wb = e.batch();
+        wb.put_data(Cf::Meta, &bucket_key("b"), b"bucket");
+        // Ten objects with v versions each (v = 1..=10); "k\0" and "k0"
+        // sort right after "k" and must not be taken for its versions.
+        let names: Vec<Vec<u8>> = (0..10u8)
+            .map(|i| vec![b'k', b'0' + i])
+            .chain([b"k".to_vec(), b"k\0".to_vec()])
+            .collect();
+        for (i, n) in names.iter().enumerate() {
+            for v in 0..=(i as u64 % 10) {
+                wb.put_data(
+                    Cf::Meta,
+                    &object_version_key(7, n, v),
+                    format!("{v}").as_bytes(),
+                );
+            }
+        }
+        // Another bucket's keys follow.
+        wb.put_data(Cf::Meta, &object_version_key(8, b"a", 1), b"1");
+        wb.put_data(Cf::Meta, &object_version_key(8, b"a", 0), b"0");
+        e.write(wb, true).unwrap();
+        let first = ScanOpts {
+            first_per_object: true,
+            ..Default::default()
+        };
+        let all = e.scan_data_opts(Cf::Meta, b"", b"", 1000, first).unwrap();
+        // One bucket record + 12 objects of bucket 7 + 1 of bucket 8.
+        assert_eq!(all.kvs.len(), 14);
+        assert_eq!(all.keys_read, 14, "no older version was read");
+        let total = e.scan_data(Cf::Meta, b"", b"", 1000, false).unwrap().len();
+        assert!(total > 50, "{total}");
+        let mut names_sorted = names.clone();
+        names_sorted.sort();
+        for (kv, n) in all.kvs[1..13].iter().zip(&names_sorted) {
+            let parts = crate::keys::decode_object_key(&kv.0).unwrap();
+            assert_eq!(&parts.key, n);
+            // The newest version of each object.
+            let i = names.iter().position(|x| x == n).unwrap() as u64 % 10;
+            assert_eq!(kv.1, format!("{i}").as_bytes());
+        }
+        // Limit counts returned keys; the end bound holds.
+        let (s7, e7) = crate::keys::object_range(7, b"");
+        let two = e.scan_data_opts(Cf::Meta, &s7, &e7, 2, first).unwrap();
+        assert_eq!(two.kvs.len(), 2);
+        assert_eq!(two.keys_read, 2);
+        assert_eq!(two.seeks, 2, "no seek after the last returned key");
+        let bucket7 = e.scan_data_opts(Cf::Meta, &s7, &e7, 1000, first).unwrap();
+        assert_eq!(bucket7.kvs.len(), 12);
+        // Resuming past an object lands on the next object's first key.
+        let after = object_seek_after_key(7, b"k");
+        let r = e.scan_data_opts(Cf::Meta, &after, &e7, 1, first).unwrap();
+        assert_eq!(
+            crate::keys::decode_object_key(&r.kvs[0].0).unwrap().key,
+            b"k\0"
+        );
+        // Starting mid-object yields the first key at or after the start.
+        let mid = object_version_key(7, b"k5", 2);
+        let r = e.scan_data_opts(Cf::Meta, &mid, &e7, 2, first).unwrap();
+        assert_eq!(r.kvs[0].0, mid);
+        assert_eq!(
+            crate::keys::decode_object_key(&r.kvs[1].0).unwrap().key,
+            b"k6"
+        );
+        // Other kinds of records under an object prefix count as its keys too (cf MPU).
+        let mut wb = e.batch();
+        wb.put_data(Cf::Mpu, &upload_key(7, b"u", "up1"), b"x");
+        wb.put_data(Cf::Mpu, &upload_key(7, b"u", "up2"), b"x");
+        e.write(wb, false).unwrap();
+        let r = e.scan_data_opts(Cf::Mpu, b"", b"", 10, first).unwrap();
+        assert_eq!(r.kvs.len(), 1);
+        // Without the option every key comes back.
+        let plain = e
+            .scan_data_opts(Cf::Meta, b"", b"", 1000, ScanOpts::default())
+            .unwrap();
+        assert_eq!(plain.kvs.len(), total);
+        assert_eq!(plain.keys_read as usize, total);
+        let keys_only = ScanOpts {
+            keys_only: true,
+            first_per_object: true,
+        };
+        let r = e.scan_data_opts(Cf::Meta, &s7, &e7, 3, keys_only).unwrap();
+        assert!(r.kvs.iter().all(|kv| kv.1.is_empty()));
+    }
 
     #[test]
     fn scan_and_range_delete() {

@@ -352,6 +352,9 @@ async fn handle(
     rec.user_metadata = metadata;
     rec.acl = acl;
     rec.sse = sse.as_ref().and_then(|s| s.object(written.sse.as_ref()));
+    // The bucket's default retention (object lock, decision 0031).
+    rec.object_lock =
+        crate::s3::object_lock::with_default(None, &bucket.record, rec.last_modified_unix_ms);
     let scope = Scope::of(&bucket.record);
     let delta_id = admission.delta_id;
     let commit_key = key.clone();
