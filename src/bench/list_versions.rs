@@ -44,23 +44,7 @@ pub struct ListVersionsArgs {
 }
 
 pub fn run(args: ListVersionsArgs) -> i32 {
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("kura bench list-versions: {e}");
-            return 1;
-        }
-    };
-    match rt.block_on(run_async(args)) {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("kura bench list-versions: {e}");
-            1
-        }
-    }
+    super::block_on("kura bench list-versions", run_async(args))
 }
 
 /// One measured listing (or floor scan).

@@ -745,23 +745,7 @@ async fn big_list(t: &Target, args: &MetaArgs, tag: u32) -> Result<(), BenchErro
 }
 
 pub fn run(args: MetaArgs) -> i32 {
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("kura bench meta: {e}");
-            return 1;
-        }
-    };
-    match rt.block_on(run_async(args)) {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("kura bench meta: {e}");
-            1
-        }
-    }
+    super::block_on("kura bench meta", run_async(args))
 }
 
 async fn run_async(args: MetaArgs) -> Result<(), BenchError> {

@@ -286,6 +286,31 @@ pub fn run(args: BenchArgs) -> i32 {
     }
 }
 
+/// Runs a bench's async body on a fresh multi-threaded runtime; its error,
+/// if any, is printed after `what` and the exit code is 1.
+fn block_on<E: std::fmt::Display>(
+    what: &str,
+    body: impl std::future::Future<Output = Result<(), E>>,
+) -> i32 {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("{what}: {e}");
+            return 1;
+        }
+    };
+    match rt.block_on(body) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("{what}: {e}");
+            1
+        }
+    }
+}
+
 fn run_s3(args: S3Args) -> i32 {
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

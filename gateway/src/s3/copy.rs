@@ -24,7 +24,7 @@ use crate::s3::get::check_conditions;
 use crate::s3::multipart::{
     check_part_number, commit_part, load_upload, part_for_body, upload_class,
 };
-use crate::s3::put::{commit_in_task, commit_object, object_for_body, WritePrecondition};
+use crate::s3::put::{commit_in_task, object_for_body, WritePrecondition};
 use crate::s3::versioning;
 use crate::usage::{quota, Scope};
 
@@ -285,7 +285,7 @@ pub async fn copy_object(
     let delta_id = admission.delta_id;
     let outcome = commit_in_task(ctx, written.stored(), move |ctx| async move {
         let pre = WritePrecondition::default();
-        commit_object(
+        crate::s3::versioning::commit(
             &ctx,
             &scope,
             &key,

@@ -33,7 +33,8 @@ use crate::s3::common::{
 };
 use crate::s3::encryption;
 use crate::s3::list::{self, Decoded, Entry, ListParams, MetaSource, MAX_PAGE};
-use crate::s3::put::{commit_in_task, commit_object, CommitOutcome, WritePrecondition};
+use crate::s3::put::{commit_in_task, WritePrecondition};
+use crate::s3::versioning::CommitOutcome;
 use crate::usage::{quota, Scope};
 
 /// Upload ids are 32 lowercase hex characters (16 random bytes).
@@ -674,7 +675,7 @@ pub async fn complete_multipart_upload(
     let key = input.key.clone();
     let scope = Scope::of(&bucket.record);
     let committed = commit_in_task(ctx, None, move |ctx| async move {
-        let out = commit_object(
+        let out = crate::s3::versioning::commit(
             &ctx,
             &scope,
             &key,

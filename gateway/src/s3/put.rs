@@ -14,7 +14,6 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use kura_metashard::client::{Condition, Mutation};
 use kura_proto::meta::{DataLocation, ObjectRecord, PartRef, StorageClass};
 use s3s::dto::*;
 use s3s::{S3Request, S3Response};
@@ -31,7 +30,7 @@ use crate::s3::common::{
 };
 use crate::s3::encryption;
 use crate::s3::object_lock;
-use crate::usage::{quota, DeltaId, Scope};
+use crate::usage::{quota, Scope};
 
 /// A conditional write (`If-None-Match: *` / `If-Match: "etag"` on PUT or Complete).
 #[derive(Clone, Debug, Default)]
@@ -83,36 +82,6 @@ impl WritePrecondition {
             (Some(Some(_)), Some(_)) => Err(GwError::PreconditionFailed),
         }
     }
-}
-
-pub use crate::s3::versioning::CommitOutcome;
-
-/// Commits `new` as the latest version of (bucket_id, key) as the bucket's
-/// versioning says (`s3::versioning::commit`): a new version in a versioned
-/// bucket, else the null version, replacing and reclaiming whatever body the
-/// old null version had; with the extra conditions and mutations of the caller.
-#[allow(clippy::too_many_arguments)]
-pub async fn commit_object(
-    ctx: &Arc<Ctx>,
-    scope: &Scope,
-    key: &str,
-    new: &ObjectRecord,
-    pre: &WritePrecondition,
-    delta_id: &DeltaId,
-    extra_conditions: Vec<Condition>,
-    extra_mutations: Vec<Mutation>,
-) -> GwResult<CommitOutcome> {
-    crate::s3::versioning::commit(
-        ctx,
-        scope,
-        key,
-        new,
-        pre,
-        delta_id,
-        extra_conditions,
-        extra_mutations,
-    )
-    .await
 }
 
 pub async fn put_object(
@@ -216,7 +185,7 @@ pub async fn put_object(
     let scope = Scope::of(&bucket.record);
     let delta_id = admission.delta_id;
     let outcome = commit_in_task(ctx, written.stored(), move |ctx| async move {
-        commit_object(
+        crate::s3::versioning::commit(
             &ctx,
             &scope,
             &key,

@@ -56,7 +56,7 @@ use crate::s3::common::{
 };
 use crate::s3::encryption;
 use crate::s3::put::WritePrecondition;
-use crate::s3::put::{commit_in_task, commit_object, object_for_body};
+use crate::s3::put::{commit_in_task, object_for_body};
 use crate::usage::{quota, Scope};
 use error::FormResult;
 use fields::{Fields, FileStream, Paced, Progress};
@@ -359,7 +359,7 @@ async fn handle(
     let delta_id = admission.delta_id;
     let commit_key = key.clone();
     let outcome = commit_in_task(ctx, written.stored(), move |ctx| async move {
-        commit_object(
+        crate::s3::versioning::commit(
             &ctx,
             &scope,
             &commit_key,
