@@ -148,6 +148,12 @@ fn leaders_balance_move_and_survive_kill9_of_the_busiest_store() {
         Some(Value::Bool(true)),
         "{paused:#}"
     );
+    // Pausing stops new operators, not one already in flight: a transfer the
+    // scheduler started just before would make ours a 409 Conflict.
+    common::wait_until("balance-leader's last operator finishes", 30, &c, || {
+        let ops = c.must_pdctl(&["operator", "show"]);
+        ops["running"].as_array().is_none_or(|a| a.is_empty())
+    });
     let r = &c.regions()[REGIONS / 2];
     let rid = r["id"].as_u64().expect("id").to_string();
     let from = r["leader"]["store_id"].as_u64().expect("leader");
