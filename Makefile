@@ -44,9 +44,11 @@ clippy:
 release: deps
 	$(CARGO) build --release --workspace --bins
 
-## Benchmark against a running `make dev` cluster (release build recommended).
+## Benchmark against a running `make dev` cluster (release build recommended);
+## BENCH="put --obj.size 1MiB --duration 30s" runs one load subcommand instead
+## (put get mixed list stat delete multipart; see docs/performance.md).
 bench: release
-	$(CARGO_TARGET_DIR)/release/kura bench --data-dir $(DATA_DIR)
+	$(CARGO_TARGET_DIR)/release/kura bench $(BENCH) --data-dir $(DATA_DIR)
 
 clean-data:
 	rm -rf $(DATA_DIR)

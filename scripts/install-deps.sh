@@ -19,13 +19,16 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "$@" >/dev/null
 }
 
-# --- build: libclang for librocksdb-sys' bindgen (protoc is vendored by a crate) ---
+# --- build: libclang for librocksdb-sys' bindgen (protoc is vendored by a crate), libssl ---
 missing=()
 # (libclang-cpp, which a fresh machine may have, is not what bindgen loads.)
 if [ -z "${LIBCLANG_PATH:-}" ] && ! dpkg -s libclang-dev >/dev/null 2>&1; then
   missing+=(libclang-dev)
 fi
 command -v cc >/dev/null 2>&1 || missing+=(build-essential)
+# libcrypto for the gateway's ETag MD5 (decision 0040), found through pkg-config
+dpkg -s libssl-dev >/dev/null 2>&1 || missing+=(libssl-dev)
+command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 command -v c++ >/dev/null 2>&1 || missing+=(g++)
 if [ ${#missing[@]} -gt 0 ]; then apt_install "${missing[@]}"; fi
 

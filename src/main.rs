@@ -48,7 +48,8 @@ enum Command {
     },
     /// Manage tenants, users, access keys, user policies, quotas, rate limits and usage through a gateway's admin API.
     Admin(admin::AdminArgs),
-    /// Benchmark a running cluster: PUT/GET throughput and latency beside this machine's limits.
+    /// Benchmark a running cluster, or load any S3 endpoint (put, get, mixed, list, stat,
+    /// delete, multipart): throughput and latency beside this machine's limits.
     Bench(bench::BenchArgs),
 }
 

@@ -66,6 +66,25 @@ pub static FSYNC_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
     )
     .expect("metric registered once")
 });
+/// Records made durable by one group-commit fdatasync (decision 0039); its `_count` is
+/// the number of group fsyncs.
+pub static GROUP_COMMIT_BATCH_SIZE: LazyLock<Histogram> = LazyLock::new(|| {
+    register_histogram!(
+        "kura_datanode_group_commit_batch_size",
+        "Records (fragments, tombstones) made durable by one group-commit fdatasync",
+        exponential_buckets(1.0, 2.0, 10).expect("valid buckets")
+    )
+    .expect("metric registered once")
+});
+/// From the leader's first byte written to the batch's fsync done.
+pub static GROUP_COMMIT_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
+    register_histogram!(
+        "kura_datanode_group_commit_seconds",
+        "Latency of one group-commit batch (write plus fdatasync)",
+        exponential_buckets(0.0001, 2.0, 16).expect("valid buckets")
+    )
+    .expect("metric registered once")
+});
 pub static SEGMENTS: LazyLock<IntGauge> = LazyLock::new(|| {
     register_int_gauge!("kura_datanode_segments", "Segment files").expect("metric registered once")
 });

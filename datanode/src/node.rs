@@ -168,6 +168,10 @@ fn server_ended(r: Result<Result<(), Error>, tokio::task::JoinError>) -> Result<
     r.map_err(|e| Error::Internal(format!("server task: {e}")))?
 }
 
+/// HTTP/2 receive windows of the data node's server (see `serve`).
+const PUT_STREAM_WINDOW: u32 = 4 << 20;
+const PUT_CONNECTION_WINDOW: u32 = 64 << 20;
+
 /// Serves the DataNode gRPC service for `store` on `listener` until `shutdown` is true.
 /// Independent of PD, so tests and tools can run a node with a known store.
 pub async fn serve(
@@ -178,6 +182,14 @@ pub async fn serve(
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     kura_pd_client::tls::server_builder()
         .map_err(|e| Error::Internal(e.to_string()))?
+        // PUT streams flow into the node: hyper's 1 MiB windows, shared by every
+        // gateway stream on a connection, stalled 16 concurrent PUTs on
+        // WINDOW_UPDATE round trips. Streams are drained as they arrive (into
+        // the segment, or the group-commit buffer for small records, which has
+        // its own budget), so the connection window bounds what a gateway can
+        // park in flight here.
+        .initial_stream_window_size(Some(PUT_STREAM_WINDOW))
+        .initial_connection_window_size(Some(PUT_CONNECTION_WINDOW))
         .add_service(DataNodeService::new(store).into_server())
         .serve_with_incoming_shutdown(incoming, async move {
             let _ = shutdown.wait_for(|s| *s).await;

@@ -83,7 +83,8 @@ pub type InternalServer =
     Server<tower::layer::util::Stack<crate::cluster_id::CheckLayer, tower::layer::util::Identity>>;
 
 /// A gRPC server as every internal service runs it: TCP_NODELAY, TCP and
-/// HTTP/2 keepalive (a peer that vanished without a FIN is noticed), and
+/// HTTP/2 keepalive (a peer that vanished without a FIN is noticed), large
+/// HTTP/2 frames (`channel::MAX_FRAME_SIZE`), and
 /// mutual TLS when installed; requests stamped with another cluster's id
 /// are refused (`crate::cluster_id`).
 pub fn server_builder() -> Result<InternalServer, TlsError> {
@@ -91,6 +92,7 @@ pub fn server_builder() -> Result<InternalServer, TlsError> {
         .layer(crate::cluster_id::CheckLayer)
         .tcp_nodelay(true)
         .tcp_keepalive(Some(Duration::from_secs(30)))
+        .max_frame_size(Some(crate::channel::MAX_FRAME_SIZE))
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)));
     match installed() {

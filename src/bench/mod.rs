@@ -2,15 +2,19 @@
 //! several object sizes and concurrencies, printed beside this machine's own
 //! limits (disk, fsync, loopback, MD5) measured in the same run, as ratios,
 //! with the storage amplification each PUT phase caused on the data nodes'
-//! disks. `kura bench ec` measures the erasure codec alone (`codec.rs`).
+//! disks. `kura bench ec` measures the erasure codec alone (`codec.rs`);
+//! `kura bench put|get|mixed|...` load any S3 endpoint (`load.rs`).
 
 mod codec;
 mod cpu;
 mod disk_usage;
 mod limits;
 mod list_versions;
+mod load;
 mod meta;
+mod payload;
 mod pd;
+mod report;
 pub(crate) mod sigv4;
 mod store_cpu;
 
@@ -44,6 +48,78 @@ enum BenchWhat {
     /// PD's scheduling logic at scale, no cluster needed: region heartbeats
     /// per second on one core at 100,000 regions, beside the machine's floor.
     Pd(pd::PdArgs),
+    /// Load any S3 endpoint with PUTs of new objects.
+    Put(load::LoadArgs),
+    /// GETs of --objects prefilled objects (each read whole, its length checked).
+    Get(load::LoadArgs),
+    /// A weighted mix of GET, PUT, STAT (HEAD) and DELETE on a prefilled pool.
+    Mixed(MixedArgs),
+    /// ListObjectsV2 pages over --objects prefilled keys; every full walk is checked.
+    List(ListArgs),
+    /// HEADs of prefilled objects.
+    Stat(load::LoadArgs),
+    /// DELETEs of prefilled objects (the run ends when none are left).
+    Delete(load::LoadArgs),
+    /// Whole multipart uploads (create, parts, complete) of --obj.size objects.
+    Multipart(MultipartArgs),
+    /// This machine's limits alone: disk write/read, fsync rate, loopback TCP, MD5.
+    Limits(LimitsArgs),
+    /// Compare two `--json` results: per-operation figures of b beside a, with ratios.
+    Compare(CompareArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct MixedArgs {
+    #[command(flatten)]
+    load: load::LoadArgs,
+    /// Weight of GET.
+    #[arg(long, default_value_t = 45)]
+    get: u32,
+    /// Weight of PUT.
+    #[arg(long, default_value_t = 15)]
+    put: u32,
+    /// Weight of STAT (HEAD).
+    #[arg(long, default_value_t = 30)]
+    stat: u32,
+    /// Weight of DELETE.
+    #[arg(long, default_value_t = 10)]
+    delete: u32,
+}
+
+#[derive(Debug, clap::Args)]
+struct ListArgs {
+    #[command(flatten)]
+    load: load::LoadArgs,
+    /// Keys per ListObjectsV2 page.
+    #[arg(long, default_value_t = 1000)]
+    max_keys: u32,
+}
+
+#[derive(Debug, clap::Args)]
+struct MultipartArgs {
+    #[command(flatten)]
+    load: load::LoadArgs,
+    /// Size of every part but the last (S3 needs at least 5 MiB).
+    #[arg(long, default_value = "5MiB")]
+    part_size: String,
+}
+
+#[derive(Debug, clap::Args)]
+struct LimitsArgs {
+    /// Where the disk is measured (the disk the store uses).
+    #[arg(long, default_value = "./kura-data")]
+    data_dir: PathBuf,
+    /// MiB written when measuring the disk.
+    #[arg(long, default_value_t = 512)]
+    disk_mib: usize,
+}
+
+#[derive(Debug, clap::Args)]
+struct CompareArgs {
+    /// The baseline result (`--json` of a load run).
+    a: PathBuf,
+    /// The result compared with it.
+    b: PathBuf,
 }
 
 /// Without a subcommand, `kura bench` runs PUT then GET phases against a running
@@ -80,6 +156,10 @@ struct S3Args {
     /// run cannot fill the disk (data nodes reclaim deleted bytes only by compaction).
     #[arg(long, default_value_t = 4.0)]
     max_phase_gib: f64,
+    /// Name of the store in the report [default: the Server header, else
+    /// "Kura" for the dev cluster, else the endpoint's host].
+    #[arg(long)]
+    label: Option<String>,
 }
 
 fn parse_size(s: &str) -> Option<usize> {
@@ -139,6 +219,32 @@ impl Client {
         }
         req.send().await.map_err(|e| e.to_string())
     }
+
+    /// A signed request with a body of `len` bytes (streamed if large).
+    async fn send_body(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: reqwest::Body,
+        len: u64,
+        extra: &[(&str, &str)],
+    ) -> Result<reqwest::Response, String> {
+        let mut req = self
+            .http
+            .request(method.clone(), format!("{}{}", self.endpoint, path));
+        let (p, q) = path.split_once('?').unwrap_or((path, ""));
+        for (k, v) in self
+            .signer
+            .headers_with_query(method.as_str(), &self.host, p, q, extra)
+        {
+            req = req.header(k, v);
+        }
+        req.header("content-length", len)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| e.to_string())
+    }
 }
 
 #[derive(Default)]
@@ -177,7 +283,8 @@ struct PhaseSpec {
 
 async fn phase(client: Arc<Client>, spec: PhaseSpec, written: Arc<AtomicU64>) -> PhaseResult {
     let size = spec.size;
-    let body = Bytes::from(vec![0xabu8; size]);
+    // Random bytes: a store that compresses must not look faster than it is.
+    let body = payload::Payload::new(0.0);
     let deadline = Instant::now() + Duration::from_secs(spec.secs);
     let start = Instant::now();
     let mut tasks = Vec::new();
@@ -207,7 +314,13 @@ async fn phase(client: Arc<Client>, spec: PhaseSpec, written: Arc<AtomicU64>) ->
                         .into_iter()
                         .collect();
                     match client
-                        .send(reqwest::Method::PUT, &path, Some(body.clone()), &extra)
+                        .send_body(
+                            reqwest::Method::PUT,
+                            &path,
+                            body.body(size as u64),
+                            size as u64,
+                            &extra,
+                        )
                         .await
                     {
                         Ok(resp) if resp.status().is_success() => Ok(size as u64),
@@ -282,8 +395,117 @@ pub fn run(args: BenchArgs) -> i32 {
         Some(BenchWhat::Meta(m)) => meta::run(m),
         Some(BenchWhat::ListVersions(l)) => list_versions::run(l),
         Some(BenchWhat::Pd(p)) => pd::run(p),
+        Some(BenchWhat::Put(a)) => run_load(a, workload("put", vec![(load::Op::Put, 1)])),
+        Some(BenchWhat::Get(a)) => run_load(a, workload("get", vec![(load::Op::Get, 1)])),
+        Some(BenchWhat::Stat(a)) => run_load(a, workload("stat", vec![(load::Op::Stat, 1)])),
+        Some(BenchWhat::Delete(a)) => run_load(a, workload("delete", vec![(load::Op::Delete, 1)])),
+        Some(BenchWhat::Mixed(m)) => {
+            use load::Op;
+            let w = vec![
+                (Op::Get, m.get),
+                (Op::Put, m.put),
+                (Op::Stat, m.stat),
+                (Op::Delete, m.delete),
+            ];
+            run_load(m.load, workload("mixed", w))
+        }
+        Some(BenchWhat::List(l)) => {
+            let mut w = workload("list", vec![(load::Op::List, 1)]);
+            w.list_max_keys = l.max_keys;
+            run_load(l.load, w)
+        }
+        Some(BenchWhat::Multipart(m)) => {
+            let Some(part) = payload::parse_size(&m.part_size) else {
+                eprintln!(
+                    "kura bench multipart: --part-size {:?}: not a size (e.g. 5MiB)",
+                    m.part_size
+                );
+                return 2;
+            };
+            let mut w = workload("multipart", vec![(load::Op::Multipart, 1)]);
+            w.part_size = part;
+            run_load(m.load, w)
+        }
+        Some(BenchWhat::Limits(l)) => match limits::measure(&l.data_dir, l.disk_mib) {
+            Ok(lim) => {
+                print_limits(&lim);
+                0
+            }
+            Err(e) => {
+                eprintln!("kura bench limits: {}: {e}", l.data_dir.display());
+                1
+            }
+        },
+        Some(BenchWhat::Compare(c)) => {
+            match (report::Report::load(&c.a), report::Report::load(&c.b)) {
+                (Ok(a), Ok(b)) => {
+                    print!("{}", report::compare(&a, &b));
+                    0
+                }
+                (Err(e), _) | (_, Err(e)) => {
+                    eprintln!("kura bench compare: {e}");
+                    2
+                }
+            }
+        }
         None => run_s3(args.s3),
     }
+}
+
+/// What a load subcommand runs; prefill for all but put and multipart.
+fn workload(name: &'static str, weights: Vec<(load::Op, u32)>) -> load::Workload {
+    use load::Op;
+    let prefill = weights
+        .iter()
+        .any(|(op, n)| *n > 0 && matches!(op, Op::Get | Op::Stat | Op::Delete | Op::List));
+    load::Workload {
+        name,
+        weights,
+        prefill,
+        part_size: 5 << 20,
+        list_max_keys: 1000,
+    }
+}
+
+fn run_load(args: load::LoadArgs, w: load::Workload) -> i32 {
+    let what = format!("kura bench {}", w.name);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("{what}: {e}");
+            return 1;
+        }
+    };
+    match rt.block_on(load::run(args, w)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("{what}: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+/// The machine-limits table every S3 run prints first.
+fn print_limits(l: &limits::Limits) {
+    println!("## Machine limits (this machine, same run)");
+    println!();
+    println!("| limit | value |");
+    println!("|---|---|");
+    println!(
+        "| disk sequential write (1 MiB blocks, fsync at end) | {:.0} MiB/s |",
+        l.disk_write_mib_s
+    );
+    println!("| disk sequential read | {:.0} MiB/s |", l.disk_read_mib_s);
+    println!("| 4 KiB write + fdatasync | {:.0} /s |", l.fsync_per_s);
+    println!(
+        "| loopback TCP, one stream | {:.0} MiB/s |",
+        l.loopback_mib_s
+    );
+    println!("| MD5, one core | {:.0} MiB/s |", l.md5_mib_s);
+    println!();
 }
 
 /// Runs a bench's async body on a fresh multi-threaded runtime; its error,
@@ -405,30 +627,19 @@ async fn run_async(args: S3Args) -> i32 {
             }
         }
     };
-    if let Some(l) = limits {
-        println!("## Machine limits (same run)");
-        println!();
-        println!("| limit | value |");
-        println!("|---|---|");
-        println!(
-            "| disk sequential write (1 MiB blocks, fsync at end) | {:.0} MiB/s |",
-            l.disk_write_mib_s
-        );
-        println!("| disk sequential read | {:.0} MiB/s |", l.disk_read_mib_s);
-        println!("| 4 KiB write + fdatasync | {:.0} /s |", l.fsync_per_s);
-        println!(
-            "| loopback TCP, one stream | {:.0} MiB/s |",
-            l.loopback_mib_s
-        );
-        println!("| MD5, one core | {:.0} MiB/s |", l.md5_mib_s);
-        println!();
+    if let Some(l) = &limits {
+        print_limits(l);
     }
 
-    match client
+    let server = match client
         .send(reqwest::Method::PUT, "/kura-bench", None, &[])
         .await
     {
-        Ok(r) if r.status().is_success() || r.status().as_u16() == 409 => {}
+        Ok(r) if r.status().is_success() || r.status().as_u16() == 409 => r
+            .headers()
+            .get("server")
+            .and_then(|v| v.to_str().ok())
+            .map(String::from),
         Ok(r) => {
             eprintln!(
                 "kura bench: creating bucket kura-bench: HTTP {}",
@@ -440,7 +651,14 @@ async fn run_async(args: S3Args) -> i32 {
             eprintln!("kura bench: cannot reach {endpoint}: {e}");
             return 1;
         }
-    }
+    };
+    let label = args.label.clone().or(server).unwrap_or_else(|| {
+        if args.endpoint.is_none() && cluster.is_some() {
+            "Kura".into()
+        } else {
+            client.host.clone()
+        }
+    });
 
     if args.max_phase_gib.is_nan() || args.max_phase_gib <= 0.0 {
         eprintln!("kura bench: --max-phase-gib must be > 0");
@@ -459,7 +677,7 @@ async fn run_async(args: S3Args) -> i32 {
     let class: Option<Arc<str>> = args.storage_class.as_deref().map(Arc::from);
 
     println!(
-        "## Kura ({endpoint}), storage class {class_label}, {} s per phase",
+        "## {label} ({endpoint}), storage class {class_label}, {} s per phase",
         args.seconds
     );
     println!();
@@ -574,7 +792,7 @@ fn nominal_amplification(class: Option<&str>) -> Option<f64> {
 /// cluster actually writes (`disk_factor` per logical byte: every data node shares
 /// this one disk). Small PUTs: requests over the raw fsync rate. Large GETs: over
 /// one loopback stream and over the disk's sequential read.
-fn limit_ratio(
+pub(super) fn limit_ratio(
     l: &limits::Limits,
     put: bool,
     size: usize,

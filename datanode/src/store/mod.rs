@@ -1,14 +1,18 @@
 //! The fragment store of one data directory: append-only segment files plus an in-memory
 //! index. Every method here is blocking; async callers run them on `spawn_blocking`.
 //!
-//! Write path (`begin_put` → `PutWriter::append_block`* → `PutWriter::commit`): a writer
-//! owns one "active" segment exclusively for its whole record, so records never
-//! interleave; commit writes the footer, fdatasyncs, then publishes to the index. A
-//! writer dropped before commit truncates its partial record away. Segments roll at a
-//! record boundary once past `segment_size`. Reads use positional reads and verify every
-//! block's CRC32C; a block that is corrupt on disk quarantines its fragment (`quarantine`).
-//! Scrub (`scrub.rs`) and compaction (`compact.rs`) are further `impl Store` blocks.
-//! Group commit (one fsync for many writers) is a later optimisation.
+//! Write path (`begin_put` → `PutWriter::append_block`* → `PutWriter::commit`): a small
+//! record (up to `group_commit_max_record` bytes of blocks) is kept in memory until
+//! commit and then written by group commit (`group.rs`, decision 0039): many writers'
+//! records share one segment and one fdatasync. A record that grows past that limit
+//! takes an "active" segment exclusively for the rest of its life, so records never
+//! interleave; its commit writes the footer and fdatasyncs alone. Either way the index
+//! is updated, and the writer answered, only after the fsync covering its bytes. A
+//! writer dropped before commit leaves nothing (truncates its partial record away).
+//! Segments roll at a record boundary once past `segment_size`. Reads use positional
+//! reads and verify every block's CRC32C; a block that is corrupt on disk quarantines its
+//! fragment (`quarantine`). Scrub (`scrub.rs`) and compaction (`compact.rs`) are further
+//! `impl Store` blocks.
 //!
 //! Layout of a data directory:
 //! ```text
@@ -18,6 +22,7 @@
 
 mod compact;
 pub mod format;
+mod group;
 pub mod identity;
 pub mod index;
 mod recovery;
@@ -47,6 +52,13 @@ pub use index::Location;
 
 /// Longest `data_id` accepted (DESIGN: 16 bytes; a little slack for other id schemes).
 pub const MAX_DATA_ID_LEN: usize = 64;
+
+/// Records with at most this many bytes of blocks go through group commit (a 64 KiB
+/// object is six 16 KiB fragments under EC 4+2; a 1 MiB object, 256 KiB ones).
+pub const GROUP_COMMIT_MAX_RECORD: u64 = 512 << 10;
+/// All writers together keep at most this much in memory waiting for group commit;
+/// beyond it new blocks go straight to an exclusive segment.
+const GROUP_COMMIT_BUFFER_BUDGET: u64 = 64 << 20;
 
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
@@ -91,7 +103,8 @@ struct Segment {
     sealed: AtomicBool,
 }
 
-/// A segment taken from the pool by one writer; `len` is its committed length.
+/// A segment taken from the pool by one writer (or the group-commit leader); `len` is
+/// its committed length.
 struct ActiveSegment {
     seg: Arc<Segment>,
     len: u64,
@@ -116,6 +129,43 @@ pub struct Store {
     fs_read_only: AtomicBool,
     /// One compaction at a time.
     compacting: Mutex<()>,
+    group: group::GroupCommit,
+    /// See `GROUP_COMMIT_MAX_RECORD`; 0 = off (every record takes its own segment).
+    group_max_record: AtomicU64,
+    /// Block bytes writers hold in memory for group commit (`GROUP_COMMIT_BUFFER_BUDGET`).
+    buffered_bytes: AtomicU64,
+    stats: Stats,
+    #[cfg(test)]
+    hooks: TestHooks,
+}
+
+/// Per-store counters behind `commit_stats` (the metrics are process-wide).
+#[derive(Default)]
+struct Stats {
+    record_syncs: AtomicU64,
+    group_batches: AtomicU64,
+    group_records: AtomicU64,
+}
+
+/// How commits were made durable since the store was opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CommitStats {
+    /// fdatasyncs that made records durable (group batches, exclusive PUTs, tombstones
+    /// outside group commit); segment creation is not counted.
+    pub record_syncs: u64,
+    /// Group-commit batches made durable, and the records they held.
+    pub group_batches: u64,
+    pub group_records: u64,
+}
+
+/// Fault injection for store tests.
+#[cfg(test)]
+#[derive(Default)]
+struct TestHooks {
+    /// Added to every record fsync (a slow disk, so commits pile up).
+    sync_delay_ms: AtomicU64,
+    /// A group fsync of a batch with at least this many records fails (0 = never).
+    fail_sync_min_batch: std::sync::atomic::AtomicUsize,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -213,6 +263,12 @@ impl Store {
             used_at_refresh: AtomicU64::new(used),
             fs_read_only: AtomicBool::new(fs_ro),
             compacting: Mutex::new(()),
+            group: group::GroupCommit::new(),
+            group_max_record: AtomicU64::new(GROUP_COMMIT_MAX_RECORD),
+            buffered_bytes: AtomicU64::new(0),
+            stats: Stats::default(),
+            #[cfg(test)]
+            hooks: TestHooks::default(),
         });
         store.refresh_capacity()?;
         Ok(store)
@@ -220,6 +276,20 @@ impl Store {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Records with at most `bytes` of blocks go through group commit; 0 turns it off
+    /// (each record then takes its own segment and fsync). Affects writers begun later.
+    pub fn set_group_commit_max_record(&self, bytes: u64) {
+        self.group_max_record.store(bytes, Ordering::Relaxed);
+    }
+
+    pub fn commit_stats(&self) -> CommitStats {
+        CommitStats {
+            record_syncs: self.stats.record_syncs.load(Ordering::Relaxed),
+            group_batches: self.stats.group_batches.load(Ordering::Relaxed),
+            group_records: self.stats.group_records.load(Ordering::Relaxed),
+        }
     }
 
     /// The PD-assigned node id persisted in the identity file (0: not registered yet).
@@ -394,35 +464,30 @@ impl Store {
 
     // ---- write ----------------------------------------------------------------------
 
-    /// Starts storing a fragment. The returned writer owns one segment until it is
-    /// committed or dropped (drop = abort).
+    /// Starts storing a fragment. The writer keeps a small record in memory (group
+    /// commit at `commit`); past `group_commit_max_record` it takes one segment for
+    /// itself until committed or dropped (drop = abort).
     pub fn begin_put(self: &Arc<Self>, header: FragmentHeader) -> Result<PutWriter, StoreError> {
         validate_header(&header)?;
         self.check_writable()?;
-        let active = self.take_active()?;
-        let (bytes, header_crc) = encode_record_header(
-            self.salt(active.seg.id),
-            RecordKind::Put,
-            &header.encode_to_vec(),
-        );
-        let start = active.len;
-        let mut w = PutWriter {
-            state: Some(WriteState {
-                store: self.clone(),
-                record_start: start,
-                pos: start,
-                first_block_offset: start + bytes.len() as u64,
-                active,
-                header_crc,
-                header,
-                block_headers: Vec::new(),
-                blocks: 0,
-                length: 0,
-                short_seen: false,
-            }),
+        let meta = header.encode_to_vec();
+        let mut st = WriteState {
+            store: self.clone(),
+            meta,
+            header,
+            sink: Sink::Buffered {
+                body: Vec::new(),
+                budget: 0,
+            },
+            block_headers: Vec::new(),
+            blocks: 0,
+            length: 0,
+            short_seen: false,
         };
-        w.state_mut()?.write(&bytes)?;
-        Ok(w)
+        if self.group_max_record.load(Ordering::Relaxed) == 0 {
+            st.spill()?;
+        }
+        Ok(PutWriter { state: Some(st) })
     }
 
     // ---- read -----------------------------------------------------------------------
@@ -534,19 +599,24 @@ impl Store {
         let Some(id) = loc.header.id.clone() else {
             return false;
         };
-        let still_live = |ix: &Index| ix.get(&id).is_some_and(|cur| cur.seq == loc.seq);
-        if !still_live(&lock(&self.index)) {
+        let seq = loc.seq;
+        let still_live =
+            move |ix: &Index, id: &FragmentId| ix.get(id).is_some_and(|cur| cur.seq == seq);
+        if !still_live(&lock(&self.index), &id) {
             return false;
         }
-        let apply = |ix: &mut Index| still_live(ix) && ix.apply_tombstone(&id, loc.seq);
+        // Owns its id: group commit may run it on the leader's thread.
+        let apply = move |id: FragmentId| {
+            move |ix: &mut Index| still_live(ix, &id) && ix.apply_tombstone(&id, seq)
+        };
         let removed = if self.fs_read_only.load(Ordering::Relaxed) {
-            apply(&mut lock(&self.index))
+            apply(id)(&mut lock(&self.index))
         } else {
-            match self.append_tombstone(&id, loc.seq, apply) {
+            match self.append_tombstone(&id, seq, apply(id.clone())) {
                 Ok(removed) => removed,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot write a quarantine tombstone; dropping the fragment from memory only");
-                    apply(&mut lock(&self.index))
+                    apply(id)(&mut lock(&self.index))
                 }
             }
         };
@@ -578,20 +648,35 @@ impl Store {
             }
             ix.take_seq()
         };
-        let existed = self.append_tombstone(id, seq, |ix| ix.apply_tombstone(id, seq))?;
+        let owned = id.clone();
+        let existed = self.append_tombstone(id, seq, move |ix| ix.apply_tombstone(&owned, seq))?;
         metrics::FRAGMENTS_DELETED.inc();
         Ok(existed)
     }
 
     /// Appends a tombstone for `id` with `seq`, makes it durable, then runs `apply` on the
-    /// index *before* the segment goes back to the pool: once the segment can be sealed
-    /// and compacted, the index already reflects the tombstone.
-    fn append_tombstone<R>(
+    /// index *before* the segment goes back to the pool (or, under group commit, before
+    /// the shared segment can be sealed): once the segment can be sealed and compacted,
+    /// the index already reflects the tombstone.
+    fn append_tombstone(
         &self,
         id: &FragmentId,
         seq: u64,
-        apply: impl FnOnce(&mut Index) -> R,
-    ) -> Result<R, StoreError> {
+        apply: impl FnOnce(&mut Index) -> bool + Send + 'static,
+    ) -> Result<bool, StoreError> {
+        if self.group_max_record.load(Ordering::Relaxed) > 0 {
+            return self.group_commit(group::GroupRecord {
+                kind: RecordKind::Tombstone,
+                meta: id.encode_to_vec(),
+                body: Vec::new(),
+                block_count: 0,
+                total_len: 0,
+                seq,
+                blocks_crc: crc32c(&[]),
+                apply: Box::new(move |ix, _| apply(ix)),
+                put_commit: None,
+            });
+        }
         let mut a = self.take_active()?;
         let (mut buf, header_crc) = encode_record_header(
             self.salt(a.seg.id),
@@ -627,6 +712,11 @@ impl Store {
     }
 
     fn timed_sync(&self, seg: &Segment) -> Result<(), StoreError> {
+        #[cfg(test)]
+        std::thread::sleep(std::time::Duration::from_millis(
+            self.hooks.sync_delay_ms.load(Ordering::Relaxed),
+        ));
+        self.stats.record_syncs.fetch_add(1, Ordering::Relaxed);
         let t = Instant::now();
         let r = seg.file.sync_data();
         metrics::FSYNC_SECONDS.observe(t.elapsed().as_secs_f64());
@@ -731,43 +821,123 @@ fn statvfs(path: &Path) -> std::io::Result<(u64, bool)> {
     Ok((avail, s.f_flag & libc::ST_RDONLY != 0))
 }
 
-/// One fragment being written. Dropping it without `commit` aborts: the partial record
-/// is truncated away and the segment goes back to the pool.
+/// One fragment being written. Dropping it without `commit` aborts: nothing of the
+/// record stays (an exclusive segment's partial record is truncated away).
 pub struct PutWriter {
     state: Option<WriteState>,
 }
 
 struct WriteState {
     store: Arc<Store>,
-    active: ActiveSegment,
-    record_start: u64,
-    /// Where the next byte goes.
-    pos: u64,
-    first_block_offset: u64,
-    header_crc: u32,
+    /// The FragmentHeader, encoded (the record header's meta).
+    meta: Vec<u8>,
     header: FragmentHeader,
+    sink: Sink,
     block_headers: Vec<u8>,
     blocks: u32,
     length: u64,
     short_seen: bool,
 }
 
-impl WriteState {
-    fn write(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
+/// Where a record's bytes go.
+enum Sink {
+    /// Small so far: block headers and payloads in memory, written by group commit.
+    /// `budget`: bytes counted in `Store::buffered_bytes`.
+    Buffered { body: Vec<u8>, budget: u64 },
+    /// A segment of its own (a large record), written as the blocks arrive.
+    Exclusive(Exclusive),
+}
+
+struct Exclusive {
+    active: ActiveSegment,
+    record_start: u64,
+    /// Where the next byte goes.
+    pos: u64,
+    first_block_offset: u64,
+    header_crc: u32,
+}
+
+impl Exclusive {
+    fn write(&mut self, store: &Store, bytes: &[u8]) -> Result<(), StoreError> {
         self.active
             .seg
             .file
             .write_all_at(bytes, self.pos)
             .map_err(|e| {
-                self.store.note_write_error(&e);
+                store.note_write_error(&e);
                 StoreError::io(format!("writing segment {}", self.active.seg.id), e)
             })?;
         self.pos += bytes.len() as u64;
         Ok(())
     }
+}
+
+impl WriteState {
+    /// Moves the record to a segment of its own: writes the header and what was buffered.
+    fn spill(&mut self) -> Result<(), StoreError> {
+        if !matches!(self.sink, Sink::Buffered { .. }) {
+            return Ok(());
+        }
+        let active = self.store.take_active()?;
+        let Sink::Buffered { body, budget } = &mut self.sink else {
+            return Ok(());
+        };
+        let body = std::mem::take(body);
+        let budget = std::mem::take(budget);
+        self.store
+            .buffered_bytes
+            .fetch_sub(budget, Ordering::Relaxed);
+        let (hdr, header_crc) =
+            encode_record_header(self.store.salt(active.seg.id), RecordKind::Put, &self.meta);
+        let start = active.len;
+        let mut x = Exclusive {
+            active,
+            record_start: start,
+            pos: start,
+            first_block_offset: start + hdr.len() as u64,
+            header_crc,
+        };
+        let written = x
+            .write(&self.store, &hdr)
+            .and_then(|()| x.write(&self.store, &body));
+        // Owned by the writer from here on, so a failed write is cut away on abort.
+        self.sink = Sink::Exclusive(x);
+        written
+    }
+
+    fn append(&mut self, hb: &[u8], data: &[u8]) -> Result<(), StoreError> {
+        let add = (hb.len() + data.len()) as u64;
+        if let Sink::Buffered { body, budget } = &mut self.sink {
+            let max = self.store.group_max_record.load(Ordering::Relaxed);
+            let total = self.store.buffered_bytes.fetch_add(add, Ordering::Relaxed) + add;
+            *budget += add;
+            if body.len() as u64 + add <= max && total <= GROUP_COMMIT_BUFFER_BUDGET {
+                body.extend_from_slice(hb);
+                body.extend_from_slice(data);
+                return Ok(());
+            }
+            self.spill()?;
+        }
+        match &mut self.sink {
+            Sink::Exclusive(x) => {
+                x.write(&self.store, hb)?;
+                x.write(&self.store, data)
+            }
+            Sink::Buffered { .. } => Err(StoreError::InvalidArgument(
+                "writer lost its segment".into(),
+            )),
+        }
+    }
 
     fn abort(self) {
-        self.store.discard_record(self.active, self.record_start);
+        match self.sink {
+            Sink::Buffered { budget, .. } => {
+                self.store
+                    .buffered_bytes
+                    .fetch_sub(budget, Ordering::Relaxed);
+            }
+            Sink::Exclusive(x) => self.store.discard_record(x.active, x.record_start),
+        }
     }
 }
 
@@ -813,8 +983,7 @@ impl PutWriter {
             .checked_add(1)
             .ok_or_else(|| StoreError::InvalidArgument("too many blocks".into()))?;
         let hb = encode_block_header(data.len() as u32, crc);
-        st.write(&hb)?;
-        st.write(data)?;
+        st.append(&hb, data)?;
         st.short_seen = data.len() < block_size;
         st.blocks = blocks;
         st.length += data.len() as u64;
@@ -824,63 +993,94 @@ impl PutWriter {
 
     /// Writes the footer, makes the record durable, publishes it in the index.
     pub fn commit(mut self) -> Result<PutOutcome, StoreError> {
-        let mut st = self
+        let st = self
             .state
             .take()
             .ok_or_else(|| StoreError::InvalidArgument("writer already finished".into()))?;
         // Every block is written, no footer: a crash leaves a torn record
-        // that recovery truncates.
+        // that recovery truncates (or, buffered, nothing at all).
         fail::fail_point!("datanode::put_before_commit");
         let store = st.store.clone();
         let seq = lock(&store.index).begin_commit();
-        let footer = Footer {
-            block_count: st.blocks,
-            total_len: st.length,
-            seq,
-            blocks_crc: crc32c(&st.block_headers),
-        };
-        let id = st.header.id.clone().unwrap_or_default();
-        if let Err(e) = st.write(&footer.encode(st.header_crc)) {
-            // A partial footer write may have landed whole before failing.
-            lock(&store.index).abort_commit(seq, Some((&id, st.active.seg.id)));
-            st.abort();
-            return Err(e);
+        let (blocks, length) = (st.blocks, st.length);
+        let blocks_crc = crc32c(&st.block_headers);
+        match st.sink {
+            Sink::Buffered { body, budget } => {
+                let id = st.header.id.clone().unwrap_or_default();
+                let header = st.header;
+                let r = store.group_commit(group::GroupRecord {
+                    kind: RecordKind::Put,
+                    meta: st.meta,
+                    body,
+                    block_count: blocks,
+                    total_len: length,
+                    seq,
+                    blocks_crc,
+                    apply: Box::new(move |ix, p| {
+                        ix.finish_commit(Arc::new(Location {
+                            seq,
+                            segment: p.segment,
+                            record_offset: p.record_offset,
+                            record_len: p.record_len,
+                            first_block_offset: p.first_block_offset,
+                            blocks,
+                            length,
+                            header,
+                        }))
+                    }),
+                    put_commit: Some(id),
+                });
+                store.buffered_bytes.fetch_sub(budget, Ordering::Relaxed);
+                r?;
+            }
+            Sink::Exclusive(mut x) => {
+                let footer = Footer {
+                    block_count: blocks,
+                    total_len: length,
+                    seq,
+                    blocks_crc,
+                };
+                let id = st.header.id.clone().unwrap_or_default();
+                if let Err(e) = x.write(&store, &footer.encode(x.header_crc)) {
+                    // A partial footer write may have landed whole before failing.
+                    lock(&store.index).abort_commit(seq, Some((&id, x.active.seg.id)));
+                    store.discard_record(x.active, x.record_start);
+                    return Err(e);
+                }
+                // Footer written, not fsynced, not acknowledged: after a process
+                // crash the page cache keeps it, so the record comes back whole and
+                // unreferenced (orphan GC's case).
+                fail::fail_point!("datanode::put_before_sync");
+                if let Err(e) = store.timed_sync(&x.active.seg) {
+                    // After a failed fsync the page cache cannot be trusted: seal the
+                    // segment (not returned to the pool). The unacknowledged record may
+                    // still appear after a restart; the orphan scrubber owns that case.
+                    lock(&store.index).abort_commit(seq, Some((&id, x.active.seg.id)));
+                    x.active.seg.sealed.store(true, Ordering::Release);
+                    tracing::error!(segment = x.active.seg.id, error = %e, "fsync failed; sealing the segment");
+                    return Err(e);
+                }
+                let loc = Location {
+                    seq,
+                    segment: x.active.seg.id,
+                    record_offset: x.record_start,
+                    record_len: x.pos - x.record_start,
+                    first_block_offset: x.first_block_offset,
+                    blocks,
+                    length,
+                    header: st.header,
+                };
+                lock(&store.index).finish_commit(Arc::new(loc));
+                store
+                    .used_bytes
+                    .fetch_add(x.pos - x.record_start, Ordering::Relaxed);
+                x.active.len = x.pos;
+                store.release_active(x.active);
+            }
         }
-        // Footer written, not fsynced, not acknowledged: after a process
-        // crash the page cache keeps it, so the record comes back whole and
-        // unreferenced (orphan GC's case).
-        fail::fail_point!("datanode::put_before_sync");
-        if let Err(e) = store.timed_sync(&st.active.seg) {
-            // After a failed fsync the page cache cannot be trusted: seal the segment
-            // (dropping `st` does not return it to the pool). The unacknowledged record
-            // may still appear after a restart; the orphan scrubber owns that case.
-            lock(&store.index).abort_commit(seq, Some((&id, st.active.seg.id)));
-            st.active.seg.sealed.store(true, Ordering::Release);
-            tracing::error!(segment = st.active.seg.id, error = %e, "fsync failed; sealing the segment");
-            return Err(e);
-        }
-        let loc = Location {
-            seq,
-            segment: st.active.seg.id,
-            record_offset: st.record_start,
-            record_len: st.pos - st.record_start,
-            first_block_offset: st.first_block_offset,
-            blocks: st.blocks,
-            length: st.length,
-            header: st.header,
-        };
-        lock(&store.index).finish_commit(Arc::new(loc));
-        store
-            .used_bytes
-            .fetch_add(st.pos - st.record_start, Ordering::Relaxed);
-        st.active.len = st.pos;
-        store.release_active(st.active);
-        metrics::BYTES_WRITTEN.inc_by(st.length);
+        metrics::BYTES_WRITTEN.inc_by(length);
         metrics::FRAGMENTS_PUT.inc();
-        Ok(PutOutcome {
-            length: st.length,
-            blocks: st.blocks,
-        })
+        Ok(PutOutcome { length, blocks })
     }
 
     /// Abandons the record (same as dropping the writer, but synchronous).
@@ -894,6 +1094,9 @@ impl PutWriter {
 impl Drop for PutWriter {
     fn drop(&mut self) {
         if let Some(st) = self.state.take() {
+            if let Sink::Buffered { .. } = st.sink {
+                return st.abort(); // memory only
+            }
             // Truncating is a syscall: keep it off the async executor when there is one.
             match tokio::runtime::Handle::try_current() {
                 Ok(h) => {

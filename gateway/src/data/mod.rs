@@ -3,6 +3,7 @@
 
 pub mod checksum;
 pub mod crypto;
+pub mod etag;
 pub mod gc;
 pub mod reader;
 pub mod stripes;

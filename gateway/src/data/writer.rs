@@ -27,6 +27,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::data::etag::EtagHasher;
 use base64::Engine;
 use bytes::{Buf, Bytes, BytesMut};
 use futures::stream::FuturesUnordered;
@@ -35,7 +36,6 @@ use kura_datanode::client::{DataNodeClient, DataNodeError};
 use kura_datanode::ec::{Codec, Layout};
 use kura_proto::datanode::{FragmentHeader, FragmentId, PutFragmentResponse};
 use kura_proto::meta::{DataLocation, SseBody, StorageClass};
-use md5::{Digest, Md5};
 use s3s::dto::StreamingBlob;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -159,6 +159,10 @@ impl BlockSplitter {
     }
 }
 
+fn md5_error(e: openssl::error::ErrorStack) -> GwError {
+    GwError::Internal(format!("MD5: {e}"))
+}
+
 /// Decodes a Content-MD5 header.
 pub fn parse_content_md5(v: &str) -> GwResult<[u8; 16]> {
     let raw = base64::engine::general_purpose::STANDARD
@@ -193,7 +197,7 @@ pub async fn write_body_sealed(
     }
     let expected_md5 = spec.content_md5.map(parse_content_md5).transpose()?;
     let mut checks = spec.checksums;
-    let mut md5 = Md5::new();
+    let mut md5 = EtagHasher::new();
     // Chunks seen before the body outgrew the inline threshold.
     let mut head: Vec<Bytes> = Vec::new();
     let mut stripes: Vec<Bytes> = Vec::new();
@@ -212,7 +216,7 @@ pub async fn write_body_sealed(
             return Err(GwError::EntityTooLarge);
         }
         metrics::add_bytes_in(chunk.len() as u64);
-        md5.update(&chunk);
+        md5.update(&chunk).map_err(md5_error)?;
         checks.update(&chunk);
         match sealer.as_mut() {
             Some(s) => s.push(chunk, &mut sealed)?,
@@ -260,7 +264,7 @@ pub async fn write_body_sealed(
     if spec.content_length.is_some_and(|l| l != size) {
         return Err(GwError::IncompleteBody);
     }
-    let md5: [u8; 16] = md5.finalize().into();
+    let md5 = md5.finish().map_err(md5_error)?;
     if expected_md5.is_some_and(|e| e != md5) {
         return Err(GwError::BadDigest(
             "The Content-MD5 you specified did not match what we received.".into(),

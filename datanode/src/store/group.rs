@@ -1,0 +1,322 @@
+//! Group commit: small records (whole fragments that fit in memory, tombstones) share one
+//! active segment and one fdatasync per batch (decision 0039).
+//!
+//! Leader/follower, no extra thread: a committer queues its record and waits. Whoever
+//! finds no leader becomes it, takes the queue (up to `MAX_BATCH_BYTES`), encodes the
+//! records for the shared segment (the header CRC is salted with the segment number, so
+//! bytes are laid out only now), writes them with one `pwrite`, fdatasyncs once, applies
+//! every record to the index, and only then hands each waiter its result. Records that
+//! queued meanwhile form the next batch. Any failure fails every waiter of the batch and
+//! acknowledges none; a failed fsync seals the segment (the page cache can no longer be
+//! trusted).
+
+use std::collections::HashMap;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::Ordering;
+use std::sync::{Condvar, Mutex};
+use std::time::Instant;
+
+use kura_proto::datanode::FragmentId;
+
+use super::format::*;
+use super::index::Index;
+use super::{lock, ActiveSegment, Store};
+use crate::error::StoreError;
+use crate::metrics;
+
+/// A leader writes at most this much in one batch (always at least one record).
+const MAX_BATCH_BYTES: u64 = 16 << 20;
+
+/// Where a record landed.
+pub(super) struct Placed {
+    pub segment: u64,
+    pub record_offset: u64,
+    pub first_block_offset: u64,
+    pub record_len: u64,
+}
+
+/// Applied to the index once the record is durable, before the segment can be sealed
+/// (so compaction never plans a sealed segment whose records the index has not seen).
+pub(super) type ApplyFn = Box<dyn FnOnce(&mut Index, &Placed) -> bool + Send>;
+
+/// A complete record waiting for the shared segment.
+pub(super) struct GroupRecord {
+    pub kind: RecordKind,
+    /// FragmentHeader (PUT) or FragmentId (tombstone), prost-encoded.
+    pub meta: Vec<u8>,
+    /// The record's block headers and payloads, in order (empty for a tombstone).
+    pub body: Vec<u8>,
+    pub block_count: u32,
+    pub total_len: u64,
+    pub seq: u64,
+    pub blocks_crc: u32,
+    pub apply: ApplyFn,
+    /// A PUT commit holding `seq` in the index: ended with `abort_commit` on failure.
+    pub put_commit: Option<FragmentId>,
+}
+
+impl GroupRecord {
+    fn encoded_len(&self) -> u64 {
+        (RECORD_PREFIX_LEN + self.meta.len() + 4 + self.body.len() + FOOTER_LEN) as u64
+    }
+}
+
+pub(super) struct GroupCommit {
+    state: Mutex<GroupState>,
+    cv: Condvar,
+    /// The shared active segment (None: create one at the next batch). Only the leader
+    /// touches it, so the lock is never contended.
+    active: Mutex<Option<ActiveSegment>>,
+}
+
+#[derive(Default)]
+struct GroupState {
+    queue: Vec<(u64, GroupRecord)>,
+    leader: bool,
+    next_ticket: u64,
+    done: HashMap<u64, Result<bool, StoreError>>,
+}
+
+impl GroupCommit {
+    pub(super) fn new() -> Self {
+        GroupCommit {
+            state: Mutex::new(GroupState::default()),
+            cv: Condvar::new(),
+            active: Mutex::new(None),
+        }
+    }
+
+    #[cfg(test)]
+    pub(super) fn active_segment(&self) -> Option<u64> {
+        lock(&self.active).as_ref().map(|a| a.seg.id)
+    }
+}
+
+/// Each waiter of a failed batch gets its own copy of the batch's error.
+fn copy_error(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::Io { context, source } => StoreError::Io {
+            context: context.clone(),
+            source: io::Error::new(source.kind(), source.to_string()),
+        },
+        StoreError::NotFound => StoreError::NotFound,
+        StoreError::Corrupt(m) => StoreError::Corrupt(m.clone()),
+        StoreError::Full(m) => StoreError::Full(m.clone()),
+        StoreError::InvalidArgument(m) => StoreError::InvalidArgument(m.clone()),
+        StoreError::Identity(m) => StoreError::Identity(m.clone()),
+    }
+}
+
+/// Fails a leader's batch if it unwinds, so its waiters never hang on a lost result.
+struct LeaderGuard<'a> {
+    group: &'a GroupCommit,
+    tickets: Vec<u64>,
+    armed: bool,
+}
+
+impl Drop for LeaderGuard<'_> {
+    fn drop(&mut self) {
+        let mut st = lock(&self.group.state);
+        if self.armed {
+            for &t in &self.tickets {
+                st.done.insert(
+                    t,
+                    Err(StoreError::io(
+                        "group commit",
+                        io::Error::other("the committing thread panicked"),
+                    )),
+                );
+            }
+        }
+        st.leader = false;
+        self.group.cv.notify_all();
+    }
+}
+
+impl Store {
+    /// Commits `rec` through the shared segment; returns what its `apply` returned, once
+    /// the record is durable and applied.
+    pub(super) fn group_commit(&self, rec: GroupRecord) -> Result<bool, StoreError> {
+        let g = &self.group;
+        let mut st = lock(&g.state);
+        let ticket = st.next_ticket;
+        st.next_ticket += 1;
+        st.queue.push((ticket, rec));
+        loop {
+            if let Some(r) = st.done.remove(&ticket) {
+                return r;
+            }
+            if !st.leader {
+                st.leader = true;
+                let mut bytes = 0;
+                let n = st
+                    .queue
+                    .iter()
+                    .take_while(|(_, r)| {
+                        let first = bytes == 0;
+                        bytes += r.encoded_len();
+                        first || bytes <= MAX_BATCH_BYTES
+                    })
+                    .count();
+                let batch: Vec<_> = st.queue.drain(..n).collect();
+                drop(st);
+                let mut guard = LeaderGuard {
+                    group: g,
+                    tickets: batch.iter().map(|(t, _)| *t).collect(),
+                    armed: true,
+                };
+                let results = self.commit_batch(batch);
+                guard.armed = false;
+                lock(&g.state).done.extend(results);
+                drop(guard); // clears `leader`, wakes every waiter
+                st = lock(&g.state);
+                continue;
+            }
+            st = g.cv.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// Writes, syncs and applies one batch. Returns each ticket's result.
+    fn commit_batch(&self, batch: Vec<(u64, GroupRecord)>) -> Vec<(u64, Result<bool, StoreError>)> {
+        let mut slot = lock(&self.group.active);
+        if let Some(a) = slot.take() {
+            // Full, or sealed by a failure outside this path: roll to a new segment.
+            if a.len >= self.opts.segment_size || a.seg.sealed.load(Ordering::Acquire) {
+                self.seal(&a);
+            } else {
+                *slot = Some(a);
+            }
+        }
+        let mut a = match slot.take() {
+            Some(a) => a,
+            None => match self.create_segment() {
+                Ok(a) => a,
+                Err(e) => return self.fail_batch(batch, &e, None),
+            },
+        };
+        let start = a.len;
+        let salt = self.salt(a.seg.id);
+        let total: u64 = batch.iter().map(|(_, r)| r.encoded_len()).sum();
+        let mut buf = Vec::with_capacity(total as usize);
+        let mut placed = Vec::with_capacity(batch.len());
+        for (_, r) in &batch {
+            let record_offset = start + buf.len() as u64;
+            let (hdr, header_crc) = encode_record_header(salt, r.kind, &r.meta);
+            buf.extend_from_slice(&hdr);
+            let first_block_offset = start + buf.len() as u64;
+            buf.extend_from_slice(&r.body);
+            let footer = Footer {
+                block_count: r.block_count,
+                total_len: r.total_len,
+                seq: r.seq,
+                blocks_crc: r.blocks_crc,
+            };
+            buf.extend_from_slice(&footer.encode(header_crc));
+            placed.push(Placed {
+                segment: a.seg.id,
+                record_offset,
+                first_block_offset,
+                record_len: start + buf.len() as u64 - record_offset,
+            });
+        }
+        let t = Instant::now();
+        if let Err(e) = a.seg.file.write_all_at(&buf, start) {
+            self.note_write_error(&e);
+            let e = StoreError::io(format!("writing segment {}", a.seg.id), e);
+            // Part of the batch may be on disk: cut it away, or seal if that fails.
+            let seg = a.seg.id;
+            return match a.seg.file.set_len(start) {
+                Ok(()) => {
+                    *slot = Some(a);
+                    self.fail_batch(batch, &e, None)
+                }
+                Err(te) => {
+                    tracing::error!(segment = seg, error = %te, "cannot truncate a failed batch; sealing the segment");
+                    self.seal(&a);
+                    self.fail_batch(batch, &e, Some(seg))
+                }
+            };
+        }
+        if batch.iter().any(|(_, r)| r.put_commit.is_some()) {
+            // Footers written, not fsynced, not acknowledged (see PutWriter::commit).
+            fail::fail_point!("datanode::put_before_sync");
+        }
+        if let Err(e) = self.sync_batch(&a, batch.len()) {
+            // The page cache can no longer be trusted: seal, fail everyone. The records
+            // may still appear after a restart, unacknowledged (orphan GC's case).
+            tracing::error!(segment = a.seg.id, records = batch.len(), error = %e, "group fsync failed; sealing the segment");
+            let seg = a.seg.id;
+            self.seal(&a);
+            return self.fail_batch(batch, &e, Some(seg));
+        }
+        let end = start + buf.len() as u64;
+        a.len = end;
+        self.used_bytes
+            .fetch_add(buf.len() as u64, Ordering::Relaxed);
+        self.stats.group_batches.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .group_records
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        metrics::GROUP_COMMIT_BATCH_SIZE.observe(batch.len() as f64);
+        metrics::GROUP_COMMIT_SECONDS.observe(t.elapsed().as_secs_f64());
+        let results: Vec<_> = {
+            let mut ix = lock(&self.index);
+            batch
+                .into_iter()
+                .zip(&placed)
+                .map(|((ticket, r), p)| (ticket, Ok((r.apply)(&mut ix, p))))
+                .collect()
+        };
+        // Applied first, sealed second: a sealed segment's records are all in the index.
+        if a.len >= self.opts.segment_size {
+            self.seal(&a);
+        } else {
+            *slot = Some(a);
+        }
+        results
+    }
+
+    /// fdatasync for a batch (test builds can delay it or make it fail).
+    fn sync_batch(&self, a: &ActiveSegment, records: usize) -> Result<(), StoreError> {
+        #[cfg(test)]
+        {
+            let min = self.hooks.fail_sync_min_batch.load(Ordering::Relaxed);
+            if min > 0 && records >= min {
+                std::thread::sleep(std::time::Duration::from_millis(
+                    self.hooks.sync_delay_ms.load(Ordering::Relaxed),
+                ));
+                return Err(StoreError::io(
+                    format!("fsync segment {}", a.seg.id),
+                    io::Error::other("injected fsync failure"),
+                ));
+            }
+        }
+        let _ = records;
+        self.timed_sync(&a.seg)
+    }
+
+    fn seal(&self, a: &ActiveSegment) {
+        a.seg.sealed.store(true, Ordering::Release);
+        tracing::debug!(segment = a.seg.id, len = a.len, "shared segment sealed");
+    }
+
+    /// Fails every record of a batch. `written`: the segment the records may be in.
+    fn fail_batch(
+        &self,
+        batch: Vec<(u64, GroupRecord)>,
+        e: &StoreError,
+        written: Option<u64>,
+    ) -> Vec<(u64, Result<bool, StoreError>)> {
+        let mut ix = lock(&self.index);
+        batch
+            .into_iter()
+            .map(|(ticket, r)| {
+                if let Some(id) = &r.put_commit {
+                    ix.abort_commit(r.seq, written.map(|seg| (id, seg)));
+                }
+                (ticket, Err(copy_error(e)))
+            })
+            .collect()
+    }
+}
