@@ -300,7 +300,8 @@ pub struct GatewayArgs {
     #[arg(long, default_value_t = 3600)]
     lifecycle_interval_secs: u64,
     /// Most lifecycle actions (expirations, delete-marker removals, upload
-    /// aborts) this gateway makes per second; 0 = unpaced.
+    /// aborts, dead-bucket deletes) this gateway makes per second, and 100
+    /// times that many records its passes read; 0 = unpaced.
     #[arg(long, default_value_t = 100)]
     lifecycle_ops_per_sec: u32,
     /// Domain for virtual-hosted-style requests (bucket.DOMAIN).
@@ -321,7 +322,9 @@ pub struct GatewayArgs {
     master_key_file: Option<PathBuf>,
     /// The S3 port's certificate chain (PEM): with --tls-key, S3 is served
     /// over HTTPS only (HTTP/1.1 and h2). Reloaded on SIGHUP and when the
-    /// files change, without dropping open connections.
+    /// files change, without dropping open connections. Without it, SSE-C
+    /// requests are accepted from loopback clients only (as AWS, which
+    /// refuses SSE-C over plain HTTP).
     #[arg(long, env = "KURA_GATEWAY_TLS_CERT", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
     /// The private key (PEM) of --tls-cert.

@@ -1,7 +1,9 @@
 //! Bucket lifecycle end to end on `kura dev --gateways 2` with a 2-second
 //! lifecycle day (tests/py/lifecycle.py): the operations and their
 //! refusals, expiration by days and date with prefix/tag/size filters,
-//! disabled rules, versioned and suspended buckets, incomplete uploads,
+//! disabled rules, versioned and suspended buckets (current-version rules
+//! read one record per key; expiry markers numbered from the clock),
+//! incomplete uploads,
 //! a GET streaming an object while it expires, exactly one action per
 //! expiry across both gateways (their metrics), and a pass whose gateway
 //! is killed half way being resumed (by whichever gateway takes the lease).

@@ -3,7 +3,8 @@
 //! multipart/form-data, every refusal AWS gives, content-length-range cut
 //! while streaming, anonymous forms decided by the bucket policy, a 256 MiB
 //! form with the gateway's RSS sampled, and an unsigned 1 GiB form refused
-//! after its fields (tests/py/post_object.py; decision 0028); and forms
+//! after its fields, the tagging, object lock and SSE fields
+//! (tests/py/post_object.py; decisions 0028, 0036); and forms
 //! posted by headless Chromium (tests/py/post_object_browser.py).
 mod common;
 use common::Cluster;

@@ -138,6 +138,26 @@ impl Meta {
         };
         Ok(deadline("scan", self.client.scan_with(cf, start, end, limit, opts)).await??)
     }
+
+    /// An object listing's scan: [`Meta::scan_first_per_object`] when
+    /// `first_per_object`, else a plain scan; with `rollup` (a delimiter)
+    /// the stores return one key per common prefix (docs/decisions/0035).
+    pub async fn scan_listing(
+        &self,
+        cf: Cf,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+        first_per_object: bool,
+        rollup: Option<&kura_metashard::keys::Rollup>,
+    ) -> GwResult<Vec<KvPair>> {
+        let opts = ScanOptions {
+            keys_only: false,
+            first_per_object,
+        };
+        let scan = self.client.scan_rollup(cf, start, end, limit, opts, rollup);
+        Ok(deadline("scan", scan).await??)
+    }
 }
 
 pub fn put(cf: Cf, key: Vec<u8>, value: Vec<u8>) -> Mutation {

@@ -406,6 +406,24 @@ impl MetaClient {
         limit: usize,
         opts: ScanOptions,
     ) -> Result<Vec<KvPair>, ClientError> {
+        self.scan_rollup(cf, start, end, limit, opts, None).await
+    }
+
+    /// [`MetaClient::scan_with`] with a ListObjects delimiter (`rollup`,
+    /// docs/decisions/0035): the stores return one key per common prefix
+    /// and seek past the rest of it, and a full page's successor starts
+    /// past the last key's common prefix. A common prefix may span regions:
+    /// the next region then returns its first key under it again (the
+    /// caller skips what sorts before its own cursor).
+    pub async fn scan_rollup(
+        &self,
+        cf: Cf,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+        opts: ScanOptions,
+        rollup: Option<&keys::Rollup>,
+    ) -> Result<Vec<KvPair>, ClientError> {
         let first_per_object = opts.first_per_object;
         let mut out: Vec<KvPair> = Vec::new();
         if limit == 0 || (!end.is_empty() && start >= end) {
@@ -416,7 +434,7 @@ impl MetaClient {
         loop {
             let page = (limit - out.len()).min(SCAN_PAGE);
             let (kvs, next_region) = loop {
-                match self.scan_once(cf, &cur, end, page, opts).await {
+                match self.scan_once(cf, &cur, end, page, opts, rollup).await {
                     Ok(v) => break v,
                     Err(f) => Self::retry_or_fail(&mut retry, f).await?,
                 }
@@ -434,9 +452,14 @@ impl MetaClient {
             match (full, last, next_region) {
                 // The page filled up: more may follow in the same region.
                 (true, Some(mut last), _) => {
-                    cur = match first_per_object.then(|| keys::seek_after_object_of(&last)) {
-                        Some(Some(past)) => past,
-                        _ => {
+                    let rolled = rollup.and_then(|r| r.seek_past(&last));
+                    cur = match rolled.or_else(|| {
+                        first_per_object
+                            .then(|| keys::seek_after_object_of(&last))
+                            .flatten()
+                    }) {
+                        Some(past) => past,
+                        None => {
                             last.push(0);
                             last
                         }
@@ -465,6 +488,7 @@ impl MetaClient {
         end: &[u8],
         limit: usize,
         opts: ScanOptions,
+        rollup: Option<&keys::Rollup>,
     ) -> Result<(Vec<KvPair>, Option<Vec<u8>>), Failure> {
         let (route, mut c) = self.route(start).await?;
         let req = ScanRequest {
@@ -475,6 +499,8 @@ impl MetaClient {
             limit: limit as u32,
             keys_only: opts.keys_only,
             first_per_object: opts.first_per_object,
+            delimiter: rollup.map_or_else(Bytes::new, |r| Bytes::copy_from_slice(&r.delimiter)),
+            delimiter_prefix: rollup.map_or_else(Bytes::new, |r| Bytes::copy_from_slice(&r.prefix)),
         };
         let resp = self.send(&route, "scan", c.scan(req)).await?;
         if let Some(e) = resp.header.and_then(|h| h.region_error) {

@@ -447,6 +447,45 @@ pub fn seek_after_object_of(raw: &[u8]) -> Option<Vec<u8>> {
     }
 }
 
+/// A ListObjects delimiter as a scan applies it (`ScanRequest.delimiter`,
+/// docs/decisions/0035): an object key whose S3 key, after `prefix`,
+/// contains `delimiter` rolls up into the common prefix ending there, and
+/// the scan seeks past every key under it instead of reading them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Rollup {
+    /// The listing's prefix (raw S3 key bytes).
+    pub prefix: Vec<u8>,
+    /// Non-empty.
+    pub delimiter: Vec<u8>,
+}
+
+impl Rollup {
+    /// `None` for an empty delimiter (nothing rolls up).
+    pub fn new(prefix: &[u8], delimiter: &[u8]) -> Option<Rollup> {
+        (!delimiter.is_empty()).then(|| Rollup {
+            prefix: prefix.to_vec(),
+            delimiter: delimiter.to_vec(),
+        })
+    }
+
+    /// For a raw object-family key that rolls up into a common prefix, the
+    /// smallest key after every object key under that prefix (always past
+    /// the key's own object); `None` when it does not roll up. Byte-wise, as
+    /// the gateway's `str::find` on valid UTF-8 (a UTF-8 needle never
+    /// matches mid-character).
+    pub fn seek_past(&self, raw: &[u8]) -> Option<Vec<u8>> {
+        let parts = decode_object_key(raw)?;
+        let rest = parts.key.strip_prefix(self.prefix.as_slice())?;
+        let d = self.delimiter.as_slice();
+        if d.is_empty() || rest.len() < d.len() {
+            return None;
+        }
+        let pos = rest.windows(d.len()).position(|w| w == d)?;
+        let cp = &parts.key[..self.prefix.len() + pos + d.len()];
+        Some(object_seek_after_prefix(parts.bucket_id, cp))
+    }
+}
+
 /// The version stored in an object version key's suffix.
 pub fn decode_version(suffix: &[u8]) -> Option<u64> {
     Some(!u64::from_be_bytes(suffix.try_into().ok()?))
@@ -652,6 +691,45 @@ mod tests {
         // The seek lands on the next key's first version.
         assert!(e <= object_version_key(3, b"a\0", u64::MAX));
         assert!(e <= object_version_key(3, b"a0", u64::MAX));
+    }
+
+    #[test]
+    fn rollup_seeks_past_the_common_prefix() {
+        let r = Rollup::new(b"a/", b"/").unwrap();
+        assert_eq!(Rollup::new(b"a/", b""), None);
+        // "a/b/c" rolls up into "a/b/": past every key under it, none after.
+        let past = r.seek_past(&object_version_key(9, b"a/b/c", 5)).unwrap();
+        for under in [&b"a/b/"[..], b"a/b/c", b"a/b/\xff\xff", b"a/b/\0"] {
+            assert!(object_version_key(9, under, 0) < past, "{under:?}");
+            assert!(upload_key(9, under, "u") < past, "{under:?}");
+        }
+        for after in [&b"a/b0"[..], b"a/c/x", b"a/c"] {
+            assert!(object_version_key(9, after, u64::MAX) >= past, "{after:?}");
+        }
+        assert!(object_version_key(10, b"", u64::MAX) >= past);
+        // Not under the prefix, no delimiter after it, or not an object key.
+        assert_eq!(r.seek_past(&object_version_key(9, b"b/c", 1)), None);
+        assert_eq!(r.seek_past(&object_version_key(9, b"a/bc", 1)), None);
+        assert_eq!(r.seek_past(&object_version_key(9, b"a/", 1)), None);
+        assert_eq!(r.seek_past(&bucket_key("b")), None);
+        // The delimiter right after the prefix, a multi-byte delimiter, and
+        // escaped zero bytes in the key.
+        let root = Rollup::new(b"", b"/").unwrap();
+        let past = root.seek_past(&object_version_key(9, b"/x", 1)).unwrap();
+        assert_eq!(past, object_seek_after_prefix(9, b"/"));
+        let multi = Rollup::new(b"", "é".as_bytes()).unwrap();
+        let key = "xéy".as_bytes();
+        assert_eq!(
+            multi.seek_past(&object_version_key(9, key, 1)),
+            Some(object_seek_after_prefix(9, "xé".as_bytes()))
+        );
+        let zero = Rollup::new(b"\0", b"/").unwrap();
+        let past = zero
+            .seek_past(&object_version_key(9, b"\0\0/z", 1))
+            .unwrap();
+        assert!(object_version_key(9, b"\0\0/zz", 0) < past);
+        assert!(object_version_key(9, b"\0\0\x30", 0) >= past);
+        assert!(object_version_key(9, b"\0\0\0", 0) < past);
     }
 
     #[test]

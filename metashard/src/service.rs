@@ -400,8 +400,9 @@ impl Metashard for MetashardService {
             keys_only: req.keys_only,
             first_per_object: req.first_per_object,
         };
+        let rollup = crate::keys::Rollup::new(&req.delimiter_prefix, &req.delimiter);
         let out = tokio::task::spawn_blocking(move || {
-            engine.scan_data_opts(cf, &start, &end, limit, opts)
+            engine.scan_data_rollup(cf, &start, &end, limit, opts, rollup.as_ref())
         })
         .await
         .map_err(|e| Status::internal(e.to_string()))?

@@ -1,6 +1,9 @@
 """Server-side encryption end to end (docs/decisions/0029): SSE-C put, get,
 range get, head, copy and multipart with boto3 (and the aws CLI), wrong and
-missing keys, SSE-S3 and bucket default encryption, SSE-KMS refused — and
+missing keys, SSE-S3 and bucket default encryption, SSE-KMS refused, SSE-C
+refused over plain HTTP from a non-loopback address (a second gateway on
+0.0.0.0, port KURA_OPEN_PORT, reached at this host's own address) on every
+operation and on POST forms, accepted there over HTTPS — and
 the bytes on disk: a recognizable plaintext marker written with SSE-C and
 SSE-S3 is found in no file under the data nodes' and metashards' data
 dirs, while the same marker written without encryption is (so the search
@@ -11,15 +14,26 @@ root key in AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY.
 """
 import base64
 import hashlib
+import http.client
+import ipaddress
 import json
 import os
 import shutil
+import socket
+import ssl
 import subprocess
 import tempfile
+import time
+import urllib.parse
+import uuid
+import zlib
+
+import boto3
+from botocore.config import Config
 
 from botocore.exceptions import ClientError
 
-from kura_kit import DIR, check, client, expect_error
+from kura_kit import DIR, ENDPOINT, check, client, expect_error
 
 s3 = client(os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"])
 
@@ -359,12 +373,226 @@ def ciphertext_on_disk():
     assert any(h.startswith(tuple(meta)) for h in hits), f"unencrypted inline body not found in metadata: {hits}"
 
 
+# ------------------------------------------------ SSE-C needs a secure transport
+
+INSECURE = "Requests specifying Server Side Encryption with Customer provided keys must be made over a secure connection."
+
+
+def own_address():
+    """This host's non-loopback IPv4 address (the source of a route out), or None."""
+    for target in ("10.255.255.255", "192.0.2.1", "8.8.8.8"):
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                s.connect((target, 1))
+                ip = s.getsockname()[0]
+        except OSError:
+            continue
+        if not ipaddress.ip_address(ip).is_loopback and ip != "0.0.0.0":
+            return ip
+    return None
+
+
+def unverified():
+    """The open gateway's certificate names 127.0.0.1, not this address."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def connect(endpoint):
+    u = urllib.parse.urlparse(endpoint)
+    if u.scheme == "https":
+        return http.client.HTTPSConnection(u.hostname, u.port, timeout=30, context=unverified())
+    return http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+
+
+def wait_ready(endpoint):
+    deadline = time.time() + 60
+    while True:
+        try:
+            c = connect(endpoint)
+            c.request("GET", "/_kura/health")
+            r = c.getresponse()
+            r.read()
+            if r.status == 200:
+                return
+        except OSError:
+            pass
+        assert time.time() < deadline, f"the open gateway at {endpoint} never became ready"
+        time.sleep(0.5)
+
+
+def post_form(endpoint, client_, key, fields, data):
+    """A SigV4 POST form signed by boto3, every field an exact condition: (status, body)."""
+    conditions = [{k: v} for k, v in fields.items()]
+    signed = client_.generate_presigned_post(B, key, Fields=dict(fields), Conditions=conditions, ExpiresIn=300)
+    boundary = "kura" + uuid.uuid4().hex
+    out = b""
+    for k, v in signed["fields"].items():
+        out += f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
+    out += (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="f"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    c = connect(endpoint)
+    c.request("POST", f"/{B}", body=out, headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    r = c.getresponse()
+    return r.status, r.read()
+
+
+def refused_insecure(fn, *a, **kw):
+    try:
+        fn(*a, **kw)
+    except ClientError as e:
+        status = e.response["ResponseMetadata"]["HTTPStatusCode"]
+        code = e.response["Error"]["Code"]
+        assert status == 400, f"{fn.__name__}: {status} {code}"
+        # HEAD answers carry no body.
+        if fn.__name__ != "head_object":
+            assert code == "InvalidRequest", f"{fn.__name__}: {code}"
+            assert e.response["Error"]["Message"] == INSECURE, e.response["Error"]
+        return
+    raise AssertionError(f"{fn.__name__} with an SSE-C key over plain HTTP succeeded")
+
+
+def ssec_needs_secure_transport():
+    port = os.environ.get("KURA_OPEN_PORT")
+    ip = own_address()
+    if not port or not ip:
+        print(f"SKIPPED SSE-C over a non-loopback address: port {port}, address {ip}")
+        return
+    tls = ENDPOINT.startswith("https")
+    far_endpoint = f"{'https' if tls else 'http'}://{ip}:{port}"
+    wait_ready(far_endpoint)
+    far = boto3.client(
+        "s3", endpoint_url=far_endpoint, region_name="us-east-1",
+        aws_access_key_id=os.environ["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=os.environ["AWS_SECRET_ACCESS_KEY"],
+        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}),
+        verify=False if tls else None,
+    )
+    # Without a customer key everything works from afar (so a refusal below
+    # is about the key, not a broken gateway).
+    far.put_object(Bucket=B, Key="far/plain", Body=b"over the network")
+    assert far.get_object(Bucket=B, Key="far/plain")["Body"].read() == b"over the network"
+    far.put_object(Bucket=B, Key="far/sse-s3", Body=b"s3 key", ServerSideEncryption="AES256")
+    assert far.get_object(Bucket=B, Key="far/sse-s3")["Body"].read() == b"s3 key"
+    form_fields = {
+        "x-amz-server-side-encryption-customer-algorithm": "AES256",
+        "x-amz-server-side-encryption-customer-key": base64.b64encode(KEY).decode(),
+        "x-amz-server-side-encryption-customer-key-MD5": base64.b64encode(hashlib.md5(KEY).digest()).decode(),
+    }
+    if tls:
+        # HTTPS: the key may come from anywhere.
+        far.put_object(Bucket=B, Key="far/ssec", Body=SMALL, **ssec())
+        assert far.get_object(Bucket=B, Key="far/ssec", **ssec())["Body"].read() == SMALL
+        status, resp = post_form(far_endpoint, far, "far/form", form_fields, b"form over https")
+        assert status == 204, (status, resp)
+        assert get(B, "far/form", **ssec()) == b"form over https"
+        print("     (TLS: SSE-C accepted from a non-loopback address over HTTPS)")
+        return
+    # Plain HTTP from a non-loopback address: every operation with a key is refused.
+    refused_insecure(far.put_object, Bucket=B, Key="far/ssec", Body=SMALL, **ssec())
+    expect_error("404", s3.head_object, Bucket=B, Key="far/ssec")
+    refused_insecure(far.get_object, Bucket=B, Key="c/small", **ssec())
+    refused_insecure(far.head_object, Bucket=B, Key="c/small", **ssec())
+    # Only the copy source's key: refused too.
+    refused_insecure(far.copy_object, Bucket=B, Key="far/copy", CopySource={"Bucket": B, "Key": "c/small"}, **copy_ssec())
+    refused_insecure(far.copy_object, Bucket=B, Key="far/copy", CopySource={"Bucket": B, "Key": "plain"}, **ssec())
+    refused_insecure(far.create_multipart_upload, Bucket=B, Key="far/mp", **ssec())
+    uid = s3.create_multipart_upload(Bucket=B, Key="far/mp", **ssec())["UploadId"]
+    refused_insecure(far.upload_part, Bucket=B, Key="far/mp", UploadId=uid, PartNumber=1, Body=b"p", **ssec())
+    refused_insecure(far.upload_part_copy, Bucket=B, Key="far/mp", UploadId=uid, PartNumber=1,
+                     CopySource={"Bucket": B, "Key": "c/small"}, **copy_ssec(), **ssec())
+    assert s3.list_parts(Bucket=B, Key="far/mp", UploadId=uid).get("Parts", []) == []
+    s3.abort_multipart_upload(Bucket=B, Key="far/mp", UploadId=uid)
+    # A POST form with SSE-C fields: refused from afar, stored over loopback.
+    status, resp = post_form(far_endpoint, far, "far/form", form_fields, b"form")
+    assert status == 400 and b"<Code>InvalidRequest</Code>" in resp and INSECURE.encode() in resp, (status, resp)
+    expect_error("404", s3.head_object, Bucket=B, Key="far/form")
+    status, resp = post_form(ENDPOINT, s3, "near/form", form_fields, b"form over loopback")
+    assert status == 204, (status, resp)
+    assert get(B, "near/form", **ssec()) == b"form over loopback"
+    expect_error("InvalidRequest", s3.get_object, Bucket=B, Key="near/form", status=400)
+
+
+# ------------------------------------------------ UploadPartCopy checksums
+
+def b64(raw):
+    return base64.b64encode(raw).decode()
+
+
+def digest(algo, data):
+    if algo == "CRC32":
+        return (zlib.crc32(data) & 0xFFFFFFFF).to_bytes(4, "big")
+    return hashlib.sha256(data).digest()
+
+
+def upload_part_copy_checksums():
+    """Copied parts get the upload's checksum, computed over the copied
+    plaintext (plain and SSE-C sources, whole and ranged), so Complete
+    derives the object's FULL_OBJECT or COMPOSITE value from every part."""
+    src = body(PART + 4321)
+    s3.put_object(Bucket=B, Key="pc/src", Body=src)
+    s3.put_object(Bucket=B, Key="pc/src-c", Body=src, **ssec())
+    uploaded = bytes(reversed(body(PART)))
+    plain = {"Bucket": B, "Key": "pc/src"}
+    secret = {"Bucket": B, "Key": "pc/src-c"}
+    cases = [
+        # (algorithm, type, parts: ("copy", source, range, extra) or ("put", bytes))
+        ("CRC32", "FULL_OBJECT", [("copy", plain, (0, PART), {}), ("put", b"tail bytes")]),
+        ("SHA256", "COMPOSITE", [("put", uploaded), ("copy", secret, (PART, len(src)), copy_ssec())]),
+        ("CRC32", "COMPOSITE", [("copy", secret, None, copy_ssec()), ("copy", plain, (1000, 3000), {})]),
+    ]
+    for algo, kind, parts in cases:
+        key = f"pc/{algo}-{kind}"
+        up = s3.create_multipart_upload(Bucket=B, Key=key, ChecksumAlgorithm=algo, ChecksumType=kind)
+        uid = up["UploadId"]
+        listed, datas = [], []
+        for n, p in enumerate(parts, 1):
+            if p[0] == "put":
+                data = p[1]
+                r = s3.upload_part(Bucket=B, Key=key, UploadId=uid, PartNumber=n, Body=data, ChecksumAlgorithm=algo)
+                etag, value = r["ETag"], r[f"Checksum{algo}"]
+            else:
+                _, source, rng, extra = p
+                kw = {"CopySourceRange": f"bytes={rng[0]}-{rng[1] - 1}"} if rng else {}
+                data = src[rng[0]:rng[1]] if rng else src
+                r = s3.upload_part_copy(Bucket=B, Key=key, UploadId=uid, PartNumber=n, CopySource=source, **kw, **extra)
+                result = r["CopyPartResult"]
+                etag, value = result["ETag"], result.get(f"Checksum{algo}")
+            assert value == b64(digest(algo, data)), (key, n, value)
+            listed.append({"PartNumber": n, "ETag": etag, f"Checksum{algo}": value})
+            datas.append(data)
+        lp = s3.list_parts(Bucket=B, Key=key, UploadId=uid)["Parts"]
+        assert [p.get(f"Checksum{algo}") for p in lp] == [p[f"Checksum{algo}"] for p in listed], lp
+        done = s3.complete_multipart_upload(Bucket=B, Key=key, UploadId=uid, MultipartUpload={"Parts": listed})
+        whole = b"".join(datas)
+        if kind == "FULL_OBJECT":
+            want = b64(digest(algo, whole))
+        else:
+            want = b64(digest(algo, b"".join(digest(algo, d) for d in datas))) + f"-{len(datas)}"
+        assert done[f"Checksum{algo}"] == want, (key, done.get(f"Checksum{algo}"), want)
+        h = s3.head_object(Bucket=B, Key=key, ChecksumMode="ENABLED")
+        assert h[f"Checksum{algo}"] == want and h["ChecksumType"] == kind, h
+        assert get(B, key) == whole
+    # A wrong checksum listed for a copied part is refused at Complete.
+    up = s3.create_multipart_upload(Bucket=B, Key="pc/wrong", ChecksumAlgorithm="CRC32", ChecksumType="FULL_OBJECT")
+    uid = up["UploadId"]
+    r = s3.upload_part_copy(Bucket=B, Key="pc/wrong", UploadId=uid, PartNumber=1, CopySource=plain)
+    bad = b64(digest("CRC32", b"something else"))
+    expect_error("InvalidPart", s3.complete_multipart_upload, Bucket=B, Key="pc/wrong", UploadId=uid, status=400,
+                 MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": r["CopyPartResult"]["ETag"], "ChecksumCRC32": bad}]})
+    s3.abort_multipart_upload(Bucket=B, Key="pc/wrong", UploadId=uid)
+
+
 check("SSE-C put, get, range get, head, inline and empty bodies", ssec_put_get_range_head)
 check("SSE-C wrong key 403, missing key 400, malformed headers 400", ssec_refusals)
 check("SSE-C copy (source key, new key, to and from the clear, onto itself)", ssec_copy)
 check("SSE-C multipart and UploadPartCopy (same key on every part)", ssec_multipart)
 check("SSE-S3 put, get, range, multipart, copy", sse_s3)
+check("UploadPartCopy parts carry the upload's checksum; Complete derives the object's", upload_part_copy_checksums)
 check("SSE-KMS refused with 501 NotImplemented", kms_refused)
+check("SSE-C only over TLS or loopback: refused over HTTP from afar, forms too", ssec_needs_secure_transport)
 check("bucket default encryption", bucket_default)
 check("aws CLI --sse-c / --sse", aws_cli)
 check("only ciphertext on disk (and the search finds plaintext)", ciphertext_on_disk)

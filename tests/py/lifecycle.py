@@ -129,6 +129,11 @@ def api_checks():
         ("InvalidRequest", 400, [rule("x", {"Prefix": ""})]),
         ("InvalidRequest", 400, [rule("x", {"Tag": {"Key": "k", "Value": "v"}},
                                       AbortIncompleteMultipartUpload={"DaysAfterInitiation": 1})]),
+        # AWS: an upload has no size yet ("... cannot be specified with Object Size.").
+        ("InvalidRequest", 400, [rule("x", {"ObjectSizeGreaterThan": 10},
+                                      AbortIncompleteMultipartUpload={"DaysAfterInitiation": 1})]),
+        ("InvalidRequest", 400, [rule("x", {"And": {"Prefix": "a/", "ObjectSizeLessThan": 10}},
+                                      AbortIncompleteMultipartUpload={"DaysAfterInitiation": 1})]),
         ("InvalidArgument", 400, [rule("x", {"Prefix": ""}, NoncurrentVersionExpiration={
             "NoncurrentDays": 1, "NewerNoncurrentVersions": 101})]),
         ("NotImplemented", 501, [rule("x", {"Prefix": ""}, Transitions=[{"Days": 30, "StorageClass": "GLACIER"}])]),
@@ -240,6 +245,43 @@ def main():
         vs, ms = versions(v, "cur/k")
         assert len(ms) == 1 and [x[0] for x in vs] == [ids[2]], (vs, ms)
     check("versioned bucket: delete markers, noncurrent expiry keeping the newest, expired markers", versioned)
+
+    # --- versioning Enabled, rules on current versions only: the pass reads
+    # one record per key (first_per_object); the marker is a new version
+    # from the clock, not "the expired version + 1".
+    f = new_bucket()
+    s3.put_bucket_versioning(Bucket=f, VersioningConfiguration={"Status": "Enabled"})
+    put_rules(f, [
+        rule("cur", {"Prefix": "many/"}, Expiration={"Days": 1}),
+        rule("dm", {"Prefix": "dm/"}, Expiration={"ExpiredObjectDeleteMarker": True}),
+    ])
+    many = [s3.put_object(Bucket=f, Key="many/k", Body=f"m{i}".encode())["VersionId"] for i in range(5)]
+    s3.put_object(Bucket=f, Key="dm/kept", Body=b"stays")
+    s3.delete_object(Bucket=f, Key="dm/kept")  # a marker over a version: not alone
+    s3.delete_object(Bucket=f, Key="dm/alone")  # a marker and nothing else
+    expected["kura_lifecycle_objects_expired_total"] += 1
+    expected["kura_lifecycle_delete_markers_removed_total"] += 1
+
+    def current_only():
+        def marked():
+            vs, ms = versions(f, "many/k")
+            return len(ms) == 1 and ms[0][2]
+        wait_for("many/k: a delete marker on top", marked)
+        vs, ms = versions(f, "many/k")
+        assert sorted(x[0] for x in vs) == sorted(many), vs  # no noncurrent rule: all kept
+        # The marker's number comes from the clock at expiry (a "day" is
+        # 2 s after the last PUT at the earliest), above every version.
+        marker_ms, last_ms = int(ms[0][0], 16) >> 16, int(many[-1], 16) >> 16
+        assert marker_ms - last_ms >= 1500, (ms[0][0], many[-1])
+        assert ms[0][0] > max(many), (ms, many)
+        wait_for("dm/alone: the lone marker removed", lambda: versions(f, "dm/alone") == ([], []))
+        time.sleep(3)
+        vs, ms = versions(f, "dm/kept")
+        assert len(vs) == 1 and len(ms) == 1 and ms[0][2], (vs, ms)
+        vs, ms = versions(f, "many/k")
+        assert len(ms) == 1 and len(vs) == 5, (vs, ms)  # expired once, not again
+    check("current-version rules on a versioned bucket: one record read per key, clock-based markers",
+          current_only)
 
     # --- versioning Suspended: a null delete marker replaces the null version
     s = new_bucket()

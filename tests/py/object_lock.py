@@ -2,7 +2,9 @@
 retention, per-version retention and legal holds on PUT, copy and multipart,
 GOVERNANCE with and without a bypass (and with a user who lacks
 s3:BypassGovernanceRetention), COMPLIANCE against the root key, legal holds
-racing the root's deletes, the refusals — with boto3 and the aws CLI.
+racing the root's deletes, the refusals (including the Content-MD5 or
+checksum the lock XML bodies and DeleteObjects need) — with boto3 and the
+aws CLI.
 
 Run by tests/object_lock.rs against `kura dev` with KURA_S3, KURA_DIR,
 KURA_BIN (for `kura admin`), the root key in AWS_ACCESS_KEY_ID /
@@ -238,6 +240,66 @@ def put_headers_refused():
 
 
 check("bad lock headers on PUT are refused, nothing stored", put_headers_refused)
+
+
+# --- integrity headers on the lock XML bodies (and DeleteObjects)
+
+INTEGRITY_MSG = "Missing required header for this request: Content-MD5 OR x-amz-checksum-*"
+
+
+def integrity_client(md5=False):
+    """alice's client with every Content-MD5 / checksum header removed
+    before signing; with md5, a Content-MD5 of the body put back instead
+    (what SDKs older than the flexible checksums send)."""
+    c = client(*key_of(alice_u))
+
+    def rewrite(request, **_):
+        for h in list(request.headers.keys()):
+            n = h.lower()
+            if n == "content-md5" or n.startswith("x-amz-checksum-") or n == "x-amz-sdk-checksum-algorithm":
+                del request.headers[h]
+        if md5:
+            body = request.body or b""
+            body = body.encode() if isinstance(body, str) else body
+            request.headers["Content-MD5"] = base64.b64encode(hashlib.md5(body).digest()).decode()
+
+    c.meta.events.register("before-sign.s3", rewrite)
+    return c
+
+
+def xml_bodies_need_integrity():
+    bare, md5 = integrity_client(), integrity_client(md5=True)
+    v = alice.put_object(Bucket="wormy", Key="integrity", Body=b"i")["VersionId"]
+    cfg_before = alice.get_object_lock_configuration(Bucket="wormy")["ObjectLockConfiguration"]
+    calls = [
+        ("put_object_retention", dict(Key="integrity", VersionId=v,
+                                      Retention={"Mode": "GOVERNANCE", "RetainUntilDate": later(600)})),
+        ("put_object_legal_hold", dict(Key="integrity", VersionId=v, LegalHold={"Status": "ON"})),
+        ("put_object_lock_configuration", dict(ObjectLockConfiguration={
+            "ObjectLockEnabled": "Enabled", "Rule": {"DefaultRetention": {"Mode": "COMPLIANCE", "Days": 9}}})),
+        ("delete_objects", dict(Delete={"Objects": [{"Key": "integrity", "VersionId": v}]})),
+    ]
+    for name, kw in calls:
+        code, msg, status = error_of(getattr(bare, name), Bucket="wormy", **kw)
+        assert (code, status, msg) == ("InvalidRequest", 400, INTEGRITY_MSG), (name, code, status, msg)
+    # Nothing changed.
+    expect_error("NoSuchObjectLockConfiguration", alice.get_object_retention, Bucket="wormy", Key="integrity",
+                 VersionId=v, status=404)
+    expect_error("NoSuchObjectLockConfiguration", alice.get_object_legal_hold, Bucket="wormy", Key="integrity",
+                 VersionId=v, status=404)
+    assert alice.get_object_lock_configuration(Bucket="wormy")["ObjectLockConfiguration"] == cfg_before
+    assert versions("wormy", "integrity") == [v]
+    # Content-MD5 alone is enough (and boto3's own checksums, everywhere above).
+    md5.put_object_legal_hold(Bucket="wormy", Key="integrity", VersionId=v, LegalHold={"Status": "ON"})
+    assert alice.get_object_legal_hold(Bucket="wormy", Key="integrity", VersionId=v)["LegalHold"]["Status"] == "ON"
+    md5.put_object_legal_hold(Bucket="wormy", Key="integrity", VersionId=v, LegalHold={"Status": "OFF"})
+    md5.put_object_lock_configuration(Bucket="wormy", ObjectLockConfiguration=cfg_before)
+    r = md5.delete_objects(Bucket="wormy", Delete={"Objects": [{"Key": "integrity", "VersionId": v}]})
+    assert [d["VersionId"] for d in r.get("Deleted", [])] == [v], r
+    assert versions("wormy", "integrity") == []
+
+
+check("lock XML bodies and DeleteObjects need Content-MD5 or a checksum", xml_bodies_need_integrity)
 
 
 # --- GOVERNANCE

@@ -4,7 +4,8 @@
   as multipart/form-data with http.client: 201 PostResponse, 200, 204,
   303 redirect, ${filename}, metadata, Cache-Control / Content-Type /
   Content-Disposition, canned ACL, storage class, a checksum field; the GET
-  back byte-identical with the checksum;
+  back byte-identical with the checksum; the tagging, object lock and SSE
+  fields (decision 0036);
 - a SigV2 form signed by hand (base64 HMAC-SHA1 of the policy);
 - every refusal: bad signature, unknown key, expired policy, failed
   condition, field not covered, missing key / file / signature fields,
@@ -35,6 +36,7 @@ import time
 import urllib.parse
 import urllib.request
 import uuid
+import zlib
 import xml.etree.ElementTree as ET
 
 import boto3
@@ -474,6 +476,128 @@ def unsigned_gib_refused(b, pid):
           f"RSS {rss0:.0f} -> {rss_mib(pid):.0f} MiB")
 
 
+def tagging_doc(pairs):
+    tags = "".join(f"<Tag><Key>{k}</Key><Value>{v}</Value></Tag>" for k, v in pairs)
+    return f"<Tagging><TagSet>{tags}</TagSet></Tagging>"
+
+
+def exact(bucket, key, fields):
+    """A SigV4 form whose policy pins every given field to its value."""
+    return presigned(bucket, key, fields, [{k: v} for k, v in fields.items()])
+
+
+def tagging_field(b):
+    doc = tagging_doc([("team", "blue"), ("env", "dev test")])
+    assert post(b, exact(b, "t/ok", {"tagging": doc}), b"tagged")[0] == 204
+    tags = S3.get_object_tagging(Bucket=b, Key="t/ok")["TagSet"]
+    assert sorted((t["Key"], t["Value"]) for t in tags) == [("env", "dev test"), ("team", "blue")], tags
+    assert S3.get_object(Bucket=b, Key="t/ok")["TagCount"] == 2
+    # Checked as PutObjectTagging checks its body; nothing stored.
+    for bad, code in [
+        ("<Tagging><TagSet>", "MalformedXML"),
+        ("team=blue", "MalformedXML"),
+        (tagging_doc([("aws:x", "1")]), "InvalidTag"),
+        (tagging_doc([("k", "v"), ("k", "w")]), "InvalidTag"),
+        (tagging_doc([(f"k{i}", "v") for i in range(11)]), "BadRequest"),
+    ]:
+        expect(post(b, exact(b, "t/bad", {"tagging": bad}), b"x"), 400, code)
+    head_missing(b, "t/bad")
+    # A tagging field the policy does not cover is refused like any other.
+    f = presigned(b, "t/uncovered") + [("tagging", doc)]
+    expect(post(b, f, b"x"), 403, "AccessDenied", "tagging")
+    head_missing(b, "t/uncovered")
+
+
+def crc32_b64(data):
+    return base64.b64encode((zlib.crc32(data) & 0xFFFFFFFF).to_bytes(4, "big")).decode()
+
+
+def lock_fields(b):
+    lb = f"posts-lock-{uuid.uuid4().hex[:8]}"
+    S3.create_bucket(Bucket=lb, ObjectLockEnabledForBucket=True)
+    until = (datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(hours=1)).replace(microsecond=0)
+    until_s = until.strftime("%Y-%m-%dT%H:%M:%SZ")
+    data = b"locked by a form"
+    lock = {"x-amz-object-lock-mode": "GOVERNANCE", "x-amz-object-lock-retain-until-date": until_s,
+            "x-amz-object-lock-legal-hold": "ON"}
+    # Lock fields need Content-MD5 or a checksum field, as PutObject's headers.
+    expect(post(lb, exact(lb, "l/bare", lock), data), 400, "InvalidRequest",
+           "Content-MD5 OR x-amz-checksum- HTTP header is required")
+    head_missing(lb, "l/bare")
+    st, h, body = post(lb, exact(lb, "l/ok", {**lock, "x-amz-checksum-crc32": crc32_b64(data)}), data)
+    assert st == 204, (st, body)
+    v = h["x-amz-version-id"]
+    head = S3.head_object(Bucket=lb, Key="l/ok", VersionId=v)
+    assert head["ObjectLockMode"] == "GOVERNANCE" and head["ObjectLockRetainUntilDate"] == until, head
+    assert head["ObjectLockLegalHoldStatus"] == "ON", head
+    try:
+        S3.delete_object(Bucket=lb, Key="l/ok", VersionId=v, BypassGovernanceRetention=True)
+        raise AssertionError("a legally held version was deleted")
+    except ClientError as e:
+        assert e.response["Error"]["Code"] == "AccessDenied", e
+    # Content-MD5 works too; a wrong one fails the upload.
+    md5 = base64.b64encode(hashlib.md5(data).digest()).decode()
+    st, h, body = post(lb, exact(lb, "l/md5", {"x-amz-object-lock-legal-hold": "ON", "Content-MD5": md5}), data)
+    assert st == 204, (st, body)
+    assert S3.get_object_legal_hold(Bucket=lb, Key="l/md5")["LegalHold"]["Status"] == "ON"
+    wrong = base64.b64encode(hashlib.md5(b"other").digest()).decode()
+    expect(post(lb, exact(lb, "l/wrongmd5", {"x-amz-object-lock-legal-hold": "ON", "Content-MD5": wrong}), data),
+           400, "BadDigest")
+    head_missing(lb, "l/wrongmd5")
+    # Bad lock fields: PutObject's checks and errors.
+    past = (datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    crc = {"x-amz-checksum-crc32": crc32_b64(data)}
+    for fields, code in [
+        ({"x-amz-object-lock-mode": "GOVERNANCE"}, "InvalidArgument"),
+        ({"x-amz-object-lock-retain-until-date": until_s}, "InvalidArgument"),
+        ({"x-amz-object-lock-mode": "FOREVER", "x-amz-object-lock-retain-until-date": until_s}, "InvalidArgument"),
+        ({"x-amz-object-lock-mode": "COMPLIANCE", "x-amz-object-lock-retain-until-date": past}, "InvalidArgument"),
+        ({"x-amz-object-lock-mode": "COMPLIANCE", "x-amz-object-lock-retain-until-date": "next week"}, "InvalidArgument"),
+        ({"x-amz-object-lock-legal-hold": "MAYBE"}, "InvalidArgument"),
+    ]:
+        expect(post(lb, exact(lb, "l/bad", {**fields, **crc}), data), 400, code)
+    head_missing(lb, "l/bad")
+    # Outside a lock bucket: refused.
+    expect(post(b, exact(b, "l/nolock", {"x-amz-object-lock-legal-hold": "ON", **crc}), data), 400, "InvalidRequest")
+    head_missing(b, "l/nolock")
+    # A bucket default retention applies to forms, which then need an integrity field too.
+    S3.put_object_lock_configuration(Bucket=lb, ObjectLockConfiguration={
+        "ObjectLockEnabled": "Enabled", "Rule": {"DefaultRetention": {"Mode": "GOVERNANCE", "Days": 1}}})
+    expect(post(lb, exact(lb, "l/dflt", {}), data), 400, "InvalidRequest")
+    st, h, body = post(lb, exact(lb, "l/dflt", crc), data)
+    assert st == 204, (st, body)
+    assert S3.head_object(Bucket=lb, Key="l/dflt")["ObjectLockMode"] == "GOVERNANCE"
+    # Not covered by the policy: refused.
+    f = presigned(lb, "l/uncovered", crc, [crc]) + [("x-amz-object-lock-legal-hold", "ON")]
+    expect(post(lb, f, data), 403, "AccessDenied")
+
+
+def sse_fields(b):
+    st, h, body = post(b, exact(b, "e/s3", {"x-amz-server-side-encryption": "AES256"}), b"sse-s3 form")
+    assert st == 204 and h["x-amz-server-side-encryption"] == "AES256", (st, h, body)
+    got = S3.get_object(Bucket=b, Key="e/s3")
+    assert got["ServerSideEncryption"] == "AES256" and got["Body"].read() == b"sse-s3 form"
+    key = os.urandom(32)
+    ssec = {"x-amz-server-side-encryption-customer-algorithm": "AES256",
+            "x-amz-server-side-encryption-customer-key": base64.b64encode(key).decode(),
+            "x-amz-server-side-encryption-customer-key-MD5": base64.b64encode(hashlib.md5(key).digest()).decode()}
+    st, h, body = post(b, exact(b, "e/c", ssec), b"sse-c form")
+    assert st == 204 and h["x-amz-server-side-encryption-customer-algorithm"] == "AES256", (st, h, body)
+    got = S3.get_object(Bucket=b, Key="e/c", SSECustomerAlgorithm="AES256", SSECustomerKey=key)
+    assert got["Body"].read() == b"sse-c form"
+    try:
+        S3.get_object(Bucket=b, Key="e/c")
+        raise AssertionError("an SSE-C object was read without its key")
+    except ClientError as e:
+        assert e.response["ResponseMetadata"]["HTTPStatusCode"] == 400, e
+    expect(post(b, exact(b, "e/kms", {"x-amz-server-side-encryption": "aws:kms"}), b"x"), 501, "NotImplemented")
+    bad = dict(ssec, **{"x-amz-server-side-encryption-customer-key-MD5": base64.b64encode(hashlib.md5(b"x").digest()).decode()})
+    expect(post(b, exact(b, "e/badmd5", bad), b"x"), 400, "InvalidArgument")
+    head_missing(b, "e/badmd5")
+    # ACL grants on forms stay unimplemented: refused, never ignored.
+    expect(post(b, exact(b, "e/grant", {"x-amz-grant-read": 'id="x"'}), b"x"), 501, "NotImplemented")
+
+
 def main():
     pid = gateway_pid()
     b = new_bucket("posts")
@@ -482,6 +606,9 @@ def main():
     check("success_action_status 200/204, redirect 303, late fields ignored, virtual-hosted",
           lambda: statuses_and_redirect(b))
     check("canned ACL and storage class fields", lambda: acl_and_class(b))
+    check("tagging field: stored, checked as PutObjectTagging, covered by the policy", lambda: tagging_field(b))
+    check("object lock fields: PutObject's checks, integrity field required, bucket default", lambda: lock_fields(b))
+    check("SSE fields: AES256, SSE-C (loopback), KMS and grants refused", lambda: sse_fields(b))
     check("SigV2 form, wrong secret, unknown key, bucket condition", lambda: sigv2(b))
     check("refusals: signature, coverage, expiry, conditions, missing fields, malformed",
           lambda: refusals(b))

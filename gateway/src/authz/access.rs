@@ -88,9 +88,10 @@ pub fn action_of(op: &str) -> Option<(&'static str, Level)> {
 /// Reading or deleting a named version (`?versionId=`) needs the action's
 /// `*Version` form, as S3 (s3:GetObjectVersion, s3:DeleteObjectVersion).
 fn version_action(action: &'static str, uri: &http::Uri) -> &'static str {
-    let named = uri
-        .query()
-        .is_some_and(|q| q.split('&').any(|p| p.starts_with("versionId=")));
+    let named = uri.query().is_some_and(|q| {
+        q.split('&')
+            .any(|p| p == "versionId" || p.starts_with("versionId="))
+    });
     match action {
         "s3:GetObject" if named => "s3:GetObjectVersion",
         "s3:GetObjectAttributes" if named => "s3:GetObjectVersionAttributes",
@@ -98,6 +99,8 @@ fn version_action(action: &'static str, uri: &http::Uri) -> &'static str {
         "s3:GetObjectTagging" if named => "s3:GetObjectVersionTagging",
         "s3:PutObjectTagging" if named => "s3:PutObjectVersionTagging",
         "s3:DeleteObjectTagging" if named => "s3:DeleteObjectVersionTagging",
+        "s3:GetObjectAcl" if named => "s3:GetObjectVersionAcl",
+        "s3:PutObjectAcl" if named => "s3:PutObjectVersionAcl",
         other => other,
     }
 }
@@ -192,6 +195,12 @@ impl Access {
         };
         let remote = cx.extensions_mut().get::<RemoteAddr>().copied();
         let secure = cx.extensions_mut().get::<SecureTransport>().is_some();
+        // SSE-C keys only over TLS (or loopback), on every operation.
+        crate::s3::encryption::check_customer_key_transport(
+            cx.headers(),
+            secure,
+            remote.map(|r| r.0),
+        )?;
         let caller = Arc::new(Caller {
             context: condition_context(
                 principal.as_deref(),

@@ -390,8 +390,8 @@ pub fn bucket_permission(action: &str) -> Option<Permission> {
 pub fn object_permission(action: &str) -> Option<Permission> {
     Some(match action {
         "s3:GetObject" | "s3:GetObjectVersion" => Permission::Read,
-        "s3:GetObjectAcl" => Permission::ReadAcp,
-        "s3:PutObjectAcl" => Permission::WriteAcp,
+        "s3:GetObjectAcl" | "s3:GetObjectVersionAcl" => Permission::ReadAcp,
+        "s3:PutObjectAcl" | "s3:PutObjectVersionAcl" => Permission::WriteAcp,
         _ => return None,
     })
 }

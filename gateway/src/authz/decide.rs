@@ -226,8 +226,14 @@ pub(crate) fn check_resource(
                     "{action} deferred to an object ACL"
                 )));
             };
+            // A missing version is news only to whoever may list versions.
+            let list = if action.contains("Version") {
+                "s3:ListBucketVersions"
+            } else {
+                "s3:ListBucket"
+            };
             let may_list = matches!(
-                decide(ctx, caller, "s3:ListBucket", name, bucket, None)?,
+                decide(ctx, caller, list, name, bucket, None)?,
                 Verdict::Allow(_)
             );
             let block = bucket.public_access_block.unwrap_or_default();

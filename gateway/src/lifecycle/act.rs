@@ -51,9 +51,8 @@ fn usage_of(s: &Stored) -> Usage {
 
 /// Expiration of the current version `seen` (not a delete marker):
 /// - never versioned: the object is deleted (body reclaimed);
-/// - Enabled: a delete marker goes right above it (version `seen + 1`), so
-///   a PUT racing with it always sorts above the marker and stays the
-///   latest, and a second marker for the same expiry cannot be written;
+/// - Enabled: a delete marker becomes the latest version, unless a write
+///   landed since the pass read `seen` (then nothing is done);
 /// - Suspended: a null delete marker replaces the null version, as
 ///   DeleteObject does, only while the null slot is still as seen.
 pub async fn expire_current(
@@ -133,11 +132,15 @@ async fn delete_exact(ctx: &Arc<Ctx>, scope: &Scope, key: &str, seen: &Stored) -
     Ok(Done::Applied)
 }
 
-/// Enabled: a delete marker at version `seen + 1`.
+/// Enabled: a delete marker that is a real new latest version (a number
+/// from the versioning clock above `seen`, as DeleteObject's), written only
+/// while `seen` is unchanged. The batch cannot say "nothing newer than
+/// `seen` exists", so a PUT committing between the pass's read and this
+/// batch with a lower number would sit under the marker: the marker then
+/// checks what is right below it and takes itself back if that is not
+/// `seen` (the PUT stays the latest; the next pass looks again).
 async fn marker_above(ctx: &Arc<Ctx>, scope: &Scope, key: &str, seen: &Stored) -> GwResult<Done> {
-    let Some(v) = seen.version.checked_add(1) else {
-        return Ok(Done::Changed);
-    };
+    let v = versioning::new_version(seen.version);
     let marker = ObjectRecord {
         version: v,
         ..versioning::delete_marker(scope.bucket_id, key)
@@ -153,12 +156,33 @@ async fn marker_above(ctx: &Arc<Ctx>, scope: &Scope, key: &str, seen: &Stored) -
         BatchOutcome::Applied => true,
         BatchOutcome::ConditionFailed { .. } => ctx.meta.holds(Cf::Meta, &mkey, &value).await?,
     };
+    if !applied {
+        return Ok(Done::Changed);
+    }
+    let (start, end) = keys::object_versions_range(scope.bucket_id, key.as_bytes());
+    let top = ctx.meta.scan(Cf::Meta, &start, &end, 2, true).await?;
+    let below_marker = match top.as_slice() {
+        [first, second, ..] if first.key.as_ref() == mkey.as_slice() => Some(second.key.clone()),
+        // Something newer than the marker already: the marker hides nothing.
+        _ => None,
+    };
+    if below_marker.is_some_and(|k| k.as_ref() != seen.meta_key().as_slice()) {
+        let undo = ctx
+            .meta
+            .batch(
+                vec![meta::value_equals(Cf::Meta, mkey.clone(), value.into())],
+                vec![meta::delete(Cf::Meta, mkey)],
+            )
+            .await?;
+        tracing::debug!(
+            key,
+            ?undo,
+            "a write landed under the expiry marker; marker taken back"
+        );
+        return Ok(Done::Changed);
+    }
     // Markers count nothing in usage.
-    Ok(if applied {
-        Done::Applied
-    } else {
-        Done::Changed
-    })
+    Ok(Done::Applied)
 }
 
 /// Suspended: the null delete marker, through the versioning commit.
@@ -208,5 +232,42 @@ pub async fn abort_upload(
         Ok(()) => Ok(Done::Applied),
         Err(GwError::NoSuchUpload) => Ok(Done::Changed),
         Err(e) => Err(e),
+    }
+}
+
+/// Deletes a cf META record (a version, delete marker or anchor) left under
+/// a bucket id whose bucket record is gone (docs/decisions/0037), if it is
+/// still exactly `kv`: GC records for its bodies go in the same batch, so
+/// they are reclaimed as any deleted version's. No usage delta: the bucket,
+/// and so its usage counter, is gone.
+pub async fn delete_dead_record(
+    ctx: &Arc<Ctx>,
+    bucket_id: u64,
+    kv: &kura_metashard::client::KvPair,
+) -> GwResult<Done> {
+    let Some(key) = keys::decode_object_key(&kv.key).and_then(|p| String::from_utf8(p.key).ok())
+    else {
+        tracing::warn!(
+            bucket_id,
+            "record under a dead bucket with an undecodable key left in place"
+        );
+        return Ok(Done::Changed);
+    };
+    let rec: ObjectRecord = keys::decode_value(&kv.value)?;
+    let locs = gc::object_locations(&rec);
+    let mut mutations = vec![meta::delete(Cf::Meta, kv.key.to_vec())];
+    mutations.extend(gc::gc_mutations(bucket_id, &key, &locs));
+    let conditions = vec![meta::value_equals(
+        Cf::Meta,
+        kv.key.to_vec(),
+        kv.value.clone(),
+    )];
+    match ctx.meta.batch(conditions, mutations).await? {
+        BatchOutcome::Applied => {
+            gc::spawn_reclaim(ctx.clone(), bucket_id, key, locs);
+            Ok(Done::Applied)
+        }
+        // Our own retried attempt applied, or something else removed it.
+        BatchOutcome::ConditionFailed { .. } => Ok(Done::Changed),
     }
 }

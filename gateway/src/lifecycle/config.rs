@@ -119,6 +119,16 @@ fn rule_from_dto(r: &LifecycleRule) -> GwResult<pb::LifecycleRule> {
             "AbortIncompleteMultipartUpload cannot be specified with Tags.".into(),
         ));
     }
+    // AWS refuses this too: an upload in progress has no size yet.
+    let has_sizes = rule
+        .filter
+        .as_ref()
+        .is_some_and(|f| f.object_size_greater_than.is_some() || f.object_size_less_than.is_some());
+    if has_sizes && rule.abort_incomplete_days.is_some() {
+        return Err(GwError::InvalidRequest(
+            "AbortIncompleteMultipartUpload cannot be specified with Object Size.".into(),
+        ));
+    }
     if has_tags && rule.expired_object_delete_marker == Some(true) {
         return Err(GwError::InvalidRequest(
             "ExpiredObjectDeleteMarker cannot be specified with Tags.".into(),
@@ -529,6 +539,18 @@ mod tests {
                 });
             })),
             GwError::InvalidRequest(m) if m.contains("Tags")
+        ));
+        assert!(matches!(
+            bad(rule(|r| {
+                r.filter = Some(LifecycleRuleFilter {
+                    object_size_greater_than: Some(10),
+                    ..Default::default()
+                });
+                r.abort_incomplete_multipart_upload = Some(AbortIncompleteMultipartUpload {
+                    days_after_initiation: Some(1),
+                });
+            })),
+            GwError::InvalidRequest(m) if m.contains("Object Size")
         ));
         assert!(matches!(
             bad(rule(|r| {

@@ -23,6 +23,8 @@ use crate::meta::now_ms;
 /// Phases of a pass, in order.
 pub const PHASE_VERSIONS: u32 = 0;
 pub const PHASE_UPLOADS: u32 = 1;
+/// Keys under bucket ids that have no bucket record any more (decision 0037).
+pub const PHASE_DEAD: u32 = 2;
 
 /// What a gateway may do with a region's lease record.
 #[derive(Clone, Debug, PartialEq, Eq)]

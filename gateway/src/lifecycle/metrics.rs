@@ -1,4 +1,5 @@
-//! `kura_lifecycle_*` metrics (docs/operations.md "Lifecycle").
+//! `kura_lifecycle_*` metrics (docs/operations.md "Lifecycle") and the
+//! dead-bucket sweeper's `kura_gateway_*` ones (decision 0037).
 
 use std::sync::LazyLock;
 
@@ -68,6 +69,30 @@ pub static ERRORS: LazyLock<IntCounter> = LazyLock::new(|| {
         "Lifecycle rounds or actions that failed (retried on the next pass)",
     )
 });
+pub static LEASES_DROPPED: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "kura_lifecycle_leases_dropped_total",
+        "Lease records of regions that no longer exist (merged away) deleted",
+    )
+});
+pub static DEAD_BUCKETS: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "kura_gateway_dead_buckets_found_total",
+        "Bucket ids found with keys left under them but no bucket record (a write or DeleteBucket interrupted by a crash)",
+    )
+});
+pub static DEAD_RECORDS: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "kura_gateway_dead_bucket_records_deleted_total",
+        "Versions, delete markers, uploads and parts deleted from under dead bucket ids (their bodies go to GC)",
+    )
+});
+pub static DELETES_FINISHED: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "kura_gateway_bucket_deletes_finished_total",
+        "DeleteBucket operations left half done by a dead gateway that the sweeper carried on (deleted or found not empty)",
+    )
+});
 pub static LEASES_HELD: LazyLock<IntGauge> = LazyLock::new(|| {
     register(
         IntGauge::new(
@@ -104,6 +129,10 @@ pub fn init() {
         &PASSES,
         &PASSES_RESUMED,
         &ERRORS,
+        &LEASES_DROPPED,
+        &DEAD_BUCKETS,
+        &DEAD_RECORDS,
+        &DELETES_FINISHED,
     ] {
         LazyLock::force(c);
     }

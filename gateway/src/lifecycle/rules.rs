@@ -129,7 +129,9 @@ pub fn expired_marker_removed(cfg: &LifecycleConfiguration, key: &str) -> bool {
 }
 
 /// Whether an upload initiated at `initiated_ms` is aborted
-/// (AbortIncompleteMultipartUpload; only the prefix applies to uploads).
+/// (AbortIncompleteMultipartUpload; only the prefix applies to uploads:
+/// tags and sizes are refused with it, and a rule stored with a size filter
+/// before that check aborts nothing, as an upload has no size yet).
 pub fn upload_aborted(
     cfg: &LifecycleConfiguration,
     key: &str,
@@ -138,10 +140,20 @@ pub fn upload_aborted(
 ) -> bool {
     enabled(cfg).any(|r| {
         let prefix = r.filter.as_ref().map_or("", |f| f.prefix.as_str());
-        r.abort_incomplete_days
-            .is_some_and(|d| clock.reached(initiated_ms, d))
+        let sized = r.filter.as_ref().is_some_and(|f| {
+            f.object_size_greater_than.is_some() || f.object_size_less_than.is_some()
+        });
+        !sized
+            && r.abort_incomplete_days
+                .is_some_and(|d| clock.reached(initiated_ms, d))
             && key.starts_with(prefix)
     })
+}
+
+/// Whether any enabled rule acts on noncurrent versions (else a pass reads
+/// only each object's latest version: `first_per_object`).
+pub fn touches_noncurrent(cfg: &LifecycleConfiguration) -> bool {
+    enabled(cfg).any(|r| r.noncurrent_days.is_some())
 }
 
 /// Whether any enabled rule aborts uploads (else cf MPU is not scanned).
@@ -319,5 +331,18 @@ mod tests {
         f.rules[0].abort_incomplete_days = None;
         assert!(!expired_marker_removed(&f, "a/k"));
         assert!(!aborts_uploads(&f));
+        // A size filter stored before it was refused with aborts: no abort.
+        let mut sized = c.clone();
+        if let Some(filter) = sized.rules[0].filter.as_mut() {
+            filter.object_size_greater_than = Some(1);
+        }
+        assert!(!upload_aborted(&sized, "a/k", 0, &clock(1 << 40)));
+        // Only current-version rules: passes read one record per key.
+        assert!(!touches_noncurrent(&c));
+        let mut nc = c.clone();
+        nc.rules[0].noncurrent_days = Some(1);
+        assert!(touches_noncurrent(&nc));
+        nc.rules[0].enabled = false;
+        assert!(!touches_noncurrent(&nc));
     }
 }

@@ -234,34 +234,44 @@ pub async fn delete_bucket(
     if !marked {
         return Err(GwError::Contention("bucket changed during delete".into()));
     }
+    // Test builds stop here to leave a delete half done (the background
+    // sweeper finishes it: docs/decisions/0037).
+    fail::fail_point!("gateway::delete_bucket_after_mark");
+    if carry_on(ctx, &key, cur).await? {
+        deleted()
+    } else {
+        Err(GwError::BucketNotEmpty)
+    }
+}
+
+/// Steps 2–4 of a delete whose mark `cur` this caller set or took over:
+/// true when the record is gone, false when the bucket is not empty (the
+/// mark is then taken back).
+async fn carry_on(ctx: &Arc<Ctx>, key: &[u8], cur: Versioned<BucketRecord>) -> GwResult<bool> {
     let id = cur.record.id;
     // 2. Decide.
     if has_versions(ctx, id).await? {
-        if remark(ctx, &key, &cur, 0).await?.is_none()
-            && ctx
-                .meta
-                .get::<BucketRecord>(Cf::Meta, &key)
-                .await?
-                .is_none()
+        if remark(ctx, key, &cur, 0).await?.is_none()
+            && ctx.meta.get::<BucketRecord>(Cf::Meta, key).await?.is_none()
         {
-            return deleted();
+            return Ok(true);
         }
-        return Err(GwError::BucketNotEmpty);
+        return Ok(false);
     }
     // 3. Abort what uploads remain.
-    let cur = sweep_uploads(ctx, &key, cur).await?;
+    let cur = sweep_uploads(ctx, key, cur).await?;
     // 4. Remove the record if it still holds our mark.
     let outcome = ctx
         .meta
         .batch(
-            vec![meta::value_equals(Cf::Meta, key.clone(), cur.raw.clone())],
-            vec![meta::delete(Cf::Meta, key.clone())],
+            vec![meta::value_equals(Cf::Meta, key.to_vec(), cur.raw.clone())],
+            vec![meta::delete(Cf::Meta, key.to_vec())],
         )
         .await?;
     match outcome {
         BatchOutcome::Applied => {}
         BatchOutcome::ConditionFailed { .. } => {
-            match ctx.meta.get::<BucketRecord>(Cf::Meta, &key).await? {
+            match ctx.meta.get::<BucketRecord>(Cf::Meta, key).await? {
                 // Our own earlier attempt applied, or another delete finished.
                 None => {}
                 Some(b) if b.record.id != id => {}
@@ -271,7 +281,32 @@ pub async fn delete_bucket(
         }
     }
     tracing::info!(bucket_id = id, "bucket deleted");
-    deleted()
+    Ok(true)
+}
+
+/// Finishes a DeleteBucket whose gateway died after marking the record
+/// `cur` (read at `key`): a mark not renewed for [`DELETE_STALE_MS`] is
+/// taken over by compare-and-set (a writer taking it back at the same time,
+/// or another gateway doing this, wins or loses as a whole) and the delete
+/// carried on. None: nothing to finish (live, a fresh mark, or it changed);
+/// Some(true) deleted; Some(false) not empty, the bucket is live again.
+pub async fn finish_stale_delete(
+    ctx: &Arc<Ctx>,
+    key: &[u8],
+    cur: &Versioned<BucketRecord>,
+) -> GwResult<Option<bool>> {
+    if !is_deleting(&cur.record) || now_ms() - cur.record.deleting_since_unix_ms <= DELETE_STALE_MS
+    {
+        return Ok(None);
+    }
+    let Some(mine) = remark(ctx, key, cur, now_ms()).await? else {
+        return Ok(None);
+    };
+    tracing::warn!(
+        bucket_id = cur.record.id,
+        "finishing a DeleteBucket whose gateway stopped half way"
+    );
+    carry_on(ctx, key, mine).await.map(Some)
 }
 
 /// A DeleteBucket that has held its mark this long without renewing it is
@@ -333,7 +368,6 @@ async fn sweep_uploads(
     key: &[u8],
     mut cur: Versioned<BucketRecord>,
 ) -> GwResult<Versioned<BucketRecord>> {
-    use crate::s3::multipart::{abort_upload, UPLOAD_ID_LEN};
     let id = cur.record.id;
     let (mut start, end) = keys::object_range(id, b"");
     const PAGE: usize = 256;
@@ -345,39 +379,7 @@ async fn sweep_uploads(
                     .await?
                     .ok_or_else(aborted)?;
             }
-            let Some(parts) = keys::decode_object_key(&kv.key) else {
-                continue;
-            };
-            let Ok(object_key) = String::from_utf8(parts.key) else {
-                tracing::warn!(bucket_id = id, "upload under a non-UTF-8 key left in place");
-                continue;
-            };
-            if parts.suffix.len() == UPLOAD_ID_LEN {
-                let upload = Versioned {
-                    raw: kv.value.clone(),
-                    record: keys::decode_value(&kv.value)?,
-                };
-                let upload_id = String::from_utf8_lossy(&parts.suffix).into_owned();
-                match abort_upload(ctx, id, &object_key, &upload_id, &upload).await {
-                    Ok(()) | Err(GwError::NoSuchUpload) => {}
-                    Err(e) => return Err(e),
-                }
-            } else if parts.suffix.len() == UPLOAD_ID_LEN + 4 {
-                // A part whose upload is gone (aborted just now, or left by
-                // an older gateway): drop it if it is still there.
-                let rec: PartRecord = keys::decode_value(&kv.value)?;
-                let locs = gc::part_locations(&rec);
-                let mut mutations = vec![meta::delete(Cf::Mpu, kv.key.to_vec())];
-                mutations.extend(gc::gc_mutations(id, &object_key, &locs));
-                let cond = vec![meta::value_equals(
-                    Cf::Mpu,
-                    kv.key.to_vec(),
-                    kv.value.clone(),
-                )];
-                if let BatchOutcome::Applied = ctx.meta.batch(cond, mutations).await? {
-                    gc::spawn_reclaim(ctx.clone(), id, object_key, locs);
-                }
-            }
+            drop_upload_entry(ctx, id, kv).await?;
         }
         match page.last() {
             Some(last) if page.len() == PAGE => {
@@ -389,6 +391,51 @@ async fn sweep_uploads(
     }
 }
 
+/// Removes one cf MPU record of bucket `id`: an upload is aborted (its
+/// parts with it), a part whose upload is gone is dropped; their bodies
+/// are reclaimed. A record changed meanwhile is left for the next look.
+pub async fn drop_upload_entry(
+    ctx: &Arc<Ctx>,
+    id: u64,
+    kv: &kura_metashard::client::KvPair,
+) -> GwResult<()> {
+    use crate::s3::multipart::{abort_upload, UPLOAD_ID_LEN};
+    let Some(parts) = keys::decode_object_key(&kv.key) else {
+        return Ok(());
+    };
+    let Ok(object_key) = String::from_utf8(parts.key) else {
+        tracing::warn!(bucket_id = id, "upload under a non-UTF-8 key left in place");
+        return Ok(());
+    };
+    if parts.suffix.len() == UPLOAD_ID_LEN {
+        let upload = Versioned {
+            raw: kv.value.clone(),
+            record: keys::decode_value(&kv.value)?,
+        };
+        let upload_id = String::from_utf8_lossy(&parts.suffix).into_owned();
+        match abort_upload(ctx, id, &object_key, &upload_id, &upload).await {
+            Ok(()) | Err(GwError::NoSuchUpload) => {}
+            Err(e) => return Err(e),
+        }
+    } else if parts.suffix.len() == UPLOAD_ID_LEN + 4 {
+        // A part whose upload is gone (aborted just now, or left by
+        // an older gateway): drop it if it is still there.
+        let rec: PartRecord = keys::decode_value(&kv.value)?;
+        let locs = gc::part_locations(&rec);
+        let mut mutations = vec![meta::delete(Cf::Mpu, kv.key.to_vec())];
+        mutations.extend(gc::gc_mutations(id, &object_key, &locs));
+        let cond = vec![meta::value_equals(
+            Cf::Mpu,
+            kv.key.to_vec(),
+            kv.value.clone(),
+        )];
+        if let BatchOutcome::Applied = ctx.meta.batch(cond, mutations).await? {
+            gc::spawn_reclaim(ctx.clone(), id, object_key, locs);
+        }
+    }
+    Ok(())
+}
+
 /// How a write that just committed under `bucket_id` (named `name` in
 /// `tenant`) stands: true when the bucket was live when read afterwards —
 /// any later DeleteBucket then sees the write. A DeleteBucket in progress
@@ -396,6 +443,9 @@ async fn sweep_uploads(
 /// (or is another bucket now): the caller must undo its write, which no
 /// DeleteBucket saw.
 pub async fn await_bucket(ctx: &Ctx, tenant: &str, name: &str, bucket_id: u64) -> GwResult<bool> {
+    // Test builds stop here to leave a committed write unchecked (the
+    // dead-bucket sweeper removes it if its bucket is gone: decision 0037).
+    fail::fail_point!("gateway::before_bucket_check");
     let key = keys::tenant_bucket_key(tenant, name);
     loop {
         let Some(cur) = ctx.meta.get::<BucketRecord>(Cf::Meta, &key).await? else {

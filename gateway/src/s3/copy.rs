@@ -22,7 +22,7 @@ use crate::s3::common::{
 use crate::s3::encryption;
 use crate::s3::get::check_conditions;
 use crate::s3::multipart::{
-    check_part_number, commit_part, load_upload, part_for_body, upload_class,
+    check_part_number, commit_part, load_upload, part_for_body, upload_checksum, upload_class,
 };
 use crate::s3::put::{commit_in_task, object_for_body, WritePrecondition};
 use crate::s3::versioning;
@@ -134,7 +134,34 @@ async fn load_source(
     })
 }
 
-/// Streams `range` of `src` into a new body owned by `owner`.
+/// The checksums a copy of `range` of `src` computes as it streams: the
+/// source's algorithms for a whole copy (so a copied object keeps them),
+/// none for a part of it.
+fn source_checksums(src: &ObjectRecord, range: &std::ops::Range<u64>) -> ChecksumPlan {
+    if range.start == 0 && range.end == src.size {
+        ChecksumPlan::computing(src.checksums.keys())
+    } else {
+        ChecksumPlan::none()
+    }
+}
+
+/// The checksums of a part copied into `upload`: the upload's algorithm
+/// when it has one (so CompleteMultipartUpload can derive the object's
+/// COMPOSITE or FULL_OBJECT value from every part), else the source's.
+fn part_checksums(
+    upload: &kura_proto::meta::MultipartUploadRecord,
+    src: &ObjectRecord,
+    range: &std::ops::Range<u64>,
+) -> ChecksumPlan {
+    match upload_checksum(upload) {
+        Some(sum) => ChecksumPlan::computing([&sum.algo.name().to_string()]),
+        None => source_checksums(src, range),
+    }
+}
+
+/// Streams `range` of `src` into a new body owned by `owner`, computing
+/// `checksums` over the copied plaintext.
+#[allow(clippy::too_many_arguments)]
 async fn copy_body(
     ctx: &Arc<Ctx>,
     src: &ObjectRecord,
@@ -142,6 +169,7 @@ async fn copy_body(
     owner: BodyOwner,
     max_size: u64,
     class: StorageClass,
+    checksums: ChecksumPlan,
     src_keys: &Option<encryption::ReadKeys>,
     sse: Option<&encryption::WriteSse>,
 ) -> GwResult<Written> {
@@ -156,12 +184,6 @@ async fn copy_body(
         range.clone(),
     );
     let body = reader::open(ctx.clone(), pieces, len).await?;
-    let whole = range.start == 0 && range.end == src.size;
-    let checksums = if whole {
-        ChecksumPlan::computing(src.checksums.keys())
-    } else {
-        ChecksumPlan::none()
-    };
     let spec = WriteSpec {
         owner,
         content_length: Some(len),
@@ -255,6 +277,7 @@ pub async fn copy_object(
         owner,
         MAX_SINGLE_PUT,
         class,
+        source_checksums(src, &(0..src.size)),
         &src_keys,
         sse.as_ref(),
     )
@@ -377,6 +400,7 @@ pub async fn upload_part_copy(
         part_number,
     };
     let class = upload_class(ctx, &upload.record);
+    let checksums = part_checksums(&upload.record, src, &range);
     let written = copy_body(
         ctx,
         src,
@@ -384,6 +408,7 @@ pub async fn upload_part_copy(
         owner,
         MAX_PART_SIZE,
         class,
+        checksums,
         &src_keys,
         sse.as_ref(),
     )
@@ -401,11 +426,13 @@ pub async fn upload_part_copy(
         server_side_encryption: encryption::sse_field(sse.as_ref()),
         sse_customer_algorithm: encryption::customer_algorithm_field(sse.as_ref()),
         sse_customer_key_md5: encryption::customer_key_md5_field(sse.as_ref()),
-        copy_part_result: Some(CopyPartResult {
-            e_tag: Some(etag(&etag_value)),
-            last_modified: Some(timestamp(last_modified)),
-            ..Default::default()
-        }),
+        copy_part_result: Some(with_checksums!(
+            ChecksumFields::from_map(&written.checksums),
+            CopyPartResult {
+                e_tag: Some(etag(&etag_value)),
+                last_modified: Some(timestamp(last_modified)),
+            }
+        )),
         ..Default::default()
     }))
 }

@@ -102,6 +102,8 @@ pub async fn delete_objects(
     ctx: &Arc<Ctx>,
     req: S3Request<DeleteObjectsInput>,
 ) -> GwResult<S3Response<DeleteObjectsOutput>> {
+    // AWS requires Content-MD5 or a checksum on the body (decision 0036).
+    crate::s3::object_lock::check_body_integrity(&req.headers)?;
     let input = req.input;
     let objects = input.delete.objects;
     let quiet = input.delete.quiet.unwrap_or(false);

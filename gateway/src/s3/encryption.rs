@@ -151,6 +151,61 @@ pub fn customer_key(h: &SseHeaders<'_>) -> GwResult<Option<CustomerKey>> {
     }))
 }
 
+/// The request headers that carry an SSE-C key: the object's own, and a
+/// copy source's.
+const CUSTOMER_KEY_HEADERS: [&str; 6] = [
+    "x-amz-server-side-encryption-customer-algorithm",
+    "x-amz-server-side-encryption-customer-key",
+    "x-amz-server-side-encryption-customer-key-md5",
+    "x-amz-copy-source-server-side-encryption-customer-algorithm",
+    "x-amz-copy-source-server-side-encryption-customer-key",
+    "x-amz-copy-source-server-side-encryption-customer-key-md5",
+];
+
+/// Whether `headers` carry any SSE-C header (of the object or a copy source).
+pub fn carries_customer_key(headers: &HeaderMap) -> bool {
+    CUSTOMER_KEY_HEADERS
+        .iter()
+        .any(|h| headers.contains_key(*h))
+}
+
+/// Whether a connection may carry an SSE-C key: over TLS, or plain HTTP
+/// from a loopback peer. AWS refuses SSE-C over plain HTTP (the key would
+/// cross the network in the clear); on loopback the key never leaves the
+/// host, as browsers treat localhost as a secure context, so `kura dev`
+/// without `--tls` stays usable. An unknown peer is not loopback.
+pub fn customer_key_transport_ok(secure: bool, peer: Option<std::net::SocketAddr>) -> bool {
+    secure
+        || peer.is_some_and(|p| match p.ip() {
+            std::net::IpAddr::V4(ip) => ip.is_loopback(),
+            std::net::IpAddr::V6(ip) => {
+                ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+            }
+        })
+}
+
+/// AWS's refusal of SSE-C over an insecure connection.
+pub fn insecure_customer_key() -> GwError {
+    GwError::InvalidRequest(
+        "Requests specifying Server Side Encryption with Customer provided keys must be made over a secure connection.".into(),
+    )
+}
+
+/// Refuses a request carrying SSE-C headers over an insecure connection
+/// (see [`customer_key_transport_ok`]). Called once for every request s3s
+/// serves (the access hook), so no operation can forget it; PostObject
+/// checks its form fields itself.
+pub fn check_customer_key_transport(
+    headers: &HeaderMap,
+    secure: bool,
+    peer: Option<std::net::SocketAddr>,
+) -> GwResult<()> {
+    if carries_customer_key(headers) && !customer_key_transport_ok(secure, peer) {
+        return Err(insecure_customer_key());
+    }
+    Ok(())
+}
+
 /// The error for SSE-KMS: there is no KMS (see the module docs).
 fn kms_refused() -> GwError {
     GwError::NotImplemented(
@@ -677,6 +732,49 @@ mod tests {
             err(headers(Some("AES256"), Some(&k), Some(&other))),
             GwError::InvalidArgument(_)
         ));
+    }
+
+    #[test]
+    fn customer_keys_need_tls_or_loopback() {
+        let at = |a: &str| Some(a.parse::<std::net::SocketAddr>().unwrap());
+        // TLS: any peer.
+        assert!(customer_key_transport_ok(true, at("192.0.2.7:5000")));
+        assert!(customer_key_transport_ok(true, None));
+        // Plain HTTP: loopback only (IPv4, IPv6, IPv4-mapped IPv6).
+        assert!(customer_key_transport_ok(false, at("127.0.0.1:5000")));
+        assert!(customer_key_transport_ok(false, at("127.8.9.10:5000")));
+        assert!(customer_key_transport_ok(false, at("[::1]:5000")));
+        assert!(customer_key_transport_ok(
+            false,
+            at("[::ffff:127.0.0.1]:5000")
+        ));
+        assert!(!customer_key_transport_ok(false, at("192.0.2.7:5000")));
+        assert!(!customer_key_transport_ok(false, at("0.0.0.0:5000")));
+        assert!(!customer_key_transport_ok(
+            false,
+            at("[::ffff:10.0.0.1]:5000")
+        ));
+        assert!(!customer_key_transport_ok(false, at("[fd00::2]:5000")));
+        assert!(!customer_key_transport_ok(false, None));
+
+        let remote = at("10.1.2.3:4000");
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-amz-server-side-encryption",
+            HeaderValue::from_static("AES256"),
+        );
+        // SSE-S3 carries no key: fine anywhere.
+        assert!(check_customer_key_transport(&h, false, remote).is_ok());
+        for name in CUSTOMER_KEY_HEADERS {
+            let mut h = HeaderMap::new();
+            h.insert(name, HeaderValue::from_static("x"));
+            assert!(matches!(
+                check_customer_key_transport(&h, false, remote),
+                Err(GwError::InvalidRequest(m)) if m.contains("secure connection")
+            ));
+            assert!(check_customer_key_transport(&h, true, remote).is_ok());
+            assert!(check_customer_key_transport(&h, false, at("127.0.0.1:1")).is_ok());
+        }
     }
 
     #[test]

@@ -2,9 +2,12 @@
 //! ListMultipartUploads shares.
 //!
 //! A listing scans the bucket's key range `object_range(bucket_id, prefix)`
-//! in pages. With a delimiter, the first key under a common prefix emits the
-//! prefix and the scan *seeks* past every key under it
-//! (`keys::object_seek_after_prefix`) instead of reading them. Markers and
+//! in pages. With a delimiter, the first listable key under a common prefix
+//! emits the prefix and the scan *seeks* past every key under it
+//! (`keys::object_seek_after_prefix`); the stores do the same inside a page
+//! (`keys::Rollup`, docs/decisions/0035), so keys under a common prefix are
+//! never read. A prefix whose first key is a delete marker is probed up to
+//! its first listable key: S3 lists common prefixes of listable keys only. Markers and
 //! continuation tokens resume strictly after the last returned entry; when
 //! that entry was a common prefix, after everything under it.
 //!
@@ -22,7 +25,7 @@ use std::sync::Arc;
 
 use base64::Engine;
 use kura_metashard::client::{Cf, KvPair};
-use kura_metashard::keys::{self, ObjectKeyParts};
+use kura_metashard::keys::{self, ObjectKeyParts, Rollup};
 use kura_proto::meta::ObjectRecord;
 use s3s::dto::*;
 use s3s::{S3Request, S3Response};
@@ -39,11 +42,15 @@ pub const MAX_PAGE: usize = 1000;
 
 /// Where a listing reads its keys from.
 pub trait ListSource: Sync {
+    /// With `rollup` (the listing's delimiter) a source may return only the
+    /// first key under each common prefix (docs/decisions/0035); one that
+    /// returns more is still listed right.
     fn scan(
         &self,
         start: &[u8],
         end: &[u8],
         limit: usize,
+        rollup: Option<&Rollup>,
     ) -> impl Future<Output = GwResult<Vec<KvPair>>> + Send;
 }
 
@@ -61,24 +68,28 @@ pub struct ObjectSource<'a> {
 }
 
 impl ListSource for ObjectSource<'_> {
-    async fn scan(&self, start: &[u8], end: &[u8], limit: usize) -> GwResult<Vec<KvPair>> {
-        if self.first_per_object {
-            self.ctx
-                .meta
-                .scan_first_per_object(Cf::Meta, start, end, limit)
-                .await
-        } else {
-            self.ctx.meta.scan(Cf::Meta, start, end, limit, false).await
-        }
+    async fn scan(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+        rollup: Option<&Rollup>,
+    ) -> GwResult<Vec<KvPair>> {
+        self.ctx
+            .meta
+            .scan_listing(Cf::Meta, start, end, limit, self.first_per_object, rollup)
+            .await
     }
 }
 
 impl ListSource for MetaSource<'_> {
+    /// Every key (ListMultipartUploads: an upload is its record and parts).
     fn scan(
         &self,
         start: &[u8],
         end: &[u8],
         limit: usize,
+        _rollup: Option<&Rollup>,
     ) -> impl Future<Output = GwResult<Vec<KvPair>>> + Send {
         self.ctx.meta.scan(self.cf, start, end, limit, false)
     }
@@ -174,11 +185,26 @@ where
         });
     }
     let (range_start, end) = keys::object_range(p.bucket_id, p.prefix.as_bytes());
+    let rollup = Rollup::new(p.prefix.as_bytes(), p.delimiter.as_bytes());
     let mut cursor = p.start.max(range_start);
     let mut truncated = false;
+    // A common prefix whose first key is not listable (a delete marker):
+    // S3 lists a common prefix only over listable keys, so its keys are
+    // read, without rolling up, up to the first listable one. Holds the
+    // prefix's end.
+    let mut probing: Option<Vec<u8>> = None;
     'scan: while cursor < end {
         let want = (p.max - entries.len() + 1).clamp(1, MAX_PAGE);
-        let page = src.scan(&cursor, &end, want).await?;
+        let (scan_end, roll) = match &probing {
+            Some(cp_end) => (cp_end.min(&end).clone(), None),
+            None => (end.clone(), rollup.as_ref()),
+        };
+        if cursor >= scan_end {
+            // Probed to the prefix's end: nothing listable under it.
+            probing = None;
+            continue;
+        }
+        let page = src.scan(&cursor, &scan_end, want, roll).await?;
         let full = page.len() >= want;
         let mut skip_prefix: Option<String> = None;
         for kv in &page {
@@ -201,18 +227,38 @@ where
                 }
                 skip_prefix = None;
             }
+            let decoded = decode(&parts, kv)?;
             if let Some(cp) = common_prefix(&key, p.prefix, p.delimiter) {
+                let cp_end = keys::object_seek_after_prefix(p.bucket_id, cp.as_bytes());
+                let next = match decoded {
+                    Decoded::Item { .. } => None,
+                    Decoded::Skip => Some(successor(&kv.key)),
+                    Decoded::SkipTo(at) => Some(at.max(successor(&kv.key))),
+                };
+                if let Some(next) = next {
+                    // Nothing listable yet: look further under this prefix.
+                    // The rest of a rolled-up page lies past it, so rescan.
+                    cursor = next;
+                    if probing.is_none() {
+                        probing = Some(cp_end);
+                        continue 'scan;
+                    }
+                    continue;
+                }
                 if entries.len() == p.max {
                     truncated = true;
                     break 'scan;
                 }
-                let cp = cp.to_string();
-                cursor = keys::object_seek_after_prefix(p.bucket_id, cp.as_bytes());
-                entries.push(Entry::Prefix(cp.clone()));
-                skip_prefix = Some(cp);
+                cursor = cp_end;
+                entries.push(Entry::Prefix(cp.to_string()));
+                if probing.take().is_some() {
+                    // A probe page holds only this prefix's keys.
+                    continue 'scan;
+                }
+                skip_prefix = Some(cp.to_string());
                 continue;
             }
-            match decode(&parts, kv)? {
+            match decoded {
                 Decoded::Skip => cursor = successor(&kv.key),
                 Decoded::SkipTo(at) => cursor = at.max(successor(&kv.key)),
                 Decoded::Item { item, resume_at } => {
@@ -226,7 +272,11 @@ where
             }
         }
         if !full {
-            break;
+            match probing.take() {
+                // Nothing listable under the probed prefix: go on past it.
+                Some(cp_end) => cursor = cursor.max(cp_end),
+                None => break,
+            }
         }
     }
     Ok(Listing { entries, truncated })
@@ -460,10 +510,12 @@ pub(crate) mod tests {
 
     /// An in-memory ordered store standing in for a column family; with
     /// `first_per_object` it answers as a store does for that option
-    /// (each object's first key only), else with every key (an older store).
+    /// (each object's first key only), with `rollup` as a store does for a
+    /// delimiter, else with every key (an older store).
     pub struct MemSource {
         pub map: BTreeMap<Vec<u8>, Vec<u8>>,
         pub first_per_object: bool,
+        pub rollup: bool,
         /// Keys handed out, over all scans.
         pub read: std::sync::atomic::AtomicUsize,
     }
@@ -473,6 +525,7 @@ pub(crate) mod tests {
             MemSource {
                 map,
                 first_per_object: false,
+                rollup: false,
                 read: Default::default(),
             }
         }
@@ -484,10 +537,11 @@ pub(crate) mod tests {
             start: &[u8],
             end: &[u8],
             limit: usize,
+            rollup: Option<&Rollup>,
         ) -> impl Future<Output = GwResult<Vec<KvPair>>> + Send {
             let mut out: Vec<KvPair> = Vec::new();
             let mut at = start.to_vec();
-            while out.len() < limit {
+            while out.len() < limit && at.as_slice() < end {
                 let Some((k, v)) = self.map.range(at.clone()..end.to_vec()).next() else {
                     break;
                 };
@@ -495,8 +549,10 @@ pub(crate) mod tests {
                     key: k.clone().into(),
                     value: v.clone().into(),
                 });
-                at = match (self.first_per_object, keys::seek_after_object_of(k)) {
-                    (true, Some(past)) => past,
+                let rolled = rollup.filter(|_| self.rollup).and_then(|r| r.seek_past(k));
+                at = match (rolled, self.first_per_object, keys::seek_after_object_of(k)) {
+                    (Some(past), _, _) => past,
+                    (None, true, Some(past)) => past,
                     _ => successor(k),
                 };
             }
@@ -685,6 +741,97 @@ pub(crate) mod tests {
         let objects = KEYS.len() + 3;
         assert_eq!(read(&s2), objects, "one record per object");
         assert!(read(&s1) > 3 * objects, "every version: {}", read(&s1));
+    }
+
+    /// Keys whose latest version is a delete marker: all of "dead/" and of
+    /// "deadbig/" (more than a page), the first of "mixed/".
+    fn add_dead(s: &mut MemSource) {
+        let mut put = |n: &str, v: u64, delete_marker: bool| {
+            let rec = ObjectRecord {
+                key: n.to_string(),
+                delete_marker,
+                ..Default::default()
+            };
+            s.map.insert(
+                keys::object_version_key(5, n.as_bytes(), v),
+                keys::encode_value(&rec),
+            );
+        };
+        let mut dead: Vec<String> = vec!["dead/1".into(), "dead/2".into(), "mixed/1".into()];
+        dead.extend((0..30).map(|i| format!("deadbig/{i:02}")));
+        for n in &dead {
+            put(n, 9, true);
+            put(n, 1, false);
+        }
+        put("mixed/2", 9, false);
+    }
+
+    /// A store that rolls common prefixes up lists what one returning every
+    /// key lists, reading one key per common prefix; a common prefix whose
+    /// keys are all delete markers is not listed (as S3).
+    #[tokio::test]
+    async fn rollup_lists_the_same_reading_one_key_per_prefix() {
+        let mk = |first_per_object, rollup| {
+            let mut s = store(5, KEYS);
+            add_dead(&mut s);
+            s.first_per_object = first_per_object;
+            s.rollup = rollup;
+            s
+        };
+        let every = mk(false, false);
+        let want = vec![
+            "a", "a/*", "b", "b/*", "c/*", "d", "d\0z", "e/*", "mixed/*", "é/*",
+        ];
+        for max in [1, 2, 3, 1000] {
+            assert_eq!(list_all(&every, "", "/", max).await, want, "max {max}");
+        }
+        for (fpo, roll) in [(false, true), (true, true), (true, false)] {
+            let s = mk(fpo, roll);
+            for (prefix, delim) in [
+                ("", ""),
+                ("", "/"),
+                ("a/", "/"),
+                ("a", "/"),
+                ("c/", ""),
+                ("dead", "/"),
+                ("mixed/", "/"),
+                ("", "e"),
+            ] {
+                for max in [1, 2, 3, 1000] {
+                    assert_eq!(
+                        list_all(&s, prefix, delim, max).await,
+                        list_all(&every, prefix, delim, max).await,
+                        "first_per_object {fpo} rollup {roll} prefix {prefix:?} delimiter {delim:?} max {max}"
+                    );
+                }
+            }
+        }
+        assert_eq!(
+            list_all(&every, "dead", "/", 1000).await,
+            Vec::<String>::new()
+        );
+        // Reads: one key per listed entry (and per delete marker probed),
+        // not every key under a common prefix.
+        let mut big = store(5, &[]);
+        big.first_per_object = true;
+        for i in 0..500 {
+            let rec = keys::encode_value(&ObjectRecord::default());
+            big.map.insert(
+                keys::object_version_key(5, format!("big/{i:03}").as_bytes(), 1),
+                rec,
+            );
+        }
+        let read = |s: &MemSource| s.read.load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(list_all(&big, "", "/", 1000).await, vec!["big/*"]);
+        let without = read(&big);
+        big.rollup = true;
+        big.read = Default::default();
+        assert_eq!(list_all(&big, "", "/", 1000).await, vec!["big/*"]);
+        // "a/0", "c/" and "zzz" (delete markers from `store`): "a/*" and
+        // "c/*" are probed, and the page each probe set aside is read again
+        // (8 keys in all); "big/*" costs one key, not 500.
+        assert!(read(&big) <= 10, "rolled up: {} keys read", read(&big));
+        assert!(without >= 500, "without: {without}");
     }
 
     #[test]

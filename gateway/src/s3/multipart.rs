@@ -452,7 +452,8 @@ struct ObjectChecksum {
 /// the object's checksum from the parts' values, and checks the whole-object
 /// value a client sent with Complete against it. None when the upload has no
 /// checksum, or a part has no value for its algorithm (a part copied with
-/// UploadPartCopy), and the client asserted none for the whole object.
+/// UploadPartCopy by a gateway older than decision 0036), and the client
+/// asserted none for the whole object.
 fn object_checksum(
     sum: Option<UploadChecksum>,
     chosen: &[&StoredPart],

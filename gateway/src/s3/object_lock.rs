@@ -165,8 +165,10 @@ pub fn bypass_allowed(
 }
 
 /// `Content-MD5` or an `x-amz-checksum-*` (header or announced trailer):
-/// AWS requires one on writes that carry a retention or legal hold.
-fn has_integrity_header(headers: &http::HeaderMap) -> bool {
+/// AWS requires one on writes that carry a retention or legal hold, and on
+/// the object lock and DeleteObjects XML bodies. `x-amz-sdk-checksum-algorithm`
+/// alone names an algorithm but protects nothing; AWS refuses it too.
+pub fn has_integrity_header(headers: &http::HeaderMap) -> bool {
     const SUMS: [&str; 5] = [
         "x-amz-checksum-crc32",
         "x-amz-checksum-crc32c",
@@ -335,6 +337,18 @@ pub fn check_put_integrity(
     Ok(())
 }
 
+/// An XML body AWS wants protected (PutObjectRetention, PutObjectLegalHold,
+/// PutObjectLockConfiguration, DeleteObjects): `Content-MD5` or a checksum,
+/// else 400 with AWS's message. SDKs and the aws CLI always send one.
+pub fn check_body_integrity(headers: &http::HeaderMap) -> GwResult<()> {
+    if !has_integrity_header(headers) {
+        return Err(GwError::InvalidRequest(
+            "Missing required header for this request: Content-MD5 OR x-amz-checksum-*".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// UploadPart of an upload that will carry a lock: AWS wants an integrity
 /// header on every part.
 pub fn check_part_integrity(
@@ -451,6 +465,7 @@ pub async fn put_object_lock_configuration(
     ctx: &Arc<Ctx>,
     req: S3Request<PutObjectLockConfigurationInput>,
 ) -> GwResult<S3Response<PutObjectLockConfigurationOutput>> {
+    check_body_integrity(&req.headers)?;
     let cfg = req
         .input
         .object_lock_configuration
@@ -547,6 +562,7 @@ pub async fn put_object_retention(
     ctx: &Arc<Ctx>,
     req: S3Request<PutObjectRetentionInput>,
 ) -> GwResult<S3Response<PutObjectRetentionOutput>> {
+    check_body_integrity(&req.headers)?;
     let input = &req.input;
     lock_bucket(&req.extensions)?;
     let retention = input.retention.as_ref().ok_or_else(malformed)?;
@@ -615,6 +631,7 @@ pub async fn put_object_legal_hold(
     ctx: &Arc<Ctx>,
     req: S3Request<PutObjectLegalHoldInput>,
 ) -> GwResult<S3Response<PutObjectLegalHoldOutput>> {
+    check_body_integrity(&req.headers)?;
     let input = &req.input;
     lock_bucket(&req.extensions)?;
     let hold = input

@@ -104,17 +104,49 @@ pub fn parse_version_param(s: Option<&str>) -> GwResult<Option<VersionRef>> {
     s.map(parse_version_id).transpose()
 }
 
-/// A version number above `latest`: milliseconds since the epoch shifted
-/// left 16 bits plus 16 random bits (sortable by time, unlikely to collide
-/// between gateways; a collision fails the batch's NOT_EXISTS and retries),
-/// raised past `latest` when this gateway's clock lags the writer of it.
-pub fn new_version(latest: u64) -> u64 {
-    let clock = ((now_ms().max(0) as u64) << 16) | u64::from(rand::random::<u16>());
-    if clock > latest {
+/// The version number for a new version of a key whose newest existing
+/// version is `newest` (`None`: no version but possibly the null slot):
+/// `now_ms << 16 | random16` (sortable by time, unlikely to collide between
+/// gateways; a collision fails the batch's NOT_EXISTS and retries), raised
+/// above `newest` when the clock lags its writer, so the new version is the
+/// latest whatever the clocks say. Never the null slot's number.
+pub fn version_id_after(now_ms: u64, newest: Option<u64>) -> u64 {
+    version_from(now_ms, newest, rand::random::<u16>())
+}
+
+/// [`version_id_after`] with its randomness given.
+fn version_from(now_ms: u64, newest: Option<u64>, rand16: u16) -> u64 {
+    // Keeps the shift from overflowing whatever the clock (or a test's
+    // offset) says; real clocks are far below 2^48 ms.
+    let clock = ((now_ms & ((1 << 48) - 1)) << 16) | u64::from(rand16);
+    let floor = newest.unwrap_or(NULL_VERSION);
+    if clock > floor {
         clock
     } else {
-        latest.saturating_add(1 + u64::from(rand::random::<u8>()))
+        // Just past the newest: spread by the random bits' low byte so two
+        // lagging writers racing for the same key rarely pick the same id.
+        floor.saturating_add(1 + u64::from(rand16 & 0xff))
     }
+}
+
+/// The clock version numbers are taken from. Test builds can shift it
+/// (failpoint `gateway::version_clock_offset_ms`, action `return(<ms>)`,
+/// negative for a lagging clock) to play a gateway with a skewed clock.
+fn version_clock_ms() -> u64 {
+    fail::fail_point!("gateway::version_clock_offset_ms", |arg: Option<String>| {
+        let offset = arg.and_then(|a| a.trim().parse::<i64>().ok()).unwrap_or(0);
+        now_ms().saturating_add(offset).max(0) as u64
+    });
+    now_ms().max(0) as u64
+}
+
+/// A version number above `latest` (the newest existing version, or the
+/// null slot's 0) from this gateway's clock.
+pub fn new_version(latest: u64) -> u64 {
+    version_id_after(
+        version_clock_ms(),
+        (latest != NULL_VERSION).then_some(latest),
+    )
 }
 
 /// A version record as stored, with the version its key names.
@@ -895,13 +927,19 @@ pub async fn list_object_versions(
         }
     };
     cursor = cursor.max(range_start);
+    let rollup = keys::Rollup::new(prefix.as_bytes(), delimiter.as_bytes());
     // The key of the version seen last: the next one of the same key is not the latest.
     let mut prev_key: Option<String> = vid_marker.map(|_| key_marker.clone());
     let mut entries: Vec<VersionEntry> = Vec::new();
     let mut truncated = false;
     'scan: while max > 0 && cursor < end {
         let want = (max - entries.len() + 1).clamp(1, MAX_PAGE);
-        let page = ctx.meta.scan(Cf::Meta, &cursor, &end, want, false).await?;
+        // Every version is listed, delete markers too: the first key under
+        // a common prefix always makes it listed, so the stores roll them up.
+        let page = ctx
+            .meta
+            .scan_listing(Cf::Meta, &cursor, &end, want, false, rollup.as_ref())
+            .await?;
         let full = page.len() >= want;
         for kv in page {
             if kv.key.as_ref() < cursor.as_slice() {
@@ -1057,6 +1095,46 @@ mod tests {
         // Ids sort by time when clocks agree.
         std::thread::sleep(std::time::Duration::from_millis(2));
         assert!(new_version(0) > now);
+    }
+
+    #[test]
+    fn version_ids_follow_the_clock_when_it_is_ahead() {
+        let ms = 1_780_000_000_000u64;
+        assert_eq!(version_from(ms, None, 7), (ms << 16) | 7);
+        let older = (ms - 1) << 16 | 0xffff;
+        assert_eq!(version_from(ms, Some(older), 0), ms << 16);
+        // Without any version the clock alone decides (never the null slot).
+        assert!(version_from(0, None, 0) > NULL_VERSION);
+    }
+
+    #[test]
+    fn version_ids_never_go_back_or_repeat() {
+        let ms = 1_780_000_000_000u64;
+        // Same millisecond, same or smaller random bits: the newest (say
+        // written just before a delete of a later one) is passed.
+        let newest = (ms << 16) | 0x8000;
+        for r in [0u16, 0x7fff, 0x8000, 0xffff] {
+            let v = version_from(ms, Some(newest), r);
+            assert!(v > newest, "{r:#x}: {v:#x}");
+        }
+        // A clock an hour behind (or stepped back) still lands above.
+        let behind = ms - 3_600_000;
+        for r in [0u16, 1, 0xff, 0x100, 0xffff] {
+            let v = version_from(behind, Some(newest), r);
+            assert!(v > newest && v - newest <= 256, "{r:#x}: {v:#x}");
+        }
+        // A chain of lagging writers stays strictly increasing.
+        let mut last = newest;
+        for i in 0..1000u32 {
+            let v = version_id_after(behind, Some(last));
+            assert!(v > last, "step {i}");
+            last = v;
+        }
+        // The top of the range saturates instead of wrapping to the null slot
+        // (the batch's NOT_EXISTS then refuses it).
+        assert_eq!(version_from(ms, Some(u64::MAX), 3), u64::MAX);
+        // Absurd clocks do not overflow the shift.
+        assert!(version_from(u64::MAX, None, 1) > NULL_VERSION);
     }
 
     #[test]

@@ -44,6 +44,8 @@ pub struct Progress {
     ended: AtomicBool,
     /// No more than this many bytes are taken (set when skipping the rest).
     stop_at: AtomicU64,
+    /// Answers `read_fields` got from the parser (a field, a piece of one).
+    parsed: AtomicU64,
 }
 
 impl Default for Progress {
@@ -53,6 +55,7 @@ impl Default for Progress {
             in_file: AtomicBool::new(false),
             ended: AtomicBool::new(false),
             stop_at: AtomicU64::new(u64::MAX),
+            parsed: AtomicU64::new(0),
         }
     }
 }
@@ -81,6 +84,8 @@ pub struct Paced<S> {
     /// A chunk was just handed out: the next poll answers Pending (and
     /// wakes at once), which ends the parser's drain loop.
     just_gave: bool,
+    /// `Progress::parsed` at this stream's last answer.
+    seen_parsed: u64,
 }
 
 impl<S> Paced<S> {
@@ -89,6 +94,7 @@ impl<S> Paced<S> {
             inner,
             progress,
             just_gave: false,
+            seen_parsed: 0,
         }
     }
 }
@@ -106,6 +112,20 @@ where
             return Poll::Pending;
         }
         let p = self.progress.clone();
+        // Before the file part, a chunk is pulled only when the parser asks
+        // twice with no answer to `read_fields` in between: it then really
+        // lacks bytes. (It polls its input on every call, so it would
+        // otherwise take a chunk per field from a fast client, and a large
+        // first chunk, or an h2 client's many frames, would pass the budget
+        // below although the fields are small.)
+        if !p.in_file.load(Ordering::Relaxed) {
+            let parsed = p.parsed.load(Ordering::Relaxed);
+            if parsed != self.seen_parsed {
+                self.seen_parsed = parsed;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+        }
         let taken = p.taken.load(Ordering::Relaxed);
         if !p.in_file.load(Ordering::Relaxed) && taken > PRE_DATA_BUDGET {
             return Poll::Ready(Some(Err(Box::new(PreDataOverflow))));
@@ -179,6 +199,7 @@ pub async fn read_fields(
         let Some(mut field) = parser.next_field().await.map_err(parse_error)? else {
             return Err(FormError::NoFile);
         };
+        progress.parsed.fetch_add(1, Ordering::Relaxed);
         let name = field.name().unwrap_or_default().to_ascii_lowercase();
         if name == "file" {
             progress.in_file.store(true, Ordering::Relaxed);
@@ -188,6 +209,7 @@ pub async fn read_fields(
         size += name.len();
         let mut value = Vec::new();
         while let Some(chunk) = field.chunk().await.map_err(parse_error)? {
+            progress.parsed.fetch_add(1, Ordering::Relaxed);
             size += chunk.len();
             if size > MAX_FIELDS_BYTES {
                 return Err(FormError::PreDataTooLarge);
@@ -311,6 +333,46 @@ mod tests {
         drop(s); // as the writer drops the file part when done
         assert!(skip_rest(&mut p, &progress, TRAILING_BUDGET).await);
         assert!(progress.body_fully_read());
+    }
+
+    /// A fast client's chunks (as an h2 browser sends them) or one large
+    /// first chunk holding fields and file: the parser takes no chunk it does
+    /// not need before the file, so small fields never hit the budget.
+    #[tokio::test]
+    async fn fields_from_a_fast_client_stay_under_the_budget() {
+        let mut head = String::new();
+        for i in 0..12 {
+            head.push_str(&format!(
+                "--XX\r\nContent-Disposition: form-data; name=\"x-amz-meta-{i}\"\r\n\r\nvalue {i}\r\n"
+            ));
+        }
+        head.push_str(
+            "--XX\r\nContent-Disposition: form-data; name=\"file\"; filename=\"f\"\r\n\r\n",
+        );
+        let head: &'static [u8] = Box::leak(head.into_bytes().into_boxed_slice());
+        let piece: &'static [u8] = Box::leak(vec![b'z'; 16 << 10].into_boxed_slice());
+        let first: &'static [u8] =
+            Box::leak([head, &[b'y'; 100 << 10][..]].concat().into_boxed_slice());
+        for chunks in [
+            [vec![head], vec![piece; 8], vec![&b"\r\n--XX--\r\n"[..]]].concat(),
+            vec![first, piece, &b"\r\n--XX--\r\n"[..]],
+        ] {
+            let want: usize = chunks[1..chunks.len() - 1]
+                .iter()
+                .map(|c| c.len())
+                .sum::<usize>()
+                + chunks[0].len()
+                - head.len();
+            let (mut p, progress) = parser(chunks);
+            let (fields, file) = read_fields(&mut p, &progress).await.unwrap();
+            assert_eq!(fields.get("x-amz-meta-11"), Some("value 11"));
+            let mut s = FileStream(file.field);
+            let mut got = 0;
+            while let Some(c) = s.next().await {
+                got += c.unwrap().len();
+            }
+            assert_eq!(got, want);
+        }
     }
 
     #[tokio::test]

@@ -50,6 +50,7 @@ use crate::data::gc;
 use crate::data::writer::{write_body_sealed, BodyOwner, WriteSpec, Written};
 use crate::error::GwError;
 use crate::front::form::FormLimit;
+use crate::meta::now_ms;
 use crate::s3::common::{
     check_key, check_user_metadata, format_http_date, parse_http_date, stored_content_encoding,
     url_encode, write_class,
@@ -153,6 +154,11 @@ async fn handle(
         .get::<FormLimit>()
         .map_or(MAX_SINGLE_PUT, |l| l.0);
     let (fields, file) = fields::read_fields(parser, progress).await?;
+    let remote = parts.extensions.get::<RemoteAddr>().copied();
+    let secure = parts.extensions.get::<SecureTransport>().is_some();
+    // An SSE-C key only over TLS or from loopback, as every other request
+    // (the access hook checks those): refused before anything else.
+    check_customer_key_transport(&fields, &parts.headers, secure, remote)?;
 
     // Who signed it, and what the policy allows.
     let signing = Signing::of(&fields)?;
@@ -193,8 +199,6 @@ async fn handle(
     refuse_unsupported(&fields)?;
 
     // May the caller write this key? The same rules as PutObject.
-    let remote = parts.extensions.get::<RemoteAddr>().copied();
-    let secure = parts.extensions.get::<SecureTransport>().is_some();
     let mut context = authz::condition_context(
         principal.as_deref(),
         remote,
@@ -283,6 +287,22 @@ async fn handle(
         })
         .collect();
     check_user_metadata(Some(&metadata))?;
+    let tags = form_tags(fields.get("tagging"))?;
+    // Object lock fields as PutObject's headers, with the same checks (a
+    // locked version, by the fields or the bucket default, needs a
+    // Content-MD5 or checksum field).
+    let lock_fields = LockFields::of(&fields)?;
+    let lock = crate::s3::object_lock::explicit(
+        ctx,
+        &authorized,
+        &bucket.record,
+        &key,
+        &lock_fields.headers(),
+    )?;
+    crate::s3::object_lock::check_put_integrity(
+        crate::s3::object_lock::with_default(lock.clone(), &bucket.record, now_ms()).as_ref(),
+        &integrity_fields(&fields)?,
+    )?;
     let expires = match fields.get("expires") {
         None => String::new(),
         Some(v) => parse_http_date(v)
@@ -352,9 +372,10 @@ async fn handle(
     rec.user_metadata = metadata;
     rec.acl = acl;
     rec.sse = sse.as_ref().and_then(|s| s.object(written.sse.as_ref()));
-    // The bucket's default retention (object lock, decision 0031).
+    rec.tags = tags;
+    // The form's lock fields, or the bucket's default retention (decision 0031).
     rec.object_lock =
-        crate::s3::object_lock::with_default(None, &bucket.record, rec.last_modified_unix_ms);
+        crate::s3::object_lock::with_default(lock, &bucket.record, rec.last_modified_unix_ms);
     let scope = Scope::of(&bucket.record);
     let delta_id = admission.delta_id;
     let commit_key = key.clone();
@@ -389,13 +410,102 @@ async fn handle(
     Ok(resp)
 }
 
+/// Refuses a form carrying an SSE-C key (as fields, or as headers of the
+/// POST itself) over an insecure connection (`encryption::customer_key_transport_ok`).
+fn check_customer_key_transport(
+    fields: &Fields,
+    headers: &http::HeaderMap,
+    secure: bool,
+    remote: Option<RemoteAddr>,
+) -> FormResult<()> {
+    let carries_key = encryption::carries_customer_key(headers)
+        || fields
+            .iter()
+            .any(|(n, _)| n.starts_with("x-amz-server-side-encryption-customer-"));
+    if carries_key && !encryption::customer_key_transport_ok(secure, remote.map(|r| r.0)) {
+        return Err(encryption::insecure_customer_key().into());
+    }
+    Ok(())
+}
+
+/// The tags of a `tagging` field: a `<Tagging>` document, checked as
+/// PutObjectTagging checks its body.
+fn form_tags(xml: Option<&str>) -> FormResult<Vec<kura_proto::meta::Tag>> {
+    use s3s::xml::Deserialize;
+    let Some(xml) = xml else {
+        return Ok(Vec::new());
+    };
+    let mut d = s3s::xml::Deserializer::new(xml.as_bytes());
+    let tagging = s3s::dto::Tagging::deserialize(&mut d)
+        .and_then(|t| d.expect_eof().map(|()| t))
+        .map_err(|_| {
+            GwError::MalformedXml(
+                "The XML you provided was not well-formed or did not validate against our published schema".into(),
+            )
+        })?;
+    Ok(crate::s3::tagging::from_dto(
+        &tagging,
+        crate::s3::tagging::Target::Object,
+    )?)
+}
+
+/// The object lock fields of a form, parsed as s3s parses PutObject's headers.
+#[derive(Default)]
+struct LockFields {
+    mode: Option<s3s::dto::ObjectLockMode>,
+    retain_until: Option<s3s::dto::Timestamp>,
+    legal_hold: Option<s3s::dto::ObjectLockLegalHoldStatus>,
+}
+
+impl LockFields {
+    fn of(fields: &Fields) -> FormResult<LockFields> {
+        let retain_until = fields
+            .get("x-amz-object-lock-retain-until-date")
+            .map(|v| {
+                s3s::dto::Timestamp::parse(s3s::dto::TimestampFormat::DateTime, v).map_err(|_| {
+                    FormError::InvalidArgument(format!(
+                        "Invalid x-amz-object-lock-retain-until-date: {v:?}"
+                    ))
+                })
+            })
+            .transpose()?;
+        Ok(LockFields {
+            mode: fields
+                .get("x-amz-object-lock-mode")
+                .map(|v| s3s::dto::ObjectLockMode::from(v.to_string())),
+            retain_until,
+            legal_hold: fields
+                .get("x-amz-object-lock-legal-hold")
+                .map(|v| s3s::dto::ObjectLockLegalHoldStatus::from(v.to_string())),
+        })
+    }
+
+    fn headers(&self) -> crate::s3::object_lock::WriteHeaders<'_> {
+        crate::s3::object_lock::WriteHeaders {
+            mode: self.mode.as_ref(),
+            retain_until: self.retain_until.as_ref(),
+            legal_hold: self.legal_hold.as_ref(),
+        }
+    }
+}
+
+/// The fields that protect the file, as the headers object lock's
+/// integrity rule reads (`content-md5`, `x-amz-checksum-*`); the writer
+/// verifies their values against the file.
+fn integrity_fields(fields: &Fields) -> FormResult<http::HeaderMap> {
+    let mut h = checksum_fields(fields)?;
+    if let Some(v) = fields.get("content-md5") {
+        let v = HeaderValue::from_str(v)
+            .map_err(|_| FormError::InvalidArgument("Invalid content-md5".into()))?;
+        h.insert("content-md5", v);
+    }
+    Ok(h)
+}
+
 /// Form fields Kura does not apply to POST uploads: refused rather than
 /// silently ignored.
 fn refuse_unsupported(fields: &Fields) -> FormResult<()> {
     for (name, _) in fields.iter() {
-        if name == "tagging" {
-            return Err(FormError::NotImplemented("tagging on POST form uploads"));
-        }
         if name.starts_with("x-amz-grant-") {
             return Err(FormError::NotImplemented(
                 "x-amz-grant-* on POST form uploads (use the acl field)",
@@ -521,6 +631,95 @@ mod tests {
             .header("content-type", ct)
             .body(())
             .unwrap()
+    }
+
+    #[test]
+    fn tagging_field_is_a_checked_tagging_document() {
+        let doc = |tags: &str| format!("<Tagging><TagSet>{tags}</TagSet></Tagging>");
+        let tag = |k: &str, v: &str| format!("<Tag><Key>{k}</Key><Value>{v}</Value></Tag>");
+        let got = form_tags(Some(&doc(&(tag("b", "2") + &tag("a", "1"))))).unwrap();
+        let pairs: Vec<_> = got
+            .iter()
+            .map(|t| (t.key.as_str(), t.value.as_str()))
+            .collect();
+        assert_eq!(pairs, [("a", "1"), ("b", "2")]);
+        assert!(form_tags(None).unwrap().is_empty());
+        let malformed = |x: &str| {
+            matches!(
+                form_tags(Some(x)),
+                Err(FormError::Gw(GwError::MalformedXml(_)))
+            )
+        };
+        assert!(malformed("<Tagging><TagSet>"));
+        assert!(malformed("k=v"));
+        assert!(malformed(&(doc("") + "<x/>")));
+        assert!(matches!(
+            form_tags(Some(&doc(&tag("aws:x", "1")))),
+            Err(FormError::Gw(GwError::InvalidTag(_)))
+        ));
+        let eleven: String = (0..11).map(|i| tag(&format!("k{i}"), "v")).collect();
+        assert!(matches!(
+            form_tags(Some(&doc(&eleven))),
+            Err(FormError::Gw(GwError::BadRequest(_)))
+        ));
+    }
+
+    #[test]
+    fn lock_and_integrity_fields() {
+        let f = Fields::of(&[
+            ("X-Amz-Object-Lock-Mode", "GOVERNANCE"),
+            (
+                "x-amz-object-lock-retain-until-date",
+                "2030-01-02T03:04:05Z",
+            ),
+            ("x-amz-object-lock-legal-hold", "ON"),
+        ]);
+        let l = LockFields::of(&f).unwrap();
+        let h = l.headers();
+        assert_eq!(h.mode.map(|m| m.as_str()), Some("GOVERNANCE"));
+        assert_eq!(h.legal_hold.map(|m| m.as_str()), Some("ON"));
+        assert!(h.retain_until.is_some());
+        let none = LockFields::of(&Fields::of(&[])).unwrap();
+        assert!(none.mode.is_none() && none.retain_until.is_none() && none.legal_hold.is_none());
+        assert!(matches!(
+            LockFields::of(&Fields::of(&[(
+                "x-amz-object-lock-retain-until-date",
+                "tomorrow"
+            )])),
+            Err(FormError::InvalidArgument(_))
+        ));
+
+        let protected = |pairs: &[(&str, &str)]| {
+            crate::s3::object_lock::has_integrity_header(
+                &integrity_fields(&Fields::of(pairs)).unwrap(),
+            )
+        };
+        assert!(protected(&[("Content-MD5", "1B2M2Y8AsgTpgAmY7PhCfg==")]));
+        assert!(protected(&[("x-amz-checksum-crc32", "AAAAAA==")]));
+        assert!(!protected(&[("x-amz-checksum-algorithm", "CRC32")]));
+        assert!(!protected(&[("key", "k")]));
+    }
+
+    #[test]
+    fn customer_key_fields_need_tls_or_loopback() {
+        let remote = Some(RemoteAddr("192.0.2.9:1234".parse().unwrap()));
+        let local = Some(RemoteAddr("127.0.0.1:1234".parse().unwrap()));
+        let plain = http::HeaderMap::new();
+        let key = Fields::of(&[("x-amz-server-side-encryption-customer-key", "a")]);
+        let sse_s3 = Fields::of(&[("x-amz-server-side-encryption", "AES256")]);
+        assert!(matches!(
+            check_customer_key_transport(&key, &plain, false, remote),
+            Err(FormError::Gw(GwError::InvalidRequest(_)))
+        ));
+        assert!(check_customer_key_transport(&key, &plain, true, remote).is_ok());
+        assert!(check_customer_key_transport(&key, &plain, false, local).is_ok());
+        assert!(check_customer_key_transport(&sse_s3, &plain, false, remote).is_ok());
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            "x-amz-server-side-encryption-customer-algorithm",
+            HeaderValue::from_static("AES256"),
+        );
+        assert!(check_customer_key_transport(&sse_s3, &headers, false, remote).is_err());
     }
 
     #[test]
