@@ -232,6 +232,41 @@ fn bench_subcommands_run_against_a_cluster() {
     );
     assert_eq!(op(&del, "DELETE")["ops"], 30, "{del}");
     assert_eq!(listed(&c, "del/"), (0, 0));
+    // DeleteObjects in batches of 7: every key counts as an op, 25 = 3×7 + 4.
+    let pids: Vec<String> = c.components().iter().map(|p| p.pid.to_string()).collect();
+    let pids = pids.join(",");
+    let batch = must_bench(
+        &c,
+        dir,
+        "delete-batch",
+        &[
+            "--server-pids",
+            &pids,
+            "--concurrent",
+            "2",
+            "--duration",
+            "60s",
+            "--no-limits",
+            "--objects",
+            "25",
+            "--batch",
+            "7",
+            "--prefix",
+            "delb/",
+        ],
+    );
+    assert_eq!(op(&batch, "DELETE")["ops"], 25, "{batch}");
+    assert_eq!(op(&batch, "DELETE")["errors"], 0, "{batch}");
+    assert_eq!(listed(&c, "delb/"), (0, 0));
+    // --server-pids: the report states the store's own CPU per request.
+    assert_eq!(batch["server_cpu"]["roles"][0]["role"], "server", "{batch}");
+    assert!(
+        batch["server_cpu"]["per_request_us"]
+            .as_f64()
+            .unwrap_or(0.0)
+            > 0.0,
+        "{batch}"
+    );
 
     // Mixed: an op budget makes the count exact; every weighted op ran.
     let mixed = must_bench(
@@ -400,6 +435,7 @@ fn bench_subcommands_run_against_a_cluster() {
         ),
         (&["put", "--obj.randsize", "zipf"][..], "zipf"),
         (&["put", "--no-such-flag"][..], "--no-such-flag"),
+        (&["delete", "--batch", "1001"][..], "--batch"),
     ] {
         let out = bench(&c, args);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));

@@ -82,6 +82,24 @@ pub fn phase(procs: &[Proc], before: &Sample, after: &Sample, elapsed: Duration)
     out
 }
 
+/// CPU seconds each role's processes used between two samples.
+pub fn seconds_by_role(
+    procs: &[Proc],
+    before: &Sample,
+    after: &Sample,
+) -> std::collections::BTreeMap<String, f64> {
+    // SAFETY: sysconf has no preconditions; it only reads a constant.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let mut out = std::collections::BTreeMap::new();
+    for (i, p) in procs.iter().enumerate() {
+        let (Some(Some(a)), Some(Some(b))) = (before.0.get(i), after.0.get(i)) else {
+            continue;
+        };
+        *out.entry(p.role.clone()).or_insert(0.0) += b.saturating_sub(*a) as f64 / hz;
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,5 +139,11 @@ mod tests {
         assert!((c.meta_max - 50.0).abs() < 1.0, "{c:?}");
         assert!((c.meta_sum - 75.0).abs() < 1.0, "{c:?}");
         assert_eq!(c.gateway, 0.0);
+        let by = seconds_by_role(&procs, &before, &after);
+        assert!((by["metashard"] - 1.5).abs() < 0.01, "{by:?}");
+        assert!(
+            !by.contains_key("gateway"),
+            "a process gone mid-run counts nothing"
+        );
     }
 }

@@ -21,7 +21,7 @@ use rand::{Rng, SeedableRng};
 use reqwest::{Method, StatusCode};
 
 use super::payload::{self, Payload, Sizes};
-use super::report::{self, BenchCpu, Latency, LimitsJson, OpReport, Report};
+use super::report::{self, BenchCpu, Latency, LimitsJson, OpReport, Report, ServerCpu};
 use super::sigv4::{canonical_query, uri_encode, Signer};
 
 /// Why a load run could not start or finish (per-request failures are
@@ -128,6 +128,11 @@ pub struct LoadArgs {
     /// Skip measuring this machine's limits.
     #[arg(long)]
     no_limits: bool,
+    /// Processes of the store measured, e.g. `$(pgrep -d, radosgw)`: their CPU
+    /// during the run is reported per request and per MiB [default: every
+    /// process of the dev cluster in --data-dir, when it is the endpoint]
+    #[arg(long, value_delimiter = ',')]
+    server_pids: Vec<u32>,
     /// MiB written when measuring the disk.
     #[arg(long, default_value_t = 512)]
     disk_mib: usize,
@@ -186,6 +191,8 @@ pub struct Workload {
     pub prefill: bool,
     pub part_size: u64,
     pub list_max_keys: u32,
+    /// Keys per DELETE request (more than 1: DeleteObjects).
+    pub delete_batch: u32,
 }
 
 /// `1.5s`, `500ms`, `2m`, `1h`, `30` (seconds).
@@ -277,6 +284,12 @@ fn plan(args: &LoadArgs, w: &Workload) -> Result<Plan, LoadError> {
     }
     if w.prefill && args.objects == 0 {
         return Err(usage(format!("{}: --objects must be > 0", w.name)));
+    }
+    if w.delete_batch == 0 || w.delete_batch > 1000 {
+        return Err(usage(format!(
+            "--batch {}: DeleteObjects takes 1 to 1000 keys",
+            w.delete_batch
+        )));
     }
     if w.list_max_keys == 0 || w.list_max_keys > 1000 {
         return Err(usage("--max-keys must be between 1 and 1000".into()));
@@ -488,6 +501,8 @@ impl Ctx {
 enum Outcome {
     /// Bytes moved.
     Done(u64),
+    /// This many operations done by one request (DeleteObjects' keys).
+    DoneMany(u64),
     /// Nothing to act on (the pool is empty) or a read raced a delete.
     Skipped,
 }
@@ -558,6 +573,7 @@ async fn run_op(
             }
             Ok(Outcome::Done(got))
         }
+        Op::Delete if ctx.workload.delete_batch > 1 => delete_batch(ctx, rng).await,
         Op::Delete => {
             let Some(o) = ctx.take(rng) else {
                 return Ok(Outcome::Skipped);
@@ -579,6 +595,69 @@ async fn run_op(
         Op::List => list_page(ctx, walk).await,
         Op::Multipart => multipart(ctx, rng).await,
     }
+}
+
+/// One DeleteObjects request for up to `--batch` objects of the pool; every
+/// key must come back deleted.
+async fn delete_batch(ctx: &Ctx, rng: &mut StdRng) -> Result<Outcome, String> {
+    let mut objs = Vec::new();
+    while objs.len() < ctx.workload.delete_batch as usize {
+        match ctx.take(rng) {
+            Some(o) => objs.push(o),
+            None => break,
+        }
+    }
+    if objs.is_empty() {
+        return Ok(Outcome::Skipped);
+    }
+    let mut body = String::from("<Delete><Quiet>true</Quiet>");
+    for o in &objs {
+        body += &format!("<Object><Key>{}</Key></Object>", xml_escape(&ctx.key(o.id)));
+    }
+    body += "</Delete>";
+    use base64::Engine;
+    use md5::Digest;
+    let md5 = base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(body.as_bytes()));
+    let sent = ctx
+        .s3
+        .request(
+            Method::POST,
+            None,
+            &[("delete", "")],
+            &[("content-md5", &md5)],
+        )
+        .body(body)
+        .send()
+        .await;
+    let resp = match sent {
+        Ok(r) => expect_ok("DELETE_OBJECTS", r).await,
+        Err(e) => Err(format!("DELETE_OBJECTS: {e}")),
+    };
+    let failed = match resp {
+        Ok(r) => {
+            let text = r.text().await.map_err(|e| format!("DELETE_OBJECTS: {e}"))?;
+            // Quiet mode: the answer lists only the keys that failed.
+            text.contains("<Error>")
+                .then(|| format!("DELETE_OBJECTS: {text}"))
+        }
+        Err(e) => Some(e),
+    };
+    match failed {
+        None => Ok(Outcome::DoneMany(objs.len() as u64)),
+        Some(e) => {
+            // Some may still be there: cleanup retries them one by one.
+            for o in objs {
+                ctx.add(o);
+            }
+            Err(e)
+        }
+    }
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 /// One ListObjectsV2 request of a walk over the run's prefix; the request
@@ -767,6 +846,12 @@ async fn worker(ctx: Arc<Ctx>, seed: u64) -> WorkerStats {
                 st.bytes[i] += b;
                 ctx.done.fetch_add(1, Ordering::Relaxed);
                 ctx.bytes.fetch_add(b, Ordering::Relaxed);
+            }
+            Ok(Outcome::DoneMany(n)) => {
+                let i = op.index();
+                st.lat[i].record(t.elapsed());
+                st.ops[i] += n;
+                ctx.done.fetch_add(n, Ordering::Relaxed);
             }
             Ok(Outcome::Skipped) => {
                 // Uncount it against --ops.
@@ -1062,6 +1147,29 @@ async fn cleanup(ctx: &Arc<Ctx>, conc: usize) -> u64 {
 }
 
 /// Runs one load benchmark; returns the exit code (1 when any request failed).
+/// The processes whose CPU the report states: `--server-pids`, else the dev
+/// cluster's when it is the endpoint, else none.
+fn server_procs(args: &LoadArgs, dev_cluster: bool) -> Vec<super::cpu::Proc> {
+    if !args.server_pids.is_empty() {
+        return args
+            .server_pids
+            .iter()
+            .map(|&pid| super::cpu::Proc {
+                role: "server".into(),
+                pid,
+            })
+            .collect();
+    }
+    if !dev_cluster {
+        return Vec::new();
+    }
+    std::fs::read(args.data_dir.join("cluster.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .map(|c| super::cpu::procs(&c))
+        .unwrap_or_default()
+}
+
 pub async fn run(args: LoadArgs, workload: Workload) -> Result<i32, LoadError> {
     let plan = plan(&args, &workload)?;
     let (s3, base, dev_cluster) = connect(&args)?;
@@ -1129,6 +1237,8 @@ pub async fn run(args: LoadArgs, workload: Workload) -> Result<i32, LoadError> {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or_default();
+    let server_procs = server_procs(&args, dev_cluster);
+    let server0 = super::cpu::sample(&server_procs);
     let cpu0 = rusage();
     let t0 = Instant::now();
     let mut seeder = StdRng::from_entropy();
@@ -1169,6 +1279,7 @@ pub async fn run(args: LoadArgs, workload: Workload) -> Result<i32, LoadError> {
     };
     let elapsed = t0.elapsed();
     let cpu1 = rusage();
+    let server1 = super::cpu::sample(&server_procs);
     if show_progress {
         eprintln!();
     }
@@ -1270,6 +1381,14 @@ pub async fn run(args: LoadArgs, workload: Workload) -> Result<i32, LoadError> {
                 0.0
             },
         },
+        server_cpu: (!server_procs.is_empty()).then(|| {
+            ServerCpu::new(
+                super::cpu::seconds_by_role(&server_procs, &server0, &server1),
+                secs,
+                requests,
+                mib(data_bytes),
+            )
+        }),
         limits: limits.map(|l| LimitsJson {
             disk_write_mib_s: l.disk_write_mib_s,
             disk_read_mib_s: l.disk_read_mib_s,

@@ -58,8 +58,9 @@ enum BenchWhat {
     List(ListArgs),
     /// HEADs of prefilled objects.
     Stat(load::LoadArgs),
-    /// DELETEs of prefilled objects (the run ends when none are left).
-    Delete(load::LoadArgs),
+    /// DELETEs of prefilled objects, or DeleteObjects of --batch keys (the run
+    /// ends when none are left).
+    Delete(DeleteArgs),
     /// Whole multipart uploads (create, parts, complete) of --obj.size objects.
     Multipart(MultipartArgs),
     /// This machine's limits alone: disk write/read, fsync rate, loopback TCP, MD5.
@@ -93,6 +94,16 @@ struct ListArgs {
     /// Keys per ListObjectsV2 page.
     #[arg(long, default_value_t = 1000)]
     max_keys: u32,
+}
+
+#[derive(Debug, clap::Args)]
+struct DeleteArgs {
+    #[command(flatten)]
+    load: load::LoadArgs,
+    /// Keys per request: 1 sends DeleteObject, more send DeleteObjects (at most
+    /// 1000) and count every key deleted as one op, as warp's `--batch` does.
+    #[arg(long, default_value_t = 1)]
+    batch: u32,
 }
 
 #[derive(Debug, clap::Args)]
@@ -398,7 +409,11 @@ pub fn run(args: BenchArgs) -> i32 {
         Some(BenchWhat::Put(a)) => run_load(a, workload("put", vec![(load::Op::Put, 1)])),
         Some(BenchWhat::Get(a)) => run_load(a, workload("get", vec![(load::Op::Get, 1)])),
         Some(BenchWhat::Stat(a)) => run_load(a, workload("stat", vec![(load::Op::Stat, 1)])),
-        Some(BenchWhat::Delete(a)) => run_load(a, workload("delete", vec![(load::Op::Delete, 1)])),
+        Some(BenchWhat::Delete(d)) => {
+            let mut w = workload("delete", vec![(load::Op::Delete, 1)]);
+            w.delete_batch = d.batch;
+            run_load(d.load, w)
+        }
         Some(BenchWhat::Mixed(m)) => {
             use load::Op;
             let w = vec![
@@ -464,6 +479,7 @@ fn workload(name: &'static str, weights: Vec<(load::Op, u32)>) -> load::Workload
         prefill,
         part_size: 5 << 20,
         list_max_keys: 1000,
+        delete_batch: 1,
     }
 }
 

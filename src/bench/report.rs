@@ -121,7 +121,82 @@ pub struct Report {
     pub ops: Vec<OpReport>,
     pub total: OpReport,
     pub bench_cpu: BenchCpu,
+    /// The measured store's own CPU, when its processes are known (the dev
+    /// cluster's, or `--server-pids`).
+    pub server_cpu: Option<ServerCpu>,
     pub limits: Option<LimitsJson>,
+}
+
+/// CPU the store's processes used during the measured phase.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ServerCpu {
+    pub cores: f64,
+    pub per_request_us: f64,
+    /// Per MiB of object data moved (0 when none moved).
+    pub per_mib_ms: f64,
+    pub roles: Vec<RoleCpu>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RoleCpu {
+    /// gateway, datanode, metashard, pd; `server` for `--server-pids`.
+    pub role: String,
+    pub cpu_s: f64,
+    pub per_request_us: f64,
+    pub per_mib_ms: f64,
+}
+
+impl ServerCpu {
+    pub fn new(
+        by_role: std::collections::BTreeMap<String, f64>,
+        secs: f64,
+        requests: f64,
+        mib: f64,
+    ) -> ServerCpu {
+        let per_mib = |s: f64| if mib > 0.0 { s / mib * 1e3 } else { 0.0 };
+        let total: f64 = by_role.values().sum();
+        ServerCpu {
+            cores: total / secs.max(1e-9),
+            per_request_us: total / requests.max(1.0) * 1e6,
+            per_mib_ms: per_mib(total),
+            roles: by_role
+                .into_iter()
+                .map(|(role, cpu_s)| RoleCpu {
+                    role,
+                    cpu_s,
+                    per_request_us: cpu_s / requests.max(1.0) * 1e6,
+                    per_mib_ms: per_mib(cpu_s),
+                })
+                .collect(),
+        }
+    }
+
+    fn describe(&self) -> String {
+        let mut s = format!(
+            "{:.2} cores; {:.1} µs per request",
+            self.cores, self.per_request_us
+        );
+        if self.per_mib_ms > 0.0 {
+            s += &format!(", {:.2} ms per MiB", self.per_mib_ms);
+        }
+        if self.roles.len() > 1 {
+            let parts: Vec<String> = self
+                .roles
+                .iter()
+                .map(|r| {
+                    if self.per_mib_ms > 0.0 {
+                        format!("{} {:.2} ms/MiB", r.role, r.per_mib_ms)
+                    } else {
+                        format!("{} {:.1} µs/req", r.role, r.per_request_us)
+                    }
+                })
+                .collect();
+            s += &format!(" ({})", parts.join(", "));
+        }
+        s
+    }
 }
 
 impl Report {
@@ -196,6 +271,9 @@ impl Report {
                 String::new()
             }
         );
+        if let Some(c) = &self.server_cpu {
+            println!("server CPU: {}", c.describe());
+        }
     }
 }
 
@@ -267,6 +345,18 @@ pub fn compare(a: &Report, b: &Report) -> String {
         "bench CPU per request: {:.1} → {:.1} µs",
         ca.per_request_us, cb.per_request_us
     );
+    if let (Some(sa), Some(sb)) = (&a.server_cpu, &b.server_cpu) {
+        let _ = writeln!(
+            out,
+            "server CPU per request: {:.1} → {:.1} µs ({}); per MiB: {:.2} → {:.2} ms ({})",
+            sa.per_request_us,
+            sb.per_request_us,
+            ratio(sb.per_request_us, sa.per_request_us),
+            sa.per_mib_ms,
+            sb.per_mib_ms,
+            ratio(sb.per_mib_ms, sa.per_mib_ms),
+        );
+    }
     out
 }
 
@@ -282,6 +372,31 @@ fn ratio(b: f64, a: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn server_cpu_is_split_per_request_and_per_mib() {
+        let by: std::collections::BTreeMap<String, f64> =
+            [("gateway".to_string(), 1.0), ("datanode".to_string(), 3.0)].into();
+        let c = ServerCpu::new(by, 2.0, 1000.0, 2000.0);
+        assert!((c.cores - 2.0).abs() < 1e-9);
+        assert!((c.per_request_us - 4000.0).abs() < 1e-6);
+        assert!((c.per_mib_ms - 2.0).abs() < 1e-9);
+        let dn = c
+            .roles
+            .iter()
+            .find(|r| r.role == "datanode")
+            .expect("datanode");
+        assert!((dn.per_mib_ms - 1.5).abs() < 1e-9);
+        assert!(
+            c.describe().contains("datanode 1.50 ms/MiB"),
+            "{}",
+            c.describe()
+        );
+        // No bytes moved (stat, delete): per request only.
+        let none = ServerCpu::new([("server".to_string(), 1.0)].into(), 1.0, 10.0, 0.0);
+        assert_eq!(none.per_mib_ms, 0.0);
+        assert!(!none.describe().contains("MiB"), "{}", none.describe());
+    }
 
     #[test]
     fn percentiles_come_from_the_recorded_latencies() {
