@@ -6,7 +6,7 @@ boto3 client shared by N threads (boto3's documented thread-safe use) and
 prints this process's user+sys CPU per request from getrusage.
 
     AWS_ACCESS_KEY_ID=.. AWS_SECRET_ACCESS_KEY=.. \\
-      python3 scripts/bench_cpu_boto3.py --endpoint http://127.0.0.1:9000 \\
+      python3 scripts/bench/cpu_boto3.py --endpoint http://127.0.0.1:9000 \\
       --op put --size 16384 --concurrent 8 --duration 10
 """
 import argparse
