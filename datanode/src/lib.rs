@@ -32,7 +32,7 @@ pub use error::{Error, StoreError};
 pub use maintenance::Maintenance;
 pub use node::{run, serve, Config, DEFAULT_MIN_FREE_BYTES, DEFAULT_SEGMENT_SIZE};
 pub use repair::Repair;
-pub use store::{Store, StoreOptions};
+pub use store::{DirectIo, Store, StoreOptions};
 
 /// Milliseconds since the Unix epoch (0 if the clock is before it).
 pub(crate) fn now_unix_ms() -> i64 {

@@ -88,6 +88,13 @@ pub static GROUP_COMMIT_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
 pub static SEGMENTS: LazyLock<IntGauge> = LazyLock::new(|| {
     register_int_gauge!("kura_datanode_segments", "Segment files").expect("metric registered once")
 });
+pub static DIRECT_IO: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "kura_datanode_direct_io",
+        "1 while segments are written with O_DIRECT, 0 through the page cache (--direct-io off, or a filesystem without O_DIRECT)"
+    )
+    .expect("metric registered once")
+});
 pub static USED_BYTES: LazyLock<IntGauge> = LazyLock::new(|| {
     register_int_gauge!("kura_datanode_used_bytes", "Bytes in segment files")
         .expect("metric registered once")

@@ -26,7 +26,7 @@ use crate::error::Error;
 use crate::maintenance::{self, Maintenance};
 use crate::repair::{Repair, RepairProgress, RepairWorker};
 use crate::service::DataNodeService;
-use crate::store::{Store, StoreOptions};
+use crate::store::{DirectIo, Store, StoreOptions};
 
 pub const DEFAULT_SEGMENT_SIZE: u64 = 256 << 20;
 pub const DEFAULT_MIN_FREE_BYTES: u64 = 1 << 30;
@@ -53,6 +53,8 @@ pub struct Config {
     pub segment_size: u64,
     /// New fragments are refused when less disk space than this is free (default 1 GiB).
     pub min_free_bytes: u64,
+    /// O_DIRECT segment writes (decision 0042; default auto: on where the filesystem has it).
+    pub direct_io: DirectIo,
     /// Scrub and compaction settings (`Maintenance::default()` for the defaults).
     pub maintenance: Maintenance,
     /// Healing, orphan GC and stray cleanup of the PGs this node is primary of.
@@ -64,6 +66,7 @@ impl Config {
         StoreOptions {
             segment_size: self.segment_size,
             min_free_bytes: self.min_free_bytes,
+            direct_io: self.direct_io,
         }
     }
 }

@@ -33,6 +33,7 @@ async fn start_node() -> Node {
         StoreOptions {
             segment_size: 256 << 20,
             min_free_bytes: 0,
+            ..Default::default()
         },
     )
     .unwrap();
@@ -465,6 +466,7 @@ async fn run_registers_persists_id_and_heartbeats() {
         host: "h1".into(),
         segment_size: 1 << 20,
         min_free_bytes: 0,
+        direct_io: Default::default(),
         maintenance: Default::default(),
         repair: kura_datanode::Repair {
             interval: std::time::Duration::ZERO,
@@ -510,6 +512,7 @@ async fn run_without_pd_stops_on_shutdown() {
         host: String::new(),
         segment_size: 1 << 20,
         min_free_bytes: 0,
+        direct_io: Default::default(),
         maintenance: Default::default(),
         repair: kura_datanode::Repair {
             interval: std::time::Duration::ZERO,

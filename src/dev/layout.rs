@@ -91,6 +91,8 @@ pub struct Tuning {
     /// Mutual TLS on every internal connection and HTTPS on the S3 port,
     /// with the certificates of `DIR/tls/` (`certs.rs`).
     pub tls: bool,
+    /// The data nodes' `--direct-io`.
+    pub direct_io: kura_datanode::DirectIo,
 }
 
 /// The token that may change things through PD's HTTP API (pdctl).
@@ -255,6 +257,8 @@ pub fn plan(exe: &str, data_dir: &Path, port: u16, host: &str, t: &Tuning) -> Ve
                 t.orphan_after_secs.to_string(),
                 "--scrub-interval-secs".into(),
                 t.scrub_interval_secs.to_string(),
+                "--direct-io".into(),
+                t.direct_io.to_string(),
             ],
         });
     }
@@ -368,6 +372,7 @@ mod tests {
         lifecycle_interval_secs: 3600,
         lifecycle_ops_per_sec: 100,
         tls: false,
+        direct_io: kura_datanode::DirectIo::Auto,
     };
 
     #[test]

@@ -114,6 +114,10 @@ pub struct DevArgs {
     /// cluster.json's "tls" names the CA and the admin certificate.
     #[arg(long)]
     pub tls: bool,
+    /// Data nodes' --direct-io: auto (O_DIRECT segment writes where the
+    /// filesystem has it), on, or off (through the page cache).
+    #[arg(long, default_value_t = kura_datanode::DirectIo::Auto)]
+    pub direct_io: kura_datanode::DirectIo,
 }
 
 fn parse_pd_replicas(s: &str) -> Result<usize, String> {
@@ -147,6 +151,7 @@ impl DevArgs {
             log_gc_threshold: self.log_gc_threshold,
             region_heartbeat_secs: self.region_heartbeat_secs,
             tls: self.tls,
+            direct_io: self.direct_io,
         }
     }
 }

@@ -14,6 +14,10 @@
 //! directory. A reader holding a location in the old segment either still holds the open
 //! file (reads work on an unlinked file) or finds the segment gone and looks the record
 //! up again by id and seq (`Store::read_block`).
+//!
+//! Output is always the current format (2): the kept records follow each other through
+//! one aligned staging writer (O_DIRECT unless off) and only the end is padded, so
+//! compaction also reclaims the padding of small records written one batch at a time.
 
 use std::fs;
 use std::os::unix::fs::FileExt;
@@ -23,8 +27,11 @@ use std::sync::Arc;
 use kura_proto::datanode::FragmentHeader;
 use prost::Message;
 
+use super::direct::StagedWriter;
 use super::format::*;
-use super::recovery::{find_next_record, parse_record, ParseError, ParsedRecord, RecordMeta};
+use super::recovery::{
+    find_next_record, parse_record, skip_padding, ParseError, ParsedRecord, RecordMeta,
+};
 use super::{identity, lock, ActiveSegment, Location, Segment, Store};
 use crate::crc::crc32c;
 use crate::error::StoreError;
@@ -90,7 +97,7 @@ impl Store {
                 .map_err(|e| StoreError::io(format!("stat segment {}", seg.id), e))?
                 .len();
             let dead = self.dead_bytes(seg.id);
-            if len > SEGMENT_HEADER_LEN && dead as f64 >= dead_fraction * len as f64 {
+            if len > data_start(seg.version) && dead as f64 >= dead_fraction * len as f64 {
                 candidates.push((dead, seg.id));
             }
         }
@@ -216,12 +223,19 @@ impl Store {
     fn read_records(&self, seg: &Segment, len: u64) -> Result<Vec<ParsedRecord>, StoreError> {
         let salt = self.salt(seg.id);
         let ctx = |off: u64| format!("segment {} at {off}", seg.id);
+        let padded = is_padded(seg.version);
+        let pad = |end: u64| -> Result<u64, StoreError> {
+            if !padded {
+                return Ok(end);
+            }
+            skip_padding(&seg.file, end, len).map_err(|e| StoreError::io(ctx(end), e))
+        };
         let mut out = Vec::new();
-        let mut off = SEGMENT_HEADER_LEN;
+        let mut off = pad(SEGMENT_HEADER_LEN)?;
         while off < len {
             match parse_record(&seg.file, salt, off, len) {
                 Ok(rec) => {
-                    off = rec.end;
+                    off = pad(rec.end)?;
                     out.push(rec);
                 }
                 Err(ParseError::Io(e)) => return Err(StoreError::io(ctx(off), e)),
@@ -249,14 +263,30 @@ impl Store {
         moved: &mut Vec<Location>,
         corrupt: &mut Vec<(Arc<Location>, String)>,
     ) -> Result<(), StoreError> {
+        let mut w = StagedWriter::new(self.take_staging(), out.len);
+        let r = self.copy_into(old, keep, out, &mut w, stats, moved, corrupt);
+        self.give_staging(w.into_buf());
+        r
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn copy_into(
+        &self,
+        old: &Segment,
+        keep: &[Keep],
+        out: &mut ActiveSegment,
+        w: &mut StagedWriter,
+        stats: &mut CompactStats,
+        moved: &mut Vec<Location>,
+        corrupt: &mut Vec<(Arc<Location>, String)>,
+    ) -> Result<(), StoreError> {
         let salt = self.salt(out.seg.id);
-        let write = |bytes: &[u8], at: u64| {
-            out.seg.file.write_all_at(bytes, at).map_err(|e| {
-                self.note_write_error(&e);
-                StoreError::io(format!("writing segment {}", out.seg.id), e)
-            })
+        let seg_id = out.seg.id;
+        let io_err = |e: std::io::Error| {
+            self.note_write_error(&e);
+            StoreError::io(format!("writing segment {seg_id}"), e)
         };
-        let mut pos = out.len;
+        let wfile = out.seg.writer();
         for k in keep {
             match k {
                 Keep::Tombstone(rec) => {
@@ -274,17 +304,15 @@ impl Store {
                         }
                         .encode(hcrc),
                     );
-                    write(&buf, pos)?;
-                    pos += buf.len() as u64;
+                    w.push(wfile, &buf).map_err(io_err)?;
                     stats.kept_tombstones += 1;
                 }
                 Keep::Put(rec, h) => {
-                    let start = pos;
+                    let start = w.pos();
                     let (hbuf, hcrc) =
                         encode_record_header(salt, RecordKind::Put, &h.encode_to_vec());
-                    write(&hbuf, pos)?;
-                    pos += hbuf.len() as u64;
-                    let first_block_offset = pos;
+                    w.push(wfile, &hbuf).map_err(io_err)?;
+                    let first_block_offset = w.pos();
                     let bs = h.block_size as u64;
                     let mut block_headers = Vec::with_capacity(rec.blocks as usize * 8);
                     let mut bad = None;
@@ -309,12 +337,14 @@ impl Store {
                             ));
                             break;
                         }
-                        write(&buf, pos)?;
-                        pos += buf.len() as u64;
+                        w.push(wfile, &buf).map_err(io_err)?;
                         block_headers.extend_from_slice(&hb);
                     }
                     if let Some(why) = bad {
-                        pos = start; // overwritten by the next record or cut below
+                        // Overwritten by the next record, or cut below.
+                        w.rewind(&out.seg.file, start).map_err(|e| {
+                            StoreError::io(format!("reading back segment {seg_id}"), e)
+                        })?;
                         let cur = h.id.as_ref().and_then(|fid| lock(&self.index).get(fid));
                         if let Some(cur) = cur.filter(|c| c.seq == rec.seq) {
                             corrupt.push((cur, why));
@@ -327,13 +357,12 @@ impl Store {
                         seq: rec.seq,
                         blocks_crc: crc32c(&block_headers),
                     };
-                    write(&footer.encode(hcrc), pos)?;
-                    pos += FOOTER_LEN as u64;
+                    w.push(wfile, &footer.encode(hcrc)).map_err(io_err)?;
                     moved.push(Location {
                         seq: rec.seq,
-                        segment: out.seg.id,
+                        segment: seg_id,
                         record_offset: start,
-                        record_len: pos - start,
+                        record_len: w.pos() - start,
                         first_block_offset,
                         blocks: rec.blocks,
                         length: rec.length,
@@ -343,6 +372,15 @@ impl Store {
                 }
             }
         }
+        let logical_end = w.pos();
+        let pos = w.finish(wfile).map_err(io_err)?;
+        // The end padding belongs to the last record when that is a copied PUT.
+        if let Some(last) = moved.last_mut() {
+            if last.record_offset + last.record_len == logical_end {
+                last.record_len = pos - last.record_offset;
+            }
+        }
+        // Cuts what a record rewound above may have left past the end.
         out.seg
             .file
             .set_len(pos)

@@ -1,8 +1,13 @@
-//! The bytes of a segment file, version 1. Pure encode/decode; no I/O.
-//! The layout and the reasons behind it are in docs/decisions/0004-segment-format.md.
+//! The bytes of a segment file, versions 1 and 2. Pure encode/decode; no I/O.
+//! The layout and the reasons behind it are in docs/decisions/0004-segment-format.md;
+//! version 2 (decision 0042) only adds zero padding, so segments can be written with
+//! O_DIRECT: the first record starts at 4096, and a record may be followed by zeros up to
+//! the next 4 KiB boundary (writers pad after each batch of records they write at once).
+//! Version 1 segments (no padding, first record at 64) are still read and compacted.
 //!
 //! ```text
-//! segment  = segment_header record*
+//! segment  = segment_header record*                          (version 1)
+//! segment  = segment_header zeros(to 4096) (record+ zeros(to next 4 KiB))*  (version 2)
 //! segment_header (64 B) = "KURASEG\0" | version u32 | header_len u32 | segment_id u64
 //!                        | dir_uuid [16] | reserved [20] | crc32c u32 (of bytes 0..60)
 //! record   = record_header block* footer
@@ -21,8 +26,27 @@ use crate::crc::crc32c;
 
 pub const SEGMENT_MAGIC: [u8; 8] = *b"KURASEG\0";
 /// Bump on any incompatible change; keep a decoder for every older version.
-pub const SEGMENT_FORMAT_VERSION: u32 = 1;
+/// New segments are written in this version.
+pub const SEGMENT_FORMAT_VERSION: u32 = 2;
+/// No padding: records follow each other from offset 64 (written before decision 0042).
+pub const SEGMENT_FORMAT_V1: u32 = 1;
 pub const SEGMENT_HEADER_LEN: u64 = 64;
+/// Version 2 pads to this boundary (the O_DIRECT alignment, `direct::ALIGN`).
+pub const PAD_ALIGN: u64 = 4096;
+
+/// Offset of the first record of a segment of `version`.
+pub fn data_start(version: u32) -> u64 {
+    if version >= 2 {
+        PAD_ALIGN
+    } else {
+        SEGMENT_HEADER_LEN
+    }
+}
+
+/// Whether records of a segment of `version` may be followed by zero padding.
+pub fn is_padded(version: u32) -> bool {
+    version >= 2
+}
 pub const RECORD_MAGIC: [u8; 4] = *b"KREC";
 pub const FOOTER_MAGIC: [u8; 4] = *b"KFTR";
 /// magic + kind + reserved + meta_len.
@@ -71,6 +95,8 @@ impl RecordKind {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SegmentHeader {
+    /// `SEGMENT_FORMAT_VERSION` for new segments; `SEGMENT_FORMAT_V1` in old ones.
+    pub version: u32,
     pub segment_id: u64,
     pub dir_uuid: [u8; 16],
 }
@@ -79,7 +105,7 @@ impl SegmentHeader {
     pub fn encode(&self) -> [u8; SEGMENT_HEADER_LEN as usize] {
         let mut b = [0u8; SEGMENT_HEADER_LEN as usize];
         b[0..8].copy_from_slice(&SEGMENT_MAGIC);
-        b[8..12].copy_from_slice(&SEGMENT_FORMAT_VERSION.to_le_bytes());
+        b[8..12].copy_from_slice(&self.version.to_le_bytes());
         b[12..16].copy_from_slice(&(SEGMENT_HEADER_LEN as u32).to_le_bytes());
         b[16..24].copy_from_slice(&self.segment_id.to_le_bytes());
         b[24..40].copy_from_slice(&self.dir_uuid);
@@ -96,7 +122,7 @@ impl SegmentHeader {
             return Err(FormatError::BadMagic);
         }
         let version = le_u32(&b[8..12]);
-        if version != SEGMENT_FORMAT_VERSION {
+        if version != SEGMENT_FORMAT_VERSION && version != SEGMENT_FORMAT_V1 {
             return Err(FormatError::UnsupportedVersion(version));
         }
         if le_u32(&b[60..64]) != crc32c(&b[0..60]) {
@@ -108,6 +134,7 @@ impl SegmentHeader {
         let mut dir_uuid = [0u8; 16];
         dir_uuid.copy_from_slice(&b[24..40]);
         Ok(SegmentHeader {
+            version,
             segment_id: le_u64(&b[16..24]),
             dir_uuid,
         })
@@ -286,19 +313,26 @@ mod tests {
     #[test]
     fn segment_header_roundtrip_and_checks() {
         let h = SegmentHeader {
+            version: SEGMENT_FORMAT_VERSION,
             segment_id: 42,
             dir_uuid: [9; 16],
         };
         let b = h.encode();
         assert_eq!(SegmentHeader::decode(&b).unwrap(), h);
+        let v1 = SegmentHeader {
+            version: SEGMENT_FORMAT_V1,
+            ..h.clone()
+        };
+        assert_eq!(SegmentHeader::decode(&v1.encode()).unwrap(), v1);
+        assert_eq!((data_start(1), data_start(2)), (64, 4096));
         let mut bad = b;
         bad[20] ^= 1;
         assert_eq!(SegmentHeader::decode(&bad), Err(FormatError::BadChecksum));
         let mut newer = b;
-        newer[8] = 2;
+        newer[8] = 3;
         assert_eq!(
             SegmentHeader::decode(&newer),
-            Err(FormatError::UnsupportedVersion(2))
+            Err(FormatError::UnsupportedVersion(3))
         );
         assert_eq!(
             SegmentHeader::decode(&b[..10]).map(|_| ()),

@@ -4,7 +4,10 @@
 //! Leader/follower, no extra thread: a committer queues its record and waits. Whoever
 //! finds no leader becomes it, takes the queue (up to `MAX_BATCH_BYTES`), encodes the
 //! records for the shared segment (the header CRC is salted with the segment number, so
-//! bytes are laid out only now), writes them with one `pwrite`, fdatasyncs once, applies
+//! bytes are laid out only now) into an aligned staging buffer padded to 4 KiB (decision
+//! 0042: records inside a batch follow each other, only the batch's end is padded), writes
+//! them with one `pwrite` (O_DIRECT unless off; a batch beyond the 4 MiB staging buffer
+//! takes a few), fdatasyncs once, applies
 //! every record to the index, and only then hands each waiter its result. Records that
 //! queued meanwhile form the next batch. Any failure fails every waiter of the batch and
 //! acknowledges none; a failed fsync seals the segment (the page cache can no longer be
@@ -12,13 +15,13 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::sync::atomic::Ordering;
 use std::sync::{Condvar, Mutex};
 use std::time::Instant;
 
 use kura_proto::datanode::FragmentId;
 
+use super::direct::{self, AlignedBuf, StagedWriter};
 use super::format::*;
 use super::index::Index;
 use super::{lock, ActiveSegment, Store};
@@ -68,6 +71,8 @@ pub(super) struct GroupCommit {
     /// The shared active segment (None: create one at the next batch). Only the leader
     /// touches it, so the lock is never contended.
     active: Mutex<Option<ActiveSegment>>,
+    /// The leader's staging buffer (taken while it holds `active`).
+    staging: Mutex<Option<AlignedBuf>>,
 }
 
 #[derive(Default)]
@@ -84,6 +89,7 @@ impl GroupCommit {
             state: Mutex::new(GroupState::default()),
             cv: Condvar::new(),
             active: Mutex::new(None),
+            staging: Mutex::new(None),
         }
     }
 
@@ -197,47 +203,62 @@ impl Store {
         };
         let start = a.len;
         let salt = self.salt(a.seg.id);
-        let total: u64 = batch.iter().map(|(_, r)| r.encoded_len()).sum();
-        let mut buf = Vec::with_capacity(total as usize);
+        let buf = lock(&self.group.staging)
+            .take()
+            .unwrap_or_else(|| AlignedBuf::new(direct::GROUP_STAGING_LEN));
+        let mut w = StagedWriter::new(buf, start);
         let mut placed = Vec::with_capacity(batch.len());
-        for (_, r) in &batch {
-            let record_offset = start + buf.len() as u64;
-            let (hdr, header_crc) = encode_record_header(salt, r.kind, &r.meta);
-            buf.extend_from_slice(&hdr);
-            let first_block_offset = start + buf.len() as u64;
-            buf.extend_from_slice(&r.body);
-            let footer = Footer {
-                block_count: r.block_count,
-                total_len: r.total_len,
-                seq: r.seq,
-                blocks_crc: r.blocks_crc,
-            };
-            buf.extend_from_slice(&footer.encode(header_crc));
-            placed.push(Placed {
-                segment: a.seg.id,
-                record_offset,
-                first_block_offset,
-                record_len: start + buf.len() as u64 - record_offset,
-            });
-        }
         let t = Instant::now();
-        if let Err(e) = a.seg.file.write_all_at(&buf, start) {
-            self.note_write_error(&e);
-            let e = StoreError::io(format!("writing segment {}", a.seg.id), e);
-            // Part of the batch may be on disk: cut it away, or seal if that fails.
-            let seg = a.seg.id;
-            return match a.seg.file.set_len(start) {
-                Ok(()) => {
-                    *slot = Some(a);
-                    self.fail_batch(batch, &e, None)
-                }
-                Err(te) => {
-                    tracing::error!(segment = seg, error = %te, "cannot truncate a failed batch; sealing the segment");
-                    self.seal(&a);
-                    self.fail_batch(batch, &e, Some(seg))
-                }
-            };
-        }
+        let mut write = || -> io::Result<u64> {
+            for (_, r) in &batch {
+                let record_offset = w.pos();
+                let (hdr, header_crc) = encode_record_header(salt, r.kind, &r.meta);
+                w.push(a.seg.writer(), &hdr)?;
+                let first_block_offset = w.pos();
+                w.push(a.seg.writer(), &r.body)?;
+                let footer = Footer {
+                    block_count: r.block_count,
+                    total_len: r.total_len,
+                    seq: r.seq,
+                    blocks_crc: r.blocks_crc,
+                };
+                w.push(a.seg.writer(), &footer.encode(header_crc))?;
+                placed.push(Placed {
+                    segment: a.seg.id,
+                    record_offset,
+                    first_block_offset,
+                    record_len: w.pos() - record_offset,
+                });
+            }
+            let end = w.finish(a.seg.writer())?;
+            // The padding belongs to the batch's last record (dead with it).
+            if let Some(last) = placed.last_mut() {
+                last.record_len = end - last.record_offset;
+            }
+            Ok(end)
+        };
+        let written = write();
+        *lock(&self.group.staging) = Some(w.into_buf());
+        let end = match written {
+            Ok(end) => end,
+            Err(e) => {
+                self.note_write_error(&e);
+                let e = StoreError::io(format!("writing segment {}", a.seg.id), e);
+                // Part of the batch may be on disk: cut it away, or seal if that fails.
+                let seg = a.seg.id;
+                return match a.seg.file.set_len(start) {
+                    Ok(()) => {
+                        *slot = Some(a);
+                        self.fail_batch(batch, &e, None)
+                    }
+                    Err(te) => {
+                        tracing::error!(segment = seg, error = %te, "cannot truncate a failed batch; sealing the segment");
+                        self.seal(&a);
+                        self.fail_batch(batch, &e, Some(seg))
+                    }
+                };
+            }
+        };
         if batch.iter().any(|(_, r)| r.put_commit.is_some()) {
             // Footers written, not fsynced, not acknowledged (see PutWriter::commit).
             fail::fail_point!("datanode::put_before_sync");
@@ -250,10 +271,8 @@ impl Store {
             self.seal(&a);
             return self.fail_batch(batch, &e, Some(seg));
         }
-        let end = start + buf.len() as u64;
         a.len = end;
-        self.used_bytes
-            .fetch_add(buf.len() as u64, Ordering::Relaxed);
+        self.used_bytes.fetch_add(end - start, Ordering::Relaxed);
         self.stats.group_batches.fetch_add(1, Ordering::Relaxed);
         self.stats
             .group_records

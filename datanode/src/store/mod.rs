@@ -21,6 +21,7 @@
 //! ```
 
 mod compact;
+mod direct;
 pub mod format;
 mod group;
 pub mod identity;
@@ -45,6 +46,8 @@ use crate::crc::crc32c;
 use crate::error::StoreError;
 use crate::metrics;
 pub use compact::CompactStats;
+pub use direct::DirectIo;
+use direct::{AlignedBuf, StagedWriter};
 use format::*;
 use identity::Identity;
 use index::Index;
@@ -66,6 +69,8 @@ pub struct StoreOptions {
     pub segment_size: u64,
     /// New PUTs are refused when less than this much disk space is free.
     pub min_free_bytes: u64,
+    /// Whether segment writes bypass the page cache (decision 0042).
+    pub direct_io: DirectIo,
 }
 
 impl Default for StoreOptions {
@@ -73,6 +78,7 @@ impl Default for StoreOptions {
         StoreOptions {
             segment_size: 256 << 20,
             min_free_bytes: 1 << 30,
+            direct_io: DirectIo::Auto,
         }
     }
 }
@@ -98,13 +104,25 @@ pub struct PutOutcome {
 
 struct Segment {
     id: u64,
+    /// Format version (`format::SEGMENT_FORMAT_VERSION` for every segment made here).
+    version: u32,
+    /// Reads (buffered), truncation, fsync.
     file: File,
+    /// Writes: an O_DIRECT fd while direct I/O is on; None for segments found at open
+    /// (they are sealed and never written again).
+    wfile: Option<File>,
     /// Takes no more records (full, recovered, or failed): only now may it be compacted.
     sealed: AtomicBool,
 }
 
+impl Segment {
+    fn writer(&self) -> &File {
+        self.wfile.as_ref().unwrap_or(&self.file)
+    }
+}
+
 /// A segment taken from the pool by one writer (or the group-commit leader); `len` is
-/// its committed length.
+/// its committed length (a multiple of 4 KiB: every write ends padded).
 struct ActiveSegment {
     seg: Arc<Segment>,
     len: u64,
@@ -134,6 +152,11 @@ pub struct Store {
     group_max_record: AtomicU64,
     /// Block bytes writers hold in memory for group commit (`GROUP_COMMIT_BUFFER_BUDGET`).
     buffered_bytes: AtomicU64,
+    /// New segments are written with O_DIRECT (false: `DirectIo::Off`, or `Auto` on a
+    /// filesystem without it).
+    direct: AtomicBool,
+    /// Reused staging buffers of exclusive writers and compaction (`direct::STAGING_LEN`).
+    staging: Mutex<Vec<AlignedBuf>>,
     stats: Stats,
     #[cfg(test)]
     hooks: TestHooks,
@@ -166,6 +189,8 @@ struct TestHooks {
     sync_delay_ms: AtomicU64,
     /// A group fsync of a batch with at least this many records fails (0 = never).
     fail_sync_min_batch: std::sync::atomic::AtomicUsize,
+    /// Opening a segment with O_DIRECT fails with EINVAL, as on tmpfs.
+    refuse_direct: AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -216,13 +241,15 @@ impl Store {
                 .open(&path)
                 .map_err(|e| StoreError::io(format!("opening {}", path.display()), e))?;
             match recovery::scan_segment(&file, id, dir_uuid, !fs_ro, &mut index)? {
-                Some(scan) if scan.len > SEGMENT_HEADER_LEN || fs_ro => {
+                Some(scan) if scan.len > data_start(scan.version) || fs_ro => {
                     used += scan.len;
                     segments.insert(
                         id,
                         Arc::new(Segment {
                             id,
+                            version: scan.version,
                             file,
+                            wfile: None,
                             sealed: AtomicBool::new(true),
                         }),
                     );
@@ -248,6 +275,8 @@ impl Store {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "store opened"
         );
+        let direct = opts.direct_io != DirectIo::Off;
+        metrics::DIRECT_IO.set(direct as i64);
         let store = Arc::new(Store {
             dir: dir.to_path_buf(),
             seg_dir,
@@ -266,6 +295,8 @@ impl Store {
             group: group::GroupCommit::new(),
             group_max_record: AtomicU64::new(GROUP_COMMIT_MAX_RECORD),
             buffered_bytes: AtomicU64::new(0),
+            direct: AtomicBool::new(direct),
+            staging: Mutex::new(Vec::new()),
             stats: Stats::default(),
             #[cfg(test)]
             hooks: TestHooks::default(),
@@ -282,6 +313,11 @@ impl Store {
     /// (each record then takes its own segment and fsync). Affects writers begun later.
     pub fn set_group_commit_max_record(&self, bytes: u64) {
         self.group_max_record.store(bytes, Ordering::Relaxed);
+    }
+
+    /// Whether segments are being written with O_DIRECT right now.
+    pub fn direct_io_active(&self) -> bool {
+        self.direct.load(Ordering::Relaxed)
     }
 
     pub fn commit_stats(&self) -> CommitStats {
@@ -398,38 +434,102 @@ impl Store {
             .open(&path)
             .map_err(|e| StoreError::io(ctx("creating"), e))?;
         let header = SegmentHeader {
+            version: SEGMENT_FORMAT_VERSION,
             segment_id: id,
             dir_uuid: self.dir_uuid,
         }
         .encode();
-        let init = file
-            .write_all_at(&header, 0)
-            .and_then(|()| file.sync_all())
+        // The header block (header + zeros to 4 KiB) is the first direct write: it also
+        // probes whether the filesystem takes O_DIRECT.
+        let init = self
+            .init_segment(&path, &header)
+            .and_then(|wfile| {
+                file.sync_all()?;
+                Ok(wfile)
+            })
             .map_err(|e| {
                 self.note_write_error(&e);
                 StoreError::io(ctx("initialising"), e)
             })
-            .and_then(|()| identity::sync_dir(&self.seg_dir));
-        if let Err(e) = init {
-            let _ = fs::remove_file(&path);
-            return Err(e);
-        }
+            .and_then(|wfile| identity::sync_dir(&self.seg_dir).map(|()| wfile));
+        let wfile = match init {
+            Ok(w) => w,
+            Err(e) => {
+                let _ = fs::remove_file(&path);
+                return Err(e);
+            }
+        };
         let seg = Arc::new(Segment {
             id,
+            version: SEGMENT_FORMAT_VERSION,
             file,
+            wfile: Some(wfile),
             sealed: AtomicBool::new(false),
         });
         let mut segs = self.segments.write().unwrap_or_else(|p| p.into_inner());
         segs.insert(id, seg.clone());
         metrics::SEGMENTS.set(segs.len() as i64);
         drop(segs);
-        self.used_bytes
-            .fetch_add(SEGMENT_HEADER_LEN, Ordering::Relaxed);
+        let start = data_start(SEGMENT_FORMAT_VERSION);
+        self.used_bytes.fetch_add(start, Ordering::Relaxed);
         tracing::debug!(segment = id, "created segment");
-        Ok(ActiveSegment {
-            seg,
-            len: SEGMENT_HEADER_LEN,
-        })
+        Ok(ActiveSegment { seg, len: start })
+    }
+
+    /// Opens the write fd of a new segment and writes its header block through it. With
+    /// `DirectIo::Auto`, a filesystem that refuses O_DIRECT (EINVAL at open or at the
+    /// write: tmpfs, some FUSE) turns it off for this store, once, with a warning.
+    fn init_segment(&self, path: &Path, header: &[u8]) -> std::io::Result<File> {
+        let mut block = AlignedBuf::new(PAD_ALIGN as usize);
+        block.extend_some(header);
+        block.pad();
+        loop {
+            let direct = self.direct.load(Ordering::Relaxed);
+            #[cfg(test)]
+            if direct && self.hooks.refuse_direct.load(Ordering::Relaxed) {
+                // What tmpfs or FUSE answer to O_DIRECT.
+                let e = std::io::Error::from_raw_os_error(libc::EINVAL);
+                if self.opts.direct_io == DirectIo::On {
+                    return Err(e);
+                }
+                self.direct.store(false, Ordering::Relaxed);
+                metrics::DIRECT_IO.set(0);
+                continue;
+            }
+            let r = direct::open_writer(path, direct)
+                .and_then(|f| f.write_all_at(block.as_slice(), 0).map(|()| f));
+            match r {
+                Err(e) if direct && direct::is_unsupported(&e) => {
+                    if self.opts.direct_io == DirectIo::On {
+                        return Err(std::io::Error::new(
+                            e.kind(),
+                            format!("O_DIRECT not supported here and --direct-io is on: {e}"),
+                        ));
+                    }
+                    if self.direct.swap(false, Ordering::Relaxed) {
+                        metrics::DIRECT_IO.set(0);
+                        tracing::warn!(dir = %self.dir.display(), error = %e, "the filesystem refuses O_DIRECT; writing segments through the page cache");
+                    }
+                }
+                r => return r,
+            }
+        }
+    }
+
+    /// A staging buffer for a writer (reused: a fresh 1 MiB allocation would page-fault).
+    fn take_staging(&self) -> AlignedBuf {
+        lock(&self.staging)
+            .pop()
+            .unwrap_or_else(|| AlignedBuf::new(direct::STAGING_LEN))
+    }
+
+    fn give_staging(&self, buf: AlignedBuf) {
+        // Enough for the usual number of concurrent large writers; the rest are freed.
+        const KEEP: usize = 32;
+        let mut pool = lock(&self.staging);
+        if pool.len() < KEEP && buf.capacity() == direct::STAGING_LEN {
+            pool.push(buf);
+        }
     }
 
     /// Returns a segment to the pool, or seals it once it reached `segment_size`.
@@ -693,19 +793,26 @@ impl Store {
             .encode(header_crc),
         );
         let start = a.len;
-        if let Err(e) = a.seg.file.write_all_at(&buf, start) {
-            self.note_write_error(&e);
-            self.discard_record(a, start);
-            return Err(StoreError::io("writing tombstone", e));
-        }
+        let mut w = StagedWriter::new(self.take_staging(), start);
+        let written = w
+            .push(a.seg.writer(), &buf)
+            .and_then(|()| w.finish(a.seg.writer()));
+        self.give_staging(w.into_buf());
+        let end = match written {
+            Ok(end) => end,
+            Err(e) => {
+                self.note_write_error(&e);
+                self.discard_record(a, start);
+                return Err(StoreError::io("writing tombstone", e));
+            }
+        };
         self.timed_sync(&a.seg).map_err(|e| {
             a.seg.sealed.store(true, Ordering::Release);
             tracing::error!(segment = a.seg.id, error = %e, "fsync failed; sealing the segment");
             e
         })?;
-        a.len = start + buf.len() as u64;
-        self.used_bytes
-            .fetch_add(buf.len() as u64, Ordering::Relaxed);
+        a.len = end;
+        self.used_bytes.fetch_add(end - start, Ordering::Relaxed);
         let r = apply(&mut lock(&self.index));
         self.release_active(a);
         Ok(r)
@@ -851,24 +958,31 @@ enum Sink {
 struct Exclusive {
     active: ActiveSegment,
     record_start: u64,
-    /// Where the next byte goes.
-    pos: u64,
     first_block_offset: u64,
     header_crc: u32,
+    /// Bytes go out in whole aligned chunks (`direct::StagedWriter`); its `pos()` is
+    /// where the next byte of the record goes.
+    w: StagedWriter,
 }
 
 impl Exclusive {
     fn write(&mut self, store: &Store, bytes: &[u8]) -> Result<(), StoreError> {
-        self.active
-            .seg
-            .file
-            .write_all_at(bytes, self.pos)
-            .map_err(|e| {
-                store.note_write_error(&e);
-                StoreError::io(format!("writing segment {}", self.active.seg.id), e)
-            })?;
-        self.pos += bytes.len() as u64;
-        Ok(())
+        self.w.push(self.active.seg.writer(), bytes).map_err(|e| {
+            store.note_write_error(&e);
+            StoreError::io(format!("writing segment {}", self.active.seg.id), e)
+        })
+    }
+
+    /// Writes the staged tail padded to 4 KiB; returns the padded end.
+    fn finish(&mut self, store: &Store) -> Result<u64, StoreError> {
+        self.w.finish(self.active.seg.writer()).map_err(|e| {
+            store.note_write_error(&e);
+            StoreError::io(format!("writing segment {}", self.active.seg.id), e)
+        })
+    }
+
+    fn pos(&self) -> u64 {
+        self.w.pos()
     }
 }
 
@@ -893,9 +1007,9 @@ impl WriteState {
         let mut x = Exclusive {
             active,
             record_start: start,
-            pos: start,
             first_block_offset: start + hdr.len() as u64,
             header_crc,
+            w: StagedWriter::new(self.store.take_staging(), start),
         };
         let written = x
             .write(&self.store, &hdr)
@@ -936,7 +1050,10 @@ impl WriteState {
                     .buffered_bytes
                     .fetch_sub(budget, Ordering::Relaxed);
             }
-            Sink::Exclusive(x) => self.store.discard_record(x.active, x.record_start),
+            Sink::Exclusive(x) => {
+                self.store.give_staging(x.w.into_buf());
+                self.store.discard_record(x.active, x.record_start)
+            }
         }
     }
 }
@@ -1041,31 +1158,48 @@ impl PutWriter {
                     blocks_crc,
                 };
                 let id = st.header.id.clone().unwrap_or_default();
-                if let Err(e) = x.write(&store, &footer.encode(x.header_crc)) {
-                    // A partial footer write may have landed whole before failing.
-                    lock(&store.index).abort_commit(seq, Some((&id, x.active.seg.id)));
-                    store.discard_record(x.active, x.record_start);
-                    return Err(e);
-                }
+                let record_end = x.pos() + FOOTER_LEN as u64;
+                let written = x
+                    .write(&store, &footer.encode(x.header_crc))
+                    .and_then(|()| x.finish(&store));
+                let Exclusive {
+                    active: mut a,
+                    record_start,
+                    first_block_offset,
+                    w,
+                    ..
+                } = x;
+                store.give_staging(w.into_buf());
+                let padded_end = match written {
+                    Ok(end) => end,
+                    Err(e) => {
+                        // A partial footer write may have landed whole before failing.
+                        lock(&store.index).abort_commit(seq, Some((&id, a.seg.id)));
+                        store.discard_record(a, record_start);
+                        return Err(e);
+                    }
+                };
+                debug_assert!(padded_end >= record_end);
                 // Footer written, not fsynced, not acknowledged: after a process
-                // crash the page cache keeps it, so the record comes back whole and
-                // unreferenced (orphan GC's case).
+                // crash the file (page cache or, with O_DIRECT, the disk) keeps it, so
+                // the record comes back whole and unreferenced (orphan GC's case).
                 fail::fail_point!("datanode::put_before_sync");
-                if let Err(e) = store.timed_sync(&x.active.seg) {
+                if let Err(e) = store.timed_sync(&a.seg) {
                     // After a failed fsync the page cache cannot be trusted: seal the
                     // segment (not returned to the pool). The unacknowledged record may
                     // still appear after a restart; the orphan scrubber owns that case.
-                    lock(&store.index).abort_commit(seq, Some((&id, x.active.seg.id)));
-                    x.active.seg.sealed.store(true, Ordering::Release);
-                    tracing::error!(segment = x.active.seg.id, error = %e, "fsync failed; sealing the segment");
+                    lock(&store.index).abort_commit(seq, Some((&id, a.seg.id)));
+                    a.seg.sealed.store(true, Ordering::Release);
+                    tracing::error!(segment = a.seg.id, error = %e, "fsync failed; sealing the segment");
                     return Err(e);
                 }
+                // The padding belongs to the record: dead with it, reclaimed with it.
                 let loc = Location {
                     seq,
-                    segment: x.active.seg.id,
-                    record_offset: x.record_start,
-                    record_len: x.pos - x.record_start,
-                    first_block_offset: x.first_block_offset,
+                    segment: a.seg.id,
+                    record_offset: record_start,
+                    record_len: padded_end - record_start,
+                    first_block_offset,
                     blocks,
                     length,
                     header: st.header,
@@ -1073,9 +1207,9 @@ impl PutWriter {
                 lock(&store.index).finish_commit(Arc::new(loc));
                 store
                     .used_bytes
-                    .fetch_add(x.pos - x.record_start, Ordering::Relaxed);
-                x.active.len = x.pos;
-                store.release_active(x.active);
+                    .fetch_add(padded_end - record_start, Ordering::Relaxed);
+                a.len = padded_end;
+                store.release_active(a);
             }
         }
         metrics::BYTES_WRITTEN.inc_by(length);

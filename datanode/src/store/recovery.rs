@@ -5,7 +5,9 @@
 //! record that does not parse, the rest of the file is searched for a later valid record:
 //! if one exists the bad range is corruption in the middle (logged, skipped, never
 //! truncated, so acknowledged records after it survive); if none exists it is a torn tail
-//! from a crash and is truncated away.
+//! from a crash and is truncated away. In a version 2 segment, zeros from a record's end
+//! up to the next 4 KiB boundary are padding (never a record: a record starts "KREC"),
+//! and count towards the record before them (`ParsedRecord` callers use `skip_padding`).
 
 use std::fs::File;
 use std::io;
@@ -63,6 +65,23 @@ fn read_exact(file: &File, off: u64, len: usize, file_len: u64) -> Result<Vec<u8
     let mut buf = vec![0u8; len];
     file.read_exact_at(&mut buf, off).map_err(ParseError::Io)?;
     Ok(buf)
+}
+
+/// Where the record after one ending at `end` starts in a segment with padding: the next
+/// 4 KiB boundary when every byte up to it (or to the end of the file) is zero, else
+/// `end` itself (records of one batch follow each other directly; anything else is a
+/// torn or corrupt record that `parse_record` rejects there).
+pub(crate) fn skip_padding(file: &File, end: u64, file_len: u64) -> Result<u64, io::Error> {
+    if end % PAD_ALIGN == 0 || end >= file_len {
+        return Ok(end);
+    }
+    let to = end
+        .div_ceil(PAD_ALIGN)
+        .saturating_mul(PAD_ALIGN)
+        .min(file_len);
+    let mut buf = vec![0u8; (to - end) as usize];
+    file.read_exact_at(&mut buf, end)?;
+    Ok(if buf.iter().all(|&b| b == 0) { to } else { end })
 }
 
 /// Parses the record at `off`, reading headers only.
@@ -181,6 +200,8 @@ pub(crate) fn find_next_record(
 /// What scanning one segment found.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(crate) struct SegmentScan {
+    /// Format version from the segment header.
+    pub version: u32,
     /// Length of the file after recovery.
     pub len: u64,
     pub records: u64,
@@ -231,14 +252,25 @@ pub(crate) fn scan_segment(
         dir_uuid,
         segment_id: id,
     };
-    let mut scan = SegmentScan::default();
-    let mut off = SEGMENT_HEADER_LEN;
+    let mut scan = SegmentScan {
+        version: header.version,
+        ..SegmentScan::default()
+    };
+    let padded = is_padded(header.version);
+    let pad = |end: u64, file_len: u64| -> Result<u64, StoreError> {
+        if !padded {
+            return Ok(end);
+        }
+        skip_padding(file, end, file_len).map_err(|e| StoreError::io(ctx("reading padding"), e))
+    };
+    let mut off = pad(SEGMENT_HEADER_LEN, file_len)?;
     while off < file_len {
         match parse_record(file, salt, off, file_len) {
             Ok(rec) => {
-                apply(index, id, &rec);
+                let next = pad(rec.end, file_len)?;
+                apply(index, id, &rec, next - rec.offset);
                 scan.records += 1;
-                off = rec.end;
+                off = next;
             }
             Err(ParseError::Io(e)) => {
                 return Err(StoreError::io(ctx(&format!("reading at {off}")), e))
@@ -272,7 +304,8 @@ pub(crate) fn scan_segment(
     Ok(Some(scan))
 }
 
-fn apply(index: &mut Index, segment: u64, rec: &ParsedRecord) {
+/// `record_len`: the record and the padding after it (dead together once it is replaced).
+fn apply(index: &mut Index, segment: u64, rec: &ParsedRecord, record_len: u64) {
     index.observe_seq(rec.seq);
     match &rec.meta {
         RecordMeta::Put(h) => {
@@ -280,7 +313,7 @@ fn apply(index: &mut Index, segment: u64, rec: &ParsedRecord) {
                 seq: rec.seq,
                 segment,
                 record_offset: rec.offset,
-                record_len: rec.end - rec.offset,
+                record_len,
                 first_block_offset: rec.first_block_offset,
                 blocks: rec.blocks,
                 length: rec.length,
