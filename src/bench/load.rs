@@ -902,19 +902,8 @@ pub fn stable(samples: &[f64], window: usize, pct: f64) -> bool {
 /// endpoint is the dev cluster's.
 fn connect(args: &LoadArgs) -> Result<(S3, String, bool), LoadError> {
     let setup = LoadError::Setup;
-    let cluster: Option<serde_json::Value> = std::fs::read(args.data_dir.join("cluster.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok());
+    let (cluster, endpoint) = super::endpoint_of(args.endpoint.as_deref(), &args.data_dir);
     let from_cluster = args.endpoint.is_none() && cluster.is_some();
-    let endpoint = args
-        .endpoint
-        .clone()
-        .or_else(|| {
-            cluster
-                .as_ref()
-                .and_then(|c| c["s3"].as_str().map(String::from))
-        })
-        .unwrap_or_else(|| "http://127.0.0.1:9000".into());
     let with_scheme = if endpoint.contains("://") {
         endpoint.clone()
     } else {

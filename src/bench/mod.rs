@@ -207,13 +207,13 @@ struct Client {
 }
 
 impl Client {
-    async fn send(
+    /// A request to `path` (with its query, if any) carrying the SigV4 headers.
+    fn signed(
         &self,
         method: reqwest::Method,
         path: &str,
-        body: Option<Bytes>,
         extra: &[(&str, &str)],
-    ) -> Result<reqwest::Response, String> {
+    ) -> reqwest::RequestBuilder {
         let mut req = self
             .http
             .request(method.clone(), format!("{}{}", self.endpoint, path));
@@ -225,6 +225,17 @@ impl Client {
         {
             req = req.header(k, v);
         }
+        req
+    }
+
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Bytes>,
+        extra: &[(&str, &str)],
+    ) -> Result<reqwest::Response, String> {
+        let mut req = self.signed(method, path, extra);
         if let Some(b) = body {
             req = req.header("content-length", b.len()).body(b);
         }
@@ -240,17 +251,8 @@ impl Client {
         len: u64,
         extra: &[(&str, &str)],
     ) -> Result<reqwest::Response, String> {
-        let mut req = self
-            .http
-            .request(method.clone(), format!("{}{}", self.endpoint, path));
-        let (p, q) = path.split_once('?').unwrap_or((path, ""));
-        for (k, v) in self
-            .signer
-            .headers_with_query(method.as_str(), &self.host, p, q, extra)
-        {
-            req = req.header(k, v);
-        }
-        req.header("content-length", len)
+        self.signed(method, path, extra)
+            .header("content-length", len)
             .body(body)
             .send()
             .await
@@ -563,19 +565,28 @@ fn run_s3(args: S3Args) -> i32 {
     rt.block_on(run_async(args))
 }
 
-async fn run_async(args: S3Args) -> i32 {
-    let cluster: Option<serde_json::Value> = std::fs::read(args.data_dir.join("cluster.json"))
+/// The dev cluster's `cluster.json` in `data_dir`, if any, and the S3 endpoint to
+/// use: `explicit`, else that cluster's, else the default local one.
+pub(crate) fn endpoint_of(
+    explicit: Option<&str>,
+    data_dir: &std::path::Path,
+) -> (Option<serde_json::Value>, String) {
+    let cluster: Option<serde_json::Value> = std::fs::read(data_dir.join("cluster.json"))
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok());
-    let endpoint = args
-        .endpoint
-        .clone()
+    let endpoint = explicit
+        .map(String::from)
         .or_else(|| {
             cluster
                 .as_ref()
                 .and_then(|c| c["s3"].as_str().map(String::from))
         })
         .unwrap_or_else(|| "http://127.0.0.1:9000".into());
+    (cluster, endpoint)
+}
+
+async fn run_async(args: S3Args) -> i32 {
+    let (cluster, endpoint) = endpoint_of(args.endpoint.as_deref(), &args.data_dir);
     let creds = match (
         std::env::var("AWS_ACCESS_KEY_ID"),
         std::env::var("AWS_SECRET_ACCESS_KEY"),
