@@ -527,6 +527,19 @@ fn lock_bucket(ext: &http::Extensions) -> GwResult<BucketRecord> {
     Ok(bucket)
 }
 
+/// The lock state of the addressed version (`versionId`, else the latest),
+/// in a bucket with object lock; found as GetObject finds it.
+async fn stored_lock(
+    ctx: &Ctx,
+    ext: &http::Extensions,
+    key: &str,
+    version_id: Option<&str>,
+) -> GwResult<Option<ObjectLockState>> {
+    lock_bucket(ext)?;
+    let (stored, _) = versioning::load_addressed(ctx, ext, key, version_id).await?;
+    Ok(stored.record.object_lock)
+}
+
 /// Changes the lock of the addressed version by compare-and-set of its
 /// record; `change` sees the current lock (again after a lost race) and may
 /// refuse. A version deleted meanwhile answers NoSuchVersion / NoSuchKey.
@@ -605,23 +618,18 @@ pub async fn get_object_retention(
     req: S3Request<GetObjectRetentionInput>,
 ) -> GwResult<S3Response<GetObjectRetentionOutput>> {
     let input = &req.input;
-    lock_bucket(&req.extensions)?;
-    let (stored, _) = versioning::load_addressed(
+    let lock = stored_lock(
         ctx,
         &req.extensions,
         &input.key,
         input.version_id.as_deref(),
     )
-    .await?;
-    let lock = stored
-        .record
-        .object_lock
-        .as_ref()
-        .filter(|l| l.mode != LockMode::None as i32)
-        .ok_or(GwError::NoSuchObjectLockConfiguration)?;
+    .await?
+    .filter(|l| l.mode != LockMode::None as i32)
+    .ok_or(GwError::NoSuchObjectLockConfiguration)?;
     Ok(S3Response::new(GetObjectRetentionOutput {
         retention: Some(ObjectLockRetention {
-            mode: mode_name(stored_mode(lock)).map(ObjectLockRetentionMode::from_static),
+            mode: mode_name(stored_mode(&lock)).map(ObjectLockRetentionMode::from_static),
             retain_until_date: Some(timestamp(lock.retain_until_unix_ms)),
         }),
     }))
@@ -659,15 +667,14 @@ pub async fn get_object_legal_hold(
     req: S3Request<GetObjectLegalHoldInput>,
 ) -> GwResult<S3Response<GetObjectLegalHoldOutput>> {
     let input = &req.input;
-    lock_bucket(&req.extensions)?;
-    let (stored, _) = versioning::load_addressed(
+    let lock = stored_lock(
         ctx,
         &req.extensions,
         &input.key,
         input.version_id.as_deref(),
     )
     .await?;
-    let status = match stored.record.object_lock.as_ref().map(stored_hold) {
+    let status = match lock.as_ref().map(stored_hold) {
         Some(LegalHoldStatus::On) => ObjectLockLegalHoldStatus::ON,
         Some(LegalHoldStatus::Off) => ObjectLockLegalHoldStatus::OFF,
         _ => return Err(GwError::NoSuchObjectLockConfiguration),
