@@ -81,6 +81,43 @@ fn must_have_aborted_at(c: &Cluster, id: &str, name: &str) {
     );
 }
 
+/// Orphan GC judges a body's age by the data nodes' own clocks (when each
+/// stored its fragment), never by the creation time the gateway stamped: a
+/// gateway whose clock runs an hour behind, pausing between the stored body
+/// and the metadata commit, would otherwise see its body collected as an
+/// hour-old orphan by the repair passes that run meanwhile, and acknowledge
+/// an object whose fragments are gone.
+#[test]
+fn a_lagging_gateway_clock_does_not_get_in_flight_bodies_collected() {
+    const PASSES: &str = "kura_datanode_repair_passes_total";
+    let Some(c) = start(&["--orphan-after-secs", "20", "--repair-interval-secs", "1"]) else {
+        return;
+    };
+    c.must_aws(&["s3", "mb", "s3://skew"]);
+    c.must_arm("gateway-1", "gateway::clock_offset_ms", "return(-3600000)");
+    // Within the gateway's own commit deadline (half the orphan age, by its
+    // monotonic clock), so only the age judgement stands between the body
+    // and orphan GC.
+    c.must_arm("gateway-1", "gateway::put_before_commit", "1*sleep(8000)");
+    let passes_before = datanode_metric_sum(&c, PASSES);
+    let data = pattern(3 << 20, 7);
+    let started = Instant::now();
+    assert!(put(&c, "skew", "in-flight", &data), "{}", c.logs_tail());
+    let paused = started.elapsed();
+    let passes = datanode_metric_sum(&c, PASSES) - passes_before;
+    eprintln!("PUT took {paused:?}; {passes} repair passes ran meanwhile");
+    assert!(paused >= Duration::from_secs(8), "the commit was not held");
+    // Every node's pass covers the PGs it is primary of: several rounds saw
+    // the stored, uncommitted body.
+    assert!(passes >= 18.0, "only {passes} repair passes during the pause");
+    must_read_back(&c, "skew", "in-flight", &data);
+    assert_eq!(
+        datanode_metric_sum(&c, "kura_datanode_orphan_fragments_deleted_total"),
+        0.0,
+        "an in-flight body was collected as an orphan"
+    );
+}
+
 /// The gateway dies after the body is on the data nodes but before the
 /// metadata commit: the PUT is not acknowledged, no object appears, earlier
 /// objects are intact, and orphan GC deletes the body's fragments. It dies

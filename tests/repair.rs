@@ -63,8 +63,8 @@ fn check(c: &Cluster, key: &str, data: &[u8]) {
 }
 
 /// Bodies written while a zone was down have only 4 of 6 fragments; once the
-/// zone is back the repair worker rebuilds the missing ones, so the objects
-/// then survive losing a *different* zone.
+/// zone is back the repair worker rebuilds the missing ones first, so the
+/// objects then survive losing a *different* zone.
 #[test]
 fn fragments_missed_during_a_zone_outage_are_healed() {
     let mut c = Cluster::must_start();
@@ -100,6 +100,14 @@ fn fragments_missed_during_a_zone_outage_are_healed() {
         c.must_restart(id);
     }
     wait_rebuilt(&c, repaired, 2 * during.len());
+    // Each had exactly k = 4 fragments: rebuilt in a pass's urgent round,
+    // ahead of any other PG's work.
+    let urgent = datanode_metric_sum(&c, "kura_datanode_repair_urgent_bodies_total");
+    assert!(
+        urgent >= during.len() as f64,
+        "{urgent} urgent rebuilds for {} bodies acked with k",
+        during.len()
+    );
     // Zone z1 goes now: the bodies written during the z2 outage need their
     // healed z2 fragments to be read.
     for id in ["datanode-1", "datanode-2"] {

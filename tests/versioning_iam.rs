@@ -2,8 +2,8 @@
 //! (tests/py/versioning_iam.py, docs/decisions/0035): users whose policies
 //! allow only the plain actions (s3:GetObject, s3:DeleteObject, ...) or only
 //! their *Version forms get exactly what AWS gives them, through boto3; and a
-//! gateway whose version clock runs an hour behind (failpoint
-//! `gateway::version_clock_offset_ms`) still makes each of its writes the
+//! gateway whose clock runs an hour behind (failpoint
+//! `gateway::clock_offset_ms`) still makes each of its writes the
 //! latest version.
 mod common;
 use common::{Cluster, KURA};
@@ -15,7 +15,7 @@ fn version_actions_and_a_lagging_gateway() {
     if skewed {
         c.must_arm(
             "gateway-2",
-            "gateway::version_clock_offset_ms",
+            "gateway::clock_offset_ms",
             "return(-3600000)",
         );
     } else {

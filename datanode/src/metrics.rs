@@ -169,6 +169,14 @@ pub static REPAIR_BACKLOG: LazyLock<IntGauge> = LazyLock::new(|| {
     )
     .expect("metric registered once")
 });
+pub static URGENT_REBUILDS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "kura_datanode_repair_urgent_bodies_total",
+        "Bodies with no fragment to spare (exactly k left) whose rebuild a repair pass started before any other work"
+    )
+    .expect("metric registered once")
+});
+
 pub static REPAIRED_FRAGMENTS: LazyLock<IntCounter> = LazyLock::new(|| {
     register_int_counter!(
         "kura_datanode_repaired_fragments_total",

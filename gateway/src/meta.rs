@@ -218,3 +218,16 @@ pub fn now_ms() -> i64 {
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
 }
+
+/// This gateway's clock where other processes compare its readings: new
+/// version ids and the creation stamp of a body's fragments. Test builds can
+/// shift it (failpoint `gateway::clock_offset_ms`, action `return(<ms>)`,
+/// negative for a lagging clock) to play a gateway whose clock is off, which
+/// neither version order (decision 0035) nor orphan GC may depend on.
+pub fn skewed_now_ms() -> u64 {
+    fail::fail_point!("gateway::clock_offset_ms", |arg: Option<String>| {
+        let offset = arg.and_then(|a| a.trim().parse::<i64>().ok()).unwrap_or(0);
+        now_ms().saturating_add(offset).max(0) as u64
+    });
+    now_ms().max(0) as u64
+}

@@ -3,7 +3,7 @@
 Run by tests/versioning_iam.rs against `kura dev --gateways 2` with KURA_S3,
 KURA_DIR (cluster.json), KURA_BIN (for `kura admin`), the root key in
 AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY. With SKEWED=1 gateway-2's version
-clock runs an hour behind (failpoint gateway::version_clock_offset_ms).
+clock runs an hour behind (failpoint gateway::clock_offset_ms).
 
 acme/alice owns a versioned bucket. acme/bob's user policy allows only the
 plain actions (s3:GetObject, s3:DeleteObject, s3:ListBucket, ...), acme/carol's

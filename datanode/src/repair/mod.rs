@@ -10,6 +10,9 @@
 //!    with k left are rebuilt onto the members that miss them (`rebuild`):
 //!    healing after a failed write, a lost disk, a quarantined corrupt
 //!    fragment, or a slot PD moved to a new node (rebalance, decommission).
+//!    Bodies with exactly k fragments left go first, across all PGs: a first
+//!    round lists every PG and rebuilds only those; a second lists again the
+//!    PGs that have anything else to do.
 //! 3. Bodies with fewer than k fragments, and complete bodies older than
 //!    `orphan_after` not yet known to be referenced, are checked against the
 //!    metadata (`references`, linearizable reads); unreferenced ones are
@@ -161,6 +164,15 @@ struct PgRef<'a> {
     members: &'a [String],
 }
 
+/// The two rounds of a pass over the PGs (see [`RepairWorker::pass`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Round {
+    /// Rebuilds of bodies with exactly k fragments left.
+    Urgent,
+    /// Everything else the plan holds.
+    Rest,
+}
+
 /// What one pass found and did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct PassStats {
@@ -246,41 +258,61 @@ impl RepairWorker {
             .filter(|n| n.read_only)
             .map(|n| n.address.clone())
             .collect();
+        // The PGs this node is primary of, in map order.
+        let mut codecs = Vec::new();
         for class in &map.classes {
             let storage_class =
                 StorageClass::try_from(class.storage_class).unwrap_or(StorageClass::Unspecified);
-            let (k, m) = (class.data_shards as usize, class.parity_shards as usize);
-            let Ok(codec) = Codec::new(k, m) else {
-                continue;
-            };
-            for group in &class.groups {
+            if let Ok(codec) = Codec::new(class.data_shards as usize, class.parity_shards as usize)
+            {
+                codecs.push((storage_class, codec, &class.groups));
+            }
+        }
+        let mut mine = Vec::new();
+        for (class, codec, groups) in &codecs {
+            let width = codec.data_shards() + codec.parity_shards();
+            for group in groups.iter() {
                 let Some(members) = addresses(&map, &group.data_nodes) else {
                     continue;
                 };
-                if members.len() != k + m || !members.contains(&self.me) {
+                if members.len() != width || !members.contains(&self.me) {
                     continue;
                 }
-                if !self.is_primary(&members, &mut up).await {
-                    continue;
+                if self.is_primary(&members, &mut up).await {
+                    mine.push((*class, group.id, codec, members));
                 }
-                stats.pgs_repaired += 1;
-                if let Err(e) = self
-                    .repair_pg(
-                        PgRef {
-                            class: storage_class,
-                            pg: group.id,
-                            codec: &codec,
-                            members: &members,
-                        },
-                        &mut up,
-                        &read_only,
-                        &mut stats,
-                    )
-                    .await
-                {
+            }
+        }
+        stats.pgs_repaired = mine.len();
+        // Degraded bodies are healed first, across all PGs (docs/architecture.md,
+        // "what a body can lose"): the first round lists every PG and rebuilds
+        // only bodies with no fragment to spare; the second lists again only
+        // the PGs that had anything else to do, and does it.
+        let mut later = Vec::new();
+        for (class, pg, codec, members) in &mine {
+            let target = PgRef {
+                class: *class,
+                pg: *pg,
+                codec,
+                members,
+            };
+            match self
+                .repair_pg(target, Round::Urgent, &mut up, &read_only, &mut stats)
+                .await
+            {
+                Ok(true) => later.push(target),
+                Ok(false) => {}
+                Err(e) => {
                     stats.failed_pgs += 1;
-                    tracing::warn!(pg = group.id, class = ?storage_class, error = %e, "PG repair failed");
+                    tracing::warn!(pg, class = ?class, error = %e, "PG repair failed");
                 }
+            }
+        }
+        for target in later {
+            let round = self.repair_pg(target, Round::Rest, &mut up, &read_only, &mut stats);
+            if let Err(e) = round.await {
+                stats.failed_pgs += 1;
+                tracing::warn!(pg = target.pg, class = ?target.class, error = %e, "PG repair failed");
             }
         }
         stats.strays = self.drop_strays(&map).await?;
@@ -330,13 +362,17 @@ impl RepairWorker {
         )
     }
 
+    /// Lists the PG's members, plans, and does this round's part of the
+    /// plan. In the urgent round, answers whether anything is left for the
+    /// rest round.
     async fn repair_pg(
         &mut self,
         target: PgRef<'_>,
+        round: Round,
         up: &mut HashMap<String, bool>,
         ro: &HashSet<String>,
         stats: &mut PassStats,
-    ) -> Result<(), DataNodeError> {
+    ) -> Result<bool, DataNodeError> {
         let PgRef {
             class,
             pg,
@@ -380,6 +416,20 @@ impl RepairWorker {
             now - self.cfg.orphan_after.as_millis() as i64,
         );
         let orphan_before = now - self.cfg.orphan_after.as_millis() as i64;
+        let k = codec.data_shards();
+        let (urgent, rest): (Vec<Action>, Vec<Action>) =
+            actions.into_iter().partition(|a| plan::is_urgent(a, k));
+        let (actions, left) = match round {
+            Round::Urgent => {
+                let left = rest.iter().any(|a| match a {
+                    Action::CheckReferenced(b) => !self.known_referenced.contains(&b.data_id),
+                    Action::Rebuild(_) | Action::BelowK(_) => true,
+                });
+                metrics::URGENT_REBUILDS.inc_by(urgent.len() as u64);
+                (urgent, left)
+            }
+            Round::Rest => (rest, false),
+        };
         for action in actions {
             match action {
                 Action::Rebuild(mut body) => {
@@ -420,7 +470,7 @@ impl RepairWorker {
                 }
             }
         }
-        Ok(())
+        Ok(left)
     }
 
     async fn referenced(&mut self, body: &BodyState) -> Result<bool, DataNodeError> {

@@ -116,6 +116,13 @@ pub fn plan_pg(
     actions
 }
 
+/// A rebuild of a body with no fragment to spare (exactly k left, e.g. one
+/// acknowledged with k while a zone was down): one more loss loses it, so
+/// a pass does these before anything else in any PG.
+pub fn is_urgent(a: &Action, k: usize) -> bool {
+    matches!(a, Action::Rebuild(b) if b.present.len() <= k)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -277,5 +284,34 @@ mod tests {
             })
             .collect();
         assert_eq!(order, vec![2, 1]);
+    }
+
+    #[test]
+    fn only_rebuilds_with_no_fragment_to_spare_are_urgent() {
+        let body = |present: Vec<usize>, missing: Vec<usize>| BodyState {
+            data_id: Bytes::from_static(&[1; 16]),
+            header: FragmentHeader::default(),
+            written_unix_ms: 0,
+            blocks: 1,
+            present,
+            missing,
+        };
+        // EC 4+2: 4 left is urgent, 5 left has one to spare.
+        assert!(is_urgent(
+            &Action::Rebuild(body(vec![0, 1, 2, 3], vec![4, 5])),
+            4
+        ));
+        assert!(!is_urgent(
+            &Action::Rebuild(body(vec![0, 1, 2, 3, 4], vec![5])),
+            4
+        ));
+        assert!(!is_urgent(
+            &Action::BelowK(body(vec![0, 1, 2], vec![3, 4, 5])),
+            4
+        ));
+        assert!(!is_urgent(
+            &Action::CheckReferenced(body(vec![0, 1, 2, 3, 4, 5], vec![])),
+            4
+        ));
     }
 }

@@ -46,7 +46,7 @@ use crate::data::crypto::{NewBody, Sealer};
 use crate::data::gc;
 use crate::data::stripes::SUSPECT_FOR;
 use crate::error::{body_error, GwError, GwResult};
-use crate::meta::now_ms;
+use crate::meta::skewed_now_ms;
 use crate::metrics;
 use crate::placement::GroupView;
 
@@ -453,7 +453,8 @@ impl Fanout {
             block_size,
             size: 0,
         };
-        let created = now_ms();
+        // Orphan GC judges age by the data nodes' clocks, never by this.
+        let created = skewed_now_ms() as i64;
         let started = Instant::now();
         let mut writers = Vec::with_capacity(group.nodes.len());
         for (i, addr) in group.nodes.iter().enumerate() {

@@ -129,22 +129,11 @@ fn version_from(now_ms: u64, newest: Option<u64>, rand16: u16) -> u64 {
     }
 }
 
-/// The clock version numbers are taken from. Test builds can shift it
-/// (failpoint `gateway::version_clock_offset_ms`, action `return(<ms>)`,
-/// negative for a lagging clock) to play a gateway with a skewed clock.
-fn version_clock_ms() -> u64 {
-    fail::fail_point!("gateway::version_clock_offset_ms", |arg: Option<String>| {
-        let offset = arg.and_then(|a| a.trim().parse::<i64>().ok()).unwrap_or(0);
-        now_ms().saturating_add(offset).max(0) as u64
-    });
-    now_ms().max(0) as u64
-}
-
 /// A version number above `latest` (the newest existing version, or the
 /// null slot's 0) from this gateway's clock.
 pub fn new_version(latest: u64) -> u64 {
     version_id_after(
-        version_clock_ms(),
+        crate::meta::skewed_now_ms(),
         (latest != NULL_VERSION).then_some(latest),
     )
 }
