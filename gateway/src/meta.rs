@@ -122,6 +122,18 @@ impl Meta {
         Ok(deadline("scan", self.client.scan(cf, start, end, limit, keys_only)).await??)
     }
 
+    /// A walk over [start, end) in key order, `page` keys (and values) per
+    /// scan, for callers that go through a whole range: see [`Pages`].
+    pub fn pages(&self, cf: Cf, start: Vec<u8>, end: Vec<u8>, page: usize) -> Pages<'_> {
+        Pages {
+            meta: self,
+            cf,
+            next: Some(start),
+            end,
+            page: page.max(1),
+        }
+    }
+
     /// Like [`Meta::scan`], but only the first key of each object in the
     /// range (in cf META: each key's latest version); the stores seek past
     /// the rest (decision 0034). `limit` counts returned keys.
@@ -157,6 +169,38 @@ impl Meta {
         };
         let scan = self.client.scan_rollup(cf, start, end, limit, opts, rollup);
         Ok(deadline("scan", scan).await??)
+    }
+}
+
+/// A range read one page at a time ([`Meta::pages`]): each page starts just
+/// after the last key of the one before, and a short page ends the walk.
+pub struct Pages<'a> {
+    meta: &'a Meta,
+    cf: Cf,
+    /// Where the next page starts; None once the range is done.
+    next: Option<Vec<u8>>,
+    end: Vec<u8>,
+    page: usize,
+}
+
+impl Pages<'_> {
+    /// The next page (never empty), or None at the end of the range.
+    pub async fn next_page(&mut self) -> GwResult<Option<Vec<KvPair>>> {
+        let Some(start) = self.next.take() else {
+            return Ok(None);
+        };
+        let page = self
+            .meta
+            .scan(self.cf, &start, &self.end, self.page, false)
+            .await?;
+        if page.len() == self.page {
+            if let Some(last) = page.last() {
+                let mut next = last.key.to_vec();
+                next.push(0);
+                self.next = Some(next);
+            }
+        }
+        Ok((!page.is_empty()).then_some(page))
     }
 }
 

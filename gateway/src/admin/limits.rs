@@ -181,11 +181,10 @@ pub async fn usage_report(ctx: &Ctx, tenant: Option<&str>) -> Result<Value, Iden
     for t in &tenants {
         let mut per_owner: std::collections::BTreeMap<String, (Usage, u64)> = Default::default();
         let mut total = Usage::default();
-        let (mut start, end) = keys::bucket_range(t);
+        let (start, end) = keys::bucket_range(t);
         let mut count = 0u64;
-        loop {
-            const PAGE: usize = 1000;
-            let page = ctx.meta.scan(Cf::Meta, &start, &end, PAGE, false).await?;
+        let mut pages = ctx.meta.pages(Cf::Meta, start, end, 1000);
+        while let Some(page) = pages.next_page().await? {
             for kv in &page {
                 let b: BucketRecord =
                     keys::decode_value(&kv.value).map_err(crate::error::GwError::from)?;
@@ -207,13 +206,6 @@ pub async fn usage_report(ctx: &Ctx, tenant: Option<&str>) -> Result<Value, Iden
                     &traffic,
                     TrafficScope::Bucket(qualified),
                 ));
-            }
-            match page.last() {
-                Some(last) if page.len() == PAGE => {
-                    start = last.key.to_vec();
-                    start.push(0);
-                }
-                _ => break,
             }
         }
         t_out.push(with_traffic(

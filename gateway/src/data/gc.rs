@@ -117,14 +117,11 @@ pub async fn run_sweeper(
 /// reclaimed; the ones a node could not answer for stay queued
 /// (`kura_gateway_gc_backlog`).
 pub async fn sweep(ctx: &Arc<Ctx>, grace: std::time::Duration) -> crate::error::GwResult<usize> {
-    let (mut start, end) = (vec![keys::FAMILY_OBJECT], vec![keys::FAMILY_OBJECT + 1]);
+    let (start, end) = (vec![keys::FAMILY_OBJECT], vec![keys::FAMILY_OBJECT + 1]);
     let cutoff = now_ms() - grace.as_millis() as i64;
     let (mut reclaimed, mut backlog) = (0usize, 0usize);
-    loop {
-        let page = ctx
-            .meta
-            .scan(Cf::Gc, &start, &end, SWEEP_PAGE, false)
-            .await?;
+    let mut pages = ctx.meta.pages(Cf::Gc, start, end, SWEEP_PAGE);
+    while let Some(page) = pages.next_page().await? {
         for kv in &page {
             let Ok(rec) = keys::decode_value::<GcRecord>(&kv.value) else {
                 tracing::warn!("undecodable GC record left in place");
@@ -154,13 +151,6 @@ pub async fn sweep(ctx: &Arc<Ctx>, grace: std::time::Duration) -> crate::error::
             if done.is_ok() {
                 reclaimed += 1;
             }
-        }
-        match page.last() {
-            Some(last) if page.len() == SWEEP_PAGE => {
-                start = last.key.to_vec();
-                start.push(0);
-            }
-            _ => break,
         }
     }
     crate::metrics::set_gc_backlog(backlog);

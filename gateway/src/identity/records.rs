@@ -107,27 +107,13 @@ fn new_user_id() -> String {
 }
 
 /// Every record of a range, page by page.
-async fn scan_all(
-    store: &IdentityStore,
-    (mut start, end): (Vec<u8>, Vec<u8>),
-) -> Result<Vec<KvPair>> {
-    const PAGE: usize = 1000;
+async fn scan_all(store: &IdentityStore, (start, end): (Vec<u8>, Vec<u8>)) -> Result<Vec<KvPair>> {
+    let mut pages = store.meta().pages(Cf::Meta, start, end, 1000);
     let mut out = Vec::new();
-    loop {
-        let page = store
-            .meta()
-            .scan(Cf::Meta, &start, &end, PAGE, false)
-            .await?;
-        let full = page.len() == PAGE;
-        if let Some(last) = page.last() {
-            start = last.key.to_vec();
-            start.push(0);
-        }
+    while let Some(page) = pages.next_page().await? {
         out.extend(page);
-        if !full {
-            return Ok(out);
-        }
     }
+    Ok(out)
 }
 
 fn decode<M: prost::Message + Default>(kv: &KvPair) -> Result<M> {

@@ -254,13 +254,9 @@ impl Worker {
     /// Every bucket record (live or being deleted), with its key.
     async fn read_buckets(&self) -> GwResult<Vec<(Vec<u8>, Versioned<BucketRecord>)>> {
         let mut out = Vec::new();
-        for (mut start, end) in keys::every_bucket_ranges() {
-            loop {
-                let page = self
-                    .ctx
-                    .meta
-                    .scan(Cf::Meta, &start, &end, PAGE, false)
-                    .await?;
+        for (start, end) in keys::every_bucket_ranges() {
+            let mut pages = self.ctx.meta.pages(Cf::Meta, start, end, PAGE);
+            while let Some(page) = pages.next_page().await? {
                 for kv in &page {
                     match keys::decode_value::<BucketRecord>(&kv.value) {
                         Ok(record) => out.push((
@@ -273,10 +269,6 @@ impl Worker {
                         Err(e) => tracing::warn!(error = %e, "undecodable bucket record skipped"),
                     }
                 }
-                match page.last() {
-                    Some(last) if page.len() == PAGE => start = successor(&last.key),
-                    _ => break,
-                }
             }
         }
         Ok(out)
@@ -286,17 +278,13 @@ impl Worker {
     /// away), unless one is held right now. A region PD does not know yet
     /// has no lease: leases are taken only of regions PD listed.
     async fn drop_dead_leases(&self) -> GwResult<()> {
-        let (mut start, end) = keys::lifecycle_lease_range();
+        let (start, end) = keys::lifecycle_lease_range();
         let term_ms = self.settings.lease_term.as_millis() as i64;
         // One listing of every region; PD is asked about an id alone only
         // when it is missing from it (it may have been split off since).
         let known = self.regions_in(&[(Vec::new(), vec![0xff])]).await?;
-        loop {
-            let page = self
-                .ctx
-                .meta
-                .scan(Cf::Usage, &start, &end, PAGE, false)
-                .await?;
+        let mut pages = self.ctx.meta.pages(Cf::Usage, start, end, PAGE);
+        while let Some(page) = pages.next_page().await? {
             for kv in &page {
                 let Some(id) = kv
                     .key
@@ -339,11 +327,8 @@ impl Worker {
                     tracing::info!(region = id, "lease of a region merged away deleted");
                 }
             }
-            match page.last() {
-                Some(last) if page.len() == PAGE => start = successor(&last.key),
-                _ => return Ok(()),
-            }
         }
+        Ok(())
     }
 
     /// The regions overlapping `ranges`, by id.

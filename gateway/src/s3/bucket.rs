@@ -369,10 +369,9 @@ async fn sweep_uploads(
     mut cur: Versioned<BucketRecord>,
 ) -> GwResult<Versioned<BucketRecord>> {
     let id = cur.record.id;
-    let (mut start, end) = keys::object_range(id, b"");
-    const PAGE: usize = 256;
-    loop {
-        let page = ctx.meta.scan(Cf::Mpu, &start, &end, PAGE, false).await?;
+    let (start, end) = keys::object_range(id, b"");
+    let mut pages = ctx.meta.pages(Cf::Mpu, start, end, 256);
+    while let Some(page) = pages.next_page().await? {
         for kv in &page {
             if now_ms() - cur.record.deleting_since_unix_ms > DELETE_RENEW_MS {
                 cur = remark(ctx, key, &cur, now_ms())
@@ -381,14 +380,8 @@ async fn sweep_uploads(
             }
             drop_upload_entry(ctx, id, kv).await?;
         }
-        match page.last() {
-            Some(last) if page.len() == PAGE => {
-                start = last.key.to_vec();
-                start.push(0);
-            }
-            _ => return Ok(cur),
-        }
     }
+    Ok(cur)
 }
 
 /// Removes one cf MPU record of bucket `id`: an upload is aborted (its
@@ -595,9 +588,8 @@ pub async fn list_buckets(
     }
     let mut buckets = Vec::new();
     let mut more = false;
-    const PAGE: usize = 1000;
-    'scan: loop {
-        let page = ctx.meta.scan(Cf::Meta, &start, &end, PAGE, false).await?;
+    let mut pages = ctx.meta.pages(Cf::Meta, start, end, 1000);
+    'scan: while let Some(page) = pages.next_page().await? {
         for kv in &page {
             let rec: BucketRecord = keys::decode_value(&kv.value)?;
             if !owns(ctx, &principal, &rec) {
@@ -616,13 +608,6 @@ pub async fn list_buckets(
                     rec.region
                 }),
             });
-        }
-        match page.last() {
-            Some(last) if page.len() == PAGE => {
-                start = last.key.to_vec();
-                start.push(0);
-            }
-            _ => break,
         }
     }
     let continuation_token = if more {

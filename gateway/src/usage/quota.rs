@@ -238,24 +238,17 @@ impl Quotas {
 /// Every bucket of `tenant` with its usage now (counter plus pending
 /// deltas each; a bucket never folded yet has only deltas).
 async fn tenant_snapshot(ctx: &Ctx, tenant: &str) -> GwResult<Vec<BucketEntry>> {
-    let (mut start, end) = keys::bucket_range(tenant);
+    let (start, end) = keys::bucket_range(tenant);
     let mut out = Vec::new();
-    const PAGE: usize = 1000;
-    loop {
-        let page = ctx.meta.scan(Cf::Meta, &start, &end, PAGE, false).await?;
+    let mut pages = ctx.meta.pages(Cf::Meta, start, end, 1000);
+    while let Some(page) = pages.next_page().await? {
         for kv in &page {
             let b: BucketRecord = keys::decode_value(&kv.value)?;
             let scope = Scope::of(&b);
             out.push((b.id, b.owner, bucket_usage(ctx, &scope).await?));
         }
-        match page.last() {
-            Some(last) if page.len() == PAGE => {
-                start = last.key.to_vec();
-                start.push(0);
-            }
-            _ => return Ok(out),
-        }
     }
+    Ok(out)
 }
 
 /// Checks a write of `size` bytes to `key` of `bucket` against every quota
@@ -409,24 +402,16 @@ pub async fn check_new_bucket(ctx: &Ctx, tenant: &str, owner: &str) -> GwResult<
     if user_max.is_none() && tenant_max.is_none() {
         return Ok(());
     }
-    let (mut start, end) = keys::bucket_range(tenant);
+    let (start, end) = keys::bucket_range(tenant);
     let (mut all, mut mine) = (0u64, 0u64);
-    const PAGE: usize = 1000;
-    loop {
-        let page = ctx.meta.scan(Cf::Meta, &start, &end, PAGE, false).await?;
+    let mut pages = ctx.meta.pages(Cf::Meta, start, end, 1000);
+    while let Some(page) = pages.next_page().await? {
         for kv in &page {
             let b: BucketRecord = keys::decode_value(&kv.value)?;
             all += 1;
             if b.owner == owner {
                 mine += 1;
             }
-        }
-        match page.last() {
-            Some(last) if page.len() == PAGE => {
-                start = last.key.to_vec();
-                start.push(0);
-            }
-            _ => break,
         }
     }
     if user_max.is_some_and(|m| mine >= m) {

@@ -216,11 +216,10 @@ async fn flush_one(ctx: &Ctx, gateway: &str, scope: &TrafficScope, c: Counts) ->
 
 /// Every gateway's flushed counts, summed per scope.
 pub async fn totals(ctx: &Ctx) -> GwResult<HashMap<TrafficScope, Counts>> {
-    let (mut start, end) = keys::traffic_range();
+    let (start, end) = keys::traffic_range();
     let mut out: HashMap<TrafficScope, Counts> = HashMap::new();
-    const PAGE: usize = 1000;
-    loop {
-        let page = ctx.meta.scan(Cf::Usage, &start, &end, PAGE, false).await?;
+    let mut pages = ctx.meta.pages(Cf::Usage, start, end, 1000);
+    while let Some(page) = pages.next_page().await? {
         for kv in &page {
             let Some(part) = keys::traffic_scope_of(&kv.key) else {
                 continue;
@@ -235,14 +234,8 @@ pub async fn totals(ctx: &Ctx) -> GwResult<HashMap<TrafficScope, Counts>> {
                 bytes_out: r.bytes_out,
             });
         }
-        match page.last() {
-            Some(last) if page.len() == PAGE => {
-                start = last.key.to_vec();
-                start.push(0);
-            }
-            _ => return Ok(out),
-        }
     }
+    Ok(out)
 }
 
 /// Where the access check leaves a request's scopes for the listener.
