@@ -25,37 +25,11 @@ fn pd_http(c: &Cluster) -> String {
         .to_string()
 }
 
-/// `POST http://addr{path}` with a JSON body → (status, body).
-/// POSTs to PD's HTTP API with the admin token (plain HTTP: this slow suite
-/// does not run in TLS mode).
+/// `POST {path}` to PD's HTTP API with a JSON body and the admin
+/// credentials, waiting as long as PD takes → (status, body).
 fn http_post(c: &Cluster, path: &str, body: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let addr = pd_http(c);
-    let token = c.pd_token();
-    let mut s = std::net::TcpStream::connect(&addr).expect("connect PD http");
-    s.set_read_timeout(Some(Duration::from_secs(300)))
-        .expect("timeout");
-    write!(
-        s,
-        "POST {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
-         Authorization: Bearer {token}\r\n\
-         Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .expect("write request");
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).expect("read response");
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
+    c.pd_send_waiting(&pd_http(c), "POST", path, body, Duration::from_secs(300))
+        .expect("PD answers")
 }
 
 fn regions(c: &Cluster) -> Vec<Value> {
@@ -242,9 +216,6 @@ fn many_regions(n: usize, max_idle_metashard_cores: f64) {
 
 #[test]
 fn many_regions_fast() {
-    if common::tls_mode() {
-        return; // posts to PD's HTTP API over plain HTTP (`http_post`)
-    }
     many_regions(200, 0.5);
 }
 

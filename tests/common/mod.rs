@@ -256,16 +256,36 @@ impl Cluster {
         path: &str,
         body: &str,
     ) -> Option<(u16, String)> {
-        let auth = format!("Authorization: Bearer {}\r\n", self.pd_token());
-        if self.tls {
-            let admin = Some((
-                self.dir.join("tls/admin.pem"),
-                self.dir.join("tls/admin-key.pem"),
-            ));
-            tls_request(addr, &self.dir, method, path, admin, &auth)
+        self.pd_send_waiting(addr, method, path, body, Duration::from_secs(5))
+    }
+
+    /// [`Cluster::pd_send`] that waits up to `timeout` for the answer (a
+    /// call PD answers only once the work is done).
+    pub fn pd_send_waiting(
+        &self,
+        addr: &str,
+        method: &str,
+        path: &str,
+        body: &str,
+        timeout: Duration,
+    ) -> Option<(u16, String)> {
+        let headers = format!(
+            "Authorization: Bearer {}\r\nContent-Type: application/json\r\n",
+            self.pd_token()
+        );
+        let admin = (
+            self.dir.join("tls/admin.pem"),
+            self.dir.join("tls/admin-key.pem"),
+        );
+        let wire = if self.tls {
+            Wire::Tls {
+                dir: &self.dir,
+                identity: Some(&admin),
+            }
         } else {
-            http_send_headers(addr, method, path, &auth, body)
-        }
+            Wire::Plain
+        };
+        exchange(addr, wire, method, path, &headers, body, timeout)
     }
 
     pub fn logs_tail(&self) -> String {
@@ -896,20 +916,8 @@ pub fn http_send_headers(
     headers: &str,
     body: &str,
 ) -> Option<(u16, String)> {
-    use std::io::Write;
-    let mut s =
-        std::net::TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_millis(500))
-            .ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    s.write_all(
-        format!(
-            "{method} {path} HTTP/1.0\r\nHost: {addr}\r\n{headers}Content-Length: {}\r\n\r\n{body}",
-            body.len()
-        )
-        .as_bytes(),
-    )
-    .ok()?;
-    read_answer(&mut s)
+    let timeout = Duration::from_secs(5);
+    exchange(addr, Wire::Plain, method, path, headers, body, timeout)
 }
 
 /// `METHOD https://addr{path}` trusting `dir/tls/ca.pem`, presenting
@@ -922,24 +930,70 @@ pub fn tls_request(
     identity: Option<(PathBuf, PathBuf)>,
     headers: &str,
 ) -> Option<(u16, String)> {
-    use std::io::Write;
-    let cfg = kura_pd_client::tls::rustls_client_from_pem(
-        &dir.join("tls/ca.pem"),
-        identity.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
+    let wire = Wire::Tls {
+        dir,
+        identity: identity.as_ref(),
+    };
+    exchange(
+        addr,
+        wire,
+        method,
+        path,
+        headers,
+        "",
+        Duration::from_secs(5),
     )
-    .ok()?;
-    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").ok()?;
-    let conn = rustls::ClientConnection::new(std::sync::Arc::new(cfg), name).ok()?;
+}
+
+/// How [`exchange`] reaches its server.
+pub enum Wire<'a> {
+    Plain,
+    /// TLS trusting `dir/tls/ca.pem`, presenting `identity` (certificate,
+    /// key) if given.
+    Tls {
+        dir: &'a Path,
+        identity: Option<&'a (PathBuf, PathBuf)>,
+    },
+}
+
+/// One HTTP/1.0 request on a new connection, with extra header lines (each
+/// ending in CRLF), waiting up to `timeout` for the answer → (status, body).
+pub fn exchange(
+    addr: &str,
+    wire: Wire,
+    method: &str,
+    path: &str,
+    headers: &str,
+    body: &str,
+    timeout: Duration,
+) -> Option<(u16, String)> {
+    use std::io::Write;
+    let request = format!(
+        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\n{headers}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
     let tcp = std::net::TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_millis(500))
         .ok()?;
-    tcp.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    let mut s = rustls::StreamOwned::new(conn, tcp);
-    s.write_all(
-        format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\n{headers}Content-Length: 0\r\n\r\n")
-            .as_bytes(),
-    )
-    .ok()?;
-    read_answer(&mut s)
+    tcp.set_read_timeout(Some(timeout)).ok()?;
+    match wire {
+        Wire::Plain => {
+            let mut s = tcp;
+            s.write_all(request.as_bytes()).ok()?;
+            read_answer(&mut s)
+        }
+        Wire::Tls { dir, identity } => {
+            let cfg = kura_pd_client::tls::rustls_client_from_pem(
+                &dir.join("tls/ca.pem"),
+                identity.map(|(c, k)| (c.as_path(), k.as_path())),
+            )
+            .ok()?;
+            let name = rustls::pki_types::ServerName::try_from("127.0.0.1").ok()?;
+            let conn = rustls::ClientConnection::new(std::sync::Arc::new(cfg), name).ok()?;
+            let mut s = rustls::StreamOwned::new(conn, tcp);
+            s.write_all(request.as_bytes()).ok()?;
+            read_answer(&mut s)
+        }
+    }
 }
 
 fn read_answer(s: &mut impl std::io::Read) -> Option<(u16, String)> {
