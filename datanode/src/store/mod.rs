@@ -26,6 +26,7 @@ pub mod format;
 mod group;
 pub mod identity;
 pub mod index;
+mod pread;
 mod recovery;
 pub mod scrub;
 
@@ -863,20 +864,24 @@ fn read_checked_block(
 ) -> Result<Result<(Bytes, u32), BlockFault>, StoreError> {
     let len = loc.block_len(i);
     let off = loc.block_offset(i);
-    let mut buf = vec![0u8; BLOCK_HEADER_LEN as usize + len as usize];
-    if let Err(e) = seg.file.read_exact_at(&mut buf, off) {
-        return if e.kind() == std::io::ErrorKind::UnexpectedEof {
-            Ok(Err(BlockFault::Short(format!(
-                "segment {} ends before block {i} at {off}",
-                seg.id
-            ))))
-        } else {
-            Err(StoreError::io(
-                format!("reading segment {} at {off}", seg.id),
-                e,
-            ))
+    let buf =
+        match pread::read_exact_at_uninit(&seg.file, BLOCK_HEADER_LEN as usize + len as usize, off)
+        {
+            Ok(buf) => buf,
+            Err(e) => {
+                return if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                    Ok(Err(BlockFault::Short(format!(
+                        "segment {} ends before block {i} at {off}",
+                        seg.id
+                    ))))
+                } else {
+                    Err(StoreError::io(
+                        format!("reading segment {} at {off}", seg.id),
+                        e,
+                    ))
+                };
+            }
         };
-    }
     let mut hb = [0u8; BLOCK_HEADER_LEN as usize];
     hb.copy_from_slice(&buf[..BLOCK_HEADER_LEN as usize]);
     let (stored_len, stored_crc) = decode_block_header(&hb);
