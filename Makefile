@@ -5,7 +5,7 @@ CARGO ?= cargo
 DATA_DIR ?= ./kura-data
 PORT ?= 9000
 
-.PHONY: dev build test test-all deps deps-test fmt clippy bench release clean-data
+.PHONY: dev build test test-tls test-all deps deps-test fmt clippy bench release clean-data
 
 ## Install what is missing, build, and run a local cluster (S3 on 127.0.0.1:$(PORT)).
 dev: deps build
@@ -29,6 +29,12 @@ TEST_FEATURES ?= --features failpoints
 test: deps-test
 	$(CARGO) build --workspace --bins $(TEST_FEATURES)
 	$(CARGO) nextest run --workspace --no-fail-fast $(TEST_FEATURES)
+
+## The default suite with every test cluster started by `kura dev --tls`
+## (mutual TLS inside, HTTPS on the S3 port; docs/security.md).
+test-tls: deps-test
+	$(CARGO) build --workspace --bins $(TEST_FEATURES)
+	KURA_TEST_TLS=1 $(CARGO) nextest run --workspace --no-fail-fast $(TEST_FEATURES)
 
 ## Everything, including the slow suites (marked #[ignore]).
 test-all: deps-test

@@ -28,6 +28,11 @@ pub struct CommonArgs {
     /// The private key (PEM) of --node-cert.
     #[arg(long, requires = "ca_cert")]
     pub node_key: Option<PathBuf>,
+    /// Certificate revocation lists (PEM) of the cluster CA: a peer whose
+    /// certificate one revokes fails the handshake. The CA, certificate, key
+    /// and CRL files are reloaded when they change and on SIGHUP.
+    #[arg(long, requires = "ca_cert", value_name = "FILE")]
+    pub crl: Option<PathBuf>,
 }
 
 impl CommonArgs {
@@ -361,7 +366,8 @@ pub struct GatewayArgs {
     #[arg(long, env = "KURA_GATEWAY_MAX_IN_FLIGHT", default_value_t = 1024)]
     max_in_flight: usize,
     /// Bytes of request header fields accepted (AWS: 8192); beyond, 400
-    /// RequestHeaderSectionTooLarge.
+    /// RequestHeaderSectionTooLarge and the connection closed (also sets
+    /// hyper's field count, this / 8, and HTTP/2's header list, twice this).
     #[arg(long, env = "KURA_GATEWAY_MAX_HEADER_BYTES", default_value_t = 8192)]
     max_header_bytes: usize,
     /// Largest file of a POST form upload, in bytes (5 GiB, as AWS; the
@@ -394,7 +400,7 @@ where
     init_logging();
     let status_addr = common.status_addr;
     if let Some(paths) = common.tls() {
-        if let Err(e) = kura_pd_client::tls::install(&paths) {
+        if let Err(e) = kura_pd_client::tls::install_with_crl(&paths, common.crl.as_deref()) {
             eprintln!("kura {name}: {e}");
             return 2;
         }
@@ -418,6 +424,8 @@ where
         let ready = Arc::new(AtomicBool::new(false));
         let (tx, rx) = tokio::sync::watch::channel(false);
         let status = tokio::spawn(crate::status::serve(status_addr, ready.clone(), rx.clone()));
+        // Cluster TLS material: reloaded on change and SIGHUP (no-op without).
+        tokio::spawn(kura_pd_client::tls::run_reloader(rx.clone()));
         tokio::spawn(async move {
             use tokio::signal::unix::{signal, SignalKind};
             let (Ok(mut term), Ok(mut int)) = (

@@ -485,10 +485,10 @@ fn bench_subcommands_run_against_a_cluster() {
         text(&out)
     );
 
-    // `kura bench` without a subcommand still measures the dev cluster
-    // (plain HTTP only: it predates TLS).
-    if !c.tls {
-        let out = Command::new(KURA)
+    // `kura bench` without a subcommand still measures the dev cluster; with
+    // `--tls` it trusts the CA named in cluster.json.
+    let default_bench = |extra: &[&str]| {
+        Command::new(KURA)
             .args(["bench", "--data-dir"])
             .arg(&c.dir)
             .args([
@@ -500,14 +500,36 @@ fn bench_subcommands_run_against_a_cluster() {
                 "1",
                 "--no-limits",
             ])
+            .args(extra)
             .env_remove("AWS_ACCESS_KEY_ID")
             .env_remove("AWS_SECRET_ACCESS_KEY")
             .output()
-            .expect("bench");
+            .expect("bench")
+    };
+    let out = default_bench(&[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        s.contains("## Kura (") && s.contains("| PUT | 4KiB | 2 |"),
+        "{s}"
+    );
+    if c.tls {
+        // An explicit endpoint is not the dev cluster's: its CA is not
+        // trusted unless given, and the run fails cleanly before any load.
+        let out = default_bench(&["--endpoint", &c.s3]);
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("cannot reach"),
+            "{}",
+            text(&out)
+        );
+        let ca = c.ca().to_string_lossy().into_owned();
+        let out = default_bench(&["--endpoint", &c.s3, "--ca-bundle", &ca]);
         assert!(out.status.success(), "{}", text(&out));
         let s = String::from_utf8_lossy(&out.stdout);
         assert!(
-            s.contains("## Kura (") && s.contains("| PUT | 4KiB | 2 |"),
+            s.contains(&format!("({})", c.s3.trim_end_matches('/')))
+                && s.contains("| GET | 4KiB | 2 |"),
             "{s}"
         );
     }

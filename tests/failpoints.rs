@@ -109,7 +109,10 @@ fn a_lagging_gateway_clock_does_not_get_in_flight_bodies_collected() {
     assert!(paused >= Duration::from_secs(8), "the commit was not held");
     // Every node's pass covers the PGs it is primary of: several rounds saw
     // the stored, uncommitted body.
-    assert!(passes >= 18.0, "only {passes} repair passes during the pause");
+    assert!(
+        passes >= 18.0,
+        "only {passes} repair passes during the pause"
+    );
     must_read_back(&c, "skew", "in-flight", &data);
     assert_eq!(
         datanode_metric_sum(&c, "kura_datanode_orphan_fragments_deleted_total"),

@@ -281,3 +281,82 @@ fn repair_goes_on_while_a_data_node_is_frozen() {
         assert!(std::fs::read(&out).expect("read") == *d, "{k} differs");
     }
 }
+
+/// A data node whose disk stops answering (failpoint `datanode::disk_probe`
+/// fails its write-sync-read probe) is still up in every other way: its
+/// index answers from memory. It must say so itself: `/ready` turns 503,
+/// `kura_datanode_disk_healthy` 0, and it refuses new fragments and liveness
+/// probes, so PUTs place around it at once instead of paying a stall
+/// deadline. Once the disk answers again it is ready and takes fragments.
+#[test]
+fn a_data_node_whose_disk_does_not_answer_is_not_ready_and_is_written_around() {
+    const PUTS: &str = "kura_datanode_fragments_put_total";
+    let c = Cluster::must_start();
+    if !c.has_failpoints() {
+        eprintln!("SKIPPED: kura built without --features failpoints");
+        return;
+    }
+    c.must_aws(&["s3", "mb", "s3://disk"]);
+    let node = c.component("datanode-2");
+    c.must_arm("datanode-2", "datanode::disk_probe", "return");
+    let started = Instant::now();
+    common::wait_until("datanode-2 to be not ready", 30, &c, || {
+        common::http_status(&node.status, "/ready") == Some(503)
+    });
+    eprintln!(
+        "not ready {:.1} s after its disk stopped answering",
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(
+        common::metric(&node.status, "kura_datanode_disk_healthy"),
+        Some(0.0)
+    );
+    assert_eq!(
+        common::http_status(&node.status, "/health"),
+        Some(200),
+        "still alive"
+    );
+
+    let before = common::metric(&node.status, PUTS).unwrap_or(0.0);
+    let f = c.dir.join("disk.tmp");
+    let objects: Vec<Vec<u8>> = (0..4)
+        .map(|i| common::pattern((1 << 20) + 333 * i, 60 + i as u64))
+        .collect();
+    for (i, d) in objects.iter().enumerate() {
+        std::fs::write(&f, d).expect("write");
+        let t = Instant::now();
+        c.must_put_file("disk", &format!("o{i}"), &f);
+        // No stall deadline paid: the node refuses at once.
+        assert!(
+            t.elapsed() < Duration::from_secs(3),
+            "PUT took {:?}",
+            t.elapsed()
+        );
+    }
+    assert_eq!(
+        common::metric(&node.status, PUTS).unwrap_or(0.0),
+        before,
+        "a node whose disk does not answer took fragments"
+    );
+
+    c.must_arm("datanode-2", "datanode::disk_probe", "off");
+    common::wait_until("datanode-2 to be ready again", 30, &c, || {
+        common::http_status(&node.status, "/ready") == Some(200)
+    });
+    assert_eq!(
+        common::metric(&node.status, "kura_datanode_disk_healthy"),
+        Some(1.0)
+    );
+    // Written around while it was out: healed onto it by repair later, and
+    // every object reads back now.
+    let out = c.dir.join("disk.out");
+    for (i, d) in objects.iter().enumerate() {
+        c.must_get_file("disk", &format!("o{i}"), &out);
+        assert!(std::fs::read(&out).expect("read") == *d, "o{i} differs");
+    }
+    std::fs::write(&f, &objects[0]).expect("write");
+    common::wait_until("datanode-2 to take fragments again", 30, &c, || {
+        c.must_put_file("disk", "after", &f);
+        common::metric(&node.status, PUTS).unwrap_or(0.0) > before
+    });
+}

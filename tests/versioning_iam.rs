@@ -13,11 +13,7 @@ fn version_actions_and_a_lagging_gateway() {
     let c = Cluster::must_start_with(&["--gateways", "2"]);
     let skewed = c.has_failpoints();
     if skewed {
-        c.must_arm(
-            "gateway-2",
-            "gateway::clock_offset_ms",
-            "return(-3600000)",
-        );
+        c.must_arm("gateway-2", "gateway::clock_offset_ms", "return(-3600000)");
     } else {
         eprintln!("built without --features failpoints: clock skew not exercised");
     }

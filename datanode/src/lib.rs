@@ -18,6 +18,7 @@
 
 pub mod client;
 pub mod crc;
+pub mod disk_health;
 pub mod ec;
 pub mod error;
 pub mod maintenance;

@@ -85,6 +85,14 @@ pub static GROUP_COMMIT_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
     )
     .expect("metric registered once")
 });
+pub static DISK_HEALTHY: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "kura_datanode_disk_healthy",
+        "1 while the data dir's disk answers its probe (write, sync, read back), 0 while it does not (the node is then not ready and refuses writes)"
+    )
+    .expect("metric registered once")
+});
+
 pub static SEGMENTS: LazyLock<IntGauge> = LazyLock::new(|| {
     register_int_gauge!("kura_datanode_segments", "Segment files").expect("metric registered once")
 });

@@ -22,6 +22,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::transport::server::TcpIncoming;
 
+use crate::disk_health::{DiskHealth, ProbeTiming};
 use crate::error::Error;
 use crate::maintenance::{self, Maintenance};
 use crate::repair::{Repair, RepairProgress, RepairWorker};
@@ -89,8 +90,14 @@ pub async fn run(
         })?;
     let pd = PdClient::new(&cfg.pd_endpoints)?;
 
+    let disk = DiskHealth::new(store.dir(), ProbeTiming::default());
     let (stop_tx, stop_rx) = watch::channel(false);
-    let mut server = tokio::spawn(serve(store.clone(), listener, stop_rx.clone()));
+    let mut server = tokio::spawn(serve(
+        store.clone(),
+        disk.clone(),
+        listener,
+        stop_rx.clone(),
+    ));
     let workers = [
         // Supervised: a panic is counted and the loop restarts (kura_pd_client::supervise).
         supervise::spawn("datanode_scrub", {
@@ -110,7 +117,11 @@ pub async fn run(
             r = &mut server => return server_ended(r),
         };
         tracing::info!(node_id, addr = %cfg.advertise, "data node registered with PD");
-        ready.store(true, Ordering::SeqCst);
+        // Ready while the disk answers its probe (the first runs now).
+        let _disk_probe = AbortOnDrop(supervise::spawn("datanode_disk_probe", {
+            let (disk, ready, stop) = (disk.clone(), ready.clone(), stop_rx.clone());
+            move || disk.clone().run(ready.clone(), stop.clone())
+        }));
         let repair = RepairWorker::new(cfg.advertise.clone(), pd.clone(), cfg.repair.clone());
         let progress = repair.progress();
         // The worker's caches survive a panicked pass: the restarted loop
@@ -179,6 +190,7 @@ const PUT_CONNECTION_WINDOW: u32 = 64 << 20;
 /// Independent of PD, so tests and tools can run a node with a known store.
 pub async fn serve(
     store: Arc<Store>,
+    disk: Arc<DiskHealth>,
     listener: TcpListener,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), Error> {
@@ -193,8 +205,8 @@ pub async fn serve(
         // park in flight here.
         .initial_stream_window_size(Some(PUT_STREAM_WINDOW))
         .initial_connection_window_size(Some(PUT_CONNECTION_WINDOW))
-        .add_service(DataNodeService::new(store).into_server())
-        .serve_with_incoming_shutdown(incoming, async move {
+        .add_service(DataNodeService::new(store, disk).into_server())
+        .serve_with_incoming_shutdown(kura_pd_client::tls::incoming(incoming), async move {
             let _ = shutdown.wait_for(|s| *s).await;
         })
         .await?;
@@ -291,6 +303,9 @@ async fn heartbeat_loop(
             repair_backlog: progress.backlog,
             repair_passes: progress.passes,
             repair_map_version: progress.map_version,
+            // The data dir's identity: PD refuses heartbeats of this id
+            // without it (decision 0044).
+            uuid: store.uuid(),
         };
         match pd.data_node_heartbeat(req).await {
             Ok(()) => {

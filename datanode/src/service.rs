@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::disk_health::DiskHealth;
 use crate::error::StoreError;
 use crate::metrics;
 use crate::store::scrub::Pacer;
@@ -58,11 +59,22 @@ impl From<StoreError> for Status {
 
 pub struct DataNodeService {
     store: Arc<Store>,
+    disk: Arc<DiskHealth>,
 }
 
 impl DataNodeService {
-    pub fn new(store: Arc<Store>) -> Self {
-        DataNodeService { store }
+    pub fn new(store: Arc<Store>, disk: Arc<DiskHealth>) -> Self {
+        DataNodeService { store, disk }
+    }
+
+    /// `Unavailable` while the disk does not answer its probe: writers and
+    /// liveness probes go elsewhere at once instead of waiting on it.
+    fn require_disk(&self) -> Result<(), Status> {
+        if self.disk.ok() {
+            Ok(())
+        } else {
+            Err(Status::unavailable("this data node's disk does not answer"))
+        }
     }
 
     /// The tonic server for this service, with message limits raised for big blocks.
@@ -97,6 +109,7 @@ impl DataNode for DataNodeService {
         &self,
         request: Request<Streaming<PutFragmentChunk>>,
     ) -> Result<Response<PutFragmentResponse>, Status> {
+        self.require_disk()?;
         let mut stream = request.into_inner();
         let mut msg = stream
             .message()
@@ -228,6 +241,7 @@ impl DataNode for DataNodeService {
         &self,
         request: Request<StatFragmentRequest>,
     ) -> Result<Response<StatFragmentResponse>, Status> {
+        self.require_disk()?;
         let id = require_id(request.into_inner().id)?;
         let resp = match self.store.location(&id) {
             Some(loc) => StatFragmentResponse {

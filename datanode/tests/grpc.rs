@@ -7,6 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::StreamExt;
 use kura_datanode::crc::crc32c;
+use kura_datanode::disk_health::{DiskHealth, ProbeTiming};
 use kura_datanode::{serve, Config, DataNodeClient, DataNodeError, Store, StoreOptions};
 use kura_proto::datanode::data_node_client::DataNodeClient as RawClient;
 use kura_proto::datanode::{FragmentHeader, FragmentId, PutFragmentChunk};
@@ -40,7 +41,8 @@ async fn start_node() -> Node {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let (stop, rx) = watch::channel(false);
-    let task = tokio::spawn(serve(store.clone(), listener, rx));
+    let disk = DiskHealth::new(dir.path(), ProbeTiming::default());
+    let task = tokio::spawn(serve(store.clone(), disk, listener, rx));
     Node {
         addr,
         store,

@@ -29,6 +29,7 @@ pub mod placement;
 pub mod ratelimit;
 pub mod s3;
 pub mod server;
+pub mod sigv4;
 pub mod storage_class;
 pub mod usage;
 

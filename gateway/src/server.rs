@@ -15,8 +15,9 @@ use kura_metashard::keys;
 use kura_pd_client::supervise;
 use kura_pd_client::{PdClient, RegionCache};
 use s3s::host::{S3Host, VirtualHost};
+use s3s::route::S3Route;
 use s3s::service::{S3Service, S3ServiceBuilder};
-use s3s::{Body, S3Result};
+use s3s::{Body, S3Request, S3Response, S3Result};
 use tokio::net::TcpListener;
 
 use crate::admin::AdminRoute;
@@ -147,14 +148,20 @@ pub async fn run(
     let mut builder = S3ServiceBuilder::new(KuraS3::new(ctx.clone()));
     builder.set_auth(Auth(identity));
     builder.set_access(Access::new(ctx.clone()));
-    builder.set_route(AdminRoute::new(ctx.clone()));
+    let reentry = front::signed_range::Reentry::default();
+    builder.set_route(Routes {
+        admin: AdminRoute::new(ctx.clone()),
+        signed_range: front::signed_range::SignedRangeRoute::new(reentry.clone()),
+    });
     builder.set_validation(KuraNames);
     builder.set_host(KuraHost::new(cfg.domain.as_deref()));
     builder.set_config(Arc::new(s3s::config::StaticConfigProvider::new(Arc::new(
         front::form::s3s_config(),
     ))));
+    let s3 = Arc::new(builder.build());
+    let _ = reentry.set(Arc::downgrade(&s3));
     let front = Arc::new(Front {
-        s3: builder.build(),
+        s3,
         cors: front::cors::Cors::new(ctx.clone(), Box::new(KuraHost::new(cfg.domain.as_deref()))),
         ctx,
         host,
@@ -242,8 +249,51 @@ async fn become_ready(
     }
 }
 
+/// s3s takes one custom route: the admin API's, and the second pass of a
+/// request whose signed `Range` is ignored (`front/signed_range.rs`).
+struct Routes {
+    admin: AdminRoute,
+    signed_range: front::signed_range::SignedRangeRoute,
+}
+
+impl Routes {
+    fn is_admin(&self, req: &mut S3Request<Body>) -> bool {
+        self.admin
+            .is_match(&req.method, &req.uri, &req.headers, &mut req.extensions)
+    }
+}
+
+#[async_trait::async_trait]
+impl S3Route for Routes {
+    fn is_match(
+        &self,
+        m: &Method,
+        u: &http::Uri,
+        h: &http::HeaderMap,
+        e: &mut http::Extensions,
+    ) -> bool {
+        self.admin.is_match(m, u, h, e) || self.signed_range.is_match(m, u, h, e)
+    }
+
+    async fn check_access(&self, req: &mut S3Request<Body>) -> S3Result<()> {
+        if self.is_admin(req) {
+            self.admin.check_access(req).await
+        } else {
+            self.signed_range.check_access(req).await
+        }
+    }
+
+    async fn call(&self, mut req: S3Request<Body>) -> S3Result<S3Response<Body>> {
+        if self.is_admin(&mut req) {
+            self.admin.call(req).await
+        } else {
+            self.signed_range.call(req).await
+        }
+    }
+}
+
 struct Front {
-    s3: S3Service,
+    s3: Arc<S3Service>,
     cors: front::cors::Cors,
     ctx: Arc<Ctx>,
     host: KuraHost,

@@ -172,3 +172,31 @@ pub static SCAN_SEEKS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
     .expect(ONCE)
 });
+/// Peers waiting for their first snapshot (`fsm::uninit`, decision 0045).
+pub static UNINITIALIZED_PEERS: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "kura_metashard_uninitialized_peers",
+        "Empty region peers on this store waiting for their first snapshot (at most 128; \
+         more are dropped as uninitialized_peers_full)"
+    )
+    .expect(ONCE)
+});
+pub static UNINITIALIZED_PEERS_DESTROYED: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "kura_metashard_uninitialized_peers_destroyed_total",
+        "Uninitialized peers destroyed because PD, asked after the grace, did not list them"
+    )
+    .expect(ONCE)
+});
+/// Snapshot files refused while or after receiving them, by reason:
+/// `too_large` (the descriptor claims more than the cap), `descriptor` (it does
+/// not match its message), `chunk` (a chunk over 1 MiB, or more chunks than the
+/// size needs), `mismatch` (bytes received or checksum differ from the descriptor).
+pub static SNAPSHOTS_REFUSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "kura_metashard_snapshots_refused_total",
+        "Snapshot files refused on receive, by reason",
+        &["reason"]
+    )
+    .expect(ONCE)
+});

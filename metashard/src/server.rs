@@ -303,6 +303,16 @@ pub struct Store {
 
 impl Store {
     pub async fn start(opts: StoreOptions) -> Result<Store, Error> {
+        // Heartbeats carry the data dir's identity (decision 0044): PD refuses
+        // a heartbeat of this id without it once one carried it, so a forger
+        // cannot keep the id looking up after this store is gone. None (tests
+        // that never registered): empty, which PD takes only from old binaries.
+        let uuid: Arc<str> = opts
+            .engine
+            .get_raft_msg::<StoreIdent>(local::STORE_IDENT_KEY)?
+            .map(|i| i.uuid)
+            .unwrap_or_default()
+            .into();
         let (router, rx) = Router::channel();
         let snap = SnapManager::start(
             opts.engine.clone(),
@@ -310,6 +320,7 @@ impl Store {
             router.clone(),
         )
         .map_err(|e| Error::Config(format!("cannot start the snapshot workers: {e}")))?;
+        snap.set_max_bytes(snap::max_snapshot_bytes(opts.raft.split_check.split_size));
         let transport = Transport::new(
             opts.resolver.clone(),
             tokio::runtime::Handle::current(),
@@ -380,19 +391,25 @@ impl Store {
                 .map_err(|e| Error::Config(e.to_string()))?
                 .add_service(
                     MetashardServer::new(service)
-                        .max_decoding_message_size(512 << 20)
+                        .max_decoding_message_size(crate::transport::MAX_RAFT_DECODE_BYTES)
                         .max_encoding_message_size(512 << 20),
                 )
-                .serve_with_incoming_shutdown(incoming, async move {
-                    let _ = stop.wait_for(|s| *s).await;
-                }),
+                .serve_with_incoming_shutdown(
+                    kura_pd_client::tls::incoming(incoming),
+                    async move {
+                        let _ = stop.wait_for(|s| *s).await;
+                    },
+                ),
         );
         let pd_worker = opts.pd.map(|pd| {
             let (store_id, router) = (opts.store_id, router.clone());
             let pd_rx = Arc::new(tokio::sync::Mutex::new(pd_rx));
             kura_pd_client::supervise::spawn("metashard_pd_worker", move || {
-                let (pd, router, pd_rx) = (pd.clone(), router.clone(), pd_rx.clone());
-                async move { pd_worker(pd, store_id, router, &mut *pd_rx.lock().await).await }
+                let (pd, router, pd_rx, uuid) =
+                    (pd.clone(), router.clone(), pd_rx.clone(), uuid.clone());
+                async move {
+                    pd_worker(pd, store_id, &uuid, router, &mut *pd_rx.lock().await).await
+                }
             })
         });
         Ok(Store {
@@ -484,6 +501,7 @@ impl Store {
 async fn pd_worker(
     pd: PdClient,
     store_id: u64,
+    uuid: &str,
     router: Router,
     tasks: &mut mpsc::UnboundedReceiver<PdTask>,
 ) {
@@ -492,7 +510,7 @@ async fn pd_worker(
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = interval.tick() => store_heartbeat(&pd, store_id, &router).await,
+            _ = interval.tick() => store_heartbeat(&pd, store_id, uuid, &router).await,
             t = tasks.recv() => match t {
                 None => return,
                 Some(PdTask::RegionHeartbeat(req)) => {
@@ -503,12 +521,23 @@ async fn pd_worker(
                         }
                     });
                 }
+                Some(PdTask::ValidatePeer { region_id }) => {
+                    let (pd, router) = (pd.clone(), router.clone());
+                    tokio::spawn(async move {
+                        let answer = pd
+                            .get_region_by_id(region_id)
+                            .await
+                            .map(|info| info.and_then(|i| i.region))
+                            .map_err(|e| e.to_string());
+                        let _ = router.send(StoreMsg::PeerValidated { region_id, answer });
+                    });
+                }
             },
         }
     }
 }
 
-async fn store_heartbeat(pd: &PdClient, store_id: u64, router: &Router) {
+async fn store_heartbeat(pd: &PdClient, store_id: u64, uuid: &str, router: &Router) {
     let (tx, rx) = oneshot::channel();
     if router.send(StoreMsg::Stats { cb: tx }).is_err() {
         return;
@@ -526,6 +555,7 @@ async fn store_heartbeat(pd: &PdClient, store_id: u64, router: &Router) {
         bytes_read: flow.bytes_read,
         keys_read: flow.keys_read,
         interval_ms: flow.interval_ms,
+        uuid: uuid.to_string(),
     };
     match pd.store_heartbeat(req).await {
         Ok(resp) => {

@@ -19,6 +19,7 @@ use crate::apply;
 use crate::apply::split::split_point;
 use crate::engine::{Engine, ScanOpts};
 use crate::errors;
+use crate::fsm::validate;
 use crate::fsm::{Callback, ReadGrant, Router, StoreMsg};
 use crate::metrics;
 use crate::snap::{self, SnapError, SnapManager};
@@ -144,12 +145,41 @@ impl MetashardService {
         let msg = first
             .message
             .ok_or_else(|| Status::invalid_argument("first snapshot chunk without a message"))?;
-        let desc = snap::descriptor_of_message(&msg.message)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let to_status = |e: SnapError| match e {
             SnapError::Corrupt(m) => Status::data_loss(m),
+            // The bytes do not match their descriptor: as a corrupt transfer.
+            e @ SnapError::Refused("mismatch", _) => Status::data_loss(e.to_string()),
+            e @ SnapError::Refused(..) => Status::invalid_argument(e.to_string()),
             e => Status::unavailable(e.to_string()),
         };
+        // Before a byte is written: the descriptor must describe a snapshot
+        // of this message's region for its addressee (the poller checks the
+        // rest against the store), and claim no more than the cap
+        // (`SnapManager::receiver`).
+        let raft_msg = validate::decode(&msg.message)
+            .ok()
+            .filter(|m| m.get_msg_type() == raft::prelude::MessageType::MsgSnapshot)
+            .filter(|m| validate::check_shape(m).is_ok())
+            .ok_or_else(|| {
+                to_status(snap::refused(
+                    "descriptor",
+                    "not a well-formed MsgSnapshot".into(),
+                ))
+            })?;
+        let desc = snap::descriptor_of(raft_msg.get_snapshot())
+            .map_err(|e| to_status(snap::refused("descriptor", e.to_string())))?;
+        validate::check_snapshot(&raft_msg, &desc, msg.region_id, msg.to_store, u64::MAX).map_err(
+            |_| {
+                to_status(snap::refused(
+                    "descriptor",
+                    format!(
+                        "descriptor of region {:?} at {} does not match the message",
+                        desc.region.as_ref().map(|r| r.id),
+                        desc.index
+                    ),
+                ))
+            },
+        )?;
         let mut rcv = self.snap.receiver(&desc).await.map_err(to_status)?;
         rcv.write(&first.data).await.map_err(to_status)?;
         let mut stopping = self.stopping.clone();
@@ -484,10 +514,9 @@ impl Metashard for MetashardService {
                 Ok(Response::new(SnapshotDone {}))
             }
             Err(s) => {
-                let outcome = if s.code() == tonic::Code::DataLoss {
-                    "rejected"
-                } else {
-                    "failed"
+                let outcome = match s.code() {
+                    tonic::Code::DataLoss | tonic::Code::InvalidArgument => "rejected",
+                    _ => "failed",
                 };
                 tracing::warn!(error = %s, "snapshot not received");
                 metrics::SNAPSHOT_TRANSFERS

@@ -224,26 +224,63 @@ impl Transport {
                 ));
                 tx
             });
-            let meta: Vec<(u64, u64)> = outs.iter().map(|o| (o.msg.region_id, o.to_peer)).collect();
-            let n = outs.len() as u64;
-            let batch = RaftMessageBatch {
-                msgs: outs.into_iter().map(|o| o.msg).collect(),
-            };
-            let delivered = tx.try_send(batch).is_ok();
-            metrics::RAFT_MESSAGES
-                .with_label_values(&[if delivered { "sent" } else { "dropped" }])
-                .inc_by(n);
-            if !delivered {
-                reports.extend(meta.into_iter().map(|(region_id, to_peer)| Delivery {
-                    region_id,
-                    to_peer,
-                    is_snapshot: false,
-                    delivered,
-                }));
+            for outs in split_by_size(outs, MAX_BATCH_BYTES) {
+                let meta: Vec<(u64, u64)> =
+                    outs.iter().map(|o| (o.msg.region_id, o.to_peer)).collect();
+                let n = outs.len() as u64;
+                let batch = RaftMessageBatch {
+                    msgs: outs.into_iter().map(|o| o.msg).collect(),
+                };
+                let delivered = tx.try_send(batch).is_ok();
+                metrics::RAFT_MESSAGES
+                    .with_label_values(&[if delivered { "sent" } else { "dropped" }])
+                    .inc_by(n);
+                if !delivered {
+                    reports.extend(meta.into_iter().map(|(region_id, to_peer)| Delivery {
+                        region_id,
+                        to_peer,
+                        is_snapshot: false,
+                        delivered,
+                    }));
+                }
             }
         }
         reports
     }
+}
+
+/// A round's messages to one store go out in batches of about this many
+/// encoded bytes (one message, up to an 8 MiB entry and 1 MiB of others,
+/// may pass it alone), so receivers can cap what they decode
+/// ([`MAX_RAFT_DECODE_BYTES`]) without refusing a busy round.
+pub const MAX_BATCH_BYTES: usize = 16 << 20;
+
+/// The most a metashard's server decodes of one gRPC message: a raft batch
+/// (at most [`MAX_BATCH_BYTES`] plus one message), a client batch (8 MiB)
+/// or a snapshot chunk (1 MiB) all fit; a peer claiming more is refused
+/// before its bytes are gathered.
+pub const MAX_RAFT_DECODE_BYTES: usize = 64 << 20;
+
+/// `outs` in order, cut into runs whose messages' encoded sizes add up to at
+/// most `max` (a message larger than `max` makes a run of its own).
+fn split_by_size(outs: Vec<Outgoing>, max: usize) -> Vec<Vec<Outgoing>> {
+    use prost::Message;
+    let mut runs: Vec<Vec<Outgoing>> = Vec::new();
+    let mut size = 0usize;
+    for o in outs {
+        let len = o.msg.encoded_len();
+        match runs.last_mut() {
+            Some(run) if size.saturating_add(len) <= max => {
+                size += len;
+                run.push(o);
+            }
+            _ => {
+                size = len;
+                runs.push(vec![o]);
+            }
+        }
+    }
+    runs
 }
 
 /// Keeps one `Raft` client stream open to `store_id`, reconnecting on error.
@@ -467,4 +504,36 @@ async fn stream_snapshot(
         _ => SnapError::Io(s.to_string()),
     })?;
     Ok(desc.size)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_are_cut_by_encoded_size_in_order() {
+        let out = |region_id: u64, payload: usize| Outgoing {
+            msg: RaftMessage {
+                region_id,
+                message: vec![7u8; payload].into(),
+                ..Default::default()
+            },
+            to_peer: region_id,
+        };
+        let outs = vec![
+            out(1, 600),
+            out(2, 600),
+            out(3, 5000),
+            out(4, 10),
+            out(5, 10),
+        ];
+        let runs = split_by_size(outs, 1500);
+        let ids: Vec<Vec<u64>> = runs
+            .iter()
+            .map(|r| r.iter().map(|o| o.msg.region_id).collect())
+            .collect();
+        // 1 and 2 fit together; 3 is over the cap alone; 4 and 5 follow it.
+        assert_eq!(ids, vec![vec![1, 2], vec![3], vec![4, 5]]);
+        assert!(split_by_size(Vec::new(), 1500).is_empty());
+    }
 }

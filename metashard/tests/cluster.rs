@@ -1590,8 +1590,17 @@ async fn a_corrupted_snapshot_is_rejected() {
     let data = b"KURASNP1 some bytes".to_vec();
     let mut crc = Crc::new();
     crc.update(&data);
+    // The descriptor must name the addressee among the region's members
+    // (checked before a byte is received); peer 999 on store 2 is no peer
+    // store 2 has, so the accepted message is dropped by the store at the end.
+    let mut desc_region = region();
+    desc_region.peers.push(Peer {
+        id: 999,
+        store_id: 2,
+        is_learner: false,
+    });
     let desc = SnapshotDescriptor {
-        region: Some(region()),
+        region: Some(desc_region.clone()),
         size: data.len() as u64,
         crc32c: crc.finish(),
         keys: 0,
@@ -1607,6 +1616,8 @@ async fn a_corrupted_snapshot_is_rejected() {
     msg.mut_snapshot().data = prost::Message::encode_to_vec(&desc).into();
     msg.mut_snapshot().mut_metadata().index = 100;
     msg.mut_snapshot().mut_metadata().term = 9;
+    msg.mut_snapshot().mut_metadata().mut_conf_state().voters =
+        desc_region.peers.iter().map(|p| p.id).collect();
     let rm = RaftMessage {
         region_id: REGION_ID,
         from_store: 1,

@@ -56,24 +56,20 @@ pub fn lazy_channel_with(addr: &str, w: Windows) -> Result<Channel, tonic::trans
         .strip_prefix("http://")
         .or_else(|| addr.strip_prefix("https://"))
         .unwrap_or(addr);
-    let url = match tls {
-        Some(_) => format!("https://{host}"),
-        None => format!("http://{host}"),
+    // With TLS our connector does the handshake (with the material current
+    // at each connect), so tonic sees a plain http:// endpoint.
+    let endpoint = Endpoint::from_shared(format!("http://{host}"))?
+        .tcp_nodelay(true)
+        .connect_timeout(Duration::from_secs(2))
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(5))
+        .keep_alive_while_idle(true)
+        .initial_stream_window_size(Some(w.stream))
+        .initial_connection_window_size(Some(w.connection))
+        .max_frame_size(Some(MAX_FRAME_SIZE));
+    let channel = match tls {
+        None => endpoint.connect_lazy(),
+        Some(t) => endpoint.connect_with_connector_lazy(t.connector()),
     };
-    let mut endpoint = Endpoint::from_shared(url)?;
-    if let Some(tls) = tls {
-        endpoint = endpoint.tls_config(tls.tonic_client())?;
-    }
-    Ok(crate::cluster_id::stamped(
-        endpoint
-            .tcp_nodelay(true)
-            .connect_timeout(Duration::from_secs(2))
-            .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_timeout(Duration::from_secs(5))
-            .keep_alive_while_idle(true)
-            .initial_stream_window_size(Some(w.stream))
-            .initial_connection_window_size(Some(w.connection))
-            .max_frame_size(Some(MAX_FRAME_SIZE))
-            .connect_lazy(),
-    ))
+    Ok(crate::cluster_id::stamped(channel))
 }

@@ -283,7 +283,10 @@ impl PdClient {
         &self,
         req: StoreHeartbeatRequest,
     ) -> Result<StoreHeartbeatResponse, PdError> {
-        let r = self.call(|mut c| async move { c.store_heartbeat(req).await });
+        let r = self.call(|mut c| {
+            let req = req.clone();
+            async move { c.store_heartbeat(req).await }
+        });
         let r = r.await?;
         Self::check(r.error.clone())?;
         Ok(r)
@@ -369,7 +372,10 @@ impl PdClient {
 
     pub async fn data_node_heartbeat(&self, req: DataNodeHeartbeatRequest) -> Result<(), PdError> {
         let r = self
-            .call(|mut c| async move { c.data_node_heartbeat(req).await })
+            .call(|mut c| {
+                let req = req.clone();
+                async move { c.data_node_heartbeat(req).await }
+            })
             .await?;
         Self::check(r.error)
     }

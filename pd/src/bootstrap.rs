@@ -178,14 +178,14 @@ mod tests {
             region_count: 1,
             ..Default::default()
         };
-        assert!(c.store_heartbeat(a, stats.clone(), 1).unwrap());
+        assert!(c.store_heartbeat(a, "", stats.clone(), 1).unwrap());
         assert!(peers_to_create(&c, a).is_empty());
         // A region heartbeat from the leader on `b` confirms `b`.
         let leader = r.peers.iter().find(|p| p.store_id == b).cloned();
         c.region_heartbeat(r.clone(), leader, 1, 0, 0).unwrap();
         assert!(peers_to_create(&c, b).is_empty());
         assert!(!peers_to_create(&c, d).is_empty());
-        assert!(c.store_heartbeat(d, stats, 1).unwrap());
+        assert!(c.store_heartbeat(d, "", stats, 1).unwrap());
         assert!(c.bootstrap.is_none(), "all peers created");
     }
 

@@ -17,7 +17,7 @@ use kura_proto::common::{Labels, Peer};
 use kura_proto::pd::{DataNode, PdMember};
 use serde::Serialize;
 
-use crate::cluster::{Cluster, RegionEntry, StoreInfo};
+use crate::cluster::{Cluster, NodeKind, RegionEntry, StoreInfo};
 use crate::placement::{Rules, STORAGE_CLASSES};
 use crate::rebalance::{self, Drain, Plan};
 use crate::server::{now_ms, PdCore};
@@ -212,6 +212,20 @@ pub struct StoreMetaJson {
     pub labels: Vec<LabelJson>,
     pub state_name: &'static str,
     pub status_address: String,
+    /// The first 8 hex digits of its data dir's uuid (see [`uuid_prefix`]).
+    pub uuid_prefix: String,
+    /// The id that registered at its address with another data dir.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replaced_by: Option<u64>,
+}
+
+/// Enough of a data dir's uuid for an operator to tell two apart (32 of
+/// its 128 bits): the rest stays secret, since the whole uuid is what a
+/// registration or heartbeat of the id must present. Empty: none recorded.
+fn uuid_prefix(c: &Cluster, kind: NodeKind, id: u64) -> String {
+    c.uuid_of(kind, id)
+        .map(|u| u.chars().take(8).collect())
+        .unwrap_or_default()
 }
 
 #[derive(Serialize)]
@@ -283,10 +297,16 @@ pub struct DataNodeJson {
     pub address: String,
     pub status_address: String,
     pub labels: Vec<LabelJson>,
-    /// `Up`/`Down` by heartbeat; `Offline` while decommissioning, `Tombstone` once done.
+    /// `Up`/`Down` by heartbeat; `Offline` while decommissioning, `Tombstone`
+    /// once done; `Replaced` once another data dir registered at its address.
     pub state_name: &'static str,
     /// `Active`, `Leaving` or `Decommissioned`.
     pub admin_state: &'static str,
+    /// The first 8 hex digits of its data dir's uuid (see [`uuid_prefix`]).
+    pub uuid_prefix: String,
+    /// The id that registered at its address with another data dir.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replaced_by: Option<u64>,
     pub read_only: bool,
     pub capacity: u64,
     pub used: u64,
@@ -435,6 +455,8 @@ fn store_json(c: &Cluster, s: &StoreInfo, now: i64, max_down_ms: i64) -> StoreJs
                 .collect(),
             state_name: c.store_liveness(&s.meta, now, max_down_ms).name(),
             status_address: s.meta.status_address.clone(),
+            uuid_prefix: uuid_prefix(c, NodeKind::Store, s.meta.id),
+            replaced_by: c.replaced_by(NodeKind::Store, s.meta.id),
         },
         status: StoreStatusJson {
             region_count,
@@ -473,6 +495,8 @@ impl NodeCtx<'_> {
             labels: labels_json(n.labels.as_ref()),
             state_name: c.data_node_liveness(n, self.now, self.max_down_ms).name(),
             admin_state: c.data_node_admin_state(n.id).name(),
+            uuid_prefix: uuid_prefix(c, NodeKind::DataNode, n.id),
+            replaced_by: c.replaced_by(NodeKind::DataNode, n.id),
             read_only: n.read_only,
             capacity: n.capacity_bytes,
             used: n.used_bytes,

@@ -212,7 +212,10 @@ pub async fn serve(
     let grpc_server = kura_pd_client::tls::server_builder()?
         .add_service(PdServer::new(service::PdService::new(core.clone())))
         .add_optional_service(peer_service)
-        .serve_with_incoming_shutdown(incoming, stop(shutdown.clone()));
+        .serve_with_incoming_shutdown(
+            kura_pd_client::tls::incoming(incoming),
+            stop(shutdown.clone()),
+        );
     let router = http::router(core.clone()).layer(axum::middleware::from_fn_with_state(
         Arc::new(cfg.http_auth.clone()),
         http_auth::gate,

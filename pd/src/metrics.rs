@@ -3,7 +3,7 @@
 
 use std::sync::OnceLock;
 
-use prometheus::{IntCounter, IntGauge, IntGaugeVec, Opts};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts};
 
 pub struct Metrics {
     /// Stores by liveness ("Up", "Down", "Offline", "Tombstone").
@@ -28,6 +28,9 @@ pub struct Metrics {
     pub region_heartbeats: IntCounter,
     pub stale_region_heartbeats: IntCounter,
     pub data_node_heartbeats: IntCounter,
+    /// Store and data node heartbeats refused for their identity, by `kind`
+    /// and `reason` (`wrong_uuid`, `no_uuid`, `replaced`; decision 0044).
+    pub heartbeats_refused: IntCounterVec,
     pub state_saves: IntCounter,
     /// 1 while this PD serves as leader (a single PD always).
     pub leader: IntGauge,
@@ -136,6 +139,17 @@ pub fn metrics() -> &'static Metrics {
                 "Data node heartbeats received.",
             )
             .expect("valid metric"),
+        ),
+        heartbeats_refused: register(
+            IntCounterVec::new(
+                Opts::new(
+                    "kura_pd_heartbeats_refused_total",
+                    "Store and data node heartbeats refused because their uuid does not prove \
+                     the id (wrong_uuid, no_uuid) or the id was replaced at its address.",
+                ),
+                &["kind", "reason"],
+            )
+            .expect("metric name and labels are valid"),
         ),
         state_saves: register(
             IntCounter::new(

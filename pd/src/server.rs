@@ -410,7 +410,9 @@ impl PdCore {
                     .unwrap_or_default()
             }),
         };
-        let mut changed = inner.cluster.store_heartbeat(req.store_id, stats, now)?;
+        let mut changed = inner
+            .cluster
+            .store_heartbeat(req.store_id, &req.uuid, stats, now)?;
         changed |= bootstrap::maybe_bootstrap(
             &mut inner.cluster,
             self.cfg.max_replicas,
@@ -519,6 +521,7 @@ impl PdCore {
         let mut inner = self.inner.lock().await;
         let changed = inner.cluster.data_node_heartbeat(
             req.node_id,
+            &req.uuid,
             req.capacity_bytes,
             req.used_bytes,
             req.read_only,
@@ -905,24 +908,14 @@ impl PdCore {
         let max_down = self.max_down_ms();
         let m = metrics();
         self.read_placement(|c, _, plan| {
-            for state in [
-                Liveness::Up,
-                Liveness::Down,
-                Liveness::Offline,
-                Liveness::Tombstone,
-            ] {
+            for state in Liveness::ALL {
                 let n = c
                     .stores()
                     .filter(|s| c.store_liveness(&s.meta, now, max_down) == state)
                     .count();
                 m.stores.with_label_values(&[state.name()]).set(n as i64);
             }
-            for state in [
-                Liveness::Up,
-                Liveness::Down,
-                Liveness::Offline,
-                Liveness::Tombstone,
-            ] {
+            for state in Liveness::ALL {
                 let n = c
                     .data_nodes()
                     .filter(|d| c.data_node_liveness(d, now, max_down) == state)

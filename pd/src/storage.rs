@@ -31,6 +31,12 @@
 //!   the data-dir identity its registration proved (absent: registered
 //!   before identities; the next registration's is adopted, decision 0024).
 //!   A version-4 file reads as having none.
+//! - 6 — heartbeat identities (decision 0044): each store and data node
+//!   record may carry `heartbeats_carry_uuid` (true once a heartbeat of the
+//!   id carried its uuid since it last registered: a heartbeat without one
+//!   is refused from then on) and `replaced_by` (the id that registered at
+//!   its address with another data dir; absent: not replaced). A version-5
+//!   file reads as having neither.
 //!
 //! PD reads every older format and writes only the newest: a version-1 file
 //! is migrated on load (its map becomes the class its k+m names — REPLICA3 —
@@ -57,7 +63,7 @@ use crate::config::{Settings, StoreSettings};
 use crate::placement::{ClassGroups, PlacementState, Rules};
 
 /// The format this PD writes.
-pub const FORMAT_VERSION: u32 = 5;
+pub const FORMAT_VERSION: u32 = 6;
 /// The oldest format this PD still reads (and migrates).
 pub const OLDEST_FORMAT_VERSION: u32 = 1;
 const STATE_FILE: &str = "pd-state.json";
@@ -203,6 +209,13 @@ pub struct StoreRecord {
     /// Format 5: the data-dir identity (absent: none recorded yet).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub uuid: String,
+    /// Format 6: its heartbeats carry the uuid (absent: not yet seen).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub heartbeats_carry_uuid: bool,
+    /// Format 6: the id that registered at its address with another data
+    /// dir (absent: not replaced).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub replaced_by: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -220,6 +233,13 @@ pub struct DataNodeRecord {
     /// Format 5: the data-dir identity (absent: none recorded yet).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub uuid: String,
+    /// Format 6: its heartbeats carry the uuid (absent: not yet seen).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub heartbeats_carry_uuid: bool,
+    /// Format 6: the id that registered at its address with another data
+    /// dir (absent: not replaced).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub replaced_by: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -345,6 +365,20 @@ fn migrate_v3(mut doc: Value) -> Result<Value, String> {
     let settings = serde_json::to_value(SettingsRecord::default()).map_err(|e| e.to_string())?;
     obj.insert("settings".into(), settings);
     obj.insert("format_version".into(), Value::from(4));
+    Ok(doc)
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// Rewrites a format-5 document as format 6: no heartbeat has carried a
+/// uuid yet and nothing is replaced (both fields default).
+fn migrate_v5(mut doc: Value) -> Result<Value, String> {
+    let obj = doc
+        .as_object_mut()
+        .ok_or("the document is not a JSON object")?;
+    obj.insert("format_version".into(), Value::from(6));
     Ok(doc)
 }
 
@@ -511,6 +545,8 @@ impl StateFile {
                         .uuid_of(NodeKind::Store, s.meta.id)
                         .unwrap_or_default()
                         .into(),
+                    heartbeats_carry_uuid: c.heartbeats_carry_uuid(NodeKind::Store, s.meta.id),
+                    replaced_by: c.replaced_by(NodeKind::Store, s.meta.id).unwrap_or(0),
                 })
                 .collect(),
             data_nodes: c
@@ -529,6 +565,8 @@ impl StateFile {
                         .uuid_of(NodeKind::DataNode, n.id)
                         .unwrap_or_default()
                         .into(),
+                    heartbeats_carry_uuid: c.heartbeats_carry_uuid(NodeKind::DataNode, n.id),
+                    replaced_by: c.replaced_by(NodeKind::DataNode, n.id).unwrap_or(0),
                 })
                 .collect(),
             regions: c
@@ -560,6 +598,12 @@ impl StateFile {
         for s in self.stores {
             let state = state_from(&s.state)?;
             c.restore_uuid(NodeKind::Store, s.id, s.uuid);
+            c.restore_beat_identity(
+                NodeKind::Store,
+                s.id,
+                s.heartbeats_carry_uuid,
+                s.replaced_by,
+            );
             c.restore_store(Store {
                 id: s.id,
                 address: s.address,
@@ -578,6 +622,12 @@ impl StateFile {
             })?;
             c.restore_data_node_admin_state(n.id, admin);
             c.restore_uuid(NodeKind::DataNode, n.id, n.uuid);
+            c.restore_beat_identity(
+                NodeKind::DataNode,
+                n.id,
+                n.heartbeats_carry_uuid,
+                n.replaced_by,
+            );
             c.restore_data_node(DataNode {
                 id: n.id,
                 address: n.address,
@@ -630,14 +680,20 @@ impl StateFile {
                 .and_then(migrate_v2)
                 .and_then(migrate_v3)
                 .and_then(migrate_v4)
+                .and_then(migrate_v5)
                 .map_err(corrupt)?,
             2 => migrate_v2(doc)
                 .and_then(migrate_v3)
                 .and_then(migrate_v4)
+                .and_then(migrate_v5)
                 .map_err(corrupt)?,
-            3 => migrate_v3(doc).and_then(migrate_v4).map_err(corrupt)?,
-            4 => migrate_v4(doc).map_err(corrupt)?,
-            5 => doc,
+            3 => migrate_v3(doc)
+                .and_then(migrate_v4)
+                .and_then(migrate_v5)
+                .map_err(corrupt)?,
+            4 => migrate_v4(doc).and_then(migrate_v5).map_err(corrupt)?,
+            5 => migrate_v5(doc).map_err(corrupt)?,
+            6 => doc,
             other => {
                 return Err(StorageError::UnsupportedVersion {
                     path: path.to_path_buf(),
@@ -857,7 +913,7 @@ mod tests {
         // Rewritten as format 3, it reads back the same.
         storage.save(&StateFile::from_cluster(&c)).unwrap();
         let text = fs::read_to_string(storage.path()).unwrap();
-        assert!(text.contains("\"format_version\": 5"));
+        assert!(text.contains("\"format_version\": 6"));
         assert!(text.contains("\"admin_state\": \"Active\""));
         let again = storage.load().unwrap().unwrap();
         assert_eq!(again, StateFile::from_cluster(&c));
@@ -931,7 +987,7 @@ mod tests {
         assert!(back.bootstrap.is_some());
         assert!(!dir.path().join("pd-state.json.tmp").exists());
         let text = fs::read_to_string(storage.path()).unwrap();
-        assert!(text.contains("\"format_version\": 5"));
+        assert!(text.contains("\"format_version\": 6"));
         assert!(text.contains("\"storage_class\": \"EC_4_2\""));
         assert_eq!(back.placement, c.placement);
         assert_eq!(back.settings, c.settings);
@@ -963,7 +1019,7 @@ mod tests {
         assert_eq!(again.placement, c.placement);
         assert!(fs::read_to_string(storage.path())
             .unwrap()
-            .contains("\"format_version\": 5"));
+            .contains("\"format_version\": 6"));
     }
 
     #[test]
@@ -1022,10 +1078,10 @@ mod tests {
     fn unknown_versions_and_garbage_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let storage = FileStorage::open(dir.path()).unwrap();
-        fs::write(storage.path(), b"{\"format_version\": 6}").unwrap();
+        fs::write(storage.path(), b"{\"format_version\": 7}").unwrap();
         assert!(matches!(
             storage.load(),
-            Err(StorageError::UnsupportedVersion { found: 6, .. })
+            Err(StorageError::UnsupportedVersion { found: 7, .. })
         ));
         fs::write(storage.path(), b"{\"cluster_id\": 3}").unwrap();
         assert!(matches!(storage.load(), Err(StorageError::Corrupt { .. })));

@@ -50,6 +50,7 @@ const GLOBAL: &str = "Global options";
                   kura admin ratelimit set --scope bucket --tenant acme --bucket photos \
                   --max-read-ops 100 --max-write-bytes 10M\n  \
                   kura admin --table usage --tenant acme\n  \
+                  kura admin tls revoke --cert kura-data/tls/admin.pem\n  \
                   kura admin --endpoint http://gw:9000 tenant list"
 )]
 pub struct AdminArgs {
@@ -123,6 +124,27 @@ enum AdminCommand {
         /// Only this tenant's usage (`""`: the root tenant's).
         #[arg(long)]
         tenant: Option<String>,
+    },
+    /// Cluster TLS of a `kura dev --tls` cluster (local files, no gateway): revoke.
+    Tls {
+        #[command(subcommand)]
+        cmd: TlsCmd,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TlsCmd {
+    /// Revoke certificates: adds them to the dev CA's CRL (DIR/tls/crl.pem),
+    /// which every process of the cluster reloads within seconds; prints
+    /// every serial revoked.
+    #[command(group(clap::ArgGroup::new("what").required(true).multiple(true).args(["cert", "serial"])))]
+    Revoke {
+        /// A certificate (PEM) to revoke; repeatable.
+        #[arg(long, value_name = "PEM")]
+        cert: Vec<PathBuf>,
+        /// A serial number (hex) to revoke; repeatable.
+        #[arg(long, value_name = "HEX")]
+        serial: Vec<String>,
     },
 }
 
@@ -438,6 +460,9 @@ fn parse_limit(s: &str, sized: bool) -> Result<Limit, String> {
 
 /// Runs one `kura admin` command; the process exit code.
 pub fn run(args: AdminArgs) -> i32 {
+    if let AdminCommand::Tls { cmd } = &args.command {
+        return tls_command(&args, cmd);
+    }
     let env = |k: &str| std::env::var(k).ok();
     let prepared = prepare(&args, &env, &mut std::io::stdin());
     let result = prepared.and_then(|(client, call, shape)| {
@@ -483,6 +508,47 @@ fn prepare(
     Ok((Client::new(endpoint, signer, ca.as_deref())?, call, shape))
 }
 
+/// `kura admin tls …`: works on the dev CA's files beside cluster.json's
+/// `tls.ca` (`crate::dev::certs`), not through a gateway.
+fn tls_command(args: &AdminArgs, cmd: &TlsCmd) -> i32 {
+    let TlsCmd::Revoke { cert, serial } = cmd;
+    let Some(ca) = cluster_ca(args) else {
+        eprintln!("kura admin: tls: --cluster must name a `kura dev --tls` cluster.json (it has no \"tls\" section)");
+        return 2;
+    };
+    let dir = ca.parent().map(Path::to_path_buf).unwrap_or_default();
+    let mut serials = Vec::new();
+    for s in serial {
+        match crate::dev::certs::parse_serial(s) {
+            Ok(s) => serials.push(s),
+            Err(e) => {
+                eprintln!("kura admin: --serial {e}");
+                return 2;
+            }
+        }
+    }
+    for c in cert {
+        match crate::dev::certs::cert_serials(c) {
+            Ok(s) => serials.extend(s.into_iter().take(1)),
+            Err(e) => {
+                eprintln!("kura admin: --cert {e}");
+                return 2;
+            }
+        }
+    }
+    match crate::dev::certs::revoke(&dir, &serials) {
+        Ok(all) => {
+            let crl = dir.join(crate::dev::certs::CRL_FILE);
+            println!("{}", serde_json::json!({ "crl": crl, "revoked": all }));
+            0
+        }
+        Err(e) => {
+            eprintln!("kura admin: tls revoke: {e}");
+            1
+        }
+    }
+}
+
 /// The CA of `kura dev --tls`'s cluster.json, if --cluster (or the default)
 /// names one with a `"tls"` section.
 fn cluster_ca(args: &AdminArgs) -> Option<PathBuf> {
@@ -517,6 +583,9 @@ async fn execute(
 fn call_for(cmd: &AdminCommand, stdin: &mut dyn Read) -> Result<(Call, Shape), AdminError> {
     use Method as M;
     let out = match cmd {
+        AdminCommand::Tls { .. } => {
+            return Err(AdminError::Usage("tls commands run locally".into()))
+        }
         AdminCommand::Tenant { cmd } => match cmd {
             TenantCmd::Create { name } => (
                 with_body(Call::new(M::POST, &["tenants"]), &[("name", Some(name))])?,

@@ -67,7 +67,7 @@ pub struct LoadArgs {
     data_dir: PathBuf,
     /// CA certificate (PEM) to trust for an https:// endpoint [default: the
     /// dev cluster's, else the system's]
-    #[arg(long)]
+    #[arg(long, visible_alias = "ca-bundle", value_name = "PEM")]
     ca_file: Option<PathBuf>,
     /// Do not verify the endpoint's TLS certificate.
     #[arg(long)]
@@ -989,7 +989,9 @@ fn connect(args: &LoadArgs) -> Result<(S3, String, bool), LoadError> {
 }
 
 /// The system's CA bundle (reqwest is built without bundled roots).
-fn add_system_roots(mut b: reqwest::ClientBuilder) -> Result<reqwest::ClientBuilder, LoadError> {
+pub(super) fn add_system_roots(
+    mut b: reqwest::ClientBuilder,
+) -> Result<reqwest::ClientBuilder, LoadError> {
     for path in [
         "/etc/ssl/certs/ca-certificates.crt",
         "/etc/pki/tls/certs/ca-bundle.crt",

@@ -74,6 +74,7 @@ pub(super) struct Target {
     procs: Vec<super::cpu::Proc>,
     pub(super) endpoint: String,
     pd_grpc: String,
+    /// PD's HTTP API base URL (`http://` or, with cluster TLS, `https://`).
     pd_http: String,
 }
 
@@ -105,14 +106,38 @@ pub(super) fn target(data_dir: &std::path::Path) -> Result<Target, BenchError> {
         .ok()
         .flatten()
         .ok_or_else(|| BenchError::Setup("no credentials.json".into()))?;
-    let http = reqwest::Client::builder()
+    let mut http = reqwest::Client::builder()
         .tcp_nodelay(true)
-        .pool_max_idle_per_host(256)
-        .build()
-        .map_err(|e| BenchError::Setup(e.to_string()))?;
+        .pool_max_idle_per_host(256);
+    // `kura dev --tls`: S3 and PD's API over HTTPS, PD's gRPC with mutual
+    // TLS, all as the admin (its certificate is what PD's API wants).
+    let pd_http = match cluster["tls"].as_object() {
+        None => format!("{pd_http}"),
+        Some(tls) => {
+            let path = |f: &str| {
+                tls.get(f)
+                    .and_then(|v| v.as_str())
+                    .map(PathBuf::from)
+                    .ok_or_else(|| BenchError::Setup(format!("cluster.json: no tls.{f}")))
+            };
+            let (ca, cert, key) = (path("ca")?, path("admin_cert")?, path("admin_key")?);
+            let cfg = kura_pd_client::tls::rustls_client_from_pem(&ca, Some((&cert, &key)))
+                .map_err(|e| BenchError::Setup(e.to_string()))?;
+            http = http.use_preconfigured_tls(cfg);
+            match kura_pd_client::tls::install(&kura_pd_client::tls::TlsPaths { ca, cert, key }) {
+                Ok(()) | Err(kura_pd_client::tls::TlsError::AlreadyInstalled) => {}
+                Err(e) => return Err(BenchError::Setup(e.to_string())),
+            }
+            format!("https://{pd_http}")
+        }
+    };
+    let http = http.build().map_err(|e| BenchError::Setup(e.to_string()))?;
     let client = Arc::new(Client {
         http,
-        host: endpoint.trim_start_matches("http://").to_string(),
+        host: endpoint
+            .trim_start_matches("http://")
+            .trim_start_matches("https://")
+            .to_string(),
         endpoint: endpoint.clone(),
         signer: sigv4::Signer {
             access_key: creds.access_key,
@@ -186,7 +211,7 @@ async fn pd_get(
     path: &str,
 ) -> Result<serde_json::Value, BenchError> {
     let resp = http
-        .get(format!("http://{pd_http}{path}"))
+        .get(format!("{pd_http}{path}"))
         .bearer_auth(pd_token())
         .send()
         .await
@@ -236,7 +261,7 @@ async fn pre_split(t: &Target, bucket_id: u64, parts: usize) -> Result<Duration,
     let resp = t
         .client
         .http
-        .post(format!("http://{}/pd/api/v1/operators", t.pd_http))
+        .post(format!("{}/pd/api/v1/operators", t.pd_http))
         .bearer_auth(pd_token())
         .json(&body)
         .timeout(Duration::from_secs(600))
@@ -663,7 +688,7 @@ async fn split_storm(
         });
         let ok = client
             .http
-            .post(format!("http://{pd_http}/pd/api/v1/operators"))
+            .post(format!("{pd_http}/pd/api/v1/operators"))
             .bearer_auth(pd_token())
             .json(&body)
             .timeout(Duration::from_secs(30))

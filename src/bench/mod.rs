@@ -144,6 +144,10 @@ struct S3Args {
     /// S3 endpoint (default: from cluster.json, else http://127.0.0.1:9000).
     #[arg(long)]
     endpoint: Option<String>,
+    /// CA certificate (PEM) to trust for an https:// endpoint [default: the
+    /// `tls.ca` of --data-dir's cluster.json (`kura dev --tls`), else the system's]
+    #[arg(long, visible_alias = "ca-bundle", value_name = "PEM")]
+    ca_file: Option<PathBuf>,
     /// Object sizes, e.g. 4KiB,64MiB.
     #[arg(long, value_delimiter = ',', default_value = "4KiB,64MiB")]
     sizes: Vec<String>,
@@ -565,6 +569,28 @@ fn run_s3(args: S3Args) -> i32 {
     rt.block_on(run_async(args))
 }
 
+/// The HTTP client of an S3 bench: for an https:// endpoint it trusts `ca`
+/// only, else the system's roots.
+pub(crate) fn http_client(
+    endpoint: &str,
+    ca: Option<&std::path::Path>,
+) -> Result<reqwest::Client, String> {
+    let mut b = reqwest::Client::builder()
+        .tcp_nodelay(true)
+        .pool_max_idle_per_host(256);
+    if endpoint.starts_with("https://") {
+        b = match ca {
+            Some(ca) => b.use_preconfigured_tls(
+                kura_pd_client::tls::rustls_client_from_pem(ca, None)
+                    .map_err(|e| format!("--ca-file: {e}"))?,
+            ),
+            None => load::add_system_roots(b).map_err(|e| e.to_string())?,
+        };
+    }
+    b.build()
+        .map_err(|e| format!("cannot build an HTTP client: {e}"))
+}
+
 /// The dev cluster's `cluster.json` in `data_dir`, if any, and the S3 endpoint to
 /// use: `explicit`, else that cluster's, else the default local one.
 pub(crate) fn endpoint_of(
@@ -615,13 +641,16 @@ async fn run_async(args: S3Args) -> i32 {
     };
     let host = endpoint
         .trim_start_matches("http://")
+        .trim_start_matches("https://")
         .trim_end_matches('/')
         .to_string();
-    let http = match reqwest::Client::builder()
-        .tcp_nodelay(true)
-        .pool_max_idle_per_host(256)
-        .build()
-    {
+    let from_cluster = args.endpoint.is_none() && cluster.is_some();
+    let ca = args.ca_file.clone().or_else(|| {
+        from_cluster
+            .then(|| cluster.as_ref()?["tls"]["ca"].as_str().map(PathBuf::from))
+            .flatten()
+    });
+    let http = match http_client(&endpoint, ca.as_deref()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("kura bench: {e}");

@@ -4,53 +4,16 @@
 //! because the AWS SDK costs minutes of build for a few calls
 //! (see docs/decisions/0005-bench-client.md).
 
-use hmac::{Hmac, KeyInit, Mac};
+use kura_gateway::sigv4;
+pub use kura_gateway::sigv4::uri_encode;
 use sha2::{Digest, Sha256};
-
-type HmacSha256 = Hmac<Sha256>;
 
 /// The payload hash that signs headers only (what `kura bench` sends).
 pub const UNSIGNED_PAYLOAD: &str = "UNSIGNED-PAYLOAD";
 
-fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
-    let mut m = HmacSha256::new_from_slice(key).expect("HMAC takes keys of any length");
-    m.update(data);
-    m.finalize().into_bytes().to_vec()
-}
-
-/// `YYYYMMDDTHHMMSSZ` for now.
-fn amz_date() -> String {
-    let t = time::OffsetDateTime::now_utc();
-    format!(
-        "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    )
-}
-
 /// The `x-amz-content-sha256` of a body: its hex SHA-256 (of "" when empty).
 pub fn payload_hash(body: &[u8]) -> String {
     hex::encode(Sha256::digest(body))
-}
-
-/// SigV4's URI encoding: every byte but `A-Za-z0-9-_.~` becomes `%XX`
-/// (uppercase hex); `/` stays unless `encode_slash` (query names and values).
-pub fn uri_encode(s: &str, encode_slash: bool) -> String {
-    let mut out = String::with_capacity(s.len());
-    for &b in s.as_bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(b as char)
-            }
-            b'/' if !encode_slash => out.push('/'),
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
 }
 
 /// The canonical query string of decoded `params`: names and values
@@ -125,13 +88,13 @@ impl Signer {
             extra,
             payload: payload_hash,
         };
-        self.sign_at(&amz_date(), &req)
+        self.sign_at(&sigv4::amz_date(time::OffsetDateTime::now_utc()), &req)
     }
 
     /// The day's signing key. It changes once a day, so each thread keeps
     /// the last one: four HMACs fewer per request on `kura bench`'s path.
-    fn signing_key(&self, day: &str) -> Vec<u8> {
-        type Cached = (String, String, String, Vec<u8>);
+    fn signing_key(&self, day: &str) -> ring::hmac::Key {
+        type Cached = (String, String, String, ring::hmac::Key);
         thread_local! {
             static LAST: std::cell::RefCell<Option<Cached>> =
                 const { std::cell::RefCell::new(None) };
@@ -143,20 +106,14 @@ impl Signer {
                     return key.clone();
                 }
             }
-            let k_date = hmac(
-                format!("AWS4{}", self.secret_key).as_bytes(),
-                day.as_bytes(),
-            );
-            let k_region = hmac(&k_date, self.region.as_bytes());
-            let k_service = hmac(&k_region, b"s3");
-            let v = hmac(&k_service, b"aws4_request");
+            let key = sigv4::signing_key(&self.secret_key, day, &self.region, "s3");
             *last = Some((
                 self.secret_key.clone(),
                 self.region.clone(),
                 day.to_string(),
-                v.clone(),
+                key.clone(),
             ));
-            v
+            key
         })
     }
 
@@ -165,12 +122,7 @@ impl Signer {
         let day = &date[..8];
         let (canonical, signed_names) = canonical_request(date, req);
         let scope = format!("{day}/{}/s3/aws4_request", self.region);
-        let to_sign = format!(
-            "AWS4-HMAC-SHA256\n{date}\n{scope}\n{}",
-            hex::encode(Sha256::digest(canonical.as_bytes()))
-        );
-        let k_signing = self.signing_key(day);
-        let signature = hex::encode(hmac(&k_signing, to_sign.as_bytes()));
+        let signature = sigv4::signature(&self.signing_key(day), date, &scope, &canonical);
         let mut out: Vec<(String, String)> = vec![
             ("x-amz-date".into(), date.to_string()),
             ("x-amz-content-sha256".into(), req.payload.into()),

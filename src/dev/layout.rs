@@ -338,6 +338,8 @@ fn secure(components: &mut [Component], data_dir: &Path, tls: bool) {
             cert.clone(),
             "--node-key".into(),
             key.clone(),
+            "--crl".into(),
+            tls_dir.join(super::certs::CRL_FILE).display().to_string(),
         ]);
         if c.role == "gateway" {
             c.argv

@@ -8,7 +8,7 @@
 //! (tests kill and restart processes on purpose). SIGINT/SIGTERM stops every
 //! child, gateway first and PD last.
 
-mod certs;
+pub(crate) mod certs;
 mod credentials;
 pub mod layout;
 mod probe;

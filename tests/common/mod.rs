@@ -235,6 +235,16 @@ impl Cluster {
         });
     }
 
+    /// A raw gRPC client of PD member `pd-1`, the way any process on the
+    /// network would call it (with the admin certificate in TLS mode once
+    /// [`Self::use_cluster_tls`] ran).
+    pub fn pd_grpc(&self) -> kura_proto::pd::pd_client::PdClient<kura_pd_client::channel::Channel> {
+        kura_proto::pd::pd_client::PdClient::new(
+            kura_pd_client::channel::lazy_channel(&self.component("pd-1").grpc)
+                .expect("pd channel"),
+        )
+    }
+
     /// The CA of a TLS cluster (`DIR/tls/ca.pem`).
     pub fn ca(&self) -> PathBuf {
         self.dir.join("tls/ca.pem")

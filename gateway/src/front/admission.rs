@@ -63,14 +63,14 @@ impl Connections {
 
 /// Turns tower's load-shedding error (the in-flight cap is full) into
 /// S3's `503 SlowDown`; other errors pass.
-pub fn shed_to_slow_down(
-    r: Result<Response<s3s::Body>, BoxError>,
-) -> Result<Response<s3s::Body>, BoxError> {
+pub fn shed_to_slow_down<B: From<s3s::Body>>(
+    r: Result<Response<B>, BoxError>,
+) -> Result<Response<B>, BoxError> {
     match r {
         Err(e) if e.is::<tower::load_shed::error::Overloaded>() => {
             let resp = Refusal::SlowDown.response();
             crate::metrics::observe_http(resp.status().as_u16());
-            Ok(resp)
+            Ok(resp.map(B::from))
         }
         other => other,
     }
@@ -112,9 +112,9 @@ mod tests {
     #[test]
     fn shedding_becomes_slow_down() {
         let shed: BoxError = Box::new(tower::load_shed::error::Overloaded::new());
-        let resp = shed_to_slow_down(Err(shed)).expect("answered");
+        let resp = shed_to_slow_down::<s3s::Body>(Err(shed)).expect("answered");
         assert_eq!(resp.status(), http::StatusCode::SERVICE_UNAVAILABLE);
         let other: BoxError = "boom".into();
-        assert!(shed_to_slow_down(Err(other)).is_err());
+        assert!(shed_to_slow_down::<s3s::Body>(Err(other)).is_err());
     }
 }

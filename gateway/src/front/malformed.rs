@@ -9,7 +9,8 @@
 //!   AuthorizationHeaderMalformed` (s3s: 400 InvalidRequest);
 //! - a `Range` header that is not one valid byte range is ignored, so the
 //!   whole object comes back with 200 (s3s: 400 InvalidArgument, or 416 for
-//!   `bytes=-`), unless the signature covers it (see `ignore_invalid_range`).
+//!   `bytes=-`); when a SigV4 signature covers it, `signed_range.rs` does it
+//!   after s3s has verified the signature.
 //!   A valid but unsatisfiable range stays 416 InvalidRange.
 
 use http::{HeaderMap, Method, Request};
@@ -115,12 +116,12 @@ fn aws4_malformed(value: &[u8]) -> Option<&'static str> {
     }
 }
 
-/// Drops a `Range` header of a GET or HEAD that is not one valid byte
-/// range (RFC 9110 lets a server ignore it; AWS does), when the request's
-/// signature does not cover it (anonymous, SigV2, or SigV4 without `range`
-/// in its signed headers). A signed one must stay for s3s to verify the
-/// signature, and s3s 0.14.1 then refuses it (400 InvalidArgument) while
-/// parsing the input: it offers no hook between the two.
+/// A `Range` header of a GET or HEAD that is not one valid byte range is
+/// ignored, as RFC 9110 allows and AWS does. When no signature covers it
+/// (anonymous, SigV2, SigV4 without `range` in its signed headers) it is
+/// dropped here. A SigV4-signed one must stay for s3s to verify the
+/// signature: the request is marked instead, and `signed_range.rs` signs it
+/// again without the header once s3s has verified it.
 pub fn ignore_invalid_range<B>(req: &mut Request<B>) {
     if !matches!(*req.method(), Method::GET | Method::HEAD) {
         return;
@@ -129,33 +130,77 @@ pub fn ignore_invalid_range<B>(req: &mut Request<B>) {
         None => return,
         Some(v) => v.to_str().is_ok_and(valid_single_range),
     };
-    if !valid && !range_is_signed(req) {
-        req.headers_mut().remove(http::header::RANGE);
+    if valid {
+        return;
+    }
+    match range_signing(req) {
+        RangeSigning::Unsigned => {
+            req.headers_mut().remove(http::header::RANGE);
+        }
+        RangeSigning::SigV4 if resignable(req.headers()) => {
+            let version = req.version();
+            req.extensions_mut()
+                .insert(super::signed_range::ResignWithoutRange { version });
+        }
+        // s3s refuses it (400 InvalidArgument), as before.
+        RangeSigning::SigV4 | RangeSigning::Unreadable => {}
     }
 }
 
+/// Whether a signature covers a request's `Range`.
+#[derive(Debug, PartialEq, Eq)]
+enum RangeSigning {
+    Unsigned,
+    SigV4,
+    /// An Authorization header that isn't text: left to s3s.
+    Unreadable,
+}
+
 /// Whether a SigV4 signature (header or presigned) lists `range`.
-fn range_is_signed<B>(req: &Request<B>) -> bool {
+fn range_signing<B>(req: &Request<B>) -> RangeSigning {
     let lists_range = |list: &str| list.split(';').any(|h| h.eq_ignore_ascii_case("range"));
+    let signed = |yes: bool| {
+        if yes {
+            RangeSigning::SigV4
+        } else {
+            RangeSigning::Unsigned
+        }
+    };
     if let Some(auth) = req.headers().get(http::header::AUTHORIZATION) {
         let Ok(auth) = auth.to_str() else {
-            return true; // unreadable: leave it all to s3s
+            return RangeSigning::Unreadable;
         };
         if !auth.starts_with("AWS4-") {
-            return false;
+            return RangeSigning::Unsigned;
         }
-        return auth
-            .split(',')
-            .filter_map(|p| p.trim().strip_prefix("SignedHeaders="))
-            .any(lists_range);
+        return signed(
+            auth.split(',')
+                .filter_map(|p| p.trim().strip_prefix("SignedHeaders="))
+                .any(lists_range),
+        );
     }
     let Some(query) = req.uri().query() else {
-        return false;
+        return RangeSigning::Unsigned;
     };
-    query
-        .split('&')
-        .filter_map(|p| p.strip_prefix("X-Amz-SignedHeaders="))
-        .any(|v| lists_range(&v.replace("%3B", ";").replace("%3b", ";")))
+    signed(
+        query
+            .split('&')
+            .filter_map(|p| p.strip_prefix("X-Amz-SignedHeaders="))
+            .any(|v| lists_range(&v.replace("%3B", ";").replace("%3b", ";"))),
+    )
+}
+
+/// A signed request can be signed again when it has no body to sign over
+/// (a GET or HEAD never needs one) and no streaming signature.
+fn resignable(headers: &HeaderMap) -> bool {
+    let empty = match headers.get(http::header::CONTENT_LENGTH) {
+        Some(v) => v.as_bytes() == b"0",
+        None => !headers.contains_key(http::header::TRANSFER_ENCODING),
+    };
+    let streaming = headers
+        .get("x-amz-content-sha256")
+        .is_some_and(|v| v.as_bytes().starts_with(b"STREAMING-"));
+    empty && !streaming
 }
 
 /// `bytes=FIRST-LAST` (FIRST ≤ LAST), `bytes=FIRST-` or `bytes=-SUFFIX`.
@@ -224,24 +269,56 @@ mod tests {
             .unwrap();
         ignore_invalid_range(&mut v2);
         assert!(v2.headers().get("range").is_none());
-        let v4 = |signed: &str| {
-            let mut r = Request::get("/b/k")
-                .header("range", "bytes=9-1")
-                .header("authorization", format!("AWS4-HMAC-SHA256 Credential=AK/20260101/us-east-1/s3/aws4_request, SignedHeaders={signed}, Signature=00"))
-                .body(())
-                .unwrap();
-            ignore_invalid_range(&mut r);
-            r.headers().contains_key("range")
+        // (kept, marked to be signed again without it)
+        let marked = |r: &Request<()>| {
+            r.extensions()
+                .get::<super::super::signed_range::ResignWithoutRange>()
+                .is_some()
         };
-        assert!(v4("host;range;x-amz-date"));
-        assert!(!v4("host;x-amz-date"));
+        let v4 = |signed: &str, extra: Option<(&str, &str)>| {
+            let mut b = Request::get("/b/k")
+                .header("range", "bytes=9-1")
+                .header("authorization", format!("AWS4-HMAC-SHA256 Credential=AK/20260101/us-east-1/s3/aws4_request, SignedHeaders={signed}, Signature=00"));
+            if let Some((n, v)) = extra {
+                b = b.header(n, v);
+            }
+            let mut r = b.body(()).unwrap();
+            ignore_invalid_range(&mut r);
+            (r.headers().contains_key("range"), marked(&r))
+        };
+        assert_eq!(v4("host;range;x-amz-date", None), (true, true));
+        assert_eq!(v4("host;x-amz-date", None), (false, false));
+        // A body or a streaming signature: left to s3s (400).
+        assert_eq!(
+            v4("host;range", Some(("content-length", "5"))),
+            (true, false)
+        );
+        assert_eq!(
+            v4("host;range", Some(("content-length", "0"))),
+            (true, true)
+        );
+        assert_eq!(
+            v4(
+                "host;range",
+                Some(("x-amz-content-sha256", "STREAMING-UNSIGNED-PAYLOAD-TRAILER"))
+            ),
+            (true, false)
+        );
         let mut presigned =
             Request::get("/b/k?X-Amz-SignedHeaders=host%3Brange&X-Amz-Signature=00")
                 .header("range", "bytes=9-1")
                 .body(())
                 .unwrap();
         ignore_invalid_range(&mut presigned);
-        assert!(presigned.headers().contains_key("range"));
+        assert!(presigned.headers().contains_key("range") && marked(&presigned));
+        // A valid range is never marked.
+        let mut ok = Request::get("/b/k")
+            .header("range", "bytes=1-9")
+            .header("authorization", "AWS4-HMAC-SHA256 Credential=AK/20260101/us-east-1/s3/aws4_request, SignedHeaders=host;range, Signature=00")
+            .body(())
+            .unwrap();
+        ignore_invalid_range(&mut ok);
+        assert!(ok.headers().contains_key("range") && !marked(&ok));
         // Other methods keep theirs (UploadPartCopy reads its own header).
         let mut put = Request::put("/b/k")
             .header("range", "bytes=9-1")

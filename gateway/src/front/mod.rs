@@ -1,16 +1,22 @@
 //! The S3 port's front door: the listener and everything a connection or a
 //! request goes through before the S3 handler (`server.rs`) sees it.
 //!
-//! Per connection: the connection cap (`admission.rs`), TCP keepalive and
-//! TCP_NODELAY, the first bytes awaited under the header timeout (to tell
-//! h2c from HTTP/1.1 before hyper, whose version sniffing has no timer), a write-stall timeout (tokio-io-timeout: a client that reads
-//! nothing for `write_timeout` is dropped), the TLS handshake when HTTPS is
-//! on (`tls.rs`, bounded by the header timeout), hyper's header read
-//! timeout (its Tokio timer; it also ends idle keep-alive connections),
-//! HTTP/2 keepalive pings.
+//! Per connection: the connection cap (`admission.rs`; an over-cap
+//! connection is closed after its first answer, HTTP/2 with GOAWAY), TCP
+//! keepalive and TCP_NODELAY, the first bytes awaited under the header
+//! timeout (to tell h2c from HTTP/1.1 before hyper, whose version sniffing
+//! has no timer), a write-stall timeout (tokio-io-timeout: a client that
+//! reads nothing for `write_timeout` is dropped), the TLS handshake when
+//! HTTPS is on (`tls.rs`, bounded by the header timeout), hyper's header
+//! read timeout for HTTP/1.1 (its Tokio timer; it also ends idle keep-alive
+//! connections) and its head limits, whose bare 431 is replaced by the S3
+//! answer (`h1_limits.rs`); for HTTP/2 an idle clock that closes a
+//! connection with no request in flight for the header timeout
+//! (`streams.rs`), keepalive PINGs and stream/header-list caps.
 //! Per request: the in-flight cap (tower's load shedding over a global
 //! concurrency limit → 503 SlowDown), what AWS refuses before any operation
-//! (`malformed.rs`), the POST form caps (`form.rs`), an idle timeout on the
+//! (`malformed.rs`; an invalid signed `Range` is marked for
+//! `signed_range.rs`), the POST form caps (`form.rs`), an idle timeout on the
 //! request body (tower-http's `TimeoutBody`: a body that sends nothing for
 //! `body_idle_timeout` fails with 400 RequestTimeout; a slow but steady
 //! upload never does), the `RemoteAddr` / `SecureTransport` extensions
@@ -20,7 +26,10 @@
 pub mod admission;
 pub mod cors;
 pub mod form;
+pub mod h1_limits;
 pub mod malformed;
+pub mod signed_range;
+pub mod streams;
 pub mod tls;
 
 use std::future::Future;
@@ -33,13 +42,16 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use hyper_util::server::graceful::GracefulConnection;
 use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
 use tower::{BoxError, ServiceBuilder};
 
 use crate::authz::{RemoteAddr, SecureTransport};
 use admission::{Admitted, Connections};
+use streams::{Activity, Counted};
 
 /// How long in-flight requests get to finish after shutdown.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -47,6 +59,16 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 /// HTTP/2 PING interval on idle connections; no answer within 20 s closes.
 const H2_KEEPALIVE: Duration = Duration::from_secs(30);
+/// HTTP/2 streams one connection may have open at once.
+const H2_MAX_STREAMS: u32 = 100;
+/// hyper's HTTP/1.1 read buffer (its default is ~400 KiB): the most a
+/// request head can take of a connection's memory; a larger one gets
+/// `400 RequestHeaderSectionTooLarge` (`h1_limits.rs`). Bodies stream
+/// through it in reads of up to this size.
+const H1_MAX_BUF: usize = 64 * 1024;
+/// How long a connection closed for idleness (HTTP/2 GOAWAY) or over the
+/// cap may take to go before it is dropped.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// Admission control and timeouts of the S3 port (`kura gateway` flags;
 /// docs/security.md "The S3 port" says why each default).
@@ -129,6 +151,8 @@ struct Shared<H> {
     h2: auto::Builder<TokioExecutor>,
     /// HTTP/1.1 for over-cap connections: answered once and closed.
     h1_refusing: auto::Builder<TokioExecutor>,
+    /// Sent in place of hyper's own 431 (`h1_limits.rs`).
+    too_large: bytes::Bytes,
 }
 
 impl<H> Shared<H> {
@@ -157,10 +181,12 @@ pub async fn serve<H: Handler>(
         h1: http_builder(&cfg, true).http1_only(),
         h2: http_builder(&cfg, true).http2_only(),
         h1_refusing: http_builder(&cfg, false).http1_only(),
+        too_large: h1_limits::too_large_answer(cfg.max_header_bytes),
         tls,
         cfg,
     });
-    let graceful = GracefulShutdown::new();
+    // Every connection holds a sender: recv() ends once all have closed.
+    let (drained_tx, mut drained) = mpsc::channel::<()>(1);
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -178,7 +204,8 @@ pub async fn serve<H: Handler>(
                     continue;
                 };
                 tune_socket(&stream);
-                tokio::spawn(serve_connection(shared.clone(), stream, peer, admitted, graceful.watcher()));
+                let end = Ending { shutdown: shutdown.clone(), _drained: drained_tx.clone() };
+                tokio::spawn(serve_connection(shared.clone(), stream, peer, admitted, end));
             }
             changed = shutdown.changed() => {
                 if changed.is_err() || *shutdown.borrow() {
@@ -188,9 +215,10 @@ pub async fn serve<H: Handler>(
         }
     }
     drop(listener);
+    drop(drained_tx);
     tracing::info!("S3 gateway stopping; draining connections");
     tokio::select! {
-        _ = graceful.shutdown() => {}
+        _ = drained.recv() => {}
         _ = tokio::time::sleep(DRAIN_TIMEOUT) => tracing::warn!("connections still open after drain timeout"),
     }
 }
@@ -200,13 +228,36 @@ fn http_builder(cfg: &Admission, keep_alive: bool) -> auto::Builder<TokioExecuto
     b.http1()
         .timer(TokioTimer::new())
         .header_read_timeout(cfg.header_timeout)
-        .keep_alive(keep_alive);
+        .keep_alive(keep_alive)
+        // Fields of 8 bytes or more fill --max-header-bytes before hyper's
+        // count does (its default, 100, would refuse 150 small fields).
+        .max_headers(h1_max_headers(cfg.max_header_bytes))
+        .max_buf_size(H1_MAX_BUF.max(2 * cfg.max_header_bytes));
+    // The header timeout of HTTP/2 is the idle clock in `drive`.
     b.http2()
         .timer(TokioTimer::new())
         .keep_alive_interval(H2_KEEPALIVE)
         .keep_alive_timeout(Duration::from_secs(20))
-        .max_header_list_size(64 * 1024);
+        .max_concurrent_streams(H2_MAX_STREAMS)
+        // HPACK counts 32 bytes more per field than the front does: room
+        // for that, so our XML 400 answers what is over --max-header-bytes.
+        .max_header_list_size(h2_max_header_list(cfg.max_header_bytes));
     b
+}
+
+fn h1_max_headers(max_header_bytes: usize) -> usize {
+    (max_header_bytes / 8).max(100)
+}
+
+fn h2_max_header_list(max_header_bytes: usize) -> u32 {
+    u32::try_from(2 * max_header_bytes).unwrap_or(u32::MAX)
+}
+
+/// What ends a connection from outside: the gateway's shutdown (graceful:
+/// in-flight requests finish), and the drain count it waits on.
+struct Ending {
+    shutdown: watch::Receiver<bool>,
+    _drained: mpsc::Sender<()>,
 }
 
 fn tune_socket(stream: &TcpStream) {
@@ -226,7 +277,7 @@ async fn serve_connection<H: Handler>(
     stream: TcpStream,
     peer: SocketAddr,
     admitted: Admitted,
-    watcher: Watcher,
+    end: Ending,
 ) {
     let header_timeout = shared.cfg.header_timeout;
     let plain_h2 = if shared.tls.is_none() {
@@ -246,17 +297,14 @@ async fn serve_connection<H: Handler>(
     stream.set_write_timeout(Some(shared.cfg.write_timeout));
     let stream = Box::pin(stream);
     match shared.tls.clone() {
-        None => {
-            let io = TokioIo::new(stream);
-            serve_http(shared, io, peer, false, plain_h2, &admitted, watcher).await
-        }
+        None => serve_http(shared, stream, peer, false, plain_h2, &admitted, end).await,
         Some(tls) => {
             let handshake =
                 tokio::time::timeout(header_timeout, tls.acceptor().accept(stream)).await;
             match handshake {
                 Ok(Ok(s)) => {
                     let h2 = s.get_ref().1.alpn_protocol() == Some(b"h2");
-                    serve_http(shared, TokioIo::new(s), peer, true, h2, &admitted, watcher).await
+                    serve_http(shared, s, peer, true, h2, &admitted, end).await
                 }
                 // Plaintext on the TLS port ends here too.
                 Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
@@ -291,31 +339,100 @@ async fn sniff_h2(stream: &TcpStream) -> Option<bool> {
     }
 }
 
-async fn serve_http<H, I>(
+async fn serve_http<H, S>(
+    shared: Arc<Shared<H>>,
+    stream: S,
+    peer: SocketAddr,
+    secure: bool,
+    h2: bool,
+    admitted: &Admitted,
+    end: Ending,
+) where
+    H: Handler,
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let activity = Activity::default();
+    if h2 {
+        serve_io(
+            shared,
+            TokioIo::new(stream),
+            peer,
+            secure,
+            h2,
+            admitted,
+            end,
+            activity,
+        )
+        .await
+    } else {
+        let answer = shared.too_large.clone();
+        let io = h1_limits::Rewrite431::new(stream, activity.clone(), answer);
+        serve_io(
+            shared,
+            TokioIo::new(io),
+            peer,
+            secure,
+            h2,
+            admitted,
+            end,
+            activity,
+        )
+        .await
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn serve_io<H, I>(
     shared: Arc<Shared<H>>,
     io: I,
     peer: SocketAddr,
     secure: bool,
     h2: bool,
     admitted: &Admitted,
-    watcher: Watcher,
+    end: Ending,
+    activity: Activity,
 ) where
     H: Handler,
     I: hyper::rt::Read + hyper::rt::Write + Send + Unpin + 'static,
 {
+    // HTTP/1.1 has hyper's header read timeout; HTTP/2 this idle clock.
+    let idle = h2.then(|| (activity.clone(), shared.cfg.header_timeout));
     let result = match admitted {
         Admitted::Refused(_) => {
-            let svc = hyper::service::service_fn(|_req: Request<Incoming>| async {
-                Ok::<_, std::convert::Infallible>(admission::over_capacity())
-            });
+            // After its first answer the connection is closed (HTTP/1.1:
+            // no keep-alive; HTTP/2: GOAWAY).
+            let answered = Arc::new(tokio::sync::Notify::new());
+            let svc = {
+                let answered = answered.clone();
+                let activity = activity.clone();
+                hyper::service::service_fn(move |_req: Request<Incoming>| {
+                    answered.notify_one();
+                    let guard = activity.open();
+                    let activity = activity.clone();
+                    async move {
+                        let resp = admission::over_capacity();
+                        activity.closes_after(&resp);
+                        Ok::<_, std::convert::Infallible>(resp.map(|b| Counted::new(b, guard)))
+                    }
+                })
+            };
             let conn = shared.builder(h2, false).serve_connection(io, svc);
-            watcher.watch(conn.into_owned()).await
+            drive(conn, end, idle, Some(answered)).await
         }
         Admitted::Served(_) => {
             let per_request = {
                 let shared = shared.clone();
                 move |req: Request<Incoming>| -> RequestFuture {
-                    Box::pin(admit(shared.clone(), req, peer, secure))
+                    let guard = activity.open();
+                    let activity = activity.clone();
+                    let answer = admit(shared.clone(), req, peer, secure);
+                    Box::pin(async move {
+                        let resp = answer.await;
+                        if let Ok(r) = &resp {
+                            activity.closes_after(r);
+                        }
+                        resp.map(|r| r.map(|b| Counted::new(b, guard)))
+                    })
                 }
             };
             let svc = ServiceBuilder::new()
@@ -328,7 +445,7 @@ async fn serve_http<H, I>(
             let conn = shared
                 .builder(h2, true)
                 .serve_connection(io, TowerToHyperService::new(svc));
-            watcher.watch(conn.into_owned()).await
+            drive(conn, end, idle, None).await
         }
     };
     if let Err(e) = result {
@@ -336,10 +453,73 @@ async fn serve_http<H, I>(
     }
 }
 
+/// Runs a connection until it ends, closing it gracefully (HTTP/2: GOAWAY;
+/// in-flight requests finish) when the gateway shuts down, when `idle`
+/// says it has served no request for that long, or once `answered` fires;
+/// a connection that does not go within [`CLOSE_GRACE`] after an idle or
+/// over-cap close is dropped.
+async fn drive<C>(
+    conn: C,
+    mut end: Ending,
+    idle: Option<(Activity, Duration)>,
+    answered: Option<Arc<tokio::sync::Notify>>,
+) -> Result<(), C::Error>
+where
+    C: GracefulConnection,
+{
+    let mut conn = std::pin::pin!(conn);
+    let idle_clock = async {
+        match &idle {
+            Some((activity, limit)) => activity.idle_for(*limit).await,
+            None => std::future::pending().await,
+        }
+    };
+    let answered_once = async {
+        match &answered {
+            Some(n) => n.notified().await,
+            None => std::future::pending().await,
+        }
+    };
+    let stopping = async {
+        // A dropped sender is a shutdown too, as in `serve`.
+        let _ = end.shutdown.wait_for(|stop| *stop).await;
+    };
+    tokio::pin!(idle_clock, answered_once, stopping);
+    let mut deadline: Option<tokio::time::Instant> = None;
+    let mut closing = false;
+    loop {
+        let grace = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            r = conn.as_mut() => return r,
+            _ = &mut stopping, if !closing => {
+                closing = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = &mut idle_clock, if !closing => {
+                tracing::debug!("HTTP/2 connection idle for the header timeout: closing");
+                closing = true;
+                deadline = Some(tokio::time::Instant::now() + CLOSE_GRACE);
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = &mut answered_once, if !closing => {
+                closing = true;
+                deadline = Some(tokio::time::Instant::now() + CLOSE_GRACE);
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = grace => return Ok(()),
+        }
+    }
+}
+
 /// Boxed so tower's error conversions see one concrete future type (the
 /// compiler can't prove the nested generic futures `Send` otherwise).
 type RequestFuture = std::pin::Pin<
-    Box<dyn Future<Output = Result<Response<s3s::Body>, s3s::HttpError>> + Send + 'static>,
+    Box<dyn Future<Output = Result<Response<Counted>, s3s::HttpError>> + Send + 'static>,
 >;
 
 /// One request that got past the in-flight cap.
@@ -350,7 +530,15 @@ async fn admit<H: Handler>(
     secure: bool,
 ) -> Result<Response<s3s::Body>, s3s::HttpError> {
     if let Some(refusal) = malformed::refusal(&req, shared.cfg.max_header_bytes) {
-        return Ok(refused(refusal.response(), &req));
+        let mut resp = refused(refusal.response(), &req);
+        // As for the heads hyper refuses itself (`h1_limits.rs`).
+        if matches!(refusal, crate::error::Refusal::HeaderSectionTooLarge { .. }) {
+            resp.headers_mut().insert(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("close"),
+            );
+        }
+        return Ok(resp);
     }
     malformed::ignore_invalid_range(&mut req);
     // CORS: preflights are answered here (s3s has no OPTIONS operation);

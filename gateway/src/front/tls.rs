@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
@@ -15,9 +15,6 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use tokio_rustls::TlsAcceptor;
-
-/// How often the certificate files' modification times are looked at.
-const POLL_EVERY: Duration = Duration::from_secs(2);
 
 /// The S3 port's certificate chain and private key (PEM files).
 #[derive(Clone, Debug)]
@@ -76,24 +73,12 @@ impl Tls {
 
     /// Reloads the certificate on SIGHUP and when its files change, until
     /// `shutdown`.
-    pub async fn run_reloader(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut hup = match signal(SignalKind::hangup()) {
-            Ok(s) => Some(s),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot watch SIGHUP; the certificate reloads on file change only");
-                None
-            }
-        };
-        let mut tick = tokio::time::interval(POLL_EVERY);
-        loop {
-            let forced = tokio::select! {
-                _ = async { match hup.as_mut() { Some(h) => { h.recv().await; } None => std::future::pending().await } } => true,
-                _ = tick.tick() => false,
-                _ = shutdown.changed() => return,
-            };
-            self.cert.reload(forced);
-        }
+    pub async fn run_reloader(self: Arc<Self>, shutdown: tokio::sync::watch::Receiver<bool>) {
+        let cert = self.cert.clone();
+        kura_pd_client::tls::watch_files("the S3 certificate", shutdown, move |forced| {
+            cert.reload(forced)
+        })
+        .await;
     }
 }
 

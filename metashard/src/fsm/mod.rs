@@ -7,6 +7,7 @@
 //! overtook a proposal), which callers report as "outcome unknown".
 
 pub mod poller;
+pub mod uninit;
 pub mod validate;
 
 use std::sync::Arc;
@@ -143,6 +144,13 @@ pub enum StoreMsg {
         from_store: u64,
         region: Option<Region>,
     },
+    /// What PD answered about the region of an uninitialized peer (`Err`:
+    /// PD could not be asked; `Ok(None)`: PD knows no such region). May be
+    /// lost: the peer is asked about again.
+    PeerValidated {
+        region_id: u64,
+        answer: Result<Option<Region>, String>,
+    },
     Shutdown,
 }
 
@@ -171,7 +179,8 @@ impl StoreMsg {
             | StoreMsg::SizeChecked { region_id, .. }
             | StoreMsg::SnapshotApplied { region_id, .. }
             | StoreMsg::SnapshotSent { region_id, .. }
-            | StoreMsg::TombstoneChecked { region_id, .. } => Some(*region_id),
+            | StoreMsg::TombstoneChecked { region_id, .. }
+            | StoreMsg::PeerValidated { region_id, .. } => Some(*region_id),
             StoreMsg::CreatePeer { region, .. } => Some(region.id),
             StoreMsg::StoreUnreachable { .. } | StoreMsg::Stats { .. } | StoreMsg::Shutdown => None,
         }
@@ -180,8 +189,14 @@ impl StoreMsg {
 
 /// Work for the PD worker, produced by the raftstore thread.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // heartbeats are most of the traffic; boxing them buys nothing
 pub enum PdTask {
     RegionHeartbeat(RegionHeartbeatRequest),
+    /// Ask PD for its view of `region_id`, whose local peer is still
+    /// uninitialized (answered with `StoreMsg::PeerValidated`).
+    ValidatePeer {
+        region_id: u64,
+    },
 }
 
 /// Cheap-to-clone handle that sends messages to the raftstore thread.

@@ -24,6 +24,7 @@ use kura_proto::metashard::RaftMessage;
 use raft::prelude::Message;
 use tokio::sync::mpsc::UnboundedSender;
 
+use super::uninit::{self, Tracker};
 use super::validate::{self, DropReason};
 use super::{PdTask, Router, StoreMsg, StoreStats};
 use crate::engine::Engine;
@@ -40,6 +41,9 @@ use crate::transport::{Delivery, Transport};
 /// Messages handled per round before the Ready phase runs, so a flood of
 /// requests cannot starve raft.
 const MAX_MSGS_PER_ROUND: usize = 4096;
+
+/// How often uninitialized peers are looked at (`fsm::uninit`).
+const UNINIT_SCAN_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 pub struct Poller {
     engine: Engine,
@@ -61,6 +65,10 @@ pub struct Poller {
     deferred_tombstones: HashMap<u64, RaftMessage>,
     /// Regions whose tombstone's sender is being asked to confirm it.
     tombstone_checks: HashSet<u64>,
+    /// Peers still waiting for their first snapshot: bounded, and destroyed
+    /// when PD does not know them (decision 0045).
+    uninit: Tracker,
+    next_uninit_scan: Instant,
 }
 
 impl Poller {
@@ -95,7 +103,12 @@ impl Poller {
             .collect();
         snap.gc_on_start(&in_use);
         let mut peers = HashMap::new();
+        let mut uninit = Tracker::default();
         for (id, storage) in storages {
+            if !storage.is_initialized() {
+                // Junk from before a restart is collected like new junk.
+                uninit.insert(id, Instant::now());
+            }
             let peer = Peer::new(storage, &cfg, &logger, &snap)?;
             tracing::info!(
                 region_id = id,
@@ -105,6 +118,7 @@ impl Poller {
             peers.insert(id, peer);
         }
         metrics::REGION_COUNT.add(peers.len() as i64);
+        metrics::UNINITIALIZED_PEERS.set(uninit.len() as i64);
         Ok(Poller {
             engine,
             store_id,
@@ -120,6 +134,8 @@ impl Poller {
             snap,
             deferred_tombstones: HashMap::new(),
             tombstone_checks: HashSet::new(),
+            uninit,
+            next_uninit_scan: Instant::now(),
         })
     }
 
@@ -143,6 +159,7 @@ impl Poller {
             tracing::error!(error = %e, "raftstore stopped on a fatal error");
         }
         metrics::REGION_COUNT.sub(self.peers.len() as i64);
+        metrics::UNINITIALIZED_PEERS.set(0);
         for p in self.peers.values_mut() {
             p.on_stop();
         }
@@ -176,6 +193,10 @@ impl Poller {
             if tick {
                 next_tick = Instant::now() + self.cfg.tick;
                 self.tick_all();
+                if Instant::now() >= self.next_uninit_scan {
+                    self.next_uninit_scan = Instant::now() + UNINIT_SCAN_INTERVAL;
+                    self.scan_uninitialized();
+                }
             }
             self.round(tick)?;
         }
@@ -328,8 +349,11 @@ impl Poller {
                 }
             }
             StoreMsg::Stats { cb } => {
+                // Empty peers waiting for a snapshot (maybe forged) hold no
+                // data and must not sway PD's balancing.
+                let initialized = self.peers.values().filter(|p| p.is_initialized()).count();
                 let _ = cb.send(StoreStats {
-                    region_count: self.peers.len() as u64,
+                    region_count: initialized as u64,
                     leader_count: self.peers.values().filter(|p| p.is_leader()).count() as u64,
                     used_bytes: self.engine.approximate_size(&[], &[]),
                 });
@@ -391,6 +415,9 @@ impl Poller {
                     None => DropReason::TombstoneRefused.count(region_id),
                 }
             }
+            StoreMsg::PeerValidated { region_id, answer } => {
+                self.on_peer_validated(region_id, &answer)?
+            }
             StoreMsg::Shutdown => return Ok(false),
         }
         Ok(true)
@@ -430,6 +457,7 @@ impl Poller {
             // create it empty; the leader sends it a snapshot.
             let Some(region) = m.region.clone().filter(|r| {
                 r.id == region_id
+                    && validate::range_ok(r)
                     && r.peers
                         .iter()
                         .any(|p| p.id == msg.to && p.store_id == self.store_id)
@@ -441,16 +469,25 @@ impl Poller {
             // yet: its peer is created by that split (with the data already
             // here), not empty from a message; an empty peer could take a
             // snapshot that older parent entries would then overwrite.
+            // Only peers with data count: an empty one's range is only what
+            // some message claimed (maybe a forger), and must not block a
+            // real peer.
             if let Some(p) = self
                 .peers
                 .values()
-                .find(|p| ranges_overlap(p.region(), &region))
+                .find(|p| p.is_initialized() && ranges_overlap(p.region(), &region))
             {
                 tracing::debug!(
                     region_id,
                     local_region_id = p.region_id(),
                     "message for a region overlapping a local one dropped"
                 );
+                return Ok(());
+            }
+            // Forged messages could otherwise make any number of empty
+            // peers; a real leader retries until there is room.
+            if !self.uninit.has_room() {
+                DropReason::UninitializedFull.count(region_id);
                 return Ok(());
             }
             if let Err(e) = self.create_peer(region, msg.to, false) {
@@ -524,8 +561,11 @@ impl Poller {
         }
     }
 
-    /// A MsgSnapshot is stepped only if its file arrived whole (through the
-    /// `Snapshot` call) and the peer is not still writing an earlier one.
+    /// A MsgSnapshot is stepped only if its descriptor installs our peer of
+    /// this region (`validate::check_snapshot`), its range overlaps no other
+    /// local region with data (but merge sources the region absorbs), its
+    /// file arrived whole through the `Snapshot` call with exactly this
+    /// descriptor, and the peer is not still writing an earlier one.
     fn snapshot_acceptable(&self, region_id: u64, msg: &Message) -> bool {
         if self
             .peers
@@ -535,20 +575,116 @@ impl Poller {
             tracing::debug!(region_id, "snapshot dropped: still applying the last one");
             return false;
         }
-        match snap::descriptor_of(msg.get_snapshot()) {
-            Ok(d) if self.snap.has_received(&d) => true,
-            Ok(_) => {
-                tracing::warn!(
-                    region_id,
-                    "snapshot message without its received file dropped"
-                );
-                false
-            }
+        let d = match snap::descriptor_of(msg.get_snapshot()) {
+            Ok(d) => d,
             Err(e) => {
                 tracing::warn!(region_id, error = %e, "snapshot message dropped");
-                false
+                DropReason::BadSnapshot.count(region_id);
+                return false;
+            }
+        };
+        let checked =
+            validate::check_snapshot(msg, &d, region_id, self.store_id, self.snap.max_bytes());
+        let overlapping = d.region.as_ref().and_then(|r| {
+            self.peers.values().find(|p| {
+                p.region_id() != region_id
+                    && p.is_initialized()
+                    && p.merge_target_id() != Some(region_id)
+                    && ranges_overlap(p.region(), r)
+            })
+        });
+        if let Some(p) = overlapping {
+            // Its range is another local region's (a forgery, or a stale
+            // snapshot from before a split): applying it would clear that
+            // region's data. A real leader sends a newer one.
+            tracing::info!(
+                region_id,
+                local_region_id = p.region_id(),
+                "snapshot overlapping a local region dropped"
+            );
+            DropReason::BadSnapshot.count(region_id);
+            return false;
+        }
+        if let Err(reason) = checked {
+            tracing::warn!(
+                region_id,
+                "snapshot not matching its message or this store dropped"
+            );
+            reason.count(region_id);
+            return false;
+        }
+        if !self.snap.has_received(&d) {
+            tracing::warn!(
+                region_id,
+                "snapshot message without its received file dropped"
+            );
+            DropReason::BadSnapshot.count(region_id);
+            return false;
+        }
+        true
+    }
+
+    /// Forgets uninitialized peers that got their snapshot (or are gone) and
+    /// asks PD about those past the grace (`fsm::uninit`).
+    fn scan_uninitialized(&mut self) {
+        for id in self.uninit.regions() {
+            if self.peers.get(&id).is_none_or(|p| p.is_initialized()) {
+                self.uninit.remove(id);
             }
         }
+        metrics::UNINITIALIZED_PEERS.set(self.uninit.len() as i64);
+        let Some(tx) = &self.pd_tx else {
+            return;
+        };
+        for region_id in self.uninit.due(Instant::now()) {
+            let _ = tx.send(PdTask::ValidatePeer { region_id });
+        }
+    }
+
+    /// PD answered about an uninitialized peer's region: destroyed unless PD
+    /// lists it (its raft state only: an empty peer has no data, and its
+    /// claimed range may be anyone's).
+    fn on_peer_validated(
+        &mut self,
+        region_id: u64,
+        answer: &Result<Option<Region>, String>,
+    ) -> Result<(), crate::Error> {
+        let Some(p) = self.peers.get(&region_id) else {
+            self.uninit.remove(region_id);
+            return Ok(());
+        };
+        if p.is_initialized() || p.is_applying_snapshot() {
+            self.uninit.remove(region_id);
+            return Ok(());
+        }
+        let verdict = uninit::verdict(answer, region_id, p.peer_id(), self.store_id);
+        if !self.uninit.on_answer(region_id, verdict, Instant::now()) {
+            if let Err(e) = answer {
+                tracing::debug!(region_id, error = %e, "cannot ask PD about an uninitialized peer");
+            }
+            return Ok(());
+        }
+        let peer_id = p.peer_id();
+        let mut wb = self.engine.batch();
+        PeerStorage::destroy(region_id, &mut wb);
+        // Not synced: a crash before the next synced write brings it back,
+        // and it is collected again.
+        self.engine.write(wb, false)?;
+        if let Some(mut p) = self.peers.remove(&region_id) {
+            p.on_stop();
+            metrics::REGION_COUNT.dec();
+        }
+        self.uninit.remove(region_id);
+        self.active.remove(&region_id);
+        self.deferred_tombstones.remove(&region_id);
+        metrics::UNINITIALIZED_PEERS.set(self.uninit.len() as i64);
+        metrics::UNINITIALIZED_PEERS_DESTROYED.inc();
+        tracing::info!(
+            region_id,
+            peer_id,
+            "uninitialized peer PD does not know destroyed"
+        );
+        Ok(())
     }
 
     /// The sender confirmed our peer of the region was removed (`m.region` is
@@ -611,6 +747,10 @@ impl Poller {
         self.engine.write(wb, true).map_err(|e| e.to_string())?;
         let peer =
             Peer::new(storage, &self.cfg, &self.logger, &self.snap).map_err(|e| e.to_string())?;
+        if !peer.is_initialized() {
+            self.uninit.insert(region_id, Instant::now());
+            metrics::UNINITIALIZED_PEERS.set(self.uninit.len() as i64);
+        }
         self.peers.insert(region_id, peer);
         metrics::REGION_COUNT.inc();
         tracing::info!(region_id, peer_id, initial, "created region peer");

@@ -31,10 +31,12 @@
 //!   into the compacted log: "term({index}) must be valid");
 //! - a read index response carries exactly one entry (its request context).
 
+use kura_proto::common::Region;
 use protobuf::Message as _;
 use raft::prelude::{Message, MessageType};
 
 use crate::metrics;
+use crate::peer::state::SnapshotDescriptor;
 
 /// Terms, indexes and commit indexes at or above this are forged: at a
 /// million entries a second a log reaches it after 146,000 years.
@@ -88,6 +90,14 @@ pub enum DropReason {
     /// A tombstone that names no newer view excluding the local peer, or whose
     /// sender could not confirm it.
     TombstoneRefused,
+    /// Would create an uninitialized peer while the store holds its most
+    /// (`fsm::uninit::MAX_UNINITIALIZED`).
+    UninitializedFull,
+    /// A snapshot whose descriptor does not match its message or this peer
+    /// (region id, index/term, our peer absent, conf state, range, size),
+    /// or whose range overlaps another local region, or whose file was not
+    /// received and verified.
+    BadSnapshot,
 }
 
 impl DropReason {
@@ -109,6 +119,8 @@ impl DropReason {
             DropReason::LogTermBelowCommit => "log_term_below_commit",
             DropReason::BadReadIndexResp => "bad_read_index_resp",
             DropReason::TombstoneRefused => "tombstone_refused",
+            DropReason::UninitializedFull => "uninitialized_peers_full",
+            DropReason::BadSnapshot => "bad_snapshot",
         }
     }
 
@@ -235,6 +247,59 @@ pub fn check_against(msg: &Message, local: LocalLog) -> Result<(), DropReason> {
     }
 }
 
+/// Whether `r`'s range is well formed: empty end (+inf) or above the start.
+pub fn range_ok(r: &Region) -> bool {
+    r.end_key.is_empty() || r.start_key < r.end_key
+}
+
+/// The checks of a MsgSnapshot's descriptor (the region it installs, the file
+/// it names) against the message and this store, before the file is
+/// received and before raft-rs sees the message: the snapshot apply clears
+/// and writes the descriptor's range, so a region of another id, without our
+/// peer, or a conf state that disagrees with its members must never get
+/// there. `max_bytes`: the store's snapshot size cap.
+pub fn check_snapshot(
+    msg: &Message,
+    desc: &SnapshotDescriptor,
+    region_id: u64,
+    store_id: u64,
+    max_bytes: u64,
+) -> Result<(), DropReason> {
+    let Some(r) = desc.region.as_ref() else {
+        return Err(DropReason::BadSnapshot);
+    };
+    let meta = msg.get_snapshot().get_metadata();
+    let cs = meta.get_conf_state();
+    // Ids only: learner flags are raft's business (and a promotion
+    // updates them separately).
+    let mut members: Vec<u64> = r.peers.iter().map(|p| p.id).collect();
+    let mut conf: Vec<u64> = cs
+        .voters
+        .iter()
+        .chain(cs.learners.iter())
+        .copied()
+        .collect();
+    members.sort_unstable();
+    conf.sort_unstable();
+    let ok = r.id == region_id
+        && desc.index == meta.index
+        && desc.term == meta.term
+        && meta.index > 0
+        && desc.size <= max_bytes
+        && range_ok(r)
+        && r.peers
+            .iter()
+            .any(|p| p.id == msg.to && p.store_id == store_id)
+        && members == conf
+        && cs.voters_outgoing.is_empty()
+        && cs.learners_next.is_empty();
+    if ok {
+        Ok(())
+    } else {
+        Err(DropReason::BadSnapshot)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use raft::prelude::Entry;
@@ -339,5 +404,76 @@ mod tests {
         assert_eq!(check_against(&m, LOCAL), Ok(()));
         let m = msg(MessageType::MsgReadIndexResp);
         assert_eq!(check_shape(&m), Err(DropReason::BadReadIndexResp));
+    }
+
+    fn snapshot_msg(to: u64, index: u64, voters: &[u64], learners: &[u64]) -> Message {
+        let mut m = msg(MessageType::MsgSnapshot);
+        m.to = to;
+        let meta = m.mut_snapshot().mut_metadata();
+        meta.index = index;
+        meta.term = 5;
+        meta.mut_conf_state().voters = voters.to_vec();
+        meta.mut_conf_state().learners = learners.to_vec();
+        m
+    }
+
+    fn descriptor(region_id: u64, index: u64, peers: &[(u64, u64, bool)]) -> SnapshotDescriptor {
+        use kura_proto::common::Peer;
+        SnapshotDescriptor {
+            region: Some(Region {
+                id: region_id,
+                start_key: b"a".to_vec().into(),
+                end_key: b"m".to_vec().into(),
+                peers: peers
+                    .iter()
+                    .map(|&(id, store_id, is_learner)| Peer {
+                        id,
+                        store_id,
+                        is_learner,
+                    })
+                    .collect(),
+                ..Default::default()
+            }),
+            index,
+            term: 5,
+            size: 1000,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_snapshot_must_install_our_peer_of_this_region() {
+        const MAX: u64 = 1 << 30;
+        let m = snapshot_msg(3, 20, &[1, 2], &[3]);
+        let d = descriptor(7, 20, &[(1, 11, false), (2, 12, false), (3, 13, true)]);
+        assert_eq!(check_snapshot(&m, &d, 7, 13, MAX), Ok(()));
+        let bad = |d: &SnapshotDescriptor, m: &Message, store: u64| {
+            check_snapshot(m, d, 7, store, MAX) == Err(DropReason::BadSnapshot)
+        };
+        // Another region, another store, another index, no region at all.
+        assert!(bad(&descriptor(8, 20, &[(3, 13, true)]), &m, 13));
+        assert!(bad(&d, &m, 12));
+        assert!(bad(
+            &descriptor(7, 21, &[(1, 11, false), (2, 12, false), (3, 13, true)]),
+            &m,
+            13
+        ));
+        assert!(bad(&SnapshotDescriptor::default(), &m, 13));
+        // Members that disagree with the conf state raft-rs will install.
+        assert!(bad(
+            &descriptor(7, 20, &[(1, 11, false), (3, 13, true)]),
+            &m,
+            13
+        ));
+        // An absurd claimed size, an inverted range.
+        let mut big = d.clone();
+        big.size = MAX + 1;
+        assert!(bad(&big, &m, 13));
+        let mut inverted = d.clone();
+        inverted.region.as_mut().unwrap().end_key = b"A".to_vec().into();
+        assert!(bad(&inverted, &m, 13));
+        let mut open = d.clone();
+        open.region.as_mut().unwrap().end_key = Default::default();
+        assert_eq!(check_snapshot(&m, &open, 7, 13, MAX), Ok(()));
     }
 }

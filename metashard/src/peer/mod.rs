@@ -393,6 +393,11 @@ impl Peer {
         self.raft.store().peer_id()
     }
 
+    /// False for an empty peer still waiting for its first snapshot.
+    pub fn is_initialized(&self) -> bool {
+        self.raft.store().is_initialized()
+    }
+
     pub fn is_leader(&self) -> bool {
         self.raft.raft.state == StateRole::Leader
     }

@@ -21,6 +21,11 @@ use super::SnapError;
 
 pub const MAGIC: &[u8; 8] = b"KURASNP1";
 
+/// The largest key plus value a record may hold: every pair came from one
+/// raft entry (`fsm::validate::MAX_ENTRY_BYTES`). A record claiming more is
+/// corrupt, and is refused before anything is allocated for it.
+pub const MAX_RECORD_BYTES: usize = crate::fsm::validate::MAX_ENTRY_BYTES;
+
 /// A running CRC32C (the checksum of every snapshot file).
 pub struct Crc(crc_fast::Digest);
 
@@ -103,6 +108,8 @@ pub struct SnapReader {
     input: BufReader<File>,
     crc: Crc,
     size: u64,
+    /// The file's length when opened: no record may claim past it.
+    len: u64,
 }
 
 /// One record of a snapshot file.
@@ -115,10 +122,12 @@ pub struct Record {
 impl SnapReader {
     pub fn open(path: &Path) -> Result<Self, SnapError> {
         let f = File::open(path).map_err(|e| SnapError::io(path, e))?;
+        let len = f.metadata().map_err(|e| SnapError::io(path, e))?.len();
         let mut r = SnapReader {
             input: BufReader::with_capacity(1 << 20, f),
             crc: Crc::new(),
             size: 0,
+            len,
         };
         let mut magic = [0u8; 8];
         r.read_exact(&mut magic)
@@ -154,6 +163,12 @@ impl SnapReader {
             .map_err(|_| SnapError::Corrupt(format!("unknown cf {}", head[0])))?;
         let kl = u32::from_le_bytes(head[1..5].try_into().expect("4 bytes")) as usize;
         let vl = u32::from_le_bytes(head[5..9].try_into().expect("4 bytes")) as usize;
+        let left = self.len.saturating_sub(self.size);
+        if kl + vl > MAX_RECORD_BYTES || (kl + vl) as u64 > left {
+            return Err(SnapError::Corrupt(format!(
+                "record of {kl}+{vl} bytes ({left} left in the file, at most {MAX_RECORD_BYTES})"
+            )));
+        }
         let mut key = vec![0u8; kl];
         self.read_exact(&mut key).map_err(io)?;
         let mut value = vec![0u8; vl];
@@ -164,6 +179,24 @@ impl SnapReader {
     /// (size, crc32c) of what was read so far.
     pub fn sum(&self) -> (u64, u32) {
         (self.size, self.crc.finish())
+    }
+}
+
+/// (size, crc32c) of the file at `path`, read in 1 MiB pieces.
+pub fn sum_of(path: &Path) -> Result<(u64, u32), SnapError> {
+    let mut f = File::open(path).map_err(|e| SnapError::io(path, e))?;
+    let mut buf = vec![0u8; 1 << 20];
+    let (mut crc, mut size) = (Crc::new(), 0u64);
+    loop {
+        match f.read(&mut buf) {
+            Ok(0) => return Ok((size, crc.finish())),
+            Ok(n) => {
+                crc.update(&buf[..n]);
+                size += n as u64;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(SnapError::io(path, e)),
+        }
     }
 }
 
@@ -202,5 +235,39 @@ mod tests {
         let mut r = SnapReader::open(&p).unwrap();
         r.next_record().unwrap();
         assert!(r.next_record().is_err());
+    }
+
+    #[test]
+    fn a_record_claiming_more_than_the_file_is_refused_before_allocating() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.snap");
+        let mut w = SnapWriter::create(&p).unwrap();
+        w.put(Cf::Meta, b"k1", b"v1").unwrap();
+        let (size, crc, _) = w.finish().unwrap();
+        assert_eq!(sum_of(&p).unwrap(), (size, crc));
+        // A header claiming a 4 GiB value after the real record.
+        let mut bytes = std::fs::read(&p).unwrap();
+        bytes.push(Cf::Meta as u8);
+        bytes.extend_from_slice(&1u32.to_le_bytes());
+        bytes.extend_from_slice(&u32::MAX.to_le_bytes());
+        bytes.push(b'k');
+        std::fs::write(&p, &bytes).unwrap();
+        let mut r = SnapReader::open(&p).unwrap();
+        assert!(r.next_record().unwrap().is_some());
+        match r.next_record() {
+            Err(SnapError::Corrupt(m)) => assert!(m.contains("left in the file"), "{m}"),
+            other => panic!("expected a corrupt record, got {:?}", other.map(|_| ())),
+        }
+        // One within the file but over the record cap.
+        let mut bytes = std::fs::read(&p).unwrap();
+        bytes.truncate(size as usize);
+        bytes.push(Cf::Meta as u8);
+        bytes.extend_from_slice(&0u32.to_le_bytes());
+        bytes.extend_from_slice(&((MAX_RECORD_BYTES + 1) as u32).to_le_bytes());
+        bytes.resize(bytes.len() + MAX_RECORD_BYTES + 1, 0);
+        std::fs::write(&p, &bytes).unwrap();
+        let mut r = SnapReader::open(&p).unwrap();
+        assert!(r.next_record().unwrap().is_some());
+        assert!(matches!(r.next_record(), Err(SnapError::Corrupt(_))));
     }
 }

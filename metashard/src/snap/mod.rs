@@ -20,6 +20,7 @@ pub mod file;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -57,6 +58,30 @@ pub const SNAP_TTL: Duration = Duration::from_secs(600);
 /// How often the generation thread looks for such files.
 const GC_INTERVAL: Duration = Duration::from_secs(60);
 
+/// The least snapshot size cap, whatever the split size.
+pub const MIN_MAX_SNAPSHOT_BYTES: u64 = 1 << 30;
+/// The cap when regions are never split by size (`--region-split-size-mb 0`).
+pub const UNSPLIT_MAX_SNAPSHOT_BYTES: u64 = 64 << 30;
+
+/// The largest snapshot a store receives (decision 0045): ten times the
+/// region split size, at least 1 GiB. A region outgrows its split size
+/// between checks (1/16 of it) and by what one object's prefix holds (splits
+/// never cut an object); the split size counts cf `meta` only while a file
+/// holds every cf and 9 bytes per record; ten times covers all of that.
+pub fn max_snapshot_bytes(split_size: u64) -> u64 {
+    if split_size == 0 {
+        return UNSPLIT_MAX_SNAPSHOT_BYTES;
+    }
+    split_size.saturating_mul(10).max(MIN_MAX_SNAPSHOT_BYTES)
+}
+
+/// Chunks a file of `size` bytes may come in: senders send [`CHUNK_SIZE`]
+/// chunks after the first (which carries the message); any split into
+/// pieces of 64 KiB or more is taken, a trickle of tiny or empty ones is not.
+pub fn max_chunks(size: u64) -> u64 {
+    size.div_ceil(64 << 10) + 2
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SnapError {
     #[error("snapshot file i/o: {0}")]
@@ -67,6 +92,9 @@ pub enum SnapError {
     Engine(#[from] crate::engine::EngineError),
     #[error("snapshot worker stopped")]
     Stopped,
+    /// Refused before or while receiving (the label is the metric's reason).
+    #[error("snapshot refused ({0}): {1}")]
+    Refused(&'static str, String),
 }
 
 impl SnapError {
@@ -77,7 +105,7 @@ impl SnapError {
     pub fn is_retryable(&self) -> bool {
         match self {
             SnapError::Io(_) | SnapError::Stopped => true,
-            SnapError::Corrupt(_) | SnapError::Engine(_) => false,
+            SnapError::Corrupt(_) | SnapError::Engine(_) | SnapError::Refused(..) => false,
         }
     }
 }
@@ -107,6 +135,9 @@ struct Shared {
     generated: Mutex<HashMap<u64, GenState>>,
     /// Received files a queued or running apply needs.
     applying: Mutex<HashSet<PathBuf>>,
+    /// Received and verified files with the descriptor they were checked
+    /// against: a MsgSnapshot is stepped only with exactly that descriptor.
+    received: Mutex<HashMap<PathBuf, SnapshotDescriptor>>,
 }
 
 /// The store's snapshot directory and workers.
@@ -120,6 +151,8 @@ pub struct SnapManager {
     pub send_limit: Arc<Semaphore>,
     /// Bounds concurrent receives of this store (`service`).
     pub recv_limit: Arc<Semaphore>,
+    /// The largest snapshot received ([`max_snapshot_bytes`]).
+    max_bytes: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -190,6 +223,7 @@ impl SnapManager {
             threads: Mutex::new(threads),
             send_limit: Arc::new(Semaphore::new(MAX_SENDING)),
             recv_limit: Arc::new(Semaphore::new(MAX_RECEIVING)),
+            max_bytes: AtomicU64::new(max_snapshot_bytes(96 << 20)),
         };
         Ok(Arc::new(m))
     }
@@ -206,6 +240,15 @@ impl SnapManager {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The largest snapshot file this store receives.
+    pub fn max_bytes(&self) -> u64 {
+        self.max_bytes.load(Ordering::Relaxed)
+    }
+
+    pub fn set_max_bytes(&self, n: u64) {
+        self.max_bytes.store(n, Ordering::Relaxed);
     }
 
     /// Where the leader's generated file of `d` is.
@@ -298,13 +341,24 @@ impl SnapManager {
         }
     }
 
-    /// Whether the verified file of this MsgSnapshot's descriptor is here.
+    /// Whether the file of this MsgSnapshot's descriptor was received and
+    /// verified against this very descriptor (a message naming the file of
+    /// another transfer with another size, checksum or region is not).
     pub fn has_received(&self, d: &SnapshotDescriptor) -> bool {
-        self.rcv_path(d).is_file()
+        let path = self.rcv_path(d);
+        lock(&self.shared.received).get(&path) == Some(d) && path.is_file()
     }
 
-    /// Starts receiving the file of `d`.
+    /// Starts receiving the file of `d`; refused at once when `d` claims
+    /// more than [`SnapManager::max_bytes`] (nothing is written).
     pub async fn receiver(&self, d: &SnapshotDescriptor) -> Result<Receiving, SnapError> {
+        let max = self.max_bytes();
+        if d.size > max {
+            return Err(refused(
+                "too_large",
+                format!("{} bytes claimed, at most {max} taken", d.size),
+            ));
+        }
         let path = self.rcv_path(d);
         // Unique: a retried send may overlap one still being received.
         let tmp = path.with_extension(format!("{:016x}.tmp", rand::random::<u64>()));
@@ -317,34 +371,61 @@ impl SnapManager {
             path,
             crc: Crc::new(),
             size: 0,
-            expect_size: d.size,
-            expect_crc: d.crc32c,
+            chunks: 0,
+            desc: d.clone(),
+            shared: self.shared.clone(),
             started: Instant::now(),
         })
     }
 }
 
+/// Counts a refused snapshot file and makes its error.
+pub fn refused(reason: &'static str, what: String) -> SnapError {
+    metrics::SNAPSHOTS_REFUSED
+        .with_label_values(&[reason])
+        .inc();
+    SnapError::Refused(reason, what)
+}
+
 /// A snapshot file being received; removed unless [`Receiving::finish`] succeeds.
+/// Everything is bounded by what arrives and by the descriptor (itself under
+/// the cap): nothing is allocated from a claimed size.
 pub struct Receiving {
     file: Option<tokio::fs::File>,
     tmp: PathBuf,
     path: PathBuf,
     crc: Crc,
     size: u64,
-    expect_size: u64,
-    expect_crc: u32,
+    chunks: u64,
+    desc: SnapshotDescriptor,
+    shared: Arc<Shared>,
     started: Instant,
 }
 
 impl Receiving {
+    /// One chunk's data (the first chunk's too, usually empty).
     pub async fn write(&mut self, b: &[u8]) -> Result<(), SnapError> {
         use tokio::io::AsyncWriteExt;
+        self.chunks += 1;
+        if b.len() > CHUNK_SIZE || self.chunks > max_chunks(self.desc.size) {
+            // Tiny or empty chunks would let a sender hold a receive slot
+            // far longer than the file needs.
+            return Err(refused(
+                "chunk",
+                format!(
+                    "chunk {} of {} bytes (at most {} chunks of {CHUNK_SIZE})",
+                    self.chunks,
+                    b.len(),
+                    max_chunks(self.desc.size)
+                ),
+            ));
+        }
         self.size += b.len() as u64;
-        if self.size > self.expect_size {
-            return Err(SnapError::Corrupt(format!(
-                "more than the {} bytes announced",
-                self.expect_size
-            )));
+        if self.size > self.desc.size {
+            return Err(refused(
+                "mismatch",
+                format!("more than the {} bytes announced", self.desc.size),
+            ));
         }
         self.crc.update(b);
         let f = self.file.as_mut().ok_or(SnapError::Stopped)?;
@@ -355,14 +436,17 @@ impl Receiving {
 
     /// Checks size and checksum, makes the file durable under its final name.
     pub async fn finish(mut self) -> Result<u64, SnapError> {
-        if self.size != self.expect_size || self.crc.finish() != self.expect_crc {
-            return Err(SnapError::Corrupt(format!(
-                "received {} bytes with crc32c {:08x}, expected {} bytes with {:08x}",
-                self.size,
-                self.crc.finish(),
-                self.expect_size,
-                self.expect_crc
-            )));
+        if self.size != self.desc.size || self.crc.finish() != self.desc.crc32c {
+            return Err(refused(
+                "mismatch",
+                format!(
+                    "received {} bytes with crc32c {:08x}, expected {} bytes with {:08x}",
+                    self.size,
+                    self.crc.finish(),
+                    self.desc.size,
+                    self.desc.crc32c
+                ),
+            ));
         }
         let f = self.file.take().ok_or(SnapError::Stopped)?;
         f.sync_all()
@@ -372,6 +456,7 @@ impl Receiving {
         tokio::fs::rename(&self.tmp, &self.path)
             .await
             .map_err(|e| SnapError::io(&self.path, e))?;
+        lock(&self.shared.received).insert(self.path.clone(), self.desc.clone());
         metrics::SNAPSHOT_DURATION
             .with_label_values(&["receive"])
             .observe(self.started.elapsed().as_secs_f64());
@@ -471,6 +556,7 @@ fn gc(dir: &Path, shared: &Shared) {
         if is_received && old && !applying.contains(&p) {
             tracing::info!(path = %p.display(), "removing an unused received snapshot");
             let _ = std::fs::remove_file(&p);
+            lock(&shared.received).remove(&p);
         }
     }
 }
@@ -560,6 +646,7 @@ fn apply_loop(
         let desc = task.state.descriptor.clone().unwrap_or_default();
         let res = apply_file(&engine, &dir, task.region_id, &task.state, None);
         lock(&shared.applying).remove(&dir.join(name("rcv", &desc)));
+        lock(&shared.received).remove(&dir.join(name("rcv", &desc)));
         let ok = match res {
             Ok(()) => {
                 let secs = started.elapsed().as_secs_f64();
@@ -611,6 +698,19 @@ fn apply_file(
         .as_ref()
         .ok_or_else(|| SnapError::Corrupt("apply state without descriptor".into()))?;
     let path = dir.join(name("rcv", desc));
+    // Nothing is cleared for a file that is not the one described (it was
+    // checked on receipt; a disk can still lose or flip bytes since).
+    let sum = file::sum_of(&path)?;
+    if sum != (desc.size, desc.crc32c) {
+        return Err(SnapError::Corrupt(format!(
+            "file {} is {} bytes with crc32c {:08x}, its descriptor says {} with {:08x}",
+            path.display(),
+            sum.0,
+            sum.1,
+            desc.size,
+            desc.crc32c
+        )));
+    }
     let mut r = SnapReader::open(&path)?;
     let region = desc.region.clone().unwrap_or_default();
     let mut wb = engine.batch();

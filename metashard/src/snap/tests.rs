@@ -89,14 +89,43 @@ fn generated_off_thread_received_and_applied_by_the_worker() {
         bad[12] ^= 1;
         let mut r = b.snap.receiver(&desc).await.unwrap();
         r.write(&bad).await.unwrap();
-        assert!(matches!(r.finish().await, Err(SnapError::Corrupt(_))));
+        assert!(matches!(
+            r.finish().await,
+            Err(SnapError::Refused("mismatch", _))
+        ));
         assert!(!b.snap.has_received(&desc), "a corrupt file is not kept");
+        // A claimed size over the cap is refused before a file exists.
+        let mut huge = desc.clone();
+        huge.size = b.snap.max_bytes() + 1;
+        assert!(matches!(
+            b.snap.receiver(&huge).await,
+            Err(SnapError::Refused("too_large", _))
+        ));
+        // More chunks than the size needs (a trickle holding the slot).
+        let mut r = b.snap.receiver(&desc).await.unwrap();
+        r.write(&[]).await.unwrap();
+        r.write(&[]).await.unwrap();
+        r.write(&bytes[..1]).await.unwrap();
+        assert!(matches!(
+            r.write(&bytes[1..2]).await,
+            Err(SnapError::Refused("chunk", _))
+        ));
+        drop(r);
         let mut r = b.snap.receiver(&desc).await.unwrap();
         r.write(&bytes[..10]).await.unwrap();
         r.write(&bytes[10..]).await.unwrap();
         r.finish().await.unwrap();
     });
     assert!(b.snap.has_received(&desc));
+    // The same file name with another descriptor (a forged MsgSnapshot
+    // naming this transfer's file) is not a received snapshot.
+    let mut other = desc.clone();
+    other.crc32c ^= 1;
+    assert!(!b.snap.has_received(&other));
+    assert_eq!(crate::snap::max_chunks(desc.size), 3, "{}", desc.size);
+    assert_eq!(crate::snap::max_snapshot_bytes(96 << 20), 1 << 30);
+    assert_eq!(crate::snap::max_snapshot_bytes(1 << 30), 10 << 30);
+    assert_eq!(crate::snap::max_snapshot_bytes(0), 64 << 30);
 
     let mut wb = b.engine.batch();
     wb.put_data(Cf::Meta, b"stale", b"x");

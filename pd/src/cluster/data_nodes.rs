@@ -68,6 +68,7 @@ impl Cluster {
             self.data_node_uuids.insert(node.id, uuid.to_string());
         }
         let id = node.id;
+        let address = node.address.clone();
         node.labels = Some(node.labels.unwrap_or_default());
         node.last_heartbeat_unix_ms = now_ms;
         let changed = match self.data_nodes.get(&id) {
@@ -83,23 +84,30 @@ impl Cluster {
         if changed {
             self.bump_placement_if_references(id);
         }
-        Ok((id, changed))
+        let replaced = self.registered_at(NodeKind::DataNode, id, &address);
+        Ok((id, changed || replaced))
     }
 
-    /// Records a data node heartbeat. Returns whether to persist (its
-    /// read-only flag flipped, which writers must learn through the map).
+    /// Records a data node heartbeat, proven by `uuid` (same rule as
+    /// [`Self::store_heartbeat`]). Returns whether to persist (its read-only
+    /// flag flipped, which writers must learn through the map, or this is the
+    /// first heartbeat carrying the uuid).
     pub fn data_node_heartbeat(
         &mut self,
         id: u64,
+        uuid: &str,
         capacity_bytes: u64,
         used_bytes: u64,
         read_only: bool,
         now_ms: i64,
     ) -> Result<bool, Error> {
-        let node = self
-            .data_nodes
-            .get_mut(&id)
-            .ok_or_else(|| Error::NotFound(format!("data node {id}")))?;
+        if !self.data_nodes.contains_key(&id) {
+            return Err(Error::NotFound(format!("data node {id}")));
+        }
+        let proved = self.accept_heartbeat(NodeKind::DataNode, id, uuid)?;
+        let Some(node) = self.data_nodes.get_mut(&id) else {
+            return Err(Error::NotFound(format!("data node {id}")));
+        };
         node.capacity_bytes = capacity_bytes;
         node.used_bytes = used_bytes;
         node.last_heartbeat_unix_ms = now_ms;
@@ -108,7 +116,7 @@ impl Cluster {
         if flipped {
             self.bump_placement_if_references(id);
         }
-        Ok(flipped)
+        Ok(flipped || proved)
     }
 
     /// Records the repair progress a data node's heartbeat carried.
@@ -150,6 +158,9 @@ impl Cluster {
         match self.data_node_admin_state(node.id) {
             AdminState::Leaving => Liveness::Offline,
             AdminState::Decommissioned => Liveness::Tombstone,
+            AdminState::Active if self.replaced_by(NodeKind::DataNode, node.id).is_some() => {
+                Liveness::Replaced
+            }
             AdminState::Active => self.liveness(
                 StoreState::Up,
                 node.last_heartbeat_unix_ms,
@@ -159,8 +170,14 @@ impl Cluster {
         }
     }
 
-    /// Whether `node` heartbeated within `within_ms` (counting from PD's start).
+    /// Whether `node` heartbeated within `within_ms` (counting from PD's
+    /// start). Never for a replaced node: whatever it said last, another
+    /// data dir holds its address now, so slot movement drains it at once
+    /// and repair does not wait for it.
     pub(super) fn heard_from(&self, node: &DataNode, now_ms: i64, within_ms: i64) -> bool {
+        if self.replaced_by(NodeKind::DataNode, node.id).is_some() {
+            return false;
+        }
         let last = node.last_heartbeat_unix_ms.max(self.liveness_floor_ms);
         now_ms.saturating_sub(last) <= within_ms
     }

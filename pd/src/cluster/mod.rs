@@ -7,7 +7,7 @@
 //!
 //! | file            | what |
 //! |-----------------|------|
-//! | `identity.rs`   | the id allocator and the rules for who may claim an id |
+//! | `identity.rs`   | the id allocator, who may claim an id, which heartbeats count, replaced ids |
 //! | `stores.rs`     | metashard stores: registration, heartbeats, liveness, deletion, labels |
 //! | `data_nodes.rs` | data nodes: registration, heartbeats, repair reports, decommission |
 //! | `mod.rs`        | the model itself and its regions (lookups, heartbeats, checks) |
@@ -22,7 +22,7 @@ pub use identity::{IdAllocator, NodeKind, ID_BATCH, MAX_ID};
 #[cfg(test)]
 pub(crate) use tests::uuid_for;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use kura_proto::common::{Peer, Region, RegionEpoch};
 use kura_proto::pd::store::State as StoreState;
@@ -87,9 +87,21 @@ pub enum Liveness {
     Down,
     Offline,
     Tombstone,
+    /// Another data dir registered at its address (a wiped or swapped
+    /// disk): scheduled like `Down` at once, without waiting for the down
+    /// timeout, until its own data dir registers again (decision 0044).
+    Replaced,
 }
 
 impl Liveness {
+    pub const ALL: [Liveness; 5] = [
+        Liveness::Up,
+        Liveness::Down,
+        Liveness::Offline,
+        Liveness::Tombstone,
+        Liveness::Replaced,
+    ];
+
     /// The name pd-ctl prints in `state_name`.
     pub fn name(self) -> &'static str {
         match self {
@@ -97,6 +109,7 @@ impl Liveness {
             Liveness::Down => "Down",
             Liveness::Offline => "Offline",
             Liveness::Tombstone => "Tombstone",
+            Liveness::Replaced => "Replaced",
         }
     }
 }
@@ -168,6 +181,15 @@ pub struct Cluster {
     /// An id without one is from before identities (adopted on first use).
     store_uuids: BTreeMap<u64, String>,
     data_node_uuids: BTreeMap<u64, String>,
+    /// Ids whose heartbeats carried their uuid since they last registered
+    /// (persisted, format 6): a heartbeat without one is refused for them.
+    store_beats_uuid: BTreeSet<u64>,
+    data_node_beats_uuid: BTreeSet<u64>,
+    /// id → the id that registered at its address with another data dir
+    /// (persisted, format 6): [`Liveness::Replaced`] until this id's own
+    /// data dir registers again.
+    store_replaced: BTreeMap<u64, u64>,
+    data_node_replaced: BTreeMap<u64, u64>,
     /// Data nodes not [`AdminState::Active`] (absent: active).
     data_node_admin: BTreeMap<u64, AdminState>,
     /// Each data node's last repair report (not persisted: heartbeats refill it).

@@ -74,8 +74,9 @@ impl Cluster {
     /// recorded with that uuid (a restart that lost its id before saving it),
     /// else a new one — never the id of another store at the same address,
     /// which may be the same disk wiped (Raft amnesia). A nonzero id must be a
-    /// store PD knows, with the same uuid; else nothing changes. Returns the
-    /// id and whether to persist.
+    /// store PD knows, with the same uuid; else nothing changes. Any other
+    /// store at the same address is then replaced by this one (decision 0044).
+    /// Returns the id and whether to persist.
     pub fn register_store(
         &mut self,
         mut store: Store,
@@ -116,8 +117,9 @@ impl Cluster {
             self.store_uuids.insert(store.id, uuid.to_string());
         }
         let id = store.id;
+        let address = store.address.clone();
         let labels = store.labels.clone().unwrap_or_default();
-        match self.stores.get_mut(&id) {
+        let (id, changed) = match self.stores.get_mut(&id) {
             Some(known) => {
                 if known.meta.state() == StoreState::Tombstone {
                     return Err(Error::Tombstone(format!("store {id}")));
@@ -131,7 +133,7 @@ impl Cluster {
                 known.meta.labels = Some(labels);
                 // An Offline store (being deleted) stays Offline across restarts.
                 known.meta.last_heartbeat_unix_ms = now_ms;
-                Ok((id, changed))
+                (id, changed)
             }
             None => {
                 let meta = Store {
@@ -149,30 +151,41 @@ impl Cluster {
                         stats: StoreStats::default(),
                     },
                 );
-                Ok((id, true))
+                (id, true)
             }
-        }
+        };
+        let replaced = self.registered_at(NodeKind::Store, id, &address);
+        Ok((id, changed || replaced))
     }
 
-    /// Records a store heartbeat. Returns whether bootstrap progress changed
-    /// (the store now hosts a region, so it no longer needs its initial peer).
+    /// Records a store heartbeat, proven by `uuid` (the data dir's identity;
+    /// [`super::identity::check_heartbeat`] has the rule: a wrong one, a
+    /// missing one once this id's heartbeats carried it, or a replaced id is
+    /// refused and changes nothing). Returns whether to persist: bootstrap
+    /// progress changed (the store now hosts a region, so it no longer needs
+    /// its initial peer), or this is the first heartbeat carrying the uuid.
     pub fn store_heartbeat(
         &mut self,
         store_id: u64,
+        uuid: &str,
         stats: StoreStats,
         now_ms: i64,
     ) -> Result<bool, Error> {
         let hosts_regions = stats.region_count >= 1;
-        let info = self
+        let state = self
             .stores
-            .get_mut(&store_id)
+            .get(&store_id)
+            .map(|s| s.meta.state())
             .ok_or_else(|| Error::NotFound(format!("store {store_id}")))?;
-        if info.meta.state() == StoreState::Tombstone {
+        if state == StoreState::Tombstone {
             return Err(Error::Tombstone(format!("store {store_id}")));
         }
-        info.meta.last_heartbeat_unix_ms = now_ms;
-        info.stats = stats;
-        Ok(hosts_regions && self.confirm_peer_created(store_id))
+        let proved = self.accept_heartbeat(NodeKind::Store, store_id, uuid)?;
+        if let Some(info) = self.stores.get_mut(&store_id) {
+            info.meta.last_heartbeat_unix_ms = now_ms;
+            info.stats = stats;
+        }
+        Ok((hosts_regions && self.confirm_peer_created(store_id)) | proved)
     }
 
     /// The store hosts the first region: stop asking it to create its peer.
@@ -210,12 +223,19 @@ impl Cluster {
     }
 
     pub fn store_liveness(&self, store: &Store, now_ms: i64, max_down_ms: i64) -> Liveness {
-        self.liveness(
+        match self.liveness(
             store.state(),
             store.last_heartbeat_unix_ms,
             now_ms,
             max_down_ms,
-        )
+        ) {
+            Liveness::Up | Liveness::Down
+                if self.replaced_by(NodeKind::Store, store.id).is_some() =>
+            {
+                Liveness::Replaced
+            }
+            l => l,
+        }
     }
 
     /// Starts deleting store `id` (`pdctl store delete`): it becomes

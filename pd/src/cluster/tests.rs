@@ -151,9 +151,10 @@ fn a_wiped_dir_at_the_same_address_gets_a_new_id() {
     assert!(changed && new != old);
     assert!(
         c.store(old).is_some(),
-        "the old id stays, to be seen as down"
+        "the old id stays, replaced (never revived empty)"
     );
     assert_eq!(c.store(old).unwrap().meta.last_heartbeat_unix_ms, 100);
+    assert_eq!(c.replaced_by(NodeKind::Store, old), Some(new));
     // The same for data nodes.
     let dn = |id: u64| DataNode {
         id,
@@ -258,7 +259,7 @@ fn deleting_a_store_goes_offline_then_tombstone_once_it_holds_no_peer() {
     assert_eq!(c.finish_store_deletions(), vec![ids[0]]);
     assert_eq!(c.store(ids[0]).unwrap().meta.state(), StoreState::Tombstone);
     assert!(matches!(
-        c.store_heartbeat(ids[0], StoreStats::default(), 3_000),
+        c.store_heartbeat(ids[0], "", StoreStats::default(), 3_000),
         Err(Error::Tombstone(_))
     ));
     assert!(matches!(
@@ -309,10 +310,10 @@ fn liveness_uses_heartbeats_and_the_restart_floor() {
     assert_eq!(c.store_liveness(&meta, 40_000, 30_000), Liveness::Down);
     c.liveness_floor_ms = 35_000;
     assert_eq!(c.store_liveness(&meta, 40_000, 30_000), Liveness::Up);
-    c.store_heartbeat(id, StoreStats::default(), 60_000)
+    c.store_heartbeat(id, "", StoreStats::default(), 60_000)
         .unwrap();
     assert!(matches!(
-        c.store_heartbeat(99, StoreStats::default(), 0),
+        c.store_heartbeat(99, "", StoreStats::default(), 0),
         Err(Error::NotFound(_))
     ));
 }
@@ -501,9 +502,9 @@ fn data_node_address_change_bumps_the_placement_version() {
         (id, true)
     );
     assert_eq!(c.placement.version, 2);
-    assert!(c.data_node_heartbeat(id, 10, 1, true, 30).unwrap());
+    assert!(c.data_node_heartbeat(id, "", 10, 1, true, 30).unwrap());
     assert_eq!(c.placement.version, 3);
-    assert!(!c.data_node_heartbeat(id, 10, 1, true, 40).unwrap());
+    assert!(!c.data_node_heartbeat(id, "", 10, 1, true, 40).unwrap());
     // A node no class references changes nothing.
     assert!(
         c.register_data_node(node(other, "d:10"), &uuid_for("d:9"), 50)
@@ -595,7 +596,7 @@ fn decommission_states_and_node_views() {
         "a backlog"
     );
     // The third node goes silent: it no longer holds the others back.
-    c.data_node_heartbeat(a, 0, 0, false, 40_000).unwrap();
+    c.data_node_heartbeat(a, "", 0, 0, false, 40_000).unwrap();
     assert!(c.repair_status(2, 40_000, 30_000).caught_up());
     assert_eq!(c.finish_decommissions(40_000, 30_000), vec![a]);
     assert_eq!(c.data_node_admin_state(a), AdminState::Decommissioned);
@@ -615,4 +616,223 @@ fn decommission_states_and_node_views() {
         2,
         "only the active ones"
     );
+}
+
+/// Refusals counted so far for (kind, reason).
+fn refused(kind: &str, reason: &str) -> u64 {
+    crate::metrics::metrics()
+        .heartbeats_refused
+        .with_label_values(&[kind, reason])
+        .get()
+}
+
+#[test]
+fn heartbeats_must_present_the_recorded_uuid_once_they_carried_it() {
+    let mut c = Cluster::new(1);
+    let dir = uuid_for("a:1");
+    let (id, _) = c
+        .register_store(store(0, "a:1", "z1"), &dir, 1_000)
+        .unwrap();
+    let beat = |c: &mut Cluster, uuid: &str, at: i64| {
+        c.store_heartbeat(id, uuid, StoreStats::default(), at)
+    };
+    let last = |c: &Cluster| c.store(id).unwrap().meta.last_heartbeat_unix_ms;
+    // An old binary sends none: taken while no heartbeat of this id carried one.
+    assert!(!beat(&mut c, "", 2_000).unwrap());
+    assert_eq!(last(&c), 2_000);
+    // The first carrying it: to persist, and from now on required.
+    assert!(beat(&mut c, &dir, 3_000).unwrap());
+    assert!(c.heartbeats_carry_uuid(NodeKind::Store, id));
+    assert!(
+        !beat(&mut c, &dir, 4_000).unwrap(),
+        "nothing new to persist"
+    );
+    let (wrong, none) = (refused("store", "wrong_uuid"), refused("store", "no_uuid"));
+    for (uuid, at) in [(uuid_for("evil"), 5_000), (String::new(), 6_000)] {
+        let err = beat(&mut c, &uuid, at).unwrap_err();
+        assert!(matches!(err, Error::IdentityMismatch(_)), "{err}");
+        assert_eq!(last(&c), 4_000, "a refused heartbeat changes nothing");
+    }
+    // Malformed is just another wrong uuid.
+    assert!(beat(&mut c, "NOT-HEX", 7_000).is_err());
+    assert!(refused("store", "wrong_uuid") >= wrong + 2);
+    assert!(refused("store", "no_uuid") > none);
+    let meta = c.store(id).unwrap().meta.clone();
+    assert_eq!(
+        c.store_liveness(&meta, 4_000 + 31_000, 30_000),
+        Liveness::Down,
+        "forged heartbeats do not keep it up"
+    );
+    // A registration (e.g. a downgraded binary) proves the dir afresh: its
+    // heartbeats need not carry the uuid until one does again.
+    c.register_store(store(id, "a:1", "z1"), &dir, 8_000)
+        .unwrap();
+    assert!(!c.heartbeats_carry_uuid(NodeKind::Store, id));
+    assert!(!beat(&mut c, "", 9_000).unwrap());
+    // Registered before identities and not since: nothing to check against.
+    c.restore_store(Store {
+        id: 50,
+        address: "old:1".into(),
+        ..Default::default()
+    });
+    assert!(!c
+        .store_heartbeat(50, &uuid_for("x"), StoreStats::default(), 1)
+        .unwrap());
+    assert!(!c.store_heartbeat(50, "", StoreStats::default(), 2).unwrap());
+
+    // The same rule for data nodes.
+    let node = DataNode {
+        address: "d:1".into(),
+        ..Default::default()
+    };
+    let ddir = uuid_for("d:1");
+    let (nid, _) = c.register_data_node(node, &ddir, 1_000).unwrap();
+    assert!(!c.data_node_heartbeat(nid, "", 1, 0, false, 2_000).unwrap());
+    assert!(c
+        .data_node_heartbeat(nid, &ddir, 1, 0, false, 3_000)
+        .unwrap());
+    let before = refused("data_node", "wrong_uuid");
+    for uuid in [uuid_for("evil"), String::new()] {
+        assert!(matches!(
+            c.data_node_heartbeat(nid, &uuid, 99, 99, true, 4_000),
+            Err(Error::IdentityMismatch(_))
+        ));
+    }
+    let n = c.data_node(nid).unwrap();
+    assert_eq!(
+        (n.last_heartbeat_unix_ms, n.capacity_bytes, n.read_only),
+        (3_000, 1, false)
+    );
+    assert!(refused("data_node", "wrong_uuid") > before);
+}
+
+#[test]
+fn a_new_data_dir_at_an_address_replaces_the_old_id_at_once() {
+    let mut c = Cluster::new(1);
+    let ids: Vec<u64> = (1..=4)
+        .map(|i| {
+            c.register_store_at(store(0, &format!("a:{i}"), &format!("z{i}")), 1_000)
+                .unwrap()
+                .0
+        })
+        .collect();
+    let old = ids[0];
+    let old_dir = uuid_for("a:1");
+    // The dir at a:1 is wiped: a new uuid registers there and gets a new id.
+    let (new, changed) = c
+        .register_store(store(0, "a:1", "z1"), &uuid_for("wiped"), 2_000)
+        .unwrap();
+    assert!(changed && new != old);
+    assert_eq!(c.replaced_by(NodeKind::Store, old), Some(new));
+    let meta = |c: &Cluster, id| c.store(id).unwrap().meta.clone();
+    // Replaced right away, well inside the down timeout; others untouched.
+    assert_eq!(
+        c.store_liveness(&meta(&c, old), 2_000, 30_000),
+        Liveness::Replaced
+    );
+    assert_eq!(
+        c.store_liveness(&meta(&c, new), 2_000, 30_000),
+        Liveness::Up
+    );
+    assert_eq!(
+        c.store_liveness(&meta(&c, ids[1]), 2_000, 30_000),
+        Liveness::Up
+    );
+    // The replica checker sees it as Down (its peers are replaced now).
+    let model = crate::schedule::model::ClusterModel::from_cluster(&c, 2_000, 30_000, 3_000);
+    assert_eq!(
+        model.stores[&old].state,
+        crate::schedule::model::StoreState::Down
+    );
+    // Its own dir's heartbeats are refused while replaced (they would not
+    // say where it is; a registration does).
+    let before = refused("store", "replaced");
+    assert!(matches!(
+        c.store_heartbeat(old, &old_dir, StoreStats::default(), 2_500),
+        Err(Error::IdentityMismatch(_))
+    ));
+    assert!(refused("store", "replaced") > before);
+    // Replacement survives a PD restart (format 6).
+    let back = crate::storage::StateFile::from_cluster(&c)
+        .into_cluster()
+        .unwrap();
+    assert_eq!(back.replaced_by(NodeKind::Store, old), Some(new));
+    // The old disk moved to another host: its dir registers there and the id
+    // is live again; the new id at a:1 stays (another address).
+    assert_eq!(
+        c.register_store(store(old, "b:1", "z1"), &old_dir, 3_000)
+            .unwrap(),
+        (old, true)
+    );
+    assert_eq!(c.replaced_by(NodeKind::Store, old), None);
+    assert_eq!(c.replaced_by(NodeKind::Store, new), None);
+    assert!(
+        c.store_heartbeat(old, &old_dir, StoreStats::default(), 3_100)
+            .unwrap(),
+        "the first heartbeat since it registered proves the uuid afresh"
+    );
+    assert_eq!(
+        c.store_liveness(&meta(&c, old), 3_100, 30_000),
+        Liveness::Up
+    );
+    // …and swapped back to a:1 (the wiped dir's process is gone): the new id
+    // is the one replaced now.
+    c.register_store(store(old, "a:1", "z1"), &old_dir, 4_000)
+        .unwrap();
+    assert_eq!(c.replaced_by(NodeKind::Store, new), Some(old));
+    // A restart of a dir at its own address replaces nobody.
+    c.register_store_at(store(ids[1], "a:2", "z2"), 5_000)
+        .unwrap();
+    assert_eq!(c.replaced_by(NodeKind::Store, ids[2]), None);
+    assert_eq!(
+        c.register_store_at(store(ids[1], "a:2", "z2"), 5_000)
+            .unwrap(),
+        (ids[1], false),
+        "nothing to persist"
+    );
+
+    // Data nodes: drained at once, not serving, not holding repair back.
+    let node = |id: u64, addr: &str| DataNode {
+        id,
+        address: addr.into(),
+        ..Default::default()
+    };
+    let (a, _) = c.register_data_node_at(node(0, "d:1"), 1_000).unwrap();
+    let (b, _) = c.register_data_node_at(node(0, "d:2"), 1_000).unwrap();
+    c.report_repair(
+        a,
+        RepairReport {
+            backlog: 5,
+            passes: 1,
+            map_version: 0,
+        },
+    );
+    let (fresh, _) = c
+        .register_data_node(node(0, "d:1"), &uuid_for("d:1 wiped"), 2_000)
+        .unwrap();
+    assert_eq!(c.replaced_by(NodeKind::DataNode, a), Some(fresh));
+    let na = c.data_node(a).unwrap().clone();
+    assert_eq!(c.data_node_liveness(&na, 2_000, 30_000), Liveness::Replaced);
+    let views = c.node_views(2_000, 30_000, 300_000);
+    let view = |id: u64| views.iter().find(|v| v.desc.id == id).unwrap().clone();
+    assert_eq!(view(a).drain, Some(Drain::Down), "well before down_after");
+    assert!(!view(a).serving);
+    assert_eq!((view(b).drain, view(fresh).drain), (None, None));
+    assert!(c.live_data_nodes(2_000, 30_000).iter().all(|n| n.id != a));
+    assert!(
+        !c.repair_status(0, 2_000, 30_000).lagging.contains(&a),
+        "its stale repair report holds nobody back"
+    );
+    assert!(matches!(
+        c.data_node_heartbeat(a, &uuid_for("d:1"), 1, 0, false, 2_100),
+        Err(Error::IdentityMismatch(_))
+    ));
+    // Its dir registers elsewhere: a member again.
+    c.register_data_node(node(a, "d:7"), &uuid_for("d:1"), 3_000)
+        .unwrap();
+    assert_eq!(c.replaced_by(NodeKind::DataNode, a), None);
+    assert!(c
+        .node_views(3_000, 30_000, 300_000)
+        .iter()
+        .all(|v| v.drain.is_none()));
 }

@@ -60,13 +60,24 @@ pub(super) fn render(shape: Shape, v: &Value, table: bool) -> String {
                     "ID",
                     "ADDRESS",
                     "STATE",
+                    "UUID",
+                    "REPLACED_BY",
                     "LABELS",
                     "REGIONS",
                     "LEADERS",
                     "LAST_HEARTBEAT",
                 ],
                 stores.iter().map(|s| {
-                    let mut row = cells(s, &["/store/id", "/store/address", "/store/state_name"]);
+                    let mut row = cells(
+                        s,
+                        &[
+                            "/store/id",
+                            "/store/address",
+                            "/store/state_name",
+                            "/store/uuid_prefix",
+                            "/store/replaced_by",
+                        ],
+                    );
                     row.push(labels_text(s.pointer("/store/labels")));
                     row.extend(cells(
                         s,
@@ -373,6 +384,8 @@ fn datanode_grid(nodes: &[Value]) -> String {
             "USED",
             "CAPACITY",
             "LAST_HEARTBEAT",
+            "UUID",
+            "REPLACED_BY",
         ],
         nodes.iter().map(|n| {
             let mut row = cells(n, &["/id", "/address", "/state_name"]);
@@ -390,6 +403,8 @@ fn datanode_grid(nodes: &[Value]) -> String {
                     "/used",
                     "/capacity",
                     "/last_heartbeat_ts",
+                    "/uuid_prefix",
+                    "/replaced_by",
                 ],
             ));
             row
@@ -500,6 +515,8 @@ mod tests {
         assert_eq!(words(0)[9..11], ["REPAIR_BACKLOG", "REPAIR_VERSION"], "{t}");
         assert_eq!(words(1)[9..11], ["12", "9"], "{t}");
         assert_eq!(words(2)[9..11], ["-", "-"], "no report yet: {t}");
+        assert_eq!(words(0)[14..16], ["UUID", "REPLACED_BY"], "{t}");
+        assert_eq!(words(1)[14..16], ["-", "-"], "{t}");
         assert_eq!(
             words(2)[2..9],
             ["Offline", "-", "false", "32", "decommission", "0", "0"],
@@ -563,16 +580,28 @@ mod tests {
     fn store_table_shows_state_and_labels() {
         let v = json!({"count": 1, "stores": [{
             "store": {"id": 1, "address": "127.0.0.1:20160", "state_name": "Up",
-                      "labels": [{"key": "zone", "value": "z1"}], "status_address": ""},
+                      "labels": [{"key": "zone", "value": "z1"}], "status_address": "",
+                      "uuid_prefix": "0a1b2c3d"},
             "status": {"region_count": 1, "leader_count": 0, "capacity": 0, "used": 0,
+                       "last_heartbeat_ts": "2026-01-01T00:00:00Z"}}, {
+            "store": {"id": 2, "address": "127.0.0.1:20160", "state_name": "Replaced",
+                      "labels": [], "status_address": "", "uuid_prefix": "99aa88bb",
+                      "replaced_by": 1},
+            "status": {"region_count": 0, "leader_count": 0, "capacity": 0, "used": 0,
                        "last_heartbeat_ts": "2026-01-01T00:00:00Z"}}]});
         let t = render(Shape::Stores, &v, true);
         let lines: Vec<&str> = t.lines().collect();
         assert!(lines[0].starts_with("ID  ADDRESS"));
+        assert!(lines[0].contains("UUID") && lines[0].contains("REPLACED_BY"));
         assert!(
             lines[1].contains("127.0.0.1:20160")
                 && lines[1].contains("zone=z1")
                 && lines[1].contains("Up")
+                && lines[1].contains("0a1b2c3d")
+        );
+        assert!(
+            lines[2].contains("Replaced") && lines[2].contains("99aa88bb"),
+            "{t}"
         );
     }
 

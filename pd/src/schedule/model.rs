@@ -170,7 +170,9 @@ impl ClusterModel {
                     StoreState::Disconnected
                 }
                 Liveness::Up => StoreState::Up,
-                Liveness::Down => StoreState::Down,
+                // Another data dir holds its address: its peers cannot be
+                // live, so they are replaced now, not after the down timeout.
+                Liveness::Down | Liveness::Replaced => StoreState::Down,
                 Liveness::Offline => StoreState::Offline,
                 Liveness::Tombstone => StoreState::Tombstone,
             };

@@ -129,20 +129,9 @@ impl<'a> Signing<'a> {
                 policy,
                 ..
             } => {
-                let step = |key: &[u8], data: &str| {
-                    hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, key), data.as_bytes())
-                };
-                let k = step(format!("AWS4{secret}").as_bytes(), date);
-                let k = step(k.as_ref(), region);
-                let k = step(k.as_ref(), service);
-                let k = step(k.as_ref(), "aws4_request");
+                let key = crate::sigv4::signing_key(secret, date, region, service);
                 match hex::decode(signature) {
-                    Ok(sig) => hmac::verify(
-                        &hmac::Key::new(hmac::HMAC_SHA256, k.as_ref()),
-                        policy.as_bytes(),
-                        &sig,
-                    )
-                    .is_ok(),
+                    Ok(sig) => hmac::verify(&key, policy.as_bytes(), &sig).is_ok(),
                     Err(_) => false,
                 }
             }
