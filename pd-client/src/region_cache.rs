@@ -101,7 +101,10 @@ impl RegionCache {
     /// Caches a region PD sent; `None` when the cache knows a newer region
     /// overlapping it (PD is behind a split), which is then kept.
     fn insert(&self, info: RegionInfo) -> Option<RegionRoute> {
-        let region = info.region.unwrap_or_default();
+        let mut region = info.region.unwrap_or_default();
+        // Cached for long: own the keys rather than pin the response's buffer.
+        region.start_key = region.start_key.to_vec().into();
+        region.end_key = region.end_key.to_vec().into();
         let route = RegionRoute {
             region,
             leader: info.leader,

@@ -428,9 +428,14 @@ impl PdCore {
 
     pub async fn region_heartbeat(&self, req: RegionHeartbeatRequest) -> Result<(), Error> {
         metrics().region_heartbeats.inc();
-        let region = req
+        let mut region = req
             .region
             .ok_or_else(|| Error::InvalidArgument("region heartbeat without a region".into()))?;
+        // Kept for as long as the region lives: own the keys. Decoded by tonic
+        // they are views into the request's whole receive buffer (8 KiB at
+        // least), which every stored region would otherwise pin.
+        region.start_key = region.start_key.to_vec().into();
+        region.end_key = region.end_key.to_vec().into();
         let region_id = region.id;
         let mut inner = self.inner.lock().await;
         let bootstrapping = inner.cluster.bootstrap.clone();

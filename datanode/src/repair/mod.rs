@@ -481,7 +481,9 @@ impl RepairWorker {
             .await
             .map_err(|e| DataNodeError::Unavailable(format!("metadata: {e}")))?;
         if yes {
-            self.known_referenced.insert(body.data_id.clone());
+            // A copy: the id is a slice of a whole listing page's buffer.
+            self.known_referenced
+                .insert(Bytes::copy_from_slice(&body.data_id));
         }
         Ok(yes)
     }

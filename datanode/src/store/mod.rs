@@ -570,6 +570,7 @@ impl Store {
     /// itself until committed or dropped (drop = abort).
     pub fn begin_put(self: &Arc<Self>, header: FragmentHeader) -> Result<PutWriter, StoreError> {
         validate_header(&header)?;
+        let header = detached(header);
         self.check_writable()?;
         let meta = header.encode_to_vec();
         let mut st = WriteState {
@@ -893,6 +894,17 @@ fn read_checked_block(
         ))));
     }
     Ok(Ok((data, stored_crc)))
+}
+
+/// `h` with byte fields that own their memory. Decoded by tonic, `data_id` is a slice of
+/// the whole message it came in, the fragment's first block included: kept in the index as
+/// is, it pinned that buffer (256 KiB and more) for as long as the fragment lived, so a data
+/// node's memory grew by every byte it stored.
+fn detached(mut h: FragmentHeader) -> FragmentHeader {
+    if let Some(id) = h.id.as_mut() {
+        id.data_id = Bytes::copy_from_slice(&id.data_id);
+    }
+    h
 }
 
 fn validate_header(h: &FragmentHeader) -> Result<(), StoreError> {

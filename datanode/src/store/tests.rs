@@ -1678,3 +1678,35 @@ fn direct_io_measurement() {
         );
     }
 }
+
+/// The index must not keep a slice of the message a header came in: tonic
+/// decodes `data_id` as a view into the whole received buffer (the first
+/// block with it), and holding it pinned that buffer for the fragment's life.
+#[test]
+fn the_index_owns_its_headers_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path(), opts()).unwrap();
+    // A received message: 16 bytes of id followed by a block's worth of data.
+    let message = Bytes::from(vec![9u8; 16 + 256 << 10]);
+    let mut h = header(9);
+    h.id = Some(FragmentId {
+        data_id: message.slice(0..16),
+        shard: 3,
+    });
+    let id = h.id.clone().unwrap();
+    let mut w = s.begin_put(h).unwrap();
+    let block = vec![1u8; BS as usize];
+    w.append_block(&block, crc32c(&block)).unwrap();
+    w.commit().unwrap();
+    let loc = s.location(&id).unwrap();
+    let kept = loc.header.id.as_ref().unwrap().data_id.as_ptr() as usize;
+    let (start, end) = (
+        message.as_ptr() as usize,
+        message.as_ptr() as usize + message.len(),
+    );
+    assert!(
+        !(start..end).contains(&kept),
+        "the index holds a view into the received message"
+    );
+    assert_eq!(loc.header.id.as_ref().unwrap().data_id, id.data_id);
+}
