@@ -198,6 +198,29 @@ fn pd(c: &Cluster) -> RawPd<Channel> {
     c.pd_grpc()
 }
 
+/// The region holding the object keys, its leader and one follower, as PD
+/// has them.
+async fn object_region_follower(pd: &mut RawPd<Channel>) -> (Region, Peer, Peer) {
+    let info = pd
+        .get_region(GetRegionRequest {
+            key: vec![0x02].into(),
+        })
+        .await
+        .expect("region")
+        .into_inner()
+        .region
+        .expect("a region holds the object keys");
+    let region: Region = info.region.expect("region");
+    let leader = info.leader.expect("the region has a leader");
+    let victim = region
+        .peers
+        .iter()
+        .find(|p| p.id != leader.id)
+        .expect("a follower")
+        .clone();
+    (region, leader, victim)
+}
+
 fn metashard(addr: &str) -> MetashardClient<Channel> {
     MetashardClient::new(lazy_channel(addr).expect("metashard channel"))
 }
@@ -285,23 +308,7 @@ fn forged_internal_messages_are_refused_and_every_process_keeps_serving() {
                 .expect("metashard component of the store")
                 .status
         };
-        let info = pd
-            .get_region(GetRegionRequest {
-                key: vec![0x02].into(),
-            })
-            .await
-            .expect("region")
-            .into_inner()
-            .region
-            .expect("a region holds the object keys");
-        let region: Region = info.region.expect("region");
-        let leader = info.leader.expect("the region has a leader");
-        let victim = region
-            .peers
-            .iter()
-            .find(|p| p.id != leader.id)
-            .expect("a follower")
-            .clone();
+        let (region, leader, victim) = object_region_follower(&mut pd).await;
         let victim_addr = addr_of[&victim.store_id].clone();
         let victim_status = status_of(victim.store_id);
         let before = status(&victim_addr, region.id)
@@ -621,23 +628,7 @@ fn forged_internal_messages_are_refused_and_every_process_keeps_serving() {
         // claimed size, more bytes than claimed, a wrong checksum, another
         // region's descriptor, and a MsgSnapshot with no received file on the
         // raft stream. All refused and counted; nothing applied.
-        let info = pd
-            .get_region(GetRegionRequest {
-                key: vec![0x02].into(),
-            })
-            .await
-            .expect("region")
-            .into_inner()
-            .region
-            .expect("a region holds the object keys");
-        let region: Region = info.region.expect("region");
-        let leader = info.leader.expect("the region has a leader");
-        let victim = region
-            .peers
-            .iter()
-            .find(|p| p.id != leader.id)
-            .expect("a follower")
-            .clone();
+        let (region, leader, victim) = object_region_follower(&mut pd).await;
         let victim_addr = stores
             .iter()
             .find(|s| s.id == victim.store_id)
