@@ -203,9 +203,12 @@ pub struct Peer {
     renew_lease: bool,
     /// Ticks since start, for sampling peer health every few ticks.
     health_ticks: u32,
-    /// While leader: when each other peer last answered.
+    /// While leader: when each other peer last answered (set on every
+    /// message a peer sends, and sampled from raft's progress each tick).
     peer_seen: HashMap<u64, Instant>,
     peer_down_after: Duration,
+    /// One election timeout: a transfer target heard from within it is up.
+    election_timeout: Duration,
     /// The (down, pending) peer ids last reported to PD.
     reported_health: (Vec<u64>, Vec<u64>),
     /// Ticks left during which this peer re-campaigns while the region has
@@ -303,6 +306,7 @@ impl Peer {
             health_ticks: 0,
             peer_seen: HashMap::new(),
             peer_down_after: cfg.peer_down_after,
+            election_timeout: cfg.tick * cfg.election_ticks as u32,
             reported_health: (Vec::new(), Vec::new()),
             heartbeat_due: false,
             // Spread periodic heartbeats of many regions over the interval.
@@ -443,6 +447,9 @@ impl Peer {
     }
 
     pub fn step(&mut self, msg: Message) {
+        if self.is_leader && msg.from != 0 && msg.from != self.peer_id() {
+            self.peer_seen.insert(msg.from, Instant::now());
+        }
         if let Err(e) = self.raft.step(msg) {
             tracing::debug!(region_id = self.region_id(), error = %e, "raft step failed");
         }
@@ -815,13 +822,20 @@ impl Peer {
         // won its election (or an election timeout passes): refuse a target
         // that is far behind or not heard from lately (down, partitioned),
         // instead of stalling the region's writes for nothing.
+        // raft-rs clears `recent_active` at every quorum check, so a live
+        // peer can read as inactive until its next answer: what we heard
+        // from it ourselves within an election timeout counts too.
         let last = self.raft.raft.raft_log.last_index();
+        let heard = self
+            .peer_seen
+            .get(&to_peer)
+            .is_some_and(|t| t.elapsed() < self.election_timeout);
         match self.raft.raft.prs().get(to_peer) {
-            Some(pr) if pr.recent_active && pr.matched + MAX_TRANSFER_LAG >= last => {}
+            Some(pr) if (pr.recent_active || heard) && pr.matched + MAX_TRANSFER_LAG >= last => {}
             Some(pr) => {
                 return Err(errors::server_busy(&format!(
                     "transfer target peer {to_peer} is not caught up (matched {}, last {last}, \
-                     recently active {})",
+                     recently active {}, heard within an election timeout {heard})",
                     pr.matched, pr.recent_active
                 )))
             }
