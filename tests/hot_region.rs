@@ -11,7 +11,7 @@
 //! 3. Under a PUT load, `pdctl region topwrite` shows written bytes for the
 //!    region the PUTs go to.
 mod common;
-use common::{object_prefix_hex, wait_until, Cluster};
+use common::{bucket_hex_by_split, object_prefix_hex, split_at, wait_until, Cluster};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Stdio;
@@ -20,16 +20,6 @@ use std::time::Instant;
 const OBJECTS: usize = 80;
 /// Object regions start at these objects (`h/00000` .. ).
 const REGION_STARTS: [usize; 4] = [0, 20, 40, 60];
-
-/// Splits the region holding `hex` at `hex` unless a region starts there.
-fn split_at(c: &Cluster, hex: &str) {
-    let r = c.must_pdctl(&["region", "key", "--hex", hex]);
-    if r["start_key"].as_str() == Some(hex) {
-        return;
-    }
-    let id = r["id"].as_u64().expect("region id").to_string();
-    c.must_pdctl(&["operator", "add", "split-region", &id, "--key", hex]);
-}
 
 /// Ids of the regions starting at the object regions' start keys.
 fn object_regions(c: &Cluster, starts: &BTreeSet<String>) -> Vec<u64> {
@@ -71,17 +61,10 @@ fn hot_read_leaders_spread_and_flow_is_listed() {
 
     // 1. The first split (at the middle of the keys) names the bucket id;
     // then one region per 20 objects, the bucket record apart.
-    let first = c.regions()[0]["id"].as_u64().expect("region id");
-    let split = c.must_pdctl(&["operator", "add", "split-region", &first.to_string()]);
-    let key = split["regions"][1]["start_key"]
-        .as_str()
-        .expect("split key")
-        .to_string();
-    assert!(key.starts_with("02") && key.len() > 18, "{key}");
-    let bucket_hex = &key[2..18];
+    let (bucket_hex, _) = bucket_hex_by_split(&c);
     let starts: BTreeSet<String> = REGION_STARTS
         .iter()
-        .map(|i| object_prefix_hex(bucket_hex, &format!("h/{i:05}")))
+        .map(|i| object_prefix_hex(&bucket_hex, &format!("h/{i:05}")))
         .collect();
     for hex in &starts {
         split_at(&c, hex);

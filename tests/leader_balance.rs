@@ -105,14 +105,8 @@ fn leaders_balance_move_and_survive_kill9_of_the_busiest_store() {
 
     // Split the only region in the middle (bucket record | object `a`):
     // the split key names the bucket id.
-    let first = c.regions()[0]["id"].as_u64().expect("region id");
-    let split = c.must_pdctl(&["operator", "add", "split-region", &first.to_string()]);
-    let right = &split["regions"][1];
-    let key = right["start_key"].as_str().expect("split key");
-    assert!(key.starts_with("02") && key.len() > 18, "{key}");
-    let bucket_hex = key[2..18].to_string();
+    let (bucket_hex, mut region) = common::bucket_hex_by_split(&c);
     // Then cut the writer's keys (`w/000000`, `w/000001`, ...) every 4 keys.
-    let mut region = right["id"].as_u64().expect("id");
     for k in 1..=(REGIONS - 2) {
         let at = object_prefix_hex(&bucket_hex, &format!("w/{:06}", k * 4));
         let v = c.must_pdctl(&[

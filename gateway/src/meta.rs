@@ -104,6 +104,13 @@ impl Meta {
         })
     }
 
+    /// Where the region holding `key` ends, as the region cache knows it
+    /// (`None`: the keyspace's end, or unknown): for grouping keys into
+    /// per-region batches.
+    pub async fn region_end(&self, key: &[u8]) -> Option<Bytes> {
+        self.client.region_end(key).await
+    }
+
     /// Deletes `keys` wherever they live, one batch per region (not atomic
     /// across regions; deletes are idempotent).
     pub async fn delete_many(&self, cf: Cf, keys: Vec<Bytes>) -> GwResult<()> {

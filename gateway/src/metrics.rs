@@ -160,6 +160,31 @@ static RATELIMIT_REPORTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
 });
 
+static DELETE_BATCHES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register(
+        IntCounterVec::new(
+            Opts::new(
+                "kura_gateway_delete_batches_total",
+                "DeleteObjects metadata batches (keys of one region), by outcome: applied, \
+                 or by_key (a key changed since its read, or the keys spanned regions: each \
+                 key deleted on its own) or failed (metadata unavailable)",
+            ),
+            &["outcome"],
+        )
+        .expect("valid metric"),
+    )
+});
+
+static DELETE_BATCH_KEYS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register(
+        IntCounter::new(
+            "kura_gateway_delete_batch_keys_total",
+            "Keys DeleteObjects committed in batches that applied",
+        )
+        .expect("valid metric"),
+    )
+});
+
 /// Forces registration so the series exist before the first request.
 pub fn init() {
     LazyLock::force(&REQUESTS);
@@ -175,6 +200,16 @@ pub fn init() {
     LazyLock::force(&RATELIMIT_THROTTLED);
     LazyLock::force(&RATELIMIT_SCOPES);
     LazyLock::force(&RATELIMIT_REPORTS);
+    LazyLock::force(&DELETE_BATCHES);
+    LazyLock::force(&DELETE_BATCH_KEYS);
+}
+
+/// One DeleteObjects batch of `keys` keys ended with `outcome`.
+pub fn delete_batch(outcome: &'static str, keys: usize) {
+    DELETE_BATCHES.with_label_values(&[outcome]).inc();
+    if outcome == "applied" {
+        DELETE_BATCH_KEYS.inc_by(keys as u64);
+    }
 }
 
 /// "2xx", "4xx", ...

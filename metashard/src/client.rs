@@ -335,6 +335,17 @@ impl MetaClient {
         })
     }
 
+    /// Where the region that holds `key` ends, as the region cache knows it
+    /// (`None`: at the end of the keyspace, or not known). For grouping keys
+    /// into per-region batches; a stale answer only costs a batch that
+    /// fails with `InvalidRequest` (its keys span regions).
+    pub async fn region_end(&self, key: &[u8]) -> Option<Bytes> {
+        match self.cache.locate(key).await {
+            Ok(Some(route)) if !route.region.end_key.is_empty() => Some(route.region.end_key),
+            _ => None,
+        }
+    }
+
     /// Deletes `keys` of `cf` wherever they live: one unconditional batch
     /// per region (grouped through the region cache). Deletes are
     /// idempotent, so a group that a split cut in two is simply sent again
@@ -350,15 +361,10 @@ impl MetaClient {
         };
         let mut i = 0;
         while i < keys.len() {
-            let end_key = match self.cache.locate(&keys[i]).await {
-                Ok(Some(route)) => route.region.end_key.to_vec(),
-                _ => Vec::new(),
-            };
             // Keys i..j lie in the region that holds key i (as cached).
-            let j = if end_key.is_empty() {
-                keys.len()
-            } else {
-                i + keys[i..].partition_point(|k| k.as_ref() < end_key.as_slice())
+            let j = match self.region_end(&keys[i]).await {
+                None => keys.len(),
+                Some(end) => i + keys[i..].partition_point(|k| k.as_ref() < end.as_ref()),
             };
             let j = j.max(i + 1);
             let group: Vec<Mutation> = keys[i..j].iter().map(delete).collect();

@@ -582,14 +582,24 @@ impl Cluster {
     /// Starts a Python script from tests/py in the background, with the
     /// endpoint and credentials as env and stdout piped.
     pub fn spawn_python(&self, script: &str, args: &[&str]) -> Child {
+        let mut cmd = self.python_cmd(script, args);
+        cmd.stdout(Stdio::piped());
+        cmd.spawn().expect("spawn python3")
+    }
+
+    /// `python3 tests/py/SCRIPT ARGS` with the endpoint, credentials, data
+    /// dir (`KURA_DIR`) and kura binary (`KURA_BIN`) as env.
+    fn python_cmd(&self, script: &str, args: &[&str]) -> Command {
         let path = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/py")
             .join(script);
         let mut cmd = Command::new("python3");
-        cmd.arg(path).args(args).stdout(Stdio::piped());
+        cmd.arg(path).args(args);
         self.aws_env(&mut cmd);
-        cmd.env("KURA_S3", &self.s3).env("KURA_DIR", &self.dir);
-        cmd.spawn().expect("spawn python3")
+        cmd.env("KURA_S3", &self.s3)
+            .env("KURA_DIR", &self.dir)
+            .env("KURA_BIN", KURA);
+        cmd
     }
 
     /// Starts data node `datanode-N` in `zone` beside the cluster (its
@@ -819,13 +829,7 @@ impl Cluster {
 
     /// `python` with extra environment variables.
     pub fn python_env(&self, script: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/py")
-            .join(script);
-        let mut cmd = Command::new("python3");
-        cmd.arg(path).args(args);
-        self.aws_env(&mut cmd);
-        cmd.env("KURA_S3", &self.s3).env("KURA_DIR", &self.dir);
+        let mut cmd = self.python_cmd(script, args);
         cmd.envs(env.iter().copied());
         cmd.output().expect("run python3")
     }
@@ -888,6 +892,28 @@ fn tail(s: &str, n: usize) -> String {
 pub fn object_prefix_hex(bucket_hex: &str, key: &str) -> String {
     let key: String = key.bytes().map(|b| format!("{b:02X}")).collect();
     format!("02{bucket_hex}{key}0000")
+}
+
+/// Splits the first region (bucket record | objects, while the cluster has
+/// one bucket) in the middle; the split key (`02 <bucket id> enc(key)`)
+/// names the bucket id. Returns (bucket id hex, id of the right half).
+pub fn bucket_hex_by_split(c: &Cluster) -> (String, u64) {
+    let first = c.regions()[0]["id"].as_u64().expect("region id");
+    let split = c.must_pdctl(&["operator", "add", "split-region", &first.to_string()]);
+    let right = &split["regions"][1];
+    let key = right["start_key"].as_str().expect("split key");
+    assert!(key.starts_with("02") && key.len() > 18, "{key}");
+    (key[2..18].to_string(), right["id"].as_u64().expect("id"))
+}
+
+/// Splits the region holding `hex` at `hex`, unless a region starts there.
+pub fn split_at(c: &Cluster, hex: &str) {
+    let r = c.must_pdctl(&["region", "key", "--hex", hex]);
+    if r["start_key"].as_str() == Some(hex) {
+        return;
+    }
+    let id = r["id"].as_u64().expect("region id").to_string();
+    c.must_pdctl(&["operator", "add", "split-region", &id, "--key", hex]);
 }
 
 pub fn pattern(len: usize, seed: u64) -> Vec<u8> {

@@ -705,81 +705,17 @@ pub async fn delete_version_if(
     opts: DeleteOptions,
     pre: &WritePrecondition,
 ) -> GwResult<Deleted> {
-    let bucket_id = scope.bucket_id;
-    let asked = match r {
-        VersionRef::Null => "null".to_string(),
-        VersionRef::Id(v) => format_version(v),
-    };
-    let reported = scope.versioning.reports_versions().then(|| asked.clone());
     let delta_id = usage::new_delta_id();
     for _ in 0..RMW_ATTEMPTS {
-        // The version and, for a null version above others, its anchor.
-        let (target, anchor) = match r {
-            VersionRef::Null => {
-                let slot = null_slot(ctx, bucket_id, key).await?;
-                match (slot.slot, slot.target) {
-                    (Some(a), Some(t)) if a.is_anchor() => (t, Some(a)),
-                    // An anchor whose target is gone: drop it.
-                    (Some(a), None) if a.is_anchor() => (a, None),
-                    (Some(s), _) => (s, None),
-                    (None, _) => {
-                        pre.check(None)?;
-                        return Ok(Deleted {
-                            version_id: reported,
-                            delete_marker: false,
-                        });
-                    }
-                }
-            }
-            VersionRef::Id(v) => {
-                let Some(t) = get_version(ctx, bucket_id, key, v).await? else {
-                    pre.check(None)?;
-                    return Ok(Deleted {
-                        version_id: reported,
-                        delete_marker: false,
-                    });
-                };
-                let anchor = if t.record.null_version {
-                    get_version(ctx, bucket_id, key, NULL_VERSION)
-                        .await?
-                        .filter(|a| a.is_anchor() && a.record.null_moved_to == v)
-                } else {
-                    None
-                };
-                (t, anchor)
-            }
+        let mut plan = match plan_version_delete(ctx, scope, key, r, opts, pre).await? {
+            DeletePlan::Nothing(done) => return Ok(done),
+            DeletePlan::Commit(plan) => plan,
         };
-        // In the batch's read: a concurrent overwrite fails it, and we read again.
-        let object = !target.is_delete_marker() && !target.is_anchor();
-        pre.check(Some(&target.record).filter(|_| object))?;
-        // The lock read here is part of the record the batch below is
-        // conditioned on: a racing retention / legal hold change fails it.
-        crate::s3::object_lock::check_deletable(&target.record, now_ms(), opts.bypass_governance)?;
-        let locs = gc::object_locations(&target.record);
-        let mut conditions = vec![meta::value_equals(
-            Cf::Meta,
-            target.meta_key(),
-            target.raw.clone(),
-        )];
-        let mut mutations = vec![meta::delete(Cf::Meta, target.meta_key())];
-        if let Some(a) = &anchor {
-            conditions.push(meta::value_equals(Cf::Meta, a.meta_key(), a.raw.clone()));
-            mutations.push(meta::delete(Cf::Meta, a.meta_key()));
-        }
-        mutations.extend(gc::gc_mutations(bucket_id, key, &locs));
-        let mut change = Usage::default();
-        change.sub(target.usage());
-        mutations.extend(usage::delta_mutation(scope, key, change, &delta_id));
+        let conditions = std::mem::take(&mut plan.conditions);
+        let mut mutations = std::mem::take(&mut plan.mutations);
+        mutations.extend(usage::delta_mutation(scope, key, plan.change, &delta_id));
         match ctx.meta.batch(conditions, mutations).await? {
-            BatchOutcome::Applied => {
-                ctx.folder.note(bucket_id);
-                ctx.quotas.note_commit(scope, change);
-                gc::spawn_reclaim(ctx.clone(), bucket_id, key.to_string(), locs);
-                return Ok(Deleted {
-                    version_id: reported,
-                    delete_marker: target.is_delete_marker(),
-                });
-            }
+            BatchOutcome::Applied => return Ok(plan.applied(ctx, scope)),
             BatchOutcome::ConditionFailed { .. } => {
                 // Either our own earlier attempt applied (then its GC
                 // records are in and the sweeper reclaims the body; the next
@@ -793,6 +729,142 @@ pub async fn delete_version_if(
     Err(GwError::Contention(
         "too many concurrent writes to one key".into(),
     ))
+}
+
+/// What deleting one version comes to, once read and checked.
+pub enum DeletePlan {
+    /// Nothing to delete (the version does not exist): the answer as is.
+    Nothing(Deleted),
+    /// A batch to commit.
+    Commit(PlannedDelete),
+}
+
+/// A version delete read and checked (object lock, `If-Match`), not yet
+/// committed: alone by [`delete_version_if`], or in one batch with other
+/// keys of its region by DeleteObjects (`s3::delete`). The batch is
+/// conditioned on every record read, so a concurrent change fails it.
+pub struct PlannedDelete {
+    /// The version's meta key (batches of several keys go in its order).
+    pub meta_key: Vec<u8>,
+    pub conditions: Vec<Condition>,
+    /// The deletes and GC records, without the usage delta (a batch of
+    /// several keys writes one delta for all of them).
+    pub mutations: Vec<Mutation>,
+    /// Usage change of this delete.
+    pub change: Usage,
+    key: String,
+    locs: Vec<kura_proto::meta::DataLocation>,
+    done: Deleted,
+}
+
+impl PlannedDelete {
+    /// The object's key.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// About what it adds to a batch, in bytes.
+    pub fn encoded_len(&self) -> usize {
+        use prost::Message;
+        let c: usize = self.conditions.iter().map(|c| c.encoded_len()).sum();
+        c + self
+            .mutations
+            .iter()
+            .map(|m| m.encoded_len())
+            .sum::<usize>()
+    }
+
+    /// After its batch applied: usage noted, body reclaimed, the answer.
+    pub fn applied(self, ctx: &Arc<Ctx>, scope: &Scope) -> Deleted {
+        ctx.folder.note(scope.bucket_id);
+        ctx.quotas.note_commit(scope, self.change);
+        gc::spawn_reclaim(ctx.clone(), scope.bucket_id, self.key, self.locs);
+        self.done
+    }
+}
+
+/// Reads the version `r` names (and, for a null version above others, its
+/// anchor), checks `pre` and object lock, and returns the batch that deletes
+/// it for good.
+pub async fn plan_version_delete(
+    ctx: &Arc<Ctx>,
+    scope: &Scope,
+    key: &str,
+    r: VersionRef,
+    opts: DeleteOptions,
+    pre: &WritePrecondition,
+) -> GwResult<DeletePlan> {
+    let bucket_id = scope.bucket_id;
+    let reported = scope.versioning.reports_versions().then(|| match r {
+        VersionRef::Null => "null".to_string(),
+        VersionRef::Id(v) => format_version(v),
+    });
+    let nothing = || {
+        pre.check(None)?;
+        Ok(DeletePlan::Nothing(Deleted {
+            version_id: reported.clone(),
+            delete_marker: false,
+        }))
+    };
+    // The version and, for a null version above others, its anchor.
+    let (target, anchor) = match r {
+        VersionRef::Null => {
+            let slot = null_slot(ctx, bucket_id, key).await?;
+            match (slot.slot, slot.target) {
+                (Some(a), Some(t)) if a.is_anchor() => (t, Some(a)),
+                // An anchor whose target is gone: drop it.
+                (Some(a), None) if a.is_anchor() => (a, None),
+                (Some(s), _) => (s, None),
+                (None, _) => return nothing(),
+            }
+        }
+        VersionRef::Id(v) => {
+            let Some(t) = get_version(ctx, bucket_id, key, v).await? else {
+                return nothing();
+            };
+            let anchor = if t.record.null_version {
+                get_version(ctx, bucket_id, key, NULL_VERSION)
+                    .await?
+                    .filter(|a| a.is_anchor() && a.record.null_moved_to == v)
+            } else {
+                None
+            };
+            (t, anchor)
+        }
+    };
+    // In the batch's read: a concurrent overwrite fails it, and we read again.
+    let object = !target.is_delete_marker() && !target.is_anchor();
+    pre.check(Some(&target.record).filter(|_| object))?;
+    // The lock read here is part of the record the batch is conditioned
+    // on: a racing retention / legal hold change fails it.
+    crate::s3::object_lock::check_deletable(&target.record, now_ms(), opts.bypass_governance)?;
+    let locs = gc::object_locations(&target.record);
+    let meta_key = target.meta_key();
+    let mut conditions = vec![meta::value_equals(
+        Cf::Meta,
+        meta_key.clone(),
+        target.raw.clone(),
+    )];
+    let mut mutations = vec![meta::delete(Cf::Meta, meta_key.clone())];
+    if let Some(a) = &anchor {
+        conditions.push(meta::value_equals(Cf::Meta, a.meta_key(), a.raw.clone()));
+        mutations.push(meta::delete(Cf::Meta, a.meta_key()));
+    }
+    mutations.extend(gc::gc_mutations(bucket_id, key, &locs));
+    let mut change = Usage::default();
+    change.sub(target.usage());
+    Ok(DeletePlan::Commit(PlannedDelete {
+        meta_key,
+        conditions,
+        mutations,
+        change,
+        key: key.to_string(),
+        locs,
+        done: Deleted {
+            version_id: reported,
+            delete_marker: target.is_delete_marker(),
+        },
+    }))
 }
 
 // --- bucket configuration
