@@ -208,8 +208,16 @@ impl DataNode for DataNodeService {
         let store = self.store.clone();
         tokio::spawn(async move {
             for i in first..end {
-                let (store, loc) = (store.clone(), loc.clone());
-                let item = match blocking(move || store.read_block(&loc, i)).await {
+                // From the page cache right here; a block that would wait
+                // for the disk is read on a blocking thread.
+                let read = match store.read_block_cached(&loc, i) {
+                    Some(done) => Ok(done),
+                    None => {
+                        let (store, loc) = (store.clone(), loc.clone());
+                        blocking(move || store.read_block(&loc, i)).await
+                    }
+                };
+                let item = match read {
                     Ok(Ok((data, crc32c))) => Ok(GetFragmentChunk {
                         block_index: i,
                         data,

@@ -53,6 +53,7 @@ use format::*;
 use identity::Identity;
 use index::Index;
 pub use index::Location;
+use pread::Wait;
 
 /// Longest `data_id` accepted (DESIGN: 16 bytes; a little slack for other id schemes).
 pub const MAX_DATA_ID_LEN: usize = 64;
@@ -618,7 +619,25 @@ impl Store {
     /// transient (a controller reset, a cable), and one bad disk must not look like
     /// thousands of missing fragments.
     pub fn read_block(&self, loc: &Location, i: u32) -> Result<(Bytes, u32), StoreError> {
-        self.read_verified(loc, i, true)
+        self.read_verified(loc, i, true, Wait::Yes)
+    }
+
+    /// [`Store::read_block`] if the block is in the page cache, without waiting for the
+    /// disk (safe on an async thread); `None` when it would wait (read it on a blocking
+    /// thread then).
+    pub fn read_block_cached(
+        &self,
+        loc: &Location,
+        i: u32,
+    ) -> Option<Result<(Bytes, u32), StoreError>> {
+        match self.read_verified(loc, i, true, Wait::No) {
+            Err(StoreError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::WouldBlock =>
+            {
+                None
+            }
+            done => Some(done),
+        }
     }
 
     /// `read_block`; `client_read` says whether it counts as served bytes.
@@ -627,6 +646,7 @@ impl Store {
         loc: &Location,
         i: u32,
         client_read: bool,
+        wait: Wait,
     ) -> Result<(Bytes, u32), StoreError> {
         let count = |n: usize| {
             if client_read {
@@ -651,13 +671,13 @@ impl Store {
                 (seg, &*relocated)
             }
         };
-        let fault = match read_checked_block(&seg, loc, i)? {
+        let fault = match read_checked_block(&seg, loc, i, wait)? {
             Ok(ok) => {
                 count(ok.0.len());
                 return Ok(ok);
             }
             // Re-read once: a bad buffer in memory is not a bad disk.
-            Err(BlockFault::Checksum(_)) => match read_checked_block(&seg, loc, i)? {
+            Err(BlockFault::Checksum(_)) => match read_checked_block(&seg, loc, i, wait)? {
                 Ok(ok) => {
                     tracing::warn!(
                         segment = seg.id,
@@ -862,27 +882,27 @@ fn read_checked_block(
     seg: &Segment,
     loc: &Location,
     i: u32,
+    wait: Wait,
 ) -> Result<Result<(Bytes, u32), BlockFault>, StoreError> {
     let len = loc.block_len(i);
     let off = loc.block_offset(i);
-    let buf =
-        match pread::read_exact_at_uninit(&seg.file, BLOCK_HEADER_LEN as usize + len as usize, off)
-        {
-            Ok(buf) => buf,
-            Err(e) => {
-                return if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                    Ok(Err(BlockFault::Short(format!(
-                        "segment {} ends before block {i} at {off}",
-                        seg.id
-                    ))))
-                } else {
-                    Err(StoreError::io(
-                        format!("reading segment {} at {off}", seg.id),
-                        e,
-                    ))
-                };
-            }
-        };
+    let total = BLOCK_HEADER_LEN as usize + len as usize;
+    let buf = match pread::read_exact_at_uninit(&seg.file, total, off, wait) {
+        Ok(buf) => buf,
+        Err(e) => {
+            return if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                Ok(Err(BlockFault::Short(format!(
+                    "segment {} ends before block {i} at {off}",
+                    seg.id
+                ))))
+            } else {
+                Err(StoreError::io(
+                    format!("reading segment {} at {off}", seg.id),
+                    e,
+                ))
+            };
+        }
+    };
     let mut hb = [0u8; BLOCK_HEADER_LEN as usize];
     hb.copy_from_slice(&buf[..BLOCK_HEADER_LEN as usize]);
     let (stored_len, stored_crc) = decode_block_header(&hb);

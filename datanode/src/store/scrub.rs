@@ -148,7 +148,7 @@ impl Store {
             if !pacer.consume(len) {
                 return Verdict::Stopped;
             }
-            match self.read_verified(loc, i, false) {
+            match self.read_verified(loc, i, false, super::pread::Wait::Yes) {
                 Ok(_) => {
                     bytes += len;
                     metrics::SCRUB_BYTES.inc_by(len);
