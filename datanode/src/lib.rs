@@ -24,6 +24,7 @@ pub mod error;
 pub mod maintenance;
 mod metrics;
 pub mod node;
+pub mod raw_read;
 pub mod repair;
 pub mod service;
 pub mod store;

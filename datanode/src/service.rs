@@ -11,7 +11,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use kura_proto::datanode::data_node_server::{DataNode, DataNodeServer};
 use kura_proto::datanode::*;
 use tokio::sync::mpsc;
@@ -99,6 +99,62 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
         .map_err(|e| Status::internal(format!("blocking task failed: {e}")))
 }
 
+/// One block read for GetFragment: (index, payload, crc32c).
+pub(crate) type Block = (u32, bytes::Bytes, u32);
+
+/// Checks a GetFragment request against the fragment and starts reading its
+/// blocks, [`READ_AHEAD`] ahead of the network; the gRPC and the raw HTTP/2
+/// reads (`raw_read`) both serve from this. An error ends the stream.
+pub(crate) fn read_blocks(
+    store: &Arc<Store>,
+    req: GetFragmentRequest,
+) -> Result<mpsc::Receiver<Result<Block, Status>>, Status> {
+    let id = require_id(req.id)?;
+    let loc = store
+        .location(&id)
+        .ok_or_else(|| Status::from(StoreError::NotFound))?;
+    let first = req.first_block;
+    let end = if req.block_count == 0 {
+        loc.blocks.max(first)
+    } else {
+        first
+            .checked_add(req.block_count)
+            .ok_or_else(|| Status::out_of_range("block range overflows"))?
+    };
+    if end > loc.blocks || (first >= loc.blocks && !(first == 0 && loc.blocks == 0)) {
+        return Err(Status::out_of_range(format!(
+            "blocks [{first}, {end}) requested, fragment has {}",
+            loc.blocks
+        )));
+    }
+    metrics::FRAGMENTS_GET.inc();
+    let (tx, rx) = mpsc::channel(READ_AHEAD);
+    let store = store.clone();
+    tokio::spawn(async move {
+        for i in first..end {
+            // From the page cache right here; a block that would wait
+            // for the disk is read on a blocking thread.
+            let read = match store.read_block_cached(&loc, i) {
+                Some(done) => Ok(done),
+                None => {
+                    let (store, loc) = (store.clone(), loc.clone());
+                    blocking(move || store.read_block(&loc, i)).await
+                }
+            };
+            let item = match read {
+                Ok(Ok((data, crc32c))) => Ok((i, data, crc32c)),
+                Ok(Err(e)) => Err(Status::from(e)),
+                Err(status) => Err(status),
+            };
+            let failed = item.is_err();
+            if tx.send(item).await.is_err() || failed {
+                return; // reader gone, or the error was the last word
+            }
+        }
+    });
+    Ok(rx)
+}
+
 fn require_id(id: Option<FragmentId>) -> Result<FragmentId, Status> {
     id.ok_or_else(|| Status::invalid_argument("missing fragment id"))
 }
@@ -183,56 +239,15 @@ impl DataNode for DataNodeService {
         &self,
         request: Request<GetFragmentRequest>,
     ) -> Result<Response<Self::GetFragmentStream>, Status> {
-        let req = request.into_inner();
-        let id = require_id(req.id)?;
-        let loc = self
-            .store
-            .location(&id)
-            .ok_or_else(|| Status::from(StoreError::NotFound))?;
-        let first = req.first_block;
-        let end = if req.block_count == 0 {
-            loc.blocks.max(first)
-        } else {
-            first
-                .checked_add(req.block_count)
-                .ok_or_else(|| Status::out_of_range("block range overflows"))?
-        };
-        if end > loc.blocks || (first >= loc.blocks && !(first == 0 && loc.blocks == 0)) {
-            return Err(Status::out_of_range(format!(
-                "blocks [{first}, {end}) requested, fragment has {}",
-                loc.blocks
-            )));
-        }
-        metrics::FRAGMENTS_GET.inc();
-        let (tx, rx) = mpsc::channel(READ_AHEAD);
-        let store = self.store.clone();
-        tokio::spawn(async move {
-            for i in first..end {
-                // From the page cache right here; a block that would wait
-                // for the disk is read on a blocking thread.
-                let read = match store.read_block_cached(&loc, i) {
-                    Some(done) => Ok(done),
-                    None => {
-                        let (store, loc) = (store.clone(), loc.clone());
-                        blocking(move || store.read_block(&loc, i)).await
-                    }
-                };
-                let item = match read {
-                    Ok(Ok((data, crc32c))) => Ok(GetFragmentChunk {
-                        block_index: i,
-                        data,
-                        crc32c,
-                    }),
-                    Ok(Err(e)) => Err(Status::from(e)),
-                    Err(status) => Err(status),
-                };
-                let failed = item.is_err();
-                if tx.send(item).await.is_err() || failed {
-                    return; // reader gone, or the error was the last word
-                }
-            }
+        let blocks = read_blocks(&self.store, request.into_inner())?;
+        let chunks = ReceiverStream::new(blocks).map(|block| {
+            block.map(|(block_index, data, crc32c)| GetFragmentChunk {
+                block_index,
+                data,
+                crc32c,
+            })
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(chunks)))
     }
 
     async fn delete_fragment(

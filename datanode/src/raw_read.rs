@@ -1,0 +1,449 @@
+//! Fragment reads over raw HTTP/2 (decision 0049): the request and every
+//! check are GetFragment's, but the response body is the blocks themselves,
+//! each behind a 12-byte header, with the outcome in the trailers.
+//!
+//! Why not gRPC: tonic copies each message into its encode buffer on the
+//! sending node and each received frame into its decode buffer (growing it
+//! with a second copy) on the gateway — two passes over every byte a GET
+//! serves, about a sixth of the gateway's CPU on large GETs. Here the
+//! buffer a block was read into is what h2 writes, and the gateway keeps
+//! the `Bytes` h2 received (a block split across DATA frames is the one
+//! case that is copied, to join it).
+//!
+//! Served on the data node's gRPC port next to the gRPC service: the same
+//! connections, TLS and cluster-id check.
+//!
+//! Body: for each block, `index u32 | len u32 | crc32c u32` (big-endian),
+//! then `len` bytes. Trailers: `grpc-status` (and `grpc-message`) as gRPC
+//! writes them; a body that ends without them was cut and is an error.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use futures::stream::{BoxStream, StreamExt};
+use http_body::Frame;
+use http_body_util::{BodyExt, Full, Limited, StreamBody};
+use kura_proto::datanode::GetFragmentRequest;
+use prost::Message;
+use tonic::body::Body;
+use tonic::Status;
+
+use crate::client::DataNodeError;
+use crate::crc::crc32c;
+use crate::service::{read_blocks, Block, MAX_MESSAGE_SIZE};
+use crate::store::Store;
+
+/// The path the raw read is served at.
+pub const PATH: &str = "/kura.datanode.Raw/GetFragment";
+const HEADER_LEN: usize = 12;
+/// A GetFragmentRequest is a fragment id and two numbers.
+const MAX_REQUEST_BYTES: usize = 64 << 10;
+
+/// The server side: a tower service for the data node's tonic router.
+#[derive(Clone)]
+pub struct RawReadService {
+    store: Arc<Store>,
+}
+
+impl RawReadService {
+    pub fn new(store: Arc<Store>) -> Self {
+        RawReadService { store }
+    }
+}
+
+impl tonic::server::NamedService for RawReadService {
+    const NAME: &'static str = "kura.datanode.Raw";
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+impl tower::Service<http::Request<Body>> for RawReadService {
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+        let store = self.store.clone();
+        Box::pin(async move { Ok(serve(store, req).await) })
+    }
+}
+
+async fn serve(store: Arc<Store>, req: http::Request<Body>) -> http::Response<Body> {
+    if req.uri().path() != PATH {
+        return Status::unimplemented(format!("no raw method {}", req.uri().path())).into_http();
+    }
+    let body = match Limited::new(req.into_body(), MAX_REQUEST_BYTES)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return Status::invalid_argument(format!("request body: {e}")).into_http(),
+    };
+    let req = match GetFragmentRequest::decode(body) {
+        Ok(r) => r,
+        Err(e) => return Status::invalid_argument(format!("request: {e}")).into_http(),
+    };
+    let blocks = match read_blocks(&store, req) {
+        Ok(rx) => rx,
+        Err(status) => return status.into_http(),
+    };
+    let frames = futures::stream::unfold(Some(blocks), |rx| async move {
+        let mut rx = rx?;
+        let (frames, rx) = match rx.recv().await {
+            Some(Ok(block)) => (block_frames(block), Some(rx)),
+            Some(Err(status)) => (vec![trailers(&status)], None),
+            None => (vec![trailers(&Status::ok(""))], None),
+        };
+        Some((futures::stream::iter(frames), rx))
+    })
+    .flatten()
+    .map(Ok::<_, Infallible>);
+    let mut resp = http::Response::new(Body::new(StreamBody::new(frames)));
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/octet-stream"),
+    );
+    resp
+}
+
+fn block_frames((index, data, crc): Block) -> Vec<Frame<Bytes>> {
+    let mut head = BytesMut::with_capacity(HEADER_LEN);
+    head.put_u32(index);
+    head.put_u32(data.len() as u32);
+    head.put_u32(crc);
+    vec![Frame::data(head.freeze()), Frame::data(data)]
+}
+
+fn trailers(status: &Status) -> Frame<Bytes> {
+    Frame::trailers(status_map(status))
+}
+
+/// `grpc-status` and `grpc-message` as gRPC writes them.
+fn status_map(status: &Status) -> http::HeaderMap {
+    let mut map = http::HeaderMap::new();
+    if status.add_header(&mut map).is_err() {
+        map.clear();
+        map.insert("grpc-status", http::HeaderValue::from(status.code() as i32));
+    }
+    map
+}
+
+/// The client side: sends the request on `channel` (the node's gRPC
+/// channel) and streams the blocks, each checked against its crc32c, as
+/// [`crate::client::DataNodeClient::get_fragment`] promises.
+pub(crate) async fn get_fragment<S>(
+    mut channel: S,
+    host: &str,
+    req: GetFragmentRequest,
+    idle: Duration,
+) -> Result<BoxStream<'static, Result<Bytes, DataNodeError>>, DataNodeError>
+where
+    S: tower::Service<http::Request<Body>, Response = http::Response<Body>> + Send,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::Future: Send,
+{
+    use tower::ServiceExt;
+    let (first, count) = (req.first_block, req.block_count);
+    let mut request = http::Request::new(Body::new(Full::new(Bytes::from(req.encode_to_vec()))));
+    *request.method_mut() = http::Method::POST;
+    *request.uri_mut() = format!("http://{host}{PATH}")
+        .parse()
+        .map_err(|e| DataNodeError::InvalidArgument(format!("data node address {host:?}: {e}")))?;
+    request.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/octet-stream"),
+    );
+    let call = async {
+        let svc = channel.ready().await.map_err(unavailable)?;
+        svc.call(request).await.map_err(unavailable)
+    };
+    let resp = tokio::time::timeout(idle, call)
+        .await
+        .map_err(|_| DataNodeError::TimedOut(format!("no response head for {idle:?}")))??;
+    // A refusal before any block (not found, out of range, another
+    // cluster) comes as gRPC's trailers-only answer: status in the head.
+    if let Some(status) = Status::from_header_map(resp.headers()) {
+        if status.code() != tonic::Code::Ok {
+            return Err(status.into());
+        }
+    }
+    if resp.status() != http::StatusCode::OK {
+        return Err(DataNodeError::Unavailable(format!(
+            "raw read answered HTTP {}",
+            resp.status()
+        )));
+    }
+    let reader = BlockReader::new(first, count);
+    let state = (resp.into_body(), reader);
+    let stream = futures::stream::unfold(state, move |(mut body, mut reader)| async move {
+        loop {
+            if let Some(item) = reader.ready.pop_front() {
+                if item.is_err() {
+                    reader.ready.clear();
+                    reader.finished = true;
+                }
+                return Some((item, (body, reader)));
+            }
+            if reader.finished {
+                return None;
+            }
+            match tokio::time::timeout(idle, body.frame()).await {
+                Err(_) => reader.fail(DataNodeError::TimedOut(format!("no block for {idle:?}"))),
+                Ok(None) => reader.fail(DataNodeError::Unavailable(
+                    "fragment stream ended without its status".into(),
+                )),
+                Ok(Some(Err(status))) => reader.fail(status.into()),
+                Ok(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) => reader.push(data),
+                    Err(frame) => reader.end(frame.into_trailers().ok()),
+                },
+            }
+        }
+    });
+    Ok(stream.boxed())
+}
+
+fn unavailable(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> DataNodeError {
+    let e = e.into();
+    match e.downcast::<Status>() {
+        Ok(status) => (*status).into(),
+        Err(e) => DataNodeError::Unavailable(e.to_string()),
+    }
+}
+
+/// Cuts the body's DATA frames back into blocks.
+struct BlockReader {
+    /// The block due next, and how many are due (0: to the end).
+    expected: u32,
+    first: u32,
+    count: u32,
+    head: BytesMut,
+    /// Header of the block being received: (len, crc32c).
+    block: Option<(usize, u32)>,
+    parts: Vec<Bytes>,
+    have: usize,
+    ready: VecDeque<Result<Bytes, DataNodeError>>,
+    finished: bool,
+}
+
+impl BlockReader {
+    fn new(first: u32, count: u32) -> Self {
+        BlockReader {
+            expected: first,
+            first,
+            count,
+            head: BytesMut::with_capacity(HEADER_LEN),
+            block: None,
+            parts: Vec::new(),
+            have: 0,
+            ready: VecDeque::new(),
+            finished: false,
+        }
+    }
+
+    fn fail(&mut self, e: DataNodeError) {
+        self.ready.push_back(Err(e));
+    }
+
+    fn push(&mut self, mut data: Bytes) {
+        while !data.is_empty() {
+            let Some((len, crc)) = self.block else {
+                let n = (HEADER_LEN - self.head.len()).min(data.len());
+                self.head.extend_from_slice(&data[..n]);
+                data.advance(n);
+                if self.head.len() == HEADER_LEN {
+                    if let Err(e) = self.start_block() {
+                        return self.fail(e);
+                    }
+                }
+                continue;
+            };
+            let n = (len - self.have).min(data.len());
+            self.parts.push(data.split_to(n));
+            self.have += n;
+            if self.have == len {
+                self.finish_block(crc);
+            }
+        }
+    }
+
+    fn start_block(&mut self) -> Result<(), DataNodeError> {
+        let mut h = self.head.split().freeze();
+        let (index, len, crc) = (h.get_u32(), h.get_u32() as usize, h.get_u32());
+        if index != self.expected {
+            return Err(DataNodeError::Internal(format!(
+                "node sent block {index} where {} was due",
+                self.expected
+            )));
+        }
+        if len > MAX_MESSAGE_SIZE {
+            return Err(DataNodeError::Internal(format!(
+                "node announced a block of {len} bytes"
+            )));
+        }
+        self.block = Some((len, crc));
+        if len == 0 {
+            self.finish_block(crc);
+        }
+        Ok(())
+    }
+
+    fn finish_block(&mut self, crc: u32) {
+        let data = match self.parts.len() {
+            1 => self.parts.pop().unwrap_or_default(),
+            _ => {
+                let mut joined = BytesMut::with_capacity(self.have);
+                for p in self.parts.drain(..) {
+                    joined.extend_from_slice(&p);
+                }
+                joined.freeze()
+            }
+        };
+        self.block = None;
+        self.have = 0;
+        let got = crc32c(&data);
+        let item = if got == crc {
+            Ok(data)
+        } else {
+            Err(DataNodeError::Corrupt(format!(
+                "block {} arrived with crc32c {got:08x}, node sent {crc:08x}",
+                self.expected
+            )))
+        };
+        self.expected = self.expected.wrapping_add(1);
+        self.ready.push_back(item);
+    }
+
+    /// The trailers came: the node's last word.
+    fn end(&mut self, trailers: Option<http::HeaderMap>) {
+        self.finished = true;
+        let status = trailers.as_ref().and_then(Status::from_header_map);
+        let received = self.expected.wrapping_sub(self.first);
+        let e = match status {
+            None => DataNodeError::Unavailable("fragment stream ended without its status".into()),
+            Some(s) if s.code() != tonic::Code::Ok => s.into(),
+            Some(_) if self.block.is_some() || !self.head.is_empty() => {
+                DataNodeError::Unavailable("fragment stream ended inside a block".into())
+            }
+            Some(_) if self.count != 0 && received < self.count => DataNodeError::Unavailable(
+                format!("stream ended after {received} of {} blocks", self.count),
+            ),
+            Some(_) => return,
+        };
+        self.ready.push_back(Err(e));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encoded(blocks: &[(u32, &[u8])]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (i, data) in blocks {
+            out.extend_from_slice(&i.to_be_bytes());
+            out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+            out.extend_from_slice(&crc32c(data).to_be_bytes());
+            out.extend_from_slice(data);
+        }
+        out
+    }
+
+    fn ok_trailers() -> Option<http::HeaderMap> {
+        Some(status_map(&Status::ok("")))
+    }
+
+    fn drain(r: &mut BlockReader) -> Vec<Result<Bytes, String>> {
+        r.ready
+            .drain(..)
+            .map(|x| x.map_err(|e| e.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn blocks_come_back_whatever_the_frame_cuts() {
+        let a = vec![7u8; 1000];
+        let b: Vec<u8> = (0..3000u32).map(|i| i as u8).collect();
+        let wire = encoded(&[(5, &a), (6, &[]), (7, &b)]);
+        for cut in [1, 5, 12, 13, 999, 1012, 1024, wire.len()] {
+            let mut r = BlockReader::new(5, 3);
+            for piece in wire.chunks(cut) {
+                r.push(Bytes::copy_from_slice(piece));
+            }
+            r.end(ok_trailers());
+            let got = drain(&mut r);
+            assert_eq!(got.len(), 3, "cut {cut}: {got:?}");
+            assert_eq!(got[0].as_deref().ok(), Some(&a[..]), "cut {cut}");
+            assert_eq!(got[1].as_deref().ok(), Some(&[][..]), "cut {cut}");
+            assert_eq!(got[2].as_deref().ok(), Some(&b[..]), "cut {cut}");
+        }
+    }
+
+    #[test]
+    fn a_whole_block_in_one_frame_is_not_copied() {
+        let data = Bytes::from(vec![3u8; 4096]);
+        // Header of a 4096-byte block, then the block as one frame.
+        let mut head = BytesMut::new();
+        head.put_u32(0);
+        head.put_u32(4096);
+        head.put_u32(crc32c(&data));
+        let mut r2 = BlockReader::new(0, 1);
+        r2.push(head.freeze());
+        r2.push(data.clone());
+        let got = r2.ready.pop_front().expect("a block").expect("verified");
+        assert_eq!(got.as_ptr(), data.as_ptr(), "the frame's own bytes");
+    }
+
+    #[test]
+    fn damage_cuts_and_bad_status_are_errors() {
+        let data = vec![1u8; 100];
+        let mut wire = encoded(&[(0, &data)]);
+        let last = wire.len() - 1;
+        wire[last] ^= 1;
+        let mut r = BlockReader::new(0, 0);
+        r.push(Bytes::from(wire));
+        assert!(matches!(
+            r.ready.pop_front(),
+            Some(Err(DataNodeError::Corrupt(_)))
+        ));
+
+        // Out of order.
+        let mut r = BlockReader::new(0, 0);
+        r.push(Bytes::from(encoded(&[(1, &data)])));
+        assert!(matches!(r.ready.pop_front(), Some(Err(_))));
+
+        // Trailers inside a block, none at all, or fewer blocks than asked.
+        let wire = encoded(&[(0, &data)]);
+        let mut r = BlockReader::new(0, 0);
+        r.push(Bytes::copy_from_slice(&wire[..50]));
+        r.end(ok_trailers());
+        assert!(matches!(r.ready.pop_front(), Some(Err(_))));
+        let mut r = BlockReader::new(0, 0);
+        r.push(Bytes::from(wire.clone()));
+        r.end(None);
+        assert_eq!(drain(&mut r).len(), 2);
+        let mut r = BlockReader::new(0, 2);
+        r.push(Bytes::from(wire.clone()));
+        r.end(ok_trailers());
+        let got = drain(&mut r);
+        assert!(got[0].is_ok() && got[1].is_err(), "{got:?}");
+
+        // The node's error status.
+        let mut r = BlockReader::new(0, 0);
+        r.end(Some(status_map(&Status::data_loss("bad disk"))));
+        assert!(matches!(
+            r.ready.pop_front(),
+            Some(Err(DataNodeError::Corrupt(_)))
+        ));
+    }
+}
