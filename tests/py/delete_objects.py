@@ -101,7 +101,7 @@ elif mode == "race":
         pending = ex.submit(delete, asked)
         # The gateway sleeps between its reads and its commit (failpoint):
         # the overwrite lands in between and fails the batch's condition.
-        time.sleep(1.0)
+        time.sleep(2.0)
         s3.put_object(Bucket=bucket, Key=victim, Body=b"new" * 5000)
         r = pending.result()
     assert not r.get("Errors"), r["Errors"]
