@@ -513,6 +513,32 @@ fn bench_subcommands_run_against_a_cluster() {
         s.contains("## Kura (") && s.contains("| PUT | 4KiB | 2 |"),
         "{s}"
     );
+    // The metadata bench talks to PD's API too (splits, region counts).
+    let out = Command::new(KURA)
+        .args(["bench", "meta", "--data-dir"])
+        .arg(&c.dir)
+        .args([
+            "--regions",
+            "1,2",
+            "--seconds",
+            "1",
+            "--concurrency",
+            "2",
+            "--split-every-ms",
+            "0",
+            "--list-objects",
+            "300",
+            "--load-concurrency",
+            "4",
+        ])
+        .output()
+        .expect("bench meta");
+    assert!(out.status.success(), "{}", text(&out));
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        s.contains("| full LIST v2, one client") && s.contains("(300 keys"),
+        "{s}"
+    );
     if c.tls {
         // An explicit endpoint is not the dev cluster's: its CA is not
         // trusted unless given, and the run fails cleanly before any load.

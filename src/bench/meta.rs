@@ -112,7 +112,7 @@ pub(super) fn target(data_dir: &std::path::Path) -> Result<Target, BenchError> {
     // `kura dev --tls`: S3 and PD's API over HTTPS, PD's gRPC with mutual
     // TLS, all as the admin (its certificate is what PD's API wants).
     let pd_http = match cluster["tls"].as_object() {
-        None => format!("{pd_http}"),
+        None => format!("http://{pd_http}"),
         Some(tls) => {
             let path = |f: &str| {
                 tls.get(f)
