@@ -15,6 +15,7 @@ set -euo pipefail
 DATA_DIR=${1:-./kura-data}
 KURA=${KURA:-kura}
 OUT=${OUT:-$(mktemp -d)}
+mkdir -p "$OUT"
 SECS=${SECS:-30}
 SPLITS=${SPLITS:-6}
 SPLIT_EVERY=${SPLIT_EVERY:-4}
