@@ -28,6 +28,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per process: the size of its largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Start a whole local cluster (1 PD or 3 with --pd-replicas 3, 3 metashard stores, 6 data nodes, 1 gateway).

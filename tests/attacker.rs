@@ -212,12 +212,11 @@ async fn object_region_follower(pd: &mut RawPd<Channel>) -> (Region, Peer, Peer)
         .expect("a region holds the object keys");
     let region: Region = info.region.expect("region");
     let leader = info.leader.expect("the region has a leader");
-    let victim = region
+    let victim = *region
         .peers
         .iter()
         .find(|p| p.id != leader.id)
-        .expect("a follower")
-        .clone();
+        .expect("a follower");
     (region, leader, victim)
 }
 
@@ -585,7 +584,7 @@ fn forged_internal_messages_are_refused_and_every_process_keeps_serving() {
             rss_kib(&extra.grpc)
         );
         assert!(
-            uninit <= MAX_UNINITIALIZED && uninit >= MAX_UNINITIALIZED - 8.0,
+            (MAX_UNINITIALIZED - 8.0..=MAX_UNINITIALIZED).contains(&uninit),
             "the bound holds: {uninit}"
         );
         assert!(

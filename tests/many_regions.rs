@@ -9,7 +9,7 @@
 //!   every region with a leader, `/_kura/health` is 200, PUT/GET/LIST work
 //!   across all of them, and the idle cluster's CPU is measured and bounded.
 mod common;
-use common::Cluster;
+use common::{object_prefix_hex, Cluster};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
@@ -69,15 +69,6 @@ fn must_pdctl_count(c: &Cluster, n: usize) {
     let v: Value = serde_json::from_str(&out).expect("pdctl JSON");
     let listed = v["regions"].as_array().map(|a| a.len()).unwrap_or(0);
     assert!(listed >= n, "pdctl region lists {listed}, want {n}");
-}
-
-/// Hex of `object_prefix(bucket_id, key)` for an ASCII key without NULs.
-fn object_prefix_hex(bucket_hex: &str, key: &str) -> String {
-    format!("02{bucket_hex}{}0000", hex_upper(key.as_bytes()))
-}
-
-fn hex_upper(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02X}")).collect()
 }
 
 /// Splits the only region in the middle while it holds one bucket record and

@@ -300,29 +300,6 @@ pub fn write_stall() {
     WRITE_STALLS.inc();
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn classes() {
-        assert_eq!(status_class(200), "2xx");
-        assert_eq!(status_class(206), "2xx");
-        assert_eq!(status_class(304), "3xx");
-        assert_eq!(status_class(404), "4xx");
-        assert_eq!(status_class(503), "5xx");
-    }
-
-    #[test]
-    fn observe_does_not_panic() {
-        init();
-        observe_op("GetObject", Instant::now(), 200);
-        observe_http(503);
-        add_bytes_in(1);
-        add_bytes_out(1);
-    }
-}
-
 /// Per-tenant request and byte counters of this gateway, built at scrape
 /// time from `usage::traffic` (bounded: the top tenants plus "other").
 struct TenantTraffic(
@@ -375,4 +352,27 @@ pub fn register_tenant_traffic(traffic: std::sync::Arc<crate::usage::traffic::Tr
         .collect();
     // A second registration (tests creating several gateways) is refused, harmlessly.
     let _ = prometheus::default_registry().register(Box::new(TenantTraffic(traffic, descs)));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classes() {
+        assert_eq!(status_class(200), "2xx");
+        assert_eq!(status_class(206), "2xx");
+        assert_eq!(status_class(304), "3xx");
+        assert_eq!(status_class(404), "4xx");
+        assert_eq!(status_class(503), "5xx");
+    }
+
+    #[test]
+    fn observe_does_not_panic() {
+        init();
+        observe_op("GetObject", Instant::now(), 200);
+        observe_http(503);
+        add_bytes_in(1);
+        add_bytes_out(1);
+    }
 }

@@ -763,7 +763,7 @@ mod tests {
             assert!((rs <= k && k < re) || (ts <= k && k < te));
             assert!(!(s <= k && k < e));
         }
-        assert!(!(rs <= l && l < re) && !(ts <= l && l < te));
+        assert!(!((rs..re).contains(&l) || (ts..te).contains(&l)));
         let (us, ue) = usage_range();
         assert!(!(us <= l && l < ue));
     }

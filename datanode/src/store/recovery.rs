@@ -72,7 +72,7 @@ fn read_exact(file: &File, off: u64, len: usize, file_len: u64) -> Result<Vec<u8
 /// `end` itself (records of one batch follow each other directly; anything else is a
 /// torn or corrupt record that `parse_record` rejects there).
 pub(crate) fn skip_padding(file: &File, end: u64, file_len: u64) -> Result<u64, io::Error> {
-    if end % PAD_ALIGN == 0 || end >= file_len {
+    if end.is_multiple_of(PAD_ALIGN) || end >= file_len {
         return Ok(end);
     }
     let to = end

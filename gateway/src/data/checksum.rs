@@ -462,7 +462,9 @@ impl ChecksumFields {
 macro_rules! with_checksums {
     ($sums:expr, $out:ident { $($field:ident: $value:expr),* $(,)? }) => {{
         let sums: $crate::data::checksum::ChecksumFields = $sums;
-        $out {
+        // Some outputs have no other field left to default.
+        #[allow(clippy::needless_update)]
+        let out = $out {
             $($field: $value,)*
             checksum_crc32: sums.crc32,
             checksum_crc32c: sums.crc32c,
@@ -470,7 +472,8 @@ macro_rules! with_checksums {
             checksum_sha1: sums.sha1,
             checksum_sha256: sums.sha256,
             ..Default::default()
-        }
+        };
+        out
     }};
 }
 pub(crate) use with_checksums;

@@ -145,8 +145,8 @@ pub async fn update(
             let mut l = limits.take().unwrap_or_default();
             f(&mut q, &mut l);
             let out = ScopeLimits {
-                quota: q.clone(),
-                limits: l.clone(),
+                quota: q,
+                limits: l,
                 user_id: user_id.clone(),
             };
             *quota = Some(q);

@@ -148,7 +148,7 @@ pub async fn get_object_attributes(
     };
     let marker = match input.part_number_marker {
         None => 0,
-        Some(n) if (0..=MAX_PART_NUMBER as i32).contains(&n) => n,
+        Some(n) if (0..={ MAX_PART_NUMBER }).contains(&n) => n,
         Some(_) => {
             return Err(GwError::InvalidArgument(format!(
                 "part-number-marker must be between 0 and {MAX_PART_NUMBER}"

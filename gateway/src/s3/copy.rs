@@ -260,7 +260,7 @@ pub async fn copy_object(
     let tags = crate::s3::tagging::for_copy(
         input.tagging_directive.as_ref(),
         input.tagging.as_deref(),
-        &src,
+        src,
     )?;
     let owner = BodyOwner {
         bucket_id,

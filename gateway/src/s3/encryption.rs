@@ -624,7 +624,7 @@ pub async fn put_bucket_encryption(
         bucket_key_enabled: rule.bucket_key_enabled.unwrap_or(false),
     };
     update_bucket(ctx, &req.extensions, |rec| {
-        rec.encryption = Some(enc.clone());
+        rec.encryption = Some(enc);
         Ok(())
     })
     .await?;

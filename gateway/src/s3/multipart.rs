@@ -655,7 +655,7 @@ pub async fn complete_multipart_upload(
     }
     let mut rec = rec;
     rec.object_lock = crate::s3::object_lock::with_default(
-        u.object_lock.clone(),
+        u.object_lock,
         &bucket.record,
         rec.last_modified_unix_ms,
     );

@@ -486,7 +486,7 @@ pub async fn put_object_lock_configuration(
             ));
         }
         rec.object_lock_enabled = true;
-        rec.object_lock_default = default.clone();
+        rec.object_lock_default = default;
         Ok(())
     })
     .await?;
@@ -553,7 +553,7 @@ async fn update_lock(
     for attempt in 0..RMW_ATTEMPTS {
         let (current, _) = versioning::load_addressed(ctx, ext, key, version_id).await?;
         let mut rec = current.record.clone();
-        let mut lock = rec.object_lock.clone().unwrap_or_default();
+        let mut lock = rec.object_lock.unwrap_or_default();
         change(&mut lock)?;
         rec.object_lock = (lock != ObjectLockState::default()).then_some(lock);
         let value = keys::encode_value(&rec);
@@ -601,7 +601,7 @@ pub async fn put_object_retention(
         &input.key,
         input.version_id.as_deref(),
         |lock| {
-            let current = lock.clone();
+            let current = *lock;
             check_retention_change(Some(&current), new, now_ms(), bypass)?;
             let (mode, until) = new.unwrap_or((LockMode::None, 0));
             lock.mode = mode as i32;

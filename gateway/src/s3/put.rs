@@ -126,7 +126,7 @@ pub async fn put_object(
         &object_lock::write_headers!(input),
     )?;
     object_lock::check_put_integrity(
-        object_lock::with_default(lock.clone(), &bucket.record, now_ms()).as_ref(),
+        object_lock::with_default(lock, &bucket.record, now_ms()).as_ref(),
         &headers,
     )?;
     // Checked before the body is read; held until the commit is over.

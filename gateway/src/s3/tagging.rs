@@ -163,7 +163,7 @@ fn to_dto(tags: &[pb::Tag]) -> TagSet {
 
 /// `x-amz-tagging-count` of GET/HEAD: only when the object has tags.
 pub fn count(rec: &ObjectRecord) -> Option<i32> {
-    (!rec.tags.is_empty()).then(|| rec.tags.len() as i32)
+    (!rec.tags.is_empty()).then_some(rec.tags.len() as i32)
 }
 
 /// `x-amz-tagging-count` on a HeadObject answer (s3s' HeadObjectOutput

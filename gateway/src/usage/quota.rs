@@ -65,13 +65,16 @@ type BucketEntry = (u64, String, Usage);
 
 /// This gateway's admitted writes, tenant snapshots, and the changes it
 /// committed since each snapshot was taken.
+/// A listing of bucket usage and when it was taken.
+type Snapshot = (Instant, Arc<Vec<BucketEntry>>);
+
 #[derive(Default)]
 pub struct Quotas {
     next_id: std::sync::atomic::AtomicU64,
     admitted: Mutex<HashMap<u64, Vec<Admitted>>>,
     /// In-flight writes per user and tenant scope.
     reserved: Mutex<HashMap<ScopeKey, Usage>>,
-    snapshots: Mutex<HashMap<String, (Instant, Arc<Vec<BucketEntry>>)>>,
+    snapshots: Mutex<HashMap<String, Snapshot>>,
     ledger: Mutex<HashMap<String, Vec<(Instant, BucketEntry)>>>,
 }
 
@@ -275,7 +278,7 @@ pub async fn check_write(
         ),
     ]
     .into_iter()
-    .filter_map(|(k, q)| q.map(|q| (k, q.clone())))
+    .filter_map(|(k, q)| q.map(|q| (k, *q)))
     .collect();
     if scopes.is_empty() {
         return Ok(Admission::unlimited());
@@ -305,7 +308,7 @@ pub async fn check_write(
                 u
             }
         };
-        base.push((k.clone(), q.clone(), u));
+        base.push((k.clone(), *q, u));
     }
     let mut add = Usage {
         bytes: size as i64,

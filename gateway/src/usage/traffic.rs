@@ -196,7 +196,7 @@ async fn flush_one(ctx: &Ctx, gateway: &str, scope: &TrafficScope, c: Counts) ->
     let key = keys::traffic_key(gateway, &scope.key_part());
     for _ in 0..crate::meta::RMW_ATTEMPTS {
         let cur = ctx.meta.get::<TrafficRecord>(Cf::Usage, &key).await?;
-        let mut rec = cur.as_ref().map(|v| v.record.clone()).unwrap_or_default();
+        let mut rec = cur.as_ref().map(|v| v.record).unwrap_or_default();
         rec.requests += c.requests;
         rec.bytes_in += c.bytes_in;
         rec.bytes_out += c.bytes_out;

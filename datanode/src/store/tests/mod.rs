@@ -653,7 +653,7 @@ fn the_index_owns_its_headers_bytes() {
     let dir = tempfile::tempdir().unwrap();
     let s = Store::open(dir.path(), opts()).unwrap();
     // A received message: 16 bytes of id followed by a block's worth of data.
-    let message = Bytes::from(vec![9u8; 16 + 256 << 10]);
+    let message = Bytes::from(vec![9u8; (16 + 256) << 10]);
     let mut h = header(9);
     h.id = Some(FragmentId {
         data_id: message.slice(0..16),

@@ -300,7 +300,7 @@ async fn handle(
         &lock_fields.headers(),
     )?;
     crate::s3::object_lock::check_put_integrity(
-        crate::s3::object_lock::with_default(lock.clone(), &bucket.record, now_ms()).as_ref(),
+        crate::s3::object_lock::with_default(lock, &bucket.record, now_ms()).as_ref(),
         &integrity_fields(&fields)?,
     )?;
     let expires = match fields.get("expires") {
