@@ -28,8 +28,8 @@ use kura_proto::metashard::{
 };
 use kura_proto::pd::pd_client::PdClient as RawPd;
 use kura_proto::pd::{
-    AllocIdRequest, DataNode, GetPlacementRequest, GetRegionRequest, GetStoresRequest,
-    RegisterDataNodeRequest, RegisterStoreRequest, Store,
+    AllocIdRequest, DataNode, GetRegionRequest, GetStoresRequest, RegisterDataNodeRequest,
+    RegisterStoreRequest, Store,
 };
 
 const MSG_PROPOSE: u64 = 2;
@@ -404,13 +404,7 @@ fn forged_internal_messages_are_refused_and_every_process_keeps_serving() {
             .await
             .expect_err("a live store's id with a wrong uuid");
         assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err}");
-        let map = pd
-            .get_placement(GetPlacementRequest { known_version: 0 })
-            .await
-            .expect("placement")
-            .into_inner()
-            .map
-            .expect("a placement map");
+        let map = Cluster::placement_map(&mut pd).await;
         let node = map.nodes[0].clone();
         let err = pd
             .register_data_node(RegisterDataNodeRequest {
@@ -476,13 +470,7 @@ fn forged_internal_messages_are_refused_and_every_process_keeps_serving() {
             .find(|s| s.id == live.id)
             .expect("live store");
         assert_eq!(live_after.address, live.address);
-        let map_after = pd
-            .get_placement(GetPlacementRequest { known_version: 0 })
-            .await
-            .expect("placement")
-            .into_inner()
-            .map
-            .expect("map");
+        let map_after = Cluster::placement_map(&mut pd).await;
         let node_after = map_after
             .nodes
             .iter()

@@ -20,8 +20,7 @@ use std::time::{Duration, Instant};
 
 use common::Cluster;
 use kura_proto::pd::{
-    DataNodeHeartbeatRequest, GetPlacementRequest, GetStoresRequest, ScanRegionsRequest,
-    StoreHeartbeatRequest,
+    DataNodeHeartbeatRequest, GetStoresRequest, ScanRegionsRequest, StoreHeartbeatRequest,
 };
 
 fn data_dir(c: &Cluster, id: &str) -> std::path::PathBuf {
@@ -66,12 +65,8 @@ fn ids_at(rt: &tokio::runtime::Runtime, c: &Cluster, stores: bool) -> Vec<(u64, 
                 .map(|s| (s.id, s.address))
                 .collect()
         } else {
-            pd.get_placement(GetPlacementRequest { known_version: 0 })
+            Cluster::placement_map(&mut pd)
                 .await
-                .expect("placement")
-                .into_inner()
-                .map
-                .expect("map")
                 .nodes
                 .into_iter()
                 .map(|n| (n.id, n.address))
@@ -169,14 +164,7 @@ fn pd_row(c: &Cluster, stores: bool, id: u64) -> serde_json::Value {
 /// Every data node id in any placement group of any class.
 fn placed_nodes(rt: &tokio::runtime::Runtime, c: &Cluster) -> Vec<u64> {
     rt.block_on(async {
-        let map = c
-            .pd_grpc()
-            .get_placement(GetPlacementRequest { known_version: 0 })
-            .await
-            .expect("placement")
-            .into_inner()
-            .map
-            .expect("map");
+        let map = Cluster::placement_map(&mut c.pd_grpc()).await;
         let mut ids: Vec<u64> = map
             .classes
             .iter()

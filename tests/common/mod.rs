@@ -245,6 +245,18 @@ impl Cluster {
         )
     }
 
+    /// PD's current placement map (every class, group and data node).
+    pub async fn placement_map(
+        pd: &mut kura_proto::pd::pd_client::PdClient<kura_pd_client::channel::Channel>,
+    ) -> kura_proto::pd::PlacementMap {
+        pd.get_placement(kura_proto::pd::GetPlacementRequest { known_version: 0 })
+            .await
+            .expect("placement")
+            .into_inner()
+            .map
+            .expect("a placement map")
+    }
+
     /// The CA of a TLS cluster (`DIR/tls/ca.pem`).
     pub fn ca(&self) -> PathBuf {
         self.dir.join("tls/ca.pem")

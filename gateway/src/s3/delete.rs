@@ -355,14 +355,14 @@ async fn commit_grouped(
 async fn commit_group(
     ctx: &Arc<Ctx>,
     scope: &Scope,
-    group: Vec<(usize, PlannedDelete, Asked)>,
+    mut group: Vec<(usize, PlannedDelete, Asked)>,
 ) -> Vec<(usize, GwResult<Deleted>)> {
     let mut conditions = Vec::new();
     let mut mutations = Vec::new();
     let mut change = Usage::default();
-    for (_, plan, _) in &group {
-        conditions.extend(plan.conditions.iter().cloned());
-        mutations.extend(plan.mutations.iter().cloned());
+    for (_, plan, _) in &mut group {
+        conditions.append(&mut plan.conditions);
+        mutations.append(&mut plan.mutations);
         change.add(plan.change);
     }
     // One usage delta for the batch, next to its first key (in its region).
