@@ -102,13 +102,16 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 /// One block read for GetFragment: (index, payload, crc32c).
 pub(crate) type Block = (u32, bytes::Bytes, u32);
 
-/// Checks a GetFragment request against the fragment and starts reading its
-/// blocks, [`READ_AHEAD`] ahead of the network; the gRPC and the raw HTTP/2
-/// reads (`raw_read`) both serve from this. An error ends the stream.
-pub(crate) fn read_blocks(
-    store: &Arc<Store>,
-    req: GetFragmentRequest,
-) -> Result<mpsc::Receiver<Result<Block, Status>>, Status> {
+/// A GetFragment request checked against the fragment: blocks [first, end) of it.
+pub(crate) struct ReadPlan {
+    pub loc: Arc<crate::store::Location>,
+    pub first: u32,
+    pub end: u32,
+}
+
+/// Checks a GetFragment request against the fragment: the gRPC and the raw
+/// HTTP/2 reads (`raw_read`) both start here.
+pub(crate) fn plan_read(store: &Store, req: GetFragmentRequest) -> Result<ReadPlan, Status> {
     let id = require_id(req.id)?;
     let loc = store
         .location(&id)
@@ -128,6 +131,25 @@ pub(crate) fn read_blocks(
         )));
     }
     metrics::FRAGMENTS_GET.inc();
+    Ok(ReadPlan { loc, first, end })
+}
+
+/// Checks a GetFragment request and starts reading its blocks, [`READ_AHEAD`]
+/// ahead of the network. An error ends the stream.
+pub(crate) fn read_blocks(
+    store: &Arc<Store>,
+    req: GetFragmentRequest,
+) -> Result<mpsc::Receiver<Result<Block, Status>>, Status> {
+    Ok(spawn_reads(store, plan_read(store, req)?))
+}
+
+/// Reads the planned blocks on a task of their own, [`READ_AHEAD`] ahead of
+/// the network.
+pub(crate) fn spawn_reads(
+    store: &Arc<Store>,
+    plan: ReadPlan,
+) -> mpsc::Receiver<Result<Block, Status>> {
+    let ReadPlan { loc, first, end } = plan;
     let (tx, rx) = mpsc::channel(READ_AHEAD);
     let store = store.clone();
     tokio::spawn(async move {
@@ -152,7 +174,7 @@ pub(crate) fn read_blocks(
             }
         }
     });
-    Ok(rx)
+    rx
 }
 
 fn require_id(id: Option<FragmentId>) -> Result<FragmentId, Status> {
