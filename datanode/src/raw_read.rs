@@ -19,7 +19,9 @@
 //!
 //! Body: for each block, `index u32 | len u32 | crc32c u32` (big-endian),
 //! then `len` bytes. Trailers: `grpc-status` (and `grpc-message`) as gRPC
-//! writes them; a body that ends without them was cut and is an error.
+//! writes them; a body that ends without them was cut and is an error —
+//! unless the client sent `kura-fragment-eos` and the node marked the last
+//! block ([`LAST_BLOCK`] in its length): then the body ends with that block.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -50,6 +52,15 @@ const HEADER_LEN: usize = 12;
 const _: () = assert!(kura_pd_client::channel::BULK_BLOCK == (256 << 10) + HEADER_LEN as u32);
 /// The GetFragmentRequest, protobuf in unpadded base64.
 const REQUEST_HEADER: &str = "kura-fragment-request";
+/// Sent by clients that understand [`LAST_BLOCK`].
+const EOS_HEADER: &str = "kura-fragment-eos";
+/// Set in a block header's length (lengths stay far below it): the last
+/// block, all went well, and the body ends with it — no trailers. h2 must
+/// flush a large DATA frame before it writes the next frame, so trailers
+/// after a block cost the node a write of their own and the gateway a
+/// wake-up; END_STREAM on the block's own frame costs nothing.
+const LAST_BLOCK: u32 = 1 << 31;
+const _: () = assert!((MAX_MESSAGE_SIZE as u32) < LAST_BLOCK);
 /// A GetFragmentRequest is a fragment id and two numbers.
 const MAX_REQUEST_BYTES: usize = 64 << 10;
 
@@ -90,6 +101,7 @@ async fn serve(store: Arc<Store>, req: http::Request<Body>) -> http::Response<Bo
     if req.uri().path() != PATH {
         return Status::unimplemented(format!("no raw method {}", req.uri().path())).into_http();
     }
+    let eos = req.headers().contains_key(EOS_HEADER);
     let req = match request_of(req).await {
         Ok(r) => r,
         Err(status) => return status.into_http(),
@@ -99,15 +111,16 @@ async fn serve(store: Arc<Store>, req: http::Request<Body>) -> http::Response<Bo
         Err(status) => return status.into_http(),
     };
     // One block in the page cache (a small object's whole fragment): read
-    // here, so the head, the block and the status are all ready at once and
-    // h2 writes them together — no task, no channel, one wake-up of the
-    // gateway instead of three.
+    // here, so the head and the block (and the status) are all ready at
+    // once and h2 writes them together — no task, no channel.
     if plan.end - plan.first == 1 {
         match store.read_block_cached(&plan.loc, plan.first) {
             Some(Ok((data, crc))) => {
-                let mut frames = block_frames((plan.first, data, crc));
-                frames.push(trailers(&Status::ok("")));
-                return response(futures::stream::iter(frames).map(Ok));
+                let mut frames = block_frames((plan.first, data, crc), eos);
+                if !eos {
+                    frames.push(trailers(&Status::ok("")));
+                }
+                return response(Body::new(ReadyFrames(frames.into())));
             }
             Some(Err(e)) => return Status::from(e).into_http(),
             None => {}
@@ -117,15 +130,35 @@ async fn serve(store: Arc<Store>, req: http::Request<Body>) -> http::Response<Bo
     let frames = futures::stream::unfold(Some(blocks), |rx| async move {
         let mut rx = rx?;
         let (frames, rx) = match rx.recv().await {
-            Some(Ok(block)) => (block_frames(block), Some(rx)),
+            Some(Ok(block)) => (block_frames(block, false), Some(rx)),
             Some(Err(status)) => (vec![trailers(&status)], None),
             None => (vec![trailers(&Status::ok(""))], None),
         };
         Some((futures::stream::iter(frames), rx))
     })
     .flatten()
-    .map(Ok);
-    response(frames)
+    .map(Ok::<_, Infallible>);
+    response(Body::new(StreamBody::new(frames)))
+}
+
+/// A response body whose frames are all at hand: it says it has ended as
+/// soon as the last one is taken, so hyper sets END_STREAM on that frame.
+struct ReadyFrames(VecDeque<Frame<Bytes>>);
+
+impl http_body::Body for ReadyFrames {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Poll::Ready(self.get_mut().0.pop_front().map(Ok))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
 /// The request: in the [`REQUEST_HEADER`] (a body-less request is one
@@ -148,11 +181,8 @@ async fn request_of(req: http::Request<Body>) -> Result<GetFragmentRequest, Stat
         .map_err(|e| Status::invalid_argument(format!("request: {e}")))
 }
 
-fn response<S>(frames: S) -> http::Response<Body>
-where
-    S: futures::Stream<Item = Result<Frame<Bytes>, Infallible>> + Send + 'static,
-{
-    let mut resp = http::Response::new(Body::new(StreamBody::new(frames)));
+fn response(body: Body) -> http::Response<Body> {
+    let mut resp = http::Response::new(body);
     resp.headers_mut().insert(
         http::header::CONTENT_TYPE,
         http::HeaderValue::from_static("application/octet-stream"),
@@ -160,10 +190,11 @@ where
     resp
 }
 
-fn block_frames((index, data, crc): Block) -> Vec<Frame<Bytes>> {
+/// A block's header and data; `last` marks it [`LAST_BLOCK`].
+fn block_frames((index, data, crc): Block, last: bool) -> Vec<Frame<Bytes>> {
     let mut head = BytesMut::with_capacity(HEADER_LEN);
     head.put_u32(index);
-    head.put_u32(data.len() as u32);
+    head.put_u32(data.len() as u32 | if last { LAST_BLOCK } else { 0 });
     head.put_u32(crc);
     vec![Frame::data(head.freeze()), Frame::data(data)]
 }
@@ -212,6 +243,9 @@ where
         http::HeaderValue::try_from(encoded)
             .map_err(|e| DataNodeError::InvalidArgument(format!("fragment request: {e}")))?,
     );
+    request
+        .headers_mut()
+        .insert(EOS_HEADER, http::HeaderValue::from_static("1"));
     let call = async {
         let svc = channel.ready().await.map_err(unavailable)?;
         svc.call(request).await.map_err(unavailable)
@@ -248,9 +282,7 @@ where
             }
             match tokio::time::timeout(idle, body.frame()).await {
                 Err(_) => reader.fail(DataNodeError::TimedOut(format!("no block for {idle:?}"))),
-                Ok(None) => reader.fail(DataNodeError::Unavailable(
-                    "fragment stream ended without its status".into(),
-                )),
+                Ok(None) => reader.end(None),
                 Ok(Some(Err(status))) => reader.fail(status.into()),
                 Ok(Some(Ok(frame))) => match frame.into_data() {
                     Ok(data) => reader.push(data),
@@ -277,8 +309,10 @@ struct BlockReader {
     first: u32,
     count: u32,
     head: BytesMut,
-    /// Header of the block being received: (len, crc32c).
-    block: Option<(usize, u32)>,
+    /// Header of the block being received: (len, crc32c, marked last).
+    block: Option<(usize, u32, bool)>,
+    /// A block marked [`LAST_BLOCK`] came whole: the body must end now.
+    done: bool,
     parts: Vec<Bytes>,
     have: usize,
     ready: VecDeque<Result<Bytes, DataNodeError>>,
@@ -293,6 +327,7 @@ impl BlockReader {
             count,
             head: BytesMut::with_capacity(HEADER_LEN),
             block: None,
+            done: false,
             parts: Vec::new(),
             have: 0,
             ready: VecDeque::new(),
@@ -306,7 +341,12 @@ impl BlockReader {
 
     fn push(&mut self, mut data: Bytes) {
         while !data.is_empty() {
-            let Some((len, crc)) = self.block else {
+            if self.done {
+                return self.fail(DataNodeError::Internal(
+                    "node sent data after the last block".into(),
+                ));
+            }
+            let Some((len, crc, _)) = self.block else {
                 let n = (HEADER_LEN - self.head.len()).min(data.len());
                 self.head.extend_from_slice(&data[..n]);
                 data.advance(n);
@@ -328,7 +368,9 @@ impl BlockReader {
 
     fn start_block(&mut self) -> Result<(), DataNodeError> {
         let mut h = self.head.split().freeze();
-        let (index, len, crc) = (h.get_u32(), h.get_u32() as usize, h.get_u32());
+        let (index, len, crc) = (h.get_u32(), h.get_u32(), h.get_u32());
+        let last = len & LAST_BLOCK != 0;
+        let len = (len & !LAST_BLOCK) as usize;
         if index != self.expected {
             return Err(DataNodeError::Internal(format!(
                 "node sent block {index} where {} was due",
@@ -340,7 +382,7 @@ impl BlockReader {
                 "node announced a block of {len} bytes"
             )));
         }
-        self.block = Some((len, crc));
+        self.block = Some((len, crc, last));
         if len == 0 {
             self.finish_block(crc);
         }
@@ -358,7 +400,7 @@ impl BlockReader {
                 joined.freeze()
             }
         };
-        self.block = None;
+        self.done = self.block.take().is_some_and(|(_, _, last)| last);
         self.have = 0;
         let got = crc32c(&data);
         let item = if got == crc {
@@ -379,6 +421,13 @@ impl BlockReader {
         let status = trailers.as_ref().and_then(Status::from_header_map);
         let received = self.expected.wrapping_sub(self.first);
         let e = match status {
+            // The body ended right after a block marked last: complete if
+            // it brought every block asked for.
+            None if self.done && (self.count == 0 || received >= self.count) => return,
+            None if self.done => DataNodeError::Unavailable(format!(
+                "stream ended after {received} of {} blocks",
+                self.count
+            )),
             None => DataNodeError::Unavailable("fragment stream ended without its status".into()),
             Some(s) if s.code() != tonic::Code::Ok => s.into(),
             Some(_) if self.block.is_some() || !self.head.is_empty() => {
@@ -451,6 +500,37 @@ mod tests {
         r2.push(data.clone());
         let got = r2.ready.pop_front().expect("a block").expect("verified");
         assert_eq!(got.as_ptr(), data.as_ptr(), "the frame's own bytes");
+    }
+
+    #[test]
+    fn a_block_marked_last_ends_the_body_without_trailers() {
+        let data = vec![7u8; 300];
+        let mut wire = encoded(&[(0, &data)]);
+        wire[4] |= 0x80; // LAST_BLOCK, in the length's high bit
+        let mut r = BlockReader::new(0, 0);
+        r.push(Bytes::from(wire.clone()));
+        r.end(None);
+        let got = drain(&mut r);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].as_deref().ok(), Some(&data[..]));
+        // Cut inside it.
+        let mut r = BlockReader::new(0, 0);
+        r.push(Bytes::copy_from_slice(&wire[..100]));
+        r.end(None);
+        assert!(matches!(r.ready.pop_front(), Some(Err(_))));
+        // Anything after it.
+        let mut more = wire.clone();
+        more.extend(encoded(&[(1, &data)]));
+        let mut r = BlockReader::new(0, 0);
+        r.push(Bytes::from(more));
+        let got = drain(&mut r);
+        assert!(got.len() == 2 && got[0].is_ok() && got[1].is_err(), "{got:?}");
+        // Fewer blocks than asked for.
+        let mut r = BlockReader::new(0, 2);
+        r.push(Bytes::from(wire));
+        r.end(None);
+        let got = drain(&mut r);
+        assert!(got.len() == 2 && got[0].is_ok() && got[1].is_err(), "{got:?}");
     }
 
     #[test]
