@@ -9,7 +9,8 @@
 //! message streams between stores (`transport`), snapshot files generated,
 //! streamed and applied off the raftstore thread (`snap`), the `Metashard` service
 //! (`service`), automatic splits by size (`split_check`) and by load
-//! (`load_split`), read/write flow counters reported to PD (`flow`), process lifecycle
+//! (`load_split`), lease reads the service answers without the raftstore thread
+//! (`local_read`), read/write flow counters reported to PD (`flow`), process lifecycle
 //! and PD heartbeats (`server`), and `MetaClient` (`client`).
 //! Must not use: anything above it in the workspace (pd, gateway), or RocksDB
 //! outside `engine/`. S3 semantics live in the gateway; records are opaque bytes here.
@@ -28,6 +29,7 @@ pub mod flow;
 pub mod fsm;
 pub mod keys;
 pub mod load_split;
+pub mod local_read;
 pub mod logger;
 pub mod metrics;
 pub mod peer;

@@ -72,6 +72,18 @@ impl Candidate {
     }
 }
 
+/// A [`LoadTracker`] shared by the raftstore thread and the reads the
+/// service answers itself (`local_read`).
+#[derive(Default)]
+pub struct SharedLoad(std::sync::Mutex<LoadTracker>);
+
+impl SharedLoad {
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, LoadTracker> {
+        // The tracker holds counts only: one poisoned by a panic is still usable.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 /// One leader peer's request counting (see the module doc).
 #[derive(Debug, Default)]
 pub struct LoadTracker {

@@ -28,6 +28,13 @@ pub static CLIENT_REQUESTS_REFUSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
     .expect(ONCE)
 });
+pub static LOCAL_READS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "kura_metashard_local_reads_total",
+        "Reads the service answered from a leader's read delegate, without the raftstore thread"
+    )
+    .expect(ONCE)
+});
 pub static LEASE_READS: LazyLock<IntCounter> = LazyLock::new(|| {
     register_int_counter!(
         "kura_metashard_lease_reads_total",

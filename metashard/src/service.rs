@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use kura_proto::common::RegionError;
+use kura_proto::common::{RegionEpoch, RegionError};
 use kura_proto::metashard::metashard_server::Metashard;
 use kura_proto::metashard::*;
 use tokio::sync::{oneshot, watch};
@@ -128,6 +128,31 @@ impl MetashardService {
     }
 
     /// Counts a read's answer in its region's and the store's flow.
+    /// The leader's go-ahead for a read starting at `key`: from the
+    /// region's read delegate when it vouches for it (`local_read`), else
+    /// from the raftstore thread.
+    async fn read_grant(
+        &self,
+        region_id: u64,
+        epoch: Option<RegionEpoch>,
+        key: &[u8],
+    ) -> Result<Result<ReadGrant, RegionError>, Status> {
+        if let Some(g) = self
+            .router
+            .local_readers()
+            .grant(region_id, epoch.as_ref(), &[key])
+        {
+            return Ok(Ok(g));
+        }
+        self.ask(|cb| StoreMsg::Read {
+            region_id,
+            epoch,
+            keys: vec![key.to_vec()],
+            cb,
+        })
+        .await
+    }
+
     fn add_read(&self, grant: &ReadGrant, keys: u64, bytes: u64) {
         grant.flow.add_read(keys, bytes);
         self.router.store_flow().add_read(keys, bytes);
@@ -354,14 +379,7 @@ impl Metashard for MetashardService {
                 ..Default::default()
             }));
         };
-        let res = self
-            .ask(|cb| StoreMsg::Read {
-                region_id: h.region_id,
-                epoch: h.epoch,
-                keys: vec![key.clone()],
-                cb,
-            })
-            .await?;
+        let res = self.read_grant(h.region_id, h.epoch, &key).await?;
         let grant = match res {
             Ok(g) => g,
             Err(e) => {
@@ -396,14 +414,7 @@ impl Metashard for MetashardService {
                 ..Default::default()
             }));
         };
-        let res = self
-            .ask(|cb| StoreMsg::Read {
-                region_id: h.region_id,
-                epoch: h.epoch,
-                keys: vec![start.clone()],
-                cb,
-            })
-            .await?;
+        let res = self.read_grant(h.region_id, h.epoch, &start).await?;
         let grant = match res {
             Ok(g) => g,
             Err(e) => {

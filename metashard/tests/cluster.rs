@@ -1063,7 +1063,8 @@ async fn merge_absorbs_the_right_half_on_every_store() {
 }
 
 /// Leader lease reads: a steady read load is answered from the lease (no
-/// ReadIndex round per read), and a leader that hands its leadership over
+/// ReadIndex round per read), mostly by the service itself from the read
+/// delegate (no raftstore hop), and a leader that hands its leadership over
 /// stops serving alone at once: every read through it afterwards either
 /// sees the newest write or is told to go to the new leader, never stale.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1073,20 +1074,26 @@ async fn lease_reads_are_fresh_across_a_leader_transfer() {
     let mut c = Cluster::start().await;
     let client = c.client();
     write_range(&client, 0..3).await;
-    let lease_reads = || {
+    let counter = |name: &str| {
         prometheus::default_registry()
             .gather()
             .iter()
-            .find(|m| m.name() == "kura_metashard_lease_reads_total")
+            .find(|m| m.name() == name)
             .map_or(0.0, |m| m.get_metric()[0].get_counter().get_value())
     };
-    let before = lease_reads();
+    let lease_reads = || counter("kura_metashard_lease_reads_total");
+    let local_reads = || counter("kura_metashard_local_reads_total");
+    let (before, before_local) = (lease_reads() + local_reads(), local_reads());
     for _ in 0..50 {
         check_all(&client, 3).await;
     }
     assert!(
-        lease_reads() > before + 50.0,
+        lease_reads() + local_reads() > before + 50.0,
         "reads were served from the lease"
+    );
+    assert!(
+        local_reads() > before_local + 50.0,
+        "reads were answered by the service from the read delegate"
     );
 
     let old = c.leader().await.expect("a leader");
@@ -1140,6 +1147,14 @@ async fn lease_reads_are_fresh_across_a_leader_transfer() {
         .await
         .unwrap();
     assert_eq!(out, BatchOutcome::Applied);
+    let old_router = c.nodes[&old].store.as_ref().unwrap().router();
+    assert!(
+        old_router
+            .local_readers()
+            .grant(REGION_ID, None, &[k.as_slice()])
+            .is_none(),
+        "the old leader still vouches for local reads"
+    );
     for _ in 0..20 {
         match read_on_old(&c).await.unwrap() {
             Err(e) => assert!(e.not_leader.is_some(), "{e:?}"),

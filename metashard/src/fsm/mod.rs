@@ -206,17 +206,32 @@ pub struct Router {
     /// The store's total flow (reads are added by the service, writes by
     /// the raftstore thread); store heartbeats take it.
     store_flow: Arc<Flow>,
+    /// Read delegates the raftstore thread publishes for the service.
+    local_readers: Arc<crate::local_read::LocalReaders>,
 }
 
 impl Router {
     pub fn channel() -> (Router, crossbeam::channel::Receiver<StoreMsg>) {
         let (tx, rx) = crossbeam::channel::unbounded();
         let store_flow = Arc::new(Flow::default());
-        (Router { tx, store_flow }, rx)
+        let local_readers = Arc::default();
+        (
+            Router {
+                tx,
+                store_flow,
+                local_readers,
+            },
+            rx,
+        )
     }
 
     pub fn store_flow(&self) -> &Arc<Flow> {
         &self.store_flow
+    }
+
+    /// Reads the service may answer without the raftstore thread.
+    pub fn local_readers(&self) -> &Arc<crate::local_read::LocalReaders> {
+        &self.local_readers
     }
 
     /// Sends `msg`; `Err` when the raftstore thread has stopped.

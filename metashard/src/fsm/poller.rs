@@ -31,6 +31,7 @@ use crate::engine::Engine;
 use crate::errors;
 use crate::flow::Flow;
 use crate::keys::local;
+use crate::local_read::LocalReaders;
 use crate::metrics;
 use crate::peer::storage::PeerStorage;
 use crate::peer::{Peer, PeerCtx, RaftConfig, SplitPeer};
@@ -59,6 +60,8 @@ pub struct Poller {
     active: HashSet<u64>,
     /// The store's total flow ([`Router::store_flow`]).
     store_flow: Arc<Flow>,
+    /// Read delegates of the regions led here ([`Router::local_readers`]).
+    local: Arc<LocalReaders>,
     snap: Arc<SnapManager>,
     /// Tombstones for peers that were applying a snapshot (their data was
     /// being written): handled once the apply is done.
@@ -131,6 +134,7 @@ impl Poller {
             logger,
             active: HashSet::new(),
             store_flow: Arc::new(Flow::default()),
+            local: Arc::new(LocalReaders::default()),
             snap,
             deferred_tombstones: HashMap::new(),
             tombstone_checks: HashSet::new(),
@@ -142,6 +146,7 @@ impl Poller {
     /// Adds applied writes to `router`'s store flow (store heartbeats).
     pub fn with_store_flow(mut self, router: &Router) -> Self {
         self.store_flow = router.store_flow().clone();
+        self.local = router.local_readers().clone();
         self
     }
 
@@ -217,7 +222,7 @@ impl Poller {
             }
             if let Some(tx) = &self.check_tx {
                 let cfg = &self.cfg.split_check;
-                let load_split_key = p.load.on_tick(&self.cfg.load_split, now);
+                let load_split_key = p.load.lock().on_tick(&self.cfg.load_split, now);
                 let by_load = load_split_key.is_some() && p.size.may_split(cfg, now);
                 if by_load || p.size.needs_check(cfg, now) {
                     p.size.on_check_queued(now);
@@ -256,7 +261,7 @@ impl Poller {
                 match self.peers.get_mut(&region_id) {
                     Some(p) => {
                         if let (true, Some(m)) = (p.is_leader(), req.mutations.first()) {
-                            p.load.record(&self.cfg.load_split, &m.key);
+                            p.load.lock().record(&self.cfg.load_split, &m.key);
                         }
                         p.propose(*req, cb)
                     }
@@ -273,7 +278,7 @@ impl Poller {
             } => match self.peers.get_mut(&region_id) {
                 Some(p) => {
                     if let (true, Some(k)) = (p.is_leader(), keys.first()) {
-                        p.load.record(&self.cfg.load_split, k);
+                        p.load.lock().record(&self.cfg.load_split, k);
                     }
                     p.read(epoch, &keys, cb)
                 }
@@ -335,7 +340,17 @@ impl Poller {
                 cb,
             } => {
                 let res = match self.peers.get_mut(&region_id) {
-                    Some(p) => p.transfer_leader(epoch, to_peer),
+                    Some(p) => {
+                        let res = p.transfer_leader(epoch, to_peer);
+                        // The transferee may win at once, ignoring the lease:
+                        // no local read from here on (before any message of
+                        // the transfer leaves, at this round's end).
+                        if res.is_ok() {
+                            self.local.revoke(region_id);
+                            p.local_revoked();
+                        }
+                        res
+                    }
                     None => Err(errors::region_not_found(region_id)),
                 };
                 let _ = cb.send(res);
@@ -674,6 +689,7 @@ impl Poller {
             p.on_stop();
             metrics::REGION_COUNT.dec();
         }
+        self.local.revoke(region_id);
         self.uninit.remove(region_id);
         self.active.remove(&region_id);
         self.deferred_tombstones.remove(&region_id);
@@ -709,13 +725,15 @@ impl Poller {
             return Ok(());
         }
         let region = p.region().clone();
+        // No read may be answered from the data about to go.
+        self.local.revoke(region.id);
         let mut wb = self.engine.batch();
         PeerStorage::destroy(region.id, &mut wb);
         wb.delete_data_range(&region.start_key, &region.end_key)?;
         self.engine.write(wb, true)?;
         tracing::info!(region_id = region.id, "removed peer destroyed on tombstone");
         let mut gone = vec![region.id];
-        drop_destroyed(&mut self.peers, &mut gone);
+        drop_destroyed(&mut self.peers, &self.local, &mut gone);
         Ok(())
     }
 
@@ -797,7 +815,7 @@ impl Poller {
                     .inc();
                 ctx.engine.write(wb, ctx.sync)?;
             }
-            drop_destroyed(&mut self.peers, &mut ctx.destroyed);
+            drop_destroyed(&mut self.peers, &self.local, &mut ctx.destroyed);
             for (id, rd) in readies {
                 if let Some(peer) = self.peers.get_mut(&id) {
                     peer.finish_ready(&mut ctx, rd)?;
@@ -807,14 +825,14 @@ impl Poller {
                 self.active.insert(id);
                 // A merged-away source must not write again, even later in
                 // this round: its local state is gone.
-                drop_destroyed(&mut self.peers, &mut ctx.destroyed);
+                drop_destroyed(&mut self.peers, &self.local, &mut ctx.destroyed);
             }
         }
         for id in &ids {
             if let Some(peer) = self.peers.get_mut(id) {
                 if peer.has_pending_apply() {
                     peer.resume_apply(&mut ctx)?;
-                    drop_destroyed(&mut self.peers, &mut ctx.destroyed);
+                    drop_destroyed(&mut self.peers, &self.local, &mut ctx.destroyed);
                 }
             }
         }
@@ -824,6 +842,12 @@ impl Poller {
             let Some(p) = self.peers.get_mut(id) else {
                 continue;
             };
+            // After the round's write, before its messages leave.
+            match p.local_read_update(&self.cfg.load_split) {
+                Some(Some(d)) => self.local.publish(*id, d),
+                Some(None) => self.local.revoke(*id),
+                None => {}
+            }
             if p.heartbeat_due {
                 p.heartbeat_due = false;
                 p.next_heartbeat = now + self.cfg.region_heartbeat;
@@ -915,8 +939,9 @@ fn drop_absorbed_sources(
 }
 
 /// Drops the peers of regions a merge destroyed (state already deleted).
-fn drop_destroyed(peers: &mut HashMap<u64, Peer>, destroyed: &mut Vec<u64>) {
+fn drop_destroyed(peers: &mut HashMap<u64, Peer>, local: &LocalReaders, destroyed: &mut Vec<u64>) {
     for id in destroyed.drain(..) {
+        local.revoke(id);
         if let Some(mut p) = peers.remove(&id) {
             p.on_stop();
             metrics::REGION_COUNT.dec();

@@ -352,7 +352,7 @@ impl Peer {
     fn on_split_applied(&mut self, ctx: &mut PeerCtx<'_>, regions: &SplitRegions) {
         metrics::SPLITS.inc();
         self.size.on_split(Instant::now());
-        self.load.reset();
+        self.load.lock().reset();
         self.split_derived.push(regions.right.clone());
         if self.split_derived.len() > MAX_SPLIT_DERIVED {
             self.split_derived.remove(0);
@@ -373,7 +373,7 @@ impl Peer {
         if kind == "commit merge" {
             metrics::MERGES.inc();
             self.size.on_split(Instant::now());
-            self.load.reset();
+            self.load.lock().reset();
         }
         if self.is_leader() {
             self.heartbeat_due = true;

@@ -49,7 +49,8 @@ use crate::engine::{Engine, WriteBatch};
 use crate::errors;
 use crate::flow::Flow;
 use crate::fsm::{AdminResult, BatchResult, Callback, ReadGrant, SplitResult};
-use crate::load_split::{LoadSplitConfig, LoadTracker};
+use crate::load_split::{LoadSplitConfig, SharedLoad};
+use crate::local_read::ReadDelegate;
 use crate::metrics;
 use crate::snap::SnapManager;
 use crate::split_check::{SizeTracker, SplitCheckConfig};
@@ -224,8 +225,12 @@ pub struct Peer {
     /// estimates the log's size (no per-entry bookkeeping to keep in sync
     /// with compaction and snapshots).
     appended: (u64, u64),
-    /// Requests this leader received, for splits by load.
-    pub load: LoadTracker,
+    /// Requests this leader received, for splits by load (local reads
+    /// count into it from the service's threads).
+    pub load: Arc<SharedLoad>,
+    /// What the last published read delegate vouched for: (serve until,
+    /// epoch). `None`: no delegate published.
+    local_published: Option<(Instant, RegionEpoch)>,
     /// Writes applied here and reads answered as leader since the last
     /// region heartbeat's sample (the service adds reads to it).
     pub flow: Arc<Flow>,
@@ -313,7 +318,8 @@ impl Peer {
             next_heartbeat: Instant::now() + cfg.region_heartbeat.mul_f64(rand::random::<f64>()),
             size: SizeTracker::default(),
             appended: (0, 0),
-            load: LoadTracker::default(),
+            load: Arc::new(SharedLoad::default()),
+            local_published: None,
             flow: Arc::new(Flow::default()),
             pending_apply: VecDeque::new(),
             snapshot_applied: false,
@@ -721,6 +727,53 @@ impl Peer {
         Some(r.raft_log.committed)
     }
 
+    /// The read delegate to publish for the service (`local_read`) if it
+    /// changed since the last call: `Some(Some(d))` publish `d`,
+    /// `Some(None)` revoke, `None` nothing new.
+    pub fn local_read_update(
+        &mut self,
+        load_cfg: &LoadSplitConfig,
+    ) -> Option<Option<ReadDelegate>> {
+        let serve_until = self.local_serve_until();
+        let vouched = serve_until.map(|t| (t, self.region().epoch.unwrap_or_default()));
+        if vouched == self.local_published {
+            return None;
+        }
+        self.local_published = vouched;
+        Some(serve_until.map(|serve_until| ReadDelegate {
+            region: self.region().clone(),
+            serve_until,
+            flow: self.flow.clone(),
+            load: self.load.clone(),
+            load_cfg: load_cfg.clone(),
+        }))
+    }
+
+    /// The poller revoked this peer's delegate (a leadership transfer).
+    pub fn local_revoked(&mut self) {
+        self.local_published = None;
+    }
+
+    /// Until when the service may answer reads alone, if at all: while
+    /// this peer leads with a valid lease, has applied an entry of its own
+    /// term (so every write an earlier leader acknowledged is applied here),
+    /// and is not transferring leadership, merging or applying a snapshot.
+    /// Half the lease: the reads after that come here and renew it.
+    fn local_serve_until(&self) -> Option<Instant> {
+        let (lease, until) = (self.lease?, self.lease_until?);
+        let r = &self.raft.raft;
+        let applied = self.raft.store().applied_index();
+        let ok = self.is_leader()
+            && r.lead_transferee.is_none()
+            && r.commit_to_current_term()
+            && r.raft_log.term(applied).ok() == Some(r.term)
+            && self.is_initialized()
+            && !self.is_applying_snapshot()
+            && self.merging().is_none();
+        let serve_until = until.checked_sub(lease / 2)?;
+        (ok && serve_until > Instant::now()).then_some(serve_until)
+    }
+
     /// Starts one ReadIndex for every read queued this round (or for a
     /// lease renewal).
     pub fn issue_reads(&mut self) {
@@ -1047,7 +1100,7 @@ impl Peer {
             }
         }
         if now_leader != self.is_leader {
-            self.load.reset();
+            self.load.lock().reset();
         }
         self.is_leader = now_leader;
     }
