@@ -127,7 +127,6 @@ impl MetashardService {
         }
     }
 
-    /// Counts a read's answer in its region's and the store's flow.
     /// The leader's go-ahead for a read starting at `key`: from the
     /// region's read delegate when it vouches for it (`local_read`), else
     /// from the raftstore thread.
@@ -153,6 +152,7 @@ impl MetashardService {
         .await
     }
 
+    /// Counts a read's answer in its region's and the store's flow.
     fn add_read(&self, grant: &ReadGrant, keys: u64, bytes: u64) {
         grant.flow.add_read(keys, bytes);
         self.router.store_flow().add_read(keys, bytes);
