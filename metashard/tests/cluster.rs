@@ -668,6 +668,19 @@ async fn split_applies_everywhere_and_rejects_stale_proposals() {
     let leader = c.leader().await.expect("a leader");
     let router = c.nodes[&leader].store.as_ref().unwrap().router().clone();
     let split_key = key(5);
+    // Reads establish the lease: the leader's read delegate then answers
+    // reads of the whole region (decision 0050).
+    // (The test lease is short: each try reads again to renew it.)
+    let v1 = RegionEpoch {
+        conf_ver: 1,
+        version: 1,
+    };
+    let local = router.local_readers().clone();
+    eventually_async("a read delegate", || async {
+        check_all(&client, 10).await;
+        local.grant(REGION_ID, Some(&v1), &[key(8).as_slice()]).is_some()
+    })
+    .await;
 
     // One burst, handled in one raftstore round: batches before the split
     // message, the split, batches after it (all against version 1).
@@ -715,6 +728,22 @@ async fn split_applies_everywhere_and_rejects_stale_proposals() {
         after.push((k, rx));
     }
     let regions = srx.await.unwrap().expect("split applied");
+    // Once the split's round ends, the parent's delegate vouches only for
+    // its new epoch and range: a read with the old epoch, or of a key the
+    // split moved, goes to the raftstore thread (EpochNotMatch), never to
+    // the engine unchecked.
+    let v2 = RegionEpoch {
+        conf_ver: 1,
+        version: 2,
+    };
+    eventually_async("the delegate follows the split", || async {
+        client.get(Cf::Meta, &key(1)).await.expect("read");
+        local.grant(REGION_ID, Some(&v1), &[key(1).as_slice()]).is_none()
+            && local.grant(REGION_ID, Some(&v2), &[key(1).as_slice()]).is_some()
+    })
+    .await;
+    assert!(local.grant(REGION_ID, Some(&v2), &[key(8).as_slice()]).is_none());
+    assert!(local.grant(REGION_ID, None, &[key(8).as_slice()]).is_none());
     assert_eq!(regions.len(), 2);
     assert_eq!((regions[0].id, regions[1].id), (REGION_ID, 50));
     assert_eq!(regions[0].end_key.as_ref(), split_key.as_slice());
