@@ -524,13 +524,19 @@ mod tests {
         let mut r = BlockReader::new(0, 0);
         r.push(Bytes::from(more));
         let got = drain(&mut r);
-        assert!(got.len() == 2 && got[0].is_ok() && got[1].is_err(), "{got:?}");
+        assert!(
+            got.len() == 2 && got[0].is_ok() && got[1].is_err(),
+            "{got:?}"
+        );
         // Fewer blocks than asked for.
         let mut r = BlockReader::new(0, 2);
         r.push(Bytes::from(wire));
         r.end(None);
         let got = drain(&mut r);
-        assert!(got.len() == 2 && got[0].is_ok() && got[1].is_err(), "{got:?}");
+        assert!(
+            got.len() == 2 && got[0].is_ok() && got[1].is_err(),
+            "{got:?}"
+        );
     }
 
     #[test]
@@ -648,7 +654,10 @@ mod tests {
         assert_eq!(one[0][5], 5 ^ 1);
         // Several blocks: streamed from a task; one block of them: inline.
         let all = fetch(&store, raw_req(2, 0, 0)).await.expect("all blocks");
-        assert_eq!(all.iter().map(Bytes::len).collect::<Vec<_>>(), [1024, 1024, 552]);
+        assert_eq!(
+            all.iter().map(Bytes::len).collect::<Vec<_>>(),
+            [1024, 1024, 552]
+        );
         let mid = fetch(&store, raw_req(2, 1, 1)).await.expect("block 1");
         assert_eq!(mid, [all[1].clone()]);
         let tail = fetch(&store, raw_req(2, 2, 0)).await.expect("from block 2");
@@ -656,7 +665,9 @@ mod tests {
         // Refusals come as the node's status.
         let missing = fetch(&store, raw_req(9, 0, 0)).await.expect_err("missing");
         assert!(missing.contains("not found"), "{missing}");
-        let past = fetch(&store, raw_req(2, 2, 2)).await.expect_err("out of range");
+        let past = fetch(&store, raw_req(2, 2, 2))
+            .await
+            .expect_err("out of range");
         assert!(past.contains("fragment has 3"), "{past}");
     }
 

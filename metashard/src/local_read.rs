@@ -139,17 +139,38 @@ mod tests {
     #[test]
     fn grants_only_what_the_delegate_vouches_for() {
         let r = LocalReaders::default();
-        assert!(r.grant(7, Some(&epoch(2)), &[b"c"]).is_none(), "no delegate");
+        assert!(
+            r.grant(7, Some(&epoch(2)), &[b"c"]).is_none(),
+            "no delegate"
+        );
         r.publish(7, delegate(2, Duration::from_secs(5)));
         let g = r.grant(7, Some(&epoch(2)), &[b"c"]).expect("granted");
         assert_eq!(g.region.id, 7);
-        assert!(r.grant(8, Some(&epoch(2)), &[b"c"]).is_none(), "another region");
-        assert!(r.grant(7, Some(&epoch(3)), &[b"c"]).is_none(), "newer epoch");
-        assert!(r.grant(7, Some(&epoch(1)), &[b"c"]).is_none(), "older epoch");
-        assert!(r.grant(7, Some(&epoch(2)), &[b"m"]).is_none(), "past the end");
-        assert!(r.grant(7, Some(&epoch(2)), &[b"a"]).is_none(), "before the start");
+        assert!(
+            r.grant(8, Some(&epoch(2)), &[b"c"]).is_none(),
+            "another region"
+        );
+        assert!(
+            r.grant(7, Some(&epoch(3)), &[b"c"]).is_none(),
+            "newer epoch"
+        );
+        assert!(
+            r.grant(7, Some(&epoch(1)), &[b"c"]).is_none(),
+            "older epoch"
+        );
+        assert!(
+            r.grant(7, Some(&epoch(2)), &[b"m"]).is_none(),
+            "past the end"
+        );
+        assert!(
+            r.grant(7, Some(&epoch(2)), &[b"a"]).is_none(),
+            "before the start"
+        );
         r.publish(7, delegate(2, Duration::ZERO));
-        assert!(r.grant(7, Some(&epoch(2)), &[b"c"]).is_none(), "lease half gone");
+        assert!(
+            r.grant(7, Some(&epoch(2)), &[b"c"]).is_none(),
+            "lease half gone"
+        );
         r.publish(7, delegate(2, Duration::from_secs(5)));
         r.revoke(7);
         assert!(r.grant(7, Some(&epoch(2)), &[b"c"]).is_none(), "revoked");

@@ -678,7 +678,9 @@ async fn split_applies_everywhere_and_rejects_stale_proposals() {
     let local = router.local_readers().clone();
     eventually_async("a read delegate", || async {
         check_all(&client, 10).await;
-        local.grant(REGION_ID, Some(&v1), &[key(8).as_slice()]).is_some()
+        local
+            .grant(REGION_ID, Some(&v1), &[key(8).as_slice()])
+            .is_some()
     })
     .await;
 
@@ -738,11 +740,17 @@ async fn split_applies_everywhere_and_rejects_stale_proposals() {
     };
     eventually_async("the delegate follows the split", || async {
         client.get(Cf::Meta, &key(1)).await.expect("read");
-        local.grant(REGION_ID, Some(&v1), &[key(1).as_slice()]).is_none()
-            && local.grant(REGION_ID, Some(&v2), &[key(1).as_slice()]).is_some()
+        local
+            .grant(REGION_ID, Some(&v1), &[key(1).as_slice()])
+            .is_none()
+            && local
+                .grant(REGION_ID, Some(&v2), &[key(1).as_slice()])
+                .is_some()
     })
     .await;
-    assert!(local.grant(REGION_ID, Some(&v2), &[key(8).as_slice()]).is_none());
+    assert!(local
+        .grant(REGION_ID, Some(&v2), &[key(8).as_slice()])
+        .is_none());
     assert!(local.grant(REGION_ID, None, &[key(8).as_slice()]).is_none());
     assert_eq!(regions.len(), 2);
     assert_eq!((regions[0].id, regions[1].id), (REGION_ID, 50));
