@@ -15,7 +15,6 @@ use kura_pd_client::channel::Channel;
 use kura_proto::datanode::data_node_client::DataNodeClient as RawClient;
 use kura_proto::datanode::*;
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Status};
 
 use crate::crc::crc32c;
@@ -280,7 +279,7 @@ impl DataNodeClient {
     where
         S: Stream<Item = Bytes> + Send + 'static,
     {
-        let mut client = self.client(addr)?;
+        let channel = self.channel(addr)?;
         let (tx, rx) = mpsc::channel(PUT_CHANNEL_CAPACITY);
         let Deadlines {
             stream_idle,
@@ -303,17 +302,17 @@ impl DataNodeClient {
             let _ = hung_tx.send(why);
         });
         let _guard = AbortOnDrop(feeder.abort_handle());
-        let call = client.put_fragment(ReceiverStream::new(rx));
+        // Framed by hand: the blocks go out without a copy (raw_put).
+        let call = crate::raw_put::put_fragment(channel, host_of(addr), rx);
         tokio::pin!(call);
-        let resp = tokio::select! {
-            r = &mut call => r?,
+        tokio::select! {
+            r = &mut call => r,
             why = hung_rx => match why {
-                Ok(why) => return Err(DataNodeError::TimedOut(why)),
+                Ok(why) => Err(DataNodeError::TimedOut(why)),
                 // The feeder saw the call end: its answer is there.
-                Err(_) => call.await?,
+                Err(_) => call.await,
             },
-        };
-        Ok(resp.into_inner())
+        }
     }
 
     /// Streams blocks [first_block, first_block+block_count) (block_count 0 = to the end),
@@ -332,12 +331,13 @@ impl DataNodeClient {
         };
         // Raw HTTP/2 on the same channel: no copy of the blocks into and out
         // of gRPC messages (decision 0049).
-        let host = addr
-            .strip_prefix("http://")
-            .or_else(|| addr.strip_prefix("https://"))
-            .unwrap_or(addr);
-        crate::raw_read::get_fragment(self.channel(addr)?, host, req, self.deadlines.stream_idle)
-            .await
+        crate::raw_read::get_fragment(
+            self.channel(addr)?,
+            host_of(addr),
+            req,
+            self.deadlines.stream_idle,
+        )
+        .await
     }
 
     /// Deletes a fragment; returns whether the node had it.
@@ -504,6 +504,13 @@ where
             None => return Fed::Done,
         }
     }
+}
+
+/// A node address without its scheme: the authority of a raw request.
+fn host_of(addr: &str) -> &str {
+    addr.strip_prefix("http://")
+        .or_else(|| addr.strip_prefix("https://"))
+        .unwrap_or(addr)
 }
 
 /// Awaits `call` for at most `limit`; `what` names the step in the error.

@@ -5,7 +5,9 @@
 //! Owns: the on-disk segment format (`store::format`, see docs/decisions/0004-segment-format.md),
 //! the per-disk identity file (`store::identity`), the in-memory fragment index and its rebuild
 //! at startup (`store::index`, `store::recovery`), the write/read/delete paths (`store`), the
-//! gRPC service (`service`), the process lifecycle (`node`) and the client (`client`).
+//! gRPC service (`service`), the process lifecycle (`node`) and the client (`client`), with
+//! the two paths that bypass tonic's copies: raw fragment reads (`raw_read`, both sides) and
+//! hand-framed PutFragment messages (`raw_put`, client side).
 //! Must not use: metashard or gateway code, RocksDB, or anything above it on the dependency
 //! arrow; PD is reached only through `kura-pd-client`.
 //! Start reading at `store/mod.rs` (the `Store` API), then `store/format.rs` for the bytes on
@@ -13,8 +15,8 @@
 //! Maintenance primitives (issue 6): `ListFragments` (index listing for heal/orphan GC),
 //! scrub + quarantine (`store/scrub.rs`, `Store::quarantine`), compaction
 //! (`store/compact.rs`), run in the background by `maintenance`.
-//! Not yet here: group commit, a persisted index checkpoint; healing and GC themselves
-//! live in their callers.
+//! Not yet here: a persisted index checkpoint; healing and GC themselves live in their
+//! callers.
 
 pub mod client;
 pub mod crc;
@@ -24,6 +26,7 @@ pub mod error;
 pub mod maintenance;
 mod metrics;
 pub mod node;
+pub mod raw_put;
 pub mod raw_read;
 pub mod repair;
 pub mod service;

@@ -255,17 +255,7 @@ where
         .map_err(|_| DataNodeError::TimedOut(format!("no response head for {idle:?}")))??;
     // A refusal before any block (not found, out of range, another
     // cluster) comes as gRPC's trailers-only answer: status in the head.
-    if let Some(status) = Status::from_header_map(resp.headers()) {
-        if status.code() != tonic::Code::Ok {
-            return Err(status.into());
-        }
-    }
-    if resp.status() != http::StatusCode::OK {
-        return Err(DataNodeError::Unavailable(format!(
-            "raw read answered HTTP {}",
-            resp.status()
-        )));
-    }
+    check_head(&resp, "raw read")?;
     let reader = BlockReader::new(first, count);
     let state = (resp.into_body(), reader);
     let stream = futures::stream::unfold(state, move |(mut body, mut reader)| async move {
@@ -294,7 +284,25 @@ where
     Ok(stream.boxed())
 }
 
-fn unavailable(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> DataNodeError {
+/// The head of a raw answer: a gRPC status in it (a trailers-only refusal)
+/// or an HTTP status other than 200 is the call's error.
+pub(crate) fn check_head(resp: &http::Response<Body>, what: &str) -> Result<(), DataNodeError> {
+    if let Some(status) = Status::from_header_map(resp.headers()) {
+        if status.code() != tonic::Code::Ok {
+            return Err(status.into());
+        }
+    }
+    if resp.status() != http::StatusCode::OK {
+        return Err(DataNodeError::Unavailable(format!(
+            "{what} answered HTTP {}",
+            resp.status()
+        )));
+    }
+    Ok(())
+}
+
+/// A channel's failure to call, as the node's error.
+pub(crate) fn unavailable(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> DataNodeError {
     let e = e.into();
     match e.downcast::<Status>() {
         Ok(status) => (*status).into(),

@@ -65,6 +65,29 @@ static BYTES_IN: LazyLock<IntCounter> = LazyLock::new(|| {
     )
 });
 
+static MD5_BYTES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register(
+        IntCounterVec::new(
+            Opts::new(
+                "kura_gateway_md5_bytes_total",
+                "Body bytes hashed for ETags: in the MD5 lanes, one body at a time by the lanes engine, or on the request's task",
+            ),
+            &["path"],
+        )
+        .expect("valid metric"),
+    )
+});
+
+static MD5_LANE_SLOTS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register(
+        IntCounter::new(
+            "kura_gateway_md5_lane_slots_total",
+            "Lane-bytes the MD5 lanes spent, live or idle: lanes bytes over this is their occupancy",
+        )
+        .expect("valid metric"),
+    )
+});
+
 static BYTES_OUT: LazyLock<IntCounter> = LazyLock::new(|| {
     register(
         IntCounter::new("kura_s3_bytes_out_total", "Object body bytes sent").expect("valid metric"),
@@ -243,6 +266,18 @@ pub fn observe_http(status: u16) {
 
 pub fn add_bytes_in(n: u64) {
     BYTES_IN.inc_by(n);
+}
+
+pub fn add_md5_bytes(path: &str, n: u64) {
+    MD5_BYTES.with_label_values(&[path]).inc_by(n);
+}
+
+pub fn md5_bytes(path: &str) -> u64 {
+    MD5_BYTES.with_label_values(&[path]).get()
+}
+
+pub fn add_md5_lane_slots(blocks: u64) {
+    MD5_LANE_SLOTS.inc_by(blocks * 64);
 }
 
 pub fn add_bytes_out(n: u64) {

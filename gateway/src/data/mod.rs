@@ -1,5 +1,5 @@
-//! Object bodies on data nodes: the write path, the read path, checksums and
-//! reclaiming replaced bodies.
+//! Object bodies on data nodes: the write path, the read path, the ETag's
+//! MD5, checksums and reclaiming replaced bodies.
 
 pub mod checksum;
 pub mod crypto;

@@ -27,7 +27,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::data::etag::EtagHasher;
+use crate::data::etag::{BodyMd5, EtagError};
 use base64::Engine;
 use bytes::{Buf, Bytes, BytesMut};
 use futures::stream::FuturesUnordered;
@@ -159,7 +159,7 @@ impl BlockSplitter {
     }
 }
 
-fn md5_error(e: openssl::error::ErrorStack) -> GwError {
+fn md5_error(e: EtagError) -> GwError {
     GwError::Internal(format!("MD5: {e}"))
 }
 
@@ -197,7 +197,7 @@ pub async fn write_body_sealed(
     }
     let expected_md5 = spec.content_md5.map(parse_content_md5).transpose()?;
     let mut checks = spec.checksums;
-    let mut md5 = EtagHasher::new();
+    let mut md5 = BodyMd5::new();
     // Chunks seen before the body outgrew the inline threshold.
     let mut head: Vec<Bytes> = Vec::new();
     let mut stripes: Vec<Bytes> = Vec::new();
@@ -216,7 +216,7 @@ pub async fn write_body_sealed(
             return Err(GwError::EntityTooLarge);
         }
         metrics::add_bytes_in(chunk.len() as u64);
-        md5.update(&chunk).map_err(md5_error)?;
+        md5.push(&chunk).map_err(md5_error)?;
         checks.update(&chunk);
         match sealer.as_mut() {
             Some(s) => s.push(chunk, &mut sealed)?,
@@ -264,7 +264,7 @@ pub async fn write_body_sealed(
     if spec.content_length.is_some_and(|l| l != size) {
         return Err(GwError::IncompleteBody);
     }
-    let md5 = md5.finish().map_err(md5_error)?;
+    let md5 = md5.finish().await.map_err(md5_error)?;
     if expected_md5.is_some_and(|e| e != md5) {
         return Err(GwError::BadDigest(
             "The Content-MD5 you specified did not match what we received.".into(),
