@@ -146,26 +146,19 @@ mod tests {
         r.publish(7, delegate(2, Duration::from_secs(5)));
         let g = r.grant(7, Some(&epoch(2)), &[b"c"]).expect("granted");
         assert_eq!(g.region.id, 7);
-        assert!(
-            r.grant(8, Some(&epoch(2)), &[b"c"]).is_none(),
-            "another region"
-        );
-        assert!(
-            r.grant(7, Some(&epoch(3)), &[b"c"]).is_none(),
-            "newer epoch"
-        );
-        assert!(
-            r.grant(7, Some(&epoch(1)), &[b"c"]).is_none(),
-            "older epoch"
-        );
-        assert!(
-            r.grant(7, Some(&epoch(2)), &[b"m"]).is_none(),
-            "past the end"
-        );
-        assert!(
-            r.grant(7, Some(&epoch(2)), &[b"a"]).is_none(),
-            "before the start"
-        );
+        let refused: [(u64, u64, &[u8], &str); 5] = [
+            (8, 2, b"c", "another region"),
+            (7, 3, b"c", "newer epoch"),
+            (7, 1, b"c", "older epoch"),
+            (7, 2, b"m", "past the end"),
+            (7, 2, b"a", "before the start"),
+        ];
+        for (region, version, key, why) in refused {
+            assert!(
+                r.grant(region, Some(&epoch(version)), &[key]).is_none(),
+                "{why}"
+            );
+        }
         r.publish(7, delegate(2, Duration::ZERO));
         assert!(
             r.grant(7, Some(&epoch(2)), &[b"c"]).is_none(),

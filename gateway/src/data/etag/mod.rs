@@ -34,6 +34,15 @@ impl EtagHasher {
         }
     }
 
+    /// A hasher that has taken `chunks`.
+    fn over(chunks: &[Bytes]) -> Result<Self, openssl::error::ErrorStack> {
+        let mut h = Self::new();
+        for c in chunks {
+            h.update(c)?;
+        }
+        Ok(h)
+    }
+
     pub fn update(&mut self, data: &[u8]) -> Result<(), openssl::error::ErrorStack> {
         match &mut self.0 {
             Inner::Libcrypto(h) => h.update(data),
@@ -110,13 +119,7 @@ impl BodyMd5 {
                             }
                             How::Lanes(body)
                         }
-                        None => {
-                            let mut h = EtagHasher::new();
-                            for c in &held {
-                                h.update(c)?;
-                            }
-                            How::Task(h)
-                        }
+                        None => How::Task(EtagHasher::over(&held)?),
                     };
                 }
             }
@@ -128,13 +131,7 @@ impl BodyMd5 {
 
     pub async fn finish(self) -> Result<[u8; 16], EtagError> {
         match self.how {
-            How::Holding(held) => {
-                let mut h = EtagHasher::new();
-                for c in &held {
-                    h.update(c)?;
-                }
-                Ok(h.finish()?)
-            }
+            How::Holding(held) => Ok(EtagHasher::over(&held)?.finish()?),
             How::Lanes(body) => Ok(body.finish(self.len).await?),
             How::Task(h) => Ok(h.finish()?),
         }
