@@ -7,7 +7,7 @@
 //! at startup (`store::index`, `store::recovery`), the write/read/delete paths (`store`), the
 //! gRPC service (`service`), the process lifecycle (`node`) and the client (`client`), with
 //! the two paths that bypass tonic's copies: raw fragment reads (`raw_read`, both sides) and
-//! hand-framed PutFragment messages (`raw_put`, client side).
+//! PutFragment framed and decoded by hand (`raw_put`, both sides).
 //! Must not use: metashard or gateway code, RocksDB, or anything above it on the dependency
 //! arrow; PD is reached only through `kura-pd-client`.
 //! Start reading at `store/mod.rs` (the `Store` API), then `store/format.rs` for the bytes on

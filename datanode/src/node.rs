@@ -205,7 +205,9 @@ pub async fn serve(
         // park in flight here.
         .initial_stream_window_size(Some(PUT_STREAM_WINDOW))
         .initial_connection_window_size(Some(PUT_CONNECTION_WINDOW))
-        .add_service(DataNodeService::new(store.clone(), disk).into_server())
+        .add_service(crate::raw_put::PutFragmentServer::new(
+            DataNodeService::new(store.clone(), disk),
+        ))
         .add_service(crate::raw_read::RawReadService::new(store))
         .serve_with_incoming_shutdown(kura_pd_client::tls::incoming(incoming), async move {
             let _ = shutdown.wait_for(|s| *s).await;

@@ -80,7 +80,7 @@ impl tonic::server::NamedService for RawReadService {
     const NAME: &'static str = "kura.datanode.Raw";
 }
 
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
 impl tower::Service<http::Request<Body>> for RawReadService {
     type Response = http::Response<Body>;
@@ -143,7 +143,7 @@ async fn serve(store: Arc<Store>, req: http::Request<Body>) -> http::Response<Bo
 
 /// A response body whose frames are all at hand: it says it has ended as
 /// soon as the last one is taken, so hyper sets END_STREAM on that frame.
-struct ReadyFrames(VecDeque<Frame<Bytes>>);
+pub(crate) struct ReadyFrames(pub(crate) VecDeque<Frame<Bytes>>);
 
 impl http_body::Body for ReadyFrames {
     type Data = Bytes;
@@ -204,7 +204,7 @@ fn trailers(status: &Status) -> Frame<Bytes> {
 }
 
 /// `grpc-status` and `grpc-message` as gRPC writes them.
-fn status_map(status: &Status) -> http::HeaderMap {
+pub(crate) fn status_map(status: &Status) -> http::HeaderMap {
     let mut map = http::HeaderMap::new();
     if status.add_header(&mut map).is_err() {
         map.clear();

@@ -78,10 +78,89 @@ impl DataNodeService {
     }
 
     /// The tonic server for this service, with message limits raised for big blocks.
-    pub fn into_server(self) -> DataNodeServer<DataNodeService> {
-        DataNodeServer::new(self)
+    /// The node serves it behind [`crate::raw_put::PutFragmentServer`].
+    pub fn grpc_server(self: Arc<Self>) -> DataNodeServer<DataNodeService> {
+        DataNodeServer::from_arc(self)
             .max_decoding_message_size(MAX_MESSAGE_SIZE)
             .max_encoding_message_size(MAX_MESSAGE_SIZE)
+    }
+
+    /// Stores one PutFragment stream's messages, whoever decoded them: tonic
+    /// (`put_fragment`) or the raw server (`raw_put`), which hands over each
+    /// block as the `Bytes` h2 received.
+    pub(crate) async fn store_fragment<S>(
+        &self,
+        mut stream: S,
+    ) -> Result<PutFragmentResponse, Status>
+    where
+        S: Stream<Item = Result<PutFragmentChunk, Status>> + Unpin,
+    {
+        self.require_disk()?;
+        let mut msg = stream
+            .next()
+            .await
+            .transpose()?
+            .ok_or_else(|| Status::invalid_argument("empty PutFragment stream"))?;
+        let mut header = msg.header.take().ok_or_else(|| {
+            Status::invalid_argument("the first PutFragment message must carry the header")
+        })?;
+        // Our clock, not the writer's: orphan GC judges age by it.
+        header.stored_unix_ms = crate::now_unix_ms();
+        let _in_progress = InProgress::new(&metrics::FRAGMENT_PUTS_IN_PROGRESS);
+        // Everything one message asks of the store runs in ONE blocking hop: opening
+        // the record, its block and, with `last`, the commit. A small object's
+        // fragment is a single message, and three thread hand-offs for it were a
+        // fifth of a data node's CPU under small PUTs. Dropping the writer on any
+        // early return (error, client gone) aborts the record.
+        let mut pending = Pending::Begin(header);
+        loop {
+            if msg.header.is_some() {
+                return Err(Status::invalid_argument(
+                    "only the first message may carry a header",
+                ));
+            }
+            let (data, crc, last) = (std::mem::take(&mut msg.data), msg.crc32c, msg.last);
+            let store = self.store.clone();
+            // Ok(Ok(outcome)) once committed, Ok(Err(writer)) while still open.
+            let step = blocking(
+                move || -> Result<Result<PutOutcome, PutWriter>, StoreError> {
+                    let mut w = match pending {
+                        Pending::Begin(header) => store.begin_put(header)?,
+                        Pending::Open(w) => w,
+                    };
+                    if !data.is_empty() {
+                        w.append_block(&data, crc)?;
+                    }
+                    if last {
+                        w.commit().map(Ok)
+                    } else {
+                        Ok(Err(w))
+                    }
+                },
+            )
+            .await??;
+            match step {
+                Ok(out) => {
+                    return Ok(PutFragmentResponse {
+                        length: out.length,
+                        blocks: out.blocks,
+                    });
+                }
+                Err(w) => pending = Pending::Open(w),
+            }
+            // A writer that stalls (hung gateway) must not hold the record open forever.
+            msg = tokio::time::timeout(PUT_IDLE_TIMEOUT, stream.next())
+                .await
+                .map_err(|_| {
+                    Status::deadline_exceeded(format!(
+                        "no PutFragment message for {PUT_IDLE_TIMEOUT:?}"
+                    ))
+                })?
+                .transpose()?
+                .ok_or_else(|| {
+                    Status::invalid_argument("PutFragment stream ended without last=true")
+                })?;
+        }
     }
 }
 
@@ -187,71 +266,9 @@ impl DataNode for DataNodeService {
         &self,
         request: Request<Streaming<PutFragmentChunk>>,
     ) -> Result<Response<PutFragmentResponse>, Status> {
-        self.require_disk()?;
-        let mut stream = request.into_inner();
-        let mut msg = stream
-            .message()
-            .await?
-            .ok_or_else(|| Status::invalid_argument("empty PutFragment stream"))?;
-        let mut header = msg.header.take().ok_or_else(|| {
-            Status::invalid_argument("the first PutFragment message must carry the header")
-        })?;
-        // Our clock, not the writer's: orphan GC judges age by it.
-        header.stored_unix_ms = crate::now_unix_ms();
-        let _in_progress = InProgress::new(&metrics::FRAGMENT_PUTS_IN_PROGRESS);
-        // Everything one message asks of the store runs in ONE blocking hop: opening
-        // the record, its block and, with `last`, the commit. A small object's
-        // fragment is a single message, and three thread hand-offs for it were a
-        // fifth of a data node's CPU under small PUTs. Dropping the writer on any
-        // early return (error, client gone) aborts the record.
-        let mut pending = Pending::Begin(header);
-        loop {
-            if msg.header.is_some() {
-                return Err(Status::invalid_argument(
-                    "only the first message may carry a header",
-                ));
-            }
-            let (data, crc, last) = (std::mem::take(&mut msg.data), msg.crc32c, msg.last);
-            let store = self.store.clone();
-            // Ok(Ok(outcome)) once committed, Ok(Err(writer)) while still open.
-            let step = blocking(
-                move || -> Result<Result<PutOutcome, PutWriter>, StoreError> {
-                    let mut w = match pending {
-                        Pending::Begin(header) => store.begin_put(header)?,
-                        Pending::Open(w) => w,
-                    };
-                    if !data.is_empty() {
-                        w.append_block(&data, crc)?;
-                    }
-                    if last {
-                        w.commit().map(Ok)
-                    } else {
-                        Ok(Err(w))
-                    }
-                },
-            )
-            .await??;
-            match step {
-                Ok(out) => {
-                    return Ok(Response::new(PutFragmentResponse {
-                        length: out.length,
-                        blocks: out.blocks,
-                    }));
-                }
-                Err(w) => pending = Pending::Open(w),
-            }
-            // A writer that stalls (hung gateway) must not hold the record open forever.
-            msg = tokio::time::timeout(PUT_IDLE_TIMEOUT, stream.message())
-                .await
-                .map_err(|_| {
-                    Status::deadline_exceeded(format!(
-                        "no PutFragment message for {PUT_IDLE_TIMEOUT:?}"
-                    ))
-                })??
-                .ok_or_else(|| {
-                    Status::invalid_argument("PutFragment stream ended without last=true")
-                })?;
-        }
+        self.store_fragment(request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     type GetFragmentStream =

@@ -42,6 +42,13 @@ pub static LEASE_READS: LazyLock<IntCounter> = LazyLock::new(|| {
     )
     .expect(ONCE)
 });
+pub static READ_INDEX_RETRIES: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "kura_metashard_read_index_retries_total",
+        "ReadIndex rounds that never came back within an election timeout; their reads went into a new round"
+    )
+    .expect(ONCE)
+});
 pub static PROPOSALS: LazyLock<IntCounter> = LazyLock::new(|| {
     register_int_counter!("kura_metashard_proposals_total", "Batches proposed to raft").expect(ONCE)
 });

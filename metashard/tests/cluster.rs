@@ -1106,7 +1106,6 @@ async fn merge_absorbs_the_right_half_on_every_store() {
 /// sees the newest write or is told to go to the new leader, never stale.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn lease_reads_are_fresh_across_a_leader_transfer() {
-    use kura_metashard::fsm::StoreMsg;
     use kura_proto::metashard::{RequestHeader, TransferLeaderRequest};
     let mut c = Cluster::start().await;
     let client = c.client();
@@ -1135,22 +1134,7 @@ async fn lease_reads_are_fresh_across_a_leader_transfer() {
 
     let old = c.leader().await.expect("a leader");
     let new = (1..=3).find(|id| *id != old).unwrap();
-    let read_on_old = |c: &Cluster| {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        c.nodes[&old]
-            .store
-            .as_ref()
-            .unwrap()
-            .router()
-            .send(StoreMsg::Read {
-                region_id: REGION_ID,
-                epoch: None,
-                keys: vec![key(1)],
-                cb: tx,
-            })
-            .unwrap();
-        rx
-    };
+    let read_on_old = |c: &Cluster| read_key1(c.nodes[&old].store.as_ref().unwrap().router());
     let mut mc = MetashardClient::connect(format!("http://{}", c.nodes[&old].addr))
         .await
         .unwrap();
@@ -1204,6 +1188,82 @@ async fn lease_reads_are_fresh_across_a_leader_transfer() {
                 );
             }
         }
+    }
+    for id in 1..=3 {
+        c.stop(id).await;
+    }
+}
+
+/// A read of `key(1)` sent to a store's raftstore thread directly (no
+/// service, so no read delegate: the lease or a ReadIndex round answers).
+fn read_key1(
+    router: &kura_metashard::fsm::Router,
+) -> tokio::sync::oneshot::Receiver<
+    Result<kura_metashard::fsm::ReadGrant, kura_proto::common::RegionError>,
+> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    router
+        .send(kura_metashard::fsm::StoreMsg::Read {
+            region_id: REGION_ID,
+            epoch: None,
+            keys: vec![key(1)],
+            cb: tx,
+        })
+        .unwrap();
+    rx
+}
+
+/// A leader just elected has not committed an entry of its own term, and
+/// raft-rs drops a ReadIndex then without a word. Reads that reach it in
+/// that window must be answered once its first entry commits, not when the
+/// caller's deadline (5 s in the service) runs out: a split's new region and
+/// every leader transfer open that window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reads_reaching_a_new_leader_are_answered_at_once() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let mut c = Cluster::start().await;
+    let client = c.client();
+    write_range(&client, 0..3).await;
+    for _ in 0..3 {
+        let old = c.leader().await.expect("a leader");
+        let new = (1..=3).find(|id| *id != old).unwrap();
+        // Reads sent to the target one after another, before, during and
+        // after it takes over (NotLeader until then, answered at once).
+        let router = c.nodes[&new].store.as_ref().unwrap().router().clone();
+        let stop = Arc::new(AtomicBool::new(false));
+        let reader = tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                let (mut slowest, mut served) = (Duration::ZERO, 0);
+                while !stop.load(Ordering::Relaxed) {
+                    let t = Instant::now();
+                    let answer =
+                        tokio::time::timeout(Duration::from_secs(5), read_key1(&router)).await;
+                    slowest = slowest.max(t.elapsed());
+                    if let Ok(Ok(Ok(_))) = answer {
+                        served += 1;
+                    }
+                }
+                (slowest, served)
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(transfer_leader_on(&c, old, 100 + new).await, None);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while c.leader().await != Some(new) {
+            assert!(Instant::now() < deadline, "leadership did not move");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        stop.store(true, Ordering::Relaxed);
+        let (slowest, served) = reader.await.unwrap();
+        assert!(served > 0, "the new leader served no read");
+        // Below the election timeout (500 ms here), after which a lost
+        // ReadIndex round is retried: the reads were not lost at all.
+        assert!(
+            slowest < Duration::from_millis(400),
+            "a read waited {slowest:?} at the new leader"
+        );
     }
     for id in 1..=3 {
         c.stop(id).await;

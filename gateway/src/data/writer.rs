@@ -27,7 +27,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::data::etag::{BodyMd5, EtagError};
+use crate::data::etag::{BodyMd5, EtagError, SealedMd5};
 use base64::Engine;
 use bytes::{Buf, Bytes, BytesMut};
 use futures::stream::FuturesUnordered;
@@ -264,29 +264,22 @@ pub async fn write_body_sealed(
     if spec.content_length.is_some_and(|l| l != size) {
         return Err(GwError::IncompleteBody);
     }
-    let md5 = md5.finish().await.map_err(md5_error)?;
-    if expected_md5.is_some_and(|e| e != md5) {
-        return Err(GwError::BadDigest(
-            "The Content-MD5 you specified did not match what we received.".into(),
-        ));
+    let mut md5 = md5.seal().map_err(md5_error)?;
+    // A Content-MD5 to check decides before anything is committed; else the
+    // digest is wanted only once the fragments are durable, and the lanes
+    // engine hashes it meanwhile beside other bodies (etag::lanes).
+    if let Some(expected) = expected_md5 {
+        let got = md5.finish().await.map_err(md5_error)?;
+        if got != expected {
+            return Err(GwError::BadDigest(
+                "The Content-MD5 you specified did not match what we received.".into(),
+            ));
+        }
+        md5 = SealedMd5::ready(got);
     }
     let checksums = checks.finish()?;
-    let md5 = match &sse {
-        Some(s) if s.opaque_etag => crate::data::crypto::random_bytes()?,
-        _ => md5,
-    };
-    let sse = sse.map(|s| s.record);
-
-    match fanout {
-        None => Ok(Written {
-            inline: Some(Bytes::from(head.concat())),
-            location: None,
-            started: Instant::now(),
-            size,
-            md5,
-            checksums,
-            sse,
-        }),
+    let (inline, location, started) = match fanout {
+        None => (Some(Bytes::from(head.concat())), None, Instant::now()),
         Some((mut f, splitter)) => {
             if let Some(last) = splitter.finish() {
                 f.send_stripe(last).await?;
@@ -294,17 +287,23 @@ pub async fn write_body_sealed(
             let started = f.started;
             let mut location = f.finish(stored).await?;
             location.size = stored;
-            Ok(Written {
-                inline: None,
-                location: Some(location),
-                started,
-                size,
-                md5,
-                checksums,
-                sse,
-            })
+            (None, Some(location), started)
         }
-    }
+    };
+    let md5 = md5.finish().await.map_err(md5_error)?;
+    let md5 = match &sse {
+        Some(s) if s.opaque_etag => crate::data::crypto::random_bytes()?,
+        _ => md5,
+    };
+    Ok(Written {
+        inline,
+        location,
+        started,
+        size,
+        md5,
+        checksums,
+        sse: sse.map(|s| s.record),
+    })
 }
 
 type PutResult = Result<PutFragmentResponse, DataNodeError>;

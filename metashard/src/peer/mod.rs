@@ -445,11 +445,29 @@ impl Peer {
                 self.campaign_ticks = 0;
             }
         }
-        // Reads whose ReadIndex never came back (heartbeats lost): the caller
-        // has timed out by now; free the callbacks.
-        let now = Instant::now();
-        self.reads_by_ctx
-            .retain(|_, (t, _)| now.duration_since(*t) < Duration::from_secs(30));
+        self.retry_lost_reads(Instant::now());
+    }
+
+    /// ReadIndex rounds that never came back (a heartbeat or its answer
+    /// lost): after an election timeout their reads go into the next round,
+    /// well before the caller's deadline. A late answer to the old round is
+    /// ignored (its context is gone).
+    fn retry_lost_reads(&mut self, now: Instant) {
+        let after = self.election_timeout;
+        let lost: Vec<u64> = self
+            .reads_by_ctx
+            .iter()
+            .filter(|(_, (t, _))| now.duration_since(*t) >= after)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in lost {
+            if let Some((_, reads)) = self.reads_by_ctx.remove(&id) {
+                metrics::READ_INDEX_RETRIES.inc();
+                // Callers that gave up need no answer.
+                self.reads_to_issue
+                    .extend(reads.into_iter().filter(|r| !r.cb.is_closed()));
+            }
+        }
     }
 
     pub fn step(&mut self, msg: Message) {
@@ -778,6 +796,14 @@ impl Peer {
     /// lease renewal).
     pub fn issue_reads(&mut self) {
         if self.reads_to_issue.is_empty() && !self.renew_lease {
+            return;
+        }
+        // raft-rs drops a ReadIndex, silently, while this leader has not
+        // committed an entry of its own term (just elected: its no-op is in
+        // flight). Keep the reads for the round after that commit; issued
+        // now they would wait for the caller's deadline (a 5 s stall seen
+        // after splits and leader transfers).
+        if !self.raft.raft.commit_to_current_term() {
             return;
         }
         let id = self.next_read_id;

@@ -2,17 +2,24 @@
 //! the sixteen lanes of [`x16`] (decision 0051).
 //!
 //! A body registers once it has outgrown [`JOB_BYTES`] and from then on only
-//! queues its chunks (shared `Bytes`, no copy). The engine lets work pile up
-//! on purpose, because lanes are only cheap when full: it runs a pass when
-//! [`TARGET_LANES`] bodies (or every open body, if fewer are open) have a job
-//! ready or are finishing, when one holds more than [`CAP_BYTES`], or
-//! [`MAX_WAIT`] after it last slept with anything queued. A pass hashes every whole block queued; it uses
-//! the lanes while at least [`MIN_VECTOR_LANES`] bodies still have data and
-//! hashes the rest one body at a time.
+//! queues its chunks (shared `Bytes`, no copy). When it has ended it is
+//! *sealed*; its digest is *wanted* later, when its PUT needs the ETag (after
+//! its fragments are durable): in between, the body is one more job that
+//! fills lanes beside others, and nobody waits on it.
+//!
+//! The engine lets work pile up on purpose, because lanes are only cheap when
+//! full: it runs a pass when a digest is wanted, when [`TARGET_LANES`] bodies
+//! have a job ready or are sealed, or when one holds more than [`CAP_BYTES`].
+//! Whatever else is queued rides along. A pass uses the lanes while at least
+//! [`MIN_VECTOR_LANES`] bodies still have data, and hashes one body at a time
+//! only what must be drained (a wanted body, one over the cap) or all of a
+//! pass too small for the lanes. Under 16 concurrent 1 MiB PUTs, passing as
+//! soon as every open body had a job (and 4 ms after one finished) left 25%
+//! of the bytes to one-at-a-time passes; waiting for the digest to be wanted
+//! left 5% (decision 0051).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::oneshot;
@@ -26,8 +33,6 @@ pub const JOB_BYTES: usize = 256 * 1024;
 pub const TARGET_LANES: usize = 12;
 /// A body holding this much unhashed data forces a pass (bounds memory).
 pub const CAP_BYTES: usize = 4 * 1024 * 1024;
-/// Pass at the latest after this long with anything queued.
-pub const MAX_WAIT: Duration = Duration::from_millis(4);
 /// Below this many live lanes, one body at a time is cheaper: a run costs
 /// the same whatever the number of live lanes.
 pub const MIN_VECTOR_LANES: usize = 3;
@@ -47,17 +52,18 @@ struct Body {
     /// from the last pass.
     chunks: VecDeque<Bytes>,
     pending: usize,
-    /// Set by `finish`: hash everything and answer here.
+    /// Set when sealed: the body is complete; answer here once all of it is hashed.
     finish: Option<oneshot::Sender<Done>>,
+    /// Its digest is wanted: hash everything in the next pass.
+    wanted: bool,
 }
 
 #[derive(Default)]
 struct Queue {
     bodies: HashMap<u64, Body>,
     next_id: u64,
-    /// The engine is asleep: `Some(true)` until a pass is due or the
-    /// wait times out, `Some(false)` until anything is pushed.
-    engine_waiting: Option<bool>,
+    /// The engine sleeps until a pass is due.
+    engine_asleep: bool,
     closed: bool,
 }
 
@@ -66,23 +72,15 @@ impl Queue {
     fn due(&self) -> bool {
         let mut ready = 0;
         for b in self.bodies.values() {
-            if b.pending >= CAP_BYTES {
+            if b.pending >= CAP_BYTES || b.wanted {
                 return true;
             }
-            // A finishing body waits for company like any other job (at
-            // most MAX_WAIT): passes run for one body are the costliest.
+            // A sealed body is a job whatever its size.
             if b.pending >= JOB_BYTES || b.finish.is_some() {
                 ready += 1;
             }
         }
-        ready > 0 && ready >= TARGET_LANES.min(self.bodies.len())
-    }
-
-    /// Whether a pass would have anything to do (or anyone to answer).
-    fn anything_queued(&self) -> bool {
-        self.bodies
-            .values()
-            .any(|b| b.pending >= 64 || b.finish.is_some())
+        ready >= TARGET_LANES
     }
 }
 
@@ -103,11 +101,19 @@ pub struct Lanes {
     shared: Arc<Shared>,
 }
 
-/// One body's registration; dropping it without `finish` forgets the body.
+/// One body's registration; dropping it without `seal` forgets the body.
 pub struct LaneBody {
     shared: Arc<Shared>,
     id: u64,
-    finished: bool,
+    sealed: bool,
+}
+
+/// A body that has ended, its digest not wanted yet; dropping it forgets
+/// the body.
+pub struct SealedBody {
+    shared: Arc<Shared>,
+    id: u64,
+    answer: oneshot::Receiver<Done>,
 }
 
 /// The engine went away before answering (its thread panicked).
@@ -151,12 +157,13 @@ impl Lanes {
                 chunks: VecDeque::new(),
                 pending: 0,
                 finish: None,
+                wanted: false,
             },
         );
         LaneBody {
             shared: self.shared.clone(),
             id,
-            finished: false,
+            sealed: false,
         }
     }
 }
@@ -179,50 +186,73 @@ impl LaneBody {
             b.pending += chunk.len();
             b.chunks.push_back(chunk);
         }
-        self.nudge(q);
+        nudge(&self.shared, q);
     }
 
-    /// The body's MD5 state after its last whole block, and the bytes after
-    /// it; `finish_md5` turns them into the digest.
-    async fn drain(mut self) -> Result<Done, EngineStopped> {
-        let (tx, rx) = oneshot::channel();
-        {
-            let mut q = self.shared.lock();
-            match q.bodies.get_mut(&self.id) {
-                Some(b) => b.finish = Some(tx),
-                None => return Err(EngineStopped),
-            }
-            self.finished = true;
-            self.nudge(q);
+    /// The body has ended: the engine hashes the rest when lanes are
+    /// cheap, until its digest is wanted.
+    pub fn seal(mut self) -> SealedBody {
+        let (tx, answer) = oneshot::channel();
+        let mut q = self.shared.lock();
+        if let Some(b) = q.bodies.get_mut(&self.id) {
+            b.finish = Some(tx);
         }
-        rx.await.map_err(|_| EngineStopped)
+        // Else the engine stopped: the answer's sender is dropped, and
+        // `finish` says so.
+        self.sealed = true;
+        nudge(&self.shared, q);
+        SealedBody {
+            shared: self.shared.clone(),
+            id: self.id,
+            answer,
+        }
     }
 
-    /// The body's MD5, `len` bytes in all.
+    /// The body's MD5, `len` bytes in all: seal, then wait.
     pub async fn finish(self, len: u64) -> Result<[u8; 16], EngineStopped> {
-        let done = self.drain().await?;
-        Ok(finish_md5(done.state, &done.tail, len))
-    }
-
-    fn nudge(&self, mut q: MutexGuard<'_, Queue>) {
-        let wake = match q.engine_waiting {
-            Some(true) => q.due(),
-            Some(false) => true,
-            None => false,
-        };
-        if wake {
-            q.engine_waiting = None;
-            drop(q);
-            self.shared.wake.notify_one();
-        }
+        self.seal().finish(len).await
     }
 }
 
 impl Drop for LaneBody {
     fn drop(&mut self) {
-        if !self.finished {
+        if !self.sealed {
             self.shared.lock().bodies.remove(&self.id);
         }
+    }
+}
+
+impl SealedBody {
+    /// The body's MD5, `len` bytes in all: what is not hashed yet goes
+    /// through the next pass.
+    pub async fn finish(mut self, len: u64) -> Result<[u8; 16], EngineStopped> {
+        {
+            let mut q = self.shared.lock();
+            // Absent: already answered (or the engine stopped).
+            if let Some(b) = q.bodies.get_mut(&self.id) {
+                b.wanted = true;
+            }
+            nudge(&self.shared, q);
+        }
+        let done = (&mut self.answer).await.map_err(|_| EngineStopped)?;
+        Ok(finish_md5(done.state, &done.tail, len))
+    }
+}
+
+impl Drop for SealedBody {
+    fn drop(&mut self) {
+        // Answered bodies are gone already; this forgets one whose PUT
+        // failed before wanting its digest.
+        self.shared.lock().bodies.remove(&self.id);
+    }
+}
+
+/// Wakes the engine if it sleeps and what changed under `q` concerns it.
+fn nudge(shared: &Shared, mut q: MutexGuard<'_, Queue>) {
+    if q.engine_asleep && q.due() {
+        q.engine_asleep = false;
+        drop(q);
+        shared.wake.notify_one();
     }
 }
 
@@ -253,7 +283,7 @@ struct Work {
     /// Bytes after the last whole block.
     tail: Bytes,
     finish: Option<oneshot::Sender<Done>>,
-    /// Finishing or over the cap: everything is hashed in this pass.
+    /// Wanted or over the cap: everything is hashed in this pass.
     must_drain: bool,
 }
 
@@ -279,7 +309,7 @@ impl Work {
             }
             carry.extend_from_slice(&c);
         }
-        let must_drain = body.finish.is_some() || body.pending >= CAP_BYTES;
+        let must_drain = body.wanted || body.pending >= CAP_BYTES;
         body.pending = 0;
         Work {
             id,
@@ -303,25 +333,9 @@ fn run(shared: &Shared) {
                 if q.due() {
                     break;
                 }
-                // With nothing queued there is nothing to time out for: sleep
-                // until a push (which wakes an untimed wait at once).
-                let timed = q.anything_queued();
-                q.engine_waiting = Some(timed);
-                let timed_out = if timed {
-                    let (g, t) = shared
-                        .wake
-                        .wait_timeout(q, MAX_WAIT)
-                        .unwrap_or_else(|p| p.into_inner());
-                    q = g;
-                    t.timed_out()
-                } else {
-                    q = shared.wake.wait(q).unwrap_or_else(|p| p.into_inner());
-                    false
-                };
-                q.engine_waiting = None;
-                if timed_out && q.anything_queued() {
-                    break;
-                }
+                q.engine_asleep = true;
+                q = shared.wake.wait(q).unwrap_or_else(|p| p.into_inner());
+                q.engine_asleep = false;
             }
             let mut work = Vec::new();
             for (id, b) in q.bodies.iter_mut() {
@@ -334,19 +348,26 @@ fn run(shared: &Shared) {
         hash(&mut work);
         let mut q = shared.lock();
         for w in work {
+            debug_assert!(!w.must_drain || w.runs.is_empty(), "drained");
             match w.finish {
-                Some(tx) => {
-                    debug_assert!(w.runs.is_empty(), "a finishing body is drained");
+                // Sealed and all hashed: answer (the body may be wanted
+                // later; the answer waits in the channel).
+                Some(tx) if w.runs.is_empty() => {
                     q.bodies.remove(&w.id);
                     let _ = tx.send(Done {
                         state: w.state,
                         tail: w.tail.to_vec(),
                     });
                 }
-                None => {
+                finish => {
                     // The body may have been dropped meanwhile.
                     if let Some(b) = q.bodies.get_mut(&w.id) {
                         b.state = w.state;
+                        // (A body taken unsealed may have been sealed
+                        // meanwhile: keep that sender.)
+                        if finish.is_some() {
+                            b.finish = finish;
+                        }
                         // Unhashed bytes go back in front of what was
                         // pushed meanwhile, in order.
                         for c in std::iter::once(w.tail).chain(w.runs.into_iter().rev()) {
@@ -557,6 +578,50 @@ mod tests {
                 assert_eq!(state.get(l), want, "lane {l}");
             }
         }
+    }
+
+    #[test]
+    fn sealed_bodies_are_hashed_before_their_digest_is_wanted() {
+        let Some(lanes) = Lanes::start() else { return };
+        let bodies: Vec<Vec<u8>> = (0..TARGET_LANES)
+            .map(|i| data((1 << 20) + i * 1_000 + 3, i as u32))
+            .collect();
+        let total: usize = bodies.iter().map(Vec::len).sum();
+        let before = metrics::md5_bytes("lanes");
+        let sealed: Vec<SealedBody> = bodies
+            .iter()
+            .map(|d| {
+                let body = lanes.register();
+                body.push(Bytes::from(d.clone()));
+                body.seal()
+            })
+            .collect();
+        // TARGET_LANES sealed bodies are enough for a pass with nobody
+        // waiting: it runs the lanes until fewer than half are live, which
+        // for bodies this close in size is nearly all of every one.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while metrics::md5_bytes("lanes") - before < (total as u64) * 9 / 10 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "sealed bodies left unhashed"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        for (s, d) in sealed.into_iter().zip(&bodies) {
+            assert_eq!(rt.block_on(s.finish(d.len() as u64)).unwrap(), reference(d));
+        }
+    }
+
+    #[test]
+    fn a_dropped_sealed_body_is_forgotten() {
+        let Some(lanes) = Lanes::start() else { return };
+        let body = lanes.register();
+        body.push(Bytes::from(data(JOB_BYTES / 2, 1)));
+        drop(body.seal());
+        assert!(lanes.shared.lock().bodies.is_empty());
     }
 
     #[test]

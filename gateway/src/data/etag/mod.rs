@@ -129,11 +129,42 @@ impl BodyMd5 {
         Ok(())
     }
 
+    /// The body has ended. Its digest is ready at once, or (from the lanes)
+    /// when [`SealedMd5::finish`] is awaited: a PUT that needs the ETag only
+    /// to commit asks for it once its fragments are durable, and the lanes
+    /// have used the time to hash it beside other bodies.
+    pub fn seal(self) -> Result<SealedMd5, EtagError> {
+        Ok(SealedMd5(match self.how {
+            How::Holding(held) => Sealed::Ready(EtagHasher::over(&held)?.finish()?),
+            How::Lanes(body) => Sealed::Lanes(body.seal(), self.len),
+            How::Task(h) => Sealed::Ready(h.finish()?),
+        }))
+    }
+
+    /// The body's digest now: [`Self::seal`], then wait for it.
     pub async fn finish(self) -> Result<[u8; 16], EtagError> {
-        match self.how {
-            How::Holding(held) => Ok(EtagHasher::over(&held)?.finish()?),
-            How::Lanes(body) => Ok(body.finish(self.len).await?),
-            How::Task(h) => Ok(h.finish()?),
+        self.seal()?.finish().await
+    }
+}
+
+/// The MD5 of a body that has ended.
+pub struct SealedMd5(Sealed);
+
+enum Sealed {
+    Ready([u8; 16]),
+    Lanes(lanes::SealedBody, u64),
+}
+
+impl SealedMd5 {
+    /// A digest already known.
+    pub fn ready(digest: [u8; 16]) -> Self {
+        SealedMd5(Sealed::Ready(digest))
+    }
+
+    pub async fn finish(self) -> Result<[u8; 16], EtagError> {
+        match self.0 {
+            Sealed::Ready(d) => Ok(d),
+            Sealed::Lanes(body, len) => Ok(body.finish(len).await?),
         }
     }
 }
