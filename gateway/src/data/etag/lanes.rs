@@ -9,7 +9,8 @@
 //!
 //! The engine lets work pile up on purpose, because lanes are only cheap when
 //! full: it runs a pass when a digest is wanted, when [`TARGET_LANES`] bodies
-//! have a job ready or are sealed, or when one holds more than [`CAP_BYTES`].
+//! have a job ready or are sealed, when one holds more than [`CAP_BYTES`], or
+//! when all together hold more than [`TOTAL_CAP_BYTES`] (that pass drains all).
 //! Whatever else is queued rides along. A pass uses the lanes while at least
 //! [`MIN_VECTOR_LANES`] bodies still have data, and hashes one body at a time
 //! only what must be drained (a wanted body, one over the cap) or all of a
@@ -33,6 +34,10 @@ pub const JOB_BYTES: usize = 256 * 1024;
 pub const TARGET_LANES: usize = 12;
 /// A body holding this much unhashed data forces a pass (bounds memory).
 pub const CAP_BYTES: usize = 4 * 1024 * 1024;
+/// All bodies together holding this much unhashed data force a pass that
+/// drains them all: many slow or waiting bodies, each under the other
+/// triggers, must not pin unbounded memory.
+pub const TOTAL_CAP_BYTES: usize = 64 * 1024 * 1024;
 /// Below this many live lanes, one body at a time is cheaper: a run costs
 /// the same whatever the number of live lanes.
 pub const MIN_VECTOR_LANES: usize = 3;
@@ -62,6 +67,8 @@ struct Body {
 struct Queue {
     bodies: HashMap<u64, Body>,
     next_id: u64,
+    /// Unhashed bytes queued by all bodies (the sum of their `pending`).
+    pending: usize,
     /// The engine sleeps until a pass is due.
     engine_asleep: bool,
     closed: bool,
@@ -70,6 +77,9 @@ struct Queue {
 impl Queue {
     /// Whether a pass is due now (see the module doc).
     fn due(&self) -> bool {
+        if self.pending >= TOTAL_CAP_BYTES {
+            return true;
+        }
         let mut ready = 0;
         for b in self.bodies.values() {
             if b.pending >= CAP_BYTES || b.wanted {
@@ -81,6 +91,13 @@ impl Queue {
             }
         }
         ready >= TARGET_LANES
+    }
+
+    /// Forgets a body and what it had queued.
+    fn forget(&mut self, id: u64) {
+        if let Some(b) = self.bodies.remove(&id) {
+            self.pending -= b.pending;
+        }
     }
 }
 
@@ -182,7 +199,9 @@ impl LaneBody {
             return;
         }
         let mut q = self.shared.lock();
-        if let Some(b) = q.bodies.get_mut(&self.id) {
+        let queue = &mut *q;
+        if let Some(b) = queue.bodies.get_mut(&self.id) {
+            queue.pending += chunk.len();
             b.pending += chunk.len();
             b.chunks.push_back(chunk);
         }
@@ -217,7 +236,7 @@ impl LaneBody {
 impl Drop for LaneBody {
     fn drop(&mut self) {
         if !self.sealed {
-            self.shared.lock().bodies.remove(&self.id);
+            self.shared.lock().forget(self.id);
         }
     }
 }
@@ -243,7 +262,7 @@ impl Drop for SealedBody {
     fn drop(&mut self) {
         // Answered bodies are gone already; this forgets one whose PUT
         // failed before wanting its digest.
-        self.shared.lock().bodies.remove(&self.id);
+        self.shared.lock().forget(self.id);
     }
 }
 
@@ -283,14 +302,14 @@ struct Work {
     /// Bytes after the last whole block.
     tail: Bytes,
     finish: Option<oneshot::Sender<Done>>,
-    /// Wanted or over the cap: everything is hashed in this pass.
+    /// Wanted or over a cap: everything is hashed in this pass.
     must_drain: bool,
 }
 
 impl Work {
     /// Cut a body's chunks into whole-block runs and a tail; a block that
     /// straddles two chunks is copied into a run of its own.
-    fn take(id: u64, body: &mut Body) -> Work {
+    fn take(id: u64, body: &mut Body, drain_all: bool) -> Work {
         let mut runs = VecDeque::new();
         let mut carry: Vec<u8> = Vec::new();
         for mut c in body.chunks.drain(..) {
@@ -309,7 +328,7 @@ impl Work {
             }
             carry.extend_from_slice(&c);
         }
-        let must_drain = body.wanted || body.pending >= CAP_BYTES;
+        let must_drain = drain_all || body.wanted || body.pending >= CAP_BYTES;
         body.pending = 0;
         Work {
             id,
@@ -337,10 +356,13 @@ fn run(shared: &Shared) {
                 q = shared.wake.wait(q).unwrap_or_else(|p| p.into_inner());
                 q.engine_asleep = false;
             }
+            let drain_all = q.pending >= TOTAL_CAP_BYTES;
+            let q = &mut *q;
             let mut work = Vec::new();
             for (id, b) in q.bodies.iter_mut() {
                 if b.finish.is_some() || b.pending >= 64 {
-                    work.push(Work::take(*id, b));
+                    q.pending -= b.pending;
+                    work.push(Work::take(*id, b, drain_all));
                 }
             }
             work
@@ -353,7 +375,7 @@ fn run(shared: &Shared) {
                 // Sealed and all hashed: answer (the body may be wanted
                 // later; the answer waits in the channel).
                 Some(tx) if w.runs.is_empty() => {
-                    q.bodies.remove(&w.id);
+                    q.forget(w.id);
                     let _ = tx.send(Done {
                         state: w.state,
                         tail: w.tail.to_vec(),
@@ -361,6 +383,7 @@ fn run(shared: &Shared) {
                 }
                 finish => {
                     // The body may have been dropped meanwhile.
+                    let q = &mut *q;
                     if let Some(b) = q.bodies.get_mut(&w.id) {
                         b.state = w.state;
                         // (A body taken unsealed may have been sealed
@@ -373,6 +396,7 @@ fn run(shared: &Shared) {
                         for c in std::iter::once(w.tail).chain(w.runs.into_iter().rev()) {
                             if !c.is_empty() {
                                 b.pending += c.len();
+                                q.pending += c.len();
                                 b.chunks.push_front(c);
                             }
                         }
@@ -616,6 +640,38 @@ mod tests {
     }
 
     #[test]
+    fn many_small_queues_cannot_pin_unbounded_memory() {
+        let Some(lanes) = Lanes::start() else { return };
+        // Each body under every trigger of its own (no job, not sealed, not
+        // wanted); together over the total cap.
+        let chunk = Bytes::from(data(JOB_BYTES - 4096, 3));
+        let n = TOTAL_CAP_BYTES / chunk.len() + 1;
+        let bodies: Vec<LaneBody> = (0..n)
+            .map(|_| {
+                let body = lanes.register();
+                body.push(chunk.clone());
+                body
+            })
+            .collect();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while lanes.shared.lock().pending >= TOTAL_CAP_BYTES {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the queues were not drained"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        // And each body still hashes right from where the pass left it.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let want = reference(&chunk);
+        for body in bodies.into_iter().take(3) {
+            assert_eq!(rt.block_on(body.finish(chunk.len() as u64)).unwrap(), want);
+        }
+    }
+
+    #[test]
     fn a_dropped_sealed_body_is_forgotten() {
         let Some(lanes) = Lanes::start() else { return };
         let body = lanes.register();
@@ -630,6 +686,8 @@ mod tests {
         let body = lanes.register();
         body.push(Bytes::from(data(JOB_BYTES * 2, 1)));
         drop(body);
-        assert!(lanes.shared.lock().bodies.is_empty());
+        let q = lanes.shared.lock();
+        assert!(q.bodies.is_empty());
+        assert_eq!(q.pending, 0, "a forgotten body's bytes leave the total");
     }
 }
