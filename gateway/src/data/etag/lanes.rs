@@ -409,8 +409,8 @@ fn run(shared: &Shared) {
 
 /// Hash the work of a pass. While at least half the lanes (or all items,
 /// if fewer) stay live, everything goes through the lanes; after that the
-/// lanes go on only while a body that must be drained (finishing, or over
-/// the cap) is in them, the others riding along for free. Bodies that need
+/// lanes go on only while a body that must be drained (wanted, or over
+/// a cap) is in them, the others riding along for free. Bodies that need
 /// not be drained keep what is left for the next pass, where they fill
 /// lanes instead of idling beside them. What must be drained with too few
 /// lanes live, or all work of a pass with too few bodies, is hashed one
