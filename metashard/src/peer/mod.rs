@@ -454,19 +454,14 @@ impl Peer {
     /// ignored (its context is gone).
     fn retry_lost_reads(&mut self, now: Instant) {
         let after = self.election_timeout;
-        let lost: Vec<u64> = self
+        let lost = self
             .reads_by_ctx
-            .iter()
-            .filter(|(_, (t, _))| now.duration_since(*t) >= after)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in lost {
-            if let Some((_, reads)) = self.reads_by_ctx.remove(&id) {
-                metrics::READ_INDEX_RETRIES.inc();
-                // Callers that gave up need no answer.
-                self.reads_to_issue
-                    .extend(reads.into_iter().filter(|r| !r.cb.is_closed()));
-            }
+            .extract_if(|_, (issued, _)| now.duration_since(*issued) >= after);
+        for (_, (_, reads)) in lost {
+            metrics::READ_INDEX_RETRIES.inc();
+            // Callers that gave up need no answer.
+            self.reads_to_issue
+                .extend(reads.into_iter().filter(|r| !r.cb.is_closed()));
         }
     }
 

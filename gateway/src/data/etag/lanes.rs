@@ -67,8 +67,6 @@ struct Body {
 struct Queue {
     bodies: HashMap<u64, Body>,
     next_id: u64,
-    /// Unhashed bytes queued by all bodies (the sum of their `pending`).
-    pending: usize,
     /// The engine sleeps until a pass is due.
     engine_asleep: bool,
     closed: bool,
@@ -77,7 +75,7 @@ struct Queue {
 impl Queue {
     /// Whether a pass is due now (see the module doc).
     fn due(&self) -> bool {
-        if self.pending >= TOTAL_CAP_BYTES {
+        if self.over_total_cap() {
             return true;
         }
         let mut ready = 0;
@@ -93,11 +91,9 @@ impl Queue {
         ready >= TARGET_LANES
     }
 
-    /// Forgets a body and what it had queued.
-    fn forget(&mut self, id: u64) {
-        if let Some(b) = self.bodies.remove(&id) {
-            self.pending -= b.pending;
-        }
+    /// Whether all bodies together hold [`TOTAL_CAP_BYTES`] unhashed.
+    fn over_total_cap(&self) -> bool {
+        self.bodies.values().map(|b| b.pending).sum::<usize>() >= TOTAL_CAP_BYTES
     }
 }
 
@@ -199,9 +195,7 @@ impl LaneBody {
             return;
         }
         let mut q = self.shared.lock();
-        let queue = &mut *q;
-        if let Some(b) = queue.bodies.get_mut(&self.id) {
-            queue.pending += chunk.len();
+        if let Some(b) = q.bodies.get_mut(&self.id) {
             b.pending += chunk.len();
             b.chunks.push_back(chunk);
         }
@@ -236,7 +230,7 @@ impl LaneBody {
 impl Drop for LaneBody {
     fn drop(&mut self) {
         if !self.sealed {
-            self.shared.lock().forget(self.id);
+            self.shared.lock().bodies.remove(&self.id);
         }
     }
 }
@@ -262,7 +256,7 @@ impl Drop for SealedBody {
     fn drop(&mut self) {
         // Answered bodies are gone already; this forgets one whose PUT
         // failed before wanting its digest.
-        self.shared.lock().forget(self.id);
+        self.shared.lock().bodies.remove(&self.id);
     }
 }
 
@@ -356,12 +350,10 @@ fn run(shared: &Shared) {
                 q = shared.wake.wait(q).unwrap_or_else(|p| p.into_inner());
                 q.engine_asleep = false;
             }
-            let drain_all = q.pending >= TOTAL_CAP_BYTES;
-            let q = &mut *q;
+            let drain_all = q.over_total_cap();
             let mut work = Vec::new();
             for (id, b) in q.bodies.iter_mut() {
                 if b.finish.is_some() || b.pending >= 64 {
-                    q.pending -= b.pending;
                     work.push(Work::take(*id, b, drain_all));
                 }
             }
@@ -375,7 +367,7 @@ fn run(shared: &Shared) {
                 // Sealed and all hashed: answer (the body may be wanted
                 // later; the answer waits in the channel).
                 Some(tx) if w.runs.is_empty() => {
-                    q.forget(w.id);
+                    q.bodies.remove(&w.id);
                     let _ = tx.send(Done {
                         state: w.state,
                         tail: w.tail.to_vec(),
@@ -383,7 +375,6 @@ fn run(shared: &Shared) {
                 }
                 finish => {
                     // The body may have been dropped meanwhile.
-                    let q = &mut *q;
                     if let Some(b) = q.bodies.get_mut(&w.id) {
                         b.state = w.state;
                         // (A body taken unsealed may have been sealed
@@ -396,7 +387,6 @@ fn run(shared: &Shared) {
                         for c in std::iter::once(w.tail).chain(w.runs.into_iter().rev()) {
                             if !c.is_empty() {
                                 b.pending += c.len();
-                                q.pending += c.len();
                                 b.chunks.push_front(c);
                             }
                         }
@@ -520,6 +510,15 @@ mod tests {
         md5::Md5::digest(d).into()
     }
 
+    /// Polls `done` until it holds; fails after 20 s.
+    fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !done() {
+            assert!(std::time::Instant::now() < deadline, "not {what} in time");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+
     #[test]
     fn finish_md5_pads_like_rfc_1321() {
         for len in [0, 1, 55, 56, 63, 64, 65, 119, 120, 1000] {
@@ -623,14 +622,9 @@ mod tests {
         // TARGET_LANES sealed bodies are enough for a pass with nobody
         // waiting: it runs the lanes until fewer than half are live, which
         // for bodies this close in size is nearly all of every one.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while metrics::md5_bytes("lanes") - before < (total as u64) * 9 / 10 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "sealed bodies left unhashed"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
+        wait_until("sealed bodies hashed", || {
+            metrics::md5_bytes("lanes") - before >= (total as u64) * 9 / 10
+        });
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
@@ -653,14 +647,9 @@ mod tests {
                 body
             })
             .collect();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        while lanes.shared.lock().pending >= TOTAL_CAP_BYTES {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the queues were not drained"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(2));
-        }
+        wait_until("the queues drained", || {
+            !lanes.shared.lock().over_total_cap()
+        });
         // And each body still hashes right from where the pass left it.
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
@@ -686,8 +675,6 @@ mod tests {
         let body = lanes.register();
         body.push(Bytes::from(data(JOB_BYTES * 2, 1)));
         drop(body);
-        let q = lanes.shared.lock();
-        assert!(q.bodies.is_empty());
-        assert_eq!(q.pending, 0, "a forgotten body's bytes leave the total");
+        assert!(lanes.shared.lock().bodies.is_empty());
     }
 }
