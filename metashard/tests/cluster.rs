@@ -1270,6 +1270,71 @@ async fn reads_reaching_a_new_leader_are_answered_at_once() {
     }
 }
 
+/// Requests that reach the leader in one round are proposed together: the
+/// followers get one append for them rather than one per request (raft-rs
+/// broadcasts per proposal step), and the entries keep the order the
+/// requests came in: each request's condition is the previous one's write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn requests_of_one_round_share_one_append() {
+    const N: usize = 64;
+    let mut c = Cluster::start().await;
+    write_range(&c.client(), 0..1).await;
+    let leader = c.leader().await.expect("a leader");
+    let router = c.nodes[&leader].store.as_ref().unwrap().router().clone();
+    let counter = key(99);
+    let sent = || {
+        kura_metashard::metrics::RAFT_MESSAGES
+            .with_label_values(&["sent"])
+            .get()
+    };
+    let sent_before = sent();
+    let answers: Vec<_> = (0..N)
+        .map(|i| {
+            let condition = match i {
+                0 => not_exists(&counter),
+                _ => Condition {
+                    kind: condition::Kind::ValueEquals as i32,
+                    cf: Cf::Meta as i32,
+                    key: counter.clone().into(),
+                    value: (i - 1).to_string().into_bytes().into(),
+                },
+            };
+            let mut req = raw_batch(REGION_ID, 1, &counter);
+            req.conditions = vec![condition];
+            req.mutations = vec![put(&counter, i.to_string().as_bytes())];
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            router
+                .send(kura_metashard::fsm::StoreMsg::Batch {
+                    req: Box::new(req),
+                    cb: tx,
+                })
+                .unwrap();
+            rx
+        })
+        .collect();
+    for (i, rx) in answers.into_iter().enumerate() {
+        assert_eq!(rx.await.unwrap(), Ok((true, 0)), "request {i}");
+    }
+    let messages = sent() - sent_before;
+    // One entry per append would be 2 × N appends and as many answers.
+    assert!(
+        messages < N as u64,
+        "{messages} raft messages for {N} requests"
+    );
+    let last = (N - 1).to_string().into_bytes();
+    for id in 1..=3 {
+        eventually(
+            "the last write on every store",
+            Duration::from_secs(5),
+            || c.engine(id).get_data(Cf::Meta, &counter).unwrap().as_ref() == Some(&last),
+        )
+        .await;
+    }
+    for id in 1..=3 {
+        c.stop(id).await;
+    }
+}
+
 /// Proposes one membership change through `store`'s router.
 async fn change_peer(
     c: &Cluster,

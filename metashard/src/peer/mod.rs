@@ -1,5 +1,7 @@
 //! One region peer: its `RawNode`, pending proposals and reads, and the Ready
 //! handling split into two phases around the poll round's single synced write.
+//! The batches a round brings are proposed together, as one raft step, when
+//! its Ready is collected (`flush_proposals`).
 //!
 //! Phases of a Ready (raft-rs order), driven by `fsm::poller`:
 //! 1. [`Peer::collect_ready`]: queue leader messages, apply an incoming
@@ -187,6 +189,9 @@ pub struct Peer {
     raft: RawNode<PeerStorage>,
     /// Ordered by index.
     proposals: VecDeque<Proposal>,
+    /// Batches accepted this round, proposed together when the round's
+    /// Ready is collected ([`Peer::flush_proposals`]).
+    proposals_to_flush: Vec<(Vec<u8>, Callback<BatchResult>)>,
     reads_to_issue: Vec<PendingRead>,
     reads_by_ctx: HashMap<u64, (Instant, Vec<PendingRead>)>,
     reads_waiting_apply: VecDeque<(u64, Vec<PendingRead>)>,
@@ -297,6 +302,7 @@ impl Peer {
         Ok(Peer {
             raft,
             proposals: VecDeque::new(),
+            proposals_to_flush: Vec::new(),
             reads_to_issue: Vec::new(),
             reads_by_ctx: HashMap::new(),
             reads_waiting_apply: VecDeque::new(),
@@ -500,7 +506,54 @@ impl Peer {
             let _ = cb.send(Err(self.enrich(e)));
             return;
         }
-        self.propose_data(cmd::encode_batch(&req), ProposalCb::Batch(cb));
+        self.proposals_to_flush.push((cmd::encode_batch(&req), cb));
+    }
+
+    /// Proposes the round's batches as one raft message of many entries.
+    /// raft-rs broadcasts an append per proposal step: one entry each cost
+    /// every follower a message, a step and an answer per entry (four
+    /// messages per small PUT); together they share them. Runs before the
+    /// round's Ready and before any other proposal, so entries keep the
+    /// order their requests came in.
+    fn flush_proposals(&mut self) {
+        if self.proposals_to_flush.is_empty() {
+            return;
+        }
+        let pending = std::mem::take(&mut self.proposals_to_flush);
+        if !self.is_leader() {
+            // Stepped down within the round (a newer term's message).
+            let nl = self.not_leader();
+            for (_, cb) in pending {
+                let _ = cb.send(Err(nl.clone()));
+            }
+            return;
+        }
+        let mut m = Message::default();
+        m.set_msg_type(MessageType::MsgPropose);
+        m.from = self.peer_id();
+        let (entries, cbs): (Vec<_>, Vec<_>) = pending
+            .into_iter()
+            .map(|(data, cb)| {
+                let e = Entry {
+                    data: data.into(),
+                    ..Default::default()
+                };
+                (e, cb)
+            })
+            .unzip();
+        m.set_entries(entries.into());
+        let last_before = self.raft.raft.raft_log.last_index();
+        let res = self.raft.raft.step(m);
+        // raft-rs appends all of a message's entries or none.
+        let last = if self.appended_since(last_before, res) {
+            self.raft.raft.raft_log.last_index()
+        } else {
+            last_before
+        };
+        for (i, cb) in (1..).zip(cbs) {
+            let index = last_before + i;
+            self.track_proposal_at((index <= last).then_some(index), ProposalCb::Batch(cb));
+        }
     }
 
     /// Proposes a split at `split_key` (checked again when applied).
@@ -590,6 +643,7 @@ impl Peer {
         cc.set_change_type(change);
         cc.node_id = peer.id;
         cc.context = peer.encode_to_vec().into();
+        self.flush_proposals();
         let last_before = self.raft.raft.raft_log.last_index();
         let res = self.raft.propose_conf_change(Vec::new(), cc);
         self.track_proposal(last_before, res, ProposalCb::Admin(cb));
@@ -641,6 +695,7 @@ impl Peer {
     /// a merge target finds its local source ready (conf changes get the
     /// same from raft-rs itself).
     fn propose_admin(&mut self, req: &AdminRequest, cb: ProposalCb) {
+        self.flush_proposals();
         self.raft.skip_bcast_commit(false);
         self.propose_data(cmd::encode_admin(req), cb);
         self.bcast_commit_until = Some(self.raft.raft.raft_log.last_index());
@@ -655,14 +710,27 @@ impl Peer {
     /// Keeps `cb` until the proposed entry applies, or answers it now if
     /// raft dropped the proposal.
     fn track_proposal(&mut self, last_before: u64, res: raft::Result<()>, cb: ProposalCb) {
-        let dropped = match res {
+        let index = self
+            .appended_since(last_before, res)
+            .then(|| self.raft.raft.raft_log.last_index());
+        self.track_proposal_at(index, cb);
+    }
+
+    /// Whether a proposal step appended to the log.
+    fn appended_since(&self, last_before: u64, res: raft::Result<()>) -> bool {
+        match res {
             Err(e) => {
                 tracing::debug!(region_id = self.region_id(), error = %e, "proposal dropped");
-                true
+                false
             }
-            Ok(()) => self.raft.raft.raft_log.last_index() == last_before,
-        };
-        if dropped {
+            Ok(()) => self.raft.raft.raft_log.last_index() > last_before,
+        }
+    }
+
+    /// Keeps `cb` for the entry at `index`, or (`None`: raft dropped the
+    /// proposal) answers it now.
+    fn track_proposal_at(&mut self, index: Option<u64>, cb: ProposalCb) {
+        let Some(index) = index else {
             let nl = self.not_leader();
             match cb {
                 ProposalCb::Batch(cb) => {
@@ -676,10 +744,10 @@ impl Peer {
                 }
             }
             return;
-        }
+        };
         metrics::PROPOSALS.inc();
         self.proposals.push_back(Proposal {
-            index: self.raft.raft.raft_log.last_index(),
+            index,
             term: self.raft.raft.term,
             cb,
         });
@@ -896,6 +964,9 @@ impl Peer {
         // won its election (or an election timeout passes): refuse a target
         // that is far behind or not heard from lately (down, partitioned),
         // instead of stalling the region's writes for nothing.
+        // This round's batches go first: raft-rs drops proposals once a
+        // transfer starts.
+        self.flush_proposals();
         // raft-rs clears `recent_active` at every quorum check, so a live
         // peer can read as inactive until its next answer: what we heard
         // from it ourselves within an election timeout counts too.
@@ -1162,6 +1233,7 @@ impl Peer {
         ctx: &mut PeerCtx<'_>,
         wb: &mut WriteBatch,
     ) -> Result<Option<Ready>, FatalError> {
+        self.flush_proposals();
         self.issue_reads();
         if !self.raft.has_ready() {
             return Ok(None);
