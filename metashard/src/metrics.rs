@@ -157,6 +157,15 @@ pub static SNAPSHOT_DURATION: LazyLock<HistogramVec> = LazyLock::new(|| {
     )
     .expect(ONCE)
 });
+/// Vote requests for a region a local split was about to create, kept and
+/// stepped once the split created it (`fsm::poller::EarlyVotes`).
+pub static EARLY_VOTES_REPLAYED: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "kura_metashard_early_votes_replayed_total",
+        "Vote requests kept until a local split created their region, then stepped"
+    )
+    .expect(ONCE)
+});
 /// Raft messages by outcome: `sent` or `dropped`.
 pub static RAFT_MESSAGES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(

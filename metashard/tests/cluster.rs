@@ -1563,6 +1563,54 @@ async fn split_at_key5(c: &Cluster, leader: u64) -> (Region, Region) {
     (regions[0].clone(), regions[1].clone())
 }
 
+/// A split region's first campaign travels with the split's commit and
+/// reaches the other stores before they apply the split: its vote requests
+/// are kept until then, so the region has a leader within a few rounds, not
+/// at the candidate's next re-campaign tick (one second here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_split_region_elects_its_leader_without_waiting_a_tick() {
+    let mut c = Cluster::start_with(RaftConfig {
+        tick: Duration::from_secs(1),
+        election_ticks: 3,
+        heartbeat_ticks: 1,
+        ..raft_cfg()
+    })
+    .await;
+    write_range(&c.client(), 0..10).await;
+    let leader = c.leader().await.expect("a leader");
+    // Three splits of the founding region, each cutting a new region off.
+    for (at, new_id) in [(7usize, 50u64), (5, 60), (3, 70)] {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        c.nodes[&leader]
+            .store
+            .as_ref()
+            .unwrap()
+            .router()
+            .send(kura_metashard::fsm::StoreMsg::Split {
+                region_id: REGION_ID,
+                epoch: None,
+                split_key: key(at),
+                new_region_id: new_id,
+                new_peer_ids: vec![new_id + 1, new_id + 2, new_id + 3],
+                cb: tx,
+            })
+            .unwrap();
+        let regions = rx.await.unwrap().expect("split applied");
+        let t = Instant::now();
+        while leader_store(&c, &regions[1]).await.is_none() {
+            assert!(
+                t.elapsed() < Duration::from_millis(300),
+                "region {new_id} had no leader {:?} after its split",
+                t.elapsed()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    for id in 1..=3 {
+        c.stop(id).await;
+    }
+}
+
 /// A region of ~20 MB (20k keys of 1 KiB) catches a store up by snapshot:
 /// the data arrives byte-exact, and a region led by the store that generates
 /// the snapshot keeps taking writes with a bounded latency meanwhile

@@ -72,6 +72,9 @@ pub struct Poller {
     /// when PD does not know them (decision 0045).
     uninit: Tracker,
     next_uninit_scan: Instant,
+    /// Votes for regions a local split is about to create, replayed when it
+    /// does ([`EarlyVotes`]).
+    early_votes: EarlyVotes,
 }
 
 impl Poller {
@@ -140,6 +143,7 @@ impl Poller {
             tombstone_checks: HashSet::new(),
             uninit,
             next_uninit_scan: Instant::now(),
+            early_votes: EarlyVotes::default(),
         })
     }
 
@@ -492,6 +496,14 @@ impl Poller {
                 .values()
                 .find(|p| p.is_initialized() && ranges_overlap(p.region(), &region))
             {
+                // The new region's first campaign reaches us with the
+                // split's commit, before our apply: kept, its leader is
+                // elected at once instead of at its next re-campaign tick.
+                if is_vote(&msg) {
+                    self.early_votes
+                        .keep(m, self.cfg.tick * self.cfg.election_ticks as u32);
+                    return Ok(());
+                }
                 tracing::debug!(
                     region_id,
                     local_region_id = p.region_id(),
@@ -891,8 +903,60 @@ impl Poller {
             self.peers.insert(region_id, peer);
             self.active.insert(region_id);
             metrics::REGION_COUNT.inc();
+            for m in self.early_votes.take(region_id) {
+                metrics::EARLY_VOTES_REPLAYED.inc();
+                self.on_raft_message(m)?;
+            }
         }
         Ok(())
+    }
+}
+
+/// Whether `msg` asks for a (pre-)vote.
+fn is_vote(msg: &Message) -> bool {
+    use raft::prelude::MessageType::{MsgRequestPreVote, MsgRequestVote};
+    matches!(msg.get_msg_type(), MsgRequestPreVote | MsgRequestVote)
+}
+
+/// Most regions with early votes kept at once, and votes kept per region:
+/// enough for a few splits at a time; a forger cannot grow it.
+const EARLY_VOTE_REGIONS: usize = 64;
+const EARLY_VOTES_PER_REGION: usize = 4;
+
+/// Vote requests for a region that a local region's split (committed, not
+/// applied here yet) is about to create. The leader's new peer campaigns as
+/// soon as it applies the split and its request travels with the commit, so
+/// it used to be dropped here and the region waited a re-campaign tick
+/// (100 ms) without a leader, every write to it retrying. TiKV keeps them
+/// too (`pending_votes`). Kept at most an election timeout; stale votes are
+/// harmless anyway (raft judges a vote by term and log).
+#[derive(Default)]
+struct EarlyVotes {
+    by_region: HashMap<u64, Vec<(Instant, RaftMessage)>>,
+}
+
+impl EarlyVotes {
+    fn keep(&mut self, m: RaftMessage, ttl: std::time::Duration) {
+        let now = Instant::now();
+        self.by_region.retain(|_, v| {
+            v.retain(|(t, _)| now.duration_since(*t) < ttl);
+            !v.is_empty()
+        });
+        if !self.by_region.contains_key(&m.region_id) && self.by_region.len() >= EARLY_VOTE_REGIONS
+        {
+            return;
+        }
+        let v = self.by_region.entry(m.region_id).or_default();
+        if v.len() < EARLY_VOTES_PER_REGION {
+            v.push((now, m));
+        }
+    }
+
+    fn take(&mut self, region_id: u64) -> Vec<RaftMessage> {
+        self.by_region
+            .remove(&region_id)
+            .map(|v| v.into_iter().map(|(_, m)| m).collect())
+            .unwrap_or_default()
     }
 }
 
