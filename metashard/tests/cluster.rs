@@ -947,23 +947,7 @@ async fn merge_absorbs_the_right_half_on_every_store() {
     let client = c.client();
     write_range(&client, 0..10).await;
     let leader = c.leader().await.expect("a leader");
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    c.nodes[&leader]
-        .store
-        .as_ref()
-        .unwrap()
-        .router()
-        .send(kura_metashard::fsm::StoreMsg::Split {
-            region_id: REGION_ID,
-            epoch: None,
-            split_key: key(5),
-            new_region_id: 50,
-            new_peer_ids: vec![51, 52, 53],
-            cb: tx,
-        })
-        .unwrap();
-    let regions = rx.await.unwrap().expect("split applied");
-    let (left, right) = (regions[0].clone(), regions[1].clone());
+    let (left, right) = split_at_key5(&c, leader).await;
     let source_id = right.id;
     let deadline = Instant::now() + Duration::from_secs(10);
     let sl = loop {
@@ -1544,6 +1528,17 @@ fn big_value(i: usize) -> Vec<u8> {
 
 /// Splits the region at `key(5)` through `leader`; returns (left, right).
 async fn split_at_key5(c: &Cluster, leader: u64) -> (Region, Region) {
+    split_founding_region(c, leader, 5, 50).await
+}
+
+/// Splits the founding region at `key(at)` through `leader`'s router; the
+/// new region (ids `new_id`, peers `new_id + 1..=3`) takes the right half.
+async fn split_founding_region(
+    c: &Cluster,
+    leader: u64,
+    at: usize,
+    new_id: u64,
+) -> (Region, Region) {
     let (tx, rx) = tokio::sync::oneshot::channel();
     c.nodes[&leader]
         .store
@@ -1553,9 +1548,9 @@ async fn split_at_key5(c: &Cluster, leader: u64) -> (Region, Region) {
         .send(kura_metashard::fsm::StoreMsg::Split {
             region_id: REGION_ID,
             epoch: None,
-            split_key: key(5),
-            new_region_id: 50,
-            new_peer_ids: vec![51, 52, 53],
+            split_key: key(at),
+            new_region_id: new_id,
+            new_peer_ids: vec![new_id + 1, new_id + 2, new_id + 3],
             cb: tx,
         })
         .unwrap();
@@ -1579,25 +1574,10 @@ async fn a_split_region_elects_its_leader_without_waiting_a_tick() {
     write_range(&c.client(), 0..10).await;
     let leader = c.leader().await.expect("a leader");
     // Three splits of the founding region, each cutting a new region off.
-    for (at, new_id) in [(7usize, 50u64), (5, 60), (3, 70)] {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        c.nodes[&leader]
-            .store
-            .as_ref()
-            .unwrap()
-            .router()
-            .send(kura_metashard::fsm::StoreMsg::Split {
-                region_id: REGION_ID,
-                epoch: None,
-                split_key: key(at),
-                new_region_id: new_id,
-                new_peer_ids: vec![new_id + 1, new_id + 2, new_id + 3],
-                cb: tx,
-            })
-            .unwrap();
-        let regions = rx.await.unwrap().expect("split applied");
+    for (at, new_id) in [(7, 50), (5, 60), (3, 70)] {
+        let (_, right) = split_founding_region(&c, leader, at, new_id).await;
         let t = Instant::now();
-        while leader_store(&c, &regions[1]).await.is_none() {
+        while leader_store(&c, &right).await.is_none() {
             assert!(
                 t.elapsed() < Duration::from_millis(300),
                 "region {new_id} had no leader {:?} after its split",
