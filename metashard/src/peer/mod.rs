@@ -521,10 +521,9 @@ impl Peer {
         }
         let pending = std::mem::take(&mut self.proposals_to_flush);
         if !self.is_leader() {
-            // Stepped down within the round (a newer term's message).
-            let nl = self.not_leader();
+            // Stepped down within the round (a newer term's message): NotLeader for each.
             for (_, cb) in pending {
-                let _ = cb.send(Err(nl.clone()));
+                self.track_proposal_at(None, ProposalCb::Batch(cb));
             }
             return;
         }

@@ -1,0 +1,276 @@
+//! Replication, log compaction, restarts and proposal batching.
+
+use crate::harness::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicate_failover_snapshot_restart() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .try_init();
+    let mut c = Cluster::start().await;
+    let client = c.client();
+
+    // Writes replicate to every store.
+    write_range(&client, 0..20).await;
+    let again = client
+        .batch(vec![not_exists(&key(3))], vec![put(&key(3), b"x")])
+        .await
+        .unwrap();
+    assert_eq!(again, BatchOutcome::ConditionFailed { index: 0 });
+    check_all(&client, 20).await;
+    let page = client
+        .scan(Cf::Meta, &key(5), &key(12), 4, true)
+        .await
+        .unwrap();
+    assert_eq!(
+        page.iter().map(|kv| kv.key.to_vec()).collect::<Vec<_>>(),
+        (5..9).map(key).collect::<Vec<_>>()
+    );
+    assert!(page.iter().all(|kv| kv.value.is_empty()));
+    for id in 1..=3 {
+        let e = c.engine(id).clone();
+        eventually("replication", Duration::from_secs(5), || has_all(&e, 20)).await;
+    }
+    // Rounds whose batch held only applied entries (the log entries were
+    // synced in an earlier round) were written without an fsync.
+    let round_writes = |sync| {
+        kura_metashard::metrics::ROUND_WRITES
+            .with_label_values(&[sync])
+            .get()
+    };
+    assert!(round_writes("true") > 0 && round_writes("false") > 0);
+
+    // Kill the leader: acknowledged writes stay readable, writes continue.
+    let leader = c.leader().await.expect("a leader");
+    c.stop(leader).await;
+    check_all(&client, 20).await;
+    // While it is down, commit far more than the GC threshold so the others
+    // compact their logs past what it has.
+    write_range(&client, 20..20 + 3 * GC_THRESHOLD as usize).await;
+    let n = 20 + 3 * GC_THRESHOLD as usize;
+    let live: Vec<u64> = (1..=3).filter(|id| *id != leader).collect();
+    for id in &live {
+        let st = c.status(*id).await;
+        assert!(
+            st.first_log_index > 21,
+            "store {id} compacted its log: {st:?}"
+        );
+    }
+
+    // The old leader comes back and catches up by snapshot.
+    let snaps_before = kura_metashard::metrics::SNAPSHOTS_APPLIED.get();
+    c.restart(leader).await;
+    let e = c.engine(leader).clone();
+    eventually("snapshot catch-up", Duration::from_secs(10), || {
+        has_all(&e, n)
+    })
+    .await;
+    drop(e);
+    assert!(
+        kura_metashard::metrics::SNAPSHOTS_APPLIED.get() > snaps_before,
+        "caught up via snapshot"
+    );
+    check_all(&client, n).await;
+
+    // Restart everything from disk.
+    for id in 1..=3 {
+        c.stop(id).await;
+    }
+    for id in 1..=3 {
+        c.restart(id).await;
+    }
+    check_all(&client, n).await;
+    write_range(&client, n..n + 5).await;
+    check_all(&client, n + 5).await;
+    for id in 1..=3 {
+        c.stop(id).await;
+    }
+}
+
+/// A log of few but big entries is compacted by its size long before the
+/// entry-count threshold, on every store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn raft_log_is_compacted_by_size() {
+    let mut c = Cluster::start_with(RaftConfig {
+        log_gc_threshold: 100_000,
+        log_gc_size_limit: 256 << 10,
+        ..raft_cfg()
+    })
+    .await;
+    let client = c.client();
+    let big = vec![7u8; 32 << 10];
+    for i in 0..40 {
+        let out = client
+            .batch(vec![], vec![put(&key(i), &big)])
+            .await
+            .unwrap();
+        assert_eq!(out, BatchOutcome::Applied);
+    }
+    for id in 1..=3 {
+        eventually_status(&c, id, |st| st.first_log_index > 20).await;
+    }
+    for i in 0..40 {
+        let v = client.get(Cf::Meta, &key(i)).await.unwrap();
+        assert_eq!(v.as_deref(), Some(big.as_slice()), "key {i}");
+    }
+    for id in 1..=3 {
+        c.stop(id).await;
+    }
+}
+
+/// `run`: registers with PD (id allocated once, persisted), creates the peer PD
+/// asks for, serves, stops on shutdown, and comes back with the same id and data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_registers_serves_and_restarts() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let (pd, pd_addr) = start_fake_pd().await;
+    let dir = tempfile::tempdir().unwrap();
+    let addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let mut cfg = kura_metashard::Config::new(
+        dir.path().to_path_buf(),
+        addr,
+        addr.to_string(),
+        vec![pd_addr.to_string()],
+    );
+    cfg.raft_tick_ms = 20;
+    cfg.zone = "z1".into();
+    let start = |cfg: kura_metashard::Config| {
+        let ready = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let h = tokio::spawn(kura_metashard::run(cfg, ready.clone(), rx));
+        (ready, tx, h)
+    };
+
+    let (ready, stop, h) = start(cfg.clone());
+    eventually("ready", Duration::from_secs(10), || {
+        ready.load(Ordering::SeqCst)
+    })
+    .await;
+    let store_id = {
+        let st = pd.0.lock().unwrap();
+        assert_eq!(st.stores.len(), 1);
+        let (id, s) = st.stores.iter().next().unwrap();
+        assert_eq!(s.address, addr.to_string());
+        assert_eq!(s.labels.as_ref().unwrap().zone, "z1");
+        *id
+    };
+    let single = Region {
+        id: 9,
+        epoch: Some(RegionEpoch {
+            conf_ver: 1,
+            version: 1,
+        }),
+        peers: vec![Peer {
+            id: 900,
+            store_id,
+            is_learner: false,
+        }],
+        ..Default::default()
+    };
+    pd.0.lock().unwrap().to_create.insert(
+        store_id,
+        vec![PeerToCreate {
+            region: Some(single),
+            peer_id: 900,
+            initial: true,
+        }],
+    );
+    let pd_client = PdClient::new(&[pd_addr.to_string()]).unwrap();
+    let client = MetaClient::new(Arc::new(RegionCache::new(pd_client.clone())));
+    write_range(&client, 0..3).await;
+    stop.send(true).unwrap();
+    h.await.unwrap().unwrap();
+    assert!(!ready.load(Ordering::SeqCst));
+
+    let (ready, stop, h) = start(cfg);
+    eventually("ready again", Duration::from_secs(10), || {
+        ready.load(Ordering::SeqCst)
+    })
+    .await;
+    assert_eq!(
+        pd.0.lock()
+            .unwrap()
+            .stores
+            .keys()
+            .copied()
+            .collect::<Vec<_>>(),
+        vec![store_id]
+    );
+    let client = MetaClient::new(Arc::new(RegionCache::new(pd_client)));
+    for i in 0..3 {
+        assert_eq!(
+            client.get(Cf::Meta, &key(i)).await.unwrap().as_deref(),
+            Some(format!("v{i}").as_bytes())
+        );
+    }
+    stop.send(true).unwrap();
+    h.await.unwrap().unwrap();
+}
+
+/// Requests that reach the leader in one round are proposed together: the
+/// followers get one append for them rather than one per request (raft-rs
+/// broadcasts per proposal step), and the entries keep the order the
+/// requests came in: each request's condition is the previous one's write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn requests_of_one_round_share_one_append() {
+    const N: usize = 64;
+    let mut c = Cluster::start().await;
+    write_range(&c.client(), 0..1).await;
+    let leader = c.leader().await.expect("a leader");
+    let router = c.nodes[&leader].store.as_ref().unwrap().router().clone();
+    let counter = key(99);
+    let sent = || {
+        kura_metashard::metrics::RAFT_MESSAGES
+            .with_label_values(&["sent"])
+            .get()
+    };
+    let sent_before = sent();
+    let answers: Vec<_> = (0..N)
+        .map(|i| {
+            let condition = match i {
+                0 => not_exists(&counter),
+                _ => Condition {
+                    kind: condition::Kind::ValueEquals as i32,
+                    cf: Cf::Meta as i32,
+                    key: counter.clone().into(),
+                    value: (i - 1).to_string().into_bytes().into(),
+                },
+            };
+            let mut req = raw_batch(REGION_ID, 1, &counter);
+            req.conditions = vec![condition];
+            req.mutations = vec![put(&counter, i.to_string().as_bytes())];
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            router
+                .send(kura_metashard::fsm::StoreMsg::Batch {
+                    req: Box::new(req),
+                    cb: tx,
+                })
+                .unwrap();
+            rx
+        })
+        .collect();
+    for (i, rx) in answers.into_iter().enumerate() {
+        assert_eq!(rx.await.unwrap(), Ok((true, 0)), "request {i}");
+    }
+    let messages = sent() - sent_before;
+    // One entry per append would be 2 × N appends and as many answers.
+    assert!(
+        messages < N as u64,
+        "{messages} raft messages for {N} requests"
+    );
+    let last = (N - 1).to_string().into_bytes();
+    for id in 1..=3 {
+        eventually(
+            "the last write on every store",
+            Duration::from_secs(5),
+            || c.engine(id).get_data(Cf::Meta, &counter).unwrap().as_ref() == Some(&last),
+        )
+        .await;
+    }
+    for id in 1..=3 {
+        c.stop(id).await;
+    }
+}
