@@ -208,6 +208,26 @@ static DELETE_BATCH_KEYS: LazyLock<IntCounter> = LazyLock::new(|| {
     )
 });
 
+static SHARED_READ_CALLERS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register(
+        IntCounter::new(
+            "kura_gateway_shared_read_callers_total",
+            "Callers of shared metadata reads (bucket records): each got a read sent after it asked",
+        )
+        .expect("valid metric"),
+    )
+});
+
+static SHARED_READS_SENT: LazyLock<IntCounter> = LazyLock::new(|| {
+    register(
+        IntCounter::new(
+            "kura_gateway_shared_reads_sent_total",
+            "Metadata reads sent for shared-read callers (callers ÷ reads = callers per read)",
+        )
+        .expect("valid metric"),
+    )
+});
+
 /// Forces registration so the series exist before the first request.
 pub fn init() {
     LazyLock::force(&REQUESTS);
@@ -225,6 +245,18 @@ pub fn init() {
     LazyLock::force(&RATELIMIT_REPORTS);
     LazyLock::force(&DELETE_BATCHES);
     LazyLock::force(&DELETE_BATCH_KEYS);
+    LazyLock::force(&SHARED_READ_CALLERS);
+    LazyLock::force(&SHARED_READS_SENT);
+}
+
+/// A caller of a shared read ([`crate::meta::Meta::get_shared`]) arrived.
+pub fn shared_read_caller() {
+    SHARED_READ_CALLERS.inc();
+}
+
+/// A shared read was sent, for one caller or more.
+pub fn shared_read_sent() {
+    SHARED_READS_SENT.inc();
 }
 
 /// One DeleteObjects batch of `keys` keys ended with `outcome`.

@@ -52,7 +52,7 @@ pub enum BatchOutcome {
     },
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ClientError {
     /// Retries exhausted, no leader, or PD unreachable.
     #[error("metadata unavailable: {0}")]

@@ -264,7 +264,10 @@ impl Access {
             });
             return Ok(());
         }
-        let bucket = ctx.meta.get::<BucketRecord>(Cf::Meta, &name.key()).await?;
+        let bucket = ctx
+            .meta
+            .get_shared::<BucketRecord>(Cf::Meta, &name.key())
+            .await?;
         let mut object_gate = ObjectGate::default();
         if let Some(b) = &bucket {
             // DeleteObjects is decided per key by its handler.

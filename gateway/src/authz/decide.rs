@@ -268,7 +268,7 @@ pub async fn authorize_bucket(
     let name = BucketName::resolve(requested, caller.tenant());
     let bucket = ctx
         .meta
-        .get::<BucketRecord>(Cf::Meta, &name.key())
+        .get_shared::<BucketRecord>(Cf::Meta, &name.key())
         .await?
         .ok_or(GwError::NoSuchBucket)?;
     match check_resource(ctx, caller, action, &name, &bucket.record, key)? {

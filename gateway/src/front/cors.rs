@@ -102,7 +102,7 @@ impl Cors {
         let rules = self
             .ctx
             .meta
-            .get::<BucketRecord>(Cf::Meta, &key)
+            .get_shared::<BucketRecord>(Cf::Meta, &key)
             .await?
             .and_then(|b| b.record.cors)
             .map(Arc::new);

@@ -441,7 +441,7 @@ pub async fn await_bucket(ctx: &Ctx, tenant: &str, name: &str, bucket_id: u64) -
     fail::fail_point!("gateway::before_bucket_check");
     let key = keys::tenant_bucket_key(tenant, name);
     loop {
-        let Some(cur) = ctx.meta.get::<BucketRecord>(Cf::Meta, &key).await? else {
+        let Some(cur) = ctx.meta.get_shared::<BucketRecord>(Cf::Meta, &key).await? else {
             return Ok(false);
         };
         if cur.record.id != bucket_id {

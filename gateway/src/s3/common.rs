@@ -25,7 +25,7 @@ pub fn load_bucket(ext: &http::Extensions) -> GwResult<Versioned<BucketRecord>> 
 pub async fn reload_bucket(ctx: &Ctx, ext: &http::Extensions) -> GwResult<Versioned<BucketRecord>> {
     let name = Authorized::of(ext)?.bucket_name()?;
     ctx.meta
-        .get::<BucketRecord>(Cf::Meta, &name.key())
+        .get_shared::<BucketRecord>(Cf::Meta, &name.key())
         .await?
         .ok_or(GwError::NoSuchBucket)
 }

@@ -215,7 +215,11 @@ async fn handle(
     }
     let caller = Arc::new(Caller { principal, context });
     let name = BucketName::resolve(&target.bucket, caller.tenant());
-    let Some(bucket) = ctx.meta.get::<BucketRecord>(Cf::Meta, &name.key()).await? else {
+    let Some(bucket) = ctx
+        .meta
+        .get_shared::<BucketRecord>(Cf::Meta, &name.key())
+        .await?
+    else {
         // An anonymous caller learns nothing about which names exist.
         return Err(if caller.principal.is_none() {
             GwError::AccessDenied

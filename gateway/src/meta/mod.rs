@@ -7,11 +7,15 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kura_metashard::client::{
-    condition, mutation, BatchOutcome, Cf, Condition, KvPair, MetaClient, Mutation, ScanOptions,
+    condition, mutation, BatchOutcome, Cf, ClientError, Condition, KvPair, MetaClient, Mutation,
+    ScanOptions,
 };
 use kura_metashard::keys;
 
 use crate::error::{GwError, GwResult};
+
+mod shared_reads;
+use shared_reads::SharedReads;
 
 /// Upper bound for one metadata call (the client retries inside it).
 const META_DEADLINE: Duration = Duration::from_secs(15);
@@ -26,6 +30,7 @@ pub struct Versioned<M> {
 #[derive(Clone)]
 pub struct Meta {
     client: std::sync::Arc<MetaClient>,
+    shared: std::sync::Arc<SharedReads>,
 }
 
 async fn deadline<T>(what: &str, f: impl std::future::Future<Output = T>) -> GwResult<T> {
@@ -38,6 +43,7 @@ impl Meta {
     pub fn new(client: MetaClient) -> Self {
         Meta {
             client: std::sync::Arc::new(client),
+            shared: Default::default(),
         }
     }
 
@@ -52,13 +58,29 @@ impl Meta {
         cf: Cf,
         key: &[u8],
     ) -> GwResult<Option<Versioned<M>>> {
-        match self.get_raw(cf, key).await? {
-            None => Ok(None),
-            Some(raw) => {
-                let record = keys::decode_value::<M>(&raw)?;
-                Ok(Some(Versioned { raw, record }))
+        decode(self.get_raw(cf, key).await?)
+    }
+
+    /// Linearizable read of one record, one read shared by the callers that
+    /// want the same key at once (`shared_reads`): for records every request
+    /// reads, such as bucket records.
+    pub async fn get_shared<M: prost::Message + Default>(
+        &self,
+        cf: Cf,
+        key: &[u8],
+    ) -> GwResult<Option<Versioned<M>>> {
+        let client = self.client.clone();
+        let owned = key.to_vec();
+        let read = move || {
+            let client = client.clone();
+            let key = owned.clone();
+            async move {
+                tokio::time::timeout(META_DEADLINE, client.get(cf, &key))
+                    .await
+                    .unwrap_or_else(|_| Err(ClientError::Unavailable("get timed out".into())))
             }
-        }
+        };
+        decode(self.shared.get(cf, key, read).await?)
     }
 
     /// One atomic, conditional batch (all keys in one region).
@@ -208,6 +230,16 @@ impl Pages<'_> {
             }
         }
         Ok((!page.is_empty()).then_some(page))
+    }
+}
+
+fn decode<M: prost::Message + Default>(raw: Option<Bytes>) -> GwResult<Option<Versioned<M>>> {
+    match raw {
+        None => Ok(None),
+        Some(raw) => {
+            let record = keys::decode_value::<M>(&raw)?;
+            Ok(Some(Versioned { raw, record }))
+        }
     }
 }
 
