@@ -26,6 +26,7 @@ pub mod format;
 mod group;
 pub mod identity;
 pub mod index;
+mod mapped;
 mod pread;
 mod recovery;
 pub mod scrub;
@@ -115,6 +116,8 @@ struct Segment {
     wfile: Option<File>,
     /// Takes no more records (full, recovered, or failed): only now may it be compacted.
     sealed: AtomicBool,
+    /// Read-only mapping for serving cached blocks without a copy (`mapped`).
+    map: mapped::SegmentMap,
 }
 
 impl Segment {
@@ -253,6 +256,7 @@ impl Store {
                             file,
                             wfile: None,
                             sealed: AtomicBool::new(true),
+                            map: Default::default(),
                         }),
                     );
                 }
@@ -467,6 +471,7 @@ impl Store {
             file,
             wfile: Some(wfile),
             sealed: AtomicBool::new(false),
+            map: Default::default(),
         });
         let mut segs = self.segments.write().unwrap_or_else(|p| p.into_inner());
         segs.insert(id, seg.clone());
@@ -887,7 +892,15 @@ fn read_checked_block(
     let len = loc.block_len(i);
     let off = loc.block_offset(i);
     let total = BLOCK_HEADER_LEN as usize + len as usize;
-    let buf = match pread::read_exact_at_uninit(&seg.file, total, off, wait) {
+    let mapped = match wait {
+        Wait::No => seg.map.cached(&seg.file, off, total),
+        // Scrub and reads that wait go to the disk's own bytes.
+        Wait::Yes => None,
+    };
+    let buf = match mapped.map_or_else(
+        || pread::read_exact_at_uninit(&seg.file, total, off, wait).map(Bytes::from),
+        Ok,
+    ) {
         Ok(buf) => buf,
         Err(e) => {
             return if e.kind() == std::io::ErrorKind::UnexpectedEof {
@@ -906,7 +919,7 @@ fn read_checked_block(
     let mut hb = [0u8; BLOCK_HEADER_LEN as usize];
     hb.copy_from_slice(&buf[..BLOCK_HEADER_LEN as usize]);
     let (stored_len, stored_crc) = decode_block_header(&hb);
-    let data = Bytes::from(buf).slice(BLOCK_HEADER_LEN as usize..);
+    let data = buf.slice(BLOCK_HEADER_LEN as usize..);
     if stored_len != len || crc32c(&data) != stored_crc {
         return Ok(Err(BlockFault::Checksum(format!(
             "block {i} at segment {} offset {off} fails its checksum",
