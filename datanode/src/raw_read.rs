@@ -612,7 +612,8 @@ mod tests {
                 .expect("begin");
             let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8 ^ n).collect();
             for c in data.chunks(block) {
-                w.append_block(c, crc32c(c)).expect("append");
+                w.append_block(bytes::Bytes::copy_from_slice(c), crc32c(c))
+                    .expect("append");
             }
             w.commit().expect("commit");
         }

@@ -129,7 +129,7 @@ impl DataNodeService {
                         Pending::Open(w) => w,
                     };
                     if !data.is_empty() {
-                        w.append_block(&data, crc)?;
+                        w.append_block(data, crc)?;
                     }
                     if last {
                         w.commit().map(Ok)

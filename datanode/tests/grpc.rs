@@ -604,8 +604,11 @@ async fn list_fragments_pages_through_everything_in_order() {
                     ..Default::default()
                 })
                 .unwrap();
-            w.append_block(b"0123456789", crc32c(b"0123456789"))
-                .unwrap();
+            w.append_block(
+                bytes::Bytes::from_static(b"0123456789"),
+                crc32c(b"0123456789"),
+            )
+            .unwrap();
             w.commit().unwrap();
         }
     })

@@ -72,7 +72,9 @@ impl Codec {
                 }
             }
             Some(rs) => {
-                let mut parity: Vec<Vec<u8>> = vec![vec![0u8; shard_len]; self.m];
+                // One zeroed allocation each (`vec![v; m]` would copy the first
+                // into the rest); `encode_sep` overwrites them whole.
+                let mut parity: Vec<Vec<u8>> = (0..self.m).map(|_| vec![0u8; shard_len]).collect();
                 rs.encode_sep(&shards, &mut parity)
                     .map_err(EcError::Codec)?;
                 shards.extend(parity.into_iter().map(Bytes::from));

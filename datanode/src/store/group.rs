@@ -19,6 +19,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Condvar, Mutex};
 use std::time::Instant;
 
+use bytes::Bytes;
 use kura_proto::datanode::FragmentId;
 
 use super::direct::{self, AlignedBuf, StagedWriter};
@@ -48,8 +49,8 @@ pub(super) struct GroupRecord {
     pub kind: RecordKind,
     /// FragmentHeader (PUT) or FragmentId (tombstone), prost-encoded.
     pub meta: Vec<u8>,
-    /// The record's block headers and payloads, in order (empty for a tombstone).
-    pub body: Vec<u8>,
+    /// The record's blocks, in order (none for a tombstone).
+    pub body: BufferedBlocks,
     pub block_count: u32,
     pub total_len: u64,
     pub seq: u64,
@@ -57,6 +58,33 @@ pub(super) struct GroupRecord {
     pub apply: ApplyFn,
     /// A PUT commit holding `seq` in the index: ended with `abort_commit` on failure.
     pub put_commit: Option<FragmentId>,
+}
+
+/// A small record's blocks held in memory until its batch is written: each block's
+/// header and its payload as received. The payloads are the `Bytes` the request
+/// decoded (views into what h2 received, request-scoped as decision 0048 allows), so
+/// the batch's staging buffer is the only copy a byte makes on its way to disk.
+#[derive(Default)]
+pub(super) struct BufferedBlocks {
+    blocks: Vec<([u8; BLOCK_HEADER_LEN as usize], Bytes)>,
+    len: usize,
+}
+
+impl BufferedBlocks {
+    pub(super) fn push(&mut self, header: [u8; BLOCK_HEADER_LEN as usize], data: Bytes) {
+        self.len += header.len() + data.len();
+        self.blocks.push((header, data));
+    }
+
+    /// Encoded length: block headers and payloads.
+    pub(super) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The encoded bytes, in order, as slices.
+    pub(super) fn slices(&self) -> impl Iterator<Item = &[u8]> {
+        self.blocks.iter().flat_map(|(h, d)| [&h[..], &d[..]])
+    }
 }
 
 impl GroupRecord {
@@ -215,7 +243,9 @@ impl Store {
                 let (hdr, header_crc) = encode_record_header(salt, r.kind, &r.meta);
                 w.push(a.seg.writer(), &hdr)?;
                 let first_block_offset = w.pos();
-                w.push(a.seg.writer(), &r.body)?;
+                for part in r.body.slices() {
+                    w.push(a.seg.writer(), part)?;
+                }
                 let footer = Footer {
                     block_count: r.block_count,
                     total_len: r.total_len,

@@ -51,6 +51,7 @@ pub use compact::CompactStats;
 pub use direct::DirectIo;
 use direct::{AlignedBuf, StagedWriter};
 use format::*;
+use group::BufferedBlocks;
 use identity::Identity;
 use index::Index;
 pub use index::Location;
@@ -584,7 +585,7 @@ impl Store {
             meta,
             header,
             sink: Sink::Buffered {
-                body: Vec::new(),
+                body: BufferedBlocks::default(),
                 budget: 0,
             },
             block_headers: Vec::new(),
@@ -795,7 +796,7 @@ impl Store {
             return self.group_commit(group::GroupRecord {
                 kind: RecordKind::Tombstone,
                 meta: id.encode_to_vec(),
-                body: Vec::new(),
+                body: BufferedBlocks::default(),
                 block_count: 0,
                 total_len: 0,
                 seq,
@@ -1000,7 +1001,7 @@ struct WriteState {
 enum Sink {
     /// Small so far: block headers and payloads in memory, written by group commit.
     /// `budget`: bytes counted in `Store::buffered_bytes`.
-    Buffered { body: Vec<u8>, budget: u64 },
+    Buffered { body: BufferedBlocks, budget: u64 },
     /// A segment of its own (a large record), written as the blocks arrive.
     Exclusive(Exclusive),
 }
@@ -1061,31 +1062,34 @@ impl WriteState {
             header_crc,
             w: StagedWriter::new(self.store.take_staging(), start),
         };
-        let written = x
-            .write(&self.store, &hdr)
-            .and_then(|()| x.write(&self.store, &body));
+        let written = std::iter::once(&hdr[..])
+            .chain(body.slices())
+            .try_for_each(|part| x.write(&self.store, part));
         // Owned by the writer from here on, so a failed write is cut away on abort.
         self.sink = Sink::Exclusive(x);
         written
     }
 
-    fn append(&mut self, hb: &[u8], data: &[u8]) -> Result<(), StoreError> {
+    fn append(
+        &mut self,
+        hb: [u8; BLOCK_HEADER_LEN as usize],
+        data: Bytes,
+    ) -> Result<(), StoreError> {
         let add = (hb.len() + data.len()) as u64;
         if let Sink::Buffered { body, budget } = &mut self.sink {
             let max = self.store.group_max_record.load(Ordering::Relaxed);
             let total = self.store.buffered_bytes.fetch_add(add, Ordering::Relaxed) + add;
             *budget += add;
             if body.len() as u64 + add <= max && total <= GROUP_COMMIT_BUFFER_BUDGET {
-                body.extend_from_slice(hb);
-                body.extend_from_slice(data);
+                body.push(hb, data);
                 return Ok(());
             }
             self.spill()?;
         }
         match &mut self.sink {
             Sink::Exclusive(x) => {
-                x.write(&self.store, hb)?;
-                x.write(&self.store, data)
+                x.write(&self.store, &hb)?;
+                x.write(&self.store, &data)
             }
             Sink::Buffered { .. } => Err(StoreError::InvalidArgument(
                 "writer lost its segment".into(),
@@ -1120,8 +1124,9 @@ impl PutWriter {
     }
 
     /// Appends one block after checking it against the sender's CRC32C. Every block but
-    /// the last must be exactly `block_size` bytes; blocks are never empty.
-    pub fn append_block(&mut self, data: &[u8], sender_crc: u32) -> Result<(), StoreError> {
+    /// the last must be exactly `block_size` bytes; blocks are never empty. A small
+    /// record keeps `data` itself until its group commit (no copy).
+    pub fn append_block(&mut self, data: Bytes, sender_crc: u32) -> Result<(), StoreError> {
         let st = self.state_mut()?;
         let block_size = st.header.block_size as usize;
         if data.is_empty() || data.len() > block_size {
@@ -1137,7 +1142,7 @@ impl PutWriter {
                 st.blocks
             )));
         }
-        let crc = crc32c(data);
+        let crc = crc32c(&data);
         if crc != sender_crc {
             metrics::CRC_FAILURES.with_label_values(&["receive"]).inc();
             return Err(StoreError::Corrupt(format!(
@@ -1150,10 +1155,11 @@ impl PutWriter {
             .checked_add(1)
             .ok_or_else(|| StoreError::InvalidArgument("too many blocks".into()))?;
         let hb = encode_block_header(data.len() as u32, crc);
-        st.append(&hb, data)?;
-        st.short_seen = data.len() < block_size;
+        let len = data.len();
+        st.append(hb, data)?;
+        st.short_seen = len < block_size;
         st.blocks = blocks;
-        st.length += data.len() as u64;
+        st.length += len as u64;
         st.block_headers.extend_from_slice(&hb);
         Ok(())
     }

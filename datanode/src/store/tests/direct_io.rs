@@ -309,7 +309,8 @@ fn without_o_direct_the_store_falls_back_to_buffered_writes() {
     let s = Store::open(dir.path(), on.clone()).unwrap();
     s.hooks.refuse_direct.store(true, Ordering::Relaxed);
     let mut w = s.begin_put(header(1)).unwrap();
-    w.append_block(b"x", crc32c(b"x")).unwrap();
+    w.append_block(bytes::Bytes::from_static(b"x"), crc32c(b"x"))
+        .unwrap();
     assert!(matches!(w.commit(), Err(StoreError::Io { .. })));
     assert!(s.direct_io_active());
     assert_eq!(s.segment_count(), 0);
@@ -352,7 +353,7 @@ fn direct_io_measurement() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(8);
-    let block = body(5, BLOCK);
+    let block = bytes::Bytes::from(body(5, BLOCK));
     let crc = crc32c(&block);
     for mode in [DirectIo::Off, DirectIo::On, DirectIo::Off, DirectIo::On] {
         let dir =
@@ -375,7 +376,7 @@ fn direct_io_measurement() {
                     h.block_size = BLOCK as u32;
                     let mut pw = s.begin_put(h).unwrap();
                     for _ in 0..FRAG / BLOCK {
-                        pw.append_block(block, crc).unwrap();
+                        pw.append_block(block.clone(), crc).unwrap();
                     }
                     pw.commit().unwrap();
                 });

@@ -15,7 +15,7 @@ fn put_frag(s: &Arc<Store>, n: u32) -> Result<PutOutcome, StoreError> {
         block_size: FRAG as u32,
         ..header(n)
     })?;
-    w.append_block(&data, crc32c(&data))?;
+    w.append_block(bytes::Bytes::copy_from_slice(&data), crc32c(&data))?;
     w.commit()
 }
 
@@ -362,8 +362,11 @@ fn buffered_writer_spills_past_the_limit_and_aborts_without_a_trace() {
     let len = std::fs::metadata(&path).unwrap().len();
     // Aborted while buffered: nothing was ever written.
     let mut w = s.begin_put(header(2)).unwrap();
-    w.append_block(&body(2, BS as usize), crc32c(&body(2, BS as usize)))
-        .unwrap();
+    w.append_block(
+        bytes::Bytes::copy_from_slice(&body(2, BS as usize)),
+        crc32c(&body(2, BS as usize)),
+    )
+    .unwrap();
     drop(w);
     assert_eq!(std::fs::metadata(&path).unwrap().len(), len);
     assert_eq!(s.segment_count(), 1);
