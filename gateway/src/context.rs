@@ -35,6 +35,8 @@ pub struct Ctx {
     pub folder: Arc<Folder>,
     /// Storage quota reservations and usage snapshots.
     pub quotas: Quotas,
+    /// Per-bucket odds that a PUT creates its key (blind commits, decision 0053).
+    pub fresh_keys: crate::s3::fresh_keys::FreshKeys,
     /// Requests and bytes per tenant, user and bucket through this gateway.
     pub traffic: Arc<crate::usage::traffic::Traffic>,
     /// Cluster-wide request-rate limits: this gateway's token buckets.

@@ -228,6 +228,19 @@ static SHARED_READS_SENT: LazyLock<IntCounter> = LazyLock::new(|| {
     )
 });
 
+static BLIND_PUTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register(
+        IntCounterVec::new(
+            Opts::new(
+                "kura_gateway_blind_puts_total",
+                "PUTs committed without reading the key first (decision 0053), by outcome: created the key, or found it present and read it after all",
+            ),
+            &["outcome"],
+        )
+        .expect("valid metric"),
+    )
+});
+
 /// Forces registration so the series exist before the first request.
 pub fn init() {
     LazyLock::force(&REQUESTS);
@@ -247,6 +260,15 @@ pub fn init() {
     LazyLock::force(&DELETE_BATCH_KEYS);
     LazyLock::force(&SHARED_READ_CALLERS);
     LazyLock::force(&SHARED_READS_SENT);
+    for outcome in ["created", "key_present"] {
+        BLIND_PUTS.with_label_values(&[outcome]);
+    }
+}
+
+/// A PUT committed blind: it `created` its key, or found it present.
+pub fn blind_put(created: bool) {
+    let outcome = if created { "created" } else { "key_present" };
+    BLIND_PUTS.with_label_values(&[outcome]).inc();
 }
 
 /// A caller of a shared read ([`crate::meta::Meta::get_shared`]) arrived.

@@ -76,6 +76,7 @@ pub async fn run(
         records: RecordCache::new(meta.clone()),
         folder: Arc::new(Folder::default()),
         quotas: Quotas::default(),
+        fresh_keys: Default::default(),
         traffic: Arc::new(crate::usage::traffic::Traffic::new(cfg.listen.to_string())),
         // Unique per process: PD keys its rate-limit reports by it.
         ratelimit: Arc::new(crate::ratelimit::RateLimiter::new(format!(

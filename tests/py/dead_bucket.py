@@ -28,7 +28,7 @@ import uuid
 
 from botocore.exceptions import ClientError
 
-from kura_kit import CLUSTER, client, expect_error
+from kura_kit import CLUSTER, client, expect_error, metric_sum
 
 AK = os.environ["AWS_ACCESS_KEY_ID"]
 SK = os.environ["AWS_SECRET_ACCESS_KEY"]
@@ -42,19 +42,6 @@ VICTIM, OTHER = GATEWAYS
 s3v = client(AK, SK, VICTIM["s3"], read_timeout=60)
 s3 = client(AK, SK, OTHER["s3"], read_timeout=60)
 BODY = bytes(range(256)) * 4096  # 1 MiB, the same in every phase; on the data nodes, not inline
-
-
-def metric_sum(components, name):
-    total = 0.0
-    for c in components:
-        try:
-            with urllib.request.urlopen(f"http://{c['status']}/metrics", timeout=5) as r:
-                for line in r.read().decode().splitlines():
-                    if line.startswith(name + " "):
-                        total += float(line.split()[1])
-        except OSError:
-            pass  # a gateway being restarted
-    return total
 
 
 def fragments_deleted():

@@ -80,6 +80,27 @@ def anon(method, path, data=None):
         return e.code, e.read()
 
 
+def components(role):
+    """The components of one role in cluster.json."""
+    with open(CLUSTER) as f:
+        return [c for c in json.load(f)["components"] if c["role"] == role]
+
+
+def metric_sum(comps, series):
+    """The sum of one sample (`name` or `name{labels}`) over the components'
+    /metrics; a component that does not answer (being restarted) adds 0."""
+    total = 0.0
+    for c in comps:
+        try:
+            with urllib.request.urlopen(f"http://{c['status']}/metrics", timeout=5) as r:
+                for line in r.read().decode().splitlines():
+                    if line.startswith(series + " "):
+                        total += float(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
 def check(name, fn):
     """Runs one named check, printing ok or FAIL."""
     try:

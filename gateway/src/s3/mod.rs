@@ -7,6 +7,7 @@
 //! | `bucket.rs`   | CreateBucket, DeleteBucket, HeadBucket, ListBuckets, GetBucketLocation |
 //! | `versioning.rs` | Put/GetBucketVersioning, ListObjectVersions (+ the version-aware commit, reads and deletes) |
 //! | `put.rs`      | PutObject (+ the object commit used by multipart and copy) |
+//! | `fresh_keys.rs` | (whether a bucket's PUTs may commit a new key without reading it first) |
 //! | `copy.rs`     | CopyObject, UploadPartCopy |
 //! | `get.rs`      | GetObject, HeadObject (Range, partNumber, conditionals) |
 //! | `attributes.rs` | GetObjectAttributes |
@@ -33,6 +34,7 @@ pub mod copy;
 pub mod cors;
 pub mod delete;
 pub mod encryption;
+pub mod fresh_keys;
 pub mod get;
 pub mod lifecycle;
 pub mod list;

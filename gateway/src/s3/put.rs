@@ -8,7 +8,8 @@
 //! null version, plus a `GcRecord` for the body of the null version it
 //! replaces. What it replaces is read first and the batch is conditioned on
 //! it being unchanged, so a concurrent overwrite is detected and the
-//! read-modify-write retried; the body that loses is never leaked. The commit runs in its own task, so a client that
+//! read-modify-write retried; the body that loses is never leaked. (A new
+//! key may commit before any read, conditioned on being absent: decision 0053.) The commit runs in its own task, so a client that
 //! disconnects once the body is durable cannot leave a half-done commit.
 
 use std::future::Future;

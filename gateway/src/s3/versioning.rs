@@ -452,6 +452,21 @@ async fn plan_null(
         };
         (latest, only_null)
     };
+    Ok(null_plan(key, new, slot, latest, only_null))
+}
+
+/// The null-version write of `new` over what was read: its `slot`, the
+/// `latest` version, and whether the null version is `only_null` one stored.
+/// With nothing read (an empty slot, no latest) it is the blind commit of a
+/// new key in an unversioned bucket (`fresh_keys`).
+fn null_plan(
+    key: &str,
+    new: &ObjectRecord,
+    slot: NullSlot,
+    latest: Option<Stored>,
+    only_null: bool,
+) -> Plan {
+    let bucket_id = new.bucket_id;
     let slot_key = keys::object_version_key(bucket_id, key.as_bytes(), NULL_VERSION);
     let mut conditions = vec![meta::unchanged(
         Cf::Meta,
@@ -495,7 +510,7 @@ async fn plan_null(
     if let Some(t) = slot.target.as_ref().filter(|t| t.version != v) {
         mutations.push(meta::delete(Cf::Meta, t.meta_key()));
     }
-    Ok(Plan {
+    Plan {
         current: latest,
         key: vkey,
         value,
@@ -503,7 +518,7 @@ async fn plan_null(
         conditions,
         mutations,
         replaced: slot.version().cloned(),
-    })
+    }
 }
 
 /// Commits `new` (an object version or a delete marker) as the latest
@@ -532,11 +547,22 @@ pub async fn commit(
         record: new.clone(),
     }
     .usage();
-    for attempt in 0..RMW_ATTEMPTS {
+    // A new key in an unversioned bucket whose PUTs mostly create keys:
+    // commit first, read only if the key turns out to exist (decision 0053).
+    let fresh = scope.versioning == Versioning::Unversioned;
+    let went_blind = fresh && pre.if_match.is_none() && ctx.fresh_keys.go_blind(bucket_id);
+    let mut blind = went_blind;
+    for attempt in 0..RMW_ATTEMPTS + usize::from(went_blind) {
+        let this_blind = std::mem::take(&mut blind);
         let plan = match scope.versioning {
             Versioning::Enabled => plan_new_version(ctx, key, &new).await?,
+            _ if this_blind => null_plan(key, &new, NullSlot::default(), None, true),
             v => plan_null(ctx, v, key, &new).await?,
         };
+        if fresh && !went_blind && attempt == 0 {
+            // Each PUT scores once: here, or by its blind attempt's outcome.
+            ctx.fresh_keys.note(bucket_id, plan.current.is_none());
+        }
         pre.check(
             plan.current
                 .as_ref()
@@ -582,6 +608,10 @@ pub async fn commit(
                 return Ok(CommitOutcome::ExtraConditionFailed(index as usize - base))
             }
         };
+        if this_blind {
+            ctx.fresh_keys.note(bucket_id, applied);
+            crate::metrics::blind_put(applied);
+        }
         if applied {
             ctx.folder.note(bucket_id);
             ctx.quotas.note_commit(scope, change);
