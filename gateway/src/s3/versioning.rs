@@ -551,9 +551,8 @@ pub async fn commit(
     // commit first, read only if the key turns out to exist (decision 0053).
     let fresh = scope.versioning == Versioning::Unversioned;
     let went_blind = fresh && pre.if_match.is_none() && ctx.fresh_keys.go_blind(bucket_id);
-    let mut blind = went_blind;
     for attempt in 0..RMW_ATTEMPTS + usize::from(went_blind) {
-        let this_blind = std::mem::take(&mut blind);
+        let this_blind = went_blind && attempt == 0;
         let plan = match scope.versioning {
             Versioning::Enabled => plan_new_version(ctx, key, &new).await?,
             _ if this_blind => null_plan(key, &new, NullSlot::default(), None, true),
