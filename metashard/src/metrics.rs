@@ -52,6 +52,13 @@ pub static READ_INDEX_RETRIES: LazyLock<IntCounter> = LazyLock::new(|| {
 pub static PROPOSALS: LazyLock<IntCounter> = LazyLock::new(|| {
     register_int_counter!("kura_metashard_proposals_total", "Batches proposed to raft").expect(ONCE)
 });
+pub static PROPOSALS_HELD: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "kura_metashard_proposals_held_total",
+        "Batches that waited for the leader's previous append to commit before being proposed"
+    )
+    .expect(ONCE)
+});
 pub static APPLY_DURATION: LazyLock<Histogram> = LazyLock::new(|| {
     register_histogram!(
         "kura_metashard_apply_duration_seconds",

@@ -75,6 +75,9 @@ pub struct Poller {
     /// Votes for regions a local split is about to create, replayed when it
     /// does ([`EarlyVotes`]).
     early_votes: EarlyVotes,
+    /// When the next round must run for batches a leader holds
+    /// ([`Peer::holds_proposals`]) though no message came.
+    held_wake: Option<Instant>,
 }
 
 impl Poller {
@@ -144,6 +147,7 @@ impl Poller {
             uninit,
             next_uninit_scan: Instant::now(),
             early_votes: EarlyVotes::default(),
+            held_wake: None,
         })
     }
 
@@ -178,7 +182,8 @@ impl Poller {
     fn run_loop(&mut self) -> Result<(), crate::Error> {
         let mut next_tick = Instant::now() + self.cfg.tick;
         loop {
-            let wait = next_tick.saturating_duration_since(Instant::now());
+            let wake = self.held_wake.map_or(next_tick, |h| h.min(next_tick));
+            let wait = wake.saturating_duration_since(Instant::now());
             match self.rx.recv_timeout(wait) {
                 Ok(msg) => {
                     if !self.handle(msg)? {
@@ -872,6 +877,20 @@ impl Poller {
             if let Some(p) = self.peers.get_mut(&d.region_id) {
                 p.on_delivery(&d);
                 self.active.insert(d.region_id);
+            }
+        }
+        self.held_wake = None;
+        let now = Instant::now();
+        for id in &ids {
+            let Some(p) = self.peers.get(id) else {
+                continue;
+            };
+            if let Some(due) = p.proposals_due_at() {
+                // Held, or free to go now that this round committed the
+                // append they waited for: either way, another round.
+                let at = if p.holds_proposals(now) { due } else { now };
+                self.held_wake = Some(self.held_wake.map_or(at, |w| w.min(at)));
+                self.active.insert(*id);
             }
         }
         if !created.is_empty() {

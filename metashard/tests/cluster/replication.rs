@@ -210,6 +210,77 @@ async fn run_registers_serves_and_restarts() {
     h.await.unwrap().unwrap();
 }
 
+/// Requests that come while the leader's previous append is being
+/// replicated wait for it to commit and then go as one append: eight
+/// writers, each sending its next write when the last one is answered (a
+/// benchmark's closed loop), see every write applied in order on every
+/// store, and some of their batches were held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn requests_during_an_append_wait_for_it() {
+    const WRITERS: usize = 8;
+    const WRITES: usize = 30;
+    let mut c = Cluster::start().await;
+    write_range(&c.client(), 0..1).await;
+    let leader = c.leader().await.expect("a leader");
+    let router = c.nodes[&leader].store.as_ref().unwrap().router().clone();
+    let held_before = kura_metashard::metrics::PROPOSALS_HELD.get();
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let router = router.clone();
+            tokio::spawn(async move {
+                let counter = key(100 + w);
+                for i in 0..WRITES {
+                    let condition = match i {
+                        0 => not_exists(&counter),
+                        _ => Condition {
+                            kind: condition::Kind::ValueEquals as i32,
+                            cf: Cf::Meta as i32,
+                            key: counter.clone().into(),
+                            value: (i - 1).to_string().into_bytes().into(),
+                        },
+                    };
+                    let mut req = raw_batch(REGION_ID, 1, &counter);
+                    req.conditions = vec![condition];
+                    req.mutations = vec![put(&counter, i.to_string().as_bytes())];
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    router
+                        .send(kura_metashard::fsm::StoreMsg::Batch {
+                            req: Box::new(req),
+                            cb: tx,
+                        })
+                        .unwrap();
+                    assert_eq!(rx.await.unwrap(), Ok((true, 0)), "writer {w}, write {i}");
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.await.unwrap();
+    }
+    let held = kura_metashard::metrics::PROPOSALS_HELD.get() - held_before;
+    assert!(held > 0, "no batch waited for an append in flight");
+    let last = (WRITES - 1).to_string().into_bytes();
+    for id in 1..=3 {
+        eventually(
+            "every writer's last write on every store",
+            Duration::from_secs(5),
+            || {
+                (0..WRITERS).all(|w| {
+                    c.engine(id)
+                        .get_data(Cf::Meta, &key(100 + w))
+                        .unwrap()
+                        .as_ref()
+                        == Some(&last)
+                })
+            },
+        )
+        .await;
+    }
+    for id in 1..=3 {
+        c.stop(id).await;
+    }
+}
+
 /// Requests that reach the leader in one round are proposed together: the
 /// followers get one append for them rather than one per request (raft-rs
 /// broadcasts per proposal step), and the entries keep the order the
