@@ -7,9 +7,14 @@
 //! on `RegionNotFound`/`KeyNotInRegion`/transport errors drop the cache entry;
 //! backoff starts at 20 ms, doubles to 500 ms, and the whole call gives up
 //! with [`ClientError::Unavailable`] after ~10 s.
+//!
+//! Point reads and batches travel as calls on one stream per store
+//! ([`crate::calls`]); scans, large batches and stores that do not take
+//! calls on a stream use unary rpcs. Either way the outcome is handled alike.
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -21,7 +26,9 @@ use kura_proto::common::RegionError;
 use kura_proto::metashard::metashard_client::MetashardClient;
 pub use kura_proto::metashard::{condition, mutation, Cf, Condition, KvPair, Mutation};
 use kura_proto::metashard::{BatchRequest, GetRequest, RequestHeader, ScanRequest};
+use prost::Message;
 
+use crate::calls::{CallStream, MAX_STREAMED_BYTES};
 use crate::keys;
 
 const TOTAL_DEADLINE: Duration = Duration::from_secs(10);
@@ -78,6 +85,24 @@ impl ClientError {
 pub struct MetaClient {
     cache: Arc<RegionCache>,
     channels: Arc<Mutex<HashMap<String, MetashardClient<Channel>>>>,
+    calls: Arc<Mutex<HashMap<String, Arc<StoreCalls>>>>,
+}
+
+/// The call stream to one store ([`crate::calls`]).
+#[derive(Default)]
+struct StoreCalls {
+    current: Mutex<Option<Arc<CallStream>>>,
+    /// Held while a stream is being opened, so callers wait for that one.
+    opening: tokio::sync::Mutex<()>,
+    /// The store answered `Unimplemented` (an older version): unary only.
+    unsupported: AtomicBool,
+}
+
+impl StoreCalls {
+    fn open_stream(&self) -> Option<Arc<CallStream>> {
+        let cur = self.current.lock().expect("call stream lock poisoned");
+        cur.as_ref().filter(|s| !s.has_ended()).cloned()
+    }
 }
 
 /// The deadline and backoff of one client call.
@@ -126,6 +151,47 @@ impl MetaClient {
         MetaClient {
             cache,
             channels: Arc::new(Mutex::new(HashMap::new())),
+            calls: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// The open call stream to `route`'s store, opened if needed; `None`:
+    /// the store takes no calls on a stream, use unary. A store that cannot
+    /// be reached fails here as a unary call to it would.
+    async fn stream_to(
+        &self,
+        route: &RegionRoute,
+        c: &MetashardClient<Channel>,
+    ) -> Result<Option<Arc<CallStream>>, Failure> {
+        let store = {
+            let mut calls = self.calls.lock().expect("call streams lock poisoned");
+            calls.entry(route.leader_addr.clone()).or_default().clone()
+        };
+        if store.unsupported.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        if let Some(s) = store.open_stream() {
+            return Ok(Some(s));
+        }
+        let _opening = store.opening.lock().await;
+        if let Some(s) = store.open_stream() {
+            return Ok(Some(s));
+        }
+        match tokio::time::timeout(RPC_TIMEOUT, CallStream::open(c.clone())).await {
+            Ok(Ok(s)) => {
+                let s = Arc::new(s);
+                *store.current.lock().expect("call stream lock poisoned") = Some(s.clone());
+                Ok(Some(s))
+            }
+            Ok(Err(s)) if s.code() == tonic::Code::Unimplemented => {
+                store.unsupported.store(true, Ordering::Relaxed);
+                Ok(None)
+            }
+            Ok(Err(s)) => Err(self.on_status(route, s)),
+            Err(_) => Err(self.on_status(
+                route,
+                tonic::Status::deadline_exceeded("opening a call stream timed out"),
+            )),
         }
     }
 
@@ -255,7 +321,10 @@ impl MetaClient {
             cf: cf as i32,
             key: Bytes::copy_from_slice(key),
         };
-        let resp = self.send(&route, "get", c.get(req)).await?;
+        let resp = match self.stream_to(&route, &c).await? {
+            Some(s) => self.send(&route, "get", s.get(req)).await?,
+            None => self.send(&route, "get", c.get(req)).await?,
+        };
         if let Some(e) = resp.header.and_then(|h| h.region_error) {
             return Err(self.on_region_error(&route, e));
         }
@@ -307,7 +376,14 @@ impl MetaClient {
             conditions: conditions.to_vec(),
             mutations: mutations.to_vec(),
         };
-        let resp = self.send(&route, "batch", c.batch(req)).await?;
+        let streamed = match req.encoded_len() <= MAX_STREAMED_BYTES {
+            true => self.stream_to(&route, &c).await?,
+            false => None,
+        };
+        let resp = match streamed {
+            Some(s) => self.send(&route, "batch", s.batch(req)).await?,
+            None => self.send(&route, "batch", c.batch(req)).await?,
+        };
         if let Some(e) = resp.header.and_then(|h| h.region_error) {
             // The routing key is in the store's region but another key is
             // not: the batch spans regions and can never succeed.

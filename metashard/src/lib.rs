@@ -11,7 +11,8 @@
 //! (`service`), automatic splits by size (`split_check`) and by load
 //! (`load_split`), lease reads the service answers without the raftstore thread
 //! (`local_read`), read/write flow counters reported to PD (`flow`), process lifecycle
-//! and PD heartbeats (`server`), and `MetaClient` (`client`).
+//! and PD heartbeats (`server`), and `MetaClient` (`client`), whose point reads and
+//! batches share one stream per store (`calls`).
 //! Must not use: anything above it in the workspace (pd, gateway), or RocksDB
 //! outside `engine/`. S3 semantics live in the gateway; records are opaque bytes here.
 //! Start reading at `server::run`, then `fsm::poller` (the round), then
@@ -22,6 +23,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod apply;
+pub mod calls;
 pub mod client;
 pub mod engine;
 mod errors;

@@ -52,6 +52,13 @@ pub static READ_INDEX_RETRIES: LazyLock<IntCounter> = LazyLock::new(|| {
 pub static PROPOSALS: LazyLock<IntCounter> = LazyLock::new(|| {
     register_int_counter!("kura_metashard_proposals_total", "Batches proposed to raft").expect(ONCE)
 });
+pub static STREAM_CALLS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "kura_metashard_stream_calls_total",
+        "Client requests received as calls on a Calls stream rather than unary"
+    )
+    .expect(ONCE)
+});
 pub static PROPOSALS_HELD: LazyLock<IntCounter> = LazyLock::new(|| {
     register_int_counter!(
         "kura_metashard_proposals_held_total",

@@ -34,6 +34,7 @@ const MAX_SCAN_LIMIT: usize = 10_000;
 /// it is hung, and it holds one of the store's receive slots.
 const SNAPSHOT_CHUNK_IDLE: Duration = Duration::from_secs(30);
 
+#[derive(Clone)]
 pub struct MetashardService {
     router: Router,
     engine: Engine,
@@ -89,6 +90,11 @@ impl Cap {
 }
 
 impl MetashardService {
+    /// Flips to true when the store stops.
+    pub(crate) fn stopping(&self) -> watch::Receiver<bool> {
+        self.stopping.clone()
+    }
+
     /// A place for one more client request, or None when the store is full.
     fn admit(&self) -> Option<InFlight> {
         let slot = self.client_in_flight.admit();
@@ -477,6 +483,18 @@ impl Metashard for MetashardService {
                 Default::default()
             },
         }))
+    }
+
+    type CallsStream = crate::calls::AnswerStream;
+
+    async fn calls(
+        &self,
+        request: Request<Streaming<Call>>,
+    ) -> Result<Response<Self::CallsStream>, Status> {
+        Ok(Response::new(crate::calls::serve(
+            self,
+            request.into_inner(),
+        )))
     }
 
     async fn raft(

@@ -210,6 +210,51 @@ async fn run_registers_serves_and_restarts() {
     h.await.unwrap().unwrap();
 }
 
+/// The client's point reads and batches travel as calls on one stream per
+/// store. A store's restart ends its stream: the next calls to it open
+/// another, and nothing acknowledged is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn client_calls_share_a_stream_and_reopen_it_after_a_restart() {
+    let mut c = Cluster::start().await;
+    let client = c.client();
+    let calls = || kura_metashard::metrics::STREAM_CALLS.get();
+    let before = calls();
+    write_range(&client, 0..20).await;
+    check_all(&client, 20).await;
+    let streamed = calls() - before;
+    assert!(
+        streamed >= 40,
+        "{streamed} calls on streams for 20 batches and 20 reads"
+    );
+
+    let leader = c.leader().await.expect("a leader");
+    c.stop(leader).await;
+    c.restart(leader).await;
+    // Lead from the restarted store again, so the client must reopen its stream there.
+    eventually_async("leadership back on the restarted store", || async {
+        match c.leader().await {
+            Some(now) if now == leader => true,
+            Some(now) => {
+                let _ = transfer_leader_on(&c, now, 100 + leader).await;
+                false
+            }
+            None => false,
+        }
+    })
+    .await;
+    let before = calls();
+    write_range(&client, 20..40).await;
+    check_all(&client, 40).await;
+    let streamed = calls() - before;
+    assert!(
+        streamed >= 60,
+        "{streamed} calls on streams after the restart"
+    );
+    for id in 1..=3 {
+        c.stop(id).await;
+    }
+}
+
 /// Requests that come while the leader's previous append is being
 /// replicated wait for it to commit and then go as one append: eight
 /// writers, each sending its next write when the last one is answered (a

@@ -1,0 +1,253 @@
+//! Client requests multiplexed over one long-lived gRPC stream per client
+//! and store (`Metashard/Calls`, TiKV's BatchCommands), both ends.
+//!
+//! A unary call costs an HTTP/2 stream: headers and trailers encoded and
+//! decoded, a server task and the service stack per request. Under small
+//! PUTs that was most of what a leader's gRPC threads did. On a `Calls`
+//! stream a request is one message with an id; the server answers each call
+//! as it completes (so a slow one does not hold up the rest) through the
+//! same `Metashard::batch` / `Metashard::get` a unary call reaches, so
+//! admission, region errors and statuses are the same.
+//!
+//! The client ([`CallStream`]) keeps one stream per store address. A stream
+//! that ends or fails answers every call still waiting with `Unavailable`
+//! (outcome unknown, as a unary call's transport error) and is reopened by
+//! the next call. Requests too large to share a stream without holding up
+//! the others go unary ([`MAX_STREAMED_BYTES`]).
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use futures::stream::FuturesUnordered;
+use futures::{Future, Stream, StreamExt};
+use kura_pd_client::channel::Channel;
+use kura_proto::metashard::metashard_client::MetashardClient;
+use kura_proto::metashard::metashard_server::Metashard;
+use kura_proto::metashard::{call, call_answer, Call, CallAnswer};
+use kura_proto::metashard::{BatchRequest, BatchResponse, GetRequest, GetResponse};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::metrics;
+use crate::service::MetashardService;
+
+/// Requests whose encoding is larger go as unary calls: one HTTP/2 stream
+/// carries a store's calls in order, and a large message would make the
+/// small ones behind it wait for its bytes.
+pub const MAX_STREAMED_BYTES: usize = 64 << 10;
+
+/// The answers of a `Calls` stream, in completion order.
+pub type AnswerStream = Pin<Box<dyn Stream<Item = Result<CallAnswer, Status>> + Send + 'static>>;
+
+type Answering = Pin<Box<dyn Future<Output = CallAnswer> + Send>>;
+
+/// Server end: answers the calls of `inbound` until it ends, the client
+/// goes away or the store stops.
+pub fn serve(svc: &MetashardService, inbound: Streaming<Call>) -> AnswerStream {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let svc = Arc::new(svc.clone());
+    let stopping = svc.stopping();
+    tokio::spawn(run(svc, inbound, tx, stopping));
+    Box::pin(UnboundedReceiverStream::new(rx))
+}
+
+async fn run(
+    svc: Arc<MetashardService>,
+    mut inbound: Streaming<Call>,
+    answers: mpsc::UnboundedSender<Result<CallAnswer, Status>>,
+    mut stopping: watch::Receiver<bool>,
+) {
+    let mut running: FuturesUnordered<Answering> = FuturesUnordered::new();
+    let mut inbound_open = true;
+    loop {
+        tokio::select! {
+            m = inbound.message(), if inbound_open => match m {
+                Ok(Some(c)) => {
+                    metrics::STREAM_CALLS.inc();
+                    let svc = svc.clone();
+                    running.push(Box::pin(async move { answer(&svc, c).await }));
+                }
+                // The client closed its side (or the connection broke):
+                // finish what runs, then end the answers.
+                Ok(None) | Err(_) => inbound_open = false,
+            },
+            Some(a) = running.next(), if !running.is_empty() => {
+                if answers.send(Ok(a)).is_err() {
+                    return;
+                }
+            }
+            _ = stopping.wait_for(|s| *s) => {
+                let _ = answers.send(Err(Status::unavailable("store is stopping")));
+                return;
+            }
+            else => return,
+        }
+    }
+}
+
+async fn answer(svc: &MetashardService, c: Call) -> CallAnswer {
+    let id = c.id;
+    let out = match c.kind {
+        Some(call::Kind::Batch(r)) => svc
+            .batch(Request::new(r))
+            .await
+            .map(|r| call_answer::Kind::Batch(r.into_inner())),
+        Some(call::Kind::Get(r)) => svc
+            .get(Request::new(r))
+            .await
+            .map(|r| call_answer::Kind::Get(r.into_inner())),
+        None => Err(Status::invalid_argument("a call without a request")),
+    };
+    match out {
+        Ok(kind) => CallAnswer {
+            id,
+            code: 0,
+            message: String::new(),
+            kind: Some(kind),
+        },
+        Err(s) => CallAnswer {
+            id,
+            code: s.code() as i32,
+            message: s.message().to_string(),
+            kind: None,
+        },
+    }
+}
+
+type Waiters = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<call_answer::Kind, Status>>>>>;
+
+/// Client end: one open `Calls` stream to a store.
+pub struct CallStream {
+    calls: mpsc::UnboundedSender<Call>,
+    waiting: Waiters,
+    next_id: AtomicU64,
+    ended: Arc<AtomicBool>,
+}
+
+impl CallStream {
+    /// Opens a stream (one round trip: the server's response headers).
+    pub async fn open(mut client: MetashardClient<Channel>) -> Result<CallStream, Status> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let answers = client
+            .calls(UnboundedReceiverStream::new(rx))
+            .await?
+            .into_inner();
+        let waiting: Waiters = Arc::default();
+        let ended = Arc::new(AtomicBool::new(false));
+        tokio::spawn(read_answers(answers, waiting.clone(), ended.clone()));
+        Ok(CallStream {
+            calls: tx,
+            waiting,
+            next_id: AtomicU64::new(1),
+            ended,
+        })
+    }
+
+    /// The stream ended: calls fail at once; open another.
+    pub fn has_ended(&self) -> bool {
+        self.ended.load(Ordering::SeqCst)
+    }
+
+    /// `Metashard/Batch` as a call.
+    pub async fn batch(&self, req: BatchRequest) -> Result<Response<BatchResponse>, Status> {
+        match self.call(call::Kind::Batch(req)).await? {
+            call_answer::Kind::Batch(r) => Ok(Response::new(r)),
+            _ => Err(Status::internal("a batch answered as another call")),
+        }
+    }
+
+    /// `Metashard/Get` as a call.
+    pub async fn get(&self, req: GetRequest) -> Result<Response<GetResponse>, Status> {
+        match self.call(call::Kind::Get(req)).await? {
+            call_answer::Kind::Get(r) => Ok(Response::new(r)),
+            _ => Err(Status::internal("a get answered as another call")),
+        }
+    }
+
+    /// Sends one request and waits for its answer. Dropping the future
+    /// forgets the call (its answer, if it comes, is dropped).
+    async fn call(&self, kind: call::Kind) -> Result<call_answer::Kind, Status> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.waiting
+            .lock()
+            .expect("call waiters lock poisoned")
+            .insert(id, tx);
+        let _forget = Forget {
+            waiting: &self.waiting,
+            id,
+        };
+        // After the insert: either the reader's final drain saw this call,
+        // or this sees the end (the reader sets it before draining).
+        if self.has_ended()
+            || self
+                .calls
+                .send(Call {
+                    id,
+                    kind: Some(kind),
+                })
+                .is_err()
+        {
+            return Err(Status::unavailable("call stream ended"));
+        }
+        rx.await
+            .unwrap_or_else(|_| Err(Status::unavailable("call stream ended")))
+    }
+}
+
+/// Removes a call's waiter when its caller stops waiting (answered, timed
+/// out or dropped), so waiters never outlive their callers.
+struct Forget<'a> {
+    waiting: &'a Waiters,
+    id: u64,
+}
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut w) = self.waiting.lock() {
+            w.remove(&self.id);
+        }
+    }
+}
+
+async fn read_answers(
+    mut answers: Streaming<CallAnswer>,
+    waiting: Waiters,
+    ended: Arc<AtomicBool>,
+) {
+    let why = loop {
+        match answers.message().await {
+            Ok(Some(a)) => {
+                let waiter = waiting
+                    .lock()
+                    .expect("call waiters lock poisoned")
+                    .remove(&a.id);
+                if let Some(w) = waiter {
+                    let _ = w.send(outcome(a));
+                }
+            }
+            Ok(None) => break Status::unavailable("call stream ended"),
+            Err(s) => break Status::unavailable(format!("call stream failed: {}", s.message())),
+        }
+    };
+    ended.store(true, Ordering::SeqCst);
+    let left: Vec<_> = waiting
+        .lock()
+        .expect("call waiters lock poisoned")
+        .drain()
+        .collect();
+    for (_, w) in left {
+        let _ = w.send(Err(why.clone()));
+    }
+}
+
+fn outcome(a: CallAnswer) -> Result<call_answer::Kind, Status> {
+    match (a.code, a.kind) {
+        (0, Some(kind)) => Ok(kind),
+        (0, None) => Err(Status::internal("a call answered without a response")),
+        (code, _) => Err(Status::new(tonic::Code::from(code), a.message)),
+    }
+}
