@@ -354,6 +354,15 @@ pub(crate) fn not_exists(k: &[u8]) -> Condition {
     }
 }
 
+pub(crate) fn value_equals(k: &[u8], v: &[u8]) -> Condition {
+    Condition {
+        kind: condition::Kind::ValueEquals as i32,
+        cf: Cf::Meta as i32,
+        key: k.to_vec().into(),
+        value: v.to_vec().into(),
+    }
+}
+
 pub(crate) fn key(i: usize) -> Vec<u8> {
     format!("\x02key-{i:05}").into_bytes()
 }

@@ -59,15 +59,7 @@ async fn lease_reads_are_fresh_across_a_leader_transfer() {
     let k = key(1);
     let cur = client.get(Cf::Meta, &k).await.unwrap().unwrap();
     let out = client
-        .batch(
-            vec![Condition {
-                kind: condition::Kind::ValueEquals as i32,
-                cf: Cf::Meta as i32,
-                key: k.clone().into(),
-                value: cur,
-            }],
-            vec![put(&k, b"newest")],
-        )
+        .batch(vec![value_equals(&k, &cur)], vec![put(&k, b"newest")])
         .await
         .unwrap();
     assert_eq!(out, BatchOutcome::Applied);

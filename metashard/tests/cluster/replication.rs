@@ -277,12 +277,7 @@ async fn requests_during_an_append_wait_for_it() {
                 for i in 0..WRITES {
                     let condition = match i {
                         0 => not_exists(&counter),
-                        _ => Condition {
-                            kind: condition::Kind::ValueEquals as i32,
-                            cf: Cf::Meta as i32,
-                            key: counter.clone().into(),
-                            value: (i - 1).to_string().into_bytes().into(),
-                        },
+                        _ => value_equals(&counter, (i - 1).to_string().as_bytes()),
                     };
                     let mut req = raw_batch(REGION_ID, 1, &counter);
                     req.conditions = vec![condition];
@@ -348,12 +343,7 @@ async fn requests_of_one_round_share_one_append() {
         .map(|i| {
             let condition = match i {
                 0 => not_exists(&counter),
-                _ => Condition {
-                    kind: condition::Kind::ValueEquals as i32,
-                    cf: Cf::Meta as i32,
-                    key: counter.clone().into(),
-                    value: (i - 1).to_string().into_bytes().into(),
-                },
+                _ => value_equals(&counter, (i - 1).to_string().as_bytes()),
             };
             let mut req = raw_batch(REGION_ID, 1, &counter);
             req.conditions = vec![condition];
