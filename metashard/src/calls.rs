@@ -60,9 +60,14 @@ async fn run(
     answers: mpsc::UnboundedSender<Result<CallAnswer, Status>>,
     mut stopping: watch::Receiver<bool>,
 ) {
+    metrics::CALL_STREAMS.inc();
+    let _open = OpenStream;
     let mut running: FuturesUnordered<Answering> = FuturesUnordered::new();
     let mut inbound_open = true;
     loop {
+        if !inbound_open && running.is_empty() {
+            return;
+        }
         tokio::select! {
             m = inbound.message(), if inbound_open => match m {
                 Ok(Some(c)) => {
@@ -83,8 +88,16 @@ async fn run(
                 let _ = answers.send(Err(Status::unavailable("store is stopping")));
                 return;
             }
-            else => return,
         }
+    }
+}
+
+/// Counts a served stream in `CALL_STREAMS` until its task ends.
+struct OpenStream;
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        metrics::CALL_STREAMS.dec();
     }
 }
 

@@ -59,6 +59,13 @@ pub static STREAM_CALLS: LazyLock<IntCounter> = LazyLock::new(|| {
     )
     .expect(ONCE)
 });
+pub static CALL_STREAMS: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "kura_metashard_call_streams",
+        "Calls streams this store is serving (one per client process)"
+    )
+    .expect(ONCE)
+});
 pub static PROPOSALS_HELD: LazyLock<IntCounter> = LazyLock::new(|| {
     register_int_counter!(
         "kura_metashard_proposals_held_total",

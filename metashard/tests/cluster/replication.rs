@@ -212,7 +212,8 @@ async fn run_registers_serves_and_restarts() {
 
 /// The client's point reads and batches travel as calls on one stream per
 /// store. A store's restart ends its stream: the next calls to it open
-/// another, and nothing acknowledged is lost.
+/// another, and nothing acknowledged is lost. A client that goes away
+/// leaves no stream behind on the stores.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn client_calls_share_a_stream_and_reopen_it_after_a_restart() {
     let mut c = Cluster::start().await;
@@ -250,6 +251,15 @@ async fn client_calls_share_a_stream_and_reopen_it_after_a_restart() {
         streamed >= 60,
         "{streamed} calls on streams after the restart"
     );
+    // A client that goes away ends its streams on the stores.
+    assert!(kura_metashard::metrics::CALL_STREAMS.get() > 0);
+    drop(client);
+    eventually(
+        "the stores' call streams end with their client",
+        Duration::from_secs(5),
+        || kura_metashard::metrics::CALL_STREAMS.get() == 0,
+    )
+    .await;
     for id in 1..=3 {
         c.stop(id).await;
     }
