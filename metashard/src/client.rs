@@ -165,7 +165,11 @@ impl MetaClient {
     ) -> Result<Option<Arc<CallStream>>, Failure> {
         let store = {
             let mut calls = self.calls.lock().expect("call streams lock poisoned");
-            calls.entry(route.leader_addr.clone()).or_default().clone()
+            // `get` first: no key allocated on every call.
+            match calls.get(&route.leader_addr) {
+                Some(s) => s.clone(),
+                None => calls.entry(route.leader_addr.clone()).or_default().clone(),
+            }
         };
         if store.unsupported.load(Ordering::Relaxed) {
             return Ok(None);

@@ -363,6 +363,31 @@ pub(crate) fn value_equals(k: &[u8], v: &[u8]) -> Condition {
     }
 }
 
+/// Sends the `i`-th write of `counter` straight to a store's raftstore:
+/// it puts `i`, conditioned on the value being `i - 1` (absent for 0), so
+/// writes apply only in order.
+pub(crate) fn send_counter_write(
+    router: &kura_metashard::fsm::Router,
+    counter: &[u8],
+    i: usize,
+) -> tokio::sync::oneshot::Receiver<kura_metashard::fsm::BatchResult> {
+    let condition = match i {
+        0 => not_exists(counter),
+        _ => value_equals(counter, (i - 1).to_string().as_bytes()),
+    };
+    let mut req = raw_batch(REGION_ID, 1, counter);
+    req.conditions = vec![condition];
+    req.mutations = vec![put(counter, i.to_string().as_bytes())];
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    router
+        .send(kura_metashard::fsm::StoreMsg::Batch {
+            req: Box::new(req),
+            cb: tx,
+        })
+        .unwrap();
+    rx
+}
+
 pub(crate) fn key(i: usize) -> Vec<u8> {
     format!("\x02key-{i:05}").into_bytes()
 }

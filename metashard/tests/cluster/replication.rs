@@ -285,20 +285,7 @@ async fn requests_during_an_append_wait_for_it() {
             tokio::spawn(async move {
                 let counter = key(100 + w);
                 for i in 0..WRITES {
-                    let condition = match i {
-                        0 => not_exists(&counter),
-                        _ => value_equals(&counter, (i - 1).to_string().as_bytes()),
-                    };
-                    let mut req = raw_batch(REGION_ID, 1, &counter);
-                    req.conditions = vec![condition];
-                    req.mutations = vec![put(&counter, i.to_string().as_bytes())];
-                    let (tx, rx) = tokio::sync::oneshot::channel();
-                    router
-                        .send(kura_metashard::fsm::StoreMsg::Batch {
-                            req: Box::new(req),
-                            cb: tx,
-                        })
-                        .unwrap();
+                    let rx = send_counter_write(&router, &counter, i);
                     assert_eq!(rx.await.unwrap(), Ok((true, 0)), "writer {w}, write {i}");
                 }
             })
@@ -350,23 +337,7 @@ async fn requests_of_one_round_share_one_append() {
     };
     let sent_before = sent();
     let answers: Vec<_> = (0..N)
-        .map(|i| {
-            let condition = match i {
-                0 => not_exists(&counter),
-                _ => value_equals(&counter, (i - 1).to_string().as_bytes()),
-            };
-            let mut req = raw_batch(REGION_ID, 1, &counter);
-            req.conditions = vec![condition];
-            req.mutations = vec![put(&counter, i.to_string().as_bytes())];
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            router
-                .send(kura_metashard::fsm::StoreMsg::Batch {
-                    req: Box::new(req),
-                    cb: tx,
-                })
-                .unwrap();
-            rx
-        })
+        .map(|i| send_counter_write(&router, &counter, i))
         .collect();
     for (i, rx) in answers.into_iter().enumerate() {
         assert_eq!(rx.await.unwrap(), Ok((true, 0)), "request {i}");
