@@ -74,8 +74,8 @@ impl SplitCheckConfig {
             || (self.split_size > 0 && bytes > self.split_size)
     }
 
-    /// Writes (keys, bytes) since the last check after which a region is
-    /// checked again: 1/16 of each threshold.
+    /// The least writes (keys, bytes) since the last check after which a
+    /// region is checked again: 1/16 of each threshold.
     fn step(&self) -> (u64, u64) {
         let part = |t: u64| if t == 0 { u64::MAX } else { (t / 16).max(1) };
         (part(self.split_keys), part(self.split_size))
@@ -138,17 +138,32 @@ impl SizeTracker {
         {
             return false;
         }
-        let Some(_) = self.checked else {
+        let Some((checked_keys, checked_bytes)) = self.checked else {
             return true;
         };
+        // A scan reads the whole region: counting again after a fixed step
+        // made a region's scans add up to ~8x its size by the time it split.
+        // Now the step grows with the region (half its last count), so the
+        // scans of a growing region add up to a few times its size; a
+        // region that may have crossed a threshold is counted after one
+        // base step.
         let (step_keys, step_bytes) = cfg.step();
-        if self.written_keys >= step_keys || self.written_bytes >= step_bytes {
+        let written =
+            |keys: u64, bytes: u64| self.written_keys >= keys || self.written_bytes >= bytes;
+        if written(
+            step_keys.max(checked_keys / 2),
+            step_bytes.max(checked_bytes / 2),
+        ) {
             return true;
+        }
+        let (k, b) = self.estimate();
+        if !cfg.over_threshold(k, b) {
+            return false;
         }
         // Over a threshold but a split was not allowed (or failed): look again
         // once a split may run.
-        let (k, b) = self.estimate();
-        cfg.over_threshold(k, b) && self.may_split(cfg, now)
+        written(step_keys, step_bytes)
+            || (cfg.over_threshold(checked_keys, checked_bytes) && self.may_split(cfg, now))
     }
 
     /// Whether an automatic split may run now (rate limit).
@@ -543,6 +558,34 @@ mod tests {
         assert_eq!(t.estimate(), (2500, 500));
         let fresh = SizeTracker::after_split(t1);
         assert!(!fresh.may_split(&c, t1 + Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn a_big_region_is_counted_again_after_half_its_size_or_near_a_threshold() {
+        let c = cfg(); // 1600 keys, base step 100 keys
+        let t0 = Instant::now();
+        let later = t0 + Duration::from_secs(5);
+        let mut t = SizeTracker::default();
+        t.on_checked(Some((1000, 100_000)), t0);
+        t.on_write(499, 499 * 10);
+        assert!(
+            !t.needs_check(&c, later),
+            "under half its count, far from a threshold"
+        );
+        t.on_write(1, 10);
+        assert!(t.needs_check(&c, later), "grew by half");
+        let mut t = SizeTracker::default();
+        t.on_checked(Some((1550, 100_000)), t0);
+        t.on_write(60, 600);
+        assert!(
+            !t.needs_check(&c, later),
+            "may be over, but under a base step written"
+        );
+        t.on_write(40, 400);
+        assert!(
+            t.needs_check(&c, later),
+            "may be over a threshold: count it"
+        );
     }
 
     fn obj(bucket: u64, i: u32) -> Vec<u8> {
