@@ -64,12 +64,20 @@ async fn run(
     let _open = OpenStream;
     let mut running: FuturesUnordered<Answering> = FuturesUnordered::new();
     let mut inbound_open = true;
+    let mut stalled = false;
     loop {
+        if stalled {
+            // Stuck with its connection up: nothing read, nothing answered,
+            // until the store stops.
+            let _ = stopping.wait_for(|s| *s).await;
+            return;
+        }
         if !inbound_open && running.is_empty() {
             return;
         }
         tokio::select! {
             m = inbound.message(), if inbound_open => match m {
+                Ok(Some(_)) if stalls_here() => stalled = true,
                 Ok(Some(c)) => {
                     metrics::STREAM_CALLS.inc();
                     let svc = svc.clone();
@@ -90,6 +98,13 @@ async fn run(
             }
         }
     }
+}
+
+/// Failpoint `metashard::call_stream_stall` (tests): this stream's task
+/// stops for good, as a stuck one would.
+fn stalls_here() -> bool {
+    fail::fail_point!("metashard::call_stream_stall", |_| true);
+    false
 }
 
 /// Counts a served stream in `CALL_STREAMS` until its task ends.
@@ -159,9 +174,16 @@ impl CallStream {
         })
     }
 
-    /// The stream ended: calls fail at once; open another.
+    /// The stream ended (or was retired): calls fail at once; open another.
     pub fn has_ended(&self) -> bool {
         self.ended.load(Ordering::SeqCst)
+    }
+
+    /// Takes no more calls: the next call opens another stream. Calls
+    /// already waiting still get their answers; the stream closes once the
+    /// last holder drops it.
+    pub fn retire(&self) {
+        self.ended.store(true, Ordering::SeqCst);
     }
 
     /// `Metashard/Batch` as a call.

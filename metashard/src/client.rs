@@ -282,18 +282,28 @@ impl MetaClient {
     }
 
     /// Awaits one rpc to `route`'s store under [`RPC_TIMEOUT`]; a timeout or
-    /// gRPC error becomes the `Failure` `on_status` decides.
+    /// gRPC error becomes the `Failure` `on_status` decides. `on`: the call
+    /// stream it travels on, retired if the call times out — the store
+    /// answers within its own timeout, so a stream that let a call go
+    /// unanswered longer may be stuck while its connection stays up, and
+    /// the retry must not wait on it again.
     async fn send<R>(
         &self,
         route: &RegionRoute,
         rpc: &str,
+        on: Option<&CallStream>,
         call: impl Future<Output = Result<tonic::Response<R>, tonic::Status>>,
     ) -> Result<R, Failure> {
         match tokio::time::timeout(RPC_TIMEOUT, call).await {
-            Err(_) => Err(self.on_status(
-                route,
-                tonic::Status::deadline_exceeded(format!("{rpc} timed out")),
-            )),
+            Err(_) => {
+                if let Some(s) = on {
+                    s.retire();
+                }
+                Err(self.on_status(
+                    route,
+                    tonic::Status::deadline_exceeded(format!("{rpc} timed out")),
+                ))
+            }
             Ok(Err(s)) => Err(self.on_status(route, s)),
             Ok(Ok(r)) => Ok(r.into_inner()),
         }
@@ -326,8 +336,8 @@ impl MetaClient {
             key: Bytes::copy_from_slice(key),
         };
         let resp = match self.stream_to(&route, &c).await? {
-            Some(s) => self.send(&route, "get", s.get(req)).await?,
-            None => self.send(&route, "get", c.get(req)).await?,
+            Some(s) => self.send(&route, "get", Some(&s), s.get(req)).await?,
+            None => self.send(&route, "get", None, c.get(req)).await?,
         };
         if let Some(e) = resp.header.and_then(|h| h.region_error) {
             return Err(self.on_region_error(&route, e));
@@ -385,8 +395,8 @@ impl MetaClient {
             false => None,
         };
         let resp = match streamed {
-            Some(s) => self.send(&route, "batch", s.batch(req)).await?,
-            None => self.send(&route, "batch", c.batch(req)).await?,
+            Some(s) => self.send(&route, "batch", Some(&s), s.batch(req)).await?,
+            None => self.send(&route, "batch", None, c.batch(req)).await?,
         };
         if let Some(e) = resp.header.and_then(|h| h.region_error) {
             // The routing key is in the store's region but another key is
@@ -588,7 +598,7 @@ impl MetaClient {
             delimiter: rollup.map_or_else(Bytes::new, |r| Bytes::copy_from_slice(&r.delimiter)),
             delimiter_prefix: rollup.map_or_else(Bytes::new, |r| Bytes::copy_from_slice(&r.prefix)),
         };
-        let resp = self.send(&route, "scan", c.scan(req)).await?;
+        let resp = self.send(&route, "scan", None, c.scan(req)).await?;
         if let Some(e) = resp.header.and_then(|h| h.region_error) {
             return Err(self.on_region_error(&route, e));
         }

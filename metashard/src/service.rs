@@ -491,6 +491,10 @@ impl Metashard for MetashardService {
         &self,
         request: Request<Streaming<Call>>,
     ) -> Result<Response<Self::CallsStream>, Status> {
+        // Tests: answer as a store from before `Calls` existed.
+        fail::fail_point!("metashard::calls_unimplemented", |_| Err(
+            Status::unimplemented("Metashard/Calls")
+        ));
         Ok(Response::new(crate::calls::serve(
             self,
             request.into_inner(),

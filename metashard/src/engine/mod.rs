@@ -614,18 +614,27 @@ mod tests {
             wb.delete_data(Cf::Meta, b"k0150");
             e.write(wb, true).unwrap();
             assert!(
-                wal_inodes(dir.path()).iter().any(|i| first_wals.contains(i)),
+                wal_inodes(dir.path())
+                    .iter()
+                    .any(|i| first_wals.contains(i)),
                 "a WAL file was recycled"
             );
         }
         let e = Engine::open(dir.path()).unwrap();
         for i in [0u32, 99] {
-            let v = e.get_data(Cf::Meta, format!("k{i:04}").as_bytes()).unwrap().unwrap();
+            let v = e
+                .get_data(Cf::Meta, format!("k{i:04}").as_bytes())
+                .unwrap()
+                .unwrap();
             assert!(v.starts_with(b"round 3 value"), "key {i}");
         }
         let v = e.get_data(Cf::Meta, b"k0100").unwrap().unwrap();
         assert!(v.starts_with(b"round 2 value 100"));
-        assert_eq!(e.get_data(Cf::Meta, b"k0150").unwrap(), None, "a delete stays");
+        assert_eq!(
+            e.get_data(Cf::Meta, b"k0150").unwrap(),
+            None,
+            "a delete stays"
+        );
         let v = e.get_raft(b"r0042").unwrap().unwrap();
         assert!(v.starts_with(b"round 3 value 42"));
     }

@@ -265,6 +265,60 @@ async fn client_calls_share_a_stream_and_reopen_it_after_a_restart() {
     }
 }
 
+/// A call stream stuck with its connection up (its server task stops
+/// reading and answering) is retired when a call on it times out: the retry
+/// opens another stream and the write lands within the client's deadline
+/// (10 s). Without the retirement the retry waited on the stuck stream again
+/// and the write failed after two timeouts.
+#[cfg(feature = "failpoints")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stuck_call_stream_is_retired_after_a_call_times_out() {
+    let mut c = Cluster::start().await;
+    let client = c.client();
+    write_range(&client, 0..5).await;
+    fail::cfg("metashard::call_stream_stall", "1*return").unwrap();
+    let started = Instant::now();
+    write_range(&client, 5..6).await;
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(5),
+        "the first attempt waited for its timeout ({waited:?}): the stream did stall"
+    );
+    fail::remove("metashard::call_stream_stall");
+    write_range(&client, 6..10).await;
+    check_all(&client, 10).await;
+    for id in 1..=3 {
+        c.stop(id).await;
+    }
+}
+
+/// A store that answers `Unimplemented` to `Calls` (a version from before
+/// it, during a rolling upgrade) gets every read and batch as a unary call,
+/// and the client does not ask it for a stream again.
+#[cfg(feature = "failpoints")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_store_without_call_streams_gets_unary_calls() {
+    let mut c = Cluster::start().await;
+    fail::cfg("metashard::calls_unimplemented", "return").unwrap();
+    let client = c.client();
+    let streamed = kura_metashard::metrics::STREAM_CALLS.get();
+    write_range(&client, 0..10).await;
+    check_all(&client, 10).await;
+    assert_eq!(
+        kura_metashard::metrics::STREAM_CALLS.get(),
+        streamed,
+        "no call travelled on a stream"
+    );
+    // Remembered: with the store able again, this client stays unary.
+    fail::remove("metashard::calls_unimplemented");
+    write_range(&client, 10..20).await;
+    check_all(&client, 20).await;
+    assert_eq!(kura_metashard::metrics::STREAM_CALLS.get(), streamed);
+    for id in 1..=3 {
+        c.stop(id).await;
+    }
+}
+
 /// Requests that come while the leader's previous append is being
 /// replicated wait for it to commit and then go as one append: eight
 /// writers, each sending its next write when the last one is answered (a
