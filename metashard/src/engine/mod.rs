@@ -37,8 +37,9 @@ const MAX_TOTAL_WAL_BYTES: u64 = 256 << 20;
 const BLOOM_BITS_PER_KEY: f64 = 10.0;
 
 /// Whether files in `db_dir` (created if missing) can be written with
-/// `O_DIRECT`: tmpfs and some other filesystems refuse it, and RocksDB
-/// would then fail its first flush rather than fall back.
+/// `O_DIRECT`: some filesystems refuse it (tmpfs before Linux 6.6, some FUSE
+/// and network ones), and RocksDB would then fail its first flush rather
+/// than fall back.
 fn direct_io_works(db_dir: &Path) -> bool {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
