@@ -345,22 +345,21 @@ pub(crate) fn put(k: &[u8], v: &[u8]) -> Mutation {
     }
 }
 
-pub(crate) fn not_exists(k: &[u8]) -> Condition {
+fn meta_condition(kind: condition::Kind, k: &[u8], v: &[u8]) -> Condition {
     Condition {
-        kind: condition::Kind::NotExists as i32,
-        cf: Cf::Meta as i32,
-        key: k.to_vec().into(),
-        value: Default::default(),
-    }
-}
-
-pub(crate) fn value_equals(k: &[u8], v: &[u8]) -> Condition {
-    Condition {
-        kind: condition::Kind::ValueEquals as i32,
+        kind: kind as i32,
         cf: Cf::Meta as i32,
         key: k.to_vec().into(),
         value: v.to_vec().into(),
     }
+}
+
+pub(crate) fn not_exists(k: &[u8]) -> Condition {
+    meta_condition(condition::Kind::NotExists, k, b"")
+}
+
+pub(crate) fn value_equals(k: &[u8], v: &[u8]) -> Condition {
+    meta_condition(condition::Kind::ValueEquals, k, v)
 }
 
 /// Sends the `i`-th write of `counter` straight to a store's raftstore:
