@@ -10,8 +10,7 @@ use std::sync::Arc;
 
 use kura_proto::metashard::Cf;
 use rocksdb::{
-    BlockBasedOptions, ColumnFamily, ColumnFamilyDescriptor, Direction, IteratorMode, Options,
-    ReadOptions, WriteOptions, DB,
+    BlockBasedOptions, ColumnFamily, ColumnFamilyDescriptor, Options, ReadOptions, WriteOptions, DB,
 };
 
 use crate::keys::{decode_value, encode_value, ValueError};
@@ -35,6 +34,15 @@ const MAX_TOTAL_WAL_BYTES: u64 = 256 << 20;
 
 /// Bloom filter bits per key in data CFs (~1% false positives).
 const BLOOM_BITS_PER_KEY: f64 = 10.0;
+
+/// Memtable size of the queue-like CFs (usage deltas, GC records): written
+/// and deleted within moments, so their memtable is mostly tombstones that
+/// every scan steps over until a flush drops them.
+const QUEUE_CF_WRITE_BUFFER: usize = 1 << 20;
+
+/// Memtables of a queue-like CF that may wait for the flush thread before
+/// writes stall (a 64 MiB flush of another CF can take seconds).
+const QUEUE_CF_WRITE_BUFFERS: i32 = 4;
 
 /// Whether files in `db_dir` (created if missing) can be written with
 /// `O_DIRECT`: some filesystems refuse it (tmpfs before Linux 6.6, some FUSE
@@ -119,6 +127,17 @@ pub struct ScanOut {
     pub seeks: u64,
 }
 
+/// How much of a range a pass reads, which decides whether the blocks it
+/// reads go into RocksDB's block cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Pass {
+    /// A few pairs (a page, a raft log slice): cached like any read.
+    Few,
+    /// Everything in a range (split checks, raft snapshots, counts): read
+    /// once, so its blocks would only evict the hot ones point reads use.
+    Whole,
+}
+
 /// A pair of one data CF.
 pub type CfKv = (Cf, Vec<u8>, Vec<u8>);
 
@@ -154,6 +173,14 @@ impl Engine {
             let mut table = BlockBasedOptions::default();
             table.set_bloom_filter(BLOOM_BITS_PER_KEY, false);
             o.set_block_based_table_factory(&table);
+            if matches!(cf, Cf::Usage | Cf::Gc) {
+                o.set_write_buffer_size(QUEUE_CF_WRITE_BUFFER);
+                o.set_max_write_buffer_number(QUEUE_CF_WRITE_BUFFERS);
+                // Compacted after every flush: the deletes then meet their
+                // puts in the last level and vanish, instead of piling up in
+                // level 0 (four flushes' worth by default) for scans to skip.
+                o.set_level_zero_file_num_compaction_trigger(1);
+            }
             cfs.push(ColumnFamilyDescriptor::new(data_cf_name(cf), o));
         }
         let db = DB::open_cf_descriptors(&opts, path, cfs)?;
@@ -191,7 +218,7 @@ impl Engine {
         keys_only: bool,
     ) -> Result<Vec<Kv>> {
         let mut out = Vec::new();
-        self.for_each(data_cf_name(cf), start, end, None, |k, v| {
+        self.for_each(data_cf_name(cf), start, end, None, Pass::Few, |k, v| {
             out.push((k.to_vec(), if keys_only { Vec::new() } else { v.to_vec() }));
             out.len() < limit
         })?;
@@ -273,7 +300,7 @@ impl Engine {
     /// the keys, nothing held in memory: fine for a manual split.
     pub fn middle_data_key(&self, cf: Cf, start: &[u8], end: &[u8]) -> Result<Option<Vec<u8>>> {
         let mut n = 0u64;
-        self.for_each(data_cf_name(cf), start, end, None, |_, _| {
+        self.for_each(data_cf_name(cf), start, end, None, Pass::Whole, |_, _| {
             n += 1;
             true
         })?;
@@ -281,7 +308,7 @@ impl Engine {
             return Ok(None);
         }
         let (mut i, mut mid) = (0u64, None);
-        self.for_each(data_cf_name(cf), start, end, None, |k, _| {
+        self.for_each(data_cf_name(cf), start, end, None, Pass::Whole, |k, _| {
             if i == n / 2 {
                 mid = Some(k.to_vec());
                 return false;
@@ -293,7 +320,7 @@ impl Engine {
     }
 
     /// Calls `f` for each pair of `cf` in [start, end) (empty end: unbounded)
-    /// until it returns false.
+    /// until it returns false. A whole-range pass: its blocks are not cached.
     pub fn for_each_data(
         &self,
         cf: Cf,
@@ -301,7 +328,7 @@ impl Engine {
         end: &[u8],
         f: impl FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<()> {
-        self.for_each(data_cf_name(cf), start, end, None, f)
+        self.for_each(data_cf_name(cf), start, end, None, Pass::Whole, f)
     }
 
     /// Calls `f` for each local pair in [start, end) until it returns false.
@@ -311,7 +338,7 @@ impl Engine {
         end: &[u8],
         f: impl FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<()> {
-        self.for_each(CF_RAFT, start, end, None, f)
+        self.for_each(CF_RAFT, start, end, None, Pass::Few, f)
     }
 
     fn for_each(
@@ -320,6 +347,7 @@ impl Engine {
         start: &[u8],
         end: &[u8],
         snap: Option<&rocksdb::Snapshot<'_>>,
+        pass: Pass,
         mut f: impl FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<()> {
         let mut ro = ReadOptions::default();
@@ -329,17 +357,18 @@ impl Engine {
         if let Some(s) = snap {
             ro.set_snapshot(s);
         }
-        let it = self.db.iterator_cf_opt(
-            self.handle(cf),
-            ro,
-            IteratorMode::From(start, Direction::Forward),
-        );
-        for item in it {
-            let (k, v) = item?;
-            if !f(&k, &v) {
-                break;
+        ro.fill_cache(pass == Pass::Few);
+        // The raw iterator lends each pair; the `Iterator` API would copy
+        // every key and value into its own allocation.
+        let mut it = self.db.raw_iterator_cf_opt(self.handle(cf), ro);
+        it.seek(start);
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            if !f(k, v) {
+                return Ok(());
             }
+            it.next();
         }
+        it.status()?;
         Ok(())
     }
 
@@ -436,7 +465,8 @@ impl View<'_> {
     }
 
     /// Calls `f` for each pair of `cf` in [start, end) (empty end:
-    /// unbounded) as of the view, until it returns false.
+    /// unbounded) as of the view, until it returns false. A whole-range
+    /// pass: its blocks are not cached.
     pub fn for_each_data(
         &self,
         cf: Cf,
@@ -444,8 +474,14 @@ impl View<'_> {
         end: &[u8],
         f: impl FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<()> {
-        self.engine
-            .for_each(data_cf_name(cf), start, end, Some(&self.snap), f)
+        self.engine.for_each(
+            data_cf_name(cf),
+            start,
+            end,
+            Some(&self.snap),
+            Pass::Whole,
+            f,
+        )
     }
 }
 
@@ -506,7 +542,7 @@ impl WriteBatch {
                     start
                 };
                 self.engine
-                    .for_each(data_cf_name(cf), from, &[], None, |k, _| {
+                    .for_each(data_cf_name(cf), from, &[], None, Pass::Whole, |k, _| {
                         tail.push(k.to_vec());
                         true
                     })?;
@@ -846,5 +882,56 @@ mod tests {
             e.export_range(b"", b"").unwrap(),
             vec![(Cf::Meta, b"\x01a".to_vec(), b"v".to_vec())]
         );
+    }
+
+    fn level0_files(e: &Engine, cf: Cf) -> u64 {
+        e.db.property_int_value_cf(e.handle(data_cf_name(cf)), "rocksdb.num-files-at-level0")
+            .unwrap()
+            .unwrap()
+    }
+
+    /// The queue-like CFs (usage deltas, GC records) compact each flush at
+    /// once, so the deletes of their consumed entries meet the puts in the
+    /// last level and vanish instead of waiting in level 0 for every scan to
+    /// step over (decision 0056, addendum); the other data CFs keep the
+    /// default of four level-0 files.
+    #[test]
+    fn a_queue_cf_drops_its_deleted_entries_after_a_flush() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = Engine::open(dir.path()).unwrap();
+        for cf in [Cf::Usage, Cf::Meta] {
+            for round in 0..2 {
+                let mut wb = e.batch();
+                for i in 0..2_000u32 {
+                    let k = format!("k{i:05}");
+                    if round == 0 {
+                        wb.put_data(cf, k.as_bytes(), b"delta");
+                    } else {
+                        wb.delete_data(cf, k.as_bytes());
+                    }
+                }
+                e.write(wb, false).unwrap();
+                e.db.flush_cf(e.handle(data_cf_name(cf))).unwrap();
+            }
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while level0_files(&e, Cf::Usage) > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "usage CF still has level-0 files"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let live = |cf: Cf| {
+            e.db.property_int_value_cf(e.handle(data_cf_name(cf)), "rocksdb.estimate-num-keys")
+                .unwrap()
+                .unwrap()
+        };
+        assert_eq!(live(Cf::Usage), 0, "deleted deltas compacted away");
+        assert_eq!(level0_files(&e, Cf::Meta), 2, "meta waits for four flushes");
+        assert!(e
+            .scan_data(Cf::Usage, b"", b"", 10, false)
+            .unwrap()
+            .is_empty());
     }
 }
