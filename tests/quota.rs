@@ -1,4 +1,5 @@
-//! Storage quotas and usage accounting on `kura dev` (tests/py/quota.py):
+//! Storage quotas and usage accounting on `kura dev --gateways 2`
+//! (tests/py/quota.py):
 //! bucket, user and tenant quotas at their exact boundaries, a burst of
 //! parallel PUTs, overwrites and deletes counted, usage equal to listings;
 //! then every metadata store is killed -9 and restarted, and the usage
@@ -23,7 +24,7 @@ fn usage(c: &Cluster) -> Option<serde_json::Value> {
 
 #[test]
 fn quotas_hold_at_the_boundary_and_usage_is_exact() {
-    let mut c = Cluster::must_start();
+    let mut c = Cluster::must_start_with(&["--gateways", "2"]);
     let out = c.must_python_env("quota.py", &[("KURA_BIN", KURA)]);
     assert!(out.contains("all quota checks passed"), "{out}");
     let before: serde_json::Value = serde_json::from_slice(

@@ -228,6 +228,26 @@ static SHARED_READS_SENT: LazyLock<IntCounter> = LazyLock::new(|| {
     )
 });
 
+static QUOTA_CHECKS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register(
+        IntCounter::new(
+            "kura_gateway_quota_checks_total",
+            "Writes checked against a storage quota (bucket, owner or tenant)",
+        )
+        .expect("valid metric"),
+    )
+});
+
+static QUOTA_USAGE_READS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register(
+        IntCounter::new(
+            "kura_gateway_quota_usage_reads_total",
+            "Bucket usage reads (counter and pending deltas) made for quota checks (checks ÷ reads = checks per read)",
+        )
+        .expect("valid metric"),
+    )
+});
+
 static BLIND_PUTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register(
         IntCounterVec::new(
@@ -260,6 +280,8 @@ pub fn init() {
     LazyLock::force(&DELETE_BATCH_KEYS);
     LazyLock::force(&SHARED_READ_CALLERS);
     LazyLock::force(&SHARED_READS_SENT);
+    LazyLock::force(&QUOTA_CHECKS);
+    LazyLock::force(&QUOTA_USAGE_READS);
     for outcome in ["created", "key_present"] {
         BLIND_PUTS.with_label_values(&[outcome]);
     }
@@ -279,6 +301,16 @@ pub fn shared_read_caller() {
 /// A shared read was sent, for one caller or more.
 pub fn shared_read_sent() {
     SHARED_READS_SENT.inc();
+}
+
+/// A write was checked against a storage quota.
+pub fn quota_check() {
+    QUOTA_CHECKS.inc();
+}
+
+/// A quota check read a bucket's usage.
+pub fn quota_usage_read() {
+    QUOTA_USAGE_READS.inc();
 }
 
 /// One DeleteObjects batch of `keys` keys ended with `outcome`.

@@ -12,6 +12,7 @@
 //!    short is finished, never counted twice;
 //! 3. a bucket's usage is its counter plus its pending deltas.
 
+pub mod estimate;
 pub mod fold;
 pub mod quota;
 pub mod traffic;

@@ -4,26 +4,30 @@
 //! `403 QuotaExceeded`.
 //!
 //! What a check counts, per scope that has a quota:
-//! - the bucket: its usage read now (counter + pending deltas, with the keys
-//!   of the deltas the read saw), plus this gateway's writes to it that the
-//!   read cannot have seen: admitted ones whose delta it did not see, and
-//!   ones committed after the read began (each write's delta key is chosen
-//!   at admission, so "did the read see it" is a lookup, not a guess);
+//! - the bucket: its estimate (`estimate.rs`): a usage read (counter +
+//!   pending deltas, with the keys of the deltas it saw) at most
+//!   [`SNAPSHOT_TTL`] old, plus this gateway's writes to it that the read
+//!   cannot have seen: admitted ones whose delta it did not see, and ones
+//!   committed after it began (each write's delta key is chosen at
+//!   admission, so "did the read see it" is a lookup, not a guess). Past
+//!   [`NEAR_LIMIT`] of a limit, and before any refusal, the check waits for
+//!   a read begun after it began;
 //! - the owner and the tenant: a snapshot of the tenant's buckets (counter
 //!   plus pending deltas each, at most [`SNAPSHOT_TTL`] old), plus the
 //!   changes this gateway committed since, plus its writes in flight, with
-//!   the written bucket's own entry replaced by its fresh usage.
+//!   the written bucket's own entry replaced by its estimate.
 //!
 //! So bucket quotas hold exactly through one gateway, bursts included; user
 //! and tenant quotas hold exactly for writes through one gateway one after
 //! another, and may count a write twice for a moment under a burst (refusing
 //! early, never late). Writes spread over several gateways can overshoot by
-//! what the others have in flight, plus (for user and tenant quotas) what
-//! they committed to other buckets in the last [`SNAPSHOT_TTL`].
-//! docs/tenancy.md says so. A write that replaces an object is counted by
-//! its difference.
+//! what the others have in flight, and, below [`NEAR_LIMIT`] of the limit,
+//! by what they committed in the last [`SNAPSHOT_TTL`] (plus, for user and
+//! tenant quotas, what they committed to other buckets of the tenant in
+//! that time). docs/tenancy.md says so. A write that replaces an object is
+//! counted by its difference.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -31,9 +35,8 @@ use kura_metashard::client::Cf;
 use kura_metashard::keys;
 use kura_proto::meta::{BucketRecord, Quota};
 
-use bytes::Bytes;
-
-use super::{bucket_usage, bucket_usage_seen, delta_key, new_delta_id, DeltaId, Scope, Usage};
+use super::estimate::{BucketEstimate, Estimates};
+use super::{bucket_usage, delta_key, new_delta_id, DeltaId, Scope, Usage};
 use crate::context::Ctx;
 use crate::error::{GwError, GwResult};
 
@@ -47,19 +50,6 @@ enum ScopeKey {
     Tenant(String),
 }
 
-/// One write admitted to a bucket with a quota, until it can no longer be
-/// missing from a usage read.
-struct Admitted {
-    id: u64,
-    delta_key: Bytes,
-    add: Usage,
-    /// When its commit finished; `None` while in flight.
-    committed: Option<Instant>,
-}
-
-/// How long a committed write is remembered: longer than any check takes.
-const REMEMBER_COMMITTED: Duration = Duration::from_secs(30);
-
 /// One bucket's usage in a tenant snapshot or ledger: (bucket id, owner, usage).
 type BucketEntry = (u64, String, Usage);
 
@@ -71,10 +61,13 @@ type Snapshot = (Instant, Arc<Vec<BucketEntry>>);
 #[derive(Default)]
 pub struct Quotas {
     next_id: std::sync::atomic::AtomicU64,
-    admitted: Mutex<HashMap<u64, Vec<Admitted>>>,
+    /// Usage of the buckets written to, with this gateway's writes.
+    estimates: Estimates,
     /// In-flight writes per user and tenant scope.
     reserved: Mutex<HashMap<ScopeKey, Usage>>,
     snapshots: Mutex<HashMap<String, Snapshot>>,
+    /// Held by the one check reading a tenant's snapshot.
+    snapshot_readers: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     ledger: Mutex<HashMap<String, Vec<(Instant, BucketEntry)>>>,
 }
 
@@ -87,7 +80,8 @@ pub struct Admission {
 
 struct Hold {
     ctx: Arc<Ctx>,
-    bucket: Option<(u64, u64)>,
+    /// The written bucket's estimate, and this write's id in it.
+    bucket: (Arc<BucketEstimate>, u64),
     scopes: Vec<(ScopeKey, Usage)>,
     committed: bool,
 }
@@ -110,21 +104,15 @@ impl Admission {
 
 impl Drop for Hold {
     fn drop(&mut self) {
-        let q = &self.ctx.quotas;
-        if let Some((bucket_id, id)) = self.bucket {
-            let mut admitted = q.admitted.lock().expect("quota lock poisoned");
-            if let Some(list) = admitted.get_mut(&bucket_id) {
-                if self.committed {
-                    if let Some(a) = list.iter_mut().find(|a| a.id == id) {
-                        a.committed = Some(Instant::now());
-                    }
-                } else {
-                    list.retain(|a| a.id != id);
-                }
-            }
-        }
+        let (estimate, id) = &self.bucket;
+        estimate.lock().release(*id, self.committed, Instant::now());
         // User and tenant scopes count committed writes through the ledger.
-        let mut r = q.reserved.lock().expect("quota lock poisoned");
+        let mut r = self
+            .ctx
+            .quotas
+            .reserved
+            .lock()
+            .expect("quota lock poisoned");
         for (k, u) in self.scopes.drain(..) {
             if let Some(cur) = r.get_mut(&k) {
                 cur.sub(u);
@@ -134,6 +122,29 @@ impl Drop for Hold {
             }
         }
     }
+}
+
+/// Past this share of a limit, every check reads the bucket's usage afresh
+/// instead of trusting the estimate (which lags other gateways by up to
+/// [`SNAPSHOT_TTL`]); Ceph RGW's "soft threshold" is the same idea.
+const NEAR_LIMIT: f64 = 0.9;
+
+/// What a check found, under the locks.
+enum Decision {
+    Admitted,
+    /// The estimate is older than [`SNAPSHOT_TTL`].
+    Stale,
+    /// Within the limits, but past [`NEAR_LIMIT`] of one.
+    Near,
+    Over(ScopeKey, String),
+}
+
+/// Whether `u` grown by `add` passes [`NEAR_LIMIT`] of a limit of `q`.
+fn near_limit(q: &Quota, u: Usage, add: Usage) -> bool {
+    let past = |max: Option<u64>, used: i64, added: i64| {
+        max.is_some_and(|m| added > 0 && (used + added) as f64 > m as f64 * NEAR_LIMIT)
+    };
+    past(q.max_bytes, u.bytes, add.bytes) || past(q.max_objects, u.objects, add.objects)
 }
 
 fn limited(q: Option<&Quota>) -> Option<&Quota> {
@@ -159,37 +170,74 @@ fn exceeds(q: &Quota, u: Usage, add: Usage) -> Option<String> {
 }
 
 impl Quotas {
-    /// The tenant's buckets' usage: the snapshot (refreshed when older than
-    /// [`SNAPSHOT_TTL`]) followed by this gateway's changes since.
-    async fn tenant_usage(&self, ctx: &Ctx, tenant: &str) -> GwResult<Vec<BucketEntry>> {
-        let fresh = self
-            .snapshots
+    /// The usage of the tenant's buckets other than `bucket_id`: those
+    /// `owner` owns, and all of them. From the snapshot (refreshed when older
+    /// than [`SNAPSHOT_TTL`], by one check at a time) and this gateway's
+    /// changes since.
+    async fn other_buckets_usage(
+        &self,
+        ctx: &Ctx,
+        tenant: &str,
+        bucket_id: u64,
+        owner: &str,
+    ) -> GwResult<(Usage, Usage)> {
+        let (taken, snap) = match self.snapshot(tenant) {
+            Some(s) => s,
+            None => {
+                let reader = self
+                    .snapshot_readers
+                    .lock()
+                    .expect("quota lock poisoned")
+                    .entry(tenant.to_string())
+                    .or_default()
+                    .clone();
+                let _reading = reader.lock().await;
+                match self.snapshot(tenant) {
+                    Some(s) => s,
+                    None => {
+                        let taken = Instant::now();
+                        let snap = Arc::new(tenant_snapshot(ctx, tenant).await?);
+                        let mut snaps = self.snapshots.lock().expect("quota lock poisoned");
+                        if snaps.len() > 10_000 {
+                            snaps.clear();
+                            self.snapshot_readers
+                                .lock()
+                                .expect("quota lock poisoned")
+                                .clear();
+                        }
+                        snaps.insert(tenant.to_string(), (taken, snap.clone()));
+                        (taken, snap)
+                    }
+                }
+            }
+        };
+        let mut ledger = self.ledger.lock().expect("quota lock poisoned");
+        let mut since: &[(Instant, BucketEntry)] = &[];
+        if let Some(l) = ledger.get_mut(tenant) {
+            // What the snapshot counts already is dropped from the ledger.
+            l.retain(|(at, _)| *at >= taken);
+            since = l;
+        }
+        let (mut owned, mut all) = (Usage::default(), Usage::default());
+        for (id, o, u) in snap.iter().chain(since.iter().map(|(_, e)| e)) {
+            if *id != bucket_id {
+                all.add(*u);
+                if o == owner {
+                    owned.add(*u);
+                }
+            }
+        }
+        Ok((owned, all))
+    }
+
+    /// The tenant's snapshot, if it is younger than [`SNAPSHOT_TTL`].
+    fn snapshot(&self, tenant: &str) -> Option<Snapshot> {
+        self.snapshots
             .lock()
             .expect("quota lock poisoned")
             .get(tenant)
             .filter(|(at, _)| at.elapsed() < SNAPSHOT_TTL)
-            .cloned();
-        let (taken, snap) = match fresh {
-            Some(s) => s,
-            None => {
-                let taken = Instant::now();
-                let snap = Arc::new(tenant_snapshot(ctx, tenant).await?);
-                let mut snaps = self.snapshots.lock().expect("quota lock poisoned");
-                if snaps.len() > 10_000 {
-                    snaps.clear();
-                }
-                snaps.insert(tenant.to_string(), (taken, snap.clone()));
-                (taken, snap)
-            }
-        };
-        let mut out: Vec<BucketEntry> = snap.as_ref().clone();
-        let mut ledger = self.ledger.lock().expect("quota lock poisoned");
-        if let Some(l) = ledger.get_mut(tenant) {
-            // What the snapshot counts already is dropped from the ledger.
-            l.retain(|(at, _)| *at >= taken);
-            out.extend(l.iter().map(|(_, e)| e.clone()));
-        }
-        Ok(out)
+            .cloned()
     }
 
     /// A change committed through this gateway; kept for tenants whose
@@ -212,29 +260,6 @@ impl Quotas {
                 Instant::now(),
                 (scope.bucket_id, scope.owner.clone(), change),
             ));
-    }
-
-    /// This gateway's writes to `bucket_id` that a read begun at `read_start`
-    /// which saw the pending deltas `seen` does not count.
-    fn unseen(&self, bucket_id: u64, read_start: Instant, seen: &HashSet<Bytes>) -> Usage {
-        let mut admitted = self.admitted.lock().expect("quota lock poisoned");
-        let mut u = Usage::default();
-        if let Some(list) = admitted.get_mut(&bucket_id) {
-            list.retain(|a| {
-                a.committed
-                    .is_none_or(|at| at.elapsed() < REMEMBER_COMMITTED)
-            });
-            for a in list.iter() {
-                // In flight, or committed after the read began, and not
-                // among the deltas it saw (a folded delta was committed
-                // before the read began, and the counter has it).
-                let maybe_missed = a.committed.is_none_or(|at| at > read_start);
-                if maybe_missed && !seen.contains(&a.delta_key) {
-                    u.add(a.add);
-                }
-            }
-        }
-        u
     }
 }
 
@@ -281,60 +306,100 @@ pub async fn check_write(
     .filter_map(|(k, q)| q.map(|q| (k, *q)))
     .collect();
     if scopes.is_empty() {
+        ctx.quotas.estimates.forget(bucket.id);
         return Ok(Admission::unlimited());
     }
+    crate::metrics::quota_check();
     let scope = Scope::of(bucket);
     let delta_id = new_delta_id();
-    let read_start = Instant::now();
-    let (fresh, seen) = bucket_usage_seen(ctx, &scope).await?;
-    let seen: HashSet<Bytes> = seen.into_iter().collect();
-    // Usage of each scope as read, before this gateway's in-flight writes.
-    let mut base = Vec::with_capacity(scopes.len());
-    for (k, q) in &scopes {
-        let u = match k {
-            ScopeKey::Bucket(_) => fresh,
-            ScopeKey::User(_) | ScopeKey::Tenant(_) => {
-                let entries = ctx.quotas.tenant_usage(ctx, &bucket.tenant).await?;
-                let mut u = fresh;
-                for (id, owner, b) in entries.iter() {
-                    let counts = match k {
-                        ScopeKey::User(user) => owner == user,
-                        _ => true,
-                    };
-                    if counts && *id != bucket.id {
-                        u.add(*b);
-                    }
-                }
-                u
-            }
-        };
-        base.push((k.clone(), *q, u));
+    // The tenant's other buckets, for the owner's and the tenant's quotas.
+    let (mut owned, mut all) = (Usage::default(), Usage::default());
+    if scopes
+        .iter()
+        .any(|(k, _)| !matches!(k, ScopeKey::Bucket(_)))
+    {
+        (owned, all) = ctx
+            .quotas
+            .other_buckets_usage(ctx, &bucket.tenant, bucket.id, &bucket.owner)
+            .await?;
     }
+    let others: Vec<(ScopeKey, Quota, Usage)> = scopes
+        .into_iter()
+        .map(|(k, q)| {
+            let other = match k {
+                ScopeKey::Bucket(_) => Usage::default(),
+                ScopeKey::User(_) => owned,
+                ScopeKey::Tenant(_) => all,
+            };
+            (k, q, other)
+        })
+        .collect();
+    let estimate = ctx.quotas.estimates.of(bucket.id);
+    // A refusal waits for a read begun after this moment.
+    let begun = estimate.lock().reads_begun();
     let mut add = Usage {
         bytes: size as i64,
         objects: 1,
     };
-    let mut replaced = false;
+    let (mut reread, mut replaced) = (false, false);
+    let q = &ctx.quotas;
+    let id = q.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut held = Vec::new();
     loop {
         // Decide and admit under the locks, with no await in between, so two
         // checks can't both take the last room.
-        let over = {
-            let unseen = ctx.quotas.unseen(bucket.id, read_start, &seen);
-            let reserved = ctx.quotas.reserved.lock().expect("quota lock poisoned");
-            base.iter().find_map(|(k, q, u)| {
-                let mut now = *u;
-                now.add(unseen);
-                now.add(reserved.get(k).copied().unwrap_or_default());
-                exceeds(q, now, add).map(|why| (k.clone(), why))
-            })
+        let decided = {
+            let mut e = estimate.lock();
+            match e.usage_if_newer(SNAPSHOT_TTL) {
+                None => Decision::Stale,
+                Some(bucket_usage) => {
+                    let mut reserved = q.reserved.lock().expect("quota lock poisoned");
+                    let mut near = false;
+                    let over = others.iter().find_map(|(k, q, other)| {
+                        let mut now = bucket_usage;
+                        now.add(*other);
+                        now.add(reserved.get(k).copied().unwrap_or_default());
+                        near |= near_limit(q, now, add);
+                        exceeds(q, now, add).map(|why| (k.clone(), why))
+                    });
+                    match over {
+                        Some((k, why)) => Decision::Over(k, why),
+                        None if near && !reread => Decision::Near,
+                        None => {
+                            e.admit(id, delta_key(&scope, key, &delta_id), add);
+                            for (k, _, _) in &others {
+                                if !matches!(k, ScopeKey::Bucket(_)) {
+                                    reserved.entry(k.clone()).or_default().add(add);
+                                    held.push((k.clone(), add));
+                                }
+                            }
+                            Decision::Admitted
+                        }
+                    }
+                }
+            }
         };
-        match over {
-            None => break,
-            Some((k, why)) if replaced => {
+        match decided {
+            Decision::Admitted => break,
+            Decision::Stale => {
+                estimate
+                    .read_until(ctx, &scope, |e| e.usage_if_newer(SNAPSHOT_TTL).is_some())
+                    .await?;
+            }
+            // The estimate lags deletes and other gateways: near a limit,
+            // and before a refusal, it is read afresh (begun after this
+            // check began).
+            Decision::Near | Decision::Over(..) if !reread => {
+                reread = true;
+                estimate
+                    .read_until(ctx, &scope, |e| e.read_since(begun))
+                    .await?;
+            }
+            Decision::Over(k, why) if replaced => {
                 tracing::debug!(bucket_id = bucket.id, scope = ?k, %why, "quota exceeded");
                 return Err(GwError::QuotaExceeded(quota_message(&k)));
             }
-            Some(_) => {
+            Decision::Near | Decision::Over(..) => {
                 // Over only if this adds a new object: an overwrite of the
                 // null version counts its difference (a versioned write
                 // keeps every older version, so it adds all of it).
@@ -352,36 +417,11 @@ pub async fn check_write(
             }
         }
     }
-    let q = &ctx.quotas;
-    let id = q.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let mut bucket_hold = None;
-    let mut held = Vec::new();
-    {
-        let mut admitted = q.admitted.lock().expect("quota lock poisoned");
-        let mut reserved = q.reserved.lock().expect("quota lock poisoned");
-        for (k, _, _) in &base {
-            match k {
-                ScopeKey::Bucket(b) => {
-                    admitted.entry(*b).or_default().push(Admitted {
-                        id,
-                        delta_key: delta_key(&scope, key, &delta_id),
-                        add,
-                        committed: None,
-                    });
-                    bucket_hold = Some((*b, id));
-                }
-                _ => {
-                    reserved.entry(k.clone()).or_default().add(add);
-                    held.push((k.clone(), add));
-                }
-            }
-        }
-    }
     Ok(Admission {
         delta_id,
         hold: Some(Hold {
             ctx: ctx.clone(),
-            bucket: bucket_hold,
+            bucket: (estimate, id),
             scopes: held,
             committed: false,
         }),
@@ -509,5 +549,22 @@ mod tests {
         )
         .is_none());
         assert!(limited(None).is_none());
+    }
+
+    #[test]
+    fn near_is_past_nine_tenths_of_a_limit_by_growth() {
+        let q = Quota {
+            max_bytes: Some(1000),
+            max_objects: Some(20),
+            max_buckets: None,
+        };
+        let u = |bytes, objects| Usage { bytes, objects };
+        assert!(!near_limit(&q, u(800, 10), u(100, 1)));
+        assert!(near_limit(&q, u(800, 10), u(101, 1)));
+        assert!(!near_limit(&q, u(0, 17), u(0, 1)));
+        assert!(near_limit(&q, u(0, 18), u(0, 1)));
+        // Shrinking is never near, even over the limit.
+        assert!(!near_limit(&q, u(5000, 50), u(-1, 0)));
+        assert!(!near_limit(&Quota::default(), u(i64::MAX / 2, 1), u(1, 1)));
     }
 }
