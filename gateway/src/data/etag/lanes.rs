@@ -537,7 +537,7 @@ mod tests {
     #[test]
     fn the_lanes_hash_every_body_like_the_reference() {
         let Some(lanes) = Lanes::start() else {
-            eprintln!("no AVX-512 here: the lanes engine is off, bodies hash one by one");
+            eprintln!("no AVX-512 nor AVX2 here: the lanes engine is off, bodies hash one by one");
             return;
         };
         // Bodies of unequal sizes and odd chunkings, so lanes retire at
@@ -577,29 +577,71 @@ mod tests {
         });
     }
 
+    /// The kernels this CPU runs: the best one and every one below it.
+    fn kernels() -> Vec<x16::Kernel> {
+        match x16::kernel() {
+            Some(x16::Kernel::Avx512) => vec![x16::Kernel::Avx512, x16::Kernel::Avx2],
+            Some(k) => vec![k],
+            None => {
+                eprintln!("no MD5 lanes kernel runs on this CPU");
+                Vec::new()
+            }
+        }
+    }
+
     #[test]
     fn the_kernel_matches_the_reference_lane_by_lane() {
-        if !x16::available() {
-            return;
-        }
         let blocks = 9;
         let rows: Vec<Vec<u8>> = (0..LANES).map(|l| data(blocks * 64, l as u32)).collect();
-        let mut state = State16::default();
-        for l in 0..LANES {
-            state.set(l, MD5_INIT);
-        }
         let ptrs: [*const u8; LANES] = std::array::from_fn(|l| rows[l].as_ptr());
-        let mut live = [true; LANES];
-        live[5] = false;
-        // SAFETY: checked above; each row holds `blocks` blocks.
-        unsafe { x16::compress_run(&mut state, &ptrs, &live, blocks) };
-        for l in 0..LANES {
-            let mut want = MD5_INIT;
-            let n = if live[l] { blocks } else { 0 };
-            md5::block_api::compress(&mut want, rows[l][..n * 64].as_chunks::<64>().0);
-            if live[l] {
-                assert_eq!(state.get(l), want, "lane {l}");
+        for k in kernels() {
+            let mut state = State16::default();
+            for l in 0..LANES {
+                state.set(l, MD5_INIT);
             }
+            let mut live = [true; LANES];
+            live[5] = false;
+            // SAFETY: `k` runs here; each row holds `blocks` blocks.
+            unsafe { x16::compress_run_with(k, &mut state, &ptrs, &live, blocks) };
+            for l in 0..LANES {
+                let mut want = MD5_INIT;
+                let n = if live[l] { blocks } else { 0 };
+                md5::block_api::compress(&mut want, rows[l][..n * 64].as_chunks::<64>().0);
+                if live[l] {
+                    assert_eq!(state.get(l), want, "{k:?} lane {l}");
+                }
+            }
+        }
+    }
+
+    /// Measurement, not a check: `cargo nextest run --workspace --features
+    /// failpoints --run-ignored only -E 'test(kernel_speed)' --no-capture`
+    /// (release numbers: add `--cargo-profile release`).
+    #[test]
+    #[ignore]
+    fn kernel_speed() {
+        let blocks = 4096; // 256 KiB per lane
+        let rows: Vec<Vec<u8>> = (0..LANES).map(|l| data(blocks * 64, l as u32)).collect();
+        let ptrs: [*const u8; LANES] = std::array::from_fn(|l| rows[l].as_ptr());
+        let bytes = (LANES * blocks * 64) as f64;
+        let t = std::time::Instant::now();
+        let mut state = MD5_INIT;
+        for r in &rows {
+            md5::block_api::compress(&mut state, r.as_chunks::<64>().0);
+        }
+        eprintln!(
+            "one stream at a time: {:.0} MiB/s",
+            bytes / t.elapsed().as_secs_f64() / 1048576.0
+        );
+        for k in kernels() {
+            let mut state = State16::default();
+            let t = std::time::Instant::now();
+            // SAFETY: `k` runs here; each row holds `blocks` blocks.
+            unsafe { x16::compress_run_with(k, &mut state, &ptrs, &[true; LANES], blocks) };
+            eprintln!(
+                "{k:?}, sixteen lanes: {:.0} MiB/s",
+                bytes / t.elapsed().as_secs_f64() / 1048576.0
+            );
         }
     }
 

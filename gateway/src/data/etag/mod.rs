@@ -2,7 +2,8 @@
 //! cannot avoid, and the costliest (decisions 0040 and 0051).
 //!
 //! Large bodies are hashed by the [`lanes`] engine, sixteen at a time in the
-//! lanes of one AVX-512 register ([`x16`]); [`BodyMd5`] decides per body.
+//! lanes of one AVX-512 register or two AVX2 ones ([`x16`]); [`BodyMd5`] decides
+//! per body.
 //! Everything else goes through [`EtagHasher`]: libcrypto's MD5
 //! (hand-scheduled assembly) runs 1.2-1.3x faster than the pure-Rust `md-5`
 //! on our machines. Where libcrypto refuses MD5 (a FIPS-only provider),

@@ -1,5 +1,6 @@
 //! MD5 over sixteen independent streams at once, one per 32-bit lane of an
-//! AVX-512 register (decision 0051).
+//! AVX-512 register (decision 0051), or of two AVX2 registers of eight lanes
+//! each on CPUs without AVX-512 (`x16/avx2.rs`, decision 0051 addendum).
 //!
 //! MD5 is one long dependency chain per stream, so a core hashing one body
 //! waits on latency, not throughput. Sixteen bodies side by side cost about
@@ -46,28 +47,88 @@ impl State16 {
 /// One block of zeros for lanes with nothing to hash.
 pub static IDLE_BLOCK: [u8; 64] = [0; 64];
 
-/// Whether this CPU runs the kernel.
-pub fn available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+/// The kernels, best first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernel {
+    /// Sixteen lanes in one AVX-512 register.
+    Avx512,
+    /// Sixteen lanes in two AVX2 registers.
+    Avx2,
 }
 
-/// Hash `blocks` 64-byte blocks in every lane: lane `l` reads from
-/// `ptrs[l]`, which advances by 64 bytes per block where `live[l]` is set
-/// and stays put where it is not.
+/// The best kernel this CPU runs, if any.
+pub fn kernel() -> Option<Kernel> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            return Some(Kernel::Avx512);
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            return Some(Kernel::Avx2);
+        }
+    }
+    None
+}
+
+/// Whether this CPU runs a kernel.
+pub fn available() -> bool {
+    kernel().is_some()
+}
+
+/// Hash `blocks` 64-byte blocks in every lane with the best kernel: lane `l`
+/// reads from `ptrs[l]`, which advances by 64 bytes per block where
+/// `live[l]` is set and stays put where it is not.
 ///
 /// # Safety
 /// [`available`] must be true, and every live lane's pointer must be valid
 /// for `blocks * 64` bytes of reads, every idle lane's for 64 bytes.
+pub unsafe fn compress_run(
+    state: &mut State16,
+    ptrs: &[*const u8; LANES],
+    live: &[bool; LANES],
+    blocks: usize,
+) {
+    let Some(k) = kernel() else {
+        unreachable!("the MD5 lanes engine starts only where a kernel runs")
+    };
+    // SAFETY: the caller's promise, and `k` runs on this CPU.
+    unsafe { compress_run_with(k, state, ptrs, live, blocks) }
+}
+
+/// [`compress_run`] with the kernel `k`.
+///
+/// # Safety
+/// As [`compress_run`], and `k` must run on this CPU (`kernel()` is `k` or
+/// [`Kernel::Avx512`]).
+pub unsafe fn compress_run_with(
+    k: Kernel,
+    state: &mut State16,
+    ptrs: &[*const u8; LANES],
+    live: &[bool; LANES],
+    blocks: usize,
+) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        match k {
+            Kernel::Avx512 => compress_run_avx512(state, ptrs, live, blocks),
+            Kernel::Avx2 => avx2::compress_run(state, ptrs, live, blocks),
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (k, state, ptrs, live, blocks);
+        unreachable!("the MD5 lanes engine starts only where a kernel runs")
+    }
+}
+
+/// The AVX-512 kernel of [`compress_run`].
+///
+/// # Safety
+/// As [`compress_run`], and the CPU has AVX-512F.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-pub unsafe fn compress_run(
+unsafe fn compress_run_avx512(
     state: &mut State16,
     ptrs: &[*const u8; LANES],
     live: &[bool; LANES],
@@ -106,20 +167,6 @@ pub unsafe fn compress_run(
     }
 }
 
-/// Never called: `available` is false off x86-64, so no engine starts.
-///
-/// # Safety
-/// None needed; it only exists so the engine compiles everywhere.
-#[cfg(not(target_arch = "x86_64"))]
-pub unsafe fn compress_run(
-    _state: &mut State16,
-    _ptrs: &[*const u8; LANES],
-    _live: &[bool; LANES],
-    _blocks: usize,
-) {
-    unreachable!("the MD5 lanes engine starts only where `available` is true")
-}
-
 /// Rows are lanes' blocks (16 words each); the result's vector `w` holds
 /// word `w` of every lane. Four shuffle stages: 32-bit and 64-bit unpacks
 /// within 128-bit lanes, then a 4x4 transpose of 128-bit lanes.
@@ -154,6 +201,82 @@ fn transpose(r: &[__m512i; LANES]) -> [__m512i; LANES] {
     out
 }
 
+/// The 64 steps of one MD5 block, generated from RFC 1321: step i uses
+/// K[i] = floor(|sin(i + 1)| * 2^32), the round's shift for i mod 4 and
+/// message word g(i). `$step!(round, a, b, c, d, word, k, shift)` is the
+/// kernel's own step; `round` is one of the idents F, G, H, I.
+macro_rules! md5_steps {
+    ($step:ident, $a:ident, $b:ident, $c:ident, $d:ident, $m:ident) => {
+        $step!(F, $a, $b, $c, $d, $m[0], 0xd76aa478u32, 7);
+        $step!(F, $d, $a, $b, $c, $m[1], 0xe8c7b756u32, 12);
+        $step!(F, $c, $d, $a, $b, $m[2], 0x242070dbu32, 17);
+        $step!(F, $b, $c, $d, $a, $m[3], 0xc1bdceeeu32, 22);
+        $step!(F, $a, $b, $c, $d, $m[4], 0xf57c0fafu32, 7);
+        $step!(F, $d, $a, $b, $c, $m[5], 0x4787c62au32, 12);
+        $step!(F, $c, $d, $a, $b, $m[6], 0xa8304613u32, 17);
+        $step!(F, $b, $c, $d, $a, $m[7], 0xfd469501u32, 22);
+        $step!(F, $a, $b, $c, $d, $m[8], 0x698098d8u32, 7);
+        $step!(F, $d, $a, $b, $c, $m[9], 0x8b44f7afu32, 12);
+        $step!(F, $c, $d, $a, $b, $m[10], 0xffff5bb1u32, 17);
+        $step!(F, $b, $c, $d, $a, $m[11], 0x895cd7beu32, 22);
+        $step!(F, $a, $b, $c, $d, $m[12], 0x6b901122u32, 7);
+        $step!(F, $d, $a, $b, $c, $m[13], 0xfd987193u32, 12);
+        $step!(F, $c, $d, $a, $b, $m[14], 0xa679438eu32, 17);
+        $step!(F, $b, $c, $d, $a, $m[15], 0x49b40821u32, 22);
+        $step!(G, $a, $b, $c, $d, $m[1], 0xf61e2562u32, 5);
+        $step!(G, $d, $a, $b, $c, $m[6], 0xc040b340u32, 9);
+        $step!(G, $c, $d, $a, $b, $m[11], 0x265e5a51u32, 14);
+        $step!(G, $b, $c, $d, $a, $m[0], 0xe9b6c7aau32, 20);
+        $step!(G, $a, $b, $c, $d, $m[5], 0xd62f105du32, 5);
+        $step!(G, $d, $a, $b, $c, $m[10], 0x02441453u32, 9);
+        $step!(G, $c, $d, $a, $b, $m[15], 0xd8a1e681u32, 14);
+        $step!(G, $b, $c, $d, $a, $m[4], 0xe7d3fbc8u32, 20);
+        $step!(G, $a, $b, $c, $d, $m[9], 0x21e1cde6u32, 5);
+        $step!(G, $d, $a, $b, $c, $m[14], 0xc33707d6u32, 9);
+        $step!(G, $c, $d, $a, $b, $m[3], 0xf4d50d87u32, 14);
+        $step!(G, $b, $c, $d, $a, $m[8], 0x455a14edu32, 20);
+        $step!(G, $a, $b, $c, $d, $m[13], 0xa9e3e905u32, 5);
+        $step!(G, $d, $a, $b, $c, $m[2], 0xfcefa3f8u32, 9);
+        $step!(G, $c, $d, $a, $b, $m[7], 0x676f02d9u32, 14);
+        $step!(G, $b, $c, $d, $a, $m[12], 0x8d2a4c8au32, 20);
+        $step!(H, $a, $b, $c, $d, $m[5], 0xfffa3942u32, 4);
+        $step!(H, $d, $a, $b, $c, $m[8], 0x8771f681u32, 11);
+        $step!(H, $c, $d, $a, $b, $m[11], 0x6d9d6122u32, 16);
+        $step!(H, $b, $c, $d, $a, $m[14], 0xfde5380cu32, 23);
+        $step!(H, $a, $b, $c, $d, $m[1], 0xa4beea44u32, 4);
+        $step!(H, $d, $a, $b, $c, $m[4], 0x4bdecfa9u32, 11);
+        $step!(H, $c, $d, $a, $b, $m[7], 0xf6bb4b60u32, 16);
+        $step!(H, $b, $c, $d, $a, $m[10], 0xbebfbc70u32, 23);
+        $step!(H, $a, $b, $c, $d, $m[13], 0x289b7ec6u32, 4);
+        $step!(H, $d, $a, $b, $c, $m[0], 0xeaa127fau32, 11);
+        $step!(H, $c, $d, $a, $b, $m[3], 0xd4ef3085u32, 16);
+        $step!(H, $b, $c, $d, $a, $m[6], 0x04881d05u32, 23);
+        $step!(H, $a, $b, $c, $d, $m[9], 0xd9d4d039u32, 4);
+        $step!(H, $d, $a, $b, $c, $m[12], 0xe6db99e5u32, 11);
+        $step!(H, $c, $d, $a, $b, $m[15], 0x1fa27cf8u32, 16);
+        $step!(H, $b, $c, $d, $a, $m[2], 0xc4ac5665u32, 23);
+        $step!(I, $a, $b, $c, $d, $m[0], 0xf4292244u32, 6);
+        $step!(I, $d, $a, $b, $c, $m[7], 0x432aff97u32, 10);
+        $step!(I, $c, $d, $a, $b, $m[14], 0xab9423a7u32, 15);
+        $step!(I, $b, $c, $d, $a, $m[5], 0xfc93a039u32, 21);
+        $step!(I, $a, $b, $c, $d, $m[12], 0x655b59c3u32, 6);
+        $step!(I, $d, $a, $b, $c, $m[3], 0x8f0ccc92u32, 10);
+        $step!(I, $c, $d, $a, $b, $m[10], 0xffeff47du32, 15);
+        $step!(I, $b, $c, $d, $a, $m[1], 0x85845dd1u32, 21);
+        $step!(I, $a, $b, $c, $d, $m[8], 0x6fa87e4fu32, 6);
+        $step!(I, $d, $a, $b, $c, $m[15], 0xfe2ce6e0u32, 10);
+        $step!(I, $c, $d, $a, $b, $m[6], 0xa3014314u32, 15);
+        $step!(I, $b, $c, $d, $a, $m[13], 0x4e0811a1u32, 21);
+        $step!(I, $a, $b, $c, $d, $m[4], 0xf7537e82u32, 6);
+        $step!(I, $d, $a, $b, $c, $m[11], 0xbd3af235u32, 10);
+        $step!(I, $c, $d, $a, $b, $m[2], 0x2ad7d2bbu32, 15);
+        $step!(I, $b, $c, $d, $a, $m[9], 0xeb86d391u32, 21);
+    };
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+
 // The four round functions as `vpternlogd` truth tables over (b, c, d):
 // F = (b & c) | (!b & d), G = (b & d) | (c & !d), H = b ^ c ^ d,
 // I = c ^ (b | !d).
@@ -182,71 +305,6 @@ fn rounds(
     m: &[__m512i; LANES],
 ) -> (__m512i, __m512i, __m512i, __m512i) {
     let (mut a, mut b, mut c, mut d) = state;
-    // Generated from RFC 1321: step i uses K[i] = floor(|sin(i + 1)| * 2^32),
-    // the round's shift for i mod 4 and message word g(i).
-    step!(F, a, b, c, d, m[0], 0xd76aa478u32, 7);
-    step!(F, d, a, b, c, m[1], 0xe8c7b756u32, 12);
-    step!(F, c, d, a, b, m[2], 0x242070dbu32, 17);
-    step!(F, b, c, d, a, m[3], 0xc1bdceeeu32, 22);
-    step!(F, a, b, c, d, m[4], 0xf57c0fafu32, 7);
-    step!(F, d, a, b, c, m[5], 0x4787c62au32, 12);
-    step!(F, c, d, a, b, m[6], 0xa8304613u32, 17);
-    step!(F, b, c, d, a, m[7], 0xfd469501u32, 22);
-    step!(F, a, b, c, d, m[8], 0x698098d8u32, 7);
-    step!(F, d, a, b, c, m[9], 0x8b44f7afu32, 12);
-    step!(F, c, d, a, b, m[10], 0xffff5bb1u32, 17);
-    step!(F, b, c, d, a, m[11], 0x895cd7beu32, 22);
-    step!(F, a, b, c, d, m[12], 0x6b901122u32, 7);
-    step!(F, d, a, b, c, m[13], 0xfd987193u32, 12);
-    step!(F, c, d, a, b, m[14], 0xa679438eu32, 17);
-    step!(F, b, c, d, a, m[15], 0x49b40821u32, 22);
-    step!(G, a, b, c, d, m[1], 0xf61e2562u32, 5);
-    step!(G, d, a, b, c, m[6], 0xc040b340u32, 9);
-    step!(G, c, d, a, b, m[11], 0x265e5a51u32, 14);
-    step!(G, b, c, d, a, m[0], 0xe9b6c7aau32, 20);
-    step!(G, a, b, c, d, m[5], 0xd62f105du32, 5);
-    step!(G, d, a, b, c, m[10], 0x02441453u32, 9);
-    step!(G, c, d, a, b, m[15], 0xd8a1e681u32, 14);
-    step!(G, b, c, d, a, m[4], 0xe7d3fbc8u32, 20);
-    step!(G, a, b, c, d, m[9], 0x21e1cde6u32, 5);
-    step!(G, d, a, b, c, m[14], 0xc33707d6u32, 9);
-    step!(G, c, d, a, b, m[3], 0xf4d50d87u32, 14);
-    step!(G, b, c, d, a, m[8], 0x455a14edu32, 20);
-    step!(G, a, b, c, d, m[13], 0xa9e3e905u32, 5);
-    step!(G, d, a, b, c, m[2], 0xfcefa3f8u32, 9);
-    step!(G, c, d, a, b, m[7], 0x676f02d9u32, 14);
-    step!(G, b, c, d, a, m[12], 0x8d2a4c8au32, 20);
-    step!(H, a, b, c, d, m[5], 0xfffa3942u32, 4);
-    step!(H, d, a, b, c, m[8], 0x8771f681u32, 11);
-    step!(H, c, d, a, b, m[11], 0x6d9d6122u32, 16);
-    step!(H, b, c, d, a, m[14], 0xfde5380cu32, 23);
-    step!(H, a, b, c, d, m[1], 0xa4beea44u32, 4);
-    step!(H, d, a, b, c, m[4], 0x4bdecfa9u32, 11);
-    step!(H, c, d, a, b, m[7], 0xf6bb4b60u32, 16);
-    step!(H, b, c, d, a, m[10], 0xbebfbc70u32, 23);
-    step!(H, a, b, c, d, m[13], 0x289b7ec6u32, 4);
-    step!(H, d, a, b, c, m[0], 0xeaa127fau32, 11);
-    step!(H, c, d, a, b, m[3], 0xd4ef3085u32, 16);
-    step!(H, b, c, d, a, m[6], 0x04881d05u32, 23);
-    step!(H, a, b, c, d, m[9], 0xd9d4d039u32, 4);
-    step!(H, d, a, b, c, m[12], 0xe6db99e5u32, 11);
-    step!(H, c, d, a, b, m[15], 0x1fa27cf8u32, 16);
-    step!(H, b, c, d, a, m[2], 0xc4ac5665u32, 23);
-    step!(I, a, b, c, d, m[0], 0xf4292244u32, 6);
-    step!(I, d, a, b, c, m[7], 0x432aff97u32, 10);
-    step!(I, c, d, a, b, m[14], 0xab9423a7u32, 15);
-    step!(I, b, c, d, a, m[5], 0xfc93a039u32, 21);
-    step!(I, a, b, c, d, m[12], 0x655b59c3u32, 6);
-    step!(I, d, a, b, c, m[3], 0x8f0ccc92u32, 10);
-    step!(I, c, d, a, b, m[10], 0xffeff47du32, 15);
-    step!(I, b, c, d, a, m[1], 0x85845dd1u32, 21);
-    step!(I, a, b, c, d, m[8], 0x6fa87e4fu32, 6);
-    step!(I, d, a, b, c, m[15], 0xfe2ce6e0u32, 10);
-    step!(I, c, d, a, b, m[6], 0xa3014314u32, 15);
-    step!(I, b, c, d, a, m[13], 0x4e0811a1u32, 21);
-    step!(I, a, b, c, d, m[4], 0xf7537e82u32, 6);
-    step!(I, d, a, b, c, m[11], 0xbd3af235u32, 10);
-    step!(I, c, d, a, b, m[2], 0x2ad7d2bbu32, 15);
-    step!(I, b, c, d, a, m[9], 0xeb86d391u32, 21);
+    md5_steps!(step, a, b, c, d, m);
     (a, b, c, d)
 }
