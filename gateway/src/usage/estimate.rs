@@ -200,15 +200,7 @@ impl Estimate {
         {
             self.committed.pop_front();
         }
-        // Anything committed in the last MAX_READ_AGE is kept until a read
-        // after it; older entries can only be in a read that began later.
-        while self
-            .committed
-            .front()
-            .is_some_and(|(at, _, _)| now.duration_since(*at) > MAX_READ_AGE)
-        {
-            self.committed.pop_front();
-        }
+        // What is left committed after `began`, so within MAX_READ_AGE of now.
         let mut usage = read;
         let unseen = self
             .in_flight
