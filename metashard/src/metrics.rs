@@ -121,6 +121,20 @@ pub static LOAD_SPLITS: LazyLock<IntCounter> = LazyLock::new(|| {
     )
     .expect(ONCE)
 });
+pub static SPLIT_CHECK_SCANS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "kura_metashard_split_check_scans_total",
+        "Regions the split checker counted by reading all their keys"
+    )
+    .expect(ONCE)
+});
+pub static SPLIT_CHECK_SCANNED_BYTES: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "kura_metashard_split_check_scanned_bytes_total",
+        "Bytes (keys and values) the split checker's scans read"
+    )
+    .expect(ONCE)
+});
 pub static SPLITS: LazyLock<IntCounter> = LazyLock::new(|| {
     register_int_counter!(
         "kura_metashard_region_splits_total",

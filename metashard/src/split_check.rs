@@ -2,15 +2,19 @@
 //!
 //! Cheap tracking, occasional exact counts: every peer counts the puts its
 //! applied batches wrote ([`SizeTracker::on_write`]); when a leader's writes
-//! since its last check pass a step (1/16 of a threshold), or its last known
-//! size is already over a threshold, the raftstore thread hands a
+//! since its last check reach its last count (at least 1/16 of a threshold),
+//! or its estimate is over a threshold, the raftstore thread hands a
 //! [`CheckTask`] to the checker task ([`run_checker`]). The checker scans the
 //! region's `meta` keys once, off the raftstore thread (one pass, bounded
 //! memory: [`KeySampler`]), reports the exact count and bytes back
 //! (`StoreMsg::SizeChecked`, used by region heartbeats) and, when the region is
 //! over `split_keys` or `split_size` (and above the `min_keys` floor, and its
 //! last automatic split is `min_interval` ago), splits it exactly like the
-//! `split-region` operator: new ids from PD, one Raft admin entry.
+//! `split-region` operator: new ids from PD, one Raft admin entry. The scan
+//! also counted both halves (up to the split key's sample), which it reports
+//! for them once the split applied: halves are not scanned again until they
+//! grow (operator and load splits, whose halves nobody counted, are scanned
+//! a second after).
 //!
 //! Split key: the middle key by count rounded down to its object's prefix
 //! (`apply::split::split_point`), unless a bucket boundary lies in the middle
@@ -98,10 +102,13 @@ pub struct SizeTracker {
 
 impl SizeTracker {
     /// A tracker for a region a split just created: it waits `min_interval`
-    /// before its own first automatic split.
+    /// before its own first automatic split, and `min_check_interval` before
+    /// its first scan (an automatic split's checker sends both halves' counts
+    /// meanwhile).
     pub fn after_split(now: Instant) -> Self {
         SizeTracker {
             last_split: Some(now),
+            last_check: Some(now),
             ..Default::default()
         }
     }
@@ -121,10 +128,12 @@ impl SizeTracker {
         )
     }
 
-    /// The region's range changed (split applied): the last count no longer holds.
+    /// The region's range changed (split applied): the last count no longer
+    /// holds. No scan for `min_check_interval`, as in [`Self::after_split`].
     pub fn on_split(&mut self, now: Instant) {
         self.checked = None;
         self.last_split = Some(now);
+        self.last_check = Some(now);
     }
 
     /// Whether the leader should queue a check now.
@@ -143,17 +152,14 @@ impl SizeTracker {
         };
         // A scan reads the whole region: counting again after a fixed step
         // made a region's scans add up to ~8x its size by the time it split.
-        // Now the step grows with the region (half its last count), so the
-        // scans of a growing region add up to a few times its size; a
-        // region that may have crossed a threshold is counted after one
-        // base step.
+        // The step grows with the region (its last count: the estimate, an
+        // upper bound, doubled), so the scans of a growing region add up to
+        // about twice its size; a region that may have crossed a threshold
+        // is counted after one base step.
         let (step_keys, step_bytes) = cfg.step();
         let written =
             |keys: u64, bytes: u64| self.written_keys >= keys || self.written_bytes >= bytes;
-        if written(
-            step_keys.max(checked_keys / 2),
-            step_bytes.max(checked_bytes / 2),
-        ) {
+        if written(step_keys.max(checked_keys), step_bytes.max(checked_bytes)) {
             return true;
         }
         let (k, b) = self.estimate();
@@ -201,11 +207,29 @@ pub struct KeySampler {
     n: u64,
     bytes: u64,
     stride: u64,
-    samples: Vec<(u64, Vec<u8>)>,
+    samples: Vec<Sample>,
     boundary_stride: u64,
     boundaries_seen: u64,
-    boundaries: Vec<(u64, Vec<u8>)>,
+    boundaries: Vec<Sample>,
     group: Vec<u8>,
+}
+
+/// A key of the stream with the keys and bytes fed before it.
+#[derive(Debug, Clone)]
+struct Sample {
+    n: u64,
+    bytes: u64,
+    key: Vec<u8>,
+}
+
+/// Where to split a scanned region, and roughly how much lies left of it
+/// (counted up to the sampled key the point was taken from; an object's
+/// versions before that key are counted left though they go right).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SplitAt {
+    pub key: Vec<u8>,
+    pub left_keys: u64,
+    pub left_bytes: u64,
 }
 
 /// The group a key belongs to: `0x02 bucket_id` for object keys, its family
@@ -238,7 +262,11 @@ impl KeySampler {
         let g = group_of(key);
         if self.n > 0 && g != self.group.as_slice() {
             if self.boundaries_seen.is_multiple_of(self.boundary_stride) {
-                self.boundaries.push((self.n, g.to_vec()));
+                self.boundaries.push(Sample {
+                    n: self.n,
+                    bytes: self.bytes,
+                    key: g.to_vec(),
+                });
                 if self.boundaries.len() >= 2 * self.cap {
                     thin(&mut self.boundaries);
                     self.boundary_stride *= 2;
@@ -250,7 +278,11 @@ impl KeySampler {
             self.group = g.to_vec();
         }
         if self.n.is_multiple_of(self.stride) {
-            self.samples.push((self.n, key.to_vec()));
+            self.samples.push(Sample {
+                n: self.n,
+                bytes: self.bytes,
+                key: key.to_vec(),
+            });
             if self.samples.len() >= 2 * self.cap {
                 thin(&mut self.samples);
                 self.stride *= 2;
@@ -275,25 +307,35 @@ impl KeySampler {
     /// prefix (or the next sampled key's, when the middle one's object starts
     /// the region). `None`: no point strictly inside.
     pub fn split_key(&self, region: &Region) -> Option<Vec<u8>> {
+        self.split_at(region).map(|s| s.key)
+    }
+
+    /// [`Self::split_key`] with the keys and bytes left of it.
+    pub fn split_at(&self, region: &Region) -> Option<SplitAt> {
         if self.n < 2 {
             return None;
         }
         let mid = self.n / 2;
         let (lo, hi) = (self.n / 4, self.n - self.n / 4);
+        let at = |s: &Sample, key: Vec<u8>| SplitAt {
+            key,
+            left_keys: s.n,
+            left_bytes: s.bytes,
+        };
         let boundary = self
             .boundaries
             .iter()
-            .filter(|(i, _)| *i >= lo.max(1) && *i <= hi)
-            .filter(|(_, k)| check_split_key(region, k).is_ok())
-            .min_by_key(|(i, _)| i.abs_diff(mid));
-        if let Some((_, k)) = boundary {
-            return Some(k.clone());
+            .filter(|s| s.n >= lo.max(1) && s.n <= hi)
+            .filter(|s| check_split_key(region, &s.key).is_ok())
+            .min_by_key(|s| s.n.abs_diff(mid));
+        if let Some(s) = boundary {
+            return Some(at(s, s.key.clone()));
         }
-        let first = self.samples.partition_point(|(i, _)| *i < mid);
+        let first = self.samples.partition_point(|s| s.n < mid);
         self.samples[first..]
             .iter()
             .chain(self.samples[..first].iter().rev())
-            .find_map(|(_, k)| split_point(region, k))
+            .find_map(|s| split_point(region, &s.key).map(|k| at(s, k)))
     }
 }
 
@@ -313,7 +355,7 @@ const SAMPLE_CAP: usize = 1024;
 pub struct RegionScan {
     pub keys: u64,
     pub bytes: u64,
-    pub split_key: Option<Vec<u8>>,
+    pub split: Option<SplitAt>,
 }
 
 /// Counts `region`'s `meta` keys and bytes in one pass and picks a split key.
@@ -323,10 +365,12 @@ pub fn scan_region(engine: &Engine, region: &Region) -> Result<RegionScan, crate
         s.push(k, v.len());
         true
     })?;
+    crate::metrics::SPLIT_CHECK_SCANS.inc();
+    crate::metrics::SPLIT_CHECK_SCANNED_BYTES.inc_by(s.bytes());
     Ok(RegionScan {
         keys: s.keys(),
         bytes: s.bytes(),
-        split_key: s.split_key(region),
+        split: s.split_at(region),
     })
 }
 
@@ -377,7 +421,7 @@ pub async fn run_checker(
         };
         let split = scan.as_ref().and_then(|s| {
             (task.may_split && cfg.over_threshold(s.keys, s.bytes))
-                .then(|| s.split_key.clone())
+                .then(|| s.split.clone())
                 .flatten()
         });
         let _ = router.send(StoreMsg::SizeChecked {
@@ -386,11 +430,26 @@ pub async fn run_checker(
             counted: scan.as_ref().map(|s| (s.keys, s.bytes)),
             splitting: split.is_some(),
         });
-        if let (Some(key), Some(pd)) = (split, pd.as_ref()) {
+        if let (Some(at), Some(pd)) = (split, pd.as_ref()) {
             let (keys, bytes) = scan.map(|s| (s.keys, s.bytes)).unwrap_or_default();
             tracing::info!(region_id, keys, bytes, "region over its split threshold");
-            if let Err(e) = split_now(&router, pd, &region, key).await {
-                tracing::info!(region_id, error = %e, "automatic split failed");
+            match split_now(&router, pd, &region, at.key).await {
+                // The scan already counted both halves: they need no scan of
+                // their own before they grow (counting them at once was most
+                // of the checker's reading while regions split steadily).
+                Ok(halves) => {
+                    let left = (at.left_keys, at.left_bytes);
+                    let right = (keys - at.left_keys, bytes - at.left_bytes);
+                    for (half, counted) in halves.iter().zip([left, right]) {
+                        let _ = router.send(StoreMsg::SizeChecked {
+                            region_id: half.id,
+                            epoch: half.epoch,
+                            counted: Some(counted),
+                            splitting: false,
+                        });
+                    }
+                }
+                Err(e) => tracing::info!(region_id, error = %e, "automatic split failed"),
             }
         }
     }
@@ -561,19 +620,19 @@ mod tests {
     }
 
     #[test]
-    fn a_big_region_is_counted_again_after_half_its_size_or_near_a_threshold() {
+    fn a_big_region_is_counted_again_once_it_may_have_doubled_or_near_a_threshold() {
         let c = cfg(); // 1600 keys, base step 100 keys
         let t0 = Instant::now();
         let later = t0 + Duration::from_secs(5);
         let mut t = SizeTracker::default();
-        t.on_checked(Some((1000, 100_000)), t0);
-        t.on_write(499, 499 * 10);
+        t.on_checked(Some((700, 100_000)), t0);
+        t.on_write(699, 699 * 10);
         assert!(
             !t.needs_check(&c, later),
-            "under half its count, far from a threshold"
+            "under twice its count, far from a threshold"
         );
         t.on_write(1, 10);
-        assert!(t.needs_check(&c, later), "grew by half");
+        assert!(t.needs_check(&c, later), "may have doubled");
         let mut t = SizeTracker::default();
         t.on_checked(Some((1550, 100_000)), t0);
         t.on_write(60, 600);
@@ -684,6 +743,9 @@ mod tests {
         let s = scan_region(&e, &r).unwrap();
         assert_eq!(s.keys, 50);
         assert_eq!(s.bytes, 50 * (obj(7, 0).len() as u64 + 10));
-        assert_eq!(s.split_key, Some(keys::object_prefix(7, b"k000025")));
+        let at = s.split.unwrap();
+        assert_eq!(at.key, keys::object_prefix(7, b"k000025"));
+        assert_eq!(at.left_keys, 25);
+        assert_eq!(at.left_bytes, 25 * (obj(7, 0).len() as u64 + 10));
     }
 }

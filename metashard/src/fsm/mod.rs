@@ -11,7 +11,10 @@ pub mod uninit;
 pub mod validate;
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use crossbeam::channel::{RecvTimeoutError, TryRecvError};
+use crossbeam::sync::{Parker, Unparker};
 use kura_proto::common::{Region, RegionEpoch, RegionError};
 use kura_proto::metashard::{AdminRequest, BatchRequest, RaftMessage, RegionStatus};
 use kura_proto::pd::RegionHeartbeatRequest;
@@ -203,6 +206,8 @@ pub enum PdTask {
 #[derive(Clone)]
 pub struct Router {
     tx: crossbeam::channel::Sender<StoreMsg>,
+    /// Wakes the raftstore thread parked in [`Mailbox::recv_timeout`].
+    wake: Unparker,
     /// The store's total flow (reads are added by the service, writes by
     /// the raftstore thread); store heartbeats take it.
     store_flow: Arc<Flow>,
@@ -210,18 +215,55 @@ pub struct Router {
     local_readers: Arc<crate::local_read::LocalReaders>,
 }
 
+/// The raftstore thread's end of the channel. An empty mailbox parks the
+/// thread until a sender unparks it: crossbeam's own blocking receive spins
+/// and then `sched_yield`s a dozen times first, which on a 2-core machine
+/// shared by every process was 5% of a store's CPU under small PUTs (a
+/// profile in docs/performance.md) for no gain in latency.
+pub struct Mailbox {
+    rx: crossbeam::channel::Receiver<StoreMsg>,
+    parker: Parker,
+}
+
+impl Mailbox {
+    /// The next message, waiting at most `wait`.
+    pub fn recv_timeout(&self, wait: Duration) -> Result<StoreMsg, RecvTimeoutError> {
+        let deadline = Instant::now() + wait;
+        loop {
+            match self.rx.try_recv() {
+                Ok(msg) => return Ok(msg),
+                Err(TryRecvError::Disconnected) => return Err(RecvTimeoutError::Disconnected),
+                Err(TryRecvError::Empty) => {}
+            }
+            if Instant::now() >= deadline {
+                return Err(RecvTimeoutError::Timeout);
+            }
+            // A send between the `try_recv` above and here left its unpark
+            // token: the park returns at once and the loop looks again.
+            self.parker.park_deadline(deadline);
+        }
+    }
+
+    /// The next message if one is queued.
+    pub fn try_recv(&self) -> Result<StoreMsg, TryRecvError> {
+        self.rx.try_recv()
+    }
+}
+
 impl Router {
-    pub fn channel() -> (Router, crossbeam::channel::Receiver<StoreMsg>) {
+    pub fn channel() -> (Router, Mailbox) {
         let (tx, rx) = crossbeam::channel::unbounded();
+        let parker = Parker::new();
         let store_flow = Arc::new(Flow::default());
         let local_readers = Arc::default();
         (
             Router {
                 tx,
+                wake: parker.unparker().clone(),
                 store_flow,
                 local_readers,
             },
-            rx,
+            Mailbox { rx, parker },
         )
     }
 
@@ -236,6 +278,8 @@ impl Router {
 
     /// Sends `msg`; `Err` when the raftstore thread has stopped.
     pub fn send(&self, msg: StoreMsg) -> Result<(), crate::Error> {
-        self.tx.send(msg).map_err(|_| crate::Error::StoreStopped)
+        self.tx.send(msg).map_err(|_| crate::Error::StoreStopped)?;
+        self.wake.unpark();
+        Ok(())
     }
 }

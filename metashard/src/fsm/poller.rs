@@ -18,7 +18,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crossbeam::channel::{Receiver, RecvTimeoutError};
+use crossbeam::channel::RecvTimeoutError;
 use kura_proto::common::Region;
 use kura_proto::metashard::RaftMessage;
 use raft::prelude::Message;
@@ -26,7 +26,7 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use super::uninit::{self, Tracker};
 use super::validate::{self, DropReason};
-use super::{PdTask, Router, StoreMsg, StoreStats};
+use super::{Mailbox, PdTask, Router, StoreMsg, StoreStats};
 use crate::engine::Engine;
 use crate::errors;
 use crate::flow::Flow;
@@ -52,7 +52,7 @@ pub struct Poller {
     cfg: RaftConfig,
     transport: Transport,
     peers: HashMap<u64, Peer>,
-    rx: Receiver<StoreMsg>,
+    rx: Mailbox,
     pd_tx: Option<UnboundedSender<PdTask>>,
     check_tx: Option<UnboundedSender<CheckTask>>,
     logger: slog::Logger,
@@ -88,7 +88,7 @@ impl Poller {
         store_id: u64,
         cfg: RaftConfig,
         transport: Transport,
-        rx: Receiver<StoreMsg>,
+        rx: Mailbox,
         pd_tx: Option<UnboundedSender<PdTask>>,
         snap: Arc<SnapManager>,
     ) -> Result<Poller, crate::Error> {

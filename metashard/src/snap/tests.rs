@@ -23,7 +23,7 @@ fn region() -> Region {
 struct Store {
     engine: Engine,
     snap: Arc<SnapManager>,
-    rx: crossbeam::channel::Receiver<StoreMsg>,
+    rx: crate::fsm::Mailbox,
 }
 
 fn store(dir: &Path) -> Store {
