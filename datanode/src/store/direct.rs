@@ -105,6 +105,13 @@ impl AlignedBuf {
         AlignedBuf { ptr, cap, len: 0 }
     }
 
+    /// A full buffer of zeros, `len` rounded up to `ALIGN`.
+    pub(super) fn zeroed(len: usize) -> Self {
+        let mut b = AlignedBuf::new(len);
+        b.pad_to(b.cap);
+        b
+    }
+
     fn layout(cap: usize) -> Layout {
         // Cannot fail: ALIGN is a power of two and cap a small multiple of it.
         Layout::from_size_align(cap, ALIGN as usize).expect("aligned layout")
@@ -140,8 +147,13 @@ impl AlignedBuf {
 
     /// Zero-fills up to the next `ALIGN` boundary (the capacity is a multiple of it).
     pub(super) fn pad(&mut self) {
-        let end = align_up(self.len as u64) as usize;
-        // SAFETY: `end <= cap` because cap is a multiple of ALIGN.
+        self.pad_to(align_up(self.len as u64) as usize);
+    }
+
+    /// Zero-fills from `len` up to `end` (`len <= end <= cap`).
+    fn pad_to(&mut self, end: usize) {
+        assert!(self.len <= end && end <= self.cap);
+        // SAFETY: `len..end` lies inside the allocation (checked above).
         unsafe {
             std::ptr::write_bytes(self.ptr.as_ptr().add(self.len), 0, end - self.len);
         }

@@ -12,11 +12,24 @@
 //! queued meanwhile form the next batch. Any failure fails every waiter of the batch and
 //! acknowledges none; a failed fsync seals the segment (the page cache can no longer be
 //! trusted).
+//!
+//! Zeros ahead: a small batch (up to `FILL_MAX_BATCH`) that grows the file also writes
+//! `FILL_AHEAD` zeros past its end, made durable by the same fdatasync, and the next
+//! batches overwrite them. An fdatasync
+//! after writing into blocks that are allocated, written and inside the file's size has
+//! no metadata to flush; one after growing the file also writes the inode, block bitmap
+//! and group descriptor, one synchronous I/O each (ext4; measured on this machine kind:
+//! a 16 KiB record plus fdatasync took 113–120 µs of CPU and 250–313 µs growing the file,
+//! 52–64 µs and 130–175 µs overwriting; writing the zeros costs 0.07 ms of CPU per MiB).
+//! Bigger batches do not: every byte would be written twice, and under 1 MiB PUTs (256 KiB
+//! fragments) that doubled a disk-bound write load (fdatasync 1.08 → 1.44 ms on average).
+//! Recovery drops an all-zero tail silently; rolling to a new segment truncates it.
 
 use std::collections::HashMap;
 use std::io;
+use std::os::unix::fs::FileExt;
 use std::sync::atomic::Ordering;
-use std::sync::{Condvar, Mutex};
+use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -31,6 +44,12 @@ use crate::metrics;
 
 /// A leader writes at most this much in one batch (always at least one record).
 const MAX_BATCH_BYTES: u64 = 16 << 20;
+
+/// Zeros written past a batch that grew the shared segment (module doc).
+pub(super) const FILL_AHEAD: u64 = 2 << 20;
+
+/// Only a batch up to this size writes zeros ahead (module doc).
+const FILL_MAX_BATCH: u64 = 128 << 10;
 
 /// Where a record landed.
 pub(super) struct Placed {
@@ -101,6 +120,8 @@ pub(super) struct GroupCommit {
     active: Mutex<Option<ActiveSegment>>,
     /// The leader's staging buffer (taken while it holds `active`).
     staging: Mutex<Option<AlignedBuf>>,
+    /// `FILL_AHEAD` zeros, aligned for O_DIRECT; made at the first fill.
+    zeros: OnceLock<AlignedBuf>,
 }
 
 #[derive(Default)]
@@ -118,6 +139,7 @@ impl GroupCommit {
             cv: Condvar::new(),
             active: Mutex::new(None),
             staging: Mutex::new(None),
+            zeros: OnceLock::new(),
         }
     }
 
@@ -217,7 +239,7 @@ impl Store {
         if let Some(a) = slot.take() {
             // Full, or sealed by a failure outside this path: roll to a new segment.
             if a.len >= self.opts.segment_size || a.seg.sealed.load(Ordering::Acquire) {
-                self.seal(&a);
+                self.roll(&a);
             } else {
                 *slot = Some(a);
             }
@@ -278,6 +300,9 @@ impl Store {
                 let seg = a.seg.id;
                 return match a.seg.file.set_len(start) {
                     Ok(()) => {
+                        self.used_bytes
+                            .fetch_sub(a.filled.max(start) - start, Ordering::Relaxed);
+                        a.filled = start;
                         *slot = Some(a);
                         self.fail_batch(batch, &e, None)
                     }
@@ -289,6 +314,10 @@ impl Store {
                 };
             }
         };
+        let was = a.filled.max(start);
+        a.filled = self.fill_ahead(&a, was, start, end);
+        // Counted before the sync: a failed sync seals the segment with these bytes.
+        self.used_bytes.fetch_add(a.filled - was, Ordering::Relaxed);
         if batch.iter().any(|(_, r)| r.put_commit.is_some()) {
             // Footers written, not fsynced, not acknowledged (see PutWriter::commit).
             fail::fail_point!("datanode::put_before_sync");
@@ -302,7 +331,6 @@ impl Store {
             return self.fail_batch(batch, &e, Some(seg));
         }
         a.len = end;
-        self.used_bytes.fetch_add(end - start, Ordering::Relaxed);
         self.stats.group_batches.fetch_add(1, Ordering::Relaxed);
         self.stats
             .group_records
@@ -319,7 +347,7 @@ impl Store {
         };
         // Applied first, sealed second: a sealed segment's records are all in the index.
         if a.len >= self.opts.segment_size {
-            self.seal(&a);
+            self.roll(&a);
         } else {
             *slot = Some(a);
         }
@@ -348,6 +376,53 @@ impl Store {
     fn seal(&self, a: &ActiveSegment) {
         a.seg.sealed.store(true, Ordering::Release);
         tracing::debug!(segment = a.seg.id, len = a.len, "shared segment sealed");
+    }
+
+    /// Seals the segment group commit is done with, first cutting the zeros written
+    /// ahead (nothing reads there; a failed cut leaves them to recovery).
+    fn roll(&self, a: &ActiveSegment) {
+        if a.filled > a.len {
+            match a.seg.file.set_len(a.len) {
+                Ok(()) => {
+                    self.used_bytes
+                        .fetch_sub(a.filled - a.len, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    tracing::warn!(segment = a.seg.id, error = %e, "cannot cut the zeros after a full segment")
+                }
+            }
+        }
+        self.seal(a);
+    }
+
+    /// After a batch wrote `[start, end)` into a file `was` long: when a small batch
+    /// grew the file, writes `FILL_AHEAD` zeros after `end` (module doc). Returns the
+    /// file's length. Best effort: a failed write (a full disk) is cut away and the
+    /// records stand as they are.
+    fn fill_ahead(&self, a: &ActiveSegment, was: u64, start: u64, end: u64) -> u64 {
+        if end <= was {
+            return was;
+        }
+        if end >= self.opts.segment_size || end - start > FILL_MAX_BATCH {
+            // The segment rolls after this batch; or big batches, whose one fdatasync
+            // covers enough bytes that writing each byte twice would cost more.
+            return end;
+        }
+        let zeros = self
+            .group
+            .zeros
+            .get_or_init(|| AlignedBuf::zeroed(FILL_AHEAD as usize));
+        match a.seg.writer().write_all_at(zeros.as_slice(), end) {
+            Ok(()) => end + FILL_AHEAD,
+            Err(e) => {
+                tracing::debug!(segment = a.seg.id, error = %e, "no zeros written ahead");
+                match a.seg.writer().set_len(end) {
+                    Ok(()) => end,
+                    // Part of the zeros may stand: the file is as long as it is.
+                    Err(_) => a.seg.file.metadata().map_or(end, |m| m.len().max(end)),
+                }
+            }
+        }
     }
 
     /// Fails every record of a batch. `written`: the segment the records may be in.

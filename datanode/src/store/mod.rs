@@ -131,7 +131,11 @@ impl Segment {
 /// its committed length (a multiple of 4 KiB: every write ends padded).
 struct ActiveSegment {
     seg: Arc<Segment>,
+    /// Where the next record goes: the end of the last one.
     len: u64,
+    /// The file's length: `len` plus the zeros group commit wrote ahead
+    /// (`group::FILL_AHEAD`), which later batches overwrite.
+    filled: u64,
 }
 
 pub struct Store {
@@ -481,7 +485,11 @@ impl Store {
         let start = data_start(SEGMENT_FORMAT_VERSION);
         self.used_bytes.fetch_add(start, Ordering::Relaxed);
         tracing::debug!(segment = id, "created segment");
-        Ok(ActiveSegment { seg, len: start })
+        Ok(ActiveSegment {
+            seg,
+            len: start,
+            filled: start,
+        })
     }
 
     /// Opens the write fd of a new segment and writes its header block through it. With
@@ -554,7 +562,11 @@ impl Store {
     /// sealed: appending after garbage would hide later records from recovery.
     fn discard_record(&self, a: ActiveSegment, start: u64) {
         match a.seg.file.set_len(start) {
-            Ok(()) => self.release_active(ActiveSegment { len: start, ..a }),
+            Ok(()) => self.release_active(ActiveSegment {
+                len: start,
+                filled: start,
+                ..a
+            }),
             Err(e) => {
                 a.seg.sealed.store(true, Ordering::Release);
                 tracing::error!(segment = a.seg.id, error = %e, "cannot truncate an aborted record; sealing the segment");

@@ -8,6 +8,8 @@
 //! from a crash and is truncated away. In a version 2 segment, zeros from a record's end
 //! up to the next 4 KiB boundary are padding (never a record: a record starts "KREC"),
 //! and count towards the record before them (`ParsedRecord` callers use `skip_padding`).
+//! A tail of nothing but zeros is what group commit wrote ahead (`group::FILL_AHEAD`),
+//! not a torn write: it is cut the same way, without a warning.
 
 use std::fs::File;
 use std::io;
@@ -206,7 +208,26 @@ pub(crate) struct SegmentScan {
     pub len: u64,
     pub records: u64,
     pub skipped_bytes: u64,
+    /// A torn tail cut away.
     pub truncated_bytes: u64,
+    /// Zeros written ahead, cut away.
+    pub zero_tail_bytes: u64,
+}
+
+/// Whether `[from, to)` of `file` holds only zeros.
+fn all_zeros(file: &File, from: u64, to: u64) -> io::Result<bool> {
+    const CHUNK: u64 = 1 << 20;
+    let mut buf = vec![0u8; CHUNK.min(to.saturating_sub(from)) as usize];
+    let mut off = from;
+    while off < to {
+        let n = CHUNK.min(to - off) as usize;
+        file.read_exact_at(&mut buf[..n], off)?;
+        if buf[..n].iter().any(|&b| b != 0) {
+            return Ok(false);
+        }
+        off += n as u64;
+    }
+    Ok(true)
 }
 
 /// Scans segment `id`, applying its records to `index` (truncating a torn tail when
@@ -285,7 +306,18 @@ pub(crate) fn scan_segment(
                         off = next;
                     }
                     None => {
-                        tracing::warn!(segment = id, at = off, bytes = file_len - off, %why, "truncating torn tail");
+                        let zeros = all_zeros(file, off, file_len)
+                            .map_err(|e| StoreError::io(ctx("reading the tail"), e))?;
+                        if zeros {
+                            tracing::debug!(
+                                segment = id,
+                                at = off,
+                                bytes = file_len - off,
+                                "cutting the zeros written ahead"
+                            );
+                        } else {
+                            tracing::warn!(segment = id, at = off, bytes = file_len - off, %why, "truncating torn tail");
+                        }
                         if may_truncate {
                             file.set_len(off)
                                 .map_err(|e| StoreError::io(ctx("truncating torn tail"), e))?;
@@ -293,7 +325,11 @@ pub(crate) fn scan_segment(
                                 .map_err(|e| StoreError::io(ctx("syncing after truncate"), e))?;
                         }
                         // Read-only disk: the tail stays on disk but is ignored (nothing appends).
-                        scan.truncated_bytes += file_len - off;
+                        if zeros {
+                            scan.zero_tail_bytes += file_len - off;
+                        } else {
+                            scan.truncated_bytes += file_len - off;
+                        }
                         file_len = off;
                     }
                 }

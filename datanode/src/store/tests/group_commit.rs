@@ -162,11 +162,13 @@ fn concurrent_commits_survive_a_crash_at_any_point() {
             .collect();
         (recs[0].0, recs)
     };
-    // The file as written: the last batch padded to 4 KiB.
+    // The file as written: the last batch padded to 4 KiB, then the zeros written ahead.
     let full = std::fs::metadata(dir.path().join("segments").join(segment_file_name(seg)))
         .unwrap()
         .len() as usize;
-    assert_eq!(full as u64, direct::align_up(recs.last().unwrap().2));
+    let logical = direct::align_up(recs.last().unwrap().2);
+    // (The last batch to grow the file wrote them; later ones landed on them.)
+    assert!(full as u64 >= logical && full as u64 <= logical + group::FILL_AHEAD);
     // A crash before the fsync of the last batch(es) leaves any prefix of their bytes.
     let mut cuts = vec![full, full - 1, SEGMENT_HEADER_LEN as usize + 1];
     for &(_, start, end, _) in &recs {
@@ -187,8 +189,8 @@ fn concurrent_commits_survive_a_crash_at_any_point() {
         let d = copy_with_cut(dir.path(), seg, cut);
         let s = Store::open(d.path(), opts()).unwrap();
         // Truncated at the first torn record, or not at all when the cut fell into
-        // padding (zeros to the end of the file).
-        let mut kept = cut as u64;
+        // padding (zeros to the end of the file); zeros written ahead are cut.
+        let mut kept = (cut as u64).min(logical);
         for &(_, start, end, n) in &recs {
             if end as usize <= cut {
                 assert_eq!(read_all(&s, n).unwrap(), body(n, frag_len(n)), "cut {cut}");
@@ -385,4 +387,74 @@ fn buffered_writer_spills_past_the_limit_and_aborts_without_a_trace() {
     assert_eq!(read_all(&s, 3).unwrap(), data);
     assert_eq!(read_all(&s, 4).unwrap(), body(4, 100));
     assert!(s.location(&fid(2)).is_none());
+}
+
+#[test]
+fn zeros_written_ahead_are_overwritten_then_cut_at_reopen_and_roll() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path(), opts()).unwrap();
+    let len = |s: &Store, seg: u64| std::fs::metadata(segment_path(s, seg)).unwrap().len();
+    put_frag(&s, 1).unwrap();
+    let l1 = s.location(&fid(1)).unwrap();
+    let end1 = l1.record_offset + l1.record_len;
+    assert_eq!(len(&s, l1.segment), end1 + group::FILL_AHEAD, "zeros ahead");
+    // The next batches land on the zeros: the file does not grow.
+    let mut n = 2;
+    let mut end = end1;
+    while end + 32 * 1024 < end1 + group::FILL_AHEAD {
+        put_frag(&s, n).unwrap();
+        let l = s.location(&fid(n)).unwrap();
+        assert_eq!(l.segment, l1.segment);
+        end = l.record_offset + l.record_len;
+        assert_eq!(len(&s, l1.segment), end1 + group::FILL_AHEAD, "record {n}");
+        n += 1;
+    }
+    // Usage counts the file as it is on disk.
+    assert_eq!(s.capacity().used_bytes, end1 + group::FILL_AHEAD);
+    // A batch past the zeros grows the file and writes zeros after itself again.
+    while end <= end1 + group::FILL_AHEAD {
+        put_frag(&s, n).unwrap();
+        let l = s.location(&fid(n)).unwrap();
+        end = l.record_offset + l.record_len;
+        n += 1;
+    }
+    assert_eq!(len(&s, l1.segment), end + group::FILL_AHEAD);
+    drop(s);
+    // Reopened: the zeros are cut; every record reads back.
+    let s = Store::open(dir.path(), opts()).unwrap();
+    assert_eq!(len(&s, l1.segment), end);
+    assert_eq!(s.capacity().used_bytes, end);
+    for k in 1..n {
+        assert_eq!(read_all(&s, k).unwrap(), body(k, frag_len(k)), "record {k}");
+    }
+    drop(s);
+    // A segment that fills up is cut to its last record when the next one starts.
+    let dir = tempfile::tempdir().unwrap();
+    let small = StoreOptions {
+        segment_size: 4 * group::FILL_AHEAD,
+        ..opts()
+    };
+    let s = Store::open(dir.path(), small).unwrap();
+    let first = {
+        put_frag(&s, 1).unwrap();
+        s.location(&fid(1)).unwrap().segment
+    };
+    let mut n = 2;
+    while s.location(&fid(n - 1)).unwrap().segment == first {
+        put_frag(&s, n).unwrap();
+        n += 1;
+    }
+    let last_in_first = (1..n)
+        .filter_map(|k| s.location(&fid(k)).filter(|l| l.segment == first))
+        .map(|l| l.record_offset + l.record_len)
+        .max()
+        .unwrap();
+    assert_eq!(len(&s, first), last_in_first, "the full segment was cut");
+    let second = s.location(&fid(n - 1)).unwrap();
+    let tail = second.record_offset + second.record_len;
+    assert_eq!(
+        s.capacity().used_bytes,
+        last_in_first + tail + group::FILL_AHEAD,
+        "usage follows the cut"
+    );
 }
