@@ -94,6 +94,10 @@ pub struct SizeTracker {
     checked: Option<(u64, u64)>,
     written_keys: u64,
     written_bytes: u64,
+    /// `written_*` when the running check was queued: a count subtracts only
+    /// these, so writes applied while it scanned stay (counted twice at worst:
+    /// the estimate stays an upper bound).
+    written_at_queue: (u64, u64),
     /// A check is queued or running.
     checking: bool,
     last_check: Option<Instant>,
@@ -104,13 +108,21 @@ impl SizeTracker {
     /// A tracker for a region a split just created: it waits `min_interval`
     /// before its own first automatic split, and `min_check_interval` before
     /// its first scan (an automatic split's checker sends both halves' counts
-    /// meanwhile).
-    pub fn after_split(now: Instant) -> Self {
+    /// meanwhile). `written`: the parent's writes since its last count (either
+    /// half may hold them; both keep them, an overestimate).
+    pub fn after_split(now: Instant, written: (u64, u64)) -> Self {
         SizeTracker {
+            written_keys: written.0,
+            written_bytes: written.1,
             last_split: Some(now),
             last_check: Some(now),
             ..Default::default()
         }
+    }
+
+    /// Puts counted since the last check: (keys, bytes).
+    pub fn written(&self) -> (u64, u64) {
+        (self.written_keys, self.written_bytes)
     }
 
     /// An applied batch put `keys` keys of `bytes` bytes.
@@ -132,6 +144,7 @@ impl SizeTracker {
     /// holds. No scan for `min_check_interval`, as in [`Self::after_split`].
     pub fn on_split(&mut self, now: Instant) {
         self.checked = None;
+        self.written_at_queue = (0, 0);
         self.last_split = Some(now);
         self.last_check = Some(now);
     }
@@ -182,18 +195,21 @@ impl SizeTracker {
     pub fn on_check_queued(&mut self, now: Instant) {
         self.checking = true;
         self.last_check = Some(now);
+        self.written_at_queue = self.written();
     }
 
-    /// A check finished: `counted` is the exact (keys, bytes) unless the
-    /// region changed while it ran. Writes applied while the scan ran may or
-    /// may not be in the count; they are forgotten (the next check corrects).
+    /// A check finished (or a split's checker counted this half): `counted`
+    /// is the exact (keys, bytes) unless the region changed while it ran.
+    /// Writes applied since the check was queued may or may not be in the
+    /// count; they stay in the estimate (the next check corrects).
     pub fn on_checked(&mut self, counted: Option<(u64, u64)>, now: Instant) {
         self.checking = false;
         self.last_check = Some(now);
+        let (k, b) = std::mem::take(&mut self.written_at_queue);
         if let Some(c) = counted {
             self.checked = Some(c);
-            self.written_keys = 0;
-            self.written_bytes = 0;
+            self.written_keys = self.written_keys.saturating_sub(k);
+            self.written_bytes = self.written_bytes.saturating_sub(b);
         }
     }
 }
@@ -581,6 +597,22 @@ mod tests {
     }
 
     #[test]
+    fn writes_applied_while_a_scan_ran_stay_in_the_estimate() {
+        let t0 = Instant::now();
+        let mut t = SizeTracker::default();
+        t.on_write(10, 100);
+        t.on_check_queued(t0);
+        t.on_write(4, 40); // applied while the scan ran: maybe counted, maybe not
+        t.on_checked(Some((12, 120)), t0);
+        assert_eq!(t.estimate(), (16, 160), "an upper bound");
+        // A failed scan forgets nothing.
+        t.on_check_queued(t0);
+        t.on_write(1, 10);
+        t.on_checked(None, t0);
+        assert_eq!(t.estimate(), (17, 170));
+    }
+
+    #[test]
     fn tracker_triggers_checks_and_rate_limits_splits() {
         let c = cfg();
         let t0 = Instant::now();
@@ -615,8 +647,13 @@ mod tests {
         // A failed scan keeps the old count.
         t.on_checked(None, t1);
         assert_eq!(t.estimate(), (2500, 500));
-        let fresh = SizeTracker::after_split(t1);
+        let fresh = SizeTracker::after_split(t1, (7, 70));
         assert!(!fresh.may_split(&c, t1 + Duration::from_secs(1)));
+        assert_eq!(
+            fresh.estimate(),
+            (7, 70),
+            "the parent's writes since its count"
+        );
     }
 
     #[test]

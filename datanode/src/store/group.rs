@@ -13,12 +13,12 @@
 //! acknowledges none; a failed fsync seals the segment (the page cache can no longer be
 //! trusted).
 //!
-//! Zeros ahead: a small batch (up to `FILL_MAX_BATCH`) that grows the file also writes
-//! `FILL_AHEAD` zeros past its end, made durable by the same fdatasync, and the next
-//! batches overwrite them. An fdatasync
-//! after writing into blocks that are allocated, written and inside the file's size has
-//! no metadata to flush; one after growing the file also writes the inode, block bitmap
-//! and group descriptor, one synchronous I/O each (ext4; measured on this machine kind:
+//! Zeros ahead (decision 0058): a small batch (up to `FILL_MAX_BATCH`) that grows the
+//! file also writes `FILL_AHEAD` zeros past its end, made durable by the same fdatasync,
+//! and the next batches overwrite them. An fdatasync after writing into blocks that are
+//! allocated, written and inside the file's size has no metadata to flush; one after
+//! growing the file also writes the inode, block bitmap and group descriptor, one
+//! synchronous I/O each (ext4; measured on this machine kind:
 //! a 16 KiB record plus fdatasync took 113–120 µs of CPU and 250–313 µs growing the file,
 //! 52–64 µs and 130–175 µs overwriting; writing the zeros costs 0.07 ms of CPU per MiB).
 //! Bigger batches do not: every byte would be written twice, and under 1 MiB PUTs (256 KiB

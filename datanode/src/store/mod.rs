@@ -133,8 +133,9 @@ struct ActiveSegment {
     seg: Arc<Segment>,
     /// Where the next record goes: the end of the last one.
     len: u64,
-    /// The file's length: `len` plus the zeros group commit wrote ahead
-    /// (`group::FILL_AHEAD`), which later batches overwrite.
+    /// The shared (group commit) segment's file length: `len` plus the zeros written
+    /// ahead (`group::FILL_AHEAD`), which later batches overwrite. Exclusive writers
+    /// append at `len` and leave it behind (`filled.max(len)` is the length).
     filled: u64,
 }
 

@@ -909,7 +909,7 @@ impl Poller {
                 continue;
             }
             let mut peer = Peer::new(sp.storage, &self.cfg, &self.logger, &self.snap)?;
-            peer.size = SizeTracker::after_split(Instant::now());
+            peer.size = SizeTracker::after_split(Instant::now(), sp.written);
             if sp.campaign {
                 peer.campaign_now(self.cfg.election_ticks);
             }

@@ -343,6 +343,7 @@ impl Peer {
             ctx.created.push(SplitPeer {
                 storage,
                 campaign: self.is_leader(),
+                written: self.size.written(),
             });
         }
         self.raft.mut_store().set_region(regions.left.clone(), wb);

@@ -169,6 +169,9 @@ pub struct SplitPeer {
     /// The parent's leader is here: campaign at once so the new region gets
     /// a leader without waiting for an election timeout.
     pub campaign: bool,
+    /// What the parent's size tracker had counted as written since its last
+    /// check: the new region starts with it (`SizeTracker::after_split`).
+    pub written: (u64, u64),
 }
 
 type ReadCb = Callback<Result<ReadGrant, RegionError>>;
