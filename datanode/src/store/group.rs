@@ -416,7 +416,7 @@ impl Store {
             Ok(()) => end + FILL_AHEAD,
             Err(e) => {
                 tracing::debug!(segment = a.seg.id, error = %e, "no zeros written ahead");
-                match a.seg.writer().set_len(end) {
+                match a.seg.file.set_len(end) {
                     Ok(()) => end,
                     // Part of the zeros may stand: the file is as long as it is.
                     Err(_) => a.seg.file.metadata().map_or(end, |m| m.len().max(end)),

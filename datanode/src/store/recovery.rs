@@ -81,9 +81,7 @@ pub(crate) fn skip_padding(file: &File, end: u64, file_len: u64) -> Result<u64, 
         .div_ceil(PAD_ALIGN)
         .saturating_mul(PAD_ALIGN)
         .min(file_len);
-    let mut buf = vec![0u8; (to - end) as usize];
-    file.read_exact_at(&mut buf, end)?;
-    Ok(if buf.iter().all(|&b| b == 0) { to } else { end })
+    Ok(if all_zeros(file, end, to)? { to } else { end })
 }
 
 /// Parses the record at `off`, reading headers only.
@@ -214,7 +212,7 @@ pub(crate) struct SegmentScan {
     pub zero_tail_bytes: u64,
 }
 
-/// Whether `[from, to)` of `file` holds only zeros.
+/// Whether `[from, to)` of `file` holds only zeros (padding, or zeros written ahead).
 fn all_zeros(file: &File, from: u64, to: u64) -> io::Result<bool> {
     const CHUNK: u64 = 1 << 20;
     let mut buf = vec![0u8; CHUNK.min(to.saturating_sub(from)) as usize];
