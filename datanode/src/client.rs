@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 use tonic::{Code, Status};
 
 use crate::crc::crc32c;
+use crate::put_calls::{PutStream, MAX_STREAMED_BLOCK};
 use crate::service::MAX_MESSAGE_SIZE;
 
 /// Messages buffered between the caller's block stream and the network.
@@ -126,6 +127,9 @@ impl From<Status> for DataNodeError {
     }
 }
 
+/// A node's `PutFragments` stream, None until opened (and after it ended).
+type PutStreamSlot = Arc<tokio::sync::Mutex<Option<Arc<PutStream>>>>;
+
 /// Cheap to clone; clones share the channel cache and the suspect list.
 #[derive(Clone, Default)]
 pub struct DataNodeClient {
@@ -134,6 +138,12 @@ pub struct DataNodeClient {
     /// go around them instead of paying a connect timeout on every request.
     suspects: Arc<DashMap<String, Suspect>>,
     deadlines: Deadlines,
+    /// Per node address, its `PutFragments` stream (`put_calls`) once opened;
+    /// callers wait behind one opening.
+    put_streams: Arc<DashMap<String, PutStreamSlot>>,
+    /// Nodes that answered `Unimplemented` to `PutFragments` (an older
+    /// version during a rolling upgrade): their fragments go as calls of their own.
+    no_put_streams: Arc<DashMap<String, ()>>,
 }
 
 /// Longest a node stays suspect after failing again and again.
@@ -312,6 +322,76 @@ impl DataNodeClient {
                 // The feeder saw the call end: its answer is there.
                 Err(_) => call.await,
             },
+        }
+    }
+
+    /// Stores a fragment of one block, `block` (the fragments of a body of
+    /// at most one stripe), and returns once the node has made it durable.
+    /// It goes as one call on the node's `PutFragments` stream (`put_calls`),
+    /// not as an HTTP/2 stream of its own, unless it is larger than
+    /// [`MAX_STREAMED_BLOCK`], the stream has too much in flight, or the node
+    /// does not know `PutFragments`.
+    pub async fn put_whole_fragment(
+        &self,
+        addr: &str,
+        header: FragmentHeader,
+        block: Bytes,
+    ) -> Result<PutFragmentResponse, DataNodeError> {
+        let (header, block) = match self.put_stream(addr, block.len()).await? {
+            None => (header, block),
+            Some(stream) => {
+                let chunk = PutFragmentChunk {
+                    crc32c: crc32c(&block),
+                    header: Some(header),
+                    data: block,
+                    last: true,
+                };
+                match stream.put(chunk, self.deadlines.commit).await {
+                    Ok(answer) => return answer,
+                    Err(chunk) => (chunk.header.unwrap_or_default(), chunk.data),
+                }
+            }
+        };
+        self.put_fragment(addr, header, futures::stream::once(async { block }))
+            .await
+    }
+
+    /// The open `PutFragments` stream to `addr` for a block of `len` bytes,
+    /// opened if need be; None when the block goes as a call of its own.
+    async fn put_stream(
+        &self,
+        addr: &str,
+        len: usize,
+    ) -> Result<Option<Arc<PutStream>>, DataNodeError> {
+        if len > MAX_STREAMED_BLOCK || self.no_put_streams.contains_key(addr) {
+            return Ok(None);
+        }
+        let slot = self.put_streams.get(addr).map(|s| s.clone());
+        let slot = match slot {
+            Some(s) => s,
+            None => self
+                .put_streams
+                .entry(addr.to_string())
+                .or_default()
+                .clone(),
+        };
+        let mut slot = slot.lock().await;
+        if let Some(open) = slot.as_ref().filter(|s| !s.has_ended()) {
+            return Ok(Some(open.clone()));
+        }
+        *slot = None;
+        let opening = PutStream::open(self.client(addr)?);
+        match bounded(self.deadlines.unary, "PutFragments", opening).await? {
+            Ok(open) => {
+                let open = Arc::new(open);
+                *slot = Some(open.clone());
+                Ok(Some(open))
+            }
+            Err(s) if s.code() == Code::Unimplemented => {
+                self.no_put_streams.insert(addr.to_string(), ());
+                Ok(None)
+            }
+            Err(s) => Err(s.into()),
         }
     }
 

@@ -27,6 +27,22 @@ pub static FRAGMENTS_PUT: LazyLock<IntCounter> = LazyLock::new(|| {
     register_int_counter!("kura_datanode_fragments_put_total", "Fragments committed")
         .expect("metric registered once")
 });
+/// Whole fragments received as calls on `PutFragments` streams (`put_calls`).
+pub static STREAMED_FRAGMENT_PUTS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "kura_datanode_streamed_fragment_puts_total",
+        "Whole fragments received as calls on PutFragments streams"
+    )
+    .expect("metric registered once")
+});
+/// `PutFragments` streams being served (about one per gateway process).
+pub static PUT_STREAMS: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "kura_datanode_put_streams",
+        "PutFragments streams being served"
+    )
+    .expect("metric registered once")
+});
 /// Open fragment write streams: a writer (gateway or repair) is sending a body.
 pub static FRAGMENT_PUTS_IN_PROGRESS: LazyLock<IntGauge> = LazyLock::new(|| {
     register_int_gauge!(

@@ -206,7 +206,7 @@ pub async fn serve(
         .initial_stream_window_size(Some(PUT_STREAM_WINDOW))
         .initial_connection_window_size(Some(PUT_CONNECTION_WINDOW))
         .add_service(crate::raw_put::PutFragmentServer::new(
-            DataNodeService::new(store.clone(), disk),
+            DataNodeService::new(store.clone(), disk).with_stopping(shutdown.clone()),
         ))
         .add_service(crate::raw_read::RawReadService::new(store))
         .serve_with_incoming_shutdown(kura_pd_client::tls::incoming(incoming), async move {

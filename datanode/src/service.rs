@@ -14,7 +14,7 @@ use std::time::Duration;
 use futures::{Stream, StreamExt};
 use kura_proto::datanode::data_node_server::{DataNode, DataNodeServer};
 use kura_proto::datanode::*;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -57,14 +57,28 @@ impl From<StoreError> for Status {
     }
 }
 
+#[derive(Clone)]
 pub struct DataNodeService {
     store: Arc<Store>,
     disk: Arc<DiskHealth>,
+    /// Turns true when the node stops: long-lived `PutFragments` streams end
+    /// then, or they would hold the server's graceful shutdown open.
+    stopping: Option<watch::Receiver<bool>>,
 }
 
 impl DataNodeService {
     pub fn new(store: Arc<Store>, disk: Arc<DiskHealth>) -> Self {
-        DataNodeService { store, disk }
+        DataNodeService {
+            store,
+            disk,
+            stopping: None,
+        }
+    }
+
+    /// Ends the `PutFragments` streams it serves once `stopping` is true.
+    pub fn with_stopping(mut self, stopping: watch::Receiver<bool>) -> Self {
+        self.stopping = Some(stopping);
+        self
     }
 
     /// `Unavailable` while the disk does not answer its probe: writers and
@@ -161,6 +175,45 @@ impl DataNodeService {
                     Status::invalid_argument("PutFragment stream ended without last=true")
                 })?;
         }
+    }
+}
+
+impl DataNodeService {
+    /// Stores a whole fragment (one message with `last`, a call on a `PutFragments`
+    /// stream). A small one is checked and kept in memory right here and committed by
+    /// the shared segment's next batch without a blocking hop of its own
+    /// (`PutWriter::commit_async`); any other takes [`Self::store_fragment`]'s path.
+    pub(crate) async fn store_whole(
+        &self,
+        mut chunk: PutFragmentChunk,
+    ) -> Result<PutFragmentResponse, Status> {
+        if !self.store.would_buffer(chunk.data.len()) {
+            return self
+                .store_fragment(futures::stream::iter([Ok(chunk)]))
+                .await;
+        }
+        self.require_disk()?;
+        let mut header = chunk
+            .header
+            .take()
+            .ok_or_else(|| Status::invalid_argument("a whole fragment must carry its header"))?;
+        header.stored_unix_ms = crate::now_unix_ms();
+        let _in_progress = InProgress::new(&metrics::FRAGMENT_PUTS_IN_PROGRESS);
+        let mut w = self.store.begin_put(header)?;
+        if !chunk.data.is_empty() {
+            w.append_block(std::mem::take(&mut chunk.data), chunk.crc32c)?;
+        }
+        // Dropping the future before the batch is durable (the client went away)
+        // abandons the wait, not the record: it is committed, unreferenced (orphan GC).
+        let out = match w.commit_async() {
+            Ok(commit) => commit.await?,
+            // Spilled to a segment of its own after all (memory budget raced away).
+            Err(w) => blocking(move || (*w).commit()).await??,
+        };
+        Ok(PutFragmentResponse {
+            length: out.length,
+            blocks: out.blocks,
+        })
     }
 }
 
@@ -269,6 +322,20 @@ impl DataNode for DataNodeService {
         self.store_fragment(request.into_inner())
             .await
             .map(Response::new)
+    }
+
+    type PutFragmentsStream = crate::put_calls::AnswerStream;
+
+    async fn put_fragments(
+        &self,
+        request: Request<Streaming<FragmentPut>>,
+    ) -> Result<Response<Self::PutFragmentsStream>, Status> {
+        let stopping = self.stopping.clone();
+        Ok(Response::new(crate::put_calls::serve(
+            Arc::new(self.clone()),
+            request.into_inner(),
+            stopping,
+        )))
     }
 
     type GetFragmentStream =

@@ -28,6 +28,11 @@ struct Node {
 }
 
 async fn start_node() -> Node {
+    start_node_on("127.0.0.1:0").await
+}
+
+/// A node listening on `addr` (a port of a node stopped before, to restart it).
+async fn start_node_on(addr: &str) -> Node {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(
         dir.path(),
@@ -38,7 +43,7 @@ async fn start_node() -> Node {
         },
     )
     .unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = TcpListener::bind(addr).await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let (stop, rx) = watch::channel(false);
     let disk = DiskHealth::new(dir.path(), ProbeTiming::default());
@@ -711,4 +716,113 @@ async fn unsealed_put_stores_nothing() {
         .await
         .unwrap();
     assert_eq!(back, data);
+}
+
+/// A metric of this process's registry (the node runs in the test's process).
+fn metric(name: &str) -> f64 {
+    prometheus::gather()
+        .iter()
+        .find(|f| f.name() == name)
+        .map(|f| {
+            let m = &f.get_metric()[0];
+            match f.get_field_type() {
+                prometheus::proto::MetricType::COUNTER => m.get_counter().get_value(),
+                _ => m.get_gauge().get_value(),
+            }
+        })
+        .unwrap_or(0.0)
+}
+
+/// Whole fragments go as calls on one stream per node (`put_calls`): many at
+/// once share it, a refused one leaves it usable, a block too large for it
+/// goes as a call of its own, the node's stop ends it (its graceful shutdown
+/// is not held open), and the next put after a restart opens another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whole_fragments_share_one_stream_and_reopen_it_after_a_restart() {
+    const BS: usize = 16 << 10;
+    let node = start_node().await;
+    let addr = node.addr.clone();
+    let client = DataNodeClient::new();
+    let data = blocks(7, 40, BS);
+    let puts = data.iter().enumerate().map(|(i, b)| {
+        let (client, addr, b) = (client.clone(), addr.clone(), b.clone());
+        async move {
+            client
+                .put_whole_fragment(&addr, header(i as u8, BS as u32), b)
+                .await
+        }
+    });
+    for r in futures::future::join_all(puts).await {
+        let r = r.unwrap();
+        assert_eq!((r.length, r.blocks), (BS as u64, 1));
+    }
+    assert_eq!(metric("kura_datanode_streamed_fragment_puts_total"), 40.0);
+    assert_eq!(metric("kura_datanode_put_streams"), 1.0);
+    for (i, b) in data.iter().enumerate() {
+        let got = collect(
+            client
+                .get_fragment(&addr, fid(i as u8), 0, 0)
+                .await
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(got, vec![b.clone()], "fragment {i}");
+    }
+
+    // Refused (a block larger than the header's block size): the error comes
+    // back as the call's answer, and the stream takes the next call.
+    let refused = client
+        .put_whole_fragment(&addr, header(100, 1024), blocks(1, 1, 2048).remove(0))
+        .await;
+    assert!(
+        matches!(refused, Err(DataNodeError::InvalidArgument(_))),
+        "{refused:?}"
+    );
+    assert!(!client.stat_fragment(&addr, fid(100)).await.unwrap().found);
+    let ok = client
+        .put_whole_fragment(&addr, header(101, BS as u32), data[0].clone())
+        .await
+        .unwrap();
+    assert_eq!(ok.length, BS as u64);
+    assert_eq!(metric("kura_datanode_streamed_fragment_puts_total"), 42.0);
+
+    // Too large for the stream: a PutFragment call of its own.
+    let big = blocks(3, 1, MIB).remove(0);
+    let r = client
+        .put_whole_fragment(&addr, header(102, MIB as u32), big.clone())
+        .await
+        .unwrap();
+    assert_eq!(r.length, MIB as u64);
+    assert_eq!(metric("kura_datanode_streamed_fragment_puts_total"), 42.0);
+    let got = collect(client.get_fragment(&addr, fid(102), 0, 0).await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(got, vec![big]);
+
+    // Stopping the node ends the stream it serves, with the client still holding it.
+    tokio::time::timeout(Duration::from_secs(10), node.stop())
+        .await
+        .expect("the node stops with a put stream open");
+    assert_eq!(metric("kura_datanode_put_streams"), 0.0);
+    let down = client
+        .put_whole_fragment(&addr, header(103, BS as u32), data[1].clone())
+        .await;
+    assert!(down.as_ref().is_err_and(|e| e.is_retryable()), "{down:?}");
+
+    // Back on the same address: the next put opens a new stream.
+    let node = start_node_on(&addr).await;
+    let r = client
+        .put_whole_fragment(&addr, header(104, BS as u32), data[2].clone())
+        .await
+        .unwrap();
+    assert_eq!(r.length, BS as u64);
+    assert_eq!(metric("kura_datanode_put_streams"), 1.0);
+    assert_eq!(metric("kura_datanode_streamed_fragment_puts_total"), 43.0);
+    let got = collect(client.get_fragment(&addr, fid(104), 0, 0).await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(got, vec![data[2].clone()]);
+    drop(client);
+    node.stop().await;
 }

@@ -15,19 +15,18 @@
 //! the next call. Requests too large to share a stream without holding up
 //! the others go unary ([`MAX_STREAMED_BYTES`]).
 
-use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use futures::stream::FuturesUnordered;
 use futures::{Future, Stream, StreamExt};
+use kura_pd_client::call_table::{outcome, read_answers, CallTable};
 use kura_pd_client::channel::Channel;
 use kura_proto::metashard::metashard_client::MetashardClient;
 use kura_proto::metashard::metashard_server::Metashard;
 use kura_proto::metashard::{call, call_answer, Call, CallAnswer};
 use kura_proto::metashard::{BatchRequest, BatchResponse, GetRequest, GetResponse};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -145,14 +144,10 @@ async fn answer(svc: &MetashardService, c: Call) -> CallAnswer {
     }
 }
 
-type Waiters = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<call_answer::Kind, Status>>>>>;
-
 /// Client end: one open `Calls` stream to a store.
 pub struct CallStream {
     calls: mpsc::UnboundedSender<Call>,
-    waiting: Waiters,
-    next_id: AtomicU64,
-    ended: Arc<AtomicBool>,
+    table: Arc<CallTable<call_answer::Kind>>,
 }
 
 impl CallStream {
@@ -163,27 +158,23 @@ impl CallStream {
             .calls(UnboundedReceiverStream::new(rx))
             .await?
             .into_inner();
-        let waiting: Waiters = Arc::default();
-        let ended = Arc::new(AtomicBool::new(false));
-        tokio::spawn(read_answers(answers, waiting.clone(), ended.clone()));
-        Ok(CallStream {
-            calls: tx,
-            waiting,
-            next_id: AtomicU64::new(1),
-            ended,
-        })
+        let table = Arc::new(CallTable::default());
+        tokio::spawn(read_answers(answers, table.clone(), |a: CallAnswer| {
+            (a.id, outcome(a.code, a.message, a.kind))
+        }));
+        Ok(CallStream { calls: tx, table })
     }
 
     /// The stream ended (or was retired): calls fail at once; open another.
     pub fn has_ended(&self) -> bool {
-        self.ended.load(Ordering::SeqCst)
+        self.table.has_ended()
     }
 
     /// Takes no more calls: the next call opens another stream. Calls
     /// already waiting still get their answers; the stream closes once the
     /// last holder drops it.
     pub fn retire(&self) {
-        self.ended.store(true, Ordering::SeqCst);
+        self.table.retire();
     }
 
     /// `Metashard/Batch` as a call.
@@ -205,84 +196,17 @@ impl CallStream {
     /// Sends one request and waits for its answer. Dropping the future
     /// forgets the call (its answer, if it comes, is dropped).
     async fn call(&self, kind: call::Kind) -> Result<call_answer::Kind, Status> {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
-        self.waiting
-            .lock()
-            .expect("call waiters lock poisoned")
-            .insert(id, tx);
-        let _forget = Forget {
-            waiting: &self.waiting,
-            id,
+        let ended = || Err(Status::unavailable("call stream ended"));
+        let Some(mut call) = self.table.register() else {
+            return ended();
         };
-        // After the insert: either the reader's final drain saw this call,
-        // or this sees the end (the reader sets it before draining).
-        if self.has_ended()
-            || self
-                .calls
-                .send(Call {
-                    id,
-                    kind: Some(kind),
-                })
-                .is_err()
-        {
-            return Err(Status::unavailable("call stream ended"));
+        let request = Call {
+            id: call.id,
+            kind: Some(kind),
+        };
+        if self.calls.send(request).is_err() {
+            return ended();
         }
-        rx.await
-            .unwrap_or_else(|_| Err(Status::unavailable("call stream ended")))
-    }
-}
-
-/// Removes a call's waiter when its caller stops waiting (answered, timed
-/// out or dropped), so waiters never outlive their callers.
-struct Forget<'a> {
-    waiting: &'a Waiters,
-    id: u64,
-}
-
-impl Drop for Forget<'_> {
-    fn drop(&mut self) {
-        if let Ok(mut w) = self.waiting.lock() {
-            w.remove(&self.id);
-        }
-    }
-}
-
-async fn read_answers(
-    mut answers: Streaming<CallAnswer>,
-    waiting: Waiters,
-    ended: Arc<AtomicBool>,
-) {
-    let why = loop {
-        match answers.message().await {
-            Ok(Some(a)) => {
-                let waiter = waiting
-                    .lock()
-                    .expect("call waiters lock poisoned")
-                    .remove(&a.id);
-                if let Some(w) = waiter {
-                    let _ = w.send(outcome(a));
-                }
-            }
-            Ok(None) => break Status::unavailable("call stream ended"),
-            Err(s) => break Status::unavailable(format!("call stream failed: {}", s.message())),
-        }
-    };
-    ended.store(true, Ordering::SeqCst);
-    let left: Vec<_> = waiting
-        .lock()
-        .expect("call waiters lock poisoned")
-        .drain()
-        .collect();
-    for (_, w) in left {
-        let _ = w.send(Err(why.clone()));
-    }
-}
-
-fn outcome(a: CallAnswer) -> Result<call_answer::Kind, Status> {
-    match (a.code, a.kind) {
-        (0, Some(kind)) => Ok(kind),
-        (0, None) => Err(Status::internal("a call answered without a response")),
-        (code, _) => Err(Status::new(tonic::Code::from(code), a.message)),
+        call.answer().await
     }
 }

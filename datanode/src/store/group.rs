@@ -13,6 +13,12 @@
 //! acknowledges none; a failed fsync seals the segment (the page cache can no longer be
 //! trusted).
 //!
+//! Tasks wait without a thread (decision 0059): `group_commit_async` queues a record
+//! with a oneshot for its result. When nobody leads, a blocking thread is started that
+//! leads until the queue is empty (`lead_queued`); the last committing thread to leave a
+//! non-empty queue without a leader starts one too, so a task's record never waits for a
+//! commit that is not coming.
+//!
 //! Zeros ahead (decision 0058): a small batch (up to `FILL_MAX_BATCH`) that grows the
 //! file also writes `FILL_AHEAD` zeros past its end, made durable by the same fdatasync,
 //! and the next batches overwrite them. An fdatasync after writing into blocks that are
@@ -129,7 +135,48 @@ struct GroupState {
     queue: Vec<(u64, GroupRecord)>,
     leader: bool,
     next_ticket: u64,
+    /// Results for threads waiting in `group_commit`.
     done: HashMap<u64, Result<bool, StoreError>>,
+    /// Tickets whose waiter is a task (`group_commit_async`), answered here.
+    replies: HashMap<u64, Reply>,
+    /// Threads waiting in `group_commit` (told of each finished batch).
+    threads_waiting: usize,
+    /// A thread was spawned to lead (`lead_queued`) and has not started yet.
+    lead_spawned: bool,
+}
+
+/// How a task waiting on `group_commit_async` gets its result.
+type Reply = tokio::sync::oneshot::Sender<Result<bool, StoreError>>;
+
+/// A ticket's result, to a waiting task or to the threads' `done` map.
+/// Replies are sent by the caller once the state lock is released.
+fn settle(
+    st: &mut GroupState,
+    ticket: u64,
+    result: Result<bool, StoreError>,
+    replies: &mut Vec<(Reply, Result<bool, StoreError>)>,
+) {
+    match st.replies.remove(&ticket) {
+        Some(reply) => replies.push((reply, result)),
+        None => {
+            st.done.insert(ticket, result);
+        }
+    }
+}
+
+/// Takes the next batch off the queue: up to `MAX_BATCH_BYTES`, always one record.
+fn take_batch(st: &mut GroupState) -> Vec<(u64, GroupRecord)> {
+    let mut bytes = 0;
+    let n = st
+        .queue
+        .iter()
+        .take_while(|(_, r)| {
+            let first = bytes == 0;
+            bytes += r.encoded_len();
+            first || bytes <= MAX_BATCH_BYTES
+        })
+        .count();
+    st.queue.drain(..n).collect()
 }
 
 impl GroupCommit {
@@ -173,63 +220,131 @@ struct LeaderGuard<'a> {
 
 impl Drop for LeaderGuard<'_> {
     fn drop(&mut self) {
+        let mut replies = Vec::new();
         let mut st = lock(&self.group.state);
         if self.armed {
             for &t in &self.tickets {
-                st.done.insert(
-                    t,
-                    Err(StoreError::io(
-                        "group commit",
-                        io::Error::other("the committing thread panicked"),
-                    )),
-                );
+                let failed = Err(StoreError::io(
+                    "group commit",
+                    io::Error::other("the committing thread panicked"),
+                ));
+                settle(&mut st, t, failed, &mut replies);
             }
         }
         st.leader = false;
-        self.group.cv.notify_all();
+        if st.threads_waiting > 0 {
+            self.group.cv.notify_all();
+        }
+        drop(st);
+        for (reply, r) in replies {
+            let _ = reply.send(r);
+        }
     }
 }
 
 impl Store {
     /// Commits `rec` through the shared segment; returns what its `apply` returned, once
-    /// the record is durable and applied.
+    /// the record is durable and applied. Blocks: the caller waits, or leads batches.
     pub(super) fn group_commit(&self, rec: GroupRecord) -> Result<bool, StoreError> {
         let g = &self.group;
         let mut st = lock(&g.state);
         let ticket = st.next_ticket;
         st.next_ticket += 1;
         st.queue.push((ticket, rec));
+        st.threads_waiting += 1;
         loop {
             if let Some(r) = st.done.remove(&ticket) {
+                st.threads_waiting -= 1;
+                // The last thread out leaves no record behind without a leader:
+                // those of waiting tasks would wait for the next commit otherwise.
+                if !st.leader && !st.queue.is_empty() && st.threads_waiting == 0 {
+                    self.spawn_leader(&mut st);
+                }
                 return r;
             }
             if !st.leader {
                 st.leader = true;
-                let mut bytes = 0;
-                let n = st
-                    .queue
-                    .iter()
-                    .take_while(|(_, r)| {
-                        let first = bytes == 0;
-                        bytes += r.encoded_len();
-                        first || bytes <= MAX_BATCH_BYTES
-                    })
-                    .count();
-                let batch: Vec<_> = st.queue.drain(..n).collect();
+                let batch = take_batch(&mut st);
                 drop(st);
-                let mut guard = LeaderGuard {
-                    group: g,
-                    tickets: batch.iter().map(|(t, _)| *t).collect(),
-                    armed: true,
-                };
-                let results = self.commit_batch(batch);
-                guard.armed = false;
-                lock(&g.state).done.extend(results);
-                drop(guard); // clears `leader`, wakes every waiter
+                self.run_batch(batch);
                 st = lock(&g.state);
                 continue;
             }
             st = g.cv.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// Queues `rec` for the shared segment without blocking: the receiver gets what
+    /// its `apply` returned once the record is durable and applied. Batches are led by
+    /// a blocking thread, so a task waits without holding one (decision 0059).
+    pub(super) fn group_commit_async(
+        &self,
+        rec: GroupRecord,
+    ) -> tokio::sync::oneshot::Receiver<Result<bool, StoreError>> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let mut st = lock(&self.group.state);
+        let ticket = st.next_ticket;
+        st.next_ticket += 1;
+        st.queue.push((ticket, rec));
+        st.replies.insert(ticket, reply);
+        if !st.leader {
+            self.spawn_leader(&mut st);
+        }
+        answer
+    }
+
+    /// Starts a thread that leads the queued batches, unless one is starting: a
+    /// blocking thread of the runtime, or a thread of its own outside one (a caller
+    /// that is not a task of it, e.g. in tests).
+    fn spawn_leader(&self, st: &mut GroupState) {
+        if st.lead_spawned {
+            return;
+        }
+        let Some(store) = self.me.upgrade() else {
+            return; // the store is being dropped: nobody is left to wait
+        };
+        st.lead_spawned = true;
+        let lead = move || store.lead_queued();
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => drop(rt.spawn_blocking(lead)),
+            Err(_) => drop(std::thread::spawn(lead)),
+        }
+    }
+
+    /// Leads batches on this thread until the queue is empty or another leader took over.
+    fn lead_queued(&self) {
+        lock(&self.group.state).lead_spawned = false;
+        loop {
+            let mut st = lock(&self.group.state);
+            if st.leader || st.queue.is_empty() {
+                return;
+            }
+            st.leader = true;
+            let batch = take_batch(&mut st);
+            drop(st);
+            self.run_batch(batch);
+        }
+    }
+
+    /// Commits one batch as its leader and settles every ticket of it; leadership
+    /// ends with it (also if it unwinds: then every ticket fails).
+    fn run_batch(&self, batch: Vec<(u64, GroupRecord)>) {
+        let mut guard = LeaderGuard {
+            group: &self.group,
+            tickets: batch.iter().map(|(t, _)| *t).collect(),
+            armed: true,
+        };
+        let results = self.commit_batch(batch);
+        guard.armed = false;
+        let mut replies = Vec::new();
+        let mut st = lock(&self.group.state);
+        for (t, r) in results {
+            settle(&mut st, t, r, &mut replies);
+        }
+        drop(st);
+        drop(guard); // clears `leader`, wakes waiting threads
+        for (reply, r) in replies {
+            let _ = reply.send(r);
         }
     }
 

@@ -159,6 +159,8 @@ pub struct Store {
     /// One compaction at a time.
     compacting: Mutex<()>,
     group: group::GroupCommit,
+    /// This store, for threads it starts itself (a group-commit leader for waiting tasks).
+    me: std::sync::Weak<Store>,
     /// See `GROUP_COMMIT_MAX_RECORD`; 0 = off (every record takes its own segment).
     group_max_record: AtomicU64,
     /// Block bytes writers hold in memory for group commit (`GROUP_COMMIT_BUFFER_BUDGET`).
@@ -289,7 +291,8 @@ impl Store {
         );
         let direct = opts.direct_io != DirectIo::Off;
         metrics::DIRECT_IO.set(direct as i64);
-        let store = Arc::new(Store {
+        let store = Arc::new_cyclic(|me| Store {
+            me: me.clone(),
             dir: dir.to_path_buf(),
             seg_dir,
             dir_uuid,
@@ -395,6 +398,14 @@ impl Store {
             read_only: self.fs_read_only.load(Ordering::Relaxed)
                 || avail < self.opts.min_free_bytes,
         }
+    }
+
+    /// Whether a one-block fragment of `len` bytes would be kept in memory for group
+    /// commit (so `begin_put` and `append_block` do no I/O for it) as things stand now.
+    pub fn would_buffer(&self, len: usize) -> bool {
+        let add = BLOCK_HEADER_LEN + len as u64;
+        add <= self.group_max_record.load(Ordering::Relaxed)
+            && self.buffered_bytes.load(Ordering::Relaxed) + add <= GROUP_COMMIT_BUFFER_BUDGET
     }
 
     fn check_writable(&self) -> Result<(), StoreError> {
@@ -1192,30 +1203,9 @@ impl PutWriter {
         let blocks_crc = crc32c(&st.block_headers);
         match st.sink {
             Sink::Buffered { body, budget } => {
-                let id = st.header.id.clone().unwrap_or_default();
-                let header = st.header;
-                let r = store.group_commit(group::GroupRecord {
-                    kind: RecordKind::Put,
-                    meta: st.meta,
-                    body,
-                    block_count: blocks,
-                    total_len: length,
-                    seq,
-                    blocks_crc,
-                    apply: Box::new(move |ix, p| {
-                        ix.finish_commit(Arc::new(Location {
-                            seq,
-                            segment: p.segment,
-                            record_offset: p.record_offset,
-                            record_len: p.record_len,
-                            first_block_offset: p.first_block_offset,
-                            blocks,
-                            length,
-                            header,
-                        }))
-                    }),
-                    put_commit: Some(id),
-                });
+                let rec =
+                    buffered_record(st.header, st.meta, body, seq, blocks_crc, (blocks, length));
+                let r = store.group_commit(rec);
                 store.buffered_bytes.fetch_sub(budget, Ordering::Relaxed);
                 r?;
             }
@@ -1286,11 +1276,113 @@ impl PutWriter {
         Ok(PutOutcome { length, blocks })
     }
 
+    /// Whether the record is still in memory, for the shared segment (a small fragment
+    /// while group commit is on): then [`Self::commit_async`] takes it.
+    pub fn is_buffered(&self) -> bool {
+        matches!(
+            self.state.as_ref().map(|s| &s.sink),
+            Some(Sink::Buffered { .. })
+        )
+    }
+
+    /// [`Self::commit`] for a buffered writer ([`Self::is_buffered`]), without
+    /// blocking: the record is queued for the shared segment's next batch (led by a
+    /// blocking thread) by this call, and the future resolves once it is durable and
+    /// published. `Err(self)` when the writer is not buffered: commit it on a
+    /// blocking thread.
+    pub fn commit_async(
+        mut self,
+    ) -> Result<impl std::future::Future<Output = Result<PutOutcome, StoreError>>, Box<PutWriter>>
+    {
+        let Some(st) = self.state.take() else {
+            return Err(Box::new(self));
+        };
+        let (body, budget) = match st.sink {
+            Sink::Buffered { body, budget } => (body, budget),
+            sink => {
+                self.state = Some(WriteState { sink, ..st });
+                return Err(Box::new(self));
+            }
+        };
+        fail::fail_point!("datanode::put_before_commit");
+        let store = st.store.clone();
+        // Given back however the wait ends, also if the waiting task is dropped.
+        let budget = BufferBudget {
+            store: store.clone(),
+            bytes: budget,
+        };
+        let seq = lock(&store.index).begin_commit();
+        let (blocks, length) = (st.blocks, st.length);
+        let blocks_crc = crc32c(&st.block_headers);
+        let rec = buffered_record(st.header, st.meta, body, seq, blocks_crc, (blocks, length));
+        // Queued now: the record is committed whether or not anyone waits for it.
+        let answer = store.group_commit_async(rec);
+        Ok(async move {
+            let _budget = budget;
+            answer.await.map_err(|_| {
+                StoreError::io("group commit", std::io::Error::other("its leader is gone"))
+            })??;
+            metrics::BYTES_WRITTEN.inc_by(length);
+            metrics::FRAGMENTS_PUT.inc();
+            Ok(PutOutcome { length, blocks })
+        })
+    }
+
     /// Abandons the record (same as dropping the writer, but synchronous).
     pub fn abort(mut self) {
         if let Some(st) = self.state.take() {
             st.abort();
         }
+    }
+}
+
+/// A buffered record's share of `GROUP_COMMIT_BUFFER_BUDGET`, given back on drop.
+struct BufferBudget {
+    store: Arc<Store>,
+    bytes: u64,
+}
+
+impl Drop for BufferBudget {
+    fn drop(&mut self) {
+        self.store
+            .buffered_bytes
+            .fetch_sub(self.bytes, Ordering::Relaxed);
+    }
+}
+
+/// The group-commit record of a buffered fragment; `apply` publishes it in the index
+/// where the batch placed it. `counts`: its blocks and payload bytes.
+fn buffered_record(
+    header: FragmentHeader,
+    meta: Vec<u8>,
+    body: BufferedBlocks,
+    seq: u64,
+    blocks_crc: u32,
+    counts: (u32, u64),
+) -> group::GroupRecord {
+    let (blocks, length) = counts;
+    let id = header.id.clone().unwrap_or_default();
+    group::GroupRecord {
+        kind: RecordKind::Put,
+        meta,
+        body,
+        block_count: blocks,
+        total_len: length,
+        seq,
+        blocks_crc,
+        apply: Box::new(move |ix, p| {
+            ix.finish_commit(Arc::new(Location {
+                seq,
+                segment: p.segment,
+                record_offset: p.record_offset,
+                record_len: p.record_len,
+                first_block_offset: p.first_block_offset,
+                blocks,
+                length,
+                header,
+            }))
+        }),
+        put_commit: Some(id),
     }
 }
 

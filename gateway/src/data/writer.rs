@@ -13,7 +13,9 @@
 //! Each stripe (k shard blocks of data) is encoded into k+m blocks
 //! (`kura_datanode::ec`; REPLICA3 is k = 1 with plain copies) and block i goes
 //! to fragment writer i through a bounded channel, so a PUT holds at most a
-//! few stripes in memory whatever the body size. The body is durable once a
+//! few stripes in memory whatever the body size. A body of at most one
+//! stripe is held whole instead, and each of its fragments (one block) goes
+//! as one call on its node's fragment stream (decision 0059). The body is durable once a
 //! write quorum of fragments was acknowledged (fsynced); a failed node does
 //! not fail the PUT while the quorum holds. Missing fragments are counted
 //! (`kura_gateway_degraded_writes_total`) and rebuilt by healing.
@@ -30,6 +32,7 @@ use std::time::{Duration, Instant};
 use crate::data::etag::{BodyMd5, EtagError, SealedMd5};
 use base64::Engine;
 use bytes::{Buf, Bytes, BytesMut};
+use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use kura_datanode::client::{DataNodeClient, DataNodeError};
@@ -198,14 +201,10 @@ pub async fn write_body_sealed(
     let expected_md5 = spec.content_md5.map(parse_content_md5).transpose()?;
     let mut checks = spec.checksums;
     let mut md5 = BodyMd5::new();
-    // Chunks seen before the body outgrew the inline threshold.
-    let mut head: Vec<Bytes> = Vec::new();
-    let mut stripes: Vec<Bytes> = Vec::new();
-    // Plaintext bytes received; `stored` counts what goes to storage
+    // Plaintext bytes received; `out.stored` counts what goes to storage
     // (the same unless the body is sealed).
     let mut size: u64 = 0;
-    let mut stored: u64 = 0;
-    let mut fanout: Option<(Fanout, BlockSplitter)> = None;
+    let mut out = Striping::default();
     let mut sealer = sse.as_ref().map(|s| Sealer::new(s.cipher.clone()));
     let mut sealed: Vec<Bytes> = Vec::new();
 
@@ -222,43 +221,15 @@ pub async fn write_body_sealed(
             Some(s) => s.push(chunk, &mut sealed)?,
             None => sealed.push(chunk),
         }
-        for chunk in sealed.drain(..) {
-            stored += chunk.len() as u64;
-            match fanout.as_mut() {
-                Some((_, splitter)) => splitter.push(chunk, &mut stripes),
-                None => head.push(chunk),
-            }
-        }
-        // The decision is on plaintext bytes, so sealing never changes
-        // which bodies are inline.
-        if fanout.is_none() && size > ctx.inline_threshold as u64 {
-            let f = Fanout::start(ctx, &spec.owner, spec.class).await?;
-            let mut splitter = BlockSplitter::new(f.stripe_bytes());
-            for c in head.drain(..) {
-                splitter.push(c, &mut stripes);
-            }
-            fanout = Some((f, splitter));
-        }
-        if let Some((f, _)) = fanout.as_mut() {
-            for stripe in stripes.drain(..) {
-                f.send_stripe(stripe).await?;
-            }
-        }
+        out.take(&mut sealed);
+        out.advance(ctx, &spec.owner, spec.class, spec.content_length, size)
+            .await?;
     }
     if let Some(s) = sealer.take() {
         s.finish(&mut sealed)?;
-        for chunk in sealed.drain(..) {
-            stored += chunk.len() as u64;
-            match fanout.as_mut() {
-                Some((_, splitter)) => splitter.push(chunk, &mut stripes),
-                None => head.push(chunk),
-            }
-        }
-        if let Some((f, _)) = fanout.as_mut() {
-            for stripe in stripes.drain(..) {
-                f.send_stripe(stripe).await?;
-            }
-        }
+        out.take(&mut sealed);
+        out.advance(ctx, &spec.owner, spec.class, spec.content_length, size)
+            .await?;
     }
 
     if spec.content_length.is_some_and(|l| l != size) {
@@ -278,9 +249,20 @@ pub async fn write_body_sealed(
         md5 = SealedMd5::ready(got);
     }
     let checksums = checks.finish()?;
-    let (inline, location, started) = match fanout {
-        None => (Some(Bytes::from(head.concat())), None, Instant::now()),
-        Some((mut f, splitter)) => {
+    let stored = out.stored;
+    let (inline, location, started) = match (out.fanout, out.splitter) {
+        (None, _) => (Some(Bytes::from(out.head.concat())), None, Instant::now()),
+        (Some(f), None) => {
+            let started = f.started;
+            let stripe = match <[Bytes; 1]>::try_from(out.head) {
+                Ok([one]) => one,
+                Err(head) => Bytes::from(head.concat()),
+            };
+            let mut location = f.store_whole(stripe).await?;
+            location.size = stored;
+            (None, Some(location), started)
+        }
+        (Some(mut f), Some(splitter)) => {
             if let Some(last) = splitter.finish() {
                 f.send_stripe(last).await?;
             }
@@ -306,12 +288,82 @@ pub async fn write_body_sealed(
     })
 }
 
+/// Where a body's stored bytes go as they come: kept (`head`) while the
+/// body may still be inline or fit one stripe, then cut into stripes for
+/// the fragment streams.
+#[derive(Default)]
+struct Striping {
+    /// Bytes for storage (sealed, if the body is) received so far.
+    stored: u64,
+    /// Chunks not cut into stripes yet.
+    head: Vec<Bytes>,
+    /// Chosen once the body outgrew the inline threshold.
+    fanout: Option<Fanout>,
+    /// Set once the body is known to be larger than one stripe: its
+    /// fragments are then streamed.
+    splitter: Option<BlockSplitter>,
+    stripes: Vec<Bytes>,
+}
+
+impl Striping {
+    fn take(&mut self, chunks: &mut Vec<Bytes>) {
+        for chunk in chunks.drain(..) {
+            self.stored += chunk.len() as u64;
+            match self.splitter.as_mut() {
+                Some(splitter) => splitter.push(chunk, &mut self.stripes),
+                None => self.head.push(chunk),
+            }
+        }
+    }
+
+    /// After `size` plaintext bytes: picks the placement once the body is
+    /// not inline (the decision is on plaintext, so sealing never changes
+    /// which bodies are inline), opens the fragment streams once it is
+    /// larger than one stripe (or says it will be), and sends whole stripes.
+    async fn advance(
+        &mut self,
+        ctx: &Arc<Ctx>,
+        owner: &BodyOwner,
+        class: StorageClass,
+        content_length: Option<u64>,
+        size: u64,
+    ) -> GwResult<()> {
+        if self.fanout.is_none() && size > ctx.inline_threshold as u64 {
+            self.fanout = Some(Fanout::start(ctx, owner, class).await?);
+        }
+        let Some(f) = self.fanout.as_mut() else {
+            return Ok(());
+        };
+        let stripe = f.stripe_bytes() as u64;
+        if self.splitter.is_none()
+            && (self.stored > stripe || content_length.is_some_and(|l| l > stripe))
+        {
+            f.open_streams();
+            let mut splitter = BlockSplitter::new(f.stripe_bytes());
+            for c in self.head.drain(..) {
+                splitter.push(c, &mut self.stripes);
+            }
+            self.splitter = Some(splitter);
+        }
+        for stripe in self.stripes.drain(..) {
+            f.send_stripe(stripe).await?;
+        }
+        Ok(())
+    }
+}
+
 type PutResult = Result<PutFragmentResponse, DataNodeError>;
+/// A fragment's answer: its shard and what its node said (or that it did
+/// not within `FINISH_TIMEOUT`).
+type Answer = BoxFuture<'static, (u32, Result<PutResult, tokio::time::error::Elapsed>)>;
+type Pending = FuturesUnordered<Answer>;
 
 /// The stream of one fragment to its node.
 struct FragmentWriter {
     shard: u32,
     addr: Option<String>,
+    /// Until its fragment is sent (as a stream, or whole).
+    header: Option<FragmentHeader>,
     tx: Option<mpsc::Sender<Bytes>>,
     task: Option<JoinHandle<PutResult>>,
     /// Why this fragment can take no more blocks (None while it can).
@@ -462,6 +514,7 @@ impl Fanout {
                 writers.push(FragmentWriter {
                     shard,
                     addr: None,
+                    header: None,
                     tx: None,
                     task: None,
                     down: Some("not writable"),
@@ -486,21 +539,12 @@ impl Fanout {
                 // Stamped by the data node with its own clock.
                 stored_unix_ms: 0,
             };
-            let (tx, rx) = mpsc::channel::<Bytes>(WINDOW);
-            let blocks =
-                futures::stream::unfold(
-                    rx,
-                    |mut rx| async move { rx.recv().await.map(|b| (b, rx)) },
-                );
-            let data = ctx.data.clone();
-            let node = addr.clone();
-            let task =
-                tokio::spawn(async move { data.put_fragment_sealed(&node, header, blocks).await });
             writers.push(FragmentWriter {
                 shard,
                 addr: Some(addr),
-                tx: Some(tx),
-                task: Some(task),
+                header: Some(header),
+                tx: None,
+                task: None,
                 down: None,
                 in_flight: false,
             });
@@ -516,6 +560,27 @@ impl Fanout {
             armed: true,
             started,
         })
+    }
+
+    /// Opens a fragment stream to each writable node: blocks then go out as
+    /// stripes are encoded (`send_stripe`), and `finish` seals them.
+    fn open_streams(&mut self) {
+        for w in &mut self.writers {
+            let (Some(addr), Some(header)) = (w.addr.clone(), w.header.take()) else {
+                continue;
+            };
+            let (tx, rx) = mpsc::channel::<Bytes>(WINDOW);
+            let blocks =
+                futures::stream::unfold(
+                    rx,
+                    |mut rx| async move { rx.recv().await.map(|b| (b, rx)) },
+                );
+            let data = self.ctx.data.clone();
+            w.task = Some(tokio::spawn(async move {
+                data.put_fragment_sealed(&addr, header, blocks).await
+            }));
+            w.tx = Some(tx);
+        }
     }
 
     /// The write quorum now: k + 1, or k once every member of one zone of
@@ -587,19 +652,22 @@ impl Fanout {
         self.writers.iter().filter(|r| r.tx.is_some()).count()
     }
 
-    /// Encodes one stripe (full, or the short last one) and sends block i to
-    /// fragment i; drops fragments whose node failed or stalled.
-    async fn send_stripe(&mut self, stripe: Bytes) -> GwResult<()> {
-        let k = self.codec.data_shards();
+    /// The k+m blocks of one stripe (full, or the short last one).
+    fn encode(&self, stripe: &Bytes) -> GwResult<Vec<Bytes>> {
         let shard_len = if stripe.len() == self.stripe_bytes() {
             self.layout.block_size as usize
         } else {
-            stripe.len().div_ceil(k)
+            stripe.len().div_ceil(self.codec.data_shards())
         };
-        let blocks = self
-            .codec
-            .encode(&stripe, shard_len)
-            .map_err(|e| GwError::Internal(e.to_string()))?;
+        self.codec
+            .encode(stripe, shard_len)
+            .map_err(|e| GwError::Internal(e.to_string()))
+    }
+
+    /// Encodes one stripe (full, or the short last one) and sends block i to
+    /// fragment i; drops fragments whose node failed or stalled.
+    async fn send_stripe(&mut self, stripe: Bytes) -> GwResult<()> {
+        let blocks = self.encode(&stripe)?;
         self.send_all(blocks).await;
         let quorum = self.current_quorum();
         if self.live() < quorum {
@@ -614,15 +682,62 @@ impl Fanout {
     }
 
     /// Ends the streams and waits until `quorum` fragments of a `size`-byte
-    /// body are durable. Fragments still in flight then get a short grace
-    /// (as long as the quorum took, at least `GRACE_MIN`) so a healthy
-    /// cluster stores all k+m before the PUT is answered.
+    /// body are durable (see [`Self::collect`]).
     async fn finish(mut self, size: u64) -> GwResult<DataLocation> {
         // The seal (an empty block) commits each fragment; a stream that just
         // ends (Drop, cancellation) is abandoned by its node.
         self.send_all(vec![Bytes::new(); self.writers.len()]).await;
         for w in &mut self.writers {
             w.tx = None;
+        }
+        let pending: Pending = self
+            .writers
+            .iter_mut()
+            .filter_map(|w| {
+                let shard = w.shard;
+                w.task.take().map(|t| {
+                    let t = t.map(|joined| {
+                        joined.unwrap_or_else(|e| Err(DataNodeError::Internal(format!("task {e}"))))
+                    });
+                    Box::pin(async move { (shard, tokio::time::timeout(FINISH_TIMEOUT, t).await) })
+                        as Answer
+                })
+            })
+            .collect();
+        self.collect(pending, size).await
+    }
+
+    /// Stores a body of at most one stripe: each fragment is then one block,
+    /// sent whole as a call on its node's fragment stream
+    /// (`DataNodeClient::put_whole_fragment`, decision 0059) instead of a
+    /// stream of its own with a task and channels.
+    async fn store_whole(mut self, stripe: Bytes) -> GwResult<DataLocation> {
+        let size = stripe.len() as u64;
+        let blocks = self.encode(&stripe)?;
+        let data = self.ctx.data.clone();
+        let pending: Pending = self
+            .writers
+            .iter_mut()
+            .zip(blocks)
+            .filter_map(|(w, block)| {
+                let (shard, addr, header) = (w.shard, w.addr.clone()?, w.header.take()?);
+                let data = data.clone();
+                Some(Box::pin(async move {
+                    let put = data.put_whole_fragment(&addr, header, block);
+                    (shard, tokio::time::timeout(FINISH_TIMEOUT, put).await)
+                }) as Answer)
+            })
+            .collect();
+        self.collect(pending, size).await
+    }
+
+    /// Waits until `quorum` fragments of a `size`-byte body are durable.
+    /// Fragments still in flight then get a short grace (as long as the
+    /// quorum took, at least `GRACE_MIN`) so a healthy cluster stores all
+    /// k+m before the PUT is answered.
+    async fn collect(mut self, mut pending: Pending, size: u64) -> GwResult<DataLocation> {
+        for w in &mut self.writers {
+            w.in_flight = w.down.is_none();
         }
         let data = self.ctx.data.clone();
         let want = Layout {
@@ -631,24 +746,13 @@ impl Fanout {
         }
         .fragment_len();
         let started = Instant::now();
-        let mut pending: FuturesUnordered<_> = self
-            .writers
-            .iter_mut()
-            .filter_map(|w| {
-                let shard = w.shard;
-                w.in_flight = w.task.is_some();
-                w.task
-                    .take()
-                    .map(|t| async move { (shard, tokio::time::timeout(FINISH_TIMEOUT, t).await) })
-            })
-            .collect();
         let width = self.writers.len();
         let mut acked = 0usize;
         let mut errors = Vec::new();
         // Marks the fragment down (and its node suspect if it did not answer).
         let judge = |writers: &mut Vec<FragmentWriter>,
                      shard: u32,
-                     res: Result<Result<PutResult, tokio::task::JoinError>, _>,
+                     res: Result<PutResult, tokio::time::error::Elapsed>,
                      acked: &mut usize,
                      errors: &mut Vec<String>| {
             let mut unresponsive = false;
@@ -656,19 +760,18 @@ impl Fanout {
                 w.in_flight = false;
             }
             match res {
-                Ok(Ok(Ok(PutFragmentResponse { length, .. }))) if length == want => {
+                Ok(Ok(PutFragmentResponse { length, .. })) if length == want => {
                     *acked += 1;
                     return;
                 }
-                Ok(Ok(Ok(resp))) => errors.push(format!(
+                Ok(Ok(resp)) => errors.push(format!(
                     "shard {shard}: stored {} of {want} bytes",
                     resp.length
                 )),
-                Ok(Ok(Err(e))) => {
+                Ok(Err(e)) => {
                     unresponsive = e.is_unresponsive();
                     errors.push(format!("shard {shard}: {e}"));
                 }
-                Ok(Err(e)) => errors.push(format!("shard {shard}: task {e}")),
                 Err(_) => {
                     unresponsive = true;
                     errors.push(format!("shard {shard}: timed out"));
@@ -743,7 +846,7 @@ impl Fanout {
                         Ok(Some((shard, res))) => {
                             left.retain(|s| *s != shard);
                             let failed = match res {
-                                Ok(Ok(Err(e))) => e.is_unresponsive(),
+                                Ok(Err(e)) => e.is_unresponsive(),
                                 Err(_) => true,
                                 _ => false,
                             };

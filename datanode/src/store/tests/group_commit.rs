@@ -458,3 +458,76 @@ fn zeros_written_ahead_are_overwritten_then_cut_at_reopen_and_roll() {
         "usage follows the cut"
     );
 }
+
+/// Tasks (`commit_async`, the `PutFragments` path) and threads (`commit`) commit
+/// through the same batches: tasks wait without a thread each, share fsyncs with the
+/// threads, and nothing is left in the queue when the last thread leaves (a spawned
+/// leader takes what tasks queued). A failed fsync fails the tasks of its batch too.
+#[test]
+fn tasks_and_threads_share_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path(), opts()).unwrap();
+    s.hooks.sync_delay_ms.store(5, Ordering::Relaxed);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let async_frag = |s: &Arc<Store>, n: u32| {
+        let data = body(n, frag_len(n));
+        let mut w = s
+            .begin_put(FragmentHeader {
+                block_size: FRAG as u32,
+                ..header(n)
+            })
+            .unwrap();
+        w.append_block(bytes::Bytes::copy_from_slice(&data), crc32c(&data))
+            .unwrap();
+        assert!(w.is_buffered());
+        match w.commit_async() {
+            Ok(commit) => commit,
+            Err(_) => panic!("a buffered writer commits without blocking"),
+        }
+    };
+    let tasks: Vec<_> = (0..48u32).map(|n| rt.spawn(async_frag(&s, n))).collect();
+    // Threads outside the runtime, committing meanwhile.
+    let threads = concurrent_frags(&s, 4, 3);
+    let outcomes = rt.block_on(futures::future::join_all(tasks));
+    for (n, r) in outcomes.into_iter().enumerate() {
+        assert_eq!(r.unwrap().unwrap().length, frag_len(n as u32) as u64);
+    }
+    for (n, _, r) in &threads {
+        assert_eq!(r.as_ref().unwrap().length, frag_len(*n) as u64);
+    }
+    let st = s.commit_stats();
+    assert_eq!(st.group_records, 48 + 12);
+    assert!(
+        st.group_batches * 3 <= st.group_records,
+        "tasks ride shared batches: {st:?}"
+    );
+    // Tasks alone, with no thread to lead: a spawned leader commits them.
+    for n in 100..110u32 {
+        let out = rt.block_on(async_frag(&s, n)).unwrap();
+        assert_eq!(out.length, frag_len(n) as u64);
+    }
+    // A failed fsync fails the tasks waiting on it, and publishes nothing.
+    s.hooks.fail_sync_min_batch.store(1, Ordering::Relaxed);
+    let failed = rt.block_on(async_frag(&s, 200));
+    assert!(matches!(failed, Err(StoreError::Io { .. })), "{failed:?}");
+    assert!(s.location(&fid(200)).is_none());
+    s.hooks.fail_sync_min_batch.store(0, Ordering::Relaxed);
+    // The buffer budget was given back by every task, failed or not.
+    assert_eq!(s.buffered_bytes.load(Ordering::Relaxed), 0);
+    let all: Vec<u32> = (0..48)
+        .chain(threads.iter().map(|(n, _, _)| *n))
+        .chain(100..110)
+        .collect();
+    for n in &all {
+        assert_eq!(read_all(&s, *n).unwrap(), body(*n, frag_len(*n)));
+    }
+    drop(s);
+    let s = Store::open(dir.path(), opts()).unwrap();
+    for n in &all {
+        assert_eq!(read_all(&s, *n).unwrap(), body(*n, frag_len(*n)));
+    }
+}
