@@ -17,8 +17,8 @@ use kura_proto::datanode::*;
 use tokio::sync::mpsc;
 use tonic::{Code, Status};
 
+use crate::calls::{GetStream, OpenStreamHandle, PutStream, MAX_STREAMED_BLOCK};
 use crate::crc::crc32c;
-use crate::put_calls::{PutStream, MAX_STREAMED_BLOCK};
 use crate::service::MAX_MESSAGE_SIZE;
 
 /// Messages buffered between the caller's block stream and the network.
@@ -127,8 +127,63 @@ impl From<Status> for DataNodeError {
     }
 }
 
-/// A node's `PutFragments` stream, None until opened (and after it ended).
-type PutStreamSlot = Arc<tokio::sync::Mutex<Option<Arc<PutStream>>>>;
+/// One kind of call stream (`calls`) per node address, opened by the first call
+/// that needs it (callers wait behind one opening) and reopened after it ended.
+struct StreamSlots<S> {
+    slots: DashMap<String, Arc<tokio::sync::Mutex<Option<Arc<S>>>>>,
+    /// Nodes that answered `Unimplemented` (an older version during a rolling
+    /// upgrade): their calls go as calls of their own.
+    unsupported: DashMap<String, ()>,
+}
+
+impl<S> Default for StreamSlots<S> {
+    fn default() -> Self {
+        StreamSlots {
+            slots: DashMap::new(),
+            unsupported: DashMap::new(),
+        }
+    }
+}
+
+impl<S: OpenStreamHandle> StreamSlots<S> {
+    /// The open stream to `addr`, opened with `open()` (bounded by `limit`) if
+    /// need be; None when the node does not know this kind of stream.
+    async fn get<F>(
+        &self,
+        addr: &str,
+        limit: Duration,
+        open: impl FnOnce() -> Result<F, DataNodeError>,
+    ) -> Result<Option<Arc<S>>, DataNodeError>
+    where
+        F: std::future::Future<Output = Result<S, Status>>,
+    {
+        if self.unsupported.contains_key(addr) {
+            return Ok(None);
+        }
+        let slot = self.slots.get(addr).map(|s| s.clone());
+        let slot = match slot {
+            Some(s) => s,
+            None => self.slots.entry(addr.to_string()).or_default().clone(),
+        };
+        let mut slot = slot.lock().await;
+        if let Some(open) = slot.as_ref().filter(|s| !s.has_ended()) {
+            return Ok(Some(open.clone()));
+        }
+        *slot = None;
+        match bounded(limit, "opening a call stream", open()?).await? {
+            Ok(opened) => {
+                let opened = Arc::new(opened);
+                *slot = Some(opened.clone());
+                Ok(Some(opened))
+            }
+            Err(s) if s.code() == Code::Unimplemented => {
+                self.unsupported.insert(addr.to_string(), ());
+                Ok(None)
+            }
+            Err(s) => Err(s.into()),
+        }
+    }
+}
 
 /// Cheap to clone; clones share the channel cache and the suspect list.
 #[derive(Clone, Default)]
@@ -138,12 +193,9 @@ pub struct DataNodeClient {
     /// go around them instead of paying a connect timeout on every request.
     suspects: Arc<DashMap<String, Suspect>>,
     deadlines: Deadlines,
-    /// Per node address, its `PutFragments` stream (`put_calls`) once opened;
-    /// callers wait behind one opening.
-    put_streams: Arc<DashMap<String, PutStreamSlot>>,
-    /// Nodes that answered `Unimplemented` to `PutFragments` (an older
-    /// version during a rolling upgrade): their fragments go as calls of their own.
-    no_put_streams: Arc<DashMap<String, ()>>,
+    /// Per node address, its `PutFragments` and `GetFragments` streams (`calls`).
+    put_streams: Arc<StreamSlots<PutStream>>,
+    get_streams: Arc<StreamSlots<GetStream>>,
 }
 
 /// Longest a node stays suspect after failing again and again.
@@ -363,35 +415,41 @@ impl DataNodeClient {
         addr: &str,
         len: usize,
     ) -> Result<Option<Arc<PutStream>>, DataNodeError> {
-        if len > MAX_STREAMED_BLOCK || self.no_put_streams.contains_key(addr) {
+        if len > MAX_STREAMED_BLOCK {
             return Ok(None);
         }
-        let slot = self.put_streams.get(addr).map(|s| s.clone());
-        let slot = match slot {
-            Some(s) => s,
-            None => self
-                .put_streams
-                .entry(addr.to_string())
-                .or_default()
-                .clone(),
-        };
-        let mut slot = slot.lock().await;
-        if let Some(open) = slot.as_ref().filter(|s| !s.has_ended()) {
-            return Ok(Some(open.clone()));
-        }
-        *slot = None;
-        let opening = PutStream::open(self.client(addr)?);
-        match bounded(self.deadlines.unary, "PutFragments", opening).await? {
-            Ok(open) => {
-                let open = Arc::new(open);
-                *slot = Some(open.clone());
-                Ok(Some(open))
+        let open = || Ok(PutStream::open(self.client(addr)?));
+        self.put_streams.get(addr, self.deadlines.unary, open).await
+    }
+
+    /// Block `block` of a fragment, verified against its CRC32C on receipt:
+    /// for blocks of at most [`crate::calls::MAX_CALL_READ_BLOCK`] bytes
+    /// (larger ones read cheaper through [`Self::get_fragment`]). It is one call on the node's
+    /// `GetFragments` stream (`calls`), or a `GetFragment` call of its own if
+    /// the node does not know that stream. Waits at most the stream deadline.
+    pub async fn get_block(
+        &self,
+        addr: &str,
+        id: FragmentId,
+        block: u32,
+    ) -> Result<Bytes, DataNodeError> {
+        let open = || Ok(GetStream::open(self.client(addr)?));
+        let within = self.deadlines.stream_idle;
+        match self
+            .get_streams
+            .get(addr, self.deadlines.unary, open)
+            .await?
+        {
+            Some(stream) => stream.get(id, block, within).await,
+            None => {
+                let mut blocks = self.get_fragment(addr, id, block, 1).await?;
+                match bounded(within, "GetFragment", blocks.next()).await? {
+                    Some(b) => b,
+                    None => Err(DataNodeError::Internal(format!(
+                        "block {block} asked for, none came"
+                    ))),
+                }
             }
-            Err(s) if s.code() == Code::Unimplemented => {
-                self.no_put_streams.insert(addr.to_string(), ());
-                Ok(None)
-            }
-            Err(s) => Err(s.into()),
         }
     }
 

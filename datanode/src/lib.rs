@@ -7,8 +7,8 @@
 //! at startup (`store::index`, `store::recovery`), the write/read/delete paths (`store`), the
 //! gRPC service (`service`), the process lifecycle (`node`) and the client (`client`), with
 //! the two paths that bypass tonic's copies: raw fragment reads (`raw_read`, both sides) and
-//! PutFragment framed and decoded by hand (`raw_put`, both sides), and whole small fragments
-//! as calls on one stream per client and node (`put_calls`, both sides).
+//! PutFragment framed and decoded by hand (`raw_put`, both sides), and the fragments and blocks
+//! of small bodies as calls on one stream per client and node (`calls`, both sides).
 //! Must not use: metashard or gateway code, RocksDB, or anything above it on the dependency
 //! arrow; PD is reached only through `kura-pd-client`.
 //! Start reading at `store/mod.rs` (the `Store` API), then `store/format.rs` for the bytes on
@@ -19,6 +19,7 @@
 //! Not yet here: a persisted index checkpoint; healing and GC themselves live in their
 //! callers.
 
+pub mod calls;
 pub mod client;
 pub mod crc;
 pub mod disk_health;
@@ -27,7 +28,6 @@ pub mod error;
 pub mod maintenance;
 mod metrics;
 pub mod node;
-pub mod put_calls;
 pub mod raw_put;
 pub mod raw_read;
 pub mod repair;

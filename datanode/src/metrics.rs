@@ -27,7 +27,7 @@ pub static FRAGMENTS_PUT: LazyLock<IntCounter> = LazyLock::new(|| {
     register_int_counter!("kura_datanode_fragments_put_total", "Fragments committed")
         .expect("metric registered once")
 });
-/// Whole fragments received as calls on `PutFragments` streams (`put_calls`).
+/// Whole fragments received as calls on `PutFragments` streams (`calls`).
 pub static STREAMED_FRAGMENT_PUTS: LazyLock<IntCounter> = LazyLock::new(|| {
     register_int_counter!(
         "kura_datanode_streamed_fragment_puts_total",
@@ -35,11 +35,19 @@ pub static STREAMED_FRAGMENT_PUTS: LazyLock<IntCounter> = LazyLock::new(|| {
     )
     .expect("metric registered once")
 });
-/// `PutFragments` streams being served (about one per gateway process).
-pub static PUT_STREAMS: LazyLock<IntGauge> = LazyLock::new(|| {
+/// Single blocks read as calls on `GetFragments` streams (`calls`).
+pub static STREAMED_BLOCK_GETS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "kura_datanode_streamed_block_gets_total",
+        "Single blocks read as calls on GetFragments streams"
+    )
+    .expect("metric registered once")
+});
+/// `PutFragments` and `GetFragments` streams being served (about two per gateway process).
+pub static CALL_STREAMS: LazyLock<IntGauge> = LazyLock::new(|| {
     register_int_gauge!(
-        "kura_datanode_put_streams",
-        "PutFragments streams being served"
+        "kura_datanode_call_streams",
+        "PutFragments and GetFragments streams being served"
     )
     .expect("metric registered once")
 });

@@ -217,6 +217,32 @@ impl DataNodeService {
     }
 }
 
+impl DataNodeService {
+    /// One block of a fragment, verified on the way out of the store (a call on a
+    /// `GetFragments` stream): from the page cache right here, or read on a
+    /// blocking thread when it would wait for the disk.
+    pub(crate) async fn read_one_block(
+        &self,
+        id: Option<FragmentId>,
+        block: u32,
+    ) -> Result<(bytes::Bytes, u32), Status> {
+        let req = GetFragmentRequest {
+            id,
+            first_block: block,
+            block_count: 1,
+        };
+        let ReadPlan { loc, .. } = plan_read(&self.store, req)?;
+        let read = match self.store.read_block_cached(&loc, block) {
+            Some(done) => done,
+            None => {
+                let store = self.store.clone();
+                blocking(move || store.read_block(&loc, block)).await?
+            }
+        };
+        read.map_err(Status::from)
+    }
+}
+
 /// A PutFragment stream's record between messages.
 enum Pending {
     /// Nothing opened yet: the first message opens the record with this header.
@@ -324,14 +350,28 @@ impl DataNode for DataNodeService {
             .map(Response::new)
     }
 
-    type PutFragmentsStream = crate::put_calls::AnswerStream;
+    type PutFragmentsStream = crate::calls::AnswerStream<FragmentPutAnswer>;
 
     async fn put_fragments(
         &self,
         request: Request<Streaming<FragmentPut>>,
     ) -> Result<Response<Self::PutFragmentsStream>, Status> {
         let stopping = self.stopping.clone();
-        Ok(Response::new(crate::put_calls::serve(
+        Ok(Response::new(crate::calls::serve_puts(
+            Arc::new(self.clone()),
+            request.into_inner(),
+            stopping,
+        )))
+    }
+
+    type GetFragmentsStream = crate::calls::AnswerStream<BlockGetAnswer>;
+
+    async fn get_fragments(
+        &self,
+        request: Request<Streaming<BlockGet>>,
+    ) -> Result<Response<Self::GetFragmentsStream>, Status> {
+        let stopping = self.stopping.clone();
+        Ok(Response::new(crate::calls::serve_gets(
             Arc::new(self.clone()),
             request.into_inner(),
             stopping,

@@ -379,6 +379,37 @@ async fn corrupt_block_reaches_client_as_corrupt() {
         .unwrap();
     assert!(listed.is_empty());
 
+    // A block read as a call (`get_block`) meets the same check.
+    let data = blocks(4, 3, 4096);
+    client
+        .put_fragment(
+            &node.addr,
+            header(2, 4096),
+            futures::stream::iter(data.clone()),
+        )
+        .await
+        .unwrap();
+    let loc = node.store.location(&fid(2)).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(segment_path(&node, &loc))
+        .unwrap();
+    f.write_all_at(b"\xff\xfe", loc.block_offset(2) + 100)
+        .unwrap();
+    assert_eq!(
+        client.get_block(&node.addr, fid(2), 1).await.unwrap(),
+        data[1]
+    );
+    let via_call = client.get_block(&node.addr, fid(2), 2).await;
+    assert!(
+        matches!(via_call, Err(DataNodeError::Corrupt(_))),
+        "{via_call:?}"
+    );
+    assert!(matches!(
+        client.get_block(&node.addr, fid(2), 0).await,
+        Err(DataNodeError::NotFound)
+    ));
+
     // ScrubNow finds corruption nobody has read yet.
     for n in 2..5 {
         client
@@ -733,7 +764,7 @@ fn metric(name: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// Whole fragments go as calls on one stream per node (`put_calls`): many at
+/// Whole fragments go as calls on one stream per node (`calls`): many at
 /// once share it, a refused one leaves it usable, a block too large for it
 /// goes as a call of its own, the node's stop ends it (its graceful shutdown
 /// is not held open), and the next put after a restart opens another.
@@ -757,7 +788,7 @@ async fn whole_fragments_share_one_stream_and_reopen_it_after_a_restart() {
         assert_eq!((r.length, r.blocks), (BS as u64, 1));
     }
     assert_eq!(metric("kura_datanode_streamed_fragment_puts_total"), 40.0);
-    assert_eq!(metric("kura_datanode_put_streams"), 1.0);
+    assert_eq!(metric("kura_datanode_call_streams"), 1.0);
     for (i, b) in data.iter().enumerate() {
         let got = collect(
             client
@@ -769,6 +800,34 @@ async fn whole_fragments_share_one_stream_and_reopen_it_after_a_restart() {
         .unwrap();
         assert_eq!(got, vec![b.clone()], "fragment {i}");
     }
+
+    // Read back as calls on the node's block stream too (a second stream),
+    // each block verified; a block past the end or of an unknown fragment
+    // is refused in its answer, and the stream takes the next call.
+    let reads = data.iter().enumerate().map(|(i, _)| {
+        let (client, addr) = (client.clone(), addr.clone());
+        async move { client.get_block(&addr, fid(i as u8), 0).await }
+    });
+    for (i, got) in futures::future::join_all(reads)
+        .await
+        .into_iter()
+        .enumerate()
+    {
+        assert_eq!(got.unwrap(), data[i], "block of fragment {i}");
+    }
+    assert_eq!(metric("kura_datanode_streamed_block_gets_total"), 40.0);
+    assert_eq!(metric("kura_datanode_call_streams"), 2.0);
+    let past = client.get_block(&addr, fid(0), 1).await;
+    assert!(
+        matches!(past, Err(DataNodeError::InvalidArgument(_))),
+        "{past:?}"
+    );
+    let unknown = client.get_block(&addr, fid(200), 0).await;
+    assert!(
+        matches!(unknown, Err(DataNodeError::NotFound)),
+        "{unknown:?}"
+    );
+    assert_eq!(client.get_block(&addr, fid(1), 0).await.unwrap(), data[1]);
 
     // Refused (a block larger than the header's block size): the error comes
     // back as the call's answer, and the stream takes the next call.
@@ -804,7 +863,7 @@ async fn whole_fragments_share_one_stream_and_reopen_it_after_a_restart() {
     tokio::time::timeout(Duration::from_secs(10), node.stop())
         .await
         .expect("the node stops with a put stream open");
-    assert_eq!(metric("kura_datanode_put_streams"), 0.0);
+    assert_eq!(metric("kura_datanode_call_streams"), 0.0);
     let down = client
         .put_whole_fragment(&addr, header(103, BS as u32), data[1].clone())
         .await;
@@ -817,8 +876,10 @@ async fn whole_fragments_share_one_stream_and_reopen_it_after_a_restart() {
         .await
         .unwrap();
     assert_eq!(r.length, BS as u64);
-    assert_eq!(metric("kura_datanode_put_streams"), 1.0);
+    assert_eq!(metric("kura_datanode_call_streams"), 1.0);
     assert_eq!(metric("kura_datanode_streamed_fragment_puts_total"), 43.0);
+    assert_eq!(client.get_block(&addr, fid(104), 0).await.unwrap(), data[2]);
+    assert_eq!(metric("kura_datanode_call_streams"), 2.0);
     let got = collect(client.get_fragment(&addr, fid(104), 0, 0).await.unwrap())
         .await
         .unwrap();

@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use futures::stream::FuturesUnordered;
 use futures::{Future, Stream, StreamExt};
-use kura_pd_client::call_table::{outcome, read_answers, CallTable};
+use kura_pd_client::call_table::{outcome, CallSender};
 use kura_pd_client::channel::Channel;
 use kura_proto::metashard::metashard_client::MetashardClient;
 use kura_proto::metashard::metashard_server::Metashard;
@@ -145,10 +145,7 @@ async fn answer(svc: &MetashardService, c: Call) -> CallAnswer {
 }
 
 /// Client end: one open `Calls` stream to a store.
-pub struct CallStream {
-    calls: mpsc::UnboundedSender<Call>,
-    table: Arc<CallTable<call_answer::Kind>>,
-}
+pub struct CallStream(CallSender<Call, call_answer::Kind>);
 
 impl CallStream {
     /// Opens a stream (one round trip: the server's response headers).
@@ -158,23 +155,21 @@ impl CallStream {
             .calls(UnboundedReceiverStream::new(rx))
             .await?
             .into_inner();
-        let table = Arc::new(CallTable::default());
-        tokio::spawn(read_answers(answers, table.clone(), |a: CallAnswer| {
+        Ok(CallStream(CallSender::new(tx, answers, |a: CallAnswer| {
             (a.id, outcome(a.code, a.message, a.kind))
-        }));
-        Ok(CallStream { calls: tx, table })
+        })))
     }
 
     /// The stream ended (or was retired): calls fail at once; open another.
     pub fn has_ended(&self) -> bool {
-        self.table.has_ended()
+        self.0.has_ended()
     }
 
     /// Takes no more calls: the next call opens another stream. Calls
     /// already waiting still get their answers; the stream closes once the
     /// last holder drops it.
     pub fn retire(&self) {
-        self.table.retire();
+        self.0.retire();
     }
 
     /// `Metashard/Batch` as a call.
@@ -196,17 +191,11 @@ impl CallStream {
     /// Sends one request and waits for its answer. Dropping the future
     /// forgets the call (its answer, if it comes, is dropped).
     async fn call(&self, kind: call::Kind) -> Result<call_answer::Kind, Status> {
-        let ended = || Err(Status::unavailable("call stream ended"));
-        let Some(mut call) = self.table.register() else {
-            return ended();
-        };
-        let request = Call {
-            id: call.id,
-            kind: Some(kind),
-        };
-        if self.calls.send(request).is_err() {
-            return ended();
-        }
-        call.answer().await
+        self.0
+            .call(|id| Call {
+                id,
+                kind: Some(kind),
+            })
+            .await
     }
 }

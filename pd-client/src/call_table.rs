@@ -11,8 +11,56 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tonic::{Status, Streaming};
+
+/// The sending half of an open call stream and the table of its waiting
+/// calls (whose answers a task reads, [`read_answers`]).
+pub struct CallSender<Req, T> {
+    requests: mpsc::UnboundedSender<Req>,
+    table: Arc<CallTable<T>>,
+}
+
+impl<Req, T: Send + 'static> CallSender<Req, T> {
+    /// A stream opened with the receiver of `requests` answered `answers`:
+    /// starts the task that reads them. `split` turns an answer message into
+    /// its call id and outcome.
+    pub fn new<A: Send + 'static>(
+        requests: mpsc::UnboundedSender<Req>,
+        answers: Streaming<A>,
+        split: impl Fn(A) -> (u64, Result<T, Status>) + Send + 'static,
+    ) -> Self {
+        let table = Arc::new(CallTable::default());
+        tokio::spawn(read_answers(answers, table.clone(), split));
+        CallSender { requests, table }
+    }
+
+    /// The stream ended (or was retired): calls fail at once; open another.
+    pub fn has_ended(&self) -> bool {
+        self.table.has_ended()
+    }
+
+    /// Takes no more calls: the next call opens another stream. Calls
+    /// already waiting still get their answers; the stream closes once the
+    /// last holder drops it.
+    pub fn retire(&self) {
+        self.table.retire();
+    }
+
+    /// Sends the request `request(id)` makes and waits for its answer.
+    /// Dropping the future forgets the call (its answer, if it comes, is
+    /// dropped); `Unavailable` when the stream ended before an answer.
+    pub async fn call(&self, request: impl FnOnce(u64) -> Req) -> Result<T, Status> {
+        let ended = || Err(Status::unavailable("call stream ended"));
+        let Some(mut call) = self.table.register() else {
+            return ended();
+        };
+        if self.requests.send(request(call.id)).is_err() {
+            return ended();
+        }
+        call.answer().await
+    }
+}
 
 /// The waiting calls of one stream, and whether it still takes calls.
 pub struct CallTable<T> {

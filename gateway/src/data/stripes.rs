@@ -3,7 +3,9 @@
 //!
 //! For each stripe the reader fetches only the data blocks the requested range
 //! needs, one gRPC block stream per fragment (opened once, then consumed in
-//! order, so the nodes stream ahead). A fragment that fails, stalls for
+//! order, so the nodes stream ahead); a single small block (a body of up to a
+//! quarter stripe at k = 4) is one call on the node's block stream instead
+//! (decision 0059). A fragment that fails, stalls for
 //! `BLOCK_TIMEOUT`, returns a block of the wrong length or is missing is
 //! dropped for the rest of the read, and the stripe is completed from any k
 //! surviving fragments (parity first in line) and decoded. Blocks arrive
@@ -20,6 +22,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::StreamExt;
+use kura_datanode::calls::MAX_CALL_READ_BLOCK;
 use kura_datanode::client::DataNodeError;
 use kura_datanode::ec::{Codec, Layout};
 use kura_proto::datanode::FragmentId;
@@ -180,6 +183,24 @@ impl<'a> StripeReader<'a> {
             shard: i as u32,
         };
         let count = (end - s + 1) as u32;
+        if count == 1 && self.layout.shard_len(s) <= MAX_CALL_READ_BLOCK as u64 {
+            // One small block (a body of a quarter stripe, a short range): one call on
+            // the node's block stream, sent when the block is first awaited, so
+            // the fragments of a stripe are asked for together (decision 0059).
+            let data = self.ctx.data.clone();
+            let block =
+                futures::stream::once(async move { data.get_block(&addr, id, s as u32).await });
+            let stream = block.boxed();
+            self.cursors.insert(
+                i,
+                Cursor {
+                    next: s,
+                    end,
+                    stream,
+                },
+            );
+            return true;
+        }
         let open = tokio::time::timeout(
             patience,
             self.ctx.data.get_fragment(&addr, id, s as u32, count),

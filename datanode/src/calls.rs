@@ -1,0 +1,354 @@
+//! Small fragment writes and block reads as calls on one long-lived stream
+//! per client and node (`DataNode/PutFragments`, `DataNode/GetFragments`),
+//! both ends: decision 0055's call streams, applied to the data path
+//! (decision 0059).
+//!
+//! A `PutFragment` or `GetFragment` call costs an HTTP/2 stream: headers and
+//! trailers encoded and decoded on both ends, a server task, and on the
+//! client tasks, channels and timers. The fragments of a body of one stripe
+//! are a single block each, known whole before they are sent or wanted
+//! whole, so all of that was spent on one message: under 64 KiB PUTs it was
+//! most of a gateway's CPU. Here such a fragment (or block) is one message
+//! with an id on a stream the client keeps open; the node handles each
+//! through the same service code a call of its own reaches
+//! ([`DataNodeService::store_whole`], [`DataNodeService::read_one_block`]:
+//! same checks, same commit, same verified reads) and answers it when done,
+//! in completion order.
+//!
+//! The client ([`PutStream`], [`GetStream`]) keeps one stream of each kind
+//! per node address. A stream that ends or fails answers every call still
+//! waiting with `Unavailable`: a write's fate is then unknown, as after a
+//! `PutFragment` call's transport error (the gateway never references a
+//! fragment it was not told is durable). A call that times out retires its
+//! stream, so a stream stuck while its connection stays up is not used again.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::stream::FuturesUnordered;
+use futures::{Future, Stream, StreamExt};
+use kura_pd_client::call_table::{outcome, CallSender};
+use kura_pd_client::channel::Channel;
+use kura_proto::datanode::data_node_client::DataNodeClient as RawClient;
+use kura_proto::datanode::{
+    BlockGet, BlockGetAnswer, FragmentId, FragmentPut, FragmentPutAnswer, PutFragmentChunk,
+    PutFragmentResponse,
+};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tonic::{Status, Streaming};
+
+use crate::client::DataNodeError;
+use crate::crc::crc32c;
+use crate::metrics;
+use crate::service::DataNodeService;
+
+/// Largest block sent as a call: a stream delivers its messages in order,
+/// and a large one would make the small ones behind it wait for its bytes
+/// (256 KiB: the block of a 1 MiB stripe at k = 4).
+pub const MAX_STREAMED_BLOCK: usize = 256 << 10;
+
+/// Largest block a reader should ask for as a call ([`GetStream`]). A call's
+/// block is copied into and out of a gRPC message, where a raw `GetFragment`
+/// read moves it as the `Bytes` it is (decision 0049): measured under 16
+/// concurrent GETs, calls won for 64 KiB blocks (256 KiB bodies: +28%
+/// GET/s) and lost for 256 KiB ones (1 MiB bodies: −8%).
+pub const MAX_CALL_READ_BLOCK: usize = 64 << 10;
+
+/// Bytes a stream may have sent and not had answered. Beyond it fragments
+/// go as `PutFragment` calls (whose stall detection then applies) instead of
+/// piling up in memory behind a node that stopped reading.
+const MAX_IN_FLIGHT_BYTES: usize = 16 << 20;
+
+/// The answers of a call stream, in completion order.
+pub type AnswerStream<A> = Pin<Box<dyn Stream<Item = Result<A, Status>> + Send + 'static>>;
+
+type Answering<A> = Pin<Box<dyn Future<Output = A> + Send>>;
+
+/// Server end of `PutFragments`: stores the fragments of `inbound`.
+pub(crate) fn serve_puts(
+    svc: Arc<DataNodeService>,
+    inbound: Streaming<FragmentPut>,
+    stopping: Option<watch::Receiver<bool>>,
+) -> AnswerStream<FragmentPutAnswer> {
+    serve(inbound, stopping, move |put: FragmentPut| {
+        metrics::STREAMED_FRAGMENT_PUTS.inc();
+        let svc = svc.clone();
+        Box::pin(async move { store(&svc, put).await })
+    })
+}
+
+/// Server end of `GetFragments`: reads the blocks `inbound` asks for.
+pub(crate) fn serve_gets(
+    svc: Arc<DataNodeService>,
+    inbound: Streaming<BlockGet>,
+    stopping: Option<watch::Receiver<bool>>,
+) -> AnswerStream<BlockGetAnswer> {
+    serve(inbound, stopping, move |get: BlockGet| {
+        metrics::STREAMED_BLOCK_GETS.inc();
+        let svc = svc.clone();
+        Box::pin(async move { read(&svc, get).await })
+    })
+}
+
+/// Answers the calls of `inbound`, each as `handle` does, until it ends, the
+/// client goes away or the node stops (`stopping` turns true).
+fn serve<R, A>(
+    inbound: Streaming<R>,
+    stopping: Option<watch::Receiver<bool>>,
+    handle: impl Fn(R) -> Answering<A> + Send + 'static,
+) -> AnswerStream<A>
+where
+    R: Send + 'static,
+    A: Send + 'static,
+{
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(run(inbound, tx, stopping, handle));
+    Box::pin(UnboundedReceiverStream::new(rx))
+}
+
+async fn run<R, A>(
+    mut inbound: Streaming<R>,
+    answers: mpsc::UnboundedSender<Result<A, Status>>,
+    stopping: Option<watch::Receiver<bool>>,
+    handle: impl Fn(R) -> Answering<A>,
+) {
+    metrics::CALL_STREAMS.inc();
+    let _open = OpenStream;
+    let stopped = async move {
+        match stopping {
+            Some(mut s) => {
+                let _ = s.wait_for(|s| *s).await;
+            }
+            None => futures::future::pending().await,
+        }
+    };
+    tokio::pin!(stopped);
+    let mut running: FuturesUnordered<Answering<A>> = FuturesUnordered::new();
+    let mut inbound_open = true;
+    loop {
+        if !inbound_open && running.is_empty() {
+            return;
+        }
+        tokio::select! {
+            m = inbound.message(), if inbound_open => match m {
+                Ok(Some(call)) => running.push(handle(call)),
+                // The client closed its side (or the connection broke):
+                // finish what runs, then end the answers.
+                Ok(None) | Err(_) => inbound_open = false,
+            },
+            Some(a) = running.next(), if !running.is_empty() => {
+                if answers.send(Ok(a)).is_err() {
+                    return;
+                }
+            }
+            // Calls still running are abandoned: the client hears `Unavailable`
+            // (a fragment being stored may still be committed, unreferenced).
+            _ = &mut stopped => {
+                let _ = answers.send(Err(Status::unavailable("data node is stopping")));
+                return;
+            }
+        }
+    }
+}
+
+/// Counts a served stream in `CALL_STREAMS` until its task ends.
+struct OpenStream;
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        metrics::CALL_STREAMS.dec();
+    }
+}
+
+async fn store(svc: &DataNodeService, put: FragmentPut) -> FragmentPutAnswer {
+    let id = put.id;
+    let stored = match put.chunk {
+        Some(chunk) if chunk.last => svc.store_whole(chunk).await,
+        Some(_) => Err(Status::invalid_argument(
+            "a fragment sent as a call must be whole (last=true)",
+        )),
+        None => Err(Status::invalid_argument("a call without a fragment")),
+    };
+    match stored {
+        Ok(response) => FragmentPutAnswer {
+            id,
+            code: 0,
+            message: String::new(),
+            response: Some(response),
+        },
+        Err(s) => FragmentPutAnswer {
+            id,
+            code: s.code() as i32,
+            message: s.message().to_string(),
+            response: None,
+        },
+    }
+}
+
+async fn read(svc: &DataNodeService, get: BlockGet) -> BlockGetAnswer {
+    let id = get.id;
+    match svc.read_one_block(get.fragment, get.block).await {
+        Ok((data, crc32c)) => BlockGetAnswer {
+            id,
+            code: 0,
+            message: String::new(),
+            data,
+            crc32c,
+        },
+        Err(s) => BlockGetAnswer {
+            id,
+            code: s.code() as i32,
+            message: s.message().to_string(),
+            data: Bytes::new(),
+            crc32c: 0,
+        },
+    }
+}
+
+/// What a client holds per node address: an open stream of one kind.
+pub trait OpenStreamHandle {
+    fn has_ended(&self) -> bool;
+}
+
+/// Client end: one open `PutFragments` stream to a node.
+pub struct PutStream {
+    calls: CallSender<FragmentPut, PutFragmentResponse>,
+    /// Block bytes sent and not answered yet.
+    in_flight: AtomicUsize,
+}
+
+impl OpenStreamHandle for PutStream {
+    fn has_ended(&self) -> bool {
+        self.calls.has_ended()
+    }
+}
+
+impl PutStream {
+    /// Opens a stream (one round trip: the node's response headers).
+    pub async fn open(mut client: RawClient<Channel>) -> Result<PutStream, Status> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let answers = client
+            .put_fragments(UnboundedReceiverStream::new(rx))
+            .await?
+            .into_inner();
+        let calls = CallSender::new(tx, answers, |a: FragmentPutAnswer| {
+            (a.id, outcome(a.code, a.message, a.response))
+        });
+        Ok(PutStream {
+            calls,
+            in_flight: AtomicUsize::new(0),
+        })
+    }
+
+    /// Sends a whole fragment (`chunk.last` set) and waits, at most `within`,
+    /// until the node has made it durable. `Err(chunk)`: not sent, the
+    /// stream has too much in flight; send it another way.
+    pub async fn put(
+        &self,
+        chunk: PutFragmentChunk,
+        within: Duration,
+    ) -> Result<Result<PutFragmentResponse, DataNodeError>, PutFragmentChunk> {
+        let bytes = chunk.data.len();
+        if self.in_flight.fetch_add(bytes, Ordering::Relaxed) + bytes > MAX_IN_FLIGHT_BYTES {
+            self.in_flight.fetch_sub(bytes, Ordering::Relaxed);
+            return Err(chunk);
+        }
+        let _in_flight = InFlight {
+            stream: self,
+            bytes,
+        };
+        let call = self.calls.call(|id| FragmentPut {
+            id,
+            chunk: Some(chunk),
+        });
+        Ok(bounded(&self.calls, within, "a streamed fragment", call).await)
+    }
+}
+
+/// A call's block bytes, counted in flight until its caller stops waiting.
+struct InFlight<'a> {
+    stream: &'a PutStream,
+    bytes: usize,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.stream
+            .in_flight
+            .fetch_sub(self.bytes, Ordering::Relaxed);
+    }
+}
+
+/// Client end: one open `GetFragments` stream to a node.
+pub struct GetStream {
+    calls: CallSender<BlockGet, BlockGetAnswer>,
+}
+
+impl OpenStreamHandle for GetStream {
+    fn has_ended(&self) -> bool {
+        self.calls.has_ended()
+    }
+}
+
+impl GetStream {
+    /// Opens a stream (one round trip: the node's response headers).
+    pub async fn open(mut client: RawClient<Channel>) -> Result<GetStream, Status> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let answers = client
+            .get_fragments(UnboundedReceiverStream::new(rx))
+            .await?
+            .into_inner();
+        let calls = CallSender::new(tx, answers, |a: BlockGetAnswer| match a.code {
+            0 => (a.id, Ok(a)),
+            code => (a.id, Err(Status::new(tonic::Code::from(code), a.message))),
+        });
+        Ok(GetStream { calls })
+    }
+
+    /// Block `block` of fragment `fragment`, verified against its CRC32C on
+    /// receipt; waits at most `within`.
+    pub async fn get(
+        &self,
+        fragment: FragmentId,
+        block: u32,
+        within: Duration,
+    ) -> Result<Bytes, DataNodeError> {
+        let call = self.calls.call(|id| BlockGet {
+            id,
+            fragment: Some(fragment),
+            block,
+        });
+        let answer = bounded(&self.calls, within, "a streamed block read", call).await?;
+        let got = crc32c(&answer.data);
+        if got != answer.crc32c {
+            return Err(DataNodeError::Corrupt(format!(
+                "block {block} arrived with crc32c {got:08x}, the node sent {:08x}",
+                answer.crc32c
+            )));
+        }
+        Ok(answer.data)
+    }
+}
+
+/// Awaits a call for at most `within`; a call that times out retires its
+/// stream (stuck with its connection up, maybe: the next calls open another).
+async fn bounded<Req, T: Send + 'static>(
+    calls: &CallSender<Req, T>,
+    within: Duration,
+    what: &str,
+    call: impl Future<Output = Result<T, Status>>,
+) -> Result<T, DataNodeError> {
+    match tokio::time::timeout(within, call).await {
+        Ok(answer) => answer.map_err(DataNodeError::from),
+        Err(_) => {
+            calls.retire();
+            Err(DataNodeError::TimedOut(format!(
+                "no answer to {what} within {within:?}"
+            )))
+        }
+    }
+}
