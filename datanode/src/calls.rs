@@ -22,15 +22,13 @@
 //! fragment it was not told is durable). A call that times out retires its
 //! stream, so a stream stuck while its connection stays up is not used again.
 
-use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::stream::FuturesUnordered;
-use futures::{Future, Stream, StreamExt};
-use kura_pd_client::call_table::{outcome, CallSender};
+use futures::Future;
+use kura_pd_client::call_table::{outcome, serve_calls, AnswerStream, CallSender, Handled};
 use kura_pd_client::channel::Channel;
 use kura_proto::datanode::data_node_client::DataNodeClient as RawClient;
 use kura_proto::datanode::{
@@ -63,11 +61,6 @@ pub const MAX_CALL_READ_BLOCK: usize = 64 << 10;
 /// piling up in memory behind a node that stopped reading.
 const MAX_IN_FLIGHT_BYTES: usize = 16 << 20;
 
-/// The answers of a call stream, in completion order.
-pub type AnswerStream<A> = Pin<Box<dyn Stream<Item = Result<A, Status>> + Send + 'static>>;
-
-type Answering<A> = Pin<Box<dyn Future<Output = A> + Send>>;
-
 /// Server end of `PutFragments`: stores the fragments of `inbound`.
 pub(crate) fn serve_puts(
     svc: Arc<DataNodeService>,
@@ -77,7 +70,7 @@ pub(crate) fn serve_puts(
     serve(inbound, stopping, move |put: FragmentPut| {
         metrics::STREAMED_FRAGMENT_PUTS.inc();
         let svc = svc.clone();
-        Box::pin(async move { store(&svc, put).await })
+        Handled::Answer(Box::pin(async move { store(&svc, put).await }))
     })
 }
 
@@ -90,34 +83,23 @@ pub(crate) fn serve_gets(
     serve(inbound, stopping, move |get: BlockGet| {
         metrics::STREAMED_BLOCK_GETS.inc();
         let svc = svc.clone();
-        Box::pin(async move { read(&svc, get).await })
+        Handled::Answer(Box::pin(async move { read(&svc, get).await }))
     })
 }
 
-/// Answers the calls of `inbound`, each as `handle` does, until it ends, the
-/// client goes away or the node stops (`stopping` turns true).
+/// Answers the calls of `inbound` until it ends, the client goes away or the
+/// node stops (`stopping` turns true; calls still running are then dropped
+/// and the client hears `Unavailable` — a fragment being stored may still be
+/// committed, unreferenced).
 fn serve<R, A>(
     inbound: Streaming<R>,
     stopping: Option<watch::Receiver<bool>>,
-    handle: impl Fn(R) -> Answering<A> + Send + 'static,
+    handle: impl FnMut(R) -> Handled<A> + Send + 'static,
 ) -> AnswerStream<A>
 where
     R: Send + 'static,
     A: Send + 'static,
 {
-    let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(run(inbound, tx, stopping, handle));
-    Box::pin(UnboundedReceiverStream::new(rx))
-}
-
-async fn run<R, A>(
-    mut inbound: Streaming<R>,
-    answers: mpsc::UnboundedSender<Result<A, Status>>,
-    stopping: Option<watch::Receiver<bool>>,
-    handle: impl Fn(R) -> Answering<A>,
-) {
-    metrics::CALL_STREAMS.inc();
-    let _open = OpenStream;
     let stopped = async move {
         match stopping {
             Some(mut s) => {
@@ -126,42 +108,8 @@ async fn run<R, A>(
             None => futures::future::pending().await,
         }
     };
-    tokio::pin!(stopped);
-    let mut running: FuturesUnordered<Answering<A>> = FuturesUnordered::new();
-    let mut inbound_open = true;
-    loop {
-        if !inbound_open && running.is_empty() {
-            return;
-        }
-        tokio::select! {
-            m = inbound.message(), if inbound_open => match m {
-                Ok(Some(call)) => running.push(handle(call)),
-                // The client closed its side (or the connection broke):
-                // finish what runs, then end the answers.
-                Ok(None) | Err(_) => inbound_open = false,
-            },
-            Some(a) = running.next(), if !running.is_empty() => {
-                if answers.send(Ok(a)).is_err() {
-                    return;
-                }
-            }
-            // Calls still running are abandoned: the client hears `Unavailable`
-            // (a fragment being stored may still be committed, unreferenced).
-            _ = &mut stopped => {
-                let _ = answers.send(Err(Status::unavailable("data node is stopping")));
-                return;
-            }
-        }
-    }
-}
-
-/// Counts a served stream in `CALL_STREAMS` until its task ends.
-struct OpenStream;
-
-impl Drop for OpenStream {
-    fn drop(&mut self) {
-        metrics::CALL_STREAMS.dec();
-    }
+    let open = &*metrics::CALL_STREAMS;
+    serve_calls(inbound, stopped, "data node is stopping", open, handle)
 }
 
 async fn store(svc: &DataNodeService, put: FragmentPut) -> FragmentPutAnswer {

@@ -350,7 +350,7 @@ impl DataNode for DataNodeService {
             .map(Response::new)
     }
 
-    type PutFragmentsStream = crate::calls::AnswerStream<FragmentPutAnswer>;
+    type PutFragmentsStream = kura_pd_client::call_table::AnswerStream<FragmentPutAnswer>;
 
     async fn put_fragments(
         &self,
@@ -364,7 +364,7 @@ impl DataNode for DataNodeService {
         )))
     }
 
-    type GetFragmentsStream = crate::calls::AnswerStream<BlockGetAnswer>;
+    type GetFragmentsStream = kura_pd_client::call_table::AnswerStream<BlockGetAnswer>;
 
     async fn get_fragments(
         &self,

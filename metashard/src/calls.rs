@@ -15,18 +15,15 @@
 //! the next call. Requests too large to share a stream without holding up
 //! the others go unary ([`MAX_STREAMED_BYTES`]).
 
-use std::pin::Pin;
 use std::sync::Arc;
 
-use futures::stream::FuturesUnordered;
-use futures::{Future, Stream, StreamExt};
-use kura_pd_client::call_table::{outcome, CallSender};
+use kura_pd_client::call_table::{outcome, serve_calls, AnswerStream, CallSender, Handled};
 use kura_pd_client::channel::Channel;
 use kura_proto::metashard::metashard_client::MetashardClient;
 use kura_proto::metashard::metashard_server::Metashard;
 use kura_proto::metashard::{call, call_answer, Call, CallAnswer};
 use kura_proto::metashard::{BatchRequest, BatchResponse, GetRequest, GetResponse};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -38,65 +35,29 @@ use crate::service::MetashardService;
 /// small ones behind it wait for its bytes.
 pub const MAX_STREAMED_BYTES: usize = 64 << 10;
 
-/// The answers of a `Calls` stream, in completion order.
-pub type AnswerStream = Pin<Box<dyn Stream<Item = Result<CallAnswer, Status>> + Send + 'static>>;
-
-type Answering = Pin<Box<dyn Future<Output = CallAnswer> + Send>>;
-
 /// Server end: answers the calls of `inbound` until it ends, the client
 /// goes away or the store stops.
-pub fn serve(svc: &MetashardService, inbound: Streaming<Call>) -> AnswerStream {
-    let (tx, rx) = mpsc::unbounded_channel();
+pub fn serve(svc: &MetashardService, inbound: Streaming<Call>) -> AnswerStream<CallAnswer> {
     let svc = Arc::new(svc.clone());
-    let stopping = svc.stopping();
-    tokio::spawn(run(svc, inbound, tx, stopping));
-    Box::pin(UnboundedReceiverStream::new(rx))
-}
-
-async fn run(
-    svc: Arc<MetashardService>,
-    mut inbound: Streaming<Call>,
-    answers: mpsc::UnboundedSender<Result<CallAnswer, Status>>,
-    mut stopping: watch::Receiver<bool>,
-) {
-    metrics::CALL_STREAMS.inc();
-    let _open = OpenStream;
-    let mut running: FuturesUnordered<Answering> = FuturesUnordered::new();
-    let mut inbound_open = true;
-    let mut stalled = false;
-    loop {
-        if stalled {
-            // Stuck with its connection up: nothing read, nothing answered,
-            // until the store stops.
-            let _ = stopping.wait_for(|s| *s).await;
-            return;
-        }
-        if !inbound_open && running.is_empty() {
-            return;
-        }
-        tokio::select! {
-            m = inbound.message(), if inbound_open => match m {
-                Ok(Some(_)) if stalls_here() => stalled = true,
-                Ok(Some(c)) => {
-                    metrics::STREAM_CALLS.inc();
-                    let svc = svc.clone();
-                    running.push(Box::pin(async move { answer(&svc, c).await }));
-                }
-                // The client closed its side (or the connection broke):
-                // finish what runs, then end the answers.
-                Ok(None) | Err(_) => inbound_open = false,
-            },
-            Some(a) = running.next(), if !running.is_empty() => {
-                if answers.send(Ok(a)).is_err() {
-                    return;
-                }
+    let mut stopping = svc.stopping();
+    let stopped = async move {
+        let _ = stopping.wait_for(|s| *s).await;
+    };
+    let open = &*metrics::CALL_STREAMS;
+    serve_calls(
+        inbound,
+        stopped,
+        "store is stopping",
+        open,
+        move |c: Call| {
+            if stalls_here() {
+                return Handled::Stall;
             }
-            _ = stopping.wait_for(|s| *s) => {
-                let _ = answers.send(Err(Status::unavailable("store is stopping")));
-                return;
-            }
-        }
-    }
+            metrics::STREAM_CALLS.inc();
+            let svc = svc.clone();
+            Handled::Answer(Box::pin(async move { answer(&svc, c).await }))
+        },
+    )
 }
 
 /// Failpoint `metashard::call_stream_stall` (tests): this stream's task
@@ -104,15 +65,6 @@ async fn run(
 fn stalls_here() -> bool {
     fail::fail_point!("metashard::call_stream_stall", |_| true);
     false
-}
-
-/// Counts a served stream in `CALL_STREAMS` until its task ends.
-struct OpenStream;
-
-impl Drop for OpenStream {
-    fn drop(&mut self) {
-        metrics::CALL_STREAMS.dec();
-    }
 }
 
 async fn answer(svc: &MetashardService, c: Call) -> CallAnswer {

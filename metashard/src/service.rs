@@ -485,7 +485,7 @@ impl Metashard for MetashardService {
         }))
     }
 
-    type CallsStream = crate::calls::AnswerStream;
+    type CallsStream = kura_pd_client::call_table::AnswerStream<kura_proto::metashard::CallAnswer>;
 
     async fn calls(
         &self,

@@ -1,6 +1,7 @@
-//! The client half of a call stream: requests multiplexed over one long-lived
-//! gRPC stream, each with an id, answered in completion order (decision 0055:
-//! `Metashard/Calls`; decision 0059: `DataNode/PutFragments`).
+//! Call streams: requests multiplexed over one long-lived gRPC stream, each
+//! with an id, answered in completion order (decision 0055: `Metashard/Calls`;
+//! decision 0059: `DataNode/PutFragments`, `DataNode/GetFragments`). Both
+//! halves: [`serve_calls`] for servers, [`CallSender`] for clients.
 //!
 //! [`CallTable`] matches answers to waiting callers by id and ends every wait
 //! when the stream ends. A caller that stops waiting (answered, timed out,
@@ -8,11 +9,101 @@
 //! their callers.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use futures::stream::{FuturesUnordered, Stream, StreamExt};
+use prometheus::IntGauge;
 use tokio::sync::{mpsc, oneshot};
 use tonic::{Status, Streaming};
+
+/// The answers of a served call stream, in completion order.
+pub type AnswerStream<A> = Pin<Box<dyn Stream<Item = Result<A, Status>> + Send + 'static>>;
+
+/// What a server's handler makes of one call.
+pub enum Handled<A> {
+    /// Its answer, once ready; calls run side by side.
+    Answer(Pin<Box<dyn Future<Output = A> + Send>>),
+    /// (Tests: a failpoint.) The stream stops for good, as a stuck one would:
+    /// nothing more read or answered until the server stops.
+    Stall,
+}
+
+/// Server half: answers the calls of `inbound`, each as `handle` says, until
+/// it ends (once the calls taken are answered), the client goes away, or
+/// `stopped` completes (then the client hears `Unavailable` with `stopping`,
+/// and calls still running are dropped). `open` counts the streams served.
+pub fn serve_calls<R, A>(
+    inbound: Streaming<R>,
+    stopped: impl Future<Output = ()> + Send + 'static,
+    stopping: &'static str,
+    open: &'static IntGauge,
+    handle: impl FnMut(R) -> Handled<A> + Send + 'static,
+) -> AnswerStream<A>
+where
+    R: Send + 'static,
+    A: Send + 'static,
+{
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(run_calls(inbound, tx, stopped, stopping, open, handle));
+    Box::pin(futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|a| (a, rx))
+    }))
+}
+
+async fn run_calls<R, A>(
+    mut inbound: Streaming<R>,
+    answers: mpsc::UnboundedSender<Result<A, Status>>,
+    stopped: impl Future<Output = ()>,
+    stopping: &'static str,
+    open: &'static IntGauge,
+    mut handle: impl FnMut(R) -> Handled<A>,
+) {
+    open.inc();
+    let _open = Served(open);
+    tokio::pin!(stopped);
+    let mut running = FuturesUnordered::new();
+    let mut inbound_open = true;
+    loop {
+        if !inbound_open && running.is_empty() {
+            return;
+        }
+        tokio::select! {
+            m = inbound.message(), if inbound_open => match m {
+                Ok(Some(call)) => match handle(call) {
+                    Handled::Answer(a) => running.push(a),
+                    Handled::Stall => {
+                        (&mut stopped).await;
+                        return;
+                    }
+                },
+                // The client closed its side (or the connection broke):
+                // finish what runs, then end the answers.
+                Ok(None) | Err(_) => inbound_open = false,
+            },
+            Some(a) = running.next(), if !running.is_empty() => {
+                if answers.send(Ok(a)).is_err() {
+                    return;
+                }
+            }
+            _ = &mut stopped => {
+                let _ = answers.send(Err(Status::unavailable(stopping)));
+                return;
+            }
+        }
+    }
+}
+
+/// Counts a served stream in its gauge until its task ends.
+struct Served(&'static IntGauge);
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
 
 /// The sending half of an open call stream and the table of its waiting
 /// calls (whose answers a task reads, [`read_answers`]).
