@@ -130,11 +130,11 @@ fn hot_read_leaders_spread_and_flow_is_listed() {
                 .stdout
         )
     );
-    let stores = c.must_pdctl(&["store", &hot_store.to_string()]);
-    assert!(
-        stores["status"]["read_keys"].as_u64().unwrap_or(0) > 0,
-        "the hot store's status shows its read flow: {stores}"
-    );
+    // Store heartbeats come on their own period, after the regions' may have.
+    wait_until("the hot store's status shows its read flow", 20, &c, || {
+        let store = c.must_pdctl(&["store", &hot_store.to_string()]);
+        store["status"]["read_keys"].as_u64().unwrap_or(0) > 0
+    });
 
     let mut spread = None;
     wait_until(
