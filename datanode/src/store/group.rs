@@ -191,6 +191,11 @@ impl GroupCommit {
     }
 
     #[cfg(test)]
+    pub(super) fn queued(&self) -> usize {
+        lock(&self.state).queue.len()
+    }
+
+    #[cfg(test)]
     pub(super) fn active_segment(&self) -> Option<u64> {
         lock(&self.active).as_ref().map(|a| a.seg.id)
     }
@@ -211,17 +216,20 @@ fn copy_error(e: &StoreError) -> StoreError {
     }
 }
 
-/// Fails a leader's batch if it unwinds, so its waiters never hang on a lost result.
+/// Fails a leader's batch if it unwinds, so its waiters never hang on a lost result,
+/// and hands what is queued behind it to a new leader when no thread is left to
+/// take it (tasks' records would otherwise wait for the next commit).
 struct LeaderGuard<'a> {
-    group: &'a GroupCommit,
+    store: &'a Store,
     tickets: Vec<u64>,
     armed: bool,
 }
 
 impl Drop for LeaderGuard<'_> {
     fn drop(&mut self) {
+        let group = &self.store.group;
         let mut replies = Vec::new();
-        let mut st = lock(&self.group.state);
+        let mut st = lock(&group.state);
         if self.armed {
             for &t in &self.tickets {
                 let failed = Err(StoreError::io(
@@ -233,7 +241,9 @@ impl Drop for LeaderGuard<'_> {
         }
         st.leader = false;
         if st.threads_waiting > 0 {
-            self.group.cv.notify_all();
+            group.cv.notify_all();
+        } else if self.armed && !st.queue.is_empty() {
+            self.store.spawn_leader(&mut st);
         }
         drop(st);
         for (reply, r) in replies {
@@ -330,7 +340,7 @@ impl Store {
     /// ends with it (also if it unwinds: then every ticket fails).
     fn run_batch(&self, batch: Vec<(u64, GroupRecord)>) {
         let mut guard = LeaderGuard {
-            group: &self.group,
+            store: self,
             tickets: batch.iter().map(|(t, _)| *t).collect(),
             armed: true,
         };
@@ -482,6 +492,12 @@ impl Store {
                     format!("fsync segment {}", a.seg.id),
                     io::Error::other("injected fsync failure"),
                 ));
+            }
+            if self.hooks.panic_in_sync.swap(false, Ordering::Relaxed) {
+                std::thread::sleep(std::time::Duration::from_millis(
+                    self.hooks.sync_delay_ms.load(Ordering::Relaxed),
+                ));
+                panic!("injected panic in a group fsync");
             }
         }
         let _ = records;

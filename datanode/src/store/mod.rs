@@ -204,6 +204,8 @@ struct TestHooks {
     fail_sync_min_batch: std::sync::atomic::AtomicUsize,
     /// Opening a segment with O_DIRECT fails with EINVAL, as on tmpfs.
     refuse_direct: AtomicBool,
+    /// The next group fsync panics (a bug in the leader), after `sync_delay_ms`.
+    panic_in_sync: AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -531,3 +531,61 @@ fn tasks_and_threads_share_batches() {
         assert_eq!(read_all(&s, *n).unwrap(), body(*n, frag_len(*n)));
     }
 }
+
+/// A leader that panics (a bug) fails only its own batch: the records queued behind it
+/// by tasks, with no thread waiting to take over, get a new leader and commit.
+#[test]
+fn a_panicking_leader_strands_no_queued_task() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path(), opts()).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let queue = |s: &Arc<Store>, n: u32| {
+        let data = body(n, frag_len(n));
+        let mut w = s
+            .begin_put(FragmentHeader {
+                block_size: FRAG as u32,
+                ..header(n)
+            })
+            .unwrap();
+        w.append_block(bytes::Bytes::copy_from_slice(&data), crc32c(&data))
+            .unwrap();
+        match w.commit_async() {
+            Ok(commit) => commit,
+            Err(_) => panic!("a buffered writer commits without blocking"),
+        }
+    };
+    // The first batch's fsync sleeps 200 ms, then panics; the others queue meanwhile.
+    s.hooks.sync_delay_ms.store(200, Ordering::Relaxed);
+    s.hooks.panic_in_sync.store(true, Ordering::Relaxed);
+    let first = rt.spawn(queue(&s, 0));
+    // Once the leader holds the first record, the queue is empty again.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    while s.group.queued() > 0 {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let behind: Vec<_> = (1..9u32).map(|n| rt.spawn(queue(&s, n))).collect();
+    s.hooks.sync_delay_ms.store(0, Ordering::Relaxed);
+    let within = std::time::Duration::from_secs(20);
+    let first = rt
+        .block_on(async { tokio::time::timeout(within, first).await })
+        .expect("the panicking batch answers")
+        .unwrap();
+    assert!(
+        matches!(&first, Err(StoreError::Io { source, .. }) if source.to_string().contains("panicked")),
+        "{first:?}"
+    );
+    for (n, t) in (1..9u32).zip(behind) {
+        let out = rt
+            .block_on(async { tokio::time::timeout(within, t).await })
+            .expect("a record queued behind a panicking leader is committed")
+            .unwrap()
+            .unwrap();
+        assert_eq!(out.length, frag_len(n) as u64);
+        assert_eq!(read_all(&s, n).unwrap(), body(n, frag_len(n)));
+    }
+    assert_eq!(s.buffered_bytes.load(Ordering::Relaxed), 0);
+}
