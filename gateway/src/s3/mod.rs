@@ -69,6 +69,11 @@ impl KuraS3 {
 }
 
 /// Runs one operation, records its metrics and maps its error.
+///
+/// The hot operations (PUT, GET, HEAD, DELETE of an object) pass their future
+/// boxed: their state is many KiB, and moved by value it was copied into
+/// `observe`'s future and again into the trait's box (memmove 7.9% of the
+/// gateway's CPU under 4 KiB PUTs; 5.6% with these boxed).
 async fn observe<T>(
     op: &'static str,
     f: impl Future<Output = GwResult<S3Response<T>>>,
@@ -161,7 +166,7 @@ impl S3 for KuraS3 {
         &self,
         req: S3Request<PutObjectInput>,
     ) -> S3Result<S3Response<PutObjectOutput>> {
-        observe("PutObject", put::put_object(&self.ctx, req)).await
+        observe("PutObject", Box::pin(put::put_object(&self.ctx, req))).await
     }
 
     async fn copy_object(
@@ -182,14 +187,14 @@ impl S3 for KuraS3 {
         &self,
         req: S3Request<GetObjectInput>,
     ) -> S3Result<S3Response<GetObjectOutput>> {
-        observe("GetObject", get::get_object(&self.ctx, req)).await
+        observe("GetObject", Box::pin(get::get_object(&self.ctx, req))).await
     }
 
     async fn head_object(
         &self,
         req: S3Request<HeadObjectInput>,
     ) -> S3Result<S3Response<HeadObjectOutput>> {
-        observe("HeadObject", get::head_object(&self.ctx, req)).await
+        observe("HeadObject", Box::pin(get::head_object(&self.ctx, req))).await
     }
 
     async fn get_object_attributes(
@@ -207,7 +212,11 @@ impl S3 for KuraS3 {
         &self,
         req: S3Request<DeleteObjectInput>,
     ) -> S3Result<S3Response<DeleteObjectOutput>> {
-        observe("DeleteObject", delete::delete_object(&self.ctx, req)).await
+        observe(
+            "DeleteObject",
+            Box::pin(delete::delete_object(&self.ctx, req)),
+        )
+        .await
     }
 
     async fn delete_objects(

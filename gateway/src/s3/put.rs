@@ -273,7 +273,8 @@ where
     T: Send + 'static,
 {
     let task_ctx = ctx.clone();
-    let commit = commit(ctx.clone());
+    // Boxed: the commit's state is large, and the task would copy it twice.
+    let commit = Box::pin(commit(ctx.clone()));
     let deadline = body
         .as_ref()
         .map(|(_, started)| tokio::time::Instant::from_std(*started + ctx.max_commit_age));
