@@ -459,6 +459,28 @@ fn zeros_written_ahead_are_overwritten_then_cut_at_reopen_and_roll() {
     );
 }
 
+/// Queues fragment `n` (buffered: one small block) for the group commit from a task's
+/// side (`commit_async`); the future answers once it is durable.
+fn async_frag(
+    s: &Arc<Store>,
+    n: u32,
+) -> impl std::future::Future<Output = Result<PutOutcome, StoreError>> {
+    let data = body(n, frag_len(n));
+    let mut w = s
+        .begin_put(FragmentHeader {
+            block_size: FRAG as u32,
+            ..header(n)
+        })
+        .unwrap();
+    w.append_block(bytes::Bytes::copy_from_slice(&data), crc32c(&data))
+        .unwrap();
+    assert!(w.is_buffered());
+    match w.commit_async() {
+        Ok(commit) => commit,
+        Err(_) => panic!("a buffered writer commits without blocking"),
+    }
+}
+
 /// Tasks (`commit_async`, the `PutFragments` path) and threads (`commit`) commit
 /// through the same batches: tasks wait without a thread each, share fsyncs with the
 /// threads, and nothing is left in the queue when the last thread leaves (a spawned
@@ -473,22 +495,6 @@ fn tasks_and_threads_share_batches() {
         .enable_all()
         .build()
         .unwrap();
-    let async_frag = |s: &Arc<Store>, n: u32| {
-        let data = body(n, frag_len(n));
-        let mut w = s
-            .begin_put(FragmentHeader {
-                block_size: FRAG as u32,
-                ..header(n)
-            })
-            .unwrap();
-        w.append_block(bytes::Bytes::copy_from_slice(&data), crc32c(&data))
-            .unwrap();
-        assert!(w.is_buffered());
-        match w.commit_async() {
-            Ok(commit) => commit,
-            Err(_) => panic!("a buffered writer commits without blocking"),
-        }
-    };
     let tasks: Vec<_> = (0..48u32).map(|n| rt.spawn(async_frag(&s, n))).collect();
     // Threads outside the runtime, committing meanwhile.
     let threads = concurrent_frags(&s, 4, 3);
@@ -543,31 +549,16 @@ fn a_panicking_leader_strands_no_queued_task() {
         .enable_all()
         .build()
         .unwrap();
-    let queue = |s: &Arc<Store>, n: u32| {
-        let data = body(n, frag_len(n));
-        let mut w = s
-            .begin_put(FragmentHeader {
-                block_size: FRAG as u32,
-                ..header(n)
-            })
-            .unwrap();
-        w.append_block(bytes::Bytes::copy_from_slice(&data), crc32c(&data))
-            .unwrap();
-        match w.commit_async() {
-            Ok(commit) => commit,
-            Err(_) => panic!("a buffered writer commits without blocking"),
-        }
-    };
     // The first batch's fsync sleeps 200 ms, then panics; the others queue meanwhile.
     s.hooks.sync_delay_ms.store(200, Ordering::Relaxed);
     s.hooks.panic_in_sync.store(true, Ordering::Relaxed);
-    let first = rt.spawn(queue(&s, 0));
+    let first = rt.spawn(async_frag(&s, 0));
     // Once the leader holds the first record, the queue is empty again.
     std::thread::sleep(std::time::Duration::from_millis(20));
     while s.group.queued() > 0 {
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
-    let behind: Vec<_> = (1..9u32).map(|n| rt.spawn(queue(&s, n))).collect();
+    let behind: Vec<_> = (1..9u32).map(|n| rt.spawn(async_frag(&s, n))).collect();
     s.hooks.sync_delay_ms.store(0, Ordering::Relaxed);
     let within = std::time::Duration::from_secs(20);
     let first = rt
