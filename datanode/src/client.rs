@@ -379,7 +379,7 @@ impl DataNodeClient {
 
     /// Stores a fragment of one block, `block` (the fragments of a body of
     /// at most one stripe), and returns once the node has made it durable.
-    /// It goes as one call on the node's `PutFragments` stream (`put_calls`),
+    /// It goes as one call on the node's `PutFragments` stream (`calls`),
     /// not as an HTTP/2 stream of its own, unless it is larger than
     /// [`MAX_STREAMED_BLOCK`], the stream has too much in flight, or the node
     /// does not know `PutFragments`.
