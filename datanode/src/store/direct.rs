@@ -197,6 +197,11 @@ impl StagedWriter {
         StagedWriter { buf, base: at }
     }
 
+    /// Bytes that can be pushed before the staging buffer goes out.
+    pub(super) fn room(&self) -> usize {
+        self.buf.capacity() - self.buf.len()
+    }
+
     /// Where the next pushed byte lands.
     pub(super) fn pos(&self) -> u64 {
         self.base + self.buf.len() as u64

@@ -1145,6 +1145,17 @@ impl PutWriter {
             .ok_or_else(|| StoreError::InvalidArgument("writer already finished".into()))
     }
 
+    /// Whether [`Self::append_block`] of `len` bytes would only copy them into
+    /// the staging buffer of the record's own segment, with no write to disk:
+    /// then it may run on an async thread (a blocking hop per block was a
+    /// thread wake-up and two context switches).
+    pub fn append_stays_in_memory(&self, len: usize) -> bool {
+        match self.state.as_ref().map(|s| &s.sink) {
+            Some(Sink::Exclusive(x)) => BLOCK_HEADER_LEN as usize + len < x.w.room(),
+            _ => false,
+        }
+    }
+
     pub fn header(&self) -> Option<&FragmentHeader> {
         self.state.as_ref().map(|s| &s.header)
     }
