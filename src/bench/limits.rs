@@ -1,6 +1,7 @@
 //! This machine's own ceilings, measured in the same run as the benchmark so
 //! Kura's figures can be printed as ratios of them: sequential disk write and
-//! read, 4 KiB write+fdatasync rate, loopback TCP throughput, MD5 throughput.
+//! read, 4 KiB write+fdatasync rate, loopback TCP throughput and the CPU a
+//! MiB costs each side of it, MD5 and CRC32C throughput.
 
 use std::fs::OpenOptions;
 use std::io::{Read, Write};
@@ -14,7 +15,13 @@ pub struct Limits {
     pub disk_read_mib_s: f64,
     pub fsync_per_s: f64,
     pub loopback_mib_s: f64,
+    /// CPU of the sending thread per MiB over loopback TCP (on loopback the
+    /// kernel's receive processing runs on the sender's CPU too).
+    pub loopback_send_cpu_ms_per_mib: f64,
+    /// CPU of the receiving thread per MiB (the copy out of the socket).
+    pub loopback_recv_cpu_ms_per_mib: f64,
     pub md5_mib_s: f64,
+    pub crc32c_mib_s: f64,
 }
 
 const MIB: f64 = 1024.0 * 1024.0;
@@ -22,12 +29,16 @@ const MIB: f64 = 1024.0 * 1024.0;
 /// Measures everything; `dir` must be on the disk the cluster uses.
 pub fn measure(dir: &Path, disk_mib: usize) -> std::io::Result<Limits> {
     let (w, r) = disk_seq(dir, disk_mib)?;
+    let tcp = loopback(1024)?;
     Ok(Limits {
         disk_write_mib_s: w,
         disk_read_mib_s: r,
         fsync_per_s: fsync_rate(dir, Duration::from_secs(2))?,
-        loopback_mib_s: loopback(1024)?,
+        loopback_mib_s: tcp.mib_s,
+        loopback_send_cpu_ms_per_mib: tcp.send_cpu_ms_per_mib,
+        loopback_recv_cpu_ms_per_mib: tcp.recv_cpu_ms_per_mib,
         md5_mib_s: md5_rate(Duration::from_secs(1)),
+        crc32c_mib_s: crc32c_rate(Duration::from_secs(1)),
     })
 }
 
@@ -86,17 +97,38 @@ fn fsync_rate(dir: &Path, dur: Duration) -> std::io::Result<f64> {
     Ok(rate)
 }
 
-fn loopback(mib: usize) -> std::io::Result<f64> {
+/// One loopback TCP stream's rate and the CPU each side spent per MiB.
+struct Loopback {
+    mib_s: f64,
+    send_cpu_ms_per_mib: f64,
+    recv_cpu_ms_per_mib: f64,
+}
+
+/// CPU time of the calling thread.
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: writes one timespec we own; the clock id is a constant.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// Sends `mib` MiB over one loopback TCP connection in 1 MiB writes, read
+/// back in 1 MiB reads by a second thread (as a store's nodes send blocks).
+fn loopback(mib: usize) -> std::io::Result<Loopback> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;
-    let sink = std::thread::spawn(move || -> std::io::Result<usize> {
+    let sink = std::thread::spawn(move || -> std::io::Result<(usize, Duration)> {
         let (mut s, _) = listener.accept()?;
+        let cpu0 = thread_cpu();
         let mut buf = vec![0u8; 1 << 20];
         let mut total = 0;
         loop {
             let n = s.read(&mut buf)?;
             if n == 0 {
-                return Ok(total);
+                return Ok((total, thread_cpu().saturating_sub(cpu0)));
             }
             total += n;
         }
@@ -105,14 +137,21 @@ fn loopback(mib: usize) -> std::io::Result<f64> {
     s.set_nodelay(true)?;
     let block = vec![1u8; 1 << 20];
     let start = Instant::now();
+    let cpu0 = thread_cpu();
     for _ in 0..mib {
         s.write_all(&block)?;
     }
+    let send_cpu = thread_cpu().saturating_sub(cpu0);
     drop(s);
-    let got = sink
+    let (got, recv_cpu) = sink
         .join()
         .map_err(|_| std::io::Error::other("sink thread panicked"))??;
-    Ok(got as f64 / MIB / start.elapsed().as_secs_f64())
+    let got_mib = (got as f64 / MIB).max(1.0);
+    Ok(Loopback {
+        mib_s: got as f64 / MIB / start.elapsed().as_secs_f64(),
+        send_cpu_ms_per_mib: send_cpu.as_secs_f64() * 1e3 / got_mib,
+        recv_cpu_ms_per_mib: recv_cpu.as_secs_f64() * 1e3 / got_mib,
+    })
 }
 
 /// MD5 MiB/s on one core, hashing 1 MiB blocks for at least `min`.

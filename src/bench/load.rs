@@ -1385,7 +1385,10 @@ pub async fn run(args: LoadArgs, workload: Workload) -> Result<i32, LoadError> {
             disk_read_mib_s: l.disk_read_mib_s,
             fsync_per_s: l.fsync_per_s,
             loopback_mib_s: l.loopback_mib_s,
+            loopback_send_cpu_ms_per_mib: l.loopback_send_cpu_ms_per_mib,
+            loopback_recv_cpu_ms_per_mib: l.loopback_recv_cpu_ms_per_mib,
             md5_mib_s: l.md5_mib_s,
+            crc32c_mib_s: l.crc32c_mib_s,
         }),
     };
     if let Some(l) = &limits {

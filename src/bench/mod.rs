@@ -526,7 +526,12 @@ fn print_limits(l: &limits::Limits) {
         "| loopback TCP, one stream | {:.0} MiB/s |",
         l.loopback_mib_s
     );
+    println!(
+        "| loopback TCP CPU per MiB: sender, receiver | {:.2} ms, {:.2} ms |",
+        l.loopback_send_cpu_ms_per_mib, l.loopback_recv_cpu_ms_per_mib
+    );
     println!("| MD5, one core | {:.0} MiB/s |", l.md5_mib_s);
+    println!("| CRC32C, one core | {:.0} MiB/s |", l.crc32c_mib_s);
     println!();
 }
 

@@ -97,7 +97,11 @@ pub struct LimitsJson {
     pub disk_read_mib_s: f64,
     pub fsync_per_s: f64,
     pub loopback_mib_s: f64,
+    /// CPU per MiB of the sending and the receiving thread over loopback TCP.
+    pub loopback_send_cpu_ms_per_mib: f64,
+    pub loopback_recv_cpu_ms_per_mib: f64,
     pub md5_mib_s: f64,
+    pub crc32c_mib_s: f64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
