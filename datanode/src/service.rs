@@ -11,7 +11,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{FutureExt, Stream, StreamExt};
+use futures::{Stream, StreamExt};
 use kura_proto::datanode::data_node_server::{DataNode, DataNodeServer};
 use kura_proto::datanode::*;
 use tokio::sync::{mpsc, watch};
@@ -37,9 +37,6 @@ pub const MAX_LIST_LIMIT: u32 = 5000;
 /// A PutFragment stream that brings no message for this long is aborted
 /// (nothing stored): its writer is hung.
 const PUT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// Most block bytes of already-received messages one blocking hop of
-/// `store_fragment` takes (bounds what a hop holds beyond the flow window).
-const HOP_BYTES: usize = 4 << 20;
 
 /// A fragment's age by this node's clock: `now − stored` (0 if the clock went
 /// back), or None for fragments stored before nodes recorded the time.
@@ -124,99 +121,71 @@ impl DataNodeService {
         // Our clock, not the writer's: orphan GC judges age by it.
         header.stored_unix_ms = crate::now_unix_ms();
         let _in_progress = InProgress::new(&metrics::FRAGMENT_PUTS_IN_PROGRESS);
-        // Everything the messages received so far ask of the store runs in ONE
-        // blocking hop: opening the record, their blocks and, with `last`, the
-        // commit. A small object's fragment is a single message, and three thread
-        // hand-offs for it were a fifth of a data node's CPU under small PUTs.
-        // Dropping the writer on any early return (error, client gone) aborts
-        // the record.
+        // What one message asks of the store runs in ONE blocking hop: opening the
+        // record, its block and, with `last`, the commit. A small object's fragment
+        // is a single message, and three thread hand-offs for it were a fifth of a
+        // data node's CPU under small PUTs. A block that only fills the record's
+        // staging buffer needs no hop at all (`append_stays_in_memory`): one each
+        // was a thread wake-up and two context switches per block of a large PUT.
+        // Dropping the writer on any early return (error, client gone) aborts the
+        // record.
         let mut pending = Pending::Begin(header);
-        let mut batch = vec![msg];
         loop {
-            // Messages already received ride along in the same hop: under load
-            // a stream's blocks queue up, and one hop each cost the node a
-            // thread wake-up and two context switches per block.
-            let mut ended = false;
-            let mut bytes: usize = batch.iter().map(|m| m.data.len()).sum();
-            while !batch.iter().any(|m| m.last) && bytes < HOP_BYTES {
-                match stream.next().now_or_never() {
-                    Some(Some(next)) => {
-                        let next = next?;
-                        bytes += next.data.len();
-                        batch.push(next);
-                    }
-                    Some(None) => {
-                        ended = true;
-                        break;
-                    }
-                    None => break,
-                }
-            }
-            if batch.iter().any(|m| m.header.is_some()) {
+            if msg.header.is_some() {
                 return Err(Status::invalid_argument(
                     "only the first message may carry a header",
                 ));
             }
-            // Blocks that only fill the record's staging buffer are appended
-            // right here; a hop takes the rest (a write, the commit).
-            let mut rest = batch.drain(..).peekable();
-            if let Pending::Open(w) = &mut pending {
-                while let Some(m) =
-                    rest.next_if(|m| !m.last && w.append_stays_in_memory(m.data.len()))
-                {
-                    if !m.data.is_empty() {
-                        w.append_block(m.data, m.crc32c)?;
+            let (data, crc, last) = (std::mem::take(&mut msg.data), msg.crc32c, msg.last);
+            match &mut pending {
+                Pending::Open(w) if !last && w.append_stays_in_memory(data.len()) => {
+                    if !data.is_empty() {
+                        w.append_block(data, crc)?;
                     }
                 }
-            }
-            let blocks: Vec<_> = rest.map(|m| (m.data, m.crc32c, m.last)).collect();
-            if !blocks.is_empty() {
-                let store = self.store.clone();
-                // Ok(Ok(outcome)) once committed, Ok(Err(writer)) while still open.
-                let step = blocking(
-                    move || -> Result<Result<PutOutcome, PutWriter>, StoreError> {
-                        let mut w = match pending {
-                            Pending::Begin(header) => store.begin_put(header)?,
-                            Pending::Open(w) => w,
-                        };
-                        for (data, crc, last) in blocks {
+                _ => {
+                    let store = self.store.clone();
+                    // Ok(Ok(outcome)) once committed, Ok(Err(writer)) while still open.
+                    let step = blocking(
+                        move || -> Result<Result<PutOutcome, PutWriter>, StoreError> {
+                            let mut w = match pending {
+                                Pending::Begin(header) => store.begin_put(header)?,
+                                Pending::Open(w) => w,
+                            };
                             if !data.is_empty() {
                                 w.append_block(data, crc)?;
                             }
                             if last {
-                                // Anything after `last` is not part of the fragment.
-                                return w.commit().map(Ok);
+                                w.commit().map(Ok)
+                            } else {
+                                Ok(Err(w))
                             }
+                        },
+                    )
+                    .await??;
+                    match step {
+                        Ok(out) => {
+                            return Ok(PutFragmentResponse {
+                                length: out.length,
+                                blocks: out.blocks,
+                            });
                         }
-                        Ok(Err(w))
-                    },
-                )
-                .await??;
-                match step {
-                    Ok(out) => {
-                        return Ok(PutFragmentResponse {
-                            length: out.length,
-                            blocks: out.blocks,
-                        });
+                        Err(w) => pending = Pending::Open(w),
                     }
-                    Err(w) => pending = Pending::Open(w),
                 }
             }
-            let next = if ended {
-                None
-            } else {
-                // A writer that stalls (hung gateway) must not hold the record open forever.
-                tokio::time::timeout(PUT_IDLE_TIMEOUT, stream.next())
-                    .await
-                    .map_err(|_| {
-                        Status::deadline_exceeded(format!(
-                            "no PutFragment message for {PUT_IDLE_TIMEOUT:?}"
-                        ))
-                    })?
-            };
-            batch.push(next.transpose()?.ok_or_else(|| {
-                Status::invalid_argument("PutFragment stream ended without last=true")
-            })?);
+            // A writer that stalls (hung gateway) must not hold the record open forever.
+            msg = tokio::time::timeout(PUT_IDLE_TIMEOUT, stream.next())
+                .await
+                .map_err(|_| {
+                    Status::deadline_exceeded(format!(
+                        "no PutFragment message for {PUT_IDLE_TIMEOUT:?}"
+                    ))
+                })?
+                .transpose()?
+                .ok_or_else(|| {
+                    Status::invalid_argument("PutFragment stream ended without last=true")
+                })?;
         }
     }
 }
@@ -588,12 +557,11 @@ mod tests {
         futures::stream::iter(msgs.into_iter().map(Ok))
     }
 
-    /// Messages that are all there at once are stored together and in order,
-    /// whether their blocks only fill the staging buffer (appended on the
-    /// async thread) or fill it over and over (written in a hop); what
-    /// follows `last` is not part of the fragment.
+    /// A fragment's blocks are stored in order whether they only fill the
+    /// staging buffer (appended on the async thread) or fill it over and over
+    /// (written in a hop); what follows `last` is not part of the fragment.
     #[tokio::test]
-    async fn received_messages_are_stored_together_and_in_order() {
+    async fn blocks_are_stored_in_order_in_memory_or_through_a_hop() {
         for (n, bs) in [(5, 4096), (9, 300_000)] {
             let dir = tempfile::tempdir().unwrap();
             let svc = service(dir.path());
