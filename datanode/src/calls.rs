@@ -19,8 +19,9 @@
 //! per node address. A stream that ends or fails answers every call still
 //! waiting with `Unavailable`: a write's fate is then unknown, as after a
 //! `PutFragment` call's transport error (the gateway never references a
-//! fragment it was not told is durable). A call that times out retires its
-//! stream, so a stream stuck while its connection stays up is not used again.
+//! fragment it was not told is durable). A call that times out, or that its
+//! caller gave up on after a second, retires its stream, so a stream stuck
+//! while its connection stays up is not used again.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -282,7 +283,17 @@ impl GetStream {
     }
 }
 
-/// Awaits a call for at most `within`; a call that times out retires its
+/// A caller that gives up on a call after waiting this long retires the
+/// call's stream too: readers drop a block they waited on for their own
+/// patience (2 s) long before the call's deadline, and a stream to a node
+/// that froze with its connection up would otherwise be used again each time
+/// the node's suspect mark expires. Answers take milliseconds; a hedged call
+/// dropped this late found a slow node, and the next call only opens a new
+/// stream.
+const RETIRE_IF_ABANDONED_AFTER: Duration = Duration::from_secs(1);
+
+/// Awaits a call for at most `within`; a call that times out, or that its
+/// caller stops awaiting after [`RETIRE_IF_ABANDONED_AFTER`], retires its
 /// stream (stuck with its connection up, maybe: the next calls open another).
 async fn bounded<Req, T: Send + 'static>(
     calls: &CallSender<Req, T>,
@@ -290,7 +301,10 @@ async fn bounded<Req, T: Send + 'static>(
     what: &str,
     call: impl Future<Output = Result<T, Status>>,
 ) -> Result<T, DataNodeError> {
-    match tokio::time::timeout(within, call).await {
+    let mut abandoned = RetireIfAbandoned::new(|| calls.retire());
+    let answer = tokio::time::timeout(within, call).await;
+    abandoned.answered();
+    match answer {
         Ok(answer) => answer.map_err(DataNodeError::from),
         Err(_) => {
             calls.retire();
@@ -298,5 +312,69 @@ async fn bounded<Req, T: Send + 'static>(
                 "no answer to {what} within {within:?}"
             )))
         }
+    }
+}
+
+/// Runs `retire` when dropped before [`Self::answered`], if it was made at
+/// least [`RETIRE_IF_ABANDONED_AFTER`] earlier.
+struct RetireIfAbandoned<F: FnOnce()> {
+    retire: Option<F>,
+    since: tokio::time::Instant,
+}
+
+impl<F: FnOnce()> RetireIfAbandoned<F> {
+    fn new(retire: F) -> Self {
+        RetireIfAbandoned {
+            retire: Some(retire),
+            since: tokio::time::Instant::now(),
+        }
+    }
+
+    fn answered(&mut self) {
+        self.retire = None;
+    }
+}
+
+impl<F: FnOnce()> Drop for RetireIfAbandoned<F> {
+    fn drop(&mut self) {
+        if let Some(retire) = self.retire.take() {
+            if self.since.elapsed() >= RETIRE_IF_ABANDONED_AFTER {
+                retire();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicBool;
+
+    /// Waits on a call that never answers for `wait`, then gives up (drops
+    /// it) or, with `answer`, gets its answer; says whether it retired.
+    async fn retired_after(wait: Duration, answer: bool) -> bool {
+        let retired = AtomicBool::new(false);
+        let call = async {
+            let _guard = {
+                let mut g = RetireIfAbandoned::new(|| retired.store(true, Ordering::SeqCst));
+                tokio::time::sleep(wait).await;
+                if answer {
+                    g.answered();
+                }
+                g
+            };
+        };
+        call.await;
+        retired.load(Ordering::SeqCst)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_given_up_late_retires_its_stream() {
+        assert!(retired_after(RETIRE_IF_ABANDONED_AFTER, false).await);
+        assert!(retired_after(Duration::from_secs(2), false).await);
+        // Dropped soon (a hedged read whose other blocks came first): kept.
+        assert!(!retired_after(Duration::from_millis(20), false).await);
+        // Answered, however late: the stream works.
+        assert!(!retired_after(Duration::from_secs(5), true).await);
     }
 }
