@@ -169,6 +169,37 @@ pub fn md5_rate(min: Duration) -> f64 {
     n as f64 / start.elapsed().as_secs_f64()
 }
 
+/// MiB/s of body bytes the gateway's MD5 lanes kernel hashes on one core
+/// with `live` of its lanes busy (the others idle, as in a pass with fewer
+/// bodies), or None where the CPU has no kernel. Next to [`md5_rate`] it says
+/// from how many live lanes a run beats hashing one body at a time.
+pub fn md5_lanes_rate(min: Duration, live: usize) -> Option<f64> {
+    use kura_gateway::data::etag::x16;
+    if !x16::available() || live == 0 || live > x16::LANES {
+        return None;
+    }
+    const PER_LANE: usize = 1 << 20;
+    let data = vec![9u8; live * PER_LANE];
+    let mut ptrs = [x16::IDLE_BLOCK.as_ptr(); x16::LANES];
+    let mut is_live = [false; x16::LANES];
+    for l in 0..live {
+        ptrs[l] = data[l * PER_LANE..].as_ptr();
+        is_live[l] = true;
+    }
+    let mut state = x16::State16::default();
+    let start = Instant::now();
+    let mut runs = 0u64;
+    while runs < 16 || start.elapsed() < min {
+        // SAFETY: the kernel runs on this CPU (checked above); each live
+        // pointer has PER_LANE bytes (whole blocks) after it, idle ones point
+        // at the 64-byte idle block.
+        unsafe { x16::compress_run(&mut state, &ptrs, &is_live, PER_LANE / 64) };
+        runs += 1;
+    }
+    std::hint::black_box(&state);
+    Some((runs * live as u64) as f64 / start.elapsed().as_secs_f64())
+}
+
 /// CRC32C MiB/s on one core (the data node's block checksum), for at least `min`.
 pub fn crc32c_rate(min: Duration) -> f64 {
     let block = vec![5u8; 1 << 20];

@@ -12,7 +12,7 @@
 //! have a job ready or are sealed, when one holds more than [`CAP_BYTES`], or
 //! when all together hold more than [`TOTAL_CAP_BYTES`] (that pass drains all).
 //! Whatever else is queued rides along. A pass uses the lanes while at least
-//! [`MIN_VECTOR_LANES`] bodies still have data, and hashes one body at a time
+//! [`min_vector_lanes`] bodies still have data, and hashes one body at a time
 //! only what must be drained (a wanted body, one over the cap) or all of a
 //! pass too small for the lanes. Under 16 concurrent 1 MiB PUTs, passing as
 //! soon as every open body had a job (and 4 ms after one finished) left 25%
@@ -39,8 +39,17 @@ pub const CAP_BYTES: usize = 4 * 1024 * 1024;
 /// triggers, must not pin unbounded memory.
 pub const TOTAL_CAP_BYTES: usize = 64 * 1024 * 1024;
 /// Below this many live lanes, one body at a time is cheaper: a run costs
-/// the same whatever the number of live lanes.
-pub const MIN_VECTOR_LANES: usize = 3;
+/// the same whatever the number of live lanes. `kura bench ec` prints the
+/// kernel's rate by live lanes: with AVX-512 one live lane hashes as fast as
+/// `md-5` on one body (538 vs 531 MiB/s on our 2-vCPU Xeon), so two already
+/// win; with AVX2 one lane runs at about half a scalar stream (decision 0051
+/// addendum), so it takes three.
+pub fn min_vector_lanes() -> usize {
+    match x16::kernel() {
+        Some(x16::Kernel::Avx512) => 2,
+        _ => 3,
+    }
+}
 
 const MD5_INIT: [u32; 4] = [0x6745_2301, 0xefcd_ab89, 0x98ba_dcfe, 0x1032_5476];
 
@@ -409,7 +418,7 @@ fn hash(work: &mut [Work]) {
     let mut waiting: VecDeque<usize> = (0..work.len())
         .filter(|&i| !work[i].runs.is_empty())
         .collect();
-    if waiting.len() >= MIN_VECTOR_LANES {
+    if waiting.len() >= min_vector_lanes() {
         let keep_going = (LANES / 2).min(waiting.len());
         vector(work, &mut waiting, keep_going);
         waiting.retain(|&i| work[i].must_drain);
@@ -428,7 +437,7 @@ fn scalar(w: &mut Work) {
 }
 
 /// Hash in the lanes while at least `min_live` lanes have data, or at least
-/// [`MIN_VECTOR_LANES`] do and one of them must be drained; items still
+/// [`min_vector_lanes`] do and one of them must be drained; items still
 /// waiting, or put back with their progress, are left in `waiting`.
 fn vector(work: &mut [Work], waiting: &mut VecDeque<usize>, min_live: usize) {
     // Per lane: the item it hashes, its current run and the offset in it.
@@ -450,7 +459,7 @@ fn vector(work: &mut [Work], waiting: &mut VecDeque<usize>, min_live: usize) {
         }
         let live = lanes.iter().filter(|l| l.is_some()).count();
         let draining = lanes.iter().flatten().any(|(i, _, _)| work[*i].must_drain);
-        if live < MIN_VECTOR_LANES || (live < min_live && !draining) {
+        if live < min_vector_lanes() || (live < min_live && !draining) {
             // Hand the rest back, each item with its progress.
             for (l, lane) in lanes.iter_mut().enumerate() {
                 if let Some((i, run, off)) = lane.take() {
@@ -641,6 +650,42 @@ mod tests {
             eprintln!(
                 "{k:?}, sixteen lanes: {:.0} MiB/s",
                 bytes / t.elapsed().as_secs_f64() / 1048576.0
+            );
+        }
+    }
+
+    #[test]
+    fn two_bodies_over_the_cap_share_the_lanes_where_two_lanes_win() {
+        let Some(lanes) = Lanes::start() else { return };
+        let bodies: Vec<Bytes> = (0..2)
+            .map(|i| Bytes::from(data(2 * CAP_BYTES + 64 * i + 17, 7 + i as u32)))
+            .collect();
+        let before = metrics::md5_bytes("lanes");
+        let registered: Vec<LaneBody> = bodies.iter().map(|_| lanes.register()).collect();
+        // Alternate 64 KiB chunks, so both bodies pass the cap together.
+        for off in (0..bodies[1].len()).step_by(65_536) {
+            for (b, d) in registered.iter().zip(&bodies) {
+                if off < d.len() {
+                    b.push(d.slice(off..(off + 65_536).min(d.len())));
+                }
+            }
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        for (b, d) in registered.into_iter().zip(&bodies) {
+            assert_eq!(rt.block_on(b.finish(d.len() as u64)).unwrap(), reference(d));
+        }
+        let in_lanes = metrics::md5_bytes("lanes") - before;
+        if min_vector_lanes() <= 2 {
+            assert!(
+                in_lanes >= 2 * CAP_BYTES as u64,
+                "two bodies over the cap went one at a time: {in_lanes} bytes in the lanes"
+            );
+        } else {
+            assert_eq!(
+                in_lanes, 0,
+                "two live lanes lose to one body at a time here"
             );
         }
     }
