@@ -418,9 +418,10 @@ fn hash(work: &mut [Work]) {
     let mut waiting: VecDeque<usize> = (0..work.len())
         .filter(|&i| !work[i].runs.is_empty())
         .collect();
-    if waiting.len() >= min_vector_lanes() {
+    let floor = min_vector_lanes();
+    if waiting.len() >= floor {
         let keep_going = (LANES / 2).min(waiting.len());
-        vector(work, &mut waiting, keep_going);
+        vector(work, &mut waiting, keep_going, floor);
         waiting.retain(|&i| work[i].must_drain);
     }
     for i in waiting {
@@ -437,9 +438,9 @@ fn scalar(w: &mut Work) {
 }
 
 /// Hash in the lanes while at least `min_live` lanes have data, or at least
-/// [`min_vector_lanes`] do and one of them must be drained; items still
-/// waiting, or put back with their progress, are left in `waiting`.
-fn vector(work: &mut [Work], waiting: &mut VecDeque<usize>, min_live: usize) {
+/// `floor` ([`min_vector_lanes`]) do and one of them must be drained; items
+/// still waiting, or put back with their progress, are left in `waiting`.
+fn vector(work: &mut [Work], waiting: &mut VecDeque<usize>, min_live: usize, floor: usize) {
     // Per lane: the item it hashes, its current run and the offset in it.
     let mut lanes: [Option<(usize, Bytes, usize)>; LANES] = std::array::from_fn(|_| None);
     let mut state = State16::default();
@@ -459,7 +460,7 @@ fn vector(work: &mut [Work], waiting: &mut VecDeque<usize>, min_live: usize) {
         }
         let live = lanes.iter().filter(|l| l.is_some()).count();
         let draining = lanes.iter().flatten().any(|(i, _, _)| work[*i].must_drain);
-        if live < min_vector_lanes() || (live < min_live && !draining) {
+        if live < floor || (live < min_live && !draining) {
             // Hand the rest back, each item with its progress.
             for (l, lane) in lanes.iter_mut().enumerate() {
                 if let Some((i, run, off)) = lane.take() {
