@@ -23,12 +23,16 @@
 //! caller gave up on after a second, retires its stream, so a stream stuck
 //! while its connection stays up is not used again.
 
+use std::convert::Infallible;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::stream::{Stream, StreamExt};
 use futures::Future;
+use http_body::Frame;
+use http_body_util::StreamBody;
 use kura_pd_client::call_table::{outcome, serve_calls, AnswerStream, CallSender, Handled};
 use kura_pd_client::channel::Channel;
 use kura_proto::datanode::data_node_client::DataNodeClient as RawClient;
@@ -38,11 +42,14 @@ use kura_proto::datanode::{
 };
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::UnboundedReceiverStream;
+use tonic::body::Body;
 use tonic::{Status, Streaming};
 
 use crate::client::DataNodeError;
 use crate::crc::crc32c;
+use crate::grpc_frames::{self, message_frame, message_frames, Messages};
 use crate::metrics;
+use crate::raw_read::status_map;
 use crate::service::DataNodeService;
 
 /// Largest block sent as a call: a stream delivers its messages in order,
@@ -50,12 +57,13 @@ use crate::service::DataNodeService;
 /// (256 KiB: the block of a 1 MiB stripe at k = 4).
 pub const MAX_STREAMED_BLOCK: usize = 256 << 10;
 
-/// Largest block a reader should ask for as a call ([`GetStream`]). A call's
-/// block is copied into and out of a gRPC message, where a raw `GetFragment`
-/// read moves it as the `Bytes` it is (decision 0049): measured under 16
-/// concurrent GETs, calls won for 64 KiB blocks (256 KiB bodies: +28%
-/// GET/s) and lost for 256 KiB ones (1 MiB bodies: −8%).
-pub const MAX_CALL_READ_BLOCK: usize = 64 << 10;
+/// Largest block a reader should ask for as a call ([`GetStream`]): every
+/// block of a body of one stripe (256 KiB at the default 1 MiB stripe and
+/// k = 4). The block moves as the `Bytes` it is, as raw `GetFragment` reads
+/// move it; while calls copied blocks into and out of gRPC messages they
+/// lost to raw reads above 64 KiB (1 MiB GETs −8%), without the copies they
+/// win there too (1 MiB GETs +11–52%, decision 0059's addendum).
+pub const MAX_CALL_READ_BLOCK: usize = MAX_STREAMED_BLOCK;
 
 /// Bytes a stream may have sent and not had answered. Beyond it fragments
 /// go as `PutFragment` calls (whose stall detection then applies) instead of
@@ -75,17 +83,45 @@ pub(crate) fn serve_puts(
     })
 }
 
-/// Server end of `GetFragments`: reads the blocks `inbound` asks for.
-pub(crate) fn serve_gets(
-    svc: Arc<DataNodeService>,
-    inbound: Streaming<BlockGet>,
-    stopping: Option<watch::Receiver<bool>>,
-) -> AnswerStream<BlockGetAnswer> {
-    serve(inbound, stopping, move |get: BlockGet| {
+/// The path of `GetFragments`, which [`crate::raw_put::DataPathServer`]
+/// serves ahead of tonic ([`serve_gets`]).
+pub const GET_FRAGMENTS_PATH: &str = "/kura.datanode.DataNode/GetFragments";
+
+/// `BlockGetAnswer.data`'s field number.
+const ANSWER_DATA_FIELD: u32 = 4;
+
+/// Server end of `GetFragments`: reads the blocks the request body asks for
+/// and answers as gRPC would, but with each block's `Bytes` as a body frame
+/// of its own (`grpc_frames`): tonic would copy every block into its encode
+/// buffer, and the gateway's tonic decoder would copy it again.
+pub(crate) fn serve_gets(svc: Arc<DataNodeService>, body: Body) -> http::Response<Body> {
+    let inbound = Messages::<_, BlockGet>::new(body, "GetFragments call").into_stream();
+    let stopping = svc.stopping();
+    let answers = serve(inbound, stopping, move |get: BlockGet| {
         metrics::STREAMED_BLOCK_GETS.inc();
         let svc = svc.clone();
         Handled::Answer(Box::pin(async move { read(&svc, get).await }))
+    });
+    // Each answer as its frames; the end (or the node stopping) as trailers.
+    let frames = futures::stream::unfold(Some(answers), |answers| async move {
+        let mut answers = answers?;
+        let (frames, rest) = match answers.next().await {
+            Some(Ok(mut answer)) => {
+                let data = std::mem::take(&mut answer.data);
+                let frames = message_frames(&answer, ANSWER_DATA_FIELD, data);
+                (
+                    frames.into_iter().flatten().map(Frame::data).collect(),
+                    Some(answers),
+                )
+            }
+            Some(Err(status)) => (vec![Frame::trailers(status_map(&status))], None),
+            None => (vec![Frame::trailers(status_map(&Status::ok("")))], None),
+        };
+        Some((futures::stream::iter(frames), rest))
     })
+    .flatten()
+    .map(Ok::<_, Infallible>);
+    grpc_frames::response(Body::new(StreamBody::new(frames)))
 }
 
 /// Answers the calls of `inbound` until it ends, the client goes away or the
@@ -93,7 +129,7 @@ pub(crate) fn serve_gets(
 /// and the client hears `Unavailable` — a fragment being stored may still be
 /// committed, unreferenced).
 fn serve<R, A>(
-    inbound: Streaming<R>,
+    inbound: impl Stream<Item = Result<R, Status>> + Send + 'static,
     stopping: Option<watch::Receiver<bool>>,
     handle: impl FnMut(R) -> Handled<A> + Send + 'static,
 ) -> AnswerStream<A>
@@ -244,13 +280,30 @@ impl OpenStreamHandle for GetStream {
 }
 
 impl GetStream {
-    /// Opens a stream (one round trip: the node's response headers).
-    pub async fn open(mut client: RawClient<Channel>) -> Result<GetStream, Status> {
+    /// Opens a stream on `channel` to `host` (one round trip: the node's
+    /// response headers). The calls and answers are `GetFragments`' gRPC
+    /// messages, framed and decoded by hand: each block arrives as the
+    /// `Bytes` h2 received (`grpc_frames`).
+    pub async fn open(mut channel: Channel, host: &str) -> Result<GetStream, Status> {
+        use tower::{Service, ServiceExt};
         let (tx, rx) = mpsc::unbounded_channel();
-        let answers = client
-            .get_fragments(UnboundedReceiverStream::new(rx))
-            .await?
-            .into_inner();
+        let calls = UnboundedReceiverStream::new(rx)
+            .map(|get: BlockGet| Ok::<_, Infallible>(Frame::data(message_frame(&get))));
+        let request =
+            grpc_frames::request(host, GET_FRAGMENTS_PATH, Body::new(StreamBody::new(calls)))?;
+        let svc = channel
+            .ready()
+            .await
+            .map_err(grpc_frames::transport_status)?;
+        let response = svc
+            .call(request)
+            .await
+            .map_err(grpc_frames::transport_status)?;
+        // Unimplemented (an older node) comes as a trailers-only answer.
+        grpc_frames::head_status(&response, "GetFragments")?;
+        let answers =
+            Messages::<_, BlockGetAnswer>::new(response.into_body(), "GetFragments answer")
+                .into_stream();
         let calls = CallSender::new(tx, answers, |a: BlockGetAnswer| match a.code {
             0 => (a.id, Ok(a)),
             code => (a.id, Err(Status::new(tonic::Code::from(code), a.message))),

@@ -433,7 +433,7 @@ impl DataNodeClient {
         id: FragmentId,
         block: u32,
     ) -> Result<Bytes, DataNodeError> {
-        let open = || Ok(GetStream::open(self.client(addr)?));
+        let open = || Ok(GetStream::open(self.channel(addr)?, host_of(addr)));
         let within = self.deadlines.stream_idle;
         match self
             .get_streams

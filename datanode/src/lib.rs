@@ -6,9 +6,10 @@
 //! the per-disk identity file (`store::identity`), the in-memory fragment index and its rebuild
 //! at startup (`store::index`, `store::recovery`), the write/read/delete paths (`store`), the
 //! gRPC service (`service`), the process lifecycle (`node`) and the client (`client`), with
-//! the two paths that bypass tonic's copies: raw fragment reads (`raw_read`, both sides) and
-//! PutFragment framed and decoded by hand (`raw_put`, both sides), and the fragments and blocks
-//! of small bodies as calls on one stream per client and node (`calls`, both sides).
+//! the paths that bypass tonic's copies: raw fragment reads (`raw_read`, both sides),
+//! PutFragment framed and decoded by hand (`raw_put`, both sides, over `grpc_frames`), and the
+//! fragments and blocks of small bodies as calls on one stream per client and node (`calls`,
+//! both sides; block reads over `grpc_frames` too).
 //! Must not use: metashard or gateway code, RocksDB, or anything above it on the dependency
 //! arrow; PD is reached only through `kura-pd-client`.
 //! Start reading at `store/mod.rs` (the `Store` API), then `store/format.rs` for the bytes on
@@ -25,6 +26,7 @@ pub mod crc;
 pub mod disk_health;
 pub mod ec;
 pub mod error;
+pub mod grpc_frames;
 pub mod maintenance;
 mod metrics;
 pub mod node;

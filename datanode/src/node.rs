@@ -205,7 +205,7 @@ pub async fn serve(
         // park in flight here.
         .initial_stream_window_size(Some(PUT_STREAM_WINDOW))
         .initial_connection_window_size(Some(PUT_CONNECTION_WINDOW))
-        .add_service(crate::raw_put::PutFragmentServer::new(
+        .add_service(crate::raw_put::DataPathServer::new(
             DataNodeService::new(store.clone(), disk).with_stopping(shutdown.clone()),
         ))
         .add_service(crate::raw_read::RawReadService::new(store))

@@ -287,27 +287,12 @@ where
 /// The head of a raw answer: a gRPC status in it (a trailers-only refusal)
 /// or an HTTP status other than 200 is the call's error.
 pub(crate) fn check_head(resp: &http::Response<Body>, what: &str) -> Result<(), DataNodeError> {
-    if let Some(status) = Status::from_header_map(resp.headers()) {
-        if status.code() != tonic::Code::Ok {
-            return Err(status.into());
-        }
-    }
-    if resp.status() != http::StatusCode::OK {
-        return Err(DataNodeError::Unavailable(format!(
-            "{what} answered HTTP {}",
-            resp.status()
-        )));
-    }
-    Ok(())
+    Ok(crate::grpc_frames::head_status(resp, what)?)
 }
 
 /// A channel's failure to call, as the node's error.
 pub(crate) fn unavailable(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> DataNodeError {
-    let e = e.into();
-    match e.downcast::<Status>() {
-        Ok(status) => (*status).into(),
-        Err(e) => DataNodeError::Unavailable(e.to_string()),
-    }
+    crate::grpc_frames::transport_status(e).into()
 }
 
 /// Cuts the body's DATA frames back into blocks.

@@ -61,7 +61,7 @@ impl From<StoreError> for Status {
 pub struct DataNodeService {
     store: Arc<Store>,
     disk: Arc<DiskHealth>,
-    /// Turns true when the node stops: long-lived `PutFragments` streams end
+    /// Turns true when the node stops: long-lived call streams end
     /// then, or they would hold the server's graceful shutdown open.
     stopping: Option<watch::Receiver<bool>>,
 }
@@ -75,10 +75,16 @@ impl DataNodeService {
         }
     }
 
-    /// Ends the `PutFragments` streams it serves once `stopping` is true.
+    /// Ends the `PutFragments` and `GetFragments` streams it serves once
+    /// `stopping` is true.
     pub fn with_stopping(mut self, stopping: watch::Receiver<bool>) -> Self {
         self.stopping = Some(stopping);
         self
+    }
+
+    /// What [`Self::with_stopping`] gave, for the streams served ahead of tonic.
+    pub(crate) fn stopping(&self) -> Option<watch::Receiver<bool>> {
+        self.stopping.clone()
     }
 
     /// `Unavailable` while the disk does not answer its probe: writers and
@@ -92,7 +98,7 @@ impl DataNodeService {
     }
 
     /// The tonic server for this service, with message limits raised for big blocks.
-    /// The node serves it behind [`crate::raw_put::PutFragmentServer`].
+    /// The node serves it behind [`crate::raw_put::DataPathServer`].
     pub fn grpc_server(self: Arc<Self>) -> DataNodeServer<DataNodeService> {
         DataNodeServer::from_arc(self)
             .max_decoding_message_size(MAX_MESSAGE_SIZE)
@@ -378,16 +384,15 @@ impl DataNode for DataNodeService {
 
     type GetFragmentsStream = kura_pd_client::call_table::AnswerStream<BlockGetAnswer>;
 
+    /// Never reached: [`crate::raw_put::DataPathServer`] serves this method
+    /// ahead of tonic (`calls::serve_gets`), without tonic's copies.
     async fn get_fragments(
         &self,
-        request: Request<Streaming<BlockGet>>,
+        _request: Request<Streaming<BlockGet>>,
     ) -> Result<Response<Self::GetFragmentsStream>, Status> {
-        let stopping = self.stopping.clone();
-        Ok(Response::new(crate::calls::serve_gets(
-            Arc::new(self.clone()),
-            request.into_inner(),
-            stopping,
-        )))
+        Err(Status::unimplemented(
+            "GetFragments is served ahead of tonic",
+        ))
     }
 
     type GetFragmentStream =

@@ -1,7 +1,8 @@
 //! Call streams: requests multiplexed over one long-lived gRPC stream, each
 //! with an id, answered in completion order (decision 0055: `Metashard/Calls`;
 //! decision 0059: `DataNode/PutFragments`, `DataNode/GetFragments`). Both
-//! halves: [`serve_calls`] for servers, [`CallSender`] for clients.
+//! halves: [`serve_calls`] for servers, [`CallSender`] for clients; the
+//! messages come as any stream (tonic's `Streaming`, or decoded by hand).
 //!
 //! [`CallTable`] matches answers to waiting callers by id and ends every wait
 //! when the stream ends. A caller that stops waiting (answered, timed out,
@@ -17,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use futures::stream::{FuturesUnordered, Stream, StreamExt};
 use prometheus::IntGauge;
 use tokio::sync::{mpsc, oneshot};
-use tonic::{Status, Streaming};
+use tonic::Status;
 
 /// The answers of a served call stream, in completion order.
 pub type AnswerStream<A> = Pin<Box<dyn Stream<Item = Result<A, Status>> + Send + 'static>>;
@@ -36,7 +37,7 @@ pub enum Handled<A> {
 /// `stopped` completes (then the client hears `Unavailable` with `stopping`,
 /// and calls still running are dropped). `open` counts the streams served.
 pub fn serve_calls<R, A>(
-    inbound: Streaming<R>,
+    inbound: impl Stream<Item = Result<R, Status>> + Send + 'static,
     stopped: impl Future<Output = ()> + Send + 'static,
     stopping: &'static str,
     open: &'static IntGauge,
@@ -54,7 +55,7 @@ where
 }
 
 async fn run_calls<R, A>(
-    mut inbound: Streaming<R>,
+    inbound: impl Stream<Item = Result<R, Status>>,
     answers: mpsc::UnboundedSender<Result<A, Status>>,
     stopped: impl Future<Output = ()>,
     stopping: &'static str,
@@ -64,6 +65,7 @@ async fn run_calls<R, A>(
     open.inc();
     let _open = Served(open);
     tokio::pin!(stopped);
+    tokio::pin!(inbound);
     let mut running = FuturesUnordered::new();
     let mut inbound_open = true;
     loop {
@@ -71,8 +73,8 @@ async fn run_calls<R, A>(
             return;
         }
         tokio::select! {
-            m = inbound.message(), if inbound_open => match m {
-                Ok(Some(call)) => match handle(call) {
+            m = inbound.next(), if inbound_open => match m {
+                Some(Ok(call)) => match handle(call) {
                     Handled::Answer(a) => running.push(a),
                     Handled::Stall => {
                         (&mut stopped).await;
@@ -81,7 +83,7 @@ async fn run_calls<R, A>(
                 },
                 // The client closed its side (or the connection broke):
                 // finish what runs, then end the answers.
-                Ok(None) | Err(_) => inbound_open = false,
+                None | Some(Err(_)) => inbound_open = false,
             },
             Some(a) = running.next(), if !running.is_empty() => {
                 if answers.send(Ok(a)).is_err() {
@@ -118,7 +120,7 @@ impl<Req, T: Send + 'static> CallSender<Req, T> {
     /// its call id and outcome.
     pub fn new<A: Send + 'static>(
         requests: mpsc::UnboundedSender<Req>,
-        answers: Streaming<A>,
+        answers: impl Stream<Item = Result<A, Status>> + Send + 'static,
         split: impl Fn(A) -> (u64, Result<T, Status>) + Send + 'static,
     ) -> Self {
         let table = Arc::new(CallTable::default());
@@ -245,18 +247,21 @@ impl<T> Drop for Waiting<'_, T> {
 /// (every call still waiting gets `Unavailable`). `split` turns an answer
 /// message into its call id and outcome.
 pub async fn read_answers<A, T>(
-    mut answers: Streaming<A>,
+    answers: impl Stream<Item = Result<A, Status>>,
     table: Arc<CallTable<T>>,
     split: impl Fn(A) -> (u64, Result<T, Status>),
 ) {
+    tokio::pin!(answers);
     let why = loop {
-        match answers.message().await {
-            Ok(Some(a)) => {
+        match answers.next().await {
+            Some(Ok(a)) => {
                 let (id, outcome) = split(a);
                 table.answer(id, outcome);
             }
-            Ok(None) => break Status::unavailable("call stream ended"),
-            Err(s) => break Status::unavailable(format!("call stream failed: {}", s.message())),
+            None => break Status::unavailable("call stream ended"),
+            Some(Err(s)) => {
+                break Status::unavailable(format!("call stream failed: {}", s.message()))
+            }
         }
     };
     table.end(why);

@@ -184,7 +184,7 @@ impl<'a> StripeReader<'a> {
         };
         let count = (end - s + 1) as u32;
         if count == 1 && self.layout.shard_len(s) <= MAX_CALL_READ_BLOCK as u64 {
-            // One small block (a body of a quarter stripe, a short range): one call on
+            // One block (a body of one stripe, a short range): one call on
             // the node's block stream, sent when the block is first awaited, so
             // the fragments of a stripe are asked for together (decision 0059).
             let data = self.ctx.data.clone();
