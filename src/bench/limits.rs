@@ -9,7 +9,9 @@ use std::os::unix::io::AsRawFd;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-#[derive(Debug, Clone, Copy, Default)]
+/// Also the `limits` of a JSON report (`report::Report`), field for field.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct Limits {
     pub disk_write_mib_s: f64,
     pub disk_read_mib_s: f64,

@@ -21,7 +21,7 @@ use rand::{Rng, SeedableRng};
 use reqwest::{Method, StatusCode};
 
 use super::payload::{self, Payload, Sizes};
-use super::report::{self, BenchCpu, Latency, LimitsJson, OpReport, Report, ServerCpu};
+use super::report::{self, BenchCpu, Latency, OpReport, Report, ServerCpu};
 use super::sigv4::{canonical_query, uri_encode, Signer};
 
 /// Why a load run could not start or finish (per-request failures are
@@ -1380,16 +1380,7 @@ pub async fn run(args: LoadArgs, workload: Workload) -> Result<i32, LoadError> {
                 mib(data_bytes),
             )
         }),
-        limits: limits.map(|l| LimitsJson {
-            disk_write_mib_s: l.disk_write_mib_s,
-            disk_read_mib_s: l.disk_read_mib_s,
-            fsync_per_s: l.fsync_per_s,
-            loopback_mib_s: l.loopback_mib_s,
-            loopback_send_cpu_ms_per_mib: l.loopback_send_cpu_ms_per_mib,
-            loopback_recv_cpu_ms_per_mib: l.loopback_recv_cpu_ms_per_mib,
-            md5_mib_s: l.md5_mib_s,
-            crc32c_mib_s: l.crc32c_mib_s,
-        }),
+        limits,
     };
     if let Some(l) = &limits {
         super::print_limits(l);

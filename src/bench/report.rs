@@ -92,20 +92,6 @@ pub struct BenchCpu {
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
-pub struct LimitsJson {
-    pub disk_write_mib_s: f64,
-    pub disk_read_mib_s: f64,
-    pub fsync_per_s: f64,
-    pub loopback_mib_s: f64,
-    /// CPU per MiB of the sending and the receiving thread over loopback TCP.
-    pub loopback_send_cpu_ms_per_mib: f64,
-    pub loopback_recv_cpu_ms_per_mib: f64,
-    pub md5_mib_s: f64,
-    pub crc32c_mib_s: f64,
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(default)]
 pub struct Report {
     pub format: String,
     /// The store measured (`--label`, else the Server header, else the host).
@@ -128,7 +114,7 @@ pub struct Report {
     /// The measured store's own CPU, when its processes are known (the dev
     /// cluster's, or `--server-pids`).
     pub server_cpu: Option<ServerCpu>,
-    pub limits: Option<LimitsJson>,
+    pub limits: Option<super::limits::Limits>,
 }
 
 /// CPU the store's processes used during the measured phase.
