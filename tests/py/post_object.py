@@ -456,7 +456,11 @@ def large_streamed(b, pid):
     grew = peak[0] - rss0
     print(f"     256 MiB form: {st} in {took:.1f} s ({size / MiB / took:.0f} MiB/s); gateway RSS "
           f"{rss0:.0f} MiB before, {peak[0]:.0f} MiB peak (+{grew:.0f} MiB)")
-    assert grew < 128, f"gateway RSS grew {grew:.0f} MiB during a 256 MiB form: buffered?"
+    # A form buffered whole would grow RSS by its 256 MiB and more. What a PUT really holds is
+    # a few MiB (decision 0028), but freed buffers stay in glibc's heap up to the 128 MiB trim
+    # threshold Kura sets (src/main.rs, decision 0040), so the peak also counts up to that much
+    # of freed memory: +10-85 MiB quiet, +143 once under CI's parallel load.
+    assert grew < 192, f"gateway RSS grew {grew:.0f} MiB during a 256 MiB form: buffered?"
 
 
 def unsigned_gib_refused(b, pid):
