@@ -47,9 +47,8 @@ use tonic::{Status, Streaming};
 
 use crate::client::DataNodeError;
 use crate::crc::crc32c;
-use crate::grpc_frames::{self, message_frame, message_frames, Messages};
+use crate::grpc_frames::{self, message_frame, message_frames, trailers, Messages};
 use crate::metrics;
-use crate::raw_read::status_map;
 use crate::service::DataNodeService;
 
 /// Largest block sent as a call: a stream delivers its messages in order,
@@ -114,8 +113,8 @@ pub(crate) fn serve_gets(svc: Arc<DataNodeService>, body: Body) -> http::Respons
                     Some(answers),
                 )
             }
-            Some(Err(status)) => (vec![Frame::trailers(status_map(&status))], None),
-            None => (vec![Frame::trailers(status_map(&Status::ok("")))], None),
+            Some(Err(status)) => (vec![trailers(&status)], None),
+            None => (vec![trailers(&Status::ok(""))], None),
         };
         Some((futures::stream::iter(frames), rest))
     })
@@ -284,21 +283,13 @@ impl GetStream {
     /// response headers). The calls and answers are `GetFragments`' gRPC
     /// messages, framed and decoded by hand: each block arrives as the
     /// `Bytes` h2 received (`grpc_frames`).
-    pub async fn open(mut channel: Channel, host: &str) -> Result<GetStream, Status> {
-        use tower::{Service, ServiceExt};
+    pub async fn open(channel: Channel, host: &str) -> Result<GetStream, Status> {
         let (tx, rx) = mpsc::unbounded_channel();
         let calls = UnboundedReceiverStream::new(rx)
             .map(|get: BlockGet| Ok::<_, Infallible>(Frame::data(message_frame(&get))));
         let request =
             grpc_frames::request(host, GET_FRAGMENTS_PATH, Body::new(StreamBody::new(calls)))?;
-        let svc = channel
-            .ready()
-            .await
-            .map_err(grpc_frames::transport_status)?;
-        let response = svc
-            .call(request)
-            .await
-            .map_err(grpc_frames::transport_status)?;
+        let response = grpc_frames::send(channel, request).await?;
         // Unimplemented (an older node) comes as a trailers-only answer.
         grpc_frames::head_status(&response, "GetFragments")?;
         let answers =

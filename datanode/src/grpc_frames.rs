@@ -97,9 +97,39 @@ pub fn head_status(resp: &http::Response<Body>, what: &str) -> Result<(), Status
     Ok(())
 }
 
+/// Sends `request` on `channel` once it is ready: the answer's head, or the
+/// channel's failure as a status.
+pub async fn send<S>(
+    mut channel: S,
+    request: http::Request<Body>,
+) -> Result<http::Response<Body>, Status>
+where
+    S: tower::Service<http::Request<Body>, Response = http::Response<Body>>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    use tower::ServiceExt;
+    let svc = channel.ready().await.map_err(transport_status)?;
+    svc.call(request).await.map_err(transport_status)
+}
+
+/// `grpc-status` and `grpc-message` as gRPC writes them.
+pub fn status_map(status: &Status) -> http::HeaderMap {
+    let mut map = http::HeaderMap::new();
+    if status.add_header(&mut map).is_err() {
+        map.clear();
+        map.insert("grpc-status", http::HeaderValue::from(status.code() as i32));
+    }
+    map
+}
+
+/// `status` as a body's trailers frame.
+pub fn trailers(status: &Status) -> http_body::Frame<Bytes> {
+    http_body::Frame::trailers(status_map(status))
+}
+
 /// A channel's failure to call, as a status (`Unavailable` unless the
 /// channel's own layers said otherwise).
-pub fn transport_status(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Status {
+fn transport_status(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Status {
     let e = e.into();
     match e.downcast::<Status>() {
         Ok(status) => *status,

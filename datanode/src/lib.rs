@@ -26,7 +26,7 @@ pub mod crc;
 pub mod disk_health;
 pub mod ec;
 pub mod error;
-pub mod grpc_frames;
+mod grpc_frames;
 pub mod maintenance;
 mod metrics;
 pub mod node;

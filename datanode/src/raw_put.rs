@@ -33,8 +33,8 @@ use tonic::body::Body;
 use tonic::Status;
 
 use crate::client::DataNodeError;
-use crate::grpc_frames::{self, message_frame, message_frames, Messages};
-use crate::raw_read::{check_head, status_map, unavailable, BoxFuture, ReadyFrames};
+use crate::grpc_frames::{self, message_frame, message_frames, trailers, Messages};
+use crate::raw_read::{check_head, BoxFuture, ReadyFrames};
 use crate::service::DataNodeService;
 
 pub const PATH: &str = "/kura.datanode.DataNode/PutFragment";
@@ -53,7 +53,7 @@ fn frames(mut msg: PutFragmentChunk) -> [Option<Bytes>; 2] {
 /// Sends the messages of `rx` as one PutFragment call on `channel` and
 /// returns the node's answer.
 pub(crate) async fn put_fragment<S>(
-    mut channel: S,
+    channel: S,
     host: &str,
     rx: mpsc::Receiver<PutFragmentChunk>,
 ) -> Result<PutFragmentResponse, DataNodeError>
@@ -62,13 +62,11 @@ where
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     S::Future: Send,
 {
-    use tower::ServiceExt;
     let body = ReceiverStream::new(rx)
         .flat_map(|msg| futures::stream::iter(frames(msg).into_iter().flatten()))
         .map(|b| Ok::<_, Infallible>(Frame::data(b)));
     let request = grpc_frames::request(host, PATH, Body::new(StreamBody::new(body)))?;
-    let svc = channel.ready().await.map_err(unavailable)?;
-    let resp = svc.call(request).await.map_err(unavailable)?;
+    let resp = grpc_frames::send(channel, request).await?;
     // A refusal can come as gRPC's trailers-only answer: status in the head.
     check_head(&resp, "PutFragment")?;
     let mut body = resp.into_body();
@@ -177,7 +175,7 @@ impl tower::Service<http::Request<Body>> for DataPathServer {
 fn answered(answer: &PutFragmentResponse) -> http::Response<Body> {
     let frames = [
         Frame::data(message_frame(answer)),
-        Frame::trailers(status_map(&tonic::Status::ok(""))),
+        trailers(&tonic::Status::ok("")),
     ];
     grpc_frames::response(Body::new(ReadyFrames(frames.into())))
 }

@@ -42,6 +42,7 @@ use tonic::Status;
 
 use crate::client::DataNodeError;
 use crate::crc::crc32c;
+use crate::grpc_frames::trailers;
 use crate::service::{plan_read, spawn_reads, Block, MAX_MESSAGE_SIZE};
 use crate::store::Store;
 
@@ -199,25 +200,11 @@ fn block_frames((index, data, crc): Block, last: bool) -> Vec<Frame<Bytes>> {
     vec![Frame::data(head.freeze()), Frame::data(data)]
 }
 
-fn trailers(status: &Status) -> Frame<Bytes> {
-    Frame::trailers(status_map(status))
-}
-
-/// `grpc-status` and `grpc-message` as gRPC writes them.
-pub(crate) fn status_map(status: &Status) -> http::HeaderMap {
-    let mut map = http::HeaderMap::new();
-    if status.add_header(&mut map).is_err() {
-        map.clear();
-        map.insert("grpc-status", http::HeaderValue::from(status.code() as i32));
-    }
-    map
-}
-
 /// The client side: sends the request on `channel` (the node's gRPC
 /// channel) and streams the blocks, each checked against its crc32c, as
 /// [`crate::client::DataNodeClient::get_fragment`] promises.
 pub(crate) async fn get_fragment<S>(
-    mut channel: S,
+    channel: S,
     host: &str,
     req: GetFragmentRequest,
     idle: Duration,
@@ -227,7 +214,6 @@ where
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     S::Future: Send,
 {
-    use tower::ServiceExt;
     let (first, count) = (req.first_block, req.block_count);
     let encoded = {
         use base64::Engine;
@@ -246,11 +232,7 @@ where
     request
         .headers_mut()
         .insert(EOS_HEADER, http::HeaderValue::from_static("1"));
-    let call = async {
-        let svc = channel.ready().await.map_err(unavailable)?;
-        svc.call(request).await.map_err(unavailable)
-    };
-    let resp = tokio::time::timeout(idle, call)
+    let resp = tokio::time::timeout(idle, crate::grpc_frames::send(channel, request))
         .await
         .map_err(|_| DataNodeError::TimedOut(format!("no response head for {idle:?}")))??;
     // A refusal before any block (not found, out of range, another
@@ -288,11 +270,6 @@ where
 /// or an HTTP status other than 200 is the call's error.
 pub(crate) fn check_head(resp: &http::Response<Body>, what: &str) -> Result<(), DataNodeError> {
     Ok(crate::grpc_frames::head_status(resp, what)?)
-}
-
-/// A channel's failure to call, as the node's error.
-pub(crate) fn unavailable(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> DataNodeError {
-    crate::grpc_frames::transport_status(e).into()
 }
 
 /// Cuts the body's DATA frames back into blocks.
@@ -438,6 +415,7 @@ impl BlockReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::grpc_frames::status_map;
 
     fn encoded(blocks: &[(u32, &[u8])]) -> Vec<u8> {
         let mut out = Vec::new();
