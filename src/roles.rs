@@ -247,6 +247,10 @@ pub struct DatanodeArgs {
     /// (deleted or replaced fragments); 0 turns compaction off.
     #[arg(long, default_value_t = 0.5)]
     compact_dead_fraction: f64,
+    /// Compaction copy rate (bytes/s of live fragment data rewritten out of
+    /// mostly-dead segments); 0 = no limit.
+    #[arg(long, default_value_t = kura_datanode::maintenance::DEFAULT_COMPACT_BYTES_PER_SEC)]
+    compact_bytes_per_sec: u64,
     /// Seconds between repair passes (healing, orphan GC, strays) over the
     /// placement groups this node is primary of; 0 turns repair off.
     #[arg(long, default_value_t = 30)]
@@ -547,6 +551,7 @@ pub fn run_datanode(a: DatanodeArgs) -> i32 {
             scrub_interval: Duration::from_secs(a.scrub_interval_secs),
             scrub_first_delay: Duration::from_secs(a.scrub_interval_secs.min(30)),
             compact_dead_fraction: a.compact_dead_fraction,
+            compact_bytes_per_sec: a.compact_bytes_per_sec,
             ..Default::default()
         },
         repair: kura_datanode::Repair {

@@ -21,7 +21,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::disk_health::DiskHealth;
 use crate::error::StoreError;
 use crate::metrics;
-use crate::store::scrub::Pacer;
+use crate::store::Pacer;
 use crate::store::{PutOutcome, PutWriter, Store};
 
 /// Largest gRPC message either side accepts: one block of up to 16 MiB plus framing.

@@ -444,6 +444,13 @@ impl RepairWorker {
                             stats.rebuilt += n;
                             metrics::REPAIRED_FRAGMENTS.inc_by(n as u64);
                         }
+                        // A source gone since the listing: the body was deleted while
+                        // this pass ran (or its fragment quarantined); the next pass
+                        // lists it again and decides anew.
+                        Err(DataNodeError::NotFound) => tracing::debug!(
+                            pg,
+                            "a fragment to rebuild from is gone (body deleted meanwhile?)"
+                        ),
                         Err(e) => tracing::warn!(pg, error = %e, "rebuilding a body failed"),
                     }
                 }

@@ -8,7 +8,8 @@
 //! two records with the same seq: the rebuild treats an equal-seq PUT as the same record,
 //! and an equal-seq tombstone as a no-op, so the live set does not change.
 //!
-//! Steps: plan (index lock) → copy into a new segment, verifying every block's CRC32C →
+//! Steps: plan (index lock) → copy into a new segment, verifying every block's CRC32C,
+//! at the pace of the caller's `Pacer` (a pass that stops midway abandons the copy) →
 //! fsync → quarantine records found corrupt → swap index entries (only those still
 //! pointing at the old record) → drop the old segment from the map, unlink it, fsync the
 //! directory. A reader holding a location in the old segment either still holds the open
@@ -32,7 +33,7 @@ use super::format::*;
 use super::recovery::{
     find_next_record, parse_record, skip_padding, ParseError, ParsedRecord, RecordMeta,
 };
-use super::{identity, lock, ActiveSegment, Location, Segment, Store};
+use super::{identity, lock, ActiveSegment, Location, Pacer, Segment, Store};
 use crate::crc::crc32c;
 use crate::error::StoreError;
 use crate::metrics;
@@ -70,12 +71,12 @@ enum Keep {
 
 impl Store {
     /// Compacts every sealed segment whose dead bytes are at least `dead_fraction` of
-    /// its length, most-dead first, until `stop` says so. `dead_fraction` <= 0 does
-    /// nothing. Blocking.
+    /// its length, most-dead first, copying at `pacer`'s rate until it says stop.
+    /// `dead_fraction` <= 0 does nothing. Blocking.
     pub fn compact(
         &self,
         dead_fraction: f64,
-        stop: &dyn Fn() -> bool,
+        pacer: &mut Pacer,
     ) -> Result<CompactStats, StoreError> {
         let mut stats = CompactStats::default();
         if dead_fraction <= 0.0 || self.fs_read_only.load(Ordering::Relaxed) {
@@ -103,16 +104,17 @@ impl Store {
         }
         candidates.sort_unstable_by(|a, b| b.cmp(a));
         for (_, id) in candidates {
-            if stop() {
+            if pacer.stopped() {
                 break;
             }
-            stats.add(self.compact_segment(id)?);
+            stats.add(self.compact_segment(id, pacer)?);
         }
         Ok(stats)
     }
 
-    /// Rewrites sealed segment `id` (see the module doc). Blocking.
-    pub fn compact_segment(&self, id: u64) -> Result<CompactStats, StoreError> {
+    /// Rewrites sealed segment `id` (see the module doc), copying at `pacer`'s rate; when
+    /// the pacer says stop, the copy is dropped and the segment left as it was. Blocking.
+    pub fn compact_segment(&self, id: u64, pacer: &mut Pacer) -> Result<CompactStats, StoreError> {
         let _one = lock(&self.compacting);
         let mut stats = CompactStats::default();
         let Some(old) = self.segment(id) else {
@@ -163,8 +165,21 @@ impl Store {
         let mut new_len = 0;
         if !keep.is_empty() {
             let mut out = self.create_segment()?;
-            match self.copy_records(&old, &keep, &mut out, &mut stats, &mut moved, &mut corrupt) {
-                Ok(()) => new_len = out.len,
+            let copied = self.copy_records(
+                &old,
+                &keep,
+                &mut out,
+                pacer,
+                &mut stats,
+                &mut moved,
+                &mut corrupt,
+            );
+            match copied {
+                Ok(true) => new_len = out.len,
+                Ok(false) => {
+                    self.abandon_segment(&out);
+                    return Ok(CompactStats::default());
+                }
                 Err(e) => {
                     self.abandon_segment(&out);
                     return Err(e);
@@ -252,19 +267,22 @@ impl Store {
         Ok(out)
     }
 
-    /// Writes `keep` into `out` and makes it durable. Live PUTs whose blocks fail their
-    /// checksum are not copied but listed in `corrupt` (with their current location).
+    /// Writes `keep` into `out` and makes it durable; false when `pacer` said stop first.
+    /// Live PUTs whose blocks fail their checksum are not copied but listed in `corrupt`
+    /// (with their current location).
+    #[allow(clippy::too_many_arguments)]
     fn copy_records(
         &self,
         old: &Segment,
         keep: &[Keep],
         out: &mut ActiveSegment,
+        pacer: &mut Pacer,
         stats: &mut CompactStats,
         moved: &mut Vec<Location>,
         corrupt: &mut Vec<(Arc<Location>, String)>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let mut w = StagedWriter::new(self.take_staging(), out.len);
-        let r = self.copy_into(old, keep, out, &mut w, stats, moved, corrupt);
+        let r = self.copy_into(old, keep, out, &mut w, pacer, stats, moved, corrupt);
         self.give_staging(w.into_buf());
         r
     }
@@ -276,10 +294,11 @@ impl Store {
         keep: &[Keep],
         out: &mut ActiveSegment,
         w: &mut StagedWriter,
+        pacer: &mut Pacer,
         stats: &mut CompactStats,
         moved: &mut Vec<Location>,
         corrupt: &mut Vec<(Arc<Location>, String)>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let salt = self.salt(out.seg.id);
         let seg_id = out.seg.id;
         let io_err = |e: std::io::Error| {
@@ -323,6 +342,9 @@ impl Store {
                         } else {
                             rec.length - (rec.blocks as u64 - 1) * bs
                         };
+                        if !pacer.consume(BLOCK_HEADER_LEN + len) {
+                            return Ok(false);
+                        }
                         let mut buf = vec![0u8; (BLOCK_HEADER_LEN + len) as usize];
                         old.file.read_exact_at(&mut buf, src).map_err(|e| {
                             StoreError::io(format!("reading segment {} at {src}", old.id), e)
@@ -387,7 +409,8 @@ impl Store {
             .map_err(|e| StoreError::io(format!("sizing segment {}", out.seg.id), e))?;
         self.used_bytes.fetch_add(pos - out.len, Ordering::Relaxed);
         out.len = pos;
-        self.timed_sync(&out.seg)
+        self.timed_sync(&out.seg)?;
+        Ok(true)
     }
 
     /// Removes a compaction output that is not used (empty, or the copy failed).

@@ -27,6 +27,7 @@ mod group;
 pub mod identity;
 pub mod index;
 mod mapped;
+mod pacer;
 mod pread;
 mod recovery;
 pub mod scrub;
@@ -55,6 +56,7 @@ use group::BufferedBlocks;
 use identity::Identity;
 use index::Index;
 pub use index::Location;
+pub use pacer::Pacer;
 use pread::Wait;
 
 /// Longest `data_id` accepted (DESIGN: 16 bytes; a little slack for other id schemes).

@@ -7,11 +7,9 @@
 //! (`Store::read_block`); I/O errors are counted and skipped, never quarantined. The
 //! caller paces the pass (`Pacer`) and may stop it between blocks.
 
-use std::time::{Duration, Instant};
-
 use kura_proto::datanode::FragmentId;
 
-use super::{Location, Store};
+use super::{Location, Pacer, Store};
 use crate::error::StoreError;
 use crate::metrics;
 
@@ -31,54 +29,6 @@ pub struct ScrubStats {
     pub read_errors: u64,
     /// False when the pass was stopped before it reached the end.
     pub completed: bool,
-}
-
-/// Rate limit for a pass: `consume(n)` blocks the calling thread until `n` more bytes fit
-/// in `bytes_per_sec` since the start, and reports false once `stop` says so.
-pub struct Pacer {
-    bytes_per_sec: u64,
-    started: Instant,
-    bytes: u64,
-    stop: Box<dyn Fn() -> bool + Send>,
-}
-
-impl Pacer {
-    /// `bytes_per_sec` 0 = no limit.
-    pub fn new(bytes_per_sec: u64, stop: Box<dyn Fn() -> bool + Send>) -> Self {
-        Pacer {
-            bytes_per_sec,
-            started: Instant::now(),
-            bytes: 0,
-            stop,
-        }
-    }
-
-    pub fn unlimited() -> Self {
-        Pacer::new(0, Box::new(|| false))
-    }
-
-    pub fn consume(&mut self, n: u64) -> bool {
-        // Sleep in short steps so a stop request is seen within ~100 ms.
-        const STEP: Duration = Duration::from_millis(100);
-        if (self.stop)() {
-            return false;
-        }
-        if self.bytes_per_sec == 0 {
-            return true;
-        }
-        let due = Duration::from_secs_f64(self.bytes as f64 / self.bytes_per_sec as f64);
-        self.bytes += n;
-        loop {
-            let elapsed = self.started.elapsed();
-            if elapsed >= due {
-                return true;
-            }
-            std::thread::sleep((due - elapsed).min(STEP));
-            if (self.stop)() {
-                return false;
-            }
-        }
-    }
 }
 
 enum Verdict {

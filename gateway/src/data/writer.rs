@@ -820,10 +820,13 @@ impl Fanout {
         }
         if acked < width {
             metrics::degraded_write();
+            // Late: still writing when the grace ended (a slow node, not a failed one).
+            let late = pending.len();
             tracing::warn!(
                 acked,
                 width,
-                errors = %errors.join("; "),
+                late,
+                errors = %if errors.is_empty() { "none".into() } else { errors.join("; ") },
                 "body stored with missing fragments; healing rebuilds them"
             );
         }

@@ -38,7 +38,7 @@ fn compaction_keeps_live_fragments_and_deletes_stay_deleted() {
     // An unrelated reader holds a location in the old segment across the compaction.
     let held = s.location(&fid(10)).unwrap();
 
-    let st = s.compact(0.3, &|| false).unwrap();
+    let st = s.compact(0.3, &mut Pacer::unlimited()).unwrap();
     assert_eq!(st.segments, 1);
     assert_eq!(st.copied_puts, 6);
     assert_eq!(
@@ -65,13 +65,49 @@ fn compaction_keeps_live_fragments_and_deletes_stay_deleted() {
     let n = 10usize;
     assert_eq!(data, body(10, (n % 3) * BS as usize + 17));
     // Nothing left to do.
-    assert_eq!(s.compact(0.3, &|| false).unwrap().segments, 0);
+    assert_eq!(s.compact(0.3, &mut Pacer::unlimited()).unwrap().segments, 0);
     drop(s);
     let s = Store::open(dir.path(), opts()).unwrap();
     assert_eq!(live_set(&s), want);
     for n in [2, 4, 6, 8] {
         assert!(s.location(&fid(n)).is_none());
     }
+}
+
+#[test]
+fn a_paced_compaction_takes_its_time_and_a_stopped_one_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let want = mostly_dead_store(dir.path());
+    let s = Store::open(dir.path(), opts()).unwrap();
+    let before = segment_ids(dir.path());
+    let used = s.capacity().used_bytes;
+
+    // Asked to stop before its first block is copied: the segment stays, and the
+    // output begun for it is gone.
+    let mut stopped = Pacer::new(0, Box::new(|| true));
+    let st = s.compact_segment(before[0], &mut stopped).unwrap();
+    assert_eq!(st, CompactStats::default());
+    assert_eq!(segment_ids(dir.path()), before, "no output left behind");
+    assert_eq!(s.capacity().used_bytes, used);
+    assert_eq!(live_set(&s), want);
+    // A whole pass asked to stop does not start.
+    assert_eq!(
+        s.compact(0.3, &mut stopped).unwrap(),
+        CompactStats::default()
+    );
+
+    // At 32 KiB/s the six live fragments' ~5 KiB of blocks take at least ~0.1 s.
+    let t = std::time::Instant::now();
+    let st = s
+        .compact(0.3, &mut Pacer::new(32 << 10, Box::new(|| false)))
+        .unwrap();
+    assert_eq!((st.segments, st.copied_puts), (1, 6));
+    assert!(
+        t.elapsed() >= std::time::Duration::from_millis(80),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(live_set(&s), want);
 }
 
 #[test]
@@ -86,18 +122,18 @@ fn tombstone_outlives_the_put_it_shadows() {
     }
     let s = Store::open(dir.path(), one_record_per_segment()).unwrap();
     // Compact the tombstone's segment first: the PUT is still in segment 1.
-    let st = s.compact_segment(2).unwrap();
+    let st = s.compact_segment(2, &mut Pacer::unlimited()).unwrap();
     assert_eq!((st.kept_tombstones, st.dropped_tombstones), (1, 0));
     assert_eq!(segment_ids(dir.path()), vec![1, 3, 4]);
     drop(s);
     let s = Store::open(dir.path(), one_record_per_segment()).unwrap();
     assert!(s.location(&fid(1)).is_none(), "still deleted");
     // Now the PUT's segment (all dead) goes ...
-    let st = s.compact(0.5, &|| false).unwrap();
+    let st = s.compact(0.5, &mut Pacer::unlimited()).unwrap();
     assert_eq!((st.segments, st.copied_puts), (1, 0));
     assert_eq!(segment_ids(dir.path()), vec![3, 4]);
     // ... and the tombstone is no longer needed.
-    let st = s.compact_segment(4).unwrap();
+    let st = s.compact_segment(4, &mut Pacer::unlimited()).unwrap();
     assert_eq!((st.kept_tombstones, st.dropped_tombstones), (0, 1));
     assert_eq!(segment_ids(dir.path()), vec![3]);
     drop(s);
@@ -115,7 +151,7 @@ fn crash_after_copy_before_delete_recovers_the_same_live_set() {
     let old_bytes = std::fs::read(&old_path).unwrap();
     let new_id = {
         let s = Store::open(dir.path(), opts()).unwrap();
-        s.compact(0.3, &|| false).unwrap();
+        s.compact(0.3, &mut Pacer::unlimited()).unwrap();
         segment_ids(dir.path())[0]
     };
     // "Crash" before the old file was unlinked: both files exist.
@@ -131,7 +167,7 @@ fn crash_after_copy_before_delete_recovers_the_same_live_set() {
             assert!(s.location(&fid(n)).is_none());
         }
         // The duplicates are dead bytes of the old segment; compaction removes it.
-        assert!(s.compact(0.3, &|| false).unwrap().segments >= 1);
+        assert!(s.compact(0.3, &mut Pacer::unlimited()).unwrap().segments >= 1);
         assert_eq!(live_set(&s), want);
     }
     let s = Store::open(dir.path(), opts()).unwrap();
@@ -146,7 +182,7 @@ fn crash_after_copy_before_delete_recovers_the_same_live_set() {
     let old2_bytes = std::fs::read(&old2).unwrap();
     {
         let s = Store::open(dir2.path(), opts()).unwrap();
-        s.compact(0.3, &|| false).unwrap();
+        s.compact(0.3, &mut Pacer::unlimited()).unwrap();
     }
     std::fs::write(&old2, &old2_bytes).unwrap();
     let new2 = dir2.path().join("segments").join(segment_file_name(new_id));
@@ -167,7 +203,7 @@ fn compaction_quarantines_corrupt_records_instead_of_copying_them() {
     let mut want = mostly_dead_store(dir.path());
     let s = Store::open(dir.path(), opts()).unwrap();
     corrupt_block(&s, 5, 1);
-    let st = s.compact(0.3, &|| false).unwrap();
+    let st = s.compact(0.3, &mut Pacer::unlimited()).unwrap();
     assert_eq!((st.copied_puts, st.corrupt), (5, 1));
     assert!(s.location(&fid(5)).is_none());
     want.retain(|(n, _)| *n != 5);
@@ -185,10 +221,13 @@ fn compaction_leaves_active_segments_alone() {
     assert!(s.delete(&fid(1)).unwrap());
     let seg = segment_ids(dir.path())[0];
     assert!(matches!(
-        s.compact_segment(seg),
+        s.compact_segment(seg, &mut Pacer::unlimited()),
         Err(StoreError::InvalidArgument(_))
     ));
-    assert_eq!(s.compact(0.01, &|| false).unwrap().segments, 0);
+    assert_eq!(
+        s.compact(0.01, &mut Pacer::unlimited()).unwrap().segments,
+        0
+    );
     put(&s, 2, &body(2, 100));
     assert_eq!(read_all(&s, 2).unwrap(), body(2, 100));
 }
@@ -211,7 +250,7 @@ fn compaction_races_with_writers_and_deleters() {
         let (stop, compacted) = (&stop, &compacted);
         scope.spawn(move || {
             while !stop.load(Ordering::Relaxed) {
-                let st = s2.compact(0.2, &|| false).unwrap();
+                let st = s2.compact(0.2, &mut Pacer::unlimited()).unwrap();
                 compacted.fetch_add(st.segments, Ordering::Relaxed);
             }
         });
@@ -250,12 +289,12 @@ fn compaction_races_with_writers_and_deleters() {
         }
     };
     check(&s);
-    s.compact(0.01, &|| false).unwrap();
+    s.compact(0.01, &mut Pacer::unlimited()).unwrap();
     check(&s);
     drop(s);
     let s = Store::open(dir.path(), small).unwrap();
     check(&s);
-    s.compact(0.01, &|| false).unwrap();
+    s.compact(0.01, &mut Pacer::unlimited()).unwrap();
     check(&s);
     drop(s);
     check(&Store::open(dir.path(), opts()).unwrap());

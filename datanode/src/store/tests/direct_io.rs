@@ -234,7 +234,7 @@ fn version_1_segments_open_read_scrub_and_compact_with_new_ones() {
             "no padding in v1"
         );
     }
-    let st = s.scrub(None, &mut scrub::Pacer::unlimited(), &mut |_, _| {});
+    let st = s.scrub(None, &mut Pacer::unlimited(), &mut |_, _| {});
     assert_eq!((st.fragments, st.corrupt), (6, 0));
     // New writes go to a new (version 2) segment; old fragments die there.
     for n in [2, 3, 4, 5] {
@@ -250,13 +250,13 @@ fn version_1_segments_open_read_scrub_and_compact_with_new_ones() {
     let want = live_set(&s);
     assert_eq!(want.len(), 6);
     assert!(s.dead_bytes(1) > v1_len / 2);
-    let st = s.compact_segment(1).unwrap();
+    let st = s.compact_segment(1, &mut Pacer::unlimited()).unwrap();
     assert_eq!(
         st.copied_puts, 1,
         "only fragment 1 is still live in the v1 segment"
     );
     assert!(s.delete(&fid(7)).unwrap());
-    let st = s.compact(0.01, &|| false).unwrap();
+    let st = s.compact(0.01, &mut Pacer::unlimited()).unwrap();
     assert!(st.segments >= 1);
     assert_eq!(live_set(&s), {
         let mut w = want.clone();
