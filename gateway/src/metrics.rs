@@ -78,6 +78,19 @@ static MD5_BYTES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
 });
 
+static MD5_SINGLE_BYTES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register(
+        IntCounterVec::new(
+            Opts::new(
+                "kura_gateway_md5_single_bytes_total",
+                "Bytes the MD5 lanes engine hashed one body at a time, by why: its digest was wanted, it was over the per-body or the total cap, or its pass had too few bodies for the lanes",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric"),
+    )
+});
+
 static MD5_LANE_SLOTS: LazyLock<IntCounter> = LazyLock::new(|| {
     register(
         IntCounter::new(
@@ -356,6 +369,12 @@ pub fn add_bytes_in(n: u64) {
 
 pub fn add_md5_bytes(path: &str, n: u64) {
     MD5_BYTES.with_label_values(&[path]).inc_by(n);
+}
+
+/// One body at a time in the lanes engine, and why (`kura_gateway_md5_single_bytes_total`).
+pub fn add_md5_single_bytes(reason: &str, n: u64) {
+    MD5_BYTES.with_label_values(&["single"]).inc_by(n);
+    MD5_SINGLE_BYTES.with_label_values(&[reason]).inc_by(n);
 }
 
 pub fn md5_bytes(path: &str) -> u64 {

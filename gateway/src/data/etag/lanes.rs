@@ -307,6 +307,8 @@ struct Work {
     finish: Option<oneshot::Sender<Done>>,
     /// Wanted or over a cap: everything is hashed in this pass.
     must_drain: bool,
+    /// Why, or why not, for the metric of bytes hashed one body at a time.
+    reason: &'static str,
 }
 
 impl Work {
@@ -331,7 +333,16 @@ impl Work {
             }
             carry.extend_from_slice(&c);
         }
-        let must_drain = drain_all || body.wanted || body.pending >= CAP_BYTES;
+        let reason = if body.wanted {
+            "wanted"
+        } else if body.pending >= CAP_BYTES {
+            "cap"
+        } else if drain_all {
+            "total_cap"
+        } else {
+            "small_pass"
+        };
+        let must_drain = reason != "small_pass";
         body.pending = 0;
         Work {
             id,
@@ -340,6 +351,7 @@ impl Work {
             tail: Bytes::from(carry),
             finish: body.finish.take(),
             must_drain,
+            reason,
         }
     }
 }
@@ -433,7 +445,7 @@ fn scalar(w: &mut Work) {
     for run in w.runs.drain(..) {
         let (blocks, _) = run.as_chunks::<64>();
         md5::block_api::compress(&mut w.state, blocks);
-        metrics::add_md5_bytes("single", run.len() as u64);
+        metrics::add_md5_single_bytes(w.reason, run.len() as u64);
     }
 }
 
