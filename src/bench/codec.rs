@@ -118,11 +118,32 @@ fn measure_scheme(s: &Scheme, stripe_bytes: u64, min: Duration) -> Result<Vec<Ro
     push(
         if s.k == 1 {
             "encode (3 references to the same block, no computation)".into()
+        } else if codec.uses_gfni() {
+            format!("encode ({} parity blocks, GFNI kernel)", s.m)
         } else {
             format!("encode ({} parity blocks)", s.m)
         },
         encode,
     );
+    if codec.uses_gfni() {
+        // What the same stripes cost with reed-solomon-erasure's own kernels.
+        let portable = Codec::portable(s.k, s.m).map_err(|e| e.to_string())?;
+        let before = rate(min, data.len(), || {
+            match portable.encode(&data, block) {
+                Ok(out) => {
+                    std::hint::black_box(out);
+                }
+                Err(e) => failure = Some(e.to_string()),
+            };
+        });
+        push(
+            format!(
+                "encode ({} parity blocks, reed-solomon-erasure kernels)",
+                s.m
+            ),
+            before,
+        );
+    }
 
     // Degraded reads: the first `lost` data shards are missing and must be rebuilt
     // from the survivors (parity included), as the stripe reader does.

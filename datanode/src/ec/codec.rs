@@ -2,9 +2,13 @@
 //! with the `simd-accel` feature; measured in ../shared/DEPENDENCIES.md and by
 //! `kura bench ec`). k = 1 is plain replication: "parity" shards are copies,
 //! so REPLICA3 bodies use the same read and heal paths as erasure-coded ones.
+//! Where the CPU has GFNI and AVX-512, parity is computed by [`GfniParity`] instead
+//! (same coefficients, same bytes; decision 0060).
 
 use bytes::{Bytes, BytesMut};
 use reed_solomon_erasure::galois_8::ReedSolomon;
+
+use super::gfni::GfniParity;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EcError {
@@ -23,10 +27,19 @@ pub struct Codec {
     k: usize,
     m: usize,
     rs: Option<ReedSolomon>,
+    /// The parity kernel, where this CPU runs it.
+    gfni: Option<GfniParity>,
 }
 
 impl Codec {
     pub fn new(k: usize, m: usize) -> Result<Codec, EcError> {
+        let mut codec = Codec::portable(k, m)?;
+        codec.gfni = codec.rs.as_ref().and_then(GfniParity::new);
+        Ok(codec)
+    }
+
+    /// The codec with reed-solomon-erasure's kernels only (benchmarks compare both).
+    pub fn portable(k: usize, m: usize) -> Result<Codec, EcError> {
         if k == 0 || k + m > 255 {
             return Err(EcError::Unsupported { k, m });
         }
@@ -35,7 +48,17 @@ impl Codec {
         } else {
             Some(ReedSolomon::new(k, m).map_err(|_| EcError::Unsupported { k, m })?)
         };
-        Ok(Codec { k, m, rs })
+        Ok(Codec {
+            k,
+            m,
+            rs,
+            gfni: None,
+        })
+    }
+
+    /// Whether parity is computed by the GFNI kernel.
+    pub fn uses_gfni(&self) -> bool {
+        self.gfni.is_some()
     }
 
     pub fn data_shards(&self) -> usize {
@@ -72,11 +95,18 @@ impl Codec {
                 }
             }
             Some(rs) => {
-                // One zeroed allocation each (`vec![v; m]` would copy the first
-                // into the rest); `encode_sep` overwrites them whole.
-                let mut parity: Vec<Vec<u8>> = (0..self.m).map(|_| vec![0u8; shard_len]).collect();
-                rs.encode_sep(&shards, &mut parity)
-                    .map_err(EcError::Codec)?;
+                let data: Vec<&[u8]> = shards.iter().map(|b| &b[..]).collect();
+                let parity = match self.gfni.as_ref().and_then(|g| g.encode(&data)) {
+                    Some(p) => p,
+                    None => {
+                        // One zeroed allocation each (`vec![v; m]` would copy the first
+                        // into the rest); `encode_sep` overwrites them whole.
+                        let mut p: Vec<Vec<u8>> =
+                            (0..self.m).map(|_| vec![0u8; shard_len]).collect();
+                        rs.encode_sep(&data, &mut p).map_err(EcError::Codec)?;
+                        p
+                    }
+                };
                 shards.extend(parity.into_iter().map(Bytes::from));
             }
         }

@@ -1,7 +1,7 @@
 //! Erasure coding of object bodies: how a body is cut into stripes and
 //! fragments ([`layout`]) and the Reed-Solomon codec that makes and uses
-//! parity ([`codec`]). Pure logic, no I/O: the gateway's PUT/GET paths and the
-//! healing worker share it.
+//! parity ([`codec`]), with its parity kernel for GFNI CPUs (`gfni.rs`). Pure
+//! logic, no I/O: the gateway's PUT/GET paths and the healing worker share it.
 //!
 //! A body of `size` bytes with k data and m parity shards and a shard block of
 //! `block_size` bytes is a sequence of stripes of `k * block_size` data bytes
@@ -11,6 +11,7 @@
 //! is k = 1, m = 2: every fragment holds the same blocks (plain copies).
 
 pub mod codec;
+mod gfni;
 pub mod layout;
 
 pub use codec::{Codec, EcError};
