@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use tonic::{Code, Status};
 
 use crate::calls::{GetStream, OpenStreamHandle, PutStream, MAX_STREAMED_BLOCK};
-use crate::crc::crc32c;
+use crate::crc::{CheckedBlock, IntoCheckedBlock};
 use crate::service::MAX_MESSAGE_SIZE;
 
 /// Messages buffered between the caller's block stream and the network.
@@ -313,16 +313,18 @@ impl DataNodeClient {
     ///
     /// The end of `blocks` commits the fragment. Writers that may have to abandon a
     /// fragment midway use [`Self::put_fragment_sealed`] instead.
-    pub async fn put_fragment<S>(
+    pub async fn put_fragment<S, B>(
         &self,
         addr: &str,
         header: FragmentHeader,
         blocks: S,
     ) -> Result<PutFragmentResponse, DataNodeError>
     where
-        S: Stream<Item = Bytes> + Send + 'static,
+        S: Stream<Item = B> + Send + 'static,
+        B: IntoCheckedBlock,
     {
-        let sealed = blocks.chain(futures::stream::once(async { Bytes::new() }));
+        let seal = futures::stream::once(async { CheckedBlock::default() });
+        let sealed = blocks.map(IntoCheckedBlock::into_checked).chain(seal);
         self.put_fragment_sealed(addr, header, sealed).await
     }
 
@@ -332,14 +334,15 @@ impl DataNodeClient {
     /// failed or the request was cancelled — the call ends without `last=true`, and the
     /// node stores nothing. (Relying on aborting the call instead races with the end of
     /// the stream: a truncated fragment could be committed.)
-    pub async fn put_fragment_sealed<S>(
+    pub async fn put_fragment_sealed<S, B>(
         &self,
         addr: &str,
         header: FragmentHeader,
         blocks: S,
     ) -> Result<PutFragmentResponse, DataNodeError>
     where
-        S: Stream<Item = Bytes> + Send + 'static,
+        S: Stream<Item = B> + Send + 'static,
+        B: IntoCheckedBlock,
     {
         let channel = self.channel(addr)?;
         let (tx, rx) = mpsc::channel(PUT_CHANNEL_CAPACITY);
@@ -387,20 +390,27 @@ impl DataNodeClient {
         &self,
         addr: &str,
         header: FragmentHeader,
-        block: Bytes,
+        block: impl IntoCheckedBlock,
     ) -> Result<PutFragmentResponse, DataNodeError> {
-        let (header, block) = match self.put_stream(addr, block.len()).await? {
+        let block = block.into_checked();
+        let (header, block) = match self.put_stream(addr, block.data.len()).await? {
             None => (header, block),
             Some(stream) => {
                 let chunk = PutFragmentChunk {
-                    crc32c: crc32c(&block),
+                    crc32c: block.crc32c,
                     header: Some(header),
-                    data: block,
+                    data: block.data,
                     last: true,
                 };
                 match stream.put(chunk, self.deadlines.commit).await {
                     Ok(answer) => return answer,
-                    Err(chunk) => (chunk.header.unwrap_or_default(), chunk.data),
+                    Err(chunk) => (
+                        chunk.header.unwrap_or_default(),
+                        CheckedBlock {
+                            data: chunk.data,
+                            crc32c: chunk.crc32c,
+                        },
+                    ),
                 }
             }
         };
@@ -585,14 +595,15 @@ enum Fed {
 
 /// Turns `blocks` into PutFragment messages (header on the first, `last` on
 /// the one before the seal) and sends them, each within `idle`.
-async fn feed_put<S>(
+async fn feed_put<S, B>(
     blocks: S,
     header: FragmentHeader,
     tx: mpsc::Sender<PutFragmentChunk>,
     idle: Duration,
 ) -> Fed
 where
-    S: Stream<Item = Bytes> + Send + 'static,
+    S: Stream<Item = B> + Send + 'static,
+    B: IntoCheckedBlock,
 {
     let send = |msg: PutFragmentChunk| {
         let tx = &tx;
@@ -627,10 +638,10 @@ where
             Some(next) if next.is_empty() => None,
             Some(next) => Some(next),
         };
-        let crc32c = crc32c(&current);
+        let CheckedBlock { data, crc32c } = current.into_checked();
         let msg = PutFragmentChunk {
             header: header.take(),
-            data: current,
+            data,
             crc32c,
             last: sealed.is_none(),
         };
@@ -782,7 +793,7 @@ mod tests {
         let put = c.put_fragment(
             "127.0.0.1:1",
             FragmentHeader::default(),
-            futures::stream::empty(),
+            futures::stream::empty::<Bytes>(),
         );
         assert_send(&put);
         assert_send(&c.get_fragment("127.0.0.1:1", FragmentId::default(), 0, 0));

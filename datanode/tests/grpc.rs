@@ -161,7 +161,11 @@ async fn put_range_read_stat_delete_over_grpc() {
 
     // An empty fragment and a short last block.
     let r = client
-        .put_fragment(&node.addr, header(2, 1024), futures::stream::empty())
+        .put_fragment(
+            &node.addr,
+            header(2, 1024),
+            futures::stream::empty::<Bytes>(),
+        )
         .await
         .unwrap();
     assert_eq!((r.length, r.blocks), (0, 0));

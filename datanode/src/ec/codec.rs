@@ -9,6 +9,7 @@ use bytes::{Bytes, BytesMut};
 use reed_solomon_erasure::galois_8::ReedSolomon;
 
 use super::gfni::GfniParity;
+use crate::crc::{crc32c, CheckedBlock};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EcError {
@@ -73,6 +74,33 @@ impl Codec {
     /// `shard_len` bytes (the tail zero-padded) and appends the m parity
     /// blocks. Full data blocks are zero-copy slices of `stripe`.
     pub fn encode(&self, stripe: &Bytes, shard_len: usize) -> Result<Vec<Bytes>, EcError> {
+        self.encode_with(stripe, shard_len, None)
+    }
+
+    /// [`Codec::encode`], each block with its CRC32C: with the GFNI kernel, taken a
+    /// column at a time while the kernel has the bytes in the cache (the sender then
+    /// need not read them again just for that).
+    pub fn encode_checked(
+        &self,
+        stripe: &Bytes,
+        shard_len: usize,
+    ) -> Result<Vec<CheckedBlock>, EcError> {
+        let mut crcs = vec![0u32; self.k + self.m];
+        let blocks = self.encode_with(stripe, shard_len, Some(&mut crcs))?;
+        Ok(blocks
+            .into_iter()
+            .zip(crcs)
+            .map(|(data, crc32c)| CheckedBlock { data, crc32c })
+            .collect())
+    }
+
+    /// [`Codec::encode`]; fills `crcs` (k + m slots) when given.
+    fn encode_with(
+        &self,
+        stripe: &Bytes,
+        shard_len: usize,
+        crcs: Option<&mut [u32]>,
+    ) -> Result<Vec<Bytes>, EcError> {
         if shard_len == 0 || stripe.len() > self.k * shard_len {
             return Err(EcError::LengthMismatch);
         }
@@ -88,26 +116,39 @@ impl Codec {
                 shards.push(b.freeze());
             }
         }
-        match &self.rs {
-            None => {
-                for _ in 0..self.m {
-                    shards.push(shards[0].clone());
-                }
+        let Some(rs) = &self.rs else {
+            // Replication: the "parity" blocks are the same bytes, checked once.
+            for _ in 0..self.m {
+                shards.push(shards[0].clone());
             }
-            Some(rs) => {
-                let data: Vec<&[u8]> = shards.iter().map(|b| &b[..]).collect();
-                let parity = match self.gfni.as_ref().and_then(|g| g.encode(&data)) {
-                    Some(p) => p,
-                    None => {
-                        // One zeroed allocation each (`vec![v; m]` would copy the first
-                        // into the rest); `encode_sep` overwrites them whole.
-                        let mut p: Vec<Vec<u8>> =
-                            (0..self.m).map(|_| vec![0u8; shard_len]).collect();
-                        rs.encode_sep(&data, &mut p).map_err(EcError::Codec)?;
-                        p
-                    }
-                };
-                shards.extend(parity.into_iter().map(Bytes::from));
+            if let Some(crcs) = crcs {
+                crcs.fill(crc32c(&shards[0]));
+            }
+            return Ok(shards);
+        };
+        let data: Vec<&[u8]> = shards.iter().map(|b| &b[..]).collect();
+        let (parity, crcs) = match &self.gfni {
+            Some(g) => match crcs {
+                Some(c) => (g.encode(&data, Some(&mut *c)), Some(c)),
+                None => (g.encode(&data, None), None),
+            },
+            None => (None, crcs),
+        };
+        let taken = parity.is_some();
+        let parity = match parity {
+            Some(p) => p,
+            None => {
+                // One zeroed allocation each (`vec![v; m]` would copy the first
+                // into the rest); `encode_sep` overwrites them whole.
+                let mut p: Vec<Vec<u8>> = (0..self.m).map(|_| vec![0u8; shard_len]).collect();
+                rs.encode_sep(&data, &mut p).map_err(EcError::Codec)?;
+                p
+            }
+        };
+        shards.extend(parity.into_iter().map(Bytes::from));
+        if let Some(crcs) = crcs.filter(|_| !taken) {
+            for (slot, b) in crcs.iter_mut().zip(&shards) {
+                *slot = crc32c(b);
             }
         }
         Ok(shards)

@@ -12,8 +12,13 @@
 
 use reed_solomon_erasure::galois_8::ReedSolomon;
 
+use crate::crc::Crc32c;
+
 /// Bytes per kernel step.
 const STEP: usize = 64;
+/// Bytes of every block per column when checksums are taken: k + m columns of 8 KiB
+/// stay in a core's L1/L2 between the kernel and the checksum.
+const COLUMN: usize = 8 * 1024;
 
 /// The parity rows of one code, as bit matrices.
 #[derive(Debug)]
@@ -63,19 +68,44 @@ impl GfniParity {
     }
 
     /// The m parity blocks of `data` (k blocks of one length). Each is written whole,
-    /// never zeroed first. None if the shape is not this code's.
-    pub fn encode(&self, data: &[&[u8]]) -> Option<Vec<Vec<u8>>> {
+    /// never zeroed first. With `crcs` (k + m slots), also the CRC32C of every data and
+    /// parity block, taken a column of [`COLUMN`] bytes at a time right after the kernel
+    /// went over it, while those bytes are in the cache. None if the shape is not this
+    /// code's.
+    pub fn encode(&self, data: &[&[u8]], crcs: Option<&mut [u32]>) -> Option<Vec<Vec<u8>>> {
         let len = data.first().map_or(0, |d| d.len());
         if data.len() != self.k || data.iter().any(|d| d.len() != len) {
             return None;
         }
+        if crcs.as_ref().is_some_and(|c| c.len() != self.k + self.m) {
+            return None;
+        }
+        let mut digests: Vec<Crc32c> = match crcs {
+            Some(_) => (0..self.k + self.m).map(|_| Crc32c::new()).collect(),
+            None => Vec::new(),
+        };
         let mut out: Vec<Vec<u8>> = (0..self.m).map(|_| Vec::with_capacity(len)).collect();
         let whole = len / STEP;
         let src: Vec<*const u8> = data.iter().map(|d| d.as_ptr()).collect();
         let dst: Vec<*mut u8> = out.iter_mut().map(|o| o.as_mut_ptr()).collect();
-        // SAFETY: `new` checked the CPU; every source holds `len >= whole * STEP` bytes and
-        // every output the capacity for them.
-        unsafe { self.run(&src, &dst, whole) };
+        let mut first = 0;
+        while first < whole {
+            let steps = (COLUMN / STEP).min(whole - first);
+            // SAFETY: `new` checked the CPU; every source holds `len >= whole * STEP`
+            // bytes and every output the capacity for them.
+            unsafe { self.run(&src, &dst, first, steps) };
+            let (lo, hi) = (first * STEP, (first + steps) * STEP);
+            if !digests.is_empty() {
+                for (d, c) in data.iter().zip(&mut digests) {
+                    c.update(&d[lo..hi]);
+                }
+                for (p, c) in dst.iter().zip(&mut digests[self.k..]) {
+                    // SAFETY: bytes `lo..hi` of the output were written just above.
+                    c.update(unsafe { std::slice::from_raw_parts(p.add(lo), hi - lo) });
+                }
+            }
+            first += steps;
+        }
         let tail = len - whole * STEP;
         if tail > 0 {
             // The last partial step through zero-padded copies.
@@ -91,33 +121,45 @@ impl GfniParity {
             let src: Vec<*const u8> = padded.iter().map(|b| b.as_ptr()).collect();
             let tmp: Vec<*mut u8> = results.iter_mut().map(|b| b.as_mut_ptr()).collect();
             // SAFETY: as above, one step over 64-byte buffers.
-            unsafe { self.run(&src, &tmp, 1) };
+            unsafe { self.run(&src, &tmp, 0, 1) };
             for (o, r) in dst.iter().zip(&results) {
                 // SAFETY: `tail` bytes after the `whole * STEP` written fit the capacity.
                 unsafe { std::ptr::copy_nonoverlapping(r.as_ptr(), o.add(whole * STEP), tail) };
+            }
+            if !digests.is_empty() {
+                let pieces = padded.iter().chain(&results);
+                for (b, c) in pieces.zip(&mut digests) {
+                    c.update(&b[..tail]);
+                }
             }
         }
         for o in &mut out {
             // SAFETY: all `len` bytes were written above.
             unsafe { o.set_len(len) };
         }
+        if let Some(crcs) = crcs {
+            for (slot, c) in crcs.iter_mut().zip(&digests) {
+                *slot = c.value();
+            }
+        }
         Some(out)
     }
 
-    /// `steps` × 64 bytes: reads `src[i]`, writes `dst[j]`.
+    /// Steps `first..first + steps` of 64 bytes: reads `src[i]`, writes `dst[j]`.
     ///
     /// # Safety
-    /// [`GfniParity::available`] holds; `src` has k pointers valid for `steps * 64` bytes
-    /// of reads, `dst` m pointers valid for as many bytes of writes.
-    unsafe fn run(&self, src: &[*const u8], dst: &[*mut u8], steps: usize) {
+    /// [`GfniParity::available`] holds; `src` has k pointers valid for
+    /// `(first + steps) * 64` bytes of reads, `dst` m pointers valid for as many bytes
+    /// of writes.
+    unsafe fn run(&self, src: &[*const u8], dst: &[*mut u8], first: usize, steps: usize) {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: forwarded from the caller.
         unsafe {
-            avx512::run(&self.matrices, self.k, src, dst, steps)
+            avx512::run(&self.matrices, self.k, src, dst, first, steps)
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
-            let _ = (src, dst, steps);
+            let _ = (src, dst, first, steps);
             unreachable!("GfniParity::new returns None off x86_64")
         }
     }
@@ -135,13 +177,14 @@ mod avx512 {
         k: usize,
         src: &[*const u8],
         dst: &[*mut u8],
+        first: usize,
         steps: usize,
     ) {
         let mats: Vec<__m512i> = matrices
             .iter()
             .map(|&a| _mm512_set1_epi64(a as i64))
             .collect();
-        for s in 0..steps {
+        for s in first..first + steps {
             let off = s * super::STEP;
             for (j, out) in dst.iter().enumerate() {
                 let row = &mats[j * k..(j + 1) * k];
@@ -195,6 +238,7 @@ fn affine_matrix(c: u8) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crc::crc32c;
 
     /// `GF2P8AFFINEQB` on one byte, as Intel's pseudocode defines it.
     fn affine_byte(m: u64, x: u8) -> u8 {
@@ -246,13 +290,23 @@ mod tests {
                 if len > 0 {
                     rs.encode_sep(&refs, &mut want).unwrap();
                 }
-                assert_eq!(g.encode(&refs).unwrap(), want, "{k}+{m}, {len} bytes");
+                assert_eq!(g.encode(&refs, None).unwrap(), want, "{k}+{m}, {len} bytes");
+                let mut crcs = vec![0u32; k + m];
+                assert_eq!(g.encode(&refs, Some(&mut crcs)).unwrap(), want);
+                let all = refs.iter().copied().chain(want.iter().map(|p| &p[..]));
+                let each: Vec<u32> = all.map(crc32c).collect();
+                assert_eq!(crcs, each, "{k}+{m}, {len} bytes: checksums");
             }
             // Not this code's shape: refused, not guessed.
             let short: Vec<&[u8]> = vec![&[1u8, 2][..]; k - 1];
-            assert!(g.encode(&short).is_none());
+            assert!(g.encode(&short, None).is_none());
+            let ok: Vec<&[u8]> = vec![&[1u8, 2][..]; k];
+            assert!(
+                g.encode(&ok, Some(&mut vec![0u32; k])).is_none(),
+                "k + m slots"
+            );
             let uneven: Vec<&[u8]> = (0..k).map(|i| &[0u8; 16][..i + 1]).collect();
-            assert!(g.encode(&uneven).is_none());
+            assert!(g.encode(&uneven, None).is_none());
         }
     }
 }

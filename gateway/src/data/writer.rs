@@ -36,6 +36,7 @@ use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use kura_datanode::client::{DataNodeClient, DataNodeError};
+use kura_datanode::crc::CheckedBlock;
 use kura_datanode::ec::{Codec, Layout};
 use kura_proto::datanode::{FragmentHeader, FragmentId, PutFragmentResponse};
 use kura_proto::meta::{DataLocation, SseBody, StorageClass};
@@ -364,7 +365,7 @@ struct FragmentWriter {
     addr: Option<String>,
     /// Until its fragment is sent (as a stream, or whole).
     header: Option<FragmentHeader>,
-    tx: Option<mpsc::Sender<Bytes>>,
+    tx: Option<mpsc::Sender<CheckedBlock>>,
     task: Option<JoinHandle<PutResult>>,
     /// Why this fragment can take no more blocks (None while it can).
     down: Option<&'static str>,
@@ -414,11 +415,15 @@ enum Sent {
     /// The fragment's stream is gone (its node failed or answered early).
     Closed,
     /// Not taken within the time given; the block comes back for a retry.
-    Stalled(Bytes),
+    Stalled(CheckedBlock),
 }
 
 /// Sends `block` on `tx` if the stream takes it within `within`.
-async fn send_within(tx: &mpsc::Sender<Bytes>, block: Bytes, within: Duration) -> Sent {
+async fn send_within(
+    tx: &mpsc::Sender<CheckedBlock>,
+    block: CheckedBlock,
+    within: Duration,
+) -> Sent {
     // `reserve` is cancel-safe: on timeout the block is not lost, so a
     // fragment waited on longer gets the same block again.
     match tokio::time::timeout(within, tx.reserve()).await {
@@ -569,7 +574,7 @@ impl Fanout {
             let (Some(addr), Some(header)) = (w.addr.clone(), w.header.take()) else {
                 continue;
             };
-            let (tx, rx) = mpsc::channel::<Bytes>(WINDOW);
+            let (tx, rx) = mpsc::channel::<CheckedBlock>(WINDOW);
             let blocks =
                 futures::stream::unfold(
                     rx,
@@ -595,7 +600,7 @@ impl Fanout {
     /// nothing for [`STALL_TIMEOUT`] are dropped (and their nodes marked
     /// suspect) as long as the quorum holds without them; the others get up
     /// to [`SEND_TIMEOUT`].
-    async fn send_all(&mut self, blocks: Vec<Bytes>) {
+    async fn send_all(&mut self, blocks: Vec<CheckedBlock>) {
         let sends: Vec<_> = self
             .writers
             .iter()
@@ -652,15 +657,16 @@ impl Fanout {
         self.writers.iter().filter(|r| r.tx.is_some()).count()
     }
 
-    /// The k+m blocks of one stripe (full, or the short last one).
-    fn encode(&self, stripe: &Bytes) -> GwResult<Vec<Bytes>> {
+    /// The k+m blocks of one stripe (full, or the short last one), each with
+    /// its CRC32C taken while the encoder had it in the cache.
+    fn encode(&self, stripe: &Bytes) -> GwResult<Vec<CheckedBlock>> {
         let shard_len = if stripe.len() == self.stripe_bytes() {
             self.layout.block_size as usize
         } else {
             stripe.len().div_ceil(self.codec.data_shards())
         };
         self.codec
-            .encode(stripe, shard_len)
+            .encode_checked(stripe, shard_len)
             .map_err(|e| GwError::Internal(e.to_string()))
     }
 
@@ -686,7 +692,8 @@ impl Fanout {
     async fn finish(mut self, size: u64) -> GwResult<DataLocation> {
         // The seal (an empty block) commits each fragment; a stream that just
         // ends (Drop, cancellation) is abandoned by its node.
-        self.send_all(vec![Bytes::new(); self.writers.len()]).await;
+        self.send_all(vec![CheckedBlock::default(); self.writers.len()])
+            .await;
         for w in &mut self.writers {
             w.tx = None;
         }
