@@ -23,7 +23,13 @@ mkdir -p "$OUT"
 DATA=$(mktemp -d)
 "$KURA" dev --data-dir "$DATA" --port "$PORT" > "$OUT/dev.log" 2>&1 &
 DEV=$!
-trap 'kill $DEV 2>/dev/null; wait $DEV 2>/dev/null; rm -rf "$DATA"' EXIT
+# Under `set -e` a failing command ends a trap too: each step may fail here.
+cleanup() {
+  kill "$DEV" 2>/dev/null || true
+  wait "$DEV" 2>/dev/null || true
+  rm -rf "$DATA"
+}
+trap cleanup EXIT
 for _ in $(seq 1 120); do grep -q "cluster ready" "$OUT/dev.log" && break; sleep 1; done
 sleep 3
 phases=("put-4KiB put --obj.size 4KiB" "get-4KiB get --obj.size 4KiB --objects 2000"
