@@ -127,15 +127,14 @@ impl Codec {
             return Ok(shards);
         };
         let data: Vec<&[u8]> = shards.iter().map(|b| &b[..]).collect();
-        let (parity, crcs) = match &self.gfni {
-            Some(g) => match crcs {
-                Some(c) => (g.encode(&data, Some(&mut *c)), Some(c)),
-                None => (g.encode(&data, None), None),
-            },
-            None => (None, crcs),
-        };
-        let taken = parity.is_some();
-        let parity = match parity {
+        let mut crcs = crcs;
+        let gfni = self
+            .gfni
+            .as_ref()
+            .and_then(|g| g.encode(&data, crcs.as_deref_mut()));
+        // The GFNI kernel filled `crcs` itself; else they are taken below.
+        let checked = gfni.is_some();
+        let parity = match gfni {
             Some(p) => p,
             None => {
                 // One zeroed allocation each (`vec![v; m]` would copy the first
@@ -146,7 +145,7 @@ impl Codec {
             }
         };
         shards.extend(parity.into_iter().map(Bytes::from));
-        if let Some(crcs) = crcs.filter(|_| !taken) {
+        if let Some(crcs) = crcs.filter(|_| !checked) {
             for (slot, b) in crcs.iter_mut().zip(&shards) {
                 *slot = crc32c(b);
             }
