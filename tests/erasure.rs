@@ -244,6 +244,96 @@ fn full_data_node_is_skipped_by_writes() {
     assert_eq!(std::fs::read(&back).unwrap(), old);
 }
 
+/// Every data node full, or data nodes killed in the middle of a PUT: the
+/// client gets the S3 XML error, never a reset connection, also when it
+/// sends its whole body before reading the answer (no `Expect:
+/// 100-continue`); an answered 200 means the exact bytes are stored.
+#[test]
+fn puts_refused_early_get_their_answer() {
+    const BODY: usize = 48 << 20;
+    let mut c = Cluster::must_start();
+    c.must_aws(&["s3", "mb", "s3://ecb"]);
+    let answers = |c: &Cluster, mode: &str, key: &str| -> Vec<String> {
+        let args = [mode, "ecb", key, &BODY.to_string(), "3"];
+        c.must_python("whole_body_put.py", &args)
+            .lines()
+            .map(str::to_string)
+            .collect()
+    };
+    // Refused before the body is read: the access check.
+    assert_eq!(answers(&c, "anonymous", "anon"), ["403 AccessDenied"; 3]);
+    // The placement group has no writable data node.
+    let datanodes = c.ids_of("datanode");
+    for id in &datanodes {
+        c.must_kill9(id);
+        c.must_restart_with(id, &["--min-free-bytes", "1000000000000000"]);
+    }
+    let read_only_count = |c: &Cluster| {
+        c.pd_json("/pd/api/v1/datanodes")["datanodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|n| n["read_only"] == true)
+            .count()
+    };
+    common::wait_until("PD to see every node read-only", 30, &c, || {
+        read_only_count(&c) == datanodes.len()
+    });
+    std::thread::sleep(Duration::from_secs(4)); // the gateway polls the map every 3 s
+    assert_eq!(answers(&c, "signed", "full"), ["503 ServiceUnavailable"; 3]);
+    for id in &datanodes {
+        c.must_kill9(id);
+        c.must_restart(id);
+    }
+    common::wait_until("PD to see the nodes writable", 30, &c, || {
+        read_only_count(&c) == 0
+    });
+    std::thread::sleep(Duration::from_secs(4));
+    // Two nodes of different zones die while the body streams: fewer than
+    // k + 1 fragments can be written.
+    let (paused, resume, md5) = (
+        c.dir.join("paused"),
+        c.dir.join("resume"),
+        c.dir.join("md5"),
+    );
+    let put = c.spawn_python(
+        "paused_put.py",
+        &[
+            "ecb",
+            "mid",
+            &(24 << 20).to_string(),
+            &(8 << 20).to_string(),
+            paused.to_str().unwrap(),
+            resume.to_str().unwrap(),
+            md5.to_str().unwrap(),
+        ],
+    );
+    common::wait_until("the PUT to pause mid-body", 30, &c, || {
+        paused.exists()
+            && common::datanode_metric_sum(&c, "kura_datanode_fragment_puts_in_progress") >= 6.0
+    });
+    c.must_kill9("datanode-1");
+    c.must_kill9("datanode-3");
+    std::fs::write(&resume, b"").unwrap();
+    let out = put.wait_with_output().expect("paused put");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "the answer was lost: {stdout}");
+    let answer = stdout.lines().last().unwrap_or_default();
+    if answer.starts_with("200") {
+        let back = c.dir.join("back");
+        c.must_get_file("ecb", "mid", &back);
+        let sent = std::fs::read_to_string(&md5).unwrap();
+        use md5::{Digest, Md5};
+        let got = hex::encode(Md5::digest(std::fs::read(&back).unwrap()));
+        assert_eq!(got, sent, "an acknowledged PUT must read back exactly");
+    } else {
+        assert!(
+            answer.starts_with("503") && answer.contains("<Code>ServiceUnavailable</Code>"),
+            "a PUT that lost its quorum answers 503 in XML: {stdout}"
+        );
+    }
+}
+
 /// EC 8+3 (S3 `STANDARD_IA`) needs 11 data nodes in at least 4 zones: with
 /// five more nodes (one more in z1..z3, two in a new zone z4) PD builds its
 /// map, a PUT with that class is stored 8+3 (1.375× on disk), reads survive

@@ -6,6 +6,8 @@
 //! quorum, unreachable peers and timeouts are 503 `ServiceUnavailable`; only
 //! our own bugs and unreadable stored state become 500 `InternalError`.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use http::StatusCode;
 use s3s::{S3Error, S3ErrorCode};
 
@@ -453,12 +455,58 @@ fn delete_marker_headers(version_id: Option<&str>, allow_delete: bool) -> http::
     h
 }
 
+/// At most one log line a second for a failure that can repeat with every
+/// request; `admit` says how many were skipped since the last line.
+pub struct LogThrottle {
+    /// Unix milliseconds before which lines are skipped.
+    next_ms: AtomicU64,
+    skipped: AtomicU64,
+}
+
+impl LogThrottle {
+    pub const fn new() -> Self {
+        LogThrottle {
+            next_ms: AtomicU64::new(0),
+            skipped: AtomicU64::new(0),
+        }
+    }
+
+    /// Some(lines skipped since the last one) if a line may be written now.
+    pub fn admit(&self) -> Option<u64> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let next = self.next_ms.load(Ordering::Relaxed);
+        if now >= next
+            && self
+                .next_ms
+                .compare_exchange(next, now + 1000, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            return Some(self.skipped.swap(0, Ordering::Relaxed));
+        }
+        self.skipped.fetch_add(1, Ordering::Relaxed);
+        None
+    }
+}
+
+impl Default for LogThrottle {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl From<GwError> for S3Error {
     fn from(e: GwError) -> S3Error {
         match &e {
             GwError::Internal(why) => tracing::error!(error = %why, "internal error"),
             GwError::Unavailable(why) | GwError::Contention(why) => {
-                tracing::warn!(error = %why, "request failed")
+                // Each refused request of a full or broken cluster fails the
+                // same way, at the request rate: one line a second says it.
+                static FAILED: LogThrottle = LogThrottle::new();
+                if let Some(skipped) = FAILED.admit() {
+                    tracing::warn!(error = %why, skipped, "request failed")
+                }
             }
             _ => {}
         }
@@ -701,6 +749,19 @@ fn xml_response(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_throttle_admits_one_line_a_second_and_counts_the_rest() {
+        let t = LogThrottle::new();
+        assert_eq!(t.admit(), Some(0));
+        for _ in 0..5 {
+            assert_eq!(t.admit(), None);
+        }
+        // As if a second had passed.
+        t.next_ms.store(0, Ordering::Relaxed);
+        assert_eq!(t.admit(), Some(5));
+        assert_eq!(t.admit(), None);
+    }
 
     #[test]
     fn statuses() {

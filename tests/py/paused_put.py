@@ -1,10 +1,12 @@
 """A PUT whose body stalls midway: sends the first HEAD_BYTES, creates
 PAUSED_FILE, waits for RESUME_FILE, then sends the rest. Lets a test break
 something (kill the metadata stores) between the body and the commit.
-Prints the HTTP status and body of the answer.
+Prints the HTTP status and body of the answer; writes the MD5 (hex) of
+the body to MD5_FILE if given.
 
-usage: paused_put.py BUCKET KEY SIZE HEAD_BYTES PAUSED_FILE RESUME_FILE
+usage: paused_put.py BUCKET KEY SIZE HEAD_BYTES PAUSED_FILE RESUME_FILE [MD5_FILE]
 """
+import hashlib
 import http.client
 import os
 import sys
@@ -34,6 +36,13 @@ for name, value in req.headers.items():
 conn.putheader("Host", u.netloc)
 conn.endheaders()
 block = os.urandom(1 << 16)
+md5 = hashlib.md5()
+for _ in range(size // len(block)):
+    md5.update(block)
+md5.update(block[:size % len(block)])
+if len(sys.argv) > 7:
+    with open(sys.argv[7], "w") as f:
+        f.write(md5.hexdigest())
 sent = 0
 paused = False
 while sent < size:

@@ -20,7 +20,8 @@
 //! Closing a socket with unread bytes makes the kernel reset it, which can
 //! destroy the answer before the client has read it (a client still
 //! sending its oversized head, or the body of a request refused early). So
-//! after that answer, or any answer that said `Connection: close`, the
+//! after that answer, or any answer that said `Connection: close` (such as
+//! an error answered before the request body was read, `unread.rs`), the
 //! connection lingers: its write side is shut and what the client still
 //! sends is read and dropped, for at most [`LINGER`] and [`LINGER_BYTES`].
 
@@ -35,10 +36,13 @@ use super::streams::Activity;
 use crate::error::Refusal;
 
 const HYPER_431: &[u8] = b"HTTP/1.1 431 Request Header Fields Too Large\r\n";
-/// How long a connection answered in hyper's place is drained before it closes.
-const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
-/// The most drained from it.
-const LINGER_BYTES: usize = 2 << 20;
+/// How long a closing connection is drained before it is closed.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(5);
+/// The most drained from it: a client that stops sending when it reads the
+/// answer may still have socket buffers' worth in flight (several MiB on
+/// loopback), and one that sends its whole body before reading (Python's
+/// http.client) gets its answer for bodies up to this size.
+const LINGER_BYTES: usize = 64 << 20;
 /// Sockets lingering at once (each holds an 8 KiB buffer); beyond, closed
 /// at once, so lingering can't be used to hold memory.
 static LINGERING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1024);

@@ -21,7 +21,9 @@
 //! `body_idle_timeout` fails with 400 RequestTimeout; a slow but steady
 //! upload never does), the `RemoteAddr` / `SecureTransport` extensions
 //! the access check reads, and CORS (`cors.rs`: preflights answered here,
-//! CORS headers added to answers). Nothing here buffers a body.
+//! CORS headers added to answers), and `Connection: close` on an error
+//! answered before the body was read (`unread.rs`, so the answer is not
+//! lost to a reset). Nothing here buffers a body.
 
 pub mod admission;
 pub mod cors;
@@ -31,6 +33,7 @@ pub mod malformed;
 pub mod signed_range;
 pub mod streams;
 pub mod tls;
+pub mod unread;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -569,9 +572,18 @@ async fn admit<H: Handler>(
         .as_ref()
         .map(|_| form::max_form_bytes(max_file) as usize);
     let idle = shared.cfg.body_idle_timeout;
-    let req = req.map(|b| request_body(b, idle, limit));
-    let mut resp = shared.handler.clone().handle(req).await;
+    let version = req.version();
+    let (parts, body) = req.into_parts();
+    let (body, body_end) = request_body(body, idle, limit);
+    let mut resp = shared
+        .handler
+        .clone()
+        .handle(Request::from_parts(parts, body))
+        .await;
     drop(form_permit);
+    if let Ok(r) = resp.as_mut() {
+        body_end.close_if_unread(version, r);
+    }
     if let (Some(cors), Some(pending), Ok(r)) = (cors, cors_pending, resp.as_mut()) {
         cors.finish(pending, r).await;
     }
@@ -598,18 +610,20 @@ fn refused<B>(mut resp: Response<s3s::Body>, req: &Request<B>) -> Response<s3s::
 }
 
 /// The request body as the handler reads it: an idle timeout, and a size
-/// cap for POST forms.
-fn request_body(b: Incoming, idle: Duration, limit: Option<usize>) -> s3s::Body {
+/// cap for POST forms; and whether it was read to its end (`unread.rs`).
+fn request_body(b: Incoming, idle: Duration, limit: Option<usize>) -> (s3s::Body, unread::BodyEnd) {
     // Nothing to wait for; and TimeoutBody hides the exact size (0) that
     // s3s reads when there is no Content-Length.
     if hyper::body::Body::is_end_stream(&b) {
-        return s3s::Body::from(b);
+        return (s3s::Body::from(b), unread::BodyEnd::reached());
     }
+    let (b, end) = unread::Watched::new(b);
     let body = tower_http::timeout::TimeoutBody::new(idle, b).map_err(idle_to_request_timeout);
-    match limit {
+    let body = match limit {
         Some(max) => s3s::Body::http_body(http_body_util::Limited::new(body, max)),
         None => s3s::Body::http_body(body),
-    }
+    };
+    (body, end)
 }
 
 /// tower-http's idle timeout becomes AWS's RequestTimeout, which the
