@@ -114,59 +114,104 @@ pub fn condition_context(
     uri: &http::Uri,
     headers: &http::HeaderMap,
 ) -> ConditionContext {
-    let mut c = ConditionContext::new();
-    let now = time::OffsetDateTime::now_utc();
-    if let Ok(t) = now.format(&time::format_description::well_known::Rfc3339) {
-        c.set("aws:CurrentTime", t);
-    }
-    c.set("aws:EpochTime", now.unix_timestamp().to_string());
-    c.set("aws:SecureTransport", if secure { "true" } else { "false" });
-    if let Some(RemoteAddr(addr)) = remote {
-        c.set("aws:SourceIp", addr.ip().to_string());
-    }
-    match principal {
-        Some(p) => {
-            c.set("aws:username", p.name.clone());
-            c.set("aws:userid", p.user_id.clone());
-            c.set("aws:PrincipalType", "User");
+    RequestFacts::of(remote, secure, uri, headers).context(principal)
+}
+
+/// What a request's condition keys are made of, taken as it arrives (cheap:
+/// no formatting, nothing copied for a request without a query or ACL
+/// header); [`Caller::context`] builds the keys only when a policy asks.
+#[derive(Debug)]
+pub struct RequestFacts {
+    now: time::OffsetDateTime,
+    remote: Option<RemoteAddr>,
+    secure: bool,
+    query: Option<String>,
+    acl: Option<String>,
+    /// Signature version and auth type, for a signed request.
+    auth: (&'static str, &'static str),
+}
+
+impl RequestFacts {
+    pub fn of(
+        remote: Option<RemoteAddr>,
+        secure: bool,
+        uri: &http::Uri,
+        headers: &http::HeaderMap,
+    ) -> Self {
+        let signed_v4 = headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .map(|a| a.starts_with("AWS4-"));
+        let auth = match signed_v4 {
+            Some(true) => ("AWS4-HMAC-SHA256", "REST-HEADER"),
+            Some(false) => ("AWS", "REST-HEADER"),
+            None if uri.query().is_some_and(|q| q.contains("X-Amz-Signature=")) => {
+                ("AWS4-HMAC-SHA256", "REST-QUERY-STRING")
+            }
+            None => ("AWS", "REST-QUERY-STRING"),
+        };
+        RequestFacts {
+            now: time::OffsetDateTime::now_utc(),
+            remote,
+            secure,
+            query: uri.query().map(str::to_string),
+            acl: headers
+                .get("x-amz-acl")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string),
+            auth,
         }
-        None => c.set("aws:PrincipalType", "Anonymous"),
     }
-    if let Some(q) = uri.query() {
-        for pair in q.split('&') {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            let key = match k {
-                "prefix" => "s3:prefix",
-                "delimiter" => "s3:delimiter",
-                "max-keys" => "s3:max-keys",
-                _ => continue,
-            };
-            let v = percent_encoding::percent_decode_str(&v.replace('+', " "))
-                .decode_utf8_lossy()
-                .into_owned();
-            c.set(key, v);
+
+    /// The condition keys, for `principal` (None: anonymous).
+    pub fn context(&self, principal: Option<&Principal>) -> ConditionContext {
+        let mut c = ConditionContext::new();
+        if let Ok(t) = self
+            .now
+            .format(&time::format_description::well_known::Rfc3339)
+        {
+            c.set("aws:CurrentTime", t);
         }
-    }
-    if let Some(acl) = headers.get("x-amz-acl").and_then(|v| v.to_str().ok()) {
-        c.set("s3:x-amz-acl", acl.to_string());
-    }
-    let signed_v4 = headers
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .map(|a| a.starts_with("AWS4-"));
-    let (version, auth_type) = match signed_v4 {
-        Some(true) => ("AWS4-HMAC-SHA256", "REST-HEADER"),
-        Some(false) => ("AWS", "REST-HEADER"),
-        None if uri.query().is_some_and(|q| q.contains("X-Amz-Signature=")) => {
-            ("AWS4-HMAC-SHA256", "REST-QUERY-STRING")
+        c.set("aws:EpochTime", self.now.unix_timestamp().to_string());
+        c.set(
+            "aws:SecureTransport",
+            if self.secure { "true" } else { "false" },
+        );
+        if let Some(RemoteAddr(addr)) = self.remote {
+            c.set("aws:SourceIp", addr.ip().to_string());
         }
-        None => ("AWS", "REST-QUERY-STRING"),
-    };
-    if principal.is_some() {
-        c.set("s3:signatureversion", version);
-        c.set("s3:authType", auth_type);
+        match principal {
+            Some(p) => {
+                c.set("aws:username", p.name.clone());
+                c.set("aws:userid", p.user_id.clone());
+                c.set("aws:PrincipalType", "User");
+            }
+            None => c.set("aws:PrincipalType", "Anonymous"),
+        }
+        if let Some(q) = &self.query {
+            for pair in q.split('&') {
+                let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                let key = match k {
+                    "prefix" => "s3:prefix",
+                    "delimiter" => "s3:delimiter",
+                    "max-keys" => "s3:max-keys",
+                    _ => continue,
+                };
+                let v = percent_encoding::percent_decode_str(&v.replace('+', " "))
+                    .decode_utf8_lossy()
+                    .into_owned();
+                c.set(key, v);
+            }
+        }
+        if let Some(acl) = &self.acl {
+            c.set("s3:x-amz-acl", acl.clone());
+        }
+        if principal.is_some() {
+            c.set("s3:signatureversion", self.auth.0);
+            c.set("s3:authType", self.auth.1);
+        }
+        c
     }
-    c
 }
 
 /// The s3s access hook.
@@ -201,16 +246,8 @@ impl Access {
             secure,
             remote.map(|r| r.0),
         )?;
-        let caller = Arc::new(Caller {
-            context: condition_context(
-                principal.as_deref(),
-                remote,
-                secure,
-                cx.uri(),
-                cx.headers(),
-            ),
-            principal,
-        });
+        let facts = RequestFacts::of(remote, secure, cx.uri(), cx.headers());
+        let caller = Arc::new(Caller::of_request(principal, facts));
         let op = cx.s3_op().name();
         let (bucket, key) = match cx.s3_path() {
             S3Path::Root => (None, None),
@@ -313,7 +350,7 @@ fn check_create_bucket(caller: &Caller, name: &BucketName) -> GwResult<()> {
                     tenant: &name.tenant,
                     bucket: &name.name,
                     key: None,
-                    context: &caller.context,
+                    context: caller.context(),
                     principal_required: false,
                 }),
                 Decision::ExplicitDeny { .. }

@@ -96,7 +96,7 @@ pub fn decide_with(
         tenant: &name.tenant,
         bucket: &name.name,
         key,
-        context: &caller.context,
+        context: caller.context(),
         principal_required,
     };
     let user_decision = caller
@@ -283,8 +283,8 @@ mod acl_decision_tests {
     use super::*;
 
     fn user(tenant: &str, id: &str) -> Caller {
-        Caller {
-            principal: Some(Arc::new(Principal {
+        Caller::new(
+            Some(Arc::new(Principal {
                 user_id: id.into(),
                 tenant: tenant.into(),
                 name: id.into(),
@@ -293,15 +293,12 @@ mod acl_decision_tests {
                 access_key: format!("AK-{id}"),
                 policy: None,
             })),
-            context: ConditionContext::new(),
-        }
+            ConditionContext::new(),
+        )
     }
 
     fn anonymous() -> Caller {
-        Caller {
-            principal: None,
-            context: ConditionContext::new(),
-        }
+        Caller::new(None, ConditionContext::new())
     }
 
     fn bucket() -> BucketName {

@@ -213,7 +213,7 @@ async fn handle(
         context.set("s3:authType", "POST");
         context.set("s3:signatureversion", signing.version_name());
     }
-    let caller = Arc::new(Caller { principal, context });
+    let caller = Arc::new(Caller::new(principal, context));
     let name = BucketName::resolve(&target.bucket, caller.tenant());
     let Some(bucket) = ctx
         .meta
