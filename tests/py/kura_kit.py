@@ -1,18 +1,24 @@
 """Helpers shared by the tenancy test scripts (tenancy.py, quota.py, acl.py):
 `kura admin` as a subprocess, boto3 clients for given keys, expected-error
-checks, named checks, unsigned requests.
+checks, named checks, unsigned requests, PUTs whose body the script sends
+by hand (`put_connection`).
 
 The scripts are run by tests/*.rs with KURA_S3, KURA_DIR (cluster.json,
 credentials) and KURA_BIN (the kura binary) set.
 """
+import http.client
 import json
 import os
 import subprocess
 import urllib.error
+import urllib.parse
 import urllib.request
 
 import boto3
 import botocore.handlers
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
@@ -109,3 +115,25 @@ def check(name, fn):
         print(f"FAIL {name}: {e}")
         raise
     print(f"ok   {name}")
+
+
+def put_connection(url, size, signed=True, timeout=300):
+    """A connection with the head of a PUT of `size` bytes to `url` sent
+    (SigV4 over UNSIGNED-PAYLOAD with the env's keys, or anonymous); the
+    caller sends the body and reads the answer."""
+    req = AWSRequest(method="PUT", url=url, headers={
+        "x-amz-content-sha256": "UNSIGNED-PAYLOAD",
+        "Content-Length": str(size),
+    })
+    if signed:
+        SigV4Auth(Credentials(os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"]),
+                  "s3", "us-east-1").add_auth(req)
+    u = urllib.parse.urlparse(url)
+    conn = (http.client.HTTPSConnection if u.scheme == "https" else http.client.HTTPConnection)(
+        u.hostname, u.port, timeout=timeout)
+    conn.putrequest("PUT", u.path, skip_accept_encoding=True, skip_host=True)
+    for name, value in req.headers.items():
+        conn.putheader(name, value)
+    conn.putheader("Host", u.netloc)
+    conn.endheaders()
+    return conn

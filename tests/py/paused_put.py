@@ -7,34 +7,16 @@ the body to MD5_FILE if given.
 usage: paused_put.py BUCKET KEY SIZE HEAD_BYTES PAUSED_FILE RESUME_FILE [MD5_FILE]
 """
 import hashlib
-import http.client
 import os
 import sys
 import time
-from urllib.parse import urlparse
 
-from botocore.auth import SigV4Auth
-from botocore.awsrequest import AWSRequest
-from botocore.credentials import Credentials
+from kura_kit import put_connection
 
 bucket, key, size, head = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 paused_file, resume_file = sys.argv[5], sys.argv[6]
 endpoint = os.environ["KURA_S3"]
-url = f"{endpoint}/{bucket}/{key}"
-req = AWSRequest(method="PUT", url=url, headers={
-    "x-amz-content-sha256": "UNSIGNED-PAYLOAD",
-    "Content-Length": str(size),
-})
-SigV4Auth(Credentials(os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"]),
-          "s3", "us-east-1").add_auth(req)
-u = urlparse(url)
-conn = (http.client.HTTPSConnection if u.scheme == "https" else http.client.HTTPConnection)(
-    u.hostname, u.port, timeout=300)
-conn.putrequest("PUT", u.path, skip_accept_encoding=True, skip_host=True)
-for name, value in req.headers.items():
-    conn.putheader(name, value)
-conn.putheader("Host", u.netloc)
-conn.endheaders()
+conn = put_connection(f"{endpoint}/{bucket}/{key}", size)
 block = os.urandom(1 << 16)
 md5 = hashlib.md5()
 for _ in range(size // len(block)):

@@ -7,37 +7,18 @@ client sees "connection reset" instead of the error.
 usage: whole_body_put.py signed|anonymous BUCKET KEY SIZE COUNT
 Prints one line per PUT: `STATUS CODE` (CODE from the XML error, `-` if none).
 """
-import http.client
 import os
 import re
 import sys
-from urllib.parse import urlparse
 
-from botocore.auth import SigV4Auth
-from botocore.awsrequest import AWSRequest
-from botocore.credentials import Credentials
+from kura_kit import put_connection
 
 mode, bucket, key, size, count = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
 endpoint = os.environ["KURA_S3"]
 block = os.urandom(1 << 20)
 
 for i in range(count):
-    url = f"{endpoint}/{bucket}/{key}-{i}"
-    req = AWSRequest(method="PUT", url=url, headers={
-        "x-amz-content-sha256": "UNSIGNED-PAYLOAD",
-        "Content-Length": str(size),
-    })
-    if mode == "signed":
-        SigV4Auth(Credentials(os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"]),
-                  "s3", "us-east-1").add_auth(req)
-    u = urlparse(url)
-    conn = (http.client.HTTPSConnection if u.scheme == "https" else http.client.HTTPConnection)(
-        u.hostname, u.port, timeout=60)
-    conn.putrequest("PUT", u.path, skip_accept_encoding=True, skip_host=True)
-    for name, value in req.headers.items():
-        conn.putheader(name, value)
-    conn.putheader("Host", u.netloc)
-    conn.endheaders()
+    conn = put_connection(f"{endpoint}/{bucket}/{key}-{i}", size, signed=mode == "signed", timeout=60)
     sent = 0
     while sent < size:
         n = min(len(block), size - sent)
